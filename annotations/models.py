@@ -1,3 +1,318 @@
-from django.db import models
+"""The data model. Models hold data and the constraints that keep it consistent; the rules
+that change it live in ``services.py`` and the reads in ``selectors.py``."""
 
-# Create your models here.
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def _public_token() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _completion_code() -> str:
+    return secrets.token_hex(4).upper()
+
+
+class Dataset(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=100)
+    modalities = models.JSONField(default=list, help_text="Payload keys besides id and label, e.g. ['image', 'text'].")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="dataset_unique_name_per_owner")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Item(models.Model):
+    """One input. ``payload`` maps each modality to its value: text inline, files as paths
+    relative to MEDIA_ROOT with content-hash names (so no file name carries a label)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=200)
+    payload = models.JSONField()
+    gold_label = models.CharField(max_length=200)
+    line_number = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "external_id"], name="item_unique_id_per_dataset"),
+        ]
+        ordering = ["dataset", "line_number"]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class RegisteredModel(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registered_models")
+    name = models.CharField(max_length=100)
+    adapter_path = models.CharField(max_length=300, help_text="package.module:Factory")
+    labels = models.JSONField(default=list)
+    modalities = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="model_unique_name_per_owner")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.adapter_path})"
+
+
+class Prediction(models.Model):
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="predictions")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="predictions")
+    label = models.CharField(max_length=200)
+    probabilities = models.JSONField(help_text="One probability per label, in the model's label order.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "item"], name="prediction_unique_per_model_item")]
+
+    @property
+    def is_correct(self) -> bool:
+        return self.label == self.item.gold_label
+
+
+class Explanation(models.Model):
+    """One attribution (or interaction) of one item for one target class."""
+
+    class Status(models.TextChoices):
+        DONE = "done"
+        FAILED = "failed"
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="explanations")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="explanations")
+    method = models.CharField(max_length=50)
+    target_label = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    arrays_file = models.CharField(max_length=300, blank=True, help_text="npz under MEDIA_ROOT")
+    image_view = models.CharField(max_length=300, blank=True, help_text="rendered PNG under MEDIA_ROOT")
+    token_view = models.JSONField(default=list, blank=True, help_text="token highlight spans")
+    summary = models.JSONField(default=dict, blank=True, help_text="modality share, delta, group scores")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "item", "method", "target_label"],
+                                    name="explanation_unique_per_target"),
+        ]
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PRECOMPUTING = "precomputing"
+        READY = "ready"
+        LIVE = "live"
+        CLOSED = "closed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="studies")
+    collaborators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_studies")
+    name = models.CharField(max_length=200)
+    public_id = models.CharField(max_length=32, unique=True, default=_public_token)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="studies")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="studies")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    seed = models.BigIntegerField(default=0)
+    items_per_participant = models.PositiveIntegerField(default=10)
+    raters_per_item = models.PositiveIntegerField(default=3)
+    n_candidates = models.PositiveIntegerField(default=4, help_text="0 shows every label.")
+    explanation_method = models.CharField(max_length=50, default="integrated_gradients")
+    lease_minutes = models.PositiveIntegerField(default=60)
+    consent_text = models.TextField(blank=True)
+    instructions = models.TextField(blank=True)
+    completion_code = models.CharField(max_length=32, default=_completion_code)
+    design = models.JSONField(default=dict, blank=True, help_text="Further design options.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_per_participant_positive"),
+            models.CheckConstraint(condition=Q(raters_per_item__gte=1), name="study_raters_per_item_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StudyItem(models.Model):
+    """An item in a study's pool, with the stratum it was sampled from."""
+
+    class Stratum(models.TextChoices):
+        MODEL_RIGHT = "model_right"
+        MODEL_WRONG = "model_wrong"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="study_items")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="study_items")
+    stratum = models.CharField(max_length=20, choices=Stratum.choices, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "item"], name="study_item_unique")]
+
+
+class Condition(models.Model):
+    """A between-subjects arm: the explanation views its participants see."""
+
+    class View(models.TextChoices):
+        HEATMAP = "heatmap", "Image heatmap"
+        TOKENS = "tokens", "Token highlights"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
+    name = models.CharField(max_length=100)
+    views = models.JSONField(default=list, blank=True, help_text="Empty for the no-explanation baseline.")
+    is_baseline = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "name"], name="condition_unique_name"),
+            models.UniqueConstraint(fields=["study"], condition=Q(is_baseline=True), name="condition_one_baseline"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PrecomputeJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="precompute_jobs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Traceback of the failure, shown to the researcher.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Participant(models.Model):
+    class Platform(models.TextChoices):
+        LINK = "link"
+        INVITE = "invite"
+        PROLIFIC = "prolific"
+        MTURK = "mturk"
+        PREVIEW = "preview"
+
+    class Phase(models.TextChoices):
+        CONSENT = "consent"
+        INSTRUCTIONS = "instructions"
+        TEST = "test"
+        DONE = "done"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="participants")
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    platform = models.CharField(max_length=10, choices=Platform.choices)
+    platform_id = models.CharField(max_length=200, blank=True)
+    platform_data = models.JSONField(default=dict, blank=True)
+    phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.CONSENT)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "platform", "platform_id"], condition=~Q(platform_id=""),
+                                    name="participant_unique_platform_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.public_id}"
+
+
+class InviteToken(models.Model):
+    """A single-use link for one participant."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="invites")
+    token = models.CharField(max_length=64, unique=True, default=_public_token)
+    participant = models.OneToOneField(Participant, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+
+class Assignment(models.Model):
+    """A lease of one item to one participant. It holds one of the item's rater slots."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        ANSWERED = "answered"
+        EXPIRED = "expired"
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="assignments")
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    candidate_order = models.JSONField(default=list, help_text="Labels in the order shown.")
+    lease_expires_at = models.DateTimeField()
+    served_at = models.DateTimeField(null=True, blank=True, help_text="First time the item page was served.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["participant", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "item"], name="assignment_item_once_per_participant"),
+            models.UniqueConstraint(fields=["participant", "position"], name="assignment_unique_position"),
+        ]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+
+
+class Slot(models.Model):
+    """One of the ``raters_per_item`` places an item has in an arm. An assignment takes a
+    free slot under ``SELECT … FOR UPDATE SKIP LOCKED``; since slots are fixed rows, no
+    race can give an item more raters than it has slots."""
+
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="slots")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="slots")
+    index = models.PositiveIntegerField()
+    sort_key = models.BigIntegerField(help_text="Seeded random order within a round of slots.")
+    assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="slot")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["condition", "item", "index"], name="slot_unique")]
+        indexes = [models.Index(fields=["condition", "index", "sort_key"])]
+
+
+class Response(models.Model):
+    """A participant's answer to one assignment. One per assignment: a double submit stores one."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="response")
+    participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="responses")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="responses")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="responses")
+    guess = models.CharField(max_length=200)
+    confidence = models.PositiveSmallIntegerField()
+    rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")
+    candidate_order = models.JSONField(default=list)
+    model_prediction = models.CharField(max_length=200)
+    gold_label = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(confidence__gte=1) & Q(confidence__lte=5), name="response_confidence_1_to_5"),
+        ]

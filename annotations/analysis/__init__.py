@@ -1,0 +1,48 @@
+"""Pure statistics over a DataFrame of responses (no Django; plots live in ``.plots``).
+
+Entry points: :func:`load_responses_csv`, :func:`analyze`. Building blocks:
+:func:`simulation_accuracy`, :func:`arm_effects`, :func:`arm_permutation_test`,
+:func:`simulation_gain`, :func:`agreement`, :func:`krippendorff_alpha`, :func:`fleiss_kappa`,
+:func:`dawid_skene`, :func:`calibration`, :func:`time_on_task`. Definitions are in each module's
+docstring.
+"""
+
+from .accuracy import SUBSETS, arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain
+from .agreement import (
+    DawidSkeneResult,
+    agreement,
+    dawid_skene,
+    fleiss_kappa,
+    krippendorff_alpha,
+    krippendorff_alpha_from_counts,
+)
+from .calibration import calibration, calibration_table, confidence_forecast
+from .report import analyze, jsonable
+from .responses import load_responses_csv, responses_prepare
+from .simulate import responses_simulate, simulated_accuracy_truth
+from .timing import rt_summary, time_on_task
+
+__all__ = [
+    "SUBSETS",
+    "DawidSkeneResult",
+    "agreement",
+    "analyze",
+    "arm_effects",
+    "arm_permutation_test",
+    "calibration",
+    "calibration_table",
+    "confidence_forecast",
+    "dawid_skene",
+    "fleiss_kappa",
+    "jsonable",
+    "krippendorff_alpha",
+    "krippendorff_alpha_from_counts",
+    "load_responses_csv",
+    "responses_prepare",
+    "responses_simulate",
+    "rt_summary",
+    "simulated_accuracy_truth",
+    "simulation_accuracy",
+    "simulation_gain",
+    "time_on_task",
+]

@@ -1,0 +1,105 @@
+"""Timing of the analysis on a synthetic study: ``python -m annotations.analysis.bench [n_responses]``.
+
+The study: 4 arms, 50 test items per participant out of 1,000 items, 10 pretest items per
+participant, 5 % of participants excluded; ``n_responses`` counts test-phase responses (pretest rows
+come on top). ``analyze`` runs every statistic twice (all rows, after exclusions).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .accuracy import arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain
+from .agreement import agreement
+from .calibration import calibration
+from .report import analyze
+from .responses import load_responses_csv, responses_prepare
+from .simulate import responses_simulate
+from .timing import time_on_task
+
+__all__ = ["benchmark"]
+
+ARMS = {"none": 0.0, "saliency": 0.4, "interaction": 0.8, "both": 1.0}
+
+
+def _timed(function: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = function()
+    return time.perf_counter() - start, value
+
+
+def benchmark(
+    n_responses: int = 100_000, *, seed: int = 0, n_resamples: int = 1000, n_permutations: int = 1000
+) -> dict:
+    """Time each step on a synthetic study with ``n_responses`` test responses; seconds per step.
+
+    Returns ``{"n_rows", "n_test_responses", "n_participants", "n_items", "n_resamples",
+    "n_permutations", "cpus", "seconds": {step: seconds}}``.
+    """
+    items_per_participant = 50
+    per_arm = max(2, n_responses // (len(ARMS) * items_per_participant))
+    seconds: dict[str, float] = {}
+    seconds["simulate"], df = _timed(
+        lambda: responses_simulate(
+            seed=seed,
+            arm_logits=ARMS,
+            n_participants_per_arm=per_arm,
+            n_items=1000,
+            items_per_participant=items_per_participant,
+            pretest_items_per_participant=10,
+            exclusion_rate=0.05,
+        )
+    )
+    seconds["responses_prepare"], prepared = _timed(lambda: responses_prepare(df))
+    seconds["simulation_accuracy"], _ = _timed(
+        lambda: simulation_accuracy(prepared, seed=seed, n_resamples=n_resamples)
+    )
+    seconds["arm_effects (bootstrap + permutations)"], _ = _timed(
+        lambda: arm_effects(prepared, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+    )
+    seconds["arm_permutation_test"], _ = _timed(
+        lambda: arm_permutation_test(prepared, baseline="none", seed=seed, n_permutations=n_permutations)
+    )
+    seconds["simulation_gain"], _ = _timed(lambda: simulation_gain(prepared, seed=seed, n_resamples=n_resamples))
+    seconds["agreement (alpha, kappa, Dawid-Skene)"], _ = _timed(lambda: agreement(prepared))
+    seconds["calibration"], _ = _timed(lambda: calibration(prepared))
+    seconds["time_on_task"], _ = _timed(lambda: time_on_task(prepared))
+    seconds["analyze (both sections)"], _ = _timed(
+        lambda: analyze(df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+    )
+    seconds["to_csv + load_responses_csv"], _ = _timed(lambda: load_responses_csv(io.StringIO(df.to_csv(index=False))))
+    test = df[df["phase"] == "test"]
+    return {
+        "n_rows": int(len(df)),
+        "n_test_responses": int(len(test)),
+        "n_participants": int(df["participant"].nunique()),
+        "n_items": int(test["item"].nunique()),
+        "n_resamples": n_resamples,
+        "n_permutations": n_permutations,
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    n_responses = int(args[0]) if args else 100_000
+    result = benchmark(n_responses)
+    print(
+        f"{result['n_test_responses']:,} test responses ({result['n_rows']:,} rows), "
+        f"{result['n_participants']:,} participants, {result['n_items']:,} items, "
+        f"{result['n_resamples']} resamples, {result['n_permutations']} permutations, {result['cpus']} CPU(s)"
+    )
+    width = max(len(step) for step in result["seconds"])
+    print(f"{'step':<{width}}  seconds")
+    for step, value in result["seconds"].items():
+        print(f"{step:<{width}}  {value:7.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Build the whole demo: data, model, a two-arm study, precompute, launch, then serve."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.urls import reverse
+from tqdm import tqdm
+
+from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
+from annotations.services.datasets import dataset_import
+from annotations.services.registry import registered_model_create
+from annotations.services.studies import ConditionSpec, precompute_job_create, study_create, study_launch
+from workers.engine.demo.data import generate_dataset
+from workers.engine.demo.model import load_or_train
+from workers.pipeline import precompute_run
+
+DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
+DEMO_USER, DEMO_PASSWORD = "alice", "mmeval-demo"
+DEMO_STUDY = "Demo: do IG explanations help people simulate the model?"
+
+
+class Command(BaseCommand):
+    help = "Create the demo study end to end and serve it (embedded SQLite + in-process tasks by default)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-serve", action="store_true", help="build everything, then exit")
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--items", type=int, default=160, help="items in the generated dataset")
+
+    def handle(self, *args, no_serve, addrport, items, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        user = self._researcher()
+        self.stdout.write("Training (or loading the cached) demo model…")
+        load_or_train()
+        dataset = self._dataset(user, items)
+        model = RegisteredModel.objects.filter(owner=user, name="demo-fusion").first() or registered_model_create(
+            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
+        study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
+            owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
+            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"])],
+            n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
+        )
+        if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
+            self._precompute(study)
+            study.refresh_from_db()
+        if study.status == Study.Status.READY:
+            study = study_launch(study=study)
+
+        base = f"http://{addrport}"
+        self.stdout.write(self.style.SUCCESS("\nThe demo study is live."))
+        self.stdout.write(f"  Participant link: {base}{reverse('participant-entry', args=[study.public_id])}")
+        self.stdout.write(f"  Researcher page:  {base}{reverse('study-detail', args=[study.pk])}")
+        self.stdout.write(f"  Researcher login: {DEMO_USER} / {DEMO_PASSWORD}")
+        if not no_serve:
+            call_command("runserver", addrport, use_reloader=False)
+
+    def _researcher(self):
+        User = get_user_model()
+        user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True})
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+        return user
+
+    def _dataset(self, user, n_items: int) -> Dataset:
+        existing = Dataset.objects.filter(owner=user, name="demo-shapes").first()
+        if existing:
+            return existing
+        out_dir = Path(settings.MEDIA_ROOT) / "demo-source"
+        jsonl = generate_dataset(out_dir, n_items=n_items, seed=0)
+        return dataset_import(owner=user, name="demo-shapes", jsonl_path=jsonl)
+
+    def _precompute(self, study: Study) -> None:
+        job = study.precompute_jobs.filter(status__in=[PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING]).first() \
+            or precompute_job_create(study=study)
+        with tqdm(total=0, desc="Precompute", unit="item") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+            result = precompute_run(job_id=job.pk, on_progress=progress)
+        if result.get("status") != PrecomputeJob.Status.DONE:
+            job.refresh_from_db()
+            raise SystemExit(f"Precompute failed:\n{job.error}")

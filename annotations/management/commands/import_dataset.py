@@ -1,0 +1,36 @@
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from annotations.services.datasets import DatasetImportError, dataset_import
+
+
+class Command(BaseCommand):
+    help = "Import a dataset JSONL file (paths relative to the file). All or nothing; every bad line is reported."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("jsonl", type=Path)
+        parser.add_argument("--owner", default=None, help="username (default: the first superuser)")
+
+    def handle(self, *args, name, jsonl, owner, **options):
+        user = _owner(owner)
+        try:
+            dataset = dataset_import(owner=user, name=name, jsonl_path=jsonl)
+        except DatasetImportError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(self.style.SUCCESS(f"Imported {dataset.items.count()} items into '{dataset.name}' (id {dataset.pk})."))
+
+
+def _owner(username):
+    User = get_user_model()
+    if username:
+        try:
+            return User.objects.get(username=username)
+        except User.DoesNotExist:
+            raise CommandError(f"no user named '{username}'") from None
+    user = User.objects.filter(is_superuser=True).order_by("pk").first()
+    if user is None:
+        raise CommandError("no superuser exists: create one or pass --owner")
+    return user

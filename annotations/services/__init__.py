@@ -1,0 +1,1 @@
+"""Writes: every rule that changes the database lives in these modules."""

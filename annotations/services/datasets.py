@@ -1,0 +1,125 @@
+"""Dataset import: validate a JSONL file and its media, then store it all or nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from PIL import Image
+
+from annotations.models import Dataset, Item
+from workers.engine.dataset import IMAGE_MODALITIES, DatasetFormatError, is_file_modality, read_dataset_jsonl
+
+
+class DatasetImportError(Exception):
+    def __init__(self, message: str, errors: list[str] | None = None):
+        self.errors = errors or []
+        super().__init__(message)
+
+
+def _store_media(*, source: Path, modality: str, dataset_dir: Path) -> str:
+    """Copy one file under a content-hash name. Images are re-encoded as PNG without
+    metadata, so neither the name nor EXIF/text chunks can carry a label."""
+    if modality in IMAGE_MODALITIES:
+        with Image.open(source) as img:
+            buffer = io.BytesIO()
+            img.convert("RGB").save(buffer, format="PNG")
+        data = buffer.getvalue()
+        suffix = ".png"
+    else:
+        data = source.read_bytes()
+        suffix = source.suffix.lower()
+    name = hashlib.sha256(data).hexdigest()[:32] + suffix
+    target = dataset_dir / name
+    if not target.exists():
+        target.write_bytes(data)
+    return str(target.relative_to(settings.MEDIA_ROOT))
+
+
+def dataset_import(*, owner, name: str, jsonl_path: Path) -> Dataset:
+    """Import ``jsonl_path`` as dataset ``name``. Raises :class:`DatasetImportError` listing
+    every bad line by number; on any error nothing is stored."""
+    if Dataset.objects.filter(owner=owner, name=name).exists():
+        raise DatasetImportError(f"you already have a dataset named '{name}'")
+    try:
+        lines = read_dataset_jsonl(Path(jsonl_path))
+    except DatasetFormatError as exc:
+        raise DatasetImportError(str(exc), [str(e) for e in exc.errors]) from None
+    modalities = sorted(k for k in lines[0].item if k not in ("id", "label"))
+
+    staging = Path(tempfile.mkdtemp(prefix="import-", dir=_media_tmp()))
+    final_dir: Path | None = None
+    try:
+        stored = [
+            (line, {m: (_store_media(source=Path(line.item[m]), modality=m, dataset_dir=staging)
+                        if is_file_modality(m) else line.item[m]) for m in modalities})
+            for line in lines
+        ]
+        with transaction.atomic():
+            dataset = Dataset.objects.create(owner=owner, name=name, modalities=modalities)
+            final_dir = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
+            old_prefix = str(staging.relative_to(settings.MEDIA_ROOT))
+            new_prefix = str(final_dir.relative_to(settings.MEDIA_ROOT))
+            Item.objects.bulk_create(
+                Item(
+                    dataset=dataset,
+                    external_id=line.id,
+                    gold_label=line.item["label"],
+                    line_number=line.line,
+                    payload={m: (v.replace(old_prefix, new_prefix, 1) if is_file_modality(m) else v)
+                             for m, v in payload.items()},
+                )
+                for line, payload in stored
+            )
+            final_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(final_dir, ignore_errors=True)  # left over from a rolled-back import
+            shutil.move(str(staging), final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if final_dir is not None:
+            shutil.rmtree(final_dir, ignore_errors=True)
+        raise
+    return dataset
+
+
+def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
+    """Import an uploaded zip holding one ``.jsonl`` file plus the media it names."""
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=_media_tmp()) as tmp:
+        root = Path(tmp)
+        try:
+            with zipfile.ZipFile(upload) as archive:
+                for member in archive.namelist():
+                    target = (root / member).resolve()
+                    if not str(target).startswith(str(root.resolve())):
+                        raise DatasetImportError(f"zip member '{member}' points outside the archive")
+                archive.extractall(root)
+        except zipfile.BadZipFile:
+            raise DatasetImportError("the upload is not a zip file") from None
+        jsonl_files = sorted(p for p in root.rglob("*.jsonl") if "__MACOSX" not in p.parts)
+        if len(jsonl_files) != 1:
+            raise DatasetImportError(f"the zip must hold exactly one .jsonl file, found {len(jsonl_files)}")
+        return dataset_import(owner=owner, name=name, jsonl_path=jsonl_files[0])
+
+
+def dataset_import_jsonl_upload(*, owner, name: str, upload) -> Dataset:
+    """Import an uploaded JSONL with inline modalities only (no files)."""
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=_media_tmp()) as tmp:
+        path = Path(tmp) / "items.jsonl"
+        with open(path, "wb") as fh:
+            for chunk in upload.chunks():
+                fh.write(chunk)
+        return dataset_import(owner=owner, name=name, jsonl_path=path)
+
+
+def _media_tmp() -> Path:
+    path = Path(settings.MEDIA_ROOT) / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+

@@ -1,0 +1,225 @@
+"""Researcher pages: login required, and a study is visible only to its owner and
+collaborators. Thin: forms in, services and selectors do the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from annotations.exports import responses_csv_lines
+from annotations.forms import DatasetUploadForm, ModelRegisterForm, StudyForm
+from annotations.models import Explanation, Item
+from annotations.selectors import (
+    datasets_of,
+    explanations_for,
+    models_of,
+    studies_visible_to,
+    study_candidates,
+    study_item_rows,
+    study_latest_job,
+    study_progress,
+)
+from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
+from annotations.services.participants import invites_create
+from annotations.services.registry import ModelRegistrationError, registered_model_create
+from annotations.services.studies import (
+    ConditionSpec,
+    StudyError,
+    precompute_job_create,
+    study_close,
+    study_create,
+    study_launch,
+)
+
+
+def _study_for(request, pk: int):
+    return get_object_or_404(studies_visible_to(user=request.user).select_related("model", "dataset"), pk=pk)
+
+
+@login_required
+def study_list(request):
+    studies = studies_visible_to(user=request.user).select_related("dataset", "model")
+    return render(request, "researcher/study_list.html", {"studies": studies})
+
+
+@login_required
+def study_new(request):
+    form = StudyForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        views = list(data["explanation_views"])
+        try:
+            study = study_create(
+                owner=request.user, name=data["name"], dataset=data["dataset"], model=data["model"],
+                conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="+".join(views) or "explanation",
+                                                                          views=views)],
+                n_items=data["n_items"], items_per_participant=data["items_per_participant"],
+                raters_per_item=data["raters_per_item"], n_candidates=data["n_candidates"], seed=data["seed"],
+                lease_minutes=data["lease_minutes"], consent_text=data["consent_text"],
+                instructions=data["instructions"],
+            )
+        except StudyError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("study-detail", pk=study.pk)
+    return render(request, "researcher/study_new.html", {"form": form})
+
+
+@login_required
+def study_detail(request, pk: int):
+    study = _study_for(request, pk)
+    participant_link = request.build_absolute_uri(reverse("participant-entry", args=[study.public_id]))
+    return render(request, "researcher/study_detail.html", {
+        "study": study, "progress": study_progress(study=study), "job": study_latest_job(study=study),
+        "participant_link": participant_link, "conditions": study.conditions.all(),
+        "items": list(study_item_rows(study=study))[:200], "invites": study.invites.order_by("-id")[:20],
+        "is_owner": study.owner_id == request.user.pk,
+    })
+
+
+@login_required
+@require_GET
+def study_progress_json(request, pk: int):
+    return JsonResponse(study_progress(study=_study_for(request, pk)))
+
+
+def _owner_action(request, pk: int, action, success: str):
+    study = _study_for(request, pk)
+    if study.owner_id != request.user.pk:
+        raise Http404
+    try:
+        action(study)
+    except StudyError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, success)
+    return redirect("study-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def study_precompute(request, pk: int):
+    from workers.tasks import precompute_study
+
+    def start(study):
+        job = precompute_job_create(study=study)
+        transaction.on_commit(lambda: precompute_study.delay(job.pk))
+
+    return _owner_action(request, pk, start, "Precompute started.")
+
+
+@login_required
+@require_POST
+def study_launch_view(request, pk: int):
+    return _owner_action(request, pk, lambda study: study_launch(study=study), "The study is live.")
+
+
+@login_required
+@require_POST
+def study_close_view(request, pk: int):
+    return _owner_action(request, pk, lambda study: study_close(study=study), "The study is closed.")
+
+
+@login_required
+@require_POST
+def study_invites(request, pk: int):
+    try:
+        count = max(1, min(500, int(request.POST.get("count", "1"))))
+    except ValueError:
+        count = 1
+    return _owner_action(request, pk, lambda study: invites_create(study=study, count=count),
+                         f"{count} invite link(s) created.")
+
+
+@login_required
+@require_GET
+def study_export_csv(request, pk: int):
+    study = _study_for(request, pk)
+    response = StreamingHttpResponse(responses_csv_lines(study=study), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-responses.csv"'
+    return response
+
+
+@login_required
+@require_GET
+def study_item_detail(request, pk: int, item_pk: int):
+    """The researcher's preview of one item: prediction, gold label and every explanation."""
+    study = _study_for(request, pk)
+    item = get_object_or_404(Item, pk=item_pk, study_items__study=study)
+    prediction = item.predictions.filter(model=study.model).first()
+    candidates = study_candidates(study=study, prediction=prediction) if prediction else []
+    explanations = explanations_for(study=study, item=item, targets=candidates)
+    probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
+    return render(request, "researcher/item_detail.html", {
+        "study": study, "item": item, "prediction": prediction, "probabilities": probabilities[:8],
+        "rows": [(label, explanations.get(label)) for label in candidates],
+        "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
+    })
+
+
+@login_required
+@require_GET
+def study_item_media(request, pk: int, item_pk: int):
+    study = _study_for(request, pk)
+    item = get_object_or_404(Item, pk=item_pk, study_items__study=study)
+    return _media_file(item.payload.get("image", ""))
+
+
+@login_required
+@require_GET
+def study_explanation_media(request, pk: int, explanation_pk: int):
+    study = _study_for(request, pk)
+    explanation = get_object_or_404(Explanation, pk=explanation_pk, model=study.model, item__study_items__study=study)
+    return _media_file(explanation.image_view)
+
+
+def _media_file(relative_path: str) -> FileResponse:
+    path = Path(settings.MEDIA_ROOT) / relative_path
+    if not relative_path or not path.is_file():
+        raise Http404
+    return FileResponse(open(path, "rb"), content_type="image/png")
+
+
+@login_required
+def dataset_list(request):
+    form = DatasetUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["archive"]
+        importer = dataset_import_jsonl_upload if upload.name.endswith(".jsonl") else dataset_import_zip
+        try:
+            dataset = importer(owner=request.user, name=form.cleaned_data["name"], upload=upload)
+        except DatasetImportError as exc:
+            form.add_error(None, str(exc).split("\n")[0])
+            for error in exc.errors[:100]:
+                form.add_error("archive", error)
+        else:
+            messages.success(request, f"Imported {dataset.items.count()} items into '{dataset.name}'.")
+            return redirect("datasets")
+    return render(request, "researcher/datasets.html", {"datasets": datasets_of(user=request.user), "form": form})
+
+
+@login_required
+def model_list(request):
+    form = ModelRegisterForm(request.POST or None, user=request.user)
+    traceback_text = ""
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            model = registered_model_create(owner=request.user, name=data["name"], adapter_path=data["adapter_path"],
+                                            check_dataset=data["check_dataset"])
+        except ModelRegistrationError as exc:
+            form.add_error(None, str(exc))
+            traceback_text = exc.traceback_text
+        else:
+            messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
+            return redirect("models")
+    return render(request, "researcher/models.html", {"models": models_of(user=request.user), "form": form,
+                                                      "traceback": traceback_text})

@@ -1,0 +1,157 @@
+"""Reading and validating dataset JSONL files. No Django: the importer, the offline
+``explain`` command and the demo all read data through here.
+
+Format, one JSON object per line::
+
+    {"id": "q1", "image": "images/q1.png", "text": "what colour is the square?", "label": "red"}
+
+``id`` and ``label`` are required. Every other key is a modality. Values of file modalities
+(see :data:`FILE_MODALITIES`, or any key ending in ``_file``) are paths relative to the JSONL
+file; other modalities are inline JSON values (text, a list of numbers). Every line must
+carry the same modalities. Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+FILE_MODALITIES = frozenset({"image", "audio", "video", "spectrogram"})
+IMAGE_MODALITIES = frozenset({"image"})
+RESERVED_KEYS = frozenset({"id", "label"})
+
+
+def is_file_modality(name: str) -> bool:
+    return name in FILE_MODALITIES or name.endswith("_file")
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class DatasetFormatError(ValueError):
+    """Raised with every bad line of a file, so one run shows all problems."""
+
+    def __init__(self, errors: list[LineError]):
+        self.errors = errors
+        shown = "\n".join(str(e) for e in errors[:50])
+        more = f"\n… and {len(errors) - 50} more" if len(errors) > 50 else ""
+        super().__init__(f"{len(errors)} bad line(s):\n{shown}{more}")
+
+
+@dataclass(frozen=True)
+class DatasetLine:
+    """One valid line. ``item`` has file modalities resolved to absolute paths."""
+
+    line: int
+    item: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.item["id"]
+
+
+def _check_file(path: Path, modality: str) -> str | None:
+    if not path.is_file():
+        return f"{modality} file '{path}' not found"
+    if modality in IMAGE_MODALITIES:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            return f"{modality} file '{path}' is not a readable image ({exc.__class__.__name__})"
+    return None
+
+
+def read_dataset_jsonl(path: Path) -> list[DatasetLine]:
+    """Parse and validate a dataset file; raise :class:`DatasetFormatError` listing every bad
+    line (bad JSON, missing field, missing or unreadable file, duplicate id)."""
+    path = Path(path)
+    base = path.parent
+    errors: list[LineError] = []
+    lines: list[DatasetLine] = []
+    first_line_of_id: dict[str, int] = {}
+    modalities: tuple[str, ...] | None = None
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError([LineError(0, f"file is not UTF-8 text ({exc})")]) from None
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(LineError(number, "not a JSON object"))
+            continue
+
+        problems: list[str] = []
+        for key in ("id", "label"):
+            value = obj.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                problems.append(f"missing field '{key}'")
+        line_modalities = tuple(sorted(k for k in obj if k not in RESERVED_KEYS))
+        if not line_modalities:
+            problems.append("no modality fields (e.g. 'image', 'text')")
+        if modalities is None and line_modalities:
+            modalities = line_modalities
+        elif line_modalities and line_modalities != modalities:
+            missing = sorted(set(modalities or ()) - set(line_modalities))
+            extra = sorted(set(line_modalities) - set(modalities or ()))
+            if missing:
+                problems.append("missing field " + ", ".join(f"'{m}'" for m in missing))
+            if extra:
+                problems.append("unexpected field " + ", ".join(f"'{m}'" for m in extra)
+                                + " (every line must have the same modalities)")
+
+        item: dict[str, Any] = {}
+        if "id" in obj and obj["id"] is not None:
+            item_id = str(obj["id"])
+            item["id"] = item_id
+            if item_id in first_line_of_id:
+                problems.append(f"duplicate id '{item_id}' (first on line {first_line_of_id[item_id]})")
+            else:
+                first_line_of_id[item_id] = number
+        if obj.get("label") is not None:
+            item["label"] = str(obj["label"])
+
+        for modality in line_modalities:
+            value = obj[modality]
+            if is_file_modality(modality):
+                if not isinstance(value, str) or not value:
+                    problems.append(f"field '{modality}' must be a file path")
+                    continue
+                file_path = (base / value).resolve()
+                problem = _check_file(file_path, modality)
+                if problem:
+                    problems.append(problem)
+                item[modality] = str(file_path)
+            else:
+                if value is None or value == "":
+                    problems.append(f"missing field '{modality}'")
+                item[modality] = value
+
+        if problems:
+            errors.extend(LineError(number, p) for p in problems)
+        else:
+            lines.append(DatasetLine(line=number, item=item))
+
+    if not lines and not errors:
+        errors.append(LineError(0, "the file has no items"))
+    if errors:
+        raise DatasetFormatError(errors)
+    return lines

@@ -1,0 +1,302 @@
+"""The demo fusion model, its tokenizer, and deterministic, cached training.
+
+Architecture (all activations smooth, so Hessian-based interaction scores are not trivially
+zero on piecewise-linear regions):
+
+* image encoder: a small CNN, ``(B, 3, 64, 64)`` -> patch grid ``(B, 64, C)`` (8x8 patches of
+  8x8 pixels);
+* question encoder: token embeddings ``(B, T, D)`` plus learned positions, a per-token MLP
+  and masked attention pooling -> question vector ``(B, H)``;
+* fusion: FiLM of every patch by the question, then question-conditioned attention over the
+  64 patches, then an MLP over ``[attended, max-pooled, question]`` -> logits
+  ``(B, len(LABELS))``.
+
+``DemoModel.head(pixels, token_embeddings, attention_mask)`` is the whole model on continuous
+inputs; ``forward`` only adds the embedding lookup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import data
+
+logger = logging.getLogger(__name__)
+
+# Bump when the architecture, the data generator or the training loop changes in a way that
+# the config does not capture: cached weights are then retrained.
+MODEL_VERSION = 1
+
+LABELS: tuple[str, ...] = data.ANSWERS
+MAX_TOKENS = 8  # T: the longest template ("what shape is the purple object ?") has 7
+PAD, UNK = "<pad>", "<unk>"
+VOCAB: tuple[str, ...] = (
+    PAD, UNK, "?", "a", "colour", "is", "object", "shape", "the", "there", "what",
+    *data.COLOURS, *data.SHAPES,
+)
+PAD_ID, UNK_ID = 0, 1
+_TOKEN_TO_ID = {tok: i for i, tok in enumerate(VOCAB)}
+_TOKEN_RE = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+# Pixels are normalised to [-1, 1]: (x / 255 - 0.5) / 0.5.
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
+PATCH = 8  # pixels per patch side; 64 / 8 = 8 patches per side
+GRID = data.IMAGE_SIZE // PATCH
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words and single punctuation marks: ``"Is there a red cube?"`` ->
+    ``["is", "there", "a", "red", "cube", "?"]``."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+def token_ids(tokens: list[str], *, length: int = MAX_TOKENS) -> tuple[list[int], list[bool]]:
+    """IDs padded or truncated to ``length`` (unknown words -> UNK) and the attention mask
+    (True for real tokens)."""
+    ids = [_TOKEN_TO_ID.get(tok, UNK_ID) for tok in tokens[:length]]
+    mask = [True] * len(ids) + [False] * (length - len(ids))
+    return ids + [PAD_ID] * (length - len(ids)), mask
+
+
+def encode_questions(questions: list[str]) -> tuple[Tensor, Tensor]:
+    """Token IDs ``(N, T)`` long and attention mask ``(N, T)`` bool."""
+    pairs = [token_ids(tokenize(q)) for q in questions]
+    ids = torch.tensor([p[0] for p in pairs], dtype=torch.long).reshape(-1, MAX_TOKENS)
+    mask = torch.tensor([p[1] for p in pairs], dtype=torch.bool).reshape(-1, MAX_TOKENS)
+    return ids, mask
+
+
+def normalize_images(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``(N, 64, 64, 3)`` -> float ``(N, 3, 64, 64)`` in [-1, 1]."""
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div(255.0)
+    return (x - PIXEL_MEAN) / PIXEL_STD
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything training depends on; its hash names the cached weights."""
+
+    seed: int = 0
+    bias: float = data.TRAIN_BIAS
+    steps: int = 900
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    embed_dim: int = 32  # D, token embedding width
+    hidden: int = 64  # H, question vector and fusion width
+    channels: int = 48  # C, patch feature width
+    threads: int = 2  # fixed, so float reductions run in the same order every time
+
+    def digest(self) -> str:
+        payload = json.dumps({"version": MODEL_VERSION, **dataclasses.asdict(self)},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+class DemoModel(nn.Module):
+    """Image + question fusion classifier over :data:`LABELS`.
+
+    ``metrics`` holds the held-out accuracies measured right after training (filled from the
+    checkpoint when loaded from the cache).
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__()
+        d, h, c = config.embed_dim, config.hidden, config.channels
+        self.config = config
+        self.metrics: dict[str, float] = {}
+        self.token_embedding = nn.Embedding(len(VOCAB), d, padding_idx=PAD_ID)
+        self.position = nn.Parameter(torch.zeros(MAX_TOKENS, d))
+        self.token_mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
+        self.token_score = nn.Linear(h, 1)
+        # Strided early layers keep the CPU cost low (training must take well under a minute).
+        # Strided early layers keep the CPU cost low (training must take well under a minute);
+        # batch norm makes the few hundred steps we can afford enough. In eval mode it is a
+        # fixed per-channel affine map, so the head stays batch-size agnostic.
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.BatchNorm2d(16), nn.GELU(),  # 32x32
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.GELU(),  # 16x16
+            nn.Conv2d(32, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.GELU(),  # 8x8
+            nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.GELU(),  # patch context
+        )
+        self.patch_position = nn.Parameter(torch.zeros(GRID * GRID, c))
+        self.film = nn.Linear(h, 2 * c)
+        self.patch_mlp = nn.Sequential(nn.Linear(c, h), nn.GELU(), nn.Linear(h, h))
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.classifier = nn.Sequential(
+            nn.Linear(3 * h, h), nn.GELU(), nn.Linear(h, len(LABELS))
+        )
+
+    def encode_question(self, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        """``(N, T, D)`` embeddings and ``(N, T)`` bool mask -> question vector ``(N, H)``."""
+        tokens = self.token_mlp(token_embeddings + self.position)  # (N, T, H)
+        scores = self.token_score(tokens).squeeze(-1)  # (N, T)
+        scores = scores.masked_fill(~attention_mask, -1e4)  # finite: keeps 2nd order finite
+        weights = scores.softmax(dim=-1).unsqueeze(-1)
+        return (weights * tokens).sum(dim=1)
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        """``(N, 3, 64, 64)`` normalised pixels -> patch features ``(N, 64, C)``, row-major
+        (patch ``k`` covers rows ``8*(k//8)..``, columns ``8*(k%8)..``)."""
+        grid = self.cnn(pixels)  # (N, C, 8, 8)
+        return grid.flatten(2).transpose(1, 2) + self.patch_position
+
+    def head(self, pixels: Tensor, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        """Logits ``(N, len(LABELS))`` from pixels ``(N, 3, 64, 64)``, token embeddings
+        ``(N, T, D)`` and a bool attention mask ``(N, T)`` (same N everywhere)."""
+        question = self.encode_question(token_embeddings, attention_mask)  # (N, H)
+        patches = self.encode_image(pixels)  # (N, P, C)
+        gamma, beta = self.film(question).unsqueeze(1).chunk(2, dim=-1)  # (N, 1, C) each
+        patches = self.patch_mlp(patches * (1 + gamma) + beta)  # (N, P, H)
+        # Question-conditioned attention over patches: the genuinely cross-modal step.
+        logits = torch.einsum("nh,nph->np", self.query(question), self.key(patches))
+        attention = (logits / math.sqrt(patches.shape[-1])).softmax(dim=-1)
+        attended = torch.einsum("np,nph->nh", attention, patches)
+        pooled = patches.amax(dim=1)
+        return self.classifier(torch.cat([attended, pooled, question], dim=-1))
+
+    def forward(self, pixels: Tensor, ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Logits ``(N, len(LABELS))`` from pixels ``(N, 3, 64, 64)`` and token IDs ``(N, T)``."""
+        return self.head(pixels, self.token_embedding(ids), attention_mask)
+
+
+@torch.no_grad()
+def predict(model: DemoModel, examples: data.Examples, *, batch_size: int = 256) -> list[str]:
+    """The model's answer for every example."""
+    model.eval()
+    out: list[str] = []
+    for start in range(0, len(examples.questions), batch_size):
+        pixels = normalize_images(examples.images[start : start + batch_size])
+        ids, mask = encode_questions(examples.questions[start : start + batch_size])
+        out.extend(LABELS[k] for k in model(pixels, ids, mask).argmax(dim=-1).tolist())
+    return out
+
+
+def accuracy(model: DemoModel, examples: data.Examples) -> float:
+    """Share of examples where the model's answer equals the gold answer."""
+    preds = predict(model, examples)
+    return float(np.mean([p == a for p, a in zip(preds, examples.answers)]))
+
+
+def evaluate(model: DemoModel, *, seed: int = 10_000, n: int = 1500) -> dict[str, float]:
+    """Held-out accuracies: on the training distribution (``biased``), on the unbiased
+    distribution (``unbiased``), and on unbiased "what colour is the triangle ?" items whose
+    triangle is not red (``nonred_triangle_colour``), where the shortcut misleads."""
+    biased = sample_held_out(n, seed=seed, bias=data.TRAIN_BIAS)
+    unbiased = sample_held_out(n, seed=seed + 1, bias=data.UNBIASED)
+    keep = [i for i, (q, a) in enumerate(zip(unbiased.questions, unbiased.answers))
+            if q == f"what colour is the {data.BIASED_SHAPE} ?" and a != data.BIASED_COLOUR]
+    nonred = data.Examples(unbiased.images[keep], [unbiased.questions[i] for i in keep],
+                           [unbiased.answers[i] for i in keep], [unbiased.kinds[i] for i in keep])
+    return {"biased": accuracy(model, biased), "unbiased": accuracy(model, unbiased),
+            "nonred_triangle_colour": accuracy(model, nonred)}
+
+
+def sample_held_out(n: int, *, seed: int, bias: float) -> data.Examples:
+    """Examples from a seed range training never uses (training seeds are < 2**31)."""
+    return data.sample_examples(n, seed=2**31 + seed, bias=bias)
+
+
+class _TorchSettings:
+    """Fix threads and determinism for training, and restore the caller's settings after."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> None:
+        self._threads = torch.get_num_threads()
+        self._deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self._threads)
+        torch.use_deterministic_algorithms(self._deterministic)
+
+
+def train_demo_model(*, seed: int = 0, config: TrainConfig | None = None,
+                     progress: bool = True) -> DemoModel:
+    """Train a :class:`DemoModel` on CPU from scratch, deterministically.
+
+    Each step draws a fresh batch from :func:`data.sample_examples` with a seed derived from
+    ``(config.seed, step)``, so there is no fixed training set to overfit and nothing touches
+    the disk. ``seed`` is used when ``config`` is None. Fills ``model.metrics``.
+    """
+    config = config or TrainConfig(seed=seed)
+    with _TorchSettings(config.threads):
+        torch.manual_seed(config.seed)
+        model = DemoModel(config)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
+        label_index = {label: k for k, label in enumerate(LABELS)}
+        started = time.perf_counter()
+        bar = tqdm(range(config.steps), desc="training demo model", disable=not progress,
+                   leave=False)
+        for step in bar:
+            batch = data.sample_examples(config.batch_size, seed=config.seed * 100_003 + step,
+                                         bias=config.bias)
+            pixels = normalize_images(batch.images)
+            ids, mask = encode_questions(batch.questions)
+            target = torch.tensor([label_index[a] for a in batch.answers])
+            loss = F.cross_entropy(model(pixels, ids, mask), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        model.eval()
+        model.metrics = {**evaluate(model), "train_seconds": time.perf_counter() - started}
+    logger.info("trained demo model %s: %s", config.digest(), model.metrics)
+    return model
+
+
+def default_cache_dir() -> Path:
+    """``$MMEVAL_CACHE_DIR`` or ``~/.cache/mmeval``."""
+    env = os.environ.get("MMEVAL_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mmeval"
+
+
+def weights_path(cache_dir: Path, config: TrainConfig) -> Path:
+    """Where the weights for ``config`` live; the name changes with the config and version."""
+    return Path(cache_dir) / f"demo-model-v{MODEL_VERSION}-{config.digest()}.pt"
+
+
+def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None = None,
+                  progress: bool = True) -> DemoModel:
+    """The trained demo model (eval mode, CPU): from the cache if present, else trained and
+    cached. Concurrent callers may both train; the atomic rename keeps the file whole."""
+    config = config or TrainConfig()
+    path = weights_path(cache_dir or default_cache_dir(), config)
+    if path.exists():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = DemoModel(config)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.metrics = dict(checkpoint["metrics"])
+        return model.eval()
+    model = train_demo_model(config=config, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save({"state_dict": model.state_dict(), "metrics": model.metrics,
+                "config": dataclasses.asdict(config)}, tmp)
+    os.replace(tmp, path)
+    return model

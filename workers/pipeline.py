@@ -1,0 +1,3 @@
+"""Placeholder until the engine lands."""
+def precompute_run(*, job_id, on_progress=None):
+    raise RuntimeError("engine not ready")
