@@ -73,7 +73,6 @@ __all__ = [
     "arm_permutation_test",
     "simulation_accuracy",
     "simulation_gain",
-    "two_way_bootstrap_totals",
 ]
 
 SUBSETS: Final = ("all", "model_correct", "model_incorrect")
@@ -102,8 +101,9 @@ def _interval(estimate: float, replicates: np.ndarray, *, confidence_level: floa
     valid = replicates[np.isfinite(replicates)]
     if not np.isfinite(estimate) or len(valid) == 0:
         return Interval(estimate=_float(estimate), ci_low=None, ci_high=None, se=None, n_resamples_valid=len(valid))
-    alpha = 1.0 - confidence_level
-    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
+    # rounded so that confidence_level=0.95 asks for exactly the 0.025 and 0.975 quantiles
+    levels = [round((1.0 - confidence_level) / 2, 12), round((1.0 + confidence_level) / 2, 12)]
+    low, high = np.quantile(valid, levels)
     se = float(np.std(valid, ddof=1)) if len(valid) > 1 else None
     return Interval(
         estimate=float(estimate), ci_low=float(low), ci_high=float(high), se=se, n_resamples_valid=int(len(valid))
@@ -177,7 +177,7 @@ def _build_clusters(
     return clusters
 
 
-def two_way_bootstrap_totals(
+def _two_way_bootstrap_totals(
     clusters: dict[str, _Cluster], *, n_items: int, n_resamples: int, seed: int, stream: int
 ) -> dict[str, np.ndarray]:
     """Resampled block totals per arm, shape ``(n_blocks, n_resamples)`` (see the module docstring).
@@ -273,7 +273,7 @@ def _accuracy_bootstrap(prepared: pd.DataFrame, *, seed: int, n_resamples: int) 
         blocks=_accuracy_blocks(data),
         arms=data.arms,
     )
-    totals = two_way_bootstrap_totals(
+    totals = _two_way_bootstrap_totals(
         clusters, n_items=len(data.items), n_resamples=n_resamples, seed=seed, stream=_STREAM_ACCURACY
     )
     return _AccuracyBootstrap(data=data, clusters=clusters, totals=totals)
@@ -479,7 +479,7 @@ def _gain_result(prepared: pd.DataFrame, *, seed: int, n_resamples: int, confide
         blocks=blocks,
         arms=arms,
     )
-    totals = two_way_bootstrap_totals(
+    totals = _two_way_bootstrap_totals(
         clusters, n_items=len(items), n_resamples=n_resamples, seed=seed, stream=_STREAM_GAIN
     )
     out: dict[str, dict | None] = {}

@@ -60,7 +60,9 @@ def benchmark(
         lambda: simulation_accuracy(prepared, seed=seed, n_resamples=n_resamples)
     )
     seconds["arm_effects (bootstrap + permutations)"], _ = _timed(
-        lambda: arm_effects(prepared, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+        lambda: arm_effects(
+            prepared, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations
+        )
     )
     seconds["arm_permutation_test"], _ = _timed(
         lambda: arm_permutation_test(prepared, baseline="none", seed=seed, n_permutations=n_permutations)

@@ -29,6 +29,10 @@ from torch import Tensor
 
 from workers.engine.adapter import GroupInfo
 
+# The toy models are tiny: on a shared CPU, intra-op threads only add contention
+# (a 21x48 matmul takes ~1000x longer with 2 busy threads than with 1).
+torch.set_num_threads(1)
+
 
 class ToyAdapter:
     """Shared plumbing: encode stacks payloads, embed returns them, baselines are constants."""

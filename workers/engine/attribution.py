@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -365,7 +366,9 @@ def seeded(seed: int | None, device: torch.device | None = None) -> Iterator[Non
     if seed is None:
         yield
         return
-    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     np_state = np.random.get_state()
     try:
         with torch.random.fork_rng(devices=devices):
@@ -420,9 +423,9 @@ class WeightedLinearRegression(Model):
             ys.append(y.reshape(-1))
             ws.append(w.reshape(-1))
         device = xs[0].device
-        x = torch.cat(xs).to(torch.float64)
-        y = torch.cat(ys).to(torch.float64)
-        w = torch.cat(ws).to(torch.float64)
+        x = torch.cat(xs).cpu().to(torch.float64)  # solve on CPU in float64, whatever the device
+        y = torch.cat(ys).cpu().to(torch.float64)
+        w = torch.cat(ws).cpu().to(torch.float64)
         wsum = w.sum()
         x_mean = (w[:, None] * x).sum(0) / wsum
         y_mean = (w * y).sum() / wsum
@@ -938,25 +941,25 @@ def summarize(p: PreparedBatch, raw: RawAttribution, *, method: str, targets: Te
     check_finite(list(raw.attributions) + [raw.delta], what=method)
     per_mod_maps, per_mod_scores = [], []
     for m, attr in enumerate(raw.attributions):
-        attr = attr.detach().to(torch.float64)
+        attr = attr.detach().cpu().to(torch.float64)  # float64 on CPU: also fine for MPS inputs
         dims = p.feature_dims(m)
         factor = math.prod(attr.shape[d] for d in dims) if dims else 1
         reduced = attr.sum(dim=dims) if dims else attr
-        smask = p.spatial_mask(m)
+        smask = p.spatial_mask(m).cpu()
         if reduced.shape != smask.shape:
             raise AdapterError(f"{method}: attribution shape {tuple(attr.shape)} does not match the "
                                f"mask of modality {p.modalities[m]!r}")
         scores = []
         for b in range(p.size):
-            ids = p.group_ids[b][m]
+            ids = p.group_ids[b][m].cpu()
             inv = torch.searchsorted(ids, smask[b].reshape(-1))
-            s = torch.zeros(len(ids), dtype=torch.float64, device=attr.device)
+            s = torch.zeros(len(ids), dtype=torch.float64)
             s.index_add_(0, inv, reduced[b].reshape(-1))
             if group_reduce == "mean":
                 s = s / (torch.bincount(inv, minlength=len(ids)).to(torch.float64) * factor)
-            scores.append(s.cpu().numpy())
+            scores.append(s.numpy())
         maps = (reduced / factor) if group_reduce == "mean" else reduced
-        per_mod_maps.append(maps.cpu().numpy())
+        per_mod_maps.append(maps.numpy())
         per_mod_scores.append(scores)
     out = []
     for b in range(p.size):
@@ -972,7 +975,7 @@ def summarize(p: PreparedBatch, raw: RawAttribution, *, method: str, targets: Te
             group_scores={name: per_mod_scores[m][b] for m, name in enumerate(p.modalities)},
             modality_totals=totals,
             modality_share=share,
-            convergence_delta=None if raw.delta is None else float(raw.delta[b]),
+            convergence_delta=None if raw.delta is None else float(raw.delta[b].cpu()),
             options=dict(options or {}),
         ))
     return out
@@ -1002,7 +1005,11 @@ def run_method(p: PreparedBatch, method: str, targets: Any, **options: Any) -> R
     options.setdefault("max_rows", spec.default_max_rows)
     t = as_targets(targets, p.size, p.n_labels, p.device)
     ctx = torch.enable_grad() if spec.gradient else torch.no_grad()
-    with ctx:
+    with ctx, warnings.catch_warnings():
+        # Expected and documented: Captum sets requires_grad on our detached inputs, and warns
+        # that Lime/KernelShap fit one surrogate per item.
+        warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
+        warnings.filterwarnings("ignore", message=r".*multiple inputs for Lime / Kernel SHAP.*")
         return spec.run(p, t, **options)
 
 

@@ -48,7 +48,7 @@ BIASED_SHAPE = "triangle"
 BIASED_COLOUR = "red"
 
 UNBIASED = 1.0 / len(COLOURS)  # triangles take every colour equally often
-TRAIN_BIAS = 0.8  # the training distribution: 80 % of triangles are red
+TRAIN_BIAS = 0.9  # the training distribution: 90 % of triangles are red
 DEMO_BIAS = UNBIASED  # the bundled demo dataset: the shortcut misleads the model here
 
 QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "exists")

@@ -93,9 +93,9 @@ class TrainConfig:
 
     seed: int = 0
     bias: float = data.TRAIN_BIAS
-    steps: int = 900
+    steps: int = 600
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 4e-3
     weight_decay: float = 1e-4
     embed_dim: int = 32  # D, token embedding width
     hidden: int = 64  # H, question vector and fusion width

@@ -1,0 +1,213 @@
+"""Simulation accuracy, two-way bootstrap, arm effects, permutation test and gain."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from annotations.analysis import (
+    arm_effects,
+    arm_permutation_test,
+    responses_simulate,
+    simulated_accuracy_truth,
+    simulation_accuracy,
+    simulation_gain,
+)
+from annotations.analysis.accuracy import CHUNK, _accuracy_bootstrap, _rng
+from annotations.analysis.responses import responses_prepare, stable_stream_key
+
+
+# --- closed-form cases ------------------------------------------------------------------------
+
+
+def test_accuracy_hand_computed(hand_df: pd.DataFrame) -> None:
+    result = simulation_accuracy(hand_df, seed=0, n_resamples=200)
+    none, expl = result["none"], result["expl"]
+    assert none["all"]["estimate"] == 3 / 4
+    assert none["model_correct"]["estimate"] == 1.0
+    assert none["model_incorrect"]["estimate"] == 1 / 2
+    assert (none["all"]["n_responses"], none["all"]["n_correct"]) == (4, 3)
+    assert (none["all"]["n_participants"], none["all"]["n_items"]) == (2, 2)
+    assert none["model_incorrect"]["n_items"] == 1
+    # every response correct: every resample is 1, so the interval collapses
+    assert (expl["all"]["estimate"], expl["all"]["ci_low"], expl["all"]["ci_high"], expl["all"]["se"]) == (
+        1.0,
+        1.0,
+        1.0,
+        0.0,
+    )
+    assert none["all"]["ci_low"] <= 0.75 <= none["all"]["ci_high"]
+
+
+def test_effects_hand_computed(hand_df: pd.DataFrame) -> None:
+    effect = arm_effects(hand_df, baseline="none", seed=0, n_resamples=200, n_permutations=500)
+    assert set(effect) == {"expl"}
+    assert effect["expl"]["all"]["estimate"] == pytest.approx(0.25, abs=1e-15)
+    assert effect["expl"]["model_correct"]["estimate"] == 0.0
+    assert effect["expl"]["model_incorrect"]["estimate"] == 0.5
+    # 2 + 2 participants: every relabelling leaves p1 (1 of 2 correct) on one side and the three
+    # perfect participants elsewhere, so |T*| = 0.25 = |T_obs| in every permutation: p = 1 exactly.
+    assert effect["expl"]["all"]["p_value"] == 1.0
+
+
+def test_gain_hand_computed(hand_df: pd.DataFrame) -> None:
+    gain = simulation_gain(hand_df, seed=0, n_resamples=200)
+    assert gain["none"]["estimate"] == 3 / 4 - 1 / 2
+    assert gain["expl"]["estimate"] == 1.0 - 0.0
+    assert (gain["expl"]["test_accuracy"], gain["expl"]["pretest_accuracy"]) == (1.0, 0.0)
+    assert (gain["expl"]["n_test_responses"], gain["expl"]["n_pretest_responses"]) == (4, 2)
+    assert gain["expl"]["ci_low"] == gain["expl"]["ci_high"] == 1.0
+    assert simulation_gain(hand_df[hand_df["phase"] != "pretest"], seed=0) == {}
+
+
+def test_bootstrap_matches_explicit_product_weights() -> None:
+    """Replicate b = sum over responses of w[p] * v[i] * y / sum of w[p] * v[i], same draws."""
+    df = responses_simulate(seed=3, n_participants_per_arm=7, n_items=9, items_per_participant=5)
+    seed, n_resamples = 11, 2 * CHUNK + 17
+    boot = _accuracy_bootstrap(responses_prepare(df), seed=seed, n_resamples=n_resamples)
+    prepared = responses_prepare(df)
+    test = prepared[prepared["phase"] == "test"]
+    items = np.unique(test["item"].to_numpy(dtype=object))
+    item_rng = _rng(seed, 1, 0)
+    arm_rngs = {arm: _rng(seed, 1, stable_stream_key(arm)) for arm in ("baseline", "explained")}
+    participants = {arm: np.unique(test.loc[test["condition"] == arm, "participant"].to_numpy(dtype=object))
+                    for arm in arm_rngs}
+
+    def counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+        draws = rng.integers(0, n, size=(size, n))
+        return np.stack([np.bincount(row, minlength=n) for row in draws])
+
+    expected: dict[str, list[float]] = {arm: [] for arm in arm_rngs}
+    for start in range(0, n_resamples, CHUNK):
+        size = min(CHUNK, n_resamples - start)
+        v = counts(item_rng, len(items), size)
+        for arm in arm_rngs:
+            w = counts(arm_rngs[arm], len(participants[arm]), size)
+            rows = test[test["condition"] == arm]
+            p_index = np.searchsorted(participants[arm], rows["participant"].to_numpy(dtype=object))
+            i_index = np.searchsorted(items, rows["item"].to_numpy(dtype=object))
+            y = rows["correct_simulation"].to_numpy(dtype=float)
+            for b in range(size):
+                weight = w[b, p_index] * v[b, i_index]
+                expected[arm].append((weight * y).sum() / weight.sum())
+    for arm in arm_rngs:
+        got = boot.totals[arm][0] / boot.totals[arm][1]
+        np.testing.assert_allclose(got, expected[arm], rtol=1e-12)
+
+
+# --- reproducibility and documented properties --------------------------------------------------
+
+
+def test_seeded_and_row_order_free() -> None:
+    df = responses_simulate(seed=5, n_participants_per_arm=12, n_items=15, items_per_participant=8)
+    first = arm_effects(df, baseline="baseline", seed=1, n_resamples=150, n_permutations=150)
+    assert first == arm_effects(df.sample(frac=1.0, random_state=2), baseline="baseline", seed=1,
+                                n_resamples=150, n_permutations=150)
+    other = arm_effects(df, baseline="baseline", seed=2, n_resamples=150, n_permutations=150)
+    assert other["explained"]["all"]["estimate"] == first["explained"]["all"]["estimate"]
+    assert other["explained"]["all"]["ci_low"] != first["explained"]["all"]["ci_low"]
+
+
+def test_arm_numbers_do_not_depend_on_other_arms() -> None:
+    df = responses_simulate(seed=6, arm_logits={"none": 0.0, "a": 0.5, "b": 1.0}, n_participants_per_arm=10,
+                            n_items=12, items_per_participant=12)
+    full = simulation_accuracy(df, seed=4, n_resamples=120)
+    without_b = simulation_accuracy(df[df["condition"] != "b"], seed=4, n_resamples=120)
+    assert full["a"] == without_b["a"] and full["none"] == without_b["none"]
+    effects = arm_effects(df, baseline="none", seed=4, n_resamples=120, n_permutations=120)
+    assert effects["a"] == arm_effects(df[df["condition"] != "b"], baseline="none", seed=4, n_resamples=120,
+                                       n_permutations=120)["a"]
+
+
+def test_effects_use_the_accuracy_resamples() -> None:
+    df = responses_simulate(seed=8, n_participants_per_arm=10, n_items=10, items_per_participant=6)
+    prepared = responses_prepare(df)
+    boot = _accuracy_bootstrap(prepared, seed=9, n_resamples=300)
+    diff = boot.totals["explained"][0] / boot.totals["explained"][1] - boot.totals["baseline"][0] / boot.totals[
+        "baseline"][1]
+    effect = arm_effects(df, baseline="baseline", seed=9, n_resamples=300, n_permutations=10)["explained"]["all"]
+    assert (effect["ci_low"], effect["ci_high"]) == tuple(np.quantile(diff, [0.025, 0.975]))
+
+
+def test_between_subjects_required(hand_df: pd.DataFrame) -> None:
+    bad = hand_df.copy()
+    bad.loc[0, "condition"] = "expl"  # p1 now answers in both arms
+    with pytest.raises(ValueError, match="between-subjects"):
+        simulation_accuracy(bad, seed=0, n_resamples=10)
+    with pytest.raises(ValueError, match="baseline"):
+        arm_effects(hand_df, baseline="nope", seed=0, n_resamples=10, n_permutations=10)
+    with pytest.raises(ValueError, match="seed"):
+        simulation_accuracy(hand_df, seed=-1, n_resamples=10)
+
+
+# --- calibration of the interval and of the test on simulated studies ---------------------------
+
+
+def test_bootstrap_interval_coverage_200_studies() -> None:
+    """The 95 % intervals cover the population value in about 95 % of simulated studies.
+
+    Logistic crossed random effects (participant sd 1.0, item sd 0.8 on the logit scale), 30
+    participants per arm, 30 items answered by everybody; truth by quadrature. The product
+    bootstrap is slightly conservative (about 0.96 here), so the bound is [0.88, 0.99].
+    """
+    arms = {"baseline": 0.0, "explained": 0.7}
+    sds = {"participant_sd": 1.0, "item_sd": 0.8}
+    truth_base = simulated_accuracy_truth(logit=0.0, **sds)
+    truth_effect = simulated_accuracy_truth(logit=0.7, **sds) - truth_base
+    covered_effect = covered_base = 0
+    n_studies = 200
+    for study in range(n_studies):
+        df = responses_simulate(seed=50_000 + study, arm_logits=arms, n_participants_per_arm=30, n_items=30,
+                                items_per_participant=30, **sds)
+        effect = arm_effects(df, baseline="baseline", seed=study, n_resamples=200, n_permutations=1)
+        accuracy = simulation_accuracy(df, seed=study, n_resamples=200)
+        covered_effect += effect["explained"]["all"]["ci_low"] <= truth_effect <= effect["explained"]["all"]["ci_high"]
+        covered_base += accuracy["baseline"]["all"]["ci_low"] <= truth_base <= accuracy["baseline"]["all"]["ci_high"]
+    assert 0.88 <= covered_effect / n_studies <= 0.99
+    assert 0.88 <= covered_base / n_studies <= 0.99
+
+
+def test_permutation_p_values_uniform_under_null() -> None:
+    p_values = []
+    for study in range(200):
+        df = responses_simulate(seed=70_000 + study, arm_logits={"baseline": 0.3, "explained": 0.3},
+                                n_participants_per_arm=15, n_items=20, items_per_participant=10)
+        p_values.append(arm_permutation_test(df, baseline="baseline", seed=study, n_permutations=200)
+                        ["explained"]["all"]["p_value"])
+    p_values = np.array(p_values)
+    assert 0.01 <= (p_values <= 0.05).mean() <= 0.10
+    assert 0.42 <= p_values.mean() <= 0.58
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+
+
+def test_permutation_p_value_small_under_strong_effect() -> None:
+    df = responses_simulate(seed=1, arm_logits={"baseline": -0.5, "explained": 2.0}, n_participants_per_arm=30,
+                            n_items=20, items_per_participant=10)
+    result = arm_permutation_test(df, baseline="baseline", seed=0, n_permutations=500)["explained"]["all"]
+    assert result["difference"] > 0.3
+    assert result["p_value"] == 1 / 501
+
+
+def test_permutation_matches_exact_enumeration() -> None:
+    """4 + 4 participants: the exact p-value over all 70 relabellings vs 20,000 random ones."""
+    df = responses_simulate(seed=2, arm_logits={"baseline": 0.0, "explained": 0.8}, n_participants_per_arm=4,
+                            n_items=6, items_per_participant=4)
+    test = df[df["phase"] == "test"]
+    totals = test.groupby("participant").agg(correct=("correct_simulation", "sum"), n=("correct_simulation", "size"),
+                                             arm=("condition", "first"))
+    is_arm = (totals["arm"] == "explained").to_numpy()
+    correct, n = totals["correct"].to_numpy(float), totals["n"].to_numpy(float)
+
+    def statistic(mask: np.ndarray) -> float:
+        return correct[mask].sum() / n[mask].sum() - correct[~mask].sum() / n[~mask].sum()
+
+    observed = statistic(is_arm)
+    splits = [np.isin(np.arange(8), chosen) for chosen in itertools.combinations(range(8), 4)]
+    exact = np.mean([abs(statistic(mask)) >= abs(observed) - 1e-12 for mask in splits])
+    result = arm_permutation_test(df, baseline="baseline", seed=3, n_permutations=20_000)["explained"]["all"]
+    assert result["difference"] == pytest.approx(observed, abs=1e-15)
+    assert result["p_value"] == pytest.approx(exact, abs=0.012)

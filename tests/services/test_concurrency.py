@@ -1,0 +1,157 @@
+"""Caps hold under concurrency: many participants start and run one study at once, each in
+its own thread with its own database connection, against real Postgres."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from annotations.models import Assignment, Participant, Response, Slot
+from annotations.services import participants as participants_service
+from annotations.services.participants import (
+    ParticipantError,
+    assignment_current,
+    assignment_serve,
+    participant_consent,
+    participant_enter,
+    participant_start_test,
+    response_submit,
+)
+
+from .factories import build_study
+
+N_PARTICIPANTS = 100
+POOL = 20  # Postgres allows 100 connections: a pool of 20 threads simulates all 100 participants.
+N_ITEMS, PER_PARTICIPANT, RATERS, ARMS = 20, 5, 3, 2
+N_SLOTS = N_ITEMS * RATERS * ARMS  # 120, far fewer than the 500 items 100 participants ask for
+
+
+def _participant_session(study_pk: int, k: int) -> dict:
+    """One participant's visit, as the pages would drive it. Returns what they were told."""
+    from annotations.models import Study
+
+    acknowledged = []
+    try:
+        study = Study.objects.get(pk=study_pk)
+        participant = participant_enter(study=study, platform="prolific", platform_id=f"PID-{k:03d}",
+                                        platform_data={"SESSION_ID": f"s{k}"})
+        participant_consent(participant=participant)
+        participant_start_test(participant=participant)
+        while (assignment := assignment_current(participant=participant)) is not None:
+            assignment_serve(assignment=assignment)
+            guess = assignment.candidate_order[(k + assignment.position) % len(assignment.candidate_order)]
+            response = response_submit(participant=participant, assignment_public_id=assignment.public_id,
+                                       guess=guess, confidence=1 + k % 5)
+            if k % 3 == 0:  # a double click: the retry must return the same stored response
+                retry = response_submit(participant=participant, assignment_public_id=assignment.public_id,
+                                        guess=guess, confidence=1 + k % 5)
+                assert retry.pk == response.pk
+            acknowledged.append({"pk": response.pk, "participant": participant.pk, "item": assignment.item_id,
+                                 "condition": assignment.condition_id, "guess": guess})
+        return {"k": k, "outcome": "done", "participant": participant.pk, "acknowledged": acknowledged}
+    except ParticipantError as exc:
+        return {"k": k, "outcome": exc.code, "acknowledged": acknowledged}
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_dataset_items=N_ITEMS, n_items=N_ITEMS,
+                        items_per_participant=PER_PARTICIPANT, raters_per_item=RATERS, name="crowd")
+    assert Slot.objects.filter(condition__study=study).count() == N_SLOTS
+
+    with ThreadPoolExecutor(max_workers=POOL) as pool:
+        # .result() re-raises anything other than a polite refusal (IntegrityError, deadlock…).
+        results = [f.result() for f in [pool.submit(_participant_session, study.pk, k)
+                                        for k in range(N_PARTICIPANTS)]]
+
+    outcomes = Counter(r["outcome"] for r in results)
+    assert set(outcomes) <= {"done", "full"}, outcomes
+    assert outcomes["full"] > 0, "the study should have filled up"
+    assert outcomes["done"] >= N_SLOTS // PER_PARTICIPANT
+
+    responses = Response.objects.filter(participant__study=study)
+    # No (arm, item) has more responses than raters.
+    per_cell = responses.values("condition_id", "item_id").annotate(n=Count("id"))
+    assert max(row["n"] for row in per_cell) <= RATERS
+    # No participant saw an item twice, in responses or in leases.
+    pairs = list(responses.values_list("participant_id", "item_id"))
+    assert len(pairs) == len(set(pairs))
+    leases = list(Assignment.objects.filter(participant__study=study).values_list("participant_id", "item_id"))
+    assert len(leases) == len(set(leases))
+    # Every acknowledged response is stored, as acknowledged, and nothing else is.
+    acknowledged = {a["pk"]: a for r in results for a in r["acknowledged"]}
+    stored = {r.pk: r for r in responses}
+    assert set(acknowledged) == set(stored)
+    for pk, ack in acknowledged.items():
+        row = stored[pk]
+        assert (row.participant_id, row.item_id, row.condition_id, row.guess) == (
+            ack["participant"], ack["item"], ack["condition"], ack["guess"])
+    # Responses fill slots one to one; every slot went to a lease of its own arm and item.
+    filled = Slot.objects.filter(condition__study=study).exclude(assignment=None).select_related("assignment")
+    assert responses.count() == filled.count()
+    for slot in filled:
+        assert (slot.assignment.item_id, slot.assignment.condition_id) == (slot.item_id, slot.condition_id)
+        assert slot.assignment.status == Assignment.Status.ANSWERED
+    assert set(filled.values_list("assignment_id", flat=True)) == set(responses.values_list("assignment_id",
+                                                                                             flat=True))
+    # With 500 items asked for and 120 slots, every slot is used.
+    assert filled.count() == N_SLOTS
+    # Everyone who got items answered them all and is done; each within their quota.
+    for r in results:
+        if r["outcome"] == "done":
+            participant = Participant.objects.get(pk=r["participant"])
+            assert participant.phase == Participant.Phase.DONE
+            assert 1 <= participant.responses.count() == participant.assignments.count() <= PER_PARTICIPANT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_double_click_on_start_leases_one_set_of_items(alice, tmp_path, monkeypatch):
+    """Two requests start the same participant's test at the same time (a double click on
+    'Start'). Both must succeed, and the participant must hold one set of items, not crash
+    one request on the unique position constraint."""
+    study = build_study(alice, tmp_path, n_items=10, items_per_participant=4, raters_per_item=2, name="dbl")
+    participant = participant_enter(study=study, platform="prolific", platform_id="clicky")
+    participant_consent(participant=participant)
+
+    # Hold both requests just after they decided how many items to lease, so that they
+    # really overlap (without this the race is real but timing-dependent).
+    barrier = threading.Barrier(2, timeout=10)
+    waited = threading.local()
+    real_candidates = participants_service.study_candidates
+
+    def candidates_after_both_arrive(**kwargs):
+        if not getattr(waited, "done", False):
+            waited.done = True
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass  # the other request finished first: no overlap to force
+        return real_candidates(**kwargs)
+
+    monkeypatch.setattr(participants_service, "study_candidates", candidates_after_both_arrive)
+
+    def start() -> str:
+        try:
+            participant_start_test(participant=Participant.objects.get(pk=participant.pk))
+            return "ok"
+        except Exception as exc:  # noqa: BLE001 - the point is to see what a request would get
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = [f.result() for f in [pool.submit(start) for _ in range(2)]]
+
+    assert outcomes == ["ok", "ok"], outcomes
+    items = list(Assignment.objects.filter(participant=participant).values_list("item_id", flat=True))
+    assert len(items) == len(set(items)) == study.items_per_participant
+    assert Slot.objects.filter(assignment__participant=participant).count() == study.items_per_participant
+    participant.refresh_from_db()
+    assert participant.phase == Participant.Phase.TEST

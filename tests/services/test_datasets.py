@@ -1,0 +1,300 @@
+"""Dataset import: all or nothing, every bad line reported at once, and no stored file whose
+name or metadata could tell a participant the label."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from annotations.models import Dataset, Item
+from annotations.services.datasets import DatasetImportError, dataset_import, dataset_import_zip
+
+from .factories import LABELS, png_bytes, write_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of every chunk of a PNG, zlib-compressed bodies left as they are."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+def _assert_nothing_stored(media_root: Path) -> None:
+    assert Dataset.objects.count() == 0
+    assert Item.objects.count() == 0
+    assert _files_under(media_root / "datasets") == []
+    assert _files_under(media_root / "tmp") == [], "staging files were left behind"
+
+
+# --- a good file --------------------------------------------------------------------------
+
+
+def test_good_file_imports_every_item_in_order(alice, tmp_path):
+    jsonl = write_dataset(tmp_path / "src", 6)
+
+    dataset = dataset_import(owner=alice, name="shapes", jsonl_path=jsonl)
+
+    assert dataset.owner == alice
+    assert dataset.modalities == ["image", "text"]
+    items = list(dataset.items.order_by("line_number"))
+    assert [i.external_id for i in items] == [f"q{k}" for k in range(6)]
+    assert [i.line_number for i in items] == list(range(1, 7))
+    assert [i.gold_label for i in items] == [LABELS[k % 4] for k in range(6)]
+    assert items[2].payload["text"] == "what colour is square 2?"
+
+
+def test_stored_media_have_content_hash_names_without_label_or_id(alice, tmp_path, media_root):
+    jsonl = write_dataset(tmp_path / "src", 8)
+
+    dataset = dataset_import(owner=alice, name="shapes", jsonl_path=jsonl)
+
+    stored_names = set()
+    for item in dataset.items.all():
+        relative = item.payload["image"]
+        assert not Path(relative).is_absolute()
+        path = media_root / relative
+        assert path.is_file()
+        assert path.parent == media_root / "datasets" / str(dataset.pk)
+        data = path.read_bytes()
+        # The name is the content hash, nothing else.
+        assert path.name == hashlib.sha256(data).hexdigest()[:32] + ".png"
+        assert re.fullmatch(r"datasets/\d+/[0-9a-f]{32}\.png", relative), relative
+        for label in LABELS:
+            assert label not in relative.lower()
+        assert item.external_id not in relative
+        stored_names.add(path.name)
+    assert len(stored_names) == 8
+    # The source names carried the label; none survived, and nothing else sits in the folder.
+    assert {p.name for p in _files_under(media_root / "datasets")} == stored_names
+    assert _files_under(media_root / "tmp") == []
+
+
+def test_images_are_re_encoded_without_text_chunks(alice, tmp_path, media_root):
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "images" / "red_cat.png").write_bytes(
+        png_bytes((10, 200, 30), text={"Comment": "label=red", "Description": "the answer is red"}))
+    jsonl = src / "items.jsonl"
+    jsonl.write_text(json.dumps({"id": "a", "image": "images/red_cat.png", "text": "q", "label": "red"}) + "\n")
+    # The source really carries the label in its metadata.
+    with Image.open(src / "images" / "red_cat.png") as source:
+        assert source.info["Comment"] == "label=red"
+
+    dataset = dataset_import(owner=alice, name="meta", jsonl_path=jsonl)
+
+    stored = media_root / dataset.items.get().payload["image"]
+    data = stored.read_bytes()
+    assert b"label=red" not in data and b"the answer is red" not in data
+    assert {kind for kind, _ in _png_chunks(data)} <= {b"IHDR", b"IDAT", b"IEND"}
+    with Image.open(stored) as img:
+        assert "Comment" not in img.info and "Description" not in img.info
+        assert img.mode == "RGB"
+        assert img.getpixel((3, 3)) == (10, 200, 30)  # the pixels themselves are kept
+
+
+def test_images_are_re_encoded_without_icc_profile_metadata(alice, tmp_path, media_root):
+    """An ICC profile is metadata too: a source whose profile carries the label must not be
+    served with it. (iCCP is zlib-compressed, so look inside the decoded image info.)"""
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "images" / "x.png").write_bytes(png_bytes((10, 200, 30), icc_profile=b"profile: answer=red " * 8))
+    jsonl = src / "items.jsonl"
+    jsonl.write_text(json.dumps({"id": "a", "image": "images/x.png", "text": "q", "label": "red"}) + "\n")
+
+    dataset = dataset_import(owner=alice, name="icc", jsonl_path=jsonl)
+
+    stored = media_root / dataset.items.get().payload["image"]
+    data = stored.read_bytes()
+    decoded = b"".join(zlib.decompress(body[body.index(b"\0") + 2:]) for kind, body in _png_chunks(data)
+                       if kind == b"iCCP")
+    assert b"answer=red" not in decoded
+    assert {kind for kind, _ in _png_chunks(data)} <= {b"IHDR", b"IDAT", b"IEND"}
+
+
+# --- bad files ----------------------------------------------------------------------------
+
+
+def test_every_bad_line_is_reported_in_one_error_and_nothing_is_stored(alice, tmp_path, media_root):
+    src = tmp_path / "src"
+    write_dataset(src, 2)  # lines 1-2 are good
+    (src / "images" / "broken.png").write_bytes(b"this is not an image at all")
+    bad = [
+        {"id": "m1", "image": "images/nope.png", "text": "q", "label": "red"},  # 3 missing file
+        {"id": "m2", "image": "images/broken.png", "text": "q", "label": "red"},  # 4 unreadable
+        {"id": "m3", "image": "images/red_0.png", "text": "q"},  # 5 no label
+        {"id": "q0", "image": "images/red_0.png", "text": "q", "label": "red"},  # 6 duplicate of line 1
+        '{"id": "m5", "image": ',  # 7 invalid JSON
+        {"id": "m6", "image": "images/red_0.png", "text": "q", "caption": "x", "label": "red"},  # 8 extra
+        {"id": "m7", "image": "images/red_0.png", "label": "red"},  # 9 missing modality
+    ]
+    lines = (src / "items.jsonl").read_text().splitlines()
+    lines += [b if isinstance(b, str) else json.dumps(b) for b in bad]
+    jsonl = src / "items.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+
+    with pytest.raises(DatasetImportError) as caught:
+        dataset_import(owner=alice, name="bad", jsonl_path=jsonl)
+
+    errors = caught.value.errors
+    by_line: dict[int, str] = {}
+    for error in errors:
+        assert error.startswith("line "), error
+        number = int(error.split(":", 1)[0].removeprefix("line "))
+        by_line[number] = by_line.get(number, "") + error
+    assert sorted(by_line) == [3, 4, 5, 6, 7, 8, 9]
+    assert "not found" in by_line[3] and "nope.png" in by_line[3]
+    assert "not a readable image" in by_line[4]
+    assert "missing field 'label'" in by_line[5]
+    assert "duplicate id 'q0'" in by_line[6] and "first on line 1" in by_line[6]
+    assert "invalid JSON" in by_line[7]
+    assert "unexpected field 'caption'" in by_line[8]
+    assert "missing field 'text'" in by_line[9]
+    # One error carries them all, and its message names every line.
+    message = str(caught.value)
+    for number in by_line:
+        assert f"line {number}:" in message
+    _assert_nothing_stored(media_root)
+
+
+def test_image_that_verifies_but_cannot_be_decoded_is_reported_by_line(alice, tmp_path, media_root):
+    """A PNG whose chunk checksums are right but whose pixel data is garbage passes
+    ``Image.verify()``. The import must still report it as a bad line, not crash."""
+    src = tmp_path / "src"
+    write_dataset(src, 2)
+    data = bytearray(png_bytes((1, 2, 3), size=(16, 16)))
+    at = data.find(b"IDAT")
+    (length,) = struct.unpack(">I", data[at - 4:at])
+    garbage = b"\xff" * length
+    data[at + 4:at + 4 + length] = garbage
+    data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(b"IDAT" + garbage) & 0xFFFFFFFF)
+    (src / "images" / "corrupt.png").write_bytes(bytes(data))
+    with open(src / "items.jsonl", "a") as fh:
+        fh.write(json.dumps({"id": "c", "image": "images/corrupt.png", "text": "q", "label": "red"}) + "\n")
+
+    with pytest.raises(DatasetImportError) as caught:
+        dataset_import(owner=alice, name="corrupt", jsonl_path=src / "items.jsonl")
+
+    assert any(e.startswith("line 3:") for e in caught.value.errors), caught.value.errors
+    _assert_nothing_stored(media_root)
+
+
+def test_empty_file_is_refused(alice, tmp_path, media_root):
+    jsonl = tmp_path / "empty.jsonl"
+    jsonl.write_text("\n\n")
+    with pytest.raises(DatasetImportError, match="no items"):
+        dataset_import(owner=alice, name="empty", jsonl_path=jsonl)
+    _assert_nothing_stored(media_root)
+
+
+def test_duplicate_dataset_name_is_refused_for_the_same_owner_only(alice, bob, tmp_path):
+    jsonl = write_dataset(tmp_path / "src", 3)
+    first = dataset_import(owner=alice, name="shapes", jsonl_path=jsonl)
+
+    with pytest.raises(DatasetImportError, match="already have a dataset named 'shapes'"):
+        dataset_import(owner=alice, name="shapes", jsonl_path=jsonl)
+
+    assert list(Dataset.objects.filter(owner=alice)) == [first]
+    assert first.items.count() == 3
+    # Another researcher may use the same name.
+    assert dataset_import(owner=bob, name="shapes", jsonl_path=jsonl).items.count() == 3
+
+
+# --- zip uploads ---------------------------------------------------------------------------
+
+
+def _zip_upload(members: dict[str, bytes], name: str = "upload.zip") -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="application/zip")
+
+
+def _zip_of_dataset(src: Path, prefix: str = "bundle/") -> dict[str, bytes]:
+    return {prefix + str(p.relative_to(src)): p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+
+
+def test_zip_upload_imports_the_dataset(alice, tmp_path, media_root):
+    src = tmp_path / "src"
+    write_dataset(src, 5)
+
+    dataset = dataset_import_zip(owner=alice, name="zipped", upload=_zip_upload(_zip_of_dataset(src)))
+
+    assert dataset.items.count() == 5
+    for item in dataset.items.all():
+        assert (media_root / item.payload["image"]).is_file()
+        assert item.gold_label not in item.payload["image"]
+    # The extracted upload is gone; only the dataset's own files remain.
+    assert _files_under(media_root / "tmp") == []
+    assert len(_files_under(media_root / "datasets")) == 5
+
+
+@pytest.mark.parametrize("evil", ["../evil.txt", "bundle/../../evil.txt", "/tmp/mmeval-zip-slip-evil.txt"])
+def test_zip_slip_member_is_refused(alice, tmp_path, media_root, evil):
+    src = tmp_path / "src"
+    write_dataset(src, 2)
+    members = _zip_of_dataset(src)
+    members[evil] = b"pwned"
+
+    with pytest.raises(DatasetImportError, match="outside the archive"):
+        dataset_import_zip(owner=alice, name="slip", upload=_zip_upload(members))
+
+    _assert_nothing_stored(media_root)
+    assert not (media_root / "evil.txt").exists()
+    assert not (media_root.parent / "evil.txt").exists()
+    assert not Path("/tmp/mmeval-zip-slip-evil.txt").exists()
+
+
+def test_zip_whose_jsonl_names_a_file_outside_the_archive_is_refused(alice, tmp_path, media_root):
+    """A zip-slip by reference: the uploaded JSONL points at a file on the server outside
+    the archive. Importing it would copy server files into the researcher's dataset."""
+    secret = tmp_path / "server-secret.png"
+    secret.write_bytes(png_bytes((9, 9, 9)))
+    line = {"id": "a", "image": str(secret), "text": "q", "label": "red"}
+    relative = {"id": "b", "image": "../../../../../../../../" + str(secret).lstrip("/"), "text": "q",
+                "label": "red"}
+    upload = _zip_upload({"bundle/items.jsonl": (json.dumps(line) + "\n" + json.dumps(relative) + "\n").encode()})
+
+    with pytest.raises(DatasetImportError):
+        dataset_import_zip(owner=alice, name="outside", upload=upload)
+
+    _assert_nothing_stored(media_root)
+
+
+def test_zip_must_hold_exactly_one_jsonl_and_be_a_zip(alice, tmp_path, media_root):
+    src = tmp_path / "src"
+    write_dataset(src, 2)
+    members = _zip_of_dataset(src)
+    members["bundle/other.jsonl"] = members["bundle/items.jsonl"]
+    with pytest.raises(DatasetImportError, match="exactly one .jsonl file, found 2"):
+        dataset_import_zip(owner=alice, name="two", upload=_zip_upload(members))
+
+    images_only = {k: v for k, v in _zip_of_dataset(src).items() if k.endswith(".png")}
+    with pytest.raises(DatasetImportError, match="found 0"):
+        dataset_import_zip(owner=alice, name="none", upload=_zip_upload(images_only))
+
+    with pytest.raises(DatasetImportError, match="not a zip"):
+        dataset_import_zip(owner=alice, name="junk",
+                           upload=SimpleUploadedFile("x.zip", b"definitely not a zip file"))
+    _assert_nothing_stored(media_root)
