@@ -9,8 +9,12 @@ from django.db import models
 from django.db.models import Q
 
 
+_TOKEN_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
+
+
 def _public_token() -> str:
-    return secrets.token_urlsafe(12)
+    """16 characters from an unambiguous alphabet: URL- and command-line-safe (no leading '-')."""
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(16))
 
 
 def _completion_code() -> str:

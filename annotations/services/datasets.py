@@ -28,8 +28,10 @@ def _store_media(*, source: Path, modality: str, dataset_dir: Path) -> str:
     metadata, so neither the name nor EXIF/text chunks can carry a label."""
     if modality in IMAGE_MODALITIES:
         with Image.open(source) as img:
-            buffer = io.BytesIO()
-            img.convert("RGB").save(buffer, format="PNG")
+            rgb = img.convert("RGB")
+        rgb.info = {}  # ICC profiles and text chunks could carry a label
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="PNG")
         data = buffer.getvalue()
         suffix = ".png"
     else:
@@ -42,13 +44,13 @@ def _store_media(*, source: Path, modality: str, dataset_dir: Path) -> str:
     return str(target.relative_to(settings.MEDIA_ROOT))
 
 
-def dataset_import(*, owner, name: str, jsonl_path: Path) -> Dataset:
+def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | None = None) -> Dataset:
     """Import ``jsonl_path`` as dataset ``name``. Raises :class:`DatasetImportError` listing
     every bad line by number; on any error nothing is stored."""
     if Dataset.objects.filter(owner=owner, name=name).exists():
         raise DatasetImportError(f"you already have a dataset named '{name}'")
     try:
-        lines = read_dataset_jsonl(Path(jsonl_path))
+        lines = read_dataset_jsonl(Path(jsonl_path), files_within=files_within)
     except DatasetFormatError as exc:
         raise DatasetImportError(str(exc), [str(e) for e in exc.errors]) from None
     modalities = sorted(k for k in lines[0].item if k not in ("id", "label"))
@@ -95,8 +97,7 @@ def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
         try:
             with zipfile.ZipFile(upload) as archive:
                 for member in archive.namelist():
-                    target = (root / member).resolve()
-                    if not str(target).startswith(str(root.resolve())):
+                    if not (root / member).resolve().is_relative_to(root.resolve()):
                         raise DatasetImportError(f"zip member '{member}' points outside the archive")
                 archive.extractall(root)
         except zipfile.BadZipFile:
@@ -104,7 +105,7 @@ def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
         jsonl_files = sorted(p for p in root.rglob("*.jsonl") if "__MACOSX" not in p.parts)
         if len(jsonl_files) != 1:
             raise DatasetImportError(f"the zip must hold exactly one .jsonl file, found {len(jsonl_files)}")
-        return dataset_import(owner=owner, name=name, jsonl_path=jsonl_files[0])
+        return dataset_import(owner=owner, name=name, jsonl_path=jsonl_files[0], files_within=root)
 
 
 def dataset_import_jsonl_upload(*, owner, name: str, upload) -> Dataset:
@@ -114,7 +115,7 @@ def dataset_import_jsonl_upload(*, owner, name: str, upload) -> Dataset:
         with open(path, "wb") as fh:
             for chunk in upload.chunks():
                 fh.write(chunk)
-        return dataset_import(owner=owner, name=name, jsonl_path=path)
+        return dataset_import(owner=owner, name=name, jsonl_path=path, files_within=Path(tmp))
 
 
 def _media_tmp() -> Path:

@@ -130,6 +130,8 @@ def assignments_allocate(*, participant: Participant) -> list[Assignment]:
     study = participant.study
     now = timezone.now()
     with transaction.atomic():
+        # Serialise a double click on "Start": the second call then finds nothing to lease.
+        Participant.objects.select_for_update().filter(pk=participant.pk).first()
         held = participant.assignments.filter(status=Assignment.Status.ACTIVE).count()
         answered = participant.assignments.filter(status=Assignment.Status.ANSWERED).count()
         need = study.items_per_participant - held - answered

@@ -67,15 +67,21 @@ def _check_file(path: Path, modality: str) -> str | None:
         try:
             with Image.open(path) as img:
                 img.verify()
+            with Image.open(path) as img:
+                img.load()  # verify() checks chunks only; load() decodes the pixels
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             return f"{modality} file '{path}' is not a readable image ({exc.__class__.__name__})"
     return None
 
 
-def read_dataset_jsonl(path: Path) -> list[DatasetLine]:
+def read_dataset_jsonl(path: Path, *, files_within: Path | None = None) -> list[DatasetLine]:
     """Parse and validate a dataset file; raise :class:`DatasetFormatError` listing every bad
-    line (bad JSON, missing field, missing or unreadable file, duplicate id)."""
+    line (bad JSON, missing field, missing or unreadable file, duplicate id).
+
+    ``files_within`` confines file paths to one folder (an upload's extraction directory),
+    so an uploaded file cannot name files elsewhere on the server."""
     path = Path(path)
+    confine = Path(files_within).resolve() if files_within is not None else None
     base = path.parent
     errors: list[LineError] = []
     lines: list[DatasetLine] = []
@@ -136,6 +142,9 @@ def read_dataset_jsonl(path: Path) -> list[DatasetLine]:
                     problems.append(f"field '{modality}' must be a file path")
                     continue
                 file_path = (base / value).resolve()
+                if confine is not None and not file_path.is_relative_to(confine):
+                    problems.append(f"{modality} path '{value}' points outside the uploaded files")
+                    continue
                 problem = _check_file(file_path, modality)
                 if problem:
                     problems.append(problem)

@@ -154,7 +154,8 @@ class DemoModel(nn.Module):
     def encode_image(self, pixels: Tensor) -> Tensor:
         """``(N, 3, 64, 64)`` normalised pixels -> patch features ``(N, 64, C)``, row-major
         (patch ``k`` covers rows ``8*(k//8)..``, columns ``8*(k%8)..``)."""
-        grid = self.cnn(pixels)  # (N, C, 8, 8)
+        # Channels-last is many times faster for batch norm on CPU; values are unchanged.
+        grid = self.cnn(pixels.contiguous(memory_format=torch.channels_last))  # (N, C, 8, 8)
         return grid.flatten(2).transpose(1, 2) + self.patch_position
 
     def head(self, pixels: Tensor, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
