@@ -102,6 +102,8 @@ class Explanation(models.Model):
     image_view = models.CharField(max_length=300, blank=True, help_text="rendered PNG under MEDIA_ROOT")
     token_view = models.JSONField(default=list, blank=True, help_text="token highlight spans")
     summary = models.JSONField(default=dict, blank=True, help_text="modality share, delta, group scores")
+    metrics = models.JSONField(default=dict, blank=True, help_text="automatic metrics: deletion/insertion AUC, "
+                                                                    "infidelity, sensitivity")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -133,7 +135,20 @@ class Study(models.Model):
     raters_per_item = models.PositiveIntegerField(default=3)
     n_candidates = models.PositiveIntegerField(default=4, help_text="0 shows every label.")
     explanation_method = models.CharField(max_length=50, default="integrated_gradients")
-    lease_minutes = models.PositiveIntegerField(default=60)
+    interaction_method = models.CharField(max_length=50, default="second_order")
+    explanation_display = models.CharField(
+        max_length=30, default="all_candidates",
+        choices=[("all_candidates", "One explanation per candidate, in random order"),
+                 ("predicted_unlabelled", "The predicted class's explanation, with no class name")])
+    lease_minutes = models.PositiveIntegerField(default=60, help_text="Time limit: leases expire after it.")
+    learning_items = models.PositiveIntegerField(default=0, help_text="Items shown with the model's answer first.")
+    pretest = models.BooleanField(default=False, help_text="Test items once without explanations first.")
+    attention_checks = models.PositiveIntegerField(default=0, help_text="Attention-check items per participant.")
+    min_rt_ms = models.PositiveIntegerField(default=0, help_text="Answers faster than this are flagged.")
+    exclusion_rules = models.JSONField(default=dict, blank=True, help_text="Pre-registered, fixed at launch.")
+    survey = models.BooleanField(default=True)
+    screened_out_code = models.CharField(max_length=32, default=_completion_code)
+    export_raw_platform_ids = models.BooleanField(default=False, help_text="Export platform IDs unhashed.")
     consent_text = models.TextField(blank=True)
     instructions = models.TextField(blank=True)
     completion_code = models.CharField(max_length=32, default=_completion_code)
@@ -160,9 +175,15 @@ class StudyItem(models.Model):
         MODEL_RIGHT = "model_right"
         MODEL_WRONG = "model_wrong"
 
+    class Role(models.TextChoices):
+        TEST = "test"
+        LEARNING = "learning"
+        ATTENTION = "attention"
+
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="study_items")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="study_items")
     stratum = models.CharField(max_length=20, choices=Stratum.choices, blank=True)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.TEST)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["study", "item"], name="study_item_unique")]
@@ -174,6 +195,9 @@ class Condition(models.Model):
     class View(models.TextChoices):
         HEATMAP = "heatmap", "Image heatmap"
         TOKENS = "tokens", "Token highlights"
+        SHARE = "share", "Modality share bars"
+        INTERACTION = "interaction", "Cross-modal interaction matrix"
+        TOP_PAIRS = "top_pairs", "Top interacting patch-word pairs"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
@@ -222,7 +246,10 @@ class Participant(models.Model):
     class Phase(models.TextChoices):
         CONSENT = "consent"
         INSTRUCTIONS = "instructions"
+        LEARNING = "learning"
+        PRETEST = "pretest"
         TEST = "test"
+        SURVEY = "survey"
         DONE = "done"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
@@ -232,6 +259,9 @@ class Participant(models.Model):
     platform_id = models.CharField(max_length=200, blank=True)
     platform_data = models.JSONField(default=dict, blank=True)
     phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.CONSENT)
+    screened_out = models.BooleanField(default=False)
+    helpfulness = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Post-survey, 1-5.")
+    comment = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -263,7 +293,18 @@ class Assignment(models.Model):
         ANSWERED = "answered"
         EXPIRED = "expired"
 
+    class Phase(models.TextChoices):
+        PRETEST = "pretest"
+        TEST = "test"
+
+    class Kind(models.TextChoices):
+        ITEM = "item"
+        ATTENTION = "attention"
+
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.TEST)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ITEM)
+    expected_answer = models.CharField(max_length=200, blank=True, help_text="Attention checks only.")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
     condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="assignments")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -277,7 +318,8 @@ class Assignment(models.Model):
     class Meta:
         ordering = ["participant", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["participant", "item"], name="assignment_item_once_per_participant"),
+            models.UniqueConstraint(fields=["participant", "item", "phase"],
+                                    name="assignment_item_once_per_participant_phase"),
             models.UniqueConstraint(fields=["participant", "position"], name="assignment_unique_position"),
         ]
         indexes = [models.Index(fields=["status", "lease_expires_at"])]
@@ -307,6 +349,9 @@ class Response(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="responses")
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="responses")
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="responses")
+    phase = models.CharField(max_length=10, choices=Assignment.Phase.choices, default=Assignment.Phase.TEST)
+    is_attention_check = models.BooleanField(default=False)
+    attention_passed = models.BooleanField(null=True, blank=True)
     guess = models.CharField(max_length=200)
     confidence = models.PositiveSmallIntegerField()
     rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")

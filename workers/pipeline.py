@@ -80,10 +80,10 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
         pool = study_select_items(study=study)
         total = len(items) + len(pool)
         targets = study_explanation_targets(study=study)
-        failed = _explain_pool(study=study, adapter=adapter, targets=targets, batch_size=batch_size,
-                               advance=advance)
+        failed, first_error = _explain_pool(study=study, adapter=adapter, targets=targets,
+                                            batch_size=batch_size, advance=advance)
         advance(len(pool) - len(targets), failed=failed)
-        error = f"{failed} explanation(s) failed; open an item to read its traceback." if failed else ""
+        error = f"{failed} explanation(s) failed. The first error:\n\n{first_error}" if failed else ""
         precompute_job_finish(job=job, error=error)
     except Exception:
         precompute_job_finish(job=job, error=traceback.format_exc())
@@ -91,8 +91,9 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
 
 
 def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], batch_size: int,
-                  advance: Callable[..., None]) -> int:
-    """Explain every (item, candidate) pair that is not stored yet. Returns how many failed."""
+                  advance: Callable[..., None]) -> tuple[int, str]:
+    """Explain every (item, candidate) pair that is not stored yet. Returns how many failed,
+    and the first traceback."""
     method, model = study.explanation_method, study.model
     stored = set(
         Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE,
@@ -100,7 +101,7 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], batch
     )
     items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
     label_index = {label: k for k, label in enumerate(model.labels)}
-    failed = 0
+    failed, first_error = 0, ""
     # Whole items per chunk, so one item's candidates share a colour scale.
     item_ids = sorted(targets)
     per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
@@ -131,8 +132,9 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], batch
                 explanation_store(model=model, item=items[item_id], method=method, target_label=label,
                                   status=Explanation.Status.FAILED, error=error)
             failed += len(pairs)
+            first_error = first_error or error
         advance(len(chunk_ids), failed=failed)
-    return failed
+    return failed, first_error
 
 
 def _store_explanation(*, study: Study, item: Item, label: str, attribution, view) -> None:

@@ -54,7 +54,12 @@ DEMO_BIAS = UNBIASED  # the bundled demo dataset: the shortcut misleads the mode
 QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "exists")
 _MIN_SIZE, _MAX_SIZE = 14, 22  # shape bounding-box side in pixels
 _GAP = 2  # pixels kept free between bounding boxes
-_JITTER = 18  # +- per channel, so colours are not a single RGB value
+_JITTER = 14  # +- per channel after fading, so colours are not a single RGB value
+# Some objects are faded towards the background (alpha in [_ALPHA_MIN, _ALPHA_MAX]). Their
+# colour is then genuinely uncertain, which is what lets the training prior (triangles are
+# red) keep steering the answer even for a well-fitted model, as in VQA.
+_FADED_P = 0.4
+_ALPHA_MIN, _ALPHA_MAX = 0.15, 0.5
 
 
 class Examples(NamedTuple):
@@ -72,6 +77,7 @@ class _Obj(NamedTuple):
     shape: str
     colour: str
     box: tuple[int, int, int]  # x0, y0, side
+    alpha: float  # opacity over the background; < 1 for faded objects
 
 
 def _pick_colour(rng: np.random.Generator, shape: str, bias: float) -> str:
@@ -123,7 +129,8 @@ def _render(rng: np.random.Generator, objs: list[_Obj]) -> np.ndarray:
     img[:] = BACKGROUND
     for obj in objs:
         x0, y0, side = obj.box
-        rgb = np.asarray(COLOURS[obj.colour]) + rng.integers(-_JITTER, _JITTER + 1, size=3)
+        rgb = obj.alpha * np.asarray(COLOURS[obj.colour]) + (1 - obj.alpha) * np.asarray(BACKGROUND)
+        rgb = np.rint(rgb) + rng.integers(-_JITTER, _JITTER + 1, size=3)
         patch = img[y0 : y0 + side, x0 : x0 + side]
         patch[_shape_mask(obj.shape, side)] = np.clip(rgb, 0, 255).astype(np.uint8)
     return img
@@ -137,7 +144,10 @@ def _scene(rng: np.random.Generator, bias: float) -> list[_Obj]:
         objs = []
         for box in boxes:
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
-            objs.append(_Obj(shape, _pick_colour(rng, shape, bias), box))
+            colour = _pick_colour(rng, shape, bias)
+            faded = rng.random() < _FADED_P
+            alpha = float(rng.uniform(_ALPHA_MIN, _ALPHA_MAX)) if faded else 1.0
+            objs.append(_Obj(shape, colour, box, alpha))
         return objs
 
 

@@ -1,0 +1,31 @@
+"""``manage.py bench_explain``: the engine throughput benchmark (see :mod:`workers.bench`).
+
+A thin wrapper: the options and the work are ``workers.bench``'s, the same as
+``python -m workers.bench``. Touches no database.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = ("Benchmark the explanation methods on a model adapter (default: the demo adapter): "
+            "items/s, ratio to each method's measured floor, speedup over one-item-at-a-time "
+            "baselines.")
+
+    def add_arguments(self, parser):
+        from workers.bench import add_arguments
+
+        add_arguments(parser)
+
+    def handle(self, *args, **options):
+        from workers.bench import run_from_options
+        from workers.engine.adapter import AdapterError
+
+        try:
+            run_from_options(options, out=self.stdout, err=getattr(self.stderr, "_out", sys.stderr))
+        except (ValueError, AdapterError) as exc:
+            raise CommandError(str(exc)) from None

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from annotations import views_researcher as views
+
+urlpatterns = [
+    path("studies/", views.study_list, name="studies"),
+    path("studies/new/", views.study_new, name="study-new"),
+    path("studies/<int:pk>/", views.study_detail, name="study-detail"),
+    path("studies/<int:pk>/progress.json", views.study_progress_json, name="study-progress"),
+    path("studies/<int:pk>/precompute/", views.study_precompute, name="study-precompute"),
+    path("studies/<int:pk>/launch/", views.study_launch_view, name="study-launch"),
+    path("studies/<int:pk>/close/", views.study_close_view, name="study-close"),
+    path("studies/<int:pk>/invites/", views.study_invites, name="study-invites"),
+    path("studies/<int:pk>/export.csv", views.study_export_csv, name="study-export"),
+    path("studies/<int:pk>/items/<int:item_pk>/", views.study_item_detail, name="study-item"),
+    path("studies/<int:pk>/items/<int:item_pk>/image", views.study_item_media, name="study-item-image"),
+    path("studies/<int:pk>/explanations/<int:explanation_pk>.png", views.study_explanation_media,
+         name="study-explanation-image"),
+    path("datasets/", views.dataset_list, name="datasets"),
+    path("models/", views.model_list, name="models"),
+]

@@ -1,0 +1,34 @@
+"""Build a real demo study through the same services a researcher's clicks go through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from annotations.models import Study
+from annotations.services.datasets import dataset_import
+from annotations.services.registry import registered_model_create
+from annotations.services.studies import ConditionSpec, precompute_job_create, study_create, study_launch
+from workers.pipeline import precompute_run
+
+DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
+
+
+def demo_study(*, owner, jsonl: Path, adapter_path: str = DEMO_ADAPTER, n_items: int = 8,
+               items_per_participant: int = 4, raters_per_item: int = 2, seed: int = 3) -> Study:
+    dataset = dataset_import(owner=owner, name="shapes", jsonl_path=jsonl)
+    model = registered_model_create(owner=owner, name="fusion", adapter_path=adapter_path, check_dataset=dataset)
+    return study_create(
+        owner=owner, name="Does IG help?", dataset=dataset, model=model,
+        conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"])],
+        n_items=n_items, items_per_participant=items_per_participant, raters_per_item=raters_per_item,
+        n_candidates=4, seed=seed,
+    )
+
+
+def live_demo_study(**kwargs) -> Study:
+    """A demo study precomputed in-process and launched."""
+    study = demo_study(**kwargs)
+    job = precompute_job_create(study=study)
+    result = precompute_run(job_id=job.pk)
+    assert result["status"] == "done", job.__class__.objects.get(pk=job.pk).error
+    return study_launch(study=Study.objects.get(pk=study.pk))

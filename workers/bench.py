@@ -1,0 +1,989 @@
+"""Throughput benchmark of the explanation engine against a measured floor.
+
+For each method the benchmark reports the engine's throughput (items per second) on a batch
+of items, its ratio to the method's **floor**, and its speedup over the straightforward way
+of computing the same thing one item at a time.
+
+The floor
+---------
+
+A method's floor is the time its irreducible model passes would take if every pass ran at the
+best per-sample speed the hardware reaches for that kind of pass, at any batch size::
+
+    floor = sum over items of   n_fwd * t_fwd + n_fb * t_fb + n_fbg * t_fbg + n_hvp * t_hvp
+
+where the per-sample pass times are measured in the same run on ``adapter.head`` (on ``N``
+items, ``N`` in ``--pass-batch-sizes``; the best ``time / N`` over ``N`` is kept):
+
+* ``t_fwd``: one forward pass (no autograd graph);
+* ``t_fb``: a forward pass plus the gradient of the target logits w.r.t. every embedded input
+  (what Captum's gradient methods do per row);
+* ``t_fbg``: a forward pass plus the gradient w.r.t. the smaller modality ``S`` *with*
+  ``create_graph=True`` (the first half of a Hessian-vector product);
+* ``t_hvp``: one Hessian-vector product on that graph: ``d/dx_L (grad_S f . v)``, one
+  double-backward over ``N`` rows (the graph is built once and reused).
+
+Pass counts per item (``G`` = the item's groups over all modalities, ``G_A``/``G_B`` those of
+the interaction pair, ``G_S = min(G_A, G_B)``):
+
+==========================  ==================================================
+integrated_gradients        ``n_steps`` fwd+bwd + 2 fwd (the convergence delta)
+saliency, input_x_gradient  1 fwd+bwd
+gradient_shap               ``n_samples`` fwd+bwd
+feature_ablation            1 + ``G`` fwd
+occlusion                   1 + ``W`` fwd (window positions)
+shapley_value_sampling      1 + ``n_samples * G`` fwd
+kernel_shap, lime           ``n_samples`` fwd
+modality_interaction        4 fwd
+second_order                1 fwd+bwd(graph) + ``G_S`` HVP
+integrated_hessians         ``n_steps`` * (1 fwd+bwd(graph) + ``G_S`` HVP)
+perturbation                1 + ``G_A`` + ``G_B`` + ``G_A * G_B`` fwd
+==========================  ==================================================
+
+The engine is timed through its public API (``attribute``, ``cross_modal_interaction``,
+``modality_interaction``) on prepared batches: encoding and embedding are left out of both
+the engine's time and the floor. Its row knob (``max_rows``, or ``group_chunk`` for
+``second_order``) is autotuned by a sweep in the same run.
+
+Baselines, timed on one-item batches and checked against the engine's result:
+
+* **per-item Captum**: the Captum class called once per item with its defaults, the way a
+  notebook does it (``IntegratedGradients(f).attribute(x, baselines, target, n_steps=50)``);
+* **per-word loop** (``second_order``): MultiViz-style, one item and one word (group of the
+  smaller modality) at a time: ``grad_x_L (grad_x_S f . (x_S * 1[word]))``;
+* **per-item loop** (``modality_interaction``): four one-row head calls per item.
+
+Run ``python -m workers.bench --help`` (or ``python manage.py bench_explain``). No Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
+
+import numpy as np
+import torch
+from captum.attr import FeatureAblation, GradientShap, InputXGradient, IntegratedGradients, Saliency
+from torch import Tensor
+
+from workers.engine.adapter import ModelAdapter, RawItem
+from workers.engine.attribution import (
+    METHODS,
+    PreparedBatch,
+    attribute,
+    prepare_batch,
+    seeded,
+)
+from workers.engine.explain import DEFAULT_MAX_ROWS
+from workers.engine.interactions import (
+    CROSS_METHODS,
+    cross_modal_interaction,
+    modality_interaction,
+    pick_modalities,
+)
+
+__all__ = [
+    "BenchReport",
+    "DEFAULT_METHODS",
+    "MethodResult",
+    "PassTimes",
+    "Passes",
+    "TARGETS",
+    "add_arguments",
+    "bench_method",
+    "floor_passes",
+    "format_report",
+    "main",
+    "measure_pass_times",
+    "run_benchmark",
+    "run_from_options",
+]
+
+DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
+
+#: The methods benchmarked by default.
+DEFAULT_METHODS: tuple[str, ...] = (
+    "integrated_gradients", "saliency", "input_x_gradient", "gradient_shap", "feature_ablation",
+    "second_order", "modality_interaction",
+)
+
+#: The issue's targets: the most ``time / floor`` allowed, per method, on CPU.
+TARGETS: dict[str, float] = {
+    "integrated_gradients": 1.25, "saliency": 1.25, "input_x_gradient": 1.25,
+    "gradient_shap": 1.25, "second_order": 1.5,
+}
+
+#: Options the benchmark runs each method with (the engine defaults, spelled out).
+BENCH_OPTIONS: dict[str, dict[str, Any]] = {
+    "integrated_gradients": {"n_steps": 50},
+    "gradient_shap": {"n_samples": 20},
+}
+
+ALL_NAMES: tuple[str, ...] = (*METHODS, "modality_interaction", *CROSS_METHODS)
+
+Progress = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the warnings the engine silences too (Captum's requires_grad notices)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
+        warnings.filterwarnings("ignore", message=r".*multiple inputs for Lime / Kernel SHAP.*")
+        yield
+
+
+def _targets(p: PreparedBatch) -> Tensor:
+    """The predicted class of every item of ``p``, ``(B,)``."""
+    with torch.no_grad():
+        return p.caller("predict").forward_rows(p.inputs).argmax(dim=1)
+
+
+def _cycle(items: Sequence[RawItem], n: int) -> list[RawItem]:
+    return [items[i % len(items)] for i in range(n)]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample pass times
+# --------------------------------------------------------------------------------------------
+
+PASS_KINDS: tuple[str, ...] = ("forward", "forward_backward", "forward_backward_graph", "hvp")
+PASS_LABELS: dict[str, str] = {"forward": "fwd", "forward_backward": "fwd+bwd",
+                               "forward_backward_graph": "fwd+bwd(graph)", "hvp": "HVP"}
+
+
+@dataclass
+class PassTimes:
+    """Seconds per sample of each kind of pass (see the module doc), per batch size ``N``.
+
+    Attributes:
+        seconds: ``seconds[kind][N]``: the best time of one pass over ``N`` rows divided by ``N``.
+        pair: indices ``(S, L)`` of the modalities the HVP differentiates (``S`` the one with
+            fewer groups).
+    """
+
+    seconds: dict[str, dict[int, float]]
+    pair: tuple[int, int]
+
+    def best(self, kind: str) -> float:
+        """The best per-sample time of ``kind`` over the batch sizes (inf if none ran)."""
+        values = self.seconds.get(kind, {})
+        return min(values.values()) if values else math.inf
+
+    def best_batch_size(self, kind: str) -> int | None:
+        values = self.seconds.get(kind, {})
+        return min(values, key=lambda n: (values[n], n)) if values else None
+
+
+def _smaller_first(p: PreparedBatch, ia: int, ib: int) -> tuple[int, int]:
+    """``(S, L)``: the pair ordered as the engine's HVPs use it (fewer groups first)."""
+    ka, kb = p.group_table(ia)[0].shape[1], p.group_table(ib)[0].shape[1]
+    return (ia, ib) if ka <= kb else (ib, ia)
+
+
+def measure_pass_times(adapter: ModelAdapter, items: Sequence[RawItem], *,
+                       batch_sizes: Sequence[int] = (1, 8, 32, 128, 512), repeats: int = 3,
+                       modalities: Sequence[str] | None = None,
+                       device: torch.device | None = None,
+                       progress: Progress | None = None) -> PassTimes:
+    """Time the four kinds of passes through ``adapter.head`` at each batch size.
+
+    Args:
+        adapter: a loaded adapter.
+        items: raw items, cycled to fill each batch size.
+        batch_sizes: row counts ``N`` to try (a batch of ``N`` items each).
+        repeats: timed runs per (kind, ``N``) after one warm-up; the minimum is kept.
+        modalities: the interaction pair (default: the adapter's two modalities).
+        device: where the adapter lives (for CUDA synchronisation); default the inputs'.
+        progress: called with a short description after each batch size.
+
+    Returns:
+        :class:`PassTimes`. A batch size that runs out of memory ends the sweep (larger ones
+        would fail too). Cost: ``(repeats + 1)`` passes of each kind per batch size.
+    """
+    seconds: dict[str, dict[int, float]] = {kind: {} for kind in PASS_KINDS}
+    pair: tuple[int, int] | None = None
+    for n in sorted(set(int(b) for b in batch_sizes)):
+        p = prepare_batch(adapter, adapter.encode(_cycle(items, n)))
+        dev = device or p.device
+        ia, ib = pick_modalities(p.modalities, modalities)
+        s, l = _smaller_first(p, ia, ib)
+        pair = pair or (s, l)
+        t = _targets(p)
+
+        def fwd() -> None:
+            with torch.no_grad():
+                p.adapter.head(*p.inputs, batch=p.batch)
+
+        def fwd_bwd() -> None:
+            with torch.enable_grad():
+                z = [x.detach().requires_grad_() for x in p.inputs]
+                out = p.adapter.head(*z, batch=p.batch)
+                torch.autograd.grad(out.gather(1, t[:, None]).sum(), z)
+
+        def graph() -> tuple[Tensor, list[Tensor]]:
+            with torch.enable_grad():
+                z = [x.detach().requires_grad_(m in (s, l)) for m, x in enumerate(p.inputs)]
+                out = p.adapter.head(*z, batch=p.batch)
+                (g_s,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), z[s], create_graph=True)
+            return g_s, z
+
+        try:
+            for kind, fn in (("forward", fwd), ("forward_backward", fwd_bwd),
+                             ("forward_backward_graph", graph)):
+                fn()  # warm-up
+                best = min(_timed(fn, dev)[0] for _ in range(max(1, repeats)))
+                seconds[kind][n] = best / n
+            g_s, z = graph()
+            if g_s.requires_grad:
+                vec = p.inputs[s]
+
+                def hvp() -> None:
+                    torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True, allow_unused=True)
+
+                hvp()
+                best = min(_timed(hvp, dev)[0] for _ in range(max(1, repeats)))
+                seconds["hvp"][n] = best / n
+            del g_s, z
+        except RuntimeError as exc:
+            if not _is_oom(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            break
+        finally:
+            if progress is not None:
+                progress(f"passes N={n}")
+    return PassTimes(seconds=seconds, pair=pair or (0, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Pass counts (the floor)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Passes:
+    """Pass counts, summed over the items of a run."""
+
+    forward: float = 0.0
+    forward_backward: float = 0.0
+    forward_backward_graph: float = 0.0
+    hvp: float = 0.0
+
+    def seconds(self, times: PassTimes) -> float:
+        """The floor: every pass at its best measured per-sample time."""
+        total = 0.0
+        for kind in PASS_KINDS:
+            count = getattr(self, kind)
+            if count:
+                total += count * times.best(kind)
+        return total
+
+    def describe(self, n_items: int) -> str:
+        """Mean passes per item, e.g. ``"50 fwd+bwd + 2 fwd"``."""
+        parts = []
+        for kind in ("forward_backward", "forward_backward_graph", "hvp", "forward"):
+            count = getattr(self, kind) / max(1, n_items)
+            if count:
+                text = f"{count:.1f}".rstrip("0").rstrip(".")
+                parts.append(f"{text} {PASS_LABELS[kind]}")
+        return " + ".join(parts) or "0"
+
+
+def floor_passes(method: str, p: PreparedBatch, *, options: Mapping[str, Any] | None = None,
+                 modalities: Sequence[str] | None = None) -> Passes:
+    """The irreducible passes of ``method`` on the items of ``p`` (table: module doc), with
+    each item's own group counts (no padding to the batch's largest)."""
+    options = dict(options or {})
+    spec_opts = METHODS[method].options() if method in METHODS else {}
+    opt = lambda name, default=None: options.get(name, spec_opts.get(name, default))  # noqa: E731
+    n = p.size
+    groups = [sum(len(ids) for ids in row) for row in p.group_ids]
+    if method == "integrated_gradients":
+        return Passes(forward_backward=opt("n_steps") * n, forward=2 * n)
+    if method in ("saliency", "input_x_gradient"):
+        return Passes(forward_backward=n)
+    if method == "gradient_shap":
+        return Passes(forward_backward=opt("n_samples") * n)
+    if method == "feature_ablation":
+        return Passes(forward=sum(1 + g for g in groups))
+    if method == "shapley_value_sampling":
+        return Passes(forward=sum(1 + opt("n_samples") * g for g in groups))
+    if method in ("kernel_shap", "lime"):
+        return Passes(forward=opt("n_samples") * n)
+    if method == "occlusion":
+        from workers.engine.attribution import _default_windows, _normalise_strides
+
+        windows = tuple(tuple(int(v) for v in w) for w in (opt("sliding_window_shapes") or _default_windows(p)))
+        strides = _normalise_strides(opt("strides"), windows)
+        n_windows = sum(math.prod((sz - w) // st + 1 for sz, w, st in zip(inp.shape[1:], win, stv))
+                        for inp, win, stv in zip(p.inputs, windows, strides))
+        return Passes(forward=(1 + n_windows) * n)
+    if method == "modality_interaction":
+        return Passes(forward=4 * n)
+    ia, ib = pick_modalities(p.modalities, modalities)
+    g_a = [len(row[ia]) for row in p.group_ids]
+    g_b = [len(row[ib]) for row in p.group_ids]
+    g_s = sum(min(a, b) for a, b in zip(g_a, g_b))
+    if method == "second_order":
+        return Passes(forward_backward_graph=n, hvp=g_s)
+    if method == "integrated_hessians":
+        steps = int(options.get("n_steps", 16))
+        return Passes(forward_backward_graph=steps * n, hvp=steps * g_s)
+    if method == "perturbation":
+        return Passes(forward=sum(1 + a + b + a * b for a, b in zip(g_a, g_b)))
+    raise ValueError(f"unknown method {method!r}; known: {list(ALL_NAMES)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Running the engine, and its knob
+# --------------------------------------------------------------------------------------------
+
+
+def _per_example(method: str) -> bool:
+    return method in METHODS and METHODS[method].per_example
+
+
+def _run_engine(method: str, batches: Sequence[tuple[PreparedBatch, Tensor]], options: Mapping[str, Any],
+                modalities: Sequence[str] | None) -> list[Any]:
+    """The engine's public API on each prepared batch; the per-item results, in order."""
+    out: list[Any] = []
+    for p, t in batches:
+        if method in METHODS:
+            out.extend(attribute(p.adapter, p.batch, method=method, targets=t, prepared=p, **options))
+        elif method == "modality_interaction":
+            out.extend(modality_interaction(p.adapter, p.batch, targets=t, prepared=p,
+                                            modalities=modalities, **options))
+        else:
+            out.extend(cross_modal_interaction(p.adapter, p.batch, method=method, targets=t, prepared=p,
+                                               modalities=modalities, **options))
+    return out
+
+
+def _powers(lo: int, hi: int) -> list[int]:
+    """``lo, 2 lo, 4 lo, ...`` below ``hi``, then ``hi``."""
+    out, k = [], max(1, lo)
+    while k < hi:
+        out.append(k)
+        k *= 2
+    out.append(max(1, hi))
+    return sorted(set(out))
+
+
+def knob_candidates(method: str, p: PreparedBatch, options: Mapping[str, Any], *,
+                    max_rows_cap: int = 4096,
+                    modalities: Sequence[str] | None = None) -> tuple[str | None, list[int]]:
+    """The engine knob that sets the rows per head call for ``method`` and the values to sweep:
+    ``(None, [])`` when the method has none (one call of ``B`` rows). ``max_rows`` values are
+    multiples of the batch size ``B`` (Captum rounds down to one)."""
+    b = p.size
+    per_item = {  # rows per item the method sends through the head, for max_rows
+        "integrated_gradients": lambda: int(options.get("n_steps", 50)),
+        "gradient_shap": lambda: int(options.get("n_samples", 20)),
+        "feature_ablation": lambda: max(sum(len(ids) for ids in row) for row in p.group_ids),
+        "shapley_value_sampling": lambda: max(sum(len(ids) for ids in row) for row in p.group_ids),
+        "occlusion": lambda: max_rows_cap // max(1, b),
+        "kernel_shap": lambda: int(options.get("n_samples", 64)),
+        "lime": lambda: int(options.get("n_samples", 64)),
+        "modality_interaction": lambda: 4,
+        "integrated_hessians": lambda: int(options.get("n_steps", 16)),
+    }
+    if method == "second_order":
+        ia, ib = pick_modalities(p.modalities, modalities)
+        s, _ = _smaller_first(p, ia, ib)
+        return "group_chunk", _powers(1, p.group_table(s)[0].shape[1])
+    if method == "perturbation":
+        ia, ib = pick_modalities(p.modalities, modalities)
+        ka, kb = p.group_table(ia)[0].shape[1], p.group_table(ib)[0].shape[1]
+        per_item["perturbation"] = lambda: 1 + ka + kb + ka * kb
+    if method not in per_item:
+        return None, []
+    steps = _powers(1, per_item[method]())
+    rows = [k * b for k in steps if k * b <= max(max_rows_cap, b)]
+    return "max_rows", rows or [b]
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines: one item at a time
+# --------------------------------------------------------------------------------------------
+
+
+def _captum_one(method: str, p1: PreparedBatch, t1: Tensor, options: Mapping[str, Any]) -> tuple[Tensor, ...]:
+    """One item through the Captum class with Captum's own defaults, the notebook way."""
+
+    def f(*xs: Tensor) -> Tensor:
+        return p1.adapter.head(*xs, batch=p1.batch)
+
+    target = int(t1[0])
+    if method == "integrated_gradients":
+        attrs, _delta = IntegratedGradients(f).attribute(
+            p1.inputs, baselines=p1.baselines, target=target, n_steps=int(options.get("n_steps", 50)),
+            method=options.get("method", "gausslegendre"), return_convergence_delta=True)
+    elif method == "saliency":
+        attrs = Saliency(f).attribute(p1.inputs, target=target, abs=bool(options.get("abs", True)))
+    elif method == "input_x_gradient":
+        attrs = InputXGradient(f).attribute(p1.inputs, target=target)
+    elif method == "gradient_shap":
+        with seeded(options.get("seed", 0), p1.device):
+            attrs = GradientShap(f).attribute(p1.inputs, baselines=p1.baselines, target=target,
+                                              n_samples=int(options.get("n_samples", 20)),
+                                              stdevs=float(options.get("stdevs", 0.0)))
+    elif method == "feature_ablation":
+        attrs = FeatureAblation(f).attribute(p1.inputs, baselines=p1.baselines, target=target,
+                                             feature_mask=p1.masks)
+    else:  # pragma: no cover - guarded by BASELINES
+        raise ValueError(method)
+    return tuple(a.detach() for a in (attrs if isinstance(attrs, tuple) else (attrs,)))
+
+
+def _reduce_like_engine(method: str, p1: PreparedBatch, attrs: Sequence[Tensor]) -> list[np.ndarray]:
+    """Captum's ``(1, *S_m)`` attributions -> the engine's maps (sum or mean over feature dims)."""
+    out = []
+    for m, a in enumerate(attrs):
+        dims = p1.feature_dims(m)
+        a = a.detach().cpu().to(torch.float64)
+        reduced = a.sum(dim=dims) if dims else a
+        if METHODS[method].group_reduce == "mean" and dims:
+            reduced = reduced / math.prod(a.shape[d] for d in dims)
+        out.append(reduced[0].numpy())
+    return out
+
+
+def _per_word_second_order(p1: PreparedBatch, t1: Tensor, ia: int, ib: int,
+                           multiply_by: str = "input") -> np.ndarray:
+    """MultiViz-style second order for one item: for each group ("word") of the smaller
+    modality ``S``, ``grad_{x_L} (grad_{x_S} f . (x_S * 1[word]))``, times ``x_L``, summed per
+    group of ``L``. Returns ``(G_A, G_B)``."""
+    s, l = _smaller_first(p1, ia, ib)
+    mult = p1.inputs if multiply_by == "input" else tuple(x - b for x, b in zip(p1.inputs, p1.baselines))
+    with torch.enable_grad():
+        z = [x.detach().clone().requires_grad_(m in (s, l)) for m, x in enumerate(p1.inputs)]
+        f = p1.adapter.head(*z, batch=p1.batch)[0, int(t1[0])]
+        (g_s,) = torch.autograd.grad(f, z[s], create_graph=True)
+        ids_s, ids_l = p1.group_ids[0][s], p1.group_ids[0][l]
+        mask_s, smask_l = p1.masks[s], p1.spatial_mask(l)[0].reshape(-1)
+        inv_l = torch.searchsorted(ids_l, smask_l)
+        dims_l = p1.feature_dims(l)
+        rows = []
+        for gid in ids_s:
+            u = mult[s] * (mask_s == gid).to(mult[s].dtype)
+            (hv,) = torch.autograd.grad((g_s * u).sum(), z[l], retain_graph=True, allow_unused=True)
+            if hv is None:
+                hv = torch.zeros_like(z[l])
+            contrib = (hv * mult[l]).detach()
+            contrib = contrib.sum(dim=dims_l) if dims_l else contrib
+            row = torch.zeros(len(ids_l), dtype=torch.float64, device=contrib.device)
+            row.index_add_(0, inv_l, contrib[0].reshape(-1).to(torch.float64))
+            rows.append(row)
+    mat = torch.stack(rows).cpu().numpy()  # (G_S, G_L)
+    return mat if s == ia else mat.T
+
+
+def _per_item_modality_interaction(p1: PreparedBatch, t1: Tensor, ia: int, ib: int) -> np.ndarray:
+    """Four one-row head calls: ``f(x_A, x_B), f(x_A, x'_B), f(x'_A, x_B), f(x'_A, x'_B)``."""
+    values = []
+    with torch.no_grad():
+        for a_in, b_in in ((True, True), (True, False), (False, True), (False, False)):
+            rows = [x if (m not in (ia, ib)) or (a_in if m == ia else b_in) else base
+                    for m, (x, base) in enumerate(zip(p1.inputs, p1.baselines))]
+            values.append(float(p1.adapter.head(*rows, batch=p1.batch)[0, int(t1[0])]))
+    fxx, fxb, fbx, fbb = values
+    return np.array([fxx - fxb - fbx + fbb, fxb - fbb, fbx - fbb])
+
+
+#: Method -> (baseline name, whether the result can be compared with the engine's).
+BASELINES: dict[str, tuple[str, bool]] = {
+    "integrated_gradients": ("per-item Captum", True),
+    "saliency": ("per-item Captum", True),
+    "input_x_gradient": ("per-item Captum", True),
+    "gradient_shap": ("per-item Captum", False),  # random draws differ by construction
+    "feature_ablation": ("per-item Captum", True),
+    "second_order": ("per-word loop", True),
+    "modality_interaction": ("per-item loop", True),
+}
+
+
+def _baseline_run(method: str, singles: Sequence[tuple[PreparedBatch, Tensor]], options: Mapping[str, Any],
+                  modalities: Sequence[str] | None) -> list[Any]:
+    out: list[Any] = []
+    for p1, t1 in singles:
+        if method in METHODS:
+            out.append(_captum_one(method, p1, t1, options))
+        elif method == "second_order":
+            ia, ib = pick_modalities(p1.modalities, modalities)
+            out.append(_per_word_second_order(p1, t1, ia, ib, options.get("multiply_by", "input")))
+        else:
+            ia, ib = pick_modalities(p1.modalities, modalities)
+            out.append(_per_item_modality_interaction(p1, t1, ia, ib))
+    return out
+
+
+def _relative_difference(method: str, engine: Sequence[Any], baseline: Sequence[Any],
+                         singles: Sequence[tuple[PreparedBatch, Tensor]]) -> float:
+    """``max |engine - baseline| / max |baseline|`` over the baseline's items."""
+    num, den = 0.0, 0.0
+    for res, ref, (p1, _) in zip(engine, baseline, singles):
+        if method in METHODS:
+            pairs = zip([res.maps[m] for m in res.modalities], _reduce_like_engine(method, p1, ref))
+        elif method == "second_order":
+            pairs = [(res.matrix, ref)]
+        else:
+            pairs = [(np.array([res.dividend, res.effect_a, res.effect_b]), ref)]
+        for a, b in pairs:
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            num = max(num, float(np.max(np.abs(a - b))) if a.size else 0.0)
+            den = max(den, float(np.max(np.abs(b))) if b.size else 0.0)
+    return num / den if den > 0 else num
+
+
+# --------------------------------------------------------------------------------------------
+# One method
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodResult:
+    """One row of the table.
+
+    Attributes:
+        method: the method or interaction.
+        n_items: items per timed run.
+        passes: the floor's pass counts, mean per item, in words.
+        knob, knob_value: the autotuned engine knob and its best value (None: no knob).
+        sweep: knob value -> best seconds of one run over the items.
+        seconds: the engine's best time over the items.
+        floor_seconds: the floor for the same items.
+        ratio: ``seconds / floor_seconds``.
+        target: the issue's bound on ``ratio`` (None: no target).
+        baseline: the one-item-at-a-time baseline's name (None: none).
+        baseline_items: items the baseline ran on.
+        baseline_seconds: its time, scaled to ``n_items``.
+        speedup: ``baseline_seconds / seconds``.
+        max_rel_diff: ``max |engine - baseline| / max |baseline|`` (None: not comparable).
+    """
+
+    method: str
+    n_items: int
+    passes: str
+    knob: str | None
+    knob_value: int | None
+    sweep: dict[int, float]
+    seconds: float
+    floor_seconds: float
+    ratio: float
+    target: float | None = None
+    baseline: str | None = None
+    baseline_items: int = 0
+    baseline_seconds: float | None = None
+    speedup: float | None = None
+    max_rel_diff: float | None = None
+
+    @property
+    def items_per_s(self) -> float:
+        return self.n_items / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def floor_items_per_s(self) -> float:
+        return self.n_items / self.floor_seconds if self.floor_seconds > 0 else math.inf
+
+    @property
+    def baseline_items_per_s(self) -> float | None:
+        if self.baseline_seconds is None:
+            return None
+        return self.n_items / self.baseline_seconds if self.baseline_seconds > 0 else math.inf
+
+    @property
+    def meets_target(self) -> bool | None:
+        return None if self.target is None else self.ratio <= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sweep"] = {str(k): v for k, v in self.sweep.items()}
+        out.update(items_per_s=self.items_per_s, floor_items_per_s=self.floor_items_per_s,
+                   baseline_items_per_s=self.baseline_items_per_s, meets_target=self.meets_target)
+        return out
+
+
+def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTimes, *,
+                 options: Mapping[str, Any] | None = None, repeats: int = 3,
+                 singles: Sequence[tuple[PreparedBatch, Tensor]] | None = None,
+                 baseline: bool = True, baseline_repeats: int = 1, baseline_items: int | None = None,
+                 modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
+                 device: torch.device | None = None,
+                 progress: Progress | None = None) -> MethodResult:
+    """Autotune, time and floor one method on the items of ``p``.
+
+    Args:
+        method: a key of ``METHODS``, ``"modality_interaction"`` or a key of ``CROSS_METHODS``.
+        p: the prepared batch of ``B`` items (one engine call; per-example methods run on
+            ``singles`` instead, as :func:`~workers.engine.explain.explain_items` does).
+        targets: ``(B,)`` target classes.
+        times: the per-sample pass times of the same run.
+        options: method options besides the knob (default :data:`BENCH_OPTIONS`).
+        repeats: timed runs at the best knob value (the minimum is kept).
+        singles: the same items as one-item prepared batches with their targets (needed for
+            the baselines and per-example methods).
+        baseline: also time the method's one-item-at-a-time baseline (:data:`BASELINES`).
+        baseline_repeats: timed runs of the baseline.
+        baseline_items: run the baseline on the first this many items only (default all);
+            its time is scaled to ``B`` items.
+        modalities: the interaction pair.
+        max_rows_cap: the largest ``max_rows`` tried.
+        device: for CUDA synchronisation (default the inputs' device).
+        progress: called with a short description after each run.
+
+    Returns:
+        :class:`MethodResult`.
+    """
+    dev = device or p.device
+    options = dict(BENCH_OPTIONS.get(method, {}) if options is None else options)
+    tick = progress or (lambda _msg: None)
+    per_example = _per_example(method)
+    if per_example and singles is None:
+        raise ValueError(f"{method} runs one item at a time: pass singles")
+    runs = list(singles) if per_example else [(p, targets)]
+    knob, candidates = knob_candidates(method, runs[0][0], options,
+                                       max_rows_cap=max_rows_cap, modalities=modalities)
+    sweep: dict[int, float] = {}
+    results: list[Any] = []
+    with _quiet():
+        _run_engine(method, runs, {**options, **({knob: candidates[0]} if knob else {})}, modalities)  # warm-up
+        for value in candidates:
+            opts = {**options, knob: value} if knob else options
+            try:
+                sweep[value], _ = _timed(lambda: _run_engine(method, runs, opts, modalities), dev)
+            except RuntimeError as exc:
+                if not _is_oom(exc):
+                    raise
+                break
+            tick(f"{method} {knob}={value}")
+        best_value = min(sweep, key=lambda v: (sweep[v], v)) if knob else None
+        opts = {**options, knob: best_value} if knob else options
+        best = sweep.get(best_value, math.inf) if knob else math.inf
+        for _ in range(max(1, repeats)):
+            seconds, results = _timed(lambda: _run_engine(method, runs, opts, modalities), dev)
+            best = min(best, seconds)
+            tick(f"{method} timing")
+        if knob is not None:
+            sweep[best_value] = min(sweep[best_value], best)
+    passes = floor_passes(method, p, options=options, modalities=modalities)
+    floor_s = passes.seconds(times)
+    result = MethodResult(method=method, n_items=p.size, passes=passes.describe(p.size), knob=knob,
+                          knob_value=best_value, sweep=sweep, seconds=best, floor_seconds=floor_s,
+                          ratio=best / floor_s if floor_s > 0 else math.inf,
+                          target=TARGETS.get(method))
+    if baseline and method in BASELINES and singles:
+        name, comparable = BASELINES[method]
+        subset = list(singles)[: baseline_items or len(singles)]
+        with _quiet():
+            base_best, ref = math.inf, []
+            for _ in range(max(1, baseline_repeats)):
+                seconds, ref = _timed(lambda: _baseline_run(method, subset, options, modalities), dev)
+                base_best = min(base_best, seconds)
+                tick(f"{method} {name}")
+        result.baseline = name
+        result.baseline_items = len(subset)
+        result.baseline_seconds = base_best * p.size / len(subset)
+        result.speedup = result.baseline_seconds / best if best > 0 else math.inf
+        if comparable and not per_example:
+            result.max_rel_diff = _relative_difference(method, results[: len(subset)], ref, subset)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchReport:
+    """Everything one benchmark run measured."""
+
+    adapter: str
+    device: str
+    threads: int
+    torch_version: str
+    n_items: int
+    pass_times: PassTimes
+    results: list[MethodResult] = field(default_factory=list)
+    machine: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"adapter": self.adapter, "device": self.device, "threads": self.threads,
+                "torch_version": self.torch_version, "n_items": self.n_items, "machine": self.machine,
+                "pass_times": {"pair": list(self.pass_times.pair),
+                               "seconds_per_sample": {k: {str(n): v for n, v in d.items()}
+                                                      for k, d in self.pass_times.seconds.items()}},
+                "results": [r.to_json() for r in self.results]}
+
+
+def _steps_estimate(methods: Sequence[str], n_batch_sizes: int, repeats: int, baseline_repeats: int) -> int:
+    steps = n_batch_sizes
+    for method in methods:
+        steps += 6 + max(1, repeats) + (max(1, baseline_repeats) if method in BASELINES else 0)
+    return steps
+
+
+def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
+                  methods: Sequence[str] = DEFAULT_METHODS, repeats: int = 3,
+                  pass_batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
+                  baseline: bool = True, baseline_repeats: int = 1,
+                  baseline_items: int | None = None,
+                  method_options: Mapping[str, Mapping[str, Any]] | None = None,
+                  modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
+                  adapter_name: str = "", progress: Progress | None = None) -> BenchReport:
+    """Measure the pass times, then benchmark every method on ``items`` (one batch).
+
+    Args:
+        adapter: a loaded adapter.
+        items: the raw items; all of them form the engine's batch.
+        methods: names from ``METHODS``, ``"modality_interaction"`` or ``CROSS_METHODS``.
+        repeats: timed runs per measurement (minimum kept).
+        pass_batch_sizes: the batch sizes of the pass-time sweep.
+        baseline: also time the one-item-at-a-time baselines.
+        baseline_repeats, baseline_items: see :func:`bench_method`.
+        method_options: per method, options (default :data:`BENCH_OPTIONS`).
+        modalities: the interaction pair.
+        max_rows_cap: the largest ``max_rows`` the sweep tries.
+        adapter_name: recorded in the report.
+        progress: called with a short description after each measurement.
+
+    Returns:
+        :class:`BenchReport`.
+    """
+    methods = list(methods)
+    for name in methods:
+        if name not in ALL_NAMES:
+            raise ValueError(f"unknown method {name!r}; known: {list(ALL_NAMES)}")
+    items = list(items)
+    if not items:
+        raise ValueError("no items to benchmark")
+    p = prepare_batch(adapter, adapter.encode(items))
+    targets = _targets(p)
+    dev = p.device
+    times = measure_pass_times(adapter, items, batch_sizes=pass_batch_sizes, repeats=repeats,
+                               modalities=modalities, device=dev, progress=progress)
+    needs_singles = baseline or any(_per_example(m) for m in methods)
+    singles = []
+    if needs_singles:
+        for k, item in enumerate(items):
+            singles.append((prepare_batch(adapter, adapter.encode([item])), targets[k:k + 1]))
+    report = BenchReport(adapter=adapter_name or type(adapter).__name__, device=str(dev),
+                         threads=torch.get_num_threads(), torch_version=torch.__version__,
+                         n_items=len(items), pass_times=times, machine=_machine())
+    for method in methods:
+        opts = (method_options or {}).get(method, BENCH_OPTIONS.get(method, {}))
+        report.results.append(bench_method(
+            method, p, targets, times, options=opts, repeats=repeats,
+            singles=singles if needs_singles else None, baseline=baseline,
+            baseline_repeats=baseline_repeats, baseline_items=baseline_items,
+            modalities=modalities, max_rows_cap=max_rows_cap, device=dev, progress=progress))
+    return report
+
+
+def _machine() -> str:
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".replace("  ", " ")
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if not math.isfinite(value):
+        return "inf"
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
+    rows = [list(r) for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for cell, w, a in zip(cells, widths, align):
+            out.append(str(cell).ljust(w) if a == "l" else str(cell).rjust(w))
+        return "  ".join(out).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]]
+
+
+def format_report(report: BenchReport) -> str:
+    """The two tables (pass times; methods) as plain text."""
+    lines = [f"adapter {report.adapter} on {report.device}, {report.threads} thread(s), "
+             f"torch {report.torch_version}, {report.n_items} items",
+             "", "Per-sample pass times (ms; best over batch sizes marked *)"]
+    times = report.pass_times
+    sizes = sorted({n for d in times.seconds.values() for n in d})
+    rows = []
+    for n in sizes:
+        row = [str(n)]
+        for kind in PASS_KINDS:
+            v = times.seconds[kind].get(n)
+            star = "*" if v is not None and times.best_batch_size(kind) == n else ""
+            row.append("—" if v is None else f"{v * 1e3:.3f}{star}")
+        rows.append(row)
+    lines += _table(["N", *(PASS_LABELS[k] for k in PASS_KINDS)], rows, "rrrrr")
+    lines += ["", "Methods (items/s; ratio = time / floor; speedup = baseline time / engine time)"]
+    rows = []
+    for r in report.results:
+        knob = "—" if r.knob is None else f"{r.knob}={r.knob_value}"
+        target = "—" if r.target is None else f"≤{r.target:g} {'ok' if r.meets_target else 'MISSED'}"
+        rows.append([r.method, r.passes, knob, _fmt(r.items_per_s), _fmt(r.floor_items_per_s),
+                     f"{r.ratio:.2f}", target, r.baseline or "—", _fmt(r.baseline_items_per_s),
+                     "—" if r.speedup is None else f"{r.speedup:.1f}x",
+                     "—" if r.max_rel_diff is None else f"{r.max_rel_diff:.0e}"])
+    lines += _table(["method", "passes/item (floor)", "knob (autotuned)", "items/s", "floor items/s",
+                     "x floor", "target", "baseline", "items/s", "speedup", "rel.diff"],
+                    rows, "lllrrrllrrr")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (shared with ``manage.py bench_explain``)
+# --------------------------------------------------------------------------------------------
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options, for argparse and Django's command parser alike."""
+    parser.add_argument("--adapter", default=DEMO_ADAPTER, help="dotted path package.module:Factory "
+                        f"(default: the demo adapter, {DEMO_ADAPTER})")
+    parser.add_argument("--data", default=None, help="dataset JSONL (default: demo items generated "
+                        "in a temporary folder; only for the demo adapter)")
+    parser.add_argument("--items", type=int, default=64, help="items per benchmark batch (default 64)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated methods and interactions")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (min kept)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: the CPUs this process may use)")
+    parser.add_argument("--pass-batch-sizes", default="1,8,32,128,512",
+                        help="batch sizes of the per-sample pass-time sweep")
+    parser.add_argument("--max-rows-cap", type=int, default=4096, help="largest max_rows the sweep tries")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the one-item-at-a-time baselines")
+    parser.add_argument("--baseline-items", type=int, default=None,
+                        help="run the baselines on this many items only (their time is scaled)")
+    parser.add_argument("--baseline-repeats", type=int, default=1)
+    parser.add_argument("--json", default=None, help="also write the raw results as JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load_items(adapter_path: str, data: str | None, n: int, tmp: Path) -> list[RawItem]:
+    from workers.engine.dataset import read_dataset_jsonl
+
+    if data is None:
+        if adapter_path != DEMO_ADAPTER:
+            raise ValueError("--data is needed for adapters other than the demo adapter")
+        from workers.engine.demo.data import generate_dataset
+
+        data = str(generate_dataset(tmp, n_items=n, seed=0))
+    items = [line.item for line in read_dataset_jsonl(Path(data))]
+    if not items:
+        raise ValueError("the dataset has no items")
+    return _cycle(items, n) if len(items) < n else items[:n]
+
+
+def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
+                     err: TextIO = sys.stderr) -> BenchReport:
+    """Run the benchmark from parsed options (``add_arguments``' names) and print the tables."""
+    from tqdm.auto import tqdm
+
+    from workers.engine.registry import load_adapter
+
+    threads = options.get("threads") or _default_threads()
+    torch.set_num_threads(int(threads))
+    methods = [m.strip() for m in str(options["methods"]).split(",") if m.strip()]
+    for name in methods:
+        if name not in ALL_NAMES:
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(ALL_NAMES)}")
+    if options["items"] < 1:
+        raise ValueError("--items must be at least 1")
+    sizes = [int(x) for x in str(options["pass_batch_sizes"]).split(",") if x.strip()]
+    adapter = load_adapter(options["adapter"], device=options["device"])
+    with tempfile.TemporaryDirectory(prefix="mmeval-bench-") as tmp:
+        items = _load_items(options["adapter"], options.get("data"), int(options["items"]), Path(tmp))
+        baseline = not options.get("no_baseline")
+        bar = tqdm(total=_steps_estimate(methods, len(sizes), options["repeats"], options["baseline_repeats"]),
+                   file=err, disable=bool(options.get("no_progress")), unit="run", dynamic_ncols=True)
+
+        def progress(msg: str) -> None:
+            bar.set_description(msg[:40])
+            bar.update(1)
+
+        try:
+            report = run_benchmark(adapter, items, methods=methods, repeats=int(options["repeats"]),
+                                   pass_batch_sizes=sizes, baseline=baseline,
+                                   baseline_repeats=int(options["baseline_repeats"]),
+                                   baseline_items=options.get("baseline_items"),
+                                   max_rows_cap=int(options["max_rows_cap"]),
+                                   adapter_name=options["adapter"], progress=progress)
+        finally:
+            bar.close()
+    out.write(format_report(report) + "\n")
+    if options.get("json"):
+        Path(options["json"]).write_text(json.dumps(report.to_json(), indent=1))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m workers.bench [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m workers.bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run_from_options(vars(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
