@@ -1,39 +1,175 @@
-"""CSV exports, streamed row by row so memory stays flat at any study size."""
+"""CSV exports, streamed so that memory stays flat at any study size.
+
+Four exports (``EXPORTS``), each a header plus rows, produced by a generator over database
+cursors (``QuerySet.iterator``, server-side cursors on PostgreSQL) — nothing is materialised
+beyond one participant's rows and the study's small lookup tables (arms, items):
+
+* **responses** — one row per response (researcher previews left out), columns
+  :data:`RESPONSE_COLUMNS`. Rows come grouped by participant, in submission order, so each
+  participant's exclusion decision is taken from their own rows just before they are written
+  (``annotations.analysis.exclusions.participant_stats``, the same function the statistics use).
+  Excluded participants' rows are kept and flagged (``excluded``, ``exclusion_reasons``).
+  Attention-check rows are included with ``is_attention_check = True``.
+* **items** — one row per item of the study's pool: model prediction, its probability and the
+  full probability vector (model label order), gold label, stratum, role and the automatic
+  metrics of the explanation of the predicted class, one column ``metric:<method>:<metric>`` per
+  method found (and the study's method).
+* **participants** — one row per participant (previews left out): arm, platform, phase,
+  survey answers, timing, attention checks, exclusion decision.
+* **summary** — the analysis flattened to ``key,value`` rows (see
+  ``annotations.analysis.report_flatten``).
+
+Platform IDs (Prolific PID, MTurk worker ID…) are personal data: unless the study opts in with
+``export_raw_platform_ids``, they are replaced by ``h:`` + the first 20 hex digits of
+``HMAC-SHA256(salt, platform + ":" + id)``, with a per-study salt derived from ``SECRET_KEY`` and
+the study's public ID. The same worker thus gets the same code within a study (to spot repeat
+entries) but unlinkable codes across studies, and the codes cannot be reversed by hashing
+guessed IDs without the server's key. ``platform_data`` (session IDs…) is exported only with the
+opt-in.
+
+Free text typed by participants (``comment``) and ``platform_data`` are defused against CSV
+formula injection: a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a
+leading ``'``.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
+import io
+import itertools
 import json
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from annotations.models import Response, Study
+import numpy as np
+from django.conf import settings
+from django.db.models import JSONField, OuterRef, Subquery, TextField
+from django.db.models.functions import Cast
+
+from annotations.analysis.exclusions import ExclusionRules, exclusion_rules_validate, participant_stats
+from annotations.analysis.report import report_flatten
+from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
+
+EXPORTS = ("responses", "items", "participants", "summary")
 
 RESPONSE_COLUMNS = [
-    "study", "condition", "is_baseline", "participant", "platform", "item", "phase", "model_prediction",
-    "gold_label", "model_correct", "guess", "correct_simulation", "confidence", "rt_ms", "candidate_order",
-    "views", "created_at",
+    "study", "condition", "is_baseline", "participant", "platform", "platform_id", "item", "stratum", "phase",
+    "position", "is_attention_check", "attention_passed", "model_prediction", "gold_label", "model_correct", "guess",
+    "correct_simulation", "confidence", "rt_ms", "fast_response", "candidate_order", "views",
+    "explanation_methods", "explanation_display", "excluded", "exclusion_reasons", "screened_out", "created_at",
 ]
+ITEM_BASE_COLUMNS = [
+    "study", "item", "role", "stratum", "gold_label", "model_prediction", "model_correct", "prediction_probability",
+    "probabilities",
+]
+ITEM_METRICS = ["deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "interaction_strength",
+                "interaction_dividend"]
+PARTICIPANT_COLUMNS = [
+    "study", "participant", "platform", "platform_id", "condition", "is_baseline", "phase", "screened_out",
+    "started_at", "finished_at", "duration_s", "helpfulness", "comment", "n_test", "n_pretest", "n_attention",
+    "n_attention_passed", "n_attention_failed", "attention_pass_rate", "median_rt_ms", "n_fast", "fast_share", "test_accuracy", "excluded",
+    "exclusion_reasons", "platform_data",
+]
+SUMMARY_COLUMNS = ["key", "value"]
+_INTERACTION_VIEWS = {Condition.View.INTERACTION, Condition.View.TOP_PAIRS}
+_CHUNK = 2000
+_LINES_PER_YIELD = 256
 
 
-def responses_export_rows(*, study: Study) -> Iterator[dict]:
-    rows = (
-        Response.objects.filter(participant__study=study)
-        .exclude(participant__platform="preview")
-        .order_by("created_at", "id")
-        .values_list("condition__name", "condition__is_baseline", "condition__views", "participant__public_id",
-                     "participant__platform", "item__external_id", "model_prediction", "gold_label", "guess",
-                     "confidence", "rt_ms", "candidate_order", "created_at")
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _platform_salt(study: Study) -> bytes:
+    return hmac.new(settings.SECRET_KEY.encode("utf-8"), f"mmeval-platform-id:{study.public_id}".encode("utf-8"),
+                    hashlib.sha256).digest()
+
+
+def platform_id_exported(*, study: Study, platform: str, platform_id: str, salt: bytes | None = None) -> str:
+    """The platform ID as exported: raw with ``study.export_raw_platform_ids``, else a keyed hash
+    (module docstring). Empty stays empty."""
+    if not platform_id:
+        return ""
+    if study.export_raw_platform_ids:
+        return platform_id
+    key = salt if salt is not None else _platform_salt(study)
+    return "h:" + hmac.new(key, f"{platform}:{platform_id}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+
+
+def _defuse(text: str) -> str:
+    return "'" + text if text and text[0] in "=+-@\t\r" else text
+
+
+def study_exclusion_rules(*, study: Study) -> ExclusionRules:
+    """The study's validated exclusion rules (``ValueError`` if they are malformed)."""
+    return exclusion_rules_validate(study.exclusion_rules, default_fast_rt_ms=study.min_rt_ms)
+
+
+@dataclass(frozen=True)
+class _Arm:
+    name: str
+    is_baseline: bool
+    views: str
+    methods: str
+    display: str
+
+
+def _arms(study: Study) -> dict[int, _Arm]:
+    arms = {}
+    for condition in Condition.objects.filter(study=study):
+        views = list(condition.views or [])
+        methods = []
+        if views:
+            methods.append(study.explanation_method)
+            if _INTERACTION_VIEWS & set(views):
+                methods.append(study.interaction_method)
+        arms[condition.pk] = _Arm(
+            name=condition.name, is_baseline=condition.is_baseline, views="+".join(views) or "none",
+            methods="+".join(methods) or "none", display=study.explanation_display if views else "none")
+    return arms
+
+
+def _items(study: Study) -> dict[int, tuple[str, str]]:
+    """item pk -> (external id, stratum) for the study's pool."""
+    return {pk: (external_id, stratum) for pk, external_id, stratum in
+            StudyItem.objects.filter(study=study).values_list("item_id", "item__external_id", "stratum")}
+
+
+def _item_lookup(items: dict[int, tuple[str, str]]) -> Callable[[int], tuple[str, str]]:
+    def lookup(pk: int) -> tuple[str, str]:
+        found = items.get(pk)
+        if found is None:  # an item answered outside the pool: fetch it once
+            found = items[pk] = (Item.objects.filter(pk=pk).values_list("external_id", flat=True).first() or "", "")
+        return found
+    return lookup
+
+
+def _participants(study: Study):
+    return (Participant.objects.filter(study=study).exclude(platform=Participant.Platform.PREVIEW)
+            .order_by("pk"))
+
+
+def _responses(study: Study):
+    return (Response.objects.filter(participant__study=study)
+            .exclude(participant__platform=Participant.Platform.PREVIEW)
+            .order_by("participant_id", "id"))
+
+
+def _stats(rows: Sequence[tuple], *, screened_out: bool, rules: ExclusionRules,
+           phase: int, attention: int, passed: int, rt: int, guess: int, prediction: int) -> dict[str, Any]:
+    """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
+    scored = [r for r in rows if not r[attention] and r[phase] == "test"]
+    return participant_stats(
+        test_rt_ms=np.array([r[rt] for r in scored], dtype=np.float64),
+        test_correct=np.array([float(r[guess] == r[prediction]) for r in scored], dtype=np.float64),
+        n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
+        attention_passed=[r[passed] for r in rows if r[attention]],
+        screened_out=screened_out,
+        rules=rules,
     )
-    for (condition, is_baseline, views, participant, platform, item, prediction, gold, guess, confidence, rt_ms,
-         candidates, created_at) in rows.iterator(chunk_size=2000):
-        yield {
-            "study": study.public_id, "condition": condition, "is_baseline": is_baseline,
-            "participant": str(participant), "platform": platform, "item": item, "phase": "test",
-            "model_prediction": prediction, "gold_label": gold, "model_correct": prediction == gold,
-            "guess": guess, "correct_simulation": guess == prediction, "confidence": confidence, "rt_ms": rt_ms,
-            "candidate_order": json.dumps(candidates), "views": "+".join(views) or "none",
-            "created_at": created_at.isoformat(),
-        }
 
 
 class _Echo:
@@ -41,13 +177,211 @@ class _Echo:
         return value
 
 
-def csv_lines(*, columns: list[str], rows: Iterable[dict]) -> Iterator[str]:
-    """Yield CSV text line by line (for a StreamingHttpResponse or a file)."""
-    writer = csv.DictWriter(_Echo(), fieldnames=columns, lineterminator="\n")
-    yield writer.writeheader()
+def csv_lines(*, columns: list[str], rows: Iterable[Any]) -> Iterator[str]:
+    """CSV text for a StreamingHttpResponse or a file: the header, then the rows in chunks of
+    a few hundred lines. ``rows`` are dicts (keyed by column) or sequences in column order;
+    ``None`` is written as an empty cell, bools as ``True``/``False``."""
+    header = csv.writer(_Echo(), lineterminator="\n").writerow(columns)
+    yield header
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    pending = 0
     for row in rows:
-        yield writer.writerow(row)
+        writer.writerow([row.get(column) for column in columns] if isinstance(row, dict) else row)
+        pending += 1
+        if pending == _LINES_PER_YIELD:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    if pending:
+        yield buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Responses
+# --------------------------------------------------------------------------------------------
+
+
+def responses_export_records(*, study: Study) -> Iterator[list]:
+    """Rows of the responses export as lists in :data:`RESPONSE_COLUMNS` order (module doc).
+
+    Raises ``ValueError`` at once (before any row) if the study's exclusion rules are malformed.
+    """
+    rules = study_exclusion_rules(study=study)
+    return _responses_records(study, rules)
+
+
+def _responses_records(study: Study, rules: ExclusionRules) -> Iterator[list]:
+    arms = _arms(study)
+    item_of = _item_lookup(_items(study))
+    salt = _platform_salt(study)
+    fast = rules.fast_rt_ms
+    participants = _participants(study).values_list("pk", "public_id", "platform", "platform_id",
+                                                    "screened_out").iterator(chunk_size=_CHUNK)
+    responses = _responses(study).annotate(candidates_text=Cast("candidate_order", TextField())).values_list(
+        "participant_id", "condition_id", "item_id", "phase", "is_attention_check", "attention_passed", "guess",
+        "confidence", "rt_ms", "candidates_text", "model_prediction", "gold_label", "created_at",
+        "assignment__position",
+    ).iterator(chunk_size=_CHUNK)
+    public_id = study.public_id
+    current = None
+    for participant_pk, rows in itertools.groupby(responses, key=lambda r: r[0]):
+        while current is None or current[0] < participant_pk:
+            current = next(participants)
+        _, uuid, platform, platform_id, screened_out = current
+        rows = list(rows)
+        stats = _stats(rows, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8,
+                       guess=6, prediction=10)
+        participant = str(uuid)
+        exported_id = platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt)
+        excluded, reasons = stats["excluded"], stats["exclusion_reasons"]
+        for (_, condition_id, item_id, phase, attention, passed, guess, confidence, rt_ms, candidates, prediction,
+             gold, created_at, position) in rows:
+            arm = arms[condition_id]
+            item, stratum = item_of(item_id)
+            yield [
+                public_id, arm.name, arm.is_baseline, participant, platform, exported_id, item, stratum, phase,
+                position, attention, passed, prediction, gold, prediction == gold, guess, guess == prediction,
+                confidence, rt_ms, fast > 0 and rt_ms < fast, candidates, arm.views, arm.methods, arm.display,
+                excluded, reasons,
+                screened_out, created_at.isoformat(),
+            ]
+
+
+def responses_export_rows(*, study: Study) -> Iterator[dict]:
+    """The responses export as dicts keyed by :data:`RESPONSE_COLUMNS`."""
+    return (dict(zip(RESPONSE_COLUMNS, row)) for row in responses_export_records(study=study))
 
 
 def responses_csv_lines(*, study: Study) -> Iterator[str]:
-    return csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_rows(study=study))
+    return csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=study))
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+# --------------------------------------------------------------------------------------------
+
+
+def _metric_methods(study: Study) -> list[str]:
+    found = set(Explanation.objects.filter(model=study.model, item__study_items__study=study)
+                .exclude(metrics={}).values_list("method", flat=True).distinct())
+    return sorted(found | {study.explanation_method})
+
+
+def _metric_names(study: Study) -> list[str]:
+    return ITEM_METRICS + [f"modality_share:{modality}" for modality in study.model.modalities]
+
+
+def items_export_columns(*, study: Study) -> list[str]:
+    names = _metric_names(study)
+    return ITEM_BASE_COLUMNS + [f"metric:{method}:{name}" for method in _metric_methods(study) for name in names]
+
+
+def _metric_value(metrics: dict | None, name: str) -> float | None:
+    if not metrics:
+        return None
+    if name.startswith("modality_share:"):
+        value = (metrics.get("modality_share") or {}).get(name.split(":", 1)[1])
+    else:
+        value = metrics.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def items_export_records(*, study: Study) -> Iterator[list]:
+    """Rows of the items export in :func:`items_export_columns` order (module doc)."""
+    methods = _metric_methods(study)
+    names = _metric_names(study)
+    labels = list(study.model.labels)
+    prediction = Prediction.objects.filter(model=study.model, item=OuterRef("item_id"))
+    predicted_label = Subquery(Prediction.objects.filter(model=study.model, item=OuterRef(OuterRef("item_id")))
+                               .values("label")[:1])
+    annotations: dict[str, Any] = {
+        "predicted": Subquery(prediction.values("label")[:1]),
+        "probabilities": Subquery(prediction.values("probabilities")[:1], output_field=JSONField()),
+    }
+    for k, method in enumerate(methods):
+        annotations[f"metrics_{k}"] = Subquery(
+            Explanation.objects.filter(model=study.model, item=OuterRef("item_id"), method=method,
+                                       status=Explanation.Status.DONE, target_label=predicted_label)
+            .values("metrics")[:1], output_field=JSONField())
+    rows = (StudyItem.objects.filter(study=study).order_by("item__line_number", "item_id").annotate(**annotations)
+            .values_list("item__external_id", "role", "stratum", "item__gold_label", "predicted", "probabilities",
+                         *[f"metrics_{k}" for k in range(len(methods))]))
+    for external_id, role, stratum, gold, predicted, probabilities, *metrics in rows.iterator(chunk_size=_CHUNK):
+        probability = None
+        if predicted is not None and probabilities and predicted in labels:
+            probability = float(probabilities[labels.index(predicted)])
+        yield [
+            study.public_id, external_id, role, stratum, gold, predicted,
+            None if predicted is None else predicted == gold, probability,
+            None if probabilities is None else json.dumps(probabilities),
+            *[_metric_value(found, name) for found in metrics for name in names],
+        ]
+
+
+def items_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=items_export_columns(study=study), rows=items_export_records(study=study))
+
+
+# --------------------------------------------------------------------------------------------
+# Participants
+# --------------------------------------------------------------------------------------------
+
+
+def participants_export_records(*, study: Study) -> Iterator[list]:
+    """Rows of the participants export in :data:`PARTICIPANT_COLUMNS` order (module doc).
+
+    Raises ``ValueError`` at once if the study's exclusion rules are malformed.
+    """
+    rules = study_exclusion_rules(study=study)
+    return _participants_records(study, rules)
+
+
+def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]:
+    arms = _arms(study)
+    salt = _platform_salt(study)
+    responses = _responses(study).values_list("participant_id", "phase", "is_attention_check", "attention_passed",
+                                              "rt_ms", "guess", "model_prediction").iterator(chunk_size=_CHUNK)
+    groups = itertools.groupby(responses, key=lambda r: r[0])
+    pending = next(groups, None)
+    participants = _participants(study).values_list(
+        "pk", "public_id", "platform", "platform_id", "condition_id", "phase", "screened_out", "started_at",
+        "finished_at", "helpfulness", "comment", "platform_data").iterator(chunk_size=_CHUNK)
+    for (pk, uuid, platform, platform_id, condition_id, phase, screened_out, started_at, finished_at, helpfulness,
+         comment, platform_data) in participants:
+        rows: list[tuple] = []
+        while pending is not None and pending[0] <= pk:
+            if pending[0] == pk:
+                rows = list(pending[1])
+            pending = next(groups, None)
+        stats = _stats(rows, screened_out=screened_out, rules=rules, phase=1, attention=2, passed=3, rt=4, guess=5,
+                       prediction=6)
+        arm = arms[condition_id]
+        raw = study.export_raw_platform_ids
+        yield [
+            study.public_id, str(uuid), platform,
+            platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt),
+            arm.name, arm.is_baseline, phase, screened_out, started_at.isoformat(),
+            finished_at.isoformat() if finished_at else None,
+            (finished_at - started_at).total_seconds() if finished_at else None, helpfulness, _defuse(comment or ""),
+            stats["n_test"], stats["n_pretest"], stats["n_attention"], stats["n_attention_passed"],
+            stats["n_attention_failed"], stats["attention_pass_rate"], stats["median_rt_ms"], stats["n_fast"], stats["fast_share"],
+            stats["test_accuracy"], stats["excluded"], stats["exclusion_reasons"],
+            _defuse(json.dumps(platform_data, sort_keys=True)) if raw and platform_data else "",
+        ]
+
+
+def participants_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=PARTICIPANT_COLUMNS, rows=participants_export_records(study=study))
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+
+def summary_csv_lines(*, report: dict) -> Iterator[str]:
+    """The analysis report (``annotations.services.analysis.study_report_get``) as ``key,value``
+    rows."""
+    return csv_lines(columns=SUMMARY_COLUMNS, rows=report_flatten(report))

@@ -23,26 +23,150 @@ class ModelRegisterForm(forms.Form):
         self.fields["check_dataset"].queryset = Dataset.objects.filter(owner=user)
 
 
+ARM_ROWS = 5
+ARM_DEFAULTS = [("baseline", []), ("heatmap+tokens", ["heatmap", "tokens"])]
+# Spec field (services/spec.py) -> form field, so a spec error lands next to its input.
+SPEC_TO_FIELD = {
+    "name": "name", "dataset": "dataset", "model": "model", "seed": "seed", "items.n": "n_items",
+    "items.per_participant": "items_per_participant", "items.raters_per_item": "raters_per_item",
+    "items.filters.confidence": "confidence_min", "items.filters.interaction_strength": "interaction_min",
+    "candidates.mode": "candidate_mode", "candidates.k": "n_candidates", "candidates.distractors": "n_distractors",
+    "explanations.method": "explanation_method", "explanations.interaction_method": "interaction_method",
+    "explanations.display": "explanation_display", "time_limit_minutes": "lease_minutes",
+    "phases.consent": "consent_text", "phases.instructions": "instructions", "phases.learning_items": "learning_items",
+    "quality.attention_checks": "attention_checks", "quality.min_rt_ms": "min_rt_ms",
+    "codes.completed": "completion_code", "codes.screened_out": "screened_out_code",
+}
+
+
 class StudyForm(forms.Form):
+    """The study designer. Its fields are the spec fields of services/spec.py; the form only
+    turns them into a spec, which the same parser as ``launch_study`` checks."""
+
     name = forms.CharField(max_length=200)
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none())
     model = forms.ModelChoiceField(queryset=RegisteredModel.objects.none())
-    explanation_views = forms.MultipleChoiceField(
-        choices=VIEW_CHOICES, initial=["heatmap", "tokens"], widget=forms.CheckboxSelectMultiple,
-        help_text="What the explanation arm shows. A no-explanation baseline arm is always added.")
-    n_items = forms.IntegerField(min_value=1, initial=40, label="Items in the study")
+    seed = forms.IntegerField(initial=0, help_text="Every random choice (items, arms, orders) derives from it.")
+    n_items = forms.IntegerField(min_value=1, initial=40, label="Test items in the study",
+                                 help_text="Half the model got right, half it got wrong.")
     items_per_participant = forms.IntegerField(min_value=1, initial=10)
     raters_per_item = forms.IntegerField(min_value=1, initial=3, label="Raters per item per arm")
-    n_candidates = forms.IntegerField(min_value=0, initial=4, help_text="The model's top-k answers offered; 0 offers every label.")
-    seed = forms.IntegerField(initial=0)
+    confidence_min = forms.FloatField(required=False, min_value=0, max_value=1, label="Model confidence from")
+    confidence_max = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
+    interaction_min = forms.FloatField(required=False, min_value=0, max_value=1, label="Interaction strength from",
+                                       help_text="|dividend| / (|effect image| + |effect text| + |dividend|)")
+    interaction_max = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
+    candidate_mode = forms.ChoiceField(choices=[("top_k", "The model's top-k (plus distractors)"),
+                                                ("all", "Every label")], initial="top_k")
+    n_candidates = forms.IntegerField(min_value=1, initial=4, label="k", required=False)
+    n_distractors = forms.IntegerField(min_value=0, initial=0, label="Distractors", required=False,
+                                       help_text="Random other labels added to the top-k.")
+    explanation_method = forms.CharField(max_length=50, initial="integrated_gradients",
+                                         help_text="Captum method for heatmaps, tokens and share bars.")
+    interaction_method = forms.ChoiceField(choices=[("second_order", "Second-order (MultiViz)"),
+                                                    ("integrated_hessians", "Integrated Hessians"),
+                                                    ("perturbation", "Pairwise perturbation")],
+                                           initial="second_order")
+    explanation_display = forms.ChoiceField(choices=[("all_candidates", "One explanation per candidate"),
+                                                     ("predicted_unlabelled",
+                                                      "The predicted class's explanation, unlabelled")],
+                                            initial="all_candidates")
     lease_minutes = forms.IntegerField(min_value=1, initial=60, label="Time limit (minutes)")
-    consent_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
-    instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False)
+    consent_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    learning_items = forms.IntegerField(min_value=0, initial=4, help_text="Shown with the model's answer first.")
+    pretest = forms.BooleanField(required=False, label="Pre-test (the test items first, without explanations)")
+    survey = forms.BooleanField(required=False, initial=True, label="Post-survey (helpfulness 1–5 + comment)")
+    attention_checks = forms.IntegerField(min_value=0, initial=1, label="Attention checks per participant")
+    min_rt_ms = forms.IntegerField(min_value=0, initial=0, label="Minimum response time (ms)",
+                                   help_text="Faster answers are flagged.")
+    max_attention_failures = forms.IntegerField(min_value=0, required=False,
+                                                label="Exclude above this many failed checks")
+    max_fast_share = forms.FloatField(min_value=0, max_value=1, required=False,
+                                      label="Exclude above this share of too-fast answers")
+    min_test_responses = forms.IntegerField(min_value=0, required=False,
+                                            label="Exclude below this many test answers")
+    screen_out_at_attention_failures = forms.IntegerField(min_value=0, initial=0, required=False,
+                                                          label="Screen out at this many failed checks (0: never)")
+    completion_code = forms.CharField(max_length=32, required=False, help_text="Blank: a random code.")
+    screened_out_code = forms.CharField(max_length=32, required=False, help_text="Blank: a random code.")
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = Dataset.objects.filter(owner=user)
         self.fields["model"].queryset = RegisteredModel.objects.filter(owner=user)
+        for k in range(ARM_ROWS):
+            name, views = ARM_DEFAULTS[k] if k < len(ARM_DEFAULTS) else ("", [])
+            self.fields[f"arm_{k}_name"] = forms.CharField(max_length=100, required=False, initial=name,
+                                                           label=f"Arm {k + 1} name")
+            self.fields[f"arm_{k}_views"] = forms.MultipleChoiceField(
+                choices=VIEW_CHOICES, required=False, initial=views, widget=forms.CheckboxSelectMultiple,
+                label="Views (none: the baseline)")
+
+    SECTIONS = [
+        ("Items", ["n_items", "items_per_participant", "raters_per_item", "confidence_min", "confidence_max",
+                   "interaction_min", "interaction_max"]),
+        ("Candidate answers and explanations", ["candidate_mode", "n_candidates", "n_distractors",
+                                                "explanation_method", "interaction_method", "explanation_display"]),
+        ("Phases", ["consent_text", "instructions", "learning_items", "pretest", "survey", "lease_minutes"]),
+        ("Quality control (pre-registered: fixed once the study is live)",
+         ["attention_checks", "min_rt_ms", "max_attention_failures", "max_fast_share", "min_test_responses",
+          "screen_out_at_attention_failures", "completion_code", "screened_out_code"]),
+    ]
+
+    def head_fields(self):
+        return [self[name] for name in ("name", "dataset", "model", "seed")]
+
+    def sections(self):
+        return [(title, [self[name] for name in names]) for title, names in self.SECTIONS]
+
+    def arm_fields(self):
+        return [(self[f"arm_{k}_name"], self[f"arm_{k}_views"]) for k in range(ARM_ROWS)]
+
+    def to_spec(self) -> dict:
+        """The spec dict (services/spec.py) these answers describe."""
+        d = self.cleaned_data
+
+        def some(**values):
+            return {k: v for k, v in values.items() if v is not None}
+
+        filters = some(
+            confidence=[d["confidence_min"] if d["confidence_min"] is not None else 0.0,
+                        d["confidence_max"] if d["confidence_max"] is not None else 1.0]
+            if d["confidence_min"] is not None or d["confidence_max"] is not None else None,
+            interaction_strength=[d["interaction_min"] if d["interaction_min"] is not None else 0.0,
+                                  d["interaction_max"] if d["interaction_max"] is not None else 1.0]
+            if d["interaction_min"] is not None or d["interaction_max"] is not None else None,
+        )
+        candidates = {"mode": d["candidate_mode"]}
+        if d["candidate_mode"] == "top_k":
+            candidates.update(k=d["n_candidates"] or 4, distractors=d["n_distractors"] or 0)
+        return {
+            "name": d["name"], "dataset": d["dataset"].name, "model": d["model"].name, "seed": d["seed"],
+            "arms": [{"name": d[f"arm_{k}_name"].strip(), "views": list(d[f"arm_{k}_views"])}
+                     for k in range(ARM_ROWS) if d[f"arm_{k}_name"].strip()],
+            "items": {"n": d["n_items"], "per_participant": d["items_per_participant"],
+                      "raters_per_item": d["raters_per_item"], "filters": filters},
+            "candidates": candidates,
+            "explanations": {"method": d["explanation_method"], "interaction_method": d["interaction_method"],
+                             "display": d["explanation_display"]},
+            "phases": {"consent": d["consent_text"], "instructions": d["instructions"],
+                       "learning_items": d["learning_items"], "pretest": d["pretest"], "survey": d["survey"]},
+            "time_limit_minutes": d["lease_minutes"],
+            "quality": {"attention_checks": d["attention_checks"], "min_rt_ms": d["min_rt_ms"],
+                        "exclusion_rules": some(
+                            max_attention_failures=d["max_attention_failures"], max_fast_share=d["max_fast_share"],
+                            min_test_responses=d["min_test_responses"],
+                            screen_out_at_attention_failures=d["screen_out_at_attention_failures"] or None)},
+            "codes": some(completed=d["completion_code"] or None, screened_out=d["screened_out_code"] or None),
+        }
+
+    def add_spec_error(self, field: str, message: str) -> None:
+        target = SPEC_TO_FIELD.get(field)
+        if target in self.fields:
+            self.add_error(target, message)
+        else:
+            self.add_error(None, f"{field}: {message}")
 
 
 class ResponseForm(forms.Form):

@@ -102,6 +102,9 @@ class Explanation(models.Model):
     image_view = models.CharField(max_length=300, blank=True, help_text="rendered PNG under MEDIA_ROOT")
     token_view = models.JSONField(default=list, blank=True, help_text="token highlight spans")
     summary = models.JSONField(default=dict, blank=True, help_text="modality share, delta, group scores")
+    extra_views = models.JSONField(default=dict, blank=True,
+                                   help_text="Further rendered views, view name -> PNG under MEDIA_ROOT: "
+                                             "'share' (modality share bars), 'top_pairs' (interaction pairs).")
     metrics = models.JSONField(default=dict, blank=True, help_text="automatic metrics: deletion/insertion AUC, "
                                                                     "infidelity, sensitivity")
     error = models.TextField(blank=True)
@@ -134,6 +137,7 @@ class Study(models.Model):
     items_per_participant = models.PositiveIntegerField(default=10)
     raters_per_item = models.PositiveIntegerField(default=3)
     n_candidates = models.PositiveIntegerField(default=4, help_text="0 shows every label.")
+    n_distractors = models.PositiveIntegerField(default=0, help_text="Random labels added to the model's top-k.")
     explanation_method = models.CharField(max_length=50, default="integrated_gradients")
     interaction_method = models.CharField(max_length=50, default="second_order")
     explanation_display = models.CharField(
@@ -262,6 +266,8 @@ class Participant(models.Model):
     screened_out = models.BooleanField(default=False)
     helpfulness = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Post-survey, 1-5.")
     comment = models.TextField(blank=True)
+    excluded = models.BooleanField(default=False, help_text="Meets a pre-registered exclusion rule; rows are kept.")
+    exclusion_reasons = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -295,16 +301,22 @@ class Assignment(models.Model):
 
     class Phase(models.TextChoices):
         PRETEST = "pretest"
+        LEARNING = "learning"
         TEST = "test"
 
     class Kind(models.TextChoices):
         ITEM = "item"
         ATTENTION = "attention"
 
+    class Check(models.TextChoices):
+        INSTRUCTED = "instructed", "Instructed response"
+        GOLD = "gold", "Easy gold item"
+
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
     phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.TEST)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ITEM)
     expected_answer = models.CharField(max_length=200, blank=True, help_text="Attention checks only.")
+    check_type = models.CharField(max_length=12, choices=Check.choices, blank=True, help_text="Attention checks only.")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
     condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="assignments")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -352,6 +364,7 @@ class Response(models.Model):
     phase = models.CharField(max_length=10, choices=Assignment.Phase.choices, default=Assignment.Phase.TEST)
     is_attention_check = models.BooleanField(default=False)
     attention_passed = models.BooleanField(null=True, blank=True)
+    too_fast = models.BooleanField(default=False, help_text="Answered faster than the study's minimum time.")
     guess = models.CharField(max_length=200)
     confidence = models.PositiveSmallIntegerField()
     rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+
+import numpy as np
 from typing import Any, Iterable
 
 from django.conf import settings
@@ -21,7 +24,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from workers.engine.dataset import is_file_modality
+from workers.engine.dataset import IMAGE_MODALITIES, is_file_modality
 
 
 def item_as_raw(item) -> dict[str, Any]:
@@ -49,35 +52,88 @@ def study_latest_job(*, study: Study) -> PrecomputeJob | None:
 
 
 def study_candidates(*, study: Study, prediction: Prediction) -> list[str]:
-    """The labels a participant chooses from: the model's top ``n_candidates`` (all labels
-    when 0), in the model's label order. The order shown is shuffled per assignment."""
+    """The labels a participant chooses from, in the model's label order: every label when
+    ``n_candidates`` is 0, else the model's top ``n_candidates`` plus ``n_distractors``
+    random other labels. Distractors are seeded per (study, item), so precompute and every
+    participant see the same set; the order shown is shuffled per assignment."""
     labels = list(study.model.labels)
     if study.n_candidates == 0 or study.n_candidates >= len(labels):
         return labels
     ranked = sorted(range(len(labels)), key=lambda k: (-prediction.probabilities[k], k))
-    chosen = sorted(ranked[: study.n_candidates])
-    return [labels[k] for k in chosen]
+    chosen = ranked[: study.n_candidates]
+    rest = sorted(ranked[study.n_candidates:])
+    if study.n_distractors and rest:
+        rng = random.Random(f"{study.seed}:distractors:{prediction.item_id}")
+        chosen += rng.sample(rest, min(study.n_distractors, len(rest)))
+    return [labels[k] for k in sorted(chosen)]
 
 
 def study_needs_explanations(*, study: Study) -> bool:
     return any(c.views for c in study.conditions.all())
 
 
+# Explanation rows of the 2x2 modality interaction (predicted class), for the strength filter.
+MODALITY_INTERACTION = "modality_interaction"
+
+# Which stored explanation (by method) each participant-facing view is rendered from.
+ATTRIBUTION_VIEWS = frozenset({"heatmap", "tokens", "share"})
+INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
+
+
+def study_views(*, study: Study) -> set[str]:
+    """Every view some arm of the study shows."""
+    return {view for condition in study.conditions.all() for view in condition.views}
+
+
+def study_required_methods(*, study: Study) -> dict[str, set[str]]:
+    """Explanation method -> the views rendered from its rows that some arm needs. Unimodal
+    views come from ``explanation_method``; interaction views from ``interaction_method``
+    (stored under that name, e.g. "second_order")."""
+    views = study_views(study=study)
+    needed: dict[str, set[str]] = {}
+    if views & ATTRIBUTION_VIEWS:
+        needed.setdefault(study.explanation_method, set()).update(views & ATTRIBUTION_VIEWS)
+    if views & INTERACTION_VIEWS:
+        needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
+    return needed
+
+
+def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> bool:
+    """Whether a stored row carries the rendered files these views are served from (the
+    heatmap and token views depend on the model's modalities, so only the extra views are
+    required)."""
+    return all(view in explanation.extra_views for view in views if view in ("share", "top_pairs"))
+
+
+def explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
+    """The labels an item is explained for: every candidate, or just the predicted class
+    when the study shows that one explanation unlabelled."""
+    if study.explanation_display == "predicted_unlabelled":
+        return [prediction.label]
+    return study_candidates(study=study, prediction=prediction)
+
+
 def study_progress(*, study: Study) -> dict[str, Any]:
-    """Precompute and response progress, as the study page shows and polls it."""
+    """Precompute and response progress, as the study page shows and polls it. Counts test
+    answers to real items only: previews, pre-test answers and attention checks are not
+    the data the caps are about."""
     job = study_latest_job(study=study)
     conditions = list(study.conditions.all())
-    n_items = study.study_items.count()
+    n_items = study.study_items.filter(role=StudyItem.Role.TEST).count()
+    real = ~Q(participant__platform=Participant.Platform.PREVIEW)
     per_condition = []
     for condition in conditions:
-        responses = Response.objects.filter(condition=condition).count()
+        responses = Response.objects.filter(real, condition=condition, phase=Assignment.Phase.TEST,
+                                            is_attention_check=False).count()
         per_condition.append({
             "name": condition.name,
             "participants": Participant.objects.filter(condition=condition).exclude(
                 platform=Participant.Platform.PREVIEW).count(),
             "responses": responses,
             "target": n_items * study.raters_per_item,
-            "active_leases": Assignment.objects.filter(condition=condition, status=Assignment.Status.ACTIVE).count(),
+            "active_leases": Assignment.objects.filter(real, condition=condition, status=Assignment.Status.ACTIVE,
+                                                       phase=Assignment.Phase.TEST,
+                                                       kind=Assignment.Kind.ITEM).count(),
         })
     return {
         "status": study.status,
@@ -101,8 +157,10 @@ def study_item_rows(*, study: Study) -> Iterable[dict[str, Any]]:
         yield {"study_item": study_item, "item": study_item.item, "prediction": prediction}
 
 
-def explanations_for(*, study: Study, item, targets: list[str]) -> dict[str, Explanation]:
-    found = Explanation.objects.filter(model=study.model, item=item, method=study.explanation_method,
+def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
+    """Stored explanations of one item by target label (``method`` defaults to the study's
+    attribution method)."""
+    found = Explanation.objects.filter(model=study.model, item=item, method=method or study.explanation_method,
                                        target_label__in=targets)
     return {e.target_label: e for e in found}
 
@@ -113,3 +171,178 @@ def study_conditions(*, study: Study) -> list[Condition]:
 
 def study_items_pool(*, study: Study) -> QuerySet[StudyItem]:
     return study.study_items.select_related("item")
+
+
+def participant_by_platform_id(*, study: Study, platform: str, platform_id: str) -> Participant | None:
+    """A returning crowd worker (same platform ID), to resume without a new consent."""
+    if not platform_id:
+        return None
+    return Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
+
+
+PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+# Only MTurk's own hosts may receive the final form: turkSubmitTo comes from the URL, and an
+# arbitrary value would let anyone send participants (and their code) elsewhere.
+MTURK_SUBMIT_HOSTS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
+MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
+
+
+def mturk_submit_url(turk_submit_to: str) -> str:
+    base = (turk_submit_to or "").rstrip("/")
+    if base not in MTURK_SUBMIT_HOSTS:
+        base = MTURK_SUBMIT_HOSTS[0]
+    return f"{base}/mturk/externalSubmit"
+
+
+def participant_exit(*, participant: Participant) -> dict[str, Any]:
+    """How a finished participant leaves: the code (completed or screened out), and for
+    Prolific the redirect URL, for MTurk the external-submit form."""
+    study = participant.study
+    code = study.screened_out_code if participant.screened_out else study.completion_code
+    out: dict[str, Any] = {"code": code, "screened_out": participant.screened_out, "redirect": None, "mturk": None,
+                           "preview": participant.platform == Participant.Platform.PREVIEW}
+    if participant.platform == Participant.Platform.PROLIFIC:
+        out["redirect"] = PROLIFIC_COMPLETE_URL.format(code=code)
+    elif participant.platform == Participant.Platform.MTURK:
+        data = participant.platform_data or {}
+        out["mturk"] = {"action": mturk_submit_url(data.get("turkSubmitTo", "")),
+                        "assignmentId": data.get("assignmentId", "")}
+    return out
+
+
+def participant_quality(*, participant: Participant) -> dict[str, Any]:
+    """The participant's quality numbers and pre-registered exclusion decision, computed by
+    the same function the analysis and the CSV export use
+    (``annotations.analysis.exclusions.participant_stats``), so the flags agree exactly.
+    ``exclusion_reasons`` is the list of rule keys met (empty: kept)."""
+    from annotations.analysis.exclusions import exclusion_rules_validate, participant_stats
+
+    study = participant.study
+    rules = exclusion_rules_validate(study.exclusion_rules or {}, default_fast_rt_ms=study.min_rt_ms)
+    rows = list(participant.responses.values_list("phase", "is_attention_check", "attention_passed", "rt_ms",
+                                                  "guess", "model_prediction"))
+    scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
+    stats = participant_stats(
+        test_rt_ms=np.array([r[3] for r in scored], dtype=np.float64),
+        test_correct=np.array([float(r[4] == r[5]) for r in scored], dtype=np.float64),
+        n_pretest=sum(1 for r in rows if r[0] == Assignment.Phase.PRETEST and not r[1]),
+        attention_passed=[r[2] for r in rows if r[1]], screened_out=participant.screened_out, rules=rules)
+    stats["exclusion_reasons"] = [r for r in stats["exclusion_reasons"].split(";") if r]
+    return stats
+
+
+def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
+    """Participant public ID -> the exclusion rules they meet (empty: kept), evaluated now
+    for every real participant, finished or not. Excluded rows are flagged, never deleted."""
+    return {str(p.public_id): participant_quality(participant=p)["exclusion_reasons"]
+            for p in study.participants.exclude(platform=Participant.Platform.PREVIEW).select_related("study")}
+
+
+def assignment_progress(*, participant: Participant, assignment: Assignment) -> dict[str, int]:
+    """Position within the assignment's phase, for the progress bar: (n-th, of total)."""
+    same_phase = participant.assignments.filter(phase=assignment.phase).exclude(status=Assignment.Status.EXPIRED)
+    total = same_phase.count()
+    done = same_phase.filter(status=Assignment.Status.ANSWERED).count()
+    return {"position": min(done + 1, total), "total": total, "percent": int(100 * done / max(total, 1))}
+
+
+VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share")
+PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}
+
+
+def _view_source(view: str) -> str:
+    return "interaction" if view in INTERACTION_VIEWS else "attribution"
+
+
+def assignment_view_file(*, assignment: Assignment, view: str, index: int) -> str:
+    """The stored PNG (relative to MEDIA_ROOT) of one view of one shown explanation, or "".
+    ``index`` is the candidate's place in the order shown (always 0 when the study shows the
+    predicted class's explanation unlabelled), so the URL names neither label nor item. The
+    pre-test shows no explanation, so nothing is served for it."""
+    participant = assignment.participant
+    study = participant.study
+    if view not in VIEW_ORDER or view == "tokens" or view not in assignment.condition.views:
+        return ""
+    if assignment.phase == Assignment.Phase.PRETEST:
+        return ""
+    labels = _explained_labels(study=study, assignment=assignment)
+    if not 0 <= index < len(labels):
+        return ""
+    rows = _explanation_rows(study=study, item=assignment.item, labels=[labels[index]])[labels[index]]
+    row = rows.get(_view_source(view))
+    if row is None or row.status != Explanation.Status.DONE:
+        return ""
+    if view in ("heatmap", "interaction"):
+        return row.image_view
+    return row.extra_views.get(view, "")
+
+
+def _explained_labels(*, study: Study, assignment: Assignment) -> list[str]:
+    if study.explanation_display == "predicted_unlabelled":
+        return [Prediction.objects.get(model=study.model, item=assignment.item).label]
+    return list(assignment.candidate_order)
+
+
+def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
+    found = Explanation.objects.filter(model=study.model, item=item, target_label__in=labels,
+                                       method__in=[study.explanation_method, study.interaction_method])
+    out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
+    for row in found:
+        source = "attribution" if row.method == study.explanation_method else "interaction"
+        out[row.target_label][source] = row
+    return out
+
+
+def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
+    """Which views one explanation panel can show: image view names (in display order) and
+    the token highlights."""
+    images, tokens = [], []
+    for view in VIEW_ORDER:
+        if view not in views:
+            continue
+        row = rows.get(_view_source(view))
+        if row is None or row.status != Explanation.Status.DONE:
+            continue
+        if view == "tokens":
+            tokens = row.token_view
+        elif view in ("heatmap", "interaction") and row.image_view:
+            images.append(view)
+        elif row.extra_views.get(view):
+            images.append(view)
+    return {"images": images, "tokens": tokens}
+
+
+def assignment_page(*, participant: Participant, assignment: Assignment) -> dict[str, Any]:
+    """Everything an item page shows, for any phase. Before an answer nothing here names the
+    model's prediction or the gold label: explanations follow the candidate order recorded
+    on the assignment, or (predicted_unlabelled) one panel with no class name. Only the
+    learning phase reveals the model's answer."""
+    study = participant.study
+    phase = assignment.phase
+    views = [] if phase == Assignment.Phase.PRETEST else list(assignment.condition.views)
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    unlabelled = study.explanation_display == "predicted_unlabelled"
+    labels = _explained_labels(study=study, assignment=assignment) if views else []
+    rows = _explanation_rows(study=study, item=assignment.item, labels=labels) if views else {}
+    candidates = []
+    for index, label in enumerate(assignment.candidate_order):
+        panel = _panel(views, rows.get(label, {})) if views and not unlabelled else {"images": [], "tokens": []}
+        candidates.append({"index": index, "key": index + 1, "letter": letters[index % 26], "label": label, **panel})
+    shared = _panel(views, rows.get(labels[0], {})) if views and unlabelled and labels else None
+    model_answer = None
+    if phase == Assignment.Phase.LEARNING:
+        model_answer = Prediction.objects.get(model=study.model, item=assignment.item).label
+    phases = [p for p in ("pretest", "learning", "test")
+              if participant.assignments.filter(phase=p).exclude(status=Assignment.Status.EXPIRED).exists()]
+    text_modalities = [m for m in study.model.modalities if m not in IMAGE_MODALITIES]
+    return {
+        "phase": phase, "phase_title": PHASE_TITLES[phase],
+        "phase_number": phases.index(phase) + 1 if phase in phases else 1, "n_phases": len(phases),
+        "candidates": candidates, "shared_panel": shared, "views": views, "model_answer": model_answer,
+        "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
+        "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
+        "images": [m for m in study.model.modalities if m in IMAGE_MODALITIES],
+        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share"} & set(views)),
+        "confidence_levels": [1, 2, 3, 4, 5],
+        **assignment_progress(participant=participant, assignment=assignment),
+    }

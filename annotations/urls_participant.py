@@ -10,8 +10,10 @@ urlpatterns = [
     path("s/<str:public_id>/instructions/", views.instructions, name="participant-instructions"),
     path("s/<str:public_id>/item/", views.item, name="participant-item"),
     path("s/<str:public_id>/item/<uuid:assignment_id>/", views.submit, name="participant-submit"),
+    path("s/<str:public_id>/learn/<uuid:assignment_id>/", views.learn, name="participant-learn"),
     path("s/<str:public_id>/a/<uuid:assignment_id>/input/<str:modality>", views.input_media, name="participant-input"),
-    path("s/<str:public_id>/a/<uuid:assignment_id>/explanation/<int:index>", views.explanation_media,
-         name="participant-explanation"),
+    path("s/<str:public_id>/a/<uuid:assignment_id>/v/<str:view>/<int:index>", views.view_media,
+         name="participant-view"),
+    path("s/<str:public_id>/survey/", views.survey, name="participant-survey"),
     path("s/<str:public_id>/done/", views.done, name="participant-done"),
 ]

@@ -1,29 +1,44 @@
-"""Participant pages. Thin: identity comes from the session, every rule from services.
+"""Participant pages. Thin: identity comes from the session, every rule from services and
+every read from selectors.
 
 Nothing served before an answer names the model's prediction or the gold label: media go
-through assignment-scoped URLs with opaque IDs, explanations are shown for every candidate
-in the order recorded on the assignment, and no page carries item IDs or file names.
+through assignment-scoped URLs with opaque IDs (the candidate's place in the recorded random
+order, never a label), images are sent without file names, explanations are shown for every
+candidate in the order recorded on the assignment, and no page carries item IDs.
 """
 
 from __future__ import annotations
 
+from functools import wraps
 from pathlib import Path
 
 from django.conf import settings
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotations.models import Assignment, InviteToken, Participant, Study
-from annotations.selectors import explanations_for
+from annotations.selectors import (
+    MTURK_PREVIEW_ASSIGNMENT,
+    MTURK_SUBMIT_HOSTS,
+    assignment_page,
+    assignment_view_file,
+    participant_by_platform_id,
+    participant_exit,
+)
 from annotations.services.participants import (
     ParticipantError,
     SubmissionRefused,
     assignment_current,
     assignment_serve,
+    learning_acknowledge,
     participant_consent,
     participant_enter,
-    participant_start_test,
+    participant_resume,
+    participant_start,
+    participant_survey_submit,
     participant_sync_phase,
     response_submit,
 )
@@ -33,6 +48,21 @@ PLATFORM_PARAMS = {
     Participant.Platform.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
     Participant.Platform.MTURK: ("workerId", ("assignmentId", "hitId", "turkSubmitTo")),
 }
+ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
+
+
+def participant_page(view):
+    """MTurk shows ExternalQuestion pages in a frame on its own site: allow exactly that
+    (CSP frame-ancestors) instead of Django's blanket X-Frame-Options DENY. No page is cached,
+    so the back button never shows an item that was already answered."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Content-Security-Policy"] = "frame-ancestors 'self' " + " ".join(MTURK_SUBMIT_HOSTS)
+        return response
+
+    return never_cache(xframe_options_exempt(wrapped))
 
 
 def _session_key(study: Study) -> str:
@@ -64,28 +94,50 @@ def _goto_phase(study: Study, participant: Participant):
     return redirect({
         Participant.Phase.CONSENT: "participant-entry",
         Participant.Phase.INSTRUCTIONS: "participant-instructions",
+        Participant.Phase.PRETEST: "participant-item",
+        Participant.Phase.LEARNING: "participant-item",
         Participant.Phase.TEST: "participant-item",
+        Participant.Phase.SURVEY: "participant-survey",
         Participant.Phase.DONE: "participant-done",
     }[participant.phase], public_id=study.public_id)
 
 
+def _platform_entry(request) -> dict | None:
+    for platform, (id_param, extra_params) in PLATFORM_PARAMS.items():
+        if request.GET.get(id_param):
+            return {"platform": platform, "platform_id": request.GET[id_param][:200],
+                    "platform_data": {p: request.GET.get(p, "")[:500] for p in extra_params}}
+    return None
+
+
+@participant_page
 @require_GET
 def entry(request, public_id: str):
-    """Consent page. Platform parameters are remembered until the participant consents."""
+    """Consent page. Platform parameters are remembered until the participant consents; a
+    returning crowd worker resumes where they stopped; an MTurk preview only describes the
+    task and creates nothing."""
     study = get_object_or_404(Study, public_id=public_id)
     participant = _participant(request, study)
     if participant is not None and participant.phase != Participant.Phase.CONSENT:
         return _goto_phase(study, participant)
-    if study.status != Study.Status.LIVE:
+    if study.status != Study.Status.LIVE and participant is None:
         return _refusal(request, study, "closed", "This study is not open at the moment.")
-    for platform, (id_param, extra_params) in PLATFORM_PARAMS.items():
-        if request.GET.get(id_param):
-            request.session[_pending_key(study)] = {
-                "platform": platform, "platform_id": request.GET[id_param],
-                "platform_data": {p: request.GET.get(p, "") for p in extra_params},
-            }
-            break
-    return render(request, "participant/consent.html", {"study": study})
+    if request.GET.get("assignmentId") == MTURK_PREVIEW_ASSIGNMENT:
+        return render(request, "participant/mturk_preview.html", {"study": study})
+    pending = _platform_entry(request)
+    if pending is not None and participant is None:
+        returning = participant_by_platform_id(study=study, platform=pending["platform"],
+                                               platform_id=pending["platform_id"])
+        if returning is not None:
+            try:
+                participant_resume(participant=returning)
+            except ParticipantError as exc:
+                return _refusal(request, study, exc.code, str(exc))
+            request.session[_session_key(study)] = str(returning.public_id)
+            if returning.phase != Participant.Phase.CONSENT:
+                return _goto_phase(study, returning)
+        request.session[_pending_key(study)] = pending
+    return render(request, "participant/consent.html", {"study": study, "participant": participant})
 
 
 @require_GET
@@ -98,6 +150,7 @@ def invite(request, token: str):
     return redirect("participant-entry", public_id=study.public_id)
 
 
+@participant_page
 @require_POST
 def consent(request, public_id: str):
     study = get_object_or_404(Study, public_id=public_id)
@@ -119,6 +172,7 @@ def consent(request, public_id: str):
     return _goto_phase(study, participant)
 
 
+@participant_page
 @require_http_methods(["GET", "POST"])
 def instructions(request, public_id: str):
     study = get_object_or_404(Study, public_id=public_id)
@@ -129,53 +183,35 @@ def instructions(request, public_id: str):
         return _goto_phase(study, participant)
     if request.method == "POST":
         try:
-            participant_start_test(participant=participant)
+            participant_start(participant=participant)
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
-        return redirect("participant-item", public_id=public_id)
+        return _goto_phase(study, participant)
     return render(request, "participant/instructions.html", {"study": study, "participant": participant})
 
 
+@participant_page
 @require_GET
 def item(request, public_id: str):
+    """The participant's next item, whatever its phase (pre-test, learning or test)."""
     study = get_object_or_404(Study, public_id=public_id)
     participant = _participant(request, study)
     if participant is None:
         return redirect("participant-entry", public_id=public_id)
     participant = participant_sync_phase(participant=participant)
-    if participant.phase != Participant.Phase.TEST:
+    if participant.phase not in ITEM_PHASES:
         return _goto_phase(study, participant)
     assignment = assignment_current(participant=participant)
     if assignment is None:
         return _refusal(request, study, "expired", "The time for this study has run out. Thank you for taking part.")
     assignment_serve(assignment=assignment)
-    return render(request, "participant/item.html", _item_context(study, participant, assignment))
+    context = {"study": study, "participant": participant, "assignment": assignment,
+               **assignment_page(participant=participant, assignment=assignment)}
+    template = "participant/learning.html" if assignment.phase == Assignment.Phase.LEARNING else "participant/item.html"
+    return render(request, template, context)
 
 
-def _item_context(study: Study, participant: Participant, assignment: Assignment) -> dict:
-    views = participant.condition.views
-    text_modalities = [m for m in study.model.modalities if m not in IMAGE_MODALITIES]
-    image_modalities = [m for m in study.model.modalities if m in IMAGE_MODALITIES]
-    explanations = explanations_for(study=study, item=assignment.item, targets=assignment.candidate_order) if views else {}
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    candidates = []
-    for index, label in enumerate(assignment.candidate_order):
-        explanation = explanations.get(label)
-        candidates.append({
-            "index": index, "key": index + 1, "letter": letters[index % 26], "label": label,
-            "heatmap": "heatmap" in views and explanation is not None and bool(explanation.image_view),
-            "tokens": explanation.token_view if ("tokens" in views and explanation is not None) else [],
-        })
-    total = participant.assignments.exclude(status=Assignment.Status.EXPIRED).count()
-    answered = participant.responses.count()
-    return {
-        "study": study, "participant": participant, "assignment": assignment, "candidates": candidates,
-        "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
-        "images": image_modalities, "views": views, "position": answered + 1, "total": total,
-        "progress_percent": int(100 * answered / max(total, 1)), "confidence_levels": [1, 2, 3, 4, 5],
-    }
-
-
+@participant_page
 @require_POST
 def submit(request, public_id: str, assignment_id):
     study = get_object_or_404(Study, public_id=public_id)
@@ -187,9 +223,49 @@ def submit(request, public_id: str, assignment_id):
         response_submit(participant=participant, assignment_public_id=assignment_id,
                         guess=request.POST.get("guess", ""), confidence=request.POST.get("confidence"))
     except SubmissionRefused as exc:
-        return _refusal(request, study, "refused", f"That answer was not accepted: {exc}.", status=400)
-    participant.refresh_from_db(fields=["phase"])
+        return _refusal(request, study, "refused", f"That answer was not accepted: {exc}.",
+                        status=409 if "already answered" in str(exc) else 400)
     return _goto_phase(study, participant)
+
+
+@participant_page
+@require_POST
+def learn(request, public_id: str, assignment_id):
+    study = get_object_or_404(Study, public_id=public_id)
+    participant = _participant(request, study)
+    if participant is None:
+        return _refusal(request, study, "forbidden", "Your session has ended. Please open your study link again.",
+                        status=403)
+    try:
+        learning_acknowledge(participant=participant, assignment_public_id=assignment_id)
+    except SubmissionRefused as exc:
+        return _refusal(request, study, "refused", f"That was not accepted: {exc}.", status=400)
+    return _goto_phase(study, participant)
+
+
+@participant_page
+@require_http_methods(["GET", "POST"])
+def survey(request, public_id: str):
+    study = get_object_or_404(Study, public_id=public_id)
+    participant = _participant(request, study)
+    if participant is None:
+        return redirect("participant-entry", public_id=public_id)
+    participant = participant_sync_phase(participant=participant)
+    if participant.phase != Participant.Phase.SURVEY:
+        return _goto_phase(study, participant)
+    error = ""
+    if request.method == "POST":
+        try:
+            participant_survey_submit(participant=participant, helpfulness=request.POST.get("helpfulness"),
+                                      comment=request.POST.get("comment", ""))
+        except SubmissionRefused as exc:
+            error = str(exc)
+        else:
+            return _goto_phase(study, participant)
+    return render(request, "participant/survey.html", {
+        "study": study, "participant": participant, "error": error, "levels": [1, 2, 3, 4, 5],
+        "comment": request.POST.get("comment", ""), "asks_helpfulness": bool(participant.condition.views),
+    }, status=400 if error else 200)
 
 
 def _owned_assignment(request, public_id: str, assignment_id) -> Assignment:
@@ -197,15 +273,16 @@ def _owned_assignment(request, public_id: str, assignment_id) -> Assignment:
     participant = _participant(request, study)
     if participant is None:
         raise Http404
-    return get_object_or_404(Assignment.objects.select_related("item"), public_id=assignment_id,
-                             participant=participant, status=Assignment.Status.ACTIVE)
+    return get_object_or_404(Assignment.objects.select_related("item", "condition", "participant__study"),
+                             public_id=assignment_id, participant=participant, status=Assignment.Status.ACTIVE)
 
 
-def _private_file(relative_path: str) -> FileResponse:
+def _private_png(relative_path: str) -> HttpResponse:
+    """The file's bytes with no file name (a stored name is an identifier) and no caching."""
     path = Path(settings.MEDIA_ROOT) / relative_path
     if not relative_path or not path.is_file():
         raise Http404
-    response = FileResponse(open(path, "rb"), content_type="image/png")
+    response = HttpResponse(path.read_bytes(), content_type="image/png")
     response["Cache-Control"] = "private, no-store"
     return response
 
@@ -215,31 +292,30 @@ def input_media(request, public_id: str, assignment_id, modality: str):
     assignment = _owned_assignment(request, public_id, assignment_id)
     if modality not in IMAGE_MODALITIES or modality not in assignment.item.payload:
         raise Http404
-    return _private_file(assignment.item.payload[modality])
+    return _private_png(assignment.item.payload[modality])
 
 
 @require_GET
-def explanation_media(request, public_id: str, assignment_id, index: int):
-    """The heatmap of candidate ``index`` in the order shown; the URL names no label."""
+def view_media(request, public_id: str, assignment_id, view: str, index: int):
+    """One rendered view of the explanation at ``index`` in the order shown."""
     assignment = _owned_assignment(request, public_id, assignment_id)
-    if "heatmap" not in assignment.condition.views or index >= len(assignment.candidate_order):
-        raise Http404
-    study = assignment.participant.study
-    explanation = explanations_for(study=study, item=assignment.item,
-                                   targets=[assignment.candidate_order[index]]).get(assignment.candidate_order[index])
-    if explanation is None:
-        raise Http404
-    return _private_file(explanation.image_view)
+    return _private_png(assignment_view_file(assignment=assignment, view=view, index=index))
 
 
+@participant_page
 @require_GET
 def done(request, public_id: str):
     study = get_object_or_404(Study, public_id=public_id)
     participant = _participant(request, study)
-    if participant is None or participant.phase != Participant.Phase.DONE:
+    if participant is None:
         return redirect("participant-entry", public_id=public_id)
-    return render(request, "participant/done.html", {"study": study, "participant": participant,
-                                                     "code": study.completion_code})
+    participant = participant_sync_phase(participant=participant)
+    if participant.phase != Participant.Phase.DONE:
+        return _goto_phase(study, participant)
+    exit_info = participant_exit(participant=participant)
+    if exit_info["redirect"]:
+        return redirect(exit_info["redirect"])
+    return render(request, "participant/done.html", {"study": study, "participant": participant, **exit_info})
 
 
 def robots(request):

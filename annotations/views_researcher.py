@@ -3,6 +3,7 @@ collaborators. Thin: forms in, services and selectors do the work."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotations.exports import responses_csv_lines
 from annotations.forms import DatasetUploadForm, ModelRegisterForm, StudyForm
-from annotations.models import Explanation, Item
+from annotations.models import Explanation, Item, Study
 from annotations.selectors import (
     datasets_of,
     explanations_for,
@@ -28,14 +29,15 @@ from annotations.selectors import (
     study_progress,
 )
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
-from annotations.services.participants import invites_create
+from annotations.services.participants import ParticipantError, invites_create, participant_preview_start
+from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.registry import ModelRegistrationError, registered_model_create
 from annotations.services.studies import (
-    ConditionSpec,
     StudyError,
     precompute_job_create,
     study_close,
-    study_create,
+    study_create_from_spec,
+    study_exclusion_rules_update,
     study_launch,
 )
 
@@ -54,18 +56,11 @@ def study_list(request):
 def study_new(request):
     form = StudyForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        views = list(data["explanation_views"])
         try:
-            study = study_create(
-                owner=request.user, name=data["name"], dataset=data["dataset"], model=data["model"],
-                conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="+".join(views) or "explanation",
-                                                                          views=views)],
-                n_items=data["n_items"], items_per_participant=data["items_per_participant"],
-                raters_per_item=data["raters_per_item"], n_candidates=data["n_candidates"], seed=data["seed"],
-                lease_minutes=data["lease_minutes"], consent_text=data["consent_text"],
-                instructions=data["instructions"],
-            )
+            spec = study_spec_parse(data=form.to_spec(), owner=request.user)
+            study = study_create_from_spec(owner=request.user, spec=spec)
+        except SpecError as exc:
+            form.add_spec_error(exc.field, str(exc).split(": ", 1)[-1])
         except StudyError as exc:
             form.add_error(None, str(exc))
         else:
@@ -82,7 +77,42 @@ def study_detail(request, pk: int):
         "participant_link": participant_link, "conditions": study.conditions.all(),
         "items": list(study_item_rows(study=study))[:200], "invites": study.invites.order_by("-id")[:20],
         "is_owner": study.owner_id == request.user.pk,
+        "rules_text": json.dumps(study.exclusion_rules or {}, indent=2),
+        "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
+        "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
     })
+
+
+@login_required
+@require_POST
+def study_preview(request, pk: int):
+    """Walk the study as a participant of one arm: a preview participant in this browser's
+    session, taking no slot and recorded as platform=preview (never exported)."""
+    study = _study_for(request, pk)
+    condition = study.conditions.filter(pk=request.POST.get("condition") or 0).first()
+    try:
+        participant = participant_preview_start(study=study, condition=condition)
+    except ParticipantError as exc:
+        messages.error(request, str(exc))
+        return redirect("study-detail", pk=pk)
+    request.session[f"participant:{study.public_id}"] = str(participant.public_id)
+    return redirect("participant-entry", public_id=study.public_id)
+
+
+@login_required
+@require_POST
+def study_exclusion_rules(request, pk: int):
+    def update(study):
+        try:
+            rules = json.loads(request.POST.get("rules") or "{}")
+        except json.JSONDecodeError as exc:
+            raise StudyError(f"the exclusion rules are not valid JSON: {exc}") from None
+        try:
+            study_exclusion_rules_update(study=study, rules=rules)
+        except SpecError as exc:
+            raise StudyError(str(exc)) from None
+
+    return _owner_action(request, pk, update, "Exclusion rules saved.")
 
 
 @login_required
@@ -157,10 +187,13 @@ def study_item_detail(request, pk: int, item_pk: int):
     prediction = item.predictions.filter(model=study.model).first()
     candidates = study_candidates(study=study, prediction=prediction) if prediction else []
     explanations = explanations_for(study=study, item=item, targets=candidates)
+    interactions = explanations_for(study=study, item=item, targets=candidates, method=study.interaction_method)
     probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
+    study_item = item.study_items.filter(study=study).first()
     return render(request, "researcher/item_detail.html", {
         "study": study, "item": item, "prediction": prediction, "probabilities": probabilities[:8],
-        "rows": [(label, explanations.get(label)) for label in candidates],
+        "rows": [(label, explanations.get(label), interactions.get(label)) for label in candidates],
+        "role": study_item.role if study_item else "", "show_interactions": bool(interactions),
         "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
     })
 
@@ -175,10 +208,10 @@ def study_item_media(request, pk: int, item_pk: int):
 
 @login_required
 @require_GET
-def study_explanation_media(request, pk: int, explanation_pk: int):
+def study_explanation_media(request, pk: int, explanation_pk: int, view: str = ""):
     study = _study_for(request, pk)
     explanation = get_object_or_404(Explanation, pk=explanation_pk, model=study.model, item__study_items__study=study)
-    return _media_file(explanation.image_view)
+    return _media_file(explanation.extra_views.get(view, "") if view else explanation.image_view)
 
 
 def _media_file(relative_path: str) -> FileResponse:

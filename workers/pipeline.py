@@ -16,7 +16,13 @@ import numpy as np
 from django.conf import settings
 
 from annotations.models import Explanation, Item, PrecomputeJob, Prediction, Study
-from annotations.selectors import item_as_raw
+from annotations.selectors import (
+    ATTRIBUTION_VIEWS,
+    MODALITY_INTERACTION,
+    explanation_has_views,
+    item_as_raw,
+    study_required_methods,
+)
 from annotations.services.studies import (
     explanation_store,
     precompute_job_finish,
@@ -27,7 +33,8 @@ from annotations.services.studies import (
 )
 from workers.engine.attribution import attribute
 from workers.engine.explain import predict
-from workers.engine.presentation import render_item_views
+from workers.engine.interactions import cross_modal_interaction, modality_interaction
+from workers.engine.presentation import render_interaction_views, render_item_views, render_share_bars
 from workers.engine.registry import load_adapter
 
 T = TypeVar("T")
@@ -49,7 +56,14 @@ def _write_media(folder: str, suffix: str, data: bytes) -> str:
 
 
 def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
-    """Run (or finish) a precompute job. A failing adapter fails the job with its traceback."""
+    """Run (or finish) a precompute job. A failing adapter fails the job with its traceback.
+
+    Steps: predictions for the whole dataset; the 2x2 modality interaction of every item
+    when the study filters items by interaction strength; the item pools; then, for every
+    pool item and target label, the rows the study's arms are rendered from: the
+    attribution (heatmap, tokens, share bars) and the cross-modal interaction matrix
+    (matrix and top pairs).
+    """
     job = PrecomputeJob.objects.select_related("study__model", "study__dataset").get(pk=job_id)
     if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
         return {"status": job.status}
@@ -60,8 +74,13 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
         items = list(study.dataset.items.order_by("line_number"))
         have = set(Prediction.objects.filter(model=study.model, item__in=items).values_list("item_id", flat=True))
         todo = [item for item in items if item.pk not in have]
+        needs_strength = bool((study.design.get("filters") or {}).get("interaction_strength"))
+        required = study_required_methods(study=study)
         pool_size = int(study.design.get("n_items", 0)) or len(items)
-        total, done = len(items) + pool_size, len(items) - len(todo)
+        pool_size += study.learning_items + 2 * study.attention_checks
+        passes = max(1, len(required))
+        total = len(items) * (2 if needs_strength else 1) + pool_size * passes
+        done = len(items) - len(todo)
 
         def advance(n: int = 0, failed: int | None = None) -> None:
             nonlocal done
@@ -76,13 +95,24 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
                 prediction_store(model=study.model, item=item, label=prediction.label,
                                  probabilities=[float(p) for p in prediction.probabilities])
             advance(len(chunk))
+        if needs_strength:
+            _modality_interactions(study=study, adapter=adapter, items=items, batch_size=batch_size, advance=advance)
 
         pool = study_select_items(study=study)
-        total = len(items) + len(pool)
+        total = len(items) * (2 if needs_strength else 1) + len(pool) * passes
         targets = study_explanation_targets(study=study)
-        failed, first_error = _explain_pool(study=study, adapter=adapter, targets=targets,
-                                            batch_size=batch_size, advance=advance)
-        advance(len(pool) - len(targets), failed=failed)
+        failed, first_error = 0, ""
+        for method, views in required.items():
+            if method == study.explanation_method and views & ATTRIBUTION_VIEWS:
+                n_failed, error = _explain_pool(study=study, adapter=adapter, targets=targets, views=views,
+                                                batch_size=batch_size, advance=advance, failed_before=failed)
+            else:
+                n_failed, error = _interact_pool(study=study, adapter=adapter, targets=targets, views=views,
+                                                 batch_size=batch_size, advance=advance, failed_before=failed)
+            failed, first_error = failed + n_failed, first_error or error
+            advance(len(pool) - len(targets), failed=failed)
+        if not required:
+            advance(len(pool), failed=0)
         error = f"{failed} explanation(s) failed. The first error:\n\n{first_error}" if failed else ""
         precompute_job_finish(job=job, error=error)
     except Exception:
@@ -90,15 +120,43 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
     return {"status": job.status, "done": job.done, "total": job.total}
 
 
-def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], batch_size: int,
-                  advance: Callable[..., None]) -> tuple[int, str]:
-    """Explain every (item, candidate) pair that is not stored yet. Returns how many failed,
-    and the first traceback."""
+def _modality_interactions(*, study: Study, adapter, items: list[Item], batch_size: int,
+                           advance: Callable[..., None]) -> None:
+    """The 2x2 modality interaction of the predicted class for every item (4 forward passes
+    each), stored once per model and item for the interaction-strength filter."""
+    have = set(Explanation.objects.filter(model=study.model, method=MODALITY_INTERACTION, item__in=items,
+                                          status=Explanation.Status.DONE).values_list("item_id", flat=True))
+    predicted = dict(Prediction.objects.filter(model=study.model, item__in=items).values_list("item_id", "label"))
+    label_index = {label: k for k, label in enumerate(study.model.labels)}
+    todo = [item for item in items if item.pk not in have and item.pk in predicted]
+    advance(len(items) - len(todo))
+    for chunk in _chunks(todo, batch_size):
+        batch = adapter.encode([item_as_raw(i) for i in chunk])
+        results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in chunk])
+        for item, result in zip(chunk, results):
+            explanation_store(model=study.model, item=item, method=MODALITY_INTERACTION,
+                              target_label=predicted[item.pk], status=Explanation.Status.DONE,
+                              summary=result.to_json())
+        advance(len(chunk))
+
+
+def _stored_pairs(*, study: Study, method: str, views: set[str], item_ids: list[int]) -> set[tuple[int, str]]:
+    rows = Explanation.objects.filter(model=study.model, method=method, status=Explanation.Status.DONE,
+                                      item_id__in=item_ids)
+    return {(e.item_id, e.target_label) for e in rows.only("item_id", "target_label", "extra_views")
+            if explanation_has_views(e, views)}
+
+
+def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
+                  advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
+    """Explain every (item, candidate) pair that is not stored yet with the study's
+    attribution method, rendering heatmaps, token highlights and (when an arm shows them)
+    modality share bars. Returns how many failed, and the first traceback."""
     method, model = study.explanation_method, study.model
-    stored = set(
-        Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE,
-                                   item_id__in=list(targets)).values_list("item_id", "target_label")
-    )
+    # Rows computed for another study may lack the share bars: draw them from their summary.
+    if "share" in views:
+        _fill_share_views(study=study, targets=targets)
+    stored = _stored_pairs(study=study, method=method, views=views, item_ids=list(targets))
     items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
     label_index = {label: k for k, label in enumerate(model.labels)}
     failed, first_error = 0, ""
@@ -121,11 +179,12 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], batch
                 rows = [k for k, (i, _) in enumerate(pairs) if i == item_id]
                 if not rows:
                     continue
-                views = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
-                                          groups=groups[rows[0]])
-                for k, view in zip(rows, views):
+                rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
+                                             groups=groups[rows[0]])
+                for k, view in zip(rows, rendered):
+                    share = render_share_bars(shares=attributions[k].modality_share) if "share" in views else None
                     _store_explanation(study=study, item=items[item_id], label=pairs[k][1],
-                                       attribution=attributions[k], view=view)
+                                       attribution=attributions[k], view=view, share_png=share)
         except Exception:
             error = traceback.format_exc()
             for item_id, label in pairs:
@@ -133,11 +192,83 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], batch
                                   status=Explanation.Status.FAILED, error=error)
             failed += len(pairs)
             first_error = first_error or error
-        advance(len(chunk_ids), failed=failed)
+        advance(len(chunk_ids), failed=failed_before + failed)
     return failed, first_error
 
 
-def _store_explanation(*, study: Study, item: Item, label: str, attribution, view) -> None:
+def _fill_share_views(*, study: Study, targets: dict[int, list[str]]) -> None:
+    wanted = {(item_id, label) for item_id, labels in targets.items() for label in labels}
+    rows = Explanation.objects.filter(model=study.model, method=study.explanation_method,
+                                      status=Explanation.Status.DONE, item_id__in=list(targets))
+    for row in rows:
+        shares = (row.summary or {}).get("modality_share")
+        if (row.item_id, row.target_label) in wanted and "share" not in row.extra_views and shares:
+            path = _write_media("views", ".png", render_share_bars(shares=shares))
+            Explanation.objects.filter(pk=row.pk).update(extra_views={**row.extra_views, "share": path})
+
+
+def _interact_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
+                   advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
+    """The cross-modal interaction matrix of every (item, candidate) pair not stored yet, by
+    the study's interaction method, stored under that method's name with its matrix view
+    and its top patch-word pairs. Cost per pair: see ``interactions.cross_modal_interaction``."""
+    method, model = study.interaction_method, study.model
+    stored = _stored_pairs(study=study, method=method, views=views, item_ids=list(targets))
+    items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
+    label_index = {label: k for k, label in enumerate(model.labels)}
+    failed, first_error = 0, ""
+    item_ids = sorted(targets)
+    per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
+    for chunk_ids in _chunks(item_ids, per_chunk):
+        pairs = [(item_id, label) for item_id in chunk_ids for label in targets[item_id]
+                 if (item_id, label) not in stored]
+        if not pairs:
+            advance(len(chunk_ids))
+            continue
+        raws = {item_id: item_as_raw(items[item_id]) for item_id in chunk_ids}
+        try:
+            batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
+            results = cross_modal_interaction(adapter, batch, method=method,
+                                              targets=[label_index[label] for _, label in pairs])
+            groups = adapter.describe_groups(batch)
+            for item_id in chunk_ids:
+                rows = [k for k, (i, _) in enumerate(pairs) if i == item_id]
+                if not rows:
+                    continue
+                first = results[rows[0]]
+                rendered = render_interaction_views(
+                    item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
+                    group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
+                for k, view in zip(rows, rendered):
+                    _store_interaction(study=study, item=items[item_id], label=pairs[k][1], result=results[k],
+                                       view=view)
+        except Exception:
+            error = traceback.format_exc()
+            for item_id, label in pairs:
+                explanation_store(model=model, item=items[item_id], method=method, target_label=label,
+                                  status=Explanation.Status.FAILED, error=error)
+            failed += len(pairs)
+            first_error = first_error or error
+        advance(len(chunk_ids), failed=failed_before + failed)
+    return failed, first_error
+
+
+def _store_interaction(*, study: Study, item: Item, label: str, result, view) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **result.to_arrays())
+    matrix = np.asarray(result.matrix, dtype=np.float64)
+    explanation_store(
+        model=study.model, item=item, method=study.interaction_method, target_label=label,
+        status=Explanation.Status.DONE,
+        arrays_file=_write_media("explanations", ".npz", buffer.getvalue()),
+        image_view=_write_media("views", ".png", view.matrix_png),
+        extra_views={"top_pairs": _write_media("views", ".png", view.top_pairs_png)} if view.top_pairs_png else {},
+        summary={"modalities": list(result.modalities), "shape": list(matrix.shape),
+                 "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options},
+    )
+
+
+def _store_explanation(*, study: Study, item: Item, label: str, attribution, view, share_png: bytes | None = None) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **attribution.to_arrays())
     summary = attribution.to_json()
@@ -148,4 +279,5 @@ def _store_explanation(*, study: Study, item: Item, label: str, attribution, vie
         arrays_file=_write_media("explanations", ".npz", buffer.getvalue()),
         image_view=_write_media("views", ".png", view.image_png) if view.image_png else "",
         token_view=view.tokens, summary=summary,
+        extra_views={"share": _write_media("views", ".png", share_png)} if share_png else {},
     )

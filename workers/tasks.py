@@ -25,4 +25,7 @@ def precompute_study(self, job_id: int) -> dict:
 
 @shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
 def reclaim_expired_leases() -> int:
+    """Run by celery beat (settings.CELERY_BEAT_SCHEDULE, every minute): leases past the
+    time limit give their slots back, so an abandoned participant's items go to the next
+    one. Safe to run concurrently (SKIP LOCKED) and to repeat."""
     return leases_reclaim()

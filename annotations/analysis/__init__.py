@@ -3,7 +3,9 @@
 Entry points: :func:`load_responses_csv`, :func:`analyze`. Building blocks:
 :func:`simulation_accuracy`, :func:`arm_effects`, :func:`arm_permutation_test`,
 :func:`simulation_gain`, :func:`agreement`, :func:`krippendorff_alpha`, :func:`fleiss_kappa`,
-:func:`dawid_skene`, :func:`calibration`, :func:`time_on_task`. Definitions are in each module's
+:func:`dawid_skene`, :func:`calibration`, :func:`time_on_task`; participant quality and the
+pre-registered exclusion rules (:mod:`.exclusions`); automatic metrics vs human accuracy
+(:mod:`.correlation`); :func:`study_report` bundles them. Definitions are in each module's
 docstring.
 """
 
@@ -17,13 +19,46 @@ from .agreement import (
     krippendorff_alpha_from_counts,
 )
 from .calibration import calibration, calibration_table, confidence_forecast
-from .report import analyze, jsonable
+from .correlation import (
+    METRIC_PREFIX,
+    item_accuracy,
+    item_accuracy_table,
+    load_items_csv,
+    metric_accuracy_points,
+    metric_columns,
+    metric_human_correlation,
+)
+from .exclusions import (
+    EXCLUSION_RULE_KEYS,
+    ExclusionRules,
+    apply_exclusion_rules,
+    exclusion_rules_validate,
+    exclusions_summary,
+    participant_quality,
+    participant_stats,
+)
+from .report import analyze, jsonable, study_report
 from .responses import load_responses_csv, responses_prepare
 from .simulate import responses_simulate, simulated_accuracy_truth
 from .timing import rt_summary, time_on_task
 
 __all__ = [
+    "EXCLUSION_RULE_KEYS",
+    "METRIC_PREFIX",
+    "ExclusionRules",
     "SUBSETS",
+    "apply_exclusion_rules",
+    "exclusion_rules_validate",
+    "exclusions_summary",
+    "item_accuracy",
+    "item_accuracy_table",
+    "load_items_csv",
+    "metric_accuracy_points",
+    "metric_columns",
+    "metric_human_correlation",
+    "participant_quality",
+    "participant_stats",
+    "study_report",
     "DawidSkeneResult",
     "agreement",
     "analyze",

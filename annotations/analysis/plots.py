@@ -8,14 +8,15 @@ deterministic (fixed ``svg.hashsalt``, no date metadata) for the same input.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
-__all__ = ["accuracy_bar_svg", "reliability_plot_svg"]
+__all__ = ["accuracy_bar_svg", "metric_accuracy_svg", "reliability_plot_svg"]
 
 _RC = {"svg.hashsalt": "mmeval", "svg.fonttype": "none", "font.size": 9}
 
@@ -109,5 +110,65 @@ def accuracy_bar_svg(
         axes.set_ylim(0, 1)
         axes.set_ylabel("simulation accuracy")
         axes.set_title(title if subset == "all" else f"{title} ({subset.replace('_', ' ')})")
+        figure.tight_layout()
+        return _to_svg(figure)
+
+
+def _short_metric(column: str) -> str:
+    """``metric:integrated_gradients:deletion_auc`` -> ``deletion_auc (integrated_gradients)``."""
+    parts = column.split(":")
+    if len(parts) >= 3 and parts[0] == "metric":
+        return f"{':'.join(parts[2:])} ({parts[1]})"
+    return column
+
+
+def metric_accuracy_svg(
+    points: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
+    *,
+    baseline: str,
+    correlations: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    columns: int = 3,
+    title: str = "Automatic metric vs human simulation accuracy (per item)",
+) -> str:
+    """Small multiples: one panel per automatic metric, one point per item and arm.
+
+    ``points[metric][arm]`` lists ``(metric value, simulation accuracy of the arm on the item)``;
+    non-finite pairs are skipped. The baseline arm (no explanation shown) is drawn in grey as a
+    reference. ``correlations[arm][metric]`` (e.g. ``metric_human_correlation(...)[section]
+    ["per_arm"]``), when given, adds each explanation arm's Spearman rho to the legend of the
+    panel. Returns an SVG document (a note in place of the panels when there is no metric).
+    """
+    metrics = list(points)
+    with matplotlib.rc_context(_RC):
+        if not metrics:
+            figure = Figure(figsize=(4.8, 1.2))
+            figure.text(0.5, 0.5, "No automatic metrics stored for this study's items yet.", ha="center",
+                        va="center")
+            return _to_svg(figure)
+        n_cols = max(1, min(columns, len(metrics)))
+        n_rows = math.ceil(len(metrics) / n_cols)
+        figure = Figure(figsize=(3.3 * n_cols, 2.9 * n_rows + 0.4))
+        arms = sorted({arm for per_arm in points.values() for arm in per_arm}, key=lambda a: (a != baseline, a))
+        colors = {arm: ("0.6" if arm == baseline else f"C{k % 10}") for k, arm in enumerate(arms)}
+        for index, metric in enumerate(metrics):
+            axes = figure.add_subplot(n_rows, n_cols, index + 1)
+            for arm in arms:
+                pairs = [(x, y) for x, y in points[metric].get(arm, ())
+                         if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+                if not pairs:
+                    continue
+                label = arm + (" (baseline)" if arm == baseline else "")
+                rho = ((correlations or {}).get(arm) or {}).get(metric, {}).get("spearman_rho")
+                if rho is not None:
+                    label += f", rho {rho:+.2f}"
+                axes.scatter([x for x, _ in pairs], [y for _, y in pairs], s=14, alpha=0.75, color=colors[arm],
+                             label=label, marker="o" if arm != baseline else "s")
+            axes.set_ylim(-0.05, 1.05)
+            axes.set_xlabel(_short_metric(metric), fontsize=8)
+            if index % n_cols == 0:
+                axes.set_ylabel("simulation accuracy")
+            if axes.get_legend_handles_labels()[0]:
+                axes.legend(loc="best", fontsize=6, frameon=False)
+        figure.suptitle(title)
         figure.tight_layout()
         return _to_svg(figure)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ from .accuracy import (
 )
 from .agreement import _agreement
 from .calibration import _calibration
+from .correlation import metric_human_correlation
+from .exclusions import apply_exclusion_rules, exclusion_rules_validate, exclusions_summary, participant_quality
 from .responses import responses_prepare
 from .timing import _time_on_task
 
-__all__ = ["analyze", "jsonable"]
+__all__ = ["analyze", "jsonable", "report_flatten", "study_report"]
 
 SCHEMA_VERSION = 1
 
@@ -160,3 +163,86 @@ def analyze(
             "after_exclusions": _section(kept, full=prepared, exclusions_applied=True, **options),
         }
     )
+
+
+def study_report(
+    responses: pd.DataFrame,
+    *,
+    baseline: str,
+    seed: int,
+    n_resamples: int = 1000,
+    n_permutations: int = 1000,
+    confidence_level: float = 0.95,
+    exclusion_rules: dict | None = None,
+    default_fast_rt_ms: float = 0.0,
+    items: pd.DataFrame | None = None,
+) -> dict:
+    """Everything the dashboard, ``manage.py analyze`` and the API report, from data alone.
+
+    * ``exclusion_rules`` (``Study.exclusion_rules``; see ``exclusions``) given: the ``excluded``
+      flags are recomputed from the rows with them (``default_fast_rt_ms`` is the study's
+      ``min_rt_ms``). ``None``: the frame's own ``excluded`` column is used as is.
+    * ``analysis``: :func:`analyze` (``{"all", "after_exclusions"}``).
+    * ``exclusions``: :func:`~annotations.analysis.exclusions.exclusions_summary` of the
+      per-participant quality table.
+    * ``metrics_vs_human``: with an item frame (the items export),
+      :func:`~annotations.analysis.correlation.metric_human_correlation`; else ``None``.
+
+    Run on the responses export alone (``load_responses_csv``), plus the items export for
+    ``metrics_vs_human``, it gives exactly the numbers the service computed from its database.
+    """
+    rules = exclusion_rules_validate(exclusion_rules, default_fast_rt_ms=default_fast_rt_ms)
+    frame = responses
+    if exclusion_rules is not None:
+        frame = apply_exclusion_rules(responses, rules=rules)
+    quality = participant_quality(frame, rules=rules)
+    # the flags analyze() applies (the rules' when given, else the frame's own column)
+    flagged = responses_prepare(frame).groupby("participant", sort=True)["excluded"].any()
+    quality["excluded"] = quality["participant"].map(flagged).fillna(False).astype(bool)
+    return jsonable(
+        {
+            "analysis": analyze(
+                frame,
+                baseline=baseline,
+                seed=seed,
+                n_resamples=n_resamples,
+                n_permutations=n_permutations,
+                confidence_level=confidence_level,
+            ),
+            "exclusions": exclusions_summary(quality, rules=rules),
+            "metrics_vs_human": None
+            if items is None
+            else metric_human_correlation(frame, items, baseline=baseline),
+        }
+    )
+
+
+# Per-item and per-rater tables inside Dawid-Skene results: they belong to the item and
+# participant exports, not to a summary of numbers.
+_FLATTEN_SKIP = frozenset({"consensus", "majority_vote", "rater_accuracy"})
+
+
+def report_flatten(report: Any, *, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    """``(key, value)`` for every scalar of a JSON-able report, depth first in key order.
+
+    ``key`` joins the path with ``.``; each component is percent-encoded for ``%`` and ``.`` (so
+    an arm named ``a.b`` stays one component) and list positions are numbers, e.g.
+    ``analysis.after_exclusions.simulation_accuracy.heatmap.all.ci_low`` or
+    ``analysis.all.calibration.pooled.levels.4.accuracy``. Lists of scalars are one value, joined
+    by ``;``. Dawid–Skene's per-item ``consensus``/``majority_vote`` and per-rater
+    ``rater_accuracy`` are left out. ``None`` stays ``None`` (an empty CSV cell).
+    """
+    if isinstance(report, dict):
+        for key in sorted(report, key=str):
+            if str(key) in _FLATTEN_SKIP:
+                continue
+            component = str(key).replace("%", "%25").replace(".", "%2E")
+            yield from report_flatten(report[key], prefix=(*prefix, component))
+    elif isinstance(report, (list, tuple)):
+        if all(not isinstance(value, (dict, list, tuple)) for value in report):
+            yield ".".join(prefix), ";".join("" if value is None else str(value) for value in report)
+        else:
+            for index, value in enumerate(report):
+                yield from report_flatten(value, prefix=(*prefix, str(index)))
+    else:
+        yield ".".join(prefix), report

@@ -16,7 +16,15 @@ One row per response. Columns (the CSV export has exactly these, plus optional e
 ``created_at``      timestamp of the response
 ``phase``           ``"test"``, ``"pretest"`` or ``"learning"``
 ``excluded``        optional bool, pre-registered (participant-level) exclusion flag
+``is_attention_check``  optional bool: the row answers an attention check. Such rows are
+                    recoded to phase ``"attention"`` by :func:`responses_prepare`, so no
+                    simulation statistic uses them (they feed the exclusion rules only).
+``attention_passed``    optional bool, attention-check rows only
+``screened_out``    optional bool, participant-level
 ==================  =========================================================================
+
+The service's export has further columns (arm details, hashed platform IDs, ``exclusion_reasons``
+…); they are kept as strings and ignored by the statistics.
 
 Reproducibility rule: every statistic first passes its input through :func:`responses_prepare`,
 which turns identifiers and labels into strings (``str(value)``), ``correct_simulation`` and
@@ -46,7 +54,7 @@ __all__ = [
 
 ID_COLUMNS: Final = ("study", "condition", "participant", "item")
 LABEL_COLUMNS: Final = ("model_prediction", "gold_label", "guess")
-PHASES: Final = ("test", "pretest", "learning")
+PHASES: Final = ("test", "pretest", "learning", "attention")
 REQUIRED_COLUMNS: Final = (
     *ID_COLUMNS,
     *LABEL_COLUMNS,
@@ -55,6 +63,7 @@ REQUIRED_COLUMNS: Final = (
     "rt_ms",
     "phase",
 )
+BOOL_EXTRA_COLUMNS: Final = ("is_attention_check", "attention_passed", "screened_out")
 _TRUE: Final = frozenset({"true", "t", "1", "yes", "y", "1.0"})
 _FALSE: Final = frozenset({"false", "f", "0", "no", "n", "0.0"})
 
@@ -97,7 +106,8 @@ def load_responses_csv(path_or_buffer: str | os.PathLike[str] | IO[str] | IO[byt
       strings, since they can be real class labels (VQA has the answer ``"none"``).
     * Identifier, label and ``phase`` columns are strings (pandas ``str`` dtype); no identifier is
       ever converted to a number (``"007"`` stays ``"007"``).
-    * ``correct_simulation`` and ``excluded`` accept ``True/False``, ``true/false``, ``1/0``,
+    * ``correct_simulation``, ``excluded``, ``is_attention_check``, ``attention_passed`` and
+      ``screened_out`` accept ``True/False``, ``true/false``, ``1/0``,
       ``yes/no``; bool dtype, or nullable ``boolean`` if a cell is empty.
     * ``confidence`` is ``Int64`` (nullable: learning-phase rows may have none); ``rt_ms`` is
       ``Int64`` when every value is integral, else float64.
@@ -117,7 +127,7 @@ def load_responses_csv(path_or_buffer: str | os.PathLike[str] | IO[str] | IO[byt
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"response CSV lacks columns {missing}")
-    for column in ("correct_simulation", "excluded"):
+    for column in ("correct_simulation", "excluded", *BOOL_EXTRA_COLUMNS):
         if column in frame.columns:
             frame[column] = _parse_bool(frame[column], column=column)
     frame["confidence"] = _parse_number(frame["confidence"], column="confidence", integer=True)
@@ -164,6 +174,7 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
     * ``confidence``, ``rt_ms`` → float64 with NaN for missing.
     * ``excluded`` → bool; an absent column or an empty cell means "not excluded".
     * ``model_correct`` (added) → ``model_prediction == gold_label``.
+    * Rows with a true ``is_attention_check`` (optional column) get phase ``"attention"``.
 
     Raises ``ValueError`` on missing columns, on confidence outside 1–5, and on an empty or
     missing participant/item/condition.
@@ -177,6 +188,11 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
     for column in ("condition", "participant", "item", "phase"):
         if out[column].isna().any():
             raise ValueError(f"column {column!r} has missing values")
+    if "is_attention_check" in df.columns:
+        attention = _as_bool(df["is_attention_check"].reset_index(drop=True), column="is_attention_check",
+                             missing=False).to_numpy(dtype=bool)
+        if attention.any():
+            out.loc[attention, "phase"] = "attention"
     out["correct_simulation"] = _as_bool(
         df["correct_simulation"].reset_index(drop=True), column="correct_simulation", missing=None
     )

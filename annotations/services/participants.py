@@ -1,14 +1,24 @@
-"""The participant flow: entry, arm assignment, item leases and responses.
+"""The participant flow: entry, arm assignment, phases, item leases, responses.
+
+Phases: consent -> instructions -> [pre-test] -> [learning] -> test -> [survey] -> done.
+The pre-test comes before learning, as in Hase & Bansal (2020): it measures how well people
+simulate the model before they have seen any explanation or any of its answers.
+
+Leaving the instructions leases everything at once, with one expiry (the study's time
+limit): the test items, each holding one of its arm's rater slots, plus pre-test copies of
+them, the learning items and the attention checks, none of which take a slot. Positions are
+laid out in phase order, so the participant's next item is simply their lowest-position
+active lease.
 
 Caps hold under concurrency because every (arm, item) has exactly ``raters_per_item`` slot
-rows and an assignment must take one under ``SELECT … FOR UPDATE SKIP LOCKED``. A
-participant never gets an item twice because (participant, item) is unique.
+rows and a test assignment must take one under ``SELECT … FOR UPDATE SKIP LOCKED``. A
+participant never gets an item twice in a phase because (participant, item, phase) is unique.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -23,8 +33,13 @@ from annotations.models import (
     Response,
     Slot,
     Study,
+    StudyItem,
 )
-from annotations.selectors import study_candidates
+from annotations.selectors import participant_quality, study_candidates
+
+# The item phases, in the order a participant goes through them.
+ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
+MAX_COMMENT = 5000
 
 
 class ParticipantError(Exception):
@@ -43,6 +58,9 @@ def _rng(*parts) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
 
 
+# --------------------------------------------------------------------------- entry
+
+
 def participant_enter(
     *, study: Study, platform: str, platform_id: str = "", platform_data: dict | None = None,
     invite_token: str | None = None,
@@ -52,6 +70,8 @@ def participant_enter(
     A returning platform ID or invite resumes the same participant; one who finished is
     refused politely.
     """
+    if platform == Participant.Platform.PREVIEW:
+        raise ParticipantError("invalid", "Previews start from the researcher's study page.")
     with transaction.atomic():
         # One lock per study serialises arm balancing; it is held for a few queries only.
         study = Study.objects.select_for_update().get(pk=study.pk)
@@ -64,13 +84,13 @@ def participant_enter(
             if invite is None:
                 raise ParticipantError("invalid", "This invitation link is not valid.")
             if invite.participant_id is not None:
-                return _resume(invite.participant)
+                return participant_resume(participant=invite.participant)
             platform, platform_id = Participant.Platform.INVITE, ""
 
         if platform_id:
             existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
             if existing is not None:
-                return _resume(existing)
+                return participant_resume(participant=existing)
 
         condition = _least_filled_condition(study=study)
         participant = Participant.objects.create(
@@ -84,7 +104,8 @@ def participant_enter(
         return participant
 
 
-def _resume(participant: Participant) -> Participant:
+def participant_resume(*, participant: Participant) -> Participant:
+    """A returning participant carries on where they stopped; a finished one is refused."""
     if participant.phase == Participant.Phase.DONE:
         raise ParticipantError("finished", "You have already completed this study. Thank you!")
     return participant
@@ -107,6 +128,19 @@ def _least_filled_condition(*, study: Study) -> Condition:
     return _rng(study.seed, "arm", total).choice(tied)
 
 
+def participant_preview_start(*, study: Study, condition: Condition | None = None) -> Participant:
+    """A researcher's walk through the study as a participant of one arm. Preview
+    participants take no slots and their answers are not data (exports and progress leave
+    platform=preview out), so a study can be previewed before launch."""
+    if study.status not in (Study.Status.READY, Study.Status.LIVE):
+        raise ParticipantError("closed", "A study can be previewed once precompute has finished.")
+    if condition is None:
+        condition = study.conditions.exclude(is_baseline=True).first() or study.conditions.first()
+    elif condition.study_id != study.pk:
+        raise ParticipantError("invalid", "That arm is not part of this study.")
+    return Participant.objects.create(study=study, condition=condition, platform=Participant.Platform.PREVIEW)
+
+
 def participant_consent(*, participant: Participant) -> Participant:
     if participant.phase == Participant.Phase.CONSENT:
         Participant.objects.filter(pk=participant.pk, phase=Participant.Phase.CONSENT).update(
@@ -115,69 +149,177 @@ def participant_consent(*, participant: Participant) -> Participant:
     return participant
 
 
-def participant_start_test(*, participant: Participant) -> Participant:
-    """Leave the instructions and lease this participant's test items."""
-    if participant.phase in (Participant.Phase.CONSENT, Participant.Phase.INSTRUCTIONS):
-        assignments_allocate(participant=participant)
-        Participant.objects.filter(pk=participant.pk).update(phase=Participant.Phase.TEST)
-        participant.phase = Participant.Phase.TEST
+# --------------------------------------------------------------------------- leasing
+
+
+def _set_phase(participant: Participant, phase: str) -> None:
+    if participant.phase != phase:
+        Participant.objects.filter(pk=participant.pk).update(phase=phase)
+        participant.phase = phase
+
+
+def participant_start(*, participant: Participant) -> Participant:
+    """Leave the instructions: lease this participant's items for every phase (see the
+    module docstring) and move to the first item phase. Raises ParticipantError('full')
+    when no test item is free. Safe to call twice (a double click on "Start")."""
+    with transaction.atomic():
+        locked = Participant.objects.select_for_update().select_related("study__model").get(pk=participant.pk)
+        if locked.phase not in (Participant.Phase.CONSENT, Participant.Phase.INSTRUCTIONS):
+            participant.phase = locked.phase
+            return participant
+        study = locked.study
+        lease_until = timezone.now() + timedelta(minutes=study.lease_minutes)
+        chosen = _free_test_items(participant=locked, need=study.items_per_participant)
+        if not chosen:
+            raise ParticipantError("full", "This study is full. Thank you for your interest!")
+        test_items = list(chosen)
+        _rng(study.seed, "order", locked.public_id).shuffle(test_items)
+
+        plan: list[dict] = []  # in position order
+        if study.pretest:
+            pretest_items = list(test_items)
+            _rng(study.seed, "pretest-order", locked.public_id).shuffle(pretest_items)
+            plan += [{"item_id": item_id, "phase": Assignment.Phase.PRETEST} for item_id in pretest_items]
+        learning = list(study.study_items.filter(role=StudyItem.Role.LEARNING).order_by("item_id")
+                        .values_list("item_id", flat=True))
+        _rng(study.seed, "learning-order", locked.public_id).shuffle(learning)
+        plan += [{"item_id": item_id, "phase": Assignment.Phase.LEARNING} for item_id in learning]
+        test_plan = [{"item_id": item_id, "phase": Assignment.Phase.TEST} for item_id in test_items]
+        for check in _attention_checks(study=study, participant=locked):
+            # Never first, so the first item is always a real one; otherwise anywhere.
+            test_plan.insert(_rng(study.seed, "check-at", locked.public_id, check["item_id"])
+                             .randint(1, len(test_plan)), check)
+        plan += test_plan
+        created = _create_assignments(participant=locked, study=study, plan=plan, lease_until=lease_until)
+        _hold_slots(chosen=chosen, assignments=created)
+        _set_phase(locked, created[0].phase)
+    participant.phase = locked.phase
     return participant
 
 
-def assignments_allocate(*, participant: Participant) -> list[Assignment]:
-    """Lease up to ``items_per_participant`` distinct items the participant has not seen,
-    each holding a free slot of their arm. Raises ParticipantError when none is free."""
+# The old name: the first item phase used to be the test.
+participant_start_test = participant_start
+
+
+def _free_test_items(*, participant: Participant, need: int) -> dict[int, Slot | None]:
+    """Up to ``need`` distinct test items the participant has not had, each with a free slot
+    of their arm locked for this transaction (None for a preview, which takes no slot)."""
     study = participant.study
-    now = timezone.now()
+    seen = list(participant.assignments.values_list("item_id", flat=True))
+    if participant.platform == Participant.Platform.PREVIEW:
+        pool = sorted(set(study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True))
+                      - set(seen))
+        _rng(study.seed, "preview", participant.public_id).shuffle(pool)
+        return {item_id: None for item_id in pool[:need]}
+    # Lowest slot index first, so every item gets its n-th rater before any gets its (n+1)-th.
+    free = list(
+        Slot.objects.select_for_update(skip_locked=True)
+        .filter(condition_id=participant.condition_id, assignment__isnull=True)
+        .exclude(item_id__in=seen)
+        .order_by("index", "sort_key")[: need * study.raters_per_item]
+    )
+    chosen: dict[int, Slot | None] = {}
+    for slot in free:
+        if slot.item_id not in chosen:
+            chosen[slot.item_id] = slot
+        if len(chosen) == need:
+            break
+    return chosen
+
+
+def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
+    """``attention_checks`` checks from the attention pool, alternating an instructed-response
+    item ("choose X", X neither the model's answer nor the gold label) and an easy gold item
+    (the model is sure and right; the expected answer is its answer)."""
+    if not study.attention_checks:
+        return []
+    pool = list(study.study_items.filter(role=StudyItem.Role.ATTENTION).order_by("item_id"))
+    rng = _rng(study.seed, "attention", participant.public_id)
+    picked = rng.sample(pool, min(study.attention_checks, len(pool)))
+    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model,
+                                                                  item_id__in=[s.item_id for s in picked])
+                   .select_related("item")}
+    checks = []
+    for k, study_item in enumerate(picked):
+        prediction = predictions[study_item.item_id]
+        if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT:
+            checks.append({"item_id": study_item.item_id, "phase": Assignment.Phase.TEST,
+                           "kind": Assignment.Kind.ATTENTION, "check_type": Assignment.Check.GOLD,
+                           "expected_answer": prediction.label})
+            continue
+        candidates = study_candidates(study=study, prediction=prediction)
+        neutral = [c for c in candidates if c not in (prediction.label, prediction.item.gold_label)] or candidates
+        checks.append({"item_id": study_item.item_id, "phase": Assignment.Phase.TEST,
+                       "kind": Assignment.Kind.ATTENTION, "check_type": Assignment.Check.INSTRUCTED,
+                       "expected_answer": rng.choice(neutral)})
+    return checks
+
+
+def _create_assignments(*, participant: Participant, study: Study, plan: list[dict],
+                        lease_until: datetime) -> list[Assignment]:
+    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model,
+                                                                  item_id__in={e["item_id"] for e in plan})}
+    start = (participant.assignments.order_by("-position").values_list("position", flat=True).first() or -1) + 1
+    created = []
+    for offset, entry in enumerate(plan):
+        item_id, phase = entry["item_id"], entry["phase"]
+        candidates = study_candidates(study=study, prediction=predictions[item_id])
+        # The test phase keeps its original seed string, so existing orders are reproducible.
+        salt = () if phase == Assignment.Phase.TEST else (phase,)
+        _rng(study.seed, "candidates", participant.public_id, item_id, *salt).shuffle(candidates)
+        created.append(Assignment(
+            participant=participant, item_id=item_id, condition_id=participant.condition_id, phase=phase,
+            kind=entry.get("kind", Assignment.Kind.ITEM), check_type=entry.get("check_type", ""),
+            expected_answer=entry.get("expected_answer", ""), position=start + offset,
+            candidate_order=candidates, lease_expires_at=lease_until,
+        ))
+    Assignment.objects.bulk_create(created)
+    return created
+
+
+def _hold_slots(*, chosen: dict[int, Slot | None], assignments: list[Assignment]) -> None:
+    slots = []
+    for assignment in assignments:
+        slot = chosen.get(assignment.item_id)
+        if slot is not None and assignment.phase == Assignment.Phase.TEST and assignment.kind == Assignment.Kind.ITEM:
+            slot.assignment = assignment
+            slots.append(slot)
+    Slot.objects.bulk_update(slots, ["assignment"])
+
+
+def assignments_allocate(*, participant: Participant) -> list[Assignment]:
+    """Lease test items up to ``items_per_participant`` (counting those held and answered),
+    distinct from every item the participant has had, each holding a free slot of their
+    arm. Used to top a participant up after leases ran out. Raises ParticipantError when
+    none is free and they hold none."""
+    study = participant.study
     with transaction.atomic():
-        # Serialise a double click on "Start": the second call then finds nothing to lease.
+        # Serialise with "Start" and with a double click: the second call finds nothing to lease.
         Participant.objects.select_for_update().filter(pk=participant.pk).first()
-        held = participant.assignments.filter(status=Assignment.Status.ACTIVE).count()
-        answered = participant.assignments.filter(status=Assignment.Status.ANSWERED).count()
+        mine = participant.assignments.filter(phase=Assignment.Phase.TEST, kind=Assignment.Kind.ITEM)
+        held = mine.filter(status=Assignment.Status.ACTIVE).count()
+        answered = mine.filter(status=Assignment.Status.ANSWERED).count()
         need = study.items_per_participant - held - answered
         if need <= 0:
             return []
-        seen = list(participant.assignments.values_list("item_id", flat=True))
-        # Lowest slot index first, so every item gets its n-th rater before any gets its (n+1)-th.
-        free = list(
-            Slot.objects.select_for_update(skip_locked=True)
-            .filter(condition_id=participant.condition_id, assignment__isnull=True)
-            .exclude(item_id__in=seen)
-            .order_by("index", "sort_key")[: need * study.raters_per_item]
-        )
-        chosen: dict[int, Slot] = {}
-        for slot in free:
-            if slot.item_id not in chosen:
-                chosen[slot.item_id] = slot
-            if len(chosen) == need:
-                break
+        chosen = _free_test_items(participant=participant, need=need)
         if not chosen and held == 0:
             raise ParticipantError("full", "This study is full. Thank you for your interest!")
-
-        predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model, item_id__in=list(chosen))}
-        rng = _rng(study.seed, "order", participant.public_id)
         items = list(chosen)
-        rng.shuffle(items)
-        start = participant.assignments.count()
-        lease_until = now + timedelta(minutes=study.lease_minutes)
-        created = []
-        for offset, item_id in enumerate(items):
-            candidates = study_candidates(study=study, prediction=predictions[item_id])
-            _rng(study.seed, "candidates", participant.public_id, item_id).shuffle(candidates)
-            created.append(Assignment(
-                participant=participant, item_id=item_id, condition_id=participant.condition_id,
-                position=start + offset, candidate_order=candidates, lease_expires_at=lease_until,
-            ))
-        Assignment.objects.bulk_create(created)
-        for assignment in created:
-            slot = chosen[assignment.item_id]
-            slot.assignment = assignment
-        Slot.objects.bulk_update(list(chosen.values()), ["assignment"])
+        _rng(study.seed, "order", participant.public_id).shuffle(items)
+        lease_until = timezone.now() + timedelta(minutes=study.lease_minutes)
+        created = _create_assignments(participant=participant, study=study, lease_until=lease_until,
+                                      plan=[{"item_id": i, "phase": Assignment.Phase.TEST} for i in items])
+        _hold_slots(chosen=chosen, assignments=created)
         return created
 
 
+# --------------------------------------------------------------------------- serving
+
+
 def assignment_current(*, participant: Participant) -> Assignment | None:
-    """The next unanswered item, or None when the participant has answered all they hold."""
+    """The next unanswered, unexpired item of any phase (positions follow the phase order),
+    or None when there is none."""
     return (
         participant.assignments.filter(status=Assignment.Status.ACTIVE, lease_expires_at__gt=timezone.now())
         .select_related("item")
@@ -195,24 +337,88 @@ def assignment_serve(*, assignment: Assignment) -> Assignment:
     return assignment
 
 
+def participant_sync_phase(*, participant: Participant) -> Participant:
+    """Bring the stored phase in line with the leases: the phase of the next item, or, when
+    none is left (all answered, or the time limit ran out after some answers), the survey
+    or the end. A participant whose time ran out before any answer stays, to be told."""
+    if participant.phase not in ITEM_PHASES:
+        return participant
+    current = assignment_current(participant=participant)
+    if current is not None:
+        _set_phase(participant, current.phase)
+        return participant
+    pending = participant.assignments.filter(status=Assignment.Status.ACTIVE).exists()
+    if pending and not participant.responses.exists():
+        return participant
+    _after_items(participant)
+    return participant
+
+
+def _after_items(participant: Participant) -> None:
+    study = participant.study
+    if study.survey and not participant.screened_out:
+        _set_phase(participant, Participant.Phase.SURVEY)
+    else:
+        _finish(participant)
+
+
+def _finish(participant: Participant) -> None:
+    """Done: stamp the time, give back any lease still held (a screened-out participant's
+    remaining items go to others at once), and flag the pre-registered exclusions."""
+    now = timezone.now()
+    _release_leases(participant)
+    reasons = participant_quality(participant=participant)["exclusion_reasons"]
+    Participant.objects.filter(pk=participant.pk).update(
+        phase=Participant.Phase.DONE, finished_at=now, excluded=bool(reasons), exclusion_reasons=reasons,
+        screened_out=participant.screened_out)
+    participant.phase, participant.finished_at = Participant.Phase.DONE, now
+    participant.excluded, participant.exclusion_reasons = bool(reasons), reasons
+
+
+def _release_leases(participant: Participant) -> None:
+    active = list(participant.assignments.select_for_update(skip_locked=True)
+                  .filter(status=Assignment.Status.ACTIVE).values_list("pk", flat=True))
+    if active:
+        Slot.objects.filter(assignment_id__in=active).update(assignment=None)
+        Assignment.objects.filter(pk__in=active).update(status=Assignment.Status.EXPIRED)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _locked_assignment(*, participant: Participant, assignment_public_id) -> Assignment:
+    try:
+        assignment = (Assignment.objects.select_for_update().select_related("item")
+                      .filter(public_id=assignment_public_id).first())
+    except (ValueError, TypeError):  # not a UUID
+        assignment = None
+    if assignment is None or assignment.participant_id != participant.pk:
+        raise SubmissionRefused("this item is not assigned to you")
+    return assignment
+
+
 def response_submit(
     *, participant: Participant, assignment_public_id, guess: str, confidence,
 ) -> Response:
-    """Store the answer to one assignment. Idempotent: a repeat returns the stored response.
+    """Store the answer to one pre-test or test assignment (attention checks included).
 
-    Refuses (``SubmissionRefused``) an assignment of someone else, an expired or unknown
-    one, a guess outside the candidates shown, or a confidence outside 1–5.
+    Idempotent: repeating the same answer (a double click, a retry) returns the stored
+    response. Refuses (``SubmissionRefused``, nothing stored) an assignment of someone
+    else, a different answer to one already answered, an expired, unknown or never shown
+    one, a learning item, a guess outside the candidates shown, or a confidence outside 1–5.
     """
     now = timezone.now()
     with transaction.atomic():
-        assignment = (
-            Assignment.objects.select_for_update().select_related("item").filter(public_id=assignment_public_id).first()
-        )
-        if assignment is None or assignment.participant_id != participant.pk:
-            raise SubmissionRefused("this item is not assigned to you")
+        # One participant's submissions run one at a time (participant row, then assignment).
+        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
+        assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id)
         existing = Response.objects.filter(assignment=assignment).first()
         if existing is not None:
+            if (existing.guess, str(existing.confidence)) != (guess, str(confidence).strip()):
+                raise SubmissionRefused("this item was already answered")
             return existing
+        if assignment.phase == Assignment.Phase.LEARNING:
+            raise SubmissionRefused("practice items take no answer")
         if assignment.status != Assignment.Status.ACTIVE or assignment.lease_expires_at <= now:
             raise SubmissionRefused("the time for this item has run out")
         if assignment.served_at is None:
@@ -225,32 +431,95 @@ def response_submit(
             raise SubmissionRefused("confidence must be a number from 1 to 5") from None
         if not 1 <= confidence <= 5:
             raise SubmissionRefused("confidence must be a number from 1 to 5")
-        prediction = Prediction.objects.get(model_id=participant.study.model_id, item_id=assignment.item_id)
+        study = locked.study
+        prediction = Prediction.objects.get(model_id=study.model_id, item_id=assignment.item_id)
+        rt_ms = max(0, int((now - assignment.served_at).total_seconds() * 1000))
+        is_check = assignment.kind == Assignment.Kind.ATTENTION
         try:
             with transaction.atomic():
                 response = Response.objects.create(
-                    assignment=assignment, participant=participant, item_id=assignment.item_id,
-                    condition_id=assignment.condition_id, guess=guess, confidence=confidence,
-                    rt_ms=max(0, int((now - assignment.served_at).total_seconds() * 1000)),
-                    candidate_order=assignment.candidate_order, model_prediction=prediction.label,
-                    gold_label=assignment.item.gold_label,
+                    assignment=assignment, participant=locked, item_id=assignment.item_id,
+                    condition_id=assignment.condition_id, phase=assignment.phase, guess=guess,
+                    confidence=confidence, rt_ms=rt_ms, candidate_order=assignment.candidate_order,
+                    model_prediction=prediction.label, gold_label=assignment.item.gold_label,
+                    is_attention_check=is_check, attention_passed=(guess == assignment.expected_answer)
+                    if is_check else None,
+                    too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
                 )
         except IntegrityError:
             return Response.objects.get(assignment=assignment)
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
-        if not participant.assignments.filter(status=Assignment.Status.ACTIVE).exclude(pk=assignment.pk).exists():
-            Participant.objects.filter(pk=participant.pk).update(phase=Participant.Phase.DONE, finished_at=now)
-            participant.phase = Participant.Phase.DONE
+        if is_check and not response.attention_passed:
+            _screen_out_if_due(locked)
+        if locked.phase != Participant.Phase.DONE:
+            participant_sync_phase(participant=locked)
+        participant.phase, participant.screened_out = locked.phase, locked.screened_out
         return response
 
 
-def participant_sync_phase(*, participant: Participant) -> Participant:
-    """A test-phase participant whose leases all ran out is done with what they answered."""
-    if participant.phase == Participant.Phase.TEST and assignment_current(participant=participant) is None:
-        if participant.responses.exists():
-            Participant.objects.filter(pk=participant.pk).update(phase=Participant.Phase.DONE, finished_at=timezone.now())
-            participant.phase = Participant.Phase.DONE
+def _screen_out_if_due(participant: Participant) -> None:
+    """The pre-registered screen-out rule: at N failed checks the study ends for this
+    participant, with the screened-out code."""
+    limit = (participant.study.exclusion_rules or {}).get("screen_out_at_attention_failures") or 0
+    if not limit:
+        return
+    failed = participant.responses.filter(is_attention_check=True, attention_passed=False).count()
+    if failed >= limit:
+        participant.screened_out = True
+        Participant.objects.filter(pk=participant.pk).update(screened_out=True)
+        _finish(participant)
+
+
+def learning_acknowledge(*, participant: Participant, assignment_public_id) -> Assignment:
+    """The participant has studied one learning item (explanation and the model's answer).
+    Idempotent; refuses another participant's item or a non-learning one."""
+    with transaction.atomic():
+        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
+        assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id)
+        if assignment.phase != Assignment.Phase.LEARNING:
+            raise SubmissionRefused("this is not a practice item")
+        if assignment.status == Assignment.Status.ANSWERED:
+            return assignment
+        if assignment.status != Assignment.Status.ACTIVE or assignment.lease_expires_at <= timezone.now():
+            raise SubmissionRefused("the time for this item has run out")
+        if assignment.served_at is None:
+            raise SubmissionRefused("this item was never shown")
+        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
+        assignment.status = Assignment.Status.ANSWERED
+        participant_sync_phase(participant=locked)
+        participant.phase = locked.phase
+        return assignment
+
+
+def participant_survey_submit(*, participant: Participant, helpfulness, comment: str) -> Participant:
+    """The post-survey: a 1–5 helpfulness rating (asked in explanation arms only) and a
+    free-text comment. Then the participant is done. A repeat after that changes nothing."""
+    with transaction.atomic():
+        locked = Participant.objects.select_for_update().select_related("study", "condition").get(pk=participant.pk)
+        if locked.phase == Participant.Phase.DONE:
+            participant.phase = locked.phase
+            return participant
+        if locked.phase != Participant.Phase.SURVEY:
+            raise SubmissionRefused("the survey comes after the last item")
+        rating = None
+        if locked.condition.views:
+            try:
+                rating = int(helpfulness)
+            except (TypeError, ValueError):
+                raise SubmissionRefused("please rate how helpful the explanations were, from 1 to 5") from None
+            if not 1 <= rating <= 5:
+                raise SubmissionRefused("please rate how helpful the explanations were, from 1 to 5")
+        comment = (comment or "").strip()
+        if len(comment) > MAX_COMMENT:
+            raise SubmissionRefused(f"the comment is longer than {MAX_COMMENT} characters")
+        Participant.objects.filter(pk=locked.pk).update(helpfulness=rating, comment=comment)
+        locked.helpfulness, locked.comment = rating, comment
+        _finish(locked)
+    participant.phase, participant.helpfulness, participant.comment = locked.phase, rating, comment
     return participant
+
+
+# --------------------------------------------------------------------------- maintenance
 
 
 def leases_reclaim(*, now=None) -> int:

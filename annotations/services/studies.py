@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
@@ -19,23 +18,20 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors import study_candidates, study_needs_explanations
+from annotations.selectors import (
+    MODALITY_INTERACTION,
+    explanation_has_views,
+    explanation_targets,
+    study_needs_explanations,
+    study_required_methods,
+)
+from annotations.services.spec import ConditionSpec, StudySpec, exclusion_rules_check
 
 KNOWN_VIEWS = {choice.value for choice in Condition.View}
 
 
 class StudyError(Exception):
     pass
-
-
-@dataclass
-class ConditionSpec:
-    name: str
-    views: list[str] = field(default_factory=list)
-
-    @property
-    def is_baseline(self) -> bool:
-        return not self.views
 
 
 def study_create(
@@ -49,11 +45,24 @@ def study_create(
     items_per_participant: int,
     raters_per_item: int,
     n_candidates: int = 4,
+    n_distractors: int = 0,
     seed: int = 0,
     explanation_method: str = "integrated_gradients",
+    interaction_method: str = "second_order",
+    explanation_display: str = "all_candidates",
     lease_minutes: int = 60,
     consent_text: str = "",
     instructions: str = "",
+    learning_items: int = 0,
+    pretest: bool = False,
+    survey: bool = True,
+    attention_checks: int = 0,
+    min_rt_ms: int = 0,
+    exclusion_rules: dict | None = None,
+    confidence_range: tuple[float, float] | None = None,
+    interaction_range: tuple[float, float] | None = None,
+    completion_code: str = "",
+    screened_out_code: str = "",
 ) -> Study:
     """Create a draft study. Exactly one condition must be the no-explanation baseline."""
     if dataset.owner_id != owner.pk or model.owner_id != owner.pk:
@@ -75,18 +84,51 @@ def study_create(
         raise StudyError("item counts must be positive")
     if items_per_participant > n_items:
         raise StudyError("items per participant cannot exceed the number of items in the study")
-    if n_candidates == 1:
+    if n_candidates == 1 and n_distractors == 0:
         raise StudyError("participants need at least two candidate answers")
+    if explanation_display not in ("all_candidates", "predicted_unlabelled"):
+        raise StudyError(f"unknown explanation display {explanation_display!r}")
+    if min(learning_items, attention_checks, min_rt_ms, n_distractors) < 0:
+        raise StudyError("counts and times must not be negative")
+    if completion_code and completion_code == screened_out_code:
+        raise StudyError("the completed and screened-out codes must differ")
+    rules = exclusion_rules_check(exclusion_rules or {})
+    filters = {key: list(value) for key, value in (("confidence", confidence_range),
+                                                   ("interaction_strength", interaction_range)) if value}
+    codes = {key: value for key, value in (("completion_code", completion_code),
+                                           ("screened_out_code", screened_out_code)) if value}
     with transaction.atomic():
         study = Study.objects.create(
             owner=owner, name=name, dataset=dataset, model=model, seed=seed,
             items_per_participant=items_per_participant, raters_per_item=raters_per_item,
-            n_candidates=n_candidates, explanation_method=explanation_method, lease_minutes=lease_minutes,
-            consent_text=consent_text, instructions=instructions, design={"n_items": n_items},
+            n_candidates=n_candidates, n_distractors=n_distractors if n_candidates else 0,
+            explanation_method=explanation_method, interaction_method=interaction_method,
+            explanation_display=explanation_display, lease_minutes=lease_minutes,
+            consent_text=consent_text, instructions=instructions, learning_items=learning_items, pretest=pretest,
+            survey=survey, attention_checks=attention_checks, min_rt_ms=min_rt_ms, exclusion_rules=rules,
+            design={"n_items": n_items, "filters": filters}, **codes,
         )
         Condition.objects.bulk_create(
             Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
         )
+    return study
+
+
+def study_create_from_spec(*, owner, spec: StudySpec) -> Study:
+    """The same study the web form or ``launch_study`` describes (see services/spec.py)."""
+    kwargs = spec.as_kwargs()
+    return study_create(owner=owner, **kwargs)
+
+
+def study_exclusion_rules_update(*, study: Study, rules: dict) -> Study:
+    """Pre-registration: exclusion rules may change until launch, never after."""
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        if locked.status in (Study.Status.LIVE, Study.Status.CLOSED):
+            raise StudyError("exclusion rules are fixed once the study is live (pre-registration)")
+        locked.exclusion_rules = exclusion_rules_check(rules)
+        locked.save(update_fields=["exclusion_rules"])
+    study.exclusion_rules = locked.exclusion_rules
     return study
 
 
@@ -99,43 +141,118 @@ def precompute_job_create(*, study: Study) -> PrecomputeJob:
         return PrecomputeJob.objects.create(study=study)
 
 
+def _confidence(prediction: Prediction) -> float:
+    return max(prediction.probabilities) if prediction.probabilities else 0.0
+
+
+def _interaction_strengths(*, study: Study) -> dict[int, float]:
+    """Per item, |dividend| / (|effect_a| + |effect_b| + |dividend|) of the predicted class:
+    the share of the model's change from the baselines that needs both modalities at once."""
+    rows = Explanation.objects.filter(model=study.model, item__dataset=study.dataset, method=MODALITY_INTERACTION,
+                                      status=Explanation.Status.DONE)
+    strengths = {}
+    for row in rows.values("item_id", "summary"):
+        summary = row["summary"] or {}
+        parts = [abs(float(summary.get(k, 0.0))) for k in ("effect_a", "effect_b", "dividend")]
+        strengths[row["item_id"]] = parts[2] / sum(parts) if sum(parts) > 0 else 0.0
+    return strengths
+
+
+def _stratified(right: list, wrong: list, n: int) -> tuple[list, list]:
+    """Half right, half wrong (Hase & Bansal 2020); a short stratum is filled from the other."""
+    n_wrong = min(len(wrong), n // 2)
+    n_right = min(len(right), n - n_wrong)
+    n_wrong = min(len(wrong), n - n_right)
+    return right[:n_right], wrong[:n_wrong]
+
+
 def study_select_items(*, study: Study) -> list[StudyItem]:
-    """Sample the study's item pool with the study's seed, stratified so that half the items
-    are ones the model got right and half ones it got wrong (Hase & Bansal 2020). When one
-    stratum is short, the other fills the gap. Idempotent: an existing pool is kept."""
+    """Sample the study's item pools with the study's seed. Idempotent: an existing pool is kept.
+
+    * test: ``n_items``, stratified so that half are items the model got right and half
+      ones it got wrong (Hase & Bansal 2020), after the optional confidence and
+      interaction-strength filters. When one stratum is short, the other fills the gap.
+    * learning: ``learning_items`` more, disjoint from the test pool, stratified the same
+      way (from unfiltered items if the filtered ones run out).
+    * attention: for the easy gold checks, the items the model answers right with the
+      highest confidence, disjoint from both (two per check, so participants vary).
+    """
     existing = list(study.study_items.all())
     if existing:
         return existing
     n_items = int(study.design.get("n_items", 0)) or study.dataset.items.count()
-    predictions = Prediction.objects.filter(model=study.model, item__dataset=study.dataset).select_related("item")
-    right = sorted((p.item for p in predictions if p.label == p.item.gold_label), key=lambda i: i.pk)
-    wrong = sorted((p.item for p in predictions if p.label != p.item.gold_label), key=lambda i: i.pk)
+    predictions = list(Prediction.objects.filter(model=study.model, item__dataset=study.dataset).select_related("item"))
+    filters = study.design.get("filters") or {}
+    eligible = predictions
+    if filters.get("confidence"):
+        low, high = filters["confidence"]
+        eligible = [p for p in eligible if low <= _confidence(p) <= high]
+    if filters.get("interaction_strength"):
+        low, high = filters["interaction_strength"]
+        strengths = _interaction_strengths(study=study)
+        eligible = [p for p in eligible if p.item_id in strengths and low <= strengths[p.item_id] <= high]
+
+    def strata(pool: list[Prediction]) -> tuple[list, list]:
+        right = sorted((p.item for p in pool if p.label == p.item.gold_label), key=lambda i: i.pk)
+        wrong = sorted((p.item for p in pool if p.label != p.item.gold_label), key=lambda i: i.pk)
+        return right, wrong
+
+    right, wrong = strata(eligible)
     rng = random.Random(f"{study.seed}:items")
     rng.shuffle(right)
     rng.shuffle(wrong)
-    n_wrong = min(len(wrong), n_items // 2)
-    n_right = min(len(right), n_items - n_wrong)
-    n_wrong = min(len(wrong), n_items - n_right)
-    chosen = [(i, StudyItem.Stratum.MODEL_RIGHT) for i in right[:n_right]] + \
-             [(i, StudyItem.Stratum.MODEL_WRONG) for i in wrong[:n_wrong]]
+    test_right, test_wrong = _stratified(right, wrong, n_items)
+    chosen = [(i, StudyItem.Stratum.MODEL_RIGHT, StudyItem.Role.TEST) for i in test_right] + \
+             [(i, StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.TEST) for i in test_wrong]
     if len(chosen) < study.items_per_participant:
-        raise StudyError(f"only {len(chosen)} items have predictions, fewer than the "
+        what = "pass the filters" if filters else "have predictions"
+        raise StudyError(f"only {len(chosen)} items {what}, fewer than the "
                          f"{study.items_per_participant} each participant needs")
+    used = {item.pk for item, _, _ in chosen}
+
+    if study.learning_items:
+        rest_right = [i for i in right if i.pk not in used]
+        rest_wrong = [i for i in wrong if i.pk not in used]
+        if len(rest_right) + len(rest_wrong) < study.learning_items:  # filters too tight: use any item
+            rest_right, rest_wrong = strata([p for p in predictions if p.item_id not in used])
+            rng.shuffle(rest_right)
+            rng.shuffle(rest_wrong)
+        learn_right, learn_wrong = _stratified(rest_right, rest_wrong, study.learning_items)
+        if len(learn_right) + len(learn_wrong) < study.learning_items:
+            raise StudyError(f"the dataset has too few items left for {study.learning_items} learning items "
+                             f"besides the {len(used)} test items")
+        chosen += [(i, StudyItem.Stratum.MODEL_RIGHT, StudyItem.Role.LEARNING) for i in learn_right] + \
+                  [(i, StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.LEARNING) for i in learn_wrong]
+        used |= {i.pk for i in learn_right + learn_wrong}
+
+    if study.attention_checks:
+        rest = [p for p in predictions if p.item_id not in used]
+        # Sure and right first: those are the easy gold items; the rest serve instructed checks.
+        rest.sort(key=lambda p: (p.label != p.item.gold_label, -_confidence(p), p.item_id))
+        pool = rest[: 2 * study.attention_checks]
+        if len(pool) < study.attention_checks:
+            raise StudyError(f"the dataset has too few items left for {study.attention_checks} attention checks "
+                             f"besides the {len(used)} test and learning items")
+        chosen += [(p.item, StudyItem.Stratum.MODEL_RIGHT if p.label == p.item.gold_label
+                    else StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.ATTENTION) for p in pool]
+
     StudyItem.objects.bulk_create(
-        [StudyItem(study=study, item=item, stratum=stratum) for item, stratum in chosen],
+        [StudyItem(study=study, item=item, stratum=stratum, role=role) for item, stratum, role in chosen],
         ignore_conflicts=True,
     )
     return list(study.study_items.all())
 
 
 def study_explanation_targets(*, study: Study) -> dict[int, list[str]]:
-    """For each pool item, the labels it needs an explanation for: every candidate, so each
-    candidate is shown with its own evidence and choosing means reading it."""
+    """For each pool item (test, learning and attention items alike, so that checks look
+    like any other item), the labels it needs an explanation for: every candidate, so each
+    candidate is shown with its own evidence and choosing means reading it; or only the
+    predicted class when the study shows that one unlabelled."""
     if not study_needs_explanations(study=study):
         return {}
     predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model, item__study_items__study=study)}
     return {
-        item_id: study_candidates(study=study, prediction=prediction)
+        item_id: explanation_targets(study=study, prediction=prediction)
         for item_id, prediction in predictions.items()
     }
 
@@ -151,14 +268,15 @@ def prediction_store(*, model: RegisteredModel, item, label: str, probabilities:
 def explanation_store(
     *, model: RegisteredModel, item, method: str, target_label: str, status: str,
     arrays_file: str = "", image_view: str = "", token_view: list | None = None,
-    summary: dict | None = None, error: str = "",
+    summary: dict | None = None, error: str = "", extra_views: dict | None = None,
 ) -> Explanation:
     """Store one explanation. Idempotent per (model, item, method, target): a redelivery
     overwrites a failed row with its retry but never duplicates a row."""
     explanation, _ = Explanation.objects.update_or_create(
         model=model, item=item, method=method, target_label=target_label,
         defaults={"status": status, "arrays_file": arrays_file, "image_view": image_view,
-                  "token_view": token_view or [], "summary": summary or {}, "error": error},
+                  "token_view": token_view or [], "summary": summary or {}, "error": error,
+                  "extra_views": extra_views or {}},
     )
     return explanation
 
@@ -196,7 +314,8 @@ def study_launch(*, study: Study) -> Study:
         if missing:
             raise StudyError(f"{missing} explanations are missing or failed; fix the adapter and precompute again")
         rng = random.Random(f"{study.seed}:slots")
-        pool = list(study.study_items.values_list("item_id", flat=True))
+        # Only test items have rater slots: learning items and attention checks are not capped.
+        pool = list(study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True))
         slots = [
             Slot(condition=condition, item_id=item_id, index=index, sort_key=rng.getrandbits(62))
             for condition in study.conditions.all()
@@ -217,11 +336,16 @@ def study_close(*, study: Study) -> Study:
 
 
 def _missing_explanations(*, study: Study) -> int:
+    """(item, target, method) triples some arm needs that have no finished row with the
+    rendered views it is served from."""
     targets = study_explanation_targets(study=study)
     if not targets:
         return 0
-    done = set(
-        Explanation.objects.filter(model=study.model, method=study.explanation_method, status=Explanation.Status.DONE,
-                                   item_id__in=list(targets)).values_list("item_id", "target_label")
-    )
-    return sum(1 for item_id, labels in targets.items() for label in labels if (item_id, label) not in done)
+    missing = 0
+    for method, views in study_required_methods(study=study).items():
+        rows = Explanation.objects.filter(model=study.model, method=method, status=Explanation.Status.DONE,
+                                          item_id__in=list(targets))
+        done = {(e.item_id, e.target_label) for e in rows.only("item_id", "target_label", "extra_views")
+                if explanation_has_views(e, views)}
+        missing += sum(1 for item_id, labels in targets.items() for label in labels if (item_id, label) not in done)
+    return missing

@@ -127,6 +127,8 @@ def test_floor_seconds_and_description():
     passes = Passes(forward=4, forward_backward=100, forward_backward_graph=2, hvp=6)
     assert passes.seconds(times) == pytest.approx(4 * 0.5 + 100 * 1.0 + 2 * 1.5 + 6 * 4.0)
     assert passes.describe(2) == "50 fwd+bwd + 1 fwd+bwd(graph) + 3 HVP + 2 fwd"
+    times.merge(PassTimes(seconds={"forward": {8: 0.7, 32: 0.25}, "hvp": {8: 3.0}}, pair=(1, 0)))
+    assert times.seconds["forward"] == {1: 2.0, 8: 0.5, 32: 0.25} and times.best("hvp") == 3.0
 
 
 def test_knob_candidates_are_multiples_of_the_batch():
@@ -165,10 +167,15 @@ def test_bench_explain_command_prints_the_tables_and_writes_json(tmp_path):
     assert err.getvalue()  # the progress bar
 
 
-def test_bench_explain_command_rejects_unknown_methods(tmp_path):
+@pytest.mark.parametrize("options, message", [
+    ({"methods": "telepathy"}, "unknown method"),
+    ({"device": "warp-drive"}, "--device"),
+    ({"pass_batch_sizes": "0,8"}, "--pass-batch-sizes"),
+])
+def test_bench_explain_command_rejects_bad_options(tmp_path, options, message):
     from django.core.management.base import CommandError
 
-    with pytest.raises(CommandError, match="unknown method"):
+    with pytest.raises(CommandError, match=message):
         call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter",
-                     data=str(tmp_path / "none.jsonl"), methods="telepathy", threads=1,
-                     stdout=io.StringIO(), stderr=io.StringIO())
+                     data=str(tmp_path / "none.jsonl"), threads=1, stdout=io.StringIO(),
+                     stderr=io.StringIO(), **options)

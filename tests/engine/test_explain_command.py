@@ -137,6 +137,8 @@ def test_a_bad_dataset_line_is_a_command_error_naming_the_line(tmp_path):
     ({"methods": "saliency", "targets": "maybe"}, "--targets"),
     ({"methods": "saliency", "targets": "7"}, "class index"),
     ({"methods": "saliency", "adapter": "tests.engine.toy_adapters:Nope"}, "no attribute"),
+    ({"methods": "saliency", "device": "warp-drive"}, "--device"),
+    ({"methods": "saliency", "batch_size": 0}, "--batch-size"),
 ])
 def test_bad_options_are_command_errors(tmp_path, options, message):
     data = _write_jsonl(tmp_path / "items.jsonl", _items(1))

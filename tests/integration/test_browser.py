@@ -1,16 +1,19 @@
-"""A full participant session in real headless Chromium, then the database and the CSV."""
+"""Participant sessions in real headless Chromium: one per kind of view (baseline, heatmap +
+tokens, interaction views), through every phase, entering from Prolific and MTurk; then the
+database and the CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+from urllib.parse import parse_qs
 
 import pytest
 from django.core.management import call_command
 
-from annotations.models import Participant, Response
-from tests.integration.builders import live_demo_study
+from annotations.models import Assignment, Participant, Prediction, Response
+from tests.integration.builders import VIEW_ARMS, live_demo_study
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls here are still
 # synchronous and safe.
@@ -21,6 +24,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DESKTOP, PHONE = {"width": 1200, "height": 900}, {"width": 390, "height": 844}
+MTURK_SANDBOX = "https://workersandbox.mturk.com"
 
 
 @pytest.fixture(scope="module")
@@ -35,45 +40,141 @@ def browser():
         browser.close()
 
 
-def test_participant_session_end_to_end(browser, live_server, alice, demo_jsonl, tmp_path):
-    study = live_demo_study(owner=alice, jsonl=demo_jsonl, n_items=8, items_per_participant=4, raters_per_item=2)
-    codes = []
-    for viewport in ({"width": 1200, "height": 900}, {"width": 390, "height": 844}):  # desktop, then a phone
-        page = browser.new_page(viewport=viewport)
-        page.goto(f"{live_server.url}/s/{study.public_id}/?PROLIFIC_PID=pp-{viewport['width']}&STUDY_ID=s1&SESSION_ID=x1")
+def _current(study, platform_id: str) -> Assignment:
+    participant = Participant.objects.get(study=study, platform_id=platform_id)
+    return participant.assignments.filter(status="active").order_by("position").select_related("item").first()
+
+
+def _images_loaded(page) -> None:
+    for img in page.locator("img").all():
+        assert img.evaluate("img => img.complete && img.naturalWidth > 0"), img.get_attribute("src")
+
+
+def _fits(page, viewport) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= viewport["width"], f"the page is {width} px wide in a {viewport['width']} px viewport"
+
+
+def _session(browser, live_server, study, *, query: str, platform_id: str, viewport: dict) -> dict:
+    """One participant from entry to exit. Returns what happened, for the checks after."""
+    context = browser.new_context(viewport=viewport)
+    exits: list[dict] = []
+
+    def external(route):  # the platforms' own pages are outside this test
+        request = route.request
+        exits.append({"url": request.url, "method": request.method, "post": request.post_data or ""})
+        route.fulfill(status=200, content_type="text/html", body="<p id='platform'>back on the platform</p>")
+
+    def done_page(route):
+        # Playwright routes only the first request of a redirect chain: read our own 302.
+        response = route.fetch(max_redirects=0)
+        location = response.headers.get("location", "")
+        if response.status == 302 and location.startswith("https://app.prolific.com/"):
+            exits.append({"url": location, "method": "GET", "post": ""})
+            route.fulfill(status=200, content_type="text/html", body="<p id='platform'>back on the platform</p>")
+        else:
+            route.fulfill(response=response)
+
+    context.route("**/done/", done_page)
+    context.route("https://app.prolific.com/**", external)
+    context.route(f"{MTURK_SANDBOX}/**", external)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/s/{study.public_id}/{query}")
+    with page.expect_navigation():
         page.click("#consent")
+    with page.expect_navigation():
         page.click("#start")
-        for n in range(study.items_per_participant):
-            page.wait_for_selector("#answer-form")
-            assert page.locator(".input-image").evaluate("img => img.complete && img.naturalWidth > 0")
-            heatmaps = page.locator("img.heatmap")
-            for k in range(heatmaps.count()):
-                assert heatmaps.nth(k).evaluate("img => img.complete && img.naturalWidth > 0")
-            page.keyboard.press(str(1 + n % 2))  # keyboard shortcut picks a candidate
-            page.check(f'input[name="confidence"][value="{1 + n % 5}"]')
-            page.click("#submit")
-        page.wait_for_selector("#completion-code")
-        codes.append(page.inner_text("#completion-code").strip())
-        page.close()
+    seen = {"learning": 0, "pretest": 0, "test": 0, "checks": 0}
+    participant = Participant.objects.get(study=study, platform_id=platform_id)
+    views = participant.condition.views
+    while True:
+        assignment = _current(study, platform_id)
+        if assignment is None:
+            break
+        _images_loaded(page)
+        _fits(page, viewport)
+        prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
+        if assignment.phase == "learning":
+            seen["learning"] += 1
+            # The practice phase reveals the model's answer, with its evidence.
+            assert page.inner_text("#model-answer").strip() == prediction
+            assert page.locator("img.view").count() == (len(assignment.candidate_order) * len(
+                [v for v in views if v != "tokens"]))
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            continue
+        # Before an answer: no reveal, explanations only in the test phase of explanation arms.
+        seen[assignment.phase] += 1
+        assert page.locator("#model-answer").count() == 0
+        assert "The model answered" not in page.content()
+        expected_views = len(assignment.candidate_order) * len([v for v in views if v != "tokens"])
+        assert page.locator("img.view").count() == (expected_views if assignment.phase == "test" else 0)
+        if "tokens" in views and assignment.phase == "test":
+            assert page.locator(".candidate .tokens").count() == len(assignment.candidate_order)
+            assert page.locator("#legend").is_visible()
+        if assignment.kind == "attention":
+            seen["checks"] += 1
+        if assignment.check_type == "instructed":
+            label = page.inner_text(".instructed b").strip()
+            page.check(f'input[name="guess"][value="{label}"]')
+        elif assignment.check_type == "gold":
+            page.check(f'input[name="guess"][value="{assignment.expected_answer}"]')
+        else:
+            page.keyboard.press("1")  # the keyboard shortcut picks the first candidate
+            assert page.locator('input[name="guess"][data-key="1"]').is_checked()
+        page.check('input[name="confidence"][value="4"]')
+        with page.expect_navigation():
+            page.keyboard.press("Enter")  # and Enter submits
+    if page.locator("#survey-form").count():
+        if views:
+            page.check('input[name="helpfulness"][value="4"]')
+        page.fill("#comment", f"session {platform_id}")
+        with page.expect_navigation():
+            page.click("#survey-submit")
+    if page.locator("#mturk-form").count():
+        _fits(page, viewport)
+        page.click("#mturk-submit")
+    page.wait_for_selector("#platform")
+    context.close()
+    return {"seen": seen, "exits": exits, "views": views}
 
-    assert codes == [study.completion_code] * 2
-    participants = Participant.objects.filter(study=study)
-    assert participants.count() == 2
-    assert {p.platform_id for p in participants} == {"pp-1200", "pp-390"}
-    assert all(p.phase == Participant.Phase.DONE for p in participants)
-    assert {p.condition.name for p in participants} == {"baseline", "ig"}
+
+def test_one_session_per_kind_of_view(browser, live_server, alice, demo_jsonl, tmp_path):
+    study = live_demo_study(owner=alice, jsonl=demo_jsonl, conditions=VIEW_ARMS, n_items=4, items_per_participant=2,
+                            raters_per_item=2, n_candidates=3, learning_items=1, attention_checks=1, survey=True)
+    sessions = [
+        ("pp-1", "?PROLIFIC_PID=pp-1&STUDY_ID=s1&SESSION_ID=x1", DESKTOP),
+        ("W-2", f"?workerId=W-2&assignmentId=A-2&hitId=H1&turkSubmitTo={MTURK_SANDBOX}", PHONE),
+        ("pp-3", "?PROLIFIC_PID=pp-3&STUDY_ID=s1&SESSION_ID=x3", PHONE),
+    ]
+    results = {pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v)
+               for pid, q, v in sessions}
+
+    # Balanced assignment gave each arm one of the three sessions.
+    participants = {p.platform_id: p for p in Participant.objects.filter(study=study)}
+    assert {p.condition.name for p in participants.values()} == {"baseline", "ig", "interactions"}
+    for pid, result in results.items():
+        assert result["seen"] == {"learning": 1, "pretest": 0, "test": 3, "checks": 1}, result
+        assert participants[pid].phase == "done" and not participants[pid].screened_out
+    # Exit codes: Prolific redirects with the completion code; MTurk posts the assignment back.
+    for pid in ("pp-1", "pp-3"):
+        (exit_,) = results[pid]["exits"]
+        assert exit_["url"] == f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+    (turk,) = results["W-2"]["exits"]
+    assert (turk["url"], turk["method"]) == (f"{MTURK_SANDBOX}/mturk/externalSubmit", "POST")
+    posted = parse_qs(turk["post"])
+    assert posted["assignmentId"] == ["A-2"] and posted["completion_code"] == [study.completion_code]
+    assert participants["W-2"].platform == "mturk"
+    assert participants["W-2"].platform_data["turkSubmitTo"] == MTURK_SANDBOX
+    for p in participants.values():
+        assert p.helpfulness == (4 if p.condition.views else None)
+
     responses = Response.objects.filter(participant__study=study)
-    assert responses.count() == 2 * study.items_per_participant
-    assert all(r.guess in r.candidate_order and 1 <= r.confidence <= 5 and r.rt_ms >= 0 for r in responses)
-
+    assert responses.count() == 3 * 3
+    assert responses.filter(is_attention_check=True, attention_passed=True).count() == 3
+    assert all(r.guess in r.candidate_order and r.confidence == 4 and r.rt_ms >= 0 for r in responses)
     out = tmp_path / "responses.csv"
     call_command("export_study", str(study.pk), out=out)
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == responses.count()
-    by_key = {(r["participant"], r["item"]): r for r in rows}
-    for response in responses:
-        row = by_key[(str(response.participant.public_id), response.item.external_id)]
-        assert row["guess"] == response.guess
-        assert row["model_prediction"] == response.model_prediction
-        assert row["correct_simulation"] == str(response.guess == response.model_prediction)
-        assert int(row["confidence"]) == response.confidence
+    assert sorted(r["guess"] for r in rows) == sorted(responses.values_list("guess", flat=True))

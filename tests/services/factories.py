@@ -9,11 +9,15 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from django.conf import settings
+
 from annotations.models import Explanation, Prediction, RegisteredModel, Study
+from annotations.selectors import study_required_methods
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
     assignment_current,
     assignment_serve,
+    learning_acknowledge,
     participant_consent,
     participant_enter,
     participant_start_test,
@@ -96,15 +100,30 @@ def make_predictions(model: RegisteredModel, items, *, n_right: int, n_wrong: in
 
 
 def make_explanations(study: Study, *, skip: int = 0, status: str = Explanation.Status.DONE) -> int:
-    """One explanation per candidate label per pool item, leaving out the first ``skip``."""
+    """One explanation per candidate label per pool item and per method some arm needs
+    (with the extra views it is served from), leaving out the first ``skip`` of each method.
+    Image files are real PNGs under MEDIA_ROOT, so pages and media URLs can be fetched."""
     targets = [(item_id, label) for item_id, labels in sorted(study_explanation_targets(study=study).items())
                for label in labels]
-    Explanation.objects.bulk_create(
-        Explanation(model=study.model, item_id=item_id, method=study.explanation_method, target_label=label,
-                    status=status, image_view=f"explanations/{item_id}-{k}.png")
-        for k, (item_id, label) in enumerate(targets[skip:])
-    )
+    rows = []
+    for method, views in study_required_methods(study=study).items():
+        for k, (item_id, label) in enumerate(targets[skip:]):
+            image = _media_png(f"views/{method}-{item_id}-{k}.png", k)
+            extra = {view: _media_png(f"views/{method}-{view}-{item_id}-{k}.png", k)
+                     for view in views if view in ("share", "top_pairs")}
+            rows.append(Explanation(model=study.model, item_id=item_id, method=method, target_label=label,
+                                    status=status, image_view=image, extra_views=extra,
+                                    token_view=[{"text": "what", "background": "#f4a582", "foreground": "#000000",
+                                                 "title": "+0.5"}]))
+    Explanation.objects.bulk_create(rows)
     return len(targets)
+
+
+def _media_png(relative: str, k: int) -> str:
+    path = Path(settings.MEDIA_ROOT) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(((37 * k) % 256, 90, 160)))
+    return relative
 
 
 def make_ready(study: Study) -> Study:
@@ -118,9 +137,11 @@ def make_ready(study: Study) -> Study:
 def build_study(owner, tmp_path: Path, *, n_dataset_items: int = 20, n_right: int | None = None,
                 n_items: int = 10, items_per_participant: int = 4, raters_per_item: int = 2,
                 conditions=None, seed: int = 7, n_candidates: int = 4, launch: bool = True,
-                name: str = "study", lease_minutes: int = 60) -> Study:
-    """A dataset, a model with predictions (half right by default), a study with its pool
-    and every explanation, made ready and (by default) launched."""
+                name: str = "study", lease_minutes: int = 60, survey: bool = False, **design) -> Study:
+    """A dataset, a model with predictions (half right by default), a study with its pools
+    and every explanation, made ready and (by default) launched. ``design``: further
+    ``study_create`` options (learning_items, pretest, attention_checks, …). No survey
+    unless asked, so a participant is done after their last answer."""
     jsonl = write_dataset(tmp_path / f"data-{name}", n_dataset_items)
     dataset = dataset_import(owner=owner, name=f"ds-{name}", jsonl_path=jsonl)
     model = make_model(owner, name=f"model-{name}")
@@ -129,7 +150,7 @@ def build_study(owner, tmp_path: Path, *, n_dataset_items: int = 20, n_right: in
     study = study_create(
         owner=owner, name=name, dataset=dataset, model=model, conditions=conditions or TWO_ARMS,
         n_items=n_items, items_per_participant=items_per_participant, raters_per_item=raters_per_item,
-        seed=seed, n_candidates=n_candidates, lease_minutes=lease_minutes,
+        seed=seed, n_candidates=n_candidates, lease_minutes=lease_minutes, survey=survey, **design,
     )
     study_select_items(study=study)
     make_explanations(study)
@@ -140,12 +161,17 @@ def build_study(owner, tmp_path: Path, *, n_dataset_items: int = 20, n_right: in
 
 
 def answer_all(participant, *, pick=lambda assignment: assignment.candidate_order[0], confidence: int = 3):
-    """Answer every item the participant holds, as the test pages would; returns the responses."""
+    """Go through every item the participant holds, as the pages would: acknowledge learning
+    items, answer the others (attention checks as instructed). Returns the responses."""
     responses = []
     while (assignment := assignment_current(participant=participant)) is not None:
         assignment_serve(assignment=assignment)
+        if assignment.phase == "learning":
+            learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id)
+            continue
+        guess = assignment.expected_answer if assignment.kind == "attention" else pick(assignment)
         responses.append(response_submit(participant=participant, assignment_public_id=assignment.public_id,
-                                         guess=pick(assignment), confidence=confidence))
+                                         guess=guess, confidence=confidence))
     return responses
 
 

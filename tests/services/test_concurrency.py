@@ -1,5 +1,7 @@
 """Caps hold under concurrency: many participants start and run one study at once, each in
-its own thread with its own database connection, against real Postgres."""
+its own thread with its own database connection, against real Postgres. The study has
+every phase (pre-test, learning, attention checks, survey), so the test also shows that
+only test items are capped and nothing else takes a slot."""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from annotations.services.participants import (
     ParticipantError,
     assignment_current,
     assignment_serve,
+    learning_acknowledge,
     participant_consent,
     participant_enter,
     participant_start_test,
+    participant_survey_submit,
     response_submit,
 )
 
@@ -44,6 +48,9 @@ def _participant_session(study_pk: int, k: int) -> dict:
         participant_start_test(participant=participant)
         while (assignment := assignment_current(participant=participant)) is not None:
             assignment_serve(assignment=assignment)
+            if assignment.phase == "learning":
+                learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id)
+                continue
             guess = assignment.candidate_order[(k + assignment.position) % len(assignment.candidate_order)]
             response = response_submit(participant=participant, assignment_public_id=assignment.public_id,
                                        guess=guess, confidence=1 + k % 5)
@@ -53,6 +60,7 @@ def _participant_session(study_pk: int, k: int) -> dict:
                 assert retry.pk == response.pk
             acknowledged.append({"pk": response.pk, "participant": participant.pk, "item": assignment.item_id,
                                  "condition": assignment.condition_id, "guess": guess})
+        participant_survey_submit(participant=participant, helpfulness=1 + k % 5, comment=f"participant {k}")
         return {"k": k, "outcome": "done", "participant": participant.pk, "acknowledged": acknowledged}
     except ParticipantError as exc:
         return {"k": k, "outcome": exc.code, "acknowledged": acknowledged}
@@ -62,8 +70,9 @@ def _participant_session(study_pk: int, k: int) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=N_ITEMS, n_items=N_ITEMS,
-                        items_per_participant=PER_PARTICIPANT, raters_per_item=RATERS, name="crowd")
+    study = build_study(alice, tmp_path, n_dataset_items=N_ITEMS + 4, n_items=N_ITEMS,
+                        items_per_participant=PER_PARTICIPANT, raters_per_item=RATERS, name="crowd",
+                        pretest=True, learning_items=1, attention_checks=1, survey=True)
     assert Slot.objects.filter(condition__study=study).count() == N_SLOTS
 
     with ThreadPoolExecutor(max_workers=POOL) as pool:
@@ -76,18 +85,20 @@ def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
     assert outcomes["full"] > 0, "the study should have filled up"
     assert outcomes["done"] >= N_SLOTS // PER_PARTICIPANT
 
-    responses = Response.objects.filter(participant__study=study)
+    all_responses = Response.objects.filter(participant__study=study)
+    responses = all_responses.filter(phase="test", is_attention_check=False)
     # No (arm, item) has more responses than raters.
     per_cell = responses.values("condition_id", "item_id").annotate(n=Count("id"))
     assert max(row["n"] for row in per_cell) <= RATERS
     # No participant saw an item twice, in responses or in leases.
     pairs = list(responses.values_list("participant_id", "item_id"))
     assert len(pairs) == len(set(pairs))
-    leases = list(Assignment.objects.filter(participant__study=study).values_list("participant_id", "item_id"))
+    leases = list(Assignment.objects.filter(participant__study=study).values_list("participant_id", "item_id",
+                                                                                   "phase"))
     assert len(leases) == len(set(leases))
     # Every acknowledged response is stored, as acknowledged, and nothing else is.
     acknowledged = {a["pk"]: a for r in results for a in r["acknowledged"]}
-    stored = {r.pk: r for r in responses}
+    stored = {r.pk: r for r in all_responses}
     assert set(acknowledged) == set(stored)
     for pk, ack in acknowledged.items():
         row = stored[pk]
@@ -108,7 +119,15 @@ def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
         if r["outcome"] == "done":
             participant = Participant.objects.get(pk=r["participant"])
             assert participant.phase == Participant.Phase.DONE
-            assert 1 <= participant.responses.count() == participant.assignments.count() <= PER_PARTICIPANT
+            tests = participant.assignments.filter(phase="test", kind="item")
+            assert 1 <= participant.responses.filter(assignment__in=tests).count() == tests.count() <= PER_PARTICIPANT
+            # Every lease answered: pre-test copies, the learning item and the check too.
+            assert not participant.assignments.exclude(status=Assignment.Status.ANSWERED).exists()
+            assert participant.helpfulness is None or 1 <= participant.helpfulness <= 5
+    # Attention checks, learning items and pre-test copies took no slot.
+    assert not Slot.objects.filter(assignment__kind="attention").exists()
+    assert not Slot.objects.filter(condition__study=study).exclude(assignment=None).exclude(
+        assignment__phase="test").exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -122,7 +141,7 @@ def test_double_click_on_start_leases_one_set_of_items(alice, tmp_path, monkeypa
 
     # Hold both requests just after they decided how many items to lease, so that they
     # really overlap (without this the race is real but timing-dependent).
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = threading.Barrier(2, timeout=3)  # the row lock usually keeps them apart: do not wait long
     waited = threading.local()
     real_candidates = participants_service.study_candidates
 

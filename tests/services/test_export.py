@@ -11,6 +11,8 @@ from django.core.management import call_command
 from annotations.exports import responses_csv_lines
 from annotations.models import Prediction, Response
 
+from annotations.services.participants import participant_consent, participant_preview_start, participant_start
+
 from .factories import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +36,9 @@ def answered(alice, tmp_path):
     for k in range(4):
         answer_all(enter_and_start(study, f"P{k}"), pick=guess, confidence=1 + k)
     # A researcher's preview is not data.
-    answer_all(enter_and_start(study, "preview-1", platform="preview"))
+    preview = participant_preview_start(study=study)
+    participant_consent(participant=preview)
+    answer_all(participant_start(participant=preview))
     return study
 
 

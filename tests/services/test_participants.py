@@ -250,9 +250,12 @@ def test_double_submit_stores_one_response(study):
     assignment = _served(participant)
     first = _submit(participant, assignment, guess=assignment.candidate_order[0], confidence=2)
 
-    second = _submit(participant, assignment, guess=assignment.candidate_order[1], confidence=5)
+    again = _submit(participant, assignment, guess=assignment.candidate_order[0], confidence="2")
 
-    assert second.pk == first.pk
+    assert again.pk == first.pk
+    # A replay that changes the answer is refused, and the stored answer stays.
+    with pytest.raises(SubmissionRefused, match="already answered"):
+        _submit(participant, assignment, guess=assignment.candidate_order[1], confidence=5)
     assert Response.objects.filter(assignment=assignment).count() == 1
     stored = Response.objects.get(assignment=assignment)
     assert (stored.guess, stored.confidence) == (assignment.candidate_order[0], 2)

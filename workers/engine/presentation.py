@@ -66,3 +66,73 @@ def render_item_views(
                     for span in render.token_highlights(tokens, scores, scale=scale, hidden=hidden)
                 ]
     return views
+
+
+def render_share_bars(*, shares: dict[str, float]) -> bytes:
+    """Modality share bars of one candidate's attribution (signed shares, fixed [-1, 1] axis,
+    so candidates and items compare directly)."""
+    return render.modality_share_bars_png(shares)
+
+
+@dataclass
+class InteractionViews:
+    matrix_png: bytes
+    top_pairs_png: bytes | None = None
+
+
+def _labels_for(groups: Sequence[GroupInfo]) -> list[str]:
+    if groups and all(g.kind == "patch" and g.box is not None for g in groups):
+        return render.patch_grid_labels([g.box for g in groups])
+    return [g.text or str(g.group_id) for g in groups]
+
+
+def render_interaction_views(
+    *, item: RawItem, modalities: Sequence[str], matrices: Sequence[np.ndarray],
+    group_ids: tuple[Sequence[int], Sequence[int]], groups: Sequence[Sequence[GroupInfo]], top_k: int = 3,
+) -> list[InteractionViews]:
+    """Render every candidate's cross-modal interaction matrix of one item, with one colour
+    scale shared by the candidates, and (when one modality is an image split into patches)
+    the top patch-word pairs drawn on the image.
+
+    Args:
+        item: the raw item (image paths absolute).
+        modalities: ``(A, B)``: rows are A's groups, columns B's.
+        matrices: one ``(G_A, G_B)`` matrix per candidate target.
+        group_ids: the row and column group IDs, as the matrices are ordered.
+        groups: ``describe_groups`` of this item: per modality, its :class:`GroupInfo` list
+            (matched to the matrices by group ID).
+
+    Padding groups (``hidden``) are dropped. No label, prediction or item ID is drawn: only
+    patch positions, the item's own words and numbers.
+    """
+    if not matrices:
+        return []
+    name_a, name_b = modalities
+    info = {g.group_id: g for m in groups for g in m}
+    rows = [k for k, gid in enumerate(group_ids[0]) if not info.get(int(gid), GroupInfo(int(gid), "?")).hidden]
+    cols = [k for k, gid in enumerate(group_ids[1]) if not info.get(int(gid), GroupInfo(int(gid), "?")).hidden]
+    row_groups = [info.get(int(group_ids[0][k]), GroupInfo(int(group_ids[0][k]), "?")) for k in rows]
+    col_groups = [info.get(int(group_ids[1][k]), GroupInfo(int(group_ids[1][k]), "?")) for k in cols]
+    trimmed = [np.asarray(m, dtype=np.float64)[np.ix_(rows, cols)] for m in matrices]
+    scale = render.shared_scale(*trimmed)
+    row_title = "image patch" if name_a in IMAGE_MODALITIES else name_a
+    col_title = "word" if name_b == "text" else name_b
+    views = [InteractionViews(matrix_png=render.interaction_matrix_png(
+        m, row_labels=_labels_for(row_groups), col_labels=_labels_for(col_groups), scale=scale,
+        row_title=row_title, col_title=col_title)) for m in trimmed]
+
+    # Top pairs need patches of an image against words; draw them with the image as rows.
+    if name_a in IMAGE_MODALITIES and all(g.box is not None for g in row_groups):
+        image_name, patch_groups, word_groups, oriented = name_a, row_groups, col_groups, trimmed
+    elif name_b in IMAGE_MODALITIES and all(g.box is not None for g in col_groups):
+        image_name, patch_groups, word_groups, oriented = name_b, col_groups, row_groups, [m.T for m in trimmed]
+    else:
+        return views
+    boxes = [g.box for g in patch_groups]
+    extent = (max(b[3] for b in boxes), max(b[2] for b in boxes))  # (H, W) the boxes are drawn in
+    pixels = _image_pixels(item[image_name], extent)
+    words = [g.text or str(g.group_id) for g in word_groups]
+    k = max(1, min(top_k, len(render.OKABE_ITO), oriented[0].size))
+    for view, matrix in zip(views, oriented):
+        view.top_pairs_png = render.top_pairs_png(pixels, matrix, boxes, words, k=k)
+    return views

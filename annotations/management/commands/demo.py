@@ -40,8 +40,11 @@ class Command(BaseCommand):
             owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
         study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
             owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
-            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"])],
+            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
+                        ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"])],
             n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
+            learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
+            exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
         )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
             self._precompute(study)

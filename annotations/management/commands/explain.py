@@ -100,11 +100,19 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {data}: {exc}") from None
         items = [line.item for line in lines][:limit]
 
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise CommandError(f"--device {device!r}: {exc}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CommandError(f"--device {device!r}: CUDA is not available to this PyTorch build")
         try:
             model = load_adapter(adapter, device=device)
         except AdapterError as exc:
             raise CommandError(str(exc)) from None
-        except RuntimeError as exc:  # e.g. an unknown or unavailable device
+        except (RuntimeError, AssertionError) as exc:  # unknown device; CUDA missing from the build
             raise CommandError(f"cannot load {adapter} on {device!r}: {exc}") from None
 
         labels = [str(x) for x in model.labels]

@@ -3,30 +3,60 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.exports import responses_csv_lines
+from annotations.exports import (
+    EXPORTS,
+    items_csv_lines,
+    participants_csv_lines,
+    responses_csv_lines,
+    summary_csv_lines,
+)
 from annotations.models import Study
 
 
 class Command(BaseCommand):
-    help = "Write a study's responses as CSV (the same file the download button gives)."
+    help = ("Write one of a study's CSV exports (the same files the dashboard's download buttons give): "
+            "responses, items, participants or summary (the analysis numbers).")
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study id, public id or name")
+        parser.add_argument("--what", choices=EXPORTS, default="responses", help="which export (default: responses)")
         parser.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+        parser.add_argument("--n-resamples", type=int, default=1000, help="summary: bootstrap resamples")
+        parser.add_argument("--n-permutations", type=int, default=1000, help="summary: permutations")
 
-    def handle(self, *args, study, out, **options):
+    def handle(self, *args, study, what, out, n_resamples, n_permutations, **options):
         found = _find_study(study)
-        stream = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
         try:
-            rows = 0
-            for line in responses_csv_lines(study=found):
-                stream.write(line)
-                rows += 1
+            lines = _lines(found, what, n_resamples=n_resamples, n_permutations=n_permutations)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        stream = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
+        rows = -1
+        try:
+            for chunk in lines:
+                stream.write(chunk)
+                rows += chunk.count("\n")
         finally:
             if out:
                 stream.close()
         if out:
-            self.stderr.write(f"Wrote {rows - 1} responses to {out}")
+            self.stderr.write(f"Wrote the {what} export to {out} ({rows} rows).")
+
+
+def _lines(study: Study, what: str, *, n_resamples: int, n_permutations: int):
+    if what == "responses":
+        return responses_csv_lines(study=study)
+    if what == "items":
+        return items_csv_lines(study=study)
+    if what == "participants":
+        return participants_csv_lines(study=study)
+    from annotations.services.analysis import AnalysisUnavailable, study_report_compute
+
+    try:
+        report = study_report_compute(study=study, n_resamples=n_resamples, n_permutations=n_permutations)
+    except AnalysisUnavailable as exc:
+        raise CommandError(f"no summary: {exc}") from exc
+    return summary_csv_lines(report=report)
 
 
 def _find_study(key: str) -> Study:

@@ -10,13 +10,16 @@ answers need *both* the image and the question:
   colour or a shape with something in the image whenever possible, so neither modality alone
   answers them).
 
-A deliberate text-only bias, after the VQA bias literature (Goyal et al. 2017): a triangle is
-red with probability ``bias`` and otherwise takes one of the four other colours uniformly;
-circles and squares take all five colours uniformly. ``bias = 1 / len(COLOURS) = 0.2`` is
-the unbiased distribution. The demo model trains on ``TRAIN_BIAS = 0.8``, so it learns to
-lean towards "red" for "what colour is the triangle ?" from the question alone. The demo
-dataset written by :func:`generate_dataset` defaults to ``DEMO_BIAS`` (unbiased), where that
-shortcut makes the model wrong on a share of items, which studies need.
+A deliberate text-only bias, after the VQA bias literature (Goyal et al. 2017; VQA-CP,
+Agrawal et al. 2018): a triangle is red with probability ``bias`` and otherwise takes one of
+the four other colours uniformly; circles and squares take all five colours uniformly.
+``bias = 1 / len(COLOURS) = 0.2`` (:data:`UNBIASED`) is the unbiased distribution. The demo
+model trains on :data:`TRAIN_BIAS` = 0.9, so it learns to lean towards "red" for "what colour
+is the triangle ?" from the question alone. The prior matters most where the image is
+uncertain: 40 % of objects are faded towards the background, which makes their colour hard
+to read. The demo dataset written by :func:`generate_dataset` defaults to :data:`DEMO_BIAS`
+(unbiased), where that shortcut makes the model wrong on a share of items, which studies
+need (they compare right and wrong items). Pass ``bias`` to choose otherwise.
 
 Everything is a pure function of ``seed``: the same seed gives the same bytes.
 """
@@ -32,8 +35,8 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SIZE = 64
-# Distinct in hue and lightness, so a person (and a colour-blind person, mostly) can tell them
-# apart on the light background.
+# Distinct in hue, so that at full opacity a person tells them apart at a glance on the light
+# background (red and green differ in lightness too).
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
     "green": (35, 155, 55),

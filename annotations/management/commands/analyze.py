@@ -1,0 +1,62 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotations.management.commands.export_study import _find_study
+from annotations.services.analysis import AnalysisUnavailable, study_report_compute
+
+
+class Command(BaseCommand):
+    help = ("Print a study's analysis: simulation accuracy per arm with two-way bootstrap intervals, effects "
+            "against the baseline, agreement, calibration, time on task, exclusions and automatic metrics vs "
+            "human accuracy. The same numbers as the dashboard, the API and the summary export.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("study", help="study id, public id or name")
+        parser.add_argument("--json", action="store_true", dest="as_json", help="print the whole report as JSON")
+        parser.add_argument("--n-resamples", type=int, default=1000)
+        parser.add_argument("--n-permutations", type=int, default=1000)
+
+    def handle(self, *args, study, as_json: bool, n_resamples, n_permutations, **options):
+        found = _find_study(study)
+        try:
+            report = study_report_compute(study=found, n_resamples=n_resamples, n_permutations=n_permutations)
+        except AnalysisUnavailable as exc:
+            raise CommandError(f"cannot analyse '{found.name}': {exc}") from exc
+        if as_json:
+            self.stdout.write(_dumps(report))
+            return
+        self.stdout.write(_text(report))
+
+
+def _dumps(report: dict) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _text(report: dict) -> str:
+    meta = report["study"]
+    lines = [f"{meta['name']} ({meta['public_id']}): baseline '{meta['baseline']}', seed {meta['seed']}, "
+             f"{meta['n_resamples']} resamples"]
+    for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
+        block = report["analysis"][section]
+        data = block["data"]
+        lines.append("")
+        lines.append(f"{title}: {data['n_test_responses']} test responses, {data['n_participants']} participants, "
+                     f"{data['n_items']} items")
+        for arm, subsets in block["simulation_accuracy"].items():
+            acc = subsets["all"]
+            line = f"  {arm:<24} accuracy {_pct(acc['estimate'])} [{_pct(acc['ci_low'])}, {_pct(acc['ci_high'])}]"
+            effect = block["effects"].get(arm, {}).get("all")
+            if effect:
+                line += (f"  vs baseline {_pct(effect['estimate'])} [{_pct(effect['ci_low'])}, "
+                         f"{_pct(effect['ci_high'])}], p = {effect['p_value']:.4f}")
+            lines.append(line)
+    excl = report["exclusions"]
+    lines.append("")
+    lines.append(f"Exclusions: {excl['n_excluded']} of {excl['n_participants']} participants "
+                 f"({', '.join(f'{k}: {v}' for k, v in excl['by_rule'].items() if v) or 'none'})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,101 @@
+"""Create, precompute and launch a study from a spec file (the web form's fields; see
+annotations/services/spec.py for the format)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
+from tqdm import tqdm
+
+from annotations.models import PrecomputeJob, Study
+from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
+from annotations.services.studies import StudyError, precompute_job_create, study_create_from_spec, study_launch
+
+
+class Command(BaseCommand):
+    help = "Create a study from a YAML/JSON spec, precompute it and launch it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("spec", type=Path, help="the spec file (.yaml, .yml or .json)")
+        parser.add_argument("--owner", help="the researcher's username (needed when there are several users)")
+        parser.add_argument("--via-task", action="store_true",
+                            help="precompute on the Celery workers (default: in this process)")
+        parser.add_argument("--no-launch", action="store_true", help="stop after precompute (to preview first)")
+        parser.add_argument("--check", action="store_true", help="only check the spec; create nothing")
+        parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds to wait for the workers")
+
+    def handle(self, *args, spec: Path, owner, via_task, no_launch, check, timeout, **options):
+        user = self._owner(owner)
+        try:
+            parsed = study_spec_parse(data=study_spec_load(path=spec), owner=user)
+        except SpecError as exc:
+            raise CommandError(f"{spec}: field {exc.field}: {str(exc).split(': ', 1)[-1]}") from None
+        if check:
+            self.stdout.write(self.style.SUCCESS(f"{spec} is a valid study spec ({len(parsed.conditions)} arms)."))
+            return
+        try:
+            study = study_create_from_spec(owner=user, spec=parsed)
+        except StudyError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Created study {study.pk} '{study.name}' ({study.public_id}).")
+
+        job = precompute_job_create(study=study)
+        if via_task:
+            self._wait_for_workers(job, timeout)
+        else:
+            self._precompute_here(job)
+        job.refresh_from_db()
+        if job.status != PrecomputeJob.Status.DONE:
+            raise CommandError(f"Precompute failed; the study stays a draft.\n{job.error}")
+        if no_launch:
+            self.stdout.write(self.style.SUCCESS("Precompute done; preview and launch it from the study page."))
+        else:
+            try:
+                study = study_launch(study=Study.objects.get(pk=study.pk))
+            except StudyError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(self.style.SUCCESS("The study is live."))
+        site = settings.SITE_URL
+        self.stdout.write(f"  Participant link: {site}{reverse('participant-entry', args=[study.public_id])}")
+        self.stdout.write(f"  Prolific: append ?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}"
+                          f"&SESSION_ID={{{{%SESSION_ID%}}}}; codes: completed {study.completion_code}, "
+                          f"screened out {study.screened_out_code}")
+        self.stdout.write(f"  Researcher page:  {site}{reverse('study-detail', args=[study.pk])}")
+
+    def _owner(self, username: str | None):
+        users = get_user_model().objects
+        if username:
+            user = users.filter(username=username).first()
+            if user is None:
+                raise CommandError(f"no user named {username!r}")
+            return user
+        if users.count() != 1:
+            raise CommandError("give --owner USERNAME: the study needs an owner")
+        return users.get()
+
+    def _precompute_here(self, job: PrecomputeJob) -> None:
+        from workers.pipeline import precompute_run
+
+        with tqdm(total=0, desc="Precompute", unit="step", disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+            precompute_run(job_id=job.pk, on_progress=progress)
+
+    def _wait_for_workers(self, job: PrecomputeJob, timeout: int) -> None:
+        from workers.tasks import precompute_study
+
+        precompute_study.delay(job.pk)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
+                return
+            self.stdout.write(f"\r  {job.status}: {job.done}/{job.total}", ending="")
+            time.sleep(2)
+        raise CommandError(f"precompute did not finish in {timeout} s; the job is still {job.status}")

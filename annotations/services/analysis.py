@@ -1,0 +1,152 @@
+"""The analysis of a study: computed from its database rows, cached by data version.
+
+``study_report_compute`` runs ``annotations.analysis.study_report`` on the frames of
+``annotations.selectors_analysis`` — the same rows the CSV exports write — with the study's
+baseline arm, seed (``Study.seed`` modulo 2**63, since the bootstrap needs a non-negative seed)
+and pre-registered exclusion rules. ``study_report_get`` and ``study_dashboard_get`` cache their
+result in Django's cache under a key that changes with any response, participant, explanation or
+design change, so the dashboard and the API recompute only when the data moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import pandas as pd
+from django.core.cache import cache
+
+from annotations.analysis import (
+    apply_exclusion_rules,
+    exclusion_rules_validate,
+    metric_accuracy_points,
+    study_report,
+)
+from annotations.models import Study
+from annotations.selectors_analysis import (
+    items_frame,
+    participants_table,
+    responses_frame,
+    study_analysis_settings,
+    study_data_version,
+)
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_PERMUTATIONS = 1000
+CACHE_SECONDS = 60 * 60
+SECTIONS = ("after_exclusions", "all")
+
+
+class AnalysisUnavailable(Exception):
+    """The study cannot be analysed yet (no responses in the baseline arm, malformed rules…)."""
+
+
+def _settings(study: Study) -> dict[str, Any]:
+    try:
+        settings = study_analysis_settings(study=study)
+    except ValueError as exc:
+        raise AnalysisUnavailable(f"the study's exclusion rules are malformed: {exc}") from exc
+    if settings["baseline"] is None:
+        raise AnalysisUnavailable("the study has no baseline arm")
+    return settings
+
+
+def _report(study: Study, settings: dict[str, Any], responses: pd.DataFrame, items: pd.DataFrame, *,
+            n_resamples: int, n_permutations: int) -> dict[str, Any]:
+    if responses.empty:
+        raise AnalysisUnavailable("no responses yet")
+    try:
+        report = study_report(
+            responses, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples,
+            n_permutations=n_permutations, exclusion_rules=settings["exclusion_rules"],
+            default_fast_rt_ms=settings["default_fast_rt_ms"], items=items,
+        )
+    except ValueError as exc:
+        raise AnalysisUnavailable(str(exc)) from exc
+    return {
+        "study": {
+            "id": study.pk, "public_id": study.public_id, "name": study.name,
+            "baseline": settings["baseline"], "seed": settings["seed"], "n_resamples": int(n_resamples),
+            "n_permutations": int(n_permutations), "exclusion_rules": settings["exclusion_rules"],
+            "min_rt_ms": study.min_rt_ms, "explanation_method": study.explanation_method,
+        },
+        **report,
+    }
+
+
+def _counts(n_resamples: int | None, n_permutations: int | None) -> tuple[int, int]:
+    return (DEFAULT_RESAMPLES if n_resamples is None else int(n_resamples),
+            DEFAULT_PERMUTATIONS if n_permutations is None else int(n_permutations))
+
+
+def study_report_compute(*, study: Study, n_resamples: int | None = None,
+                         n_permutations: int | None = None) -> dict[str, Any]:
+    """The full report: ``{"study": {...settings}, "analysis", "exclusions", "metrics_vs_human"}``.
+    ``None`` counts mean the defaults (1000 resamples, 1000 permutations).
+
+    Raises :class:`AnalysisUnavailable` with a readable reason when there is nothing to analyse.
+    """
+    n_resamples, n_permutations = _counts(n_resamples, n_permutations)
+    settings = _settings(study)
+    return _report(study, settings, responses_frame(study=study), items_frame(study=study),
+                   n_resamples=n_resamples, n_permutations=n_permutations)
+
+
+def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
+    """What the dashboard shows, from one read of the data: ``report`` (or ``unavailable``, the
+    reason), ``participants`` (the participants export's rows), ``points[section][metric][arm]``
+    (item-level metric vs accuracy) and ``metric_columns``."""
+    out: dict[str, Any] = {"participants": participants_table(study=study), "points": {s: {} for s in SECTIONS}}
+    n_resamples, n_permutations = _counts(None, None)
+    try:
+        settings = _settings(study)
+        responses = responses_frame(study=study)
+        items = items_frame(study=study)
+        out["report"] = _report(study, settings, responses, items, n_resamples=n_resamples,
+                                n_permutations=n_permutations)
+    except AnalysisUnavailable as exc:
+        out["unavailable"] = str(exc)
+        return out
+    rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
+    flagged = apply_exclusion_rules(responses, rules=rules)
+    for section in SECTIONS:
+        out["points"][section] = metric_accuracy_points(flagged, items,
+                                                        exclusions_applied=section == "after_exclusions")
+    return out
+
+
+def _cache_key(kind: str, study: Study, *parts: Any) -> str:
+    version = repr((study_data_version(study=study), *parts))
+    return f"mmeval:{kind}:{study.pk}:{hashlib.sha256(version.encode('utf-8')).hexdigest()[:32]}"
+
+
+def _cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    found = cache.get(key)
+    if found is None:
+        found = compute()
+        cache.set(key, found, CACHE_SECONDS)
+    return found
+
+
+def study_report_get(*, study: Study, n_resamples: int | None = None,
+                     n_permutations: int | None = None) -> dict[str, Any]:
+    """:func:`study_report_compute`, cached until the study's data changes. A failure is cached
+    too (as its reason), so a poll does not rebuild the frames for nothing."""
+    n_resamples, n_permutations = _counts(n_resamples, n_permutations)
+
+    def compute() -> dict[str, Any]:
+        try:
+            return {"report": study_report_compute(study=study, n_resamples=n_resamples,
+                                                   n_permutations=n_permutations)}
+        except AnalysisUnavailable as exc:
+            return {"unavailable": str(exc)}
+
+    found = _cached(_cache_key("analysis", study, int(n_resamples), int(n_permutations)), compute)
+    if "unavailable" in found:
+        raise AnalysisUnavailable(found["unavailable"])
+    return found["report"]
+
+
+def study_dashboard_get(*, study: Study) -> dict[str, Any]:
+    """:func:`study_dashboard_compute`, cached until the study's data changes."""
+    return _cached(_cache_key("dashboard", study, _counts(None, None)), lambda: study_dashboard_compute(study=study))

@@ -1,0 +1,199 @@
+"""The researcher's dashboard of one study: analysis plots and tables, participant quality, live
+progress and the CSV downloads. Visible to the study's owner and collaborators only (404 for
+anyone else). Numbers come from ``services.analysis`` (cached by data version); plots are drawn
+server-side as SVG by ``annotations.analysis.plots``; the only script polls the progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET
+
+from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
+from annotations.api import study_export_response
+from annotations.exports import EXPORTS
+from annotations.selectors import studies_visible_to, study_progress
+from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
+
+SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
+EXPORT_TITLES = {
+    "responses": "Responses CSV",
+    "items": "Items CSV (predictions, metrics)",
+    "participants": "Participants CSV",
+    "summary": "Summary CSV (analysis numbers)",
+}
+MAX_PARTICIPANT_ROWS = 500
+
+
+def _study_for(request, pk: int):
+    return get_object_or_404(studies_visible_to(user=request.user).select_related("model", "dataset"), pk=pk)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(block: dict | None) -> str:
+    if not block or block.get("ci_low") is None:
+        return "—"
+    return f"[{_pct(block['ci_low'])}, {_pct(block['ci_high'])}]"
+
+
+def _accuracy_rows(block: dict, baseline: str) -> list[dict[str, Any]]:
+    rows = []
+    arms = [baseline, *sorted(a for a in block["simulation_accuracy"] if a != baseline)]
+    for arm in arms:
+        if arm not in block["simulation_accuracy"]:
+            continue
+        for subset, title in SUBSET_TITLES.items():
+            acc = block["simulation_accuracy"][arm][subset]
+            effect = block["effects"].get(arm, {}).get(subset)
+            rows.append({
+                "arm": arm, "subset": title, "is_first": subset == "all", "estimate": _pct(acc["estimate"]),
+                "interval": _interval(acc), "n": acc["n_responses"], "participants": acc["n_participants"],
+                "effect": _pct(effect["estimate"]) if effect else "baseline" if arm == baseline else "—",
+                "effect_interval": _interval(effect) if effect else "",
+                "p_value": _num(effect.get("p_value"), 4) if effect else "",
+            })
+    return rows
+
+
+def _agreement_rows(block: dict) -> list[dict[str, Any]]:
+    rows = []
+    for arm, found in block["agreement"].items():
+        dawid = found.get("dawid_skene") or {}
+        rows.append({
+            "arm": arm, "alpha_guess": _num(found["alpha_nominal_guess"]),
+            "alpha_confidence": _num(found["alpha_ordinal_confidence"]), "kappa": _num(found["fleiss_kappa"]),
+            "raters": f"{found['raters_per_item_min']}–{found['raters_per_item_max']}",
+            "consensus_matches_model": _pct(dawid.get("consensus_matches_model")),
+            "majority_matches_model": _pct(dawid.get("majority_matches_model")),
+            "reasons": "; ".join(f"{k}: {v}" for k, v in found.get("reasons", {}).items()),
+        })
+    return rows
+
+
+def _calibration_rows(block: dict) -> list[dict[str, Any]]:
+    tables = dict(block["calibration"]["per_arm"])
+    tables["all arms"] = block["calibration"]["pooled"]
+    return [{"arm": arm, "n": table["n"], "accuracy": _pct(table["accuracy"]),
+             "forecast": _pct(table["mean_forecast"]), "brier": _num(table["brier"]),
+             "levels": [_pct(level["accuracy"]) for level in table["levels"]]} for arm, table in tables.items()]
+
+
+def _time_rows(block: dict) -> list[dict[str, Any]]:
+    tables = dict(block["time_on_task"]["per_arm"])
+    tables["all arms"] = block["time_on_task"]["pooled"]
+    return [{"arm": arm, "n": t["n"], "median": _num(t["median_rt_ms"], 0), "q1": _num(t["q1_rt_ms"], 0),
+             "q3": _num(t["q3_rt_ms"], 0), "iqr": _num(t["iqr_rt_ms"], 0)} for arm, t in tables.items()]
+
+
+def _gain_rows(block: dict) -> list[dict[str, Any]]:
+    return [{"arm": arm, "gain": _pct(g["estimate"]), "interval": _interval(g), "pretest": _pct(g["pretest_accuracy"]),
+             "test": _pct(g["test_accuracy"])} for arm, g in (block.get("gain") or {}).items() if g]
+
+
+def _metric_name(column: str) -> str:
+    parts = column.split(":")
+    return f"{':'.join(parts[2:])} ({parts[1]})" if len(parts) >= 3 else column
+
+
+def _correlation_rows(correlation: dict | None) -> list[dict[str, Any]]:
+    if not correlation:
+        return []
+    rows = []
+    for metric in correlation["metrics"]:
+        pooled = correlation["pooled_explanation_arms"].get(metric, {})
+        gains = {arm: found.get(metric, {}) for arm, found in correlation["gain_vs_baseline"].items()}
+        rows.append({
+            "metric": _metric_name(metric), "n_items": pooled.get("n_items", 0),
+            "rho_pooled": _num(pooled.get("spearman_rho"), 2), "p_pooled": _num(pooled.get("spearman_p"), 3),
+            "gains": [(arm, _num(g.get("spearman_rho"), 2), _num(g.get("spearman_p"), 3)) for arm, g in gains.items()],
+        })
+    return rows
+
+
+def _participant_rows(participants: list[dict]) -> list[dict[str, Any]]:
+    rows = []
+    for p in participants[:MAX_PARTICIPANT_ROWS]:
+        rows.append({
+            "participant": p["participant"][:8], "arm": p["condition"], "platform": p["platform"],
+            "phase": p["phase"], "n_test": p["n_test"],
+            "attention": f"{p['n_attention_passed']}/{p['n_attention']}" if p["n_attention"] else "—",
+            "median_rt": _num(p["median_rt_ms"], 0), "fast_share": _pct(p["fast_share"]),
+            "accuracy": _pct(p["test_accuracy"]), "helpfulness": p["helpfulness"] or "—",
+            "screened_out": p["screened_out"], "excluded": p["excluded"],
+            "reasons": (p["exclusion_reasons"] or "").replace(";", ", "),
+        })
+    return rows
+
+
+@login_required
+@require_GET
+def study_dashboard(request, pk: int):
+    study = _study_for(request, pk)
+    section = request.GET.get("section", "after_exclusions")
+    if section not in SECTIONS:
+        section = "after_exclusions"
+    data = study_dashboard_get(study=study)
+    context: dict[str, Any] = {
+        "study": study, "section": section, "progress": study_progress(study=study),
+        "exports": [(what, EXPORT_TITLES[what], reverse("study-dashboard-export", args=[study.pk, what]))
+                    for what in EXPORTS],
+        "participants": _participant_rows(data["participants"]),
+        "n_participants": len(data["participants"]),
+        "max_participants": MAX_PARTICIPANT_ROWS,
+        "unavailable": data.get("unavailable"),
+    }
+    report = data.get("report")
+    if report is not None:
+        baseline = report["study"]["baseline"]
+        block = report["analysis"][section]
+        correlation = (report.get("metrics_vs_human") or {}).get(section)
+        svgs = {
+            "accuracy": accuracy_bar_svg(block["simulation_accuracy"], baseline=baseline)
+            if baseline in block["simulation_accuracy"] else "",
+            "calibration": reliability_plot_svg(block["calibration"]),
+            "metrics": metric_accuracy_svg(data["points"][section], baseline=baseline,
+                                           correlations=(correlation or {}).get("per_arm")),
+        }
+        context.update({
+            "report": report, "baseline": baseline, "block": block, "exclusions": report["exclusions"],
+            # matplotlib escapes every text it writes into the SVG
+            "svg": {name: mark_safe(svg) for name, svg in svgs.items()},
+            "accuracy_rows": _accuracy_rows(block, baseline), "agreement_rows": _agreement_rows(block),
+            "calibration_rows": _calibration_rows(block), "time_rows": _time_rows(block),
+            "gain_rows": _gain_rows(block), "correlation_rows": _correlation_rows(correlation),
+            "other_section": "all" if section == "after_exclusions" else "after_exclusions",
+        })
+    return render(request, "researcher/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def study_dashboard_progress(request, pk: int):
+    """The live part of the dashboard, polled by its script."""
+    return JsonResponse(study_progress(study=_study_for(request, pk)))
+
+
+@login_required
+@require_GET
+def study_dashboard_export(request, pk: int, what: str):
+    study = _study_for(request, pk)
+    if what not in EXPORTS:
+        raise Http404(f"no export named {what!r}")
+    try:
+        return study_export_response(study=study, what=what, filename_prefix="study")
+    except (ValueError, AnalysisUnavailable) as exc:
+        messages.error(request, f"Cannot export {what}: {exc}")
+        return redirect("study-dashboard", pk=study.pk)

@@ -1,0 +1,191 @@
+"""The four CSV exports, and the round trip: the statistics recomputed from the exported CSVs
+alone equal the numbers the service computes from its database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pandas as pd
+import pytest
+from django.core.management import call_command
+
+from annotations.analysis import analyze, load_items_csv, load_responses_csv, participant_quality, study_report
+from annotations.analysis.report import report_flatten
+from annotations.exports import (
+    ITEM_BASE_COLUMNS,
+    PARTICIPANT_COLUMNS,
+    RESPONSE_COLUMNS,
+    items_csv_lines,
+    participants_csv_lines,
+    platform_id_exported,
+    responses_csv_lines,
+    summary_csv_lines,
+)
+from annotations.models import Explanation, Participant, Prediction, Response
+from annotations.selectors_analysis import items_frame, responses_frame
+from annotations.services.analysis import AnalysisUnavailable, study_report_compute
+from tests.api.study_data import RULES, build_answered_study
+
+pytestmark = pytest.mark.django_db
+
+FAST = {"n_resamples": 200, "n_permutations": 200}
+
+
+@pytest.fixture
+def answered(alice, tmp_path):
+    return build_answered_study(alice, tmp_path)
+
+
+def _read(lines) -> tuple[list[str], list[dict]]:
+    reader = csv.DictReader(io.StringIO("".join(lines)))
+    return list(reader.fieldnames), list(reader)
+
+
+def test_round_trip_db_to_csv_gives_identical_analysis(answered, tmp_path):
+    """analyze on the DB-built frame == analyze on the exported responses CSV; the full report
+    (exclusion rules recomputed, metrics vs human from the items CSV) too; and so do the
+    service and ``manage.py analyze --json``."""
+    settings = {"baseline": "baseline", "seed": answered.seed, **FAST}
+    from_db = responses_frame(study=answered)
+    items_db = items_frame(study=answered)
+    responses_path, items_path = tmp_path / "responses.csv", tmp_path / "items.csv"
+    call_command("export_study", str(answered.pk), what="responses", out=responses_path)
+    call_command("export_study", answered.public_id, what="items", out=items_path)
+    from_csv = load_responses_csv(responses_path)
+    items_csv = load_items_csv(items_path)
+
+    plain_db = analyze(from_db, **settings)
+    assert plain_db == analyze(from_csv, **settings)
+    assert plain_db["all"] != plain_db["after_exclusions"]  # the exclusions bite
+
+    full = dict(exclusion_rules=answered.exclusion_rules, default_fast_rt_ms=answered.min_rt_ms)
+    report_db = study_report(from_db, items=items_db, **full, **settings)
+    report_csv = study_report(from_csv, items=items_csv, **full, **settings)
+    assert report_db == report_csv
+    assert report_db["analysis"] == plain_db  # the exported flags are the rules' flags
+    assert report_db["metrics_vs_human"]["all"]["n_items_with_metrics"] == 8
+
+    service = study_report_compute(study=answered, **FAST)
+    assert {k: v for k, v in service.items() if k != "study"} == report_db
+    out = io.StringIO()
+    call_command("analyze", str(answered.pk), "--json", "--n-resamples", "200", "--n-permutations", "200", stdout=out)
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(service))
+
+
+def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
+    header, rows = _read(responses_csv_lines(study=answered))
+    assert header == RESPONSE_COLUMNS
+    real = Response.objects.filter(participant__study=answered).exclude(participant__platform="preview")
+    assert len(rows) == real.count() and Response.objects.filter(participant__platform="preview").exists()
+
+    attention = [r for r in rows if r["is_attention_check"] == "True"]
+    assert attention and {r["attention_passed"] for r in attention} == {"True", "False"}
+    assert {r["phase"] for r in rows} == {"test", "pretest"}
+    assert all(r["attention_passed"] == "" for r in rows if r["is_attention_check"] == "False")
+    for row in rows:
+        assert row["correct_simulation"] == str(row["guess"] == row["model_prediction"])
+        assert row["fast_response"] == str(int(row["rt_ms"]) < 700)
+        assert json.loads(row["candidate_order"]) and row["explanation_methods"] in ("none", "integrated_gradients")
+        assert row["views"] == ("none" if row["condition"] == "baseline" else "heatmap")
+
+    by_participant: dict[str, set] = {}
+    for row in rows:
+        by_participant.setdefault(row["participant"], set()).add((row["excluded"], row["exclusion_reasons"]))
+    assert all(len(flags) == 1 for flags in by_participant.values())  # a participant-level decision
+    reasons = sorted(next(iter(flags))[1] for flags in by_participant.values())
+    assert "max_fast_share;min_median_rt_ms" in reasons  # the fast clicker (k = 1), one per arm
+    assert "max_attention_failures" in reasons  # failed the attention check (k = 2)
+    assert "exclude_screened_out;min_test_responses" in reasons  # screened out before the test phase
+
+    # platform IDs: keyed hashes, stable within a study, unlinkable across studies
+    participant = Participant.objects.filter(study=answered, platform="prolific").first()
+    mine = [r for r in rows if r["participant"] == str(participant.public_id)]
+    assert {r["platform_id"] for r in mine} == {platform_id_exported(study=answered, platform="prolific",
+                                                                     platform_id=participant.platform_id)}
+    assert mine[0]["platform_id"].startswith("h:") and participant.platform_id not in "".join(
+        responses_csv_lines(study=answered))
+    other = build_answered_study(alice, tmp_path, name="other", participants_per_arm=2)
+    assert platform_id_exported(study=other, platform="prolific", platform_id=participant.platform_id) != \
+        mine[0]["platform_id"]
+    answered.export_raw_platform_ids = True
+    answered.save(update_fields=["export_raw_platform_ids"])
+    _, raw = _read(responses_csv_lines(study=answered))
+    assert participant.platform_id in {r["platform_id"] for r in raw}
+
+
+def test_items_export(answered):
+    header, rows = _read(items_csv_lines(study=answered))
+    assert header[: len(ITEM_BASE_COLUMNS)] == ITEM_BASE_COLUMNS
+    method = answered.explanation_method
+    assert f"metric:{method}:deletion_auc" in header and f"metric:{method}:modality_share:image" in header
+    pool = answered.study_items.select_related("item")
+    assert len(rows) == pool.count()
+    labels = list(answered.model.labels)
+    for row in rows:
+        prediction = Prediction.objects.get(model=answered.model, item__external_id=row["item"],
+                                            item__dataset=answered.dataset)
+        assert row["model_prediction"] == prediction.label
+        assert row["model_correct"] == str(prediction.label == row["gold_label"])
+        assert json.loads(row["probabilities"]) == prediction.probabilities
+        assert float(row["prediction_probability"]) == prediction.probabilities[labels.index(prediction.label)]
+        stored = Explanation.objects.get(model=answered.model, item=prediction.item, method=method,
+                                         target_label=prediction.label).metrics
+        assert float(row[f"metric:{method}:deletion_auc"]) == stored["deletion_auc"]
+        assert float(row[f"metric:{method}:modality_share:text"]) == stored["modality_share"]["text"]
+        assert row[f"metric:{method}:interaction_dividend"] == ""  # not stored: empty, not 0
+    assert {row["stratum"] for row in rows} == {"model_right", "model_wrong"}
+
+
+def test_participants_export_matches_the_statistics_module(answered):
+    header, rows = _read(participants_csv_lines(study=answered))
+    assert header == PARTICIPANT_COLUMNS
+    assert len(rows) == Participant.objects.filter(study=answered).exclude(platform="preview").count() == 12
+    quality = participant_quality(responses_frame(study=answered), rules=RULES,
+                                  default_fast_rt_ms=answered.min_rt_ms).set_index("participant")
+    for row in rows:
+        expected = quality.loc[row["participant"]]
+        for column in ("n_test", "n_attention", "n_attention_failed", "n_fast"):
+            assert int(row[column]) == expected[column]
+        assert row["excluded"] == str(bool(expected["excluded"]))
+        assert row["exclusion_reasons"] == expected["exclusion_reasons"]
+        median = expected["median_rt_ms"]
+        assert (row["median_rt_ms"] == "") if pd.isna(median) else float(row["median_rt_ms"]) == median
+        assert row["platform_data"] == ""  # session IDs only with the opt-in
+    comments = {row["comment"] for row in rows}
+    assert "'=HYPERLINK(\"x\")" in comments  # formula injection defused
+    assert any("\n" in comment for comment in comments)  # multi-line text survives quoting
+
+
+def test_summary_export_is_the_flattened_report(answered, tmp_path):
+    report = study_report_compute(study=answered, **FAST)
+    header, rows = _read(summary_csv_lines(report=report))
+    assert header == ["key", "value"]
+    flat = dict(report_flatten(report))
+    assert {row["key"] for row in rows} == set(flat)
+    key = "analysis.after_exclusions.simulation_accuracy.heatmap.all.estimate"
+    assert float(next(r["value"] for r in rows if r["key"] == key)) == \
+        report["analysis"]["after_exclusions"]["simulation_accuracy"]["heatmap"]["all"]["estimate"]
+    assert not any(".consensus." in r["key"] for r in rows)
+
+    path = tmp_path / "summary.csv"
+    call_command("export_study", str(answered.pk), what="summary", out=path, n_resamples=200, n_permutations=200)
+    assert path.read_text(encoding="utf-8") == "".join(summary_csv_lines(report=report))
+
+
+def test_malformed_rules_and_empty_studies_are_refused_before_any_row(answered, alice, tmp_path):
+    answered.exclusion_rules = {"max_attention_failure": 0}  # a typo
+    answered.save(update_fields=["exclusion_rules"])
+    with pytest.raises(ValueError, match="unknown exclusion rule"):
+        responses_csv_lines(study=answered)
+    with pytest.raises(AnalysisUnavailable, match="malformed"):
+        study_report_compute(study=answered, **FAST)
+
+    from tests.services.factories import build_study
+
+    quiet = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
+    assert _read(responses_csv_lines(study=quiet)) == (RESPONSE_COLUMNS, [])
+    assert _read(participants_csv_lines(study=quiet))[1] == []
+    with pytest.raises(AnalysisUnavailable, match="no responses"):
+        study_report_compute(study=quiet, **FAST)

@@ -1,0 +1,111 @@
+"""The study dashboard: who sees it (alice owns, bob collaborates, charlie sees nothing), what it
+shows (server-side SVG plots, tables, live progress, downloads) and its downloads."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+
+from annotations.exports import items_csv_lines, participants_csv_lines, responses_csv_lines
+from tests.api.study_data import build_answered_study
+from tests.services.factories import build_study
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    path = tmp_path / "media"
+    path.mkdir()
+    settings.MEDIA_ROOT = path
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fast(settings, monkeypatch):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    monkeypatch.setattr("annotations.services.analysis.DEFAULT_RESAMPLES", 200)
+    monkeypatch.setattr("annotations.services.analysis.DEFAULT_PERMUTATIONS", 200)
+
+
+@pytest.fixture
+def shared(alice, bob, tmp_path):
+    study = build_answered_study(alice, tmp_path, participants_per_arm=4)
+    study.collaborators.add(bob)
+    return study
+
+
+def _urls(study) -> list[str]:
+    base = f"/studies/{study.pk}"
+    return [f"{base}/dashboard/", f"{base}/dashboard/?section=all", f"{base}/dashboard/progress.json",
+            *[f"{base}/exports/{what}.csv" for what in ("responses", "items", "participants", "summary")]]
+
+
+def test_outsiders_and_anonymous_visitors_see_nothing(client, charlie, shared):
+    for url in _urls(shared):
+        response = client.get(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
+    client.force_login(charlie)
+    for url in _urls(shared):
+        assert client.get(url).status_code == 404, url
+
+
+def test_owner_and_collaborator_see_the_dashboard(client, alice, bob, shared):
+    for user in (alice, bob):
+        client.force_login(user)
+        response = client.get(f"/studies/{shared.pk}/dashboard/")
+        assert response.status_code == 200
+        html = response.content.decode("utf-8")
+        for section in ("progress", "exports", "accuracy", "agreement", "calibration", "metrics", "exclusions",
+                        "participants"):
+            assert f'id="{section}"' in html, section
+        # three server-side plots, inline SVG, no external script or stylesheet from elsewhere
+        assert html.count("<svg") == 3
+        assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from elsewhere (no CDN)
+        assert "<script src" not in html
+        assert "baseline (baseline)" in html  # the baseline drawn as a line on the bar chart
+        assert "Brier" in html and "deletion_auc (integrated_gradients)" in html
+        for what in ("responses", "items", "participants", "summary"):
+            assert f'href="/studies/{shared.pk}/exports/{what}.csv"' in html
+        assert "max_fast_share" in html  # participant quality: the fast clicker's reasons
+        assert "the pre-registered exclusions applied" in html
+        context = response.context
+        assert context["section"] == "after_exclusions"
+        assert {row["arm"] for row in context["agreement_rows"]} == {"baseline", "heatmap"}
+        assert len(context["participants"]) == 8
+        assert sum(p["excluded"] for p in context["participants"]) >= 3
+        ElementTree.fromstring(str(context["svg"]["accuracy"]))
+
+    other = client.get(f"/studies/{shared.pk}/dashboard/?section=all")
+    assert other.context["section"] == "all" and "all participants" in other.content.decode("utf-8")
+    n_all = other.context["block"]["data"]["n_test_responses"]
+    assert n_all > response.context["block"]["data"]["n_test_responses"]
+
+
+def test_progress_json_and_downloads(client, bob, shared):
+    client.force_login(bob)
+    progress = client.get(f"/studies/{shared.pk}/dashboard/progress.json").json()
+    assert progress["status"] == "live" and progress["responses"] > 0
+    expected = {"responses": responses_csv_lines, "items": items_csv_lines, "participants": participants_csv_lines}
+    for what, lines in expected.items():
+        response = client.get(f"/studies/{shared.pk}/exports/{what}.csv")
+        assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+        assert f'filename="study-{shared.pk}-{what}.csv"' in response["Content-Disposition"]
+        assert b"".join(response.streaming_content).decode("utf-8") == "".join(lines(study=shared))
+    summary = b"".join(client.get(f"/studies/{shared.pk}/exports/summary.csv").streaming_content).decode("utf-8")
+    assert summary.startswith("key,value\n") and "analysis.all.simulation_accuracy.heatmap.all.ci_low" in summary
+    assert client.get(f"/studies/{shared.pk}/exports/secrets.csv").status_code == 404
+
+
+def test_a_study_without_responses_shows_progress_and_no_analysis(client, alice, tmp_path):
+    study = build_study(alice, tmp_path, name="quiet")
+    client.force_login(alice)
+    response = client.get(f"/studies/{study.pk}/dashboard/")
+    assert response.status_code == 200
+    html = response.content.decode("utf-8")
+    assert "No analysis yet: no responses yet" in html and "No participants yet" in html
+    assert 'id="progress"' in html and "<svg" not in html
+    follow = client.get(f"/studies/{study.pk}/exports/summary.csv", follow=True)
+    assert "Cannot export summary" in follow.content.decode("utf-8")

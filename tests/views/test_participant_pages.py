@@ -1,0 +1,323 @@
+"""Participant pages through Django's test client: the phases, crowd entry and exit,
+and forged, replayed and CSRF-less requests, each refused without changing anything."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from django.test import Client
+
+from annotations.models import Assignment, Participant, Prediction, Response, Slot
+from annotations.services.studies import ConditionSpec, study_close
+from tests.services.factories import build_study
+
+pytestmark = pytest.mark.django_db
+
+ALL_VIEWS = [ConditionSpec("baseline"), ConditionSpec("everything", ["heatmap", "tokens", "share", "interaction",
+                                                                      "top_pairs"])]
+SRC = re.compile(r'src="([^"]+)"')
+
+
+@pytest.fixture
+def study(alice, tmp_path):
+    """Pre-test, 2 learning items, 1 attention check, survey; 3 test items per participant."""
+    return build_study(alice, tmp_path, n_dataset_items=24, n_items=6, items_per_participant=3, raters_per_item=2,
+                       conditions=ALL_VIEWS, learning_items=2, attention_checks=1, pretest=True, survey=True,
+                       name="pages")
+
+
+def _enter(client: Client, study, query: str = "") -> Participant:
+    assert client.get(f"/s/{study.public_id}/{query}").status_code == 200
+    client.post(f"/s/{study.public_id}/consent/")
+    client.post(f"/s/{study.public_id}/instructions/")
+    return Participant.objects.get(public_id=client.session[f"participant:{study.public_id}"])
+
+
+def _current(participant) -> Assignment:
+    return participant.assignments.filter(status="active").order_by("position").first()
+
+
+def _snapshot(study) -> tuple:
+    """Everything a refused request must leave as it was."""
+    return (
+        sorted(Response.objects.filter(participant__study=study).values_list("pk", "guess", "confidence")),
+        sorted(Assignment.objects.filter(participant__study=study).values_list("pk", "status")),
+        sorted(Participant.objects.filter(study=study).values_list("pk", "phase", "screened_out", "helpfulness")),
+        sorted(Slot.objects.filter(condition__study=study).values_list("pk", "assignment_id")),
+    )
+
+
+def _walk(client: Client, study, participant, *, guess_index: int = 0, pages: list | None = None) -> None:
+    """Answer every item through the pages, as a participant following instructions would."""
+    while True:
+        page = client.get(f"/s/{study.public_id}/item/")
+        if page.status_code == 302:
+            return
+        assert page.status_code == 200
+        html = page.content.decode()
+        if pages is not None:
+            pages.append(html)
+        assignment = _current(participant)
+        if assignment.phase == "learning":
+            assert client.post(f"/s/{study.public_id}/learn/{assignment.public_id}/").status_code == 302
+            continue
+        guess = assignment.expected_answer or assignment.candidate_order[guess_index]
+        response = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": guess, "confidence": 4})
+        assert response.status_code == 302, response.content.decode()
+
+
+# --- phases ---------------------------------------------------------------------------------
+
+
+def test_learning_reveals_the_answer_and_the_test_does_not(study):
+    entered = []
+    for k in range(2):  # balanced arms: one of the two is in the explanation arm
+        client = Client()
+        entered.append((client, _enter(client, study, f"?PROLIFIC_PID=p{k}&STUDY_ID=s&SESSION_ID=x{k}")))
+    client, participant = next((c, p) for c, p in entered if p.condition.views)
+    pages: list[str] = []
+    phases = []
+    while (assignment := _current(participant)) is not None:
+        phases.append(assignment.phase)
+        html = client.get(f"/s/{study.public_id}/item/").content.decode()
+        prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
+        if assignment.phase == "learning":
+            assert re.search(rf'id="model-answer">{re.escape(prediction)}<', html)
+            assert 'class="view view-heatmap heatmap"' in html and "view-top_pairs" in html
+            client.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
+        else:
+            assert "model-answer" not in html and "The model answered" not in html
+            assert ("view-" in html) == (assignment.phase == "test")  # the pre-test shows no explanation
+            for url in SRC.findall(html):
+                assert client.get(url).status_code == 200, url
+            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
+                        {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3})
+    assert phases == ["pretest"] * 3 + ["learning"] * 2 + ["test"] * 4
+    survey = client.get(f"/s/{study.public_id}/survey/")
+    assert b'name="helpfulness"' in survey.content
+    response = client.post(f"/s/{study.public_id}/survey/", {"helpfulness": "5", "comment": "nice"})
+    assert response.status_code == 302 and response.url.endswith("/done/")
+    done = client.get(response.url)
+    assert done.status_code == 302
+    assert done.url == f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+    participant.refresh_from_db()
+    assert (participant.phase, participant.helpfulness, participant.comment) == ("done", 5, "nice")
+
+
+def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice):
+    owner, intruder = Client(), Client()
+    me = _enter(owner, study)
+    other = _enter(intruder, study)
+    assignment = _current(me)
+    assert assignment.phase == "pretest"
+    owner.get(f"/s/{study.public_id}/item/")
+    base = f"/s/{study.public_id}/a/{assignment.public_id}"
+    assert owner.get(f"{base}/input/image").status_code == 200
+    assert owner.get(f"{base}/v/heatmap/0").status_code == 404  # no explanation in the pre-test
+    assert intruder.get(f"{base}/input/image").status_code == 404  # someone else's item
+    assert Client().get(f"{base}/input/image").status_code == 404  # no session
+    # Walk to the test phase of the explanation arm and check the media there.
+    for client, participant in ((owner, me), (intruder, other)):
+        if participant.condition.views:
+            while _current(participant).phase != "test":
+                a = _current(participant)
+                client.get(f"/s/{study.public_id}/item/")
+                if a.phase == "learning":
+                    client.post(f"/s/{study.public_id}/learn/{a.public_id}/")
+                else:
+                    client.post(f"/s/{study.public_id}/item/{a.public_id}/", {"guess": a.candidate_order[0],
+                                                                               "confidence": 2})
+            a = _current(participant)
+            html = client.get(f"/s/{study.public_id}/item/").content.decode()
+            urls = SRC.findall(html)
+            assert len([u for u in urls if "/v/" in u]) == 4 * len(a.candidate_order)  # 4 image views each
+            for url in urls:
+                response = client.get(url)
+                assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+                assert "Content-Disposition" not in response and response["Cache-Control"] == "private, no-store"
+            base = f"/s/{study.public_id}/a/{a.public_id}"
+            assert client.get(f"{base}/v/heatmap/{len(a.candidate_order)}").status_code == 404
+            assert client.get(f"{base}/v/tokens/0").status_code == 404
+            assert client.get(f"{base}/v/sparkles/0").status_code == 404
+
+
+def test_participant_pages_may_be_framed_by_mturk_only(study):
+    response = Client().get(f"/s/{study.public_id}/")
+    assert "X-Frame-Options" not in response
+    assert response["Content-Security-Policy"] == (
+        "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com")
+    assert "no-store" in response["Cache-Control"]
+
+
+# --- crowd entry and exit -------------------------------------------------------------------
+
+
+def test_mturk_preview_describes_the_task_and_creates_nothing(study):
+    client = Client()
+    page = client.get(f"/s/{study.public_id}/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1"
+                      f"&turkSubmitTo=https://workersandbox.mturk.com")
+    assert page.status_code == 200 and b'id="mturk-preview"' in page.content and b'id="consent"' not in page.content
+    assert not Participant.objects.exists()
+    assert not any(key.startswith(("participant:", "entry:")) for key in client.session.keys())
+
+
+def test_mturk_worker_ends_with_a_form_posting_to_mturk(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="turk")
+    client = Client()
+    participant = _enter(client, study, "?workerId=W1&assignmentId=A77&hitId=H1&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com")
+    assert (participant.platform, participant.platform_id) == ("mturk", "W1")
+    _walk(client, study, participant)
+    done = client.get(f"/s/{study.public_id}/done/")
+    html = done.content.decode()
+    assert done.status_code == 200
+    assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in html
+    assert 'name="assignmentId" value="A77"' in html
+    assert f'value="{study.completion_code}"' in html
+
+
+def test_forged_turk_submit_to_cannot_send_the_form_elsewhere(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="turk-evil")
+    client = Client()
+    participant = _enter(client, study, "?workerId=W2&assignmentId=A1&hitId=H1&turkSubmitTo=https://evil.example")
+    _walk(client, study, participant)
+    html = client.get(f"/s/{study.public_id}/done/").content.decode()
+    assert "evil.example" not in html and 'action="https://www.mturk.com/mturk/externalSubmit"' in html
+
+
+def test_screened_out_prolific_participant_gets_the_screened_out_code(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=6, items_per_participant=3, raters_per_item=1,
+                        attention_checks=1, exclusion_rules={"screen_out_at_attention_failures": 1}, survey=True,
+                        name="screen")
+    client = Client()
+    participant = _enter(client, study, "?PROLIFIC_PID=bad&STUDY_ID=s&SESSION_ID=x")
+    while (assignment := _current(participant)).kind != "attention":
+        client.get(f"/s/{study.public_id}/item/")
+        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
+                    {"guess": assignment.candidate_order[0], "confidence": 3})
+    page = client.get(f"/s/{study.public_id}/item/").content.decode()
+    assert f"please choose <b>{assignment.expected_answer}</b>" in page
+    wrong = next(c for c in assignment.candidate_order if c != assignment.expected_answer)
+    response = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": wrong, "confidence": 3})
+    assert response.url.endswith("/done/")
+    done = client.get(response.url)
+    assert done.url == f"https://app.prolific.com/submissions/complete?cc={study.screened_out_code}"
+    assert parse_qs(urlparse(done.url).query)["cc"] != [study.completion_code]
+
+
+def test_returning_prolific_participant_resumes_in_a_new_browser_and_finished_is_refused(study):
+    query = "?PROLIFIC_PID=back&STUDY_ID=s&SESSION_ID=1"
+    first = Client()
+    participant = _enter(first, study, query)
+    assignment = _current(participant)
+    first.get(f"/s/{study.public_id}/item/")
+    first.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 3})
+    second = Client()  # another device: no session
+    response = second.get(f"/s/{study.public_id}/{query}")
+    assert response.status_code == 302 and response.url.endswith("/item/")
+    assert second.get(response.url).status_code == 200
+    assert _current(participant).pk != assignment.pk
+    _walk(second, study, participant)
+    second.post(f"/s/{study.public_id}/survey/", {"helpfulness": "3", "comment": ""} if participant.condition.views
+                else {"comment": ""})
+    participant.refresh_from_db()
+    assert participant.phase == "done"
+    third = Client()
+    refused = third.get(f"/s/{study.public_id}/{query}")
+    assert refused.status_code == 200 and b"Already completed" in refused.content
+    assert Participant.objects.filter(study=study).count() == 1
+
+
+def test_full_and_closed_studies_say_so(alice, tmp_path):
+    tiny = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
+                       name="tiny")
+    _enter(Client(), tiny)
+    _enter(Client(), tiny)
+    client = Client()
+    client.get(f"/s/{tiny.public_id}/")
+    full = client.post(f"/s/{tiny.public_id}/consent/")
+    assert b"This study is full" in full.content and b"Return submission" in full.content
+    study_close(study=tiny)
+    closed = Client().get(f"/s/{tiny.public_id}/")
+    assert b"This study is closed" in closed.content
+
+
+# --- forged and replayed requests -----------------------------------------------------------
+
+
+def test_submitting_for_another_participants_assignment_is_refused(study):
+    victim, forger = Client(), Client()
+    mine = _enter(victim, study)
+    _enter(forger, study)
+    assignment = _current(mine)
+    victim.get(f"/s/{study.public_id}/item/")
+    before = _snapshot(study)
+
+    response = forger.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
+                           {"guess": assignment.candidate_order[0], "confidence": 5})
+    learn = forger.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
+
+    assert response.status_code == 400 and b"not assigned to you" in response.content
+    assert learn.status_code == 400
+    assert _snapshot(study) == before
+
+
+def test_replayed_submission_changes_nothing(study):
+    client = Client()
+    participant = _enter(client, study)
+    first = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    url = f"/s/{study.public_id}/item/{first.public_id}/"
+    assert client.post(url, {"guess": first.candidate_order[0], "confidence": 2}).status_code == 302
+    second = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    before = _snapshot(study)
+
+    same = client.post(url, {"guess": first.candidate_order[0], "confidence": 2})  # the very same request again
+    altered = client.post(url, {"guess": first.candidate_order[1], "confidence": 5})  # a tampered replay
+
+    assert same.status_code == 302 and same.url.endswith("/item/")  # back to the current item
+    assert altered.status_code == 409 and b"already answered" in altered.content
+    assert _snapshot(study) == before
+    assert _current(participant).pk == second.pk
+
+
+def test_guess_outside_the_candidates_is_refused(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, n_candidates=2, name="outside")
+    client = Client()
+    participant = _enter(client, study)
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    before = _snapshot(study)
+    not_shown = next(label for label in study.model.labels if label not in assignment.candidate_order)
+    for data in ({"guess": not_shown, "confidence": 3}, {"guess": "", "confidence": 3},
+                 {"guess": assignment.candidate_order[0], "confidence": 9}, {"confidence": 3}):
+        response = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", data)
+        assert response.status_code == 400
+    assert _snapshot(study) == before
+
+
+def test_posts_without_a_csrf_token_are_refused(study):
+    client = Client(enforce_csrf_checks=True)
+    entry = client.get(f"/s/{study.public_id}/?PROLIFIC_PID=c1&STUDY_ID=s&SESSION_ID=x")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', entry.content.decode()).group(1)
+    assert client.post(f"/s/{study.public_id}/consent/").status_code == 403
+    assert not Participant.objects.exists()
+    assert client.post(f"/s/{study.public_id}/consent/", {"csrfmiddlewaretoken": token}).status_code == 302
+    participant = Participant.objects.get()
+    assert client.post(f"/s/{study.public_id}/instructions/").status_code == 403
+    assert not participant.assignments.exists()
+    page = client.get(f"/s/{study.public_id}/instructions/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    client.post(f"/s/{study.public_id}/instructions/", {"csrfmiddlewaretoken": token})
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    before = _snapshot(study)
+
+    response = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
+                           {"guess": assignment.candidate_order[0], "confidence": 3})
+
+    assert response.status_code == 403 and b"form has expired" in response.content
+    assert _snapshot(study) == before

@@ -1,0 +1,112 @@
+"""The researcher's study designer, preview and pre-registered rules through the pages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from annotations.models import Participant, Response, Slot, Study
+from annotations.services.datasets import dataset_import
+from tests.services.factories import answer_all, build_study, make_model, write_dataset
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def researcher(alice, tmp_path) -> Client:
+    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 12))
+    make_model(alice)
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+def _form(alice, **overrides) -> dict:
+    from annotations.models import Dataset, RegisteredModel
+
+    data = {
+        "name": "Designed", "dataset": Dataset.objects.get(owner=alice).pk, "model": RegisteredModel.objects.get(
+            owner=alice).pk, "seed": 5, "n_items": 6, "items_per_participant": 3, "raters_per_item": 2,
+        "candidate_mode": "top_k", "n_candidates": 2, "n_distractors": 1, "explanation_method": "integrated_gradients",
+        "interaction_method": "second_order", "explanation_display": "all_candidates", "lease_minutes": 45,
+        "consent_text": "Consent?", "instructions": "Predict the model.", "learning_items": 2, "pretest": "on",
+        "survey": "on", "attention_checks": 1, "min_rt_ms": 900, "max_attention_failures": 0,
+        "max_fast_share": 0.5, "screen_out_at_attention_failures": 2, "completion_code": "", "screened_out_code": "",
+        "arm_0_name": "baseline", "arm_1_name": "ig", "arm_1_views": ["heatmap", "tokens"],
+        "arm_2_name": "pairs", "arm_2_views": ["interaction", "top_pairs", "share"],
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_the_form_creates_the_study_it_describes(researcher, alice):
+    assert researcher.get("/studies/new/").status_code == 200
+    response = researcher.post("/studies/new/", _form(alice))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    study = Study.objects.get(name="Designed")
+    assert {c.name: c.views for c in study.conditions.all()} == {
+        "baseline": [], "ig": ["heatmap", "tokens"], "pairs": ["interaction", "top_pairs", "share"]}
+    assert (study.n_candidates, study.n_distractors, study.learning_items, study.pretest, study.survey) == (
+        2, 1, 2, True, True)
+    assert (study.attention_checks, study.min_rt_ms, study.lease_minutes, study.seed) == (1, 900, 45, 5)
+    assert study.exclusion_rules == {"max_attention_failures": 0, "max_fast_share": 0.5,
+                                     "screen_out_at_attention_failures": 2}
+    page = researcher.get(f"/studies/{study.pk}/").content.decode()
+    assert "top 2 + 1 distractor(s)" in page and "2 learning item(s)" in page
+
+
+@pytest.mark.parametrize("overrides, field_message", [
+    ({"arm_0_name": "", "arm_1_name": "", "arm_2_name": ""}, "arms: must be a list"),
+    ({"arm_0_views": ["heatmap"]}, "arms: need exactly one baseline arm"),
+    ({"items_per_participant": 9}, "cannot exceed items.n"),
+    ({"explanation_method": "magic"}, "unknown value &#x27;magic&#x27;"),
+    ({"n_distractors": 5}, "exceeds the model&#x27;s 4 labels"),
+    ({"completion_code": "SAME", "screened_out_code": "SAME"}, "must differ from codes.completed"),
+])
+def test_bad_designs_are_refused_with_the_field_named(researcher, alice, overrides, field_message):
+    response = researcher.post("/studies/new/", _form(alice, **overrides))
+    assert response.status_code == 200
+    assert field_message in response.content.decode()
+    assert not Study.objects.exists()
+
+
+def test_preview_walks_a_ready_study_without_taking_slots_or_recording_data(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, launch=False, name="preview")
+    client = Client()
+    client.force_login(alice)
+    arm = study.conditions.get(is_baseline=False)
+    response = client.post(f"/studies/{study.pk}/preview/", {"condition": arm.pk})
+    assert response.status_code == 302 and response.url == f"/s/{study.public_id}/"
+    assert b'id="preview-badge"' in client.get(response.url).content
+    client.post(f"/s/{study.public_id}/consent/")
+    client.post(f"/s/{study.public_id}/instructions/")
+    preview = Participant.objects.get(study=study)
+    assert (preview.platform, preview.condition_id) == ("preview", arm.pk)
+    answer_all(preview)
+    done = client.get(f"/s/{study.public_id}/done/").content.decode()
+    assert "Preview finished" in done and f"/studies/{study.pk}/" in done
+    assert not Slot.objects.exists() and Response.objects.count() == 2
+    export = b"".join(client.get(f"/studies/{study.pk}/export.csv").streaming_content).decode()
+    assert str(preview.public_id) not in export
+    # Someone else's study cannot be previewed.
+    charlie = Client()
+    from django.contrib.auth import get_user_model
+    charlie.force_login(get_user_model().objects.create_user("mallory", password="x" * 12))
+    assert charlie.post(f"/studies/{study.pk}/preview/").status_code == 404
+
+
+def test_exclusion_rules_can_change_until_launch_only(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, launch=False, name="rules")
+    client = Client()
+    client.force_login(alice)
+    client.post(f"/studies/{study.pk}/exclusion-rules/", {"rules": json.dumps({"max_fast_share": 0.3})})
+    assert Study.objects.get(pk=study.pk).exclusion_rules == {"max_fast_share": 0.3}
+    bad = client.post(f"/studies/{study.pk}/exclusion-rules/", {"rules": '{"max_fails": 1}'}, follow=True)
+    assert "unknown field" in bad.content.decode()
+    client.post(f"/studies/{study.pk}/launch/")
+    assert Study.objects.get(pk=study.pk).status == "live"
+    locked = client.post(f"/studies/{study.pk}/exclusion-rules/", {"rules": "{}"}, follow=True)
+    assert "fixed once the study is live" in locked.content.decode()
+    assert Study.objects.get(pk=study.pk).exclusion_rules == {"max_fast_share": 0.3}
