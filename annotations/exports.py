@@ -5,7 +5,8 @@ cursors (``QuerySet.iterator``, server-side cursors on PostgreSQL) — nothing i
 beyond one participant's rows and the study's small lookup tables (arms, items):
 
 * **responses** — one row per response (researcher previews left out), columns
-  :data:`RESPONSE_COLUMNS`. Rows come grouped by participant, in submission order, so each
+  :data:`RESPONSE_COLUMNS`. Rows come grouped by participant (in participant creation order),
+  each participant's in submission order, so each
   participant's exclusion decision is taken from their own rows just before they are written
   (``annotations.analysis.exclusions.participant_stats``, the same function the statistics use).
   Excluded participants' rows are kept and flagged (``excluded``, ``exclusion_reasons``).
@@ -40,12 +41,14 @@ import hmac
 import io
 import itertools
 import json
+import operator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 from django.conf import settings
-from django.db.models import JSONField, OuterRef, Subquery, TextField
+from django.db import connection
+from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
 
 from annotations.analysis.exclusions import ExclusionRules, exclusion_rules_validate, participant_stats
@@ -54,12 +57,17 @@ from annotations.models import Condition, Explanation, Item, Participant, Predic
 
 EXPORTS = ("responses", "items", "participants", "summary")
 
-RESPONSE_COLUMNS = [
-    "study", "condition", "is_baseline", "participant", "platform", "platform_id", "item", "stratum", "phase",
-    "position", "is_attention_check", "attention_passed", "model_prediction", "gold_label", "model_correct", "guess",
-    "correct_simulation", "confidence", "rt_ms", "fast_response", "candidate_order", "views",
-    "explanation_methods", "explanation_display", "excluded", "exclusion_reasons", "screened_out", "created_at",
+# The participant's columns first (written once per participant), then the response's.
+RESPONSE_PARTICIPANT_COLUMNS = [
+    "study", "condition", "is_baseline", "views", "explanation_methods", "explanation_display", "participant",
+    "platform", "platform_id", "screened_out", "excluded", "exclusion_reasons",
 ]
+RESPONSE_ROW_COLUMNS = [
+    "item", "stratum", "phase", "is_attention_check", "attention_passed", "model_prediction",
+    "gold_label", "model_correct", "guess", "correct_simulation", "confidence", "rt_ms", "fast_response",
+    "candidate_order", "created_at",
+]
+RESPONSE_COLUMNS = RESPONSE_PARTICIPANT_COLUMNS + RESPONSE_ROW_COLUMNS
 ITEM_BASE_COLUMNS = [
     "study", "item", "role", "stratum", "gold_label", "model_prediction", "model_correct", "prediction_probability",
     "probabilities",
@@ -74,7 +82,7 @@ PARTICIPANT_COLUMNS = [
 ]
 SUMMARY_COLUMNS = ["key", "value"]
 _INTERACTION_VIEWS = {Condition.View.INTERACTION, Condition.View.TOP_PAIRS}
-_CHUNK = 2000
+_CHUNK = 5000
 _LINES_PER_YIELD = 256
 
 
@@ -153,9 +161,12 @@ def _participants(study: Study):
 
 
 def _responses(study: Study):
+    """The study's responses (previews left out), grouped by participant. Ordered by
+    participant only — PostgreSQL then walks the participant index instead of sorting a million
+    rows on disk; callers that need submission order sort each participant's few rows by id."""
     return (Response.objects.filter(participant__study=study)
             .exclude(participant__platform=Participant.Platform.PREVIEW)
-            .order_by("participant_id", "id"))
+            .order_by("participant_id"))
 
 
 def _stats(rows: Sequence[tuple], *, screened_out: bool, rules: ExclusionRules,
@@ -163,8 +174,8 @@ def _stats(rows: Sequence[tuple], *, screened_out: bool, rules: ExclusionRules,
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
     scored = [r for r in rows if not r[attention] and r[phase] == "test"]
     return participant_stats(
-        test_rt_ms=np.array([r[rt] for r in scored], dtype=np.float64),
-        test_correct=np.array([float(r[guess] == r[prediction]) for r in scored], dtype=np.float64),
+        test_rt_ms=[float(r[rt]) for r in scored],
+        test_correct=[float(r[guess] == r[prediction]) for r in scored],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
         attention_passed=[r[passed] for r in rows if r[attention]],
         screened_out=screened_out,
@@ -208,45 +219,70 @@ def responses_export_records(*, study: Study) -> Iterator[list]:
 
     Raises ``ValueError`` at once (before any row) if the study's exclusion rules are malformed.
     """
-    rules = study_exclusion_rules(study=study)
-    return _responses_records(study, rules)
+    groups = _responses_by_participant(study, study_exclusion_rules(study=study))
+    return (prefix + row for prefix, rows in groups for row in rows)
 
 
-def _responses_records(study: Study, rules: ExclusionRules) -> Iterator[list]:
+_BY_ID = operator.itemgetter(13)
+
+
+def pg_timestamp_isoformat(text: str) -> str:
+    """PostgreSQL's text form of a ``timestamptz`` in UTC (``2025-01-02 03:04:05.5+00``) as
+    Python's ``datetime.isoformat()`` gives it (``2025-01-02T03:04:05.500000+00:00``; no fraction
+    when the microseconds are 0, like PostgreSQL). The server writes timestamps as text anyway;
+    reformatting that text is ~5x cheaper than parsing it into ``datetime`` objects and formatting
+    them back, which was a third of the export's time. Other offsets go through ``datetime``."""
+    if text.endswith("+00") and " " in text:
+        body = text[:-3]
+        if "." in body:
+            head, fraction = body.split(".", 1)
+            body = f"{head}.{fraction.ljust(6, '0')}"
+        return body.replace(" ", "T", 1) + "+00:00"
+    return datetime.fromisoformat(text).astimezone(timezone.utc).isoformat()
+
+
+def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[tuple[list, list[list]]]:
+    """``(participant columns, [response columns, …])`` per participant, in participant order."""
     arms = _arms(study)
-    item_of = _item_lookup(_items(study))
+    items = _items(study)
+    item_of = _item_lookup(items)
     salt = _platform_salt(study)
     fast = rules.fast_rt_ms
+    in_sql = connection.vendor == "postgresql"
     participants = _participants(study).values_list("pk", "public_id", "platform", "platform_id",
                                                     "screened_out").iterator(chunk_size=_CHUNK)
-    responses = _responses(study).annotate(candidates_text=Cast("candidate_order", TextField())).values_list(
+    responses = _responses(study).annotate(
+        candidates_text=Cast("candidate_order", TextField()),
+        created_text=Cast("created_at", TextField()) if in_sql else F("created_at"),
+    ).values_list(
         "participant_id", "condition_id", "item_id", "phase", "is_attention_check", "attention_passed", "guess",
-        "confidence", "rt_ms", "candidates_text", "model_prediction", "gold_label", "created_at",
-        "assignment__position",
+        "confidence", "rt_ms", "candidates_text", "model_prediction", "gold_label", "created_text", "id",
     ).iterator(chunk_size=_CHUNK)
     public_id = study.public_id
     current = None
-    for participant_pk, rows in itertools.groupby(responses, key=lambda r: r[0]):
+    for participant_pk, group in itertools.groupby(responses, key=lambda r: r[0]):
         while current is None or current[0] < participant_pk:
             current = next(participants)
         _, uuid, platform, platform_id, screened_out = current
-        rows = list(rows)
-        stats = _stats(rows, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8,
+        group = sorted(group, key=_BY_ID)  # submission order
+        stats = _stats(group, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8,
                        guess=6, prediction=10)
-        participant = str(uuid)
-        exported_id = platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt)
-        excluded, reasons = stats["excluded"], stats["exclusion_reasons"]
+        arm = arms[group[0][1]]
+        prefix = [public_id, arm.name, arm.is_baseline, arm.views, arm.methods, arm.display, str(uuid), platform,
+                  platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt),
+                  screened_out, stats["excluded"], stats["exclusion_reasons"]]
+        rows = []
         for (_, condition_id, item_id, phase, attention, passed, guess, confidence, rt_ms, candidates, prediction,
-             gold, created_at, position) in rows:
-            arm = arms[condition_id]
-            item, stratum = item_of(item_id)
-            yield [
-                public_id, arm.name, arm.is_baseline, participant, platform, exported_id, item, stratum, phase,
-                position, attention, passed, prediction, gold, prediction == gold, guess, guess == prediction,
-                confidence, rt_ms, fast > 0 and rt_ms < fast, candidates, arm.views, arm.methods, arm.display,
-                excluded, reasons,
-                screened_out, created_at.isoformat(),
-            ]
+             gold, created, _) in group:
+            if condition_id != group[0][1]:
+                raise ValueError(f"participant {uuid} answered in two arms")
+            item, stratum = items.get(item_id) or item_of(item_id)
+            rows.append([
+                item, stratum, phase, attention, passed, prediction, gold, prediction == gold, guess,
+                guess == prediction, confidence, rt_ms, fast > 0 and rt_ms < fast, candidates,
+                pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
+            ])
+        yield prefix, rows
 
 
 def responses_export_rows(*, study: Study) -> Iterator[dict]:
@@ -255,7 +291,35 @@ def responses_export_rows(*, study: Study) -> Iterator[dict]:
 
 
 def responses_csv_lines(*, study: Study) -> Iterator[str]:
-    return csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=study))
+    """The responses export as CSV text, in chunks (module doc). Each participant's columns are
+    formatted once, then prefixed to each of their rows: the same text as
+    ``csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=study))``, faster.
+
+    Raises ``ValueError`` at once if the study's exclusion rules are malformed.
+    """
+    groups = _responses_by_participant(study, study_exclusion_rules(study=study))
+    return _prefixed_csv(groups)
+
+
+def _prefixed_csv(groups: Iterator[tuple[list, list[list]]]) -> Iterator[str]:
+    yield csv.writer(_Echo(), lineterminator="\n").writerow(RESPONSE_COLUMNS)
+    prefix_writer = csv.writer(_Echo(), lineterminator=",")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    pending = 0
+    for prefix, rows in groups:
+        prefix_text = prefix_writer.writerow(prefix)
+        for row in rows:
+            buffer.write(prefix_text)
+            writer.writerow(row)
+        pending += len(rows)
+        if pending >= _LINES_PER_YIELD:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    if pending:
+        yield buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------

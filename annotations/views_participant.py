@@ -29,6 +29,7 @@ from annotations.selectors import (
     participant_exit,
 )
 from annotations.services.participants import (
+    ITEM_PHASES,
     ParticipantError,
     SubmissionRefused,
     assignment_current,
@@ -48,7 +49,6 @@ PLATFORM_PARAMS = {
     Participant.Platform.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
     Participant.Platform.MTURK: ("workerId", ("assignmentId", "hitId", "turkSubmitTo")),
 }
-ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
 
 
 def participant_page(view):
@@ -120,12 +120,13 @@ def entry(request, public_id: str):
     participant = _participant(request, study)
     if participant is not None and participant.phase != Participant.Phase.CONSENT:
         return _goto_phase(study, participant)
-    if study.status != Study.Status.LIVE and participant is None:
-        return _refusal(request, study, "closed", "This study is not open at the moment.")
     if request.GET.get("assignmentId") == MTURK_PREVIEW_ASSIGNMENT:
+        if study.status != Study.Status.LIVE:
+            return _refusal(request, study, "closed", "This study is not open at the moment.")
         return render(request, "participant/mturk_preview.html", {"study": study})
     pending = _platform_entry(request)
     if pending is not None and participant is None:
+        # A returning crowd worker carries on, even after the study stopped taking new people.
         returning = participant_by_platform_id(study=study, platform=pending["platform"],
                                                platform_id=pending["platform_id"])
         if returning is not None:
@@ -136,6 +137,10 @@ def entry(request, public_id: str):
             request.session[_session_key(study)] = str(returning.public_id)
             if returning.phase != Participant.Phase.CONSENT:
                 return _goto_phase(study, returning)
+            participant = returning
+    if study.status != Study.Status.LIVE and participant is None:
+        return _refusal(request, study, "closed", "This study is not open at the moment.")
+    if pending is not None and participant is None:
         request.session[_pending_key(study)] = pending
     return render(request, "participant/consent.html", {"study": study, "participant": participant})
 

@@ -13,9 +13,7 @@ best per-sample speed the hardware reaches for that kind of pass, at any batch s
     floor = sum over items of   n_fwd * t_fwd + n_fb * t_fb + n_fbg * t_fbg + n_hvp * t_hvp
 
 where the per-sample pass times are measured in the same run on ``adapter.head`` (on ``N``
-items, ``N`` in ``--pass-batch-sizes``; the best ``time / N`` over ``N`` is kept, and the
-passes are timed again at their best ``N`` after every method, so each floor uses the fastest
-passes seen during the whole run):
+items, ``N`` in ``--pass-batch-sizes``; the best ``time / N`` over ``N`` is kept):
 
 * ``t_fwd``: one forward pass (no autograd graph);
 * ``t_fb``: a forward pass plus the gradient of the target logits w.r.t. every embedded input
@@ -41,6 +39,12 @@ second_order                1 fwd+bwd(graph) + ``G_S`` HVP
 integrated_hessians         ``n_steps`` * (1 fwd+bwd(graph) + ``G_S`` HVP)
 perturbation                1 + ``G_A`` + ``G_B`` + ``G_A * G_B`` fwd
 ==========================  ==================================================
+
+**Ratio to the floor.** The machine may be shared, and other processes' load moves every
+timing by tens of percent within minutes. So each timed run of a method is *paired* with a
+floor measured right after it (each needed pass timed once at its best ``N``), and the
+reported ratio is the median of the paired ratios (their range is printed too). The "floor
+items/s" column uses the fastest passes seen in the whole run.
 
 The engine is timed through its public API (``attribute``, ``cross_modal_interaction``,
 ``modality_interaction``) on prepared batches: encoding and embedding are left out of both
@@ -125,6 +129,9 @@ TARGETS: dict[str, float] = {
     "integrated_gradients": 1.25, "saliency": 1.25, "input_x_gradient": 1.25,
     "gradient_shap": 1.25, "second_order": 1.5,
 }
+
+#: A ratio below this means the floor measurement was disturbed (flagged in the table).
+SUSPICIOUS_RATIO = 0.8
 
 #: Options the benchmark runs each method with (the engine defaults, spelled out).
 BENCH_OPTIONS: dict[str, dict[str, Any]] = {
@@ -223,11 +230,97 @@ def _smaller_first(p: PreparedBatch, ia: int, ib: int) -> tuple[int, int]:
     return (ia, ib) if ka <= kb else (ib, ia)
 
 
+class PassTimer:
+    """Times single passes of each kind through ``adapter.head`` on ``N`` items (items cycled),
+    keeping one prepared batch (and, for HVPs, one differentiable graph) per ``N``.
+
+    Args:
+        adapter: a loaded adapter.
+        items: raw items.
+        modalities: the interaction pair (default: the adapter's two modalities).
+        device: for CUDA synchronisation (default: the inputs' device).
+    """
+
+    def __init__(self, adapter: ModelAdapter, items: Sequence[RawItem], *,
+                 modalities: Sequence[str] | None = None, device: torch.device | None = None) -> None:
+        self.adapter = adapter
+        self.items = list(items)
+        self.modalities = modalities
+        self.device = device
+        self.pair: tuple[int, int] | None = None
+        self._batches: dict[int, tuple[PreparedBatch, Tensor]] = {}
+        self._graphs: dict[int, tuple[Tensor, list[Tensor]] | None] = {}
+
+    def _batch(self, n: int) -> tuple[PreparedBatch, Tensor]:
+        if n not in self._batches:
+            p = prepare_batch(self.adapter, self.adapter.encode(_cycle(self.items, n)))
+            ia, ib = pick_modalities(p.modalities, self.modalities)
+            self.pair = self.pair or _smaller_first(p, ia, ib)
+            self._batches[n] = (p, _targets(p))
+        return self._batches[n]
+
+    def _graph(self, n: int) -> tuple[Tensor, list[Tensor]]:
+        p, t = self._batch(n)
+        s, l = self.pair or (0, 1)
+        with torch.enable_grad():
+            z = [x.detach().requires_grad_(m in (s, l)) for m, x in enumerate(p.inputs)]
+            out = p.adapter.head(*z, batch=p.batch)
+            (g_s,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), z[s], create_graph=True)
+        return g_s, z
+
+    def _pass(self, kind: str, n: int) -> Callable[[], Any] | None:
+        p, t = self._batch(n)
+        if kind == "forward":
+            def run() -> None:
+                with torch.no_grad():
+                    p.adapter.head(*p.inputs, batch=p.batch)
+            return run
+        if kind == "forward_backward":
+            def run() -> None:
+                with torch.enable_grad():
+                    z = [x.detach().requires_grad_() for x in p.inputs]
+                    out = p.adapter.head(*z, batch=p.batch)
+                    torch.autograd.grad(out.gather(1, t[:, None]).sum(), z)
+            return run
+        if kind == "forward_backward_graph":
+            return lambda: self._graph(n)
+        if kind == "hvp":
+            if n not in self._graphs:
+                g_s, z = self._graph(n)
+                self._graphs[n] = (g_s, z) if g_s.requires_grad else None
+            graph = self._graphs[n]
+            if graph is None:  # f is linear in S: no second-order pass to time
+                return None
+            g_s, z = graph
+            s, l = self.pair or (0, 1)
+            vec = p.inputs[s]
+            return lambda: torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True,
+                                               allow_unused=True)
+        raise ValueError(f"unknown pass kind {kind!r}")
+
+    def per_sample(self, kind: str, n: int, *, repeats: int = 1, warm_up: bool = False) -> float | None:
+        """The best of ``repeats`` timings of one ``kind`` pass over ``n`` rows, divided by
+        ``n`` (None when the pass does not exist, e.g. an HVP of a model linear in ``S``)."""
+        fn = self._pass(kind, n)
+        if fn is None:
+            return None
+        dev = self.device or self._batch(n)[0].device
+        if warm_up:
+            fn()
+        return min(_timed(fn, dev)[0] for _ in range(max(1, repeats))) / n
+
+    def release(self, n: int) -> None:
+        """Free the graph and the batch kept for ``n`` rows."""
+        self._graphs.pop(n, None)
+        self._batches.pop(n, None)
+
+
 def measure_pass_times(adapter: ModelAdapter, items: Sequence[RawItem], *,
                        batch_sizes: Sequence[int] = (1, 8, 32, 128, 512), repeats: int = 3,
                        modalities: Sequence[str] | None = None,
                        device: torch.device | None = None,
-                       progress: Progress | None = None) -> PassTimes:
+                       progress: Progress | None = None,
+                       timer: PassTimer | None = None) -> PassTimes:
     """Time the four kinds of passes through ``adapter.head`` at each batch size.
 
     Args:
@@ -238,65 +331,31 @@ def measure_pass_times(adapter: ModelAdapter, items: Sequence[RawItem], *,
         modalities: the interaction pair (default: the adapter's two modalities).
         device: where the adapter lives (for CUDA synchronisation); default the inputs'.
         progress: called with a short description after each batch size.
+        timer: a :class:`PassTimer` to use (and keep batches in); default a fresh one.
 
     Returns:
         :class:`PassTimes`. A batch size that runs out of memory ends the sweep (larger ones
         would fail too). Cost: ``(repeats + 1)`` passes of each kind per batch size.
     """
+    timer = timer or PassTimer(adapter, items, modalities=modalities, device=device)
     seconds: dict[str, dict[int, float]] = {kind: {} for kind in PASS_KINDS}
-    pair: tuple[int, int] | None = None
     for n in sorted(set(int(b) for b in batch_sizes)):
-        p = prepare_batch(adapter, adapter.encode(_cycle(items, n)))
-        dev = device or p.device
-        ia, ib = pick_modalities(p.modalities, modalities)
-        s, l = _smaller_first(p, ia, ib)
-        pair = pair or (s, l)
-        t = _targets(p)
-
-        def fwd() -> None:
-            with torch.no_grad():
-                p.adapter.head(*p.inputs, batch=p.batch)
-
-        def fwd_bwd() -> None:
-            with torch.enable_grad():
-                z = [x.detach().requires_grad_() for x in p.inputs]
-                out = p.adapter.head(*z, batch=p.batch)
-                torch.autograd.grad(out.gather(1, t[:, None]).sum(), z)
-
-        def graph() -> tuple[Tensor, list[Tensor]]:
-            with torch.enable_grad():
-                z = [x.detach().requires_grad_(m in (s, l)) for m, x in enumerate(p.inputs)]
-                out = p.adapter.head(*z, batch=p.batch)
-                (g_s,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), z[s], create_graph=True)
-            return g_s, z
-
         try:
-            for kind, fn in (("forward", fwd), ("forward_backward", fwd_bwd),
-                             ("forward_backward_graph", graph)):
-                fn()  # warm-up
-                best = min(_timed(fn, dev)[0] for _ in range(max(1, repeats)))
-                seconds[kind][n] = best / n
-            g_s, z = graph()
-            if g_s.requires_grad:
-                vec = p.inputs[s]
-
-                def hvp() -> None:
-                    torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True, allow_unused=True)
-
-                hvp()
-                best = min(_timed(hvp, dev)[0] for _ in range(max(1, repeats)))
-                seconds["hvp"][n] = best / n
-            del g_s, z
+            for kind in PASS_KINDS:
+                value = timer.per_sample(kind, n, repeats=repeats, warm_up=True)
+                if value is not None:
+                    seconds[kind][n] = value
         except RuntimeError as exc:
             if not _is_oom(exc):
                 raise
+            timer.release(n)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             break
         finally:
             if progress is not None:
                 progress(f"passes N={n}")
-    return PassTimes(seconds=seconds, pair=pair or (0, 1))
+    return PassTimes(seconds=seconds, pair=timer.pair or (0, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,8 +654,10 @@ class MethodResult:
         knob, knob_value: the autotuned engine knob and its best value (None: no knob).
         sweep: knob value -> best seconds of one run over the items.
         seconds: the engine's best time over the items.
-        floor_seconds: the floor for the same items.
-        ratio: ``seconds / floor_seconds``.
+        floor_seconds: the floor for the same items, from the fastest passes seen in the run.
+        ratio: the engine's time over the floor: the median over the timed runs of
+            ``run time / floor timed right after it`` (``paired_ratios``); without pairs,
+            ``seconds / floor_seconds``.
         target: the issue's bound on ``ratio`` (None: no target).
         baseline: the one-item-at-a-time baseline's name (None: none).
         baseline_items: items the baseline ran on.
@@ -621,13 +682,18 @@ class MethodResult:
     speedup: float | None = None
     max_rel_diff: float | None = None
     pass_counts: Passes | None = None
+    paired_ratios: list[float] = field(default_factory=list)
 
     def set_floor(self, times: PassTimes) -> None:
-        """(Re)compute the floor and the ratio from ``pass_counts`` and ``times``."""
+        """(Re)compute the floor from ``pass_counts`` and ``times``; the ratio is the median
+        of the paired ratios when there are some, else ``seconds / floor_seconds``."""
         if self.pass_counts is None:
             return
         self.floor_seconds = self.pass_counts.seconds(times)
-        self.ratio = self.seconds / self.floor_seconds if self.floor_seconds > 0 else math.inf
+        if self.paired_ratios:
+            self.ratio = float(np.median(self.paired_ratios))
+        else:
+            self.ratio = self.seconds / self.floor_seconds if self.floor_seconds > 0 else math.inf
 
     @property
     def items_per_s(self) -> float:
@@ -655,12 +721,30 @@ class MethodResult:
         return out
 
 
+def _floor_sample(timer: PassTimer, passes: Passes, times: PassTimes) -> tuple[float, PassTimes] | None:
+    """One timing of each pass kind ``passes`` needs, at its best batch size in ``times``:
+    the floor it gives and the samples (None if a needed kind has no measurement)."""
+    total = 0.0
+    sampled = PassTimes(seconds={}, pair=times.pair)
+    for kind in PASS_KINDS:
+        count = getattr(passes, kind)
+        if not count:
+            continue
+        n = times.best_batch_size(kind)
+        value = None if n is None else timer.per_sample(kind, n)
+        if value is None:
+            return None
+        sampled.seconds[kind] = {n: value}
+        total += count * value
+    return (total, sampled) if total > 0 else None
+
+
 def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTimes, *,
                  options: Mapping[str, Any] | None = None, repeats: int = 3,
                  singles: Sequence[tuple[PreparedBatch, Tensor]] | None = None,
                  baseline: bool = True, baseline_repeats: int = 1, baseline_items: int | None = None,
                  modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
-                 device: torch.device | None = None,
+                 device: torch.device | None = None, timer: PassTimer | None = None,
                  progress: Progress | None = None) -> MethodResult:
     """Autotune, time and floor one method on the items of ``p``.
 
@@ -681,6 +765,9 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
         modalities: the interaction pair.
         max_rows_cap: the largest ``max_rows`` tried.
         device: for CUDA synchronisation (default the inputs' device).
+        timer: when given, the floor's passes are timed again (at their best batch size in
+            ``times``) right after every timed run of the method, and the reported ratio is
+            the median of these paired ratios; ``times`` keeps the fastest samples.
         progress: called with a short description after each run.
 
     Returns:
@@ -711,16 +798,26 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
         best_value = min(sweep, key=lambda v: (sweep[v], v)) if knob else None
         opts = {**options, knob: best_value} if knob else options
         best = sweep.get(best_value, math.inf) if knob else math.inf
+        passes = floor_passes(method, p, options=options, modalities=modalities)
+        paired: list[float] = []
         for _ in range(max(1, repeats)):
             seconds, results = _timed(lambda: _run_engine(method, runs, opts, modalities), dev)
             best = min(best, seconds)
+            if timer is not None:
+                # The floor's passes, timed right after the method: the pair shares the
+                # machine's load of the moment, so their ratio is robust to other processes.
+                sample = _floor_sample(timer, passes, times)
+                if sample is not None:
+                    floor_r, sampled = sample
+                    paired.append(seconds / floor_r)
+                    times.merge(sampled)
             tick(f"{method} timing")
         if knob is not None:
             sweep[best_value] = min(sweep[best_value], best)
-    passes = floor_passes(method, p, options=options, modalities=modalities)
     result = MethodResult(method=method, n_items=p.size, passes=passes.describe(p.size), knob=knob,
                           knob_value=best_value, sweep=sweep, seconds=best, floor_seconds=math.inf,
-                          ratio=math.inf, target=TARGETS.get(method), pass_counts=passes)
+                          ratio=math.inf, target=TARGETS.get(method), pass_counts=passes,
+                          paired_ratios=paired)
     result.set_floor(times)
     if baseline and method in BASELINES and singles:
         name, comparable = BASELINES[method]
@@ -772,7 +869,7 @@ class BenchReport:
 def _steps_estimate(methods: Sequence[str], n_batch_sizes: int, repeats: int, baseline_repeats: int) -> int:
     steps = n_batch_sizes
     for method in methods:
-        steps += 8 + max(1, repeats) + (max(1, baseline_repeats) if method in BASELINES else 0)
+        steps += 6 + max(1, repeats) + (max(1, baseline_repeats) if method in BASELINES else 0)
     return steps
 
 
@@ -783,7 +880,7 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
                   baseline_items: int | None = None,
                   method_options: Mapping[str, Mapping[str, Any]] | None = None,
                   modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
-                  remeasure: bool = True, adapter_name: str = "",
+                  paired: bool = True, adapter_name: str = "",
                   progress: Progress | None = None) -> BenchReport:
     """Measure the pass times, then benchmark every method on ``items`` (one batch).
 
@@ -798,10 +895,10 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
         method_options: per method, options (default :data:`BENCH_OPTIONS`).
         modalities: the interaction pair.
         max_rows_cap: the largest ``max_rows`` the sweep tries.
-        remeasure: after each method, time the passes again at their best batch sizes and
-            keep the fastest; every floor then uses the fastest passes seen in the whole run
-            (on a shared machine a floor measured once can land in a slow spell and come out
-            *above* a method's time).
+        paired: time the floor's passes again right after every timed run of a method and
+            report the median of the paired ratios (see :func:`bench_method`). On a shared
+            machine a floor measured once, at the start, can land in a quiet or a busy spell
+            and shift every ratio; a pair shares the load of its moment.
         adapter_name: recorded in the report.
         progress: called with a short description after each measurement.
 
@@ -819,8 +916,13 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
     p = prepare_batch(adapter, adapter.encode(items))
     targets = _targets(p)
     dev = p.device
+    timer = PassTimer(adapter, items, modalities=modalities, device=dev)
     times = measure_pass_times(adapter, items, batch_sizes=pass_batch_sizes, repeats=repeats,
-                               modalities=modalities, device=dev, progress=progress)
+                               modalities=modalities, device=dev, progress=progress, timer=timer)
+    keep = {times.best_batch_size(kind) for kind in PASS_KINDS}
+    for n in list(timer._batches):
+        if n not in keep:
+            timer.release(n)  # only the best batch sizes are timed again
     needs_singles = baseline or any(_per_example(m) for m in methods)
     singles = []
     if needs_singles:
@@ -836,13 +938,8 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
             method, p, targets, times, options=opts, repeats=repeats,
             singles=singles if needs_singles else None, baseline=baseline,
             baseline_repeats=baseline_repeats, baseline_items=baseline_items,
-            modalities=modalities, max_rows_cap=max_rows_cap, device=dev, progress=progress))
-        if remeasure:
-            # Other processes come and go: re-measure the passes at their best batch sizes
-            # next to every method and keep the fastest, so no floor comes from a slow spell.
-            best_sizes = {times.best_batch_size(kind) for kind in PASS_KINDS} - {None}
-            times.merge(measure_pass_times(adapter, items, batch_sizes=sorted(best_sizes), repeats=repeats,
-                                           modalities=modalities, device=dev, progress=progress))
+            modalities=modalities, max_rows_cap=max_rows_cap, device=dev,
+            timer=timer if paired else None, progress=progress))
     for result in report.results:  # every floor from the fastest passes seen in the whole run
         result.set_floor(times)
     report.environment["load_after"] = _load_average()
@@ -917,18 +1014,27 @@ def format_report(report: BenchReport) -> str:
             row.append("—" if v is None else f"{v * 1e3:.3f}{star}")
         rows.append(row)
     lines += _table(["N", *(PASS_LABELS[k] for k in PASS_KINDS)], rows, "rrrrr")
-    lines += ["", "Methods (items/s; ratio = time / floor; speedup = baseline time / engine time)"]
+    lines += ["", "Methods (items/s: best run; x floor: median (range) of run time / floor timed right "
+              "after it; speedup: baseline time / engine time; rel.diff: max |engine - baseline| / "
+              "max |baseline|)"]
     rows = []
     for r in report.results:
         knob = "—" if r.knob is None else f"{r.knob}={r.knob_value}"
         target = "—" if r.target is None else f"≤{r.target:g} {'ok' if r.meets_target else 'MISSED'}"
+        ratio = f"{r.ratio:.2f}" + ("!" if r.ratio < SUSPICIOUS_RATIO else "")
+        if len(r.paired_ratios) > 1:
+            ratio += f" ({min(r.paired_ratios):.2f}-{max(r.paired_ratios):.2f})"
         rows.append([r.method, r.passes, knob, _fmt(r.items_per_s), _fmt(r.floor_items_per_s),
-                     f"{r.ratio:.2f}", target, r.baseline or "—", _fmt(r.baseline_items_per_s),
+                     ratio, target, r.baseline or "—", _fmt(r.baseline_items_per_s),
                      "—" if r.speedup is None else f"{r.speedup:.1f}x",
                      "—" if r.max_rel_diff is None else f"{r.max_rel_diff:.0e}"])
     lines += _table(["method", "passes/item (floor)", "knob (autotuned)", "items/s", "floor items/s",
                      "x floor", "target", "baseline", "items/s", "speedup", "rel.diff"],
                     rows, "lllrrrllrrr")
+    if any(r.ratio < SUSPICIOUS_RATIO for r in report.results):
+        lines += ["", f"! ratio below {SUSPICIOUS_RATIO}: a method cannot beat its own passes, so the "
+                      "floor measurement was disturbed (other processes, OpenMP spin-waiting); rerun "
+                      "on a quiet machine, with OMP_WAIT_POLICY=PASSIVE or --threads 1"]
     return "\n".join(lines)
 
 
@@ -1015,6 +1121,12 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
     if not sizes or min(sizes) < 1:
         raise ValueError("--pass-batch-sizes needs positive integers, e.g. 1,8,32,128,512")
     _check_device(str(options["device"]))
+    load = _load_average()
+    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
+    if int(threads) > 1 and policy != "PASSIVE" and load and load[0] > _default_threads():
+        err.write(f"warning: load average {load[0]} exceeds the {_default_threads()} CPUs and "
+                  f"OMP_WAIT_POLICY is {policy or 'unset'}: with {threads} threads, OpenMP spin-waiting "
+                  "makes timings unreliable. Set OMP_WAIT_POLICY=PASSIVE or use --threads 1.\n")
     adapter = load_adapter(options["adapter"], device=options["device"])
     with tempfile.TemporaryDirectory(prefix="mmeval-bench-") as tmp:
         items = _load_items(options["adapter"], options.get("data"), int(options["items"]), Path(tmp))

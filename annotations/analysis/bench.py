@@ -17,7 +17,7 @@ from typing import Any
 from .accuracy import arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain
 from .agreement import agreement
 from .calibration import calibration
-from .report import analyze
+from .report import analyze, study_report
 from .responses import load_responses_csv, responses_prepare
 from .simulate import responses_simulate
 from .timing import time_on_task
@@ -31,6 +31,20 @@ def _timed(function: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     value = function()
     return time.perf_counter() - start, value
+
+
+def _synthetic_items(df, *, seed: int):
+    """An items table with 8 random automatic-metric columns, one row per item."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ids = sorted(df["item"].unique())
+    frame = pd.DataFrame({"item": ids})
+    for name in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "interaction_strength",
+                 "interaction_dividend", "modality_share:image", "modality_share:text"):
+        frame[f"metric:integrated_gradients:{name}"] = rng.random(len(ids))
+    return frame
 
 
 def benchmark(
@@ -73,6 +87,14 @@ def benchmark(
     seconds["time_on_task"], _ = _timed(lambda: time_on_task(prepared))
     seconds["analyze (both sections)"], _ = _timed(
         lambda: analyze(df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+    )
+    items = _synthetic_items(df, seed=seed)
+    rules = {"max_attention_failures": 0, "max_fast_share": 0.5, "min_median_rt_ms": 1500, "min_test_responses": 5}
+    seconds["study_report (rules re-applied, 8 metrics vs accuracy)"], _ = _timed(
+        lambda: study_report(
+            df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations,
+            exclusion_rules=rules, default_fast_rt_ms=800, items=items,
+        )
     )
     seconds["to_csv + load_responses_csv"], _ = _timed(lambda: load_responses_csv(io.StringIO(df.to_csv(index=False))))
     test = df[df["phase"] == "test"]

@@ -19,7 +19,7 @@ from .accuracy import (
 from .agreement import _agreement
 from .calibration import _calibration
 from .correlation import metric_human_correlation
-from .exclusions import apply_exclusion_rules, exclusion_rules_validate, exclusions_summary, participant_quality
+from .exclusions import _apply, exclusion_rules_validate, exclusions_summary, participant_quality
 from .responses import responses_prepare
 from .timing import _time_on_task
 
@@ -192,10 +192,8 @@ def study_report(
     ``metrics_vs_human``, it gives exactly the numbers the service computed from its database.
     """
     rules = exclusion_rules_validate(exclusion_rules, default_fast_rt_ms=default_fast_rt_ms)
-    frame = responses
-    if exclusion_rules is not None:
-        frame = apply_exclusion_rules(responses, rules=rules)
-    quality = participant_quality(frame, rules=rules)
+    quality = participant_quality(responses, rules=rules)
+    frame = responses if exclusion_rules is None else _apply(responses, quality)
     # the flags analyze() applies (the rules' when given, else the frame's own column)
     flagged = responses_prepare(frame).groupby("participant", sort=True)["excluded"].any()
     quality["excluded"] = quality["participant"].map(flagged).fillna(False).astype(bool)

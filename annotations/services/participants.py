@@ -366,11 +366,12 @@ def _finish(participant: Participant) -> None:
     """Done: stamp the time, give back any lease still held (a screened-out participant's
     remaining items go to others at once), and flag the pre-registered exclusions."""
     now = timezone.now()
-    _release_leases(participant)
-    reasons = participant_quality(participant=participant)["exclusion_reasons"]
-    Participant.objects.filter(pk=participant.pk).update(
-        phase=Participant.Phase.DONE, finished_at=now, excluded=bool(reasons), exclusion_reasons=reasons,
-        screened_out=participant.screened_out)
+    with transaction.atomic():  # also reached from page views running in autocommit
+        _release_leases(participant)
+        reasons = participant_quality(participant=participant)["exclusion_reasons"]
+        Participant.objects.filter(pk=participant.pk).update(
+            phase=Participant.Phase.DONE, finished_at=now, excluded=bool(reasons), exclusion_reasons=reasons,
+            screened_out=participant.screened_out)
     participant.phase, participant.finished_at = Participant.Phase.DONE, now
     participant.excluded, participant.exclusion_reasons = bool(reasons), reasons
 

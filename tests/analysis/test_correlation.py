@@ -109,6 +109,9 @@ def test_metric_points_and_plot(two_arms, items):
     assert "deletion_auc (ig)" in svg and "none (baseline)" in svg and "rho -0.95" in svg
     assert svg == metric_accuracy_svg(points, baseline="none", correlations=correlations)  # deterministic
     assert "No automatic metrics" in metric_accuracy_svg({}, baseline="none")
+    # arm and metric names are the researcher's text: the SVG (inlined in the dashboard) escapes them
+    hostile = metric_accuracy_svg({"metric:<img src=x>:m": {"<script>": [(0.1, 0.2)]}}, baseline="none")
+    assert "<script>" not in hostile and "<img" not in hostile and "&lt;script&gt;" in hostile
 
 
 def test_report_flatten_keys():

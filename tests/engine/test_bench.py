@@ -56,7 +56,9 @@ def test_run_benchmark_reports_every_default_method_with_finite_positive_numbers
     for r in report.results:
         for value in (r.seconds, r.floor_seconds, r.ratio, r.items_per_s, r.floor_items_per_s):
             assert math.isfinite(value) and value > 0, (r.method, value)
-        assert r.ratio == pytest.approx(r.seconds / r.floor_seconds)
+        # one paired ratio (run time / floor timed right after it) per timed run; the median
+        assert len(r.paired_ratios) == 1 and all(math.isfinite(x) and x > 0 for x in r.paired_ratios)
+        assert r.ratio == pytest.approx(r.paired_ratios[0])
         if r.knob is not None:
             assert r.knob_value in r.sweep and all(v > 0 for v in r.sweep.values())
         assert r.baseline == BASELINES[r.method][0]
@@ -82,10 +84,11 @@ def test_every_method_runs_and_per_example_methods_run_one_item_at_a_time():
             "shapley_value_sampling": {"n_samples": 1}, "kernel_shap": {"n_samples": 6},
             "lime": {"n_samples": 6}, "integrated_hessians": {"n_steps": 2}}
     report = run_benchmark(adapter, items, methods=list(ALL_NAMES), repeats=1, pass_batch_sizes=(2,),
-                           baseline=False, method_options=opts, max_rows_cap=16)
+                           baseline=False, paired=False, method_options=opts, max_rows_cap=16)
     assert [r.method for r in report.results] == list(ALL_NAMES)
     for r in report.results:
         assert math.isfinite(r.ratio) and r.ratio > 0
+        assert not r.paired_ratios and r.ratio == pytest.approx(r.seconds / r.floor_seconds)
         assert r.baseline is None and r.speedup is None
     kernel = next(r for r in report.results if r.method == "kernel_shap")
     assert max(kernel.sweep) <= 6  # one-item batches: max_rows candidates up to n_samples

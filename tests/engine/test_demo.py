@@ -1,8 +1,7 @@
 """The bundled demo: dataset generator, fusion model and adapter. No Django, no database.
 
-The trained model is built once per session in a temporary cache (about 45 s on two idle
-CPU cores) and shared by every test that needs it. Set ``MMEVAL_DEMO_TEST_CACHE`` to a
-directory to keep the weights between sessions instead.
+The trained model (about 50 s to train on an idle CPU core) is built at most once per session
+and shared by every test that needs it; see the ``demo_cache`` fixture for where it lives.
 """
 
 from __future__ import annotations
@@ -27,10 +26,20 @@ from workers.engine.demo.adapter import DemoAdapter, DemoBatch
 
 
 @pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache directory holding the trained default model (trained once per session)."""
+def demo_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache directory holding the trained default model (trained at most once per session).
+
+    ``MMEVAL_DEMO_TEST_CACHE`` wins; else the suite-wide ``demo_cache_dir`` fixture from
+    ``tests/conftest.py`` (shared with the integration tests); else a temporary directory.
+    """
     kept = os.environ.get("MMEVAL_DEMO_TEST_CACHE")
-    cache = Path(kept) if kept else tmp_path_factory.mktemp("mmeval-cache")
+    if kept:
+        cache = Path(kept)
+    else:
+        try:
+            cache = Path(request.getfixturevalue("demo_cache_dir"))
+        except pytest.FixtureLookupError:
+            cache = tmp_path_factory.mktemp("mmeval-cache")
     demo_model.load_or_train(cache, progress=False)
     return cache
 
@@ -302,7 +311,8 @@ def test_encode_rejects_unreadable_image(adapter: DemoAdapter, tmp_path: Path) -
     broken.write_bytes(b"not a png")
     for path in (broken, tmp_path / "missing.png"):
         with pytest.raises(ValueError, match="demo-broken"):
-            adapter.encode([{"id": "demo-broken", "image": str(path), "text": "is there a red square ?"}])
+            adapter.encode([{"id": "demo-broken", "image": str(path),
+                             "text": "is there a red square ?"}])
 
 
 def test_encode_maps_unknown_words_to_unk(adapter: DemoAdapter, dataset_dir: Path) -> None:
@@ -323,3 +333,57 @@ def test_adapter_predictions_match_model(adapter: DemoAdapter, dataset_dir: Path
     ex = data.sample_examples(len(items), seed=7, bias=data.DEMO_BIAS)
     direct = demo_model.predict(trained, ex)
     assert [demo_model.LABELS[k] for k in via_adapter.tolist()] == direct
+
+
+def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: Path) -> None:
+    """Captum tiles the batch when it evaluates several perturbations or steps at once; the
+    attributions must not depend on how many it evaluates per call."""
+    from captum.attr import FeatureAblation, IntegratedGradients
+
+    batch = adapter.encode(_items(dataset_dir)[:2])
+    inputs, baselines = adapter.embed(batch), adapter.baselines(batch)
+    groups = adapter.feature_groups(batch)
+
+    def forward(*embedded: torch.Tensor) -> torch.Tensor:
+        return adapter.head(*embedded, batch=batch)
+
+    with torch.no_grad():
+        target = forward(*inputs).argmax(dim=-1)
+    ablation = FeatureAblation(forward)
+    one = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups)
+    many = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups,
+                              perturbations_per_eval=7)
+    for a, b in zip(one, many):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    ig = IntegratedGradients(forward)
+    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=32,
+                            return_convergence_delta=True)
+    assert delta.abs().max() < 0.1  # completeness holds: the expansion lines up
+
+
+def test_demo_dataset_has_right_and_wrong_items(adapter: DemoAdapter, tmp_path: Path) -> None:
+    data.generate_dataset(tmp_path, n_items=150, seed=0)
+    items = _items(tmp_path)
+    encoded = adapter.encode(items)
+    with torch.no_grad():
+        predicted = adapter.head(*adapter.embed(encoded), batch=encoded).argmax(dim=-1)
+    wrong = np.mean([adapter.labels[k] != item["label"]
+                     for k, item in zip(predicted.tolist(), items)])
+    assert 0.08 < wrong < 0.35
+
+
+def test_unreadable_cache_is_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = demo_model.TrainConfig(steps=2, batch_size=4)
+    path = demo_model.weights_path(tmp_path, config)
+    path.write_bytes(b"truncated")
+    trained = []
+    real = demo_model.train_demo_model
+
+    def train(**kwargs: object) -> demo_model.DemoModel:
+        trained.append(kwargs)
+        return real(config=config, progress=False, measure=False)
+
+    monkeypatch.setattr(demo_model, "train_demo_model", train)
+    model = demo_model.load_or_train(tmp_path, config=config, progress=False)
+    assert trained and isinstance(model, demo_model.DemoModel)
+    assert torch.load(path, weights_only=True)["state_dict"].keys() == model.state_dict().keys()

@@ -302,3 +302,28 @@ def test_attributions_of_another_batch_are_refused():
         explanation_metrics(adapter, other, attrs, metrics=["deletion_insertion"])
     with pytest.raises(ValueError, match="unknown metric"):
         explanation_metrics(adapter, batch, attrs, metrics=["faithfulness"])
+
+
+class ChannelsLastAdapter(ImageTabularAdapter):
+    """The image + tabular model with the image handed over in channels-last memory layout (as
+    an adapter that permutes an H x W x C array does) and a convolution in the head, so gradients
+    come back channels-last too: ``captum.metrics.sensitivity_max`` cannot ``view`` them."""
+
+    def embed(self, batch):
+        image, tabular = super().embed(batch)
+        return image.contiguous(memory_format=torch.channels_last), tabular
+
+    def logits(self, image, tabular, *, batch):
+        mixed = torch.nn.functional.conv2d(image, torch.eye(3, dtype=image.dtype).reshape(3, 3, 1, 1))
+        return super().logits(mixed, tabular, batch=batch)
+
+
+def test_non_contiguous_embeddings_are_handled():
+    adapter = ChannelsLastAdapter(context=False)
+    batch = adapter.encode(adapter.make_items(2, seed=1))
+    p = prepare_batch(adapter, batch)
+    assert not p.inputs[0].is_contiguous()
+    # the gradient of a convolution keeps the input's channels-last layout
+    attrs = attribute(adapter, batch, method="saliency", targets=[0, 1], prepared=p)
+    rows = explanation_metrics(adapter, batch, attrs, prepared=p, infidelity_samples=4, sensitivity_samples=2)
+    assert all(row["infidelity"] >= 0 and row["sensitivity_max"] >= 0 for row in rows)

@@ -65,17 +65,21 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         exits.append({"url": request.url, "method": request.method, "post": request.post_data or ""})
         route.fulfill(status=200, content_type="text/html", body="<p id='platform'>back on the platform</p>")
 
-    def done_page(route):
-        # Playwright routes only the first request of a redirect chain: read our own 302.
+    def last_submit(route):
+        # Playwright routes only the first request of a redirect chain (submit -> /done/ ->
+        # Prolific): follow our own redirects here and record where the server sends people.
         response = route.fetch(max_redirects=0)
         location = response.headers.get("location", "")
-        if response.status == 302 and location.startswith("https://app.prolific.com/"):
-            exits.append({"url": location, "method": "GET", "post": ""})
-            route.fulfill(status=200, content_type="text/html", body="<p id='platform'>back on the platform</p>")
-        else:
-            route.fulfill(response=response)
+        if response.status == 302 and location.endswith("/done/"):
+            done = context.request.get(f"{live_server.url}{location}", max_redirects=0)
+            if done.status == 302 and done.headers["location"].startswith("https://app.prolific.com/"):
+                exits.append({"url": done.headers["location"], "method": "GET", "post": ""})
+                route.fulfill(status=200, content_type="text/html", body="<p id='platform'>back on the platform</p>")
+                return
+        route.fulfill(response=response)
 
-    context.route("**/done/", done_page)
+    context.route("**/survey/", last_submit)
+    context.route("**/item/*/", last_submit)
     context.route("https://app.prolific.com/**", external)
     context.route(f"{MTURK_SANDBOX}/**", external)
     page = context.new_page()

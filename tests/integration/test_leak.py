@@ -144,8 +144,9 @@ def _walk_and_check(study, *, counterfactual: bool) -> set[str]:
                 Item.objects.filter(pk=assignment.item_id).update(gold_label=assignment.item.gold_label)
                 assert {k: v[0] for k, v in served.items()} == {k: v[0] for k, v in after.items()}
             _answer_current(client, study, assignment)
-        # A participant session reaches no researcher JSON.
+        # A participant session reaches no researcher JSON (page or API, where it is wired).
         assert client.get(f"/studies/{study.pk}/progress.json").status_code == 302
+        assert client.get(f"/api/studies/{study.pk}/progress/").status_code in (401, 403, 404)
     return kinds
 
 

@@ -90,3 +90,110 @@ def test_precompute_rerun_in_process_is_idempotent(alice, demo_jsonl):
     assert precompute_run(job_id=again.pk)["status"] == "done"  # a finished job is left as it is
 
     assert (Prediction.objects.count(), Explanation.objects.count()) == counts
+
+
+SPEC = """
+name: Spec study
+dataset: shapes
+model: fusion
+seed: 4
+arms:
+  - {name: baseline, views: []}
+  - {name: shares, views: [share, heatmap]}
+  - {name: pairs, views: [top_pairs]}
+items:
+  n: 4
+  per_participant: 2
+  raters_per_item: 1
+  filters: {confidence: [0.0, 1.0], interaction_strength: [0.0, 1.0]}
+candidates: {mode: top_k, k: 2, distractors: 1}
+phases: {learning_items: 1, survey: true}
+quality: {attention_checks: 1, min_rt_ms: 500, exclusion_rules: {max_attention_failures: 0}}
+codes: {completed: SPECDONE, screened_out: SPECOUT}
+"""
+
+
+def _spec_setup(alice, demo_jsonl, tmp_path):
+    from annotations.services.datasets import dataset_import
+    from annotations.services.registry import registered_model_create
+    from tests.integration.builders import DEMO_ADAPTER
+
+    dataset = dataset_import(owner=alice, name="shapes", jsonl_path=demo_jsonl)
+    registered_model_create(owner=alice, name="fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def _check_spec_study() -> Study:
+    from annotations.models import StudyItem
+    from annotations.selectors import MODALITY_INTERACTION
+
+    study = Study.objects.get(name="Spec study")
+    assert study.status == Study.Status.LIVE
+    assert (study.completion_code, study.screened_out_code, study.n_distractors) == ("SPECDONE", "SPECOUT", 1)
+    assert {c.name: c.views for c in study.conditions.all()} == {"baseline": [], "shares": ["share", "heatmap"],
+                                                                 "pairs": ["top_pairs"]}
+    # The strength filter needed every item's 2x2 modality interaction.
+    assert Explanation.objects.filter(model=study.model, method=MODALITY_INTERACTION).count() == \
+        study.dataset.items.count()
+    targets = study_explanation_targets(study=study)
+    assert sum(len(v) for v in targets.values()) == 3 * StudyItem.objects.filter(study=study).count()  # k + 1
+    for method, view in (("integrated_gradients", "share"), ("second_order", "top_pairs")):
+        rows = Explanation.objects.filter(model=study.model, method=method, status="done")
+        assert {(r.item_id, r.target_label) for r in rows} == {(i, label) for i, labels in targets.items()
+                                                                for label in labels}
+        assert all(r.image_view and r.extra_views.get(view) for r in rows)
+    return study
+
+
+def test_launch_study_command_runs_in_process(alice, demo_jsonl, tmp_path, capsys):
+    from django.core.management import call_command
+
+    spec = _spec_setup(alice, demo_jsonl, tmp_path)
+    call_command("launch_study", str(spec), "--owner", "alice")
+
+    study = _check_spec_study()
+    out = capsys.readouterr().out
+    assert "The study is live." in out and f"/s/{study.public_id}/" in out
+    # Precompute again: every row is found, nothing is computed or stored twice.
+    counts = Explanation.objects.count()
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.READY)
+    rerun = precompute_job_create(study=Study.objects.get(pk=study.pk))
+    assert precompute_run(job_id=rerun.pk)["status"] == "done"
+    assert Explanation.objects.count() == counts
+
+
+def test_launch_study_command_via_the_workers(celery_worker_process, alice, demo_jsonl, tmp_path):
+    from django.core.management import call_command
+
+    spec = _spec_setup(alice, demo_jsonl, tmp_path)
+    call_command("launch_study", str(spec), "--owner", "alice", "--via-task", "--timeout", "300")
+    _check_spec_study()
+
+
+def test_beat_task_on_the_worker_reclaims_expired_leases(celery_worker_process, alice, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations.models import Assignment, Slot
+    from tests.services.factories import build_study, enter_and_start
+    from workers.tasks import reclaim_expired_leases
+
+    study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
+                        name="beat-worker")
+    gone, _stays = enter_and_start(study, "gone"), enter_and_start(study, "stays")  # both arms full
+    Assignment.objects.filter(participant=gone).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    reclaim_expired_leases.delay()  # what celery beat sends every minute
+
+    deadline = time.monotonic() + 60
+    while Assignment.objects.filter(participant=gone, status="active").exists():
+        assert time.monotonic() < deadline, "the worker did not reclaim the leases"
+        time.sleep(0.3)
+    assert not Slot.objects.filter(assignment__participant=gone).exists()
+    newcomer = enter_and_start(study, "next")
+    assert newcomer.condition_id == gone.condition_id
+    assert set(newcomer.assignments.values_list("item_id", flat=True)) == set(
+        gone.assignments.values_list("item_id", flat=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 
 import pandas as pd
@@ -17,10 +18,12 @@ from annotations.exports import (
     ITEM_BASE_COLUMNS,
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
+    csv_lines,
     items_csv_lines,
     participants_csv_lines,
     platform_id_exported,
     responses_csv_lines,
+    responses_export_records,
     summary_csv_lines,
 )
 from annotations.models import Explanation, Participant, Prediction, Response
@@ -72,10 +75,16 @@ def test_round_trip_db_to_csv_gives_identical_analysis(answered, tmp_path):
     out = io.StringIO()
     call_command("analyze", str(answered.pk), "--json", "--n-resamples", "200", "--n-permutations", "200", stdout=out)
     assert json.loads(out.getvalue()) == json.loads(json.dumps(service))
+    text = io.StringIO()
+    call_command("analyze", answered.public_id, "--n-resamples", "200", "--n-permutations", "200", stdout=text)
+    assert "After pre-registered exclusions" in text.getvalue() and "vs baseline" in text.getvalue()
 
 
 def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
-    header, rows = _read(responses_csv_lines(study=answered))
+    text = "".join(responses_csv_lines(study=answered))
+    # the fast path (participant columns formatted once) writes what the plain writer would
+    assert text == "".join(csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=answered)))
+    header, rows = _read([text])
     assert header == RESPONSE_COLUMNS
     real = Response.objects.filter(participant__study=answered).exclude(participant__platform="preview")
     assert len(rows) == real.count() and Response.objects.filter(participant__platform="preview").exists()
@@ -90,6 +99,9 @@ def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
         assert json.loads(row["candidate_order"]) and row["explanation_methods"] in ("none", "integrated_gradients")
         assert row["views"] == ("none" if row["condition"] == "baseline" else "heatmap")
 
+    for participant, group in itertools.groupby(rows, key=lambda r: r["participant"]):
+        stamps = [r["created_at"] for r in group]
+        assert stamps == sorted(stamps)  # each participant's rows in submission order
     by_participant: dict[str, set] = {}
     for row in rows:
         by_participant.setdefault(row["participant"], set()).add((row["excluded"], row["exclusion_reasons"]))
@@ -189,3 +201,32 @@ def test_malformed_rules_and_empty_studies_are_refused_before_any_row(answered, 
     assert _read(participants_csv_lines(study=quiet))[1] == []
     with pytest.raises(AnalysisUnavailable, match="no responses"):
         study_report_compute(study=quiet, **FAST)
+
+
+def test_postgres_timestamp_text_becomes_python_isoformat():
+    from datetime import datetime, timedelta, timezone
+
+    from annotations.exports import pg_timestamp_isoformat
+
+    for stamp in (datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                  datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=timezone.utc),
+                  datetime(2025, 12, 31, 23, 59, 59, 123, tzinfo=timezone.utc)):
+        text = str(stamp).replace("+00:00", "+00")
+        if stamp.microsecond:  # PostgreSQL trims trailing zeros of the fraction
+            head, fraction = text[:-3].split(".")
+            text = f"{head}.{fraction.rstrip('0')}+00"
+        assert pg_timestamp_isoformat(text) == stamp.isoformat()
+    other = datetime(2025, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert pg_timestamp_isoformat("2025-01-02 05:04:05+02:00") == other.astimezone(timezone.utc).isoformat()
+
+
+def test_bench_export_command_runs_and_leaves_nothing_behind():
+    from annotations.models import Study
+
+    before = Study.objects.count()
+    out = io.StringIO()
+    call_command("bench_export", "--rows", "300", "--items-per-participant", "7", stdout=out)
+    report = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert report["rows"] == report["exported_rows"] == 300 and report["kept"] is False
+    assert report["participants"] == 43 and report["rows_per_second"] > 0 and report["peak_rss_during_export_mib"] > 0
+    assert Study.objects.count() == before

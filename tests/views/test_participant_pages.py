@@ -321,3 +321,34 @@ def test_posts_without_a_csrf_token_are_refused(study):
 
     assert response.status_code == 403 and b"form has expired" in response.content
     assert _snapshot(study) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
+    # transaction=True: the page runs in autocommit, as in production, not inside a test transaction.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=3, raters_per_item=1, name="late")
+    client = Client()
+    participant = _enter(client, study, "?PROLIFIC_PID=slow&STUDY_ID=s&SESSION_ID=x")
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 3})
+    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    response = client.get(f"/s/{study.public_id}/item/")
+
+    assert response.status_code == 302 and response.url.endswith("/done/")
+    participant.refresh_from_db()
+    assert participant.phase == "done" and participant.responses.count() == 1
+    assert not Slot.objects.filter(assignment__participant=participant, assignment__status="active").exists()
+    assert Slot.objects.filter(condition=participant.condition, assignment=None).count() == 4 - 1  # freed at once
+    # A returning participant who ran out of time before any answer is told so.
+    other = Client()
+    late = _enter(other, study, "?PROLIFIC_PID=later&STUDY_ID=s&SESSION_ID=y")
+    Assignment.objects.filter(participant=late).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    page = other.get(f"/s/{study.public_id}/item/")
+    assert page.status_code == 200 and b"Time is up" in page.content

@@ -425,7 +425,7 @@ def sensitivity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
         )
         raw = _run(expanded, method, torch.as_tensor(target, device=p.device)[order], options)
         inverse = torch.argsort(order)
-        return tuple(a[inverse].detach() for a in raw.attributions)
+        return tuple(a[inverse].detach().contiguous() for a in raw.attributions)  # Captum views them
 
     per_batch = None if max_rows is None else min(max(int(max_rows), big_b), big_b * int(n_perturb_samples))
     with seeded(seed, p.device), warnings.catch_warnings():
@@ -552,3 +552,42 @@ def _interactions(p: PreparedBatch, attributions: Sequence[ItemAttribution],
     return modality_interaction(p.adapter, p.batch, targets=[a.target for a in attributions],
                                 modalities=chosen, prepared=p, max_rows=max_rows)
 
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m workers.engine.metrics [--items N] [--methods a,b]``: time each metric per item
+    on the bundled demo adapter and demo data (CPU, one thread)."""
+    import argparse
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from workers.engine.attribution import attribute
+    from workers.engine.dataset import read_dataset_jsonl
+    from workers.engine.demo.data import generate_dataset
+    from workers.engine.registry import load_adapter
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--items", type=int, default=8)
+    parser.add_argument("--methods", default="integrated_gradients,saliency")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    folder = Path(tempfile.mkdtemp())
+    items = [line.item for line in read_dataset_jsonl(generate_dataset(folder, n_items=args.items, seed=0))]
+    adapter = load_adapter("workers.engine.demo.adapter:DemoAdapter")
+    batch = adapter.encode(items)
+    p = prepare_batch(adapter, batch)
+    groups = sorted({sum(len(ids) for ids in row) for row in p.group_ids})
+    print(f"demo adapter, {p.size} items, {groups} feature groups per item, 1 thread")
+    for method in args.methods.split(","):
+        attrs = attribute(adapter, batch, method=method, targets=0, prepared=p)
+        for name, run in (("deletion_insertion", lambda: deletion_insertion(p, attrs)),
+                          ("infidelity (16)", lambda: infidelity(p, attrs, n_perturb_samples=16)),
+                          ("sensitivity_max (5)", lambda: sensitivity(p, attrs, n_perturb_samples=5))):
+            start = time.perf_counter()
+            run()
+            print(f"{method:22s} {name:20s} {(time.perf_counter() - start) / p.size * 1000:8.1f} ms/item")
+
+
+if __name__ == "__main__":
+    main()

@@ -148,9 +148,11 @@ class Command(BaseCommand):
         parser.add_argument("--keep", action="store_true", help="commit the synthetic study instead of rolling back")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--profile", action="store_true", help="print a cProfile of one extra export first")
+        parser.add_argument("--study", type=int, default=None,
+                            help="export this (earlier --keep) study instead of generating one")
 
     def handle(self, *args, rows: int, items_per_participant: int, out: Path, keep: bool, seed: int,
-               profile: bool = False, **options):
+               profile: bool = False, study: int | None = None, **options):
         self.profile = profile
         if connection.vendor != "postgresql":
             raise CommandError("bench_export needs PostgreSQL (COPY, server-side cursors); set DATABASE_URL")
@@ -159,7 +161,12 @@ class Command(BaseCommand):
         report: dict[str, Any] = {}
         try:
             with transaction.atomic():
-                study = self._generate(rows=rows, per_participant=items_per_participant, seed=seed, report=report)
+                if study is not None:
+                    study = Study.objects.get(pk=study)
+                    report["rows"] = Response.objects.filter(participant__study=study).count()
+                else:
+                    study = self._generate(rows=rows, per_participant=items_per_participant, seed=seed,
+                                           report=report)
                 self._export(study=study, out=out, report=report)
                 if not keep:
                     raise _Rollback
@@ -202,27 +209,35 @@ class Command(BaseCommand):
         gold = {item.pk: item.gold_label for item in items}
         item_ids = [item.pk for item in items]
         base = datetime(2025, 1, 1, tzinfo=timezone.utc)
-        plan = []  # (participant pk, condition pk, item pk, position) for every response, in order
-        for participant in participants:
-            if len(plan) >= rows:
-                break
-            chosen = rng.sample(item_ids, per_participant)
-            for position, item_id in enumerate(chosen[: rows - len(plan)]):
-                plan.append((participant.pk, participant.condition_id, item_id, position))
-        first_assignment = _reserve_ids(Assignment, len(plan))
-        first_response = _reserve_ids(Response, len(plan))
+        members = [(participant.pk, participant.condition_id) for participant in participants]
+
+        def plan() -> Iterator[tuple[int, int, int, int]]:
+            """(participant, condition, item, position) of every response, in order; drawn again
+            from the seed on each pass rather than held in memory."""
+            draw = random.Random(f"{seed}:plan")
+            left = rows
+            for participant_id, condition_id in members:
+                if left <= 0:
+                    return
+                chosen = draw.sample(item_ids, per_participant)[:left]
+                for position, item_id in enumerate(chosen):
+                    yield participant_id, condition_id, item_id, position
+                left -= len(chosen)
+
+        first_assignment = _reserve_ids(Assignment, rows)
+        first_response = _reserve_ids(Response, rows)
 
         def assignments() -> Iterator[dict[str, Any]]:
-            for k, (participant_id, condition_id, item_id, position) in enumerate(plan):
+            for k, (participant_id, condition_id, item_id, position) in enumerate(plan()):
                 when = base + timedelta(seconds=k)
                 yield {"id": first_assignment + k, "participant_id": participant_id, "phase": "test",
                        "kind": "item", "item_id": item_id, "condition_id": condition_id,
-                       "public_id": uuid.UUID(int=rng.getrandbits(128), version=4), "position": position,
+                       "public_id": uuid.uuid4(), "position": position,
                        "status": "answered", "candidate_order": LABELS[:4], "lease_expires_at": when,
                        "served_at": when, "created_at": when}
 
         def responses() -> Iterator[dict[str, Any]]:
-            for k, (participant_id, condition_id, item_id, _) in enumerate(plan):
+            for k, (participant_id, condition_id, item_id, _) in enumerate(plan()):
                 prediction = predictions[item_id]
                 guess = prediction if rng.random() < 0.6 else LABELS[rng.randrange(len(LABELS))]
                 rt = rng.randint(400, 12000)
@@ -259,6 +274,7 @@ class Command(BaseCommand):
         rss_before = _rss_kib()
         peak = rss_before
         lines = 0
+        cpu_started = time.process_time()
         started = time.perf_counter()
         with open(out, "w", encoding="utf-8", newline="") as stream:
             for k, chunk in enumerate(responses_csv_lines(study=study)):
@@ -267,9 +283,12 @@ class Command(BaseCommand):
                 if k % 4 == 0:  # every 4 chunks of 256 rows
                     peak = max(peak, _rss_kib())
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         peak = max(peak, _rss_kib())
         report.update(exported_rows=lines - 1, export_seconds=round(seconds, 2),
-                      rows_per_second=round((lines - 1) / seconds), rss_before_export_mib=round(rss_before / 1024, 1),
+                      rows_per_second=round((lines - 1) / seconds), export_cpu_seconds_python=round(cpu, 2),
+                      rows_per_python_cpu_second=round((lines - 1) / cpu) if cpu else None,
+                      rss_before_export_mib=round(rss_before / 1024, 1),
                       peak_rss_during_export_mib=round(peak / 1024, 1),
                       rss_growth_during_export_mib=round((peak - rss_before) / 1024, 1))
 

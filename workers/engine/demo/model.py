@@ -302,11 +302,15 @@ def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None =
     config = config or TrainConfig()
     path = weights_path(cache_dir or default_cache_dir(), config)
     if path.exists():
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model = DemoModel(config)
-        model.load_state_dict(checkpoint["state_dict"])
-        model.metrics = dict(checkpoint["metrics"])
-        return model.eval()
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            model = DemoModel(config)
+            model.load_state_dict(checkpoint["state_dict"])
+            model.metrics = dict(checkpoint["metrics"])
+            return model.eval()
+        except Exception as exc:  # truncated or foreign file: retrain rather than fail
+            logger.warning("ignoring unreadable demo weights %s: %r", path, exc)
+    logger.info("training the demo model (about a minute on 2 CPU cores); caching at %s", path)
     model = train_demo_model(config=config, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
