@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
     "annotations",
     "workers",
 ]
@@ -137,6 +138,11 @@ LOGIN_REDIRECT_URL = "studies"
 LOGOUT_REDIRECT_URL = "login"
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
+# MTurk shows the study inside a cross-site frame: its cookies must be SameSite=None; Secure,
+# which needs HTTPS. Off by default so the embedded demo works over plain HTTP.
+if envbool("CROSS_SITE_COOKIES", False):
+    SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "None"
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 CSRF_FAILURE_VIEW = "annotations.views_participant.csrf_failure"
 
 # --- Celery (Saleor-style wiring: broker from settings, eager only without a broker) ---
@@ -170,7 +176,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+SPECTACULAR_SETTINGS = {"TITLE": "mmeval API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False}
 
 LOGGING = {
     "version": 1,

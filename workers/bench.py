@@ -42,7 +42,7 @@ perturbation                1 + ``G_A`` + ``G_B`` + ``G_A * G_B`` fwd
 
 **Ratio to the floor.** The machine may be shared, and other processes' load moves every
 timing by tens of percent within minutes. So each timed run of a method is *paired* with a
-floor measured right after it (each needed pass timed once at its best ``N``), and the
+floor measured right after it (each needed pass timed once at every ``N``), and the
 reported ratio is the median of the paired ratios (their range is printed too). The "floor
 items/s" column uses the fastest passes seen in the whole run.
 
@@ -722,20 +722,25 @@ class MethodResult:
 
 
 def _floor_sample(timer: PassTimer, passes: Passes, times: PassTimes) -> tuple[float, PassTimes] | None:
-    """One timing of each pass kind ``passes`` needs, at its best batch size in ``times``:
-    the floor it gives and the samples (None if a needed kind has no measurement)."""
+    """One timing of each pass kind ``passes`` needs at every batch size of the sweep: the
+    floor from the best per-sample time of each kind, and the samples (None if a needed kind
+    has no measurement). Every size, not only the sweep's best: on a busy machine the sweep
+    may crown a size by luck."""
     total = 0.0
     sampled = PassTimes(seconds={}, pair=times.pair)
     for kind in PASS_KINDS:
         count = getattr(passes, kind)
         if not count:
             continue
-        n = times.best_batch_size(kind)
-        value = None if n is None else timer.per_sample(kind, n)
-        if value is None:
+        values = {}
+        for n in sorted(times.seconds.get(kind, {})):
+            value = timer.per_sample(kind, n)
+            if value is not None:
+                values[n] = value
+        if not values:
             return None
-        sampled.seconds[kind] = {n: value}
-        total += count * value
+        sampled.seconds[kind] = values
+        total += count * min(values.values())
     return (total, sampled) if total > 0 else None
 
 
@@ -765,9 +770,10 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
         modalities: the interaction pair.
         max_rows_cap: the largest ``max_rows`` tried.
         device: for CUDA synchronisation (default the inputs' device).
-        timer: when given, the floor's passes are timed again (at their best batch size in
-            ``times``) right after every timed run of the method, and the reported ratio is
-            the median of these paired ratios; ``times`` keeps the fastest samples.
+        timer: when given, the floor's passes are timed again (once at each batch size of
+            ``times``; the best per-sample time counts) right after every timed run of the
+            method, and the reported ratio is the median of these paired ratios; ``times``
+            keeps the fastest samples.
         progress: called with a short description after each run.
 
     Returns:
@@ -919,10 +925,6 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
     timer = PassTimer(adapter, items, modalities=modalities, device=dev)
     times = measure_pass_times(adapter, items, batch_sizes=pass_batch_sizes, repeats=repeats,
                                modalities=modalities, device=dev, progress=progress, timer=timer)
-    keep = {times.best_batch_size(kind) for kind in PASS_KINDS}
-    for n in list(timer._batches):
-        if n not in keep:
-            timer.release(n)  # only the best batch sizes are timed again
     needs_singles = baseline or any(_per_example(m) for m in methods)
     singles = []
     if needs_singles:

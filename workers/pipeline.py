@@ -34,6 +34,7 @@ from annotations.services.studies import (
 from workers.engine.attribution import attribute
 from workers.engine.explain import predict
 from workers.engine.interactions import cross_modal_interaction, modality_interaction
+from workers.engine.metrics import explanation_metrics
 from workers.engine.presentation import render_interaction_views, render_item_views, render_share_bars
 from workers.engine.registry import load_adapter
 
@@ -175,6 +176,8 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views
             attributions = attribute(adapter, batch, method=method,
                                      targets=[label_index[label] for _, label in pairs])
             groups = adapter.describe_groups(batch)
+            metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs,
+                                            attributions=attributions)
             for item_id in chunk_ids:
                 rows = [k for k, (i, _) in enumerate(pairs) if i == item_id]
                 if not rows:
@@ -184,7 +187,8 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views
                 for k, view in zip(rows, rendered):
                     share = render_share_bars(shares=attributions[k].modality_share) if "share" in views else None
                     _store_explanation(study=study, item=items[item_id], label=pairs[k][1],
-                                       attribution=attributions[k], view=view, share_png=share)
+                                       attribution=attributions[k], view=view, share_png=share,
+                                       metrics=metrics.get(k))
         except Exception:
             error = traceback.format_exc()
             for item_id, label in pairs:
@@ -194,6 +198,36 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views
             first_error = first_error or error
         advance(len(chunk_ids), failed=failed_before + failed)
     return failed, first_error
+
+
+def _metrics_of_predicted(*, study: Study, adapter, raws: dict, pairs: list[tuple[int, str]],
+                          attributions) -> dict[int, dict]:
+    """Automatic metrics (deletion/insertion, infidelity, sensitivity, …) of the explanations
+    of the model's own answer: the ones the item export and the metric-vs-human analysis read.
+    Sensitivity reruns the method, so computing it for every candidate would multiply the cost.
+    A metric failure is recorded beside the explanation instead of failing it."""
+    predicted = dict(Prediction.objects.filter(model=study.model, item_id__in=list(raws)).values_list("item_id", "label"))
+    rows = [k for k, (item_id, label) in enumerate(pairs) if predicted.get(item_id) == label]
+    if not rows:
+        return {}
+    try:
+        batch = adapter.encode([raws[pairs[k][0]] for k in rows])
+        values = explanation_metrics(adapter, batch, [attributions[k] for k in rows], seed=study.seed,
+                                     sensitivity_samples=3)
+    except Exception as exc:
+        return {k: {"error": f"{exc.__class__.__name__}: {exc}"} for k in rows}
+    return {k: _finite_json(v) for k, v in zip(rows, values)}
+
+
+def _finite_json(value):
+    """JSON columns reject NaN and Infinity: store an undefined metric as null."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
 
 
 def _fill_share_views(*, study: Study, targets: dict[int, list[str]]) -> None:
@@ -268,7 +302,8 @@ def _store_interaction(*, study: Study, item: Item, label: str, result, view) ->
     )
 
 
-def _store_explanation(*, study: Study, item: Item, label: str, attribution, view, share_png: bytes | None = None) -> None:
+def _store_explanation(*, study: Study, item: Item, label: str, attribution, view, share_png: bytes | None = None,
+                       metrics: dict | None = None) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **attribution.to_arrays())
     summary = attribution.to_json()
@@ -280,4 +315,5 @@ def _store_explanation(*, study: Study, item: Item, label: str, attribution, vie
         image_view=_write_media("views", ".png", view.image_png) if view.image_png else "",
         token_view=view.tokens, summary=summary,
         extra_views={"share": _write_media("views", ".png", share_png)} if share_png else {},
+        metrics=metrics,
     )

@@ -268,7 +268,7 @@ def prediction_store(*, model: RegisteredModel, item, label: str, probabilities:
 def explanation_store(
     *, model: RegisteredModel, item, method: str, target_label: str, status: str,
     arrays_file: str = "", image_view: str = "", token_view: list | None = None,
-    summary: dict | None = None, error: str = "", extra_views: dict | None = None,
+    summary: dict | None = None, error: str = "", extra_views: dict | None = None, metrics: dict | None = None,
 ) -> Explanation:
     """Store one explanation. Idempotent per (model, item, method, target): a redelivery
     overwrites a failed row with its retry but never duplicates a row."""
@@ -276,7 +276,7 @@ def explanation_store(
         model=model, item=item, method=method, target_label=target_label,
         defaults={"status": status, "arrays_file": arrays_file, "image_view": image_view,
                   "token_view": token_view or [], "summary": summary or {}, "error": error,
-                  "extra_views": extra_views or {}},
+                  "extra_views": extra_views or {}, "metrics": metrics or {}},
     )
     return explanation
 

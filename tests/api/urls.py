@@ -7,7 +7,6 @@ from django.urls import include, path
 
 from mmeval.urls import urlpatterns as project_urlpatterns
 
-_names = {getattr(p, "name", None) for p in project_urlpatterns}
 urlpatterns = [
     path("api/", include("annotations.urls_api")),
     path("", include("annotations.urls_dashboard")),
