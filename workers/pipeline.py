@@ -148,23 +148,20 @@ def _stored_pairs(*, study: Study, method: str, views: set[str], item_ids: list[
             if explanation_has_views(e, views)}
 
 
-def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
-                  advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
-    """Explain every (item, candidate) pair that is not stored yet with the study's
-    attribution method, rendering heatmaps, token highlights and (when an arm shows them)
-    modality share bars. Returns how many failed, and the first traceback."""
-    method, model = study.explanation_method, study.model
-    # Rows computed for another study may lack the share bars: draw them from their summary.
-    if "share" in views:
-        _fill_share_views(study=study, targets=targets)
+def _pool_run(*, study: Study, adapter, method: str, targets: dict[int, list[str]], views: set[str], batch_size: int,
+              advance: Callable[..., None], failed_before: int,
+              compute_chunk: Callable[..., None]) -> tuple[int, str]:
+    """Run ``method`` on every (pool item, target label) pair not stored yet, a chunk of whole
+    items at a time (so one item's candidates share a colour scale). ``compute_chunk`` gets
+    the chunk's encoded batch and pairs and stores its rows. A failing chunk marks its
+    rows failed with the traceback. Returns how many failed, and the first traceback."""
+    model = study.model
     stored = _stored_pairs(study=study, method=method, views=views, item_ids=list(targets))
     items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
     label_index = {label: k for k, label in enumerate(model.labels)}
     failed, first_error = 0, ""
-    # Whole items per chunk, so one item's candidates share a colour scale.
-    item_ids = sorted(targets)
     per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
-    for chunk_ids in _chunks(item_ids, per_chunk):
+    for chunk_ids in _chunks(sorted(targets), per_chunk):
         pairs = [(item_id, label) for item_id in chunk_ids for label in targets[item_id]
                  if (item_id, label) not in stored]
         if not pairs:
@@ -173,22 +170,8 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views
         raws = {item_id: item_as_raw(items[item_id]) for item_id in chunk_ids}
         try:
             batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
-            attributions = attribute(adapter, batch, method=method,
-                                     targets=[label_index[label] for _, label in pairs])
-            groups = adapter.describe_groups(batch)
-            metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs,
-                                            attributions=attributions)
-            for item_id in chunk_ids:
-                rows = [k for k, (i, _) in enumerate(pairs) if i == item_id]
-                if not rows:
-                    continue
-                rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
-                                             groups=groups[rows[0]])
-                for k, view in zip(rows, rendered):
-                    share = render_share_bars(shares=attributions[k].modality_share) if "share" in views else None
-                    _store_explanation(study=study, item=items[item_id], label=pairs[k][1],
-                                       attribution=attributions[k], view=view, share_png=share,
-                                       metrics=metrics.get(k))
+            compute_chunk(batch=batch, pairs=pairs, raws=raws, items=items,
+                         label_targets=[label_index[label] for _, label in pairs])
         except Exception:
             error = traceback.format_exc()
             for item_id, label in pairs:
@@ -198,6 +181,39 @@ def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views
             first_error = first_error or error
         advance(len(chunk_ids), failed=failed_before + failed)
     return failed, first_error
+
+
+def _rows_by_item(pairs: list[tuple[int, str]]) -> dict[int, list[int]]:
+    """Batch rows of each item, in pair order."""
+    rows: dict[int, list[int]] = {}
+    for k, (item_id, _) in enumerate(pairs):
+        rows.setdefault(item_id, []).append(k)
+    return rows
+
+
+def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
+                  advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
+    """Attributions by the study's method (heatmaps, token highlights and, when an arm shows
+    them, modality share bars) for every pool item and target label."""
+    # Rows computed for another study may lack the share bars: draw them from their summary.
+    if "share" in views:
+        _fill_share_views(study=study, targets=targets)
+
+    def compute_chunk(*, batch, pairs, raws, items, label_targets) -> None:
+        attributions = attribute(adapter, batch, method=study.explanation_method, targets=label_targets)
+        groups = adapter.describe_groups(batch)
+        metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs,
+                                        attributions=attributions)
+        for item_id, rows in _rows_by_item(pairs).items():
+            rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
+                                         groups=groups[rows[0]])
+            for k, view in zip(rows, rendered):
+                share = render_share_bars(shares=attributions[k].modality_share) if "share" in views else None
+                _store_explanation(study=study, item=items[item_id], label=pairs[k][1], attribution=attributions[k],
+                                   view=view, share_png=share, metrics=metrics.get(k))
+
+    return _pool_run(study=study, adapter=adapter, method=study.explanation_method, targets=targets, views=views,
+                     batch_size=batch_size, advance=advance, failed_before=failed_before, compute_chunk=compute_chunk)
 
 
 def _metrics_of_predicted(*, study: Study, adapter, raws: dict, pairs: list[tuple[int, str]],
@@ -243,48 +259,23 @@ def _fill_share_views(*, study: Study, targets: dict[int, list[str]]) -> None:
 
 def _interact_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
                    advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
-    """The cross-modal interaction matrix of every (item, candidate) pair not stored yet, by
-    the study's interaction method, stored under that method's name with its matrix view
-    and its top patch-word pairs. Cost per pair: see ``interactions.cross_modal_interaction``."""
-    method, model = study.interaction_method, study.model
-    stored = _stored_pairs(study=study, method=method, views=views, item_ids=list(targets))
-    items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
-    label_index = {label: k for k, label in enumerate(model.labels)}
-    failed, first_error = 0, ""
-    item_ids = sorted(targets)
-    per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
-    for chunk_ids in _chunks(item_ids, per_chunk):
-        pairs = [(item_id, label) for item_id in chunk_ids for label in targets[item_id]
-                 if (item_id, label) not in stored]
-        if not pairs:
-            advance(len(chunk_ids))
-            continue
-        raws = {item_id: item_as_raw(items[item_id]) for item_id in chunk_ids}
-        try:
-            batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
-            results = cross_modal_interaction(adapter, batch, method=method,
-                                              targets=[label_index[label] for _, label in pairs])
-            groups = adapter.describe_groups(batch)
-            for item_id in chunk_ids:
-                rows = [k for k, (i, _) in enumerate(pairs) if i == item_id]
-                if not rows:
-                    continue
-                first = results[rows[0]]
-                rendered = render_interaction_views(
-                    item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
-                    group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
-                for k, view in zip(rows, rendered):
-                    _store_interaction(study=study, item=items[item_id], label=pairs[k][1], result=results[k],
-                                       view=view)
-        except Exception:
-            error = traceback.format_exc()
-            for item_id, label in pairs:
-                explanation_store(model=model, item=items[item_id], method=method, target_label=label,
-                                  status=Explanation.Status.FAILED, error=error)
-            failed += len(pairs)
-            first_error = first_error or error
-        advance(len(chunk_ids), failed=failed_before + failed)
-    return failed, first_error
+    """The cross-modal interaction matrix by the study's interaction method (matrix view and
+    top patch-word pairs) for every pool item and target label. Cost per pair: see
+    ``interactions.cross_modal_interaction``."""
+
+    def compute_chunk(*, batch, pairs, raws, items, label_targets) -> None:
+        results = cross_modal_interaction(adapter, batch, method=study.interaction_method, targets=label_targets)
+        groups = adapter.describe_groups(batch)
+        for item_id, rows in _rows_by_item(pairs).items():
+            first = results[rows[0]]
+            rendered = render_interaction_views(
+                item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
+                group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
+            for k, view in zip(rows, rendered):
+                _store_interaction(study=study, item=items[item_id], label=pairs[k][1], result=results[k], view=view)
+
+    return _pool_run(study=study, adapter=adapter, method=study.interaction_method, targets=targets, views=views,
+                     batch_size=batch_size, advance=advance, failed_before=failed_before, compute_chunk=compute_chunk)
 
 
 def _store_interaction(*, study: Study, item: Item, label: str, result, view) -> None:

@@ -2,19 +2,4 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path) -> Path:
-    path = tmp_path / "media"
-    path.mkdir()
-    settings.MEDIA_ROOT = path
-    return path
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+from tests.isolation import fast_password_hasher, media_root  # noqa: F401  (autouse fixtures)
