@@ -91,7 +91,6 @@ from workers.engine.attribution import (
     prepare_batch,
     seeded,
 )
-from workers.engine.explain import DEFAULT_MAX_ROWS
 from workers.engine.interactions import (
     CROSS_METHODS,
     cross_modal_interaction,
@@ -1034,9 +1033,10 @@ def format_report(report: BenchReport) -> str:
                      "x floor", "target", "baseline", "items/s", "speedup", "rel.diff"],
                     rows, "lllrrrllrrr")
     if any(r.ratio < SUSPICIOUS_RATIO for r in report.results):
-        lines += ["", f"! ratio below {SUSPICIOUS_RATIO}: a method cannot beat its own passes, so the "
-                      "floor measurement was disturbed (other processes, OpenMP spin-waiting); rerun "
-                      "on a quiet machine, with OMP_WAIT_POLICY=PASSIVE or --threads 1"]
+        lines += ["", f"! ratio below {SUSPICIOUS_RATIO}: a method cannot beat its own passes, so either "
+                      "--pass-batch-sizes lacks the row counts the engine used, or the floor measurement "
+                      "was disturbed (other processes, OpenMP spin-waiting): rerun on a quiet machine, "
+                      "with OMP_WAIT_POLICY=PASSIVE or --threads 1"]
     return "\n".join(lines)
 
 
