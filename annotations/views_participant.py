@@ -9,6 +9,7 @@ candidate in the order recorded on the assignment, and no page carries item IDs.
 
 from __future__ import annotations
 
+import secrets
 from functools import wraps
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def participant_page(view):
 
 def _session_key(study: Study) -> str:
     return f"participant:{study.public_id}"
+
+
+def _link_key(study: Study) -> str:
+    return f"link:{study.public_id}"
 
 
 def _pending_key(study: Study) -> str:
@@ -131,7 +136,7 @@ def entry(request, public_id: str):
                                                platform_id=pending["platform_id"])
         if returning is not None:
             try:
-                participant_resume(participant=returning)
+                participant_resume(participant=returning, platform_data=pending["platform_data"])
             except ParticipantError as exc:
                 return _refusal(request, study, exc.code, str(exc))
             request.session[_session_key(study)] = str(returning.public_id)
@@ -142,6 +147,9 @@ def entry(request, public_id: str):
         return _refusal(request, study, "closed", "This study is not open at the moment.")
     if pending is not None and participant is None:
         request.session[_pending_key(study)] = pending
+    # A per-browser ID for open-link entries: a double click on "I agree" resumes one
+    # participant instead of creating two.
+    request.session.setdefault(_link_key(study), secrets.token_urlsafe(16))
     return render(request, "participant/consent.html", {"study": study, "participant": participant})
 
 
@@ -162,11 +170,12 @@ def consent(request, public_id: str):
     participant = _participant(request, study)
     if participant is None:
         pending = request.session.get(_pending_key(study)) or {}
+        link_id = request.session.get(_link_key(study), "")
         try:
             participant = participant_enter(
                 study=study,
                 platform=pending.get("platform", Participant.Platform.LINK),
-                platform_id=pending.get("platform_id", ""),
+                platform_id=pending.get("platform_id", f"link:{link_id}" if link_id else ""),
                 platform_data=pending.get("platform_data"),
                 invite_token=pending.get("invite_token"),
             )

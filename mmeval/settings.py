@@ -47,12 +47,23 @@ def envstr(name: str, default: str) -> str:
 
 
 DEBUG = envbool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("MMEVAL_REQUIRE_SECRET_KEY"):
-        raise ImproperlyConfigured("SECRET_KEY must be set")
-    # An insecure but stable key keeps the embedded demo and tests working out of the box.
-    SECRET_KEY = "mmeval-insecure-dev-key-set-SECRET_KEY-in-production"
+def _secret_key() -> str:
+    """SECRET_KEY, or a random key kept in var/secret_key: never a key known to the public,
+    since exports pseudonymise platform IDs with an HMAC keyed from it."""
+    key = os.environ.get("SECRET_KEY", "")
+    if key:
+        return key
+    path = BASE_DIR / "var" / "secret_key"
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
 
 ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
 SITE_URL = envstr("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -158,14 +169,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_DEFAULT_QUEUE", "mmeval")
 CELERY_GPU_QUEUE = envstr("CELERY_GPU_QUEUE", "mmeval-gpu")
-CELERY_TASK_ROUTES = {
-    "workers.tasks.precompute_study": {"queue": CELERY_GPU_QUEUE},
-    "workers.tasks.precompute_batch": {"queue": CELERY_GPU_QUEUE},
-}
+CELERY_TASK_ROUTES = {"workers.tasks.precompute_study": {"queue": CELERY_GPU_QUEUE}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Compute engine knobs.
 MMEVAL_DEVICE = envstr("MMEVAL_DEVICE", "cpu")
+# Adapters run inside the server and the workers: only modules under these prefixes may be
+# registered. An operator installs a researcher's package and adds its prefix here.
+MMEVAL_ADAPTER_PREFIXES = [p.strip() for p in envstr("MMEVAL_ADAPTER_PREFIXES", "workers.engine.demo.,adapters.").split(",")
+                           if p.strip()]
 MMEVAL_PRECOMPUTE_BATCH_SIZE = envint("MMEVAL_PRECOMPUTE_BATCH_SIZE", 64, minimum=1)
 MMEVAL_TASK_SOFT_TIME_LIMIT = envint("MMEVAL_TASK_SOFT_TIME_LIMIT", 60 * 30, minimum=1)
 MMEVAL_TASK_TIME_LIMIT = envint("MMEVAL_TASK_TIME_LIMIT", 60 * 35, minimum=1)

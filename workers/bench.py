@@ -250,6 +250,10 @@ class PassTimer:
         self._batches: dict[int, tuple[PreparedBatch, Tensor]] = {}
         self._graphs: dict[int, tuple[Tensor, list[Tensor]] | None] = {}
 
+    def batch(self, n: int) -> tuple[PreparedBatch, Tensor]:
+        """A prepared batch of ``n`` items (cycled, in order) and its predicted classes."""
+        return self._batch(n)
+
     def _batch(self, n: int) -> tuple[PreparedBatch, Tensor]:
         if n not in self._batches:
             p = prepare_batch(self.adapter, self.adapter.encode(_cycle(self.items, n)))
@@ -749,6 +753,8 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
                  baseline: bool = True, baseline_repeats: int = 1, baseline_items: int | None = None,
                  modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
                  device: torch.device | None = None, timer: PassTimer | None = None,
+                 batches: Callable[[int], tuple[PreparedBatch, Tensor]] | None = None,
+                 batch_sizes: Sequence[int] = (),
                  progress: Progress | None = None) -> MethodResult:
     """Autotune, time and floor one method on the items of ``p``.
 
@@ -773,6 +779,13 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
             ``times``; the best per-sample time counts) right after every timed run of the
             method, and the reported ratio is the median of these paired ratios; ``times``
             keeps the fastest samples.
+        batches: ``batches(n)`` -> a prepared batch of ``n`` items (cycled from the same items,
+            in the same order) and its targets. With it, a method that has no row knob (one
+            head call of ``B`` rows: saliency, input x gradient) gets the batch size as its
+            knob instead, swept over ``batch_sizes`` (those of at least 8) and ``B``, so that
+            it can run at the batch size its floor is measured at; the row then reports that
+            many items.
+        batch_sizes: the candidate batch sizes for ``batches``.
         progress: called with a short description after each run.
 
     Returns:
@@ -787,23 +800,45 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
     runs = list(singles) if per_example else [(p, targets)]
     knob, candidates = knob_candidates(method, runs[0][0], options,
                                        max_rows_cap=max_rows_cap, modalities=modalities)
+    by_batch = knob is None and not per_example and batches is not None
+    if by_batch:  # the knob is the batch size itself (see ``batches``)
+        knob = "batch"
+        candidates = sorted({int(n) for n in batch_sizes if int(n) >= 8} | {p.size})
+
+    def runs_for(value: int | None) -> list[tuple[PreparedBatch, Tensor]]:
+        if not by_batch or value == p.size:
+            return runs
+        assert batches is not None and value is not None
+        return [batches(value)]
+
+    def opts_for(value: int | None) -> dict[str, Any]:
+        return {**options, knob: value} if knob and not by_batch else dict(options)
+
+    def per_item(value: int) -> float:  # compare batch sizes by time per item
+        return sweep[value] / value if by_batch else sweep[value]
+
     sweep: dict[int, float] = {}
     results: list[Any] = []
     with _quiet():
-        _run_engine(method, runs, {**options, **({knob: candidates[0]} if knob else {})}, modalities)  # warm-up
+        _run_engine(method, runs_for(candidates[0] if knob else None),
+                    opts_for(candidates[0] if knob else None), modalities)  # warm-up
         for value in candidates:
-            opts = {**options, knob: value} if knob else options
+            run_v, opts_v = runs_for(value), opts_for(value)
             try:
-                sweep[value], _ = _timed(lambda: _run_engine(method, runs, opts, modalities), dev)
+                if by_batch and value != candidates[0]:  # warm-up: a new batch shape
+                    _run_engine(method, run_v, opts_v, modalities)
+                sweep[value], _ = _timed(lambda: _run_engine(method, run_v, opts_v, modalities), dev)
             except RuntimeError as exc:
                 if not _is_oom(exc):
                     raise
                 break
             tick(f"{method} {knob}={value}")
-        best_value = min(sweep, key=lambda v: (sweep[v], v)) if knob else None
-        opts = {**options, knob: best_value} if knob else options
+        best_value = min(sweep, key=lambda v: (per_item(v), v)) if knob else None
+        runs = runs_for(best_value)
+        p_run = runs[0][0] if by_batch else p
+        opts = opts_for(best_value)
         best = sweep.get(best_value, math.inf) if knob else math.inf
-        passes = floor_passes(method, p, options=options, modalities=modalities)
+        passes = floor_passes(method, p_run, options=options, modalities=modalities)
         paired: list[float] = []
         for _ in range(max(1, repeats)):
             seconds, results = _timed(lambda: _run_engine(method, runs, opts, modalities), dev)
@@ -819,7 +854,7 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
             tick(f"{method} timing")
         if knob is not None:
             sweep[best_value] = min(sweep[best_value], best)
-    result = MethodResult(method=method, n_items=p.size, passes=passes.describe(p.size), knob=knob,
+    result = MethodResult(method=method, n_items=p_run.size, passes=passes.describe(p_run.size), knob=knob,
                           knob_value=best_value, sweep=sweep, seconds=best, floor_seconds=math.inf,
                           ratio=math.inf, target=TARGETS.get(method), pass_counts=passes,
                           paired_ratios=paired)
@@ -835,7 +870,7 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
                 tick(f"{method} {name}")
         result.baseline = name
         result.baseline_items = len(subset)
-        result.baseline_seconds = base_best * p.size / len(subset)
+        result.baseline_seconds = base_best * p_run.size / len(subset)
         result.speedup = result.baseline_seconds / best if best > 0 else math.inf
         if comparable and not per_example:
             result.max_rel_diff = _relative_difference(method, results[: len(subset)], ref, subset)
@@ -885,7 +920,7 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
                   baseline_items: int | None = None,
                   method_options: Mapping[str, Mapping[str, Any]] | None = None,
                   modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
-                  paired: bool = True, adapter_name: str = "",
+                  paired: bool = True, batch_knob: bool = True, adapter_name: str = "",
                   progress: Progress | None = None) -> BenchReport:
     """Measure the pass times, then benchmark every method on ``items`` (one batch).
 
@@ -904,6 +939,10 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
             report the median of the paired ratios (see :func:`bench_method`). On a shared
             machine a floor measured once, at the start, can land in a quiet or a busy spell
             and shift every ratio; a pair shares the load of its moment.
+        batch_knob: methods without a row knob (saliency, input x gradient: one head call of
+            ``B`` rows) are timed on batches of each size of ``pass_batch_sizes`` (at least 8)
+            and of ``len(items)``, items cycled, and the fastest per item counts (see
+            :func:`bench_method`'s ``batches``); False times them on ``items`` only.
         adapter_name: recorded in the report.
         progress: called with a short description after each measurement.
 
@@ -940,7 +979,8 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
             singles=singles if needs_singles else None, baseline=baseline,
             baseline_repeats=baseline_repeats, baseline_items=baseline_items,
             modalities=modalities, max_rows_cap=max_rows_cap, device=dev,
-            timer=timer if paired else None, progress=progress))
+            timer=timer if paired else None, batches=timer.batch,
+            batch_sizes=pass_batch_sizes if batch_knob else (), progress=progress))
     for result in report.results:  # every floor from the fastest passes seen in the whole run
         result.set_floor(times)
     report.environment["load_after"] = _load_average()
@@ -1072,6 +1112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-items", type=int, default=None,
                         help="run the baselines on this many items only (their time is scaled)")
     parser.add_argument("--baseline-repeats", type=int, default=1)
+    parser.add_argument("--fixed-batch", action="store_true",
+                        help="time saliency and input x gradient (no row knob) on the --items batch "
+                             "only, instead of autotuning their batch size over --pass-batch-sizes")
     parser.add_argument("--json", default=None, help="also write the raw results as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -1146,6 +1189,7 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
                                    baseline_repeats=int(options["baseline_repeats"]),
                                    baseline_items=options.get("baseline_items"),
                                    max_rows_cap=int(options["max_rows_cap"]),
+                                   batch_knob=not options.get("fixed_batch"),
                                    adapter_name=options["adapter"], progress=progress)
         finally:
             bar.close()

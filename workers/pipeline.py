@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from annotations.models import Explanation, Item, PrecomputeJob, Prediction, Study
 from annotations.selectors import (
@@ -37,6 +38,9 @@ from workers.engine.interactions import cross_modal_interaction, modality_intera
 from workers.engine.metrics import explanation_metrics
 from workers.engine.presentation import render_interaction_views, render_item_views, render_share_bars
 from workers.engine.registry import load_adapter
+
+# Infrastructure hiccups, not the adapter's fault: worth a retry rather than a failed job.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -116,6 +120,8 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
             advance(len(pool), failed=0)
         error = f"{failed} explanation(s) failed. The first error:\n\n{first_error}" if failed else ""
         precompute_job_finish(job=job, error=error)
+    except TRANSIENT_ERRORS:
+        raise  # the task retries with backoff and, being idempotent, finishes the work
     except Exception:
         precompute_job_finish(job=job, error=traceback.format_exc())
     return {"status": job.status, "done": job.done, "total": job.total}
@@ -151,19 +157,28 @@ def _stored_pairs(*, study: Study, method: str, views: set[str], item_ids: list[
 def _pool_run(*, study: Study, adapter, method: str, targets: dict[int, list[str]], views: set[str], batch_size: int,
               advance: Callable[..., None], failed_before: int,
               compute_chunk: Callable[..., None]) -> tuple[int, str]:
-    """Run ``method`` on every (pool item, target label) pair not stored yet, a chunk of whole
-    items at a time (so one item's candidates share a colour scale). ``compute_chunk`` gets
-    the chunk's encoded batch and pairs and stores its rows. A failing chunk marks its
-    rows failed with the traceback. Returns how many failed, and the first traceback."""
+    """Run ``method`` on every pool item that lacks a (target label) row, a chunk of whole
+    items at a time. ``compute_chunk`` gets the chunk's encoded batch and pairs and stores
+    its rows. A failing chunk marks its rows failed with the traceback. Returns how many
+    failed, and the first traceback.
+
+    Every row of one (model, item, method) is drawn together on one colour scale, also when
+    another study stored some labels before: an item's views drawn on two scales would let
+    the printed scale tell candidates apart, and through them the model's answer."""
     model = study.model
     stored = _stored_pairs(study=study, method=method, views=views, item_ids=list(targets))
+    drawn: dict[int, set[str]] = {}
+    for item_id, label in Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE,
+                                                     item_id__in=list(targets)).values_list("item_id", "target_label"):
+        drawn.setdefault(item_id, set()).add(label)
     items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
     label_index = {label: k for k, label in enumerate(model.labels)}
     failed, first_error = 0, ""
     per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
     for chunk_ids in _chunks(sorted(targets), per_chunk):
-        pairs = [(item_id, label) for item_id in chunk_ids for label in targets[item_id]
-                 if (item_id, label) not in stored]
+        pairs = [(item_id, label)
+                 for item_id in chunk_ids if any((item_id, label) not in stored for label in targets[item_id])
+                 for label in sorted(set(targets[item_id]) | drawn.get(item_id, set()), key=label_index.__getitem__)]
         if not pairs:
             advance(len(chunk_ids))
             continue

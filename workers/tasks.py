@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 
 from annotations.services.participants import leases_reclaim
-from workers.pipeline import precompute_run
+from workers.pipeline import TRANSIENT_ERRORS, precompute_run
 
 
 @shared_task(
@@ -13,7 +13,7 @@ from workers.pipeline import precompute_run
     reject_on_worker_lost=True,
     soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.MMEVAL_TASK_TIME_LIMIT,
-    autoretry_for=(ConnectionError, TimeoutError),
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     retry_backoff_max=300,
     max_retries=5,

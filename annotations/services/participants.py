@@ -72,6 +72,7 @@ def participant_enter(
     """
     if platform == Participant.Platform.PREVIEW:
         raise ParticipantError("invalid", "Previews start from the researcher's study page.")
+    leases_reclaim()  # without beat (eager mode) expired leases would keep a study "full"
     with transaction.atomic():
         # One lock per study serialises arm balancing; it is held for a few queries only.
         study = Study.objects.select_for_update().get(pk=study.pk)
@@ -90,7 +91,7 @@ def participant_enter(
         if platform_id:
             existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
             if existing is not None:
-                return participant_resume(participant=existing)
+                return participant_resume(participant=existing, platform_data=platform_data)
 
         condition = _least_filled_condition(study=study)
         participant = Participant.objects.create(
@@ -104,10 +105,24 @@ def participant_enter(
         return participant
 
 
-def participant_resume(*, participant: Participant) -> Participant:
-    """A returning participant carries on where they stopped; a finished one is refused."""
+# The platform's per-attempt ID: knowing a worker's platform ID alone must not resume their
+# session (MTurk worker IDs are semi-public).
+PLATFORM_SESSION_KEYS = {Participant.Platform.PROLIFIC: "SESSION_ID", Participant.Platform.MTURK: "assignmentId"}
+
+
+def participant_resume(*, participant: Participant, platform_data: dict | None = None) -> Participant:
+    """A returning participant carries on where they stopped; a finished one is refused.
+
+    A crowd worker coming back through the platform link must bring the same platform
+    session (Prolific SESSION_ID, MTurk assignmentId) as when they started."""
     if participant.phase == Participant.Phase.DONE:
         raise ParticipantError("finished", "You have already completed this study. Thank you!")
+    key = PLATFORM_SESSION_KEYS.get(participant.platform)
+    if platform_data is not None and key is not None:
+        started_with = (participant.platform_data or {}).get(key, "")
+        if started_with and started_with != (platform_data or {}).get(key, ""):
+            raise ParticipantError("elsewhere", "This study was started in another session of yours. "
+                                                "Please continue it there, or contact the researcher.")
     return participant
 
 
@@ -162,6 +177,7 @@ def participant_start(*, participant: Participant) -> Participant:
     """Leave the instructions: lease this participant's items for every phase (see the
     module docstring) and move to the first item phase. Raises ParticipantError('full')
     when no test item is free. Safe to call twice (a double click on "Start")."""
+    leases_reclaim()
     with transaction.atomic():
         locked = Participant.objects.select_for_update().select_related("study__model").get(pk=participant.pk)
         if locked.phase not in (Participant.Phase.CONSENT, Participant.Phase.INSTRUCTIONS):
@@ -212,18 +228,20 @@ def _free_test_items(*, participant: Participant, need: int) -> dict[int, Slot |
         _rng(study.seed, "preview", participant.public_id).shuffle(pool)
         return {item_id: None for item_id in pool[:need]}
     # Lowest slot index first, so every item gets its n-th rater before any gets its (n+1)-th.
-    free = list(
-        Slot.objects.select_for_update(skip_locked=True)
-        .filter(condition_id=participant.condition_id, assignment__isnull=True)
-        .exclude(item_id__in=seen)
-        .order_by("index", "sort_key")[: need * study.raters_per_item]
-    )
+    # Lock in rounds of what is still needed: locking more (to skip a second slot of a chosen
+    # item) would hide free slots from participants starting at the same moment.
     chosen: dict[int, Slot | None] = {}
-    for slot in free:
-        if slot.item_id not in chosen:
-            chosen[slot.item_id] = slot
-        if len(chosen) == need:
+    while len(chosen) < need:
+        free = list(
+            Slot.objects.select_for_update(skip_locked=True)
+            .filter(condition_id=participant.condition_id, assignment__isnull=True)
+            .exclude(item_id__in=seen + list(chosen))
+            .order_by("index", "sort_key")[: need - len(chosen)]
+        )
+        if not free:
             break
+        for slot in free:
+            chosen.setdefault(slot.item_id, slot)
     return chosen
 
 

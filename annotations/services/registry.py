@@ -22,6 +22,11 @@ def registered_model_create(*, owner, name: str, adapter_path: str, check_datase
     the model with the labels and modalities it declares."""
     if RegisteredModel.objects.filter(owner=owner, name=name).exists():
         raise ModelRegistrationError(f"you already have a model named '{name}'")
+    module = adapter_path.partition(":")[0]
+    if not any(module.startswith(prefix) or module == prefix.rstrip(".") for prefix in settings.MMEVAL_ADAPTER_PREFIXES):
+        raise ModelRegistrationError(
+            f"'{adapter_path}' is not under an allowed adapter package ({', '.join(settings.MMEVAL_ADAPTER_PREFIXES)}); "
+            "ask the operator to install your package and add it to MMEVAL_ADAPTER_PREFIXES")
     item = check_dataset.items.order_by("line_number").first()
     if item is None:
         raise ModelRegistrationError(f"dataset '{check_dataset.name}' has no items to check the model on")

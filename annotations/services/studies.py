@@ -330,7 +330,11 @@ def study_launch(*, study: Study) -> Study:
 
 
 def study_close(*, study: Study) -> Study:
-    Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)
+    """Stop taking participants. Only a live study closes; a draft is simply not launched."""
+    closed = Study.objects.filter(pk=study.pk, status__in=[Study.Status.LIVE, Study.Status.CLOSED]).update(
+        status=Study.Status.CLOSED)
+    if not closed:
+        raise StudyError(f"only a live study can be closed (this one is {study.status})")
     study.status = Study.Status.CLOSED
     return study
 

@@ -169,3 +169,30 @@ def test_the_unlabelled_predicted_explanation_reveals_no_name(alice, demo_jsonl)
     assert kinds == {"heatmap", "interaction", "top_pairs", "share"}
     page_urls = [u for u in SRC.findall(Client().get(f"/s/{study.public_id}/").content.decode())]
     assert not page_urls or all("/v/" not in u for u in page_urls)
+
+
+def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, demo_jsonl):
+    """A pilot with 2 candidates, then a main study with 4 on the same model: if the main
+    study drew only its 2 new candidates, their printed colour scale would differ from the
+    pilot's pair, and the pair holding the model's answer would stand out."""
+    from annotations.models import PrecomputeJob
+    from annotations.services.studies import ConditionSpec, precompute_job_create, study_create
+    from workers.pipeline import precompute_run
+
+    pilot = live_demo_study(owner=alice, jsonl=demo_jsonl, n_candidates=2)
+    main = study_create(
+        owner=alice, name="main", dataset=pilot.dataset, model=pilot.model,
+        conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"])],
+        n_items=8, items_per_participant=4, raters_per_item=2, n_candidates=4, seed=pilot.seed,
+    )
+    job = precompute_job_create(study=main)
+    assert precompute_run(job_id=job.pk)["status"] == "done"
+    started = PrecomputeJob.objects.get(pk=job.pk).created_at
+
+    shared = set(pilot.study_items.values_list("item_id", flat=True)) & set(main.study_items.values_list("item_id", flat=True))
+    assert shared, "the same seed should sample overlapping items"
+    for item_id in shared:
+        rows = Explanation.objects.filter(model=main.model, item_id=item_id, method=main.explanation_method)
+        assert rows.count() == 4
+        # Every row of the item was drawn in the main study's run, together.
+        assert all(row.updated_at >= started for row in rows)

@@ -174,3 +174,37 @@ def test_double_click_on_start_leases_one_set_of_items(alice, tmp_path, monkeypa
     assert Slot.objects.filter(assignment__participant=participant).count() == study.items_per_participant
     participant.refresh_from_db()
     assert participant.phase == Participant.Phase.TEST
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_starting_participant_locks_only_the_slots_it_takes(alice, tmp_path):
+    """Locking spare slots (say, a second slot of an item already chosen) would hide them
+    from someone starting at the same moment, who would be told the study is full."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from annotations.models import Slot
+    from annotations.services.participants import _free_test_items, participant_consent, participant_enter
+
+    study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=2,
+                        name="tight")
+    first = participant_consent(participant=participant_enter(study=study, platform="prolific", platform_id="p1"))
+    seen_by_other: list[int] = []
+
+    def other_transaction():
+        try:
+            with transaction.atomic():
+                free = Slot.objects.select_for_update(skip_locked=True).filter(
+                    condition_id=first.condition_id, assignment__isnull=True)
+                seen_by_other.append(len(list(free)))
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        chosen = _free_test_items(participant=first, need=2)
+        thread = threading.Thread(target=other_transaction)
+        thread.start()
+        thread.join()
+    assert len(chosen) == 2
+    assert seen_by_other == [2]  # 4 slots in the arm, 2 locked by the first participant

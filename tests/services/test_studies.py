@@ -270,3 +270,15 @@ def test_explanation_store_twice_keeps_one_row_and_a_retry_replaces_a_failure(al
     # Another target is another row.
     explanation_store(model=model, item=item, method="integrated_gradients", target_label="red", status="done")
     assert rows.count() == 2
+
+
+def test_adapters_outside_the_allowed_packages_are_refused(alice, settings, tmp_path):
+    """Registration imports and runs code in the server: only operator-approved packages."""
+    from annotations.models import Dataset, RegisteredModel
+    from annotations.services.registry import ModelRegistrationError, registered_model_create
+
+    settings.MMEVAL_ADAPTER_PREFIXES = ["workers.engine.demo."]
+    dataset = Dataset.objects.create(owner=alice, name="d", modalities=["text"])
+    with pytest.raises(ModelRegistrationError, match="not under an allowed adapter package"):
+        registered_model_create(owner=alice, name="m", adapter_path="os:abort", check_dataset=dataset)
+    assert not RegisteredModel.objects.exists()

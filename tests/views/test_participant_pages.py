@@ -230,6 +230,33 @@ def test_returning_prolific_participant_resumes_in_a_new_browser_and_finished_is
     assert Participant.objects.filter(study=study).count() == 1
 
 
+def test_knowing_a_platform_id_does_not_resume_someone_elses_session(study):
+    """MTurk worker IDs are semi-public: resuming needs the same platform session too."""
+    owner = Client()
+    participant = _enter(owner, study, "?PROLIFIC_PID=victim&STUDY_ID=s&SESSION_ID=real-session")
+    attacker = Client()
+    page = attacker.get(f"/s/{study.public_id}/?PROLIFIC_PID=victim&STUDY_ID=s&SESSION_ID=guessed")
+    assert page.status_code == 200 and b'data-code="elsewhere"' in page.content
+    assert f"participant:{study.public_id}" not in attacker.session
+    assert attacker.get(f"/s/{study.public_id}/item/").status_code == 302  # back to the entry page
+    attacker.post(f"/s/{study.public_id}/consent/")  # at most a new, separate participant
+    assert attacker.session.get(f"participant:{study.public_id}") != str(participant.public_id)
+    assert owner.get(f"/s/{study.public_id}/item/").status_code == 200
+    assert _current(participant).served_at is not None
+
+
+def test_double_click_on_consent_creates_one_participant(study):
+    client = Client()
+    client.get(f"/s/{study.public_id}/")
+    client.post(f"/s/{study.public_id}/consent/")
+    # The second click's request left before the first one stored the participant in the session.
+    session = client.session
+    del session[f"participant:{study.public_id}"]
+    session.save()
+    client.post(f"/s/{study.public_id}/consent/")
+    assert Participant.objects.filter(study=study).count() == 1
+
+
 def test_full_and_closed_studies_say_so(alice, tmp_path):
     tiny = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
                        name="tiny")

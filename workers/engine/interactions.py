@@ -73,6 +73,7 @@ from workers.engine.adapter import ModelAdapter, RawItem
 from workers.engine.attribution import (
     NonFiniteError,
     PreparedBatch,
+    _group_slots,
     _jsonable,
     as_targets,
     check_finite,
@@ -239,22 +240,6 @@ def _group_indicators(p: PreparedBatch, m: int) -> Tensor:
     return (mask.unsqueeze(0) == view) & valid.T.reshape_as(view)
 
 
-def _sum_into_groups(p: PreparedBatch, m: int, values: Tensor) -> list[Tensor]:
-    """``values`` ``(K, B, *S_m)`` -> per item ``(K, G_m_b)``: sums over each group of ``m``."""
-    dims = [d + 1 for d in p.feature_dims(m)]  # +1: the leading K dimension
-    values = values.detach().cpu().to(torch.float64)  # float64 on CPU: also fine for MPS inputs
-    reduced = values.sum(dim=dims) if dims else values
-    smask = p.spatial_mask(m).cpu()
-    out = []
-    for b in range(p.size):
-        ids = p.group_ids[b][m].cpu()
-        inv = torch.searchsorted(ids, smask[b].reshape(-1))
-        acc = torch.zeros(values.shape[0], len(ids), dtype=torch.float64)
-        acc.index_add_(1, inv, reduced[:, b].reshape(values.shape[0], -1).to(torch.float64))
-        out.append(acc)
-    return out
-
-
 def _hvp_batched(g_s: Tensor, z_l: Tensor, vectors: Tensor, *, retain: bool) -> Tensor | None:
     """``d(g_s . v_k)/d z_l`` for every ``v_k`` in ``vectors`` ``(K, *g_s.shape)`` in one vmapped
     backward pass; falls back to a loop (with a warning) for ops lacking vmap rules."""
@@ -290,7 +275,13 @@ def _cross_hessian(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, what:
     indic = _group_indicators(p, s_idx)
     u = mult[s_idx].unsqueeze(0) * indic.to(mult[s_idx].dtype)
     k_s = u.shape[0]
-    acc = torch.zeros((k_s, *p.inputs[l_idx].shape), dtype=p.inputs[l_idx].dtype, device=p.device)
+    # Each chunk of HVPs goes straight into L's group sums: acc[k, b, slot] (float64, on the
+    # CPU like every score; slot = the element's position in item b's sorted group IDs).
+    feat_l = [d + 1 for d in p.feature_dims(l_idx)]  # +1: the leading K dimension
+    smask_l = p.spatial_mask(l_idx).cpu()
+    table_l, slot_l = _group_slots(p, l_idx, smask_l)  # (B, K_L), (B, E_L)
+    acc = torch.zeros((k_s, big_b, table_l.shape[1]), dtype=torch.float64)
+    mult_l = mult[l_idx].unsqueeze(0)
     caller = p.caller(what)
     n_points = ts.numel()
     per_call = n_points if max_rows is None else max(1, int(max_rows) // big_b)
@@ -322,13 +313,16 @@ def _cross_hessian(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, what:
                 hv = _hvp_batched(g_s, z[l_idx], vec, retain=k1 < k_s)
                 if hv is None:  # L does not reach grad_S f: zero block
                     break
-                acc[k0:k1] += hv.reshape(k1 - k0, n_c, *p.inputs[l_idx].shape).sum(dim=1).detach()
-    values = acc * mult[l_idx].unsqueeze(0)  # (K_S, B, *S_L)
-    check_finite([values.transpose(0, 1)], what=what)
-    per_item = _sum_into_groups(p, l_idx, values)
+                values = hv.detach().reshape(k1 - k0, n_c, *p.inputs[l_idx].shape).sum(dim=1) * mult_l
+                # (k, B, *S_L), float64 before any sum; contiguous: see attribution.summarize
+                values = values.cpu().to(torch.float64, memory_format=torch.contiguous_format)
+                values = values.sum(dim=feat_l) if feat_l else values
+                values = values.reshape(k1 - k0, big_b, -1)  # (k, B, E_L)
+                check_finite([values.transpose(0, 1)], what=what)
+                acc[k0:k1].scatter_add_(2, slot_l.unsqueeze(0).expand_as(values), values)
     out_mats = []
     for b in range(big_b):
-        mat = per_item[b][: len(p.group_ids[b][s_idx])]  # (G_S, G_L)
+        mat = acc[: len(p.group_ids[b][s_idx]), b, : len(p.group_ids[b][l_idx])]  # (G_S, G_L)
         out_mats.append(mat if s_idx == ia else mat.T)
     return out_mats
 
