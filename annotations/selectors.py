@@ -346,3 +346,15 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "confidence_levels": [1, 2, 3, 4, 5],
         **assignment_progress(participant=participant, assignment=assignment),
     }
+
+
+def study_by_key(*, key: str) -> Study:
+    """The one study whose id, public id or name is ``key`` (names are unique only per
+    owner, so an ambiguous name is refused). Raises LookupError."""
+    query = Study.objects.filter(public_id=key) | Study.objects.filter(name=key)
+    if key.isdigit():
+        query = query | Study.objects.filter(pk=int(key))
+    studies = list(query.distinct()[:2])
+    if len(studies) != 1:
+        raise LookupError(f"{'no' if not studies else 'more than one'} study matches '{key}'; use its id")
+    return studies[0]

@@ -8,7 +8,6 @@ from django.conf import settings
 
 from annotations.models import Dataset, RegisteredModel
 from annotations.selectors import item_as_raw
-from workers.engine.registry import check_adapter, forget_adapter, load_adapter
 
 
 class ModelRegistrationError(Exception):
@@ -30,6 +29,9 @@ def registered_model_create(*, owner, name: str, adapter_path: str, check_datase
     item = check_dataset.items.order_by("line_number").first()
     if item is None:
         raise ModelRegistrationError(f"dataset '{check_dataset.name}' has no items to check the model on")
+    # Imported here: torch is heavy and web processes need it only to register a model.
+    from workers.engine.registry import check_adapter, forget_adapter, load_adapter
+
     forget_adapter(adapter_path)  # a re-registration must see the current code, not a cached copy
     try:
         adapter = load_adapter(adapter_path, device=settings.MMEVAL_DEVICE)

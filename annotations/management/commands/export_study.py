@@ -11,6 +11,7 @@ from annotations.exports import (
     summary_csv_lines,
 )
 from annotations.models import Study
+from annotations.selectors import study_by_key
 
 
 class Command(BaseCommand):
@@ -60,10 +61,7 @@ def _lines(study: Study, what: str, *, n_resamples: int, n_permutations: int):
 
 
 def _find_study(key: str) -> Study:
-    query = Study.objects.filter(public_id=key) | Study.objects.filter(name=key)
-    if key.isdigit():
-        query = query | Study.objects.filter(pk=int(key))
-    studies = list(query.distinct())
-    if len(studies) != 1:
-        raise CommandError(f"{'no' if not studies else 'more than one'} study matches '{key}'")
-    return studies[0]
+    try:
+        return study_by_key(key=key)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
