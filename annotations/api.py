@@ -10,7 +10,6 @@ Visibility: a researcher sees the studies they own and those shared with them
 from __future__ import annotations
 
 from django.db import transaction
-from django.http import StreamingHttpResponse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -20,13 +19,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from annotations.exports import (
-    EXPORTS,
-    items_csv_lines,
-    participants_csv_lines,
-    responses_csv_lines,
-    summary_csv_lines,
-)
+from annotations.exports import EXPORTS, study_export_response
 from annotations.selectors import studies_visible_to, study_progress
 from annotations.serializers import ErrorSerializer, ExportLinksSerializer, ProgressSerializer, StudySerializer, \
     export_links
@@ -45,29 +38,6 @@ SPEC_EXAMPLE = {
     "quality": {"attention_checks": 2, "min_rt_ms": 1500,
                 "exclusion_rules": {"max_attention_failures": 0, "max_fast_share": 0.5}},
 }
-
-
-def study_export_response(*, study, what: str, filename_prefix: str) -> StreamingHttpResponse:
-    """A streamed CSV download of one export (shared by the API and the dashboard).
-
-    Raises ``ValueError`` for an unknown export or malformed exclusion rules, and
-    ``AnalysisUnavailable`` for a summary of a study that cannot be analysed yet; both before
-    any byte is sent.
-    """
-    if what == "responses":
-        lines = responses_csv_lines(study=study)
-    elif what == "items":
-        lines = items_csv_lines(study=study)
-    elif what == "participants":
-        lines = participants_csv_lines(study=study)
-    elif what == "summary":
-        lines = summary_csv_lines(report=study_report_get(study=study))
-    else:
-        raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename_prefix}-{study.pk}-{what}.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 def _spectacular(view_method):

@@ -28,8 +28,8 @@ entries) but unlinkable codes across studies, and the codes cannot be reversed b
 guessed IDs without the server's key. ``platform_data`` (session IDs…) is exported only with the
 opt-in.
 
-Free text typed by participants (``comment``) and ``platform_data`` are defused against CSV
-formula injection: a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a
+Free text typed by participants (``comment``), raw platform IDs (they come from the URL the
+participant arrived with) and ``platform_data`` are defused against CSV formula injection: a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a
 leading ``'``.
 """
 
@@ -46,14 +46,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import connection
 from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
+from django.http import StreamingHttpResponse
 
-from annotations.analysis.exclusions import ExclusionRules, exclusion_rules_validate, participant_stats
-from annotations.analysis.report import report_flatten
 from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
+
+if TYPE_CHECKING:  # the analysis package pulls numpy/pandas/scipy: imported where used, not at URL load
+    from annotations.analysis.exclusions import ExclusionRules
 
 EXPORTS = ("responses", "items", "participants", "summary")
 
@@ -97,12 +101,13 @@ def _platform_salt(study: Study) -> bytes:
 
 
 def platform_id_exported(*, study: Study, platform: str, platform_id: str, salt: bytes | None = None) -> str:
-    """The platform ID as exported: raw with ``study.export_raw_platform_ids``, else a keyed hash
-    (module docstring). Empty stays empty."""
+    """The platform ID as exported: raw (defused against CSV formulas, like free text) with
+    ``study.export_raw_platform_ids``, else a keyed hash of the raw ID (module docstring). Empty
+    stays empty."""
     if not platform_id:
         return ""
     if study.export_raw_platform_ids:
-        return platform_id
+        return _defuse(platform_id)
     key = salt if salt is not None else _platform_salt(study)
     return "h:" + hmac.new(key, f"{platform}:{platform_id}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]
 
@@ -113,6 +118,8 @@ def _defuse(text: str) -> str:
 
 def study_exclusion_rules(*, study: Study) -> ExclusionRules:
     """The study's validated exclusion rules (``ValueError`` if they are malformed)."""
+    from annotations.analysis.exclusions import exclusion_rules_validate
+
     return exclusion_rules_validate(study.exclusion_rules, default_fast_rt_ms=study.min_rt_ms)
 
 
@@ -172,6 +179,8 @@ def _responses(study: Study):
 def _stats(rows: Sequence[tuple], *, screened_out: bool, rules: ExclusionRules,
            phase: int, attention: int, passed: int, rt: int, guess: int, prediction: int) -> dict[str, Any]:
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
+    from annotations.analysis.exclusions import participant_stats
+
     scored = [r for r in rows if not r[attention] and r[phase] == "test"]
     return participant_stats(
         test_rt_ms=[float(r[rt]) for r in scored],
@@ -448,4 +457,38 @@ def participants_csv_lines(*, study: Study) -> Iterator[str]:
 def summary_csv_lines(*, report: dict) -> Iterator[str]:
     """The analysis report (``annotations.services.analysis.study_report_get``) as ``key,value``
     rows."""
+    from annotations.analysis.report import report_flatten
+
     return csv_lines(columns=SUMMARY_COLUMNS, rows=report_flatten(report))
+
+
+# --------------------------------------------------------------------------------------------
+# Downloads
+# --------------------------------------------------------------------------------------------
+
+
+def study_export_response(*, study: Study, what: str, filename_prefix: str = "study") -> StreamingHttpResponse:
+    """A streamed CSV download of one export (``EXPORTS``), for every interface that offers one
+    (the API, the dashboard, the researcher pages). File name
+    ``<filename_prefix>-<study pk>-<what>.csv``; not cached by the browser.
+
+    Raises ``ValueError`` for an unknown export or malformed exclusion rules, and
+    ``annotations.services.analysis.AnalysisUnavailable`` for a summary of a study that cannot
+    be analysed yet; both before any byte is sent.
+    """
+    if what == "responses":
+        lines = responses_csv_lines(study=study)
+    elif what == "items":
+        lines = items_csv_lines(study=study)
+    elif what == "participants":
+        lines = participants_csv_lines(study=study)
+    elif what == "summary":
+        from annotations.services.analysis import study_report_get  # it reads this module's rows
+
+        lines = summary_csv_lines(report=study_report_get(study=study))
+    else:
+        raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename_prefix}-{study.pk}-{what}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response

@@ -2,14 +2,16 @@
 
 The frames are built from the very rows the CSV exports write (``annotations.exports``), so the
 statistics computed here and those computed from the downloaded CSVs see the same values.
+pandas is imported inside the functions that build frames, so that importing this module (and
+the URL configuration above it) stays light.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import Length
 
 from annotations.exports import (
     PARTICIPANT_COLUMNS,
@@ -20,16 +22,23 @@ from annotations.exports import (
     responses_export_records,
     study_exclusion_rules,
 )
-from annotations.models import Condition, Explanation, Participant, Response, Study
+from annotations.models import Condition, Explanation, Participant, Prediction, Response, Study, StudyItem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def responses_frame(*, study: Study) -> pd.DataFrame:
     """One row per response, the responses export's columns (``RESPONSE_COLUMNS``)."""
+    import pandas as pd
+
     return pd.DataFrame.from_records(list(responses_export_records(study=study)), columns=RESPONSE_COLUMNS)
 
 
 def items_frame(*, study: Study) -> pd.DataFrame:
     """One row per pool item, the items export's columns; ``metric:*`` columns are float64."""
+    import pandas as pd
+
     columns = items_export_columns(study=study)
     frame = pd.DataFrame.from_records(list(items_export_records(study=study)), columns=columns)
     for column in columns:
@@ -62,15 +71,45 @@ def study_analysis_settings(*, study: Study) -> dict[str, Any]:
 
 
 def study_data_version(*, study: Study) -> tuple:
-    """A tuple that changes whenever anything the analysis reads changes (cache key)."""
-    responses = Response.objects.filter(participant__study=study).aggregate(n=Count("id"), last=Max("id"))
+    """A tuple that changes whenever anything the analysis or the dashboard reads changes (the
+    cache key of ``services.analysis``).
+
+    No table the dashboard reads has a general "updated" stamp, so the version is made of
+    aggregates that move with each write the application makes:
+
+    * responses: count, last id, and sums of confidence, time and passed attention checks (an
+      edit in the admin);
+    * participants: count, last id, the count in each phase (every step of a session moves one),
+      screened-out and excluded counts, the last ``finished_at`` and the number finished, the
+      survey (count and sum of ``helpfulness``, total ``comment`` length) and arm assignments;
+    * explanations (last ``updated_at``, count), predictions (count, last id), the item pool
+      (count, last id, strata/roles), the arms (id, name, baseline, views) and every study field
+      the report or the exports show.
+
+    Six aggregate queries over indexed foreign keys; cheap next to the analysis it guards.
+    """
+    responses = Response.objects.filter(participant__study=study).aggregate(
+        n=Count("id"), last=Max("id"), confidence=Sum("confidence"), rt=Sum("rt_ms"),
+        passed=Count("id", filter=Q(attention_passed=True)))
+    phases = {f"phase_{phase}": Count("id", filter=Q(phase=phase)) for phase in Participant.Phase.values}
     participants = Participant.objects.filter(study=study).aggregate(
-        n=Count("id"), screened=Count("id", filter=Q(screened_out=True)))
+        n=Count("id"), last=Max("id"), screened=Count("id", filter=Q(screened_out=True)),
+        excluded=Count("id", filter=Q(excluded=True)), finished=Count("finished_at"),
+        last_finished=Max("finished_at"), rated=Count("helpfulness"), helpfulness=Sum("helpfulness"),
+        comments=Sum(Length("comment")), conditions=Sum("condition_id"), **phases)
     explanations = Explanation.objects.filter(model=study.model, item__study_items__study=study).aggregate(
-        last=Max("updated_at"))
-    conditions = tuple(Condition.objects.filter(study=study).order_by("pk").values_list("pk", "name", "is_baseline"))
+        n=Count("id"), last=Max("updated_at"))
+    predictions = Prediction.objects.filter(model=study.model, item__study_items__study=study).aggregate(
+        n=Count("id"), last=Max("id"))
+    pool = StudyItem.objects.filter(study=study).aggregate(
+        n=Count("id"), last=Max("id"), strata=Sum(Length("stratum")), roles=Sum(Length("role")))
+    conditions = tuple(Condition.objects.filter(study=study).order_by("pk")
+                       .values_list("pk", "name", "is_baseline", "views"))
     return (
-        responses["n"], responses["last"], participants["n"], participants["screened"],
-        str(explanations["last"]), conditions, repr(sorted((study.exclusion_rules or {}).items())),
-        study.seed, study.min_rt_ms, study.explanation_method, study.export_raw_platform_ids,
+        tuple(sorted(responses.items())), tuple(sorted(participants.items())),
+        str(explanations["last"]), explanations["n"], tuple(sorted(predictions.items())),
+        tuple(sorted(pool.items())), repr(conditions),
+        repr(sorted((study.exclusion_rules or {}).items())), study.seed, study.min_rt_ms,
+        study.explanation_method, study.interaction_method, study.explanation_display,
+        study.export_raw_platform_ids, study.name, study.public_id, study.model_id,
     )

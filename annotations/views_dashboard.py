@@ -1,7 +1,8 @@
 """The researcher's dashboard of one study: analysis plots and tables, participant quality, live
 progress and the CSV downloads. Visible to the study's owner and collaborators only (404 for
 anyone else). Numbers come from ``services.analysis`` (cached by data version); plots are drawn
-server-side as SVG by ``annotations.analysis.plots``; the only script polls the progress."""
+server-side as SVG by ``annotations.analysis.plots`` (imported when a dashboard is drawn, so that
+loading the URLs does not load matplotlib); the only script polls the progress."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
-from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
-from annotations.api import study_export_response
-from annotations.exports import EXPORTS
+from annotations.exports import EXPORTS, study_export_response
 from annotations.selectors import studies_visible_to, study_progress
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
 
@@ -157,6 +156,8 @@ def study_dashboard(request, pk: int):
     }
     report = data.get("report")
     if report is not None:
+        from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
+
         baseline = report["study"]["baseline"]
         block = report["analysis"][section]
         correlation = (report.get("metrics_vs_human") or {}).get(section)

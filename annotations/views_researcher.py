@@ -10,12 +10,12 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotations.exports import responses_csv_lines
+from annotations.exports import study_export_response
 from annotations.forms import DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Explanation, Item, Study
 from annotations.selectors import (
@@ -172,10 +172,7 @@ def study_invites(request, pk: int):
 @login_required
 @require_GET
 def study_export_csv(request, pk: int):
-    study = _study_for(request, pk)
-    response = StreamingHttpResponse(responses_csv_lines(study=study), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-responses.csv"'
-    return response
+    return study_export_response(study=_study_for(request, pk), what="responses")
 
 
 @login_required

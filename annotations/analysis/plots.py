@@ -2,7 +2,8 @@
 
 Each function returns an SVG document as a string. Figures are drawn with ``Figure`` and the SVG
 canvas, so nothing touches matplotlib's global figure manager or backend; the output is
-deterministic (fixed ``svg.hashsalt``, no date metadata) for the same input.
+deterministic (fixed ``svg.hashsalt``, no date metadata) for the same input. Text is drawn
+literally (``text.parse_math`` off): an arm named ``$\\foo$`` is a name, not mathtext.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 
 __all__ = ["accuracy_bar_svg", "metric_accuracy_svg", "reliability_plot_svg"]
 
-_RC = {"svg.hashsalt": "mmeval", "svg.fonttype": "none", "font.size": 9}
+_RC = {"svg.hashsalt": "mmeval", "svg.fonttype": "none", "font.size": 9, "text.parse_math": False}
 
 
 def _to_svg(figure: Figure) -> str:
@@ -38,12 +39,15 @@ def _tables(calibration: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def reliability_plot_svg(calibration: Mapping[str, Any], *, title: str = "Confidence calibration") -> str:
-    """Reliability diagram: forecast ``(confidence − 1)/4`` (x) vs observed simulation accuracy (y).
+    """Reliability diagram: forecast probability (x) vs observed simulation accuracy (y).
 
-    ``calibration`` is the output of :func:`annotations.analysis.calibration` (one line per arm), a
-    mapping arm → table, or a single table from :func:`calibration_table`. Marker area grows with
-    the number of responses at the level; levels without responses are skipped. The diagonal is
-    perfect calibration. The legend gives each arm's Brier score.
+    One point per confidence level, at the level's mean forecast ``1/k + (c − 1)/4 · (1 − 1/k)``
+    (``k`` candidates shown; ``(c − 1)/4`` where unknown, see :mod:`annotations.analysis.calibration`)
+    and labelled with the rating ``c``. ``calibration`` is the output of
+    :func:`annotations.analysis.calibration` (one line per arm), a mapping arm → table, or a single
+    table from :func:`calibration_table`. Marker area grows with the number of responses at the
+    level; levels without responses are skipped. The diagonal is perfect calibration. The legend
+    gives each arm's Brier score.
     """
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=(4.8, 4.2))
@@ -61,10 +65,13 @@ def reliability_plot_svg(calibration: Mapping[str, Any], *, title: str = "Confid
             label = f"{name} (Brier {brier:.3f})" if brier is not None else str(name)
             (line,) = axes.plot(xs, ys, marker="", linewidth=1.2, label=label)
             axes.scatter(xs, ys, s=sizes, color=line.get_color(), zorder=3)
+            for level, x, y in zip(levels, xs, ys):
+                axes.annotate(str(level["confidence"]), (x, y), xytext=(4, -9), textcoords="offset points",
+                              fontsize=7, color=line.get_color())
         axes.set_xlim(-0.05, 1.05)
         axes.set_ylim(-0.05, 1.05)
-        axes.set_xticks([0, 0.25, 0.5, 0.75, 1.0], labels=["1\n0", "2\n0.25", "3\n0.5", "4\n0.75", "5\n1"])
-        axes.set_xlabel("confidence / forecast probability")
+        axes.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+        axes.set_xlabel("forecast probability (points labelled with the confidence 1–5)")
         axes.set_ylabel("simulation accuracy")
         axes.set_title(title)
         axes.legend(loc="upper left", fontsize=7, frameon=False)

@@ -21,6 +21,8 @@ One row per response. Columns (the CSV export has exactly these, plus optional e
                     simulation statistic uses them (they feed the exclusion rules only).
 ``attention_passed``    optional bool, attention-check rows only
 ``screened_out``    optional bool, participant-level
+``candidate_order``  optional: the candidate answers in the order shown, a JSON list (a Python
+                    list is accepted too); its length is the ``k`` of the calibration forecast
 ==================  =========================================================================
 
 The service's export has further columns (arm details, hashed platform IDs, ``exclusion_reasons``
@@ -37,6 +39,7 @@ frame came from the service (ints, numpy bools, tz-aware timestamps) or from
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import IO, Final
 
@@ -163,6 +166,33 @@ def _as_bool(values: pd.Series, *, column: str, missing: bool | None) -> pd.Seri
     return as_boolean.fillna(missing).astype(bool)
 
 
+def _candidate_count(value: object) -> float:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return np.nan
+    if isinstance(value, str):
+        if not value.strip():
+            return np.nan
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"column 'candidate_order': not a JSON list: {value[:80]!r}") from None
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise ValueError(f"column 'candidate_order': not a list: {value!r}")
+    return float(len(value)) if len(value) else np.nan
+
+
+def _candidate_counts(values: pd.Series) -> np.ndarray:
+    """``candidate_order`` cells → their lengths (float64, NaN if unknown); each distinct cell is
+    parsed once."""
+    if not len(values):
+        return np.zeros(0, dtype=np.float64)
+    if values.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+        return np.array([_candidate_count(value) for value in values], dtype=np.float64)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    lengths = np.array([_candidate_count(value) for value in uniques] + [np.nan], dtype=np.float64)
+    return lengths[codes]  # code -1 (missing) picks the trailing NaN
+
+
 def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Return the canonical copy of a response frame that all statistics use.
 
@@ -175,9 +205,11 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
     * ``excluded`` → bool; an absent column or an empty cell means "not excluded".
     * ``model_correct`` (added) → ``model_prediction == gold_label``.
     * Rows with a true ``is_attention_check`` (optional column) get phase ``"attention"``.
+    * ``n_candidates`` (added) → float64, the length of ``candidate_order`` (optional column, a
+      JSON list); NaN where the column is absent, the cell empty or the list empty.
 
-    Raises ``ValueError`` on missing columns, on confidence outside 1–5, and on an empty or
-    missing participant/item/condition.
+    Raises ``ValueError`` on missing columns, on confidence outside 1–5, on a ``candidate_order``
+    cell that is not a list, and on an empty or missing participant/item/condition.
     """
     missing = [column for column in REQUIRED_COLUMNS if column not in df.columns]
     if missing:
@@ -205,6 +237,10 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
         out["excluded"] = _as_bool(df["excluded"].reset_index(drop=True), column="excluded", missing=False)
     else:
         out["excluded"] = np.zeros(len(df), dtype=bool)
+    if "candidate_order" in df.columns:
+        out["n_candidates"] = _candidate_counts(df["candidate_order"].reset_index(drop=True))
+    else:
+        out["n_candidates"] = np.full(len(df), np.nan)
     model = out["model_prediction"].to_numpy(dtype=object)
     gold = out["gold_label"].to_numpy(dtype=object)
     out["model_correct"] = out["model_prediction"].notna() & out["gold_label"].notna() & (model == gold)

@@ -4,24 +4,28 @@
 ``annotations.selectors_analysis`` — the same rows the CSV exports write — with the study's
 baseline arm, seed (``Study.seed`` modulo 2**63, since the bootstrap needs a non-negative seed)
 and pre-registered exclusion rules. ``study_report_get`` and ``study_dashboard_get`` cache their
-result in Django's cache under a key that changes with any response, participant, explanation or
-design change, so the dashboard and the API recompute only when the data moved.
+result in Django's cache under a key that changes with any response, participant (phase, survey,
+finish, exclusion), explanation, prediction or design change (``selectors_analysis.
+study_data_version``), so the dashboard and the API recompute only when the data moved.
+
+The cache is whatever ``CACHES`` configures; the default is Django's per-process
+``LocMemCache``, so each web process computes and keeps its own copy (no Redis needed). That is
+correct, not merely tolerable, because the key itself carries the data version: a process never
+serves a report older than the rows it can read, whichever process wrote them. A shared cache
+(Redis, memcached) only saves the repeated computation.
+
+The analysis package (numpy, pandas, scipy) is imported inside the functions that run it, so
+importing this module — and the URL configuration through the API and dashboard views — stays
+light.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
 from django.core.cache import cache
 
-from annotations.analysis import (
-    apply_exclusion_rules,
-    exclusion_rules_validate,
-    metric_accuracy_points,
-    study_report,
-)
 from annotations.models import Study
 from annotations.selectors_analysis import (
     items_frame,
@@ -30,6 +34,9 @@ from annotations.selectors_analysis import (
     study_analysis_settings,
     study_data_version,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_PERMUTATIONS = 1000
@@ -53,6 +60,8 @@ def _settings(study: Study) -> dict[str, Any]:
 
 def _report(study: Study, settings: dict[str, Any], responses: pd.DataFrame, items: pd.DataFrame, *,
             n_resamples: int, n_permutations: int) -> dict[str, Any]:
+    from annotations.analysis import study_report
+
     if responses.empty:
         raise AnalysisUnavailable("no responses yet")
     try:
@@ -96,6 +105,8 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     """What the dashboard shows, from one read of the data: ``report`` (or ``unavailable``, the
     reason), ``participants`` (the participants export's rows), ``points[section][metric][arm]``
     (item-level metric vs accuracy) and ``metric_columns``."""
+    from annotations.analysis import apply_exclusion_rules, exclusion_rules_validate, metric_accuracy_points
+
     out: dict[str, Any] = {"participants": participants_table(study=study), "points": {s: {} for s in SECTIONS}}
     n_resamples, n_permutations = _counts(None, None)
     try:

@@ -312,8 +312,9 @@ def test_returning_participant_resumes_in_every_phase(phased):
     participant = enter_and_start(phased, "R1")
 
     def comes_back(expected: str) -> None:
+        # Back on another device, through the platform link of the same Prolific session.
         again = participant_enter(study=phased, platform="prolific", platform_id="R1",
-                                  platform_data={"SESSION_ID": "another session"})
+                                  platform_data={"STUDY_ID": "s", "SESSION_ID": "sess-R1"})
         assert again.pk == participant.pk and again.phase == expected
         current = assignment_current(participant=again)
         assert (current.phase if current else None) == (expected if expected != "survey" else None)
@@ -330,6 +331,10 @@ def test_returning_participant_resumes_in_every_phase(phased):
     comes_back("test")
     answer_all(participant)
     comes_back("survey")
+    with pytest.raises(ParticipantError) as elsewhere:  # the same ID with another platform session
+        participant_enter(study=phased, platform="prolific", platform_id="R1",
+                          platform_data={"STUDY_ID": "s", "SESSION_ID": "someone else"})
+    assert elsewhere.value.code == "elsewhere"
     participant_survey_submit(participant=participant, helpfulness=3, comment="")
     with pytest.raises(ParticipantError) as caught:
         participant_enter(study=phased, platform="prolific", platform_id="R1")

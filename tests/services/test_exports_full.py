@@ -230,3 +230,40 @@ def test_bench_export_command_runs_and_leaves_nothing_behind():
     assert report["rows"] == report["exported_rows"] == 300 and report["kept"] is False
     assert report["participants"] == 43 and report["rows_per_second"] > 0 and report["peak_rss_during_export_mib"] > 0
     assert Study.objects.count() == before
+
+
+def test_raw_platform_ids_are_defused_against_csv_formulas(answered):
+    """With ``export_raw_platform_ids``, a platform ID arriving as ``=HYPERLINK(…)`` (it comes
+    from the participant's URL) is written with a leading ``'`` in both exports; the hashed form
+    is still the hash of the ID as received."""
+    participant = Participant.objects.filter(study=answered, platform="prolific").order_by("pk").first()
+    evil = '=HYPERLINK("http://x","y")'
+    Participant.objects.filter(pk=participant.pk).update(platform_id=evil)
+    hashed = platform_id_exported(study=answered, platform="prolific", platform_id=evil)
+    assert hashed.startswith("h:")
+    _, rows = _read(participants_csv_lines(study=answered))
+    assert {r["platform_id"] for r in rows if r["participant"] == str(participant.public_id)} == {hashed}
+
+    answered.export_raw_platform_ids = True
+    answered.save(update_fields=["export_raw_platform_ids"])
+    assert platform_id_exported(study=answered, platform="prolific", platform_id=evil) == "'" + evil
+    assert platform_id_exported(study=answered, platform="prolific", platform_id="PID-7") == "PID-7"
+    for lines in (responses_csv_lines(study=answered), participants_csv_lines(study=answered)):
+        _, rows = _read(lines)
+        mine = {r["platform_id"] for r in rows if r["participant"] == str(participant.public_id)}
+        assert mine == {"'" + evil}
+        assert not any(r["platform_id"][:1] in ("=", "+", "-", "@") for r in rows)
+
+
+def test_study_export_response_streams_each_export(answered):
+    from annotations.exports import EXPORTS, study_export_response
+
+    for what in EXPORTS:
+        response = study_export_response(study=answered, what=what)
+        assert response["Content-Type"] == "text/csv; charset=utf-8" and response["Cache-Control"] == "no-store"
+        assert response["Content-Disposition"] == f'attachment; filename="study-{answered.pk}-{what}.csv"'
+        body = b"".join(response.streaming_content).decode("utf-8")
+        if what == "responses":
+            assert body == "".join(responses_csv_lines(study=answered))
+    with pytest.raises(ValueError, match="unknown export"):
+        study_export_response(study=answered, what="secrets")

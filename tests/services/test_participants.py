@@ -385,10 +385,6 @@ def test_leases_reclaim_frees_the_slot_for_the_next_participant(tiny):
     answered = _served(p2)
     _submit(p2, answered)
     Assignment.objects.filter(participant__study=tiny).update(lease_expires_at=timezone.now() - timedelta(minutes=1))
-    # Not yet reclaimed: the study is still full.
-    with pytest.raises(ParticipantError):
-        participant_enter(study=tiny, platform="prolific", platform_id="P3")
-
     assert leases_reclaim() == 3  # two of P1's, one of P2's; the answered one stays
     assert leases_reclaim() == 0
 
@@ -417,3 +413,14 @@ def test_leases_reclaim_leaves_live_leases_alone(study):
     assert leases_reclaim() == 0
     assert set(participant.assignments.values_list("status", flat=True)) == {Assignment.Status.ACTIVE}
     assert Slot.objects.filter(assignment__participant=participant).count() == 3
+
+
+def test_entering_reclaims_expired_leases_without_beat(tiny):
+    """With no broker (the embedded setup) beat never runs: entry must reclaim by itself."""
+    enter_and_start(tiny, "P1"), enter_and_start(tiny, "P2")
+    with pytest.raises(ParticipantError) as full:
+        participant_enter(study=tiny, platform="prolific", platform_id="P3")
+    assert full.value.code == "full"
+    Assignment.objects.filter(participant__study=tiny).update(lease_expires_at=timezone.now() - timedelta(minutes=1))
+    p3 = enter_and_start(tiny, "P3")
+    assert p3.assignments.filter(status=Assignment.Status.ACTIVE).exists()

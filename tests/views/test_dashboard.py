@@ -109,3 +109,76 @@ def test_a_study_without_responses_shows_progress_and_no_analysis(client, alice,
     assert 'id="progress"' in html and "<svg" not in html
     follow = client.get(f"/studies/{study.pk}/exports/summary.csv", follow=True)
     assert "Cannot export summary" in follow.content.decode("utf-8")
+
+
+def test_dashboard_cache_follows_survey_submissions_and_participant_changes(alice, tmp_path):
+    """The cached dashboard is rebuilt when a participant submits the survey (no response or
+    participant is added) and when a participant's phase, finish time or exclusion flag changes
+    — the cache key carries those, whatever the cache backend (the default is per-process
+    LocMemCache)."""
+    from django.utils import timezone
+
+    from annotations.models import Participant
+    from annotations.selectors_analysis import study_data_version
+    from annotations.services.analysis import study_dashboard_get
+    from annotations.services.participants import participant_survey_submit
+
+    study = build_answered_study(alice, tmp_path, participants_per_arm=3)
+    participant = Participant.objects.filter(study=study, condition__is_baseline=False).order_by("pk").first()
+    Participant.objects.filter(pk=participant.pk).update(phase=Participant.Phase.SURVEY, helpfulness=None,
+                                                         comment="", finished_at=None)
+
+    def row() -> dict:
+        found = study_dashboard_get(study=study)
+        return next(p for p in found["participants"] if p["participant"] == str(participant.public_id))
+
+    before = row()
+    assert (before["phase"], before["helpfulness"], before["finished_at"]) == ("survey", None, None)
+    assert study_dashboard_get(study=study) is not None and row() == before  # served from the cache
+
+    participant.refresh_from_db()
+    participant_survey_submit(participant=participant, helpfulness=4, comment="helpful maps")
+    after = row()
+    assert (after["phase"], after["helpfulness"], after["comment"]) == ("done", 4, "helpful maps")
+    assert after["finished_at"] is not None
+
+    versions = {study_data_version(study=study)}
+    for change in ({"phase": Participant.Phase.TEST}, {"finished_at": timezone.now()}, {"excluded": True},
+                   {"screened_out": True}, {"comment": "edited in the admin"}):
+        Participant.objects.filter(pk=participant.pk).update(**change)
+        versions.add(study_data_version(study=study))
+    assert len(versions) == 6  # each change moved the key
+    assert row()["phase"] == "test" and row()["comment"] == "edited in the admin"
+
+
+def test_dashboard_exports_go_through_the_exports_module_not_the_api():
+    """An interface does not import another: the dashboard streams its CSVs with
+    ``annotations.exports.study_export_response``, as the API does."""
+    import ast
+    import inspect
+
+    import annotations.views_dashboard as views_dashboard
+    from annotations import api, exports
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(views_dashboard)))
+                if isinstance(node, ast.ImportFrom)}
+    assert "annotations.api" not in imported and "annotations.exports" in imported
+    assert views_dashboard.study_export_response is exports.study_export_response
+    assert api.study_export_response is exports.study_export_response
+    assert "def study_export_response" not in inspect.getsource(api)
+
+
+def test_loading_the_urls_imports_no_numerical_stack():
+    """Web processes load matplotlib, pandas and scipy only when a dashboard or an analysis is
+    computed, not when the URL configuration is imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import django, os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'mmeval.settings'; django.setup(); "
+            "import mmeval.urls; print([m for m in ('matplotlib', 'pandas', 'scipy', 'torch') if m in sys.modules])")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mmeval.settings"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
