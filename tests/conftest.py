@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-# The suite registers adapters defined in tests/ (deliberately failing ones among them).
-os.environ.setdefault("MMEVAL_ADAPTER_PREFIXES", "workers.engine.demo.,adapters.,tests.")
-
 
 @pytest.fixture
 def alice(django_user_model):
