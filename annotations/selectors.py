@@ -148,13 +148,19 @@ def study_progress(*, study: Study) -> dict[str, Any]:
     }
 
 
-def study_item_rows(*, study: Study) -> Iterable[dict[str, Any]]:
-    """The researcher's view of a study's items: prediction, gold label, stratum."""
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model,
-                                                                   item__study_items__study=study)}
-    for study_item in study.study_items.select_related("item").order_by("item__line_number"):
-        prediction = predictions.get(study_item.item_id)
-        yield {"study_item": study_item, "item": study_item.item, "prediction": prediction}
+def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str, Any]]:
+    """The researcher's view of a study's items: prediction, gold label, stratum (the first
+    ``limit`` items by dataset line, when given)."""
+    study_items = list(study.study_items.select_related("item").order_by("item__line_number")[:limit])
+    predictions = {p.item_id: p for p in Prediction.objects.filter(
+        model=study.model, item_id__in=[s.item_id for s in study_items])}
+    return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
+
+
+def participant_session_key(*, study: Study) -> str:
+    """Where a browser session keeps its participant of ``study`` (participant pages and the
+    researcher's preview share it)."""
+    return f"participant:{study.public_id}"
 
 
 def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:

@@ -28,6 +28,7 @@ from annotations.selectors import (
     assignment_view_file,
     participant_by_platform_id,
     participant_exit,
+    participant_session_key,
 )
 from annotations.services.participants import (
     ITEM_PHASES,
@@ -66,10 +67,6 @@ def participant_page(view):
     return never_cache(xframe_options_exempt(wrapped))
 
 
-def _session_key(study: Study) -> str:
-    return f"participant:{study.public_id}"
-
-
 def _link_key(study: Study) -> str:
     return f"link:{study.public_id}"
 
@@ -79,7 +76,7 @@ def _pending_key(study: Study) -> str:
 
 
 def _participant(request, study: Study) -> Participant | None:
-    public_id = request.session.get(_session_key(study))
+    public_id = request.session.get(participant_session_key(study=study))
     if not public_id:
         return None
     return Participant.objects.filter(study=study, public_id=public_id).select_related("condition", "study").first()
@@ -139,7 +136,7 @@ def entry(request, public_id: str):
                 participant_resume(participant=returning, platform_data=pending["platform_data"])
             except ParticipantError as exc:
                 return _refusal(request, study, exc.code, str(exc))
-            request.session[_session_key(study)] = str(returning.public_id)
+            request.session[participant_session_key(study=study)] = str(returning.public_id)
             if returning.phase != Participant.Phase.CONSENT:
                 return _goto_phase(study, returning)
             participant = returning
@@ -181,7 +178,7 @@ def consent(request, public_id: str):
             )
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
-        request.session[_session_key(study)] = str(participant.public_id)
+        request.session[participant_session_key(study=study)] = str(participant.public_id)
     participant_consent(participant=participant)
     return _goto_phase(study, participant)
 

@@ -24,6 +24,7 @@ from annotations.selectors import (
     models_of,
     studies_visible_to,
     study_candidates,
+    participant_session_key,
     study_item_rows,
     study_latest_job,
     study_progress,
@@ -75,7 +76,7 @@ def study_detail(request, pk: int):
     return render(request, "researcher/study_detail.html", {
         "study": study, "progress": study_progress(study=study), "job": study_latest_job(study=study),
         "participant_link": participant_link, "conditions": study.conditions.all(),
-        "items": list(study_item_rows(study=study))[:200], "invites": study.invites.order_by("-id")[:20],
+        "items": study_item_rows(study=study, limit=200), "invites": study.invites.order_by("-id")[:20],
         "is_owner": study.owner_id == request.user.pk,
         "rules_text": json.dumps(study.exclusion_rules or {}, indent=2),
         "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
@@ -95,7 +96,7 @@ def study_preview(request, pk: int):
     except ParticipantError as exc:
         messages.error(request, str(exc))
         return redirect("study-detail", pk=pk)
-    request.session[f"participant:{study.public_id}"] = str(participant.public_id)
+    request.session[participant_session_key(study=study)] = str(participant.public_id)
     return redirect("participant-entry", public_id=study.public_id)
 
 
