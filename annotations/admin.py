@@ -67,7 +67,13 @@ class ConditionAdmin(admin.ModelAdmin):
 
 @admin.register(models.PrecomputeJob)
 class PrecomputeJobAdmin(admin.ModelAdmin):
-    list_display = ("study", "status", "done", "total", "failed", "created_at", "finished_at")
+    list_display = ("study", "status", "runner", "stage", "created_at", "finished_at")
+
+
+@admin.register(models.PrecomputeChunk)
+class PrecomputeChunkAdmin(admin.ModelAdmin):
+    list_display = ("job", "index", "stage", "method", "status", "attempts", "worker", "heartbeat_at")
+    list_filter = ("status", "stage")
 
 
 @admin.register(models.Participant)

@@ -9,7 +9,6 @@ Visibility: a researcher sees the studies they own and those shared with them
 
 from __future__ import annotations
 
-from django.db import transaction
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -25,7 +24,8 @@ from annotations.serializers import ErrorSerializer, ExportLinksSerializer, Prog
     export_links
 from annotations.services.analysis import AnalysisUnavailable, study_report_get
 from annotations.services.spec import SpecError, study_spec_parse
-from annotations.services.studies import StudyError, precompute_job_create, study_create_from_spec, study_launch
+from annotations.services.precompute import precompute_start
+from annotations.services.studies import StudyError, study_create_from_spec, study_launch
 
 SPEC_EXAMPLE = {
     "name": "Does IG help?",
@@ -96,18 +96,21 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return Response(self.get_serializer(study).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Start (or resume) precompute: predictions, item sampling, explanations",
-                   request=None, responses={202: ProgressSerializer, 400: ErrorSerializer, 403: ErrorSerializer})
+                   request=None, responses={202: ProgressSerializer, 400: ErrorSerializer, 403: ErrorSerializer,
+                                              503: OpenApiResponse(ErrorSerializer, description=(
+                                                  "The task queue did not answer; the job is kept and handed "
+                                                  "over again automatically (or POST again)."))})
     @action(detail=True, methods=["post"], url_path="precompute", url_name="precompute")
     @_spectacular
     def precompute(self, request, pk=None):
-        from workers.tasks import precompute_study
-
         study = self._owned()
         try:
-            job = precompute_job_create(study=study)
+            job = precompute_start(study=study)
         except StudyError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        transaction.on_commit(lambda: precompute_study.delay(job.pk))
+        if job.dispatch_error:
+            return Response({"detail": job.dispatch_error}, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": "30"})
         return Response(study_progress(study=study), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Launch a ready study (creates the rater slots; idempotent)", request=None,

@@ -220,23 +220,93 @@ class Condition(models.Model):
 
 
 class PrecomputeJob(models.Model):
+    """One precompute of a study: predictions, then (with an interaction-strength filter) the
+    2x2 modality interactions, then the pool's explanations. Each stage is split into
+    :class:`PrecomputeChunk` rows that any number of workers take in parallel; progress is
+    derived from them (``annotations.selectors_precompute.precompute_progress``)."""
+
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
 
+    class Runner(models.TextChoices):
+        WORKERS = "workers", "Celery workers"
+        INLINE = "inline", "In this process (command line, embedded mode)"
+
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="precompute_jobs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
+    runner = models.CharField(max_length=10, choices=Runner.choices, default=Runner.WORKERS)
+    queue = models.CharField(max_length=100, blank=True, help_text="Celery queue of this job's chunk tasks.")
+    batch_size = models.PositiveIntegerField(default=64, help_text="(Item, target) rows per chunk.")
+    stage = models.CharField(max_length=20, blank=True, help_text="The stage planned last.")
+    plan = models.JSONField(default=dict, blank=True,
+                            help_text="Per part (predictions, strength, attribution, interaction): items in "
+                                      "total and items that needed no work.")
+    dispatch_error = models.TextField(blank=True, help_text="Why the last hand-over to the task queue failed; "
+                                                            "empty once it succeeds.")
     error = models.TextField(blank=True, help_text="Traceback of the failure, shown to the researcher.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # One open job per study: a second click reuses it instead of racing it.
+            models.UniqueConstraint(fields=["study"], condition=Q(status__in=["queued", "running"]),
+                                    name="precompute_job_one_open_per_study"),
+        ]
+
+
+class PrecomputeChunk(models.Model):
+    """A bounded unit of precompute work: one engine batch of items for one stage.
+
+    A worker claims it (pending -> running, with a fresh ``claim`` token), beats
+    ``heartbeat_at`` while it computes, and finishes it (done or failed). A chunk whose
+    heartbeat stopped (the worker was killed) is claimed again, by the watchdog or by a
+    redelivered message. Results are stored per (model, item, method, target) under a unique
+    constraint, so a chunk computed twice still stores every row once."""
+
+    class Stage(models.TextChoices):
+        PREDICTIONS = "predictions"
+        STRENGTH = "strength", "2x2 modality interaction (strength filter)"
+        ATTRIBUTION = "attribution"
+        INTERACTION = "interaction"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        SPLIT = "split", "Split into smaller chunks after hitting the time limit"
+
+    job = models.ForeignKey(PrecomputeJob, on_delete=models.CASCADE, related_name="chunks")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    method = models.CharField(max_length=50, blank=True)
+    index = models.PositiveIntegerField()
+    item_ids = models.JSONField(default=list)
+    targets = models.JSONField(default=dict, blank=True, help_text="Item id -> the labels to explain.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    claim = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    failed_rows = models.PositiveIntegerField(default=0, help_text="Explanations stored as failed.")
+    error = models.TextField(blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def rows(self) -> int:
+        """Rows this chunk stores: one per (item, target) when it explains, else one per item."""
+        return sum(len(labels) for labels in self.targets.values()) if self.targets else len(self.item_ids)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="precompute_chunk_unique_index")]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
 
 
 class Participant(models.Model):

@@ -24,6 +24,15 @@ from annotations.models import (
     Study,
     StudyItem,
 )
+from annotations.selectors_precompute import (  # noqa: F401 (re-exported: what a study needs computed)
+    ATTRIBUTION_VIEWS,
+    INTERACTION_VIEWS,
+    MODALITY_INTERACTION,
+    explanation_has_views,
+    precompute_progress,
+    study_required_methods,
+    study_views,
+)
 from workers.engine.dataset import IMAGE_MODALITIES, is_file_modality
 
 
@@ -72,39 +81,6 @@ def study_needs_explanations(*, study: Study) -> bool:
     return any(c.views for c in study.conditions.all())
 
 
-# Explanation rows of the 2x2 modality interaction (predicted class), for the strength filter.
-MODALITY_INTERACTION = "modality_interaction"
-
-# Which stored explanation (by method) each participant-facing view is rendered from.
-ATTRIBUTION_VIEWS = frozenset({"heatmap", "tokens", "share"})
-INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
-
-
-def study_views(*, study: Study) -> set[str]:
-    """Every view some arm of the study shows."""
-    return {view for condition in study.conditions.all() for view in condition.views}
-
-
-def study_required_methods(*, study: Study) -> dict[str, set[str]]:
-    """Explanation method -> the views rendered from its rows that some arm needs. Unimodal
-    views come from ``explanation_method``; interaction views from ``interaction_method``
-    (stored under that name, e.g. "second_order")."""
-    views = study_views(study=study)
-    needed: dict[str, set[str]] = {}
-    if views & ATTRIBUTION_VIEWS:
-        needed.setdefault(study.explanation_method, set()).update(views & ATTRIBUTION_VIEWS)
-    if views & INTERACTION_VIEWS:
-        needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
-    return needed
-
-
-def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> bool:
-    """Whether a stored row carries the rendered files these views are served from (the
-    heatmap and token views depend on the model's modalities, so only the extra views are
-    required)."""
-    return all(view in explanation.extra_views for view in views if view in ("share", "top_pairs"))
-
-
 def explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
     """The labels an item is explained for: every candidate, or just the predicted class
     when the study shows that one explanation unlabelled."""
@@ -137,10 +113,7 @@ def study_progress(*, study: Study) -> dict[str, Any]:
         })
     return {
         "status": study.status,
-        "precompute": None if job is None else {
-            "status": job.status, "done": job.done, "total": job.total, "failed": job.failed,
-            "error": job.error,
-        },
+        "precompute": None if job is None else precompute_progress(job=job),
         "items": n_items,
         "conditions": per_condition,
         "responses": sum(c["responses"] for c in per_condition),

@@ -9,7 +9,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -30,12 +29,12 @@ from annotations.selectors import (
     study_progress,
 )
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
+from annotations.services.precompute import precompute_start
 from annotations.services.participants import ParticipantError, invites_create, participant_preview_start
 from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.registry import ModelRegistrationError, registered_model_create
 from annotations.services.studies import (
     StudyError,
-    precompute_job_create,
     study_close,
     study_create_from_spec,
     study_exclusion_rules_update,
@@ -138,13 +137,12 @@ def _owner_action(request, pk: int, action, success: str):
 @login_required
 @require_POST
 def study_precompute(request, pk: int):
-    from workers.tasks import precompute_study
-
     def start(study):
-        job = precompute_job_create(study=study)
-        transaction.on_commit(lambda: precompute_study.delay(job.pk))
+        job = precompute_start(study=study)
+        if job.dispatch_error:
+            raise StudyError(job.dispatch_error)
 
-    return _owner_action(request, pk, start, "Precompute started.")
+    return _owner_action(request, pk, start, "Precompute started; progress shows below.")
 
 
 @login_required

@@ -164,23 +164,60 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# A task is acknowledged after it ran, and given back if its worker process dies, so a
+# killed worker loses no work (every task is idempotent).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_DEFAULT_QUEUE", "mmeval")
 CELERY_GPU_QUEUE = envstr("CELERY_GPU_QUEUE", "mmeval-gpu")
-CELERY_TASK_ROUTES = {"workers.tasks.precompute_study": {"queue": CELERY_GPU_QUEUE}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Time limits of one precompute chunk (one engine batch). A chunk past the soft limit is
+# split in two, so they bound a chunk, never a study.
+MMEVAL_TASK_SOFT_TIME_LIMIT = envint("MMEVAL_TASK_SOFT_TIME_LIMIT", 60 * 10, minimum=1)
+MMEVAL_TASK_TIME_LIMIT = envint("MMEVAL_TASK_TIME_LIMIT", 60 * 12, minimum=1)
+# Unacknowledged messages of a worker killed outright come back after this many seconds;
+# the watchdog below usually hands the work out sooner. Longer than any chunk may run.
+MMEVAL_BROKER_VISIBILITY_TIMEOUT = envint("MMEVAL_BROKER_VISIBILITY_TIMEOUT", MMEVAL_TASK_TIME_LIMIT + 300, minimum=1)
+# A broker that refuses or hangs must not hold a web request: publishing gives up after
+# about MMEVAL_BROKER_TIMEOUT seconds and the job records why (services/precompute.py).
+MMEVAL_BROKER_TIMEOUT = envint("MMEVAL_BROKER_TIMEOUT", 2, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": MMEVAL_BROKER_VISIBILITY_TIMEOUT,
+    "socket_timeout": MMEVAL_BROKER_TIMEOUT,
+    "socket_connect_timeout": MMEVAL_BROKER_TIMEOUT,
+    "max_retries": 1,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = MMEVAL_BROKER_TIMEOUT
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
+                                    "interval_max": 0.5}
+# Precompute chunks beat every MMEVAL_CHUNK_HEARTBEAT_SECONDS; one silent for
+# MMEVAL_CHUNK_STALE_SECONDS belongs to a dead worker and is handed out again (at most
+# MMEVAL_CHUNK_MAX_ATTEMPTS times). The watchdog runs every MMEVAL_WATCHDOG_SECONDS, so a
+# killed worker's chunk restarts within stale + watchdog seconds once any worker is up.
+MMEVAL_CHUNK_HEARTBEAT_SECONDS = envint("MMEVAL_CHUNK_HEARTBEAT_SECONDS", 10, minimum=1)
+MMEVAL_CHUNK_STALE_SECONDS = envint("MMEVAL_CHUNK_STALE_SECONDS", 60, minimum=2)
+MMEVAL_CHUNK_MAX_ATTEMPTS = envint("MMEVAL_CHUNK_MAX_ATTEMPTS", 3, minimum=1)
+MMEVAL_WATCHDOG_SECONDS = envint("MMEVAL_WATCHDOG_SECONDS", 30, minimum=1)
+# Pending chunks of a job with no activity for this long are published again (a message
+# lost with a restarted Redis); duplicates only cost a refused claim.
+MMEVAL_REDISPATCH_SECONDS = envint("MMEVAL_REDISPATCH_SECONDS", 600, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reclaim-expired-leases": {"task": "workers.tasks.reclaim_expired_leases", "schedule": 60.0},
+    "precompute-watchdog": {"task": "workers.tasks.precompute_watchdog_task",
+                            "schedule": float(MMEVAL_WATCHDOG_SECONDS)},
+}
 
 # Compute engine knobs.
 MMEVAL_DEVICE = envstr("MMEVAL_DEVICE", "cpu")
+# Torch threads per worker process (0: torch's default). One per process when several
+# single-threaded workers share a CPU machine.
+MMEVAL_TORCH_THREADS = envint("MMEVAL_TORCH_THREADS", 0, minimum=0)
 # Adapters run inside the server and the workers: only modules under these prefixes may be
 # registered. An operator installs a researcher's package and adds its prefix here.
 MMEVAL_ADAPTER_PREFIXES = [p.strip() for p in envstr("MMEVAL_ADAPTER_PREFIXES", "workers.engine.demo.,adapters.").split(",")
                            if p.strip()]
 MMEVAL_PRECOMPUTE_BATCH_SIZE = envint("MMEVAL_PRECOMPUTE_BATCH_SIZE", 64, minimum=1)
-MMEVAL_TASK_SOFT_TIME_LIMIT = envint("MMEVAL_TASK_SOFT_TIME_LIMIT", 60 * 30, minimum=1)
-MMEVAL_TASK_TIME_LIMIT = envint("MMEVAL_TASK_TIME_LIMIT", 60 * 35, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -198,8 +235,4 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "WARNING")},
-}
-
-CELERY_BEAT_SCHEDULE = {
-    "reclaim-expired-leases": {"task": "workers.tasks.reclaim_expired_leases", "schedule": 60.0},
 }

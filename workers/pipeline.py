@@ -1,36 +1,59 @@
-"""Precompute for a study: predictions, item sampling, explanations. Called by the Celery
-task (and in-process by the demo). Loads rows, calls the engine, stores through services.
+"""Precompute: computing one chunk, and running a whole job in this process.
 
-Idempotent: rows that exist are skipped, so a redelivered task only finishes the work.
+Orchestration and engine calls only. What to compute is read through selectors
+(``annotations.selectors_precompute``), results are stored and chunks claimed, finished and
+planned through services (``annotations.services.precompute``, ``annotations.services.studies``).
+
+A chunk is computed by :func:`chunk_run`: the Celery task calls it for one chunk on whichever
+worker took the message; :func:`precompute_run` calls it for every chunk of a job in turn (the
+command line, the demo, the embedded mode's background thread). Both are idempotent: stored
+rows are skipped, and a chunk taken over from a dead worker is simply computed again.
 """
 
 from __future__ import annotations
 
-import io
+import logging
+import math
+import os
+import socket
+import threading
 import traceback
-import uuid
-from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 
-from annotations.models import Explanation, Item, PrecomputeJob, Prediction, Study
-from annotations.selectors import (
-    ATTRIBUTION_VIEWS,
+from annotations.models import PrecomputeChunk, PrecomputeJob
+from annotations.selectors import item_as_raw
+from annotations.selectors_precompute import (
     MODALITY_INTERACTION,
-    explanation_has_views,
-    item_as_raw,
+    explanation_pairs_to_draw,
+    explanations_lacking_share_view,
+    items_by_id,
+    precompute_progress,
+    predicted_labels,
     study_required_methods,
 )
+from annotations.services.precompute import (
+    precompute_advance,
+    precompute_chunk_claim,
+    precompute_chunk_finish,
+    precompute_chunk_heartbeat,
+    precompute_chunk_release,
+    precompute_chunk_split,
+    precompute_next_pending,
+    precompute_take_over,
+)
 from annotations.services.studies import (
+    explanation_share_view_add,
     explanation_store,
-    precompute_job_finish,
-    precompute_job_progress,
+    explanation_store_attribution,
+    explanation_store_failed,
+    explanation_store_interaction,
     prediction_store,
-    study_explanation_targets,
-    study_select_items,
 )
 from workers.engine.attribution import attribute
 from workers.engine.explain import predict
@@ -39,163 +62,146 @@ from workers.engine.metrics import explanation_metrics
 from workers.engine.presentation import render_interaction_views, render_item_views, render_share_bars
 from workers.engine.registry import load_adapter
 
-# Infrastructure hiccups, not the adapter's fault: worth a retry rather than a failed job.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# Infrastructure hiccups, not the adapter's fault: worth a retry rather than a failed chunk.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+Stage = PrecomputeChunk.Stage
 Progress = Callable[[int, int], None]
 
 
-def _chunks(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(seq), size):
-        yield seq[start:start + size]
-
-
-def _write_media(folder: str, suffix: str, data: bytes) -> str:
-    """Store bytes under a random name (no label, no item id) and return the relative path."""
-    directory = Path(settings.MEDIA_ROOT) / folder
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{uuid.uuid4().hex}{suffix}"
-    path.write_bytes(data)
-    return str(path.relative_to(settings.MEDIA_ROOT))
+# --------------------------------------------------------------------------- running
 
 
 def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
-    """Run (or finish) a precompute job. A failing adapter fails the job with its traceback.
-
-    Steps: predictions for the whole dataset; the 2x2 modality interaction of every item
-    when the study filters items by interaction strength; the item pools; then, for every
-    pool item and target label, the rows the study's arms are rendered from: the
-    attribution (heatmap, tokens, share bars) and the cross-modal interaction matrix
-    (matrix and top pairs).
-    """
-    job = PrecomputeJob.objects.select_related("study__model", "study__dataset").get(pk=job_id)
-    if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
-        return {"status": job.status}
-    study = job.study
-    try:
-        adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE)
-        batch_size = settings.MMEVAL_PRECOMPUTE_BATCH_SIZE
-        items = list(study.dataset.items.order_by("line_number"))
-        have = set(Prediction.objects.filter(model=study.model, item__in=items).values_list("item_id", flat=True))
-        todo = [item for item in items if item.pk not in have]
-        needs_strength = bool((study.design.get("filters") or {}).get("interaction_strength"))
-        required = study_required_methods(study=study)
-        pool_size = int(study.design.get("n_items", 0)) or len(items)
-        pool_size += study.learning_items + 2 * study.attention_checks
-        passes = max(1, len(required))
-        total = len(items) * (2 if needs_strength else 1) + pool_size * passes
-        done = len(items) - len(todo)
-
-        def advance(n: int = 0, failed: int | None = None) -> None:
-            nonlocal done
-            done += n
-            precompute_job_progress(job=job, done=done, total=total, failed=failed)
-            if on_progress:
-                on_progress(done, total)
-
-        advance()
-        for chunk in _chunks(todo, batch_size):
-            for item, prediction in zip(chunk, predict(adapter, [item_as_raw(i) for i in chunk], batch_size=batch_size)):
-                prediction_store(model=study.model, item=item, label=prediction.label,
-                                 probabilities=[float(p) for p in prediction.probabilities])
-            advance(len(chunk))
-        if needs_strength:
-            _modality_interactions(study=study, adapter=adapter, items=items, batch_size=batch_size, advance=advance)
-
-        pool = study_select_items(study=study)
-        total = len(items) * (2 if needs_strength else 1) + len(pool) * passes
-        targets = study_explanation_targets(study=study)
-        failed, first_error = 0, ""
-        for method, views in required.items():
-            if method == study.explanation_method and views & ATTRIBUTION_VIEWS:
-                n_failed, error = _explain_pool(study=study, adapter=adapter, targets=targets, views=views,
-                                                batch_size=batch_size, advance=advance, failed_before=failed)
-            else:
-                n_failed, error = _interact_pool(study=study, adapter=adapter, targets=targets, views=views,
-                                                 batch_size=batch_size, advance=advance, failed_before=failed)
-            failed, first_error = failed + n_failed, first_error or error
-            advance(len(pool) - len(targets), failed=failed)
-        if not required:
-            advance(len(pool), failed=0)
-        error = f"{failed} explanation(s) failed. The first error:\n\n{first_error}" if failed else ""
-        precompute_job_finish(job=job, error=error)
-    except TRANSIENT_ERRORS:
-        raise  # the task retries with backoff and, being idempotent, finishes the work
-    except Exception:
-        precompute_job_finish(job=job, error=traceback.format_exc())
-    return {"status": job.status, "done": job.done, "total": job.total}
+    """Run (or finish) a whole job in this process, chunk after chunk, through the same
+    claim/compute/finish steps the workers use. A failing adapter fails the job with its
+    traceback. Returns the job's status and progress."""
+    worker = f"inline@{socket.gethostname()}:{os.getpid()}"
+    precompute_take_over(job_id=job_id)
+    precompute_advance(job_id=job_id)
+    while True:
+        chunk_id = precompute_next_pending(job_id=job_id)
+        if chunk_id is None:
+            precompute_advance(job_id=job_id)
+            chunk_id = precompute_next_pending(job_id=job_id)
+            if chunk_id is None:
+                break
+        chunk_run(chunk_id=chunk_id, worker=worker)
+        if on_progress:
+            progress = precompute_progress(job=PrecomputeJob.objects.get(pk=job_id))
+            on_progress(progress["done"], progress["total"])
+    job = PrecomputeJob.objects.select_related("study").get(pk=job_id)
+    progress = precompute_progress(job=job)
+    if on_progress:
+        on_progress(progress["done"], progress["total"])
+    return {"status": job.status, "done": progress["done"], "total": progress["total"]}
 
 
-def _modality_interactions(*, study: Study, adapter, items: list[Item], batch_size: int,
-                           advance: Callable[..., None]) -> None:
-    """The 2x2 modality interaction of the predicted class for every item (4 forward passes
-    each), stored once per model and item for the interaction-strength filter."""
-    have = set(Explanation.objects.filter(model=study.model, method=MODALITY_INTERACTION, item__in=items,
-                                          status=Explanation.Status.DONE).values_list("item_id", flat=True))
-    predicted = dict(Prediction.objects.filter(model=study.model, item__in=items).values_list("item_id", "label"))
-    label_index = {label: k for k, label in enumerate(study.model.labels)}
-    todo = [item for item in items if item.pk not in have and item.pk in predicted]
-    advance(len(items) - len(todo))
-    for chunk in _chunks(todo, batch_size):
-        batch = adapter.encode([item_as_raw(i) for i in chunk])
-        results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in chunk])
-        for item, result in zip(chunk, results):
-            explanation_store(model=study.model, item=item, method=MODALITY_INTERACTION,
-                              target_label=predicted[item.pk], status=Explanation.Status.DONE,
-                              summary=result.to_json())
-        advance(len(chunk))
-
-
-def _stored_pairs(*, study: Study, method: str, views: set[str], item_ids: list[int]) -> set[tuple[int, str]]:
-    rows = Explanation.objects.filter(model=study.model, method=method, status=Explanation.Status.DONE,
-                                      item_id__in=item_ids)
-    return {(e.item_id, e.target_label) for e in rows.only("item_id", "target_label", "extra_views")
-            if explanation_has_views(e, views)}
-
-
-def _pool_run(*, study: Study, adapter, method: str, targets: dict[int, list[str]], views: set[str], batch_size: int,
-              advance: Callable[..., None], failed_before: int,
-              compute_chunk: Callable[..., None]) -> tuple[int, str]:
-    """Run ``method`` on every pool item that lacks a (target label) row, a chunk of whole
-    items at a time. ``compute_chunk`` gets the chunk's encoded batch and pairs and stores
-    its rows. A failing chunk marks its rows failed with the traceback. Returns how many
-    failed, and the first traceback.
-
-    Every row of one (model, item, method) is drawn together on one colour scale, also when
-    another study stored some labels before: an item's views drawn on two scales would let
-    the printed scale tell candidates apart, and through them the model's answer."""
-    model = study.model
-    stored = _stored_pairs(study=study, method=method, views=views, item_ids=list(targets))
-    drawn: dict[int, set[str]] = {}
-    for item_id, label in Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE,
-                                                     item_id__in=list(targets)).values_list("item_id", "target_label"):
-        drawn.setdefault(item_id, set()).add(label)
-    items = {i.pk: i for i in Item.objects.filter(pk__in=list(targets))}
-    label_index = {label: k for k, label in enumerate(model.labels)}
-    failed, first_error = 0, ""
-    per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
-    for chunk_ids in _chunks(sorted(targets), per_chunk):
-        pairs = [(item_id, label)
-                 for item_id in chunk_ids if any((item_id, label) not in stored for label in targets[item_id])
-                 for label in sorted(set(targets[item_id]) | drawn.get(item_id, set()), key=label_index.__getitem__)]
-        if not pairs:
-            advance(len(chunk_ids))
-            continue
-        raws = {item_id: item_as_raw(items[item_id]) for item_id in chunk_ids}
+def chunk_run(*, chunk_id: int, worker: str) -> str:
+    """Claim, compute and finish one chunk. Returns what happened: "done", "failed",
+    "split" (it hit the soft time limit and was halved) or "skipped" (finished, or held by a
+    live worker). Transient infrastructure errors give the chunk back and propagate, so the
+    task retries."""
+    chunk = precompute_chunk_claim(chunk_id=chunk_id, worker=worker)
+    if chunk is None:
+        return "skipped"
+    with _heartbeat(chunk):
         try:
-            batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
-            compute_chunk(batch=batch, pairs=pairs, raws=raws, items=items,
-                         label_targets=[label_index[label] for _, label in pairs])
-        except Exception:
-            error = traceback.format_exc()
-            for item_id, label in pairs:
-                explanation_store(model=model, item=items[item_id], method=method, target_label=label,
-                                  status=Explanation.Status.FAILED, error=error)
-            failed += len(pairs)
-            first_error = first_error or error
-        advance(len(chunk_ids), failed=failed_before + failed)
-    return failed, first_error
+            failed_rows, error = _compute(chunk)
+        except SoftTimeLimitExceeded:
+            precompute_chunk_split(chunk=chunk)
+            return "split"
+        except TRANSIENT_ERRORS:
+            precompute_chunk_release(chunk=chunk)
+            raise
+        except Exception:  # the adapter itself is broken: loading, encoding or predicting
+            failed_rows, error = chunk.rows, traceback.format_exc()
+    precompute_chunk_finish(chunk=chunk, error=error, failed_rows=failed_rows)
+    return "failed" if error else "done"
+
+
+@contextmanager
+def _heartbeat(chunk: PrecomputeChunk) -> Iterator[None]:
+    """Beat the chunk's heartbeat from a side thread while it computes, so a long engine
+    call is not mistaken for a dead worker."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.MMEVAL_CHUNK_HEARTBEAT_SECONDS):
+                try:
+                    precompute_chunk_heartbeat(chunk_id=chunk.pk, claim=chunk.claim)
+                except Exception as exc:  # the database is away: the watchdog decides later
+                    logger.warning("heartbeat of chunk %s failed: %s", chunk.pk, exc)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{chunk.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
+    """Compute and store one chunk. Returns (failed rows, the first traceback or "")."""
+    study = chunk.job.study
+    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE)
+    items = items_by_id(item_ids=chunk.item_ids)
+    if chunk.stage == Stage.PREDICTIONS:
+        ordered = [items[pk] for pk in chunk.item_ids]
+        predictions = predict(adapter, [item_as_raw(i) for i in ordered], batch_size=len(ordered))
+        for item, prediction in zip(ordered, predictions):
+            prediction_store(model=study.model, item=item, label=prediction.label,
+                             probabilities=[float(p) for p in prediction.probabilities])
+        return 0, ""
+    if chunk.stage == Stage.STRENGTH:
+        _modality_interactions(study=study, adapter=adapter, items=[items[pk] for pk in chunk.item_ids])
+        return 0, ""
+    targets = {int(item_id): labels for item_id, labels in chunk.targets.items()}
+    views = study_required_methods(study=study).get(chunk.method, set())
+    if chunk.stage == Stage.ATTRIBUTION and "share" in views:
+        # Rows another study computed may lack the share bars: draw them from their summary.
+        for row in explanations_lacking_share_view(model=study.model, method=chunk.method, targets=targets):
+            explanation_share_view_add(explanation=row, share_png=render_share_bars(
+                shares=row.summary["modality_share"]))
+    pairs = explanation_pairs_to_draw(model=study.model, method=chunk.method, views=views, targets=targets)
+    if not pairs:
+        return 0, ""
+    raws = {item_id: item_as_raw(items[item_id]) for item_id, _ in pairs}
+    compute = _attribution_rows if chunk.stage == Stage.ATTRIBUTION else _interaction_rows
+    try:
+        batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
+        compute(study=study, adapter=adapter, batch=batch, pairs=pairs, raws=raws, items=items, views=views,
+                method=chunk.method)
+    except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS):
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        explanation_store_failed(model=study.model, method=chunk.method, pairs=pairs, error=error)
+        return len(pairs), error
+    return 0, ""
+
+
+def _modality_interactions(*, study, adapter, items: list) -> None:
+    """The 2x2 modality interaction of the predicted class for each item (4 forward passes
+    each), stored once per model and item for the interaction-strength filter."""
+    predicted = predicted_labels(model=study.model, item_ids=[i.pk for i in items])
+    items = [i for i in items if i.pk in predicted]
+    if not items:
+        return
+    label_index = {label: k for k, label in enumerate(study.model.labels)}
+    batch = adapter.encode([item_as_raw(i) for i in items])
+    results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in items])
+    for item, result in zip(items, results):
+        explanation_store(model=study.model, item=item, method=MODALITY_INTERACTION, target_label=predicted[item.pk],
+                          status="done", summary=result.to_json())
 
 
 def _rows_by_item(pairs: list[tuple[int, str]]) -> dict[int, list[int]]:
@@ -206,38 +212,33 @@ def _rows_by_item(pairs: list[tuple[int, str]]) -> dict[int, list[int]]:
     return rows
 
 
-def _explain_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
-                  advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
-    """Attributions by the study's method (heatmaps, token highlights and, when an arm shows
-    them, modality share bars) for every pool item and target label."""
-    # Rows computed for another study may lack the share bars: draw them from their summary.
-    if "share" in views:
-        _fill_share_views(study=study, targets=targets)
-
-    def compute_chunk(*, batch, pairs, raws, items, label_targets) -> None:
-        attributions = attribute(adapter, batch, method=study.explanation_method, targets=label_targets)
-        groups = adapter.describe_groups(batch)
-        metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs,
-                                        attributions=attributions)
-        for item_id, rows in _rows_by_item(pairs).items():
-            rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
-                                         groups=groups[rows[0]])
-            for k, view in zip(rows, rendered):
-                share = render_share_bars(shares=attributions[k].modality_share) if "share" in views else None
-                _store_explanation(study=study, item=items[item_id], label=pairs[k][1], attribution=attributions[k],
-                                   view=view, share_png=share, metrics=metrics.get(k))
-
-    return _pool_run(study=study, adapter=adapter, method=study.explanation_method, targets=targets, views=views,
-                     batch_size=batch_size, advance=advance, failed_before=failed_before, compute_chunk=compute_chunk)
+def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, method) -> None:
+    """Attributions by the study's method for every pair, rendered (heatmap, token
+    highlights, share bars when an arm shows them) and stored."""
+    label_index = {label: k for k, label in enumerate(study.model.labels)}
+    attributions = attribute(adapter, batch, method=method, targets=[label_index[label] for _, label in pairs])
+    groups = adapter.describe_groups(batch)
+    metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs, attributions=attributions)
+    for item_id, rows in _rows_by_item(pairs).items():
+        rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
+                                     groups=groups[rows[0]])
+        for k, view in zip(rows, rendered):
+            attribution = attributions[k]
+            summary = attribution.to_json()
+            summary.pop("group_ids", None)
+            explanation_store_attribution(
+                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
+                arrays=attribution.to_arrays(), summary=summary, image_png=view.image_png, tokens=view.tokens,
+                share_png=render_share_bars(shares=attribution.modality_share) if "share" in views else None,
+                metrics=metrics.get(k))
 
 
-def _metrics_of_predicted(*, study: Study, adapter, raws: dict, pairs: list[tuple[int, str]],
-                          attributions) -> dict[int, dict]:
+def _metrics_of_predicted(*, study, adapter, raws: dict, pairs: list[tuple[int, str]], attributions) -> dict[int, dict]:
     """Automatic metrics (deletion/insertion, infidelity, sensitivity, …) of the explanations
     of the model's own answer: the ones the item export and the metric-vs-human analysis read.
     Sensitivity reruns the method, so computing it for every candidate would multiply the cost.
     A metric failure is recorded beside the explanation instead of failing it."""
-    predicted = dict(Prediction.objects.filter(model=study.model, item_id__in=list(raws)).values_list("item_id", "label"))
+    predicted = predicted_labels(model=study.model, item_ids=raws)
     rows = [k for k, (item_id, label) in enumerate(pairs) if predicted.get(item_id) == label]
     if not rows:
         return {}
@@ -245,6 +246,8 @@ def _metrics_of_predicted(*, study: Study, adapter, raws: dict, pairs: list[tupl
         batch = adapter.encode([raws[pairs[k][0]] for k in rows])
         values = explanation_metrics(adapter, batch, [attributions[k] for k in rows], seed=study.seed,
                                      sensitivity_samples=3)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:
         return {k: {"error": f"{exc.__class__.__name__}: {exc}"} for k in rows}
     return {k: _finite_json(v) for k, v in zip(rows, values)}
@@ -253,7 +256,7 @@ def _metrics_of_predicted(*, study: Study, adapter, raws: dict, pairs: list[tupl
 def _finite_json(value):
     """JSON columns reject NaN and Infinity: store an undefined metric as null."""
     if isinstance(value, float):
-        return value if np.isfinite(value) else None
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -261,65 +264,23 @@ def _finite_json(value):
     return value
 
 
-def _fill_share_views(*, study: Study, targets: dict[int, list[str]]) -> None:
-    wanted = {(item_id, label) for item_id, labels in targets.items() for label in labels}
-    rows = Explanation.objects.filter(model=study.model, method=study.explanation_method,
-                                      status=Explanation.Status.DONE, item_id__in=list(targets))
-    for row in rows:
-        shares = (row.summary or {}).get("modality_share")
-        if (row.item_id, row.target_label) in wanted and "share" not in row.extra_views and shares:
-            path = _write_media("views", ".png", render_share_bars(shares=shares))
-            Explanation.objects.filter(pk=row.pk).update(extra_views={**row.extra_views, "share": path})
-
-
-def _interact_pool(*, study: Study, adapter, targets: dict[int, list[str]], views: set[str], batch_size: int,
-                   advance: Callable[..., None], failed_before: int = 0) -> tuple[int, str]:
+def _interaction_rows(*, study, adapter, batch, pairs, raws, items, views, method) -> None:
     """The cross-modal interaction matrix by the study's interaction method (matrix view and
-    top patch-word pairs) for every pool item and target label. Cost per pair: see
+    top patch-word pairs) for every pair. Cost per pair: see
     ``interactions.cross_modal_interaction``."""
-
-    def compute_chunk(*, batch, pairs, raws, items, label_targets) -> None:
-        results = cross_modal_interaction(adapter, batch, method=study.interaction_method, targets=label_targets)
-        groups = adapter.describe_groups(batch)
-        for item_id, rows in _rows_by_item(pairs).items():
-            first = results[rows[0]]
-            rendered = render_interaction_views(
-                item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
-                group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
-            for k, view in zip(rows, rendered):
-                _store_interaction(study=study, item=items[item_id], label=pairs[k][1], result=results[k], view=view)
-
-    return _pool_run(study=study, adapter=adapter, method=study.interaction_method, targets=targets, views=views,
-                     batch_size=batch_size, advance=advance, failed_before=failed_before, compute_chunk=compute_chunk)
-
-
-def _store_interaction(*, study: Study, item: Item, label: str, result, view) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **result.to_arrays())
-    matrix = np.asarray(result.matrix, dtype=np.float64)
-    explanation_store(
-        model=study.model, item=item, method=study.interaction_method, target_label=label,
-        status=Explanation.Status.DONE,
-        arrays_file=_write_media("explanations", ".npz", buffer.getvalue()),
-        image_view=_write_media("views", ".png", view.matrix_png),
-        extra_views={"top_pairs": _write_media("views", ".png", view.top_pairs_png)} if view.top_pairs_png else {},
-        summary={"modalities": list(result.modalities), "shape": list(matrix.shape),
-                 "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options},
-    )
-
-
-def _store_explanation(*, study: Study, item: Item, label: str, attribution, view, share_png: bytes | None = None,
-                       metrics: dict | None = None) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **attribution.to_arrays())
-    summary = attribution.to_json()
-    summary.pop("group_ids", None)
-    explanation_store(
-        model=study.model, item=item, method=study.explanation_method, target_label=label,
-        status=Explanation.Status.DONE,
-        arrays_file=_write_media("explanations", ".npz", buffer.getvalue()),
-        image_view=_write_media("views", ".png", view.image_png) if view.image_png else "",
-        token_view=view.tokens, summary=summary,
-        extra_views={"share": _write_media("views", ".png", share_png)} if share_png else {},
-        metrics=metrics,
-    )
+    label_index = {label: k for k, label in enumerate(study.model.labels)}
+    results = cross_modal_interaction(adapter, batch, method=method, targets=[label_index[label] for _, label in pairs])
+    groups = adapter.describe_groups(batch)
+    for item_id, rows in _rows_by_item(pairs).items():
+        first = results[rows[0]]
+        rendered = render_interaction_views(
+            item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
+            group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
+        for k, view in zip(rows, rendered):
+            result = results[k]
+            matrix = np.asarray(result.matrix, dtype=np.float64)
+            explanation_store_interaction(
+                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
+                arrays=result.to_arrays(), matrix_png=view.matrix_png, top_pairs_png=view.top_pairs_png,
+                summary={"modalities": list(result.modalities), "shape": list(matrix.shape),
+                         "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options})

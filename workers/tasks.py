@@ -1,29 +1,43 @@
-"""Celery tasks: thin wrappers that take IDs and call the pipeline."""
+"""Celery tasks: thin wrappers that take IDs and call the pipeline or a service.
+
+Precompute tasks go to the job's queue (``PrecomputeJob.queue``, the GPU queue by default),
+named at publish time; beat's maintenance tasks go to the default queue. Every task is safe
+to run twice: a redelivered message finds its work done or taken and returns.
+"""
 
 from celery import shared_task
 from django.conf import settings
 
 from annotations.services.participants import leases_reclaim
-from workers.pipeline import TRANSIENT_ERRORS, precompute_run
+from annotations.services.precompute import precompute_advance, precompute_watchdog
+from workers.pipeline import TRANSIENT_ERRORS, chunk_run
+
+TRANSIENT_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": True, "retry_backoff_max": 120,
+                   "max_retries": 8}
 
 
-@shared_task(
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
-    time_limit=settings.MMEVAL_TASK_TIME_LIMIT,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-)
-def precompute_study(self, job_id: int) -> dict:
-    """Predictions, item sampling and explanations for one study. Safe to redeliver."""
-    return precompute_run(job_id=job_id)
+@shared_task(bind=True, soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
+             time_limit=settings.MMEVAL_TASK_TIME_LIMIT, **TRANSIENT_RETRY)
+def precompute_chunk_task(self, chunk_id: int) -> str:
+    """Compute one precompute chunk (bounded work: one engine batch). A chunk that outgrows
+    the soft time limit is split in two instead of failing the job."""
+    return chunk_run(chunk_id=chunk_id, worker=self.request.hostname or "worker")
 
 
-@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(soft_time_limit=120, time_limit=180, **TRANSIENT_RETRY)
+def precompute_advance_task(job_id: int) -> int:
+    """Plan a job's next stage (or finish it) and hand the new chunks to the workers."""
+    return len(precompute_advance(job_id=job_id))
+
+
+@shared_task(soft_time_limit=120, time_limit=180)
+def precompute_watchdog_task() -> dict:
+    """Run by celery beat (every MMEVAL_WATCHDOG_SECONDS): chunks of a killed worker are
+    handed out again, refused hand-overs retried, finished stages advanced."""
+    return precompute_watchdog()
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
 def reclaim_expired_leases() -> int:
     """Run by celery beat (settings.CELERY_BEAT_SCHEDULE, every minute): leases past the
     time limit give their slots back, so an abandoned participant's items go to the next

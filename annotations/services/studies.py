@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import os
 import random
+import uuid
+from pathlib import Path
 
+import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,7 +17,7 @@ from annotations.models import (
     Condition,
     Dataset,
     Explanation,
-    PrecomputeJob,
+    Item,
     Prediction,
     RegisteredModel,
     Slot,
@@ -130,15 +136,6 @@ def study_exclusion_rules_update(*, study: Study, rules: dict) -> Study:
         locked.save(update_fields=["exclusion_rules"])
     study.exclusion_rules = locked.exclusion_rules
     return study
-
-
-def precompute_job_create(*, study: Study) -> PrecomputeJob:
-    if study.status not in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING):
-        raise StudyError(f"a {study.status} study cannot be precomputed again")
-    with transaction.atomic():
-        Study.objects.filter(pk=study.pk).update(status=Study.Status.PRECOMPUTING)
-        study.status = Study.Status.PRECOMPUTING
-        return PrecomputeJob.objects.create(study=study)
 
 
 def _confidence(prediction: Prediction) -> float:
@@ -281,24 +278,68 @@ def explanation_store(
     return explanation
 
 
-def precompute_job_progress(*, job: PrecomputeJob, done: int | None = None, total: int | None = None,
-                            failed: int | None = None) -> None:
-    updates = {k: v for k, v in {"done": done, "total": total, "failed": failed}.items() if v is not None}
-    if job.status == PrecomputeJob.Status.QUEUED:
-        updates["status"] = PrecomputeJob.Status.RUNNING
-    PrecomputeJob.objects.filter(pk=job.pk).update(**updates)
-    for key, value in updates.items():
-        setattr(job, key, value)
+def media_write(*, folder: str, suffix: str, data: bytes) -> str:
+    """Store bytes under MEDIA_ROOT with a random name (no label, no item id) and return the
+    relative path. The name is written last, so a reader never sees a partial file."""
+    directory = Path(settings.MEDIA_ROOT) / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    partial = directory / f".{name}.part"
+    partial.write_bytes(data)
+    path = directory / f"{name}{suffix}"
+    os.replace(partial, path)
+    return str(path.relative_to(settings.MEDIA_ROOT))
 
 
-def precompute_job_finish(*, job: PrecomputeJob, error: str = "") -> None:
-    """Close the job; the study becomes ready unless the job failed."""
-    status = PrecomputeJob.Status.FAILED if error else PrecomputeJob.Status.DONE
-    with transaction.atomic():
-        PrecomputeJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now())
-        study_status = Study.Status.DRAFT if error else Study.Status.READY
-        Study.objects.filter(pk=job.study_id, status=Study.Status.PRECOMPUTING).update(status=study_status)
-    job.status, job.error = status, error
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def explanation_store_attribution(
+    *, model: RegisteredModel, item, method: str, target_label: str, arrays: dict[str, np.ndarray],
+    summary: dict, image_png: bytes | None, tokens: list, share_png: bytes | None = None,
+    metrics: dict | None = None,
+) -> Explanation:
+    """Store a finished attribution with its rendered views (heatmap, token highlights and,
+    when an arm shows them, the modality share bars)."""
+    return explanation_store(
+        model=model, item=item, method=method, target_label=target_label, status=Explanation.Status.DONE,
+        arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
+        image_view=media_write(folder="views", suffix=".png", data=image_png) if image_png else "",
+        token_view=tokens, summary=summary, metrics=metrics,
+        extra_views={"share": media_write(folder="views", suffix=".png", data=share_png)} if share_png else {},
+    )
+
+
+def explanation_store_interaction(
+    *, model: RegisteredModel, item, method: str, target_label: str, arrays: dict[str, np.ndarray],
+    summary: dict, matrix_png: bytes, top_pairs_png: bytes | None,
+) -> Explanation:
+    """Store a cross-modal interaction matrix with its views (matrix and top pairs)."""
+    return explanation_store(
+        model=model, item=item, method=method, target_label=target_label, status=Explanation.Status.DONE,
+        arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
+        image_view=media_write(folder="views", suffix=".png", data=matrix_png), summary=summary,
+        extra_views={"top_pairs": media_write(folder="views", suffix=".png", data=top_pairs_png)}
+        if top_pairs_png else {},
+    )
+
+
+def explanation_store_failed(*, model: RegisteredModel, method: str, pairs: list[tuple[int, str]],
+                             error: str) -> None:
+    """Record that these (item ID, label) explanations failed, with the traceback the
+    researcher sees on the item page."""
+    for item_id, label in pairs:
+        explanation_store(model=model, item=Item(pk=item_id), method=method, target_label=label,
+                          status=Explanation.Status.FAILED, error=error)
+
+
+def explanation_share_view_add(*, explanation: Explanation, share_png: bytes) -> None:
+    """Add the share-bar view to a row stored without it (by a study that did not show it)."""
+    path = media_write(folder="views", suffix=".png", data=share_png)
+    Explanation.objects.filter(pk=explanation.pk).update(extra_views={**explanation.extra_views, "share": path})
 
 
 def study_launch(*, study: Study) -> Study:

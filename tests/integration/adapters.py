@@ -13,3 +13,13 @@ class GradientlessAdapter(DemoAdapter):
         if torch.is_grad_enabled():
             raise RuntimeError("this model cannot be differentiated (deliberate test failure)")
         return super().head(*embedded, batch=batch)
+
+
+class BrokenAfterCheckAdapter(DemoAdapter):
+    """Passes the one-item registration check, then fails on any batch larger than one, as a
+    model that breaks on real data would."""
+
+    def encode(self, items):
+        if len(items) > 1:
+            raise RuntimeError("this adapter is deliberately broken on real batches")
+        return super().encode(items)

@@ -7,7 +7,8 @@ from pathlib import Path
 from annotations.models import Study
 from annotations.services.datasets import dataset_import
 from annotations.services.registry import registered_model_create
-from annotations.services.studies import ConditionSpec, precompute_job_create, study_create, study_launch
+from annotations.services.precompute import precompute_job_create
+from annotations.services.studies import ConditionSpec, study_create, study_launch
 from workers.pipeline import precompute_run
 
 DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"

@@ -55,7 +55,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     else:
         process.kill()
         pytest.fail(f"the Celery worker did not answer a ping:\n{log_path.read_text()}")
-    process.log_path = log_path
+    process.log_path, process.name = log_path, name
     yield process
     process.terminate()
     try:

@@ -176,7 +176,8 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
     study drew only its 2 new candidates, their printed colour scale would differ from the
     pilot's pair, and the pair holding the model's answer would stand out."""
     from annotations.models import PrecomputeJob
-    from annotations.services.studies import ConditionSpec, precompute_job_create, study_create
+    from annotations.services.precompute import precompute_job_create
+    from annotations.services.studies import ConditionSpec, study_create
     from workers.pipeline import precompute_run
 
     pilot = live_demo_study(owner=alice, jsonl=demo_jsonl, n_candidates=2)

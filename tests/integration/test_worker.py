@@ -1,4 +1,5 @@
-"""Precompute through a real Celery worker process on Redis and Postgres."""
+"""Precompute through real Celery worker processes on Redis and Postgres: chunks, their
+redelivery, a failing adapter, and the spec command."""
 
 from __future__ import annotations
 
@@ -7,37 +8,60 @@ import time
 import pytest
 from django.test import Client
 
-from annotations.models import Explanation, PrecomputeJob, Prediction, Study
-from annotations.services.studies import precompute_job_create, study_explanation_targets
+from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
+from annotations.selectors_precompute import precompute_progress
+from annotations.services.precompute import precompute_job_create, precompute_start
+from annotations.services.studies import study_explanation_targets
 from tests.integration.builders import demo_study
 from workers.pipeline import precompute_run
-from workers.tasks import precompute_study
+from workers.tasks import precompute_advance_task, precompute_chunk_task
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def _wait_for_job(job_id: int, timeout: float = 300) -> PrecomputeJob:
+def wait_for_job(job_id: int, timeout: float = 300) -> PrecomputeJob:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = PrecomputeJob.objects.get(pk=job_id)
         if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
             return job
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s (last status {job.status}, {job.done}/{job.total})")
+    progress = precompute_progress(job=job)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s (last status {job.status}, "
+                         f"{progress['done']}/{progress['total']})")
 
 
-def test_worker_precomputes_predictions_and_explanations(celery_worker_process, alice, demo_jsonl):
+def wait_until_drained(worker, queue: str, timeout: float = 120) -> None:
+    """Until the queue holds no message and the worker runs no task."""
+    from mmeval.celery import app
+
+    redis = app.connection_for_write().default_channel.client
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        active = app.control.inspect(destination=[worker.name], timeout=2).active() or {}
+        if redis.llen(queue) == 0 and not any(active.values()):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the worker did not drain {queue} in {timeout} s")
+
+
+def test_worker_precomputes_predictions_and_explanations(celery_worker_process, alice, demo_jsonl, settings):
+    settings.MMEVAL_PRECOMPUTE_BATCH_SIZE = 16  # several chunks per stage
     study = demo_study(owner=alice, jsonl=demo_jsonl)
-    job = precompute_job_create(study=study)
-
-    precompute_study.delay(job.pk)
-    job = _wait_for_job(job.pk)
+    job = precompute_start(study=study)
+    job = wait_for_job(job.pk)
 
     assert job.status == PrecomputeJob.Status.DONE, job.error
-    assert job.done == job.total > 0
+    progress = precompute_progress(job=job)
+    assert progress["done"] == progress["total"] > 0
+    n_dataset = study.dataset.items.count()
+    assert {p["part"]: (p["done"], p["total"]) for p in progress["parts"]} == {
+        "predictions": (n_dataset, n_dataset), "attribution": (study.study_items.count(),) * 2}
+    chunks = PrecomputeChunk.objects.filter(job=job)
+    assert chunks.filter(stage="predictions").count() == -(-n_dataset // 16)
+    assert set(chunks.values_list("status", flat=True)) == {"done"}
     study.refresh_from_db()
     assert study.status == Study.Status.READY
-    n_dataset = study.dataset.items.count()
     assert Prediction.objects.filter(model=study.model).count() == n_dataset
     targets = study_explanation_targets(study=study)
     expected = sum(len(labels) for labels in targets.values())
@@ -45,23 +69,36 @@ def test_worker_precomputes_predictions_and_explanations(celery_worker_process, 
     done = Explanation.objects.filter(model=study.model, status=Explanation.Status.DONE)
     assert done.count() == expected
     assert all(e.image_view and e.token_view for e in done)
+    stored = {(e.pk, e.arrays_file, e.image_view) for e in done}
 
-    # A redelivered task (acks_late after a lost worker) stores nothing twice.
-    rerun = PrecomputeJob.objects.create(study=study)
-    Study.objects.filter(pk=study.pk).update(status=Study.Status.PRECOMPUTING)
-    precompute_study.delay(rerun.pk)
-    precompute_study.delay(rerun.pk)
-    assert _wait_for_job(rerun.pk).status == PrecomputeJob.Status.DONE
+    # Every message delivered again (acks_late after a lost worker), twice: nothing is
+    # computed or stored again.
+    for chunk in chunks:
+        precompute_chunk_task.delay(chunk.pk)
+        precompute_chunk_task.delay(chunk.pk)
+    precompute_advance_task.delay(job.pk)
+    wait_until_drained(celery_worker_process, job.queue)
     assert Prediction.objects.filter(model=study.model).count() == n_dataset
+    assert {(e.pk, e.arrays_file, e.image_view) for e in Explanation.objects.filter(model=study.model)} == stored
+
+    # Precompute again: the new job finds every row and plans no chunk.
+    rerun = wait_for_job(precompute_start(study=Study.objects.get(pk=study.pk)).pk)
+    assert rerun.status == PrecomputeJob.Status.DONE and not rerun.chunks.exists()
     assert Explanation.objects.filter(model=study.model).count() == expected
+
+
+def test_a_second_start_reuses_the_open_job(celery_worker_process, alice, demo_jsonl):
+    study = demo_study(owner=alice, jsonl=demo_jsonl)
+    first = precompute_start(study=study)
+    second = precompute_start(study=Study.objects.get(pk=study.pk))
+    assert second.pk == first.pk
+    assert wait_for_job(first.pk).status == PrecomputeJob.Status.DONE
+    assert PrecomputeJob.objects.filter(study=study).count() == 1
 
 
 def test_failing_adapter_fails_the_job_and_shows_the_traceback(celery_worker_process, alice, demo_jsonl):
     study = demo_study(owner=alice, jsonl=demo_jsonl, adapter_path="tests.integration.adapters:GradientlessAdapter")
-    job = precompute_job_create(study=study)
-
-    precompute_study.delay(job.pk)
-    job = _wait_for_job(job.pk)
+    job = wait_for_job(precompute_start(study=study).pk)
 
     assert job.status == PrecomputeJob.Status.FAILED
     failed = Explanation.objects.filter(model=study.model, status=Explanation.Status.FAILED)
@@ -77,6 +114,16 @@ def test_failing_adapter_fails_the_job_and_shows_the_traceback(celery_worker_pro
     item = failed.first().item
     detail = client.get(f"/studies/{study.pk}/items/{item.pk}/").content.decode()
     assert "cannot be differentiated" in detail and "Traceback" in detail
+
+
+def test_an_adapter_that_cannot_predict_fails_the_job_at_once(celery_worker_process, alice, demo_jsonl):
+    study = demo_study(owner=alice, jsonl=demo_jsonl, adapter_path="tests.integration.adapters:BrokenAfterCheckAdapter")
+    job = wait_for_job(precompute_start(study=study).pk)
+
+    assert job.status == PrecomputeJob.Status.FAILED
+    assert "deliberately broken" in job.error and "Traceback" in job.error
+    assert not Explanation.objects.filter(model=study.model).exists()
+    assert Study.objects.get(pk=study.pk).status == Study.Status.DRAFT
 
 
 def test_precompute_rerun_in_process_is_idempotent(alice, demo_jsonl):

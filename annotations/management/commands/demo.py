@@ -12,7 +12,8 @@ from tqdm import tqdm
 from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
 from annotations.services.registry import registered_model_create
-from annotations.services.studies import ConditionSpec, precompute_job_create, study_create, study_launch
+from annotations.services.precompute import precompute_job_create
+from annotations.services.studies import ConditionSpec, study_create, study_launch
 from workers.engine.demo.data import generate_dataset
 from workers.engine.demo.model import load_or_train
 from workers.pipeline import precompute_run
@@ -78,8 +79,7 @@ class Command(BaseCommand):
         return dataset_import(owner=user, name="demo-shapes", jsonl_path=jsonl)
 
     def _precompute(self, study: Study) -> None:
-        job = study.precompute_jobs.filter(status__in=[PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING]).first() \
-            or precompute_job_create(study=study)
+        job = precompute_job_create(study=study)
         with tqdm(total=0, desc="Precompute", unit="item") as bar:
             def progress(done: int, total: int) -> None:
                 bar.total = total

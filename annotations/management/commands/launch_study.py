@@ -13,8 +13,10 @@ from django.urls import reverse
 from tqdm import tqdm
 
 from annotations.models import PrecomputeJob, Study
+from annotations.selectors_precompute import precompute_progress
+from annotations.services.precompute import precompute_job_create, precompute_start
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
-from annotations.services.studies import StudyError, precompute_job_create, study_create_from_spec, study_launch
+from annotations.services.studies import StudyError, study_create_from_spec, study_launch
 
 
 class Command(BaseCommand):
@@ -44,10 +46,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Created study {study.pk} '{study.name}' ({study.public_id}).")
 
-        job = precompute_job_create(study=study)
         if via_task:
-            self._wait_for_workers(job, timeout)
+            job = self._wait_for_workers(study, timeout)
         else:
+            job = precompute_job_create(study=study)
             self._precompute_here(job)
         job.refresh_from_db()
         if job.status != PrecomputeJob.Status.DONE:
@@ -81,21 +83,25 @@ class Command(BaseCommand):
     def _precompute_here(self, job: PrecomputeJob) -> None:
         from workers.pipeline import precompute_run
 
-        with tqdm(total=0, desc="Precompute", unit="step", disable=None) as bar:
+        with tqdm(total=0, desc="Precompute", unit="item", disable=None) as bar:
             def progress(done: int, total: int) -> None:
                 bar.total, bar.n = total, done
                 bar.refresh()
             precompute_run(job_id=job.pk, on_progress=progress)
 
-    def _wait_for_workers(self, job: PrecomputeJob, timeout: int) -> None:
-        from workers.tasks import precompute_study
-
-        precompute_study.delay(job.pk)
+    def _wait_for_workers(self, study: Study, timeout: int) -> PrecomputeJob:
+        job = precompute_start(study=study)
+        if job.dispatch_error:
+            self.stderr.write(job.dispatch_error)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job.refresh_from_db()
-            if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
-                return
-            self.stdout.write(f"\r  {job.status}: {job.done}/{job.total}", ending="")
-            time.sleep(2)
-        raise CommandError(f"precompute did not finish in {timeout} s; the job is still {job.status}")
+        with tqdm(total=0, desc="Precompute (workers)", unit="item", disable=None) as bar:
+            while time.monotonic() < deadline:
+                job.refresh_from_db()
+                progress = precompute_progress(job=job)
+                bar.total, bar.n = progress["total"], progress["done"]
+                bar.refresh()
+                if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
+                    return job
+                time.sleep(1)
+        raise CommandError(f"precompute did not finish in {timeout} s; the job is still {job.status} "
+                           "(the workers carry on; watch the study page)")

@@ -1,0 +1,416 @@
+"""Precompute as bounded chunks that any number of workers take in parallel.
+
+A job moves through stages: ``predictions`` for the whole dataset; ``strength`` (the 2x2
+modality interaction of every item) when the study filters items by interaction strength;
+then the item pools are sampled and the ``attribution`` and ``interaction`` chunks of the
+pool run side by side. :func:`precompute_advance` plans the next stage once every chunk of the
+current one has finished; it runs after each chunk, and from the watchdog.
+
+Crash safety rests on three rules:
+
+* a chunk is claimed with a fresh token (pending -> running) and finished only by the holder
+  of that token;
+* a running chunk beats ``heartbeat_at``; one whose heartbeat stopped is claimed again, by
+  :func:`precompute_watchdog` (celery beat) or by its redelivered message;
+* results are stored per (model, item, method, target) under a unique constraint, so a chunk
+  computed twice still stores every row once.
+
+Hand-over to the task queue happens after commit. When the broker refuses or hangs, the job
+records ``dispatch_error`` for the researcher and the watchdog (or a retry) hands it over
+again; nothing is left running without a worker knowing of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotations.models import PrecomputeChunk, PrecomputeJob, Study
+from annotations.selectors_precompute import (
+    dataset_items_without_predictions,
+    explanation_items_missing,
+    precompute_job_open,
+    strength_items_missing,
+    study_required_methods,
+)
+from annotations.services.studies import (
+    StudyError,
+    explanation_store_failed,
+    study_explanation_targets,
+    study_select_items,
+)
+
+logger = logging.getLogger(__name__)
+
+OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
+Stage = PrecomputeChunk.Stage
+ChunkStatus = PrecomputeChunk.Status
+# Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
+BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH)
+
+
+class PrecomputeError(Exception):
+    """A precompute that cannot start (e.g. a live study)."""
+
+
+# --------------------------------------------------------------------------- start
+
+
+def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WORKERS) -> PrecomputeJob:
+    """The study's open precompute job, or a new one. The study becomes "precomputing".
+    Nothing is handed to workers: :func:`precompute_start` does that, the command line runs
+    the job itself (``workers.pipeline.precompute_run``)."""
+    if study.status not in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING):
+        raise StudyError(f"a {study.status} study cannot be precomputed again")
+    with transaction.atomic():
+        Study.objects.filter(pk=study.pk).update(status=Study.Status.PRECOMPUTING)
+        study.status = Study.Status.PRECOMPUTING
+        job = precompute_job_open(study=study)
+        if job is not None:
+            if job.runner != runner:
+                PrecomputeJob.objects.filter(pk=job.pk).update(runner=runner)
+                job.runner = runner
+            return job
+        try:
+            with transaction.atomic():
+                return PrecomputeJob.objects.create(study=study, runner=runner, queue=settings.CELERY_GPU_QUEUE,
+                                                    batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
+        except IntegrityError:  # a concurrent click created it first
+            return precompute_job_open(study=study)
+
+
+def precompute_start(*, study: Study) -> PrecomputeJob:
+    """Start the study's precompute, or resume its open job: hand its planning and every
+    pending or stalled chunk to the workers after commit. With no broker configured (the
+    embedded default) the job runs in a background thread of this process instead, so a web
+    request never computes. A second call while a job is open reuses it."""
+    embedded = settings.CELERY_TASK_ALWAYS_EAGER
+    runner = PrecomputeJob.Runner.INLINE if embedded else PrecomputeJob.Runner.WORKERS
+    with transaction.atomic():
+        job = precompute_job_create(study=study, runner=runner)
+        if embedded:
+            transaction.on_commit(lambda: _run_in_background(job.pk))
+        else:
+            _reset_stalled(job=job, now=timezone.now())
+            pending = list(job.chunks.filter(status=ChunkStatus.PENDING).values_list("pk", flat=True))
+            transaction.on_commit(lambda: precompute_dispatch(job=job, chunk_ids=pending, advance=True))
+    return job
+
+
+# --------------------------------------------------------------------------- hand-over
+
+
+def precompute_dispatch(*, job: PrecomputeJob, chunk_ids: list[int], advance: bool = False) -> bool:
+    """Publish the job's planning task (``advance``) and its chunk tasks on the job's queue.
+    Never raises: a broker that refuses or hangs (bounded by the broker timeouts in settings)
+    is recorded on the job as ``dispatch_error`` and retried by the watchdog. Inline jobs
+    publish nothing; their runner takes pending chunks itself."""
+    if job.runner != PrecomputeJob.Runner.WORKERS:
+        return True
+    from workers.tasks import precompute_advance_task, precompute_chunk_task
+
+    try:
+        if advance:
+            precompute_advance_task.apply_async((job.pk,), queue=job.queue or settings.CELERY_GPU_QUEUE)
+        for chunk_id in chunk_ids:
+            precompute_chunk_task.apply_async((chunk_id,), queue=job.queue or settings.CELERY_GPU_QUEUE)
+    except Exception as exc:  # kombu/redis raise many types; every one means "not handed over"
+        message = (f"The task queue did not accept the work ({exc.__class__.__name__}: {exc}). "
+                   "Nothing is lost: it is handed over again automatically once the queue answers, "
+                   "or when you press Retry.")
+        logger.warning("precompute job %s not dispatched: %s", job.pk, exc)
+        PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error=message)
+        job.dispatch_error = message
+        return False
+    now = timezone.now()
+    if chunk_ids:
+        PrecomputeChunk.objects.filter(pk__in=chunk_ids).update(dispatched_at=now)
+    if job.dispatch_error:
+        PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error="")
+        job.dispatch_error = ""
+    return True
+
+
+_background: dict[int, threading.Thread] = {}
+_background_lock = threading.Lock()
+
+
+def _run_in_background(job_id: int) -> None:
+    """Embedded mode: run the job in a daemon thread of this process (one per job)."""
+    with _background_lock:
+        running = _background.get(job_id)
+        if running is not None and running.is_alive():
+            return
+
+        def run() -> None:
+            from workers.pipeline import precompute_run
+
+            try:
+                precompute_run(job_id=job_id)
+            except Exception:
+                logger.exception("background precompute of job %s crashed", job_id)
+            finally:
+                close_old_connections()
+
+        thread = threading.Thread(target=run, name=f"precompute-{job_id}", daemon=True)
+        _background[job_id] = thread
+        thread.start()
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def precompute_advance(*, job_id: int) -> list[int]:
+    """Plan the next stage once the current one has finished, or finish the job. Returns the
+    new chunks' IDs (already handed to workers after commit for worker jobs). Idempotent and
+    safe to call concurrently: the job row is locked while planning, and a call that finds
+    open chunks changes nothing."""
+    with transaction.atomic():
+        job = PrecomputeJob.objects.select_for_update(of=("self",)).select_related("study").get(pk=job_id)
+        if job.status not in OPEN:
+            return []
+        if job.chunks.filter(status__in=[ChunkStatus.PENDING, ChunkStatus.RUNNING]).exists():
+            return []
+        blocking = job.chunks.filter(stage__in=BLOCKING_STAGES, status=ChunkStatus.FAILED).first()
+        if blocking is not None:
+            _job_finish(job=job, error=blocking.error or "a precompute chunk failed")
+            return []
+        while True:
+            stage = _next_stage(job)
+            if stage is None:
+                _job_finish(job=job, error=_explanation_failures(job))
+                return []
+            try:
+                created = _plan_stage(job=job, stage=stage)
+            except StudyError as exc:
+                _job_finish(job=job, error=str(exc))
+                return []
+            if created:
+                if job.status == PrecomputeJob.Status.QUEUED:
+                    PrecomputeJob.objects.filter(pk=job.pk).update(status=PrecomputeJob.Status.RUNNING)
+                transaction.on_commit(lambda: precompute_dispatch(job=job, chunk_ids=created))
+                return created
+
+
+def _next_stage(job: PrecomputeJob) -> str | None:
+    order = [Stage.PREDICTIONS]
+    if (job.study.design.get("filters") or {}).get("interaction_strength"):
+        order.append(Stage.STRENGTH)
+    order.append("explanations")
+    if not job.stage:
+        return order[0]
+    if job.stage not in order or job.stage == order[-1]:
+        return None
+    return order[order.index(job.stage) + 1]
+
+
+def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
+    """Create the stage's chunks (only work not stored yet) and record its size in the plan."""
+    study = job.study
+    batch_size = job.batch_size
+    plan = dict(job.plan or {})
+    chunks: list[PrecomputeChunk] = []
+    if stage == Stage.PREDICTIONS:
+        total, todo = dataset_items_without_predictions(study=study)
+        plan[stage] = {"total": total, "skipped": total - len(todo)}
+        chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
+    elif stage == Stage.STRENGTH:
+        total, todo = strength_items_missing(study=study)
+        plan[stage] = {"total": total, "skipped": total - len(todo)}
+        chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
+    else:
+        study_select_items(study=study)
+        targets = study_explanation_targets(study=study)
+        for method, views in study_required_methods(study=study).items():
+            part = Stage.ATTRIBUTION if method == study.explanation_method else Stage.INTERACTION
+            todo = explanation_items_missing(study=study, method=method, views=views, targets=targets)
+            plan[part] = {"total": len(targets), "skipped": len(targets) - len(todo), "method": method}
+            # Chunks of whole items, about batch_size (item, target) rows each.
+            per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
+            chunks += [PrecomputeChunk(stage=part, method=method, item_ids=ids,
+                                       targets={str(i): targets[i] for i in ids})
+                       for ids in _split(todo, per_chunk)]
+    first = _last_index(job) + 1
+    for offset, chunk in enumerate(chunks):
+        chunk.job, chunk.index = job, first + offset
+    created = PrecomputeChunk.objects.bulk_create(chunks)
+    PrecomputeJob.objects.filter(pk=job.pk).update(stage=stage, plan=plan)
+    job.stage, job.plan = stage, plan
+    return [chunk.pk for chunk in created]
+
+
+def _last_index(job: PrecomputeJob) -> int:
+    return job.chunks.order_by("-index").values_list("index", flat=True).first() or 0
+
+
+def _split(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[start:start + size] for start in range(0, len(ids), max(1, size))]
+
+
+def _explanation_failures(job: PrecomputeJob) -> str:
+    failed = list(job.chunks.filter(status=ChunkStatus.FAILED).order_by("index"))
+    if not failed:
+        return ""
+    rows = sum(chunk.failed_rows for chunk in failed)
+    return f"{rows} explanation(s) failed. The first error:\n\n{failed[0].error}"
+
+
+def _job_finish(*, job: PrecomputeJob, error: str) -> None:
+    """Close the job; the study becomes ready unless the job failed (then a draft again)."""
+    status = PrecomputeJob.Status.FAILED if error else PrecomputeJob.Status.DONE
+    PrecomputeJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now(),
+                                                   dispatch_error="")
+    Study.objects.filter(pk=job.study_id, status=Study.Status.PRECOMPUTING).update(
+        status=Study.Status.DRAFT if error else Study.Status.READY)
+    job.status, job.error = status, error
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def precompute_chunk_claim(*, chunk_id: int, worker: str) -> PrecomputeChunk | None:
+    """Take a chunk for computing: a pending one, or a running one whose heartbeat stopped
+    (its worker died). Returns it with a fresh ``claim`` token, or None when it is done, held
+    by a live worker, or its job is closed. A chunk that killed its worker too often fails."""
+    now = timezone.now()
+    claim = uuid.uuid4().hex
+    stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
+    takeable = Q(status=ChunkStatus.PENDING) | Q(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale)
+    with transaction.atomic():
+        chunk = (PrecomputeChunk.objects.select_for_update(skip_locked=True, of=("self",))
+                 .select_related("job__study__model", "job__study__dataset")
+                 .filter(takeable, pk=chunk_id, job__status__in=OPEN).first())
+        if chunk is None:
+            return None
+        if chunk.attempts >= settings.MMEVAL_CHUNK_MAX_ATTEMPTS:
+            _chunk_give_up(chunk, now)
+            transaction.on_commit(lambda: precompute_advance(job_id=chunk.job_id))
+            return None
+        PrecomputeChunk.objects.filter(pk=chunk.pk).update(
+            status=ChunkStatus.RUNNING, claim=claim, worker=worker[:200], attempts=chunk.attempts + 1,
+            started_at=now, heartbeat_at=now, error="")
+        if chunk.job.status == PrecomputeJob.Status.QUEUED:
+            PrecomputeJob.objects.filter(pk=chunk.job_id, status=PrecomputeJob.Status.QUEUED).update(
+                status=PrecomputeJob.Status.RUNNING)
+    chunk.status, chunk.claim, chunk.worker, chunk.attempts = ChunkStatus.RUNNING, claim, worker, chunk.attempts + 1
+    return chunk
+
+
+def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
+    error = (f"The worker stopped {chunk.attempts} times while computing this chunk of "
+             f"{len(chunk.item_ids)} item(s) (killed, or out of memory?). Items: {chunk.item_ids}")
+    PrecomputeChunk.objects.filter(pk=chunk.pk).update(status=ChunkStatus.FAILED, error=error, finished_at=now,
+                                                       failed_rows=chunk.rows)
+    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION):
+        explanation_store_failed(model=chunk.job.study.model, method=chunk.method, error=error,
+                                 pairs=[(int(item_id), label) for item_id, labels in chunk.targets.items()
+                                        for label in labels])
+
+
+def precompute_chunk_heartbeat(*, chunk_id: int, claim: str) -> bool:
+    """Mark the chunk alive. False when the claim was lost (the chunk was taken over)."""
+    return bool(PrecomputeChunk.objects.filter(pk=chunk_id, claim=claim, status=ChunkStatus.RUNNING)
+                .update(heartbeat_at=timezone.now()))
+
+
+def precompute_chunk_finish(*, chunk: PrecomputeChunk, error: str = "", failed_rows: int = 0) -> list[int]:
+    """Close a claimed chunk (done, or failed with ``error``) and advance its job. A worker
+    whose claim was taken over changes nothing: the new holder finishes the chunk."""
+    status = ChunkStatus.FAILED if error else ChunkStatus.DONE
+    closed = PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
+        status=status, error=error, failed_rows=failed_rows, finished_at=timezone.now())
+    if not closed:
+        return []
+    return precompute_advance(job_id=chunk.job_id)
+
+
+def precompute_chunk_release(*, chunk: PrecomputeChunk) -> None:
+    """Give a claimed chunk back unfinished (a transient error: the task retries it)."""
+    PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
+        status=ChunkStatus.PENDING, claim="", attempts=F("attempts") - 1)  # not a crash: no attempt spent
+
+
+def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
+    """The chunk ran into the task's soft time limit: replace it by two halves (a single item
+    that is still too slow fails, naming the limit). Returns the new chunks' IDs, handed to
+    the workers after commit."""
+    if len(chunk.item_ids) <= 1:
+        precompute_chunk_finish(chunk=chunk, failed_rows=chunk.rows, error=(
+            f"One item took longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
+            "Raise MMEVAL_TASK_SOFT_TIME_LIMIT or use a faster device."))
+        return []
+    with transaction.atomic():
+        job = PrecomputeJob.objects.select_for_update(of=("self",)).get(pk=chunk.job_id)
+        closed = PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
+            status=ChunkStatus.SPLIT, finished_at=timezone.now())
+        if not closed:
+            return []
+        half = (len(chunk.item_ids) + 1) // 2
+        first = _last_index(job) + 1
+        parts = [chunk.item_ids[:half], chunk.item_ids[half:]]
+        created = PrecomputeChunk.objects.bulk_create([
+            PrecomputeChunk(job=job, stage=chunk.stage, method=chunk.method, index=first + k, item_ids=ids,
+                            targets={str(i): chunk.targets[str(i)] for i in ids} if chunk.targets else {})
+            for k, ids in enumerate(parts)])
+        ids = [c.pk for c in created]
+        transaction.on_commit(lambda: precompute_dispatch(job=job, chunk_ids=ids))
+    return ids
+
+
+def precompute_next_pending(*, job_id: int) -> int | None:
+    """The lowest pending chunk of a job (the inline runner's next piece of work)."""
+    return (PrecomputeChunk.objects.filter(job_id=job_id, status=ChunkStatus.PENDING)
+            .order_by("index").values_list("pk", flat=True).first())
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+def precompute_take_over(*, job_id: int) -> None:
+    """This process runs the job itself (``workers.pipeline.precompute_run``): nothing more
+    is handed to workers, and chunks whose runner died are pending again."""
+    PrecomputeJob.objects.filter(pk=job_id).update(runner=PrecomputeJob.Runner.INLINE)
+    _reset_stalled(job=PrecomputeJob(pk=job_id), now=timezone.now())
+
+
+def _reset_stalled(*, job: PrecomputeJob, now) -> list[int]:
+    stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
+    stalled = list(job.chunks.filter(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale).values_list("pk", flat=True))
+    if stalled:
+        PrecomputeChunk.objects.filter(pk__in=stalled, status=ChunkStatus.RUNNING,
+                                       heartbeat_at__lt=stale).update(status=ChunkStatus.PENDING, claim="")
+    return stalled
+
+
+def precompute_watchdog(*, now=None) -> dict[str, int]:
+    """Run by celery beat: keep every open worker job moving.
+
+    * chunks whose worker stopped beating are handed out again;
+    * pending chunks of a job that has made no progress for ``MMEVAL_REDISPATCH_SECONDS``
+      are published again (a lost or flushed message; duplicates are harmless);
+    * jobs the queue refused are handed over again;
+    * jobs with nothing open are advanced (a worker died between finishing a chunk and
+      planning the next stage).
+    Returns counts of what it did."""
+    now = now or timezone.now()
+    counts = {"stalled": 0, "redispatched": 0, "advanced": 0}
+    quiet = now - timedelta(seconds=settings.MMEVAL_REDISPATCH_SECONDS)
+    for job in PrecomputeJob.objects.filter(status__in=OPEN, runner=PrecomputeJob.Runner.WORKERS):
+        stalled = _reset_stalled(job=job, now=now)
+        counts["stalled"] += len(stalled)
+        pending = list(job.chunks.filter(status=ChunkStatus.PENDING).values_list("pk", flat=True))
+        recent = job.chunks.filter(Q(started_at__gte=quiet) | Q(finished_at__gte=quiet) | Q(dispatched_at__gte=quiet))
+        if stalled or job.dispatch_error or (pending and not recent.exists()):
+            precompute_dispatch(job=job, chunk_ids=pending, advance=not pending)
+            counts["redispatched"] += len(pending)
+        if not pending and not job.chunks.filter(status=ChunkStatus.RUNNING).exists():
+            precompute_advance(job_id=job.pk)
+            counts["advanced"] += 1
+    return counts
