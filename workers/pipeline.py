@@ -77,7 +77,7 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
     """Run (or finish) a whole job in this process, chunk after chunk, through the same
     claim/compute/finish steps the workers use. A failing adapter fails the job with its
     traceback. Returns the job's status and progress."""
-    worker = f"inline@{socket.gethostname()}:{os.getpid()}"
+    worker = f"inline@{socket.gethostname()}:{os.getpid()}/{threading.current_thread().name}"
     precompute_take_over(job_id=job_id)
     precompute_advance(job_id=job_id)
     while True:

@@ -1,5 +1,7 @@
 """Adapters that misbehave on purpose, registered by dotted path like any user adapter."""
 
+import time
+
 import torch
 
 from workers.engine.demo.adapter import DemoAdapter
@@ -22,4 +24,20 @@ class BrokenAfterCheckAdapter(DemoAdapter):
     def encode(self, items):
         if len(items) > 1:
             raise RuntimeError("this adapter is deliberately broken on real batches")
+        return super().encode(items)
+
+
+class SlowAdapter(DemoAdapter):
+    """1.5 s for each item this process has not encoded before (the one-item registration
+    check stays quick): a model slow enough to outgrow a short task time limit on its first
+    pass over the data, while the explanations that follow stay fast."""
+
+    _seen: set[str] = set()
+
+    def encode(self, items):
+        if len(items) > 1:
+            for item in items:
+                if item["id"] not in self._seen:
+                    time.sleep(1.5)
+                    self._seen.add(item["id"])
         return super().encode(items)

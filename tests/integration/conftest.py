@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,43 +26,66 @@ def _database_url(name: str) -> str:
     return f"postgres://{user}{password}@{host}:{port}/{name}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
-    """Start ``celery worker`` as its own process, as production runs it, on the test DB."""
+def start_worker(*, queues: str, log_path: Path, pool: str = "solo", beat_schedule: Path | None = None,
+                 env: dict | None = None, timeout: float = 120) -> subprocess.Popen:
+    """Start ``celery worker`` as its own process (group, so a test can kill it whole), as
+    production runs it, on the test database; return once it answers a ping. ``env`` adds
+    settings (e.g. MMEVAL_CHUNK_STALE_SECONDS); ``beat_schedule`` runs beat inside it."""
     from mmeval.celery import app
 
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        pytest.fail("the worker tests need CELERY_BROKER_URL (./run test sets it)")
-    with django_db_blocker.unblock():
-        test_db = connection.settings_dict["NAME"]
-    app.connection_for_write().default_channel.client.flushdb()  # stale messages of earlier runs
+    test_db = connection.settings_dict["NAME"]
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
     env = {**os.environ, "DATABASE_URL": _database_url(test_db), "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-           "PYTHONUNBUFFERED": "1"}
-    queues = f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_GPU_QUEUE}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mmeval", "worker", "-Q", queues, "--pool", "solo",
-             "-n", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120
+           "PYTHONUNBUFFERED": "1", **(env or {})}
+    args = [sys.executable, "-m", "celery", "-A", "mmeval", "worker", "-Q", queues, "--pool", pool, "-n", name,
+            "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    if pool == "prefork":
+        args += ["--concurrency", "1"]
+    if beat_schedule is not None:
+        args += ["-B", "--schedule", str(beat_schedule)]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the Celery worker exited:\n{log_path.read_text()}")
         if app.control.ping(destination=[name], timeout=1.0):
             break
     else:
-        process.kill()
+        stop_worker(process, kill=True)
         pytest.fail(f"the Celery worker did not answer a ping:\n{log_path.read_text()}")
     process.log_path, process.name = log_path, name
-    yield process
-    process.terminate()
+    return process
+
+
+def stop_worker(process: subprocess.Popen, *, kill: bool = False) -> None:
+    """Stop a worker and its pool children: SIGTERM (warm shutdown), or SIGKILL of the whole
+    process group (a crash)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One worker on the default and GPU queues for the whole session."""
+    from mmeval.celery import app
+
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        pytest.fail("the worker tests need CELERY_BROKER_URL (./run test sets it)")
+    app.connection_for_write().default_channel.client.flushdb()  # stale messages of earlier runs
+    with django_db_blocker.unblock():
+        process = start_worker(queues=f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_GPU_QUEUE}",
+                               log_path=tmp_path_factory.mktemp("celery") / "worker.log")
+    yield process
+    stop_worker(process)
 
 
 @pytest.fixture(autouse=True)
