@@ -113,3 +113,16 @@ def study_data_version(*, study: Study) -> tuple:
         study.explanation_method, study.interaction_method, study.explanation_display,
         study.export_raw_platform_ids, study.name, study.public_id, study.model_id,
     )
+
+
+def study_chance_level(*, study: Study) -> float:
+    """Simulation accuracy of a blind guess: one over the candidates each test answer chose
+    from, averaged over the answers (the design's count before any answer)."""
+    counts = [len(order) for order in Response.objects.filter(
+        participant__study=study, phase="test", is_attention_check=False).values_list("candidate_order", flat=True)
+        if order]
+    if counts:
+        return sum(1 / k for k in counts) / len(counts)
+    labels = len(study.model.labels) or 1
+    shown = min(labels, study.n_candidates + study.n_distractors) if study.n_candidates else labels
+    return 1 / max(shown, 1)

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 
 from annotations.exports import EXPORTS, study_export_response
 from annotations.selectors import studies_visible_to, study_progress
+from annotations.selectors_analysis import study_chance_level
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
@@ -162,7 +163,8 @@ def study_dashboard(request, pk: int):
         block = report["analysis"][section]
         correlation = (report.get("metrics_vs_human") or {}).get(section)
         svgs = {
-            "accuracy": accuracy_bar_svg(block["simulation_accuracy"], baseline=baseline)
+            "accuracy": accuracy_bar_svg(block["simulation_accuracy"], baseline=baseline,
+                                         chance=study_chance_level(study=study))
             if baseline in block["simulation_accuracy"] else "",
             "calibration": reliability_plot_svg(block["calibration"]),
             "metrics": metric_accuracy_svg(data["points"][section], baseline=baseline,

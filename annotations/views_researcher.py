@@ -70,6 +70,8 @@ def study_new(request):
 
 @login_required
 def study_detail(request, pk: int):
+    from annotations.analysis.exclusions import EXCLUSION_RULE_HELP
+
     study = _study_for(request, pk)
     participant_link = request.build_absolute_uri(reverse("participant-entry", args=[study.public_id]))
     return render(request, "researcher/study_detail.html", {
@@ -77,7 +79,7 @@ def study_detail(request, pk: int):
         "participant_link": participant_link, "conditions": study.conditions.all(),
         "items": study_item_rows(study=study, limit=200), "invites": study.invites.order_by("-id")[:20],
         "is_owner": study.owner_id == request.user.pk,
-        "rules_text": json.dumps(study.exclusion_rules or {}, indent=2),
+        "rules_text": json.dumps(study.exclusion_rules or {}, indent=2), "rule_help": EXCLUSION_RULE_HELP,
         "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
         "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
     })

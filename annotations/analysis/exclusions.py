@@ -51,6 +51,7 @@ import pandas as pd
 from .responses import _as_bool, _as_key
 
 __all__ = [
+    "EXCLUSION_RULE_HELP",
     "EXCLUSION_RULE_KEYS",
     "ExclusionRules",
     "QUALITY_COLUMNS",
@@ -71,6 +72,17 @@ EXCLUSION_RULE_KEYS: Final = (
     "fast_rt_ms",
     "exclude_screened_out",
 )
+# One line per key, for people choosing rules (the module docstring has the details).
+EXCLUSION_RULE_HELP: Final = {
+    "max_attention_failures": "exclude after more failed attention checks than this",
+    "max_fast_share": "exclude when a larger share of answers than this is faster than fast_rt_ms",
+    "min_test_responses": "exclude with fewer scored answers than this (drop-outs)",
+    "screen_out_at_attention_failures": "end the session at this many failed checks (screened-out code)",
+    "min_attention_pass_rate": "exclude when the share of passed attention checks is below this",
+    "min_median_rt_ms": "exclude when the median answer time (ms) is below this",
+    "fast_rt_ms": "what counts as fast for max_fast_share (default: the study's minimum time)",
+    "exclude_screened_out": "true: exclude participants the study screened out",
+}
 # the keys that exclude someone, in report order
 _RULES: Final = (
     "max_attention_failures",

@@ -84,13 +84,16 @@ def accuracy_bar_svg(
     *,
     baseline: str,
     subset: str = "all",
+    chance: float | None = None,
     title: str = "Simulation accuracy by arm",
 ) -> str:
     """Bar chart of simulation accuracy per arm with interval whiskers.
 
     ``accuracy`` is the output of :func:`annotations.analysis.simulation_accuracy` (arm → subset →
-    estimate/interval). Bars show ``estimate`` for ``subset``, whiskers ``ci_low``..``ci_high``, and a
-    horizontal line marks the ``baseline`` arm's estimate. Arms with no estimate are drawn empty.
+    estimate/interval). Bars show ``estimate`` for ``subset``, whiskers ``ci_low``..``ci_high``, a
+    dashed line marks the ``baseline`` arm's estimate and a dotted one the ``chance`` level (a
+    guess among the candidates shown). Arms with no estimate are drawn empty. The legend sits
+    below the axes, so it never covers a bar.
     """
     if baseline not in accuracy:
         raise ValueError(f"baseline arm {baseline!r} not in the accuracy table")
@@ -111,8 +114,12 @@ def accuracy_bar_svg(
                 )
         base = accuracy[baseline][subset]["estimate"]
         if base is not None:
-            axes.axhline(base, color="0.3", linestyle="--", linewidth=1, label=f"baseline ({baseline})")
-            axes.legend(loc="lower right", fontsize=7, frameon=False)
+            label = "baseline arm" if baseline == "baseline" else f"baseline arm ({baseline})"
+            axes.axhline(base, color="0.3", linestyle="--", linewidth=1, label=label)
+        if chance is not None:
+            axes.axhline(chance, color="C3", linestyle=":", linewidth=1.2, label=f"chance ({chance:.2f})")
+        if base is not None or chance is not None:
+            axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=7, frameon=False)
         axes.set_xticks(range(len(arms)), labels=arms)
         axes.set_ylim(0, 1)
         axes.set_ylabel("simulation accuracy")

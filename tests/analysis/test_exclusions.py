@@ -141,3 +141,9 @@ def test_missing_attention_result_is_not_a_pass(quality_df):
     quality = participant_quality(frame, rules={"min_attention_pass_rate": 1.0}).set_index("participant")
     assert quality.loc["p1", "n_attention_passed"] == 0 and quality.loc["p1", "n_attention_failed"] == 0
     assert quality.loc["p1", "excluded"]
+
+
+def test_every_rule_key_has_a_one_line_help():
+    from annotations.analysis.exclusions import EXCLUSION_RULE_HELP, EXCLUSION_RULE_KEYS
+
+    assert list(EXCLUSION_RULE_HELP) == list(EXCLUSION_RULE_KEYS)

@@ -29,7 +29,8 @@ def test_accuracy_bar_chart(study) -> None:
     accuracy = simulation_accuracy(study, seed=0, n_resamples=50)
     svg = accuracy_bar_svg(accuracy, baseline="none")
     ElementTree.fromstring(svg)
-    assert "baseline (none)" in svg
+    assert "baseline arm (none)" in svg and "chance" not in svg
+    assert "chance (0.25)" in accuracy_bar_svg(accuracy, baseline="none", chance=0.25)
     assert "model correct" in accuracy_bar_svg(accuracy, baseline="none", subset="model_correct")
     with pytest.raises(ValueError):
         accuracy_bar_svg(accuracy, baseline="other")
