@@ -164,6 +164,7 @@ class Study(models.Model):
         verbose_name_plural = "studies"
         ordering = ["-created_at"]
         constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="study_unique_name_per_owner"),
             models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_per_participant_positive"),
             models.CheckConstraint(condition=Q(raters_per_item__gte=1), name="study_raters_per_item_positive"),
         ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotations.models import (
@@ -90,6 +90,16 @@ def study_create(
         raise StudyError("item counts must be positive")
     if items_per_participant > n_items:
         raise StudyError("items per participant cannot exceed the number of items in the study")
+    if Study.objects.filter(owner=owner, name=name).exists():
+        raise StudyError(f"you already have a study named '{name}'; choose another name")
+    available = dataset.items.count()
+    needed = n_items + max(0, learning_items) + max(0, attention_checks)
+    if needed > available:
+        parts = [f"{n_items} test items"] + [f"{count} {what}" for count, what in
+                                              ((learning_items, "learning items"), (attention_checks,
+                                                                                    "attention-check items")) if count]
+        raise StudyError(f"dataset '{dataset.name}' has {available} items, fewer than the {needed} this design "
+                         f"needs ({' + '.join(parts)})")
     if n_candidates == 1 and n_distractors == 0:
         raise StudyError("participants need at least two candidate answers")
     if explanation_display not in ("all_candidates", "predicted_unlabelled"):
@@ -103,20 +113,23 @@ def study_create(
                                                    ("interaction_strength", interaction_range)) if value}
     codes = {key: value for key, value in (("completion_code", completion_code),
                                            ("screened_out_code", screened_out_code)) if value}
-    with transaction.atomic():
-        study = Study.objects.create(
-            owner=owner, name=name, dataset=dataset, model=model, seed=seed,
-            items_per_participant=items_per_participant, raters_per_item=raters_per_item,
-            n_candidates=n_candidates, n_distractors=n_distractors if n_candidates else 0,
-            explanation_method=explanation_method, interaction_method=interaction_method,
-            explanation_display=explanation_display, lease_minutes=lease_minutes,
-            consent_text=consent_text, instructions=instructions, learning_items=learning_items, pretest=pretest,
-            survey=survey, attention_checks=attention_checks, min_rt_ms=min_rt_ms, exclusion_rules=rules,
-            design={"n_items": n_items, "filters": filters}, **codes,
-        )
-        Condition.objects.bulk_create(
-            Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
-        )
+    try:
+        with transaction.atomic():
+            study = Study.objects.create(
+                owner=owner, name=name, dataset=dataset, model=model, seed=seed,
+                items_per_participant=items_per_participant, raters_per_item=raters_per_item,
+                n_candidates=n_candidates, n_distractors=n_distractors if n_candidates else 0,
+                explanation_method=explanation_method, interaction_method=interaction_method,
+                explanation_display=explanation_display, lease_minutes=lease_minutes,
+                consent_text=consent_text, instructions=instructions, learning_items=learning_items, pretest=pretest,
+                survey=survey, attention_checks=attention_checks, min_rt_ms=min_rt_ms, exclusion_rules=rules,
+                design={"n_items": n_items, "filters": filters}, **codes,
+            )
+            Condition.objects.bulk_create(
+                Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
+            )
+    except IntegrityError:  # a concurrent create with the same name
+        raise StudyError(f"you already have a study named '{name}'; choose another name") from None
     return study
 
 

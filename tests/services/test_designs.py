@@ -128,11 +128,17 @@ def test_pools_too_small_for_learning_or_attention_are_refused(alice, tmp_path):
     dataset = dataset_import(owner=alice, name="small", jsonl_path=jsonl)
     model = make_model(alice)
     make_predictions(model, dataset.items.order_by("line_number"), n_right=5)
-    for field, message in (("learning_items", "learning items"), ("attention_checks", "attention checks")):
-        study = study_create(owner=alice, name=field, dataset=dataset, model=model, conditions=TWO_ARMS,
-                             n_items=8, items_per_participant=4, raters_per_item=1, **{field: 3})
-        with pytest.raises(StudyError, match=message):
-            study_select_items(study=study)
+    for field, message in (("learning_items", "learning items"), ("attention_checks", "attention-check items")):
+        with pytest.raises(StudyError, match=f"has 10 items, fewer than the 11 .*3 {message}"):
+            study_create(owner=alice, name=field, dataset=dataset, model=model, conditions=TWO_ARMS,
+                         n_items=8, items_per_participant=4, raters_per_item=1, **{field: 3})
+    # Filters can still leave too few at sampling time: refused then, naming what is short.
+    study = study_create(owner=alice, name="filtered", dataset=dataset, model=model, conditions=TWO_ARMS,
+                         n_items=6, items_per_participant=4, raters_per_item=1, learning_items=3,
+                         confidence_range=(0.0, 1.0))
+    Prediction.objects.filter(model=model, item__in=list(dataset.items.order_by("line_number"))[:2]).delete()
+    with pytest.raises(StudyError, match="too few items left for 3 learning items"):
+        study_select_items(study=study)
 
 
 def test_confidence_and_interaction_strength_filters(alice, tmp_path):

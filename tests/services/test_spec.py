@@ -39,7 +39,7 @@ FULL = {
 
 @pytest.fixture
 def owned(alice, tmp_path):
-    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 12))
+    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 16))
     make_model(alice)
     return alice
 

@@ -282,3 +282,18 @@ def test_adapters_outside_the_allowed_packages_are_refused(alice, settings, tmp_
     with pytest.raises(ModelRegistrationError, match="not under an allowed adapter package"):
         registered_model_create(owner=alice, name="m", adapter_path="os:abort", check_dataset=dataset)
     assert not RegisteredModel.objects.exists()
+
+
+def test_study_names_are_unique_per_owner(alice, bob, dataset, model, tmp_path):
+    _create(alice, dataset, model, name="pilot")
+    with pytest.raises(StudyError, match="already have a study named 'pilot'"):
+        _create(alice, dataset, model, name="pilot")
+    bobs = dataset_import(owner=bob, name="shapes", jsonl_path=write_dataset(tmp_path / "bob", 12))
+    assert _create(bob, bobs, make_model(bob), name="pilot").owner == bob  # another owner may
+
+
+def test_a_design_needing_more_items_than_the_dataset_is_refused(alice, dataset, model):
+    with pytest.raises(StudyError, match=r"has 24 items, fewer than the 27 this design needs "
+                                         r"\(20 test items \+ 4 learning items \+ 3 attention-check items\)"):
+        _create(alice, dataset, model, n_items=20, learning_items=4, attention_checks=3)
+    assert not Study.objects.exists()
