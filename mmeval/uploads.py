@@ -20,10 +20,12 @@ def mib(n_bytes: int) -> str:
 
 
 class OversizedUpload(UploadedFile):
-    """Stands in for a file that was refused: empty, with the reason."""
+    """Stands in for a file that was refused: no content, the size the client sent, and the
+    reason."""
 
     def __init__(self, *, name: str, request_bytes: int, limit: int):
-        super().__init__(file=io.BytesIO(b""), name=name, content_type="application/octet-stream", size=0)
+        super().__init__(file=io.BytesIO(b""), name=name, content_type="application/octet-stream",
+                         size=request_bytes)
         self.refusal = (f"the upload is {mib(request_bytes)}, more than the {mib(limit)} limit "
                         f"(MMEVAL_UPLOAD_MAX_BYTES); nothing was stored")
 
