@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from django.conf import settings as django_settings
 
 from tests.services.factories import build_study
@@ -76,6 +77,16 @@ def test_health_endpoints_answer_plain_http_on_any_host(server):
 
     status, _, body = _get(server, "/readyz", {"Host": "10.0.0.9:8000"})
     assert (status, json.loads(body)) == (200, {"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
+
+
+def test_the_compose_health_check_of_web_passes_against_gunicorn(server):
+    check = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["web"]["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"] and "127.0.0.1:8000/readyz" in check[3]
+
+    result = subprocess.run([sys.executable, "-c", check[3].replace(":8000/", f":{server['port']}/")],
+                            capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 0, result.stderr
 
 
 def test_plain_http_is_redirected_to_https(server):
