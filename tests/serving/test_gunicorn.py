@@ -12,19 +12,22 @@ import sys
 
 import pytest
 import yaml
-from django.conf import settings as django_settings
+from django.db import connections
 
 from tests.services.factories import build_study
 
 from .conftest import REPO, free_port, manage, production_env, stop, wait_for_http
+
+# The server uses the test database, which pytest-django creates only for database tests.
+pytestmark = pytest.mark.django_db
 
 HOST = "mmeval.test"
 HTTPS = {"Host": HOST, "X-Forwarded-Proto": "https"}
 
 
 def _database_url() -> str:
-    db = django_settings.DATABASES["default"]
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"  # the test database
+    db = connections["default"].settings_dict  # pytest-django points it at the test database
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 @pytest.fixture(scope="module")
