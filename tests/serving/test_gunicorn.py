@@ -122,6 +122,24 @@ def test_participant_pages_can_be_framed_by_mturk_in_production(server, alice, t
     assert "https://www.mturk.com" in ancestors and "https://workersandbox.mturk.com" in ancestors
 
 
+def test_gunicorn_workers_keep_their_database_connections(server):
+    def backends() -> set[int]:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()")
+            return {row[0] for row in cursor.fetchall()}
+
+    for _ in range(10):
+        assert _get(server, "/s/no-such-study/", HTTPS)[0] == 404  # looked up in the database
+    first = backends()
+    for _ in range(20):
+        _get(server, "/s/no-such-study/", HTTPS)
+    later = backends()
+
+    assert first, "no connection stayed open after the requests"
+    assert first <= later and len(later) <= 2  # kept and reused, at most one per worker
+
+
 def test_access_log_has_the_client_and_the_request_time(server):
     _get(server, "/healthz", {"Host": HOST, "X-Forwarded-For": "203.0.113.7"})
 

@@ -3,9 +3,12 @@ required variables, naming them, and Django's deployment checklist finds nothing
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from .conftest import manage, production_env
+from .conftest import REPO, manage, production_env
 
 REQUIRED = ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL")
 
@@ -48,3 +51,19 @@ def test_without_production_mode_nothing_is_required(tmp_path):
                          SECRET_KEY_FILE=str(tmp_path / "secret_key"))
 
     assert manage("check", env=env).returncode == 0
+
+
+def _database_settings(env: dict[str, str]) -> str:
+    code = ("from django.conf import settings; db = settings.DATABASES['default']; "
+            "print(db.get('CONN_MAX_AGE', 0), db.get('CONN_HEALTH_CHECKS'), db.get('OPTIONS', {}).get('connect_timeout'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**env, "DJANGO_SETTINGS_MODULE": "mmeval.settings"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_database_connections_persist_and_are_checked_before_reuse(tmp_path):
+    assert _database_settings(production_env()) == "60 True 5"
+    assert _database_settings(production_env(DB_CONN_MAX_AGE="0", DB_CONNECT_TIMEOUT="2")) == "0 True 2"
+    sqlite = production_env(MMEVAL_PRODUCTION=None, DATABASE_URL=None, SECRET_KEY_FILE=str(tmp_path / "key"))
+    assert _database_settings(sqlite).startswith("0 ")  # SQLite in-process: nothing to keep open
