@@ -5,25 +5,38 @@ connection (DB_CONN_MAX_AGE), so keep WEB_CONCURRENCY + Celery processes below P
 max_connections (README, "Run in production").
 """
 
-import multiprocessing
 import os
 import sys
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        sys.exit(f"mmeval: {name}={raw!r} is not an integer")
+
+
+def _cores() -> int:
+    """The cores this process may use (a container's cpuset, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_int('PORT', 8000)}"
 # Sync workers: a participant request is short and database-bound; two per core keeps the
 # cores busy while others wait on Postgres.
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+workers = _int("WEB_CONCURRENCY", 2 * _cores())
+threads = _int("GUNICORN_THREADS", 1)
 # A dataset upload (up to MMEVAL_UPLOAD_MAX_BYTES, images re-encoded) is the slowest request.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+timeout = _int("GUNICORN_TIMEOUT", 120)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then, so a slow leak (e.g. a researcher's adapter loaded during
 # registration) never grows without bound. Jitter keeps them from restarting together.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
+max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
 # The TLS proxy's address(es): only they may say the request came over https.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 # Heartbeat files in memory, not on a container's overlay filesystem.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"

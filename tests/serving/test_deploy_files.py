@@ -4,7 +4,9 @@ worker, beat and health-check commands are run for real against Redis."""
 
 from __future__ import annotations
 
+import os
 import re
+import runpy
 import shlex
 import socket
 import subprocess
@@ -161,3 +163,14 @@ def test_beat_command_writes_the_schedule_its_health_check_looks_for(compose, tm
         stop(process)
     assert any(Path(tmp_path).iterdir())
 
+
+
+def test_gunicorn_conf_reads_its_knobs_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.2")
+    conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    assert (conf["workers"], conf["forwarded_allow_ips"], conf["timeout"]) == (3, "10.0.0.2", 120)
+    assert conf["access_log_format"].endswith("%(M)sms")  # request time
+
+    monkeypatch.delenv("WEB_CONCURRENCY")
+    assert runpy.run_path(str(REPO / "gunicorn.conf.py"))["workers"] == 2 * len(os.sched_getaffinity(0))
