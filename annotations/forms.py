@@ -1,6 +1,7 @@
 from django import forms
 
 from annotations.models import Condition, Dataset, RegisteredModel
+from annotations.services.spec import COUNT_MAX, SEED_MAX
 
 VIEW_CHOICES = [(c.value, c.label) for c in Condition.View]
 
@@ -9,6 +10,13 @@ class DatasetUploadForm(forms.Form):
     name = forms.CharField(max_length=100)
     archive = forms.FileField(help_text="A .zip with one .jsonl file and the media it names, or a .jsonl "
                                         "with inline modalities only.")
+
+    def clean_archive(self):
+        upload = self.cleaned_data["archive"]
+        refusal = getattr(upload, "refusal", "")  # set by mmeval.uploads when over MMEVAL_UPLOAD_MAX_BYTES
+        if refusal:
+            raise forms.ValidationError(refusal[0].upper() + refusal[1:] + ".")
+        return upload
 
 
 class ModelRegisterForm(forms.Form):
@@ -46,11 +54,12 @@ class StudyForm(forms.Form):
     name = forms.CharField(max_length=200)
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none())
     model = forms.ModelChoiceField(queryset=RegisteredModel.objects.none())
-    seed = forms.IntegerField(initial=0, help_text="Every random choice (items, arms, orders) derives from it.")
-    n_items = forms.IntegerField(min_value=1, initial=40, label="Test items in the study",
+    seed = forms.IntegerField(min_value=-SEED_MAX, max_value=SEED_MAX, initial=0,
+                              help_text="Every random choice (items, arms, orders) derives from it.")
+    n_items = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=40, label="Test items in the study",
                                  help_text="Half the model got right, half it got wrong.")
-    items_per_participant = forms.IntegerField(min_value=1, initial=10)
-    raters_per_item = forms.IntegerField(min_value=1, initial=3, label="Raters per item per arm")
+    items_per_participant = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=10)
+    raters_per_item = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=3, label="Raters per item per arm")
     confidence_min = forms.FloatField(required=False, min_value=0, max_value=1, label="Model confidence from")
     confidence_max = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
     interaction_min = forms.FloatField(required=False, min_value=0, max_value=1, label="Interaction strength from",
@@ -58,8 +67,8 @@ class StudyForm(forms.Form):
     interaction_max = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
     candidate_mode = forms.ChoiceField(choices=[("top_k", "The model's top-k (plus distractors)"),
                                                 ("all", "Every label")], initial="top_k")
-    n_candidates = forms.IntegerField(min_value=1, initial=4, label="k", required=False)
-    n_distractors = forms.IntegerField(min_value=0, initial=0, label="Distractors", required=False,
+    n_candidates = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=4, label="k", required=False)
+    n_distractors = forms.IntegerField(min_value=0, max_value=COUNT_MAX, initial=0, label="Distractors", required=False,
                                        help_text="Random other labels added to the top-k.")
     explanation_method = forms.CharField(max_length=50, initial="integrated_gradients",
                                          help_text="Captum method for heatmaps, tokens and share bars.")
@@ -71,22 +80,24 @@ class StudyForm(forms.Form):
                                                      ("predicted_unlabelled",
                                                       "The predicted class's explanation, unlabelled")],
                                             initial="all_candidates")
-    lease_minutes = forms.IntegerField(min_value=1, initial=60, label="Time limit (minutes)")
+    lease_minutes = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=60, label="Time limit (minutes)")
     consent_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    learning_items = forms.IntegerField(min_value=0, initial=4, help_text="Shown with the model's answer first.")
+    learning_items = forms.IntegerField(min_value=0, max_value=COUNT_MAX, initial=4,
+                                        help_text="Shown with the model's answer first.")
     pretest = forms.BooleanField(required=False, label="Pre-test (the test items first, without explanations)")
     survey = forms.BooleanField(required=False, initial=True, label="Post-survey (helpfulness 1–5 + comment)")
-    attention_checks = forms.IntegerField(min_value=0, initial=1, label="Attention checks per participant")
-    min_rt_ms = forms.IntegerField(min_value=0, initial=0, label="Minimum response time (ms)",
+    attention_checks = forms.IntegerField(min_value=0, max_value=COUNT_MAX, initial=1,
+                                          label="Attention checks per participant")
+    min_rt_ms = forms.IntegerField(min_value=0, max_value=COUNT_MAX, initial=0, label="Minimum response time (ms)",
                                    help_text="Faster answers are flagged.")
-    max_attention_failures = forms.IntegerField(min_value=0, required=False,
+    max_attention_failures = forms.IntegerField(min_value=0, max_value=COUNT_MAX, required=False,
                                                 label="Exclude above this many failed checks")
     max_fast_share = forms.FloatField(min_value=0, max_value=1, required=False,
                                       label="Exclude above this share of too-fast answers")
-    min_test_responses = forms.IntegerField(min_value=0, required=False,
+    min_test_responses = forms.IntegerField(min_value=0, max_value=COUNT_MAX, required=False,
                                             label="Exclude below this many test answers")
-    screen_out_at_attention_failures = forms.IntegerField(min_value=0, initial=0, required=False,
+    screen_out_at_attention_failures = forms.IntegerField(min_value=0, max_value=COUNT_MAX, initial=0, required=False,
                                                           label="Screen out at this many failed checks (0: never)")
     completion_code = forms.CharField(max_length=32, required=False, help_text="Blank: a random code.")
     screened_out_code = forms.CharField(max_length=32, required=False, help_text="Blank: a random code.")

@@ -3,9 +3,15 @@
 Defaults give an embedded setup that just works: SQLite and in-process tasks when no
 ``DATABASE_URL`` or ``CELERY_BROKER_URL`` is set. Bad values fail at start-up and name the
 variable.
+
+``MMEVAL_PRODUCTION=1`` is the production mode: ``SECRET_KEY``, ``ALLOWED_HOSTS`` and
+``DATABASE_URL`` must be set (start-up fails with one line naming what is missing), DEBUG
+must be off, and HTTPS is enforced behind a TLS proxy (HSTS, secure cookies, redirect to
+https except the health endpoints), so ``manage.py check --deploy`` reports nothing.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -46,26 +52,39 @@ def envstr(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def envlist(name: str, default: str) -> list[str]:
+    """A comma-separated list; blanks dropped."""
+    return [part.strip() for part in envstr(name, default).split(",") if part.strip()]
+
+
+# --- Production mode ---
+PRODUCTION = envbool("MMEVAL_PRODUCTION", False)
+_PRODUCTION_NEEDS = ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL")
+if PRODUCTION:
+    _missing = [name for name in _PRODUCTION_NEEDS if not os.environ.get(name, "").strip()]
+    if _missing:
+        raise ImproperlyConfigured(f"MMEVAL_PRODUCTION=1 needs {', '.join(_missing)} set in the environment")
+
 DEBUG = envbool("DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG=1 is not allowed with MMEVAL_PRODUCTION=1 (it shows tracebacks and settings)")
+
+
 def _secret_key() -> str:
-    """SECRET_KEY, or a random key kept in var/secret_key: never a key known to the public,
-    since exports pseudonymise platform IDs with an HMAC keyed from it."""
+    """SECRET_KEY, or a random key kept in var/secret_key (SECRET_KEY_FILE): never a key
+    known to the public, since exports pseudonymise platform IDs with an HMAC keyed from it.
+    Every process started together reads the same generated key (mmeval/secret_key.py)."""
     key = os.environ.get("SECRET_KEY", "")
     if key:
         return key
-    path = BASE_DIR / "var" / "secret_key"
-    if not path.exists():
-        import secrets
+    from mmeval.secret_key import secret_key_load_or_create
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return secret_key_load_or_create(path=Path(envstr("SECRET_KEY_FILE", str(BASE_DIR / "var" / "secret_key"))))
 
 
 SECRET_KEY = _secret_key()
 
-ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 SITE_URL = envstr("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
@@ -78,18 +97,26 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our own static files
+    "axes",
     "annotations",
     "workers",
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz answer before host validation and the https redirect, so the
+    # orchestrator can probe the container directly (mmeval/health.py).
+    "mmeval.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "mmeval.middleware.StaticFilesMiddleware",  # whitenoise
+    "mmeval.middleware.RejectNulBytesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a sign-in lockout into the lockout page
 ]
 
 ROOT_URLCONF = "mmeval.urls"
@@ -113,12 +140,19 @@ WSGI_APPLICATION = "mmeval.wsgi.application"
 
 _DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if _DATABASE_URL:
+    # Persistent connections: a gunicorn worker keeps its connection between requests
+    # (checked before reuse) instead of opening one per request. Size Postgres'
+    # max_connections to web workers + worker processes + headroom (README).
     try:
-        _db = dj_database_url.parse(_DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 0))
+        _db = dj_database_url.parse(_DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60, minimum=0),
+                                    conn_health_checks=True)
     except Exception as exc:
         raise ImproperlyConfigured(f"DATABASE_URL={_DATABASE_URL!r} cannot be parsed: {exc}") from None
     if not _db.get("ENGINE"):
         raise ImproperlyConfigured(f"DATABASE_URL={_DATABASE_URL!r} names an unknown database engine")
+    if "postgresql" in _db["ENGINE"]:
+        # A database that does not answer fails a request (and /readyz) in seconds, not minutes.
+        _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5, minimum=1))
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "db.sqlite3",
            "OPTIONS": {"timeout": 20}}
@@ -138,6 +172,15 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# whitenoise serves static files from the web process, under gunicorn or runserver alike.
+# Production: `manage.py collectstatic` into STATIC_ROOT, compressed, with content-hashed
+# names cached forever. Otherwise it serves straight from the source folders.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if PRODUCTION
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
 
 # Uploaded datasets and rendered explanation views. Never served directly to participants:
 # they go through views that check access, so no file name can leak a label.
@@ -150,11 +193,63 @@ LOGOUT_REDIRECT_URL = "login"
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
 # MTurk shows the study inside a cross-site frame: its cookies must be SameSite=None; Secure,
-# which needs HTTPS. Off by default so the embedded demo works over plain HTTP.
-if envbool("CROSS_SITE_COOKIES", False):
+# which needs HTTPS. On in production; off by default so the embedded demo works over plain HTTP.
+if envbool("CROSS_SITE_COOKIES", PRODUCTION):
     SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "None"
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 CSRF_FAILURE_VIEW = "annotations.views_participant.csrf_failure"
+
+# The worker sites that show an MTurk ExternalQuestion in a frame (CSP frame-ancestors of
+# the participant pages; every other page keeps X-Frame-Options: DENY): worker.mturk.com
+# (the worker site), www.mturk.com (the classic worker site) and workersandbox.mturk.com
+# (the sandbox worker site).
+MMEVAL_FRAME_ANCESTORS = envlist(
+    "MMEVAL_FRAME_ANCESTORS", "https://worker.mturk.com,https://www.mturk.com,https://workersandbox.mturk.com")
+
+# --- HTTPS and proxy (production) ---
+# gunicorn runs behind a TLS proxy (nginx, Caddy, a load balancer) that sets
+# X-Forwarded-Proto and appends the client to X-Forwarded-For; only the proxy may reach it.
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]  # probes speak plain HTTP to the container
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365, minimum=0)
+    # The study runs on its own host name; subdomains and the preload list are opt-out
+    # (set 0) for operators who share the domain with plain-HTTP sites.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+# Reverse proxies in front of the web server that append to X-Forwarded-For: the client's
+# address (sign-in throttling) is that many entries from the right.
+MMEVAL_PROXY_COUNT = envint("MMEVAL_PROXY_COUNT", 1 if PRODUCTION else 0, minimum=0)
+
+# --- Sign-in throttling (django-axes) ---
+# After MMEVAL_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that
+# pair is locked out for the cool-off, on the sign-in page, the admin and /api/token/.
+AUTHENTICATION_BACKENDS = ["mmeval.auth.ThrottledSignInBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("MMEVAL_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("MMEVAL_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "mmeval.auth.client_ip"
+AXES_LOCKOUT_CALLABLE = "mmeval.auth.lockout_response"
+
+# --- Limits on uploads (dataset import) ---
+# A bigger request body is refused as it streams in (never stored); zip members are checked
+# from the zip's directory before anything is extracted. Set the proxy's body limit (nginx
+# client_max_body_size) to MMEVAL_UPLOAD_MAX_BYTES too.
+MMEVAL_UPLOAD_MAX_BYTES = envint("MMEVAL_UPLOAD_MAX_BYTES", 200 * 2**20, minimum=1)
+MMEVAL_ZIP_MAX_MEMBERS = envint("MMEVAL_ZIP_MAX_MEMBERS", 100_000, minimum=1)
+MMEVAL_ZIP_MAX_MEMBER_BYTES = envint("MMEVAL_ZIP_MAX_MEMBER_BYTES", 100 * 2**20, minimum=1)
+MMEVAL_ZIP_MAX_TOTAL_BYTES = envint("MMEVAL_ZIP_MAX_TOTAL_BYTES", 2 * 2**30, minimum=1)
+MMEVAL_ZIP_MAX_RATIO = envint("MMEVAL_ZIP_MAX_RATIO", 100, minimum=1)
+MMEVAL_IMAGE_MAX_PIXELS = envint("MMEVAL_IMAGE_MAX_PIXELS", 40_000_000, minimum=1)  # engine's IMAGE_MAX_PIXELS
+FILE_UPLOAD_HANDLERS = [
+    "mmeval.uploads.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Celery (Saleor-style wiring: broker from settings, eager only without a broker) ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
@@ -228,7 +323,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-SPECTACULAR_SETTINGS = {"TITLE": "mmeval API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False}
+SPECTACULAR_SETTINGS = {"TITLE": "mmeval API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
+                        "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+                        "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
 
 LOGGING = {
     "version": 1,

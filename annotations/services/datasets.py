@@ -1,4 +1,10 @@
-"""Dataset import: validate a JSONL file and its media, then store it all or nothing."""
+"""Dataset import: validate a JSONL file and its media, then store it all or nothing.
+
+Uploads are bounded (settings ``MMEVAL_UPLOAD_MAX_BYTES``, ``MMEVAL_ZIP_MAX_*``,
+``MMEVAL_IMAGE_MAX_PIXELS``): a zip is checked from its directory (member count, each
+member's size and compression ratio, the total) before a single byte is extracted, and
+extraction cannot write more than the sizes checked.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,12 @@ from django.db import transaction
 from PIL import Image
 
 from annotations.models import Dataset, Item
+from mmeval.uploads import mib
 from workers.engine.dataset import IMAGE_MODALITIES, DatasetFormatError, is_file_modality, read_dataset_jsonl
+
+
+# Members up to this size are exempt from the compression-ratio check.
+ZIP_RATIO_FLOOR_BYTES = 2**20
 
 
 class DatasetImportError(Exception):
@@ -50,7 +61,8 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
     if Dataset.objects.filter(owner=owner, name=name).exists():
         raise DatasetImportError(f"you already have a dataset named '{name}'")
     try:
-        lines = read_dataset_jsonl(Path(jsonl_path), files_within=files_within)
+        lines = read_dataset_jsonl(Path(jsonl_path), files_within=files_within,
+                                   max_image_pixels=settings.MMEVAL_IMAGE_MAX_PIXELS)
     except DatasetFormatError as exc:
         raise DatasetImportError(str(exc), [str(e) for e in exc.errors]) from None
     modalities = sorted(k for k in lines[0].item if k not in ("id", "label"))
@@ -92,6 +104,7 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
 
 def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
     """Import an uploaded zip holding one ``.jsonl`` file plus the media it names."""
+    _upload_size_check(upload=upload)
     with tempfile.TemporaryDirectory(prefix="upload-", dir=_media_tmp()) as tmp:
         root = Path(tmp)
         try:
@@ -99,9 +112,12 @@ def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
                 for member in archive.namelist():
                     if not (root / member).resolve().is_relative_to(root.resolve()):
                         raise DatasetImportError(f"zip member '{member}' points outside the archive")
+                zip_members_check(members=archive.infolist())
+                # zipfile stops each member at the size in the directory (and checks its CRC),
+                # so extraction writes no more than zip_members_check allowed.
                 archive.extractall(root)
-        except zipfile.BadZipFile:
-            raise DatasetImportError("the upload is not a zip file") from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            raise DatasetImportError(f"the upload is not a readable zip file ({exc})") from None
         jsonl_files = sorted(p for p in root.rglob("*.jsonl") if "__MACOSX" not in p.parts)
         if len(jsonl_files) != 1:
             raise DatasetImportError(f"the zip must hold exactly one .jsonl file, found {len(jsonl_files)}")
@@ -110,12 +126,47 @@ def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
 
 def dataset_import_jsonl_upload(*, owner, name: str, upload) -> Dataset:
     """Import an uploaded JSONL with inline modalities only (no files)."""
+    _upload_size_check(upload=upload)
     with tempfile.TemporaryDirectory(prefix="upload-", dir=_media_tmp()) as tmp:
         path = Path(tmp) / "items.jsonl"
         with open(path, "wb") as fh:
             for chunk in upload.chunks():
                 fh.write(chunk)
         return dataset_import(owner=owner, name=name, jsonl_path=path, files_within=Path(tmp))
+
+
+def zip_members_check(*, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip whose directory promises too much: too many members, a member too large
+    or compressed suspiciously well (a zip bomb), or too much in total. Reads only the
+    directory, so nothing is decompressed."""
+    if len(members) > settings.MMEVAL_ZIP_MAX_MEMBERS:
+        raise DatasetImportError(f"the zip holds {len(members):,} files; the limit is "
+                                 f"{settings.MMEVAL_ZIP_MAX_MEMBERS:,} (MMEVAL_ZIP_MAX_MEMBERS)")
+    total = 0
+    for member in members:
+        size = member.file_size
+        if size > settings.MMEVAL_ZIP_MAX_MEMBER_BYTES:
+            raise DatasetImportError(f"zip member '{member.filename}' unpacks to {mib(size)}; the limit per file is "
+                                     f"{mib(settings.MMEVAL_ZIP_MAX_MEMBER_BYTES)} (MMEVAL_ZIP_MAX_MEMBER_BYTES)")
+        # Small files may compress very well (text); only large ones can make a bomb.
+        ratio = size / max(member.compress_size, 1)
+        if size > ZIP_RATIO_FLOOR_BYTES and ratio > settings.MMEVAL_ZIP_MAX_RATIO:
+            raise DatasetImportError(f"zip member '{member.filename}' unpacks {ratio:,.0f} times larger than it is "
+                                     f"stored ({mib(member.compress_size)} to {mib(size)}); the limit is "
+                                     f"{settings.MMEVAL_ZIP_MAX_RATIO}x (MMEVAL_ZIP_MAX_RATIO)")
+        total += size
+    if total > settings.MMEVAL_ZIP_MAX_TOTAL_BYTES:
+        raise DatasetImportError(f"the zip unpacks to {mib(total)} in total; the limit is "
+                                 f"{mib(settings.MMEVAL_ZIP_MAX_TOTAL_BYTES)} (MMEVAL_ZIP_MAX_TOTAL_BYTES)")
+
+
+def _upload_size_check(*, upload) -> None:
+    refusal = getattr(upload, "refusal", "")  # mmeval.uploads dropped it while it streamed in
+    if refusal:
+        raise DatasetImportError(refusal)
+    if upload.size > settings.MMEVAL_UPLOAD_MAX_BYTES:
+        raise DatasetImportError(f"the upload is {mib(upload.size)}, more than the "
+                                 f"{mib(settings.MMEVAL_UPLOAD_MAX_BYTES)} limit (MMEVAL_UPLOAD_MAX_BYTES)")
 
 
 def _media_tmp() -> Path:

@@ -56,6 +56,12 @@ from annotations.models import Condition, Dataset, RegisteredModel
 
 KNOWN_VIEWS = tuple(choice.value for choice in Condition.View)
 DISPLAYS = ("all_candidates", "predicted_unlabelled")
+# Counts are stored in Postgres integer columns, the seed in a bigint.
+COUNT_MAX = 2**31 - 1
+SEED_MAX = 2**63 - 1
+# Launch creates items.n x raters_per_item x arms rater slots at once: keep it a size a
+# crowd study can fill and one request can write.
+RATER_SLOTS_MAX = 500_000
 
 class SpecError(Exception):
     """A bad spec field. ``field`` is its dotted path, e.g. ``items.per_participant``."""
@@ -123,7 +129,8 @@ def _section(data: Mapping, path: str, allowed: set[str]) -> Mapping:
     return data
 
 
-def _int(data: Mapping, key: str, path: str, default: int | None = None, *, minimum: int = 0) -> int:
+def _int(data: Mapping, key: str, path: str, default: int | None = None, *, minimum: int = 0,
+         maximum: int = COUNT_MAX) -> int:
     value = data.get(key, default)
     if value is None:
         raise SpecError(path, "is required")
@@ -136,6 +143,8 @@ def _int(data: Mapping, key: str, path: str, default: int | None = None, *, mini
             raise SpecError(path, f"must be a whole number >= {minimum}, got {value!r}")
     if value < minimum:
         raise SpecError(path, f"must be a whole number >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise SpecError(path, f"must be at most {maximum:,}, got {value:,}")
     return value
 
 
@@ -154,6 +163,8 @@ def _str(data: Mapping, key: str, path: str, default: str | None = None, *, max_
         raise SpecError(path, "is required")
     if not isinstance(value, str):
         raise SpecError(path, f"must be text, got {value!r}")
+    if "\x00" in value:
+        raise SpecError(path, "must not contain NUL bytes")
     if len(value) > max_length:
         raise SpecError(path, f"must be at most {max_length} characters")
     return value
@@ -285,6 +296,10 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     raters = _int(items, "raters_per_item", "items.raters_per_item", minimum=1)
     if per_participant > n_items:
         raise SpecError("items.per_participant", f"cannot exceed items.n ({n_items})")
+    slots = n_items * raters * len(arms)
+    if slots > RATER_SLOTS_MAX:
+        raise SpecError("items.raters_per_item", f"the design needs {slots:,} rater slots (items.n x raters_per_item "
+                                                 f"x arms); at most {RATER_SLOTS_MAX:,}")
     filters = _section(items.get("filters") or {}, "items.filters", {"confidence", "interaction_strength"})
 
     candidates = _section(data.get("candidates") or {}, "candidates", {"mode", "k", "distractors"})
@@ -335,8 +350,10 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         raise SpecError("codes.screened_out", "must differ from codes.completed")
 
     seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) >= 2 ** 63:
+    if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError("seed", f"must be a whole number, got {seed!r}")
+    if abs(seed) > SEED_MAX:
+        raise SpecError("seed", f"must be between -{SEED_MAX:,} and {SEED_MAX:,}, got {seed:,}")
 
     return StudySpec(
         name=name, dataset=dataset, model=model, conditions=arms, n_items=n_items,

@@ -9,11 +9,16 @@ Format, one JSON object per line::
 (see :data:`FILE_MODALITIES`, or any key ending in ``_file``) are paths relative to the JSONL
 file; other modalities are inline JSON values (text, a list of numbers). Every line must
 carry the same modalities. Blank lines are skipped.
+
+Images are checked for size from their header before any pixel is decoded: one above
+``max_image_pixels`` (a decompression bomb, or just too big to show) is that line's error.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,9 @@ from PIL import Image, UnidentifiedImageError
 FILE_MODALITIES = frozenset({"image", "audio", "video", "spectrogram"})
 IMAGE_MODALITIES = frozenset({"image"})
 RESERVED_KEYS = frozenset({"id", "label"})
+# 40 megapixels: far above what a participant's screen shows, and a decoded RGB copy
+# (about 120 MB) still fits a web worker's memory.
+IMAGE_MAX_PIXELS = 40_000_000
 
 
 def is_file_modality(name: str) -> bool:
@@ -60,23 +68,41 @@ class DatasetLine:
         return self.item["id"]
 
 
-def _check_file(path: Path, modality: str) -> str | None:
+def _check_file(path: Path, modality: str, *, max_image_pixels: int) -> str | None:
     if not path.is_file():
         return f"{modality} file '{path}' not found"
     if modality in IMAGE_MODALITIES:
         try:
-            with Image.open(path) as img:
-                img.verify()
-            with Image.open(path) as img:
-                img.load()  # verify() checks chunks only; load() decodes the pixels
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            with warnings.catch_warnings():
+                # Pillow warns, then refuses, above its own limit; ours is checked just below.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as img:  # reads the header only
+                    width, height = img.size
+                    if width * height > max_image_pixels:
+                        return _too_many_pixels(path, modality, f"{width * height:,} pixels ({width}x{height})",
+                                                max_image_pixels)
+                    img.verify()
+                with Image.open(path) as img:
+                    img.load()  # verify() checks chunks only; load() decodes the pixels
+        except Image.DecompressionBombError as exc:
+            # Above twice Pillow's limit the header is refused before its size is known to us.
+            counted = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = f"{int(counted.group(1)):,} pixels" if counted else "too many pixels"
+            return _too_many_pixels(path, modality, pixels, min(max_image_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             return f"{modality} file '{path}' is not a readable image ({exc.__class__.__name__})"
     return None
 
 
-def read_dataset_jsonl(path: Path, *, files_within: Path | None = None) -> list[DatasetLine]:
+def _too_many_pixels(path: Path, modality: str, pixels: str, limit: int) -> str:
+    return f"{modality} file '{path}' has {pixels}, more than the limit of {limit:,} pixels"
+
+
+def read_dataset_jsonl(path: Path, *, files_within: Path | None = None,
+                       max_image_pixels: int = IMAGE_MAX_PIXELS) -> list[DatasetLine]:
     """Parse and validate a dataset file; raise :class:`DatasetFormatError` listing every bad
-    line (bad JSON, missing field, missing or unreadable file, duplicate id).
+    line (bad JSON, missing field, missing or unreadable file, duplicate id, an image with
+    more than ``max_image_pixels`` pixels).
 
     ``files_within`` confines file paths to one folder (an upload's extraction directory),
     so an uploaded file cannot name files elsewhere on the server."""
@@ -145,7 +171,7 @@ def read_dataset_jsonl(path: Path, *, files_within: Path | None = None) -> list[
                 if confine is not None and not file_path.is_relative_to(confine):
                     problems.append(f"{modality} path '{value}' points outside the uploaded files")
                     continue
-                problem = _check_file(file_path, modality)
+                problem = _check_file(file_path, modality, max_image_pixels=max_image_pixels)
                 if problem:
                     problems.append(problem)
                 item[modality] = str(file_path)

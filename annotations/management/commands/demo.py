@@ -59,8 +59,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  Researcher page:  {base}{reverse('study-detail', args=[study.pk])}")
         self.stdout.write(f"  Researcher login: {DEMO_USER} / {DEMO_PASSWORD}")
         if not no_serve:
-            # --insecure: serve the CSS and scripts without DEBUG, as the demo has no web server in front.
-            call_command("runserver", addrport, use_reloader=False, insecure_serving=True)
+            # whitenoise (mmeval/settings.py) serves the CSS and scripts: no --insecure needed.
+            call_command("runserver", addrport, use_reloader=False)
 
     def _researcher(self):
         User = get_user_model()

@@ -1,0 +1,62 @@
+"""gunicorn settings for mmeval: ``gunicorn -c gunicorn.conf.py mmeval.wsgi``.
+
+Every knob comes from the environment. Each worker holds one persistent database
+connection (DB_CONN_MAX_AGE), so keep WEB_CONCURRENCY + Celery processes below Postgres'
+max_connections (README, "Run in production").
+"""
+
+import os
+import sys
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        sys.exit(f"mmeval: {name}={raw!r} is not an integer")
+
+
+def _cores() -> int:
+    """The cores this process may use (a container's cpuset, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_int('PORT', 8000)}"
+# Sync workers: a participant request is short and database-bound; two per core keeps the
+# cores busy while others wait on Postgres.
+workers = _int("WEB_CONCURRENCY", 2 * _cores())
+threads = _int("GUNICORN_THREADS", 1)
+# A dataset upload (up to MMEVAL_UPLOAD_MAX_BYTES, images re-encoded) is the slowest request.
+timeout = _int("GUNICORN_TIMEOUT", 120)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then, so a slow leak (e.g. a researcher's adapter loaded during
+# registration) never grows without bound. Jitter keeps them from restarting together.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+# The TLS proxy's address(es): only they may say the request came over https.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+# Heartbeat files in memory, not on a container's overlay filesystem.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Client (as forwarded by the proxy), request, status, bytes, referrer, agent, time in ms.
+access_log_format = '%({x-forwarded-for}i)s %(h)s %(t)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'
+
+
+def on_starting(server):
+    """Read the Django settings once in the master: a missing or bad variable stops gunicorn
+    with its one-line message, instead of every worker failing to boot in a loop."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mmeval.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        settings.SECRET_KEY  # noqa: B018 - evaluating settings is the point
+    except ImproperlyConfigured as exc:
+        print(f"mmeval: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
