@@ -35,7 +35,7 @@ ARM_ROWS = 5
 ARM_DEFAULTS = [("baseline", []), ("heatmap+tokens", ["heatmap", "tokens"])]
 # Spec field (services/spec.py) -> form field, so a spec error lands next to its input.
 SPEC_TO_FIELD = {
-    "name": "name", "dataset": "dataset", "model": "model", "seed": "seed", "items.n": "n_items",
+    "name": "name", "title": "public_title", "dataset": "dataset", "model": "model", "seed": "seed", "items.n": "n_items",
     "items.per_participant": "items_per_participant", "items.raters_per_item": "raters_per_item",
     "items.filters.confidence": "confidence_min", "items.filters.interaction_strength": "interaction_min",
     "candidates.mode": "candidate_mode", "candidates.k": "n_candidates", "candidates.distractors": "n_distractors",
@@ -51,7 +51,9 @@ class StudyForm(forms.Form):
     """The study designer. Its fields are the spec fields of services/spec.py; the form only
     turns them into a spec, which the same parser as ``launch_study`` checks."""
 
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, help_text="Internal: only researchers see it.")
+    public_title = forms.CharField(max_length=200, required=False, label="Title shown to participants",
+                                   help_text="Keep the hypothesis out of it. Blank: a neutral title.")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none())
     model = forms.ModelChoiceField(queryset=RegisteredModel.objects.none())
     seed = forms.IntegerField(min_value=-SEED_MAX, max_value=SEED_MAX, initial=0,
@@ -126,7 +128,7 @@ class StudyForm(forms.Form):
     ]
 
     def head_fields(self):
-        return [self[name] for name in ("name", "dataset", "model", "seed")]
+        return [self[name] for name in ("name", "public_title", "dataset", "model", "seed")]
 
     def sections(self):
         return [(title, [self[name] for name in names]) for title, names in self.SECTIONS]
@@ -153,7 +155,7 @@ class StudyForm(forms.Form):
         if d["candidate_mode"] == "top_k":
             candidates.update(k=d["n_candidates"] or 4, distractors=d["n_distractors"] or 0)
         return {
-            "name": d["name"], "dataset": d["dataset"].name, "model": d["model"].name, "seed": d["seed"],
+            "name": d["name"], "title": d["public_title"], "dataset": d["dataset"].name, "model": d["model"].name, "seed": d["seed"],
             "arms": [{"name": d[f"arm_{k}_name"].strip(), "views": list(d[f"arm_{k}_views"])}
                      for k in range(ARM_ROWS) if d[f"arm_{k}_name"].strip()],
             "items": {"n": d["n_items"], "per_participant": d["items_per_participant"],
@@ -171,6 +173,35 @@ class StudyForm(forms.Form):
                             screen_out_at_attention_failures=d["screen_out_at_attention_failures"] or None)},
             "codes": some(completed=d["completion_code"] or None, screened_out=d["screened_out_code"] or None),
         }
+
+    @staticmethod
+    def initial_for(study) -> dict:
+        """The form's answers for an existing study (to edit its design)."""
+        filters = study.design.get("filters") or {}
+        rules = study.exclusion_rules or {}
+        confidence, strength = filters.get("confidence") or [None, None], filters.get("interaction_strength") or [None, None]
+        initial = {
+            "name": study.name, "public_title": study.public_title, "dataset": study.dataset_id,
+            "model": study.model_id, "seed": study.seed, "n_items": study.design.get("n_items"),
+            "items_per_participant": study.items_per_participant, "raters_per_item": study.raters_per_item,
+            "confidence_min": confidence[0], "confidence_max": confidence[1],
+            "interaction_min": strength[0], "interaction_max": strength[1],
+            "candidate_mode": "top_k" if study.n_candidates else "all", "n_candidates": study.n_candidates or 4,
+            "n_distractors": study.n_distractors, "explanation_method": study.explanation_method,
+            "interaction_method": study.interaction_method, "explanation_display": study.explanation_display,
+            "lease_minutes": study.lease_minutes, "consent_text": study.consent_text,
+            "instructions": study.instructions, "learning_items": study.learning_items, "pretest": study.pretest,
+            "survey": study.survey, "attention_checks": study.attention_checks, "min_rt_ms": study.min_rt_ms,
+            "completion_code": study.completion_code, "screened_out_code": study.screened_out_code,
+            **{key: rules.get(key) for key in ("max_attention_failures", "max_fast_share", "min_test_responses",
+                                               "screen_out_at_attention_failures")},
+        }
+        conditions = list(study.conditions.all())
+        for k in range(ARM_ROWS):
+            condition = conditions[k] if k < len(conditions) else None
+            initial[f"arm_{k}_name"] = condition.name if condition else ""
+            initial[f"arm_{k}_views"] = list(condition.views) if condition else []
+        return initial
 
     def add_spec_error(self, field: str, message: str) -> None:
         target = SPEC_TO_FIELD.get(field)

@@ -128,7 +128,9 @@ class Study(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="studies")
     collaborators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_studies")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, help_text="Internal: researchers only.")
+    public_title = models.CharField(max_length=200, blank=True,
+                                    help_text="What participants see; the internal name may state the hypothesis.")
     public_id = models.CharField(max_length=32, unique=True, default=_public_token)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="studies")
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="studies")
@@ -171,6 +173,10 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def title_for_participants(self) -> str:
+        return self.public_title or "A short study about an AI model's answers"
 
 
 class StudyItem(models.Model):

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations.exports import study_export_response
-from annotations.forms import DatasetUploadForm, ModelRegisterForm, StudyForm
+from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Explanation, Item, Study
 from annotations.selectors import (
     datasets_of,
@@ -37,8 +37,10 @@ from annotations.services.studies import (
     StudyError,
     study_close,
     study_create_from_spec,
+    study_delete,
     study_exclusion_rules_update,
     study_launch,
+    study_update_from_spec,
 )
 
 
@@ -69,6 +71,45 @@ def study_new(request):
 
 
 @login_required
+def study_edit(request, pk: int):
+    """Change a draft's (or a precomputed study's) design, on the new-study form."""
+    study = _study_for(request, pk)
+    if study.owner_id != request.user.pk:
+        raise Http404
+    if study.conditions.count() > ARM_ROWS:
+        messages.error(request, f"This study has more than {ARM_ROWS} arms; change it with a spec file.")
+        return redirect("study-detail", pk=pk)
+    form = StudyForm(request.POST or None, user=request.user, initial=StudyForm.initial_for(study))
+    if request.method == "POST" and form.is_valid():
+        try:
+            spec = study_spec_parse(data=form.to_spec(), owner=request.user)
+            study_update_from_spec(study=study, spec=spec)
+        except SpecError as exc:
+            form.add_spec_error(exc.field, str(exc).split(": ", 1)[-1])
+        except StudyError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Design saved. Run precompute to sample items and compute explanations.")
+            return redirect("study-detail", pk=pk)
+    return render(request, "researcher/study_new.html", {"form": form, "study": study})
+
+
+@login_required
+@require_POST
+def study_delete_view(request, pk: int):
+    study = _study_for(request, pk)
+    if study.owner_id != request.user.pk:
+        raise Http404
+    try:
+        study_delete(study=study)
+    except StudyError as exc:
+        messages.error(request, str(exc))
+        return redirect("study-detail", pk=pk)
+    messages.success(request, f"Deleted '{study.name}'.")
+    return redirect("studies")
+
+
+@login_required
 def study_detail(request, pk: int):
     from annotations.analysis.exclusions import EXCLUSION_RULE_HELP
 
@@ -82,6 +123,8 @@ def study_detail(request, pk: int):
         "rules_text": json.dumps(study.exclusion_rules or {}, indent=2), "rule_help": EXCLUSION_RULE_HELP,
         "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
         "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
+        "can_edit": study.status in (Study.Status.DRAFT, Study.Status.READY),
+        "can_delete": study.status in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING),
     })
 
 

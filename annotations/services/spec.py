@@ -111,6 +111,7 @@ class StudySpec:
     interaction_range: tuple[float, float] | None = None
     completion_code: str = ""
     screened_out_code: str = ""
+    public_title: str = ""
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -275,7 +276,7 @@ def exclusion_rules_check(rules: Any, path: str = "quality.exclusion_rules") -> 
 
 # --------------------------------------------------------------------------- entry points
 
-SPEC_FIELDS = {"name", "dataset", "model", "seed", "arms", "items", "candidates", "explanations", "phases",
+SPEC_FIELDS = {"name", "title", "dataset", "model", "seed", "arms", "items", "candidates", "explanations", "phases",
                "time_limit_minutes", "quality", "codes"}
 
 
@@ -349,6 +350,12 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     if completed and completed == screened_out:
         raise SpecError("codes.screened_out", "must differ from codes.completed")
 
+    learning_items = _int(phases, "learning_items", "phases.learning_items", 0)
+    shortfall = dataset_shortfall(dataset=dataset, n_items=n_items, learning_items=learning_items,
+                                  attention_checks=attention_checks)
+    if shortfall:
+        raise SpecError("items.n", shortfall)
+
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError("seed", f"must be a whole number, got {seed!r}")
@@ -363,7 +370,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         lease_minutes=_int(data, "time_limit_minutes", "time_limit_minutes", 60, minimum=1),
         consent_text=_str(phases, "consent", "phases.consent", ""),
         instructions=_str(phases, "instructions", "phases.instructions", ""),
-        learning_items=_int(phases, "learning_items", "phases.learning_items", 0),
+        learning_items=learning_items, public_title=_str(data, "title", "title", "", max_length=200).strip(),
         pretest=_bool(phases, "pretest", "phases.pretest", False),
         survey=_bool(phases, "survey", "phases.survey", True),
         attention_checks=attention_checks,
@@ -373,6 +380,19 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         interaction_range=_range(filters, "interaction_strength", "items.filters.interaction_strength"),
         completion_code=completed, screened_out_code=screened_out,
     )
+
+
+def dataset_shortfall(*, dataset: Dataset, n_items: int, learning_items: int, attention_checks: int) -> str:
+    """Why ``dataset`` is too small for this design ("" when it is large enough): the test
+    pool, the learning items and the attention-check items are disjoint."""
+    available = dataset.items.count()
+    needed = n_items + max(0, learning_items) + max(0, attention_checks)
+    if needed <= available:
+        return ""
+    parts = [f"{n_items} test items"] + [f"{count} {what}" for count, what in (
+        (learning_items, "learning items"), (attention_checks, "attention-check items")) if count]
+    return (f"dataset '{dataset.name}' has {available} items, fewer than the {needed} this design needs "
+            f"({' + '.join(parts)})")
 
 
 def _owned(model_class, owner, data: Mapping, key: str):

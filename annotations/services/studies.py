@@ -18,8 +18,10 @@ from annotations.models import (
     Dataset,
     Explanation,
     Item,
+    Participant,
     Prediction,
     RegisteredModel,
+    Response,
     Slot,
     Study,
     StudyItem,
@@ -31,7 +33,7 @@ from annotations.selectors import (
     study_needs_explanations,
     study_required_methods,
 )
-from annotations.services.spec import ConditionSpec, StudySpec, exclusion_rules_check
+from annotations.services.spec import ConditionSpec, StudySpec, dataset_shortfall, exclusion_rules_check
 
 KNOWN_VIEWS = {choice.value for choice in Condition.View}
 
@@ -69,74 +71,124 @@ def study_create(
     interaction_range: tuple[float, float] | None = None,
     completion_code: str = "",
     screened_out_code: str = "",
+    public_title: str = "",
 ) -> Study:
     """Create a draft study. Exactly one condition must be the no-explanation baseline."""
-    if dataset.owner_id != owner.pk or model.owner_id != owner.pk:
+    design = StudySpec(**{key: value for key, value in locals().items() if key != "owner"})  # the arguments
+    return study_create_from_spec(owner=owner, spec=design)
+
+
+def _design_fields(*, owner, spec: StudySpec) -> dict:
+    """Check a design and return the Study fields it sets (the conditions are left to the
+    caller). Raises StudyError naming the first problem."""
+    if spec.dataset.owner_id != owner.pk or spec.model.owner_id != owner.pk:
         raise StudyError("a study can only use your own dataset and model")
-    missing = sorted(set(model.modalities) - set(dataset.modalities))
+    missing = sorted(set(spec.model.modalities) - set(spec.dataset.modalities))
     if missing:
-        raise StudyError(f"the model needs modalities {missing} that dataset '{dataset.name}' lacks")
-    if len([c for c in conditions if c.is_baseline]) != 1:
+        raise StudyError(f"the model needs modalities {missing} that dataset '{spec.dataset.name}' lacks")
+    if len([c for c in spec.conditions if c.is_baseline]) != 1:
         raise StudyError("a study needs exactly one no-explanation baseline condition")
-    if len(conditions) < 2:
+    if len(spec.conditions) < 2:
         raise StudyError("a study needs the baseline and at least one explanation condition")
-    if len({c.name for c in conditions}) != len(conditions):
+    if len({c.name for c in spec.conditions}) != len(spec.conditions):
         raise StudyError("condition names must be distinct")
-    for condition in conditions:
+    for condition in spec.conditions:
         unknown = sorted(set(condition.views) - KNOWN_VIEWS)
         if unknown:
             raise StudyError(f"condition '{condition.name}' has unknown views {unknown}; known: {sorted(KNOWN_VIEWS)}")
-    if n_items < 1 or items_per_participant < 1 or raters_per_item < 1:
+    if spec.n_items < 1 or spec.items_per_participant < 1 or spec.raters_per_item < 1:
         raise StudyError("item counts must be positive")
-    if items_per_participant > n_items:
+    if spec.items_per_participant > spec.n_items:
         raise StudyError("items per participant cannot exceed the number of items in the study")
-    if Study.objects.filter(owner=owner, name=name).exists():
-        raise StudyError(f"you already have a study named '{name}'; choose another name")
-    available = dataset.items.count()
-    needed = n_items + max(0, learning_items) + max(0, attention_checks)
-    if needed > available:
-        parts = [f"{n_items} test items"] + [f"{count} {what}" for count, what in
-                                              ((learning_items, "learning items"), (attention_checks,
-                                                                                    "attention-check items")) if count]
-        raise StudyError(f"dataset '{dataset.name}' has {available} items, fewer than the {needed} this design "
-                         f"needs ({' + '.join(parts)})")
-    if n_candidates == 1 and n_distractors == 0:
+    shortfall = dataset_shortfall(dataset=spec.dataset, n_items=spec.n_items, learning_items=spec.learning_items,
+                                  attention_checks=spec.attention_checks)
+    if shortfall:
+        raise StudyError(shortfall)
+    if spec.n_candidates == 1 and spec.n_distractors == 0:
         raise StudyError("participants need at least two candidate answers")
-    if explanation_display not in ("all_candidates", "predicted_unlabelled"):
-        raise StudyError(f"unknown explanation display {explanation_display!r}")
-    if min(learning_items, attention_checks, min_rt_ms, n_distractors) < 0:
+    if spec.explanation_display not in ("all_candidates", "predicted_unlabelled"):
+        raise StudyError(f"unknown explanation display {spec.explanation_display!r}")
+    if min(spec.learning_items, spec.attention_checks, spec.min_rt_ms, spec.n_distractors) < 0:
         raise StudyError("counts and times must not be negative")
-    if completion_code and completion_code == screened_out_code:
+    if spec.completion_code and spec.completion_code == spec.screened_out_code:
         raise StudyError("the completed and screened-out codes must differ")
-    rules = exclusion_rules_check(exclusion_rules or {})
-    filters = {key: list(value) for key, value in (("confidence", confidence_range),
-                                                   ("interaction_strength", interaction_range)) if value}
-    codes = {key: value for key, value in (("completion_code", completion_code),
-                                           ("screened_out_code", screened_out_code)) if value}
-    try:
-        with transaction.atomic():
-            study = Study.objects.create(
-                owner=owner, name=name, dataset=dataset, model=model, seed=seed,
-                items_per_participant=items_per_participant, raters_per_item=raters_per_item,
-                n_candidates=n_candidates, n_distractors=n_distractors if n_candidates else 0,
-                explanation_method=explanation_method, interaction_method=interaction_method,
-                explanation_display=explanation_display, lease_minutes=lease_minutes,
-                consent_text=consent_text, instructions=instructions, learning_items=learning_items, pretest=pretest,
-                survey=survey, attention_checks=attention_checks, min_rt_ms=min_rt_ms, exclusion_rules=rules,
-                design={"n_items": n_items, "filters": filters}, **codes,
-            )
-            Condition.objects.bulk_create(
-                Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
-            )
-    except IntegrityError:  # a concurrent create with the same name
-        raise StudyError(f"you already have a study named '{name}'; choose another name") from None
-    return study
+    rules = exclusion_rules_check(spec.exclusion_rules or {})
+    filters = {key: list(value) for key, value in (("confidence", spec.confidence_range),
+                                                   ("interaction_strength", spec.interaction_range)) if value}
+    codes = {key: value for key, value in (("completion_code", spec.completion_code),
+                                           ("screened_out_code", spec.screened_out_code)) if value}
+    return dict(
+        name=spec.name, public_title=spec.public_title, dataset=spec.dataset, model=spec.model, seed=spec.seed,
+        items_per_participant=spec.items_per_participant, raters_per_item=spec.raters_per_item,
+        n_candidates=spec.n_candidates, n_distractors=spec.n_distractors if spec.n_candidates else 0,
+        explanation_method=spec.explanation_method, interaction_method=spec.interaction_method,
+        explanation_display=spec.explanation_display, lease_minutes=spec.lease_minutes,
+        consent_text=spec.consent_text, instructions=spec.instructions, learning_items=spec.learning_items, pretest=spec.pretest,
+        survey=spec.survey, attention_checks=spec.attention_checks, min_rt_ms=spec.min_rt_ms, exclusion_rules=rules,
+        design={"n_items": spec.n_items, "filters": filters}, **codes,
+    )
+
+
+def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None:
+    Condition.objects.bulk_create(
+        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions)
 
 
 def study_create_from_spec(*, owner, spec: StudySpec) -> Study:
-    """The same study the web form or ``launch_study`` describes (see services/spec.py)."""
-    kwargs = spec.as_kwargs()
-    return study_create(owner=owner, **kwargs)
+    """The study the web form, ``launch_study`` or ``study_create`` describes (see services/spec.py)."""
+    fields = _design_fields(owner=owner, spec=spec)
+    if Study.objects.filter(owner=owner, name=spec.name).exists():
+        raise StudyError(f"you already have a study named '{spec.name}'; choose another name")
+    try:
+        with transaction.atomic():
+            study = Study.objects.create(owner=owner, **fields)
+            _conditions_create(study=study, conditions=spec.conditions)
+    except IntegrityError:  # a concurrent create with the same name
+        raise StudyError(f"you already have a study named '{spec.name}'; choose another name") from None
+    return study
+
+
+EDITABLE = (Study.Status.DRAFT, Study.Status.READY)
+
+
+def study_update_from_spec(*, study: Study, spec: StudySpec) -> Study:
+    """Change a study's design before launch. A precomputed study goes back to draft with its
+    item pools cleared (they follow the design); stored predictions and explanations belong
+    to the model and items, so precompute only adds what the new design lacks. Previews are
+    dropped: they walked the old design."""
+    fields = _design_fields(owner=study.owner, spec=spec)
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        if locked.status not in EDITABLE:
+            raise StudyError(f"only a draft or a ready study can be edited (this one is {locked.status})")
+        if Study.objects.filter(owner=locked.owner, name=spec.name).exclude(pk=locked.pk).exists():
+            raise StudyError(f"you already have a study named '{spec.name}'; choose another name")
+        for key, value in fields.items():
+            setattr(locked, key, value)
+        locked.status = Study.Status.DRAFT
+        locked.save()
+        _previews_delete(study=locked)
+        locked.study_items.all().delete()
+        locked.conditions.all().delete()
+        _conditions_create(study=locked, conditions=spec.conditions)
+    return locked
+
+
+def study_delete(*, study: Study) -> None:
+    """Delete a study that never went live (with its previews, pools and precompute jobs).
+    A live or closed study holds participants' data and is never deleted here."""
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        if locked.status not in (*EDITABLE, Study.Status.PRECOMPUTING):
+            raise StudyError(f"a {locked.status} study holds participants' answers and cannot be deleted")
+        _previews_delete(study=locked)
+        locked.delete()
+
+
+def _previews_delete(*, study: Study) -> None:
+    """A researcher's walks through the study: not data, and their answers protect nothing."""
+    Response.objects.filter(participant__study=study, participant__platform=Participant.Platform.PREVIEW).delete()
+    study.participants.filter(platform=Participant.Platform.PREVIEW).delete()
 
 
 def study_exclusion_rules_update(*, study: Study, rules: dict) -> Study:

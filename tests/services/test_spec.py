@@ -166,3 +166,12 @@ def test_spec_files_load_as_yaml_or_json(tmp_path):
     with pytest.raises(SpecError) as caught:
         study_spec_load(path=tmp_path / "missing.yaml")
     assert caught.value.field == "file"
+
+
+def test_the_title_participants_see_is_part_of_the_spec(owned):
+    spec = study_spec_parse(data={**FULL, "title": "  Guess what the AI answers  "}, owner=owned)
+    study = study_create_from_spec(owner=owned, spec=spec)
+    assert study.public_title == "Guess what the AI answers"
+    assert study.title_for_participants == "Guess what the AI answers"
+    bare = study_create_from_spec(owner=owned, spec=study_spec_parse(data={**FULL, "name": "other"}, owner=owned))
+    assert bare.public_title == "" and "AI model" in bare.title_for_participants

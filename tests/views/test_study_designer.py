@@ -7,6 +7,7 @@ import json
 import pytest
 from django.test import Client
 
+from annotations.forms import StudyForm
 from annotations.models import Participant, Response, Slot, Study
 from annotations.services.datasets import dataset_import
 from tests.services.factories import answer_all, build_study, make_model, write_dataset
@@ -110,3 +111,66 @@ def test_exclusion_rules_can_change_until_launch_only(alice, tmp_path):
     locked = client.post(f"/studies/{study.pk}/exclusion-rules/", {"rules": "{}"}, follow=True)
     assert "fixed once the study is live" in locked.content.decode()
     assert Study.objects.get(pk=study.pk).exclusion_rules == {"max_fast_share": 0.3}
+
+
+def _edit_post(study, **changes) -> dict:
+    """The edit form's answers as a browser posts them (unchecked boxes and blanks left out)."""
+    data = {**StudyForm.initial_for(study), **changes}
+    return {key: "on" if value is True else value for key, value in data.items()
+            if value is not None and value is not False and value != ""}
+
+
+def test_a_ready_study_is_edited_back_to_draft_with_a_fresh_pool(alice, tmp_path):
+    study = build_study(alice, tmp_path, name="editable", launch=False, n_dataset_items=20, n_items=8)
+    preview = Participant.objects.create(study=study, condition=study.conditions.last(), platform="preview")
+    client = Client()
+    client.force_login(alice)
+    form = client.get(f"/studies/{study.pk}/edit/").content.decode()
+    assert 'value="editable"' in form and "Save design" in form and "back to draft" in form
+
+    response = client.post(f"/studies/{study.pk}/edit/", _edit_post(
+        study, name="edited", public_title="Guess the robot", n_items=6, arm_1_views=["tokens"],
+        arm_2_name="shares", arm_2_views=["share"]))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study.refresh_from_db()
+    assert (study.name, study.public_title, study.status, study.design["n_items"]) == (
+        "edited", "Guess the robot", "draft", 6)
+    assert {c.name: c.views for c in study.conditions.all()} == {"baseline": [], "heatmap": ["tokens"],
+                                                                 "shares": ["share"]}
+    assert not study.study_items.exists() and not Participant.objects.filter(pk=preview.pk).exists()
+    assert "Participants see <b>Guess the robot</b>" in client.get(f"/studies/{study.pk}/").content.decode()
+
+
+def test_a_draft_is_deleted_but_a_live_study_is_neither_edited_nor_deleted(alice, bob, tmp_path):
+    draft = build_study(alice, tmp_path, name="draft", launch=False)
+    live = build_study(alice, tmp_path, name="live")
+    client = Client()
+    client.force_login(alice)
+
+    assert Client().post(f"/studies/{draft.pk}/delete/").status_code == 302  # to the sign-in page
+    draft.collaborators.add(bob)
+    collaborator = Client()
+    collaborator.force_login(bob)
+    assert collaborator.post(f"/studies/{draft.pk}/delete/").status_code == 404  # only the owner
+    assert client.post(f"/studies/{draft.pk}/delete/").status_code == 302
+    assert not Study.objects.filter(pk=draft.pk).exists()
+
+    page = client.post(f"/studies/{live.pk}/delete/", follow=True).content.decode()
+    assert "holds participants" in page and Study.objects.filter(pk=live.pk).exists()
+    edit = client.post(f"/studies/{live.pk}/edit/", _edit_post(live, name="renamed"))
+    assert "only a draft or a ready study can be edited" in edit.content.decode()
+    assert Study.objects.get(pk=live.pk).name == "live"
+    assert "Edit design" not in client.get(f"/studies/{live.pk}/").content.decode()
+
+
+def test_a_second_study_with_the_same_name_is_refused_on_the_form(researcher, alice):
+    assert researcher.post("/studies/new/", _form(alice)).status_code == 302
+    again = researcher.post("/studies/new/", _form(alice)).content.decode()
+    assert "already have a study named" in again and Study.objects.filter(name="Designed").count() == 1
+
+
+def test_a_design_larger_than_the_dataset_is_refused_next_to_its_field(researcher, alice):
+    page = researcher.post("/studies/new/", _form(alice, n_items=12)).content.decode()
+    assert "has 12 items, fewer than the 15 this design needs" in page
+    assert not Study.objects.exists()
