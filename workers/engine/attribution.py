@@ -28,7 +28,7 @@ Conventions (the same for every method)
   additive methods sum the attributions of a group's elements; group-broadcast methods take
   the mean over the group's elements, which is exactly the value Captum assigned to the group
   (for occlusion, whose windows ignore the groups, it is the average element score).
-* **Modality share** (DESIGN "Quantities"; Captum Insights' ``_calculate_net_contrib`` used by
+* **Modality share** (docs/DESIGN.md "Quantities"; Captum Insights' ``_calculate_net_contrib`` used by
   the multimodal VQA tutorial)::
 
       total_m = sum_g group_scores[m][g]          (net contribution of modality m)

@@ -1,4 +1,4 @@
-"""Cross-modal interaction scores (DESIGN.md "Quantities"), run on ``adapter.head``.
+"""Cross-modal interaction scores (docs/DESIGN.md "Quantities"), run on ``adapter.head``.
 
 Notation: ``f`` is the target logit of one item; modality ``A`` has inputs ``x_A`` and
 baseline ``x'_A`` (``adapter.baselines``), likewise ``B``; every other modality stays at its
