@@ -121,34 +121,37 @@ def _candidate_of(element: readable.Element) -> str | None:
 
 
 def _leaks(served: dict[str, tuple[bytes, dict]], *, question: str, candidates: list[str],
-           secrets: set[str], labels: set[str]) -> list[str]:
+           secrets: set[str], labels: set[str], shown_label: str = "") -> list[str]:
     """Where what the participant fetched names a secret: every URL (loaded or linked),
     header and PNG chunk; in the page, every text node, attribute value, comment and script
-    string. Allowed: the question itself (its words show again as token highlights), and
-    each candidate's own name inside its own answer block. Secrets that are not ``labels``
-    (IDs, file names) must not appear anywhere in the page source. Also flagged: hidden
-    ``data-`` attributes, and any candidate not offered exactly once."""
+    string. Every one of the model's ``labels`` counts as a secret too, so the verdict does
+    not hang on which items the model got right (a label in the page's fixed text fails on
+    every item). Allowed: the question itself (its words show again as token highlights),
+    each candidate's own name inside its own answer block, and ``shown_label``, the label an
+    instructed attention check asks for. Secrets that are not labels (IDs, file names) must
+    not appear anywhere in the page source. Also flagged: hidden ``data-`` attributes, and any
+    candidate not offered exactly once."""
+    words = (secrets | labels) - {shown_label}
     found = []
     for url, (body, headers) in served.items():
-        words = _header_words(headers)
-        found += [f"{s!r} in the headers of {url}" for s in secrets if s.lower() in words]
+        header_words = _header_words(headers)
+        found += [f"{w!r} in the headers of {url}" for w in words if w.lower() in header_words]
         if url != "page":
-            found += [f"{s!r} in the URL {url}" for s in secrets if _names(unquote(url), s)]
+            found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
             found += _png_leaks(body, url, secrets)
     html = served["page"][0].decode()
     found += [f"{s!r} in the page source" for s in secrets - labels if s in html]  # an ID is never markup
     found += [f"{marker!r} in the page" for marker in ("model-answer", "The model answered") if marker in html]
     root = readable.parse(html)
     for url in readable.urls(root):
-        found += [f"{s!r} in the URL {url}" for s in secrets if _names(unquote(url), s)]
+        found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
     question_words = set(re.findall(r"[a-z0-9]+", question.lower()))
     for piece in readable.readable(root):
         if piece.kind == "text" and piece.value.strip() == question.strip():
             continue
-        own = _candidate_of(piece.element)
-        for secret in secrets - question_words - {own}:
-            if _names(piece.value, secret):
-                found.append(f"{secret!r} in {piece.kind} of <{piece.element.tag} "
+        for word in words - question_words - {_candidate_of(piece.element)}:
+            if _names(piece.value, word):
+                found.append(f"{word!r} in {piece.kind} of <{piece.element.tag} "
                              f"class={piece.element.attrs.get('class', '')!r}>: {piece.value.strip()[:80]!r}")
     for element in root.iter():
         for name, value in element.attrs.items():
@@ -166,9 +169,14 @@ def _leaks(served: dict[str, tuple[bytes, dict]], *, question: str, candidates: 
     return found
 
 
+def _page_leaks(study, assignment, served, secrets) -> list[str]:
+    instructed = assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else ""
+    return _leaks(served, question=assignment.item.payload["text"], candidates=assignment.candidate_order,
+                  secrets=secrets, labels=set(study.model.labels), shown_label=instructed)
+
+
 def _check_page(study, assignment, served, secrets) -> None:
-    leaks = _leaks(served, question=assignment.item.payload["text"], candidates=assignment.candidate_order,
-                   secrets=secrets, labels=set(study.model.labels))
+    leaks = _page_leaks(study, assignment, served, secrets)
     assert not leaks, leaks
 
 
@@ -267,17 +275,14 @@ def _png_with_text(png: bytes, text: bytes) -> bytes:
 def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
     """A real test page passes; the same page with the model's answer planted in any one
     readable place fails, and so does a capitalised or script-built copy of it."""
-    study = live_demo_study(owner=alice, jsonl=demo_jsonl, **dict(DESIGN, pretest=False))
-    for _ in range(len(VIEW_ARMS)):  # the arm with heatmaps and token highlights
+    study = live_demo_study(owner=alice, jsonl=demo_jsonl, n_items=4, items_per_participant=2, n_candidates=3)
+    for _ in range(2):  # balanced assignment: one of the first two is in the heatmap + tokens arm
         client = Client()
         participant = _enter(client, study)
         if participant.condition.name == "ig":
             break
     assert participant.condition.name == "ig"
-    while (assignment := participant.assignments.filter(status="active").order_by("position")
-           .select_related("item").first()).phase == "learning":
-        client.get(f"/s/{study.public_id}/item/")
-        _answer_current(client, study, assignment)
+    assignment = participant.assignments.filter(status="active").order_by("position").select_related("item").first()
     served = _fetch_all(client, study)
     question, candidates = assignment.item.payload["text"], assignment.candidate_order
     secrets = _secrets(study, participant, assignment.item)
@@ -289,8 +294,7 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
         planted = dict(served, **changed)
         if page is not None:
             planted["page"] = (page.encode(), served["page"][1])
-        return _leaks(planted, question=question, candidates=candidates, secrets=secrets,
-                      labels=set(study.model.labels))
+        return _page_leaks(study, assignment, planted, secrets)
 
     assert leaks() == []
     html = served["page"][0].decode()
