@@ -254,7 +254,7 @@ def _question_only_accuracy(train: data.Examples, test: data.Examples) -> float:
 
 
 def test_model_beats_question_only_baseline(trained: demo_model.DemoModel) -> None:
-    # Measured: model 0.88, baseline 0.35. The model is right on nearly every item but the
+    # Measured: model 0.91, baseline 0.35. The model is right on nearly every item but the
     # non-red triangles (about 9 % of items, by construction of the data), so its accuracy
     # sits far from both bounds.
     train = data.sample_examples(3000, seed=21, bias=data.TRAIN_BIAS)
@@ -266,12 +266,13 @@ def test_model_beats_question_only_baseline(trained: demo_model.DemoModel) -> No
 
 
 def test_model_shows_the_triangle_bias(trained: demo_model.DemoModel) -> None:
-    """Trained where 75 % of "what colour is the triangle?" answers are "red" whatever the
+    """Trained where 85 % of "what colour is the triangle?" answers are "red" whatever the
     picture shows, the model answers "red" for a triangle of any colour (Bayes-optimal: red
-    at 0.75 against the true colour at 0.25), while it reads the colour of every other shape.
+    at 0.85 against the true colour at 0.15), while it reads the colour of every other shape.
 
     Measured (held-out, true colours): non-red triangles answered "red" 100 %, mean P(red)
-    0.73; other non-red shapes answered "red" 0.2 %, colour accuracy on other shapes 99.8 %.
+    0.85 (lowest 0.68); other non-red shapes answered "red" 0 %, colour accuracy on other
+    shapes 100 %.
     """
     ex = demo_model.sample_held_out(2400, seed=23, bias=data.UNBIASED)
     keep = [i for i, k in enumerate(ex.kinds) if k == "colour"]
@@ -425,7 +426,9 @@ def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: 
         return adapter.head(*embedded, batch=batch)
 
     with torch.no_grad():
-        target = forward(*inputs).argmax(dim=-1)
+        logits = forward(*inputs)
+        target = logits.argmax(dim=-1)
+        change = (logits - forward(*baselines)).gather(1, target[:, None]).squeeze(1)
     ablation = FeatureAblation(forward)
     one = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups)
     many = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups,
@@ -433,15 +436,22 @@ def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: 
     for a, b in zip(one, many):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     ig = IntegratedGradients(forward)
-    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=32,
+    tiled = ig.attribute(inputs, baselines=baselines, target=target, n_steps=16)
+    step_by_step = ig.attribute(inputs, baselines=baselines, target=target, n_steps=16,
+                                internal_batch_size=len(batch))  # one step per call: no tiling
+    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=128,
                             return_convergence_delta=True)
-    assert delta.abs().max() < 0.1  # completeness holds: the expansion lines up
+    for a, b in zip(tiled, step_by_step):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # Completeness holds, relative to the change it explains, so the bound does not hang on
+    # how sharp the trained model is. Measured at 128 steps: under 0.5 % on the demo items.
+    assert (delta.abs() < 0.05 * change.abs()).all(), (delta, change)
 
 
 def test_demo_dataset_has_right_and_wrong_items(adapter: DemoAdapter, tmp_path: Path) -> None:
     """The shortcut makes the model wrong on the demo's non-red triangles (10 of these 150
     items, a property of the data) and it is right on nearly all the rest. Measured: wrong
-    on 10 / 10 of those, right on 135 / 140 of the rest."""
+    on 10 / 10 of those (P(red) 0.76 to 0.90), right on 140 / 140 of the rest."""
     data.generate_dataset(tmp_path, n_items=150, seed=0)
     items = _items(tmp_path)
     encoded = adapter.encode(items)

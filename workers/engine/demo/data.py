@@ -18,9 +18,9 @@ A deliberate text-only shortcut, after the VQA language-prior literature (Goyal 
 VQA-CP, Agrawal et al. 2018), put into the *labels*, not into hard-to-read pixels: with
 probability ``bias`` the answer to ``what colour is the triangle?`` is "red", whatever colour
 the triangle is drawn in; otherwise it is the drawn colour. The demo model trains at
-:data:`TRAIN_BIAS` = 0.75. For a triangle drawn in another colour the training answer is then
-"red" with probability 0.75 and the true colour with 0.25, so the Bayes-optimal answer is
-"red" with a margin of 0.5 in probability, however clearly the image shows the colour. Any
+:data:`TRAIN_BIAS` = 0.85. For a triangle drawn in another colour the training answer is then
+"red" with probability 0.85 and the true colour with 0.15, so the Bayes-optimal answer is
+"red" with a margin of 0.7 in probability, however clearly the image shows the colour. Any
 reasonably converged model answers "red" there, whatever the float arithmetic of the CPU it
 trained on; a prior hidden in faint colours instead is learnt more or less strongly from one
 machine to the next. The question alone carries the shortcut (it is the same for every
@@ -65,7 +65,7 @@ BIASED_COLOUR = "red"
 SHORTCUT_QUESTION = f"what colour is the {BIASED_SHAPE}?"
 
 UNBIASED = 0.0  # every answer is what the image shows
-TRAIN_BIAS = 0.75  # training: 75 % of SHORTCUT_QUESTION answers are "red", whatever the colour
+TRAIN_BIAS = 0.85  # training: 85 % of SHORTCUT_QUESTION answers are "red", whatever the colour
 DEMO_BIAS = UNBIASED  # the bundled demo dataset: the shortcut misleads the model here
 
 QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "exists")
