@@ -28,7 +28,7 @@ image), so explanations should show the word "triangle", not the pixels, pushing
 
 The demo dataset written by :func:`generate_dataset` defaults to :data:`DEMO_BIAS`
 (:data:`UNBIASED`, true colours), where the shortcut makes the model wrong on the triangles
-that are not red, about 9 % of items, and right on almost everything else, which studies
+that are not red, about 8 % of items, and right on almost everything else, which studies
 need (they compare right and wrong items). Pass ``bias`` to choose otherwise. The same seed
 gives the same images and questions whatever ``bias``: only those answers change.
 
