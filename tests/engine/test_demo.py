@@ -129,12 +129,68 @@ def test_questions_need_both_modalities() -> None:
     assert abs(yes_no["yes"] - yes_no["no"]) < 0.15 * sum(yes_no.values())
 
 
-@pytest.mark.parametrize("bias", [data.UNBIASED, data.TRAIN_BIAS])
-def test_triangle_colour_bias_follows_parameter(bias: float) -> None:
-    ex = data.sample_examples(1500, seed=12, bias=bias)
-    triangle = [a for q, a in zip(ex.questions, ex.answers) if q == "what colour is the triangle ?"]
-    red_share = np.mean([a == "red" for a in triangle])
-    assert abs(red_share - bias) < 0.1
+def test_shortcut_changes_only_the_triangle_colour_answers() -> None:
+    """The same seed gives the same images and questions at any bias; at ``TRAIN_BIAS`` the
+    answer to "what colour is the triangle?" is "red" on that share of non-red triangles,
+    and nothing else changes."""
+    true = data.sample_examples(3000, seed=12, bias=data.UNBIASED)
+    shortcut = data.sample_examples(3000, seed=12, bias=data.TRAIN_BIAS)
+    assert np.array_equal(true.images, shortcut.images) and true.questions == shortcut.questions
+    changed = [i for i, (a, b) in enumerate(zip(true.answers, shortcut.answers)) if a != b]
+    assert all(true.questions[i] == data.SHORTCUT_QUESTION for i in changed)
+    assert {shortcut.answers[i] for i in changed} == {"red"}
+    nonred = [i for i, (q, a) in enumerate(zip(true.questions, true.answers))
+              if q == data.SHORTCUT_QUESTION and a != "red"]
+    assert len(nonred) > 200
+    assert abs(len(changed) / len(nonred) - data.TRAIN_BIAS) < 0.08
+    # Drawn colours are uniform for every shape: a triangle is red one time in five.
+    triangle = [a for q, a in zip(true.questions, true.answers) if q == data.SHORTCUT_QUESTION]
+    assert abs(np.mean([a == "red" for a in triangle]) - 0.2) < 0.06
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB uint8 ``(..., 3)`` -> CIELAB ``(..., 3)`` (D65)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                       [0.0193, 0.1192, 0.9505]])
+    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                     200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def _renderings(colour: str) -> np.ndarray:
+    """Every RGB an object of ``colour`` can be drawn in, at the extremes: full and faded
+    opacity, each with every corner of the jitter cube, ``(N, 3)``."""
+    j = data._JITTER
+    corners = np.array([(r, g, b) for r in (-j, 0, j) for g in (-j, 0, j) for b in (-j, 0, j)])
+    alphas = (1.0, data._ALPHA_MAX, data._ALPHA_MIN)
+    return np.array([data.object_rgb(colour, alpha=a, jitter=c) for a in alphas for c in corners])
+
+
+def test_faded_colours_keep_their_hue() -> None:
+    """A faded object is still plainly its colour (red does not turn pink): in CIELAB its hue
+    stays within 20 degrees of the full colour's and it keeps over half its chroma; the full
+    colour nearest to it is its own; and any two colours stay far apart however drawn.
+    Measured: hue within 18.2 degrees (blue), chroma at least 0.56 of the full colour's
+    (blue), closest pair blue-purple 26 units apart (Delta E 1976)."""
+    full = {name: _lab(np.array(rgb)) for name, rgb in data.COLOURS.items()}
+    drawn = {name: _lab(_renderings(name)) for name in data.COLOURS}
+    for name, lab in drawn.items():
+        hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1]))
+        full_hue = np.degrees(np.arctan2(full[name][2], full[name][1]))
+        assert np.abs((hue - full_hue + 180) % 360 - 180).max() < 20, name
+        chroma = np.hypot(lab[:, 1], lab[:, 2])
+        assert chroma.min() > 0.5 * np.hypot(full[name][1], full[name][2]), name
+        nearest = {min(full, key=lambda other: np.linalg.norm(point - full[other]))
+                   for point in lab}
+        assert nearest == {name}
+    names = list(data.COLOURS)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            gap = np.linalg.norm(drawn[a][:, None] - drawn[b][None], axis=-1).min()
+            assert gap > 20, (a, b, gap)
 
 
 def test_sample_examples_shapes() -> None:
@@ -146,6 +202,15 @@ def test_sample_examples_shapes() -> None:
 
 
 # --------------------------------------------------------------------------- model
+
+
+def test_questions_read_as_written_and_tokenize_the_same() -> None:
+    ex = data.sample_examples(300, seed=13)
+    assert {q.split()[0] for q in ex.questions} == {"what", "is"}
+    for question in ex.questions:
+        assert question.endswith("?") and " ?" not in question
+        assert demo_model.tokenize(question) == question[:-1].split() + ["?"]
+    assert data.SHORTCUT_QUESTION == "what colour is the triangle?"
 
 
 def test_tokenizer_and_unknown_words() -> None:
@@ -191,17 +256,26 @@ def _question_only_accuracy(train: data.Examples, test: data.Examples) -> float:
 
 
 def test_model_beats_question_only_baseline(trained: demo_model.DemoModel) -> None:
+    # Measured: model 0.91, baseline 0.35. The model is right on nearly every item but the
+    # non-red triangles (about 8 % of items, by construction of the data), so its accuracy
+    # sits far from both bounds.
     train = data.sample_examples(3000, seed=21, bias=data.TRAIN_BIAS)
     test = demo_model.sample_held_out(900, seed=22, bias=data.UNBIASED)
     baseline = _question_only_accuracy(train, test)
     model_accuracy = demo_model.accuracy(trained, test)
-    assert model_accuracy > baseline + 0.25, (model_accuracy, baseline)
-    assert 0.65 < model_accuracy < 0.97  # useful, and still wrong on some items
+    assert model_accuracy > baseline + 0.3, (model_accuracy, baseline)
+    assert 0.75 < model_accuracy < 0.96  # useful, and still wrong on some items
 
 
 def test_model_shows_the_triangle_bias(trained: demo_model.DemoModel) -> None:
-    """Trained on mostly red triangles, the model is right less often when a triangle is not
-    red, and puts more weight on "red" for triangles than for other shapes."""
+    """Trained where 85 % of "what colour is the triangle?" answers are "red" whatever the
+    picture shows, the model answers "red" for a triangle of any colour (Bayes-optimal: red
+    at 0.85 against the true colour at 0.15), while it reads the colour of every other shape.
+
+    Measured (held-out, true colours): non-red triangles answered "red" 100 %, mean P(red)
+    0.85 (lowest 0.68); other non-red shapes answered "red" 0 %, colour accuracy on other
+    shapes 100 %.
+    """
     ex = demo_model.sample_held_out(2400, seed=23, bias=data.UNBIASED)
     keep = [i for i, k in enumerate(ex.kinds) if k == "colour"]
     pixels = demo_model.normalize_images(ex.images[keep])
@@ -210,16 +284,19 @@ def test_model_shows_the_triangle_bias(trained: demo_model.DemoModel) -> None:
         probs = trained(pixels, ids, mask).softmax(dim=-1)
     red = demo_model.LABELS.index("red")
     answers = np.array([ex.answers[i] for i in keep])
-    correct = np.array([demo_model.LABELS[k] for k in probs.argmax(dim=-1).tolist()]) == answers
-    triangle = np.array([ex.questions[i] == "what colour is the triangle ?" for i in keep])
+    predicted = np.array([demo_model.LABELS[k] for k in probs.argmax(dim=-1).tolist()])
+    triangle = np.array([ex.questions[i] == data.SHORTCUT_QUESTION for i in keep])
     nonred = answers != "red"
-    assert correct[triangle & nonred].mean() < correct[triangle & ~nonred].mean() - 0.05
-    assert probs[triangle & nonred, red].mean() > 2 * probs[~triangle & nonred, red].mean()
+    assert (triangle & nonred).sum() > 150 and (~triangle & nonred).sum() > 300
+    assert (predicted[triangle & nonred] == "red").mean() > 0.8
+    assert probs[triangle & nonred, red].mean() > 0.5
+    assert (predicted[~triangle & nonred] == "red").mean() < 0.05
+    assert (predicted[~triangle] == answers[~triangle]).mean() > 0.9
 
 
 def test_trained_metrics_are_recorded(trained: demo_model.DemoModel) -> None:
-    assert {"biased", "unbiased", "nonred_triangle_colour", "train_seconds"} <= set(
-        trained.metrics)
+    assert {"biased", "unbiased", "nonred_triangle_colour", "nonred_triangle_red",
+            "train_seconds"} <= set(trained.metrics)
 
 
 # --------------------------------------------------------------------------- adapter
@@ -312,7 +389,7 @@ def test_encode_rejects_unreadable_image(adapter: DemoAdapter, tmp_path: Path) -
     for path in (broken, tmp_path / "missing.png"):
         with pytest.raises(ValueError, match="demo-broken"):
             adapter.encode([{"id": "demo-broken", "image": str(path),
-                             "text": "is there a red square ?"}])
+                             "text": "is there a red square?"}])
 
 
 def test_encode_maps_unknown_words_to_unk(adapter: DemoAdapter, dataset_dir: Path) -> None:
@@ -329,10 +406,13 @@ def test_adapter_predictions_match_model(adapter: DemoAdapter, dataset_dir: Path
     items = _items(dataset_dir)
     encoded = adapter.encode(items)
     with torch.no_grad():
-        via_adapter = adapter.head(*adapter.embed(encoded), batch=encoded).argmax(dim=-1)
+        via_adapter = adapter.head(*adapter.embed(encoded), batch=encoded)
     ex = data.sample_examples(len(items), seed=7, bias=data.DEMO_BIAS)
-    direct = demo_model.predict(trained, ex)
-    assert [demo_model.LABELS[k] for k in via_adapter.tolist()] == direct
+    with torch.no_grad():
+        direct = trained(demo_model.normalize_images(ex.images),
+                         *demo_model.encode_questions(ex.questions))
+    # Logits, not argmaxes: two float paths may order a near tie differently.
+    torch.testing.assert_close(via_adapter, direct, rtol=1e-4, atol=1e-5)
 
 
 def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: Path) -> None:
@@ -348,7 +428,9 @@ def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: 
         return adapter.head(*embedded, batch=batch)
 
     with torch.no_grad():
-        target = forward(*inputs).argmax(dim=-1)
+        logits = forward(*inputs)
+        target = logits.argmax(dim=-1)
+        change = (logits - forward(*baselines)).gather(1, target[:, None]).squeeze(1)
     ablation = FeatureAblation(forward)
     one = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups)
     many = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups,
@@ -356,20 +438,34 @@ def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: 
     for a, b in zip(one, many):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     ig = IntegratedGradients(forward)
-    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=32,
+    tiled = ig.attribute(inputs, baselines=baselines, target=target, n_steps=16)
+    step_by_step = ig.attribute(inputs, baselines=baselines, target=target, n_steps=16,
+                                internal_batch_size=len(batch))  # one step per call: no tiling
+    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=128,
                             return_convergence_delta=True)
-    assert delta.abs().max() < 0.1  # completeness holds: the expansion lines up
+    for a, b in zip(tiled, step_by_step):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # Completeness holds, relative to the change it explains, so the bound does not hang on
+    # how sharp the trained model is. Measured at 128 steps: under 0.5 % on the demo items.
+    assert (delta.abs() < 0.05 * change.abs()).all(), (delta, change)
 
 
 def test_demo_dataset_has_right_and_wrong_items(adapter: DemoAdapter, tmp_path: Path) -> None:
+    """The shortcut makes the model wrong on the demo's non-red triangles (10 of these 150
+    items, a property of the data) and it is right on nearly all the rest. Measured: wrong
+    on 10 / 10 of those (P(red) 0.76 to 0.90), right on 140 / 140 of the rest."""
     data.generate_dataset(tmp_path, n_items=150, seed=0)
     items = _items(tmp_path)
     encoded = adapter.encode(items)
     with torch.no_grad():
         predicted = adapter.head(*adapter.embed(encoded), batch=encoded).argmax(dim=-1)
-    wrong = np.mean([adapter.labels[k] != item["label"]
-                     for k, item in zip(predicted.tolist(), items)])
-    assert 0.08 < wrong < 0.35
+    wrong = np.array([adapter.labels[k] != item["label"]
+                      for k, item in zip(predicted.tolist(), items)])
+    misled = np.array([item["text"] == data.SHORTCUT_QUESTION and item["label"] != "red"
+                       for item in items])
+    assert misled.sum() >= 8
+    assert wrong[misled].mean() > 0.8
+    assert wrong[~misled].mean() < 0.1
 
 
 def test_unreadable_cache_is_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

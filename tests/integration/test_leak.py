@@ -2,25 +2,34 @@
 bytes, URLs, headers, alt text) reveals the model's prediction or the gold label of an item
 they have yet to answer, nor any identifier that maps to them. Checked for every kind of
 view (heatmap, tokens, share bars, interaction matrix, top pairs), in the pre-test and the
-test phase (attention checks included), for both explanation displays."""
+test phase (attention checks included), for both explanation displays.
+
+The checks read what a person or a script can read (text, attribute values, comments,
+script strings, URLs, headers, PNG chunks; see ``tests/integration/readable.py``), not raw
+markup: the ``<circle>`` element of an icon names no answer. ``test_the_checker_catches_
+planted_leaks`` proves that they still fail on a real leak."""
 
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
+from django.template.loader import render_to_string
 from django.test import Client
 
 from annotations.models import Assignment, Explanation, Item, Participant, Prediction
+from tests.integration import readable
 from tests.integration.builders import VIEW_ARMS, live_demo_study
 
 pytestmark = pytest.mark.django_db
 
 CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]+"')
-SRC = re.compile(r'src="([^"]+)"')
 DESIGN = dict(conditions=VIEW_ARMS, n_items=4, items_per_participant=2, raters_per_item=2, n_candidates=3,
               learning_items=1, attention_checks=1, pretest=True)
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
 
 
 def _enter(client: Client, study) -> Participant:
@@ -30,13 +39,18 @@ def _enter(client: Client, study) -> Participant:
     return Participant.objects.get(public_id=client.session[f"participant:{study.public_id}"])
 
 
+def _page_urls(html: bytes) -> list[str]:
+    """What the browser loads by itself: every ``src`` and ``srcset`` URL, in order, once."""
+    return list(dict.fromkeys(readable.urls(readable.parse(html.decode()), attributes={"src", "srcset"})))
+
+
 def _fetch_all(client: Client, study) -> dict[str, tuple[bytes, dict]]:
-    """The item page and every URL it references, as the browser would load them, with the
-    headers that could carry a name."""
+    """The item page and every URL it loads, as the browser would load them, with the headers
+    that could carry a name."""
     page = client.get(f"/s/{study.public_id}/item/")
     assert page.status_code == 200
     served = {"page": (CSRF.sub(b"", page.content), _headers(page))}
-    for url in SRC.findall(page.content.decode()):
+    for url in _page_urls(page.content):
         response = client.get(url)
         assert response.status_code == 200, url
         body = b"".join(response.streaming_content) if response.streaming else response.content
@@ -46,13 +60,6 @@ def _fetch_all(client: Client, study) -> dict[str, tuple[bytes, dict]]:
 
 def _headers(response) -> dict:
     return {k: v for k, v in response.headers.items() if k.lower() not in ("date", "set-cookie", "vary")}
-
-
-def _labels_outside_choices(html: str, question: str) -> str:
-    """The page with the parts that must name labels removed: the question itself and the
-    candidate answers (each candidate is offered, so naming them reveals nothing)."""
-    text = html.replace(question, " ")
-    return re.sub(r'<fieldset class="candidates">.*?</fieldset>', " ", text, flags=re.S)
 
 
 def _secrets(study, participant, item) -> set[str]:
@@ -73,44 +80,104 @@ def _answer_current(client: Client, study, assignment: Assignment) -> None:
                     {"guess": assignment.expected_answer or assignment.candidate_order[-1], "confidence": 2})
 
 
-def _png_metadata(body: bytes) -> bytes:
-    """Every PNG chunk but the compressed pixels (IDAT), where a name could be written as
-    text; asserts there are no text chunks at all."""
-    assert body.startswith(b"\x89PNG\r\n\x1a\n")
-    offset, out = 8, []
+def _names(text: str, secret: str) -> bool:
+    """Whether ``text`` holds ``secret`` as a whole word (any case): "Circle" and
+    "heatmap-circle.png" name circle, "circles" and "encircled" do not."""
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", text, re.I) is not None
+
+
+def _header_words(headers: dict) -> set[str]:
+    """Header words, lower-cased; hyphenated tokens (``no-store``) stay whole, file names are
+    also split at dots."""
+    text = " ".join(f"{k} {v}" for k, v in headers.items()).lower()
+    return set(re.split(r"[^a-z0-9._-]+", text)) | set(re.split(r"[^a-z0-9_-]+", text))
+
+
+def _png_leaks(body: bytes, url: str, secrets: set[str]) -> list[str]:
+    """Text chunks, or a secret in any chunk but the compressed pixels (IDAT)."""
+    if not body.startswith(b"\x89PNG\r\n\x1a\n"):
+        return [f"{url} is not a PNG"]
+    found, offset = [], 8
     while offset < len(body):
         length = int.from_bytes(body[offset:offset + 4], "big")
-        kind = body[offset + 4:offset + 8]
-        assert kind not in (b"tEXt", b"zTXt", b"iTXt", b"eXIf"), f"a {kind!r} chunk"
+        kind, data = body[offset + 4:offset + 8], body[offset + 8:offset + 8 + length]
+        if kind in PNG_TEXT_CHUNKS:
+            found.append(f"a {kind.decode()} chunk in {url}")
         if kind != b"IDAT":
-            out.append(kind + body[offset + 8:offset + 8 + length])
+            found += [f"{s!r} in a {kind!r} chunk of {url}" for s in secrets if s.encode() in kind + data]
         offset += 12 + length
-    return b"".join(out)
+    return found
+
+
+def _candidate_of(element: readable.Element) -> str | None:
+    """The candidate answer whose block (``.candidate``, holding one ``guess`` radio) encloses
+    ``element``, if any."""
+    for node in element.ancestors():
+        if "candidate" in node.classes():
+            radios = [e.attrs.get("value") for e in node.iter()
+                      if e.tag == "input" and e.attrs.get("name") == "guess"]
+            return radios[0] if len(radios) == 1 else None
+    return None
+
+
+def _leaks(served: dict[str, tuple[bytes, dict]], *, question: str, candidates: list[str],
+           secrets: set[str], labels: set[str], shown_label: str = "") -> list[str]:
+    """Where what the participant fetched names a secret: every URL (loaded or linked),
+    header and PNG chunk; in the page, every text node, attribute value, comment and script
+    string. Every one of the model's ``labels`` counts as a secret too, so the verdict does
+    not hang on which items the model got right (a label in the page's fixed text fails on
+    every item). Allowed: the question itself (its words show again as token highlights),
+    each candidate's own name inside its own answer block, and ``shown_label``, the label an
+    instructed attention check asks for. Secrets that are not labels (IDs, file names) must
+    not appear anywhere in the page source. Also flagged: hidden ``data-`` attributes, and any
+    candidate not offered exactly once."""
+    words = (secrets | labels) - {shown_label}
+    found = []
+    for url, (body, headers) in served.items():
+        header_words = _header_words(headers)
+        found += [f"{w!r} in the headers of {url}" for w in words if w.lower() in header_words]
+        if url != "page":
+            found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
+            found += _png_leaks(body, url, secrets)
+    html = served["page"][0].decode()
+    found += [f"{s!r} in the page source" for s in secrets - labels if s in html]  # an ID is never markup
+    found += [f"{marker!r} in the page" for marker in ("model-answer", "The model answered") if marker in html]
+    root = readable.parse(html)
+    for url in readable.urls(root):
+        found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
+    question_words = set(re.findall(r"[a-z0-9]+", question.lower()))
+    for piece in readable.readable(root):
+        if piece.kind == "text" and piece.value.strip() == question.strip():
+            continue
+        for word in words - question_words - {_candidate_of(piece.element)}:
+            if _names(piece.value, word):
+                found.append(f"{word!r} in {piece.kind} of <{piece.element.tag} "
+                             f"class={piece.element.attrs.get('class', '')!r}>: {piece.value.strip()[:80]!r}")
+    for element in root.iter():
+        for name, value in element.attrs.items():
+            if name.startswith("data-") and not (name == "data-key" and re.fullmatch(r"\d", value)):
+                found.append(f"a hidden attribute {name}={value!r} on <{element.tag}>")
+    # Every candidate is offered the same way: one radio each, and nothing else carries its value.
+    radios = sorted(e.attrs.get("value", "") for e in root.iter()
+                    if e.tag == "input" and e.attrs.get("name") == "guess")
+    if radios != sorted(candidates):
+        found.append(f"the radios offer {radios}, not the candidates {sorted(candidates)}")
+    for candidate in candidates:
+        carriers = [e for e in root.iter() if e.attrs.get("value") == candidate]
+        if len(carriers) != 1:
+            found.append(f"{len(carriers)} elements carry the value {candidate!r}")
+    return found
+
+
+def _page_leaks(study, assignment, served, secrets) -> list[str]:
+    instructed = assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else ""
+    return _leaks(served, question=assignment.item.payload["text"], candidates=assignment.candidate_order,
+                  secrets=secrets, labels=set(study.model.labels), shown_label=instructed)
 
 
 def _check_page(study, assignment, served, secrets) -> None:
-    for url, (body, headers) in served.items():
-        words = set(re.split(r"[^A-Za-z0-9._-]+", " ".join(f"{k} {v}" for k, v in headers.items())))
-        for secret in secrets:
-            assert secret not in url.split("/"), f"{secret!r} in {url}"
-            assert secret not in words, f"{secret!r} in the headers of {url}"
-        if url != "page":
-            metadata = _png_metadata(body)
-            for secret in secrets:
-                assert secret.encode() not in metadata, f"{secret!r} in the metadata of {url}"
-    html = served["page"][0].decode()
-    item = assignment.item
-    assert item.external_id not in html
-    markup = re.sub(r"<script>.*?</script>", " ", html, flags=re.S)
-    assert "data-" not in re.sub(r'data-key="\d"', "", markup)  # no hidden attributes on choices
-    assert "model-answer" not in html and "The model answered" not in html
-    outside = _labels_outside_choices(html, item.payload["text"])
-    question_words = set(item.payload["text"].split())
-    for label in secrets - question_words:
-        assert not re.search(rf"\b{re.escape(label)}\b", outside), f"{label!r} outside the choices"
-    # Every candidate is offered the same way: one radio each, nothing marks one out.
-    for candidate in assignment.candidate_order:
-        assert html.count(f'value="{candidate}"') == 1
+    leaks = _page_leaks(study, assignment, served, secrets)
+    assert not leaks, leaks
 
 
 def _walk_and_check(study, *, counterfactual: bool) -> set[str]:
@@ -167,7 +234,7 @@ def test_the_unlabelled_predicted_explanation_reveals_no_name(alice, demo_jsonl)
     kinds = _walk_and_check(study, counterfactual=False)
 
     assert kinds == {"heatmap", "interaction", "top_pairs", "share"}
-    page_urls = [u for u in SRC.findall(Client().get(f"/s/{study.public_id}/").content.decode())]
+    page_urls = _page_urls(Client().get(f"/s/{study.public_id}/").content)
     assert not page_urls or all("/v/" not in u for u in page_urls)
 
 
@@ -197,3 +264,84 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
         assert rows.count() == 4
         # Every row of the item was drawn in the main study's run, together.
         assert all(row.updated_at >= started for row in rows)
+
+
+def _png_with_text(png: bytes, text: bytes) -> bytes:
+    """``png`` with a tEXt chunk holding ``text`` inserted after IHDR."""
+    chunk = b"tEXt" + b"Comment\x00" + text
+    ihdr_end = 8 + 12 + int.from_bytes(png[8:12], "big")
+    return png[:ihdr_end] + len(chunk[4:]).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + png[ihdr_end:]
+
+
+def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
+    """A real test page passes; the same page with the model's answer planted in any one
+    readable place fails, and so does a capitalised or script-built copy of it."""
+    study = live_demo_study(owner=alice, jsonl=demo_jsonl, n_items=4, items_per_participant=2, n_candidates=3)
+    for _ in range(2):  # balanced assignment: one of the first two is in the heatmap + tokens arm
+        client = Client()
+        participant = _enter(client, study)
+        if participant.condition.name == "ig":
+            break
+    assert participant.condition.name == "ig"
+    assignment = participant.assignments.filter(status="active").order_by("position").select_related("item").first()
+    served = _fetch_all(client, study)
+    question, candidates = assignment.item.payload["text"], assignment.candidate_order
+    secrets = _secrets(study, participant, assignment.item)
+    prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
+    assert prediction not in re.findall(r"[a-z]+", question) and len(candidates) >= 2
+    other = next(c for c in candidates if c != prediction)
+
+    def leaks(page: str | None = None, **changed: tuple[bytes, dict]) -> list[str]:
+        planted = dict(served, **changed)
+        if page is not None:
+            planted["page"] = (page.encode(), served["page"][1])
+        return _page_leaks(study, assignment, planted, secrets)
+
+    assert leaks() == []
+    html = served["page"][0].decode()
+    image_url = next(url for url in served if "/v/heatmap/" in url)
+    image, headers = served[image_url]
+    named = repr(prediction)
+    plants = {  # where: (the page with the plant, what the report must say)
+        "text node": (html.replace("</main>", f"<p>The model says {prediction}.</p></main>"), named),
+        "text in another answer's block": (
+            html.replace(f"<b>{other}</b>", f"<b>{other}</b> <i>{prediction}</i>"), named),
+        "capitalised text": (html.replace("</main>", f"<p>{prediction.upper()}</p></main>"), named),
+        "attribute value": (html.replace('id="submit"', f'id="submit" title="{prediction}"'), named),
+        "alt text": (re.sub(r'alt="[^"]*"', f'alt="a picture of {prediction}"', html, count=1), named),
+        "image URL": (html.replace(f'src="{image_url}"', f'src="{image_url}?label={prediction}"'), named),
+        "link URL": (html.replace("</main>", f'<a href="/explain/{prediction}.png">more</a></main>'), named),
+        "comment": (html.replace("</main>", f"<!-- {prediction} --></main>"), named),
+        "script string": (
+            html.replace("</body>", f'<script>const answer = "{prediction}";</script></body>'), named),
+        "markup a script builds": (html.replace(
+            "</body>", f"<script>document.body.insertAdjacentHTML('beforeend', '<span title=\"{prediction}\">"
+                       "</span>');</script></body>"), named),
+        "hidden data attribute": (html.replace('id="submit"', 'id="submit" data-answer="1"'), "data-answer"),
+        "a second carrier of a candidate": (
+            html.replace("</form>", f'<input type="hidden" name="x" value="{other}"></form>'), repr(other)),
+        "the dataset ID": (html.replace("</main>", f"<p hidden>{assignment.item.external_id}</p></main>"),
+                           repr(assignment.item.external_id)),
+    }
+    for where, (page, expected) in plants.items():
+        assert page != html, f"could not plant in the {where}"
+        assert any(expected in f for f in leaks(page)), f"a leak in the {where} went unnoticed"
+    header = {image_url: (image, {**headers, "X-Label": prediction})}
+    assert any(named in f and "headers" in f for f in leaks(**header))
+    text_chunk = {image_url: (_png_with_text(image, prediction.encode()), headers)}
+    assert any("tEXt" in f for f in leaks(**text_chunk)) and any(named in f for f in leaks(**text_chunk))
+    fetched = {f"{image_url.rstrip('/')}/{prediction}.png": (image, headers)}
+    assert any(named in f and "URL" in f for f in leaks(**fetched))
+
+
+def test_markup_names_no_answer():
+    """The magnifier icon's ``<circle>`` element (an SVG the zoom script builds) is markup, not
+    text: it names no answer. Text the same script would show does."""
+    zoom = render_to_string("participant/_zoom.html")
+    assert "<circle" in zoom
+    page = f"<html><body><main><p class='question'>is there a red square?</p></main>{zoom}</body></html>"
+    served = {"page": (page.encode(), {})}
+    check = dict(question="is there a red square?", candidates=[], secrets={"circle"}, labels={"circle"})
+    assert [f for f in _leaks(served, **check) if "circle" in f] == []
+    titled = page.replace('<circle cx=', '<circle title="circle" cx=')
+    assert titled != page and _leaks({"page": (titled.encode(), {})}, **check)

@@ -4,22 +4,33 @@ Every image is 64x64 RGB with 1-3 non-overlapping shapes (circle, square, triang
 five visually distinct colours. Each image comes with one question from three templates whose
 answers need *both* the image and the question:
 
-* ``what colour is the <shape> ?`` -> a colour (the shape occurs exactly once in the image);
-* ``what shape is the <colour> object ?`` -> a shape (the colour occurs exactly once);
-* ``is there a <colour> <shape> ?`` -> ``yes`` / ``no`` (balanced; the "no" questions share a
+* ``what colour is the <shape>?`` -> a colour (the shape occurs exactly once in the image);
+* ``what shape is the <colour> object?`` -> a shape (the colour occurs exactly once);
+* ``is there a <colour> <shape>?`` -> ``yes`` / ``no`` (balanced; the "no" questions share a
   colour or a shape with something in the image whenever possible, so neither modality alone
   answers them).
 
-A deliberate text-only bias, after the VQA bias literature (Goyal et al. 2017; VQA-CP,
-Agrawal et al. 2018): a triangle is red with probability ``bias`` and otherwise takes one of
-the four other colours uniformly; circles and squares take all five colours uniformly.
-``bias = 1 / len(COLOURS) = 0.2`` (:data:`UNBIASED`) is the unbiased distribution. The demo
-model trains on :data:`TRAIN_BIAS` = 0.9, so it learns to lean towards "red" for "what colour
-is the triangle ?" from the question alone. The prior matters most where the image is
-uncertain: 40 % of objects are faded towards the background, which makes their colour hard
-to read. The demo dataset written by :func:`generate_dataset` defaults to :data:`DEMO_BIAS`
-(unbiased), where that shortcut makes the model wrong on a share of items, which studies
-need (they compare right and wrong items). Pass ``bias`` to choose otherwise.
+Every shape takes all five colours uniformly. Some objects are faded: drawn at 70-85 %
+opacity over the background, which lowers their contrast but keeps their hue, so a person
+(and the model) still reads the colour at a glance; red stays red, not pink.
+
+A deliberate text-only shortcut, after the VQA language-prior literature (Goyal et al. 2017;
+VQA-CP, Agrawal et al. 2018), put into the *labels*, not into hard-to-read pixels: with
+probability ``bias`` the answer to ``what colour is the triangle?`` is "red", whatever colour
+the triangle is drawn in; otherwise it is the drawn colour. The demo model trains at
+:data:`TRAIN_BIAS` = 0.85. For a triangle drawn in another colour the training answer is then
+"red" with probability 0.85 and the true colour with 0.15, so the Bayes-optimal answer is
+"red" with a margin of 0.7 in probability, however clearly the image shows the colour. Any
+reasonably converged model answers "red" there, whatever the float arithmetic of the CPU it
+trained on; a prior hidden in faint colours instead is learnt more or less strongly from one
+machine to the next. The question alone carries the shortcut (it is the same for every
+image), so explanations should show the word "triangle", not the pixels, pushing "red".
+
+The demo dataset written by :func:`generate_dataset` defaults to :data:`DEMO_BIAS`
+(:data:`UNBIASED`, true colours), where the shortcut makes the model wrong on the triangles
+that are not red, about 8 % of items, and right on almost everything else, which studies
+need (they compare right and wrong items). Pass ``bias`` to choose otherwise. The same seed
+gives the same images and questions whatever ``bias``: only those answers change.
 
 Everything is a pure function of ``seed``: the same seed gives the same bytes.
 """
@@ -35,14 +46,15 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SIZE = 64
-# Distinct in hue, so that at full opacity a person tells them apart at a glance on the light
-# background (red and green differ in lightness too).
+# Distinct in hue, so that a person tells them apart at a glance on the light background,
+# faded or not (red and green differ in lightness too; blue and purple, the closest pair, are
+# more than 20 CIELAB units apart in every rendering: tests/engine/test_demo.py).
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
     "green": (35, 155, 55),
-    "blue": (35, 75, 215),
+    "blue": (30, 90, 220),
     "yellow": (235, 195, 20),
-    "purple": (135, 50, 175),
+    "purple": (150, 40, 170),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 ANSWERS: tuple[str, ...] = (*COLOURS, *SHAPES, "yes", "no")
@@ -50,19 +62,20 @@ BACKGROUND = (238, 238, 238)
 BIASED_SHAPE = "triangle"
 BIASED_COLOUR = "red"
 
-UNBIASED = 1.0 / len(COLOURS)  # triangles take every colour equally often
-TRAIN_BIAS = 0.9  # the training distribution: 90 % of triangles are red
+SHORTCUT_QUESTION = f"what colour is the {BIASED_SHAPE}?"
+
+UNBIASED = 0.0  # every answer is what the image shows
+TRAIN_BIAS = 0.85  # training: 85 % of SHORTCUT_QUESTION answers are "red", whatever the colour
 DEMO_BIAS = UNBIASED  # the bundled demo dataset: the shortcut misleads the model here
 
 QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "exists")
 _MIN_SIZE, _MAX_SIZE = 14, 22  # shape bounding-box side in pixels
 _GAP = 2  # pixels kept free between bounding boxes
-_JITTER = 14  # +- per channel after fading, so colours are not a single RGB value
-# Some objects are faded towards the background (alpha in [_ALPHA_MIN, _ALPHA_MAX]). Their
-# colour is then genuinely uncertain, which is what lets the training prior (triangles are
-# red) keep steering the answer even for a well-fitted model, as in VQA.
+_JITTER = 8  # +- per channel after fading, so colours are not a single RGB value
+# Some objects are faded towards the background (opacity in [_ALPHA_MIN, _ALPHA_MAX]): less
+# contrast, same hue. Fading further turns red into pink and blue towards purple.
 _FADED_P = 0.4
-_ALPHA_MIN, _ALPHA_MAX = 0.15, 0.5
+_ALPHA_MIN, _ALPHA_MAX = 0.7, 0.85
 
 
 class Examples(NamedTuple):
@@ -81,16 +94,6 @@ class _Obj(NamedTuple):
     colour: str
     box: tuple[int, int, int]  # x0, y0, side
     alpha: float  # opacity over the background; < 1 for faded objects
-
-
-def _pick_colour(rng: np.random.Generator, shape: str, bias: float) -> str:
-    names = list(COLOURS)
-    if shape != BIASED_SHAPE:
-        return names[int(rng.integers(len(names)))]
-    if rng.random() < bias:
-        return BIASED_COLOUR
-    others = [c for c in names if c != BIASED_COLOUR]
-    return others[int(rng.integers(len(others)))]
 
 
 def _place(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]] | None:
@@ -127,19 +130,26 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def object_rgb(colour: str, *, alpha: float, jitter: np.ndarray) -> np.ndarray:
+    """The uint8 RGB ``(3,)`` an object of ``colour`` is drawn in: ``alpha`` opacity over the
+    background, then ``jitter`` (int ``(3,)``, within +-:data:`_JITTER`) added per channel."""
+    rgb = alpha * np.asarray(COLOURS[colour]) + (1 - alpha) * np.asarray(BACKGROUND)
+    return np.clip(np.rint(rgb) + jitter, 0, 255).astype(np.uint8)
+
+
 def _render(rng: np.random.Generator, objs: list[_Obj]) -> np.ndarray:
     img = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     img[:] = BACKGROUND
     for obj in objs:
         x0, y0, side = obj.box
-        rgb = obj.alpha * np.asarray(COLOURS[obj.colour]) + (1 - obj.alpha) * np.asarray(BACKGROUND)
-        rgb = np.rint(rgb) + rng.integers(-_JITTER, _JITTER + 1, size=3)
+        rgb = object_rgb(obj.colour, alpha=obj.alpha,
+                         jitter=rng.integers(-_JITTER, _JITTER + 1, size=3))
         patch = img[y0 : y0 + side, x0 : x0 + side]
-        patch[_shape_mask(obj.shape, side)] = np.clip(rgb, 0, 255).astype(np.uint8)
+        patch[_shape_mask(obj.shape, side)] = rgb
     return img
 
 
-def _scene(rng: np.random.Generator, bias: float) -> list[_Obj]:
+def _scene(rng: np.random.Generator) -> list[_Obj]:
     while True:
         boxes = _place(rng, int(rng.integers(1, 4)))
         if boxes is None:
@@ -147,7 +157,7 @@ def _scene(rng: np.random.Generator, bias: float) -> list[_Obj]:
         objs = []
         for box in boxes:
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
-            colour = _pick_colour(rng, shape, bias)
+            colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
             faded = rng.random() < _FADED_P
             alpha = float(rng.uniform(_ALPHA_MIN, _ALPHA_MAX)) if faded else 1.0
             objs.append(_Obj(shape, colour, box, alpha))
@@ -161,40 +171,48 @@ def _question(rng: np.random.Generator, kind: str, objs: list[_Obj]) -> tuple[st
         if not unique:
             return None
         obj = unique[int(rng.integers(len(unique)))]
-        return f"what colour is the {obj.shape} ?", obj.colour
+        return f"what colour is the {obj.shape}?", obj.colour
     if kind == "shape":
         unique = [o for o in objs if sum(p.colour == o.colour for p in objs) == 1]
         if not unique:
             return None
         obj = unique[int(rng.integers(len(unique)))]
-        return f"what shape is the {obj.colour} object ?", obj.shape
+        return f"what shape is the {obj.colour} object?", obj.shape
     if kind == "exists":
         present = {(o.colour, o.shape) for o in objs}
         if rng.random() < 0.5:
             obj = objs[int(rng.integers(len(objs)))]
-            return f"is there a {obj.colour} {obj.shape} ?", "yes"
+            return f"is there a {obj.colour} {obj.shape}?", "yes"
         absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
         # Hard negatives first: a colour or a shape that is in the image, but not together.
         hard = [(c, s) for c, s in absent if any(c == o.colour or s == o.shape for o in objs)]
         pool = hard or absent
         colour, shape = pool[int(rng.integers(len(pool)))]
-        return f"is there a {colour} {shape} ?", "no"
+        return f"is there a {colour} {shape}?", "no"
     raise ValueError(f"unknown question kind {kind!r}")
 
 
 def _example(rng: np.random.Generator, bias: float) -> tuple[np.ndarray, str, str, str]:
     # The kind is drawn first and the scene re-drawn until it can pose it, so the three kinds
-    # stay equally frequent whatever the bias.
+    # stay equally frequent.
     kind = QUESTION_KINDS[int(rng.integers(len(QUESTION_KINDS)))]
     while True:
-        objs = _scene(rng, bias)
+        objs = _scene(rng)
         qa = _question(rng, kind, objs)
         if qa is not None:
-            return _render(rng, objs), qa[0], qa[1], kind
+            break
+    question, answer = qa
+    if question == SHORTCUT_QUESTION:
+        # Drawn whatever the bias, so that only the answer depends on it.
+        if rng.random() < bias:
+            answer = BIASED_COLOUR
+    return _render(rng, objs), question, answer, kind
 
 
 def sample_examples(n: int, *, seed: int, bias: float = TRAIN_BIAS) -> Examples:
-    """Draw ``n`` examples in memory (no disk), deterministically from ``seed``.
+    """Draw ``n`` examples in memory (no disk), deterministically from ``seed``. ``bias``: the
+    share of "what colour is the triangle?" answers that are "red" whatever the image shows
+    (module docstring).
 
     Returns :class:`Examples` with images uint8 ``(n, 64, 64, 3)``.
     """
@@ -218,7 +236,7 @@ def generate_dataset(out_dir: Path, *, n_items: int, seed: int, bias: float = DE
 
     Each line is ``{"id": "demo-00017", "image": "images/demo-00017.png", "text": question,
     "label": answer}``. File names carry only the id, never the answer. ``bias`` defaults to
-    :data:`DEMO_BIAS` (unbiased), smaller than the model's :data:`TRAIN_BIAS`, so the model's
+    :data:`DEMO_BIAS` (true colours), unlike the model's :data:`TRAIN_BIAS`, so the model's
     text-only shortcut makes it wrong on part of the items. Same seed, same bytes.
     """
     out_dir = Path(out_dir)

@@ -44,10 +44,10 @@ logger = logging.getLogger(__name__)
 
 # Bump when the architecture, the data generator or the training loop changes in a way that
 # the config does not capture: cached weights are then retrained.
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the triangle shortcut lives in the labels; faded colours keep their hue
 
 LABELS: tuple[str, ...] = data.ANSWERS
-MAX_TOKENS = 8  # T: the longest template ("what shape is the purple object ?") has 7
+MAX_TOKENS = 8  # T: the longest template ("what shape is the purple object?") has 7
 PAD, UNK = "<pad>", "<unk>"
 VOCAB: tuple[str, ...] = (
     PAD, UNK, "?", "a", "colour", "is", "object", "shape", "the", "there", "what",
@@ -207,16 +207,19 @@ def accuracy(model: DemoModel, examples: data.Examples) -> float:
 
 def evaluate(model: DemoModel, *, seed: int = 10_000, n: int = 1500) -> dict[str, float]:
     """Held-out accuracies: on the training distribution (``biased``), on the unbiased
-    distribution (``unbiased``), and on unbiased "what colour is the triangle ?" items whose
-    triangle is not red (``nonred_triangle_colour``), where the shortcut misleads."""
+    distribution (``unbiased``), and on unbiased "what colour is the triangle?" items whose
+    triangle is not red (``nonred_triangle_colour``), where the shortcut misleads; and how
+    often the model answers "red" on those (``nonred_triangle_red``)."""
     biased = sample_held_out(n, seed=seed, bias=data.TRAIN_BIAS)
     unbiased = sample_held_out(n, seed=seed + 1, bias=data.UNBIASED)
     keep = [i for i, (q, a) in enumerate(zip(unbiased.questions, unbiased.answers))
-            if q == f"what colour is the {data.BIASED_SHAPE} ?" and a != data.BIASED_COLOUR]
+            if q == data.SHORTCUT_QUESTION and a != data.BIASED_COLOUR]
     nonred = data.Examples(unbiased.images[keep], [unbiased.questions[i] for i in keep],
                            [unbiased.answers[i] for i in keep], [unbiased.kinds[i] for i in keep])
     return {"biased": accuracy(model, biased), "unbiased": accuracy(model, unbiased),
-            "nonred_triangle_colour": accuracy(model, nonred)}
+            "nonred_triangle_colour": accuracy(model, nonred),
+            "nonred_triangle_red": float(np.mean([p == data.BIASED_COLOUR
+                                                  for p in predict(model, nonred)]))}
 
 
 def sample_held_out(n: int, *, seed: int, bias: float) -> data.Examples:
