@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
 Stage = PrecomputeChunk.Stage
 ChunkStatus = PrecomputeChunk.Status
+CHUNK_TASK = "workers.tasks.precompute_chunk_task"
+ADVANCE_TASK = "workers.tasks.precompute_advance_task"
 # Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
 BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH)
 
@@ -114,13 +116,15 @@ def precompute_dispatch(*, job: PrecomputeJob, chunk_ids: list[int], advance: bo
     publish nothing; their runner takes pending chunks itself."""
     if job.runner != PrecomputeJob.Runner.WORKERS:
         return True
-    from workers.tasks import precompute_advance_task, precompute_chunk_task
+    from mmeval.celery import app
 
+    queue = job.queue or settings.CELERY_GPU_QUEUE
     try:
+        # By name: the web process never imports the workers' code (torch and the engine).
         if advance:
-            precompute_advance_task.apply_async((job.pk,), queue=job.queue or settings.CELERY_GPU_QUEUE)
+            app.send_task(ADVANCE_TASK, args=(job.pk,), queue=queue)
         for chunk_id in chunk_ids:
-            precompute_chunk_task.apply_async((chunk_id,), queue=job.queue or settings.CELERY_GPU_QUEUE)
+            app.send_task(CHUNK_TASK, args=(chunk_id,), queue=queue)
     except Exception as exc:  # kombu/redis raise many types; every one means "not handed over"
         message = (f"The task queue did not accept the work ({exc.__class__.__name__}: {exc}). "
                    "Nothing is lost: it is handed over again automatically once the queue answers, "

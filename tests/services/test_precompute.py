@@ -34,12 +34,10 @@ Status = PrecomputeChunk.Status
 @pytest.fixture
 def published(monkeypatch):
     """Every task handed to the queue, as (task name, args, queue), instead of publishing."""
-    sent: list[tuple[str, tuple, str]] = []
-    from workers import tasks
+    from mmeval.celery import app
 
-    for task in (tasks.precompute_chunk_task, tasks.precompute_advance_task):
-        monkeypatch.setattr(task, "apply_async",
-                            lambda args, queue, _name=task.name: sent.append((_name.rsplit(".", 1)[-1], args, queue)))
+    sent: list[tuple[str, tuple, str]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name.rsplit(".", 1)[-1], args, queue)))
     return sent
 
 
@@ -202,12 +200,12 @@ def test_the_watchdog_advances_a_job_whose_worker_died_between_chunks(study, pub
 
 
 def test_a_refused_hand_over_is_recorded_and_retried(study, monkeypatch):
-    from workers import tasks
+    from mmeval.celery import app
 
     def refuse(*args, **kwargs):
         raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
 
-    monkeypatch.setattr(tasks.precompute_advance_task, "apply_async", refuse)
+    monkeypatch.setattr(app, "send_task", refuse)
     job = precompute_job_create(study=study)
     assert not service.precompute_dispatch(job=job, chunk_ids=[], advance=True)
     job.refresh_from_db()
@@ -215,10 +213,10 @@ def test_a_refused_hand_over_is_recorded_and_retried(study, monkeypatch):
     assert precompute_progress(job=job)["dispatch_error"] == job.dispatch_error
 
     sent = []
-    monkeypatch.setattr(tasks.precompute_advance_task, "apply_async", lambda args, queue: sent.append(args))
+    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args)))
     precompute_watchdog()
     job.refresh_from_db()
-    assert job.dispatch_error == "" and sent == [(job.pk,)]
+    assert job.dispatch_error == "" and sent == [("workers.tasks.precompute_advance_task", (job.pk,))]
 
 
 def test_a_chunk_past_the_time_limit_is_split_in_halves(study, published):
@@ -237,3 +235,10 @@ def test_a_chunk_past_the_time_limit_is_split_in_halves(study, published):
     single = precompute_chunk_claim(chunk_id=halves[0], worker="w1")
     assert precompute_chunk_split(chunk=single) == []
     assert "longer than the task time limit" in PrecomputeChunk.objects.get(pk=halves[0]).error
+
+
+def test_the_published_task_names_are_the_workers_tasks():
+    from annotations.services.precompute import ADVANCE_TASK, CHUNK_TASK
+    from workers.tasks import precompute_advance_task, precompute_chunk_task
+
+    assert (CHUNK_TASK, ADVANCE_TASK) == (precompute_chunk_task.name, precompute_advance_task.name)

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -143,9 +144,15 @@ def test_gunicorn_workers_keep_their_database_connections(server):
 def test_access_log_has_the_client_and_the_request_time(server):
     _get(server, "/healthz", {"Host": HOST, "X-Forwarded-For": "203.0.113.7"})
 
-    lines = server["access_log"].read_text().splitlines()
-    assert any(re.match(r'203\.0\.113\.7 127\.0\.0\.1 \[.+\] "GET /healthz HTTP/1\.1" 200 \d+ .* \d+ms$', line)
-               for line in lines), lines[-3:]
+    # gunicorn writes the line after the response has gone out: wait for it (bounded).
+    pattern = r'203\.0\.113\.7 127\.0\.0\.1 \[.+\] "GET /healthz HTTP/1\.1" 200 \d+ .* \d+ms$'
+    deadline = time.monotonic() + 15
+    while True:
+        lines = server["access_log"].read_text().splitlines()
+        if any(re.match(pattern, line) for line in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert any(re.match(pattern, line) for line in lines), lines[-3:]
 
 
 def test_gunicorn_refuses_to_start_without_a_required_variable():
