@@ -100,7 +100,18 @@ __all__ = [
 
 
 class NonFiniteError(ValueError):
-    """The model produced NaN/Inf logits, or a method produced NaN/Inf attributions."""
+    """The model produced NaN/Inf logits, or a method produced NaN/Inf attributions.
+
+    Attributes:
+        batch_items: positions in the batch of the offending items (empty when unknown).
+        detail: the message without those batch positions, for callers that name the items
+            themselves (by id and line) instead.
+    """
+
+    def __init__(self, message: str, *, batch_items: Sequence[int] = (), detail: str | None = None):
+        super().__init__(message)
+        self.batch_items = [int(b) for b in batch_items]
+        self.detail = detail if detail is not None else message
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +357,12 @@ class HeadCaller:
         if bool(bad.any()):
             rows = torch.nonzero(bad).flatten()
             items = sorted(set((rows % self.n_items).tolist()))
+            detail = (f"adapter.head returned NaN/Inf logits during {self.what} ({int(bad.sum())} of {n} "
+                      "rows); refusing to compute scores from them")
             raise NonFiniteError(
                 f"adapter.head returned NaN/Inf logits during {self.what} for batch item(s) "
-                f"{items} ({int(bad.sum())} of {n} rows); refusing to compute scores from them")
+                f"{items} ({int(bad.sum())} of {n} rows); refusing to compute scores from them",
+                batch_items=items, detail=detail)
         return out
 
 
@@ -362,7 +376,8 @@ def check_finite(tensors: Sequence[Tensor | None], *, what: str) -> None:
         if bool(bad.any()):
             items = torch.nonzero(bad).flatten().tolist()
             raise NonFiniteError(f"{what} produced NaN/Inf values for batch item(s) {items}; "
-                                 "refusing to return them as scores")
+                                 "refusing to return them as scores", batch_items=items,
+                                 detail=f"{what} produced NaN/Inf values; refusing to return them as scores")
 
 
 @contextlib.contextmanager
