@@ -17,12 +17,22 @@ def os_error_text(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The file (not folder) at ``folder`` or at one of its parents, if there is one."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 def out_dir_prepare(*, path: Path, option: str = "--out") -> Path:
     """Create the folder ``path`` (and its parents) and prove it writable, so a bad ``--out``
     fails before the work rather than after it. Raises :class:`CommandError`."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CommandError(f"{option} {path}: is a file, not a folder")
+    if (blocker := _file_in_the_way(path)) is not None:
+        raise CommandError(f"{option} {path}: cannot write there ({blocker} is a file, not a folder)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -42,6 +52,8 @@ def out_file_write(*, path: Path, option: str = "--out") -> Iterator[IO[str]]:
     if path.is_dir():
         raise CommandError(f"{option} {path}: is a folder; give a file name")
     partial = path.with_name(f".{path.name}.partial")
+    if (blocker := _file_in_the_way(path.parent)) is not None:
+        raise CommandError(f"{option} {path}: cannot write there ({blocker} is a file, not a folder)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         stream = open(partial, "w", newline="", encoding="utf-8")

@@ -386,7 +386,7 @@ def test_bad_files_are_one_line_each(tmp_path, capsys):
         ({"--data": undecodable}, f"{undecodable}: 1 bad line(s):\nline 2: not UTF-8 text (byte 0xe9 is byte 12 "
                                   "of the line)"),
         ({"--out": blocker}, f"--out {blocker}: is a file, not a folder"),
-        ({"--out": blocker / "out"}, f"--out {blocker / 'out'}: cannot write there (Not a directory)"),
+        ({"--out": blocker / "out"}, f"--out {blocker / 'out'}: cannot write there ({blocker} is a file, not a folder)"),
     ]
     for options, message in cases:
         argv = {"--data": good, "--out": tmp_path / "out", **options}
