@@ -237,3 +237,22 @@ def test_command_line(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert [r["item_id"] for r in printed] == ["it0", "it1", "it2"]
     assert np.load(out)["2/cross/perturbation/t1/matrix"].shape == (3, 2)
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    adapter = NonFiniteAdapter("nan")
+    items = adapter.make_items(3)
+    for item in items:
+        item["poison"] = item["id"] == "it1"
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in items))
+    assert main(["os:system", str(data)]) == 1
+    assert capsys.readouterr().err == ("error: adapter path 'os:system' points into Python's standard library "
+                                       "('os'), not to an adapter package\n")
+    assert main(["tests.engine.toy_adapters:NonFiniteAdapter", str(tmp_path / "missing.jsonl")]) == 1
+    assert capsys.readouterr().err == (f"error: [Errno 2] No such file or directory: "
+                                       f"'{tmp_path / 'missing.jsonl'}'\n")
+    assert main(["tests.engine.toy_adapters:NonFiniteAdapter", str(data), "--methods", "saliency"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during predict (1 of 3 rows); "
+        "refusing to compute scores from them")

@@ -252,7 +252,7 @@ def test_emap_writes_the_accuracies_and_the_gap(tmp_path, capsys):
     ref = emap(PairwiseAdapter(), items)
     assert ref.emap_gap is not None  # the items' labels are the adapter's: accuracies are defined
     doc = json.loads((out_dir / "emap.json").read_text())
-    assert doc == {"modalities": ["a", "b"], "n": 6, "n_items": 6, "item_ids": [it["id"] for it in items],
+    assert doc == {"modalities": ["a", "b"], "n": 6, "item_ids": [it["id"] for it in items],
                    "model_accuracy": ref.model_accuracy, "projection_accuracy": ref.projection_accuracy,
                    "emap_gap": ref.emap_gap, "agreement": ref.agreement, "gold": "the items' label field"}
     assert out.splitlines()[-1] == (
@@ -410,3 +410,34 @@ def test_the_real_command_line_prints_no_traceback(tmp_path):
         f"CommandError: 1 of 3 item(s) failed (above); they are listed in {out_dir / 'errors.jsonl'} "
         "(-v 2 shows the traceback)"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["errors.jsonl", "it0.json", "it0.npz", "it2.json", "it2.npz"]
+
+
+def test_emap_without_the_adapters_labels_gives_the_agreement_only(tmp_path, capsys):
+    items = _items(4)
+    for item in items:
+        item["label"] = "unknown"  # not one of the adapter's labels: no accuracy to compute
+    data = _write_jsonl(tmp_path / "items.jsonl", items)
+    out_dir = tmp_path / "out"
+    status, out, err = manage(capsys, "explain", "--adapter", ADAPTER, "--data", str(data), "--out", str(out_dir),
+                              "--methods", "saliency", "--emap", "--no-progress")
+    ref = emap(PairwiseAdapter(), items)
+    doc = json.loads((out_dir / "emap.json").read_text())
+    assert (status, err) == (0, "")
+    assert (doc["model_accuracy"], doc["projection_accuracy"], doc["emap_gap"], doc["gold"]) == (None, None, None,
+                                                                                                 None)
+    assert out.splitlines()[-1] == (f"EMAP (a x b, 4 items): the items' labels are not the adapter's, so no "
+                                    f"accuracies; the projection agrees with the model on {ref.agreement:.1%}. "
+                                    f"Wrote {out_dir / 'emap.json'}.")
+
+
+def test_emap_over_too_few_good_items_is_reported_with_the_failures(tmp_path, capsys):
+    data = _jsonl_with_blank_first_line(tmp_path / "items.jsonl", _nonfinite_items({0}, n=2))
+    out_dir = tmp_path / "out"
+    status, _, err = manage(capsys, "explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter",
+                            "--data", str(data), "--out", str(out_dir), "--methods", "saliency", "--emap",
+                            "--no-progress")
+    assert status == 1
+    assert err.splitlines()[-1] == (f"CommandError: 1 of 2 item(s) failed (above); they are listed in "
+                                    f"{out_dir / 'errors.jsonl'} (-v 2 shows the traceback); EMAP needs at least "
+                                    "two explained items, got 1")
+    assert not (out_dir / "emap.json").exists()

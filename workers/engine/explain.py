@@ -575,16 +575,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the JSON summaries here ('-': stdout)")
     args = parser.parse_args(argv)
 
+    from workers.engine.adapter import AdapterError
     from workers.engine.dataset import read_dataset_jsonl
     from workers.engine.registry import load_adapter
 
-    adapter = load_adapter(args.adapter, device=args.device)
-    items = [line.item for line in read_dataset_jsonl(args.data)][: args.limit]
-    targets: Any = int(args.targets) if args.targets.isdigit() else args.targets
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    results = explain_items(adapter, items, methods=split(args.methods), interactions=split(args.interactions),
-                            targets=targets, batch_size=args.batch_size,
-                            progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr))
+    try:
+        adapter = load_adapter(args.adapter, device=args.device)
+        items = [line.item for line in read_dataset_jsonl(args.data)][: args.limit]
+        targets: Any = int(args.targets) if args.targets.isdigit() else args.targets
+        split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+        results = explain_items(adapter, items, methods=split(args.methods), interactions=split(args.interactions),
+                                targets=targets, batch_size=args.batch_size,
+                                progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr))
+    except (AdapterError, ValueError, OSError) as exc:  # one line, no traceback (ValueError: NaN/Inf, bad lines)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.out:
         arrays: dict[str, np.ndarray] = {}
         for res in results:

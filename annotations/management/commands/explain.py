@@ -98,15 +98,10 @@ class Command(BaseCommand):
         # Engine imports stay here: `manage.py help` must not pay for torch.
         from tqdm.auto import tqdm
 
-        from workers.engine.adapter import AdapterError, adapter_path_allowed, adapter_path_split
         from workers.engine.attribution import METHODS
-        from workers.engine.dataset import DatasetFormatError, read_dataset_jsonl
         from workers.engine.explain import INTERACTIONS, ItemFailure, explain_items_iter
-        from workers.engine.interactions import pick_modalities
-        from workers.engine.registry import load_adapter
 
         data, out = Path(data), Path(out)  # call_command passes keyword options unconverted
-        targets = str(targets)
         names = _split(methods)
         if not names:
             raise CommandError("--methods is empty")
@@ -123,67 +118,18 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1")
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1")
-
-        # The adapter's code runs in this process: refuse a path outside the allowed packages
-        # (as registration does) before anything is imported.
-        try:
-            adapter_path_split(adapter)
-        except AdapterError as exc:
-            raise CommandError(str(exc)) from None
-        if not allow_any_adapter and not adapter_path_allowed(adapter, settings.MMEVAL_ADAPTER_PREFIXES):
-            raise CommandError(
-                f"adapter {adapter} is not under an allowed adapter package "
-                f"({', '.join(settings.MMEVAL_ADAPTER_PREFIXES) or 'none'}); add its package to "
-                "MMEVAL_ADAPTER_PREFIXES, or pass --allow-any-adapter to run code you trust")
-
-        if not data.is_file():
-            raise CommandError(f"--data {data}: {'is a folder, not a JSONL file' if data.is_dir() else 'no such file'}")
-        try:
-            lines = read_dataset_jsonl(data)[:limit]
-        except DatasetFormatError as exc:
-            raise CommandError(f"{data}: {exc}") from None
-        except OSError as exc:
-            raise CommandError(f"--data {data}: cannot read it ({os_error_text(exc)})") from None
+        _adapter_path_check(adapter, allow_any=allow_any_adapter)
+        lines = _dataset_read(data)[:limit]
         items = [line.item for line in lines]
         if emap and len(items) < 2:
             raise CommandError("--emap needs at least two items")
         out_dir_prepare(path=out)
-
-        import torch
-
-        try:
-            dev = torch.device(device)
-        except RuntimeError as exc:
-            raise CommandError(f"--device {device!r}: {exc}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CommandError(f"--device {device!r}: CUDA is not available to this PyTorch build")
-        try:
-            model = load_adapter(adapter, device=device)
-        except AdapterError as exc:  # names the step (import, create, load) and the adapter's own message
-            trace = "".join(format_exception(exc)) if exc.__cause__ else ""  # else the message is all there is
-            hint = traceback_or_hint(options=options, stderr=self.stderr, text=trace)
-            raise CommandError(f"{exc}{hint}") from exc
-
-        labels = [str(x) for x in model.labels]
-        if targets in ("predicted", "all"):
-            target_spec: object = targets
-        elif targets.lstrip("-").isdigit():
-            target_spec = int(targets)
-            if not 0 <= target_spec < len(labels):
-                raise CommandError(f"--targets {targets}: not a class index in [0, {len(labels)})")
-        elif targets in labels:
-            target_spec = labels.index(targets)
-        else:
-            raise CommandError(f"--targets must be 'predicted', 'all', a class index or one of {labels}")
-        modalities = [str(m) for m in model.modalities]
+        model = self._adapter_load(adapter, device, options)
+        target_spec = _target_spec(str(targets), [str(x) for x in model.labels])
         if pair_names is not None or interactions or emap:
-            try:
-                pick_modalities(modalities, pair_names)
-            except ValueError:
-                given = f"--pair {pair}: " if pair_names is not None else ""
-                raise CommandError(f"{given}the adapter's modalities are {', '.join(modalities)}; "
-                                   "name two of them with --pair A,B") from None
+            _pair_check([str(m) for m in model.modalities], pair, pair_names)
 
+        # Work starts here; everything above fails in a second, with one line.
         stems = item_file_stems([item["id"] for item in items], reserved=(EMAP_STEM, "errors"))
         for stale in (out / ERRORS_FILE, out / f"{EMAP_STEM}.json", out / f"{EMAP_STEM}.npz"):
             stale.unlink(missing_ok=True)  # an earlier run's: they must not pass for this run's
@@ -233,9 +179,28 @@ class Command(BaseCommand):
         if failures:
             more = " (the first 10 above)" if len(failures) > 10 else " (above)"
             raise CommandError(f"{len(failures)} of {len(items)} item(s) failed{more}; they are listed in "
-                               f"{out / ERRORS_FILE}{'; ' + emap_error if emap_error else ''}{hint}")
+                               f"{out / ERRORS_FILE}{hint}{'; ' + emap_error if emap_error else ''}")
         if emap_error:
             raise CommandError(emap_error)
+
+    def _adapter_load(self, adapter: str, device: str, options: dict):
+        import torch
+
+        from workers.engine.adapter import AdapterError
+        from workers.engine.registry import load_adapter
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise CommandError(f"--device {device!r}: {exc}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CommandError(f"--device {device!r}: CUDA is not available to this PyTorch build")
+        try:
+            return load_adapter(adapter, device=device)
+        except AdapterError as exc:  # names the step (import, create, load) and the adapter's own message
+            trace = "".join(format_exception(exc)) if exc.__cause__ else ""  # else the message is all there is
+            hint = traceback_or_hint(options=options, stderr=self.stderr, text=trace)
+            raise CommandError(f"{exc}{hint}") from exc
 
     def _emap(self, model, items: list[dict], out: Path, pair_names: list[str] | None) -> str:
         """Write emap.json and emap.npz for ``items``; return an error line ('' on success)."""
@@ -248,7 +213,7 @@ class Command(BaseCommand):
             result = emap_compute(model, items, modalities=pair_names)
         except Exception as exc:  # NaN/Inf pair logits; an adapter that cannot encode a mixed pair
             return f"EMAP failed: {error_text(exc)}"
-        doc = {**result.to_json(), "n_items": len(items), "item_ids": [item["id"] for item in items],
+        doc = {**result.to_json(), "item_ids": [item["id"] for item in items],
                "gold": "the items' label field" if result.gold is not None else None}
         (out / f"{EMAP_STEM}.json").write_text(json.dumps(doc, indent=1, allow_nan=False))
         np.savez_compressed(out / f"{EMAP_STEM}.npz", **result.to_arrays(prefix=""))
@@ -262,3 +227,56 @@ class Command(BaseCommand):
                               f"projection accuracy {result.projection_accuracy:.1%}, gap "
                               f"{100 * result.emap_gap:+.1f} points. Wrote {out / (EMAP_STEM + '.json')}.")
         return ""
+
+
+def _adapter_path_check(adapter: str, *, allow_any: bool) -> None:
+    """The adapter's code runs in this process: refuse, as registration does, a path outside
+    the allowed packages (and one that cannot name an adapter) before anything is imported."""
+    from workers.engine.adapter import AdapterError, adapter_path_allowed, adapter_path_split
+
+    try:
+        adapter_path_split(adapter)
+    except AdapterError as exc:
+        raise CommandError(str(exc)) from None
+    if not allow_any and not adapter_path_allowed(adapter, settings.MMEVAL_ADAPTER_PREFIXES):
+        raise CommandError(
+            f"adapter {adapter} is not under an allowed adapter package "
+            f"({', '.join(settings.MMEVAL_ADAPTER_PREFIXES) or 'none'}); add its package to "
+            "MMEVAL_ADAPTER_PREFIXES, or pass --allow-any-adapter to run code you trust")
+
+
+def _dataset_read(data: Path) -> list:
+    from workers.engine.dataset import DatasetFormatError, read_dataset_jsonl
+
+    if not data.is_file():
+        raise CommandError(f"--data {data}: {'is a folder, not a JSONL file' if data.is_dir() else 'no such file'}")
+    try:
+        return read_dataset_jsonl(data)
+    except DatasetFormatError as exc:
+        raise CommandError(f"{data}: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"--data {data}: cannot read it ({os_error_text(exc)})") from None
+
+
+def _target_spec(targets: str, labels: list[str]) -> str | int:
+    if targets in ("predicted", "all"):
+        return targets
+    if targets.lstrip("-").isdigit():
+        if not 0 <= int(targets) < len(labels):
+            raise CommandError(f"--targets {targets}: not a class index in [0, {len(labels)})")
+        return int(targets)
+    if targets in labels:
+        return labels.index(targets)
+    raise CommandError(f"--targets must be 'predicted', 'all', a class index or one of {labels}")
+
+
+def _pair_check(modalities: list[str], pair: str | None, pair_names: list[str] | None) -> None:
+    """Interactions and EMAP pair two modalities: the named ones, or the adapter's only two."""
+    from workers.engine.interactions import pick_modalities
+
+    try:
+        pick_modalities(modalities, pair_names)
+    except ValueError:
+        given = f"--pair {pair}: " if pair_names is not None else ""
+        raise CommandError(f"{given}the adapter's modalities are {', '.join(modalities)}; "
+                           "name two of them with --pair A,B") from None
