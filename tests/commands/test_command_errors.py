@@ -109,3 +109,13 @@ def test_register_model_refuses_the_standard_library_even_when_allowed(dataset, 
         1, "", "CommandError: adapter path 'os:system' points into Python's standard library ('os'), not to an "
                "adapter package\n")
     assert not Study.objects.exists() and not RegisteredModel.objects.exists()
+
+
+def test_launch_study_names_a_missing_or_undecodable_spec(alice, tmp_path, capsys):
+    missing = tmp_path / "spec.yaml"
+    assert manage(capsys, "launch_study", str(missing), "--owner", "alice") == (
+        1, "", f"CommandError: {missing}: no such file\n")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"name: my study\ndescription: caf\xe9\n")
+    assert manage(capsys, "launch_study", str(latin1), "--owner", "alice", "--check") == (
+        1, "", f"CommandError: {latin1}: line 2: not UTF-8 text (byte 0xe9)\n")

@@ -41,3 +41,20 @@ def test_a_database_that_does_not_exist_is_one_line_naming_database_url():
     assert done.stderr.startswith(f"error: cannot use the database at DATABASE_URL='{masked}': connection to server at")
     assert done.stderr.endswith('database "mmeval_cli_no_such_database" does not exist\n')
     assert done.stderr.count("\n") == 1 and "hunter2" not in done.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`manage.py export_study 1 | head`: the pipe closes under the command's feet."""
+    import subprocess
+    import sys
+
+    from tests.commandline import ROOT
+
+    many_lines = "import sys\nfor i in range(200000): sys.stdout.write(f'row {i}\\n')\nsys.stdout.flush()"
+    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "shell", "-c", many_lines], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)
+    process.stdout.close()  # the reader leaves, like `head`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert stderr == ""
