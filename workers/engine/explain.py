@@ -290,15 +290,14 @@ def _validate(methods: Sequence[str], interactions: Sequence[str], targets: Any,
 
 def _as_item(b: int, exc: NonFiniteError) -> NonFiniteError:
     """``exc`` raised on a one-item batch, re-addressed to item ``b`` of the whole batch."""
-    return NonFiniteError(f"{exc.detail} (batch item(s) [{b}])", batch_items=[b], detail=exc.detail)
+    return NonFiniteError(exc.detail, batch_items=[b])
 
 
 def _naming_items(exc: NonFiniteError, chunk: Sequence[RawItem], positions: Sequence[int]) -> NonFiniteError:
     """``exc`` with its batch positions replaced by the items' ids and positions in ``items``."""
-    bad = [b for b in exc.batch_items if 0 <= b < len(chunk)]
-    named = ", ".join(f"{chunk[b].get('id')!r} (position {positions[b]})" for b in bad)
-    return NonFiniteError(f"item(s) {named}: {exc.detail}", batch_items=[positions[b] for b in bad],
-                          detail=exc.detail)
+    named = ", ".join(f"{chunk[b].get('id')!r} (position {positions[b]})"
+                      for b in exc.batch_items if 0 <= b < len(chunk))
+    return NonFiniteError(f"item(s) {named}: {exc.detail}")
 
 
 def _failure_text(exc: BaseException) -> str:
