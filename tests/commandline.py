@@ -27,7 +27,8 @@ def manage(capsys, *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def manage_py(*argv: str, env: dict[str, str | None] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def manage_py(*argv: str, env: dict[str, str | None] | None = None,
+              timeout: float = 300) -> subprocess.CompletedProcess:
     """``python manage.py ARGV`` in a fresh process, with ``env`` over this process's environment
     (a value of None removes the variable)."""
     full_env = dict(os.environ)

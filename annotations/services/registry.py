@@ -36,7 +36,8 @@ def registered_model_create(*, owner, name: str, adapter_path: str, check_datase
     try:
         adapter = load_adapter(adapter_path, device=settings.MMEVAL_DEVICE)
     except AdapterError as exc:  # names the step (import, create, load) and the adapter's own message
-        raise ModelRegistrationError(str(exc), "".join(traceback.format_exception(exc)) if exc.__cause__ else "") from exc
+        trace = "".join(traceback.format_exception(exc)) if exc.__cause__ else ""  # no cause: the message is all
+        raise ModelRegistrationError(str(exc), trace) from exc
     try:
         check = check_adapter(adapter, [item_as_raw(item)])
     except Exception as exc:

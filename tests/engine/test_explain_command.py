@@ -386,7 +386,8 @@ def test_bad_files_are_one_line_each(tmp_path, capsys):
         ({"--data": undecodable}, f"{undecodable}: 1 bad line(s):\nline 2: not UTF-8 text (byte 0xe9 is byte 12 "
                                   "of the line)"),
         ({"--out": blocker}, f"--out {blocker}: is a file, not a folder"),
-        ({"--out": blocker / "out"}, f"--out {blocker / 'out'}: cannot write there ({blocker} is a file, not a folder)"),
+        ({"--out": blocker / "out"},
+         f"--out {blocker / 'out'}: cannot write there ({blocker} is a file, not a folder)"),
     ]
     for options, message in cases:
         argv = {"--data": good, "--out": tmp_path / "out", **options}
@@ -441,3 +442,10 @@ def test_emap_over_too_few_good_items_is_reported_with_the_failures(tmp_path, ca
                                     f"{out_dir / 'errors.jsonl'} (-v 2 shows the traceback); EMAP needs at least "
                                     "two explained items, got 1")
     assert not (out_dir / "emap.json").exists()
+
+
+def test_bench_explain_refuses_an_unwritable_json_before_the_benchmark(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert manage(capsys, "bench_explain", "--json", str(blocker / "bench.json")) == (
+        1, "", f"CommandError: --json {blocker / 'bench.json'}: cannot write there (Not a directory)\n")

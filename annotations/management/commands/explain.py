@@ -198,7 +198,7 @@ class Command(BaseCommand):
         try:
             return load_adapter(adapter, device=device)
         except AdapterError as exc:  # names the step (import, create, load) and the adapter's own message
-            trace = "".join(format_exception(exc)) if exc.__cause__ else ""  # else the message is all there is
+            trace = "".join(format_exception(exc)) if exc.__cause__ else ""  # no cause: the message is all
             hint = traceback_or_hint(options=options, stderr=self.stderr, text=trace)
             raise CommandError(f"{exc}{hint}") from exc
 
