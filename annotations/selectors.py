@@ -333,7 +333,11 @@ def study_by_key(*, key: str) -> Study:
     query = Study.objects.filter(public_id=key) | Study.objects.filter(name=key)
     if key.isdigit():
         query = query | Study.objects.filter(pk=int(key))
-    studies = list(query.distinct()[:2])
-    if len(studies) != 1:
-        raise LookupError(f"{'no' if not studies else 'more than one'} study matches '{key}'; use its id")
+    studies = list(query.distinct().order_by("pk")[:10])
+    if not studies:
+        what = f"the id {key} (nor that public id or name)" if key.isdigit() else f"the name or public id '{key}'"
+        raise LookupError(f"no study has {what}")
+    if len(studies) > 1:
+        ids = ", ".join(str(s.pk) for s in studies)
+        raise LookupError(f"more than one study matches '{key}' (ids {ids}); give the id")
     return studies[0]

@@ -14,7 +14,10 @@ from tests.engine.toy_adapters import AdditiveAdapter, ImageTabularAdapter, NonF
 from workers.engine.attribution import NonFiniteError, attribute, prepare_batch
 from workers.engine.explain import (
     INTERACTIONS,
+    ItemExplanation,
+    ItemFailure,
     explain_items,
+    explain_items_iter,
     main,
     measure_best_batch_size,
     predict,
@@ -135,6 +138,72 @@ def test_non_finite_model_raises_through_the_api():
         explain_items(adapter, items, methods=["feature_ablation"], targets=0)
 
 
+def test_a_non_finite_error_names_the_item_by_id_and_position_not_by_batch_index():
+    adapter = NonFiniteAdapter("nan")
+    items = adapter.make_items(4)
+    items[3]["poison"] = True  # batch index 1 of the second batch of two
+    with pytest.raises(NonFiniteError) as raised:
+        explain_items(adapter, items, methods=["saliency"], batch_size=2)
+    assert str(raised.value) == ("item(s) 'it3' (position 3): adapter.head returned NaN/Inf logits during "
+                                 "predict (1 of 2 rows); refusing to compute scores from them")
+
+
+class _NanWhenPerturbed(NonFiniteAdapter):
+    """Finite predictions; NaN logits for poisoned items once the head sees perturbed rows
+    (more rows than items), so only an attribution method fails."""
+
+    def logits(self, a, b, *, batch):
+        out = super().logits(a, b, batch={**batch, "poison": torch.zeros_like(batch["poison"])})
+        if a.shape[0] == batch["n"]:
+            return out
+        poison = self.tile(batch["poison"], a.shape[0])
+        return torch.where(poison[:, None], torch.full_like(out, float("nan")), out)
+
+
+def test_a_per_example_method_names_the_item_of_the_whole_batch():
+    """Lime runs on one-item batches; its error must still name the item, not "batch item 0"."""
+    adapter = _NanWhenPerturbed()
+    items = adapter.make_items(3)
+    items[1]["poison"] = True
+    with pytest.raises(NonFiniteError) as raised:
+        explain_items(adapter, items, methods=["lime"], batch_size=3,
+                      method_options={"lime": {"n_samples": 8}})
+    assert str(raised.value).startswith("item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during lime")
+
+
+def test_keep_going_isolates_the_failing_item_and_keeps_the_others():
+    adapter = NonFiniteAdapter("inf")
+    items = adapter.make_items(5)
+    items[2]["poison"] = True
+    progress: list[tuple[int, int]] = []
+    results = list(explain_items_iter(adapter, items, methods=["saliency", "integrated_gradients"], batch_size=2,
+                                      keep_going=True, progress=lambda d, n: progress.append((d, n))))
+    assert [type(r) for r in results] == [ItemExplanation, ItemExplanation, ItemFailure, ItemExplanation,
+                                          ItemExplanation]
+    failure = results[2]
+    assert (failure.item_id, failure.position) == ("it2", 2)
+    assert failure.error == ("NonFiniteError: adapter.head returned NaN/Inf logits during predict (1 of 1 rows); "
+                             "refusing to compute scores from them")
+    assert "Traceback (most recent call last)" in failure.traceback
+    assert progress == [(2, 5), (4, 5), (5, 5)]
+    good = [it for k, it in enumerate(items) if k != 2]
+    want = explain_items(adapter, good, methods=["saliency", "integrated_gradients"], batch_size=2)
+    got = [r for r in results if isinstance(r, ItemExplanation)]
+    assert [r.position for r in got] == [0, 1, 3, 4]
+    for res, ref in zip(got, want):
+        for method in ("saliency", "integrated_gradients"):
+            np.testing.assert_allclose(res.attribution(method).group_scores["a"],
+                                       ref.attribution(method).group_scores["a"], rtol=1e-6, atol=1e-9)
+
+
+def test_bad_arguments_raise_before_any_work_even_when_keeping_going():
+    adapter, items = _items(3)
+    adapter.reset_counts()
+    with pytest.raises(ValueError, match="unknown attribution method"):
+        explain_items_iter(adapter, items, methods=["gradcam"], keep_going=True)
+    assert adapter.head_calls == 0
+
+
 class _SmallMemory(AdditiveAdapter):
     """Pretends to run out of memory on head calls above 40 rows."""
 
@@ -167,3 +236,22 @@ def test_command_line(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert [r["item_id"] for r in printed] == ["it0", "it1", "it2"]
     assert np.load(out)["2/cross/perturbation/t1/matrix"].shape == (3, 2)
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    adapter = NonFiniteAdapter("nan")
+    items = adapter.make_items(3)
+    for item in items:
+        item["poison"] = item["id"] == "it1"
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in items))
+    assert main(["os:system", str(data)]) == 1
+    assert capsys.readouterr().err == ("error: adapter path 'os:system' points into Python's standard library "
+                                       "('os'), not to an adapter package\n")
+    assert main(["tests.engine.toy_adapters:NonFiniteAdapter", str(tmp_path / "missing.jsonl")]) == 1
+    assert capsys.readouterr().err == (f"error: [Errno 2] No such file or directory: "
+                                       f"'{tmp_path / 'missing.jsonl'}'\n")
+    assert main(["tests.engine.toy_adapters:NonFiniteAdapter", str(data), "--methods", "saliency"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during predict (1 of 3 rows); "
+        "refusing to compute scores from them")

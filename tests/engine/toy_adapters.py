@@ -17,6 +17,9 @@ item ``r % B`` (per-item context is tiled with ``repeat``).
   ``a`` and group ``H_STAR`` of ``b``.
 * :class:`NonFiniteAdapter`: NaN or Inf logits for "poisoned" items, or finite logits whose
   gradient is NaN (``kind="grad"``).
+* :func:`three_modality_adapter`, :class:`FactoryFailsAdapter`, :class:`LoadFailsAdapter`:
+  dotted-path factories for the command-line tests (three modalities; a constructor or a
+  ``load`` that raises).
 """
 
 from __future__ import annotations
@@ -330,3 +333,23 @@ class NonFiniteAdapter(ToyAdapter):
     def feature_groups(self, batch: dict) -> tuple[Tensor, ...]:
         n = batch["n"]
         return torch.tensor([[0, 1]]).expand(n, 2), torch.tensor([[2, 3]]).expand(n, 2)
+
+
+def three_modality_adapter() -> BilinearAdapter:
+    """A zero-argument factory (what a dotted path names) for :class:`BilinearAdapter` with
+    the third modality ``c``."""
+    return BilinearAdapter(third=True)
+
+
+class FactoryFailsAdapter(PairwiseAdapter):
+    """Its constructor raises, as a factory that cannot find its configuration would."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("no config at /etc/toy.yaml (deliberate test failure)")
+
+
+class LoadFailsAdapter(PairwiseAdapter):
+    """Its ``load`` raises, as an adapter whose weights file is missing would."""
+
+    def load(self, device: torch.device) -> None:
+        raise FileNotFoundError("weights file toy.pt not found (deliberate test failure)")

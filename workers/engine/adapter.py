@@ -17,6 +17,9 @@ arguments) returns an object satisfying :class:`ModelAdapter`. This module impor
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -102,20 +105,54 @@ class ModelAdapter(Protocol):
         """For each item, for each modality, the :class:`GroupInfo` of its groups in ID order."""
 
 
-def adapter_from_path(dotted_path: str) -> ModelAdapter:
-    """Instantiate ``package.module:Factory``. Raises :class:`AdapterError` with the cause."""
-    module_name, sep, attr = dotted_path.partition(":")
-    if not sep or not module_name or not attr:
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def adapter_path_split(dotted_path: str) -> tuple[str, str]:
+    """``(module, attribute)`` of ``package.module:Factory``, refusing, before anything is
+    imported, a malformed path or one into Python's standard library (``os:system``,
+    ``builtins:eval``): no adapter lives there. Raises :class:`AdapterError`."""
+    module_name, sep, attr = str(dotted_path).partition(":")
+    if not sep or not _MODULE_PATH.fullmatch(module_name) or not attr.isidentifier():
         raise AdapterError(f"adapter path {dotted_path!r} must look like 'package.module:Factory'")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names:
+        raise AdapterError(f"adapter path {dotted_path!r} points into Python's standard library "
+                           f"('{top}'), not to an adapter package")
+    return module_name, attr
+
+
+def adapter_path_allowed(dotted_path: str, prefixes: Sequence[str]) -> bool:
+    """Whether the module of ``dotted_path`` is under one of ``prefixes`` (``"adapters."``
+    allows ``adapters.vqa`` and the package ``adapters`` itself)."""
+    module = str(dotted_path).partition(":")[0]
+    return any(module.startswith(prefix) or module == prefix.rstrip(".") for prefix in prefixes)
+
+
+def error_text(exc: BaseException) -> str:
+    """``"ValueError: the message"``: an exception's type and its own message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def adapter_from_path(dotted_path: str) -> ModelAdapter:
+    """Instantiate ``package.module:Factory``. Raises :class:`AdapterError` naming the step
+    that failed (import, create, protocol) with the cause's own message."""
+    module_name, attr = adapter_path_split(dotted_path)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, SyntaxError, anything the module raises
-        raise AdapterError(f"cannot import {module_name!r}: {exc!r}") from exc
+        raise AdapterError(f"adapter {dotted_path}: import failed: {error_text(exc)}") from exc
     try:
         factory = getattr(module, attr)
     except AttributeError as exc:
-        raise AdapterError(f"module {module_name!r} has no attribute {attr!r}") from exc
-    adapter = factory()
+        raise AdapterError(f"adapter {dotted_path}: module {module_name!r} has no attribute {attr!r}") from exc
+    if not callable(factory) or inspect.isbuiltin(factory):
+        raise AdapterError(f"adapter {dotted_path}: {attr} is a {type(factory).__name__}, not an adapter "
+                           "class or factory function")
+    try:
+        adapter = factory()
+    except Exception as exc:
+        raise AdapterError(f"adapter {dotted_path}: creating it ({attr}()) failed: {error_text(exc)}") from exc
     missing = [
         name
         for name in ("labels", "modalities", "load", "encode", "embed", "head", "baselines",
@@ -123,5 +160,5 @@ def adapter_from_path(dotted_path: str) -> ModelAdapter:
         if not hasattr(adapter, name)
     ]
     if missing:
-        raise AdapterError(f"{dotted_path} does not implement: {', '.join(missing)}")
+        raise AdapterError(f"adapter {dotted_path} does not implement: {', '.join(missing)}")
     return adapter

@@ -100,7 +100,19 @@ __all__ = [
 
 
 class NonFiniteError(ValueError):
-    """The model produced NaN/Inf logits, or a method produced NaN/Inf attributions."""
+    """The model produced NaN/Inf logits, or a method produced NaN/Inf attributions.
+
+    Attributes:
+        detail: what went wrong, naming no batch positions, for callers that name the items
+            themselves (by id and line) instead.
+        batch_items: positions in the batch of the offending items (empty when unknown); the
+            message ends with them.
+    """
+
+    def __init__(self, detail: str, *, batch_items: Sequence[int] = ()):
+        self.detail = detail
+        self.batch_items = [int(b) for b in batch_items]
+        super().__init__(f"{detail} (batch item(s) {self.batch_items})" if self.batch_items else detail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +358,8 @@ class HeadCaller:
         if bool(bad.any()):
             rows = torch.nonzero(bad).flatten()
             items = sorted(set((rows % self.n_items).tolist()))
-            raise NonFiniteError(
-                f"adapter.head returned NaN/Inf logits during {self.what} for batch item(s) "
-                f"{items} ({int(bad.sum())} of {n} rows); refusing to compute scores from them")
+            raise NonFiniteError(f"adapter.head returned NaN/Inf logits during {self.what} ({int(bad.sum())} "
+                                 f"of {n} rows); refusing to compute scores from them", batch_items=items)
         return out
 
 
@@ -361,8 +372,8 @@ def check_finite(tensors: Sequence[Tensor | None], *, what: str) -> None:
         bad = ~torch.isfinite(flat).all(dim=1)
         if bool(bad.any()):
             items = torch.nonzero(bad).flatten().tolist()
-            raise NonFiniteError(f"{what} produced NaN/Inf values for batch item(s) {items}; "
-                                 "refusing to return them as scores")
+            raise NonFiniteError(f"{what} produced NaN/Inf values; refusing to return them as scores",
+                                 batch_items=items)
 
 
 @contextlib.contextmanager

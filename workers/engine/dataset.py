@@ -43,7 +43,8 @@ class LineError:
     message: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        # Line numbers are 1-based; 0 marks a problem with the whole file.
+        return f"line {self.line}: {self.message}" if self.line else self.message
 
 
 class DatasetFormatError(ValueError):
@@ -114,12 +115,17 @@ def read_dataset_jsonl(path: Path, *, files_within: Path | None = None,
     first_line_of_id: dict[str, int] = {}
     modalities: tuple[str, ...] | None = None
 
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark (Windows editors)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DatasetFormatError([LineError(0, f"file is not UTF-8 text ({exc})")]) from None
+        line = data.count(b"\n", 0, exc.start) + 1  # 1-based, like every other line number
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DatasetFormatError([LineError(line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} is byte "
+                                                  f"{column} of the line)")]) from None
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends, which are no line ends.
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:

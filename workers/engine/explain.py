@@ -22,15 +22,18 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from traceback import format_exception
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from workers.engine.adapter import ModelAdapter, RawItem
+from workers.engine.adapter import ModelAdapter, RawItem, error_text
 from workers.engine.attribution import (
     METHODS,
     ItemAttribution,
+    NonFiniteError,
     PreparedBatch,
     attribute,
     prepare_batch,
@@ -48,8 +51,10 @@ __all__ = [
     "DEFAULT_MAX_ROWS",
     "INTERACTIONS",
     "ItemExplanation",
+    "ItemFailure",
     "Prediction",
     "explain_items",
+    "explain_items_iter",
     "measure_best_batch_size",
     "predict",
 ]
@@ -251,6 +256,182 @@ def _options_for(name: str, max_rows: Mapping[str, int | None] | None,
     return opts
 
 
+@dataclass
+class ItemFailure:
+    """An item that :func:`explain_items_iter` could not explain (with ``keep_going``).
+
+    Attributes:
+        item_id: the raw item's ``id``.
+        position: index in the ``items`` passed in.
+        error: what went wrong, ``"ErrorType: message"``, naming no batch positions.
+        traceback: the formatted traceback of that error.
+    """
+
+    item_id: Any
+    position: int
+    error: str
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "position": self.position, "error": self.error}
+
+
+def _validate(methods: Sequence[str], interactions: Sequence[str], targets: Any, n_items: int) -> None:
+    for name in methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown attribution method {name!r}; known: {sorted(METHODS)}")
+    for name in interactions:
+        if name not in INTERACTIONS:
+            raise ValueError(f"unknown interaction {name!r}; known: {list(INTERACTIONS)}")
+    if (targets is not None and not isinstance(targets, (str, int, np.integer))
+            and not (isinstance(targets, torch.Tensor) and targets.dim() == 0) and len(targets) != n_items):
+        raise ValueError(f"got {len(targets)} target entries for {n_items} items")
+
+
+def _as_item(b: int, exc: NonFiniteError) -> NonFiniteError:
+    """``exc`` raised on a one-item batch, re-addressed to item ``b`` of the whole batch."""
+    return NonFiniteError(exc.detail, batch_items=[b])
+
+
+def _naming_items(exc: NonFiniteError, chunk: Sequence[RawItem], positions: Sequence[int]) -> NonFiniteError:
+    """``exc`` with its batch positions replaced by the items' ids and positions in ``items``."""
+    named = ", ".join(f"{chunk[b].get('id')!r} (position {positions[b]})"
+                      for b in exc.batch_items if 0 <= b < len(chunk))
+    return NonFiniteError(f"item(s) {named}: {exc.detail}")
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, NonFiniteError):
+        return f"{type(exc).__name__}: {exc.detail}"
+    return error_text(exc)
+
+
+def _explain_chunk(adapter: ModelAdapter, chunk: Sequence[RawItem], positions: list[int], *,
+                   methods: list[str], interactions: list[str], targets: Any, labels: tuple[str, ...],
+                   max_rows: Mapping[str, int | None] | None,
+                   method_options: Mapping[str, Mapping[str, Any]] | None,
+                   interaction_modalities: Sequence[str] | None,
+                   seed: int | None) -> list[ItemExplanation]:
+    """Explain one batch; see :func:`explain_items`. ``positions`` index ``targets``."""
+    batch = adapter.encode(chunk)
+    p = prepare_batch(adapter, batch)
+    preds = _predictions(p, chunk)
+    described = adapter.describe_groups(batch)
+    tlists = _resolve_targets(targets, preds, labels, positions)
+    explanations = [
+        ItemExplanation(item_id=item.get("id"), position=pos, modalities=p.modalities, labels=labels,
+                        prediction=pred, targets=tl,
+                        groups=[[g.as_dict() for g in mod] for mod in described[b]])
+        for b, (item, pos, pred, tl) in enumerate(zip(chunk, positions, preds, tlists))
+    ]
+    singles: dict[int, PreparedBatch] = {}
+
+    def single(b: int) -> PreparedBatch:
+        if len(chunk) == 1:
+            return p
+        if b not in singles:
+            singles[b] = prepare_batch(adapter, adapter.encode([chunk[b]]))
+        return singles[b]
+
+    def one_item(b: int, name: str, t: Tensor, opts: dict[str, Any]) -> ItemAttribution:
+        try:
+            return attribute(adapter, None, method=name, targets=t, prepared=single(b), **opts)[0]
+        except NonFiniteError as exc:
+            raise _as_item(b, exc) from exc
+
+    n_slots = max(len(tl) for tl in tlists)
+    for k in range(n_slots):
+        active = [k < len(tl) for tl in tlists]
+        t_k = torch.tensor([tl[min(k, len(tl) - 1)] for tl in tlists], dtype=torch.long)
+        for name in methods:
+            opts = _options_for(name, max_rows, method_options, seed)
+            if METHODS[name].per_example and len(chunk) > 1:
+                res = [one_item(b, name, t_k[b:b + 1], opts) if active[b] else None for b in range(len(chunk))]
+            else:
+                res = attribute(adapter, batch, method=name, targets=t_k, prepared=p, **opts)
+            for b, r in enumerate(res):
+                if active[b]:
+                    explanations[b].attributions.setdefault(name, []).append(r)
+        for name in interactions:
+            opts = _options_for(name, max_rows, method_options, seed)
+            if name == "modality_interaction":
+                mres = modality_interaction(adapter, batch, targets=t_k, prepared=p,
+                                            modalities=interaction_modalities, **opts)
+                for b, r in enumerate(mres):
+                    if active[b]:
+                        explanations[b].modality_interactions.append(r)
+            else:
+                cres = cross_modal_interaction(adapter, batch, method=name, targets=t_k, prepared=p,
+                                               modalities=interaction_modalities, **opts)
+                for b, r in enumerate(cres):
+                    if active[b]:
+                        explanations[b].cross_interactions.setdefault(name, []).append(r)
+    return explanations
+
+
+def explain_items_iter(adapter: ModelAdapter, items: Sequence[RawItem], *,
+                       methods: Sequence[str] = ("integrated_gradients",),
+                       interactions: Sequence[str] = (),
+                       targets: Any = "predicted",
+                       batch_size: int = 8,
+                       max_rows: Mapping[str, int | None] | None = None,
+                       method_options: Mapping[str, Mapping[str, Any]] | None = None,
+                       interaction_modalities: Sequence[str] | None = None,
+                       seed: int | None = 0,
+                       keep_going: bool = False,
+                       progress: Progress | None = None) -> Iterator[ItemExplanation | ItemFailure]:
+    """:func:`explain_items`, one result per item as each batch finishes, in order.
+
+    With ``keep_going``, a batch that raises is redone one item at a time, and an item that
+    still raises is yielded as an :class:`ItemFailure` (its error, naming no batch position)
+    instead of ending the run: one bad item costs its own result only. Without it, the first
+    error is raised, a :class:`~workers.engine.attribution.NonFiniteError` naming the items by
+    id and position in ``items``.
+
+    Bad arguments (unknown names, a wrong number of targets) raise ``ValueError`` here, before
+    any work. Cost: :func:`explain_items`'s, plus, per failed batch, a redo of its items one
+    by one.
+    """
+    methods, interactions, items = list(methods), list(interactions), list(items)
+    _validate(methods, interactions, targets, len(items))
+    chunks = _chunks(items, batch_size)
+    labels = tuple(str(x) for x in adapter.labels)
+    options = dict(methods=methods, interactions=interactions, targets=targets, labels=labels,
+                   max_rows=max_rows, method_options=method_options,
+                   interaction_modalities=interaction_modalities, seed=seed)
+
+    def failure(item: RawItem, pos: int, exc: Exception) -> ItemFailure:
+        return ItemFailure(item_id=item.get("id"), position=pos, error=_failure_text(exc),
+                           traceback="".join(format_exception(exc)))
+
+    def alone(item: RawItem, pos: int) -> ItemExplanation | ItemFailure:
+        try:
+            return _explain_chunk(adapter, [item], [pos], **options)[0]
+        except Exception as exc:
+            return failure(item, pos, exc)
+
+    def run() -> Iterator[ItemExplanation | ItemFailure]:
+        done = 0
+        for chunk in chunks:
+            positions = list(range(done, done + len(chunk)))
+            results: list[ItemExplanation | ItemFailure]
+            try:
+                results = list(_explain_chunk(adapter, chunk, positions, **options))
+            except Exception as exc:
+                if not keep_going:
+                    if isinstance(exc, NonFiniteError) and exc.batch_items:
+                        raise _naming_items(exc, chunk, positions) from exc
+                    raise
+                results = ([failure(chunk[0], positions[0], exc)] if len(chunk) == 1
+                           else [alone(item, pos) for item, pos in zip(chunk, positions)])
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(items))
+            yield from results
+
+    return run()
+
+
 def explain_items(adapter: ModelAdapter, items: Sequence[RawItem], *,
                   methods: Sequence[str] = ("integrated_gradients",),
                   interactions: Sequence[str] = (),
@@ -289,79 +470,14 @@ def explain_items(adapter: ModelAdapter, items: Sequence[RawItem], *,
     Cost: per batch, 1 forward pass per item for predictions, then for each target slot each
     method's cost (see its docstring). Items with fewer targets than others in the batch are
     padded with their last target (computed, not returned). Raises
-    :class:`~workers.engine.attribution.NonFiniteError` when the model or a method produces
-    NaN/Inf, ``ValueError`` for unknown names or bad targets.
+    :class:`~workers.engine.attribution.NonFiniteError` naming the items (id and position in
+    ``items``) when the model or a method produces NaN/Inf, ``ValueError`` for unknown names
+    or bad targets. :func:`explain_items_iter` with ``keep_going`` isolates failing items.
     """
-    methods, interactions = list(methods), list(interactions)
-    for name in methods:
-        if name not in METHODS:
-            raise ValueError(f"unknown attribution method {name!r}; known: {sorted(METHODS)}")
-    for name in interactions:
-        if name not in INTERACTIONS:
-            raise ValueError(f"unknown interaction {name!r}; known: {list(INTERACTIONS)}")
-    items = list(items)
-    if (targets is not None and not isinstance(targets, (str, int, np.integer))
-            and not (isinstance(targets, torch.Tensor) and targets.dim() == 0) and len(targets) != len(items)):
-        raise ValueError(f"got {len(targets)} target entries for {len(items)} items")
-    labels = tuple(str(x) for x in adapter.labels)
-    results: list[ItemExplanation] = []
-    done = 0
-    for c0 in range(0, len(items), batch_size):
-        chunk = items[c0:c0 + batch_size]
-        positions = list(range(c0, c0 + len(chunk)))
-        batch = adapter.encode(chunk)
-        p = prepare_batch(adapter, batch)
-        preds = _predictions(p, chunk)
-        described = adapter.describe_groups(batch)
-        tlists = _resolve_targets(targets, preds, labels, positions)
-        explanations = [
-            ItemExplanation(item_id=item.get("id"), position=pos, modalities=p.modalities, labels=labels,
-                            prediction=pred, targets=tl,
-                            groups=[[g.as_dict() for g in mod] for mod in described[b]])
-            for b, (item, pos, pred, tl) in enumerate(zip(chunk, positions, preds, tlists))
-        ]
-        singles: dict[int, PreparedBatch] = {}
-
-        def single(b: int) -> PreparedBatch:
-            if len(chunk) == 1:
-                return p
-            if b not in singles:
-                singles[b] = prepare_batch(adapter, adapter.encode([chunk[b]]))
-            return singles[b]
-
-        n_slots = max(len(tl) for tl in tlists)
-        for k in range(n_slots):
-            active = [k < len(tl) for tl in tlists]
-            t_k = torch.tensor([tl[min(k, len(tl) - 1)] for tl in tlists], dtype=torch.long)
-            for name in methods:
-                opts = _options_for(name, max_rows, method_options, seed)
-                if METHODS[name].per_example and len(chunk) > 1:
-                    res = [attribute(adapter, None, method=name, targets=t_k[b:b + 1], prepared=single(b), **opts)[0]
-                           if active[b] else None for b in range(len(chunk))]
-                else:
-                    res = attribute(adapter, batch, method=name, targets=t_k, prepared=p, **opts)
-                for b, r in enumerate(res):
-                    if active[b]:
-                        explanations[b].attributions.setdefault(name, []).append(r)
-            for name in interactions:
-                opts = _options_for(name, max_rows, method_options, seed)
-                if name == "modality_interaction":
-                    mres = modality_interaction(adapter, batch, targets=t_k, prepared=p,
-                                                modalities=interaction_modalities, **opts)
-                    for b, r in enumerate(mres):
-                        if active[b]:
-                            explanations[b].modality_interactions.append(r)
-                else:
-                    cres = cross_modal_interaction(adapter, batch, method=name, targets=t_k, prepared=p,
-                                                   modalities=interaction_modalities, **opts)
-                    for b, r in enumerate(cres):
-                        if active[b]:
-                            explanations[b].cross_interactions.setdefault(name, []).append(r)
-        results.extend(explanations)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(items))
-    return results
+    results = explain_items_iter(adapter, items, methods=methods, interactions=interactions, targets=targets,
+                                 batch_size=batch_size, max_rows=max_rows, method_options=method_options,
+                                 interaction_modalities=interaction_modalities, seed=seed, progress=progress)
+    return [r for r in results if isinstance(r, ItemExplanation)]
 
 
 @dataclass
@@ -458,16 +574,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the JSON summaries here ('-': stdout)")
     args = parser.parse_args(argv)
 
+    from workers.engine.adapter import AdapterError
     from workers.engine.dataset import read_dataset_jsonl
     from workers.engine.registry import load_adapter
 
-    adapter = load_adapter(args.adapter, device=args.device)
-    items = [line.item for line in read_dataset_jsonl(args.data)][: args.limit]
-    targets: Any = int(args.targets) if args.targets.isdigit() else args.targets
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    results = explain_items(adapter, items, methods=split(args.methods), interactions=split(args.interactions),
-                            targets=targets, batch_size=args.batch_size,
-                            progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr))
+    try:
+        adapter = load_adapter(args.adapter, device=args.device)
+        items = [line.item for line in read_dataset_jsonl(args.data)][: args.limit]
+        targets: Any = int(args.targets) if args.targets.isdigit() else args.targets
+        split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+        results = explain_items(adapter, items, methods=split(args.methods), interactions=split(args.interactions),
+                                targets=targets, batch_size=args.batch_size,
+                                progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr))
+    except (AdapterError, ValueError, OSError) as exc:  # one line, no traceback (ValueError: NaN/Inf, bad lines)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.out:
         arrays: dict[str, np.ndarray] = {}
         for res in results:

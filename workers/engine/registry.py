@@ -8,20 +8,26 @@ from typing import Sequence
 
 import torch
 
-from workers.engine.adapter import AdapterError, ModelAdapter, RawItem, adapter_from_path
+from workers.engine.adapter import AdapterError, ModelAdapter, RawItem, adapter_from_path, error_text
 
 _cache: dict[tuple[str, str], ModelAdapter] = {}
 _lock = threading.Lock()
 
 
 def load_adapter(dotted_path: str, *, device: str = "cpu") -> ModelAdapter:
-    """Instantiate and ``load`` an adapter, cached per (path, device) for the process."""
+    """Instantiate and ``load`` an adapter, cached per (path, device) for the process.
+
+    Raises :class:`AdapterError` naming the step that failed (import, create, load) with the
+    adapter's own message; the original exception is its ``__cause__``."""
     key = (dotted_path, device)
     with _lock:
         adapter = _cache.get(key)
         if adapter is None:
             adapter = adapter_from_path(dotted_path)
-            adapter.load(torch.device(device))
+            try:
+                adapter.load(torch.device(device))  # inside: a bad device string is load's failure too
+            except Exception as exc:
+                raise AdapterError(f"adapter {dotted_path}: load({str(device)!r}) failed: {error_text(exc)}") from exc
             _cache[key] = adapter
         return adapter
 

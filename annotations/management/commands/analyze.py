@@ -1,7 +1,10 @@
+import contextlib
 import json
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.management.cli import out_file_write
 from annotations.management.commands.export_study import _find_study
 from annotations.services.analysis import AnalysisUnavailable, study_report_compute
 
@@ -14,19 +17,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("study", help="study id, public id or name")
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the whole report as JSON")
+        parser.add_argument("--out", type=Path, default=None, help="write the report to this file (default: stdout)")
         parser.add_argument("--n-resamples", type=int, default=1000)
         parser.add_argument("--n-permutations", type=int, default=1000)
 
-    def handle(self, *args, study, as_json: bool, n_resamples, n_permutations, **options):
+    def handle(self, *args, study, as_json: bool, out, n_resamples, n_permutations, **options):
         found = _find_study(study)
-        try:
-            report = study_report_compute(study=found, n_resamples=n_resamples, n_permutations=n_permutations)
-        except AnalysisUnavailable as exc:
-            raise CommandError(f"cannot analyse '{found.name}': {exc}") from exc
-        if as_json:
-            self.stdout.write(_dumps(report))
-            return
-        self.stdout.write(_text(report))
+        with out_file_write(path=Path(out)) if out else contextlib.nullcontext(self.stdout) as stream:
+            try:
+                report = study_report_compute(study=found, n_resamples=n_resamples, n_permutations=n_permutations)
+            except AnalysisUnavailable as exc:
+                raise CommandError(f"cannot analyse '{found.name}': {exc}") from exc
+            stream.write(_dumps(report) + "\n" if as_json else _text(report))
+        if out:
+            self.stderr.write(f"Wrote the analysis of '{found.name}' to {out}.")
 
 
 def _dumps(report: dict) -> str:

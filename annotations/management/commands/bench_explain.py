@@ -10,6 +10,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.management.cli import os_error_text
+
 
 class Command(BaseCommand):
     help = ("Benchmark the explanation methods on a model adapter (default: the demo adapter): "
@@ -25,6 +27,12 @@ class Command(BaseCommand):
         from workers.bench import run_from_options
         from workers.engine.adapter import AdapterError
 
+        if options.get("json"):
+            try:  # a bad --json fails now, not after the benchmark
+                with open(options["json"], "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise CommandError(f"--json {options['json']}: cannot write there ({os_error_text(exc)})") from None
         try:
             run_from_options(options, out=self.stdout, err=getattr(self.stderr, "_out", sys.stderr))
         except (ValueError, AdapterError) as exc:

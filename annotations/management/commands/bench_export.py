@@ -35,6 +35,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, models, transaction
 
 from annotations.exports import responses_csv_lines
+from annotations.management.cli import os_error_text
 from annotations.models import (
     Assignment,
     Condition,
@@ -158,6 +159,11 @@ class Command(BaseCommand):
             raise CommandError("bench_export needs PostgreSQL (COPY, server-side cursors); set DATABASE_URL")
         if rows < 1 or items_per_participant < 1:
             raise CommandError("--rows and --items-per-participant must be positive")
+        try:  # a bad --out fails now, not after generating a million rows ("a": /dev/null stays usable)
+            with open(out, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise CommandError(f"--out {out}: cannot write there ({os_error_text(exc)})") from None
         report: dict[str, Any] = {}
         try:
             with transaction.atomic():

@@ -1,3 +1,4 @@
+import contextlib
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from annotations.exports import (
     responses_csv_lines,
     summary_csv_lines,
 )
+from annotations.management.cli import out_file_write
 from annotations.models import Study
 from annotations.selectors import study_by_key
 
@@ -27,19 +29,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, study, what, out, n_resamples, n_permutations, **options):
         found = _find_study(study)
-        try:
-            lines = _lines(found, what, n_resamples=n_resamples, n_permutations=n_permutations)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        stream = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
-        rows = -1
-        try:
+        with out_file_write(path=Path(out)) if out else contextlib.nullcontext(sys.stdout) as stream:
+            try:
+                lines = _lines(found, what, n_resamples=n_resamples, n_permutations=n_permutations)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            rows = -1
             for chunk in lines:
                 stream.write(chunk)
                 rows += chunk.count("\n")
-        finally:
-            if out:
-                stream.close()
         if out:
             self.stderr.write(f"Wrote the {what} export to {out} ({rows} rows).")
 

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.management.cli import os_error_text
 from annotations.services.datasets import DatasetImportError, dataset_import
 
 
@@ -15,11 +16,16 @@ class Command(BaseCommand):
         parser.add_argument("--owner", default=None, help="username (default: the first superuser)")
 
     def handle(self, *args, name, jsonl, owner, **options):
+        jsonl = Path(jsonl)
+        if not jsonl.is_file():
+            raise CommandError(f"{jsonl}: {'is a folder, not a JSONL file' if jsonl.is_dir() else 'no such file'}")
         user = _owner(owner)
         try:
             dataset = dataset_import(owner=user, name=name, jsonl_path=jsonl)
         except DatasetImportError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(f"{jsonl}: {exc}") from None
+        except OSError as exc:  # unreadable file, or media that cannot be copied
+            raise CommandError(f"{exc.filename or jsonl}: {os_error_text(exc)}") from None
         self.stdout.write(self.style.SUCCESS(f"Imported {dataset.items.count()} items into '{dataset.name}' (id {dataset.pk})."))
 
 

@@ -32,11 +32,17 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds to wait for the workers")
 
     def handle(self, *args, spec: Path, owner, via_task, no_launch, check, timeout, **options):
+        spec = Path(spec)
+        if not spec.is_file():
+            raise CommandError(f"{spec}: {'is a folder, not a spec file' if spec.is_dir() else 'no such file'}")
         user = self._owner(owner)
         try:
             parsed = study_spec_parse(data=study_spec_load(path=spec), owner=user)
         except SpecError as exc:
             raise CommandError(f"{spec}: field {exc.field}: {str(exc).split(': ', 1)[-1]}") from None
+        except UnicodeDecodeError as exc:  # study_spec_load reads UTF-8 and lets this through
+            line = exc.object.count(b"\n", 0, exc.start) + 1
+            raise CommandError(f"{spec}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
         if check:
             self.stdout.write(self.style.SUCCESS(f"{spec} is a valid study spec ({len(parsed.conditions)} arms)."))
             return

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.management.cli import traceback_or_hint
 from annotations.management.commands.import_dataset import _owner
 from annotations.models import Dataset
 from annotations.services.registry import ModelRegistrationError, registered_model_create
@@ -22,5 +23,6 @@ class Command(BaseCommand):
         try:
             model = registered_model_create(owner=user, name=name, adapter_path=adapter_path, check_dataset=check_dataset)
         except ModelRegistrationError as exc:
-            raise CommandError(f"{exc}\n{exc.traceback_text}") from None
+            hint = traceback_or_hint(options=options, stderr=self.stderr, text=exc.traceback_text)
+            raise CommandError(f"{exc}{hint}") from exc
         self.stdout.write(self.style.SUCCESS(f"Registered '{model.name}': {len(model.labels)} labels, modalities {model.modalities}."))

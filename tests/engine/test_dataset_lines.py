@@ -1,0 +1,53 @@
+"""Line numbers in dataset errors are 1-based, whatever the problem: the line a text editor
+shows. (Other format rules are tested with the importer in tests/services/test_datasets.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workers.engine.dataset import DatasetFormatError, read_dataset_jsonl
+
+
+def _line(item_id: str, text: str = "what colour is the circle?") -> bytes:
+    return json.dumps({"id": item_id, "label": "red", "text": text}, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _read(tmp_path: Path, data: bytes):
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(data)
+    return read_dataset_jsonl(path)
+
+
+def test_an_encoding_error_names_its_1_based_line_and_byte(tmp_path):
+    data = _line("a") + b"\n" + b'{"id": "b", "label": "red", "text": "caf\xe9"}\n'
+    with pytest.raises(DatasetFormatError) as raised:
+        _read(tmp_path, data)
+    assert str(raised.value) == "1 bad line(s):\nline 3: not UTF-8 text (byte 0xe9 is byte 41 of the line)"
+    assert raised.value.errors[0].line == 3
+
+
+def test_a_bad_first_byte_is_line_1(tmp_path):
+    with pytest.raises(DatasetFormatError) as raised:
+        _read(tmp_path, b"\xff" + _line("a"))
+    assert str(raised.value.errors[0]) == "line 1: not UTF-8 text (byte 0xff is byte 1 of the line)"
+
+
+def test_a_file_with_no_items_names_no_line_0(tmp_path):
+    with pytest.raises(DatasetFormatError) as raised:
+        _read(tmp_path, b"\n\n")
+    assert str(raised.value) == "1 bad line(s):\nthe file has no items"
+
+
+def test_a_byte_order_mark_and_line_separators_inside_strings_keep_the_line_numbers(tmp_path):
+    """Windows editors write a BOM; U+2028 is legal inside a JSON string and ends no line."""
+    data = b"\xef\xbb\xbf" + _line("a") + _line("b", "one\u2028two") + b"{not json}\n"
+    with pytest.raises(DatasetFormatError) as raised:
+        _read(tmp_path, data)
+    assert str(raised.value) == ("1 bad line(s):\nline 3: invalid JSON (Expecting property name enclosed in double "
+                                 "quotes at column 2)")
+    lines = _read(tmp_path, data.rsplit(b"{not", 1)[0])
+    assert [(x.line, x.id, x.item["text"]) for x in lines] == [(1, "a", "what colour is the circle?"),
+                                                               (2, "b", "one\u2028two")]
