@@ -411,6 +411,9 @@ def study_spec_load(*, path: Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError("file", f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise SpecError("file", f"line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
     try:
         if Path(path).suffix.lower() == ".json":
             return json.loads(text)

@@ -39,10 +39,9 @@ class Command(BaseCommand):
         try:
             parsed = study_spec_parse(data=study_spec_load(path=spec), owner=user)
         except SpecError as exc:
-            raise CommandError(f"{spec}: field {exc.field}: {str(exc).split(': ', 1)[-1]}") from None
-        except UnicodeDecodeError as exc:  # study_spec_load reads UTF-8 and lets this through
-            line = exc.object.count(b"\n", 0, exc.start) + 1
-            raise CommandError(f"{spec}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
+            message = str(exc).split(": ", 1)[-1]
+            where = "" if exc.field == "file" else f"field {exc.field}: "
+            raise CommandError(f"{spec}: {where}{message}") from None
         if check:
             self.stdout.write(self.style.SUCCESS(f"{spec} is a valid study spec ({len(parsed.conditions)} arms)."))
             return
