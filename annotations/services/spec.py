@@ -410,7 +410,7 @@ def study_spec_load(*, path: Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError("file", f"cannot read {path}: {exc}") from None
+        raise SpecError("file", f"cannot read it: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         line = exc.object.count(b"\n", 0, exc.start) + 1
         raise SpecError("file", f"line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
@@ -421,4 +421,5 @@ def study_spec_load(*, path: Path) -> Any:
 
         return yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - any parser error is the file's fault
-        raise SpecError("file", f"{path} is not valid {Path(path).suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        kind = "JSON" if Path(path).suffix.lower() == ".json" else "YAML"
+        raise SpecError("file", f"not valid {kind}: {exc}") from None

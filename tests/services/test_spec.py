@@ -149,7 +149,7 @@ def test_launch_study_check_reports_the_bad_field_and_creates_nothing(owned, tmp
         call_command("launch_study", str(bad), "--owner", "alice")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
-    with pytest.raises(CommandError, match=r"broken\.yaml: .*broken\.yaml is not valid yaml"):
+    with pytest.raises(CommandError, match=r"broken\.yaml: not valid YAML: "):
         call_command("launch_study", str(broken), "--owner", "alice")
     good = tmp_path / "good.json"
     good.write_text(json.dumps(FULL))
