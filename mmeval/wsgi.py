@@ -1,16 +1,14 @@
-"""
-WSGI config for mmeval project.
-
-It exposes the WSGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/wsgi/
-"""
+"""The WSGI application (gunicorn ``mmeval.wsgi``; runserver loads it too)."""
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mmeval.settings')
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mmeval.settings")
 
 application = get_wsgi_application()
+
+# A participant's last answer computes their exclusion flags with the analysis package
+# (pandas, scipy: about a second to import). Import it while the server starts, not inside
+# the first finishing participant's request.
+import annotations.analysis  # noqa: E402,F401
