@@ -106,19 +106,31 @@ def test_learning_reveals_the_answer_and_the_test_does_not(study):
     assert (participant.phase, participant.helpfulness, participant.comment) == ("done", 5, "nice")
 
 
-def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice):
-    owner, intruder = Client(), Client()
+def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice, tmp_path):
+    """A media URL is a capability: the assignment's random UUID, as the participant's own
+    page embeds it. It serves only what that page showed, only while the item is open, and
+    only under its own study's URL."""
+    owner = Client()
     me = _enter(owner, study)
-    other = _enter(intruder, study)
     assignment = _current(me)
     assert assignment.phase == "pretest"
-    owner.get(f"/s/{study.public_id}/item/")
     base = f"/s/{study.public_id}/a/{assignment.public_id}"
+    assert owner.get(f"{base}/input/image").status_code == 404  # not served yet: nothing is fixed
+    owner.get(f"/s/{study.public_id}/item/")
     assert owner.get(f"{base}/input/image").status_code == 200
+    assert Client().get(f"{base}/input/image").status_code == 200  # no session needed: the UUID is the key
     assert owner.get(f"{base}/v/heatmap/0").status_code == 404  # no explanation in the pre-test
-    assert intruder.get(f"{base}/input/image").status_code == 404  # someone else's item
-    assert Client().get(f"{base}/input/image").status_code == 404  # no session
+    assert owner.get(f"{base}/input/text").status_code == 404
+    other_study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="elsewhere")
+    assert owner.get(f"/s/{other_study.public_id}/a/{assignment.public_id}/input/image").status_code == 404
+    assert owner.get(f"/s/{study.public_id}/a/00000000-0000-4000-8000-000000000000/input/image").status_code == 404
+    # Answered: the item's media are gone.
+    owner.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 2})
+    assert owner.get(f"{base}/input/image").status_code == 404
     # Walk to the test phase of the explanation arm and check the media there.
+    intruder = Client()
+    other = _enter(intruder, study)
     for client, participant in ((owner, me), (intruder, other)):
         if participant.condition.views:
             while _current(participant).phase != "test":
@@ -135,12 +147,33 @@ def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice):
             assert len([u for u in urls if "/v/" in u]) == 4 * len(a.candidate_order)  # 4 image views each
             for url in urls:
                 response = client.get(url)
-                assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
-                assert "Content-Disposition" not in response and response["Cache-Control"] == "private, no-store"
+                body = b"".join(response.streaming_content)
+                assert response.status_code == 200 and body.startswith(b"\x89PNG")
+                assert "Content-Disposition" not in response
+                assert response["Cache-Control"] == "private, max-age=86400, immutable"
             base = f"/s/{study.public_id}/a/{a.public_id}"
             assert client.get(f"{base}/v/heatmap/{len(a.candidate_order)}").status_code == 404
             assert client.get(f"{base}/v/tokens/0").status_code == 404
             assert client.get(f"{base}/v/sparkles/0").status_code == 404
+
+
+def test_media_can_be_handed_to_the_proxy(study, settings):
+    """With an internal prefix set, the view names the file for nginx (which strips the
+    header) instead of streaming it; with X-Sendfile, the absolute path."""
+    client = Client()
+    participant = _enter(client, study)
+    client.get(f"/s/{study.public_id}/item/")
+    assignment = _current(participant)
+    url = f"/s/{study.public_id}/a/{assignment.public_id}/input/image"
+    settings.MMEVAL_MEDIA_X_ACCEL_PREFIX = "/_protected-media/"
+    accel = client.get(url)
+    assert accel.status_code == 200 and accel.content == b"" and accel["Content-Type"] == "image/png"
+    assert accel["X-Accel-Redirect"] == "/_protected-media/" + assignment.item.payload["image"]
+    settings.MMEVAL_MEDIA_X_ACCEL_PREFIX = ""
+    settings.MMEVAL_MEDIA_X_SENDFILE = True
+    sendfile = client.get(url)
+    assert sendfile["X-Sendfile"] == str(settings.MEDIA_ROOT / assignment.item.payload["image"])
+    assert "X-Accel-Redirect" not in sendfile
 
 
 def test_participant_pages_may_be_framed_by_mturk_only(study):
@@ -373,9 +406,10 @@ def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
     assert participant.phase == "done" and participant.responses.count() == 1
     assert not Slot.objects.filter(assignment__participant=participant, assignment__status="active").exists()
     assert Slot.objects.filter(condition=participant.condition, assignment=None).count() == 4 - 1  # freed at once
-    # A returning participant who ran out of time before any answer is told so.
+    # A returning participant who ran out of time before any answer is told so, with no code.
     other = Client()
     late = _enter(other, study, "?PROLIFIC_PID=later&STUDY_ID=s&SESSION_ID=y")
     Assignment.objects.filter(participant=late).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    page = other.get(f"/s/{study.public_id}/item/")
+    page = other.get(f"/s/{study.public_id}/item/", follow=True)
     assert page.status_code == 200 and b"Time is up" in page.content
+    assert study.completion_code.encode() not in page.content
