@@ -447,18 +447,19 @@ def participant_sync_phase(*, participant: Participant) -> Participant:
     return participant
 
 
-def participant_next_item(*, participant: Participant) -> Assignment | None:
+def participant_next_item(*, participant: Participant, just_answered: bool = False) -> Assignment | None:
     """The participant's current item (as ``assignment_current``), with the stored phase
     brought in line: the phase of that item, or, when none is left, the survey or the end.
     Time run out after some answers ends the items with what was answered; time run out
-    before any answer ends the study as *timed out*: no survey and no completion code."""
+    before any answer ends the study as *timed out*: no survey and no completion code.
+    ``just_answered``: the caller has just stored an answer (this saves a query)."""
     if participant.phase not in ITEM_PHASES:
         return None
     current = assignment_current(participant=participant)
     if current is not None:
         _set_phase(participant, current.phase)
         return current
-    if not participant.responses.exists():
+    if not just_answered and not participant.responses.exists():
         _finish(participant, timed_out=True)
         return None
     _after_items(participant)
@@ -571,7 +572,7 @@ def response_submit(
         if is_check and not response.attention_passed:
             _screen_out_if_due(locked)
         if locked.phase != Participant.Phase.DONE:
-            participant_sync_phase(participant=locked)
+            participant_next_item(participant=locked, just_answered=True)
         participant.phase, participant.screened_out = locked.phase, locked.screened_out
         return response
 

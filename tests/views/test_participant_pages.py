@@ -413,3 +413,81 @@ def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
     page = other.get(f"/s/{study.public_id}/item/", follow=True)
     assert page.status_code == 200 and b"Time is up" in page.content
     assert study.completion_code.encode() not in page.content
+
+
+# --- time run out before any answer ---------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("platform, query", [
+    ("link", ""),
+    ("prolific", "?PROLIFIC_PID=slowpoke&STUDY_ID=s&SESSION_ID=x"),
+    ("mturk", "?workerId=W9&assignmentId=A9&hitId=H9&turkSubmitTo=https%3A%2F%2Fwww.mturk.com"),
+])
+def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path, platform, query):
+    """Beat reclaims the leases of someone who answered nothing in time: they are told the
+    time ran out and asked to return the task; no survey, no code, no redirect, no form."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations.exports import participants_export_records
+    from annotations.services.participants import leases_reclaim
+
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
+                        name=f"late-{platform}")
+    client = Client()
+    participant = _enter(client, study, query)
+    assert participant.platform == platform
+    client.get(f"/s/{study.public_id}/item/")  # saw the first item, never answered
+    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert leases_reclaim() == 2
+
+    for path in ("item/", "survey/", "done/"):
+        page = client.get(f"/s/{study.public_id}/{path}", follow=True)
+        html = page.content.decode()
+        assert page.status_code == 200 and 'id="timed-out"' in html, path
+        assert page.redirect_chain[-1:] in ([], [(f"/s/{study.public_id}/done/", 302)])  # never off-site
+        assert study.completion_code not in html and study.screened_out_code not in html
+        assert "externalSubmit" not in html and 'name="helpfulness"' not in html
+    assert ("Return submission" in html) == (platform == "prolific")
+    assert ("return the HIT" in html) == (platform == "mturk")
+    participant.refresh_from_db()
+    assert (participant.phase, participant.timed_out, participant.responses.count()) == ("done", True, 0)
+    assert not Slot.objects.filter(assignment__participant=participant).exists()  # back in the pool
+    # Coming back through the platform link says so again, and creates no one.
+    if platform != "link":
+        again = Client().get(f"/s/{study.public_id}/{query}")
+        assert b"Time is up" in again.content and study.completion_code.encode() not in again.content
+    assert Participant.objects.filter(study=study).count() == 1
+    # The participants export records it.
+    from annotations.exports import PARTICIPANT_COLUMNS
+
+    row = dict(zip(PARTICIPANT_COLUMNS, next(iter(participants_export_records(study=study)))))
+    assert (row["phase"], row["timed_out"], row["n_test"]) == ("done", True, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_time_run_out_after_an_answer_still_completes(alice, tmp_path):
+    """Someone who answered something did work: the survey, then the completion code."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations.services.participants import leases_reclaim
+
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
+                        name="half")
+    client = Client()
+    participant = _enter(client, study, "?PROLIFIC_PID=half&STUDY_ID=s&SESSION_ID=x")
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 3})
+    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    leases_reclaim()
+    assert client.get(f"/s/{study.public_id}/item/").url.endswith("/survey/")
+    done = client.post(f"/s/{study.public_id}/survey/", {"helpfulness": "3", "comment": ""}, follow=False)
+    assert client.get(done.url).url == f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+    participant.refresh_from_db()
+    assert not participant.timed_out
