@@ -338,7 +338,8 @@ class Assignment(models.Model):
     served_at = models.DateTimeField(null=True, blank=True, help_text="First time the item page was served.")
     media = models.JSONField(default=dict, blank=True,
                              help_text="What this assignment's media URLs serve, fixed when first served: URL key "
-                                       "(e.g. 'v/heatmap/0') -> file under MEDIA_ROOT. Never sent to the browser.")
+                                       "(e.g. 'v/heatmap/0') -> file under MEDIA_ROOT, and 'study' -> the "
+                                       "study's public ID. Never sent to the browser.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

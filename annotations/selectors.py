@@ -308,14 +308,20 @@ def assignment_media_key(*, view: str | None = None, index: int = 0, modality: s
     return f"input/{modality}" if modality is not None else f"v/{view}/{index}"
 
 
+# The entry of ``Assignment.media`` that names the study whose URLs the map answers.
+MEDIA_STUDY_KEY = "study"
+
+
 def assignment_media_file(*, study_public_id: str, assignment_public_id, key: str) -> str:
     """The stored file (relative to MEDIA_ROOT) one media URL of an active assignment serves,
-    or "". One indexed query; no session: the assignment's random UUID is the capability,
-    as the page that embeds the URL is the participant's own."""
-    media = (Assignment.objects.filter(public_id=assignment_public_id, status=Assignment.Status.ACTIVE,
-                                       participant__study__public_id=study_public_id)
-             .values_list("media", flat=True).first())
-    return (media or {}).get(key, "")
+    or "". One query on one table's unique index (a join would cost more in planning than
+    the lookup itself); no session: the assignment's random UUID is the capability, as the
+    page that embeds the URL is the participant's own."""
+    media = (Assignment.objects.filter(public_id=assignment_public_id, status=Assignment.Status.ACTIVE)
+             .values_list("media", flat=True).first()) or {}
+    if media.get(MEDIA_STUDY_KEY) != study_public_id or key == MEDIA_STUDY_KEY:
+        return ""
+    return media.get(key, "")
 
 
 def assignment_page(*, participant: Participant, assignment: Assignment) -> dict[str, Any]:
@@ -325,7 +331,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     learning phase reveals the model's answer.
 
     ``media`` maps each media URL key the page uses (``assignment_media_key``) to the stored
-    file, for ``assignment_serve`` to fix on the assignment. ``participant`` comes with its
+    file, and ``MEDIA_STUDY_KEY`` to the study's public ID, for ``assignment_serve`` to fix on
+    the assignment. ``participant`` comes with its
     study (and the study's model) and condition loaded."""
     study = participant.study
     phase = assignment.phase
@@ -340,8 +347,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     labels = ([predicted] if unlabelled else list(assignment.candidate_order)) if views else []
     rows = _explanation_rows(study=study, item=assignment.item_id, labels=labels) if views else {}
     image_modalities = [m for m in study.model.modalities if m in IMAGE_MODALITIES]
-    media = {assignment_media_key(modality=m): assignment.item.payload[m]
-             for m in image_modalities if assignment.item.payload.get(m)}
+    media = {MEDIA_STUDY_KEY: study.public_id}
+    media.update({assignment_media_key(modality=m): assignment.item.payload[m]
+                  for m in image_modalities if assignment.item.payload.get(m)})
     candidates = []
     for index, label in enumerate(assignment.candidate_order):
         panel = _panel(views, rows.get(label, {})) if views and not unlabelled else {"images": [], "files": {},

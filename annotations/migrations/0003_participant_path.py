@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='assignment',
             name='media',
-            field=models.JSONField(blank=True, default=dict, help_text="What this assignment's media URLs serve, fixed when first served: URL key (e.g. 'v/heatmap/0') -> file under MEDIA_ROOT. Never sent to the browser."),
+            field=models.JSONField(blank=True, default=dict, help_text="What this assignment's media URLs serve, fixed when first served: URL key (e.g. 'v/heatmap/0') -> file under MEDIA_ROOT, and 'study' -> the study's public ID. Never sent to the browser."),
         ),
         migrations.AddField(
             model_name='participant',
