@@ -317,8 +317,11 @@ def assignment_media_file(*, study_public_id: str, assignment_public_id, key: st
     or "". One query on one table's unique index (a join would cost more in planning than
     the lookup itself); no session: the assignment's random UUID is the capability, as the
     page that embeds the URL is the participant's own."""
-    media = (Assignment.objects.filter(public_id=assignment_public_id, status=Assignment.Status.ACTIVE)
-             .values_list("media", flat=True).first()) or {}
+    try:
+        media = (Assignment.objects.values_list("media", flat=True)
+                 .get(public_id=assignment_public_id, status=Assignment.Status.ACTIVE))
+    except Assignment.DoesNotExist:
+        return ""
     if media.get(MEDIA_STUDY_KEY) != study_public_id or key == MEDIA_STUDY_KEY:
         return ""
     return media.get(key, "")

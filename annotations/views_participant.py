@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -90,9 +91,12 @@ def _study_and_participant(request, public_id: str) -> tuple[Study, Participant 
     """The study and this browser's participant of it, in one query when there is one."""
     participant_id = request.session.get(participant_session_key(study_public_id=public_id))
     if participant_id:
-        participant = (Participant.objects.filter(public_id=participant_id, study__public_id=public_id)
-                       .select_related("study__model", "condition").first())
-        if participant is not None:
+        try:  # get(), not first(): a unique lookup needs no ORDER BY, which costs a third of this query
+            participant = (Participant.objects.select_related("study__model", "condition")
+                           .get(public_id=participant_id, study__public_id=public_id))
+        except (Participant.DoesNotExist, ValidationError):
+            pass
+        else:
             return participant.study, participant
     return get_object_or_404(Study, public_id=public_id), None
 

@@ -15,8 +15,8 @@ rows and a test assignment must take one under ``SELECT … FOR UPDATE SKIP LOCK
 participant never gets an item twice in a phase because (participant, item, phase) is unique.
 
 A participant's request locks only that participant's rows (their participant row and
-assignments) and the slots it takes. Every ``select_for_update`` that joins locks its own
-table only (``of=("self",)``); arm assignment needs no study lock (see
+assignments) and the slots it takes. No ``select_for_update`` joins another table, or it
+locks its own table only (``of=("self",)``); arm assignment needs no study lock (see
 ``participant_enter``); other participants' expired leases are reclaimed by beat every
 minute, and inside a request only when the request found no free slot.
 """
@@ -220,6 +220,20 @@ def participant_consent(*, participant: Participant) -> Participant:
 # --------------------------------------------------------------------------- leasing
 
 
+# What another request of the same participant may change: re-read under the row lock.
+_PARTICIPANT_STATE = ("phase", "screened_out", "timed_out")
+
+
+def _lock_participant(participant: Participant) -> Participant:
+    """Lock the participant's own row, so that their writing requests run one at a time, and
+    re-read the state another request may have changed (``_PARTICIPANT_STATE``). The study and
+    arm are used as already loaded: they never change under a participant."""
+    state = Participant.objects.select_for_update().filter(pk=participant.pk).values_list(*_PARTICIPANT_STATE).get()
+    for field, value in zip(_PARTICIPANT_STATE, state):
+        setattr(participant, field, value)
+    return participant
+
+
 def _set_phase(participant: Participant, phase: str) -> None:
     if participant.phase != phase:
         Participant.objects.filter(pk=participant.pk).update(phase=phase)
@@ -246,10 +260,8 @@ class _ShortOfSlots(Exception):
 
 def _participant_start(*, participant: Participant, take_what_is_free: bool) -> Participant:
     with transaction.atomic():
-        locked = (Participant.objects.select_for_update(of=("self",)).select_related("study__model")
-                  .get(pk=participant.pk))
+        locked = _lock_participant(participant)
         if locked.phase not in (Participant.Phase.CONSENT, Participant.Phase.INSTRUCTIONS):
-            participant.phase = locked.phase
             return participant
         study = locked.study
         lease_until = timezone.now() + timedelta(minutes=study.lease_minutes)
@@ -280,7 +292,6 @@ def _participant_start(*, participant: Participant, take_what_is_free: bool) -> 
                                       first_position=0)
         _hold_slots(chosen=chosen, assignments=created)
         _set_phase(locked, created[0].phase)
-    participant.phase = locked.phase
     return participant
 
 
@@ -421,7 +432,7 @@ def assignment_current(*, participant: Participant) -> Assignment | None:
 
 def assignment_serve(*, assignment: Assignment, media: dict[str, str] | None = None) -> Assignment:
     """Record the first time an item page is served: the start of its response time. With
-    ``media`` (URL key -> stored file, see ``assignment_media_files``), fix what the
+    ``media`` (URL key -> stored file, from ``selectors.assignment_page``), fix what the
     assignment's media URLs serve, once: later serves keep the first map, so a cached image
     never changes."""
     updates = {}
@@ -460,10 +471,24 @@ def participant_next_item(*, participant: Participant, just_answered: bool = Fal
         _set_phase(participant, current.phase)
         return current
     if not just_answered and not participant.responses.exists():
-        _finish(participant, timed_out=True)
+        _time_out(participant)
         return None
     _after_items(participant)
     return None
+
+
+def _time_out(participant: Participant) -> None:
+    """No item left and no answer: the time ran out before any. Decided under the
+    participant's lock, so that an answer being stored at that moment either comes first
+    (and counts) or finds its lease gone."""
+    with transaction.atomic():
+        _lock_participant(participant)
+        if participant.phase not in ITEM_PHASES:
+            return
+        if not participant.responses.exists():
+            _finish(participant, timed_out=True)
+            return
+    _after_items(participant)
 
 
 def _after_items(participant: Participant) -> None:
@@ -508,12 +533,9 @@ def _locked_assignment(*, participant: Participant, assignment_public_id, model_
         query = query.annotate(model_answer=Subquery(
             Prediction.objects.filter(model_id=model_id, item_id=OuterRef("item_id")).values("label")[:1]))
     try:
-        assignment = query.first()
-    except (ValueError, TypeError, ValidationError):  # not a UUID
-        assignment = None
-    if assignment is None:
-        raise SubmissionRefused("this item is not assigned to you")
-    return assignment
+        return query.get()
+    except (Assignment.DoesNotExist, ValueError, TypeError, ValidationError):  # not theirs, or not a UUID
+        raise SubmissionRefused("this item is not assigned to you") from None
 
 
 def response_submit(
@@ -531,8 +553,7 @@ def response_submit(
     """
     now = timezone.now()
     with transaction.atomic():
-        locked = (Participant.objects.select_for_update(of=("self",)).select_related("study")
-                  .get(pk=participant.pk))
+        locked = _lock_participant(participant)
         study = locked.study
         assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id,
                                         model_id=study.model_id)
@@ -573,7 +594,6 @@ def response_submit(
             _screen_out_if_due(locked)
         if locked.phase != Participant.Phase.DONE:
             participant_next_item(participant=locked, just_answered=True)
-        participant.phase, participant.screened_out = locked.phase, locked.screened_out
         return response
 
 
@@ -594,8 +614,7 @@ def learning_acknowledge(*, participant: Participant, assignment_public_id) -> A
     """The participant has studied one learning item (explanation and the model's answer).
     Idempotent; refuses another participant's item or a non-learning one."""
     with transaction.atomic():
-        locked = (Participant.objects.select_for_update(of=("self",)).select_related("study")
-                  .get(pk=participant.pk))
+        locked = _lock_participant(participant)
         assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id)
         if assignment.phase != Assignment.Phase.LEARNING:
             raise SubmissionRefused("this is not a practice item")
@@ -608,7 +627,6 @@ def learning_acknowledge(*, participant: Participant, assignment_public_id) -> A
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
         assignment.status = Assignment.Status.ANSWERED
         participant_sync_phase(participant=locked)
-        participant.phase = locked.phase
         return assignment
 
 
@@ -616,10 +634,8 @@ def participant_survey_submit(*, participant: Participant, helpfulness, comment:
     """The post-survey: a 1–5 helpfulness rating (asked in explanation arms only) and a
     free-text comment. Then the participant is done. A repeat after that changes nothing."""
     with transaction.atomic():
-        locked = (Participant.objects.select_for_update(of=("self",)).select_related("study", "condition")
-                  .get(pk=participant.pk))
+        locked = _lock_participant(participant)
         if locked.phase == Participant.Phase.DONE:
-            participant.phase = locked.phase
             return participant
         if locked.phase != Participant.Phase.SURVEY:
             raise SubmissionRefused("the survey comes after the last item")
@@ -637,7 +653,6 @@ def participant_survey_submit(*, participant: Participant, helpfulness, comment:
         Participant.objects.filter(pk=locked.pk).update(helpfulness=rating, comment=comment)
         locked.helpfulness, locked.comment = rating, comment
         _finish(locked)
-    participant.phase, participant.helpfulness, participant.comment = locked.phase, rating, comment
     return participant
 
 

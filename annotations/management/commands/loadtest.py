@@ -21,7 +21,7 @@ from annotations.loadtest import loopback_address, run_load
 
 MAX_PARTICIPANTS = 5000
 MAX_DURATION_S = 3600
-LOAD_STUDY = "Load test: the demo design, {raters} raters per item"
+LOAD_STUDY_PREFIX = "Load test"
 
 
 class Command(BaseCommand):
@@ -70,8 +70,10 @@ class Command(BaseCommand):
             Path(options["json"]).write_text(json.dumps(report.summary(), indent=2))
 
     def _setup(self, *, raters: int) -> str:
-        """The demo's design on the demo's dataset and model, with ``raters`` raters per item,
-        so that a load test does not fill it up. Reuses the demo's stored explanations."""
+        """A fresh live copy of the demo's design on the demo's dataset and model, with
+        ``raters`` raters per item so that a load test does not fill it up. Fresh each time:
+        walks cut at the end of a run keep their leases (and slots) for the study's time
+        limit. Precompute finds the demo's explanations stored and only checks them."""
         from annotations.management.commands.demo import DEMO_STUDY
         from annotations.models import Study
         from annotations.services.studies import ConditionSpec, precompute_job_create, study_create, study_launch
@@ -81,21 +83,19 @@ class Command(BaseCommand):
             raise CommandError("--raters must be at least 1")
         call_command("demo", no_serve=True, stdout=self.stderr)
         demo = Study.objects.get(name=DEMO_STUDY)
-        name = LOAD_STUDY.format(raters=raters)
-        study = Study.objects.filter(owner=demo.owner, name=name).first() or study_create(
-            owner=demo.owner, name=name, dataset=demo.dataset, model=demo.model,
+        number = Study.objects.filter(owner=demo.owner, name__startswith=LOAD_STUDY_PREFIX).count() + 1
+        study = study_create(
+            owner=demo.owner, name=f"{LOAD_STUDY_PREFIX} {number}: the demo design, {raters} raters per item",
+            dataset=demo.dataset, model=demo.model,
             conditions=[ConditionSpec(name=c.name, views=list(c.views)) for c in demo.conditions.order_by("id")],
             n_items=demo.study_items.filter(role="test").count(), items_per_participant=demo.items_per_participant,
             raters_per_item=raters, n_candidates=demo.n_candidates, seed=demo.seed,
             learning_items=demo.learning_items, attention_checks=demo.attention_checks, min_rt_ms=demo.min_rt_ms,
             survey=demo.survey, exclusion_rules=demo.exclusion_rules,
         )
-        if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
-            result = precompute_run(job_id=precompute_job_create(study=study).pk)
-            if result.get("status") != "done":
-                raise CommandError(f"precompute of the load-test study failed: {result}")
-            study.refresh_from_db()
-        if study.status == Study.Status.READY:
-            study = study_launch(study=study)
+        result = precompute_run(job_id=precompute_job_create(study=study).pk)
+        if result.get("status") != "done":
+            raise CommandError(f"precompute of the load-test study failed: {result}")
+        study = study_launch(study=Study.objects.get(pk=study.pk))
         self.stderr.write(f"Load-test study {study.name!r} is {study.status}; its public ID:")
         return study.public_id
