@@ -12,6 +12,7 @@ is full; the only 5xx allowed is the 503 "please retry" page, which the particip
 from __future__ import annotations
 
 import asyncio
+import re
 import os
 import socket
 import subprocess
@@ -130,3 +131,35 @@ def test_caps_and_answers_hold_under_gunicorn_through_a_database_cut(alice, tmp_
     finished = Participant.objects.filter(study=study, phase=Participant.Phase.DONE)
     assert finished.count() == report.outcomes["done"]
     assert not Assignment.objects.filter(participant__in=finished).exclude(status="answered").exists()
+
+
+@pytest.mark.parametrize("url", ["http://example.com:8000", "https://127.0.0.1:8000", "http://10.0.0.1/",
+                                 "ftp://localhost/"])
+def test_the_load_test_only_loads_this_machine(url):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="only http://127.0.0.1"):
+        call_command("loadtest", url=url, study="anything", participants=1, duration=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn_server):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=8, items_per_participant=2, raters_per_item=20,
+                        learning_items=1, survey=True, name="loaded")
+    out, numbers = io.StringIO(), tmp_path / "numbers.json"
+    call_command("loadtest", url=gunicorn_server.url, study=study.public_id, participants=4, duration=8,
+                 json=str(numbers), stdout=out)
+    table = out.getvalue()
+    for route in ("entry GET", "consent POST", "instructions POST", "item GET", "media GET", "learn POST",
+                  "answer POST"):
+        assert re.search(rf"^{route} +\d+ ", table, re.M), table
+    assert re.search(r"^all +\d+ +\d+\.\d", table, re.M)
+    summary = json.loads(numbers.read_text())
+    assert summary["requests"] > 20 and summary["routes"]["answer POST"]["requests"] > 0
+    assert not any(code.startswith("5") for route in summary["routes"].values() for code in route["errors"])
+    assert Response.objects.filter(participant__study=study).count() >= summary["acknowledged"] > 0

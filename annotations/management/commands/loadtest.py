@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 
 from django.core.management import call_command
@@ -73,29 +74,32 @@ class Command(BaseCommand):
         """A fresh live copy of the demo's design on the demo's dataset and model, with
         ``raters`` raters per item so that a load test does not fill it up. Fresh each time:
         walks cut at the end of a run keep their leases (and slots) for the study's time
-        limit. Precompute finds the demo's explanations stored and only checks them."""
+        limit. Built through ``launch_study``, so precompute finds the demo's explanations
+        stored and only checks them."""
         from annotations.management.commands.demo import DEMO_STUDY
         from annotations.models import Study
-        from annotations.services.studies import ConditionSpec, precompute_job_create, study_create, study_launch
-        from workers.pipeline import precompute_run
 
         if raters < 1:
             raise CommandError("--raters must be at least 1")
         call_command("demo", no_serve=True, stdout=self.stderr)
         demo = Study.objects.get(name=DEMO_STUDY)
         number = Study.objects.filter(owner=demo.owner, name__startswith=LOAD_STUDY_PREFIX).count() + 1
-        study = study_create(
-            owner=demo.owner, name=f"{LOAD_STUDY_PREFIX} {number}: the demo design, {raters} raters per item",
-            dataset=demo.dataset, model=demo.model,
-            conditions=[ConditionSpec(name=c.name, views=list(c.views)) for c in demo.conditions.order_by("id")],
-            n_items=demo.study_items.filter(role="test").count(), items_per_participant=demo.items_per_participant,
-            raters_per_item=raters, n_candidates=demo.n_candidates, seed=demo.seed,
-            learning_items=demo.learning_items, attention_checks=demo.attention_checks, min_rt_ms=demo.min_rt_ms,
-            survey=demo.survey, exclusion_rules=demo.exclusion_rules,
-        )
-        result = precompute_run(job_id=precompute_job_create(study=study).pk)
-        if result.get("status") != "done":
-            raise CommandError(f"precompute of the load-test study failed: {result}")
-        study = study_launch(study=Study.objects.get(pk=study.pk))
+        name = f"{LOAD_STUDY_PREFIX} {number}: the demo design, {raters} raters per item"
+        spec = {
+            "name": name, "dataset": demo.dataset.name, "model": demo.model.name, "seed": demo.seed,
+            "arms": [{"name": c.name, "views": list(c.views)} for c in demo.conditions.order_by("id")],
+            "items": {"n": demo.study_items.filter(role="test").count(),
+                      "per_participant": demo.items_per_participant, "raters_per_item": raters},
+            "candidates": {"mode": "top_k", "k": demo.n_candidates, "distractors": demo.n_distractors}
+            if demo.n_candidates else {"mode": "all"},
+            "phases": {"learning_items": demo.learning_items, "pretest": demo.pretest, "survey": demo.survey},
+            "quality": {"attention_checks": demo.attention_checks, "min_rt_ms": demo.min_rt_ms,
+                        "exclusion_rules": demo.exclusion_rules},
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "loadtest-study.json"
+            path.write_text(json.dumps(spec))
+            call_command("launch_study", str(path), owner=demo.owner.get_username(), stdout=self.stderr)
+        study = Study.objects.get(owner=demo.owner, name=name)
         self.stderr.write(f"Load-test study {study.name!r} is {study.status}; its public ID:")
         return study.public_id
