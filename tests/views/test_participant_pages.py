@@ -4,12 +4,16 @@ and forged, replayed and CSRF-less requests, each refused without changing anyth
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from annotations.exports import PARTICIPANT_COLUMNS, participants_export_records
 from annotations.models import Assignment, Participant, Prediction, Response, Slot
+from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec, study_close
 from tests.services.factories import build_study
 
@@ -47,6 +51,17 @@ def _snapshot(study) -> tuple:
         sorted(Participant.objects.filter(study=study).values_list("pk", "phase", "screened_out", "helpfulness")),
         sorted(Slot.objects.filter(condition__study=study).values_list("pk", "assignment_id")),
     )
+
+
+def _answer_one_then_run_out_of_time(client: Client, study, query: str) -> Participant:
+    """Enter, answer the first item, then let the time limit pass."""
+    participant = _enter(client, study, query)
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 3})
+    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    return participant
 
 
 def _walk(client: Client, study, participant, *, guess_index: int = 0, pages: list | None = None) -> None:
@@ -386,18 +401,9 @@ def test_posts_without_a_csrf_token_are_refused(study):
 @pytest.mark.django_db(transaction=True)
 def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
     # transaction=True: the page runs in autocommit, as in production, not inside a test transaction.
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=3, raters_per_item=1, name="late")
     client = Client()
-    participant = _enter(client, study, "?PROLIFIC_PID=slow&STUDY_ID=s&SESSION_ID=x")
-    assignment = _current(participant)
-    client.get(f"/s/{study.public_id}/item/")
-    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
-                                                                       "confidence": 3})
-    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    participant = _answer_one_then_run_out_of_time(client, study, "?PROLIFIC_PID=slow&STUDY_ID=s&SESSION_ID=x")
 
     response = client.get(f"/s/{study.public_id}/item/")
 
@@ -427,13 +433,6 @@ def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
 def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path, platform, query):
     """Beat reclaims the leases of someone who answered nothing in time: they are told the
     time ran out and asked to return the task; no survey, no code, no redirect, no form."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from annotations.exports import participants_export_records
-    from annotations.services.participants import leases_reclaim
-
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
                         name=f"late-{platform}")
     client = Client()
@@ -461,8 +460,6 @@ def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path,
         assert b"Time is up" in again.content and study.completion_code.encode() not in again.content
     assert Participant.objects.filter(study=study).count() == 1
     # The participants export records it.
-    from annotations.exports import PARTICIPANT_COLUMNS
-
     row = dict(zip(PARTICIPANT_COLUMNS, next(iter(participants_export_records(study=study)))))
     assert (row["phase"], row["timed_out"], row["n_test"]) == ("done", True, 0)
 
@@ -470,21 +467,10 @@ def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path,
 @pytest.mark.django_db(transaction=True)
 def test_time_run_out_after_an_answer_still_completes(alice, tmp_path):
     """Someone who answered something did work: the survey, then the completion code."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from annotations.services.participants import leases_reclaim
-
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
                         name="half")
     client = Client()
-    participant = _enter(client, study, "?PROLIFIC_PID=half&STUDY_ID=s&SESSION_ID=x")
-    assignment = _current(participant)
-    client.get(f"/s/{study.public_id}/item/")
-    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
-                                                                       "confidence": 3})
-    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    participant = _answer_one_then_run_out_of_time(client, study, "?PROLIFIC_PID=half&STUDY_ID=s&SESSION_ID=x")
     leases_reclaim()
     assert client.get(f"/s/{study.public_id}/item/").url.endswith("/survey/")
     done = client.post(f"/s/{study.public_id}/survey/", {"helpfulness": "3", "comment": ""}, follow=False)
