@@ -16,6 +16,7 @@ beyond one participant's rows and the study's small lookup tables (arms, items):
   metrics of the explanation of the predicted class, one column ``metric:<method>:<metric>`` per
   method found (and the study's method).
 * **participants** — one row per participant (previews left out): arm, platform, phase,
+  screened out, timed out (the time limit ran out before any answer: no completion code),
   survey answers, timing, attention checks, exclusion decision.
 * **summary** — the analysis flattened to ``key,value`` rows (see
   ``annotations.analysis.report_flatten``).
@@ -80,7 +81,8 @@ ITEM_METRICS = ["deletion_auc", "insertion_auc", "infidelity", "sensitivity_max"
                 "interaction_dividend"]
 PARTICIPANT_COLUMNS = [
     "study", "participant", "platform", "platform_id", "condition", "is_baseline", "phase", "screened_out",
-    "started_at", "finished_at", "duration_s", "helpfulness", "comment", "n_test", "n_pretest", "n_attention",
+    "timed_out", "started_at", "finished_at", "duration_s", "helpfulness", "comment", "n_test", "n_pretest",
+    "n_attention",
     "n_attention_passed", "n_attention_failed", "attention_pass_rate", "median_rt_ms", "n_fast", "fast_share", "test_accuracy", "excluded",
     "exclusion_reasons", "platform_data",
 ]
@@ -419,10 +421,10 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
     groups = itertools.groupby(responses, key=lambda r: r[0])
     pending = next(groups, None)
     participants = _participants(study).values_list(
-        "pk", "public_id", "platform", "platform_id", "condition_id", "phase", "screened_out", "started_at",
-        "finished_at", "helpfulness", "comment", "platform_data").iterator(chunk_size=_CHUNK)
-    for (pk, uuid, platform, platform_id, condition_id, phase, screened_out, started_at, finished_at, helpfulness,
-         comment, platform_data) in participants:
+        "pk", "public_id", "platform", "platform_id", "condition_id", "phase", "screened_out", "timed_out",
+        "started_at", "finished_at", "helpfulness", "comment", "platform_data").iterator(chunk_size=_CHUNK)
+    for (pk, uuid, platform, platform_id, condition_id, phase, screened_out, timed_out, started_at, finished_at,
+         helpfulness, comment, platform_data) in participants:
         rows: list[tuple] = []
         while pending is not None and pending[0] <= pk:
             if pending[0] == pk:
@@ -435,7 +437,7 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
         yield [
             study.public_id, str(uuid), platform,
             platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt),
-            arm.name, arm.is_baseline, phase, screened_out, started_at.isoformat(),
+            arm.name, arm.is_baseline, phase, screened_out, timed_out, started_at.isoformat(),
             finished_at.isoformat() if finished_at else None,
             (finished_at - started_at).total_seconds() if finished_at else None, helpfulness, _defuse(comment or ""),
             stats["n_test"], stats["n_pretest"], stats["n_attention"], stats["n_attention_passed"],

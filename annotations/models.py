@@ -341,6 +341,8 @@ class Participant(models.Model):
     platform_data = models.JSONField(default=dict, blank=True)
     phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.CONSENT)
     screened_out = models.BooleanField(default=False)
+    timed_out = models.BooleanField(
+        default=False, help_text="The time limit ran out before any answer: no completion code, told to return the task.")
     helpfulness = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Post-survey, 1-5.")
     comment = models.TextField(blank=True)
     excluded = models.BooleanField(default=False, help_text="Meets a pre-registered exclusion rule; rows are kept.")
@@ -356,6 +358,15 @@ class Participant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform}:{self.public_id}"
+
+
+class StudyEntryCounter(models.Model):
+    """How many participants have entered a study: the position in the arm randomisation
+    sequence. A row of its own, bumped in one short statement, so that entries never lock
+    the study row."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    entries = models.PositiveBigIntegerField(default=0)
 
 
 class InviteToken(models.Model):
@@ -402,6 +413,10 @@ class Assignment(models.Model):
     candidate_order = models.JSONField(default=list, help_text="Labels in the order shown.")
     lease_expires_at = models.DateTimeField()
     served_at = models.DateTimeField(null=True, blank=True, help_text="First time the item page was served.")
+    media = models.JSONField(default=dict, blank=True,
+                             help_text="What this assignment's media URLs serve, fixed when first served: URL key "
+                                       "(e.g. 'v/heatmap/0') -> file under MEDIA_ROOT, and 'study' -> the "
+                                       "study's public ID. Never sent to the browser.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

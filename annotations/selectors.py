@@ -130,10 +130,10 @@ def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str,
     return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
 
 
-def participant_session_key(*, study: Study) -> str:
+def participant_session_key(*, study: Study | None = None, study_public_id: str | None = None) -> str:
     """Where a browser session keeps its participant of ``study`` (participant pages and the
-    researcher's preview share it)."""
-    return f"participant:{study.public_id}"
+    researcher's preview share it). ``study_public_id`` names the study without loading it."""
+    return f"participant:{study.public_id if study is not None else study_public_id}"
 
 
 def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
@@ -163,6 +163,12 @@ PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}
 # Only MTurk's own hosts may receive the final form: turkSubmitTo comes from the URL, and an
 # arbitrary value would let anyone send participants (and their code) elsewhere.
 MTURK_SUBMIT_HOSTS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
+
+
+def participant_frame_policy() -> str:
+    """The CSP that lets MTurk's worker sites (settings.MMEVAL_FRAME_ANCESTORS) frame a
+    participant page, and no one else."""
+    return "frame-ancestors 'self' " + " ".join(settings.MMEVAL_FRAME_ANCESTORS)
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
@@ -173,13 +179,24 @@ def mturk_submit_url(turk_submit_to: str) -> str:
     return f"{base}/mturk/externalSubmit"
 
 
+PROLIFIC_HOME_URL = "https://app.prolific.com/submissions"
+
+
 def participant_exit(*, participant: Participant) -> dict[str, Any]:
     """How a finished participant leaves: the code (completed or screened out), and for
-    Prolific the redirect URL, for MTurk the external-submit form."""
+    Prolific the redirect URL, for MTurk the external-submit form. A participant who timed
+    out before any answer gets no code, no redirect and no form: they are asked to return
+    the task (Prolific: "Return submission", or Prolific times them out; MTurk: "Return
+    HIT"), so that nobody is paid for no work."""
     study = participant.study
+    preview = participant.platform == Participant.Platform.PREVIEW
+    if participant.timed_out:
+        return {"code": None, "screened_out": participant.screened_out, "timed_out": True, "redirect": None,
+                "mturk": None, "preview": preview, "platform": participant.platform,
+                "platform_home": PROLIFIC_HOME_URL if participant.platform == Participant.Platform.PROLIFIC else None}
     code = study.screened_out_code if participant.screened_out else study.completion_code
-    out: dict[str, Any] = {"code": code, "screened_out": participant.screened_out, "redirect": None, "mturk": None,
-                           "preview": participant.platform == Participant.Platform.PREVIEW}
+    out: dict[str, Any] = {"code": code, "screened_out": participant.screened_out, "timed_out": False,
+                           "redirect": None, "mturk": None, "preview": preview, "platform": participant.platform}
     if participant.platform == Participant.Platform.PROLIFIC:
         out["redirect"] = PROLIFIC_COMPLETE_URL.format(code=code)
     elif participant.platform == Participant.Platform.MTURK:
@@ -217,14 +234,6 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
             for p in study.participants.exclude(platform=Participant.Platform.PREVIEW).select_related("study")}
 
 
-def assignment_progress(*, participant: Participant, assignment: Assignment) -> dict[str, int]:
-    """Position within the assignment's phase, for the progress bar: (n-th, of total)."""
-    same_phase = participant.assignments.filter(phase=assignment.phase).exclude(status=Assignment.Status.EXPIRED)
-    total = same_phase.count()
-    done = same_phase.filter(status=Assignment.Status.ANSWERED).count()
-    return {"position": min(done + 1, total), "total": total, "percent": int(100 * done / max(total, 1))}
-
-
 VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share")
 PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}
 
@@ -233,37 +242,8 @@ def _view_source(view: str) -> str:
     return "interaction" if view in INTERACTION_VIEWS else "attribution"
 
 
-def assignment_view_file(*, assignment: Assignment, view: str, index: int) -> str:
-    """The stored PNG (relative to MEDIA_ROOT) of one view of one shown explanation, or "".
-    ``index`` is the candidate's place in the order shown (always 0 when the study shows the
-    predicted class's explanation unlabelled), so the URL names neither label nor item. The
-    pre-test shows no explanation, so nothing is served for it."""
-    participant = assignment.participant
-    study = participant.study
-    if view not in VIEW_ORDER or view == "tokens" or view not in assignment.condition.views:
-        return ""
-    if assignment.phase == Assignment.Phase.PRETEST:
-        return ""
-    labels = _explained_labels(study=study, assignment=assignment)
-    if not 0 <= index < len(labels):
-        return ""
-    rows = _explanation_rows(study=study, item=assignment.item, labels=[labels[index]])[labels[index]]
-    row = rows.get(_view_source(view))
-    if row is None or row.status != Explanation.Status.DONE:
-        return ""
-    if view in ("heatmap", "interaction"):
-        return row.image_view
-    return row.extra_views.get(view, "")
-
-
-def _explained_labels(*, study: Study, assignment: Assignment) -> list[str]:
-    if study.explanation_display == "predicted_unlabelled":
-        return [Prediction.objects.get(model=study.model, item=assignment.item).label]
-    return list(assignment.candidate_order)
-
-
 def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
-    found = Explanation.objects.filter(model=study.model, item=item, target_label__in=labels,
+    found = Explanation.objects.filter(model_id=study.model_id, item=item, target_label__in=labels,
                                        method__in=[study.explanation_method, study.interaction_method])
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
@@ -273,9 +253,9 @@ def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dic
 
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
-    """Which views one explanation panel can show: image view names (in display order) and
-    the token highlights."""
-    images, tokens = [], []
+    """Which views one explanation panel can show: image view names (in display order), the
+    stored file of each, and the token highlights."""
+    images, files, tokens = [], {}, []
     for view in VIEW_ORDER:
         if view not in views:
             continue
@@ -284,46 +264,100 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
             continue
         if view == "tokens":
             tokens = row.token_view
-        elif view in ("heatmap", "interaction") and row.image_view:
+            continue
+        path = row.image_view if view in ("heatmap", "interaction") else row.extra_views.get(view, "")
+        if path:
             images.append(view)
-        elif row.extra_views.get(view):
-            images.append(view)
-    return {"images": images, "tokens": tokens}
+            files[view] = path
+    return {"images": images, "files": files, "tokens": tokens}
+
+
+def assignment_phase_counts(*, participant: Participant) -> dict[str, dict[str, int]]:
+    """Per phase, the participant's leases that count (all but expired ones) and how many of
+    them are answered, in one query."""
+    rows = (participant.assignments.exclude(status=Assignment.Status.EXPIRED).values("phase")
+            .annotate(total=Count("id"), answered=Count("id", filter=Q(status=Assignment.Status.ANSWERED))))
+    return {row["phase"]: {"total": row["total"], "answered": row["answered"]} for row in rows}
+
+
+def assignment_media_key(*, view: str | None = None, index: int = 0, modality: str | None = None) -> str:
+    """The tail of a media URL after the assignment's ID, as ``Assignment.media`` keys it:
+    ``input/<modality>`` or ``v/<view>/<index>`` (``index``: the candidate's place in the
+    order shown, so the URL names neither label nor item)."""
+    return f"input/{modality}" if modality is not None else f"v/{view}/{index}"
+
+
+# The entry of ``Assignment.media`` that names the study whose URLs the map answers.
+MEDIA_STUDY_KEY = "study"
+
+
+def assignment_media_file(*, study_public_id: str, assignment_public_id, key: str) -> str:
+    """The stored file (relative to MEDIA_ROOT) one media URL of an active assignment serves,
+    or "". One query on one table's unique index (a join would cost more in planning than
+    the lookup itself); no session: the assignment's random UUID is the capability, as the
+    page that embeds the URL is the participant's own."""
+    try:
+        media = (Assignment.objects.values_list("media", flat=True)
+                 .get(public_id=assignment_public_id, status=Assignment.Status.ACTIVE))
+    except Assignment.DoesNotExist:
+        return ""
+    if media.get(MEDIA_STUDY_KEY) != study_public_id or key == MEDIA_STUDY_KEY:
+        return ""
+    return media.get(key, "")
 
 
 def assignment_page(*, participant: Participant, assignment: Assignment) -> dict[str, Any]:
     """Everything an item page shows, for any phase. Before an answer nothing here names the
     model's prediction or the gold label: explanations follow the candidate order recorded
     on the assignment, or (predicted_unlabelled) one panel with no class name. Only the
-    learning phase reveals the model's answer."""
+    learning phase reveals the model's answer.
+
+    ``media`` maps each media URL key the page uses (``assignment_media_key``) to the stored
+    file, and ``MEDIA_STUDY_KEY`` to the study's public ID, for ``assignment_serve`` to fix on
+    the assignment. ``participant`` comes with its
+    study (and the study's model) and condition loaded."""
     study = participant.study
     phase = assignment.phase
-    views = [] if phase == Assignment.Phase.PRETEST else list(assignment.condition.views)
+    condition = participant.condition if participant.condition_id == assignment.condition_id else assignment.condition
+    views = [] if phase == Assignment.Phase.PRETEST else list(condition.views)
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     unlabelled = study.explanation_display == "predicted_unlabelled"
-    labels = _explained_labels(study=study, assignment=assignment) if views else []
-    rows = _explanation_rows(study=study, item=assignment.item, labels=labels) if views else {}
+    predicted = None
+    if phase == Assignment.Phase.LEARNING or (views and unlabelled):
+        predicted = Prediction.objects.filter(model_id=study.model_id, item_id=assignment.item_id) \
+            .values_list("label", flat=True).get()
+    labels = ([predicted] if unlabelled else list(assignment.candidate_order)) if views else []
+    rows = _explanation_rows(study=study, item=assignment.item_id, labels=labels) if views else {}
+    image_modalities = [m for m in study.model.modalities if m in IMAGE_MODALITIES]
+    media = {MEDIA_STUDY_KEY: study.public_id}
+    media.update({assignment_media_key(modality=m): assignment.item.payload[m]
+                  for m in image_modalities if assignment.item.payload.get(m)})
     candidates = []
     for index, label in enumerate(assignment.candidate_order):
-        panel = _panel(views, rows.get(label, {})) if views and not unlabelled else {"images": [], "tokens": []}
+        panel = _panel(views, rows.get(label, {})) if views and not unlabelled else {"images": [], "files": {},
+                                                                                      "tokens": []}
+        media.update({assignment_media_key(view=view, index=index): path for view, path in panel["files"].items()})
         candidates.append({"index": index, "key": index + 1, "letter": letters[index % 26], "label": label, **panel})
     shared = _panel(views, rows.get(labels[0], {})) if views and unlabelled and labels else None
-    model_answer = None
-    if phase == Assignment.Phase.LEARNING:
-        model_answer = Prediction.objects.get(model=study.model, item=assignment.item).label
-    phases = [p for p in ("pretest", "learning", "test")
-              if participant.assignments.filter(phase=p).exclude(status=Assignment.Status.EXPIRED).exists()]
+    if shared:
+        media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
+    counts = assignment_phase_counts(participant=participant)
+    phases = [p for p in ("pretest", "learning", "test") if counts.get(p)]
+    mine = counts.get(phase, {"total": 0, "answered": 0})
     text_modalities = [m for m in study.model.modalities if m not in IMAGE_MODALITIES]
     return {
         "phase": phase, "phase_title": PHASE_TITLES[phase],
         "phase_number": phases.index(phase) + 1 if phase in phases else 1, "n_phases": len(phases),
-        "candidates": candidates, "shared_panel": shared, "views": views, "model_answer": model_answer,
+        "candidates": candidates, "shared_panel": shared, "views": views,
+        "model_answer": predicted if phase == Assignment.Phase.LEARNING else None,
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
-        "images": [m for m in study.model.modalities if m in IMAGE_MODALITIES],
+        "images": image_modalities,
         "has_colour_views": bool({"heatmap", "tokens", "interaction", "share"} & set(views)),
         "confidence_levels": [1, 2, 3, 4, 5],
-        **assignment_progress(participant=participant, assignment=assignment),
+        "position": min(mine["answered"] + 1, mine["total"]), "total": mine["total"],
+        "percent": int(100 * mine["answered"] / max(mine["total"], 1)),
+        "media": media,
     }
 
 

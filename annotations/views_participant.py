@@ -5,6 +5,15 @@ Nothing served before an answer names the model's prediction or the gold label: 
 through assignment-scoped URLs with opaque IDs (the candidate's place in the recorded random
 order, never a label), images are sent without file names, explanations are shown for every
 candidate in the order recorded on the assignment, and no page carries item IDs.
+
+Media are cheap: the item page fixes its media map on the assignment when first served
+(``Assignment.media``), and a media URL is answered from that map with one indexed query
+and no session: the assignment's random UUID in the URL is the capability, like the page
+that embeds it. The bytes are immutable, so the browser may keep them (privately). With
+``MMEVAL_MEDIA_X_ACCEL_PREFIX`` (nginx: an ``internal`` location aliasing MEDIA_ROOT) or
+``MMEVAL_MEDIA_X_SENDFILE`` (Apache mod_xsendfile, lighttpd) the file is handed to the proxy
+instead of streamed by Django; the proxy strips that header, so no stored name reaches the
+browser.
 """
 
 from __future__ import annotations
@@ -12,9 +21,11 @@ from __future__ import annotations
 import secrets
 from functools import wraps
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
-from django.http import Http404, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
@@ -23,11 +34,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotations.models import Assignment, InviteToken, Participant, Study
 from annotations.selectors import (
     MTURK_PREVIEW_ASSIGNMENT,
-    MTURK_SUBMIT_HOSTS,
+    assignment_media_file,
+    assignment_media_key,
     assignment_page,
-    assignment_view_file,
     participant_by_platform_id,
     participant_exit,
+    participant_frame_policy,
     participant_session_key,
 )
 from annotations.services.participants import (
@@ -40,12 +52,12 @@ from annotations.services.participants import (
     participant_consent,
     participant_enter,
     participant_resume,
+    participant_next_item,
     participant_start,
     participant_survey_submit,
     participant_sync_phase,
     response_submit,
 )
-from workers.engine.dataset import IMAGE_MODALITIES
 
 PLATFORM_PARAMS = {
     Participant.Platform.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
@@ -61,7 +73,7 @@ def participant_page(view):
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
-        response["Content-Security-Policy"] = "frame-ancestors 'self' " + " ".join(MTURK_SUBMIT_HOSTS)
+        response["Content-Security-Policy"] = participant_frame_policy()
         return response
 
     return never_cache(xframe_options_exempt(wrapped))
@@ -75,11 +87,18 @@ def _pending_key(study: Study) -> str:
     return f"entry:{study.public_id}"
 
 
-def _participant(request, study: Study) -> Participant | None:
-    public_id = request.session.get(participant_session_key(study=study))
-    if not public_id:
-        return None
-    return Participant.objects.filter(study=study, public_id=public_id).select_related("condition", "study").first()
+def _study_and_participant(request, public_id: str) -> tuple[Study, Participant | None]:
+    """The study and this browser's participant of it, in one query when there is one."""
+    participant_id = request.session.get(participant_session_key(study_public_id=public_id))
+    if participant_id:
+        try:  # get(), not first(): a unique lookup needs no ORDER BY, which costs a third of this query
+            participant = (Participant.objects.select_related("study__model", "condition")
+                           .get(public_id=participant_id, study__public_id=public_id))
+        except (Participant.DoesNotExist, ValidationError):
+            pass
+        else:
+            return participant.study, participant
+    return get_object_or_404(Study, public_id=public_id), None
 
 
 def _refusal(request, study: Study | None, code: str, message: str, status: int = 200):
@@ -118,8 +137,7 @@ def entry(request, public_id: str):
     """Consent page. Platform parameters are remembered until the participant consents; a
     returning crowd worker resumes where they stopped; an MTurk preview only describes the
     task and creates nothing."""
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is not None and participant.phase != Participant.Phase.CONSENT:
         return _goto_phase(study, participant)
     if request.GET.get("assignmentId") == MTURK_PREVIEW_ASSIGNMENT:
@@ -163,8 +181,7 @@ def invite(request, token: str):
 @participant_page
 @require_POST
 def consent(request, public_id: str):
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         pending = request.session.get(_pending_key(study)) or {}
         link_id = request.session.get(_link_key(study), "")
@@ -186,8 +203,7 @@ def consent(request, public_id: str):
 @participant_page
 @require_http_methods(["GET", "POST"])
 def instructions(request, public_id: str):
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         return redirect("participant-entry", public_id=public_id)
     if participant.phase != Participant.Phase.INSTRUCTIONS:
@@ -205,19 +221,17 @@ def instructions(request, public_id: str):
 @require_GET
 def item(request, public_id: str):
     """The participant's next item, whatever its phase (pre-test, learning or test)."""
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         return redirect("participant-entry", public_id=public_id)
-    participant = participant_sync_phase(participant=participant)
+    assignment = participant_next_item(participant=participant)
     if participant.phase not in ITEM_PHASES:
         return _goto_phase(study, participant)
-    assignment = assignment_current(participant=participant)
     if assignment is None:
         return _refusal(request, study, "expired", "The time for this study has run out. Thank you for taking part.")
-    assignment_serve(assignment=assignment)
-    context = {"study": study, "participant": participant, "assignment": assignment,
-               **assignment_page(participant=participant, assignment=assignment)}
+    page = assignment_page(participant=participant, assignment=assignment)
+    assignment_serve(assignment=assignment, media=page.pop("media"))
+    context = {"study": study, "participant": participant, "assignment": assignment, **page}
     template = "participant/learning.html" if assignment.phase == Assignment.Phase.LEARNING else "participant/item.html"
     return render(request, template, context)
 
@@ -225,8 +239,7 @@ def item(request, public_id: str):
 @participant_page
 @require_POST
 def submit(request, public_id: str, assignment_id):
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         return _refusal(request, study, "forbidden", "Your session has ended. Please open your study link again.",
                         status=403)
@@ -242,8 +255,7 @@ def submit(request, public_id: str, assignment_id):
 @participant_page
 @require_POST
 def learn(request, public_id: str, assignment_id):
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         return _refusal(request, study, "forbidden", "Your session has ended. Please open your study link again.",
                         status=403)
@@ -257,8 +269,7 @@ def learn(request, public_id: str, assignment_id):
 @participant_page
 @require_http_methods(["GET", "POST"])
 def survey(request, public_id: str):
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         return redirect("participant-entry", public_id=public_id)
     participant = participant_sync_phase(participant=participant)
@@ -279,51 +290,57 @@ def survey(request, public_id: str):
     }, status=400 if error else 200)
 
 
-def _owned_assignment(request, public_id: str, assignment_id) -> Assignment:
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
-    if participant is None:
+def _media_response(relative_path: str) -> HttpResponse:
+    """The stored PNG, with no file name (a stored name is an identifier), cacheable by this
+    browser only: what a media URL serves never changes. Handed to the proxy when a setting
+    says so (module docstring), else streamed."""
+    if not relative_path:
         raise Http404
-    return get_object_or_404(Assignment.objects.select_related("item", "condition", "participant__study"),
-                             public_id=assignment_id, participant=participant, status=Assignment.Status.ACTIVE)
-
-
-def _private_png(relative_path: str) -> HttpResponse:
-    """The file's bytes with no file name (a stored name is an identifier) and no caching."""
-    path = Path(settings.MEDIA_ROOT) / relative_path
-    if not relative_path or not path.is_file():
-        raise Http404
-    response = HttpResponse(path.read_bytes(), content_type="image/png")
-    response["Cache-Control"] = "private, no-store"
+    accel_prefix = getattr(settings, "MMEVAL_MEDIA_X_ACCEL_PREFIX", "")
+    if accel_prefix:
+        response = HttpResponse(content_type="image/png")
+        response["X-Accel-Redirect"] = accel_prefix.rstrip("/") + "/" + quote(relative_path)
+    elif getattr(settings, "MMEVAL_MEDIA_X_SENDFILE", False):
+        response = HttpResponse(content_type="image/png")
+        response["X-Sendfile"] = str(Path(settings.MEDIA_ROOT) / relative_path)
+    else:
+        try:
+            handle = open(Path(settings.MEDIA_ROOT) / relative_path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise Http404 from None
+        response = FileResponse(handle, content_type="image/png")
+        if "Content-Disposition" in response:
+            del response["Content-Disposition"]
+    response["Cache-Control"] = "private, max-age=86400, immutable"
     return response
 
 
 @require_GET
 def input_media(request, public_id: str, assignment_id, modality: str):
-    assignment = _owned_assignment(request, public_id, assignment_id)
-    if modality not in IMAGE_MODALITIES or modality not in assignment.item.payload:
-        raise Http404
-    return _private_png(assignment.item.payload[modality])
+    return _media_response(assignment_media_file(study_public_id=public_id, assignment_public_id=assignment_id,
+                                                 key=assignment_media_key(modality=modality)))
 
 
 @require_GET
 def view_media(request, public_id: str, assignment_id, view: str, index: int):
     """One rendered view of the explanation at ``index`` in the order shown."""
-    assignment = _owned_assignment(request, public_id, assignment_id)
-    return _private_png(assignment_view_file(assignment=assignment, view=view, index=index))
+    return _media_response(assignment_media_file(study_public_id=public_id, assignment_public_id=assignment_id,
+                                                 key=assignment_media_key(view=view, index=index)))
 
 
 @participant_page
 @require_GET
 def done(request, public_id: str):
-    study = get_object_or_404(Study, public_id=public_id)
-    participant = _participant(request, study)
+    study, participant = _study_and_participant(request, public_id)
     if participant is None:
         return redirect("participant-entry", public_id=public_id)
     participant = participant_sync_phase(participant=participant)
     if participant.phase != Participant.Phase.DONE:
         return _goto_phase(study, participant)
     exit_info = participant_exit(participant=participant)
+    if exit_info["timed_out"]:
+        return render(request, "participant/timed_out.html", {"study": study, "participant": participant,
+                                                              **exit_info})
     if exit_info["redirect"]:
         return redirect(exit_info["redirect"])
     return render(request, "participant/done.html", {"study": study, "participant": participant, **exit_info})

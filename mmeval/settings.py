@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "mmeval.middleware.StaticFilesMiddleware",  # whitenoise
     "mmeval.middleware.RejectNulBytesMiddleware",
+    "annotations.middleware.DatabaseUnavailableMiddleware",  # before sessions: it sees their errors too
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -333,3 +334,27 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "WARNING")},
 }
+
+# --- Participant path: caches and sessions ---
+# Several web processes must agree on every session. With a shared cache (CACHE_URL, else
+# REDIS_URL: Django's Redis backend, degrading to a miss when Redis fails) sessions are read
+# from it and written through to the database (cached_db), so a participant page costs no
+# session query. Without one, a per-process cache would serve stale sessions after another
+# process changed them, so sessions then stay in the database alone.
+_CACHE_URL = os.environ.get("CACHE_URL", "") or os.environ.get("REDIS_URL", "")
+if _CACHE_URL:
+    if not _CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"CACHE_URL={_CACHE_URL!r} is not a redis://, rediss:// or unix:// URL")
+    CACHES = {"default": {
+        "BACKEND": "annotations.cache.TolerantRedisCache", "LOCATION": _CACHE_URL, "KEY_PREFIX": "mmeval",
+        # A hung Redis holds a request for at most about this long per call.
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }}
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Participant media handed to the proxy instead of streamed (annotations/views_participant.py):
+# nginx's internal location prefix (X-Accel-Redirect), or X-Sendfile for Apache/lighttpd.
+MMEVAL_MEDIA_X_ACCEL_PREFIX = envstr("MMEVAL_MEDIA_X_ACCEL_PREFIX", "")
+MMEVAL_MEDIA_X_SENDFILE = envbool("MMEVAL_MEDIA_X_SENDFILE", False)

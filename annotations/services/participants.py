@@ -13,6 +13,12 @@ active lease.
 Caps hold under concurrency because every (arm, item) has exactly ``raters_per_item`` slot
 rows and a test assignment must take one under ``SELECT … FOR UPDATE SKIP LOCKED``. A
 participant never gets an item twice in a phase because (participant, item, phase) is unique.
+
+A participant's request locks only that participant's rows (their participant row and
+assignments) and the slots it takes. No ``select_for_update`` joins another table, or it
+locks its own table only (``of=("self",)``); arm assignment needs no study lock (see
+``participant_enter``); other participants' expired leases are reclaimed by beat every
+minute, and inside a request only when the request found no free slot.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from annotations.models import (
@@ -33,6 +40,7 @@ from annotations.models import (
     Response,
     Slot,
     Study,
+    StudyEntryCounter,
     StudyItem,
 )
 from annotations.selectors import participant_quality, study_candidates
@@ -65,43 +73,53 @@ def participant_enter(
     *, study: Study, platform: str, platform_id: str = "", platform_data: dict | None = None,
     invite_token: str | None = None,
 ) -> Participant:
-    """Return the participant for this entry, creating one in the least-filled arm.
+    """Return the participant for this entry, creating one in an arm chosen by
+    ``_entry_condition`` (balanced, seeded, reproducible).
 
     A returning platform ID or invite resumes the same participant; one who finished is
-    refused politely.
+    refused politely. Two entries racing with the same platform ID end up as one participant
+    (the unique constraint refuses the second row, which then resumes the first). No study
+    row is locked: only the invite row, when there is one.
     """
     if platform == Participant.Platform.PREVIEW:
         raise ParticipantError("invalid", "Previews start from the researcher's study page.")
-    leases_reclaim()  # without beat (eager mode) expired leases would keep a study "full"
+    if study.status != Study.Status.LIVE:
+        raise ParticipantError("closed", "This study is not open at the moment.")
+    if invite_token is not None:
+        return _enter_with_invite(study=study, invite_token=invite_token)
+    if platform_id:
+        existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
+        if existing is not None:
+            return participant_resume(participant=existing, platform_data=platform_data)
+    condition = _entry_condition(study=study)
+    try:
+        with transaction.atomic():
+            return Participant.objects.create(study=study, condition=condition, platform=platform,
+                                              platform_id=platform_id, platform_data=platform_data or {})
+    except IntegrityError:
+        existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
+        if existing is None:
+            raise
+        return participant_resume(participant=existing, platform_data=platform_data)
+
+
+def _enter_with_invite(*, study: Study, invite_token: str) -> Participant:
+    invite = InviteToken.objects.select_related("participant").filter(study=study, token=invite_token).first()
+    if invite is None:
+        raise ParticipantError("invalid", "This invitation link is not valid.")
+    if invite.participant_id is not None:
+        return participant_resume(participant=invite.participant)
+    condition = _entry_condition(study=study)  # before the transaction: the invite row is its only lock
     with transaction.atomic():
-        # One lock per study serialises arm balancing; it is held for a few queries only.
-        study = Study.objects.select_for_update().get(pk=study.pk)
-        if study.status != Study.Status.LIVE:
-            raise ParticipantError("closed", "This study is not open at the moment.")
-
-        invite = None
-        if invite_token is not None:
-            invite = InviteToken.objects.select_for_update().filter(study=study, token=invite_token).first()
-            if invite is None:
-                raise ParticipantError("invalid", "This invitation link is not valid.")
-            if invite.participant_id is not None:
-                return participant_resume(participant=invite.participant)
-            platform, platform_id = Participant.Platform.INVITE, ""
-
-        if platform_id:
-            existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
-            if existing is not None:
-                return participant_resume(participant=existing, platform_data=platform_data)
-
-        condition = _least_filled_condition(study=study)
-        participant = Participant.objects.create(
-            study=study, condition=condition, platform=platform, platform_id=platform_id,
-            platform_data=platform_data or {},
-        )
-        if invite is not None:
-            invite.participant = participant
-            invite.used_at = timezone.now()
-            invite.save(update_fields=["participant", "used_at"])
+        # The invite row serialises two uses of one link: the second resumes the first.
+        invite = InviteToken.objects.select_for_update().get(pk=invite.pk)
+        if invite.participant_id is not None:
+            return participant_resume(participant=invite.participant)
+        participant = Participant.objects.create(study=study, condition=condition,
+                                                 platform=Participant.Platform.INVITE, platform_id="")
+        invite.participant = participant
+        invite.used_at = timezone.now()
+        invite.save(update_fields=["participant", "used_at"])
         return participant
 
 
@@ -116,6 +134,8 @@ def participant_resume(*, participant: Participant, platform_data: dict | None =
     A crowd worker coming back through the platform link must bring the same platform
     session (Prolific SESSION_ID, MTurk assignmentId) as when they started."""
     if participant.phase == Participant.Phase.DONE:
+        if participant.timed_out:
+            raise ParticipantError("expired", "The time for this study ran out before any answer was recorded.")
         raise ParticipantError("finished", "You have already completed this study. Thank you!")
     key = PLATFORM_SESSION_KEYS.get(participant.platform)
     if platform_data is not None and key is not None:
@@ -126,21 +146,54 @@ def participant_resume(*, participant: Participant, platform_data: dict | None =
     return participant
 
 
-def _least_filled_condition(*, study: Study) -> Condition:
-    """Balanced random assignment: the arm with the fewest participants among arms that still
-    have free slots; ties are broken by the study's seed."""
-    arms = list(
-        study.conditions.annotate(
-            n_participants=Count("participants", filter=~Q(participants__platform=Participant.Platform.PREVIEW)),
-        ).order_by("id")
-    )
-    open_arms = [c for c in arms if Slot.objects.filter(condition=c, assignment__isnull=True).exists()]
-    if not open_arms:
-        raise ParticipantError("full", "This study is full. Thank you for your interest!")
-    fewest = min(c.n_participants for c in open_arms)
-    tied = [c for c in open_arms if c.n_participants == fewest]
-    total = sum(c.n_participants for c in arms)
-    return _rng(study.seed, "arm", total).choice(tied)
+def _entry_condition(*, study: Study) -> Condition:
+    """The arm of the next participant: permuted-block randomisation. Entries are numbered
+    per study (``StudyEntryCounter``); each block of as many entries as there are arms gets
+    every arm once, in an order drawn from the study's seed and the block number. So arms
+    stay within one participant of each other while all are open, and the sequence is
+    reproducible from the seed. An arm with no free slot is skipped for the least-filled open
+    arm (ties broken by the seed). Raises ParticipantError('full') when no arm has a free
+    slot, even after reclaiming expired leases."""
+    arms = _arms_with_free_slots(study=study)
+    if not any(is_open for _, is_open in arms):
+        # Beat reclaims every minute; without it (the embedded setup) this keeps a study
+        # from staying "full" when leases ran out.
+        if leases_reclaim():
+            arms = _arms_with_free_slots(study=study)
+        if not any(is_open for _, is_open in arms):
+            raise ParticipantError("full", "This study is full. Thank you for your interest!")
+    number = _study_entry_next(study=study)
+    block, place = divmod(number - 1, len(arms))
+    order = [condition for condition, _ in arms]
+    _rng(study.seed, "arm-block", block).shuffle(order)
+    chosen = order[place]
+    if dict((c.pk, is_open) for c, is_open in arms)[chosen.pk]:
+        return chosen
+    open_arms = [condition for condition, is_open in arms if is_open]
+    counts = dict(Participant.objects.filter(condition__in=open_arms).exclude(platform=Participant.Platform.PREVIEW)
+                  .values("condition").annotate(n=Count("id")).values_list("condition", "n"))
+    fewest = min(counts.get(c.pk, 0) for c in open_arms)
+    tied = [c for c in open_arms if counts.get(c.pk, 0) == fewest]
+    return _rng(study.seed, "arm", number).choice(tied)
+
+
+def _arms_with_free_slots(*, study: Study) -> list[tuple[Condition, bool]]:
+    """The study's arms in id order, each with whether it has a free slot (one query)."""
+    free = Slot.objects.filter(condition=OuterRef("pk"), assignment__isnull=True)
+    return [(c, c.has_free_slot) for c in study.conditions.annotate(has_free_slot=Exists(free)).order_by("id")]
+
+
+def _study_entry_next(*, study: Study) -> int:
+    """Count one more entry into ``study`` and return its number (1, 2, …). One statement
+    (call it outside a transaction): the counter row is locked for that statement only."""
+    table = StudyEntryCounter._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (study_id, entries) VALUES (%s, 1) "
+            f"ON CONFLICT (study_id) DO UPDATE SET entries = {table}.entries + 1 RETURNING entries",
+            [study.pk],
+        )
+        return cursor.fetchone()[0]
 
 
 def participant_preview_start(*, study: Study, condition: Condition | None = None) -> Participant:
@@ -167,6 +220,20 @@ def participant_consent(*, participant: Participant) -> Participant:
 # --------------------------------------------------------------------------- leasing
 
 
+# What another request of the same participant may change: re-read under the row lock.
+_PARTICIPANT_STATE = ("phase", "screened_out", "timed_out")
+
+
+def _lock_participant(participant: Participant) -> Participant:
+    """Lock the participant's own row, so that their writing requests run one at a time, and
+    re-read the state another request may have changed (``_PARTICIPANT_STATE``). The study and
+    arm are used as already loaded: they never change under a participant."""
+    state = Participant.objects.select_for_update().filter(pk=participant.pk).values_list(*_PARTICIPANT_STATE).get()
+    for field, value in zip(_PARTICIPANT_STATE, state):
+        setattr(participant, field, value)
+    return participant
+
+
 def _set_phase(participant: Participant, phase: str) -> None:
     if participant.phase != phase:
         Participant.objects.filter(pk=participant.pk).update(phase=phase)
@@ -176,16 +243,31 @@ def _set_phase(participant: Participant, phase: str) -> None:
 def participant_start(*, participant: Participant) -> Participant:
     """Leave the instructions: lease this participant's items for every phase (see the
     module docstring) and move to the first item phase. Raises ParticipantError('full')
-    when no test item is free. Safe to call twice (a double click on "Start")."""
-    leases_reclaim()
+    when no test item is free. Safe to call twice (a double click on "Start").
+
+    Expired leases of others are reclaimed here only when this participant found fewer
+    free test items than they need (beat does it every minute otherwise)."""
+    try:
+        return _participant_start(participant=participant, take_what_is_free=False)
+    except _ShortOfSlots:
+        leases_reclaim()
+        return _participant_start(participant=participant, take_what_is_free=True)
+
+
+class _ShortOfSlots(Exception):
+    """Fewer free test items than needed: roll back, reclaim expired leases, try again."""
+
+
+def _participant_start(*, participant: Participant, take_what_is_free: bool) -> Participant:
     with transaction.atomic():
-        locked = Participant.objects.select_for_update().select_related("study__model").get(pk=participant.pk)
+        locked = _lock_participant(participant)
         if locked.phase not in (Participant.Phase.CONSENT, Participant.Phase.INSTRUCTIONS):
-            participant.phase = locked.phase
             return participant
         study = locked.study
         lease_until = timezone.now() + timedelta(minutes=study.lease_minutes)
         chosen = _free_test_items(participant=locked, need=study.items_per_participant)
+        if len(chosen) < study.items_per_participant and not take_what_is_free:
+            raise _ShortOfSlots
         if not chosen:
             raise ParticipantError("full", "This study is full. Thank you for your interest!")
         test_items = list(chosen)
@@ -206,10 +288,10 @@ def participant_start(*, participant: Participant) -> Participant:
             test_plan.insert(_rng(study.seed, "check-at", locked.public_id, check["item_id"])
                              .randint(1, len(test_plan)), check)
         plan += test_plan
-        created = _create_assignments(participant=locked, study=study, plan=plan, lease_until=lease_until)
+        created = _create_assignments(participant=locked, study=study, plan=plan, lease_until=lease_until,
+                                      first_position=0)
         _hold_slots(chosen=chosen, assignments=created)
         _set_phase(locked, created[0].phase)
-    participant.phase = locked.phase
     return participant
 
 
@@ -254,7 +336,7 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
     pool = list(study.study_items.filter(role=StudyItem.Role.ATTENTION).order_by("item_id"))
     rng = _rng(study.seed, "attention", participant.public_id)
     picked = rng.sample(pool, min(study.attention_checks, len(pool)))
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model,
+    predictions = {p.item_id: p for p in Prediction.objects.filter(model_id=study.model_id,
                                                                   item_id__in=[s.item_id for s in picked])
                    .select_related("item")}
     checks = []
@@ -274,10 +356,12 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
 
 
 def _create_assignments(*, participant: Participant, study: Study, plan: list[dict],
-                        lease_until: datetime) -> list[Assignment]:
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model,
+                        lease_until: datetime, first_position: int | None = None) -> list[Assignment]:
+    predictions = {p.item_id: p for p in Prediction.objects.filter(model_id=study.model_id,
                                                                   item_id__in={e["item_id"] for e in plan})}
-    start = (participant.assignments.order_by("-position").values_list("position", flat=True).first() or -1) + 1
+    start = first_position
+    if start is None:
+        start = (participant.assignments.order_by("-position").values_list("position", flat=True).first() or -1) + 1
     created = []
     for offset, entry in enumerate(plan):
         item_id, phase = entry["item_id"], entry["phase"]
@@ -346,30 +430,65 @@ def assignment_current(*, participant: Participant) -> Assignment | None:
     )
 
 
-def assignment_serve(*, assignment: Assignment) -> Assignment:
-    """Record the first time an item page is served: the start of its response time."""
+def assignment_serve(*, assignment: Assignment, media: dict[str, str] | None = None) -> Assignment:
+    """Record the first time an item page is served: the start of its response time. With
+    ``media`` (URL key -> stored file, from ``selectors.assignment_page``), fix what the
+    assignment's media URLs serve, once: later serves keep the first map, so a cached image
+    never changes."""
+    updates = {}
     if assignment.served_at is None:
-        now = timezone.now()
-        Assignment.objects.filter(pk=assignment.pk, served_at__isnull=True).update(served_at=now)
-        assignment.refresh_from_db(fields=["served_at"])
+        updates["served_at"] = timezone.now()
+    if media and not assignment.media:
+        updates["media"] = media
+    if updates:
+        # Guarded on the old values: a concurrent first serve (two tabs) keeps the first map and time.
+        guard = {"served_at__isnull": True} if "served_at" in updates else {"media": {}}
+        if Assignment.objects.filter(pk=assignment.pk, **guard).update(**updates):
+            for field, value in updates.items():
+                setattr(assignment, field, value)
+        else:
+            assignment.refresh_from_db(fields=["served_at", "media"])
     return assignment
 
 
 def participant_sync_phase(*, participant: Participant) -> Participant:
     """Bring the stored phase in line with the leases: the phase of the next item, or, when
-    none is left (all answered, or the time limit ran out after some answers), the survey
-    or the end. A participant whose time ran out before any answer stays, to be told."""
+    none is left, the survey or the end (see ``participant_next_item``)."""
+    participant_next_item(participant=participant)
+    return participant
+
+
+def participant_next_item(*, participant: Participant, just_answered: bool = False) -> Assignment | None:
+    """The participant's current item (as ``assignment_current``), with the stored phase
+    brought in line: the phase of that item, or, when none is left, the survey or the end.
+    Time run out after some answers ends the items with what was answered; time run out
+    before any answer ends the study as *timed out*: no survey and no completion code.
+    ``just_answered``: the caller has just stored an answer (this saves a query)."""
     if participant.phase not in ITEM_PHASES:
-        return participant
+        return None
     current = assignment_current(participant=participant)
     if current is not None:
         _set_phase(participant, current.phase)
-        return participant
-    pending = participant.assignments.filter(status=Assignment.Status.ACTIVE).exists()
-    if pending and not participant.responses.exists():
-        return participant
+        return current
+    if not just_answered and not participant.responses.exists():
+        _time_out(participant)
+        return None
     _after_items(participant)
-    return participant
+    return None
+
+
+def _time_out(participant: Participant) -> None:
+    """No item left and no answer: the time ran out before any. Decided under the
+    participant's lock, so that an answer being stored at that moment either comes first
+    (and counts) or finds its lease gone."""
+    with transaction.atomic():
+        _lock_participant(participant)
+        if participant.phase not in ITEM_PHASES:
+            return
+        if not participant.responses.exists():
+            _finish(participant, timed_out=True)
+            return
+    _after_items(participant)
 
 
 def _after_items(participant: Participant) -> None:
@@ -380,7 +499,7 @@ def _after_items(participant: Participant) -> None:
         _finish(participant)
 
 
-def _finish(participant: Participant) -> None:
+def _finish(participant: Participant, *, timed_out: bool = False) -> None:
     """Done: stamp the time, give back any lease still held (a screened-out participant's
     remaining items go to others at once), and flag the pre-registered exclusions."""
     now = timezone.now()
@@ -389,8 +508,8 @@ def _finish(participant: Participant) -> None:
         reasons = participant_quality(participant=participant)["exclusion_reasons"]
         Participant.objects.filter(pk=participant.pk).update(
             phase=Participant.Phase.DONE, finished_at=now, excluded=bool(reasons), exclusion_reasons=reasons,
-            screened_out=participant.screened_out)
-    participant.phase, participant.finished_at = Participant.Phase.DONE, now
+            screened_out=participant.screened_out, timed_out=timed_out)
+    participant.phase, participant.finished_at, participant.timed_out = Participant.Phase.DONE, now, timed_out
     participant.excluded, participant.exclusion_reasons = bool(reasons), reasons
 
 
@@ -405,15 +524,18 @@ def _release_leases(participant: Participant) -> None:
 # --------------------------------------------------------------------------- answers
 
 
-def _locked_assignment(*, participant: Participant, assignment_public_id) -> Assignment:
+def _locked_assignment(*, participant: Participant, assignment_public_id, model_id: int | None = None) -> Assignment:
+    """One of the participant's own assignments, locked (its row only), with its item. With
+    ``model_id``, ``model_answer`` carries that model's prediction, read in the same query."""
+    query = (Assignment.objects.select_for_update(of=("self",)).select_related("item")
+             .filter(public_id=assignment_public_id, participant_id=participant.pk))
+    if model_id is not None:
+        query = query.annotate(model_answer=Subquery(
+            Prediction.objects.filter(model_id=model_id, item_id=OuterRef("item_id")).values("label")[:1]))
     try:
-        assignment = (Assignment.objects.select_for_update().select_related("item")
-                      .filter(public_id=assignment_public_id).first())
-    except (ValueError, TypeError):  # not a UUID
-        assignment = None
-    if assignment is None or assignment.participant_id != participant.pk:
-        raise SubmissionRefused("this item is not assigned to you")
-    return assignment
+        return query.get()
+    except (Assignment.DoesNotExist, ValueError, TypeError, ValidationError):  # not theirs, or not a UUID
+        raise SubmissionRefused("this item is not assigned to you") from None
 
 
 def response_submit(
@@ -425,17 +547,22 @@ def response_submit(
     response. Refuses (``SubmissionRefused``, nothing stored) an assignment of someone
     else, a different answer to one already answered, an expired, unknown or never shown
     one, a learning item, a guess outside the candidates shown, or a confidence outside 1–5.
+
+    Locks the participant's row (their submissions run one at a time) and the assignment's
+    row: a repeat waits for the first and then finds it answered.
     """
     now = timezone.now()
     with transaction.atomic():
-        # One participant's submissions run one at a time (participant row, then assignment).
-        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
-        assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id)
-        existing = Response.objects.filter(assignment=assignment).first()
-        if existing is not None:
-            if (existing.guess, str(existing.confidence)) != (guess, str(confidence).strip()):
-                raise SubmissionRefused("this item was already answered")
-            return existing
+        locked = _lock_participant(participant)
+        study = locked.study
+        assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id,
+                                        model_id=study.model_id)
+        if assignment.status == Assignment.Status.ANSWERED:
+            existing = Response.objects.filter(assignment=assignment).first()
+            if existing is not None:
+                if (existing.guess, str(existing.confidence)) != (guess, str(confidence).strip()):
+                    raise SubmissionRefused("this item was already answered")
+                return existing
         if assignment.phase == Assignment.Phase.LEARNING:
             raise SubmissionRefused("practice items take no answer")
         if assignment.status != Assignment.Status.ACTIVE or assignment.lease_expires_at <= now:
@@ -450,29 +577,23 @@ def response_submit(
             raise SubmissionRefused("confidence must be a number from 1 to 5") from None
         if not 1 <= confidence <= 5:
             raise SubmissionRefused("confidence must be a number from 1 to 5")
-        study = locked.study
-        prediction = Prediction.objects.get(model_id=study.model_id, item_id=assignment.item_id)
         rt_ms = max(0, int((now - assignment.served_at).total_seconds() * 1000))
         is_check = assignment.kind == Assignment.Kind.ATTENTION
-        try:
-            with transaction.atomic():
-                response = Response.objects.create(
-                    assignment=assignment, participant=locked, item_id=assignment.item_id,
-                    condition_id=assignment.condition_id, phase=assignment.phase, guess=guess,
-                    confidence=confidence, rt_ms=rt_ms, candidate_order=assignment.candidate_order,
-                    model_prediction=prediction.label, gold_label=assignment.item.gold_label,
-                    is_attention_check=is_check, attention_passed=(guess == assignment.expected_answer)
-                    if is_check else None,
-                    too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
-                )
-        except IntegrityError:
-            return Response.objects.get(assignment=assignment)
+        # No race to catch here: the assignment row is locked and was not answered.
+        response = Response.objects.create(
+            assignment=assignment, participant=locked, item_id=assignment.item_id,
+            condition_id=assignment.condition_id, phase=assignment.phase, guess=guess,
+            confidence=confidence, rt_ms=rt_ms, candidate_order=assignment.candidate_order,
+            model_prediction=assignment.model_answer, gold_label=assignment.item.gold_label,
+            is_attention_check=is_check, attention_passed=(guess == assignment.expected_answer)
+            if is_check else None,
+            too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
+        )
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
         if is_check and not response.attention_passed:
             _screen_out_if_due(locked)
         if locked.phase != Participant.Phase.DONE:
-            participant_sync_phase(participant=locked)
-        participant.phase, participant.screened_out = locked.phase, locked.screened_out
+            participant_next_item(participant=locked, just_answered=True)
         return response
 
 
@@ -493,7 +614,7 @@ def learning_acknowledge(*, participant: Participant, assignment_public_id) -> A
     """The participant has studied one learning item (explanation and the model's answer).
     Idempotent; refuses another participant's item or a non-learning one."""
     with transaction.atomic():
-        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
+        locked = _lock_participant(participant)
         assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id)
         if assignment.phase != Assignment.Phase.LEARNING:
             raise SubmissionRefused("this is not a practice item")
@@ -506,7 +627,6 @@ def learning_acknowledge(*, participant: Participant, assignment_public_id) -> A
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
         assignment.status = Assignment.Status.ANSWERED
         participant_sync_phase(participant=locked)
-        participant.phase = locked.phase
         return assignment
 
 
@@ -514,9 +634,8 @@ def participant_survey_submit(*, participant: Participant, helpfulness, comment:
     """The post-survey: a 1–5 helpfulness rating (asked in explanation arms only) and a
     free-text comment. Then the participant is done. A repeat after that changes nothing."""
     with transaction.atomic():
-        locked = Participant.objects.select_for_update().select_related("study", "condition").get(pk=participant.pk)
+        locked = _lock_participant(participant)
         if locked.phase == Participant.Phase.DONE:
-            participant.phase = locked.phase
             return participant
         if locked.phase != Participant.Phase.SURVEY:
             raise SubmissionRefused("the survey comes after the last item")
@@ -534,7 +653,6 @@ def participant_survey_submit(*, participant: Participant, helpfulness, comment:
         Participant.objects.filter(pk=locked.pk).update(helpfulness=rating, comment=comment)
         locked.helpfulness, locked.comment = rating, comment
         _finish(locked)
-    participant.phase, participant.helpfulness, participant.comment = locked.phase, rating, comment
     return participant
 
 

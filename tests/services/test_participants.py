@@ -424,3 +424,73 @@ def test_entering_reclaims_expired_leases_without_beat(tiny):
     Assignment.objects.filter(participant__study=tiny).update(lease_expires_at=timezone.now() - timedelta(minutes=1))
     p3 = enter_and_start(tiny, "P3")
     assert p3.assignments.filter(status=Assignment.Status.ACTIVE).exists()
+
+
+# --- arm assignment without a study lock ---------------------------------------------------
+
+
+THREE_ARMS = [ConditionSpec("none"), ConditionSpec("heat", ["heatmap"]), ConditionSpec("tok", ["tokens"])]
+
+
+def test_arms_follow_seeded_permuted_blocks(alice, tmp_path):
+    """Every block of three entries holds each arm once, in an order fixed by the seed: the
+    same seed gives the same sequence, another seed (almost surely) another."""
+    sequences = []
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        study = build_study(alice, tmp_path, n_items=6, items_per_participant=1, raters_per_item=4, seed=seed,
+                            conditions=THREE_ARMS, name=name)
+        arms = [participant_enter(study=study, platform="prolific", platform_id=f"P{k}").condition.name
+                for k in range(12)]
+        for block in range(4):
+            assert sorted(arms[3 * block:3 * block + 3]) == ["heat", "none", "tok"], arms
+        sequences.append(arms)
+    assert sequences[0] == sequences[1]
+    assert sequences[0] != sequences[2]
+
+
+def test_a_full_arm_is_skipped_for_the_least_filled_open_one(alice, tmp_path):
+    study = build_study(alice, tmp_path, n_items=6, items_per_participant=3, raters_per_item=1,
+                        conditions=THREE_ARMS)
+    full = study.conditions.get(name="heat")
+    filler = participant_enter(study=study, platform="prolific", platform_id="filler")
+    # Take every slot of one arm with a stand-in lease.
+    for slot in Slot.objects.filter(condition=full):
+        stand_in = Assignment.objects.create(participant=filler, item_id=slot.item_id, condition=full,
+                                             position=slot.pk, lease_expires_at=timezone.now() + timedelta(hours=1))
+        Slot.objects.filter(pk=slot.pk).update(assignment=stand_in)
+    arms = Counter(participant_enter(study=study, platform="prolific", platform_id=f"P{k}").condition.name
+                   for k in range(8))
+    assert arms["heat"] == 0 and abs(arms["none"] - arms["tok"]) <= 1 and sum(arms.values()) == 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_entries_stay_balanced_and_a_repeated_id_is_one_participant(alice, tmp_path):
+    """Entries race with no lock on the study: arms still end up balanced (each entry has its
+    own number), and many requests with one platform ID make one participant."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    study = build_study(alice, tmp_path, n_items=6, items_per_participant=1, raters_per_item=10,
+                        conditions=THREE_ARMS, name="race")
+    barrier = threading.Barrier(12, timeout=10)
+
+    def enter(platform_id: str) -> int:
+        try:
+            barrier.wait()
+            return participant_enter(study=study, platform="prolific", platform_id=platform_id,
+                                     platform_data={"SESSION_ID": "same"}).pk
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        distinct = list(pool.map(enter, [f"P{k}" for k in range(12)]))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        repeated = list(pool.map(enter, ["twin"] * 12))
+
+    assert len(set(distinct)) == 12
+    counts = Counter(Participant.objects.filter(pk__in=distinct).values_list("condition__name", flat=True))
+    assert counts == {"none": 4, "heat": 4, "tok": 4}
+    assert len(set(repeated)) == 1
+    assert Participant.objects.filter(study=study, platform_id="twin").count() == 1

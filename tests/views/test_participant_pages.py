@@ -4,12 +4,16 @@ and forged, replayed and CSRF-less requests, each refused without changing anyth
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from annotations.exports import PARTICIPANT_COLUMNS, participants_export_records
 from annotations.models import Assignment, Participant, Prediction, Response, Slot
+from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec, study_close
 from tests.services.factories import build_study
 
@@ -47,6 +51,17 @@ def _snapshot(study) -> tuple:
         sorted(Participant.objects.filter(study=study).values_list("pk", "phase", "screened_out", "helpfulness")),
         sorted(Slot.objects.filter(condition__study=study).values_list("pk", "assignment_id")),
     )
+
+
+def _answer_one_then_run_out_of_time(client: Client, study, query: str) -> Participant:
+    """Enter, answer the first item, then let the time limit pass."""
+    participant = _enter(client, study, query)
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 3})
+    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    return participant
 
 
 def _walk(client: Client, study, participant, *, guess_index: int = 0, pages: list | None = None) -> None:
@@ -106,19 +121,31 @@ def test_learning_reveals_the_answer_and_the_test_does_not(study):
     assert (participant.phase, participant.helpfulness, participant.comment) == ("done", 5, "nice")
 
 
-def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice):
-    owner, intruder = Client(), Client()
+def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice, tmp_path):
+    """A media URL is a capability: the assignment's random UUID, as the participant's own
+    page embeds it. It serves only what that page showed, only while the item is open, and
+    only under its own study's URL."""
+    owner = Client()
     me = _enter(owner, study)
-    other = _enter(intruder, study)
     assignment = _current(me)
     assert assignment.phase == "pretest"
-    owner.get(f"/s/{study.public_id}/item/")
     base = f"/s/{study.public_id}/a/{assignment.public_id}"
+    assert owner.get(f"{base}/input/image").status_code == 404  # not served yet: nothing is fixed
+    owner.get(f"/s/{study.public_id}/item/")
     assert owner.get(f"{base}/input/image").status_code == 200
+    assert Client().get(f"{base}/input/image").status_code == 200  # no session needed: the UUID is the key
     assert owner.get(f"{base}/v/heatmap/0").status_code == 404  # no explanation in the pre-test
-    assert intruder.get(f"{base}/input/image").status_code == 404  # someone else's item
-    assert Client().get(f"{base}/input/image").status_code == 404  # no session
+    assert owner.get(f"{base}/input/text").status_code == 404
+    other_study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="elsewhere")
+    assert owner.get(f"/s/{other_study.public_id}/a/{assignment.public_id}/input/image").status_code == 404
+    assert owner.get(f"/s/{study.public_id}/a/00000000-0000-4000-8000-000000000000/input/image").status_code == 404
+    # Answered: the item's media are gone.
+    owner.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
+                                                                       "confidence": 2})
+    assert owner.get(f"{base}/input/image").status_code == 404
     # Walk to the test phase of the explanation arm and check the media there.
+    intruder = Client()
+    other = _enter(intruder, study)
     for client, participant in ((owner, me), (intruder, other)):
         if participant.condition.views:
             while _current(participant).phase != "test":
@@ -135,19 +162,40 @@ def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice):
             assert len([u for u in urls if "/v/" in u]) == 4 * len(a.candidate_order)  # 4 image views each
             for url in urls:
                 response = client.get(url)
-                assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
-                assert "Content-Disposition" not in response and response["Cache-Control"] == "private, no-store"
+                body = b"".join(response.streaming_content)
+                assert response.status_code == 200 and body.startswith(b"\x89PNG")
+                assert "Content-Disposition" not in response
+                assert response["Cache-Control"] == "private, max-age=86400, immutable"
             base = f"/s/{study.public_id}/a/{a.public_id}"
             assert client.get(f"{base}/v/heatmap/{len(a.candidate_order)}").status_code == 404
             assert client.get(f"{base}/v/tokens/0").status_code == 404
             assert client.get(f"{base}/v/sparkles/0").status_code == 404
 
 
+def test_media_can_be_handed_to_the_proxy(study, settings):
+    """With an internal prefix set, the view names the file for nginx (which strips the
+    header) instead of streaming it; with X-Sendfile, the absolute path."""
+    client = Client()
+    participant = _enter(client, study)
+    client.get(f"/s/{study.public_id}/item/")
+    assignment = _current(participant)
+    url = f"/s/{study.public_id}/a/{assignment.public_id}/input/image"
+    settings.MMEVAL_MEDIA_X_ACCEL_PREFIX = "/_protected-media/"
+    accel = client.get(url)
+    assert accel.status_code == 200 and accel.content == b"" and accel["Content-Type"] == "image/png"
+    assert accel["X-Accel-Redirect"] == "/_protected-media/" + assignment.item.payload["image"]
+    settings.MMEVAL_MEDIA_X_ACCEL_PREFIX = ""
+    settings.MMEVAL_MEDIA_X_SENDFILE = True
+    sendfile = client.get(url)
+    assert sendfile["X-Sendfile"] == str(settings.MEDIA_ROOT / assignment.item.payload["image"])
+    assert "X-Accel-Redirect" not in sendfile
+
+
 def test_participant_pages_may_be_framed_by_mturk_only(study):
     response = Client().get(f"/s/{study.public_id}/")
     assert "X-Frame-Options" not in response
     assert response["Content-Security-Policy"] == (
-        "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com")
+        "frame-ancestors 'self' https://worker.mturk.com https://www.mturk.com https://workersandbox.mturk.com")
     assert "no-store" in response["Cache-Control"]
 
 
@@ -353,18 +401,9 @@ def test_posts_without_a_csrf_token_are_refused(study):
 @pytest.mark.django_db(transaction=True)
 def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
     # transaction=True: the page runs in autocommit, as in production, not inside a test transaction.
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=3, raters_per_item=1, name="late")
     client = Client()
-    participant = _enter(client, study, "?PROLIFIC_PID=slow&STUDY_ID=s&SESSION_ID=x")
-    assignment = _current(participant)
-    client.get(f"/s/{study.public_id}/item/")
-    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
-                                                                       "confidence": 3})
-    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    participant = _answer_one_then_run_out_of_time(client, study, "?PROLIFIC_PID=slow&STUDY_ID=s&SESSION_ID=x")
 
     response = client.get(f"/s/{study.public_id}/item/")
 
@@ -373,9 +412,68 @@ def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
     assert participant.phase == "done" and participant.responses.count() == 1
     assert not Slot.objects.filter(assignment__participant=participant, assignment__status="active").exists()
     assert Slot.objects.filter(condition=participant.condition, assignment=None).count() == 4 - 1  # freed at once
-    # A returning participant who ran out of time before any answer is told so.
+    # A returning participant who ran out of time before any answer is told so, with no code.
     other = Client()
     late = _enter(other, study, "?PROLIFIC_PID=later&STUDY_ID=s&SESSION_ID=y")
     Assignment.objects.filter(participant=late).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    page = other.get(f"/s/{study.public_id}/item/")
+    page = other.get(f"/s/{study.public_id}/item/", follow=True)
     assert page.status_code == 200 and b"Time is up" in page.content
+    assert study.completion_code.encode() not in page.content
+
+
+# --- time run out before any answer ---------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("platform, query", [
+    ("link", ""),
+    ("prolific", "?PROLIFIC_PID=slowpoke&STUDY_ID=s&SESSION_ID=x"),
+    ("mturk", "?workerId=W9&assignmentId=A9&hitId=H9&turkSubmitTo=https%3A%2F%2Fwww.mturk.com"),
+])
+def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path, platform, query):
+    """Beat reclaims the leases of someone who answered nothing in time: they are told the
+    time ran out and asked to return the task; no survey, no code, no redirect, no form."""
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
+                        name=f"late-{platform}")
+    client = Client()
+    participant = _enter(client, study, query)
+    assert participant.platform == platform
+    client.get(f"/s/{study.public_id}/item/")  # saw the first item, never answered
+    Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert leases_reclaim() == 2
+
+    for path in ("item/", "survey/", "done/"):
+        page = client.get(f"/s/{study.public_id}/{path}", follow=True)
+        html = page.content.decode()
+        assert page.status_code == 200 and 'id="timed-out"' in html, path
+        assert page.redirect_chain[-1:] in ([], [(f"/s/{study.public_id}/done/", 302)])  # never off-site
+        assert study.completion_code not in html and study.screened_out_code not in html
+        assert "externalSubmit" not in html and 'name="helpfulness"' not in html
+    assert ("Return submission" in html) == (platform == "prolific")
+    assert ("return the HIT" in html) == (platform == "mturk")
+    participant.refresh_from_db()
+    assert (participant.phase, participant.timed_out, participant.responses.count()) == ("done", True, 0)
+    assert not Slot.objects.filter(assignment__participant=participant).exists()  # back in the pool
+    # Coming back through the platform link says so again, and creates no one.
+    if platform != "link":
+        again = Client().get(f"/s/{study.public_id}/{query}")
+        assert b"Time is up" in again.content and study.completion_code.encode() not in again.content
+    assert Participant.objects.filter(study=study).count() == 1
+    # The participants export records it.
+    row = dict(zip(PARTICIPANT_COLUMNS, next(iter(participants_export_records(study=study)))))
+    assert (row["phase"], row["timed_out"], row["n_test"]) == ("done", True, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_time_run_out_after_an_answer_still_completes(alice, tmp_path):
+    """Someone who answered something did work: the survey, then the completion code."""
+    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
+                        name="half")
+    client = Client()
+    participant = _answer_one_then_run_out_of_time(client, study, "?PROLIFIC_PID=half&STUDY_ID=s&SESSION_ID=x")
+    leases_reclaim()
+    assert client.get(f"/s/{study.public_id}/item/").url.endswith("/survey/")
+    done = client.post(f"/s/{study.public_id}/survey/", {"helpfulness": "3", "comment": ""}, follow=False)
+    assert client.get(done.url).url == f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+    participant.refresh_from_db()
+    assert not participant.timed_out

@@ -1,0 +1,143 @@
+"""A database that goes away mid-study gives participants a "please retry" page (503 with
+Retry-After, in the participant style), never a 500, and loses no acknowledged answer."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import OperationalError, connection
+from django.test import Client
+
+from annotations import views_participant
+from annotations.models import Participant, Response
+from tests.services.factories import build_study
+
+pytestmark = pytest.mark.django_db(transaction=True)  # connections really break: no test transaction around
+
+
+@pytest.fixture
+def study(alice, tmp_path):
+    return build_study(alice, tmp_path, n_items=6, items_per_participant=3, raters_per_item=2, name="flaky")
+
+
+def _enter(client: Client, study) -> Participant:
+    client.get(f"/s/{study.public_id}/?PROLIFIC_PID=p1&STUDY_ID=s&SESSION_ID=x")
+    client.post(f"/s/{study.public_id}/consent/")
+    client.post(f"/s/{study.public_id}/instructions/")
+    return Participant.objects.get(public_id=client.session[f"participant:{study.public_id}"])
+
+
+def _current(participant):
+    return participant.assignments.filter(status="active").order_by("position").first()
+
+
+def _terminate_my_connection() -> None:
+    """pg_terminate_backend of this thread's connection, from another connection, as an
+    operator (or a failover) would."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+
+    def terminate():
+        from django.db import connection as other
+
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+                assert cursor.fetchone()[0] is True
+        finally:
+            other.close()
+
+    thread = threading.Thread(target=terminate)
+    thread.start()
+    thread.join(timeout=30)
+
+
+def _assert_retry_page(response) -> None:
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert b'id="retry"' in response.content and b"Please retry in a moment" in response.content
+    assert "frame-ancestors 'self' https://www.mturk.com" in response["Content-Security-Policy"]
+
+
+def test_a_cut_connection_gives_a_retry_page_and_the_retry_stores_the_answer_once(study):
+    client = Client()
+    participant = _enter(client, study)
+    assignment = _current(participant)
+    assert client.get(f"/s/{study.public_id}/item/").status_code == 200
+
+    _terminate_my_connection()
+    page = client.get(f"/s/{study.public_id}/item/")
+    _assert_retry_page(page)
+    assert b"tries again by itself" in page.content
+    assert client.get(f"/s/{study.public_id}/item/").status_code == 200  # a fresh connection
+
+    url = f"/s/{study.public_id}/item/{assignment.public_id}/"
+    answer = {"guess": assignment.candidate_order[1], "confidence": 4}
+    _terminate_my_connection()
+    posted = client.post(url, answer)
+    _assert_retry_page(posted)
+    assert b'href="/s/' + study.public_id.encode() + b'/"' in posted.content  # back through the entry page
+    assert not Response.objects.filter(assignment=assignment).exists()  # rolled back: not acknowledged
+    assert client.post(url, answer).status_code == 302
+    assert client.post(url, answer).status_code == 302  # a second retry changes nothing
+    stored = Response.objects.get(assignment=assignment)
+    assert (stored.guess, stored.confidence) == (assignment.candidate_order[1], 4)
+
+
+def test_an_answer_committed_before_the_failure_is_found_on_the_retry(study, monkeypatch):
+    """The connection breaks after the answer was committed, before the reply: the
+    participant sees the retry page, and the retry finds the stored answer."""
+    client = Client()
+    participant = _enter(client, study)
+    assignment = _current(participant)
+    client.get(f"/s/{study.public_id}/item/")
+    real_submit = views_participant.response_submit
+
+    def submit_then_fail(**kwargs):
+        real_submit(**kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(views_participant, "response_submit", submit_then_fail)
+    url = f"/s/{study.public_id}/item/{assignment.public_id}/"
+    answer = {"guess": assignment.candidate_order[0], "confidence": 2}
+    _assert_retry_page(client.post(url, answer))
+    monkeypatch.setattr(views_participant, "response_submit", real_submit)
+    retried = client.post(url, answer)
+    assert retried.status_code == 302 and retried.url.endswith("/item/")
+    assert Response.objects.filter(assignment=assignment).count() == 1
+
+
+def test_a_failure_outside_the_view_is_a_retry_page_too(study, monkeypatch):
+    """Saving the session happens in a middleware, after the view: still no 500."""
+    def broken_save(self, must_create=False):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(SessionStore, "save", broken_save)
+    client = Client(raise_request_exception=False)
+    response = client.get(f"/s/{study.public_id}/")  # a first visit stores a new session
+    _assert_retry_page(response)
+    assert b"tries again by itself" in response.content
+
+
+def test_an_unreachable_database_at_entry_creates_nobody(study, monkeypatch):
+    def unreachable(**kwargs):
+        raise OperationalError("could not connect to server: Connection refused")
+
+    monkeypatch.setattr(views_participant, "participant_enter", unreachable)
+    client = Client()
+    client.get(f"/s/{study.public_id}/")
+    _assert_retry_page(client.post(f"/s/{study.public_id}/consent/"))
+    assert not Participant.objects.exists()
+
+
+def test_api_clients_get_json():
+    from django.test import RequestFactory
+
+    from annotations.middleware import database_unavailable_response
+
+    response = database_unavailable_response(RequestFactory().get("/api/studies/"))
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response["Content-Type"] == "application/json" and b"retry" in response.content
