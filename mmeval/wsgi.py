@@ -1,12 +1,17 @@
 """The WSGI application (gunicorn ``mmeval.wsgi``; runserver loads it too)."""
 
 import os
+import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mmeval.settings")
 
-application = get_wsgi_application()
+try:
+    application = get_wsgi_application()
+except ImproperlyConfigured as exc:  # a missing or bad variable: its one line, not a traceback
+    sys.exit(f"mmeval: {exc}")
 
 # A participant's last answer computes their exclusion flags with the analysis package
 # (pandas, scipy: about a second to import). Import it while the server starts, not inside

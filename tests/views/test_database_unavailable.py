@@ -12,6 +12,7 @@ from django.test import Client
 
 from annotations import views_participant
 from annotations.models import Participant, Response
+from annotations.selectors import participant_frame_policy
 from tests.services.factories import build_study
 
 pytestmark = pytest.mark.django_db(transaction=True)  # connections really break: no test transaction around
@@ -59,7 +60,8 @@ def _assert_retry_page(response) -> None:
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert b'id="retry"' in response.content and b"Please retry in a moment" in response.content
-    assert "frame-ancestors 'self' https://www.mturk.com" in response["Content-Security-Policy"]
+    assert response["Content-Security-Policy"] == participant_frame_policy()
+    assert "https://worker.mturk.com" in response["Content-Security-Policy"]
 
 
 def test_a_cut_connection_gives_a_retry_page_and_the_retry_stores_the_answer_once(study):
