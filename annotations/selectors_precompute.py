@@ -132,7 +132,8 @@ def precompute_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     ``parts``: one entry per planned part (predictions, strength, attribution, interaction)
     with ``done``/``total`` items; items that needed no work count as done. ``done`` and
     ``total`` sum the parts; parts not planned yet count with an estimate so the bar never
-    jumps backwards by much. ``failed``: explanation rows that failed. ``stalled``: an open
+    jumps backwards by much. ``percent`` averages the parts' shares instead, so thousands of
+    quick predictions do not make slow explanations look nearly done. ``failed``: explanation rows that failed. ``stalled``: an open
     job that no worker has touched for the stale time (offer a retry)."""
     chunks = list(job.chunks.values("stage", "status", "item_ids", "failed_rows", "worker", "started_at",
                                     "finished_at", "heartbeat_at", "dispatched_at"))
@@ -146,13 +147,16 @@ def precompute_progress(*, job: PrecomputeJob) -> dict[str, Any]:
         parts.append({"part": part, "title": PART_TITLES[part], "total": entry["total"],
                       "done": min(entry["total"], entry["skipped"] + finished)})
     done = sum(p["done"] for p in parts)
-    total = sum(p["total"] for p in parts) + _unplanned_estimate(job=job, planned=set(plan))
+    unplanned = _unplanned_estimate(job=job, planned=set(plan))
+    total = sum(p["total"] for p in parts) + unplanned
+    shares = [p["done"] / p["total"] if p["total"] else 1.0 for p in parts] + ([0.0] if unplanned else [])
+    percent = 100 if job.status == PrecomputeJob.Status.DONE else int(100 * sum(shares) / max(len(shares), 1))
     last_activity = max([t for c in chunks for t in (c["started_at"], c["finished_at"], c["heartbeat_at"],
                                                       c["dispatched_at"]) if t] or [job.created_at])
     stalled = job.status in OPEN and (
         timezone.now() - last_activity > timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS))
     return {
-        "status": job.status, "done": done, "total": total, "parts": parts,
+        "status": job.status, "done": done, "total": total, "percent": percent, "parts": parts,
         "failed": sum(c["failed_rows"] for c in chunks if c["status"] == "failed"),
         "running": sum(1 for c in chunks if c["status"] == "running"),
         "workers": len({c["worker"] for c in chunks if c["worker"]}),

@@ -76,10 +76,13 @@ def test_a_job_runs_stage_by_stage_in_chunks(study, published):
     assert sorted(i for c in explain for i in c.item_ids) == sorted(targets)
     assert all(len(c.item_ids) * 4 <= 8 for c in explain)  # about batch_size rows per chunk
 
+    job.refresh_from_db()
+    halfway = precompute_progress(job=job)
+    assert halfway["percent"] == 50  # predictions all done, explanations not started: parts count alike
     make_explanations(study)
     _finish_all(job, "attribution")
     job.refresh_from_db()
-    assert job.status == PrecomputeJob.Status.DONE
+    assert job.status == PrecomputeJob.Status.DONE and precompute_progress(job=job)["percent"] == 100
     assert Study.objects.get(pk=study.pk).status == Study.Status.READY
     progress = precompute_progress(job=job)
     assert progress["done"] == progress["total"] == 20 + len(targets)
