@@ -124,9 +124,10 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         elif assignment.check_type == "gold":
             page.check(f'input[name="guess"][value="{assignment.expected_answer}"]')
         else:
-            page.keyboard.press("1")  # the keyboard shortcut picks the first candidate
-            assert page.locator('input[name="guess"][data-key="1"]').is_checked()
-        page.check('input[name="confidence"][value="4"]')
+            page.keyboard.press("a")  # a letter picks that candidate
+            assert page.locator('input[name="guess"]').first.is_checked()
+        page.keyboard.press("4")  # a digit sets the confidence
+        assert page.locator('input[name="confidence"][value="4"]').is_checked()
         with page.expect_navigation():
             page.keyboard.press("Enter")  # and Enter submits
     if page.locator("#survey-form").count():
