@@ -287,7 +287,7 @@ def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dic
 
 
 # What the page calls each view: the caption above its image and the name of its colour scale.
-VIEW_NAMES = {"heatmap": "Picture", "tokens": "Words", "interaction": "Picture × words grid",
+VIEW_NAMES = {"heatmap": "Picture", "tokens": "Words", "interaction": "Patch × word",
               "top_pairs": "Strongest pairs", "share": "Picture vs. words"}
 
 

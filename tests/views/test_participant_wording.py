@@ -157,7 +157,7 @@ def test_scales_are_stated_once_in_text_and_tokens_read_as_written(study):
                         {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3})
     html = client.get(f"/s/{study.public_id}/item/").content.decode()
     for view, name, low, high in (("heatmap", "Picture", "\u22120.022", "+0.022"), ("tokens", "Words", "\u22121.5", "+1.5"),
-                                  ("interaction", "Picture × words grid", "\u22122.3", "+2.3")):
+                                  ("interaction", "Patch × word", "\u22122.3", "+2.3")):
         block = re.search(rf'<span class="scale" id="scale-{view}">(.*?)</span></span></span>', html).group(1)
         assert re.sub(r"<[^>]+>", " ", block).split() == name.split() + [low, "0", high]
     assert html.count('class="scale-bar"') == 3
