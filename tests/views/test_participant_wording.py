@@ -8,7 +8,9 @@ import re
 from datetime import timedelta
 from html import escape
 
+import numpy as np
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -16,6 +18,7 @@ from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, Explanation, Pa
 from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec
 from tests.services.factories import build_study
+from workers.engine import render
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +169,13 @@ def test_scales_are_stated_once_in_text_and_tokens_read_as_written(study):
     assert (re.sub(r"<[^>]+>", "", columns), re.sub(r"<[^>]+>", "", rows)) == ("AB", "12")
     words = re.search(r'<span class="tokens"[^>]*>(.*?)</span></span>\s', html + " ").group(0)
     assert re.sub(r"<[^>]+>", "", words).strip() == "what colour (roughly) is it?"
+
+
+def test_the_scale_bar_is_drawn_with_the_renderers_colour_map():
+    """The page's colour bar (CSS) and the views (PNG) must mean the same colours."""
+    css = (settings.BASE_DIR / "static" / "mmeval" / "mmeval.css").read_text()
+    gradient = re.search(r"\.scale-bar \{[^}]*linear-gradient\(to right, ([^)]*)\)", css).group(1)
+    stops = [(colour, float(at.rstrip("%"))) for colour, at in (stop.split() for stop in gradient.split(", "))]
+    expected = render.scores_to_rgb(np.linspace(-1, 1, len(stops)), scale=1.0, cmap=render.DEFAULT_CMAP)
+    assert [colour for colour, _ in stops] == ["#{:02x}{:02x}{:02x}".format(*rgb) for rgb in expected]
+    assert [at for _, at in stops] == [100 * k / (len(stops) - 1) for k in range(len(stops))]
