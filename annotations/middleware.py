@@ -26,7 +26,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
-from annotations.selectors import participant_frame_policy
+from annotations.selectors import participant_frame_policy, participant_title_cached
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def database_unavailable_response(request: HttpRequest) -> HttpResponse:
         # From a participant page, go back through the entry page: it leads to where they are now.
         again = study_path.group(0) if study_path else request.get_full_path()
         html = render_to_string("participant/retry.html", {
+            "participant_title": participant_title_cached(study_public_id=study_path.group(1) if study_path else None),
             "again": again, "retry_after": RETRY_AFTER_SECONDS, "auto_retry": request.method == "GET",
             "was_post": request.method == "POST"})
         response = HttpResponse(html, status=503)

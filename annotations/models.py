@@ -21,6 +21,10 @@ def _completion_code() -> str:
     return secrets.token_hex(4).upper()
 
 
+#: What participants see of a study that has no public title (and of pages with no study).
+PUBLIC_TITLE_DEFAULT = "A short study about an AI model's answers"
+
+
 class Dataset(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
@@ -176,7 +180,7 @@ class Study(models.Model):
 
     @property
     def title_for_participants(self) -> str:
-        return self.public_title or "A short study about an AI model's answers"
+        return self.public_title or PUBLIC_TITLE_DEFAULT
 
 
 class StudyItem(models.Model):

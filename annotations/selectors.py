@@ -9,9 +9,11 @@ import numpy as np
 from typing import Any, Iterable
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 
 from annotations.models import (
+    PUBLIC_TITLE_DEFAULT,
     Assignment,
     Condition,
     Dataset,
@@ -34,6 +36,7 @@ from annotations.selectors_precompute import (  # noqa: F401 (re-exported: what 
     study_views,
 )
 from workers.engine.dataset import IMAGE_MODALITIES, is_file_modality
+from workers.engine.text import spaces_before
 
 
 def item_as_raw(item) -> dict[str, Any]:
@@ -134,6 +137,37 @@ def participant_session_key(*, study: Study | None = None, study_public_id: str 
     """Where a browser session keeps its participant of ``study`` (participant pages and the
     researcher's preview share it). ``study_public_id`` names the study without loading it."""
     return f"participant:{study.public_id if study is not None else study_public_id}"
+
+
+ANSWER_KEYS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def study_participant_plan(*, study: Study) -> dict[str, Any]:
+    """What the instructions promise a participant of ``study``: items per phase (``test``
+    counts the attention checks, which look like any other question; ``pretest`` repeats the
+    test items; ``total`` is every page with a picture), the answers per question
+    (``options``) and the key of the last one (``last_answer_key``)."""
+    pools = dict(study.study_items.filter(role__in=[StudyItem.Role.LEARNING, StudyItem.Role.ATTENTION])
+                 .values_list("role").annotate(n=Count("id")))
+    test = study.items_per_participant + min(study.attention_checks, pools.get(StudyItem.Role.ATTENTION, 0))
+    pretest = study.items_per_participant if study.pretest else 0
+    learning = pools.get(StudyItem.Role.LEARNING, 0)
+    n_labels = len(study.model.labels)
+    options = n_labels if study.n_candidates == 0 else min(n_labels, study.n_candidates + study.n_distractors)
+    return {"pretest": pretest, "learning": learning, "test": test, "total": pretest + learning + test,
+            "options": options, "last_answer_key": ANSWER_KEYS[min(options, len(ANSWER_KEYS)) - 1] if options else ""}
+
+
+def participant_title_cache_key(*, study_public_id: str) -> str:
+    return f"participant-title:{study_public_id}"
+
+
+def participant_title_cached(*, study_public_id: str | None) -> str:
+    """A study's public title from the cache alone, for the page shown while the database is
+    unreachable; the default title when the cache does not hold it."""
+    if not study_public_id:
+        return PUBLIC_TITLE_DEFAULT
+    return cache.get(participant_title_cache_key(study_public_id=study_public_id)) or PUBLIC_TITLE_DEFAULT
 
 
 def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
@@ -252,9 +286,15 @@ def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dic
     return out
 
 
+# What the page calls each view: the caption above its image and the name of its colour scale.
+VIEW_NAMES = {"heatmap": "Picture", "tokens": "Words", "interaction": "Patch × word",
+              "top_pairs": "Strongest pairs", "share": "Picture vs. words"}
+
+
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
-    """Which views one explanation panel can show: image view names (in display order), the
-    stored file of each, and the token highlights."""
+    """Which views one explanation panel can show: the image views in display order (``view``
+    and its caption ``name``), the stored file of each, and the token highlights (each with
+    ``space``: whether a space goes before it)."""
     images, files, tokens = [], {}, []
     for view in VIEW_ORDER:
         if view not in views:
@@ -263,13 +303,64 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
         if row is None or row.status != Explanation.Status.DONE:
             continue
         if view == "tokens":
-            tokens = row.token_view
+            spaces = spaces_before([t["text"] for t in row.token_view])
+            tokens = [{**t, "space": space} for t, space in zip(row.token_view, spaces)]
             continue
         path = row.image_view if view in ("heatmap", "interaction") else row.extra_views.get(view, "")
         if path:
-            images.append(view)
+            images.append({"view": view, "name": VIEW_NAMES[view]})
             files[view] = path
-    return {"images": images, "files": files, "tokens": tokens}
+    return {"images": images, "files": files, "tokens": tokens, "has_heatmap": "heatmap" in files}
+
+
+# The views drawn on a colour scale, which the page's legend states.
+SCALE_VIEWS = ("heatmap", "tokens", "interaction")
+
+
+def _stored_scale(view: str, row: Explanation) -> dict | None:
+    summary = row.summary or {}
+    if view == "interaction":
+        return summary.get("colour_scale") or None
+    scales = summary.get("colour_scales") or {}
+    if view == "tokens":
+        return scales.get("text")
+    return next((scales[m] for m in sorted(IMAGE_MODALITIES) if m in scales), None)
+
+
+def _colour_scales(views: list[str], rows: dict[str, dict[str, Explanation]]) -> list[dict[str, str]]:
+    """One legend entry per colour view shown (``view``, ``name``, ``low``, ``high``). Every
+    candidate of an item is drawn on one scale (precompute draws them together), so the
+    first stored row states it. Rows drawn before the scales were stored carry their legend
+    inside the PNG and get none here."""
+    out = []
+    for view in VIEW_ORDER:
+        if view not in views or view not in SCALE_VIEWS:
+            continue
+        source = _view_source(view)
+        for by_source in rows.values():
+            row = by_source.get(source)
+            scale = _stored_scale(view, row) if row is not None and row.status == Explanation.Status.DONE else None
+            if scale:
+                out.append({"view": view, "name": VIEW_NAMES[view], "low": scale["low"], "high": scale["high"]})
+                break
+    return out
+
+
+def _patch_grid(views: list[str], rows: dict[str, dict[str, Explanation]]) -> dict[str, Any] | None:
+    """The patch grid of the item's image, in percent of the image, for the page to draw over
+    the picture when a view names patches by it ("B3"). The same for every candidate."""
+    if not {"interaction", "top_pairs"} & set(views):
+        return None
+    for by_source in rows.values():
+        row = by_source.get("interaction")
+        grid = (row.summary or {}).get("patch_grid") if row is not None else None
+        if grid and grid.get("width") and grid.get("height"):
+            def cells(axis: str, extent: float) -> list[dict[str, str]]:
+                return [{"label": c["label"], "start": f"{100 * c['start'] / extent:.3f}",
+                         "size": f"{100 * (c['end'] - c['start']) / extent:.3f}"} for c in grid[axis]]
+            return {"modality": grid["modality"], "columns": cells("columns", grid["width"]),
+                    "rows": cells("rows", grid["height"])}
+    return None
 
 
 def assignment_phase_counts(*, participant: Participant) -> dict[str, dict[str, int]]:
@@ -320,7 +411,7 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     phase = assignment.phase
     condition = participant.condition if participant.condition_id == assignment.condition_id else assignment.condition
     views = [] if phase == Assignment.Phase.PRETEST else list(condition.views)
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    letters = ANSWER_KEYS
     unlabelled = study.explanation_display == "predicted_unlabelled"
     predicted = None
     if phase == Assignment.Phase.LEARNING or (views and unlabelled):
@@ -337,7 +428,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         panel = _panel(views, rows.get(label, {})) if views and not unlabelled else {"images": [], "files": {},
                                                                                       "tokens": []}
         media.update({assignment_media_key(view=view, index=index): path for view, path in panel["files"].items()})
-        candidates.append({"index": index, "key": index + 1, "letter": letters[index % 26], "label": label, **panel})
+        # The answer keys are the letters (digits set the confidence); only the first 26 answers have one.
+        candidates.append({"index": index, "key": letters[index] if index < len(letters) else "",
+                           "letter": letters[index % 26], "label": label, **panel})
     shared = _panel(views, rows.get(labels[0], {})) if views and unlabelled and labels else None
     if shared:
         media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
@@ -354,7 +447,10 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
         "images": image_modalities,
         "has_colour_views": bool({"heatmap", "tokens", "interaction", "share"} & set(views)),
+        "colour_scales": _colour_scales(views, rows),
+        "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],
+        "last_answer_key": letters[min(len(candidates), len(letters)) - 1] if candidates else "",
         "position": min(mine["answered"] + 1, mine["total"]), "total": mine["total"],
         "percent": int(100 * mine["answered"] / max(mine["total"], 1)),
         "media": media,

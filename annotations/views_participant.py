@@ -31,7 +31,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotations.models import Assignment, InviteToken, Participant, Study
+from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, InviteToken, Participant, Study
 from annotations.selectors import (
     MTURK_PREVIEW_ASSIGNMENT,
     assignment_media_file,
@@ -41,6 +41,7 @@ from annotations.selectors import (
     participant_exit,
     participant_frame_policy,
     participant_session_key,
+    study_participant_plan,
 )
 from annotations.services.participants import (
     ITEM_PHASES,
@@ -55,6 +56,7 @@ from annotations.services.participants import (
     participant_next_item,
     participant_start,
     participant_survey_submit,
+    participant_title_remember,
     participant_sync_phase,
     response_submit,
 )
@@ -102,8 +104,8 @@ def _study_and_participant(request, public_id: str) -> tuple[Study, Participant 
 
 
 def _refusal(request, study: Study | None, code: str, message: str, status: int = 200):
-    return render(request, "participant/message.html", {"study": study, "code": code, "message": message},
-                  status=status)
+    return render(request, "participant/message.html", {"study": study, "code": code, "message": message,
+                                                         "participant_title": PUBLIC_TITLE_DEFAULT}, status=status)
 
 
 def csrf_failure(request, reason=""):
@@ -143,7 +145,8 @@ def entry(request, public_id: str):
     if request.GET.get("assignmentId") == MTURK_PREVIEW_ASSIGNMENT:
         if study.status != Study.Status.LIVE:
             return _refusal(request, study, "closed", "This study is not open at the moment.")
-        return render(request, "participant/mturk_preview.html", {"study": study})
+        return render(request, "participant/mturk_preview.html", {"study": study,
+                                                                  "plan": study_participant_plan(study=study)})
     pending = _platform_entry(request)
     if pending is not None and participant is None:
         # A returning crowd worker carries on, even after the study stopped taking new people.
@@ -165,6 +168,7 @@ def entry(request, public_id: str):
     # A per-browser ID for open-link entries: a double click on "I agree" resumes one
     # participant instead of creating two.
     request.session.setdefault(_link_key(study), secrets.token_urlsafe(16))
+    participant_title_remember(study=study)
     return render(request, "participant/consent.html", {"study": study, "participant": participant})
 
 
@@ -214,7 +218,8 @@ def instructions(request, public_id: str):
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
         return _goto_phase(study, participant)
-    return render(request, "participant/instructions.html", {"study": study, "participant": participant})
+    return render(request, "participant/instructions.html", {"study": study, "participant": participant,
+                                                              "plan": study_participant_plan(study=study)})
 
 
 @participant_page

@@ -226,6 +226,7 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
             attribution = attributions[k]
             summary = attribution.to_json()
             summary.pop("group_ids", None)
+            summary["colour_scales"] = view.colour_scales  # the page states them (presentation.py)
             explanation_store_attribution(
                 model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
                 arrays=attribution.to_arrays(), summary=summary, image_png=view.image_png, tokens=view.tokens,
@@ -283,4 +284,5 @@ def _interaction_rows(*, study, adapter, batch, pairs, raws, items, views, metho
                 model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
                 arrays=result.to_arrays(), matrix_png=view.matrix_png, top_pairs_png=view.top_pairs_png,
                 summary={"modalities": list(result.modalities), "shape": list(matrix.shape),
-                         "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options})
+                         "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options,
+                         "colour_scale": view.colour_scale, "patch_grid": view.patch_grid})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
@@ -43,7 +44,7 @@ from annotations.models import (
     StudyEntryCounter,
     StudyItem,
 )
-from annotations.selectors import participant_quality, study_candidates
+from annotations.selectors import participant_quality, participant_title_cache_key, study_candidates
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -67,6 +68,12 @@ def _rng(*parts) -> random.Random:
 
 
 # --------------------------------------------------------------------------- entry
+
+
+def participant_title_remember(*, study: Study) -> None:
+    """Keep the study's public title in the cache, for the page a participant gets while the
+    database is unreachable (``participant_title_cached``)."""
+    cache.set(participant_title_cache_key(study_public_id=study.public_id), study.title_for_participants, None)
 
 
 def participant_enter(

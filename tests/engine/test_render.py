@@ -298,9 +298,23 @@ def test_top_pairs_picks_largest_abs_values():
     assert all(isinstance(v, float) and isinstance(r, int) for r, _, v in R.top_pairs(m, 2))
 
 
-def test_patch_grid_labels():
+def test_patch_grid_names_patches_by_column_letter_and_row_number():
     boxes = [[x, y, x + 16, y + 16] for y in range(0, 32, 16) for x in range(0, 48, 16)]
-    assert R.patch_grid_labels(boxes) == ["r1c1", "r1c2", "r1c3", "r2c1", "r2c2", "r2c3"]
+    assert R.patch_grid_labels(boxes) == ["A1", "B1", "C1", "A2", "B2", "C2"]
+    grid = R.patch_grid(boxes)
+    assert (grid["width"], grid["height"]) == (48.0, 32.0)
+    assert [(c["label"], c["start"], c["end"]) for c in grid["columns"]] == [
+        ("A", 0.0, 16.0), ("B", 16.0, 32.0), ("C", 32.0, 48.0)]
+    assert [(r["label"], r["start"], r["end"]) for r in grid["rows"]] == [("1", 0.0, 16.0), ("2", 16.0, 32.0)]
+    # order of the boxes does not matter; wide grids go on like a spreadsheet
+    assert R.patch_grid_labels(boxes[::-1]) == ["C2", "B2", "A2", "C1", "B1", "A1"]
+    wide = [[x, 0, x + 1, 1] for x in range(28)]
+    assert R.patch_grid_labels(wide)[24:] == ["Y1", "Z1", "AA1", "AB1"]
+
+
+def test_scale_labels_state_the_colour_bar_ends():
+    assert R.scale_labels(0.0223) == {"scale": 0.0223, "low": "\u22120.022", "high": "+0.022"}
+    assert R.scale_labels(0.0) == {"scale": 0.0, "low": "0", "high": "0"}
 
 
 def test_matrix_png_survives_mathtext_and_many_rows():
@@ -315,12 +329,16 @@ def test_matrix_png_survives_mathtext_and_many_rows():
 def test_top_pairs_png_layout(demo):
     img, m, boxes, toks = demo["image"], demo["matrix"], demo["boxes"], demo["tokens"]
     out = decode(R.top_pairs_png(img, m, boxes, toks, k=3))
-    assert out.size[0] == 256 and out.size[1] > 256
-    px = np.asarray(out.convert("RGB"))
-    # pair 1 is patch 1 = box [16, 0, 32, 16] → outlined in Okabe–Ito orange, badge "1"
+    assert 256 < out.size[0] < 300 and out.size[1] > 256 + 20
+    px = np.asarray(out.convert("RGB")).astype(int)
+    # the picture sits 20 px down, under the column letters, and right of the row numbers
     orange = np.array(R.OKABE_ITO[0])
-    region = px[0:64, 64:128].reshape(-1, 3)
-    assert (np.abs(region.astype(int) - orange).sum(axis=1) == 0).sum() > 50
+    is_orange = np.abs(px - orange).sum(axis=2) == 0
+    ys, xs = np.nonzero(is_orange)
+    # pair 1 is patch 1 = box [16, 0, 32, 16], the grid's B1 → outlined in Okabe–Ito orange
+    assert ys.min() >= 20 - 1 and ys.min() <= 20 + 2  # the top row of patches, under the letters
+    box_left = xs[ys < 20 + 64].min()
+    assert (np.abs(px[20:84, box_left:box_left + 64] - orange).sum(axis=2) == 0).sum() > 50
     with pytest.raises(ValueError):
         R.top_pairs_png(img, m[:, :3], boxes, toks)
     with pytest.raises(ValueError):
@@ -330,7 +348,7 @@ def test_top_pairs_png_layout(demo):
 def test_modality_share_bars_png():
     data = R.modality_share_bars_png({"image": 0.7, "text": -0.3, "audio": 0.0})
     img = decode(data)
-    assert img.size[0] == 420 and 100 < img.size[1] < 300
+    assert img.size[0] == 300 and 100 < img.size[1] < 300
     with pytest.raises(ValueError):
         R.modality_share_bars_png({})
 

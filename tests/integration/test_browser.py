@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from urllib.parse import parse_qs
 
 import pytest
@@ -55,9 +56,89 @@ def _fits(page, viewport) -> None:
     assert width <= viewport["width"], f"the page is {width} px wide in a {viewport['width']} px viewport"
 
 
+# What the layout checks measure, in CSS pixels.
+MIN_TEXT_PX = 12  # the colour scale's numbers and signs: text at 1x, never shrunk pixels
+MIN_DIGIT_PX = 8  # the drawn height of those digits (a 12 px sans-serif font's digits are ~8.7 px)
+MIN_GRID_LABEL_PX = 11  # the patch grid's letters and numbers around the picture
+
+BOXES = """() => {
+  const box = e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; };
+  const visible = e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden";
+  const font = e => parseFloat(getComputedStyle(e).fontSize);
+  const ink = document.createElement("canvas").getContext("2d");
+  const glyphs = e => {  // the drawn height of the text's glyphs, in CSS pixels
+    ink.font = getComputedStyle(e).font;
+    const m = ink.measureText(e.textContent);
+    return m.actualBoundingBoxAscent + m.actualBoundingBoxDescent;
+  };
+  return {
+    buttons: [...document.querySelectorAll(".zoom-btn")].filter(visible).map(box),
+    // everything a button could hide: the views, their captions, the token lines, the legend
+    content: [...document.querySelectorAll("img.view, .view-name, .tokens, .legend .scale, .choice")]
+      .filter(visible).map(e => ({what: e.className || e.tagName, ...box(e)})),
+    ticks: [...document.querySelectorAll(".scale-ticks > span")].filter(visible)
+      .map(e => ({text: e.textContent, font: font(e), glyphs: glyphs(e), ...box(e)})),
+    picture: [...document.querySelectorAll(".grid-picture")].map(box)[0] || null,
+    columns: [...document.querySelectorAll(".grid-columns > span")].map(e => ({text: e.textContent, font: font(e), ...box(e)})),
+    rows: [...document.querySelectorAll(".grid-rows > span")].map(e => ({text: e.textContent, font: font(e), ...box(e)})),
+    text: document.body.innerText,
+  };
+}"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+
+
+def _check_layout(page, views: list[str], *, touch: bool) -> None:
+    """On an item page with explanations: no enlarge button covers any view, caption, token
+    line or legend; the colour scales are text of at least MIN_TEXT_PX with their signs;
+    the patch grid's labels sit over and beside the picture, each on its column or row;
+    no hover wording on a touch screen."""
+    seen = page.evaluate(BOXES)
+    views_drawn = [v for v in views if v != "tokens"]
+    assert seen["buttons"] and len(seen["buttons"]) == page.locator("img.view").count()
+    for button in seen["buttons"]:
+        hidden = [c["what"] for c in seen["content"] if _overlap(button, c)]
+        assert not hidden, f"an enlarge button at {button} covers {hidden}"
+    assert seen["ticks"], "no colour scale stated on the page"
+    for low, zero, high in zip(*[iter(seen["ticks"])] * 3):
+        assert (low["text"][0], zero["text"], high["text"][0]) == ("\u2212", "0", "+"), (low, zero, high)
+        for tick in (low, zero, high):
+            assert tick["font"] >= MIN_TEXT_PX and tick["glyphs"] >= MIN_DIGIT_PX, tick
+    if {"interaction", "top_pairs"} & set(views_drawn):
+        picture = seen["picture"]
+        assert [c["text"] for c in seen["columns"]] == list("ABCDEFGH")
+        assert [r["text"] for r in seen["rows"]] == [str(k) for k in range(1, 9)]
+        for k, column in enumerate(seen["columns"]):
+            centre = picture["x"] + (k + 0.5) * picture["w"] / 8
+            assert abs(column["x"] + column["w"] / 2 - centre) < 2 and column["y"] + column["h"] <= picture["y"] + 1
+            assert column["font"] >= MIN_GRID_LABEL_PX
+        for k, row in enumerate(seen["rows"]):
+            centre = picture["y"] + (k + 0.5) * picture["h"] / 8
+            assert abs(row["y"] + row["h"] / 2 - centre) < 2 and row["x"] + row["w"] <= picture["x"] + 1
+            assert row["font"] >= MIN_GRID_LABEL_PX
+    if "tokens" in views:
+        # A mouse user is told to point at a word for its score; a touch screen has no pointer
+        # to hover with, so it is not told: the same page, seen on each kind of device.
+        other = page.context.browser.new_context(storage_state=page.context.storage_state(),
+                                                 viewport=DESKTOP if touch else PHONE, has_touch=not touch,
+                                                 is_mobile=not touch)
+        again = other.new_page()
+        again.goto(page.url)
+        text = again.inner_text("body")
+        other.close()
+        with_touch, with_mouse = (seen["text"], text) if touch else (text, seen["text"])
+        assert re.search(r"\bpoint at a word\b", with_mouse, flags=re.IGNORECASE)
+        assert not re.findall(r"\b(hover|point at)\b", with_touch, flags=re.IGNORECASE)
+    elif touch:
+        assert not re.findall(r"\b(hover|point at)\b", seen["text"], flags=re.IGNORECASE)
+
+
 def _session(browser, live_server, study, *, query: str, platform_id: str, viewport: dict) -> dict:
     """One participant from entry to exit. Returns what happened, for the checks after."""
-    context = browser.new_context(viewport=viewport)
+    touch = viewport is PHONE
+    context = browser.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
     exits: list[dict] = []
 
     def external(route):  # the platforms' own pages are outside this test
@@ -88,7 +169,7 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         page.click("#consent")
     with page.expect_navigation():
         page.click("#start")
-    seen = {"learning": 0, "pretest": 0, "test": 0, "checks": 0}
+    seen = {"learning": 0, "pretest": 0, "test": 0, "checks": 0, "checked": 0}
     participant = Participant.objects.get(study=study, platform_id=platform_id)
     views = participant.condition.views
     while True:
@@ -116,6 +197,9 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         if "tokens" in views and assignment.phase == "test":
             assert page.locator(".candidate .tokens").count() == len(assignment.candidate_order)
             assert page.locator("#legend").is_visible()
+        if views and assignment.phase == "test":
+            _check_layout(page, views, touch=touch)
+            seen["checked"] += 1
         if assignment.kind == "attention":
             seen["checks"] += 1
         if assignment.check_type == "instructed":
@@ -124,9 +208,10 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         elif assignment.check_type == "gold":
             page.check(f'input[name="guess"][value="{assignment.expected_answer}"]')
         else:
-            page.keyboard.press("1")  # the keyboard shortcut picks the first candidate
-            assert page.locator('input[name="guess"][data-key="1"]').is_checked()
-        page.check('input[name="confidence"][value="4"]')
+            page.keyboard.press("a")  # a letter picks that candidate
+            assert page.locator('input[name="guess"]').first.is_checked()
+        page.keyboard.press("4")  # a digit sets the confidence
+        assert page.locator('input[name="confidence"][value="4"]').is_checked()
         with page.expect_navigation():
             page.keyboard.press("Enter")  # and Enter submits
     if page.locator("#survey-form").count():
@@ -158,7 +243,8 @@ def test_one_session_per_kind_of_view(browser, live_server, alice, demo_jsonl, t
     participants = {p.platform_id: p for p in Participant.objects.filter(study=study)}
     assert {p.condition.name for p in participants.values()} == {"baseline", "ig", "interactions"}
     for pid, result in results.items():
-        assert result["seen"] == {"learning": 1, "pretest": 0, "test": 3, "checks": 1}, result
+        checked = 3 if result["views"] else 0  # the layout of every explanation page
+        assert result["seen"] == {"learning": 1, "pretest": 0, "test": 3, "checks": 1, "checked": checked}, result
         assert participants[pid].phase == "done" and not participants[pid].screened_out
     # Exit codes: Prolific redirects with the completion code; MTurk posts the assignment back.
     for pid in ("pp-1", "pp-3"):

@@ -4,14 +4,16 @@ Retry-After, in the participant style), never a 500, and loses no acknowledged a
 from __future__ import annotations
 
 import threading
+from html import escape
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import OperationalError, connection
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from annotations import views_participant
-from annotations.models import Participant, Response
+from annotations.middleware import database_unavailable_response
+from annotations.models import PUBLIC_TITLE_DEFAULT, Participant, Response, Study
 from annotations.selectors import participant_frame_policy
 from tests.services.factories import build_study
 
@@ -61,7 +63,7 @@ def _assert_retry_page(response) -> None:
     assert response["Retry-After"] == "5"
     assert b'id="retry"' in response.content and b"Please retry in a moment" in response.content
     assert response["Content-Security-Policy"] == participant_frame_policy()
-    assert "https://worker.mturk.com" in response["Content-Security-Policy"]
+    assert "https://worker.mturk.com" in response["Content-Security-Policy"].split()
 
 
 def test_a_cut_connection_gives_a_retry_page_and_the_retry_stores_the_answer_once(study):
@@ -135,11 +137,26 @@ def test_an_unreachable_database_at_entry_creates_nobody(study, monkeypatch):
     assert not Participant.objects.exists()
 
 
+def test_the_retry_page_shows_the_public_title_it_remembered_never_the_internal_name(study, monkeypatch):
+    """The retry page may not touch the database: it shows the public title the entry page
+    left in the cache, and the default title for a study it has not seen."""
+    def unreachable(**kwargs):
+        raise OperationalError("could not connect to server: Connection refused")
+
+    Study.objects.filter(pk=study.pk).update(public_title="Pictures and questions")
+    monkeypatch.setattr(views_participant, "participant_enter", unreachable)
+    client = Client()
+    assert "Pictures and questions" in client.get(f"/s/{study.public_id}/").content.decode()
+    page = client.post(f"/s/{study.public_id}/consent/")
+    _assert_retry_page(page)
+    html = page.content.decode()
+    assert "<title>Please retry in a moment · Pictures and questions</title>" in html
+    assert '<span class="brand">Pictures and questions</span>' in html and study.name not in html
+    unseen = database_unavailable_response(RequestFactory().post("/s/neverseen1234567/consent/"))
+    assert f'<span class="brand">{escape(PUBLIC_TITLE_DEFAULT)}</span>' in unseen.content.decode()
+
+
 def test_api_clients_get_json():
-    from django.test import RequestFactory
-
-    from annotations.middleware import database_unavailable_response
-
     response = database_unavailable_response(RequestFactory().get("/api/studies/"))
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response["Content-Type"] == "application/json" and b"retry" in response.content

@@ -104,7 +104,7 @@ def test_learning_reveals_the_answer_and_the_test_does_not(study):
             client.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
         else:
             assert "model-answer" not in html and "The model answered" not in html
-            assert ("view-" in html) == (assignment.phase == "test")  # the pre-test shows no explanation
+            assert ('<img class="view ' in html) == (assignment.phase == "test")  # the pre-test shows no explanation
             for url in SRC.findall(html):
                 assert client.get(url).status_code == 200, url
             client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",

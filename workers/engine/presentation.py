@@ -1,6 +1,10 @@
 """What a participant sees of one item's attributions: a heatmap PNG per image modality and
 token highlights per text modality. Candidates of the same item share one colour scale per
-modality, so people can compare the strength of evidence across candidate answers."""
+modality, so people can compare the strength of evidence across candidate answers.
+
+The colour scales are returned beside the views (``render.scale_labels``) rather than drawn
+into the PNGs: the page states them once per item in text, which stays legible at any size
+the browser draws an image."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from workers.engine.dataset import IMAGE_MODALITIES
 class ExplanationViews:
     image_png: bytes | None = None
     tokens: list[dict] = field(default_factory=list)
+    #: modality -> ``render.scale_labels`` of the colour scale its view is drawn on
+    colour_scales: dict[str, dict] = field(default_factory=dict)
 
 
 def _image_pixels(path: str, shape: tuple[int, int]) -> np.ndarray:
@@ -55,12 +61,14 @@ def render_item_views(
             scale = render.shared_scale(*maps)
             pixels = _image_pixels(item[name], maps[0].shape[-2:])
             for view, heat in zip(views, maps):
-                view.image_png = render.heatmap_overlay_png(pixels, heat, scale=scale)
+                view.image_png = render.heatmap_overlay_png(pixels, heat, scale=scale, legend=False)
+                view.colour_scales[name] = render.scale_labels(scale)
         elif name == "text":
             per_candidate = [_token_groups(groups[m], a.group_scores[name]) for a in attributions]
             visible = [s[~np.asarray(h, dtype=bool)] for _, s, h in per_candidate]
             scale = render.shared_scale(*visible)
             for view, (tokens, scores, hidden) in zip(views, per_candidate):
+                view.colour_scales[name] = render.scale_labels(scale)
                 view.tokens = [
                     {k: span[k] for k in ("text", "background", "foreground", "title")}
                     for span in render.token_highlights(tokens, scores, scale=scale, hidden=hidden)
@@ -78,6 +86,10 @@ def render_share_bars(*, shares: dict[str, float]) -> bytes:
 class InteractionViews:
     matrix_png: bytes
     top_pairs_png: bytes | None = None
+    #: ``render.scale_labels`` of the matrix's colour scale (shared by the item's candidates)
+    colour_scale: dict = field(default_factory=dict)
+    #: ``render.patch_grid`` of the image's patches, when the rows or columns are patches
+    patch_grid: dict | None = None
 
 
 def _labels_for(groups: Sequence[GroupInfo]) -> list[str]:
@@ -119,7 +131,8 @@ def render_interaction_views(
     col_title = "word" if name_b == "text" else name_b
     views = [InteractionViews(matrix_png=render.interaction_matrix_png(
         m, row_labels=_labels_for(row_groups), col_labels=_labels_for(col_groups), scale=scale,
-        row_title=row_title, col_title=col_title)) for m in trimmed]
+        row_title=row_title, col_title=col_title, colorbar=False), colour_scale=render.scale_labels(scale))
+        for m in trimmed]
 
     # Top pairs need patches of an image against words; draw them with the image as rows.
     if name_a in IMAGE_MODALITIES and all(g.box is not None for g in row_groups):
@@ -129,6 +142,9 @@ def render_interaction_views(
     else:
         return views
     boxes = [g.box for g in patch_groups]
+    grid = {"modality": image_name, **render.patch_grid(boxes)}
+    for view in views:
+        view.patch_grid = grid
     extent = (max(b[3] for b in boxes), max(b[2] for b in boxes))  # (H, W) the boxes are drawn in
     pixels = _image_pixels(item[image_name], extent)
     words = [g.text or str(g.group_id) for g in word_groups]

@@ -51,6 +51,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw, ImageFont
 
+from workers.engine.text import spaces_before
+
 __all__ = [
     "DEFAULT_CMAP",
     "DIVERGING_CMAPS",
@@ -66,7 +68,9 @@ __all__ = [
     "heatmap_overlay_rgb",
     "interaction_matrix_png",
     "modality_share_bars_png",
+    "patch_grid",
     "patch_grid_labels",
+    "scale_labels",
     "resolve_scale",
     "scores_to_rgb",
     "shared_scale",
@@ -368,6 +372,14 @@ def colour_legend_png(
     return _png_bytes(canvas)
 
 
+def scale_labels(scale: float) -> dict:
+    """What a legend drawn by the page (not inside the PNG) needs to state one colour scale:
+    ``{"scale": s, "low": "−0.14", "high": "+0.14"}``, the ends of the colour bar as
+    :func:`colour_legend_png` writes them."""
+    scale = resolve_scale((), scale)
+    return {"scale": scale, "low": _fmt(-scale), "high": _fmt(scale)}
+
+
 def colour_legend_html(
     scale: float, *, cmap: str = DEFAULT_CMAP, words: tuple[str, str] = LEGEND_WORDS
 ) -> str:
@@ -634,7 +646,8 @@ def token_highlights_html(
     legend: bool = False,
 ) -> str:
     """HTML for highlighted text: a ``<span class="mmeval-tokens">`` holding one
-    ``<span class="mmeval-token">`` per visible token, space-separated, with inline
+    ``<span class="mmeval-token">`` per visible token, laid out as text (no space before
+    punctuation, :func:`workers.engine.text.spaces_before`), with inline
     ``background-color``/``color``, a ``title`` tooltip (``+0.42``) and ``data-score``.
     Token text is HTML-escaped. ``legend=True`` appends :func:`colour_legend_html`."""
     items = token_highlights(tokens, scores, scale=scale, hidden=hidden, cmap=cmap)
@@ -646,7 +659,9 @@ def token_highlights_html(
         f'{e(item["text"])}</span>'
         for item in items
     ]
-    out = '<span class="mmeval-tokens">' + " ".join(spans) + "</span>"
+    gaps = spaces_before([item["text"] for item in items])
+    out = '<span class="mmeval-tokens">' + "".join(
+        (" " if gap else "") + span for span, gap in zip(spans, gaps)) + "</span>"
     if legend:
         visible = [item["score"] for item in items]
         out += colour_legend_html(resolve_scale(visible, scale), cmap=cmap)
@@ -661,7 +676,7 @@ def _matplotlib_cmap(cmap: str) -> ListedColormap:
 
 
 def modality_share_bars_png(
-    shares: Mapping[str, float], *, cmap: str = DEFAULT_CMAP, width_px: int = 420
+    shares: Mapping[str, float], *, cmap: str = DEFAULT_CMAP, width_px: int = 300
 ) -> bytes:
     """Small horizontal bar chart of signed modality shares, centred at zero.
 
@@ -670,8 +685,8 @@ def modality_share_bars_png(
             so each lies in ``[−1, 1]``), drawn top to bottom in the mapping's order.
 
     The axis is fixed at ``[−1, 1]`` (wider only if a value exceeds 1), so charts of
-    different examples compare directly. Bars take the diverging map's colour at the value
-    and carry the signed value as text.
+    different examples compare directly. Bars take the diverging map's colour at the value;
+    the signed value is written beside the zero line, on the side the bar leaves empty.
     """
     names = [str(k) for k in shares]
     values = _finite(np.asarray([float(v) for v in shares.values()], dtype=np.float64), "shares")
@@ -681,7 +696,7 @@ def modality_share_bars_png(
     colours = scores_to_rgb(values, scale=limit, cmap=cmap).astype(np.float64) / 255.0
     # bars near zero are nearly white: a thin dark edge keeps them visible
     dpi = 100
-    height_in = 0.55 + 0.38 * len(names)
+    height_in = 0.7 + 0.42 * len(names)
     with _MPL_LOCK:
         fig = Figure(figsize=(width_px / dpi, height_in), dpi=dpi, facecolor="white")
         fig.set_layout_engine("constrained")
@@ -692,29 +707,63 @@ def modality_share_bars_png(
         ax.set_xlim(-limit * 1.25, limit * 1.25)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.set_yticks(y)
-        ax.set_yticklabels(names, fontsize=11, parse_math=False)
+        ax.set_yticklabels(names, fontsize=13, parse_math=False)
         ax.set_xticks([-limit, 0, limit])
         ax.set_xticklabels(
-            [f"{_MINUS}{limit:g}\nopposes", "0", f"+{limit:g}\nsupports"], fontsize=9
+            [f"{_MINUS}{limit:g}\nopposes", "0", f"+{limit:g}\nsupports"], fontsize=11
         )
         for yi, v in zip(y, values):
-            ha = "left" if v >= 0 else "right"
-            offset = 0.03 * limit if v >= 0 else -0.03 * limit
-            ax.text(v + offset, yi, _fmt(float(v)), va="center", ha=ha, fontsize=10,
+            # the value sits beside the zero line on the side the bar leaves empty, so a full
+            # bar's label never runs into the axis labels
+            ha = "right" if v > 0 else "left"
+            offset = -0.04 * limit if v > 0 else 0.04 * limit
+            ax.text(offset, yi, _fmt(float(v)), va="center", ha=ha, fontsize=12,
                     parse_math=False)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         ax.tick_params(axis="y", length=0)
-        ax.set_title("modality share", fontsize=10, loc="left", color="#333333")
+        ax.set_title("modality share", fontsize=11, loc="left", color="#333333")
         return _figure_png(fig)
 
 
+def _column_name(index: int) -> str:
+    """Spreadsheet column letters for a 0-based index: A … Z, AA, AB, …"""
+    name = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        name = chr(ord("A") + rest) + name
+    return name
+
+
+def patch_grid(boxes: Sequence[Sequence[float]]) -> dict:
+    """The grid the patch boxes lie on, as a person finds it on the image: columns lettered
+    from the left (``A``, ``B``, …), rows numbered from the top (``1``, ``2``, …), read from
+    the boxes' distinct left and top edges.
+
+    Returns ``{"width", "height", "columns": [{"label", "start", "end"}], "rows": [...]}``
+    in image pixels (``width``/``height``: the extent the boxes cover, ``end`` exclusive).
+    """
+    if not len(boxes):
+        raise ValueError("boxes is empty")
+
+    def axis(lo: int, hi: int, name) -> list[dict]:
+        starts = sorted({float(b[lo]) for b in boxes})
+        ends = [min(float(b[hi]) for b in boxes if float(b[lo]) == start) for start in starts]
+        return [{"label": name(k), "start": start, "end": min(end, starts[k + 1]) if k + 1 < len(starts) else end}
+                for k, (start, end) in enumerate(zip(starts, ends))]
+
+    return {"width": max(float(b[2]) for b in boxes), "height": max(float(b[3]) for b in boxes),
+            "columns": axis(0, 2, _column_name), "rows": axis(1, 3, lambda k: str(k + 1))}
+
+
 def patch_grid_labels(boxes: Sequence[Sequence[float]]) -> list[str]:
-    """Compact labels ``"r1c2"`` (1-based grid row and column, read from the boxes' distinct
-    top and left edges) for patch boxes, for the rows of :func:`interaction_matrix_png`."""
+    """The name of each patch box on :func:`patch_grid`: column letter, then row number
+    (``"B3"``: second column from the left, third row from the top), for the rows of
+    :func:`interaction_matrix_png` and the pairs of :func:`top_pairs_png`."""
     ys = sorted({float(b[1]) for b in boxes})
     xs = sorted({float(b[0]) for b in boxes})
-    return [f"r{ys.index(float(b[1])) + 1}c{xs.index(float(b[0])) + 1}" for b in boxes]
+    return [f"{_column_name(xs.index(float(b[0])))}{ys.index(float(b[1])) + 1}" for b in boxes]
 
 
 def top_pairs(
@@ -764,6 +813,7 @@ def interaction_matrix_png(
     row_title: str = "image patch",
     col_title: str = "word",
     cmap: str = DEFAULT_CMAP,
+    colorbar: bool = True,
 ) -> bytes:
     """Cross-modal interaction matrix (rows: groups of modality A, e.g. patches; columns:
     groups of modality B, e.g. tokens) as a diverging heatmap centred at zero.
@@ -771,11 +821,14 @@ def interaction_matrix_png(
     Args:
         matrix: ``(Ga, Gb)`` float.
         row_labels: ``Ga`` short labels (e.g. from :func:`patch_grid_labels`); default the
-            row index. With many rows only every n-th is labelled (≥ 12 px apart).
+            row index. With many rows only every n-th is labelled (≥ 11 px apart), and
+            always the rows of the numbered cells, in bold.
         col_labels: ``Gb`` labels (tokens), default the column index; long ones are cut.
         top_k_outline: outline the ``k`` largest-``|value|`` cells and number them ``1..k``
             in the same order as :func:`top_pairs` / :func:`top_pairs_png`.
         scale: colour limit, default ``max |matrix|``.
+        colorbar: draw the colour bar beside the matrix; ``False`` when the page states the
+            scale itself (:func:`scale_labels`), in text a browser does not shrink.
     """
     m = _finite(np.asarray(matrix, dtype=np.float64), "matrix")
     if m.ndim != 2 or 0 in m.shape:
@@ -790,8 +843,10 @@ def interaction_matrix_png(
     pairs = top_pairs(m, top_k_outline)
 
     dpi = 100
-    row_in = 0.22 if ga <= 24 else max(0.025, 5.3 / ga)  # rows take at most ~5.3 in
-    width_in = min(max(3.2, 1.9 + 0.30 * gb), 14.0)
+    # Up to 64 rows (an 8×8 patch grid) each row is tall enough to carry its label; beyond
+    # that rows take ~5.3 in and every n-th is labelled.
+    row_in = 0.22 if ga <= 24 else max(0.11, 5.3 / ga) if ga <= 64 else max(0.025, 5.3 / ga)
+    width_in = min(max(3.2, 1.9 + 0.30 * gb) - (0 if colorbar else 0.6), 14.0)
     longest = max(len(_short(c)) for c in cols)
     height_in = 1.0 + max(row_in * ga, 1.8) + 0.065 * longest
     with _MPL_LOCK:
@@ -805,11 +860,16 @@ def interaction_matrix_png(
         ax.set_xticks(np.arange(gb))
         ax.set_xticklabels([_short(c) for c in cols], rotation=60, ha="right",
                            rotation_mode="anchor", fontsize=10, parse_math=False)
-        step = max(1, math.ceil(12.0 / (row_in * dpi)))  # ≥ 12 px between row labels
-        ticks = np.arange(0, ga, step)
+        step = max(1, math.ceil(11.0 / (row_in * dpi)))  # ≥ 11 px between row labels
+        # The rows of the numbered cells are always labelled (in bold), others where they fit.
+        marked = sorted({r for r, _c, _v in pairs})
+        ticks = sorted(set(marked) | {i for i in range(0, ga, step) if all(abs(i - r) >= step for r in marked)})
         ax.set_yticks(ticks)
         ax.set_yticklabels([_short(rows[i], 10) for i in ticks], fontsize=8 if ga > 20 else 9,
                            parse_math=False)
+        for tick, row in zip(ax.get_yticklabels(), ticks):
+            if row in marked:
+                tick.set_fontweight("bold")
         ax.set_xlabel(col_title, fontsize=10, parse_math=False)
         ax.set_ylabel(row_title, fontsize=10, parse_math=False)
         ax.tick_params(length=2)
@@ -837,6 +897,8 @@ def interaction_matrix_png(
                 ink = np.array(text_colour_for(rgb[r, c])) / 255.0
                 ax.text(c, r, str(rank), ha="center", va="center", fontsize=9, color=ink,
                         fontweight="bold", parse_math=False, zorder=4)
+        if not colorbar:
+            return _figure_png(fig)
         cbar = fig.colorbar(im, ax=ax, shrink=0.9, aspect=25, pad=0.02)
         cbar.set_ticks([-vmax, 0.0, vmax])
         cbar.set_ticklabels([f"{_fmt(-s)}\nopposes", "0", f"{_fmt(s)}\nsupports"])
@@ -867,8 +929,10 @@ def top_pairs_png(
         hidden_cols: flags for padding tokens to skip.
 
     Each pair's patch is outlined in its own Okabe–Ito colour with its rank number in a
-    badge; the rest of the image is dimmed. A caption strip lists ``1  "word"  +0.42`` per
-    pair with the sign written out. A patch in several pairs gets nested outlines.
+    badge; the rest of the image is dimmed. The patch grid (:func:`patch_grid`) is drawn
+    with faint lines, its column letters above the image and row numbers left of it. A
+    caption strip lists ``1  B3 "word"  +0.42 supports`` per pair, the sign written out.
+    A patch in several pairs gets nested outlines.
     """
     rgb = _as_rgb_image(image)
     h, w = rgb.shape[:2]
@@ -895,14 +959,45 @@ def top_pairs_png(
     big = Image.fromarray(
         np.ascontiguousarray(_upscale(np.rint(base).astype(np.uint8), factor)), mode="RGB"
     )
-    width = max(big.width, LEGEND_MIN_WIDTH)
-    line_h, pad = 22, 8
-    caption_h = pad + 16 + len(pairs) * line_h + pad - 4
-    canvas = Image.new("RGB", (width, big.height + caption_h), (255, 255, 255))
-    ox = (width - big.width) // 2
-    canvas.paste(big, (ox, 0))
+    grid = patch_grid(boxes)
+    names = patch_grid_labels(boxes)
+    coord_font, badge_font, text_font = _font(13, bold=True), _font(13, bold=True), _font(15)
+    # margins for the grid's column letters (top) and row numbers (left)
+    margin_top = 20
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin_left = 6 + int(max(_text_width(scratch, r["label"], coord_font) for r in grid["rows"]))
+    width = max(margin_left + big.width + 6, LEGEND_MIN_WIDTH)
+    line_h, pad = 24, 8
+    caption_h = pad + 18 + len(pairs) * line_h + pad - 4
+    canvas = Image.new("RGB", (width, margin_top + big.height + caption_h), (255, 255, 255))
+    ox = margin_left + (width - margin_left - big.width - 6) // 2
+    oy = margin_top
+    canvas.paste(big, (ox, oy))
     draw = ImageDraw.Draw(canvas)
-    badge_font, text_font = _font(12, bold=True), _font(13)
+
+    # the grid: faint lines on the picture, letters above it, numbers left of it (every
+    # label that has room; a person counts the rest)
+    lines = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    line_draw = ImageDraw.Draw(lines)
+    for axis, along in (("columns", 0), ("rows", 1)):
+        last_end = -1e9
+        for cell in grid[axis]:
+            a0, a1 = cell["start"] * factor, min(cell["end"], (w, h)[along]) * factor
+            if cell["start"] > 0:
+                if along == 0:
+                    line_draw.line((ox + a0, oy, ox + a0, oy + big.height - 1), fill=(255, 255, 255, 90))
+                else:
+                    line_draw.line((ox, oy + a0, ox + big.width - 1, oy + a0), fill=(255, 255, 255, 90))
+            size = _text_width(draw, cell["label"], coord_font) if along == 0 else 13
+            centre = (a0 + a1) / 2
+            if centre - size / 2 < last_end + 3:
+                continue
+            last_end = centre + size / 2
+            if along == 0:
+                draw.text((ox + centre, oy - 4), cell["label"], font=coord_font, fill=(60, 60, 60), anchor="ms")
+            else:
+                draw.text((ox - 5, oy + centre), cell["label"], font=coord_font, fill=(60, 60, 60), anchor="rm")
+    canvas.paste(Image.alpha_composite(canvas.convert("RGBA"), lines).convert("RGB"))
 
     # outlines first (nested when a patch is in several pairs), then the badges on top
     nth_of: list[int] = []
@@ -913,8 +1008,8 @@ def top_pairs_png(
         seen[(x0, y0, x1, y1)] = nth + 1
         nth_of.append(nth)
         inset = nth * (thick + 1)
-        bx0, by0 = ox + x0 * factor + inset, y0 * factor + inset
-        bx1, by1 = ox + x1 * factor - 1 - inset, y1 * factor - 1 - inset
+        bx0, by0 = ox + x0 * factor + inset, oy + y0 * factor + inset
+        bx1, by1 = ox + x1 * factor - 1 - inset, oy + y1 * factor - 1 - inset
         if bx1 - bx0 > 2 * thick and by1 - by0 > 2 * thick:
             draw.rectangle((bx0 - 1, by0 - 1, bx1 + 1, by1 + 1), outline=(0, 0, 0), width=1)
             draw.rectangle((bx0, by0, bx1, by1), outline=colour, width=thick)
@@ -924,25 +1019,28 @@ def top_pairs_png(
         label = str(rank)
         bw, bh = int(_text_width(draw, label, badge_font)) + 8, 16
         lx = min(ox + x0 * factor + nth * (bw + 1), ox + big.width - bw)
-        ly = y0 * factor
+        ly = oy + y0 * factor
         draw.rectangle((lx, ly, lx + bw - 1, ly + bh - 1), fill=colour, outline=(0, 0, 0))
         draw.text((lx + bw / 2, ly + bh / 2), label, font=badge_font,
                   fill=text_colour_for(colour), anchor="mm")
 
-    # caption strip
-    y = big.height + pad
-    draw.text((pad, y), "strongest patch–word pairs", font=_font(11), fill=(90, 90, 90))
-    y += 16
-    for rank, ((_r, c, value), colour) in enumerate(zip(pairs, OKABE_ITO), start=1):
-        draw.rectangle((pad, y + 1, pad + 17, y + 17), fill=colour, outline=(0, 0, 0))
-        draw.text((pad + 9, y + 9), str(rank), font=badge_font, fill=text_colour_for(colour),
+    # caption strip: rank, the patch's place on the grid, the word, the signed value
+    y = oy + big.height + pad
+    draw.text((pad, y), "strongest patch–word pairs", font=_font(13), fill=(90, 90, 90))
+    y += 18
+    for rank, ((r, c, value), colour) in enumerate(zip(pairs, OKABE_ITO), start=1):
+        draw.rectangle((pad, y + 2, pad + 19, y + 21), fill=colour, outline=(0, 0, 0))
+        draw.text((pad + 10, y + 12), str(rank), font=badge_font, fill=text_colour_for(colour),
                   anchor="mm")
         value_text = _fmt(value)
         sign_word = "supports" if value > 0 else "opposes" if value < 0 else "neutral"
         right = f"{value_text} {sign_word}"
         rw = _text_width(draw, right, text_font)
-        word = _truncate(draw, f"“{tokens[c]}”", text_font, width - 2 * pad - 26 - rw - 8)
-        draw.text((pad + 26, y + 9), word, font=text_font, fill=(20, 20, 20), anchor="lm")
-        draw.text((width - pad, y + 9), right, font=text_font, fill=(60, 60, 60), anchor="rm")
+        place = names[r]
+        draw.text((pad + 27, y + 12), place, font=_font(15, bold=True), fill=(20, 20, 20), anchor="lm")
+        px = pad + 27 + _text_width(draw, place, _font(15, bold=True)) + 6
+        word = _truncate(draw, f"“{tokens[c]}”", text_font, width - pad - px - rw - 8)
+        draw.text((px, y + 12), word, font=text_font, fill=(20, 20, 20), anchor="lm")
+        draw.text((width - pad, y + 12), right, font=text_font, fill=(60, 60, 60), anchor="rm")
         y += line_h
     return _png_bytes(canvas)
