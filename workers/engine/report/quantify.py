@@ -53,15 +53,16 @@ __all__ = [
 REPORT_VERSION = 1
 STAGES: tuple[str, ...] = ("subsets", "permutation", "noise", "corruption", "emap", "group_pairs", "learning")
 #: M2Lens interaction types, in the order the classification tries them.
-INTERACTION_TYPES: tuple[str, ...] = ("dominance", "conflict", "complementarity", "none")
+INTERACTION_TYPES: tuple[str, ...] = ("conflict", "dominance", "complementarity", "none")
 
 #: The classification, as the report prints it beside the thresholds.
 INTERACTION_RULES = (
     "With y the model's answer: a modality alone gives y when, with the other modalities at their baselines, "
     "y is its answer and y's probability rises by at least the gain threshold over all modalities at their "
-    "baselines. First match wins: dominance = some modality alone gives y (the dominant one gives it with the "
-    "highest probability); conflict = interaction strength >= the strength threshold and two modalities alone "
-    "point to different answers; complementarity = interaction strength >= the strength threshold; none = the rest."
+    "baselines; it points to its answer when that answer's probability rises by at least the gain threshold. "
+    "First match wins: conflict = interaction strength >= the strength threshold and two modalities alone point "
+    "to different answers; dominance = some modality alone gives y (the dominant one gives it with the highest "
+    "probability); complementarity = interaction strength >= the strength threshold; none = the rest."
 )
 
 Progress = Callable[[str, int, int], None]
@@ -196,19 +197,20 @@ def interaction_types(*, full: np.ndarray, only: np.ndarray, none: np.ndarray, s
 
     With ``y`` the model's answer, modality ``m`` alone *gives* ``y`` when ``argmax only[m] =
     y`` and ``only[m][y] - none[y] >= gain_threshold``; it *points to* ``argmax only[m]`` when
-    some class gains at least ``gain_threshold`` over ``none`` (else it points nowhere). Then,
+    that class gains at least ``gain_threshold`` over ``none`` (else it points nowhere). Then,
     first match wins:
 
-    1. **dominance**: some modality alone gives ``y``; the dominant one is the modality that
+    1. **conflict**: interaction strength >= ``strength_threshold`` and two modalities alone
+       point to different answers (the answer comes out of their interaction);
+    2. **dominance**: some modality alone gives ``y``; the dominant one is the modality that
        gives it with the highest probability;
-    2. **conflict**: interaction strength >= ``strength_threshold`` and two modalities alone
-       point to different answers;
     3. **complementarity**: interaction strength >= ``strength_threshold`` (neither alone gives
        ``y``; together they do, through an interaction);
     4. **none**: the rest (an additive model, say, whose modalities alone give no answer).
 
     So a model without cross-modal interactions (strength 0) never shows conflict or
-    complementarity. Returns the types and the dominant modality (None unless dominance).
+    complementarity, and a modality that is ignored points nowhere. Returns the types and the
+    dominant modality (None unless dominance).
     """
     answer = full.argmax(axis=1)
     n = full.shape[0]
@@ -217,21 +219,22 @@ def interaction_types(*, full: np.ndarray, only: np.ndarray, none: np.ndarray, s
     dominant: list[str | None] = []
     alone_answer = only.argmax(axis=2)  # (M, N)
     gain_answer = only[:, rows, answer] - none[rows, answer][None, :]  # (M, N)
-    gain_best = (only - none[None]).max(axis=2)  # (M, N)
+    gain_alone = np.take_along_axis(only - none[None], alone_answer[:, :, None], axis=2)[:, :, 0]  # (M, N)
     for i in range(n):
+        points = {int(alone_answer[m, i]) for m in range(len(modalities)) if gain_alone[m, i] >= gain_threshold}
+        interacts = strength[i] >= strength_threshold
         gives = [m for m in range(len(modalities))
                  if alone_answer[m, i] == answer[i] and gain_answer[m, i] >= gain_threshold]
-        if gives:
+        if interacts and len(points) >= 2:
+            types.append("conflict")
+            dominant.append(None)
+        elif gives:
             best = max(gives, key=lambda m: only[m, i, answer[i]])
             types.append("dominance")
             dominant.append(str(modalities[best]))
-            continue
-        dominant.append(None)
-        if strength[i] >= strength_threshold:
-            points = {int(alone_answer[m, i]) for m in range(len(modalities)) if gain_best[m, i] >= gain_threshold}
-            types.append("conflict" if len(points) >= 2 else "complementarity")
         else:
-            types.append("none")
+            types.append("complementarity" if interacts else "none")
+            dominant.append(None)
     return types, dominant
 
 
