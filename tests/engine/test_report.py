@@ -225,6 +225,13 @@ def test_bad_options_name_the_option():
         _run(adapter, items, group_pairs="magic")
 
 
+def test_options_module_knows_every_attribution_method():
+    from workers.engine.attribution import METHODS
+    from workers.engine.report.options import SHARE_METHODS
+
+    assert SHARE_METHODS == ("shapley", *METHODS)
+
+
 def test_non_finite_logits_stop_the_report_naming_the_items():
     adapter = _loaded(NonFiniteAdapter("nan"))
     items = adapter.make_items(4)

@@ -1,8 +1,9 @@
 """The model report: how a multimodal model uses its modalities, measured without a crowd.
 
-Modules (none imports Django; ``slices``, ``stats``, ``tables`` and ``plots`` import no torch
-either, so the web process can draw a stored report):
+Modules (none imports Django; ``options``, ``slices``, ``stats``, ``tables`` and ``plots`` import
+no torch either, so the web process can check a request and draw a stored report):
 
+* :mod:`.options` -- :class:`~.options.ReportOptions`, checked before any work;
 * :mod:`.slices` -- researcher-defined slices over item fields (``shape == triangle and
   colour != red``);
 * :mod:`.probes` -- the forward passes: every modality configuration, permutations, noise,
