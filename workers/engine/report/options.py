@@ -8,7 +8,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-__all__ = ["GROUP_PAIR_METHODS", "SHARE_METHODS", "ReportOptions"]
+__all__ = ["GROUP_PAIR_METHODS", "INTERACTION_TYPES", "SHARE_METHODS", "ReportOptions"]
+
+#: M2Lens interaction types, in the order the classification tries them
+#: (:func:`workers.engine.report.quantify.interaction_types`).
+INTERACTION_TYPES: tuple[str, ...] = ("conflict", "dominance", "complementarity", "none")
 
 #: ``shapley`` (exact Shapley values of the modalities, from the subsets the report evaluates
 #: anyway) or a Captum method of :data:`workers.engine.attribution.METHODS`.

@@ -37,7 +37,7 @@ from workers.engine.adapter import ModelAdapter, RawItem, error_text
 from workers.engine.attribution import attribute, prepare_batch
 from workers.engine.interactions import emap as emap_compute
 from workers.engine.report import probes, stats
-from workers.engine.report.options import ReportOptions
+from workers.engine.report.options import INTERACTION_TYPES, ReportOptions
 from workers.engine.report.slices import SliceSet, slice_fields_for
 
 __all__ = [
@@ -53,8 +53,6 @@ __all__ = [
 
 REPORT_VERSION = 1
 STAGES: tuple[str, ...] = ("subsets", "permutation", "noise", "corruption", "emap", "group_pairs", "learning")
-#: M2Lens interaction types, in the order the classification tries them.
-INTERACTION_TYPES: tuple[str, ...] = ("conflict", "dominance", "complementarity", "none")
 
 #: The classification, as the report prints it beside the thresholds.
 INTERACTION_RULES = (
