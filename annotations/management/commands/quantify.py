@@ -149,7 +149,8 @@ class Command(BaseCommand):
 
     def _show(self, bar, stage: str, done: int, total: int) -> None:
         title = STAGE_TITLES.get(stage, stage)
-        if bar.desc != title:
+        if getattr(bar, "stage_title", None) != title:
+            bar.stage_title = title
             bar.set_description(title)
         bar.total, bar.n = total, done
         bar.refresh()
