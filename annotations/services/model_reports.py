@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -209,7 +209,7 @@ def _run_in_background(report_id: int) -> None:
             except Exception:
                 logger.exception("background model report %s crashed", report_id)
             finally:
-                close_old_connections()
+                connections.close_all()  # this thread's connections only
 
         thread = threading.Thread(target=run, name=f"model-report-{report_id}", daemon=True)
         _background[report_id] = thread
