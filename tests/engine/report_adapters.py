@@ -141,3 +141,16 @@ class CheckpointedAdapter(LinearAdapter):
         x = dict(batch["x"])
         x["a"] = x["a"] * (1 - level)
         return {**batch, "x": x}
+
+
+class SlowReportAdapter(CheckpointedAdapter):
+    """:class:`CheckpointedAdapter` whose every head call takes ``SECONDS`` longer: the noise stage
+    (one call per level and modality) then lasts long enough to kill a worker in the middle."""
+
+    SECONDS = 0.3
+
+    def logits(self, a: Tensor, b: Tensor, *, batch: dict) -> Tensor:
+        import time
+
+        time.sleep(self.SECONDS)
+        return super().logits(a, b, batch=batch)
