@@ -49,14 +49,19 @@ class Command(BaseCommand):
                             help="a YAML/JSON file of report options (noise_levels, permutations, emap_max_items, "
                                  "pair, ...; see workers/engine/report/options.py)")
         parser.add_argument("--seed", type=int, default=None, help="seed of permutations, noise and bootstrap")
+        parser.add_argument("--threads", type=int, default=None,
+                            help="torch threads in this process (default: MMEVAL_TORCH_THREADS, else torch's); "
+                                 "1 on a machine whose cores are busy with other work")
         parser.add_argument("--owner", help="the researcher's username (needed when there are several users)")
         parser.add_argument("--via-task", action="store_true", help="compute on the Celery workers and wait")
         parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds to wait for the workers")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def handle(self, *args, model, dataset, out, slices, checkpoints, train_dataset, options, seed, owner, via_task,
-               timeout, no_progress, **kwargs):
+    def handle(self, *args, model, dataset, out, slices, checkpoints, train_dataset, options, seed, threads, owner,
+               via_task, timeout, no_progress, **kwargs):
         out = Path(out)
+        if threads is not None and threads < 1:
+            raise CommandError("--threads must be at least 1")
         user = self._owner(owner)
         found_model = self._owned(RegisteredModel, user, model, "--model")
         found_dataset = self._owned(Dataset, user, dataset, "--dataset")
@@ -91,7 +96,7 @@ class Command(BaseCommand):
         if via_task:
             self._wait_for_workers(report, timeout, no_progress)
         else:
-            self._run_here(report, no_progress)
+            self._run_here(report, no_progress, threads)
         report.refresh_from_db()
         if report.status != ModelReport.Status.DONE:
             first = (report.error.strip().splitlines() or ["the report failed"])[-1]
@@ -155,9 +160,14 @@ class Command(BaseCommand):
         bar.total, bar.n = total, done
         bar.refresh()
 
-    def _run_here(self, report: ModelReport, no_progress: bool) -> None:
+    def _run_here(self, report: ModelReport, no_progress: bool, threads: int | None) -> None:
+        import torch
+        from django.conf import settings
+
         from workers.report_pipeline import model_report_run_inline
 
+        if threads or settings.MMEVAL_TORCH_THREADS:
+            torch.set_num_threads(threads or settings.MMEVAL_TORCH_THREADS)
         with self._bar(no_progress) as bar:
             model_report_run_inline(report_id=report.pk, on_progress=lambda s, d, t: self._show(bar, s, d, t))
 

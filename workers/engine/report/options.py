@@ -59,7 +59,7 @@ class ReportOptions:
     max_rows: int | None = 1024
     permutations: int = 3
     noise_levels: list[float] = field(default_factory=lambda: [round(0.1 * k, 1) for k in range(11)])
-    noise_samples: int = 2
+    noise_samples: int = 1
     corruption_levels: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     emap: bool = True
     emap_pairing: str = "auto"

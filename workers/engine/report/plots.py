@@ -215,8 +215,9 @@ def learning_svg(report: Mapping[str, Any]) -> str:
                 axes.bar([x + (k - (len(heads) - 1) / 2) * width for x in range(len(intervals))],
                          [v if v is not None else 0.0 for v in values], width=width, color=f"C{k}", label=head)
             axes.axhline(0, color="0.5", linewidth=0.6)
+            axes.set_yscale("symlog", linthresh=1.0)  # a small ΔG makes a huge ratio: keep the rest readable
             axes.set_xticks(range(len(intervals)), labels=labels, rotation=30, ha="right")
-            axes.set_ylabel("OGR = ΔO / ΔG")
+            axes.set_ylabel("OGR = ΔO / ΔG (symmetric log)")
             axes.set_title("Overfitting-to-generalization ratio")
             axes.legend(fontsize=7, frameon=False)
         figure.tight_layout()

@@ -98,8 +98,8 @@ def noisy_logits(p: PreparedBatch, *, sigma: Sequence[float], n_samples: int, se
         version = []
         for x, s in zip(p.inputs, sigma):
             if s:
-                noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-                version.append(x + (s * noise).to(device=x.device, dtype=x.dtype))
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                version.append(x + (s * noise).to(x.device))
             else:
                 version.append(x)
         parts.append(version)
