@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from annotations.models import Dataset, RegisteredModel
 from annotations.services.datasets import dataset_import
 from annotations.services.registry import registered_model_create
@@ -31,3 +33,16 @@ def toy_dataset(*, owner, directory: Path, name: str = "toy", n_items: int = 30,
 
 def toy_model(*, owner, dataset: Dataset, name: str = "linear") -> RegisteredModel:
     return registered_model_create(owner=owner, name=name, adapter_path=TOY_ADAPTER, check_dataset=dataset)
+
+
+@pytest.fixture
+def allow_test_adapters(settings):
+    """These tests register adapters defined in tests/ (import this fixture to switch it on)."""
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+
+
+@pytest.fixture
+def toy(alice, tmp_path, allow_test_adapters):
+    """alice's toy model ``linear`` and its 30-item dataset ``toy``."""
+    dataset = toy_dataset(owner=alice, directory=tmp_path / "data")
+    return toy_model(owner=alice, dataset=dataset), dataset

@@ -13,7 +13,6 @@ line and the embedded mode's background thread.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -36,7 +35,7 @@ from annotations.services.model_reports import (
     model_report_take_over,
 )
 from workers.engine.registry import load_adapter
-from workers.pipeline import TRANSIENT_ERRORS
+from workers.pipeline import TRANSIENT_ERRORS, _finite_json as _finite  # JSON columns reject NaN
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +45,6 @@ _PROGRESS_EVERY = 1.0  # seconds between progress writes from the computing thre
 
 class _ClaimLost(Exception):
     """Another worker took the report over (this one was thought dead): stop quietly."""
-
-
-def _finite(value: Any) -> Any:
-    """JSON columns reject NaN and Infinity: an undefined number is stored as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 class _Beat:

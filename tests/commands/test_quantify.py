@@ -11,27 +11,20 @@ import pytest
 
 from annotations.models import ModelReport
 from tests.commandline import manage
-from tests.report_builders import FAST_OPTIONS, toy_dataset, toy_model
+from tests.report_builders import FAST_OPTIONS, allow_test_adapters, toy  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commands close the connections when they end
 
 
-@pytest.fixture(autouse=True)
-def allow_test_adapters(settings):
-    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
-
-
 @pytest.fixture
-def toy(alice, tmp_path):
-    dataset = toy_dataset(owner=alice, directory=tmp_path / "data")
-    model = toy_model(owner=alice, dataset=dataset)
+def toy_options(toy, tmp_path):
     options = tmp_path / "options.json"
     options.write_text(json.dumps(FAST_OPTIONS))
-    return model, dataset, options
+    return options
 
 
-def test_quantify_writes_the_report_tables_and_figures(toy, tmp_path, capsys):
-    _, _, options = toy
+def test_quantify_writes_the_report_tables_and_figures(toy_options, tmp_path, capsys):
+    options = toy_options
     slices = tmp_path / "slices.yaml"
     slices.write_text("fields:\n  sign: {from: label}\nslices:\n  positive: sign == pos\n")
     out = tmp_path / "out"
@@ -92,10 +85,10 @@ def test_bad_options_name_the_option(toy, tmp_path, capsys):
     assert (status, stderr) == (1, "CommandError: options.noise_levels: must start at 0 and increase, got [0.5, 1]\n")
 
 
-def test_a_failing_report_is_one_line_with_a_hint(toy, tmp_path, capsys, monkeypatch):
+def test_a_failing_report_is_one_line_with_a_hint(toy_options, tmp_path, capsys, monkeypatch):
     from workers.engine.report import quantify
 
-    _, _, options = toy
+    options = toy_options
 
     def broken(ctx, state):
         raise RuntimeError("the permutation stage broke (deliberate test failure)")

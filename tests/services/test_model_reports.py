@@ -22,7 +22,7 @@ from annotations.services.model_reports import (
 )
 from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import study_create_from_spec, study_select_items
-from tests.report_builders import FAST_OPTIONS, SLICES, toy_dataset, toy_model
+from tests.report_builders import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
 from tests.services.factories import write_dataset
 from workers.engine.registry import forget_adapter, load_adapter
 from workers.report_pipeline import model_report_run_inline, model_report_run_job
@@ -30,15 +30,6 @@ from workers.report_pipeline import model_report_run_inline, model_report_run_jo
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def allow_test_adapters(settings):
-    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
-
-
-@pytest.fixture
-def toy(alice, tmp_path):
-    dataset = toy_dataset(owner=alice, directory=tmp_path / "data")
-    return toy_model(owner=alice, dataset=dataset), dataset
 
 
 def _create(owner, toy, **kwargs):

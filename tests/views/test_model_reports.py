@@ -14,21 +14,12 @@ import pytest
 
 from annotations.models import ModelReport
 from annotations.services.model_reports import model_report_create
-from tests.report_builders import FAST_OPTIONS, SLICES, toy_dataset, toy_model
+from tests.report_builders import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
 from workers.report_pipeline import model_report_run_inline
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def allow_test_adapters(settings):
-    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
-
-
-@pytest.fixture
-def toy(alice, tmp_path):
-    dataset = toy_dataset(owner=alice, directory=tmp_path / "data")
-    return toy_model(owner=alice, dataset=dataset), dataset
 
 
 @pytest.fixture

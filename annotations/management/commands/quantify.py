@@ -9,11 +9,10 @@ import json
 import time
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotations.management.cli import os_error_text, out_dir_prepare, traceback_or_hint
+from annotations.management.cli import os_error_text, out_dir_prepare, owner_find, traceback_or_hint
 from annotations.models import Dataset, ModelReport, RegisteredModel
 from annotations.selectors_model_reports import STAGE_TITLES, model_report_progress
 from annotations.services.model_reports import (
@@ -62,7 +61,7 @@ class Command(BaseCommand):
         out = Path(out)
         if threads is not None and threads < 1:
             raise CommandError("--threads must be at least 1")
-        user = self._owner(owner)
+        user = owner_find(owner)
         found_model = self._owned(RegisteredModel, user, model, "--model")
         found_dataset = self._owned(Dataset, user, dataset, "--dataset")
         found_train = self._owned(Dataset, user, train_dataset, "--train-dataset") if train_dataset else None
@@ -105,17 +104,6 @@ class Command(BaseCommand):
         self._write(report, out)
 
     # ------------------------------------------------------------------ inputs
-
-    def _owner(self, username: str | None):
-        users = get_user_model().objects
-        if username:
-            user = users.filter(username=username).first()
-            if user is None:
-                raise CommandError(f"no user named {username!r}")
-            return user
-        if users.count() != 1:
-            raise CommandError("give --owner USERNAME: the report belongs to a researcher")
-        return users.get()
 
     def _owned(self, model_class, user, name: str, option: str):
         found = model_class.objects.filter(owner=user, name=name).first()
