@@ -60,7 +60,8 @@ def model_report_latest_done(*, model: RegisteredModel, dataset: Dataset) -> Mod
             .order_by("-finished_at", "-pk").first())
 
 
-def model_report_interaction_types(*, model: RegisteredModel, dataset: Dataset) -> tuple[ModelReport, dict[int, str]] | None:
+def model_report_interaction_types(*, model: RegisteredModel,
+                                   dataset: Dataset) -> tuple[ModelReport, dict[int, str]] | None:
     """The interaction type of every item (item pk -> type) from the latest finished report of
     ``model`` on ``dataset``, with that report; None when there is none."""
     report = model_report_latest_done(model=model, dataset=dataset)

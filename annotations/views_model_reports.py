@@ -55,12 +55,13 @@ def _reliance_rows(result: dict) -> list[dict[str, str]]:
     rows = []
     for m in result["modalities"]:
         base, alone, perm = reliance["baseline"][m], reliance["only"][m], reliance["permutation"].get(m) or {}
+        share = reliance["share"][m]
         rows.append({
             "modality": m, "accuracy_without": _ci(base["accuracy"]), "changed_without": _ci(base["reliance"]),
             "accuracy_permuted": _ci(perm.get("accuracy")), "changed_permuted": _ci(perm.get("reliance")),
             "accuracy_alone": _ci(alone["accuracy"]), "kept_alone": _ci(alone["agreement"]),
-            "share": _ci(reliance["share"][m].get("interval"), lambda v: f"{v:+.2f}"),
-            "share_quartiles": f"{_num(reliance['share'][m].get('q25'), 2)} – {_num(reliance['share'][m].get('q75'), 2)}",
+            "share": _ci(share.get("interval"), lambda v: f"{v:+.2f}"),
+            "share_quartiles": f"{_num(share.get('q25'), 2)} – {_num(share.get('q75'), 2)}",
         })
     return rows
 
@@ -110,7 +111,8 @@ def _learning_rows(result: dict) -> dict[str, Any]:
     checkpoints = learning.get("checkpoints") or []
     heads = list(checkpoints[0]["losses"]["val"]) if checkpoints else []
     loss_rows = [{"name": c["name"], "step": c.get("step") if c.get("step") is not None else "",
-                  "cells": [(_num(c["losses"].get("train", {}).get(h)), _num(c["losses"]["val"].get(h))) for h in heads]}
+                  "cells": [(_num(c["losses"].get("train", {}).get(h)), _num(c["losses"]["val"].get(h)))
+                            for h in heads]}
                  for c in checkpoints]
     interval_rows = []
     for interval in [*(learning.get("intervals") or []), *([learning["overall"]] if learning.get("overall") else [])]:

@@ -88,7 +88,8 @@ class LinearAdapter(ToyAdapter):
         for i in range(n):
             a = torch.randn(8, generator=gen, dtype=torch.float64)
             b = torch.randn(3, generator=gen, dtype=torch.float64)
-            noisy = float(self.score(a[None], b[None])[0]) + 1.5 * float(torch.randn(1, generator=gen, dtype=torch.float64))
+            label_noise = 1.5 * float(torch.randn(1, generator=gen, dtype=torch.float64))
+            noisy = float(self.score(a[None], b[None])[0]) + label_noise
             items.append({"id": f"it{i}", "label": "pos" if noisy > 0 else "neg", "a": a.tolist(), "b": b.tolist()})
         return items
 

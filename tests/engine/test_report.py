@@ -109,7 +109,8 @@ def test_linear_classifier_accuracy_under_noise_follows_the_closed_form():
     assert noise["curves"]["a"]["accuracy"][-1] < noise["curves"]["a"]["accuracy"][0] - 0.1
     curve = noise["curves"]["a"]["accuracy"]
     x = np.array(levels) / levels[-1]
-    assert noise["curves"]["a"]["relative"] == pytest.approx(float(np.sum((np.array(curve[1:]) + curve[:-1]) * np.diff(x) / 2)))
+    area = float(np.sum((np.array(curve[1:]) + curve[:-1]) * np.diff(x) / 2))
+    assert noise["curves"]["a"]["relative"] == pytest.approx(area)
     reference = noise["curves"]["all"]["accuracy"]
     assert noise["curves"]["a"]["effective"] == pytest.approx(
         sum(f - (r + curve[0] - reference[0]) for f, r in zip(curve, reference)))

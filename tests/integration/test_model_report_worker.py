@@ -49,13 +49,14 @@ def test_a_worker_computes_the_demo_model_report(celery_worker_process, alice, d
     assert result["interactions"]["emap"]["pairing"] == "embedded"  # the demo declares batch_context
 
 
-def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(alice, tmp_path, queues, workers, settings):  # noqa: F811
+def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(alice, tmp_path, queues, workers,  # noqa: F811
+                                                                       settings):
     settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
     fast = {"MMEVAL_CHUNK_HEARTBEAT_SECONDS": 1, "MMEVAL_CHUNK_STALE_SECONDS": 5, "MMEVAL_WATCHDOG_SECONDS": 2}
     first = workers(queues, pool="prefork", **fast)
     dataset = toy_dataset(owner=alice, directory=tmp_path / "data", n_items=20)
-    model = registered_model_create(owner=alice, name="slow", adapter_path="tests.engine.report_adapters:SlowReportAdapter",
-                                    check_dataset=dataset)
+    model = registered_model_create(owner=alice, name="slow", check_dataset=dataset,
+                                    adapter_path="tests.engine.report_adapters:SlowReportAdapter")
     report = model_report_create(owner=alice, model=model, dataset=dataset,
                                  options={"n_resamples": 100, "noise_samples": 1, "permutations": 1, "emap": False,
                                           "group_pairs": "", "corruption_levels": [0.0, 1.0]})

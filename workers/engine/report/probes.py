@@ -133,7 +133,8 @@ def permuted_logits(adapter: ModelAdapter, items: Sequence[RawItem], *, modality
     """
     out = []
     for start in range(0, len(items), batch_size):
-        chunk = [{**items[i], modality: items[order[i]][modality]} for i in range(start, min(len(items), start + batch_size))]
+        stop = min(len(items), start + batch_size)
+        chunk = [{**items[i], modality: items[order[i]][modality]} for i in range(start, stop)]
         p = prepare_batch(adapter, adapter.encode(chunk))
         out.append(_forward(p, [list(p.inputs)], f"model report (permuted {modality})", max_rows)[0])
     return torch.cat(out)

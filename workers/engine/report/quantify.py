@@ -800,10 +800,12 @@ def _slice_section(slices: SliceSet, item_rows: Sequence[Mapping[str, Any]], col
         inside = masks[spec.name]
         compared = stats.compare_groups(chosen, inside, seed=options.seed + 7919 * (k + 1),
                                         n_resamples=options.n_resamples)
-        counts_in = {t: int(sum(1 for x, keep in zip(types, inside) if keep and x == t)) for t in INTERACTION_TYPES}
-        counts_out = {t: int(sum(1 for x, keep in zip(types, inside) if not keep and x == t)) for t in INTERACTION_TYPES}
+        kinds = np.asarray(types)
+        counts_in = {t: int(np.sum(inside & (kinds == t))) for t in INTERACTION_TYPES}
+        counts_out = {t: int(np.sum(~inside & (kinds == t))) for t in INTERACTION_TYPES}
         out.append({"name": spec.name, "expression": spec.expression, "n": int(inside.sum()),
-                    "n_rest": int((~inside).sum()), "item_ids": [row["id"] for row, keep in zip(item_rows, inside) if keep],
+                    "n_rest": int((~inside).sum()),
+                    "item_ids": [row["id"] for row, keep in zip(item_rows, inside) if keep],
                     "type_counts": {"slice": counts_in, "rest": counts_out}, "stats": compared})
     return out
 
