@@ -33,7 +33,6 @@ from annotations.selectors import (
     study_needs_explanations,
     study_required_methods,
 )
-from annotations.selectors_model_reports import model_report_interaction_types
 from annotations.services.spec import ConditionSpec, StudySpec, dataset_shortfall, exclusion_rules_check
 
 KNOWN_VIEWS = {choice.value for choice in Condition.View}
@@ -116,10 +115,11 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         raise StudyError("the completed and screened-out codes must differ")
     rules = exclusion_rules_check(spec.exclusion_rules or {})
     filters = {key: list(value) for key, value in (("confidence", spec.confidence_range),
-                                                   ("interaction_strength", spec.interaction_range),
-                                                   ("interaction_type", spec.interaction_types)) if value}
+                                                   ("interaction_strength", spec.interaction_range)) if value}
     codes = {key: value for key, value in (("completion_code", spec.completion_code),
                                            ("screened_out_code", spec.screened_out_code)) if value}
+    if spec.interaction_types:
+        filters["interaction_type"] = list(spec.interaction_types)
     return dict(
         name=spec.name, public_title=spec.public_title, dataset=spec.dataset, model=spec.model, seed=spec.seed,
         items_per_participant=spec.items_per_participant, raters_per_item=spec.raters_per_item,
@@ -226,6 +226,8 @@ def _interaction_strengths(*, study: Study) -> dict[int, float]:
 def _of_interaction_types(*, study: Study, eligible: list[Prediction], types: list[str]) -> list[Prediction]:
     """The predictions of items whose M2Lens interaction type (latest finished model report of the
     study's model on its dataset) is one of ``types``."""
+    from annotations.selectors_model_reports import model_report_interaction_types  # (imports kept apart)
+
     found = model_report_interaction_types(model=study.model, dataset=study.dataset)
     if found is None:
         raise StudyError(f"the interaction-type filter needs a finished model report of model '{study.model.name}' "
