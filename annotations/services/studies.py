@@ -226,7 +226,7 @@ def _interaction_strengths(*, study: Study) -> dict[int, float]:
 def _of_interaction_types(*, study: Study, eligible: list[Prediction], types: list[str]) -> list[Prediction]:
     """The predictions of items whose M2Lens interaction type (latest finished model report of the
     study's model on its dataset) is one of ``types``."""
-    from annotations.selectors_model_reports import model_report_interaction_types  # (imports kept apart)
+    from annotations.selectors_model_reports import model_report_interaction_types
 
     found = model_report_interaction_types(model=study.model, dataset=study.dataset)
     if found is None:
