@@ -52,6 +52,17 @@ def test_text_blind_model_relies_on_the_image_only():
     json.dumps(report, allow_nan=False)
 
 
+def test_share_by_a_captum_method_agrees_with_the_exact_shapley_share_on_a_linear_model():
+    adapter = _loaded(LinearAdapter())
+    items = adapter.make_items(12, seed=2)
+    exact = _run(adapter, items, emap=False, group_pairs="")
+    by_ig = _run(adapter, items, emap=False, group_pairs="", share_method="integrated_gradients")
+    for m in ("a", "b"):  # on a linear model IG is the exact Shapley value
+        assert [row[f"share:{m}"] for row in by_ig["items"]] == pytest.approx(
+            [row[f"share:{m}"] for row in exact["items"]], abs=1e-9)
+    assert by_ig["reliance"]["share_method"] == "integrated_gradients"
+
+
 def test_additive_model_has_no_complementarity_or_conflict():
     adapter = _loaded(AdditiveAdapter())
     items = adapter.make_items(60, seed=3)
