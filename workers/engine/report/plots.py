@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 __all__ = ["FIGURES", "report_figures"]
 
@@ -216,6 +217,7 @@ def learning_svg(report: Mapping[str, Any]) -> str:
                          [v if v is not None else 0.0 for v in values], width=width, color=f"C{k}", label=head)
             axes.axhline(0, color="0.5", linewidth=0.6)
             axes.set_yscale("symlog", linthresh=1.0)  # a small ΔG makes a huge ratio: keep the rest readable
+            axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext here
             axes.set_xticks(range(len(intervals)), labels=labels, rotation=30, ha="right")
             axes.set_ylabel("OGR = ΔO / ΔG (symmetric log)")
             axes.set_title("Overfitting-to-generalization ratio")
