@@ -63,6 +63,21 @@ def test_share_by_a_captum_method_agrees_with_the_exact_shapley_share_on_a_linea
     assert by_ig["reliance"]["share_method"] == "integrated_gradients"
 
 
+def test_items_without_a_known_gold_label_count_for_agreement_not_accuracy():
+    adapter = _loaded(TextBlindAdapter())
+    items = adapter.make_items(30, seed=1)
+    for item in items[:10]:
+        item["label"] = "unlabelled"
+    report = _run(adapter, items, emap=False, group_pairs="", noise_levels=[0.0, 0.01])
+    labelled = [row for row in report["items"] if row["correct"] is not None]
+    assert report["summary"]["n_labelled"] == len(labelled) == 20
+    assert report["summary"]["accuracy"]["estimate"] == pytest.approx(sum(r["correct"] for r in labelled) / 20)
+    noise = report["robustness"]["noise"]["curves"]["image"]
+    assert noise["accuracy"][0] == report["summary"]["accuracy"]["estimate"]
+    assert noise["accuracy"][1] == pytest.approx(noise["accuracy"][0])  # a little noise changes no answer here
+    assert report["reliance"]["baseline"]["text"]["agreement"]["n"] == 30
+
+
 def test_additive_model_has_no_complementarity_or_conflict():
     adapter = _loaded(AdditiveAdapter())
     items = adapter.make_items(60, seed=3)

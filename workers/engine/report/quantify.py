@@ -284,13 +284,16 @@ def _stage_noise(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     levels = [float(v) for v in ctx.options.noise_levels]
     targets = [*ctx.modalities, "all"]
     n = len(ctx.items)
-    correct = {t: [float(np.mean(predicted == ctx.gold)) if (ctx.gold >= 0).any() else None] for t in targets}
+    labelled = ctx.gold >= 0  # accuracies count the items with a gold label, agreements every item
+    clean = float(np.mean(predicted[labelled] == ctx.gold[labelled])) if labelled.any() else None
+    correct: dict[str, list] = {t: [clean] for t in targets}
     agree = {t: [1.0] for t in targets}
     total = (len(levels) - 1) * len(targets) * n
     done = 0
     hits = {(li, t): 0.0 for li in range(1, len(levels)) for t in targets}
     agreements = dict(hits)
     draws = dict(hits)
+    labelled_draws = dict(hits)
     for start, chunk in ctx.batches():
         p = prepare_batch(ctx.adapter, ctx.adapter.encode(chunk))
         gold = ctx.gold[start:start + len(chunk)]
@@ -303,15 +306,16 @@ def _stage_noise(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                 logits = probes.noisy_logits(p, sigma=sigma, n_samples=ctx.options.noise_samples, seed=seed,
                                              max_rows=ctx.options.max_rows).numpy()
                 answers = logits.argmax(axis=2)  # (S, B)
-                hits[level_index, target] += float((answers == gold[None, :]).sum())
+                hits[level_index, target] += float((answers == gold[None, :]).sum())  # gold -1 never matches
                 agreements[level_index, target] += float((answers == kept[None, :]).sum())
                 draws[level_index, target] += answers.size
+                labelled_draws[level_index, target] += answers.shape[0] * float((gold >= 0).sum())
                 done += len(chunk)
                 ctx.progress("noise", done, total)
     for level_index in range(1, len(levels)):
         for target in targets:
             key = (level_index, target)
-            correct[target].append(hits[key] / draws[key] if (ctx.gold >= 0).any() else None)
+            correct[target].append(hits[key] / labelled_draws[key] if labelled.any() else None)
             agree[target].append(agreements[key] / draws[key])
     return {"levels": levels, "sigma": {m: [level * spread[m] for level in levels] for m in ctx.modalities},
             "accuracy": correct, "agreement": agree}
@@ -323,7 +327,8 @@ def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
         return {"skipped": "the adapter has no corrupt() hook"}
     predicted = np.asarray(state["subsets"]["columns"]["prediction"])
     levels = [float(v) for v in ctx.options.corruption_levels]
-    clean = float(np.mean(predicted == ctx.gold)) if (ctx.gold >= 0).any() else None
+    labelled = ctx.gold >= 0
+    clean = float(np.mean(predicted[labelled] == ctx.gold[labelled])) if labelled.any() else None
     accuracy: dict[str, list] = {}
     agreement: dict[str, list] = {}
     errors: dict[str, str] = {}
@@ -345,7 +350,7 @@ def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                     agreements += float((answers == predicted[start:start + len(chunk)]).sum())
                     done += len(chunk)
                     ctx.progress("corruption", done, total)
-                acc.append(hits / n if clean is not None else None)
+                acc.append(hits / int(labelled.sum()) if clean is not None else None)
                 agr.append(agreements / n)
         except (NotImplementedError, ValueError, KeyError) as exc:  # no corruption for this modality
             errors[modality] = error_text(exc)
