@@ -2,6 +2,7 @@ from django import forms
 
 from annotations.models import Condition, Dataset, RegisteredModel
 from annotations.services.spec import COUNT_MAX, SEED_MAX
+from workers.engine.report.options import INTERACTION_TYPES  # no torch
 
 VIEW_CHOICES = [(c.value, c.label) for c in Condition.View]
 
@@ -38,6 +39,7 @@ SPEC_TO_FIELD = {
     "name": "name", "title": "public_title", "dataset": "dataset", "model": "model", "seed": "seed", "items.n": "n_items",
     "items.per_participant": "items_per_participant", "items.raters_per_item": "raters_per_item",
     "items.filters.confidence": "confidence_min", "items.filters.interaction_strength": "interaction_min",
+    "items.filters.interaction_type": "interaction_types",
     "candidates.mode": "candidate_mode", "candidates.k": "n_candidates", "candidates.distractors": "n_distractors",
     "explanations.method": "explanation_method", "explanations.interaction_method": "interaction_method",
     "explanations.display": "explanation_display", "time_limit_minutes": "lease_minutes",
@@ -67,6 +69,10 @@ class StudyForm(forms.Form):
     interaction_min = forms.FloatField(required=False, min_value=0, max_value=1, label="Interaction strength from",
                                        help_text="|dividend| / (|effect image| + |effect text| + |dividend|)")
     interaction_max = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
+    interaction_types = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Interaction types only",
+        choices=[(t, t) for t in INTERACTION_TYPES],
+        help_text="M2Lens types from the latest model report of this model on this dataset. None ticked: any type.")
     candidate_mode = forms.ChoiceField(choices=[("top_k", "The model's top-k (plus distractors)"),
                                                 ("all", "Every label")], initial="top_k")
     n_candidates = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=4, label="k", required=False)
@@ -118,7 +124,7 @@ class StudyForm(forms.Form):
 
     SECTIONS = [
         ("Items", ["n_items", "items_per_participant", "raters_per_item", "confidence_min", "confidence_max",
-                   "interaction_min", "interaction_max"]),
+                   "interaction_min", "interaction_max", "interaction_types"]),
         ("Candidate answers and explanations", ["candidate_mode", "n_candidates", "n_distractors",
                                                 "explanation_method", "interaction_method", "explanation_display"]),
         ("Phases", ["consent_text", "instructions", "learning_items", "pretest", "survey", "lease_minutes"]),
@@ -150,6 +156,7 @@ class StudyForm(forms.Form):
             interaction_strength=[d["interaction_min"] if d["interaction_min"] is not None else 0.0,
                                   d["interaction_max"] if d["interaction_max"] is not None else 1.0]
             if d["interaction_min"] is not None or d["interaction_max"] is not None else None,
+            interaction_type=list(d["interaction_types"]) or None,
         )
         candidates = {"mode": d["candidate_mode"]}
         if d["candidate_mode"] == "top_k":
@@ -186,6 +193,7 @@ class StudyForm(forms.Form):
             "items_per_participant": study.items_per_participant, "raters_per_item": study.raters_per_item,
             "confidence_min": confidence[0], "confidence_max": confidence[1],
             "interaction_min": strength[0], "interaction_max": strength[1],
+            "interaction_types": filters.get("interaction_type") or [],
             "candidate_mode": "top_k" if study.n_candidates else "all", "n_candidates": study.n_candidates or 4,
             "n_distractors": study.n_distractors, "explanation_method": study.explanation_method,
             "interaction_method": study.interaction_method, "explanation_display": study.explanation_display,

@@ -474,3 +474,55 @@ class Response(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(confidence__gte=1) & Q(confidence__lte=5), name="response_confidence_1_to_5"),
         ]
+
+
+class ModelReport(models.Model):
+    """The model report of one registered model on one dataset (issue 12; definitions in
+    docs/MODEL_REPORT.md): computed by a worker (``workers.report_pipeline``) stage by stage.
+    ``state`` keeps each finished stage's output, so a worker that dies (or a task that reaches
+    its time limit) is followed by one that goes on from the last finished stage. A worker
+    claims the report with a fresh ``claim`` token and beats ``heartbeat_at`` while it computes,
+    as precompute chunks do."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="model_reports")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="reports")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="model_reports")
+    train_dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                      help_text="Training items for the learning curves (default: the adapter's).")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    runner = models.CharField(max_length=10, choices=PrecomputeJob.Runner.choices,
+                              default=PrecomputeJob.Runner.WORKERS)
+    queue = models.CharField(max_length=100, blank=True, help_text="Celery queue of the report's task.")
+    options = models.JSONField(default=dict, blank=True, help_text="workers.engine.report.options.ReportOptions.")
+    slices = models.JSONField(default=dict, blank=True, help_text="The slices document: {fields, slices}.")
+    state = models.JSONField(default=dict, blank=True, help_text="Output of every finished stage (resumable).")
+    progress = models.JSONField(default=dict, blank=True, help_text="Stage, done and total of the running stage.")
+    result = models.JSONField(null=True, blank=True, help_text="The finished report.")
+    error = models.TextField(blank=True)
+    dispatch_error = models.TextField(blank=True, help_text="Why the last hand-over to the task queue failed.")
+    claim = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Claims since a stage last finished.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One open report per researcher, model and dataset: a second click reuses it.
+            models.UniqueConstraint(fields=["owner", "model", "dataset"], condition=Q(status__in=["queued", "running"]),
+                                    name="model_report_one_open"),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"report {self.pk}: {self.model.name} on {self.dataset.name}"

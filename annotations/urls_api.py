@@ -5,6 +5,7 @@
 * ``GET studies/<pk>/`` and ``progress/``, ``analysis/``, ``exports/``,
   ``exports/<responses|items|participants|summary>.csv``
 * ``POST studies/<pk>/precompute/``, ``POST studies/<pk>/launch/``
+* ``GET/POST model-reports/``, ``GET model-reports/<pk>/``, ``progress/``, ``<table>.csv`` — model reports
 * ``GET schema/`` — the OpenAPI 3 schema (YAML; ``?format=json`` for JSON); signed-in only
 * ``GET docs/`` — Swagger UI over that schema, from local assets; signed-in only
 * ``POST token/`` — exchange username and password for an API token (throttled like the
@@ -22,6 +23,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.routers import SimpleRouter
 
 from annotations.api import StudyViewSet
+from annotations.api_model_reports import ModelReportViewSet
 from mmeval.auth import lockout_response
 
 
@@ -58,6 +60,7 @@ class IntegerIdRouter(SimpleRouter):
 
 router = IntegerIdRouter()
 router.register("studies", StudyViewSet, basename="api-study")
+router.register("model-reports", ModelReportViewSet, basename="api-model-report")
 
 SCHEMA_SETTINGS = {
     "TITLE": "mmeval researcher API",
@@ -70,6 +73,8 @@ SCHEMA_SETTINGS = {
 urlpatterns = [
     path("studies/<int:pk>/exports/<str:what>.csv", StudyViewSet.as_view({"get": "export"}),
          name="api-study-export"),
+    path("model-reports/<int:pk>/<str:table>.csv", ModelReportViewSet.as_view({"get": "table"}),
+         name="api-model-report-table"),
     path("", include(router.urls)),
     path("schema/", SchemaView.as_view(custom_settings=SCHEMA_SETTINGS), name="api-schema"),
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

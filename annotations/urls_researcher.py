@@ -1,5 +1,6 @@
 from django.urls import path
 
+from annotations import views_model_reports
 from annotations import views_researcher as views
 
 urlpatterns = [
@@ -24,4 +25,11 @@ urlpatterns = [
          name="study-explanation-view"),
     path("datasets/", views.dataset_list, name="datasets"),
     path("models/", views.model_list, name="models"),
+    path("model-reports/", views_model_reports.model_report_list, name="model-reports"),
+    path("model-reports/<int:pk>/", views_model_reports.model_report_detail, name="model-report"),
+    path("model-reports/<int:pk>/progress.json", views_model_reports.model_report_progress_json,
+         name="model-report-progress"),
+    path("model-reports/<int:pk>/report.json", views_model_reports.model_report_json, name="model-report-json"),
+    path("model-reports/<int:pk>/<str:table>.csv", views_model_reports.model_report_csv, name="model-report-csv"),
+    path("model-reports/<int:pk>/delete/", views_model_reports.model_report_delete_view, name="model-report-delete"),
 ]

@@ -302,6 +302,8 @@ CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {"task": "workers.tasks.reclaim_expired_leases", "schedule": 60.0},
     "precompute-watchdog": {"task": "workers.tasks.precompute_watchdog_task",
                             "schedule": float(MMEVAL_WATCHDOG_SECONDS)},
+    "model-report-watchdog": {"task": "workers.tasks.model_report_watchdog_task",
+                              "schedule": float(MMEVAL_WATCHDOG_SECONDS)},
 }
 
 # Compute engine knobs.

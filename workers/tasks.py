@@ -43,3 +43,22 @@ def reclaim_expired_leases() -> int:
     time limit give their slots back, so an abandoned participant's items go to the next
     one. Safe to run concurrently (SKIP LOCKED) and to repeat."""
     return leases_reclaim()
+
+
+@shared_task(bind=True, soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
+             time_limit=settings.MMEVAL_TASK_TIME_LIMIT, **TRANSIENT_RETRY)
+def model_report_task(self, report_id: int) -> str:
+    """Compute a model report (or go on with it from its last finished stage). One that
+    reaches the soft time limit after finishing stages hands itself to a fresh task."""
+    from workers.report_pipeline import model_report_run_job
+
+    return model_report_run_job(report_id=report_id, worker=self.request.hostname or "worker")
+
+
+@shared_task(soft_time_limit=120, time_limit=180)
+def model_report_watchdog_task() -> dict:
+    """Run by celery beat (every MMEVAL_WATCHDOG_SECONDS): reports of dead workers, and reports
+    the queue refused or lost, are handed out again."""
+    from annotations.services.model_reports import model_report_watchdog
+
+    return model_report_watchdog()

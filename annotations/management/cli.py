@@ -69,6 +69,21 @@ def out_file_write(*, path: Path, option: str = "--out") -> Iterator[IO[str]]:
         partial.unlink(missing_ok=True)
 
 
+def owner_find(username: str | None):
+    """The researcher ``--owner`` names, or the only user there is. Raises :class:`CommandError`."""
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    if username:
+        user = users.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"no user named {username!r}")
+        return user
+    if users.count() != 1:
+        raise CommandError("give --owner USERNAME: there are several users")
+    return users.get()
+
+
 def traceback_or_hint(*, options: dict, stderr: Any, text: str) -> str:
     """Where the full traceback ``text`` of an error goes: at ``-v 2`` to ``stderr`` now; with
     ``--traceback`` nowhere (Django raises the error, cause chain included). Returns the hint

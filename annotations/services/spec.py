@@ -20,6 +20,7 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
       filters:
         confidence: [0.5, 1.0]      # the model's probability of its answer
         interaction_strength: [0.2, 1.0]   # |dividend| / (|effect_a| + |effect_b| + |dividend|)
+        interaction_type: [conflict]       # M2Lens type, from the latest model report of model and dataset
     candidates: {mode: top_k, k: 3, distractors: 1}   # or {mode: all}
     explanations:
       method: integrated_gradients
@@ -110,6 +111,7 @@ class StudySpec:
     exclusion_rules: dict[str, Any] = field(default_factory=dict)
     confidence_range: tuple[float, float] | None = None
     interaction_range: tuple[float, float] | None = None
+    interaction_types: tuple[str, ...] | None = None
     completion_code: str = ""
     screened_out_code: str = ""
     public_title: str = ""
@@ -302,7 +304,8 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     if slots > RATER_SLOTS_MAX:
         raise SpecError("items.raters_per_item", f"the design needs {slots:,} rater slots (items.n x raters_per_item "
                                                  f"x arms); at most {RATER_SLOTS_MAX:,}")
-    filters = _section(items.get("filters") or {}, "items.filters", {"confidence", "interaction_strength"})
+    filters = _section(items.get("filters") or {}, "items.filters", {"confidence", "interaction_strength",
+                                                                     "interaction_type"})
 
     candidates = _section(data.get("candidates") or {}, "candidates", {"mode", "k", "distractors"})
     mode = _choice(candidates, "mode", "candidates.mode", "top_k", lambda: ("top_k", "all"))
@@ -379,8 +382,32 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         exclusion_rules=exclusion_rules_check(quality.get("exclusion_rules")),
         confidence_range=_range(filters, "confidence", "items.filters.confidence"),
         interaction_range=_range(filters, "interaction_strength", "items.filters.interaction_strength"),
+        interaction_types=_interaction_types(filters, model=model, dataset=dataset),
         completion_code=completed, screened_out_code=screened_out,
     )
+
+
+def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dataset) -> tuple[str, ...] | None:
+    """``items.filters.interaction_type``: M2Lens types read from the latest finished model report
+    of the model on the dataset (annotations/services/model_reports.py), which must exist."""
+    from annotations.selectors_model_reports import model_report_latest_done
+    from workers.engine.report.options import INTERACTION_TYPES  # no torch
+
+    path = "items.filters.interaction_type"
+    value = filters.get("interaction_type")
+    if value in (None, [], ""):
+        return None
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SpecError(path, f"must be a list of interaction types, got {value!r}")
+    unknown = [v for v in values if v not in INTERACTION_TYPES]
+    if unknown:
+        raise SpecError(path, f"unknown interaction type {unknown[0]!r}; known: {', '.join(INTERACTION_TYPES)}")
+    if model_report_latest_done(model=model, dataset=dataset) is None:
+        raise SpecError(path, f"needs a finished model report of model '{model.name}' on dataset '{dataset.name}' "
+                              f"(the Model reports page, or manage.py quantify --model '{model.name}' --dataset "
+                              f"'{dataset.name}')")
+    return tuple(dict.fromkeys(values))
 
 
 def dataset_shortfall(*, dataset: Dataset, n_items: int, learning_items: int, attention_checks: int) -> str:

@@ -69,6 +69,7 @@ def study_create(
     exclusion_rules: dict | None = None,
     confidence_range: tuple[float, float] | None = None,
     interaction_range: tuple[float, float] | None = None,
+    interaction_types: tuple[str, ...] | None = None,
     completion_code: str = "",
     screened_out_code: str = "",
     public_title: str = "",
@@ -117,6 +118,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
                                                    ("interaction_strength", spec.interaction_range)) if value}
     codes = {key: value for key, value in (("completion_code", spec.completion_code),
                                            ("screened_out_code", spec.screened_out_code)) if value}
+    if spec.interaction_types:
+        filters["interaction_type"] = list(spec.interaction_types)
     return dict(
         name=spec.name, public_title=spec.public_title, dataset=spec.dataset, model=spec.model, seed=spec.seed,
         items_per_participant=spec.items_per_participant, raters_per_item=spec.raters_per_item,
@@ -220,6 +223,19 @@ def _interaction_strengths(*, study: Study) -> dict[int, float]:
     return strengths
 
 
+def _of_interaction_types(*, study: Study, eligible: list[Prediction], types: list[str]) -> list[Prediction]:
+    """The predictions of items whose M2Lens interaction type (latest finished model report of the
+    study's model on its dataset) is one of ``types``."""
+    from annotations.selectors_model_reports import model_report_interaction_types
+
+    found = model_report_interaction_types(model=study.model, dataset=study.dataset)
+    if found is None:
+        raise StudyError(f"the interaction-type filter needs a finished model report of model '{study.model.name}' "
+                         f"on dataset '{study.dataset.name}'")
+    _, by_item = found
+    return [p for p in eligible if by_item.get(p.item_id) in types]
+
+
 def _stratified(right: list, wrong: list, n: int) -> tuple[list, list]:
     """Half right, half wrong (Hase & Bansal 2020); a short stratum is filled from the other."""
     n_wrong = min(len(wrong), n // 2)
@@ -232,8 +248,8 @@ def study_select_items(*, study: Study) -> list[StudyItem]:
     """Sample the study's item pools with the study's seed. Idempotent: an existing pool is kept.
 
     * test: ``n_items``, stratified so that half are items the model got right and half
-      ones it got wrong (Hase & Bansal 2020), after the optional confidence and
-      interaction-strength filters. When one stratum is short, the other fills the gap.
+      ones it got wrong (Hase & Bansal 2020), after the optional confidence,
+      interaction-strength and interaction-type filters. When one stratum is short, the other fills the gap.
     * learning: ``learning_items`` more, disjoint from the test pool, stratified the same
       way (from unfiltered items if the filtered ones run out).
     * attention: for the easy gold checks, the items the model answers right with the
@@ -253,6 +269,8 @@ def study_select_items(*, study: Study) -> list[StudyItem]:
         low, high = filters["interaction_strength"]
         strengths = _interaction_strengths(study=study)
         eligible = [p for p in eligible if p.item_id in strengths and low <= strengths[p.item_id] <= high]
+    if filters.get("interaction_type"):
+        eligible = _of_interaction_types(study=study, eligible=eligible, types=filters["interaction_type"])
 
     def strata(pool: list[Prediction]) -> tuple[list, list]:
         right = sorted((p.item for p in pool if p.label == p.item.gold_label), key=lambda i: i.pk)

@@ -12,6 +12,13 @@ absolute::
 
 An adapter is registered by dotted path ``package.module:Factory``; ``Factory()`` (no
 arguments) returns an object satisfying :class:`ModelAdapter`. This module imports no Django.
+
+Optional hooks (:class:`ReportHooks`) feed the model report (``workers/engine/report``,
+docs/MODEL_REPORT.md); an adapter without them works everywhere, and the report says which
+section it skipped and why: ``checkpoints()`` and ``load_checkpoint(name)`` for the learning
+process, ``training_items()`` for its training losses, ``corrupt(batch, ...)`` for
+modality-specific corruptions, and ``batch_context`` to let EMAP pair items without encoding
+every pair.
 """
 
 from __future__ import annotations
@@ -103,6 +110,39 @@ class ModelAdapter(Protocol):
 
     def describe_groups(self, batch: Any) -> list[list[list[GroupInfo]]]:
         """For each item, for each modality, the :class:`GroupInfo` of its groups in ID order."""
+
+
+class ReportHooks(Protocol):
+    """Optional, backward-compatible additions to :class:`ModelAdapter` for the model report.
+    Implement any subset; the report checks for each with ``getattr``.
+
+    Attributes:
+        batch_context: the modality that owns everything item-specific in a batch besides the
+            embedded tensors (attention masks, lengths), or None. With it, EMAP pairs items by
+            swapping the other modality's embedded tensors inside a batch of context items
+            (``pairing="embedded"``) instead of encoding each of the ``N^2`` pairs.
+    """
+
+    batch_context: str | None
+
+    def checkpoints(self) -> Sequence[Mapping[str, Any]]:
+        """The saved training checkpoints, in training order: ``[{"name": "step-100", "step":
+        100}, ...]`` (``step`` may be None; plain names are accepted too)."""
+
+    def load_checkpoint(self, name: str) -> "ModelAdapter":
+        """A loaded adapter (``load`` already called, same device) with the weights of checkpoint
+        ``name``; ``self`` is left unchanged. Raise any exception for a checkpoint that cannot
+        be read: the report records it and goes on with the others."""
+
+    def training_items(self) -> Sequence[RawItem]:
+        """Raw items the model trained on (a sample will do), with gold labels, for the training
+        losses of the learning-process section."""
+
+    def corrupt(self, batch: Any, *, modality: str, level: float, seed: int) -> Any:
+        """A corrupted copy of ``batch`` (from ``encode``): modality-specific noise at severity
+        ``level`` in [0, 1] (0: unchanged), e.g. blur for an image, word dropout for text,
+        random from ``seed``. Raise ``ValueError`` or ``NotImplementedError`` for a modality it
+        does not corrupt. Must not change ``batch``."""
 
 
 _MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from tqdm import tqdm
 
+from annotations.management.cli import owner_find
 from annotations.models import PrecomputeJob, Study
 from annotations.selectors_precompute import precompute_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         spec = Path(spec)
         if not spec.is_file():
             raise CommandError(f"{spec}: {'is a folder, not a spec file' if spec.is_dir() else 'no such file'}")
-        user = self._owner(owner)
+        user = owner_find(owner)
         try:
             parsed = study_spec_parse(data=study_spec_load(path=spec), owner=user)
         except SpecError as exc:
@@ -73,17 +73,6 @@ class Command(BaseCommand):
                           f"&SESSION_ID={{{{%SESSION_ID%}}}}; codes: completed {study.completion_code}, "
                           f"screened out {study.screened_out_code}")
         self.stdout.write(f"  Researcher page:  {site}{reverse('study-detail', args=[study.pk])}")
-
-    def _owner(self, username: str | None):
-        users = get_user_model().objects
-        if username:
-            user = users.filter(username=username).first()
-            if user is None:
-                raise CommandError(f"no user named {username!r}")
-            return user
-        if users.count() != 1:
-            raise CommandError("give --owner USERNAME: the study needs an owner")
-        return users.get()
 
     def _precompute_here(self, job: PrecomputeJob) -> None:
         from workers.pipeline import precompute_run

@@ -28,6 +28,7 @@ from ..adapter import AdapterError, GroupInfo, RawItem
 from . import model as demo_model
 from .data import IMAGE_SIZE
 from .model import GRID, LABELS, MAX_TOKENS, PATCH, PAD_ID, DemoModel
+from .report_hooks import DemoReportHooks
 
 _BLUR_SIGMA = 8.0  # pixels; at this width no shape or colour boundary survives
 
@@ -93,7 +94,7 @@ def blur(pixels: Tensor, *, sigma: float = _BLUR_SIGMA) -> Tensor:
     return F.conv2d(x, vertical, groups=channels)
 
 
-class DemoAdapter:
+class DemoAdapter(DemoReportHooks):
     """:class:`~workers.engine.adapter.ModelAdapter` for the bundled demo model.
 
     Modalities: ``image`` (pixels ``(B, 3, 64, 64)``, normalised to [-1, 1]) and ``text``

@@ -118,7 +118,8 @@ class DemoModel(nn.Module):
     """Image + question fusion classifier over :data:`LABELS`.
 
     ``metrics`` holds the held-out accuracies measured right after training (filled from the
-    checkpoint when loaded from the cache).
+    checkpoint when loaded from the cache); ``checkpoints`` the weights saved during training
+    (:func:`train_demo_model`).
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -126,6 +127,7 @@ class DemoModel(nn.Module):
         d, h, c = config.embed_dim, config.hidden, config.channels
         self.config = config
         self.metrics: dict[str, float] = {}
+        self.checkpoints: dict[int, dict[str, Tensor]] = {}  # filled by training only
         self.token_embedding = nn.Embedding(len(VOCAB), d, padding_idx=PAD_ID)
         # Position-aware: the whole (masked) sequence goes through one MLP. The templates are
         # short and fixed, and this learns far faster than pooling or recurrence.
@@ -244,14 +246,24 @@ class _TorchSettings:
         torch.use_deterministic_algorithms(self._deterministic)
 
 
+#: Training steps after which :func:`train_demo_model` keeps a copy of the weights, for the
+#: learning-process section of the model report (steps past ``config.steps`` are skipped; the
+#: final weights are always the last checkpoint).
+CHECKPOINT_STEPS: tuple[int, ...] = (25, 50, 100, 200, 400, 650)
+
+
 def train_demo_model(*, seed: int = 0, config: TrainConfig | None = None,
-                     progress: bool = True, measure: bool = True) -> DemoModel:
+                     progress: bool = True, measure: bool = True,
+                     checkpoint_steps: tuple[int, ...] = ()) -> DemoModel:
     """Train a :class:`DemoModel` on CPU from scratch, deterministically.
 
     Each step draws a fresh batch from :func:`data.sample_examples` with a seed derived from
     ``(config.seed, step)``, so there is no fixed training set to overfit and nothing touches
     the disk. ``seed`` is used when ``config`` is None. With ``measure``, fills
     ``model.metrics`` with :func:`evaluate` and the training time (a few seconds more).
+    ``model.checkpoints`` maps each step of ``checkpoint_steps`` (at most ``config.steps``)
+    and ``config.steps`` to a copy of the weights after that many optimizer steps; copying
+    reads the weights only, so the final weights are the same with or without checkpoints.
     Cost: ``config.steps`` forward and backward passes of ``config.batch_size`` examples.
     """
     config = config or TrainConfig(seed=seed)
@@ -267,6 +279,8 @@ def train_demo_model(*, seed: int = 0, config: TrainConfig | None = None,
         started = time.perf_counter()
         bar = tqdm(range(config.steps), desc="training demo model", disable=not progress,
                    leave=False)
+        keep = {k for k in checkpoint_steps if 0 < k < config.steps}
+        checkpoints: dict[int, dict[str, Tensor]] = {}
         for step in bar:
             batch = data.sample_examples(config.batch_size, seed=config.seed * 100_003 + step,
                                          bias=config.bias)
@@ -278,9 +292,13 @@ def train_demo_model(*, seed: int = 0, config: TrainConfig | None = None,
             loss.backward()
             optimizer.step()
             schedule.step()
+            if step + 1 in keep:
+                checkpoints[step + 1] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         model.eval()
+        checkpoints[config.steps] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.checkpoints = checkpoints
         seconds = time.perf_counter() - started
         model.metrics = {**(evaluate(model) if measure else {}), "train_seconds": seconds}
     logger.info("trained demo model %s: %s", config.digest(), model.metrics)
@@ -314,10 +332,52 @@ def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None =
         except Exception as exc:  # truncated or foreign file: retrain rather than fail
             logger.warning("ignoring unreadable demo weights %s: %r", path, exc)
     logger.info("training the demo model (about a minute on 2 CPU cores); caching at %s", path)
-    model = train_demo_model(config=config, progress=progress)
+    model = train_demo_model(config=config, progress=progress, checkpoint_steps=CHECKPOINT_STEPS)
+    _save(path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)})
+    _save(checkpoints_path(path.parent, config), {"checkpoints": model.checkpoints,
+                                                  "config": dataclasses.asdict(config)})
+    return model
+
+
+def _save(path: Path, payload: dict) -> None:
+    """``torch.save`` through a temporary file and an atomic rename, so a reader never sees half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({"state_dict": model.state_dict(), "metrics": model.metrics,
-                "config": dataclasses.asdict(config)}, tmp)
+    torch.save(payload, tmp)
     os.replace(tmp, path)
-    return model
+
+
+def checkpoints_path(cache_dir: Path, config: TrainConfig) -> Path:
+    """Where the training checkpoints of ``config`` live, next to the final weights."""
+    return Path(cache_dir) / f"demo-model-v{MODEL_VERSION}-{config.digest()}-checkpoints.pt"
+
+
+def load_checkpoints(cache_dir: Path | None = None, *, config: TrainConfig | None = None,
+                     progress: bool = True) -> dict[int, dict[str, Tensor]]:
+    """The weights saved during training (step -> state dict, the last step being the final
+    model): from the cache, or by training again when weights were cached before checkpoints
+    were kept (the same config trains the same weights, so the cached final model stays
+    valid). Cost: nothing when cached, else one training run (about a minute on 2 cores)."""
+    config = config or TrainConfig()
+    cache_dir = Path(cache_dir or default_cache_dir())
+    path = checkpoints_path(cache_dir, config)
+    if path.exists():
+        try:
+            return dict(torch.load(path, map_location="cpu", weights_only=True)["checkpoints"])
+        except Exception as exc:  # truncated or foreign file: train again rather than fail
+            logger.warning("ignoring unreadable demo checkpoints %s: %r", path, exc)
+    logger.info("training the demo model again to keep its checkpoints; caching at %s", path)
+    model = train_demo_model(config=config, progress=progress, measure=False, checkpoint_steps=CHECKPOINT_STEPS)
+    _save(path, {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)})
+    weights = weights_path(cache_dir, config)
+    if not weights.exists():
+        _save(weights, {"state_dict": model.state_dict(), "metrics": model.metrics,
+                        "config": dataclasses.asdict(config)})
+    return model.checkpoints
+
+
+def model_from_state(state_dict: dict[str, Tensor], *, config: TrainConfig | None = None) -> DemoModel:
+    """A :class:`DemoModel` (eval mode, CPU) with the given weights."""
+    model = DemoModel(config or TrainConfig())
+    model.load_state_dict(state_dict)
+    return model.eval()

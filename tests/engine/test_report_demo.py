@@ -1,0 +1,104 @@
+"""The model report on the bundled demo: the triangle bias shows, the checkpoints exist and the
+learning section is drawn from them. No Django.
+
+The demo model learnt "what colour is the triangle?" -> red from its labels (85 % of them), so
+on triangles of other colours it answers red from the question alone. These properties hold by
+construction of the data, with wide margins (docs/DESIGN.md, "Nothing depends on the machine").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from workers.engine.demo import data
+from workers.engine.demo import model as demo_model
+from workers.engine.demo.adapter import DemoAdapter
+from workers.engine.report.quantify import ReportOptions, model_report_run, report_slice_fields
+from workers.engine.report.slices import slices_parse
+
+SLICES_FILE = Path(__file__).resolve().parents[2] / "workers" / "engine" / "demo" / "slices.yaml"
+
+
+@pytest.fixture(scope="module")
+def adapter(demo_cache_dir: Path) -> DemoAdapter:
+    demo_model.load_or_train(demo_cache_dir, progress=False)
+    loaded = DemoAdapter(cache_dir=demo_cache_dir)
+    loaded.load(torch.device("cpu"))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def demo_items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The demo dataset as ``manage.py demo`` writes it (seed 0), first 160 items."""
+    out = tmp_path_factory.mktemp("report-demo")
+    data.generate_dataset(out, n_items=160, seed=0)
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    return [{**item, "image": str(out / item["image"])} for item in items]
+
+
+def test_demo_report_shows_the_triangle_bias(adapter: DemoAdapter, demo_items: list[dict]) -> None:
+    slices = slices_parse(yaml.safe_load(SLICES_FILE.read_text()), fields=report_slice_fields(adapter.modalities))
+    options = ReportOptions(noise_levels=[0.0, 1.0], noise_samples=1, corruption_levels=[0.0, 1.0], emap=False,
+                            group_pairs="", n_resamples=500)
+    report = model_report_run(adapter, demo_items, options=options, slices=slices)
+    bias = {s["name"]: s for s in report["slices"]}["nonred_triangle"]
+    assert bias["n"] >= 8
+    stats = bias["stats"]
+    # The model is wrong on every one of them: it answers red.
+    assert stats["correct"]["slice"]["estimate"] == 0.0
+    rows = {row["id"]: row for row in report["items"]}
+    assert all(rows[i]["prediction"] == "red" for i in bias["item_ids"])
+    # It relies on the text there: the question alone gives the answer ...
+    assert bias["type_counts"]["slice"]["dominance"] == bias["n"]
+    assert stats["dominant:text"]["slice"]["estimate"] == 1.0
+    # ... the text's share of the answer is far higher than on the rest of the data ...
+    assert stats["share:text"]["difference"]["ci_low"] > 0.1
+    assert stats["share:image"]["difference"]["ci_high"] < -0.1
+    # ... and another item's image changes none of those answers, unlike on the rest.
+    assert stats["agree_perm:image"]["slice"]["estimate"] == 1.0
+    assert stats["agree_perm:image"]["difference"]["ci_low"] > 0.3
+    # The demo's own corruptions: dropping every word leaves no question to answer.
+    corruption = report["robustness"]["corruption"]["curves"]
+    assert corruption["text"]["accuracy"][-1] < corruption["text"]["accuracy"][0] - 0.3
+
+
+def test_checkpoints_leave_the_final_weights_unchanged() -> None:
+    config = dataclasses.replace(demo_model.TrainConfig(), steps=12, batch_size=16)
+    plain = demo_model.train_demo_model(config=config, progress=False, measure=False)
+    kept = demo_model.train_demo_model(config=config, progress=False, measure=False, checkpoint_steps=(4, 8, 50))
+    assert sorted(kept.checkpoints) == [4, 8, 12]  # steps past the run are skipped; the final one is kept
+    final = plain.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in kept.state_dict().items())
+    assert all(torch.equal(final[k], v) for k, v in kept.checkpoints[12].items())
+    assert not all(torch.equal(final[k], v) for k, v in kept.checkpoints[4].items())
+
+
+def test_demo_learning_section_from_its_checkpoints(adapter: DemoAdapter, demo_items: list[dict],
+                                                    demo_cache_dir: Path) -> None:
+    names = [c["name"] for c in adapter.checkpoints()]
+    assert names[-1] == f"step-{demo_model.TrainConfig().steps}"
+    # The last checkpoint is the cached final model, bit for bit (training again to recover
+    # checkpoints, the first time, gives the same weights).
+    final = adapter.load_checkpoint(names[-1])
+    cached = adapter.model.state_dict()
+    assert all(torch.equal(cached[k], v) for k, v in final.model.state_dict().items())
+    options = ReportOptions(checkpoints=["step-50", "step-400", names[-1], "step-7"], emap=False, group_pairs="",
+                            noise_levels=[0.0, 1.0], noise_samples=1, permutations=1, n_resamples=100)
+    report = model_report_run(adapter, demo_items[:60], options=options)
+    learning = report["learning"]
+    assert [c["name"] for c in learning["checkpoints"]] == ["step-50", "step-400", names[-1]]
+    assert learning["failed"][0]["name"] == "step-7"
+    assert learning["training_items"] == 256
+    first, last = learning["checkpoints"][0], learning["checkpoints"][-1]
+    assert set(first["losses"]["train"]) == {"full", "image", "text"}
+    assert last["losses"]["train"]["full"] < 0.5 * first["losses"]["train"]["full"]
+    assert last["accuracy"]["train"] > 0.9
+    weights = learning["overall"]["weights"]
+    assert weights is None or sum(weights.values()) == pytest.approx(1.0)
+    assert len(learning["intervals"]) == 2

@@ -1,0 +1,215 @@
+"""The forward passes of the model report, batched through ``adapter.head``.
+
+Notation: ``B`` items in a :class:`~workers.engine.attribution.PreparedBatch`, ``M``
+modalities with embedded inputs ``(B, *S_m)`` and baselines of the same shape, ``C`` labels.
+A *subset* is a tuple of ``M`` booleans: modality ``m`` at its input where True, at its
+baseline where False. Rows follow the protocol layout (row ``r`` of a head call belongs to item
+``r % B``), so any adapter's per-item context in ``batch`` stays right. Every count below is in
+rows through ``head`` (forward passes); no method here runs a backward pass, except
+:func:`group_pair_scores` with a gradient method. Logits come back as float64 on the CPU.
+
+No Django here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from workers.engine.adapter import ModelAdapter, RawItem
+from workers.engine.attribution import PreparedBatch, prepare_batch
+from workers.engine.interactions import cross_modal_interaction
+
+__all__ = [
+    "MAX_MODALITIES",
+    "all_subsets",
+    "corrupted_logits",
+    "group_pair_scores",
+    "noisy_logits",
+    "permuted_logits",
+    "subset_logits",
+]
+
+#: The report evaluates all ``2^M`` modality subsets; beyond this it refuses (64 passes per item).
+MAX_MODALITIES = 6
+
+
+def all_subsets(n_modalities: int) -> list[tuple[bool, ...]]:
+    """Every subset of ``n_modalities`` modalities, as in-or-baseline flags, ordered by
+    bitmask (modality ``m`` is bit ``m``): ``[(F, F), (T, F), (F, T), (T, T)]`` for two."""
+    if not 1 <= n_modalities <= MAX_MODALITIES:
+        raise ValueError(f"the model report handles 1 to {MAX_MODALITIES} modalities, got {n_modalities}")
+    return [tuple(bool(mask >> m & 1) for m in range(n_modalities)) for mask in range(2 ** n_modalities)]
+
+
+def _forward(p: PreparedBatch, parts: Sequence[Sequence[Tensor]], what: str, max_rows: int | None) -> Tensor:
+    """Logits ``(K, B, C)`` for ``K`` versions of the batch, ``parts[k][m]`` ``(B, *S_m)``,
+    in head calls of at most ``max_rows`` rows (whole versions at a time)."""
+    big_b = p.size
+    per_call = len(parts) if max_rows is None else max(1, int(max_rows) // max(big_b, 1))
+    caller = p.caller(what)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(parts), per_call):
+            chunk = parts[start:start + per_call]
+            rows = tuple(torch.cat([version[m] for version in chunk]) for m in range(len(p.inputs)))
+            logits = caller.forward_rows(rows).detach().to(torch.float64).cpu()
+            out.append(logits.reshape(len(chunk), big_b, -1))
+    return torch.cat(out)
+
+
+def subset_logits(p: PreparedBatch, subsets: Sequence[Sequence[bool]], *,
+                  max_rows: int | None = 1024) -> Tensor:
+    """Logits with each modality at its input or its baseline, for every subset.
+
+    Args:
+        p (PreparedBatch): ``B`` items.
+        subsets: ``K`` tuples of ``M`` flags (True: the modality's input).
+        max_rows (int, optional): the most rows per head call.
+
+    Returns:
+        float64 ``(K, B, C)``. Cost: ``K`` forward passes per item.
+    """
+    parts = [[x if keep else base for x, base, keep in zip(p.inputs, p.baselines, subset)] for subset in subsets]
+    return _forward(p, parts, "model report (modality subsets)", max_rows)
+
+
+def noisy_logits(p: PreparedBatch, *, sigma: Sequence[float], n_samples: int, seed: int,
+                 max_rows: int | None = 1024) -> Tensor:
+    """Logits with isotropic Gaussian noise added to the embedded inputs.
+
+    Args:
+        p (PreparedBatch): ``B`` items.
+        sigma: per modality, the noise's standard deviation in embedding units (0: no noise on
+            that modality).
+        n_samples (int): independent noise draws per item.
+        seed (int): seeds a CPU generator, so the draws are the same on every device.
+
+    Returns:
+        float64 ``(n_samples, B, C)``. Cost: ``n_samples`` forward passes per item.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    parts = []
+    for _ in range(n_samples):
+        version = []
+        for x, s in zip(p.inputs, sigma):
+            if s:
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                version.append(x + (s * noise).to(x.device))
+            else:
+                version.append(x)
+        parts.append(version)
+    return _forward(p, parts, "model report (noise)", max_rows)
+
+
+def corrupted_logits(adapter: ModelAdapter, batch: Any, *, modality: str, level: float, seed: int,
+                     max_rows: int | None = 1024) -> Tensor:
+    """Logits after the adapter's own corruption of one modality (optional protocol hook
+    ``adapter.corrupt(batch, modality=..., level=..., seed=...)``, which returns a new batch).
+
+    Returns:
+        float64 ``(B, C)``. Cost: one ``corrupt``, one ``embed`` and one forward pass per item.
+    """
+    corrupted = adapter.corrupt(batch, modality=modality, level=float(level), seed=int(seed))
+    p = prepare_batch(adapter, corrupted)
+    return _forward(p, [list(p.inputs)], f"model report (corruption of {modality})", max_rows)[0]
+
+
+def permuted_logits(adapter: ModelAdapter, items: Sequence[RawItem], *, modality: str, order: Sequence[int],
+                    batch_size: int = 64, max_rows: int | None = 1024) -> Tensor:
+    """Logits of every item with one modality taken from another item: item ``i`` paired with
+    the ``modality`` payload of item ``order[i]``.
+
+    Pairs are built as raw items ``{**items[i], modality: items[order[i]][modality]}`` and go
+    through ``encode``, ``embed`` and ``head``, so whatever per-item context an adapter keeps in
+    its batch is rebuilt for the pair (as EMAP's ``pairing="items"``).
+
+    Returns:
+        float64 ``(N, C)``. Cost: one ``encode`` and one forward pass per item.
+    """
+    out = []
+    for start in range(0, len(items), batch_size):
+        stop = min(len(items), start + batch_size)
+        chunk = [{**items[i], modality: items[order[i]][modality]} for i in range(start, stop)]
+        p = prepare_batch(adapter, adapter.encode(chunk))
+        out.append(_forward(p, [list(p.inputs)], f"model report (permuted {modality})", max_rows)[0])
+    return torch.cat(out)
+
+
+def _group_key(info: dict[str, Any]) -> str | None:
+    """What a group is called across items: its text (a word), else its kind and ID (a patch);
+    None for hidden groups (padding)."""
+    if info.get("hidden"):
+        return None
+    text = str(info.get("text") or "").strip()
+    return text if text else f"{info.get('kind', 'group')} {info['group_id']}"
+
+
+def group_pair_scores(adapter: ModelAdapter, p: PreparedBatch, *, targets: Tensor, pair: tuple[str, str],
+                      method: str, described: Sequence[Sequence[Sequence[Any]]],
+                      totals: dict[tuple[str, str], list[float]], max_rows: int | None = None) -> None:
+    """Add this batch's cross-modal group interactions to ``totals``.
+
+    For every item the ``groups(A) x groups(B)`` matrix of ``method`` (see
+    :func:`workers.engine.interactions.cross_modal_interaction`) for its target class; each
+    entry goes to the key ``(name of the A group, name of the B group)``, the name being the
+    group's text (a word) or its kind and ID (``patch 27``). ``totals[key]`` accumulates
+    ``[sum |M|, sum M, count]``.
+
+    Args:
+        p (PreparedBatch): ``B`` items.
+        targets (LongTensor): ``(B,)``.
+        pair: the two modality names.
+        described: ``adapter.describe_groups(p.batch)``.
+
+    Cost: the method's (``second_order``: 1 forward + 1 backward + ``min(G_A, G_B)``
+    Hessian-vector products per item; ``perturbation``: ``1 + G_A + G_B + G_A G_B`` forward
+    passes per item).
+    """
+    options = {"max_rows": max_rows} if method == "perturbation" and max_rows else {}
+    results = cross_modal_interaction(adapter, p.batch, method=method, targets=targets, modalities=pair,
+                                      prepared=p, **options)
+    ia, ib = p.modalities.index(pair[0]), p.modalities.index(pair[1])
+    for b, result in enumerate(results):
+        names_a = {int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
+                   for g in described[b][ia]}
+        names_b = {int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
+                   for g in described[b][ib]}
+        for r, gid_a in enumerate(result.group_ids_a.tolist()):
+            name_a = names_a.get(int(gid_a), f"group {gid_a}")
+            if name_a is None:
+                continue
+            for c, gid_b in enumerate(result.group_ids_b.tolist()):
+                name_b = names_b.get(int(gid_b), f"group {gid_b}")
+                if name_b is None:
+                    continue
+                value = float(result.matrix[r, c])
+                entry = totals.setdefault((name_a, name_b), [0.0, 0.0, 0.0])
+                entry[0] += abs(value)
+                entry[1] += value
+                entry[2] += 1
+
+
+def _as_dict(info: Any) -> dict[str, Any]:
+    return info.as_dict() if hasattr(info, "as_dict") else dict(info)
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of ``range(n)`` with no fixed point (``n >= 2``): a shuffled
+    cycle, so every item gets another item's payload."""
+    order = rng.permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.roll(order, -1)
+    return out
+
+
+def pairs_of(modalities: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs ``(a, b)``, ``a < b``, of every two modalities."""
+    return list(itertools.combinations(range(len(modalities)), 2))
+
+
+ProgressFn = Callable[[int, int], None]
