@@ -73,7 +73,7 @@ def clip_tokenizer():
 
 def clip_folder(folder: Path, *, seed: int = 0) -> Path:
     """A CLIPModel folder: 32x32 images in 8x8 patches, one-layer towers of width 32, a text
-    context of 24 tokens, the BPE of :func:`clip_tokenizer`."""
+    context of 32 tokens, the BPE of :func:`clip_tokenizer`."""
     from transformers import CLIPConfig, CLIPModel
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def clip_folder(folder: Path, *, seed: int = 0) -> Path:
                "pad_token_id": tokenizer.pad_token_id}
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=24, initializer_range=0.3, **special),
+                         num_attention_heads=4, max_position_embeddings=32, initializer_range=0.3, **special),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            image_size=32, patch_size=8, initializer_range=0.3),
         projection_dim=16, initializer_factor=1.0)

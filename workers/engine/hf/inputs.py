@@ -121,35 +121,40 @@ class Words:
     Attributes:
         texts: each word as written in the item (word pieces merged back).
         positions: for each word, the token positions (in the text tensor) of its pieces.
+        unknown: for each word, whether the vocabulary knew none of it (every piece unknown).
     """
 
     texts: tuple[str, ...]
     positions: tuple[tuple[int, ...], ...]
+    unknown: tuple[bool, ...] = ()
 
 
 def words_of(text: str, word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]],
-             positions: Sequence[int], *, shift: int = 0) -> Words:
+             positions: Sequence[int], *, unknown: Sequence[bool] | None = None) -> Words:
     """Merge word pieces into words.
 
     Args:
-        text: the string the offsets point into, with the item's text at ``shift``.
+        text: the string the offsets point into.
         word_ids: the tokenizer's word index per token (None for special tokens).
         offsets: ``(start, end)`` character span per token.
         positions: where each token sits in the text tensor.
-        shift: where the item's text starts in ``text``.
+        unknown: per token, whether it is the unknown token.
     """
+    unknown = [False] * len(word_ids) if unknown is None else list(unknown)
+    flags: dict[int, bool] = {}
     spans: dict[int, list[int]] = {}
     where: dict[int, list[int]] = {}
-    for word, (start, end), pos in zip(word_ids, offsets, positions):
+    for word, (start, end), pos, unk in zip(word_ids, offsets, positions, unknown):
         if word is None:
             continue
+        flags[word] = flags.get(word, True) and bool(unk)
         spans.setdefault(word, [start, end])
         spans[word][0] = min(spans[word][0], start)
         spans[word][1] = max(spans[word][1], end)
         where.setdefault(word, []).append(pos)
     order = sorted(spans, key=lambda w: where[w][0])
     return Words(texts=tuple(text[spans[w][0]:spans[w][1]] for w in order),
-                 positions=tuple(tuple(where[w]) for w in order))
+                 positions=tuple(tuple(where[w]) for w in order), unknown=tuple(flags[w] for w in order))
 
 
 def text_groups(words: Sequence[Words], length: int, first_id: Sequence[int], device: torch.device) -> Tensor:
@@ -164,11 +169,14 @@ def text_groups(words: Sequence[Words], length: int, first_id: Sequence[int], de
 
 
 def describe_item(*, original: tuple[int, int], grid: int, words: Words, length: int) -> list[list[GroupInfo]]:
-    """The :class:`GroupInfo` lists of one item: its patches, then its words and (when some
-    positions hold no word) one hidden group for special tokens and padding."""
+    """The :class:`GroupInfo` lists of one item: its patches, then its words (a word the
+    vocabulary does not know is marked ``extra={"unknown": True}``, as the demo does) and,
+    when some positions hold no word, one hidden group for special tokens and padding."""
     patches = [GroupInfo(group_id=k, kind="patch", box=box) for k, box in enumerate(patch_boxes(original, grid))]
     first = grid * grid
-    tokens = [GroupInfo(group_id=first + w, kind="token", text=text) for w, text in enumerate(words.texts)]
+    unknown = words.unknown or (False,) * len(words.texts)
+    tokens = [GroupInfo(group_id=first + w, kind="token", text=text, extra={"unknown": True} if unk else {})
+              for w, (text, unk) in enumerate(zip(words.texts, unknown))]
     if sum(len(p) for p in words.positions) < length:
         tokens.append(GroupInfo(group_id=first + len(words.texts), kind="token", text="", hidden=True))
     return [patches, tokens]

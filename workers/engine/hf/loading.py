@@ -17,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import transformers  # noqa: E402  (after the offline switch)
 
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in worker logs
+
 from workers.engine.adapter import AdapterError  # noqa: E402
 from workers.engine.hf.folder import HFOptions  # noqa: E402
 

@@ -134,7 +134,8 @@ class ViltAdapter:
         length = self.text_length
         enc = self._tokenizer(texts, padding="max_length", max_length=length, truncation=True,
                               return_offsets_mapping=True, return_token_type_ids=True, return_tensors="pt")
-        words = [words_of(text, enc.word_ids(b), enc["offset_mapping"][b].tolist(), range(length))
+        unknown = (enc["input_ids"] == self._tokenizer.unk_token_id).tolist()
+        words = [words_of(text, enc.word_ids(b), enc["offset_mapping"][b].tolist(), range(length), unknown=unknown[b])
                  for b, text in enumerate(texts)]
         return ViltBatch(
             ids=[str(item.get("id", "?")) for item in items],
