@@ -40,8 +40,9 @@ class Command(BaseCommand):
         if (adapter_path is None) == (hf is None):
             raise CommandError("give either an adapter path (package.module:Factory) or --hf PATH")
         if hf is None and any(value is not None for value in hf_values.values()):
-            given = ", ".join(f"--{key.replace('_', '-')}" for key, value in hf_values.items() if value is not None)
-            raise CommandError(f"{given} go(es) with --hf PATH; a dotted-path adapter takes --options JSON")
+            given = [f"--{key.replace('_', '-')}" for key, value in hf_values.items() if value is not None]
+            raise CommandError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --hf PATH; "
+                               "a dotted-path adapter takes --options JSON")
         if hf is not None and options is not None:
             raise CommandError("--options goes with an adapter path; a --hf folder takes --kind, --labels, --prompt "
                                "and --image-size")
