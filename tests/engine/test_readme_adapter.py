@@ -16,6 +16,7 @@ import torch
 from annotations.models import RegisteredModel
 from annotations.services.datasets import dataset_import
 from tests.commandline import manage
+from tests.engine.adapter_checks import assert_ig_complete
 from tests.engine.hf_models import image_items
 from tests.services.factories import write_dataset
 from workers.engine.adapter import adapter_from_path
@@ -77,14 +78,7 @@ def test_the_readme_adapter_runs_every_method(weights, tmp_path):
             assert all(np.isfinite(res.group_scores[m]).all() for m in ("image", "text"))
             assert len(res.group_scores["image"]) == 16 and len(res.group_scores["text"]) == 8
 
-    results = attribute(adapter, batch, method="integrated_gradients", targets=targets, prepared=p)
-    with torch.no_grad():
-        rows = torch.arange(3)
-        change = (adapter.head(*p.inputs, batch=batch)[rows, targets]
-                  - adapter.head(*p.baselines, batch=batch)[rows, targets]).double()
-    for res, expected in zip(results, change):
-        assert abs(float(expected)) > 0.01
-        assert abs(sum(res.modality_totals.values()) - float(expected)) <= 1e-3 * abs(float(expected))
+    assert_ig_complete(p, targets)
 
     for method in sorted(CROSS_METHODS):  # the bilinear head joins the towers: real interactions
         for res in cross_modal_interaction(adapter, batch, method=method, targets=targets, prepared=p):

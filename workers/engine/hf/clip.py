@@ -35,18 +35,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from workers.engine.adapter import AdapterError, GroupInfo, RawItem
-from workers.engine.hf.folder import HFOptions
-from workers.engine.hf.inputs import (
-    PixelRecipe,
-    Words,
-    describe_item,
-    patch_ids,
-    read_image,
-    read_text,
-    text_groups,
-    words_of,
-)
+from workers.engine.adapter import RawItem
+from workers.engine.hf.base import ImageTextAdapter
+from workers.engine.hf.inputs import Words, read_image, read_text, words_of
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -99,45 +90,17 @@ def fill_prompt(template: str, text: str, label: str) -> tuple[str, int, int]:
     return "".join(out), start, start + len(text)
 
 
-class ClipZeroShotAdapter:
+class ClipZeroShotAdapter(ImageTextAdapter):
     """:class:`~workers.engine.adapter.ModelAdapter` for a ``CLIPModel`` folder with a set of
     class names and a prompt template (kind ``zero-shot``)."""
 
-    modalities: Sequence[str] = ("image", "text")
-
-    def __init__(self, options: HFOptions) -> None:
-        self.options = options
-        self.labels: Sequence[str] = options.labels
-        self.device = torch.device("cpu")
-        self._model = None
-        self._tokenizer = None
-        self._recipe: PixelRecipe | None = None
-
-    @property
-    def model(self):
-        if self._model is None:
-            raise AdapterError("ClipZeroShotAdapter.load() must be called first")
-        return self._model
-
     def load(self, device: torch.device) -> None:
-        """Read the weights, tokenizer and image recipe from the folder (never from a hub) and
-        move the model to ``device``, frozen and in eval mode."""
-        from workers.engine.hf.loading import load_model, load_tokenizer
+        """Load the folder (:meth:`ImageTextAdapter._load`) with plain matrix-product
+        attention; a folder without ``preprocessor_config.json`` gets CLIP's mean and std."""
+        self._load(device, mean=CLIP_MEAN, std=CLIP_STD, attn_implementation="eager")
 
-        model = load_model(self.options, attn_implementation="eager")
-        vision = model.config.vision_config
-        self._recipe = PixelRecipe.from_folder(self.options.path, size=int(vision.image_size),
-                                               mean=CLIP_MEAN, std=CLIP_STD)
-        self._tokenizer = load_tokenizer(self.options)
-        if self._tokenizer.pad_token_id is None:
-            raise AdapterError(f"{self.options.path}: the tokenizer has no pad token")
-        self.device = torch.device(device)
-        self._model = model.eval().requires_grad_(False).to(self.device)
-
-    @property
-    def size(self) -> int:
-        assert self._recipe is not None, "load() first"
-        return self._recipe.size
+    def image_side(self, config) -> int:
+        return int(config.vision_config.image_size)
 
     @property
     def patch(self) -> int:
@@ -153,18 +116,18 @@ class ClipZeroShotAdapter:
         word pieces in each. Raises ValueError naming the item when an image cannot be read,
         a prompt is longer than the model reads, or the template runs the text into the label
         (then the text's pieces would differ between classes)."""
-        assert self._recipe is not None and self._tokenizer is not None, "load() first"
+        recipe, tokenizer = self._ready()
         images = [read_image(item) for item in items]
         texts = [read_text(item) for item in items]
         ids = [str(item.get("id", "?")) for item in items]
         labels, n_labels, limit = list(self.labels), len(self.labels), self.text_length
         filled = [fill_prompt(self.options.prompt, text, label) for text in texts for label in labels]
-        enc = self._tokenizer([p for p, _, _ in filled], return_offsets_mapping=True, padding=True,
-                              truncation=False, return_tensors="pt")
+        enc = tokenizer([p for p, _, _ in filled], return_offsets_mapping=True, padding=True,
+                        truncation=False, return_tensors="pt")
         prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
         width = prompt_ids.shape[1]
         text_slot = torch.full_like(prompt_ids, -1)
-        text_ids = torch.full((len(items), limit), self._tokenizer.pad_token_id, dtype=torch.long)
+        text_ids = torch.full((len(items), limit), tokenizer.pad_token_id, dtype=torch.long)
         words: list[Words] = []
         for b, text in enumerate(texts):
             mine: list[int] | None = None
@@ -200,7 +163,7 @@ class ClipZeroShotAdapter:
         shape = (len(items), n_labels, width)
         return ClipBatch(
             ids=ids,
-            pixels=self._recipe.pixels(images).to(self.device),
+            pixels=recipe.pixels(images).to(self.device),
             text_ids=text_ids.to(self.device),
             prompt_ids=prompt_ids.reshape(shape).to(self.device),
             prompt_mask=prompt_mask.reshape(shape).to(self.device),
@@ -263,20 +226,5 @@ class ClipZeroShotAdapter:
     def baselines(self, batch: ClipBatch) -> tuple[Tensor, Tensor]:
         """The mean-colour image (zeros) ``(B, 3, S, S)`` and the pad embedding at every text
         position ``(B, T, D)``."""
-        pad = torch.full_like(batch.text_ids, self._tokenizer.pad_token_id)
+        pad = torch.full_like(batch.text_ids, self.tokenizer.pad_token_id)
         return torch.zeros_like(batch.pixels), self.model.text_model.embeddings.token_embedding(pad)
-
-    def feature_groups(self, batch: ClipBatch) -> tuple[Tensor, Tensor]:
-        """Image ``(B, 1, S, S)``: patch IDs ``0..P-1``; text ``(B, T, 1)``: ``P + w`` for word
-        ``w``, then one hidden group for the unused slots."""
-        grid = self.size // self.patch
-        first = [grid * grid] * len(batch)
-        return (patch_ids(len(batch), self.size, self.patch, self.device),
-                text_groups(batch.words, self.text_length, first, self.device))
-
-    def describe_groups(self, batch: ClipBatch) -> list[list[list[GroupInfo]]]:
-        """Per item: patch boxes in the original image's pixels, the words as written, and the
-        hidden group."""
-        grid = self.size // self.patch
-        return [describe_item(original=size, grid=grid, words=words, length=self.text_length)
-                for size, words in zip(batch.sizes, batch.words)]

@@ -33,18 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workers.engine.adapter import AdapterError, GroupInfo, RawItem
-from workers.engine.hf.folder import HFOptions
-from workers.engine.hf.inputs import (
-    PixelRecipe,
-    Words,
-    describe_item,
-    patch_ids,
-    read_image,
-    read_text,
-    text_groups,
-    words_of,
-)
+from workers.engine.adapter import AdapterError, RawItem
+from workers.engine.hf.base import ImageTextAdapter
+from workers.engine.hf.inputs import Words, read_image, read_text, words_of
 
 
 @dataclass
@@ -73,49 +64,24 @@ class ViltBatch:
         return len(self.ids)
 
 
-class ViltAdapter:
+class ViltAdapter(ImageTextAdapter):
     """:class:`~workers.engine.adapter.ModelAdapter` for a ViLT model folder (kinds ``vqa``
     and ``classify``). Labels are the model's own (``id2label``), or the subset the options
     name, in that order."""
 
-    modalities: Sequence[str] = ("image", "text")
-
-    def __init__(self, options: HFOptions) -> None:
-        self.options = options
-        self.labels: Sequence[str] = options.labels
-        self.device = torch.device("cpu")
-        self._model = None
-        self._tokenizer = None
-        self._recipe: PixelRecipe | None = None
-        self._columns: Tensor | None = None
-
-    @property
-    def model(self):
-        if self._model is None:
-            raise AdapterError("ViltAdapter.load() must be called first")
-        return self._model
+    _columns: Tensor | None = None  # the chosen labels' columns of the model's logits
 
     def load(self, device: torch.device) -> None:
-        """Read the weights, tokenizer and image recipe from the folder (never from a hub) and
-        move the model to ``device``, frozen and in eval mode."""
-        from workers.engine.hf.loading import load_model, load_tokenizer
-
-        model = load_model(self.options)
-        config = model.config
-        size = self.options.image_size or int(config.image_size)
-        if size % int(config.patch_size):
-            raise AdapterError(f"image size {size} is not a multiple of the patch size {config.patch_size}")
-        self._recipe = PixelRecipe.from_folder(self.options.path, size=size, mean=(0.5,) * 3, std=(0.5,) * 3)
-        self._tokenizer = load_tokenizer(self.options)
-        self.device = torch.device(device)
-        self._model = model.eval().requires_grad_(False).to(self.device)
+        """Load the folder (:meth:`ImageTextAdapter._load`); a folder without
+        ``preprocessor_config.json`` gets ViltProcessor's mean and std (0.5)."""
+        self._load(device, mean=(0.5,) * 3, std=(0.5,) * 3)
         self._columns = torch.tensor(self.options.label_indices, device=self.device)
 
-    # -- protocol -----------------------------------------------------------------------------
-    @property
-    def size(self) -> int:
-        assert self._recipe is not None, "load() first"
-        return self._recipe.size
+    def image_side(self, config) -> int:
+        side = self.options.image_size or int(config.image_size)
+        if side % int(config.patch_size):
+            raise AdapterError(f"image size {side} is not a multiple of the patch size {config.patch_size}")
+        return side
 
     @property
     def patch(self) -> int:
@@ -125,21 +91,22 @@ class ViltAdapter:
     def text_length(self) -> int:
         return int(self.model.config.max_position_embeddings)
 
+    # -- protocol -----------------------------------------------------------------------------
     def encode(self, items: Sequence[RawItem]) -> ViltBatch:
         """Read and resize images, tokenize texts (padded to ``T``, longer texts cut). Raises
         ValueError naming an unreadable item."""
-        assert self._recipe is not None and self._tokenizer is not None, "load() first"
+        recipe, tokenizer = self._ready()
         images = [read_image(item) for item in items]
         texts = [read_text(item) for item in items]
         length = self.text_length
-        enc = self._tokenizer(texts, padding="max_length", max_length=length, truncation=True,
-                              return_offsets_mapping=True, return_token_type_ids=True, return_tensors="pt")
-        unknown = (enc["input_ids"] == self._tokenizer.unk_token_id).tolist()
+        enc = tokenizer(texts, padding="max_length", max_length=length, truncation=True,
+                        return_offsets_mapping=True, return_token_type_ids=True, return_tensors="pt")
+        unknown = (enc["input_ids"] == tokenizer.unk_token_id).tolist()
         words = [words_of(text, enc.word_ids(b), enc["offset_mapping"][b].tolist(), range(length), unknown=unknown[b])
                  for b, text in enumerate(texts)]
         return ViltBatch(
             ids=[str(item.get("id", "?")) for item in items],
-            pixels=self._recipe.pixels(images).to(self.device),
+            pixels=recipe.pixels(images).to(self.device),
             input_ids=enc["input_ids"].reshape(len(items), length).to(self.device),
             attention_mask=enc["attention_mask"].reshape(len(items), length).to(self.device),
             token_type_ids=enc["token_type_ids"].reshape(len(items), length).to(self.device),
@@ -189,7 +156,7 @@ class ViltAdapter:
     def baselines(self, batch: ViltBatch) -> tuple[Tensor, Tensor]:
         """The mean-colour image (zeros) ``(B, 3, S, S)`` and the text with ``[PAD]`` at every
         word piece ``(B, T, D)``."""
-        pad_id = self._tokenizer.pad_token_id
+        pad_id = self.tokenizer.pad_token_id
         word_positions = torch.zeros_like(batch.input_ids, dtype=torch.bool)
         for b, words in enumerate(batch.words):
             for positions in words.positions:
@@ -197,18 +164,3 @@ class ViltAdapter:
         ids = torch.where(word_positions, torch.full_like(batch.input_ids, pad_id), batch.input_ids)
         words = self.model.vilt.embeddings.text_embeddings.word_embeddings
         return torch.zeros_like(batch.pixels), words(ids)
-
-    def feature_groups(self, batch: ViltBatch) -> tuple[Tensor, Tensor]:
-        """Image ``(B, 1, S, S)``: patch IDs ``0..P-1``; text ``(B, T, 1)``: ``P + w`` for word
-        ``w``, then one hidden group for special tokens and padding."""
-        grid = self.size // self.patch
-        first = [grid * grid] * len(batch)
-        return (patch_ids(len(batch), self.size, self.patch, self.device),
-                text_groups(batch.words, self.text_length, first, self.device))
-
-    def describe_groups(self, batch: ViltBatch) -> list[list[list[GroupInfo]]]:
-        """Per item: patch boxes in the original image's pixels, the words as written, and the
-        hidden group."""
-        grid = self.size // self.patch
-        return [describe_item(original=size, grid=grid, words=words, length=self.text_length)
-                for size, words in zip(batch.sizes, batch.words)]
