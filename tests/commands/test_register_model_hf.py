@@ -40,7 +40,7 @@ def test_register_a_vqa_folder_and_load_it_back_as_a_worker_does(dataset, folder
         0, "Registered 'vilt': 4 labels, modalities ['image', 'text'].\n", "")
     model = RegisteredModel.objects.get(name="vilt")
     assert model.adapter_path == HF_ADAPTER
-    assert model.adapter_options == {"path": str(folders["vqa"].resolve()), "kind": "vqa"}
+    assert model.adapter_options == {"path": str(folders["vqa"].absolute()), "kind": "vqa"}
     assert model.labels == list(VILT_LABELS) and model.modalities == ["image", "text"]
 
     # A worker loads the model from the stored row: the same predictions as the folder read directly.
@@ -58,7 +58,7 @@ def test_register_a_zero_shot_folder_with_labels_and_a_prompt(dataset, folders, 
             "--prompt", "{text} it is {label}."]
     assert _register(capsys, *argv) == (0, "Registered 'clip': 4 labels, modalities ['image', 'text'].\n", "")
     model = RegisteredModel.objects.get(name="clip")
-    assert model.adapter_options == {"path": str(folders["zero-shot"].resolve()), "kind": "zero-shot",
+    assert model.adapter_options == {"path": str(folders["zero-shot"].absolute()), "kind": "zero-shot",
                                      "labels": ["red", "green", "blue", "yellow"], "prompt": "{text} it is {label}."}
     assert model.labels == ["red", "green", "blue", "yellow"]
 
@@ -81,7 +81,7 @@ def test_a_hub_id_or_a_missing_folder_is_one_line(dataset, capsys, tmp_path):
 
 
 def test_a_folder_of_the_wrong_kind_is_one_line(dataset, folders, capsys):
-    clip = folders["zero-shot"].resolve()
+    clip = folders["zero-shot"].absolute()
     assert _register(capsys, "m", "--hf", str(folders["zero-shot"]), "--kind", "vqa") == (
         1, "", f"CommandError: {clip} holds CLIPModel (model_type 'clip'), not a vqa model: --kind vqa reads "
                "ViltForQuestionAnswering; it fits --kind zero-shot\n")

@@ -8,6 +8,7 @@ naming the problem, without importing ``transformers``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ def model_folder_check(path: str | Path) -> Path:
     if not (folder / "config.json").is_file():
         raise AdapterError(f"{text}: not a local model folder: it has no config.json "
                            "(save the model with save_pretrained(folder))")
-    return folder.resolve()
+    return Path(os.path.abspath(folder))  # as given, made absolute: the same path on every worker
 
 
 def folder_config(folder: Path) -> dict[str, Any]:
