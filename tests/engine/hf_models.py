@@ -30,7 +30,7 @@ def _preprocessor(folder: Path, *, size: int, mean, std) -> None:
 
 
 def vilt_folder(folder: Path, *, kind: str = "vqa", seed: int = 0, num_images: int = 1) -> Path:
-    """A ViLT folder: 32x32 images in 8x8 patches (a 4x4 grid), 2 layers of width 32, a
+    """A ViLT folder: 32x32 images in 8x8 patches (a 4x4 grid), two layers of width 32, a
     WordPiece vocabulary of :data:`WORDPIECES`, the classes :data:`VILT_LABELS`."""
     from transformers import BertTokenizer, ViltConfig, ViltForImagesAndTextClassification, ViltForQuestionAnswering
 
@@ -48,9 +48,10 @@ def vilt_folder(folder: Path, *, kind: str = "vqa", seed: int = 0, num_images: i
     return folder
 
 
-def clip_tokenizer():
+def clip_tokenizer(*, specials_last: bool = False):
     """A CLIP tokenizer whose byte-level BPE was trained on :data:`SENTENCES` (CLIP's own
-    normaliser and pre-tokenizer, so words split the way CLIP splits them)."""
+    normaliser and pre-tokenizer, so words split the way CLIP splits them). ``specials_last``:
+    start and end of text take the two highest IDs, as in OpenAI's CLIP vocabulary."""
     from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
     from transformers import CLIPTokenizer
@@ -68,18 +69,26 @@ def clip_tokenizer():
     trained.train_from_iterator(SENTENCES, trainer)
     model = json.loads(trained.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges)
+    vocab = model["vocab"]
+    if specials_last:
+        order = sorted(vocab, key=lambda token: (token.startswith("<|"), vocab[token]))
+        vocab = {token: k for k, token in enumerate(order)}
+    return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
-def clip_folder(folder: Path, *, seed: int = 0) -> Path:
-    """A CLIPModel folder: 32x32 images in 8x8 patches, one-layer towers of width 32, a text
-    context of 32 tokens, the BPE of :func:`clip_tokenizer`."""
+def clip_folder(folder: Path, *, seed: int = 0, old_config: bool = False) -> Path:
+    """A CLIPModel folder: 32x32 images in 8x8 patches, two-layer towers of width 32, a text
+    context of 32 tokens, the BPE of :func:`clip_tokenizer`. ``old_config``: the special token
+    IDs of OpenAI's own CLIP configs (``eos_token_id`` 2, which makes ``CLIPTextModel`` read
+    its features at the highest token ID) with a vocabulary that puts end of text last."""
     from transformers import CLIPConfig, CLIPModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = clip_tokenizer()
+    tokenizer = clip_tokenizer(specials_last=old_config)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
+    if old_config:
+        special = {"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, max_position_embeddings=32, initializer_range=0.3, **special),

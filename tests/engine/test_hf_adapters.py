@@ -121,6 +121,19 @@ def test_zero_shot_prompts_put_the_text_anywhere(folders, items, prompt):
                                    _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5)
 
 
+def test_zero_shot_reads_features_where_old_clip_configs_do(tmp_path, items):
+    # OpenAI's CLIP folders keep eos_token_id 2 in their config: CLIPTextModel then pools at
+    # the highest token ID (end of text, last in their vocabulary), not at the first ID 2.
+    adapter = from_folder(path=str(clip_folder(tmp_path / "old-clip", old_config=True)), labels=ZERO_SHOT_LABELS)
+    adapter.load(torch.device("cpu"))
+    assert adapter.model.config.text_config.eos_token_id == 2
+    batch = adapter.encode(items)
+    assert torch.equal(batch.pool_index, (batch.prompt_mask.sum(-1) - 1))  # the end-of-text position
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.head(*adapter.embed(batch), batch=batch),
+                                   _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5)
+
+
 def test_zero_shot_refuses_a_template_that_runs_the_text_into_the_label(folders, items):
     adapter = from_folder(path=str(folders["zero-shot"]), labels=["d", "blue"], prompt="{text}{label}")
     adapter.load(torch.device("cpu"))
