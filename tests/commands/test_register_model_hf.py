@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from django.urls import reverse
 
 from annotations.models import RegisteredModel
 from annotations.services.datasets import dataset_import
@@ -35,13 +36,15 @@ def _register(capsys, *argv: str) -> tuple[int, str, str]:
     return manage(capsys, "register_model", *argv, "--dataset", "d", "--owner", "alice")
 
 
-def test_register_a_vqa_folder_and_load_it_back_as_a_worker_does(dataset, folders, capsys):
+def test_register_a_vqa_folder_and_load_it_back_as_a_worker_does(dataset, folders, capsys, alice, client):
     assert _register(capsys, "vilt", "--hf", str(folders["vqa"])) == (
         0, "Registered 'vilt': 4 labels, modalities ['image', 'text'].\n", "")
     model = RegisteredModel.objects.get(name="vilt")
     assert model.adapter_path == HF_ADAPTER
     assert model.adapter_options == {"path": str(folders["vqa"].absolute()), "kind": "vqa"}
     assert model.labels == list(VILT_LABELS) and model.modalities == ["image", "text"]
+    client.force_login(alice)  # the Models page says which folder the model reads
+    assert f"vqa · {folders['vqa'].absolute()}" in client.get(reverse("models")).content.decode()
 
     # A worker loads the model from the stored row: the same predictions as the folder read directly.
     from annotations.selectors import item_as_raw
