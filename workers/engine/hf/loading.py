@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
+from workers.engine.adapter import AdapterError
+from workers.engine.hf.folder import HFOptions
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import transformers  # noqa: E402  (after the offline switch)
 
 transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in worker logs
-
-from workers.engine.adapter import AdapterError  # noqa: E402
-from workers.engine.hf.folder import HFOptions  # noqa: E402
 
 
 def load_model(options: HFOptions, **kwargs: Any):
@@ -43,4 +43,5 @@ def load_tokenizer(options: HFOptions):
     if not getattr(tokenizer, "is_fast", False):
         raise AdapterError(f"{options.path}: the tokenizer is not a fast (tokenizers) one; mmeval needs its word "
                            "offsets to show whole words")
+    tokenizer.padding_side = "right"  # the adapters find a text's tokens from its start
     return tokenizer
