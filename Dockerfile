@@ -34,6 +34,7 @@ RUN MMEVAL_PRODUCTION=1 SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost \
     python manage.py collectstatic --noinput
 
 ENV DJANGO_SETTINGS_MODULE=mmeval.settings \
+    HF_HUB_OFFLINE=1 \
     MMEVAL_PRODUCTION=1 \
     STATIC_ROOT=/app/staticfiles \
     MEDIA_ROOT=/data/media \

@@ -63,6 +63,8 @@ class RegisteredModel(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registered_models")
     name = models.CharField(max_length=100)
     adapter_path = models.CharField(max_length=300, help_text="package.module:Factory")
+    adapter_options = models.JSONField(default=dict, blank=True,
+                                       help_text="Keyword options for the factory: Factory(**adapter_options).")
     labels = models.JSONField(default=list)
     modalities = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)

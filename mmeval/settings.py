@@ -312,8 +312,10 @@ MMEVAL_DEVICE = envstr("MMEVAL_DEVICE", "cpu")
 # single-threaded workers share a CPU machine.
 MMEVAL_TORCH_THREADS = envint("MMEVAL_TORCH_THREADS", 0, minimum=0)
 # Adapters run inside the server and the workers: only modules under these prefixes may be
-# registered. An operator installs a researcher's package and adds its prefix here.
-MMEVAL_ADAPTER_PREFIXES = [p.strip() for p in envstr("MMEVAL_ADAPTER_PREFIXES", "workers.engine.demo.,adapters.").split(",")
+# registered. An operator installs a researcher's package and adds its prefix here. The
+# bundled demo and the Hugging Face folder adapters (workers.engine.hf) are allowed by default.
+MMEVAL_ADAPTER_PREFIXES = [p.strip() for p in envstr("MMEVAL_ADAPTER_PREFIXES",
+                                                     "workers.engine.demo.,workers.engine.hf.,adapters.").split(",")
                            if p.strip()]
 MMEVAL_PRECOMPUTE_BATCH_SIZE = envint("MMEVAL_PRECOMPUTE_BATCH_SIZE", 64, minimum=1)
 

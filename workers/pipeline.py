@@ -152,7 +152,8 @@ def _heartbeat(chunk: PrecomputeChunk) -> Iterator[None]:
 def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     """Compute and store one chunk. Returns (failed rows, the first traceback or "")."""
     study = chunk.job.study
-    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE)
+    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE,
+                           options=study.model.adapter_options)
     items = items_by_id(item_ids=chunk.item_ids)
     if chunk.stage == Stage.PREDICTIONS:
         ordered = [items[pk] for pk in chunk.item_ids]

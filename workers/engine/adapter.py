@@ -10,8 +10,11 @@ absolute::
     {"id": "q17", "image": "/abs/path/q17.png", "text": "what colour is the square?",
      "label": "red"}
 
-An adapter is registered by dotted path ``package.module:Factory``; ``Factory()`` (no
-arguments) returns an object satisfying :class:`ModelAdapter`. This module imports no Django.
+An adapter is registered by dotted path ``package.module:Factory``; ``Factory()`` returns an
+object satisfying :class:`ModelAdapter`. A factory may take keyword options (a model folder,
+a label set), stored with the registered model and passed as ``Factory(**options)``; the
+Hugging Face adapters (:mod:`workers.engine.hf`) are configured that way. This module imports
+no Django.
 
 Optional hooks (:class:`ReportHooks`) feed the model report (``workers/engine/report``,
 docs/MODEL_REPORT.md); an adapter without them works everywhere, and the report says which
@@ -174,9 +177,13 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def adapter_from_path(dotted_path: str) -> ModelAdapter:
-    """Instantiate ``package.module:Factory``. Raises :class:`AdapterError` naming the step
-    that failed (import, create, protocol) with the cause's own message."""
+def adapter_from_path(dotted_path: str, options: Mapping[str, Any] | None = None) -> ModelAdapter:
+    """Instantiate ``package.module:Factory`` as ``Factory(**options)``. Raises
+    :class:`AdapterError` naming the step that failed (import, create, protocol) with the
+    cause's own message."""
+    options = dict(options or {})
+    if not all(isinstance(key, str) and key.isidentifier() for key in options):
+        raise AdapterError(f"adapter {dotted_path}: option names must be identifiers, got {sorted(map(str, options))}")
     module_name, attr = adapter_path_split(dotted_path)
     try:
         module = importlib.import_module(module_name)
@@ -189,10 +196,11 @@ def adapter_from_path(dotted_path: str) -> ModelAdapter:
     if not callable(factory) or inspect.isbuiltin(factory):
         raise AdapterError(f"adapter {dotted_path}: {attr} is a {type(factory).__name__}, not an adapter "
                            "class or factory function")
+    call = f"{attr}({', '.join(f'{key}=…' for key in options)})"
     try:
-        adapter = factory()
+        adapter = factory(**options)
     except Exception as exc:
-        raise AdapterError(f"adapter {dotted_path}: creating it ({attr}()) failed: {error_text(exc)}") from exc
+        raise AdapterError(f"adapter {dotted_path}: creating it ({call}) failed: {error_text(exc)}") from exc
     missing = [
         name
         for name in ("labels", "modalities", "load", "encode", "embed", "head", "baselines",

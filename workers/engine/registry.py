@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from workers.engine.adapter import AdapterError, ModelAdapter, RawItem, adapter_from_path, error_text
 
-_cache: dict[tuple[str, str], ModelAdapter] = {}
+_cache: dict[tuple[str, str, str], ModelAdapter] = {}
 _lock = threading.Lock()
 
 
-def load_adapter(dotted_path: str, *, device: str = "cpu") -> ModelAdapter:
-    """Instantiate and ``load`` an adapter, cached per (path, device) for the process.
+def _options_key(options: Mapping[str, Any] | None) -> str:
+    return json.dumps(options or {}, sort_keys=True, default=str)
+
+
+def load_adapter(dotted_path: str, *, device: str = "cpu", options: Mapping[str, Any] | None = None) -> ModelAdapter:
+    """Instantiate (``Factory(**options)``) and ``load`` an adapter, cached per (path,
+    options, device) for the process.
 
     Raises :class:`AdapterError` naming the step that failed (import, create, load) with the
     adapter's own message; the original exception is its ``__cause__``."""
-    key = (dotted_path, device)
+    key = (dotted_path, _options_key(options), device)
     with _lock:
         adapter = _cache.get(key)
         if adapter is None:
-            adapter = adapter_from_path(dotted_path)
+            adapter = adapter_from_path(dotted_path, options)
             try:
                 adapter.load(torch.device(device))  # inside: a bad device string is load's failure too
             except Exception as exc:
@@ -32,9 +38,10 @@ def load_adapter(dotted_path: str, *, device: str = "cpu") -> ModelAdapter:
         return adapter
 
 
-def forget_adapter(dotted_path: str) -> None:
+def forget_adapter(dotted_path: str, *, options: Mapping[str, Any] | None = None) -> None:
+    """Drop the cached copies of ``dotted_path`` (only those made with ``options``, if given)."""
     with _lock:
-        for key in [k for k in _cache if k[0] == dotted_path]:
+        for key in [k for k in _cache if k[0] == dotted_path and (options is None or k[1] == _options_key(options))]:
             del _cache[key]
 
 

@@ -1,0 +1,230 @@
+"""CLIP (Radford et al. 2021) as a zero-shot classifier with label prompts, split into
+``embed`` and ``head``.
+
+For item ``b`` and class ``k`` the model reads the prompt ``template`` with the item's text at
+``{text}`` and the class name at ``{label}`` (default ``"{text} {label}"``: an item text "a
+photo of a" and the labels "cat", "dog" give "a photo of a cat", "a photo of a dog"), and
+the logit is CLIP's own: ``exp(logit_scale) * cos(image features, prompt features)``.
+
+Modalities: the pixels ``(B, 3, S, S)`` (every image resized whole to the vision tower's
+square ``S``; CLIP's processor would centre-crop, which would leave parts of the image
+without attribution) and the token embeddings of the item's text ``(B, T, D)``:
+the word pieces of ``{text}`` inside the prompts, in order, padded with ``pad`` to
+``T = max_position_embeddings``. ``head`` puts those embeddings into every class's prompt,
+between the embeddings of the prompt's fixed tokens (start and end of text, template words,
+the class name), so attributions and interactions reach the item's own words in all prompts
+at once while the class names stay fixed.
+
+Feature groups: the vision tower's patch grid, then one group per word of the item's text,
+then one hidden group for the unused padding slots. Baselines: the mean-colour image (zeros
+after normalisation) and the pad token's embedding (for CLIP usually ``<|endoftext|>``) in
+place of each word piece.
+
+The text tower is run as ``CLIPTextModel.forward`` runs it (position embeddings, causal mask,
+final layer norm, the features at the end-of-text token found by the model's own rule), from
+embeddings instead of token IDs. Attention is loaded as plain ("eager") matrix products, whose
+second derivatives interaction methods need.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from workers.engine.adapter import RawItem
+from workers.engine.hf.base import ImageTextAdapter
+from workers.engine.hf.inputs import Words, read_image, read_text, words_of
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_SLOTS = re.compile(r"\{text\}|\{label\}")
+
+
+@dataclass
+class ClipBatch:
+    """A model-ready batch of ``B`` items for ``K`` classes.
+
+    Attributes:
+        ids: item IDs.
+        pixels: float ``(B, 3, S, S)``, normalised.
+        text_ids: long ``(B, T)``: the item text's token IDs, padded with ``pad``.
+        prompt_ids: long ``(B, K, L)``: every class's prompt, padded to the longest (``L``).
+        prompt_mask: long ``(B, K, L)``: 1 for real tokens.
+        text_slot: long ``(B, K, L)``: which text-tensor position sits at each prompt
+            position, or -1 for the prompt's fixed tokens.
+        pool_index: long ``(B, K)``: the end-of-text position CLIP reads features from.
+        words: per item, its words and their text-tensor positions.
+        sizes: per item, the original image's ``(width, height)``.
+    """
+
+    ids: list[str]
+    pixels: Tensor
+    text_ids: Tensor
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    text_slot: Tensor
+    pool_index: Tensor
+    words: list[Words]
+    sizes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def fill_prompt(template: str, text: str, label: str) -> tuple[str, int, int]:
+    """The prompt and the ``[start, end)`` characters of ``text`` in it."""
+    out, start, pos = [], 0, 0
+    for match in _SLOTS.finditer(template):
+        out.append(template[pos:match.start()])
+        if match.group() == "{text}":
+            start = sum(len(x) for x in out)
+            out.append(text)
+        else:
+            out.append(label)
+        pos = match.end()
+    out.append(template[pos:])
+    return "".join(out), start, start + len(text)
+
+
+class ClipZeroShotAdapter(ImageTextAdapter):
+    """:class:`~workers.engine.adapter.ModelAdapter` for a ``CLIPModel`` folder with a set of
+    class names and a prompt template (kind ``zero-shot``)."""
+
+    def load(self, device: torch.device) -> None:
+        """Load the folder (:meth:`ImageTextAdapter._load`) with plain matrix-product
+        attention; a folder without ``preprocessor_config.json`` gets CLIP's mean and std."""
+        self._load(device, mean=CLIP_MEAN, std=CLIP_STD, attn_implementation="eager")
+
+    def image_side(self, config) -> int:
+        return int(config.vision_config.image_size)
+
+    @property
+    def patch(self) -> int:
+        return int(self.model.config.vision_config.patch_size)
+
+    @property
+    def text_length(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    # -- protocol -----------------------------------------------------------------------------
+    def encode(self, items: Sequence[RawItem]) -> ClipBatch:
+        """Read and resize images; tokenize every (item, class) prompt and find the item's own
+        word pieces in each. Raises ValueError naming the item when an image cannot be read,
+        a prompt is longer than the model reads, or the template runs the text into the label
+        (then the text's pieces would differ between classes)."""
+        recipe, tokenizer = self._ready()
+        images = [read_image(item) for item in items]
+        texts = [read_text(item) for item in items]
+        ids = [str(item.get("id", "?")) for item in items]
+        labels, n_labels, limit = list(self.labels), len(self.labels), self.text_length
+        filled = [fill_prompt(self.options.prompt, text, label) for text in texts for label in labels]
+        enc = tokenizer([p for p, _, _ in filled], return_offsets_mapping=True, padding=True,
+                        truncation=False, return_tensors="pt")
+        prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
+        width = prompt_ids.shape[1]
+        text_slot = torch.full_like(prompt_ids, -1)
+        text_ids = torch.full((len(items), limit), tokenizer.pad_token_id, dtype=torch.long)
+        words: list[Words] = []
+        for b, text in enumerate(texts):
+            mine: list[int] | None = None
+            for k in range(n_labels):
+                row = b * n_labels + k
+                prompt, start, end = filled[row]
+                length = int(prompt_mask[row].sum())
+                if length > limit:
+                    raise ValueError(f"item {ids[b]!r}: the prompt for {labels[k]!r} has {length} tokens; "
+                                     f"the model reads at most {limit}")
+                offsets = enc["offset_mapping"][row].tolist()
+                word_ids = enc.word_ids(row)
+                inside = []
+                for p in range(length):
+                    lo, hi = offsets[p]
+                    if word_ids[p] is None or hi <= lo:
+                        continue
+                    if start <= lo and hi <= end:
+                        inside.append(p)
+                    elif lo < end and hi > start:
+                        raise ValueError(f"item {ids[b]!r}: the prompt template joins the text and the label "
+                                         f"{labels[k]!r} into one word; put a space between {{text}} and {{label}}")
+                pieces = prompt_ids[row, inside].tolist()
+                if mine is None:
+                    mine = pieces
+                    words.append(words_of(prompt, [word_ids[p] for p in inside],
+                                          [tuple(offsets[p]) for p in inside], range(len(inside))))
+                elif pieces != mine:
+                    raise ValueError(f"item {ids[b]!r}: the text is split differently next to the label "
+                                     f"{labels[k]!r}; put a space between {{text}} and {{label}}")
+                text_slot[row, inside] = torch.arange(len(inside))
+            text_ids[b, : len(mine or [])] = torch.tensor(mine or [], dtype=torch.long)
+        shape = (len(items), n_labels, width)
+        return ClipBatch(
+            ids=ids,
+            pixels=recipe.pixels(images).to(self.device),
+            text_ids=text_ids.to(self.device),
+            prompt_ids=prompt_ids.reshape(shape).to(self.device),
+            prompt_mask=prompt_mask.reshape(shape).to(self.device),
+            text_slot=text_slot.reshape(shape).to(self.device),
+            pool_index=self._pool_index(prompt_ids).reshape(shape[:2]).to(self.device),
+            words=words,
+            sizes=[img.size for img in images],
+        )
+
+    def _pool_index(self, input_ids: Tensor) -> Tensor:
+        """The position ``CLIPTextModel`` reads features from, by its own rule: the highest
+        token ID for configs with the old ``eos_token_id == 2``, else the first end-of-text."""
+        eos = self.model.config.text_config.eos_token_id
+        if eos == 2:
+            return input_ids.to(torch.int).argmax(dim=-1)
+        return (input_ids.to(torch.int) == eos).int().argmax(dim=-1)
+
+    def embed(self, batch: ClipBatch) -> tuple[Tensor, Tensor]:
+        """``(pixels (B, 3, S, S), text token embeddings (B, T, D))``, fresh tensors. Cost: one
+        embedding lookup."""
+        return batch.pixels.clone(), self.model.text_model.embeddings.token_embedding(batch.text_ids)
+
+    def text_features(self, token_embeddings: Tensor, attention_mask: Tensor, pool_index: Tensor) -> Tensor:
+        """Projected text features ``(M, P)`` of ``M`` prompts given as token embeddings
+        ``(M, L, D)``: ``CLIPTextModel.forward`` from its embedding lookup on."""
+        from transformers.masking_utils import create_causal_mask
+
+        text = self.model.text_model
+        hidden = text.embeddings(inputs_embeds=token_embeddings)
+        mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                  past_key_values=None)
+        out = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
+        last = text.final_layer_norm(out.last_hidden_state)
+        pooled = last[torch.arange(last.shape[0], device=last.device), pool_index]
+        return self.model.text_projection(pooled)
+
+    def head(self, pixels: Tensor, token_embeddings: Tensor, *, batch: ClipBatch) -> Tensor:
+        """Logits ``(N, K)`` from pixels ``(N, 3, S, S)`` and the text's token embeddings
+        ``(N, T, D)``, ``N = k * B`` rows with row ``r`` belonging to item ``r % B``. Cost: one
+        vision forward pass over ``N`` rows and one text forward pass over ``N * K`` prompts."""
+        n, b = pixels.shape[0], len(batch)
+        if token_embeddings.shape[0] != n or b == 0 or n % b:
+            raise ValueError(f"{n} pixel rows and {token_embeddings.shape[0]} text rows for {b} items")
+        reps = n // b
+        ids = batch.prompt_ids.repeat(reps, 1, 1)  # (N, K, L)
+        slot = batch.text_slot.repeat(reps, 1, 1)
+        fixed = self.model.text_model.embeddings.token_embedding(ids)  # (N, K, L, D)
+        rows = torch.arange(n, device=ids.device).view(n, 1, 1).expand_as(slot)
+        mine = token_embeddings[rows, slot.clamp(min=0)]  # (N, K, L, D)
+        prompts = torch.where((slot >= 0).unsqueeze(-1), mine, fixed)
+        k, length = ids.shape[1], ids.shape[2]
+        text = self.text_features(prompts.reshape(n * k, length, -1), batch.prompt_mask.repeat(reps, 1, 1)
+                                  .reshape(n * k, length), batch.pool_index.repeat(reps, 1).reshape(n * k))
+        image = self.model.get_image_features(pixel_values=pixels).pooler_output  # (N, P)
+        text = text / text.norm(dim=-1, keepdim=True)
+        image = image / image.norm(dim=-1, keepdim=True)
+        scale = self.model.logit_scale.exp()
+        return scale * torch.einsum("nkp,np->nk", text.reshape(n, k, -1), image)
+
+    def baselines(self, batch: ClipBatch) -> tuple[Tensor, Tensor]:
+        """The mean-colour image (zeros) ``(B, 3, S, S)`` and the pad embedding at every text
+        position ``(B, T, D)``."""
+        pad = torch.full_like(batch.text_ids, self.tokenizer.pad_token_id)
+        return torch.zeros_like(batch.pixels), self.model.text_model.embeddings.token_embedding(pad)
