@@ -61,8 +61,12 @@ def test_the_run_script_entry_points_and_queues_are_the_real_ones():
     workers = re.findall(r"celery -A mmeval worker -Q (\S+)", README)
     queues = {q for w in workers for q in w.split(",")}
     assert queues == {settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_GPU_QUEUE}
-    assert "celery -A mmeval worker -Q mmeval -B" in README  # beat: leases and the precompute watchdog
-    assert {"reclaim-expired-leases", "precompute-watchdog"} == set(settings.CELERY_BEAT_SCHEDULE)
+    assert "celery -A mmeval worker -Q mmeval -B" in README  # beat: leases and the watchdogs
+    beat = {"reclaim-expired-leases": "reclaims expired leases", "precompute-watchdog": "precompute watchdog",
+            "model-report-watchdog": "model-report watchdog"}
+    assert set(beat) == set(settings.CELERY_BEAT_SCHEDULE)
+    line = next(line for line in README.splitlines() if "celery -A mmeval worker -Q mmeval -B" in line)
+    assert all(words in line for words in beat.values()), line
     assert "-q -r requirements.txt" not in run and "--progress-bar on" in run  # pip shows its progress
 
 
