@@ -48,6 +48,7 @@ comparison has crossed or the last look is reached.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -155,9 +156,15 @@ def sequential_boundaries(fractions: Sequence[float], *, alpha: float, spending:
     Each look spends ``α(t_k) − α(t_{k−1})`` exactly (the last look: what is left of ``alpha``),
     under the canonical joint distribution ``Z_k = W(t_k) / √t_k`` of a Brownian motion ``W``. The
     sub-density of ``Z_k`` on the paths that have not yet crossed is carried on a grid of 1001 points
-    (Simpson's rule). ``inf`` marks a look that spends nothing. Cost: ``O(K · 1001²)``.
+    (Simpson's rule). ``inf`` marks a look that spends nothing. Cost: ``O(K · 1001²)``, once per
+    plan (cached).
     """
-    t = [float(value) for value in fractions]
+    return list(_boundaries(tuple(float(value) for value in fractions), float(alpha), spending))
+
+
+@functools.lru_cache(maxsize=64)
+def _boundaries(fractions: tuple[float, ...], alpha: float, spending: str) -> tuple[float, ...]:
+    t = list(fractions)
     if not t or any(b <= a for a, b in zip(t, t[1:])) or t[0] <= 0.0 or t[-1] > 1.0 + 1e-12:
         raise ValueError(f"fractions must increase within (0, 1], got {t}")
     t[-1] = 1.0
@@ -198,7 +205,7 @@ def sequential_boundaries(fractions: Sequence[float], *, alpha: float, spending:
             new_density = (kernel * (weights * density)[None, :]).sum(axis=1) * math.sqrt(t_k) / step
         grid, density = new_grid, new_density
         weights = _simpson_weights(_GRID, 2.0 * bound)
-    return boundaries
+    return tuple(boundaries)
 
 
 def _completion(prepared: pd.DataFrame, *, complete_after: int) -> pd.DataFrame:
