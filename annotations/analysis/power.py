@@ -42,7 +42,7 @@ from .mixed import _mixed_model
 from .responses import responses_prepare
 from .simulate import simulated_accuracy_truth
 
-__all__ = ["power_at", "power_from_pilot", "power_sample_size"]
+__all__ = ["power_at", "power_from_fit", "power_from_pilot", "power_sample_size"]
 
 MAX_PARTICIPANTS_PER_ARM: Final = 5_000
 _ARMS: Final = ("baseline", "explained")
@@ -244,6 +244,35 @@ def power_sample_size(
     }
 
 
+def power_from_fit(
+    fit: dict[str, Any],
+    *,
+    effect: float,
+    n_items: int,
+    items_per_participant: int,
+    target_power: float = 0.8,
+    alpha: float = 0.05,
+    n_simulations: int = 400,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`power_sample_size` with the baseline accuracy and the variance components of a fitted
+    :func:`~annotations.analysis.mixed_model` (``fit``); the baseline's population accuracy is the
+    one implied by ``β_0``, ``σ_P`` and ``σ_I``. Adds ``"source": "pilot"`` and ``"pilot":
+    {"n_responses", "intercept", "participant_sd", "item_sd"}``."""
+    participant_sd = fit["variance_components"]["participant"]["sd"]
+    item_sd = fit["variance_components"]["item"]["sd"]
+    base = simulated_accuracy_truth(logit=fit["intercept"]["log_odds"], participant_sd=participant_sd, item_sd=item_sd)
+    result = power_sample_size(
+        baseline_accuracy=base, effect=effect, participant_sd=participant_sd, item_sd=item_sd, n_items=int(n_items),
+        items_per_participant=int(items_per_participant), target_power=target_power, alpha=alpha,
+        n_simulations=n_simulations, seed=seed,
+    )
+    result["source"] = "pilot"
+    result["pilot"] = {"n_responses": int(fit["n_responses"]), "intercept": fit["intercept"]["log_odds"],
+                       "participant_sd": participant_sd, "item_sd": item_sd}
+    return result
+
+
 def power_from_pilot(
     df: pd.DataFrame,
     *,
@@ -256,36 +285,23 @@ def power_from_pilot(
     n_simulations: int = 400,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """:func:`power_sample_size` with the baseline accuracy and the variance components of a pilot.
+    """:func:`power_from_fit` on the mixed model of a pilot's rows not flagged ``excluded``.
 
-    The pilot (its rows not flagged ``excluded``) is fitted by :func:`~annotations.analysis.mixed_model`;
-    its baseline accuracy is the population accuracy implied by ``β_0``, ``σ_P`` and ``σ_I``. The
-    design defaults to the pilot's (its number of items and median answers per participant). Adds
-    ``"pilot": {"n_responses", "n_participants_per_arm", "intercept", "participant_sd", "item_sd"}``
-    and ``"source": "pilot"``.
+    The design defaults to the pilot's (its number of items and median answers per participant);
+    ``"pilot"`` also gets ``"n_participants_per_arm"``.
     """
     prepared = responses_prepare(df)
     kept = prepared[~prepared["excluded"]].reset_index(drop=True)
     fit = _mixed_model(kept, baseline=baseline, seed=seed, confidence_level=0.95)
-    participant_sd = fit["variance_components"]["participant"]["sd"]
-    item_sd = fit["variance_components"]["item"]["sd"]
-    base = simulated_accuracy_truth(logit=fit["intercept"]["log_odds"], participant_sd=participant_sd, item_sd=item_sd)
     test = kept[(kept["phase"] == "test") & kept["correct_simulation"].notna()]
     per_participant = test.groupby("participant")["item"].size()
-    result = power_sample_size(
-        baseline_accuracy=base, effect=effect, participant_sd=participant_sd, item_sd=item_sd,
+    result = power_from_fit(
+        fit, effect=effect,
         n_items=int(n_items if n_items is not None else test["item"].nunique()),
         items_per_participant=int(items_per_participant if items_per_participant is not None
                                   else max(1, round(float(per_participant.median())))),
         target_power=target_power, alpha=alpha, n_simulations=n_simulations, seed=seed,
     )
-    result["source"] = "pilot"
-    result["pilot"] = {
-        "n_responses": int(len(test)),
-        "n_participants_per_arm": {str(arm): int(n) for arm, n in
-                                   test.groupby("condition", sort=True)["participant"].nunique().items()},
-        "intercept": fit["intercept"]["log_odds"],
-        "participant_sd": participant_sd,
-        "item_sd": item_sd,
-    }
+    result["pilot"]["n_participants_per_arm"] = {
+        str(arm): int(n) for arm, n in test.groupby("condition", sort=True)["participant"].nunique().items()}
     return result

@@ -44,23 +44,77 @@ def test_accuracy_hand_computed(hand_df: pd.DataFrame) -> None:
     assert none["all"]["ci_low"] <= 0.75 <= none["all"]["ci_high"]
 
 
-def test_two_way_variance_hand_computed(hand_df: pd.DataFrame) -> None:
-    """Arm "none": scores s = (y − 3/4) / 4 are (1/16, −3/16) for p1 on (i1, i2), (1/16, 1/16) for p2.
-
-    Participant sums ∓1/8 → V_P = 2/1 · 2/64 = 1/16; item sums ±1/8 → V_I = 1/16; cells (the
-    four answers) → V_PI = 4/3 · (3/256 + 9/256) = 1/16. var = V_P + V_I − V_PI = 1/16, se = 1/4;
-    df = var² / (V_P² / 1 + V_I² / 1) = 1/2, floored at 1. The interval is t(1) on the logit scale.
-    """
+def test_moment_variance_hand_computed(hand_df: pd.DataFrame) -> None:
+    """Arm "none": y = (1, 0) for p1 on (i1, i2), (1, 1) for p2. Pairs within a participant:
+    U_P = 1 over 4 ordered pairs, within an item: U_I = 1 over 4, all: U_E = 4·3 − 3² = 3 over 12.
+    So σ²_I + σ²_E = σ²_P + σ²_E = 1/4 and σ²_E = (3 − 8/4 − 8/4) / (4 + 4 − 12) = 1/4: no
+    participant or item variance, var = σ²_E · 4 · (1/4)² = 1/16, se = 1/4, and all of it is
+    answer-level, so df = N − 1 = 3. The interval is t(3) on the logit scale."""
     none = simulation_accuracy(hand_df, seed=0, n_resamples=10)["none"]["all"]
-    assert none["se"] == 0.25 and none["df"] == 1.0
-    half = stats.t.ppf(0.975, 1) * 0.25 / (0.75 * 0.25)
+    assert none["se"] == pytest.approx(0.25, abs=1e-15) and none["df"] == pytest.approx(3.0, abs=1e-12)
+    half = stats.t.ppf(0.975, 3) * 0.25 / (0.75 * 0.25)
     assert none["ci_low"] == pytest.approx(special.expit(np.log(3) - half), abs=1e-15)
     assert none["ci_high"] == pytest.approx(special.expit(np.log(3) + half), abs=1e-15)
-    # the effect: arm "expl" is all correct (scores 0), so V_P and V_I are the baseline's, but
-    # the cells are now 8: V_PI = 8/7 · 12/256 = 3/56 and var = 1/8 − 3/56 = 1/14
+    # the effect: arm "expl" is all correct (no variance), and the item covariance between the arms
+    # is [8 · (4 + 2) − 8 · 6] / (64 − 32) = 0, so var is the baseline's; df counts all 8 answers
     effect = arm_effects(hand_df, baseline="none", seed=0, n_resamples=10, n_permutations=10)["expl"]["all"]
-    assert effect["se"] == pytest.approx(np.sqrt(1 / 14), abs=1e-15) and effect["df"] == 1.0
-    assert effect["ci_low"] == pytest.approx(0.25 - stats.t.ppf(0.975, 1) * np.sqrt(1 / 14), abs=1e-15)
+    assert effect["se"] == pytest.approx(0.25, abs=1e-15) and effect["df"] == pytest.approx(7.0, abs=1e-12)
+    assert effect["ci_low"] == pytest.approx(0.25 - stats.t.ppf(0.975, 7) * 0.25, abs=1e-15)
+
+
+def _moment_reference(arms: list[pd.DataFrame], signs: list[float]) -> float:
+    """The moment variance with every pair of answers enumerated (no shortcut formula): U-statistics
+    of squared differences within participants, within items and overall, solved for the three
+    components per arm; the item covariance between two arms from products of item differences."""
+    parts = {"own": 0.0, "shared": 0.0}
+    for rows, sign in zip(arms, signs):
+        y = rows["correct_simulation"].to_numpy(float)
+        p, i = rows["participant"].to_numpy(), rows["item"].to_numpy()
+        first, second = np.triu_indices(len(y), k=1)
+        squares = (y[first] - y[second]) ** 2
+        same_p, same_i = p[first] == p[second], i[first] == i[second]
+        # a sum over unordered pairs of (y − y')² has expectation (variance of a difference) / 2
+        # times the ordered pairs: σ²_I + σ²_E per ordered pair within a participant, and so on
+        n_p, n_i, n_all = 2 * same_p.sum(), 2 * same_i.sum(), len(y) * (len(y) - 1)
+        system = np.array([[0, n_p, n_p], [n_i, 0, n_i], [n_all - n_p, n_all - n_i, n_all]], dtype=float)
+        totals = np.array([squares[same_p].sum(), squares[same_i].sum(), squares.sum()])
+        sigma = np.maximum(np.linalg.solve(system, totals), 0.0)
+        w = sign / len(y)
+        w_p = rows.groupby("participant").size().to_numpy() * w
+        w_i = rows.groupby("item").size().to_numpy() * w
+        parts["own"] += sigma[0] * (w_p**2).sum() + sigma[1] * (w_i**2).sum() + sigma[2] * len(y) * w**2
+    if len(arms) == 2:
+        a, b = arms
+        items = sorted(set(a["item"]) & set(b["item"]))
+        total, count = 0.0, 0
+        for first_item in items:
+            for second_item in items:
+                if second_item == first_item:
+                    continue
+                da = (a.loc[a["item"] == first_item, "correct_simulation"].to_numpy(float)[:, None]
+                      - a.loc[a["item"] == second_item, "correct_simulation"].to_numpy(float)[None, :]).ravel()
+                db = (b.loc[b["item"] == first_item, "correct_simulation"].to_numpy(float)[:, None]
+                      - b.loc[b["item"] == second_item, "correct_simulation"].to_numpy(float)[None, :]).ravel()
+                total += np.outer(da, db).sum()
+                count += len(da) * len(db)
+        covariance = total / (2 * count)  # E[(v_i − v_j)(v'_i − v'_j)] = 2 cov
+        weights = [rows.groupby("item").size() * sign / len(rows) for rows, sign in zip(arms, signs)]
+        shared = (weights[0].reindex(items) * weights[1].reindex(items)).sum()
+        parts["shared"] = 2 * covariance * shared
+    return parts["own"] + parts["shared"]
+
+
+def test_moment_variance_matches_every_pair_enumerated() -> None:
+    df = responses_simulate(seed=12, n_participants_per_arm=9, n_items=14, items_per_participant=6,
+                            pretest_items_per_participant=3)
+    test = df[df["phase"] == "test"].reset_index(drop=True)
+    accuracy = simulation_accuracy(df, seed=0, n_resamples=10)
+    effects = arm_effects(df, baseline="baseline", seed=0, n_resamples=10, n_permutations=10)
+    arms = {arm: rows for arm, rows in test.groupby("condition")}
+    for arm, rows in arms.items():
+        assert accuracy[arm]["all"]["se"] ** 2 == pytest.approx(_moment_reference([rows], [1.0]), rel=1e-10)
+    reference = _moment_reference([arms["explained"], arms["baseline"]], [1.0, -1.0])
+    assert effects["explained"]["all"]["se"] ** 2 == pytest.approx(reference, rel=1e-10)
 
 
 def _two_way_reference(test: pd.DataFrame, score: pd.Series) -> float:
@@ -78,22 +132,11 @@ def _two_way_reference(test: pd.DataFrame, score: pd.Series) -> float:
     return part(["participant"], "condition") + part(["item"], None) - part(["participant", "item"], None)
 
 
-def test_two_way_variance_matches_a_written_out_reference() -> None:
+def test_gain_variance_is_the_cluster_robust_one_written_out() -> None:
+    """The gain pairs each participant's pretest and test answers: one participant sum over both
+    phases, one item sum over both phases (Cameron–Gelbach–Miller)."""
     df = responses_simulate(seed=12, n_participants_per_arm=9, n_items=14, items_per_participant=6,
                             pretest_items_per_participant=3)
-    test = df[df["phase"] == "test"].reset_index(drop=True)
-    y = test["correct_simulation"].astype(float)
-    accuracy = simulation_accuracy(df, seed=0, n_resamples=10)
-    effects = arm_effects(df, baseline="baseline", seed=0, n_resamples=10, n_permutations=10)
-    scores = {}
-    for arm, rows in test.groupby("condition"):
-        scores[arm] = ((y[rows.index] - y[rows.index].mean()) / len(rows)).reindex(test.index, fill_value=0.0)
-        rows_only = test.loc[rows.index]
-        reference = _two_way_reference(rows_only, scores[arm][rows.index])
-        assert accuracy[arm]["all"]["se"] ** 2 == pytest.approx(reference, rel=1e-12)
-    reference = _two_way_reference(test, scores["explained"] - scores["baseline"])
-    assert effects["explained"]["all"]["se"] ** 2 == pytest.approx(reference, rel=1e-12)
-    # the gain pairs each participant's pretest and test answers: one participant sum over both
     both = df[df["phase"].isin(["test", "pretest"]) & (df["condition"] == "baseline")].reset_index(drop=True)
     yb = both["correct_simulation"].astype(float)
     is_test = both["phase"] == "test"
@@ -101,6 +144,18 @@ def test_two_way_variance_matches_a_written_out_reference() -> None:
                                     -(yb - yb[~is_test].mean()) / (~is_test).sum()))
     gain = simulation_gain(df, seed=0, n_resamples=10)["baseline"]
     assert gain["se"] ** 2 == pytest.approx(_two_way_reference(both, gain_score), rel=1e-12)
+
+
+def test_one_answer_per_participant_falls_back_to_the_cluster_robust_variance() -> None:
+    """Nobody answered two items: σ²_P and σ²_I cannot be told apart, and the cluster-robust
+    variance is used (here V_P + V_I − V_PI with every participant its own cell)."""
+    df = responses_simulate(seed=13, n_participants_per_arm=40, n_items=10, items_per_participant=1)
+    test = df[df["phase"] == "test"].reset_index(drop=True)
+    rows = test[test["condition"] == "baseline"]
+    y = rows["correct_simulation"].astype(float)
+    score = (y - y.mean()) / len(y)
+    found = simulation_accuracy(df, seed=0, n_resamples=10)["baseline"]["all"]
+    assert found["se"] ** 2 == pytest.approx(_two_way_reference(rows, score), rel=1e-12)
 
 
 def test_effects_hand_computed(hand_df: pd.DataFrame) -> None:
