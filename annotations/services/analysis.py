@@ -144,6 +144,51 @@ def study_power_card(*, report: dict[str, Any], settings: dict[str, Any], items_
     }
 
 
+def study_power_compute(*, study: Study, effect: float | None = None, n_items: list[int] | None = None,
+                        items_per_participant: int | None = None, target_power: float = 0.8, alpha: float = 0.05,
+                        n_simulations: int = 400) -> dict[str, Any]:
+    """Participants per arm needed for ``target_power`` at ``alpha``, with the study's answers so
+    far (after its pre-registered exclusions) as the pilot, for each design in ``n_items`` (default:
+    the study's own) with ``items_per_participant`` answers each (default: the study's). ``effect``
+    defaults to the plan's ``effect_of_interest``, else ``DEFAULT_EFFECT_OF_INTEREST``.
+
+    ``{"study", "effect", "effect_assumed", "current_per_arm", "designs": [power_from_fit
+    results]}``. Raises :class:`AnalysisUnavailable` when the pilot cannot be fitted.
+    """
+    from annotations.analysis import apply_exclusion_rules, exclusion_rules_validate, mixed_model, power_from_fit
+    from annotations.analysis.responses import responses_prepare
+
+    settings = _settings(study)
+    responses = responses_frame(study=study)
+    if responses.empty:
+        raise AnalysisUnavailable("no responses yet: a pilot needs answers")
+    try:
+        rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
+        flagged = apply_exclusion_rules(responses, rules=rules)
+        kept = flagged[~responses_prepare(flagged)["excluded"].to_numpy()]
+        fit = mixed_model(kept, baseline=settings["baseline"], seed=settings["seed"])
+    except ValueError as exc:
+        raise AnalysisUnavailable(f"the pilot cannot be fitted: {exc}") from exc
+    declared = (settings["sequential"] or {}).get("effect_of_interest")
+    assumed = effect is None and not declared
+    effect = float(effect if effect is not None else declared or DEFAULT_EFFECT_OF_INTEREST)
+    designs = []
+    for count in n_items or [settings["n_items"] or fit["n_items"]]:
+        try:
+            designs.append(power_from_fit(fit, effect=effect, n_items=int(count),
+                                          items_per_participant=int(items_per_participant or settings["complete_after"]),
+                                          target_power=target_power, alpha=alpha, n_simulations=n_simulations,
+                                          seed=settings["seed"]))
+        except ValueError as exc:
+            raise AnalysisUnavailable(str(exc)) from exc
+    test = responses_prepare(kept)
+    test = test[test["phase"] == "test"]
+    per_arm = test.groupby("condition")["participant"].nunique()
+    return {"study": {"id": study.pk, "name": study.name, "baseline": settings["baseline"]}, "effect": effect,
+            "effect_assumed": assumed, "current_per_arm": int(per_arm.min()) if len(per_arm) else 0,
+            "designs": designs}
+
+
 def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     """What the dashboard shows, from one read of the data: ``report`` (or ``unavailable``, the
     reason), ``participants`` (the participants export's rows), ``points[section][metric][arm]``
