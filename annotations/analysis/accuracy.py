@@ -39,10 +39,12 @@ solved for the three components, each then floored at 0; the item covariance bet
 ``c_gh = [(Σ n_g n_h)(Σ T_g T_h) − (Σ T_g n_h)(Σ T_h n_g)] / [(Σ n_g n_h)² − Σ (n_g n_h)²]`` over
 items (``T`` = item sums of ``y``, ``n`` = item counts), the unbiased U-statistic of products of
 within-arm item differences. The interval uses Student's ``t`` with Satterthwaite's degrees of
-freedom ``df = var² / (V_P² / (G_P − A) + V_I² / (G_I − 1) + V_E² / (N − 1))`` (``V_P``, ``V_I``,
-``V_E`` the participant, item and answer parts of ``var``; ``G_P`` participants in ``A`` arms,
-``G_I`` items): with few items or few participants, ``df`` falls towards the number of clusters of
-the part that dominates, and the interval widens accordingly. An arm with fewer than 2
+freedom ``df = var² / ((V_P + V_E)² / (G_P − A) + V_I² / (G_I − 1))`` (``V_P``, ``V_I``, ``V_E`` the
+participant, item and answer parts of ``var``; ``G_P`` participants in ``A`` arms, ``G_I`` items;
+the answers, nested in participants, count with the participants' degrees of freedom, which keeps
+the ``t`` test at its level with 10 participants per arm): with few items or few participants,
+``df`` falls towards the number of clusters of the part that dominates, and the interval widens
+accordingly. An arm with fewer than 2
 participants has no interval.
 
 Where the components cannot be estimated (every participant gave one answer, or every item got
@@ -150,10 +152,10 @@ class BootstrapInterval(TypedDict):
 
 
 class Interval(TypedDict):
-    """A point estimate with its two-way cluster-robust interval and the bootstrap's.
+    """A point estimate with its two-way ``t`` interval and the bootstrap's.
 
-    ``se`` is the square root of the two-way variance, ``df`` the Satterthwaite degrees of freedom
-    of the ``t`` quantile (``None`` when the variance is 0 or undefined).
+    ``se`` is the square root of the two-way variance, ``df`` the Satterthwaite degrees of
+    freedom of the ``t`` quantile (``None`` when the variance is 0 or undefined).
     """
 
     estimate: float | None
@@ -300,8 +302,8 @@ def _moment_components(y: np.ndarray, participant: np.ndarray, item: np.ndarray)
     u_all = n * float((y * y).sum()) - float(y.sum()) ** 2
     within_participant = u_participants / pairs_participants  # σ²_I + σ²_E
     within_item = u_items / pairs_items  # σ²_P + σ²_E
-    residual = ((u_all - (all_pairs - pairs_participants) * within_item - (all_pairs - pairs_items) * within_participant)
-                / (pairs_participants + pairs_items - all_pairs))
+    residual = (u_all - (all_pairs - pairs_participants) * within_item
+                - (all_pairs - pairs_items) * within_participant) / (pairs_participants + pairs_items - all_pairs)
     return max(within_item - residual, 0.0), max(within_participant - residual, 0.0), max(residual, 0.0)
 
 
@@ -349,9 +351,10 @@ def _moment_variance(data: _TestData, groups: list[tuple[np.ndarray, float]]) ->
     if variance <= 0.0:
         return 0.0, None
     n_items_seen = len(np.unique(np.concatenate([arm[1] for arm in arms])))
-    df = variance**2 / (parts["participants"] ** 2 / max(n_participants - len(arms), 1)
-                        + parts["items"] ** 2 / max(n_items_seen - 1, 1)
-                        + parts["answers"] ** 2 / max(n_answers - 1, 1))
+    # the answers are nested in participants: their part counts with the participants' degrees of
+    # freedom (conservative; Satterthwaite over all three parts gave too many with 10 per arm)
+    df = variance**2 / ((parts["participants"] + parts["answers"]) ** 2 / max(n_participants - len(arms), 1)
+                        + parts["items"] ** 2 / max(n_items_seen - 1, 1))
     return variance, float(max(df, 1.0))
 
 
@@ -570,7 +573,7 @@ def simulation_accuracy(
 
     ``result[arm][subset]`` for subset in ``("all", "model_correct", "model_incorrect")`` holds
     ``estimate`` (= correct / answered over the arm's test-phase rows in the subset), ``ci_low``,
-    ``ci_high`` (two-way cluster-robust ``t`` interval at ``confidence_level``, on the logit
+    ``ci_high`` (two-way ``t`` interval at ``confidence_level``, on the logit
     scale), ``se`` and ``df`` (its standard error and degrees of freedom), ``bootstrap`` (the
     product bootstrap's percentile interval: ``ci_low``, ``ci_high``, ``se``,
     ``n_resamples_valid``), ``n_responses``, ``n_correct``, ``n_participants`` and ``n_items``.
@@ -728,7 +731,7 @@ def arm_effects(
     """Effect of each arm vs ``baseline``: difference in simulation accuracy per subset.
 
     ``result[arm][subset]`` holds ``estimate`` (``acc_arm - acc_baseline``), ``ci_low``/``ci_high``
-    (two-way cluster-robust ``t`` interval: participants within arm, items jointly across the two
+    (two-way ``t`` interval: participants within arm, items jointly across the two
     arms), ``se``, ``df``, ``bootstrap`` (percentile interval of the per-resample differences;
     participants resampled within arm, item counts shared across arms), ``p_value``
     (participant-level permutation test) and ``n_permutations_valid``. The bootstrap resamples are

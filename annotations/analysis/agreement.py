@@ -380,7 +380,8 @@ def agreement(df: pd.DataFrame, *, max_iter: int = 10_000, tol: float = 1e-10) -
     majority-vote guess per item, the share of items where each equals the model's prediction,
     per-rater estimated accuracy, class prior, EM diagnostics: ``n_iter``, ``converged``,
     ``max_posterior_change``, ``log_likelihood``) and ``reasons`` (why a value is ``None``, and
-    ``dawid_skene`` when EM stopped at ``max_iter`` before the posteriors converged). Units are items, coders are participants; missing cells are simply absent rows.
+    ``dawid_skene`` when EM stopped at ``max_iter`` before the posteriors converged). Units are
+    items, coders are participants; missing cells are simply absent rows.
     """
     return _agreement(responses_prepare(df), max_iter=max_iter, tol=tol)
 

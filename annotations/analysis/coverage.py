@@ -98,7 +98,8 @@ def intervals_table(replicates: int, *, seed: int = 1) -> str:
 def gain_table(replicates: int, *, seed: int = 2) -> str:
     """Pre/post gain: each participant answers 10 pretest items (logit 0, no explanation) and 20
     test items; the gain's truth is the arm's population accuracy minus the pretest's."""
-    rows = ["| scenario | gain coverage | SE / spread | bootstrap coverage | bootstrap SE / spread |", "|---|---|---|---|---|"]
+    rows = ["| scenario | gain coverage | SE / spread | bootstrap coverage | bootstrap SE / spread |",
+            "|---|---|---|---|---|"]
     for number, (name, scenario) in enumerate({"both": {"participant_sd": 1.0, "item_sd": 0.8},
                                                "none": {"participant_sd": 0.0, "item_sd": 0.0}}.items()):
         arms, options = _design(scenario)
@@ -138,7 +139,8 @@ def mixed_table(replicates: int, *, seed: int = 3) -> str:
     return "\n".join([
         "| quantity | truth | mean estimate | SE / spread | coverage of the 95 % interval |",
         "|---|---|---|---|---|",
-        f"| log odds ratio | {EFFECT_LOGIT} | {np.mean(estimates):.3f} | {np.mean(ses) / spread:.2f} | {_share(covered)} |",
+        f"| log odds ratio | {EFFECT_LOGIT} | {np.mean(estimates):.3f} | {np.mean(ses) / spread:.2f} | "
+        f"{_share(covered)} |",
         f"| participant SD | {options['participant_sd']} | {np.mean(participant_sds):.3f} | | |",
         f"| item SD | {options['item_sd']} | {np.mean(item_sds):.3f} | | |",
         f"\n{replicates} studies of {BASE['n_participants_per_arm'] * 2 * BASE['items_per_participant']:,} answers; "

@@ -1,7 +1,7 @@
 """Power analysis by simulation: how many participants (and items) a study needs.
 
 The question: with ``n`` participants per arm, each answering ``m`` of ``I`` items, how often does
-the primary analysis — the two-way cluster-robust ``t`` interval of the effect (``accuracy``
+the primary analysis — the two-way ``t`` interval of the effect (``accuracy``
 module) — exclude 0 at level ``alpha``, if explanations truly raise simulation accuracy by
 ``effect``? The answer is simulated, because participants and items are crossed random factors
 and no closed form covers the logistic model with both.

@@ -73,11 +73,11 @@ def _data_summary(prepared: pd.DataFrame, *, full: pd.DataFrame) -> dict:
     }
 
 
-# Below these counts a cluster-robust interval rests on few clusters: it is still computed (with
+# Below these counts a two-way interval rests on few clusters: it is still computed (with
 # t quantiles on few degrees of freedom), and the report says so.
 FEW_ITEMS: Final = 20
 FEW_PARTICIPANTS_PER_ARM: Final = 20
-MIXED_MODEL_MAX_RESPONSES: Final = 50_000
+MIXED_MODEL_MAX_RESPONSES: Final = 20_000
 
 
 def _design_warnings(data: dict) -> list[str]:

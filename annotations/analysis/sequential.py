@@ -31,7 +31,7 @@ completion time is the time of their last test answer. Look ``k`` is reached whe
 whenever the dashboard is opened, and the CSV export reproduces them.
 
 At each look and for each explanation arm, the statistic is the difference in simulation accuracy
-with its two-way cluster-robust standard error (``accuracy`` module), ``t = estimate / se`` with
+with its two-way standard error (``accuracy`` module), ``t = estimate / se`` with
 Satterthwaite's ``df``, turned into a normal score ``z = Φ⁻¹(F_t(t; df))`` so that few clusters do
 not inflate the error. The comparison crosses at look ``k`` when ``|z| ≥ c_k``. Information grows
 with the participants per arm, so look ``k`` sits at information fraction ``t_k = looks[k] /
@@ -115,7 +115,8 @@ def sequential_plan_validate(plan: Mapping[str, Any] | None) -> SequentialPlan |
         raise ValueError(f"alpha: must be a number in (0, 0.5], got {alpha!r}")
     looks = plan.get("looks")
     if not isinstance(looks, Sequence) or isinstance(looks, str) or not looks:
-        raise ValueError(f"looks: must be a list of participants per arm at each look, e.g. [20, 40, 60]; got {looks!r}")
+        raise ValueError(f"looks: must be a list of participants per arm at each look, e.g. [20, 40, 60]; "
+                         f"got {looks!r}")
     if len(looks) > MAX_LOOKS:
         raise ValueError(f"looks: at most {MAX_LOOKS} looks, got {len(looks)}")
     for value in looks:
@@ -294,9 +295,9 @@ def sequential_monitor(
     may_stop = all(found["decision"] != "continue" for found in decisions.values())
     reached_looks = [look["look"] for look in looks if look["reached"]]
     if may_stop:
-        status = ("the study may stop: " + "; ".join(
-            f"{arm}: {'effect at look ' + str(found['look']) if found['decision'] == 'effect' else 'no effect at the last look'}"
-            for arm, found in decisions.items()))
+        verdicts = [f"{arm}: effect at look {found['look']}" if found["decision"] == "effect"
+                    else f"{arm}: no effect at the last look" for arm, found in decisions.items()]
+        status = "the study may stop: " + "; ".join(verdicts)
     else:
         following = next((look for look in looks if not look["reached"]), None)
         done = f"look {reached_looks[-1]} of {len(looks)} taken" if reached_looks else "no look taken yet"
@@ -307,7 +308,8 @@ def sequential_monitor(
         "complete_after": int(complete_after),
         "alpha_per_comparison": alpha_each,
         "fractions": fractions,
-        "alpha_spent": [alpha_spent(t, alpha=alpha_each, spending=typed.spending) for t in fractions[:-1]] + [alpha_each],
+        "alpha_spent": [alpha_spent(t, alpha=alpha_each, spending=typed.spending) for t in fractions[:-1]]
+        + [alpha_each],
         "boundaries": boundaries,
         "participants_per_arm": complete,
         "looks": looks,

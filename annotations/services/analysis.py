@@ -173,10 +173,10 @@ def study_power_compute(*, study: Study, effect: float | None = None, n_items: l
     assumed = effect is None and not declared
     effect = float(effect if effect is not None else declared or DEFAULT_EFFECT_OF_INTEREST)
     designs = []
+    per_participant = int(items_per_participant or settings["complete_after"])
     for count in n_items or [settings["n_items"] or fit["n_items"]]:
         try:
-            designs.append(power_from_fit(fit, effect=effect, n_items=int(count),
-                                          items_per_participant=int(items_per_participant or settings["complete_after"]),
+            designs.append(power_from_fit(fit, effect=effect, n_items=int(count), items_per_participant=per_participant,
                                           target_power=target_power, alpha=alpha, n_simulations=n_simulations,
                                           seed=settings["seed"]))
         except ValueError as exc:

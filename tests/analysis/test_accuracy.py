@@ -48,18 +48,19 @@ def test_moment_variance_hand_computed(hand_df: pd.DataFrame) -> None:
     """Arm "none": y = (1, 0) for p1 on (i1, i2), (1, 1) for p2. Pairs within a participant:
     U_P = 1 over 4 ordered pairs, within an item: U_I = 1 over 4, all: U_E = 4·3 − 3² = 3 over 12.
     So σ²_I + σ²_E = σ²_P + σ²_E = 1/4 and σ²_E = (3 − 8/4 − 8/4) / (4 + 4 − 12) = 1/4: no
-    participant or item variance, var = σ²_E · 4 · (1/4)² = 1/16, se = 1/4, and all of it is
-    answer-level, so df = N − 1 = 3. The interval is t(3) on the logit scale."""
+    participant or item variance, var = σ²_E · 4 · (1/4)² = 1/16, se = 1/4, all of it answer-level,
+    which counts with the participants' degrees of freedom: df = 2 − 1 = 1. The interval is t(1)
+    on the logit scale."""
     none = simulation_accuracy(hand_df, seed=0, n_resamples=10)["none"]["all"]
-    assert none["se"] == pytest.approx(0.25, abs=1e-15) and none["df"] == pytest.approx(3.0, abs=1e-12)
-    half = stats.t.ppf(0.975, 3) * 0.25 / (0.75 * 0.25)
+    assert none["se"] == pytest.approx(0.25, abs=1e-15) and none["df"] == pytest.approx(1.0, abs=1e-12)
+    half = stats.t.ppf(0.975, 1) * 0.25 / (0.75 * 0.25)
     assert none["ci_low"] == pytest.approx(special.expit(np.log(3) - half), abs=1e-15)
     assert none["ci_high"] == pytest.approx(special.expit(np.log(3) + half), abs=1e-15)
     # the effect: arm "expl" is all correct (no variance), and the item covariance between the arms
-    # is [8 · (4 + 2) − 8 · 6] / (64 − 32) = 0, so var is the baseline's; df counts all 8 answers
+    # is [8 · (4 + 2) − 8 · 6] / (64 − 32) = 0, so var is the baseline's; df = 4 participants − 2 arms
     effect = arm_effects(hand_df, baseline="none", seed=0, n_resamples=10, n_permutations=10)["expl"]["all"]
-    assert effect["se"] == pytest.approx(0.25, abs=1e-15) and effect["df"] == pytest.approx(7.0, abs=1e-12)
-    assert effect["ci_low"] == pytest.approx(0.25 - stats.t.ppf(0.975, 7) * 0.25, abs=1e-15)
+    assert effect["se"] == pytest.approx(0.25, abs=1e-15) and effect["df"] == pytest.approx(2.0, abs=1e-12)
+    assert effect["ci_low"] == pytest.approx(0.25 - stats.t.ppf(0.975, 2) * 0.25, abs=1e-15)
 
 
 def _moment_reference(arms: list[pd.DataFrame], signs: list[float]) -> float:
