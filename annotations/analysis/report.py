@@ -85,7 +85,7 @@ def _design_warnings(data: dict) -> list[str]:
     if 0 < data["n_items"] < FEW_ITEMS:
         warnings.append(
             f"only {data['n_items']} items (fewer than {FEW_ITEMS}): intervals rest on few item clusters "
-            f"and are wide; read them with care"
+            f"and are wide, so read them with care"
         )
     for arm, count in data["n_participants_per_arm"].items():
         if count < FEW_PARTICIPANTS_PER_ARM:
