@@ -158,6 +158,9 @@ class Study(models.Model):
     attention_checks = models.PositiveIntegerField(default=0, help_text="Attention-check items per participant.")
     min_rt_ms = models.PositiveIntegerField(default=0, help_text="Answers faster than this are flagged.")
     exclusion_rules = models.JSONField(default=dict, blank=True, help_text="Pre-registered, fixed at launch.")
+    sequential_monitoring = models.JSONField(
+        default=dict, blank=True,
+        help_text="Pre-registered interim looks with alpha spending (annotations.analysis.sequential); fixed at launch.")
     survey = models.BooleanField(default=True)
     screened_out_code = models.CharField(max_length=32, default=_completion_code)
     export_raw_platform_ids = models.BooleanField(default=False, help_text="Export platform IDs unhashed.")

@@ -59,7 +59,8 @@ def study_baseline_name(*, study: Study) -> str | None:
 
 def study_analysis_settings(*, study: Study) -> dict[str, Any]:
     """What the analysis of a study is run with: baseline arm, seed, exclusion rules (validated;
-    ``ValueError`` if malformed) and the fast-response threshold."""
+    ``ValueError`` if malformed), the fast-response threshold, the sequential-monitoring plan
+    (``{}`` for none) and the answers that make a participant complete (items per participant)."""
     rules = study_exclusion_rules(study=study)
     return {
         "baseline": study_baseline_name(study=study),
@@ -67,6 +68,9 @@ def study_analysis_settings(*, study: Study) -> dict[str, Any]:
         "exclusion_rules": dict(study.exclusion_rules or {}),
         "default_fast_rt_ms": float(study.min_rt_ms),
         "rules": rules.as_dict(),
+        "sequential": dict(study.sequential_monitoring or {}),
+        "complete_after": int(study.items_per_participant),
+        "n_items": int((study.design or {}).get("n_items") or 0),
     }
 
 
@@ -84,7 +88,8 @@ def study_data_version(*, study: Study) -> tuple:
       survey (count and sum of ``helpfulness``, total ``comment`` length) and arm assignments;
     * explanations (last ``updated_at``, count), predictions (count, last id), the item pool
       (count, last id, strata/roles), the arms (id, name, baseline, views) and every study field
-      the report or the exports show.
+      the report, the power card or the exports show (the sequential plan and the design
+      included).
 
     Six aggregate queries over indexed foreign keys; cheap next to the analysis it guards.
     """
@@ -109,7 +114,8 @@ def study_data_version(*, study: Study) -> tuple:
         tuple(sorted(responses.items())), tuple(sorted(participants.items())),
         str(explanations["last"]), explanations["n"], tuple(sorted(predictions.items())),
         tuple(sorted(pool.items())), repr(conditions),
-        repr(sorted((study.exclusion_rules or {}).items())), study.seed, study.min_rt_ms,
+        repr(sorted((study.exclusion_rules or {}).items())), repr(sorted((study.sequential_monitoring or {}).items())),
+        study.items_per_participant, repr(sorted((study.design or {}).items())), study.seed, study.min_rt_ms,
         study.explanation_method, study.interaction_method, study.explanation_display,
         study.export_raw_platform_ids, study.name, study.public_id, study.model_id,
     )

@@ -84,6 +84,8 @@ def _agreement_rows(block: dict) -> list[dict[str, Any]]:
 
 
 def _calibration_rows(block: dict) -> list[dict[str, Any]]:
+    if not block.get("calibration"):
+        return []
     tables = dict(block["calibration"]["per_arm"])
     tables["all arms"] = block["calibration"]["pooled"]
     return [{"arm": arm, "n": table["n"], "accuracy": _pct(table["accuracy"]),
@@ -92,6 +94,8 @@ def _calibration_rows(block: dict) -> list[dict[str, Any]]:
 
 
 def _time_rows(block: dict) -> list[dict[str, Any]]:
+    if not block.get("time_on_task"):
+        return []
     tables = dict(block["time_on_task"]["per_arm"])
     tables["all arms"] = block["time_on_task"]["pooled"]
     return [{"arm": arm, "n": t["n"], "median": _num(t["median_rt_ms"], 0), "q1": _num(t["q1_rt_ms"], 0),
@@ -101,6 +105,57 @@ def _time_rows(block: dict) -> list[dict[str, Any]]:
 def _gain_rows(block: dict) -> list[dict[str, Any]]:
     return [{"arm": arm, "gain": _pct(g["estimate"]), "interval": _interval(g), "pretest": _pct(g["pretest_accuracy"]),
              "test": _pct(g["test_accuracy"])} for arm, g in (block.get("gain") or {}).items() if g]
+
+
+def _mixed_model_view(block: dict) -> dict[str, Any] | None:
+    fit = block.get("mixed_model")
+    if not fit:
+        return None
+    components = fit["variance_components"]
+    return {
+        "formula": fit["formula"], "n": fit["n_responses"], "converged": fit["converged"],
+        "baseline_accuracy": _pct(fit["intercept"]["accuracy"]),
+        "arms": [{"arm": arm, "odds_ratio": _num(a["odds_ratio"], 2),
+                  "interval": f"[{_num(a['ci_low'], 2)}, {_num(a['ci_high'], 2)}]", "p_value": _num(a["p_value"], 4)}
+                 for arm, a in sorted(fit["arms"].items())],
+        "components": [{"name": name, "sd": _num(c["sd"], 2), "icc": _num(c["icc"], 2)}
+                       for name, c in components.items()],
+    }
+
+
+def _sequential_view(sequential: dict | None) -> dict[str, Any] | None:
+    if not sequential:
+        return None
+    plan = sequential["plan"]
+    out: dict[str, Any] = {
+        "spending": {"obrien_fleming": "O'Brien–Fleming", "pocock": "Pocock"}.get(plan.get("spending"),
+                                                                                  plan.get("spending")),
+        "alpha": plan.get("alpha", 0.05), "unavailable": sequential.get("unavailable"),
+    }
+    if out["unavailable"]:
+        return out
+    arms = sorted(sequential["comparisons"])
+    out.update({
+        "status": sequential["status"], "may_stop": sequential["may_stop"], "arms": arms,
+        "alpha_each": _num(sequential["alpha_per_comparison"], 4),
+        "looks": [{"look": look["look"], "n": look["participants_per_arm"], "reached": look["reached"],
+                   "boundary": _num(look["boundary"], 3),
+                   "z": [_num((look["comparisons"].get(arm) or {}).get("z"), 2) if look["reached"] else ""
+                         for arm in arms],
+                   "crossed": [bool((look["comparisons"].get(arm) or {}).get("crossed")) for arm in arms]}
+                  for look in sequential["looks"]],
+    })
+    return out
+
+
+def _power_view(power: dict | None) -> dict[str, Any] | None:
+    if not power:
+        return None
+    if "unavailable" in power:
+        return {"unavailable": power["unavailable"]}
+    return {**power, "effect_points": f"{100 * power['effect']:.0f}", "power_pct": _pct(power["power"]),
+            "baseline": _pct(power["baseline_accuracy"]), "participant_sd": _num(power["participant_sd"], 2),
+            "item_sd": _num(power["item_sd"], 2)}
 
 
 def _metric_name(column: str) -> str:
@@ -166,7 +221,7 @@ def study_dashboard(request, pk: int):
             "accuracy": accuracy_bar_svg(block["simulation_accuracy"], baseline=baseline,
                                          chance=study_chance_level(study=study))
             if baseline in block["simulation_accuracy"] else "",
-            "calibration": reliability_plot_svg(block["calibration"]),
+            "calibration": reliability_plot_svg(block["calibration"]) if block.get("calibration") else "",
             "metrics": metric_accuracy_svg(data["points"][section], baseline=baseline,
                                            correlations=(correlation or {}).get("per_arm")),
         }
@@ -178,6 +233,12 @@ def study_dashboard(request, pk: int):
             "calibration_rows": _calibration_rows(block), "time_rows": _time_rows(block),
             "gain_rows": _gain_rows(block), "correlation_rows": _correlation_rows(correlation),
             "other_section": "all" if section == "after_exclusions" else "after_exclusions",
+            "analysis_warnings": block.get("warnings", []),
+            "missing": {key: reason for key, reason in block.get("unavailable", {}).items()
+                        if reason != "not requested"},
+            "mixed": _mixed_model_view(block),
+            "sequential": _sequential_view(report.get("sequential")),
+            "power": _power_view(data.get("power")),
         })
     return render(request, "researcher/dashboard.html", context)
 

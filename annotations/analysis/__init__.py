@@ -2,11 +2,13 @@
 
 Entry points: :func:`load_responses_csv`, :func:`analyze`. Building blocks:
 :func:`simulation_accuracy`, :func:`arm_effects`, :func:`arm_permutation_test`,
-:func:`simulation_gain`, :func:`agreement`, :func:`krippendorff_alpha`, :func:`fleiss_kappa`,
-:func:`dawid_skene`, :func:`calibration`, :func:`time_on_task`; participant quality and the
-pre-registered exclusion rules (:mod:`.exclusions`); automatic metrics vs human accuracy
-(:mod:`.correlation`); :func:`study_report` bundles them. Definitions are in each module's
-docstring.
+:func:`simulation_gain`, :func:`mixed_model`, :func:`agreement`, :func:`krippendorff_alpha`,
+:func:`fleiss_kappa`, :func:`dawid_skene`, :func:`calibration`, :func:`time_on_task`; participant
+quality and the pre-registered exclusion rules (:mod:`.exclusions`); automatic metrics vs human
+accuracy (:mod:`.correlation`); :func:`study_report` bundles them. Planning and monitoring:
+:func:`power_sample_size`, :func:`power_from_pilot` (:mod:`.power`) and
+:func:`sequential_monitor` (:mod:`.sequential`). Definitions are in each module's docstring;
+``python -m annotations.analysis.coverage`` measures how well the intervals cover.
 """
 
 from .accuracy import SUBSETS, arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain
@@ -37,13 +39,33 @@ from .exclusions import (
     participant_quality,
     participant_stats,
 )
+from .mixed import MIXED_MODEL_FORMULA, mixed_model
+from .power import power_at, power_from_fit, power_from_pilot, power_sample_size
 from .report import analyze, jsonable, study_report
 from .responses import load_responses_csv, responses_prepare
+from .sequential import (
+    SequentialPlan,
+    alpha_spent,
+    sequential_boundaries,
+    sequential_monitor,
+    sequential_plan_validate,
+)
 from .simulate import responses_simulate, simulated_accuracy_truth
 from .timing import rt_summary, time_on_task
 
 __all__ = [
     "EXCLUSION_RULE_KEYS",
+    "MIXED_MODEL_FORMULA",
+    "SequentialPlan",
+    "alpha_spent",
+    "mixed_model",
+    "power_at",
+    "power_from_fit",
+    "power_from_pilot",
+    "power_sample_size",
+    "sequential_boundaries",
+    "sequential_monitor",
+    "sequential_plan_validate",
     "METRIC_PREFIX",
     "ExclusionRules",
     "SUBSETS",

@@ -1,8 +1,11 @@
 """Timing of the analysis on a synthetic study: ``python -m annotations.analysis.bench [n_responses]``.
 
-The study: 4 arms, 50 test items per participant out of 1,000 items, 10 pretest items per
-participant, 5 % of participants excluded; ``n_responses`` counts test-phase responses (pretest rows
-come on top). ``analyze`` runs every statistic twice (all rows, after exclusions).
+The study: 4 arms, 50 test items per participant out of 1,000 items (fewer below 100,000
+responses: one item per 100 responses, at least 50), 10 pretest items per participant, 5 % of
+participants excluded; ``n_responses`` counts test-phase responses (pretest rows come on top).
+``analyze`` runs every statistic twice (all rows, after exclusions), without the mixed model; the
+mixed model is timed on its own, on a study of ``mixed_model_responses`` test responses (10,000 by
+default) of the same design.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from .accuracy import arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain
 from .agreement import agreement
 from .calibration import calibration
+from .mixed import mixed_model
 from .report import analyze, study_report
 from .responses import load_responses_csv, responses_prepare
 from .simulate import responses_simulate
@@ -47,28 +51,35 @@ def _synthetic_items(df, *, seed: int):
     return frame
 
 
+def _study(n_responses: int, *, seed: int):
+    items_per_participant = 50
+    per_arm = max(2, n_responses // (len(ARMS) * items_per_participant))
+    return responses_simulate(
+        seed=seed,
+        arm_logits=ARMS,
+        n_participants_per_arm=per_arm,
+        n_items=min(1000, max(60, n_responses // 100)),
+        items_per_participant=items_per_participant,
+        pretest_items_per_participant=10,
+        exclusion_rate=0.05,
+    )
+
+
 def benchmark(
-    n_responses: int = 100_000, *, seed: int = 0, n_resamples: int = 1000, n_permutations: int = 1000
+    n_responses: int = 100_000,
+    *,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    n_permutations: int = 1000,
+    mixed_model_responses: int = 10_000,
 ) -> dict:
     """Time each step on a synthetic study with ``n_responses`` test responses; seconds per step.
 
     Returns ``{"n_rows", "n_test_responses", "n_participants", "n_items", "n_resamples",
-    "n_permutations", "cpus", "seconds": {step: seconds}}``.
+    "n_permutations", "mixed_model_responses", "cpus", "seconds": {step: seconds}}``.
     """
-    items_per_participant = 50
-    per_arm = max(2, n_responses // (len(ARMS) * items_per_participant))
     seconds: dict[str, float] = {}
-    seconds["simulate"], df = _timed(
-        lambda: responses_simulate(
-            seed=seed,
-            arm_logits=ARMS,
-            n_participants_per_arm=per_arm,
-            n_items=1000,
-            items_per_participant=items_per_participant,
-            pretest_items_per_participant=10,
-            exclusion_rate=0.05,
-        )
-    )
+    seconds["simulate"], df = _timed(lambda: _study(n_responses, seed=seed))
     seconds["responses_prepare"], prepared = _timed(lambda: responses_prepare(df))
     seconds["simulation_accuracy"], _ = _timed(
         lambda: simulation_accuracy(prepared, seed=seed, n_resamples=n_resamples)
@@ -85,16 +96,21 @@ def benchmark(
     seconds["agreement (alpha, kappa, Dawid-Skene)"], _ = _timed(lambda: agreement(prepared))
     seconds["calibration"], _ = _timed(lambda: calibration(prepared))
     seconds["time_on_task"], _ = _timed(lambda: time_on_task(prepared))
-    seconds["analyze (both sections)"], _ = _timed(
-        lambda: analyze(df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+    seconds["analyze (both sections, no mixed model)"], _ = _timed(
+        lambda: analyze(df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations,
+                        mixed_model=False)
     )
     items = _synthetic_items(df, seed=seed)
     rules = {"max_attention_failures": 0, "max_fast_share": 0.5, "min_median_rt_ms": 1500, "min_test_responses": 5}
     seconds["study_report (rules re-applied, 8 metrics vs accuracy)"], _ = _timed(
         lambda: study_report(
             df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations,
-            exclusion_rules=rules, default_fast_rt_ms=800, items=items,
+            exclusion_rules=rules, default_fast_rt_ms=800, items=items, mixed_model=False,
         )
+    )
+    small = _study(mixed_model_responses, seed=seed)
+    seconds[f"mixed_model ({int((small['phase'] == 'test').sum()):,} responses)"], _ = _timed(
+        lambda: mixed_model(small, baseline="none", seed=seed)
     )
     seconds["to_csv + load_responses_csv"], _ = _timed(lambda: load_responses_csv(io.StringIO(df.to_csv(index=False))))
     test = df[df["phase"] == "test"]
@@ -105,6 +121,7 @@ def benchmark(
         "n_items": int(test["item"].nunique()),
         "n_resamples": n_resamples,
         "n_permutations": n_permutations,
+        "mixed_model_responses": mixed_model_responses,
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "seconds": seconds,
     }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -20,12 +20,14 @@ from .agreement import _agreement
 from .calibration import _calibration
 from .correlation import metric_human_correlation
 from .exclusions import _apply, exclusion_rules_validate, exclusions_summary, participant_quality
+from .mixed import _mixed_model
 from .responses import responses_prepare
+from .sequential import sequential_monitor
 from .timing import _time_on_task
 
 __all__ = ["analyze", "jsonable", "report_flatten", "study_report"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def jsonable(value: Any) -> Any:
@@ -71,6 +73,29 @@ def _data_summary(prepared: pd.DataFrame, *, full: pd.DataFrame) -> dict:
     }
 
 
+# Below these counts a two-way interval rests on few clusters: it is still computed (with
+# t quantiles on few degrees of freedom), and the report says so.
+FEW_ITEMS: Final = 20
+FEW_PARTICIPANTS_PER_ARM: Final = 20
+MIXED_MODEL_MAX_RESPONSES: Final = 20_000
+
+
+def _design_warnings(data: dict) -> list[str]:
+    warnings = []
+    if 0 < data["n_items"] < FEW_ITEMS:
+        warnings.append(
+            f"only {data['n_items']} items (fewer than {FEW_ITEMS}): intervals rest on few item clusters "
+            f"and are wide, so read them with care"
+        )
+    for arm, count in data["n_participants_per_arm"].items():
+        if count < FEW_PARTICIPANTS_PER_ARM:
+            warnings.append(
+                f"arm {arm!r} has only {count} participants (fewer than {FEW_PARTICIPANTS_PER_ARM}): its "
+                f"intervals rest on few participant clusters"
+            )
+    return warnings
+
+
 def _section(
     prepared: pd.DataFrame,
     *,
@@ -81,14 +106,12 @@ def _section(
     n_permutations: int,
     confidence_level: float,
     exclusions_applied: bool,
+    mixed_model: bool,
+    mixed_model_max_responses: int,
 ) -> dict:
-    boot = _accuracy_bootstrap(prepared, seed=seed, n_resamples=n_resamples)
-    if baseline not in boot.data.arms:
-        raise ValueError(
-            f"baseline arm {baseline!r} has no test-phase responses"
-            f"{' after exclusions' if exclusions_applied else ''}; arms: {list(boot.data.arms)}"
-        )
-    return {
+    """One section; each statistic gives its result or, in ``unavailable``, its own reason."""
+    data = _data_summary(prepared, full=full)
+    section: dict[str, Any] = {
         "settings": {
             "baseline": baseline,
             "seed": seed,
@@ -96,18 +119,61 @@ def _section(
             "n_permutations": n_permutations,
             "confidence_level": confidence_level,
             "exclusions_applied": exclusions_applied,
+            "mixed_model": mixed_model,
             "schema_version": SCHEMA_VERSION,
         },
-        "data": _data_summary(prepared, full=full),
-        "simulation_accuracy": _accuracy_result(boot, confidence_level=confidence_level),
-        "effects": _effects_result(
-            boot, baseline=baseline, seed=seed, n_permutations=n_permutations, confidence_level=confidence_level
-        ),
-        "gain": _gain_result(prepared, seed=seed, n_resamples=n_resamples, confidence_level=confidence_level),
-        "agreement": _agreement(prepared),
-        "calibration": _calibration(prepared),
-        "time_on_task": _time_on_task(prepared),
+        "data": data,
     }
+    unavailable: dict[str, str] = {}
+    after = " after exclusions" if exclusions_applied else ""
+
+    def attempt(key: str, compute: Callable[[], Any], empty: Any) -> None:
+        try:
+            section[key] = compute()
+        except ValueError as exc:
+            section[key] = empty
+            unavailable[key] = str(exc)
+
+    boot = None
+    try:
+        boot = _accuracy_bootstrap(prepared, seed=seed, n_resamples=n_resamples)
+    except ValueError as exc:
+        unavailable["simulation_accuracy"] = str(exc)
+    section["simulation_accuracy"] = {} if boot is None else _accuracy_result(boot, confidence_level=confidence_level)
+    if boot is None:
+        section["effects"] = {}
+        unavailable["effects"] = unavailable["simulation_accuracy"]
+    elif baseline not in boot.data.arms:
+        section["effects"] = {}
+        unavailable["effects"] = (f"baseline arm {baseline!r} has no test-phase responses{after}; "
+                                  f"arms: {list(boot.data.arms)}")
+    else:
+        attempt("effects", lambda: _effects_result(boot, baseline=baseline, seed=seed, n_permutations=n_permutations,
+                                                   confidence_level=confidence_level), {})
+    attempt("gain", lambda: _gain_result(prepared, seed=seed, n_resamples=n_resamples,
+                                         confidence_level=confidence_level), {})
+    attempt("agreement", lambda: _agreement(prepared), {})
+    attempt("calibration", lambda: _calibration(prepared), None)
+    attempt("time_on_task", lambda: _time_on_task(prepared), None)
+    if not mixed_model:
+        section["mixed_model"] = None
+        unavailable["mixed_model"] = "not requested"
+    elif data["n_test_responses"] > mixed_model_max_responses:
+        section["mixed_model"] = None
+        unavailable["mixed_model"] = (f"{data['n_test_responses']:,} answers: more than the "
+                                      f"{mixed_model_max_responses:,} fitted on the fly")
+    else:
+        attempt("mixed_model", lambda: _mixed_model(prepared, baseline=baseline, seed=seed,
+                                                    confidence_level=confidence_level), None)
+    warnings = _design_warnings(data)
+    if section["mixed_model"] is not None and not section["mixed_model"]["converged"]:
+        warnings.append("the mixed model's fit did not converge; its numbers are approximate")
+    for arm, found in section["agreement"].items():
+        if "dawid_skene" in found.get("reasons", {}):
+            warnings.append(f"Dawid–Skene in arm {arm!r}: {found['reasons']['dawid_skene']}")
+    section["warnings"] = warnings
+    section["unavailable"] = unavailable
+    return section
 
 
 def analyze(
@@ -118,6 +184,8 @@ def analyze(
     n_resamples: int = 1000,
     n_permutations: int = 1000,
     confidence_level: float = 0.95,
+    mixed_model: bool = True,
+    mixed_model_max_responses: int = MIXED_MODEL_MAX_RESPONSES,
 ) -> dict:
     """Run every statistic twice and return ``{"all": section, "after_exclusions": section}``.
 
@@ -134,7 +202,15 @@ def analyze(
     * ``gain``: :func:`~annotations.analysis.simulation_gain` (``{}`` without pretest rows);
     * ``agreement``: :func:`~annotations.analysis.agreement`;
     * ``calibration``: :func:`~annotations.analysis.calibration`;
-    * ``time_on_task``: :func:`~annotations.analysis.time_on_task`.
+    * ``time_on_task``: :func:`~annotations.analysis.time_on_task`;
+    * ``mixed_model``: :func:`~annotations.analysis.mixed_model` (``correct ~ arm + (1 |
+      participant) + (1 | item)``), when ``mixed_model`` is true and the section has at most
+      ``mixed_model_max_responses`` test answers;
+    * ``warnings``: what a reader should know before trusting the intervals (fewer than 20 items,
+      fewer than 20 participants in an arm, a fit that did not converge);
+    * ``unavailable``: ``{statistic: reason}`` for each statistic that could not be computed (e.g.
+      no baseline participant left after the exclusions); that statistic is then ``{}`` (or
+      ``None``) and every other one is still reported.
 
     The public functions called on their own with the same arguments return the same numbers. The
     result contains only dicts, lists, str, int, float (full precision, never NaN) and ``None``, so
@@ -155,6 +231,8 @@ def analyze(
         n_resamples=int(n_resamples),
         n_permutations=int(n_permutations),
         confidence_level=float(confidence_level),
+        mixed_model=bool(mixed_model),
+        mixed_model_max_responses=int(mixed_model_max_responses),
     )
     kept = prepared[~prepared["excluded"]].reset_index(drop=True)
     return jsonable(
@@ -176,6 +254,9 @@ def study_report(
     exclusion_rules: dict | None = None,
     default_fast_rt_ms: float = 0.0,
     items: pd.DataFrame | None = None,
+    mixed_model: bool = True,
+    sequential: dict | None = None,
+    complete_after: int = 1,
 ) -> dict:
     """Everything the dashboard, ``manage.py analyze`` and the API report, from data alone.
 
@@ -184,9 +265,14 @@ def study_report(
       ``min_rt_ms``). ``None``: the frame's own ``excluded`` column is used as is.
     * ``analysis``: :func:`analyze` (``{"all", "after_exclusions"}``).
     * ``exclusions``: :func:`~annotations.analysis.exclusions.exclusions_summary` of the
-      per-participant quality table.
+      per-participant quality table; always there, whatever the analysis could compute.
     * ``metrics_vs_human``: with an item frame (the items export),
       :func:`~annotations.analysis.correlation.metric_human_correlation`; else ``None``.
+    * ``sequential``: with a plan (``Study.sequential_monitoring``),
+      :func:`~annotations.analysis.sequential.sequential_monitor` on the rows after the
+      exclusions, counting a participant once they have ``complete_after`` test answers (the
+      study's items per participant); ``{"plan", "unavailable": reason}`` if it cannot be
+      computed yet; ``None`` without a plan.
 
     Run on the responses export alone (``load_responses_csv``), plus the items export for
     ``metrics_vs_human``, it gives exactly the numbers the service computed from its database.
@@ -197,6 +283,12 @@ def study_report(
     # the flags analyze() applies (the rules' when given, else the frame's own column)
     flagged = responses_prepare(frame).groupby("participant", sort=True)["excluded"].any()
     quality["excluded"] = quality["participant"].map(flagged).fillna(False).astype(bool)
+    monitoring = None
+    if sequential:
+        try:
+            monitoring = sequential_monitor(frame, baseline=baseline, plan=sequential, complete_after=complete_after)
+        except ValueError as exc:
+            monitoring = {"plan": dict(sequential), "unavailable": str(exc)}
     return jsonable(
         {
             "analysis": analyze(
@@ -206,11 +298,13 @@ def study_report(
                 n_resamples=n_resamples,
                 n_permutations=n_permutations,
                 confidence_level=confidence_level,
+                mixed_model=mixed_model,
             ),
             "exclusions": exclusions_summary(quality, rules=rules),
             "metrics_vs_human": None
             if items is None
             else metric_human_correlation(frame, items, baseline=baseline),
+            "sequential": monitoring,
         }
     )
 

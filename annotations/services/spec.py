@@ -42,6 +42,11 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
         min_test_responses: 10
         screen_out_at_attention_failures: 2
     codes: {completed: C0DE1234, screened_out: SCR33N}
+    sequential:                     # optional interim looks; pre-registered, locked once live
+      spending: obrien_fleming      # or pocock (Lan-DeMets alpha spending)
+      alpha: 0.05                   # over all looks, split over the explanation arms
+      looks: [20, 40, 60]           # complete participants per arm at each look; the last is the maximum
+      effect_of_interest: 0.10      # smallest accuracy gain worth detecting (the power card)
 
 Errors name the field: ``items.per_participant: must be a whole number >= 1, got 'ten'``.
 """
@@ -115,6 +120,8 @@ class StudySpec:
     completion_code: str = ""
     screened_out_code: str = ""
     public_title: str = ""
+    # None: the spec has no ``sequential`` section, and an edit keeps the study's plan
+    sequential_monitoring: dict[str, Any] | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -277,10 +284,37 @@ def exclusion_rules_check(rules: Any, path: str = "quality.exclusion_rules") -> 
     return out
 
 
+def sequential_monitoring_check(plan: Any, path: str = "sequential", *,
+                                max_participants_per_arm: int | None = None) -> dict[str, Any]:
+    """Validate a sequential-monitoring plan with the analysis' own validator
+    (``annotations.analysis.sequential``), naming the bad key; ``{}`` for no plan. With
+    ``max_participants_per_arm`` (the design's room: items x raters per item / items per
+    participant), a last look the design cannot reach is refused."""
+    from annotations.analysis.sequential import SEQUENTIAL_KEYS, sequential_plan_validate
+
+    if plan in (None, ""):
+        return {}
+    plan = _section(plan, path, set(SEQUENTIAL_KEYS))
+    try:
+        typed = sequential_plan_validate(plan)
+    except ValueError as exc:
+        key, _, message = str(exc).partition(": ")
+        if key in SEQUENTIAL_KEYS:
+            raise SpecError(f"{path}.{key}", message) from None
+        raise SpecError(path, str(exc)) from None
+    if typed is None:
+        return {}
+    if max_participants_per_arm is not None and typed.looks[-1] > max_participants_per_arm:
+        raise SpecError(f"{path}.looks", f"the last look needs {typed.looks[-1]} participants per arm, but the design "
+                                         f"has room for {max_participants_per_arm} (items.n x raters_per_item / "
+                                         f"per_participant)")
+    return typed.as_dict()
+
+
 # --------------------------------------------------------------------------- entry points
 
 SPEC_FIELDS = {"name", "title", "dataset", "model", "seed", "arms", "items", "candidates", "explanations", "phases",
-               "time_limit_minutes", "quality", "codes"}
+               "time_limit_minutes", "quality", "codes", "sequential"}
 
 
 def study_spec_parse(*, data: Any, owner) -> StudySpec:
@@ -384,6 +418,8 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         interaction_range=_range(filters, "interaction_strength", "items.filters.interaction_strength"),
         interaction_types=_interaction_types(filters, model=model, dataset=dataset),
         completion_code=completed, screened_out_code=screened_out,
+        sequential_monitoring=None if "sequential" not in data else sequential_monitoring_check(
+            data["sequential"], max_participants_per_arm=n_items * raters // per_participant),
     )
 
 

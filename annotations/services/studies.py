@@ -33,7 +33,14 @@ from annotations.selectors import (
     study_needs_explanations,
     study_required_methods,
 )
-from annotations.services.spec import ConditionSpec, StudySpec, dataset_shortfall, exclusion_rules_check
+from annotations.services.spec import (
+    ConditionSpec,
+    SpecError,
+    StudySpec,
+    dataset_shortfall,
+    exclusion_rules_check,
+    sequential_monitoring_check,
+)
 
 KNOWN_VIEWS = {choice.value for choice in Condition.View}
 
@@ -114,6 +121,14 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
     if spec.completion_code and spec.completion_code == spec.screened_out_code:
         raise StudyError("the completed and screened-out codes must differ")
     rules = exclusion_rules_check(spec.exclusion_rules or {})
+    monitoring = {}
+    if spec.sequential_monitoring is not None:  # None: keep the study's plan (an edit without the section)
+        try:
+            monitoring["sequential_monitoring"] = sequential_monitoring_check(
+                spec.sequential_monitoring,
+                max_participants_per_arm=spec.n_items * spec.raters_per_item // spec.items_per_participant)
+        except SpecError as exc:
+            raise StudyError(str(exc)) from None
     filters = {key: list(value) for key, value in (("confidence", spec.confidence_range),
                                                    ("interaction_strength", spec.interaction_range)) if value}
     codes = {key: value for key, value in (("completion_code", spec.completion_code),
@@ -128,7 +143,7 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         explanation_display=spec.explanation_display, lease_minutes=spec.lease_minutes,
         consent_text=spec.consent_text, instructions=spec.instructions, learning_items=spec.learning_items, pretest=spec.pretest,
         survey=spec.survey, attention_checks=spec.attention_checks, min_rt_ms=spec.min_rt_ms, exclusion_rules=rules,
-        design={"n_items": spec.n_items, "filters": filters}, **codes,
+        design={"n_items": spec.n_items, "filters": filters}, **codes, **monitoring,
     )
 
 
@@ -203,6 +218,24 @@ def study_exclusion_rules_update(*, study: Study, rules: dict) -> Study:
         locked.exclusion_rules = exclusion_rules_check(rules)
         locked.save(update_fields=["exclusion_rules"])
     study.exclusion_rules = locked.exclusion_rules
+    return study
+
+
+def study_sequential_monitoring_update(*, study: Study, plan: dict) -> Study:
+    """Pre-registration: the sequential-monitoring plan may change until launch, never after
+    (looks chosen once the data are in would void its error guarantee). ``{}`` removes it."""
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        if locked.status in (Study.Status.LIVE, Study.Status.CLOSED):
+            raise StudyError("the sequential-monitoring plan is fixed once the study is live (pre-registration)")
+        n_items = int((locked.design or {}).get("n_items") or 0)
+        room = n_items * locked.raters_per_item // locked.items_per_participant if n_items else None
+        try:
+            locked.sequential_monitoring = sequential_monitoring_check(plan, max_participants_per_arm=room)
+        except SpecError as exc:
+            raise StudyError(str(exc)) from None
+        locked.save(update_fields=["sequential_monitoring"])
+    study.sequential_monitoring = locked.sequential_monitoring
     return study
 
 

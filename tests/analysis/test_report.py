@@ -17,9 +17,11 @@ from annotations.analysis import (
     arm_effects,
     calibration,
     load_responses_csv,
+    mixed_model,
     responses_simulate,
     simulation_accuracy,
     simulation_gain,
+    study_report,
     time_on_task,
 )
 from annotations.analysis.bench import benchmark
@@ -49,7 +51,9 @@ def test_structure_and_json(result: dict) -> None:
     assert set(result) == {"all", "after_exclusions"}
     for section in result.values():
         assert set(section) == {"settings", "data", "simulation_accuracy", "effects", "gain", "agreement",
-                                "calibration", "time_on_task"}
+                                "calibration", "time_on_task", "mixed_model", "warnings", "unavailable"}
+        assert section["unavailable"] == {}
+        assert set(section["mixed_model"]["arms"]) == {"saliency", "multiviz"}
         assert set(section["effects"]) == {"saliency", "multiviz"}
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text) == result
@@ -77,6 +81,7 @@ def test_building_blocks_give_the_same_numbers(study: pd.DataFrame, result: dict
     assert section["agreement"] == json.loads(json.dumps(agreement(study)))
     assert section["calibration"] == calibration(study)
     assert section["time_on_task"] == time_on_task(study)
+    assert section["mixed_model"] == mixed_model(study, baseline="none", seed=7)
 
 
 def test_exclusions_change_the_numbers_as_expected(study: pd.DataFrame, result: dict) -> None:
@@ -96,20 +101,48 @@ def test_exclusions_change_the_numbers_as_expected(study: pd.DataFrame, result: 
             "median_rt_ms"]
     # the section equals a fresh analysis of the kept rows (bar the input's exclusion counts)
     fresh = analyze(study[~flagged], baseline="none", seed=7, **FAST)["all"]
-    for key in ("simulation_accuracy", "effects", "gain", "agreement", "calibration", "time_on_task"):
+    for key in ("simulation_accuracy", "effects", "gain", "agreement", "calibration", "time_on_task", "mixed_model"):
         assert kept[key] == fresh[key]
 
 
 def test_without_exclusion_column_both_sections_agree(study: pd.DataFrame) -> None:
     plain = study[~study["excluded"]].drop(columns="excluded")
-    out = analyze(plain, baseline="none", seed=3, n_resamples=50, n_permutations=50)
-    for key in ("simulation_accuracy", "effects", "gain", "agreement", "calibration", "time_on_task", "data"):
+    out = analyze(plain, baseline="none", seed=3, n_resamples=50, n_permutations=50, mixed_model=False)
+    for key in ("simulation_accuracy", "effects", "gain", "agreement", "calibration", "time_on_task", "data",
+                "mixed_model", "unavailable"):
         assert out["all"][key] == out["after_exclusions"][key]
 
 
+def test_sections_stand_alone_when_the_baseline_is_gone(study: pd.DataFrame) -> None:
+    """Every baseline participant excluded: the unexcluded section is whole, the excluded one
+    reports accuracy per arm, agreement and the rest, and names why the effects are missing; the
+    exclusions table is there."""
+    flagged = study.assign(excluded=study["excluded"] | (study["condition"] == "none"))
+    report = study_report(flagged, baseline="none", seed=7, mixed_model=False, **FAST)
+    everything, kept = report["analysis"]["all"], report["analysis"]["after_exclusions"]
+    assert everything["unavailable"] == {"mixed_model": "not requested"}
+    assert set(everything["effects"]) == {"saliency", "multiviz"}
+    assert kept["effects"] == {}
+    assert "baseline arm 'none' has no test-phase responses after exclusions" in kept["unavailable"]["effects"]
+    assert set(kept["simulation_accuracy"]) == {"saliency", "multiviz"}
+    assert set(kept["agreement"]) == {"saliency", "multiviz"} and kept["calibration"]["per_arm"]
+    assert report["exclusions"]["n_excluded"] == flagged.groupby("participant")["excluded"].any().sum()
+    assert report["exclusions"]["per_arm"]["none"]["n_excluded"] == 25
+    json.dumps(report, allow_nan=False)
+    # the mixed model needs the baseline too, and says so
+    alone = analyze(flagged, baseline="none", seed=7, **FAST)["after_exclusions"]
+    assert alone["mixed_model"] is None and "baseline arm 'none'" in alone["unavailable"]["mixed_model"]
+
+
+def test_few_clusters_are_flagged(study: pd.DataFrame) -> None:
+    small = responses_simulate(seed=3, n_participants_per_arm=8, n_items=12, items_per_participant=6)
+    warnings = analyze(small, baseline="baseline", seed=0, mixed_model=False, **FAST)["all"]["warnings"]
+    assert any("only 12 items (fewer than 20)" in text for text in warnings)
+    assert any("arm 'baseline' has only 8 participants" in text for text in warnings)
+    assert analyze(study, baseline="none", seed=0, mixed_model=False, **FAST)["all"]["warnings"] == []
+
+
 def test_refusals(study: pd.DataFrame) -> None:
-    with pytest.raises(ValueError, match="baseline"):
-        analyze(study, baseline="missing", seed=0, n_resamples=10, n_permutations=10)
     two = pd.concat([study, study.assign(study="S2")])
     with pytest.raises(ValueError, match="one study"):
         analyze(two, baseline="none", seed=0, n_resamples=10, n_permutations=10)
@@ -120,9 +153,10 @@ def test_refusals(study: pd.DataFrame) -> None:
 
 
 def test_benchmark_runs_small() -> None:
-    out = benchmark(4_000, n_resamples=20, n_permutations=20)
+    out = benchmark(4_000, n_resamples=20, n_permutations=20, mixed_model_responses=1_000)
     assert out["n_test_responses"] == 4_000
-    assert out["seconds"]["analyze (both sections)"] > 0
+    assert out["seconds"]["analyze (both sections, no mixed model)"] > 0
+    assert out["seconds"]["mixed_model (1,000 responses)"] > 0
 
 
 def test_package_imports_neither_django_nor_pyplot() -> None:

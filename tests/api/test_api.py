@@ -98,8 +98,10 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert progress["status"] == "live" and {c["name"] for c in progress["conditions"]} == {"baseline", "heatmap"}
 
     analysis = client.get(f"/api/studies/{shared.pk}/analysis/").json()
-    assert set(analysis) == {"study", "analysis", "exclusions", "metrics_vs_human"}
+    assert set(analysis) == {"study", "analysis", "exclusions", "metrics_vs_human", "sequential"}
     assert analysis["study"]["baseline"] == "baseline" and analysis["study"]["n_resamples"] == 200
+    assert analysis["sequential"] is None and analysis["study"]["sequential_monitoring"] == {}
+    assert set(analysis["analysis"]["after_exclusions"]["mixed_model"]["arms"]) == {"heatmap"}
     assert set(analysis["analysis"]["after_exclusions"]["effects"]) == {"heatmap"}
     assert client.get(f"/api/studies/{shared.pk}/analysis/?n_resamples=100&n_permutations=100"
                       ).json()["study"]["n_resamples"] == 100

@@ -58,9 +58,13 @@ def test_owner_and_collaborator_see_the_dashboard(client, alice, bob, shared):
         response = client.get(f"/studies/{shared.pk}/dashboard/")
         assert response.status_code == 200
         html = response.content.decode("utf-8")
-        for section in ("progress", "exports", "accuracy", "agreement", "calibration", "metrics", "exclusions",
-                        "participants"):
+        for section in ("progress", "exports", "analysis-warnings", "accuracy", "mixed-model", "sequential", "power",
+                        "agreement", "calibration", "metrics", "exclusions", "participants"):
             assert f'id="{section}"' in html, section
+        # 4 participants per arm and 8 items: the intervals rest on few clusters, and the page says so
+        assert "only 8 items (fewer than 20)" in html
+        assert "correct ~ arm + (1 | participant) + (1 | item)" in html
+        assert "No interim looks were declared" in html
         # three server-side plots, inline SVG, no external script or stylesheet from elsewhere
         assert html.count("<svg") == 3
         assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from elsewhere (no CDN)
@@ -82,6 +86,45 @@ def test_owner_and_collaborator_see_the_dashboard(client, alice, bob, shared):
     assert other.context["section"] == "all" and "all participants" in other.content.decode("utf-8")
     n_all = other.context["block"]["data"]["n_test_responses"]
     assert n_all > response.context["block"]["data"]["n_test_responses"]
+
+
+def test_sequential_and_power_cards(client, alice, tmp_path):
+    from annotations.models import Study
+
+    study = build_answered_study(alice, tmp_path, participants_per_arm=6, name="planned")
+    Study.objects.filter(pk=study.pk).update(
+        sequential_monitoring={"spending": "obrien_fleming", "looks": [2, 6], "effect_of_interest": 0.2})
+    client.force_login(alice)
+    response = client.get(f"/studies/{study.pk}/dashboard/")
+    html = response.content.decode("utf-8")
+    sequential = response.context["sequential"]
+    assert sequential["spending"] == "O'Brien–Fleming" and [look["n"] for look in sequential["looks"]] == [2, 6]
+    assert sequential["looks"][0]["reached"] and not sequential["looks"][1]["reached"]
+    assert 'id="sequential-status"' in html and "the next look comes at 6 complete participants per arm" in html
+    power = response.context["power"]
+    assert power["effect"] == 0.2 and not power["effect_assumed"]
+    assert power["needed_per_arm"] is None or power["more_per_arm"] == max(0, power["needed_per_arm"]
+                                                                           - power["current_per_arm"])
+    assert 'id="power-answer"' in html and "a gain of 20 points" in html
+
+
+def test_a_section_with_everyone_excluded_still_shows_its_reasons(client, alice, tmp_path):
+    """A rule every participant breaks: the excluded section names why each statistic is missing,
+    the exclusions table is there, and the unexcluded section is whole (``tests/analysis/
+    test_report.py`` has the case of a lost baseline arm)."""
+    from annotations.models import Study
+
+    study = build_answered_study(alice, tmp_path, participants_per_arm=4, name="no-baseline")
+    rules = {"min_test_responses": 100}  # nobody answered 100 items
+    Study.objects.filter(pk=study.pk).update(exclusion_rules=rules)
+    client.force_login(alice)
+    html = client.get(f"/studies/{study.pk}/dashboard/").content.decode("utf-8")
+    assert "No analysis yet" not in html
+    assert 'id="exclusions"' in html and "8 of 8 participants excluded" in html
+    assert 'id="effects-missing"' in html and "Not computed: <b>effects</b>" in html
+    everything = client.get(f"/studies/{study.pk}/dashboard/?section=all")
+    assert everything.context["block"]["unavailable"] == {}
+    assert set(everything.context["block"]["effects"]) == {"heatmap"}
 
 
 def test_progress_json_and_downloads(client, bob, shared):

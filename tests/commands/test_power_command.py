@@ -1,0 +1,61 @@
+"""``manage.py power``: participants per arm for a stated effect, from a study's answers or from
+stated values; refusals are one line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotations.models import Study
+from tests.api.study_data import build_answered_study
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("power", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_from_stated_values_several_designs():
+    found = json.loads(_run("--baseline-accuracy", "0.6", "--effect", "0.15", "--items", "20", "40",
+                            "--items-per-participant", "10", "--simulations", "60", "--json"))
+    assert [design["n_items"] for design in found["designs"]] == [20, 40]
+    for design in found["designs"]:
+        assert design["source"] == "assumed" and design["power"] >= 0.8
+        assert design["n_participants_per_arm"] == min(point["n_participants_per_arm"] for point in design["curve"]
+                                                       if point["power"] >= 0.8)
+    text = _run("--baseline-accuracy", "0.6", "--effect", "0.15", "--items", "20", "--items-per-participant", "10",
+                "--simulations", "60")
+    assert "gain of 15.0 points" in text and "baseline accuracy 60.0%" in text
+
+
+def test_from_a_study_uses_its_answers_and_its_effect_of_interest(alice, tmp_path):
+    study = build_answered_study(alice, tmp_path, participants_per_arm=6)
+    Study.objects.filter(pk=study.pk).update(sequential_monitoring={"spending": "pocock", "looks": [3, 6],
+                                                                    "effect_of_interest": 0.25})
+    found = json.loads(_run(str(study.pk), "--simulations", "40", "--json"))
+    assert found["effect"] == 0.25 and not found["effect_assumed"]
+    design = found["designs"][0]
+    assert design["source"] == "pilot" and design["items_per_participant"] == study.items_per_participant
+    assert design["n_items"] == study.design["n_items"]
+    assert found["current_per_arm"] >= 1
+    text = _run(str(study.pk), "--simulations", "40", "--items", "8", "16")
+    assert "the answers of 'answered' so far" in text
+    assert "more)" in text or "not reached" in text
+
+
+def test_refusals(alice, tmp_path):
+    with pytest.raises(CommandError, match="without a study, give --baseline-accuracy"):
+        _run("--effect", "0.1")
+    with pytest.raises(CommandError, match="strictly between 0 and 1"):
+        _run("--baseline-accuracy", "0.95", "--effect", "0.1", "--items", "20", "--items-per-participant", "5")
+    from tests.services.factories import build_study
+
+    quiet = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
+    with pytest.raises(CommandError, match="no power analysis: no responses yet"):
+        _run(str(quiet.pk))
