@@ -18,8 +18,9 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from annotations.exports import EXPORTS, study_export_response
-from annotations.selectors import studies_visible_to, study_progress
+from annotations.selectors.exports import EXPORTS
+from annotations.downloads import study_export_response
+from annotations.selectors.studies import studies_visible_to, study_progress
 from annotations.serializers import ErrorSerializer, ExportLinksSerializer, ProgressSerializer, StudySerializer, \
     export_links
 from annotations.services.analysis import AnalysisUnavailable, study_report_get

@@ -16,9 +16,10 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
-from annotations.exports import EXPORTS, study_export_response
-from annotations.selectors import studies_visible_to, study_progress
-from annotations.selectors_analysis import study_chance_level
+from annotations.selectors.exports import EXPORTS
+from annotations.downloads import study_export_response
+from annotations.selectors.studies import studies_visible_to, study_progress
+from annotations.selectors.analysis import study_chance_level
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}

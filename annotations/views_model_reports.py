@@ -17,7 +17,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotations.forms_model_reports import ModelReportForm
 from annotations.models import ModelReport
-from annotations.selectors_model_reports import model_report_figures, model_report_progress, model_reports_visible_to
+from annotations.selectors.model_reports import (
+    model_report_figures,
+    model_report_progress,
+    model_reports_visible_to,
+)
 from annotations.services.model_reports import (
     ModelReportError,
     model_report_create,

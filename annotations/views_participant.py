@@ -32,7 +32,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, InviteToken, Participant, Study
-from annotations.selectors import (
+from annotations.selectors.participants import (
     MTURK_PREVIEW_ASSIGNMENT,
     assignment_media_file,
     assignment_media_key,

@@ -14,20 +14,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotations.exports import study_export_response
+from annotations.downloads import study_export_response
 from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Explanation, Item, Study
-from annotations.selectors import (
+from annotations.selectors.studies import (
     datasets_of,
     explanations_for,
     models_of,
     studies_visible_to,
     study_candidates,
-    participant_session_key,
     study_item_rows,
     study_latest_job,
     study_progress,
 )
+from annotations.selectors.participants import participant_session_key
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
 from annotations.services.precompute import precompute_start
 from annotations.services.participants import ParticipantError, invites_create, participant_preview_start

@@ -1,7 +1,7 @@
 """Precompute: computing one chunk, and running a whole job in this process.
 
 Orchestration and engine calls only. What to compute is read through selectors
-(``annotations.selectors_precompute``), results are stored and chunks claimed, finished and
+(``annotations.selectors.precompute``), results are stored and chunks claimed, finished and
 planned through services (``annotations.services.precompute``, ``annotations.services.studies``).
 
 A chunk is computed by :func:`chunk_run`: the Celery task calls it for one chunk on whichever
@@ -27,8 +27,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from annotations.models import PrecomputeChunk, PrecomputeJob
-from annotations.selectors import item_as_raw
-from annotations.selectors_precompute import (
+from annotations.selectors.studies import item_as_raw
+from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     explanation_pairs_to_draw,
     explanations_lacking_share_view,

@@ -1,7 +1,7 @@
 """Model reports: computing one on a worker or in this process.
 
 Orchestration and engine calls only: the report is read through
-``annotations.selectors_model_reports``, claimed, saved and finished through
+``annotations.selectors.model_reports``, claimed, saved and finished through
 ``annotations.services.model_reports``, and computed by ``workers.engine.report.quantify``.
 
 :func:`model_report_run_job` claims the report, beats its heartbeat from a side thread, runs the
@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connections
 
 from annotations.models import ModelReport
-from annotations.selectors_model_reports import model_report_items, model_report_progress
+from annotations.selectors.model_reports import model_report_items, model_report_progress
 from annotations.services.model_reports import (
     model_report_claim,
     model_report_finish,

@@ -1,13 +1,13 @@
 """The analysis of a study: computed from its database rows, cached by data version.
 
 ``study_report_compute`` runs ``annotations.analysis.study_report`` on the frames of
-``annotations.selectors_analysis`` — the same rows the CSV exports write — with the study's
+``annotations.selectors.analysis`` — the same rows the CSV exports write — with the study's
 baseline arm, seed (``Study.seed`` modulo 2**63, since the bootstrap needs a non-negative seed),
 pre-registered exclusion rules and sequential-monitoring plan. The dashboard adds a power card
 (``study_power_card``): how many more participants per arm the study needs, simulated from the
 mixed model of the data so far. ``study_report_get`` and ``study_dashboard_get`` cache their
 result in Django's cache under a key that changes with any response, participant (phase, survey,
-finish, exclusion), explanation, prediction or design change (``selectors_analysis.
+finish, exclusion), explanation, prediction or design change (``annotations.selectors.analysis.
 study_data_version``), so the dashboard and the API recompute only when the data moved.
 
 The cache is whatever ``CACHES`` configures; the default is Django's per-process
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from django.core.cache import cache
 
 from annotations.models import Study
-from annotations.selectors_analysis import (
+from annotations.selectors.analysis import (
     items_frame,
     participants_table,
     responses_frame,

@@ -44,7 +44,8 @@ from annotations.models import (
     StudyEntryCounter,
     StudyItem,
 )
-from annotations.selectors import participant_quality, participant_title_cache_key, study_candidates
+from annotations.selectors.participants import participant_quality, participant_title_cache_key
+from annotations.selectors.studies import study_candidates
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)

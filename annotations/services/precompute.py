@@ -23,23 +23,23 @@ again; nothing is left running without a worker knowing of it.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
-from annotations.selectors_precompute import (
+from annotations.selectors.precompute import (
     dataset_items_without_predictions,
     explanation_items_missing,
     precompute_job_open,
     strength_items_missing,
     study_required_methods,
 )
+from annotations.services.background import task_run_in_background
 from annotations.services.studies import (
     StudyError,
     explanation_store_failed,
@@ -54,6 +54,7 @@ Stage = PrecomputeChunk.Stage
 ChunkStatus = PrecomputeChunk.Status
 CHUNK_TASK = "workers.tasks.precompute_chunk_task"
 ADVANCE_TASK = "workers.tasks.precompute_advance_task"
+INLINE_TASK = "workers.tasks.precompute_inline_task"  # embedded mode: the whole job in this process
 # Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
 BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH)
 
@@ -98,7 +99,8 @@ def precompute_start(*, study: Study) -> PrecomputeJob:
     with transaction.atomic():
         job = precompute_job_create(study=study, runner=runner)
         if embedded:
-            transaction.on_commit(lambda: _run_in_background(job.pk))
+            transaction.on_commit(lambda: task_run_in_background(task_name=INLINE_TASK, args=(job.pk,),
+                                                                 thread_name=f"precompute-{job.pk}"))
         else:
             _reset_stalled(job=job, now=timezone.now())
             pending = list(job.chunks.filter(status=ChunkStatus.PENDING).values_list("pk", flat=True))
@@ -140,32 +142,6 @@ def precompute_dispatch(*, job: PrecomputeJob, chunk_ids: list[int], advance: bo
         PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error="")
         job.dispatch_error = ""
     return True
-
-
-_background: dict[int, threading.Thread] = {}
-_background_lock = threading.Lock()
-
-
-def _run_in_background(job_id: int) -> None:
-    """Embedded mode: run the job in a daemon thread of this process (one per job)."""
-    with _background_lock:
-        running = _background.get(job_id)
-        if running is not None and running.is_alive():
-            return
-
-        def run() -> None:
-            from workers.pipeline import precompute_run
-
-            try:
-                precompute_run(job_id=job_id)
-            except Exception:
-                logger.exception("background precompute of job %s crashed", job_id)
-            finally:
-                close_old_connections()
-
-        thread = threading.Thread(target=run, name=f"precompute-{job_id}", daemon=True)
-        _background[job_id] = thread
-        thread.start()
 
 
 # --------------------------------------------------------------------------- planning

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from django.conf import settings
 
 from annotations.models import Dataset, RegisteredModel
-from annotations.selectors import item_as_raw
+from annotations.selectors.studies import item_as_raw
 
 
 class ModelRegistrationError(Exception):

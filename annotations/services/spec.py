@@ -426,7 +426,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
 def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dataset) -> tuple[str, ...] | None:
     """``items.filters.interaction_type``: M2Lens types read from the latest finished model report
     of the model on the dataset (annotations/services/model_reports.py), which must exist."""
-    from annotations.selectors_model_reports import model_report_latest_done
+    from annotations.selectors.model_reports import model_report_latest_done
     from workers.engine.report.options import INTERACTION_TYPES  # no torch
 
     path = "items.filters.interaction_type"

@@ -26,13 +26,12 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors import (
+from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     explanation_has_views,
-    explanation_targets,
-    study_needs_explanations,
     study_required_methods,
 )
+from annotations.selectors.studies import explanation_targets, study_needs_explanations
 from annotations.services.spec import (
     ConditionSpec,
     SpecError,
@@ -259,7 +258,7 @@ def _interaction_strengths(*, study: Study) -> dict[int, float]:
 def _of_interaction_types(*, study: Study, eligible: list[Prediction], types: list[str]) -> list[Prediction]:
     """The predictions of items whose M2Lens interaction type (latest finished model report of the
     study's model on its dataset) is one of ``types``."""
-    from annotations.selectors_model_reports import model_report_interaction_types
+    from annotations.selectors.model_reports import model_report_interaction_types
 
     found = model_report_interaction_types(model=study.model, dataset=study.dataset)
     if found is None:

@@ -11,7 +11,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotations.exports import responses_csv_lines
+from annotations.selectors.exports import responses_csv_lines
 from annotations.models import PrecomputeJob, Study
 from tests.api.study_data import build_answered_study
 from tests.services.factories import build_study, make_model, write_dataset

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
-from annotations.selectors_precompute import precompute_progress
+from annotations.selectors.precompute import precompute_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
 from annotations.services.studies import study_explanation_targets
 from tests.integration.builders import demo_study
@@ -174,7 +174,7 @@ def _spec_setup(alice, demo_jsonl, tmp_path):
 
 def _check_spec_study() -> Study:
     from annotations.models import StudyItem
-    from annotations.selectors import MODALITY_INTERACTION
+    from annotations.selectors.precompute import MODALITY_INTERACTION
 
     study = Study.objects.get(name="Spec study")
     assert study.status == Study.Status.LIVE

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from annotations.models import Explanation, PrecomputeJob, Prediction, RegisteredModel, Study
-from annotations.selectors import study_required_methods
+from annotations.selectors.precompute import study_required_methods
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
     assignment_current,

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotations.exports import responses_export_rows
+from annotations.selectors.exports import responses_export_rows
 from annotations.models import (
     Assignment,
     Explanation,
@@ -21,13 +21,9 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors import (
-    MODALITY_INTERACTION,
-    participant_exit,
-    study_candidates,
-    study_participant_exclusions,
-    study_progress,
-)
+from annotations.selectors.precompute import MODALITY_INTERACTION
+from annotations.selectors.participants import participant_exit, study_participant_exclusions
+from annotations.selectors.studies import study_candidates, study_progress
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
     ParticipantError,

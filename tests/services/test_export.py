@@ -8,7 +8,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from annotations.exports import responses_csv_lines
+from annotations.selectors.exports import responses_csv_lines
 from annotations.models import Prediction, Response
 
 from annotations.services.participants import participant_consent, participant_preview_start, participant_start

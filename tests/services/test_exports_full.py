@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from annotations.analysis import analyze, load_items_csv, load_responses_csv, participant_quality, study_report
 from annotations.analysis.report import report_flatten
-from annotations.exports import (
+from annotations.selectors.exports import (
     ITEM_BASE_COLUMNS,
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
@@ -27,7 +27,7 @@ from annotations.exports import (
     summary_csv_lines,
 )
 from annotations.models import Explanation, Participant, Prediction, Response
-from annotations.selectors_analysis import items_frame, responses_frame
+from annotations.selectors.analysis import items_frame, responses_frame
 from annotations.services.analysis import AnalysisUnavailable, study_report_compute
 from tests.api.study_data import RULES, build_answered_study
 
@@ -206,7 +206,7 @@ def test_malformed_rules_and_empty_studies_are_refused_before_any_row(answered, 
 def test_postgres_timestamp_text_becomes_python_isoformat():
     from datetime import datetime, timedelta, timezone
 
-    from annotations.exports import pg_timestamp_isoformat
+    from annotations.selectors.exports import pg_timestamp_isoformat
 
     for stamp in (datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
                   datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=timezone.utc),
@@ -256,7 +256,8 @@ def test_raw_platform_ids_are_defused_against_csv_formulas(answered):
 
 
 def test_study_export_response_streams_each_export(answered):
-    from annotations.exports import EXPORTS, study_export_response
+    from annotations.selectors.exports import EXPORTS
+    from annotations.downloads import study_export_response
 
     for what in EXPORTS:
         response = study_export_response(study=answered, what=what)

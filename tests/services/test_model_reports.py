@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from annotations.models import ModelReport, PrecomputeJob, StudyItem
-from annotations.selectors_model_reports import model_report_interaction_types, model_report_progress
+from annotations.selectors.model_reports import model_report_interaction_types, model_report_progress
 from annotations.services.model_reports import (
     ModelReportError,
     model_report_claim,

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from annotations.models import Assignment, InviteToken, Participant, Prediction, Response, Slot, StudyItem
-from annotations.selectors import study_candidates
+from annotations.selectors.studies import study_candidates
 from annotations.services.participants import (
     ParticipantError,
     SubmissionRefused,

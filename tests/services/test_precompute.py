@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Study
-from annotations.selectors_precompute import precompute_progress
+from annotations.selectors.precompute import precompute_progress
 from annotations.services import precompute as service
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import (

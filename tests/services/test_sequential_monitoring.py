@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from annotations.models import Study
-from annotations.selectors_analysis import study_data_version
+from annotations.selectors.analysis import study_data_version
 from annotations.services.analysis import study_report_compute
 from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import (

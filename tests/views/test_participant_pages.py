@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from annotations.exports import PARTICIPANT_COLUMNS, participants_export_records
+from annotations.selectors.exports import PARTICIPANT_COLUMNS, participants_export_records
 from annotations.models import Assignment, Participant, Prediction, Response, Slot
 from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec, study_close

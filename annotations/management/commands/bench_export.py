@@ -34,7 +34,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, models, transaction
 
-from annotations.exports import responses_csv_lines
+from annotations.selectors.exports import responses_csv_lines
 from annotations.management.cli import os_error_text
 from annotations.models import (
     Assignment,

@@ -26,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotations.models import Dataset, PrecomputeChunk, PrecomputeJob
-from annotations.selectors_precompute import precompute_progress
+from annotations.selectors.precompute import precompute_progress
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_start
 from annotations.services.registry import registered_model_create

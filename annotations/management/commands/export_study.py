@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.exports import (
+from annotations.selectors.exports import (
     EXPORTS,
     items_csv_lines,
     participants_csv_lines,
@@ -13,7 +13,7 @@ from annotations.exports import (
 )
 from annotations.management.cli import out_file_write
 from annotations.models import Study
-from annotations.selectors import study_by_key
+from annotations.selectors.studies import study_by_key
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from annotations.models import Dataset, Item, ModelReport, RegisteredModel
-from annotations.selectors import item_as_raw
+from annotations.selectors.studies import item_as_raw
 
 #: The report's stages, in order, with what the progress bar says during each.
 STAGE_TITLES = {

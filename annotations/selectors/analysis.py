@@ -1,6 +1,6 @@
 """Reads for the analysis: the response, item and participant tables of a study.
 
-The frames are built from the very rows the CSV exports write (``annotations.exports``), so the
+The frames are built from the very rows the CSV exports write (``annotations.selectors.exports``), so the
 statistics computed here and those computed from the downloaded CSVs see the same values.
 pandas is imported inside the functions that build frames, so that importing this module (and
 the URL configuration above it) stays light.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import Length
 
-from annotations.exports import (
+from annotations.selectors.exports import (
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
     items_export_columns,

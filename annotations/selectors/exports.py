@@ -53,7 +53,6 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
-from django.http import StreamingHttpResponse
 
 from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
 
@@ -462,35 +461,3 @@ def summary_csv_lines(*, report: dict) -> Iterator[str]:
     from annotations.analysis.report import report_flatten
 
     return csv_lines(columns=SUMMARY_COLUMNS, rows=report_flatten(report))
-
-
-# --------------------------------------------------------------------------------------------
-# Downloads
-# --------------------------------------------------------------------------------------------
-
-
-def study_export_response(*, study: Study, what: str, filename_prefix: str = "study") -> StreamingHttpResponse:
-    """A streamed CSV download of one export (``EXPORTS``), for every interface that offers one
-    (the API, the dashboard, the researcher pages). File name
-    ``<filename_prefix>-<study pk>-<what>.csv``; not cached by the browser.
-
-    Raises ``ValueError`` for an unknown export or malformed exclusion rules, and
-    ``annotations.services.analysis.AnalysisUnavailable`` for a summary of a study that cannot
-    be analysed yet; both before any byte is sent.
-    """
-    if what == "responses":
-        lines = responses_csv_lines(study=study)
-    elif what == "items":
-        lines = items_csv_lines(study=study)
-    elif what == "participants":
-        lines = participants_csv_lines(study=study)
-    elif what == "summary":
-        from annotations.services.analysis import study_report_get  # it reads this module's rows
-
-        lines = summary_csv_lines(report=study_report_get(study=study))
-    else:
-        raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename_prefix}-{study.pk}-{what}.csv"'
-    response["Cache-Control"] = "no-store"
-    return response

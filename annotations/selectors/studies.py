@@ -1,0 +1,153 @@
+"""Reads about studies and what researchers own: the study list, its arms, items, candidates,
+explanations and progress."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+
+from annotations.models import (
+    Assignment,
+    Dataset,
+    Condition,
+    Explanation,
+    Participant,
+    PrecomputeJob,
+    Prediction,
+    RegisteredModel,
+    Response,
+    Study,
+    StudyItem,
+)
+from annotations.selectors.precompute import precompute_progress
+from workers.engine.dataset import is_file_modality
+
+
+def item_as_raw(item) -> dict[str, Any]:
+    """The engine's view of an item: the JSONL line with file paths made absolute."""
+    raw: dict[str, Any] = {"id": item.external_id, "label": item.gold_label}
+    for modality, value in item.payload.items():
+        raw[modality] = str(Path(settings.MEDIA_ROOT) / value) if is_file_modality(modality) else value
+    return raw
+
+
+def studies_visible_to(*, user) -> QuerySet[Study]:
+    return Study.objects.filter(Q(owner=user) | Q(collaborators=user)).distinct()
+
+
+def datasets_of(*, user) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(owner=user).annotate(n_items=Count("items"))
+
+
+def models_of(*, user) -> QuerySet[RegisteredModel]:
+    return RegisteredModel.objects.filter(owner=user)
+
+
+def study_latest_job(*, study: Study) -> PrecomputeJob | None:
+    return study.precompute_jobs.order_by("-created_at", "-id").first()
+
+
+def study_candidates(*, study: Study, prediction: Prediction) -> list[str]:
+    """The labels a participant chooses from, in the model's label order: every label when
+    ``n_candidates`` is 0, else the model's top ``n_candidates`` plus ``n_distractors``
+    random other labels. Distractors are seeded per (study, item), so precompute and every
+    participant see the same set; the order shown is shuffled per assignment."""
+    labels = list(study.model.labels)
+    if study.n_candidates == 0 or study.n_candidates >= len(labels):
+        return labels
+    ranked = sorted(range(len(labels)), key=lambda k: (-prediction.probabilities[k], k))
+    chosen = ranked[: study.n_candidates]
+    rest = sorted(ranked[study.n_candidates:])
+    if study.n_distractors and rest:
+        rng = random.Random(f"{study.seed}:distractors:{prediction.item_id}")
+        chosen += rng.sample(rest, min(study.n_distractors, len(rest)))
+    return [labels[k] for k in sorted(chosen)]
+
+
+def study_needs_explanations(*, study: Study) -> bool:
+    return any(c.views for c in study.conditions.all())
+
+
+def explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
+    """The labels an item is explained for: every candidate, or just the predicted class
+    when the study shows that one explanation unlabelled."""
+    if study.explanation_display == "predicted_unlabelled":
+        return [prediction.label]
+    return study_candidates(study=study, prediction=prediction)
+
+
+def study_progress(*, study: Study) -> dict[str, Any]:
+    """Precompute and response progress, as the study page shows and polls it. Counts test
+    answers to real items only: previews, pre-test answers and attention checks are not
+    the data the caps are about."""
+    job = study_latest_job(study=study)
+    conditions = list(study.conditions.all())
+    n_items = study.study_items.filter(role=StudyItem.Role.TEST).count()
+    real = ~Q(participant__platform=Participant.Platform.PREVIEW)
+    per_condition = []
+    for condition in conditions:
+        responses = Response.objects.filter(real, condition=condition, phase=Assignment.Phase.TEST,
+                                            is_attention_check=False).count()
+        per_condition.append({
+            "name": condition.name,
+            "participants": Participant.objects.filter(condition=condition).exclude(
+                platform=Participant.Platform.PREVIEW).count(),
+            "responses": responses,
+            "target": n_items * study.raters_per_item,
+            "active_leases": Assignment.objects.filter(real, condition=condition, status=Assignment.Status.ACTIVE,
+                                                       phase=Assignment.Phase.TEST,
+                                                       kind=Assignment.Kind.ITEM).count(),
+        })
+    return {
+        "status": study.status,
+        "precompute": None if job is None else precompute_progress(job=job),
+        "items": n_items,
+        "conditions": per_condition,
+        "responses": sum(c["responses"] for c in per_condition),
+        "target": sum(c["target"] for c in per_condition),
+    }
+
+
+def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str, Any]]:
+    """The researcher's view of a study's items: prediction, gold label, stratum (the first
+    ``limit`` items by dataset line, when given)."""
+    study_items = list(study.study_items.select_related("item").order_by("item__line_number")[:limit])
+    predictions = {p.item_id: p for p in Prediction.objects.filter(
+        model=study.model, item_id__in=[s.item_id for s in study_items])}
+    return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
+
+
+def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
+    """Stored explanations of one item by target label (``method`` defaults to the study's
+    attribution method)."""
+    found = Explanation.objects.filter(model=study.model, item=item, method=method or study.explanation_method,
+                                       target_label__in=targets)
+    return {e.target_label: e for e in found}
+
+
+def study_conditions(*, study: Study) -> list[Condition]:
+    return list(study.conditions.all())
+
+
+def study_items_pool(*, study: Study) -> QuerySet[StudyItem]:
+    return study.study_items.select_related("item")
+
+
+def study_by_key(*, key: str) -> Study:
+    """The one study whose id, public id or name is ``key`` (names are unique only per
+    owner, so an ambiguous name is refused). Raises LookupError."""
+    query = Study.objects.filter(public_id=key) | Study.objects.filter(name=key)
+    if key.isdigit():
+        query = query | Study.objects.filter(pk=int(key))
+    studies = list(query.distinct().order_by("pk")[:10])
+    if not studies:
+        what = f"the id {key} (nor that public id or name)" if key.isdigit() else f"the name or public id '{key}'"
+        raise LookupError(f"no study has {what}")
+    if len(studies) > 1:
+        ids = ", ".join(str(s.pk) for s in studies)
+        raise LookupError(f"more than one study matches '{key}' (ids {ids}); give the id")
+    return studies[0]
