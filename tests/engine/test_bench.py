@@ -1,4 +1,4 @@
-"""The throughput benchmark (workers/bench.py) on toy adapters with tiny sizes.
+"""The throughput benchmark (benchmarks/explain.py) on toy adapters with tiny sizes.
 
 Smoke tests only: the structure of the report, finite positive ratios, pass counts that follow
 the documented formulas, and baselines that compute the same numbers as the engine. Nothing
@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.engine.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
-from workers.bench import (
+from benchmarks.explain import (
     ALL_NAMES,
     BASELINES,
     DEFAULT_METHODS,

@@ -59,7 +59,7 @@ Baselines, timed on one-item batches and checked against the engine's result:
   smaller modality) at a time: ``grad_x_L (grad_x_S f . (x_S * 1[word]))``;
 * **per-item loop** (``modality_interaction``): four one-row head calls per item.
 
-Run ``python -m workers.bench --help`` (or ``python manage.py bench_explain``). No Django.
+Run ``python -m benchmarks.explain --help`` (or ``python manage.py bench_explain``). No Django.
 """
 
 from __future__ import annotations
@@ -1200,8 +1200,8 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workers.bench [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m workers.bench", description=__doc__.split("\n\n")[0])
+    """``python -m benchmarks.explain [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.explain", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
