@@ -26,8 +26,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count
 
-from benchmarks.loadtest import LoadReport, run_load
 from annotations.models import Assignment, Participant, Response
+from benchmarks.loadtest import LoadReport, run_load
 from tests.integration.conftest import REPO, _database_url
 from tests.isolation import media_root  # noqa: F401  (autouse: the server reads the same MEDIA_ROOT)
 from tests.services.factories import build_study
