@@ -1,0 +1,13 @@
+"""mmeval's tests, one folder per thing tested (builders and fixtures shared across folders
+live in ``builders/``, ``conftest.py``, ``isolation.py`` and ``commandline.py``):
+
+* ``engine/``: the model engine (``workers/engine``): adapters, attribution, reports, ``explain``.
+* ``analysis/``: the statistics (``annotations/analysis``), pure pandas, no Django.
+* ``services/``: the services (``annotations/services``) on real Postgres.
+* ``exports/``: the CSV exports (``annotations/exports``) and their round trip.
+* ``views/``: the participant, researcher and dashboard pages.
+* ``api/``: the researcher API.
+* ``commands/``: management commands as a user runs them.
+* ``serving/``: production settings, gunicorn, static files, health, limits on bad input.
+* ``integration/``: a real Celery worker, live servers and Chromium.
+"""

@@ -14,7 +14,7 @@ import math
 import pytest
 from django.core.management import call_command
 
-from tests.engine.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
+from tests.builders.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
 from workers.bench import (
     ALL_NAMES,
     BASELINES,
@@ -158,7 +158,7 @@ def test_bench_explain_command_prints_the_tables_and_writes_json(tmp_path):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in adapter.make_items(3, seed=1)))
     out, err = io.StringIO(), io.StringIO()
-    call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter", data=str(data),
+    call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter", data=str(data),
                  items=5, methods="saliency,second_order", repeats=1, pass_batch_sizes="1,2",
                  threads=1, json=str(tmp_path / "bench.json"), stdout=out, stderr=err)
     text = out.getvalue()
@@ -179,6 +179,6 @@ def test_bench_explain_command_rejects_bad_options(tmp_path, options, message):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match=message):
-        call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter",
+        call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter",
                      data=str(tmp_path / "none.jsonl"), threads=1, stdout=io.StringIO(),
                      stderr=io.StringIO(), **options)
