@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 
 from annotations.selectors.exports import responses_csv_lines
 from annotations.models import PrecomputeJob, Study
-from tests.api.study_data import build_answered_study
-from tests.services.factories import build_study, make_model, write_dataset
+from tests.builders.answered_study import build_answered_study
+from tests.builders.studies import build_study, make_model, write_dataset
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
 

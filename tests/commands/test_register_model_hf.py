@@ -10,8 +10,8 @@ from django.urls import reverse
 from annotations.models import RegisteredModel
 from annotations.services.datasets import dataset_import
 from tests.commandline import manage
-from tests.engine.hf_models import VILT_LABELS, clip_folder, vilt_folder
-from tests.services.factories import write_dataset
+from tests.builders.hf_models import VILT_LABELS, clip_folder, vilt_folder
+from tests.builders.studies import write_dataset
 from workers.engine.explain import predict
 from workers.engine.hf import HF_ADAPTER
 from workers.engine.registry import load_adapter

@@ -22,7 +22,7 @@ from django.core.management import call_command
 from benchmarks.baselines import BASELINES
 from benchmarks.explain import DEFAULT_METHODS, format_report, knob_candidates, run_benchmark
 from benchmarks.floors import ALL_NAMES, PASS_KINDS, Passes, PassTimes, floor_passes, measure_pass_times
-from tests.engine.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
+from tests.builders.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
 from workers.engine.attribution import occlusion_windows, prepare_batch
 
 SEGMENTS = [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
@@ -183,7 +183,7 @@ def test_bench_explain_command_prints_the_tables_and_writes_json(tmp_path):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in adapter.make_items(3, seed=1)))
     out, err = io.StringIO(), io.StringIO()
-    call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter", data=str(data),
+    call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter", data=str(data),
                  items=5, methods="saliency,second_order", repeats=1, pass_batch_sizes="1,2",
                  threads=1, json=str(tmp_path / "bench.json"), stdout=out, stderr=err)
     text = out.getvalue()
@@ -204,6 +204,6 @@ def test_bench_explain_command_rejects_bad_options(tmp_path, options, message):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match=message):
-        call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter",
+        call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter",
                      data=str(tmp_path / "none.jsonl"), threads=1, stdout=io.StringIO(),
                      stderr=io.StringIO(), **options)

@@ -30,7 +30,7 @@ from annotations.models import Assignment, Participant, Response
 from benchmarks.loadtest import LoadReport, run_load
 from tests.integration.conftest import REPO, _database_url
 from tests.isolation import media_root  # noqa: F401  (autouse: the server reads the same MEDIA_ROOT)
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 N_PARTICIPANTS = 24
 N_ITEMS, PER_PARTICIPANT, RATERS = 10, 3, 2  # 2 arms x 10 items x 2 raters = 40 slots: about 13 people fit

@@ -12,7 +12,7 @@ from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Pred
 from annotations.selectors.precompute import precompute_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
 from annotations.services.studies import study_explanation_targets
-from tests.integration.builders import demo_study
+from tests.builders.demo_study import demo_study
 from workers.pipeline import precompute_run
 from workers.tasks import precompute_advance_task, precompute_chunk_task
 
@@ -163,7 +163,7 @@ codes: {completed: SPECDONE, screened_out: SPECOUT}
 def _spec_setup(alice, demo_jsonl, tmp_path):
     from annotations.services.datasets import dataset_import
     from annotations.services.registry import registered_model_create
-    from tests.integration.builders import DEMO_ADAPTER
+    from tests.builders.demo_study import DEMO_ADAPTER
 
     dataset = dataset_import(owner=alice, name="shapes", jsonl_path=demo_jsonl)
     registered_model_create(owner=alice, name="fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
@@ -225,7 +225,7 @@ def test_beat_task_on_the_worker_reclaims_expired_leases(celery_worker_process, 
     from django.utils import timezone
 
     from annotations.models import Assignment, Slot
-    from tests.services.factories import build_study, enter_and_start
+    from tests.builders.studies import build_study, enter_and_start
     from workers.tasks import reclaim_expired_leases
 
     study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,

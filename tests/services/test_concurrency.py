@@ -27,7 +27,7 @@ from annotations.services.participants import (
     response_submit,
 )
 
-from .factories import build_study
+from tests.builders.studies import build_study
 
 N_PARTICIPANTS = 100
 POOL = 20  # Postgres allows 100 connections: a pool of 20 threads simulates all 100 participants.

@@ -48,7 +48,7 @@ from annotations.services.studies import (
 )
 from workers.tasks import reclaim_expired_leases
 
-from .factories import (
+from tests.builders.studies import (
     TWO_ARMS,
     answer_all,
     build_study,

@@ -22,8 +22,8 @@ from annotations.services.model_reports import (
 )
 from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import study_create_from_spec, study_select_items
-from tests.report_builders import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
-from tests.services.factories import write_dataset
+from tests.builders.model_reports import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
+from tests.builders.studies import write_dataset
 from workers.engine.registry import forget_adapter, load_adapter
 from workers.report_pipeline import model_report_run_inline, model_report_run_job
 

@@ -25,7 +25,7 @@ from annotations.services.participants import (
 )
 from annotations.services.studies import ConditionSpec, study_close
 
-from .factories import answer_all, build_study, enter_and_start
+from tests.builders.studies import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ from annotations.services.precompute import (
 )
 from annotations.services.studies import StudyError, study_create, study_explanation_targets
 
-from .factories import TWO_ARMS, make_explanations, make_model, make_predictions, write_dataset
+from tests.builders.studies import TWO_ARMS, make_explanations, make_model, make_predictions, write_dataset
 
 pytestmark = pytest.mark.django_db
 

@@ -19,9 +19,9 @@ from annotations.services.studies import (
     study_sequential_monitoring_update,
     study_update_from_spec,
 )
-from tests.api.study_data import build_answered_study
+from tests.builders.answered_study import build_answered_study
+from tests.builders.studies import build_study
 
-from .factories import build_study
 from .test_spec import FULL, owned  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,7 @@ from annotations.services.studies import (
     study_select_items,
 )
 
-from .factories import TWO_ARMS, build_study, make_explanations, make_model, make_predictions, make_ready, write_dataset
+from tests.builders.studies import TWO_ARMS, build_study, make_explanations, make_model, make_predictions, make_ready, write_dataset
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from annotations.selectors.exports import items_csv_lines, participants_csv_lines, responses_csv_lines
-from tests.api.study_data import build_answered_study
-from tests.services.factories import build_study
+from tests.builders.answered_study import build_answered_study
+from tests.builders.studies import build_study
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
 

@@ -15,7 +15,7 @@ from annotations.selectors.exports import PARTICIPANT_COLUMNS, participants_expo
 from annotations.models import Assignment, Participant, Prediction, Response, Slot
 from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec, study_close
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from annotations.models import Prediction, Response
 
 from annotations.services.participants import participant_consent, participant_preview_start, participant_start
 
-from .factories import answer_all, build_study, enter_and_start
+from tests.builders.studies import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
 

@@ -29,7 +29,7 @@ from annotations.selectors.exports import (
 from annotations.models import Explanation, Participant, Prediction, Response
 from annotations.selectors.analysis import items_frame, responses_frame
 from annotations.services.analysis import AnalysisUnavailable, study_report_compute
-from tests.api.study_data import RULES, build_answered_study
+from tests.builders.answered_study import RULES, build_answered_study
 
 pytestmark = pytest.mark.django_db
 
@@ -194,7 +194,7 @@ def test_malformed_rules_and_empty_studies_are_refused_before_any_row(answered, 
     with pytest.raises(AnalysisUnavailable, match="malformed"):
         study_report_compute(study=answered, **FAST)
 
-    from tests.services.factories import build_study
+    from tests.builders.studies import build_study
 
     quiet = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
     assert _read(responses_csv_lines(study=quiet)) == (RESPONSE_COLUMNS, [])
