@@ -9,10 +9,10 @@ from django.http import StreamingHttpResponse
 from annotations.models import Study
 from annotations.selectors.exports import (
     EXPORTS,
-    items_csv_lines,
-    participants_csv_lines,
-    responses_csv_lines,
-    summary_csv_lines,
+    study_items_csv_lines,
+    study_participants_csv_lines,
+    study_responses_csv_lines,
+    report_summary_csv_lines,
 )
 from annotations.services.analysis import study_report_get
 
@@ -26,13 +26,13 @@ def study_export_response(*, study: Study, what: str, filename_prefix: str = "st
     be analysed yet; both before any byte is sent.
     """
     if what == "responses":
-        lines = responses_csv_lines(study=study)
+        lines = study_responses_csv_lines(study=study)
     elif what == "items":
-        lines = items_csv_lines(study=study)
+        lines = study_items_csv_lines(study=study)
     elif what == "participants":
-        lines = participants_csv_lines(study=study)
+        lines = study_participants_csv_lines(study=study)
     elif what == "summary":
-        lines = summary_csv_lines(report=study_report_get(study=study))
+        lines = report_summary_csv_lines(report=study_report_get(study=study))
     else:
         raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

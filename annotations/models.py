@@ -239,7 +239,7 @@ class PrecomputeJob(models.Model):
     """One precompute of a study: predictions, then (with an interaction-strength filter) the
     2x2 modality interactions, then the pool's explanations. Each stage is split into
     :class:`PrecomputeChunk` rows that any number of workers take in parallel; progress is
-    derived from them (``annotations.selectors.precompute.precompute_progress``)."""
+    derived from them (``annotations.selectors.precompute.job_progress``)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"

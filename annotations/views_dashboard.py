@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET
 
 from annotations.selectors.exports import EXPORTS
 from annotations.downloads import study_export_response
-from annotations.selectors.studies import studies_visible_to, study_progress
+from annotations.selectors.studies import user_studies, study_progress
 from annotations.selectors.analysis import study_chance_level
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
 
@@ -33,7 +33,7 @@ MAX_PARTICIPANT_ROWS = 500
 
 
 def _study_for(request, pk: int):
-    return get_object_or_404(studies_visible_to(user=request.user).select_related("model", "dataset"), pk=pk)
+    return get_object_or_404(user_studies(user=request.user).select_related("model", "dataset"), pk=pk)
 
 
 def _pct(value: float | None) -> str:

@@ -18,10 +18,10 @@ from annotations.downloads import study_export_response
 from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Explanation, Item, Study
 from annotations.selectors.studies import (
-    datasets_of,
-    explanations_for,
-    models_of,
-    studies_visible_to,
+    user_datasets,
+    study_item_explanations,
+    user_models,
+    user_studies,
     study_candidates,
     study_item_rows,
     study_latest_job,
@@ -45,12 +45,12 @@ from annotations.services.studies import (
 
 
 def _study_for(request, pk: int):
-    return get_object_or_404(studies_visible_to(user=request.user).select_related("model", "dataset"), pk=pk)
+    return get_object_or_404(user_studies(user=request.user).select_related("model", "dataset"), pk=pk)
 
 
 @login_required
 def study_list(request):
-    studies = studies_visible_to(user=request.user).select_related("dataset", "model")
+    studies = user_studies(user=request.user).select_related("dataset", "model")
     return render(request, "researcher/study_list.html", {"studies": studies})
 
 
@@ -227,8 +227,8 @@ def study_item_detail(request, pk: int, item_pk: int):
     item = get_object_or_404(Item, pk=item_pk, study_items__study=study)
     prediction = item.predictions.filter(model=study.model).first()
     candidates = study_candidates(study=study, prediction=prediction) if prediction else []
-    explanations = explanations_for(study=study, item=item, targets=candidates)
-    interactions = explanations_for(study=study, item=item, targets=candidates, method=study.interaction_method)
+    explanations = study_item_explanations(study=study, item=item, targets=candidates)
+    interactions = study_item_explanations(study=study, item=item, targets=candidates, method=study.interaction_method)
     probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
     study_item = item.study_items.filter(study=study).first()
     return render(request, "researcher/item_detail.html", {
@@ -277,7 +277,7 @@ def dataset_list(request):
         else:
             messages.success(request, f"Imported {dataset.items.count()} items into '{dataset.name}'.")
             return redirect("datasets")
-    return render(request, "researcher/datasets.html", {"datasets": datasets_of(user=request.user), "form": form})
+    return render(request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form})
 
 
 @login_required
@@ -295,5 +295,5 @@ def model_list(request):
         else:
             messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
             return redirect("models")
-    return render(request, "researcher/models.html", {"models": models_of(user=request.user), "form": form,
+    return render(request, "researcher/models.html", {"models": user_models(user=request.user), "form": form,
                                                       "traceback": traceback_text})

@@ -10,7 +10,7 @@ wrapper that checks its options and prints the report).
    per participant, all inside one transaction. Assignments and responses go in with PostgreSQL
    ``COPY … FROM STDIN`` fed by a generator (every concrete column of the current models, new
    ones at their Django default), so generating needs little memory too.
-2. **Export** (timed): ``responses_csv_lines`` — the same generator the download button and
+2. **Export** (timed): ``study_responses_csv_lines`` — the same generator the download button and
    ``export_study`` use, with its server-side cursor — written to ``--out`` (default
    ``/dev/null``). The process's resident set size is sampled from ``/proc/self/status`` every
    256 rows; the report gives the RSS before the export, the peak during it and ``ru_maxrss`` (the
@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, TextIO
 from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
 
-from annotations.selectors.exports import responses_csv_lines
+from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import (
     Assignment,
     Condition,
@@ -266,7 +266,7 @@ def generate_study(*, rows: int, per_participant: int, seed: int, report: dict) 
 
 
 def time_export(*, study: Study, out: Path, report: dict, profile: TextIO | None = None) -> None:
-    """Write ``study``'s responses CSV to ``out`` through ``responses_csv_lines`` (the export
+    """Write ``study``'s responses CSV to ``out`` through ``study_responses_csv_lines`` (the export
     the download button and ``export_study`` use), timing it and sampling the resident set size.
 
     Args:
@@ -281,7 +281,7 @@ def time_export(*, study: Study, out: Path, report: dict, profile: TextIO | None
 
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in responses_csv_lines(study=study):
+        for _ in study_responses_csv_lines(study=study):
             pass
         profiler.disable()
         text = io.StringIO()
@@ -293,7 +293,7 @@ def time_export(*, study: Study, out: Path, report: dict, profile: TextIO | None
     cpu_started = time.process_time()
     started = time.perf_counter()
     with open(out, "w", encoding="utf-8", newline="") as stream:
-        for k, chunk in enumerate(responses_csv_lines(study=study)):
+        for k, chunk in enumerate(study_responses_csv_lines(study=study)):
             stream.write(chunk)
             lines += chunk.count("\n")
             if k % 4 == 0:  # every 4 chunks of 256 rows

@@ -28,7 +28,7 @@ from django.contrib.auth import get_user_model
 from tqdm import tqdm
 
 from annotations.models import Dataset, PrecomputeChunk, PrecomputeJob
-from annotations.selectors.precompute import precompute_progress
+from annotations.selectors.precompute import job_progress
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_start
 from annotations.services.registry import registered_model_create
@@ -117,7 +117,7 @@ def _run(owner, dataset: Dataset, *, n: int, pool: int, timeout: int) -> tuple[f
                     raise PrecomputeBenchError(f"the run with {n} worker(s) took longer than {timeout} s")
                 time.sleep(0.5)
                 job.refresh_from_db()
-                progress = precompute_progress(job=job)
+                progress = job_progress(job=job)
                 bar.total, bar.n = progress["total"], progress["done"]
                 bar.refresh()
     finally:

@@ -224,7 +224,7 @@ def csv_lines(*, columns: list[str], rows: Iterable[Any]) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def responses_export_records(*, study: Study) -> Iterator[list]:
+def study_response_records(*, study: Study) -> Iterator[list]:
     """Rows of the responses export as lists in :data:`RESPONSE_COLUMNS` order (module doc).
 
     Raises ``ValueError`` at once (before any row) if the study's exclusion rules are malformed.
@@ -295,15 +295,15 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
         yield prefix, rows
 
 
-def responses_export_rows(*, study: Study) -> Iterator[dict]:
+def study_response_rows(*, study: Study) -> Iterator[dict]:
     """The responses export as dicts keyed by :data:`RESPONSE_COLUMNS`."""
-    return (dict(zip(RESPONSE_COLUMNS, row)) for row in responses_export_records(study=study))
+    return (dict(zip(RESPONSE_COLUMNS, row)) for row in study_response_records(study=study))
 
 
-def responses_csv_lines(*, study: Study) -> Iterator[str]:
+def study_responses_csv_lines(*, study: Study) -> Iterator[str]:
     """The responses export as CSV text, in chunks (module doc). Each participant's columns are
     formatted once, then prefixed to each of their rows: the same text as
-    ``csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=study))``, faster.
+    ``csv_lines(columns=RESPONSE_COLUMNS, rows=study_response_records(study=study))``, faster.
 
     Raises ``ValueError`` at once if the study's exclusion rules are malformed.
     """
@@ -347,7 +347,7 @@ def _metric_names(study: Study) -> list[str]:
     return ITEM_METRICS + [f"modality_share:{modality}" for modality in study.model.modalities]
 
 
-def items_export_columns(*, study: Study) -> list[str]:
+def study_item_columns(*, study: Study) -> list[str]:
     names = _metric_names(study)
     return ITEM_BASE_COLUMNS + [f"metric:{method}:{name}" for method in _metric_methods(study) for name in names]
 
@@ -362,8 +362,8 @@ def _metric_value(metrics: dict | None, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def items_export_records(*, study: Study) -> Iterator[list]:
-    """Rows of the items export in :func:`items_export_columns` order (module doc)."""
+def study_item_records(*, study: Study) -> Iterator[list]:
+    """Rows of the items export in :func:`study_item_columns` order (module doc)."""
     methods = _metric_methods(study)
     names = _metric_names(study)
     labels = list(study.model.labels)
@@ -394,8 +394,8 @@ def items_export_records(*, study: Study) -> Iterator[list]:
         ]
 
 
-def items_csv_lines(*, study: Study) -> Iterator[str]:
-    return csv_lines(columns=items_export_columns(study=study), rows=items_export_records(study=study))
+def study_items_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=study_item_columns(study=study), rows=study_item_records(study=study))
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +403,7 @@ def items_csv_lines(*, study: Study) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def participants_export_records(*, study: Study) -> Iterator[list]:
+def study_participant_records(*, study: Study) -> Iterator[list]:
     """Rows of the participants export in :data:`PARTICIPANT_COLUMNS` order (module doc).
 
     Raises ``ValueError`` at once if the study's exclusion rules are malformed.
@@ -446,8 +446,8 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
         ]
 
 
-def participants_csv_lines(*, study: Study) -> Iterator[str]:
-    return csv_lines(columns=PARTICIPANT_COLUMNS, rows=participants_export_records(study=study))
+def study_participants_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=PARTICIPANT_COLUMNS, rows=study_participant_records(study=study))
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def participants_csv_lines(*, study: Study) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def summary_csv_lines(*, report: dict) -> Iterator[str]:
+def report_summary_csv_lines(*, report: dict) -> Iterator[str]:
     """The analysis report (``annotations.services.analysis.study_report_get``) as ``key,value``
     rows."""
     from annotations.analysis.report import report_flatten

@@ -46,12 +46,12 @@ def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> boo
     return all(view in explanation.extra_views for view in views if view in ("share", "top_pairs"))
 
 
-def precompute_job_open(*, study: Study) -> PrecomputeJob | None:
+def study_open_job(*, study: Study) -> PrecomputeJob | None:
     """The study's queued or running job (at most one, by a database constraint)."""
     return study.precompute_jobs.filter(status__in=OPEN).first()
 
 
-def dataset_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
+def study_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
     """(dataset size, IDs of the items the study's model has no prediction for, in file order)."""
     items = list(study.dataset.items.order_by("line_number").values_list("pk", flat=True))
     have = set(Prediction.objects.filter(model=study.model, item__dataset=study.dataset)
@@ -59,7 +59,7 @@ def dataset_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
     return len(items), [pk for pk in items if pk not in have]
 
 
-def strength_items_missing(*, study: Study) -> tuple[int, list[int]]:
+def study_strength_items_missing(*, study: Study) -> tuple[int, list[int]]:
     """(dataset size, IDs of predicted items that lack the 2x2 modality interaction)."""
     items = list(study.dataset.items.order_by("line_number").values_list("pk", flat=True))
     predicted = set(Prediction.objects.filter(model=study.model, item__dataset=study.dataset)
@@ -75,7 +75,7 @@ def _done_pairs(*, model: RegisteredModel, method: str, views: Iterable[str], it
             if explanation_has_views(e, views)}
 
 
-def explanation_items_missing(*, study: Study, method: str, views: set[str], targets: dict[int, list[str]]) -> list[int]:
+def study_explanation_items_missing(*, study: Study, method: str, views: set[str], targets: dict[int, list[str]]) -> list[int]:
     """Pool items (sorted by ID) with at least one target label whose ``method`` row is not
     stored, with the rendered views some arm needs."""
     done = _done_pairs(model=study.model, method=method, views=views, item_ids=list(targets))
@@ -83,7 +83,7 @@ def explanation_items_missing(*, study: Study, method: str, views: set[str], tar
                   if any((item_id, label) not in done for label in labels))
 
 
-def explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set[str],
+def model_explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set[str],
                               targets: dict[int, list[str]]) -> list[tuple[int, str]]:
     """The (item ID, label) rows to compute for ``targets``, in item then label order.
 
@@ -102,7 +102,7 @@ def explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set
             for label in sorted(set(targets[item_id]) | drawn.get(item_id, set()), key=order.__getitem__)]
 
 
-def explanations_lacking_share_view(*, model: RegisteredModel, method: str,
+def model_explanations_lacking_share_view(*, model: RegisteredModel, method: str,
                                     targets: dict[int, list[str]]) -> list[Explanation]:
     """Stored attribution rows of these targets without the share-bar view (rows another
     study computed): the bars can be drawn from their stored summary."""
@@ -113,12 +113,12 @@ def explanations_lacking_share_view(*, model: RegisteredModel, method: str,
             and (row.summary or {}).get("modality_share")]
 
 
-def predicted_labels(*, model: RegisteredModel, item_ids: Iterable[int]) -> dict[int, str]:
+def model_predicted_labels(*, model: RegisteredModel, item_ids: Iterable[int]) -> dict[int, str]:
     """Item ID -> the model's predicted label, for the items that have a prediction."""
     return dict(Prediction.objects.filter(model=model, item_id__in=list(item_ids)).values_list("item_id", "label"))
 
 
-def items_by_id(*, item_ids: Iterable[int]) -> dict[int, Item]:
+def item_map(*, item_ids: Iterable[int]) -> dict[int, Item]:
     return {item.pk: item for item in Item.objects.filter(pk__in=list(item_ids))}
 
 
@@ -126,7 +126,7 @@ PART_TITLES = {"predictions": "Predictions", "strength": "Modality interactions 
                "attribution": "Explanations", "interaction": "Interaction matrices"}
 
 
-def precompute_progress(*, job: PrecomputeJob) -> dict[str, Any]:
+def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     """Progress of a job as the study page and the API show it, in items (not rows).
 
     ``parts``: one entry per planned part (predictions, strength, attribution, interaction)

@@ -23,11 +23,11 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors.precompute import precompute_progress
+from annotations.selectors.precompute import job_progress
 from workers.engine.dataset import is_file_modality
 
 
-def item_as_raw(item) -> dict[str, Any]:
+def item_raw(item) -> dict[str, Any]:
     """The engine's view of an item: the JSONL line with file paths made absolute."""
     raw: dict[str, Any] = {"id": item.external_id, "label": item.gold_label}
     for modality, value in item.payload.items():
@@ -35,15 +35,15 @@ def item_as_raw(item) -> dict[str, Any]:
     return raw
 
 
-def studies_visible_to(*, user) -> QuerySet[Study]:
+def user_studies(*, user) -> QuerySet[Study]:
     return Study.objects.filter(Q(owner=user) | Q(collaborators=user)).distinct()
 
 
-def datasets_of(*, user) -> QuerySet[Dataset]:
+def user_datasets(*, user) -> QuerySet[Dataset]:
     return Dataset.objects.filter(owner=user).annotate(n_items=Count("items"))
 
 
-def models_of(*, user) -> QuerySet[RegisteredModel]:
+def user_models(*, user) -> QuerySet[RegisteredModel]:
     return RegisteredModel.objects.filter(owner=user)
 
 
@@ -72,12 +72,26 @@ def study_needs_explanations(*, study: Study) -> bool:
     return any(c.views for c in study.conditions.all())
 
 
-def explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
+def prediction_explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
     """The labels an item is explained for: every candidate, or just the predicted class
     when the study shows that one explanation unlabelled."""
     if study.explanation_display == "predicted_unlabelled":
         return [prediction.label]
     return study_candidates(study=study, prediction=prediction)
+
+
+def study_explanation_targets(*, study: Study) -> dict[int, list[str]]:
+    """For each pool item (test, learning and attention items alike, so that checks look
+    like any other item), the labels it needs an explanation for: every candidate, so each
+    candidate is shown with its own evidence and choosing means reading it; or only the
+    predicted class when the study shows that one unlabelled."""
+    if not study_needs_explanations(study=study):
+        return {}
+    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model, item__study_items__study=study)}
+    return {
+        item_id: prediction_explanation_targets(study=study, prediction=prediction)
+        for item_id, prediction in predictions.items()
+    }
 
 
 def study_progress(*, study: Study) -> dict[str, Any]:
@@ -104,7 +118,7 @@ def study_progress(*, study: Study) -> dict[str, Any]:
         })
     return {
         "status": study.status,
-        "precompute": None if job is None else precompute_progress(job=job),
+        "precompute": None if job is None else job_progress(job=job),
         "items": n_items,
         "conditions": per_condition,
         "responses": sum(c["responses"] for c in per_condition),
@@ -121,7 +135,7 @@ def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str,
     return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
 
 
-def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
+def study_item_explanations(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
     """Stored explanations of one item by target label (``method`` defaults to the study's
     attribution method)."""
     found = Explanation.objects.filter(model=study.model, item=item, method=method or study.explanation_method,

@@ -30,9 +30,9 @@ from django.core.cache import cache
 
 from annotations.models import Study
 from annotations.selectors.analysis import (
-    items_frame,
-    participants_table,
-    responses_frame,
+    study_items_frame,
+    study_participants_table,
+    study_responses_frame,
     study_analysis_settings,
     study_data_version,
 )
@@ -105,7 +105,7 @@ def study_report_compute(*, study: Study, n_resamples: int | None = None,
     """
     n_resamples, n_permutations = _counts(n_resamples, n_permutations)
     settings = _settings(study)
-    return _report(study, settings, responses_frame(study=study), items_frame(study=study),
+    return _report(study, settings, study_responses_frame(study=study), study_items_frame(study=study),
                    n_resamples=n_resamples, n_permutations=n_permutations)
 
 
@@ -159,7 +159,7 @@ def study_power_compute(*, study: Study, effect: float | None = None, n_items: l
     from annotations.analysis.responses import responses_prepare
 
     settings = _settings(study)
-    responses = responses_frame(study=study)
+    responses = study_responses_frame(study=study)
     if responses.empty:
         raise AnalysisUnavailable("no responses yet: a pilot needs answers")
     try:
@@ -195,12 +195,12 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     (item-level metric vs accuracy), ``metric_columns`` and ``power`` (:func:`study_power_card`)."""
     from annotations.analysis import apply_exclusion_rules, exclusion_rules_validate, metric_accuracy_points
 
-    out: dict[str, Any] = {"participants": participants_table(study=study), "points": {s: {} for s in SECTIONS}}
+    out: dict[str, Any] = {"participants": study_participants_table(study=study), "points": {s: {} for s in SECTIONS}}
     n_resamples, n_permutations = _counts(None, None)
     try:
         settings = _settings(study)
-        responses = responses_frame(study=study)
-        items = items_frame(study=study)
+        responses = study_responses_frame(study=study)
+        items = study_items_frame(study=study)
         out["report"] = _report(study, settings, responses, items, n_resamples=n_resamples,
                                 n_permutations=n_permutations)
     except AnalysisUnavailable as exc:

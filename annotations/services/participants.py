@@ -303,10 +303,6 @@ def _participant_start(*, participant: Participant, take_what_is_free: bool) -> 
     return participant
 
 
-# The old name: the first item phase used to be the test.
-participant_start_test = participant_start
-
-
 def _free_test_items(*, participant: Participant, need: int) -> dict[int, Slot | None]:
     """Up to ``need`` distinct test items the participant has not had, each with a free slot
     of their arm locked for this transaction (None for a preview, which takes no slot)."""

@@ -33,19 +33,15 @@ from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
 from annotations.selectors.precompute import (
-    dataset_items_without_predictions,
-    explanation_items_missing,
-    precompute_job_open,
-    strength_items_missing,
+    study_items_without_predictions,
+    study_explanation_items_missing,
+    study_open_job,
+    study_strength_items_missing,
     study_required_methods,
 )
 from annotations.services.background import task_run_in_background
-from annotations.services.studies import (
-    StudyError,
-    explanation_store_failed,
-    study_explanation_targets,
-    study_select_items,
-)
+from annotations.services.studies import StudyError, explanation_store_failed, study_select_items
+from annotations.selectors.studies import study_explanation_targets
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +71,7 @@ def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WO
     with transaction.atomic():
         Study.objects.filter(pk=study.pk).update(status=Study.Status.PRECOMPUTING)
         study.status = Study.Status.PRECOMPUTING
-        job = precompute_job_open(study=study)
+        job = study_open_job(study=study)
         if job is not None:
             if job.runner != runner:
                 PrecomputeJob.objects.filter(pk=job.pk).update(runner=runner)
@@ -86,7 +82,7 @@ def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WO
                 return PrecomputeJob.objects.create(study=study, runner=runner, queue=settings.CELERY_GPU_QUEUE,
                                                     batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
         except IntegrityError:  # a concurrent click created it first
-            return precompute_job_open(study=study)
+            return study_open_job(study=study)
 
 
 def precompute_start(*, study: Study) -> PrecomputeJob:
@@ -198,11 +194,11 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
     plan = dict(job.plan or {})
     chunks: list[PrecomputeChunk] = []
     if stage == Stage.PREDICTIONS:
-        total, todo = dataset_items_without_predictions(study=study)
+        total, todo = study_items_without_predictions(study=study)
         plan[stage] = {"total": total, "skipped": total - len(todo)}
         chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
     elif stage == Stage.STRENGTH:
-        total, todo = strength_items_missing(study=study)
+        total, todo = study_strength_items_missing(study=study)
         plan[stage] = {"total": total, "skipped": total - len(todo)}
         chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
     else:
@@ -210,7 +206,7 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
         targets = study_explanation_targets(study=study)
         for method, views in study_required_methods(study=study).items():
             part = Stage.ATTRIBUTION if method == study.explanation_method else Stage.INTERACTION
-            todo = explanation_items_missing(study=study, method=method, views=views, targets=targets)
+            todo = study_explanation_items_missing(study=study, method=method, views=views, targets=targets)
             plan[part] = {"total": len(targets), "skipped": len(targets) - len(todo), "method": method}
             # Chunks of whole items, about batch_size (item, target) rows each.
             per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))

@@ -11,7 +11,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotations.selectors.exports import responses_csv_lines
+from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import PrecomputeJob, Study
 from tests.builders.answered_study import build_answered_study
 from tests.builders.studies import build_study, make_model, write_dataset
@@ -113,7 +113,7 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
     body = b"".join(response.streaming_content).decode("utf-8")
-    assert body == "".join(responses_csv_lines(study=shared))
+    assert body == "".join(study_responses_csv_lines(study=shared))
     assert len(list(csv.DictReader(io.StringIO(body)))) > 0
     assert client.get(f"/api/studies/{shared.pk}/exports/secrets.csv").status_code == 404
 

@@ -47,9 +47,9 @@ def test_register_a_vqa_folder_and_load_it_back_as_a_worker_does(dataset, folder
     assert f"vqa · {folders['vqa'].absolute()}" in client.get(reverse("models")).content.decode()
 
     # A worker loads the model from the stored row: the same predictions as the folder read directly.
-    from annotations.selectors.studies import item_as_raw
+    from annotations.selectors.studies import item_raw
 
-    raws = [item_as_raw(item) for item in dataset.items.order_by("line_number")]
+    raws = [item_raw(item) for item in dataset.items.order_by("line_number")]
     stored = predict(load_adapter(model.adapter_path, options=model.adapter_options), raws)
     direct = predict(load_adapter(HF_ADAPTER, options={"path": str(folders["vqa"])}), raws)
     assert [p.label for p in stored] == [p.label for p in direct]

@@ -19,7 +19,8 @@ from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
 from annotations.services.precompute import precompute_start, precompute_watchdog
-from annotations.services.studies import ConditionSpec, study_explanation_targets
+from annotations.services.studies import ConditionSpec
+from annotations.selectors.studies import study_explanation_targets
 from tests.builders.demo_study import demo_study
 from tests.integration.conftest import REPO, _database_url, start_worker, stop_worker
 from tests.integration.test_worker import wait_for_job

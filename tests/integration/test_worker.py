@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
-from annotations.selectors.precompute import precompute_progress
+from annotations.selectors.precompute import job_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
-from annotations.services.studies import study_explanation_targets
+from annotations.selectors.studies import study_explanation_targets
 from tests.builders.demo_study import demo_study
 from workers.pipeline import precompute_run
 from workers.tasks import precompute_advance_task, precompute_chunk_task
@@ -26,7 +26,7 @@ def wait_for_job(job_id: int, timeout: float = 300) -> PrecomputeJob:
         if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
             return job
         time.sleep(0.5)
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s (last status {job.status}, "
                          f"{progress['done']}/{progress['total']})")
 
@@ -52,7 +52,7 @@ def test_worker_precomputes_predictions_and_explanations(celery_worker_process, 
     job = wait_for_job(job.pk)
 
     assert job.status == PrecomputeJob.Status.DONE, job.error
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     assert progress["done"] == progress["total"] > 0
     n_dataset = study.dataset.items.count()
     assert {p["part"]: (p["done"], p["total"]) for p in progress["parts"]} == {

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotations.selectors.exports import responses_export_rows
+from annotations.selectors.exports import study_response_rows
 from annotations.models import (
     Assignment,
     Explanation,
@@ -360,7 +360,7 @@ def test_preview_takes_no_slot_and_is_not_data(phased):
     preview.refresh_from_db()
     assert preview.phase == "done" and preview.responses.exists()
     assert participant_exit(participant=preview)["preview"]
-    assert list(responses_export_rows(study=phased)) == []
+    assert list(study_response_rows(study=phased)) == []
     progress = study_progress(study=phased)
     assert progress["responses"] == 0 and all(c["participants"] == 0 for c in progress["conditions"])
     assert study_participant_exclusions(study=phased) == {}

@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from annotations.models import ModelReport, PrecomputeJob, StudyItem
-from annotations.selectors.model_reports import model_report_interaction_types, model_report_progress
+from annotations.selectors.model_reports import model_item_interaction_types, model_report_progress
 from annotations.services.model_reports import (
     ModelReportError,
     model_report_claim,
@@ -219,7 +219,7 @@ def test_study_draws_only_items_of_the_chosen_interaction_types(alice, toy):
     model, dataset = toy
     report = _create(alice, toy)
     model_report_run_inline(report_id=report.pk)
-    _, types = model_report_interaction_types(model=model, dataset=dataset)
+    _, types = model_item_interaction_types(model=model, dataset=dataset)
     assert len(types) == 30
     wanted = "none" if list(types.values()).count("none") >= 4 else "dominance"
     spec = study_spec_parse(data=_spec(interaction_type=[wanted]), owner=alice)

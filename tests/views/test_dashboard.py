@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from annotations.selectors.exports import items_csv_lines, participants_csv_lines, responses_csv_lines
+from annotations.selectors.exports import study_items_csv_lines, study_participants_csv_lines, study_responses_csv_lines
 from tests.builders.answered_study import build_answered_study
 from tests.builders.studies import build_study
 
@@ -131,7 +131,7 @@ def test_progress_json_and_downloads(client, bob, shared):
     client.force_login(bob)
     progress = client.get(f"/studies/{shared.pk}/dashboard/progress.json").json()
     assert progress["status"] == "live" and progress["responses"] > 0
-    expected = {"responses": responses_csv_lines, "items": items_csv_lines, "participants": participants_csv_lines}
+    expected = {"responses": study_responses_csv_lines, "items": study_items_csv_lines, "participants": study_participants_csv_lines}
     for what, lines in expected.items():
         response = client.get(f"/studies/{shared.pk}/exports/{what}.csv")
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
