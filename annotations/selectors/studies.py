@@ -15,6 +15,7 @@ from annotations.models import (
     Dataset,
     Condition,
     Explanation,
+    Item,
     Participant,
     PrecomputeJob,
     Prediction,
@@ -165,3 +166,34 @@ def study_by_key(*, key: str) -> Study:
         ids = ", ".join(str(s.pk) for s in studies)
         raise LookupError(f"more than one study matches '{key}' (ids {ids}); give the id")
     return studies[0]
+
+
+def study_item(*, study: Study, item_pk: int) -> Item | None:
+    """An item of the study's pool, or ``None``."""
+    return Item.objects.filter(pk=item_pk, study_items__study=study).first()
+
+
+def study_explanation(*, study: Study, explanation_pk: int) -> Explanation | None:
+    """A stored explanation of the study's model on an item of its pool, or ``None``."""
+    return Explanation.objects.filter(pk=explanation_pk, model=study.model, item__study_items__study=study).first()
+
+
+def study_item_preview(*, study: Study, item_pk: int) -> dict[str, Any] | None:
+    """The researcher's preview of one pool item (``None`` if not in the pool): the model's
+    prediction, its top probabilities, the gold label, and every candidate's explanation and
+    interaction rows. Researchers see everything; participants never see this page."""
+    item = study_item(study=study, item_pk=item_pk)
+    if item is None:
+        return None
+    prediction = item.predictions.filter(model=study.model).first()
+    candidates = study_candidates(study=study, prediction=prediction) if prediction else []
+    explanations = study_item_explanations(study=study, item=item, targets=candidates)
+    interactions = study_item_explanations(study=study, item=item, targets=candidates, method=study.interaction_method)
+    probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
+    study_item_row = item.study_items.filter(study=study).first()
+    return {
+        "item": item, "prediction": prediction, "probabilities": probabilities[:8],
+        "rows": [(label, explanations.get(label), interactions.get(label)) for label in candidates],
+        "role": study_item_row.role if study_item_row else "", "show_interactions": bool(interactions),
+        "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
+    }
