@@ -184,6 +184,8 @@ def test_openapi_schema_describes_the_api(alice):
     assert response.status_code == 200
     schema = response.json()
     assert schema["openapi"].startswith("3.")
+    assert schema["info"]["title"] == "mmeval researcher API"  # one title, from settings
+    assert "Authorization: Token" in schema["info"]["description"]
     paths = schema["paths"]
     for path in ("/api/studies/", "/api/studies/{id}/", "/api/studies/{id}/analysis/",
                  "/api/studies/{id}/progress/", "/api/studies/{id}/exports/", "/api/studies/{id}/launch/",
