@@ -4,6 +4,7 @@ live in ``builders/``, ``conftest.py``, ``isolation.py`` and ``commandline.py``)
 * ``engine/``: the model engine (``workers/engine``): adapters, attribution, reports, ``explain``.
 * ``analysis/``: the statistics (``annotations/analysis``), pure pandas, no Django.
 * ``services/``: the services (``annotations/services``) on real Postgres.
+* ``selectors/``: the reads (``annotations/selectors``) a view or task relies on.
 * ``exports/``: the CSV exports (``annotations/selectors/exports.py``, ``annotations/downloads.py``) and
   their round trip.
 * ``views/``: the participant, researcher and dashboard pages.
