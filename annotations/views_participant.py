@@ -14,6 +14,8 @@ that embeds it. The bytes are immutable, so the browser may keep them (privately
 ``MMEVAL_MEDIA_X_SENDFILE`` (Apache mod_xsendfile, lighttpd) the file is handed to the proxy
 instead of streamed by Django; the proxy strips that header, so no stored name reaches the
 browser.
+
+The invariants these pages keep: docs/DESIGN.md, "Invariants and where they are held".
 """
 
 from __future__ import annotations

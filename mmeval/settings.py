@@ -8,6 +8,8 @@ variable.
 ``DATABASE_URL`` must be set (start-up fails with one line naming what is missing), DEBUG
 must be off, and HTTPS is enforced behind a TLS proxy (HSTS, secure cookies, redirect to
 https except the health endpoints), so ``manage.py check --deploy`` reports nothing.
+
+How the pieces are deployed: docs/DESIGN.md, "Deployment".
 """
 
 import os

@@ -8,6 +8,8 @@ A chunk is computed by :func:`chunk_run`: the Celery task calls it for one chunk
 worker took the message; :func:`precompute_run` calls it for every chunk of a job in turn (the
 command line, the demo, the embedded mode's background thread). Both are idempotent: stored
 rows are skipped, and a chunk taken over from a dead worker is simply computed again.
+
+The rules: docs/DESIGN.md, "Precompute".
 """
 
 from __future__ import annotations

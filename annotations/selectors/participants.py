@@ -1,6 +1,9 @@
 """Reads for the participant path: the session's participant, what the instructions promise,
 how a participant leaves, their quality numbers, and everything an item page shows (which
-names neither the model's prediction nor the gold label before an answer)."""
+names neither the model's prediction nor the gold label before an answer).
+
+Why nothing may name the answer: docs/DESIGN.md, "Invariants and where they are held".
+"""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ assignments) and the slots it takes. No ``select_for_update`` joins another tabl
 locks its own table only (``of=("self",)``); arm assignment needs no study lock (see
 ``participant_enter``); other participants' expired leases are reclaimed by beat every
 minute, and inside a request only when the request found no free slot.
+
+Caps, idempotency and nothing lost: docs/DESIGN.md, "Invariants and where they are held".
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ Crash safety rests on three rules:
 Hand-over to the task queue happens after commit. When the broker refuses or hangs, the job
 records ``dispatch_error`` for the researcher and the watchdog (or a retry) hands it over
 again; nothing is left running without a worker knowing of it.
+
+The rules: docs/DESIGN.md, "Precompute".
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Designing, precomputing and launching studies."""
+"""Designing, precomputing and launching studies.
+
+The researcher's flow: docs/DESIGN.md, "Flows".
+"""
 
 from __future__ import annotations
 

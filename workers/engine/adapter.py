@@ -22,6 +22,8 @@ section it skipped and why: ``checkpoints()`` and ``load_checkpoint(name)`` for 
 process, ``training_items()`` for its training losses, ``corrupt(batch, ...)`` for
 modality-specific corruptions, and ``batch_context`` to let EMAP pair items without encoding
 every pair.
+
+Overview: docs/DESIGN.md, "Model adapters".
 """
 
 from __future__ import annotations
