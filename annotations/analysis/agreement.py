@@ -255,7 +255,7 @@ def dawid_skene(
     change = np.inf
     converged = False
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (read after the loop)
         prior, confusion = m_step(posterior)
         # log θ_j[k, l] as rows (j, l): labels a rater never gave are never looked up (no answers)
         with np.errstate(divide="ignore"):
@@ -389,6 +389,5 @@ def agreement(df: pd.DataFrame, *, max_iter: int = 10_000, tol: float = 1e-10) -
 def _agreement(prepared: pd.DataFrame, *, max_iter: int = 10_000, tol: float = 1e-10) -> dict[str, dict]:
     test = prepared[prepared["phase"] == "test"]
     return {
-        str(arm): _arm_agreement(rows, max_iter=max_iter, tol=tol)
-        for arm, rows in test.groupby("condition", sort=True)
+        str(arm): _arm_agreement(rows, max_iter=max_iter, tol=tol) for arm, rows in test.groupby("condition", sort=True)
     }

@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
-from annotations.services.registry import registered_model_create
 from annotations.services.precompute import precompute_job_create
+from annotations.services.registry import registered_model_create
 from annotations.services.studies import ConditionSpec, study_create, study_launch
 from workers.engine.demo.data import generate_dataset
 from workers.engine.demo.model import load_or_train
@@ -29,7 +29,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--no-serve", action="store_true", help="build everything, then exit")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
-        parser.add_argument("--items", type=int, default=320, help="items in the generated dataset (the model errs on about 1 in 13)")
+        parser.add_argument(
+            "--items", type=int, default=320, help="items in the generated dataset (the model errs on about 1 in 13)"
+        )
 
     def handle(self, *args, no_serve, addrport, items, **options):
         call_command("migrate", interactive=False, verbosity=0)
@@ -38,13 +40,27 @@ class Command(BaseCommand):
         load_or_train()
         dataset = self._dataset(user, items)
         model = RegisteredModel.objects.filter(owner=user, name="demo-fusion").first() or registered_model_create(
-            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
+            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset
+        )
         study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
-            owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
-            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
-                        ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"])],
-            n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
-            learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
+            owner=user,
+            name=DEMO_STUDY,
+            dataset=dataset,
+            model=model,
+            conditions=[
+                ConditionSpec(name="baseline"),
+                ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
+                ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"]),
+            ],
+            n_items=40,
+            items_per_participant=10,
+            raters_per_item=3,
+            n_candidates=4,
+            seed=7,
+            learning_items=4,
+            attention_checks=1,
+            min_rt_ms=800,
+            survey=True,
             exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
         )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
@@ -64,7 +80,9 @@ class Command(BaseCommand):
 
     def _researcher(self):
         User = get_user_model()
-        user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True})
+        user, created = User.objects.get_or_create(
+            username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True}
+        )
         if created:
             user.set_password(DEMO_PASSWORD)
             user.save()
@@ -81,10 +99,12 @@ class Command(BaseCommand):
     def _precompute(self, study: Study) -> None:
         job = precompute_job_create(study=study)
         with tqdm(total=0, desc="Precompute", unit="item") as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
+
             result = precompute_run(job_id=job.pk, on_progress=progress)
         if result.get("status") != PrecomputeJob.Status.DONE:
             job.refresh_from_db()
