@@ -13,7 +13,8 @@ from django.db.models import Count, Q
 
 from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, Explanation, Participant, Prediction, Study, StudyItem
 from annotations.selectors.precompute import INTERACTION_VIEWS
-from workers.engine.dataset import IMAGE_MODALITIES
+from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
+from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
 
 
@@ -141,6 +142,9 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
 
 
 VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share")
+# The views of audio, tabular and series modalities (workers/engine/presentation_modalities.py) come last.
+MODALITY_VIEWS = tuple(MODALITY_VIEW_OF_KIND.values())
+VIEW_ORDER = VIEW_ORDER + MODALITY_VIEWS
 
 
 PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}
@@ -163,6 +167,7 @@ def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dic
 # What the page calls each view: the caption above its image and the name of its colour scale.
 VIEW_NAMES = {"heatmap": "Picture", "tokens": "Words", "interaction": "Patch × word",
               "top_pairs": "Strongest pairs", "share": "Picture vs. words"}
+VIEW_NAMES.update({"table": "Features", "series": "Over time", "audio": "Sound over time"})
 
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
@@ -188,7 +193,8 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
 
 
 # The views drawn on a colour scale, which the page's legend states.
-SCALE_VIEWS = ("heatmap", "tokens", "interaction")
+SCALE_VIEWS = ("heatmap", "tokens", "interaction") + MODALITY_VIEWS
+_KIND_OF_VIEW = {view: kind for kind, view in MODALITY_VIEW_OF_KIND.items()}
 
 
 def _stored_scale(view: str, row: Explanation) -> dict | None:
@@ -198,6 +204,8 @@ def _stored_scale(view: str, row: Explanation) -> dict | None:
     scales = summary.get("colour_scales") or {}
     if view == "tokens":
         return scales.get("text")
+    if view in _KIND_OF_VIEW:
+        return next((scales[m] for m in sorted(scales) if modality_kind(m) == _KIND_OF_VIEW[view]), None)
     return next((scales[m] for m in sorted(IMAGE_MODALITIES) if m in scales), None)
 
 
@@ -271,6 +279,29 @@ def assignment_media_file(*, study_public_id: str, assignment_public_id, key: st
     return media.get(key, "")
 
 
+# The series as the page draws it (an inline SVG), in SVG user units.
+SERIES_WIDTH, SERIES_HEIGHT = 480, 120
+
+
+def _inputs_shown(modalities, payload: dict) -> dict[str, list]:
+    """The tabular and series inputs of an item as the page shows them: ``tables`` (per
+    modality, its features' ``name`` and ``value`` in the item's order) and ``series`` (per
+    modality, the ``points`` of its line and its smallest and largest value). Nothing but the
+    input's own names and numbers."""
+    tables, series = [], []
+    for m in modalities:
+        kind, value = modality_kind(m), payload.get(m)
+        if kind == "tabular" and isinstance(value, dict):
+            tables.append({"modality": m, "rows": [{"name": str(k), "value": value_text(float(v))}
+                                                   for k, v in value.items()]})
+        elif kind == "series" and isinstance(value, list) and value:
+            points = series_points(value, width=SERIES_WIDTH, height=SERIES_HEIGHT)
+            series.append({"modality": m, "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
+                           "low": value_text(float(min(value))), "high": value_text(float(max(value))),
+                           "steps": len(value), "width": SERIES_WIDTH, "height": SERIES_HEIGHT})
+    return {"tables": tables, "series": series}
+
+
 def assignment_page(*, participant: Participant, assignment: Assignment) -> dict[str, Any]:
     """Everything an item page shows, for any phase. Before an answer nothing here names the
     model's prediction or the gold label: explanations follow the candidate order recorded
@@ -311,7 +342,10 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     counts = assignment_phase_counts(participant=participant)
     phases = [p for p in ("pretest", "learning", "test") if counts.get(p)]
     mine = counts.get(phase, {"total": 0, "answered": 0})
-    text_modalities = [m for m in study.model.modalities if m not in IMAGE_MODALITIES]
+    text_modalities = [m for m in study.model.modalities if modality_kind(m) == "text"]
+    audio_modalities = [m for m in study.model.modalities if modality_kind(m) == "audio"]
+    media.update({assignment_media_key(modality=m): assignment.item.payload[m]
+                  for m in audio_modalities if assignment.item.payload.get(m)})
     return {
         "phase": phase, "phase_title": PHASE_TITLES[phase],
         "phase_number": phases.index(phase) + 1 if phase in phases else 1, "n_phases": len(phases),
@@ -320,7 +354,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
         "images": image_modalities,
-        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share"} & set(views)),
+        "audios": audio_modalities,
+        **_inputs_shown(study.model.modalities, assignment.item.payload),
+        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share", *MODALITY_VIEWS} & set(views)),
         "colour_scales": _colour_scales(views, rows),
         "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],

@@ -33,6 +33,9 @@ IMAGE_MODALITIES = frozenset({"image"})
 AUDIO_MODALITIES = frozenset({"audio"})
 TABULAR_MODALITIES = frozenset({"tabular"})
 SERIES_MODALITIES = frozenset({"series"})
+#: The participant view that shows each of these modality kinds (presentation_modalities.py),
+#: in the order a page shows them.
+MODALITY_VIEW_OF_KIND = {"tabular": "table", "series": "series", "audio": "audio"}
 RESERVED_KEYS = frozenset({"id", "label"})
 # 40 megapixels: far above what a participant's screen shows, and a decoded RGB copy
 # (about 120 MB) still fits a web worker's memory.

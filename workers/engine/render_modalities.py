@@ -32,6 +32,7 @@ from workers.engine.render import (
     resolve_scale,
     scores_to_rgb,
 )
+from workers.engine.series import series_points, value_text
 
 __all__ = [
     "PLOT_HEIGHT",
@@ -112,13 +113,6 @@ def _time_axis(draw: ImageDraw.ImageDraw, duration: float, unit: str) -> None:
         draw.text((x, y + 5), text, font=_font(11), fill=_GREY, anchor=anchor)
 
 
-def _value_text(value: float) -> str:
-    """A data value as a person reads it: up to 4 significant digits, typographic minus."""
-    if value == 0:
-        return "0"
-    return f"{value:.4g}".replace("-", _MINUS)
-
-
 def waveform_png(samples: np.ndarray | Sequence[float], rate: int, scores: np.ndarray | Sequence[float], *,
                  scale: float | None = None, cmap: str = DEFAULT_CMAP) -> bytes:
     """The clip's waveform (per pixel column, the range its samples span) over the
@@ -149,22 +143,6 @@ def waveform_png(samples: np.ndarray | Sequence[float], rate: int, scores: np.nd
     return _png_bytes(canvas)
 
 
-def series_points(values: np.ndarray | Sequence[float], *, width: float = PLOT_WIDTH,
-                  height: float = PLOT_HEIGHT, pad: float = 6.0) -> list[tuple[float, float]]:
-    """Where the line of a series passes: point ``i`` at the centre of its time step
-    (``(i + 0.5) / N`` of the width), the smallest value ``pad`` above the bottom and the
-    largest ``pad`` below the top (a constant series runs through the middle). ``y`` grows
-    downwards, as in an image or an SVG."""
-    v = _finite(np.asarray(values, dtype=np.float64).reshape(-1), "values")
-    if v.size < 1:
-        raise ValueError("the series is empty")
-    lo, hi = float(v.min()), float(v.max())
-    xs = (np.arange(v.size) + 0.5) / v.size * width
-    ys = (np.full(v.size, height / 2) if hi == lo
-          else pad + (hi - v) / (hi - lo) * (height - 2 * pad))
-    return [(float(a), float(b)) for a, b in zip(xs, ys)]
-
-
 def series_png(values: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float], *,
                scale: float | None = None, cmap: str = DEFAULT_CMAP) -> bytes:
     """The series as a line over the attribution shading in time, its smallest and largest
@@ -178,14 +156,14 @@ def series_png(values: np.ndarray | Sequence[float], scores: np.ndarray | Sequen
     v = _finite(np.asarray(values, dtype=np.float64).reshape(-1), "values")
     s = _scores_1d(scores)
     canvas, draw = _time_canvas(s, scale, cmap)
-    points = [(PLOT_LEFT + x, PLOT_TOP + y) for x, y in series_points(v)]
+    points = [(PLOT_LEFT + x, PLOT_TOP + y) for x, y in series_points(v, width=PLOT_WIDTH, height=PLOT_HEIGHT)]
     if len(points) > 1:
         draw.line(points, fill=_INK, width=2, joint="curve")
     for x, y in points if len(points) <= 60 else ():
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=_INK)
     small = _font(11)
-    draw.text((PLOT_LEFT - 6, PLOT_TOP + 6), _value_text(float(v.max())), font=small, fill=_GREY, anchor="rm")
-    draw.text((PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT - 6), _value_text(float(v.min())), font=small, fill=_GREY,
+    draw.text((PLOT_LEFT - 6, PLOT_TOP + 6), value_text(float(v.max())), font=small, fill=_GREY, anchor="rm")
+    draw.text((PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT - 6), value_text(float(v.min())), font=small, fill=_GREY,
               anchor="rm")
     _time_axis(draw, float(v.size), "")
     return _png_bytes(canvas)
@@ -202,7 +180,7 @@ def feature_bar_rows(names: Sequence[str], values: Sequence[float], scores: np.n
         raise ValueError(f"{len(names)} names, {len(values)} values and scores of shape {s.shape} must match")
     scale_v = resolve_scale(s, scale)
     colours = scores_to_rgb(s, scale=scale_v, cmap=cmap)
-    return [{"index": i, "name": str(name), "value": _value_text(float(value)), "score": float(score),
+    return [{"index": i, "name": str(name), "value": value_text(float(value)), "score": float(score),
              "sign": "supports" if score > 0 else "opposes" if score < 0 else "neutral",
              "fraction": min(1.0, abs(float(score)) / scale_v) if scale_v > 0 else 0.0,
              "colour": _hex(colours[i]), "title": _fmt(float(score))}
