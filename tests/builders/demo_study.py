@@ -17,6 +17,13 @@ VIEW_ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["he
              ConditionSpec(name="interactions", views=["interaction", "top_pairs", "share"])]
 
 
+# The tabular + text demo (workers/engine/demo/tabular) and its arms: the feature bars with the
+# note's words, and the modality share.
+PLANT_ADAPTER = "workers.engine.demo.tabular.adapter:PlantAdapter"
+PLANT_ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="bars", views=["table", "tokens"]),
+              ConditionSpec(name="share", views=["share"])]
+
+
 def demo_study(*, owner, jsonl: Path, adapter_path: str = DEMO_ADAPTER, n_items: int = 8,
                items_per_participant: int = 4, raters_per_item: int = 2, seed: int = 3,
                conditions: list[ConditionSpec] | None = None, **design) -> Study:
