@@ -26,8 +26,7 @@ DEMO_STUDY = "Demo: do IG explanations help people simulate the model?"
 # The second demo (--demo tabular): house plants, a table of measurements and a note.
 TABULAR_ADAPTER = "workers.engine.demo.tabular.adapter:PlantAdapter"
 TABULAR_STUDY = "Demo: do feature bars reveal the balcony shortcut?"
-TABULAR_CONDITIONS = [ConditionSpec(name="baseline"), ConditionSpec(name="ig-bars+tokens", views=["table", "tokens"]),
-                      ConditionSpec(name="share", views=["share"])]
+TABULAR_ARMS = {"baseline": [], "ig-bars+tokens": ["table", "tokens"], "share": ["share"]}
 
 
 class Command(BaseCommand):
@@ -90,7 +89,8 @@ class Command(BaseCommand):
         model = RegisteredModel.objects.filter(owner=user, name="demo-plants").first() or registered_model_create(
             owner=user, name="demo-plants", adapter_path=TABULAR_ADAPTER, check_dataset=dataset)
         study = Study.objects.filter(owner=user, name=TABULAR_STUDY).first() or study_create(
-            owner=user, name=TABULAR_STUDY, dataset=dataset, model=model, conditions=TABULAR_CONDITIONS,
+            owner=user, name=TABULAR_STUDY, dataset=dataset, model=model,
+            conditions=[ConditionSpec(name=name, views=views) for name, views in TABULAR_ARMS.items()],
             n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
             learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
             exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
