@@ -285,7 +285,8 @@ SERIES_WIDTH, SERIES_HEIGHT = 480, 120
 
 def _inputs_shown(modalities, payload: dict) -> dict[str, list]:
     """The tabular and series inputs of an item as the page shows them: ``tables`` (per
-    modality, its features' ``name`` and ``value`` in the item's order) and ``series`` (per
+    modality, its features' ``name`` and ``value`` in name order, as the feature bars list
+    them) and ``series`` (per
     modality, the ``points`` of its line and its smallest and largest value). Nothing but the
     input's own names and numbers."""
     tables, series = [], []
@@ -293,7 +294,7 @@ def _inputs_shown(modalities, payload: dict) -> dict[str, list]:
         kind, value = modality_kind(m), payload.get(m)
         if kind == "tabular" and isinstance(value, dict):
             tables.append({"modality": m, "rows": [{"name": str(k), "value": value_text(float(v))}
-                                                   for k, v in value.items()]})
+                                                   for k, v in sorted(value.items())]})
         elif kind == "series" and isinstance(value, list) and value:
             points = series_points(value, width=SERIES_WIDTH, height=SERIES_HEIGHT)
             series.append({"modality": m, "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in points),

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from tests.engine.adapter_checks import assert_ig_complete
+from workers.engine.adapter import GroupInfo
 from workers.engine.attribution import attribute, prepare_batch
 from workers.engine.dataset import read_dataset_jsonl
 from workers.engine.demo.tabular import data
 from workers.engine.demo.tabular import model as plant_model
 from workers.engine.demo.tabular.adapter import PlantAdapter
-from workers.engine.presentation_modalities import render_modality_views
+from workers.engine.presentation_modalities import render_modality_views, tabular_features
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +134,11 @@ def test_table_view_is_drawn_per_candidate_on_one_scale(adapter: PlantAdapter, t
     assert views[0].colour_scales["tabular"]["scale"] == pytest.approx(expected)
     assert render_modality_views(item=item, attributions=results, groups=adapter.describe_groups(batch)[0],
                                  views=["tokens"])[0].pngs == {}
+
+
+def test_tabular_features_pair_scores_with_names_in_name_order() -> None:
+    groups = [GroupInfo(0, "feature", text="b"), GroupInfo(1, "feature", text="a"), GroupInfo(2, "pad", hidden=True)]
+    names, values, scores = tabular_features({"b": 2.0, "a": 1.0}, groups, [0.5, -0.5, 9.0])
+    assert names == ["a", "b"] and values == [1.0, 2.0] and scores.tolist() == [-0.5, 0.5]
+    names, values, scores = tabular_features({"z": 1.0, "y": 3.0}, [], [0.1, 0.2])  # no names: the object's order
+    assert names == ["y", "z"] and values == [3.0, 1.0] and scores.tolist() == [0.2, 0.1]

@@ -41,19 +41,22 @@ def time_scores(attribution: ItemAttribution, name: str) -> np.ndarray:
 
 def tabular_features(value: Any, groups: Sequence[GroupInfo], scores: np.ndarray) -> tuple[list[str], list[float],
                                                                                            np.ndarray]:
-    """(names, values, scores) of the visible features. Names come from the groups' text
-    (``GroupInfo.text``, the adapter's order) when every visible group has one that the
-    item's ``{"name": number}`` object holds; otherwise the object's own order."""
+    """(names, values, scores) of the visible features, in name order: the order the page's
+    table of the input lists them in (a JSON object's own order does not survive the
+    database). A score belongs to the feature its group's text (``GroupInfo.text``) names when
+    every visible group names one of the item's ``{"name": number}`` object; otherwise the
+    scores follow the object's own order."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     record = dict(value) if isinstance(value, dict) else {}
     visible = [k for k, g in enumerate(groups) if not g.hidden]
     if groups and len(groups) == scores.size and all(groups[k].text in record for k in visible):
-        names = [groups[k].text for k in visible]
-        return names, [float(record[n]) for n in names], scores[visible]
-    names = list(record)
-    if len(names) != scores.size:
-        raise ValueError(f"{scores.size} tabular scores for {len(names)} features")
-    return names, [float(record[n]) for n in names], scores
+        by_name = {groups[k].text: float(scores[k]) for k in visible}
+    else:
+        if len(record) != scores.size:
+            raise ValueError(f"{scores.size} tabular scores for {len(record)} features")
+        by_name = {name: float(score) for name, score in zip(record, scores)}
+    names = sorted(by_name)
+    return names, [float(record[n]) for n in names], np.array([by_name[n] for n in names])
 
 
 def render_modality_views(
