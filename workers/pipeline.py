@@ -233,6 +233,8 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
             summary.pop("group_ids", None)
             summary["colour_scales"] = view.colour_scales  # the page states them (presentation.py)
             summary["colour_scales"].update(modal_view.colour_scales)
+            if modal_view.table_rows:
+                summary["table_view"] = modal_view.table_rows  # the page lays the bars out as text
             explanation_store_attribution(
                 model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
                 arrays=attribution.to_arrays(), summary=summary, image_png=view.image_png, tokens=view.tokens,

@@ -174,12 +174,15 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
     """Which views one explanation panel can show: the image views in display order (``view``
     and its caption ``name``), the stored file of each, and the token highlights (each with
     ``space``: whether a space goes before it)."""
-    images, files, tokens = [], {}, []
+    images, files, tokens, bars = [], {}, [], []
     for view in VIEW_ORDER:
         if view not in views:
             continue
         row = rows.get(_view_source(view))
         if row is None or row.status != Explanation.Status.DONE:
+            continue
+        if view == "table" and (row.summary or {}).get("table_view"):
+            bars = _feature_bars(row.summary["table_view"])
             continue
         if view == "tokens":
             spaces = spaces_before([t["text"] for t in row.token_view])
@@ -189,7 +192,16 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
         if path:
             images.append({"view": view, "name": VIEW_NAMES[view]})
             files[view] = path
-    return {"images": images, "files": files, "tokens": tokens, "has_heatmap": "heatmap" in files}
+    return {"images": images, "files": files, "tokens": tokens, "bars": bars, "has_heatmap": "heatmap" in files}
+
+
+def _feature_bars(stored: list[dict]) -> list[dict[str, str]]:
+    """The table view's rows as the page lays them out: ``name``, ``title`` (the signed
+    score), ``colour``, ``side`` ("pos"/"neg"/"") and ``width`` (the bar's length in percent
+    of the whole track, zero in its middle)."""
+    return [{"name": r["name"], "title": r["title"], "colour": r["colour"],
+             "side": {"supports": "pos", "opposes": "neg"}.get(r["sign"], ""),
+             "width": f"{50 * float(r['fraction']):.1f}"} for r in stored]
 
 
 # The views drawn on a colour scale, which the page's legend states.

@@ -74,7 +74,7 @@ BOXES = """() => {
   return {
     buttons: [...document.querySelectorAll(".zoom-btn")].filter(visible).map(box),
     // everything a button could hide: the views, their captions, the token lines, the legend
-    content: [...document.querySelectorAll("img.view, .view-name, .tokens, .legend .scale, .choice")]
+    content: [...document.querySelectorAll("img.view, .view-name, .tokens, .fbars, .legend .scale, .choice")]
       .filter(visible).map(e => ({what: e.className || e.tagName, ...box(e)})),
     ticks: [...document.querySelectorAll(".scale-ticks > span")].filter(visible)
       .map(e => ({text: e.textContent, font: font(e), glyphs: glyphs(e), ...box(e)})),
@@ -97,7 +97,8 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
     no hover wording on a touch screen."""
     seen = page.evaluate(BOXES)
     views_drawn = [v for v in views if v != "tokens"]
-    assert seen["buttons"] and len(seen["buttons"]) == page.locator("img.view").count()
+    # The table view is text (feature bars), not a picture: it has no enlarge button.
+    assert (seen["buttons"] or views_drawn == ["table"]) and len(seen["buttons"]) == page.locator("img.view").count()
     for button in seen["buttons"]:
         hidden = [c["what"] for c in seen["content"] if _overlap(button, c)]
         assert not hidden, f"an enlarge button at {button} covers {hidden}"
@@ -187,7 +188,7 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
             # The practice phase reveals the model's answer, with its evidence.
             assert page.inner_text("#model-answer").strip() == prediction
             assert page.locator("img.view").count() == (len(assignment.candidate_order) * len(
-                [v for v in views if v != "tokens"]))
+                [v for v in views if v not in ("tokens", "table")]))
             with page.expect_navigation():
                 page.keyboard.press("Enter")
             continue
@@ -195,8 +196,10 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         seen[assignment.phase] += 1
         assert page.locator("#model-answer").count() == 0
         assert "The model answered" not in page.content()
-        expected_views = len(assignment.candidate_order) * len([v for v in views if v != "tokens"])
+        expected_views = len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table")])
         assert page.locator("img.view").count() == (expected_views if assignment.phase == "test" else 0)
+        if "table" in views and assignment.phase == "test":
+            assert page.locator(".candidate .fbars").count() == len(assignment.candidate_order)
         if "tokens" in views and assignment.phase == "test":
             assert page.locator(".candidate .tokens").count() == len(assignment.candidate_order)
             assert page.locator("#legend").is_visible()

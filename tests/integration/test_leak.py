@@ -216,6 +216,8 @@ def _walk_and_check(study, *, counterfactual: bool, participants: int = len(VIEW
                 continue
             served = _fetch_all(client, study)
             kinds |= {url.split("/v/")[1].split("/")[0] for url in served if "/v/" in url}
+            if b'class="fbars"' in served["page"][0]:
+                kinds.add("table")  # the feature bars are laid out in the page, not served as a picture
             _check_page(study, assignment, served, _secrets(study, participant, assignment.item))
             if counterfactual:
                 # Change the stored prediction and gold label and fetch everything again: if

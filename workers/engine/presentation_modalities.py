@@ -30,6 +30,9 @@ class ModalityViews:
     pngs: dict[str, bytes] = field(default_factory=dict)
     #: modality -> ``render.scale_labels`` of the colour scale its view is drawn on
     colour_scales: dict[str, dict] = field(default_factory=dict)
+    #: the table view's rows (``render_modalities.feature_bar_rows``: name, value, signed
+    #: score, colour, bar length), for a page to lay out as text at any width
+    table_rows: list[dict] = field(default_factory=list)
 
 
 def time_scores(attribution: ItemAttribution, name: str) -> np.ndarray:
@@ -88,6 +91,9 @@ def render_modality_views(
                    for a in attributions]
             scale = render.shared_scale(*(s for _, _, s in per))
             pngs = [render_modalities.feature_bars_png(n, v, s, scale=scale) for n, v, s in per]
+            for views_of, (n, v, s) in zip(out, per):
+                views_of.table_rows = [{k: row[k] for k in ("name", "value", "title", "sign", "colour", "fraction")}
+                                       for row in render_modalities.feature_bar_rows(n, v, s, scale=scale)]
         else:
             scores = [time_scores(a, name) for a in attributions]
             scale = render.shared_scale(*scores)

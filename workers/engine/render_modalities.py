@@ -50,9 +50,9 @@ __all__ = [
 ]
 
 #: Plot area of the time views, in pixels, and where it starts in the PNG.
-PLOT_WIDTH, PLOT_HEIGHT = 480, 120
-PLOT_LEFT, PLOT_TOP = 58, 8
-_AXIS_H = 22
+PLOT_WIDTH, PLOT_HEIGHT = 400, 120
+PLOT_LEFT, PLOT_TOP = 64, 8
+_AXIS_H = 24
 #: Opacity of the attribution colour over white behind a line (as the heatmaps' overlay).
 SHADE_ALPHA = 0.55
 _INK = (25, 25, 25)
@@ -92,7 +92,7 @@ def time_shading(scores: np.ndarray | Sequence[float], *, width: int = PLOT_WIDT
 
 
 def _time_canvas(scores: np.ndarray, scale: float | None, cmap: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
-    width = PLOT_LEFT + PLOT_WIDTH + 14
+    width = PLOT_LEFT + PLOT_WIDTH + 18
     canvas = Image.new("RGB", (width, PLOT_TOP + PLOT_HEIGHT + _AXIS_H), (255, 255, 255))
     band = np.repeat(time_shading(scores, width=PLOT_WIDTH, scale=scale, cmap=cmap)[None], PLOT_HEIGHT, axis=0)
     canvas.paste(Image.fromarray(np.ascontiguousarray(band), mode="RGB"), (PLOT_LEFT, PLOT_TOP))
@@ -110,7 +110,7 @@ def _time_axis(draw: ImageDraw.ImageDraw, duration: float, unit: str) -> None:
         value = q * duration / 4
         text = f"{value:.2f}".rstrip("0").rstrip(".") + unit
         anchor = "la" if q == 0 else "ra" if q == 4 else "ma"
-        draw.text((x, y + 5), text, font=_font(11), fill=_GREY, anchor=anchor)
+        draw.text((x, y + 5), text, font=_font(14), fill=_GREY, anchor=anchor)
 
 
 def waveform_png(samples: np.ndarray | Sequence[float], rate: int, scores: np.ndarray | Sequence[float], *,
@@ -138,7 +138,6 @@ def waveform_png(samples: np.ndarray | Sequence[float], rate: int, scores: np.nd
         part = x[edges[c]:max(edges[c + 1], edges[c] + 1)]
         lo, hi = float(part.min()) / peak, float(part.max()) / peak
         draw.line((PLOT_LEFT + c, mid - hi * half, PLOT_LEFT + c, mid - lo * half), fill=_INK)
-    draw.text((PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT / 2), "sound", font=_font(11), fill=_GREY, anchor="rm")
     _time_axis(draw, x.size / rate, " s")
     return _png_bytes(canvas)
 
@@ -161,7 +160,7 @@ def series_png(values: np.ndarray | Sequence[float], scores: np.ndarray | Sequen
         draw.line(points, fill=_INK, width=2, joint="curve")
     for x, y in points if len(points) <= 60 else ():
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=_INK)
-    small = _font(11)
+    small = _font(14)
     draw.text((PLOT_LEFT - 6, PLOT_TOP + 6), value_text(float(v.max())), font=small, fill=_GREY, anchor="rm")
     draw.text((PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT - 6), value_text(float(v.min())), font=small, fill=_GREY,
               anchor="rm")
@@ -188,7 +187,7 @@ def feature_bar_rows(names: Sequence[str], values: Sequence[float], scores: np.n
 
 
 #: Layout of :func:`feature_bars_png`: column widths and row height in pixels.
-BAR_NAME_W, BAR_VALUE_W, BAR_AREA_W, BAR_SCORE_W, BAR_ROW_H, BAR_HEAD_H = 150, 70, 220, 62, 26, 22
+BAR_NAME_W, BAR_VALUE_W, BAR_AREA_W, BAR_SCORE_W, BAR_ROW_H, BAR_HEAD_H = 170, 64, 150, 64, 30, 24
 
 
 def feature_bars_png(names: Sequence[str], values: Sequence[float], scores: np.ndarray | Sequence[float], *,
@@ -201,7 +200,7 @@ def feature_bars_png(names: Sequence[str], values: Sequence[float], scores: np.n
     width = pad + BAR_NAME_W + BAR_VALUE_W + 12 + BAR_AREA_W + BAR_SCORE_W + pad
     canvas = Image.new("RGB", (width, BAR_HEAD_H + BAR_ROW_H * len(rows) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font, bold, small = _font(13), _font(13, bold=True), _font(11)
+    font, bold, small = _font(15), _font(15, bold=True), _font(13)
     value_right = pad + BAR_NAME_W + BAR_VALUE_W
     x0 = value_right + 12
     zero = x0 + BAR_AREA_W // 2
