@@ -21,6 +21,7 @@ def test_the_tabular_demo_builds_a_live_study():
     study = Study.objects.get(name=TABULAR_STUDY)
     assert study.status == Study.Status.LIVE and "The demo study is live." in out.getvalue()
     assert {c.name: c.views for c in study.conditions.all()} == TABULAR_ARMS
+    assert "plant" in study.instructions and "picture" not in study.instructions
     assert study.model.modalities == ["tabular", "text"] and study.dataset.items.count() == 80
     rows = Explanation.objects.filter(model=study.model, method=study.explanation_method)
     assert rows.exists() and all(row.status == "done" and "table" in row.extra_views for row in rows)

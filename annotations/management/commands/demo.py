@@ -27,6 +27,9 @@ DEMO_STUDY = "Demo: do IG explanations help people simulate the model?"
 TABULAR_ADAPTER = "workers.engine.demo.tabular.adapter:PlantAdapter"
 TABULAR_STUDY = "Demo: do feature bars reveal the balcony shortcut?"
 TABULAR_ARMS = {"baseline": [], "ig-bars+tokens": ["table", "tokens"], "share": ["share"]}
+TABULAR_INSTRUCTIONS = ("An AI model read each house plant's measurements and a note by its owner, and answered what "
+                        "state the plant is in. Your task is not to judge the plant yourself, but to predict what the "
+                        "model answered — the model is sometimes wrong.")
 
 
 class Command(BaseCommand):
@@ -91,6 +94,7 @@ class Command(BaseCommand):
         study = Study.objects.filter(owner=user, name=TABULAR_STUDY).first() or study_create(
             owner=user, name=TABULAR_STUDY, dataset=dataset, model=model,
             conditions=[ConditionSpec(name=name, views=views) for name, views in TABULAR_ARMS.items()],
+            instructions=TABULAR_INSTRUCTIONS,
             n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
             learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
             exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
