@@ -148,6 +148,15 @@ def test_pngs_are_deterministic_and_carry_no_text_chunks():
         assert b"tIME" not in png_chunk_types(first) and b"pHYs" not in png_chunk_types(first)
 
 
+def test_long_score_vectors_are_pooled_into_equal_spans():
+    scores = np.arange(1000, dtype=np.float64)
+    pooled = M.pool_time(scores, max_spans=100)
+    assert pooled.shape == (100,) and pooled.sum() == scores.sum()
+    assert pooled[0] == sum(range(10)) and pooled[99] == sum(range(990, 1000))
+    assert M.pool_time(scores[:7], max_spans=3).tolist() == [0 + 1, 2 + 3, 4 + 5 + 6]  # edges floor(k * 7 / 3)
+    assert M.pool_time([1.0, -2.0]).tolist() == [1.0, -2.0]  # short vectors are kept as they are
+
+
 def test_spectrogram_maps_are_summed_over_frequency():
     flat = M.time_shading([1.0, -1.0], width=10, scale=2.0)
     assert (M.time_shading([[0.5, -0.5], [0.5, -0.5]], width=10, scale=2.0) == flat).all()

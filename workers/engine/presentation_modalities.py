@@ -37,9 +37,11 @@ class ModalityViews:
 
 def time_scores(attribution: ItemAttribution, name: str) -> np.ndarray:
     """The attribution of modality ``name`` over time: its map with every axis but the last
-    (time) summed, e.g. a spectrogram's ``(F, T)`` map gives ``(T,)``."""
+    (time) summed, e.g. a spectrogram's ``(F, T)`` map gives ``(T,)``, and a long one (one
+    score per audio sample) summed into ``render_modalities.MAX_SPANS`` equal spans."""
     scores = np.asarray(attribution.maps[name], dtype=np.float64)
-    return scores.reshape(-1, scores.shape[-1]).sum(axis=0) if scores.ndim > 1 else scores.reshape(-1)
+    scores = scores.reshape(-1, scores.shape[-1]).sum(axis=0) if scores.ndim > 1 else scores.reshape(-1)
+    return render_modalities.pool_time(scores)
 
 
 def tabular_features(value: Any, groups: Sequence[GroupInfo], scores: np.ndarray) -> tuple[list[str], list[float],

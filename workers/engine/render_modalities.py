@@ -37,11 +37,13 @@ from workers.engine.series import series_points, value_text
 __all__ = [
     "PLOT_HEIGHT",
     "PLOT_LEFT",
+    "MAX_SPANS",
     "PLOT_WIDTH",
     "SHADE_ALPHA",
     "column_segments",
     "feature_bar_rows",
     "feature_bars_png",
+    "pool_time",
     "series_points",
     "series_png",
     "time_shading",
@@ -66,6 +68,22 @@ def _scores_1d(scores: np.ndarray | Sequence[float]) -> np.ndarray:
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"scores must have shape (T,) with T ≥ 1, got {np.shape(scores)}")
     return s
+
+
+#: Most time spans a view shades: a longer score vector (one per audio sample, say) is summed
+#: into this many equal spans first (:func:`pool_time`), so no pixel column shows one sample.
+MAX_SPANS = 100
+
+
+def pool_time(scores: np.ndarray | Sequence[float], max_spans: int = MAX_SPANS) -> np.ndarray:
+    """``scores`` over time, summed into at most ``max_spans`` spans: with ``T > max_spans``
+    scores, span ``k`` sums scores ``floor(k T / K) .. floor((k + 1) T / K) - 1`` (``K =
+    max_spans``), so the total and every sign of a whole span are kept."""
+    s = _scores_1d(scores)
+    if s.size <= max_spans:
+        return s
+    edges = (np.arange(max_spans) * s.size) // max_spans
+    return np.add.reduceat(s, edges)
 
 
 def time_span(index: int, n_scores: int, duration: float) -> tuple[float, float]:
