@@ -8,7 +8,10 @@ Format, one JSON object per line::
 ``id`` and ``label`` are required. Every other key is a modality. Values of file modalities
 (see :data:`FILE_MODALITIES`, or any key ending in ``_file``) are paths relative to the JSONL
 file; other modalities are inline JSON values (text, a list of numbers). Every line must
-carry the same modalities. Blank lines are skipped.
+carry the same modalities. Blank lines are skipped. Three more kinds are checked and shown to
+participants in their own way (:func:`modality_kind`): ``audio`` (a PCM WAV file),
+``tabular`` (an object of feature names to finite numbers) and ``series`` (a list of at least
+two finite numbers).
 
 Images are checked for size from their header before any pixel is decoded: one above
 ``max_image_pixels`` (a decompression bomb, or just too big to show) is that line's error.
