@@ -172,8 +172,8 @@ VIEW_NAMES.update({"table": "Features", "series": "Over time", "audio": "Sound o
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
     """Which views one explanation panel can show: the image views in display order (``view``
-    and its caption ``name``), the stored file of each, and the token highlights (each with
-    ``space``: whether a space goes before it)."""
+    and its caption ``name``), the stored file of each, the token highlights (each with
+    ``space``: whether a space goes before it) and the table view's feature ``bars``."""
     images, files, tokens, bars = [], {}, [], []
     for view in VIEW_ORDER:
         if view not in views:
@@ -298,9 +298,8 @@ SERIES_WIDTH, SERIES_HEIGHT = 480, 120
 def _inputs_shown(modalities, payload: dict) -> dict[str, list]:
     """The tabular and series inputs of an item as the page shows them: ``tables`` (per
     modality, its features' ``name`` and ``value`` in name order, as the feature bars list
-    them) and ``series`` (per
-    modality, the ``points`` of its line and its smallest and largest value). Nothing but the
-    input's own names and numbers."""
+    them) and ``series`` (per modality, the ``points`` of its line and its smallest and
+    largest value). Nothing but the input's own names and numbers."""
     tables, series = [], []
     for m in modalities:
         kind, value = modality_kind(m), payload.get(m)
