@@ -48,6 +48,7 @@ class TokenView(ObtainAuthToken):
             return lockout_response(request._request, None, credentials)
         return super().post(request, *args, **kwargs)
 
+
 class IntegerIdRouter(SimpleRouter):
     """Study IDs are integers: the routes say so (``<int:pk>``), and the schema types them."""
 
@@ -65,16 +66,18 @@ router.register("model-reports", ModelReportViewSet, basename="api-model-report"
 SCHEMA_SETTINGS = {
     "TITLE": "mmeval researcher API",
     "DESCRIPTION": "Studies of multimodal model explanations: create from a spec, precompute, launch, watch "
-                   "progress, read the analysis, download CSV exports. Authenticate with "
-                   "`Authorization: Token <key>` (POST /api/token/ with username and password).",
+    "progress, read the analysis, download CSV exports. Authenticate with "
+    "`Authorization: Token <key>` (POST /api/token/ with username and password).",
     "VERSION": "1",
 }
 
 urlpatterns = [
-    path("studies/<int:pk>/exports/<str:what>.csv", StudyViewSet.as_view({"get": "export"}),
-         name="api-study-export"),
-    path("model-reports/<int:pk>/<str:table>.csv", ModelReportViewSet.as_view({"get": "table"}),
-         name="api-model-report-table"),
+    path("studies/<int:pk>/exports/<str:what>.csv", StudyViewSet.as_view({"get": "export"}), name="api-study-export"),
+    path(
+        "model-reports/<int:pk>/<str:table>.csv",
+        ModelReportViewSet.as_view({"get": "table"}),
+        name="api-model-report-table",
+    ),
     path("", include(router.urls)),
     path("schema/", SchemaView.as_view(custom_settings=SCHEMA_SETTINGS), name="api-schema"),
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

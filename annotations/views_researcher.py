@@ -17,22 +17,22 @@ from django.views.decorators.http import require_GET, require_POST
 from annotations.downloads import study_export_response
 from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Explanation, Item, Study
+from annotations.selectors.participants import participant_session_key
 from annotations.selectors.studies import (
-    user_datasets,
-    study_item_explanations,
-    user_models,
-    user_studies,
     study_candidates,
+    study_item_explanations,
     study_item_rows,
     study_latest_job,
     study_progress,
+    user_datasets,
+    user_models,
+    user_studies,
 )
-from annotations.selectors.participants import participant_session_key
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
-from annotations.services.precompute import precompute_start
 from annotations.services.participants import ParticipantError, invites_create, participant_preview_start
-from annotations.services.spec import SpecError, study_spec_parse
+from annotations.services.precompute import precompute_start
 from annotations.services.registry import ModelRegistrationError, registered_model_create
+from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import (
     StudyError,
     study_close,
@@ -115,17 +115,26 @@ def study_detail(request, pk: int):
 
     study = _study_for(request, pk)
     participant_link = request.build_absolute_uri(reverse("participant-entry", args=[study.public_id]))
-    return render(request, "researcher/study_detail.html", {
-        "study": study, "progress": study_progress(study=study), "job": study_latest_job(study=study),
-        "participant_link": participant_link, "conditions": study.conditions.all(),
-        "items": study_item_rows(study=study, limit=200), "invites": study.invites.order_by("-id")[:20],
-        "is_owner": study.owner_id == request.user.pk,
-        "rules_text": json.dumps(study.exclusion_rules or {}, indent=2), "rule_help": EXCLUSION_RULE_HELP,
-        "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
-        "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
-        "can_edit": study.status in (Study.Status.DRAFT, Study.Status.READY),
-        "can_delete": study.status in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING),
-    })
+    return render(
+        request,
+        "researcher/study_detail.html",
+        {
+            "study": study,
+            "progress": study_progress(study=study),
+            "job": study_latest_job(study=study),
+            "participant_link": participant_link,
+            "conditions": study.conditions.all(),
+            "items": study_item_rows(study=study, limit=200),
+            "invites": study.invites.order_by("-id")[:20],
+            "is_owner": study.owner_id == request.user.pk,
+            "rules_text": json.dumps(study.exclusion_rules or {}, indent=2),
+            "rule_help": EXCLUSION_RULE_HELP,
+            "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
+            "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
+            "can_edit": study.status in (Study.Status.DRAFT, Study.Status.READY),
+            "can_delete": study.status in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING),
+        },
+    )
 
 
 @login_required
@@ -209,8 +218,9 @@ def study_invites(request, pk: int):
         count = max(1, min(500, int(request.POST.get("count", "1"))))
     except ValueError:
         count = 1
-    return _owner_action(request, pk, lambda study: invites_create(study=study, count=count),
-                         f"{count} invite link(s) created.")
+    return _owner_action(
+        request, pk, lambda study: invites_create(study=study, count=count), f"{count} invite link(s) created."
+    )
 
 
 @login_required
@@ -231,12 +241,21 @@ def study_item_detail(request, pk: int, item_pk: int):
     interactions = study_item_explanations(study=study, item=item, targets=candidates, method=study.interaction_method)
     probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
     study_item = item.study_items.filter(study=study).first()
-    return render(request, "researcher/item_detail.html", {
-        "study": study, "item": item, "prediction": prediction, "probabilities": probabilities[:8],
-        "rows": [(label, explanations.get(label), interactions.get(label)) for label in candidates],
-        "role": study_item.role if study_item else "", "show_interactions": bool(interactions),
-        "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
-    })
+    return render(
+        request,
+        "researcher/item_detail.html",
+        {
+            "study": study,
+            "item": item,
+            "prediction": prediction,
+            "probabilities": probabilities[:8],
+            "rows": [(label, explanations.get(label), interactions.get(label)) for label in candidates],
+            "role": study_item.role if study_item else "",
+            "show_interactions": bool(interactions),
+            "texts": [(k, v) for k, v in item.payload.items() if k != "image"],
+            "has_image": "image" in item.payload,
+        },
+    )
 
 
 @login_required
@@ -287,13 +306,20 @@ def model_list(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            model = registered_model_create(owner=request.user, name=data["name"], adapter_path=data["adapter_path"],
-                                            check_dataset=data["check_dataset"])
+            model = registered_model_create(
+                owner=request.user,
+                name=data["name"],
+                adapter_path=data["adapter_path"],
+                check_dataset=data["check_dataset"],
+            )
         except ModelRegistrationError as exc:
             form.add_error(None, str(exc))
             traceback_text = exc.traceback_text
         else:
             messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
             return redirect("models")
-    return render(request, "researcher/models.html", {"models": user_models(user=request.user), "form": form,
-                                                      "traceback": traceback_text})
+    return render(
+        request,
+        "researcher/models.html",
+        {"models": user_models(user=request.user), "form": form, "traceback": traceback_text},
+    )

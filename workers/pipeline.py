@@ -18,8 +18,8 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -27,16 +27,16 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from annotations.models import PrecomputeChunk, PrecomputeJob
-from annotations.selectors.studies import item_raw
 from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
-    model_explanation_pairs_to_draw,
-    model_explanations_lacking_share_view,
     item_map,
     job_progress,
+    model_explanation_pairs_to_draw,
+    model_explanations_lacking_share_view,
     model_predicted_labels,
     study_required_methods,
 )
+from annotations.selectors.studies import item_raw
 from annotations.services.precompute import (
     precompute_advance,
     precompute_chunk_claim,
@@ -153,15 +153,18 @@ def _heartbeat(chunk: PrecomputeChunk) -> Iterator[None]:
 def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     """Compute and store one chunk. Returns (failed rows, the first traceback or "")."""
     study = chunk.job.study
-    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE,
-                           options=study.model.adapter_options)
+    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE, options=study.model.adapter_options)
     items = item_map(item_ids=chunk.item_ids)
     if chunk.stage == Stage.PREDICTIONS:
         ordered = [items[pk] for pk in chunk.item_ids]
         predictions = predict(adapter, [item_raw(i) for i in ordered], batch_size=len(ordered))
         for item, prediction in zip(ordered, predictions):
-            prediction_store(model=study.model, item=item, label=prediction.label,
-                             probabilities=[float(p) for p in prediction.probabilities])
+            prediction_store(
+                model=study.model,
+                item=item,
+                label=prediction.label,
+                probabilities=[float(p) for p in prediction.probabilities],
+            )
         return 0, ""
     if chunk.stage == Stage.STRENGTH:
         _modality_interactions(study=study, adapter=adapter, items=[items[pk] for pk in chunk.item_ids])
@@ -171,8 +174,9 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     if chunk.stage == Stage.ATTRIBUTION and "share" in views:
         # Rows another study computed may lack the share bars: draw them from their summary.
         for row in model_explanations_lacking_share_view(model=study.model, method=chunk.method, targets=targets):
-            explanation_share_view_add(explanation=row, share_png=render_share_bars(
-                shares=row.summary["modality_share"]))
+            explanation_share_view_add(
+                explanation=row, share_png=render_share_bars(shares=row.summary["modality_share"])
+            )
     pairs = model_explanation_pairs_to_draw(model=study.model, method=chunk.method, views=views, targets=targets)
     if not pairs:
         return 0, ""
@@ -180,8 +184,16 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     compute = _attribution_rows if chunk.stage == Stage.ATTRIBUTION else _interaction_rows
     try:
         batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
-        compute(study=study, adapter=adapter, batch=batch, pairs=pairs, raws=raws, items=items, views=views,
-                method=chunk.method)
+        compute(
+            study=study,
+            adapter=adapter,
+            batch=batch,
+            pairs=pairs,
+            raws=raws,
+            items=items,
+            views=views,
+            method=chunk.method,
+        )
     except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS):
         raise
     except Exception:
@@ -202,8 +214,14 @@ def _modality_interactions(*, study, adapter, items: list) -> None:
     batch = adapter.encode([item_raw(i) for i in items])
     results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in items])
     for item, result in zip(items, results):
-        explanation_store(model=study.model, item=item, method=MODALITY_INTERACTION, target_label=predicted[item.pk],
-                          status="done", summary=result.to_json())
+        explanation_store(
+            model=study.model,
+            item=item,
+            method=MODALITY_INTERACTION,
+            target_label=predicted[item.pk],
+            status="done",
+            summary=result.to_json(),
+        )
 
 
 def _rows_by_item(pairs: list[tuple[int, str]]) -> dict[int, list[int]]:
@@ -222,11 +240,16 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
     groups = adapter.describe_groups(batch)
     metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs, attributions=attributions)
     for item_id, rows in _rows_by_item(pairs).items():
-        rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
-                                     groups=groups[rows[0]])
+        rendered = render_item_views(
+            item=raws[item_id], attributions=[attributions[k] for k in rows], groups=groups[rows[0]]
+        )
         # Audio, tabular and series views (presentation_modalities.py), drawn only for an arm that shows them.
-        modal = render_modality_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
-                                      groups=groups[rows[0]], views=sorted(views))
+        modal = render_modality_views(
+            item=raws[item_id],
+            attributions=[attributions[k] for k in rows],
+            groups=groups[rows[0]],
+            views=sorted(views),
+        )
         for k, view, modal_view in zip(rows, rendered, modal):
             attribution = attributions[k]
             summary = attribution.to_json()
@@ -236,10 +259,18 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
             if modal_view.table_rows:
                 summary["table_view"] = modal_view.table_rows  # the page lays the bars out as text
             explanation_store_attribution(
-                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
-                arrays=attribution.to_arrays(), summary=summary, image_png=view.image_png, tokens=view.tokens,
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=pairs[k][1],
+                arrays=attribution.to_arrays(),
+                summary=summary,
+                image_png=view.image_png,
+                tokens=view.tokens,
                 share_png=render_share_bars(shares=attribution.modality_share) if "share" in views else None,
-                metrics=metrics.get(k), modality_pngs=modal_view.pngs)
+                metrics=metrics.get(k),
+                modality_pngs=modal_view.pngs,
+            )
 
 
 def _metrics_of_predicted(*, study, adapter, raws: dict, pairs: list[tuple[int, str]], attributions) -> dict[int, dict]:
@@ -253,8 +284,9 @@ def _metrics_of_predicted(*, study, adapter, raws: dict, pairs: list[tuple[int, 
         return {}
     try:
         batch = adapter.encode([raws[pairs[k][0]] for k in rows])
-        values = explanation_metrics(adapter, batch, [attributions[k] for k in rows], seed=study.seed,
-                                     sensitivity_samples=3)
+        values = explanation_metrics(
+            adapter, batch, [attributions[k] for k in rows], seed=study.seed, sensitivity_samples=3
+        )
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:
@@ -283,14 +315,29 @@ def _interaction_rows(*, study, adapter, batch, pairs, raws, items, views, metho
     for item_id, rows in _rows_by_item(pairs).items():
         first = results[rows[0]]
         rendered = render_interaction_views(
-            item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
-            group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
+            item=raws[item_id],
+            modalities=first.modalities,
+            matrices=[results[k].matrix for k in rows],
+            group_ids=(first.group_ids_a, first.group_ids_b),
+            groups=groups[rows[0]],
+        )
         for k, view in zip(rows, rendered):
             result = results[k]
             matrix = np.asarray(result.matrix, dtype=np.float64)
             explanation_store_interaction(
-                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
-                arrays=result.to_arrays(), matrix_png=view.matrix_png, top_pairs_png=view.top_pairs_png,
-                summary={"modalities": list(result.modalities), "shape": list(matrix.shape),
-                         "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options,
-                         "colour_scale": view.colour_scale, "patch_grid": view.patch_grid})
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=pairs[k][1],
+                arrays=result.to_arrays(),
+                matrix_png=view.matrix_png,
+                top_pairs_png=view.top_pairs_png,
+                summary={
+                    "modalities": list(result.modalities),
+                    "shape": list(matrix.shape),
+                    "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0,
+                    "options": result.options,
+                    "colour_scale": view.colour_scale,
+                    "patch_grid": view.patch_grid,
+                },
+            )

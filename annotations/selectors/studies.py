@@ -12,8 +12,8 @@ from django.db.models import Count, Q, QuerySet
 
 from annotations.models import (
     Assignment,
-    Dataset,
     Condition,
+    Dataset,
     Explanation,
     Participant,
     PrecomputeJob,
@@ -61,7 +61,7 @@ def study_candidates(*, study: Study, prediction: Prediction) -> list[str]:
         return labels
     ranked = sorted(range(len(labels)), key=lambda k: (-prediction.probabilities[k], k))
     chosen = ranked[: study.n_candidates]
-    rest = sorted(ranked[study.n_candidates:])
+    rest = sorted(ranked[study.n_candidates :])
     if study.n_distractors and rest:
         rng = random.Random(f"{study.seed}:distractors:{prediction.item_id}")
         chosen += rng.sample(rest, min(study.n_distractors, len(rest)))
@@ -104,18 +104,26 @@ def study_progress(*, study: Study) -> dict[str, Any]:
     real = ~Q(participant__platform=Participant.Platform.PREVIEW)
     per_condition = []
     for condition in conditions:
-        responses = Response.objects.filter(real, condition=condition, phase=Assignment.Phase.TEST,
-                                            is_attention_check=False).count()
-        per_condition.append({
-            "name": condition.name,
-            "participants": Participant.objects.filter(condition=condition).exclude(
-                platform=Participant.Platform.PREVIEW).count(),
-            "responses": responses,
-            "target": n_items * study.raters_per_item,
-            "active_leases": Assignment.objects.filter(real, condition=condition, status=Assignment.Status.ACTIVE,
-                                                       phase=Assignment.Phase.TEST,
-                                                       kind=Assignment.Kind.ITEM).count(),
-        })
+        responses = Response.objects.filter(
+            real, condition=condition, phase=Assignment.Phase.TEST, is_attention_check=False
+        ).count()
+        per_condition.append(
+            {
+                "name": condition.name,
+                "participants": Participant.objects.filter(condition=condition)
+                .exclude(platform=Participant.Platform.PREVIEW)
+                .count(),
+                "responses": responses,
+                "target": n_items * study.raters_per_item,
+                "active_leases": Assignment.objects.filter(
+                    real,
+                    condition=condition,
+                    status=Assignment.Status.ACTIVE,
+                    phase=Assignment.Phase.TEST,
+                    kind=Assignment.Kind.ITEM,
+                ).count(),
+            }
+        )
     return {
         "status": study.status,
         "precompute": None if job is None else job_progress(job=job),
@@ -130,16 +138,20 @@ def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str,
     """The researcher's view of a study's items: prediction, gold label, stratum (the first
     ``limit`` items by dataset line, when given)."""
     study_items = list(study.study_items.select_related("item").order_by("item__line_number")[:limit])
-    predictions = {p.item_id: p for p in Prediction.objects.filter(
-        model=study.model, item_id__in=[s.item_id for s in study_items])}
+    predictions = {
+        p.item_id: p for p in Prediction.objects.filter(model=study.model, item_id__in=[s.item_id for s in study_items])
+    }
     return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
 
 
-def study_item_explanations(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
+def study_item_explanations(
+    *, study: Study, item, targets: list[str], method: str | None = None
+) -> dict[str, Explanation]:
     """Stored explanations of one item by target label (``method`` defaults to the study's
     attribution method)."""
-    found = Explanation.objects.filter(model=study.model, item=item, method=method or study.explanation_method,
-                                       target_label__in=targets)
+    found = Explanation.objects.filter(
+        model=study.model, item=item, method=method or study.explanation_method, target_label__in=targets
+    )
     return {e.target_label: e for e in found}
 
 

@@ -132,8 +132,12 @@ def test_table_view_is_drawn_per_candidate_on_one_scale(adapter: PlantAdapter, t
     assert len({json.dumps(v.colour_scales, sort_keys=True) for v in views}) == 1
     expected = max(float(np.max(np.abs(r.group_scores["tabular"]))) for r in results)
     assert views[0].colour_scales["tabular"]["scale"] == pytest.approx(expected)
-    assert render_modality_views(item=item, attributions=results, groups=adapter.describe_groups(batch)[0],
-                                 views=["tokens"])[0].pngs == {}
+    assert (
+        render_modality_views(
+            item=item, attributions=results, groups=adapter.describe_groups(batch)[0], views=["tokens"]
+        )[0].pngs
+        == {}
+    )
 
 
 def test_tabular_features_pair_scores_with_names_in_name_order() -> None:

@@ -62,7 +62,7 @@ def test_waveform_png_shades_the_known_time_span():
     scores[7] = 0.3  # 1.4 s .. 1.6 s
     img = pixels(M.waveform_png(samples, rate, scores, scale=0.6))
     top = M.PLOT_TOP + 1  # above the waveform's envelope, which stays in the middle
-    row = img[top, M.PLOT_LEFT:M.PLOT_LEFT + M.PLOT_WIDTH]
+    row = img[top, M.PLOT_LEFT : M.PLOT_LEFT + M.PLOT_WIDTH]
     coloured = np.flatnonzero((row != expected_shade(0, 0.6)).any(axis=1))
     start, end = M.time_span(7, 10, 2.0)
     assert coloured.min() == round(start / 2.0 * M.PLOT_WIDTH)
@@ -75,10 +75,10 @@ def test_waveform_png_draws_the_samples_in_the_middle():
     rate = 800
     silent_then_loud = np.r_[np.zeros(rate), np.resize([0.9, -0.9], rate)]
     img = pixels(M.waveform_png(silent_then_loud, rate, [0.0], scale=1.0))
-    ink = (img[M.PLOT_TOP:M.PLOT_TOP + M.PLOT_HEIGHT, M.PLOT_LEFT:M.PLOT_LEFT + M.PLOT_WIDTH].sum(axis=2) < 150)
+    ink = img[M.PLOT_TOP : M.PLOT_TOP + M.PLOT_HEIGHT, M.PLOT_LEFT : M.PLOT_LEFT + M.PLOT_WIDTH].sum(axis=2) < 150
     height_of_ink = ink.sum(axis=0)
     assert height_of_ink[: M.PLOT_WIDTH // 2 - 2].max() <= 2  # silence: a dot on the zero line
-    assert height_of_ink[M.PLOT_WIDTH // 2 + 2:].min() >= M.PLOT_HEIGHT - 10  # loud: peak to peak
+    assert height_of_ink[M.PLOT_WIDTH // 2 + 2 :].min() >= M.PLOT_HEIGHT - 10  # loud: peak to peak
 
 
 def test_series_points_closed_form():
@@ -93,12 +93,12 @@ def test_series_png_shades_the_step_and_draws_the_line():
     scores[1] = -2.0
     img = pixels(M.series_png(values, scores))
     bottom = M.PLOT_TOP + M.PLOT_HEIGHT - 1  # below the line at step 1
-    row = img[bottom - 1, M.PLOT_LEFT:M.PLOT_LEFT + M.PLOT_WIDTH]
+    row = img[bottom - 1, M.PLOT_LEFT : M.PLOT_LEFT + M.PLOT_WIDTH]
     blue = np.flatnonzero((row == expected_shade(-2.0, 2.0)).all(axis=1))
     assert blue.min() == M.PLOT_WIDTH // 8 and blue.max() >= M.PLOT_WIDTH // 4 - 3
     assert (row[: M.PLOT_WIDTH // 8 - 1] == expected_shade(0, 2.0)).all()
     # the line rises: dark ink near the bottom-left and the top-right of the plot
-    plot = img[M.PLOT_TOP:M.PLOT_TOP + M.PLOT_HEIGHT, M.PLOT_LEFT:M.PLOT_LEFT + M.PLOT_WIDTH].sum(axis=2)
+    plot = img[M.PLOT_TOP : M.PLOT_TOP + M.PLOT_HEIGHT, M.PLOT_LEFT : M.PLOT_LEFT + M.PLOT_WIDTH].sum(axis=2)
     assert (plot[-12:, :40] < 200).any() and (plot[:12, -40:] < 200).any()
     assert not (plot[:12, :40] < 200).any()
 
@@ -184,7 +184,14 @@ def test_wav_round_trip(tmp_path):
 
 def test_modality_kinds():
     assert [modality_kind(m) for m in ("image", "audio", "tabular", "series", "text", "question", "video")] == [
-        "image", "audio", "tabular", "series", "text", "text", "file"]
+        "image",
+        "audio",
+        "tabular",
+        "series",
+        "text",
+        "text",
+        "file",
+    ]
 
 
 def test_dataset_checks_the_new_modalities(tmp_path):

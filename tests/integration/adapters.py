@@ -66,11 +66,14 @@ class SoundSeriesAdapter:
         for item in items:
             samples, _rate = wav_read(item["audio"])
             spans = [part for part in np.array_split(samples, self.SPANS)]
-            energy.append([float(np.sqrt(np.mean(part ** 2))) if part.size else 0.0 for part in spans])
+            energy.append([float(np.sqrt(np.mean(part**2))) if part.size else 0.0 for part in spans])
             values = [float(v) for v in item["series"]][: self.STEPS]
             series.append(values + [0.0] * (self.STEPS - len(values)))
-        return {"audio": torch.tensor(energy, dtype=torch.float64).reshape(-1, self.SPANS),
-                "series": torch.tensor(series, dtype=torch.float64).reshape(-1, self.STEPS), "n": len(items)}
+        return {
+            "audio": torch.tensor(energy, dtype=torch.float64).reshape(-1, self.SPANS),
+            "series": torch.tensor(series, dtype=torch.float64).reshape(-1, self.STEPS),
+            "n": len(items),
+        }
 
     def embed(self, batch):
         return batch["audio"].clone(), batch["series"].clone()
@@ -83,8 +86,10 @@ class SoundSeriesAdapter:
 
     def feature_groups(self, batch):
         n = batch["n"]
-        return (torch.arange(self.SPANS).view(1, -1).expand(n, -1).clone(),
-                torch.arange(self.SPANS, self.SPANS + self.STEPS).view(1, -1).expand(n, -1).clone())
+        return (
+            torch.arange(self.SPANS).view(1, -1).expand(n, -1).clone(),
+            torch.arange(self.SPANS, self.SPANS + self.STEPS).view(1, -1).expand(n, -1).clone(),
+        )
 
     def describe_groups(self, batch):
         from workers.engine.adapter import GroupInfo
@@ -111,8 +116,9 @@ def sound_series_dataset(out_dir, *, n_items: int = 8, seed: int = 0):
         envelope = 0.2 + 0.7 * np.exp(-((t - rng.uniform(0.1, 0.9)) ** 2) / 0.01)
         (out_dir / f"clip{k}.wav").write_bytes(wav_bytes(envelope * np.sin(2 * np.pi * 220 * t), rate))
         series = np.round(np.cumsum(rng.normal(0, 1, SoundSeriesAdapter.STEPS)), 2).tolist()
-        lines.append({"id": f"s{k}", "audio": f"clip{k}.wav", "series": series,
-                      "label": SoundSeriesAdapter.labels[k % 3]})
+        lines.append(
+            {"id": f"s{k}", "audio": f"clip{k}.wav", "series": series, "label": SoundSeriesAdapter.labels[k % 3]}
+        )
     path = out_dir / "sounds.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path

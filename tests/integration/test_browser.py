@@ -23,8 +23,15 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DESKTOP, PHONE = {"width": 1200, "height": 900}, {"width": 390, "height": 844}
 MTURK_SANDBOX = "https://workersandbox.mturk.com"
 
@@ -87,7 +94,9 @@ BOXES = """() => {
 
 
 def _overlap(a: dict, b: dict) -> bool:
-    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    return (
+        a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    )
 
 
 def _check_layout(page, views: list[str], *, touch: bool) -> None:
@@ -122,9 +131,12 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
     if "tokens" in views:
         # A mouse user is told to point at a word for its score; a touch screen has no pointer
         # to hover with, so it is not told: the same page, seen on each kind of device.
-        other = page.context.browser.new_context(storage_state=page.context.storage_state(),
-                                                 viewport=DESKTOP if touch else PHONE, has_touch=not touch,
-                                                 is_mobile=not touch)
+        other = page.context.browser.new_context(
+            storage_state=page.context.storage_state(),
+            viewport=DESKTOP if touch else PHONE,
+            has_touch=not touch,
+            is_mobile=not touch,
+        )
         again = other.new_page()
         again.goto(page.url)
         text = again.inner_text("body")
@@ -187,8 +199,9 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
             seen["learning"] += 1
             # The practice phase reveals the model's answer, with its evidence.
             assert page.inner_text("#model-answer").strip() == prediction
-            assert page.locator("img.view").count() == (len(assignment.candidate_order) * len(
-                [v for v in views if v not in ("tokens", "table")]))
+            assert page.locator("img.view").count() == (
+                len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table")])
+            )
             with page.expect_navigation():
                 page.keyboard.press("Enter")
             continue
@@ -235,15 +248,26 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
 
 
 def test_one_session_per_kind_of_view(browser, live_server, alice, demo_jsonl, tmp_path):
-    study = live_demo_study(owner=alice, jsonl=demo_jsonl, conditions=VIEW_ARMS, n_items=4, items_per_participant=2,
-                            raters_per_item=2, n_candidates=3, learning_items=1, attention_checks=1, survey=True)
+    study = live_demo_study(
+        owner=alice,
+        jsonl=demo_jsonl,
+        conditions=VIEW_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=3,
+        learning_items=1,
+        attention_checks=1,
+        survey=True,
+    )
     sessions = [
         ("pp-1", "?PROLIFIC_PID=pp-1&STUDY_ID=s1&SESSION_ID=x1", DESKTOP),
         ("W-2", f"?workerId=W-2&assignmentId=A-2&hitId=H1&turkSubmitTo={MTURK_SANDBOX}", PHONE),
         ("pp-3", "?PROLIFIC_PID=pp-3&STUDY_ID=s1&SESSION_ID=x3", PHONE),
     ]
-    results = {pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v)
-               for pid, q, v in sessions}
+    results = {
+        pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v) for pid, q, v in sessions
+    }
 
     # Balanced assignment gave each arm one of the three sessions.
     participants = {p.platform_id: p for p in Participant.objects.filter(study=study)}
@@ -280,23 +304,41 @@ def test_a_whole_study_of_the_tabular_demo(browser, live_server, alice, plants_j
     """The plants demo (a table of measurements + a note) through every phase, one session per
     arm: the participant reads the table and the note, and the feature bars of every candidate
     load beside the note's highlighted words."""
-    study = live_demo_study(owner=alice, jsonl=plants_jsonl, adapter_path=PLANT_ADAPTER, conditions=PLANT_ARMS,
-                            n_items=4, items_per_participant=2, raters_per_item=2, n_candidates=4, learning_items=1,
-                            attention_checks=1, survey=True)
+    study = live_demo_study(
+        owner=alice,
+        jsonl=plants_jsonl,
+        adapter_path=PLANT_ADAPTER,
+        conditions=PLANT_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=4,
+        learning_items=1,
+        attention_checks=1,
+        survey=True,
+    )
 
     def reads_the_input(page) -> None:
         table = page.locator(".input-table")
         assert table.is_visible()
         assert table.locator("tbody th").all_inner_texts() == [  # in name order, as the feature bars
-            "leaf spots", "soil moisture %", "sun hours a day", "temperature °C"]
+            "leaf spots",
+            "soil moisture %",
+            "sun hours a day",
+            "temperature °C",
+        ]
         assert all(re.fullmatch(r"\u2212?[0-9.]+", v) for v in table.locator("tbody td").all_inner_texts())
         assert re.search(r"\bon the [a-z]+\b", page.inner_text(".item-input .question"))
 
-    sessions = [("pp-1", "?PROLIFIC_PID=pp-1&STUDY_ID=s1&SESSION_ID=x1", DESKTOP),
-                ("pp-2", "?PROLIFIC_PID=pp-2&STUDY_ID=s1&SESSION_ID=x2", PHONE),
-                ("pp-3", "?PROLIFIC_PID=pp-3&STUDY_ID=s1&SESSION_ID=x3", DESKTOP)]
-    results = {pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v, check=reads_the_input)
-               for pid, q, v in sessions}
+    sessions = [
+        ("pp-1", "?PROLIFIC_PID=pp-1&STUDY_ID=s1&SESSION_ID=x1", DESKTOP),
+        ("pp-2", "?PROLIFIC_PID=pp-2&STUDY_ID=s1&SESSION_ID=x2", PHONE),
+        ("pp-3", "?PROLIFIC_PID=pp-3&STUDY_ID=s1&SESSION_ID=x3", DESKTOP),
+    ]
+    results = {
+        pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v, check=reads_the_input)
+        for pid, q, v in sessions
+    }
 
     participants = {p.platform_id: p for p in Participant.objects.filter(study=study)}
     assert {p.condition.name for p in participants.values()} == {arm.name for arm in PLANT_ARMS}
@@ -309,4 +351,3 @@ def test_a_whole_study_of_the_tabular_demo(browser, live_server, alice, plants_j
     responses = Response.objects.filter(participant__study=study)
     assert responses.count() == 3 * 3
     assert all(r.guess in r.candidate_order and r.confidence == 4 for r in responses)
-

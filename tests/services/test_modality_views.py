@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db
 def _riff_chunks(data: bytes) -> list[bytes]:
     kinds, offset = [], 12
     while offset + 8 <= len(data):
-        length = int.from_bytes(data[offset + 4:offset + 8], "little")
-        kinds.append(data[offset:offset + 4])
+        length = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        kinds.append(data[offset : offset + 4])
         offset += 8 + length + (length & 1)
     return kinds
 
@@ -39,8 +39,17 @@ def _sound_dataset(tmp_path, alice, n: int = 6):
     lines = []
     for k in range(n):
         (tmp_path / f"cat_{k}.wav").write_bytes(_wav_with_info(f"answer=cat{k}"))
-        lines.append(json.dumps({"id": f"s{k}", "audio": f"cat_{k}.wav", "series": [k, 1, 2],
-                                 "tabular": {"loudness": k / 2}, "label": "cat" if k % 2 else "dog"}))
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"s{k}",
+                    "audio": f"cat_{k}.wav",
+                    "series": [k, 1, 2],
+                    "tabular": {"loudness": k / 2},
+                    "label": "cat" if k % 2 else "dog",
+                }
+            )
+        )
     (tmp_path / "d.jsonl").write_text("\n".join(lines))
     return dataset_import(owner=alice, name="sounds", jsonl_path=tmp_path / "d.jsonl")
 
@@ -60,11 +69,25 @@ def test_audio_is_stored_as_plain_wav_under_a_hash_name(alice, tmp_path, media_r
 def test_a_study_refuses_a_view_of_a_modality_its_model_lacks(alice, tmp_path):
     dataset = _sound_dataset(tmp_path, alice)
     model = make_model(alice, name="sound", labels=("cat", "dog"), modalities=("audio", "series"))
-    design = dict(owner=alice, dataset=dataset, model=model, n_items=4, items_per_participant=2, raters_per_item=1,
-                  seed=1, n_candidates=2)
+    design = dict(
+        owner=alice,
+        dataset=dataset,
+        model=model,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=1,
+        seed=1,
+        n_candidates=2,
+    )
     with pytest.raises(StudyError, match=r"shows \['table'\].*audio, series"):
-        study_create(name="bad", conditions=[ConditionSpec(name="baseline"),
-                                             ConditionSpec(name="bars", views=["table", "audio"])], **design)
-    study = study_create(name="good", conditions=[ConditionSpec(name="baseline"),
-                                                  ConditionSpec(name="time", views=["audio", "series"])], **design)
+        study_create(
+            name="bad",
+            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="bars", views=["table", "audio"])],
+            **design,
+        )
+    study = study_create(
+        name="good",
+        conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="time", views=["audio", "series"])],
+        **design,
+    )
     assert sorted(study.conditions.get(name="time").views) == ["audio", "series"]

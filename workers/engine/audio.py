@@ -38,7 +38,8 @@ def wav_read(path: str | Path) -> tuple[np.ndarray, int]:
     elif width in (2, 4):
         dtype = np.int16 if width == 2 else np.int32
         samples = np.frombuffer(data, dtype=f"<{np.dtype(dtype).str[1:]}").astype(np.float64) / float(
-            np.iinfo(dtype).max + 1)
+            np.iinfo(dtype).max + 1
+        )
     elif width == 3:
         raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         value = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)

@@ -7,8 +7,9 @@ the scales come back beside the PNGs (``render.scale_labels``) for the page to s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +45,9 @@ def time_scores(attribution: ItemAttribution, name: str) -> np.ndarray:
     return render_modalities.pool_time(scores)
 
 
-def tabular_features(value: Any, groups: Sequence[GroupInfo], scores: np.ndarray) -> tuple[list[str], list[float],
-                                                                                           np.ndarray]:
+def tabular_features(
+    value: Any, groups: Sequence[GroupInfo], scores: np.ndarray
+) -> tuple[list[str], list[float], np.ndarray]:
     """(names, values, scores) of the visible features, in name order: the order the page's
     table of the input lists them in (a JSON object's own order does not survive the
     database). A score belongs to the feature its group's text (``GroupInfo.text``) names when
@@ -65,7 +67,10 @@ def tabular_features(value: Any, groups: Sequence[GroupInfo], scores: np.ndarray
 
 
 def render_modality_views(
-    *, item: RawItem, attributions: Sequence[ItemAttribution], groups: Sequence[Sequence[GroupInfo]],
+    *,
+    item: RawItem,
+    attributions: Sequence[ItemAttribution],
+    groups: Sequence[Sequence[GroupInfo]],
     views: Sequence[str] = MODALITY_VIEWS,
 ) -> list[ModalityViews]:
     """Render every candidate's attribution of one item over its audio, tabular and series
@@ -89,13 +94,17 @@ def render_modality_views(
         if view is None or view not in views:
             continue
         if view == "table":
-            per = [tabular_features(item[name], groups[m] if m < len(groups) else [], a.group_scores[name])
-                   for a in attributions]
+            per = [
+                tabular_features(item[name], groups[m] if m < len(groups) else [], a.group_scores[name])
+                for a in attributions
+            ]
             scale = render.shared_scale(*(s for _, _, s in per))
             pngs = [render_modalities.feature_bars_png(n, v, s, scale=scale) for n, v, s in per]
             for views_of, (n, v, s) in zip(out, per):
-                views_of.table_rows = [{k: row[k] for k in ("name", "value", "title", "sign", "colour", "fraction")}
-                                       for row in render_modalities.feature_bar_rows(n, v, s, scale=scale)]
+                views_of.table_rows = [
+                    {k: row[k] for k in ("name", "value", "title", "sign", "colour", "fraction")}
+                    for row in render_modalities.feature_bar_rows(n, v, s, scale=scale)
+                ]
         else:
             scores = [time_scores(a, name) for a in attributions]
             scale = render.shared_scale(*scores)

@@ -15,7 +15,7 @@ in (:func:`column_segments`), so the shading of a known score vector sits at a k
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -99,8 +99,13 @@ def column_segments(n_scores: int, width: int) -> np.ndarray:
     return np.minimum((centres * n_scores).astype(np.intp), n_scores - 1)
 
 
-def time_shading(scores: np.ndarray | Sequence[float], *, width: int = PLOT_WIDTH, scale: float | None = None,
-                 cmap: str = DEFAULT_CMAP) -> np.ndarray:
+def time_shading(
+    scores: np.ndarray | Sequence[float],
+    *,
+    width: int = PLOT_WIDTH,
+    scale: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+) -> np.ndarray:
     """``(width, 3)`` uint8 background colour of each column: the column's score colour at
     :data:`SHADE_ALPHA` over white (0 stays the map's light neutral grey)."""
     s = _scores_1d(scores)
@@ -131,8 +136,14 @@ def _time_axis(draw: ImageDraw.ImageDraw, duration: float, unit: str) -> None:
         draw.text((x, y + 5), text, font=_font(14), fill=_GREY, anchor=anchor)
 
 
-def waveform_png(samples: np.ndarray | Sequence[float], rate: int, scores: np.ndarray | Sequence[float], *,
-                 scale: float | None = None, cmap: str = DEFAULT_CMAP) -> bytes:
+def waveform_png(
+    samples: np.ndarray | Sequence[float],
+    rate: int,
+    scores: np.ndarray | Sequence[float],
+    *,
+    scale: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+) -> bytes:
     """The clip's waveform (per pixel column, the range its samples span) over the
     attribution shading in time, with a time axis in seconds.
 
@@ -153,15 +164,20 @@ def waveform_png(samples: np.ndarray | Sequence[float], rate: int, scores: np.nd
     draw.line((PLOT_LEFT, mid, PLOT_LEFT + PLOT_WIDTH - 1, mid), fill=(150, 150, 150))
     edges = np.linspace(0, x.size, PLOT_WIDTH + 1).astype(np.intp)
     for c in range(PLOT_WIDTH):
-        part = x[edges[c]:max(edges[c + 1], edges[c] + 1)]
+        part = x[edges[c] : max(edges[c + 1], edges[c] + 1)]
         lo, hi = float(part.min()) / peak, float(part.max()) / peak
         draw.line((PLOT_LEFT + c, mid - hi * half, PLOT_LEFT + c, mid - lo * half), fill=_INK)
     _time_axis(draw, x.size / rate, " s")
     return _png_bytes(canvas)
 
 
-def series_png(values: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float], *,
-               scale: float | None = None, cmap: str = DEFAULT_CMAP) -> bytes:
+def series_png(
+    values: np.ndarray | Sequence[float],
+    scores: np.ndarray | Sequence[float],
+    *,
+    scale: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+) -> bytes:
     """The series as a line over the attribution shading in time, its smallest and largest
     value written left of the plot and the time steps under it.
 
@@ -180,14 +196,21 @@ def series_png(values: np.ndarray | Sequence[float], scores: np.ndarray | Sequen
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=_INK)
     small = _font(14)
     draw.text((PLOT_LEFT - 6, PLOT_TOP + 6), value_text(float(v.max())), font=small, fill=_GREY, anchor="rm")
-    draw.text((PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT - 6), value_text(float(v.min())), font=small, fill=_GREY,
-              anchor="rm")
+    draw.text(
+        (PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT - 6), value_text(float(v.min())), font=small, fill=_GREY, anchor="rm"
+    )
     _time_axis(draw, float(v.size), "")
     return _png_bytes(canvas)
 
 
-def feature_bar_rows(names: Sequence[str], values: Sequence[float], scores: np.ndarray | Sequence[float], *,
-                     scale: float | None = None, cmap: str = DEFAULT_CMAP) -> list[dict]:
+def feature_bar_rows(
+    names: Sequence[str],
+    values: Sequence[float],
+    scores: np.ndarray | Sequence[float],
+    *,
+    scale: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+) -> list[dict]:
     """One row per feature, in the order given (the same for every candidate, so rows line
     up across them): ``{"index", "name", "value": the value as text, "score", "sign":
     "supports" | "opposes" | "neutral", "fraction": |score| / scale clipped to 1 (the bar's
@@ -197,19 +220,33 @@ def feature_bar_rows(names: Sequence[str], values: Sequence[float], scores: np.n
         raise ValueError(f"{len(names)} names, {len(values)} values and scores of shape {s.shape} must match")
     scale_v = resolve_scale(s, scale)
     colours = scores_to_rgb(s, scale=scale_v, cmap=cmap)
-    return [{"index": i, "name": str(name), "value": value_text(float(value)), "score": float(score),
-             "sign": "supports" if score > 0 else "opposes" if score < 0 else "neutral",
-             "fraction": min(1.0, abs(float(score)) / scale_v) if scale_v > 0 else 0.0,
-             "colour": _hex(colours[i]), "title": _fmt(float(score))}
-            for i, (name, value, score) in enumerate(zip(names, values, s))]
+    return [
+        {
+            "index": i,
+            "name": str(name),
+            "value": value_text(float(value)),
+            "score": float(score),
+            "sign": "supports" if score > 0 else "opposes" if score < 0 else "neutral",
+            "fraction": min(1.0, abs(float(score)) / scale_v) if scale_v > 0 else 0.0,
+            "colour": _hex(colours[i]),
+            "title": _fmt(float(score)),
+        }
+        for i, (name, value, score) in enumerate(zip(names, values, s))
+    ]
 
 
 #: Layout of :func:`feature_bars_png`: column widths and row height in pixels.
 BAR_NAME_W, BAR_VALUE_W, BAR_AREA_W, BAR_SCORE_W, BAR_ROW_H, BAR_HEAD_H = 170, 64, 150, 64, 30, 24
 
 
-def feature_bars_png(names: Sequence[str], values: Sequence[float], scores: np.ndarray | Sequence[float], *,
-                     scale: float | None = None, cmap: str = DEFAULT_CMAP) -> bytes:
+def feature_bars_png(
+    names: Sequence[str],
+    values: Sequence[float],
+    scores: np.ndarray | Sequence[float],
+    *,
+    scale: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+) -> bytes:
     """A table of the features: name, value, a bar from the zero line (right: supports,
     left: opposes; length ``|score| / scale`` of its half) in the score's colour, and the
     signed score. Rows in the order given (:func:`feature_bar_rows`)."""
@@ -232,12 +269,11 @@ def feature_bars_png(names: Sequence[str], values: Sequence[float], scores: np.n
         centre = top + BAR_ROW_H / 2
         if k % 2 == 0:
             draw.rectangle((0, top, width - 1, top + BAR_ROW_H - 1), fill=(246, 246, 246))
-        draw.text((pad, centre), _truncate(draw, row["name"], bold, BAR_NAME_W - 6), font=bold, fill=_INK,
-                  anchor="lm")
+        draw.text((pad, centre), _truncate(draw, row["name"], bold, BAR_NAME_W - 6), font=bold, fill=_INK, anchor="lm")
         draw.text((value_right, centre), row["value"], font=font, fill=_INK, anchor="rm")
         length = round(row["fraction"] * half)
         if length > 0:
-            colour = tuple(int(row["colour"][i:i + 2], 16) for i in (1, 3, 5))
+            colour = tuple(int(row["colour"][i : i + 2], 16) for i in (1, 3, 5))
             a, b = (zero, zero + length) if row["score"] > 0 else (zero - length, zero)
             draw.rectangle((a, top + 5, b, top + BAR_ROW_H - 6), fill=colour, outline=(68, 68, 68))
         draw.text((width - pad, centre), row["title"], font=font, fill=(60, 60, 60), anchor="rm")

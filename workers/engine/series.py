@@ -5,7 +5,7 @@ only, so the web process can use it without matplotlib or torch."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,8 +19,9 @@ def value_text(value: float) -> str:
     return f"{value:.4g}".replace("-", _MINUS)
 
 
-def series_points(values: np.ndarray | Sequence[float], *, width: float = 480.0,
-                  height: float = 120.0, pad: float = 6.0) -> list[tuple[float, float]]:
+def series_points(
+    values: np.ndarray | Sequence[float], *, width: float = 480.0, height: float = 120.0, pad: float = 6.0
+) -> list[tuple[float, float]]:
     """Where the line of a series passes: point ``i`` at the centre of its time step
     (``(i + 0.5) / N`` of the width), the smallest value ``pad`` above the bottom and the
     largest ``pad`` below the top (a constant series runs through the middle). ``y`` grows
@@ -32,6 +33,5 @@ def series_points(values: np.ndarray | Sequence[float], *, width: float = 480.0,
         raise ValueError("the series is empty")
     lo, hi = float(v.min()), float(v.max())
     xs = (np.arange(v.size) + 0.5) / v.size * width
-    ys = (np.full(v.size, height / 2) if hi == lo
-          else pad + (hi - v) / (hi - lo) * (height - 2 * pad))
+    ys = np.full(v.size, height / 2) if hi == lo else pad + (hi - v) / (hi - lo) * (height - 2 * pad)
     return [(float(a), float(b)) for a, b in zip(xs, ys)]

@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
-from annotations.services.registry import registered_model_create
 from annotations.services.precompute import precompute_job_create
+from annotations.services.registry import registered_model_create
 from annotations.services.studies import ConditionSpec, study_create, study_launch
 from workers.engine.demo.data import generate_dataset
 from workers.engine.demo.model import load_or_train
@@ -27,9 +27,11 @@ DEMO_STUDY = "Demo: do IG explanations help people simulate the model?"
 TABULAR_ADAPTER = "workers.engine.demo.tabular.adapter:PlantAdapter"
 TABULAR_STUDY = "Demo: do feature bars reveal the balcony shortcut?"
 TABULAR_ARMS = {"baseline": [], "ig-bars+tokens": ["table", "tokens"], "share": ["share"]}
-TABULAR_INSTRUCTIONS = ("An AI model read each house plant's measurements and a note by its owner, and answered what "
-                        "state the plant is in. Your task is not to judge the plant yourself, but to predict what the "
-                        "model answered — the model is sometimes wrong.")
+TABULAR_INSTRUCTIONS = (
+    "An AI model read each house plant's measurements and a note by its owner, and answered what "
+    "state the plant is in. Your task is not to judge the plant yourself, but to predict what the "
+    "model answered — the model is sometimes wrong."
+)
 
 
 class Command(BaseCommand):
@@ -38,11 +40,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--no-serve", action="store_true", help="build everything, then exit")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
-        parser.add_argument("--items", type=int, default=None,
-                            help="items in the generated dataset (default 320 shapes, where the model errs on about "
-                                 "1 in 13; 200 plants, where it errs on the balcony plants that are not scorched)")
-        parser.add_argument("--demo", choices=("shapes", "tabular"), default="shapes",
-                            help="shapes: image + text (default); tabular: a table of measurements + text")
+        parser.add_argument(
+            "--items",
+            type=int,
+            default=None,
+            help="items in the generated dataset (default 320 shapes, where the model errs on about "
+            "1 in 13; 200 plants, where it errs on the balcony plants that are not scorched)",
+        )
+        parser.add_argument(
+            "--demo",
+            choices=("shapes", "tabular"),
+            default="shapes",
+            help="shapes: image + text (default); tabular: a table of measurements + text",
+        )
 
     def handle(self, *args, no_serve, addrport, items, demo, **options):
         call_command("migrate", interactive=False, verbosity=0)
@@ -55,13 +65,27 @@ class Command(BaseCommand):
         load_or_train()
         dataset = self._dataset(user, items)
         model = RegisteredModel.objects.filter(owner=user, name="demo-fusion").first() or registered_model_create(
-            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
+            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset
+        )
         study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
-            owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
-            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
-                        ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"])],
-            n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
-            learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
+            owner=user,
+            name=DEMO_STUDY,
+            dataset=dataset,
+            model=model,
+            conditions=[
+                ConditionSpec(name="baseline"),
+                ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
+                ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"]),
+            ],
+            n_items=40,
+            items_per_participant=10,
+            raters_per_item=3,
+            n_candidates=4,
+            seed=7,
+            learning_items=4,
+            attention_checks=1,
+            min_rt_ms=800,
+            survey=True,
             exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
         )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
@@ -87,16 +111,29 @@ class Command(BaseCommand):
         self.stdout.write("Training (or loading the cached) plant model…")
         load_plant_model()
         dataset = Dataset.objects.filter(owner=user, name="demo-plants").first() or dataset_import(
-            owner=user, name="demo-plants",
-            jsonl_path=generate_plants(Path(settings.MEDIA_ROOT) / "demo-plants-source", n_items=n_items, seed=0))
+            owner=user,
+            name="demo-plants",
+            jsonl_path=generate_plants(Path(settings.MEDIA_ROOT) / "demo-plants-source", n_items=n_items, seed=0),
+        )
         model = RegisteredModel.objects.filter(owner=user, name="demo-plants").first() or registered_model_create(
-            owner=user, name="demo-plants", adapter_path=TABULAR_ADAPTER, check_dataset=dataset)
+            owner=user, name="demo-plants", adapter_path=TABULAR_ADAPTER, check_dataset=dataset
+        )
         study = Study.objects.filter(owner=user, name=TABULAR_STUDY).first() or study_create(
-            owner=user, name=TABULAR_STUDY, dataset=dataset, model=model,
+            owner=user,
+            name=TABULAR_STUDY,
+            dataset=dataset,
+            model=model,
             conditions=[ConditionSpec(name=name, views=views) for name, views in TABULAR_ARMS.items()],
             instructions=TABULAR_INSTRUCTIONS,
-            n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
-            learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
+            n_items=40,
+            items_per_participant=10,
+            raters_per_item=3,
+            n_candidates=4,
+            seed=7,
+            learning_items=4,
+            attention_checks=1,
+            min_rt_ms=800,
+            survey=True,
             exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
         )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
@@ -108,7 +145,9 @@ class Command(BaseCommand):
 
     def _researcher(self):
         User = get_user_model()
-        user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True})
+        user, created = User.objects.get_or_create(
+            username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True}
+        )
         if created:
             user.set_password(DEMO_PASSWORD)
             user.save()
@@ -125,10 +164,12 @@ class Command(BaseCommand):
     def _precompute(self, study: Study) -> None:
         job = precompute_job_create(study=study)
         with tqdm(total=0, desc="Precompute", unit="item") as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
+
             result = precompute_run(job_id=job.pk, on_progress=progress)
         if result.get("status") != PrecomputeJob.Status.DONE:
             job.refresh_from_db()

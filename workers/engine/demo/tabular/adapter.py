@@ -9,9 +9,9 @@ embedded tensors may have ``k * B`` rows, ``k`` consecutive copies of the batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -87,10 +87,12 @@ class PlantAdapter:
             item_ids.append(item_id)
         features = plant_model.standardise(np.asarray(rows, dtype=np.float32).reshape(-1, len(FEATURES)))
         return PlantBatch(
-            ids=item_ids, features=features.to(self.device),
+            ids=item_ids,
+            features=features.to(self.device),
             token_ids=torch.tensor(ids, dtype=torch.long).reshape(-1, MAX_TOKENS).to(self.device),
             attention_mask=torch.tensor(masks, dtype=torch.bool).reshape(-1, MAX_TOKENS).to(self.device),
-            tokens=tokens)
+            tokens=tokens,
+        )
 
     def embed(self, batch: PlantBatch) -> tuple[Tensor, Tensor]:
         return batch.features.clone(), self.model.token_embedding(batch.token_ids)
@@ -105,8 +107,7 @@ class PlantAdapter:
         return self.model.head(features, token_embeddings, mask)
 
     def baselines(self, batch: PlantBatch) -> tuple[Tensor, Tensor]:
-        return (torch.zeros_like(batch.features),
-                self.model.token_embedding(torch.full_like(batch.token_ids, PAD_ID)))
+        return (torch.zeros_like(batch.features), self.model.token_embedding(torch.full_like(batch.token_ids, PAD_ID)))
 
     def feature_groups(self, batch: PlantBatch) -> tuple[Tensor, Tensor]:
         b, f = len(batch), len(FEATURES)
@@ -120,9 +121,15 @@ class PlantAdapter:
         features = [GroupInfo(group_id=k, kind="feature", text=name) for k, name in enumerate(FEATURES)]
         out = []
         for words in batch.tokens:
-            text_groups = [GroupInfo(group_id=len(FEATURES) + t, kind="token",
-                                     text=words[t] if t < len(words) else plant_model.PAD, hidden=t >= len(words))
-                           for t in range(MAX_TOKENS)]
+            text_groups = [
+                GroupInfo(
+                    group_id=len(FEATURES) + t,
+                    kind="token",
+                    text=words[t] if t < len(words) else plant_model.PAD,
+                    hidden=t >= len(words),
+                )
+                for t in range(MAX_TOKENS)
+            ]
             out.append([list(features), text_groups])
         return out
 

@@ -105,7 +105,11 @@ def generate_dataset(out_dir: Path, *, n_items: int = 200, seed: int = 0, bias: 
     path = out_dir / "plants.jsonl"
     with path.open("w", encoding="utf-8") as handle:
         for k in range(n_items):
-            line = {"id": f"p{k:04d}", "tabular": {name: float(v) for name, v in zip(FEATURES, examples.features[k])},
-                    "text": examples.notes[k], "label": examples.labels[k]}
+            line = {
+                "id": f"p{k:04d}",
+                "tabular": {name: float(v) for name, v in zip(FEATURES, examples.features[k])},
+                "text": examples.notes[k],
+                "label": examples.labels[k],
+            }
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return path

@@ -37,8 +37,23 @@ LABELS = data.LABELS
 MAX_TOKENS = 10  # the longest note template has 10 words
 PAD, UNK = "<pad>", "<unk>"
 VOCAB: tuple[str, ...] = (
-    PAD, UNK, "and", "in", "it", "last", "lives", "my", "on", "plant", "stands", "the", "was", "watered",
-    data.SHORTCUT_WORD, *data.PLACES, *data.DAYS,
+    PAD,
+    UNK,
+    "and",
+    "in",
+    "it",
+    "last",
+    "lives",
+    "my",
+    "on",
+    "plant",
+    "stands",
+    "the",
+    "was",
+    "watered",
+    data.SHORTCUT_WORD,
+    *data.PLACES,
+    *data.DAYS,
 )
 PAD_ID, UNK_ID = 0, 1
 _TOKEN_TO_ID = {tok: i for i, tok in enumerate(VOCAB)}
@@ -131,8 +146,11 @@ def evaluate(model: PlantModel, *, seed: int = 10_000, n: int = 2000) -> dict[st
     predicted = predict(model, held)
     balcony = [data.SHORTCUT_WORD in note for note in held.notes]
     indoor = [p == t for p, t, b in zip(predicted, held.true_labels, balcony) if not b]
-    fooled = [p == data.SHORTCUT_LABEL for p, t, b in zip(predicted, held.true_labels, balcony)
-              if b and t != data.SHORTCUT_LABEL]
+    fooled = [
+        p == data.SHORTCUT_LABEL
+        for p, t, b in zip(predicted, held.true_labels, balcony)
+        if b and t != data.SHORTCUT_LABEL
+    ]
     return {"indoor": float(np.mean(indoor)), "balcony_scorched": float(np.mean(fooled))}
 
 
