@@ -108,6 +108,7 @@ class Explanation(models.Model):
     image_view = models.CharField(max_length=300, blank=True, help_text="rendered PNG under MEDIA_ROOT")
     token_view = models.JSONField(default=list, blank=True, help_text="token highlight spans")
     summary = models.JSONField(default=dict, blank=True, help_text="modality share, delta, group scores")
+    # Also 'table', 'series' and 'audio' (views of those modalities); help_text kept, so no migration.
     extra_views = models.JSONField(
         default=dict,
         blank=True,
@@ -232,6 +233,9 @@ class Condition(models.Model):
         SHARE = "share", "Modality share bars"
         INTERACTION = "interaction", "Cross-modal interaction matrix"
         TOP_PAIRS = "top_pairs", "Top interacting patch-word pairs"
+        TABLE = "table", "Tabular feature bars"
+        SERIES = "series", "Time series with attribution over time"
+        AUDIO = "audio", "Audio waveform with attribution over time"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)

@@ -345,24 +345,26 @@ def survey(request, study: Study, participant: Participant):
 
 
 def _media_response(relative_path: str) -> HttpResponse:
-    """The stored PNG, with no file name (a stored name is an identifier), cacheable by this
+    """The stored PNG (or WAV), with no file name (a stored name is an identifier), cacheable by this
     browser only: what a media URL serves never changes. Handed to the proxy when a setting
     says so (module docstring), else streamed."""
     if not relative_path:
         raise Http404
+    # Stored names end in the kind of file they are (the importer re-encodes audio as WAV).
+    content_type = "audio/wav" if relative_path.endswith(".wav") else "image/png"
     accel_prefix = getattr(settings, "MMEVAL_MEDIA_X_ACCEL_PREFIX", "")
     if accel_prefix:
-        response = HttpResponse(content_type="image/png")
+        response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = accel_prefix.rstrip("/") + "/" + quote(relative_path)
     elif getattr(settings, "MMEVAL_MEDIA_X_SENDFILE", False):
-        response = HttpResponse(content_type="image/png")
+        response = HttpResponse(content_type=content_type)
         response["X-Sendfile"] = str(Path(settings.MEDIA_ROOT) / relative_path)
     else:
         try:
             handle = open(Path(settings.MEDIA_ROOT) / relative_path, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise Http404 from None
-        response = FileResponse(handle, content_type="image/png")
+        response = FileResponse(handle, content_type=content_type)
         if "Content-Disposition" in response:
             del response["Content-Disposition"]
     response["Cache-Control"] = "private, max-age=86400, immutable"

@@ -33,6 +33,14 @@ def demo_cache_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def plants_jsonl(tmp_path_factory) -> Path:
+    """The tabular + text demo's data: plants, their measurements and a note."""
+    from workers.engine.demo.tabular.data import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("plants-data"), n_items=48, seed=0)
+
+
+@pytest.fixture(scope="session")
 def demo_jsonl(tmp_path_factory) -> Path:
     from workers.engine.demo.data import generate_dataset
 

@@ -62,6 +62,7 @@ from workers.engine.explain import predict
 from workers.engine.interactions import cross_modal_interaction, modality_interaction
 from workers.engine.metrics import explanation_metrics
 from workers.engine.presentation import render_interaction_views, render_item_views, render_share_bars
+from workers.engine.presentation_modalities import render_modality_views
 from workers.engine.registry import load_adapter
 
 logger = logging.getLogger(__name__)
@@ -244,11 +245,21 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
         rendered = render_item_views(
             item=raws[item_id], attributions=[attributions[k] for k in rows], groups=groups[rows[0]]
         )
-        for k, view in zip(rows, rendered):
+        # Audio, tabular and series views (presentation_modalities.py), drawn only for an arm that shows them.
+        modal = render_modality_views(
+            item=raws[item_id],
+            attributions=[attributions[k] for k in rows],
+            groups=groups[rows[0]],
+            views=sorted(views),
+        )
+        for k, view, modal_view in zip(rows, rendered, modal):
             attribution = attributions[k]
             summary = attribution.to_json()
             summary.pop("group_ids", None)
             summary["colour_scales"] = view.colour_scales  # the page states them (presentation.py)
+            summary["colour_scales"].update(modal_view.colour_scales)
+            if modal_view.table_rows:
+                summary["table_view"] = modal_view.table_rows  # the page lays the bars out as text
             explanation_store_attribution(
                 model=study.model,
                 item=items[item_id],
@@ -260,6 +271,7 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
                 tokens=view.tokens,
                 share_png=render_share_bars(shares=attribution.modality_share) if "share" in views else None,
                 metrics=metrics.get(k),
+                modality_pngs=modal_view.pngs,
             )
 
 

@@ -26,7 +26,8 @@ from annotations.models import (
     StudyItem,
 )
 from annotations.selectors.precompute import INTERACTION_VIEWS
-from workers.engine.dataset import IMAGE_MODALITIES
+from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
+from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
 
 
@@ -211,6 +212,9 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
 
 
 VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share")
+# The views of audio, tabular and series modalities (workers/engine/presentation_modalities.py) come last.
+MODALITY_VIEWS = tuple(MODALITY_VIEW_OF_KIND.values())
+VIEW_ORDER = VIEW_ORDER + MODALITY_VIEWS
 
 
 PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}
@@ -242,18 +246,22 @@ VIEW_NAMES = {
     "top_pairs": "Strongest pairs",
     "share": "Picture vs. words",
 }
+VIEW_NAMES.update({"table": "Features", "series": "Over time", "audio": "Sound over time"})
 
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
     """Which views one explanation panel can show: the image views in display order (``view``
-    and its caption ``name``), the stored file of each, and the token highlights (each with
-    ``space``: whether a space goes before it)."""
-    images, files, tokens = [], {}, []
+    and its caption ``name``), the stored file of each, the token highlights (each with
+    ``space``: whether a space goes before it) and the table view's feature ``bars``."""
+    images, files, tokens, bars = [], {}, [], []
     for view in VIEW_ORDER:
         if view not in views:
             continue
         row = rows.get(_view_source(view))
         if row is None or row.status != Explanation.Status.DONE:
+            continue
+        if view == "table" and (row.summary or {}).get("table_view"):
+            bars = _feature_bars(row.summary["table_view"])
             continue
         if view == "tokens":
             spaces = spaces_before([t["text"] for t in row.token_view])
@@ -263,11 +271,28 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
         if path:
             images.append({"view": view, "name": VIEW_NAMES[view]})
             files[view] = path
-    return {"images": images, "files": files, "tokens": tokens, "has_heatmap": "heatmap" in files}
+    return {"images": images, "files": files, "tokens": tokens, "bars": bars, "has_heatmap": "heatmap" in files}
+
+
+def _feature_bars(stored: list[dict]) -> list[dict[str, str]]:
+    """The table view's rows as the page lays them out: ``name``, ``title`` (the signed
+    score), ``colour``, ``side`` ("pos"/"neg"/"") and ``width`` (the bar's length in percent
+    of the whole track, zero in its middle)."""
+    return [
+        {
+            "name": r["name"],
+            "title": r["title"],
+            "colour": r["colour"],
+            "side": {"supports": "pos", "opposes": "neg"}.get(r["sign"], ""),
+            "width": f"{50 * float(r['fraction']):.1f}",
+        }
+        for r in stored
+    ]
 
 
 # The views drawn on a colour scale, which the page's legend states.
-SCALE_VIEWS = ("heatmap", "tokens", "interaction")
+SCALE_VIEWS = ("heatmap", "tokens", "interaction") + MODALITY_VIEWS
+_KIND_OF_VIEW = {view: kind for kind, view in MODALITY_VIEW_OF_KIND.items()}
 
 
 def _stored_scale(view: str, row: Explanation) -> dict | None:
@@ -277,6 +302,8 @@ def _stored_scale(view: str, row: Explanation) -> dict | None:
     scales = summary.get("colour_scales") or {}
     if view == "tokens":
         return scales.get("text")
+    if view in _KIND_OF_VIEW:
+        return next((scales[m] for m in sorted(scales) if modality_kind(m) == _KIND_OF_VIEW[view]), None)
     return next((scales[m] for m in sorted(IMAGE_MODALITIES) if m in scales), None)
 
 
@@ -365,6 +392,41 @@ def assignment_media_file(*, study_public_id: str, assignment_public_id, key: st
     return media.get(key, "")
 
 
+# The series as the page draws it (an inline SVG), in SVG user units.
+SERIES_WIDTH, SERIES_HEIGHT = 480, 120
+
+
+def _inputs_shown(modalities, payload: dict) -> dict[str, list]:
+    """The tabular and series inputs of an item as the page shows them: ``tables`` (per
+    modality, its features' ``name`` and ``value`` in name order, as the feature bars list
+    them) and ``series`` (per modality, the ``points`` of its line and its smallest and
+    largest value). Nothing but the input's own names and numbers."""
+    tables, series = [], []
+    for m in modalities:
+        kind, value = modality_kind(m), payload.get(m)
+        if kind == "tabular" and isinstance(value, dict):
+            tables.append(
+                {
+                    "modality": m,
+                    "rows": [{"name": str(k), "value": value_text(float(v))} for k, v in sorted(value.items())],
+                }
+            )
+        elif kind == "series" and isinstance(value, list) and value:
+            points = series_points(value, width=SERIES_WIDTH, height=SERIES_HEIGHT)
+            series.append(
+                {
+                    "modality": m,
+                    "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
+                    "low": value_text(float(min(value))),
+                    "high": value_text(float(max(value))),
+                    "steps": len(value),
+                    "width": SERIES_WIDTH,
+                    "height": SERIES_HEIGHT,
+                }
+            )
+    return {"tables": tables, "series": series}
+
+
 def assignment_page(*, participant: Participant, assignment: Assignment) -> dict[str, Any]:
     """Everything an item page shows, for any phase. Before an answer nothing here names the
     model's prediction or the gold label: explanations follow the candidate order recorded
@@ -423,7 +485,15 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     counts = assignment_phase_counts(participant=participant)
     phases = [p for p in ("pretest", "learning", "test") if counts.get(p)]
     mine = counts.get(phase, {"total": 0, "answered": 0})
-    text_modalities = [m for m in study.model.modalities if m not in IMAGE_MODALITIES]
+    text_modalities = [m for m in study.model.modalities if modality_kind(m) == "text"]
+    audio_modalities = [m for m in study.model.modalities if modality_kind(m) == "audio"]
+    media.update(
+        {
+            assignment_media_key(modality=m): assignment.item.payload[m]
+            for m in audio_modalities
+            if assignment.item.payload.get(m)
+        }
+    )
     return {
         "phase": phase,
         "phase_title": PHASE_TITLES[phase],
@@ -436,7 +506,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
         "images": image_modalities,
-        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share"} & set(views)),
+        "audios": audio_modalities,
+        **_inputs_shown(study.model.modalities, assignment.item.payload),
+        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share", *MODALITY_VIEWS} & set(views)),
         "colour_scales": _colour_scales(views, rows),
         "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from annotations.models import Explanation, Item, PrecomputeJob, Prediction, RegisteredModel, Study
+from workers.engine.dataset import MODALITY_VIEW_OF_KIND, modality_kind
 
 OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
 
@@ -20,6 +21,16 @@ MODALITY_INTERACTION = "modality_interaction"
 # Which stored explanation (by method) each participant-facing view is rendered from.
 ATTRIBUTION_VIEWS = frozenset({"heatmap", "tokens", "share"})
 INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
+# Views of audio, tabular and series modalities: PNGs in ``extra_views``, drawn from attribution rows.
+MODALITY_VIEWS = frozenset(MODALITY_VIEW_OF_KIND.values())
+ATTRIBUTION_VIEWS = ATTRIBUTION_VIEWS | MODALITY_VIEWS
+
+
+def modality_views_without_modality(*, views, modalities) -> list[str]:
+    """The audio, table and series views among ``views`` that none of ``modalities`` gives
+    (such a view could never be drawn)."""
+    given = {MODALITY_VIEW_OF_KIND.get(modality_kind(m)) for m in modalities}
+    return sorted(v for v in set(views) if v in MODALITY_VIEWS and v not in given)
 
 
 def study_views(*, study: Study) -> set[str]:
@@ -44,7 +55,9 @@ def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> boo
     """Whether a stored row carries the rendered files these views are served from (the
     heatmap and token views depend on the model's modalities, so only the extra views are
     required)."""
-    return all(view in explanation.extra_views for view in views if view in ("share", "top_pairs"))
+    return all(
+        view in explanation.extra_views for view in views if view in ("share", "top_pairs") or view in MODALITY_VIEWS
+    )
 
 
 def study_open_job(*, study: Study) -> PrecomputeJob | None:

@@ -21,7 +21,14 @@ from PIL import Image
 
 from annotations.models import Dataset, Item
 from mmeval.uploads import mib
-from workers.engine.dataset import IMAGE_MODALITIES, DatasetFormatError, is_file_modality, read_dataset_jsonl
+from workers.engine.audio import wav_bytes, wav_read
+from workers.engine.dataset import (
+    AUDIO_MODALITIES,
+    IMAGE_MODALITIES,
+    DatasetFormatError,
+    is_file_modality,
+    read_dataset_jsonl,
+)
 
 # Members up to this size are exempt from the compression-ratio check.
 ZIP_RATIO_FLOOR_BYTES = 2**20
@@ -34,8 +41,9 @@ class DatasetImportError(Exception):
 
 
 def _store_media(*, source: Path, modality: str, dataset_dir: Path) -> str:
-    """Copy one file under a content-hash name. Images are re-encoded as PNG without
-    metadata, so neither the name nor EXIF/text chunks can carry a label."""
+    """Copy one file under a content-hash name. Images are re-encoded as PNG and audio as
+    16-bit mono WAV, both without metadata, so neither the name nor EXIF/text chunks can
+    carry a label."""
     if modality in IMAGE_MODALITIES:
         with Image.open(source) as img:
             rgb = img.convert("RGB")
@@ -44,6 +52,10 @@ def _store_media(*, source: Path, modality: str, dataset_dir: Path) -> str:
         rgb.save(buffer, format="PNG")
         data = buffer.getvalue()
         suffix = ".png"
+    elif modality in AUDIO_MODALITIES:
+        # Only the samples are kept: WAV LIST/INFO chunks (a title, a comment) could carry a label.
+        data = wav_bytes(*wav_read(source))
+        suffix = ".wav"
     else:
         data = source.read_bytes()
         suffix = source.suffix.lower()

@@ -32,6 +32,7 @@ from annotations.models import (
 from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     explanation_has_views,
+    modality_views_without_modality,
     study_required_methods,
 )
 from annotations.selectors.studies import study_explanation_targets
@@ -106,6 +107,12 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         unknown = sorted(set(condition.views) - KNOWN_VIEWS)
         if unknown:
             raise StudyError(f"condition '{condition.name}' has unknown views {unknown}; known: {sorted(KNOWN_VIEWS)}")
+        unshown = modality_views_without_modality(views=condition.views, modalities=spec.model.modalities)
+        if unshown:
+            raise StudyError(
+                f"condition '{condition.name}' shows {unshown}, but the model has no such modality "
+                f"(its modalities: {', '.join(spec.model.modalities)})"
+            )
     if spec.n_items < 1 or spec.items_per_participant < 1 or spec.raters_per_item < 1:
         raise StudyError("item counts must be positive")
     if spec.items_per_participant > spec.n_items:
@@ -477,9 +484,15 @@ def explanation_store_attribution(
     tokens: list,
     share_png: bytes | None = None,
     metrics: dict | None = None,
+    modality_pngs: dict[str, bytes] | None = None,
 ) -> Explanation:
     """Store a finished attribution with its rendered views (heatmap, token highlights and,
-    when an arm shows them, the modality share bars)."""
+    when an arm shows them, the modality share bars and the audio, table and series views,
+    ``modality_pngs``: view name -> PNG)."""
+    extra_views = {"share": media_write(folder="views", suffix=".png", data=share_png)} if share_png else {}
+    extra_views.update(
+        {view: media_write(folder="views", suffix=".png", data=png) for view, png in (modality_pngs or {}).items()}
+    )
     return explanation_store(
         model=model,
         item=item,
@@ -491,7 +504,7 @@ def explanation_store_attribution(
         token_view=tokens,
         summary=summary,
         metrics=metrics,
-        extra_views={"share": media_write(folder="views", suffix=".png", data=share_png)} if share_png else {},
+        extra_views=extra_views,
     )
 
 

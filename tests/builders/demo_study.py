@@ -20,6 +20,16 @@ VIEW_ARMS = [
 ]
 
 
+# The tabular + text demo (workers/engine/demo/tabular) and its arms: the feature bars with the
+# note's words, and the modality share.
+PLANT_ADAPTER = "workers.engine.demo.tabular.adapter:PlantAdapter"
+PLANT_ARMS = [
+    ConditionSpec(name="baseline"),
+    ConditionSpec(name="bars", views=["table", "tokens"]),
+    ConditionSpec(name="share", views=["share"]),
+]
+
+
 def demo_study(
     *,
     owner,

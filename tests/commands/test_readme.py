@@ -83,3 +83,6 @@ def test_the_demo_study_the_readme_describes_is_the_one_built():
     arms = re.findall(r'ConditionSpec\(name="([^"]+)"', demo)
     assert len(arms) == 3 and "A three-arm study" in README
     assert all(f"(`{arm}`)" in README for arm in arms), arms
+    tabular = re.search(r"TABULAR_ARMS = (\{.*\})", demo).group(1)
+    assert all(f"(`{arm}`)" in README for arm in re.findall(r'"([^"]+)": \[', tabular)), tabular
+    assert "./run demo --demo tabular" in README

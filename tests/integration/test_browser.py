@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 
 from annotations.models import Assignment, Participant, Prediction, Response
-from tests.builders.demo_study import VIEW_ARMS, live_demo_study
+from tests.builders.demo_study import PLANT_ADAPTER, PLANT_ARMS, VIEW_ARMS, live_demo_study
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls here are still
 # synchronous and safe.
@@ -81,7 +81,7 @@ BOXES = """() => {
   return {
     buttons: [...document.querySelectorAll(".zoom-btn")].filter(visible).map(box),
     // everything a button could hide: the views, their captions, the token lines, the legend
-    content: [...document.querySelectorAll("img.view, .view-name, .tokens, .legend .scale, .choice")]
+    content: [...document.querySelectorAll("img.view, .view-name, .tokens, .fbars, .legend .scale, .choice")]
       .filter(visible).map(e => ({what: e.className || e.tagName, ...box(e)})),
     ticks: [...document.querySelectorAll(".scale-ticks > span")].filter(visible)
       .map(e => ({text: e.textContent, font: font(e), glyphs: glyphs(e), ...box(e)})),
@@ -106,11 +106,12 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
     no hover wording on a touch screen."""
     seen = page.evaluate(BOXES)
     views_drawn = [v for v in views if v != "tokens"]
-    assert seen["buttons"] and len(seen["buttons"]) == page.locator("img.view").count()
+    # The table view is text (feature bars), not a picture: it has no enlarge button.
+    assert (seen["buttons"] or views_drawn == ["table"]) and len(seen["buttons"]) == page.locator("img.view").count()
     for button in seen["buttons"]:
         hidden = [c["what"] for c in seen["content"] if _overlap(button, c)]
         assert not hidden, f"an enlarge button at {button} covers {hidden}"
-    assert seen["ticks"], "no colour scale stated on the page"
+    assert seen["ticks"] or views_drawn == ["share"], "no colour scale stated on the page"  # share: a fixed axis
     for low, zero, high in zip(*[iter(seen["ticks"])] * 3):
         assert (low["text"][0], zero["text"], high["text"][0]) == ("\u2212", "0", "+"), (low, zero, high)
         for tick in (low, zero, high):
@@ -147,8 +148,9 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
         assert not re.findall(r"\b(hover|point at)\b", seen["text"], flags=re.IGNORECASE)
 
 
-def _session(browser, live_server, study, *, query: str, platform_id: str, viewport: dict) -> dict:
-    """One participant from entry to exit. Returns what happened, for the checks after."""
+def _session(browser, live_server, study, *, query: str, platform_id: str, viewport: dict, check=None) -> dict:
+    """One participant from entry to exit. Returns what happened, for the checks after.
+    ``check(page)``, if given, runs on every item page before it is answered."""
     touch = viewport is PHONE
     context = browser.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
     exits: list[dict] = []
@@ -190,13 +192,15 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
             break
         _images_loaded(page)
         _fits(page, viewport)
+        if check is not None:
+            check(page)
         prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
         if assignment.phase == "learning":
             seen["learning"] += 1
             # The practice phase reveals the model's answer, with its evidence.
             assert page.inner_text("#model-answer").strip() == prediction
             assert page.locator("img.view").count() == (
-                len(assignment.candidate_order) * len([v for v in views if v != "tokens"])
+                len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table")])
             )
             with page.expect_navigation():
                 page.keyboard.press("Enter")
@@ -205,8 +209,10 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         seen[assignment.phase] += 1
         assert page.locator("#model-answer").count() == 0
         assert "The model answered" not in page.content()
-        expected_views = len(assignment.candidate_order) * len([v for v in views if v != "tokens"])
+        expected_views = len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table")])
         assert page.locator("img.view").count() == (expected_views if assignment.phase == "test" else 0)
+        if "table" in views and assignment.phase == "test":
+            assert page.locator(".candidate .fbars").count() == len(assignment.candidate_order)
         if "tokens" in views and assignment.phase == "test":
             assert page.locator(".candidate .tokens").count() == len(assignment.candidate_order)
             assert page.locator("#legend").is_visible()
@@ -292,3 +298,56 @@ def test_one_session_per_kind_of_view(browser, live_server, alice, demo_jsonl, t
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == responses.count()
     assert sorted(r["guess"] for r in rows) == sorted(responses.values_list("guess", flat=True))
+
+
+def test_a_whole_study_of_the_tabular_demo(browser, live_server, alice, plants_jsonl):
+    """The plants demo (a table of measurements + a note) through every phase, one session per
+    arm: the participant reads the table and the note, and the feature bars of every candidate
+    load beside the note's highlighted words."""
+    study = live_demo_study(
+        owner=alice,
+        jsonl=plants_jsonl,
+        adapter_path=PLANT_ADAPTER,
+        conditions=PLANT_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=4,
+        learning_items=1,
+        attention_checks=1,
+        survey=True,
+    )
+
+    def reads_the_input(page) -> None:
+        table = page.locator(".input-table")
+        assert table.is_visible()
+        assert table.locator("tbody th").all_inner_texts() == [  # in name order, as the feature bars
+            "leaf spots",
+            "soil moisture %",
+            "sun hours a day",
+            "temperature °C",
+        ]
+        assert all(re.fullmatch(r"\u2212?[0-9.]+", v) for v in table.locator("tbody td").all_inner_texts())
+        assert re.search(r"\bon the [a-z]+\b", page.inner_text(".item-input .question"))
+
+    sessions = [
+        ("pp-1", "?PROLIFIC_PID=pp-1&STUDY_ID=s1&SESSION_ID=x1", DESKTOP),
+        ("pp-2", "?PROLIFIC_PID=pp-2&STUDY_ID=s1&SESSION_ID=x2", PHONE),
+        ("pp-3", "?PROLIFIC_PID=pp-3&STUDY_ID=s1&SESSION_ID=x3", DESKTOP),
+    ]
+    results = {
+        pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v, check=reads_the_input)
+        for pid, q, v in sessions
+    }
+
+    participants = {p.platform_id: p for p in Participant.objects.filter(study=study)}
+    assert {p.condition.name for p in participants.values()} == {arm.name for arm in PLANT_ARMS}
+    for pid, result in results.items():
+        checked = 3 if result["views"] else 0
+        assert result["seen"] == {"learning": 1, "pretest": 0, "test": 3, "checks": 1, "checked": checked}, result
+        assert participants[pid].phase == "done"
+        (exit_,) = result["exits"]
+        assert exit_["url"] == f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+    responses = Response.objects.filter(participant__study=study)
+    assert responses.count() == 3 * 3
+    assert all(r.guess in r.candidate_order and r.confidence == 4 for r in responses)

@@ -21,7 +21,8 @@ from django.template.loader import render_to_string
 from django.test import Client
 
 from annotations.models import Assignment, Explanation, Item, Participant, Prediction
-from tests.builders.demo_study import VIEW_ARMS, live_demo_study
+from annotations.services.studies import ConditionSpec
+from tests.builders.demo_study import PLANT_ADAPTER, PLANT_ARMS, VIEW_ARMS, live_demo_study
 from tests.integration import readable
 
 pytestmark = pytest.mark.django_db
@@ -119,6 +120,23 @@ def _png_leaks(body: bytes, url: str, secrets: set[str]) -> list[str]:
     return found
 
 
+def _wav_leaks(body: bytes, url: str, secrets: set[str]) -> list[str]:
+    """Any RIFF chunk but the format and the samples (a LIST/INFO chunk holds free text), or a
+    secret in any chunk but the samples."""
+    if body[8:12] != b"WAVE":
+        return [f"{url} is not a WAV file"]
+    found, offset = [], 12
+    while offset + 8 <= len(body):
+        kind, length = body[offset : offset + 4], int.from_bytes(body[offset + 4 : offset + 8], "little")
+        data = body[offset + 8 : offset + 8 + length]
+        if kind not in (b"fmt ", b"data"):
+            found.append(f"a {kind!r} chunk in {url}")
+        if kind != b"data":
+            found += [f"{s!r} in a {kind!r} chunk of {url}" for s in secrets if s.encode() in kind + data]
+        offset += 8 + length + (length & 1)
+    return found
+
+
 def _candidate_of(element: readable.Element) -> str | None:
     """The candidate answer whose block (``.candidate``, holding one ``guess`` radio) encloses
     ``element``, if any."""
@@ -154,7 +172,7 @@ def _leaks(
         found += [f"{w!r} in the headers of {url}" for w in words if w.lower() in header_words]
         if url != "page":
             found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
-            found += _png_leaks(body, url, secrets)
+            found += _wav_leaks(body, url, secrets) if body.startswith(b"RIFF") else _png_leaks(body, url, secrets)
     html = served["page"][0].decode()
     found += [f"{s!r} in the page source" for s in secrets - labels if s in html]  # an ID is never markup
     found += [f"{marker!r} in the page" for marker in ("model-answer", "The model answered") if marker in html]
@@ -192,7 +210,7 @@ def _page_leaks(study, assignment, served, secrets) -> list[str]:
     instructed = assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else ""
     return _leaks(
         served,
-        question=assignment.item.payload["text"],
+        question=assignment.item.payload.get("text", ""),
         candidates=assignment.candidate_order,
         secrets=secrets,
         labels=set(study.model.labels),
@@ -205,11 +223,11 @@ def _check_page(study, assignment, served, secrets) -> None:
     assert not leaks, leaks
 
 
-def _walk_and_check(study, *, counterfactual: bool) -> set[str]:
+def _walk_and_check(study, *, counterfactual: bool, participants: int = len(VIEW_ARMS)) -> set[str]:
     """One participant per arm goes through every phase; each page before an answer is
     checked. Returns the view kinds that were served."""
     kinds = set()
-    for _ in range(len(VIEW_ARMS)):
+    for _ in range(participants):
         client = Client()
         participant = _enter(client, study)
         test_items = set(participant.assignments.filter(phase="test").values_list("item_id", flat=True))
@@ -227,6 +245,8 @@ def _walk_and_check(study, *, counterfactual: bool) -> set[str]:
                 continue
             served = _fetch_all(client, study)
             kinds |= {url.split("/v/")[1].split("/")[0] for url in served if "/v/" in url}
+            if b'class="fbars"' in served["page"][0]:
+                kinds.add("table")  # the feature bars are laid out in the page, not served as a picture
             _check_page(study, assignment, served, _secrets(study, participant, assignment.item))
             if counterfactual:
                 # Change the stored prediction and gold label and fetch everything again: if
@@ -265,6 +285,44 @@ def test_the_unlabelled_predicted_explanation_reveals_no_name(alice, demo_jsonl)
     assert kinds == {"heatmap", "interaction", "top_pairs", "share"}
     page_urls = _page_urls(Client().get(f"/s/{study.public_id}/").content)
     assert not page_urls or all("/v/" not in u for u in page_urls)
+
+
+def test_no_view_of_the_tabular_demo_reveals_the_answer(alice, plants_jsonl):
+    """The plants demo: the measurements as a table, the note as text, the feature bars and
+    the share bars; counterfactual as above."""
+    design = dict(DESIGN, conditions=PLANT_ARMS, n_candidates=4)
+    study = live_demo_study(owner=alice, jsonl=plants_jsonl, adapter_path=PLANT_ADAPTER, **design)
+
+    kinds = _walk_and_check(study, counterfactual=True, participants=len(PLANT_ARMS))
+
+    assert kinds == {"table", "share"}
+    page = Client()
+    _enter(page, study)
+    html = page.get(f"/s/{study.public_id}/item/").content.decode()
+    assert "soil moisture %" in html and 'class="input-table"' in html  # the input itself is shown
+
+
+@pytest.mark.parametrize("display", ["all_candidates", "predicted_unlabelled"])
+def test_no_audio_or_series_view_reveals_the_answer(alice, tmp_path, display):
+    """Audio (played through the assignment's opaque URL, and its waveform shaded over time)
+    and a time series (drawn inline, and shaded over time), in both displays."""
+    from tests.integration.adapters import sound_series_dataset
+
+    jsonl = sound_series_dataset(tmp_path, n_items=8)
+    arms = [ConditionSpec(name="baseline"), ConditionSpec(name="time", views=["audio", "series"])]
+    design = dict(DESIGN, conditions=arms, n_candidates=3, explanation_display=display)
+    study = live_demo_study(
+        owner=alice, jsonl=jsonl, adapter_path="tests.integration.adapters:SoundSeriesAdapter", **design
+    )
+    kinds = _walk_and_check(study, counterfactual=display == "all_candidates", participants=len(arms))
+    assert kinds == {"audio", "series"}
+    client = Client()
+    _enter(client, study)
+    root = readable.parse(client.get(f"/s/{study.public_id}/item/").content.decode())
+    [audio] = [e for e in root.iter() if e.tag == "audio"]
+    served = client.get(audio.attrs["src"])
+    assert served["Content-Type"] == "audio/wav" and re.search(r"/a/[0-9a-f-]{36}/input/audio$", audio.attrs["src"])
+    assert [e for e in root.iter() if e.tag == "polyline"]  # the series itself
 
 
 def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, demo_jsonl):

@@ -8,7 +8,10 @@ Format, one JSON object per line::
 ``id`` and ``label`` are required. Every other key is a modality. Values of file modalities
 (see :data:`FILE_MODALITIES`, or any key ending in ``_file``) are paths relative to the JSONL
 file; other modalities are inline JSON values (text, a list of numbers). Every line must
-carry the same modalities. Blank lines are skipped.
+carry the same modalities. Blank lines are skipped. Three more kinds are checked and shown to
+participants in their own way (:func:`modality_kind`): ``audio`` (a PCM WAV file),
+``tabular`` (an object of feature names to finite numbers) and ``series`` (a list of at least
+two finite numbers).
 
 Images are checked for size from their header before any pixel is decoded: one above
 ``max_image_pixels`` (a decompression bomb, or just too big to show) is that line's error.
@@ -17,6 +20,7 @@ Images are checked for size from their header before any pixel is decoded: one a
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -27,6 +31,14 @@ from PIL import Image, UnidentifiedImageError
 
 FILE_MODALITIES = frozenset({"image", "audio", "video", "spectrogram"})
 IMAGE_MODALITIES = frozenset({"image"})
+#: Modalities with their own participant view (render_modalities.py): a WAV file, an inline
+#: ``{"feature name": number}`` object, an inline list of numbers.
+AUDIO_MODALITIES = frozenset({"audio"})
+TABULAR_MODALITIES = frozenset({"tabular"})
+SERIES_MODALITIES = frozenset({"series"})
+#: The participant view that shows each of these modality kinds (presentation_modalities.py),
+#: in the order a page shows them.
+MODALITY_VIEW_OF_KIND = {"tabular": "table", "series": "series", "audio": "audio"}
 RESERVED_KEYS = frozenset({"id", "label"})
 # 40 megapixels: far above what a participant's screen shows, and a decoded RGB copy
 # (about 120 MB) still fits a web worker's memory.
@@ -35,6 +47,36 @@ IMAGE_MAX_PIXELS = 40_000_000
 
 def is_file_modality(name: str) -> bool:
     return name in FILE_MODALITIES or name.endswith("_file")
+
+
+def modality_kind(name: str) -> str:
+    """How a participant is shown modality ``name``: ``"image"``, ``"audio"``, ``"tabular"``,
+    ``"series"``, ``"file"`` (another file modality, not shown) or ``"text"``."""
+    for kind, names in (
+        ("image", IMAGE_MODALITIES),
+        ("audio", AUDIO_MODALITIES),
+        ("tabular", TABULAR_MODALITIES),
+        ("series", SERIES_MODALITIES),
+    ):
+        if name in names:
+            return kind
+    return "file" if is_file_modality(name) else "text"
+
+
+def _check_inline(value: Any, modality: str) -> str | None:
+    """The problem with an inline tabular or series value, or None."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    kind = modality_kind(modality)
+    if kind == "tabular" and not (
+        isinstance(value, dict) and value and all(isinstance(k, str) and k and number(v) for k, v in value.items())
+    ):
+        return f"field '{modality}' must be an object of feature names to finite numbers"
+    if kind == "series" and not (isinstance(value, list) and len(value) >= 2 and all(number(v) for v in value)):
+        return f"field '{modality}' must be a list of at least two finite numbers"
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +135,13 @@ def _check_file(path: Path, modality: str, *, max_image_pixels: int) -> str | No
             return _too_many_pixels(path, modality, pixels, min(max_image_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             return f"{modality} file '{path}' is not a readable image ({exc.__class__.__name__})"
+    if modality in AUDIO_MODALITIES:
+        from workers.engine.audio import wav_read
+
+        try:
+            wav_read(path)
+        except ValueError as exc:
+            return f"{modality} file '{path}' is not a readable WAV file ({exc})"
     return None
 
 
@@ -190,6 +239,8 @@ def read_dataset_jsonl(
             else:
                 if value is None or value == "":
                     problems.append(f"missing field '{modality}'")
+                elif problem := _check_inline(value, modality):
+                    problems.append(problem)
                 item[modality] = value
 
         if problems:

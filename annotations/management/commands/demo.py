@@ -16,11 +16,22 @@ from annotations.services.registry import registered_model_create
 from annotations.services.studies import ConditionSpec, study_create, study_launch
 from workers.engine.demo.data import generate_dataset
 from workers.engine.demo.model import load_or_train
+from workers.engine.demo.tabular.data import generate_dataset as generate_plants
+from workers.engine.demo.tabular.model import load_or_train as load_plant_model
 from workers.pipeline import precompute_run
 
 DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
 DEMO_USER, DEMO_PASSWORD = "alice", "mmeval-demo"
 DEMO_STUDY = "Demo: do IG explanations help people simulate the model?"
+# The second demo (--demo tabular): house plants, a table of measurements and a note.
+TABULAR_ADAPTER = "workers.engine.demo.tabular.adapter:PlantAdapter"
+TABULAR_STUDY = "Demo: do feature bars reveal the balcony shortcut?"
+TABULAR_ARMS = {"baseline": [], "ig-bars+tokens": ["table", "tokens"], "share": ["share"]}
+TABULAR_INSTRUCTIONS = (
+    "An AI model read each house plant's measurements and a note by its owner, and answered what "
+    "state the plant is in. Your task is not to judge the plant yourself, but to predict what the "
+    "model answered — the model is sometimes wrong."
+)
 
 
 class Command(BaseCommand):
@@ -30,12 +41,26 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="build everything, then exit")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
         parser.add_argument(
-            "--items", type=int, default=320, help="items in the generated dataset (the model errs on about 1 in 13)"
+            "--items",
+            type=int,
+            default=None,
+            help="items in the generated dataset (default 320 shapes, where the model errs on about "
+            "1 in 13; 200 plants, where it errs on the balcony plants that are not scorched)",
+        )
+        parser.add_argument(
+            "--demo",
+            choices=("shapes", "tabular"),
+            default="shapes",
+            help="shapes: image + text (default); tabular: a table of measurements + text",
         )
 
-    def handle(self, *args, no_serve, addrport, items, **options):
+    def handle(self, *args, no_serve, addrport, items, demo, **options):
         call_command("migrate", interactive=False, verbosity=0)
         user = self._researcher()
+        if demo == "tabular":
+            study = self._tabular_study(user, items or 200)
+            return self._announce(study, addrport, no_serve)
+        items = items or 320
         self.stdout.write("Training (or loading the cached) demo model…")
         load_or_train()
         dataset = self._dataset(user, items)
@@ -68,7 +93,9 @@ class Command(BaseCommand):
             study.refresh_from_db()
         if study.status == Study.Status.READY:
             study = study_launch(study=study)
+        self._announce(study, addrport, no_serve)
 
+    def _announce(self, study: Study, addrport: str, no_serve: bool) -> None:
         base = f"http://{addrport}"
         self.stdout.write(self.style.SUCCESS("\nThe demo study is live."))
         self.stdout.write(f"  Participant link: {base}{reverse('participant-entry', args=[study.public_id])}")
@@ -77,6 +104,44 @@ class Command(BaseCommand):
         if not no_serve:
             # whitenoise (mmeval/settings.py) serves the CSS and scripts: no --insecure needed.
             call_command("runserver", addrport, use_reloader=False)
+
+    def _tabular_study(self, user, n_items: int) -> Study:
+        """The plants demo: a table of measurements and a note; the model learnt that "balcony"
+        means scorched (workers/engine/demo/tabular/data.py)."""
+        self.stdout.write("Training (or loading the cached) plant model…")
+        load_plant_model()
+        dataset = Dataset.objects.filter(owner=user, name="demo-plants").first() or dataset_import(
+            owner=user,
+            name="demo-plants",
+            jsonl_path=generate_plants(Path(settings.MEDIA_ROOT) / "demo-plants-source", n_items=n_items, seed=0),
+        )
+        model = RegisteredModel.objects.filter(owner=user, name="demo-plants").first() or registered_model_create(
+            owner=user, name="demo-plants", adapter_path=TABULAR_ADAPTER, check_dataset=dataset
+        )
+        study = Study.objects.filter(owner=user, name=TABULAR_STUDY).first() or study_create(
+            owner=user,
+            name=TABULAR_STUDY,
+            dataset=dataset,
+            model=model,
+            conditions=[ConditionSpec(name=name, views=views) for name, views in TABULAR_ARMS.items()],
+            instructions=TABULAR_INSTRUCTIONS,
+            n_items=40,
+            items_per_participant=10,
+            raters_per_item=3,
+            n_candidates=4,
+            seed=7,
+            learning_items=4,
+            attention_checks=1,
+            min_rt_ms=800,
+            survey=True,
+            exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+        )
+        if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
+            self._precompute(study)
+            study.refresh_from_db()
+        if study.status == Study.Status.READY:
+            study = study_launch(study=study)
+        return study
 
     def _researcher(self):
         User = get_user_model()
