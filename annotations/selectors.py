@@ -30,7 +30,9 @@ from annotations.selectors_precompute import (  # noqa: F401 (re-exported: what 
     ATTRIBUTION_VIEWS,
     INTERACTION_VIEWS,
     MODALITY_INTERACTION,
+    MULTIVIZ_VIEWS,
     explanation_has_views,
+    multiviz_method,
     precompute_progress,
     study_required_methods,
     study_views,
@@ -268,27 +270,32 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
             for p in study.participants.exclude(platform=Participant.Platform.PREVIEW).select_related("study")}
 
 
-VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share")
+VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share", "features", "prediction")
 PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}
 
 
 def _view_source(view: str) -> str:
+    if view in MULTIVIZ_VIEWS:
+        return "multiviz"
     return "interaction" if view in INTERACTION_VIEWS else "attribution"
 
 
 def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
+    multiviz = multiviz_method(study=study)
     found = Explanation.objects.filter(model_id=study.model_id, item=item, target_label__in=labels,
-                                       method__in=[study.explanation_method, study.interaction_method])
+                                       method__in=[study.explanation_method, study.interaction_method, multiviz])
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
-        source = "attribution" if row.method == study.explanation_method else "interaction"
+        source = ("attribution" if row.method == study.explanation_method
+                  else "multiviz" if row.method == multiviz else "interaction")
         out[row.target_label][source] = row
     return out
 
 
 # What the page calls each view: the caption above its image and the name of its colour scale.
 VIEW_NAMES = {"heatmap": "Picture", "tokens": "Words", "interaction": "Patch × word",
-              "top_pairs": "Strongest pairs", "share": "Picture vs. words"}
+              "top_pairs": "Strongest pairs", "share": "Picture vs. words",
+              "features": "Features behind this answer", "prediction": "How the features add up"}
 
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
@@ -446,7 +453,7 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
         "images": image_modalities,
-        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share"} & set(views)),
+        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share", "features", "prediction"} & set(views)),
         "colour_scales": _colour_scales(views, rows),
         "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],

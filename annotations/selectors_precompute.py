@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from django.conf import settings
 from django.utils import timezone
 
-from annotations.models import Explanation, Item, PrecomputeChunk, PrecomputeJob, Prediction, RegisteredModel, Study
+from annotations.models import DecisionFeatures, Explanation, Item, PrecomputeChunk, PrecomputeJob, Prediction, RegisteredModel, Study
 
 OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
 
@@ -19,6 +19,16 @@ MODALITY_INTERACTION = "modality_interaction"
 # Which stored explanation (by method) each participant-facing view is rendered from.
 ATTRIBUTION_VIEWS = frozenset({"heatmap", "tokens", "share"})
 INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
+# MultiViz stages 3 and 4: rendered from "multiviz:<explanation method>" rows, which need the
+# model's decision features over the dataset (DecisionFeatures) first.
+MULTIVIZ_VIEWS = frozenset({"features", "prediction"})
+MULTIVIZ_PREFIX = "multiviz:"
+
+
+def multiviz_method(*, study: Study) -> str:
+    """The method name the study's feature and prediction views are stored under: the
+    feature heatmaps are drawn by the study's attribution method."""
+    return f"{MULTIVIZ_PREFIX}{study.explanation_method}"
 
 
 def study_views(*, study: Study) -> set[str]:
@@ -36,14 +46,34 @@ def study_required_methods(*, study: Study) -> dict[str, set[str]]:
         needed.setdefault(study.explanation_method, set()).update(views & ATTRIBUTION_VIEWS)
     if views & INTERACTION_VIEWS:
         needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
+    if views & MULTIVIZ_VIEWS:
+        needed.setdefault(multiviz_method(study=study), set()).update(views & MULTIVIZ_VIEWS)
     return needed
+
+
+def study_needs_features(*, study: Study) -> bool:
+    """Whether some arm shows a view built on the model's decision features."""
+    return bool(study_views(study=study) & MULTIVIZ_VIEWS)
+
+
+def decision_features_missing(*, study: Study) -> bool:
+    """Whether the model's decision features over the study's dataset (for its attribution
+    method) are not stored yet."""
+    return not DecisionFeatures.objects.filter(model=study.model, dataset=study.dataset, method=study.explanation_method,
+                                               status=DecisionFeatures.Status.DONE).exists()
+
+
+def decision_features_of(*, model: RegisteredModel, dataset_id: int, method: str) -> DecisionFeatures | None:
+    return DecisionFeatures.objects.filter(model=model, dataset_id=dataset_id, method=method,
+                                           status=DecisionFeatures.Status.DONE).first()
 
 
 def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> bool:
     """Whether a stored row carries the rendered files these views are served from (the
     heatmap and token views depend on the model's modalities, so only the extra views are
     required)."""
-    return all(view in explanation.extra_views for view in views if view in ("share", "top_pairs"))
+    return all(view in explanation.extra_views for view in views
+               if view in ("share", "top_pairs", "features", "prediction"))
 
 
 def precompute_job_open(*, study: Study) -> PrecomputeJob | None:
@@ -123,7 +153,8 @@ def items_by_id(*, item_ids: Iterable[int]) -> dict[int, Item]:
 
 
 PART_TITLES = {"predictions": "Predictions", "strength": "Modality interactions (strength filter)",
-               "attribution": "Explanations", "interaction": "Interaction matrices"}
+               "attribution": "Explanations", "interaction": "Interaction matrices",
+               "features": "Decision features (whole dataset)", "multiviz": "Feature and prediction views"}
 
 
 def precompute_progress(*, job: PrecomputeJob) -> dict[str, Any]:
@@ -139,10 +170,12 @@ def precompute_progress(*, job: PrecomputeJob) -> dict[str, Any]:
                                     "finished_at", "heartbeat_at", "dispatched_at"))
     plan = job.plan or {}
     parts = []
-    for part in ("predictions", "strength", "attribution", "interaction"):
+    for part in ("predictions", "strength", "features", "attribution", "interaction", "multiviz"):
         if part not in plan:
             continue
-        finished = sum(len(c["item_ids"]) for c in chunks if c["stage"] == part and c["status"] in ("done", "failed"))
+        # The features chunk works on the whole dataset at once: it counts as one unit.
+        finished = sum(len(c["item_ids"]) if part != "features" else 1
+                       for c in chunks if c["stage"] == part and c["status"] in ("done", "failed"))
         entry = plan[part]
         parts.append({"part": part, "title": PART_TITLES[part], "total": entry["total"],
                       "done": min(entry["total"], entry["skipped"] + finished)})
@@ -175,7 +208,7 @@ def _unplanned_estimate(*, job: PrecomputeJob, planned: set[str]) -> int:
     if (study.design.get("filters") or {}).get("interaction_strength") and "strength" not in planned:
         estimate += n_dataset if n_dataset is not None else study.dataset.items.count()
     methods = study_required_methods(study=study)
-    explained = {"attribution", "interaction"} & planned
+    explained = {"attribution", "interaction", "multiviz"} & planned
     if methods and not explained:
         pool = int(study.design.get("n_items", 0)) or study.dataset.items.count()
         pool += study.learning_items + 2 * study.attention_checks

@@ -34,10 +34,13 @@ from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
 from annotations.selectors_precompute import (
+    MULTIVIZ_PREFIX,
     dataset_items_without_predictions,
+    decision_features_missing,
     explanation_items_missing,
     precompute_job_open,
     strength_items_missing,
+    study_needs_features,
     study_required_methods,
 )
 from annotations.services.studies import (
@@ -55,7 +58,7 @@ ChunkStatus = PrecomputeChunk.Status
 CHUNK_TASK = "workers.tasks.precompute_chunk_task"
 ADVANCE_TASK = "workers.tasks.precompute_advance_task"
 # Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
-BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH)
+BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH, Stage.FEATURES)
 
 
 class PrecomputeError(Exception):
@@ -207,6 +210,8 @@ def _next_stage(job: PrecomputeJob) -> str | None:
     order = [Stage.PREDICTIONS]
     if (job.study.design.get("filters") or {}).get("interaction_strength"):
         order.append(Stage.STRENGTH)
+    if study_needs_features(study=job.study):
+        order.append(Stage.FEATURES)
     order.append("explanations")
     if not job.stage:
         return order[0]
@@ -229,11 +234,18 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
         total, todo = strength_items_missing(study=study)
         plan[stage] = {"total": total, "skipped": total - len(todo)}
         chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
+    elif stage == Stage.FEATURES:
+        # One chunk for the whole dataset (features of every item, then the sparse head fitted
+        # on them): stored per model and dataset, so another study's run is reused.
+        missing = decision_features_missing(study=study)
+        plan[stage] = {"total": 1, "skipped": 0 if missing else 1}
+        chunks = [PrecomputeChunk(stage=stage, method=study.explanation_method, item_ids=[])] if missing else []
     else:
         study_select_items(study=study)
         targets = study_explanation_targets(study=study)
         for method, views in study_required_methods(study=study).items():
-            part = Stage.ATTRIBUTION if method == study.explanation_method else Stage.INTERACTION
+            part = (Stage.ATTRIBUTION if method == study.explanation_method
+                    else Stage.MULTIVIZ if method.startswith(MULTIVIZ_PREFIX) else Stage.INTERACTION)
             todo = explanation_items_missing(study=study, method=method, views=views, targets=targets)
             plan[part] = {"total": len(targets), "skipped": len(targets) - len(todo), "method": method}
             # Chunks of whole items, about batch_size (item, target) rows each.
@@ -312,7 +324,7 @@ def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
              f"{len(chunk.item_ids)} item(s) (killed, or out of memory?). Items: {chunk.item_ids}")
     PrecomputeChunk.objects.filter(pk=chunk.pk).update(status=ChunkStatus.FAILED, error=error, finished_at=now,
                                                        failed_rows=chunk.rows)
-    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION):
+    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ):
         explanation_store_failed(model=chunk.job.study.model, method=chunk.method, error=error,
                                  pairs=[(int(item_id), label) for item_id, labels in chunk.targets.items()
                                         for label in labels])

@@ -15,6 +15,8 @@ DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
 # One arm per kind of view a study can show, besides the baseline.
 VIEW_ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"]),
              ConditionSpec(name="interactions", views=["interaction", "top_pairs", "share"])]
+# MultiViz's representation and prediction stages on top of the above.
+MULTIVIZ_ARMS = [*VIEW_ARMS, ConditionSpec(name="multiviz", views=["features", "prediction"])]
 
 
 def demo_study(*, owner, jsonl: Path, adapter_path: str = DEMO_ADAPTER, n_items: int = 8,
