@@ -1,0 +1,54 @@
+"""MultiViz precompute: the decision features are computed once per model and dataset and
+reused by every later study; an adapter without them fails the job with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotations.models import DecisionFeatures, Explanation, PrecomputeJob
+from annotations.selectors_precompute import multiviz_method
+from annotations.services.precompute import precompute_job_create
+from annotations.services.studies import ConditionSpec, study_create
+from tests.integration.builders import demo_study
+from workers.pipeline import precompute_run
+
+pytestmark = pytest.mark.django_db
+ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="multiviz", views=["features", "prediction"])]
+
+
+def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_jsonl):
+    first = demo_study(owner=alice, jsonl=demo_jsonl, conditions=ARMS, n_items=4, n_candidates=3)
+    job = precompute_job_create(study=first)
+    assert precompute_run(job_id=job.pk)["status"] == "done", PrecomputeJob.objects.get(pk=job.pk).error
+    stored = DecisionFeatures.objects.get(model=first.model, dataset=first.dataset)
+    assert stored.summary["sparse"]["n_test"] > 0 and stored.example_views
+    rows = Explanation.objects.filter(model=first.model, method=multiviz_method(study=first), status="done")
+    assert rows.count() == 4 * 3
+    assert all({"features", "prediction"} <= set(row.extra_views) for row in rows)
+
+    second = study_create(owner=alice, name="again", dataset=first.dataset, model=first.model, conditions=ARMS,
+                          n_items=6, items_per_participant=2, raters_per_item=1, n_candidates=3, seed=9)
+    job = precompute_job_create(study=second)
+    assert precompute_run(job_id=job.pk)["status"] == "done"
+    job.refresh_from_db()
+    assert job.plan["features"] == {"total": 1, "skipped": 1}
+    assert not job.chunks.filter(stage="features").exists()
+    assert DecisionFeatures.objects.filter(model=first.model).get().pk == stored.pk
+
+
+def test_an_adapter_without_features_fails_the_job_saying_why(alice, demo_jsonl, settings):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    study = demo_study(owner=alice, jsonl=demo_jsonl, conditions=ARMS, n_items=4, n_candidates=3,
+                       adapter_path="tests.services.test_multiviz_precompute:FeaturelessDemo")
+    job = precompute_job_create(study=study)
+    assert precompute_run(job_id=job.pk)["status"] == "failed"
+    assert "features()" in PrecomputeJob.objects.get(pk=job.pk).error
+
+
+def FeaturelessDemo():  # noqa: N802 (an adapter factory)
+    from workers.engine.demo.adapter import DemoAdapter
+
+    class Featureless(DemoAdapter):
+        features = None
+
+    return Featureless()
