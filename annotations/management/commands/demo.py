@@ -1,4 +1,5 @@
-"""Build the whole demo: data, model, a two-arm study, precompute, launch, then serve."""
+"""Build the whole demo: data, model, a study (``--study ig``: baseline, IG and interaction
+arms; ``--study multiviz``: MultiViz's cumulative stages), precompute, launch, then serve."""
 
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
 from annotations.services.registry import registered_model_create
 from annotations.services.precompute import precompute_job_create
-from annotations.services.studies import ConditionSpec, study_create, study_launch
+from annotations.services.spec import study_spec_parse
+from annotations.services.spec_templates import multiviz_spec
+from annotations.services.studies import ConditionSpec, study_create, study_create_from_spec, study_launch
 from workers.engine.demo.data import generate_dataset
 from workers.engine.demo.model import load_or_train
 from workers.pipeline import precompute_run
@@ -21,6 +24,7 @@ from workers.pipeline import precompute_run
 DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
 DEMO_USER, DEMO_PASSWORD = "alice", "mmeval-demo"
 DEMO_STUDY = "Demo: do IG explanations help people simulate the model?"
+MULTIVIZ_STUDY = "Demo: MultiViz stages (U, U+C, U+C+R, U+C+R+P)"
 
 
 class Command(BaseCommand):
@@ -30,8 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="build everything, then exit")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
         parser.add_argument("--items", type=int, default=320, help="items in the generated dataset (the model errs on about 1 in 13)")
+        parser.add_argument("--study", choices=("ig", "multiviz"), default="ig",
+                            help="ig: baseline vs IG vs interactions (default); multiviz: MultiViz's cumulative "
+                                 "stages U, U+C, U+C+R, U+C+R+P against a baseline")
 
-    def handle(self, *args, no_serve, addrport, items, **options):
+    def handle(self, *args, no_serve, addrport, items, study, **options):
+        which = study
         call_command("migrate", interactive=False, verbosity=0)
         user = self._researcher()
         self.stdout.write("Training (or loading the cached) demo model…")
@@ -39,14 +47,17 @@ class Command(BaseCommand):
         dataset = self._dataset(user, items)
         model = RegisteredModel.objects.filter(owner=user, name="demo-fusion").first() or registered_model_create(
             owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
-        study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
-            owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
-            conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
-                        ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"])],
-            n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
-            learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
-            exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
-        )
+        if which == "multiviz":
+            study = self._multiviz_study(user, dataset, model)
+        else:
+            study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
+                owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
+                conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
+                            ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"])],
+                n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
+                learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
+                exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+            )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
             self._precompute(study)
             study.refresh_from_db()
@@ -61,6 +72,13 @@ class Command(BaseCommand):
         if not no_serve:
             # whitenoise (mmeval/settings.py) serves the CSS and scripts: no --insecure needed.
             call_command("runserver", addrport, use_reloader=False)
+
+    def _multiviz_study(self, user, dataset: Dataset, model: RegisteredModel) -> Study:
+        existing = Study.objects.filter(owner=user, name=MULTIVIZ_STUDY).first()
+        if existing:
+            return existing
+        spec = multiviz_spec(name=MULTIVIZ_STUDY, dataset=dataset.name, model=model.name)
+        return study_create_from_spec(owner=user, spec=study_spec_parse(data=spec, owner=user))
 
     def _researcher(self):
         User = get_user_model()
