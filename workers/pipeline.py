@@ -61,7 +61,7 @@ from annotations.services.studies import (
 from workers.engine.attribution import attribute
 from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.explain import predict
-from workers.engine.feature_views import example_thumbnail_png, render_feature_views
+from workers.engine.feature_views import example_thumbnail_png, feature_heat, render_feature_views
 from workers.engine.features import decision_features, feature_attributions, top_activating
 from workers.engine.interactions import cross_modal_interaction, modality_interaction
 from workers.engine.metrics import explanation_metrics
@@ -315,14 +315,16 @@ FEATURES_SHOWN, BARS_SHOWN, EXAMPLES_PER_FEATURE = 3, 5, 3
 
 
 def _feature_rows(adapter, raws: list[dict], features: list[int], *, n_features: int, method: str,
-                  batch_size: int) -> list:
-    """Attributions of ``features[k]``'s activation in ``raws[k]``, ``batch_size`` rows per call."""
-    out = []
+                  batch_size: int) -> tuple[list, list]:
+    """Attributions of ``features[k]``'s activation in ``raws[k]``, ``batch_size`` rows per
+    call, and each row's ``describe_groups``."""
+    out, groups = [], []
     for start in range(0, len(raws), max(1, batch_size)):
         batch = adapter.encode(raws[start:start + batch_size])
         out += feature_attributions(adapter, batch, features=features[start:start + batch_size],
                                     n_features=n_features, method=method)
-    return out
+        groups += adapter.describe_groups(batch)
+    return out, groups
 
 
 def _decision_features(*, study, adapter, method: str) -> None:
@@ -338,19 +340,18 @@ def _decision_features(*, study, adapter, method: str) -> None:
     used = sorted({f for support in head.support() for f in support})
     tops = {f: top_activating(table.activations, f, k=EXAMPLES_PER_FEATURE) for f in used}
     pairs = [(f, row) for f in used for row in tops[f]]
-    attributions = _feature_rows(adapter, [raws[row] for _, row in pairs], [f for f, _ in pairs],
-                                 n_features=table.n_features, method=method, batch_size=batch_size)
+    attributions, groups = _feature_rows(adapter, [raws[row] for _, row in pairs], [f for f, _ in pairs],
+                                         n_features=table.n_features, method=method, batch_size=batch_size)
     examples: dict[int, list[bytes]] = {}
     image = next((m for m in adapter.modalities if m in IMAGE_MODALITIES), None)
     if image is not None:
-        by_feature: dict[int, list[tuple[int, object]]] = {}
-        for (f, row), attribution in zip(pairs, attributions):
-            by_feature.setdefault(f, []).append((row, attribution))
+        by_feature: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for (f, row), attribution, item_groups in zip(pairs, attributions, groups):
+            by_feature.setdefault(f, []).append((row, feature_heat(attribution, item_groups, image)))
         for f, rows in by_feature.items():
-            maps = [a.maps[image] for _, a in rows]
-            scale = shared_scale(*maps)
-            examples[f] = [example_thumbnail_png(pixels=image_pixels(raws[row][image], a.maps[image].shape[-2:]),
-                                                 heat=a.maps[image], scale=scale) for row, a in rows]
+            scale = shared_scale(*[heat for _, heat in rows])  # one scale per feature's examples
+            examples[f] = [example_thumbnail_png(pixels=image_pixels(raws[row][image], heat.shape), heat=heat,
+                                                 scale=scale) for row, heat in rows]
     decision_features_store(
         model=study.model, dataset=study.dataset, method=method, examples=examples,
         arrays={"item_ids": np.asarray([item.pk for item in items], dtype=np.int64),
@@ -386,9 +387,9 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
             for item_id, rows in per_item.items() for k in rows for label in [pairs[k][1]]}
     wanted = [(item_id, f) for item_id, rows in per_item.items()
               for f in sorted({f for k in rows for f, _ in tops[k][:FEATURES_SHOWN]})]
-    attributions = _feature_rows(adapter, [raws[item_id] for item_id, _ in wanted], [f for _, f in wanted],
-                                 n_features=n_features, method=study.explanation_method,
-                                 batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
+    attributions, _ = _feature_rows(adapter, [raws[item_id] for item_id, _ in wanted], [f for _, f in wanted],
+                                    n_features=n_features, method=study.explanation_method,
+                                    batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
     by_item: dict[int, dict[int, object]] = {}
     for (item_id, f), attribution in zip(wanted, attributions):
         by_item.setdefault(item_id, {})[f] = attribution

@@ -27,11 +27,13 @@ from workers.engine.adapter import GroupInfo
 from workers.engine.attribution import ItemAttribution
 from workers.engine.dataset import IMAGE_MODALITIES
 
-__all__ = ["FeatureViews", "contribution_bars_png", "example_thumbnail_png", "render_feature_views"]
+__all__ = ["FeatureViews", "contribution_bars_png", "example_thumbnail_png", "feature_heat", "render_feature_views"]
 
-THUMB = 128  # px, one picture panel
-GAP = 10
-TEXT_ROW = 22
+# Small on purpose: the view sits in a candidate's column (~260 CSS px on a phone or a
+# three-answer desktop row), so its text must stay legible at about that width.
+THUMB = 64  # px, one picture panel
+GAP = 6
+TEXT_ROW = 17
 
 
 @dataclass
@@ -47,8 +49,23 @@ def _image_modality(attribution: ItemAttribution) -> str | None:
 def _overlay(pixels: np.ndarray, heat: np.ndarray, scale: float) -> Image.Image:
     if pixels.shape[:2] != heat.shape:
         pixels = np.asarray(Image.fromarray(pixels).resize((heat.shape[1], heat.shape[0]), Image.BILINEAR))
-    rgb = render.heatmap_overlay_rgb(pixels, heat, scale=scale)
-    return Image.fromarray(rgb, mode="RGB").resize((THUMB, THUMB), Image.NEAREST)
+    overlay = render.heatmap_overlay_rgb(pixels, heat, scale=scale).astype(np.float32)
+    # Keep some of the picture's own colours: in colour questions they are the content.
+    mixed = np.clip(np.rint(0.6 * overlay + 0.4 * np.asarray(pixels, dtype=np.float32)), 0, 255).astype(np.uint8)
+    return Image.fromarray(mixed, mode="RGB").resize((THUMB, THUMB), Image.NEAREST)
+
+
+def feature_heat(attribution: ItemAttribution, groups: Sequence[Sequence[GroupInfo]], image: str) -> np.ndarray:
+    """The feature's attribution over the picture, per patch when the picture is split into
+    boxed patches (a whole patch lights up: legible at thumbnail size), else per pixel."""
+    m = list(attribution.modalities).index(image)
+    heat = attribution.maps[image]
+    info = {g.group_id: g for g in groups[m]} if m < len(groups) else {}
+    ids = [int(g) for g in attribution.group_ids[image]]
+    if ids and all(info.get(g) is not None and info[g].box is not None for g in ids):
+        return render.group_scores_to_map(attribution.group_scores[image], [info[g].box for g in ids],
+                                          heat.shape[-2:])
+    return heat
 
 
 def example_thumbnail_png(*, pixels: np.ndarray, heat: np.ndarray, scale: float | None = None) -> bytes:
@@ -89,17 +106,18 @@ def render_feature_views(
     """
     used = sorted({f for pairs in candidates for f, _ in pairs[:features_shown]})
     image = _image_modality(attributions[used[0]]) if used else None
-    heat_scale = render.shared_scale(*[attributions[f].maps[image] for f in used]) if image and pixels is not None else 1.0
+    heats = {f: feature_heat(attributions[f], groups, image) for f in used} if image and pixels is not None else {}
+    heat_scale = render.shared_scale(*heats.values()) if heats else 1.0
     bar_limit = max([abs(c) for pairs in candidates for _, c in pairs] or [1.0]) or 1.0  # one axis per item
     # Every candidate's views have the same size: no dimension tells the candidates apart.
     n_rows = max([len(list(pairs)[:features_shown]) for pairs in candidates] or [1])
     n_bars = max([len(pairs) for pairs in candidates] or [1])
     n_examples = max([len(examples.get(f, ())) for f in used] or [0])
-    font, bold = render._font(13), render._font(14, bold=True)
+    font, bold = render._font(11), render._font(12, bold=True)
     out = []
     for all_pairs in candidates:
         pairs = list(all_pairs)[:features_shown]
-        width = max(560, GAP + (1 + n_examples) * (THUMB + GAP) + GAP)
+        width = max(280, GAP + (1 + n_examples) * (THUMB + GAP) + GAP)
         row_h = 2 * TEXT_ROW + (THUMB + GAP if image and pixels is not None else 0)
         canvas = Image.new("RGB", (width, max(1, n_rows) * (row_h + GAP) + GAP + 2 * TEXT_ROW), "white")
         draw = ImageDraw.Draw(canvas)
@@ -107,14 +125,13 @@ def render_feature_views(
             draw.text((GAP, GAP), "No feature adds to this answer.", fill="#222222", font=font)
         y = GAP
         for feature, contribution in pairs:
-            draw.text((GAP, y), f"Feature {feature}: {render._fmt(contribution)} to this answer's score",
+            draw.text((GAP, y), f"Feature {feature}: {render._fmt(contribution)} to the score",
                       fill="#111111", font=bold)
             words = _top_words(attributions[feature], groups)
-            draw.text((GAP, y + TEXT_ROW), f"Here it is driven by: {words or 'the picture'}", fill="#333333",
-                      font=font)
+            draw.text((GAP, y + TEXT_ROW), f"Words: {words or 'none'}", fill="#333333", font=font)
             if image and pixels is not None:
                 top = y + 2 * TEXT_ROW
-                canvas.paste(_overlay(pixels, attributions[feature].maps[image], heat_scale), (GAP, top))
+                canvas.paste(_overlay(pixels, heats[feature], heat_scale), (GAP, top))
                 x = GAP + THUMB + 2 * GAP
                 for png in examples.get(feature, ()):
                     with Image.open(io.BytesIO(png)) as thumb:
@@ -124,10 +141,8 @@ def render_feature_views(
             y += row_h + GAP
         y = GAP + max(1, n_rows) * (row_h + GAP)
         if image and pixels is not None:
-            draw.text((GAP, y), f"Left: this input, colours {render._MINUS}{heat_scale:.2g} … +{heat_scale:.2g}.",
-                      fill="#555555", font=font)
-            draw.text((GAP, y + TEXT_ROW), "Right: the examples that activate the feature most.", fill="#555555",
-                      font=font)
+            draw.text((GAP, y), f"Left: this input (colours ±{heat_scale:.2g}).", fill="#555555", font=font)
+            draw.text((GAP, y + TEXT_ROW), "Right: where the feature is strongest.", fill="#555555", font=font)
         names = [f"feature {f}" for f, _ in all_pairs]
         values = [c for _, c in all_pairs]
         out.append(FeatureViews(features_png=render._png_bytes(canvas),
@@ -137,7 +152,7 @@ def render_feature_views(
 
 
 def contribution_bars_png(names: Sequence[str], values: Sequence[float], *, limit: float, rows: int | None = None,
-                          cmap: str = render.DEFAULT_CMAP, width_px: int = 420) -> bytes:
+                          cmap: str = render.DEFAULT_CMAP, width_px: int = 300) -> bytes:
     """Horizontal bars of the features' contributions (weight × activation) to one answer's
     sparse score, on the axis ``[-limit, +limit]`` shared by the item's candidates, with room
     for ``rows`` bars (default: as many as given)."""
@@ -171,5 +186,5 @@ def contribution_bars_png(names: Sequence[str], values: Sequence[float], *, limi
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         ax.tick_params(axis="y", length=0)
-        ax.set_title("weight × activation (adds to the score)", fontsize=10, loc="left", color="#333333")
+        ax.set_title("weight × activation", fontsize=11, loc="left", color="#333333")
         return render._figure_png(fig)
