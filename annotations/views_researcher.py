@@ -21,6 +21,7 @@ from annotations.selectors import (
     datasets_of,
     explanations_for,
     models_of,
+    multiviz_method,
     studies_visible_to,
     study_candidates,
     participant_session_key,
@@ -229,11 +230,12 @@ def study_item_detail(request, pk: int, item_pk: int):
     candidates = study_candidates(study=study, prediction=prediction) if prediction else []
     explanations = explanations_for(study=study, item=item, targets=candidates)
     interactions = explanations_for(study=study, item=item, targets=candidates, method=study.interaction_method)
+    multiviz = explanations_for(study=study, item=item, targets=candidates, method=multiviz_method(study=study))
     probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
     study_item = item.study_items.filter(study=study).first()
     return render(request, "researcher/item_detail.html", {
         "study": study, "item": item, "prediction": prediction, "probabilities": probabilities[:8],
-        "rows": [(label, explanations.get(label), interactions.get(label)) for label in candidates],
+        "rows": [(label, explanations.get(label), interactions.get(label), multiviz.get(label)) for label in candidates],
         "role": study_item.role if study_item else "", "show_interactions": bool(interactions),
         "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
     })

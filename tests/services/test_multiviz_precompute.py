@@ -3,6 +3,8 @@ reused by every later study; an adapter without them fails the job with the reas
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from annotations.models import DecisionFeatures, Explanation, PrecomputeJob
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.django_db
 ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="multiviz", views=["features", "prediction"])]
 
 
-def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_jsonl):
+def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_jsonl, client):
     first = demo_study(owner=alice, jsonl=demo_jsonl, conditions=ARMS, n_items=4, n_candidates=3)
     job = precompute_job_create(study=first)
     assert precompute_run(job_id=job.pk)["status"] == "done", PrecomputeJob.objects.get(pk=job.pk).error
@@ -25,6 +27,16 @@ def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_js
     rows = Explanation.objects.filter(model=first.model, method=multiviz_method(study=first), status="done")
     assert rows.count() == 4 * 3
     assert all({"features", "prediction"} <= set(row.extra_views) for row in rows)
+
+    # The researcher's item page shows every candidate's MultiViz views.
+    client.force_login(alice)
+    item = first.study_items.first().item
+    page = client.get(f"/studies/{first.pk}/items/{item.pk}/").content.decode()
+    for view in ("features", "prediction"):
+        urls = re.findall(rf'src="(/studies/{first.pk}/explanations/\d+/{view}\.png)"', page)
+        assert len(urls) == 3, view
+        response = client.get(urls[0])
+        assert response.status_code == 200 and b"".join(response.streaming_content).startswith(b"\x89PNG")
 
     second = study_create(owner=alice, name="again", dataset=first.dataset, model=first.model, conditions=ARMS,
                           n_items=6, items_per_participant=2, raters_per_item=1, n_candidates=3, seed=9)
