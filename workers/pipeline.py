@@ -312,6 +312,10 @@ def _interaction_rows(*, study, adapter, batch, pairs, raws, items, views, metho
 #: Features drawn per candidate in the ``features`` view, bars in the ``prediction`` view, and
 #: top-activating dataset examples per feature.
 FEATURES_SHOWN, BARS_SHOWN, EXAMPLES_PER_FEATURE = 3, 5, 3
+#: At most this many features get example views (the most influential: largest
+#: ``max_c |weight| × std(activation)``), so the dataset chunk stays bounded for wide layers;
+#: a feature without examples is still drawn, with this input alone.
+MAX_FEATURES_WITH_EXAMPLES = 64
 
 
 def _feature_rows(adapter, raws: list[dict], features: list[int], *, n_features: int, method: str,
@@ -339,7 +343,9 @@ def _decision_features(*, study, adapter, method: str) -> None:
     head = fit_sparse_head(table.activations, table.logits, seed=0)
     used = sorted({f for support in head.support() for f in support})
     tops = {f: top_activating(table.activations, f, k=EXAMPLES_PER_FEATURE) for f in used}
-    pairs = [(f, row) for f in used for row in tops[f]]
+    influence = np.abs(head.weights).max(axis=0) * table.activations.std(axis=0)
+    drawn = sorted(sorted(used, key=lambda f: (-influence[f], f))[:MAX_FEATURES_WITH_EXAMPLES])
+    pairs = [(f, row) for f in drawn for row in tops[f]]
     attributions, groups = _feature_rows(adapter, [raws[row] for _, row in pairs], [f for f, _ in pairs],
                                          n_features=table.n_features, method=method, batch_size=batch_size)
     examples: dict[int, list[bytes]] = {}

@@ -358,8 +358,10 @@ def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
     that is still too slow fails, naming the limit). Returns the new chunks' IDs, handed to
     the workers after commit."""
     if len(chunk.item_ids) <= 1:
+        what = ("The decision features of the whole dataset took" if chunk.stage == Stage.FEATURES
+                else "One item took")  # the features chunk is one indivisible piece of work
         precompute_chunk_finish(chunk=chunk, failed_rows=chunk.rows, error=(
-            f"One item took longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
+            f"{what} longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
             "Raise MMEVAL_TASK_SOFT_TIME_LIMIT or use a faster device."))
         return []
     with transaction.atomic():

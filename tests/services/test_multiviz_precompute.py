@@ -64,3 +64,20 @@ def FeaturelessDemo():  # noqa: N802 (an adapter factory)
         features = None
 
     return Featureless()
+
+
+def test_a_features_chunk_past_the_time_limit_fails_the_job_naming_the_dataset(alice, demo_jsonl):
+    from annotations.models import PrecomputeChunk
+    from annotations.services.precompute import precompute_advance, precompute_chunk_claim, precompute_chunk_split
+    from workers.pipeline import chunk_run
+
+    study = demo_study(owner=alice, jsonl=demo_jsonl, conditions=ARMS, n_items=4, n_candidates=3)
+    job = precompute_job_create(study=study)
+    for chunk_id in precompute_advance(job_id=job.pk):  # the predictions; finishing them plans the features
+        chunk_run(chunk_id=chunk_id, worker="w1")
+    features = PrecomputeChunk.objects.get(job=job, stage="features")
+    claimed = precompute_chunk_claim(chunk_id=features.pk, worker="w1")
+
+    assert precompute_chunk_split(chunk=claimed) == []
+    job.refresh_from_db()
+    assert job.status == "failed" and "decision features of the whole dataset" in job.error
