@@ -34,3 +34,13 @@ def test_the_multiviz_template_is_a_staged_study(alice, tmp_path):
 def test_arms_that_are_not_cumulative_have_no_stage_order(alice, tmp_path):
     study = build_study(alice, tmp_path, launch=False)  # baseline + one arm
     assert study_stage_order(study=study) is None
+
+
+def test_the_yaml_template_is_the_python_template(alice):
+    from pathlib import Path
+
+    from annotations.services.spec import study_spec_load
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "specs" / "multiviz.yaml"
+    assert study_spec_load(path=path) == multiviz_spec(name="MultiViz stages", dataset="YOUR-DATASET",
+                                                       model="YOUR-MODEL")
