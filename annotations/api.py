@@ -18,8 +18,9 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from annotations.exports import EXPORTS, study_export_response
-from annotations.selectors import studies_visible_to, study_progress
+from annotations.selectors.exports import EXPORTS
+from annotations.downloads import study_export_response
+from annotations.selectors.studies import user_studies, study_progress
 from annotations.serializers import ErrorSerializer, ExportLinksSerializer, ProgressSerializer, StudySerializer, \
     export_links
 from annotations.services.analysis import AnalysisUnavailable, study_report_get
@@ -55,7 +56,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     permission_classes = [IsAuthenticated]
 
     def get_queryset(self):
-        return (studies_visible_to(user=self.request.user).select_related("owner", "dataset", "model")
+        return (user_studies(user=self.request.user).select_related("owner", "dataset", "model")
                 .prefetch_related("conditions").order_by("-created_at", "-pk"))
 
     def _owned(self):

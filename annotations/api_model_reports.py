@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from annotations.api import _spectacular
 from annotations.models import Dataset, ModelReport, RegisteredModel
-from annotations.selectors_model_reports import model_report_progress, model_reports_visible_to
+from annotations.selectors.model_reports import model_report_progress, user_model_reports
 from annotations.serializers import ErrorSerializer
 from annotations.services.model_reports import ModelReportError, model_report_create, model_report_start
 from workers.engine.report.tables import TABLES, report_table_csv  # no torch
@@ -75,7 +75,7 @@ class ModelReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     permission_classes = [IsAuthenticated]
 
     def get_queryset(self):
-        return model_reports_visible_to(user=self.request.user).order_by("-created_at", "-pk")
+        return user_model_reports(user=self.request.user).order_by("-created_at", "-pk")
 
     def get_serializer_class(self):
         return ModelReportListSerializer if self.action == "list" else ModelReportSerializer

@@ -1,5 +1,6 @@
 from django import forms
 
+from annotations.selectors.studies import user_datasets, user_models
 from annotations.models import Condition, Dataset, RegisteredModel
 from annotations.services.spec import COUNT_MAX, SEED_MAX
 from workers.engine.report.options import INTERACTION_TYPES  # no torch
@@ -29,7 +30,7 @@ class ModelRegisterForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["check_dataset"].queryset = Dataset.objects.filter(owner=user)
+        self.fields["check_dataset"].queryset = user_datasets(user=user)
 
 
 ARM_ROWS = 5
@@ -112,8 +113,8 @@ class StudyForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["dataset"].queryset = Dataset.objects.filter(owner=user)
-        self.fields["model"].queryset = RegisteredModel.objects.filter(owner=user)
+        self.fields["dataset"].queryset = user_datasets(user=user)
+        self.fields["model"].queryset = user_models(user=user)
         for k in range(ARM_ROWS):
             name, views = ARM_DEFAULTS[k] if k < len(ARM_DEFAULTS) else ("", [])
             self.fields[f"arm_{k}_name"] = forms.CharField(max_length=100, required=False, initial=name,

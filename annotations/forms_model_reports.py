@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django import forms
 
+from annotations.selectors.studies import user_datasets, user_models
 from annotations.models import Dataset, RegisteredModel
 
 SLICES_EXAMPLE = """fields:
@@ -37,9 +38,9 @@ class ModelReportForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = RegisteredModel.objects.filter(owner=user)
-        self.fields["dataset"].queryset = Dataset.objects.filter(owner=user)
-        self.fields["train_dataset"].queryset = Dataset.objects.filter(owner=user)
+        self.fields["model"].queryset = user_models(user=user)
+        self.fields["dataset"].queryset = user_datasets(user=user)
+        self.fields["train_dataset"].queryset = user_datasets(user=user)
 
     def checkpoint_names(self) -> list[str] | None:
         names = [c.strip() for c in (self.cleaned_data.get("checkpoints") or "").split(",") if c.strip()]

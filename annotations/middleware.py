@@ -26,7 +26,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
-from annotations.selectors import participant_frame_policy, participant_title_cached
+from annotations.selectors.participants import participant_frame_policy, participant_title_cached
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The data model. Models hold data and the constraints that keep it consistent; the rules
-that change it live in ``services.py`` and the reads in ``selectors.py``."""
+that change it live in ``annotations.services`` and the reads in ``annotations.selectors``."""
 
 import secrets
 import uuid
@@ -272,7 +272,7 @@ class PrecomputeJob(models.Model):
     """One precompute of a study: predictions, then (with an interaction-strength filter) the
     2x2 modality interactions, then the pool's explanations. Each stage is split into
     :class:`PrecomputeChunk` rows that any number of workers take in parallel; progress is
-    derived from them (``annotations.selectors_precompute.precompute_progress``)."""
+    derived from them (``annotations.selectors.precompute.job_progress``)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from annotations.exports import EXPORTS
+from annotations.selectors.exports import EXPORTS
 from annotations.models import Condition, Study
 
 
@@ -81,7 +81,7 @@ def export_links(*, study: Study, request=None) -> dict[str, str]:
 
 
 class ProgressSerializer(serializers.Serializer):
-    """``annotations.selectors.study_progress``: precompute and response counts per arm."""
+    """``annotations.selectors.studies.study_progress``: precompute and response counts per arm."""
 
     status = serializers.CharField()
     precompute = serializers.DictField(allow_null=True)

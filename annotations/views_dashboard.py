@@ -11,14 +11,16 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
-from annotations.exports import EXPORTS, study_export_response
-from annotations.selectors import studies_visible_to, study_progress
-from annotations.selectors_analysis import study_chance_level
+from annotations.selectors.exports import EXPORTS
+from annotations.downloads import study_export_response
+from annotations.views_access import study_for_researcher
+from annotations.selectors.studies import study_progress
+from annotations.selectors.analysis import study_chance_level
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
@@ -29,10 +31,6 @@ EXPORT_TITLES = {
     "summary": "Summary CSV (analysis numbers)",
 }
 MAX_PARTICIPANT_ROWS = 500
-
-
-def _study_for(request, pk: int):
-    return get_object_or_404(studies_visible_to(user=request.user).select_related("model", "dataset"), pk=pk)
 
 
 def _pct(value: float | None) -> str:
@@ -227,7 +225,7 @@ def _stage_view(stages: dict | None) -> dict[str, Any] | None:
 @login_required
 @require_GET
 def study_dashboard(request, pk: int):
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     section = request.GET.get("section", "after_exclusions")
     if section not in SECTIONS:
         section = "after_exclusions"
@@ -279,13 +277,13 @@ def study_dashboard(request, pk: int):
 @require_GET
 def study_dashboard_progress(request, pk: int):
     """The live part of the dashboard, polled by its script."""
-    return JsonResponse(study_progress(study=_study_for(request, pk)))
+    return JsonResponse(study_progress(study=study_for_researcher(request, pk)))
 
 
 @login_required
 @require_GET
 def study_dashboard_export(request, pk: int, what: str):
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     if what not in EXPORTS:
         raise Http404(f"no export named {what!r}")
     try:

@@ -17,7 +17,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotations.forms_model_reports import ModelReportForm
 from annotations.models import ModelReport
-from annotations.selectors_model_reports import model_report_figures, model_report_progress, model_reports_visible_to
+from annotations.selectors.model_reports import (
+    model_report_figures,
+    model_report_progress,
+    user_model_reports,
+)
 from annotations.services.model_reports import (
     ModelReportError,
     model_report_create,
@@ -31,7 +35,7 @@ TABLE_TITLES = {"items": "Items CSV (one row per item)", "summary": "Summary CSV
 
 
 def _report_for(request, pk: int) -> ModelReport:
-    return get_object_or_404(model_reports_visible_to(user=request.user), pk=pk)
+    return get_object_or_404(user_model_reports(user=request.user), pk=pk)
 
 
 def _pct(value: float | None) -> str:
@@ -148,7 +152,7 @@ def model_report_list(request):
         else:
             return redirect("model-report", pk=report.pk)
     return render(request, "researcher/model_reports.html", {
-        "form": form, "reports": model_reports_visible_to(user=request.user)[:200]})
+        "form": form, "reports": user_model_reports(user=request.user)[:200]})
 
 
 @login_required

@@ -14,6 +14,8 @@ that embeds it. The bytes are immutable, so the browser may keep them (privately
 ``MMEVAL_MEDIA_X_SENDFILE`` (Apache mod_xsendfile, lighttpd) the file is handed to the proxy
 instead of streamed by Django; the proxy strips that header, so no stored name reaches the
 browser.
+
+The invariants these pages keep: docs/DESIGN.md, "Invariants and where they are held".
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, InviteToken, Participant, Study
-from annotations.selectors import (
+from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, Participant, Study
+from annotations.selectors.participants import (
+    invite_token_study,
+    study_and_participant,
     MTURK_PREVIEW_ASSIGNMENT,
     assignment_media_file,
     assignment_media_key,
@@ -47,7 +50,6 @@ from annotations.services.participants import (
     ITEM_PHASES,
     ParticipantError,
     SubmissionRefused,
-    assignment_current,
     assignment_serve,
     learning_acknowledge,
     participant_consent,
@@ -90,17 +92,35 @@ def _pending_key(study: Study) -> str:
 
 
 def _study_and_participant(request, public_id: str) -> tuple[Study, Participant | None]:
-    """The study and this browser's participant of it, in one query when there is one."""
-    participant_id = request.session.get(participant_session_key(study_public_id=public_id))
-    if participant_id:
-        try:  # get(), not first(): a unique lookup needs no ORDER BY, which costs a third of this query
-            participant = (Participant.objects.select_related("study__model", "condition")
-                           .get(public_id=participant_id, study__public_id=public_id))
-        except (Participant.DoesNotExist, ValidationError):
-            pass
-        else:
-            return participant.study, participant
-    return get_object_or_404(Study, public_id=public_id), None
+    """The study of the URL (404 if unknown) and this browser's participant of it, if any."""
+    try:
+        return study_and_participant(
+            study_public_id=public_id,
+            participant_public_id=request.session.get(participant_session_key(study_public_id=public_id)))
+    except Study.DoesNotExist:
+        raise Http404 from None
+
+
+SESSION_ENDED = "Your session has ended. Please open your study link again."
+
+
+def participant_required(view):
+    """The preamble of every page after consent: hands ``(study, participant)`` of this browser
+    to the view. A browser without a participant is sent to the study's entry page when it
+    asks for a page (GET), and refused with 403 when it sends a form: an answer posted after
+    the session ended must not start anything. Each view then writes out its own phase guard,
+    because those guards are what keep one phase's page from showing another's."""
+
+    @wraps(view)
+    def wrapped(request, public_id: str, *args, **kwargs):
+        study, participant = _study_and_participant(request, public_id)
+        if participant is None:
+            if request.method == "GET":
+                return redirect("participant-entry", public_id=public_id)
+            return _refusal(request, study, "forbidden", SESSION_ENDED, status=403)
+        return view(request, study, participant, *args, **kwargs)
+
+    return wrapped
 
 
 def _refusal(request, study: Study | None, code: str, message: str, status: int = 200):
@@ -174,10 +194,9 @@ def entry(request, public_id: str):
 
 @require_GET
 def invite(request, token: str):
-    invite_token = InviteToken.objects.select_related("study").filter(token=token).first()
-    if invite_token is None:
+    study = invite_token_study(token=token)
+    if study is None:
         return _refusal(request, None, "invalid", "This invitation link is not valid.", status=404)
-    study = invite_token.study
     request.session[_pending_key(study)] = {"invite_token": token}
     return redirect("participant-entry", public_id=study.public_id)
 
@@ -206,10 +225,8 @@ def consent(request, public_id: str):
 
 @participant_page
 @require_http_methods(["GET", "POST"])
-def instructions(request, public_id: str):
-    study, participant = _study_and_participant(request, public_id)
-    if participant is None:
-        return redirect("participant-entry", public_id=public_id)
+@participant_required
+def instructions(request, study: Study, participant: Participant):
     if participant.phase != Participant.Phase.INSTRUCTIONS:
         return _goto_phase(study, participant)
     if request.method == "POST":
@@ -224,11 +241,9 @@ def instructions(request, public_id: str):
 
 @participant_page
 @require_GET
-def item(request, public_id: str):
+@participant_required
+def item(request, study: Study, participant: Participant):
     """The participant's next item, whatever its phase (pre-test, learning or test)."""
-    study, participant = _study_and_participant(request, public_id)
-    if participant is None:
-        return redirect("participant-entry", public_id=public_id)
     assignment = participant_next_item(participant=participant)
     if participant.phase not in ITEM_PHASES:
         return _goto_phase(study, participant)
@@ -243,11 +258,8 @@ def item(request, public_id: str):
 
 @participant_page
 @require_POST
-def submit(request, public_id: str, assignment_id):
-    study, participant = _study_and_participant(request, public_id)
-    if participant is None:
-        return _refusal(request, study, "forbidden", "Your session has ended. Please open your study link again.",
-                        status=403)
+@participant_required
+def submit(request, study: Study, participant: Participant, assignment_id):
     try:
         response_submit(participant=participant, assignment_public_id=assignment_id,
                         guess=request.POST.get("guess", ""), confidence=request.POST.get("confidence"))
@@ -259,11 +271,8 @@ def submit(request, public_id: str, assignment_id):
 
 @participant_page
 @require_POST
-def learn(request, public_id: str, assignment_id):
-    study, participant = _study_and_participant(request, public_id)
-    if participant is None:
-        return _refusal(request, study, "forbidden", "Your session has ended. Please open your study link again.",
-                        status=403)
+@participant_required
+def learn(request, study: Study, participant: Participant, assignment_id):
     try:
         learning_acknowledge(participant=participant, assignment_public_id=assignment_id)
     except SubmissionRefused as exc:
@@ -273,10 +282,8 @@ def learn(request, public_id: str, assignment_id):
 
 @participant_page
 @require_http_methods(["GET", "POST"])
-def survey(request, public_id: str):
-    study, participant = _study_and_participant(request, public_id)
-    if participant is None:
-        return redirect("participant-entry", public_id=public_id)
+@participant_required
+def survey(request, study: Study, participant: Participant):
     participant = participant_sync_phase(participant=participant)
     if participant.phase != Participant.Phase.SURVEY:
         return _goto_phase(study, participant)
@@ -335,10 +342,8 @@ def view_media(request, public_id: str, assignment_id, view: str, index: int):
 
 @participant_page
 @require_GET
-def done(request, public_id: str):
-    study, participant = _study_and_participant(request, public_id)
-    if participant is None:
-        return redirect("participant-entry", public_id=public_id)
+@participant_required
+def done(request, study: Study, participant: Participant):
     participant = participant_sync_phase(participant=participant)
     if participant.phase != Participant.Phase.DONE:
         return _goto_phase(study, participant)

@@ -10,25 +10,24 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotations.exports import study_export_response
+from annotations.downloads import study_export_response
 from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
-from annotations.models import Explanation, Item, Study
-from annotations.selectors import (
-    datasets_of,
-    explanations_for,
-    models_of,
-    multiviz_method,
-    studies_visible_to,
-    study_candidates,
-    participant_session_key,
+from annotations.models import Study
+from annotations.views_access import study_for_researcher
+from annotations.selectors.studies import study_explanation, study_item, study_item_preview
+from annotations.selectors.studies import (
+    user_datasets,
+    user_models,
+    user_studies,
     study_item_rows,
     study_latest_job,
     study_progress,
 )
+from annotations.selectors.participants import participant_session_key
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
 from annotations.services.precompute import precompute_start
 from annotations.services.participants import ParticipantError, invites_create, participant_preview_start
@@ -45,13 +44,9 @@ from annotations.services.studies import (
 )
 
 
-def _study_for(request, pk: int):
-    return get_object_or_404(studies_visible_to(user=request.user).select_related("model", "dataset"), pk=pk)
-
-
 @login_required
 def study_list(request):
-    studies = studies_visible_to(user=request.user).select_related("dataset", "model")
+    studies = user_studies(user=request.user).select_related("dataset", "model")
     return render(request, "researcher/study_list.html", {"studies": studies})
 
 
@@ -74,7 +69,7 @@ def study_new(request):
 @login_required
 def study_edit(request, pk: int):
     """Change a draft's (or a precomputed study's) design, on the new-study form."""
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     if study.owner_id != request.user.pk:
         raise Http404
     if study.conditions.count() > ARM_ROWS:
@@ -98,7 +93,7 @@ def study_edit(request, pk: int):
 @login_required
 @require_POST
 def study_delete_view(request, pk: int):
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     if study.owner_id != request.user.pk:
         raise Http404
     try:
@@ -114,7 +109,7 @@ def study_delete_view(request, pk: int):
 def study_detail(request, pk: int):
     from annotations.analysis.exclusions import EXCLUSION_RULE_HELP
 
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     participant_link = request.build_absolute_uri(reverse("participant-entry", args=[study.public_id]))
     return render(request, "researcher/study_detail.html", {
         "study": study, "progress": study_progress(study=study), "job": study_latest_job(study=study),
@@ -134,7 +129,7 @@ def study_detail(request, pk: int):
 def study_preview(request, pk: int):
     """Walk the study as a participant of one arm: a preview participant in this browser's
     session, taking no slot and recorded as platform=preview (never exported)."""
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     condition = study.conditions.filter(pk=request.POST.get("condition") or 0).first()
     try:
         participant = participant_preview_start(study=study, condition=condition)
@@ -164,11 +159,11 @@ def study_exclusion_rules(request, pk: int):
 @login_required
 @require_GET
 def study_progress_json(request, pk: int):
-    return JsonResponse(study_progress(study=_study_for(request, pk)))
+    return JsonResponse(study_progress(study=study_for_researcher(request, pk)))
 
 
 def _owner_action(request, pk: int, action, success: str):
-    study = _study_for(request, pk)
+    study = study_for_researcher(request, pk)
     if study.owner_id != request.user.pk:
         raise Http404
     try:
@@ -217,43 +212,33 @@ def study_invites(request, pk: int):
 @login_required
 @require_GET
 def study_export_csv(request, pk: int):
-    return study_export_response(study=_study_for(request, pk), what="responses")
+    return study_export_response(study=study_for_researcher(request, pk), what="responses")
 
 
 @login_required
 @require_GET
 def study_item_detail(request, pk: int, item_pk: int):
     """The researcher's preview of one item: prediction, gold label and every explanation."""
-    study = _study_for(request, pk)
-    item = get_object_or_404(Item, pk=item_pk, study_items__study=study)
-    prediction = item.predictions.filter(model=study.model).first()
-    candidates = study_candidates(study=study, prediction=prediction) if prediction else []
-    explanations = explanations_for(study=study, item=item, targets=candidates)
-    interactions = explanations_for(study=study, item=item, targets=candidates, method=study.interaction_method)
-    multiviz = explanations_for(study=study, item=item, targets=candidates, method=multiviz_method(study=study))
-    probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
-    study_item = item.study_items.filter(study=study).first()
-    return render(request, "researcher/item_detail.html", {
-        "study": study, "item": item, "prediction": prediction, "probabilities": probabilities[:8],
-        "rows": [(label, explanations.get(label), interactions.get(label), multiviz.get(label)) for label in candidates],
-        "role": study_item.role if study_item else "", "show_interactions": bool(interactions),
-        "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
-    })
+    study = study_for_researcher(request, pk)
+    preview = study_item_preview(study=study, item_pk=item_pk)
+    if preview is None:
+        raise Http404
+    return render(request, "researcher/item_detail.html", {"study": study, **preview})
 
 
 @login_required
 @require_GET
 def study_item_media(request, pk: int, item_pk: int):
-    study = _study_for(request, pk)
-    item = get_object_or_404(Item, pk=item_pk, study_items__study=study)
-    return _media_file(item.payload.get("image", ""))
+    item = study_item(study=study_for_researcher(request, pk), item_pk=item_pk)
+    return _media_file(item.payload.get("image", "") if item is not None else "")
 
 
 @login_required
 @require_GET
 def study_explanation_media(request, pk: int, explanation_pk: int, view: str = ""):
-    study = _study_for(request, pk)
-    explanation = get_object_or_404(Explanation, pk=explanation_pk, model=study.model, item__study_items__study=study)
+    explanation = study_explanation(study=study_for_researcher(request, pk), explanation_pk=explanation_pk)
+    if explanation is None:
+        raise Http404
     return _media_file(explanation.extra_views.get(view, "") if view else explanation.image_view)
 
 
@@ -279,7 +264,7 @@ def dataset_list(request):
         else:
             messages.success(request, f"Imported {dataset.items.count()} items into '{dataset.name}'.")
             return redirect("datasets")
-    return render(request, "researcher/datasets.html", {"datasets": datasets_of(user=request.user), "form": form})
+    return render(request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form})
 
 
 @login_required
@@ -297,5 +282,5 @@ def model_list(request):
         else:
             messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
             return redirect("models")
-    return render(request, "researcher/models.html", {"models": models_of(user=request.user), "form": form,
+    return render(request, "researcher/models.html", {"models": user_models(user=request.user), "form": form,
                                                       "traceback": traceback_text})

@@ -8,6 +8,8 @@ variable.
 ``DATABASE_URL`` must be set (start-up fails with one line naming what is missing), DEBUG
 must be off, and HTTPS is enforced behind a TLS proxy (HSTS, secure cookies, redirect to
 https except the health endpoints), so ``manage.py check --deploy`` reports nothing.
+
+How the pieces are deployed: docs/DESIGN.md, "Deployment".
 """
 
 import os
@@ -328,7 +330,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-SPECTACULAR_SETTINGS = {"TITLE": "mmeval API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
+# The one description of the API's schema (served at /api/schema/, shown at /api/docs/).
+SPECTACULAR_SETTINGS = {"TITLE": "mmeval researcher API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
+                        "DESCRIPTION": "Studies of multimodal model explanations: create from a spec, precompute, launch, "
+                                       "watch progress, read the analysis, download CSV exports. Authenticate with "
+                                       "`Authorization: Token <key>` (POST /api/token/ with username and password).",
                         "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
                         "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
 

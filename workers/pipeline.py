@@ -1,13 +1,15 @@
 """Precompute: computing one chunk, and running a whole job in this process.
 
 Orchestration and engine calls only. What to compute is read through selectors
-(``annotations.selectors_precompute``), results are stored and chunks claimed, finished and
+(``annotations.selectors.precompute``), results are stored and chunks claimed, finished and
 planned through services (``annotations.services.precompute``, ``annotations.services.studies``).
 
 A chunk is computed by :func:`chunk_run`: the Celery task calls it for one chunk on whichever
 worker took the message; :func:`precompute_run` calls it for every chunk of a job in turn (the
 command line, the demo, the embedded mode's background thread). Both are idempotent: stored
 rows are skipped, and a chunk taken over from a dead worker is simply computed again.
+
+The rules: docs/DESIGN.md, "Precompute".
 """
 
 from __future__ import annotations
@@ -27,15 +29,15 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from annotations.models import PrecomputeChunk, PrecomputeJob
-from annotations.selectors import item_as_raw
-from annotations.selectors_precompute import (
+from annotations.selectors.studies import item_raw
+from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
-    decision_features_of,
-    explanation_pairs_to_draw,
-    explanations_lacking_share_view,
-    items_by_id,
-    precompute_progress,
-    predicted_labels,
+    model_explanation_pairs_to_draw,
+    model_explanations_lacking_share_view,
+    item_map,
+    job_progress,
+    model_predicted_labels,
+    model_decision_features,
     study_required_methods,
 )
 from annotations.services.precompute import (
@@ -102,10 +104,10 @@ def precompute_run(*, job_id: int, on_progress: Progress | None = None) -> dict:
                 break
         chunk_run(chunk_id=chunk_id, worker=worker)
         if on_progress:
-            progress = precompute_progress(job=PrecomputeJob.objects.get(pk=job_id))
+            progress = job_progress(job=PrecomputeJob.objects.get(pk=job_id))
             on_progress(progress["done"], progress["total"])
     job = PrecomputeJob.objects.select_related("study").get(pk=job_id)
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     if on_progress:
         on_progress(progress["done"], progress["total"])
     return {"status": job.status, "done": progress["done"], "total": progress["total"]}
@@ -167,10 +169,10 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     study = chunk.job.study
     adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE,
                            options=study.model.adapter_options)
-    items = items_by_id(item_ids=chunk.item_ids)
+    items = item_map(item_ids=chunk.item_ids)
     if chunk.stage == Stage.PREDICTIONS:
         ordered = [items[pk] for pk in chunk.item_ids]
-        predictions = predict(adapter, [item_as_raw(i) for i in ordered], batch_size=len(ordered))
+        predictions = predict(adapter, [item_raw(i) for i in ordered], batch_size=len(ordered))
         for item, prediction in zip(ordered, predictions):
             prediction_store(model=study.model, item=item, label=prediction.label,
                              probabilities=[float(p) for p in prediction.probabilities])
@@ -185,13 +187,13 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     views = study_required_methods(study=study).get(chunk.method, set())
     if chunk.stage == Stage.ATTRIBUTION and "share" in views:
         # Rows another study computed may lack the share bars: draw them from their summary.
-        for row in explanations_lacking_share_view(model=study.model, method=chunk.method, targets=targets):
+        for row in model_explanations_lacking_share_view(model=study.model, method=chunk.method, targets=targets):
             explanation_share_view_add(explanation=row, share_png=render_share_bars(
                 shares=row.summary["modality_share"]))
-    pairs = explanation_pairs_to_draw(model=study.model, method=chunk.method, views=views, targets=targets)
+    pairs = model_explanation_pairs_to_draw(model=study.model, method=chunk.method, views=views, targets=targets)
     if not pairs:
         return 0, ""
-    raws = {item_id: item_as_raw(items[item_id]) for item_id, _ in pairs}
+    raws = {item_id: item_raw(items[item_id]) for item_id, _ in pairs}
     compute = {Stage.ATTRIBUTION: _attribution_rows, Stage.MULTIVIZ: _multiviz_rows}.get(chunk.stage,
                                                                                      _interaction_rows)
     try:
@@ -211,12 +213,12 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
 def _modality_interactions(*, study, adapter, items: list) -> None:
     """The 2x2 modality interaction of the predicted class for each item (4 forward passes
     each), stored once per model and item for the interaction-strength filter."""
-    predicted = predicted_labels(model=study.model, item_ids=[i.pk for i in items])
+    predicted = model_predicted_labels(model=study.model, item_ids=[i.pk for i in items])
     items = [i for i in items if i.pk in predicted]
     if not items:
         return
     label_index = {label: k for k, label in enumerate(study.model.labels)}
-    batch = adapter.encode([item_as_raw(i) for i in items])
+    batch = adapter.encode([item_raw(i) for i in items])
     results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in items])
     for item, result in zip(items, results):
         explanation_store(model=study.model, item=item, method=MODALITY_INTERACTION, target_label=predicted[item.pk],
@@ -258,7 +260,7 @@ def _metrics_of_predicted(*, study, adapter, raws: dict, pairs: list[tuple[int, 
     of the model's own answer: the ones the item export and the metric-vs-human analysis read.
     Sensitivity reruns the method, so computing it for every candidate would multiply the cost.
     A metric failure is recorded beside the explanation instead of failing it."""
-    predicted = predicted_labels(model=study.model, item_ids=raws)
+    predicted = model_predicted_labels(model=study.model, item_ids=raws)
     rows = [k for k, (item_id, label) in enumerate(pairs) if predicted.get(item_id) == label]
     if not rows:
         return {}
@@ -337,7 +339,7 @@ def _decision_features(*, study, adapter, method: str) -> None:
     (model, dataset, method): keyed by model, not study. Seeds are fixed, not the study's, so
     every study reads the same head."""
     items = list(study.dataset.items.order_by("line_number"))
-    raws = [item_as_raw(item) for item in items]
+    raws = [item_raw(item) for item in items]
     batch_size = settings.MMEVAL_PRECOMPUTE_BATCH_SIZE
     table = decision_features(adapter, raws, batch_size=batch_size)
     head = fit_sparse_head(table.activations, table.logits, seed=0)
@@ -377,7 +379,7 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
     score, what activates each in this input and which dataset items activate it most
     (``features``), and the contributions as bars (``prediction``). Every candidate of an
     item is drawn together, on one colour scale and one axis."""
-    stored = decision_features_of(model=study.model, dataset_id=study.dataset_id, method=study.explanation_method)
+    stored = model_decision_features(model=study.model, dataset_id=study.dataset_id, method=study.explanation_method)
     if stored is None:
         raise RuntimeError("the model's decision features over this dataset are missing; precompute again")
     with np.load(os.path.join(settings.MEDIA_ROOT, stored.arrays_file)) as npz:

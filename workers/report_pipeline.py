@@ -1,7 +1,7 @@
 """Model reports: computing one on a worker or in this process.
 
 Orchestration and engine calls only: the report is read through
-``annotations.selectors_model_reports``, claimed, saved and finished through
+``annotations.selectors.model_reports``, claimed, saved and finished through
 ``annotations.services.model_reports``, and computed by ``workers.engine.report.quantify``.
 
 :func:`model_report_run_job` claims the report, beats its heartbeat from a side thread, runs the
@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connections
 
 from annotations.models import ModelReport
-from annotations.selectors_model_reports import model_report_items, model_report_progress
+from annotations.selectors.model_reports import dataset_raw_items, model_report_progress
 from annotations.services.model_reports import (
     model_report_claim,
     model_report_finish,
@@ -118,8 +118,8 @@ def _compute(report: ModelReport, beat: _Beat, finished_here: list[str], on_prog
     adapter = load_adapter(report.model.adapter_path, device=settings.MMEVAL_DEVICE)
     options = ReportOptions.from_json(report.options)
     slices = slices_parse(report.slices, fields=report_slice_fields(adapter.modalities)) if report.slices else None
-    items = model_report_items(dataset=report.dataset)
-    train_items = model_report_items(dataset=report.train_dataset) if report.train_dataset_id else None
+    items = dataset_raw_items(dataset=report.dataset)
+    train_items = dataset_raw_items(dataset=report.train_dataset) if report.train_dataset_id else None
     last_write = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from annotations.services.participants import leases_reclaim
 from annotations.services.precompute import precompute_advance, precompute_watchdog
-from workers.pipeline import TRANSIENT_ERRORS, chunk_run
+from workers.pipeline import TRANSIENT_ERRORS, chunk_run, precompute_run
 
 TRANSIENT_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": True, "retry_backoff_max": 120,
                    "max_retries": 8}
@@ -62,3 +62,18 @@ def model_report_watchdog_task() -> dict:
     from annotations.services.model_reports import model_report_watchdog
 
     return model_report_watchdog()
+
+
+@shared_task
+def precompute_inline_task(job_id: int) -> None:
+    """Embedded mode only (never published): the whole job in this process, chunk after chunk
+    (``annotations.services.background``)."""
+    precompute_run(job_id=job_id)
+
+
+@shared_task
+def model_report_inline_task(report_id: int) -> None:
+    """Embedded mode only (never published): the whole report in this process."""
+    from workers.report_pipeline import model_report_run_inline
+
+    model_report_run_inline(report_id=report_id)

@@ -9,6 +9,8 @@ accuracy (:mod:`.correlation`); :func:`study_report` bundles them. Planning and 
 :func:`power_sample_size`, :func:`power_from_pilot` (:mod:`.power`) and
 :func:`sequential_monitor` (:mod:`.sequential`). Definitions are in each module's docstring;
 ``python -m annotations.analysis.coverage`` measures how well the intervals cover.
+
+The quantities and their names: docs/DESIGN.md, "Quantities".
 """
 
 from .accuracy import SUBSETS, arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain

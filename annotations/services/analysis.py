@@ -1,13 +1,13 @@
 """The analysis of a study: computed from its database rows, cached by data version.
 
 ``study_report_compute`` runs ``annotations.analysis.study_report`` on the frames of
-``annotations.selectors_analysis`` — the same rows the CSV exports write — with the study's
+``annotations.selectors.analysis`` — the same rows the CSV exports write — with the study's
 baseline arm, seed (``Study.seed`` modulo 2**63, since the bootstrap needs a non-negative seed),
 pre-registered exclusion rules and sequential-monitoring plan. The dashboard adds a power card
 (``study_power_card``): how many more participants per arm the study needs, simulated from the
 mixed model of the data so far. ``study_report_get`` and ``study_dashboard_get`` cache their
 result in Django's cache under a key that changes with any response, participant (phase, survey,
-finish, exclusion), explanation, prediction or design change (``selectors_analysis.
+finish, exclusion), explanation, prediction or design change (``annotations.selectors.analysis.
 study_data_version``), so the dashboard and the API recompute only when the data moved.
 
 The cache is whatever ``CACHES`` configures; the default is Django's per-process
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from django.core.cache import cache
 
 from annotations.models import Study
-from annotations.selectors_analysis import (
-    items_frame,
-    participants_table,
-    responses_frame,
+from annotations.selectors.analysis import (
+    study_items_frame,
+    study_participants_table,
+    study_responses_frame,
     study_analysis_settings,
     study_data_version,
     study_stage_order,
@@ -106,7 +106,7 @@ def study_report_compute(*, study: Study, n_resamples: int | None = None,
     """
     n_resamples, n_permutations = _counts(n_resamples, n_permutations)
     settings = _settings(study)
-    return _report(study, settings, responses_frame(study=study), items_frame(study=study),
+    return _report(study, settings, study_responses_frame(study=study), study_items_frame(study=study),
                    n_resamples=n_resamples, n_permutations=n_permutations)
 
 
@@ -160,7 +160,7 @@ def study_power_compute(*, study: Study, effect: float | None = None, n_items: l
     from annotations.analysis.responses import responses_prepare
 
     settings = _settings(study)
-    responses = responses_frame(study=study)
+    responses = study_responses_frame(study=study)
     if responses.empty:
         raise AnalysisUnavailable("no responses yet: a pilot needs answers")
     try:
@@ -196,12 +196,12 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     (item-level metric vs accuracy), ``metric_columns`` and ``power`` (:func:`study_power_card`)."""
     from annotations.analysis import apply_exclusion_rules, exclusion_rules_validate, metric_accuracy_points
 
-    out: dict[str, Any] = {"participants": participants_table(study=study), "points": {s: {} for s in SECTIONS}}
+    out: dict[str, Any] = {"participants": study_participants_table(study=study), "points": {s: {} for s in SECTIONS}}
     n_resamples, n_permutations = _counts(None, None)
     try:
         settings = _settings(study)
-        responses = responses_frame(study=study)
-        items = items_frame(study=study)
+        responses = study_responses_frame(study=study)
+        items = study_items_frame(study=study)
         out["report"] = _report(study, settings, responses, items, n_resamples=n_resamples,
                                 n_permutations=n_permutations)
     except AnalysisUnavailable as exc:

@@ -18,23 +18,24 @@ runs in a background thread of this process, so a web request never computes.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import Dataset, ModelReport, PrecomputeJob, RegisteredModel
+from annotations.services.background import task_run_in_background
 
 logger = logging.getLogger(__name__)
 
 Status = ModelReport.Status
 OPEN = (Status.QUEUED, Status.RUNNING)
 REPORT_TASK = "workers.tasks.model_report_task"
+INLINE_TASK = "workers.tasks.model_report_inline_task"  # embedded mode: in this process
 #: The largest slices document a researcher may send (characters of its JSON).
 SLICES_MAX_CHARS = 20_000
 
@@ -162,7 +163,8 @@ def model_report_start(*, report: ModelReport) -> ModelReport:
         ModelReport.objects.filter(pk=report.pk).update(runner=runner)
         report.runner = runner
     if embedded:
-        transaction.on_commit(lambda: _run_in_background(report.pk))
+        transaction.on_commit(lambda: task_run_in_background(task_name=INLINE_TASK, args=(report.pk,),
+                                                                 thread_name=f"model-report-{report.pk}"))
     else:
         transaction.on_commit(lambda: model_report_dispatch(report=report))
     return report
@@ -188,32 +190,6 @@ def model_report_dispatch(*, report: ModelReport) -> bool:
     ModelReport.objects.filter(pk=report.pk).update(dispatch_error="", dispatched_at=timezone.now())
     report.dispatch_error = ""
     return True
-
-
-_background: dict[int, threading.Thread] = {}
-_background_lock = threading.Lock()
-
-
-def _run_in_background(report_id: int) -> None:
-    """Embedded mode: compute the report in a daemon thread of this process (one per report)."""
-    with _background_lock:
-        running = _background.get(report_id)
-        if running is not None and running.is_alive():
-            return
-
-        def run() -> None:
-            from workers.report_pipeline import model_report_run_inline
-
-            try:
-                model_report_run_inline(report_id=report_id)
-            except Exception:
-                logger.exception("background model report %s crashed", report_id)
-            finally:
-                connections.close_all()  # this thread's connections only
-
-        thread = threading.Thread(target=run, name=f"model-report-{report_id}", daemon=True)
-        _background[report_id] = thread
-        thread.start()
 
 
 # --------------------------------------------------------------------------- the worker's side

@@ -19,6 +19,8 @@ assignments) and the slots it takes. No ``select_for_update`` joins another tabl
 locks its own table only (``of=("self",)``); arm assignment needs no study lock (see
 ``participant_enter``); other participants' expired leases are reclaimed by beat every
 minute, and inside a request only when the request found no free slot.
+
+Caps, idempotency and nothing lost: docs/DESIGN.md, "Invariants and where they are held".
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from annotations.models import (
     StudyEntryCounter,
     StudyItem,
 )
-from annotations.selectors import participant_quality, participant_title_cache_key, study_candidates
+from annotations.selectors.participants import participant_quality, participant_title_cache_key
+from annotations.selectors.studies import study_candidates
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -300,10 +303,6 @@ def _participant_start(*, participant: Participant, take_what_is_free: bool) -> 
         _hold_slots(chosen=chosen, assignments=created)
         _set_phase(locked, created[0].phase)
     return participant
-
-
-# The old name: the first item phase used to be the test.
-participant_start_test = participant_start
 
 
 def _free_test_items(*, participant: Participant, need: int) -> dict[int, Slot | None]:

@@ -18,37 +18,35 @@ Crash safety rests on three rules:
 Hand-over to the task queue happens after commit. When the broker refuses or hangs, the job
 records ``dispatch_error`` for the researcher and the watchdog (or a retry) hands it over
 again; nothing is left running without a worker knowing of it.
+
+The rules: docs/DESIGN.md, "Precompute".
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
-from annotations.selectors_precompute import (
+from annotations.selectors.precompute import (
     MULTIVIZ_PREFIX,
-    dataset_items_without_predictions,
-    decision_features_missing,
-    explanation_items_missing,
-    precompute_job_open,
-    strength_items_missing,
+    study_decision_features_missing,
+    study_explanation_items_missing,
+    study_items_without_predictions,
     study_needs_features,
+    study_open_job,
+    study_strength_items_missing,
     study_required_methods,
 )
-from annotations.services.studies import (
-    StudyError,
-    explanation_store_failed,
-    study_explanation_targets,
-    study_select_items,
-)
+from annotations.services.background import task_run_in_background
+from annotations.services.studies import StudyError, explanation_store_failed, study_select_items
+from annotations.selectors.studies import study_explanation_targets
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +55,7 @@ Stage = PrecomputeChunk.Stage
 ChunkStatus = PrecomputeChunk.Status
 CHUNK_TASK = "workers.tasks.precompute_chunk_task"
 ADVANCE_TASK = "workers.tasks.precompute_advance_task"
+INLINE_TASK = "workers.tasks.precompute_inline_task"  # embedded mode: the whole job in this process
 # Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
 BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH, Stage.FEATURES)
 
@@ -77,7 +76,7 @@ def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WO
     with transaction.atomic():
         Study.objects.filter(pk=study.pk).update(status=Study.Status.PRECOMPUTING)
         study.status = Study.Status.PRECOMPUTING
-        job = precompute_job_open(study=study)
+        job = study_open_job(study=study)
         if job is not None:
             if job.runner != runner:
                 PrecomputeJob.objects.filter(pk=job.pk).update(runner=runner)
@@ -88,7 +87,7 @@ def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WO
                 return PrecomputeJob.objects.create(study=study, runner=runner, queue=settings.CELERY_GPU_QUEUE,
                                                     batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
         except IntegrityError:  # a concurrent click created it first
-            return precompute_job_open(study=study)
+            return study_open_job(study=study)
 
 
 def precompute_start(*, study: Study) -> PrecomputeJob:
@@ -101,7 +100,8 @@ def precompute_start(*, study: Study) -> PrecomputeJob:
     with transaction.atomic():
         job = precompute_job_create(study=study, runner=runner)
         if embedded:
-            transaction.on_commit(lambda: _run_in_background(job.pk))
+            transaction.on_commit(lambda: task_run_in_background(task_name=INLINE_TASK, args=(job.pk,),
+                                                                 thread_name=f"precompute-{job.pk}"))
         else:
             _reset_stalled(job=job, now=timezone.now())
             pending = list(job.chunks.filter(status=ChunkStatus.PENDING).values_list("pk", flat=True))
@@ -143,32 +143,6 @@ def precompute_dispatch(*, job: PrecomputeJob, chunk_ids: list[int], advance: bo
         PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error="")
         job.dispatch_error = ""
     return True
-
-
-_background: dict[int, threading.Thread] = {}
-_background_lock = threading.Lock()
-
-
-def _run_in_background(job_id: int) -> None:
-    """Embedded mode: run the job in a daemon thread of this process (one per job)."""
-    with _background_lock:
-        running = _background.get(job_id)
-        if running is not None and running.is_alive():
-            return
-
-        def run() -> None:
-            from workers.pipeline import precompute_run
-
-            try:
-                precompute_run(job_id=job_id)
-            except Exception:
-                logger.exception("background precompute of job %s crashed", job_id)
-            finally:
-                close_old_connections()
-
-        thread = threading.Thread(target=run, name=f"precompute-{job_id}", daemon=True)
-        _background[job_id] = thread
-        thread.start()
 
 
 # --------------------------------------------------------------------------- planning
@@ -227,17 +201,17 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
     plan = dict(job.plan or {})
     chunks: list[PrecomputeChunk] = []
     if stage == Stage.PREDICTIONS:
-        total, todo = dataset_items_without_predictions(study=study)
+        total, todo = study_items_without_predictions(study=study)
         plan[stage] = {"total": total, "skipped": total - len(todo)}
         chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
     elif stage == Stage.STRENGTH:
-        total, todo = strength_items_missing(study=study)
+        total, todo = study_strength_items_missing(study=study)
         plan[stage] = {"total": total, "skipped": total - len(todo)}
         chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
     elif stage == Stage.FEATURES:
         # One chunk for the whole dataset (features of every item, then the sparse head fitted
         # on them): stored per model and dataset, so another study's run is reused.
-        missing = decision_features_missing(study=study)
+        missing = study_decision_features_missing(study=study)
         plan[stage] = {"total": 1, "skipped": 0 if missing else 1}
         chunks = [PrecomputeChunk(stage=stage, method=study.explanation_method, item_ids=[])] if missing else []
     else:
@@ -246,7 +220,7 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
         for method, views in study_required_methods(study=study).items():
             part = (Stage.ATTRIBUTION if method == study.explanation_method
                     else Stage.MULTIVIZ if method.startswith(MULTIVIZ_PREFIX) else Stage.INTERACTION)
-            todo = explanation_items_missing(study=study, method=method, views=views, targets=targets)
+            todo = study_explanation_items_missing(study=study, method=method, views=views, targets=targets)
             plan[part] = {"total": len(targets), "skipped": len(targets) - len(todo), "method": method}
             # Chunks of whole items, about batch_size (item, target) rows each.
             per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))

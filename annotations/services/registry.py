@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from django.conf import settings
 
 from annotations.models import Dataset, RegisteredModel
-from annotations.selectors import item_as_raw
+from annotations.selectors.studies import item_raw
 
 
 class ModelRegistrationError(Exception):
@@ -55,7 +55,7 @@ def registered_model_create(*, owner, name: str, adapter_path: str, check_datase
         trace = "".join(traceback.format_exception(exc)) if exc.__cause__ else ""  # no cause: the message is all
         raise ModelRegistrationError(str(exc), trace) from exc
     try:
-        check = check_adapter(adapter, [item_as_raw(item)])
+        check = check_adapter(adapter, [item_raw(item)])
     except Exception as exc:
         raise ModelRegistrationError(
             f"adapter {adapter_path}: the check on item '{item.external_id}' (line {item.line_number}) failed: "

@@ -426,7 +426,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
 def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dataset) -> tuple[str, ...] | None:
     """``items.filters.interaction_type``: M2Lens types read from the latest finished model report
     of the model on the dataset (annotations/services/model_reports.py), which must exist."""
-    from annotations.selectors_model_reports import model_report_latest_done
+    from annotations.selectors.model_reports import model_latest_done_report
     from workers.engine.report.options import INTERACTION_TYPES  # no torch
 
     path = "items.filters.interaction_type"
@@ -439,7 +439,7 @@ def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dat
     unknown = [v for v in values if v not in INTERACTION_TYPES]
     if unknown:
         raise SpecError(path, f"unknown interaction type {unknown[0]!r}; known: {', '.join(INTERACTION_TYPES)}")
-    if model_report_latest_done(model=model, dataset=dataset) is None:
+    if model_latest_done_report(model=model, dataset=dataset) is None:
         raise SpecError(path, f"needs a finished model report of model '{model.name}' on dataset '{dataset.name}' "
                               f"(the Model reports page, or manage.py quantify --model '{model.name}' --dataset "
                               f"'{dataset.name}')")

@@ -1,4 +1,7 @@
-"""Designing, precomputing and launching studies."""
+"""Designing, precomputing and launching studies.
+
+The researcher's flow: docs/DESIGN.md, "Flows".
+"""
 
 from __future__ import annotations
 
@@ -27,13 +30,12 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors import (
+from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     explanation_has_views,
-    explanation_targets,
-    study_needs_explanations,
     study_required_methods,
 )
+from annotations.selectors.studies import study_explanation_targets
 from annotations.services.spec import (
     ConditionSpec,
     SpecError,
@@ -260,9 +262,9 @@ def _interaction_strengths(*, study: Study) -> dict[int, float]:
 def _of_interaction_types(*, study: Study, eligible: list[Prediction], types: list[str]) -> list[Prediction]:
     """The predictions of items whose M2Lens interaction type (latest finished model report of the
     study's model on its dataset) is one of ``types``."""
-    from annotations.selectors_model_reports import model_report_interaction_types
+    from annotations.selectors.model_reports import model_item_interaction_types
 
-    found = model_report_interaction_types(model=study.model, dataset=study.dataset)
+    found = model_item_interaction_types(model=study.model, dataset=study.dataset)
     if found is None:
         raise StudyError(f"the interaction-type filter needs a finished model report of model '{study.model.name}' "
                          f"on dataset '{study.dataset.name}'")
@@ -355,20 +357,6 @@ def study_select_items(*, study: Study) -> list[StudyItem]:
         ignore_conflicts=True,
     )
     return list(study.study_items.all())
-
-
-def study_explanation_targets(*, study: Study) -> dict[int, list[str]]:
-    """For each pool item (test, learning and attention items alike, so that checks look
-    like any other item), the labels it needs an explanation for: every candidate, so each
-    candidate is shown with its own evidence and choosing means reading it; or only the
-    predicted class when the study shows that one unlabelled."""
-    if not study_needs_explanations(study=study):
-        return {}
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model, item__study_items__study=study)}
-    return {
-        item_id: explanation_targets(study=study, prediction=prediction)
-        for item_id, prediction in predictions.items()
-    }
 
 
 def prediction_store(*, model: RegisteredModel, item, label: str, probabilities: list[float]) -> Prediction:

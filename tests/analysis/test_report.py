@@ -24,7 +24,7 @@ from annotations.analysis import (
     study_report,
     time_on_task,
 )
-from annotations.analysis.bench import benchmark
+from benchmarks.analysis import benchmark
 
 FAST = {"n_resamples": 200, "n_permutations": 200}
 
@@ -161,7 +161,7 @@ def test_benchmark_runs_small() -> None:
 
 def test_package_imports_neither_django_nor_pyplot() -> None:
     code = (
-        "import sys, annotations.analysis, annotations.analysis.plots, annotations.analysis.bench; "
+        "import sys, annotations.analysis, annotations.analysis.plots, benchmarks.analysis; "
         "bad = [m for m in sys.modules if m == 'django' or m.startswith('django.') or m == 'matplotlib.pyplot']; "
         "assert not bad, bad"
     )

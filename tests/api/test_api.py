@@ -11,10 +11,10 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotations.exports import responses_csv_lines
+from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import PrecomputeJob, Study
-from tests.api.study_data import build_answered_study
-from tests.services.factories import build_study, make_model, write_dataset
+from tests.builders.answered_study import build_answered_study
+from tests.builders.studies import build_study, make_model, write_dataset
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
 
@@ -113,7 +113,7 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
     body = b"".join(response.streaming_content).decode("utf-8")
-    assert body == "".join(responses_csv_lines(study=shared))
+    assert body == "".join(study_responses_csv_lines(study=shared))
     assert len(list(csv.DictReader(io.StringIO(body)))) > 0
     assert client.get(f"/api/studies/{shared.pk}/exports/secrets.csv").status_code == 404
 
@@ -184,6 +184,8 @@ def test_openapi_schema_describes_the_api(alice):
     assert response.status_code == 200
     schema = response.json()
     assert schema["openapi"].startswith("3.")
+    assert schema["info"]["title"] == "mmeval researcher API"  # one title, from settings
+    assert "Authorization: Token" in schema["info"]["description"]
     paths = schema["paths"]
     for path in ("/api/studies/", "/api/studies/{id}/", "/api/studies/{id}/analysis/",
                  "/api/studies/{id}/progress/", "/api/studies/{id}/exports/", "/api/studies/{id}/launch/",

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotations.models import ModelReport
-from tests.report_builders import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
+from tests.builders.model_reports import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
 from workers.report_pipeline import model_report_run_inline
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]

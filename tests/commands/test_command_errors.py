@@ -10,7 +10,7 @@ import pytest
 from annotations.models import Dataset, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
 from tests.commandline import manage
-from tests.services.factories import build_study, write_dataset
+from tests.builders.studies import build_study, write_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commands close the connections when they end
 
@@ -71,14 +71,14 @@ def dataset(alice, tmp_path) -> Dataset:
 
 
 @pytest.mark.parametrize("adapter, message", [
-    ("tests.engine.toy_adapters:FactoryFailsAdapter",
-     "adapter tests.engine.toy_adapters:FactoryFailsAdapter: creating it (FactoryFailsAdapter()) failed: "
+    ("tests.builders.toy_adapters:FactoryFailsAdapter",
+     "adapter tests.builders.toy_adapters:FactoryFailsAdapter: creating it (FactoryFailsAdapter()) failed: "
      "RuntimeError: no config at /etc/toy.yaml (deliberate test failure)"),
-    ("tests.engine.toy_adapters:LoadFailsAdapter",
-     "adapter tests.engine.toy_adapters:LoadFailsAdapter: load('{device}') failed: FileNotFoundError: weights "
+    ("tests.builders.toy_adapters:LoadFailsAdapter",
+     "adapter tests.builders.toy_adapters:LoadFailsAdapter: load('{device}') failed: FileNotFoundError: weights "
      "file toy.pt not found (deliberate test failure)"),
-    ("tests.engine.toy_adapters:PairwiseAdapter",
-     "adapter tests.engine.toy_adapters:PairwiseAdapter: the check on item 'q0' (line 1) failed: AdapterError: "
+    ("tests.builders.toy_adapters:PairwiseAdapter",
+     "adapter tests.builders.toy_adapters:PairwiseAdapter: the check on item 'q0' (line 1) failed: AdapterError: "
      "the check item lacks the modalities ['a', 'b'] the adapter needs"),
 ])
 def test_register_model_names_the_failing_step_and_the_adapters_message(dataset, settings, capsys, adapter,

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotations.models import Study
-from tests.api.study_data import build_answered_study
+from tests.builders.answered_study import build_answered_study
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def test_refusals(alice, tmp_path):
         _run("--effect", "0.1")
     with pytest.raises(CommandError, match="strictly between 0 and 1"):
         _run("--baseline-accuracy", "0.95", "--effect", "0.1", "--items", "20", "--items-per-participant", "5")
-    from tests.services.factories import build_study
+    from tests.builders.studies import build_study
 
     quiet = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
     with pytest.raises(CommandError, match="no power analysis: no responses yet"):

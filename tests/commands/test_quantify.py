@@ -11,7 +11,7 @@ import pytest
 
 from annotations.models import ModelReport
 from tests.commandline import manage
-from tests.report_builders import FAST_OPTIONS, allow_test_adapters, toy  # noqa: F401 (fixtures)
+from tests.builders.model_reports import FAST_OPTIONS, allow_test_adapters, toy  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commands close the connections when they end
 

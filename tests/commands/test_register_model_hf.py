@@ -10,8 +10,8 @@ from django.urls import reverse
 from annotations.models import RegisteredModel
 from annotations.services.datasets import dataset_import
 from tests.commandline import manage
-from tests.engine.hf_models import VILT_LABELS, clip_folder, vilt_folder
-from tests.services.factories import write_dataset
+from tests.builders.hf_models import VILT_LABELS, clip_folder, vilt_folder
+from tests.builders.studies import write_dataset
 from workers.engine.explain import predict
 from workers.engine.hf import HF_ADAPTER
 from workers.engine.registry import load_adapter
@@ -47,9 +47,9 @@ def test_register_a_vqa_folder_and_load_it_back_as_a_worker_does(dataset, folder
     assert f"vqa · {folders['vqa'].absolute()}" in client.get(reverse("models")).content.decode()
 
     # A worker loads the model from the stored row: the same predictions as the folder read directly.
-    from annotations.selectors import item_as_raw
+    from annotations.selectors.studies import item_raw
 
-    raws = [item_as_raw(item) for item in dataset.items.order_by("line_number")]
+    raws = [item_raw(item) for item in dataset.items.order_by("line_number")]
     stored = predict(load_adapter(model.adapter_path, options=model.adapter_options), raws)
     direct = predict(load_adapter(HF_ADAPTER, options={"path": str(folders["vqa"])}), raws)
     assert [p.label for p in stored] == [p.label for p in direct]

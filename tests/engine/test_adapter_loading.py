@@ -51,14 +51,14 @@ def test_allowed_prefixes_are_packages(path, allowed):
 @pytest.mark.parametrize("path, message", [
     ("tests.engine.no_such_module:A", "adapter tests.engine.no_such_module:A: import failed: ModuleNotFoundError: "
                                       "No module named 'tests.engine.no_such_module'"),
-    ("tests.engine.toy_adapters:Nope", "adapter tests.engine.toy_adapters:Nope: module 'tests.engine.toy_adapters' "
+    ("tests.builders.toy_adapters:Nope", "adapter tests.builders.toy_adapters:Nope: module 'tests.builders.toy_adapters' "
                                        "has no attribute 'Nope'"),
-    ("tests.engine.toy_adapters:math", "adapter tests.engine.toy_adapters:math: math is a module, not an adapter "
+    ("tests.builders.toy_adapters:math", "adapter tests.builders.toy_adapters:math: math is a module, not an adapter "
                                        "class or factory function"),
-    ("tests.engine.toy_adapters:FactoryFailsAdapter",
-     "adapter tests.engine.toy_adapters:FactoryFailsAdapter: creating it (FactoryFailsAdapter()) failed: "
+    ("tests.builders.toy_adapters:FactoryFailsAdapter",
+     "adapter tests.builders.toy_adapters:FactoryFailsAdapter: creating it (FactoryFailsAdapter()) failed: "
      "RuntimeError: no config at /etc/toy.yaml (deliberate test failure)"),
-    ("tests.engine.toy_adapters:GroupInfo", "adapter tests.engine.toy_adapters:GroupInfo: creating it (GroupInfo()) "
+    ("tests.builders.toy_adapters:GroupInfo", "adapter tests.builders.toy_adapters:GroupInfo: creating it (GroupInfo()) "
                                             "failed: TypeError: GroupInfo.__init__() missing 2 required positional "
                                             "arguments: 'group_id' and 'kind'"),
 ])
@@ -69,12 +69,12 @@ def test_each_step_of_creating_an_adapter_names_itself(path, message):
 
 
 def test_a_load_that_raises_names_the_step_and_keeps_the_cause():
-    path = "tests.engine.toy_adapters:LoadFailsAdapter"
+    path = "tests.builders.toy_adapters:LoadFailsAdapter"
     forget_adapter(path)
     with pytest.raises(AdapterError) as raised:
         load_adapter(path, device="cpu")
-    assert str(raised.value) == ("adapter tests.engine.toy_adapters:LoadFailsAdapter: load('cpu') failed: "
+    assert str(raised.value) == ("adapter tests.builders.toy_adapters:LoadFailsAdapter: load('cpu') failed: "
                                  "FileNotFoundError: weights file toy.pt not found (deliberate test failure)")
     assert isinstance(raised.value.__cause__, FileNotFoundError)
     with pytest.raises(AdapterError, match=r"load\('warp-drive'\) failed: RuntimeError"):
-        load_adapter("tests.engine.toy_adapters:PairwiseAdapter", device="warp-drive")
+        load_adapter("tests.builders.toy_adapters:PairwiseAdapter", device="warp-drive")

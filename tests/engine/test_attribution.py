@@ -17,7 +17,7 @@ from captum.attr import (
     ShapleyValueSampling,
 )
 
-from tests.engine.toy_adapters import (
+from tests.builders.toy_adapters import (
     AdditiveAdapter,
     BilinearAdapter,
     ImageTabularAdapter,

@@ -1,4 +1,4 @@
-"""The throughput benchmark (workers/bench.py) on toy adapters with tiny sizes.
+"""The engine throughput benchmark (benchmarks/) on toy adapters with tiny sizes.
 
 Smoke tests only: the structure of the report, finite positive ratios, pass counts that follow
 the documented formulas, and baselines that compute the same numbers as the engine. Nothing
@@ -7,28 +7,23 @@ here asserts on a timing.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import io
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
-from tests.engine.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
-from workers.bench import (
-    ALL_NAMES,
-    BASELINES,
-    DEFAULT_METHODS,
-    PASS_KINDS,
-    Passes,
-    PassTimes,
-    floor_passes,
-    format_report,
-    knob_candidates,
-    measure_pass_times,
-    run_benchmark,
-)
-from workers.engine.attribution import prepare_batch
+from benchmarks.baselines import BASELINES
+from benchmarks.explain import DEFAULT_METHODS, format_report, knob_candidates, run_benchmark
+from benchmarks.floors import ALL_NAMES, PASS_KINDS, Passes, PassTimes, floor_passes, measure_pass_times
+from tests.builders.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
+from workers.engine.attribution import occlusion_windows, prepare_batch
 
 SEGMENTS = [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
 
@@ -123,6 +118,36 @@ def test_floor_pass_counts_follow_the_documented_formulas():
         floor_passes("telepathy", p)
 
 
+
+def test_floor_counts_the_occlusion_windows_the_engine_slides():
+    adapter, items = _image_tabular(3)
+    p = prepare_batch(adapter, adapter.encode(items))
+    # Default windows: image (3, 1, 1) over (3, 4, 4) = 16 positions, tabular (1,) over (5,) = 5.
+    assert occlusion_windows(p)[2] == 21
+    assert floor_passes("occlusion", p) == Passes(forward=(1 + 21) * 3)
+    # Windows (3, 2, 2) and (1,), stride 2: 1 * 2 * 2 + 3 positions.
+    options = {"sliding_window_shapes": ((3, 2, 2), (1,)), "strides": 2}
+    assert occlusion_windows(p, **options)[2] == 7
+    assert floor_passes("occlusion", p, options=options) == Passes(forward=(1 + 7) * 3)
+
+
+def test_benchmarks_use_only_the_public_engine_api_and_no_django():
+    """Every name ``benchmarks/`` imports from the engine is public (in ``__all__`` where the
+    module has one), and the engine benchmark and the load test load no Django."""
+    root = Path(__file__).resolve().parents[2]
+    private = []
+    for path in sorted((root / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workers.engine"):
+                public = getattr(importlib.import_module(node.module), "__all__", None)
+                private += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                            if alias.name.startswith("_") or (public is not None and alias.name not in public)]
+    assert private == []
+    code = ("import sys, benchmarks.explain, benchmarks.floors, benchmarks.baselines, benchmarks.loadtest; "
+            "bad = [m for m in sys.modules if m == 'django' or m.startswith('django.')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
 def test_floor_seconds_and_description():
     times = PassTimes(seconds={"forward": {1: 2.0, 8: 0.5}, "forward_backward": {1: 3.0, 8: 1.0},
                                "forward_backward_graph": {8: 1.5}, "hvp": {8: 4.0}}, pair=(1, 0))
@@ -158,7 +183,7 @@ def test_bench_explain_command_prints_the_tables_and_writes_json(tmp_path):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in adapter.make_items(3, seed=1)))
     out, err = io.StringIO(), io.StringIO()
-    call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter", data=str(data),
+    call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter", data=str(data),
                  items=5, methods="saliency,second_order", repeats=1, pass_batch_sizes="1,2",
                  threads=1, json=str(tmp_path / "bench.json"), stdout=out, stderr=err)
     text = out.getvalue()
@@ -179,6 +204,6 @@ def test_bench_explain_command_rejects_bad_options(tmp_path, options, message):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match=message):
-        call_command("bench_explain", adapter="tests.engine.toy_adapters:PairwiseAdapter",
+        call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter",
                      data=str(tmp_path / "none.jsonl"), threads=1, stdout=io.StringIO(),
                      stderr=io.StringIO(), **options)

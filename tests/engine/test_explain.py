@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.toy_adapters import AdditiveAdapter, ImageTabularAdapter, NonFiniteAdapter
+from tests.builders.toy_adapters import AdditiveAdapter, ImageTabularAdapter, NonFiniteAdapter
 from workers.engine.attribution import NonFiniteError, attribute, prepare_batch
 from workers.engine.explain import (
     INTERACTIONS,
@@ -230,7 +230,7 @@ def test_command_line(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(it) for it in adapter.make_items(3)) + "\n")
     out = tmp_path / "out.npz"
-    code = main(["tests.engine.toy_adapters:AdditiveAdapter", str(data), "--methods", "input_x_gradient",
+    code = main(["tests.builders.toy_adapters:AdditiveAdapter", str(data), "--methods", "input_x_gradient",
                  "--interactions", "perturbation", "--targets", "all", "--out", str(out), "--json", "-"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
@@ -248,10 +248,10 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert main(["os:system", str(data)]) == 1
     assert capsys.readouterr().err == ("error: adapter path 'os:system' points into Python's standard library "
                                        "('os'), not to an adapter package\n")
-    assert main(["tests.engine.toy_adapters:NonFiniteAdapter", str(tmp_path / "missing.jsonl")]) == 1
+    assert main(["tests.builders.toy_adapters:NonFiniteAdapter", str(tmp_path / "missing.jsonl")]) == 1
     assert capsys.readouterr().err == (f"error: [Errno 2] No such file or directory: "
                                        f"'{tmp_path / 'missing.jsonl'}'\n")
-    assert main(["tests.engine.toy_adapters:NonFiniteAdapter", str(data), "--methods", "saliency"]) == 1
+    assert main(["tests.builders.toy_adapters:NonFiniteAdapter", str(data), "--methods", "saliency"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         "error: item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during predict (1 of 3 rows); "
         "refusing to compute scores from them")

@@ -17,12 +17,12 @@ from django.core.management.base import CommandError
 
 from annotations.management.commands.explain import item_file_stem, item_file_stems
 from tests.commandline import manage, manage_py
-from tests.engine.toy_adapters import AdditiveAdapter, NonFiniteAdapter, PairwiseAdapter
+from tests.builders.toy_adapters import AdditiveAdapter, NonFiniteAdapter, PairwiseAdapter
 from workers.engine.explain import explain_items
 from workers.engine.interactions import emap
 from workers.engine.registry import load_adapter
 
-ADAPTER = "tests.engine.toy_adapters:PairwiseAdapter"
+ADAPTER = "tests.builders.toy_adapters:PairwiseAdapter"
 DEFAULT_PREFIXES = ["workers.engine.demo.", "adapters."]
 
 
@@ -146,7 +146,7 @@ def test_a_bad_dataset_line_is_a_command_error_naming_the_line(tmp_path):
     ({"methods": "saliency,telepathy"}, "unknown method"),
     ({"methods": "saliency", "targets": "maybe"}, "--targets"),
     ({"methods": "saliency", "targets": "7"}, "class index"),
-    ({"methods": "saliency", "adapter": "tests.engine.toy_adapters:Nope"}, "no attribute"),
+    ({"methods": "saliency", "adapter": "tests.builders.toy_adapters:Nope"}, "no attribute"),
     ({"methods": "saliency", "device": "warp-drive"}, "--device"),
     ({"methods": "saliency", "batch_size": 0}, "--batch-size"),
 ])
@@ -189,7 +189,7 @@ def test_a_nan_item_is_listed_by_id_and_line_and_the_others_are_kept(tmp_path, c
     items = _nonfinite_items({2})
     data = _jsonl_with_blank_first_line(tmp_path / "items.jsonl", items)
     out_dir = tmp_path / "out"
-    status, out, err = manage(capsys, "explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter",
+    status, out, err = manage(capsys, "explain", "--adapter", "tests.builders.toy_adapters:NonFiniteAdapter",
                               "--data", str(data), "--out", str(out_dir), "--methods", "saliency",
                               "--batch-size", "2", "--no-progress")
     error = ("NonFiniteError: adapter.head returned NaN/Inf logits during predict (1 of 1 rows); "
@@ -201,7 +201,7 @@ def test_a_nan_item_is_listed_by_id_and_line_and_the_others_are_kept(tmp_path, c
                    "(-v 2 shows the traceback)\n")
     records = [json.loads(line) for line in (out_dir / "errors.jsonl").read_text().splitlines()]
     assert records == [{"id": "it2", "line": 4, "error": error}]
-    status, _, err = manage(capsys, "explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter",
+    status, _, err = manage(capsys, "explain", "--adapter", "tests.builders.toy_adapters:NonFiniteAdapter",
                             "--data", str(data), "--out", str(out_dir), "--methods", "saliency",
                             "--batch-size", "2", "--no-progress", "-v", "2")
     assert status == 1
@@ -219,7 +219,7 @@ def test_a_nan_item_is_listed_by_id_and_line_and_the_others_are_kept(tmp_path, c
 
 def test_a_rerun_without_failures_removes_the_old_errors_file(tmp_path, capsys):
     out_dir = tmp_path / "out"
-    common = ["explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter", "--out", str(out_dir),
+    common = ["explain", "--adapter", "tests.builders.toy_adapters:NonFiniteAdapter", "--out", str(out_dir),
               "--methods", "saliency", "--no-progress"]
     data = _jsonl_with_blank_first_line(tmp_path / "bad.jsonl", _nonfinite_items({0}, n=2))
     assert manage(capsys, *common, "--data", str(data))[0] == 1
@@ -233,7 +233,7 @@ def test_a_rerun_without_failures_removes_the_old_errors_file(tmp_path, capsys):
 def test_every_item_failing_still_exits_non_zero_with_the_list(tmp_path, capsys):
     data = _jsonl_with_blank_first_line(tmp_path / "items.jsonl", _nonfinite_items({0, 1}, n=2))
     out_dir = tmp_path / "out"
-    status, out, err = manage(capsys, "explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter",
+    status, out, err = manage(capsys, "explain", "--adapter", "tests.builders.toy_adapters:NonFiniteAdapter",
                               "--data", str(data), "--out", str(out_dir), "--methods", "saliency", "--no-progress")
     assert status == 1
     assert out == f"Explained 0 of 2 item(s) with saliency; wrote 0 file(s) to {out_dir}.\n"
@@ -266,7 +266,7 @@ def test_emap_of_an_additive_model_has_no_gap(tmp_path, capsys):
     """An additive model is its own EMAP projection: the same argmax everywhere."""
     items = AdditiveAdapter().make_items(5, seed=2)
     data = _write_jsonl(tmp_path / "items.jsonl", items)
-    status, _, _ = manage(capsys, "explain", "--adapter", "tests.engine.toy_adapters:AdditiveAdapter",
+    status, _, _ = manage(capsys, "explain", "--adapter", "tests.builders.toy_adapters:AdditiveAdapter",
                           "--data", str(data), "--out", str(tmp_path / "out"), "--methods", "saliency",
                           "--emap", "--no-progress")
     doc = json.loads((tmp_path / "out" / "emap.json").read_text())
@@ -289,7 +289,7 @@ def test_an_item_named_like_a_run_file_keeps_its_own_file(tmp_path, capsys):
 
 
 def test_three_modalities_need_a_pair_checked_before_any_work(tmp_path, capsys):
-    path = "tests.engine.toy_adapters:three_modality_adapter"
+    path = "tests.builders.toy_adapters:three_modality_adapter"
     model = load_adapter(path)  # the instance the command gets (cached per process)
     data = _write_jsonl(tmp_path / "items.jsonl", model.make_items(3, seed=1))
     out_dir = tmp_path / "out"
@@ -319,7 +319,7 @@ def test_adapters_outside_the_allowed_packages_are_refused_before_import(tmp_pat
     marker = tmp_path / "imported"
     (tmp_path / "sideeffect_adapter.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n"
-        "from tests.engine.toy_adapters import PairwiseAdapter as Adapter\n")
+        "from tests.builders.toy_adapters import PairwiseAdapter as Adapter\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     data = _write_jsonl(tmp_path / "items.jsonl", _items(2))
     common = ["--data", str(data), "--out", str(tmp_path / "out"), "--methods", "saliency", "--no-progress"]
@@ -341,9 +341,9 @@ def test_adapters_outside_the_allowed_packages_are_refused_before_import(tmp_pat
     ("os:system", "adapter path 'os:system' points into Python's standard library ('os'), not to an adapter package"),
     ("builtins:eval", "adapter path 'builtins:eval' points into Python's standard library ('builtins'), not to an "
                       "adapter package"),
-    ("tests.engine.toy_adapters", "adapter path 'tests.engine.toy_adapters' must look like 'package.module:Factory'"),
+    ("tests.builders.toy_adapters", "adapter path 'tests.builders.toy_adapters' must look like 'package.module:Factory'"),
     ("tests/engine:Pairwise", "adapter path 'tests/engine:Pairwise' must look like 'package.module:Factory'"),
-    ("tests.engine.toy_adapters:torch", "adapter tests.engine.toy_adapters:torch: torch is a module, not an "
+    ("tests.builders.toy_adapters:torch", "adapter tests.builders.toy_adapters:torch: torch is a module, not an "
                                         "adapter class or factory function"),
 ])
 def test_paths_that_cannot_be_adapters_are_refused_even_when_any_is_allowed(tmp_path, capsys, path, message):
@@ -354,15 +354,15 @@ def test_paths_that_cannot_be_adapters_are_refused_even_when_any_is_allowed(tmp_
 
 
 @pytest.mark.parametrize("factory, message", [
-    ("FactoryFailsAdapter", "adapter tests.engine.toy_adapters:FactoryFailsAdapter: creating it "
+    ("FactoryFailsAdapter", "adapter tests.builders.toy_adapters:FactoryFailsAdapter: creating it "
                             "(FactoryFailsAdapter()) failed: RuntimeError: no config at /etc/toy.yaml (deliberate "
                             "test failure)"),
-    ("LoadFailsAdapter", "adapter tests.engine.toy_adapters:LoadFailsAdapter: load('cpu') failed: "
+    ("LoadFailsAdapter", "adapter tests.builders.toy_adapters:LoadFailsAdapter: load('cpu') failed: "
                          "FileNotFoundError: weights file toy.pt not found (deliberate test failure)"),
 ])
 def test_an_adapter_that_raises_names_the_step_and_its_message(tmp_path, capsys, factory, message):
     data = _write_jsonl(tmp_path / "items.jsonl", _items(1))
-    argv = ["explain", "--adapter", f"tests.engine.toy_adapters:{factory}", "--data", str(data),
+    argv = ["explain", "--adapter", f"tests.builders.toy_adapters:{factory}", "--data", str(data),
             "--out", str(tmp_path / "out"), "--no-progress"]
     status, out, err = manage(capsys, *argv)
     assert (status, out, err) == (1, "", f"CommandError: {message} (-v 2 shows the traceback)\n")
@@ -400,7 +400,7 @@ def test_the_real_command_line_prints_no_traceback(tmp_path):
     """The whole path: a fresh `python manage.py explain` process, as a user runs it."""
     data = _jsonl_with_blank_first_line(tmp_path / "items.jsonl", _nonfinite_items({1}, n=3))
     out_dir = tmp_path / "out"
-    done = manage_py("explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter", "--data", str(data),
+    done = manage_py("explain", "--adapter", "tests.builders.toy_adapters:NonFiniteAdapter", "--data", str(data),
                      "--out", str(out_dir), "--methods", "integrated_gradients", "--no-progress",
                      env={"MMEVAL_ADAPTER_PREFIXES": "tests."})
     assert done.returncode == 1
@@ -434,7 +434,7 @@ def test_emap_without_the_adapters_labels_gives_the_agreement_only(tmp_path, cap
 def test_emap_over_too_few_good_items_is_reported_with_the_failures(tmp_path, capsys):
     data = _jsonl_with_blank_first_line(tmp_path / "items.jsonl", _nonfinite_items({0}, n=2))
     out_dir = tmp_path / "out"
-    status, _, err = manage(capsys, "explain", "--adapter", "tests.engine.toy_adapters:NonFiniteAdapter",
+    status, _, err = manage(capsys, "explain", "--adapter", "tests.builders.toy_adapters:NonFiniteAdapter",
                             "--data", str(data), "--out", str(out_dir), "--methods", "saliency", "--emap",
                             "--no-progress")
     assert status == 1

@@ -1,5 +1,5 @@
 """MultiViz stages 3 and 4 in the engine, against a model whose features are known by
-construction (tests/engine/feature_adapters.py): closed forms, no tolerance a float could
+construction (tests/builders/feature_adapters.py): closed forms, no tolerance a float could
 cross by chance."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.feature_adapters import (
+from tests.builders.feature_adapters import (
     BIAS,
     N_FEATURES,
     W,

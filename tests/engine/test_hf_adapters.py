@@ -1,4 +1,4 @@
-"""Hugging Face adapters on tiny random models built in code (tests/engine/hf_models.py), saved
+"""Hugging Face adapters on tiny random models built in code (tests/builders/hf_models.py), saved
 to a temporary folder and read back through the adapter, as a real model folder would be:
 logits equal the model's own forward pass, every attribution method and interaction runs, IG is
 complete, groups follow the model's patch grid and the tokenizer's words, and bad folders or
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.engine.adapter_checks import assert_ig_complete
-from tests.engine.hf_models import VILT_LABELS, clip_folder, image_items, vilt_folder
+from tests.builders.hf_models import VILT_LABELS, clip_folder, image_items, vilt_folder
 from workers.engine.adapter import AdapterError, adapter_from_path
 from workers.engine.attribution import METHODS, attribute, prepare_batch
 from workers.engine.hf import HF_ADAPTER, from_folder, hf_options

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.toy_adapters import (
+from tests.builders.toy_adapters import (
     AdditiveAdapter,
     BilinearAdapter,
     ImageTabularAdapter,

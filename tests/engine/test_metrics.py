@@ -11,7 +11,7 @@ from captum.attr import IntegratedGradients, Saliency
 from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max as captum_sensitivity_max
 
-from tests.engine.toy_adapters import BilinearAdapter, ImageTabularAdapter, ToyAdapter, _weights
+from tests.builders.toy_adapters import BilinearAdapter, ImageTabularAdapter, ToyAdapter, _weights
 from workers.engine.attribution import attribute, prepare_batch, seeded
 from workers.engine.interactions import modality_interaction
 from workers.engine.metrics import (

@@ -17,8 +17,8 @@ from annotations.models import RegisteredModel
 from annotations.services.datasets import dataset_import
 from tests.commandline import manage
 from tests.engine.adapter_checks import assert_ig_complete
-from tests.engine.hf_models import image_items
-from tests.services.factories import write_dataset
+from tests.builders.hf_models import image_items
+from tests.builders.studies import write_dataset
 from workers.engine.adapter import adapter_from_path
 from workers.engine.attribution import METHODS, attribute, prepare_batch
 from workers.engine.interactions import CROSS_METHODS, cross_modal_interaction

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.report_adapters import CheckpointedAdapter, LinearAdapter, TextBlindAdapter
-from tests.engine.toy_adapters import AdditiveAdapter, BilinearAdapter, NonFiniteAdapter, PairwiseAdapter
+from tests.builders.report_adapters import CheckpointedAdapter, LinearAdapter, TextBlindAdapter
+from tests.builders.toy_adapters import AdditiveAdapter, BilinearAdapter, NonFiniteAdapter, PairwiseAdapter
 from workers.engine.attribution import NonFiniteError
 from workers.engine.report.quantify import STAGES, ReportOptions, interaction_types, model_report_run, \
     report_slice_fields

@@ -15,7 +15,7 @@ from django.core.management import call_command
 
 from annotations.models import Assignment, Participant, Prediction, Response
 from annotations.services.studies import ConditionSpec
-from tests.integration.builders import VIEW_ARMS, live_demo_study
+from tests.builders.demo_study import VIEW_ARMS, live_demo_study
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls here are still
 # synchronous and safe.

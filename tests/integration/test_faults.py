@@ -19,8 +19,9 @@ from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
 from annotations.services.precompute import precompute_start, precompute_watchdog
-from annotations.services.studies import ConditionSpec, study_explanation_targets
-from tests.integration.builders import demo_study
+from annotations.services.studies import ConditionSpec
+from annotations.selectors.studies import study_explanation_targets
+from tests.builders.demo_study import demo_study
 from tests.integration.conftest import REPO, _database_url, start_worker, stop_worker
 from tests.integration.test_worker import wait_for_job
 
@@ -148,7 +149,7 @@ def test_a_broker_that_refuses_or_hangs(kind, alice, demo_jsonl, tmp_path, celer
     live study are not affected."""
     from django.conf import settings
 
-    from tests.services.factories import build_study
+    from tests.builders.studies import build_study
 
     study = demo_study(owner=alice, jsonl=demo_jsonl, conditions=IG_ONLY)
     live = build_study(alice, tmp_path, name="live-during-outage", n_items=4, items_per_participant=2,

@@ -11,9 +11,9 @@ from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_start
 from annotations.services.registry import registered_model_create_hf
 from annotations.services.studies import ConditionSpec, study_create
-from tests.engine.hf_models import vilt_folder
+from tests.builders.hf_models import vilt_folder
 from tests.integration.test_worker import wait_for_job
-from tests.services.factories import write_dataset
+from tests.builders.studies import write_dataset
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

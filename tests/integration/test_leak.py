@@ -23,7 +23,7 @@ from django.test import Client
 
 from annotations.models import Assignment, Explanation, Item, Participant, Prediction
 from tests.integration import readable
-from tests.integration.builders import MULTIVIZ_ARMS, live_demo_study
+from tests.builders.demo_study import MULTIVIZ_ARMS, live_demo_study
 
 pytestmark = pytest.mark.django_db
 

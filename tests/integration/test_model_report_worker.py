@@ -13,10 +13,10 @@ from annotations.models import ModelReport
 from annotations.services.datasets import dataset_import
 from annotations.services.model_reports import model_report_create, model_report_start
 from annotations.services.registry import registered_model_create
-from tests.integration.builders import DEMO_ADAPTER
+from tests.builders.demo_study import DEMO_ADAPTER
 from tests.integration.conftest import stop_worker
 from tests.integration.test_faults import queues, workers  # noqa: F401 (fixtures)
-from tests.report_builders import toy_dataset
+from tests.builders.model_reports import toy_dataset
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +56,7 @@ def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(alice, tm
     first = workers(queues, pool="prefork", **fast)
     dataset = toy_dataset(owner=alice, directory=tmp_path / "data", n_items=20)
     model = registered_model_create(owner=alice, name="slow", check_dataset=dataset,
-                                    adapter_path="tests.engine.report_adapters:SlowReportAdapter")
+                                    adapter_path="tests.builders.report_adapters:SlowReportAdapter")
     report = model_report_create(owner=alice, model=model, dataset=dataset,
                                  options={"n_resamples": 100, "noise_samples": 1, "permutations": 1, "emap": False,
                                           "group_pairs": "", "corruption_levels": [0.0, 1.0]})

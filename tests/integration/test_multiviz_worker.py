@@ -7,10 +7,10 @@ import pytest
 from django.conf import settings
 
 from annotations.models import DecisionFeatures, Explanation, PrecomputeChunk
-from annotations.selectors_precompute import multiviz_method, precompute_progress
+from annotations.selectors.precompute import job_progress, study_multiviz_method
 from annotations.services.precompute import precompute_start
 from annotations.services.studies import ConditionSpec
-from tests.integration.builders import demo_study
+from tests.builders.demo_study import demo_study
 from tests.integration.test_worker import wait_for_job
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -29,10 +29,10 @@ def test_the_worker_computes_decision_features_then_the_multiviz_views(celery_wo
                                                           "multiviz"}
     assert all(c.status == "done" and c.worker.startswith("test-") for c in chunks)
     assert DecisionFeatures.objects.filter(model=study.model, dataset=study.dataset, status="done").count() == 1
-    rows = Explanation.objects.filter(model=study.model, method=multiviz_method(study=study), status="done")
+    rows = Explanation.objects.filter(model=study.model, method=study_multiviz_method(study=study), status="done")
     planned = [labels for targets in chunks.filter(stage="multiviz").values_list("targets", flat=True)
                for labels in targets.values()]
     assert rows.count() == sum(len(labels) for labels in planned) > 0
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     parts = {p["part"]: (p["done"], p["total"]) for p in progress["parts"]}
     assert parts["features"] == (1, 1) and parts["multiviz"][0] == parts["multiviz"][1] > 0

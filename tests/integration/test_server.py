@@ -1,6 +1,6 @@
 """The study's guarantees hold on the production server path: gunicorn (3 sync worker
 processes, persistent database connections, sessions in the shared Redis cache) serving
-simulated participants over real HTTP, all at once (``annotations.loadtest``), while every
+simulated participants over real HTTP, all at once (``benchmarks.loadtest``), while every
 database connection of the server is cut once in the middle of the run.
 
 Checked afterwards, from the database: no (arm, item) has more answers than raters, no one
@@ -26,11 +26,11 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count
 
-from annotations.loadtest import LoadReport, run_load
 from annotations.models import Assignment, Participant, Response
+from benchmarks.loadtest import LoadReport, run_load
 from tests.integration.conftest import REPO, _database_url
 from tests.isolation import media_root  # noqa: F401  (autouse: the server reads the same MEDIA_ROOT)
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 N_PARTICIPANTS = 24
 N_ITEMS, PER_PARTICIPANT, RATERS = 10, 3, 2  # 2 arms x 10 items x 2 raters = 40 slots: about 13 people fit

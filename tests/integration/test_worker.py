@@ -9,10 +9,10 @@ import pytest
 from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
-from annotations.selectors_precompute import precompute_progress
+from annotations.selectors.precompute import job_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
-from annotations.services.studies import study_explanation_targets
-from tests.integration.builders import demo_study
+from annotations.selectors.studies import study_explanation_targets
+from tests.builders.demo_study import demo_study
 from workers.pipeline import precompute_run
 from workers.tasks import precompute_advance_task, precompute_chunk_task
 
@@ -26,7 +26,7 @@ def wait_for_job(job_id: int, timeout: float = 300) -> PrecomputeJob:
         if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
             return job
         time.sleep(0.5)
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s (last status {job.status}, "
                          f"{progress['done']}/{progress['total']})")
 
@@ -52,7 +52,7 @@ def test_worker_precomputes_predictions_and_explanations(celery_worker_process, 
     job = wait_for_job(job.pk)
 
     assert job.status == PrecomputeJob.Status.DONE, job.error
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     assert progress["done"] == progress["total"] > 0
     n_dataset = study.dataset.items.count()
     assert {p["part"]: (p["done"], p["total"]) for p in progress["parts"]} == {
@@ -163,7 +163,7 @@ codes: {completed: SPECDONE, screened_out: SPECOUT}
 def _spec_setup(alice, demo_jsonl, tmp_path):
     from annotations.services.datasets import dataset_import
     from annotations.services.registry import registered_model_create
-    from tests.integration.builders import DEMO_ADAPTER
+    from tests.builders.demo_study import DEMO_ADAPTER
 
     dataset = dataset_import(owner=alice, name="shapes", jsonl_path=demo_jsonl)
     registered_model_create(owner=alice, name="fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
@@ -174,7 +174,7 @@ def _spec_setup(alice, demo_jsonl, tmp_path):
 
 def _check_spec_study() -> Study:
     from annotations.models import StudyItem
-    from annotations.selectors import MODALITY_INTERACTION
+    from annotations.selectors.precompute import MODALITY_INTERACTION
 
     study = Study.objects.get(name="Spec study")
     assert study.status == Study.Status.LIVE
@@ -225,7 +225,7 @@ def test_beat_task_on_the_worker_reclaims_expired_leases(celery_worker_process, 
     from django.utils import timezone
 
     from annotations.models import Assignment, Slot
-    from tests.services.factories import build_study, enter_and_start
+    from tests.builders.studies import build_study, enter_and_start
     from workers.tasks import reclaim_expired_leases
 
     study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,

@@ -22,12 +22,12 @@ from annotations.services.participants import (
     learning_acknowledge,
     participant_consent,
     participant_enter,
-    participant_start_test,
+    participant_start,
     participant_survey_submit,
     response_submit,
 )
 
-from .factories import build_study
+from tests.builders.studies import build_study
 
 N_PARTICIPANTS = 100
 POOL = 20  # Postgres allows 100 connections: a pool of 20 threads simulates all 100 participants.
@@ -45,7 +45,7 @@ def _participant_session(study_pk: int, k: int) -> dict:
         participant = participant_enter(study=study, platform="prolific", platform_id=f"PID-{k:03d}",
                                         platform_data={"SESSION_ID": f"s{k}"})
         participant_consent(participant=participant)
-        participant_start_test(participant=participant)
+        participant_start(participant=participant)
         while (assignment := assignment_current(participant=participant)) is not None:
             assignment_serve(assignment=assignment)
             if assignment.phase == "learning":
@@ -158,7 +158,7 @@ def test_double_click_on_start_leases_one_set_of_items(alice, tmp_path, monkeypa
 
     def start() -> str:
         try:
-            participant_start_test(participant=Participant.objects.get(pk=participant.pk))
+            participant_start(participant=Participant.objects.get(pk=participant.pk))
             return "ok"
         except Exception as exc:  # noqa: BLE001 - the point is to see what a request would get
             return f"{type(exc).__name__}: {exc}"

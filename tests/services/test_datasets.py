@@ -19,7 +19,7 @@ from PIL import Image
 from annotations.models import Dataset, Item
 from annotations.services.datasets import DatasetImportError, dataset_import, dataset_import_zip
 
-from .factories import LABELS, png_bytes, write_dataset
+from tests.builders.studies import LABELS, png_bytes, write_dataset
 
 pytestmark = pytest.mark.django_db
 

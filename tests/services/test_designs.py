@@ -1,4 +1,4 @@
-"""Study designs beyond the plain test phase: candidates with distractors, item pools and
+"""Study designs beyond the plain test phase: item pools and
 filters, pre-test -> learning -> test -> survey, attention checks, screening out, minimum
 response time, exclusion rules, previews, resuming, and the beat task reclaiming leases."""
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotations.exports import responses_export_rows
+from annotations.selectors.exports import study_response_rows
 from annotations.models import (
     Assignment,
     Explanation,
@@ -21,13 +21,9 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors import (
-    MODALITY_INTERACTION,
-    participant_exit,
-    study_candidates,
-    study_participant_exclusions,
-    study_progress,
-)
+from annotations.selectors.precompute import MODALITY_INTERACTION
+from annotations.selectors.participants import participant_exit, study_participant_exclusions
+from annotations.selectors.studies import study_progress
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
     ParticipantError,
@@ -52,7 +48,7 @@ from annotations.services.studies import (
 )
 from workers.tasks import reclaim_expired_leases
 
-from .factories import (
+from tests.builders.studies import (
     TWO_ARMS,
     answer_all,
     build_study,
@@ -76,29 +72,6 @@ def _serve_next(participant) -> Assignment:
 def _answer(participant, assignment, guess=None, confidence=3):
     return response_submit(participant=participant, assignment_public_id=assignment.public_id,
                            guess=assignment.candidate_order[0] if guess is None else guess, confidence=confidence)
-
-
-# --- candidates -----------------------------------------------------------------------------
-
-
-def test_top_k_plus_distractors_are_seeded_per_item(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=16, n_items=8, launch=False, n_candidates=2,
-                        n_distractors=2, name="distract")
-    study.model.labels = LABELS8
-    study.model.save()
-    for k, prediction in enumerate(Prediction.objects.filter(model=study.model)):
-        prediction.probabilities = [0.5 if j == k % 8 else (0.3 if j == (k + 1) % 8 else 0.2 / 6) for j in range(8)]
-        prediction.save()
-    seen = set()
-    for prediction in Prediction.objects.filter(model=study.model):
-        candidates = study_candidates(study=study, prediction=prediction)
-        top2 = {LABELS8[k] for k in sorted(range(8), key=lambda j: -prediction.probabilities[j])[:2]}
-        assert len(candidates) == len(set(candidates)) == 4
-        assert top2 <= set(candidates)
-        assert candidates == [label for label in LABELS8 if label in candidates]  # label order; shuffled per assignment
-        assert study_candidates(study=study, prediction=prediction) == candidates  # same for everyone
-        seen.add(tuple(sorted(set(candidates) - top2)))
-    assert len(seen) > 1  # distractors differ between items
 
 
 # --- pools ----------------------------------------------------------------------------------
@@ -302,18 +275,6 @@ def test_exclusion_rules_are_locked_once_live(alice, tmp_path):
     assert Study.objects.get(pk=study.pk).exclusion_rules == {"max_attention_failures": 1}
 
 
-def test_exit_for_mturk_posts_back_to_mturk_only(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="turk")
-    for submit_to, action in (("https://workersandbox.mturk.com", "https://workersandbox.mturk.com"),
-                              ("https://www.mturk.com/", "https://www.mturk.com"),
-                              ("https://evil.example", "https://www.mturk.com")):
-        participant = participant_enter(study=study, platform="mturk", platform_id=f"W-{submit_to}",
-                                        platform_data={"assignmentId": "A1", "hitId": "H1", "turkSubmitTo": submit_to})
-        info = participant_exit(participant=participant)
-        assert info["mturk"] == {"action": f"{action}/mturk/externalSubmit", "assignmentId": "A1"}
-        assert info["redirect"] is None and info["code"] == study.completion_code
-
-
 # --- resume, preview, reclaim ---------------------------------------------------------------
 
 
@@ -364,7 +325,7 @@ def test_preview_takes_no_slot_and_is_not_data(phased):
     preview.refresh_from_db()
     assert preview.phase == "done" and preview.responses.exists()
     assert participant_exit(participant=preview)["preview"]
-    assert list(responses_export_rows(study=phased)) == []
+    assert list(study_response_rows(study=phased)) == []
     progress = study_progress(study=phased)
     assert progress["responses"] == 0 and all(c["participants"] == 0 for c in progress["conditions"])
     assert study_participant_exclusions(study=phased) == {}

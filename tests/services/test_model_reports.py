@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from annotations.models import ModelReport, PrecomputeJob, StudyItem
-from annotations.selectors_model_reports import model_report_interaction_types, model_report_progress
+from annotations.selectors.model_reports import model_item_interaction_types, model_report_progress
 from annotations.services.model_reports import (
     ModelReportError,
     model_report_claim,
@@ -22,8 +22,8 @@ from annotations.services.model_reports import (
 )
 from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import study_create_from_spec, study_select_items
-from tests.report_builders import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
-from tests.services.factories import write_dataset
+from tests.builders.model_reports import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
+from tests.builders.studies import write_dataset
 from workers.engine.registry import forget_adapter, load_adapter
 from workers.report_pipeline import model_report_run_inline, model_report_run_job
 
@@ -219,7 +219,7 @@ def test_study_draws_only_items_of_the_chosen_interaction_types(alice, toy):
     model, dataset = toy
     report = _create(alice, toy)
     model_report_run_inline(report_id=report.pk)
-    _, types = model_report_interaction_types(model=model, dataset=dataset)
+    _, types = model_item_interaction_types(model=model, dataset=dataset)
     assert len(types) == 30
     wanted = "none" if list(types.values()).count("none") >= 4 else "dominance"
     spec = study_spec_parse(data=_spec(interaction_type=[wanted]), owner=alice)

@@ -8,10 +8,10 @@ import re
 import pytest
 
 from annotations.models import DecisionFeatures, Explanation, PrecomputeJob
-from annotations.selectors_precompute import multiviz_method
+from annotations.selectors.precompute import study_multiviz_method
 from annotations.services.precompute import precompute_job_create
 from annotations.services.studies import ConditionSpec, study_create
-from tests.integration.builders import demo_study
+from tests.builders.demo_study import demo_study
 from workers.pipeline import precompute_run
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +24,7 @@ def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_js
     assert precompute_run(job_id=job.pk)["status"] == "done", PrecomputeJob.objects.get(pk=job.pk).error
     stored = DecisionFeatures.objects.get(model=first.model, dataset=first.dataset)
     assert stored.summary["sparse"]["n_test"] > 0 and stored.example_views
-    rows = Explanation.objects.filter(model=first.model, method=multiviz_method(study=first), status="done")
+    rows = Explanation.objects.filter(model=first.model, method=study_multiviz_method(study=first), status="done")
     assert rows.count() == 4 * 3
     assert all({"features", "prediction"} <= set(row.extra_views) for row in rows)
 

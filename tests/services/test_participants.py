@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from annotations.models import Assignment, InviteToken, Participant, Prediction, Response, Slot, StudyItem
-from annotations.selectors import study_candidates
+from annotations.selectors.studies import study_candidates
 from annotations.services.participants import (
     ParticipantError,
     SubmissionRefused,
@@ -20,12 +20,12 @@ from annotations.services.participants import (
     leases_reclaim,
     participant_consent,
     participant_enter,
-    participant_start_test,
+    participant_start,
     response_submit,
 )
 from annotations.services.studies import ConditionSpec, study_close
 
-from .factories import answer_all, build_study, enter_and_start
+from tests.builders.studies import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
 
@@ -83,7 +83,7 @@ def test_entry_stores_platform_data_and_starts_at_consent(study):
 def test_returning_prolific_pid_resumes_the_same_participant(study):
     first = participant_enter(study=study, platform="prolific", platform_id="PID-1")
     participant_consent(participant=first)
-    participant_start_test(participant=first)
+    participant_start(participant=first)
     held = list(first.assignments.values_list("pk", flat=True))
 
     again = participant_enter(study=study, platform="prolific", platform_id="PID-1",
@@ -93,7 +93,7 @@ def test_returning_prolific_pid_resumes_the_same_participant(study):
     assert again.phase == Participant.Phase.TEST
     assert Participant.objects.filter(study=study).count() == 1
     # Resuming keeps the leases; starting again does not lease more.
-    participant_start_test(participant=again)
+    participant_start(participant=again)
     assert list(again.assignments.values_list("pk", flat=True)) == held
     # The same ID on another platform is someone else.
     other = participant_enter(study=study, platform="mturk", platform_id="PID-1")
@@ -147,7 +147,7 @@ def test_finished_invitee_is_refused(study):
     invite = invites_create(study=study, count=1)[0]
     participant = participant_enter(study=study, platform="link", invite_token=invite.token)
     participant_consent(participant=participant)
-    participant_start_test(participant=participant)
+    participant_start(participant=participant)
     answer_all(participant)
     with pytest.raises(ParticipantError) as caught:
         participant_enter(study=study, platform="link", invite_token=invite.token)
@@ -367,13 +367,13 @@ def test_full_study_refuses_entry_with_code_full(tiny):
 def test_starting_after_the_arm_filled_up_is_refused_with_code_full(tiny):
     entered = [participant_enter(study=tiny, platform="prolific", platform_id=f"P{k}") for k in range(3)]
     for p in entered[:2]:
-        participant_start_test(participant=p)
+        participant_start(participant=p)
     late = entered[2]
     arm_mate = next(p for p in entered[:2] if p.condition_id == late.condition_id)
     assert arm_mate.assignments.count() == 2
 
     with pytest.raises(ParticipantError) as caught:
-        participant_start_test(participant=late)
+        participant_start(participant=late)
     assert caught.value.code == "full"
     assert not late.assignments.exists()
 

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Study
-from annotations.selectors_precompute import precompute_progress
+from annotations.selectors.precompute import job_progress
 from annotations.services import precompute as service
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import (
@@ -22,9 +22,10 @@ from annotations.services.precompute import (
     precompute_start,
     precompute_watchdog,
 )
-from annotations.services.studies import StudyError, study_create, study_explanation_targets
+from annotations.services.studies import StudyError, study_create
+from annotations.selectors.studies import study_explanation_targets
 
-from .factories import TWO_ARMS, make_explanations, make_model, make_predictions, write_dataset
+from tests.builders.studies import TWO_ARMS, make_explanations, make_model, make_predictions, write_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -77,14 +78,14 @@ def test_a_job_runs_stage_by_stage_in_chunks(study, published):
     assert all(len(c.item_ids) * 4 <= 8 for c in explain)  # about batch_size rows per chunk
 
     job.refresh_from_db()
-    halfway = precompute_progress(job=job)
+    halfway = job_progress(job=job)
     assert halfway["percent"] == 50  # predictions all done, explanations not started: parts count alike
     make_explanations(study)
     _finish_all(job, "attribution")
     job.refresh_from_db()
-    assert job.status == PrecomputeJob.Status.DONE and precompute_progress(job=job)["percent"] == 100
+    assert job.status == PrecomputeJob.Status.DONE and job_progress(job=job)["percent"] == 100
     assert Study.objects.get(pk=study.pk).status == Study.Status.READY
-    progress = precompute_progress(job=job)
+    progress = job_progress(job=job)
     assert progress["done"] == progress["total"] == 20 + len(targets)
     assert [(p["part"], p["done"], p["total"]) for p in progress["parts"]] == [
         ("predictions", 20, 20), ("attribution", len(targets), len(targets))]
@@ -97,7 +98,7 @@ def test_work_already_stored_is_not_planned_again(study, published):
     assert not job.chunks.filter(stage="predictions").exists()
     assert job.chunks.filter(stage="attribution").exists()
     job.refresh_from_db()
-    assert precompute_progress(job=job)["parts"][0] == {"part": "predictions", "title": "Predictions",
+    assert job_progress(job=job)["parts"][0] == {"part": "predictions", "title": "Predictions",
                                                         "total": 20, "done": 20}
 
 
@@ -213,7 +214,7 @@ def test_a_refused_hand_over_is_recorded_and_retried(study, monkeypatch):
     assert not service.precompute_dispatch(job=job, chunk_ids=[], advance=True)
     job.refresh_from_db()
     assert "did not accept the work" in job.dispatch_error and "Connection refused" in job.dispatch_error
-    assert precompute_progress(job=job)["dispatch_error"] == job.dispatch_error
+    assert job_progress(job=job)["dispatch_error"] == job.dispatch_error
 
     sent = []
     monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args)))

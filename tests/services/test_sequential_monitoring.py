@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from annotations.models import Study
-from annotations.selectors_analysis import study_data_version
+from annotations.selectors.analysis import study_data_version
 from annotations.services.analysis import study_report_compute
 from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import (
@@ -19,9 +19,9 @@ from annotations.services.studies import (
     study_sequential_monitoring_update,
     study_update_from_spec,
 )
-from tests.api.study_data import build_answered_study
+from tests.builders.answered_study import build_answered_study
+from tests.builders.studies import build_study
 
-from .factories import build_study
 from .test_spec import FULL, owned  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.django_db

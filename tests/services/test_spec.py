@@ -13,7 +13,7 @@ from annotations.services.datasets import dataset_import
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import study_create_from_spec
 
-from .factories import make_model, write_dataset
+from tests.builders.studies import make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
 

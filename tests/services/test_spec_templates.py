@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from annotations.selectors_analysis import study_stage_order
+from annotations.selectors.analysis import study_stage_order
 from annotations.services.spec import study_spec_parse
 from annotations.services.spec_templates import SPEC_TEMPLATES, multiviz_spec
 from annotations.services.studies import study_create_from_spec
-from tests.services.factories import build_study, make_model, write_dataset
+from tests.builders.studies import build_study, make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
 

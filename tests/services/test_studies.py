@@ -16,7 +16,7 @@ from annotations.services.studies import (
     study_select_items,
 )
 
-from .factories import TWO_ARMS, build_study, make_explanations, make_model, make_predictions, make_ready, write_dataset
+from tests.builders.studies import TWO_ARMS, build_study, make_explanations, make_model, make_predictions, make_ready, write_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -226,7 +226,7 @@ def test_launch_refuses_when_explanations_are_missing_or_failed(alice, tmp_path,
 
 
 def _missing_pairs(study):
-    from annotations.services.studies import study_explanation_targets
+    from annotations.selectors.studies import study_explanation_targets
 
     have = set(Explanation.objects.filter(model=study.model).values_list("item_id", "target_label"))
     return [(i, lab) for i, labels in study_explanation_targets(study=study).items() for lab in labels

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from annotations.models import Dataset, Participant, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
 from annotations.services.spec import COUNT_MAX, RATER_SLOTS_MAX, SEED_MAX
-from tests.services.factories import answer_all, build_study, make_model, write_dataset
+from tests.builders.studies import answer_all, build_study, make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
 

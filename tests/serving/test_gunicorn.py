@@ -15,7 +15,7 @@ import pytest
 import yaml
 from django.db import connections
 
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 from .conftest import REPO, free_port, manage, production_env, stop, wait_for_http
 

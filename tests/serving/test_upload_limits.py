@@ -20,7 +20,7 @@ from django.test import Client
 
 from annotations.models import Dataset, Item
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
-from tests.services.factories import png_bytes, write_dataset
+from tests.builders.studies import png_bytes, write_dataset
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from annotations.exports import items_csv_lines, participants_csv_lines, responses_csv_lines
-from tests.api.study_data import build_answered_study
-from tests.services.factories import build_study
+from annotations.selectors.exports import study_items_csv_lines, study_participants_csv_lines, study_responses_csv_lines
+from tests.builders.answered_study import build_answered_study
+from tests.builders.studies import build_study
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
 
@@ -131,7 +131,7 @@ def test_progress_json_and_downloads(client, bob, shared):
     client.force_login(bob)
     progress = client.get(f"/studies/{shared.pk}/dashboard/progress.json").json()
     assert progress["status"] == "live" and progress["responses"] > 0
-    expected = {"responses": responses_csv_lines, "items": items_csv_lines, "participants": participants_csv_lines}
+    expected = {"responses": study_responses_csv_lines, "items": study_items_csv_lines, "participants": study_participants_csv_lines}
     for what, lines in expected.items():
         response = client.get(f"/studies/{shared.pk}/exports/{what}.csv")
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
@@ -162,7 +162,7 @@ def test_dashboard_cache_follows_survey_submissions_and_participant_changes(alic
     from django.utils import timezone
 
     from annotations.models import Participant
-    from annotations.selectors_analysis import study_data_version
+    from annotations.selectors.analysis import study_data_version
     from annotations.services.analysis import study_dashboard_get
     from annotations.services.participants import participant_survey_submit
 
@@ -194,20 +194,20 @@ def test_dashboard_cache_follows_survey_submissions_and_participant_changes(alic
     assert row()["phase"] == "test" and row()["comment"] == "edited in the admin"
 
 
-def test_dashboard_exports_go_through_the_exports_module_not_the_api():
+def test_dashboard_exports_go_through_the_downloads_module_not_the_api():
     """An interface does not import another: the dashboard streams its CSVs with
-    ``annotations.exports.study_export_response``, as the API does."""
+    ``annotations.downloads.study_export_response``, as the API does."""
     import ast
     import inspect
 
     import annotations.views_dashboard as views_dashboard
-    from annotations import api, exports
+    from annotations import api, downloads
 
     imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(views_dashboard)))
                 if isinstance(node, ast.ImportFrom)}
-    assert "annotations.api" not in imported and "annotations.exports" in imported
-    assert views_dashboard.study_export_response is exports.study_export_response
-    assert api.study_export_response is exports.study_export_response
+    assert "annotations.api" not in imported and "annotations.downloads" in imported
+    assert views_dashboard.study_export_response is downloads.study_export_response
+    assert api.study_export_response is downloads.study_export_response
     assert "def study_export_response" not in inspect.getsource(api)
 
 

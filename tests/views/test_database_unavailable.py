@@ -14,8 +14,8 @@ from django.test import Client, RequestFactory
 from annotations import views_participant
 from annotations.middleware import database_unavailable_response
 from annotations.models import PUBLIC_TITLE_DEFAULT, Participant, Response, Study
-from annotations.selectors import participant_frame_policy
-from tests.services.factories import build_study
+from annotations.selectors.participants import participant_frame_policy
+from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db(transaction=True)  # connections really break: no test transaction around
 

@@ -14,7 +14,7 @@ import pytest
 
 from annotations.models import ModelReport
 from annotations.services.model_reports import model_report_create
-from tests.report_builders import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
+from tests.builders.model_reports import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
 from workers.report_pipeline import model_report_run_inline
 
 pytestmark = pytest.mark.django_db

@@ -40,7 +40,7 @@ from annotations.models import (
 from annotations.services import participants as participants_service
 from annotations.services.participants import invites_create
 from annotations.services.studies import ConditionSpec
-from tests.services.factories import build_study, enter_and_start
+from tests.builders.studies import build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

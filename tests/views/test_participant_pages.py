@@ -11,11 +11,11 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from annotations.exports import PARTICIPANT_COLUMNS, participants_export_records
+from annotations.selectors.exports import PARTICIPANT_COLUMNS, study_participant_records
 from annotations.models import Assignment, Participant, Prediction, Response, Slot
 from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec, study_close
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db
 
@@ -460,7 +460,7 @@ def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path,
         assert b"Time is up" in again.content and study.completion_code.encode() not in again.content
     assert Participant.objects.filter(study=study).count() == 1
     # The participants export records it.
-    row = dict(zip(PARTICIPANT_COLUMNS, next(iter(participants_export_records(study=study)))))
+    row = dict(zip(PARTICIPANT_COLUMNS, next(iter(study_participant_records(study=study)))))
     assert (row["phase"], row["timed_out"], row["n_test"]) == ("done", True, 0)
 
 

@@ -13,7 +13,7 @@ from django.test import Client
 
 from annotations.models import Participant
 from annotations.services.studies import ConditionSpec
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db(transaction=True)  # autocommit, as under gunicorn
 

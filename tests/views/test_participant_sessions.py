@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from annotations.models import Participant
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db
 

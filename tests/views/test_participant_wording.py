@@ -17,7 +17,7 @@ from django.utils import timezone
 from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, Explanation, Participant, Study
 from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 from workers.engine import render
 
 pytestmark = pytest.mark.django_db

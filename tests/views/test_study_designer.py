@@ -10,7 +10,7 @@ from django.test import Client
 from annotations.forms import StudyForm
 from annotations.models import Participant, Response, Slot, Study
 from annotations.services.datasets import dataset_import
-from tests.services.factories import answer_all, build_study, make_model, write_dataset
+from tests.builders.studies import answer_all, build_study, make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
 

@@ -29,6 +29,8 @@ enables MultiViz's stages 3 and 4 (``workers/engine/features.py``, ``workers/eng
 which inputs and dataset items activate a feature, and a sparse linear model over the features
 approximating the head. An adapter without it works everywhere else; studies cannot show the
 ``features`` and ``prediction`` views of its items.
+
+Overview: docs/DESIGN.md, "Model adapters".
 """
 
 from __future__ import annotations

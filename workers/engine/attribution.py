@@ -92,6 +92,7 @@ __all__ = [
     "as_targets",
     "attribute",
     "check_finite",
+    "occlusion_windows",
     "prepare_batch",
     "run_method",
     "seeded",
@@ -676,6 +677,32 @@ def _normalise_strides(strides: Any, windows: tuple[tuple[int, ...], ...]) -> tu
     return tuple((s,) * len(w) if isinstance(s, int) else tuple(s) for s, w in zip(strides, windows))
 
 
+def occlusion_windows(p: PreparedBatch, *,
+                      sliding_window_shapes: tuple[tuple[int, ...], ...] | None = None,
+                      strides: Any = None) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...], int]:
+    """The windows :func:`occlusion` slides over ``p``, for callers that count its passes
+    (the benchmark's floor) without running it.
+
+    Args:
+        p (PreparedBatch): the items; inputs ``(B, *S_m)`` per modality.
+        sliding_window_shapes (tuple of tuples, optional): as for :func:`occlusion`.
+        strides (optional): as for :func:`occlusion`.
+
+    Returns:
+        tuple: ``(windows, strides, n_windows)``: one window shape and one stride tuple per
+        modality (Captum's forms resolved) and ``W``, the window positions per item summed
+        over the modalities.
+    """
+    windows = tuple(tuple(int(v) for v in w) for w in (sliding_window_shapes or _default_windows(p)))
+    if len(windows) != len(p.inputs):
+        raise ValueError(f"occlusion needs one window shape per modality ({len(p.inputs)}), got {len(windows)}")
+    strides_n = _normalise_strides(strides, windows)
+    n_windows = sum(
+        math.prod((s - w) // t + 1 for s, w, t in zip(inp.shape[1:], win, st))
+        for inp, win, st in zip(p.inputs, windows, strides_n))
+    return windows, strides_n, n_windows
+
+
 def occlusion(p: PreparedBatch, targets: Tensor, *,
               sliding_window_shapes: tuple[tuple[int, ...], ...] | None = None,
               strides: Any = None, max_rows: int | None = None) -> RawAttribution:
@@ -700,13 +727,8 @@ def occlusion(p: PreparedBatch, targets: Tensor, *,
     Cost: ``1 + W`` forward passes per item, ``W`` = total number of window positions.
     """
     caller = p.caller("occlusion")
-    windows = tuple(tuple(int(v) for v in w) for w in (sliding_window_shapes or _default_windows(p)))
-    if len(windows) != len(p.inputs):
-        raise ValueError(f"occlusion needs one window shape per modality ({len(p.inputs)}), got {len(windows)}")
-    strides_n = _normalise_strides(strides, windows)
-    n_windows = sum(
-        math.prod((s - w) // t + 1 for s, w, t in zip(inp.shape[1:], win, st))
-        for inp, win, st in zip(p.inputs, windows, strides_n))
+    windows, strides_n, n_windows = occlusion_windows(p, sliding_window_shapes=sliding_window_shapes,
+                                                      strides=strides)
     attrs = Occlusion(caller).attribute(
         p.inputs, sliding_window_shapes=windows, strides=strides_n, baselines=p.baselines,
         target=targets, additional_forward_args=(p.item_index,),

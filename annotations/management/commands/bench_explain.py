@@ -1,7 +1,7 @@
-"""``manage.py bench_explain``: the engine throughput benchmark (see :mod:`workers.bench`).
+"""``manage.py bench_explain``: the engine throughput benchmark (see :mod:`benchmarks.explain`).
 
-A thin wrapper: the options and the work are ``workers.bench``'s, the same as
-``python -m workers.bench``. Touches no database.
+A thin wrapper: the options and the work are ``benchmarks.explain``'s, the same as
+``python -m benchmarks.explain``. Touches no database.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ class Command(BaseCommand):
             "baselines.")
 
     def add_arguments(self, parser):
-        from workers.bench import add_arguments
+        from benchmarks.explain import add_arguments
 
         add_arguments(parser)
 
     def handle(self, *args, **options):
-        from workers.bench import run_from_options
+        from benchmarks.explain import run_from_options
         from workers.engine.adapter import AdapterError
 
         if options.get("json"):

@@ -1,139 +1,20 @@
-"""Benchmark the streamed CSV export on a large synthetic study (PostgreSQL only).
+"""``manage.py bench_export``: time the streamed CSV export on a large synthetic study (PostgreSQL only).
 
     python manage.py bench_export --rows 1000000
 
-1. **Generate** (not timed as export): a throw-away researcher, dataset, model, study (4 arms,
-   1,000 items) and ``--rows`` answered assignments and responses, ``--items-per-participant``
-   per participant, all inside one transaction. Assignments and responses go in with PostgreSQL
-   ``COPY … FROM STDIN`` fed by a generator (every concrete column of the current models, new
-   ones at their Django default), so generating needs little memory too.
-2. **Export** (timed): ``responses_csv_lines`` — the same generator the download button and
-   ``export_study`` use, with its server-side cursor — written to ``--out`` (default
-   ``/dev/null``). The process's resident set size is sampled from ``/proc/self/status`` every
-   256 rows; the report gives the RSS before the export, the peak during it and ``ru_maxrss`` (the
-   whole process's peak, generation included).
-3. **Roll back** the transaction: nothing stays in the database (``--keep`` commits instead).
-
-Run it against a database of its own (``DATABASE_URL=…/mmeval_bench``, migrated) so a 1M-row
-transaction does not slow anyone else down.
+A thin wrapper: generating the study, the timed export and the rollback are
+:mod:`benchmarks.export`'s. Run it against a database of its own (``DATABASE_URL=…/mmeval_bench``,
+migrated) so a 1M-row transaction does not slow anyone else down.
 """
-
 from __future__ import annotations
 
-import io
-import json
-import random
-import resource
-import time
-import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, models, transaction
+from django.db import connection
 
-from annotations.exports import responses_csv_lines
 from annotations.management.cli import os_error_text
-from annotations.models import (
-    Assignment,
-    Condition,
-    Dataset,
-    Item,
-    Participant,
-    RegisteredModel,
-    Response,
-    Study,
-    StudyItem,
-)
-
-LABELS = ["red", "green", "blue", "yellow", "purple", "orange"]
-ARMS = [("baseline", []), ("heatmap", ["heatmap"]), ("tokens", ["tokens"]), ("both", ["heatmap", "tokens"])]
-
-
-class _Rollback(Exception):
-    pass
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-class _GeneratorFile(io.RawIOBase):
-    """A read-only file over an iterator of ``str`` chunks (for ``copy_expert``)."""
-
-    def __init__(self, chunks: Iterable[str]):
-        self._chunks = iter(chunks)
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            try:
-                self._buffer += next(self._chunks).encode("utf-8")
-            except StopIteration:
-                break
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
-
-
-def _copy_text(value: Any) -> str:
-    if value is None:
-        return r"\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value)
-    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _copy(model: type[models.Model], rows: Iterator[dict[str, Any]], *, batch: int = 2000) -> int:
-    """COPY ``rows`` (dicts keyed by column) into ``model``'s table; columns a row lacks get the
-    field's Django default. Returns the number of rows."""
-    fields = [f for f in model._meta.concrete_fields]
-    columns = [f.column for f in fields]
-    defaults = {f.column: (f.get_default() if f.has_default() or not f.null else None) for f in fields}
-    count = 0
-
-    def lines() -> Iterator[str]:
-        nonlocal count
-        pending = []
-        for row in rows:
-            pending.append("\t".join(_copy_text(row[c] if c in row else defaults[c]) for c in columns))
-            count += 1
-            if len(pending) == batch:
-                yield "\n".join(pending) + "\n"
-                pending = []
-        if pending:
-            yield "\n".join(pending) + "\n"
-
-    table = connection.ops.quote_name(model._meta.db_table)
-    sql = f"COPY {table} ({', '.join(connection.ops.quote_name(c) for c in columns)}) FROM STDIN"
-    with connection.cursor() as cursor:
-        cursor.cursor.copy_expert(sql, _GeneratorFile(lines()), size=1 << 16)
-    return count
-
-
-def _reserve_ids(model: type[models.Model], n: int) -> int:
-    """Move the id sequence past ``n`` fresh ids; return the first."""
-    table = model._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}")
-        start = int(cursor.fetchone()[0]) + 1
-        cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", [table, start + n])
-    return start
+from benchmarks.export import format_report, run_export_benchmark
 
 
 class Command(BaseCommand):
@@ -154,7 +35,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, rows: int, items_per_participant: int, out: Path, keep: bool, seed: int,
                profile: bool = False, study: int | None = None, **options):
-        self.profile = profile
         if connection.vendor != "postgresql":
             raise CommandError("bench_export needs PostgreSQL (COPY, server-side cursors); set DATABASE_URL")
         if rows < 1 or items_per_participant < 1:
@@ -164,143 +44,7 @@ class Command(BaseCommand):
                 pass
         except OSError as exc:
             raise CommandError(f"--out {out}: cannot write there ({os_error_text(exc)})") from None
-        report: dict[str, Any] = {}
-        try:
-            with transaction.atomic():
-                if study is not None:
-                    study = Study.objects.get(pk=study)
-                    report["rows"] = Response.objects.filter(participant__study=study).count()
-                else:
-                    study = self._generate(rows=rows, per_participant=items_per_participant, seed=seed,
-                                           report=report)
-                self._export(study=study, out=out, report=report)
-                if not keep:
-                    raise _Rollback
-        except _Rollback:
-            report["kept"] = False
-        else:
-            report["kept"] = True
-        report["ru_maxrss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        self._print(report)
-
-    # ----------------------------------------------------------------------------- generate
-
-    def _generate(self, *, rows: int, per_participant: int, seed: int, report: dict) -> Study:
-        started = time.perf_counter()
-        rng = random.Random(seed)
-        tag = uuid.uuid4().hex[:10]
-        owner = get_user_model().objects.create_user(username=f"bench-export-{tag}")
-        dataset = Dataset.objects.create(owner=owner, name=f"bench-{tag}", modalities=["image", "text"])
-        model = RegisteredModel.objects.create(owner=owner, name=f"bench-{tag}", adapter_path="bench:Adapter",
-                                               labels=LABELS, modalities=["image", "text"])
-        n_items = 1000
-        items = Item.objects.bulk_create(
-            Item(dataset=dataset, external_id=f"q{k}", payload={"text": f"question {k}"},
-                 gold_label=LABELS[k % len(LABELS)], line_number=k + 1) for k in range(n_items))
-        study = Study.objects.create(owner=owner, name=f"bench-export-{tag}", dataset=dataset, model=model,
-                                     seed=seed, items_per_participant=per_participant, raters_per_item=1000,
-                                     status=Study.Status.LIVE, min_rt_ms=800,
-                                     exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5})
-        StudyItem.objects.bulk_create(
-            StudyItem(study=study, item=item, stratum="model_right" if k % 2 else "model_wrong")
-            for k, item in enumerate(items))
-        conditions = Condition.objects.bulk_create(
-            Condition(study=study, name=name, views=views, is_baseline=not views) for name, views in ARMS)
-        n_participants = -(-rows // per_participant)
-        participants = Participant.objects.bulk_create(
-            (Participant(study=study, condition=conditions[k % len(conditions)], platform="prolific",
-                         platform_id=f"PROLIFIC{k:08d}", phase="done", helpfulness=1 + k % 5)
-             for k in range(n_participants)), batch_size=5000)
-        predictions = {item.pk: LABELS[(k + (k % 3 == 0)) % len(LABELS)] for k, item in enumerate(items)}
-        gold = {item.pk: item.gold_label for item in items}
-        item_ids = [item.pk for item in items]
-        base = datetime(2025, 1, 1, tzinfo=timezone.utc)
-        members = [(participant.pk, participant.condition_id) for participant in participants]
-
-        def plan() -> Iterator[tuple[int, int, int, int]]:
-            """(participant, condition, item, position) of every response, in order; drawn again
-            from the seed on each pass rather than held in memory."""
-            draw = random.Random(f"{seed}:plan")
-            left = rows
-            for participant_id, condition_id in members:
-                if left <= 0:
-                    return
-                chosen = draw.sample(item_ids, per_participant)[:left]
-                for position, item_id in enumerate(chosen):
-                    yield participant_id, condition_id, item_id, position
-                left -= len(chosen)
-
-        first_assignment = _reserve_ids(Assignment, rows)
-        first_response = _reserve_ids(Response, rows)
-
-        def assignments() -> Iterator[dict[str, Any]]:
-            for k, (participant_id, condition_id, item_id, position) in enumerate(plan()):
-                when = base + timedelta(seconds=k)
-                yield {"id": first_assignment + k, "participant_id": participant_id, "phase": "test",
-                       "kind": "item", "item_id": item_id, "condition_id": condition_id,
-                       "public_id": uuid.uuid4(), "position": position,
-                       "status": "answered", "candidate_order": LABELS[:4], "lease_expires_at": when,
-                       "served_at": when, "created_at": when}
-
-        def responses() -> Iterator[dict[str, Any]]:
-            for k, (participant_id, condition_id, item_id, _) in enumerate(plan()):
-                prediction = predictions[item_id]
-                guess = prediction if rng.random() < 0.6 else LABELS[rng.randrange(len(LABELS))]
-                rt = rng.randint(400, 12000)
-                yield {"id": first_response + k, "assignment_id": first_assignment + k,
-                       "participant_id": participant_id, "item_id": item_id, "condition_id": condition_id,
-                       "phase": "test", "is_attention_check": False, "attention_passed": None, "guess": guess,
-                       "confidence": rng.randint(1, 5), "rt_ms": rt, "too_fast": rt < 800,
-                       "candidate_order": LABELS[:4], "model_prediction": prediction, "gold_label": gold[item_id],
-                       "created_at": base + timedelta(seconds=k, milliseconds=rt)}
-
-        _copy(Assignment, assignments())
-        written = _copy(Response, responses())
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE annotations_response")
-        report.update(rows=written, participants=n_participants, items=n_items,
-                      generate_seconds=round(time.perf_counter() - started, 1))
-        return study
-
-    # ------------------------------------------------------------------------------ export
-
-    def _export(self, *, study: Study, out: Path, report: dict) -> None:
-        if self.profile:
-            import cProfile
-            import pstats
-
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in responses_csv_lines(study=study):
-                pass
-            profiler.disable()
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
-            self.stdout.write(text.getvalue())
-        rss_before = _rss_kib()
-        peak = rss_before
-        lines = 0
-        cpu_started = time.process_time()
-        started = time.perf_counter()
-        with open(out, "w", encoding="utf-8", newline="") as stream:
-            for k, chunk in enumerate(responses_csv_lines(study=study)):
-                stream.write(chunk)
-                lines += chunk.count("\n")
-                if k % 4 == 0:  # every 4 chunks of 256 rows
-                    peak = max(peak, _rss_kib())
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
-        peak = max(peak, _rss_kib())
-        report.update(exported_rows=lines - 1, export_seconds=round(seconds, 2),
-                      rows_per_second=round((lines - 1) / seconds), export_cpu_seconds_python=round(cpu, 2),
-                      rows_per_python_cpu_second=round((lines - 1) / cpu) if cpu else None,
-                      rss_before_export_mib=round(rss_before / 1024, 1),
-                      peak_rss_during_export_mib=round(peak / 1024, 1),
-                      rss_growth_during_export_mib=round((peak - rss_before) / 1024, 1))
-
-    def _print(self, report: dict) -> None:
-        width = max(len(k) for k in report)
-        for key, value in report.items():
-            self.stdout.write(f"{key:<{width}}  {value:,}" if isinstance(value, (int, float)) and not isinstance(
-                value, bool) else f"{key:<{width}}  {value}")
-        self.stdout.write(json.dumps(report))
+        report = run_export_benchmark(rows=rows, items_per_participant=items_per_participant, out=out, keep=keep,
+                                      seed=seed, study_id=study, profile=self.stdout if profile else None)
+        for line in format_report(report):
+            self.stdout.write(line)

@@ -1,40 +1,18 @@
-"""Benchmark precompute fan-out: the same study precomputed by 1, 2, … worker processes.
+"""``manage.py bench_precompute``: one study's precompute by 1, 2, … Celery worker processes.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/mmeval_bench \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
         python manage.py bench_precompute --items 200 --pool 40 --workers 1 2
 
-For each worker count, a fresh registration of the demo model (so nothing stored is reused)
-and a study over a ``--items`` demo dataset are precomputed by that many ``celery worker``
-processes (solo pool, ``MMEVAL_TORCH_THREADS=1``: single-threaded, as one GPU per process in
-production) on a queue of their own. The wall time runs from "start" to the job's finish.
-Prints a table: workers, seconds, speed-up over one worker, and chunks taken per worker.
+A thin wrapper: the runs and the table are :mod:`benchmarks.precompute`'s.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import uuid
-from pathlib import Path
-
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
-from annotations.models import Dataset, PrecomputeChunk, PrecomputeJob
-from annotations.selectors_precompute import precompute_progress
-from annotations.services.datasets import dataset_import
-from annotations.services.precompute import precompute_start
-from annotations.services.registry import registered_model_create
-from annotations.services.studies import ConditionSpec, study_create
-from workers.engine.demo.data import generate_dataset
-
-DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
-REPO = Path(__file__).resolve().parents[3]
+from benchmarks.precompute import PrecomputeBenchError, format_table, run_precompute_benchmark
 
 
 class Command(BaseCommand):
@@ -52,80 +30,10 @@ class Command(BaseCommand):
             raise CommandError("bench_precompute needs Postgres (DATABASE_URL) and a broker (CELERY_BROKER_URL)")
         if min(workers) < 1 or items < pool or pool < 2:
             raise CommandError("--workers must be >= 1 and --items >= --pool >= 2")
-        settings.MMEVAL_PRECOMPUTE_BATCH_SIZE = batch_size
-        owner, _ = get_user_model().objects.get_or_create(username="bench-precompute")
-        dataset = self._dataset(owner, items)
-        rows = []
-        for n in workers:
-            seconds, per_worker = self._run(owner, dataset, n=n, pool=pool, timeout=timeout)
-            rows.append((n, seconds, per_worker))
-        single = next((s for n, s, _ in rows if n == 1), None)
-        self.stdout.write(f"\nPrecompute of {items} items (predictions) + {pool} test items x 4 candidates "
-                          f"(IG + metrics), {batch_size} rows per chunk, torch threads 1 per worker\n")
-        self.stdout.write(f"{'workers':>7} | {'seconds':>8} | {'vs 1 worker':>11} | chunks per worker")
-        self.stdout.write(f"{'-' * 7}-|-{'-' * 8}-|-{'-' * 11}-|-{'-' * 18}")
-        for n, seconds, per_worker in rows:
-            ratio = f"{seconds / single:.2f}x" if single else "-"
-            self.stdout.write(f"{n:>7} | {seconds:>8.1f} | {ratio:>11} | {' '.join(map(str, per_worker))}")
-
-    def _dataset(self, owner, items: int) -> Dataset:
-        name = f"bench-shapes-{items}"
-        existing = Dataset.objects.filter(owner=owner, name=name).first()
-        if existing:
-            return existing
-        jsonl = generate_dataset(Path(settings.MEDIA_ROOT) / "bench-source" / name, n_items=items, seed=0)
-        return dataset_import(owner=owner, name=name, jsonl_path=jsonl)
-
-    def _run(self, owner, dataset: Dataset, *, n: int, pool: int, timeout: int) -> tuple[float, list[int]]:
-        run = uuid.uuid4().hex[:8]
-        model = registered_model_create(owner=owner, name=f"bench-{run}", adapter_path=DEMO_ADAPTER,
-                                        check_dataset=dataset)
-        study = study_create(owner=owner, name=f"bench-{run}", dataset=dataset, model=model, seed=1,
-                             conditions=[ConditionSpec(name="baseline"),
-                                         ConditionSpec(name="ig", views=["heatmap", "tokens"])],
-                             n_items=pool, items_per_participant=min(10, pool), raters_per_item=1)
-        queue = f"bench-{run}"
-        settings.CELERY_GPU_QUEUE = queue
-        processes = [self._worker(queue, f"bench-{run}-{k}") for k in range(n)]
         try:
-            job = precompute_start(study=study)
-            deadline = time.monotonic() + timeout
-            with tqdm(total=0, desc=f"{n} worker(s)", unit="item") as bar:
-                while job.status not in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
-                    if time.monotonic() > deadline:
-                        raise CommandError(f"the run with {n} worker(s) took longer than {timeout} s")
-                    time.sleep(0.5)
-                    job.refresh_from_db()
-                    progress = precompute_progress(job=job)
-                    bar.total, bar.n = progress["total"], progress["done"]
-                    bar.refresh()
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=60)
-        if job.status != PrecomputeJob.Status.DONE:
-            raise CommandError(f"precompute failed:\n{job.error}")
-        seconds = (job.finished_at - job.created_at).total_seconds()
-        chunks = PrecomputeChunk.objects.filter(job=job)
-        per_worker = sorted((chunks.filter(worker__startswith=f"bench-{run}-{k}@").count() for k in range(n)),
-                            reverse=True)
-        return seconds, per_worker
-
-    def _worker(self, queue: str, name: str) -> subprocess.Popen:
-        from mmeval.celery import app
-
-        env = {**os.environ, "MMEVAL_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        log = open(Path(settings.MEDIA_ROOT) / f"{name}.log", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mmeval", "worker", "-Q", queue, "--pool", "solo",
-             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        hostname = f"{name}@{os.uname().nodename}"
-        for _ in range(120):
-            if process.poll() is not None:
-                raise CommandError(f"worker {name} exited; see {log.name}")
-            if app.control.ping(destination=[hostname], timeout=1.0):
-                return process
-        process.kill()
-        raise CommandError(f"worker {name} did not answer a ping")
+            rows = run_precompute_benchmark(items=items, pool=pool, workers=workers, batch_size=batch_size,
+                                            timeout=timeout)
+        except PrecomputeBenchError as exc:
+            raise CommandError(str(exc)) from None
+        for line in format_table(rows, items=items, pool=pool, batch_size=batch_size):
+            self.stdout.write(line)

@@ -4,16 +4,16 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.exports import (
+from annotations.selectors.exports import (
     EXPORTS,
-    items_csv_lines,
-    participants_csv_lines,
-    responses_csv_lines,
-    summary_csv_lines,
+    study_items_csv_lines,
+    study_participants_csv_lines,
+    study_responses_csv_lines,
+    report_summary_csv_lines,
 )
 from annotations.management.cli import out_file_write
 from annotations.models import Study
-from annotations.selectors import study_by_key
+from annotations.selectors.studies import study_by_key
 
 
 class Command(BaseCommand):
@@ -44,18 +44,18 @@ class Command(BaseCommand):
 
 def _lines(study: Study, what: str, *, n_resamples: int, n_permutations: int):
     if what == "responses":
-        return responses_csv_lines(study=study)
+        return study_responses_csv_lines(study=study)
     if what == "items":
-        return items_csv_lines(study=study)
+        return study_items_csv_lines(study=study)
     if what == "participants":
-        return participants_csv_lines(study=study)
+        return study_participants_csv_lines(study=study)
     from annotations.services.analysis import AnalysisUnavailable, study_report_compute
 
     try:
         report = study_report_compute(study=study, n_resamples=n_resamples, n_permutations=n_permutations)
     except AnalysisUnavailable as exc:
         raise CommandError(f"no summary: {exc}") from exc
-    return summary_csv_lines(report=report)
+    return report_summary_csv_lines(report=report)
 
 
 def _find_study(key: str) -> Study:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from annotations.management.cli import owner_find
 from annotations.models import PrecomputeJob, Study
-from annotations.selectors_precompute import precompute_progress
+from annotations.selectors.precompute import job_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import StudyError, study_create_from_spec, study_launch
@@ -91,7 +91,7 @@ class Command(BaseCommand):
         with tqdm(total=0, desc="Precompute (workers)", unit="item", disable=None) as bar:
             while time.monotonic() < deadline:
                 job.refresh_from_db()
-                progress = precompute_progress(job=job)
+                progress = job_progress(job=job)
                 bar.total, bar.n = progress["total"], progress["done"]
                 bar.refresh()
                 if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):

@@ -1,4 +1,4 @@
-"""Load-test the participant pages of a running server (see ``annotations.loadtest``).
+"""Load-test the participant pages of a running server (see ``benchmarks.loadtest``).
 
     python manage.py loadtest --setup                     # the study to load, on DATABASE_URL
     python manage.py loadtest --url http://127.0.0.1:8000 --study <public id> \\
@@ -18,7 +18,7 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.loadtest import loopback_address, run_load
+from benchmarks.loadtest import loopback_address, run_load
 
 MAX_PARTICIPANTS = 5000
 MAX_DURATION_S = 3600

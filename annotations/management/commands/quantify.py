@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from annotations.management.cli import os_error_text, out_dir_prepare, owner_find, traceback_or_hint
 from annotations.models import Dataset, ModelReport, RegisteredModel
-from annotations.selectors_model_reports import STAGE_TITLES, model_report_progress
+from annotations.selectors.model_reports import STAGE_TITLES, model_report_progress
 from annotations.services.model_reports import (
     ModelReportError,
     model_report_create,

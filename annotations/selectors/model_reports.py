@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from annotations.models import Dataset, Item, ModelReport, RegisteredModel
-from annotations.selectors import item_as_raw
+from annotations.selectors.studies import item_raw
 
 #: The report's stages, in order, with what the progress bar says during each.
 STAGE_TITLES = {
@@ -22,7 +22,7 @@ STAGE_TITLES = {
 }
 
 
-def model_reports_visible_to(*, user) -> QuerySet[ModelReport]:
+def user_model_reports(*, user) -> QuerySet[ModelReport]:
     """A researcher's own reports (reports are not shared)."""
     return ModelReport.objects.filter(owner=user).select_related("model", "dataset", "train_dataset")
 
@@ -49,22 +49,22 @@ def model_report_progress(*, report: ModelReport) -> dict[str, Any]:
     }
 
 
-def model_report_items(*, dataset: Dataset) -> list[dict[str, Any]]:
+def dataset_raw_items(*, dataset: Dataset) -> list[dict[str, Any]]:
     """The dataset's items as the engine reads them, in file order."""
-    return [item_as_raw(item) for item in dataset.items.order_by("line_number")]
+    return [item_raw(item) for item in dataset.items.order_by("line_number")]
 
 
-def model_report_latest_done(*, model: RegisteredModel, dataset: Dataset) -> ModelReport | None:
+def model_latest_done_report(*, model: RegisteredModel, dataset: Dataset) -> ModelReport | None:
     """The most recently finished report of ``model`` on ``dataset``."""
     return (ModelReport.objects.filter(model=model, dataset=dataset, status=ModelReport.Status.DONE)
             .order_by("-finished_at", "-pk").first())
 
 
-def model_report_interaction_types(*, model: RegisteredModel,
+def model_item_interaction_types(*, model: RegisteredModel,
                                    dataset: Dataset) -> tuple[ModelReport, dict[int, str]] | None:
     """The interaction type of every item (item pk -> type) from the latest finished report of
     ``model`` on ``dataset``, with that report; None when there is none."""
-    report = model_report_latest_done(model=model, dataset=dataset)
+    report = model_latest_done_report(model=model, dataset=dataset)
     if report is None or not report.result:
         return None
     by_external = {row["id"]: row["interaction"] for row in report.result.get("items") or []}

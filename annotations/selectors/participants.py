@@ -1,138 +1,34 @@
-"""Reads: every query a view, task or command needs, named for what it returns."""
+"""Reads for the participant path: the session's participant, what the instructions promise,
+how a participant leaves, their quality numbers, and everything an item page shows (which
+names neither the model's prediction nor the gold label before an answer).
+
+Why nothing may name the answer: docs/DESIGN.md, "Invariants and where they are held".
+"""
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
+from typing import Any
 
 import numpy as np
-from typing import Any, Iterable
-
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
+
+from django.core.exceptions import ValidationError
 
 from annotations.models import (
     PUBLIC_TITLE_DEFAULT,
     Assignment,
-    Condition,
-    Dataset,
     Explanation,
+    InviteToken,
     Participant,
-    PrecomputeJob,
     Prediction,
-    RegisteredModel,
-    Response,
     Study,
     StudyItem,
 )
-from annotations.selectors_precompute import (  # noqa: F401 (re-exported: what a study needs computed)
-    ATTRIBUTION_VIEWS,
-    INTERACTION_VIEWS,
-    MODALITY_INTERACTION,
-    MULTIVIZ_VIEWS,
-    explanation_has_views,
-    multiviz_method,
-    precompute_progress,
-    study_required_methods,
-    study_views,
-)
-from workers.engine.dataset import IMAGE_MODALITIES, is_file_modality
+from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
+from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.text import spaces_before
-
-
-def item_as_raw(item) -> dict[str, Any]:
-    """The engine's view of an item: the JSONL line with file paths made absolute."""
-    raw: dict[str, Any] = {"id": item.external_id, "label": item.gold_label}
-    for modality, value in item.payload.items():
-        raw[modality] = str(Path(settings.MEDIA_ROOT) / value) if is_file_modality(modality) else value
-    return raw
-
-
-def studies_visible_to(*, user) -> QuerySet[Study]:
-    return Study.objects.filter(Q(owner=user) | Q(collaborators=user)).distinct()
-
-
-def datasets_of(*, user) -> QuerySet[Dataset]:
-    return Dataset.objects.filter(owner=user).annotate(n_items=Count("items"))
-
-
-def models_of(*, user) -> QuerySet[RegisteredModel]:
-    return RegisteredModel.objects.filter(owner=user)
-
-
-def study_latest_job(*, study: Study) -> PrecomputeJob | None:
-    return study.precompute_jobs.order_by("-created_at", "-id").first()
-
-
-def study_candidates(*, study: Study, prediction: Prediction) -> list[str]:
-    """The labels a participant chooses from, in the model's label order: every label when
-    ``n_candidates`` is 0, else the model's top ``n_candidates`` plus ``n_distractors``
-    random other labels. Distractors are seeded per (study, item), so precompute and every
-    participant see the same set; the order shown is shuffled per assignment."""
-    labels = list(study.model.labels)
-    if study.n_candidates == 0 or study.n_candidates >= len(labels):
-        return labels
-    ranked = sorted(range(len(labels)), key=lambda k: (-prediction.probabilities[k], k))
-    chosen = ranked[: study.n_candidates]
-    rest = sorted(ranked[study.n_candidates:])
-    if study.n_distractors and rest:
-        rng = random.Random(f"{study.seed}:distractors:{prediction.item_id}")
-        chosen += rng.sample(rest, min(study.n_distractors, len(rest)))
-    return [labels[k] for k in sorted(chosen)]
-
-
-def study_needs_explanations(*, study: Study) -> bool:
-    return any(c.views for c in study.conditions.all())
-
-
-def explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
-    """The labels an item is explained for: every candidate, or just the predicted class
-    when the study shows that one explanation unlabelled."""
-    if study.explanation_display == "predicted_unlabelled":
-        return [prediction.label]
-    return study_candidates(study=study, prediction=prediction)
-
-
-def study_progress(*, study: Study) -> dict[str, Any]:
-    """Precompute and response progress, as the study page shows and polls it. Counts test
-    answers to real items only: previews, pre-test answers and attention checks are not
-    the data the caps are about."""
-    job = study_latest_job(study=study)
-    conditions = list(study.conditions.all())
-    n_items = study.study_items.filter(role=StudyItem.Role.TEST).count()
-    real = ~Q(participant__platform=Participant.Platform.PREVIEW)
-    per_condition = []
-    for condition in conditions:
-        responses = Response.objects.filter(real, condition=condition, phase=Assignment.Phase.TEST,
-                                            is_attention_check=False).count()
-        per_condition.append({
-            "name": condition.name,
-            "participants": Participant.objects.filter(condition=condition).exclude(
-                platform=Participant.Platform.PREVIEW).count(),
-            "responses": responses,
-            "target": n_items * study.raters_per_item,
-            "active_leases": Assignment.objects.filter(real, condition=condition, status=Assignment.Status.ACTIVE,
-                                                       phase=Assignment.Phase.TEST,
-                                                       kind=Assignment.Kind.ITEM).count(),
-        })
-    return {
-        "status": study.status,
-        "precompute": None if job is None else precompute_progress(job=job),
-        "items": n_items,
-        "conditions": per_condition,
-        "responses": sum(c["responses"] for c in per_condition),
-        "target": sum(c["target"] for c in per_condition),
-    }
-
-
-def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str, Any]]:
-    """The researcher's view of a study's items: prediction, gold label, stratum (the first
-    ``limit`` items by dataset line, when given)."""
-    study_items = list(study.study_items.select_related("item").order_by("item__line_number")[:limit])
-    predictions = {p.item_id: p for p in Prediction.objects.filter(
-        model=study.model, item_id__in=[s.item_id for s in study_items])}
-    return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
 
 
 def participant_session_key(*, study: Study | None = None, study_public_id: str | None = None) -> str:
@@ -140,6 +36,28 @@ def participant_session_key(*, study: Study | None = None, study_public_id: str 
     researcher's preview share it). ``study_public_id`` names the study without loading it."""
     return f"participant:{study.public_id if study is not None else study_public_id}"
 
+
+
+def study_and_participant(*, study_public_id: str,
+                          participant_public_id: str | None) -> tuple[Study, Participant | None]:
+    """The study of a participant URL and the browser's participant of it (the ID its session
+    keeps, ``participant_session_key``), in one query when there is one; ``None`` for a
+    browser that has not entered. Raises ``Study.DoesNotExist`` for an unknown study."""
+    if participant_public_id:
+        try:  # get(), not first(): a unique lookup needs no ORDER BY, which costs a third of this query
+            participant = (Participant.objects.select_related("study__model", "condition")
+                           .get(public_id=participant_public_id, study__public_id=study_public_id))
+        except (Participant.DoesNotExist, ValidationError):
+            pass
+        else:
+            return participant.study, participant
+    return Study.objects.get(public_id=study_public_id), None
+
+
+def invite_token_study(*, token: str) -> Study | None:
+    """The study an invitation link admits to, or ``None`` for an unknown token."""
+    invite = InviteToken.objects.select_related("study").filter(token=token).first()
+    return invite.study if invite is not None else None
 
 ANSWER_KEYS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -172,22 +90,6 @@ def participant_title_cached(*, study_public_id: str | None) -> str:
     return cache.get(participant_title_cache_key(study_public_id=study_public_id)) or PUBLIC_TITLE_DEFAULT
 
 
-def explanations_for(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
-    """Stored explanations of one item by target label (``method`` defaults to the study's
-    attribution method)."""
-    found = Explanation.objects.filter(model=study.model, item=item, method=method or study.explanation_method,
-                                       target_label__in=targets)
-    return {e.target_label: e for e in found}
-
-
-def study_conditions(*, study: Study) -> list[Condition]:
-    return list(study.conditions.all())
-
-
-def study_items_pool(*, study: Study) -> QuerySet[StudyItem]:
-    return study.study_items.select_related("item")
-
-
 def participant_by_platform_id(*, study: Study, platform: str, platform_id: str) -> Participant | None:
     """A returning crowd worker (same platform ID), to resume without a new consent."""
     if not platform_id:
@@ -196,6 +98,8 @@ def participant_by_platform_id(*, study: Study, platform: str, platform_id: str)
 
 
 PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+
+
 # Only MTurk's own hosts may receive the final form: turkSubmitTo comes from the URL, and an
 # arbitrary value would let anyone send participants (and their code) elsewhere.
 MTURK_SUBMIT_HOSTS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
@@ -205,6 +109,8 @@ def participant_frame_policy() -> str:
     """The CSP that lets MTurk's worker sites (settings.MMEVAL_FRAME_ANCESTORS) frame a
     participant page, and no one else."""
     return "frame-ancestors 'self' " + " ".join(settings.MMEVAL_FRAME_ANCESTORS)
+
+
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
@@ -281,7 +187,7 @@ def _view_source(view: str) -> str:
 
 
 def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
-    multiviz = multiviz_method(study=study)
+    multiviz = study_multiviz_method(study=study)
     found = Explanation.objects.filter(model_id=study.model_id, item=item, target_label__in=labels,
                                        method__in=[study.explanation_method, study.interaction_method, multiviz])
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
@@ -462,19 +368,3 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "percent": int(100 * mine["answered"] / max(mine["total"], 1)),
         "media": media,
     }
-
-
-def study_by_key(*, key: str) -> Study:
-    """The one study whose id, public id or name is ``key`` (names are unique only per
-    owner, so an ambiguous name is refused). Raises LookupError."""
-    query = Study.objects.filter(public_id=key) | Study.objects.filter(name=key)
-    if key.isdigit():
-        query = query | Study.objects.filter(pk=int(key))
-    studies = list(query.distinct().order_by("pk")[:10])
-    if not studies:
-        what = f"the id {key} (nor that public id or name)" if key.isdigit() else f"the name or public id '{key}'"
-        raise LookupError(f"no study has {what}")
-    if len(studies) > 1:
-        ids = ", ".join(str(s.pk) for s in studies)
-        raise LookupError(f"more than one study matches '{key}' (ids {ids}); give the id")
-    return studies[0]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tests.engine.toy_adapters import ToyAdapter
+from tests.builders.toy_adapters import ToyAdapter
 
 W = np.array([[1.5, 0.0, -2.0, 0.0, 0.0],
               [0.0, 3.0, 0.0, 0.0, 0.0],

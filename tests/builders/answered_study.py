@@ -12,7 +12,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from annotations.models import Assignment, Condition, Explanation, Participant, Prediction, Response, Study
-from tests.services.factories import build_study
+from tests.builders.studies import build_study
 
 RULES = {"max_attention_failures": 0, "min_median_rt_ms": 1500, "max_fast_share": 0.5,
          "min_test_responses": 2, "exclude_screened_out": True}

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from annotations.models import Explanation, PrecomputeJob, Prediction, RegisteredModel, Study
-from annotations.selectors import study_required_methods
+from annotations.selectors.precompute import study_required_methods
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
     assignment_current,
@@ -21,16 +21,11 @@ from annotations.services.participants import (
     learning_acknowledge,
     participant_consent,
     participant_enter,
-    participant_start_test,
+    participant_start,
     response_submit,
 )
-from annotations.services.studies import (
-    ConditionSpec,
-    study_create,
-    study_explanation_targets,
-    study_launch,
-    study_select_items,
-)
+from annotations.services.studies import ConditionSpec, study_create, study_launch, study_select_items
+from annotations.selectors.studies import study_explanation_targets
 
 LABELS = ["red", "green", "blue", "yellow"]
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 10)}
@@ -179,4 +174,4 @@ def enter_and_start(study: Study, platform_id: str, *, platform: str = "prolific
     participant = participant_enter(study=study, platform=platform, platform_id=platform_id,
                                     platform_data={"STUDY_ID": "s", "SESSION_ID": f"sess-{platform_id}"})
     participant_consent(participant=participant)
-    return participant_start_test(participant=participant)
+    return participant_start(participant=participant)

@@ -1,5 +1,5 @@
 """Build a registered toy model and its dataset for the model-report tests (services, commands,
-pages, API, worker): the analytic :class:`tests.engine.report_adapters.CheckpointedAdapter`
+pages, API, worker): the analytic :class:`tests.builders.report_adapters.CheckpointedAdapter`
 (two inline modalities ``a`` and ``b``, checkpoints with one broken, training items, a
 corruption hook), registered through the same services as a researcher's."""
 
@@ -14,7 +14,7 @@ from annotations.models import Dataset, RegisteredModel
 from annotations.services.datasets import dataset_import
 from annotations.services.registry import registered_model_create
 
-TOY_ADAPTER = "tests.engine.report_adapters:CheckpointedAdapter"
+TOY_ADAPTER = "tests.builders.report_adapters:CheckpointedAdapter"
 #: Options that keep a report of the toy model to a second or two.
 FAST_OPTIONS = {"n_resamples": 100, "noise_levels": [0.0, 0.5, 1.0], "noise_samples": 1, "permutations": 1,
                 "corruption_levels": [0.0, 1.0]}
@@ -23,7 +23,7 @@ SLICES = {"fields": {"sign": {"from": "label"}},
 
 
 def toy_dataset(*, owner, directory: Path, name: str = "toy", n_items: int = 30, seed: int = 7) -> Dataset:
-    from tests.engine.report_adapters import LinearAdapter
+    from tests.builders.report_adapters import LinearAdapter
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.jsonl"

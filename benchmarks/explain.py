@@ -4,41 +4,9 @@ For each method the benchmark reports the engine's throughput (items per second)
 of items, its ratio to the method's **floor**, and its speedup over the straightforward way
 of computing the same thing one item at a time.
 
-The floor
----------
-
-A method's floor is the time its irreducible model passes would take if every pass ran at the
-best per-sample speed the hardware reaches for that kind of pass, at any batch size::
-
-    floor = sum over items of   n_fwd * t_fwd + n_fb * t_fb + n_fbg * t_fbg + n_hvp * t_hvp
-
-where the per-sample pass times are measured in the same run on ``adapter.head`` (on ``N``
-items, ``N`` in ``--pass-batch-sizes``; the best ``time / N`` over ``N`` is kept):
-
-* ``t_fwd``: one forward pass (no autograd graph);
-* ``t_fb``: a forward pass plus the gradient of the target logits w.r.t. every embedded input
-  (what Captum's gradient methods do per row);
-* ``t_fbg``: a forward pass plus the gradient w.r.t. the smaller modality ``S`` *with*
-  ``create_graph=True`` (the first half of a Hessian-vector product);
-* ``t_hvp``: one Hessian-vector product on that graph: ``d/dx_L (grad_S f . v)``, one
-  double-backward over ``N`` rows (the graph is built once and reused).
-
-Pass counts per item (``G`` = the item's groups over all modalities, ``G_A``/``G_B`` those of
-the interaction pair, ``G_S = min(G_A, G_B)``):
-
-==========================  ==================================================
-integrated_gradients        ``n_steps`` fwd+bwd + 2 fwd (the convergence delta)
-saliency, input_x_gradient  1 fwd+bwd
-gradient_shap               ``n_samples`` fwd+bwd
-feature_ablation            1 + ``G`` fwd
-occlusion                   1 + ``W`` fwd (window positions)
-shapley_value_sampling      1 + ``n_samples * G`` fwd
-kernel_shap, lime           ``n_samples`` fwd
-modality_interaction        4 fwd
-second_order                1 fwd+bwd(graph) + ``G_S`` HVP
-integrated_hessians         ``n_steps`` * (1 fwd+bwd(graph) + ``G_S`` HVP)
-perturbation                1 + ``G_A`` + ``G_B`` + ``G_A * G_B`` fwd
-==========================  ==================================================
+The floor (:mod:`benchmarks.floors`) is the time a method's irreducible model passes would
+take at the best per-sample speed the hardware reaches for each kind of pass; the pass counts
+per method are tabled there. The baselines are in :mod:`benchmarks.baselines`.
 
 **Ratio to the floor.** The machine may be shared, and other processes' load moves every
 timing by tens of percent within minutes. So each timed run of a method is *paired* with a
@@ -51,15 +19,7 @@ The engine is timed through its public API (``attribute``, ``cross_modal_interac
 the engine's time and the floor. Its row knob (``max_rows``, or ``group_chunk`` for
 ``second_order``) is autotuned by a sweep in the same run.
 
-Baselines, timed on one-item batches and checked against the engine's result:
-
-* **per-item Captum**: the Captum class called once per item with its defaults, the way a
-  notebook does it (``IntegratedGradients(f).attribute(x, baselines, target, n_steps=50)``);
-* **per-word loop** (``second_order``): MultiViz-style, one item and one word (group of the
-  smaller modality) at a time: ``grad_x_L (grad_x_S f . (x_S * 1[word]))``;
-* **per-item loop** (``modality_interaction``): four one-row head calls per item.
-
-Run ``python -m workers.bench --help`` (or ``python manage.py bench_explain``). No Django.
+Run ``python -m benchmarks.explain --help`` (or ``python manage.py bench_explain``). No Django.
 """
 
 from __future__ import annotations
@@ -72,7 +32,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,37 +39,40 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
 
 import numpy as np
 import torch
-from captum.attr import FeatureAblation, GradientShap, InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor
 
+from benchmarks.baselines import BASELINES, baseline_run, relative_difference
+from benchmarks.floors import (
+    ALL_NAMES,
+    PASS_KINDS,
+    PASS_LABELS,
+    Passes,
+    PassTimer,
+    PassTimes,
+    Progress,
+    cycle,
+    floor_passes,
+    is_oom,
+    measure_pass_times,
+    predicted_targets,
+    smaller_first,
+    timed,
+)
 from workers.engine.adapter import ModelAdapter, RawItem
-from workers.engine.attribution import (
-    METHODS,
-    PreparedBatch,
-    attribute,
-    prepare_batch,
-    seeded,
-)
-from workers.engine.interactions import (
-    CROSS_METHODS,
-    cross_modal_interaction,
-    modality_interaction,
-    pick_modalities,
-)
+from workers.engine.attribution import METHODS, PreparedBatch, attribute, prepare_batch
+from workers.engine.interactions import cross_modal_interaction, modality_interaction, pick_modalities
 
 __all__ = [
+    "BENCH_OPTIONS",
     "BenchReport",
     "DEFAULT_METHODS",
     "MethodResult",
-    "PassTimes",
-    "Passes",
     "TARGETS",
     "add_arguments",
     "bench_method",
-    "floor_passes",
     "format_report",
+    "knob_candidates",
     "main",
-    "measure_pass_times",
     "run_benchmark",
     "run_from_options",
 ]
@@ -138,27 +100,9 @@ BENCH_OPTIONS: dict[str, dict[str, Any]] = {
     "gradient_shap": {"n_samples": 20},
 }
 
-ALL_NAMES: tuple[str, ...] = (*METHODS, "modality_interaction", *CROSS_METHODS)
-
-Progress = Callable[[str], None]
-
-
 # --------------------------------------------------------------------------------------------
-# Small helpers
+# Small helpers (the timing ones, shared with the floor, are in ``benchmarks.floors``)
 # --------------------------------------------------------------------------------------------
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
 
 
 @contextlib.contextmanager
@@ -168,276 +112,6 @@ def _quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
         warnings.filterwarnings("ignore", message=r".*multiple inputs for Lime / Kernel SHAP.*")
         yield
-
-
-def _targets(p: PreparedBatch) -> Tensor:
-    """The predicted class of every item of ``p``, ``(B,)``."""
-    with torch.no_grad():
-        return p.caller("predict").forward_rows(p.inputs).argmax(dim=1)
-
-
-def _cycle(items: Sequence[RawItem], n: int) -> list[RawItem]:
-    return [items[i % len(items)] for i in range(n)]
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-# --------------------------------------------------------------------------------------------
-# Per-sample pass times
-# --------------------------------------------------------------------------------------------
-
-PASS_KINDS: tuple[str, ...] = ("forward", "forward_backward", "forward_backward_graph", "hvp")
-PASS_LABELS: dict[str, str] = {"forward": "fwd", "forward_backward": "fwd+bwd",
-                               "forward_backward_graph": "fwd+bwd(graph)", "hvp": "HVP"}
-
-
-@dataclass
-class PassTimes:
-    """Seconds per sample of each kind of pass (see the module doc), per batch size ``N``.
-
-    Attributes:
-        seconds: ``seconds[kind][N]``: the best time of one pass over ``N`` rows divided by ``N``.
-        pair: indices ``(S, L)`` of the modalities the HVP differentiates (``S`` the one with
-            fewer groups).
-    """
-
-    seconds: dict[str, dict[int, float]]
-    pair: tuple[int, int]
-
-    def best(self, kind: str) -> float:
-        """The best per-sample time of ``kind`` over the batch sizes (inf if none ran)."""
-        values = self.seconds.get(kind, {})
-        return min(values.values()) if values else math.inf
-
-    def best_batch_size(self, kind: str) -> int | None:
-        values = self.seconds.get(kind, {})
-        return min(values, key=lambda n: (values[n], n)) if values else None
-
-    def merge(self, other: "PassTimes") -> None:
-        """Keep, per kind and batch size, the faster of the two measurements."""
-        for kind, values in other.seconds.items():
-            mine = self.seconds.setdefault(kind, {})
-            for n, v in values.items():
-                mine[n] = min(v, mine.get(n, math.inf))
-
-
-def _smaller_first(p: PreparedBatch, ia: int, ib: int) -> tuple[int, int]:
-    """``(S, L)``: the pair ordered as the engine's HVPs use it (fewer groups first)."""
-    ka, kb = p.group_table(ia)[0].shape[1], p.group_table(ib)[0].shape[1]
-    return (ia, ib) if ka <= kb else (ib, ia)
-
-
-class PassTimer:
-    """Times single passes of each kind through ``adapter.head`` on ``N`` items (items cycled),
-    keeping one prepared batch (and, for HVPs, one differentiable graph) per ``N``.
-
-    Args:
-        adapter: a loaded adapter.
-        items: raw items.
-        modalities: the interaction pair (default: the adapter's two modalities).
-        device: for CUDA synchronisation (default: the inputs' device).
-    """
-
-    def __init__(self, adapter: ModelAdapter, items: Sequence[RawItem], *,
-                 modalities: Sequence[str] | None = None, device: torch.device | None = None) -> None:
-        self.adapter = adapter
-        self.items = list(items)
-        self.modalities = modalities
-        self.device = device
-        self.pair: tuple[int, int] | None = None
-        self._batches: dict[int, tuple[PreparedBatch, Tensor]] = {}
-        self._graphs: dict[int, tuple[Tensor, list[Tensor]] | None] = {}
-
-    def batch(self, n: int) -> tuple[PreparedBatch, Tensor]:
-        """A prepared batch of ``n`` items (cycled, in order) and its predicted classes."""
-        return self._batch(n)
-
-    def _batch(self, n: int) -> tuple[PreparedBatch, Tensor]:
-        if n not in self._batches:
-            p = prepare_batch(self.adapter, self.adapter.encode(_cycle(self.items, n)))
-            ia, ib = pick_modalities(p.modalities, self.modalities)
-            self.pair = self.pair or _smaller_first(p, ia, ib)
-            self._batches[n] = (p, _targets(p))
-        return self._batches[n]
-
-    def _graph(self, n: int) -> tuple[Tensor, list[Tensor]]:
-        p, t = self._batch(n)
-        s, l = self.pair or (0, 1)
-        with torch.enable_grad():
-            z = [x.detach().requires_grad_(m in (s, l)) for m, x in enumerate(p.inputs)]
-            out = p.adapter.head(*z, batch=p.batch)
-            (g_s,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), z[s], create_graph=True)
-        return g_s, z
-
-    def _pass(self, kind: str, n: int) -> Callable[[], Any] | None:
-        p, t = self._batch(n)
-        if kind == "forward":
-            def run() -> None:
-                with torch.no_grad():
-                    p.adapter.head(*p.inputs, batch=p.batch)
-            return run
-        if kind == "forward_backward":
-            def run() -> None:
-                with torch.enable_grad():
-                    z = [x.detach().requires_grad_() for x in p.inputs]
-                    out = p.adapter.head(*z, batch=p.batch)
-                    torch.autograd.grad(out.gather(1, t[:, None]).sum(), z)
-            return run
-        if kind == "forward_backward_graph":
-            return lambda: self._graph(n)
-        if kind == "hvp":
-            if n not in self._graphs:
-                g_s, z = self._graph(n)
-                self._graphs[n] = (g_s, z) if g_s.requires_grad else None
-            graph = self._graphs[n]
-            if graph is None:  # f is linear in S: no second-order pass to time
-                return None
-            g_s, z = graph
-            s, l = self.pair or (0, 1)
-            vec = p.inputs[s]
-            return lambda: torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True,
-                                               allow_unused=True)
-        raise ValueError(f"unknown pass kind {kind!r}")
-
-    def per_sample(self, kind: str, n: int, *, repeats: int = 1, warm_up: bool = False) -> float | None:
-        """The best of ``repeats`` timings of one ``kind`` pass over ``n`` rows, divided by
-        ``n`` (None when the pass does not exist, e.g. an HVP of a model linear in ``S``)."""
-        fn = self._pass(kind, n)
-        if fn is None:
-            return None
-        dev = self.device or self._batch(n)[0].device
-        if warm_up:
-            fn()
-        return min(_timed(fn, dev)[0] for _ in range(max(1, repeats))) / n
-
-    def release(self, n: int) -> None:
-        """Free the graph and the batch kept for ``n`` rows."""
-        self._graphs.pop(n, None)
-        self._batches.pop(n, None)
-
-
-def measure_pass_times(adapter: ModelAdapter, items: Sequence[RawItem], *,
-                       batch_sizes: Sequence[int] = (1, 8, 32, 128, 512), repeats: int = 3,
-                       modalities: Sequence[str] | None = None,
-                       device: torch.device | None = None,
-                       progress: Progress | None = None,
-                       timer: PassTimer | None = None) -> PassTimes:
-    """Time the four kinds of passes through ``adapter.head`` at each batch size.
-
-    Args:
-        adapter: a loaded adapter.
-        items: raw items, cycled to fill each batch size.
-        batch_sizes: row counts ``N`` to try (a batch of ``N`` items each).
-        repeats: timed runs per (kind, ``N``) after one warm-up; the minimum is kept.
-        modalities: the interaction pair (default: the adapter's two modalities).
-        device: where the adapter lives (for CUDA synchronisation); default the inputs'.
-        progress: called with a short description after each batch size.
-        timer: a :class:`PassTimer` to use (and keep batches in); default a fresh one.
-
-    Returns:
-        :class:`PassTimes`. A batch size that runs out of memory ends the sweep (larger ones
-        would fail too). Cost: ``(repeats + 1)`` passes of each kind per batch size.
-    """
-    timer = timer or PassTimer(adapter, items, modalities=modalities, device=device)
-    seconds: dict[str, dict[int, float]] = {kind: {} for kind in PASS_KINDS}
-    for n in sorted(set(int(b) for b in batch_sizes)):
-        try:
-            for kind in PASS_KINDS:
-                value = timer.per_sample(kind, n, repeats=repeats, warm_up=True)
-                if value is not None:
-                    seconds[kind][n] = value
-        except RuntimeError as exc:
-            if not _is_oom(exc):
-                raise
-            timer.release(n)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            break
-        finally:
-            if progress is not None:
-                progress(f"passes N={n}")
-    return PassTimes(seconds=seconds, pair=timer.pair or (0, 1))
-
-
-# --------------------------------------------------------------------------------------------
-# Pass counts (the floor)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Passes:
-    """Pass counts, summed over the items of a run."""
-
-    forward: float = 0.0
-    forward_backward: float = 0.0
-    forward_backward_graph: float = 0.0
-    hvp: float = 0.0
-
-    def seconds(self, times: PassTimes) -> float:
-        """The floor: every pass at its best measured per-sample time."""
-        total = 0.0
-        for kind in PASS_KINDS:
-            count = getattr(self, kind)
-            if count:
-                total += count * times.best(kind)
-        return total
-
-    def describe(self, n_items: int) -> str:
-        """Mean passes per item, e.g. ``"50 fwd+bwd + 2 fwd"``."""
-        parts = []
-        for kind in ("forward_backward", "forward_backward_graph", "hvp", "forward"):
-            count = getattr(self, kind) / max(1, n_items)
-            if count:
-                text = f"{count:.1f}".rstrip("0").rstrip(".")
-                parts.append(f"{text} {PASS_LABELS[kind]}")
-        return " + ".join(parts) or "0"
-
-
-def floor_passes(method: str, p: PreparedBatch, *, options: Mapping[str, Any] | None = None,
-                 modalities: Sequence[str] | None = None) -> Passes:
-    """The irreducible passes of ``method`` on the items of ``p`` (table: module doc), with
-    each item's own group counts (no padding to the batch's largest)."""
-    options = dict(options or {})
-    spec_opts = METHODS[method].options() if method in METHODS else {}
-    opt = lambda name, default=None: options.get(name, spec_opts.get(name, default))  # noqa: E731
-    n = p.size
-    groups = [sum(len(ids) for ids in row) for row in p.group_ids]
-    if method == "integrated_gradients":
-        return Passes(forward_backward=opt("n_steps") * n, forward=2 * n)
-    if method in ("saliency", "input_x_gradient"):
-        return Passes(forward_backward=n)
-    if method == "gradient_shap":
-        return Passes(forward_backward=opt("n_samples") * n)
-    if method == "feature_ablation":
-        return Passes(forward=sum(1 + g for g in groups))
-    if method == "shapley_value_sampling":
-        return Passes(forward=sum(1 + opt("n_samples") * g for g in groups))
-    if method in ("kernel_shap", "lime"):
-        return Passes(forward=opt("n_samples") * n)
-    if method == "occlusion":
-        from workers.engine.attribution import _default_windows, _normalise_strides
-
-        windows = tuple(tuple(int(v) for v in w) for w in (opt("sliding_window_shapes") or _default_windows(p)))
-        strides = _normalise_strides(opt("strides"), windows)
-        n_windows = sum(math.prod((sz - w) // st + 1 for sz, w, st in zip(inp.shape[1:], win, stv))
-                        for inp, win, stv in zip(p.inputs, windows, strides))
-        return Passes(forward=(1 + n_windows) * n)
-    if method == "modality_interaction":
-        return Passes(forward=4 * n)
-    ia, ib = pick_modalities(p.modalities, modalities)
-    g_a = [len(row[ia]) for row in p.group_ids]
-    g_b = [len(row[ib]) for row in p.group_ids]
-    g_s = sum(min(a, b) for a, b in zip(g_a, g_b))
-    if method == "second_order":
-        return Passes(forward_backward_graph=n, hvp=g_s)
-    if method == "integrated_hessians":
-        steps = int(options.get("n_steps", 16))
-        return Passes(forward_backward_graph=steps * n, hvp=steps * g_s)
-    if method == "perturbation":
-        return Passes(forward=sum(1 + a + b + a * b for a, b in zip(g_a, g_b)))
-    raise ValueError(f"unknown method {method!r}; known: {list(ALL_NAMES)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,7 +169,7 @@ def knob_candidates(method: str, p: PreparedBatch, options: Mapping[str, Any], *
     }
     if method == "second_order":
         ia, ib = pick_modalities(p.modalities, modalities)
-        s, _ = _smaller_first(p, ia, ib)
+        s, _ = smaller_first(p, ia, ib)
         return "group_chunk", _powers(1, p.group_table(s)[0].shape[1])
     if method == "perturbation":
         ia, ib = pick_modalities(p.modalities, modalities)
@@ -506,139 +180,6 @@ def knob_candidates(method: str, p: PreparedBatch, options: Mapping[str, Any], *
     steps = _powers(1, per_item[method]())
     rows = [k * b for k in steps if k * b <= max(max_rows_cap, b)]
     return "max_rows", rows or [b]
-
-
-# --------------------------------------------------------------------------------------------
-# Baselines: one item at a time
-# --------------------------------------------------------------------------------------------
-
-
-def _captum_one(method: str, p1: PreparedBatch, t1: Tensor, options: Mapping[str, Any]) -> tuple[Tensor, ...]:
-    """One item through the Captum class with Captum's own defaults, the notebook way."""
-
-    def f(*xs: Tensor) -> Tensor:
-        return p1.adapter.head(*xs, batch=p1.batch)
-
-    target = int(t1[0])
-    if method == "integrated_gradients":
-        attrs, _delta = IntegratedGradients(f).attribute(
-            p1.inputs, baselines=p1.baselines, target=target, n_steps=int(options.get("n_steps", 50)),
-            method=options.get("method", "gausslegendre"), return_convergence_delta=True)
-    elif method == "saliency":
-        attrs = Saliency(f).attribute(p1.inputs, target=target, abs=bool(options.get("abs", True)))
-    elif method == "input_x_gradient":
-        attrs = InputXGradient(f).attribute(p1.inputs, target=target)
-    elif method == "gradient_shap":
-        with seeded(options.get("seed", 0), p1.device):
-            attrs = GradientShap(f).attribute(p1.inputs, baselines=p1.baselines, target=target,
-                                              n_samples=int(options.get("n_samples", 20)),
-                                              stdevs=float(options.get("stdevs", 0.0)))
-    elif method == "feature_ablation":
-        attrs = FeatureAblation(f).attribute(p1.inputs, baselines=p1.baselines, target=target,
-                                             feature_mask=p1.masks)
-    else:  # pragma: no cover - guarded by BASELINES
-        raise ValueError(method)
-    return tuple(a.detach() for a in (attrs if isinstance(attrs, tuple) else (attrs,)))
-
-
-def _reduce_like_engine(method: str, p1: PreparedBatch, attrs: Sequence[Tensor]) -> list[np.ndarray]:
-    """Captum's ``(1, *S_m)`` attributions -> the engine's maps (sum or mean over feature dims)."""
-    out = []
-    for m, a in enumerate(attrs):
-        dims = p1.feature_dims(m)
-        a = a.detach().cpu().to(torch.float64)
-        reduced = a.sum(dim=dims) if dims else a
-        if METHODS[method].group_reduce == "mean" and dims:
-            reduced = reduced / math.prod(a.shape[d] for d in dims)
-        out.append(reduced[0].numpy())
-    return out
-
-
-def _per_word_second_order(p1: PreparedBatch, t1: Tensor, ia: int, ib: int,
-                           multiply_by: str = "input") -> np.ndarray:
-    """MultiViz-style second order for one item: for each group ("word") of the smaller
-    modality ``S``, ``grad_{x_L} (grad_{x_S} f . (x_S * 1[word]))``, times ``x_L``, summed per
-    group of ``L``. Returns ``(G_A, G_B)``."""
-    s, l = _smaller_first(p1, ia, ib)
-    mult = p1.inputs if multiply_by == "input" else tuple(x - b for x, b in zip(p1.inputs, p1.baselines))
-    with torch.enable_grad():
-        z = [x.detach().clone().requires_grad_(m in (s, l)) for m, x in enumerate(p1.inputs)]
-        f = p1.adapter.head(*z, batch=p1.batch)[0, int(t1[0])]
-        (g_s,) = torch.autograd.grad(f, z[s], create_graph=True)
-        ids_s, ids_l = p1.group_ids[0][s], p1.group_ids[0][l]
-        mask_s, smask_l = p1.masks[s], p1.spatial_mask(l)[0].reshape(-1)
-        inv_l = torch.searchsorted(ids_l, smask_l)
-        dims_l = p1.feature_dims(l)
-        rows = []
-        for gid in ids_s:
-            u = mult[s] * (mask_s == gid).to(mult[s].dtype)
-            (hv,) = torch.autograd.grad((g_s * u).sum(), z[l], retain_graph=True, allow_unused=True)
-            if hv is None:
-                hv = torch.zeros_like(z[l])
-            contrib = (hv * mult[l]).detach()
-            contrib = contrib.sum(dim=dims_l) if dims_l else contrib
-            row = torch.zeros(len(ids_l), dtype=torch.float64, device=contrib.device)
-            row.index_add_(0, inv_l, contrib[0].reshape(-1).to(torch.float64))
-            rows.append(row)
-    mat = torch.stack(rows).cpu().numpy()  # (G_S, G_L)
-    return mat if s == ia else mat.T
-
-
-def _per_item_modality_interaction(p1: PreparedBatch, t1: Tensor, ia: int, ib: int) -> np.ndarray:
-    """Four one-row head calls: ``f(x_A, x_B), f(x_A, x'_B), f(x'_A, x_B), f(x'_A, x'_B)``."""
-    values = []
-    with torch.no_grad():
-        for a_in, b_in in ((True, True), (True, False), (False, True), (False, False)):
-            rows = [x if (m not in (ia, ib)) or (a_in if m == ia else b_in) else base
-                    for m, (x, base) in enumerate(zip(p1.inputs, p1.baselines))]
-            values.append(float(p1.adapter.head(*rows, batch=p1.batch)[0, int(t1[0])]))
-    fxx, fxb, fbx, fbb = values
-    return np.array([fxx - fxb - fbx + fbb, fxb - fbb, fbx - fbb])
-
-
-#: Method -> (baseline name, whether the result can be compared with the engine's).
-BASELINES: dict[str, tuple[str, bool]] = {
-    "integrated_gradients": ("per-item Captum", True),
-    "saliency": ("per-item Captum", True),
-    "input_x_gradient": ("per-item Captum", True),
-    "gradient_shap": ("per-item Captum", False),  # random draws differ by construction
-    "feature_ablation": ("per-item Captum", True),
-    "second_order": ("per-word loop", True),
-    "modality_interaction": ("per-item loop", True),
-}
-
-
-def _baseline_run(method: str, singles: Sequence[tuple[PreparedBatch, Tensor]], options: Mapping[str, Any],
-                  modalities: Sequence[str] | None) -> list[Any]:
-    out: list[Any] = []
-    for p1, t1 in singles:
-        if method in METHODS:
-            out.append(_captum_one(method, p1, t1, options))
-        elif method == "second_order":
-            ia, ib = pick_modalities(p1.modalities, modalities)
-            out.append(_per_word_second_order(p1, t1, ia, ib, options.get("multiply_by", "input")))
-        else:
-            ia, ib = pick_modalities(p1.modalities, modalities)
-            out.append(_per_item_modality_interaction(p1, t1, ia, ib))
-    return out
-
-
-def _relative_difference(method: str, engine: Sequence[Any], baseline: Sequence[Any],
-                         singles: Sequence[tuple[PreparedBatch, Tensor]]) -> float:
-    """``max |engine - baseline| / max |baseline|`` over the baseline's items."""
-    num, den = 0.0, 0.0
-    for res, ref, (p1, _) in zip(engine, baseline, singles):
-        if method in METHODS:
-            pairs = zip([res.maps[m] for m in res.modalities], _reduce_like_engine(method, p1, ref))
-        elif method == "second_order":
-            pairs = [(res.matrix, ref)]
-        else:
-            pairs = [(np.array([res.dividend, res.effect_a, res.effect_b]), ref)]
-        for a, b in pairs:
-            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-            num = max(num, float(np.max(np.abs(a - b))) if a.size else 0.0)
-            den = max(den, float(np.max(np.abs(b))) if b.size else 0.0)
-    return num / den if den > 0 else num
 
 
 # --------------------------------------------------------------------------------------------
@@ -827,9 +368,9 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
             try:
                 if by_batch and value != candidates[0]:  # warm-up: a new batch shape
                     _run_engine(method, run_v, opts_v, modalities)
-                sweep[value], _ = _timed(lambda: _run_engine(method, run_v, opts_v, modalities), dev)
+                sweep[value], _ = timed(lambda: _run_engine(method, run_v, opts_v, modalities), dev)
             except RuntimeError as exc:
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise
                 break
             tick(f"{method} {knob}={value}")
@@ -841,7 +382,7 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
         passes = floor_passes(method, p_run, options=options, modalities=modalities)
         paired: list[float] = []
         for _ in range(max(1, repeats)):
-            seconds, results = _timed(lambda: _run_engine(method, runs, opts, modalities), dev)
+            seconds, results = timed(lambda: _run_engine(method, runs, opts, modalities), dev)
             best = min(best, seconds)
             if timer is not None:
                 # The floor's passes, timed right after the method: the pair shares the
@@ -865,7 +406,7 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
         with _quiet():
             base_best, ref = math.inf, []
             for _ in range(max(1, baseline_repeats)):
-                seconds, ref = _timed(lambda: _baseline_run(method, subset, options, modalities), dev)
+                seconds, ref = timed(lambda: baseline_run(method, subset, options, modalities), dev)
                 base_best = min(base_best, seconds)
                 tick(f"{method} {name}")
         result.baseline = name
@@ -873,7 +414,7 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
         result.baseline_seconds = base_best * p_run.size / len(subset)
         result.speedup = result.baseline_seconds / best if best > 0 else math.inf
         if comparable and not per_example:
-            result.max_rel_diff = _relative_difference(method, results[: len(subset)], ref, subset)
+            result.max_rel_diff = relative_difference(method, results[: len(subset)], ref, subset)
     return result
 
 
@@ -958,7 +499,7 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
         raise ValueError("no items to benchmark")
     load_before = _load_average()
     p = prepare_batch(adapter, adapter.encode(items))
-    targets = _targets(p)
+    targets = predicted_targets(p)
     dev = p.device
     timer = PassTimer(adapter, items, modalities=modalities, device=dev)
     times = measure_pass_times(adapter, items, batch_sizes=pass_batch_sizes, repeats=repeats,
@@ -1144,7 +685,7 @@ def _load_items(adapter_path: str, data: str | None, n: int, tmp: Path) -> list[
     items = [line.item for line in read_dataset_jsonl(Path(data))]
     if not items:
         raise ValueError("the dataset has no items")
-    return _cycle(items, n) if len(items) < n else items[:n]
+    return cycle(items, n) if len(items) < n else items[:n]
 
 
 def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
@@ -1200,8 +741,8 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workers.bench [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m workers.bench", description=__doc__.split("\n\n")[0])
+    """``python -m benchmarks.explain [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.explain", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

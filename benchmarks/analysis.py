@@ -1,4 +1,4 @@
-"""Timing of the analysis on a synthetic study: ``python -m annotations.analysis.bench [n_responses]``.
+"""Timing of the analysis on a synthetic study: ``python -m benchmarks.analysis [n_responses]``.
 
 The study: 4 arms, 50 test items per participant out of 1,000 items (fewer below 100,000
 responses: one item per 100 responses, at least 50), 10 pretest items per participant, 5 % of
@@ -17,14 +17,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .accuracy import arm_effects, arm_permutation_test, simulation_accuracy, simulation_gain
-from .agreement import agreement
-from .calibration import calibration
-from .mixed import mixed_model
-from .report import analyze, study_report
-from .responses import load_responses_csv, responses_prepare
-from .simulate import responses_simulate
-from .timing import time_on_task
+from annotations.analysis import (
+    agreement,
+    analyze,
+    arm_effects,
+    arm_permutation_test,
+    calibration,
+    load_responses_csv,
+    mixed_model,
+    responses_prepare,
+    responses_simulate,
+    simulation_accuracy,
+    simulation_gain,
+    study_report,
+    time_on_task,
+)
 
 __all__ = ["benchmark"]
 

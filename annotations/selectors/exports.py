@@ -53,7 +53,6 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
-from django.http import StreamingHttpResponse
 
 from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
 
@@ -228,7 +227,7 @@ def csv_lines(*, columns: list[str], rows: Iterable[Any]) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def responses_export_records(*, study: Study) -> Iterator[list]:
+def study_response_records(*, study: Study) -> Iterator[list]:
     """Rows of the responses export as lists in :data:`RESPONSE_COLUMNS` order (module doc).
 
     Raises ``ValueError`` at once (before any row) if the study's exclusion rules are malformed.
@@ -299,15 +298,15 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
         yield prefix, rows
 
 
-def responses_export_rows(*, study: Study) -> Iterator[dict]:
+def study_response_rows(*, study: Study) -> Iterator[dict]:
     """The responses export as dicts keyed by :data:`RESPONSE_COLUMNS`."""
-    return (dict(zip(RESPONSE_COLUMNS, row)) for row in responses_export_records(study=study))
+    return (dict(zip(RESPONSE_COLUMNS, row)) for row in study_response_records(study=study))
 
 
-def responses_csv_lines(*, study: Study) -> Iterator[str]:
+def study_responses_csv_lines(*, study: Study) -> Iterator[str]:
     """The responses export as CSV text, in chunks (module doc). Each participant's columns are
     formatted once, then prefixed to each of their rows: the same text as
-    ``csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=study))``, faster.
+    ``csv_lines(columns=RESPONSE_COLUMNS, rows=study_response_records(study=study))``, faster.
 
     Raises ``ValueError`` at once if the study's exclusion rules are malformed.
     """
@@ -351,7 +350,7 @@ def _metric_names(study: Study) -> list[str]:
     return ITEM_METRICS + [f"modality_share:{modality}" for modality in study.model.modalities]
 
 
-def items_export_columns(*, study: Study) -> list[str]:
+def study_item_columns(*, study: Study) -> list[str]:
     names = _metric_names(study)
     return ITEM_BASE_COLUMNS + [f"metric:{method}:{name}" for method in _metric_methods(study) for name in names]
 
@@ -366,8 +365,8 @@ def _metric_value(metrics: dict | None, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def items_export_records(*, study: Study) -> Iterator[list]:
-    """Rows of the items export in :func:`items_export_columns` order (module doc)."""
+def study_item_records(*, study: Study) -> Iterator[list]:
+    """Rows of the items export in :func:`study_item_columns` order (module doc)."""
     methods = _metric_methods(study)
     names = _metric_names(study)
     labels = list(study.model.labels)
@@ -398,8 +397,8 @@ def items_export_records(*, study: Study) -> Iterator[list]:
         ]
 
 
-def items_csv_lines(*, study: Study) -> Iterator[str]:
-    return csv_lines(columns=items_export_columns(study=study), rows=items_export_records(study=study))
+def study_items_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=study_item_columns(study=study), rows=study_item_records(study=study))
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,7 +406,7 @@ def items_csv_lines(*, study: Study) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def participants_export_records(*, study: Study) -> Iterator[list]:
+def study_participant_records(*, study: Study) -> Iterator[list]:
     """Rows of the participants export in :data:`PARTICIPANT_COLUMNS` order (module doc).
 
     Raises ``ValueError`` at once if the study's exclusion rules are malformed.
@@ -450,8 +449,8 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
         ]
 
 
-def participants_csv_lines(*, study: Study) -> Iterator[str]:
-    return csv_lines(columns=PARTICIPANT_COLUMNS, rows=participants_export_records(study=study))
+def study_participants_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=PARTICIPANT_COLUMNS, rows=study_participant_records(study=study))
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,41 +458,9 @@ def participants_csv_lines(*, study: Study) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def summary_csv_lines(*, report: dict) -> Iterator[str]:
+def report_summary_csv_lines(*, report: dict) -> Iterator[str]:
     """The analysis report (``annotations.services.analysis.study_report_get``) as ``key,value``
     rows."""
     from annotations.analysis.report import report_flatten
 
     return csv_lines(columns=SUMMARY_COLUMNS, rows=report_flatten(report))
-
-
-# --------------------------------------------------------------------------------------------
-# Downloads
-# --------------------------------------------------------------------------------------------
-
-
-def study_export_response(*, study: Study, what: str, filename_prefix: str = "study") -> StreamingHttpResponse:
-    """A streamed CSV download of one export (``EXPORTS``), for every interface that offers one
-    (the API, the dashboard, the researcher pages). File name
-    ``<filename_prefix>-<study pk>-<what>.csv``; not cached by the browser.
-
-    Raises ``ValueError`` for an unknown export or malformed exclusion rules, and
-    ``annotations.services.analysis.AnalysisUnavailable`` for a summary of a study that cannot
-    be analysed yet; both before any byte is sent.
-    """
-    if what == "responses":
-        lines = responses_csv_lines(study=study)
-    elif what == "items":
-        lines = items_csv_lines(study=study)
-    elif what == "participants":
-        lines = participants_csv_lines(study=study)
-    elif what == "summary":
-        from annotations.services.analysis import study_report_get  # it reads this module's rows
-
-        lines = summary_csv_lines(report=study_report_get(study=study))
-    else:
-        raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename_prefix}-{study.pk}-{what}.csv"'
-    response["Cache-Control"] = "no-store"
-    return response

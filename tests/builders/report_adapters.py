@@ -8,7 +8,7 @@
   with the epoch), training items, one checkpoint that fails to load, and a ``corrupt`` hook
   that works for ``a`` and refuses ``b``.
 
-The additive, pairwise and three-modality cases use :mod:`tests.engine.toy_adapters`.
+The additive, pairwise and three-modality cases use :mod:`tests.builders.toy_adapters`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from tests.engine.toy_adapters import ToyAdapter, _weights
+from tests.builders.toy_adapters import ToyAdapter, _weights
 
 
 class TextBlindAdapter(ToyAdapter):

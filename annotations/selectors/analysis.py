@@ -1,6 +1,6 @@
 """Reads for the analysis: the response, item and participant tables of a study.
 
-The frames are built from the very rows the CSV exports write (``annotations.exports``), so the
+The frames are built from the very rows the CSV exports write (``annotations.selectors.exports``), so the
 statistics computed here and those computed from the downloaded CSVs see the same values.
 pandas is imported inside the functions that build frames, so that importing this module (and
 the URL configuration above it) stays light.
@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import Length
 
-from annotations.exports import (
+from annotations.selectors.exports import (
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
-    items_export_columns,
-    items_export_records,
-    participants_export_records,
-    responses_export_records,
+    study_item_columns,
+    study_item_records,
+    study_participant_records,
+    study_response_records,
     study_exclusion_rules,
 )
 from annotations.models import Condition, Explanation, Participant, Prediction, Response, Study, StudyItem
@@ -28,19 +28,19 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def responses_frame(*, study: Study) -> pd.DataFrame:
+def study_responses_frame(*, study: Study) -> pd.DataFrame:
     """One row per response, the responses export's columns (``RESPONSE_COLUMNS``)."""
     import pandas as pd
 
-    return pd.DataFrame.from_records(list(responses_export_records(study=study)), columns=RESPONSE_COLUMNS)
+    return pd.DataFrame.from_records(list(study_response_records(study=study)), columns=RESPONSE_COLUMNS)
 
 
-def items_frame(*, study: Study) -> pd.DataFrame:
+def study_items_frame(*, study: Study) -> pd.DataFrame:
     """One row per pool item, the items export's columns; ``metric:*`` columns are float64."""
     import pandas as pd
 
-    columns = items_export_columns(study=study)
-    frame = pd.DataFrame.from_records(list(items_export_records(study=study)), columns=columns)
+    columns = study_item_columns(study=study)
+    frame = pd.DataFrame.from_records(list(study_item_records(study=study)), columns=columns)
     for column in columns:
         if column.startswith("metric:") or column == "prediction_probability":
             frame[column] = pd.to_numeric(frame[column]).astype("float64") if len(frame) else \
@@ -48,9 +48,9 @@ def items_frame(*, study: Study) -> pd.DataFrame:
     return frame
 
 
-def participants_table(*, study: Study) -> list[dict[str, Any]]:
+def study_participants_table(*, study: Study) -> list[dict[str, Any]]:
     """One dict per participant (previews left out), the participants export's columns."""
-    return [dict(zip(PARTICIPANT_COLUMNS, row)) for row in participants_export_records(study=study)]
+    return [dict(zip(PARTICIPANT_COLUMNS, row)) for row in study_participant_records(study=study)]
 
 
 def study_baseline_name(*, study: Study) -> str | None:

@@ -9,7 +9,16 @@ from typing import Any, Iterable
 from django.conf import settings
 from django.utils import timezone
 
-from annotations.models import DecisionFeatures, Explanation, Item, PrecomputeChunk, PrecomputeJob, Prediction, RegisteredModel, Study
+from annotations.models import (
+    DecisionFeatures,
+    Explanation,
+    Item,
+    PrecomputeChunk,
+    PrecomputeJob,
+    Prediction,
+    RegisteredModel,
+    Study,
+)
 
 OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
 
@@ -25,7 +34,7 @@ MULTIVIZ_VIEWS = frozenset({"features", "prediction"})
 MULTIVIZ_PREFIX = "multiviz:"
 
 
-def multiviz_method(*, study: Study) -> str:
+def study_multiviz_method(*, study: Study) -> str:
     """The method name the study's feature and prediction views are stored under: the
     feature heatmaps are drawn by the study's attribution method."""
     return f"{MULTIVIZ_PREFIX}{study.explanation_method}"
@@ -47,7 +56,7 @@ def study_required_methods(*, study: Study) -> dict[str, set[str]]:
     if views & INTERACTION_VIEWS:
         needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
     if views & MULTIVIZ_VIEWS:
-        needed.setdefault(multiviz_method(study=study), set()).update(views & MULTIVIZ_VIEWS)
+        needed.setdefault(study_multiviz_method(study=study), set()).update(views & MULTIVIZ_VIEWS)
     return needed
 
 
@@ -56,14 +65,14 @@ def study_needs_features(*, study: Study) -> bool:
     return bool(study_views(study=study) & MULTIVIZ_VIEWS)
 
 
-def decision_features_missing(*, study: Study) -> bool:
+def study_decision_features_missing(*, study: Study) -> bool:
     """Whether the model's decision features over the study's dataset (for its attribution
     method) are not stored yet."""
     return not DecisionFeatures.objects.filter(model=study.model, dataset=study.dataset, method=study.explanation_method,
                                                status=DecisionFeatures.Status.DONE).exists()
 
 
-def decision_features_of(*, model: RegisteredModel, dataset_id: int, method: str) -> DecisionFeatures | None:
+def model_decision_features(*, model: RegisteredModel, dataset_id: int, method: str) -> DecisionFeatures | None:
     return DecisionFeatures.objects.filter(model=model, dataset_id=dataset_id, method=method,
                                            status=DecisionFeatures.Status.DONE).first()
 
@@ -76,12 +85,12 @@ def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> boo
                if view in ("share", "top_pairs", "features", "prediction"))
 
 
-def precompute_job_open(*, study: Study) -> PrecomputeJob | None:
+def study_open_job(*, study: Study) -> PrecomputeJob | None:
     """The study's queued or running job (at most one, by a database constraint)."""
     return study.precompute_jobs.filter(status__in=OPEN).first()
 
 
-def dataset_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
+def study_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
     """(dataset size, IDs of the items the study's model has no prediction for, in file order)."""
     items = list(study.dataset.items.order_by("line_number").values_list("pk", flat=True))
     have = set(Prediction.objects.filter(model=study.model, item__dataset=study.dataset)
@@ -89,7 +98,7 @@ def dataset_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
     return len(items), [pk for pk in items if pk not in have]
 
 
-def strength_items_missing(*, study: Study) -> tuple[int, list[int]]:
+def study_strength_items_missing(*, study: Study) -> tuple[int, list[int]]:
     """(dataset size, IDs of predicted items that lack the 2x2 modality interaction)."""
     items = list(study.dataset.items.order_by("line_number").values_list("pk", flat=True))
     predicted = set(Prediction.objects.filter(model=study.model, item__dataset=study.dataset)
@@ -105,7 +114,7 @@ def _done_pairs(*, model: RegisteredModel, method: str, views: Iterable[str], it
             if explanation_has_views(e, views)}
 
 
-def explanation_items_missing(*, study: Study, method: str, views: set[str], targets: dict[int, list[str]]) -> list[int]:
+def study_explanation_items_missing(*, study: Study, method: str, views: set[str], targets: dict[int, list[str]]) -> list[int]:
     """Pool items (sorted by ID) with at least one target label whose ``method`` row is not
     stored, with the rendered views some arm needs."""
     done = _done_pairs(model=study.model, method=method, views=views, item_ids=list(targets))
@@ -113,7 +122,7 @@ def explanation_items_missing(*, study: Study, method: str, views: set[str], tar
                   if any((item_id, label) not in done for label in labels))
 
 
-def explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set[str],
+def model_explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set[str],
                               targets: dict[int, list[str]]) -> list[tuple[int, str]]:
     """The (item ID, label) rows to compute for ``targets``, in item then label order.
 
@@ -132,7 +141,7 @@ def explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set
             for label in sorted(set(targets[item_id]) | drawn.get(item_id, set()), key=order.__getitem__)]
 
 
-def explanations_lacking_share_view(*, model: RegisteredModel, method: str,
+def model_explanations_lacking_share_view(*, model: RegisteredModel, method: str,
                                     targets: dict[int, list[str]]) -> list[Explanation]:
     """Stored attribution rows of these targets without the share-bar view (rows another
     study computed): the bars can be drawn from their stored summary."""
@@ -143,12 +152,12 @@ def explanations_lacking_share_view(*, model: RegisteredModel, method: str,
             and (row.summary or {}).get("modality_share")]
 
 
-def predicted_labels(*, model: RegisteredModel, item_ids: Iterable[int]) -> dict[int, str]:
+def model_predicted_labels(*, model: RegisteredModel, item_ids: Iterable[int]) -> dict[int, str]:
     """Item ID -> the model's predicted label, for the items that have a prediction."""
     return dict(Prediction.objects.filter(model=model, item_id__in=list(item_ids)).values_list("item_id", "label"))
 
 
-def items_by_id(*, item_ids: Iterable[int]) -> dict[int, Item]:
+def item_map(*, item_ids: Iterable[int]) -> dict[int, Item]:
     return {item.pk: item for item in Item.objects.filter(pk__in=list(item_ids))}
 
 
@@ -157,7 +166,7 @@ PART_TITLES = {"predictions": "Predictions", "strength": "Modality interactions 
                "features": "Decision features (whole dataset)", "multiviz": "Feature and prediction views"}
 
 
-def precompute_progress(*, job: PrecomputeJob) -> dict[str, Any]:
+def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     """Progress of a job as the study page and the API show it, in items (not rows).
 
     ``parts``: one entry per planned part (predictions, strength, attribution, interaction)

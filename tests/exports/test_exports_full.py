@@ -14,22 +14,22 @@ from django.core.management import call_command
 
 from annotations.analysis import analyze, load_items_csv, load_responses_csv, participant_quality, study_report
 from annotations.analysis.report import report_flatten
-from annotations.exports import (
+from annotations.selectors.exports import (
     ITEM_BASE_COLUMNS,
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
     csv_lines,
-    items_csv_lines,
-    participants_csv_lines,
+    study_items_csv_lines,
+    study_participants_csv_lines,
     platform_id_exported,
-    responses_csv_lines,
-    responses_export_records,
-    summary_csv_lines,
+    study_responses_csv_lines,
+    study_response_records,
+    report_summary_csv_lines,
 )
 from annotations.models import Explanation, Participant, Prediction, Response
-from annotations.selectors_analysis import items_frame, responses_frame
+from annotations.selectors.analysis import study_items_frame, study_responses_frame
 from annotations.services.analysis import AnalysisUnavailable, study_report_compute
-from tests.api.study_data import RULES, build_answered_study
+from tests.builders.answered_study import RULES, build_answered_study
 
 pytestmark = pytest.mark.django_db
 
@@ -51,8 +51,8 @@ def test_round_trip_db_to_csv_gives_identical_analysis(answered, tmp_path):
     (exclusion rules recomputed, metrics vs human from the items CSV) too; and so do the
     service and ``manage.py analyze --json``."""
     settings = {"baseline": "baseline", "seed": answered.seed, **FAST}
-    from_db = responses_frame(study=answered)
-    items_db = items_frame(study=answered)
+    from_db = study_responses_frame(study=answered)
+    items_db = study_items_frame(study=answered)
     responses_path, items_path = tmp_path / "responses.csv", tmp_path / "items.csv"
     call_command("export_study", str(answered.pk), what="responses", out=responses_path)
     call_command("export_study", answered.public_id, what="items", out=items_path)
@@ -81,9 +81,9 @@ def test_round_trip_db_to_csv_gives_identical_analysis(answered, tmp_path):
 
 
 def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
-    text = "".join(responses_csv_lines(study=answered))
+    text = "".join(study_responses_csv_lines(study=answered))
     # the fast path (participant columns formatted once) writes what the plain writer would
-    assert text == "".join(csv_lines(columns=RESPONSE_COLUMNS, rows=responses_export_records(study=answered)))
+    assert text == "".join(csv_lines(columns=RESPONSE_COLUMNS, rows=study_response_records(study=answered)))
     header, rows = _read([text])
     assert header == RESPONSE_COLUMNS
     real = Response.objects.filter(participant__study=answered).exclude(participant__platform="preview")
@@ -117,18 +117,18 @@ def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
     assert {r["platform_id"] for r in mine} == {platform_id_exported(study=answered, platform="prolific",
                                                                      platform_id=participant.platform_id)}
     assert mine[0]["platform_id"].startswith("h:") and participant.platform_id not in "".join(
-        responses_csv_lines(study=answered))
+        study_responses_csv_lines(study=answered))
     other = build_answered_study(alice, tmp_path, name="other", participants_per_arm=2)
     assert platform_id_exported(study=other, platform="prolific", platform_id=participant.platform_id) != \
         mine[0]["platform_id"]
     answered.export_raw_platform_ids = True
     answered.save(update_fields=["export_raw_platform_ids"])
-    _, raw = _read(responses_csv_lines(study=answered))
+    _, raw = _read(study_responses_csv_lines(study=answered))
     assert participant.platform_id in {r["platform_id"] for r in raw}
 
 
 def test_items_export(answered):
-    header, rows = _read(items_csv_lines(study=answered))
+    header, rows = _read(study_items_csv_lines(study=answered))
     assert header[: len(ITEM_BASE_COLUMNS)] == ITEM_BASE_COLUMNS
     method = answered.explanation_method
     assert f"metric:{method}:deletion_auc" in header and f"metric:{method}:modality_share:image" in header
@@ -151,10 +151,10 @@ def test_items_export(answered):
 
 
 def test_participants_export_matches_the_statistics_module(answered):
-    header, rows = _read(participants_csv_lines(study=answered))
+    header, rows = _read(study_participants_csv_lines(study=answered))
     assert header == PARTICIPANT_COLUMNS
     assert len(rows) == Participant.objects.filter(study=answered).exclude(platform="preview").count() == 12
-    quality = participant_quality(responses_frame(study=answered), rules=RULES,
+    quality = participant_quality(study_responses_frame(study=answered), rules=RULES,
                                   default_fast_rt_ms=answered.min_rt_ms).set_index("participant")
     for row in rows:
         expected = quality.loc[row["participant"]]
@@ -172,7 +172,7 @@ def test_participants_export_matches_the_statistics_module(answered):
 
 def test_summary_export_is_the_flattened_report(answered, tmp_path):
     report = study_report_compute(study=answered, **FAST)
-    header, rows = _read(summary_csv_lines(report=report))
+    header, rows = _read(report_summary_csv_lines(report=report))
     assert header == ["key", "value"]
     flat = dict(report_flatten(report))
     assert {row["key"] for row in rows} == set(flat)
@@ -183,22 +183,22 @@ def test_summary_export_is_the_flattened_report(answered, tmp_path):
 
     path = tmp_path / "summary.csv"
     call_command("export_study", str(answered.pk), what="summary", out=path, n_resamples=200, n_permutations=200)
-    assert path.read_text(encoding="utf-8") == "".join(summary_csv_lines(report=report))
+    assert path.read_text(encoding="utf-8") == "".join(report_summary_csv_lines(report=report))
 
 
 def test_malformed_rules_and_empty_studies_are_refused_before_any_row(answered, alice, tmp_path):
     answered.exclusion_rules = {"max_attention_failure": 0}  # a typo
     answered.save(update_fields=["exclusion_rules"])
     with pytest.raises(ValueError, match="unknown exclusion rule"):
-        responses_csv_lines(study=answered)
+        study_responses_csv_lines(study=answered)
     with pytest.raises(AnalysisUnavailable, match="malformed"):
         study_report_compute(study=answered, **FAST)
 
-    from tests.services.factories import build_study
+    from tests.builders.studies import build_study
 
     quiet = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
-    assert _read(responses_csv_lines(study=quiet)) == (RESPONSE_COLUMNS, [])
-    assert _read(participants_csv_lines(study=quiet))[1] == []
+    assert _read(study_responses_csv_lines(study=quiet)) == (RESPONSE_COLUMNS, [])
+    assert _read(study_participants_csv_lines(study=quiet))[1] == []
     with pytest.raises(AnalysisUnavailable, match="no responses"):
         study_report_compute(study=quiet, **FAST)
 
@@ -206,7 +206,7 @@ def test_malformed_rules_and_empty_studies_are_refused_before_any_row(answered, 
 def test_postgres_timestamp_text_becomes_python_isoformat():
     from datetime import datetime, timedelta, timezone
 
-    from annotations.exports import pg_timestamp_isoformat
+    from annotations.selectors.exports import pg_timestamp_isoformat
 
     for stamp in (datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
                   datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=timezone.utc),
@@ -241,14 +241,14 @@ def test_raw_platform_ids_are_defused_against_csv_formulas(answered):
     Participant.objects.filter(pk=participant.pk).update(platform_id=evil)
     hashed = platform_id_exported(study=answered, platform="prolific", platform_id=evil)
     assert hashed.startswith("h:")
-    _, rows = _read(participants_csv_lines(study=answered))
+    _, rows = _read(study_participants_csv_lines(study=answered))
     assert {r["platform_id"] for r in rows if r["participant"] == str(participant.public_id)} == {hashed}
 
     answered.export_raw_platform_ids = True
     answered.save(update_fields=["export_raw_platform_ids"])
     assert platform_id_exported(study=answered, platform="prolific", platform_id=evil) == "'" + evil
     assert platform_id_exported(study=answered, platform="prolific", platform_id="PID-7") == "PID-7"
-    for lines in (responses_csv_lines(study=answered), participants_csv_lines(study=answered)):
+    for lines in (study_responses_csv_lines(study=answered), study_participants_csv_lines(study=answered)):
         _, rows = _read(lines)
         mine = {r["platform_id"] for r in rows if r["participant"] == str(participant.public_id)}
         assert mine == {"'" + evil}
@@ -256,7 +256,8 @@ def test_raw_platform_ids_are_defused_against_csv_formulas(answered):
 
 
 def test_study_export_response_streams_each_export(answered):
-    from annotations.exports import EXPORTS, study_export_response
+    from annotations.selectors.exports import EXPORTS
+    from annotations.downloads import study_export_response
 
     for what in EXPORTS:
         response = study_export_response(study=answered, what=what)
@@ -264,6 +265,6 @@ def test_study_export_response_streams_each_export(answered):
         assert response["Content-Disposition"] == f'attachment; filename="study-{answered.pk}-{what}.csv"'
         body = b"".join(response.streaming_content).decode("utf-8")
         if what == "responses":
-            assert body == "".join(responses_csv_lines(study=answered))
+            assert body == "".join(study_responses_csv_lines(study=answered))
     with pytest.raises(ValueError, match="unknown export"):
         study_export_response(study=answered, what="secrets")

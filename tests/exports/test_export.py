@@ -8,12 +8,12 @@ import io
 import pytest
 from django.core.management import call_command
 
-from annotations.exports import responses_csv_lines
+from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import Prediction, Response
 
 from annotations.services.participants import participant_consent, participant_preview_start, participant_start
 
-from .factories import answer_all, build_study, enter_and_start
+from tests.builders.studies import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def _rows(text: str) -> tuple[list[str], list[dict]]:
 
 
 def test_export_has_the_required_columns_and_one_row_per_response(answered):
-    header, rows = _rows("".join(responses_csv_lines(study=answered)))
+    header, rows = _rows("".join(study_responses_csv_lines(study=answered)))
 
     assert set(REQUIRED) <= set(header)
     real = Response.objects.filter(participant__study=answered).exclude(participant__platform="preview")
@@ -75,7 +75,7 @@ def test_export_has_the_required_columns_and_one_row_per_response(answered):
 
 
 def test_correct_simulation_compares_the_guess_with_the_model_not_the_gold_label(answered):
-    _, rows = _rows("".join(responses_csv_lines(study=answered)))
+    _, rows = _rows("".join(study_responses_csv_lines(study=answered)))
 
     for row in rows:
         assert row["correct_simulation"] == str(row["guess"] == row["model_prediction"])
@@ -89,7 +89,7 @@ def test_correct_simulation_compares_the_guess_with_the_model_not_the_gold_label
 
 def test_export_of_a_study_without_responses_is_just_the_header(alice, tmp_path):
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
-    header, rows = _rows("".join(responses_csv_lines(study=study)))
+    header, rows = _rows("".join(study_responses_csv_lines(study=study)))
     assert set(REQUIRED) <= set(header)
     assert rows == []
 
@@ -100,7 +100,7 @@ def test_export_study_command_writes_the_same_csv(answered, tmp_path):
     call_command("export_study", str(answered.pk), out=path)
 
     written = path.read_text(encoding="utf-8")
-    assert written == "".join(responses_csv_lines(study=answered))
+    assert written == "".join(study_responses_csv_lines(study=answered))
     assert len(_rows(written)[1]) == 16
 
 
@@ -119,5 +119,5 @@ def test_export_study_command_finds_the_study_by_public_id(answered, tmp_path):
     call_command("export_study", answered.public_id, out=path)
 
     written = path.read_text(encoding="utf-8")
-    assert written == "".join(responses_csv_lines(study=answered))
+    assert written == "".join(study_responses_csv_lines(study=answered))
     assert len(_rows(written)[1]) == 16

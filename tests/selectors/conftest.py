@@ -1,0 +1,5 @@
+"""Selector tests: every test gets its own MEDIA_ROOT and a fast password hasher."""
+
+from __future__ import annotations
+
+from tests.isolation import fast_password_hasher, media_root  # noqa: F401  (autouse fixtures)
