@@ -22,7 +22,7 @@ No Django.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,8 +51,7 @@ def _participant_means(test: pd.DataFrame, arm: str) -> np.ndarray:
 
 def _mean_interval(values: np.ndarray, confidence_level: float) -> dict:
     n = int(values.size)
-    out: dict = {"estimate": float(values.mean()) if n else None, "ci_low": None, "ci_high": None,
-                 "n_participants": n}
+    out: dict = {"estimate": float(values.mean()) if n else None, "ci_low": None, "ci_high": None, "n_participants": n}
     if n >= 2:
         se = float(values.std(ddof=1) / np.sqrt(n))
         half = float(stats.t.ppf(0.5 + confidence_level / 2, n - 1)) * se
@@ -76,8 +75,15 @@ def _welch(later: np.ndarray, earlier: np.ndarray, confidence_level: float) -> d
     return out
 
 
-def stage_report(df: pd.DataFrame, *, stages: Sequence[str], seed: int, n_resamples: int = 1000,
-                 n_permutations: int = 1000, confidence_level: float = 0.95) -> dict:
+def stage_report(
+    df: pd.DataFrame,
+    *,
+    stages: Sequence[str],
+    seed: int,
+    n_resamples: int = 1000,
+    n_permutations: int = 1000,
+    confidence_level: float = 0.95,
+) -> dict:
     """Per stage and per consecutive pair of stages, over test-phase answers.
 
     Args:
@@ -100,31 +106,51 @@ def stage_report(df: pd.DataFrame, *, stages: Sequence[str], seed: int, n_resamp
     missing = [s for s in stages if s not in present]
     if missing:
         unavailable["stages"] = f"no test answers yet in {', '.join(missing)}"
-    accuracy = simulation_accuracy(prepared, seed=seed, n_resamples=n_resamples,
-                                   confidence_level=confidence_level) if present else {}
+    accuracy = (
+        simulation_accuracy(prepared, seed=seed, n_resamples=n_resamples, confidence_level=confidence_level)
+        if present
+        else {}
+    )
     agree = agreement(prepared) if present else {}
     out_stages = []
     for arm in stages:
         a = agree.get(arm, {})
-        out_stages.append({
-            "arm": arm,
-            "accuracy": accuracy.get(arm),
-            "confidence": _mean_interval(_participant_means(test, arm), confidence_level),
-            "agreement": {"alpha_nominal_guess": a.get("alpha_nominal_guess"),
-                          "alpha_ordinal_confidence": a.get("alpha_ordinal_confidence"),
-                          "fleiss_kappa": a.get("fleiss_kappa")} if a else None,
-        })
+        out_stages.append(
+            {
+                "arm": arm,
+                "accuracy": accuracy.get(arm),
+                "confidence": _mean_interval(_participant_means(test, arm), confidence_level),
+                "agreement": {
+                    "alpha_nominal_guess": a.get("alpha_nominal_guess"),
+                    "alpha_ordinal_confidence": a.get("alpha_ordinal_confidence"),
+                    "fleiss_kappa": a.get("fleiss_kappa"),
+                }
+                if a
+                else None,
+            }
+        )
     increments = []
     for earlier, later in zip(present, present[1:]):
         pair = prepared[prepared["condition"].isin([earlier, later])]
-        effect = arm_effects(pair, baseline=earlier, seed=seed, n_resamples=n_resamples,
-                             n_permutations=n_permutations, confidence_level=confidence_level)[later]
+        effect = arm_effects(
+            pair,
+            baseline=earlier,
+            seed=seed,
+            n_resamples=n_resamples,
+            n_permutations=n_permutations,
+            confidence_level=confidence_level,
+        )[later]
         alpha_a = (agree.get(later) or {}).get("alpha_nominal_guess")
         alpha_b = (agree.get(earlier) or {}).get("alpha_nominal_guess")
-        increments.append({
-            "from": earlier, "to": later, "accuracy": effect,
-            "confidence": _welch(_participant_means(test, later), _participant_means(test, earlier),
-                                 confidence_level),
-            "agreement": {"alpha_nominal_guess": None if alpha_a is None or alpha_b is None else alpha_a - alpha_b},
-        })
+        increments.append(
+            {
+                "from": earlier,
+                "to": later,
+                "accuracy": effect,
+                "confidence": _welch(
+                    _participant_means(test, later), _participant_means(test, earlier), confidence_level
+                ),
+                "agreement": {"alpha_nominal_guess": None if alpha_a is None or alpha_b is None else alpha_a - alpha_b},
+            }
+        )
     return {"stages": out_stages, "increments": increments, "unavailable": unavailable}

@@ -37,12 +37,16 @@ def test_stages_and_increments_are_the_arm_statistics():
         assert stage["accuracy"] == accuracy[stage["arm"]]
     assert [s["accuracy"]["all"]["estimate"] for s in report["stages"]] == [0.25, 0.5, 1.0]
     # Confidence: mean of participant means (p0 of each stage is one point surer).
-    np.testing.assert_allclose([s["confidence"]["estimate"] for s in report["stages"]], [2 + 1 / 3, 3 + 1 / 3, 4 + 1 / 3])
-    assert all(s["confidence"]["ci_low"] < s["confidence"]["estimate"] < s["confidence"]["ci_high"]
-               for s in report["stages"])
+    np.testing.assert_allclose(
+        [s["confidence"]["estimate"] for s in report["stages"]], [2 + 1 / 3, 3 + 1 / 3, 4 + 1 / 3]
+    )
+    assert all(
+        s["confidence"]["ci_low"] < s["confidence"]["estimate"] < s["confidence"]["ci_high"] for s in report["stages"]
+    )
     alphas = agreement(df)
     assert [s["agreement"]["alpha_nominal_guess"] for s in report["stages"]] == [
-        alphas[a]["alpha_nominal_guess"] for a in STAGES]
+        alphas[a]["alpha_nominal_guess"] for a in STAGES
+    ]
 
     assert [(i["from"], i["to"]) for i in report["increments"]] == [("none", "U"), ("U", "U+C")]
     pair = df[df["condition"].isin(["U", "U+C"])]

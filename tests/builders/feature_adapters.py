@@ -12,7 +12,8 @@ and the head is linear and sparse in them: ``logits = z @ W.T + BIAS`` with :dat
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +21,7 @@ from torch import Tensor
 
 from tests.builders.toy_adapters import ToyAdapter
 
-W = np.array([[1.5, 0.0, -2.0, 0.0, 0.0],
-              [0.0, 3.0, 0.0, 0.0, 0.0],
-              [0.0, 0.0, 0.0, 2.5, 0.0]])
+W = np.array([[1.5, 0.0, -2.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.5, 0.0]])
 BIAS = np.array([0.3, -0.2, 0.1])
 N_FEATURES = 5
 
@@ -37,8 +36,7 @@ class PlantedFeatureAdapter(ToyAdapter):
         self.linear_head = linear_head
 
     def features(self, a: Tensor, b: Tensor, *, batch: dict) -> Tensor:
-        return torch.stack([a[:, 0], a[:, 1] * b[:, 0], b[:, 1] + b[:, 2], a[:, 2] - a[:, 3], a[:, 2] + a[:, 3]],
-                           dim=1)
+        return torch.stack([a[:, 0], a[:, 1] * b[:, 0], b[:, 1] + b[:, 2], a[:, 2] - a[:, 3], a[:, 2] + a[:, 3]], dim=1)
 
     def logits(self, a: Tensor, b: Tensor, *, batch: dict) -> Tensor:
         z = self.features(a, b, batch=batch)
@@ -62,8 +60,7 @@ def planted_items(n: int, *, seed: int = 0, loud: dict[int, Sequence[tuple[int, 
     rng = np.random.default_rng(seed)
     items: list[dict[str, Any]] = []
     for i in range(n):
-        items.append({"id": f"it{i}", "label": "x", "a": rng.normal(size=4).tolist(),
-                      "b": rng.normal(size=3).tolist()})
+        items.append({"id": f"it{i}", "label": "x", "a": rng.normal(size=4).tolist(), "b": rng.normal(size=3).tolist()})
     for feature, rows in (loud or {}).items():
         for row, value in rows:
             if feature == 0:

@@ -11,9 +11,9 @@ import torch
 from tests.builders.feature_adapters import (
     BIAS,
     N_FEATURES,
-    W,
     NoFeaturesAdapter,
     PlantedFeatureAdapter,
+    W,
     planted_items,
 )
 from workers.engine.adapter import AdapterError
@@ -58,8 +58,9 @@ def test_a_features_attribution_is_its_closed_form():
     items = planted_items(3, seed=2)
     batch = adapter.encode(items)
     # Item 0 explains feature 0 (= a0), item 1 feature 1 (= a1 * b0), item 2 feature 2 (= b1 + b2).
-    result = feature_attributions(adapter, batch, features=[0, 1, 2], n_features=N_FEATURES,
-                                  method="integrated_gradients", n_steps=64)
+    result = feature_attributions(
+        adapter, batch, features=[0, 1, 2], n_features=N_FEATURES, method="integrated_gradients", n_steps=64
+    )
     a0 = items[0]["a"]
     np.testing.assert_allclose(result[0].group_scores["a"], [a0[0], 0, 0, 0], atol=1e-9)
     np.testing.assert_allclose(result[0].group_scores["b"], [0, 0, 0], atol=1e-9)

@@ -38,8 +38,18 @@ def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_js
         response = client.get(urls[0])
         assert response.status_code == 200 and b"".join(response.streaming_content).startswith(b"\x89PNG")
 
-    second = study_create(owner=alice, name="again", dataset=first.dataset, model=first.model, conditions=ARMS,
-                          n_items=6, items_per_participant=2, raters_per_item=1, n_candidates=3, seed=9)
+    second = study_create(
+        owner=alice,
+        name="again",
+        dataset=first.dataset,
+        model=first.model,
+        conditions=ARMS,
+        n_items=6,
+        items_per_participant=2,
+        raters_per_item=1,
+        n_candidates=3,
+        seed=9,
+    )
     job = precompute_job_create(study=second)
     assert precompute_run(job_id=job.pk)["status"] == "done"
     job.refresh_from_db()
@@ -50,8 +60,14 @@ def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_js
 
 def test_an_adapter_without_features_fails_the_job_saying_why(alice, demo_jsonl, settings):
     settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
-    study = demo_study(owner=alice, jsonl=demo_jsonl, conditions=ARMS, n_items=4, n_candidates=3,
-                       adapter_path="tests.services.test_multiviz_precompute:FeaturelessDemo")
+    study = demo_study(
+        owner=alice,
+        jsonl=demo_jsonl,
+        conditions=ARMS,
+        n_items=4,
+        n_candidates=3,
+        adapter_path="tests.services.test_multiviz_precompute:FeaturelessDemo",
+    )
     job = precompute_job_create(study=study)
     assert precompute_run(job_id=job.pk)["status"] == "failed"
     assert "features()" in PrecomputeJob.objects.get(pk=job.pk).error

@@ -22,7 +22,7 @@ def test_the_multiviz_template_is_a_staged_study(alice, tmp_path):
     spec = study_spec_parse(data=SPEC_TEMPLATES["multiviz"](name="mv", dataset="shapes", model="fusion"), owner=alice)
     study = study_create_from_spec(owner=alice, spec=spec)
 
-    assert study.model == model
+    assert study.model == model and study.dataset == dataset
     assert study_stage_order(study=study) == ["baseline", "U", "U+C", "U+C+R", "U+C+R+P"]
     views = {c.name: c.views for c in study.conditions.all()}
     assert views["U+C+R+P"] == ["heatmap", "tokens", "interaction", "top_pairs", "features", "prediction"]
@@ -42,5 +42,6 @@ def test_the_yaml_template_is_the_python_template(alice):
     from annotations.services.spec import study_spec_load
 
     path = Path(__file__).resolve().parents[2] / "docs" / "specs" / "multiviz.yaml"
-    assert study_spec_load(path=path) == multiviz_spec(name="MultiViz stages", dataset="YOUR-DATASET",
-                                                       model="YOUR-MODEL")
+    assert study_spec_load(path=path) == multiviz_spec(
+        name="MultiViz stages", dataset="YOUR-DATASET", model="YOUR-MODEL"
+    )

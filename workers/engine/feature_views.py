@@ -16,8 +16,8 @@ here takes a class name, a prediction or a gold label; PNGs carry no text chunks
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -63,8 +63,7 @@ def feature_heat(attribution: ItemAttribution, groups: Sequence[Sequence[GroupIn
     info = {g.group_id: g for g in groups[m]} if m < len(groups) else {}
     ids = [int(g) for g in attribution.group_ids[image]]
     if ids and all(info.get(g) is not None and info[g].box is not None for g in ids):
-        return render.group_scores_to_map(attribution.group_scores[image], [info[g].box for g in ids],
-                                          heat.shape[-2:])
+        return render.group_scores_to_map(attribution.group_scores[image], [info[g].box for g in ids], heat.shape[-2:])
     return heat
 
 
@@ -79,16 +78,23 @@ def _top_words(attribution: ItemAttribution, groups: Sequence[Sequence[GroupInfo
         return ""
     m = list(attribution.modalities).index("text")
     info = {g.group_id: g for g in groups[m]} if m < len(groups) else {}
-    scored = [(float(s), info[int(g)].text) for g, s in zip(attribution.group_ids["text"], attribution.group_scores["text"])
-              if int(g) in info and not info[int(g)].hidden and info[int(g)].text]
+    scored = [
+        (float(s), info[int(g)].text)
+        for g, s in zip(attribution.group_ids["text"], attribution.group_scores["text"])
+        if int(g) in info and not info[int(g)].hidden and info[int(g)].text
+    ]
     scored.sort(key=lambda t: -abs(t[0]))
     return ", ".join(f"{w} {render._fmt(s)}" for s, w in scored[:k] if s != 0)
 
 
 def render_feature_views(
-    *, pixels: np.ndarray | None, candidates: Sequence[Sequence[tuple[int, float]]],
-    attributions: Mapping[int, ItemAttribution], groups: Sequence[Sequence[GroupInfo]],
-    examples: Mapping[int, Sequence[bytes]], features_shown: int = 3,
+    *,
+    pixels: np.ndarray | None,
+    candidates: Sequence[Sequence[tuple[int, float]]],
+    attributions: Mapping[int, ItemAttribution],
+    groups: Sequence[Sequence[GroupInfo]],
+    examples: Mapping[int, Sequence[bytes]],
+    features_shown: int = 3,
 ) -> list[FeatureViews]:
     """Draw one item's ``features`` and ``prediction`` views for each candidate.
 
@@ -125,8 +131,9 @@ def render_feature_views(
             draw.text((GAP, GAP), "No feature adds to this answer.", fill="#222222", font=font)
         y = GAP
         for feature, contribution in pairs:
-            draw.text((GAP, y), f"Feature {feature}: {render._fmt(contribution)} to the score",
-                      fill="#111111", font=bold)
+            draw.text(
+                (GAP, y), f"Feature {feature}: {render._fmt(contribution)} to the score", fill="#111111", font=bold
+            )
             words = _top_words(attributions[feature], groups)
             draw.text((GAP, y + TEXT_ROW), f"Words: {words or 'none'}", fill="#333333", font=font)
             if image and pixels is not None:
@@ -145,14 +152,24 @@ def render_feature_views(
             draw.text((GAP, y + TEXT_ROW), "Right: where the feature is strongest.", fill="#555555", font=font)
         names = [f"feature {f}" for f, _ in all_pairs]
         values = [c for _, c in all_pairs]
-        out.append(FeatureViews(features_png=render._png_bytes(canvas),
-                                prediction_png=contribution_bars_png(names, values, limit=bar_limit,
-                                                                    rows=n_bars)))
+        out.append(
+            FeatureViews(
+                features_png=render._png_bytes(canvas),
+                prediction_png=contribution_bars_png(names, values, limit=bar_limit, rows=n_bars),
+            )
+        )
     return out
 
 
-def contribution_bars_png(names: Sequence[str], values: Sequence[float], *, limit: float, rows: int | None = None,
-                          cmap: str = render.DEFAULT_CMAP, width_px: int = 300) -> bytes:
+def contribution_bars_png(
+    names: Sequence[str],
+    values: Sequence[float],
+    *,
+    limit: float,
+    rows: int | None = None,
+    cmap: str = render.DEFAULT_CMAP,
+    width_px: int = 300,
+) -> bytes:
     """Horizontal bars of the features' contributions (weight × activation) to one answer's
     sparse score, on the axis ``[-limit, +limit]`` shared by the item's candidates, with room
     for ``rows`` bars (default: as many as given)."""

@@ -16,8 +16,9 @@ No Django.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ from workers.engine.adapter import AdapterError, ModelAdapter, RawItem
 from workers.engine.attribution import ItemAttribution, attribute, prepare_batch
 from workers.engine.interactions import CrossInteraction, cross_modal_interaction
 
-__all__ = ["FeatureHead", "FeatureTable", "decision_features", "feature_attributions",
-           "feature_interactions", "has_features", "top_activating"]
+__all__ = [
+    "FeatureHead",
+    "FeatureTable",
+    "decision_features",
+    "feature_attributions",
+    "feature_interactions",
+    "has_features",
+    "top_activating",
+]
 
 
 def has_features(adapter: Any) -> bool:
@@ -38,13 +46,16 @@ def has_features(adapter: Any) -> bool:
 
 def _features(adapter: ModelAdapter, embedded: Sequence[Tensor], batch: Any) -> Tensor:
     if not has_features(adapter):
-        raise AdapterError("the adapter has no features() method: MultiViz stages 3 and 4 need the "
-                           "decision-level features of its head (see workers/engine/adapter.py)")
+        raise AdapterError(
+            "the adapter has no features() method: MultiViz stages 3 and 4 need the "
+            "decision-level features of its head (see workers/engine/adapter.py)"
+        )
     out = adapter.features(*embedded, batch=batch)  # type: ignore[attr-defined]
     n = embedded[0].shape[0]
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != n:
-        raise AdapterError(f"features returned shape {tuple(getattr(out, 'shape', ()))} for {n} rows; "
-                           "expected (rows, n_features)")
+        raise AdapterError(
+            f"features returned shape {tuple(getattr(out, 'shape', ()))} for {n} rows; expected (rows, n_features)"
+        )
     return out
 
 
@@ -91,7 +102,7 @@ def decision_features(adapter: ModelAdapter, items: Sequence[RawItem], *, batch_
     acts, logits = [], []
     with torch.no_grad():
         for start in range(0, len(items), max(1, batch_size)):
-            batch = adapter.encode(list(items[start:start + batch_size]))
+            batch = adapter.encode(list(items[start : start + batch_size]))
             embedded = tuple(adapter.embed(batch))
             acts.append(_features(adapter, embedded, batch).detach().to(torch.float64).cpu())
             logits.append(adapter.head(*embedded, batch=batch).detach().to(torch.float64).cpu())
@@ -111,8 +122,9 @@ def top_activating(activations: np.ndarray, feature: int, *, k: int = 3) -> list
     return [int(i) for i in order[:k]]
 
 
-def feature_attributions(adapter: ModelAdapter, batch: Any, *, features: Any, n_features: int, method: str,
-                         **options: Any) -> list[ItemAttribution]:
+def feature_attributions(
+    adapter: ModelAdapter, batch: Any, *, features: Any, n_features: int, method: str, **options: Any
+) -> list[ItemAttribution]:
     """Attribute each item's activation of ``features[b]`` to its modalities' groups.
 
     Args:
@@ -126,14 +138,20 @@ def feature_attributions(adapter: ModelAdapter, batch: Any, *, features: Any, n_
         One :class:`ItemAttribution` per item; its ``target`` is the feature index.
     """
     wrapped = FeatureHead(adapter, n_features)
-    return attribute(wrapped, batch, method=method, targets=features, prepared=prepare_batch(wrapped, batch),
-                     **options)
+    return attribute(wrapped, batch, method=method, targets=features, prepared=prepare_batch(wrapped, batch), **options)
 
 
-def feature_interactions(adapter: ModelAdapter, batch: Any, *, features: Any, n_features: int, method: str,
-                         modalities: Sequence[str] | None = None, **options: Any) -> list[CrossInteraction]:
+def feature_interactions(
+    adapter: ModelAdapter,
+    batch: Any,
+    *,
+    features: Any,
+    n_features: int,
+    method: str,
+    modalities: Sequence[str] | None = None,
+    **options: Any,
+) -> list[CrossInteraction]:
     """The cross-modal interaction matrix of each item's activation of ``features[b]``
     (``interactions.cross_modal_interaction`` with the feature as the output)."""
     wrapped = FeatureHead(adapter, n_features)
-    return cross_modal_interaction(wrapped, batch, method=method, targets=features, modalities=modalities,
-                                   **options)
+    return cross_modal_interaction(wrapped, batch, method=method, targets=features, modalities=modalities, **options)

@@ -12,8 +12,9 @@ lasso"). **Fidelity** is the share of held-out items on which the sparse model's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import Lasso
@@ -57,13 +58,22 @@ class SparseHead:
         return [np.flatnonzero(row).tolist() for row in self.weights]
 
     def to_arrays(self, prefix: str = "sparse/") -> dict[str, np.ndarray]:
-        return {f"{prefix}weights": self.weights, f"{prefix}intercept": self.intercept,
-                f"{prefix}train_rows": self.train_rows, f"{prefix}test_rows": self.test_rows}
+        return {
+            f"{prefix}weights": self.weights,
+            f"{prefix}intercept": self.intercept,
+            f"{prefix}train_rows": self.train_rows,
+            f"{prefix}test_rows": self.test_rows,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "fidelity": self.fidelity, "train_fidelity": self.train_fidelity,
-                "n_train": int(self.train_rows.size), "n_test": int(self.test_rows.size),
-                "nonzero_per_class": [len(s) for s in self.support()]}
+        return {
+            "alpha": self.alpha,
+            "fidelity": self.fidelity,
+            "train_fidelity": self.train_fidelity,
+            "n_train": int(self.train_rows.size),
+            "n_test": int(self.test_rows.size),
+            "nonzero_per_class": [len(s) for s in self.support()],
+        }
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +82,15 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def fit_sparse_head(features: np.ndarray, logits: np.ndarray, *, alpha: float = 0.05,
-                    test_fraction: float = 0.25, seed: int = 0, max_iter: int = 20_000) -> SparseHead:
+def fit_sparse_head(
+    features: np.ndarray,
+    logits: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    max_iter: int = 20_000,
+) -> SparseHead:
     """Fit the sparse linear head to the model's logits.
 
     Args:
@@ -121,8 +138,15 @@ def fit_sparse_head(features: np.ndarray, logits: np.ndarray, *, alpha: float = 
         coef, *_ = np.linalg.lstsq(design, target, rcond=None)
         weights[c, cols] = coef[:-1]
         intercept[c] = coef[-1]
-    head = SparseHead(weights=weights, intercept=intercept, alpha=float(alpha), fidelity=None,
-                      train_fidelity=0.0, train_rows=train, test_rows=test)
+    head = SparseHead(
+        weights=weights,
+        intercept=intercept,
+        alpha=float(alpha),
+        fidelity=None,
+        train_fidelity=0.0,
+        train_rows=train,
+        test_rows=test,
+    )
     agree = head.logits(x).argmax(axis=1) == y.argmax(axis=1)
     head.train_fidelity = float(agree[train].mean())
     head.fidelity = float(agree[test].mean()) if test.size else None
@@ -138,7 +162,8 @@ def top_contributions(head: SparseHead, features: np.ndarray, *, target: int, k:
     return [(int(f), float(terms[f])) for f in order[:k]]
 
 
-def candidate_contributions(head: SparseHead, features: np.ndarray, targets: Sequence[int], *,
-                            k: int = 5) -> dict[int, list[tuple[int, float]]]:
+def candidate_contributions(
+    head: SparseHead, features: np.ndarray, targets: Sequence[int], *, k: int = 5
+) -> dict[int, list[tuple[int, float]]]:
     """:func:`top_contributions` for each of an item's candidate classes."""
     return {int(t): top_contributions(head, features, target=int(t), k=k) for t in targets}
