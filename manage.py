@@ -5,6 +5,7 @@ Configuration mistakes (``DEBUG=maybe``, a ``DATABASE_URL`` that cannot be parse
 reached) print one line naming the variable instead of a traceback; ``--traceback`` still
 shows the traceback.
 """
+
 import os
 import re
 import sys
@@ -20,7 +21,7 @@ def _fail(message: str, status: int) -> None:
 
 def main():
     """Run administrative tasks."""
-    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mmeval.settings')
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mmeval.settings")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:
@@ -55,5 +56,5 @@ def main():
         sys.exit(1)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

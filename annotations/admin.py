@@ -44,9 +44,23 @@ class StudyAdmin(admin.ModelAdmin):
     inlines = [ConditionInline]
     filter_horizontal = ("collaborators",)
     # Fixed once participants can arrive: the slots and the pre-registration depend on them.
-    locked_when_launched = ("dataset", "model", "seed", "items_per_participant", "raters_per_item", "n_candidates",
-                            "explanation_method", "interaction_method", "explanation_display", "exclusion_rules",
-                            "min_rt_ms", "attention_checks", "learning_items", "pretest", "design")
+    locked_when_launched = (
+        "dataset",
+        "model",
+        "seed",
+        "items_per_participant",
+        "raters_per_item",
+        "n_candidates",
+        "explanation_method",
+        "interaction_method",
+        "explanation_display",
+        "exclusion_rules",
+        "min_rt_ms",
+        "attention_checks",
+        "learning_items",
+        "pretest",
+        "design",
+    )
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.status in (models.Study.Status.LIVE, models.Study.Status.CLOSED):
@@ -100,5 +114,14 @@ class SlotAdmin(admin.ModelAdmin):
 
 @admin.register(models.Response)
 class ResponseAdmin(admin.ModelAdmin):
-    list_display = ("participant", "item", "condition", "guess", "model_prediction", "confidence", "rt_ms", "created_at")
+    list_display = (
+        "participant",
+        "item",
+        "condition",
+        "guess",
+        "model_prediction",
+        "confidence",
+        "rt_ms",
+        "created_at",
+    )
     list_filter = ("condition",)

@@ -18,14 +18,19 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from annotations.selectors.exports import EXPORTS
 from annotations.downloads import study_export_response
-from annotations.selectors.studies import user_studies, study_progress
-from annotations.serializers import ErrorSerializer, ExportLinksSerializer, ProgressSerializer, StudySerializer, \
-    export_links
+from annotations.selectors.exports import EXPORTS
+from annotations.selectors.studies import study_progress, user_studies
+from annotations.serializers import (
+    ErrorSerializer,
+    ExportLinksSerializer,
+    ProgressSerializer,
+    StudySerializer,
+    export_links,
+)
 from annotations.services.analysis import AnalysisUnavailable, study_report_get
-from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.precompute import precompute_start
+from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import StudyError, study_create_from_spec, study_launch
 
 SPEC_EXAMPLE = {
@@ -36,8 +41,11 @@ SPEC_EXAMPLE = {
     "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap", "tokens"]}],
     "items": {"n": 40, "per_participant": 10, "raters_per_item": 3},
     "explanations": {"method": "integrated_gradients"},
-    "quality": {"attention_checks": 2, "min_rt_ms": 1500,
-                "exclusion_rules": {"max_attention_failures": 0, "max_fast_share": 0.5}},
+    "quality": {
+        "attention_checks": 2,
+        "min_rt_ms": 1500,
+        "exclusion_rules": {"max_attention_failures": 0, "max_fast_share": 0.5},
+    },
 }
 
 
@@ -56,8 +64,12 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     permission_classes = [IsAuthenticated]
 
     def get_queryset(self):
-        return (user_studies(user=self.request.user).select_related("owner", "dataset", "model")
-                .prefetch_related("conditions").order_by("-created_at", "-pk"))
+        return (
+            user_studies(user=self.request.user)
+            .select_related("owner", "dataset", "model")
+            .prefetch_related("conditions")
+            .order_by("-created_at", "-pk")
+        )
 
     def _owned(self):
         study = self.get_object()
@@ -78,8 +90,8 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         summary="Create a draft study from a spec",
         description="The body is a study spec, the same format as `manage.py launch_study` reads (see "
-                    "annotations/services/spec.py). Dataset and model are named; they must be yours. Then "
-                    "POST precompute/, wait for `progress.precompute.status == done`, and POST launch/.",
+        "annotations/services/spec.py). Dataset and model are named; they must be yours. Then "
+        "POST precompute/, wait for `progress.precompute.status == done`, and POST launch/.",
         request=OpenApiTypes.OBJECT,
         examples=[OpenApiExample("spec", value=SPEC_EXAMPLE, request_only=True)],
         responses={201: StudySerializer, 400: ErrorSerializer},
@@ -96,11 +108,22 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         study = self.get_queryset().get(pk=study.pk)
         return Response(self.get_serializer(study).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Start (or resume) precompute: predictions, item sampling, explanations",
-                   request=None, responses={202: ProgressSerializer, 400: ErrorSerializer, 403: ErrorSerializer,
-                                              503: OpenApiResponse(ErrorSerializer, description=(
-                                                  "The task queue did not answer; the job is kept and handed "
-                                                  "over again automatically (or POST again)."))})
+    @extend_schema(
+        summary="Start (or resume) precompute: predictions, item sampling, explanations",
+        request=None,
+        responses={
+            202: ProgressSerializer,
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            503: OpenApiResponse(
+                ErrorSerializer,
+                description=(
+                    "The task queue did not answer; the job is kept and handed "
+                    "over again automatically (or POST again)."
+                ),
+            ),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="precompute", url_name="precompute")
     @_spectacular
     def precompute(self, request, pk=None):
@@ -110,12 +133,18 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         except StudyError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         if job.dispatch_error:
-            return Response({"detail": job.dispatch_error}, status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers={"Retry-After": "30"})
+            return Response(
+                {"detail": job.dispatch_error},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "30"},
+            )
         return Response(study_progress(study=study), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary="Launch a ready study (creates the rater slots; idempotent)", request=None,
-                   responses={200: StudySerializer, 400: ErrorSerializer, 403: ErrorSerializer})
+    @extend_schema(
+        summary="Launch a ready study (creates the rater slots; idempotent)",
+        request=None,
+        responses={200: StudySerializer, 400: ErrorSerializer, 403: ErrorSerializer},
+    )
     @action(detail=True, methods=["post"], url_path="launch", url_name="launch")
     @_spectacular
     def launch(self, request, pk=None):
@@ -135,12 +164,14 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         summary="The analysis: every number with and without the pre-registered exclusions",
         description="Simulation accuracy per arm (two-way cluster bootstrap intervals), effects against the "
-                    "baseline (bootstrap interval, permutation p-value), pre/post gain, agreement (Krippendorff's "
-                    "alpha, Fleiss' kappa, Dawid-Skene), calibration, time on task, exclusions, and automatic "
-                    "metrics vs human accuracy. The same numbers as `manage.py analyze --json`, the dashboard "
-                    "and the summary export; recomputable from the responses and items exports.",
-        parameters=[OpenApiParameter("n_resamples", int, description="bootstrap resamples (default 1000, 100-5000)"),
-                    OpenApiParameter("n_permutations", int, description="permutations (default 1000, 100-5000)")],
+        "baseline (bootstrap interval, permutation p-value), pre/post gain, agreement (Krippendorff's "
+        "alpha, Fleiss' kappa, Dawid-Skene), calibration, time on task, exclusions, and automatic "
+        "metrics vs human accuracy. The same numbers as `manage.py analyze --json`, the dashboard "
+        "and the summary export; recomputable from the responses and items exports.",
+        parameters=[
+            OpenApiParameter("n_resamples", int, description="bootstrap resamples (default 1000, 100-5000)"),
+            OpenApiParameter("n_permutations", int, description="permutations (default 1000, 100-5000)"),
+        ],
         responses={200: OpenApiTypes.OBJECT, 409: OpenApiResponse(ErrorSerializer, description="nothing to analyse")},
     )
     @action(detail=True, methods=["get"], url_path="analysis", url_name="analysis")

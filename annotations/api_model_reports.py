@@ -25,8 +25,10 @@ from workers.engine.report.tables import TABLES, report_table_csv  # no torch
 CREATE_EXAMPLE = {
     "model": "fusion",
     "dataset": "shapes",
-    "slices": {"fields": {"shape": {"from": "text", "regex": "what colour is the (\\w+)"}, "colour": {"from": "label"}},
-               "slices": {"nonred_triangle": "shape == triangle and colour != red"}},
+    "slices": {
+        "fields": {"shape": {"from": "text", "regex": "what colour is the (\\w+)"}, "colour": {"from": "label"}},
+        "slices": {"nonred_triangle": "shape == triangle and colour != red"},
+    },
     "options": {"seed": 0, "checkpoints": ["all"]},
 }
 
@@ -43,8 +45,21 @@ class ModelReportSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelReport
-        fields = ["id", "status", "model", "dataset", "train_dataset", "options", "slices", "progress", "error",
-                  "created_at", "finished_at", "links", "result"]
+        fields = [
+            "id",
+            "status",
+            "model",
+            "dataset",
+            "train_dataset",
+            "options",
+            "slices",
+            "progress",
+            "error",
+            "created_at",
+            "finished_at",
+            "links",
+            "result",
+        ]
         read_only_fields = fields
 
     def get_progress(self, report: ModelReport) -> dict:
@@ -57,8 +72,11 @@ class ModelReportSerializer(serializers.ModelSerializer):
             return request.build_absolute_uri(path) if request is not None else path
 
         base = f"/api/model-reports/{report.pk}/"
-        return {"self": url(base), "progress": url(f"{base}progress/"),
-                **{table: url(f"{base}{table}.csv") for table in TABLES}}
+        return {
+            "self": url(base),
+            "progress": url(f"{base}progress/"),
+            **{table: url(f"{base}{table}.csv") for table in TABLES},
+        }
 
 
 class ModelReportListSerializer(ModelReportSerializer):
@@ -93,12 +111,13 @@ class ModelReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @extend_schema(
         summary="Compute a model report (on the workers)",
         description="Model and datasets by name; `slices` is the slices document ({fields, slices}, see "
-                    "workers/engine/demo/slices.yaml), `options` the report options "
-                    "(workers/engine/report/options.py; `checkpoints: [all]` adds the learning process). Bad input "
-                    "answers 400 naming the field (and, in an expression, the column). A second request for the "
-                    "same model and dataset while one runs returns that one. Poll `progress/` until `status` is "
-                    "`done`, then GET the report.",
-        request=OpenApiTypes.OBJECT, examples=[OpenApiExample("report", value=CREATE_EXAMPLE, request_only=True)],
+        "workers/engine/demo/slices.yaml), `options` the report options "
+        "(workers/engine/report/options.py; `checkpoints: [all]` adds the learning process). Bad input "
+        "answers 400 naming the field (and, in an expression, the column). A second request for the "
+        "same model and dataset while one runs returns that one. Poll `progress/` until `status` is "
+        "`done`, then GET the report.",
+        request=OpenApiTypes.OBJECT,
+        examples=[OpenApiExample("report", value=CREATE_EXAMPLE, request_only=True)],
         responses={202: ModelReportListSerializer, 400: ErrorSerializer},
     )
     @_spectacular
@@ -106,20 +125,28 @@ class ModelReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         data = request.data if isinstance(request.data, dict) else {}
         unknown = sorted(set(data) - {"model", "dataset", "train_dataset", "slices", "options"})
         if unknown:
-            return _bad(f"unknown field {unknown[0]!r}; fields: model, dataset, train_dataset, slices, options",
-                        unknown[0])
+            return _bad(
+                f"unknown field {unknown[0]!r}; fields: model, dataset, train_dataset, slices, options", unknown[0]
+            )
         try:
             model = _owned(RegisteredModel, request.user, data, "model")
             dataset = _owned(Dataset, request.user, data, "dataset")
             train = _owned(Dataset, request.user, data, "train_dataset") if data.get("train_dataset") else None
-            report = model_report_create(owner=request.user, model=model, dataset=dataset, slices=data.get("slices"),
-                                         options=data.get("options"), train_dataset=train)
+            report = model_report_create(
+                owner=request.user,
+                model=model,
+                dataset=dataset,
+                slices=data.get("slices"),
+                options=data.get("options"),
+                train_dataset=train,
+            )
             model_report_start(report=report)
         except ModelReportError as exc:
             return _bad(str(exc), exc.field)
         report = self.get_queryset().get(pk=report.pk)
-        return Response(ModelReportListSerializer(report, context={"request": request}).data,
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            ModelReportListSerializer(report, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
     @extend_schema(summary="Status and progress of a report", responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"], url_path="progress", url_name="progress")
@@ -130,8 +157,10 @@ class ModelReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @extend_schema(
         summary="Download one table of a finished report (CSV)",
         parameters=[OpenApiParameter("table", str, OpenApiParameter.PATH, enum=[*TABLES])],
-        responses={(200, "text/csv"): OpenApiTypes.STR, 409: OpenApiResponse(ErrorSerializer, description=(
-            "the report has not finished"))},
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            409: OpenApiResponse(ErrorSerializer, description=("the report has not finished")),
+        },
     )
     @_spectacular
     def table(self, request, pk=None, table: str = "items"):
@@ -140,8 +169,9 @@ class ModelReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         if table not in TABLES:
             raise NotFound(f"no table named {table!r}; tables: {', '.join(TABLES)}")
         if report.status != ModelReport.Status.DONE or not report.result:
-            return Response({"detail": f"report {report.pk} is {report.status}, not done"},
-                            status=status.HTTP_409_CONFLICT)
+            return Response(
+                {"detail": f"report {report.pk} is {report.status}, not done"}, status=status.HTTP_409_CONFLICT
+            )
         response = HttpResponse(report_table_csv(report.result, table), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="model-report-{report.pk}-{table}.csv"'
         return response
@@ -157,11 +187,14 @@ def _bad(message: str, field: str) -> Response:
 def _owned(model_class, owner, data: dict, key: str):
     name = data.get(key)
     if not isinstance(name, str) or not name:
-        raise ModelReportError(f"{key}: give the name of one of your {model_class._meta.verbose_name_plural}",
-                               field=key)
+        raise ModelReportError(
+            f"{key}: give the name of one of your {model_class._meta.verbose_name_plural}", field=key
+        )
     found = model_class.objects.filter(owner=owner, name=name).first()
     if found is None:
         known = list(model_class.objects.filter(owner=owner).values_list("name", flat=True)[:20])
-        raise ModelReportError(f"{key}: you have no {model_class._meta.verbose_name} named {name!r}; yours: "
-                               f"{', '.join(known) or 'none'}", field=key)
+        raise ModelReportError(
+            f"{key}: you have no {model_class._meta.verbose_name} named {name!r}; yours: {', '.join(known) or 'none'}",
+            field=key,
+        )
     return found

@@ -9,10 +9,10 @@ from django.http import StreamingHttpResponse
 from annotations.models import Study
 from annotations.selectors.exports import (
     EXPORTS,
+    report_summary_csv_lines,
     study_items_csv_lines,
     study_participants_csv_lines,
     study_responses_csv_lines,
-    report_summary_csv_lines,
 )
 from annotations.services.analysis import study_report_get
 

@@ -58,16 +58,25 @@ def database_unavailable_response(request: HttpRequest) -> HttpResponse:
     """503 + Retry-After: JSON for the API, else the participant-style page. Rendered with no
     request context, so nothing on it touches the session or the database."""
     if request.path.startswith("/api/"):
-        response = JsonResponse({"detail": "The database is not reachable at the moment. Please retry shortly."},
-                                status=503)
+        response = JsonResponse(
+            {"detail": "The database is not reachable at the moment. Please retry shortly."}, status=503
+        )
     else:
         study_path = _STUDY_PATH.match(request.path)
         # From a participant page, go back through the entry page: it leads to where they are now.
         again = study_path.group(0) if study_path else request.get_full_path()
-        html = render_to_string("participant/retry.html", {
-            "participant_title": participant_title_cached(study_public_id=study_path.group(1) if study_path else None),
-            "again": again, "retry_after": RETRY_AFTER_SECONDS, "auto_retry": request.method == "GET",
-            "was_post": request.method == "POST"})
+        html = render_to_string(
+            "participant/retry.html",
+            {
+                "participant_title": participant_title_cached(
+                    study_public_id=study_path.group(1) if study_path else None
+                ),
+                "again": again,
+                "retry_after": RETRY_AFTER_SECONDS,
+                "auto_retry": request.method == "GET",
+                "was_post": request.method == "POST",
+            },
+        )
         response = HttpResponse(html, status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
 _TOKEN_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
 
 
@@ -63,8 +62,9 @@ class RegisteredModel(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registered_models")
     name = models.CharField(max_length=100)
     adapter_path = models.CharField(max_length=300, help_text="package.module:Factory")
-    adapter_options = models.JSONField(default=dict, blank=True,
-                                       help_text="Keyword options for the factory: Factory(**adapter_options).")
+    adapter_options = models.JSONField(
+        default=dict, blank=True, help_text="Keyword options for the factory: Factory(**adapter_options)."
+    )
     labels = models.JSONField(default=list)
     modalities = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,19 +108,24 @@ class Explanation(models.Model):
     image_view = models.CharField(max_length=300, blank=True, help_text="rendered PNG under MEDIA_ROOT")
     token_view = models.JSONField(default=list, blank=True, help_text="token highlight spans")
     summary = models.JSONField(default=dict, blank=True, help_text="modality share, delta, group scores")
-    extra_views = models.JSONField(default=dict, blank=True,
-                                   help_text="Further rendered views, view name -> PNG under MEDIA_ROOT: "
-                                             "'share' (modality share bars), 'top_pairs' (interaction pairs).")
-    metrics = models.JSONField(default=dict, blank=True, help_text="automatic metrics: deletion/insertion AUC, "
-                                                                    "infidelity, sensitivity")
+    extra_views = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Further rendered views, view name -> PNG under MEDIA_ROOT: "
+        "'share' (modality share bars), 'top_pairs' (interaction pairs).",
+    )
+    metrics = models.JSONField(
+        default=dict, blank=True, help_text="automatic metrics: deletion/insertion AUC, infidelity, sensitivity"
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["model", "item", "method", "target_label"],
-                                    name="explanation_unique_per_target"),
+            models.UniqueConstraint(
+                fields=["model", "item", "method", "target_label"], name="explanation_unique_per_target"
+            ),
         ]
 
 
@@ -139,13 +144,17 @@ class DecisionFeatures(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="decision_features")
     method = models.CharField(max_length=50)
     status = models.CharField(max_length=10, choices=Status.choices)
-    arrays_file = models.CharField(max_length=300, blank=True,
-                                   help_text="npz under MEDIA_ROOT: item_ids, activations, logits, sparse weights")
-    summary = models.JSONField(default=dict, blank=True,
-                               help_text="fidelity, sparsity, and per feature its top-activating item IDs")
-    example_views = models.JSONField(default=dict, blank=True,
-                                     help_text="feature index -> PNGs (under MEDIA_ROOT) of its top-activating "
-                                               "items with the feature's heatmap")
+    arrays_file = models.CharField(
+        max_length=300, blank=True, help_text="npz under MEDIA_ROOT: item_ids, activations, logits, sparse weights"
+    )
+    summary = models.JSONField(
+        default=dict, blank=True, help_text="fidelity, sparsity, and per feature its top-activating item IDs"
+    )
+    example_views = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="feature index -> PNGs (under MEDIA_ROOT) of its top-activating items with the feature's heatmap",
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -166,8 +175,9 @@ class Study(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="studies")
     collaborators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_studies")
     name = models.CharField(max_length=200, help_text="Internal: researchers only.")
-    public_title = models.CharField(max_length=200, blank=True,
-                                    help_text="What participants see; the internal name may state the hypothesis.")
+    public_title = models.CharField(
+        max_length=200, blank=True, help_text="What participants see; the internal name may state the hypothesis."
+    )
     public_id = models.CharField(max_length=32, unique=True, default=_public_token)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="studies")
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="studies")
@@ -180,9 +190,13 @@ class Study(models.Model):
     explanation_method = models.CharField(max_length=50, default="integrated_gradients")
     interaction_method = models.CharField(max_length=50, default="second_order")
     explanation_display = models.CharField(
-        max_length=30, default="all_candidates",
-        choices=[("all_candidates", "One explanation per candidate, in random order"),
-                 ("predicted_unlabelled", "The predicted class's explanation, with no class name")])
+        max_length=30,
+        default="all_candidates",
+        choices=[
+            ("all_candidates", "One explanation per candidate, in random order"),
+            ("predicted_unlabelled", "The predicted class's explanation, with no class name"),
+        ],
+    )
     lease_minutes = models.PositiveIntegerField(default=60, help_text="Time limit: leases expire after it.")
     learning_items = models.PositiveIntegerField(default=0, help_text="Items shown with the model's answer first.")
     pretest = models.BooleanField(default=False, help_text="Test items once without explanations first.")
@@ -190,8 +204,10 @@ class Study(models.Model):
     min_rt_ms = models.PositiveIntegerField(default=0, help_text="Answers faster than this are flagged.")
     exclusion_rules = models.JSONField(default=dict, blank=True, help_text="Pre-registered, fixed at launch.")
     sequential_monitoring = models.JSONField(
-        default=dict, blank=True,
-        help_text="Pre-registered interim looks with alpha spending (annotations.analysis.sequential); fixed at launch.")
+        default=dict,
+        blank=True,
+        help_text="Pre-registered interim looks with alpha spending (annotations.analysis.sequential); fixed at launch.",
+    )
     survey = models.BooleanField(default=True)
     screened_out_code = models.CharField(max_length=32, default=_completion_code)
     export_raw_platform_ids = models.BooleanField(default=False, help_text="Export platform IDs unhashed.")
@@ -207,7 +223,9 @@ class Study(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "name"], name="study_unique_name_per_owner"),
-            models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_per_participant_positive"),
+            models.CheckConstraint(
+                condition=Q(items_per_participant__gte=1), name="study_items_per_participant_positive"
+            ),
             models.CheckConstraint(condition=Q(raters_per_item__gte=1), name="study_raters_per_item_positive"),
         ]
 
@@ -290,11 +308,15 @@ class PrecomputeJob(models.Model):
     queue = models.CharField(max_length=100, blank=True, help_text="Celery queue of this job's chunk tasks.")
     batch_size = models.PositiveIntegerField(default=64, help_text="(Item, target) rows per chunk.")
     stage = models.CharField(max_length=20, blank=True, help_text="The stage planned last.")
-    plan = models.JSONField(default=dict, blank=True,
-                            help_text="Per part (predictions, strength, attribution, interaction): items in "
-                                      "total and items that needed no work.")
-    dispatch_error = models.TextField(blank=True, help_text="Why the last hand-over to the task queue failed; "
-                                                            "empty once it succeeds.")
+    plan = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per part (predictions, strength, attribution, interaction): items in "
+        "total and items that needed no work.",
+    )
+    dispatch_error = models.TextField(
+        blank=True, help_text="Why the last hand-over to the task queue failed; empty once it succeeds."
+    )
     error = models.TextField(blank=True, help_text="Traceback of the failure, shown to the researcher.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -303,8 +325,11 @@ class PrecomputeJob(models.Model):
         ordering = ["-created_at"]
         constraints = [
             # One open job per study: a second click reuses it instead of racing it.
-            models.UniqueConstraint(fields=["study"], condition=Q(status__in=["queued", "running"]),
-                                    name="precompute_job_one_open_per_study"),
+            models.UniqueConstraint(
+                fields=["study"],
+                condition=Q(status__in=["queued", "running"]),
+                name="precompute_job_one_open_per_study",
+            ),
         ]
 
 
@@ -386,7 +411,9 @@ class Participant(models.Model):
     phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.CONSENT)
     screened_out = models.BooleanField(default=False)
     timed_out = models.BooleanField(
-        default=False, help_text="The time limit ran out before any answer: no completion code, told to return the task.")
+        default=False,
+        help_text="The time limit ran out before any answer: no completion code, told to return the task.",
+    )
     helpfulness = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Post-survey, 1-5.")
     comment = models.TextField(blank=True)
     excluded = models.BooleanField(default=False, help_text="Meets a pre-registered exclusion rule; rows are kept.")
@@ -396,8 +423,11 @@ class Participant(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["study", "platform", "platform_id"], condition=~Q(platform_id=""),
-                                    name="participant_unique_platform_id"),
+            models.UniqueConstraint(
+                fields=["study", "platform", "platform_id"],
+                condition=~Q(platform_id=""),
+                name="participant_unique_platform_id",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -457,17 +487,21 @@ class Assignment(models.Model):
     candidate_order = models.JSONField(default=list, help_text="Labels in the order shown.")
     lease_expires_at = models.DateTimeField()
     served_at = models.DateTimeField(null=True, blank=True, help_text="First time the item page was served.")
-    media = models.JSONField(default=dict, blank=True,
-                             help_text="What this assignment's media URLs serve, fixed when first served: URL key "
-                                       "(e.g. 'v/heatmap/0') -> file under MEDIA_ROOT, and 'study' -> the "
-                                       "study's public ID. Never sent to the browser.")
+    media = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What this assignment's media URLs serve, fixed when first served: URL key "
+        "(e.g. 'v/heatmap/0') -> file under MEDIA_ROOT, and 'study' -> the "
+        "study's public ID. Never sent to the browser.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["participant", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["participant", "item", "phase"],
-                                    name="assignment_item_once_per_participant_phase"),
+            models.UniqueConstraint(
+                fields=["participant", "item", "phase"], name="assignment_item_once_per_participant_phase"
+            ),
             models.UniqueConstraint(fields=["participant", "position"], name="assignment_unique_position"),
         ]
         indexes = [models.Index(fields=["status", "lease_expires_at"])]
@@ -482,8 +516,7 @@ class Slot(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="slots")
     index = models.PositiveIntegerField()
     sort_key = models.BigIntegerField(help_text="Seeded random order within a round of slots.")
-    assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL,
-                                      related_name="slot")
+    assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="slot")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["condition", "item", "index"], name="slot_unique")]
@@ -512,7 +545,9 @@ class Response(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            models.CheckConstraint(condition=Q(confidence__gte=1) & Q(confidence__lte=5), name="response_confidence_1_to_5"),
+            models.CheckConstraint(
+                condition=Q(confidence__gte=1) & Q(confidence__lte=5), name="response_confidence_1_to_5"
+            ),
         ]
 
 
@@ -533,11 +568,16 @@ class ModelReport(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="model_reports")
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="reports")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="model_reports")
-    train_dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                      help_text="Training items for the learning curves (default: the adapter's).")
+    train_dataset = models.ForeignKey(
+        Dataset,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Training items for the learning curves (default: the adapter's).",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    runner = models.CharField(max_length=10, choices=PrecomputeJob.Runner.choices,
-                              default=PrecomputeJob.Runner.WORKERS)
+    runner = models.CharField(max_length=10, choices=PrecomputeJob.Runner.choices, default=PrecomputeJob.Runner.WORKERS)
     queue = models.CharField(max_length=100, blank=True, help_text="Celery queue of the report's task.")
     options = models.JSONField(default=dict, blank=True, help_text="workers.engine.report.options.ReportOptions.")
     slices = models.JSONField(default=dict, blank=True, help_text="The slices document: {fields, slices}.")
@@ -559,8 +599,11 @@ class ModelReport(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             # One open report per researcher, model and dataset: a second click reuses it.
-            models.UniqueConstraint(fields=["owner", "model", "dataset"], condition=Q(status__in=["queued", "running"]),
-                                    name="model_report_one_open"),
+            models.UniqueConstraint(
+                fields=["owner", "model", "dataset"],
+                condition=Q(status__in=["queued", "running"]),
+                name="model_report_one_open",
+            ),
         ]
         indexes = [models.Index(fields=["status", "heartbeat_at"])]
 

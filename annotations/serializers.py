@@ -7,8 +7,8 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from annotations.selectors.exports import EXPORTS
 from annotations.models import Condition, Study
+from annotations.selectors.exports import EXPORTS
 
 
 class ConditionSerializer(serializers.ModelSerializer):
@@ -30,10 +30,30 @@ class StudySerializer(serializers.ModelSerializer):
     class Meta:
         model = Study
         fields = [
-            "id", "public_id", "name", "status", "owner", "is_owner", "dataset", "model", "seed",
-            "items_per_participant", "raters_per_item", "n_candidates", "explanation_method", "interaction_method",
-            "explanation_display", "learning_items", "pretest", "attention_checks", "min_rt_ms", "exclusion_rules",
-            "conditions", "created_at", "launched_at", "links",
+            "id",
+            "public_id",
+            "name",
+            "status",
+            "owner",
+            "is_owner",
+            "dataset",
+            "model",
+            "seed",
+            "items_per_participant",
+            "raters_per_item",
+            "n_candidates",
+            "explanation_method",
+            "interaction_method",
+            "explanation_display",
+            "learning_items",
+            "pretest",
+            "attention_checks",
+            "min_rt_ms",
+            "exclusion_rules",
+            "conditions",
+            "created_at",
+            "launched_at",
+            "links",
         ]
         read_only_fields = fields
 

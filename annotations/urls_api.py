@@ -48,6 +48,7 @@ class TokenView(ObtainAuthToken):
             return lockout_response(request._request, None, credentials)
         return super().post(request, *args, **kwargs)
 
+
 class IntegerIdRouter(SimpleRouter):
     """Study IDs are integers: the routes say so (``<int:pk>``), and the schema types them."""
 
@@ -63,10 +64,12 @@ router.register("studies", StudyViewSet, basename="api-study")
 router.register("model-reports", ModelReportViewSet, basename="api-model-report")
 
 urlpatterns = [
-    path("studies/<int:pk>/exports/<str:what>.csv", StudyViewSet.as_view({"get": "export"}),
-         name="api-study-export"),
-    path("model-reports/<int:pk>/<str:table>.csv", ModelReportViewSet.as_view({"get": "table"}),
-         name="api-model-report-table"),
+    path("studies/<int:pk>/exports/<str:what>.csv", StudyViewSet.as_view({"get": "export"}), name="api-study-export"),
+    path(
+        "model-reports/<int:pk>/<str:table>.csv",
+        ModelReportViewSet.as_view({"get": "table"}),
+        name="api-model-report-table",
+    ),
     path("", include(router.urls)),
     path("schema/", SchemaView.as_view(), name="api-schema"),
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

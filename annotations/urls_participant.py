@@ -12,8 +12,9 @@ urlpatterns = [
     path("s/<str:public_id>/item/<uuid:assignment_id>/", views.submit, name="participant-submit"),
     path("s/<str:public_id>/learn/<uuid:assignment_id>/", views.learn, name="participant-learn"),
     path("s/<str:public_id>/a/<uuid:assignment_id>/input/<str:modality>", views.input_media, name="participant-input"),
-    path("s/<str:public_id>/a/<uuid:assignment_id>/v/<str:view>/<int:index>", views.view_media,
-         name="participant-view"),
+    path(
+        "s/<str:public_id>/a/<uuid:assignment_id>/v/<str:view>/<int:index>", views.view_media, name="participant-view"
+    ),
     path("s/<str:public_id>/survey/", views.survey, name="participant-survey"),
     path("s/<str:public_id>/done/", views.done, name="participant-done"),
 ]

@@ -16,12 +16,12 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
-from annotations.selectors.exports import EXPORTS
 from annotations.downloads import study_export_response
-from annotations.views_access import study_for_researcher
-from annotations.selectors.studies import study_progress
 from annotations.selectors.analysis import study_chance_level
+from annotations.selectors.exports import EXPORTS
+from annotations.selectors.studies import study_progress
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
+from annotations.views_access import study_for_researcher
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
 EXPORT_TITLES = {
@@ -56,13 +56,20 @@ def _accuracy_rows(block: dict, baseline: str) -> list[dict[str, Any]]:
         for subset, title in SUBSET_TITLES.items():
             acc = block["simulation_accuracy"][arm][subset]
             effect = block["effects"].get(arm, {}).get(subset)
-            rows.append({
-                "arm": arm, "subset": title, "is_first": subset == "all", "estimate": _pct(acc["estimate"]),
-                "interval": _interval(acc), "n": acc["n_responses"], "participants": acc["n_participants"],
-                "effect": _pct(effect["estimate"]) if effect else "baseline" if arm == baseline else "—",
-                "effect_interval": _interval(effect) if effect else "",
-                "p_value": _num(effect.get("p_value"), 4) if effect else "",
-            })
+            rows.append(
+                {
+                    "arm": arm,
+                    "subset": title,
+                    "is_first": subset == "all",
+                    "estimate": _pct(acc["estimate"]),
+                    "interval": _interval(acc),
+                    "n": acc["n_responses"],
+                    "participants": acc["n_participants"],
+                    "effect": _pct(effect["estimate"]) if effect else "baseline" if arm == baseline else "—",
+                    "effect_interval": _interval(effect) if effect else "",
+                    "p_value": _num(effect.get("p_value"), 4) if effect else "",
+                }
+            )
     return rows
 
 
@@ -70,14 +77,18 @@ def _agreement_rows(block: dict) -> list[dict[str, Any]]:
     rows = []
     for arm, found in block["agreement"].items():
         dawid = found.get("dawid_skene") or {}
-        rows.append({
-            "arm": arm, "alpha_guess": _num(found["alpha_nominal_guess"]),
-            "alpha_confidence": _num(found["alpha_ordinal_confidence"]), "kappa": _num(found["fleiss_kappa"]),
-            "raters": f"{found['raters_per_item_min']}–{found['raters_per_item_max']}",
-            "consensus_matches_model": _pct(dawid.get("consensus_matches_model")),
-            "majority_matches_model": _pct(dawid.get("majority_matches_model")),
-            "reasons": "; ".join(f"{k}: {v}" for k, v in found.get("reasons", {}).items()),
-        })
+        rows.append(
+            {
+                "arm": arm,
+                "alpha_guess": _num(found["alpha_nominal_guess"]),
+                "alpha_confidence": _num(found["alpha_ordinal_confidence"]),
+                "kappa": _num(found["fleiss_kappa"]),
+                "raters": f"{found['raters_per_item_min']}–{found['raters_per_item_max']}",
+                "consensus_matches_model": _pct(dawid.get("consensus_matches_model")),
+                "majority_matches_model": _pct(dawid.get("majority_matches_model")),
+                "reasons": "; ".join(f"{k}: {v}" for k, v in found.get("reasons", {}).items()),
+            }
+        )
     return rows
 
 
@@ -86,9 +97,17 @@ def _calibration_rows(block: dict) -> list[dict[str, Any]]:
         return []
     tables = dict(block["calibration"]["per_arm"])
     tables["all arms"] = block["calibration"]["pooled"]
-    return [{"arm": arm, "n": table["n"], "accuracy": _pct(table["accuracy"]),
-             "forecast": _pct(table["mean_forecast"]), "brier": _num(table["brier"]),
-             "levels": [_pct(level["accuracy"]) for level in table["levels"]]} for arm, table in tables.items()]
+    return [
+        {
+            "arm": arm,
+            "n": table["n"],
+            "accuracy": _pct(table["accuracy"]),
+            "forecast": _pct(table["mean_forecast"]),
+            "brier": _num(table["brier"]),
+            "levels": [_pct(level["accuracy"]) for level in table["levels"]],
+        }
+        for arm, table in tables.items()
+    ]
 
 
 def _time_rows(block: dict) -> list[dict[str, Any]]:
@@ -96,13 +115,31 @@ def _time_rows(block: dict) -> list[dict[str, Any]]:
         return []
     tables = dict(block["time_on_task"]["per_arm"])
     tables["all arms"] = block["time_on_task"]["pooled"]
-    return [{"arm": arm, "n": t["n"], "median": _num(t["median_rt_ms"], 0), "q1": _num(t["q1_rt_ms"], 0),
-             "q3": _num(t["q3_rt_ms"], 0), "iqr": _num(t["iqr_rt_ms"], 0)} for arm, t in tables.items()]
+    return [
+        {
+            "arm": arm,
+            "n": t["n"],
+            "median": _num(t["median_rt_ms"], 0),
+            "q1": _num(t["q1_rt_ms"], 0),
+            "q3": _num(t["q3_rt_ms"], 0),
+            "iqr": _num(t["iqr_rt_ms"], 0),
+        }
+        for arm, t in tables.items()
+    ]
 
 
 def _gain_rows(block: dict) -> list[dict[str, Any]]:
-    return [{"arm": arm, "gain": _pct(g["estimate"]), "interval": _interval(g), "pretest": _pct(g["pretest_accuracy"]),
-             "test": _pct(g["test_accuracy"])} for arm, g in (block.get("gain") or {}).items() if g]
+    return [
+        {
+            "arm": arm,
+            "gain": _pct(g["estimate"]),
+            "interval": _interval(g),
+            "pretest": _pct(g["pretest_accuracy"]),
+            "test": _pct(g["test_accuracy"]),
+        }
+        for arm, g in (block.get("gain") or {}).items()
+        if g
+    ]
 
 
 def _mixed_model_view(block: dict) -> dict[str, Any] | None:
@@ -111,13 +148,22 @@ def _mixed_model_view(block: dict) -> dict[str, Any] | None:
         return None
     components = fit["variance_components"]
     return {
-        "formula": fit["formula"], "n": fit["n_responses"], "converged": fit["converged"],
+        "formula": fit["formula"],
+        "n": fit["n_responses"],
+        "converged": fit["converged"],
         "baseline_accuracy": _pct(fit["intercept"]["accuracy"]),
-        "arms": [{"arm": arm, "odds_ratio": _num(a["odds_ratio"], 2),
-                  "interval": f"[{_num(a['ci_low'], 2)}, {_num(a['ci_high'], 2)}]", "p_value": _num(a["p_value"], 4)}
-                 for arm, a in sorted(fit["arms"].items())],
-        "components": [{"name": name, "sd": _num(c["sd"], 2), "icc": _num(c["icc"], 2)}
-                       for name, c in components.items()],
+        "arms": [
+            {
+                "arm": arm,
+                "odds_ratio": _num(a["odds_ratio"], 2),
+                "interval": f"[{_num(a['ci_low'], 2)}, {_num(a['ci_high'], 2)}]",
+                "p_value": _num(a["p_value"], 4),
+            }
+            for arm, a in sorted(fit["arms"].items())
+        ],
+        "components": [
+            {"name": name, "sd": _num(c["sd"], 2), "icc": _num(c["icc"], 2)} for name, c in components.items()
+        ],
     }
 
 
@@ -126,23 +172,37 @@ def _sequential_view(sequential: dict | None) -> dict[str, Any] | None:
         return None
     plan = sequential["plan"]
     out: dict[str, Any] = {
-        "spending": {"obrien_fleming": "O'Brien–Fleming", "pocock": "Pocock"}.get(plan.get("spending"),
-                                                                                  plan.get("spending")),
-        "alpha": plan.get("alpha", 0.05), "unavailable": sequential.get("unavailable"),
+        "spending": {"obrien_fleming": "O'Brien–Fleming", "pocock": "Pocock"}.get(
+            plan.get("spending"), plan.get("spending")
+        ),
+        "alpha": plan.get("alpha", 0.05),
+        "unavailable": sequential.get("unavailable"),
     }
     if out["unavailable"]:
         return out
     arms = sorted(sequential["comparisons"])
-    out.update({
-        "status": sequential["status"], "may_stop": sequential["may_stop"], "arms": arms,
-        "alpha_each": _num(sequential["alpha_per_comparison"], 4),
-        "looks": [{"look": look["look"], "n": look["participants_per_arm"], "reached": look["reached"],
-                   "boundary": _num(look["boundary"], 3),
-                   "z": [_num((look["comparisons"].get(arm) or {}).get("z"), 2) if look["reached"] else ""
-                         for arm in arms],
-                   "crossed": [bool((look["comparisons"].get(arm) or {}).get("crossed")) for arm in arms]}
-                  for look in sequential["looks"]],
-    })
+    out.update(
+        {
+            "status": sequential["status"],
+            "may_stop": sequential["may_stop"],
+            "arms": arms,
+            "alpha_each": _num(sequential["alpha_per_comparison"], 4),
+            "looks": [
+                {
+                    "look": look["look"],
+                    "n": look["participants_per_arm"],
+                    "reached": look["reached"],
+                    "boundary": _num(look["boundary"], 3),
+                    "z": [
+                        _num((look["comparisons"].get(arm) or {}).get("z"), 2) if look["reached"] else ""
+                        for arm in arms
+                    ],
+                    "crossed": [bool((look["comparisons"].get(arm) or {}).get("crossed")) for arm in arms],
+                }
+                for look in sequential["looks"]
+            ],
+        }
+    )
     return out
 
 
@@ -151,9 +211,14 @@ def _power_view(power: dict | None) -> dict[str, Any] | None:
         return None
     if "unavailable" in power:
         return {"unavailable": power["unavailable"]}
-    return {**power, "effect_points": f"{100 * power['effect']:.0f}", "power_pct": _pct(power["power"]),
-            "baseline": _pct(power["baseline_accuracy"]), "participant_sd": _num(power["participant_sd"], 2),
-            "item_sd": _num(power["item_sd"], 2)}
+    return {
+        **power,
+        "effect_points": f"{100 * power['effect']:.0f}",
+        "power_pct": _pct(power["power"]),
+        "baseline": _pct(power["baseline_accuracy"]),
+        "participant_sd": _num(power["participant_sd"], 2),
+        "item_sd": _num(power["item_sd"], 2),
+    }
 
 
 def _metric_name(column: str) -> str:
@@ -168,26 +233,40 @@ def _correlation_rows(correlation: dict | None) -> list[dict[str, Any]]:
     for metric in correlation["metrics"]:
         pooled = correlation["pooled_explanation_arms"].get(metric, {})
         gains = {arm: found.get(metric, {}) for arm, found in correlation["gain_vs_baseline"].items()}
-        rows.append({
-            "metric": _metric_name(metric), "n_items": pooled.get("n_items", 0),
-            "rho_pooled": _num(pooled.get("spearman_rho"), 2), "p_pooled": _num(pooled.get("spearman_p"), 3),
-            "gains": [(arm, _num(g.get("spearman_rho"), 2), _num(g.get("spearman_p"), 3)) for arm, g in gains.items()],
-        })
+        rows.append(
+            {
+                "metric": _metric_name(metric),
+                "n_items": pooled.get("n_items", 0),
+                "rho_pooled": _num(pooled.get("spearman_rho"), 2),
+                "p_pooled": _num(pooled.get("spearman_p"), 3),
+                "gains": [
+                    (arm, _num(g.get("spearman_rho"), 2), _num(g.get("spearman_p"), 3)) for arm, g in gains.items()
+                ],
+            }
+        )
     return rows
 
 
 def _participant_rows(participants: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for p in participants[:MAX_PARTICIPANT_ROWS]:
-        rows.append({
-            "participant": p["participant"][:8], "arm": p["condition"], "platform": p["platform"],
-            "phase": p["phase"], "n_test": p["n_test"],
-            "attention": f"{p['n_attention_passed']}/{p['n_attention']}" if p["n_attention"] else "—",
-            "median_rt": _num(p["median_rt_ms"], 0), "fast_share": _pct(p["fast_share"]),
-            "accuracy": _pct(p["test_accuracy"]), "helpfulness": p["helpfulness"] or "—",
-            "screened_out": p["screened_out"], "excluded": p["excluded"],
-            "reasons": (p["exclusion_reasons"] or "").replace(";", ", "),
-        })
+        rows.append(
+            {
+                "participant": p["participant"][:8],
+                "arm": p["condition"],
+                "platform": p["platform"],
+                "phase": p["phase"],
+                "n_test": p["n_test"],
+                "attention": f"{p['n_attention_passed']}/{p['n_attention']}" if p["n_attention"] else "—",
+                "median_rt": _num(p["median_rt_ms"], 0),
+                "fast_share": _pct(p["fast_share"]),
+                "accuracy": _pct(p["test_accuracy"]),
+                "helpfulness": p["helpfulness"] or "—",
+                "screened_out": p["screened_out"],
+                "excluded": p["excluded"],
+                "reasons": (p["exclusion_reasons"] or "").replace(";", ", "),
+            }
+        )
     return rows
 
 
@@ -201,24 +280,37 @@ def _stage_view(stages: dict | None) -> dict[str, Any] | None:
         acc = (stage.get("accuracy") or {}).get("all")
         conf = stage.get("confidence") or {}
         agree = stage.get("agreement") or {}
-        rows.append({"arm": stage["arm"], "accuracy": _pct(acc["estimate"]) if acc else "—",
-                     "accuracy_interval": _interval(acc), "right": _pct(((stage.get("accuracy") or {})
-                                                                         .get("model_correct") or {}).get("estimate")),
-                     "wrong": _pct(((stage.get("accuracy") or {}).get("model_incorrect") or {}).get("estimate")),
-                     "confidence": _num(conf.get("estimate"), 2),
-                     "confidence_interval": "—" if conf.get("ci_low") is None
-                     else f"[{conf['ci_low']:.2f}, {conf['ci_high']:.2f}]",
-                     "alpha": _num(agree.get("alpha_nominal_guess"))})
+        rows.append(
+            {
+                "arm": stage["arm"],
+                "accuracy": _pct(acc["estimate"]) if acc else "—",
+                "accuracy_interval": _interval(acc),
+                "right": _pct(((stage.get("accuracy") or {}).get("model_correct") or {}).get("estimate")),
+                "wrong": _pct(((stage.get("accuracy") or {}).get("model_incorrect") or {}).get("estimate")),
+                "confidence": _num(conf.get("estimate"), 2),
+                "confidence_interval": "—"
+                if conf.get("ci_low") is None
+                else f"[{conf['ci_low']:.2f}, {conf['ci_high']:.2f}]",
+                "alpha": _num(agree.get("alpha_nominal_guess")),
+            }
+        )
     increments = []
     for step in stages.get("increments", []):
         acc = step["accuracy"]["all"]
         conf = step["confidence"]
-        increments.append({"step": f"{step['from']} → {step['to']}", "accuracy": _pct(acc["estimate"]),
-                           "accuracy_interval": _interval(acc), "p_value": _num(acc.get("p_value"), 4),
-                           "confidence": _num(conf.get("estimate"), 2),
-                           "confidence_interval": "—" if conf.get("ci_low") is None
-                           else f"[{conf['ci_low']:+.2f}, {conf['ci_high']:+.2f}]",
-                           "alpha": _num(step["agreement"].get("alpha_nominal_guess"))})
+        increments.append(
+            {
+                "step": f"{step['from']} → {step['to']}",
+                "accuracy": _pct(acc["estimate"]),
+                "accuracy_interval": _interval(acc),
+                "p_value": _num(acc.get("p_value"), 4),
+                "confidence": _num(conf.get("estimate"), 2),
+                "confidence_interval": "—"
+                if conf.get("ci_low") is None
+                else f"[{conf['ci_low']:+.2f}, {conf['ci_high']:+.2f}]",
+                "alpha": _num(step["agreement"].get("alpha_nominal_guess")),
+            }
+        )
     return {"rows": rows, "increments": increments, "unavailable": stages.get("unavailable") or {}}
 
 
@@ -231,9 +323,12 @@ def study_dashboard(request, pk: int):
         section = "after_exclusions"
     data = study_dashboard_get(study=study)
     context: dict[str, Any] = {
-        "study": study, "section": section, "progress": study_progress(study=study),
-        "exports": [(what, EXPORT_TITLES[what], reverse("study-dashboard-export", args=[study.pk, what]))
-                    for what in EXPORTS],
+        "study": study,
+        "section": section,
+        "progress": study_progress(study=study),
+        "exports": [
+            (what, EXPORT_TITLES[what], reverse("study-dashboard-export", args=[study.pk, what])) for what in EXPORTS
+        ],
         "participants": _participant_rows(data["participants"]),
         "n_participants": len(data["participants"]),
         "max_participants": MAX_PARTICIPANT_ROWS,
@@ -247,29 +342,41 @@ def study_dashboard(request, pk: int):
         block = report["analysis"][section]
         correlation = (report.get("metrics_vs_human") or {}).get(section)
         svgs = {
-            "accuracy": accuracy_bar_svg(block["simulation_accuracy"], baseline=baseline,
-                                         chance=study_chance_level(study=study))
-            if baseline in block["simulation_accuracy"] else "",
+            "accuracy": accuracy_bar_svg(
+                block["simulation_accuracy"], baseline=baseline, chance=study_chance_level(study=study)
+            )
+            if baseline in block["simulation_accuracy"]
+            else "",
             "calibration": reliability_plot_svg(block["calibration"]) if block.get("calibration") else "",
-            "metrics": metric_accuracy_svg(data["points"][section], baseline=baseline,
-                                           correlations=(correlation or {}).get("per_arm")),
+            "metrics": metric_accuracy_svg(
+                data["points"][section], baseline=baseline, correlations=(correlation or {}).get("per_arm")
+            ),
         }
-        context.update({
-            "report": report, "baseline": baseline, "block": block, "exclusions": report["exclusions"],
-            # matplotlib escapes every text it writes into the SVG
-            "svg": {name: mark_safe(svg) for name, svg in svgs.items()},
-            "accuracy_rows": _accuracy_rows(block, baseline), "agreement_rows": _agreement_rows(block),
-            "calibration_rows": _calibration_rows(block), "time_rows": _time_rows(block),
-            "gain_rows": _gain_rows(block), "correlation_rows": _correlation_rows(correlation),
-            "other_section": "all" if section == "after_exclusions" else "after_exclusions",
-            "analysis_warnings": block.get("warnings", []),
-            "missing": {key: reason for key, reason in block.get("unavailable", {}).items()
-                        if reason != "not requested"},
-            "mixed": _mixed_model_view(block),
-            "sequential": _sequential_view(report.get("sequential")),
-            "power": _power_view(data.get("power")),
-            "stages": _stage_view((data.get("stages") or {}).get(section)),
-        })
+        context.update(
+            {
+                "report": report,
+                "baseline": baseline,
+                "block": block,
+                "exclusions": report["exclusions"],
+                # matplotlib escapes every text it writes into the SVG
+                "svg": {name: mark_safe(svg) for name, svg in svgs.items()},
+                "accuracy_rows": _accuracy_rows(block, baseline),
+                "agreement_rows": _agreement_rows(block),
+                "calibration_rows": _calibration_rows(block),
+                "time_rows": _time_rows(block),
+                "gain_rows": _gain_rows(block),
+                "correlation_rows": _correlation_rows(correlation),
+                "other_section": "all" if section == "after_exclusions" else "after_exclusions",
+                "analysis_warnings": block.get("warnings", []),
+                "missing": {
+                    key: reason for key, reason in block.get("unavailable", {}).items() if reason != "not requested"
+                },
+                "mixed": _mixed_model_view(block),
+                "sequential": _sequential_view(report.get("sequential")),
+                "power": _power_view(data.get("power")),
+                "stages": _stage_view((data.get("stages") or {}).get(section)),
+            }
+        )
     return render(request, "researcher/dashboard.html", context)
 
 

@@ -30,8 +30,13 @@ from annotations.services.model_reports import (
     model_report_start,
 )
 
-TABLE_TITLES = {"items": "Items CSV (one row per item)", "summary": "Summary CSV (every number, with intervals)",
-                "slices": "Slices CSV", "robustness": "Robustness CSV", "learning": "Learning CSV"}
+TABLE_TITLES = {
+    "items": "Items CSV (one row per item)",
+    "summary": "Summary CSV (every number, with intervals)",
+    "slices": "Slices CSV",
+    "robustness": "Robustness CSV",
+    "learning": "Learning CSV",
+}
 
 
 def _report_for(request, pk: int) -> ModelReport:
@@ -60,22 +65,30 @@ def _reliance_rows(result: dict) -> list[dict[str, str]]:
     for m in result["modalities"]:
         base, alone, perm = reliance["baseline"][m], reliance["only"][m], reliance["permutation"].get(m) or {}
         share = reliance["share"][m]
-        rows.append({
-            "modality": m, "accuracy_without": _ci(base["accuracy"]), "changed_without": _ci(base["reliance"]),
-            "accuracy_permuted": _ci(perm.get("accuracy")), "changed_permuted": _ci(perm.get("reliance")),
-            "accuracy_alone": _ci(alone["accuracy"]), "kept_alone": _ci(alone["agreement"]),
-            "share": _ci(share.get("interval"), lambda v: f"{v:+.2f}"),
-            "share_quartiles": f"{_num(share.get('q25'), 2)} – {_num(share.get('q75'), 2)}",
-        })
+        rows.append(
+            {
+                "modality": m,
+                "accuracy_without": _ci(base["accuracy"]),
+                "changed_without": _ci(base["reliance"]),
+                "accuracy_permuted": _ci(perm.get("accuracy")),
+                "changed_permuted": _ci(perm.get("reliance")),
+                "accuracy_alone": _ci(alone["accuracy"]),
+                "kept_alone": _ci(alone["agreement"]),
+                "share": _ci(share.get("interval"), lambda v: f"{v:+.2f}"),
+                "share_quartiles": f"{_num(share.get('q25'), 2)} – {_num(share.get('q75'), 2)}",
+            }
+        )
     return rows
 
 
 def _slice_rows(result: dict) -> list[dict[str, Any]]:
     columns = [("correct", "accuracy")]
     for m in result["modalities"]:
-        columns += [(f"agree_without:{m}", f"answers kept without {m}"),
-                    (f"agree_perm:{m}", f"answers kept with another item's {m}"),
-                    (f"share:{m}", f"{m} share")]
+        columns += [
+            (f"agree_without:{m}", f"answers kept without {m}"),
+            (f"agree_perm:{m}", f"answers kept with another item's {m}"),
+            (f"share:{m}", f"{m} share"),
+        ]
     columns += [(f"type:{t}", t) for t in ("conflict", "dominance", "complementarity", "none")]
     out = []
     for s in result["slices"]:
@@ -86,11 +99,16 @@ def _slice_rows(result: dict) -> list[dict[str, Any]]:
                 continue
             fmt = (lambda v: f"{v:+.2f}") if column.startswith("share:") else _pct
             diff = parts["difference"]
-            rows.append({"title": title, "slice": _ci(parts["slice"], fmt), "rest": _ci(parts["rest"], fmt),
-                         "difference": _ci(diff, fmt),
-                         "clear": diff.get("ci_low") is not None and (diff["ci_low"] > 0 or diff["ci_high"] < 0)})
-        out.append({"name": s["name"], "expression": s["expression"], "n": s["n"], "n_rest": s["n_rest"],
-                    "rows": rows})
+            rows.append(
+                {
+                    "title": title,
+                    "slice": _ci(parts["slice"], fmt),
+                    "rest": _ci(parts["rest"], fmt),
+                    "difference": _ci(diff, fmt),
+                    "clear": diff.get("ci_low") is not None and (diff["ci_low"] > 0 or diff["ci_high"] < 0),
+                }
+            )
+        out.append({"name": s["name"], "expression": s["expression"], "n": s["n"], "n_rest": s["n_rest"], "rows": rows})
     return out
 
 
@@ -101,12 +119,15 @@ def _robustness_rows(result: dict) -> list[dict[str, str]]:
     corruption = (robustness.get("corruption") or {}).get("curves") or {}
     for target in [*result["modalities"], "all"]:
         missing = robustness["missing"].get(target) if target != "all" else None
-        rows.append({
-            "target": target, "missing": _pct(missing["accuracy"]) if missing else "",
-            "relative": _num((noise.get(target) or {}).get("relative")),
-            "effective": _num((noise.get(target) or {}).get("effective")),
-            "corruption": _num((corruption.get(target) or {}).get("relative")) if target in corruption else "",
-        })
+        rows.append(
+            {
+                "target": target,
+                "missing": _pct(missing["accuracy"]) if missing else "",
+                "relative": _num((noise.get(target) or {}).get("relative")),
+                "effective": _num((noise.get(target) or {}).get("effective")),
+                "corruption": _num((corruption.get(target) or {}).get("relative")) if target in corruption else "",
+            }
+        )
     return rows
 
 
@@ -114,27 +135,44 @@ def _learning_rows(result: dict) -> dict[str, Any]:
     learning = result.get("learning") or {}
     checkpoints = learning.get("checkpoints") or []
     heads = list(checkpoints[0]["losses"]["val"]) if checkpoints else []
-    loss_rows = [{"name": c["name"], "step": c.get("step") if c.get("step") is not None else "",
-                  "cells": [(_num(c["losses"].get("train", {}).get(h)), _num(c["losses"]["val"].get(h)))
-                            for h in heads]}
-                 for c in checkpoints]
+    loss_rows = [
+        {
+            "name": c["name"],
+            "step": c.get("step") if c.get("step") is not None else "",
+            "cells": [(_num(c["losses"].get("train", {}).get(h)), _num(c["losses"]["val"].get(h))) for h in heads],
+        }
+        for c in checkpoints
+    ]
     interval_rows = []
     for interval in [*(learning.get("intervals") or []), *([learning["overall"]] if learning.get("overall") else [])]:
         weights = interval.get("weights") or {}
-        interval_rows.append({
-            "span": f"{interval['from']} → {interval['to']}",
-            "overall": interval is learning.get("overall"),
-            "cells": [(_num(interval["heads"].get(h, {}).get("ogr"), 2), _num(weights.get(h), 2) if weights else "—")
-                      for h in heads],
-        })
-    return {"heads": heads, "losses": loss_rows, "intervals": interval_rows, "failed": learning.get("failed") or [],
-            "skipped": learning.get("skipped", ""), "note": learning.get("note", "")}
+        interval_rows.append(
+            {
+                "span": f"{interval['from']} → {interval['to']}",
+                "overall": interval is learning.get("overall"),
+                "cells": [
+                    (_num(interval["heads"].get(h, {}).get("ogr"), 2), _num(weights.get(h), 2) if weights else "—")
+                    for h in heads
+                ],
+            }
+        )
+    return {
+        "heads": heads,
+        "losses": loss_rows,
+        "intervals": interval_rows,
+        "failed": learning.get("failed") or [],
+        "skipped": learning.get("skipped", ""),
+        "note": learning.get("note", ""),
+    }
 
 
 @login_required
 def model_report_list(request):
-    form = ModelReportForm(request.POST or None, user=request.user, initial={"model": request.GET.get("model"),
-                                                                             "dataset": request.GET.get("dataset")})
+    form = ModelReportForm(
+        request.POST or None,
+        user=request.user,
+        initial={"model": request.GET.get("model"), "dataset": request.GET.get("dataset")},
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -143,43 +181,58 @@ def model_report_list(request):
                 raise ModelReportError("options must be a mapping, e.g. {seed: 0, permutations: 3}", field="options")
             if form.checkpoint_names():
                 options["checkpoints"] = form.checkpoint_names()
-            report = model_report_create(owner=request.user, model=data["model"], dataset=data["dataset"],
-                                         slices=model_report_slices_load(text=data["slices"] or ""), options=options,
-                                         train_dataset=data["train_dataset"])
+            report = model_report_create(
+                owner=request.user,
+                model=data["model"],
+                dataset=data["dataset"],
+                slices=model_report_slices_load(text=data["slices"] or ""),
+                options=options,
+                train_dataset=data["train_dataset"],
+            )
             model_report_start(report=report)
         except ModelReportError as exc:
             form.add_service_error(exc.field, str(exc))
         else:
             return redirect("model-report", pk=report.pk)
-    return render(request, "researcher/model_reports.html", {
-        "form": form, "reports": user_model_reports(user=request.user)[:200]})
+    return render(
+        request, "researcher/model_reports.html", {"form": form, "reports": user_model_reports(user=request.user)[:200]}
+    )
 
 
 @login_required
 @require_GET
 def model_report_detail(request, pk: int):
     report = _report_for(request, pk)
-    context: dict[str, Any] = {"report": report, "progress": model_report_progress(report=report),
-                               "tables": list(TABLE_TITLES.items()),
-                               "slices_text": json.dumps(report.slices, indent=1) if report.slices else "",
-                               "options_text": json.dumps(report.options, sort_keys=True),
-                               "error_line": (report.error.strip().splitlines() or [""])[-1]}
+    context: dict[str, Any] = {
+        "report": report,
+        "progress": model_report_progress(report=report),
+        "tables": list(TABLE_TITLES.items()),
+        "slices_text": json.dumps(report.slices, indent=1) if report.slices else "",
+        "options_text": json.dumps(report.options, sort_keys=True),
+        "error_line": (report.error.strip().splitlines() or [""])[-1],
+    }
     result = report.result
     if report.status == ModelReport.Status.DONE and result:
-        context.update({
-            "result": result,
-            # matplotlib escapes every text it writes into the SVG
-            "svg": {name: mark_safe(svg) for name, svg in model_report_figures(report=report).items()},
-            "reliance_rows": _reliance_rows(result), "slice_rows": _slice_rows(result),
-            "robustness_rows": _robustness_rows(result), "learning": _learning_rows(result),
-            "accuracy": _ci(result["summary"].get("accuracy")),
-            "types": result["interactions"]["types"], "emap": result["interactions"].get("emap") or {},
-            "emap_gap": _ci((result["interactions"].get("emap") or {}).get("gap"),
-                            lambda v: f"{100 * v:+.1f} points"),
-            "group_pairs": result["interactions"].get("group_pairs") or {},
-            "corruption": (result["robustness"] or {}).get("corruption") or {},
-            "noise": (result["robustness"] or {}).get("noise") or {},
-        })
+        context.update(
+            {
+                "result": result,
+                # matplotlib escapes every text it writes into the SVG
+                "svg": {name: mark_safe(svg) for name, svg in model_report_figures(report=report).items()},
+                "reliance_rows": _reliance_rows(result),
+                "slice_rows": _slice_rows(result),
+                "robustness_rows": _robustness_rows(result),
+                "learning": _learning_rows(result),
+                "accuracy": _ci(result["summary"].get("accuracy")),
+                "types": result["interactions"]["types"],
+                "emap": result["interactions"].get("emap") or {},
+                "emap_gap": _ci(
+                    (result["interactions"].get("emap") or {}).get("gap"), lambda v: f"{100 * v:+.1f} points"
+                ),
+                "group_pairs": result["interactions"].get("group_pairs") or {},
+                "corruption": (result["robustness"] or {}).get("corruption") or {},
+                "noise": (result["robustness"] or {}).get("noise") or {},
+            }
+        )
     return render(request, "researcher/model_report.html", context)
 
 

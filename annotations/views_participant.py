@@ -34,16 +34,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, Participant, Study
 from annotations.selectors.participants import (
-    invite_token_study,
-    study_and_participant,
     MTURK_PREVIEW_ASSIGNMENT,
     assignment_media_file,
     assignment_media_key,
     assignment_page,
+    invite_token_study,
     participant_by_platform_id,
     participant_exit,
     participant_frame_policy,
     participant_session_key,
+    study_and_participant,
     study_participant_plan,
 )
 from annotations.services.participants import (
@@ -54,12 +54,12 @@ from annotations.services.participants import (
     learning_acknowledge,
     participant_consent,
     participant_enter,
-    participant_resume,
     participant_next_item,
+    participant_resume,
     participant_start,
     participant_survey_submit,
-    participant_title_remember,
     participant_sync_phase,
+    participant_title_remember,
     response_submit,
 )
 
@@ -96,7 +96,8 @@ def _study_and_participant(request, public_id: str) -> tuple[Study, Participant 
     try:
         return study_and_participant(
             study_public_id=public_id,
-            participant_public_id=request.session.get(participant_session_key(study_public_id=public_id)))
+            participant_public_id=request.session.get(participant_session_key(study_public_id=public_id)),
+        )
     except Study.DoesNotExist:
         raise Http404 from None
 
@@ -124,32 +125,47 @@ def participant_required(view):
 
 
 def _refusal(request, study: Study | None, code: str, message: str, status: int = 200):
-    return render(request, "participant/message.html", {"study": study, "code": code, "message": message,
-                                                         "participant_title": PUBLIC_TITLE_DEFAULT}, status=status)
+    return render(
+        request,
+        "participant/message.html",
+        {"study": study, "code": code, "message": message, "participant_title": PUBLIC_TITLE_DEFAULT},
+        status=status,
+    )
 
 
 def csrf_failure(request, reason=""):
-    return _refusal(request, None, "forbidden", "This form has expired or was not sent from this page. "
-                    "Please go back and try again.", status=403)
+    return _refusal(
+        request,
+        None,
+        "forbidden",
+        "This form has expired or was not sent from this page. Please go back and try again.",
+        status=403,
+    )
 
 
 def _goto_phase(study: Study, participant: Participant):
-    return redirect({
-        Participant.Phase.CONSENT: "participant-entry",
-        Participant.Phase.INSTRUCTIONS: "participant-instructions",
-        Participant.Phase.PRETEST: "participant-item",
-        Participant.Phase.LEARNING: "participant-item",
-        Participant.Phase.TEST: "participant-item",
-        Participant.Phase.SURVEY: "participant-survey",
-        Participant.Phase.DONE: "participant-done",
-    }[participant.phase], public_id=study.public_id)
+    return redirect(
+        {
+            Participant.Phase.CONSENT: "participant-entry",
+            Participant.Phase.INSTRUCTIONS: "participant-instructions",
+            Participant.Phase.PRETEST: "participant-item",
+            Participant.Phase.LEARNING: "participant-item",
+            Participant.Phase.TEST: "participant-item",
+            Participant.Phase.SURVEY: "participant-survey",
+            Participant.Phase.DONE: "participant-done",
+        }[participant.phase],
+        public_id=study.public_id,
+    )
 
 
 def _platform_entry(request) -> dict | None:
     for platform, (id_param, extra_params) in PLATFORM_PARAMS.items():
         if request.GET.get(id_param):
-            return {"platform": platform, "platform_id": request.GET[id_param][:200],
-                    "platform_data": {p: request.GET.get(p, "")[:500] for p in extra_params}}
+            return {
+                "platform": platform,
+                "platform_id": request.GET[id_param][:200],
+                "platform_data": {p: request.GET.get(p, "")[:500] for p in extra_params},
+            }
     return None
 
 
@@ -165,13 +181,15 @@ def entry(request, public_id: str):
     if request.GET.get("assignmentId") == MTURK_PREVIEW_ASSIGNMENT:
         if study.status != Study.Status.LIVE:
             return _refusal(request, study, "closed", "This study is not open at the moment.")
-        return render(request, "participant/mturk_preview.html", {"study": study,
-                                                                  "plan": study_participant_plan(study=study)})
+        return render(
+            request, "participant/mturk_preview.html", {"study": study, "plan": study_participant_plan(study=study)}
+        )
     pending = _platform_entry(request)
     if pending is not None and participant is None:
         # A returning crowd worker carries on, even after the study stopped taking new people.
-        returning = participant_by_platform_id(study=study, platform=pending["platform"],
-                                               platform_id=pending["platform_id"])
+        returning = participant_by_platform_id(
+            study=study, platform=pending["platform"], platform_id=pending["platform_id"]
+        )
         if returning is not None:
             try:
                 participant_resume(participant=returning, platform_data=pending["platform_data"])
@@ -235,8 +253,11 @@ def instructions(request, study: Study, participant: Participant):
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
         return _goto_phase(study, participant)
-    return render(request, "participant/instructions.html", {"study": study, "participant": participant,
-                                                              "plan": study_participant_plan(study=study)})
+    return render(
+        request,
+        "participant/instructions.html",
+        {"study": study, "participant": participant, "plan": study_participant_plan(study=study)},
+    )
 
 
 @participant_page
@@ -261,11 +282,20 @@ def item(request, study: Study, participant: Participant):
 @participant_required
 def submit(request, study: Study, participant: Participant, assignment_id):
     try:
-        response_submit(participant=participant, assignment_public_id=assignment_id,
-                        guess=request.POST.get("guess", ""), confidence=request.POST.get("confidence"))
+        response_submit(
+            participant=participant,
+            assignment_public_id=assignment_id,
+            guess=request.POST.get("guess", ""),
+            confidence=request.POST.get("confidence"),
+        )
     except SubmissionRefused as exc:
-        return _refusal(request, study, "refused", f"That answer was not accepted: {exc}.",
-                        status=409 if "already answered" in str(exc) else 400)
+        return _refusal(
+            request,
+            study,
+            "refused",
+            f"That answer was not accepted: {exc}.",
+            status=409 if "already answered" in str(exc) else 400,
+        )
     return _goto_phase(study, participant)
 
 
@@ -290,16 +320,28 @@ def survey(request, study: Study, participant: Participant):
     error = ""
     if request.method == "POST":
         try:
-            participant_survey_submit(participant=participant, helpfulness=request.POST.get("helpfulness"),
-                                      comment=request.POST.get("comment", ""))
+            participant_survey_submit(
+                participant=participant,
+                helpfulness=request.POST.get("helpfulness"),
+                comment=request.POST.get("comment", ""),
+            )
         except SubmissionRefused as exc:
             error = str(exc)
         else:
             return _goto_phase(study, participant)
-    return render(request, "participant/survey.html", {
-        "study": study, "participant": participant, "error": error, "levels": [1, 2, 3, 4, 5],
-        "comment": request.POST.get("comment", ""), "asks_helpfulness": bool(participant.condition.views),
-    }, status=400 if error else 200)
+    return render(
+        request,
+        "participant/survey.html",
+        {
+            "study": study,
+            "participant": participant,
+            "error": error,
+            "levels": [1, 2, 3, 4, 5],
+            "comment": request.POST.get("comment", ""),
+            "asks_helpfulness": bool(participant.condition.views),
+        },
+        status=400 if error else 200,
+    )
 
 
 def _media_response(relative_path: str) -> HttpResponse:
@@ -329,15 +371,23 @@ def _media_response(relative_path: str) -> HttpResponse:
 
 @require_GET
 def input_media(request, public_id: str, assignment_id, modality: str):
-    return _media_response(assignment_media_file(study_public_id=public_id, assignment_public_id=assignment_id,
-                                                 key=assignment_media_key(modality=modality)))
+    return _media_response(
+        assignment_media_file(
+            study_public_id=public_id, assignment_public_id=assignment_id, key=assignment_media_key(modality=modality)
+        )
+    )
 
 
 @require_GET
 def view_media(request, public_id: str, assignment_id, view: str, index: int):
     """One rendered view of the explanation at ``index`` in the order shown."""
-    return _media_response(assignment_media_file(study_public_id=public_id, assignment_public_id=assignment_id,
-                                                 key=assignment_media_key(view=view, index=index)))
+    return _media_response(
+        assignment_media_file(
+            study_public_id=public_id,
+            assignment_public_id=assignment_id,
+            key=assignment_media_key(view=view, index=index),
+        )
+    )
 
 
 @participant_page
@@ -349,8 +399,7 @@ def done(request, study: Study, participant: Participant):
         return _goto_phase(study, participant)
     exit_info = participant_exit(participant=participant)
     if exit_info["timed_out"]:
-        return render(request, "participant/timed_out.html", {"study": study, "participant": participant,
-                                                              **exit_info})
+        return render(request, "participant/timed_out.html", {"study": study, "participant": participant, **exit_info})
     if exit_info["redirect"]:
         return redirect(exit_info["redirect"])
     return render(request, "participant/done.html", {"study": study, "participant": participant, **exit_info})

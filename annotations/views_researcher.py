@@ -17,22 +17,23 @@ from django.views.decorators.http import require_GET, require_POST
 from annotations.downloads import study_export_response
 from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Study
-from annotations.views_access import study_for_researcher
-from annotations.selectors.studies import study_explanation, study_item, study_item_preview
+from annotations.selectors.participants import participant_session_key
 from annotations.selectors.studies import (
-    user_datasets,
-    user_models,
-    user_studies,
+    study_explanation,
+    study_item,
+    study_item_preview,
     study_item_rows,
     study_latest_job,
     study_progress,
+    user_datasets,
+    user_models,
+    user_studies,
 )
-from annotations.selectors.participants import participant_session_key
 from annotations.services.datasets import DatasetImportError, dataset_import_jsonl_upload, dataset_import_zip
-from annotations.services.precompute import precompute_start
 from annotations.services.participants import ParticipantError, invites_create, participant_preview_start
-from annotations.services.spec import SpecError, study_spec_parse
+from annotations.services.precompute import precompute_start
 from annotations.services.registry import ModelRegistrationError, registered_model_create
+from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import (
     StudyError,
     study_close,
@@ -42,6 +43,7 @@ from annotations.services.studies import (
     study_launch,
     study_update_from_spec,
 )
+from annotations.views_access import study_for_researcher
 
 
 @login_required
@@ -111,17 +113,26 @@ def study_detail(request, pk: int):
 
     study = study_for_researcher(request, pk)
     participant_link = request.build_absolute_uri(reverse("participant-entry", args=[study.public_id]))
-    return render(request, "researcher/study_detail.html", {
-        "study": study, "progress": study_progress(study=study), "job": study_latest_job(study=study),
-        "participant_link": participant_link, "conditions": study.conditions.all(),
-        "items": study_item_rows(study=study, limit=200), "invites": study.invites.order_by("-id")[:20],
-        "is_owner": study.owner_id == request.user.pk,
-        "rules_text": json.dumps(study.exclusion_rules or {}, indent=2), "rule_help": EXCLUSION_RULE_HELP,
-        "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
-        "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
-        "can_edit": study.status in (Study.Status.DRAFT, Study.Status.READY),
-        "can_delete": study.status in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING),
-    })
+    return render(
+        request,
+        "researcher/study_detail.html",
+        {
+            "study": study,
+            "progress": study_progress(study=study),
+            "job": study_latest_job(study=study),
+            "participant_link": participant_link,
+            "conditions": study.conditions.all(),
+            "items": study_item_rows(study=study, limit=200),
+            "invites": study.invites.order_by("-id")[:20],
+            "is_owner": study.owner_id == request.user.pk,
+            "rules_text": json.dumps(study.exclusion_rules or {}, indent=2),
+            "rule_help": EXCLUSION_RULE_HELP,
+            "rules_locked": study.status in (Study.Status.LIVE, Study.Status.CLOSED),
+            "can_preview": study.status in (Study.Status.READY, Study.Status.LIVE),
+            "can_edit": study.status in (Study.Status.DRAFT, Study.Status.READY),
+            "can_delete": study.status in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING),
+        },
+    )
 
 
 @login_required
@@ -205,8 +216,9 @@ def study_invites(request, pk: int):
         count = max(1, min(500, int(request.POST.get("count", "1"))))
     except ValueError:
         count = 1
-    return _owner_action(request, pk, lambda study: invites_create(study=study, count=count),
-                         f"{count} invite link(s) created.")
+    return _owner_action(
+        request, pk, lambda study: invites_create(study=study, count=count), f"{count} invite link(s) created."
+    )
 
 
 @login_required
@@ -274,13 +286,20 @@ def model_list(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            model = registered_model_create(owner=request.user, name=data["name"], adapter_path=data["adapter_path"],
-                                            check_dataset=data["check_dataset"])
+            model = registered_model_create(
+                owner=request.user,
+                name=data["name"],
+                adapter_path=data["adapter_path"],
+                check_dataset=data["check_dataset"],
+            )
         except ModelRegistrationError as exc:
             form.add_error(None, str(exc))
             traceback_text = exc.traceback_text
         else:
             messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
             return redirect("models")
-    return render(request, "researcher/models.html", {"models": user_models(user=request.user), "form": form,
-                                                      "traceback": traceback_text})
+    return render(
+        request,
+        "researcher/models.html",
+        {"models": user_models(user=request.user), "form": form, "traceback": traceback_text},
+    )

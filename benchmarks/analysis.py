@@ -52,8 +52,16 @@ def _synthetic_items(df, *, seed: int):
     rng = np.random.default_rng(seed)
     ids = sorted(df["item"].unique())
     frame = pd.DataFrame({"item": ids})
-    for name in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "interaction_strength",
-                 "interaction_dividend", "modality_share:image", "modality_share:text"):
+    for name in (
+        "deletion_auc",
+        "insertion_auc",
+        "infidelity",
+        "sensitivity_max",
+        "interaction_strength",
+        "interaction_dividend",
+        "modality_share:image",
+        "modality_share:text",
+    ):
         frame[f"metric:integrated_gradients:{name}"] = rng.random(len(ids))
     return frame
 
@@ -104,15 +112,23 @@ def benchmark(
     seconds["calibration"], _ = _timed(lambda: calibration(prepared))
     seconds["time_on_task"], _ = _timed(lambda: time_on_task(prepared))
     seconds["analyze (both sections, no mixed model)"], _ = _timed(
-        lambda: analyze(df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations,
-                        mixed_model=False)
+        lambda: analyze(
+            df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations, mixed_model=False
+        )
     )
     items = _synthetic_items(df, seed=seed)
     rules = {"max_attention_failures": 0, "max_fast_share": 0.5, "min_median_rt_ms": 1500, "min_test_responses": 5}
     seconds["study_report (rules re-applied, 8 metrics vs accuracy)"], _ = _timed(
         lambda: study_report(
-            df, baseline="none", seed=seed, n_resamples=n_resamples, n_permutations=n_permutations,
-            exclusion_rules=rules, default_fast_rt_ms=800, items=items, mixed_model=False,
+            df,
+            baseline="none",
+            seed=seed,
+            n_resamples=n_resamples,
+            n_permutations=n_permutations,
+            exclusion_rules=rules,
+            default_fast_rt_ms=800,
+            items=items,
+            mixed_model=False,
         )
     )
     small = _study(mixed_model_responses, seed=seed)

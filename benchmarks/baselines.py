@@ -14,7 +14,8 @@ No Django.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,20 +38,28 @@ def _captum_one(method: str, p1: PreparedBatch, t1: Tensor, options: Mapping[str
     target = int(t1[0])
     if method == "integrated_gradients":
         attrs, _delta = IntegratedGradients(f).attribute(
-            p1.inputs, baselines=p1.baselines, target=target, n_steps=int(options.get("n_steps", 50)),
-            method=options.get("method", "gausslegendre"), return_convergence_delta=True)
+            p1.inputs,
+            baselines=p1.baselines,
+            target=target,
+            n_steps=int(options.get("n_steps", 50)),
+            method=options.get("method", "gausslegendre"),
+            return_convergence_delta=True,
+        )
     elif method == "saliency":
         attrs = Saliency(f).attribute(p1.inputs, target=target, abs=bool(options.get("abs", True)))
     elif method == "input_x_gradient":
         attrs = InputXGradient(f).attribute(p1.inputs, target=target)
     elif method == "gradient_shap":
         with seeded(options.get("seed", 0), p1.device):
-            attrs = GradientShap(f).attribute(p1.inputs, baselines=p1.baselines, target=target,
-                                              n_samples=int(options.get("n_samples", 20)),
-                                              stdevs=float(options.get("stdevs", 0.0)))
+            attrs = GradientShap(f).attribute(
+                p1.inputs,
+                baselines=p1.baselines,
+                target=target,
+                n_samples=int(options.get("n_samples", 20)),
+                stdevs=float(options.get("stdevs", 0.0)),
+            )
     elif method == "feature_ablation":
-        attrs = FeatureAblation(f).attribute(p1.inputs, baselines=p1.baselines, target=target,
-                                             feature_mask=p1.masks)
+        attrs = FeatureAblation(f).attribute(p1.inputs, baselines=p1.baselines, target=target, feature_mask=p1.masks)
     else:  # pragma: no cover - guarded by BASELINES
         raise ValueError(method)
     return tuple(a.detach() for a in (attrs if isinstance(attrs, tuple) else (attrs,)))
@@ -69,8 +78,7 @@ def _reduce_like_engine(method: str, p1: PreparedBatch, attrs: Sequence[Tensor])
     return out
 
 
-def _per_word_second_order(p1: PreparedBatch, t1: Tensor, ia: int, ib: int,
-                           multiply_by: str = "input") -> np.ndarray:
+def _per_word_second_order(p1: PreparedBatch, t1: Tensor, ia: int, ib: int, multiply_by: str = "input") -> np.ndarray:
     """MultiViz-style second order for one item: for each group ("word") of the smaller
     modality ``S``, ``grad_{x_L} (grad_{x_S} f . (x_S * 1[word]))``, times ``x_L``, summed per
     group of ``L``. Returns ``(G_A, G_B)``."""
@@ -104,8 +112,10 @@ def _per_item_modality_interaction(p1: PreparedBatch, t1: Tensor, ia: int, ib: i
     values = []
     with torch.no_grad():
         for a_in, b_in in ((True, True), (True, False), (False, True), (False, False)):
-            rows = [x if (m not in (ia, ib)) or (a_in if m == ia else b_in) else base
-                    for m, (x, base) in enumerate(zip(p1.inputs, p1.baselines))]
+            rows = [
+                x if (m not in (ia, ib)) or (a_in if m == ia else b_in) else base
+                for m, (x, base) in enumerate(zip(p1.inputs, p1.baselines))
+            ]
             values.append(float(p1.adapter.head(*rows, batch=p1.batch)[0, int(t1[0])]))
     fxx, fxb, fbx, fbb = values
     return np.array([fxx - fxb - fbx + fbb, fxb - fbb, fbx - fbb])
@@ -123,8 +133,12 @@ BASELINES: dict[str, tuple[str, bool]] = {
 }
 
 
-def baseline_run(method: str, singles: Sequence[tuple[PreparedBatch, Tensor]], options: Mapping[str, Any],
-                 modalities: Sequence[str] | None) -> list[Any]:
+def baseline_run(
+    method: str,
+    singles: Sequence[tuple[PreparedBatch, Tensor]],
+    options: Mapping[str, Any],
+    modalities: Sequence[str] | None,
+) -> list[Any]:
     """``method``'s baseline (:data:`BASELINES`) on each one-item batch; the results, in order."""
     out: list[Any] = []
     for p1, t1 in singles:
@@ -139,8 +153,9 @@ def baseline_run(method: str, singles: Sequence[tuple[PreparedBatch, Tensor]], o
     return out
 
 
-def relative_difference(method: str, engine: Sequence[Any], baseline: Sequence[Any],
-                         singles: Sequence[tuple[PreparedBatch, Tensor]]) -> float:
+def relative_difference(
+    method: str, engine: Sequence[Any], baseline: Sequence[Any], singles: Sequence[tuple[PreparedBatch, Tensor]]
+) -> float:
     """``max |engine - baseline| / max |baseline|`` over the baseline's items."""
     num, den = 0.0, 0.0
     for res, ref, (p1, _) in zip(engine, baseline, singles):

@@ -33,9 +33,10 @@ import platform
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -81,14 +82,22 @@ DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
 
 #: The methods benchmarked by default.
 DEFAULT_METHODS: tuple[str, ...] = (
-    "integrated_gradients", "saliency", "input_x_gradient", "gradient_shap", "feature_ablation",
-    "second_order", "modality_interaction",
+    "integrated_gradients",
+    "saliency",
+    "input_x_gradient",
+    "gradient_shap",
+    "feature_ablation",
+    "second_order",
+    "modality_interaction",
 )
 
 #: The issue's targets: the most ``time / floor`` allowed, per method, on CPU.
 TARGETS: dict[str, float] = {
-    "integrated_gradients": 1.25, "saliency": 1.25, "input_x_gradient": 1.25,
-    "gradient_shap": 1.25, "second_order": 1.5,
+    "integrated_gradients": 1.25,
+    "saliency": 1.25,
+    "input_x_gradient": 1.25,
+    "gradient_shap": 1.25,
+    "second_order": 1.5,
 }
 
 #: A ratio below this means the floor measurement was disturbed (flagged in the table).
@@ -123,19 +132,27 @@ def _per_example(method: str) -> bool:
     return method in METHODS and METHODS[method].per_example
 
 
-def _run_engine(method: str, batches: Sequence[tuple[PreparedBatch, Tensor]], options: Mapping[str, Any],
-                modalities: Sequence[str] | None) -> list[Any]:
+def _run_engine(
+    method: str,
+    batches: Sequence[tuple[PreparedBatch, Tensor]],
+    options: Mapping[str, Any],
+    modalities: Sequence[str] | None,
+) -> list[Any]:
     """The engine's public API on each prepared batch; the per-item results, in order."""
     out: list[Any] = []
     for p, t in batches:
         if method in METHODS:
             out.extend(attribute(p.adapter, p.batch, method=method, targets=t, prepared=p, **options))
         elif method == "modality_interaction":
-            out.extend(modality_interaction(p.adapter, p.batch, targets=t, prepared=p,
-                                            modalities=modalities, **options))
+            out.extend(
+                modality_interaction(p.adapter, p.batch, targets=t, prepared=p, modalities=modalities, **options)
+            )
         else:
-            out.extend(cross_modal_interaction(p.adapter, p.batch, method=method, targets=t, prepared=p,
-                                               modalities=modalities, **options))
+            out.extend(
+                cross_modal_interaction(
+                    p.adapter, p.batch, method=method, targets=t, prepared=p, modalities=modalities, **options
+                )
+            )
     return out
 
 
@@ -149,9 +166,14 @@ def _powers(lo: int, hi: int) -> list[int]:
     return sorted(set(out))
 
 
-def knob_candidates(method: str, p: PreparedBatch, options: Mapping[str, Any], *,
-                    max_rows_cap: int = 4096,
-                    modalities: Sequence[str] | None = None) -> tuple[str | None, list[int]]:
+def knob_candidates(
+    method: str,
+    p: PreparedBatch,
+    options: Mapping[str, Any],
+    *,
+    max_rows_cap: int = 4096,
+    modalities: Sequence[str] | None = None,
+) -> tuple[str | None, list[int]]:
     """The engine knob that sets the rows per head call for ``method`` and the values to sweep:
     ``(None, [])`` when the method has none (one call of ``B`` rows). ``max_rows`` values are
     multiples of the batch size ``B`` (Captum rounds down to one)."""
@@ -260,8 +282,12 @@ class MethodResult:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["sweep"] = {str(k): v for k, v in self.sweep.items()}
-        out.update(items_per_s=self.items_per_s, floor_items_per_s=self.floor_items_per_s,
-                   baseline_items_per_s=self.baseline_items_per_s, meets_target=self.meets_target)
+        out.update(
+            items_per_s=self.items_per_s,
+            floor_items_per_s=self.floor_items_per_s,
+            baseline_items_per_s=self.baseline_items_per_s,
+            meets_target=self.meets_target,
+        )
         return out
 
 
@@ -288,15 +314,26 @@ def _floor_sample(timer: PassTimer, passes: Passes, times: PassTimes) -> tuple[f
     return (total, sampled) if total > 0 else None
 
 
-def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTimes, *,
-                 options: Mapping[str, Any] | None = None, repeats: int = 3,
-                 singles: Sequence[tuple[PreparedBatch, Tensor]] | None = None,
-                 baseline: bool = True, baseline_repeats: int = 1, baseline_items: int | None = None,
-                 modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
-                 device: torch.device | None = None, timer: PassTimer | None = None,
-                 batches: Callable[[int], tuple[PreparedBatch, Tensor]] | None = None,
-                 batch_sizes: Sequence[int] = (),
-                 progress: Progress | None = None) -> MethodResult:
+def bench_method(
+    method: str,
+    p: PreparedBatch,
+    targets: Tensor,
+    times: PassTimes,
+    *,
+    options: Mapping[str, Any] | None = None,
+    repeats: int = 3,
+    singles: Sequence[tuple[PreparedBatch, Tensor]] | None = None,
+    baseline: bool = True,
+    baseline_repeats: int = 1,
+    baseline_items: int | None = None,
+    modalities: Sequence[str] | None = None,
+    max_rows_cap: int = 4096,
+    device: torch.device | None = None,
+    timer: PassTimer | None = None,
+    batches: Callable[[int], tuple[PreparedBatch, Tensor]] | None = None,
+    batch_sizes: Sequence[int] = (),
+    progress: Progress | None = None,
+) -> MethodResult:
     """Autotune, time and floor one method on the items of ``p``.
 
     Args:
@@ -339,8 +376,7 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
     if per_example and singles is None:
         raise ValueError(f"{method} runs one item at a time: pass singles")
     runs = list(singles) if per_example else [(p, targets)]
-    knob, candidates = knob_candidates(method, runs[0][0], options,
-                                       max_rows_cap=max_rows_cap, modalities=modalities)
+    knob, candidates = knob_candidates(method, runs[0][0], options, max_rows_cap=max_rows_cap, modalities=modalities)
     by_batch = knob is None and not per_example and batches is not None
     if by_batch:  # the knob is the batch size itself (see ``batches``)
         knob = "batch"
@@ -361,8 +397,9 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
     sweep: dict[int, float] = {}
     results: list[Any] = []
     with _quiet():
-        _run_engine(method, runs_for(candidates[0] if knob else None),
-                    opts_for(candidates[0] if knob else None), modalities)  # warm-up
+        _run_engine(
+            method, runs_for(candidates[0] if knob else None), opts_for(candidates[0] if knob else None), modalities
+        )  # warm-up
         for value in candidates:
             run_v, opts_v = runs_for(value), opts_for(value)
             try:
@@ -395,10 +432,20 @@ def bench_method(method: str, p: PreparedBatch, targets: Tensor, times: PassTime
             tick(f"{method} timing")
         if knob is not None:
             sweep[best_value] = min(sweep[best_value], best)
-    result = MethodResult(method=method, n_items=p_run.size, passes=passes.describe(p_run.size), knob=knob,
-                          knob_value=best_value, sweep=sweep, seconds=best, floor_seconds=math.inf,
-                          ratio=math.inf, target=TARGETS.get(method), pass_counts=passes,
-                          paired_ratios=paired)
+    result = MethodResult(
+        method=method,
+        n_items=p_run.size,
+        passes=passes.describe(p_run.size),
+        knob=knob,
+        knob_value=best_value,
+        sweep=sweep,
+        seconds=best,
+        floor_seconds=math.inf,
+        ratio=math.inf,
+        target=TARGETS.get(method),
+        pass_counts=passes,
+        paired_ratios=paired,
+    )
     result.set_floor(times)
     if baseline and method in BASELINES and singles:
         name, comparable = BASELINES[method]
@@ -438,13 +485,22 @@ class BenchReport:
     environment: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"adapter": self.adapter, "device": self.device, "threads": self.threads,
-                "torch_version": self.torch_version, "n_items": self.n_items, "machine": self.machine,
-                "environment": self.environment,
-                "pass_times": {"pair": list(self.pass_times.pair),
-                               "seconds_per_sample": {k: {str(n): v for n, v in d.items()}
-                                                      for k, d in self.pass_times.seconds.items()}},
-                "results": [r.to_json() for r in self.results]}
+        return {
+            "adapter": self.adapter,
+            "device": self.device,
+            "threads": self.threads,
+            "torch_version": self.torch_version,
+            "n_items": self.n_items,
+            "machine": self.machine,
+            "environment": self.environment,
+            "pass_times": {
+                "pair": list(self.pass_times.pair),
+                "seconds_per_sample": {
+                    k: {str(n): v for n, v in d.items()} for k, d in self.pass_times.seconds.items()
+                },
+            },
+            "results": [r.to_json() for r in self.results],
+        }
 
 
 def _steps_estimate(methods: Sequence[str], n_batch_sizes: int, repeats: int, baseline_repeats: int) -> int:
@@ -454,15 +510,24 @@ def _steps_estimate(methods: Sequence[str], n_batch_sizes: int, repeats: int, ba
     return steps
 
 
-def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
-                  methods: Sequence[str] = DEFAULT_METHODS, repeats: int = 3,
-                  pass_batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
-                  baseline: bool = True, baseline_repeats: int = 1,
-                  baseline_items: int | None = None,
-                  method_options: Mapping[str, Mapping[str, Any]] | None = None,
-                  modalities: Sequence[str] | None = None, max_rows_cap: int = 4096,
-                  paired: bool = True, batch_knob: bool = True, adapter_name: str = "",
-                  progress: Progress | None = None) -> BenchReport:
+def run_benchmark(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    repeats: int = 3,
+    pass_batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
+    baseline: bool = True,
+    baseline_repeats: int = 1,
+    baseline_items: int | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    modalities: Sequence[str] | None = None,
+    max_rows_cap: int = 4096,
+    paired: bool = True,
+    batch_knob: bool = True,
+    adapter_name: str = "",
+    progress: Progress | None = None,
+) -> BenchReport:
     """Measure the pass times, then benchmark every method on ``items`` (one batch).
 
     Args:
@@ -502,26 +567,54 @@ def run_benchmark(adapter: ModelAdapter, items: Sequence[RawItem], *,
     targets = predicted_targets(p)
     dev = p.device
     timer = PassTimer(adapter, items, modalities=modalities, device=dev)
-    times = measure_pass_times(adapter, items, batch_sizes=pass_batch_sizes, repeats=repeats,
-                               modalities=modalities, device=dev, progress=progress, timer=timer)
+    times = measure_pass_times(
+        adapter,
+        items,
+        batch_sizes=pass_batch_sizes,
+        repeats=repeats,
+        modalities=modalities,
+        device=dev,
+        progress=progress,
+        timer=timer,
+    )
     needs_singles = baseline or any(_per_example(m) for m in methods)
     singles = []
     if needs_singles:
         for k, item in enumerate(items):
-            singles.append((prepare_batch(adapter, adapter.encode([item])), targets[k:k + 1]))
-    report = BenchReport(adapter=adapter_name or type(adapter).__name__, device=str(dev),
-                         threads=torch.get_num_threads(), torch_version=torch.__version__,
-                         n_items=len(items), pass_times=times, machine=_machine(),
-                         environment=_environment(load_before))
+            singles.append((prepare_batch(adapter, adapter.encode([item])), targets[k : k + 1]))
+    report = BenchReport(
+        adapter=adapter_name or type(adapter).__name__,
+        device=str(dev),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        n_items=len(items),
+        pass_times=times,
+        machine=_machine(),
+        environment=_environment(load_before),
+    )
     for method in methods:
         opts = (method_options or {}).get(method, BENCH_OPTIONS.get(method, {}))
-        report.results.append(bench_method(
-            method, p, targets, times, options=opts, repeats=repeats,
-            singles=singles if needs_singles else None, baseline=baseline,
-            baseline_repeats=baseline_repeats, baseline_items=baseline_items,
-            modalities=modalities, max_rows_cap=max_rows_cap, device=dev,
-            timer=timer if paired else None, batches=timer.batch,
-            batch_sizes=pass_batch_sizes if batch_knob else (), progress=progress))
+        report.results.append(
+            bench_method(
+                method,
+                p,
+                targets,
+                times,
+                options=opts,
+                repeats=repeats,
+                singles=singles if needs_singles else None,
+                baseline=baseline,
+                baseline_repeats=baseline_repeats,
+                baseline_items=baseline_items,
+                modalities=modalities,
+                max_rows_cap=max_rows_cap,
+                device=dev,
+                timer=timer if paired else None,
+                batches=timer.batch,
+                batch_sizes=pass_batch_sizes if batch_knob else (),
+                progress=progress,
+            )
+        )
     for result in report.results:  # every floor from the fastest passes seen in the whole run
         result.set_floor(times)
     report.environment["load_after"] = _load_average()
@@ -539,10 +632,13 @@ def _environment(load_before: list[float] | None) -> dict[str, Any]:
     """What else shapes CPU timings: the OpenMP wait policy and the machine's load (1, 5 and
     15 minute averages) before and after the run; a load above the CPU count means other
     processes competed for the cores."""
-    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "cpus": _default_threads(),
-            "load_before": load_before, "load_after": _load_average()}
+    return {
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cpus": _default_threads(),
+        "load_before": load_before,
+        "load_after": _load_average(),
+    }
 
 
 def _machine() -> str:
@@ -581,10 +677,13 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> 
 
 def format_report(report: BenchReport) -> str:
     """The two tables (pass times; methods) as plain text."""
-    lines = [f"adapter {report.adapter} on {report.device}, {report.threads} thread(s), "
-             f"torch {report.torch_version}, {report.n_items} items",
-             f"environment: {', '.join(f'{k}={v}' for k, v in report.environment.items())}",
-             "", "Per-sample pass times (ms; best over batch sizes marked *)"]
+    lines = [
+        f"adapter {report.adapter} on {report.device}, {report.threads} thread(s), "
+        f"torch {report.torch_version}, {report.n_items} items",
+        f"environment: {', '.join(f'{k}={v}' for k, v in report.environment.items())}",
+        "",
+        "Per-sample pass times (ms; best over batch sizes marked *)",
+    ]
     times = report.pass_times
     sizes = sorted({n for d in times.seconds.values() for n in d})
     rows = []
@@ -596,9 +695,12 @@ def format_report(report: BenchReport) -> str:
             row.append("—" if v is None else f"{v * 1e3:.3f}{star}")
         rows.append(row)
     lines += _table(["N", *(PASS_LABELS[k] for k in PASS_KINDS)], rows, "rrrrr")
-    lines += ["", "Methods (items/s: best run; x floor: median (range) of run time / floor timed right "
-              "after it; speedup: baseline time / engine time; rel.diff: max |engine - baseline| / "
-              "max |baseline|)"]
+    lines += [
+        "",
+        "Methods (items/s: best run; x floor: median (range) of run time / floor timed right "
+        "after it; speedup: baseline time / engine time; rel.diff: max |engine - baseline| / "
+        "max |baseline|)",
+    ]
     rows = []
     for r in report.results:
         knob = "—" if r.knob is None else f"{r.knob}={r.knob_value}"
@@ -606,18 +708,46 @@ def format_report(report: BenchReport) -> str:
         ratio = f"{r.ratio:.2f}" + ("!" if r.ratio < SUSPICIOUS_RATIO else "")
         if len(r.paired_ratios) > 1:
             ratio += f" ({min(r.paired_ratios):.2f}-{max(r.paired_ratios):.2f})"
-        rows.append([r.method, r.passes, knob, _fmt(r.items_per_s), _fmt(r.floor_items_per_s),
-                     ratio, target, r.baseline or "—", _fmt(r.baseline_items_per_s),
-                     "—" if r.speedup is None else f"{r.speedup:.1f}x",
-                     "—" if r.max_rel_diff is None else f"{r.max_rel_diff:.0e}"])
-    lines += _table(["method", "passes/item (floor)", "knob (autotuned)", "items/s", "floor items/s",
-                     "x floor", "target", "baseline", "items/s", "speedup", "rel.diff"],
-                    rows, "lllrrrllrrr")
+        rows.append(
+            [
+                r.method,
+                r.passes,
+                knob,
+                _fmt(r.items_per_s),
+                _fmt(r.floor_items_per_s),
+                ratio,
+                target,
+                r.baseline or "—",
+                _fmt(r.baseline_items_per_s),
+                "—" if r.speedup is None else f"{r.speedup:.1f}x",
+                "—" if r.max_rel_diff is None else f"{r.max_rel_diff:.0e}",
+            ]
+        )
+    lines += _table(
+        [
+            "method",
+            "passes/item (floor)",
+            "knob (autotuned)",
+            "items/s",
+            "floor items/s",
+            "x floor",
+            "target",
+            "baseline",
+            "items/s",
+            "speedup",
+            "rel.diff",
+        ],
+        rows,
+        "lllrrrllrrr",
+    )
     if any(r.ratio < SUSPICIOUS_RATIO for r in report.results):
-        lines += ["", f"! ratio below {SUSPICIOUS_RATIO}: a method cannot beat its own passes, so either "
-                      "--pass-batch-sizes lacks the row counts the engine used, or the floor measurement "
-                      "was disturbed (other processes, OpenMP spin-waiting): rerun on a quiet machine, "
-                      "with OMP_WAIT_POLICY=PASSIVE or --threads 1"]
+        lines += [
+            "",
+            f"! ratio below {SUSPICIOUS_RATIO}: a method cannot beat its own passes, so either "
+            "--pass-batch-sizes lacks the row counts the engine used, or the floor measurement "
+            "was disturbed (other processes, OpenMP spin-waiting): rerun on a quiet machine, "
+            "with OMP_WAIT_POLICY=PASSIVE or --threads 1",
+        ]
     return "\n".join(lines)
 
 
@@ -635,27 +765,41 @@ def _default_threads() -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options, for argparse and Django's command parser alike."""
-    parser.add_argument("--adapter", default=DEMO_ADAPTER, help="dotted path package.module:Factory "
-                        f"(default: the demo adapter, {DEMO_ADAPTER})")
-    parser.add_argument("--data", default=None, help="dataset JSONL (default: demo items generated "
-                        "in a temporary folder; only for the demo adapter)")
+    parser.add_argument(
+        "--adapter",
+        default=DEMO_ADAPTER,
+        help=f"dotted path package.module:Factory (default: the demo adapter, {DEMO_ADAPTER})",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset JSONL (default: demo items generated in a temporary folder; only for the demo adapter)",
+    )
     parser.add_argument("--items", type=int, default=64, help="items per benchmark batch (default 64)")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="comma-separated methods and interactions")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods and interactions")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (min kept)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: the CPUs this process may use)")
-    parser.add_argument("--pass-batch-sizes", default="1,8,32,128,512",
-                        help="batch sizes of the per-sample pass-time sweep")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: the CPUs this process may use)"
+    )
+    parser.add_argument(
+        "--pass-batch-sizes", default="1,8,32,128,512", help="batch sizes of the per-sample pass-time sweep"
+    )
     parser.add_argument("--max-rows-cap", type=int, default=4096, help="largest max_rows the sweep tries")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-item-at-a-time baselines")
-    parser.add_argument("--baseline-items", type=int, default=None,
-                        help="run the baselines on this many items only (their time is scaled)")
+    parser.add_argument(
+        "--baseline-items",
+        type=int,
+        default=None,
+        help="run the baselines on this many items only (their time is scaled)",
+    )
     parser.add_argument("--baseline-repeats", type=int, default=1)
-    parser.add_argument("--fixed-batch", action="store_true",
-                        help="time saliency and input x gradient (no row knob) on the --items batch "
-                             "only, instead of autotuning their batch size over --pass-batch-sizes")
+    parser.add_argument(
+        "--fixed-batch",
+        action="store_true",
+        help="time saliency and input x gradient (no row knob) on the --items batch "
+        "only, instead of autotuning their batch size over --pass-batch-sizes",
+    )
     parser.add_argument("--json", default=None, help="also write the raw results as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -667,8 +811,7 @@ def _check_device(device: str) -> None:
     except RuntimeError as exc:
         raise ValueError(f"--device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r}: CUDA is not available to this PyTorch build "
-                         f"({torch.__version__})")
+        raise ValueError(f"--device {device!r}: CUDA is not available to this PyTorch build ({torch.__version__})")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {device!r}: MPS is not available")
 
@@ -688,8 +831,7 @@ def _load_items(adapter_path: str, data: str | None, n: int, tmp: Path) -> list[
     return cycle(items, n) if len(items) < n else items[:n]
 
 
-def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
-                     err: TextIO = sys.stderr) -> BenchReport:
+def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> BenchReport:
     """Run the benchmark from parsed options (``add_arguments``' names) and print the tables."""
     from tqdm.auto import tqdm
 
@@ -710,28 +852,42 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO = sys.stdout,
     load = _load_average()
     policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
     if int(threads) > 1 and policy != "PASSIVE" and load and load[0] > _default_threads():
-        err.write(f"warning: load average {load[0]} exceeds the {_default_threads()} CPUs and "
-                  f"OMP_WAIT_POLICY is {policy or 'unset'}: with {threads} threads, OpenMP spin-waiting "
-                  "makes timings unreliable. Set OMP_WAIT_POLICY=PASSIVE or use --threads 1.\n")
+        err.write(
+            f"warning: load average {load[0]} exceeds the {_default_threads()} CPUs and "
+            f"OMP_WAIT_POLICY is {policy or 'unset'}: with {threads} threads, OpenMP spin-waiting "
+            "makes timings unreliable. Set OMP_WAIT_POLICY=PASSIVE or use --threads 1.\n"
+        )
     adapter = load_adapter(options["adapter"], device=options["device"])
     with tempfile.TemporaryDirectory(prefix="mmeval-bench-") as tmp:
         items = _load_items(options["adapter"], options.get("data"), int(options["items"]), Path(tmp))
         baseline = not options.get("no_baseline")
-        bar = tqdm(total=_steps_estimate(methods, len(sizes), options["repeats"], options["baseline_repeats"]),
-                   file=err, disable=bool(options.get("no_progress")), unit="run", dynamic_ncols=True)
+        bar = tqdm(
+            total=_steps_estimate(methods, len(sizes), options["repeats"], options["baseline_repeats"]),
+            file=err,
+            disable=bool(options.get("no_progress")),
+            unit="run",
+            dynamic_ncols=True,
+        )
 
         def progress(msg: str) -> None:
             bar.set_description(msg[:40])
             bar.update(1)
 
         try:
-            report = run_benchmark(adapter, items, methods=methods, repeats=int(options["repeats"]),
-                                   pass_batch_sizes=sizes, baseline=baseline,
-                                   baseline_repeats=int(options["baseline_repeats"]),
-                                   baseline_items=options.get("baseline_items"),
-                                   max_rows_cap=int(options["max_rows_cap"]),
-                                   batch_knob=not options.get("fixed_batch"),
-                                   adapter_name=options["adapter"], progress=progress)
+            report = run_benchmark(
+                adapter,
+                items,
+                methods=methods,
+                repeats=int(options["repeats"]),
+                pass_batch_sizes=sizes,
+                baseline=baseline,
+                baseline_repeats=int(options["baseline_repeats"]),
+                baseline_items=options.get("baseline_items"),
+                max_rows_cap=int(options["max_rows_cap"]),
+                batch_knob=not options.get("fixed_batch"),
+                adapter_name=options["adapter"],
+                progress=progress,
+            )
         finally:
             bar.close()
     out.write(format_report(report) + "\n")

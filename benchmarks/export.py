@@ -29,14 +29,14 @@ import random
 import resource
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, TextIO
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
 
-from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import (
     Assignment,
     Condition,
@@ -48,6 +48,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
+from annotations.selectors.exports import study_responses_csv_lines
 
 __all__ = ["format_report", "generate_study", "run_export_benchmark", "time_export"]
 
@@ -139,8 +140,16 @@ def _reserve_ids(model: type[models.Model], n: int) -> int:
     return start
 
 
-def run_export_benchmark(*, rows: int, items_per_participant: int, out: Path, keep: bool, seed: int,
-                         study_id: int | None = None, profile: TextIO | None = None) -> dict[str, Any]:
+def run_export_benchmark(
+    *,
+    rows: int,
+    items_per_participant: int,
+    out: Path,
+    keep: bool,
+    seed: int,
+    study_id: int | None = None,
+    profile: TextIO | None = None,
+) -> dict[str, Any]:
     """Generate a study (or take ``study_id``), time its export, then roll everything back
     unless ``keep``.
 
@@ -193,30 +202,58 @@ def generate_study(*, rows: int, per_participant: int, seed: int, report: dict) 
     tag = uuid.uuid4().hex[:10]
     owner = get_user_model().objects.create_user(username=f"bench-export-{tag}")
     dataset = Dataset.objects.create(owner=owner, name=f"bench-{tag}", modalities=["image", "text"])
-    model = RegisteredModel.objects.create(owner=owner, name=f"bench-{tag}", adapter_path="bench:Adapter",
-                                           labels=LABELS, modalities=["image", "text"])
+    model = RegisteredModel.objects.create(
+        owner=owner, name=f"bench-{tag}", adapter_path="bench:Adapter", labels=LABELS, modalities=["image", "text"]
+    )
     n_items = 1000
     items = Item.objects.bulk_create(
-        Item(dataset=dataset, external_id=f"q{k}", payload={"text": f"question {k}"},
-             gold_label=LABELS[k % len(LABELS)], line_number=k + 1) for k in range(n_items))
-    study = Study.objects.create(owner=owner, name=f"bench-export-{tag}", dataset=dataset, model=model,
-                                 seed=seed, items_per_participant=per_participant, raters_per_item=1000,
-                                 status=Study.Status.LIVE, min_rt_ms=800,
-                                 exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5})
+        Item(
+            dataset=dataset,
+            external_id=f"q{k}",
+            payload={"text": f"question {k}"},
+            gold_label=LABELS[k % len(LABELS)],
+            line_number=k + 1,
+        )
+        for k in range(n_items)
+    )
+    study = Study.objects.create(
+        owner=owner,
+        name=f"bench-export-{tag}",
+        dataset=dataset,
+        model=model,
+        seed=seed,
+        items_per_participant=per_participant,
+        raters_per_item=1000,
+        status=Study.Status.LIVE,
+        min_rt_ms=800,
+        exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+    )
     StudyItem.objects.bulk_create(
         StudyItem(study=study, item=item, stratum="model_right" if k % 2 else "model_wrong")
-        for k, item in enumerate(items))
+        for k, item in enumerate(items)
+    )
     conditions = Condition.objects.bulk_create(
-        Condition(study=study, name=name, views=views, is_baseline=not views) for name, views in ARMS)
+        Condition(study=study, name=name, views=views, is_baseline=not views) for name, views in ARMS
+    )
     n_participants = -(-rows // per_participant)
     participants = Participant.objects.bulk_create(
-        (Participant(study=study, condition=conditions[k % len(conditions)], platform="prolific",
-                     platform_id=f"PROLIFIC{k:08d}", phase="done", helpfulness=1 + k % 5)
-         for k in range(n_participants)), batch_size=5000)
+        (
+            Participant(
+                study=study,
+                condition=conditions[k % len(conditions)],
+                platform="prolific",
+                platform_id=f"PROLIFIC{k:08d}",
+                phase="done",
+                helpfulness=1 + k % 5,
+            )
+            for k in range(n_participants)
+        ),
+        batch_size=5000,
+    )
     predictions = {item.pk: LABELS[(k + (k % 3 == 0)) % len(LABELS)] for k, item in enumerate(items)}
     gold = {item.pk: item.gold_label for item in items}
     item_ids = [item.pk for item in items]
-    base = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2025, 1, 1, tzinfo=UTC)
     members = [(participant.pk, participant.condition_id) for participant in participants]
 
     def plan() -> Iterator[tuple[int, int, int, int]]:
@@ -238,30 +275,56 @@ def generate_study(*, rows: int, per_participant: int, seed: int, report: dict) 
     def assignments() -> Iterator[dict[str, Any]]:
         for k, (participant_id, condition_id, item_id, position) in enumerate(plan()):
             when = base + timedelta(seconds=k)
-            yield {"id": first_assignment + k, "participant_id": participant_id, "phase": "test",
-                   "kind": "item", "item_id": item_id, "condition_id": condition_id,
-                   "public_id": uuid.uuid4(), "position": position,
-                   "status": "answered", "candidate_order": LABELS[:4], "lease_expires_at": when,
-                   "served_at": when, "created_at": when}
+            yield {
+                "id": first_assignment + k,
+                "participant_id": participant_id,
+                "phase": "test",
+                "kind": "item",
+                "item_id": item_id,
+                "condition_id": condition_id,
+                "public_id": uuid.uuid4(),
+                "position": position,
+                "status": "answered",
+                "candidate_order": LABELS[:4],
+                "lease_expires_at": when,
+                "served_at": when,
+                "created_at": when,
+            }
 
     def responses() -> Iterator[dict[str, Any]]:
         for k, (participant_id, condition_id, item_id, _) in enumerate(plan()):
             prediction = predictions[item_id]
             guess = prediction if rng.random() < 0.6 else LABELS[rng.randrange(len(LABELS))]
             rt = rng.randint(400, 12000)
-            yield {"id": first_response + k, "assignment_id": first_assignment + k,
-                   "participant_id": participant_id, "item_id": item_id, "condition_id": condition_id,
-                   "phase": "test", "is_attention_check": False, "attention_passed": None, "guess": guess,
-                   "confidence": rng.randint(1, 5), "rt_ms": rt, "too_fast": rt < 800,
-                   "candidate_order": LABELS[:4], "model_prediction": prediction, "gold_label": gold[item_id],
-                   "created_at": base + timedelta(seconds=k, milliseconds=rt)}
+            yield {
+                "id": first_response + k,
+                "assignment_id": first_assignment + k,
+                "participant_id": participant_id,
+                "item_id": item_id,
+                "condition_id": condition_id,
+                "phase": "test",
+                "is_attention_check": False,
+                "attention_passed": None,
+                "guess": guess,
+                "confidence": rng.randint(1, 5),
+                "rt_ms": rt,
+                "too_fast": rt < 800,
+                "candidate_order": LABELS[:4],
+                "model_prediction": prediction,
+                "gold_label": gold[item_id],
+                "created_at": base + timedelta(seconds=k, milliseconds=rt),
+            }
 
     _copy(Assignment, assignments())
     written = _copy(Response, responses())
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE annotations_response")
-    report.update(rows=written, participants=n_participants, items=n_items,
-                  generate_seconds=round(time.perf_counter() - started, 1))
+    report.update(
+        rows=written,
+        participants=n_participants,
+        items=n_items,
+        generate_seconds=round(time.perf_counter() - started, 1),
+    )
     return study
 
 
@@ -301,17 +364,25 @@ def time_export(*, study: Study, out: Path, report: dict, profile: TextIO | None
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     peak = max(peak, _rss_kib())
-    report.update(exported_rows=lines - 1, export_seconds=round(seconds, 2),
-                  rows_per_second=round((lines - 1) / seconds), export_cpu_seconds_python=round(cpu, 2),
-                  rows_per_python_cpu_second=round((lines - 1) / cpu) if cpu else None,
-                  rss_before_export_mib=round(rss_before / 1024, 1),
-                  peak_rss_during_export_mib=round(peak / 1024, 1),
-                  rss_growth_during_export_mib=round((peak - rss_before) / 1024, 1))
+    report.update(
+        exported_rows=lines - 1,
+        export_seconds=round(seconds, 2),
+        rows_per_second=round((lines - 1) / seconds),
+        export_cpu_seconds_python=round(cpu, 2),
+        rows_per_python_cpu_second=round((lines - 1) / cpu) if cpu else None,
+        rss_before_export_mib=round(rss_before / 1024, 1),
+        peak_rss_during_export_mib=round(peak / 1024, 1),
+        rss_growth_during_export_mib=round((peak - rss_before) / 1024, 1),
+    )
 
 
 def format_report(report: dict) -> list[str]:
     """One line per key (numbers with thousands separators), then the report as JSON."""
     width = max(len(k) for k in report)
-    lines = [f"{key:<{width}}  {value:,}" if isinstance(value, (int, float)) and not isinstance(value, bool)
-             else f"{key:<{width}}  {value}" for key, value in report.items()]
+    lines = [
+        f"{key:<{width}}  {value:,}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else f"{key:<{width}}  {value}"
+        for key, value in report.items()
+    ]
     return [*lines, json.dumps(report)]

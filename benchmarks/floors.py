@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -111,8 +112,12 @@ def is_oom(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------------------------
 
 PASS_KINDS: tuple[str, ...] = ("forward", "forward_backward", "forward_backward_graph", "hvp")
-PASS_LABELS: dict[str, str] = {"forward": "fwd", "forward_backward": "fwd+bwd",
-                               "forward_backward_graph": "fwd+bwd(graph)", "hvp": "HVP"}
+PASS_LABELS: dict[str, str] = {
+    "forward": "fwd",
+    "forward_backward": "fwd+bwd",
+    "forward_backward_graph": "fwd+bwd(graph)",
+    "hvp": "HVP",
+}
 
 
 @dataclass
@@ -137,7 +142,7 @@ class PassTimes:
         values = self.seconds.get(kind, {})
         return min(values, key=lambda n: (values[n], n)) if values else None
 
-    def merge(self, other: "PassTimes") -> None:
+    def merge(self, other: PassTimes) -> None:
         """Keep, per kind and batch size, the faster of the two measurements."""
         for kind, values in other.seconds.items():
             mine = self.seconds.setdefault(kind, {})
@@ -162,8 +167,14 @@ class PassTimer:
         device: for CUDA synchronisation (default: the inputs' device).
     """
 
-    def __init__(self, adapter: ModelAdapter, items: Sequence[RawItem], *,
-                 modalities: Sequence[str] | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        items: Sequence[RawItem],
+        *,
+        modalities: Sequence[str] | None = None,
+        device: torch.device | None = None,
+    ) -> None:
         self.adapter = adapter
         self.items = list(items)
         self.modalities = modalities
@@ -196,16 +207,20 @@ class PassTimer:
     def _pass(self, kind: str, n: int) -> Callable[[], Any] | None:
         p, t = self._batch(n)
         if kind == "forward":
+
             def run() -> None:
                 with torch.no_grad():
                     p.adapter.head(*p.inputs, batch=p.batch)
+
             return run
         if kind == "forward_backward":
+
             def run() -> None:
                 with torch.enable_grad():
                     z = [x.detach().requires_grad_() for x in p.inputs]
                     out = p.adapter.head(*z, batch=p.batch)
                     torch.autograd.grad(out.gather(1, t[:, None]).sum(), z)
+
             return run
         if kind == "forward_backward_graph":
             return lambda: self._graph(n)
@@ -219,8 +234,7 @@ class PassTimer:
             g_s, z = graph
             s, l = self.pair or (0, 1)
             vec = p.inputs[s]
-            return lambda: torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True,
-                                               allow_unused=True)
+            return lambda: torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True, allow_unused=True)
         raise ValueError(f"unknown pass kind {kind!r}")
 
     def per_sample(self, kind: str, n: int, *, repeats: int = 1, warm_up: bool = False) -> float | None:
@@ -240,12 +254,17 @@ class PassTimer:
         self._batches.pop(n, None)
 
 
-def measure_pass_times(adapter: ModelAdapter, items: Sequence[RawItem], *,
-                       batch_sizes: Sequence[int] = (1, 8, 32, 128, 512), repeats: int = 3,
-                       modalities: Sequence[str] | None = None,
-                       device: torch.device | None = None,
-                       progress: Progress | None = None,
-                       timer: PassTimer | None = None) -> PassTimes:
+def measure_pass_times(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
+    repeats: int = 3,
+    modalities: Sequence[str] | None = None,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+    timer: PassTimer | None = None,
+) -> PassTimes:
     """Time the four kinds of passes through ``adapter.head`` at each batch size.
 
     Args:
@@ -317,8 +336,9 @@ class Passes:
         return " + ".join(parts) or "0"
 
 
-def floor_passes(method: str, p: PreparedBatch, *, options: Mapping[str, Any] | None = None,
-                 modalities: Sequence[str] | None = None) -> Passes:
+def floor_passes(
+    method: str, p: PreparedBatch, *, options: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None
+) -> Passes:
     """The irreducible passes of ``method`` on the items of ``p`` (table: module doc), with
     each item's own group counts (no padding to the batch's largest)."""
     options = dict(options or {})
@@ -339,8 +359,9 @@ def floor_passes(method: str, p: PreparedBatch, *, options: Mapping[str, Any] | 
     if method in ("kernel_shap", "lime"):
         return Passes(forward=opt("n_samples") * n)
     if method == "occlusion":
-        _, _, n_windows = occlusion_windows(p, sliding_window_shapes=opt("sliding_window_shapes"),
-                                            strides=opt("strides"))
+        _, _, n_windows = occlusion_windows(
+            p, sliding_window_shapes=opt("sliding_window_shapes"), strides=opt("strides")
+        )
         return Passes(forward=(1 + n_windows) * n)
     if method == "modality_interaction":
         return Passes(forward=4 * n)

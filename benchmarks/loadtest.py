@@ -35,8 +35,19 @@ MAX_PAGES_PER_WALK = 200  # far more than any study's pages: a guard against a r
 MEDIA_IN_PARALLEL = 6  # what browsers open per host
 MAX_RETRY_WAIT_S = 5.0
 
-ROUTES = ("entry GET", "consent POST", "instructions GET", "instructions POST", "item GET", "media GET",
-          "learn POST", "answer POST", "survey GET", "survey POST", "done GET")
+ROUTES = (
+    "entry GET",
+    "consent POST",
+    "instructions GET",
+    "instructions POST",
+    "item GET",
+    "media GET",
+    "learn POST",
+    "answer POST",
+    "survey GET",
+    "survey POST",
+    "done GET",
+)
 
 _FORM = re.compile(r'<form method="post" action="([^"]+)" id="(answer-form|learn-form)"')
 _GUESS = re.compile(r'name="guess" value="([^"]*)"')
@@ -69,14 +80,20 @@ class Reply:
         return self.body.decode("utf-8", "replace")
 
 
-async def http_request(host: str, port: int, method: str, target: str, *, headers: dict[str, str],
-                       body: bytes = b"", timeout_s: float) -> Reply:
+async def http_request(
+    host: str, port: int, method: str, target: str, *, headers: dict[str, str], body: bytes = b"", timeout_s: float
+) -> Reply:
     """One request on a fresh connection; the body is read in full."""
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
-                     "User-Agent: mmeval-loadtest", *(f"{k}: {v}" for k, v in headers.items())]
+            lines = [
+                f"{method} {target} HTTP/1.1",
+                f"Host: {host}:{port}",
+                "Connection: close",
+                "User-Agent: mmeval-loadtest",
+                *(f"{k}: {v}" for k, v in headers.items()),
+            ]
             if method == "POST":
                 lines += ["Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}"]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
@@ -156,12 +173,17 @@ class LoadReport:
             ordered = sorted(stats.latencies_ms)
             cells = [percentile(ordered, q) for q in (50, 95, 99)] + [ordered[-1] if ordered else math.nan]
             errors = ", ".join(f"{code}×{n}" for code, n in sorted(stats.errors.items())) or "-"
-            lines.append(f"{route:<18} {stats.requests:>8} {stats.requests / elapsed:>7.1f} "
-                         + " ".join(f"{c:>7.1f}" for c in cells) + f"  {errors}")
+            lines.append(
+                f"{route:<18} {stats.requests:>8} {stats.requests / elapsed:>7.1f} "
+                + " ".join(f"{c:>7.1f}" for c in cells)
+                + f"  {errors}"
+            )
         lines.append("-" * len(head))
-        lines.append(f"{'all':<18} {self.total_requests:>8} {self.total_requests / elapsed:>7.1f}"
-                     f"   over {self.elapsed_s:.1f} s; walks started {self.started_walks}, ended: "
-                     + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())))
+        lines.append(
+            f"{'all':<18} {self.total_requests:>8} {self.total_requests / elapsed:>7.1f}"
+            f"   over {self.elapsed_s:.1f} s; walks started {self.started_walks}, ended: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+        )
         return "\n".join(lines)
 
     def summary(self) -> dict:
@@ -169,12 +191,20 @@ class LoadReport:
         routes = {}
         for route, stats in self.routes.items():
             ordered = sorted(stats.latencies_ms)
-            routes[route] = {"requests": stats.requests, "rps": stats.requests / max(self.elapsed_s, 1e-9),
-                             **{f"p{q}_ms": percentile(ordered, q) for q in (50, 95, 99)},
-                             "errors": dict(stats.errors)}
-        return {"elapsed_s": self.elapsed_s, "requests": self.total_requests,
-                "rps": self.total_requests / max(self.elapsed_s, 1e-9), "routes": routes,
-                "outcomes": dict(self.outcomes), "acknowledged": len(self.acknowledged)}
+            routes[route] = {
+                "requests": stats.requests,
+                "rps": stats.requests / max(self.elapsed_s, 1e-9),
+                **{f"p{q}_ms": percentile(ordered, q) for q in (50, 95, 99)},
+                "errors": dict(stats.errors),
+            }
+        return {
+            "elapsed_s": self.elapsed_s,
+            "requests": self.total_requests,
+            "rps": self.total_requests / max(self.elapsed_s, 1e-9),
+            "routes": routes,
+            "outcomes": dict(self.outcomes),
+            "acknowledged": len(self.acknowledged),
+        }
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -196,8 +226,18 @@ class WalkEnded(Exception):
 class SimulatedParticipant:
     """One browser going through the study once per ``walk``."""
 
-    def __init__(self, *, host: str, port: int, study: str, report: LoadReport, rng: random.Random,
-                 think_s: float, timeout_s: float, retries: int):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        study: str,
+        report: LoadReport,
+        rng: random.Random,
+        think_s: float,
+        timeout_s: float,
+        retries: int,
+    ):
         self.host, self.port, self.study, self.report, self.rng = host, port, study, report, rng
         self.think_s, self.timeout_s, self.retries = think_s, timeout_s, retries
         self.cookies: dict[str, str] = {}
@@ -208,8 +248,9 @@ class SimulatedParticipant:
         self.cookies = {}
         self.platform_id = f"load-{uuid.uuid4().hex[:12]}"
         base = f"/s/{self.study}/"
-        query = urlencode({"PROLIFIC_PID": self.platform_id, "STUDY_ID": "loadtest",
-                           "SESSION_ID": uuid.uuid4().hex[:12]})
+        query = urlencode(
+            {"PROLIFIC_PID": self.platform_id, "STUDY_ID": "loadtest", "SESSION_ID": uuid.uuid4().hex[:12]}
+        )
         reply = await self._request("entry GET", "GET", f"{base}?{query}")
         if reply.status != 200 or 'action="' + base + 'consent/"' not in reply.text:
             return self._ended_on(reply)
@@ -251,8 +292,9 @@ class SimulatedParticipant:
             candidates = [html.unescape(c) for c in _GUESS.findall(page)]
             guess = html.unescape(instructed.group(1)) if instructed else self.rng.choice(candidates)
             confidence = self.rng.randint(1, 5)
-            answered = await self._request("answer POST", "POST", action,
-                                           {"guess": guess, "confidence": str(confidence)})
+            answered = await self._request(
+                "answer POST", "POST", action, {"guess": guess, "confidence": str(confidence)}
+            )
             if answered.status in (302, 303) and (assignment := _ITEM_ACTION.search(action)) is not None:
                 self.report.acknowledged.append(Acknowledged(self.platform_id, assignment.group(1), guess, confidence))
             return answered
@@ -296,8 +338,9 @@ class SimulatedParticipant:
                 body = urlencode({**(data or {}), "csrfmiddlewaretoken": self.cookies.get("csrftoken", "")}).encode()
             started = time.perf_counter()
             try:
-                reply = await http_request(self.host, self.port, method, target, headers=headers, body=body,
-                                           timeout_s=self.timeout_s)
+                reply = await http_request(
+                    self.host, self.port, method, target, headers=headers, body=body, timeout_s=self.timeout_s
+                )
             except TimeoutError:
                 stats.errors["timeout"] += 1
                 wait = 1.0
@@ -328,16 +371,32 @@ class SimulatedParticipant:
 
 def _page_route(path: str, study: str) -> str:
     tail = path.split(f"/s/{study}/", 1)[-1].split("?", 1)[0]
-    return {"": "entry GET", "instructions/": "instructions GET", "item/": "item GET", "survey/": "survey GET",
-            "done/": "done GET"}.get(tail, "other GET")
+    return {
+        "": "entry GET",
+        "instructions/": "instructions GET",
+        "item/": "item GET",
+        "survey/": "survey GET",
+        "done/": "done GET",
+    }.get(tail, "other GET")
 
 
 # --------------------------------------------------------------------------- runner
 
 
-async def run_load(*, url: str, study: str, participants: int, duration_s: float, think_s: float = 0.0,
-                   ramp_s: float = 0.0, walks_per_participant: int | None = None, seed: int = 0,
-                   timeout_s: float = 30.0, retries: int = 5, report: LoadReport | None = None) -> LoadReport:
+async def run_load(
+    *,
+    url: str,
+    study: str,
+    participants: int,
+    duration_s: float,
+    think_s: float = 0.0,
+    ramp_s: float = 0.0,
+    walks_per_participant: int | None = None,
+    seed: int = 0,
+    timeout_s: float = 30.0,
+    retries: int = 5,
+    report: LoadReport | None = None,
+) -> LoadReport:
     """``participants`` simulated participants, arriving evenly over ``ramp_s``, each walking
     the study again and again (at most ``walks_per_participant`` times) until ``duration_s``
     has passed; walks still running then are cut (outcome "cut"). Rates are over the time the
@@ -351,9 +410,16 @@ async def run_load(*, url: str, study: str, participants: int, duration_s: float
 
     async def one(k: int) -> None:
         await asyncio.sleep(ramp_s * k / participants)
-        simulated = SimulatedParticipant(host=host, port=port, study=study, report=report,
-                                         rng=random.Random(f"{seed}:{k}"), think_s=think_s, timeout_s=timeout_s,
-                                         retries=retries)
+        simulated = SimulatedParticipant(
+            host=host,
+            port=port,
+            study=study,
+            report=report,
+            rng=random.Random(f"{seed}:{k}"),
+            think_s=think_s,
+            timeout_s=timeout_s,
+            retries=retries,
+        )
         walks = 0
         while time.monotonic() < deadline and (walks_per_participant is None or walks < walks_per_participant):
             walks += 1

@@ -48,8 +48,7 @@ class PrecomputeBenchError(RuntimeError):
     """A run could not finish: a worker did not start, the time ran out, or precompute failed."""
 
 
-def run_precompute_benchmark(*, items: int, pool: int, workers: list[int], batch_size: int,
-                             timeout: int) -> list[Row]:
+def run_precompute_benchmark(*, items: int, pool: int, workers: list[int], batch_size: int, timeout: int) -> list[Row]:
     """Precompute one fresh study per entry of ``workers`` with that many worker processes.
 
     Args:
@@ -78,10 +77,12 @@ def run_precompute_benchmark(*, items: int, pool: int, workers: list[int], batch
 def format_table(rows: list[Row], *, items: int, pool: int, batch_size: int) -> list[str]:
     """The lines of the table (the first one starts with a blank line)."""
     single = next((s for n, s, _ in rows if n == 1), None)
-    lines = [f"\nPrecompute of {items} items (predictions) + {pool} test items x 4 candidates "
-             f"(IG + metrics), {batch_size} rows per chunk, torch threads 1 per worker\n",
-             f"{'workers':>7} | {'seconds':>8} | {'vs 1 worker':>11} | chunks per worker",
-             f"{'-' * 7}-|-{'-' * 8}-|-{'-' * 11}-|-{'-' * 18}"]
+    lines = [
+        f"\nPrecompute of {items} items (predictions) + {pool} test items x 4 candidates "
+        f"(IG + metrics), {batch_size} rows per chunk, torch threads 1 per worker\n",
+        f"{'workers':>7} | {'seconds':>8} | {'vs 1 worker':>11} | chunks per worker",
+        f"{'-' * 7}-|-{'-' * 8}-|-{'-' * 11}-|-{'-' * 18}",
+    ]
     for n, seconds, per_worker in rows:
         ratio = f"{seconds / single:.2f}x" if single else "-"
         lines.append(f"{n:>7} | {seconds:>8.1f} | {ratio:>11} | {' '.join(map(str, per_worker))}")
@@ -99,12 +100,18 @@ def _dataset(owner, items: int) -> Dataset:
 
 def _run(owner, dataset: Dataset, *, n: int, pool: int, timeout: int) -> tuple[float, list[int]]:
     run = uuid.uuid4().hex[:8]
-    model = registered_model_create(owner=owner, name=f"bench-{run}", adapter_path=DEMO_ADAPTER,
-                                    check_dataset=dataset)
-    study = study_create(owner=owner, name=f"bench-{run}", dataset=dataset, model=model, seed=1,
-                         conditions=[ConditionSpec(name="baseline"),
-                                     ConditionSpec(name="ig", views=["heatmap", "tokens"])],
-                         n_items=pool, items_per_participant=min(10, pool), raters_per_item=1)
+    model = registered_model_create(owner=owner, name=f"bench-{run}", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
+    study = study_create(
+        owner=owner,
+        name=f"bench-{run}",
+        dataset=dataset,
+        model=model,
+        seed=1,
+        conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"])],
+        n_items=pool,
+        items_per_participant=min(10, pool),
+        raters_per_item=1,
+    )
     queue = f"bench-{run}"
     settings.CELERY_GPU_QUEUE = queue
     processes = [_worker(queue, f"bench-{run}-{k}") for k in range(n)]
@@ -129,8 +136,7 @@ def _run(owner, dataset: Dataset, *, n: int, pool: int, timeout: int) -> tuple[f
         raise PrecomputeBenchError(f"precompute failed:\n{job.error}")
     seconds = (job.finished_at - job.created_at).total_seconds()
     chunks = PrecomputeChunk.objects.filter(job=job)
-    per_worker = sorted((chunks.filter(worker__startswith=f"bench-{run}-{k}@").count() for k in range(n)),
-                        reverse=True)
+    per_worker = sorted((chunks.filter(worker__startswith=f"bench-{run}-{k}@").count() for k in range(n)), reverse=True)
     return seconds, per_worker
 
 
@@ -140,9 +146,29 @@ def _worker(queue: str, name: str) -> subprocess.Popen:
     env = {**os.environ, "MMEVAL_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = open(Path(settings.MEDIA_ROOT) / f"{name}.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mmeval", "worker", "-Q", queue, "--pool", "solo",
-         "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "mmeval",
+            "worker",
+            "-Q",
+            queue,
+            "--pool",
+            "solo",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     hostname = f"{name}@{os.uname().nodename}"
     for _ in range(120):
         if process.poll() is not None:

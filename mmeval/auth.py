@@ -34,13 +34,16 @@ def client_ip(request: HttpRequest) -> str | None:
 
 def lockout_message() -> str:
     minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
-    return (f"Too many failed sign-in attempts for this username from your address. "
-            f"Try again in {minutes} minutes.")
+    return f"Too many failed sign-in attempts for this username from your address. Try again in {minutes} minutes."
 
 
 def lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
     """429 for a locked-out sign-in: JSON for the API, else the sign-in page saying so."""
     if request.path.startswith("/api/") or "application/json" in request.META.get("HTTP_ACCEPT", ""):
         return JsonResponse({"detail": lockout_message()}, status=429)
-    return render(request, "researcher/login.html",
-                  {"form": AuthenticationForm(request), "lockout_message": lockout_message()}, status=429)
+    return render(
+        request,
+        "researcher/login.html",
+        {"form": AuthenticationForm(request), "lockout_message": lockout_message()},
+        status=429,
+    )

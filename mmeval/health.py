@@ -71,8 +71,9 @@ def _broker_answers() -> str:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        client = redis.Redis.from_url(url, socket_connect_timeout=READYZ_TIMEOUT_S, socket_timeout=READYZ_TIMEOUT_S,
-                                      retry=Retry(NoBackoff(), 0))
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=READYZ_TIMEOUT_S, socket_timeout=READYZ_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
+        )
         try:
             client.ping()
         finally:

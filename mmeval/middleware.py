@@ -4,7 +4,7 @@ request parameters."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
@@ -57,7 +57,8 @@ class RejectNulBytesMiddleware:
     @staticmethod
     def _form(request: HttpRequest) -> QueryDict:
         if request.method in ("GET", "HEAD", "OPTIONS") or not request.content_type.startswith(
-                ("multipart/form-data", "application/x-www-form-urlencoded")):
+            ("multipart/form-data", "application/x-www-form-urlencoded")
+        ):
             return QueryDict()
         return request.POST
 

@@ -147,8 +147,9 @@ if _DATABASE_URL:
     # (checked before reuse) instead of opening one per request. Size Postgres'
     # max_connections to web workers + worker processes + headroom (README).
     try:
-        _db = dj_database_url.parse(_DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60, minimum=0),
-                                    conn_health_checks=True)
+        _db = dj_database_url.parse(
+            _DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
+        )
     except Exception as exc:
         raise ImproperlyConfigured(f"DATABASE_URL={_DATABASE_URL!r} cannot be parsed: {exc}") from None
     if not _db.get("ENGINE"):
@@ -157,8 +158,7 @@ if _DATABASE_URL:
         # A database that does not answer fails a request (and /readyz) in seconds, not minutes.
         _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5, minimum=1))
 else:
-    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "db.sqlite3",
-           "OPTIONS": {"timeout": 20}}
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "db.sqlite3", "OPTIONS": {"timeout": 20}}
 DATABASES = {"default": _db}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -180,8 +180,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # names cached forever. Otherwise it serves straight from the source folders.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if PRODUCTION
-                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
@@ -207,7 +210,8 @@ CSRF_FAILURE_VIEW = "annotations.views_participant.csrf_failure"
 # (the worker site), www.mturk.com (the classic worker site) and workersandbox.mturk.com
 # (the sandbox worker site).
 MMEVAL_FRAME_ANCESTORS = envlist(
-    "MMEVAL_FRAME_ANCESTORS", "https://worker.mturk.com,https://www.mturk.com,https://workersandbox.mturk.com")
+    "MMEVAL_FRAME_ANCESTORS", "https://worker.mturk.com,https://www.mturk.com,https://workersandbox.mturk.com"
+)
 
 # --- HTTPS and proxy (production) ---
 # gunicorn runs behind a TLS proxy (nginx, Caddy, a load balancer) that sets
@@ -287,8 +291,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "max_retries": 1,
 }
 CELERY_BROKER_CONNECTION_TIMEOUT = MMEVAL_BROKER_TIMEOUT
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
-                                    "interval_max": 0.5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 # Precompute chunks beat every MMEVAL_CHUNK_HEARTBEAT_SECONDS; one silent for
 # MMEVAL_CHUNK_STALE_SECONDS belongs to a dead worker and is handed out again (at most
 # MMEVAL_CHUNK_MAX_ATTEMPTS times). The watchdog runs every MMEVAL_WATCHDOG_SECONDS, so a
@@ -302,10 +305,14 @@ MMEVAL_WATCHDOG_SECONDS = envint("MMEVAL_WATCHDOG_SECONDS", 30, minimum=1)
 MMEVAL_REDISPATCH_SECONDS = envint("MMEVAL_REDISPATCH_SECONDS", 600, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {"task": "workers.tasks.reclaim_expired_leases", "schedule": 60.0},
-    "precompute-watchdog": {"task": "workers.tasks.precompute_watchdog_task",
-                            "schedule": float(MMEVAL_WATCHDOG_SECONDS)},
-    "model-report-watchdog": {"task": "workers.tasks.model_report_watchdog_task",
-                              "schedule": float(MMEVAL_WATCHDOG_SECONDS)},
+    "precompute-watchdog": {
+        "task": "workers.tasks.precompute_watchdog_task",
+        "schedule": float(MMEVAL_WATCHDOG_SECONDS),
+    },
+    "model-report-watchdog": {
+        "task": "workers.tasks.model_report_watchdog_task",
+        "schedule": float(MMEVAL_WATCHDOG_SECONDS),
+    },
 }
 
 # Compute engine knobs.
@@ -316,9 +323,11 @@ MMEVAL_TORCH_THREADS = envint("MMEVAL_TORCH_THREADS", 0, minimum=0)
 # Adapters run inside the server and the workers: only modules under these prefixes may be
 # registered. An operator installs a researcher's package and adds its prefix here. The
 # bundled demo and the Hugging Face folder adapters (workers.engine.hf) are allowed by default.
-MMEVAL_ADAPTER_PREFIXES = [p.strip() for p in envstr("MMEVAL_ADAPTER_PREFIXES",
-                                                     "workers.engine.demo.,workers.engine.hf.,adapters.").split(",")
-                           if p.strip()]
+MMEVAL_ADAPTER_PREFIXES = [
+    p.strip()
+    for p in envstr("MMEVAL_ADAPTER_PREFIXES", "workers.engine.demo.,workers.engine.hf.,adapters.").split(",")
+    if p.strip()
+]
 MMEVAL_PRECOMPUTE_BATCH_SIZE = envint("MMEVAL_PRECOMPUTE_BATCH_SIZE", 64, minimum=1)
 
 REST_FRAMEWORK = {
@@ -331,12 +340,18 @@ REST_FRAMEWORK = {
 }
 
 # The one description of the API's schema (served at /api/schema/, shown at /api/docs/).
-SPECTACULAR_SETTINGS = {"TITLE": "mmeval researcher API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
-                        "DESCRIPTION": "Studies of multimodal model explanations: create from a spec, precompute, launch, "
-                                       "watch progress, read the analysis, download CSV exports. Authenticate with "
-                                       "`Authorization: Token <key>` (POST /api/token/ with username and password).",
-                        "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-                        "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "mmeval researcher API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "DESCRIPTION": "Studies of multimodal model explanations: create from a spec, precompute, launch, "
+    "watch progress, read the analysis, download CSV exports. Authenticate with "
+    "`Authorization: Token <key>` (POST /api/token/ with username and password).",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 LOGGING = {
     "version": 1,
@@ -355,11 +370,15 @@ _CACHE_URL = os.environ.get("CACHE_URL", "") or os.environ.get("REDIS_URL", "")
 if _CACHE_URL:
     if not _CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"CACHE_URL={_CACHE_URL!r} is not a redis://, rediss:// or unix:// URL")
-    CACHES = {"default": {
-        "BACKEND": "annotations.cache.TolerantRedisCache", "LOCATION": _CACHE_URL, "KEY_PREFIX": "mmeval",
-        # A hung Redis holds a request for at most about this long per call.
-        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-    }}
+    CACHES = {
+        "default": {
+            "BACKEND": "annotations.cache.TolerantRedisCache",
+            "LOCATION": _CACHE_URL,
+            "KEY_PREFIX": "mmeval",
+            # A hung Redis holds a request for at most about this long per call.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -24,10 +24,11 @@ class OversizedUpload(UploadedFile):
     reason."""
 
     def __init__(self, *, name: str, request_bytes: int, limit: int):
-        super().__init__(file=io.BytesIO(b""), name=name, content_type="application/octet-stream",
-                         size=request_bytes)
-        self.refusal = (f"the upload is {mib(request_bytes)}, more than the {mib(limit)} limit "
-                        f"(MMEVAL_UPLOAD_MAX_BYTES); nothing was stored")
+        super().__init__(file=io.BytesIO(b""), name=name, content_type="application/octet-stream", size=request_bytes)
+        self.refusal = (
+            f"the upload is {mib(request_bytes)}, more than the {mib(limit)} limit "
+            f"(MMEVAL_UPLOAD_MAX_BYTES); nothing was stored"
+        )
 
 
 class CappedUploadHandler(FileUploadHandler):

@@ -27,8 +27,9 @@ def manage(capsys, *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def manage_py(*argv: str, env: dict[str, str | None] | None = None,
-              timeout: float = 300) -> subprocess.CompletedProcess:
+def manage_py(
+    *argv: str, env: dict[str, str | None] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """``python manage.py ARGV`` in a fresh process, with ``env`` over this process's environment
     (a value of None removes the variable)."""
     full_env = dict(os.environ)
@@ -37,5 +38,11 @@ def manage_py(*argv: str, env: dict[str, str | None] | None = None,
             full_env.pop(key, None)
         else:
             full_env[key] = value
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *argv], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *argv],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

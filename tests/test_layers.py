@@ -79,8 +79,13 @@ def _cycles() -> list[list[str]]:
 
 
 def test_the_checker_sees_the_modules_it_judges():
-    assert {"annotations.services.precompute", "workers.pipeline", "workers.engine.attribution",
-            "annotations.selectors.exports", "annotations.downloads"} <= MODULES.keys()
+    assert {
+        "annotations.services.precompute",
+        "workers.pipeline",
+        "workers.engine.attribution",
+        "annotations.selectors.exports",
+        "annotations.downloads",
+    } <= MODULES.keys()
     assert "annotations.selectors.exports" in GRAPH["annotations.selectors.analysis"]
 
 
@@ -94,11 +99,13 @@ def _under(prefix: str) -> list[str]:
 
 @pytest.mark.parametrize("layer", ["workers.engine", "annotations.analysis"])
 def test_engine_and_statistics_never_import_django(layer):
-    offenders = {name: sorted(m for m in GRAPH[name] if m.split(".")[0] in ("django", "rest_framework", "celery",
-                                                                          "annotations", "mmeval"))
-                 for name in _under(layer)}
-    offenders = {name: mods for name, mods in offenders.items()
-                 if [m for m in mods if not m.startswith(layer)]}
+    offenders = {
+        name: sorted(
+            m for m in GRAPH[name] if m.split(".")[0] in ("django", "rest_framework", "celery", "annotations", "mmeval")
+        )
+        for name in _under(layer)
+    }
+    offenders = {name: mods for name, mods in offenders.items() if [m for m in mods if not m.startswith(layer)]}
     assert offenders == {}
 
 
@@ -106,17 +113,29 @@ def test_engine_and_statistics_never_import_django(layer):
 def test_services_and_selectors_never_import_the_workers_or_an_interface(layer):
     """They may use the engine's pure helpers, never the pipeline or the tasks (work is handed
     over by task name), nor views, the API or downloads."""
-    interfaces = ("annotations.views_", "annotations.api", "annotations.downloads", "annotations.forms",
-                  "annotations.serializers", "annotations.urls_")
-    offenders = {name: sorted(m for m in GRAPH[name]
-                              if (m.startswith("workers.") and not m.startswith("workers.engine"))
-                              or m.startswith(interfaces))
-                 for name in _under(layer)}
+    interfaces = (
+        "annotations.views_",
+        "annotations.api",
+        "annotations.downloads",
+        "annotations.forms",
+        "annotations.serializers",
+        "annotations.urls_",
+    )
+    offenders = {
+        name: sorted(
+            m
+            for m in GRAPH[name]
+            if (m.startswith("workers.") and not m.startswith("workers.engine")) or m.startswith(interfaces)
+        )
+        for name in _under(layer)
+    }
     assert {name: mods for name, mods in offenders.items() if mods} == {}
 
 
 def test_selectors_write_nothing():
     """A read module never imports a service (services write)."""
-    offenders = {name: sorted(m for m in GRAPH[name] if m.startswith("annotations.services"))
-                 for name in _under("annotations.selectors")}
+    offenders = {
+        name: sorted(m for m in GRAPH[name] if m.startswith("annotations.services"))
+        for name in _under("annotations.selectors")
+    }
     assert {name: mods for name, mods in offenders.items() if mods} == {}

@@ -20,8 +20,8 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -29,17 +29,17 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from annotations.models import PrecomputeChunk, PrecomputeJob
-from annotations.selectors.studies import item_raw
 from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
-    model_explanation_pairs_to_draw,
-    model_explanations_lacking_share_view,
     item_map,
     job_progress,
-    model_predicted_labels,
     model_decision_features,
+    model_explanation_pairs_to_draw,
+    model_explanations_lacking_share_view,
+    model_predicted_labels,
     study_required_methods,
 )
+from annotations.selectors.studies import item_raw
 from annotations.services.precompute import (
     precompute_advance,
     precompute_chunk_claim,
@@ -167,15 +167,18 @@ def _heartbeat(chunk: PrecomputeChunk) -> Iterator[None]:
 def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     """Compute and store one chunk. Returns (failed rows, the first traceback or "")."""
     study = chunk.job.study
-    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE,
-                           options=study.model.adapter_options)
+    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE, options=study.model.adapter_options)
     items = item_map(item_ids=chunk.item_ids)
     if chunk.stage == Stage.PREDICTIONS:
         ordered = [items[pk] for pk in chunk.item_ids]
         predictions = predict(adapter, [item_raw(i) for i in ordered], batch_size=len(ordered))
         for item, prediction in zip(ordered, predictions):
-            prediction_store(model=study.model, item=item, label=prediction.label,
-                             probabilities=[float(p) for p in prediction.probabilities])
+            prediction_store(
+                model=study.model,
+                item=item,
+                label=prediction.label,
+                probabilities=[float(p) for p in prediction.probabilities],
+            )
         return 0, ""
     if chunk.stage == Stage.STRENGTH:
         _modality_interactions(study=study, adapter=adapter, items=[items[pk] for pk in chunk.item_ids])
@@ -188,19 +191,27 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     if chunk.stage == Stage.ATTRIBUTION and "share" in views:
         # Rows another study computed may lack the share bars: draw them from their summary.
         for row in model_explanations_lacking_share_view(model=study.model, method=chunk.method, targets=targets):
-            explanation_share_view_add(explanation=row, share_png=render_share_bars(
-                shares=row.summary["modality_share"]))
+            explanation_share_view_add(
+                explanation=row, share_png=render_share_bars(shares=row.summary["modality_share"])
+            )
     pairs = model_explanation_pairs_to_draw(model=study.model, method=chunk.method, views=views, targets=targets)
     if not pairs:
         return 0, ""
     raws = {item_id: item_raw(items[item_id]) for item_id, _ in pairs}
-    compute = {Stage.ATTRIBUTION: _attribution_rows, Stage.MULTIVIZ: _multiviz_rows}.get(chunk.stage,
-                                                                                     _interaction_rows)
+    compute = {Stage.ATTRIBUTION: _attribution_rows, Stage.MULTIVIZ: _multiviz_rows}.get(chunk.stage, _interaction_rows)
     try:
         # The MultiViz rows encode one row per (item, feature) themselves.
         batch = None if chunk.stage == Stage.MULTIVIZ else adapter.encode([raws[item_id] for item_id, _ in pairs])
-        compute(study=study, adapter=adapter, batch=batch, pairs=pairs, raws=raws, items=items, views=views,
-                method=chunk.method)
+        compute(
+            study=study,
+            adapter=adapter,
+            batch=batch,
+            pairs=pairs,
+            raws=raws,
+            items=items,
+            views=views,
+            method=chunk.method,
+        )
     except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS):
         raise
     except Exception:
@@ -221,8 +232,14 @@ def _modality_interactions(*, study, adapter, items: list) -> None:
     batch = adapter.encode([item_raw(i) for i in items])
     results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in items])
     for item, result in zip(items, results):
-        explanation_store(model=study.model, item=item, method=MODALITY_INTERACTION, target_label=predicted[item.pk],
-                          status="done", summary=result.to_json())
+        explanation_store(
+            model=study.model,
+            item=item,
+            method=MODALITY_INTERACTION,
+            target_label=predicted[item.pk],
+            status="done",
+            summary=result.to_json(),
+        )
 
 
 def _rows_by_item(pairs: list[tuple[int, str]]) -> dict[int, list[int]]:
@@ -241,18 +258,26 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
     groups = adapter.describe_groups(batch)
     metrics = _metrics_of_predicted(study=study, adapter=adapter, raws=raws, pairs=pairs, attributions=attributions)
     for item_id, rows in _rows_by_item(pairs).items():
-        rendered = render_item_views(item=raws[item_id], attributions=[attributions[k] for k in rows],
-                                     groups=groups[rows[0]])
+        rendered = render_item_views(
+            item=raws[item_id], attributions=[attributions[k] for k in rows], groups=groups[rows[0]]
+        )
         for k, view in zip(rows, rendered):
             attribution = attributions[k]
             summary = attribution.to_json()
             summary.pop("group_ids", None)
             summary["colour_scales"] = view.colour_scales  # the page states them (presentation.py)
             explanation_store_attribution(
-                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
-                arrays=attribution.to_arrays(), summary=summary, image_png=view.image_png, tokens=view.tokens,
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=pairs[k][1],
+                arrays=attribution.to_arrays(),
+                summary=summary,
+                image_png=view.image_png,
+                tokens=view.tokens,
                 share_png=render_share_bars(shares=attribution.modality_share) if "share" in views else None,
-                metrics=metrics.get(k))
+                metrics=metrics.get(k),
+            )
 
 
 def _metrics_of_predicted(*, study, adapter, raws: dict, pairs: list[tuple[int, str]], attributions) -> dict[int, dict]:
@@ -266,8 +291,9 @@ def _metrics_of_predicted(*, study, adapter, raws: dict, pairs: list[tuple[int, 
         return {}
     try:
         batch = adapter.encode([raws[pairs[k][0]] for k in rows])
-        values = explanation_metrics(adapter, batch, [attributions[k] for k in rows], seed=study.seed,
-                                     sensitivity_samples=3)
+        values = explanation_metrics(
+            adapter, batch, [attributions[k] for k in rows], seed=study.seed, sensitivity_samples=3
+        )
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:
@@ -296,17 +322,32 @@ def _interaction_rows(*, study, adapter, batch, pairs, raws, items, views, metho
     for item_id, rows in _rows_by_item(pairs).items():
         first = results[rows[0]]
         rendered = render_interaction_views(
-            item=raws[item_id], modalities=first.modalities, matrices=[results[k].matrix for k in rows],
-            group_ids=(first.group_ids_a, first.group_ids_b), groups=groups[rows[0]])
+            item=raws[item_id],
+            modalities=first.modalities,
+            matrices=[results[k].matrix for k in rows],
+            group_ids=(first.group_ids_a, first.group_ids_b),
+            groups=groups[rows[0]],
+        )
         for k, view in zip(rows, rendered):
             result = results[k]
             matrix = np.asarray(result.matrix, dtype=np.float64)
             explanation_store_interaction(
-                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
-                arrays=result.to_arrays(), matrix_png=view.matrix_png, top_pairs_png=view.top_pairs_png,
-                summary={"modalities": list(result.modalities), "shape": list(matrix.shape),
-                         "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0, "options": result.options,
-                         "colour_scale": view.colour_scale, "patch_grid": view.patch_grid})
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=pairs[k][1],
+                arrays=result.to_arrays(),
+                matrix_png=view.matrix_png,
+                top_pairs_png=view.top_pairs_png,
+                summary={
+                    "modalities": list(result.modalities),
+                    "shape": list(matrix.shape),
+                    "max_abs": float(np.max(np.abs(matrix))) if matrix.size else 0.0,
+                    "options": result.options,
+                    "colour_scale": view.colour_scale,
+                    "patch_grid": view.patch_grid,
+                },
+            )
 
 
 # --------------------------------------------------------------------------- MultiViz stages 3 and 4
@@ -320,15 +361,17 @@ FEATURES_SHOWN, BARS_SHOWN, EXAMPLES_PER_FEATURE = 3, 5, 3
 MAX_FEATURES_WITH_EXAMPLES = 64
 
 
-def _feature_rows(adapter, raws: list[dict], features: list[int], *, n_features: int, method: str,
-                  batch_size: int) -> tuple[list, list]:
+def _feature_rows(
+    adapter, raws: list[dict], features: list[int], *, n_features: int, method: str, batch_size: int
+) -> tuple[list, list]:
     """Attributions of ``features[k]``'s activation in ``raws[k]``, ``batch_size`` rows per
     call, and each row's ``describe_groups``."""
     out, groups = [], []
     for start in range(0, len(raws), max(1, batch_size)):
-        batch = adapter.encode(raws[start:start + batch_size])
-        out += feature_attributions(adapter, batch, features=features[start:start + batch_size],
-                                    n_features=n_features, method=method)
+        batch = adapter.encode(raws[start : start + batch_size])
+        out += feature_attributions(
+            adapter, batch, features=features[start : start + batch_size], n_features=n_features, method=method
+        )
         groups += adapter.describe_groups(batch)
     return out, groups
 
@@ -348,8 +391,14 @@ def _decision_features(*, study, adapter, method: str) -> None:
     influence = np.abs(head.weights).max(axis=0) * table.activations.std(axis=0)
     drawn = sorted(sorted(used, key=lambda f: (-influence[f], f))[:MAX_FEATURES_WITH_EXAMPLES])
     pairs = [(f, row) for f in drawn for row in tops[f]]
-    attributions, groups = _feature_rows(adapter, [raws[row] for _, row in pairs], [f for f, _ in pairs],
-                                         n_features=table.n_features, method=method, batch_size=batch_size)
+    attributions, groups = _feature_rows(
+        adapter,
+        [raws[row] for _, row in pairs],
+        [f for f, _ in pairs],
+        n_features=table.n_features,
+        method=method,
+        batch_size=batch_size,
+    )
     examples: dict[int, list[bytes]] = {}
     image = next((m for m in adapter.modalities if m in IMAGE_MODALITIES), None)
     if image is not None:
@@ -358,20 +407,39 @@ def _decision_features(*, study, adapter, method: str) -> None:
             by_feature.setdefault(f, []).append((row, feature_heat(attribution, item_groups, image)))
         for f, rows in by_feature.items():
             scale = shared_scale(*[heat for _, heat in rows])  # one scale per feature's examples
-            examples[f] = [example_thumbnail_png(pixels=image_pixels(raws[row][image], heat.shape), heat=heat,
-                                                 scale=scale) for row, heat in rows]
+            examples[f] = [
+                example_thumbnail_png(pixels=image_pixels(raws[row][image], heat.shape), heat=heat, scale=scale)
+                for row, heat in rows
+            ]
     decision_features_store(
-        model=study.model, dataset=study.dataset, method=method, examples=examples,
-        arrays={"item_ids": np.asarray([item.pk for item in items], dtype=np.int64),
-                "activations": table.activations, "logits": table.logits, **head.to_arrays()},
-        summary={"n_features": table.n_features, "sparse": head.to_json(),
-                 "top_items": {str(f): [items[row].pk for row in tops[f]] for f in used}})
+        model=study.model,
+        dataset=study.dataset,
+        method=method,
+        examples=examples,
+        arrays={
+            "item_ids": np.asarray([item.pk for item in items], dtype=np.int64),
+            "activations": table.activations,
+            "logits": table.logits,
+            **head.to_arrays(),
+        },
+        summary={
+            "n_features": table.n_features,
+            "sparse": head.to_json(),
+            "top_items": {str(f): [items[row].pk for row in tops[f]] for f in used},
+        },
+    )
 
 
 def _sparse_head_of(arrays) -> SparseHead:
-    return SparseHead(weights=arrays["sparse/weights"], intercept=arrays["sparse/intercept"], alpha=0.0,
-                      fidelity=None, train_fidelity=0.0, train_rows=arrays["sparse/train_rows"],
-                      test_rows=arrays["sparse/test_rows"])
+    return SparseHead(
+        weights=arrays["sparse/weights"],
+        intercept=arrays["sparse/intercept"],
+        alpha=0.0,
+        fidelity=None,
+        train_fidelity=0.0,
+        train_rows=arrays["sparse/train_rows"],
+        test_rows=arrays["sparse/test_rows"],
+    )
 
 
 def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) -> None:
@@ -390,14 +458,25 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
     n_features = int(arrays["activations"].shape[1])
     examples = {int(f): [_read_media(path) for path in paths] for f, paths in stored.example_views.items()}
     per_item = _rows_by_item(pairs)
-    tops = {k: top_contributions(head, arrays["activations"][row_of[item_id]], target=label_index[label],
-                                 k=BARS_SHOWN)
-            for item_id, rows in per_item.items() for k in rows for label in [pairs[k][1]]}
-    wanted = [(item_id, f) for item_id, rows in per_item.items()
-              for f in sorted({f for k in rows for f, _ in tops[k][:FEATURES_SHOWN]})]
-    attributions, _ = _feature_rows(adapter, [raws[item_id] for item_id, _ in wanted], [f for _, f in wanted],
-                                    n_features=n_features, method=study.explanation_method,
-                                    batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
+    tops = {
+        k: top_contributions(head, arrays["activations"][row_of[item_id]], target=label_index[label], k=BARS_SHOWN)
+        for item_id, rows in per_item.items()
+        for k in rows
+        for label in [pairs[k][1]]
+    }
+    wanted = [
+        (item_id, f)
+        for item_id, rows in per_item.items()
+        for f in sorted({f for k in rows for f, _ in tops[k][:FEATURES_SHOWN]})
+    ]
+    attributions, _ = _feature_rows(
+        adapter,
+        [raws[item_id] for item_id, _ in wanted],
+        [f for _, f in wanted],
+        n_features=n_features,
+        method=study.explanation_method,
+        batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE,
+    )
     by_item: dict[int, dict[int, object]] = {}
     for (item_id, f), attribution in zip(wanted, attributions):
         by_item.setdefault(item_id, {})[f] = attribution
@@ -409,17 +488,30 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
         shape = next(iter(found.values())).maps[image].shape[-2:] if image and found else None
         rendered = render_feature_views(
             pixels=image_pixels(raw[image], shape) if shape is not None else None,
-            candidates=[tops[k] for k in rows], attributions=found, groups=groups, examples=examples,
-            features_shown=FEATURES_SHOWN)
+            candidates=[tops[k] for k in rows],
+            attributions=found,
+            groups=groups,
+            examples=examples,
+            features_shown=FEATURES_SHOWN,
+        )
         for k, view in zip(rows, rendered):
             top = tops[k]
             explanation_store_multiviz(
-                model=study.model, item=items[item_id], method=method, target_label=pairs[k][1],
-                arrays={"features": np.asarray([f for f, _ in top], dtype=np.int64),
-                        "contributions": np.asarray([c for _, c in top], dtype=np.float64)},
-                summary={"features": [{"feature": f, "contribution": c} for f, c in top],
-                         "fidelity": (stored.summary.get("sparse") or {}).get("fidelity")},
-                features_png=view.features_png, prediction_png=view.prediction_png)
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=pairs[k][1],
+                arrays={
+                    "features": np.asarray([f for f, _ in top], dtype=np.int64),
+                    "contributions": np.asarray([c for _, c in top], dtype=np.float64),
+                },
+                summary={
+                    "features": [{"feature": f, "contribution": c} for f, c in top],
+                    "fidelity": (stored.summary.get("sparse") or {}).get("fidelity"),
+                },
+                features_png=view.features_png,
+                prediction_png=view.prediction_png,
+            )
 
 
 def _read_media(path: str) -> bytes:

@@ -18,7 +18,8 @@ import socket
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -35,7 +36,8 @@ from annotations.services.model_reports import (
     model_report_take_over,
 )
 from workers.engine.registry import load_adapter
-from workers.pipeline import TRANSIENT_ERRORS, _finite_json as _finite  # JSON columns reject NaN
+from workers.pipeline import TRANSIENT_ERRORS  # JSON columns reject NaN
+from workers.pipeline import _finite_json as _finite
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +63,15 @@ class _Beat:
         try:
             while not self.stop.wait(settings.MMEVAL_CHUNK_HEARTBEAT_SECONDS):
                 try:
-                    model_report_heartbeat(report_id=self.report.pk, claim=self.report.claim,
-                                           progress=dict(self.progress))
+                    model_report_heartbeat(
+                        report_id=self.report.pk, claim=self.report.claim, progress=dict(self.progress)
+                    )
                 except Exception as exc:  # the database is away: the watchdog decides later
                     logger.warning("heartbeat of model report %s failed: %s", self.report.pk, exc)
         finally:
             connections.close_all()  # this thread's connections only
 
-    def __enter__(self) -> "_Beat":
+    def __enter__(self) -> _Beat:
         self.thread.start()
         return self
 
@@ -96,10 +99,14 @@ def model_report_run_job(*, report_id: int, worker: str, on_progress: Progress |
                 model_report_release(report=report, dispatch=True)
                 return "continued"
             stage = beat.progress.get("stage") or "a stage"
-            model_report_finish(report=report, error=(
-                f"The report's {stage} stage alone takes longer than the task time limit "
-                f"({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). Lower its options (emap_max_items, noise_levels, "
-                "noise_samples, permutations) or raise MMEVAL_TASK_SOFT_TIME_LIMIT."))
+            model_report_finish(
+                report=report,
+                error=(
+                    f"The report's {stage} stage alone takes longer than the task time limit "
+                    f"({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). Lower its options (emap_max_items, noise_levels, "
+                    "noise_samples, permutations) or raise MMEVAL_TASK_SOFT_TIME_LIMIT."
+                ),
+            )
             return "failed"
         except TRANSIENT_ERRORS:
             model_report_release(report=report)
@@ -138,8 +145,16 @@ def _compute(report: ModelReport, beat: _Beat, finished_here: list[str], on_prog
         if not model_report_stage_save(report=report, state=report.state, progress=dict(beat.progress)):
             raise _ClaimLost
 
-    return model_report_run(adapter, items, options=options, slices=slices, state=dict(report.state or {}),
-                            train_items=train_items, progress=progress, on_stage=on_stage)
+    return model_report_run(
+        adapter,
+        items,
+        options=options,
+        slices=slices,
+        state=dict(report.state or {}),
+        train_items=train_items,
+        progress=progress,
+        on_stage=on_stage,
+    )
 
 
 def model_report_run_inline(*, report_id: int, on_progress: Progress | None = None) -> dict[str, Any]:

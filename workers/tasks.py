@@ -12,12 +12,15 @@ from annotations.services.participants import leases_reclaim
 from annotations.services.precompute import precompute_advance, precompute_watchdog
 from workers.pipeline import TRANSIENT_ERRORS, chunk_run, precompute_run
 
-TRANSIENT_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": True, "retry_backoff_max": 120,
-                   "max_retries": 8}
+TRANSIENT_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": True, "retry_backoff_max": 120, "max_retries": 8}
 
 
-@shared_task(bind=True, soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
-             time_limit=settings.MMEVAL_TASK_TIME_LIMIT, **TRANSIENT_RETRY)
+@shared_task(
+    bind=True,
+    soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.MMEVAL_TASK_TIME_LIMIT,
+    **TRANSIENT_RETRY,
+)
 def precompute_chunk_task(self, chunk_id: int) -> str:
     """Compute one precompute chunk (bounded work: one engine batch). A chunk that outgrows
     the soft time limit is split in two instead of failing the job."""
@@ -45,8 +48,12 @@ def reclaim_expired_leases() -> int:
     return leases_reclaim()
 
 
-@shared_task(bind=True, soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
-             time_limit=settings.MMEVAL_TASK_TIME_LIMIT, **TRANSIENT_RETRY)
+@shared_task(
+    bind=True,
+    soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.MMEVAL_TASK_TIME_LIMIT,
+    **TRANSIENT_RETRY,
+)
 def model_report_task(self, report_id: int) -> str:
     """Compute a model report (or go on with it from its last finished stage). One that
     reaches the soft time limit after finishing stages hands itself to a fresh task."""

@@ -286,6 +286,7 @@ def _check_resamples(n_resamples: int, confidence_level: float) -> None:
 def _moment_components(y: np.ndarray, participant: np.ndarray, item: np.ndarray) -> tuple[float, float, float] | None:
     """``(σ²_P, σ²_I, σ²_E)`` of one arm's answers by U-statistics (module docstring), each floored
     at 0; ``None`` when pairs within participants or within items are missing."""
+
     def within(codes: np.ndarray) -> tuple[float, float]:
         counts = np.bincount(codes)
         sums, squares = np.bincount(codes, weights=y), np.bincount(codes, weights=y * y)
@@ -302,8 +303,9 @@ def _moment_components(y: np.ndarray, participant: np.ndarray, item: np.ndarray)
     u_all = n * float((y * y).sum()) - float(y.sum()) ** 2
     within_participant = u_participants / pairs_participants  # σ²_I + σ²_E
     within_item = u_items / pairs_items  # σ²_P + σ²_E
-    residual = (u_all - (all_pairs - pairs_participants) * within_item
-                - (all_pairs - pairs_items) * within_participant) / (pairs_participants + pairs_items - all_pairs)
+    residual = (
+        u_all - (all_pairs - pairs_participants) * within_item - (all_pairs - pairs_items) * within_participant
+    ) / (pairs_participants + pairs_items - all_pairs)
     return max(within_item - residual, 0.0), max(within_participant - residual, 0.0), max(residual, 0.0)
 
 
@@ -353,8 +355,10 @@ def _moment_variance(data: _TestData, groups: list[tuple[np.ndarray, float]]) ->
     n_items_seen = len(np.unique(np.concatenate([arm[1] for arm in arms])))
     # the answers are nested in participants: their part counts with the participants' degrees of
     # freedom (conservative; Satterthwaite over all three parts gave too many with 10 per arm)
-    df = variance**2 / ((parts["participants"] + parts["answers"]) ** 2 / max(n_participants - len(arms), 1)
-                        + parts["items"] ** 2 / max(n_items_seen - 1, 1))
+    df = variance**2 / (
+        (parts["participants"] + parts["answers"]) ** 2 / max(n_participants - len(arms), 1)
+        + parts["items"] ** 2 / max(n_items_seen - 1, 1)
+    )
     return variance, float(max(df, 1.0))
 
 
@@ -527,12 +531,14 @@ def _scored_variance(data: _TestData, score: np.ndarray, rows: np.ndarray) -> tu
     group = np.zeros(len(data.arm), dtype=np.int64)
     for index, name in enumerate(data.arms):
         group[data.arm == name] = index
-    return _two_way_variance(score[rows], participant=data.participant[rows], item=data.item_code[rows],
-                             group=group[rows])
+    return _two_way_variance(
+        score[rows], participant=data.participant[rows], item=data.item_code[rows], group=group[rows]
+    )
 
 
-def _difference_variance(data: _TestData, in_arm: np.ndarray, in_base: np.ndarray | None = None
-                         ) -> tuple[float | None, float | None]:
+def _difference_variance(
+    data: _TestData, in_arm: np.ndarray, in_base: np.ndarray | None = None
+) -> tuple[float | None, float | None]:
     """Variance and df of the accuracy over ``in_arm`` (minus that over ``in_base``, if given): the
     moment variance, or the cluster-robust one where the moments are not identified."""
     groups = [(in_arm, 1.0)] + ([] if in_base is None else [(in_base, -1.0)])
@@ -555,8 +561,11 @@ def _accuracy_result(boot: _AccuracyBootstrap, *, confidence_level: float) -> di
         for subset in SUBSETS:
             rows = in_arm & masks[subset]
             variance = _difference_variance(data, rows) if rows.any() else (None, None)
-            result = dict(_interval(float(point[subset]), variance, replicates[subset],
-                                    confidence_level=confidence_level, logit=True))
+            result = dict(
+                _interval(
+                    float(point[subset]), variance, replicates[subset], confidence_level=confidence_level, logit=True
+                )
+            )
             result["n_responses"] = int(rows.sum())
             result["n_correct"] = int(data.correct[rows].sum())
             result["n_participants"] = int(len(np.unique(data.participant[rows])))
@@ -600,9 +609,7 @@ def _permutation_totals(data: _TestData, *, arm: str, baseline: str) -> tuple[np
     return totals[order], int(first_arm.sum())
 
 
-def _permutation_result(
-    data: _TestData, *, arm: str, baseline: str, seed: int, n_permutations: int
-) -> dict[str, dict]:
+def _permutation_result(data: _TestData, *, arm: str, baseline: str, seed: int, n_permutations: int) -> dict[str, dict]:
     totals, n_arm = _permutation_totals(data, arm=arm, baseline=baseline)
     n_pooled = totals.shape[0]
     grand = totals.sum(axis=0)
@@ -611,8 +618,8 @@ def _permutation_result(
     base_point = _subset_ratios(grand - observed_arm)
     observed = {subset: float(arm_point[subset] - base_point[subset]) for subset in SUBSETS}
     rng = _rng(seed, _STREAM_PERMUTATION, stable_stream_key(arm))
-    extreme = {subset: 0 for subset in SUBSETS}
-    valid = {subset: 0 for subset in SUBSETS}
+    extreme = dict.fromkeys(SUBSETS, 0)
+    valid = dict.fromkeys(SUBSETS, 0)
     for start in range(0, n_permutations, CHUNK):
         size = min(CHUNK, n_permutations - start)
         keys = rng.random((size, n_pooled))
@@ -694,9 +701,7 @@ def _effects_result(
             continue
         point = _subset_ratios(boot.clusters[name].totals)
         reps = _subset_ratios(boot.totals[name])
-        permutation = _permutation_result(
-            data, arm=name, baseline=baseline, seed=seed, n_permutations=n_permutations
-        )
+        permutation = _permutation_result(data, arm=name, baseline=baseline, seed=seed, n_permutations=n_permutations)
         arm_out: dict[str, dict] = {}
         for subset in SUBSETS:
             in_arm = (data.arm == name) & masks[subset]
@@ -785,8 +790,12 @@ def _gain_result(prepared: pd.DataFrame, *, seed: int, n_resamples: int, confide
         score = np.zeros(len(correct))
         score[test_rows] = (correct[test_rows] - test_accuracy) / observed[1]
         score[pretest_rows] = -(correct[pretest_rows] - pretest_accuracy) / observed[3]
-        variance = _two_way_variance(score[in_arm], participant=participant[in_arm], item=item_code[in_arm],
-                                     group=np.zeros(int(in_arm.sum()), dtype=np.int64))
+        variance = _two_way_variance(
+            score[in_arm],
+            participant=participant[in_arm],
+            item=item_code[in_arm],
+            group=np.zeros(int(in_arm.sum()), dtype=np.int64),
+        )
         reps = _ratio(totals[name][0], totals[name][1]) - _ratio(totals[name][2], totals[name][3])
         result = dict(_interval(test_accuracy - pretest_accuracy, variance, reps, confidence_level=confidence_level))
         result["test_accuracy"] = test_accuracy

@@ -389,6 +389,5 @@ def agreement(df: pd.DataFrame, *, max_iter: int = 10_000, tol: float = 1e-10) -
 def _agreement(prepared: pd.DataFrame, *, max_iter: int = 10_000, tol: float = 1e-10) -> dict[str, dict]:
     test = prepared[prepared["phase"] == "test"]
     return {
-        str(arm): _arm_agreement(rows, max_iter=max_iter, tol=tol)
-        for arm, rows in test.groupby("condition", sort=True)
+        str(arm): _arm_agreement(rows, max_iter=max_iter, tol=tol) for arm, rows in test.groupby("condition", sort=True)
     }

@@ -105,8 +105,7 @@ def calibration_table(*, confidence: np.ndarray, correct: np.ndarray, n_candidat
             level_forecast: float | None = forecast / count
         elif len(distinct_k) <= 1:
             only = distinct_k[0] if distinct_k else 0.0
-            level_forecast = float(confidence_forecast(np.array(float(level)),
-                                                       np.nan if only == 0 else only))
+            level_forecast = float(confidence_forecast(np.array(float(level)), np.nan if only == 0 else only))
         else:
             level_forecast = None
         levels.append(
@@ -147,6 +146,7 @@ def _calibration(prepared: pd.DataFrame) -> dict:
             correct=group["correct_simulation"].to_numpy(dtype=bool),
             n_candidates=group["n_candidates"].to_numpy(dtype=np.float64) if "n_candidates" in group else None,
         )
+
     return {
         "per_arm": {str(arm): table(group) for arm, group in rows.groupby("condition", sort=True)},
         "pooled": table(rows),

@@ -95,8 +95,13 @@ def _item_accuracy(prepared: pd.DataFrame) -> pd.DataFrame:
 def _coefficients(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
-    out: dict[str, Any] = {"n_items": int(len(x)), "spearman_rho": None, "spearman_p": None,
-                           "pearson_r": None, "pearson_p": None}
+    out: dict[str, Any] = {
+        "n_items": int(len(x)),
+        "spearman_rho": None,
+        "spearman_p": None,
+        "pearson_r": None,
+        "pearson_p": None,
+    }
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
     with warnings.catch_warnings():
@@ -118,8 +123,9 @@ def _section(prepared: pd.DataFrame, items: pd.DataFrame, *, baseline: str, colu
     table = table.reindex(index=item_ids)
     metrics = metrics.reindex(index=item_ids)
     arms = sorted(str(arm) for arm in table.columns)
-    explained = prepared[(prepared["phase"] == "test") & prepared["correct_simulation"].notna()
-                         & (prepared["condition"] != baseline)]
+    explained = prepared[
+        (prepared["phase"] == "test") & prepared["correct_simulation"].notna() & (prepared["condition"] != baseline)
+    ]
     pooled = explained["correct_simulation"].astype(bool).astype(np.int64).groupby(explained["item"], sort=True).mean()
     pooled = pooled.reindex(item_ids).to_numpy(dtype=np.float64)
     out: dict[str, Any] = {
@@ -137,8 +143,7 @@ def _section(prepared: pd.DataFrame, items: pd.DataFrame, *, baseline: str, colu
             out["gain_vs_baseline"][arm] = {
                 c: _coefficients(metrics[c].to_numpy(dtype=np.float64), gain) for c in columns
             }
-    out["pooled_explanation_arms"] = {c: _coefficients(metrics[c].to_numpy(dtype=np.float64), pooled)
-                                      for c in columns}
+    out["pooled_explanation_arms"] = {c: _coefficients(metrics[c].to_numpy(dtype=np.float64), pooled) for c in columns}
     return out
 
 

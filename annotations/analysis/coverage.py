@@ -38,8 +38,12 @@ INTERVAL_SCENARIOS: dict[str, dict[str, Any]] = {
     "both": {"participant_sd": 1.0, "item_sd": 0.8},
     "none": {"participant_sd": 0.0, "item_sd": 0.0},
     "10 items (item SD 1.2)": {"participant_sd": 1.0, "item_sd": 1.2, "n_items": 10, "items_per_participant": 10},
-    "10 items, large item SD (2.0)": {"participant_sd": 1.0, "item_sd": 2.0, "n_items": 10,
-                                      "items_per_participant": 10},
+    "10 items, large item SD (2.0)": {
+        "participant_sd": 1.0,
+        "item_sd": 2.0,
+        "n_items": 10,
+        "items_per_participant": 10,
+    },
     "100 participants per arm": {"participant_sd": 1.0, "item_sd": 0.8, "n_participants_per_arm": 100},
     "null effect": {"participant_sd": 1.0, "item_sd": 0.8, "effect_logit": 0.0},
 }
@@ -60,19 +64,23 @@ def _share(values: list[bool]) -> str:
 
 
 def intervals_table(replicates: int, *, seed: int = 1) -> str:
-    rows = ["| scenario | effect: coverage | SE / spread | excludes 0 | perm. p < .05 | bootstrap: coverage | "
-            "SE / spread | excludes 0 | arm: coverage | bootstrap arm coverage |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| scenario | effect: coverage | SE / spread | excludes 0 | perm. p < .05 | bootstrap: coverage | "
+        "SE / spread | excludes 0 | arm: coverage | bootstrap arm coverage |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for number, (name, scenario) in enumerate(INTERVAL_SCENARIOS.items()):
         arms, options = _design(scenario)
         truth_base = _truth(arms["baseline"], options)
         truth_effect = _truth(arms["explained"], options) - truth_base
-        found: dict[str, list] = {key: [] for key in ("cover", "se", "est", "excl", "perm", "bcover", "bse", "bexcl",
-                                                      "acover", "bacover")}
+        found: dict[str, list] = {
+            key: [] for key in ("cover", "se", "est", "excl", "perm", "bcover", "bse", "bexcl", "acover", "bacover")
+        }
         for study in range(replicates):
             df = responses_simulate(seed=seed * 1_000_000 + number * 10_000 + study, arm_logits=arms, **options)
-            effect = arm_effects(df, baseline="baseline", seed=study, n_resamples=400,
-                                 n_permutations=200)["explained"]["all"]
+            effect = arm_effects(df, baseline="baseline", seed=study, n_resamples=400, n_permutations=200)["explained"][
+                "all"
+            ]
             base = simulation_accuracy(df, seed=study, n_resamples=400)["baseline"]["all"]
             boot = effect["bootstrap"]
             found["cover"].append(effect["ci_low"] <= truth_effect <= effect["ci_high"])
@@ -98,16 +106,23 @@ def intervals_table(replicates: int, *, seed: int = 1) -> str:
 def gain_table(replicates: int, *, seed: int = 2) -> str:
     """Pre/post gain: each participant answers 10 pretest items (logit 0, no explanation) and 20
     test items; the gain's truth is the arm's population accuracy minus the pretest's."""
-    rows = ["| scenario | gain coverage | SE / spread | bootstrap coverage | bootstrap SE / spread |",
-            "|---|---|---|---|---|"]
-    for number, (name, scenario) in enumerate({"both": {"participant_sd": 1.0, "item_sd": 0.8},
-                                               "none": {"participant_sd": 0.0, "item_sd": 0.0}}.items()):
+    rows = [
+        "| scenario | gain coverage | SE / spread | bootstrap coverage | bootstrap SE / spread |",
+        "|---|---|---|---|---|",
+    ]
+    for number, (name, scenario) in enumerate(
+        {"both": {"participant_sd": 1.0, "item_sd": 0.8}, "none": {"participant_sd": 0.0, "item_sd": 0.0}}.items()
+    ):
         arms, options = _design(scenario)
         truth = _truth(arms["explained"], options) - _truth(0.0, options)
         cover, se, est, bcover, bse = [], [], [], [], []
         for study in range(replicates):
-            df = responses_simulate(seed=seed * 1_000_000 + number * 10_000 + study, arm_logits=arms,
-                                    pretest_items_per_participant=10, **options)
+            df = responses_simulate(
+                seed=seed * 1_000_000 + number * 10_000 + study,
+                arm_logits=arms,
+                pretest_items_per_participant=10,
+                **options,
+            )
             gain = simulation_gain(df, seed=study, n_resamples=400)["explained"]
             cover.append(gain["ci_low"] <= truth <= gain["ci_high"])
             se.append(gain["se"])
@@ -115,8 +130,10 @@ def gain_table(replicates: int, *, seed: int = 2) -> str:
             bcover.append(gain["bootstrap"]["ci_low"] <= truth <= gain["bootstrap"]["ci_high"])
             bse.append(gain["bootstrap"]["se"])
         spread = float(np.std(est, ddof=1))
-        rows.append(f"| {name} | {_share(cover)} | {np.mean(se) / spread:.2f} | {_share(bcover)} | "
-                    f"{np.mean(bse) / spread:.2f} |")
+        rows.append(
+            f"| {name} | {_share(cover)} | {np.mean(se) / spread:.2f} | {_share(bcover)} | "
+            f"{np.mean(bse) / spread:.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -136,24 +153,28 @@ def mixed_table(replicates: int, *, seed: int = 3) -> str:
         participant_sds.append(fit["variance_components"]["participant"]["sd"])
         item_sds.append(fit["variance_components"]["item"]["sd"])
     spread = float(np.std(estimates, ddof=1))
-    return "\n".join([
-        "| quantity | truth | mean estimate | SE / spread | coverage of the 95 % interval |",
-        "|---|---|---|---|---|",
-        f"| log odds ratio | {EFFECT_LOGIT} | {np.mean(estimates):.3f} | {np.mean(ses) / spread:.2f} | "
-        f"{_share(covered)} |",
-        f"| participant SD | {options['participant_sd']} | {np.mean(participant_sds):.3f} | | |",
-        f"| item SD | {options['item_sd']} | {np.mean(item_sds):.3f} | | |",
-        f"\n{replicates} studies of {BASE['n_participants_per_arm'] * 2 * BASE['items_per_participant']:,} answers; "
-        f"median fit {np.median(seconds):.2f} s.",
-    ])
+    return "\n".join(
+        [
+            "| quantity | truth | mean estimate | SE / spread | coverage of the 95 % interval |",
+            "|---|---|---|---|---|",
+            f"| log odds ratio | {EFFECT_LOGIT} | {np.mean(estimates):.3f} | {np.mean(ses) / spread:.2f} | "
+            f"{_share(covered)} |",
+            f"| participant SD | {options['participant_sd']} | {np.mean(participant_sds):.3f} | | |",
+            f"| item SD | {options['item_sd']} | {np.mean(item_sds):.3f} | | |",
+            f"\n{replicates} studies of {BASE['n_participants_per_arm'] * 2 * BASE['items_per_participant']:,} answers; "
+            f"median fit {np.median(seconds):.2f} s.",
+        ]
+    )
 
 
 def sequential_table(replicates: int, *, seed: int = 4) -> str:
     """Three looks at 10, 20 and 30 complete participants per arm ("both" scenario design)."""
     looks = [10, 20, 30]
     fractions = [n / looks[-1] for n in looks]
-    bounds = {spending: sequential_boundaries(fractions, alpha=0.05, spending=spending)
-              for spending in ("obrien_fleming", "pocock")}
+    bounds = {
+        spending: sequential_boundaries(fractions, alpha=0.05, spending=spending)
+        for spending in ("obrien_fleming", "pocock")
+    }
     bounds["1.96 at every look (no correction)"] = [1.959963984540054] * 3
     bounds["1.96 at the last look only (fixed sample)"] = [float("inf"), float("inf"), 1.959963984540054]
     rows = ["| boundaries | c_1, c_2, c_3 | type-I error (null) | power (logit effect 0.6) |", "|---|---|---|---|"]
@@ -161,10 +182,15 @@ def sequential_table(replicates: int, *, seed: int = 4) -> str:
     for kind, effect in (("null", 0.0), ("effect", EFFECT_LOGIT)):
         arms, options = _design({**INTERVAL_SCENARIOS["both"], "effect_logit": effect})
         for study in range(replicates):
-            df = responses_simulate(seed=seed * 1_000_000 + (kind == "effect") * 100_000 + study, arm_logits=arms,
-                                    **options)
-            found = sequential_monitor(df, baseline="baseline", plan={"spending": "pocock", "looks": looks},
-                                       complete_after=options["items_per_participant"])
+            df = responses_simulate(
+                seed=seed * 1_000_000 + (kind == "effect") * 100_000 + study, arm_logits=arms, **options
+            )
+            found = sequential_monitor(
+                df,
+                baseline="baseline",
+                plan={"spending": "pocock", "looks": looks},
+                complete_after=options["items_per_participant"],
+            )
             z = [abs(look["comparisons"]["explained"]["z"]) for look in found["looks"]]
             for name, values in bounds.items():
                 rates[name][kind].append(any(v >= c for v, c in zip(z, values)))

@@ -230,14 +230,23 @@ def participant_stats(
     reasons = []
     if rules.max_attention_failures is not None and n_failed > rules.max_attention_failures:
         reasons.append("max_attention_failures")
-    if (rules.min_attention_pass_rate is not None and stats["attention_pass_rate"] is not None
-            and stats["attention_pass_rate"] < rules.min_attention_pass_rate):
+    if (
+        rules.min_attention_pass_rate is not None
+        and stats["attention_pass_rate"] is not None
+        and stats["attention_pass_rate"] < rules.min_attention_pass_rate
+    ):
         reasons.append("min_attention_pass_rate")
-    if (rules.max_fast_share is not None and stats["fast_share"] is not None
-            and stats["fast_share"] > rules.max_fast_share):
+    if (
+        rules.max_fast_share is not None
+        and stats["fast_share"] is not None
+        and stats["fast_share"] > rules.max_fast_share
+    ):
         reasons.append("max_fast_share")
-    if (rules.min_median_rt_ms is not None and stats["median_rt_ms"] is not None
-            and stats["median_rt_ms"] < rules.min_median_rt_ms):
+    if (
+        rules.min_median_rt_ms is not None
+        and stats["median_rt_ms"] is not None
+        and stats["median_rt_ms"] < rules.min_median_rt_ms
+    ):
         reasons.append("min_median_rt_ms")
     if rules.min_test_responses is not None and n_test < rules.min_test_responses:
         reasons.append("min_test_responses")
@@ -284,8 +293,11 @@ def participant_quality(
     ``attention_passed`` and ``screened_out`` are optional). ``condition`` is the participant's
     arm (the first in sorted order should a participant have several).
     """
-    typed = rules if isinstance(rules, ExclusionRules) else exclusion_rules_validate(
-        rules, default_fast_rt_ms=default_fast_rt_ms)
+    typed = (
+        rules
+        if isinstance(rules, ExclusionRules)
+        else exclusion_rules_validate(rules, default_fast_rt_ms=default_fast_rt_ms)
+    )
     data = _quality_inputs(df)
     codes, participants = pd.factorize(data["participant"], sort=True)
     if (codes < 0).any():
@@ -312,8 +324,9 @@ def participant_quality(
             test_rt_ms=rt[block][mask].tolist(),
             test_correct=correct[block][mask].tolist(),
             n_pretest=int(pretest[block].sum()),
-            attention_passed=[None if value is None or value is pd.NA else bool(value)
-                              for value in passed[block][attention[block]]],
+            attention_passed=[
+                None if value is None or value is pd.NA else bool(value) for value in passed[block][attention[block]]
+            ],
             screened_out=bool(screened[block].any()),
             rules=typed,
         )
@@ -351,8 +364,9 @@ def exclusions_summary(quality: pd.DataFrame, *, rules: ExclusionRules) -> dict[
         return {
             "n_participants": int(len(rows)),
             "n_excluded": int(rows["excluded"].astype(bool).sum()),
-            "by_rule": {rule: int(reasons.str.split(";").map(lambda found, rule=rule: rule in found).sum())
-                        for rule in _RULES},
+            "by_rule": {
+                rule: int(reasons.str.split(";").map(lambda found, rule=rule: rule in found).sum()) for rule in _RULES
+            },
         }
 
     out = {"rules": rules.as_dict(), **block(quality)}

@@ -72,23 +72,39 @@ def _design(prepared: pd.DataFrame, *, baseline: str) -> dict[str, Any]:
     n = len(correct)
     exog = np.column_stack([np.ones(n)] + [(arm == other).astype(np.float64) for other in others])
     rows = np.arange(n)
-    exog_vc = sparse.hstack([
-        sparse.csr_matrix((np.ones(n), (rows, participant)), shape=(n, len(participants))),
-        sparse.csr_matrix((np.ones(n), (rows, item)), shape=(n, len(items))),
-    ]).tocsr()
+    exog_vc = sparse.hstack(
+        [
+            sparse.csr_matrix((np.ones(n), (rows, participant)), shape=(n, len(participants))),
+            sparse.csr_matrix((np.ones(n), (rows, item)), shape=(n, len(items))),
+        ]
+    ).tocsr()
     ident = np.concatenate([np.zeros(len(participants), dtype=np.int64), np.ones(len(items), dtype=np.int64)])
-    return {"y": correct, "exog": exog, "exog_vc": exog_vc, "ident": ident, "others": others,
-            "n_participants": len(participants), "n_items": len(items)}
+    return {
+        "y": correct,
+        "exog": exog,
+        "exog_vc": exog_vc,
+        "ident": ident,
+        "others": others,
+        "n_participants": len(participants),
+        "n_items": len(items),
+    }
 
 
-def _laplace_cov(*, exog: np.ndarray, exog_vc: sparse.csr_matrix, ident: np.ndarray, beta: np.ndarray,
-                 effects: np.ndarray, sds: np.ndarray) -> np.ndarray:
+def _laplace_cov(
+    *,
+    exog: np.ndarray,
+    exog_vc: sparse.csr_matrix,
+    ident: np.ndarray,
+    beta: np.ndarray,
+    effects: np.ndarray,
+    sds: np.ndarray,
+) -> np.ndarray:
     """``cov(β̂)``: the β block of the inverse Hessian of the joint log-posterior (module docstring)."""
     eta = exog @ beta + exog_vc @ effects
     weight = special.expit(eta) * special.expit(-eta)
     weighted_vc = exog_vc.multiply(weight[:, None]).tocsc()
     a = exog.T @ (exog * weight[:, None]) + np.eye(exog.shape[1]) / FIXED_EFFECT_PRIOR_SD**2
-    b = np.asarray((weighted_vc.T @ exog))  # (q, k)
+    b = np.asarray(weighted_vc.T @ exog)  # (q, k)
     d = (exog_vc.T @ weighted_vc).tocsc() + sparse.diags(1.0 / sds[ident] ** 2, format="csc")
     schur = a - b.T @ splu(d).solve(b)
     return np.linalg.inv(schur)
@@ -118,16 +134,28 @@ def _mixed_model(prepared: pd.DataFrame, *, baseline: str, seed: int, confidence
         raise ValueError("the mixed model needs a second arm besides the baseline")
     if design["n_participants"] < 2 or design["n_items"] < 2:
         raise ValueError("the mixed model needs at least 2 participants and 2 items")
-    model = BinomialBayesMixedGLM(design["y"], design["exog"], design["exog_vc"], design["ident"],
-                                  vcp_p=LOG_SD_PRIOR_SD, fe_p=FIXED_EFFECT_PRIOR_SD)
+    model = BinomialBayesMixedGLM(
+        design["y"],
+        design["exog"],
+        design["exog_vc"],
+        design["ident"],
+        vcp_p=LOG_SD_PRIOR_SD,
+        fe_p=FIXED_EFFECT_PRIOR_SD,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         fit = model.fit_vb(fit_method="L-BFGS-B", rng=int(seed))
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     beta = np.asarray(fit.fe_mean, dtype=np.float64)
     sds = np.exp(np.asarray(fit.vcp_mean, dtype=np.float64))
-    cov = _laplace_cov(exog=design["exog"], exog_vc=design["exog_vc"], ident=design["ident"], beta=beta,
-                       effects=np.asarray(fit.vc_mean, dtype=np.float64), sds=sds)
+    cov = _laplace_cov(
+        exog=design["exog"],
+        exog_vc=design["exog_vc"],
+        ident=design["ident"],
+        beta=beta,
+        effects=np.asarray(fit.vc_mean, dtype=np.float64),
+        sds=sds,
+    )
     se = np.sqrt(np.diag(cov))
     z = float(stats.norm.ppf(0.5 + confidence_level / 2))
     arms = {}

@@ -66,8 +66,14 @@ def reliability_plot_svg(calibration: Mapping[str, Any], *, title: str = "Confid
             (line,) = axes.plot(xs, ys, marker="", linewidth=1.2, label=label)
             axes.scatter(xs, ys, s=sizes, color=line.get_color(), zorder=3)
             for level, x, y in zip(levels, xs, ys):
-                axes.annotate(str(level["confidence"]), (x, y), xytext=(4, -9), textcoords="offset points",
-                              fontsize=7, color=line.get_color())
+                axes.annotate(
+                    str(level["confidence"]),
+                    (x, y),
+                    xytext=(4, -9),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=line.get_color(),
+                )
         axes.set_xlim(-0.05, 1.05)
         axes.set_ylim(-0.05, 1.05)
         axes.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
@@ -109,9 +115,7 @@ def accuracy_bar_svg(
         axes.bar(range(len(arms)), heights, color=colors, width=0.6)
         for index, (value, low, high) in enumerate(zip(estimates, lows, highs)):
             if value is not None and low is not None and high is not None:
-                axes.errorbar(
-                    index, value, yerr=[[value - low], [high - value]], color="black", capsize=4, linewidth=1
-                )
+                axes.errorbar(index, value, yerr=[[value - low], [high - value]], color="black", capsize=4, linewidth=1)
         base = accuracy[baseline][subset]["estimate"]
         if base is not None:
             label = "baseline arm" if baseline == "baseline" else f"baseline arm ({baseline})"
@@ -156,8 +160,7 @@ def metric_accuracy_svg(
     with matplotlib.rc_context(_RC):
         if not metrics:
             figure = Figure(figsize=(4.8, 1.2))
-            figure.text(0.5, 0.5, "No automatic metrics stored for this study's items yet.", ha="center",
-                        va="center")
+            figure.text(0.5, 0.5, "No automatic metrics stored for this study's items yet.", ha="center", va="center")
             return _to_svg(figure)
         n_cols = max(1, min(columns, len(metrics)))
         n_rows = math.ceil(len(metrics) / n_cols)
@@ -167,16 +170,26 @@ def metric_accuracy_svg(
         for index, metric in enumerate(metrics):
             axes = figure.add_subplot(n_rows, n_cols, index + 1)
             for arm in arms:
-                pairs = [(x, y) for x, y in points[metric].get(arm, ())
-                         if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+                pairs = [
+                    (x, y)
+                    for x, y in points[metric].get(arm, ())
+                    if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+                ]
                 if not pairs:
                     continue
                 label = arm + (" (baseline)" if arm == baseline else "")
                 rho = ((correlations or {}).get(arm) or {}).get(metric, {}).get("spearman_rho")
                 if rho is not None:
                     label += f", rho {rho:+.2f}"
-                axes.scatter([x for x, _ in pairs], [y for _, y in pairs], s=14, alpha=0.75, color=colors[arm],
-                             label=label, marker="o" if arm != baseline else "s")
+                axes.scatter(
+                    [x for x, _ in pairs],
+                    [y for _, y in pairs],
+                    s=14,
+                    alpha=0.75,
+                    color=colors[arm],
+                    label=label,
+                    marker="o" if arm != baseline else "s",
+                )
             axes.set_ylim(-0.05, 1.05)
             axes.set_xlabel(_short_metric(metric), fontsize=8)
             if index % n_cols == 0:

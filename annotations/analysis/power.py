@@ -51,8 +51,10 @@ _ARMS: Final = ("baseline", "explained")
 def _logits(*, baseline_accuracy: float, effect: float, participant_sd: float, item_sd: float) -> tuple[float, float]:
     """``(β_0, Δ)`` giving population accuracies ``baseline_accuracy`` and ``baseline_accuracy + effect``."""
     if not 0.0 < baseline_accuracy < 1.0 or not 0.0 < baseline_accuracy + effect < 1.0:
-        raise ValueError(f"baseline accuracy {baseline_accuracy} and effect {effect} must keep both arms' "
-                         f"accuracies strictly between 0 and 1")
+        raise ValueError(
+            f"baseline accuracy {baseline_accuracy} and effect {effect} must keep both arms' "
+            f"accuracies strictly between 0 and 1"
+        )
 
     def accuracy(logit: float) -> float:
         return simulated_accuracy_truth(logit=logit, participant_sd=participant_sd, item_sd=item_sd)
@@ -63,8 +65,9 @@ def _logits(*, baseline_accuracy: float, effect: float, participant_sd: float, i
     return float(intercept), float(treated - intercept)
 
 
-def _study_draws(seed: int, simulation: int, *, n: int, n_items: int, items_per_participant: int
-                 ) -> dict[str, np.ndarray]:
+def _study_draws(
+    seed: int, simulation: int, *, n: int, n_items: int, items_per_participant: int
+) -> dict[str, np.ndarray]:
     """Standard-normal effects and uniforms of simulated study ``simulation``, for ``n`` participants
     per arm. Each quantity has its own stream and is drawn participant by participant, so the
     draws for ``n`` are the first ``n`` of those for any larger ``n`` (common random numbers)."""
@@ -80,8 +83,9 @@ def _study_draws(seed: int, simulation: int, *, n: int, n_items: int, items_per_
     return {"items": items, "arms": per_arm}
 
 
-def _simulated_effect(draws: dict, *, intercept: float, shift: float, participant_sd: float, item_sd: float,
-                      items_per_participant: int) -> tuple[float, float | None, float | None]:
+def _simulated_effect(
+    draws: dict, *, intercept: float, shift: float, participant_sd: float, item_sd: float, items_per_participant: int
+) -> tuple[float, float | None, float | None]:
     participants, items, correct, arms = [], [], [], []
     for arm, (people, keys, uniforms) in enumerate(draws["arms"]):
         n = len(people)
@@ -107,11 +111,14 @@ def _simulated_effect(draws: dict, *, intercept: float, shift: float, participan
     return _effect_two_way(data, arm=_ARMS[1], baseline=_ARMS[0])
 
 
-def _check_design(*, n_items: int, items_per_participant: int, participant_sd: float, item_sd: float,
-                  n_simulations: int, alpha: float) -> None:
+def _check_design(
+    *, n_items: int, items_per_participant: int, participant_sd: float, item_sd: float, n_simulations: int, alpha: float
+) -> None:
     if int(n_items) < 2 or not 1 <= int(items_per_participant) <= int(n_items):
-        raise ValueError(f"need 2+ items and 1 to n_items items per participant, got {n_items} items, "
-                         f"{items_per_participant} per participant")
+        raise ValueError(
+            f"need 2+ items and 1 to n_items items per participant, got {n_items} items, "
+            f"{items_per_participant} per participant"
+        )
     if participant_sd < 0 or item_sd < 0:
         raise ValueError("standard deviations must be >= 0")
     if int(n_simulations) < 10:
@@ -138,24 +145,57 @@ def power_at(
     Returns ``{"power", "power_se", "n_participants_per_arm"}``. Cost: ``n_simulations`` studies
     of ``2 · n · m`` answers each.
     """
-    _check_design(n_items=n_items, items_per_participant=items_per_participant, participant_sd=participant_sd,
-                  item_sd=item_sd, n_simulations=n_simulations, alpha=alpha)
-    intercept, shift = _logits(baseline_accuracy=baseline_accuracy, effect=effect, participant_sd=participant_sd,
-                               item_sd=item_sd)
-    return _power(int(n_participants_per_arm), intercept=intercept, shift=shift, participant_sd=participant_sd,
-                  item_sd=item_sd, n_items=int(n_items), items_per_participant=int(items_per_participant),
-                  alpha=alpha, n_simulations=int(n_simulations), seed=int(seed))
+    _check_design(
+        n_items=n_items,
+        items_per_participant=items_per_participant,
+        participant_sd=participant_sd,
+        item_sd=item_sd,
+        n_simulations=n_simulations,
+        alpha=alpha,
+    )
+    intercept, shift = _logits(
+        baseline_accuracy=baseline_accuracy, effect=effect, participant_sd=participant_sd, item_sd=item_sd
+    )
+    return _power(
+        int(n_participants_per_arm),
+        intercept=intercept,
+        shift=shift,
+        participant_sd=participant_sd,
+        item_sd=item_sd,
+        n_items=int(n_items),
+        items_per_participant=int(items_per_participant),
+        alpha=alpha,
+        n_simulations=int(n_simulations),
+        seed=int(seed),
+    )
 
 
-def _power(n: int, *, intercept: float, shift: float, participant_sd: float, item_sd: float, n_items: int,
-           items_per_participant: int, alpha: float, n_simulations: int, seed: int) -> dict[str, float]:
+def _power(
+    n: int,
+    *,
+    intercept: float,
+    shift: float,
+    participant_sd: float,
+    item_sd: float,
+    n_items: int,
+    items_per_participant: int,
+    alpha: float,
+    n_simulations: int,
+    seed: int,
+) -> dict[str, float]:
     if n < 2:
         raise ValueError("need at least 2 participants per arm")
     rejections = 0
     for simulation in range(n_simulations):
         draws = _study_draws(seed, simulation, n=n, n_items=n_items, items_per_participant=items_per_participant)
-        estimate, se, df = _simulated_effect(draws, intercept=intercept, shift=shift, participant_sd=participant_sd,
-                                             item_sd=item_sd, items_per_participant=items_per_participant)
+        estimate, se, df = _simulated_effect(
+            draws,
+            intercept=intercept,
+            shift=shift,
+            participant_sd=participant_sd,
+            item_sd=item_sd,
+            items_per_participant=items_per_participant,
+        )
         if se is None:
             continue
         if se == 0.0:
@@ -188,17 +228,32 @@ def power_sample_size(
     ``"power"`` (at that ``n``), ``"power_se"``, ``"curve"`` (every ``{n, power, power_se}``
     evaluated, by ``n``), the inputs, ``"intercept"`` and ``"logit_shift"`` (``β_0``, ``Δ``)}``.
     """
-    _check_design(n_items=n_items, items_per_participant=items_per_participant, participant_sd=participant_sd,
-                  item_sd=item_sd, n_simulations=n_simulations, alpha=alpha)
+    _check_design(
+        n_items=n_items,
+        items_per_participant=items_per_participant,
+        participant_sd=participant_sd,
+        item_sd=item_sd,
+        n_simulations=n_simulations,
+        alpha=alpha,
+    )
     if not 0.0 < target_power < 1.0:
         raise ValueError("target_power must lie strictly between 0 and 1")
     if effect == 0.0:
         raise ValueError("effect must not be 0: power is then alpha whatever the sample size")
-    intercept, shift = _logits(baseline_accuracy=baseline_accuracy, effect=effect, participant_sd=participant_sd,
-                               item_sd=item_sd)
-    options = dict(intercept=intercept, shift=shift, participant_sd=float(participant_sd), item_sd=float(item_sd),
-                   n_items=int(n_items), items_per_participant=int(items_per_participant), alpha=float(alpha),
-                   n_simulations=int(n_simulations), seed=int(seed))
+    intercept, shift = _logits(
+        baseline_accuracy=baseline_accuracy, effect=effect, participant_sd=participant_sd, item_sd=item_sd
+    )
+    options = dict(
+        intercept=intercept,
+        shift=shift,
+        participant_sd=float(participant_sd),
+        item_sd=float(item_sd),
+        n_items=int(n_items),
+        items_per_participant=int(items_per_participant),
+        alpha=float(alpha),
+        n_simulations=int(n_simulations),
+        seed=int(seed),
+    )
     curve: dict[int, dict[str, float]] = {}
 
     def evaluate(n: int) -> float:
@@ -263,13 +318,24 @@ def power_from_fit(
     item_sd = fit["variance_components"]["item"]["sd"]
     base = simulated_accuracy_truth(logit=fit["intercept"]["log_odds"], participant_sd=participant_sd, item_sd=item_sd)
     result = power_sample_size(
-        baseline_accuracy=base, effect=effect, participant_sd=participant_sd, item_sd=item_sd, n_items=int(n_items),
-        items_per_participant=int(items_per_participant), target_power=target_power, alpha=alpha,
-        n_simulations=n_simulations, seed=seed,
+        baseline_accuracy=base,
+        effect=effect,
+        participant_sd=participant_sd,
+        item_sd=item_sd,
+        n_items=int(n_items),
+        items_per_participant=int(items_per_participant),
+        target_power=target_power,
+        alpha=alpha,
+        n_simulations=n_simulations,
+        seed=seed,
     )
     result["source"] = "pilot"
-    result["pilot"] = {"n_responses": int(fit["n_responses"]), "intercept": fit["intercept"]["log_odds"],
-                       "participant_sd": participant_sd, "item_sd": item_sd}
+    result["pilot"] = {
+        "n_responses": int(fit["n_responses"]),
+        "intercept": fit["intercept"]["log_odds"],
+        "participant_sd": participant_sd,
+        "item_sd": item_sd,
+    }
     return result
 
 
@@ -296,12 +362,20 @@ def power_from_pilot(
     test = kept[(kept["phase"] == "test") & kept["correct_simulation"].notna()]
     per_participant = test.groupby("participant")["item"].size()
     result = power_from_fit(
-        fit, effect=effect,
+        fit,
+        effect=effect,
         n_items=int(n_items if n_items is not None else test["item"].nunique()),
-        items_per_participant=int(items_per_participant if items_per_participant is not None
-                                  else max(1, round(float(per_participant.median())))),
-        target_power=target_power, alpha=alpha, n_simulations=n_simulations, seed=seed,
+        items_per_participant=int(
+            items_per_participant
+            if items_per_participant is not None
+            else max(1, round(float(per_participant.median())))
+        ),
+        target_power=target_power,
+        alpha=alpha,
+        n_simulations=n_simulations,
+        seed=seed,
     )
     result["pilot"]["n_participants_per_arm"] = {
-        str(arm): int(n) for arm, n in test.groupby("condition", sort=True)["participant"].nunique().items()}
+        str(arm): int(n) for arm, n in test.groupby("condition", sort=True)["participant"].nunique().items()
+    }
     return result

@@ -145,13 +145,22 @@ def _section(
         unavailable["effects"] = unavailable["simulation_accuracy"]
     elif baseline not in boot.data.arms:
         section["effects"] = {}
-        unavailable["effects"] = (f"baseline arm {baseline!r} has no test-phase responses{after}; "
-                                  f"arms: {list(boot.data.arms)}")
+        unavailable["effects"] = (
+            f"baseline arm {baseline!r} has no test-phase responses{after}; arms: {list(boot.data.arms)}"
+        )
     else:
-        attempt("effects", lambda: _effects_result(boot, baseline=baseline, seed=seed, n_permutations=n_permutations,
-                                                   confidence_level=confidence_level), {})
-    attempt("gain", lambda: _gain_result(prepared, seed=seed, n_resamples=n_resamples,
-                                         confidence_level=confidence_level), {})
+        attempt(
+            "effects",
+            lambda: _effects_result(
+                boot, baseline=baseline, seed=seed, n_permutations=n_permutations, confidence_level=confidence_level
+            ),
+            {},
+        )
+    attempt(
+        "gain",
+        lambda: _gain_result(prepared, seed=seed, n_resamples=n_resamples, confidence_level=confidence_level),
+        {},
+    )
     attempt("agreement", lambda: _agreement(prepared), {})
     attempt("calibration", lambda: _calibration(prepared), None)
     attempt("time_on_task", lambda: _time_on_task(prepared), None)
@@ -160,11 +169,15 @@ def _section(
         unavailable["mixed_model"] = "not requested"
     elif data["n_test_responses"] > mixed_model_max_responses:
         section["mixed_model"] = None
-        unavailable["mixed_model"] = (f"{data['n_test_responses']:,} answers: more than the "
-                                      f"{mixed_model_max_responses:,} fitted on the fly")
+        unavailable["mixed_model"] = (
+            f"{data['n_test_responses']:,} answers: more than the {mixed_model_max_responses:,} fitted on the fly"
+        )
     else:
-        attempt("mixed_model", lambda: _mixed_model(prepared, baseline=baseline, seed=seed,
-                                                    confidence_level=confidence_level), None)
+        attempt(
+            "mixed_model",
+            lambda: _mixed_model(prepared, baseline=baseline, seed=seed, confidence_level=confidence_level),
+            None,
+        )
     warnings = _design_warnings(data)
     if section["mixed_model"] is not None and not section["mixed_model"]["converged"]:
         warnings.append("the mixed model's fit did not converge; its numbers are approximate")
@@ -301,9 +314,7 @@ def study_report(
                 mixed_model=mixed_model,
             ),
             "exclusions": exclusions_summary(quality, rules=rules),
-            "metrics_vs_human": None
-            if items is None
-            else metric_human_correlation(frame, items, baseline=baseline),
+            "metrics_vs_human": None if items is None else metric_human_correlation(frame, items, baseline=baseline),
             "sequential": monitoring,
         }
     )

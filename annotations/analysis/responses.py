@@ -221,8 +221,9 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
         if out[column].isna().any():
             raise ValueError(f"column {column!r} has missing values")
     if "is_attention_check" in df.columns:
-        attention = _as_bool(df["is_attention_check"].reset_index(drop=True), column="is_attention_check",
-                             missing=False).to_numpy(dtype=bool)
+        attention = _as_bool(
+            df["is_attention_check"].reset_index(drop=True), column="is_attention_check", missing=False
+        ).to_numpy(dtype=bool)
         if attention.any():
             out.loc[attention, "phase"] = "attention"
     out["correct_simulation"] = _as_bool(

@@ -115,8 +115,9 @@ def sequential_plan_validate(plan: Mapping[str, Any] | None) -> SequentialPlan |
         raise ValueError(f"alpha: must be a number in (0, 0.5], got {alpha!r}")
     looks = plan.get("looks")
     if not isinstance(looks, Sequence) or isinstance(looks, str) or not looks:
-        raise ValueError(f"looks: must be a list of participants per arm at each look, e.g. [20, 40, 60]; "
-                         f"got {looks!r}")
+        raise ValueError(
+            f"looks: must be a list of participants per arm at each look, e.g. [20, 40, 60]; got {looks!r}"
+        )
     if len(looks) > MAX_LOOKS:
         raise ValueError(f"looks: at most {MAX_LOOKS} looks, got {len(looks)}")
     for value in looks:
@@ -125,11 +126,16 @@ def sequential_plan_validate(plan: Mapping[str, Any] | None) -> SequentialPlan |
     if any(later <= earlier for earlier, later in zip(looks, looks[1:])):
         raise ValueError(f"looks: must increase, got {list(looks)}")
     effect = plan.get("effect_of_interest")
-    if effect is not None and (isinstance(effect, bool) or not isinstance(effect, (int, float))
-                               or not 0.0 < effect < 1.0):
+    if effect is not None and (
+        isinstance(effect, bool) or not isinstance(effect, (int, float)) or not 0.0 < effect < 1.0
+    ):
         raise ValueError(f"effect_of_interest: must be a gain in accuracy between 0 and 1, e.g. 0.1; got {effect!r}")
-    return SequentialPlan(spending=spending, looks=tuple(int(v) for v in looks), alpha=float(alpha),
-                          effect_of_interest=None if effect is None else float(effect))
+    return SequentialPlan(
+        spending=spending,
+        looks=tuple(int(v) for v in looks),
+        alpha=float(alpha),
+        effect_of_interest=None if effect is None else float(effect),
+    )
 
 
 def alpha_spent(fraction: float, *, alpha: float, spending: str) -> float:
@@ -214,8 +220,9 @@ def _completion(prepared: pd.DataFrame, *, complete_after: int) -> pd.DataFrame:
     test = prepared[(prepared["phase"] == "test") & prepared["correct_simulation"].notna() & ~prepared["excluded"]]
     if "created_at" not in test.columns:
         raise ValueError("sequential looks need the responses' created_at times")
-    per = test.groupby("participant", sort=True).agg(condition=("condition", "first"), n=("item", "size"),
-                                                     completed=("created_at", "max"))
+    per = test.groupby("participant", sort=True).agg(
+        condition=("condition", "first"), n=("item", "size"), completed=("created_at", "max")
+    )
     per = per[per["n"] >= complete_after].reset_index()
     return per.sort_values(["completed", "participant"], kind="stable")
 
@@ -274,8 +281,13 @@ def sequential_monitor(
     decisions = {arm: {"decision": "continue", "look": None} for arm in others}
     for k, (n, boundary) in enumerate(zip(typed.looks, boundaries), start=1):
         reached = all(complete[arm] >= n for arm in arms)
-        look: dict[str, Any] = {"look": k, "participants_per_arm": n, "reached": reached, "boundary": boundary,
-                                "comparisons": {}}
+        look: dict[str, Any] = {
+            "look": k,
+            "participants_per_arm": n,
+            "reached": reached,
+            "boundary": boundary,
+            "comparisons": {},
+        }
         if reached:
             chosen = {participant for arm in arms for participant in order[arm][:n]}
             rows = prepared[prepared["participant"].isin(chosen)]
@@ -295,14 +307,20 @@ def sequential_monitor(
     may_stop = all(found["decision"] != "continue" for found in decisions.values())
     reached_looks = [look["look"] for look in looks if look["reached"]]
     if may_stop:
-        verdicts = [f"{arm}: effect at look {found['look']}" if found["decision"] == "effect"
-                    else f"{arm}: no effect at the last look" for arm, found in decisions.items()]
+        verdicts = [
+            f"{arm}: effect at look {found['look']}"
+            if found["decision"] == "effect"
+            else f"{arm}: no effect at the last look"
+            for arm, found in decisions.items()
+        ]
         status = "the study may stop: " + "; ".join(verdicts)
     else:
         following = next((look for look in looks if not look["reached"]), None)
         done = f"look {reached_looks[-1]} of {len(looks)} taken" if reached_looks else "no look taken yet"
-        status = (f"continue: {done}; the next look comes at {following['participants_per_arm']} complete "
-                  f"participants per arm (now {min(complete.values())})")
+        status = (
+            f"continue: {done}; the next look comes at {following['participants_per_arm']} complete "
+            f"participants per arm (now {min(complete.values())})"
+        )
     return {
         "plan": typed.as_dict(),
         "complete_after": int(complete_after),

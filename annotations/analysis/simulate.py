@@ -87,8 +87,9 @@ def responses_simulate(
     latent = 3.0 + np.where(success, 0.8, -0.8) + 0.4 * participant_effect[p] + rng.normal(0.0, 0.9, len(p))
     confidence = np.clip(np.rint(latent), 1, 5).astype(np.int64)
     confidence = np.where(excluded[p], rng.integers(1, 6, len(p)), confidence)
-    rt_ms = np.rint(np.where(excluded[p], rng.lognormal(np.log(1500), 0.3, len(p)),
-                             rng.lognormal(np.log(8000), 0.5, len(p)))).astype(np.int64)
+    rt_ms = np.rint(
+        np.where(excluded[p], rng.lognormal(np.log(1500), 0.3, len(p)), rng.lognormal(np.log(8000), 0.5, len(p)))
+    ).astype(np.int64)
     start = pd.Timestamp("2025-01-06T09:00:00Z") + pd.to_timedelta(np.arange(n_participants) * 97, unit="s")
     within = np.cumsum(rt_ms.reshape(n_participants, per_participant), axis=1).ravel()
     created_at = start[p] + pd.to_timedelta(within, unit="ms")

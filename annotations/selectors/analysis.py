@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import Length
 
+from annotations.models import Condition, Explanation, Participant, Prediction, Response, Study, StudyItem
 from annotations.selectors.exports import (
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
+    study_exclusion_rules,
     study_item_columns,
     study_item_records,
     study_participant_records,
     study_response_records,
-    study_exclusion_rules,
 )
-from annotations.models import Condition, Explanation, Participant, Prediction, Response, Study, StudyItem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,8 +43,9 @@ def study_items_frame(*, study: Study) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(list(study_item_records(study=study)), columns=columns)
     for column in columns:
         if column.startswith("metric:") or column == "prediction_probability":
-            frame[column] = pd.to_numeric(frame[column]).astype("float64") if len(frame) else \
-                pd.Series([], dtype="float64")
+            frame[column] = (
+                pd.to_numeric(frame[column]).astype("float64") if len(frame) else pd.Series([], dtype="float64")
+            )
     return frame
 
 
@@ -106,39 +107,72 @@ def study_data_version(*, study: Study) -> tuple:
     Six aggregate queries over indexed foreign keys; cheap next to the analysis it guards.
     """
     responses = Response.objects.filter(participant__study=study).aggregate(
-        n=Count("id"), last=Max("id"), confidence=Sum("confidence"), rt=Sum("rt_ms"),
-        passed=Count("id", filter=Q(attention_passed=True)))
+        n=Count("id"),
+        last=Max("id"),
+        confidence=Sum("confidence"),
+        rt=Sum("rt_ms"),
+        passed=Count("id", filter=Q(attention_passed=True)),
+    )
     phases = {f"phase_{phase}": Count("id", filter=Q(phase=phase)) for phase in Participant.Phase.values}
     participants = Participant.objects.filter(study=study).aggregate(
-        n=Count("id"), last=Max("id"), screened=Count("id", filter=Q(screened_out=True)),
-        excluded=Count("id", filter=Q(excluded=True)), finished=Count("finished_at"),
-        last_finished=Max("finished_at"), rated=Count("helpfulness"), helpfulness=Sum("helpfulness"),
-        comments=Sum(Length("comment")), conditions=Sum("condition_id"), **phases)
+        n=Count("id"),
+        last=Max("id"),
+        screened=Count("id", filter=Q(screened_out=True)),
+        excluded=Count("id", filter=Q(excluded=True)),
+        finished=Count("finished_at"),
+        last_finished=Max("finished_at"),
+        rated=Count("helpfulness"),
+        helpfulness=Sum("helpfulness"),
+        comments=Sum(Length("comment")),
+        conditions=Sum("condition_id"),
+        **phases,
+    )
     explanations = Explanation.objects.filter(model=study.model, item__study_items__study=study).aggregate(
-        n=Count("id"), last=Max("updated_at"))
+        n=Count("id"), last=Max("updated_at")
+    )
     predictions = Prediction.objects.filter(model=study.model, item__study_items__study=study).aggregate(
-        n=Count("id"), last=Max("id"))
+        n=Count("id"), last=Max("id")
+    )
     pool = StudyItem.objects.filter(study=study).aggregate(
-        n=Count("id"), last=Max("id"), strata=Sum(Length("stratum")), roles=Sum(Length("role")))
-    conditions = tuple(Condition.objects.filter(study=study).order_by("pk")
-                       .values_list("pk", "name", "is_baseline", "views"))
+        n=Count("id"), last=Max("id"), strata=Sum(Length("stratum")), roles=Sum(Length("role"))
+    )
+    conditions = tuple(
+        Condition.objects.filter(study=study).order_by("pk").values_list("pk", "name", "is_baseline", "views")
+    )
     return (
-        tuple(sorted(responses.items())), tuple(sorted(participants.items())),
-        str(explanations["last"]), explanations["n"], tuple(sorted(predictions.items())),
-        tuple(sorted(pool.items())), repr(conditions),
-        repr(sorted((study.exclusion_rules or {}).items())), repr(sorted((study.sequential_monitoring or {}).items())),
-        study.items_per_participant, repr(sorted((study.design or {}).items())), study.seed, study.min_rt_ms,
-        study.explanation_method, study.interaction_method, study.explanation_display,
-        study.export_raw_platform_ids, study.name, study.public_id, study.model_id,
+        tuple(sorted(responses.items())),
+        tuple(sorted(participants.items())),
+        str(explanations["last"]),
+        explanations["n"],
+        tuple(sorted(predictions.items())),
+        tuple(sorted(pool.items())),
+        repr(conditions),
+        repr(sorted((study.exclusion_rules or {}).items())),
+        repr(sorted((study.sequential_monitoring or {}).items())),
+        study.items_per_participant,
+        repr(sorted((study.design or {}).items())),
+        study.seed,
+        study.min_rt_ms,
+        study.explanation_method,
+        study.interaction_method,
+        study.explanation_display,
+        study.export_raw_platform_ids,
+        study.name,
+        study.public_id,
+        study.model_id,
     )
 
 
 def study_chance_level(*, study: Study) -> float:
     """Simulation accuracy of a blind guess: one over the candidates each test answer chose
     from, averaged over the answers (the design's count before any answer)."""
-    counts = [len(order) for order in Response.objects.filter(
-        participant__study=study, phase="test", is_attention_check=False).values_list("candidate_order", flat=True)
-        if order]
+    counts = [
+        len(order)
+        for order in Response.objects.filter(
+            participant__study=study, phase="test", is_attention_check=False
+        ).values_list("candidate_order", flat=True)
+        if order
+    ]
     if counts:
         return sum(1 / k for k in counts) / len(counts)
     labels = len(study.model.labels) or 1

@@ -43,11 +43,10 @@ import io
 import itertools
 import json
 import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence
-
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection
@@ -63,27 +62,84 @@ EXPORTS = ("responses", "items", "participants", "summary")
 
 # The participant's columns first (written once per participant), then the response's.
 RESPONSE_PARTICIPANT_COLUMNS = [
-    "study", "condition", "is_baseline", "views", "explanation_methods", "explanation_display", "participant",
-    "platform", "platform_id", "screened_out", "excluded", "exclusion_reasons",
+    "study",
+    "condition",
+    "is_baseline",
+    "views",
+    "explanation_methods",
+    "explanation_display",
+    "participant",
+    "platform",
+    "platform_id",
+    "screened_out",
+    "excluded",
+    "exclusion_reasons",
 ]
 RESPONSE_ROW_COLUMNS = [
-    "item", "stratum", "phase", "is_attention_check", "attention_passed", "model_prediction",
-    "gold_label", "model_correct", "guess", "correct_simulation", "confidence", "rt_ms", "fast_response",
-    "candidate_order", "created_at",
+    "item",
+    "stratum",
+    "phase",
+    "is_attention_check",
+    "attention_passed",
+    "model_prediction",
+    "gold_label",
+    "model_correct",
+    "guess",
+    "correct_simulation",
+    "confidence",
+    "rt_ms",
+    "fast_response",
+    "candidate_order",
+    "created_at",
 ]
 RESPONSE_COLUMNS = RESPONSE_PARTICIPANT_COLUMNS + RESPONSE_ROW_COLUMNS
 ITEM_BASE_COLUMNS = [
-    "study", "item", "role", "stratum", "gold_label", "model_prediction", "model_correct", "prediction_probability",
+    "study",
+    "item",
+    "role",
+    "stratum",
+    "gold_label",
+    "model_prediction",
+    "model_correct",
+    "prediction_probability",
     "probabilities",
 ]
-ITEM_METRICS = ["deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "interaction_strength",
-                "interaction_dividend"]
+ITEM_METRICS = [
+    "deletion_auc",
+    "insertion_auc",
+    "infidelity",
+    "sensitivity_max",
+    "interaction_strength",
+    "interaction_dividend",
+]
 PARTICIPANT_COLUMNS = [
-    "study", "participant", "platform", "platform_id", "condition", "is_baseline", "phase", "screened_out",
-    "timed_out", "started_at", "finished_at", "duration_s", "helpfulness", "comment", "n_test", "n_pretest",
+    "study",
+    "participant",
+    "platform",
+    "platform_id",
+    "condition",
+    "is_baseline",
+    "phase",
+    "screened_out",
+    "timed_out",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "helpfulness",
+    "comment",
+    "n_test",
+    "n_pretest",
     "n_attention",
-    "n_attention_passed", "n_attention_failed", "attention_pass_rate", "median_rt_ms", "n_fast", "fast_share", "test_accuracy", "excluded",
-    "exclusion_reasons", "platform_data",
+    "n_attention_passed",
+    "n_attention_failed",
+    "attention_pass_rate",
+    "median_rt_ms",
+    "n_fast",
+    "fast_share",
+    "test_accuracy",
+    "excluded",
+    "exclusion_reasons",
+    "platform_data",
 ]
 SUMMARY_COLUMNS = ["key", "value"]
 _INTERACTION_VIEWS = {Condition.View.INTERACTION, Condition.View.TOP_PAIRS}
@@ -98,8 +154,9 @@ _LINES_PER_YIELD = 256
 
 
 def _platform_salt(study: Study) -> bytes:
-    return hmac.new(settings.SECRET_KEY.encode("utf-8"), f"mmeval-platform-id:{study.public_id}".encode("utf-8"),
-                    hashlib.sha256).digest()
+    return hmac.new(
+        settings.SECRET_KEY.encode("utf-8"), f"mmeval-platform-id:{study.public_id}".encode(), hashlib.sha256
+    ).digest()
 
 
 def platform_id_exported(*, study: Study, platform: str, platform_id: str, salt: bytes | None = None) -> str:
@@ -111,7 +168,7 @@ def platform_id_exported(*, study: Study, platform: str, platform_id: str, salt:
     if study.export_raw_platform_ids:
         return _defuse(platform_id)
     key = salt if salt is not None else _platform_salt(study)
-    return "h:" + hmac.new(key, f"{platform}:{platform_id}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+    return "h:" + hmac.new(key, f"{platform}:{platform_id}".encode(), hashlib.sha256).hexdigest()[:20]
 
 
 def _defuse(text: str) -> str:
@@ -146,15 +203,23 @@ def _arms(study: Study) -> dict[int, _Arm]:
             if _MULTIVIZ_VIEWS & set(views):  # feature heatmaps by the study's method, over the sparse head
                 methods.append(f"multiviz:{study.explanation_method}")
         arms[condition.pk] = _Arm(
-            name=condition.name, is_baseline=condition.is_baseline, views="+".join(views) or "none",
-            methods="+".join(methods) or "none", display=study.explanation_display if views else "none")
+            name=condition.name,
+            is_baseline=condition.is_baseline,
+            views="+".join(views) or "none",
+            methods="+".join(methods) or "none",
+            display=study.explanation_display if views else "none",
+        )
     return arms
 
 
 def _items(study: Study) -> dict[int, tuple[str, str]]:
     """item pk -> (external id, stratum) for the study's pool."""
-    return {pk: (external_id, stratum) for pk, external_id, stratum in
-            StudyItem.objects.filter(study=study).values_list("item_id", "item__external_id", "stratum")}
+    return {
+        pk: (external_id, stratum)
+        for pk, external_id, stratum in StudyItem.objects.filter(study=study).values_list(
+            "item_id", "item__external_id", "stratum"
+        )
+    }
 
 
 def _item_lookup(items: dict[int, tuple[str, str]]) -> Callable[[int], tuple[str, str]]:
@@ -163,25 +228,37 @@ def _item_lookup(items: dict[int, tuple[str, str]]) -> Callable[[int], tuple[str
         if found is None:  # an item answered outside the pool: fetch it once
             found = items[pk] = (Item.objects.filter(pk=pk).values_list("external_id", flat=True).first() or "", "")
         return found
+
     return lookup
 
 
 def _participants(study: Study):
-    return (Participant.objects.filter(study=study).exclude(platform=Participant.Platform.PREVIEW)
-            .order_by("pk"))
+    return Participant.objects.filter(study=study).exclude(platform=Participant.Platform.PREVIEW).order_by("pk")
 
 
 def _responses(study: Study):
     """The study's responses (previews left out), grouped by participant. Ordered by
     participant only — PostgreSQL then walks the participant index instead of sorting a million
     rows on disk; callers that need submission order sort each participant's few rows by id."""
-    return (Response.objects.filter(participant__study=study)
-            .exclude(participant__platform=Participant.Platform.PREVIEW)
-            .order_by("participant_id"))
+    return (
+        Response.objects.filter(participant__study=study)
+        .exclude(participant__platform=Participant.Platform.PREVIEW)
+        .order_by("participant_id")
+    )
 
 
-def _stats(rows: Sequence[tuple], *, screened_out: bool, rules: ExclusionRules,
-           phase: int, attention: int, passed: int, rt: int, guess: int, prediction: int) -> dict[str, Any]:
+def _stats(
+    rows: Sequence[tuple],
+    *,
+    screened_out: bool,
+    rules: ExclusionRules,
+    phase: int,
+    attention: int,
+    passed: int,
+    rt: int,
+    guess: int,
+    prediction: int,
+) -> dict[str, Any]:
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
     from annotations.analysis.exclusions import participant_stats
 
@@ -251,7 +328,7 @@ def pg_timestamp_isoformat(text: str) -> str:
             head, fraction = body.split(".", 1)
             body = f"{head}.{fraction.ljust(6, '0')}"
         return body.replace(" ", "T", 1) + "+00:00"
-    return datetime.fromisoformat(text).astimezone(timezone.utc).isoformat()
+    return datetime.fromisoformat(text).astimezone(UTC).isoformat()
 
 
 def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[tuple[list, list[list]]]:
@@ -262,15 +339,35 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
     salt = _platform_salt(study)
     fast = rules.fast_rt_ms
     in_sql = connection.vendor == "postgresql"
-    participants = _participants(study).values_list("pk", "public_id", "platform", "platform_id",
-                                                    "screened_out").iterator(chunk_size=_CHUNK)
-    responses = _responses(study).annotate(
-        candidates_text=Cast("candidate_order", TextField()),
-        created_text=Cast("created_at", TextField()) if in_sql else F("created_at"),
-    ).values_list(
-        "participant_id", "condition_id", "item_id", "phase", "is_attention_check", "attention_passed", "guess",
-        "confidence", "rt_ms", "candidates_text", "model_prediction", "gold_label", "created_text", "id",
-    ).iterator(chunk_size=_CHUNK)
+    participants = (
+        _participants(study)
+        .values_list("pk", "public_id", "platform", "platform_id", "screened_out")
+        .iterator(chunk_size=_CHUNK)
+    )
+    responses = (
+        _responses(study)
+        .annotate(
+            candidates_text=Cast("candidate_order", TextField()),
+            created_text=Cast("created_at", TextField()) if in_sql else F("created_at"),
+        )
+        .values_list(
+            "participant_id",
+            "condition_id",
+            "item_id",
+            "phase",
+            "is_attention_check",
+            "attention_passed",
+            "guess",
+            "confidence",
+            "rt_ms",
+            "candidates_text",
+            "model_prediction",
+            "gold_label",
+            "created_text",
+            "id",
+        )
+        .iterator(chunk_size=_CHUNK)
+    )
     public_id = study.public_id
     current = None
     for participant_pk, group in itertools.groupby(responses, key=lambda r: r[0]):
@@ -278,23 +375,63 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             current = next(participants)
         _, uuid, platform, platform_id, screened_out = current
         group = sorted(group, key=_BY_ID)  # submission order
-        stats = _stats(group, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8,
-                       guess=6, prediction=10)
+        stats = _stats(
+            group, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8, guess=6, prediction=10
+        )
         arm = arms[group[0][1]]
-        prefix = [public_id, arm.name, arm.is_baseline, arm.views, arm.methods, arm.display, str(uuid), platform,
-                  platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt),
-                  screened_out, stats["excluded"], stats["exclusion_reasons"]]
+        prefix = [
+            public_id,
+            arm.name,
+            arm.is_baseline,
+            arm.views,
+            arm.methods,
+            arm.display,
+            str(uuid),
+            platform,
+            platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt),
+            screened_out,
+            stats["excluded"],
+            stats["exclusion_reasons"],
+        ]
         rows = []
-        for (_, condition_id, item_id, phase, attention, passed, guess, confidence, rt_ms, candidates, prediction,
-             gold, created, _) in group:
+        for (
+            _,
+            condition_id,
+            item_id,
+            phase,
+            attention,
+            passed,
+            guess,
+            confidence,
+            rt_ms,
+            candidates,
+            prediction,
+            gold,
+            created,
+            _,
+        ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
             item, stratum = items.get(item_id) or item_of(item_id)
-            rows.append([
-                item, stratum, phase, attention, passed, prediction, gold, prediction == gold, guess,
-                guess == prediction, confidence, rt_ms, fast > 0 and rt_ms < fast, candidates,
-                pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
-            ])
+            rows.append(
+                [
+                    item,
+                    stratum,
+                    phase,
+                    attention,
+                    passed,
+                    prediction,
+                    gold,
+                    prediction == gold,
+                    guess,
+                    guess == prediction,
+                    confidence,
+                    rt_ms,
+                    fast > 0 and rt_ms < fast,
+                    candidates,
+                    pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
+                ]
+            )
         yield prefix, rows
 
 
@@ -341,8 +478,12 @@ def _prefixed_csv(groups: Iterator[tuple[list, list[list]]]) -> Iterator[str]:
 
 
 def _metric_methods(study: Study) -> list[str]:
-    found = set(Explanation.objects.filter(model=study.model, item__study_items__study=study)
-                .exclude(metrics={}).values_list("method", flat=True).distinct())
+    found = set(
+        Explanation.objects.filter(model=study.model, item__study_items__study=study)
+        .exclude(metrics={})
+        .values_list("method", flat=True)
+        .distinct()
+    )
     return sorted(found | {study.explanation_method})
 
 
@@ -371,27 +512,51 @@ def study_item_records(*, study: Study) -> Iterator[list]:
     names = _metric_names(study)
     labels = list(study.model.labels)
     prediction = Prediction.objects.filter(model=study.model, item=OuterRef("item_id"))
-    predicted_label = Subquery(Prediction.objects.filter(model=study.model, item=OuterRef(OuterRef("item_id")))
-                               .values("label")[:1])
+    predicted_label = Subquery(
+        Prediction.objects.filter(model=study.model, item=OuterRef(OuterRef("item_id"))).values("label")[:1]
+    )
     annotations: dict[str, Any] = {
         "predicted": Subquery(prediction.values("label")[:1]),
         "probabilities": Subquery(prediction.values("probabilities")[:1], output_field=JSONField()),
     }
     for k, method in enumerate(methods):
         annotations[f"metrics_{k}"] = Subquery(
-            Explanation.objects.filter(model=study.model, item=OuterRef("item_id"), method=method,
-                                       status=Explanation.Status.DONE, target_label=predicted_label)
-            .values("metrics")[:1], output_field=JSONField())
-    rows = (StudyItem.objects.filter(study=study).order_by("item__line_number", "item_id").annotate(**annotations)
-            .values_list("item__external_id", "role", "stratum", "item__gold_label", "predicted", "probabilities",
-                         *[f"metrics_{k}" for k in range(len(methods))]))
+            Explanation.objects.filter(
+                model=study.model,
+                item=OuterRef("item_id"),
+                method=method,
+                status=Explanation.Status.DONE,
+                target_label=predicted_label,
+            ).values("metrics")[:1],
+            output_field=JSONField(),
+        )
+    rows = (
+        StudyItem.objects.filter(study=study)
+        .order_by("item__line_number", "item_id")
+        .annotate(**annotations)
+        .values_list(
+            "item__external_id",
+            "role",
+            "stratum",
+            "item__gold_label",
+            "predicted",
+            "probabilities",
+            *[f"metrics_{k}" for k in range(len(methods))],
+        )
+    )
     for external_id, role, stratum, gold, predicted, probabilities, *metrics in rows.iterator(chunk_size=_CHUNK):
         probability = None
         if predicted is not None and probabilities and predicted in labels:
             probability = float(probabilities[labels.index(predicted)])
         yield [
-            study.public_id, external_id, role, stratum, gold, predicted,
-            None if predicted is None else predicted == gold, probability,
+            study.public_id,
+            external_id,
+            role,
+            stratum,
+            gold,
+            predicted,
+            None if predicted is None else predicted == gold,
+            probability,
             None if probabilities is None else json.dumps(probabilities),
             *[_metric_value(found, name) for found in metrics for name in names],
         ]
@@ -418,33 +583,86 @@ def study_participant_records(*, study: Study) -> Iterator[list]:
 def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]:
     arms = _arms(study)
     salt = _platform_salt(study)
-    responses = _responses(study).values_list("participant_id", "phase", "is_attention_check", "attention_passed",
-                                              "rt_ms", "guess", "model_prediction").iterator(chunk_size=_CHUNK)
+    responses = (
+        _responses(study)
+        .values_list(
+            "participant_id", "phase", "is_attention_check", "attention_passed", "rt_ms", "guess", "model_prediction"
+        )
+        .iterator(chunk_size=_CHUNK)
+    )
     groups = itertools.groupby(responses, key=lambda r: r[0])
     pending = next(groups, None)
-    participants = _participants(study).values_list(
-        "pk", "public_id", "platform", "platform_id", "condition_id", "phase", "screened_out", "timed_out",
-        "started_at", "finished_at", "helpfulness", "comment", "platform_data").iterator(chunk_size=_CHUNK)
-    for (pk, uuid, platform, platform_id, condition_id, phase, screened_out, timed_out, started_at, finished_at,
-         helpfulness, comment, platform_data) in participants:
+    participants = (
+        _participants(study)
+        .values_list(
+            "pk",
+            "public_id",
+            "platform",
+            "platform_id",
+            "condition_id",
+            "phase",
+            "screened_out",
+            "timed_out",
+            "started_at",
+            "finished_at",
+            "helpfulness",
+            "comment",
+            "platform_data",
+        )
+        .iterator(chunk_size=_CHUNK)
+    )
+    for (
+        pk,
+        uuid,
+        platform,
+        platform_id,
+        condition_id,
+        phase,
+        screened_out,
+        timed_out,
+        started_at,
+        finished_at,
+        helpfulness,
+        comment,
+        platform_data,
+    ) in participants:
         rows: list[tuple] = []
         while pending is not None and pending[0] <= pk:
             if pending[0] == pk:
                 rows = list(pending[1])
             pending = next(groups, None)
-        stats = _stats(rows, screened_out=screened_out, rules=rules, phase=1, attention=2, passed=3, rt=4, guess=5,
-                       prediction=6)
+        stats = _stats(
+            rows, screened_out=screened_out, rules=rules, phase=1, attention=2, passed=3, rt=4, guess=5, prediction=6
+        )
         arm = arms[condition_id]
         raw = study.export_raw_platform_ids
         yield [
-            study.public_id, str(uuid), platform,
+            study.public_id,
+            str(uuid),
+            platform,
             platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt),
-            arm.name, arm.is_baseline, phase, screened_out, timed_out, started_at.isoformat(),
+            arm.name,
+            arm.is_baseline,
+            phase,
+            screened_out,
+            timed_out,
+            started_at.isoformat(),
             finished_at.isoformat() if finished_at else None,
-            (finished_at - started_at).total_seconds() if finished_at else None, helpfulness, _defuse(comment or ""),
-            stats["n_test"], stats["n_pretest"], stats["n_attention"], stats["n_attention_passed"],
-            stats["n_attention_failed"], stats["attention_pass_rate"], stats["median_rt_ms"], stats["n_fast"], stats["fast_share"],
-            stats["test_accuracy"], stats["excluded"], stats["exclusion_reasons"],
+            (finished_at - started_at).total_seconds() if finished_at else None,
+            helpfulness,
+            _defuse(comment or ""),
+            stats["n_test"],
+            stats["n_pretest"],
+            stats["n_attention"],
+            stats["n_attention_passed"],
+            stats["n_attention_failed"],
+            stats["attention_pass_rate"],
+            stats["median_rt_ms"],
+            stats["n_fast"],
+            stats["fast_share"],
+            stats["test_accuracy"],
+            stats["excluded"],
+            stats["exclusion_reasons"],
             _defuse(json.dumps(platform_data, sort_keys=True)) if raw and platform_data else "",
         ]
 

@@ -41,9 +41,17 @@ def model_report_progress(*, report: ModelReport) -> dict[str, Any]:
         within = done / total if total and stage and stage not in finished else 0.0
         fraction = (len(finished) + within) / len(stages)
     return {
-        "id": report.pk, "status": report.status, "stage": stage, "stage_title": STAGE_TITLES.get(stage, ""),
-        "done": done, "total": total, "stages_finished": finished, "stages": stages,
-        "fraction": round(fraction, 4), "error": report.error, "dispatch_error": report.dispatch_error,
+        "id": report.pk,
+        "status": report.status,
+        "stage": stage,
+        "stage_title": STAGE_TITLES.get(stage, ""),
+        "done": done,
+        "total": total,
+        "stages_finished": finished,
+        "stages": stages,
+        "fraction": round(fraction, 4),
+        "error": report.error,
+        "dispatch_error": report.dispatch_error,
         "created_at": report.created_at.isoformat() if report.created_at else None,
         "finished_at": report.finished_at.isoformat() if report.finished_at else None,
     }
@@ -56,12 +64,16 @@ def dataset_raw_items(*, dataset: Dataset) -> list[dict[str, Any]]:
 
 def model_latest_done_report(*, model: RegisteredModel, dataset: Dataset) -> ModelReport | None:
     """The most recently finished report of ``model`` on ``dataset``."""
-    return (ModelReport.objects.filter(model=model, dataset=dataset, status=ModelReport.Status.DONE)
-            .order_by("-finished_at", "-pk").first())
+    return (
+        ModelReport.objects.filter(model=model, dataset=dataset, status=ModelReport.Status.DONE)
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
 
 
-def model_item_interaction_types(*, model: RegisteredModel,
-                                   dataset: Dataset) -> tuple[ModelReport, dict[int, str]] | None:
+def model_item_interaction_types(
+    *, model: RegisteredModel, dataset: Dataset
+) -> tuple[ModelReport, dict[int, str]] | None:
     """The interaction type of every item (item pk -> type) from the latest finished report of
     ``model`` on ``dataset``, with that report; None when there is none."""
     report = model_latest_done_report(model=model, dataset=dataset)

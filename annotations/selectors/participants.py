@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Q
-
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
 
 from annotations.models import (
     PUBLIC_TITLE_DEFAULT,
@@ -37,16 +36,17 @@ def participant_session_key(*, study: Study | None = None, study_public_id: str 
     return f"participant:{study.public_id if study is not None else study_public_id}"
 
 
-
-def study_and_participant(*, study_public_id: str,
-                          participant_public_id: str | None) -> tuple[Study, Participant | None]:
+def study_and_participant(
+    *, study_public_id: str, participant_public_id: str | None
+) -> tuple[Study, Participant | None]:
     """The study of a participant URL and the browser's participant of it (the ID its session
     keeps, ``participant_session_key``), in one query when there is one; ``None`` for a
     browser that has not entered. Raises ``Study.DoesNotExist`` for an unknown study."""
     if participant_public_id:
         try:  # get(), not first(): a unique lookup needs no ORDER BY, which costs a third of this query
-            participant = (Participant.objects.select_related("study__model", "condition")
-                           .get(public_id=participant_public_id, study__public_id=study_public_id))
+            participant = Participant.objects.select_related("study__model", "condition").get(
+                public_id=participant_public_id, study__public_id=study_public_id
+            )
         except (Participant.DoesNotExist, ValidationError):
             pass
         else:
@@ -59,6 +59,7 @@ def invite_token_study(*, token: str) -> Study | None:
     invite = InviteToken.objects.select_related("study").filter(token=token).first()
     return invite.study if invite is not None else None
 
+
 ANSWER_KEYS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -67,15 +68,24 @@ def study_participant_plan(*, study: Study) -> dict[str, Any]:
     counts the attention checks, which look like any other question; ``pretest`` repeats the
     test items; ``total`` is every page with a picture), the answers per question
     (``options``) and the key of the last one (``last_answer_key``)."""
-    pools = dict(study.study_items.filter(role__in=[StudyItem.Role.LEARNING, StudyItem.Role.ATTENTION])
-                 .values_list("role").annotate(n=Count("id")))
+    pools = dict(
+        study.study_items.filter(role__in=[StudyItem.Role.LEARNING, StudyItem.Role.ATTENTION])
+        .values_list("role")
+        .annotate(n=Count("id"))
+    )
     test = study.items_per_participant + min(study.attention_checks, pools.get(StudyItem.Role.ATTENTION, 0))
     pretest = study.items_per_participant if study.pretest else 0
     learning = pools.get(StudyItem.Role.LEARNING, 0)
     n_labels = len(study.model.labels)
     options = n_labels if study.n_candidates == 0 else min(n_labels, study.n_candidates + study.n_distractors)
-    return {"pretest": pretest, "learning": learning, "test": test, "total": pretest + learning + test,
-            "options": options, "last_answer_key": ANSWER_KEYS[min(options, len(ANSWER_KEYS)) - 1] if options else ""}
+    return {
+        "pretest": pretest,
+        "learning": learning,
+        "test": test,
+        "total": pretest + learning + test,
+        "options": options,
+        "last_answer_key": ANSWER_KEYS[min(options, len(ANSWER_KEYS)) - 1] if options else "",
+    }
 
 
 def participant_title_cache_key(*, study_public_id: str) -> str:
@@ -133,18 +143,34 @@ def participant_exit(*, participant: Participant) -> dict[str, Any]:
     study = participant.study
     preview = participant.platform == Participant.Platform.PREVIEW
     if participant.timed_out:
-        return {"code": None, "screened_out": participant.screened_out, "timed_out": True, "redirect": None,
-                "mturk": None, "preview": preview, "platform": participant.platform,
-                "platform_home": PROLIFIC_HOME_URL if participant.platform == Participant.Platform.PROLIFIC else None}
+        return {
+            "code": None,
+            "screened_out": participant.screened_out,
+            "timed_out": True,
+            "redirect": None,
+            "mturk": None,
+            "preview": preview,
+            "platform": participant.platform,
+            "platform_home": PROLIFIC_HOME_URL if participant.platform == Participant.Platform.PROLIFIC else None,
+        }
     code = study.screened_out_code if participant.screened_out else study.completion_code
-    out: dict[str, Any] = {"code": code, "screened_out": participant.screened_out, "timed_out": False,
-                           "redirect": None, "mturk": None, "preview": preview, "platform": participant.platform}
+    out: dict[str, Any] = {
+        "code": code,
+        "screened_out": participant.screened_out,
+        "timed_out": False,
+        "redirect": None,
+        "mturk": None,
+        "preview": preview,
+        "platform": participant.platform,
+    }
     if participant.platform == Participant.Platform.PROLIFIC:
         out["redirect"] = PROLIFIC_COMPLETE_URL.format(code=code)
     elif participant.platform == Participant.Platform.MTURK:
         data = participant.platform_data or {}
-        out["mturk"] = {"action": mturk_submit_url(data.get("turkSubmitTo", "")),
-                        "assignmentId": data.get("assignmentId", "")}
+        out["mturk"] = {
+            "action": mturk_submit_url(data.get("turkSubmitTo", "")),
+            "assignmentId": data.get("assignmentId", ""),
+        }
     return out
 
 
@@ -157,14 +183,20 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
 
     study = participant.study
     rules = exclusion_rules_validate(study.exclusion_rules or {}, default_fast_rt_ms=study.min_rt_ms)
-    rows = list(participant.responses.values_list("phase", "is_attention_check", "attention_passed", "rt_ms",
-                                                  "guess", "model_prediction"))
+    rows = list(
+        participant.responses.values_list(
+            "phase", "is_attention_check", "attention_passed", "rt_ms", "guess", "model_prediction"
+        )
+    )
     scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
     stats = participant_stats(
         test_rt_ms=np.array([r[3] for r in scored], dtype=np.float64),
         test_correct=np.array([float(r[4] == r[5]) for r in scored], dtype=np.float64),
         n_pretest=sum(1 for r in rows if r[0] == Assignment.Phase.PRETEST and not r[1]),
-        attention_passed=[r[2] for r in rows if r[1]], screened_out=participant.screened_out, rules=rules)
+        attention_passed=[r[2] for r in rows if r[1]],
+        screened_out=participant.screened_out,
+        rules=rules,
+    )
     stats["exclusion_reasons"] = [r for r in stats["exclusion_reasons"].split(";") if r]
     return stats
 
@@ -172,8 +204,10 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
 def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
     """Participant public ID -> the exclusion rules they meet (empty: kept), evaluated now
     for every real participant, finished or not. Excluded rows are flagged, never deleted."""
-    return {str(p.public_id): participant_quality(participant=p)["exclusion_reasons"]
-            for p in study.participants.exclude(platform=Participant.Platform.PREVIEW).select_related("study")}
+    return {
+        str(p.public_id): participant_quality(participant=p)["exclusion_reasons"]
+        for p in study.participants.exclude(platform=Participant.Platform.PREVIEW).select_related("study")
+    }
 
 
 VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share", "features", "prediction")
@@ -188,20 +222,35 @@ def _view_source(view: str) -> str:
 
 def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
     multiviz = study_multiviz_method(study=study)
-    found = Explanation.objects.filter(model_id=study.model_id, item=item, target_label__in=labels,
-                                       method__in=[study.explanation_method, study.interaction_method, multiviz])
+    found = Explanation.objects.filter(
+        model_id=study.model_id,
+        item=item,
+        target_label__in=labels,
+        method__in=[study.explanation_method, study.interaction_method, multiviz],
+    )
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
-        source = ("attribution" if row.method == study.explanation_method
-                  else "multiviz" if row.method == multiviz else "interaction")
+        source = (
+            "attribution"
+            if row.method == study.explanation_method
+            else "multiviz"
+            if row.method == multiviz
+            else "interaction"
+        )
         out[row.target_label][source] = row
     return out
 
 
 # What the page calls each view: the caption above its image and the name of its colour scale.
-VIEW_NAMES = {"heatmap": "Picture", "tokens": "Words", "interaction": "Patch × word",
-              "top_pairs": "Strongest pairs", "share": "Picture vs. words",
-              "features": "Features behind this answer", "prediction": "How the features add up"}
+VIEW_NAMES = {
+    "heatmap": "Picture",
+    "tokens": "Words",
+    "interaction": "Patch × word",
+    "top_pairs": "Strongest pairs",
+    "share": "Picture vs. words",
+    "features": "Features behind this answer",
+    "prediction": "How the features add up",
+}
 
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
@@ -268,19 +317,33 @@ def _patch_grid(views: list[str], rows: dict[str, dict[str, Explanation]]) -> di
         row = by_source.get("interaction")
         grid = (row.summary or {}).get("patch_grid") if row is not None else None
         if grid and grid.get("width") and grid.get("height"):
+
             def cells(axis: str, extent: float) -> list[dict[str, str]]:
-                return [{"label": c["label"], "start": f"{100 * c['start'] / extent:.3f}",
-                         "size": f"{100 * (c['end'] - c['start']) / extent:.3f}"} for c in grid[axis]]
-            return {"modality": grid["modality"], "columns": cells("columns", grid["width"]),
-                    "rows": cells("rows", grid["height"])}
+                return [
+                    {
+                        "label": c["label"],
+                        "start": f"{100 * c['start'] / extent:.3f}",
+                        "size": f"{100 * (c['end'] - c['start']) / extent:.3f}",
+                    }
+                    for c in grid[axis]
+                ]
+
+            return {
+                "modality": grid["modality"],
+                "columns": cells("columns", grid["width"]),
+                "rows": cells("rows", grid["height"]),
+            }
     return None
 
 
 def assignment_phase_counts(*, participant: Participant) -> dict[str, dict[str, int]]:
     """Per phase, the participant's leases that count (all but expired ones) and how many of
     them are answered, in one query."""
-    rows = (participant.assignments.exclude(status=Assignment.Status.EXPIRED).values("phase")
-            .annotate(total=Count("id"), answered=Count("id", filter=Q(status=Assignment.Status.ANSWERED))))
+    rows = (
+        participant.assignments.exclude(status=Assignment.Status.EXPIRED)
+        .values("phase")
+        .annotate(total=Count("id"), answered=Count("id", filter=Q(status=Assignment.Status.ANSWERED)))
+    )
     return {row["phase"]: {"total": row["total"], "answered": row["answered"]} for row in rows}
 
 
@@ -301,8 +364,9 @@ def assignment_media_file(*, study_public_id: str, assignment_public_id, key: st
     the lookup itself); no session: the assignment's random UUID is the capability, as the
     page that embeds the URL is the participant's own."""
     try:
-        media = (Assignment.objects.values_list("media", flat=True)
-                 .get(public_id=assignment_public_id, status=Assignment.Status.ACTIVE))
+        media = Assignment.objects.values_list("media", flat=True).get(
+            public_id=assignment_public_id, status=Assignment.Status.ACTIVE
+        )
     except Assignment.DoesNotExist:
         return ""
     if media.get(MEDIA_STUDY_KEY) != study_public_id or key == MEDIA_STUDY_KEY:
@@ -328,22 +392,40 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     unlabelled = study.explanation_display == "predicted_unlabelled"
     predicted = None
     if phase == Assignment.Phase.LEARNING or (views and unlabelled):
-        predicted = Prediction.objects.filter(model_id=study.model_id, item_id=assignment.item_id) \
-            .values_list("label", flat=True).get()
+        predicted = (
+            Prediction.objects.filter(model_id=study.model_id, item_id=assignment.item_id)
+            .values_list("label", flat=True)
+            .get()
+        )
     labels = ([predicted] if unlabelled else list(assignment.candidate_order)) if views else []
     rows = _explanation_rows(study=study, item=assignment.item_id, labels=labels) if views else {}
     image_modalities = [m for m in study.model.modalities if m in IMAGE_MODALITIES]
     media = {MEDIA_STUDY_KEY: study.public_id}
-    media.update({assignment_media_key(modality=m): assignment.item.payload[m]
-                  for m in image_modalities if assignment.item.payload.get(m)})
+    media.update(
+        {
+            assignment_media_key(modality=m): assignment.item.payload[m]
+            for m in image_modalities
+            if assignment.item.payload.get(m)
+        }
+    )
     candidates = []
     for index, label in enumerate(assignment.candidate_order):
-        panel = _panel(views, rows.get(label, {})) if views and not unlabelled else {"images": [], "files": {},
-                                                                                      "tokens": []}
+        panel = (
+            _panel(views, rows.get(label, {}))
+            if views and not unlabelled
+            else {"images": [], "files": {}, "tokens": []}
+        )
         media.update({assignment_media_key(view=view, index=index): path for view, path in panel["files"].items()})
         # The answer keys are the letters (digits set the confidence); only the first 26 answers have one.
-        candidates.append({"index": index, "key": letters[index] if index < len(letters) else "",
-                           "letter": letters[index % 26], "label": label, **panel})
+        candidates.append(
+            {
+                "index": index,
+                "key": letters[index] if index < len(letters) else "",
+                "letter": letters[index % 26],
+                "label": label,
+                **panel,
+            }
+        )
     shared = _panel(views, rows.get(labels[0], {})) if views and unlabelled and labels else None
     if shared:
         media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
@@ -352,9 +434,13 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     mine = counts.get(phase, {"total": 0, "answered": 0})
     text_modalities = [m for m in study.model.modalities if m not in IMAGE_MODALITIES]
     return {
-        "phase": phase, "phase_title": PHASE_TITLES[phase],
-        "phase_number": phases.index(phase) + 1 if phase in phases else 1, "n_phases": len(phases),
-        "candidates": candidates, "shared_panel": shared, "views": views,
+        "phase": phase,
+        "phase_title": PHASE_TITLES[phase],
+        "phase_number": phases.index(phase) + 1 if phase in phases else 1,
+        "n_phases": len(phases),
+        "candidates": candidates,
+        "shared_panel": shared,
+        "views": views,
         "model_answer": predicted if phase == Assignment.Phase.LEARNING else None,
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
@@ -364,7 +450,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],
         "last_answer_key": letters[min(len(candidates), len(letters)) - 1] if candidates else "",
-        "position": min(mine["answered"] + 1, mine["total"]), "total": mine["total"],
+        "position": min(mine["answered"] + 1, mine["total"]),
+        "total": mine["total"],
         "percent": int(100 * mine["answered"] / max(mine["total"], 1)),
         "media": media,
     }

@@ -3,8 +3,9 @@ progress a study page shows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -13,7 +14,6 @@ from annotations.models import (
     DecisionFeatures,
     Explanation,
     Item,
-    PrecomputeChunk,
     PrecomputeJob,
     Prediction,
     RegisteredModel,
@@ -68,21 +68,24 @@ def study_needs_features(*, study: Study) -> bool:
 def study_decision_features_missing(*, study: Study) -> bool:
     """Whether the model's decision features over the study's dataset (for its attribution
     method) are not stored yet."""
-    return not DecisionFeatures.objects.filter(model=study.model, dataset=study.dataset, method=study.explanation_method,
-                                               status=DecisionFeatures.Status.DONE).exists()
+    return not DecisionFeatures.objects.filter(
+        model=study.model, dataset=study.dataset, method=study.explanation_method, status=DecisionFeatures.Status.DONE
+    ).exists()
 
 
 def model_decision_features(*, model: RegisteredModel, dataset_id: int, method: str) -> DecisionFeatures | None:
-    return DecisionFeatures.objects.filter(model=model, dataset_id=dataset_id, method=method,
-                                           status=DecisionFeatures.Status.DONE).first()
+    return DecisionFeatures.objects.filter(
+        model=model, dataset_id=dataset_id, method=method, status=DecisionFeatures.Status.DONE
+    ).first()
 
 
 def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> bool:
     """Whether a stored row carries the rendered files these views are served from (the
     heatmap and token views depend on the model's modalities, so only the extra views are
     required)."""
-    return all(view in explanation.extra_views for view in views
-               if view in ("share", "top_pairs", "features", "prediction"))
+    return all(
+        view in explanation.extra_views for view in views if view in ("share", "top_pairs", "features", "prediction")
+    )
 
 
 def study_open_job(*, study: Study) -> PrecomputeJob | None:
@@ -93,37 +96,51 @@ def study_open_job(*, study: Study) -> PrecomputeJob | None:
 def study_items_without_predictions(*, study: Study) -> tuple[int, list[int]]:
     """(dataset size, IDs of the items the study's model has no prediction for, in file order)."""
     items = list(study.dataset.items.order_by("line_number").values_list("pk", flat=True))
-    have = set(Prediction.objects.filter(model=study.model, item__dataset=study.dataset)
-               .values_list("item_id", flat=True))
+    have = set(
+        Prediction.objects.filter(model=study.model, item__dataset=study.dataset).values_list("item_id", flat=True)
+    )
     return len(items), [pk for pk in items if pk not in have]
 
 
 def study_strength_items_missing(*, study: Study) -> tuple[int, list[int]]:
     """(dataset size, IDs of predicted items that lack the 2x2 modality interaction)."""
     items = list(study.dataset.items.order_by("line_number").values_list("pk", flat=True))
-    predicted = set(Prediction.objects.filter(model=study.model, item__dataset=study.dataset)
-                    .values_list("item_id", flat=True))
-    have = set(Explanation.objects.filter(model=study.model, method=MODALITY_INTERACTION, item__dataset=study.dataset,
-                                          status=Explanation.Status.DONE).values_list("item_id", flat=True))
+    predicted = set(
+        Prediction.objects.filter(model=study.model, item__dataset=study.dataset).values_list("item_id", flat=True)
+    )
+    have = set(
+        Explanation.objects.filter(
+            model=study.model, method=MODALITY_INTERACTION, item__dataset=study.dataset, status=Explanation.Status.DONE
+        ).values_list("item_id", flat=True)
+    )
     return len(items), [pk for pk in items if pk in predicted and pk not in have]
 
 
-def _done_pairs(*, model: RegisteredModel, method: str, views: Iterable[str], item_ids: list[int]) -> set[tuple[int, str]]:
+def _done_pairs(
+    *, model: RegisteredModel, method: str, views: Iterable[str], item_ids: list[int]
+) -> set[tuple[int, str]]:
     rows = Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE, item_id__in=item_ids)
-    return {(e.item_id, e.target_label) for e in rows.only("item_id", "target_label", "extra_views")
-            if explanation_has_views(e, views)}
+    return {
+        (e.item_id, e.target_label)
+        for e in rows.only("item_id", "target_label", "extra_views")
+        if explanation_has_views(e, views)
+    }
 
 
-def study_explanation_items_missing(*, study: Study, method: str, views: set[str], targets: dict[int, list[str]]) -> list[int]:
+def study_explanation_items_missing(
+    *, study: Study, method: str, views: set[str], targets: dict[int, list[str]]
+) -> list[int]:
     """Pool items (sorted by ID) with at least one target label whose ``method`` row is not
     stored, with the rendered views some arm needs."""
     done = _done_pairs(model=study.model, method=method, views=views, item_ids=list(targets))
-    return sorted(item_id for item_id, labels in targets.items()
-                  if any((item_id, label) not in done for label in labels))
+    return sorted(
+        item_id for item_id, labels in targets.items() if any((item_id, label) not in done for label in labels)
+    )
 
 
-def model_explanation_pairs_to_draw(*, model: RegisteredModel, method: str, views: set[str],
-                              targets: dict[int, list[str]]) -> list[tuple[int, str]]:
+def model_explanation_pairs_to_draw(
+    *, model: RegisteredModel, method: str, views: set[str], targets: dict[int, list[str]]
+) -> list[tuple[int, str]]:
     """The (item ID, label) rows to compute for ``targets``, in item then label order.
 
     An item with every target stored needs nothing. Otherwise all its rows are drawn again
@@ -132,24 +149,35 @@ def model_explanation_pairs_to_draw(*, model: RegisteredModel, method: str, view
     would let the printed scale tell candidates apart, and through them the model's answer."""
     done = _done_pairs(model=model, method=method, views=views, item_ids=list(targets))
     drawn: dict[int, set[str]] = {}
-    for item_id, label in Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE,
-                                                     item_id__in=list(targets)).values_list("item_id", "target_label"):
+    for item_id, label in Explanation.objects.filter(
+        model=model, method=method, status=Explanation.Status.DONE, item_id__in=list(targets)
+    ).values_list("item_id", "target_label"):
         drawn.setdefault(item_id, set()).add(label)
     order = {label: k for k, label in enumerate(model.labels)}
-    return [(item_id, label)
-            for item_id in sorted(targets) if any((item_id, label) not in done for label in targets[item_id])
-            for label in sorted(set(targets[item_id]) | drawn.get(item_id, set()), key=order.__getitem__)]
+    return [
+        (item_id, label)
+        for item_id in sorted(targets)
+        if any((item_id, label) not in done for label in targets[item_id])
+        for label in sorted(set(targets[item_id]) | drawn.get(item_id, set()), key=order.__getitem__)
+    ]
 
 
-def model_explanations_lacking_share_view(*, model: RegisteredModel, method: str,
-                                    targets: dict[int, list[str]]) -> list[Explanation]:
+def model_explanations_lacking_share_view(
+    *, model: RegisteredModel, method: str, targets: dict[int, list[str]]
+) -> list[Explanation]:
     """Stored attribution rows of these targets without the share-bar view (rows another
     study computed): the bars can be drawn from their stored summary."""
     wanted = {(item_id, label) for item_id, labels in targets.items() for label in labels}
-    rows = Explanation.objects.filter(model=model, method=method, status=Explanation.Status.DONE,
-                                      item_id__in=list(targets))
-    return [row for row in rows if (row.item_id, row.target_label) in wanted and "share" not in row.extra_views
-            and (row.summary or {}).get("modality_share")]
+    rows = Explanation.objects.filter(
+        model=model, method=method, status=Explanation.Status.DONE, item_id__in=list(targets)
+    )
+    return [
+        row
+        for row in rows
+        if (row.item_id, row.target_label) in wanted
+        and "share" not in row.extra_views
+        and (row.summary or {}).get("modality_share")
+    ]
 
 
 def model_predicted_labels(*, model: RegisteredModel, item_ids: Iterable[int]) -> dict[int, str]:
@@ -161,9 +189,14 @@ def item_map(*, item_ids: Iterable[int]) -> dict[int, Item]:
     return {item.pk: item for item in Item.objects.filter(pk__in=list(item_ids))}
 
 
-PART_TITLES = {"predictions": "Predictions", "strength": "Modality interactions (strength filter)",
-               "attribution": "Explanations", "interaction": "Interaction matrices",
-               "features": "Decision features (whole dataset)", "multiviz": "Feature and prediction views"}
+PART_TITLES = {
+    "predictions": "Predictions",
+    "strength": "Modality interactions (strength filter)",
+    "attribution": "Explanations",
+    "interaction": "Interaction matrices",
+    "features": "Decision features (whole dataset)",
+    "multiviz": "Feature and prediction views",
+}
 
 
 def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
@@ -175,34 +208,63 @@ def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     jumps backwards by much. ``percent`` averages the parts' shares instead, so thousands of
     quick predictions do not make slow explanations look nearly done. ``failed``: explanation rows that failed. ``stalled``: an open
     job that no worker has touched for the stale time (offer a retry)."""
-    chunks = list(job.chunks.values("stage", "status", "item_ids", "failed_rows", "worker", "started_at",
-                                    "finished_at", "heartbeat_at", "dispatched_at"))
+    chunks = list(
+        job.chunks.values(
+            "stage",
+            "status",
+            "item_ids",
+            "failed_rows",
+            "worker",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "dispatched_at",
+        )
+    )
     plan = job.plan or {}
     parts = []
     for part in ("predictions", "strength", "features", "attribution", "interaction", "multiviz"):
         if part not in plan:
             continue
         # The features chunk works on the whole dataset at once: it counts as one unit.
-        finished = sum(len(c["item_ids"]) if part != "features" else 1
-                       for c in chunks if c["stage"] == part and c["status"] in ("done", "failed"))
+        finished = sum(
+            len(c["item_ids"]) if part != "features" else 1
+            for c in chunks
+            if c["stage"] == part and c["status"] in ("done", "failed")
+        )
         entry = plan[part]
-        parts.append({"part": part, "title": PART_TITLES[part], "total": entry["total"],
-                      "done": min(entry["total"], entry["skipped"] + finished)})
+        parts.append(
+            {
+                "part": part,
+                "title": PART_TITLES[part],
+                "total": entry["total"],
+                "done": min(entry["total"], entry["skipped"] + finished),
+            }
+        )
     done = sum(p["done"] for p in parts)
     unplanned = _unplanned_estimate(job=job, planned=set(plan))
     total = sum(p["total"] for p in parts) + unplanned
     shares = [p["done"] / p["total"] if p["total"] else 1.0 for p in parts] + ([0.0] if unplanned else [])
     percent = 100 if job.status == PrecomputeJob.Status.DONE else int(100 * sum(shares) / max(len(shares), 1))
-    last_activity = max([t for c in chunks for t in (c["started_at"], c["finished_at"], c["heartbeat_at"],
-                                                      c["dispatched_at"]) if t] or [job.created_at])
+    last_activity = max(
+        [t for c in chunks for t in (c["started_at"], c["finished_at"], c["heartbeat_at"], c["dispatched_at"]) if t]
+        or [job.created_at]
+    )
     stalled = job.status in OPEN and (
-        timezone.now() - last_activity > timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS))
+        timezone.now() - last_activity > timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
+    )
     return {
-        "status": job.status, "done": done, "total": total, "percent": percent, "parts": parts,
+        "status": job.status,
+        "done": done,
+        "total": total,
+        "percent": percent,
+        "parts": parts,
         "failed": sum(c["failed_rows"] for c in chunks if c["status"] == "failed"),
         "running": sum(1 for c in chunks if c["status"] == "running"),
         "workers": len({c["worker"] for c in chunks if c["worker"]}),
-        "error": job.error, "dispatch_error": job.dispatch_error, "stalled": stalled,
+        "error": job.error,
+        "dispatch_error": job.dispatch_error,
+        "stalled": stalled,
     }
 
 

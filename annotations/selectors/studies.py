@@ -12,8 +12,8 @@ from django.db.models import Count, Q, QuerySet
 
 from annotations.models import (
     Assignment,
-    Dataset,
     Condition,
+    Dataset,
     Explanation,
     Item,
     Participant,
@@ -62,7 +62,7 @@ def study_candidates(*, study: Study, prediction: Prediction) -> list[str]:
         return labels
     ranked = sorted(range(len(labels)), key=lambda k: (-prediction.probabilities[k], k))
     chosen = ranked[: study.n_candidates]
-    rest = sorted(ranked[study.n_candidates:])
+    rest = sorted(ranked[study.n_candidates :])
     if study.n_distractors and rest:
         rng = random.Random(f"{study.seed}:distractors:{prediction.item_id}")
         chosen += rng.sample(rest, min(study.n_distractors, len(rest)))
@@ -105,18 +105,26 @@ def study_progress(*, study: Study) -> dict[str, Any]:
     real = ~Q(participant__platform=Participant.Platform.PREVIEW)
     per_condition = []
     for condition in conditions:
-        responses = Response.objects.filter(real, condition=condition, phase=Assignment.Phase.TEST,
-                                            is_attention_check=False).count()
-        per_condition.append({
-            "name": condition.name,
-            "participants": Participant.objects.filter(condition=condition).exclude(
-                platform=Participant.Platform.PREVIEW).count(),
-            "responses": responses,
-            "target": n_items * study.raters_per_item,
-            "active_leases": Assignment.objects.filter(real, condition=condition, status=Assignment.Status.ACTIVE,
-                                                       phase=Assignment.Phase.TEST,
-                                                       kind=Assignment.Kind.ITEM).count(),
-        })
+        responses = Response.objects.filter(
+            real, condition=condition, phase=Assignment.Phase.TEST, is_attention_check=False
+        ).count()
+        per_condition.append(
+            {
+                "name": condition.name,
+                "participants": Participant.objects.filter(condition=condition)
+                .exclude(platform=Participant.Platform.PREVIEW)
+                .count(),
+                "responses": responses,
+                "target": n_items * study.raters_per_item,
+                "active_leases": Assignment.objects.filter(
+                    real,
+                    condition=condition,
+                    status=Assignment.Status.ACTIVE,
+                    phase=Assignment.Phase.TEST,
+                    kind=Assignment.Kind.ITEM,
+                ).count(),
+            }
+        )
     return {
         "status": study.status,
         "precompute": None if job is None else job_progress(job=job),
@@ -131,16 +139,20 @@ def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str,
     """The researcher's view of a study's items: prediction, gold label, stratum (the first
     ``limit`` items by dataset line, when given)."""
     study_items = list(study.study_items.select_related("item").order_by("item__line_number")[:limit])
-    predictions = {p.item_id: p for p in Prediction.objects.filter(
-        model=study.model, item_id__in=[s.item_id for s in study_items])}
+    predictions = {
+        p.item_id: p for p in Prediction.objects.filter(model=study.model, item_id__in=[s.item_id for s in study_items])
+    }
     return [{"study_item": s, "item": s.item, "prediction": predictions.get(s.item_id)} for s in study_items]
 
 
-def study_item_explanations(*, study: Study, item, targets: list[str], method: str | None = None) -> dict[str, Explanation]:
+def study_item_explanations(
+    *, study: Study, item, targets: list[str], method: str | None = None
+) -> dict[str, Explanation]:
     """Stored explanations of one item by target label (``method`` defaults to the study's
     attribution method)."""
-    found = Explanation.objects.filter(model=study.model, item=item, method=method or study.explanation_method,
-                                       target_label__in=targets)
+    found = Explanation.objects.filter(
+        model=study.model, item=item, method=method or study.explanation_method, target_label__in=targets
+    )
     return {e.target_label: e for e in found}
 
 
@@ -189,14 +201,20 @@ def study_item_preview(*, study: Study, item_pk: int) -> dict[str, Any] | None:
     candidates = study_candidates(study=study, prediction=prediction) if prediction else []
     explanations = study_item_explanations(study=study, item=item, targets=candidates)
     interactions = study_item_explanations(study=study, item=item, targets=candidates, method=study.interaction_method)
-    multiviz = study_item_explanations(study=study, item=item, targets=candidates,
-                                       method=study_multiviz_method(study=study))
+    multiviz = study_item_explanations(
+        study=study, item=item, targets=candidates, method=study_multiviz_method(study=study)
+    )
     probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
     study_item_row = item.study_items.filter(study=study).first()
     return {
-        "item": item, "prediction": prediction, "probabilities": probabilities[:8],
-        "rows": [(label, explanations.get(label), interactions.get(label), multiviz.get(label))
-                 for label in candidates],
-        "role": study_item_row.role if study_item_row else "", "show_interactions": bool(interactions),
-        "texts": [(k, v) for k, v in item.payload.items() if k != "image"], "has_image": "image" in item.payload,
+        "item": item,
+        "prediction": prediction,
+        "probabilities": probabilities[:8],
+        "rows": [
+            (label, explanations.get(label), interactions.get(label), multiviz.get(label)) for label in candidates
+        ],
+        "role": study_item_row.role if study_item_row else "",
+        "show_interactions": bool(interactions),
+        "texts": [(k, v) for k, v in item.payload.items() if k != "image"],
+        "has_image": "image" in item.payload,
     }

@@ -24,17 +24,18 @@ light.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 
 from annotations.models import Study
 from annotations.selectors.analysis import (
+    study_analysis_settings,
+    study_data_version,
     study_items_frame,
     study_participants_table,
     study_responses_frame,
-    study_analysis_settings,
-    study_data_version,
     study_stage_order,
 )
 
@@ -65,27 +66,46 @@ def _settings(study: Study) -> dict[str, Any]:
     return settings
 
 
-def _report(study: Study, settings: dict[str, Any], responses: pd.DataFrame, items: pd.DataFrame, *,
-            n_resamples: int, n_permutations: int) -> dict[str, Any]:
+def _report(
+    study: Study,
+    settings: dict[str, Any],
+    responses: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    n_resamples: int,
+    n_permutations: int,
+) -> dict[str, Any]:
     from annotations.analysis import study_report
 
     if responses.empty:
         raise AnalysisUnavailable("no responses yet")
     try:
         report = study_report(
-            responses, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples,
-            n_permutations=n_permutations, exclusion_rules=settings["exclusion_rules"],
-            default_fast_rt_ms=settings["default_fast_rt_ms"], items=items,
-            sequential=settings["sequential"] or None, complete_after=settings["complete_after"],
+            responses,
+            baseline=settings["baseline"],
+            seed=settings["seed"],
+            n_resamples=n_resamples,
+            n_permutations=n_permutations,
+            exclusion_rules=settings["exclusion_rules"],
+            default_fast_rt_ms=settings["default_fast_rt_ms"],
+            items=items,
+            sequential=settings["sequential"] or None,
+            complete_after=settings["complete_after"],
         )
     except ValueError as exc:
         raise AnalysisUnavailable(str(exc)) from exc
     return {
         "study": {
-            "id": study.pk, "public_id": study.public_id, "name": study.name,
-            "baseline": settings["baseline"], "seed": settings["seed"], "n_resamples": int(n_resamples),
-            "n_permutations": int(n_permutations), "exclusion_rules": settings["exclusion_rules"],
-            "min_rt_ms": study.min_rt_ms, "explanation_method": study.explanation_method,
+            "id": study.pk,
+            "public_id": study.public_id,
+            "name": study.name,
+            "baseline": settings["baseline"],
+            "seed": settings["seed"],
+            "n_resamples": int(n_resamples),
+            "n_permutations": int(n_permutations),
+            "exclusion_rules": settings["exclusion_rules"],
+            "min_rt_ms": study.min_rt_ms,
+            "explanation_method": study.explanation_method,
             "sequential_monitoring": settings["sequential"],
         },
         **report,
@@ -93,12 +113,15 @@ def _report(study: Study, settings: dict[str, Any], responses: pd.DataFrame, ite
 
 
 def _counts(n_resamples: int | None, n_permutations: int | None) -> tuple[int, int]:
-    return (DEFAULT_RESAMPLES if n_resamples is None else int(n_resamples),
-            DEFAULT_PERMUTATIONS if n_permutations is None else int(n_permutations))
+    return (
+        DEFAULT_RESAMPLES if n_resamples is None else int(n_resamples),
+        DEFAULT_PERMUTATIONS if n_permutations is None else int(n_permutations),
+    )
 
 
-def study_report_compute(*, study: Study, n_resamples: int | None = None,
-                         n_permutations: int | None = None) -> dict[str, Any]:
+def study_report_compute(
+    *, study: Study, n_resamples: int | None = None, n_permutations: int | None = None
+) -> dict[str, Any]:
     """The full report: ``{"study": {...settings}, "analysis", "exclusions", "metrics_vs_human"}``.
     ``None`` counts mean the defaults (1000 resamples, 1000 permutations).
 
@@ -106,12 +129,19 @@ def study_report_compute(*, study: Study, n_resamples: int | None = None,
     """
     n_resamples, n_permutations = _counts(n_resamples, n_permutations)
     settings = _settings(study)
-    return _report(study, settings, study_responses_frame(study=study), study_items_frame(study=study),
-                   n_resamples=n_resamples, n_permutations=n_permutations)
+    return _report(
+        study,
+        settings,
+        study_responses_frame(study=study),
+        study_items_frame(study=study),
+        n_resamples=n_resamples,
+        n_permutations=n_permutations,
+    )
 
 
-def study_power_card(*, report: dict[str, Any], settings: dict[str, Any], items_per_participant: int,
-                     n_items: int) -> dict[str, Any]:
+def study_power_card(
+    *, report: dict[str, Any], settings: dict[str, Any], items_per_participant: int, n_items: int
+) -> dict[str, Any]:
     """About how many more participants per arm give power 0.8 at alpha 0.05 for the spec's
     ``effect_of_interest`` (or ``DEFAULT_EFFECT_OF_INTEREST``, flagged ``assumed``), simulated
     (``annotations.analysis.power``) from the after-exclusions mixed model of the data so far.
@@ -124,30 +154,53 @@ def study_power_card(*, report: dict[str, Any], settings: dict[str, Any], items_
     section = report["analysis"]["after_exclusions"]
     fit = section.get("mixed_model")
     if fit is None:
-        return {"unavailable": f"no mixed model to take the variance from: "
-                               f"{section['unavailable'].get('mixed_model', 'not fitted')}"}
+        return {
+            "unavailable": f"no mixed model to take the variance from: "
+            f"{section['unavailable'].get('mixed_model', 'not fitted')}"
+        }
     declared = (settings.get("sequential") or {}).get("effect_of_interest")
     effect = float(declared) if declared else DEFAULT_EFFECT_OF_INTEREST
     try:
-        found = power_from_fit(fit, effect=effect, n_items=n_items, items_per_participant=items_per_participant,
-                               n_simulations=POWER_SIMULATIONS, seed=settings["seed"])
+        found = power_from_fit(
+            fit,
+            effect=effect,
+            n_items=n_items,
+            items_per_participant=items_per_participant,
+            n_simulations=POWER_SIMULATIONS,
+            seed=settings["seed"],
+        )
     except ValueError as exc:
         return {"unavailable": str(exc)}
     current = min(section["data"]["n_participants_per_arm"].values(), default=0)
     needed = found["n_participants_per_arm"]
     return {
-        "effect": effect, "effect_assumed": not declared, "needed_per_arm": needed, "current_per_arm": current,
-        "more_per_arm": None if needed is None else max(0, needed - current), "power": found["power"],
-        "power_se": found["power_se"], "baseline_accuracy": found["baseline_accuracy"],
-        "participant_sd": found["participant_sd"], "item_sd": found["item_sd"], "n_items": found["n_items"],
-        "items_per_participant": found["items_per_participant"], "n_simulations": found["n_simulations"],
+        "effect": effect,
+        "effect_assumed": not declared,
+        "needed_per_arm": needed,
+        "current_per_arm": current,
+        "more_per_arm": None if needed is None else max(0, needed - current),
+        "power": found["power"],
+        "power_se": found["power_se"],
+        "baseline_accuracy": found["baseline_accuracy"],
+        "participant_sd": found["participant_sd"],
+        "item_sd": found["item_sd"],
+        "n_items": found["n_items"],
+        "items_per_participant": found["items_per_participant"],
+        "n_simulations": found["n_simulations"],
         "max_per_arm": found["curve"][-1]["n_participants_per_arm"],
     }
 
 
-def study_power_compute(*, study: Study, effect: float | None = None, n_items: list[int] | None = None,
-                        items_per_participant: int | None = None, target_power: float = 0.8, alpha: float = 0.05,
-                        n_simulations: int = 400) -> dict[str, Any]:
+def study_power_compute(
+    *,
+    study: Study,
+    effect: float | None = None,
+    n_items: list[int] | None = None,
+    items_per_participant: int | None = None,
+    target_power: float = 0.8,
+    alpha: float = 0.05,
+    n_simulations: int = 400,
+) -> dict[str, Any]:
     """Participants per arm needed for ``target_power`` at ``alpha``, with the study's answers so
     far (after its pre-registered exclusions) as the pilot, for each design in ``n_items`` (default:
     the study's own) with ``items_per_participant`` answers each (default: the study's). ``effect``
@@ -177,17 +230,30 @@ def study_power_compute(*, study: Study, effect: float | None = None, n_items: l
     per_participant = int(items_per_participant or settings["complete_after"])
     for count in n_items or [settings["n_items"] or fit["n_items"]]:
         try:
-            designs.append(power_from_fit(fit, effect=effect, n_items=int(count), items_per_participant=per_participant,
-                                          target_power=target_power, alpha=alpha, n_simulations=n_simulations,
-                                          seed=settings["seed"]))
+            designs.append(
+                power_from_fit(
+                    fit,
+                    effect=effect,
+                    n_items=int(count),
+                    items_per_participant=per_participant,
+                    target_power=target_power,
+                    alpha=alpha,
+                    n_simulations=n_simulations,
+                    seed=settings["seed"],
+                )
+            )
         except ValueError as exc:
             raise AnalysisUnavailable(str(exc)) from exc
     test = responses_prepare(kept)
     test = test[test["phase"] == "test"]
     per_arm = test.groupby("condition")["participant"].nunique()
-    return {"study": {"id": study.pk, "name": study.name, "baseline": settings["baseline"]}, "effect": effect,
-            "effect_assumed": assumed, "current_per_arm": int(per_arm.min()) if len(per_arm) else 0,
-            "designs": designs}
+    return {
+        "study": {"id": study.pk, "name": study.name, "baseline": settings["baseline"]},
+        "effect": effect,
+        "effect_assumed": assumed,
+        "current_per_arm": int(per_arm.min()) if len(per_arm) else 0,
+        "designs": designs,
+    }
 
 
 def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
@@ -202,28 +268,33 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
         settings = _settings(study)
         responses = study_responses_frame(study=study)
         items = study_items_frame(study=study)
-        out["report"] = _report(study, settings, responses, items, n_resamples=n_resamples,
-                                n_permutations=n_permutations)
+        out["report"] = _report(
+            study, settings, responses, items, n_resamples=n_resamples, n_permutations=n_permutations
+        )
     except AnalysisUnavailable as exc:
         out["unavailable"] = str(exc)
         return out
     rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
     flagged = apply_exclusion_rules(responses, rules=rules)
     for section in SECTIONS:
-        out["points"][section] = metric_accuracy_points(flagged, items,
-                                                        exclusions_applied=section == "after_exclusions")
+        out["points"][section] = metric_accuracy_points(
+            flagged, items, exclusions_applied=section == "after_exclusions"
+        )
     stages = study_stage_order(study=study)
     if stages:
-        out["stages"] = _stage_reports(flagged, stages=stages, seed=settings["seed"], n_resamples=n_resamples,
-                                       n_permutations=n_permutations)
+        out["stages"] = _stage_reports(
+            flagged, stages=stages, seed=settings["seed"], n_resamples=n_resamples, n_permutations=n_permutations
+        )
     n_items = settings["n_items"] or int(out["report"]["analysis"]["all"]["data"]["n_items"])
-    out["power"] = study_power_card(report=out["report"], settings=settings, n_items=n_items,
-                                    items_per_participant=settings["complete_after"])
+    out["power"] = study_power_card(
+        report=out["report"], settings=settings, n_items=n_items, items_per_participant=settings["complete_after"]
+    )
     return out
 
 
-def _stage_reports(flagged: pd.DataFrame, *, stages: list[str], seed: int, n_resamples: int,
-                   n_permutations: int) -> dict[str, Any]:
+def _stage_reports(
+    flagged: pd.DataFrame, *, stages: list[str], seed: int, n_resamples: int, n_permutations: int
+) -> dict[str, Any]:
     """Per dashboard section, the cumulative-stage report (``analysis.stages``), or the reason
     it cannot be computed yet."""
     from annotations.analysis.report import jsonable
@@ -233,8 +304,9 @@ def _stage_reports(flagged: pd.DataFrame, *, stages: list[str], seed: int, n_res
     for section in SECTIONS:
         frame = flagged[~flagged["excluded"].fillna(False).astype(bool)] if section == "after_exclusions" else flagged
         try:
-            out[section] = jsonable(stage_report(frame, stages=stages, seed=seed, n_resamples=n_resamples,
-                                                 n_permutations=n_permutations))
+            out[section] = jsonable(
+                stage_report(frame, stages=stages, seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+            )
         except ValueError as exc:
             out[section] = {"stages": [], "increments": [], "unavailable": {"stages": str(exc)}}
     return out
@@ -253,16 +325,16 @@ def _cached(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def study_report_get(*, study: Study, n_resamples: int | None = None,
-                     n_permutations: int | None = None) -> dict[str, Any]:
+def study_report_get(
+    *, study: Study, n_resamples: int | None = None, n_permutations: int | None = None
+) -> dict[str, Any]:
     """:func:`study_report_compute`, cached until the study's data changes. A failure is cached
     too (as its reason), so a poll does not rebuild the frames for nothing."""
     n_resamples, n_permutations = _counts(n_resamples, n_permutations)
 
     def compute() -> dict[str, Any]:
         try:
-            return {"report": study_report_compute(study=study, n_resamples=n_resamples,
-                                                   n_permutations=n_permutations)}
+            return {"report": study_report_compute(study=study, n_resamples=n_resamples, n_permutations=n_permutations)}
         except AnalysisUnavailable as exc:
             return {"unavailable": str(exc)}
 

@@ -23,7 +23,6 @@ from annotations.models import Dataset, Item
 from mmeval.uploads import mib
 from workers.engine.dataset import IMAGE_MODALITIES, DatasetFormatError, is_file_modality, read_dataset_jsonl
 
-
 # Members up to this size are exempt from the compression-ratio check.
 ZIP_RATIO_FLOOR_BYTES = 2**20
 
@@ -61,8 +60,9 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
     if Dataset.objects.filter(owner=owner, name=name).exists():
         raise DatasetImportError(f"you already have a dataset named '{name}'")
     try:
-        lines = read_dataset_jsonl(Path(jsonl_path), files_within=files_within,
-                                   max_image_pixels=settings.MMEVAL_IMAGE_MAX_PIXELS)
+        lines = read_dataset_jsonl(
+            Path(jsonl_path), files_within=files_within, max_image_pixels=settings.MMEVAL_IMAGE_MAX_PIXELS
+        )
     except DatasetFormatError as exc:
         raise DatasetImportError(str(exc), [str(e) for e in exc.errors]) from None
     modalities = sorted(k for k in lines[0].item if k not in ("id", "label"))
@@ -71,8 +71,17 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
     final_dir: Path | None = None
     try:
         stored = [
-            (line, {m: (_store_media(source=Path(line.item[m]), modality=m, dataset_dir=staging)
-                        if is_file_modality(m) else line.item[m]) for m in modalities})
+            (
+                line,
+                {
+                    m: (
+                        _store_media(source=Path(line.item[m]), modality=m, dataset_dir=staging)
+                        if is_file_modality(m)
+                        else line.item[m]
+                    )
+                    for m in modalities
+                },
+            )
             for line in lines
         ]
         with transaction.atomic():
@@ -86,8 +95,10 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
                     external_id=line.id,
                     gold_label=line.item["label"],
                     line_number=line.line,
-                    payload={m: (v.replace(old_prefix, new_prefix, 1) if is_file_modality(m) else v)
-                             for m, v in payload.items()},
+                    payload={
+                        m: (v.replace(old_prefix, new_prefix, 1) if is_file_modality(m) else v)
+                        for m, v in payload.items()
+                    },
                 )
                 for line, payload in stored
             )
@@ -140,24 +151,32 @@ def zip_members_check(*, members: list[zipfile.ZipInfo]) -> None:
     or compressed suspiciously well (a zip bomb), or too much in total. Reads only the
     directory, so nothing is decompressed."""
     if len(members) > settings.MMEVAL_ZIP_MAX_MEMBERS:
-        raise DatasetImportError(f"the zip holds {len(members):,} files; the limit is "
-                                 f"{settings.MMEVAL_ZIP_MAX_MEMBERS:,} (MMEVAL_ZIP_MAX_MEMBERS)")
+        raise DatasetImportError(
+            f"the zip holds {len(members):,} files; the limit is "
+            f"{settings.MMEVAL_ZIP_MAX_MEMBERS:,} (MMEVAL_ZIP_MAX_MEMBERS)"
+        )
     total = 0
     for member in members:
         size = member.file_size
         if size > settings.MMEVAL_ZIP_MAX_MEMBER_BYTES:
-            raise DatasetImportError(f"zip member '{member.filename}' unpacks to {mib(size)}; the limit per file is "
-                                     f"{mib(settings.MMEVAL_ZIP_MAX_MEMBER_BYTES)} (MMEVAL_ZIP_MAX_MEMBER_BYTES)")
+            raise DatasetImportError(
+                f"zip member '{member.filename}' unpacks to {mib(size)}; the limit per file is "
+                f"{mib(settings.MMEVAL_ZIP_MAX_MEMBER_BYTES)} (MMEVAL_ZIP_MAX_MEMBER_BYTES)"
+            )
         # Small files may compress very well (text); only large ones can make a bomb.
         ratio = size / max(member.compress_size, 1)
         if size > ZIP_RATIO_FLOOR_BYTES and ratio > settings.MMEVAL_ZIP_MAX_RATIO:
-            raise DatasetImportError(f"zip member '{member.filename}' unpacks {ratio:,.0f} times larger than it is "
-                                     f"stored ({mib(member.compress_size)} to {mib(size)}); the limit is "
-                                     f"{settings.MMEVAL_ZIP_MAX_RATIO}x (MMEVAL_ZIP_MAX_RATIO)")
+            raise DatasetImportError(
+                f"zip member '{member.filename}' unpacks {ratio:,.0f} times larger than it is "
+                f"stored ({mib(member.compress_size)} to {mib(size)}); the limit is "
+                f"{settings.MMEVAL_ZIP_MAX_RATIO}x (MMEVAL_ZIP_MAX_RATIO)"
+            )
         total += size
     if total > settings.MMEVAL_ZIP_MAX_TOTAL_BYTES:
-        raise DatasetImportError(f"the zip unpacks to {mib(total)} in total; the limit is "
-                                 f"{mib(settings.MMEVAL_ZIP_MAX_TOTAL_BYTES)} (MMEVAL_ZIP_MAX_TOTAL_BYTES)")
+        raise DatasetImportError(
+            f"the zip unpacks to {mib(total)} in total; the limit is "
+            f"{mib(settings.MMEVAL_ZIP_MAX_TOTAL_BYTES)} (MMEVAL_ZIP_MAX_TOTAL_BYTES)"
+        )
 
 
 def _upload_size_check(*, upload) -> None:
@@ -165,13 +184,13 @@ def _upload_size_check(*, upload) -> None:
     if refusal:
         raise DatasetImportError(refusal)
     if upload.size > settings.MMEVAL_UPLOAD_MAX_BYTES:
-        raise DatasetImportError(f"the upload is {mib(upload.size)}, more than the "
-                                 f"{mib(settings.MMEVAL_UPLOAD_MAX_BYTES)} limit (MMEVAL_UPLOAD_MAX_BYTES)")
+        raise DatasetImportError(
+            f"the upload is {mib(upload.size)}, more than the "
+            f"{mib(settings.MMEVAL_UPLOAD_MAX_BYTES)} limit (MMEVAL_UPLOAD_MAX_BYTES)"
+        )
 
 
 def _media_tmp() -> Path:
     path = Path(settings.MEDIA_ROOT) / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-

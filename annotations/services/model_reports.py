@@ -59,8 +59,9 @@ def model_report_options_check(*, options: Any) -> dict[str, Any]:
     if options in (None, ""):
         options = {}
     if not isinstance(options, dict):
-        raise ModelReportError(f"options must be a mapping of option names to values, got {type(options).__name__}",
-                               field="options")
+        raise ModelReportError(
+            f"options must be a mapping of option names to values, got {type(options).__name__}", field="options"
+        )
     try:
         return ReportOptions.from_json(options).to_json()
     except (TypeError, ValueError) as exc:
@@ -102,29 +103,49 @@ def model_report_slices_load(*, text: str) -> Any:
 # --------------------------------------------------------------------------- creating and starting
 
 
-def model_report_create(*, owner, model: RegisteredModel, dataset: Dataset, options: Any = None, slices: Any = None,
-                        train_dataset: Dataset | None = None,
-                        runner: str = PrecomputeJob.Runner.WORKERS) -> ModelReport:
+def model_report_create(
+    *,
+    owner,
+    model: RegisteredModel,
+    dataset: Dataset,
+    options: Any = None,
+    slices: Any = None,
+    train_dataset: Dataset | None = None,
+    runner: str = PrecomputeJob.Runner.WORKERS,
+) -> ModelReport:
     """A queued report of ``model`` on ``dataset``, after checking everything it will need; or
     the open report of the same request (a second click reuses it). Nothing is handed to a
     worker: :func:`model_report_start` does that, the command line runs it itself."""
-    if model.owner_id != owner.pk or dataset.owner_id != owner.pk or (
-            train_dataset is not None and train_dataset.owner_id != owner.pk):
+    if (
+        model.owner_id != owner.pk
+        or dataset.owner_id != owner.pk
+        or (train_dataset is not None and train_dataset.owner_id != owner.pk)
+    ):
         raise ModelReportError("a report can only use your own model and datasets", field="model")
     missing = sorted(set(model.modalities) - set(dataset.modalities))
     if missing:
-        raise ModelReportError(f"model '{model.name}' needs modalities {missing} that dataset '{dataset.name}' lacks",
-                               field="dataset")
+        raise ModelReportError(
+            f"model '{model.name}' needs modalities {missing} that dataset '{dataset.name}' lacks", field="dataset"
+        )
     if not dataset.items.exists():
         raise ModelReportError(f"dataset '{dataset.name}' has no items", field="dataset")
     stored_options = model_report_options_check(options=options)
     pair = stored_options.get("pair")
     if pair and any(name not in model.modalities for name in pair):
-        raise ModelReportError(f"options.pair: model '{model.name}' has the modalities {model.modalities}",
-                               field="options.pair")
+        raise ModelReportError(
+            f"options.pair: model '{model.name}' has the modalities {model.modalities}", field="options.pair"
+        )
     stored_slices = model_report_slices_check(slices=slices, model=model)
-    fields = dict(owner=owner, model=model, dataset=dataset, train_dataset=train_dataset, options=stored_options,
-                  slices=stored_slices, runner=runner, queue=settings.CELERY_GPU_QUEUE)
+    fields = dict(
+        owner=owner,
+        model=model,
+        dataset=dataset,
+        train_dataset=train_dataset,
+        options=stored_options,
+        slices=stored_slices,
+        runner=runner,
+        queue=settings.CELERY_GPU_QUEUE,
+    )
     with transaction.atomic():
         open_report = _open_report(owner=owner, model=model, dataset=dataset)
         if open_report is not None:
@@ -141,11 +162,17 @@ def _open_report(*, owner, model: RegisteredModel, dataset: Dataset) -> ModelRep
 
 
 def _reuse(report: ModelReport, fields: dict[str, Any]) -> ModelReport:
-    same = (report.options == fields["options"] and report.slices == fields["slices"]
-            and report.train_dataset_id == (fields["train_dataset"].pk if fields["train_dataset"] else None))
+    same = (
+        report.options == fields["options"]
+        and report.slices == fields["slices"]
+        and report.train_dataset_id == (fields["train_dataset"].pk if fields["train_dataset"] else None)
+    )
     if not same:
-        raise ModelReportError(f"a report of '{report.model.name}' on '{report.dataset.name}' with other options is "
-                               f"still {report.status} (report {report.pk}); wait for it to finish", field="model")
+        raise ModelReportError(
+            f"a report of '{report.model.name}' on '{report.dataset.name}' with other options is "
+            f"still {report.status} (report {report.pk}); wait for it to finish",
+            field="model",
+        )
     if report.runner != fields["runner"]:
         ModelReport.objects.filter(pk=report.pk).update(runner=fields["runner"])
         report.runner = fields["runner"]
@@ -163,8 +190,11 @@ def model_report_start(*, report: ModelReport) -> ModelReport:
         ModelReport.objects.filter(pk=report.pk).update(runner=runner)
         report.runner = runner
     if embedded:
-        transaction.on_commit(lambda: task_run_in_background(task_name=INLINE_TASK, args=(report.pk,),
-                                                                 thread_name=f"model-report-{report.pk}"))
+        transaction.on_commit(
+            lambda: task_run_in_background(
+                task_name=INLINE_TASK, args=(report.pk,), thread_name=f"model-report-{report.pk}"
+            )
+        )
     else:
         transaction.on_commit(lambda: model_report_dispatch(report=report))
     return report
@@ -181,8 +211,10 @@ def model_report_dispatch(*, report: ModelReport) -> bool:
         # By name: the web process never imports the workers' code (torch and the engine).
         app.send_task(REPORT_TASK, args=(report.pk,), queue=report.queue or settings.CELERY_GPU_QUEUE)
     except Exception as exc:  # kombu/redis raise many types; every one means "not handed over"
-        message = (f"The task queue did not accept the report ({exc.__class__.__name__}: {exc}). Nothing is lost: "
-                   "it is handed over again automatically once the queue answers.")
+        message = (
+            f"The task queue did not accept the report ({exc.__class__.__name__}: {exc}). Nothing is lost: "
+            "it is handed over again automatically once the queue answers."
+        )
         logger.warning("model report %s not dispatched: %s", report.pk, exc)
         ModelReport.objects.filter(pk=report.pk).update(dispatch_error=message)
         report.dispatch_error = message
@@ -205,21 +237,34 @@ def model_report_claim(*, report_id: int, worker: str) -> ModelReport | None:
     takeable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale)
     claim = uuid.uuid4().hex
     with transaction.atomic():
-        report = (ModelReport.objects.select_for_update(skip_locked=True, of=("self",))
-                  .select_related("model", "dataset", "train_dataset").filter(takeable, pk=report_id).first())
+        report = (
+            ModelReport.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("model", "dataset", "train_dataset")
+            .filter(takeable, pk=report_id)
+            .first()
+        )
         if report is None:
             return None
         if report.attempts >= settings.MMEVAL_CHUNK_MAX_ATTEMPTS:
             stage = (report.progress or {}).get("stage") or "the first stage"
-            error = (f"The worker stopped {report.attempts} times while computing {stage} (killed, or out of "
-                     "memory?). Lower the report's options (emap_max_items, noise_levels, batch_size) or give the "
-                     "worker more memory.")
-            ModelReport.objects.filter(pk=report.pk).update(status=Status.FAILED, error=error,
-                                                            finished_at=now, claim="")
+            error = (
+                f"The worker stopped {report.attempts} times while computing {stage} (killed, or out of "
+                "memory?). Lower the report's options (emap_max_items, noise_levels, batch_size) or give the "
+                "worker more memory."
+            )
+            ModelReport.objects.filter(pk=report.pk).update(
+                status=Status.FAILED, error=error, finished_at=now, claim=""
+            )
             return None
-        ModelReport.objects.filter(pk=report.pk).update(status=Status.RUNNING, claim=claim, worker=worker[:200],
-                                                        attempts=report.attempts + 1, started_at=now,
-                                                        heartbeat_at=now, error="")
+        ModelReport.objects.filter(pk=report.pk).update(
+            status=Status.RUNNING,
+            claim=claim,
+            worker=worker[:200],
+            attempts=report.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            error="",
+        )
     report.status, report.claim, report.worker, report.attempts = Status.RUNNING, claim, worker, report.attempts + 1
     return report
 
@@ -235,17 +280,26 @@ def model_report_heartbeat(*, report_id: int, claim: str, progress: dict[str, An
 def model_report_stage_save(*, report: ModelReport, state: dict[str, Any], progress: dict[str, Any]) -> bool:
     """Keep the stages finished so far; a finished stage also resets the attempts (the report
     is moving). False when the claim was lost (another worker took over)."""
-    return bool(ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
-        state=state, progress=progress, attempts=0, heartbeat_at=timezone.now()))
+    return bool(
+        ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
+            state=state, progress=progress, attempts=0, heartbeat_at=timezone.now()
+        )
+    )
 
 
 def model_report_finish(*, report: ModelReport, result: dict[str, Any] | None = None, error: str = "") -> bool:
     """Close a claimed report: done with its ``result``, or failed with ``error``. A worker
     whose claim was taken over changes nothing."""
     status = Status.FAILED if error else Status.DONE
-    return bool(ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
-        status=status, result=None if error else result, error=error, finished_at=timezone.now(),
-        progress={**(report.progress or {}), "stage": "", "finished": True}))
+    return bool(
+        ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
+            status=status,
+            result=None if error else result,
+            error=error,
+            finished_at=timezone.now(),
+            progress={**(report.progress or {}), "stage": "", "finished": True},
+        )
+    )
 
 
 def model_report_release(*, report: ModelReport, dispatch: bool = False) -> None:
@@ -253,7 +307,8 @@ def model_report_release(*, report: ModelReport, dispatch: bool = False) -> None
     retries, or a task that reached its time limit after finishing stages (``dispatch``: a
     fresh task takes it over after commit)."""
     released = ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
-        status=Status.QUEUED, claim="", attempts=max(0, report.attempts - 1))
+        status=Status.QUEUED, claim="", attempts=max(0, report.attempts - 1)
+    )
     if released and dispatch:
         report.status = Status.QUEUED
         transaction.on_commit(lambda: model_report_dispatch(report=report))
@@ -275,11 +330,13 @@ def model_report_watchdog(*, now=None) -> dict[str, int]:
     workers_reports = ModelReport.objects.filter(runner=PrecomputeJob.Runner.WORKERS)
     for report in workers_reports.filter(status=Status.RUNNING, heartbeat_at__lt=stale):
         if ModelReport.objects.filter(pk=report.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
-                status=Status.QUEUED, claim=""):
+            status=Status.QUEUED, claim=""
+        ):
             counts["stalled"] += 1
             model_report_dispatch(report=report)
     lost = workers_reports.filter(status=Status.QUEUED).filter(
-        Q(dispatch_error__gt="") | Q(dispatched_at__isnull=True, created_at__lt=quiet) | Q(dispatched_at__lt=quiet))
+        Q(dispatch_error__gt="") | Q(dispatched_at__isnull=True, created_at__lt=quiet) | Q(dispatched_at__lt=quiet)
+    )
     for report in lost:
         counts["redispatched"] += int(model_report_dispatch(report=report))
     return counts

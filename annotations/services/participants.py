@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from annotations.models import (
@@ -80,7 +80,11 @@ def participant_title_remember(*, study: Study) -> None:
 
 
 def participant_enter(
-    *, study: Study, platform: str, platform_id: str = "", platform_data: dict | None = None,
+    *,
+    study: Study,
+    platform: str,
+    platform_id: str = "",
+    platform_data: dict | None = None,
     invite_token: str | None = None,
 ) -> Participant:
     """Return the participant for this entry, creating one in an arm chosen by
@@ -104,8 +108,13 @@ def participant_enter(
     condition = _entry_condition(study=study)
     try:
         with transaction.atomic():
-            return Participant.objects.create(study=study, condition=condition, platform=platform,
-                                              platform_id=platform_id, platform_data=platform_data or {})
+            return Participant.objects.create(
+                study=study,
+                condition=condition,
+                platform=platform,
+                platform_id=platform_id,
+                platform_data=platform_data or {},
+            )
     except IntegrityError:
         existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
         if existing is None:
@@ -125,8 +134,9 @@ def _enter_with_invite(*, study: Study, invite_token: str) -> Participant:
         invite = InviteToken.objects.select_for_update().get(pk=invite.pk)
         if invite.participant_id is not None:
             return participant_resume(participant=invite.participant)
-        participant = Participant.objects.create(study=study, condition=condition,
-                                                 platform=Participant.Platform.INVITE, platform_id="")
+        participant = Participant.objects.create(
+            study=study, condition=condition, platform=Participant.Platform.INVITE, platform_id=""
+        )
         invite.participant = participant
         invite.used_at = timezone.now()
         invite.save(update_fields=["participant", "used_at"])
@@ -151,8 +161,11 @@ def participant_resume(*, participant: Participant, platform_data: dict | None =
     if platform_data is not None and key is not None:
         started_with = (participant.platform_data or {}).get(key, "")
         if started_with and started_with != (platform_data or {}).get(key, ""):
-            raise ParticipantError("elsewhere", "This study was started in another session of yours. "
-                                                "Please continue it there, or contact the researcher.")
+            raise ParticipantError(
+                "elsewhere",
+                "This study was started in another session of yours. "
+                "Please continue it there, or contact the researcher.",
+            )
     return participant
 
 
@@ -180,8 +193,13 @@ def _entry_condition(*, study: Study) -> Condition:
     if dict((c.pk, is_open) for c, is_open in arms)[chosen.pk]:
         return chosen
     open_arms = [condition for condition, is_open in arms if is_open]
-    counts = dict(Participant.objects.filter(condition__in=open_arms).exclude(platform=Participant.Platform.PREVIEW)
-                  .values("condition").annotate(n=Count("id")).values_list("condition", "n"))
+    counts = dict(
+        Participant.objects.filter(condition__in=open_arms)
+        .exclude(platform=Participant.Platform.PREVIEW)
+        .values("condition")
+        .annotate(n=Count("id"))
+        .values_list("condition", "n")
+    )
     fewest = min(counts.get(c.pk, 0) for c in open_arms)
     tied = [c for c in open_arms if counts.get(c.pk, 0) == fewest]
     return _rng(study.seed, "arm", number).choice(tied)
@@ -222,7 +240,8 @@ def participant_preview_start(*, study: Study, condition: Condition | None = Non
 def participant_consent(*, participant: Participant) -> Participant:
     if participant.phase == Participant.Phase.CONSENT:
         Participant.objects.filter(pk=participant.pk, phase=Participant.Phase.CONSENT).update(
-            phase=Participant.Phase.INSTRUCTIONS)
+            phase=Participant.Phase.INSTRUCTIONS
+        )
         participant.phase = Participant.Phase.INSTRUCTIONS
     return participant
 
@@ -288,18 +307,21 @@ def _participant_start(*, participant: Participant, take_what_is_free: bool) -> 
             pretest_items = list(test_items)
             _rng(study.seed, "pretest-order", locked.public_id).shuffle(pretest_items)
             plan += [{"item_id": item_id, "phase": Assignment.Phase.PRETEST} for item_id in pretest_items]
-        learning = list(study.study_items.filter(role=StudyItem.Role.LEARNING).order_by("item_id")
-                        .values_list("item_id", flat=True))
+        learning = list(
+            study.study_items.filter(role=StudyItem.Role.LEARNING).order_by("item_id").values_list("item_id", flat=True)
+        )
         _rng(study.seed, "learning-order", locked.public_id).shuffle(learning)
         plan += [{"item_id": item_id, "phase": Assignment.Phase.LEARNING} for item_id in learning]
         test_plan = [{"item_id": item_id, "phase": Assignment.Phase.TEST} for item_id in test_items]
         for check in _attention_checks(study=study, participant=locked):
             # Never first, so the first item is always a real one; otherwise anywhere.
-            test_plan.insert(_rng(study.seed, "check-at", locked.public_id, check["item_id"])
-                             .randint(1, len(test_plan)), check)
+            test_plan.insert(
+                _rng(study.seed, "check-at", locked.public_id, check["item_id"]).randint(1, len(test_plan)), check
+            )
         plan += test_plan
-        created = _create_assignments(participant=locked, study=study, plan=plan, lease_until=lease_until,
-                                      first_position=0)
+        created = _create_assignments(
+            participant=locked, study=study, plan=plan, lease_until=lease_until, first_position=0
+        )
         _hold_slots(chosen=chosen, assignments=created)
         _set_phase(locked, created[0].phase)
     return participant
@@ -311,10 +333,11 @@ def _free_test_items(*, participant: Participant, need: int) -> dict[int, Slot |
     study = participant.study
     seen = list(participant.assignments.values_list("item_id", flat=True))
     if participant.platform == Participant.Platform.PREVIEW:
-        pool = sorted(set(study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True))
-                      - set(seen))
+        pool = sorted(
+            set(study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True)) - set(seen)
+        )
         _rng(study.seed, "preview", participant.public_id).shuffle(pool)
-        return {item_id: None for item_id in pool[:need]}
+        return dict.fromkeys(pool[:need])
     # Lowest slot index first, so every item gets its n-th rater before any gets its (n+1)-th.
     # Lock in rounds of what is still needed: locking more (to skip a second slot of a chosen
     # item) would hide free slots from participants starting at the same moment.
@@ -342,29 +365,52 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
     pool = list(study.study_items.filter(role=StudyItem.Role.ATTENTION).order_by("item_id"))
     rng = _rng(study.seed, "attention", participant.public_id)
     picked = rng.sample(pool, min(study.attention_checks, len(pool)))
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model_id=study.model_id,
-                                                                  item_id__in=[s.item_id for s in picked])
-                   .select_related("item")}
+    predictions = {
+        p.item_id: p
+        for p in Prediction.objects.filter(
+            model_id=study.model_id, item_id__in=[s.item_id for s in picked]
+        ).select_related("item")
+    }
     checks = []
     for k, study_item in enumerate(picked):
         prediction = predictions[study_item.item_id]
         if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT:
-            checks.append({"item_id": study_item.item_id, "phase": Assignment.Phase.TEST,
-                           "kind": Assignment.Kind.ATTENTION, "check_type": Assignment.Check.GOLD,
-                           "expected_answer": prediction.label})
+            checks.append(
+                {
+                    "item_id": study_item.item_id,
+                    "phase": Assignment.Phase.TEST,
+                    "kind": Assignment.Kind.ATTENTION,
+                    "check_type": Assignment.Check.GOLD,
+                    "expected_answer": prediction.label,
+                }
+            )
             continue
         candidates = study_candidates(study=study, prediction=prediction)
         neutral = [c for c in candidates if c not in (prediction.label, prediction.item.gold_label)] or candidates
-        checks.append({"item_id": study_item.item_id, "phase": Assignment.Phase.TEST,
-                       "kind": Assignment.Kind.ATTENTION, "check_type": Assignment.Check.INSTRUCTED,
-                       "expected_answer": rng.choice(neutral)})
+        checks.append(
+            {
+                "item_id": study_item.item_id,
+                "phase": Assignment.Phase.TEST,
+                "kind": Assignment.Kind.ATTENTION,
+                "check_type": Assignment.Check.INSTRUCTED,
+                "expected_answer": rng.choice(neutral),
+            }
+        )
     return checks
 
 
-def _create_assignments(*, participant: Participant, study: Study, plan: list[dict],
-                        lease_until: datetime, first_position: int | None = None) -> list[Assignment]:
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model_id=study.model_id,
-                                                                  item_id__in={e["item_id"] for e in plan})}
+def _create_assignments(
+    *,
+    participant: Participant,
+    study: Study,
+    plan: list[dict],
+    lease_until: datetime,
+    first_position: int | None = None,
+) -> list[Assignment]:
+    predictions = {
+        p.item_id: p
+        for p in Prediction.objects.filter(model_id=study.model_id, item_id__in={e["item_id"] for e in plan})
+    }
     start = first_position
     if start is None:
         start = (participant.assignments.order_by("-position").values_list("position", flat=True).first() or -1) + 1
@@ -375,12 +421,20 @@ def _create_assignments(*, participant: Participant, study: Study, plan: list[di
         # The test phase keeps its original seed string, so existing orders are reproducible.
         salt = () if phase == Assignment.Phase.TEST else (phase,)
         _rng(study.seed, "candidates", participant.public_id, item_id, *salt).shuffle(candidates)
-        created.append(Assignment(
-            participant=participant, item_id=item_id, condition_id=participant.condition_id, phase=phase,
-            kind=entry.get("kind", Assignment.Kind.ITEM), check_type=entry.get("check_type", ""),
-            expected_answer=entry.get("expected_answer", ""), position=start + offset,
-            candidate_order=candidates, lease_expires_at=lease_until,
-        ))
+        created.append(
+            Assignment(
+                participant=participant,
+                item_id=item_id,
+                condition_id=participant.condition_id,
+                phase=phase,
+                kind=entry.get("kind", Assignment.Kind.ITEM),
+                check_type=entry.get("check_type", ""),
+                expected_answer=entry.get("expected_answer", ""),
+                position=start + offset,
+                candidate_order=candidates,
+                lease_expires_at=lease_until,
+            )
+        )
     Assignment.objects.bulk_create(created)
     return created
 
@@ -416,8 +470,12 @@ def assignments_allocate(*, participant: Participant) -> list[Assignment]:
         items = list(chosen)
         _rng(study.seed, "order", participant.public_id).shuffle(items)
         lease_until = timezone.now() + timedelta(minutes=study.lease_minutes)
-        created = _create_assignments(participant=participant, study=study, lease_until=lease_until,
-                                      plan=[{"item_id": i, "phase": Assignment.Phase.TEST} for i in items])
+        created = _create_assignments(
+            participant=participant,
+            study=study,
+            lease_until=lease_until,
+            plan=[{"item_id": i, "phase": Assignment.Phase.TEST} for i in items],
+        )
         _hold_slots(chosen=chosen, assignments=created)
         return created
 
@@ -513,15 +571,23 @@ def _finish(participant: Participant, *, timed_out: bool = False) -> None:
         _release_leases(participant)
         reasons = participant_quality(participant=participant)["exclusion_reasons"]
         Participant.objects.filter(pk=participant.pk).update(
-            phase=Participant.Phase.DONE, finished_at=now, excluded=bool(reasons), exclusion_reasons=reasons,
-            screened_out=participant.screened_out, timed_out=timed_out)
+            phase=Participant.Phase.DONE,
+            finished_at=now,
+            excluded=bool(reasons),
+            exclusion_reasons=reasons,
+            screened_out=participant.screened_out,
+            timed_out=timed_out,
+        )
     participant.phase, participant.finished_at, participant.timed_out = Participant.Phase.DONE, now, timed_out
     participant.excluded, participant.exclusion_reasons = bool(reasons), reasons
 
 
 def _release_leases(participant: Participant) -> None:
-    active = list(participant.assignments.select_for_update(skip_locked=True)
-                  .filter(status=Assignment.Status.ACTIVE).values_list("pk", flat=True))
+    active = list(
+        participant.assignments.select_for_update(skip_locked=True)
+        .filter(status=Assignment.Status.ACTIVE)
+        .values_list("pk", flat=True)
+    )
     if active:
         Slot.objects.filter(assignment_id__in=active).update(assignment=None)
         Assignment.objects.filter(pk__in=active).update(status=Assignment.Status.EXPIRED)
@@ -533,11 +599,17 @@ def _release_leases(participant: Participant) -> None:
 def _locked_assignment(*, participant: Participant, assignment_public_id, model_id: int | None = None) -> Assignment:
     """One of the participant's own assignments, locked (its row only), with its item. With
     ``model_id``, ``model_answer`` carries that model's prediction, read in the same query."""
-    query = (Assignment.objects.select_for_update(of=("self",)).select_related("item")
-             .filter(public_id=assignment_public_id, participant_id=participant.pk))
+    query = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("item")
+        .filter(public_id=assignment_public_id, participant_id=participant.pk)
+    )
     if model_id is not None:
-        query = query.annotate(model_answer=Subquery(
-            Prediction.objects.filter(model_id=model_id, item_id=OuterRef("item_id")).values("label")[:1]))
+        query = query.annotate(
+            model_answer=Subquery(
+                Prediction.objects.filter(model_id=model_id, item_id=OuterRef("item_id")).values("label")[:1]
+            )
+        )
     try:
         return query.get()
     except (Assignment.DoesNotExist, ValueError, TypeError, ValidationError):  # not theirs, or not a UUID
@@ -545,7 +617,11 @@ def _locked_assignment(*, participant: Participant, assignment_public_id, model_
 
 
 def response_submit(
-    *, participant: Participant, assignment_public_id, guess: str, confidence,
+    *,
+    participant: Participant,
+    assignment_public_id,
+    guess: str,
+    confidence,
 ) -> Response:
     """Store the answer to one pre-test or test assignment (attention checks included).
 
@@ -561,8 +637,9 @@ def response_submit(
     with transaction.atomic():
         locked = _lock_participant(participant)
         study = locked.study
-        assignment = _locked_assignment(participant=locked, assignment_public_id=assignment_public_id,
-                                        model_id=study.model_id)
+        assignment = _locked_assignment(
+            participant=locked, assignment_public_id=assignment_public_id, model_id=study.model_id
+        )
         if assignment.status == Assignment.Status.ANSWERED:
             existing = Response.objects.filter(assignment=assignment).first()
             if existing is not None:
@@ -587,12 +664,19 @@ def response_submit(
         is_check = assignment.kind == Assignment.Kind.ATTENTION
         # No race to catch here: the assignment row is locked and was not answered.
         response = Response.objects.create(
-            assignment=assignment, participant=locked, item_id=assignment.item_id,
-            condition_id=assignment.condition_id, phase=assignment.phase, guess=guess,
-            confidence=confidence, rt_ms=rt_ms, candidate_order=assignment.candidate_order,
-            model_prediction=assignment.model_answer, gold_label=assignment.item.gold_label,
-            is_attention_check=is_check, attention_passed=(guess == assignment.expected_answer)
-            if is_check else None,
+            assignment=assignment,
+            participant=locked,
+            item_id=assignment.item_id,
+            condition_id=assignment.condition_id,
+            phase=assignment.phase,
+            guess=guess,
+            confidence=confidence,
+            rt_ms=rt_ms,
+            candidate_order=assignment.candidate_order,
+            model_prediction=assignment.model_answer,
+            gold_label=assignment.item.gold_label,
+            is_attention_check=is_check,
+            attention_passed=(guess == assignment.expected_answer) if is_check else None,
             too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
         )
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)

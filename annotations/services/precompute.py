@@ -41,12 +41,12 @@ from annotations.selectors.precompute import (
     study_items_without_predictions,
     study_needs_features,
     study_open_job,
-    study_strength_items_missing,
     study_required_methods,
+    study_strength_items_missing,
 )
+from annotations.selectors.studies import study_explanation_targets
 from annotations.services.background import task_run_in_background
 from annotations.services.studies import StudyError, explanation_store_failed, study_select_items
-from annotations.selectors.studies import study_explanation_targets
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,12 @@ def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WO
             return job
         try:
             with transaction.atomic():
-                return PrecomputeJob.objects.create(study=study, runner=runner, queue=settings.CELERY_GPU_QUEUE,
-                                                    batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE)
+                return PrecomputeJob.objects.create(
+                    study=study,
+                    runner=runner,
+                    queue=settings.CELERY_GPU_QUEUE,
+                    batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE,
+                )
         except IntegrityError:  # a concurrent click created it first
             return study_open_job(study=study)
 
@@ -100,8 +104,11 @@ def precompute_start(*, study: Study) -> PrecomputeJob:
     with transaction.atomic():
         job = precompute_job_create(study=study, runner=runner)
         if embedded:
-            transaction.on_commit(lambda: task_run_in_background(task_name=INLINE_TASK, args=(job.pk,),
-                                                                 thread_name=f"precompute-{job.pk}"))
+            transaction.on_commit(
+                lambda: task_run_in_background(
+                    task_name=INLINE_TASK, args=(job.pk,), thread_name=f"precompute-{job.pk}"
+                )
+            )
         else:
             _reset_stalled(job=job, now=timezone.now())
             pending = list(job.chunks.filter(status=ChunkStatus.PENDING).values_list("pk", flat=True))
@@ -129,9 +136,11 @@ def precompute_dispatch(*, job: PrecomputeJob, chunk_ids: list[int], advance: bo
         for chunk_id in chunk_ids:
             app.send_task(CHUNK_TASK, args=(chunk_id,), queue=queue)
     except Exception as exc:  # kombu/redis raise many types; every one means "not handed over"
-        message = (f"The task queue did not accept the work ({exc.__class__.__name__}: {exc}). "
-                   "Nothing is lost: it is handed over again automatically once the queue answers, "
-                   "or when you press Retry.")
+        message = (
+            f"The task queue did not accept the work ({exc.__class__.__name__}: {exc}). "
+            "Nothing is lost: it is handed over again automatically once the queue answers, "
+            "or when you press Retry."
+        )
         logger.warning("precompute job %s not dispatched: %s", job.pk, exc)
         PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error=message)
         job.dispatch_error = message
@@ -218,15 +227,21 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
         study_select_items(study=study)
         targets = study_explanation_targets(study=study)
         for method, views in study_required_methods(study=study).items():
-            part = (Stage.ATTRIBUTION if method == study.explanation_method
-                    else Stage.MULTIVIZ if method.startswith(MULTIVIZ_PREFIX) else Stage.INTERACTION)
+            part = (
+                Stage.ATTRIBUTION
+                if method == study.explanation_method
+                else Stage.MULTIVIZ
+                if method.startswith(MULTIVIZ_PREFIX)
+                else Stage.INTERACTION
+            )
             todo = study_explanation_items_missing(study=study, method=method, views=views, targets=targets)
             plan[part] = {"total": len(targets), "skipped": len(targets) - len(todo), "method": method}
             # Chunks of whole items, about batch_size (item, target) rows each.
             per_chunk = max(1, batch_size // max(1, max((len(v) for v in targets.values()), default=1)))
-            chunks += [PrecomputeChunk(stage=part, method=method, item_ids=ids,
-                                       targets={str(i): targets[i] for i in ids})
-                       for ids in _split(todo, per_chunk)]
+            chunks += [
+                PrecomputeChunk(stage=part, method=method, item_ids=ids, targets={str(i): targets[i] for i in ids})
+                for ids in _split(todo, per_chunk)
+            ]
     first = _last_index(job) + 1
     for offset, chunk in enumerate(chunks):
         chunk.job, chunk.index = job, first + offset
@@ -241,7 +256,7 @@ def _last_index(job: PrecomputeJob) -> int:
 
 
 def _split(ids: list[int], size: int) -> list[list[int]]:
-    return [ids[start:start + size] for start in range(0, len(ids), max(1, size))]
+    return [ids[start : start + size] for start in range(0, len(ids), max(1, size))]
 
 
 def _explanation_failures(job: PrecomputeJob) -> str:
@@ -255,10 +270,12 @@ def _explanation_failures(job: PrecomputeJob) -> str:
 def _job_finish(*, job: PrecomputeJob, error: str) -> None:
     """Close the job; the study becomes ready unless the job failed (then a draft again)."""
     status = PrecomputeJob.Status.FAILED if error else PrecomputeJob.Status.DONE
-    PrecomputeJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now(),
-                                                   dispatch_error="")
+    PrecomputeJob.objects.filter(pk=job.pk).update(
+        status=status, error=error, finished_at=timezone.now(), dispatch_error=""
+    )
     Study.objects.filter(pk=job.study_id, status=Study.Status.PRECOMPUTING).update(
-        status=Study.Status.DRAFT if error else Study.Status.READY)
+        status=Study.Status.DRAFT if error else Study.Status.READY
+    )
     job.status, job.error = status, error
 
 
@@ -274,9 +291,12 @@ def precompute_chunk_claim(*, chunk_id: int, worker: str) -> PrecomputeChunk | N
     stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
     takeable = Q(status=ChunkStatus.PENDING) | Q(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale)
     with transaction.atomic():
-        chunk = (PrecomputeChunk.objects.select_for_update(skip_locked=True, of=("self",))
-                 .select_related("job__study__model", "job__study__dataset")
-                 .filter(takeable, pk=chunk_id, job__status__in=OPEN).first())
+        chunk = (
+            PrecomputeChunk.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("job__study__model", "job__study__dataset")
+            .filter(takeable, pk=chunk_id, job__status__in=OPEN)
+            .first()
+        )
         if chunk is None:
             return None
         if chunk.attempts >= settings.MMEVAL_CHUNK_MAX_ATTEMPTS:
@@ -284,30 +304,46 @@ def precompute_chunk_claim(*, chunk_id: int, worker: str) -> PrecomputeChunk | N
             transaction.on_commit(lambda: precompute_advance(job_id=chunk.job_id))
             return None
         PrecomputeChunk.objects.filter(pk=chunk.pk).update(
-            status=ChunkStatus.RUNNING, claim=claim, worker=worker[:200], attempts=chunk.attempts + 1,
-            started_at=now, heartbeat_at=now, error="")
+            status=ChunkStatus.RUNNING,
+            claim=claim,
+            worker=worker[:200],
+            attempts=chunk.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            error="",
+        )
         if chunk.job.status == PrecomputeJob.Status.QUEUED:
             PrecomputeJob.objects.filter(pk=chunk.job_id, status=PrecomputeJob.Status.QUEUED).update(
-                status=PrecomputeJob.Status.RUNNING)
+                status=PrecomputeJob.Status.RUNNING
+            )
     chunk.status, chunk.claim, chunk.worker, chunk.attempts = ChunkStatus.RUNNING, claim, worker, chunk.attempts + 1
     return chunk
 
 
 def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
-    error = (f"The worker stopped {chunk.attempts} times while computing this chunk of "
-             f"{len(chunk.item_ids)} item(s) (killed, or out of memory?). Items: {chunk.item_ids}")
-    PrecomputeChunk.objects.filter(pk=chunk.pk).update(status=ChunkStatus.FAILED, error=error, finished_at=now,
-                                                       failed_rows=chunk.rows)
+    error = (
+        f"The worker stopped {chunk.attempts} times while computing this chunk of "
+        f"{len(chunk.item_ids)} item(s) (killed, or out of memory?). Items: {chunk.item_ids}"
+    )
+    PrecomputeChunk.objects.filter(pk=chunk.pk).update(
+        status=ChunkStatus.FAILED, error=error, finished_at=now, failed_rows=chunk.rows
+    )
     if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ):
-        explanation_store_failed(model=chunk.job.study.model, method=chunk.method, error=error,
-                                 pairs=[(int(item_id), label) for item_id, labels in chunk.targets.items()
-                                        for label in labels])
+        explanation_store_failed(
+            model=chunk.job.study.model,
+            method=chunk.method,
+            error=error,
+            pairs=[(int(item_id), label) for item_id, labels in chunk.targets.items() for label in labels],
+        )
 
 
 def precompute_chunk_heartbeat(*, chunk_id: int, claim: str) -> bool:
     """Mark the chunk alive. False when the claim was lost (the chunk was taken over)."""
-    return bool(PrecomputeChunk.objects.filter(pk=chunk_id, claim=claim, status=ChunkStatus.RUNNING)
-                .update(heartbeat_at=timezone.now()))
+    return bool(
+        PrecomputeChunk.objects.filter(pk=chunk_id, claim=claim, status=ChunkStatus.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+    )
 
 
 def precompute_chunk_finish(*, chunk: PrecomputeChunk, error: str = "", failed_rows: int = 0) -> list[int]:
@@ -315,7 +351,8 @@ def precompute_chunk_finish(*, chunk: PrecomputeChunk, error: str = "", failed_r
     whose claim was taken over changes nothing: the new holder finishes the chunk."""
     status = ChunkStatus.FAILED if error else ChunkStatus.DONE
     closed = PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
-        status=status, error=error, failed_rows=failed_rows, finished_at=timezone.now())
+        status=status, error=error, failed_rows=failed_rows, finished_at=timezone.now()
+    )
     if not closed:
         return []
     return precompute_advance(job_id=chunk.job_id)
@@ -324,7 +361,8 @@ def precompute_chunk_finish(*, chunk: PrecomputeChunk, error: str = "", failed_r
 def precompute_chunk_release(*, chunk: PrecomputeChunk) -> None:
     """Give a claimed chunk back unfinished (a transient error: the task retries it)."""
     PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
-        status=ChunkStatus.PENDING, claim="", attempts=F("attempts") - 1)  # not a crash: no attempt spent
+        status=ChunkStatus.PENDING, claim="", attempts=F("attempts") - 1
+    )  # not a crash: no attempt spent
 
 
 def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
@@ -332,25 +370,41 @@ def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
     that is still too slow fails, naming the limit). Returns the new chunks' IDs, handed to
     the workers after commit."""
     if len(chunk.item_ids) <= 1:
-        what = ("The decision features of the whole dataset took" if chunk.stage == Stage.FEATURES
-                else "One item took")  # the features chunk is one indivisible piece of work
-        precompute_chunk_finish(chunk=chunk, failed_rows=chunk.rows, error=(
-            f"{what} longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
-            "Raise MMEVAL_TASK_SOFT_TIME_LIMIT or use a faster device."))
+        what = (
+            "The decision features of the whole dataset took" if chunk.stage == Stage.FEATURES else "One item took"
+        )  # the features chunk is one indivisible piece of work
+        precompute_chunk_finish(
+            chunk=chunk,
+            failed_rows=chunk.rows,
+            error=(
+                f"{what} longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
+                "Raise MMEVAL_TASK_SOFT_TIME_LIMIT or use a faster device."
+            ),
+        )
         return []
     with transaction.atomic():
         job = PrecomputeJob.objects.select_for_update(of=("self",)).get(pk=chunk.job_id)
         closed = PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
-            status=ChunkStatus.SPLIT, finished_at=timezone.now())
+            status=ChunkStatus.SPLIT, finished_at=timezone.now()
+        )
         if not closed:
             return []
         half = (len(chunk.item_ids) + 1) // 2
         first = _last_index(job) + 1
         parts = [chunk.item_ids[:half], chunk.item_ids[half:]]
-        created = PrecomputeChunk.objects.bulk_create([
-            PrecomputeChunk(job=job, stage=chunk.stage, method=chunk.method, index=first + k, item_ids=ids,
-                            targets={str(i): chunk.targets[str(i)] for i in ids} if chunk.targets else {})
-            for k, ids in enumerate(parts)])
+        created = PrecomputeChunk.objects.bulk_create(
+            [
+                PrecomputeChunk(
+                    job=job,
+                    stage=chunk.stage,
+                    method=chunk.method,
+                    index=first + k,
+                    item_ids=ids,
+                    targets={str(i): chunk.targets[str(i)] for i in ids} if chunk.targets else {},
+                )
+                for k, ids in enumerate(parts)
+            ]
+        )
         ids = [c.pk for c in created]
         transaction.on_commit(lambda: precompute_dispatch(job=job, chunk_ids=ids))
     return ids
@@ -358,8 +412,12 @@ def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
 
 def precompute_next_pending(*, job_id: int) -> int | None:
     """The lowest pending chunk of a job (the inline runner's next piece of work)."""
-    return (PrecomputeChunk.objects.filter(job_id=job_id, status=ChunkStatus.PENDING)
-            .order_by("index").values_list("pk", flat=True).first())
+    return (
+        PrecomputeChunk.objects.filter(job_id=job_id, status=ChunkStatus.PENDING)
+        .order_by("index")
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 # --------------------------------------------------------------------------- watchdog
@@ -376,8 +434,9 @@ def _reset_stalled(*, job: PrecomputeJob, now) -> list[int]:
     stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
     stalled = list(job.chunks.filter(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale).values_list("pk", flat=True))
     if stalled:
-        PrecomputeChunk.objects.filter(pk__in=stalled, status=ChunkStatus.RUNNING,
-                                       heartbeat_at__lt=stale).update(status=ChunkStatus.PENDING, claim="")
+        PrecomputeChunk.objects.filter(pk__in=stalled, status=ChunkStatus.RUNNING, heartbeat_at__lt=stale).update(
+            status=ChunkStatus.PENDING, claim=""
+        )
     return stalled
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import traceback
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
 
@@ -23,16 +24,18 @@ def _name_check(*, owner, name: str) -> None:
         raise ModelRegistrationError(f"you already have a model named '{name}'")
 
 
-def registered_model_create(*, owner, name: str, adapter_path: str, check_dataset: Dataset,
-                            adapter_options: dict[str, Any] | None = None) -> RegisteredModel:
+def registered_model_create(
+    *, owner, name: str, adapter_path: str, check_dataset: Dataset, adapter_options: dict[str, Any] | None = None
+) -> RegisteredModel:
     """Load ``adapter_path`` (as ``Factory(**adapter_options)``), run the first item of
     ``check_dataset`` through it and store the model with the labels and modalities it
     declares, and the options."""
     _name_check(owner=owner, name=name)
     options = {} if adapter_options is None else adapter_options
     if not isinstance(options, dict):
-        raise ModelRegistrationError(f"adapter options must be a JSON object of keyword options, "
-                                     f"got {type(options).__name__}")
+        raise ModelRegistrationError(
+            f"adapter options must be a JSON object of keyword options, got {type(options).__name__}"
+        )
     try:
         options = json.loads(json.dumps(options, allow_nan=False))  # stored as JSON: what the workers get back
     except (TypeError, ValueError) as exc:
@@ -44,7 +47,8 @@ def registered_model_create(*, owner, name: str, adapter_path: str, check_datase
     if not adapter_path_allowed(adapter_path, settings.MMEVAL_ADAPTER_PREFIXES):
         raise ModelRegistrationError(
             f"'{adapter_path}' is not under an allowed adapter package ({', '.join(settings.MMEVAL_ADAPTER_PREFIXES)}); "
-            "ask the operator to install your package and add it to MMEVAL_ADAPTER_PREFIXES")
+            "ask the operator to install your package and add it to MMEVAL_ADAPTER_PREFIXES"
+        )
     item = check_dataset.items.order_by("line_number").first()
     if item is None:
         raise ModelRegistrationError(f"dataset '{check_dataset.name}' has no items to check the model on")
@@ -59,15 +63,30 @@ def registered_model_create(*, owner, name: str, adapter_path: str, check_datase
     except Exception as exc:
         raise ModelRegistrationError(
             f"adapter {adapter_path}: the check on item '{item.external_id}' (line {item.line_number}) failed: "
-            f"{error_text(exc)}", traceback.format_exc()) from exc
-    return RegisteredModel.objects.create(owner=owner, name=name, adapter_path=adapter_path,
-                                          adapter_options=options, labels=check.labels,
-                                          modalities=check.modalities)
+            f"{error_text(exc)}",
+            traceback.format_exc(),
+        ) from exc
+    return RegisteredModel.objects.create(
+        owner=owner,
+        name=name,
+        adapter_path=adapter_path,
+        adapter_options=options,
+        labels=check.labels,
+        modalities=check.modalities,
+    )
 
 
-def registered_model_create_hf(*, owner, name: str, folder: str, check_dataset: Dataset, kind: str | None = None,
-                               labels: Sequence[str] | None = None, prompt: str | None = None,
-                               image_size: int | None = None) -> RegisteredModel:
+def registered_model_create_hf(
+    *,
+    owner,
+    name: str,
+    folder: str,
+    check_dataset: Dataset,
+    kind: str | None = None,
+    labels: Sequence[str] | None = None,
+    prompt: str | None = None,
+    image_size: int | None = None,
+) -> RegisteredModel:
     """Register a Hugging Face model folder (``save_pretrained``'s output, never a hub ID) as
     the adapter :data:`workers.engine.hf.HF_ADAPTER` with these options. The folder and the
     options are checked first, from ``config.json`` alone, so a wrong path, a folder of
@@ -80,5 +99,6 @@ def registered_model_create_hf(*, owner, name: str, folder: str, check_dataset: 
         options = hf_options(path=folder, kind=kind, labels=labels, prompt=prompt, image_size=image_size)
     except AdapterError as exc:
         raise ModelRegistrationError(str(exc)) from exc
-    return registered_model_create(owner=owner, name=name, adapter_path=HF_ADAPTER, check_dataset=check_dataset,
-                                   adapter_options=options.as_dict())
+    return registered_model_create(
+        owner=owner, name=name, adapter_path=HF_ADAPTER, check_dataset=check_dataset, adapter_options=options.as_dict()
+    )

@@ -55,9 +55,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from annotations.models import Condition, Dataset, RegisteredModel
 
@@ -69,6 +70,7 @@ SEED_MAX = 2**63 - 1
 # Launch creates items.n x raters_per_item x arms rater slots at once: keep it a size a
 # crowd study can fill and one request can write.
 RATER_SLOTS_MAX = 500_000
+
 
 class SpecError(Exception):
     """A bad spec field. ``field`` is its dotted path, e.g. ``items.per_participant``."""
@@ -140,8 +142,9 @@ def _section(data: Mapping, path: str, allowed: set[str]) -> Mapping:
     return data
 
 
-def _int(data: Mapping, key: str, path: str, default: int | None = None, *, minimum: int = 0,
-         maximum: int = COUNT_MAX) -> int:
+def _int(
+    data: Mapping, key: str, path: str, default: int | None = None, *, minimum: int = 0, maximum: int = COUNT_MAX
+) -> int:
     value = data.get(key, default)
     if value is None:
         raise SpecError(path, "is required")
@@ -284,8 +287,9 @@ def exclusion_rules_check(rules: Any, path: str = "quality.exclusion_rules") -> 
     return out
 
 
-def sequential_monitoring_check(plan: Any, path: str = "sequential", *,
-                                max_participants_per_arm: int | None = None) -> dict[str, Any]:
+def sequential_monitoring_check(
+    plan: Any, path: str = "sequential", *, max_participants_per_arm: int | None = None
+) -> dict[str, Any]:
     """Validate a sequential-monitoring plan with the analysis' own validator
     (``annotations.analysis.sequential``), naming the bad key; ``{}`` for no plan. With
     ``max_participants_per_arm`` (the design's room: items x raters per item / items per
@@ -305,16 +309,33 @@ def sequential_monitoring_check(plan: Any, path: str = "sequential", *,
     if typed is None:
         return {}
     if max_participants_per_arm is not None and typed.looks[-1] > max_participants_per_arm:
-        raise SpecError(f"{path}.looks", f"the last look needs {typed.looks[-1]} participants per arm, but the design "
-                                         f"has room for {max_participants_per_arm} (items.n x raters_per_item / "
-                                         f"per_participant)")
+        raise SpecError(
+            f"{path}.looks",
+            f"the last look needs {typed.looks[-1]} participants per arm, but the design "
+            f"has room for {max_participants_per_arm} (items.n x raters_per_item / "
+            f"per_participant)",
+        )
     return typed.as_dict()
 
 
 # --------------------------------------------------------------------------- entry points
 
-SPEC_FIELDS = {"name", "title", "dataset", "model", "seed", "arms", "items", "candidates", "explanations", "phases",
-               "time_limit_minutes", "quality", "codes", "sequential"}
+SPEC_FIELDS = {
+    "name",
+    "title",
+    "dataset",
+    "model",
+    "seed",
+    "arms",
+    "items",
+    "candidates",
+    "explanations",
+    "phases",
+    "time_limit_minutes",
+    "quality",
+    "codes",
+    "sequential",
+}
 
 
 def study_spec_parse(*, data: Any, owner) -> StudySpec:
@@ -336,10 +357,13 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         raise SpecError("items.per_participant", f"cannot exceed items.n ({n_items})")
     slots = n_items * raters * len(arms)
     if slots > RATER_SLOTS_MAX:
-        raise SpecError("items.raters_per_item", f"the design needs {slots:,} rater slots (items.n x raters_per_item "
-                                                 f"x arms); at most {RATER_SLOTS_MAX:,}")
-    filters = _section(items.get("filters") or {}, "items.filters", {"confidence", "interaction_strength",
-                                                                     "interaction_type"})
+        raise SpecError(
+            "items.raters_per_item",
+            f"the design needs {slots:,} rater slots (items.n x raters_per_item x arms); at most {RATER_SLOTS_MAX:,}",
+        )
+    filters = _section(
+        items.get("filters") or {}, "items.filters", {"confidence", "interaction_strength", "interaction_type"}
+    )
 
     candidates = _section(data.get("candidates") or {}, "candidates", {"mode", "k", "distractors"})
     mode = _choice(candidates, "mode", "candidates.mode", "top_k", lambda: ("top_k", "all"))
@@ -354,8 +378,10 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         if n_candidates + n_distractors < 2:
             raise SpecError("candidates.k", "participants need at least two candidate answers")
         if n_labels and n_candidates + n_distractors > n_labels:
-            raise SpecError("candidates.distractors",
-                            f"k + distractors ({n_candidates + n_distractors}) exceeds the model's {n_labels} labels")
+            raise SpecError(
+                "candidates.distractors",
+                f"k + distractors ({n_candidates + n_distractors}) exceeds the model's {n_labels} labels",
+            )
 
     explanations = _section(data.get("explanations") or {}, "explanations", {"method", "interaction_method", "display"})
     views = {v for arm in arms for v in arm.views}
@@ -364,14 +390,17 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         method = _choice(explanations, "method", "explanations.method", "integrated_gradients", _attribution_methods)
     interaction_method = _str(explanations, "interaction_method", "explanations.interaction_method", "second_order")
     if views & {"interaction", "top_pairs"} or "interaction_method" in explanations:
-        interaction_method = _choice(explanations, "interaction_method", "explanations.interaction_method",
-                                     "second_order", _interaction_methods)
+        interaction_method = _choice(
+            explanations, "interaction_method", "explanations.interaction_method", "second_order", _interaction_methods
+        )
     display = _choice(explanations, "display", "explanations.display", "all_candidates", lambda: DISPLAYS)
 
-    phases = _section(data.get("phases") or {}, "phases",
-                      {"consent", "instructions", "learning_items", "pretest", "survey"})
-    quality = _section(data.get("quality") or {}, "quality",
-                       {"attention_checks", "attention_rate", "min_rt_ms", "exclusion_rules"})
+    phases = _section(
+        data.get("phases") or {}, "phases", {"consent", "instructions", "learning_items", "pretest", "survey"}
+    )
+    quality = _section(
+        data.get("quality") or {}, "quality", {"attention_checks", "attention_rate", "min_rt_ms", "exclusion_rules"}
+    )
     if "attention_checks" in quality and "attention_rate" in quality:
         raise SpecError("quality.attention_rate", "give attention_checks or attention_rate, not both")
     if "attention_rate" in quality:
@@ -389,8 +418,9 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         raise SpecError("codes.screened_out", "must differ from codes.completed")
 
     learning_items = _int(phases, "learning_items", "phases.learning_items", 0)
-    shortfall = dataset_shortfall(dataset=dataset, n_items=n_items, learning_items=learning_items,
-                                  attention_checks=attention_checks)
+    shortfall = dataset_shortfall(
+        dataset=dataset, n_items=n_items, learning_items=learning_items, attention_checks=attention_checks
+    )
     if shortfall:
         raise SpecError("items.n", shortfall)
 
@@ -401,14 +431,24 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         raise SpecError("seed", f"must be between -{SEED_MAX:,} and {SEED_MAX:,}, got {seed:,}")
 
     return StudySpec(
-        name=name, dataset=dataset, model=model, conditions=arms, n_items=n_items,
-        items_per_participant=per_participant, raters_per_item=raters, seed=seed,
-        n_candidates=n_candidates, n_distractors=n_distractors, explanation_method=method,
-        interaction_method=interaction_method, explanation_display=display,
+        name=name,
+        dataset=dataset,
+        model=model,
+        conditions=arms,
+        n_items=n_items,
+        items_per_participant=per_participant,
+        raters_per_item=raters,
+        seed=seed,
+        n_candidates=n_candidates,
+        n_distractors=n_distractors,
+        explanation_method=method,
+        interaction_method=interaction_method,
+        explanation_display=display,
         lease_minutes=_int(data, "time_limit_minutes", "time_limit_minutes", 60, minimum=1),
         consent_text=_str(phases, "consent", "phases.consent", ""),
         instructions=_str(phases, "instructions", "phases.instructions", ""),
-        learning_items=learning_items, public_title=_str(data, "title", "title", "", max_length=200).strip(),
+        learning_items=learning_items,
+        public_title=_str(data, "title", "title", "", max_length=200).strip(),
         pretest=_bool(phases, "pretest", "phases.pretest", False),
         survey=_bool(phases, "survey", "phases.survey", True),
         attention_checks=attention_checks,
@@ -417,9 +457,13 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         confidence_range=_range(filters, "confidence", "items.filters.confidence"),
         interaction_range=_range(filters, "interaction_strength", "items.filters.interaction_strength"),
         interaction_types=_interaction_types(filters, model=model, dataset=dataset),
-        completion_code=completed, screened_out_code=screened_out,
-        sequential_monitoring=None if "sequential" not in data else sequential_monitoring_check(
-            data["sequential"], max_participants_per_arm=n_items * raters // per_participant),
+        completion_code=completed,
+        screened_out_code=screened_out,
+        sequential_monitoring=None
+        if "sequential" not in data
+        else sequential_monitoring_check(
+            data["sequential"], max_participants_per_arm=n_items * raters // per_participant
+        ),
     )
 
 
@@ -440,9 +484,12 @@ def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dat
     if unknown:
         raise SpecError(path, f"unknown interaction type {unknown[0]!r}; known: {', '.join(INTERACTION_TYPES)}")
     if model_latest_done_report(model=model, dataset=dataset) is None:
-        raise SpecError(path, f"needs a finished model report of model '{model.name}' on dataset '{dataset.name}' "
-                              f"(the Model reports page, or manage.py quantify --model '{model.name}' --dataset "
-                              f"'{dataset.name}')")
+        raise SpecError(
+            path,
+            f"needs a finished model report of model '{model.name}' on dataset '{dataset.name}' "
+            f"(the Model reports page, or manage.py quantify --model '{model.name}' --dataset "
+            f"'{dataset.name}')",
+        )
     return tuple(dict.fromkeys(values))
 
 
@@ -453,10 +500,15 @@ def dataset_shortfall(*, dataset: Dataset, n_items: int, learning_items: int, at
     needed = n_items + max(0, learning_items) + max(0, attention_checks)
     if needed <= available:
         return ""
-    parts = [f"{n_items} test items"] + [f"{count} {what}" for count, what in (
-        (learning_items, "learning items"), (attention_checks, "attention-check items")) if count]
-    return (f"dataset '{dataset.name}' has {available} items, fewer than the {needed} this design needs "
-            f"({' + '.join(parts)})")
+    parts = [f"{n_items} test items"] + [
+        f"{count} {what}"
+        for count, what in ((learning_items, "learning items"), (attention_checks, "attention-check items"))
+        if count
+    ]
+    return (
+        f"dataset '{dataset.name}' has {available} items, fewer than the {needed} this design needs "
+        f"({' + '.join(parts)})"
+    )
 
 
 def _owned(model_class, owner, data: Mapping, key: str):

@@ -111,8 +111,12 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         raise StudyError("item counts must be positive")
     if spec.items_per_participant > spec.n_items:
         raise StudyError("items per participant cannot exceed the number of items in the study")
-    shortfall = dataset_shortfall(dataset=spec.dataset, n_items=spec.n_items, learning_items=spec.learning_items,
-                                  attention_checks=spec.attention_checks)
+    shortfall = dataset_shortfall(
+        dataset=spec.dataset,
+        n_items=spec.n_items,
+        learning_items=spec.learning_items,
+        attention_checks=spec.attention_checks,
+    )
     if shortfall:
         raise StudyError(shortfall)
     if spec.n_candidates == 1 and spec.n_distractors == 0:
@@ -129,30 +133,54 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         try:
             monitoring["sequential_monitoring"] = sequential_monitoring_check(
                 spec.sequential_monitoring,
-                max_participants_per_arm=spec.n_items * spec.raters_per_item // spec.items_per_participant)
+                max_participants_per_arm=spec.n_items * spec.raters_per_item // spec.items_per_participant,
+            )
         except SpecError as exc:
             raise StudyError(str(exc)) from None
-    filters = {key: list(value) for key, value in (("confidence", spec.confidence_range),
-                                                   ("interaction_strength", spec.interaction_range)) if value}
-    codes = {key: value for key, value in (("completion_code", spec.completion_code),
-                                           ("screened_out_code", spec.screened_out_code)) if value}
+    filters = {
+        key: list(value)
+        for key, value in (("confidence", spec.confidence_range), ("interaction_strength", spec.interaction_range))
+        if value
+    }
+    codes = {
+        key: value
+        for key, value in (("completion_code", spec.completion_code), ("screened_out_code", spec.screened_out_code))
+        if value
+    }
     if spec.interaction_types:
         filters["interaction_type"] = list(spec.interaction_types)
     return dict(
-        name=spec.name, public_title=spec.public_title, dataset=spec.dataset, model=spec.model, seed=spec.seed,
-        items_per_participant=spec.items_per_participant, raters_per_item=spec.raters_per_item,
-        n_candidates=spec.n_candidates, n_distractors=spec.n_distractors if spec.n_candidates else 0,
-        explanation_method=spec.explanation_method, interaction_method=spec.interaction_method,
-        explanation_display=spec.explanation_display, lease_minutes=spec.lease_minutes,
-        consent_text=spec.consent_text, instructions=spec.instructions, learning_items=spec.learning_items, pretest=spec.pretest,
-        survey=spec.survey, attention_checks=spec.attention_checks, min_rt_ms=spec.min_rt_ms, exclusion_rules=rules,
-        design={"n_items": spec.n_items, "filters": filters}, **codes, **monitoring,
+        name=spec.name,
+        public_title=spec.public_title,
+        dataset=spec.dataset,
+        model=spec.model,
+        seed=spec.seed,
+        items_per_participant=spec.items_per_participant,
+        raters_per_item=spec.raters_per_item,
+        n_candidates=spec.n_candidates,
+        n_distractors=spec.n_distractors if spec.n_candidates else 0,
+        explanation_method=spec.explanation_method,
+        interaction_method=spec.interaction_method,
+        explanation_display=spec.explanation_display,
+        lease_minutes=spec.lease_minutes,
+        consent_text=spec.consent_text,
+        instructions=spec.instructions,
+        learning_items=spec.learning_items,
+        pretest=spec.pretest,
+        survey=spec.survey,
+        attention_checks=spec.attention_checks,
+        min_rt_ms=spec.min_rt_ms,
+        exclusion_rules=rules,
+        design={"n_items": spec.n_items, "filters": filters},
+        **codes,
+        **monitoring,
     )
 
 
 def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None:
     Condition.objects.bulk_create(
-        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions)
+        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
+    )
 
 
 def study_create_from_spec(*, owner, spec: StudySpec) -> Study:
@@ -249,8 +277,9 @@ def _confidence(prediction: Prediction) -> float:
 def _interaction_strengths(*, study: Study) -> dict[int, float]:
     """Per item, |dividend| / (|effect_a| + |effect_b| + |dividend|) of the predicted class:
     the share of the model's change from the baselines that needs both modalities at once."""
-    rows = Explanation.objects.filter(model=study.model, item__dataset=study.dataset, method=MODALITY_INTERACTION,
-                                      status=Explanation.Status.DONE)
+    rows = Explanation.objects.filter(
+        model=study.model, item__dataset=study.dataset, method=MODALITY_INTERACTION, status=Explanation.Status.DONE
+    )
     strengths = {}
     for row in rows.values("item_id", "summary"):
         summary = row["summary"] or {}
@@ -266,8 +295,10 @@ def _of_interaction_types(*, study: Study, eligible: list[Prediction], types: li
 
     found = model_item_interaction_types(model=study.model, dataset=study.dataset)
     if found is None:
-        raise StudyError(f"the interaction-type filter needs a finished model report of model '{study.model.name}' "
-                         f"on dataset '{study.dataset.name}'")
+        raise StudyError(
+            f"the interaction-type filter needs a finished model report of model '{study.model.name}' "
+            f"on dataset '{study.dataset.name}'"
+        )
     _, by_item = found
     return [p for p in eligible if by_item.get(p.item_id) in types]
 
@@ -318,12 +349,14 @@ def study_select_items(*, study: Study) -> list[StudyItem]:
     rng.shuffle(right)
     rng.shuffle(wrong)
     test_right, test_wrong = _stratified(right, wrong, n_items)
-    chosen = [(i, StudyItem.Stratum.MODEL_RIGHT, StudyItem.Role.TEST) for i in test_right] + \
-             [(i, StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.TEST) for i in test_wrong]
+    chosen = [(i, StudyItem.Stratum.MODEL_RIGHT, StudyItem.Role.TEST) for i in test_right] + [
+        (i, StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.TEST) for i in test_wrong
+    ]
     if len(chosen) < study.items_per_participant:
         what = "pass the filters" if filters else "have predictions"
-        raise StudyError(f"only {len(chosen)} items {what}, fewer than the "
-                         f"{study.items_per_participant} each participant needs")
+        raise StudyError(
+            f"only {len(chosen)} items {what}, fewer than the {study.items_per_participant} each participant needs"
+        )
     used = {item.pk for item, _, _ in chosen}
 
     if study.learning_items:
@@ -335,10 +368,13 @@ def study_select_items(*, study: Study) -> list[StudyItem]:
             rng.shuffle(rest_wrong)
         learn_right, learn_wrong = _stratified(rest_right, rest_wrong, study.learning_items)
         if len(learn_right) + len(learn_wrong) < study.learning_items:
-            raise StudyError(f"the dataset has too few items left for {study.learning_items} learning items "
-                             f"besides the {len(used)} test items")
-        chosen += [(i, StudyItem.Stratum.MODEL_RIGHT, StudyItem.Role.LEARNING) for i in learn_right] + \
-                  [(i, StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.LEARNING) for i in learn_wrong]
+            raise StudyError(
+                f"the dataset has too few items left for {study.learning_items} learning items "
+                f"besides the {len(used)} test items"
+            )
+        chosen += [(i, StudyItem.Stratum.MODEL_RIGHT, StudyItem.Role.LEARNING) for i in learn_right] + [
+            (i, StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.LEARNING) for i in learn_wrong
+        ]
         used |= {i.pk for i in learn_right + learn_wrong}
 
     if study.attention_checks:
@@ -347,10 +383,18 @@ def study_select_items(*, study: Study) -> list[StudyItem]:
         rest.sort(key=lambda p: (p.label != p.item.gold_label, -_confidence(p), p.item_id))
         pool = rest[: 2 * study.attention_checks]
         if len(pool) < study.attention_checks:
-            raise StudyError(f"the dataset has too few items left for {study.attention_checks} attention checks "
-                             f"besides the {len(used)} test and learning items")
-        chosen += [(p.item, StudyItem.Stratum.MODEL_RIGHT if p.label == p.item.gold_label
-                    else StudyItem.Stratum.MODEL_WRONG, StudyItem.Role.ATTENTION) for p in pool]
+            raise StudyError(
+                f"the dataset has too few items left for {study.attention_checks} attention checks "
+                f"besides the {len(used)} test and learning items"
+            )
+        chosen += [
+            (
+                p.item,
+                StudyItem.Stratum.MODEL_RIGHT if p.label == p.item.gold_label else StudyItem.Stratum.MODEL_WRONG,
+                StudyItem.Role.ATTENTION,
+            )
+            for p in pool
+        ]
 
     StudyItem.objects.bulk_create(
         [StudyItem(study=study, item=item, stratum=stratum, role=role) for item, stratum, role in chosen],
@@ -368,17 +412,37 @@ def prediction_store(*, model: RegisteredModel, item, label: str, probabilities:
 
 
 def explanation_store(
-    *, model: RegisteredModel, item, method: str, target_label: str, status: str,
-    arrays_file: str = "", image_view: str = "", token_view: list | None = None,
-    summary: dict | None = None, error: str = "", extra_views: dict | None = None, metrics: dict | None = None,
+    *,
+    model: RegisteredModel,
+    item,
+    method: str,
+    target_label: str,
+    status: str,
+    arrays_file: str = "",
+    image_view: str = "",
+    token_view: list | None = None,
+    summary: dict | None = None,
+    error: str = "",
+    extra_views: dict | None = None,
+    metrics: dict | None = None,
 ) -> Explanation:
     """Store one explanation. Idempotent per (model, item, method, target): a redelivery
     overwrites a failed row with its retry but never duplicates a row."""
     explanation, _ = Explanation.objects.update_or_create(
-        model=model, item=item, method=method, target_label=target_label,
-        defaults={"status": status, "arrays_file": arrays_file, "image_view": image_view,
-                  "token_view": token_view or [], "summary": summary or {}, "error": error,
-                  "extra_views": extra_views or {}, "metrics": metrics or {}},
+        model=model,
+        item=item,
+        method=method,
+        target_label=target_label,
+        defaults={
+            "status": status,
+            "arrays_file": arrays_file,
+            "image_view": image_view,
+            "token_view": token_view or [],
+            "summary": summary or {},
+            "error": error,
+            "extra_views": extra_views or {},
+            "metrics": metrics or {},
+        },
     )
     return explanation
 
@@ -403,72 +467,131 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def explanation_store_attribution(
-    *, model: RegisteredModel, item, method: str, target_label: str, arrays: dict[str, np.ndarray],
-    summary: dict, image_png: bytes | None, tokens: list, share_png: bytes | None = None,
+    *,
+    model: RegisteredModel,
+    item,
+    method: str,
+    target_label: str,
+    arrays: dict[str, np.ndarray],
+    summary: dict,
+    image_png: bytes | None,
+    tokens: list,
+    share_png: bytes | None = None,
     metrics: dict | None = None,
 ) -> Explanation:
     """Store a finished attribution with its rendered views (heatmap, token highlights and,
     when an arm shows them, the modality share bars)."""
     return explanation_store(
-        model=model, item=item, method=method, target_label=target_label, status=Explanation.Status.DONE,
+        model=model,
+        item=item,
+        method=method,
+        target_label=target_label,
+        status=Explanation.Status.DONE,
         arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
         image_view=media_write(folder="views", suffix=".png", data=image_png) if image_png else "",
-        token_view=tokens, summary=summary, metrics=metrics,
+        token_view=tokens,
+        summary=summary,
+        metrics=metrics,
         extra_views={"share": media_write(folder="views", suffix=".png", data=share_png)} if share_png else {},
     )
 
 
 def explanation_store_interaction(
-    *, model: RegisteredModel, item, method: str, target_label: str, arrays: dict[str, np.ndarray],
-    summary: dict, matrix_png: bytes, top_pairs_png: bytes | None,
+    *,
+    model: RegisteredModel,
+    item,
+    method: str,
+    target_label: str,
+    arrays: dict[str, np.ndarray],
+    summary: dict,
+    matrix_png: bytes,
+    top_pairs_png: bytes | None,
 ) -> Explanation:
     """Store a cross-modal interaction matrix with its views (matrix and top pairs)."""
     return explanation_store(
-        model=model, item=item, method=method, target_label=target_label, status=Explanation.Status.DONE,
+        model=model,
+        item=item,
+        method=method,
+        target_label=target_label,
+        status=Explanation.Status.DONE,
         arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
-        image_view=media_write(folder="views", suffix=".png", data=matrix_png), summary=summary,
+        image_view=media_write(folder="views", suffix=".png", data=matrix_png),
+        summary=summary,
         extra_views={"top_pairs": media_write(folder="views", suffix=".png", data=top_pairs_png)}
-        if top_pairs_png else {},
+        if top_pairs_png
+        else {},
     )
 
 
 def explanation_store_multiviz(
-    *, model: RegisteredModel, item, method: str, target_label: str, arrays: dict[str, np.ndarray],
-    summary: dict, features_png: bytes, prediction_png: bytes,
+    *,
+    model: RegisteredModel,
+    item,
+    method: str,
+    target_label: str,
+    arrays: dict[str, np.ndarray],
+    summary: dict,
+    features_png: bytes,
+    prediction_png: bytes,
 ) -> Explanation:
     """Store one candidate's MultiViz views of an item: what activates its top features
     (``features``) and the sparse weights behind it (``prediction``)."""
     return explanation_store(
-        model=model, item=item, method=method, target_label=target_label, status=Explanation.Status.DONE,
-        arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)), summary=summary,
-        extra_views={"features": media_write(folder="views", suffix=".png", data=features_png),
-                     "prediction": media_write(folder="views", suffix=".png", data=prediction_png)},
+        model=model,
+        item=item,
+        method=method,
+        target_label=target_label,
+        status=Explanation.Status.DONE,
+        arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
+        summary=summary,
+        extra_views={
+            "features": media_write(folder="views", suffix=".png", data=features_png),
+            "prediction": media_write(folder="views", suffix=".png", data=prediction_png),
+        },
     )
 
 
 def decision_features_store(
-    *, model: RegisteredModel, dataset, method: str, arrays: dict[str, np.ndarray], summary: dict,
+    *,
+    model: RegisteredModel,
+    dataset,
+    method: str,
+    arrays: dict[str, np.ndarray],
+    summary: dict,
     examples: dict[int, list[bytes]],
 ) -> DecisionFeatures:
     """Store the model's decision features over a dataset with its sparse head and each
     feature's top-activating example views. Idempotent per (model, dataset, method)."""
     row, _ = DecisionFeatures.objects.update_or_create(
-        model=model, dataset=dataset, method=method,
-        defaults={"status": DecisionFeatures.Status.DONE, "error": "", "summary": summary,
-                  "arrays_file": media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
-                  "example_views": {str(f): [media_write(folder="views", suffix=".png", data=png) for png in pngs]
-                                    for f, pngs in examples.items()}},
+        model=model,
+        dataset=dataset,
+        method=method,
+        defaults={
+            "status": DecisionFeatures.Status.DONE,
+            "error": "",
+            "summary": summary,
+            "arrays_file": media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
+            "example_views": {
+                str(f): [media_write(folder="views", suffix=".png", data=png) for png in pngs]
+                for f, pngs in examples.items()
+            },
+        },
     )
     return row
 
 
-def explanation_store_failed(*, model: RegisteredModel, method: str, pairs: list[tuple[int, str]],
-                             error: str) -> None:
+def explanation_store_failed(*, model: RegisteredModel, method: str, pairs: list[tuple[int, str]], error: str) -> None:
     """Record that these (item ID, label) explanations failed, with the traceback the
     researcher sees on the item page."""
     for item_id, label in pairs:
-        explanation_store(model=model, item=Item(pk=item_id), method=method, target_label=label,
-                          status=Explanation.Status.FAILED, error=error)
+        explanation_store(
+            model=model,
+            item=Item(pk=item_id),
+            method=method,
+            target_label=label,
+            status=Explanation.Status.FAILED,
+            error=error,
+        )
 
 
 def explanation_share_view_add(*, explanation: Explanation, share_png: bytes) -> None:
@@ -508,7 +631,8 @@ def study_launch(*, study: Study) -> Study:
 def study_close(*, study: Study) -> Study:
     """Stop taking participants. Only a live study closes; a draft is simply not launched."""
     closed = Study.objects.filter(pk=study.pk, status__in=[Study.Status.LIVE, Study.Status.CLOSED]).update(
-        status=Study.Status.CLOSED)
+        status=Study.Status.CLOSED
+    )
     if not closed:
         raise StudyError(f"only a live study can be closed (this one is {study.status})")
     study.status = Study.Status.CLOSED
@@ -523,9 +647,13 @@ def _missing_explanations(*, study: Study) -> int:
         return 0
     missing = 0
     for method, views in study_required_methods(study=study).items():
-        rows = Explanation.objects.filter(model=study.model, method=method, status=Explanation.Status.DONE,
-                                          item_id__in=list(targets))
-        done = {(e.item_id, e.target_label) for e in rows.only("item_id", "target_label", "extra_views")
-                if explanation_has_views(e, views)}
+        rows = Explanation.objects.filter(
+            model=study.model, method=method, status=Explanation.Status.DONE, item_id__in=list(targets)
+        )
+        done = {
+            (e.item_id, e.target_label)
+            for e in rows.only("item_id", "target_label", "extra_views")
+            if explanation_has_views(e, views)
+        }
         missing += sum(1 for item_id, labels in targets.items() for label in labels if (item_id, label) not in done)
     return missing

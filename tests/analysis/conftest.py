@@ -10,8 +10,17 @@ def make_rows(rows: list[tuple]) -> pd.DataFrame:
     """Rows of (condition, participant, item, model_prediction, gold_label, guess, confidence, rt_ms, phase)."""
     frame = pd.DataFrame(
         rows,
-        columns=["condition", "participant", "item", "model_prediction", "gold_label", "guess", "confidence",
-                 "rt_ms", "phase"],
+        columns=[
+            "condition",
+            "participant",
+            "item",
+            "model_prediction",
+            "gold_label",
+            "guess",
+            "confidence",
+            "rt_ms",
+            "phase",
+        ],
     )
     frame.insert(0, "study", "S1")
     frame["correct_simulation"] = frame["guess"] == frame["model_prediction"]

@@ -20,7 +20,6 @@ from annotations.analysis import (
 from annotations.analysis.accuracy import CHUNK, _accuracy_bootstrap, _rng
 from annotations.analysis.responses import responses_prepare, stable_stream_key
 
-
 # --- closed-form cases ------------------------------------------------------------------------
 
 
@@ -92,10 +91,14 @@ def _moment_reference(arms: list[pd.DataFrame], signs: list[float]) -> float:
             for second_item in items:
                 if second_item == first_item:
                     continue
-                da = (a.loc[a["item"] == first_item, "correct_simulation"].to_numpy(float)[:, None]
-                      - a.loc[a["item"] == second_item, "correct_simulation"].to_numpy(float)[None, :]).ravel()
-                db = (b.loc[b["item"] == first_item, "correct_simulation"].to_numpy(float)[:, None]
-                      - b.loc[b["item"] == second_item, "correct_simulation"].to_numpy(float)[None, :]).ravel()
+                da = (
+                    a.loc[a["item"] == first_item, "correct_simulation"].to_numpy(float)[:, None]
+                    - a.loc[a["item"] == second_item, "correct_simulation"].to_numpy(float)[None, :]
+                ).ravel()
+                db = (
+                    b.loc[b["item"] == first_item, "correct_simulation"].to_numpy(float)[:, None]
+                    - b.loc[b["item"] == second_item, "correct_simulation"].to_numpy(float)[None, :]
+                ).ravel()
                 total += np.outer(da, db).sum()
                 count += len(da) * len(db)
         covariance = total / (2 * count)  # E[(v_i − v_j)(v'_i − v'_j)] = 2 cov
@@ -106,8 +109,9 @@ def _moment_reference(arms: list[pd.DataFrame], signs: list[float]) -> float:
 
 
 def test_moment_variance_matches_every_pair_enumerated() -> None:
-    df = responses_simulate(seed=12, n_participants_per_arm=9, n_items=14, items_per_participant=6,
-                            pretest_items_per_participant=3)
+    df = responses_simulate(
+        seed=12, n_participants_per_arm=9, n_items=14, items_per_participant=6, pretest_items_per_participant=3
+    )
     test = df[df["phase"] == "test"].reset_index(drop=True)
     accuracy = simulation_accuracy(df, seed=0, n_resamples=10)
     effects = arm_effects(df, baseline="baseline", seed=0, n_resamples=10, n_permutations=10)
@@ -120,6 +124,7 @@ def test_moment_variance_matches_every_pair_enumerated() -> None:
 
 def _two_way_reference(test: pd.DataFrame, score: pd.Series) -> float:
     """Cameron–Gelbach–Miller two-way variance written out with pandas (participants within arm)."""
+
     def part(keys: list[str], factor_by: str | None) -> float:
         sums = score.groupby([test[key] for key in keys]).sum()
         if factor_by is None:
@@ -136,13 +141,15 @@ def _two_way_reference(test: pd.DataFrame, score: pd.Series) -> float:
 def test_gain_variance_is_the_cluster_robust_one_written_out() -> None:
     """The gain pairs each participant's pretest and test answers: one participant sum over both
     phases, one item sum over both phases (Cameron–Gelbach–Miller)."""
-    df = responses_simulate(seed=12, n_participants_per_arm=9, n_items=14, items_per_participant=6,
-                            pretest_items_per_participant=3)
+    df = responses_simulate(
+        seed=12, n_participants_per_arm=9, n_items=14, items_per_participant=6, pretest_items_per_participant=3
+    )
     both = df[df["phase"].isin(["test", "pretest"]) & (df["condition"] == "baseline")].reset_index(drop=True)
     yb = both["correct_simulation"].astype(float)
     is_test = both["phase"] == "test"
-    gain_score = pd.Series(np.where(is_test, (yb - yb[is_test].mean()) / is_test.sum(),
-                                    -(yb - yb[~is_test].mean()) / (~is_test).sum()))
+    gain_score = pd.Series(
+        np.where(is_test, (yb - yb[is_test].mean()) / is_test.sum(), -(yb - yb[~is_test].mean()) / (~is_test).sum())
+    )
     gain = simulation_gain(df, seed=0, n_resamples=10)["baseline"]
     assert gain["se"] ** 2 == pytest.approx(_two_way_reference(both, gain_score), rel=1e-12)
 
@@ -190,8 +197,9 @@ def test_bootstrap_matches_explicit_product_weights() -> None:
     items = np.unique(test["item"].to_numpy(dtype=object))
     item_rng = _rng(seed, 1, 0)
     arm_rngs = {arm: _rng(seed, 1, stable_stream_key(arm)) for arm in ("baseline", "explained")}
-    participants = {arm: np.unique(test.loc[test["condition"] == arm, "participant"].to_numpy(dtype=object))
-                    for arm in arm_rngs}
+    participants = {
+        arm: np.unique(test.loc[test["condition"] == arm, "participant"].to_numpy(dtype=object)) for arm in arm_rngs
+    }
 
     def counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
         draws = rng.integers(0, n, size=(size, n))
@@ -221,8 +229,9 @@ def test_bootstrap_matches_explicit_product_weights() -> None:
 def test_seeded_and_row_order_free() -> None:
     df = responses_simulate(seed=5, n_participants_per_arm=12, n_items=15, items_per_participant=8)
     first = arm_effects(df, baseline="baseline", seed=1, n_resamples=150, n_permutations=150)
-    assert first == arm_effects(df.sample(frac=1.0, random_state=2), baseline="baseline", seed=1,
-                                n_resamples=150, n_permutations=150)
+    assert first == arm_effects(
+        df.sample(frac=1.0, random_state=2), baseline="baseline", seed=1, n_resamples=150, n_permutations=150
+    )
     other = arm_effects(df, baseline="baseline", seed=2, n_resamples=150, n_permutations=150)
     assert other["explained"]["all"]["estimate"] == first["explained"]["all"]["estimate"]
     # the two-way interval is a formula; only the bootstrap's draws depend on the seed
@@ -231,22 +240,31 @@ def test_seeded_and_row_order_free() -> None:
 
 
 def test_arm_numbers_do_not_depend_on_other_arms() -> None:
-    df = responses_simulate(seed=6, arm_logits={"none": 0.0, "a": 0.5, "b": 1.0}, n_participants_per_arm=10,
-                            n_items=12, items_per_participant=12)
+    df = responses_simulate(
+        seed=6,
+        arm_logits={"none": 0.0, "a": 0.5, "b": 1.0},
+        n_participants_per_arm=10,
+        n_items=12,
+        items_per_participant=12,
+    )
     full = simulation_accuracy(df, seed=4, n_resamples=120)
     without_b = simulation_accuracy(df[df["condition"] != "b"], seed=4, n_resamples=120)
     assert full["a"] == without_b["a"] and full["none"] == without_b["none"]
     effects = arm_effects(df, baseline="none", seed=4, n_resamples=120, n_permutations=120)
-    assert effects["a"] == arm_effects(df[df["condition"] != "b"], baseline="none", seed=4, n_resamples=120,
-                                       n_permutations=120)["a"]
+    assert (
+        effects["a"]
+        == arm_effects(df[df["condition"] != "b"], baseline="none", seed=4, n_resamples=120, n_permutations=120)["a"]
+    )
 
 
 def test_effects_use_the_accuracy_resamples() -> None:
     df = responses_simulate(seed=8, n_participants_per_arm=10, n_items=10, items_per_participant=6)
     prepared = responses_prepare(df)
     boot = _accuracy_bootstrap(prepared, seed=9, n_resamples=300)
-    diff = boot.totals["explained"][0] / boot.totals["explained"][1] - boot.totals["baseline"][0] / boot.totals[
-        "baseline"][1]
+    diff = (
+        boot.totals["explained"][0] / boot.totals["explained"][1]
+        - boot.totals["baseline"][0] / boot.totals["baseline"][1]
+    )
     effect = arm_effects(df, baseline="baseline", seed=9, n_resamples=300, n_permutations=10)["explained"]["all"]
     assert (effect["bootstrap"]["ci_low"], effect["bootstrap"]["ci_high"]) == tuple(np.quantile(diff, [0.025, 0.975]))
 
@@ -281,8 +299,11 @@ def _coverage(n_studies: int, *, seed: int, arms: dict[str, float], **design) ->
         covered_base += base["ci_low"] <= truth_base <= base["ci_high"]
         estimates.append(effect["estimate"])
         ses.append(effect["se"])
-    return {"effect": covered_effect / n_studies, "arm": covered_base / n_studies,
-            "se_ratio": float(np.mean(ses) / np.std(estimates, ddof=1))}
+    return {
+        "effect": covered_effect / n_studies,
+        "arm": covered_base / n_studies,
+        "se_ratio": float(np.mean(ses) / np.std(estimates, ddof=1)),
+    }
 
 
 # 300 studies: a coverage of 0.95 is measured with a standard error of 0.0126; the bounds below sit
@@ -303,8 +324,15 @@ def test_two_way_intervals_cover_and_fit_the_spread(design: dict, seed: int) -> 
     (30 participants per arm, 40 items, 20 per participant), and the effect's standard error is
     within 20 % of the estimate's spread across studies (the 400-study tables of
     ``docs/STATISTICS.md`` measure it to within a few per cent)."""
-    found = _coverage(300, seed=seed, arms={"baseline": 0.0, "explained": 0.6}, n_participants_per_arm=30,
-                      n_items=40, items_per_participant=20, **design)
+    found = _coverage(
+        300,
+        seed=seed,
+        arms={"baseline": 0.0, "explained": 0.6},
+        n_participants_per_arm=30,
+        n_items=40,
+        items_per_participant=20,
+        **design,
+    )
     assert COVERAGE_BOUNDS[0] <= found["effect"] <= COVERAGE_BOUNDS[1]
     assert COVERAGE_BOUNDS[0] <= found["arm"] <= COVERAGE_BOUNDS[1]
     assert 0.80 <= found["se_ratio"] <= 1.20
@@ -314,8 +342,16 @@ def test_arm_interval_with_ten_items_and_a_large_item_sd() -> None:
     """Few clusters: 10 items with item SD 1.5 (logit scale). The t interval on Satterthwaite's
     degrees of freedom (about 10 here) keeps the arm's coverage near 95 % (the percentile bootstrap
     gave 0.91–0.92); 400 studies, bound three standard errors below 0.95."""
-    found = _coverage(400, seed=52_000, arms={"baseline": 0.0, "explained": 0.6}, n_participants_per_arm=30,
-                      n_items=10, items_per_participant=10, participant_sd=1.0, item_sd=1.5)
+    found = _coverage(
+        400,
+        seed=52_000,
+        arms={"baseline": 0.0, "explained": 0.6},
+        n_participants_per_arm=30,
+        n_items=10,
+        items_per_participant=10,
+        participant_sd=1.0,
+        item_sd=1.5,
+    )
     assert found["arm"] >= 0.914
     assert found["effect"] >= 0.914
 
@@ -323,10 +359,16 @@ def test_arm_interval_with_ten_items_and_a_large_item_sd() -> None:
 def test_permutation_p_values_uniform_under_null() -> None:
     p_values = []
     for study in range(200):
-        df = responses_simulate(seed=70_000 + study, arm_logits={"baseline": 0.3, "explained": 0.3},
-                                n_participants_per_arm=15, n_items=20, items_per_participant=10)
-        p_values.append(arm_permutation_test(df, baseline="baseline", seed=study, n_permutations=200)
-                        ["explained"]["all"]["p_value"])
+        df = responses_simulate(
+            seed=70_000 + study,
+            arm_logits={"baseline": 0.3, "explained": 0.3},
+            n_participants_per_arm=15,
+            n_items=20,
+            items_per_participant=10,
+        )
+        p_values.append(
+            arm_permutation_test(df, baseline="baseline", seed=study, n_permutations=200)["explained"]["all"]["p_value"]
+        )
     p_values = np.array(p_values)
     assert 0.01 <= (p_values <= 0.05).mean() <= 0.10
     assert 0.42 <= p_values.mean() <= 0.58
@@ -334,8 +376,13 @@ def test_permutation_p_values_uniform_under_null() -> None:
 
 
 def test_permutation_p_value_small_under_strong_effect() -> None:
-    df = responses_simulate(seed=1, arm_logits={"baseline": -0.5, "explained": 2.0}, n_participants_per_arm=30,
-                            n_items=20, items_per_participant=10)
+    df = responses_simulate(
+        seed=1,
+        arm_logits={"baseline": -0.5, "explained": 2.0},
+        n_participants_per_arm=30,
+        n_items=20,
+        items_per_participant=10,
+    )
     result = arm_permutation_test(df, baseline="baseline", seed=0, n_permutations=500)["explained"]["all"]
     assert result["difference"] > 0.3
     assert result["p_value"] == 1 / 501
@@ -343,11 +390,17 @@ def test_permutation_p_value_small_under_strong_effect() -> None:
 
 def test_permutation_matches_exact_enumeration() -> None:
     """4 + 4 participants: the exact p-value over all 70 relabellings vs 20,000 random ones."""
-    df = responses_simulate(seed=2, arm_logits={"baseline": 0.0, "explained": 0.8}, n_participants_per_arm=4,
-                            n_items=6, items_per_participant=4)
+    df = responses_simulate(
+        seed=2,
+        arm_logits={"baseline": 0.0, "explained": 0.8},
+        n_participants_per_arm=4,
+        n_items=6,
+        items_per_participant=4,
+    )
     test = df[df["phase"] == "test"]
-    totals = test.groupby("participant").agg(correct=("correct_simulation", "sum"), n=("correct_simulation", "size"),
-                                             arm=("condition", "first"))
+    totals = test.groupby("participant").agg(
+        correct=("correct_simulation", "sum"), n=("correct_simulation", "size"), arm=("condition", "first")
+    )
     is_arm = (totals["arm"] == "explained").to_numpy()
     correct, n = totals["correct"].to_numpy(float), totals["n"].to_numpy(float)
 

@@ -49,8 +49,9 @@ def _random_reliability_data(seed: int, *, coders: int, units: int, missing: flo
     """Ratings 1–5 around a per-unit value, with a share ``missing`` of cells set to NaN."""
     rng = np.random.default_rng(seed)
     centre = rng.integers(1, 6, units)
-    data = np.clip(centre[None, :] + rng.integers(-1, 2, (coders, units)) * (rng.random((coders, units)) < 0.6),
-                   1, 5).astype(float)
+    data = np.clip(
+        centre[None, :] + rng.integers(-1, 2, (coders, units)) * (rng.random((coders, units)) < 0.6), 1, 5
+    ).astype(float)
     data[rng.random(data.shape) < missing] = np.nan
     return data
 
@@ -128,8 +129,9 @@ def test_agreement_hand_computed(hand_df: pd.DataFrame) -> None:
 
 def test_agreement_per_arm_matches_references() -> None:
     """Fully crossed arms (every participant rates every item): alpha and kappa vs the packages."""
-    df = responses_simulate(seed=4, arm_logits={"none": 0.0, "expl": 1.0}, n_participants_per_arm=8, n_items=25,
-                            items_per_participant=25)
+    df = responses_simulate(
+        seed=4, arm_logits={"none": 0.0, "expl": 1.0}, n_participants_per_arm=8, n_items=25, items_per_participant=25
+    )
     df = df.drop(index=df.sample(frac=0.15, random_state=1).index)  # missing cells for alpha
     result = agreement(df)
     for arm, rows in df[df["phase"] == "test"].groupby("condition"):
@@ -137,22 +139,28 @@ def test_agreement_per_arm_matches_references() -> None:
         codes = guesses.apply(lambda column: column.map({"c0": 0.0, "c1": 1.0, "c2": 2.0})).to_numpy(dtype=float)
         confidence = rows.pivot(index="participant", columns="item", values="confidence").to_numpy(dtype=float)
         assert result[arm]["alpha_nominal_guess"] == pytest.approx(
-            krippendorff.alpha(reliability_data=codes, level_of_measurement="nominal"), abs=1e-12)
+            krippendorff.alpha(reliability_data=codes, level_of_measurement="nominal"), abs=1e-12
+        )
         assert result[arm]["alpha_ordinal_confidence"] == pytest.approx(
-            krippendorff.alpha(reliability_data=confidence, level_of_measurement="ordinal"), abs=1e-12)
+            krippendorff.alpha(reliability_data=confidence, level_of_measurement="ordinal"), abs=1e-12
+        )
         assert result[arm]["fleiss_kappa"] is None
         assert "unequal" in result[arm]["reasons"]["fleiss_kappa"]
 
     crossed = responses_simulate(seed=5, n_participants_per_arm=6, n_items=20, items_per_participant=20)
     result = agreement(crossed)
     for arm, rows in crossed.groupby("condition"):
-        table, _ = aggregate_raters(rows.pivot(index="item", columns="participant", values="guess")
-                                    .apply(lambda column: column.map({"c0": 0, "c1": 1, "c2": 2})).to_numpy())
+        table, _ = aggregate_raters(
+            rows.pivot(index="item", columns="participant", values="guess")
+            .apply(lambda column: column.map({"c0": 0, "c1": 1, "c2": 2}))
+            .to_numpy()
+        )
         assert result[arm]["fleiss_kappa"] == pytest.approx(statsmodels_fleiss_kappa(table), abs=1e-12)
 
 
-def _simulated_crowd(seed: int, *, accuracies: list[float], n_items: int, raters_per_item: int,
-                     n_classes: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+def _simulated_crowd(
+    seed: int, *, accuracies: list[float], n_items: int, raters_per_item: int, n_classes: int = 3
+) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, n_classes, n_items)
     rows = []
@@ -181,8 +189,7 @@ def test_dawid_skene_beats_majority_vote_with_spammers() -> None:
 
 
 def test_dawid_skene_recovers_truth_with_good_raters() -> None:
-    df, truth = _simulated_crowd(1, accuracies=[0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55], n_items=200,
-                                 raters_per_item=7)
+    df, truth = _simulated_crowd(1, accuracies=[0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55], n_items=200, raters_per_item=7)
     result = dawid_skene(df)
     ds = np.mean([result.consensus[f"i{item:03d}"] == f"c{label}" for item, label in enumerate(truth)])
     mv = np.mean([result.majority_vote[f"i{item:03d}"] == f"c{label}" for item, label in enumerate(truth)])
@@ -198,8 +205,9 @@ def _crowd_kit_dawid_skene(df: pd.DataFrame, *, n_iter: int) -> pd.DataFrame:
     crowd-kit itself pulls in transformers, nltk and scikit-learn, so CI checks against this
     transcription; ``docs/STATISTICS.md`` reports the one-off comparison with the package."""
     eps = 1e-10
-    data = pd.DataFrame({"task": df["item"].astype(str), "worker": df["participant"].astype(str),
-                         "label": df["guess"].astype(str)})
+    data = pd.DataFrame(
+        {"task": df["item"].astype(str), "worker": df["participant"].astype(str), "label": df["guess"].astype(str)}
+    )
     counts = data.groupby(["task", "label"]).size().unstack(fill_value=0).astype(float)
     probas = counts.div(counts.sum(axis=1), axis=0)  # MajorityVote.fit_predict_proba
 
@@ -225,8 +233,11 @@ def _crowd_kit_dawid_skene(df: pd.DataFrame, *, n_iter: int) -> pd.DataFrame:
 @pytest.mark.parametrize("case", range(4))
 def test_dawid_skene_agrees_with_crowd_kit_run_to_convergence(case: int) -> None:
     if case < 3:
-        accuracies, n_items, raters = [([0.9] * 3 + [1 / 3] * 12, 120, 5), ([0.85, 0.8, 0.75, 0.7, 0.65, 0.6], 80, 4),
-                                       ([0.8, 0.6, 0.5, 0.4], 50, 3)][case]
+        accuracies, n_items, raters = [
+            ([0.9] * 3 + [1 / 3] * 12, 120, 5),
+            ([0.85, 0.8, 0.75, 0.7, 0.65, 0.6], 80, 4),
+            ([0.8, 0.6, 0.5, 0.4], 50, 3),
+        ][case]
         df, _ = _simulated_crowd(10 + case, accuracies=accuracies, n_items=n_items, raters_per_item=raters)
     else:  # one arm of a simulated study: sparse raters, 20 answers each
         study = responses_simulate(seed=3, n_participants_per_arm=30, n_items=30, items_per_participant=15)

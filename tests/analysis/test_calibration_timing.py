@@ -41,8 +41,9 @@ def test_forecast_is_chance_at_confidence_1_and_certainty_at_5(k: int) -> None:
 def test_calibration_table_with_candidates_hand_computed() -> None:
     # forecasts: c1 k4 → .25, c5 k4 → 1, c3 k2 → .75, c3 k unknown → .5; outcomes 0, 1, 1, 0
     # squared errors .0625, 0, .0625, .25 → Brier .09375; mean forecast 2.5/4
-    table = calibration_table(confidence=[1, 5, 3, 3], correct=[False, True, True, False],
-                              n_candidates=[4, 4, 2, np.nan])
+    table = calibration_table(
+        confidence=[1, 5, 3, 3], correct=[False, True, True, False], n_candidates=[4, 4, 2, np.nan]
+    )
     assert (table["n"], table["accuracy"], table["mean_forecast"], table["brier"]) == (4, 0.5, 0.625, 0.09375)
     by_level = {level["confidence"]: (level["forecast"], level["n"]) for level in table["levels"]}
     # level 3 holds k = 2 and unknown k: its mean forecast; empty levels have none (k varies)
@@ -107,7 +108,11 @@ def test_calibration_per_arm(hand_df: pd.DataFrame) -> None:
 
 def test_rt_summary_hand_computed() -> None:
     assert rt_summary([1000, 2000, 3000, 4000]) == {
-        "n": 4, "median_rt_ms": 2500.0, "q1_rt_ms": 1750.0, "q3_rt_ms": 3250.0, "iqr_rt_ms": 1500.0,
+        "n": 4,
+        "median_rt_ms": 2500.0,
+        "q1_rt_ms": 1750.0,
+        "q3_rt_ms": 3250.0,
+        "iqr_rt_ms": 1500.0,
     }
     assert rt_summary([])["median_rt_ms"] is None
 

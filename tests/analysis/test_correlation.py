@@ -43,12 +43,14 @@ def two_arms() -> pd.DataFrame:
 
 @pytest.fixture
 def items() -> pd.DataFrame:
-    return pd.DataFrame({
-        "item": ["i1", "i2", "i3", "i4", "i5"],
-        "metric:ig:deletion_auc": [0.9, 0.5, 0.4, 0.1, 0.3],  # i5: no responses
-        "metric:ig:infidelity": [1.0, np.nan, 3.0, 4.0, 5.0],
-        "metric:ig:constant": [2.0, 2.0, 2.0, 2.0, 2.0],
-    })
+    return pd.DataFrame(
+        {
+            "item": ["i1", "i2", "i3", "i4", "i5"],
+            "metric:ig:deletion_auc": [0.9, 0.5, 0.4, 0.1, 0.3],  # i5: no responses
+            "metric:ig:infidelity": [1.0, np.nan, 3.0, 4.0, 5.0],
+            "metric:ig:constant": [2.0, 2.0, 2.0, 2.0, 2.0],
+        }
+    )
 
 
 def test_item_accuracy_by_hand(two_arms):
@@ -85,7 +87,8 @@ def test_correlations_match_scipy(two_arms, items):
     assert everything["per_arm"]["expl"]["metric:ig:deletion_auc"]["pearson_r"] == pytest.approx(block["pearson_r"])
     all_gain = np.array([0.0, 1 / 3, 1 / 3, 2 / 3]) - np.array([0.5, 0.5, 0.5, 0.0])
     assert everything["gain_vs_baseline"]["expl"]["metric:ig:deletion_auc"]["pearson_r"] == pytest.approx(
-        np.corrcoef(x, all_gain)[0, 1])
+        np.corrcoef(x, all_gain)[0, 1]
+    )
 
 
 def test_items_csv_round_trip(two_arms, items):
@@ -93,8 +96,9 @@ def test_items_csv_round_trip(two_arms, items):
     back = load_items_csv(io.StringIO(text))
     assert back["metric:ig:infidelity"].dtype == np.float64 and np.isnan(back.loc[1, "metric:ig:infidelity"])
     assert back["model_correct"].dtype == "boolean"
-    assert metric_human_correlation(two_arms, back, baseline="none") == \
-        metric_human_correlation(two_arms, items, baseline="none")
+    assert metric_human_correlation(two_arms, back, baseline="none") == metric_human_correlation(
+        two_arms, items, baseline="none"
+    )
     with pytest.raises(ValueError, match="lacks metric columns"):
         metric_human_correlation(two_arms, items, baseline="none", columns=["metric:ig:other"])
 
@@ -116,14 +120,19 @@ def test_metric_points_and_plot(two_arms, items):
 
 def test_report_flatten_keys():
     report = {"a": {"x.y": 1, "b%": [1, 2], "levels": [{"n": 3}, {"n": None}]}, "dawid": {"consensus": {"i": "c"}}}
-    assert dict(report_flatten(report)) == {"a.b%25": "1;2", "a.levels.0.n": 3, "a.levels.1.n": None,
-                                            "a.x%2Ey": 1}
+    assert dict(report_flatten(report)) == {"a.b%25": "1;2", "a.levels.0.n": 3, "a.levels.1.n": None, "a.x%2Ey": 1}
 
 
 def test_simulated_metric_that_predicts_difficulty_correlates():
     """A metric built from the items' true difficulty correlates positively with accuracy."""
-    df = responses_simulate(seed=4, arm_logits={"none": 0.0, "expl": 1.0}, n_participants_per_arm=30,
-                            n_items=30, items_per_participant=15, item_sd=1.5)
+    df = responses_simulate(
+        seed=4,
+        arm_logits={"none": 0.0, "expl": 1.0},
+        n_participants_per_arm=30,
+        n_items=30,
+        items_per_participant=15,
+        item_sd=1.5,
+    )
     accuracy = item_accuracy(df)
     truth = accuracy[accuracy["condition"] == "none"].set_index("item")["accuracy"]
     frame = pd.DataFrame({"item": truth.index, "metric:m:easy": truth.to_numpy()})

@@ -45,19 +45,26 @@ def quality_df() -> pd.DataFrame:
     frame["is_attention_check"] = False
     frame["attention_passed"] = None
     frame["screened_out"] = frame["participant"] == "p4"
-    checks = make_rows([
-        ("none", "p1", "a1", "cat", "cat", "cat", 5, 2000, "test"),
-        ("expl", "p3", "a1", "cat", "cat", "dog", 5, 2000, "test"),
-        ("expl", "p3", "a2", "cat", "cat", "cat", 5, 2000, "test"),
-    ])
+    checks = make_rows(
+        [
+            ("none", "p1", "a1", "cat", "cat", "cat", 5, 2000, "test"),
+            ("expl", "p3", "a1", "cat", "cat", "dog", 5, 2000, "test"),
+            ("expl", "p3", "a2", "cat", "cat", "cat", 5, 2000, "test"),
+        ]
+    )
     checks["is_attention_check"] = True
     checks["attention_passed"] = [True, False, True]
     checks["screened_out"] = False
     return pd.concat([frame, checks], ignore_index=True)
 
 
-RULES = {"max_attention_failures": 0, "max_fast_share": 0.5, "min_test_responses": 2, "min_median_rt_ms": 1000,
-         "exclude_screened_out": True}
+RULES = {
+    "max_attention_failures": 0,
+    "max_fast_share": 0.5,
+    "min_test_responses": 2,
+    "min_median_rt_ms": 1000,
+    "exclude_screened_out": True,
+}
 
 
 def test_participant_numbers_by_hand(quality_df):
@@ -120,18 +127,27 @@ def test_flags_drive_analyze_and_survive_the_csv(quality_df):
     text = flagged.to_csv(index=False)
     back = load_responses_csv(io.StringIO(text))
     assert back["attention_passed"].dtype == "boolean" and back["is_attention_check"].dtype == bool
-    report = study_report(quality_df, baseline="none", seed=0, n_resamples=50, n_permutations=50,
-                          exclusion_rules=RULES, default_fast_rt_ms=1000)
-    assert report == study_report(back, baseline="none", seed=0, n_resamples=50, n_permutations=50,
-                                  exclusion_rules=RULES, default_fast_rt_ms=1000)
+    report = study_report(
+        quality_df,
+        baseline="none",
+        seed=0,
+        n_resamples=50,
+        n_permutations=50,
+        exclusion_rules=RULES,
+        default_fast_rt_ms=1000,
+    )
+    assert report == study_report(
+        back, baseline="none", seed=0, n_resamples=50, n_permutations=50, exclusion_rules=RULES, default_fast_rt_ms=1000
+    )
     assert report["analysis"] == result
     summary = report["exclusions"]
     assert (summary["n_participants"], summary["n_excluded"]) == (5, 3)
     assert summary["by_rule"]["max_fast_share"] == 1 and summary["by_rule"]["min_test_responses"] == 1
     assert summary["per_arm"]["expl"]["n_excluded"] == 2
     # without rules, the frame's own flags are used and counted
-    assert study_report(back, baseline="none", seed=0, n_resamples=50, n_permutations=50)["exclusions"][
-        "n_excluded"] == 3
+    assert (
+        study_report(back, baseline="none", seed=0, n_resamples=50, n_permutations=50)["exclusions"]["n_excluded"] == 3
+    )
 
 
 def test_missing_attention_result_is_not_a_pass(quality_df):

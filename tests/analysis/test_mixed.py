@@ -13,17 +13,24 @@ TRUE = {"baseline": -0.2, "explained": 0.4, "participant_sd": 1.0, "item_sd": 0.
 
 
 def _study(seed: int, **design) -> pd.DataFrame:
-    options = dict(n_participants_per_arm=30, n_items=40, items_per_participant=20,
-                   participant_sd=TRUE["participant_sd"], item_sd=TRUE["item_sd"])
+    options = dict(
+        n_participants_per_arm=30,
+        n_items=40,
+        items_per_participant=20,
+        participant_sd=TRUE["participant_sd"],
+        item_sd=TRUE["item_sd"],
+    )
     options.update(design)
-    return responses_simulate(seed=seed, arm_logits={"baseline": TRUE["baseline"], "explained": TRUE["explained"]},
-                              **options)
+    return responses_simulate(
+        seed=seed, arm_logits={"baseline": TRUE["baseline"], "explained": TRUE["explained"]}, **options
+    )
 
 
 def test_one_large_study_recovers_the_generating_model() -> None:
     """150 participants per arm, 150 items, 30 answers each (9,000 answers)."""
-    fit = mixed_model(_study(1, n_participants_per_arm=150, n_items=150, items_per_participant=30),
-                      baseline="baseline", seed=0)
+    fit = mixed_model(
+        _study(1, n_participants_per_arm=150, n_items=150, items_per_participant=30), baseline="baseline", seed=0
+    )
     assert fit["formula"] == MIXED_MODEL_FORMULA and fit["converged"]
     assert (fit["n_responses"], fit["n_participants"], fit["n_items"]) == (9000, 300, 150)
     arm = fit["arms"]["explained"]

@@ -33,8 +33,15 @@ def test_the_sample_size_found_has_the_promised_power() -> None:
     assert truth[0] == pytest.approx(0.6, abs=1e-9) and truth[1] - truth[0] == pytest.approx(0.12, abs=1e-9)
     rejected = 0
     for study in range(300):
-        df = responses_simulate(seed=90_000 + study, arm_logits=arms, n_participants_per_arm=n, n_items=40,
-                                items_per_participant=10, participant_sd=1.0, item_sd=0.8)
+        df = responses_simulate(
+            seed=90_000 + study,
+            arm_logits=arms,
+            n_participants_per_arm=n,
+            n_items=40,
+            items_per_participant=10,
+            participant_sd=1.0,
+            item_sd=0.8,
+        )
         effect = arm_effects(df, baseline="baseline", seed=0, n_resamples=1, n_permutations=1)["explained"]["all"]
         rejected += effect["ci_low"] > 0 or effect["ci_high"] < 0
     assert abs(rejected / 300 - 0.8) <= 3 * np.hypot(np.sqrt(0.16 / 300), np.sqrt(0.16 / 300))
@@ -46,8 +53,17 @@ def test_without_random_effects_power_is_the_two_proportion_test() -> None:
     power the normal approximation gives (to the Monte Carlo error, 0.015, and the t quantile's
     small loss). With few clusters the robust test pays for estimating its variance: that cost is
     what the simulation is for."""
-    found = power_at(n_participants_per_arm=100, baseline_accuracy=0.5, effect=0.03, participant_sd=0.0,
-                     item_sd=0.0, n_items=60, items_per_participant=60, n_simulations=400, seed=2)
+    found = power_at(
+        n_participants_per_arm=100,
+        baseline_accuracy=0.5,
+        effect=0.03,
+        participant_sd=0.0,
+        item_sd=0.0,
+        n_items=60,
+        items_per_participant=60,
+        n_simulations=400,
+        seed=2,
+    )
     n = 100 * 60
     shift = 0.03 / np.sqrt(0.5 * 0.5 / n + 0.53 * 0.47 / n)
     expected = stats.norm.sf(1.96 - shift) + stats.norm.cdf(-1.96 - shift)
@@ -63,15 +79,30 @@ def test_power_grows_with_participants_and_is_seeded() -> None:
 
 def test_few_items_can_cap_the_power() -> None:
     """Four items with a large item SD: more participants cannot average the items away."""
-    found = power_sample_size(baseline_accuracy=0.5, effect=0.04, participant_sd=0.5, item_sd=2.5, n_items=4,
-                              items_per_participant=4, n_simulations=50, max_participants_per_arm=160)
+    found = power_sample_size(
+        baseline_accuracy=0.5,
+        effect=0.04,
+        participant_sd=0.5,
+        item_sd=2.5,
+        n_items=4,
+        items_per_participant=4,
+        n_simulations=50,
+        max_participants_per_arm=160,
+    )
     assert found["n_participants_per_arm"] is None and found["power"] is None
     assert found["curve"][-1]["n_participants_per_arm"] == 160
 
 
 def test_power_from_a_pilot() -> None:
-    pilot = responses_simulate(seed=3, arm_logits={"none": 0.3, "ig": 0.9}, n_participants_per_arm=40, n_items=40,
-                               items_per_participant=20, participant_sd=1.0, item_sd=0.8)
+    pilot = responses_simulate(
+        seed=3,
+        arm_logits={"none": 0.3, "ig": 0.9},
+        n_participants_per_arm=40,
+        n_items=40,
+        items_per_participant=20,
+        participant_sd=1.0,
+        item_sd=0.8,
+    )
     found = power_from_pilot(pilot, baseline="none", effect=0.1, n_simulations=100, seed=0)
     assert found["source"] == "pilot" and found["pilot"]["n_participants_per_arm"] == {"ig": 40, "none": 40}
     assert (found["n_items"], found["items_per_participant"]) == (40, 20)
@@ -87,5 +118,12 @@ def test_refusals() -> None:
     with pytest.raises(ValueError, match="must not be 0"):
         power_sample_size(baseline_accuracy=0.5, effect=0.0, **DESIGN)
     with pytest.raises(ValueError, match="items per participant"):
-        power_at(n_participants_per_arm=10, baseline_accuracy=0.5, effect=0.1, participant_sd=1.0, item_sd=1.0,
-                 n_items=5, items_per_participant=6)
+        power_at(
+            n_participants_per_arm=10,
+            baseline_accuracy=0.5,
+            effect=0.1,
+            participant_sd=1.0,
+            item_sd=1.0,
+            n_items=5,
+            items_per_participant=6,
+        )

@@ -50,8 +50,19 @@ def result(study: pd.DataFrame) -> dict:
 def test_structure_and_json(result: dict) -> None:
     assert set(result) == {"all", "after_exclusions"}
     for section in result.values():
-        assert set(section) == {"settings", "data", "simulation_accuracy", "effects", "gain", "agreement",
-                                "calibration", "time_on_task", "mixed_model", "warnings", "unavailable"}
+        assert set(section) == {
+            "settings",
+            "data",
+            "simulation_accuracy",
+            "effects",
+            "gain",
+            "agreement",
+            "calibration",
+            "time_on_task",
+            "mixed_model",
+            "warnings",
+            "unavailable",
+        }
         assert section["unavailable"] == {}
         assert set(section["mixed_model"]["arms"]) == {"saliency", "multiviz"}
         assert set(section["effects"]) == {"saliency", "multiviz"}
@@ -95,10 +106,14 @@ def test_exclusions_change_the_numbers_as_expected(study: pd.DataFrame, result: 
     for arm in ("none", "saliency", "multiviz"):
         rows = study[test & ~flagged & (study["condition"] == arm)]
         assert kept["simulation_accuracy"][arm]["all"]["estimate"] == rows["correct_simulation"].mean()
-        assert kept["simulation_accuracy"][arm]["all"]["estimate"] > everything["simulation_accuracy"][arm]["all"][
-            "estimate"]
-        assert kept["time_on_task"]["per_arm"][arm]["median_rt_ms"] > everything["time_on_task"]["per_arm"][arm][
-            "median_rt_ms"]
+        assert (
+            kept["simulation_accuracy"][arm]["all"]["estimate"]
+            > everything["simulation_accuracy"][arm]["all"]["estimate"]
+        )
+        assert (
+            kept["time_on_task"]["per_arm"][arm]["median_rt_ms"]
+            > everything["time_on_task"]["per_arm"][arm]["median_rt_ms"]
+        )
     # the section equals a fresh analysis of the kept rows (bar the input's exclusion counts)
     fresh = analyze(study[~flagged], baseline="none", seed=7, **FAST)["all"]
     for key in ("simulation_accuracy", "effects", "gain", "agreement", "calibration", "time_on_task", "mixed_model"):
@@ -108,8 +123,17 @@ def test_exclusions_change_the_numbers_as_expected(study: pd.DataFrame, result: 
 def test_without_exclusion_column_both_sections_agree(study: pd.DataFrame) -> None:
     plain = study[~study["excluded"]].drop(columns="excluded")
     out = analyze(plain, baseline="none", seed=3, n_resamples=50, n_permutations=50, mixed_model=False)
-    for key in ("simulation_accuracy", "effects", "gain", "agreement", "calibration", "time_on_task", "data",
-                "mixed_model", "unavailable"):
+    for key in (
+        "simulation_accuracy",
+        "effects",
+        "gain",
+        "agreement",
+        "calibration",
+        "time_on_task",
+        "data",
+        "mixed_model",
+        "unavailable",
+    ):
         assert out["all"][key] == out["after_exclusions"][key]
 
 

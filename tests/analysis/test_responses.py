@@ -59,8 +59,10 @@ def test_round_trip_with_tricky_labels() -> None:
 def test_numeric_ids_and_bool_text_agree() -> None:
     frame = _tricky()
     as_ints = frame.assign(participant=frame["participant"].astype(int), item=frame["item"].astype(int))
-    as_text = frame.assign(correct_simulation=frame["correct_simulation"].map({True: "true", False: "false"}),
-                           participant=frame["participant"].astype(int).astype(str))
+    as_text = frame.assign(
+        correct_simulation=frame["correct_simulation"].map({True: "true", False: "false"}),
+        participant=frame["participant"].astype(int).astype(str),
+    )
     options = {"baseline": "none", "seed": 1, "n_resamples": 50, "n_permutations": 50}
     assert analyze(as_ints, **options) == analyze(as_text.assign(item=frame["item"]), **options)
 

@@ -81,8 +81,13 @@ def test_plan_validation_names_the_key() -> None:
 
 
 def _study(seed: int, *, explained: float, per_arm: int = 30, arms: dict | None = None) -> pd.DataFrame:
-    return responses_simulate(seed=seed, arm_logits=arms or {"baseline": 0.0, "explained": explained},
-                              n_participants_per_arm=per_arm, n_items=40, items_per_participant=20)
+    return responses_simulate(
+        seed=seed,
+        arm_logits=arms or {"baseline": 0.0, "explained": explained},
+        n_participants_per_arm=per_arm,
+        n_items=40,
+        items_per_participant=20,
+    )
 
 
 def test_a_look_holds_the_first_participants_to_complete() -> None:
@@ -101,16 +106,21 @@ def test_a_look_holds_the_first_participants_to_complete() -> None:
     last = last[last["n"] >= 20].reset_index().sort_values(["done", "participant"])
     first = last.groupby("arm").head(10)["participant"]
     rows = test[test["participant"].isin(first)]
-    expected = (rows.loc[rows["condition"] == "explained", "correct_simulation"].mean()
-                - rows.loc[rows["condition"] == "baseline", "correct_simulation"].mean())
+    expected = (
+        rows.loc[rows["condition"] == "explained", "correct_simulation"].mean()
+        - rows.loc[rows["condition"] == "baseline", "correct_simulation"].mean()
+    )
     assert found["looks"][0]["comparisons"]["explained"]["estimate"] == pytest.approx(expected, abs=1e-15)
     # a strong effect crosses early and the study may stop
-    assert found["comparisons"]["explained"] == {"decision": "effect", "look": 2} or \
-        found["comparisons"]["explained"]["look"] == 1
+    assert (
+        found["comparisons"]["explained"] == {"decision": "effect", "look": 2}
+        or found["comparisons"]["explained"]["look"] == 1
+    )
     assert found["may_stop"] and found["status"].startswith("the study may stop")
     # the same from the CSV export
-    again = sequential_monitor(load_responses_csv(io.StringIO(df.to_csv(index=False))), baseline="baseline",
-                               plan=plan, complete_after=20)
+    again = sequential_monitor(
+        load_responses_csv(io.StringIO(df.to_csv(index=False))), baseline="baseline", plan=plan, complete_after=20
+    )
     assert again == found
 
 
@@ -119,10 +129,12 @@ def test_a_null_study_continues_then_ends_without_an_effect() -> None:
     plan = {"spending": "obrien_fleming", "looks": [10, 20, 40]}
     found = sequential_monitor(df, baseline="baseline", plan=plan, complete_after=20)
     assert not found["may_stop"] and found["comparisons"]["explained"]["decision"] == "continue"
-    assert found["status"] == ("continue: look 2 of 3 taken; the next look comes at 40 complete participants per "
-                               "arm (now 25)")
-    final = sequential_monitor(df, baseline="baseline", plan={"spending": "pocock", "looks": [10, 25]},
-                               complete_after=20)
+    assert found["status"] == (
+        "continue: look 2 of 3 taken; the next look comes at 40 complete participants per arm (now 25)"
+    )
+    final = sequential_monitor(
+        df, baseline="baseline", plan={"spending": "pocock", "looks": [10, 25]}, complete_after=20
+    )
     assert final["comparisons"]["explained"]["decision"] in ("no effect", "effect")
     assert final["may_stop"]
 
@@ -130,8 +142,9 @@ def test_a_null_study_continues_then_ends_without_an_effect() -> None:
 def test_several_arms_share_alpha_and_exclusions_are_respected() -> None:
     df = _study(5, explained=0.0, arms={"baseline": 0.0, "a": 0.0, "b": 0.0})
     df.loc[df["participant"] == df["participant"].min(), "excluded"] = True
-    found = sequential_monitor(df, baseline="baseline", plan={"spending": "pocock", "looks": [10, 30]},
-                               complete_after=20)
+    found = sequential_monitor(
+        df, baseline="baseline", plan={"spending": "pocock", "looks": [10, 30]}, complete_after=20
+    )
     assert found["alpha_per_comparison"] == 0.025 and set(found["comparisons"]) == {"a", "b"}
     assert found["participants_per_arm"]["baseline"] == 29
     assert not found["looks"][1]["reached"]
@@ -144,17 +157,21 @@ def test_type_one_error_over_three_looks_on_simulated_studies() -> None:
     the spending plans reject in at most alpha of them (bound: 0.05 plus three Monte Carlo
     standard errors), while testing at 1.96 at every look rejects more often on the same data.
     ``docs/STATISTICS.md`` has the 2,000-study table."""
-    boundaries = {spending: sequential_boundaries([1 / 3, 2 / 3, 1.0], alpha=0.05, spending=spending)
-                  for spending in ("obrien_fleming", "pocock")}
+    boundaries = {
+        spending: sequential_boundaries([1 / 3, 2 / 3, 1.0], alpha=0.05, spending=spending)
+        for spending in ("obrien_fleming", "pocock")
+    }
     boundaries["naive"] = [stats.norm.isf(0.025)] * 3
     rejected = dict.fromkeys(boundaries, 0)
     for study in range(300):
         df = _study(60_000 + study, explained=0.0)
-        found = sequential_monitor(df, baseline="baseline", plan={"spending": "obrien_fleming", "looks": [10, 20, 30]},
-                                   complete_after=20)
+        found = sequential_monitor(
+            df, baseline="baseline", plan={"spending": "obrien_fleming", "looks": [10, 20, 30]}, complete_after=20
+        )
         z = [abs(look["comparisons"]["explained"]["z"]) for look in found["looks"]]
         assert (found["comparisons"]["explained"]["decision"] == "effect") == any(
-            value >= bound for value, bound in zip(z, boundaries["obrien_fleming"]))
+            value >= bound for value, bound in zip(z, boundaries["obrien_fleming"])
+        )
         for name, bounds in boundaries.items():
             rejected[name] += any(value >= bound for value, bound in zip(z, bounds))
     rates = {key: value / 300 for key, value in rejected.items()}

@@ -11,8 +11,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import PrecomputeJob, Study
+from annotations.selectors.exports import study_responses_csv_lines
 from tests.builders.answered_study import build_answered_study
 from tests.builders.studies import build_study, make_model, write_dataset
 
@@ -56,8 +56,7 @@ def test_token_endpoint_gives_a_working_token(alice, shared):
     assert response.status_code == 200
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
     assert [s["id"] for s in client.get("/api/studies/").json()] == [shared.pk]
-    assert APIClient().post("/api/token/", {"username": "alice", "password": "wrong"}, format="json"
-                            ).status_code == 400
+    assert APIClient().post("/api/token/", {"username": "alice", "password": "wrong"}, format="json").status_code == 400
 
 
 def test_list_shows_own_and_shared_studies_only(alice, bob, charlie, shared, tmp_path):
@@ -77,8 +76,16 @@ def test_list_shows_own_and_shared_studies_only(alice, bob, charlie, shared, tmp
     assert first["links"]["analysis"].endswith(f"/api/studies/{shared.pk}/analysis/")
 
 
-PATHS = ["", "progress/", "analysis/", "exports/", "exports/responses.csv", "exports/items.csv",
-         "exports/participants.csv", "exports/summary.csv"]
+PATHS = [
+    "",
+    "progress/",
+    "analysis/",
+    "exports/",
+    "exports/responses.csv",
+    "exports/items.csv",
+    "exports/participants.csv",
+    "exports/summary.csv",
+]
 
 
 def test_owner_and_collaborator_read_outsider_gets_404(alice, bob, charlie, shared):
@@ -103,8 +110,12 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert analysis["sequential"] is None and analysis["study"]["sequential_monitoring"] == {}
     assert set(analysis["analysis"]["after_exclusions"]["mixed_model"]["arms"]) == {"heatmap"}
     assert set(analysis["analysis"]["after_exclusions"]["effects"]) == {"heatmap"}
-    assert client.get(f"/api/studies/{shared.pk}/analysis/?n_resamples=100&n_permutations=100"
-                      ).json()["study"]["n_resamples"] == 100
+    assert (
+        client.get(f"/api/studies/{shared.pk}/analysis/?n_resamples=100&n_permutations=100").json()["study"][
+            "n_resamples"
+        ]
+        == 100
+    )
     assert client.get(f"/api/studies/{shared.pk}/analysis/?n_resamples=7").status_code == 400
 
     links = client.get(f"/api/studies/{shared.pk}/exports/").json()
@@ -127,7 +138,10 @@ def test_analysis_of_a_study_without_responses_is_409(alice, tmp_path):
 
 def _spec(dataset: str, model: str, **overrides) -> dict:
     spec = {
-        "name": "from the API", "dataset": dataset, "model": model, "seed": 11,
+        "name": "from the API",
+        "dataset": dataset,
+        "model": model,
+        "seed": 11,
         "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap"]}],
         "items": {"n": 6, "per_participant": 3, "raters_per_item": 2},
         "quality": {"min_rt_ms": 800, "exclusion_rules": {"max_attention_failures": 0}},
@@ -151,8 +165,11 @@ def test_create_precompute_and_launch_from_a_spec(alice, bob, charlie, tmp_path)
     assert study.exclusion_rules == {"max_attention_failures": 0}
     assert {c["name"]: c["is_baseline"] for c in created["conditions"]} == {"baseline": True, "ig": False}
 
-    bad = client.post("/api/studies/", _spec("shapes", "fusion", items={"n": 2, "per_participant": 3,
-                                                                        "raters_per_item": 1}), format="json")
+    bad = client.post(
+        "/api/studies/",
+        _spec("shapes", "fusion", items={"n": 2, "per_participant": 3, "raters_per_item": 1}),
+        format="json",
+    )
     assert bad.status_code == 400 and bad.json()["field"] == "items.per_participant"
     assert client.post("/api/studies/", _spec("shapes", "fusion", colour="red"), format="json").status_code == 400
     # another researcher cannot build on alice's dataset (by name, it is not theirs)
@@ -187,9 +204,16 @@ def test_openapi_schema_describes_the_api(alice):
     assert schema["info"]["title"] == "mmeval researcher API"  # one title, from settings
     assert "Authorization: Token" in schema["info"]["description"]
     paths = schema["paths"]
-    for path in ("/api/studies/", "/api/studies/{id}/", "/api/studies/{id}/analysis/",
-                 "/api/studies/{id}/progress/", "/api/studies/{id}/exports/", "/api/studies/{id}/launch/",
-                 "/api/studies/{id}/precompute/", "/api/token/"):
+    for path in (
+        "/api/studies/",
+        "/api/studies/{id}/",
+        "/api/studies/{id}/analysis/",
+        "/api/studies/{id}/progress/",
+        "/api/studies/{id}/exports/",
+        "/api/studies/{id}/launch/",
+        "/api/studies/{id}/precompute/",
+        "/api/token/",
+    ):
         assert path in paths, sorted(paths)
     assert "post" in paths["/api/studies/"] and "get" in paths["/api/studies/"]
     assert any("tokenAuth" in scheme for scheme in schema["components"]["securitySchemes"])

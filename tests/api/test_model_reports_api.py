@@ -17,8 +17,6 @@ from workers.report_pipeline import model_report_run_inline
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
 
 
-
-
 def _client(user) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
@@ -28,9 +26,16 @@ def _client(user) -> APIClient:
 
 def test_create_follow_and_read_a_report(alice, toy):
     api = _client(alice)
-    response = api.post("/api/model-reports/", {"model": "linear", "dataset": "toy", "slices": SLICES,
-                                                "options": {**FAST_OPTIONS, "checkpoints": ["epoch-2"]}},
-                        format="json")
+    response = api.post(
+        "/api/model-reports/",
+        {
+            "model": "linear",
+            "dataset": "toy",
+            "slices": SLICES,
+            "options": {**FAST_OPTIONS, "checkpoints": ["epoch-2"]},
+        },
+        format="json",
+    )
     assert response.status_code == 202, response.content
     body = response.json()
     assert (body["status"], body["model"], body["dataset"]) == ("queued", "linear", "toy")
@@ -50,15 +55,28 @@ def test_create_follow_and_read_a_report(alice, toy):
     assert [r["id"] for r in api.get("/api/model-reports/").json()] == [report_id]  # not paginated
 
 
-@pytest.mark.parametrize("body, field, message", [
-    ({"model": "linear", "dataset": "toy", "slices": {"slices": {"s": "label == pos and"}}}, "slices.s",
-     "slices.s, column 17: expected a field name, got 'the end'"),
-    ({"model": "linear", "dataset": "toy", "options": {"permutations": 0}}, "options.permutations",
-     "options.permutations: must be a whole number >= 1, got 0"),
-    ({"model": "nope", "dataset": "toy"}, "model", "model: you have no registered model named 'nope'; yours: linear"),
-    ({"model": "linear"}, "dataset", "dataset: give the name of one of your datasets"),
-    ({"model": "linear", "dataset": "toy", "colour": "red"}, "colour", "unknown field 'colour'"),
-])
+@pytest.mark.parametrize(
+    "body, field, message",
+    [
+        (
+            {"model": "linear", "dataset": "toy", "slices": {"slices": {"s": "label == pos and"}}},
+            "slices.s",
+            "slices.s, column 17: expected a field name, got 'the end'",
+        ),
+        (
+            {"model": "linear", "dataset": "toy", "options": {"permutations": 0}},
+            "options.permutations",
+            "options.permutations: must be a whole number >= 1, got 0",
+        ),
+        (
+            {"model": "nope", "dataset": "toy"},
+            "model",
+            "model: you have no registered model named 'nope'; yours: linear",
+        ),
+        ({"model": "linear"}, "dataset", "dataset: give the name of one of your datasets"),
+        ({"model": "linear", "dataset": "toy", "colour": "red"}, "colour", "unknown field 'colour'"),
+    ],
+)
 def test_bad_requests_name_the_field(alice, toy, body, field, message):
     response = _client(alice).post("/api/model-reports/", body, format="json")
     assert response.status_code == 400
@@ -68,11 +86,15 @@ def test_bad_requests_name_the_field(alice, toy, body, field, message):
 
 
 def test_others_see_nothing(alice, charlie, toy):
-    report_id = _client(alice).post("/api/model-reports/", {"model": "linear", "dataset": "toy"},
-                                    format="json").json()["id"]
+    report_id = (
+        _client(alice).post("/api/model-reports/", {"model": "linear", "dataset": "toy"}, format="json").json()["id"]
+    )
     api = _client(charlie)
-    for url in (f"/api/model-reports/{report_id}/", f"/api/model-reports/{report_id}/progress/",
-                f"/api/model-reports/{report_id}/items.csv"):
+    for url in (
+        f"/api/model-reports/{report_id}/",
+        f"/api/model-reports/{report_id}/progress/",
+        f"/api/model-reports/{report_id}/items.csv",
+    ):
         assert api.get(url).status_code == 404, url
     assert api.get("/api/model-reports/").json() == []
     response = api.post("/api/model-reports/", {"model": "linear", "dataset": "toy"}, format="json")
@@ -81,7 +103,11 @@ def test_others_see_nothing(alice, charlie, toy):
 
 def test_schema_describes_the_model_report_routes(alice):
     paths = _client(alice).get("/api/schema/?format=json").json()["paths"]
-    for path in ("/api/model-reports/", "/api/model-reports/{id}/", "/api/model-reports/{id}/progress/",
-                 "/api/model-reports/{id}/{table}.csv"):
+    for path in (
+        "/api/model-reports/",
+        "/api/model-reports/{id}/",
+        "/api/model-reports/{id}/progress/",
+        "/api/model-reports/{id}/{table}.csv",
+    ):
         assert path in paths, sorted(paths)
     assert "post" in paths["/api/model-reports/"]

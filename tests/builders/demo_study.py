@@ -6,32 +6,51 @@ from pathlib import Path
 
 from annotations.models import Study
 from annotations.services.datasets import dataset_import
-from annotations.services.registry import registered_model_create
 from annotations.services.precompute import precompute_job_create
+from annotations.services.registry import registered_model_create
 from annotations.services.studies import ConditionSpec, study_create, study_launch
 from workers.pipeline import precompute_run
 
 DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
 # One arm per kind of view a study can show, besides the baseline.
-VIEW_ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"]),
-             ConditionSpec(name="interactions", views=["interaction", "top_pairs", "share"])]
+VIEW_ARMS = [
+    ConditionSpec(name="baseline"),
+    ConditionSpec(name="ig", views=["heatmap", "tokens"]),
+    ConditionSpec(name="interactions", views=["interaction", "top_pairs", "share"]),
+]
 # MultiViz's representation and prediction stages on top of the above.
 MULTIVIZ_ARMS = [*VIEW_ARMS, ConditionSpec(name="multiviz", views=["features", "prediction"])]
 
 
-def demo_study(*, owner, jsonl: Path, adapter_path: str = DEMO_ADAPTER, n_items: int = 8,
-               items_per_participant: int = 4, raters_per_item: int = 2, seed: int = 3,
-               conditions: list[ConditionSpec] | None = None, **design) -> Study:
+def demo_study(
+    *,
+    owner,
+    jsonl: Path,
+    adapter_path: str = DEMO_ADAPTER,
+    n_items: int = 8,
+    items_per_participant: int = 4,
+    raters_per_item: int = 2,
+    seed: int = 3,
+    conditions: list[ConditionSpec] | None = None,
+    **design,
+) -> Study:
     """``design``: further ``study_create`` options (learning_items, pretest, n_candidates, …)."""
     dataset = dataset_import(owner=owner, name="shapes", jsonl_path=jsonl)
     model = registered_model_create(owner=owner, name="fusion", adapter_path=adapter_path, check_dataset=dataset)
     design.setdefault("n_candidates", 4)
     design.setdefault("survey", False)
     return study_create(
-        owner=owner, name="Does IG help?", dataset=dataset, model=model,
-        conditions=conditions or [ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"])],
-        n_items=n_items, items_per_participant=items_per_participant, raters_per_item=raters_per_item,
-        seed=seed, **design,
+        owner=owner,
+        name="Does IG help?",
+        dataset=dataset,
+        model=model,
+        conditions=conditions
+        or [ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"])],
+        n_items=n_items,
+        items_per_participant=items_per_participant,
+        raters_per_item=raters_per_item,
+        seed=seed,
+        **design,
     )
 
 

@@ -14,19 +14,68 @@ from PIL import Image
 
 VILT_LABELS = ("red", "blue", "green", "yellow")
 # A word the vocabulary lacks whole ("squares" = "square" + "##s"), so word pieces get merged.
-WORDPIECES = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "colour", "is", "the", "square", "##s",
-              "circle", "shape", "?", "a", "photo", "of", "red", "blue", "green", "yellow", "left", "right",
-              "on", "it", "there", "##ish", "0", "1", "2", "3", "4", "5"]
-SENTENCES = ["what colour is the square?", "a photo of a red circle", "a photo of a blue square",
-             "is it red or blue or green or yellow", "the triangle on the left is green", "photos of squares",
-             "what shape is there? 0 1 2 3 4 5"]
+WORDPIECES = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "what",
+    "colour",
+    "is",
+    "the",
+    "square",
+    "##s",
+    "circle",
+    "shape",
+    "?",
+    "a",
+    "photo",
+    "of",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "left",
+    "right",
+    "on",
+    "it",
+    "there",
+    "##ish",
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+]
+SENTENCES = [
+    "what colour is the square?",
+    "a photo of a red circle",
+    "a photo of a blue square",
+    "is it red or blue or green or yellow",
+    "the triangle on the left is green",
+    "photos of squares",
+    "what shape is there? 0 1 2 3 4 5",
+]
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60), "yellow": (230, 210, 40)}
 
 
 def _preprocessor(folder: Path, *, size: int, mean, std) -> None:
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_resize": True, "size": {"shortest_edge": size}, "resample": 3, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std)}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_resize": True,
+                "size": {"shortest_edge": size},
+                "resample": 3,
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": list(mean),
+                "image_std": list(std),
+            }
+        )
+    )
 
 
 def vilt_folder(folder: Path, *, kind: str = "vqa", seed: int = 0, num_images: int = 1) -> Path:
@@ -36,10 +85,20 @@ def vilt_folder(folder: Path, *, kind: str = "vqa", seed: int = 0, num_images: i
 
     folder.mkdir(parents=True, exist_ok=True)
     config = ViltConfig(
-        vocab_size=len(WORDPIECES), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        image_size=32, patch_size=8, max_position_embeddings=16, max_image_length=-1, num_images=num_images,
-        initializer_range=0.3, id2label=dict(enumerate(VILT_LABELS)),
-        label2id={name: k for k, name in enumerate(VILT_LABELS)})
+        vocab_size=len(WORDPIECES),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        max_position_embeddings=16,
+        max_image_length=-1,
+        num_images=num_images,
+        initializer_range=0.3,
+        id2label=dict(enumerate(VILT_LABELS)),
+        label2id={name: k for k, name in enumerate(VILT_LABELS)},
+    )
     torch.manual_seed(seed)
     cls = ViltForQuestionAnswering if kind == "vqa" else ViltForImagesAndTextClassification
     cls(config).eval().save_pretrained(folder)
@@ -58,14 +117,28 @@ def clip_tokenizer(*, specials_last: bool = False):
 
     trained = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
     trained.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    trained.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
-                                   r"""[^\s\p{L}\p{N}]+"""), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    trainer = trainers.BpeTrainer(vocab_size=330, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                  end_of_word_suffix="</w>", initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    trained.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
+                    r"""[^\s\p{L}\p{N}]+"""
+                ),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=330,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        end_of_word_suffix="</w>",
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     trained.train_from_iterator(SENTENCES, trainer)
     model = json.loads(trained.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
@@ -85,16 +158,36 @@ def clip_folder(folder: Path, *, seed: int = 0, old_config: bool = False) -> Pat
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = clip_tokenizer(specials_last=old_config)
-    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-               "pad_token_id": tokenizer.pad_token_id}
+    special = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if old_config:
         special = {"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=32, initializer_range=0.3, **special),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8, initializer_range=0.3),
-        projection_dim=16, initializer_factor=1.0)
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=32,
+            initializer_range=0.3,
+            **special,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            initializer_range=0.3,
+        ),
+        projection_dim=16,
+        initializer_factor=1.0,
+    )
     torch.manual_seed(seed)
     CLIPModel(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -16,10 +16,14 @@ from annotations.services.registry import registered_model_create
 
 TOY_ADAPTER = "tests.builders.report_adapters:CheckpointedAdapter"
 #: Options that keep a report of the toy model to a second or two.
-FAST_OPTIONS = {"n_resamples": 100, "noise_levels": [0.0, 0.5, 1.0], "noise_samples": 1, "permutations": 1,
-                "corruption_levels": [0.0, 1.0]}
-SLICES = {"fields": {"sign": {"from": "label"}},
-          "slices": {"positive": "sign == pos", "unsure": "confidence < 0.8"}}
+FAST_OPTIONS = {
+    "n_resamples": 100,
+    "noise_levels": [0.0, 0.5, 1.0],
+    "noise_samples": 1,
+    "permutations": 1,
+    "corruption_levels": [0.0, 1.0],
+}
+SLICES = {"fields": {"sign": {"from": "label"}}, "slices": {"positive": "sign == pos", "unsure": "confidence < 0.8"}}
 
 
 def toy_dataset(*, owner, directory: Path, name: str = "toy", n_items: int = 30, seed: int = 7) -> Dataset:

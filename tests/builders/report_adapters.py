@@ -14,7 +14,8 @@ The additive, pairwise and three-modality cases use :mod:`tests.builders.toy_ada
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,10 +51,16 @@ class TextBlindAdapter(ToyAdapter):
         for i in range(n):
             k = i % 3
             image = 0.2 * torch.randn(6, generator=gen, dtype=torch.float64)
-            image[2 * k: 2 * k + 2] += 1.0
+            image[2 * k : 2 * k + 2] += 1.0
             label = self.labels[(k + 1) % 3] if i % 5 == 4 else self.labels[k]
-            items.append({"id": f"it{i}", "label": label, "image": image.tolist(),
-                          "text": torch.randn(4, generator=gen, dtype=torch.float64).tolist()})
+            items.append(
+                {
+                    "id": f"it{i}",
+                    "label": label,
+                    "image": image.tolist(),
+                    "text": torch.randn(4, generator=gen, dtype=torch.float64).tolist(),
+                }
+            )
         return items
 
 
@@ -97,11 +104,14 @@ class LinearAdapter(ToyAdapter):
         """Closed form: noise ``N(0, sigma^2 I)`` on ``a`` and ``b`` moves ``s`` by ``N(0,
         sigma_a^2 |w|^2 + sigma_b^2 |v|^2)``, so the answer is the gold one with probability
         ``Phi(margin / spread)``, ``margin = s`` for ``pos`` and ``-s`` for ``neg``."""
-        spread = math.sqrt(sigma_a ** 2 * float(self.w @ self.w) + sigma_b ** 2 * float(self.v @ self.v))
+        spread = math.sqrt(sigma_a**2 * float(self.w @ self.w) + sigma_b**2 * float(self.v @ self.v))
         total = 0.0
         for item in items:
-            s = float(self.score(torch.tensor([item["a"]], dtype=torch.float64),
-                                 torch.tensor([item["b"]], dtype=torch.float64))[0])
+            s = float(
+                self.score(
+                    torch.tensor([item["a"]], dtype=torch.float64), torch.tensor([item["b"]], dtype=torch.float64)
+                )[0]
+            )
             margin = s if item["label"] == "pos" else -s
             total += 0.5 * (1 + math.erf(margin / (spread * math.sqrt(2)))) if spread else float(margin > 0)
         return total / len(items)
@@ -122,10 +132,14 @@ class CheckpointedAdapter(LinearAdapter):
         self.train = LinearAdapter().make_items(60, seed=99)
 
     def checkpoints(self) -> list[dict[str, Any]]:
-        return [{"name": "epoch-1", "step": 10}, {"name": "epoch-2", "step": 20}, {"name": "broken", "step": 25},
-                {"name": "epoch-3", "step": 30}]
+        return [
+            {"name": "epoch-1", "step": 10},
+            {"name": "epoch-2", "step": 20},
+            {"name": "broken", "step": 25},
+            {"name": "epoch-3", "step": 30},
+        ]
 
-    def load_checkpoint(self, name: str) -> "CheckpointedAdapter":
+    def load_checkpoint(self, name: str) -> CheckpointedAdapter:
         if name == "broken":
             raise OSError("checkpoint file broken.pt is truncated (deliberate test failure)")
         epoch = int(name.split("-")[1])

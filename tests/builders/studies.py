@@ -7,13 +7,13 @@ import io
 import json
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
-
 from django.conf import settings
 from django.utils import timezone
+from PIL import Image, PngImagePlugin
 
 from annotations.models import Explanation, PrecomputeJob, Prediction, RegisteredModel, Study
 from annotations.selectors.precompute import study_required_methods
+from annotations.selectors.studies import study_explanation_targets
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
     assignment_current,
@@ -25,7 +25,6 @@ from annotations.services.participants import (
     response_submit,
 )
 from annotations.services.studies import ConditionSpec, study_create, study_launch, study_select_items
-from annotations.selectors.studies import study_explanation_targets
 
 LABELS = ["red", "green", "blue", "yellow"]
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 10)}
@@ -34,8 +33,9 @@ COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), 
 TWO_ARMS = [ConditionSpec("baseline"), ConditionSpec("heatmap", ["heatmap"])]
 
 
-def png_bytes(colour=(200, 10, 10), size=(8, 8), *, text: dict[str, str] | None = None,
-              icc_profile: bytes | None = None) -> bytes:
+def png_bytes(
+    colour=(200, 10, 10), size=(8, 8), *, text: dict[str, str] | None = None, icc_profile: bytes | None = None
+) -> bytes:
     """A tiny PNG, optionally carrying tEXt chunks or an ICC profile."""
     img = Image.new("RGB", size, colour)
     kwargs = {}
@@ -51,8 +51,9 @@ def png_bytes(colour=(200, 10, 10), size=(8, 8), *, text: dict[str, str] | None 
     return buffer.getvalue()
 
 
-def write_dataset(directory: Path, n_items: int, *, labels=LABELS, name: str = "items.jsonl",
-                  extra_lines: list[str] | None = None) -> Path:
+def write_dataset(
+    directory: Path, n_items: int, *, labels=LABELS, name: str = "items.jsonl", extra_lines: list[str] | None = None
+) -> Path:
     """Write ``n_items`` image+text lines (labels cycling through ``labels``). Image file names
     carry the label on purpose, so the tests can check the stored names do not."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -64,8 +65,9 @@ def write_dataset(directory: Path, n_items: int, *, labels=LABELS, name: str = "
         colour = tuple((c + 7 * i) % 256 for c in COLOURS.get(label, (100, 100, 100)))
         relative = f"images/{label}_{i}.png"
         (directory / relative).write_bytes(png_bytes(colour, text={"Comment": f"answer={label}"}))
-        lines.append(json.dumps({"id": f"q{i}", "image": relative, "text": f"what colour is square {i}?",
-                                 "label": label}))
+        lines.append(
+            json.dumps({"id": f"q{i}", "image": relative, "text": f"what colour is square {i}?", "label": label})
+        )
     lines.extend(extra_lines or [])
     path = directory / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -73,8 +75,9 @@ def write_dataset(directory: Path, n_items: int, *, labels=LABELS, name: str = "
 
 
 def make_model(owner, *, name: str = "toy", labels=LABELS, modalities=("image", "text")) -> RegisteredModel:
-    return RegisteredModel.objects.create(owner=owner, name=name, adapter_path="tests.toy:Adapter",
-                                          labels=list(labels), modalities=list(modalities))
+    return RegisteredModel.objects.create(
+        owner=owner, name=name, adapter_path="tests.toy:Adapter", labels=list(labels), modalities=list(modalities)
+    )
 
 
 def make_predictions(model: RegisteredModel, items, *, n_right: int, n_wrong: int | None = None) -> None:
@@ -97,18 +100,32 @@ def make_explanations(study: Study, *, skip: int = 0, status: str = Explanation.
     """One explanation per candidate label per pool item and per method some arm needs
     (with the extra views it is served from), leaving out the first ``skip`` of each method.
     Image files are real PNGs under MEDIA_ROOT, so pages and media URLs can be fetched."""
-    targets = [(item_id, label) for item_id, labels in sorted(study_explanation_targets(study=study).items())
-               for label in labels]
+    targets = [
+        (item_id, label)
+        for item_id, labels in sorted(study_explanation_targets(study=study).items())
+        for label in labels
+    ]
     rows = []
     for method, views in study_required_methods(study=study).items():
         for k, (item_id, label) in enumerate(targets[skip:]):
             image = _media_png(f"views/{method}-{item_id}-{k}.png", k)
-            extra = {view: _media_png(f"views/{method}-{view}-{item_id}-{k}.png", k)
-                     for view in views if view in ("share", "top_pairs")}
-            rows.append(Explanation(model=study.model, item_id=item_id, method=method, target_label=label,
-                                    status=status, image_view=image, extra_views=extra,
-                                    token_view=[{"text": "what", "background": "#f4a582", "foreground": "#000000",
-                                                 "title": "+0.5"}]))
+            extra = {
+                view: _media_png(f"views/{method}-{view}-{item_id}-{k}.png", k)
+                for view in views
+                if view in ("share", "top_pairs")
+            }
+            rows.append(
+                Explanation(
+                    model=study.model,
+                    item_id=item_id,
+                    method=method,
+                    target_label=label,
+                    status=status,
+                    image_view=image,
+                    extra_views=extra,
+                    token_view=[{"text": "what", "background": "#f4a582", "foreground": "#000000", "title": "+0.5"}],
+                )
+            )
     Explanation.objects.bulk_create(rows)
     return len(targets)
 
@@ -129,10 +146,24 @@ def make_ready(study: Study) -> Study:
     return study
 
 
-def build_study(owner, tmp_path: Path, *, n_dataset_items: int = 20, n_right: int | None = None,
-                n_items: int = 10, items_per_participant: int = 4, raters_per_item: int = 2,
-                conditions=None, seed: int = 7, n_candidates: int = 4, launch: bool = True,
-                name: str = "study", lease_minutes: int = 60, survey: bool = False, **design) -> Study:
+def build_study(
+    owner,
+    tmp_path: Path,
+    *,
+    n_dataset_items: int = 20,
+    n_right: int | None = None,
+    n_items: int = 10,
+    items_per_participant: int = 4,
+    raters_per_item: int = 2,
+    conditions=None,
+    seed: int = 7,
+    n_candidates: int = 4,
+    launch: bool = True,
+    name: str = "study",
+    lease_minutes: int = 60,
+    survey: bool = False,
+    **design,
+) -> Study:
     """A dataset, a model with predictions (half right by default), a study with its pools
     and every explanation, made ready and (by default) launched. ``design``: further
     ``study_create`` options (learning_items, pretest, attention_checks, …). No survey
@@ -143,9 +174,19 @@ def build_study(owner, tmp_path: Path, *, n_dataset_items: int = 20, n_right: in
     items = list(dataset.items.order_by("line_number"))
     make_predictions(model, items, n_right=n_dataset_items // 2 if n_right is None else n_right)
     study = study_create(
-        owner=owner, name=name, dataset=dataset, model=model, conditions=conditions or TWO_ARMS,
-        n_items=n_items, items_per_participant=items_per_participant, raters_per_item=raters_per_item,
-        seed=seed, n_candidates=n_candidates, lease_minutes=lease_minutes, survey=survey, **design,
+        owner=owner,
+        name=name,
+        dataset=dataset,
+        model=model,
+        conditions=conditions or TWO_ARMS,
+        n_items=n_items,
+        items_per_participant=items_per_participant,
+        raters_per_item=raters_per_item,
+        seed=seed,
+        n_candidates=n_candidates,
+        lease_minutes=lease_minutes,
+        survey=survey,
+        **design,
     )
     study_select_items(study=study)
     make_explanations(study)
@@ -165,13 +206,20 @@ def answer_all(participant, *, pick=lambda assignment: assignment.candidate_orde
             learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id)
             continue
         guess = assignment.expected_answer if assignment.kind == "attention" else pick(assignment)
-        responses.append(response_submit(participant=participant, assignment_public_id=assignment.public_id,
-                                         guess=guess, confidence=confidence))
+        responses.append(
+            response_submit(
+                participant=participant, assignment_public_id=assignment.public_id, guess=guess, confidence=confidence
+            )
+        )
     return responses
 
 
 def enter_and_start(study: Study, platform_id: str, *, platform: str = "prolific"):
-    participant = participant_enter(study=study, platform=platform, platform_id=platform_id,
-                                    platform_data={"STUDY_ID": "s", "SESSION_ID": f"sess-{platform_id}"})
+    participant = participant_enter(
+        study=study,
+        platform=platform,
+        platform_id=platform_id,
+        platform_data={"STUDY_ID": "s", "SESSION_ID": f"sess-{platform_id}"},
+    )
     participant_consent(participant=participant)
     return participant_start(participant=participant)

@@ -25,7 +25,8 @@ item ``r % B`` (per-item context is tiled with ``repeat``).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -61,13 +62,13 @@ class ToyAdapter:
         x = {}
         for m in self.modalities:
             try:
-                x[m] = torch.tensor([item[m] for item in items], dtype=self.dtype,
-                                    device=self.device).reshape(len(items), *self.shapes[m])
+                x[m] = torch.tensor([item[m] for item in items], dtype=self.dtype, device=self.device).reshape(
+                    len(items), *self.shapes[m]
+                )
             except (KeyError, ValueError, RuntimeError) as exc:
                 bad = next((it.get("id") for it in items if m not in it), None)
                 raise ValueError(f"item {bad!r}: cannot read modality {m!r}: {exc}") from exc
-        return {"x": x, "ids": [item.get("id") for item in items], "n": len(items),
-                **self.context(items)}
+        return {"x": x, "ids": [item.get("id") for item in items], "n": len(items), **self.context(items)}
 
     def embed(self, batch: dict) -> tuple[Tensor, ...]:
         return tuple(batch["x"][m].clone() for m in self.modalities)
@@ -80,8 +81,7 @@ class ToyAdapter:
         return self.logits(*embedded, batch=batch)
 
     def baselines(self, batch: dict) -> tuple[Tensor, ...]:
-        return tuple(torch.full_like(batch["x"][m], self.baseline_values.get(m, 0.0))
-                     for m in self.modalities)
+        return tuple(torch.full_like(batch["x"][m], self.baseline_values.get(m, 0.0)) for m in self.modalities)
 
     def feature_groups(self, batch: dict) -> tuple[Tensor, ...]:
         raise NotImplementedError
@@ -93,8 +93,9 @@ class ToyAdapter:
             per_mod = []
             for m, mask in zip(self.modalities, masks):
                 mb = mask[b] if mask.shape[0] > 1 else mask[0]
-                per_mod.append([GroupInfo(group_id=int(g), kind="feature", text=f"{m}[{int(g)}]")
-                                for g in torch.unique(mb)])
+                per_mod.append(
+                    [GroupInfo(group_id=int(g), kind="feature", text=f"{m}[{int(g)}]") for g in torch.unique(mb)]
+                )
             out.append(per_mod)
         return out
 
@@ -187,10 +188,17 @@ class ImageTabularAdapter(ToyAdapter):
             image_groups = []
             for g in torch.unique(seg[b]):
                 ys, xs = torch.nonzero(seg[b, 0] == g, as_tuple=True)
-                image_groups.append(GroupInfo(group_id=int(g), kind="patch",
-                                              box=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
-            tab_groups = [GroupInfo(group_id=int(g), kind="feature", text=f"features {k}")
-                          for k, g in enumerate(torch.unique(tab[b]))]
+                image_groups.append(
+                    GroupInfo(
+                        group_id=int(g),
+                        kind="patch",
+                        box=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+                    )
+                )
+            tab_groups = [
+                GroupInfo(group_id=int(g), kind="feature", text=f"features {k}")
+                for k, g in enumerate(torch.unique(tab[b]))
+            ]
             out.append([image_groups, tab_groups])
         return out
 
@@ -224,8 +232,7 @@ class AdditiveAdapter(ToyAdapter):
 
     def feature_groups(self, batch: dict) -> tuple[Tensor, ...]:
         n = batch["n"]
-        return (torch.arange(3).reshape(1, 3, 1).expand(n, 3, 1),
-                torch.tensor([[3, 3, 4, 4]]).expand(n, 4))
+        return (torch.arange(3).reshape(1, 3, 1).expand(n, 3, 1), torch.tensor([[3, 3, 4, 4]]).expand(n, 4))
 
 
 class BilinearAdapter(ToyAdapter):

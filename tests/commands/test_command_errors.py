@@ -3,14 +3,12 @@ stderr and exit status 1, never a traceback (unless asked for with -v 2 or --tra
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from annotations.models import Dataset, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
-from tests.commandline import manage
 from tests.builders.studies import build_study, write_dataset
+from tests.commandline import manage
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commands close the connections when they end
 
@@ -18,24 +16,39 @@ pytestmark = pytest.mark.django_db(transaction=True)  # commands close the conne
 def test_import_dataset_names_a_missing_or_undecodable_file(alice, tmp_path, capsys):
     missing = tmp_path / "missing.jsonl"
     assert manage(capsys, "import_dataset", "d", str(missing), "--owner", "alice") == (
-        1, "", f"CommandError: {missing}: no such file\n")
+        1,
+        "",
+        f"CommandError: {missing}: no such file\n",
+    )
     assert manage(capsys, "import_dataset", "d", str(tmp_path), "--owner", "alice") == (
-        1, "", f"CommandError: {tmp_path}: is a folder, not a JSONL file\n")
+        1,
+        "",
+        f"CommandError: {tmp_path}: is a folder, not a JSONL file\n",
+    )
 
     jsonl = write_dataset(tmp_path / "data", 3)
     with jsonl.open("ab") as fh:
         fh.write(b'{"id": "q3", "text": "caf\xe9", "label": "red", "image": "images/red_0.png"}\n')
     assert manage(capsys, "import_dataset", "d", str(jsonl), "--owner", "alice") == (
-        1, "", f"CommandError: {jsonl}: 1 bad line(s):\nline 4: not UTF-8 text (byte 0xe9 is byte 26 of the line)\n")
+        1,
+        "",
+        f"CommandError: {jsonl}: 1 bad line(s):\nline 4: not UTF-8 text (byte 0xe9 is byte 26 of the line)\n",
+    )
     assert not Dataset.objects.exists()
 
 
 def test_export_and_analyze_name_a_study_that_does_not_exist(capsys):
     for command in ("export_study", "analyze"):
         assert manage(capsys, command, "999") == (
-            1, "", "CommandError: no study has the id 999 (nor that public id or name)\n")
+            1,
+            "",
+            "CommandError: no study has the id 999 (nor that public id or name)\n",
+        )
         assert manage(capsys, command, "my study") == (
-            1, "", "CommandError: no study has the name or public id 'my study'\n")
+            1,
+            "",
+            "CommandError: no study has the name or public id 'my study'\n",
+        )
 
 
 def test_an_unwritable_out_fails_before_the_work_and_leaves_earlier_files_alone(alice, tmp_path, capsys):
@@ -44,17 +57,29 @@ def test_an_unwritable_out_fails_before_the_work_and_leaves_earlier_files_alone(
     blocker.write_text("keep me")
     for command in ("export_study", "analyze"):
         assert manage(capsys, command, str(study.pk), "--out", str(blocker / "x.csv")) == (
-            1, "", f"CommandError: --out {blocker / 'x.csv'}: cannot write there ({blocker} is a file, not a folder)\n")
+            1,
+            "",
+            f"CommandError: --out {blocker / 'x.csv'}: cannot write there ({blocker} is a file, not a folder)\n",
+        )
         assert manage(capsys, command, str(study.pk), "--out", str(tmp_path)) == (
-            1, "", f"CommandError: --out {tmp_path}: is a folder; give a file name\n")
+            1,
+            "",
+            f"CommandError: --out {tmp_path}: is a folder; give a file name\n",
+        )
     assert manage(capsys, "bench_export", "--rows", "10", "--out", str(blocker / "x.csv")) == (
-        1, "", f"CommandError: --out {blocker / 'x.csv'}: cannot write there (Not a directory)\n")
+        1,
+        "",
+        f"CommandError: --out {blocker / 'x.csv'}: cannot write there (Not a directory)\n",
+    )
 
     # A run that fails half-way leaves the earlier file as it was, and no partial file.
     earlier = tmp_path / "summary.csv"
     earlier.write_text("the earlier export\n")
     assert manage(capsys, "export_study", str(study.pk), "--what", "summary", "--out", str(earlier)) == (
-        1, "", "CommandError: no summary: no responses yet\n")
+        1,
+        "",
+        "CommandError: no summary: no responses yet\n",
+    )
     assert earlier.read_text() == "the earlier export\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -70,19 +95,27 @@ def dataset(alice, tmp_path) -> Dataset:
     return dataset_import(owner=alice, name="d", jsonl_path=write_dataset(tmp_path / "data", 2))
 
 
-@pytest.mark.parametrize("adapter, message", [
-    ("tests.builders.toy_adapters:FactoryFailsAdapter",
-     "adapter tests.builders.toy_adapters:FactoryFailsAdapter: creating it (FactoryFailsAdapter()) failed: "
-     "RuntimeError: no config at /etc/toy.yaml (deliberate test failure)"),
-    ("tests.builders.toy_adapters:LoadFailsAdapter",
-     "adapter tests.builders.toy_adapters:LoadFailsAdapter: load('{device}') failed: FileNotFoundError: weights "
-     "file toy.pt not found (deliberate test failure)"),
-    ("tests.builders.toy_adapters:PairwiseAdapter",
-     "adapter tests.builders.toy_adapters:PairwiseAdapter: the check on item 'q0' (line 1) failed: AdapterError: "
-     "the check item lacks the modalities ['a', 'b'] the adapter needs"),
-])
-def test_register_model_names_the_failing_step_and_the_adapters_message(dataset, settings, capsys, adapter,
-                                                                         message):
+@pytest.mark.parametrize(
+    "adapter, message",
+    [
+        (
+            "tests.builders.toy_adapters:FactoryFailsAdapter",
+            "adapter tests.builders.toy_adapters:FactoryFailsAdapter: creating it (FactoryFailsAdapter()) failed: "
+            "RuntimeError: no config at /etc/toy.yaml (deliberate test failure)",
+        ),
+        (
+            "tests.builders.toy_adapters:LoadFailsAdapter",
+            "adapter tests.builders.toy_adapters:LoadFailsAdapter: load('{device}') failed: FileNotFoundError: weights "
+            "file toy.pt not found (deliberate test failure)",
+        ),
+        (
+            "tests.builders.toy_adapters:PairwiseAdapter",
+            "adapter tests.builders.toy_adapters:PairwiseAdapter: the check on item 'q0' (line 1) failed: AdapterError: "
+            "the check item lacks the modalities ['a', 'b'] the adapter needs",
+        ),
+    ],
+)
+def test_register_model_names_the_failing_step_and_the_adapters_message(dataset, settings, capsys, adapter, message):
     settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
     message = message.format(device=settings.MMEVAL_DEVICE)
     argv = ["register_model", "m", adapter, "--dataset", "d", "--owner", "alice"]
@@ -99,23 +132,35 @@ def test_register_model_names_the_failing_step_and_the_adapters_message(dataset,
 def test_register_model_refuses_paths_outside_the_allowed_packages(dataset, settings, capsys, adapter):
     settings.MMEVAL_ADAPTER_PREFIXES = ["workers.engine.demo.", "adapters."]
     assert manage(capsys, "register_model", "m", adapter, "--dataset", "d", "--owner", "alice") == (
-        1, "", f"CommandError: '{adapter}' is not under an allowed adapter package (workers.engine.demo., "
-               "adapters.); ask the operator to install your package and add it to MMEVAL_ADAPTER_PREFIXES\n")
+        1,
+        "",
+        f"CommandError: '{adapter}' is not under an allowed adapter package (workers.engine.demo., "
+        "adapters.); ask the operator to install your package and add it to MMEVAL_ADAPTER_PREFIXES\n",
+    )
 
 
 def test_register_model_refuses_the_standard_library_even_when_allowed(dataset, settings, capsys):
     settings.MMEVAL_ADAPTER_PREFIXES = ["os"]  # an operator's mistake must not make os:system runnable
     assert manage(capsys, "register_model", "m", "os:system", "--dataset", "d", "--owner", "alice") == (
-        1, "", "CommandError: adapter path 'os:system' points into Python's standard library ('os'), not to an "
-               "adapter package\n")
+        1,
+        "",
+        "CommandError: adapter path 'os:system' points into Python's standard library ('os'), not to an "
+        "adapter package\n",
+    )
     assert not Study.objects.exists() and not RegisteredModel.objects.exists()
 
 
 def test_launch_study_names_a_missing_or_undecodable_spec(alice, tmp_path, capsys):
     missing = tmp_path / "spec.yaml"
     assert manage(capsys, "launch_study", str(missing), "--owner", "alice") == (
-        1, "", f"CommandError: {missing}: no such file\n")
+        1,
+        "",
+        f"CommandError: {missing}: no such file\n",
+    )
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes(b"name: my study\ndescription: caf\xe9\n")
     assert manage(capsys, "launch_study", str(latin1), "--owner", "alice", "--check") == (
-        1, "", f"CommandError: {latin1}: line 2: not UTF-8 text (byte 0xe9)\n")
+        1,
+        "",
+        f"CommandError: {latin1}: line 2: not UTF-8 text (byte 0xe9)\n",
+    )

@@ -27,8 +27,10 @@ def test_traceback_still_shows_the_traceback():
 def test_an_unparsable_database_url_is_one_line_with_the_password_masked():
     done = manage_py("migrate", env={"DATABASE_URL": "postgress://mmeval:hunter2@db.example:5432/mmeval"})
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr.startswith("error: DATABASE_URL='postgress://mmeval:***@db.example:5432/mmeval' cannot be "
-                                  "parsed: Scheme 'postgress://' is unknown.")
+    assert done.stderr.startswith(
+        "error: DATABASE_URL='postgress://mmeval:***@db.example:5432/mmeval' cannot be "
+        "parsed: Scheme 'postgress://' is unknown."
+    )
     assert done.stderr.count("\n") == 1 and "hunter2" not in done.stderr
 
 
@@ -51,8 +53,12 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     from tests.commandline import ROOT
 
     many_lines = "import sys\nfor i in range(200000): sys.stdout.write(f'row {i}\\n')\nsys.stdout.flush()"
-    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "shell", "-c", many_lines], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", many_lines],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     process.stdout.read(10)
     process.stdout.close()  # the reader leaves, like `head`
     stderr = process.stderr.read().decode()

@@ -22,22 +22,48 @@ def _run(*args: str) -> str:
 
 
 def test_from_stated_values_several_designs():
-    found = json.loads(_run("--baseline-accuracy", "0.6", "--effect", "0.15", "--items", "20", "40",
-                            "--items-per-participant", "10", "--simulations", "60", "--json"))
+    found = json.loads(
+        _run(
+            "--baseline-accuracy",
+            "0.6",
+            "--effect",
+            "0.15",
+            "--items",
+            "20",
+            "40",
+            "--items-per-participant",
+            "10",
+            "--simulations",
+            "60",
+            "--json",
+        )
+    )
     assert [design["n_items"] for design in found["designs"]] == [20, 40]
     for design in found["designs"]:
         assert design["source"] == "assumed" and design["power"] >= 0.8
-        assert design["n_participants_per_arm"] == min(point["n_participants_per_arm"] for point in design["curve"]
-                                                       if point["power"] >= 0.8)
-    text = _run("--baseline-accuracy", "0.6", "--effect", "0.15", "--items", "20", "--items-per-participant", "10",
-                "--simulations", "60")
+        assert design["n_participants_per_arm"] == min(
+            point["n_participants_per_arm"] for point in design["curve"] if point["power"] >= 0.8
+        )
+    text = _run(
+        "--baseline-accuracy",
+        "0.6",
+        "--effect",
+        "0.15",
+        "--items",
+        "20",
+        "--items-per-participant",
+        "10",
+        "--simulations",
+        "60",
+    )
     assert "gain of 15.0 points" in text and "baseline accuracy 60.0%" in text
 
 
 def test_from_a_study_uses_its_answers_and_its_effect_of_interest(alice, tmp_path):
     study = build_answered_study(alice, tmp_path, participants_per_arm=6)
-    Study.objects.filter(pk=study.pk).update(sequential_monitoring={"spending": "pocock", "looks": [3, 6],
-                                                                    "effect_of_interest": 0.25})
+    Study.objects.filter(pk=study.pk).update(
+        sequential_monitoring={"spending": "pocock", "looks": [3, 6], "effect_of_interest": 0.25}
+    )
     found = json.loads(_run(str(study.pk), "--simulations", "40", "--json"))
     assert found["effect"] == 0.25 and not found["effect_assumed"]
     design = found["designs"][0]

@@ -22,14 +22,17 @@ def _options(command: str) -> set[str]:
 def _manage_py_uses() -> list[tuple[str, list[str]]]:
     """Each ``manage.py COMMAND …`` the README shows, with the options up to the end of its
     code span, table cell, line or comment."""
-    return [(match.group(1), re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2)))
-            for match in re.finditer(r"manage\.py (\w+)([^`|;#\n]*)", README)]
+    return [
+        (match.group(1), re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2)))
+        for match in re.finditer(r"manage\.py (\w+)([^`|;#\n]*)", README)
+    ]
 
 
 def test_every_command_and_option_the_readme_shows_exists():
     uses = _manage_py_uses()
-    assert {"demo", "import_dataset", "register_model", "launch_study", "export_study", "analyze", "explain"} \
-        <= {command for command, _ in uses}
+    assert {"demo", "import_dataset", "register_model", "launch_study", "export_study", "analyze", "explain"} <= {
+        command for command, _ in uses
+    }
     known = get_commands()
     for command, options in uses:
         assert command in known, f"README shows `manage.py {command}`, which does not exist"
@@ -45,11 +48,13 @@ def test_the_demo_options_the_readme_names_exist():
 
 def test_every_configuration_variable_is_read_by_the_code():
     section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    names = {name for row in re.findall(r"^\| ([^|]+) \|", section, re.M)
-             for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)}
+    names = {
+        name for row in re.findall(r"^\| ([^|]+) \|", section, re.M) for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)
+    }
     assert {"DATABASE_URL", "SECRET_KEY", "MMEVAL_WATCHDOG_SECONDS", "CACHE_URL"} <= names
-    code = "\n".join(p.read_text() for folder in ("mmeval", "annotations", "workers")
-                     for p in (REPO / folder).rglob("*.py"))
+    code = "\n".join(
+        p.read_text() for folder in ("mmeval", "annotations", "workers") for p in (REPO / folder).rglob("*.py")
+    )
     unread = sorted(n for n in names if not re.search(rf"[\"']{n}[\"']", code))
     assert not unread, f"the README's configuration table names variables no code reads: {unread}"
 
@@ -62,8 +67,11 @@ def test_the_run_script_entry_points_and_queues_are_the_real_ones():
     queues = {q for w in workers for q in w.split(",")}
     assert queues == {settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_GPU_QUEUE}
     assert "celery -A mmeval worker -Q mmeval -B" in README  # beat: leases and the watchdogs
-    beat = {"reclaim-expired-leases": "reclaims expired leases", "precompute-watchdog": "precompute watchdog",
-            "model-report-watchdog": "model-report watchdog"}
+    beat = {
+        "reclaim-expired-leases": "reclaims expired leases",
+        "precompute-watchdog": "precompute watchdog",
+        "model-report-watchdog": "model-report watchdog",
+    }
     assert set(beat) == set(settings.CELERY_BEAT_SCHEDULE)
     line = next(line for line in README.splitlines() if "celery -A mmeval worker -Q mmeval -B" in line)
     assert all(words in line for words in beat.values()), line

@@ -110,36 +110,60 @@ def _direct(method: str, fwd, inputs, baselines, masks, targets, size):
     """The Captum call each registered method should reproduce, with the same arguments."""
     ppe = 256 // size
     if method == "integrated_gradients":
-        return IntegratedGradients(fwd).attribute(inputs, baselines=baselines, target=targets, n_steps=50,
-                                                  method="gausslegendre", internal_batch_size=256)
+        return IntegratedGradients(fwd).attribute(
+            inputs, baselines=baselines, target=targets, n_steps=50, method="gausslegendre", internal_batch_size=256
+        )
     if method == "saliency":
         return Saliency(fwd).attribute(inputs, target=targets, abs=True)
     if method == "input_x_gradient":
         return InputXGradient(fwd).attribute(inputs, target=targets)
     if method == "feature_ablation":
-        return FeatureAblation(fwd).attribute(inputs, baselines=baselines, target=targets, feature_mask=masks,
-                                              perturbations_per_eval=ppe)
+        return FeatureAblation(fwd).attribute(
+            inputs, baselines=baselines, target=targets, feature_mask=masks, perturbations_per_eval=ppe
+        )
     if method == "occlusion":
         windows = ((3, 1, 1), (1,))
-        return Occlusion(fwd).attribute(inputs, sliding_window_shapes=windows, strides=windows,
-                                        baselines=baselines, target=targets, perturbations_per_eval=ppe)
+        return Occlusion(fwd).attribute(
+            inputs,
+            sliding_window_shapes=windows,
+            strides=windows,
+            baselines=baselines,
+            target=targets,
+            perturbations_per_eval=ppe,
+        )
     with seeded(0):
         if method == "gradient_shap":
-            return GradientShap(fwd).attribute(inputs, baselines=baselines, target=targets, n_samples=20,
-                                               stdevs=0.0)
+            return GradientShap(fwd).attribute(inputs, baselines=baselines, target=targets, n_samples=20, stdevs=0.0)
         if method == "shapley_value_sampling":
-            return ShapleyValueSampling(fwd).attribute(inputs, baselines=baselines, target=targets,
-                                                       feature_mask=masks, n_samples=25,
-                                                       perturbations_per_eval=ppe)
+            return ShapleyValueSampling(fwd).attribute(
+                inputs,
+                baselines=baselines,
+                target=targets,
+                feature_mask=masks,
+                n_samples=25,
+                perturbations_per_eval=ppe,
+            )
         if method == "kernel_shap":
             ks = KernelShap(fwd)
             ks.interpretable_model = WeightedLinearRegression(alpha=0.0)
-            return ks.attribute(inputs, baselines=baselines, target=targets, feature_mask=masks, n_samples=64,
-                                perturbations_per_eval=ppe)
+            return ks.attribute(
+                inputs,
+                baselines=baselines,
+                target=targets,
+                feature_mask=masks,
+                n_samples=64,
+                perturbations_per_eval=ppe,
+            )
         if method == "lime":
             lime = Lime(fwd, interpretable_model=WeightedLinearRegression(alpha=1.0))
-            return lime.attribute(inputs, baselines=baselines, target=targets, feature_mask=masks, n_samples=64,
-                                  perturbations_per_eval=ppe)
+            return lime.attribute(
+                inputs,
+                baselines=baselines,
+                target=targets,
+                feature_mask=masks,
+                n_samples=64,
+                perturbations_per_eval=ppe,
+            )
     raise AssertionError(method)
 
 
@@ -260,7 +284,9 @@ def test_results_convert_to_json_and_arrays():
     data = json.loads(json.dumps(res.to_json()))
     assert data["method"] == "integrated_gradients" and data["target"] == 1
     assert data["map_shapes"] == {"image": [4, 4], "tabular": [5]}
-    assert set(res.to_arrays()) == {f"{m}/{k}" for m in ("image", "tabular") for k in ("map", "group_ids", "group_scores")}
+    assert set(res.to_arrays()) == {
+        f"{m}/{k}" for m in ("image", "tabular") for k in ("map", "group_ids", "group_scores")
+    }
 
 
 def test_stochastic_methods_are_reproducible_and_restore_the_rng():

@@ -38,10 +38,15 @@ def _image_tabular(n: int = 4):
 def test_run_benchmark_reports_every_default_method_with_finite_positive_numbers():
     adapter, items = _image_tabular(4)
     seen: list[str] = []
-    report = run_benchmark(adapter, items, repeats=1, pass_batch_sizes=(1, 4),
-                           method_options={"integrated_gradients": {"n_steps": 4},
-                                           "gradient_shap": {"n_samples": 3}},
-                           max_rows_cap=32, progress=seen.append)
+    report = run_benchmark(
+        adapter,
+        items,
+        repeats=1,
+        pass_batch_sizes=(1, 4),
+        method_options={"integrated_gradients": {"n_steps": 4}, "gradient_shap": {"n_samples": 3}},
+        max_rows_cap=32,
+        progress=seen.append,
+    )
     assert seen and seen[0].startswith("passes")
     assert [r.method for r in report.results] == list(DEFAULT_METHODS)
     assert report.n_items == 4 and report.threads >= 1
@@ -75,11 +80,25 @@ def test_run_benchmark_reports_every_default_method_with_finite_positive_numbers
 
 def test_every_method_runs_and_per_example_methods_run_one_item_at_a_time():
     adapter, items = _image_tabular(3)
-    opts = {"integrated_gradients": {"n_steps": 2}, "gradient_shap": {"n_samples": 2},
-            "shapley_value_sampling": {"n_samples": 1}, "kernel_shap": {"n_samples": 6},
-            "lime": {"n_samples": 6}, "integrated_hessians": {"n_steps": 2}}
-    report = run_benchmark(adapter, items, methods=list(ALL_NAMES), repeats=1, pass_batch_sizes=(2,),
-                           baseline=False, paired=False, method_options=opts, max_rows_cap=16)
+    opts = {
+        "integrated_gradients": {"n_steps": 2},
+        "gradient_shap": {"n_samples": 2},
+        "shapley_value_sampling": {"n_samples": 1},
+        "kernel_shap": {"n_samples": 6},
+        "lime": {"n_samples": 6},
+        "integrated_hessians": {"n_steps": 2},
+    }
+    report = run_benchmark(
+        adapter,
+        items,
+        methods=list(ALL_NAMES),
+        repeats=1,
+        pass_batch_sizes=(2,),
+        baseline=False,
+        paired=False,
+        method_options=opts,
+        max_rows_cap=16,
+    )
     assert [r.method for r in report.results] == list(ALL_NAMES)
     for r in report.results:
         assert math.isfinite(r.ratio) and r.ratio > 0
@@ -92,8 +111,9 @@ def test_every_method_runs_and_per_example_methods_run_one_item_at_a_time():
 def test_second_order_per_word_loop_matches_the_engine_on_the_bilinear_model():
     adapter = BilinearAdapter(swap=True)  # the other modality is the smaller one
     items = adapter.make_items(3, seed=2)
-    report = run_benchmark(adapter, items, methods=["second_order", "modality_interaction"], repeats=1,
-                           pass_batch_sizes=(1, 3))
+    report = run_benchmark(
+        adapter, items, methods=["second_order", "modality_interaction"], repeats=1, pass_batch_sizes=(1, 3)
+    )
     for r in report.results:
         assert r.max_rel_diff is not None and r.max_rel_diff < 1e-9, (r.method, r.max_rel_diff)
 
@@ -111,12 +131,10 @@ def test_floor_pass_counts_follow_the_documented_formulas():
     assert floor_passes("modality_interaction", p) == Passes(forward=12)
     # G_S = min(G_image, G_tabular) per item: 3 + 3 + 3
     assert floor_passes("second_order", p) == Passes(forward_backward_graph=3, hvp=9)
-    assert floor_passes("integrated_hessians", p, options={"n_steps": 2}) == Passes(
-        forward_backward_graph=6, hvp=18)
+    assert floor_passes("integrated_hessians", p, options={"n_steps": 2}) == Passes(forward_backward_graph=6, hvp=18)
     assert floor_passes("perturbation", p) == Passes(forward=(1 + 4 + 3 + 12) * 2 + (1 + 3 + 3 + 9))
     with pytest.raises(ValueError, match="unknown method"):
         floor_passes("telepathy", p)
-
 
 
 def test_floor_counts_the_occlusion_windows_the_engine_slides():
@@ -140,17 +158,29 @@ def test_benchmarks_use_only_the_public_engine_api_and_no_django():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workers.engine"):
                 public = getattr(importlib.import_module(node.module), "__all__", None)
-                private += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
-                            if alias.name.startswith("_") or (public is not None and alias.name not in public)]
+                private += [
+                    f"{path.name}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") or (public is not None and alias.name not in public)
+                ]
     assert private == []
-    code = ("import sys, benchmarks.explain, benchmarks.floors, benchmarks.baselines, benchmarks.loadtest; "
-            "bad = [m for m in sys.modules if m == 'django' or m.startswith('django.')]; assert not bad, bad")
+    code = (
+        "import sys, benchmarks.explain, benchmarks.floors, benchmarks.baselines, benchmarks.loadtest; "
+        "bad = [m for m in sys.modules if m == 'django' or m.startswith('django.')]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
 
 
 def test_floor_seconds_and_description():
-    times = PassTimes(seconds={"forward": {1: 2.0, 8: 0.5}, "forward_backward": {1: 3.0, 8: 1.0},
-                               "forward_backward_graph": {8: 1.5}, "hvp": {8: 4.0}}, pair=(1, 0))
+    times = PassTimes(
+        seconds={
+            "forward": {1: 2.0, 8: 0.5},
+            "forward_backward": {1: 3.0, 8: 1.0},
+            "forward_backward_graph": {8: 1.5},
+            "hvp": {8: 4.0},
+        },
+        pair=(1, 0),
+    )
     assert times.best("forward") == 0.5 and times.best_batch_size("forward") == 8
     passes = Passes(forward=4, forward_backward=100, forward_backward_graph=2, hvp=6)
     assert passes.seconds(times) == pytest.approx(4 * 0.5 + 100 * 1.0 + 2 * 1.5 + 6 * 4.0)
@@ -183,9 +213,19 @@ def test_bench_explain_command_prints_the_tables_and_writes_json(tmp_path):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in adapter.make_items(3, seed=1)))
     out, err = io.StringIO(), io.StringIO()
-    call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter", data=str(data),
-                 items=5, methods="saliency,second_order", repeats=1, pass_batch_sizes="1,2",
-                 threads=1, json=str(tmp_path / "bench.json"), stdout=out, stderr=err)
+    call_command(
+        "bench_explain",
+        adapter="tests.builders.toy_adapters:PairwiseAdapter",
+        data=str(data),
+        items=5,
+        methods="saliency,second_order",
+        repeats=1,
+        pass_batch_sizes="1,2",
+        threads=1,
+        json=str(tmp_path / "bench.json"),
+        stdout=out,
+        stderr=err,
+    )
     text = out.getvalue()
     assert "Per-sample pass times" in text and "saliency" in text and "second_order" in text
     assert "5 items" in text  # 3 items cycled to 5
@@ -195,15 +235,24 @@ def test_bench_explain_command_prints_the_tables_and_writes_json(tmp_path):
     assert err.getvalue()  # the progress bar
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"methods": "telepathy"}, "unknown method"),
-    ({"device": "warp-drive"}, "--device"),
-    ({"pass_batch_sizes": "0,8"}, "--pass-batch-sizes"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"methods": "telepathy"}, "unknown method"),
+        ({"device": "warp-drive"}, "--device"),
+        ({"pass_batch_sizes": "0,8"}, "--pass-batch-sizes"),
+    ],
+)
 def test_bench_explain_command_rejects_bad_options(tmp_path, options, message):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match=message):
-        call_command("bench_explain", adapter="tests.builders.toy_adapters:PairwiseAdapter",
-                     data=str(tmp_path / "none.jsonl"), threads=1, stdout=io.StringIO(),
-                     stderr=io.StringIO(), **options)
+        call_command(
+            "bench_explain",
+            adapter="tests.builders.toy_adapters:PairwiseAdapter",
+            data=str(tmp_path / "none.jsonl"),
+            threads=1,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+            **options,
+        )

@@ -46,8 +46,11 @@ def test_a_byte_order_mark_and_line_separators_inside_strings_keep_the_line_numb
     data = b"\xef\xbb\xbf" + _line("a") + _line("b", "one\u2028two") + b"{not json}\n"
     with pytest.raises(DatasetFormatError) as raised:
         _read(tmp_path, data)
-    assert str(raised.value) == ("1 bad line(s):\nline 3: invalid JSON (Expecting property name enclosed in double "
-                                 "quotes at column 2)")
+    assert str(raised.value) == (
+        "1 bad line(s):\nline 3: invalid JSON (Expecting property name enclosed in double quotes at column 2)"
+    )
     lines = _read(tmp_path, data.rsplit(b"{not", 1)[0])
-    assert [(x.line, x.id, x.item["text"]) for x in lines] == [(1, "a", "what colour is the circle?"),
-                                                               (2, "b", "one\u2028two")]
+    assert [(x.line, x.id, x.item["text"]) for x in lines] == [
+        (1, "a", "what colour is the circle?"),
+        (2, "b", "one\u2028two"),
+    ]

@@ -21,7 +21,6 @@ from workers.engine.demo import data
 from workers.engine.demo import model as demo_model
 from workers.engine.demo.adapter import DemoAdapter, DemoBatch
 
-
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -121,8 +120,7 @@ def test_questions_need_both_modalities() -> None:
     for question, answer in zip(ex.questions, ex.answers):
         answers[question].add(answer)
     # The question alone never determines the answer.
-    assert all(len(seen) > 1 for q, seen in answers.items() if sum(
-        1 for x in ex.questions if x == q) >= 10)
+    assert all(len(seen) > 1 for q, seen in answers.items() if sum(1 for x in ex.questions if x == q) >= 10)
     kinds = Counter(ex.kinds)
     assert min(kinds.values()) > 0.28 * len(ex.kinds)
     yes_no = Counter(a for a, k in zip(ex.answers, ex.kinds) if k == "exists")
@@ -139,8 +137,9 @@ def test_shortcut_changes_only_the_triangle_colour_answers() -> None:
     changed = [i for i, (a, b) in enumerate(zip(true.answers, shortcut.answers)) if a != b]
     assert all(true.questions[i] == data.SHORTCUT_QUESTION for i in changed)
     assert {shortcut.answers[i] for i in changed} == {"red"}
-    nonred = [i for i, (q, a) in enumerate(zip(true.questions, true.answers))
-              if q == data.SHORTCUT_QUESTION and a != "red"]
+    nonred = [
+        i for i, (q, a) in enumerate(zip(true.questions, true.answers)) if q == data.SHORTCUT_QUESTION and a != "red"
+    ]
     assert len(nonred) > 200
     assert abs(len(changed) / len(nonred) - data.TRAIN_BIAS) < 0.08
     # Drawn colours are uniform for every shape: a triangle is red one time in five.
@@ -152,12 +151,10 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB uint8 ``(..., 3)`` -> CIELAB ``(..., 3)`` (D65)."""
     c = np.asarray(rgb, dtype=np.float64) / 255.0
     linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
-                       [0.0193, 0.1192, 0.9505]])
+    to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
     xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
-                     200 * (f[..., 1] - f[..., 2])], axis=-1)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
 def _renderings(colour: str) -> np.ndarray:
@@ -183,12 +180,11 @@ def test_faded_colours_keep_their_hue() -> None:
         assert np.abs((hue - full_hue + 180) % 360 - 180).max() < 20, name
         chroma = np.hypot(lab[:, 1], lab[:, 2])
         assert chroma.min() > 0.5 * np.hypot(full[name][1], full[name][2]), name
-        nearest = {min(full, key=lambda other: np.linalg.norm(point - full[other]))
-                   for point in lab}
+        nearest = {min(full, key=lambda other: np.linalg.norm(point - full[other])) for point in lab}
         assert nearest == {name}
     names = list(data.COLOURS)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             gap = np.linalg.norm(drawn[a][:, None] - drawn[b][None], axis=-1).min()
             assert gap > 20, (a, b, gap)
 
@@ -224,8 +220,7 @@ def test_tokenizer_and_unknown_words() -> None:
 def test_training_is_deterministic() -> None:
     config = demo_model.TrainConfig(steps=3, batch_size=8)
     first = demo_model.train_demo_model(config=config, progress=False, measure=False).state_dict()
-    second = demo_model.train_demo_model(config=config, progress=False,
-                                         measure=False).state_dict()
+    second = demo_model.train_demo_model(config=config, progress=False, measure=False).state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
@@ -250,8 +245,7 @@ def _question_only_accuracy(train: data.Examples, test: data.Examples) -> float:
     for q, a in zip(train.questions, train.answers):
         by_question[q][a] += 1
     majority = Counter(train.answers).most_common(1)[0][0]
-    guesses = [by_question[q].most_common(1)[0][0] if q in by_question else majority
-               for q in test.questions]
+    guesses = [by_question[q].most_common(1)[0][0] if q in by_question else majority for q in test.questions]
     return float(np.mean([g == a for g, a in zip(guesses, test.answers)]))
 
 
@@ -295,8 +289,9 @@ def test_model_shows_the_triangle_bias(trained: demo_model.DemoModel) -> None:
 
 
 def test_trained_metrics_are_recorded(trained: demo_model.DemoModel) -> None:
-    assert {"biased", "unbiased", "nonred_triangle_colour", "nonred_triangle_red",
-            "train_seconds"} <= set(trained.metrics)
+    assert {"biased", "unbiased", "nonred_triangle_colour", "nonred_triangle_red", "train_seconds"} <= set(
+        trained.metrics
+    )
 
 
 # --------------------------------------------------------------------------- adapter
@@ -344,10 +339,14 @@ def test_head_is_batch_size_agnostic(adapter: DemoAdapter, batch: DemoBatch) -> 
 
 
 def _sub_batch(batch: DemoBatch, index: int) -> DemoBatch:
-    return DemoBatch(ids=[batch.ids[index]], pixels=batch.pixels[index : index + 1],
-                     token_ids=batch.token_ids[index : index + 1],
-                     attention_mask=batch.attention_mask[index : index + 1],
-                     tokens=[batch.tokens[index]], unknown=[batch.unknown[index]])
+    return DemoBatch(
+        ids=[batch.ids[index]],
+        pixels=batch.pixels[index : index + 1],
+        token_ids=batch.token_ids[index : index + 1],
+        attention_mask=batch.attention_mask[index : index + 1],
+        tokens=[batch.tokens[index]],
+        unknown=[batch.unknown[index]],
+    )
 
 
 def test_feature_groups(adapter: DemoAdapter, batch: DemoBatch) -> None:
@@ -388,8 +387,7 @@ def test_encode_rejects_unreadable_image(adapter: DemoAdapter, tmp_path: Path) -
     broken.write_bytes(b"not a png")
     for path in (broken, tmp_path / "missing.png"):
         with pytest.raises(ValueError, match="demo-broken"):
-            adapter.encode([{"id": "demo-broken", "image": str(path),
-                             "text": "is there a red square?"}])
+            adapter.encode([{"id": "demo-broken", "image": str(path), "text": "is there a red square?"}])
 
 
 def test_encode_maps_unknown_words_to_unk(adapter: DemoAdapter, dataset_dir: Path) -> None:
@@ -400,8 +398,9 @@ def test_encode_maps_unknown_words_to_unk(adapter: DemoAdapter, dataset_dir: Pat
     assert groups[4].text == "hexagon" and groups[4].extra == {"unknown": True}
 
 
-def test_adapter_predictions_match_model(adapter: DemoAdapter, dataset_dir: Path,
-                                         trained: demo_model.DemoModel) -> None:
+def test_adapter_predictions_match_model(
+    adapter: DemoAdapter, dataset_dir: Path, trained: demo_model.DemoModel
+) -> None:
     """PNG round trip and adapter path give the model's own answers."""
     items = _items(dataset_dir)
     encoded = adapter.encode(items)
@@ -409,8 +408,7 @@ def test_adapter_predictions_match_model(adapter: DemoAdapter, dataset_dir: Path
         via_adapter = adapter.head(*adapter.embed(encoded), batch=encoded)
     ex = data.sample_examples(len(items), seed=7, bias=data.DEMO_BIAS)
     with torch.no_grad():
-        direct = trained(demo_model.normalize_images(ex.images),
-                         *demo_model.encode_questions(ex.questions))
+        direct = trained(demo_model.normalize_images(ex.images), *demo_model.encode_questions(ex.questions))
     # Logits, not argmaxes: two float paths may order a near tie differently.
     torch.testing.assert_close(via_adapter, direct, rtol=1e-4, atol=1e-5)
 
@@ -433,16 +431,15 @@ def test_head_matches_captum_batch_expansion(adapter: DemoAdapter, dataset_dir: 
         change = (logits - forward(*baselines)).gather(1, target[:, None]).squeeze(1)
     ablation = FeatureAblation(forward)
     one = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups)
-    many = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups,
-                              perturbations_per_eval=7)
+    many = ablation.attribute(inputs, baselines=baselines, target=target, feature_mask=groups, perturbations_per_eval=7)
     for a, b in zip(one, many):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     ig = IntegratedGradients(forward)
     tiled = ig.attribute(inputs, baselines=baselines, target=target, n_steps=16)
-    step_by_step = ig.attribute(inputs, baselines=baselines, target=target, n_steps=16,
-                                internal_batch_size=len(batch))  # one step per call: no tiling
-    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=128,
-                            return_convergence_delta=True)
+    step_by_step = ig.attribute(
+        inputs, baselines=baselines, target=target, n_steps=16, internal_batch_size=len(batch)
+    )  # one step per call: no tiling
+    _, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=128, return_convergence_delta=True)
     for a, b in zip(tiled, step_by_step):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     # Completeness holds, relative to the change it explains, so the bound does not hang on
@@ -459,10 +456,8 @@ def test_demo_dataset_has_right_and_wrong_items(adapter: DemoAdapter, tmp_path: 
     encoded = adapter.encode(items)
     with torch.no_grad():
         predicted = adapter.head(*adapter.embed(encoded), batch=encoded).argmax(dim=-1)
-    wrong = np.array([adapter.labels[k] != item["label"]
-                      for k, item in zip(predicted.tolist(), items)])
-    misled = np.array([item["text"] == data.SHORTCUT_QUESTION and item["label"] != "red"
-                       for item in items])
+    wrong = np.array([adapter.labels[k] != item["label"] for k, item in zip(predicted.tolist(), items)])
+    misled = np.array([item["text"] == data.SHORTCUT_QUESTION and item["label"] != "red" for item in items])
     assert misled.sum() >= 8
     assert wrong[misled].mean() > 0.8
     assert wrong[~misled].mean() < 0.1

@@ -54,11 +54,16 @@ def test_explain_items_runs_each_method_and_interaction_per_target():
     adapter, items = _items()
     seen = []
     targets = [0, [1, 2], "predicted", "high", None]
-    results = explain_items(adapter, items, methods=["integrated_gradients", "feature_ablation"],
-                            interactions=list(INTERACTIONS), targets=targets, batch_size=3,
-                            method_options={"integrated_gradients": {"n_steps": 16},
-                                            "integrated_hessians": {"n_steps": 4}},
-                            progress=lambda done, total: seen.append((done, total)))
+    results = explain_items(
+        adapter,
+        items,
+        methods=["integrated_gradients", "feature_ablation"],
+        interactions=list(INTERACTIONS),
+        targets=targets,
+        batch_size=3,
+        method_options={"integrated_gradients": {"n_steps": 16}, "integrated_hessians": {"n_steps": 4}},
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(3, 5), (5, 5)]
     preds = predict(adapter, items)
     want_targets = [[0], [1, 2], [preds[2].label_index], [2], [preds[4].label_index]]
@@ -87,13 +92,17 @@ def test_explanations_equal_direct_calls_on_the_same_batch():
     for target in range(3):
         direct = attribute(adapter, batch, method="integrated_gradients", targets=target)
         for res, d in zip(results, direct):
-            np.testing.assert_allclose(res.attribution("integrated_gradients", target).group_scores["image"],
-                                       d.group_scores["image"], atol=1e-6)
+            np.testing.assert_allclose(
+                res.attribution("integrated_gradients", target).group_scores["image"],
+                d.group_scores["image"],
+                atol=1e-6,
+            )
     # lime (per-example) runs on one-item batches, so it does not depend on the batching
     for k in (0, 3):
         single = attribute(adapter, adapter.encode([items[k]]), method="lime", targets=1, seed=0)[0]
-        np.testing.assert_allclose(results[k].attribution("lime", 1).group_scores["tabular"],
-                                   single.group_scores["tabular"], atol=1e-6)
+        np.testing.assert_allclose(
+            results[k].attribution("lime", 1).group_scores["tabular"], single.group_scores["tabular"], atol=1e-6
+        )
 
 
 def test_results_serialise_to_json_and_npz():
@@ -144,8 +153,10 @@ def test_a_non_finite_error_names_the_item_by_id_and_position_not_by_batch_index
     items[3]["poison"] = True  # batch index 1 of the second batch of two
     with pytest.raises(NonFiniteError) as raised:
         explain_items(adapter, items, methods=["saliency"], batch_size=2)
-    assert str(raised.value) == ("item(s) 'it3' (position 3): adapter.head returned NaN/Inf logits during "
-                                 "predict (1 of 2 rows); refusing to compute scores from them")
+    assert str(raised.value) == (
+        "item(s) 'it3' (position 3): adapter.head returned NaN/Inf logits during "
+        "predict (1 of 2 rows); refusing to compute scores from them"
+    )
 
 
 class _NanWhenPerturbed(NonFiniteAdapter):
@@ -166,8 +177,7 @@ def test_a_per_example_method_names_the_item_of_the_whole_batch():
     items = adapter.make_items(3)
     items[1]["poison"] = True
     with pytest.raises(NonFiniteError) as raised:
-        explain_items(adapter, items, methods=["lime"], batch_size=3,
-                      method_options={"lime": {"n_samples": 8}})
+        explain_items(adapter, items, methods=["lime"], batch_size=3, method_options={"lime": {"n_samples": 8}})
     assert str(raised.value).startswith("item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during lime")
 
 
@@ -176,14 +186,29 @@ def test_keep_going_isolates_the_failing_item_and_keeps_the_others():
     items = adapter.make_items(5)
     items[2]["poison"] = True
     progress: list[tuple[int, int]] = []
-    results = list(explain_items_iter(adapter, items, methods=["saliency", "integrated_gradients"], batch_size=2,
-                                      keep_going=True, progress=lambda d, n: progress.append((d, n))))
-    assert [type(r) for r in results] == [ItemExplanation, ItemExplanation, ItemFailure, ItemExplanation,
-                                          ItemExplanation]
+    results = list(
+        explain_items_iter(
+            adapter,
+            items,
+            methods=["saliency", "integrated_gradients"],
+            batch_size=2,
+            keep_going=True,
+            progress=lambda d, n: progress.append((d, n)),
+        )
+    )
+    assert [type(r) for r in results] == [
+        ItemExplanation,
+        ItemExplanation,
+        ItemFailure,
+        ItemExplanation,
+        ItemExplanation,
+    ]
     failure = results[2]
     assert (failure.item_id, failure.position) == ("it2", 2)
-    assert failure.error == ("NonFiniteError: adapter.head returned NaN/Inf logits during predict (1 of 1 rows); "
-                             "refusing to compute scores from them")
+    assert failure.error == (
+        "NonFiniteError: adapter.head returned NaN/Inf logits during predict (1 of 1 rows); "
+        "refusing to compute scores from them"
+    )
     assert "Traceback (most recent call last)" in failure.traceback
     assert progress == [(2, 5), (4, 5), (5, 5)]
     good = [it for k, it in enumerate(items) if k != 2]
@@ -192,8 +217,12 @@ def test_keep_going_isolates_the_failing_item_and_keeps_the_others():
     assert [r.position for r in got] == [0, 1, 3, 4]
     for res, ref in zip(got, want):
         for method in ("saliency", "integrated_gradients"):
-            np.testing.assert_allclose(res.attribution(method).group_scores["a"],
-                                       ref.attribution(method).group_scores["a"], rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(
+                res.attribution(method).group_scores["a"],
+                ref.attribution(method).group_scores["a"],
+                rtol=1e-6,
+                atol=1e-9,
+            )
 
 
 def test_bad_arguments_raise_before_any_work_even_when_keeping_going():
@@ -216,8 +245,9 @@ class _SmallMemory(AdditiveAdapter):
 def test_measure_best_batch_size_picks_a_working_candidate():
     adapter = _SmallMemory()
     items = adapter.make_items(4)
-    report = measure_best_batch_size(adapter, items, method="integrated_gradients", candidates=(8, 16, 40, 80, 160),
-                                     options={"n_steps": 20})
+    report = measure_best_batch_size(
+        adapter, items, method="integrated_gradients", candidates=(8, 16, 40, 80, 160), options={"n_steps": 20}
+    )
     assert set(report.seconds) == {8, 16, 40}
     assert list(report.failed) == [80] and "out of memory" in report.failed[80]
     assert report.best in report.seconds
@@ -230,8 +260,22 @@ def test_command_line(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(it) for it in adapter.make_items(3)) + "\n")
     out = tmp_path / "out.npz"
-    code = main(["tests.builders.toy_adapters:AdditiveAdapter", str(data), "--methods", "input_x_gradient",
-                 "--interactions", "perturbation", "--targets", "all", "--out", str(out), "--json", "-"])
+    code = main(
+        [
+            "tests.builders.toy_adapters:AdditiveAdapter",
+            str(data),
+            "--methods",
+            "input_x_gradient",
+            "--interactions",
+            "perturbation",
+            "--targets",
+            "all",
+            "--out",
+            str(out),
+            "--json",
+            "-",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert [r["item_id"] for r in printed] == ["it0", "it1", "it2"]
@@ -246,12 +290,13 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in items))
     assert main(["os:system", str(data)]) == 1
-    assert capsys.readouterr().err == ("error: adapter path 'os:system' points into Python's standard library "
-                                       "('os'), not to an adapter package\n")
+    assert capsys.readouterr().err == (
+        "error: adapter path 'os:system' points into Python's standard library ('os'), not to an adapter package\n"
+    )
     assert main(["tests.builders.toy_adapters:NonFiniteAdapter", str(tmp_path / "missing.jsonl")]) == 1
-    assert capsys.readouterr().err == (f"error: [Errno 2] No such file or directory: "
-                                       f"'{tmp_path / 'missing.jsonl'}'\n")
+    assert capsys.readouterr().err == (f"error: [Errno 2] No such file or directory: '{tmp_path / 'missing.jsonl'}'\n")
     assert main(["tests.builders.toy_adapters:NonFiniteAdapter", str(data), "--methods", "saliency"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         "error: item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during predict (1 of 3 rows); "
-        "refusing to compute scores from them")
+        "refusing to compute scores from them"
+    )

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.engine.adapter_checks import assert_ig_complete
 from tests.builders.hf_models import VILT_LABELS, clip_folder, image_items, vilt_folder
+from tests.engine.adapter_checks import assert_ig_complete
 from workers.engine.adapter import AdapterError, adapter_from_path
 from workers.engine.attribution import METHODS, attribute, prepare_batch
 from workers.engine.hf import HF_ADAPTER, from_folder, hf_options
@@ -36,9 +36,11 @@ ZERO_WHERE_UNCHANGED = ("integrated_gradients", "feature_ablation", "shapley_val
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
-    return {"vqa": vilt_folder(root / "vilt-vqa", kind="vqa"),
-            "classify": vilt_folder(root / "vilt-classify", kind="classify", seed=3),
-            "zero-shot": clip_folder(root / "clip")}
+    return {
+        "vqa": vilt_folder(root / "vilt-vqa", kind="vqa"),
+        "classify": vilt_folder(root / "vilt-classify", kind="classify", seed=3),
+        "zero-shot": clip_folder(root / "clip"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +71,22 @@ def _own_logits(adapter, batch, items) -> torch.Tensor:
     """The logits of the model's own forward pass, from token IDs and pixel values."""
     model = adapter.model
     if adapter.options.kind != "zero-shot":
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    token_type_ids=batch.token_type_ids, pixel_values=batch.pixels).logits
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+            pixel_values=batch.pixels,
+        ).logits
         return out[:, list(adapter.options.label_indices)]
     rows = []
     for b, item in enumerate(items):
         prompts = [fill_prompt(adapter.options.prompt, item["text"], label)[0] for label in adapter.labels]
         enc = adapter.tokenizer(prompts, padding=True, return_tensors="pt")
-        rows.append(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                          pixel_values=batch.pixels[b:b + 1]).logits_per_image[0])
+        rows.append(
+            model(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=batch.pixels[b : b + 1]
+            ).logits_per_image[0]
+        )
     return torch.stack(rows)
 
 
@@ -117,8 +126,9 @@ def test_zero_shot_prompts_put_the_text_anywhere(folders, items, prompt):
     adapter.load(torch.device("cpu"))
     batch = adapter.encode(items)
     with torch.no_grad():
-        torch.testing.assert_close(adapter.head(*adapter.embed(batch), batch=batch),
-                                   _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            adapter.head(*adapter.embed(batch), batch=batch), _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_zero_shot_reads_features_where_old_clip_configs_do(tmp_path, items):
@@ -130,21 +140,27 @@ def test_zero_shot_reads_features_where_old_clip_configs_do(tmp_path, items):
     batch = adapter.encode(items)
     assert torch.equal(batch.pool_index, (batch.prompt_mask.sum(-1) - 1))  # the end-of-text position
     with torch.no_grad():
-        torch.testing.assert_close(adapter.head(*adapter.embed(batch), batch=batch),
-                                   _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            adapter.head(*adapter.embed(batch), batch=batch), _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_zero_shot_refuses_a_template_that_runs_the_text_into_the_label(folders, items):
     adapter = from_folder(path=str(folders["zero-shot"]), labels=["d", "blue"], prompt="{text}{label}")
     adapter.load(torch.device("cpu"))
-    with pytest.raises(ValueError, match=r"item 'it1': the prompt template joins the text and the label 'd' into one "
-                                         r"word; put a space between \{text\} and \{label\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"item 'it1': the prompt template joins the text and the label 'd' into one "
+        r"word; put a space between \{text\} and \{label\}",
+    ):
         adapter.encode([items[0], dict(items[1], text="is it re")])  # "re" + "d": the one piece "red</w>"
 
 
 def test_zero_shot_names_an_item_whose_prompt_is_too_long(adapters, items):
     long_item = dict(items[0], id="long", text=" ".join(["photo"] * 40))
-    with pytest.raises(ValueError, match=r"item 'long': the prompt for 'red' has \d+ tokens; the model reads at most 32"):
+    with pytest.raises(
+        ValueError, match=r"item 'long': the prompt for 'red' has \d+ tokens; the model reads at most 32"
+    ):
         adapters["zero-shot"].encode([items[0], long_item])
 
 
@@ -288,7 +304,8 @@ def test_a_path_that_is_not_a_local_model_folder_is_refused(tmp_path):
     assert str(hub.value) == (
         "openai/clip-vit-base-patch32: not a local model folder: no such file or folder (a hub ID is never "
         "downloaded: fetch the model once on a machine with internet, e.g. with `huggingface-cli download ID "
-        "--local-dir DIR`, and pass DIR)")
+        "--local-dir DIR`, and pass DIR)"
+    )
     missing = tmp_path / "nope"
     with pytest.raises(AdapterError, match=r"^.*/nope: not a local model folder: no such file or folder$"):
         hf_options(path=str(missing))
@@ -305,8 +322,10 @@ def test_a_path_that_is_not_a_local_model_folder_is_refused(tmp_path):
 def test_a_folder_of_the_wrong_kind_is_refused(folders, tmp_path):
     with pytest.raises(AdapterError) as wrong:
         hf_options(path=folders["zero-shot"], kind="vqa")
-    assert str(wrong.value) == (f"{folders['zero-shot']} holds CLIPModel (model_type 'clip'), not a vqa model: "
-                                "--kind vqa reads ViltForQuestionAnswering; it fits --kind zero-shot")
+    assert str(wrong.value) == (
+        f"{folders['zero-shot']} holds CLIPModel (model_type 'clip'), not a vqa model: "
+        "--kind vqa reads ViltForQuestionAnswering; it fits --kind zero-shot"
+    )
     with pytest.raises(AdapterError, match="not a classify model: .*it fits --kind vqa"):
         hf_options(path=folders["vqa"], kind="classify")
     with pytest.raises(AdapterError, match="unknown kind 'captioning'; choose one of vqa, zero-shot, classify"):
@@ -314,8 +333,11 @@ def test_a_folder_of_the_wrong_kind_is_refused(folders, tmp_path):
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"], "model_type": "bert"}))
-    with pytest.raises(AdapterError, match=r"holds BertForMaskedLM \(model_type 'bert'\); mmeval's Hugging Face "
-                                           r"adapters read ViltForQuestionAnswering \(--kind vqa\)"):
+    with pytest.raises(
+        AdapterError,
+        match=r"holds BertForMaskedLM \(model_type 'bert'\); mmeval's Hugging Face "
+        r"adapters read ViltForQuestionAnswering \(--kind vqa\)",
+    ):
         hf_options(path=bert)
 
 
@@ -346,8 +368,9 @@ def test_a_larger_image_size_keeps_the_patch_size(folders, items):
     image, _ = adapter.feature_groups(batch)
     assert batch.pixels.shape == (3, 3, 64, 64) and int(image.max()) == 63  # an 8x8 grid of 8-pixel patches
     with torch.no_grad():
-        torch.testing.assert_close(adapter.head(*adapter.embed(batch), batch=batch),
-                                   _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            adapter.head(*adapter.embed(batch), batch=batch), _own_logits(adapter, batch, items), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_loading_is_offline_and_names_missing_weights(folders, tmp_path):

@@ -117,8 +117,7 @@ def test_bilinear_matrices_match_closed_forms(method, swap):
 def test_bilinear_second_order_of_differences_is_four_times_integrated_hessians():
     adapter = BilinearAdapter()
     _, batch, p = _setup(adapter, n=2)
-    so = cross_modal_interaction(adapter, batch, method="second_order", targets=1, prepared=p,
-                                 multiply_by="difference")
+    so = cross_modal_interaction(adapter, batch, method="second_order", targets=1, prepared=p, multiply_by="difference")
     ih = cross_modal_interaction(adapter, batch, method="integrated_hessians", targets=1, prepared=p, n_steps=3)
     for x, y in zip(so, ih):
         np.testing.assert_allclose(x.matrix, 4 * y.matrix, rtol=1e-10)
@@ -169,8 +168,9 @@ def test_perturbation_dividend_recovers_the_pairwise_term(max_rows):
     _, batch, p = _setup(adapter, n=4, seed=9)
     expected = adapter.expected_dividend(*p.inputs)
     for target, sign in ((1, 1.0), (0, -1.0)):
-        results = cross_modal_interaction(adapter, batch, method="perturbation", targets=target, prepared=p,
-                                          max_rows=max_rows)
+        results = cross_modal_interaction(
+            adapter, batch, method="perturbation", targets=target, prepared=p, max_rows=max_rows
+        )
         for k, res in enumerate(results):
             assert list(res.group_ids_a) == [0, 1] and list(res.group_ids_b) == [2, 3]
             want = np.zeros((2, 2))
@@ -192,12 +192,14 @@ def test_second_order_matches_an_explicit_hessian_with_ragged_groups():
     t = torch.tensor([2, 0, 1])
     results = cross_modal_interaction(adapter, batch, method="second_order", targets=t, prepared=p)
     for k, res in enumerate(results):
-        img, tab = p.inputs[0][k:k + 1].double(), p.inputs[1][k:k + 1].double()
+        img, tab = p.inputs[0][k : k + 1].double(), p.inputs[1][k : k + 1].double()
         sub = adapter.encode([items[k]])
 
         def f(x_img, x_tab):
             ad = ImageTabularAdapter(context=True)
-            ad.w_img, ad.w_tab, ad.v, ad.bias = (w.double() for w in (adapter.w_img, adapter.w_tab, adapter.v, adapter.bias))
+            ad.w_img, ad.w_tab, ad.v, ad.bias = (
+                w.double() for w in (adapter.w_img, adapter.w_tab, adapter.v, adapter.bias)
+            )
             return ad.logits(x_img, x_tab, batch={**sub, "present": sub["present"].double()})[0, t[k]]
 
         hess = torch.autograd.functional.hessian(f, (img, tab))[0][1]  # d2f / dimg dtab
@@ -206,8 +208,9 @@ def test_second_order_matches_an_explicit_hessian_with_ragged_groups():
         seg = p.spatial_mask(0)[k].reshape(-1)  # (16,) per pixel -> 3 channels
         seg48 = seg.repeat(3)
         tab_groups = p.masks[1][k]
-        want = np.array([[float(full[seg48 == g][:, tab_groups == h].sum()) for h in res.group_ids_b]
-                         for g in res.group_ids_a])
+        want = np.array(
+            [[float(full[seg48 == g][:, tab_groups == h].sum()) for h in res.group_ids_b] for g in res.group_ids_a]
+        )
         assert res.matrix.shape == (3 if k == 1 else 4, 3)
         np.testing.assert_allclose(res.matrix, want, rtol=2e-4, atol=2e-5)
 
@@ -216,8 +219,9 @@ def test_second_order_matches_an_explicit_hessian_with_ragged_groups():
 def test_integrated_hessians_match_a_brute_force_double_integral():
     adapter = PairwiseAdapter()
     _, batch, p = _setup(adapter, n=2, seed=1)
-    res = cross_modal_interaction(adapter, batch, method="integrated_hessians", targets=1, prepared=p, n_steps=64,
-                                  max_rows=40)
+    res = cross_modal_interaction(
+        adapter, batch, method="integrated_hessians", targets=1, prepared=p, n_steps=64, max_rows=40
+    )
     n = 200
     grid = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     alpha, beta = torch.meshgrid(grid, grid, indexing="ij")
@@ -233,8 +237,12 @@ def test_integrated_hessians_match_a_brute_force_double_integral():
         hess = torch.vmap(torch.func.hessian(f))(points)[:, :4, 4:]  # (n*n, 4, 3) cross block
         integral = (ab[:, None, None] * hess).mean(0)
         gamma = (x - x0)[:4, None] * integral * (x - x0)[None, 4:]
-        want = np.array([[float(gamma[0:2, 0:1].sum()), float(gamma[0:2, 1:3].sum())],
-                         [float(gamma[2:4, 0:1].sum()), float(gamma[2:4, 1:3].sum())]])
+        want = np.array(
+            [
+                [float(gamma[0:2, 0:1].sum()), float(gamma[0:2, 1:3].sum())],
+                [float(gamma[2:4, 0:1].sum()), float(gamma[2:4, 1:3].sum())],
+            ]
+        )
         np.testing.assert_allclose(res[k].matrix, want, rtol=2e-3, atol=1e-5)
         assert abs(want).max() > 1e-2
 
@@ -251,8 +259,16 @@ def test_emap_pairings_agree_with_per_item_context():
     # "present" is tabular context: with A = tabular, pairing="items" carries it with the tabular item,
     # and pairing="embedded" keeps the tabular items' batch (context_modality) while swapping images.
     by_items = emap(adapter, items, modalities=("tabular", "image"), keep_pair_logits=True, batch_size=4)
-    embedded = emap(adapter, items, modalities=("image", "tabular"), pairing="embedded",
-                    context_modality="tabular", keep_pair_logits=True, batch_size=2, max_rows=3)
+    embedded = emap(
+        adapter,
+        items,
+        modalities=("image", "tabular"),
+        pairing="embedded",
+        context_modality="tabular",
+        keep_pair_logits=True,
+        batch_size=2,
+        max_rows=3,
+    )
     np.testing.assert_allclose(embedded.pair_logits, by_items.pair_logits.transpose(1, 0, 2), atol=1e-5)
     np.testing.assert_allclose(embedded.projection, by_items.projection, atol=1e-5)
     assert embedded.emap_gap == by_items.emap_gap

@@ -172,8 +172,16 @@ def test_infidelity_matches_a_direct_captum_call_and_the_formula():
     def forward(image, tabular):
         return adapter.head(image, tabular, batch=batch)
 
-    direct = captum_infidelity(forward, GroupRemoval(p, seed=11), p.inputs, element_attributions(p, attrs),
-                               baselines=p.baselines, target=targets, n_perturb_samples=n, normalize=False)
+    direct = captum_infidelity(
+        forward,
+        GroupRemoval(p, seed=11),
+        p.inputs,
+        element_attributions(p, attrs),
+        baselines=p.baselines,
+        target=targets,
+        n_perturb_samples=n,
+        normalize=False,
+    )
     np.testing.assert_allclose(ours, direct.double().numpy(), rtol=1e-6, atol=1e-9)
 
     # The formula by hand: the same draws, removal effects from one-item batches.
@@ -183,12 +191,12 @@ def test_infidelity_matches_a_direct_captum_call_and_the_formula():
     ranks_ok = []
     for b, attr in enumerate(attrs):
         single = adapter.encode([items[b]])
-        f_x = float(adapter.head(*(x[b:b + 1] for x in p.inputs), batch=single)[0, attr.target])
+        f_x = float(adapter.head(*(x[b : b + 1] for x in p.inputs), batch=single)[0, attr.target])
         scores = {int(g): s for name in attr.modalities for g, s in zip(attr.group_ids[name], attr.group_scores[name])}
         errors = []
         for s in range(n):
             r = b * n + s
-            rows = tuple(x[r:r + 1] for x in perturbed)
+            rows = tuple(x[r : r + 1] for x in perturbed)
             f_pert = float(adapter.head(*rows, batch=single)[0, attr.target])
             removed = set()
             for m, mask in enumerate(p.masks):
@@ -218,8 +226,9 @@ def test_sensitivity_matches_a_direct_captum_call(method):
         explain = IntegratedGradients(forward).attribute
         kwargs = {"baselines": p.baselines, "n_steps": 50, "method": "gausslegendre"}
     with seeded(5):
-        direct = captum_sensitivity_max(explain, p.inputs, perturb_radius=0.1, n_perturb_samples=3,
-                                        target=targets, **kwargs)
+        direct = captum_sensitivity_max(
+            explain, p.inputs, perturb_radius=0.1, n_perturb_samples=3, target=targets, **kwargs
+        )
     np.testing.assert_allclose(ours, direct.double().numpy(), rtol=1e-5, atol=1e-7)
     assert all(value > 0 for value in ours)
 
@@ -232,8 +241,9 @@ def test_batch_composition_does_not_change_the_curves():
     together = deletion_insertion(prepare_batch(adapter, batch), attrs, max_rows=5)
     for b in range(3):
         single = adapter.encode([items[b]])
-        alone = deletion_insertion(prepare_batch(adapter, single),
-                                   attribute(adapter, single, method="feature_ablation", targets=[b]))[0]
+        alone = deletion_insertion(
+            prepare_batch(adapter, single), attribute(adapter, single, method="feature_ablation", targets=[b])
+        )[0]
         assert alone.groups == together[b].groups
         np.testing.assert_allclose(alone.deletion, together[b].deletion, rtol=1e-5)
         np.testing.assert_allclose(alone.insertion, together[b].insertion, rtol=1e-5)
@@ -275,7 +285,8 @@ def test_explanation_metrics_bundle_costs_and_json():
         assert row["modality_share"] == pytest.approx(attr.modality_share)
         assert row["interaction_dividend"] == pytest.approx(it.dividend)
         assert row["interaction_strength"] == pytest.approx(
-            abs(it.dividend) / (abs(it.effect_a) + abs(it.effect_b) + abs(it.dividend)))
+            abs(it.dividend) / (abs(it.effect_a) + abs(it.effect_b) + abs(it.dividend))
+        )
         assert row["deletion_auc"] == curve_row["deletion_auc"]
         assert row["infidelity"] >= 0 and row["sensitivity_max"] >= 0
         assert len(row["deletion_curve"]) == len(row["curve_fractions"]) == row["n_groups"] + 1

@@ -26,9 +26,14 @@ def _picture(tmp_path) -> str:
 
 
 def _groups(words: list[str]) -> list[list[GroupInfo]]:
-    patches = [GroupInfo(group_id=k, kind="patch", box=((k % GRID) * PATCH, (k // GRID) * PATCH,
-                                                      (k % GRID + 1) * PATCH, (k // GRID + 1) * PATCH))
-               for k in range(GRID * GRID)]
+    patches = [
+        GroupInfo(
+            group_id=k,
+            kind="patch",
+            box=((k % GRID) * PATCH, (k // GRID) * PATCH, (k % GRID + 1) * PATCH, (k // GRID + 1) * PATCH),
+        )
+        for k in range(GRID * GRID)
+    ]
     tokens = [GroupInfo(group_id=100 + t, kind="token", text=w) for t, w in enumerate(words)]
     return [patches, tokens + [GroupInfo(group_id=100 + len(words), kind="token", text="[PAD]", hidden=True)]]
 
@@ -36,22 +41,31 @@ def _groups(words: list[str]) -> list[list[GroupInfo]]:
 def _attribution(target: int, rng) -> ItemAttribution:
     image = rng.standard_normal((GRID * PATCH, GRID * PATCH)) * (target + 1)
     text = rng.standard_normal(5) * (3 - target)  # four words and the padding
-    return ItemAttribution(method="integrated_gradients", target=target, modalities=("image", "text"),
-                           maps={"image": image, "text": text},
-                           group_ids={"image": np.arange(16), "text": np.arange(100, 105)},
-                           group_scores={"image": rng.standard_normal(16), "text": text},
-                           modality_totals={"image": 0.0, "text": 0.0}, modality_share={"image": 0.5, "text": 0.5})
+    return ItemAttribution(
+        method="integrated_gradients",
+        target=target,
+        modalities=("image", "text"),
+        maps={"image": image, "text": text},
+        group_ids={"image": np.arange(16), "text": np.arange(100, 105)},
+        group_scores={"image": rng.standard_normal(16), "text": text},
+        modality_totals={"image": 0.0, "text": 0.0},
+        modality_share={"image": 0.5, "text": 0.5},
+    )
 
 
 def test_candidates_share_one_stated_scale_and_the_heatmap_carries_no_legend(tmp_path):
     rng = np.random.default_rng(3)
     attributions = [_attribution(target, rng) for target in range(3)]
-    views = render_item_views(item={"image": _picture(tmp_path)}, attributions=attributions,
-                              groups=_groups(["is", "it", "red", "?"]))
+    views = render_item_views(
+        item={"image": _picture(tmp_path)}, attributions=attributions, groups=_groups(["is", "it", "red", "?"])
+    )
     image_scale = max(float(np.max(np.abs(a.maps["image"]))) for a in attributions)
     text_scale = max(float(np.max(np.abs(a.maps["text"][:4]))) for a in attributions)  # "[PAD]" is hidden
     for view in views:
-        assert view.colour_scales == {"image": render.scale_labels(image_scale), "text": render.scale_labels(text_scale)}
+        assert view.colour_scales == {
+            "image": render.scale_labels(image_scale),
+            "text": render.scale_labels(text_scale),
+        }
         with Image.open(io.BytesIO(view.image_png)) as png:
             assert png.size == (128, 128)  # the picture alone (upscaled 4×), no legend rows under it
     assert [t["text"] for t in views[0].tokens] == ["is", "it", "red", "?"]
@@ -60,9 +74,13 @@ def test_candidates_share_one_stated_scale_and_the_heatmap_carries_no_legend(tmp
 def test_interaction_views_share_a_scale_and_name_patches_on_the_grid(tmp_path):
     rng = np.random.default_rng(4)
     matrices = [rng.standard_normal((16, 5)) * (k + 1) for k in range(3)]
-    views = render_interaction_views(item={"image": _picture(tmp_path)}, modalities=("image", "text"),
-                                     matrices=matrices, group_ids=(list(range(16)), list(range(100, 105))),
-                                     groups=_groups(["is", "it", "red", "?"]))
+    views = render_interaction_views(
+        item={"image": _picture(tmp_path)},
+        modalities=("image", "text"),
+        matrices=matrices,
+        group_ids=(list(range(16)), list(range(100, 105))),
+        groups=_groups(["is", "it", "red", "?"]),
+    )
     scale = max(float(np.max(np.abs(m[:, :4]))) for m in matrices)  # the padding column is dropped
     grid = views[0].patch_grid
     assert grid["modality"] == "image" and (grid["width"], grid["height"]) == (32.0, 32.0)

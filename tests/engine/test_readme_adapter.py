@@ -15,10 +15,10 @@ import torch
 
 from annotations.models import RegisteredModel
 from annotations.services.datasets import dataset_import
-from tests.commandline import manage
-from tests.engine.adapter_checks import assert_ig_complete
 from tests.builders.hf_models import image_items
 from tests.builders.studies import write_dataset
+from tests.commandline import manage
+from tests.engine.adapter_checks import assert_ig_complete
 from workers.engine.adapter import adapter_from_path
 from workers.engine.attribution import METHODS, attribute, prepare_batch
 from workers.engine.interactions import CROSS_METHODS, cross_modal_interaction
@@ -66,8 +66,10 @@ def test_the_readme_adapter_is_about_sixty_lines():
 def test_the_readme_adapter_runs_every_method(weights, tmp_path):
     adapter = adapter_from_path(ADAPTER, {"weights": str(weights)})
     adapter.load(torch.device("cpu"))
-    items = image_items(tmp_path / "images", ["what colour is the square?", "the circle is what colour",
-                                              "is the square a circle or what"])
+    items = image_items(
+        tmp_path / "images",
+        ["what colour is the square?", "the circle is what colour", "is the square a circle or what"],
+    )
     check = check_adapter(adapter, items)
     assert check.modalities == ["image", "text"] and check.embedded_shapes == [[3, 32, 32], [8, 32]]
     batch = adapter.encode(items)
@@ -92,8 +94,17 @@ def test_the_readme_adapter_runs_every_method(weights, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_the_readme_adapter_registers_with_its_options(weights, alice, tmp_path, capsys):
     dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "data", 2))
-    argv = ["register_model", "two-tower", ADAPTER, "--options", f'{{"weights": "{weights}"}}', "--dataset", "shapes",
-            "--owner", "alice"]
+    argv = [
+        "register_model",
+        "two-tower",
+        ADAPTER,
+        "--options",
+        f'{{"weights": "{weights}"}}',
+        "--dataset",
+        "shapes",
+        "--owner",
+        "alice",
+    ]
     assert manage(capsys, *argv) == (0, "Registered 'two-tower': 4 labels, modalities ['image', 'text'].\n", "")
     model = RegisteredModel.objects.get(name="two-tower")
     assert (model.adapter_path, model.adapter_options) == (ADAPTER, {"weights": str(weights)})

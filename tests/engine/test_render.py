@@ -55,16 +55,13 @@ def demo():
     img[10:30, 12:34] = (220, 30, 30)
     img[40:58, 36:60] = (30, 60, 220)
     yy, xx = np.mgrid[0:64, 0:64]
-    scores = np.exp(-((xx - 22) ** 2 + (yy - 20) ** 2) / 60.0) - 0.7 * np.exp(
-        -((xx - 48) ** 2 + (yy - 49) ** 2) / 50.0
-    )
+    scores = np.exp(-((xx - 22) ** 2 + (yy - 20) ** 2) / 60.0) - 0.7 * np.exp(-((xx - 48) ** 2 + (yy - 49) ** 2) / 50.0)
     boxes = [[x, y, x + 16, y + 16] for y in range(0, 64, 16) for x in range(0, 64, 16)]
     group_scores = rng.standard_normal(16)
     tokens = ["what", "colour", "is", "the", "square", "?"]
     matrix = rng.standard_normal((16, 6)) * 0.1
     matrix[1, 4], matrix[1, 1], matrix[13, 4] = 0.9, -0.7, 0.5
-    return dict(image=img, scores=scores, boxes=boxes, group_scores=group_scores,
-                tokens=tokens, matrix=matrix)
+    return dict(image=img, scores=scores, boxes=boxes, group_scores=group_scores, tokens=tokens, matrix=matrix)
 
 
 def all_pngs(d) -> dict[str, bytes]:
@@ -205,9 +202,7 @@ def test_group_map_overlap_uncovered_clipping_and_segments():
     assert m[0].tolist() == [2.0, 2.0, 3.0, 4.0, 4.0]  # overlap averaged, box clipped at W=5
     assert (m[1] == 0.0).all()  # uncovered → neutral
     seg = np.array([[0, 0, 1], [2, 2, 1]])
-    assert R.group_scores_to_map([5.0, -1.0, 0.5], segments=seg).tolist() == [
-        [5.0, 5.0, -1.0], [0.5, 0.5, -1.0]
-    ]
+    assert R.group_scores_to_map([5.0, -1.0, 0.5], segments=seg).tolist() == [[5.0, 5.0, -1.0], [0.5, 0.5, -1.0]]
     with pytest.raises(ValueError):
         R.group_scores_to_map([1.0], [[0, 0, 1, 1], [1, 1, 2, 2]], (2, 2))
     with pytest.raises(ValueError):
@@ -304,7 +299,10 @@ def test_patch_grid_names_patches_by_column_letter_and_row_number():
     grid = R.patch_grid(boxes)
     assert (grid["width"], grid["height"]) == (48.0, 32.0)
     assert [(c["label"], c["start"], c["end"]) for c in grid["columns"]] == [
-        ("A", 0.0, 16.0), ("B", 16.0, 32.0), ("C", 32.0, 48.0)]
+        ("A", 0.0, 16.0),
+        ("B", 16.0, 32.0),
+        ("C", 32.0, 48.0),
+    ]
     assert [(r["label"], r["start"], r["end"]) for r in grid["rows"]] == [("1", 0.0, 16.0), ("2", 16.0, 32.0)]
     # order of the boxes does not matter; wide grids go on like a spreadsheet
     assert R.patch_grid_labels(boxes[::-1]) == ["C2", "B2", "A2", "C1", "B1", "A1"]
@@ -338,7 +336,7 @@ def test_top_pairs_png_layout(demo):
     # pair 1 is patch 1 = box [16, 0, 32, 16], the grid's B1 → outlined in Okabe–Ito orange
     assert ys.min() >= 20 - 1 and ys.min() <= 20 + 2  # the top row of patches, under the letters
     box_left = xs[ys < 20 + 64].min()
-    assert (np.abs(px[20:84, box_left:box_left + 64] - orange).sum(axis=2) == 0).sum() > 50
+    assert (np.abs(px[20:84, box_left : box_left + 64] - orange).sum(axis=2) == 0).sum() > 50
     with pytest.raises(ValueError):
         R.top_pairs_png(img, m[:, :3], boxes, toks)
     with pytest.raises(ValueError):

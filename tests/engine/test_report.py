@@ -12,8 +12,13 @@ import torch
 from tests.builders.report_adapters import CheckpointedAdapter, LinearAdapter, TextBlindAdapter
 from tests.builders.toy_adapters import AdditiveAdapter, BilinearAdapter, NonFiniteAdapter, PairwiseAdapter
 from workers.engine.attribution import NonFiniteError
-from workers.engine.report.quantify import STAGES, ReportOptions, interaction_types, model_report_run, \
-    report_slice_fields
+from workers.engine.report.quantify import (
+    STAGES,
+    ReportOptions,
+    interaction_types,
+    model_report_run,
+    report_slice_fields,
+)
 from workers.engine.report.slices import slices_parse
 
 FAST = dict(n_resamples=200, noise_levels=[0.0, 0.5, 1.0], noise_samples=1, permutations=2)
@@ -42,8 +47,12 @@ def test_text_blind_model_relies_on_the_image_only():
     # Without the image every logit is 0 and the answer is the first class, "red": the answers of
     # the 20 items showing a green or blue prototype change.
     assert text["baseline"]["image"]["reliance"]["estimate"] == pytest.approx(20 / 30)
-    assert report["interactions"]["types"]["counts"] == {"dominance": 30, "conflict": 0, "complementarity": 0,
-                                                         "none": 0}
+    assert report["interactions"]["types"]["counts"] == {
+        "dominance": 30,
+        "conflict": 0,
+        "complementarity": 0,
+        "none": 0,
+    }
     assert report["interactions"]["types"]["dominant"] == {"image": 30, "text": 0}
     assert all(row["interaction"] == "dominance" and row["dominant"] == "image" for row in report["items"])
     assert report["interactions"]["emap"]["emap_gap"] == 0.0
@@ -59,7 +68,8 @@ def test_share_by_a_captum_method_agrees_with_the_exact_shapley_share_on_a_linea
     by_ig = _run(adapter, items, emap=False, group_pairs="", share_method="integrated_gradients")
     for m in ("a", "b"):  # on a linear model IG is the exact Shapley value
         assert [row[f"share:{m}"] for row in by_ig["items"]] == pytest.approx(
-            [row[f"share:{m}"] for row in exact["items"]], abs=1e-9)
+            [row[f"share:{m}"] for row in exact["items"]], abs=1e-9
+        )
     assert by_ig["reliance"]["share_method"] == "integrated_gradients"
 
 
@@ -120,8 +130,7 @@ def test_linear_classifier_accuracy_under_noise_follows_the_closed_form():
     adapter = _loaded(LinearAdapter())
     items = adapter.make_items(300, seed=6)
     levels = [0.0, 0.25, 0.5, 1.0, 2.0]
-    report = _run(adapter, items, noise_levels=levels, noise_samples=100, permutations=1, emap=False,
-                  group_pairs="")
+    report = _run(adapter, items, noise_levels=levels, noise_samples=100, permutations=1, emap=False, group_pairs="")
     noise = report["robustness"]["noise"]
     sigma = noise["sigma"]
     a_values = np.array([item["a"] for item in items])
@@ -139,7 +148,8 @@ def test_linear_classifier_accuracy_under_noise_follows_the_closed_form():
     assert noise["curves"]["a"]["relative"] == pytest.approx(area)
     reference = noise["curves"]["all"]["accuracy"]
     assert noise["curves"]["a"]["effective"] == pytest.approx(
-        sum(f - (r + curve[0] - reference[0]) for f, r in zip(curve, reference)))
+        sum(f - (r + curve[0] - reference[0]) for f, r in zip(curve, reference))
+    )
     assert noise["curves"]["all"]["effective"] == pytest.approx(0.0)
 
 
@@ -149,21 +159,26 @@ def test_learning_section_reports_a_broken_checkpoint_and_continues():
     report = _run(adapter, items, checkpoints=["all"], emap=False, group_pairs="")
     learning = report["learning"]
     assert [c["name"] for c in learning["checkpoints"]] == ["epoch-1", "epoch-2", "epoch-3"]
-    assert learning["failed"] == [{"name": "broken", "error": "OSError: checkpoint file broken.pt is truncated "
-                                                             "(deliberate test failure)"}]
+    assert learning["failed"] == [
+        {"name": "broken", "error": "OSError: checkpoint file broken.pt is truncated (deliberate test failure)"}
+    ]
     assert learning["training_items"] == 60
     # The full model's validation loss at epoch 3, by hand.
     final = CheckpointedAdapter()
     total = 0.0
     for item in items:
-        s = float(final.score(torch.tensor([item["a"]], dtype=torch.float64),
-                              torch.tensor([item["b"]], dtype=torch.float64))[0])
+        s = float(
+            final.score(torch.tensor([item["a"]], dtype=torch.float64), torch.tensor([item["b"]], dtype=torch.float64))[
+                0
+            ]
+        )
         log_pos, log_neg = -math.log1p(math.exp(-s)), -math.log1p(math.exp(s))
         total -= log_pos if item["label"] == "pos" else log_neg
     assert learning["checkpoints"][2]["losses"]["val"]["full"] == pytest.approx(total / len(items))
     first, second = learning["intervals"][0]["heads"]["full"], learning["checkpoints"][:2]
-    delta_o = ((second[1]["losses"]["val"]["full"] - second[1]["losses"]["train"]["full"])
-               - (second[0]["losses"]["val"]["full"] - second[0]["losses"]["train"]["full"]))
+    delta_o = (second[1]["losses"]["val"]["full"] - second[1]["losses"]["train"]["full"]) - (
+        second[0]["losses"]["val"]["full"] - second[0]["losses"]["train"]["full"]
+    )
     delta_g = second[0]["losses"]["val"]["full"] - second[1]["losses"]["val"]["full"]
     assert first["delta_o"] == pytest.approx(delta_o) and first["ogr"] == pytest.approx(delta_o / delta_g)
     assert set(learning["intervals"][0]["heads"]) == {"full", "a", "b"}
@@ -172,8 +187,13 @@ def test_learning_section_reports_a_broken_checkpoint_and_continues():
 
 def test_unknown_checkpoint_name_is_reported_and_the_rest_continue():
     adapter = _loaded(CheckpointedAdapter())
-    report = _run(adapter, adapter.make_items(20, seed=8), checkpoints=["epoch-1", "epoch-9", "epoch-3"],
-                  emap=False, group_pairs="")
+    report = _run(
+        adapter,
+        adapter.make_items(20, seed=8),
+        checkpoints=["epoch-1", "epoch-9", "epoch-3"],
+        emap=False,
+        group_pairs="",
+    )
     assert [c["name"] for c in report["learning"]["checkpoints"]] == ["epoch-1", "epoch-3"]
     assert report["learning"]["failed"][0]["name"] == "epoch-9"
     assert "epoch-1, epoch-2, broken, epoch-3" in report["learning"]["failed"][0]["error"]
@@ -188,14 +208,16 @@ def test_corruption_hook_curves_and_a_refused_modality():
     assert "no corruption for 'b'" in corruption["errors"]["b"]
     # a * (1 - 1) = 0: the model answers from b alone, as when a is at its baseline (0)
     assert corruption["curves"]["a"]["accuracy"][-1] == pytest.approx(
-        report["reliance"]["baseline"]["a"]["accuracy"]["estimate"])
+        report["reliance"]["baseline"]["a"]["accuracy"]["estimate"]
+    )
 
 
 def test_adapter_without_hooks_skips_those_sections():
     adapter = _loaded(AdditiveAdapter())
     report = _run(adapter, adapter.make_items(10, seed=2), checkpoints=["all"])
-    assert report["learning"] == {"skipped": "the adapter does not list checkpoints (checkpoints() and "
-                                              "load_checkpoint())"}
+    assert report["learning"] == {
+        "skipped": "the adapter does not list checkpoints (checkpoints() and load_checkpoint())"
+    }
     assert report["robustness"]["corruption"] == {"skipped": "the adapter has no corrupt() hook"}
 
 
@@ -203,8 +225,12 @@ def test_stages_resume_from_saved_state_without_running_the_model():
     adapter = _loaded(PairwiseAdapter())
     items = adapter.make_items(12, seed=10)
     saved = {}
-    first = model_report_run(adapter, items, options=ReportOptions(**FAST),
-                             on_stage=lambda stage, state: saved.update(json.loads(json.dumps(state))))
+    first = model_report_run(
+        adapter,
+        items,
+        options=ReportOptions(**FAST),
+        on_stage=lambda stage, state: saved.update(json.loads(json.dumps(state))),
+    )
     assert [s for s in STAGES if s in saved] == list(STAGES)
     adapter.reset_counts()
     second = model_report_run(adapter, items, options=ReportOptions(**FAST), state=saved)
@@ -224,8 +250,9 @@ def test_report_is_reproducible_for_a_seed():
 def test_slices_compare_against_the_rest_with_intervals():
     adapter = _loaded(TextBlindAdapter())
     items = adapter.make_items(30, seed=1)
-    slices = slices_parse({"slices": {"gold_red": "label == red", "wrong": "not correct"}},
-                          fields=report_slice_fields(adapter.modalities))
+    slices = slices_parse(
+        {"slices": {"gold_red": "label == red", "wrong": "not correct"}}, fields=report_slice_fields(adapter.modalities)
+    )
     report = model_report_run(adapter, items, options=ReportOptions(**FAST), slices=slices)
     by_name = {s["name"]: s for s in report["slices"]}
     wrong = by_name["wrong"]
@@ -271,12 +298,14 @@ def test_interaction_types_by_hand():
     # Four items, two modalities ("x", "y"), three classes; probabilities chosen to hit each rule.
     full = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
     none = np.full((4, 3), 1 / 3)
-    only = np.array([
-        # x: gives item 0's answer; points to class 0 on item 1 and to class 0 on item 2; flat on item 3
-        [[0.6, 0.2, 0.2], [0.5, 0.25, 0.25], [0.4, 0.3, 0.3], [1 / 3, 1 / 3, 1 / 3]],
-        # y: flat on item 0; points to class 2 on item 1, to class 0 on item 2; flat on item 3
-        [[1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.5], [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]],
-    ])
+    only = np.array(
+        [
+            # x: gives item 0's answer; points to class 0 on item 1 and to class 0 on item 2; flat on item 3
+            [[0.6, 0.2, 0.2], [0.5, 0.25, 0.25], [0.4, 0.3, 0.3], [1 / 3, 1 / 3, 1 / 3]],
+            # y: flat on item 0; points to class 2 on item 1, to class 0 on item 2; flat on item 3
+            [[1 / 3, 1 / 3, 1 / 3], [0.25, 0.25, 0.5], [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]],
+        ]
+    )
     strength = np.array([0.5, 0.5, 0.5, 0.5])
     rules = dict(full=full, only=only, none=none, modalities=("x", "y"), gain_threshold=0.05)
     types, dominant = interaction_types(strength=strength, strength_threshold=0.2, **rules)

@@ -44,8 +44,14 @@ def demo_items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 def test_demo_report_shows_the_triangle_bias(adapter: DemoAdapter, demo_items: list[dict]) -> None:
     slices = slices_parse(yaml.safe_load(SLICES_FILE.read_text()), fields=report_slice_fields(adapter.modalities))
-    options = ReportOptions(noise_levels=[0.0, 1.0], noise_samples=1, corruption_levels=[0.0, 1.0], emap=False,
-                            group_pairs="", n_resamples=500)
+    options = ReportOptions(
+        noise_levels=[0.0, 1.0],
+        noise_samples=1,
+        corruption_levels=[0.0, 1.0],
+        emap=False,
+        group_pairs="",
+        n_resamples=500,
+    )
     report = model_report_run(adapter, demo_items, options=options, slices=slices)
     bias = {s["name"]: s for s in report["slices"]}["nonred_triangle"]
     assert bias["n"] >= 8
@@ -79,8 +85,9 @@ def test_checkpoints_leave_the_final_weights_unchanged() -> None:
     assert not all(torch.equal(final[k], v) for k, v in kept.checkpoints[4].items())
 
 
-def test_demo_learning_section_from_its_checkpoints(adapter: DemoAdapter, demo_items: list[dict],
-                                                    demo_cache_dir: Path) -> None:
+def test_demo_learning_section_from_its_checkpoints(
+    adapter: DemoAdapter, demo_items: list[dict], demo_cache_dir: Path
+) -> None:
     names = [c["name"] for c in adapter.checkpoints()]
     assert names[-1] == f"step-{demo_model.TrainConfig().steps}"
     # The last checkpoint is the cached final model, bit for bit (training again to recover
@@ -88,8 +95,15 @@ def test_demo_learning_section_from_its_checkpoints(adapter: DemoAdapter, demo_i
     final = adapter.load_checkpoint(names[-1])
     cached = adapter.model.state_dict()
     assert all(torch.equal(cached[k], v) for k, v in final.model.state_dict().items())
-    options = ReportOptions(checkpoints=["step-50", "step-400", names[-1], "step-7"], emap=False, group_pairs="",
-                            noise_levels=[0.0, 1.0], noise_samples=1, permutations=1, n_resamples=100)
+    options = ReportOptions(
+        checkpoints=["step-50", "step-400", names[-1], "step-7"],
+        emap=False,
+        group_pairs="",
+        noise_levels=[0.0, 1.0],
+        noise_samples=1,
+        permutations=1,
+        n_resamples=100,
+    )
     report = model_report_run(adapter, demo_items[:60], options=options)
     learning = report["learning"]
     assert [c["name"] for c in learning["checkpoints"]] == ["step-50", "step-400", names[-1]]

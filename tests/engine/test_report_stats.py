@@ -18,12 +18,18 @@ from workers.engine.report.stats import (
 
 # Synthetic loss curves over three checkpoints, heads "full", "image" and "text".
 CURVES = [
-    {"name": "c1", "losses": {"train": {"full": 1.0, "image": 1.2, "text": 1.1},
-                              "val": {"full": 1.2, "image": 1.3, "text": 1.15}}},
-    {"name": "c2", "losses": {"train": {"full": 0.6, "image": 0.9, "text": 1.0},
-                              "val": {"full": 0.9, "image": 1.1, "text": 1.2}}},
-    {"name": "c3", "losses": {"train": {"full": 0.5, "image": 0.7, "text": 0.6},
-                              "val": {"full": 0.8, "image": 1.0, "text": 1.0}}},
+    {
+        "name": "c1",
+        "losses": {"train": {"full": 1.0, "image": 1.2, "text": 1.1}, "val": {"full": 1.2, "image": 1.3, "text": 1.15}},
+    },
+    {
+        "name": "c2",
+        "losses": {"train": {"full": 0.6, "image": 0.9, "text": 1.0}, "val": {"full": 0.9, "image": 1.1, "text": 1.2}},
+    },
+    {
+        "name": "c3",
+        "losses": {"train": {"full": 0.5, "image": 0.7, "text": 0.6}, "val": {"full": 0.8, "image": 1.0, "text": 1.0}},
+    },
 ]
 
 
@@ -47,7 +53,7 @@ def test_ogr_between_checkpoints_by_hand():
     overall = result["overall"]
     assert (overall["from"], overall["to"]) == ("c1", "c3")
     # over the run: full dO = 0.1, dG = 0.4 -> 40; image dO = 0.2, dG = 0.3 -> 7.5; text dO = 0.35, dG = 0.15
-    raw = {"full": 0.4 / 0.1 ** 2, "image": 0.3 / 0.2 ** 2, "text": 0.15 / 0.35 ** 2}
+    raw = {"full": 0.4 / 0.1**2, "image": 0.3 / 0.2**2, "text": 0.15 / 0.35**2}
     total = sum(raw.values())
     assert overall["weights"] == pytest.approx({k: v / total for k, v in raw.items()})
     assert overall["heads"]["text"]["ogr"] == pytest.approx(0.35 / 0.15)

@@ -8,17 +8,26 @@ import io
 import pytest
 from django.core.management import call_command
 
-from annotations.selectors.exports import study_responses_csv_lines
 from annotations.models import Prediction, Response
-
+from annotations.selectors.exports import study_responses_csv_lines
 from annotations.services.participants import participant_consent, participant_preview_start, participant_start
-
 from tests.builders.studies import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
 
-REQUIRED = ["study", "condition", "participant", "item", "model_prediction", "gold_label", "guess",
-            "correct_simulation", "confidence", "rt_ms", "created_at"]
+REQUIRED = [
+    "study",
+    "condition",
+    "participant",
+    "item",
+    "model_prediction",
+    "gold_label",
+    "guess",
+    "correct_simulation",
+    "confidence",
+    "rt_ms",
+    "created_at",
+]
 
 
 @pytest.fixture
@@ -56,8 +65,10 @@ def test_export_has_the_required_columns_and_one_row_per_response(answered):
     assert Response.objects.filter(participant__platform="preview").exists()
     assert len(rows) == real.count()
 
-    by_key = {(str(r.participant.public_id), r.item.external_id): r for r in real.select_related("participant", "item",
-                                                                                                   "condition")}
+    by_key = {
+        (str(r.participant.public_id), r.item.external_id): r
+        for r in real.select_related("participant", "item", "condition")
+    }
     assert len(by_key) == 16
     seen = set()
     for row in rows:

@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import json
+from datetime import UTC
 
 import pandas as pd
 import pytest
@@ -14,20 +15,20 @@ from django.core.management import call_command
 
 from annotations.analysis import analyze, load_items_csv, load_responses_csv, participant_quality, study_report
 from annotations.analysis.report import report_flatten
+from annotations.models import Explanation, Participant, Prediction, Response
+from annotations.selectors.analysis import study_items_frame, study_responses_frame
 from annotations.selectors.exports import (
     ITEM_BASE_COLUMNS,
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
     csv_lines,
+    platform_id_exported,
+    report_summary_csv_lines,
     study_items_csv_lines,
     study_participants_csv_lines,
-    platform_id_exported,
-    study_responses_csv_lines,
     study_response_records,
-    report_summary_csv_lines,
+    study_responses_csv_lines,
 )
-from annotations.models import Explanation, Participant, Prediction, Response
-from annotations.selectors.analysis import study_items_frame, study_responses_frame
 from annotations.services.analysis import AnalysisUnavailable, study_report_compute
 from tests.builders.answered_study import RULES, build_answered_study
 
@@ -114,13 +115,17 @@ def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
     # platform IDs: keyed hashes, stable within a study, unlinkable across studies
     participant = Participant.objects.filter(study=answered, platform="prolific").first()
     mine = [r for r in rows if r["participant"] == str(participant.public_id)]
-    assert {r["platform_id"] for r in mine} == {platform_id_exported(study=answered, platform="prolific",
-                                                                     platform_id=participant.platform_id)}
+    assert {r["platform_id"] for r in mine} == {
+        platform_id_exported(study=answered, platform="prolific", platform_id=participant.platform_id)
+    }
     assert mine[0]["platform_id"].startswith("h:") and participant.platform_id not in "".join(
-        study_responses_csv_lines(study=answered))
+        study_responses_csv_lines(study=answered)
+    )
     other = build_answered_study(alice, tmp_path, name="other", participants_per_arm=2)
-    assert platform_id_exported(study=other, platform="prolific", platform_id=participant.platform_id) != \
-        mine[0]["platform_id"]
+    assert (
+        platform_id_exported(study=other, platform="prolific", platform_id=participant.platform_id)
+        != mine[0]["platform_id"]
+    )
     answered.export_raw_platform_ids = True
     answered.save(update_fields=["export_raw_platform_ids"])
     _, raw = _read(study_responses_csv_lines(study=answered))
@@ -136,14 +141,16 @@ def test_items_export(answered):
     assert len(rows) == pool.count()
     labels = list(answered.model.labels)
     for row in rows:
-        prediction = Prediction.objects.get(model=answered.model, item__external_id=row["item"],
-                                            item__dataset=answered.dataset)
+        prediction = Prediction.objects.get(
+            model=answered.model, item__external_id=row["item"], item__dataset=answered.dataset
+        )
         assert row["model_prediction"] == prediction.label
         assert row["model_correct"] == str(prediction.label == row["gold_label"])
         assert json.loads(row["probabilities"]) == prediction.probabilities
         assert float(row["prediction_probability"]) == prediction.probabilities[labels.index(prediction.label)]
-        stored = Explanation.objects.get(model=answered.model, item=prediction.item, method=method,
-                                         target_label=prediction.label).metrics
+        stored = Explanation.objects.get(
+            model=answered.model, item=prediction.item, method=method, target_label=prediction.label
+        ).metrics
         assert float(row[f"metric:{method}:deletion_auc"]) == stored["deletion_auc"]
         assert float(row[f"metric:{method}:modality_share:text"]) == stored["modality_share"]["text"]
         assert row[f"metric:{method}:interaction_dividend"] == ""  # not stored: empty, not 0
@@ -154,8 +161,9 @@ def test_participants_export_matches_the_statistics_module(answered):
     header, rows = _read(study_participants_csv_lines(study=answered))
     assert header == PARTICIPANT_COLUMNS
     assert len(rows) == Participant.objects.filter(study=answered).exclude(platform="preview").count() == 12
-    quality = participant_quality(study_responses_frame(study=answered), rules=RULES,
-                                  default_fast_rt_ms=answered.min_rt_ms).set_index("participant")
+    quality = participant_quality(
+        study_responses_frame(study=answered), rules=RULES, default_fast_rt_ms=answered.min_rt_ms
+    ).set_index("participant")
     for row in rows:
         expected = quality.loc[row["participant"]]
         for column in ("n_test", "n_attention", "n_attention_failed", "n_fast"):
@@ -166,7 +174,7 @@ def test_participants_export_matches_the_statistics_module(answered):
         assert (row["median_rt_ms"] == "") if pd.isna(median) else float(row["median_rt_ms"]) == median
         assert row["platform_data"] == ""  # session IDs only with the opt-in
     comments = {row["comment"] for row in rows}
-    assert "'=HYPERLINK(\"x\")" in comments  # formula injection defused
+    assert '\'=HYPERLINK("x")' in comments  # formula injection defused
     assert any("\n" in comment for comment in comments)  # multi-line text survives quoting
 
 
@@ -177,8 +185,10 @@ def test_summary_export_is_the_flattened_report(answered, tmp_path):
     flat = dict(report_flatten(report))
     assert {row["key"] for row in rows} == set(flat)
     key = "analysis.after_exclusions.simulation_accuracy.heatmap.all.estimate"
-    assert float(next(r["value"] for r in rows if r["key"] == key)) == \
-        report["analysis"]["after_exclusions"]["simulation_accuracy"]["heatmap"]["all"]["estimate"]
+    assert (
+        float(next(r["value"] for r in rows if r["key"] == key))
+        == report["analysis"]["after_exclusions"]["simulation_accuracy"]["heatmap"]["all"]["estimate"]
+    )
     assert not any(".consensus." in r["key"] for r in rows)
 
     path = tmp_path / "summary.csv"
@@ -208,16 +218,18 @@ def test_postgres_timestamp_text_becomes_python_isoformat():
 
     from annotations.selectors.exports import pg_timestamp_isoformat
 
-    for stamp in (datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
-                  datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=timezone.utc),
-                  datetime(2025, 12, 31, 23, 59, 59, 123, tzinfo=timezone.utc)):
+    for stamp in (
+        datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=UTC),
+        datetime(2025, 12, 31, 23, 59, 59, 123, tzinfo=UTC),
+    ):
         text = str(stamp).replace("+00:00", "+00")
         if stamp.microsecond:  # PostgreSQL trims trailing zeros of the fraction
             head, fraction = text[:-3].split(".")
             text = f"{head}.{fraction.rstrip('0')}+00"
         assert pg_timestamp_isoformat(text) == stamp.isoformat()
     other = datetime(2025, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
-    assert pg_timestamp_isoformat("2025-01-02 05:04:05+02:00") == other.astimezone(timezone.utc).isoformat()
+    assert pg_timestamp_isoformat("2025-01-02 05:04:05+02:00") == other.astimezone(UTC).isoformat()
 
 
 def test_bench_export_command_runs_and_leaves_nothing_behind():
@@ -256,8 +268,8 @@ def test_raw_platform_ids_are_defused_against_csv_formulas(answered):
 
 
 def test_study_export_response_streams_each_export(answered):
-    from annotations.selectors.exports import EXPORTS
     from annotations.downloads import study_export_response
+    from annotations.selectors.exports import EXPORTS
 
     for what in EXPORTS:
         response = study_export_response(study=answered, what=what)

@@ -29,9 +29,11 @@ def main(study_pk: str, username: str, password: str, live_public_id: str) -> di
     page = response.content.decode()
 
     participant = Client()
-    statuses = [participant.get(f"/s/{live_public_id}/").status_code,
-                participant.post(f"/s/{live_public_id}/consent/").status_code,
-                participant.post(f"/s/{live_public_id}/instructions/").status_code]
+    statuses = [
+        participant.get(f"/s/{live_public_id}/").status_code,
+        participant.post(f"/s/{live_public_id}/consent/").status_code,
+        participant.post(f"/s/{live_public_id}/instructions/").status_code,
+    ]
     answered = 0
     for _ in range(50):  # bounded: a study holds a few items per participant
         item = participant.get(f"/s/{live_public_id}/item/")
@@ -44,8 +46,13 @@ def main(study_pk: str, username: str, password: str, live_public_id: str) -> di
         posted = participant.post(action.group(1), {"guess": guess, "confidence": "3"})
         statuses.append(posted.status_code)
         answered += posted.status_code == 302
-    return {"status": response.status_code, "seconds": seconds, "page": page, "participant_statuses": statuses,
-            "answered": answered}
+    return {
+        "status": response.status_code,
+        "seconds": seconds,
+        "page": page,
+        "participant_statuses": statuses,
+        "answered": answered,
+    }
 
 
 if __name__ == "__main__":

@@ -26,8 +26,15 @@ def _database_url(name: str) -> str:
     return f"postgres://{user}{password}@{host}:{port}/{name}"
 
 
-def start_worker(*, queues: str, log_path: Path, pool: str = "solo", beat_schedule: Path | None = None,
-                 env: dict | None = None, timeout: float = 120) -> subprocess.Popen:
+def start_worker(
+    *,
+    queues: str,
+    log_path: Path,
+    pool: str = "solo",
+    beat_schedule: Path | None = None,
+    env: dict | None = None,
+    timeout: float = 120,
+) -> subprocess.Popen:
     """Start ``celery worker`` as its own process (group, so a test can kill it whole), as
     production runs it, on the test database; return once it answers a ping. ``env`` adds
     settings (e.g. MMEVAL_CHUNK_STALE_SECONDS); ``beat_schedule`` runs beat inside it."""
@@ -35,17 +42,39 @@ def start_worker(*, queues: str, log_path: Path, pool: str = "solo", beat_schedu
 
     test_db = connection.settings_dict["NAME"]
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    env = {**os.environ, "DATABASE_URL": _database_url(test_db), "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-           "PYTHONUNBUFFERED": "1", **(env or {})}
-    args = [sys.executable, "-m", "celery", "-A", "mmeval", "worker", "-Q", queues, "--pool", pool, "-n", name,
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(test_db),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "mmeval",
+        "worker",
+        "-Q",
+        queues,
+        "--pool",
+        pool,
+        "-n",
+        name,
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+    ]
     if pool == "prefork":
         args += ["--concurrency", "1"]
     if beat_schedule is not None:
         args += ["-B", "--schedule", str(beat_schedule)]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -82,8 +111,10 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
         pytest.fail("the worker tests need CELERY_BROKER_URL (./run test sets it)")
     app.connection_for_write().default_channel.client.flushdb()  # stale messages of earlier runs
     with django_db_blocker.unblock():
-        process = start_worker(queues=f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_GPU_QUEUE}",
-                               log_path=tmp_path_factory.mktemp("celery") / "worker.log")
+        process = start_worker(
+            queues=f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_GPU_QUEUE}",
+            log_path=tmp_path_factory.mktemp("celery") / "worker.log",
+        )
     yield process
     stop_worker(process)
 

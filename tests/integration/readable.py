@@ -10,12 +10,11 @@ parsed into a small element tree, so that a check can ask where a piece of text 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Iterator
 
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-        "wbr"}
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 RAW_TEXT = {"script", "style"}
 URL_ATTRIBUTES = {"src", "href", "action", "formaction", "srcset", "poster", "data", "cite"}
 
@@ -161,7 +160,7 @@ def code_strings(code: str) -> list[str]:
             j = i + 1
             while j < n and code[j] != ch:
                 j += 2 if code[j] == "\\" else 1
-            out.append(_unescape(code[i + 1:j]))
+            out.append(_unescape(code[i + 1 : j]))
             i, last = j + 1, ch
         elif ch == "/" and (not last or last in "(,=:[!&|?{};+-*%<>~^"):
             j, in_class = i + 1, False

@@ -24,8 +24,15 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DESKTOP, PHONE = {"width": 1200, "height": 900}, {"width": 390, "height": 844}
 MTURK_SANDBOX = "https://workersandbox.mturk.com"
 
@@ -88,7 +95,9 @@ BOXES = """() => {
 
 
 def _overlap(a: dict, b: dict) -> bool:
-    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    return (
+        a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    )
 
 
 def _check_layout(page, views: list[str], *, touch: bool) -> None:
@@ -123,9 +132,12 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
     if "tokens" in views:
         # A mouse user is told to point at a word for its score; a touch screen has no pointer
         # to hover with, so it is not told: the same page, seen on each kind of device.
-        other = page.context.browser.new_context(storage_state=page.context.storage_state(),
-                                                 viewport=DESKTOP if touch else PHONE, has_touch=not touch,
-                                                 is_mobile=not touch)
+        other = page.context.browser.new_context(
+            storage_state=page.context.storage_state(),
+            viewport=DESKTOP if touch else PHONE,
+            has_touch=not touch,
+            is_mobile=not touch,
+        )
         again = other.new_page()
         again.goto(page.url)
         text = again.inner_text("body")
@@ -185,8 +197,9 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
             seen["learning"] += 1
             # The practice phase reveals the model's answer, with its evidence.
             assert page.inner_text("#model-answer").strip() == prediction
-            assert page.locator("img.view").count() == (len(assignment.candidate_order) * len(
-                [v for v in views if v != "tokens"]))
+            assert page.locator("img.view").count() == (
+                len(assignment.candidate_order) * len([v for v in views if v != "tokens"])
+            )
             with page.expect_navigation():
                 page.keyboard.press("Enter")
             continue
@@ -231,15 +244,26 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
 
 
 def test_one_session_per_kind_of_view(browser, live_server, alice, demo_jsonl, tmp_path):
-    study = live_demo_study(owner=alice, jsonl=demo_jsonl, conditions=VIEW_ARMS, n_items=4, items_per_participant=2,
-                            raters_per_item=2, n_candidates=3, learning_items=1, attention_checks=1, survey=True)
+    study = live_demo_study(
+        owner=alice,
+        jsonl=demo_jsonl,
+        conditions=VIEW_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=3,
+        learning_items=1,
+        attention_checks=1,
+        survey=True,
+    )
     sessions = [
         ("pp-1", "?PROLIFIC_PID=pp-1&STUDY_ID=s1&SESSION_ID=x1", DESKTOP),
         ("W-2", f"?workerId=W-2&assignmentId=A-2&hitId=H1&turkSubmitTo={MTURK_SANDBOX}", PHONE),
         ("pp-3", "?PROLIFIC_PID=pp-3&STUDY_ID=s1&SESSION_ID=x3", PHONE),
     ]
-    results = {pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v)
-               for pid, q, v in sessions}
+    results = {
+        pid: _session(browser, live_server, study, query=q, platform_id=pid, viewport=v) for pid, q, v in sessions
+    }
 
     # Balanced assignment gave each arm one of the three sessions.
     participants = {p.platform_id: p for p in Participant.objects.filter(study=study)}
@@ -274,13 +298,31 @@ def test_one_session_per_kind_of_view(browser, live_server, alice, demo_jsonl, t
 
 def test_the_multiviz_views_at_desktop_and_phone_size(browser, live_server, alice, demo_jsonl):
     arms = [ConditionSpec(name="baseline"), ConditionSpec(name="multiviz", views=["features", "prediction"])]
-    study = live_demo_study(owner=alice, jsonl=demo_jsonl, conditions=arms, n_items=4, items_per_participant=2,
-                            raters_per_item=2, n_candidates=3, learning_items=1, survey=False)
+    study = live_demo_study(
+        owner=alice,
+        jsonl=demo_jsonl,
+        conditions=arms,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=3,
+        learning_items=1,
+        survey=False,
+    )
     # Balanced assignment puts one of each consecutive pair in each arm: one desktop and one
     # phone session in the MultiViz arm.
     sessions = [("d-1", DESKTOP), ("d-2", DESKTOP), ("p-3", PHONE), ("p-4", PHONE)]
-    results = {pid: _session(browser, live_server, study, query=f"?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID={pid}",
-                             platform_id=pid, viewport=v) for pid, v in sessions}
+    results = {
+        pid: _session(
+            browser,
+            live_server,
+            study,
+            query=f"?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID={pid}",
+            platform_id=pid,
+            viewport=v,
+        )
+        for pid, v in sessions
+    }
 
     shown = {pid for pid, result in results.items() if result["views"]}
     assert len(shown) == 2 and len(shown & {"d-1", "d-2"}) == 1 and len(shown & {"p-3", "p-4"}) == 1

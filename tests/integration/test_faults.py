@@ -18,9 +18,9 @@ import pytest
 from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
+from annotations.selectors.studies import study_explanation_targets
 from annotations.services.precompute import precompute_start, precompute_watchdog
 from annotations.services.studies import ConditionSpec
-from annotations.selectors.studies import study_explanation_targets
 from tests.builders.demo_study import demo_study
 from tests.integration.conftest import REPO, _database_url, start_worker, stop_worker
 from tests.integration.test_worker import wait_for_job
@@ -44,9 +44,13 @@ def workers(tmp_path):
     started: list[subprocess.Popen] = []
 
     def start(queues: dict, *, pool: str = "solo", beat: bool = False, **env) -> subprocess.Popen:
-        process = start_worker(queues=",".join(queues.values()), log_path=tmp_path / f"worker-{len(started)}.log",
-                               pool=pool, beat_schedule=tmp_path / f"beat-{len(started)}" if beat else None,
-                               env={**queues, **{k: str(v) for k, v in env.items()}})
+        process = start_worker(
+            queues=",".join(queues.values()),
+            log_path=tmp_path / f"worker-{len(started)}.log",
+            pool=pool,
+            beat_schedule=tmp_path / f"beat-{len(started)}" if beat else None,
+            env={**queues, **{k: str(v) for k, v in env.items()}},
+        )
         started.append(process)
         return process
 
@@ -78,8 +82,11 @@ def test_a_killed_worker_s_chunk_is_redone_without_a_click(alice, demo_jsonl, qu
     study = demo_study(owner=alice, jsonl=demo_jsonl, conditions=IG_ONLY)
     job = precompute_start(study=study)
 
-    running = _wait_for(lambda: PrecomputeChunk.objects.filter(job=job, stage="attribution", status="running").first(),
-                        180, "an explanation chunk to start")
+    running = _wait_for(
+        lambda: PrecomputeChunk.objects.filter(job=job, stage="attribution", status="running").first(),
+        180,
+        "an explanation chunk to start",
+    )
     stop_worker(first, kill=True)
     time.sleep(1)
     victim = PrecomputeChunk.objects.get(pk=running.pk)
@@ -117,9 +124,15 @@ def test_a_chunk_past_the_soft_time_limit_is_split_not_failed(alice, tmp_path, q
 
     settings.MMEVAL_PRECOMPUTE_BATCH_SIZE = 8
     workers(queues, pool="prefork", MMEVAL_TASK_SOFT_TIME_LIMIT=8, MMEVAL_TASK_TIME_LIMIT=60)
-    study = demo_study(owner=alice, jsonl=generate_dataset(tmp_path / "data", n_items=12, seed=1),
-                       adapter_path="tests.integration.adapters:SlowAdapter", conditions=IG_ONLY, n_items=4,
-                       items_per_participant=2, n_candidates=2)
+    study = demo_study(
+        owner=alice,
+        jsonl=generate_dataset(tmp_path / "data", n_items=12, seed=1),
+        adapter_path="tests.integration.adapters:SlowAdapter",
+        conditions=IG_ONLY,
+        n_items=4,
+        items_per_participant=2,
+        n_candidates=2,
+    )
 
     job = wait_for_job(precompute_start(study=study).pk, timeout=300)
 
@@ -152,15 +165,33 @@ def test_a_broker_that_refuses_or_hangs(kind, alice, demo_jsonl, tmp_path, celer
     from tests.builders.studies import build_study
 
     study = demo_study(owner=alice, jsonl=demo_jsonl, conditions=IG_ONLY)
-    live = build_study(alice, tmp_path, name="live-during-outage", n_items=4, items_per_participant=2,
-                       raters_per_item=2)
+    live = build_study(
+        alice, tmp_path, name="live-during-outage", n_items=4, items_per_participant=2, raters_per_item=2
+    )
     broker, listener = _dead_broker(kind)
-    env = {**os.environ, "CELERY_BROKER_URL": broker, "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-           "DATABASE_URL": _database_url(settings.DATABASES["default"]["NAME"])}
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": broker,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "DATABASE_URL": _database_url(settings.DATABASES["default"]["NAME"]),
+    }
     try:
-        out = subprocess.run([sys.executable, "-m", "tests.integration.broker_down_client", str(study.pk), "alice",
-                              "alice-pass-123", live.public_id], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.broker_down_client",
+                str(study.pk),
+                "alice",
+                "alice-pass-123",
+                live.public_id,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         if listener is not None:
             listener.close()

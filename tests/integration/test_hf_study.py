@@ -12,8 +12,8 @@ from annotations.services.precompute import precompute_start
 from annotations.services.registry import registered_model_create_hf
 from annotations.services.studies import ConditionSpec, study_create
 from tests.builders.hf_models import vilt_folder
-from tests.integration.test_worker import wait_for_job
 from tests.builders.studies import write_dataset
+from tests.integration.test_worker import wait_for_job
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -23,10 +23,21 @@ def test_a_vilt_folder_runs_through_the_workers(celery_worker_process, alice, tm
     dataset = dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "data", 12))
     model = registered_model_create_hf(owner=alice, name="vilt", folder=str(folder), check_dataset=dataset)
     study = study_create(
-        owner=alice, name="ViLT study", dataset=dataset, model=model, n_items=4, items_per_participant=2,
-        raters_per_item=1, seed=3, survey=False,
-        conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens", "share"]),
-                    ConditionSpec(name="pairs", views=["interaction", "top_pairs"])])
+        owner=alice,
+        name="ViLT study",
+        dataset=dataset,
+        model=model,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=1,
+        seed=3,
+        survey=False,
+        conditions=[
+            ConditionSpec(name="baseline"),
+            ConditionSpec(name="ig", views=["heatmap", "tokens", "share"]),
+            ConditionSpec(name="pairs", views=["interaction", "top_pairs"]),
+        ],
+    )
 
     job = wait_for_job(precompute_start(study=study).pk)
     assert job.status == PrecomputeJob.Status.DONE, job.error

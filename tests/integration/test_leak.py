@@ -22,14 +22,22 @@ from django.template.loader import render_to_string
 from django.test import Client
 
 from annotations.models import Assignment, Explanation, Item, Participant, Prediction
-from tests.integration import readable
 from tests.builders.demo_study import MULTIVIZ_ARMS, live_demo_study
+from tests.integration import readable
 
 pytestmark = pytest.mark.django_db
 
 CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]+"')
-DESIGN = dict(conditions=MULTIVIZ_ARMS, n_items=4, items_per_participant=2, raters_per_item=2, n_candidates=3,
-              learning_items=1, attention_checks=1, pretest=True)
+DESIGN = dict(
+    conditions=MULTIVIZ_ARMS,
+    n_items=4,
+    items_per_participant=2,
+    raters_per_item=2,
+    n_candidates=3,
+    learning_items=1,
+    attention_checks=1,
+    pretest=True,
+)
 PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
 
 
@@ -77,8 +85,10 @@ def _answer_current(client: Client, study, assignment: Assignment) -> None:
     if assignment.phase == "learning":
         client.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
     else:
-        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                    {"guess": assignment.expected_answer or assignment.candidate_order[-1], "confidence": 2})
+        client.post(
+            f"/s/{study.public_id}/item/{assignment.public_id}/",
+            {"guess": assignment.expected_answer or assignment.candidate_order[-1], "confidence": 2},
+        )
 
 
 def _names(text: str, secret: str) -> bool:
@@ -100,8 +110,8 @@ def _png_leaks(body: bytes, url: str, secrets: set[str]) -> list[str]:
         return [f"{url} is not a PNG"]
     found, offset = [], 8
     while offset < len(body):
-        length = int.from_bytes(body[offset:offset + 4], "big")
-        kind, data = body[offset + 4:offset + 8], body[offset + 8:offset + 8 + length]
+        length = int.from_bytes(body[offset : offset + 4], "big")
+        kind, data = body[offset + 4 : offset + 8], body[offset + 8 : offset + 8 + length]
         if kind in PNG_TEXT_CHUNKS:
             found.append(f"a {kind.decode()} chunk in {url}")
         if kind != b"IDAT":
@@ -115,14 +125,20 @@ def _candidate_of(element: readable.Element) -> str | None:
     ``element``, if any."""
     for node in element.ancestors():
         if "candidate" in node.classes():
-            radios = [e.attrs.get("value") for e in node.iter()
-                      if e.tag == "input" and e.attrs.get("name") == "guess"]
+            radios = [e.attrs.get("value") for e in node.iter() if e.tag == "input" and e.attrs.get("name") == "guess"]
             return radios[0] if len(radios) == 1 else None
     return None
 
 
-def _leaks(served: dict[str, tuple[bytes, dict]], *, question: str, candidates: list[str],
-           secrets: set[str], labels: set[str], shown_label: str = "") -> list[str]:
+def _leaks(
+    served: dict[str, tuple[bytes, dict]],
+    *,
+    question: str,
+    candidates: list[str],
+    secrets: set[str],
+    labels: set[str],
+    shown_label: str = "",
+) -> list[str]:
     """Where what the participant fetched names a secret: every URL (loaded or linked),
     header and PNG chunk; in the page, every text node, attribute value, comment and script
     string. Every one of the model's ``labels`` counts as a secret too, so the verdict does
@@ -152,15 +168,18 @@ def _leaks(served: dict[str, tuple[bytes, dict]], *, question: str, candidates: 
             continue
         for word in words - question_words - {_candidate_of(piece.element)}:
             if _names(piece.value, word):
-                found.append(f"{word!r} in {piece.kind} of <{piece.element.tag} "
-                             f"class={piece.element.attrs.get('class', '')!r}>: {piece.value.strip()[:80]!r}")
+                found.append(
+                    f"{word!r} in {piece.kind} of <{piece.element.tag} "
+                    f"class={piece.element.attrs.get('class', '')!r}>: {piece.value.strip()[:80]!r}"
+                )
     for element in root.iter():
         for name, value in element.attrs.items():
             if name.startswith("data-") and not (name == "data-key" and re.fullmatch(r"\d", value)):
                 found.append(f"a hidden attribute {name}={value!r} on <{element.tag}>")
     # Every candidate is offered the same way: one radio each, and nothing else carries its value.
-    radios = sorted(e.attrs.get("value", "") for e in root.iter()
-                    if e.tag == "input" and e.attrs.get("name") == "guess")
+    radios = sorted(
+        e.attrs.get("value", "") for e in root.iter() if e.tag == "input" and e.attrs.get("name") == "guess"
+    )
     if radios != sorted(candidates):
         found.append(f"the radios offer {radios}, not the candidates {sorted(candidates)}")
     for candidate in candidates:
@@ -172,8 +191,14 @@ def _leaks(served: dict[str, tuple[bytes, dict]], *, question: str, candidates: 
 
 def _page_leaks(study, assignment, served, secrets) -> list[str]:
     instructed = assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else ""
-    return _leaks(served, question=assignment.item.payload["text"], candidates=assignment.candidate_order,
-                  secrets=secrets, labels=set(study.model.labels), shown_label=instructed)
+    return _leaks(
+        served,
+        question=assignment.item.payload["text"],
+        candidates=assignment.candidate_order,
+        secrets=secrets,
+        labels=set(study.model.labels),
+        shown_label=instructed,
+    )
 
 
 def _check_page(study, assignment, served, secrets) -> None:
@@ -191,8 +216,12 @@ def _walk_and_check(study, *, counterfactual: bool) -> set[str]:
         test_items = set(participant.assignments.filter(phase="test").values_list("item_id", flat=True))
         learning = set(participant.assignments.filter(phase="learning").values_list("item_id", flat=True))
         assert learning and not learning & test_items  # what practice reveals is never tested
-        while (assignment := Assignment.objects.filter(participant=participant, status="active")
-               .order_by("position").select_related("item").first()) is not None:
+        while (
+            assignment := Assignment.objects.filter(participant=participant, status="active")
+            .order_by("position")
+            .select_related("item")
+            .first()
+        ) is not None:
             if assignment.phase == "learning":
                 client.get(f"/s/{study.public_id}/item/")
                 _answer_current(client, study, assignment)
@@ -225,7 +254,11 @@ def test_no_view_of_any_kind_reveals_the_answer(alice, demo_jsonl):
 
     assert kinds == {"heatmap", "interaction", "top_pairs", "share", "features", "prediction"}
     assert {p.condition.name for p in Participant.objects.filter(study=study)} == {
-        "baseline", "ig", "interactions", "multiviz"}
+        "baseline",
+        "ig",
+        "interactions",
+        "multiviz",
+    }
 
 
 def test_the_unlabelled_predicted_explanation_reveals_no_name(alice, demo_jsonl):
@@ -251,15 +284,24 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
 
     pilot = live_demo_study(owner=alice, jsonl=demo_jsonl, n_candidates=2)
     main = study_create(
-        owner=alice, name="main", dataset=pilot.dataset, model=pilot.model,
+        owner=alice,
+        name="main",
+        dataset=pilot.dataset,
+        model=pilot.model,
         conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig", views=["heatmap", "tokens"])],
-        n_items=8, items_per_participant=4, raters_per_item=2, n_candidates=4, seed=pilot.seed,
+        n_items=8,
+        items_per_participant=4,
+        raters_per_item=2,
+        n_candidates=4,
+        seed=pilot.seed,
     )
     job = precompute_job_create(study=main)
     assert precompute_run(job_id=job.pk)["status"] == "done"
     started = PrecomputeJob.objects.get(pk=job.pk).created_at
 
-    shared = set(pilot.study_items.values_list("item_id", flat=True)) & set(main.study_items.values_list("item_id", flat=True))
+    shared = set(pilot.study_items.values_list("item_id", flat=True)) & set(
+        main.study_items.values_list("item_id", flat=True)
+    )
     assert shared, "the same seed should sample overlapping items"
     for item_id in shared:
         rows = Explanation.objects.filter(model=main.model, item_id=item_id, method=main.explanation_method)
@@ -272,7 +314,13 @@ def _png_with_text(png: bytes, text: bytes) -> bytes:
     """``png`` with a tEXt chunk holding ``text`` inserted after IHDR."""
     chunk = b"tEXt" + b"Comment\x00" + text
     ihdr_end = 8 + 12 + int.from_bytes(png[8:12], "big")
-    return png[:ihdr_end] + len(chunk[4:]).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + png[ihdr_end:]
+    return (
+        png[:ihdr_end]
+        + len(chunk[4:]).to_bytes(4, "big")
+        + chunk
+        + zlib.crc32(chunk).to_bytes(4, "big")
+        + png[ihdr_end:]
+    )
 
 
 def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
@@ -307,23 +355,33 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
     plants = {  # where: (the page with the plant, what the report must say)
         "text node": (html.replace("</main>", f"<p>The model says {prediction}.</p></main>"), named),
         "text in another answer's block": (
-            html.replace(f"<b>{other}</b>", f"<b>{other}</b> <i>{prediction}</i>"), named),
+            html.replace(f"<b>{other}</b>", f"<b>{other}</b> <i>{prediction}</i>"),
+            named,
+        ),
         "capitalised text": (html.replace("</main>", f"<p>{prediction.upper()}</p></main>"), named),
         "attribute value": (html.replace('id="submit"', f'id="submit" title="{prediction}"'), named),
         "alt text": (re.sub(r'alt="[^"]*"', f'alt="a picture of {prediction}"', html, count=1), named),
         "image URL": (html.replace(f'src="{image_url}"', f'src="{image_url}?label={prediction}"'), named),
         "link URL": (html.replace("</main>", f'<a href="/explain/{prediction}.png">more</a></main>'), named),
         "comment": (html.replace("</main>", f"<!-- {prediction} --></main>"), named),
-        "script string": (
-            html.replace("</body>", f'<script>const answer = "{prediction}";</script></body>'), named),
-        "markup a script builds": (html.replace(
-            "</body>", f"<script>document.body.insertAdjacentHTML('beforeend', '<span title=\"{prediction}\">"
-                       "</span>');</script></body>"), named),
+        "script string": (html.replace("</body>", f'<script>const answer = "{prediction}";</script></body>'), named),
+        "markup a script builds": (
+            html.replace(
+                "</body>",
+                f"<script>document.body.insertAdjacentHTML('beforeend', '<span title=\"{prediction}\">"
+                "</span>');</script></body>",
+            ),
+            named,
+        ),
         "hidden data attribute": (html.replace('id="submit"', 'id="submit" data-answer="1"'), "data-answer"),
         "a second carrier of a candidate": (
-            html.replace("</form>", f'<input type="hidden" name="x" value="{other}"></form>'), repr(other)),
-        "the dataset ID": (html.replace("</main>", f"<p hidden>{assignment.item.external_id}</p></main>"),
-                           repr(assignment.item.external_id)),
+            html.replace("</form>", f'<input type="hidden" name="x" value="{other}"></form>'),
+            repr(other),
+        ),
+        "the dataset ID": (
+            html.replace("</main>", f"<p hidden>{assignment.item.external_id}</p></main>"),
+            repr(assignment.item.external_id),
+        ),
     }
     for where, (page, expected) in plants.items():
         assert page != html, f"could not plant in the {where}"
@@ -345,5 +403,5 @@ def test_markup_names_no_answer():
     served = {"page": (page.encode(), {})}
     check = dict(question="is there a red square?", candidates=[], secrets={"circle"}, labels={"circle"})
     assert [f for f in _leaks(served, **check) if "circle" in f] == []
-    titled = page.replace('<circle cx=', '<circle title="circle" cx=')
+    titled = page.replace("<circle cx=", '<circle title="circle" cx=')
     assert titled != page and _leaks({"page": (titled.encode(), {})}, **check)

@@ -14,9 +14,9 @@ from annotations.services.datasets import dataset_import
 from annotations.services.model_reports import model_report_create, model_report_start
 from annotations.services.registry import registered_model_create
 from tests.builders.demo_study import DEMO_ADAPTER
+from tests.builders.model_reports import toy_dataset
 from tests.integration.conftest import stop_worker
 from tests.integration.test_faults import queues, workers  # noqa: F401 (fixtures)
-from tests.builders.model_reports import toy_dataset
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -36,9 +36,13 @@ def _wait(report_id: int, *, timeout: float, until=lambda r: r.status in ("done"
 def test_a_worker_computes_the_demo_model_report(celery_worker_process, alice, demo_jsonl):
     dataset = dataset_import(owner=alice, name="shapes", jsonl_path=demo_jsonl)
     model = registered_model_create(owner=alice, name="fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
-    report = model_report_create(owner=alice, model=model, dataset=dataset,
-                                 slices=yaml.safe_load(SLICES_FILE.read_text()),
-                                 options={"n_resamples": 200, "noise_levels": [0.0, 0.5, 1.0]})
+    report = model_report_create(
+        owner=alice,
+        model=model,
+        dataset=dataset,
+        slices=yaml.safe_load(SLICES_FILE.read_text()),
+        options={"n_resamples": 200, "noise_levels": [0.0, 0.5, 1.0]},
+    )
     model_report_start(report=report)
     report = _wait(report.pk, timeout=300)
     assert report.status == "done", report.error
@@ -49,17 +53,33 @@ def test_a_worker_computes_the_demo_model_report(celery_worker_process, alice, d
     assert result["interactions"]["emap"]["pairing"] == "embedded"  # the demo declares batch_context
 
 
-def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(alice, tmp_path, queues, workers,  # noqa: F811
-                                                                       settings):
+def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(
+    alice,
+    tmp_path,
+    queues,
+    workers,  # noqa: F811
+    settings,
+):
     settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
     fast = {"MMEVAL_CHUNK_HEARTBEAT_SECONDS": 1, "MMEVAL_CHUNK_STALE_SECONDS": 5, "MMEVAL_WATCHDOG_SECONDS": 2}
     first = workers(queues, pool="prefork", **fast)
     dataset = toy_dataset(owner=alice, directory=tmp_path / "data", n_items=20)
-    model = registered_model_create(owner=alice, name="slow", check_dataset=dataset,
-                                    adapter_path="tests.builders.report_adapters:SlowReportAdapter")
-    report = model_report_create(owner=alice, model=model, dataset=dataset,
-                                 options={"n_resamples": 100, "noise_samples": 1, "permutations": 1, "emap": False,
-                                          "group_pairs": "", "corruption_levels": [0.0, 1.0]})
+    model = registered_model_create(
+        owner=alice, name="slow", check_dataset=dataset, adapter_path="tests.builders.report_adapters:SlowReportAdapter"
+    )
+    report = model_report_create(
+        owner=alice,
+        model=model,
+        dataset=dataset,
+        options={
+            "n_resamples": 100,
+            "noise_samples": 1,
+            "permutations": 1,
+            "emap": False,
+            "group_pairs": "",
+            "corruption_levels": [0.0, 1.0],
+        },
+    )
     model_report_start(report=report)
     running = _wait(report.pk, timeout=120, until=lambda r: "permutation" in (r.state or {}))
     saved = dict(running.state["timing"])

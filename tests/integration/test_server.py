@@ -12,8 +12,8 @@ is full; the only 5xx allowed is the 503 "please retry" page, which the particip
 from __future__ import annotations
 
 import asyncio
-import re
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,9 +28,9 @@ from django.db.models import Count
 
 from annotations.models import Assignment, Participant, Response
 from benchmarks.loadtest import LoadReport, run_load
+from tests.builders.studies import build_study
 from tests.integration.conftest import REPO, _database_url
 from tests.isolation import media_root  # noqa: F401  (autouse: the server reads the same MEDIA_ROOT)
-from tests.builders.studies import build_study
 
 N_PARTICIPANTS = 24
 N_ITEMS, PER_PARTICIPANT, RATERS = 10, 3, 2  # 2 arms x 10 items x 2 raters = 40 slots: about 13 people fit
@@ -47,14 +47,23 @@ def _free_port() -> int:
 def gunicorn_server(transactional_db, media_root, tmp_path):  # noqa: F811
     """``python -m gunicorn -w 3`` on a free loopback port, on the test database."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict["NAME"]),
-           "MEDIA_ROOT": str(media_root), "DB_CONN_MAX_AGE": "60", "CACHE_URL": settings.CELERY_BROKER_URL,
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(connection.settings_dict["NAME"]),
+        "MEDIA_ROOT": str(media_root),
+        "DB_CONN_MAX_AGE": "60",
+        "CACHE_URL": settings.CELERY_BROKER_URL,
+        "PYTHONUNBUFFERED": "1",
+    }
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "--timeout", "60",
-             "mmeval.wsgi"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "--timeout", "60", "mmeval.wsgi"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
@@ -79,20 +88,45 @@ def gunicorn_server(transactional_db, media_root, tmp_path):  # noqa: F811
 def _cut_server_connections() -> int:
     """pg_terminate_backend of every other connection to the test database: the server's."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_caps_and_answers_hold_under_gunicorn_through_a_database_cut(alice, tmp_path, gunicorn_server):
-    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=N_ITEMS, items_per_participant=PER_PARTICIPANT,
-                        raters_per_item=RATERS, learning_items=1, attention_checks=1, pretest=True, survey=True,
-                        name="served")
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=N_ITEMS,
+        items_per_participant=PER_PARTICIPANT,
+        raters_per_item=RATERS,
+        learning_items=1,
+        attention_checks=1,
+        pretest=True,
+        survey=True,
+        name="served",
+    )
     report = LoadReport()
-    load = threading.Thread(target=lambda: asyncio.run(run_load(
-        url=gunicorn_server.url, study=study.public_id, participants=N_PARTICIPANTS, duration_s=RUN_LIMIT_S,
-        walks_per_participant=1, seed=5, timeout_s=30, retries=8, report=report)), daemon=True)
+    load = threading.Thread(
+        target=lambda: asyncio.run(
+            run_load(
+                url=gunicorn_server.url,
+                study=study.public_id,
+                participants=N_PARTICIPANTS,
+                duration_s=RUN_LIMIT_S,
+                walks_per_participant=1,
+                seed=5,
+                timeout_s=30,
+                retries=8,
+                report=report,
+            )
+        ),
+        daemon=True,
+    )
     load.start()
     # Mid-run: once some answers are in, cut every connection the server holds.
     deadline = time.monotonic() + 60
@@ -106,15 +140,17 @@ def test_caps_and_answers_hold_under_gunicorn_through_a_database_cut(alice, tmp_
     log = gunicorn_server.log_path.read_text()
     assert cut >= 1, "no server connection was there to cut"
     assert report.problems == [], report.problems[:5]
-    assert set(report.outcomes) <= {"done", "full"} and report.outcomes["done"] >= 40 // PER_PARTICIPANT - 1, \
+    assert set(report.outcomes) <= {"done", "full"} and report.outcomes["done"] >= 40 // PER_PARTICIPANT - 1, (
         report.outcomes
+    )
     assert report.outcomes["full"] > 0, "the study should have filled up"
     statuses = Counter(code for stats in report.routes.values() for code in stats.errors)
     assert set(statuses) <= {"503", "connection"}, (statuses, log[-3000:])
     responses = Response.objects.filter(participant__study=study)
     # Caps: no (arm, item) has more test answers than raters.
-    per_cell = responses.filter(phase="test", is_attention_check=False).values("condition", "item").annotate(
-        n=Count("id"))
+    per_cell = (
+        responses.filter(phase="test", is_attention_check=False).values("condition", "item").annotate(n=Count("id"))
+    )
     assert per_cell and max(row["n"] for row in per_cell) <= RATERS
     # No repeats, in leases or answers.
     leases = list(Assignment.objects.filter(participant__study=study).values_list("participant", "item", "phase"))
@@ -124,8 +160,10 @@ def test_caps_and_answers_hold_under_gunicorn_through_a_database_cut(alice, tmp_
     # Every acknowledged answer stored exactly once, as sent; nothing stored unacknowledged.
     acknowledged = {(a.assignment, a.guess, a.confidence) for a in report.acknowledged}
     assert len(acknowledged) == len(report.acknowledged)
-    stored = {(str(uuid), guess, confidence) for uuid, guess, confidence in
-              responses.values_list("assignment__public_id", "guess", "confidence")}
+    stored = {
+        (str(uuid), guess, confidence)
+        for uuid, guess, confidence in responses.values_list("assignment__public_id", "guess", "confidence")
+    }
     assert stored == acknowledged and responses.count() == len(stored)
     # Whoever finished is done in the database too, with every lease answered.
     finished = Participant.objects.filter(study=study, phase=Participant.Phase.DONE)
@@ -133,8 +171,9 @@ def test_caps_and_answers_hold_under_gunicorn_through_a_database_cut(alice, tmp_
     assert not Assignment.objects.filter(participant__in=finished).exclude(status="answered").exists()
 
 
-@pytest.mark.parametrize("url", ["http://example.com:8000", "https://127.0.0.1:8000", "http://10.0.0.1/",
-                                 "ftp://localhost/"])
+@pytest.mark.parametrize(
+    "url", ["http://example.com:8000", "https://127.0.0.1:8000", "http://10.0.0.1/", "ftp://localhost/"]
+)
 def test_the_load_test_only_loads_this_machine(url):
     from django.core.management import CommandError, call_command
 
@@ -149,14 +188,37 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
 
     from django.core.management import call_command
 
-    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=8, items_per_participant=2, raters_per_item=20,
-                        learning_items=1, survey=True, name="loaded")
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=8,
+        items_per_participant=2,
+        raters_per_item=20,
+        learning_items=1,
+        survey=True,
+        name="loaded",
+    )
     out, numbers = io.StringIO(), tmp_path / "numbers.json"
-    call_command("loadtest", url=gunicorn_server.url, study=study.public_id, participants=4, duration=8,
-                 json=str(numbers), stdout=out)
+    call_command(
+        "loadtest",
+        url=gunicorn_server.url,
+        study=study.public_id,
+        participants=4,
+        duration=8,
+        json=str(numbers),
+        stdout=out,
+    )
     table = out.getvalue()
-    for route in ("entry GET", "consent POST", "instructions POST", "item GET", "media GET", "learn POST",
-                  "answer POST"):
+    for route in (
+        "entry GET",
+        "consent POST",
+        "instructions POST",
+        "item GET",
+        "media GET",
+        "learn POST",
+        "answer POST",
+    ):
         assert re.search(rf"^{route} +\d+ ", table, re.M), table
     assert re.search(r"^all +\d+ +\d+\.\d", table, re.M)
     summary = json.loads(numbers.read_text())

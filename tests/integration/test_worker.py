@@ -10,8 +10,8 @@ from django.test import Client
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Prediction, Study
 from annotations.selectors.precompute import job_progress
-from annotations.services.precompute import precompute_job_create, precompute_start
 from annotations.selectors.studies import study_explanation_targets
+from annotations.services.precompute import precompute_job_create, precompute_start
 from tests.builders.demo_study import demo_study
 from workers.pipeline import precompute_run
 from workers.tasks import precompute_advance_task, precompute_chunk_task
@@ -27,8 +27,9 @@ def wait_for_job(job_id: int, timeout: float = 300) -> PrecomputeJob:
             return job
         time.sleep(0.5)
     progress = job_progress(job=job)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s (last status {job.status}, "
-                         f"{progress['done']}/{progress['total']})")
+    raise AssertionError(
+        f"job {job_id} did not finish in {timeout} s (last status {job.status}, {progress['done']}/{progress['total']})"
+    )
 
 
 def wait_until_drained(worker, queue: str, timeout: float = 120) -> None:
@@ -56,7 +57,9 @@ def test_worker_precomputes_predictions_and_explanations(celery_worker_process, 
     assert progress["done"] == progress["total"] > 0
     n_dataset = study.dataset.items.count()
     assert {p["part"]: (p["done"], p["total"]) for p in progress["parts"]} == {
-        "predictions": (n_dataset, n_dataset), "attribution": (study.study_items.count(),) * 2}
+        "predictions": (n_dataset, n_dataset),
+        "attribution": (study.study_items.count(),) * 2,
+    }
     chunks = PrecomputeChunk.objects.filter(job=job)
     assert chunks.filter(stage="predictions").count() == -(-n_dataset // 16)
     assert set(chunks.values_list("status", flat=True)) == {"done"}
@@ -179,17 +182,23 @@ def _check_spec_study() -> Study:
     study = Study.objects.get(name="Spec study")
     assert study.status == Study.Status.LIVE
     assert (study.completion_code, study.screened_out_code, study.n_distractors) == ("SPECDONE", "SPECOUT", 1)
-    assert {c.name: c.views for c in study.conditions.all()} == {"baseline": [], "shares": ["share", "heatmap"],
-                                                                 "pairs": ["top_pairs"]}
+    assert {c.name: c.views for c in study.conditions.all()} == {
+        "baseline": [],
+        "shares": ["share", "heatmap"],
+        "pairs": ["top_pairs"],
+    }
     # The strength filter needed every item's 2x2 modality interaction.
-    assert Explanation.objects.filter(model=study.model, method=MODALITY_INTERACTION).count() == \
-        study.dataset.items.count()
+    assert (
+        Explanation.objects.filter(model=study.model, method=MODALITY_INTERACTION).count()
+        == study.dataset.items.count()
+    )
     targets = study_explanation_targets(study=study)
     assert sum(len(v) for v in targets.values()) == 3 * StudyItem.objects.filter(study=study).count()  # k + 1
     for method, view in (("integrated_gradients", "share"), ("second_order", "top_pairs")):
         rows = Explanation.objects.filter(model=study.model, method=method, status="done")
-        assert {(r.item_id, r.target_label) for r in rows} == {(i, label) for i, labels in targets.items()
-                                                                for label in labels}
+        assert {(r.item_id, r.target_label) for r in rows} == {
+            (i, label) for i, labels in targets.items() for label in labels
+        }
         assert all(r.image_view and r.extra_views.get(view) for r in rows)
     return study
 
@@ -228,8 +237,9 @@ def test_beat_task_on_the_worker_reclaims_expired_leases(celery_worker_process, 
     from tests.builders.studies import build_study, enter_and_start
     from workers.tasks import reclaim_expired_leases
 
-    study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
-                        name="beat-worker")
+    study = build_study(
+        alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1, name="beat-worker"
+    )
     gone, _stays = enter_and_start(study, "gone"), enter_and_start(study, "stays")  # both arms full
     Assignment.objects.filter(participant=gone).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
@@ -243,4 +253,5 @@ def test_beat_task_on_the_worker_reclaims_expired_leases(celery_worker_process, 
     newcomer = enter_and_start(study, "next")
     assert newcomer.condition_id == gone.condition_id
     assert set(newcomer.assignments.values_list("item_id", flat=True)) == set(
-        gone.assignments.values_list("item_id", flat=True))
+        gone.assignments.values_list("item_id", flat=True)
+    )

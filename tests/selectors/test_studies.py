@@ -42,8 +42,9 @@ def test_study_by_key_takes_an_id_a_public_id_or_an_unambiguous_name(alice, bob,
 
 
 def test_top_k_plus_distractors_are_seeded_per_item(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=16, n_items=8, launch=False, n_candidates=2,
-                        n_distractors=2, name="distract")
+    study = build_study(
+        alice, tmp_path, n_dataset_items=16, n_items=8, launch=False, n_candidates=2, n_distractors=2, name="distract"
+    )
     study.model.labels = LABELS8
     study.model.save()
     for k, prediction in enumerate(Prediction.objects.filter(model=study.model)):
@@ -59,6 +60,8 @@ def test_top_k_plus_distractors_are_seeded_per_item(alice, tmp_path):
         assert study_candidates(study=study, prediction=prediction) == candidates  # same for everyone
         seen.add(tuple(sorted(set(candidates) - top2)))
     assert len(seen) > 1  # distractors differ between items
+
+
 def test_item_reads_are_scoped_to_the_study(alice, tmp_path):
     """An item or explanation of another study (same owner) is not found through this one."""
     mine = build_study(alice, tmp_path / "a", n_items=4, items_per_participant=2, launch=False, name="mine")
@@ -85,8 +88,9 @@ def test_item_preview_shows_the_researcher_everything(alice, tmp_path):
     assert preview["item"] == item and preview["prediction"] == prediction
     labels = [label for label, *_ in preview["rows"]]
     assert labels == study_candidates(study=study, prediction=prediction)
-    assert all(explanation is not None and explanation.target_label == label
-               for label, explanation, *_ in preview["rows"])
+    assert all(
+        explanation is not None and explanation.target_label == label for label, explanation, *_ in preview["rows"]
+    )
     assert all(multiviz is None for *_, multiviz in preview["rows"])  # no arm shows the MultiViz views
     assert [p for _, p in preview["probabilities"]] == sorted(prediction.probabilities, reverse=True)[:8]
     assert preview["role"] == study.study_items.get(item=item).role

@@ -26,7 +26,6 @@ from annotations.services.participants import (
     participant_survey_submit,
     response_submit,
 )
-
 from tests.builders.studies import build_study
 
 N_PARTICIPANTS = 100
@@ -42,8 +41,9 @@ def _participant_session(study_pk: int, k: int) -> dict:
     acknowledged = []
     try:
         study = Study.objects.get(pk=study_pk)
-        participant = participant_enter(study=study, platform="prolific", platform_id=f"PID-{k:03d}",
-                                        platform_data={"SESSION_ID": f"s{k}"})
+        participant = participant_enter(
+            study=study, platform="prolific", platform_id=f"PID-{k:03d}", platform_data={"SESSION_ID": f"s{k}"}
+        )
         participant_consent(participant=participant)
         participant_start(participant=participant)
         while (assignment := assignment_current(participant=participant)) is not None:
@@ -52,14 +52,26 @@ def _participant_session(study_pk: int, k: int) -> dict:
                 learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id)
                 continue
             guess = assignment.candidate_order[(k + assignment.position) % len(assignment.candidate_order)]
-            response = response_submit(participant=participant, assignment_public_id=assignment.public_id,
-                                       guess=guess, confidence=1 + k % 5)
+            response = response_submit(
+                participant=participant, assignment_public_id=assignment.public_id, guess=guess, confidence=1 + k % 5
+            )
             if k % 3 == 0:  # a double click: the retry must return the same stored response
-                retry = response_submit(participant=participant, assignment_public_id=assignment.public_id,
-                                        guess=guess, confidence=1 + k % 5)
+                retry = response_submit(
+                    participant=participant,
+                    assignment_public_id=assignment.public_id,
+                    guess=guess,
+                    confidence=1 + k % 5,
+                )
                 assert retry.pk == response.pk
-            acknowledged.append({"pk": response.pk, "participant": participant.pk, "item": assignment.item_id,
-                                 "condition": assignment.condition_id, "guess": guess})
+            acknowledged.append(
+                {
+                    "pk": response.pk,
+                    "participant": participant.pk,
+                    "item": assignment.item_id,
+                    "condition": assignment.condition_id,
+                    "guess": guess,
+                }
+            )
         participant_survey_submit(participant=participant, helpfulness=1 + k % 5, comment=f"participant {k}")
         return {"k": k, "outcome": "done", "participant": participant.pk, "acknowledged": acknowledged}
     except ParticipantError as exc:
@@ -70,15 +82,24 @@ def _participant_session(study_pk: int, k: int) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=N_ITEMS + 4, n_items=N_ITEMS,
-                        items_per_participant=PER_PARTICIPANT, raters_per_item=RATERS, name="crowd",
-                        pretest=True, learning_items=1, attention_checks=1, survey=True)
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=N_ITEMS + 4,
+        n_items=N_ITEMS,
+        items_per_participant=PER_PARTICIPANT,
+        raters_per_item=RATERS,
+        name="crowd",
+        pretest=True,
+        learning_items=1,
+        attention_checks=1,
+        survey=True,
+    )
     assert Slot.objects.filter(condition__study=study).count() == N_SLOTS
 
     with ThreadPoolExecutor(max_workers=POOL) as pool:
         # .result() re-raises anything other than a polite refusal (IntegrityError, deadlock…).
-        results = [f.result() for f in [pool.submit(_participant_session, study.pk, k)
-                                        for k in range(N_PARTICIPANTS)]]
+        results = [f.result() for f in [pool.submit(_participant_session, study.pk, k) for k in range(N_PARTICIPANTS)]]
 
     outcomes = Counter(r["outcome"] for r in results)
     assert set(outcomes) <= {"done", "full"}, outcomes
@@ -93,8 +114,7 @@ def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
     # No participant saw an item twice, in responses or in leases.
     pairs = list(responses.values_list("participant_id", "item_id"))
     assert len(pairs) == len(set(pairs))
-    leases = list(Assignment.objects.filter(participant__study=study).values_list("participant_id", "item_id",
-                                                                                   "phase"))
+    leases = list(Assignment.objects.filter(participant__study=study).values_list("participant_id", "item_id", "phase"))
     assert len(leases) == len(set(leases))
     # Every acknowledged response is stored, as acknowledged, and nothing else is.
     acknowledged = {a["pk"]: a for r in results for a in r["acknowledged"]}
@@ -103,15 +123,18 @@ def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
     for pk, ack in acknowledged.items():
         row = stored[pk]
         assert (row.participant_id, row.item_id, row.condition_id, row.guess) == (
-            ack["participant"], ack["item"], ack["condition"], ack["guess"])
+            ack["participant"],
+            ack["item"],
+            ack["condition"],
+            ack["guess"],
+        )
     # Responses fill slots one to one; every slot went to a lease of its own arm and item.
     filled = Slot.objects.filter(condition__study=study).exclude(assignment=None).select_related("assignment")
     assert responses.count() == filled.count()
     for slot in filled:
         assert (slot.assignment.item_id, slot.assignment.condition_id) == (slot.item_id, slot.condition_id)
         assert slot.assignment.status == Assignment.Status.ANSWERED
-    assert set(filled.values_list("assignment_id", flat=True)) == set(responses.values_list("assignment_id",
-                                                                                             flat=True))
+    assert set(filled.values_list("assignment_id", flat=True)) == set(responses.values_list("assignment_id", flat=True))
     # With 500 items asked for and 120 slots, every slot is used.
     assert filled.count() == N_SLOTS
     # Everyone who got items answered them all and is done; each within their quota.
@@ -126,8 +149,12 @@ def test_hundred_participants_at_once_never_break_the_caps(alice, tmp_path):
             assert participant.helpfulness is None or 1 <= participant.helpfulness <= 5
     # Attention checks, learning items and pre-test copies took no slot.
     assert not Slot.objects.filter(assignment__kind="attention").exists()
-    assert not Slot.objects.filter(condition__study=study).exclude(assignment=None).exclude(
-        assignment__phase="test").exists()
+    assert (
+        not Slot.objects.filter(condition__study=study)
+        .exclude(assignment=None)
+        .exclude(assignment__phase="test")
+        .exists()
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -187,8 +214,9 @@ def test_a_starting_participant_locks_only_the_slots_it_takes(alice, tmp_path):
     from annotations.models import Slot
     from annotations.services.participants import _free_test_items, participant_consent, participant_enter
 
-    study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=2,
-                        name="tight")
+    study = build_study(
+        alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=2, name="tight"
+    )
     first = participant_consent(participant=participant_enter(study=study, platform="prolific", platform_id="p1"))
     seen_by_other: list[int] = []
 
@@ -196,7 +224,8 @@ def test_a_starting_participant_locks_only_the_slots_it_takes(alice, tmp_path):
         try:
             with transaction.atomic():
                 free = Slot.objects.select_for_update(skip_locked=True).filter(
-                    condition_id=first.condition_id, assignment__isnull=True)
+                    condition_id=first.condition_id, assignment__isnull=True
+                )
                 seen_by_other.append(len(list(free)))
         finally:
             connection.close()

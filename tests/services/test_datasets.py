@@ -18,7 +18,6 @@ from PIL import Image
 
 from annotations.models import Dataset, Item
 from annotations.services.datasets import DatasetImportError, dataset_import, dataset_import_zip
-
 from tests.builders.studies import LABELS, png_bytes, write_dataset
 
 pytestmark = pytest.mark.django_db
@@ -29,9 +28,9 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     chunks, pos = [], 8
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
         pos += 12 + length
     return chunks
 
@@ -94,7 +93,8 @@ def test_images_are_re_encoded_without_text_chunks(alice, tmp_path, media_root):
     src = tmp_path / "src"
     (src / "images").mkdir(parents=True)
     (src / "images" / "red_cat.png").write_bytes(
-        png_bytes((10, 200, 30), text={"Comment": "label=red", "Description": "the answer is red"}))
+        png_bytes((10, 200, 30), text={"Comment": "label=red", "Description": "the answer is red"})
+    )
     jsonl = src / "items.jsonl"
     jsonl.write_text(json.dumps({"id": "a", "image": "images/red_cat.png", "text": "q", "label": "red"}) + "\n")
     # The source really carries the label in its metadata.
@@ -126,8 +126,9 @@ def test_images_are_re_encoded_without_icc_profile_metadata(alice, tmp_path, med
 
     stored = media_root / dataset.items.get().payload["image"]
     data = stored.read_bytes()
-    decoded = b"".join(zlib.decompress(body[body.index(b"\0") + 2:]) for kind, body in _png_chunks(data)
-                       if kind == b"iCCP")
+    decoded = b"".join(
+        zlib.decompress(body[body.index(b"\0") + 2 :]) for kind, body in _png_chunks(data) if kind == b"iCCP"
+    )
     assert b"answer=red" not in decoded
     assert {kind for kind, _ in _png_chunks(data)} <= {b"IHDR", b"IDAT", b"IEND"}
 
@@ -184,10 +185,10 @@ def test_image_that_verifies_but_cannot_be_decoded_is_reported_by_line(alice, tm
     write_dataset(src, 2)
     data = bytearray(png_bytes((1, 2, 3), size=(16, 16)))
     at = data.find(b"IDAT")
-    (length,) = struct.unpack(">I", data[at - 4:at])
+    (length,) = struct.unpack(">I", data[at - 4 : at])
     garbage = b"\xff" * length
-    data[at + 4:at + 4 + length] = garbage
-    data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(b"IDAT" + garbage) & 0xFFFFFFFF)
+    data[at + 4 : at + 4 + length] = garbage
+    data[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(b"IDAT" + garbage) & 0xFFFFFFFF)
     (src / "images" / "corrupt.png").write_bytes(bytes(data))
     with open(src / "items.jsonl", "a") as fh:
         fh.write(json.dumps({"id": "c", "image": "images/corrupt.png", "text": "q", "label": "red"}) + "\n")
@@ -272,8 +273,7 @@ def test_zip_whose_jsonl_names_a_file_outside_the_archive_is_refused(alice, tmp_
     secret = tmp_path / "server-secret.png"
     secret.write_bytes(png_bytes((9, 9, 9)))
     line = {"id": "a", "image": str(secret), "text": "q", "label": "red"}
-    relative = {"id": "b", "image": "../../../../../../../../" + str(secret).lstrip("/"), "text": "q",
-                "label": "red"}
+    relative = {"id": "b", "image": "../../../../../../../../" + str(secret).lstrip("/"), "text": "q", "label": "red"}
     upload = _zip_upload({"bundle/items.jsonl": (json.dumps(line) + "\n" + json.dumps(relative) + "\n").encode()})
 
     with pytest.raises(DatasetImportError):
@@ -295,6 +295,5 @@ def test_zip_must_hold_exactly_one_jsonl_and_be_a_zip(alice, tmp_path, media_roo
         dataset_import_zip(owner=alice, name="none", upload=_zip_upload(images_only))
 
     with pytest.raises(DatasetImportError, match="not a zip"):
-        dataset_import_zip(owner=alice, name="junk",
-                           upload=SimpleUploadedFile("x.zip", b"definitely not a zip file"))
+        dataset_import_zip(owner=alice, name="junk", upload=SimpleUploadedFile("x.zip", b"definitely not a zip file"))
     _assert_nothing_stored(media_root)

@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotations.selectors.exports import study_response_rows
 from annotations.models import (
     Assignment,
     Explanation,
@@ -21,8 +20,9 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors.precompute import MODALITY_INTERACTION
+from annotations.selectors.exports import study_response_rows
 from annotations.selectors.participants import participant_exit, study_participant_exclusions
+from annotations.selectors.precompute import MODALITY_INTERACTION
 from annotations.selectors.studies import study_progress
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import (
@@ -46,8 +46,6 @@ from annotations.services.studies import (
     study_launch,
     study_select_items,
 )
-from workers.tasks import reclaim_expired_leases
-
 from tests.builders.studies import (
     TWO_ARMS,
     answer_all,
@@ -57,6 +55,7 @@ from tests.builders.studies import (
     make_predictions,
     write_dataset,
 )
+from workers.tasks import reclaim_expired_leases
 
 pytestmark = pytest.mark.django_db
 
@@ -70,27 +69,42 @@ def _serve_next(participant) -> Assignment:
 
 
 def _answer(participant, assignment, guess=None, confidence=3):
-    return response_submit(participant=participant, assignment_public_id=assignment.public_id,
-                           guess=assignment.candidate_order[0] if guess is None else guess, confidence=confidence)
+    return response_submit(
+        participant=participant,
+        assignment_public_id=assignment.public_id,
+        guess=assignment.candidate_order[0] if guess is None else guess,
+        confidence=confidence,
+    )
 
 
 # --- pools ----------------------------------------------------------------------------------
 
 
 def test_learning_and_attention_pools_are_disjoint_and_take_no_slots(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=8, items_per_participant=4, raters_per_item=2,
-                        learning_items=4, attention_checks=2, name="pools")
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=8,
+        items_per_participant=4,
+        raters_per_item=2,
+        learning_items=4,
+        attention_checks=2,
+        name="pools",
+    )
     roles = Counter(StudyItem.objects.filter(study=study).values_list("role", flat=True))
     assert roles == {"test": 8, "learning": 4, "attention": 4}
-    by_role = {role: set(StudyItem.objects.filter(study=study, role=role).values_list("item_id", flat=True))
-               for role in roles}
+    by_role = {
+        role: set(StudyItem.objects.filter(study=study, role=role).values_list("item_id", flat=True)) for role in roles
+    }
     assert not (by_role["test"] & by_role["learning"]) and not (by_role["test"] & by_role["attention"])
     assert not (by_role["learning"] & by_role["attention"])
     learning_strata = Counter(StudyItem.objects.filter(study=study, role="learning").values_list("stratum", flat=True))
     assert learning_strata == {"model_right": 2, "model_wrong": 2}
     # Gold checks need items the model gets right: those come first in the attention pool.
     assert set(StudyItem.objects.filter(study=study, role="attention").values_list("stratum", flat=True)) == {
-        "model_right"}
+        "model_right"
+    }
     assert set(Slot.objects.filter(condition__study=study).values_list("item_id", flat=True)) == by_role["test"]
     assert Slot.objects.filter(condition__study=study).count() == 8 * 2 * 2
     assert study_progress(study=study)["target"] == 8 * 2 * 2
@@ -103,12 +117,30 @@ def test_pools_too_small_for_learning_or_attention_are_refused(alice, tmp_path):
     make_predictions(model, dataset.items.order_by("line_number"), n_right=5)
     for field, message in (("learning_items", "learning items"), ("attention_checks", "attention-check items")):
         with pytest.raises(StudyError, match=f"has 10 items, fewer than the 11 .*3 {message}"):
-            study_create(owner=alice, name=field, dataset=dataset, model=model, conditions=TWO_ARMS,
-                         n_items=8, items_per_participant=4, raters_per_item=1, **{field: 3})
+            study_create(
+                owner=alice,
+                name=field,
+                dataset=dataset,
+                model=model,
+                conditions=TWO_ARMS,
+                n_items=8,
+                items_per_participant=4,
+                raters_per_item=1,
+                **{field: 3},
+            )
     # Filters can still leave too few at sampling time: refused then, naming what is short.
-    study = study_create(owner=alice, name="filtered", dataset=dataset, model=model, conditions=TWO_ARMS,
-                         n_items=6, items_per_participant=4, raters_per_item=1, learning_items=3,
-                         confidence_range=(0.0, 1.0))
+    study = study_create(
+        owner=alice,
+        name="filtered",
+        dataset=dataset,
+        model=model,
+        conditions=TWO_ARMS,
+        n_items=6,
+        items_per_participant=4,
+        raters_per_item=1,
+        learning_items=3,
+        confidence_range=(0.0, 1.0),
+    )
     Prediction.objects.filter(model=model, item__in=list(dataset.items.order_by("line_number"))[:2]).delete()
     with pytest.raises(StudyError, match="too few items left for 3 learning items"):
         study_select_items(study=study)
@@ -126,19 +158,42 @@ def test_confidence_and_interaction_strength_filters(alice, tmp_path):
         prediction.probabilities = [top if label == prediction.label else (1 - top) / 3 for label in model.labels]
         prediction.save()
         dividend = 0.6 if k % 2 else 0.1
-        Explanation.objects.create(model=model, item=item, method=MODALITY_INTERACTION, target_label=prediction.label,
-                                   status="done", summary={"effect_a": (1 - dividend) / 2, "effect_b": -(1 - dividend) / 2,
-                                                           "dividend": -dividend})
-    study = study_create(owner=alice, name="filtered", dataset=dataset, model=model, conditions=TWO_ARMS, n_items=4,
-                         items_per_participant=2, raters_per_item=1, confidence_range=(0.5, 1.0),
-                         interaction_range=(0.5, 1.0))
+        Explanation.objects.create(
+            model=model,
+            item=item,
+            method=MODALITY_INTERACTION,
+            target_label=prediction.label,
+            status="done",
+            summary={"effect_a": (1 - dividend) / 2, "effect_b": -(1 - dividend) / 2, "dividend": -dividend},
+        )
+    study = study_create(
+        owner=alice,
+        name="filtered",
+        dataset=dataset,
+        model=model,
+        conditions=TWO_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=1,
+        confidence_range=(0.5, 1.0),
+        interaction_range=(0.5, 1.0),
+    )
     pool = study_select_items(study=study)
     assert len(pool) == 4
     for study_item in pool:
         k = items.index(study_item.item)
         assert k >= 10 and k % 2 == 1, k  # confident enough and strongly interacting
-    too_strict = study_create(owner=alice, name="strict", dataset=dataset, model=model, conditions=TWO_ARMS,
-                              n_items=4, items_per_participant=3, raters_per_item=1, confidence_range=(0.99, 1.0))
+    too_strict = study_create(
+        owner=alice,
+        name="strict",
+        dataset=dataset,
+        model=model,
+        conditions=TWO_ARMS,
+        n_items=4,
+        items_per_participant=3,
+        raters_per_item=1,
+        confidence_range=(0.99, 1.0),
+    )
     with pytest.raises(StudyError, match="pass the filters"):
         study_select_items(study=too_strict)
 
@@ -149,9 +204,21 @@ def test_confidence_and_interaction_strength_filters(alice, tmp_path):
 @pytest.fixture
 def phased(alice, tmp_path):
     """Pre-test, 2 learning items, 2 attention checks, survey; 3 test items per participant."""
-    return build_study(alice, tmp_path, n_dataset_items=24, n_items=6, items_per_participant=3, raters_per_item=2,
-                       learning_items=2, attention_checks=2, pretest=True, survey=True, min_rt_ms=60_000,
-                       exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5}, name="phased")
+    return build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=2,
+        learning_items=2,
+        attention_checks=2,
+        pretest=True,
+        survey=True,
+        min_rt_ms=60_000,
+        exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+        name="phased",
+    )
 
 
 def test_pretest_then_learning_then_test_then_survey(phased):
@@ -177,8 +244,10 @@ def test_pretest_then_learning_then_test_then_survey(phased):
             with pytest.raises(SubmissionRefused, match="practice"):
                 _answer(participant, assignment)
             learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id)
-            assert learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id).status == \
-                "answered"  # idempotent
+            assert (
+                learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id).status
+                == "answered"
+            )  # idempotent
         else:
             guess = assignment.expected_answer if assignment.kind == "attention" else None
             _answer(participant, assignment, guess=guess)
@@ -223,8 +292,16 @@ def test_baseline_arm_survey_asks_no_helpfulness(phased):
 
 
 def test_attention_checks_are_instructed_or_easy_gold(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=30, n_items=6, items_per_participant=3, raters_per_item=4,
-                        attention_checks=2, name="checks")
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=30,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=4,
+        attention_checks=2,
+        name="checks",
+    )
     kinds = Counter()
     for k in range(4):
         participant = enter_and_start(study, f"P{k}")
@@ -240,9 +317,18 @@ def test_attention_checks_are_instructed_or_easy_gold(alice, tmp_path):
 
 
 def test_failing_attention_checks_screens_out_and_frees_the_slots(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=6, items_per_participant=4, raters_per_item=1,
-                        attention_checks=2, exclusion_rules={"screen_out_at_attention_failures": 1}, survey=True,
-                        name="screen")
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=6,
+        items_per_participant=4,
+        raters_per_item=1,
+        attention_checks=2,
+        exclusion_rules={"screen_out_at_attention_failures": 1},
+        survey=True,
+        name="screen",
+    )
     participant = enter_and_start(study, "sloppy")
     while (assignment := _serve_next(participant)).kind != "attention":
         _answer(participant, assignment)
@@ -283,8 +369,12 @@ def test_returning_participant_resumes_in_every_phase(phased):
 
     def comes_back(expected: str) -> None:
         # Back on another device, through the platform link of the same Prolific session.
-        again = participant_enter(study=phased, platform="prolific", platform_id="R1",
-                                  platform_data={"STUDY_ID": "s", "SESSION_ID": "sess-R1"})
+        again = participant_enter(
+            study=phased,
+            platform="prolific",
+            platform_id="R1",
+            platform_data={"STUDY_ID": "s", "SESSION_ID": "sess-R1"},
+        )
         assert again.pk == participant.pk and again.phase == expected
         current = assignment_current(participant=again)
         assert (current.phase if current else None) == (expected if expected != "survey" else None)
@@ -302,8 +392,12 @@ def test_returning_participant_resumes_in_every_phase(phased):
     answer_all(participant)
     comes_back("survey")
     with pytest.raises(ParticipantError) as elsewhere:  # the same ID with another platform session
-        participant_enter(study=phased, platform="prolific", platform_id="R1",
-                          platform_data={"STUDY_ID": "s", "SESSION_ID": "someone else"})
+        participant_enter(
+            study=phased,
+            platform="prolific",
+            platform_id="R1",
+            platform_data={"STUDY_ID": "s", "SESSION_ID": "someone else"},
+        )
     assert elsewhere.value.code == "elsewhere"
     participant_survey_submit(participant=participant, helpfulness=3, comment="")
     with pytest.raises(ParticipantError) as caught:
@@ -341,8 +435,16 @@ def test_preview_works_before_launch_but_not_before_precompute(alice, tmp_path):
     participant_start(participant=preview)
     assert len(answer_all(preview)) == 2
     assert not Slot.objects.filter(condition__study=ready).exists()
-    draft = study_create(owner=alice, name="draft", dataset=ready.dataset, model=ready.model, conditions=TWO_ARMS,
-                         n_items=4, items_per_participant=2, raters_per_item=1)
+    draft = study_create(
+        owner=alice,
+        name="draft",
+        dataset=ready.dataset,
+        model=ready.model,
+        conditions=TWO_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=1,
+    )
     with pytest.raises(ParticipantError, match="precompute"):
         participant_preview_start(study=draft)
     other = build_study(alice, tmp_path, n_items=4, items_per_participant=2, launch=False, name="other")
@@ -352,8 +454,16 @@ def test_preview_works_before_launch_but_not_before_precompute(alice, tmp_path):
 
 def test_beat_task_reclaims_an_abandoned_lease_for_the_next_participant(alice, tmp_path):
     # One arm's worth of slots: 2 items x 1 rater; the first participant takes both and leaves.
-    study = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
-                        name="beat", conditions=[ConditionSpec("base"), ConditionSpec("h", ["heatmap"])])
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=4,
+        n_items=2,
+        items_per_participant=2,
+        raters_per_item=1,
+        name="beat",
+        conditions=[ConditionSpec("base"), ConditionSpec("h", ["heatmap"])],
+    )
     first, second = enter_and_start(study, "gone-1"), enter_and_start(study, "gone-2")
     with pytest.raises(ParticipantError) as caught:
         participant_enter(study=study, platform="prolific", platform_id="next")
@@ -363,6 +473,7 @@ def test_beat_task_reclaims_an_abandoned_lease_for_the_next_participant(alice, t
 
     # The task as celery beat runs it (settings.CELERY_BEAT_SCHEDULE).
     from django.conf import settings
+
     assert settings.CELERY_BEAT_SCHEDULE["reclaim-expired-leases"]["task"] == reclaim_expired_leases.name
     assert reclaim_expired_leases.apply().get() == 2
     assert reclaim_expired_leases.apply().get() == 0

@@ -30,8 +30,6 @@ from workers.report_pipeline import model_report_run_inline, model_report_run_jo
 pytestmark = pytest.mark.django_db
 
 
-
-
 def _create(owner, toy, **kwargs):
     model, dataset = toy
     kwargs.setdefault("options", dict(FAST_OPTIONS))
@@ -97,7 +95,8 @@ def test_claims_heartbeats_and_a_taken_over_worker(alice, toy, settings):
     assert model_report_claim(report_id=report.pk, worker="w2") is None  # a live worker holds it
     assert model_report_heartbeat(report_id=report.pk, claim=held.claim, progress={"stage": "noise"})
     ModelReport.objects.filter(pk=report.pk).update(
-        heartbeat_at=timezone.now() - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS + 5))
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS + 5)
+    )
     taken = model_report_claim(report_id=report.pk, worker="w2")  # w1 died
     assert taken is not None and taken.claim != held.claim and taken.attempts == 2
     assert not model_report_heartbeat(report_id=report.pk, claim=held.claim)
@@ -108,9 +107,12 @@ def test_claims_heartbeats_and_a_taken_over_worker(alice, toy, settings):
 def test_a_report_that_keeps_killing_its_worker_fails_naming_the_stage(alice, toy, settings):
     report = _create(alice, toy)
     stale = timezone.now() - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS + 5)
-    ModelReport.objects.filter(pk=report.pk).update(status="running", heartbeat_at=stale,
-                                                    attempts=settings.MMEVAL_CHUNK_MAX_ATTEMPTS,
-                                                    progress={"stage": "emap", "done": 0, "total": 30})
+    ModelReport.objects.filter(pk=report.pk).update(
+        status="running",
+        heartbeat_at=stale,
+        attempts=settings.MMEVAL_CHUNK_MAX_ATTEMPTS,
+        progress={"stage": "emap", "done": 0, "total": 30},
+    )
     assert model_report_claim(report_id=report.pk, worker="w3") is None
     report.refresh_from_db()
     assert report.status == "failed"
@@ -173,8 +175,9 @@ def test_an_adapter_error_fails_the_report_with_its_traceback(alice, toy, monkey
 def test_watchdog_hands_out_reports_of_dead_workers_again(alice, toy, settings):
     report = _create(alice, toy)
     stale = timezone.now() - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS + 5)
-    ModelReport.objects.filter(pk=report.pk).update(status="running", heartbeat_at=stale, claim="x",
-                                                    runner=PrecomputeJob.Runner.WORKERS)
+    ModelReport.objects.filter(pk=report.pk).update(
+        status="running", heartbeat_at=stale, claim="x", runner=PrecomputeJob.Runner.WORKERS
+    )
     counts = model_report_watchdog()
     assert counts["stalled"] == 1
     report.refresh_from_db()
@@ -186,8 +189,9 @@ def test_progress_counts_finished_stages(alice, toy):
     report = _create(alice, toy)
     progress = model_report_progress(report=report)
     assert (progress["status"], progress["fraction"], progress["stages_finished"]) == ("queued", 0.0, [])
-    ModelReport.objects.filter(pk=report.pk).update(state={"subsets": {}, "permutation": {}},
-                                                    progress={"stage": "noise", "done": 15, "total": 30})
+    ModelReport.objects.filter(pk=report.pk).update(
+        state={"subsets": {}, "permutation": {}}, progress={"stage": "noise", "done": 15, "total": 30}
+    )
     report.refresh_from_db()
     progress = model_report_progress(report=report)
     assert progress["fraction"] == pytest.approx((2 + 0.5) / 7, abs=1e-4)
@@ -198,10 +202,15 @@ def test_progress_counts_finished_stages(alice, toy):
 
 
 def _spec(**filters):
-    return {"name": "Conflicts", "dataset": "toy", "model": "linear",
-            "arms": [{"name": "baseline", "views": []}, {"name": "share", "views": ["share"]}],
-            "items": {"n": 4, "per_participant": 2, "raters_per_item": 1, "filters": filters},
-            "candidates": {"mode": "all"}, "explanations": {"method": "saliency"}}
+    return {
+        "name": "Conflicts",
+        "dataset": "toy",
+        "model": "linear",
+        "arms": [{"name": "baseline", "views": []}, {"name": "share", "views": ["share"]}],
+        "items": {"n": 4, "per_participant": 2, "raters_per_item": 1, "filters": filters},
+        "candidates": {"mode": "all"},
+        "explanations": {"method": "saliency"},
+    }
 
 
 def test_spec_interaction_type_needs_a_finished_report_and_known_types(alice, toy):
@@ -227,8 +236,9 @@ def test_study_draws_only_items_of_the_chosen_interaction_types(alice, toy):
     assert study.design["filters"] == {"interaction_type": [wanted]}
     report_items = {row["id"]: row for row in ModelReport.objects.get(pk=report.pk).result["items"]}
     for item in dataset.items.all():  # predictions as precompute stores them (the toy model's own answers)
-        Prediction.objects.create(model=model, item=item, label=report_items[item.external_id]["prediction"],
-                                  probabilities=[0.5, 0.5])
+        Prediction.objects.create(
+            model=model, item=item, label=report_items[item.external_id]["prediction"], probabilities=[0.5, 0.5]
+        )
     study_select_items(study=study)
     drawn = StudyItem.objects.filter(study=study).select_related("item")
     assert drawn.count() == 4

@@ -24,7 +24,6 @@ from annotations.services.participants import (
     response_submit,
 )
 from annotations.services.studies import ConditionSpec, study_close
-
 from tests.builders.studies import answer_all, build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
@@ -39,13 +38,18 @@ def study(alice, tmp_path):
 @pytest.fixture
 def tiny(alice, tmp_path):
     # 2 items x 1 rater per arm, 2 items each: one participant fills an arm.
-    return build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
-                       name="tiny")
+    return build_study(
+        alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1, name="tiny"
+    )
 
 
 def _submit(participant, assignment, guess=None, confidence=3):
-    return response_submit(participant=participant, assignment_public_id=assignment.public_id,
-                           guess=assignment.candidate_order[0] if guess is None else guess, confidence=confidence)
+    return response_submit(
+        participant=participant,
+        assignment_public_id=assignment.public_id,
+        guess=assignment.candidate_order[0] if guess is None else guess,
+        confidence=confidence,
+    )
 
 
 def _served(participant) -> Assignment:
@@ -59,8 +63,7 @@ def _served(participant) -> Assignment:
 
 def test_entry_balances_arms(alice, tmp_path):
     conditions = [ConditionSpec("none"), ConditionSpec("heat", ["heatmap"]), ConditionSpec("tok", ["tokens"])]
-    study = build_study(alice, tmp_path, n_items=6, items_per_participant=3, raters_per_item=2,
-                        conditions=conditions)
+    study = build_study(alice, tmp_path, n_items=6, items_per_participant=3, raters_per_item=2, conditions=conditions)
     counts: Counter = Counter()
     for k in range(9):
         participant = participant_enter(study=study, platform="prolific", platform_id=f"P{k}")
@@ -71,8 +74,9 @@ def test_entry_balances_arms(alice, tmp_path):
 
 
 def test_entry_stores_platform_data_and_starts_at_consent(study):
-    participant = participant_enter(study=study, platform="prolific", platform_id="5f00aa",
-                                    platform_data={"STUDY_ID": "st", "SESSION_ID": "se"})
+    participant = participant_enter(
+        study=study, platform="prolific", platform_id="5f00aa", platform_data={"STUDY_ID": "st", "SESSION_ID": "se"}
+    )
     participant.refresh_from_db()
     assert (participant.platform, participant.platform_id) == ("prolific", "5f00aa")
     assert participant.platform_data == {"STUDY_ID": "st", "SESSION_ID": "se"}
@@ -86,8 +90,9 @@ def test_returning_prolific_pid_resumes_the_same_participant(study):
     participant_start(participant=first)
     held = list(first.assignments.values_list("pk", flat=True))
 
-    again = participant_enter(study=study, platform="prolific", platform_id="PID-1",
-                              platform_data={"SESSION_ID": "a new session"})
+    again = participant_enter(
+        study=study, platform="prolific", platform_id="PID-1", platform_data={"SESSION_ID": "a new session"}
+    )
 
     assert again.pk == first.pk
     assert again.phase == Participant.Phase.TEST
@@ -213,7 +218,8 @@ def test_a_participant_never_gets_the_same_item_twice_after_a_lease_runs_out(ali
     assert sorted(participant.assignments.values_list("position", flat=True)) == [0, 1, 2, 3]
     # All four seen: nothing is left to give this participant.
     participant.assignments.filter(status=Assignment.Status.ACTIVE).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1))
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     leases_reclaim()
     with pytest.raises(ParticipantError) as caught:
         assignments_allocate(participant=participant)
@@ -238,7 +244,10 @@ def test_submit_stores_the_answer_with_the_models_prediction(study):
     assert response.gold_label == assignment.item.gold_label
     assert response.candidate_order == assignment.candidate_order
     assert (response.participant_id, response.item_id, response.condition_id) == (
-        participant.pk, assignment.item_id, participant.condition_id)
+        participant.pk,
+        assignment.item_id,
+        participant.condition_id,
+    )
     assignment.refresh_from_db()
     assert assignment.status == Assignment.Status.ANSWERED
     # The next item is the next position.
@@ -269,8 +278,9 @@ def test_submit_refuses_another_participants_assignment(study):
     with pytest.raises(SubmissionRefused):
         _submit(intruder, assignment)
     with pytest.raises(SubmissionRefused):
-        response_submit(participant=intruder, assignment_public_id="00000000-0000-0000-0000-000000000000",
-                        guess="red", confidence=3)
+        response_submit(
+            participant=intruder, assignment_public_id="00000000-0000-0000-0000-000000000000", guess="red", confidence=3
+        )
     assert not Response.objects.exists()
     assignment.refresh_from_db()
     assert assignment.status == Assignment.Status.ACTIVE
@@ -402,7 +412,8 @@ def test_leases_reclaim_frees_the_slot_for_the_next_participant(tiny):
         assert set(p3.assignments.values_list("item_id", flat=True)) == p1_items
     else:  # only the expired, unanswered item of P2 was free
         assert set(p3.assignments.values_list("item_id", flat=True)) == {
-            a.item_id for a in p2.assignments.filter(status=Assignment.Status.EXPIRED)}
+            a.item_id for a in p2.assignments.filter(status=Assignment.Status.EXPIRED)
+        }
     for assignment in p3.assignments.all():
         assert assignment.slot.condition_id == p3.condition_id
     assert len(answer_all(p3)) == p3.assignments.count()
@@ -437,29 +448,43 @@ def test_arms_follow_seeded_permuted_blocks(alice, tmp_path):
     same seed gives the same sequence, another seed (almost surely) another."""
     sequences = []
     for name, seed in (("a", 11), ("b", 11), ("c", 12)):
-        study = build_study(alice, tmp_path, n_items=6, items_per_participant=1, raters_per_item=4, seed=seed,
-                            conditions=THREE_ARMS, name=name)
-        arms = [participant_enter(study=study, platform="prolific", platform_id=f"P{k}").condition.name
-                for k in range(12)]
+        study = build_study(
+            alice,
+            tmp_path,
+            n_items=6,
+            items_per_participant=1,
+            raters_per_item=4,
+            seed=seed,
+            conditions=THREE_ARMS,
+            name=name,
+        )
+        arms = [
+            participant_enter(study=study, platform="prolific", platform_id=f"P{k}").condition.name for k in range(12)
+        ]
         for block in range(4):
-            assert sorted(arms[3 * block:3 * block + 3]) == ["heat", "none", "tok"], arms
+            assert sorted(arms[3 * block : 3 * block + 3]) == ["heat", "none", "tok"], arms
         sequences.append(arms)
     assert sequences[0] == sequences[1]
     assert sequences[0] != sequences[2]
 
 
 def test_a_full_arm_is_skipped_for_the_least_filled_open_one(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_items=6, items_per_participant=3, raters_per_item=1,
-                        conditions=THREE_ARMS)
+    study = build_study(alice, tmp_path, n_items=6, items_per_participant=3, raters_per_item=1, conditions=THREE_ARMS)
     full = study.conditions.get(name="heat")
     filler = participant_enter(study=study, platform="prolific", platform_id="filler")
     # Take every slot of one arm with a stand-in lease.
     for slot in Slot.objects.filter(condition=full):
-        stand_in = Assignment.objects.create(participant=filler, item_id=slot.item_id, condition=full,
-                                             position=slot.pk, lease_expires_at=timezone.now() + timedelta(hours=1))
+        stand_in = Assignment.objects.create(
+            participant=filler,
+            item_id=slot.item_id,
+            condition=full,
+            position=slot.pk,
+            lease_expires_at=timezone.now() + timedelta(hours=1),
+        )
         Slot.objects.filter(pk=slot.pk).update(assignment=stand_in)
-    arms = Counter(participant_enter(study=study, platform="prolific", platform_id=f"P{k}").condition.name
-                   for k in range(8))
+    arms = Counter(
+        participant_enter(study=study, platform="prolific", platform_id=f"P{k}").condition.name for k in range(8)
+    )
     assert arms["heat"] == 0 and abs(arms["none"] - arms["tok"]) <= 1 and sum(arms.values()) == 8
 
 
@@ -472,15 +497,17 @@ def test_concurrent_entries_stay_balanced_and_a_repeated_id_is_one_participant(a
 
     from django.db import connection
 
-    study = build_study(alice, tmp_path, n_items=6, items_per_participant=1, raters_per_item=10,
-                        conditions=THREE_ARMS, name="race")
+    study = build_study(
+        alice, tmp_path, n_items=6, items_per_participant=1, raters_per_item=10, conditions=THREE_ARMS, name="race"
+    )
     barrier = threading.Barrier(12, timeout=10)
 
     def enter(platform_id: str) -> int:
         try:
             barrier.wait()
-            return participant_enter(study=study, platform="prolific", platform_id=platform_id,
-                                     platform_data={"SESSION_ID": "same"}).pk
+            return participant_enter(
+                study=study, platform="prolific", platform_id=platform_id, platform_data={"SESSION_ID": "same"}
+            ).pk
         finally:
             connection.close()
 

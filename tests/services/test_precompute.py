@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from annotations.models import Explanation, PrecomputeChunk, PrecomputeJob, Study
 from annotations.selectors.precompute import job_progress
+from annotations.selectors.studies import study_explanation_targets
 from annotations.services import precompute as service
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import (
@@ -23,8 +24,6 @@ from annotations.services.precompute import (
     precompute_watchdog,
 )
 from annotations.services.studies import StudyError, study_create
-from annotations.selectors.studies import study_explanation_targets
-
 from tests.builders.studies import TWO_ARMS, make_explanations, make_model, make_predictions, write_dataset
 
 pytestmark = pytest.mark.django_db
@@ -46,8 +45,17 @@ def published(monkeypatch):
 def study(alice, tmp_path, settings):
     settings.MMEVAL_PRECOMPUTE_BATCH_SIZE = 8
     dataset = dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 20))
-    return study_create(owner=alice, name="s", dataset=dataset, model=make_model(alice), conditions=TWO_ARMS,
-                        n_items=6, items_per_participant=3, raters_per_item=1, seed=5)
+    return study_create(
+        owner=alice,
+        name="s",
+        dataset=dataset,
+        model=make_model(alice),
+        conditions=TWO_ARMS,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=1,
+        seed=5,
+    )
 
 
 def _finish_all(job: PrecomputeJob, stage: str) -> list[int]:
@@ -88,7 +96,9 @@ def test_a_job_runs_stage_by_stage_in_chunks(study, published):
     progress = job_progress(job=job)
     assert progress["done"] == progress["total"] == 20 + len(targets)
     assert [(p["part"], p["done"], p["total"]) for p in progress["parts"]] == [
-        ("predictions", 20, 20), ("attribution", len(targets), len(targets))]
+        ("predictions", 20, 20),
+        ("attribution", len(targets), len(targets)),
+    ]
 
 
 def test_work_already_stored_is_not_planned_again(study, published):
@@ -98,8 +108,7 @@ def test_work_already_stored_is_not_planned_again(study, published):
     assert not job.chunks.filter(stage="predictions").exists()
     assert job.chunks.filter(stage="attribution").exists()
     job.refresh_from_db()
-    assert job_progress(job=job)["parts"][0] == {"part": "predictions", "title": "Predictions",
-                                                        "total": 20, "done": 20}
+    assert job_progress(job=job)["parts"][0] == {"part": "predictions", "title": "Predictions", "total": 20, "done": 20}
 
 
 def test_a_failed_prediction_chunk_fails_the_job_with_its_traceback(study, published):
@@ -171,8 +180,9 @@ def test_a_chunk_that_keeps_killing_its_worker_fails(study, published, settings)
     chunk = PrecomputeChunk.objects.get(pk=chunk_id)
     assert chunk.status == Status.FAILED and "stopped 2 times" in chunk.error
     failed = Explanation.objects.filter(model=study.model, status=Explanation.Status.FAILED)
-    assert {(e.item_id, e.target_label) for e in failed} == {(int(i), label) for i, labels in chunk.targets.items()
-                                                             for label in labels}
+    assert {(e.item_id, e.target_label) for e in failed} == {
+        (int(i), label) for i, labels in chunk.targets.items() for label in labels
+    }
 
 
 def test_the_watchdog_hands_out_a_dead_workers_chunk(study, published, settings):

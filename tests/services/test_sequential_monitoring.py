@@ -47,14 +47,17 @@ def test_the_spec_section_is_stored_and_an_edit_without_it_keeps_it(owned):  # n
     assert Study.objects.get(pk=study.pk).sequential_monitoring == {}
 
 
-@pytest.mark.parametrize(("sequential", "field", "message"), [
-    ({"spending": "sidak", "looks": [2]}, "sequential.spending", "must be one of"),
-    ({"spending": "pocock", "looks": [3, 2]}, "sequential.looks", "must increase"),
-    ({"spending": "pocock", "looks": [2], "alpha": 2}, "sequential.alpha", "must be a number"),
-    ({"spending": "pocock", "looks": [2], "stop_early": True}, "sequential.stop_early", "unknown field"),
-    # 10 items x 2 raters / 4 per participant: room for 5 participants per arm
-    ({"spending": "pocock", "looks": [3, 6]}, "sequential.looks", "has room for 5"),
-])
+@pytest.mark.parametrize(
+    ("sequential", "field", "message"),
+    [
+        ({"spending": "sidak", "looks": [2]}, "sequential.spending", "must be one of"),
+        ({"spending": "pocock", "looks": [3, 2]}, "sequential.looks", "must increase"),
+        ({"spending": "pocock", "looks": [2], "alpha": 2}, "sequential.alpha", "must be a number"),
+        ({"spending": "pocock", "looks": [2], "stop_early": True}, "sequential.stop_early", "unknown field"),
+        # 10 items x 2 raters / 4 per participant: room for 5 participants per arm
+        ({"spending": "pocock", "looks": [3, 6]}, "sequential.looks", "has room for 5"),
+    ],
+)
 def test_bad_plans_name_the_field(owned, sequential, field, message):  # noqa: F811
     with pytest.raises(SpecError, match=message) as caught:
         study_spec_parse(data=_spec(**sequential), owner=owned)
@@ -64,8 +67,11 @@ def test_bad_plans_name_the_field(owned, sequential, field, message):  # noqa: F
 def test_the_plan_is_locked_once_live(alice, tmp_path):
     study = build_study(alice, tmp_path, launch=False, name="prereg")
     study_sequential_monitoring_update(study=study, plan={"spending": "pocock", "looks": [2, 5]})
-    assert Study.objects.get(pk=study.pk).sequential_monitoring == {"spending": "pocock", "alpha": 0.05,
-                                                                   "looks": [2, 5]}
+    assert Study.objects.get(pk=study.pk).sequential_monitoring == {
+        "spending": "pocock",
+        "alpha": 0.05,
+        "looks": [2, 5],
+    }
     with pytest.raises(StudyError, match="has room for 5"):
         study_sequential_monitoring_update(study=study, plan={"spending": "pocock", "looks": [2, 6]})
     study_launch(study=study)
@@ -87,7 +93,8 @@ def test_the_report_evaluates_the_plan(alice, tmp_path):
     # excluded participants do not count towards a look
     kept = report["exclusions"]["per_arm"]
     assert monitoring["participants_per_arm"] == {
-        arm: kept[arm]["n_participants"] - kept[arm]["n_excluded"] for arm in ("baseline", "heatmap")}
+        arm: kept[arm]["n_participants"] - kept[arm]["n_excluded"] for arm in ("baseline", "heatmap")
+    }
     assert monitoring["looks"][0]["reached"] and not monitoring["looks"][1]["reached"]
     assert "heatmap" in monitoring["looks"][0]["comparisons"]
     Study.objects.filter(pk=study.pk).update(sequential_monitoring={})

@@ -12,7 +12,6 @@ from annotations.models import Condition, Study
 from annotations.services.datasets import dataset_import
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import study_create_from_spec
-
 from tests.builders.studies import make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
@@ -22,17 +21,26 @@ FULL = {
     "dataset": "shapes",
     "model": "toy",
     "seed": 7,
-    "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap", "tokens"]},
-             {"name": "inter", "views": ["interaction", "top_pairs", "share"]}],
-    "items": {"n": 10, "per_participant": 4, "raters_per_item": 2,
-              "filters": {"confidence": [0.2, 1.0], "interaction_strength": [0.1, 0.9]}},
+    "arms": [
+        {"name": "baseline", "views": []},
+        {"name": "ig", "views": ["heatmap", "tokens"]},
+        {"name": "inter", "views": ["interaction", "top_pairs", "share"]},
+    ],
+    "items": {
+        "n": 10,
+        "per_participant": 4,
+        "raters_per_item": 2,
+        "filters": {"confidence": [0.2, 1.0], "interaction_strength": [0.1, 0.9]},
+    },
     "candidates": {"mode": "top_k", "k": 2, "distractors": 1},
     "explanations": {"method": "saliency", "interaction_method": "perturbation", "display": "predicted_unlabelled"},
     "phases": {"consent": "ok?", "instructions": "do it", "learning_items": 2, "pretest": True, "survey": True},
     "time_limit_minutes": 30,
-    "quality": {"attention_rate": 0.5, "min_rt_ms": 1200,
-                "exclusion_rules": {"max_attention_failures": 0, "max_fast_share": 0.5,
-                                    "screen_out_at_attention_failures": 2}},
+    "quality": {
+        "attention_rate": 0.5,
+        "min_rt_ms": 1200,
+        "exclusion_rules": {"max_attention_failures": 0, "max_fast_share": 0.5, "screen_out_at_attention_failures": 2},
+    },
     "codes": {"completed": "DONE123", "screened_out": "OUT456"},
 }
 
@@ -55,20 +63,33 @@ def test_full_spec_creates_the_study_it_describes(owned):
     assert study.explanation_display == "predicted_unlabelled"
     assert (study.learning_items, study.pretest, study.survey, study.lease_minutes) == (2, True, True, 30)
     assert (study.attention_checks, study.min_rt_ms) == (2, 1200)  # half of 4 items
-    assert study.exclusion_rules == {"max_attention_failures": 0, "max_fast_share": 0.5,
-                                     "screen_out_at_attention_failures": 2}
+    assert study.exclusion_rules == {
+        "max_attention_failures": 0,
+        "max_fast_share": 0.5,
+        "screen_out_at_attention_failures": 2,
+    }
     assert (study.completion_code, study.screened_out_code) == ("DONE123", "OUT456")
     assert (study.consent_text, study.instructions) == ("ok?", "do it")
     assert study.design == {"n_items": 10, "filters": {"confidence": [0.2, 1.0], "interaction_strength": [0.1, 0.9]}}
     arms = {c.name: (c.views, c.is_baseline) for c in Condition.objects.filter(study=study)}
-    assert arms == {"baseline": ([], True), "ig": (["heatmap", "tokens"], False),
-                    "inter": (["interaction", "top_pairs", "share"], False)}
+    assert arms == {
+        "baseline": ([], True),
+        "ig": (["heatmap", "tokens"], False),
+        "inter": (["interaction", "top_pairs", "share"], False),
+    }
 
 
 def test_minimal_spec_takes_the_defaults(owned):
-    spec = study_spec_parse(owner=owned, data={
-        "name": "min", "dataset": "shapes", "model": "toy", "arms": [{"name": "none"}, {"name": "h", "views": "heatmap"}],
-        "items": {"n": 4, "per_participant": 2, "raters_per_item": 1}})
+    spec = study_spec_parse(
+        owner=owned,
+        data={
+            "name": "min",
+            "dataset": "shapes",
+            "model": "toy",
+            "arms": [{"name": "none"}, {"name": "h", "views": "heatmap"}],
+            "items": {"n": 4, "per_participant": 2, "raters_per_item": 1},
+        },
+    )
     study = study_create_from_spec(owner=owned, spec=spec)
     assert (study.n_candidates, study.n_distractors, study.explanation_display) == (4, 0, "all_candidates")
     assert (study.learning_items, study.pretest, study.survey, study.attention_checks) == (0, False, True, 0)
@@ -93,36 +114,43 @@ def _with(path: str, value):
 _DELETE = object()
 
 
-@pytest.mark.parametrize("path, value, field, message", [
-    ("itmes", {}, "itmes", "unknown field"),
-    ("name", _DELETE, "name", "required"),
-    ("dataset", "nope", "dataset", "no dataset named 'nope'"),
-    ("model", "nope", "model", "no model named 'nope'"),
-    ("items.per_participant", "ten", "items.per_participant", "whole number"),
-    ("items.per_participant", 11, "items.per_participant", "cannot exceed"),
-    ("items.raters_per_item", 0, "items.raters_per_item", ">= 1"),
-    ("items.filters.confidence", [0.9, 0.1], "items.filters.confidence", "low <= high"),
-    ("items.filters.colour", [0, 1], "items.filters.colour", "unknown field"),
-    ("arms", [{"name": "a", "views": ["heatmap"]}, {"name": "b", "views": ["tokens"]}], "arms", "baseline"),
-    ("arms.1.views", ["heatmap", "sparkles"], "arms[1].views", "unknown view 'sparkles'"),
-    ("arms.1.name", "baseline", "arms", "distinct"),
-    ("candidates.mode", "some", "candidates.mode", "unknown value"),
-    ("candidates.k", 1, "candidates.distractors", None),  # 1 + 1 distractor is fine …
-    ("candidates.distractors", 9, "candidates.distractors", "exceeds the model's 4 labels"),
-    ("explanations.method", "magic", "explanations.method", "unknown value 'magic'"),
-    ("explanations.interaction_method", "magic", "explanations.interaction_method", "unknown value"),
-    ("explanations.display", "some", "explanations.display", "unknown value"),
-    ("phases.pretest", "maybe", "phases.pretest", "true or false"),
-    ("quality.attention_rate", 2, "quality.attention_rate", "between 0 and 1"),
-    ("quality.exclusion_rules", {"max_fails": 1}, "quality.exclusion_rules.max_fails", "unknown field"),
-    ("quality.exclusion_rules", {"max_fast_share": 3}, "quality.exclusion_rules.max_fast_share", "between 0"),
-    ("quality.exclusion_rules", {"min_test_responses": 1.5}, "quality.exclusion_rules.min_test_responses",
-     "whole number"),
-    ("quality.exclusion_rules", {"min_attention_pass_rate": 0.8, "exclude_screened_out": True}, "", None),
-    ("codes.screened_out", "DONE123", "codes.screened_out", "must differ"),
-    ("codes.completed", "a b", "codes.completed", "letters and digits"),
-    ("time_limit_minutes", 0, "time_limit_minutes", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "path, value, field, message",
+    [
+        ("itmes", {}, "itmes", "unknown field"),
+        ("name", _DELETE, "name", "required"),
+        ("dataset", "nope", "dataset", "no dataset named 'nope'"),
+        ("model", "nope", "model", "no model named 'nope'"),
+        ("items.per_participant", "ten", "items.per_participant", "whole number"),
+        ("items.per_participant", 11, "items.per_participant", "cannot exceed"),
+        ("items.raters_per_item", 0, "items.raters_per_item", ">= 1"),
+        ("items.filters.confidence", [0.9, 0.1], "items.filters.confidence", "low <= high"),
+        ("items.filters.colour", [0, 1], "items.filters.colour", "unknown field"),
+        ("arms", [{"name": "a", "views": ["heatmap"]}, {"name": "b", "views": ["tokens"]}], "arms", "baseline"),
+        ("arms.1.views", ["heatmap", "sparkles"], "arms[1].views", "unknown view 'sparkles'"),
+        ("arms.1.name", "baseline", "arms", "distinct"),
+        ("candidates.mode", "some", "candidates.mode", "unknown value"),
+        ("candidates.k", 1, "candidates.distractors", None),  # 1 + 1 distractor is fine …
+        ("candidates.distractors", 9, "candidates.distractors", "exceeds the model's 4 labels"),
+        ("explanations.method", "magic", "explanations.method", "unknown value 'magic'"),
+        ("explanations.interaction_method", "magic", "explanations.interaction_method", "unknown value"),
+        ("explanations.display", "some", "explanations.display", "unknown value"),
+        ("phases.pretest", "maybe", "phases.pretest", "true or false"),
+        ("quality.attention_rate", 2, "quality.attention_rate", "between 0 and 1"),
+        ("quality.exclusion_rules", {"max_fails": 1}, "quality.exclusion_rules.max_fails", "unknown field"),
+        ("quality.exclusion_rules", {"max_fast_share": 3}, "quality.exclusion_rules.max_fast_share", "between 0"),
+        (
+            "quality.exclusion_rules",
+            {"min_test_responses": 1.5},
+            "quality.exclusion_rules.min_test_responses",
+            "whole number",
+        ),
+        ("quality.exclusion_rules", {"min_attention_pass_rate": 0.8, "exclude_screened_out": True}, "", None),
+        ("codes.screened_out", "DONE123", "codes.screened_out", "must differ"),
+        ("codes.completed", "a b", "codes.completed", "letters and digits"),
+        ("time_limit_minutes", 0, "time_limit_minutes", ">= 1"),
+    ],
+)
 def test_bad_fields_are_refused_naming_the_field(owned, path, value, field, message):
     data = _with(path, value)
     if message is None:  # a valid variation
@@ -143,8 +171,10 @@ def test_another_researchers_dataset_is_not_found(owned, charlie):
 
 def test_launch_study_check_reports_the_bad_field_and_creates_nothing(owned, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ndataset: shapes\nmodel: toy\narms:\n  - {name: base}\n  - {name: ig, views: [glitter]}\n"
-                   "items: {n: 4, per_participant: 2, raters_per_item: 1}\n")
+    bad.write_text(
+        "name: x\ndataset: shapes\nmodel: toy\narms:\n  - {name: base}\n  - {name: ig, views: [glitter]}\n"
+        "items: {n: 4, per_participant: 2, raters_per_item: 1}\n"
+    )
     with pytest.raises(CommandError, match=r"field arms\[1\]\.views: unknown view 'glitter'"):
         call_command("launch_study", str(bad), "--owner", "alice")
     broken = tmp_path / "broken.yaml"

@@ -15,8 +15,15 @@ from annotations.services.studies import (
     study_launch,
     study_select_items,
 )
-
-from tests.builders.studies import TWO_ARMS, build_study, make_explanations, make_model, make_predictions, make_ready, write_dataset
+from tests.builders.studies import (
+    TWO_ARMS,
+    build_study,
+    make_explanations,
+    make_model,
+    make_predictions,
+    make_ready,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -32,8 +39,17 @@ def model(alice):
 
 
 def _create(owner, dataset, model, **overrides):
-    kwargs = dict(owner=owner, name="s", dataset=dataset, model=model, conditions=TWO_ARMS, n_items=10,
-                  items_per_participant=4, raters_per_item=2, seed=3)
+    kwargs = dict(
+        owner=owner,
+        name="s",
+        dataset=dataset,
+        model=model,
+        conditions=TWO_ARMS,
+        n_items=10,
+        items_per_participant=4,
+        raters_per_item=2,
+        seed=3,
+    )
     kwargs.update(overrides)
     return study_create(**kwargs)
 
@@ -46,9 +62,16 @@ def _pool(study) -> dict[int, str]:
 
 
 def test_create_stores_a_draft_with_its_arms(alice, dataset, model):
-    study = _create(alice, dataset, model,
-                    conditions=[ConditionSpec("none"), ConditionSpec("heat", ["heatmap"]),
-                                ConditionSpec("both", ["heatmap", "tokens"])])
+    study = _create(
+        alice,
+        dataset,
+        model,
+        conditions=[
+            ConditionSpec("none"),
+            ConditionSpec("heat", ["heatmap"]),
+            ConditionSpec("both", ["heatmap", "tokens"]),
+        ],
+    )
 
     assert study.status == Study.Status.DRAFT
     assert study.design["n_items"] == 10
@@ -56,13 +79,19 @@ def test_create_stores_a_draft_with_its_arms(alice, dataset, model):
     assert arms == {"none": ([], True), "heat": (["heatmap"], False), "both": (["heatmap", "tokens"], False)}
 
 
-@pytest.mark.parametrize("conditions, message", [
-    ([ConditionSpec("a", ["heatmap"]), ConditionSpec("b", ["tokens"])], "exactly one no-explanation baseline"),
-    ([ConditionSpec("a"), ConditionSpec("b"), ConditionSpec("c", ["tokens"])], "exactly one no-explanation baseline"),
-    ([ConditionSpec("a")], "at least one explanation condition"),
-    ([ConditionSpec("a"), ConditionSpec("b", ["heatmap", "sparkles"])], "unknown views"),
-    ([ConditionSpec("a"), ConditionSpec("a", ["heatmap"])], "distinct"),
-])
+@pytest.mark.parametrize(
+    "conditions, message",
+    [
+        ([ConditionSpec("a", ["heatmap"]), ConditionSpec("b", ["tokens"])], "exactly one no-explanation baseline"),
+        (
+            [ConditionSpec("a"), ConditionSpec("b"), ConditionSpec("c", ["tokens"])],
+            "exactly one no-explanation baseline",
+        ),
+        ([ConditionSpec("a")], "at least one explanation condition"),
+        ([ConditionSpec("a"), ConditionSpec("b", ["heatmap", "sparkles"])], "unknown views"),
+        ([ConditionSpec("a"), ConditionSpec("a", ["heatmap"])], "distinct"),
+    ],
+)
 def test_create_refuses_bad_conditions(alice, dataset, model, conditions, message):
     with pytest.raises(StudyError, match=message):
         _create(alice, dataset, model, conditions=conditions)
@@ -137,8 +166,9 @@ def _pool_after(study):
 
 
 @pytest.mark.parametrize("n_right, expected_right, expected_wrong", [(3, 3, 7), (21, 7, 3)])
-def test_selection_fills_from_the_other_stratum_when_one_is_short(alice, dataset, model, n_right,
-                                                                   expected_right, expected_wrong):
+def test_selection_fills_from_the_other_stratum_when_one_is_short(
+    alice, dataset, model, n_right, expected_right, expected_wrong
+):
     # 24 items: n_right right and the remaining 24 - n_right wrong; one stratum has only 3.
     make_predictions(model, dataset.items.order_by("line_number"), n_right=n_right)
     study = _create(alice, dataset, model, n_items=10)
@@ -212,9 +242,15 @@ def test_launch_refuses_when_explanations_are_missing_or_failed(alice, tmp_path,
         explanation = Explanation.objects.filter(model=model).first()
         Explanation.objects.filter(pk=explanation.pk).update(status=Explanation.Status.FAILED)
         Explanation.objects.bulk_create(  # fill the gap, so only the failed one is wrong
-            Explanation(model=model, item_id=i, method=study.explanation_method, target_label=lab,
-                        status=Explanation.Status.DONE)
-            for i, lab in _missing_pairs(study))
+            Explanation(
+                model=model,
+                item_id=i,
+                method=study.explanation_method,
+                target_label=lab,
+                status=Explanation.Status.DONE,
+            )
+            for i, lab in _missing_pairs(study)
+        )
     make_ready(study)
 
     with pytest.raises(StudyError, match=f"{2 if broken == 'missing' else 1} explanations are missing or failed"):
@@ -229,8 +265,12 @@ def _missing_pairs(study):
     from annotations.selectors.studies import study_explanation_targets
 
     have = set(Explanation.objects.filter(model=study.model).values_list("item_id", "target_label"))
-    return [(i, lab) for i, labels in study_explanation_targets(study=study).items() for lab in labels
-            if (i, lab) not in have]
+    return [
+        (i, lab)
+        for i, labels in study_explanation_targets(study=study).items()
+        for lab in labels
+        if (i, lab) not in have
+    ]
 
 
 def test_launch_needs_explanations_of_the_studys_method_only(alice, tmp_path):
@@ -257,10 +297,12 @@ def test_explanation_store_twice_keeps_one_row_and_a_retry_replaces_a_failure(al
     item = dataset.items.first()
     kwargs = dict(model=model, item=item, method="integrated_gradients", target_label="blue")
     failed = explanation_store(status=Explanation.Status.FAILED, error="CUDA out of memory", **kwargs)
-    done = explanation_store(status=Explanation.Status.DONE, image_view="explanations/abc.png",
-                             summary={"share": {"image": 0.7}}, **kwargs)
-    redelivered = explanation_store(status=Explanation.Status.DONE, image_view="explanations/abc.png",
-                                    summary={"share": {"image": 0.7}}, **kwargs)
+    done = explanation_store(
+        status=Explanation.Status.DONE, image_view="explanations/abc.png", summary={"share": {"image": 0.7}}, **kwargs
+    )
+    redelivered = explanation_store(
+        status=Explanation.Status.DONE, image_view="explanations/abc.png", summary={"share": {"image": 0.7}}, **kwargs
+    )
 
     assert failed.pk == done.pk == redelivered.pk
     rows = Explanation.objects.filter(model=model, item=item)
@@ -293,7 +335,10 @@ def test_study_names_are_unique_per_owner(alice, bob, dataset, model, tmp_path):
 
 
 def test_a_design_needing_more_items_than_the_dataset_is_refused(alice, dataset, model):
-    with pytest.raises(StudyError, match=r"has 24 items, fewer than the 27 this design needs "
-                                         r"\(20 test items \+ 4 learning items \+ 3 attention-check items\)"):
+    with pytest.raises(
+        StudyError,
+        match=r"has 24 items, fewer than the 27 this design needs "
+        r"\(20 test items \+ 4 learning items \+ 3 attention-check items\)",
+    ):
         _create(alice, dataset, model, n_items=20, learning_items=4, attention_checks=3)
     assert not Study.objects.exists()

@@ -30,15 +30,20 @@ def production_env(**overrides: str) -> dict[str, str]:
     """The environment of a production process: the three required variables set, nothing
     inherited that would change the outcome."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMEVAL_", "DJANGO_", "SECURE_"))}
-    env.update(MMEVAL_PRODUCTION="1", SECRET_KEY=STRONG_KEY, ALLOWED_HOSTS="mmeval.test,127.0.0.1",
-               DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mmeval"))
+    env.update(
+        MMEVAL_PRODUCTION="1",
+        SECRET_KEY=STRONG_KEY,
+        ALLOWED_HOSTS="mmeval.test,127.0.0.1",
+        DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mmeval"),
+    )
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
 
 
 def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def wait_for_http(url: str, *, process: subprocess.Popen, timeout: float = 60) -> None:

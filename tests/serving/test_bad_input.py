@@ -21,8 +21,9 @@ INT_COLUMN_MAX = 2_147_483_647  # Postgres integer
 
 @pytest.fixture
 def study(alice, tmp_path):
-    return build_study(alice, tmp_path, n_dataset_items=8, n_items=4, items_per_participant=2, survey=True,
-                       name="inputs")
+    return build_study(
+        alice, tmp_path, n_dataset_items=8, n_items=4, items_per_participant=2, survey=True, name="inputs"
+    )
 
 
 def _nul_message(response, field: str) -> None:
@@ -41,8 +42,9 @@ def test_nul_in_prolific_pid_is_a_400_and_admits_no_one(study):
 
 
 def test_nul_in_mturk_worker_id_is_a_400(study):
-    response = Client().get(f"/s/{study.public_id}/?workerId=W%00&assignmentId=A1&hitId=H1"
-                            f"&turkSubmitTo=https://workersandbox.mturk.com")
+    response = Client().get(
+        f"/s/{study.public_id}/?workerId=W%00&assignmentId=A1&hitId=H1&turkSubmitTo=https://workersandbox.mturk.com"
+    )
 
     _nul_message(response, "workerId")
     assert not Participant.objects.filter(study=study).exists()
@@ -91,23 +93,36 @@ def _api(user) -> APIClient:
 
 
 def _spec(**overrides) -> dict:
-    spec = {"name": "limits", "dataset": "shapes", "model": "fusion",
-            "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap"]}],
-            "items": {"n": 4, "per_participant": 2, "raters_per_item": 2}}
+    spec = {
+        "name": "limits",
+        "dataset": "shapes",
+        "model": "fusion",
+        "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap"]}],
+        "items": {"n": 4, "per_participant": 2, "raters_per_item": 2},
+    }
     spec.update(overrides)
     return spec
 
 
-@pytest.mark.parametrize(("overrides", "field", "message"), [
-    ({"items": {"n": 2**31, "per_participant": 2, "raters_per_item": 2}}, "items.n",
-     f"must be at most {COUNT_MAX:,}, got 2,147,483,648"),
-    ({"time_limit_minutes": 10**30}, "time_limit_minutes", f"must be at most {COUNT_MAX:,}"),
-    ({"quality": {"min_rt_ms": 2**40}}, "quality.min_rt_ms", f"must be at most {COUNT_MAX:,}"),
-    ({"seed": 2**63}, "seed", f"must be between -{SEED_MAX:,} and {SEED_MAX:,}"),
-    ({"items": {"n": 4, "per_participant": 2, "raters_per_item": COUNT_MAX}}, "items.raters_per_item",
-     f"rater slots (items.n x raters_per_item x arms); at most {RATER_SLOTS_MAX:,}"),
-    ({"name": "limits\x00"}, "name", "must not contain NUL bytes"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"items": {"n": 2**31, "per_participant": 2, "raters_per_item": 2}},
+            "items.n",
+            f"must be at most {COUNT_MAX:,}, got 2,147,483,648",
+        ),
+        ({"time_limit_minutes": 10**30}, "time_limit_minutes", f"must be at most {COUNT_MAX:,}"),
+        ({"quality": {"min_rt_ms": 2**40}}, "quality.min_rt_ms", f"must be at most {COUNT_MAX:,}"),
+        ({"seed": 2**63}, "seed", f"must be between -{SEED_MAX:,} and {SEED_MAX:,}"),
+        (
+            {"items": {"n": 4, "per_participant": 2, "raters_per_item": COUNT_MAX}},
+            "items.raters_per_item",
+            f"rater slots (items.n x raters_per_item x arms); at most {RATER_SLOTS_MAX:,}",
+        ),
+        ({"name": "limits\x00"}, "name", "must not contain NUL bytes"),
+    ],
+)
 def test_api_refuses_out_of_range_values_with_the_field(alice, owned, overrides, field, message):
     response = _api(alice).post("/api/studies/", _spec(**overrides), format="json")
 
@@ -118,8 +133,7 @@ def test_api_refuses_out_of_range_values_with_the_field(alice, owned, overrides,
 
 
 def test_api_accepts_the_largest_values_a_column_holds(alice, owned):
-    response = _api(alice).post("/api/studies/", _spec(seed=SEED_MAX, time_limit_minutes=INT_COLUMN_MAX),
-                                format="json")
+    response = _api(alice).post("/api/studies/", _spec(seed=SEED_MAX, time_limit_minutes=INT_COLUMN_MAX), format="json")
 
     assert response.status_code == 201, response.json()
     study = Study.objects.get()
@@ -134,22 +148,41 @@ def designer(alice, owned):
     """A signed-in client and a valid study-designer form for alice's dataset and model."""
     client = Client()
     client.force_login(alice)
-    data = {"name": "designed", "dataset": Dataset.objects.get(owner=alice).pk,
-            "model": RegisteredModel.objects.get(owner=alice).pk, "seed": 0, "n_items": 4,
-            "items_per_participant": 2, "raters_per_item": 2, "candidate_mode": "top_k", "n_candidates": 4,
-            "n_distractors": 0, "explanation_method": "integrated_gradients", "interaction_method": "second_order",
-            "explanation_display": "all_candidates", "lease_minutes": 60, "learning_items": 0,
-            "attention_checks": 0, "min_rt_ms": 0, "survey": "on", "arm_0_name": "baseline", "arm_1_name": "ig",
-            "arm_1_views": ["heatmap"]}
+    data = {
+        "name": "designed",
+        "dataset": Dataset.objects.get(owner=alice).pk,
+        "model": RegisteredModel.objects.get(owner=alice).pk,
+        "seed": 0,
+        "n_items": 4,
+        "items_per_participant": 2,
+        "raters_per_item": 2,
+        "candidate_mode": "top_k",
+        "n_candidates": 4,
+        "n_distractors": 0,
+        "explanation_method": "integrated_gradients",
+        "interaction_method": "second_order",
+        "explanation_display": "all_candidates",
+        "lease_minutes": 60,
+        "learning_items": 0,
+        "attention_checks": 0,
+        "min_rt_ms": 0,
+        "survey": "on",
+        "arm_0_name": "baseline",
+        "arm_1_name": "ig",
+        "arm_1_views": ["heatmap"],
+    }
     return client, data
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("n_items", 2**31, f"Ensure this value is less than or equal to {COUNT_MAX}."),
-    ("lease_minutes", 10**20, f"Ensure this value is less than or equal to {COUNT_MAX}."),
-    ("seed", 2**63, f"Ensure this value is less than or equal to {SEED_MAX}."),
-    ("raters_per_item", COUNT_MAX, f"at most {RATER_SLOTS_MAX:,}"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("n_items", 2**31, f"Ensure this value is less than or equal to {COUNT_MAX}."),
+        ("lease_minutes", 10**20, f"Ensure this value is less than or equal to {COUNT_MAX}."),
+        ("seed", 2**63, f"Ensure this value is less than or equal to {SEED_MAX}."),
+        ("raters_per_item", COUNT_MAX, f"at most {RATER_SLOTS_MAX:,}"),
+    ],
+)
 def test_designer_shows_out_of_range_values_next_to_the_field(designer, field, value, message):
     client, data = designer
 

@@ -26,6 +26,7 @@ ENV = {"SECRET_KEY": "s" * 50, "ALLOWED_HOSTS": "study.example.org", "POSTGRES_P
 
 def _interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's variable substitution for the forms compose.yaml uses."""
+
     def value(match: re.Match) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3)
         if op == ":?" and not env.get(name):
@@ -69,7 +70,7 @@ def test_every_service_is_there_with_a_health_check_and_its_volumes(compose):
 def test_app_services_build_the_dockerfile_here_in_production_mode(compose):
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^ARG TORCH_VARIANT=cpu$", dockerfile, re.M)
-    assert 'download.pytorch.org/whl/${TORCH_VARIANT}' in dockerfile
+    assert "download.pytorch.org/whl/${TORCH_VARIANT}" in dockerfile
     assert "collectstatic --noinput" in dockerfile
     for name in APP_SERVICES:
         service = compose["services"][name]
@@ -96,8 +97,14 @@ def test_web_command_loads_the_app_with_gunicorn_conf(compose):
     command = _command(compose["services"]["web"])
     assert command[:3] == ["gunicorn", "-c", "gunicorn.conf.py"] and (REPO / command[2]).is_file()
 
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", *command[1:]], cwd=REPO,
-                            env=production_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--check-config", *command[1:]],
+        cwd=REPO,
+        env=production_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert result.returncode == 0, result.stderr
 
@@ -132,8 +139,14 @@ def _app_command(compose, service: str) -> list[str]:
 @pytest.mark.worker
 def test_gpu_worker_command_starts_and_answers_its_health_check(compose):
     env = production_env(CELERY_BROKER_URL="redis://127.0.0.1:6379/13")
-    process = subprocess.Popen(_app_command(compose, "gpu-worker"), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        _app_command(compose, "gpu-worker"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         _wait_for_line(process, r"gpu@\S+ ready\.")
         health = compose["services"]["gpu-worker"]["healthcheck"]["test"][1]
@@ -150,8 +163,7 @@ def test_gpu_worker_command_starts_and_answers_its_health_check(compose):
 def test_beat_command_writes_the_schedule_its_health_check_looks_for(compose, tmp_path):
     command = [part.replace("/data/beat", str(tmp_path)) for part in _app_command(compose, "beat")]
     env = production_env(CELERY_BROKER_URL="redis://127.0.0.1:6379/13")
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for_line(process, r"beat: Starting")
         health = compose["services"]["beat"]["healthcheck"]["test"][1].replace("/data/beat", str(tmp_path))
@@ -162,7 +174,6 @@ def test_beat_command_writes_the_schedule_its_health_check_looks_for(compose, tm
     finally:
         stop(process)
     assert any(Path(tmp_path).iterdir())
-
 
 
 def test_gunicorn_conf_reads_its_knobs_from_the_environment(monkeypatch):

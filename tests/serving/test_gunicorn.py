@@ -34,15 +34,25 @@ def _database_url() -> str:
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gunicorn")
-    env = production_env(DATABASE_URL=_database_url(), STATIC_ROOT=str(folder / "static"),
-                         MEDIA_ROOT=str(folder / "media"), CELERY_BROKER_URL="redis://127.0.0.1:6379/13",
-                         GUNICORN_ACCESS_LOG=str(folder / "access.log"), WEB_CONCURRENCY="2")
+    env = production_env(
+        DATABASE_URL=_database_url(),
+        STATIC_ROOT=str(folder / "static"),
+        MEDIA_ROOT=str(folder / "media"),
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/13",
+        GUNICORN_ACCESS_LOG=str(folder / "access.log"),
+        WEB_CONCURRENCY="2",
+    )
     collected = manage("collectstatic", "--noinput", env=env)
     assert collected.returncode == 0, collected.stderr
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
-                                f"127.0.0.1:{port}", "mmeval.wsgi"], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "mmeval.wsgi"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
     yield {"port": port, "access_log": folder / "access.log", "static_root": folder / "static"}
     stop(process)
@@ -87,8 +97,12 @@ def test_the_compose_health_check_of_web_passes_against_gunicorn(server):
     check = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["web"]["healthcheck"]["test"]
     assert check[:3] == ["CMD", "python", "-c"] and "127.0.0.1:8000/readyz" in check[3]
 
-    result = subprocess.run([sys.executable, "-c", check[3].replace(":8000/", f":{server['port']}/")],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", check[3].replace(":8000/", f":{server['port']}/")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     assert result.returncode == 0, result.stderr
 
@@ -126,8 +140,9 @@ def test_participant_pages_can_be_framed_by_mturk_in_production(server, alice, t
 def test_gunicorn_workers_keep_their_database_connections(server):
     def backends() -> set[int]:
         with connections["default"].cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             return {row[0] for row in cursor.fetchall()}
 
     for _ in range(10):
@@ -158,22 +173,40 @@ def test_access_log_has_the_client_and_the_request_time(server):
 def test_gunicorn_refuses_to_start_without_a_required_variable():
     env = production_env(SECRET_KEY=None)
 
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
-                             f"127.0.0.1:{free_port()}", "mmeval.wsgi"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+            "mmeval.wsgi",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 1
     assert "mmeval: MMEVAL_PRODUCTION=1 needs SECRET_KEY set in the environment" in result.stderr
 
 
 def test_readyz_names_a_database_that_does_not_answer(tmp_path):
-    env = production_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
-                         CELERY_BROKER_URL="redis://127.0.0.1:6379/13", DJANGO_SETTINGS_MODULE="mmeval.settings")
-    code = ("import django; django.setup(); from django.test import Client; "
-            "r = Client().get('/readyz'); print(r.status_code, r.content.decode())")
+    env = production_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/13",
+        DJANGO_SETTINGS_MODULE="mmeval.settings",
+    )
+    code = (
+        "import django; django.setup(); from django.test import Client; "
+        "r = Client().get('/readyz'); print(r.status_code, r.content.decode())"
+    )
 
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
     status, body = result.stdout.strip().split(" ", 1)
     assert status == "503", result.stderr

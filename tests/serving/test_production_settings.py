@@ -35,8 +35,11 @@ def test_start_fails_naming_every_missing_variable_at_once():
     result = manage("check", env=production_env(SECRET_KEY="", ALLOWED_HOSTS=" ", DATABASE_URL=None))
 
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "MMEVAL_PRODUCTION=1 needs SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL set in the environment")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith("MMEVAL_PRODUCTION=1 needs SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL set in the environment")
+    )
 
 
 def test_debug_is_refused_in_production():
@@ -47,17 +50,26 @@ def test_debug_is_refused_in_production():
 
 
 def test_without_production_mode_nothing_is_required(tmp_path):
-    env = production_env(MMEVAL_PRODUCTION=None, SECRET_KEY=None, ALLOWED_HOSTS=None,
-                         SECRET_KEY_FILE=str(tmp_path / "secret_key"))
+    env = production_env(
+        MMEVAL_PRODUCTION=None, SECRET_KEY=None, ALLOWED_HOSTS=None, SECRET_KEY_FILE=str(tmp_path / "secret_key")
+    )
 
     assert manage("check", env=env).returncode == 0
 
 
 def _database_settings(env: dict[str, str]) -> str:
-    code = ("from django.conf import settings; db = settings.DATABASES['default']; "
-            "print(db.get('CONN_MAX_AGE', 0), db.get('CONN_HEALTH_CHECKS'), db.get('OPTIONS', {}).get('connect_timeout'))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            env={**env, "DJANGO_SETTINGS_MODULE": "mmeval.settings"})
+    code = (
+        "from django.conf import settings; db = settings.DATABASES['default']; "
+        "print(db.get('CONN_MAX_AGE', 0), db.get('CONN_HEALTH_CHECKS'), db.get('OPTIONS', {}).get('connect_timeout'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "DJANGO_SETTINGS_MODULE": "mmeval.settings"},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

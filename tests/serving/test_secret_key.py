@@ -52,8 +52,16 @@ def test_settings_read_the_key_file_shared_by_separate_interpreters(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "MMEVAL_PRODUCTION")}
     env["SECRET_KEY_FILE"] = str(tmp_path / "secret_key")
     code = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"
-    processes = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE":
-                                  "mmeval.settings"}, stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env={**env, "DJANGO_SETTINGS_MODULE": "mmeval.settings"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     keys = {p.communicate(timeout=120)[0].strip() for p in processes}
 
     assert keys == {(tmp_path / "secret_key").read_text().strip()}

@@ -80,11 +80,14 @@ def test_behind_the_proxy_the_forwarded_client_is_throttled_not_the_proxy(alice,
 
 def test_the_token_endpoint_is_throttled_too(alice):
     client = Client(REMOTE_ADDR="198.51.100.4")
-    statuses = [client.post("/api/token/", {"username": "alice", "password": f"guess-{k}"}).status_code
-                for k in range(WRONG_TRIES)]
+    statuses = [
+        client.post("/api/token/", {"username": "alice", "password": f"guess-{k}"}).status_code
+        for k in range(WRONG_TRIES)
+    ]
 
-    response = client.post("/api/token/", {"username": "alice", "password": "alice-pass-123"},
-                           content_type="application/json")
+    response = client.post(
+        "/api/token/", {"username": "alice", "password": "alice-pass-123"}, content_type="application/json"
+    )
 
     assert statuses[0] == 400
     assert statuses[-1] == 429

@@ -24,11 +24,22 @@ def test_stylesheet_and_api_docs_assets_are_served_without_debug(settings):
 
 
 def test_runserver_without_insecure_serves_the_stylesheet(tmp_path):
-    env = production_env(MMEVAL_PRODUCTION=None, DEBUG="0", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-                         SECRET_KEY_FILE=str(tmp_path / "secret_key"), SECRET_KEY=None)
+    env = production_env(
+        MMEVAL_PRODUCTION=None,
+        DEBUG="0",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        SECRET_KEY=None,
+    )
     port = free_port()
-    process = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/mmeval/mmeval.css", timeout=10) as response:

@@ -31,14 +31,19 @@ MIB = 2**20
 def _png_header_sized(width: int, height: int) -> bytes:
     """A valid 1-bit greyscale PNG of width x height, all black: small on disk, whatever its
     pixel count."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def _zip(members: dict[str, bytes], *, level: int = 6) -> bytes:
@@ -49,8 +54,9 @@ def _zip(members: dict[str, bytes], *, level: int = 6) -> bytes:
     return buffer.getvalue()
 
 
-def _dataset_zip(tmp_path: Path, n_items: int = 3, *, extra: dict[str, bytes] | None = None,
-                 extra_lines: list[str] | None = None) -> bytes:
+def _dataset_zip(
+    tmp_path: Path, n_items: int = 3, *, extra: dict[str, bytes] | None = None, extra_lines: list[str] | None = None
+) -> bytes:
     jsonl = write_dataset(tmp_path / "src", n_items, extra_lines=extra_lines)
     members = {str(p.relative_to(jsonl.parent)): p.read_bytes() for p in jsonl.parent.rglob("*") if p.is_file()}
     return _zip({**members, **(extra or {})})
@@ -101,8 +107,10 @@ def test_a_1_mib_zip_holding_a_1_gib_member_is_refused_without_extracting(alice,
     with pytest.raises(DatasetImportError) as refused:
         dataset_import_zip(owner=alice, name="bomb", upload=_upload(zip_bomb))
 
-    assert str(refused.value) == ("zip member 'data/items.bin' unpacks to 1,024.0 MiB; the limit per file is "
-                                  "100.0 MiB (MMEVAL_ZIP_MAX_MEMBER_BYTES)")
+    assert str(refused.value) == (
+        "zip member 'data/items.bin' unpacks to 1,024.0 MiB; the limit per file is "
+        "100.0 MiB (MMEVAL_ZIP_MAX_MEMBER_BYTES)"
+    )
     assert zip_reads == []
     _assert_nothing_stored(media_root)
 
@@ -110,8 +118,11 @@ def test_a_1_mib_zip_holding_a_1_gib_member_is_refused_without_extracting(alice,
 def test_a_member_compressed_suspiciously_well_is_refused(alice, tmp_path, zip_reads, media_root):
     data = _dataset_zip(tmp_path, extra={"padding.bin": bytes(8 * MIB)})
 
-    with pytest.raises(DatasetImportError, match=r"zip member 'padding\.bin' unpacks [\d,]+ times larger than it "
-                                                 r"is stored .* the limit is 100x \(MMEVAL_ZIP_MAX_RATIO\)"):
+    with pytest.raises(
+        DatasetImportError,
+        match=r"zip member 'padding\.bin' unpacks [\d,]+ times larger than it "
+        r"is stored .* the limit is 100x \(MMEVAL_ZIP_MAX_RATIO\)",
+    ):
         dataset_import_zip(owner=alice, name="ratio", upload=_upload(data))
 
     assert zip_reads == []
@@ -123,8 +134,11 @@ def test_the_total_unpacked_size_is_capped(alice, tmp_path, settings, zip_reads,
     noise = random.Random(0)
     data = _dataset_zip(tmp_path, extra={f"extra/{k}.bin": noise.randbytes(MIB) for k in range(3)})
 
-    with pytest.raises(DatasetImportError, match=r"the zip unpacks to 3\.\d MiB in total; the limit is 3\.0 MiB "
-                                                 r"\(MMEVAL_ZIP_MAX_TOTAL_BYTES\)"):
+    with pytest.raises(
+        DatasetImportError,
+        match=r"the zip unpacks to 3\.\d MiB in total; the limit is 3\.0 MiB "
+        r"\(MMEVAL_ZIP_MAX_TOTAL_BYTES\)",
+    ):
         dataset_import_zip(owner=alice, name="total", upload=_upload(data))
 
     assert zip_reads == []
@@ -163,8 +177,12 @@ def test_an_oversized_jsonl_upload_is_refused(alice, settings, media_root):
 def test_a_900_megapixel_png_is_that_lines_error_and_nothing_is_stored(alice, tmp_path, media_root):
     bomb_line = json.dumps({"id": "huge", "image": "images/huge.png", "text": "what colour?", "label": "red"})
     bad_line = json.dumps({"id": "nolabel", "image": "images/red_0.png", "text": "what colour?"})
-    data = _dataset_zip(tmp_path, n_items=2, extra={"images/huge.png": _png_header_sized(30_000, 30_000)},
-                        extra_lines=[bomb_line, bad_line])
+    data = _dataset_zip(
+        tmp_path,
+        n_items=2,
+        extra={"images/huge.png": _png_header_sized(30_000, 30_000)},
+        extra_lines=[bomb_line, bad_line],
+    )
 
     with pytest.raises(DatasetImportError) as refused:
         dataset_import_zip(owner=alice, name="pixels", upload=_upload(data))
@@ -172,7 +190,8 @@ def test_a_900_megapixel_png_is_that_lines_error_and_nothing_is_stored(alice, tm
     errors = refused.value.errors
     assert len(errors) == 2
     assert errors[0].startswith("line 3: image file '") and errors[0].endswith(
-        "huge.png' has 900,000,000 pixels, more than the limit of 40,000,000 pixels")
+        "huge.png' has 900,000,000 pixels, more than the limit of 40,000,000 pixels"
+    )
     assert errors[1] == "line 4: missing field 'label'"
     _assert_nothing_stored(media_root)
 
@@ -186,7 +205,8 @@ def test_an_image_over_the_configured_limit_reports_its_size(alice, tmp_path, se
         dataset_import_zip(owner=alice, name="pixels", upload=_upload(data))
 
     assert [e.split("' ", 1)[1] for e in refused.value.errors] == [
-        "has 1,600 pixels (40x40), more than the limit of 1,000 pixels"]
+        "has 1,600 pixels (40x40), more than the limit of 1,000 pixels"
+    ]
     assert refused.value.errors[0].startswith("line 2: image file '")
     _assert_nothing_stored(media_root)
 
@@ -216,14 +236,18 @@ def researcher(alice) -> Client:
 
 
 def _post_dataset(client: Client, name: str, data: bytes, filename: str = "data.zip"):
-    return client.post("/datasets/", {"csrfmiddlewaretoken": client.cookies["csrftoken"].value, "name": name,
-                                      "archive": _upload(data, filename)})
+    return client.post(
+        "/datasets/",
+        {"csrfmiddlewaretoken": client.cookies["csrftoken"].value, "name": name, "archive": _upload(data, filename)},
+    )
 
 
 def test_an_upload_over_the_cap_is_a_form_error_and_is_never_stored(researcher, settings, media_root):
     settings.MMEVAL_UPLOAD_MAX_BYTES = 256 * 1024
-    settings.FILE_UPLOAD_HANDLERS = ["mmeval.uploads.CappedUploadHandler",
-                                     "tests.serving.test_upload_limits.RecordingUploadHandler"]
+    settings.FILE_UPLOAD_HANDLERS = [
+        "mmeval.uploads.CappedUploadHandler",
+        "tests.serving.test_upload_limits.RecordingUploadHandler",
+    ]
     RecordingUploadHandler.received = []
     data = _zip({"items.bin": random.Random(1).randbytes(MIB)}, level=0)
 
@@ -231,8 +255,9 @@ def test_an_upload_over_the_cap_is_a_form_error_and_is_never_stored(researcher, 
 
     assert response.status_code == 200  # the page again: the CSRF token and the name arrived
     errors = response.context["form"].errors
-    assert errors["archive"] == ["The upload is 1.0 MiB, more than the 0.2 MiB limit (MMEVAL_UPLOAD_MAX_BYTES); "
-                                 "nothing was stored."]
+    assert errors["archive"] == [
+        "The upload is 1.0 MiB, more than the 0.2 MiB limit (MMEVAL_UPLOAD_MAX_BYTES); nothing was stored."
+    ]
     assert response.context["form"]["name"].value() == "too-big"
     assert RecordingUploadHandler.received == [], "file bytes reached a storing handler"
     _assert_nothing_stored(media_root)
@@ -251,13 +276,16 @@ def test_an_upload_under_the_cap_imports(researcher, settings, tmp_path):
 
 def test_a_900_megapixel_png_through_the_page_is_a_line_error_not_a_500(researcher, tmp_path, media_root):
     line = json.dumps({"id": "huge", "image": "images/huge.png", "text": "what colour?", "label": "red"})
-    data = _dataset_zip(tmp_path, n_items=1, extra={"images/huge.png": _png_header_sized(30_000, 30_000)},
-                        extra_lines=[line])
+    data = _dataset_zip(
+        tmp_path, n_items=1, extra={"images/huge.png": _png_header_sized(30_000, 30_000)}, extra_lines=[line]
+    )
 
     response = _post_dataset(researcher, "pixels", data)
 
     assert response.status_code == 200
     errors = response.context["form"].errors["archive"]
-    assert any(e.startswith("line 2: image file") and "has 900,000,000 pixels, more than the limit of 40,000,000"
-               in e for e in errors), errors
+    assert any(
+        e.startswith("line 2: image file") and "has 900,000,000 pixels, more than the limit of 40,000,000" in e
+        for e in errors
+    ), errors
     _assert_nothing_stored(media_root)

@@ -39,8 +39,12 @@ def shared(alice, bob, tmp_path):
 
 def _urls(study) -> list[str]:
     base = f"/studies/{study.pk}"
-    return [f"{base}/dashboard/", f"{base}/dashboard/?section=all", f"{base}/dashboard/progress.json",
-            *[f"{base}/exports/{what}.csv" for what in ("responses", "items", "participants", "summary")]]
+    return [
+        f"{base}/dashboard/",
+        f"{base}/dashboard/?section=all",
+        f"{base}/dashboard/progress.json",
+        *[f"{base}/exports/{what}.csv" for what in ("responses", "items", "participants", "summary")],
+    ]
 
 
 def test_outsiders_and_anonymous_visitors_see_nothing(client, charlie, shared):
@@ -58,8 +62,20 @@ def test_owner_and_collaborator_see_the_dashboard(client, alice, bob, shared):
         response = client.get(f"/studies/{shared.pk}/dashboard/")
         assert response.status_code == 200
         html = response.content.decode("utf-8")
-        for section in ("progress", "exports", "analysis-warnings", "accuracy", "mixed-model", "sequential", "power",
-                        "agreement", "calibration", "metrics", "exclusions", "participants"):
+        for section in (
+            "progress",
+            "exports",
+            "analysis-warnings",
+            "accuracy",
+            "mixed-model",
+            "sequential",
+            "power",
+            "agreement",
+            "calibration",
+            "metrics",
+            "exclusions",
+            "participants",
+        ):
             assert f'id="{section}"' in html, section
         # 4 participants per arm and 8 items: the intervals rest on few clusters, and the page says so
         assert "only 8 items (fewer than 20)" in html
@@ -93,7 +109,8 @@ def test_sequential_and_power_cards(client, alice, tmp_path):
 
     study = build_answered_study(alice, tmp_path, participants_per_arm=6, name="planned")
     Study.objects.filter(pk=study.pk).update(
-        sequential_monitoring={"spending": "obrien_fleming", "looks": [2, 6], "effect_of_interest": 0.2})
+        sequential_monitoring={"spending": "obrien_fleming", "looks": [2, 6], "effect_of_interest": 0.2}
+    )
     client.force_login(alice)
     response = client.get(f"/studies/{study.pk}/dashboard/")
     html = response.content.decode("utf-8")
@@ -103,8 +120,9 @@ def test_sequential_and_power_cards(client, alice, tmp_path):
     assert 'id="sequential-status"' in html and "the next look comes at 6 complete participants per arm" in html
     power = response.context["power"]
     assert power["effect"] == 0.2 and not power["effect_assumed"]
-    assert power["needed_per_arm"] is None or power["more_per_arm"] == max(0, power["needed_per_arm"]
-                                                                           - power["current_per_arm"])
+    assert power["needed_per_arm"] is None or power["more_per_arm"] == max(
+        0, power["needed_per_arm"] - power["current_per_arm"]
+    )
     assert 'id="power-answer"' in html and "a gain of 20 points" in html
 
 
@@ -131,7 +149,11 @@ def test_progress_json_and_downloads(client, bob, shared):
     client.force_login(bob)
     progress = client.get(f"/studies/{shared.pk}/dashboard/progress.json").json()
     assert progress["status"] == "live" and progress["responses"] > 0
-    expected = {"responses": study_responses_csv_lines, "items": study_items_csv_lines, "participants": study_participants_csv_lines}
+    expected = {
+        "responses": study_responses_csv_lines,
+        "items": study_items_csv_lines,
+        "participants": study_participants_csv_lines,
+    }
     for what, lines in expected.items():
         response = client.get(f"/studies/{shared.pk}/exports/{what}.csv")
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
@@ -168,8 +190,9 @@ def test_dashboard_cache_follows_survey_submissions_and_participant_changes(alic
 
     study = build_answered_study(alice, tmp_path, participants_per_arm=3)
     participant = Participant.objects.filter(study=study, condition__is_baseline=False).order_by("pk").first()
-    Participant.objects.filter(pk=participant.pk).update(phase=Participant.Phase.SURVEY, helpfulness=None,
-                                                         comment="", finished_at=None)
+    Participant.objects.filter(pk=participant.pk).update(
+        phase=Participant.Phase.SURVEY, helpfulness=None, comment="", finished_at=None
+    )
 
     def row() -> dict:
         found = study_dashboard_get(study=study)
@@ -186,8 +209,13 @@ def test_dashboard_cache_follows_survey_submissions_and_participant_changes(alic
     assert after["finished_at"] is not None
 
     versions = {study_data_version(study=study)}
-    for change in ({"phase": Participant.Phase.TEST}, {"finished_at": timezone.now()}, {"excluded": True},
-                   {"screened_out": True}, {"comment": "edited in the admin"}):
+    for change in (
+        {"phase": Participant.Phase.TEST},
+        {"finished_at": timezone.now()},
+        {"excluded": True},
+        {"screened_out": True},
+        {"comment": "edited in the admin"},
+    ):
         Participant.objects.filter(pk=participant.pk).update(**change)
         versions.add(study_data_version(study=study))
     assert len(versions) == 6  # each change moved the key
@@ -203,8 +231,11 @@ def test_dashboard_exports_go_through_the_downloads_module_not_the_api():
     import annotations.views_dashboard as views_dashboard
     from annotations import api, downloads
 
-    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(views_dashboard)))
-                if isinstance(node, ast.ImportFrom)}
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(inspect.getsource(views_dashboard)))
+        if isinstance(node, ast.ImportFrom)
+    }
     assert "annotations.api" not in imported and "annotations.downloads" in imported
     assert views_dashboard.study_export_response is downloads.study_export_response
     assert api.study_export_response is downloads.study_export_response
@@ -218,11 +249,14 @@ def test_loading_the_urls_imports_no_numerical_stack():
     import subprocess
     import sys
 
-    code = ("import django, os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'mmeval.settings'; django.setup(); "
-            "import mmeval.urls; print([m for m in ('matplotlib', 'pandas', 'scipy', 'torch') if m in sys.modules])")
+    code = (
+        "import django, os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'mmeval.settings'; django.setup(); "
+        "import mmeval.urls; print([m for m in ('matplotlib', 'pandas', 'scipy', 'torch') if m in sys.modules])"
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mmeval.settings"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
 

@@ -116,6 +116,7 @@ def test_an_answer_committed_before_the_failure_is_found_on_the_retry(study, mon
 
 def test_a_failure_outside_the_view_is_a_retry_page_too(study, monkeypatch):
     """Saving the session happens in a middleware, after the view: still no 500."""
+
     def broken_save(self, must_create=False):
         raise OperationalError("could not connect to server")
 
@@ -140,6 +141,7 @@ def test_an_unreachable_database_at_entry_creates_nobody(study, monkeypatch):
 def test_the_retry_page_shows_the_public_title_it_remembered_never_the_internal_name(study, monkeypatch):
     """The retry page may not touch the database: it shows the public title the entry page
     left in the cache, and the default title for a study it has not seen."""
+
     def unreachable(**kwargs):
         raise OperationalError("could not connect to server: Connection refused")
 

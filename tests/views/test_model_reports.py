@@ -20,13 +20,12 @@ from workers.report_pipeline import model_report_run_inline
 pytestmark = pytest.mark.django_db
 
 
-
-
 @pytest.fixture
 def done(alice, toy) -> ModelReport:
     model, dataset = toy
-    report = model_report_create(owner=alice, model=model, dataset=dataset, slices=SLICES,
-                                 options={**FAST_OPTIONS, "checkpoints": ["all"]})
+    report = model_report_create(
+        owner=alice, model=model, dataset=dataset, slices=SLICES, options={**FAST_OPTIONS, "checkpoints": ["all"]}
+    )
     model_report_run_inline(report_id=report.pk)
     report.refresh_from_db()
     assert report.status == "done", report.error
@@ -35,8 +34,12 @@ def done(alice, toy) -> ModelReport:
 
 def _urls(report: ModelReport) -> list[str]:
     base = f"/model-reports/{report.pk}"
-    return [f"{base}/", f"{base}/progress.json", f"{base}/report.json",
-            *[f"{base}/{table}.csv" for table in ("items", "summary", "slices", "robustness", "learning")]]
+    return [
+        f"{base}/",
+        f"{base}/progress.json",
+        f"{base}/report.json",
+        *[f"{base}/{table}.csv" for table in ("items", "summary", "slices", "robustness", "learning")],
+    ]
 
 
 def test_only_the_owner_sees_a_report(client, charlie, done):
@@ -59,7 +62,7 @@ def test_finished_report_page_shows_figures_and_tables(client, alice, done):
     assert len(svgs) == 6  # reliance, distributions, types, slices, robustness, learning
     for chunk in svgs:
         ElementTree.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")  # well-formed SVG
-    assert "positive <span class=\"hint\">(<code>sign == pos</code>" in page
+    assert 'positive <span class="hint">(<code>sign == pos</code>' in page
     assert "Checkpoint <b>broken</b>: OSError: checkpoint file broken.pt is truncated" in page
     assert "epoch-1 → epoch-2" in page and "epoch-1 → epoch-3" in page  # OGR between checkpoints, and overall
     assert "Thresholds: gain 0.05, interaction strength 0.2." in page
@@ -72,7 +75,7 @@ def test_downloads(client, alice, done):
     assert json.loads(response.content) == done.result
     response = client.get(f"/model-reports/{done.pk}/items.csv")
     assert response["Content-Type"].startswith("text/csv")
-    assert f'model-report-{done.pk}-items.csv' in response["Content-Disposition"]
+    assert f"model-report-{done.pk}-items.csv" in response["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [r["id"] for r in rows] == [f"it{i}" for i in range(30)]
     summary = list(csv.DictReader(io.StringIO(client.get(f"/model-reports/{done.pk}/summary.csv").content.decode())))
@@ -85,9 +88,16 @@ def test_the_form_creates_a_report_and_its_page_follows_it(client, alice, toy):
     model, dataset = toy
     client.force_login(alice)
     assert client.get(f"/model-reports/?model={model.pk}").status_code == 200
-    response = client.post("/model-reports/", {
-        "model": model.pk, "dataset": dataset.pk, "slices": "slices:\n  positive: label == pos\n",
-        "checkpoints": "epoch-1, epoch-3", "options": "{seed: 4, noise_levels: [0, 1]}"})
+    response = client.post(
+        "/model-reports/",
+        {
+            "model": model.pk,
+            "dataset": dataset.pk,
+            "slices": "slices:\n  positive: label == pos\n",
+            "checkpoints": "epoch-1, epoch-3",
+            "options": "{seed: 4, noise_levels: [0, 1]}",
+        },
+    )
     report = ModelReport.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/model-reports/{report.pk}/"
     assert report.options["checkpoints"] == ["epoch-1", "epoch-3"] and report.options["seed"] == 4
@@ -103,14 +113,18 @@ def test_the_form_creates_a_report_and_its_page_follows_it(client, alice, toy):
 def test_form_errors_land_on_their_fields(client, alice, toy):
     model, dataset = toy
     client.force_login(alice)
-    page = client.post("/model-reports/", {"model": model.pk, "dataset": dataset.pk,
-                                           "slices": "slices:\n  bias: label == pos and sgn == 1\n"}).content.decode()
+    page = client.post(
+        "/model-reports/",
+        {"model": model.pk, "dataset": dataset.pk, "slices": "slices:\n  bias: label == pos and sgn == 1\n"},
+    ).content.decode()
     assert "slices.bias, column 18: unknown field &#x27;sgn&#x27;" in page
-    page = client.post("/model-reports/", {"model": model.pk, "dataset": dataset.pk,
-                                           "options": "{noise_levels: [1, 0]}"}).content.decode()
+    page = client.post(
+        "/model-reports/", {"model": model.pk, "dataset": dataset.pk, "options": "{noise_levels: [1, 0]}"}
+    ).content.decode()
     assert "options.noise_levels: must start at 0 and increase" in page
-    page = client.post("/model-reports/", {"model": model.pk, "dataset": dataset.pk,
-                                           "slices": "slices: [unclosed"}).content.decode()
+    page = client.post(
+        "/model-reports/", {"model": model.pk, "dataset": dataset.pk, "slices": "slices: [unclosed"}
+    ).content.decode()
     assert "the slices file is not valid YAML" in page
     assert not ModelReport.objects.exists()
 
@@ -132,8 +146,10 @@ def test_embedded_mode_computes_the_report_in_the_background(client, alice, toy,
     settings.CELERY_TASK_ALWAYS_EAGER = True  # no broker: the report runs in a thread of this process
     model, dataset = toy
     client.force_login(alice)
-    client.post("/model-reports/", {"model": model.pk, "dataset": dataset.pk,
-                                    "options": json.dumps({**FAST_OPTIONS, "emap": False})})
+    client.post(
+        "/model-reports/",
+        {"model": model.pk, "dataset": dataset.pk, "options": json.dumps({**FAST_OPTIONS, "emap": False})},
+    )
     report = ModelReport.objects.get()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -45,8 +45,11 @@ from tests.builders.studies import build_study, enter_and_start
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SRC = re.compile(r'src="([^"]+)"')
-ARMS = [ConditionSpec("baseline"), ConditionSpec("ig", ["heatmap", "tokens"]),
-        ConditionSpec("inter", ["interaction", "top_pairs", "share"])]
+ARMS = [
+    ConditionSpec("baseline"),
+    ConditionSpec("ig", ["heatmap", "tokens"]),
+    ConditionSpec("inter", ["interaction", "top_pairs", "share"]),
+]
 
 
 class RowLockHolder:
@@ -87,12 +90,17 @@ def _lock_shared_rows(study_pk: int):
     def lock() -> int:
         study = Study.objects.get(pk=study_pk)
         querysets = [
-            Study.objects.filter(pk=study.pk), RegisteredModel.objects.filter(pk=study.model_id),
-            Dataset.objects.filter(pk=study.dataset_id), Condition.objects.filter(study=study),
-            Item.objects.filter(dataset_id=study.dataset_id), StudyItem.objects.filter(study=study),
-            Prediction.objects.filter(model_id=study.model_id), Explanation.objects.filter(model_id=study.model_id),
+            Study.objects.filter(pk=study.pk),
+            RegisteredModel.objects.filter(pk=study.model_id),
+            Dataset.objects.filter(pk=study.dataset_id),
+            Condition.objects.filter(study=study),
+            Item.objects.filter(dataset_id=study.dataset_id),
+            StudyItem.objects.filter(study=study),
+            Prediction.objects.filter(model_id=study.model_id),
+            Explanation.objects.filter(model_id=study.model_id),
         ]
         return sum(len(list(qs.select_for_update(no_key=True))) for qs in querysets)
+
     return lock
 
 
@@ -132,9 +140,20 @@ def _walk_pages(client: Client, study, query: str) -> Participant:
 
 @pytest.fixture
 def study(alice, tmp_path):
-    return build_study(alice, tmp_path, n_dataset_items=24, n_items=8, items_per_participant=3, raters_per_item=2,
-                       conditions=ARMS, learning_items=1, attention_checks=1, pretest=True, survey=True,
-                       name="locks")
+    return build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=8,
+        items_per_participant=3,
+        raters_per_item=2,
+        conditions=ARMS,
+        learning_items=1,
+        attention_checks=1,
+        pretest=True,
+        survey=True,
+        name="locks",
+    )
 
 
 def test_participants_go_through_while_the_shared_rows_are_locked(study):

@@ -11,25 +11,38 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from annotations.selectors.exports import PARTICIPANT_COLUMNS, study_participant_records
 from annotations.models import Assignment, Participant, Prediction, Response, Slot
+from annotations.selectors.exports import PARTICIPANT_COLUMNS, study_participant_records
 from annotations.services.participants import leases_reclaim
 from annotations.services.studies import ConditionSpec, study_close
 from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db
 
-ALL_VIEWS = [ConditionSpec("baseline"), ConditionSpec("everything", ["heatmap", "tokens", "share", "interaction",
-                                                                      "top_pairs"])]
+ALL_VIEWS = [
+    ConditionSpec("baseline"),
+    ConditionSpec("everything", ["heatmap", "tokens", "share", "interaction", "top_pairs"]),
+]
 SRC = re.compile(r'src="([^"]+)"')
 
 
 @pytest.fixture
 def study(alice, tmp_path):
     """Pre-test, 2 learning items, 1 attention check, survey; 3 test items per participant."""
-    return build_study(alice, tmp_path, n_dataset_items=24, n_items=6, items_per_participant=3, raters_per_item=2,
-                       conditions=ALL_VIEWS, learning_items=2, attention_checks=1, pretest=True, survey=True,
-                       name="pages")
+    return build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=2,
+        conditions=ALL_VIEWS,
+        learning_items=2,
+        attention_checks=1,
+        pretest=True,
+        survey=True,
+        name="pages",
+    )
 
 
 def _enter(client: Client, study, query: str = "") -> Participant:
@@ -58,8 +71,9 @@ def _answer_one_then_run_out_of_time(client: Client, study, query: str) -> Parti
     participant = _enter(client, study, query)
     assignment = _current(participant)
     client.get(f"/s/{study.public_id}/item/")
-    client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
-                                                                       "confidence": 3})
+    client.post(
+        f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0], "confidence": 3}
+    )
     Assignment.objects.filter(participant=participant).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     return participant
 
@@ -107,8 +121,10 @@ def test_learning_reveals_the_answer_and_the_test_does_not(study):
             assert ('<img class="view ' in html) == (assignment.phase == "test")  # the pre-test shows no explanation
             for url in SRC.findall(html):
                 assert client.get(url).status_code == 200, url
-            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                        {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3})
+            client.post(
+                f"/s/{study.public_id}/item/{assignment.public_id}/",
+                {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3},
+            )
     assert phases == ["pretest"] * 3 + ["learning"] * 2 + ["test"] * 4
     survey = client.get(f"/s/{study.public_id}/survey/")
     assert b'name="helpfulness"' in survey.content
@@ -140,8 +156,9 @@ def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice, tmp_pat
     assert owner.get(f"/s/{other_study.public_id}/a/{assignment.public_id}/input/image").status_code == 404
     assert owner.get(f"/s/{study.public_id}/a/00000000-0000-4000-8000-000000000000/input/image").status_code == 404
     # Answered: the item's media are gone.
-    owner.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
-                                                                       "confidence": 2})
+    owner.post(
+        f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0], "confidence": 2}
+    )
     assert owner.get(f"{base}/input/image").status_code == 404
     # Walk to the test phase of the explanation arm and check the media there.
     intruder = Client()
@@ -154,8 +171,9 @@ def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice, tmp_pat
                 if a.phase == "learning":
                     client.post(f"/s/{study.public_id}/learn/{a.public_id}/")
                 else:
-                    client.post(f"/s/{study.public_id}/item/{a.public_id}/", {"guess": a.candidate_order[0],
-                                                                               "confidence": 2})
+                    client.post(
+                        f"/s/{study.public_id}/item/{a.public_id}/", {"guess": a.candidate_order[0], "confidence": 2}
+                    )
             a = _current(participant)
             html = client.get(f"/s/{study.public_id}/item/").content.decode()
             urls = SRC.findall(html)
@@ -195,7 +213,8 @@ def test_participant_pages_may_be_framed_by_mturk_only(study):
     response = Client().get(f"/s/{study.public_id}/")
     assert "X-Frame-Options" not in response
     assert response["Content-Security-Policy"] == (
-        "frame-ancestors 'self' https://worker.mturk.com https://www.mturk.com https://workersandbox.mturk.com")
+        "frame-ancestors 'self' https://worker.mturk.com https://www.mturk.com https://workersandbox.mturk.com"
+    )
     assert "no-store" in response["Cache-Control"]
 
 
@@ -204,8 +223,10 @@ def test_participant_pages_may_be_framed_by_mturk_only(study):
 
 def test_mturk_preview_describes_the_task_and_creates_nothing(study):
     client = Client()
-    page = client.get(f"/s/{study.public_id}/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1"
-                      f"&turkSubmitTo=https://workersandbox.mturk.com")
+    page = client.get(
+        f"/s/{study.public_id}/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1"
+        f"&turkSubmitTo=https://workersandbox.mturk.com"
+    )
     assert page.status_code == 200 and b'id="mturk-preview"' in page.content and b'id="consent"' not in page.content
     assert not Participant.objects.exists()
     assert not any(key.startswith(("participant:", "entry:")) for key in client.session.keys())
@@ -214,7 +235,9 @@ def test_mturk_preview_describes_the_task_and_creates_nothing(study):
 def test_mturk_worker_ends_with_a_form_posting_to_mturk(alice, tmp_path):
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="turk")
     client = Client()
-    participant = _enter(client, study, "?workerId=W1&assignmentId=A77&hitId=H1&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com")
+    participant = _enter(
+        client, study, "?workerId=W1&assignmentId=A77&hitId=H1&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com"
+    )
     assert (participant.platform, participant.platform_id) == ("mturk", "W1")
     _walk(client, study, participant)
     done = client.get(f"/s/{study.public_id}/done/")
@@ -235,15 +258,26 @@ def test_forged_turk_submit_to_cannot_send_the_form_elsewhere(alice, tmp_path):
 
 
 def test_screened_out_prolific_participant_gets_the_screened_out_code(alice, tmp_path):
-    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=6, items_per_participant=3, raters_per_item=1,
-                        attention_checks=1, exclusion_rules={"screen_out_at_attention_failures": 1}, survey=True,
-                        name="screen")
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=1,
+        attention_checks=1,
+        exclusion_rules={"screen_out_at_attention_failures": 1},
+        survey=True,
+        name="screen",
+    )
     client = Client()
     participant = _enter(client, study, "?PROLIFIC_PID=bad&STUDY_ID=s&SESSION_ID=x")
     while (assignment := _current(participant)).kind != "attention":
         client.get(f"/s/{study.public_id}/item/")
-        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                    {"guess": assignment.candidate_order[0], "confidence": 3})
+        client.post(
+            f"/s/{study.public_id}/item/{assignment.public_id}/",
+            {"guess": assignment.candidate_order[0], "confidence": 3},
+        )
     page = client.get(f"/s/{study.public_id}/item/").content.decode()
     assert f"please choose <b>{assignment.expected_answer}</b>" in page
     wrong = next(c for c in assignment.candidate_order if c != assignment.expected_answer)
@@ -260,16 +294,19 @@ def test_returning_prolific_participant_resumes_in_a_new_browser_and_finished_is
     participant = _enter(first, study, query)
     assignment = _current(participant)
     first.get(f"/s/{study.public_id}/item/")
-    first.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0],
-                                                                       "confidence": 3})
+    first.post(
+        f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0], "confidence": 3}
+    )
     second = Client()  # another device: no session
     response = second.get(f"/s/{study.public_id}/{query}")
     assert response.status_code == 302 and response.url.endswith("/item/")
     assert second.get(response.url).status_code == 200
     assert _current(participant).pk != assignment.pk
     _walk(second, study, participant)
-    second.post(f"/s/{study.public_id}/survey/", {"helpfulness": "3", "comment": ""} if participant.condition.views
-                else {"comment": ""})
+    second.post(
+        f"/s/{study.public_id}/survey/",
+        {"helpfulness": "3", "comment": ""} if participant.condition.views else {"comment": ""},
+    )
     participant.refresh_from_db()
     assert participant.phase == "done"
     third = Client()
@@ -306,8 +343,9 @@ def test_double_click_on_consent_creates_one_participant(study):
 
 
 def test_full_and_closed_studies_say_so(alice, tmp_path):
-    tiny = build_study(alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1,
-                       name="tiny")
+    tiny = build_study(
+        alice, tmp_path, n_dataset_items=4, n_items=2, items_per_participant=2, raters_per_item=1, name="tiny"
+    )
     _enter(Client(), tiny)
     _enter(Client(), tiny)
     client = Client()
@@ -330,8 +368,9 @@ def test_submitting_for_another_participants_assignment_is_refused(study):
     victim.get(f"/s/{study.public_id}/item/")
     before = _snapshot(study)
 
-    response = forger.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                           {"guess": assignment.candidate_order[0], "confidence": 5})
+    response = forger.post(
+        f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0], "confidence": 5}
+    )
     learn = forger.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
 
     assert response.status_code == 400 and b"not assigned to you" in response.content
@@ -367,8 +406,12 @@ def test_guess_outside_the_candidates_is_refused(alice, tmp_path):
     client.get(f"/s/{study.public_id}/item/")
     before = _snapshot(study)
     not_shown = next(label for label in study.model.labels if label not in assignment.candidate_order)
-    for data in ({"guess": not_shown, "confidence": 3}, {"guess": "", "confidence": 3},
-                 {"guess": assignment.candidate_order[0], "confidence": 9}, {"confidence": 3}):
+    for data in (
+        {"guess": not_shown, "confidence": 3},
+        {"guess": "", "confidence": 3},
+        {"guess": assignment.candidate_order[0], "confidence": 9},
+        {"confidence": 3},
+    ):
         response = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", data)
         assert response.status_code == 400
     assert _snapshot(study) == before
@@ -391,8 +434,9 @@ def test_posts_without_a_csrf_token_are_refused(study):
     client.get(f"/s/{study.public_id}/item/")
     before = _snapshot(study)
 
-    response = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                           {"guess": assignment.candidate_order[0], "confidence": 3})
+    response = client.post(
+        f"/s/{study.public_id}/item/{assignment.public_id}/", {"guess": assignment.candidate_order[0], "confidence": 3}
+    )
 
     assert response.status_code == 403 and b"form has expired" in response.content
     assert _snapshot(study) == before
@@ -425,16 +469,20 @@ def test_time_limit_ends_the_study_with_what_was_answered(alice, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("platform, query", [
-    ("link", ""),
-    ("prolific", "?PROLIFIC_PID=slowpoke&STUDY_ID=s&SESSION_ID=x"),
-    ("mturk", "?workerId=W9&assignmentId=A9&hitId=H9&turkSubmitTo=https%3A%2F%2Fwww.mturk.com"),
-])
+@pytest.mark.parametrize(
+    "platform, query",
+    [
+        ("link", ""),
+        ("prolific", "?PROLIFIC_PID=slowpoke&STUDY_ID=s&SESSION_ID=x"),
+        ("mturk", "?workerId=W9&assignmentId=A9&hitId=H9&turkSubmitTo=https%3A%2F%2Fwww.mturk.com"),
+    ],
+)
 def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path, platform, query):
     """Beat reclaims the leases of someone who answered nothing in time: they are told the
     time ran out and asked to return the task; no survey, no code, no redirect, no form."""
-    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
-                        name=f"late-{platform}")
+    study = build_study(
+        alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True, name=f"late-{platform}"
+    )
     client = Client()
     participant = _enter(client, study, query)
     assert participant.platform == platform
@@ -467,8 +515,9 @@ def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path,
 @pytest.mark.django_db(transaction=True)
 def test_time_run_out_after_an_answer_still_completes(alice, tmp_path):
     """Someone who answered something did work: the survey, then the completion code."""
-    study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True,
-                        name="half")
+    study = build_study(
+        alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True, name="half"
+    )
     client = Client()
     participant = _answer_one_then_run_out_of_time(client, study, "?PROLIFIC_PID=half&STUDY_ID=s&SESSION_ID=x")
     leases_reclaim()

@@ -20,8 +20,16 @@ FORMS = ["instructions/", "survey/", "item/{assignment}/", "learn/{assignment}/"
 
 @pytest.fixture
 def study(alice, tmp_path):
-    return build_study(alice, tmp_path, n_dataset_items=12, n_items=4, items_per_participant=2, raters_per_item=2,
-                       survey=True, name="preamble")
+    return build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=12,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        survey=True,
+        name="preamble",
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -39,17 +47,25 @@ def test_a_form_without_a_participant_is_refused_and_changes_nothing(study, form
     owner.post(f"/s/{study.public_id}/consent/")
     owner.post(f"/s/{study.public_id}/instructions/")
     assignment = Assignment.objects.filter(status=Assignment.Status.ACTIVE).first()
-    before = (Participant.objects.count(), Response.objects.count(),
-              list(Assignment.objects.order_by("pk").values_list("status", flat=True)))
+    before = (
+        Participant.objects.count(),
+        Response.objects.count(),
+        list(Assignment.objects.order_by("pk").values_list("status", flat=True)),
+    )
 
     stranger = Client()
-    response = stranger.post(f"/s/{study.public_id}/" + form.format(assignment=assignment.public_id),
-                             {"guess": "red", "confidence": 3, "helpfulness": 3})
+    response = stranger.post(
+        f"/s/{study.public_id}/" + form.format(assignment=assignment.public_id),
+        {"guess": "red", "confidence": 3, "helpfulness": 3},
+    )
 
     assert response.status_code == 403
     assert b"Your session has ended" in response.content
-    assert (Participant.objects.count(), Response.objects.count(),
-            list(Assignment.objects.order_by("pk").values_list("status", flat=True))) == before
+    assert (
+        Participant.objects.count(),
+        Response.objects.count(),
+        list(Assignment.objects.order_by("pk").values_list("status", flat=True)),
+    ) == before
 
 
 def test_an_unknown_study_is_not_found_on_every_page(study):

@@ -19,17 +19,38 @@ pytestmark = pytest.mark.django_db(transaction=True)  # autocommit, as under gun
 
 SRC = re.compile(r'src="([^"]+)"')
 BUDGET = {
-    "entry GET": 6, "consent POST": 12, "instructions POST": 14, "item GET": 7, "media GET": 1,
-    "answer POST": 10, "learn POST": 9, "survey POST": 11, "done GET": 2,
+    "entry GET": 6,
+    "consent POST": 12,
+    "instructions POST": 14,
+    "item GET": 7,
+    "media GET": 1,
+    "answer POST": 10,
+    "learn POST": 9,
+    "survey POST": 11,
+    "done GET": 2,
 }
 
 
-def test_every_participant_route_keeps_to_its_query_budget(alice, tmp_path, django_assert_max_num_queries,
-                                                           django_assert_num_queries):
-    study = build_study(alice, tmp_path, n_dataset_items=24, n_items=8, items_per_participant=3, raters_per_item=2,
-                        conditions=[ConditionSpec("everything", ["heatmap", "tokens", "interaction", "top_pairs",
-                                                                 "share"]), ConditionSpec("baseline")],
-                        learning_items=2, attention_checks=1, pretest=True, survey=True, name="budget")
+def test_every_participant_route_keeps_to_its_query_budget(
+    alice, tmp_path, django_assert_max_num_queries, django_assert_num_queries
+):
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=8,
+        items_per_participant=3,
+        raters_per_item=2,
+        conditions=[
+            ConditionSpec("everything", ["heatmap", "tokens", "interaction", "top_pairs", "share"]),
+            ConditionSpec("baseline"),
+        ],
+        learning_items=2,
+        attention_checks=1,
+        pretest=True,
+        survey=True,
+        name="budget",
+    )
     client, base = Client(), f"/s/{study.public_id}"
     routes_seen = set()
 
@@ -53,8 +74,12 @@ def test_every_participant_route_keeps_to_its_query_budget(alice, tmp_path, djan
         if assignment.phase == "learning":
             request("learn POST", client.post, f"{base}/learn/{assignment.public_id}/")
         else:
-            request("answer POST", client.post, f"{base}/item/{assignment.public_id}/",
-                    {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3})
+            request(
+                "answer POST",
+                client.post,
+                f"{base}/item/{assignment.public_id}/",
+                {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3},
+            )
     request("survey POST", client.post, f"{base}/survey/", {"helpfulness": "4", "comment": ""})
     assert request("done GET", client.get, f"{base}/done/").status_code == 302
     assert routes_seen == set(BUDGET)

@@ -17,9 +17,14 @@ pytestmark = pytest.mark.django_db
 
 
 def _use_cache(settings, location: str) -> None:
-    settings.CACHES = {"default": {"BACKEND": "annotations.cache.TolerantRedisCache", "LOCATION": location,
-                                   "KEY_PREFIX": "mmeval-test",
-                                   "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "annotations.cache.TolerantRedisCache",
+            "LOCATION": location,
+            "KEY_PREFIX": "mmeval-test",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 

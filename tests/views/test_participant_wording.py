@@ -24,8 +24,10 @@ pytestmark = pytest.mark.django_db
 
 INTERNAL = "Hypothesis heatmaps beat baseline"
 TITLE = "Guess what a computer answered"
-ARMS = [ConditionSpec("baseline"), ConditionSpec("everything", ["heatmap", "tokens", "share", "interaction",
-                                                                "top_pairs"])]
+ARMS = [
+    ConditionSpec("baseline"),
+    ConditionSpec("everything", ["heatmap", "tokens", "share", "interaction", "top_pairs"]),
+]
 BRAND = re.compile(r'<span class="brand">(.*?)</span>')
 PAGE_TITLE = re.compile(r"<title>(.*?)</title>")
 
@@ -33,9 +35,20 @@ PAGE_TITLE = re.compile(r"<title>(.*?)</title>")
 @pytest.fixture
 def study(alice, tmp_path):
     """Pre-test, 2 learning items, 2 attention checks, survey; 3 test items per participant."""
-    study = build_study(alice, tmp_path, n_dataset_items=30, n_items=6, items_per_participant=3, raters_per_item=2,
-                        conditions=ARMS, learning_items=2, attention_checks=2, pretest=True, survey=True,
-                        name=INTERNAL)
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=30,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=2,
+        conditions=ARMS,
+        learning_items=2,
+        attention_checks=2,
+        pretest=True,
+        survey=True,
+        name=INTERNAL,
+    )
     Study.objects.filter(pk=study.pk).update(public_title=TITLE)
     study.refresh_from_db()
     return study
@@ -75,8 +88,10 @@ def test_every_participant_page_shows_the_public_title_and_never_the_internal_na
         if assignment.phase == Assignment.Phase.LEARNING:
             client.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
         else:
-            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                        {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3})
+            client.post(
+                f"/s/{study.public_id}/item/{assignment.public_id}/",
+                {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3},
+            )
     assert phases == {"pretest", "learning", "test"}
     _titled(client.get(f"/s/{study.public_id}/survey/").content.decode(), "survey")
     client.post(f"/s/{study.public_id}/survey/", {"helpfulness": 3})
@@ -91,7 +106,8 @@ def test_every_participant_page_shows_the_public_title_and_never_the_internal_na
     late.post(f"/s/{study.public_id}/instructions/")
     late.get(f"/s/{study.public_id}/item/")
     Assignment.objects.filter(participant__platform_id="late").update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1))
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     leases_reclaim()
     timed_out = late.get(f"/s/{study.public_id}/done/").content.decode()
     assert 'id="timed-out"' in timed_out
@@ -120,8 +136,9 @@ def test_the_promised_number_of_questions_is_the_number_shown(study):
     assert f"<b>Practice.</b> {held['learning']} examples where" in instructions
     assert f"You will see {sum(held.values())} pictures" in mturk
     # four answers per question: keys A to D, digits for the confidence
-    assert "<kbd>A</kbd>–<kbd>D</kbd> pick an answer, <kbd>1</kbd>–<kbd>5</kbd> set how confident you are" \
-        in instructions
+    assert (
+        "<kbd>A</kbd>–<kbd>D</kbd> pick an answer, <kbd>1</kbd>–<kbd>5</kbd> set how confident you are" in instructions
+    )
     item = client.get(f"/s/{study.public_id}/item/").content.decode()
     assert "<kbd>A</kbd>–<kbd>D</kbd> pick an answer" in item
     assert [re.sub(r"\s", "", k) for k in re.findall(r'name="guess"[^>]*>\s*<kbd>(\w)</kbd>', item)] == list("ABCD")
@@ -132,13 +149,21 @@ def test_scales_are_stated_once_in_text_and_tokens_read_as_written(study):
     """The colour scales stored beside the views are written on the page (legible text, not
     pixels shrunk by the browser), once per item; the patch grid is drawn over the picture;
     punctuation is written against its word."""
-    scales = {"image": {"scale": 0.022, "low": "\u22120.022", "high": "+0.022"},
-              "text": {"scale": 1.5, "low": "\u22121.5", "high": "+1.5"}}
-    grid = {"modality": "image", "width": 16.0, "height": 16.0,
-            "columns": [{"label": "A", "start": 0.0, "end": 8.0}, {"label": "B", "start": 8.0, "end": 16.0}],
-            "rows": [{"label": "1", "start": 0.0, "end": 8.0}, {"label": "2", "start": 8.0, "end": 16.0}]}
-    tokens = [{"text": t, "background": "#f7f7f7", "foreground": "#000000", "title": "0"}
-              for t in ("what", "colour", "(", "roughly", ")", "is", "it", "?")]
+    scales = {
+        "image": {"scale": 0.022, "low": "\u22120.022", "high": "+0.022"},
+        "text": {"scale": 1.5, "low": "\u22121.5", "high": "+1.5"},
+    }
+    grid = {
+        "modality": "image",
+        "width": 16.0,
+        "height": 16.0,
+        "columns": [{"label": "A", "start": 0.0, "end": 8.0}, {"label": "B", "start": 8.0, "end": 16.0}],
+        "rows": [{"label": "1", "start": 0.0, "end": 8.0}, {"label": "2", "start": 8.0, "end": 16.0}],
+    }
+    tokens = [
+        {"text": t, "background": "#f7f7f7", "foreground": "#000000", "title": "0"}
+        for t in ("what", "colour", "(", "roughly", ")", "is", "it", "?")
+    ]
     for row in Explanation.objects.filter(model=study.model):
         if row.method == study.interaction_method:
             row.summary = {"colour_scale": {"scale": 2.3, "low": "\u22122.3", "high": "+2.3"}, "patch_grid": grid}
@@ -156,11 +181,16 @@ def test_scales_are_stated_once_in_text_and_tokens_read_as_written(study):
         if assignment.phase == Assignment.Phase.LEARNING:
             client.post(f"/s/{study.public_id}/learn/{assignment.public_id}/")
         else:
-            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/",
-                        {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3})
+            client.post(
+                f"/s/{study.public_id}/item/{assignment.public_id}/",
+                {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3},
+            )
     html = client.get(f"/s/{study.public_id}/item/").content.decode()
-    for view, name, low, high in (("heatmap", "Picture", "\u22120.022", "+0.022"), ("tokens", "Words", "\u22121.5", "+1.5"),
-                                  ("interaction", "Patch × word", "\u22122.3", "+2.3")):
+    for view, name, low, high in (
+        ("heatmap", "Picture", "\u22120.022", "+0.022"),
+        ("tokens", "Words", "\u22121.5", "+1.5"),
+        ("interaction", "Patch × word", "\u22122.3", "+2.3"),
+    ):
         block = re.search(rf'<span class="scale" id="scale-{view}">(.*?)</span></span></span>', html).group(1)
         assert re.sub(r"<[^>]+>", " ", block).split() == name.split() + [low, "0", high]
     assert html.count('class="scale-bar"') == 3

@@ -28,15 +28,37 @@ def _form(alice, **overrides) -> dict:
     from annotations.models import Dataset, RegisteredModel
 
     data = {
-        "name": "Designed", "dataset": Dataset.objects.get(owner=alice).pk, "model": RegisteredModel.objects.get(
-            owner=alice).pk, "seed": 5, "n_items": 6, "items_per_participant": 3, "raters_per_item": 2,
-        "candidate_mode": "top_k", "n_candidates": 2, "n_distractors": 1, "explanation_method": "integrated_gradients",
-        "interaction_method": "second_order", "explanation_display": "all_candidates", "lease_minutes": 45,
-        "consent_text": "Consent?", "instructions": "Predict the model.", "learning_items": 2, "pretest": "on",
-        "survey": "on", "attention_checks": 1, "min_rt_ms": 900, "max_attention_failures": 0,
-        "max_fast_share": 0.5, "screen_out_at_attention_failures": 2, "completion_code": "", "screened_out_code": "",
-        "arm_0_name": "baseline", "arm_1_name": "ig", "arm_1_views": ["heatmap", "tokens"],
-        "arm_2_name": "pairs", "arm_2_views": ["interaction", "top_pairs", "share"],
+        "name": "Designed",
+        "dataset": Dataset.objects.get(owner=alice).pk,
+        "model": RegisteredModel.objects.get(owner=alice).pk,
+        "seed": 5,
+        "n_items": 6,
+        "items_per_participant": 3,
+        "raters_per_item": 2,
+        "candidate_mode": "top_k",
+        "n_candidates": 2,
+        "n_distractors": 1,
+        "explanation_method": "integrated_gradients",
+        "interaction_method": "second_order",
+        "explanation_display": "all_candidates",
+        "lease_minutes": 45,
+        "consent_text": "Consent?",
+        "instructions": "Predict the model.",
+        "learning_items": 2,
+        "pretest": "on",
+        "survey": "on",
+        "attention_checks": 1,
+        "min_rt_ms": 900,
+        "max_attention_failures": 0,
+        "max_fast_share": 0.5,
+        "screen_out_at_attention_failures": 2,
+        "completion_code": "",
+        "screened_out_code": "",
+        "arm_0_name": "baseline",
+        "arm_1_name": "ig",
+        "arm_1_views": ["heatmap", "tokens"],
+        "arm_2_name": "pairs",
+        "arm_2_views": ["interaction", "top_pairs", "share"],
     }
     data.update(overrides)
     return {k: v for k, v in data.items() if v is not None}
@@ -48,24 +70,38 @@ def test_the_form_creates_the_study_it_describes(researcher, alice):
     assert response.status_code == 302, response.content.decode()[:3000]
     study = Study.objects.get(name="Designed")
     assert {c.name: c.views for c in study.conditions.all()} == {
-        "baseline": [], "ig": ["heatmap", "tokens"], "pairs": ["interaction", "top_pairs", "share"]}
+        "baseline": [],
+        "ig": ["heatmap", "tokens"],
+        "pairs": ["interaction", "top_pairs", "share"],
+    }
     assert (study.n_candidates, study.n_distractors, study.learning_items, study.pretest, study.survey) == (
-        2, 1, 2, True, True)
+        2,
+        1,
+        2,
+        True,
+        True,
+    )
     assert (study.attention_checks, study.min_rt_ms, study.lease_minutes, study.seed) == (1, 900, 45, 5)
-    assert study.exclusion_rules == {"max_attention_failures": 0, "max_fast_share": 0.5,
-                                     "screen_out_at_attention_failures": 2}
+    assert study.exclusion_rules == {
+        "max_attention_failures": 0,
+        "max_fast_share": 0.5,
+        "screen_out_at_attention_failures": 2,
+    }
     page = researcher.get(f"/studies/{study.pk}/").content.decode()
     assert "top 2 + 1 distractor(s)" in page and "2 learning item(s)" in page
 
 
-@pytest.mark.parametrize("overrides, field_message", [
-    ({"arm_0_name": "", "arm_1_name": "", "arm_2_name": ""}, "arms: must be a list"),
-    ({"arm_0_views": ["heatmap"]}, "arms: need exactly one baseline arm"),
-    ({"items_per_participant": 9}, "cannot exceed items.n"),
-    ({"explanation_method": "magic"}, "unknown value &#x27;magic&#x27;"),
-    ({"n_distractors": 5}, "exceeds the model&#x27;s 4 labels"),
-    ({"completion_code": "SAME", "screened_out_code": "SAME"}, "must differ from codes.completed"),
-])
+@pytest.mark.parametrize(
+    "overrides, field_message",
+    [
+        ({"arm_0_name": "", "arm_1_name": "", "arm_2_name": ""}, "arms: must be a list"),
+        ({"arm_0_views": ["heatmap"]}, "arms: need exactly one baseline arm"),
+        ({"items_per_participant": 9}, "cannot exceed items.n"),
+        ({"explanation_method": "magic"}, "unknown value &#x27;magic&#x27;"),
+        ({"n_distractors": 5}, "exceeds the model&#x27;s 4 labels"),
+        ({"completion_code": "SAME", "screened_out_code": "SAME"}, "must differ from codes.completed"),
+    ],
+)
 def test_bad_designs_are_refused_with_the_field_named(researcher, alice, overrides, field_message):
     response = researcher.post("/studies/new/", _form(alice, **overrides))
     assert response.status_code == 200
@@ -94,6 +130,7 @@ def test_preview_walks_a_ready_study_without_taking_slots_or_recording_data(alic
     # Someone else's study cannot be previewed.
     charlie = Client()
     from django.contrib.auth import get_user_model
+
     charlie.force_login(get_user_model().objects.create_user("mallory", password="x" * 12))
     assert charlie.post(f"/studies/{study.pk}/preview/").status_code == 404
 
@@ -116,8 +153,11 @@ def test_exclusion_rules_can_change_until_launch_only(alice, tmp_path):
 def _edit_post(study, **changes) -> dict:
     """The edit form's answers as a browser posts them (unchecked boxes and blanks left out)."""
     data = {**StudyForm.initial_for(study), **changes}
-    return {key: "on" if value is True else value for key, value in data.items()
-            if value is not None and value is not False and value != ""}
+    return {
+        key: "on" if value is True else value
+        for key, value in data.items()
+        if value is not None and value is not False and value != ""
+    }
 
 
 def test_a_ready_study_is_edited_back_to_draft_with_a_fresh_pool(alice, tmp_path):
@@ -128,16 +168,32 @@ def test_a_ready_study_is_edited_back_to_draft_with_a_fresh_pool(alice, tmp_path
     form = client.get(f"/studies/{study.pk}/edit/").content.decode()
     assert 'value="editable"' in form and "Save design" in form and "back to draft" in form
 
-    response = client.post(f"/studies/{study.pk}/edit/", _edit_post(
-        study, name="edited", public_title="Guess the robot", n_items=6, arm_1_views=["tokens"],
-        arm_2_name="shares", arm_2_views=["share"]))
+    response = client.post(
+        f"/studies/{study.pk}/edit/",
+        _edit_post(
+            study,
+            name="edited",
+            public_title="Guess the robot",
+            n_items=6,
+            arm_1_views=["tokens"],
+            arm_2_name="shares",
+            arm_2_views=["share"],
+        ),
+    )
 
     assert response.status_code == 302, response.content.decode()[:2000]
     study.refresh_from_db()
     assert (study.name, study.public_title, study.status, study.design["n_items"]) == (
-        "edited", "Guess the robot", "draft", 6)
-    assert {c.name: c.views for c in study.conditions.all()} == {"baseline": [], "heatmap": ["tokens"],
-                                                                 "shares": ["share"]}
+        "edited",
+        "Guess the robot",
+        "draft",
+        6,
+    )
+    assert {c.name: c.views for c in study.conditions.all()} == {
+        "baseline": [],
+        "heatmap": ["tokens"],
+        "shares": ["share"],
+    }
     assert not study.study_items.exists() and not Participant.objects.filter(pk=preview.pk).exists()
     assert "Participants see <b>Guess the robot</b>" in client.get(f"/studies/{study.pk}/").content.decode()
 

@@ -39,8 +39,9 @@ import importlib
 import inspect
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -141,7 +142,7 @@ class ReportHooks(Protocol):
         """The saved training checkpoints, in training order: ``[{"name": "step-100", "step":
         100}, ...]`` (``step`` may be None; plain names are accepted too)."""
 
-    def load_checkpoint(self, name: str) -> "ModelAdapter":
+    def load_checkpoint(self, name: str) -> ModelAdapter:
         """A loaded adapter (``load`` already called, same device) with the weights of checkpoint
         ``name``; ``self`` is left unchanged. Raise any exception for a checkpoint that cannot
         be read: the report records it and goes on with the others."""
@@ -180,8 +181,9 @@ def adapter_path_split(dotted_path: str) -> tuple[str, str]:
         raise AdapterError(f"adapter path {dotted_path!r} must look like 'package.module:Factory'")
     top = module_name.split(".")[0]
     if top in sys.stdlib_module_names:
-        raise AdapterError(f"adapter path {dotted_path!r} points into Python's standard library "
-                           f"('{top}'), not to an adapter package")
+        raise AdapterError(
+            f"adapter path {dotted_path!r} points into Python's standard library ('{top}'), not to an adapter package"
+        )
     return module_name, attr
 
 
@@ -214,8 +216,9 @@ def adapter_from_path(dotted_path: str, options: Mapping[str, Any] | None = None
     except AttributeError as exc:
         raise AdapterError(f"adapter {dotted_path}: module {module_name!r} has no attribute {attr!r}") from exc
     if not callable(factory) or inspect.isbuiltin(factory):
-        raise AdapterError(f"adapter {dotted_path}: {attr} is a {type(factory).__name__}, not an adapter "
-                           "class or factory function")
+        raise AdapterError(
+            f"adapter {dotted_path}: {attr} is a {type(factory).__name__}, not an adapter class or factory function"
+        )
     call = f"{attr}({', '.join(f'{key}=…' for key in options)})"
     try:
         adapter = factory(**options)
@@ -223,8 +226,17 @@ def adapter_from_path(dotted_path: str, options: Mapping[str, Any] | None = None
         raise AdapterError(f"adapter {dotted_path}: creating it ({call}) failed: {error_text(exc)}") from exc
     missing = [
         name
-        for name in ("labels", "modalities", "load", "encode", "embed", "head", "baselines",
-                     "feature_groups", "describe_groups")
+        for name in (
+            "labels",
+            "modalities",
+            "load",
+            "encode",
+            "embed",
+            "head",
+            "baselines",
+            "feature_groups",
+            "describe_groups",
+        )
         if not hasattr(adapter, name)
     ]
     if missing:

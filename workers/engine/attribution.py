@@ -59,8 +59,9 @@ import contextlib
 import inspect
 import math
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -199,7 +200,7 @@ class PreparedBatch:
             mask = mask.squeeze(d)
         return mask
 
-    def caller(self, what: str) -> "HeadCaller":
+    def caller(self, what: str) -> HeadCaller:
         return HeadCaller(self.adapter, self.batch, self.inputs, what=what)
 
 
@@ -211,13 +212,17 @@ def _normalise_mask(mask: Any, inp: Tensor, name: str) -> Tensor:
             raise AdapterError(f"feature_groups('{name}') must hold integer group IDs")
     mask = mask.to(device=inp.device, dtype=torch.long)
     if mask.dim() > inp.dim():
-        raise AdapterError(f"feature_groups('{name}') has shape {tuple(mask.shape)}, more dimensions "
-                           f"than the embedded tensor {tuple(inp.shape)}")
+        raise AdapterError(
+            f"feature_groups('{name}') has shape {tuple(mask.shape)}, more dimensions "
+            f"than the embedded tensor {tuple(inp.shape)}"
+        )
     mask = mask.reshape((1,) * (inp.dim() - mask.dim()) + tuple(mask.shape))
     for d in range(inp.dim()):
         if mask.shape[d] not in (1, inp.shape[d]):
-            raise AdapterError(f"feature_groups('{name}') shape {tuple(mask.shape)} does not broadcast "
-                               f"to the embedded shape {tuple(inp.shape)}")
+            raise AdapterError(
+                f"feature_groups('{name}') shape {tuple(mask.shape)} does not broadcast "
+                f"to the embedded shape {tuple(inp.shape)}"
+            )
     mask = mask.expand(inp.shape[0], *mask.shape[1:]).contiguous()
     if mask.numel() and int(mask.min()) < 0:
         raise AdapterError(f"feature_groups('{name}') has negative group IDs")
@@ -256,8 +261,9 @@ def prepare_batch(adapter: ModelAdapter, batch: Any) -> PreparedBatch:
         try:
             base = base.expand_as(inp).contiguous()
         except RuntimeError:
-            raise AdapterError(f"baselines('{name}') shape {tuple(base.shape)} does not match the "
-                               f"embedded shape {tuple(inp.shape)}") from None
+            raise AdapterError(
+                f"baselines('{name}') shape {tuple(base.shape)} does not match the embedded shape {tuple(inp.shape)}"
+            ) from None
         inputs_out.append(inp)
         baselines_out.append(base)
         masks_out.append(_normalise_mask(mask, inp, name))
@@ -266,12 +272,20 @@ def prepare_batch(adapter: ModelAdapter, batch: Any) -> PreparedBatch:
         per_mod = [torch.unique(mask[b]) for mask in masks_out]
         all_ids = torch.cat(per_mod)
         if torch.unique(all_ids).numel() != all_ids.numel():
-            raise AdapterError(f"item {b}: feature group IDs are not unique across modalities "
-                               "(the protocol numbers every modality's groups apart)")
+            raise AdapterError(
+                f"item {b}: feature group IDs are not unique across modalities "
+                "(the protocol numbers every modality's groups apart)"
+            )
         group_ids.append(per_mod)
-    return PreparedBatch(adapter=adapter, batch=batch, modalities=modalities,
-                         inputs=tuple(inputs_out), baselines=tuple(baselines_out),
-                         masks=tuple(masks_out), group_ids=group_ids)
+    return PreparedBatch(
+        adapter=adapter,
+        batch=batch,
+        modalities=modalities,
+        inputs=tuple(inputs_out),
+        baselines=tuple(baselines_out),
+        masks=tuple(masks_out),
+        group_ids=group_ids,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,8 +321,7 @@ class HeadCaller:
     ``rows`` count head calls and rows, for cost reports and tests.
     """
 
-    def __init__(self, adapter: ModelAdapter, batch: Any, base_inputs: Sequence[Tensor], *,
-                 what: str) -> None:
+    def __init__(self, adapter: ModelAdapter, batch: Any, base_inputs: Sequence[Tensor], *, what: str) -> None:
         self.adapter = adapter
         self.batch = batch
         self.base = tuple(base_inputs)
@@ -353,14 +366,18 @@ class HeadCaller:
         self.calls += 1
         self.rows += n
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != n:
-            raise AdapterError(f"head returned shape {tuple(getattr(out, 'shape', ()))} for {n} rows; "
-                               f"expected ({n}, n_labels)")
+            raise AdapterError(
+                f"head returned shape {tuple(getattr(out, 'shape', ()))} for {n} rows; expected ({n}, n_labels)"
+            )
         bad = ~torch.isfinite(out).all(dim=1)
         if bool(bad.any()):
             rows = torch.nonzero(bad).flatten()
             items = sorted(set((rows % self.n_items).tolist()))
-            raise NonFiniteError(f"adapter.head returned NaN/Inf logits during {self.what} ({int(bad.sum())} "
-                                 f"of {n} rows); refusing to compute scores from them", batch_items=items)
+            raise NonFiniteError(
+                f"adapter.head returned NaN/Inf logits during {self.what} ({int(bad.sum())} "
+                f"of {n} rows); refusing to compute scores from them",
+                batch_items=items,
+            )
         return out
 
 
@@ -373,8 +390,9 @@ def check_finite(tensors: Sequence[Tensor | None], *, what: str) -> None:
         bad = ~torch.isfinite(flat).all(dim=1)
         if bool(bad.any()):
             items = torch.nonzero(bad).flatten().tolist()
-            raise NonFiniteError(f"{what} produced NaN/Inf values; refusing to return them as scores",
-                                 batch_items=items)
+            raise NonFiniteError(
+                f"{what} produced NaN/Inf values; refusing to return them as scores", batch_items=items
+            )
 
 
 @contextlib.contextmanager
@@ -497,12 +515,14 @@ def _per_eval(max_rows: int | None, size: int, unbounded: int) -> int:
 
 def _raw(attrs: Any, caller: HeadCaller, delta: Tensor | None = None) -> RawAttribution:
     attrs = attrs if isinstance(attrs, tuple) else (attrs,)
-    return RawAttribution(tuple(a.detach() for a in attrs), None if delta is None else delta.detach(),
-                          caller.calls, caller.rows)
+    return RawAttribution(
+        tuple(a.detach() for a in attrs), None if delta is None else delta.detach(), caller.calls, caller.rows
+    )
 
 
-def integrated_gradients(p: PreparedBatch, targets: Tensor, *, n_steps: int = 50,
-                         method: str = "gausslegendre", max_rows: int | None = None) -> RawAttribution:
+def integrated_gradients(
+    p: PreparedBatch, targets: Tensor, *, n_steps: int = 50, method: str = "gausslegendre", max_rows: int | None = None
+) -> RawAttribution:
     r"""Integrated Gradients (Sundararajan et al. 2017) from the adapter's baselines.
 
     ``attr_i = (x_i - x'_i) * integral_0^1 df(x' + a (x - x'))/dx_i da`` on the target logit,
@@ -527,13 +547,19 @@ def integrated_gradients(p: PreparedBatch, targets: Tensor, *, n_steps: int = 50
     caller = p.caller("integrated_gradients")
     internal = None if max_rows is None else max(int(max_rows), p.size)
     attrs, delta = IntegratedGradients(caller).attribute(
-        p.inputs, baselines=p.baselines, target=targets, additional_forward_args=(p.item_index,),
-        n_steps=n_steps, method=method, internal_batch_size=internal, return_convergence_delta=True)
+        p.inputs,
+        baselines=p.baselines,
+        target=targets,
+        additional_forward_args=(p.item_index,),
+        n_steps=n_steps,
+        method=method,
+        internal_batch_size=internal,
+        return_convergence_delta=True,
+    )
     return _raw(attrs, caller, delta)
 
 
-def saliency(p: PreparedBatch, targets: Tensor, *, abs: bool = True,
-             max_rows: int | None = None) -> RawAttribution:
+def saliency(p: PreparedBatch, targets: Tensor, *, abs: bool = True, max_rows: int | None = None) -> RawAttribution:
     r"""Saliency (Simonyan et al. 2013): the gradient of the target logit, by Captum's
     ``Saliency`` (absolute value by default).
 
@@ -549,8 +575,7 @@ def saliency(p: PreparedBatch, targets: Tensor, *, abs: bool = True,
     Cost: 1 forward and 1 backward pass per item, in one head call.
     """
     caller = p.caller("saliency")
-    attrs = Saliency(caller).attribute(p.inputs, target=targets, abs=abs,
-                                       additional_forward_args=(p.item_index,))
+    attrs = Saliency(caller).attribute(p.inputs, target=targets, abs=abs, additional_forward_args=(p.item_index,))
     return _raw(attrs, caller)
 
 
@@ -569,14 +594,20 @@ def input_x_gradient(p: PreparedBatch, targets: Tensor, *, max_rows: int | None 
     Cost: 1 forward and 1 backward pass per item, in one head call.
     """
     caller = p.caller("input_x_gradient")
-    attrs = InputXGradient(caller).attribute(p.inputs, target=targets,
-                                             additional_forward_args=(p.item_index,))
+    attrs = InputXGradient(caller).attribute(p.inputs, target=targets, additional_forward_args=(p.item_index,))
     return _raw(attrs, caller)
 
 
-def gradient_shap(p: PreparedBatch, targets: Tensor, *, n_samples: int = 20, stdevs: float = 0.0,
-                  baselines: tuple[Tensor, ...] | None = None, seed: int | None = 0,
-                  max_rows: int | None = None) -> RawAttribution:
+def gradient_shap(
+    p: PreparedBatch,
+    targets: Tensor,
+    *,
+    n_samples: int = 20,
+    stdevs: float = 0.0,
+    baselines: tuple[Tensor, ...] | None = None,
+    seed: int | None = 0,
+    max_rows: int | None = None,
+) -> RawAttribution:
     r"""GradientShap (Lundberg & Lee 2017) by Captum's ``GradientShap``: the expectation of
     ``(x - x') * grad f(x' + a (x - x') + noise)`` over random ``a ~ U(0, 1)`` and baselines
     ``x'`` drawn from a distribution.
@@ -611,8 +642,14 @@ def gradient_shap(p: PreparedBatch, targets: Tensor, *, n_samples: int = 20, std
     gs = GradientShap(caller)
     with seeded(seed, p.device):
         for n in chunks:
-            attrs = gs.attribute(p.inputs, baselines=dist, target=targets,
-                                 additional_forward_args=(p.item_index,), n_samples=n, stdevs=stdevs)
+            attrs = gs.attribute(
+                p.inputs,
+                baselines=dist,
+                target=targets,
+                additional_forward_args=(p.item_index,),
+                n_samples=n,
+                stdevs=stdevs,
+            )
             attrs = attrs if isinstance(attrs, tuple) else (attrs,)
             scaled = [a.detach() * (n / n_samples) for a in attrs] if len(chunks) > 1 else list(attrs)
             total = scaled if total is None else [t + s for t, s in zip(total, scaled)]
@@ -620,8 +657,7 @@ def gradient_shap(p: PreparedBatch, targets: Tensor, *, n_samples: int = 20, std
     return _raw(tuple(total), caller)
 
 
-def feature_ablation(p: PreparedBatch, targets: Tensor, *,
-                     max_rows: int | None = None) -> RawAttribution:
+def feature_ablation(p: PreparedBatch, targets: Tensor, *, max_rows: int | None = None) -> RawAttribution:
     r"""Feature ablation on the adapter's feature groups, by Captum's ``FeatureAblation``
     with one cross-tensor feature mask: the score of group ``g`` is ``f(x) - f(x with group g
     at its baseline)``.
@@ -642,8 +678,13 @@ def feature_ablation(p: PreparedBatch, targets: Tensor, *,
     caller = p.caller("feature_ablation")
     n_features = max(sum(len(ids) for ids in row) for row in p.group_ids)
     attrs = FeatureAblation(caller).attribute(
-        p.inputs, baselines=p.baselines, target=targets, additional_forward_args=(p.item_index,),
-        feature_mask=p.masks, perturbations_per_eval=_per_eval(max_rows, p.size, n_features))
+        p.inputs,
+        baselines=p.baselines,
+        target=targets,
+        additional_forward_args=(p.item_index,),
+        feature_mask=p.masks,
+        perturbations_per_eval=_per_eval(max_rows, p.size, n_features),
+    )
     return _raw(attrs, caller)
 
 
@@ -677,9 +718,9 @@ def _normalise_strides(strides: Any, windows: tuple[tuple[int, ...], ...]) -> tu
     return tuple((s,) * len(w) if isinstance(s, int) else tuple(s) for s, w in zip(strides, windows))
 
 
-def occlusion_windows(p: PreparedBatch, *,
-                      sliding_window_shapes: tuple[tuple[int, ...], ...] | None = None,
-                      strides: Any = None) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...], int]:
+def occlusion_windows(
+    p: PreparedBatch, *, sliding_window_shapes: tuple[tuple[int, ...], ...] | None = None, strides: Any = None
+) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...], int]:
     """The windows :func:`occlusion` slides over ``p``, for callers that count its passes
     (the benchmark's floor) without running it.
 
@@ -699,13 +740,19 @@ def occlusion_windows(p: PreparedBatch, *,
     strides_n = _normalise_strides(strides, windows)
     n_windows = sum(
         math.prod((s - w) // t + 1 for s, w, t in zip(inp.shape[1:], win, st))
-        for inp, win, st in zip(p.inputs, windows, strides_n))
+        for inp, win, st in zip(p.inputs, windows, strides_n)
+    )
     return windows, strides_n, n_windows
 
 
-def occlusion(p: PreparedBatch, targets: Tensor, *,
-              sliding_window_shapes: tuple[tuple[int, ...], ...] | None = None,
-              strides: Any = None, max_rows: int | None = None) -> RawAttribution:
+def occlusion(
+    p: PreparedBatch,
+    targets: Tensor,
+    *,
+    sliding_window_shapes: tuple[tuple[int, ...], ...] | None = None,
+    strides: Any = None,
+    max_rows: int | None = None,
+) -> RawAttribution:
     r"""Occlusion (Zeiler & Fergus 2014) by Captum's ``Occlusion``: sliding windows replaced
     by the baseline; each element gets the mean output drop of the windows covering it.
     Windows ignore the adapter's groups (group scores are then mean element scores).
@@ -727,17 +774,22 @@ def occlusion(p: PreparedBatch, targets: Tensor, *,
     Cost: ``1 + W`` forward passes per item, ``W`` = total number of window positions.
     """
     caller = p.caller("occlusion")
-    windows, strides_n, n_windows = occlusion_windows(p, sliding_window_shapes=sliding_window_shapes,
-                                                      strides=strides)
+    windows, strides_n, n_windows = occlusion_windows(p, sliding_window_shapes=sliding_window_shapes, strides=strides)
     attrs = Occlusion(caller).attribute(
-        p.inputs, sliding_window_shapes=windows, strides=strides_n, baselines=p.baselines,
-        target=targets, additional_forward_args=(p.item_index,),
-        perturbations_per_eval=_per_eval(max_rows, p.size, n_windows))
+        p.inputs,
+        sliding_window_shapes=windows,
+        strides=strides_n,
+        baselines=p.baselines,
+        target=targets,
+        additional_forward_args=(p.item_index,),
+        perturbations_per_eval=_per_eval(max_rows, p.size, n_windows),
+    )
     return _raw(attrs, caller)
 
 
-def shapley_value_sampling(p: PreparedBatch, targets: Tensor, *, n_samples: int = 25,
-                           seed: int | None = 0, max_rows: int | None = None) -> RawAttribution:
+def shapley_value_sampling(
+    p: PreparedBatch, targets: Tensor, *, n_samples: int = 25, seed: int | None = 0, max_rows: int | None = None
+) -> RawAttribution:
     r"""Shapley Value Sampling (Castro et al. 2009) on the feature groups, by Captum's
     ``ShapleyValueSampling``: groups are added from the baseline in ``n_samples`` random
     orders and each group gets its mean marginal contribution.
@@ -759,15 +811,26 @@ def shapley_value_sampling(p: PreparedBatch, targets: Tensor, *, n_samples: int 
     n_features = max(sum(len(ids) for ids in row) for row in p.group_ids)
     with seeded(seed, p.device):
         attrs = ShapleyValueSampling(caller).attribute(
-            p.inputs, baselines=p.baselines, target=targets,
-            additional_forward_args=(p.item_index,), feature_mask=p.masks, n_samples=n_samples,
-            perturbations_per_eval=_per_eval(max_rows, p.size, n_features))
+            p.inputs,
+            baselines=p.baselines,
+            target=targets,
+            additional_forward_args=(p.item_index,),
+            feature_mask=p.masks,
+            n_samples=n_samples,
+            perturbations_per_eval=_per_eval(max_rows, p.size, n_features),
+        )
     return _raw(attrs, caller)
 
 
-def kernel_shap(p: PreparedBatch, targets: Tensor, *, n_samples: int = 64, seed: int | None = 0,
-                interpretable_model: Model | None = None,
-                max_rows: int | None = None) -> RawAttribution:
+def kernel_shap(
+    p: PreparedBatch,
+    targets: Tensor,
+    *,
+    n_samples: int = 64,
+    seed: int | None = 0,
+    interpretable_model: Model | None = None,
+    max_rows: int | None = None,
+) -> RawAttribution:
     r"""Kernel SHAP (Lundberg & Lee 2017) on the feature groups, by Captum's ``KernelShap``
     with its Shapley-kernel sampling and a closed-form weighted least-squares surrogate
     (:class:`WeightedLinearRegression`, ``alpha=0``; Captum's default surrogate needs sklearn).
@@ -793,15 +856,29 @@ def kernel_shap(p: PreparedBatch, targets: Tensor, *, n_samples: int = 64, seed:
     ks = KernelShap(caller)
     ks.interpretable_model = interpretable_model or WeightedLinearRegression(alpha=0.0)
     with seeded(seed, p.device):
-        attrs = ks.attribute(p.inputs, baselines=p.baselines, target=targets,
-                             additional_forward_args=(p.item_index,), feature_mask=p.masks,
-                             n_samples=n_samples, perturbations_per_eval=_per_eval(max_rows, p.size, n_samples))
+        attrs = ks.attribute(
+            p.inputs,
+            baselines=p.baselines,
+            target=targets,
+            additional_forward_args=(p.item_index,),
+            feature_mask=p.masks,
+            n_samples=n_samples,
+            perturbations_per_eval=_per_eval(max_rows, p.size, n_samples),
+        )
     return _raw(attrs, caller)
 
 
-def lime(p: PreparedBatch, targets: Tensor, *, n_samples: int = 64, seed: int | None = 0,
-         interpretable_model: Model | None = None, similarity_func: Callable | None = None,
-         perturb_func: Callable | None = None, max_rows: int | None = None) -> RawAttribution:
+def lime(
+    p: PreparedBatch,
+    targets: Tensor,
+    *,
+    n_samples: int = 64,
+    seed: int | None = 0,
+    interpretable_model: Model | None = None,
+    similarity_func: Callable | None = None,
+    perturb_func: Callable | None = None,
+    max_rows: int | None = None,
+) -> RawAttribution:
     r"""LIME (Ribeiro et al. 2016) on the feature groups, by Captum's ``Lime``: random binary
     group masks (each group kept with probability 1/2, else set to its baseline), weighted by
     Captum's exponential cosine-distance kernel, fitted by a weighted ridge regression
@@ -833,9 +910,14 @@ def lime(p: PreparedBatch, targets: Tensor, *, n_samples: int = 64, seed: int | 
         kwargs["perturb_func"] = perturb_func
     with seeded(seed, p.device):
         attrs = Lime(caller, **kwargs).attribute(
-            p.inputs, baselines=p.baselines, target=targets,
-            additional_forward_args=(p.item_index,), feature_mask=p.masks, n_samples=n_samples,
-            perturbations_per_eval=_per_eval(max_rows, p.size, n_samples))
+            p.inputs,
+            baselines=p.baselines,
+            target=targets,
+            additional_forward_args=(p.item_index,),
+            feature_mask=p.masks,
+            n_samples=n_samples,
+            perturbations_per_eval=_per_eval(max_rows, p.size, n_samples),
+        )
     return _raw(attrs, caller)
 
 
@@ -875,25 +957,79 @@ class AttributionMethod:
 METHODS: dict[str, AttributionMethod] = {
     spec.name: spec
     for spec in (
-        AttributionMethod("integrated_gradients", integrated_gradients, IntegratedGradients, "sum",
-                          False, False, True, 256,
-                          "n_steps forward + n_steps backward, + 2 forward for the delta"),
-        AttributionMethod("saliency", saliency, Saliency, "sum", False, False, True, None,
-                          "1 forward + 1 backward"),
-        AttributionMethod("input_x_gradient", input_x_gradient, InputXGradient, "sum", False, False,
-                          True, None, "1 forward + 1 backward"),
-        AttributionMethod("gradient_shap", gradient_shap, GradientShap, "sum", True, False, True, 256,
-                          "n_samples forward + n_samples backward"),
-        AttributionMethod("feature_ablation", feature_ablation, FeatureAblation, "mean", False, False,
-                          False, 256, "1 + G forward"),
-        AttributionMethod("occlusion", occlusion, Occlusion, "mean", False, False, False, 256,
-                          "1 + number of window positions forward"),
-        AttributionMethod("shapley_value_sampling", shapley_value_sampling, ShapleyValueSampling,
-                          "mean", True, False, False, 256, "1 + n_samples * G forward"),
-        AttributionMethod("kernel_shap", kernel_shap, KernelShap, "mean", True, True, False, 256,
-                          "n_samples forward (x B padding when B > 1)"),
-        AttributionMethod("lime", lime, Lime, "mean", True, True, False, 256,
-                          "n_samples forward (x B padding when B > 1)"),
+        AttributionMethod(
+            "integrated_gradients",
+            integrated_gradients,
+            IntegratedGradients,
+            "sum",
+            False,
+            False,
+            True,
+            256,
+            "n_steps forward + n_steps backward, + 2 forward for the delta",
+        ),
+        AttributionMethod("saliency", saliency, Saliency, "sum", False, False, True, None, "1 forward + 1 backward"),
+        AttributionMethod(
+            "input_x_gradient",
+            input_x_gradient,
+            InputXGradient,
+            "sum",
+            False,
+            False,
+            True,
+            None,
+            "1 forward + 1 backward",
+        ),
+        AttributionMethod(
+            "gradient_shap",
+            gradient_shap,
+            GradientShap,
+            "sum",
+            True,
+            False,
+            True,
+            256,
+            "n_samples forward + n_samples backward",
+        ),
+        AttributionMethod(
+            "feature_ablation", feature_ablation, FeatureAblation, "mean", False, False, False, 256, "1 + G forward"
+        ),
+        AttributionMethod(
+            "occlusion",
+            occlusion,
+            Occlusion,
+            "mean",
+            False,
+            False,
+            False,
+            256,
+            "1 + number of window positions forward",
+        ),
+        AttributionMethod(
+            "shapley_value_sampling",
+            shapley_value_sampling,
+            ShapleyValueSampling,
+            "mean",
+            True,
+            False,
+            False,
+            256,
+            "1 + n_samples * G forward",
+        ),
+        AttributionMethod(
+            "kernel_shap",
+            kernel_shap,
+            KernelShap,
+            "mean",
+            True,
+            True,
+            False,
+            256,
+            "n_samples forward (x B padding when B > 1)",
+        ),
+        AttributionMethod(
+            "lime", lime, Lime, "mean", True, True, False, 256, "n_samples forward (x B padding when B > 1)"
+        ),
     )
 }
 
@@ -971,8 +1107,15 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def summarize(p: PreparedBatch, raw: RawAttribution, *, method: str, targets: Tensor,
-              group_reduce: str, options: Mapping[str, Any] | None = None) -> list[ItemAttribution]:
+def summarize(
+    p: PreparedBatch,
+    raw: RawAttribution,
+    *,
+    method: str,
+    targets: Tensor,
+    group_reduce: str,
+    options: Mapping[str, Any] | None = None,
+) -> list[ItemAttribution]:
     """Turn Captum's ``(B, *S_m)`` attributions into per-item maps, group scores and shares.
 
     Raises :class:`NonFiniteError` if an attribution or the delta is NaN/Inf.
@@ -991,8 +1134,10 @@ def summarize(p: PreparedBatch, raw: RawAttribution, *, method: str, targets: Te
         reduced = attr.sum(dim=dims) if dims else attr
         smask = p.spatial_mask(m).cpu()
         if reduced.shape != smask.shape:
-            raise AdapterError(f"{method}: attribution shape {tuple(attr.shape)} does not match the "
-                               f"mask of modality {p.modalities[m]!r}")
+            raise AdapterError(
+                f"{method}: attribution shape {tuple(attr.shape)} does not match the "
+                f"mask of modality {p.modalities[m]!r}"
+            )
         # All items at once: each element's slot in its item's sorted group-ID row (padding
         # past an item's groups is int64 max, so every row stays sorted), then one scatter.
         table, slot = _group_slots(p, m, smask)
@@ -1011,8 +1156,8 @@ def summarize(p: PreparedBatch, raw: RawAttribution, *, method: str, targets: Te
         counts_b = p.n_groups(m)
         scores_np, table_np = scores.numpy(), table.numpy()
         per_mod_maps.append(maps.numpy())
-        per_mod_scores.append([scores_np[b, :counts_b[b]] for b in range(p.size)])
-        per_mod_ids.append([table_np[b, :counts_b[b]] for b in range(p.size)])
+        per_mod_scores.append([scores_np[b, : counts_b[b]] for b in range(p.size)])
+        per_mod_ids.append([table_np[b, : counts_b[b]] for b in range(p.size)])
     target_list = targets.detach().cpu().tolist()
     delta_list = None if raw.delta is None else raw.delta.detach().cpu().reshape(-1).tolist()
     out = []
@@ -1020,18 +1165,20 @@ def summarize(p: PreparedBatch, raw: RawAttribution, *, method: str, targets: Te
         totals = {name: float(per_mod_scores[m][b].sum()) for m, name in enumerate(p.modalities)}
         denom = sum(abs(v) for v in totals.values())
         share = {name: (v / denom if denom > 0 else 0.0) for name, v in totals.items()}
-        out.append(ItemAttribution(
-            method=method,
-            target=int(target_list[b]),
-            modalities=p.modalities,
-            maps={name: per_mod_maps[m][b] for m, name in enumerate(p.modalities)},
-            group_ids={name: per_mod_ids[m][b] for m, name in enumerate(p.modalities)},
-            group_scores={name: per_mod_scores[m][b] for m, name in enumerate(p.modalities)},
-            modality_totals=totals,
-            modality_share=share,
-            convergence_delta=None if delta_list is None else float(delta_list[b]),
-            options=dict(options or {}),
-        ))
+        out.append(
+            ItemAttribution(
+                method=method,
+                target=int(target_list[b]),
+                modalities=p.modalities,
+                maps={name: per_mod_maps[m][b] for m, name in enumerate(p.modalities)},
+                group_ids={name: per_mod_ids[m][b] for m, name in enumerate(p.modalities)},
+                group_scores={name: per_mod_scores[m][b] for m, name in enumerate(p.modalities)},
+                modality_totals=totals,
+                modality_share=share,
+                convergence_delta=None if delta_list is None else float(delta_list[b]),
+                options=dict(options or {}),
+            )
+        )
     return out
 
 
@@ -1095,8 +1242,15 @@ def run_method(p: PreparedBatch, method: str, targets: Any, **options: Any) -> R
         return spec.run(p, t, **options)
 
 
-def attribute(adapter: ModelAdapter, batch: Any, *, method: str, targets: Any,
-              prepared: PreparedBatch | None = None, **options: Any) -> list[ItemAttribution]:
+def attribute(
+    adapter: ModelAdapter,
+    batch: Any,
+    *,
+    method: str,
+    targets: Any,
+    prepared: PreparedBatch | None = None,
+    **options: Any,
+) -> list[ItemAttribution]:
     """Attribute each item's target logit to its modalities with one registered method.
 
     Args:

@@ -80,8 +80,9 @@ def _check_file(path: Path, modality: str, *, max_image_pixels: int) -> str | No
                 with Image.open(path) as img:  # reads the header only
                     width, height = img.size
                     if width * height > max_image_pixels:
-                        return _too_many_pixels(path, modality, f"{width * height:,} pixels ({width}x{height})",
-                                                max_image_pixels)
+                        return _too_many_pixels(
+                            path, modality, f"{width * height:,} pixels ({width}x{height})", max_image_pixels
+                        )
                     img.verify()
                 with Image.open(path) as img:
                     img.load()  # verify() checks chunks only; load() decodes the pixels
@@ -99,8 +100,9 @@ def _too_many_pixels(path: Path, modality: str, pixels: str, limit: int) -> str:
     return f"{modality} file '{path}' has {pixels}, more than the limit of {limit:,} pixels"
 
 
-def read_dataset_jsonl(path: Path, *, files_within: Path | None = None,
-                       max_image_pixels: int = IMAGE_MAX_PIXELS) -> list[DatasetLine]:
+def read_dataset_jsonl(
+    path: Path, *, files_within: Path | None = None, max_image_pixels: int = IMAGE_MAX_PIXELS
+) -> list[DatasetLine]:
     """Parse and validate a dataset file; raise :class:`DatasetFormatError` listing every bad
     line (bad JSON, missing field, missing or unreadable file, duplicate id, an image with
     more than ``max_image_pixels`` pixels).
@@ -121,8 +123,9 @@ def read_dataset_jsonl(path: Path, *, files_within: Path | None = None,
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1  # 1-based, like every other line number
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DatasetFormatError([LineError(line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} is byte "
-                                                  f"{column} of the line)")]) from None
+        raise DatasetFormatError(
+            [LineError(line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} is byte {column} of the line)")]
+        ) from None
 
     # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends, which are no line ends.
     for number, raw in enumerate(text.split("\n"), start=1):
@@ -153,8 +156,11 @@ def read_dataset_jsonl(path: Path, *, files_within: Path | None = None,
             if missing:
                 problems.append("missing field " + ", ".join(f"'{m}'" for m in missing))
             if extra:
-                problems.append("unexpected field " + ", ".join(f"'{m}'" for m in extra)
-                                + " (every line must have the same modalities)")
+                problems.append(
+                    "unexpected field "
+                    + ", ".join(f"'{m}'" for m in extra)
+                    + " (every line must have the same modalities)"
+                )
 
         item: dict[str, Any] = {}
         if "id" in obj and obj["id"] is not None:

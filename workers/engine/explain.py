@@ -21,9 +21,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from traceback import format_exception
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,8 +94,13 @@ class Prediction:
     logits: np.ndarray
 
     def to_json(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "label_index": self.label_index, "label": self.label,
-                "probabilities": self.probabilities.tolist(), "logits": self.logits.tolist()}
+        return {
+            "item_id": self.item_id,
+            "label_index": self.label_index,
+            "label": self.label,
+            "probabilities": self.probabilities.tolist(),
+            "logits": self.logits.tolist(),
+        }
 
 
 def _predictions(p: PreparedBatch, items: Sequence[RawItem]) -> list[Prediction]:
@@ -105,15 +111,22 @@ def _predictions(p: PreparedBatch, items: Sequence[RawItem]) -> list[Prediction]
     out = []
     for b, item in enumerate(items):
         k = int(logits[b].argmax())
-        out.append(Prediction(item_id=item.get("id"), label_index=k, label=labels[k],
-                              probabilities=probs[b].numpy(), logits=logits[b].numpy()))
+        out.append(
+            Prediction(
+                item_id=item.get("id"),
+                label_index=k,
+                label=labels[k],
+                probabilities=probs[b].numpy(),
+                logits=logits[b].numpy(),
+            )
+        )
     return out
 
 
 def _chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
     if size < 1:
         raise ValueError("batch_size must be at least 1")
-    return [seq[s:s + size] for s in range(0, len(seq), size)]
+    return [seq[s : s + size] for s in range(0, len(seq), size)]
 
 
 def predict(adapter: ModelAdapter, items: Sequence[RawItem], *, batch_size: int = 32) -> list[Prediction]:
@@ -204,8 +217,9 @@ class ItemExplanation:
         }
 
 
-def _resolve_targets(targets: Any, preds: list[Prediction], labels: Sequence[str],
-                     positions: Sequence[int]) -> list[list[int]]:
+def _resolve_targets(
+    targets: Any, preds: list[Prediction], labels: Sequence[str], positions: Sequence[int]
+) -> list[list[int]]:
     """Per item of the batch, the list of target class indices."""
     n_labels = len(labels)
 
@@ -244,8 +258,12 @@ def _resolve_targets(targets: Any, preds: list[Prediction], labels: Sequence[str
     return out
 
 
-def _options_for(name: str, max_rows: Mapping[str, int | None] | None,
-                 method_options: Mapping[str, Mapping[str, Any]] | None, seed: int | None) -> dict[str, Any]:
+def _options_for(
+    name: str,
+    max_rows: Mapping[str, int | None] | None,
+    method_options: Mapping[str, Mapping[str, Any]] | None,
+    seed: int | None,
+) -> dict[str, Any]:
     opts = dict((method_options or {}).get(name, {}))
     if max_rows is not None and name in max_rows:
         opts["max_rows"] = max_rows[name]
@@ -283,8 +301,12 @@ def _validate(methods: Sequence[str], interactions: Sequence[str], targets: Any,
     for name in interactions:
         if name not in INTERACTIONS:
             raise ValueError(f"unknown interaction {name!r}; known: {list(INTERACTIONS)}")
-    if (targets is not None and not isinstance(targets, (str, int, np.integer))
-            and not (isinstance(targets, torch.Tensor) and targets.dim() == 0) and len(targets) != n_items):
+    if (
+        targets is not None
+        and not isinstance(targets, (str, int, np.integer))
+        and not (isinstance(targets, torch.Tensor) and targets.dim() == 0)
+        and len(targets) != n_items
+    ):
         raise ValueError(f"got {len(targets)} target entries for {n_items} items")
 
 
@@ -295,8 +317,9 @@ def _as_item(b: int, exc: NonFiniteError) -> NonFiniteError:
 
 def _naming_items(exc: NonFiniteError, chunk: Sequence[RawItem], positions: Sequence[int]) -> NonFiniteError:
     """``exc`` with its batch positions replaced by the items' ids and positions in ``items``."""
-    named = ", ".join(f"{chunk[b].get('id')!r} (position {positions[b]})"
-                      for b in exc.batch_items if 0 <= b < len(chunk))
+    named = ", ".join(
+        f"{chunk[b].get('id')!r} (position {positions[b]})" for b in exc.batch_items if 0 <= b < len(chunk)
+    )
     return NonFiniteError(f"item(s) {named}: {exc.detail}")
 
 
@@ -306,12 +329,20 @@ def _failure_text(exc: BaseException) -> str:
     return error_text(exc)
 
 
-def _explain_chunk(adapter: ModelAdapter, chunk: Sequence[RawItem], positions: list[int], *,
-                   methods: list[str], interactions: list[str], targets: Any, labels: tuple[str, ...],
-                   max_rows: Mapping[str, int | None] | None,
-                   method_options: Mapping[str, Mapping[str, Any]] | None,
-                   interaction_modalities: Sequence[str] | None,
-                   seed: int | None) -> list[ItemExplanation]:
+def _explain_chunk(
+    adapter: ModelAdapter,
+    chunk: Sequence[RawItem],
+    positions: list[int],
+    *,
+    methods: list[str],
+    interactions: list[str],
+    targets: Any,
+    labels: tuple[str, ...],
+    max_rows: Mapping[str, int | None] | None,
+    method_options: Mapping[str, Mapping[str, Any]] | None,
+    interaction_modalities: Sequence[str] | None,
+    seed: int | None,
+) -> list[ItemExplanation]:
     """Explain one batch; see :func:`explain_items`. ``positions`` index ``targets``."""
     batch = adapter.encode(chunk)
     p = prepare_batch(adapter, batch)
@@ -319,9 +350,15 @@ def _explain_chunk(adapter: ModelAdapter, chunk: Sequence[RawItem], positions: l
     described = adapter.describe_groups(batch)
     tlists = _resolve_targets(targets, preds, labels, positions)
     explanations = [
-        ItemExplanation(item_id=item.get("id"), position=pos, modalities=p.modalities, labels=labels,
-                        prediction=pred, targets=tl,
-                        groups=[[g.as_dict() for g in mod] for mod in described[b]])
+        ItemExplanation(
+            item_id=item.get("id"),
+            position=pos,
+            modalities=p.modalities,
+            labels=labels,
+            prediction=pred,
+            targets=tl,
+            groups=[[g.as_dict() for g in mod] for mod in described[b]],
+        )
         for b, (item, pos, pred, tl) in enumerate(zip(chunk, positions, preds, tlists))
     ]
     singles: dict[int, PreparedBatch] = {}
@@ -346,7 +383,7 @@ def _explain_chunk(adapter: ModelAdapter, chunk: Sequence[RawItem], positions: l
         for name in methods:
             opts = _options_for(name, max_rows, method_options, seed)
             if METHODS[name].per_example and len(chunk) > 1:
-                res = [one_item(b, name, t_k[b:b + 1], opts) if active[b] else None for b in range(len(chunk))]
+                res = [one_item(b, name, t_k[b : b + 1], opts) if active[b] else None for b in range(len(chunk))]
             else:
                 res = attribute(adapter, batch, method=name, targets=t_k, prepared=p, **opts)
             for b, r in enumerate(res):
@@ -355,31 +392,37 @@ def _explain_chunk(adapter: ModelAdapter, chunk: Sequence[RawItem], positions: l
         for name in interactions:
             opts = _options_for(name, max_rows, method_options, seed)
             if name == "modality_interaction":
-                mres = modality_interaction(adapter, batch, targets=t_k, prepared=p,
-                                            modalities=interaction_modalities, **opts)
+                mres = modality_interaction(
+                    adapter, batch, targets=t_k, prepared=p, modalities=interaction_modalities, **opts
+                )
                 for b, r in enumerate(mres):
                     if active[b]:
                         explanations[b].modality_interactions.append(r)
             else:
-                cres = cross_modal_interaction(adapter, batch, method=name, targets=t_k, prepared=p,
-                                               modalities=interaction_modalities, **opts)
+                cres = cross_modal_interaction(
+                    adapter, batch, method=name, targets=t_k, prepared=p, modalities=interaction_modalities, **opts
+                )
                 for b, r in enumerate(cres):
                     if active[b]:
                         explanations[b].cross_interactions.setdefault(name, []).append(r)
     return explanations
 
 
-def explain_items_iter(adapter: ModelAdapter, items: Sequence[RawItem], *,
-                       methods: Sequence[str] = ("integrated_gradients",),
-                       interactions: Sequence[str] = (),
-                       targets: Any = "predicted",
-                       batch_size: int = 8,
-                       max_rows: Mapping[str, int | None] | None = None,
-                       method_options: Mapping[str, Mapping[str, Any]] | None = None,
-                       interaction_modalities: Sequence[str] | None = None,
-                       seed: int | None = 0,
-                       keep_going: bool = False,
-                       progress: Progress | None = None) -> Iterator[ItemExplanation | ItemFailure]:
+def explain_items_iter(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    methods: Sequence[str] = ("integrated_gradients",),
+    interactions: Sequence[str] = (),
+    targets: Any = "predicted",
+    batch_size: int = 8,
+    max_rows: Mapping[str, int | None] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    interaction_modalities: Sequence[str] | None = None,
+    seed: int | None = 0,
+    keep_going: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[ItemExplanation | ItemFailure]:
     """:func:`explain_items`, one result per item as each batch finishes, in order.
 
     With ``keep_going``, a batch that raises is redone one item at a time, and an item that
@@ -396,13 +439,21 @@ def explain_items_iter(adapter: ModelAdapter, items: Sequence[RawItem], *,
     _validate(methods, interactions, targets, len(items))
     chunks = _chunks(items, batch_size)
     labels = tuple(str(x) for x in adapter.labels)
-    options = dict(methods=methods, interactions=interactions, targets=targets, labels=labels,
-                   max_rows=max_rows, method_options=method_options,
-                   interaction_modalities=interaction_modalities, seed=seed)
+    options = dict(
+        methods=methods,
+        interactions=interactions,
+        targets=targets,
+        labels=labels,
+        max_rows=max_rows,
+        method_options=method_options,
+        interaction_modalities=interaction_modalities,
+        seed=seed,
+    )
 
     def failure(item: RawItem, pos: int, exc: Exception) -> ItemFailure:
-        return ItemFailure(item_id=item.get("id"), position=pos, error=_failure_text(exc),
-                           traceback="".join(format_exception(exc)))
+        return ItemFailure(
+            item_id=item.get("id"), position=pos, error=_failure_text(exc), traceback="".join(format_exception(exc))
+        )
 
     def alone(item: RawItem, pos: int) -> ItemExplanation | ItemFailure:
         try:
@@ -422,8 +473,11 @@ def explain_items_iter(adapter: ModelAdapter, items: Sequence[RawItem], *,
                     if isinstance(exc, NonFiniteError) and exc.batch_items:
                         raise _naming_items(exc, chunk, positions) from exc
                     raise
-                results = ([failure(chunk[0], positions[0], exc)] if len(chunk) == 1
-                           else [alone(item, pos) for item, pos in zip(chunk, positions)])
+                results = (
+                    [failure(chunk[0], positions[0], exc)]
+                    if len(chunk) == 1
+                    else [alone(item, pos) for item, pos in zip(chunk, positions)]
+                )
             done += len(chunk)
             if progress is not None:
                 progress(done, len(items))
@@ -432,16 +486,20 @@ def explain_items_iter(adapter: ModelAdapter, items: Sequence[RawItem], *,
     return run()
 
 
-def explain_items(adapter: ModelAdapter, items: Sequence[RawItem], *,
-                  methods: Sequence[str] = ("integrated_gradients",),
-                  interactions: Sequence[str] = (),
-                  targets: Any = "predicted",
-                  batch_size: int = 8,
-                  max_rows: Mapping[str, int | None] | None = None,
-                  method_options: Mapping[str, Mapping[str, Any]] | None = None,
-                  interaction_modalities: Sequence[str] | None = None,
-                  seed: int | None = 0,
-                  progress: Progress | None = None) -> list[ItemExplanation]:
+def explain_items(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    methods: Sequence[str] = ("integrated_gradients",),
+    interactions: Sequence[str] = (),
+    targets: Any = "predicted",
+    batch_size: int = 8,
+    max_rows: Mapping[str, int | None] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    interaction_modalities: Sequence[str] | None = None,
+    seed: int | None = 0,
+    progress: Progress | None = None,
+) -> list[ItemExplanation]:
     """Predict and explain every item.
 
     Args:
@@ -474,9 +532,19 @@ def explain_items(adapter: ModelAdapter, items: Sequence[RawItem], *,
     ``items``) when the model or a method produces NaN/Inf, ``ValueError`` for unknown names
     or bad targets. :func:`explain_items_iter` with ``keep_going`` isolates failing items.
     """
-    results = explain_items_iter(adapter, items, methods=methods, interactions=interactions, targets=targets,
-                                 batch_size=batch_size, max_rows=max_rows, method_options=method_options,
-                                 interaction_modalities=interaction_modalities, seed=seed, progress=progress)
+    results = explain_items_iter(
+        adapter,
+        items,
+        methods=methods,
+        interactions=interactions,
+        targets=targets,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        method_options=method_options,
+        interaction_modalities=interaction_modalities,
+        seed=seed,
+        progress=progress,
+    )
     return [r for r in results if isinstance(r, ItemExplanation)]
 
 
@@ -501,12 +569,17 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def measure_best_batch_size(adapter: ModelAdapter, items: Sequence[RawItem], *, method: str,
-                            candidates: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024),
-                            targets: Any = "predicted",
-                            options: Mapping[str, Any] | None = None,
-                            repeats: int = 1,
-                            modalities: Sequence[str] | None = None) -> BatchSizeReport:
+def measure_best_batch_size(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    method: str,
+    candidates: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024),
+    targets: Any = "predicted",
+    options: Mapping[str, Any] | None = None,
+    repeats: int = 1,
+    modalities: Sequence[str] | None = None,
+) -> BatchSizeReport:
     """Time one method on ``items`` (one batch) for each ``max_rows`` candidate and return the
     fastest; stop at the first out-of-memory failure (larger values would fail too).
 
@@ -544,8 +617,9 @@ def measure_best_batch_size(adapter: ModelAdapter, items: Sequence[RawItem], *, 
                 elif method == "modality_interaction":
                     modality_interaction(adapter, batch, targets=t, prepared=p, modalities=modalities, **opts)
                 else:
-                    cross_modal_interaction(adapter, batch, method=method, targets=t, prepared=p,
-                                            modalities=modalities, **opts)
+                    cross_modal_interaction(
+                        adapter, batch, method=method, targets=t, prepared=p, modalities=modalities, **opts
+                    )
                 best = min(best, time.perf_counter() - start)
             seconds[rows] = best
         except RuntimeError as exc:
@@ -583,9 +657,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = [line.item for line in read_dataset_jsonl(args.data)][: args.limit]
         targets: Any = int(args.targets) if args.targets.isdigit() else args.targets
         split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-        results = explain_items(adapter, items, methods=split(args.methods), interactions=split(args.interactions),
-                                targets=targets, batch_size=args.batch_size,
-                                progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr))
+        results = explain_items(
+            adapter,
+            items,
+            methods=split(args.methods),
+            interactions=split(args.interactions),
+            targets=targets,
+            batch_size=args.batch_size,
+            progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr),
+        )
     except (AdapterError, ValueError, OSError) as exc:  # one line, no traceback (ValueError: NaN/Inf, bad lines)
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -62,8 +62,9 @@ No Django here.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,8 +101,10 @@ def pick_modalities(modalities: Sequence[str], chosen: Sequence[str] | None) -> 
     modalities = list(modalities)
     if chosen is None:
         if len(modalities) != 2:
-            raise ValueError(f"the adapter has {len(modalities)} modalities {modalities}; name the "
-                             "two to pair, e.g. modalities=('image', 'text')")
+            raise ValueError(
+                f"the adapter has {len(modalities)} modalities {modalities}; name the "
+                "two to pair, e.g. modalities=('image', 'text')"
+            )
         return 0, 1
     chosen = list(chosen)
     if len(chosen) != 2 or chosen[0] == chosen[1]:
@@ -143,16 +146,28 @@ class ModalityInteraction:
     effect_b: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"modalities": list(self.modalities), "target": self.target,
-                "f_inputs": self.f_inputs, "f_a_only": self.f_a_only, "f_b_only": self.f_b_only,
-                "f_baselines": self.f_baselines, "dividend": self.dividend,
-                "effect_a": self.effect_a, "effect_b": self.effect_b}
+        return {
+            "modalities": list(self.modalities),
+            "target": self.target,
+            "f_inputs": self.f_inputs,
+            "f_a_only": self.f_a_only,
+            "f_b_only": self.f_b_only,
+            "f_baselines": self.f_baselines,
+            "dividend": self.dividend,
+            "effect_a": self.effect_a,
+            "effect_b": self.effect_b,
+        }
 
 
-def modality_interaction(adapter: ModelAdapter, batch: Any, *, targets: Any,
-                         modalities: Sequence[str] | None = None,
-                         prepared: PreparedBatch | None = None,
-                         max_rows: int | None = None) -> list[ModalityInteraction]:
+def modality_interaction(
+    adapter: ModelAdapter,
+    batch: Any,
+    *,
+    targets: Any,
+    modalities: Sequence[str] | None = None,
+    prepared: PreparedBatch | None = None,
+    max_rows: int | None = None,
+) -> list[ModalityInteraction]:
     """The 2x2 Harsanyi dividend and the two unimodal effects per item.
 
     Args:
@@ -176,11 +191,10 @@ def modality_interaction(adapter: ModelAdapter, batch: Any, *, targets: Any,
     values = []
     with torch.no_grad():
         for c0 in range(0, len(configs), per_call):
-            chunk = configs[c0:c0 + per_call]
+            chunk = configs[c0 : c0 + per_call]
             rows = []
             for m, (x, base) in enumerate(zip(p.inputs, p.baselines)):
-                parts = [x if (m != ia and m != ib) or (a_in if m == ia else b_in) else base
-                         for a_in, b_in in chunk]
+                parts = [x if (m != ia and m != ib) or (a_in if m == ia else b_in) else base for a_in, b_in in chunk]
                 rows.append(torch.cat(parts))
             values.append(_target_logit(caller.forward_rows(tuple(rows)), t, len(chunk)))
     v = torch.cat(values).detach().cpu().to(torch.float64)  # (4, B)
@@ -188,9 +202,19 @@ def modality_interaction(adapter: ModelAdapter, batch: Any, *, targets: Any,
     out = []
     for b in range(p.size):
         fxx, fxb, fbx, fbb = (float(v[k, b]) for k in range(4))
-        out.append(ModalityInteraction(
-            modalities=names, target=int(t[b]), f_inputs=fxx, f_a_only=fxb, f_b_only=fbx,
-            f_baselines=fbb, dividend=fxx - fxb - fbx + fbb, effect_a=fxb - fbb, effect_b=fbx - fbb))
+        out.append(
+            ModalityInteraction(
+                modalities=names,
+                target=int(t[b]),
+                f_inputs=fxx,
+                f_a_only=fxb,
+                f_b_only=fbx,
+                f_baselines=fbb,
+                dividend=fxx - fxb - fbx + fbb,
+                effect_a=fxb - fbb,
+                effect_b=fbx - fbb,
+            )
+        )
     return out
 
 
@@ -221,13 +245,22 @@ class CrossInteraction:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        return {f"{prefix}matrix": self.matrix, f"{prefix}group_ids_a": self.group_ids_a,
-                f"{prefix}group_ids_b": self.group_ids_b}
+        return {
+            f"{prefix}matrix": self.matrix,
+            f"{prefix}group_ids_a": self.group_ids_a,
+            f"{prefix}group_ids_b": self.group_ids_b,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "modalities": list(self.modalities), "target": self.target,
-                "matrix": self.matrix.tolist(), "group_ids_a": self.group_ids_a.tolist(),
-                "group_ids_b": self.group_ids_b.tolist(), "options": _jsonable(self.options)}
+        return {
+            "method": self.method,
+            "modalities": list(self.modalities),
+            "target": self.target,
+            "matrix": self.matrix.tolist(),
+            "group_ids_a": self.group_ids_a.tolist(),
+            "group_ids_b": self.group_ids_b.tolist(),
+            "options": _jsonable(self.options),
+        }
 
 
 def _group_indicators(p: PreparedBatch, m: int) -> Tensor:
@@ -244,28 +277,40 @@ def _hvp_batched(g_s: Tensor, z_l: Tensor, vectors: Tensor, *, retain: bool) -> 
     """``d(g_s . v_k)/d z_l`` for every ``v_k`` in ``vectors`` ``(K, *g_s.shape)`` in one vmapped
     backward pass; falls back to a loop (with a warning) for ops lacking vmap rules."""
     try:
-        (hv,) = torch.autograd.grad(g_s, z_l, grad_outputs=vectors, is_grads_batched=True,
-                                    retain_graph=retain, allow_unused=True)
+        (hv,) = torch.autograd.grad(
+            g_s, z_l, grad_outputs=vectors, is_grads_batched=True, retain_graph=retain, allow_unused=True
+        )
         return hv
     except RuntimeError as exc:
         if "vmap" not in str(exc) and "batch" not in str(exc).lower():
             raise
-        warnings.warn(f"vmapped Hessian-vector products failed ({exc}); looping over groups instead",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"vmapped Hessian-vector products failed ({exc}); looping over groups instead", RuntimeWarning, stacklevel=3
+        )
     outs = []
     for k in range(vectors.shape[0]):
-        (hv,) = torch.autograd.grad(g_s, z_l, grad_outputs=vectors[k], retain_graph=True,
-                                    allow_unused=True)
+        (hv,) = torch.autograd.grad(g_s, z_l, grad_outputs=vectors[k], retain_graph=True, allow_unused=True)
         if hv is None:
             return None
         outs.append(hv)
     return torch.stack(outs)
 
 
-def _cross_hessian(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, what: str,
-                   origin: Sequence[Tensor], direction: Sequence[Tensor] | None, ts: Tensor,
-                   weights: Tensor, mult: Sequence[Tensor], max_rows: int | None,
-                   group_chunk: int | None) -> list[Tensor]:
+def _cross_hessian(
+    p: PreparedBatch,
+    targets: Tensor,
+    ia: int,
+    ib: int,
+    *,
+    what: str,
+    origin: Sequence[Tensor],
+    direction: Sequence[Tensor] | None,
+    ts: Tensor,
+    weights: Tensor,
+    mult: Sequence[Tensor],
+    max_rows: int | None,
+    group_chunk: int | None,
+) -> list[Tensor]:
     """``M_b[g, h] = sum_s w_s sum_{i in g, j in h} mult_i H_ij(z_s) mult_j`` per item, with
     ``z_s = origin + t_s * direction`` (``direction=None``: ``z = origin``); ``(G_A, G_B)``."""
     ka, kb = p.group_table(ia)[0].shape[1], p.group_table(ib)[0].shape[1]
@@ -287,7 +332,7 @@ def _cross_hessian(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, what:
     per_call = n_points if max_rows is None else max(1, int(max_rows) // big_b)
     kc = k_s if not group_chunk else max(1, int(group_chunk))
     for s0 in range(0, n_points, per_call):
-        t_c, w_c = ts[s0:s0 + per_call], weights[s0:s0 + per_call]
+        t_c, w_c = ts[s0 : s0 + per_call], weights[s0 : s0 + per_call]
         n_c = t_c.numel()
         z = []
         for m, o in enumerate(origin):
@@ -295,7 +340,7 @@ def _cross_hessian(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, what:
                 zm = _expand_rows(o, n_c)
             else:
                 shape = (n_c, *([1] * o.dim()))
-                zm = (o.unsqueeze(0) + t_c.to(device=o.device, dtype=o.dtype).reshape(shape) * direction[m].unsqueeze(0))
+                zm = o.unsqueeze(0) + t_c.to(device=o.device, dtype=o.dtype).reshape(shape) * direction[m].unsqueeze(0)
                 zm = zm.reshape(n_c * big_b, *o.shape[1:])
             z.append(zm.detach().requires_grad_(m in (s_idx, l_idx)))
         with torch.enable_grad():
@@ -327,8 +372,16 @@ def _cross_hessian(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, what:
     return out_mats
 
 
-def second_order(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, multiply_by: str = "input",
-                 max_rows: int | None = None, group_chunk: int | None = None) -> list[Tensor]:
+def second_order(
+    p: PreparedBatch,
+    targets: Tensor,
+    ia: int,
+    ib: int,
+    *,
+    multiply_by: str = "input",
+    max_rows: int | None = None,
+    group_chunk: int | None = None,
+) -> list[Tensor]:
     r"""Gradient-times-input of the cross Hessian block (MultiViz second-order).
 
     ``M[g, h] = sum_{i in g, j in h} x_i H_ij(x) x_j`` (``multiply_by="difference"``: ``x - x'``
@@ -353,12 +406,25 @@ def second_order(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, multipl
         raise ValueError("multiply_by must be 'input' or 'difference'")
     mult = p.inputs if multiply_by == "input" else tuple(x - b for x, b in zip(p.inputs, p.baselines))
     one = torch.ones(1, dtype=torch.float64)
-    return _cross_hessian(p, targets, ia, ib, what="second_order", origin=p.inputs, direction=None,
-                          ts=one, weights=one, mult=mult, max_rows=max_rows, group_chunk=group_chunk)
+    return _cross_hessian(
+        p,
+        targets,
+        ia,
+        ib,
+        what="second_order",
+        origin=p.inputs,
+        direction=None,
+        ts=one,
+        weights=one,
+        mult=mult,
+        max_rows=max_rows,
+        group_chunk=group_chunk,
+    )
 
 
 def _ih_rule(n_steps: int) -> tuple[Tensor, Tensor]:
     """Midpoints ``t_s`` and product-integration weights for ``int_0^1 t (-ln t) g(t) dt``."""
+
     def antiderivative(t: Tensor) -> Tensor:
         safe = torch.where(t > 0, t, torch.ones_like(t))
         return torch.where(t > 0, t**2 / 4 - (t**2 / 2) * torch.log(safe), torch.zeros_like(t))
@@ -368,9 +434,16 @@ def _ih_rule(n_steps: int) -> tuple[Tensor, Tensor]:
     return (edges[1:] + edges[:-1]) / 2, weights
 
 
-def integrated_hessians(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, n_steps: int = 16,
-                        max_rows: int | None = None,
-                        group_chunk: int | None = None) -> list[Tensor]:
+def integrated_hessians(
+    p: PreparedBatch,
+    targets: Tensor,
+    ia: int,
+    ib: int,
+    *,
+    n_steps: int = 16,
+    max_rows: int | None = None,
+    group_chunk: int | None = None,
+) -> list[Tensor]:
     r"""Integrated Hessians (Janizek et al. 2021), cross block ``A x B``, summed per group pair.
 
     ``M[g, h] = sum_{i in g, j in h} (x_i - x'_i)(x_j - x'_j) sum_s w_s H_ij(x' + t_s (x - x'))``
@@ -395,13 +468,25 @@ def integrated_hessians(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, 
         raise ValueError("n_steps must be at least 1")
     ts, weights = _ih_rule(int(n_steps))
     diff = tuple(x - b for x, b in zip(p.inputs, p.baselines))
-    return _cross_hessian(p, targets, ia, ib, what="integrated_hessians", origin=p.baselines,
-                          direction=diff, ts=ts, weights=weights, mult=diff, max_rows=max_rows,
-                          group_chunk=group_chunk)
+    return _cross_hessian(
+        p,
+        targets,
+        ia,
+        ib,
+        what="integrated_hessians",
+        origin=p.baselines,
+        direction=diff,
+        ts=ts,
+        weights=weights,
+        mult=diff,
+        max_rows=max_rows,
+        group_chunk=group_chunk,
+    )
 
 
-def perturbation_dividend(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *,
-                          max_rows: int | None = 512) -> list[Tensor]:
+def perturbation_dividend(
+    p: PreparedBatch, targets: Tensor, ia: int, ib: int, *, max_rows: int | None = 512
+) -> list[Tensor]:
     r"""The pairwise ablation dividend ``f(x) - f(x\{g}) - f(x\{h}) + f(x\{g,h})``.
 
     Args:
@@ -420,8 +505,12 @@ def perturbation_dividend(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *
     ids_a, valid_a = p.group_table(ia)
     ids_b, valid_b = p.group_table(ib)
     ka, kb = ids_a.shape[1], ids_b.shape[1]
-    configs = ([(-1, -1)] + [(k, -1) for k in range(ka)] + [(-1, l) for l in range(kb)]
-               + [(k, l) for k in range(ka) for l in range(kb)])
+    configs = (
+        [(-1, -1)]
+        + [(k, -1) for k in range(ka)]
+        + [(-1, l) for l in range(kb)]
+        + [(k, l) for k in range(ka) for l in range(kb)]
+    )
     big_b = p.size
     per_call = len(configs) if max_rows is None else max(1, int(max_rows) // big_b)
     caller = p.caller("perturbation")
@@ -437,7 +526,7 @@ def perturbation_dividend(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *
     values = []
     with torch.no_grad():
         for c0 in range(0, len(configs), per_call):
-            chunk = torch.tensor(configs[c0:c0 + per_call], dtype=torch.long, device=p.device)
+            chunk = torch.tensor(configs[c0 : c0 + per_call], dtype=torch.long, device=p.device)
             rows = []
             for m in range(len(p.inputs)):
                 if m == ia:
@@ -449,9 +538,9 @@ def perturbation_dividend(p: PreparedBatch, targets: Tensor, ia: int, ib: int, *
             values.append(_target_logit(caller.forward_rows(tuple(rows)), targets, len(chunk)))
     v = torch.cat(values).detach().cpu().to(torch.float64)  # (n_configs, B)
     f0 = v[0]
-    fa = v[1:1 + ka]
-    fb = v[1 + ka:1 + ka + kb]
-    fab = v[1 + ka + kb:].reshape(ka, kb, big_b)
+    fa = v[1 : 1 + ka]
+    fb = v[1 + ka : 1 + ka + kb]
+    fab = v[1 + ka + kb :].reshape(ka, kb, big_b)
     d = f0 - fa[:, None, :] - fb[None, :, :] + fab  # (K_A, K_B, B)
     return [d[: len(p.group_ids[b][ia]), : len(p.group_ids[b][ib]), b] for b in range(big_b)]
 
@@ -463,10 +552,16 @@ CROSS_METHODS: dict[str, Callable[..., list[Tensor]]] = {
 }
 
 
-def cross_modal_interaction(adapter: ModelAdapter, batch: Any, *, method: str, targets: Any,
-                            modalities: Sequence[str] | None = None,
-                            prepared: PreparedBatch | None = None,
-                            **options: Any) -> list[CrossInteraction]:
+def cross_modal_interaction(
+    adapter: ModelAdapter,
+    batch: Any,
+    *,
+    method: str,
+    targets: Any,
+    modalities: Sequence[str] | None = None,
+    prepared: PreparedBatch | None = None,
+    **options: Any,
+) -> list[CrossInteraction]:
     """The ``groups(A) x groups(B)`` interaction matrix per item by one method.
 
     Args:
@@ -492,11 +587,18 @@ def cross_modal_interaction(adapter: ModelAdapter, batch: Any, *, method: str, t
     mats = fn(p, t, ia, ib, **options)
     check_finite([m.reshape(1, -1) for m in mats], what=method)
     names = (p.modalities[ia], p.modalities[ib])
-    return [CrossInteraction(method=method, modalities=names, target=int(t[b]),
-                             matrix=mats[b].detach().cpu().numpy().astype(np.float64),
-                             group_ids_a=p.group_ids[b][ia].cpu().numpy(),
-                             group_ids_b=p.group_ids[b][ib].cpu().numpy(), options=dict(options))
-            for b in range(p.size)]
+    return [
+        CrossInteraction(
+            method=method,
+            modalities=names,
+            target=int(t[b]),
+            matrix=mats[b].detach().cpu().numpy().astype(np.float64),
+            group_ids_a=p.group_ids[b][ia].cpu().numpy(),
+            group_ids_b=p.group_ids[b][ib].cpu().numpy(),
+            options=dict(options),
+        )
+        for b in range(p.size)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,9 +642,14 @@ class EmapResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"modalities": list(self.modalities), "n": self.n,
-                "model_accuracy": self.model_accuracy, "projection_accuracy": self.projection_accuracy,
-                "emap_gap": self.emap_gap, "agreement": self.agreement}
+        return {
+            "modalities": list(self.modalities),
+            "n": self.n,
+            "model_accuracy": self.model_accuracy,
+            "projection_accuracy": self.projection_accuracy,
+            "emap_gap": self.emap_gap,
+            "agreement": self.agreement,
+        }
 
 
 def _gold_indices(adapter: ModelAdapter, items: Sequence[RawItem], labels: Any) -> np.ndarray | None:
@@ -564,13 +671,12 @@ def _gold_indices(adapter: ModelAdapter, items: Sequence[RawItem], labels: Any) 
     return np.asarray(out, dtype=np.int64)
 
 
-def _pair_logits_items(adapter: ModelAdapter, items: Sequence[RawItem], name_b: str,
-                       batch_size: int) -> Tensor:
+def _pair_logits_items(adapter: ModelAdapter, items: Sequence[RawItem], name_b: str, batch_size: int) -> Tensor:
     n = len(items)
     pairs = [(i, j) for i in range(n) for j in range(n)]
     chunks = []
     for c0 in range(0, len(pairs), batch_size):
-        chunk = pairs[c0:c0 + batch_size]
+        chunk = pairs[c0 : c0 + batch_size]
         synthetic = [{**items[i], name_b: items[j][name_b]} for i, j in chunk]
         batch = adapter.encode(synthetic)
         p = prepare_batch(adapter, batch)
@@ -578,8 +684,9 @@ def _pair_logits_items(adapter: ModelAdapter, items: Sequence[RawItem], name_b: 
     return torch.cat(chunks).reshape(n, n, -1)
 
 
-def _pair_logits_embedded(adapter: ModelAdapter, items: Sequence[RawItem], ia: int, ib: int,
-                          context: int, batch_size: int, max_rows: int) -> Tensor:
+def _pair_logits_embedded(
+    adapter: ModelAdapter, items: Sequence[RawItem], ia: int, ib: int, context: int, batch_size: int, max_rows: int
+) -> Tensor:
     n = len(items)
     swap = ib if context == ia else ia
     blocks = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
@@ -596,12 +703,13 @@ def _pair_logits_embedded(adapter: ModelAdapter, items: Sequence[RawItem], ia: i
             raise ValueError(
                 f"pairing='embedded' needs modality {p.modalities[swap]!r} to have the same per-item "
                 f"shape in every batch ({tuple(p.inputs[swap].shape[1:])} vs "
-                f"{tuple(swapped_all.shape[1:])}); use pairing='items'")
+                f"{tuple(swapped_all.shape[1:])}); use pairing='items'"
+            )
         caller = p.caller("emap")
         size = len(blk)
         per_call = max(1, max_rows // size)
         for s0 in range(0, n, per_call):
-            others = swapped_all[s0:s0 + per_call]  # (J, *S_swap)
+            others = swapped_all[s0 : s0 + per_call]  # (J, *S_swap)
             j = others.shape[0]
             rows = []
             for m, x in enumerate(p.inputs):
@@ -620,10 +728,18 @@ def _pair_logits_embedded(adapter: ModelAdapter, items: Sequence[RawItem], ia: i
     return out
 
 
-def emap(adapter: ModelAdapter, items: Sequence[RawItem], *, modalities: Sequence[str] | None = None,
-         labels: Sequence[Any] | None = None, batch_size: int = 64, pairing: str = "items",
-         context_modality: str | None = None, max_rows: int = 1024,
-         keep_pair_logits: bool = False) -> EmapResult:
+def emap(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    modalities: Sequence[str] | None = None,
+    labels: Sequence[Any] | None = None,
+    batch_size: int = 64,
+    pairing: str = "items",
+    context_modality: str | None = None,
+    max_rows: int = 1024,
+    keep_pair_logits: bool = False,
+) -> EmapResult:
     """EMAP (Hessel & Lee 2020) of the model over ``items``: how much accuracy it keeps when its
     logits are projected onto additive functions of the two modalities.
 
@@ -694,7 +810,15 @@ def emap(adapter: ModelAdapter, items: Sequence[RawItem], *, modalities: Sequenc
         gap: float | None = model_acc - proj_acc
     else:
         model_acc = proj_acc = gap = None
-    return EmapResult(modalities=names, n=len(items), logits=logits.numpy(), projection=projection.numpy(),
-                      model_accuracy=model_acc, projection_accuracy=proj_acc, emap_gap=gap,
-                      agreement=float(np.mean(model_pred == proj_pred)), gold=gold,
-                      pair_logits=pair.numpy() if keep_pair_logits else None)
+    return EmapResult(
+        modalities=names,
+        n=len(items),
+        logits=logits.numpy(),
+        projection=projection.numpy(),
+        model_accuracy=model_acc,
+        projection_accuracy=proj_acc,
+        emap_gap=gap,
+        agreement=float(np.mean(model_pred == proj_pred)),
+        gold=gold,
+        pair_logits=pair.numpy() if keep_pair_logits else None,
+    )

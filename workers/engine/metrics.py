@@ -68,8 +68,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,8 +127,10 @@ def _score_table(p: PreparedBatch, attributions: Sequence[ItemAttribution]) -> T
     table = torch.zeros((p.size, _n_ids(p)), dtype=torch.float64)
     for b, attribution in enumerate(attributions):
         if tuple(attribution.modalities) != p.modalities:
-            raise ValueError(f"item {b}: attribution modalities {list(attribution.modalities)} are not "
-                             f"the batch's {list(p.modalities)}")
+            raise ValueError(
+                f"item {b}: attribution modalities {list(attribution.modalities)} are not "
+                f"the batch's {list(p.modalities)}"
+            )
         for m, name in enumerate(p.modalities):
             ids = torch.as_tensor(np.asarray(attribution.group_ids[name]), dtype=torch.long)
             if not torch.equal(ids, p.group_ids[b][m].cpu()):
@@ -208,9 +211,14 @@ def _output(logits: Tensor, targets: Tensor, reps: int, output: str) -> Tensor:
     return values.gather(1, t[:, None]).squeeze(1).reshape(reps, -1)
 
 
-def deletion_insertion(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
-                       n_steps: int | None = None, output: str = "probability",
-                       max_rows: int | None = 512) -> list[CurveResult]:
+def deletion_insertion(
+    p: PreparedBatch,
+    attributions: Sequence[ItemAttribution],
+    *,
+    n_steps: int | None = None,
+    output: str = "probability",
+    max_rows: int | None = 512,
+) -> list[CurveResult]:
     """Deletion and insertion curves and their AUC (module doc).
 
     Args:
@@ -244,7 +252,7 @@ def deletion_insertion(p: PreparedBatch, attributions: Sequence[ItemAttribution]
     values = []
     with torch.no_grad():
         for c0 in range(0, len(configs), per_call):
-            chunk = configs[c0:c0 + per_call]
+            chunk = configs[c0 : c0 + per_call]
             kk = torch.stack([k[j] for _, j in chunk]).to(p.device)  # (n, B)
             deleting = torch.tensor([kind == "deletion" for kind, _ in chunk], device=p.device)
             rows = []
@@ -256,7 +264,7 @@ def deletion_insertion(p: PreparedBatch, attributions: Sequence[ItemAttribution]
                 rows.append(torch.where(use_base, base.unsqueeze(0), x.unsqueeze(0)).reshape(-1, *x.shape[1:]))
             values.append(_output(caller.forward_rows(tuple(rows)), targets, len(chunk), output))
     v = torch.cat(values).cpu().numpy()  # (2 (S + 1), B)
-    deletion, insertion = v[: steps + 1], v[steps + 1:]
+    deletion, insertion = v[: steps + 1], v[steps + 1 :]
     out = []
     for b in range(p.size):
         counts = k[:, b].numpy()
@@ -264,14 +272,16 @@ def deletion_insertion(p: PreparedBatch, attributions: Sequence[ItemAttribution]
         g = max(int(n_groups[b]), 1)
         groups = counts[first]
         fractions = groups / g
-        out.append(CurveResult(
-            groups=[int(x) for x in groups],
-            fractions=[float(x) for x in fractions],
-            deletion=[float(x) for x in deletion[first, b]],
-            insertion=[float(x) for x in insertion[first, b]],
-            deletion_auc=float(np.trapezoid(deletion[first, b], fractions)),
-            insertion_auc=float(np.trapezoid(insertion[first, b], fractions)),
-        ))
+        out.append(
+            CurveResult(
+                groups=[int(x) for x in groups],
+                fractions=[float(x) for x in fractions],
+                deletion=[float(x) for x in deletion[first, b]],
+                insertion=[float(x) for x in insertion[first, b]],
+                deletion_auc=float(np.trapezoid(deletion[first, b], fractions)),
+                insertion_auc=float(np.trapezoid(insertion[first, b], fractions)),
+            )
+        )
     return out
 
 
@@ -318,9 +328,16 @@ class GroupRemoval:
         return tuple(perturbations), tuple(perturbed)
 
 
-def infidelity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
-               n_perturb_samples: int = 16, drop_prob: float = 0.5, normalize: bool = True,
-               seed: int = 0, max_rows: int | None = 512) -> list[float]:
+def infidelity(
+    p: PreparedBatch,
+    attributions: Sequence[ItemAttribution],
+    *,
+    n_perturb_samples: int = 16,
+    drop_prob: float = 0.5,
+    normalize: bool = True,
+    seed: int = 0,
+    max_rows: int | None = 512,
+) -> list[float]:
     """Infidelity under group removal, through ``captum.metrics.infidelity`` (module doc).
 
     Args:
@@ -347,9 +364,17 @@ def infidelity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
         per_batch = min(per_batch, p.size * int(n_perturb_samples))
     with torch.no_grad():
         values = captum_infidelity(
-            caller, GroupRemoval(p, drop_prob=drop_prob, seed=seed), p.inputs, elements,
-            baselines=p.baselines, additional_forward_args=(p.item_index,), target=targets,
-            n_perturb_samples=int(n_perturb_samples), max_examples_per_batch=per_batch, normalize=normalize)
+            caller,
+            GroupRemoval(p, drop_prob=drop_prob, seed=seed),
+            p.inputs,
+            elements,
+            baselines=p.baselines,
+            additional_forward_args=(p.item_index,),
+            target=targets,
+            n_perturb_samples=int(n_perturb_samples),
+            max_examples_per_batch=per_batch,
+            normalize=normalize,
+        )
     return [float(v) for v in values.detach().double().cpu()]
 
 
@@ -361,8 +386,9 @@ def infidelity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
 def _interleave_order(n_items: int, reps: int, device: torch.device) -> Tensor:
     """Index that turns ``repeat_interleave`` rows (item-major) into protocol rows
     (``row s * B + b`` = sample ``s`` of item ``b``)."""
-    return (torch.arange(n_items, device=device)[None, :] * reps
-            + torch.arange(reps, device=device)[:, None]).reshape(-1)
+    return (torch.arange(n_items, device=device)[None, :] * reps + torch.arange(reps, device=device)[:, None]).reshape(
+        -1
+    )
 
 
 def _method_options(attributions: Sequence[ItemAttribution], method: str) -> dict[str, Any]:
@@ -382,10 +408,16 @@ def _run(p: PreparedBatch, method: str, targets: Tensor, options: Mapping[str, A
         return spec.run(p, targets, **options)
 
 
-def sensitivity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
-                n_perturb_samples: int = 5, perturb_radius: float = 0.02, seed: int = 0,
-                method_options: Mapping[str, Any] | None = None,
-                max_rows: int | None = None) -> list[float]:
+def sensitivity(
+    p: PreparedBatch,
+    attributions: Sequence[ItemAttribution],
+    *,
+    n_perturb_samples: int = 5,
+    perturb_radius: float = 0.02,
+    seed: int = 0,
+    method_options: Mapping[str, Any] | None = None,
+    max_rows: int | None = None,
+) -> list[float]:
     """Max sensitivity through ``captum.metrics.sensitivity_max`` (module doc).
 
     Args:
@@ -417,7 +449,9 @@ def sensitivity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
         reps = n // big_b
         order = _interleave_order(big_b, reps, p.device)
         expanded = PreparedBatch(
-            adapter=p.adapter, batch=p.batch, modalities=p.modalities,
+            adapter=p.adapter,
+            batch=p.batch,
+            modalities=p.modalities,
             inputs=tuple(x[order].detach() for x in inputs),
             baselines=tuple(b.repeat(reps, *([1] * (b.dim() - 1))) for b in p.baselines),
             masks=tuple(mk.repeat(reps, *([1] * (mk.dim() - 1))) for mk in p.masks),
@@ -430,9 +464,14 @@ def sensitivity(p: PreparedBatch, attributions: Sequence[ItemAttribution], *,
     per_batch = None if max_rows is None else min(max(int(max_rows), big_b), big_b * int(n_perturb_samples))
     with seeded(seed, p.device), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
-        values = captum_sensitivity_max(explain, p.inputs, perturb_radius=perturb_radius,
-                                        n_perturb_samples=int(n_perturb_samples),
-                                        max_examples_per_batch=per_batch, target=targets)
+        values = captum_sensitivity_max(
+            explain,
+            p.inputs,
+            perturb_radius=perturb_radius,
+            n_perturb_samples=int(n_perturb_samples),
+            max_examples_per_batch=per_batch,
+            target=targets,
+        )
     return [float(v) for v in values.detach().double().cpu()]
 
 
@@ -456,16 +495,26 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def explanation_metrics(adapter: ModelAdapter, batch: Any, attributions: Sequence[ItemAttribution], *,
-                        prepared: PreparedBatch | None = None,
-                        metrics: Sequence[str] = ALL_METRICS,
-                        n_steps: int | None = None, output: str = "probability",
-                        infidelity_samples: int = 16, drop_prob: float = 0.5, normalize: bool = True,
-                        sensitivity_samples: int = 5, perturb_radius: float = 0.02,
-                        method_options: Mapping[str, Any] | None = None,
-                        interactions: Sequence[Any] | None = None,
-                        interaction_modalities: Sequence[str] | None = None,
-                        seed: int = 0, max_rows: int | None = 512) -> list[dict[str, Any]]:
+def explanation_metrics(
+    adapter: ModelAdapter,
+    batch: Any,
+    attributions: Sequence[ItemAttribution],
+    *,
+    prepared: PreparedBatch | None = None,
+    metrics: Sequence[str] = ALL_METRICS,
+    n_steps: int | None = None,
+    output: str = "probability",
+    infidelity_samples: int = 16,
+    drop_prob: float = 0.5,
+    normalize: bool = True,
+    sensitivity_samples: int = 5,
+    perturb_radius: float = 0.02,
+    method_options: Mapping[str, Any] | None = None,
+    interactions: Sequence[Any] | None = None,
+    interaction_modalities: Sequence[str] | None = None,
+    seed: int = 0,
+    max_rows: int | None = 512,
+) -> list[dict[str, Any]]:
     """Every automatic metric of a batch of explanations, one JSON-able dict per item.
 
     Args:
@@ -500,37 +549,58 @@ def explanation_metrics(adapter: ModelAdapter, batch: Any, attributions: Sequenc
         raise ValueError(f"unknown metric(s) {unknown}; known: {list(ALL_METRICS)}")
     p = prepared if prepared is not None else prepare_batch(adapter, batch)
     settings: dict[str, Any] = {"metrics": list(metrics), "seed": int(seed)}
-    out: list[dict[str, Any]] = [
-        {"method": a.method, "target": int(a.target)} for a in attributions
-    ]
+    out: list[dict[str, Any]] = [{"method": a.method, "target": int(a.target)} for a in attributions]
     _score_table(p, attributions)  # validates the pairing before any pass
     if "deletion_insertion" in metrics:
         settings.update(n_steps=n_steps, output=output)
-        for row, curve in zip(out, deletion_insertion(p, attributions, n_steps=n_steps, output=output,
-                                                      max_rows=max_rows)):
-            row.update(deletion_auc=curve.deletion_auc, insertion_auc=curve.insertion_auc,
-                       deletion_curve=curve.deletion, insertion_curve=curve.insertion,
-                       curve_fractions=curve.fractions, n_groups=curve.groups[-1])
+        for row, curve in zip(
+            out, deletion_insertion(p, attributions, n_steps=n_steps, output=output, max_rows=max_rows)
+        ):
+            row.update(
+                deletion_auc=curve.deletion_auc,
+                insertion_auc=curve.insertion_auc,
+                deletion_curve=curve.deletion,
+                insertion_curve=curve.insertion,
+                curve_fractions=curve.fractions,
+                n_groups=curve.groups[-1],
+            )
     if "infidelity" in metrics:
-        settings.update(infidelity_samples=int(infidelity_samples), drop_prob=float(drop_prob),
-                        normalize=bool(normalize))
-        values = infidelity(p, attributions, n_perturb_samples=infidelity_samples, drop_prob=drop_prob,
-                            normalize=normalize, seed=seed, max_rows=max_rows)
+        settings.update(
+            infidelity_samples=int(infidelity_samples), drop_prob=float(drop_prob), normalize=bool(normalize)
+        )
+        values = infidelity(
+            p,
+            attributions,
+            n_perturb_samples=infidelity_samples,
+            drop_prob=drop_prob,
+            normalize=normalize,
+            seed=seed,
+            max_rows=max_rows,
+        )
         for row, value in zip(out, values):
             row["infidelity"] = _finite(value)
     if "sensitivity_max" in metrics:
         settings.update(sensitivity_samples=int(sensitivity_samples), perturb_radius=float(perturb_radius))
-        values = sensitivity(p, attributions, n_perturb_samples=sensitivity_samples,
-                             perturb_radius=perturb_radius, seed=seed, method_options=method_options,
-                             max_rows=max_rows)
+        values = sensitivity(
+            p,
+            attributions,
+            n_perturb_samples=sensitivity_samples,
+            perturb_radius=perturb_radius,
+            seed=seed,
+            method_options=method_options,
+            max_rows=max_rows,
+        )
         for row, value in zip(out, values):
             row["sensitivity_max"] = _finite(value)
     if "modality_share" in metrics:
         for row, a in zip(out, attributions):
             row["modality_share"] = {str(k): float(v) for k, v in a.modality_share.items()}
     if "interaction" in metrics:
-        found = list(interactions) if interactions is not None else _interactions(
-            p, attributions, interaction_modalities, max_rows)
+        found = (
+            list(interactions)
+            if interactions is not None
+            else _interactions(p, attributions, interaction_modalities, max_rows)
+        )
         for row, inter in zip(out, found or [None] * p.size):
             if inter is None:
                 row["interaction_dividend"] = None
@@ -538,20 +608,22 @@ def explanation_metrics(adapter: ModelAdapter, batch: Any, attributions: Sequenc
             else:
                 row["interaction_dividend"] = float(inter.dividend)
                 row["interaction_strength"] = interaction_strength(
-                    dividend=inter.dividend, effect_a=inter.effect_a, effect_b=inter.effect_b)
+                    dividend=inter.dividend, effect_a=inter.effect_a, effect_b=inter.effect_b
+                )
     for row in out:
         row["settings"] = dict(settings)
     return out
 
 
-def _interactions(p: PreparedBatch, attributions: Sequence[ItemAttribution],
-                  modalities: Sequence[str] | None, max_rows: int | None) -> list[Any] | None:
+def _interactions(
+    p: PreparedBatch, attributions: Sequence[ItemAttribution], modalities: Sequence[str] | None, max_rows: int | None
+) -> list[Any] | None:
     if len(p.modalities) < 2:
         return None
     chosen = tuple(modalities) if modalities is not None else p.modalities[:2]
-    return modality_interaction(p.adapter, p.batch, targets=[a.target for a in attributions],
-                                modalities=chosen, prepared=p, max_rows=max_rows)
-
+    return modality_interaction(
+        p.adapter, p.batch, targets=[a.target for a in attributions], modalities=chosen, prepared=p, max_rows=max_rows
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -581,9 +653,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"demo adapter, {p.size} items, {groups} feature groups per item, 1 thread")
     for method in args.methods.split(","):
         attrs = attribute(adapter, batch, method=method, targets=0, prepared=p)
-        for name, run in (("deletion_insertion", lambda: deletion_insertion(p, attrs)),
-                          ("infidelity (16)", lambda: infidelity(p, attrs, n_perturb_samples=16)),
-                          ("sensitivity_max (5)", lambda: sensitivity(p, attrs, n_perturb_samples=5))):
+        for name, run in (
+            ("deletion_insertion", lambda: deletion_insertion(p, attrs)),
+            ("infidelity (16)", lambda: infidelity(p, attrs, n_perturb_samples=16)),
+            ("sensitivity_max (5)", lambda: sensitivity(p, attrs, n_perturb_samples=5)),
+        ):
             start = time.perf_counter()
             run()
             print(f"{method:22s} {name:20s} {(time.perf_counter() - start) / p.size * 1000:8.1f} ms/item")

@@ -8,8 +8,8 @@ the browser draws an image."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -45,7 +45,10 @@ def _token_groups(groups: Sequence[GroupInfo], scores: np.ndarray) -> tuple[list
 
 
 def render_item_views(
-    *, item: RawItem, attributions: Sequence[ItemAttribution], groups: Sequence[Sequence[GroupInfo]],
+    *,
+    item: RawItem,
+    attributions: Sequence[ItemAttribution],
+    groups: Sequence[Sequence[GroupInfo]],
 ) -> list[ExplanationViews]:
     """Render every candidate's attribution of one item with a shared scale per modality.
 
@@ -102,8 +105,13 @@ def _labels_for(groups: Sequence[GroupInfo]) -> list[str]:
 
 
 def render_interaction_views(
-    *, item: RawItem, modalities: Sequence[str], matrices: Sequence[np.ndarray],
-    group_ids: tuple[Sequence[int], Sequence[int]], groups: Sequence[Sequence[GroupInfo]], top_k: int = 3,
+    *,
+    item: RawItem,
+    modalities: Sequence[str],
+    matrices: Sequence[np.ndarray],
+    group_ids: tuple[Sequence[int], Sequence[int]],
+    groups: Sequence[Sequence[GroupInfo]],
+    top_k: int = 3,
 ) -> list[InteractionViews]:
     """Render every candidate's cross-modal interaction matrix of one item, with one colour
     scale shared by the candidates, and (when one modality is an image split into patches)
@@ -132,10 +140,21 @@ def render_interaction_views(
     scale = render.shared_scale(*trimmed)
     row_title = "image patch" if name_a in IMAGE_MODALITIES else name_a
     col_title = "word" if name_b == "text" else name_b
-    views = [InteractionViews(matrix_png=render.interaction_matrix_png(
-        m, row_labels=_labels_for(row_groups), col_labels=_labels_for(col_groups), scale=scale,
-        row_title=row_title, col_title=col_title, colorbar=False), colour_scale=render.scale_labels(scale))
-        for m in trimmed]
+    views = [
+        InteractionViews(
+            matrix_png=render.interaction_matrix_png(
+                m,
+                row_labels=_labels_for(row_groups),
+                col_labels=_labels_for(col_groups),
+                scale=scale,
+                row_title=row_title,
+                col_title=col_title,
+                colorbar=False,
+            ),
+            colour_scale=render.scale_labels(scale),
+        )
+        for m in trimmed
+    ]
 
     # Top pairs need patches of an image against words; draw them with the image as rows.
     if name_a in IMAGE_MODALITIES and all(g.box is not None for g in row_groups):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -87,7 +88,7 @@ def check_adapter(adapter: ModelAdapter, items: Sequence[RawItem]) -> AdapterChe
         try:
             torch.broadcast_shapes(group.shape, emb.shape)
         except RuntimeError:
-            raise AdapterError(f"feature_groups('{name}') shape {tuple(group.shape)} does not broadcast "
-                               f"to {tuple(emb.shape)}") from None
-    return AdapterCheck(labels=labels, modalities=modalities,
-                        embedded_shapes=[list(e.shape[1:]) for e in embedded])
+            raise AdapterError(
+                f"feature_groups('{name}') shape {tuple(group.shape)} does not broadcast to {tuple(emb.shape)}"
+            ) from None
+    return AdapterCheck(labels=labels, modalities=modalities, embedded_shapes=[list(e.shape[1:]) for e in embedded])

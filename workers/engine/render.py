@@ -41,7 +41,7 @@ import io
 import math
 import os
 import threading
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -105,13 +105,13 @@ for _lut in _LUTS.values():
 
 #: Okabe & Ito (2008) colour-blind safe qualitative palette, for distinct outlines.
 OKABE_ITO = (
-    (230, 159, 0),    # orange
-    (86, 180, 233),   # sky blue
-    (0, 158, 115),    # bluish green
-    (213, 94, 0),     # vermillion
-    (0, 114, 178),    # blue
+    (230, 159, 0),  # orange
+    (86, 180, 233),  # sky blue
+    (0, 158, 115),  # bluish green
+    (213, 94, 0),  # vermillion
+    (0, 114, 178),  # blue
     (204, 121, 167),  # reddish purple
-    (240, 228, 66),   # yellow
+    (240, 228, 66),  # yellow
 )
 
 LEGEND_WORDS = ("opposes", "supports")
@@ -126,8 +126,7 @@ def _lut(cmap: str) -> np.ndarray:
         return _LUTS[cmap]
     except KeyError:
         raise ValueError(
-            f"cmap {cmap!r} is not an allowed diverging colour-blind-safe map; "
-            f"use one of {DIVERGING_CMAPS}"
+            f"cmap {cmap!r} is not an allowed diverging colour-blind-safe map; use one of {DIVERGING_CMAPS}"
         ) from None
 
 
@@ -327,9 +326,7 @@ _BAR_H = 12
 LEGEND_HEIGHT = _LEGEND_PAD + _BAR_H + 4 + 15 + 2 + 16 + _LEGEND_PAD
 
 
-def _draw_legend(
-    canvas: Image.Image, top: int, scale: float, cmap: str, words: tuple[str, str]
-) -> None:
+def _draw_legend(canvas: Image.Image, top: int, scale: float, cmap: str, words: tuple[str, str]) -> None:
     """Horizontal colour bar ``−scale … 0 … +scale`` with the sign words under its ends."""
     draw = ImageDraw.Draw(canvas)
     width = canvas.width
@@ -380,9 +377,7 @@ def scale_labels(scale: float) -> dict:
     return {"scale": scale, "low": _fmt(-scale), "high": _fmt(scale)}
 
 
-def colour_legend_html(
-    scale: float, *, cmap: str = DEFAULT_CMAP, words: tuple[str, str] = LEGEND_WORDS
-) -> str:
+def colour_legend_html(scale: float, *, cmap: str = DEFAULT_CMAP, words: tuple[str, str] = LEGEND_WORDS) -> str:
     """Inline HTML legend (a CSS gradient bar plus ``−scale``/``0``/``+scale`` and the sign
     words) matching :func:`token_highlights_html`'s colours."""
     scale = resolve_scale((), scale)
@@ -434,9 +429,7 @@ def heatmap_overlay_rgb(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _compose_with_legend(
-    picture: np.ndarray, scale: float, cmap: str, legend: bool
-) -> Image.Image:
+def _compose_with_legend(picture: np.ndarray, scale: float, cmap: str, legend: bool) -> Image.Image:
     img = Image.fromarray(np.ascontiguousarray(picture), mode="RGB")
     if not legend:
         return img
@@ -656,12 +649,15 @@ def token_highlights_html(
         f'<span class="mmeval-token" data-score="{item["score"]:.6g}" '
         f'title="{e(item["title"])}" style="background-color:{item["background"]};'
         f'color:{item["foreground"]};padding:0.05em 0.2em;border-radius:0.2em">'
-        f'{e(item["text"])}</span>'
+        f"{e(item['text'])}</span>"
         for item in items
     ]
     gaps = spaces_before([item["text"] for item in items])
-    out = '<span class="mmeval-tokens">' + "".join(
-        (" " if gap else "") + span for span, gap in zip(spans, gaps)) + "</span>"
+    out = (
+        '<span class="mmeval-tokens">'
+        + "".join((" " if gap else "") + span for span, gap in zip(spans, gaps))
+        + "</span>"
+    )
     if legend:
         visible = [item["score"] for item in items]
         out += colour_legend_html(resolve_scale(visible, scale), cmap=cmap)
@@ -675,9 +671,7 @@ def _matplotlib_cmap(cmap: str) -> ListedColormap:
     return ListedColormap(_lut(cmap).astype(np.float64) / 255.0, name=f"mmeval_{cmap}")
 
 
-def modality_share_bars_png(
-    shares: Mapping[str, float], *, cmap: str = DEFAULT_CMAP, width_px: int = 300
-) -> bytes:
+def modality_share_bars_png(shares: Mapping[str, float], *, cmap: str = DEFAULT_CMAP, width_px: int = 300) -> bytes:
     """Small horizontal bar chart of signed modality shares, centred at zero.
 
     Args:
@@ -709,16 +703,13 @@ def modality_share_bars_png(
         ax.set_yticks(y)
         ax.set_yticklabels(names, fontsize=13, parse_math=False)
         ax.set_xticks([-limit, 0, limit])
-        ax.set_xticklabels(
-            [f"{_MINUS}{limit:g}\nopposes", "0", f"+{limit:g}\nsupports"], fontsize=11
-        )
+        ax.set_xticklabels([f"{_MINUS}{limit:g}\nopposes", "0", f"+{limit:g}\nsupports"], fontsize=11)
         for yi, v in zip(y, values):
             # the value sits beside the zero line on the side the bar leaves empty, so a full
             # bar's label never runs into the axis labels
             ha = "right" if v > 0 else "left"
             offset = -0.04 * limit if v > 0 else 0.04 * limit
-            ax.text(offset, yi, _fmt(float(v)), va="center", ha=ha, fontsize=12,
-                    parse_math=False)
+            ax.text(offset, yi, _fmt(float(v)), va="center", ha=ha, fontsize=12, parse_math=False)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         ax.tick_params(axis="y", length=0)
@@ -750,11 +741,17 @@ def patch_grid(boxes: Sequence[Sequence[float]]) -> dict:
     def axis(lo: int, hi: int, name) -> list[dict]:
         starts = sorted({float(b[lo]) for b in boxes})
         ends = [min(float(b[hi]) for b in boxes if float(b[lo]) == start) for start in starts]
-        return [{"label": name(k), "start": start, "end": min(end, starts[k + 1]) if k + 1 < len(starts) else end}
-                for k, (start, end) in enumerate(zip(starts, ends))]
+        return [
+            {"label": name(k), "start": start, "end": min(end, starts[k + 1]) if k + 1 < len(starts) else end}
+            for k, (start, end) in enumerate(zip(starts, ends))
+        ]
 
-    return {"width": max(float(b[2]) for b in boxes), "height": max(float(b[3]) for b in boxes),
-            "columns": axis(0, 2, _column_name), "rows": axis(1, 3, lambda k: str(k + 1))}
+    return {
+        "width": max(float(b[2]) for b in boxes),
+        "height": max(float(b[3]) for b in boxes),
+        "columns": axis(0, 2, _column_name),
+        "rows": axis(1, 3, lambda k: str(k + 1)),
+    }
 
 
 def patch_grid_labels(boxes: Sequence[Sequence[float]]) -> list[str]:
@@ -854,19 +851,23 @@ def interaction_matrix_png(
         fig.set_layout_engine("constrained")
         ax = fig.add_subplot()
         im = ax.imshow(
-            m, cmap=_matplotlib_cmap(cmap), vmin=-vmax, vmax=vmax, aspect="auto",
+            m,
+            cmap=_matplotlib_cmap(cmap),
+            vmin=-vmax,
+            vmax=vmax,
+            aspect="auto",
             interpolation="nearest",
         )
         ax.set_xticks(np.arange(gb))
-        ax.set_xticklabels([_short(c) for c in cols], rotation=60, ha="right",
-                           rotation_mode="anchor", fontsize=10, parse_math=False)
+        ax.set_xticklabels(
+            [_short(c) for c in cols], rotation=60, ha="right", rotation_mode="anchor", fontsize=10, parse_math=False
+        )
         step = max(1, math.ceil(11.0 / (row_in * dpi)))  # ≥ 11 px between row labels
         # The rows of the numbered cells are always labelled (in bold), others where they fit.
         marked = sorted({r for r, _c, _v in pairs})
         ticks = sorted(set(marked) | {i for i in range(0, ga, step) if all(abs(i - r) >= step for r in marked)})
         ax.set_yticks(ticks)
-        ax.set_yticklabels([_short(rows[i], 10) for i in ticks], fontsize=8 if ga > 20 else 9,
-                           parse_math=False)
+        ax.set_yticklabels([_short(rows[i], 10) for i in ticks], fontsize=8 if ga > 20 else 9, parse_math=False)
         for tick, row in zip(ax.get_yticklabels(), ticks):
             if row in marked:
                 tick.set_fontweight("bold")
@@ -884,19 +885,40 @@ def interaction_matrix_png(
         rgb = scores_to_rgb(m, scale=vmax, cmap=cmap)
         thin = row_in * dpi < 14  # rows too thin to hold a number: label beside the cell
         for rank, (r, c, _v) in enumerate(pairs, start=1):
-            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black",
-                                   linewidth=1.0 if thin else 1.8, zorder=3))
+            ax.add_patch(
+                Rectangle(
+                    (c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.0 if thin else 1.8, zorder=3
+                )
+            )
             if thin:
                 right = c < gb - 1
-                ax.text(c + (0.6 if right else -0.6), r, str(rank), ha="left" if right else "right",
-                        va="center", fontsize=8, fontweight="bold", color="black", zorder=5,
-                        parse_math=False,
-                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white",
-                                  edgecolor="black", linewidth=0.6))
+                ax.text(
+                    c + (0.6 if right else -0.6),
+                    r,
+                    str(rank),
+                    ha="left" if right else "right",
+                    va="center",
+                    fontsize=8,
+                    fontweight="bold",
+                    color="black",
+                    zorder=5,
+                    parse_math=False,
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="black", linewidth=0.6),
+                )
             else:
                 ink = np.array(text_colour_for(rgb[r, c])) / 255.0
-                ax.text(c, r, str(rank), ha="center", va="center", fontsize=9, color=ink,
-                        fontweight="bold", parse_math=False, zorder=4)
+                ax.text(
+                    c,
+                    r,
+                    str(rank),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color=ink,
+                    fontweight="bold",
+                    parse_math=False,
+                    zorder=4,
+                )
         if not colorbar:
             return _figure_png(fig)
         cbar = fig.colorbar(im, ax=ax, shrink=0.9, aspect=25, pad=0.02)
@@ -938,10 +960,7 @@ def top_pairs_png(
     h, w = rgb.shape[:2]
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape != (len(boxes), len(tokens)):
-        raise ValueError(
-            f"matrix shape {m.shape} must be (len(boxes), len(tokens)) = "
-            f"({len(boxes)}, {len(tokens)})"
-        )
+        raise ValueError(f"matrix shape {m.shape} must be (len(boxes), len(tokens)) = ({len(boxes)}, {len(tokens)})")
     if not 1 <= k <= len(OKABE_ITO):
         raise ValueError(f"k must be between 1 and {len(OKABE_ITO)}")
     pairs = top_pairs(m, k, hidden_cols=hidden_cols)
@@ -956,9 +975,7 @@ def top_pairs_png(
     grey = f @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     dim = 0.35 * f + 0.65 * (60.0 + 0.45 * grey[:, :, None])
     base = np.where(inside[:, :, None], f, dim)
-    big = Image.fromarray(
-        np.ascontiguousarray(_upscale(np.rint(base).astype(np.uint8), factor)), mode="RGB"
-    )
+    big = Image.fromarray(np.ascontiguousarray(_upscale(np.rint(base).astype(np.uint8), factor)), mode="RGB")
     grid = patch_grid(boxes)
     names = patch_grid_labels(boxes)
     coord_font, badge_font, text_font = _font(13, bold=True), _font(13, bold=True), _font(15)
@@ -1013,16 +1030,13 @@ def top_pairs_png(
         if bx1 - bx0 > 2 * thick and by1 - by0 > 2 * thick:
             draw.rectangle((bx0 - 1, by0 - 1, bx1 + 1, by1 + 1), outline=(0, 0, 0), width=1)
             draw.rectangle((bx0, by0, bx1, by1), outline=colour, width=thick)
-    for rank, ((x0, y0, _x1, _y1), colour, nth) in enumerate(
-        zip(ints, OKABE_ITO, nth_of), start=1
-    ):
+    for rank, ((x0, y0, _x1, _y1), colour, nth) in enumerate(zip(ints, OKABE_ITO, nth_of), start=1):
         label = str(rank)
         bw, bh = int(_text_width(draw, label, badge_font)) + 8, 16
         lx = min(ox + x0 * factor + nth * (bw + 1), ox + big.width - bw)
         ly = oy + y0 * factor
         draw.rectangle((lx, ly, lx + bw - 1, ly + bh - 1), fill=colour, outline=(0, 0, 0))
-        draw.text((lx + bw / 2, ly + bh / 2), label, font=badge_font,
-                  fill=text_colour_for(colour), anchor="mm")
+        draw.text((lx + bw / 2, ly + bh / 2), label, font=badge_font, fill=text_colour_for(colour), anchor="mm")
 
     # caption strip: rank, the patch's place on the grid, the word, the signed value
     y = oy + big.height + pad
@@ -1030,8 +1044,7 @@ def top_pairs_png(
     y += 18
     for rank, ((r, c, value), colour) in enumerate(zip(pairs, OKABE_ITO), start=1):
         draw.rectangle((pad, y + 2, pad + 19, y + 21), fill=colour, outline=(0, 0, 0))
-        draw.text((pad + 10, y + 12), str(rank), font=badge_font, fill=text_colour_for(colour),
-                  anchor="mm")
+        draw.text((pad + 10, y + 12), str(rank), font=badge_font, fill=text_colour_for(colour), anchor="mm")
         value_text = _fmt(value)
         sign_word = "supports" if value > 0 else "opposes" if value < 0 else "neutral"
         right = f"{value_text} {sign_word}"

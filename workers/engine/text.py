@@ -3,7 +3,7 @@ use it as well as the renderer."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 # Written against the word before them ("circle?", "yes,") or after them ("(left").
 _CLOSING = frozenset(".,;:!?%)]}…»”’")

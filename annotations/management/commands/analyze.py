@@ -10,9 +10,11 @@ from annotations.services.analysis import AnalysisUnavailable, study_report_comp
 
 
 class Command(BaseCommand):
-    help = ("Print a study's analysis: simulation accuracy per arm with two-way bootstrap intervals, effects "
-            "against the baseline, agreement, calibration, time on task, exclusions and automatic metrics vs "
-            "human accuracy. The same numbers as the dashboard, the API and the summary export.")
+    help = (
+        "Print a study's analysis: simulation accuracy per arm with two-way bootstrap intervals, effects "
+        "against the baseline, agreement, calibration, time on task, exclusions and automatic metrics vs "
+        "human accuracy. The same numbers as the dashboard, the API and the summary export."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study id, public id or name")
@@ -43,24 +45,32 @@ def _pct(value) -> str:
 
 def _text(report: dict) -> str:
     meta = report["study"]
-    lines = [f"{meta['name']} ({meta['public_id']}): baseline '{meta['baseline']}', seed {meta['seed']}, "
-             f"{meta['n_resamples']} resamples"]
+    lines = [
+        f"{meta['name']} ({meta['public_id']}): baseline '{meta['baseline']}', seed {meta['seed']}, "
+        f"{meta['n_resamples']} resamples"
+    ]
     for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
         block = report["analysis"][section]
         data = block["data"]
         lines.append("")
-        lines.append(f"{title}: {data['n_test_responses']} test responses, {data['n_participants']} participants, "
-                     f"{data['n_items']} items")
+        lines.append(
+            f"{title}: {data['n_test_responses']} test responses, {data['n_participants']} participants, "
+            f"{data['n_items']} items"
+        )
         for arm, subsets in block["simulation_accuracy"].items():
             acc = subsets["all"]
             line = f"  {arm:<24} accuracy {_pct(acc['estimate'])} [{_pct(acc['ci_low'])}, {_pct(acc['ci_high'])}]"
             effect = block["effects"].get(arm, {}).get("all")
             if effect:
-                line += (f"  vs baseline {_pct(effect['estimate'])} [{_pct(effect['ci_low'])}, "
-                         f"{_pct(effect['ci_high'])}], p = {effect['p_value']:.4f}")
+                line += (
+                    f"  vs baseline {_pct(effect['estimate'])} [{_pct(effect['ci_low'])}, "
+                    f"{_pct(effect['ci_high'])}], p = {effect['p_value']:.4f}"
+                )
             lines.append(line)
     excl = report["exclusions"]
     lines.append("")
-    lines.append(f"Exclusions: {excl['n_excluded']} of {excl['n_participants']} participants "
-                 f"({', '.join(f'{k}: {v}' for k, v in excl['by_rule'].items() if v) or 'none'})")
+    lines.append(
+        f"Exclusions: {excl['n_excluded']} of {excl['n_participants']} participants "
+        f"({', '.join(f'{k}: {v}' for k, v in excl['by_rule'].items() if v) or 'none'})"
+    )
     return "\n".join(lines) + "\n"

@@ -14,9 +14,11 @@ from annotations.management.cli import os_error_text
 
 
 class Command(BaseCommand):
-    help = ("Benchmark the explanation methods on a model adapter (default: the demo adapter): "
-            "items/s, ratio to each method's measured floor, speedup over one-item-at-a-time "
-            "baselines.")
+    help = (
+        "Benchmark the explanation methods on a model adapter (default: the demo adapter): "
+        "items/s, ratio to each method's measured floor, speedup over one-item-at-a-time "
+        "baselines."
+    )
 
     def add_arguments(self, parser):
         from benchmarks.explain import add_arguments

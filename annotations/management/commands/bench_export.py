@@ -6,6 +6,7 @@ A thin wrapper: generating the study, the timed export and the rollback are
 :mod:`benchmarks.export`'s. Run it against a database of its own (``DATABASE_URL=…/mmeval_bench``,
 migrated) so a 1M-row transaction does not slow anyone else down.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,11 +31,22 @@ class Command(BaseCommand):
         parser.add_argument("--keep", action="store_true", help="commit the synthetic study instead of rolling back")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--profile", action="store_true", help="print a cProfile of one extra export first")
-        parser.add_argument("--study", type=int, default=None,
-                            help="export this (earlier --keep) study instead of generating one")
+        parser.add_argument(
+            "--study", type=int, default=None, help="export this (earlier --keep) study instead of generating one"
+        )
 
-    def handle(self, *args, rows: int, items_per_participant: int, out: Path, keep: bool, seed: int,
-               profile: bool = False, study: int | None = None, **options):
+    def handle(
+        self,
+        *args,
+        rows: int,
+        items_per_participant: int,
+        out: Path,
+        keep: bool,
+        seed: int,
+        profile: bool = False,
+        study: int | None = None,
+        **options,
+    ):
         if connection.vendor != "postgresql":
             raise CommandError("bench_export needs PostgreSQL (COPY, server-side cursors); set DATABASE_URL")
         if rows < 1 or items_per_participant < 1:
@@ -44,7 +56,14 @@ class Command(BaseCommand):
                 pass
         except OSError as exc:
             raise CommandError(f"--out {out}: cannot write there ({os_error_text(exc)})") from None
-        report = run_export_benchmark(rows=rows, items_per_participant=items_per_participant, out=out, keep=keep,
-                                      seed=seed, study_id=study, profile=self.stdout if profile else None)
+        report = run_export_benchmark(
+            rows=rows,
+            items_per_participant=items_per_participant,
+            out=out,
+            keep=keep,
+            seed=seed,
+            study_id=study,
+            profile=self.stdout if profile else None,
+        )
         for line in format_report(report):
             self.stdout.write(line)

@@ -31,8 +31,9 @@ class Command(BaseCommand):
         if min(workers) < 1 or items < pool or pool < 2:
             raise CommandError("--workers must be >= 1 and --items >= --pool >= 2")
         try:
-            rows = run_precompute_benchmark(items=items, pool=pool, workers=workers, batch_size=batch_size,
-                                            timeout=timeout)
+            rows = run_precompute_benchmark(
+                items=items, pool=pool, workers=workers, batch_size=batch_size, timeout=timeout
+            )
         except PrecomputeBenchError as exc:
             raise CommandError(str(exc)) from None
         for line in format_table(rows, items=items, pool=pool, batch_size=batch_size):

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
-from annotations.services.registry import registered_model_create
 from annotations.services.precompute import precompute_job_create
+from annotations.services.registry import registered_model_create
 from annotations.services.spec import study_spec_parse
 from annotations.services.spec_templates import multiviz_spec
 from annotations.services.studies import ConditionSpec, study_create, study_create_from_spec, study_launch
@@ -33,10 +33,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--no-serve", action="store_true", help="build everything, then exit")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
-        parser.add_argument("--items", type=int, default=320, help="items in the generated dataset (the model errs on about 1 in 13)")
-        parser.add_argument("--study", choices=("ig", "multiviz"), default="ig",
-                            help="ig: baseline vs IG vs interactions (default); multiviz: MultiViz's cumulative "
-                                 "stages U, U+C, U+C+R, U+C+R+P against a baseline")
+        parser.add_argument(
+            "--items", type=int, default=320, help="items in the generated dataset (the model errs on about 1 in 13)"
+        )
+        parser.add_argument(
+            "--study",
+            choices=("ig", "multiviz"),
+            default="ig",
+            help="ig: baseline vs IG vs interactions (default); multiviz: MultiViz's cumulative "
+            "stages U, U+C, U+C+R, U+C+R+P against a baseline",
+        )
 
     def handle(self, *args, no_serve, addrport, items, study, **options):
         which = study
@@ -46,16 +52,30 @@ class Command(BaseCommand):
         load_or_train()
         dataset = self._dataset(user, items)
         model = RegisteredModel.objects.filter(owner=user, name="demo-fusion").first() or registered_model_create(
-            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset)
+            owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset
+        )
         if which == "multiviz":
             study = self._multiviz_study(user, dataset, model)
         else:
             study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
-                owner=user, name=DEMO_STUDY, dataset=dataset, model=model,
-                conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
-                            ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"])],
-                n_items=40, items_per_participant=10, raters_per_item=3, n_candidates=4, seed=7,
-                learning_items=4, attention_checks=1, min_rt_ms=800, survey=True,
+                owner=user,
+                name=DEMO_STUDY,
+                dataset=dataset,
+                model=model,
+                conditions=[
+                    ConditionSpec(name="baseline"),
+                    ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
+                    ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"]),
+                ],
+                n_items=40,
+                items_per_participant=10,
+                raters_per_item=3,
+                n_candidates=4,
+                seed=7,
+                learning_items=4,
+                attention_checks=1,
+                min_rt_ms=800,
+                survey=True,
                 exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
             )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
@@ -82,7 +102,9 @@ class Command(BaseCommand):
 
     def _researcher(self):
         User = get_user_model()
-        user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True})
+        user, created = User.objects.get_or_create(
+            username=DEMO_USER, defaults={"is_staff": True, "is_superuser": True}
+        )
         if created:
             user.set_password(DEMO_PASSWORD)
             user.save()
@@ -99,10 +121,12 @@ class Command(BaseCommand):
     def _precompute(self, study: Study) -> None:
         job = precompute_job_create(study=study)
         with tqdm(total=0, desc="Precompute", unit="item") as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
+
             result = precompute_run(job_id=job.pk, on_progress=progress)
         if result.get("status") != PrecomputeJob.Status.DONE:
             job.refresh_from_db()

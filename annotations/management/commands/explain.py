@@ -43,9 +43,12 @@ def item_file_stems(item_ids: list[object], *, reserved: tuple[str, ...] = ()) -
     for s in stems:
         seen[s.lower()] = seen.get(s.lower(), 0) + 1
     taken = {r.lower() for r in reserved}
-    return [s if (seen[s.lower()] == 1 or s != str(i)) and s.lower() not in taken else
-            f"{s}-{hashlib.sha1(str(i).encode('utf-8')).hexdigest()[:8]}"
-            for s, i in zip(stems, item_ids)]
+    return [
+        s
+        if (seen[s.lower()] == 1 or s != str(i)) and s.lower() not in taken
+        else f"{s}-{hashlib.sha1(str(i).encode('utf-8')).hexdigest()[:8]}"
+        for s, i in zip(stems, item_ids)
+    ]
 
 
 def _split(value: str) -> list[str]:
@@ -57,44 +60,80 @@ ERRORS_FILE, EMAP_STEM = "errors.jsonl", "emap"
 
 
 class Command(BaseCommand):
-    help = ("Predict and explain every item of a dataset JSONL with a model adapter, writing "
-            "<item id>.json (prediction, group scores, modality shares, interactions, groups) "
-            "and <item id>.npz (the arrays) per item into --out. No database needed. An item "
-            "that fails (NaN/Inf, unreadable payload) does not stop the others: it is listed in "
-            f"{ERRORS_FILE} (id, line, error) and the command exits with status 1. --emap adds "
-            f"{EMAP_STEM}.json: the model's accuracy, its additive projection's accuracy and the "
-            "EMAP gap over the items (Hessel & Lee 2020).")
+    help = (
+        "Predict and explain every item of a dataset JSONL with a model adapter, writing "
+        "<item id>.json (prediction, group scores, modality shares, interactions, groups) "
+        "and <item id>.npz (the arrays) per item into --out. No database needed. An item "
+        "that fails (NaN/Inf, unreadable payload) does not stop the others: it is listed in "
+        f"{ERRORS_FILE} (id, line, error) and the command exits with status 1. --emap adds "
+        f"{EMAP_STEM}.json: the model's accuracy, its additive projection's accuracy and the "
+        "EMAP gap over the items (Hessel & Lee 2020)."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--adapter", required=True, help="dotted path package.module:Factory, under one of "
-                            "the packages of MMEVAL_ADAPTER_PREFIXES (see --allow-any-adapter)")
+        parser.add_argument(
+            "--adapter",
+            required=True,
+            help="dotted path package.module:Factory, under one of "
+            "the packages of MMEVAL_ADAPTER_PREFIXES (see --allow-any-adapter)",
+        )
         parser.add_argument("--data", required=True, type=Path, help="dataset JSONL file")
-        parser.add_argument("--methods", default="integrated_gradients",
-                            help="comma-separated attribution methods and interactions, e.g. "
-                                 "integrated_gradients,saliency,second_order,modality_interaction")
+        parser.add_argument(
+            "--methods",
+            default="integrated_gradients",
+            help="comma-separated attribution methods and interactions, e.g. "
+            "integrated_gradients,saliency,second_order,modality_interaction",
+        )
         parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
-        parser.add_argument("--targets", default="predicted",
-                            help="'predicted' (default), 'all', or a class index or label name")
-        parser.add_argument("--pair", default=None, metavar="A,B",
-                            help="the two modalities that interactions and --emap pair, e.g. image,text "
-                                 "(needed when the adapter has three or more)")
-        parser.add_argument("--emap", action="store_true",
-                            help=f"also write {EMAP_STEM}.json (and .npz): the model's accuracy against the "
-                                 "items' labels, the accuracy of its EMAP projection (the best additive "
-                                 "function of the two modalities) and the gap between them; a gap near zero "
-                                 "means the model uses no cross-modal interaction. Costs N^2 forward passes "
-                                 "for N items")
+        parser.add_argument(
+            "--targets", default="predicted", help="'predicted' (default), 'all', or a class index or label name"
+        )
+        parser.add_argument(
+            "--pair",
+            default=None,
+            metavar="A,B",
+            help="the two modalities that interactions and --emap pair, e.g. image,text "
+            "(needed when the adapter has three or more)",
+        )
+        parser.add_argument(
+            "--emap",
+            action="store_true",
+            help=f"also write {EMAP_STEM}.json (and .npz): the model's accuracy against the "
+            "items' labels, the accuracy of its EMAP projection (the best additive "
+            "function of the two modalities) and the gap between them; a gap near zero "
+            "means the model uses no cross-modal interaction. Costs N^2 forward passes "
+            "for N items",
+        )
         parser.add_argument("--batch-size", type=int, default=8, help="items per engine batch")
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--limit", type=int, default=None, help="explain only the first N items")
         parser.add_argument("--seed", type=int, default=0, help="seed of the stochastic methods")
-        parser.add_argument("--allow-any-adapter", action="store_true",
-                            help="run an adapter outside MMEVAL_ADAPTER_PREFIXES (it is imported and run "
-                                 "in this process: only code you trust)")
+        parser.add_argument(
+            "--allow-any-adapter",
+            action="store_true",
+            help="run an adapter outside MMEVAL_ADAPTER_PREFIXES (it is imported and run "
+            "in this process: only code you trust)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def handle(self, *args, adapter, data, methods, out, targets, pair, emap, batch_size, device, limit, seed,
-               allow_any_adapter, no_progress, **options):
+    def handle(
+        self,
+        *args,
+        adapter,
+        data,
+        methods,
+        out,
+        targets,
+        pair,
+        emap,
+        batch_size,
+        device,
+        limit,
+        seed,
+        allow_any_adapter,
+        no_progress,
+        **options,
+    ):
         # Engine imports stay here: `manage.py help` must not pay for torch.
         from tqdm.auto import tqdm
 
@@ -107,8 +146,10 @@ class Command(BaseCommand):
             raise CommandError("--methods is empty")
         unknown = [n for n in names if n not in METHODS and n not in INTERACTIONS]
         if unknown:
-            raise CommandError(f"unknown method(s) {', '.join(unknown)}; attribution methods: "
-                               f"{', '.join(METHODS)}; interactions: {', '.join(INTERACTIONS)}")
+            raise CommandError(
+                f"unknown method(s) {', '.join(unknown)}; attribution methods: "
+                f"{', '.join(METHODS)}; interactions: {', '.join(INTERACTIONS)}"
+            )
         attributions = [n for n in names if n in METHODS]
         interactions = [n for n in names if n in INTERACTIONS]
         pair_names = _split(pair) if pair is not None else None
@@ -145,19 +186,28 @@ class Command(BaseCommand):
         explained: list[int] = []
         failures: list[ItemFailure] = []
         try:
-            results = explain_items_iter(model, items, methods=attributions, interactions=interactions,
-                                         targets=target_spec, batch_size=batch_size, seed=seed,
-                                         interaction_modalities=pair_names, keep_going=True, progress=progress)
+            results = explain_items_iter(
+                model,
+                items,
+                methods=attributions,
+                interactions=interactions,
+                targets=target_spec,
+                batch_size=batch_size,
+                seed=seed,
+                interaction_modalities=pair_names,
+                keep_going=True,
+                progress=progress,
+            )
             for res in results:
                 if isinstance(res, ItemFailure):
                     failures.append(res)
                     with open(out / ERRORS_FILE, "a", encoding="utf-8") as errors:
-                        errors.write(json.dumps({"id": res.item_id, "line": lines[res.position].line,
-                                                 "error": res.error}) + "\n")
+                        errors.write(
+                            json.dumps({"id": res.item_id, "line": lines[res.position].line, "error": res.error}) + "\n"
+                        )
                     continue
                 stem = stems[res.position]
-                payload = {"file_stem": stem, "methods": attributions, "interactions": interactions,
-                           **res.to_json()}
+                payload = {"file_stem": stem, "methods": attributions, "interactions": interactions, **res.to_json()}
                 (out / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
                 np.savez_compressed(out / f"{stem}.npz", **res.to_arrays())
                 explained.append(res.position)
@@ -168,8 +218,10 @@ class Command(BaseCommand):
         finally:
             bar.close()
 
-        summary = (f"Explained {len(explained)} of {len(items)} item(s) with {', '.join(names)}; wrote "
-                   f"{2 * len(explained)} file(s) to {out}.")
+        summary = (
+            f"Explained {len(explained)} of {len(items)} item(s) with {', '.join(names)}; wrote "
+            f"{2 * len(explained)} file(s) to {out}."
+        )
         self.stdout.write(self.style.SUCCESS(summary) if not failures else summary)
         emap_error = self._emap(model, [items[k] for k in explained], out, pair_names) if emap else ""
         hint = ""
@@ -178,8 +230,10 @@ class Command(BaseCommand):
             hint = traceback_or_hint(options=options, stderr=self.stderr, text=failure.traceback)
         if failures:
             more = " (the first 10 above)" if len(failures) > 10 else " (above)"
-            raise CommandError(f"{len(failures)} of {len(items)} item(s) failed{more}; they are listed in "
-                               f"{out / ERRORS_FILE}{hint}{'; ' + emap_error if emap_error else ''}")
+            raise CommandError(
+                f"{len(failures)} of {len(items)} item(s) failed{more}; they are listed in "
+                f"{out / ERRORS_FILE}{hint}{'; ' + emap_error if emap_error else ''}"
+            )
         if emap_error:
             raise CommandError(emap_error)
 
@@ -213,19 +267,26 @@ class Command(BaseCommand):
             result = emap_compute(model, items, modalities=pair_names)
         except Exception as exc:  # NaN/Inf pair logits; an adapter that cannot encode a mixed pair
             return f"EMAP failed: {error_text(exc)}"
-        doc = {**result.to_json(), "item_ids": [item["id"] for item in items],
-               "gold": "the items' label field" if result.gold is not None else None}
+        doc = {
+            **result.to_json(),
+            "item_ids": [item["id"] for item in items],
+            "gold": "the items' label field" if result.gold is not None else None,
+        }
         (out / f"{EMAP_STEM}.json").write_text(json.dumps(doc, indent=1, allow_nan=False))
         np.savez_compressed(out / f"{EMAP_STEM}.npz", **result.to_arrays(prefix=""))
         a, b = result.modalities
         if result.emap_gap is None:
-            self.stdout.write(f"EMAP ({a} x {b}, {len(items)} items): the items' labels are not the adapter's, so "
-                              f"no accuracies; the projection agrees with the model on {result.agreement:.1%}. "
-                              f"Wrote {out / (EMAP_STEM + '.json')}.")
+            self.stdout.write(
+                f"EMAP ({a} x {b}, {len(items)} items): the items' labels are not the adapter's, so "
+                f"no accuracies; the projection agrees with the model on {result.agreement:.1%}. "
+                f"Wrote {out / (EMAP_STEM + '.json')}."
+            )
         else:
-            self.stdout.write(f"EMAP ({a} x {b}, {len(items)} items): model accuracy {result.model_accuracy:.1%}, "
-                              f"projection accuracy {result.projection_accuracy:.1%}, gap "
-                              f"{100 * result.emap_gap:+.1f} points. Wrote {out / (EMAP_STEM + '.json')}.")
+            self.stdout.write(
+                f"EMAP ({a} x {b}, {len(items)} items): model accuracy {result.model_accuracy:.1%}, "
+                f"projection accuracy {result.projection_accuracy:.1%}, gap "
+                f"{100 * result.emap_gap:+.1f} points. Wrote {out / (EMAP_STEM + '.json')}."
+            )
         return ""
 
 
@@ -242,7 +303,8 @@ def _adapter_path_check(adapter: str, *, allow_any: bool) -> None:
         raise CommandError(
             f"adapter {adapter} is not under an allowed adapter package "
             f"({', '.join(settings.MMEVAL_ADAPTER_PREFIXES) or 'none'}); add its package to "
-            "MMEVAL_ADAPTER_PREFIXES, or pass --allow-any-adapter to run code you trust")
+            "MMEVAL_ADAPTER_PREFIXES, or pass --allow-any-adapter to run code you trust"
+        )
 
 
 def _dataset_read(data: Path) -> list:
@@ -278,5 +340,6 @@ def _pair_check(modalities: list[str], pair: str | None, pair_names: list[str] |
         pick_modalities(modalities, pair_names)
     except ValueError:
         given = f"--pair {pair}: " if pair_names is not None else ""
-        raise CommandError(f"{given}the adapter's modalities are {', '.join(modalities)}; "
-                           "name two of them with --pair A,B") from None
+        raise CommandError(
+            f"{given}the adapter's modalities are {', '.join(modalities)}; name two of them with --pair A,B"
+        ) from None

@@ -4,21 +4,23 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.management.cli import out_file_write
+from annotations.models import Study
 from annotations.selectors.exports import (
     EXPORTS,
+    report_summary_csv_lines,
     study_items_csv_lines,
     study_participants_csv_lines,
     study_responses_csv_lines,
-    report_summary_csv_lines,
 )
-from annotations.management.cli import out_file_write
-from annotations.models import Study
 from annotations.selectors.studies import study_by_key
 
 
 class Command(BaseCommand):
-    help = ("Write one of a study's CSV exports (the same files the dashboard's download buttons give): "
-            "responses, items, participants or summary (the analysis numbers).")
+    help = (
+        "Write one of a study's CSV exports (the same files the dashboard's download buttons give): "
+        "responses, items, participants or summary (the analysis numbers)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study id, public id or name")

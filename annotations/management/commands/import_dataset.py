@@ -26,7 +26,9 @@ class Command(BaseCommand):
             raise CommandError(f"{jsonl}: {exc}") from None
         except OSError as exc:  # unreadable file, or media that cannot be copied
             raise CommandError(f"{exc.filename or jsonl}: {os_error_text(exc)}") from None
-        self.stdout.write(self.style.SUCCESS(f"Imported {dataset.items.count()} items into '{dataset.name}' (id {dataset.pk})."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Imported {dataset.items.count()} items into '{dataset.name}' (id {dataset.pk}).")
+        )
 
 
 def _owner(username):

@@ -25,8 +25,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("spec", type=Path, help="the spec file (.yaml, .yml or .json)")
         parser.add_argument("--owner", help="the researcher's username (needed when there are several users)")
-        parser.add_argument("--via-task", action="store_true",
-                            help="precompute on the Celery workers (default: in this process)")
+        parser.add_argument(
+            "--via-task", action="store_true", help="precompute on the Celery workers (default: in this process)"
+        )
         parser.add_argument("--no-launch", action="store_true", help="stop after precompute (to preview first)")
         parser.add_argument("--check", action="store_true", help="only check the spec; create nothing")
         parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds to wait for the workers")
@@ -69,18 +70,22 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS("The study is live."))
         site = settings.SITE_URL
         self.stdout.write(f"  Participant link: {site}{reverse('participant-entry', args=[study.public_id])}")
-        self.stdout.write(f"  Prolific: append ?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}"
-                          f"&SESSION_ID={{{{%SESSION_ID%}}}}; codes: completed {study.completion_code}, "
-                          f"screened out {study.screened_out_code}")
+        self.stdout.write(
+            f"  Prolific: append ?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}"
+            f"&SESSION_ID={{{{%SESSION_ID%}}}}; codes: completed {study.completion_code}, "
+            f"screened out {study.screened_out_code}"
+        )
         self.stdout.write(f"  Researcher page:  {site}{reverse('study-detail', args=[study.pk])}")
 
     def _precompute_here(self, job: PrecomputeJob) -> None:
         from workers.pipeline import precompute_run
 
         with tqdm(total=0, desc="Precompute", unit="item", disable=None) as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total, bar.n = total, done
                 bar.refresh()
+
             precompute_run(job_id=job.pk, on_progress=progress)
 
     def _wait_for_workers(self, study: Study, timeout: int) -> PrecomputeJob:
@@ -97,5 +102,7 @@ class Command(BaseCommand):
                 if job.status in (PrecomputeJob.Status.DONE, PrecomputeJob.Status.FAILED):
                     return job
                 time.sleep(1)
-        raise CommandError(f"precompute did not finish in {timeout} s; the job is still {job.status} "
-                           "(the workers carry on; watch the study page)")
+        raise CommandError(
+            f"precompute did not finish in {timeout} s; the job is still {job.status} "
+            "(the workers carry on; watch the study page)"
+        )

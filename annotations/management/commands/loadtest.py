@@ -32,21 +32,31 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (loopback only)")
         parser.add_argument("--study", help="public ID of a live study (make one with --setup)")
         parser.add_argument("--participants", type=int, default=200, help="simulated participants at once")
-        parser.add_argument("--think", type=float, default=0.0,
-                            help="seconds of thinking per page, on average (each draw is 0.5x to 1.5x)")
+        parser.add_argument(
+            "--think",
+            type=float,
+            default=0.0,
+            help="seconds of thinking per page, on average (each draw is 0.5x to 1.5x)",
+        )
         parser.add_argument("--duration", type=float, default=60.0, help="seconds; walks still running are cut")
         parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which participants arrive")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
         parser.add_argument("--json", help="also write the numbers to this file")
-        parser.add_argument("--setup", action="store_true",
-                            help="build the demo (manage.py demo --no-serve) and a live copy of its study with "
-                                 "room for many participants, on the configured database; print its public ID")
-        parser.add_argument("--raters", type=int, default=100,
-                            help="with --setup: raters per item and arm (room for 4 x raters walks per arm)")
+        parser.add_argument(
+            "--setup",
+            action="store_true",
+            help="build the demo (manage.py demo --no-serve) and a live copy of its study with "
+            "room for many participants, on the configured database; print its public ID",
+        )
+        parser.add_argument(
+            "--raters",
+            type=int,
+            default=100,
+            help="with --setup: raters per item and arm (room for 4 x raters walks per arm)",
+        )
 
-    def handle(self, *args, url, study, participants, think, duration, ramp, seed, timeout, setup, raters,
-               **options):
+    def handle(self, *args, url, study, participants, think, duration, ramp, seed, timeout, setup, raters, **options):
         if setup:
             self.stdout.write(self._setup(raters=raters))
             return
@@ -62,8 +72,18 @@ class Command(BaseCommand):
             raise CommandError(f"--duration must be above 0 and at most {MAX_DURATION_S} seconds")
         if think < 0 or ramp < 0 or timeout <= 0:
             raise CommandError("--think and --ramp must be at least 0, --timeout above 0")
-        report = asyncio.run(run_load(url=url, study=study, participants=participants, duration_s=duration,
-                                      think_s=think, ramp_s=ramp, seed=seed, timeout_s=timeout))
+        report = asyncio.run(
+            run_load(
+                url=url,
+                study=study,
+                participants=participants,
+                duration_s=duration,
+                think_s=think,
+                ramp_s=ramp,
+                seed=seed,
+                timeout_s=timeout,
+            )
+        )
         self.stdout.write(report.table())
         for problem in report.problems[:10]:
             self.stderr.write(f"  {problem}")
@@ -86,15 +106,25 @@ class Command(BaseCommand):
         number = Study.objects.filter(owner=demo.owner, name__startswith=LOAD_STUDY_PREFIX).count() + 1
         name = f"{LOAD_STUDY_PREFIX} {number}: the demo design, {raters} raters per item"
         spec = {
-            "name": name, "dataset": demo.dataset.name, "model": demo.model.name, "seed": demo.seed,
+            "name": name,
+            "dataset": demo.dataset.name,
+            "model": demo.model.name,
+            "seed": demo.seed,
             "arms": [{"name": c.name, "views": list(c.views)} for c in demo.conditions.order_by("id")],
-            "items": {"n": demo.study_items.filter(role="test").count(),
-                      "per_participant": demo.items_per_participant, "raters_per_item": raters},
+            "items": {
+                "n": demo.study_items.filter(role="test").count(),
+                "per_participant": demo.items_per_participant,
+                "raters_per_item": raters,
+            },
             "candidates": {"mode": "top_k", "k": demo.n_candidates, "distractors": demo.n_distractors}
-            if demo.n_candidates else {"mode": "all"},
+            if demo.n_candidates
+            else {"mode": "all"},
             "phases": {"learning_items": demo.learning_items, "pretest": demo.pretest, "survey": demo.survey},
-            "quality": {"attention_checks": demo.attention_checks, "min_rt_ms": demo.min_rt_ms,
-                        "exclusion_rules": demo.exclusion_rules},
+            "quality": {
+                "attention_checks": demo.attention_checks,
+                "min_rt_ms": demo.min_rt_ms,
+                "exclusion_rules": demo.exclusion_rules,
+            },
         }
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "loadtest-study.json"

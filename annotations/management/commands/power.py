@@ -7,21 +7,36 @@ from annotations.services.analysis import AnalysisUnavailable, study_power_compu
 
 
 class Command(BaseCommand):
-    help = ("How many participants per arm a study needs for power 0.8 at alpha 0.05, by simulation "
-            "(annotations.analysis.power). With a study: its answers so far are the pilot (baseline accuracy, "
-            "participant and item variance from the mixed model). Without: state the baseline accuracy and the "
-            "standard deviations. --items compares designs with more or fewer items.")
+    help = (
+        "How many participants per arm a study needs for power 0.8 at alpha 0.05, by simulation "
+        "(annotations.analysis.power). With a study: its answers so far are the pilot (baseline accuracy, "
+        "participant and item variance from the mixed model). Without: state the baseline accuracy and the "
+        "standard deviations. --items compares designs with more or fewer items."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("study", nargs="?", default=None, help="study id, public id or name (the pilot)")
-        parser.add_argument("--effect", type=float, default=None,
-                            help="gain in simulation accuracy to detect, e.g. 0.1 (default: the study's "
-                                 "effect_of_interest, else 0.1)")
-        parser.add_argument("--items", type=int, nargs="+", default=None, metavar="N",
-                            help="number of items in the study (several: one design each)")
+        parser.add_argument(
+            "--effect",
+            type=float,
+            default=None,
+            help="gain in simulation accuracy to detect, e.g. 0.1 (default: the study's effect_of_interest, else 0.1)",
+        )
+        parser.add_argument(
+            "--items",
+            type=int,
+            nargs="+",
+            default=None,
+            metavar="N",
+            help="number of items in the study (several: one design each)",
+        )
         parser.add_argument("--items-per-participant", type=int, default=None)
-        parser.add_argument("--baseline-accuracy", type=float, default=None, help="without a study: the baseline "
-                                                                                  "arm's expected accuracy")
+        parser.add_argument(
+            "--baseline-accuracy",
+            type=float,
+            default=None,
+            help="without a study: the baseline arm's expected accuracy",
+        )
         parser.add_argument("--participant-sd", type=float, default=1.0, help="without a study (logit scale)")
         parser.add_argument("--item-sd", type=float, default=0.8, help="without a study (logit scale)")
         parser.add_argument("--power", type=float, default=0.8, dest="target_power")
@@ -30,28 +45,68 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="without a study: the simulations' seed")
         parser.add_argument("--json", action="store_true", dest="as_json")
 
-    def handle(self, *args, study, effect, items, items_per_participant, baseline_accuracy, participant_sd, item_sd,
-               target_power, alpha, simulations, seed, as_json, **options):
+    def handle(
+        self,
+        *args,
+        study,
+        effect,
+        items,
+        items_per_participant,
+        baseline_accuracy,
+        participant_sd,
+        item_sd,
+        target_power,
+        alpha,
+        simulations,
+        seed,
+        as_json,
+        **options,
+    ):
         from annotations.analysis import power_sample_size
 
         try:
             if study is not None:
                 if baseline_accuracy is not None:
                     raise CommandError("give a study or --baseline-accuracy, not both")
-                found = study_power_compute(study=_find_study(study), effect=effect, n_items=items,
-                                            items_per_participant=items_per_participant, target_power=target_power,
-                                            alpha=alpha, n_simulations=simulations)
+                found = study_power_compute(
+                    study=_find_study(study),
+                    effect=effect,
+                    n_items=items,
+                    items_per_participant=items_per_participant,
+                    target_power=target_power,
+                    alpha=alpha,
+                    n_simulations=simulations,
+                )
             else:
                 if baseline_accuracy is None or not items or items_per_participant is None:
-                    raise CommandError("without a study, give --baseline-accuracy, --items and "
-                                       "--items-per-participant (and --effect)")
+                    raise CommandError(
+                        "without a study, give --baseline-accuracy, --items and --items-per-participant (and --effect)"
+                    )
                 chosen = 0.1 if effect is None else effect
-                found = {"study": None, "effect": chosen, "effect_assumed": effect is None, "current_per_arm": 0,
-                         "designs": [dict(power_sample_size(
-                             baseline_accuracy=baseline_accuracy, effect=chosen, participant_sd=participant_sd,
-                             item_sd=item_sd, n_items=count, items_per_participant=items_per_participant,
-                             target_power=target_power, alpha=alpha, n_simulations=simulations, seed=seed),
-                             source="assumed") for count in items]}
+                found = {
+                    "study": None,
+                    "effect": chosen,
+                    "effect_assumed": effect is None,
+                    "current_per_arm": 0,
+                    "designs": [
+                        dict(
+                            power_sample_size(
+                                baseline_accuracy=baseline_accuracy,
+                                effect=chosen,
+                                participant_sd=participant_sd,
+                                item_sd=item_sd,
+                                n_items=count,
+                                items_per_participant=items_per_participant,
+                                target_power=target_power,
+                                alpha=alpha,
+                                n_simulations=simulations,
+                                seed=seed,
+                            ),
+                            source="assumed",
+                        )
+                        for count in items
+                    ],
+                }
         except AnalysisUnavailable as exc:
             raise CommandError(f"no power analysis: {exc}") from exc
         except ValueError as exc:
@@ -64,7 +119,7 @@ class Command(BaseCommand):
 
 def _text(found: dict) -> str:
     first = found["designs"][0]
-    source = (f"the answers of '{found['study']['name']}' so far" if found["study"] else "the values given")
+    source = f"the answers of '{found['study']['name']}' so far" if found["study"] else "the values given"
     lines = [
         f"Power {first['target_power']:.2f} at alpha {first['alpha']} for a gain of {100 * found['effect']:.1f} points "
         f"in simulation accuracy{' (assumed)' if found['effect_assumed'] else ''}.",

@@ -24,40 +24,76 @@ from annotations.services.model_reports import (
 
 
 class Command(BaseCommand):
-    help = ("Quantify a model on a dataset without a crowd: modality reliance (baseline and permutation), "
-            "modality share and the 2x2 interaction dividend per item, M2Lens interaction types, robustness to "
-            "noise and missing modalities (MultiBench relative and effective robustness), bias slices against the "
-            "rest with bootstrap intervals, the EMAP gap, and, with --checkpoints, the learning process (losses "
-            "per modality, OGR, Gradient-Blending weights). Writes report.json, items/summary/slices/robustness/"
-            "learning.csv and the figures (.svg) into --out.")
+    help = (
+        "Quantify a model on a dataset without a crowd: modality reliance (baseline and permutation), "
+        "modality share and the 2x2 interaction dividend per item, M2Lens interaction types, robustness to "
+        "noise and missing modalities (MultiBench relative and effective robustness), bias slices against the "
+        "rest with bootstrap intervals, the EMAP gap, and, with --checkpoints, the learning process (losses "
+        "per modality, OGR, Gradient-Blending weights). Writes report.json, items/summary/slices/robustness/"
+        "learning.csv and the figures (.svg) into --out."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", required=True, help="your registered model, by name")
         parser.add_argument("--dataset", required=True, help="your dataset, by name")
         parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
-        parser.add_argument("--slices", type=Path, default=None,
-                            help="a YAML/JSON slices file: {fields: ..., slices: {name: expression}} "
-                                 "(see workers/engine/demo/slices.yaml)")
-        parser.add_argument("--checkpoints", default=None, metavar="all|NAME,NAME",
-                            help="add the learning-process section over these checkpoints of the adapter "
-                                 "('all', or names); costs one pass over the data per checkpoint")
-        parser.add_argument("--train-dataset", default=None,
-                            help="your dataset of training items for the training losses (default: the "
-                                 "adapter's training_items())")
-        parser.add_argument("--options", type=Path, default=None,
-                            help="a YAML/JSON file of report options (noise_levels, permutations, emap_max_items, "
-                                 "pair, ...; see workers/engine/report/options.py)")
+        parser.add_argument(
+            "--slices",
+            type=Path,
+            default=None,
+            help="a YAML/JSON slices file: {fields: ..., slices: {name: expression}} "
+            "(see workers/engine/demo/slices.yaml)",
+        )
+        parser.add_argument(
+            "--checkpoints",
+            default=None,
+            metavar="all|NAME,NAME",
+            help="add the learning-process section over these checkpoints of the adapter "
+            "('all', or names); costs one pass over the data per checkpoint",
+        )
+        parser.add_argument(
+            "--train-dataset",
+            default=None,
+            help="your dataset of training items for the training losses (default: the adapter's training_items())",
+        )
+        parser.add_argument(
+            "--options",
+            type=Path,
+            default=None,
+            help="a YAML/JSON file of report options (noise_levels, permutations, emap_max_items, "
+            "pair, ...; see workers/engine/report/options.py)",
+        )
         parser.add_argument("--seed", type=int, default=None, help="seed of permutations, noise and bootstrap")
-        parser.add_argument("--threads", type=int, default=None,
-                            help="torch threads in this process (default: MMEVAL_TORCH_THREADS, else torch's); "
-                                 "1 on a machine whose cores are busy with other work")
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="torch threads in this process (default: MMEVAL_TORCH_THREADS, else torch's); "
+            "1 on a machine whose cores are busy with other work",
+        )
         parser.add_argument("--owner", help="the researcher's username (needed when there are several users)")
         parser.add_argument("--via-task", action="store_true", help="compute on the Celery workers and wait")
         parser.add_argument("--timeout", type=int, default=6 * 3600, help="seconds to wait for the workers")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def handle(self, *args, model, dataset, out, slices, checkpoints, train_dataset, options, seed, threads, owner,
-               via_task, timeout, no_progress, **kwargs):
+    def handle(
+        self,
+        *args,
+        model,
+        dataset,
+        out,
+        slices,
+        checkpoints,
+        train_dataset,
+        options,
+        seed,
+        threads,
+        owner,
+        via_task,
+        timeout,
+        no_progress,
+        **kwargs,
+    ):
         out = Path(out)
         if threads is not None and threads < 1:
             raise CommandError("--threads must be at least 1")
@@ -85,13 +121,21 @@ class Command(BaseCommand):
                 raise CommandError(f"--slices {slices}: {exc}") from None
         out_dir_prepare(path=out)
         try:
-            report = model_report_create(owner=user, model=found_model, dataset=found_dataset, options=report_options,
-                                         slices=slices_doc, train_dataset=found_train)
+            report = model_report_create(
+                owner=user,
+                model=found_model,
+                dataset=found_dataset,
+                options=report_options,
+                slices=slices_doc,
+                train_dataset=found_train,
+            )
         except ModelReportError as exc:
             where = f"--slices {slices}: " if exc.field.startswith(("slices", "fields")) and slices else ""
             raise CommandError(f"{where}{exc}") from None
-        self.stdout.write(f"Model report {report.pk}: '{found_model.name}' on '{found_dataset.name}' "
-                          f"({found_dataset.items.count()} items).")
+        self.stdout.write(
+            f"Model report {report.pk}: '{found_model.name}' on '{found_dataset.name}' "
+            f"({found_dataset.items.count()} items)."
+        )
         if via_task:
             self._wait_for_workers(report, timeout, no_progress)
         else:
@@ -109,8 +153,10 @@ class Command(BaseCommand):
         found = model_class.objects.filter(owner=user, name=name).first()
         if found is None:
             known = list(model_class.objects.filter(owner=user).values_list("name", flat=True)[:20])
-            raise CommandError(f"{option} {name!r}: {user.username} has no such {model_class._meta.verbose_name}; "
-                               f"theirs: {', '.join(known) or 'none'}")
+            raise CommandError(
+                f"{option} {name!r}: {user.username} has no such {model_class._meta.verbose_name}; "
+                f"theirs: {', '.join(known) or 'none'}"
+            )
         return found
 
     def _text(self, path: Path, option: str) -> str:
@@ -132,8 +178,10 @@ class Command(BaseCommand):
                 return json.loads(text)
             return model_report_slices_load(text=text)
         except (ValueError, ModelReportError) as exc:
-            raise CommandError(f"{option} {path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: "
-                               f"{str(exc).removeprefix('the slices file is not valid YAML: ')}") from None
+            raise CommandError(
+                f"{option} {path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: "
+                f"{str(exc).removeprefix('the slices file is not valid YAML: ')}"
+            ) from None
 
     # ------------------------------------------------------------------ running
 
@@ -174,8 +222,10 @@ class Command(BaseCommand):
                 if report.status in (ModelReport.Status.DONE, ModelReport.Status.FAILED):
                     return
                 time.sleep(1)
-        raise CommandError(f"the report did not finish in {timeout} s; it is still {report.status} (the workers "
-                           "carry on; watch the Model reports page)")
+        raise CommandError(
+            f"the report did not finish in {timeout} s; it is still {report.status} (the workers "
+            "carry on; watch the Model reports page)"
+        )
 
     # ------------------------------------------------------------------ output
 
@@ -213,23 +263,34 @@ def _summary_lines(result: dict) -> list[str]:
         base = result["reliance"]["baseline"][m]["reliance"]["estimate"]
         perm = (result["reliance"]["permutation"].get(m) or {}).get("reliance", {}).get("estimate")
         share = result["reliance"]["share"][m].get("mean")
-        lines.append(f"  {m}: answers change without it {_pct(base)}, with another item's {_pct(perm)}; "
-                     f"mean share {share:+.2f}" if share is not None else f"  {m}: no share")
+        lines.append(
+            f"  {m}: answers change without it {_pct(base)}, with another item's {_pct(perm)}; mean share {share:+.2f}"
+            if share is not None
+            else f"  {m}: no share"
+        )
     counts = result["interactions"]["types"]["counts"]
     lines.append("  interaction types: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     emap = result["interactions"].get("emap") or {}
     if "gap" in emap:
         gap = emap["gap"]
-        lines.append(f"  EMAP gap {100 * gap['estimate']:+.1f} points [{100 * gap['ci_low']:+.1f}, "
-                     f"{100 * gap['ci_high']:+.1f}]")
+        lines.append(
+            f"  EMAP gap {100 * gap['estimate']:+.1f} points [{100 * gap['ci_low']:+.1f}, {100 * gap['ci_high']:+.1f}]"
+        )
     for s in result["slices"]:
         diff = s["stats"]["correct"]["difference"]["estimate"] if "correct" in s["stats"] else None
-        lines.append(f"  slice {s['name']}: {s['n']} items, accuracy vs the rest "
-                     f"{'—' if diff is None else f'{100 * diff:+.1f} points'}")
+        lines.append(
+            f"  slice {s['name']}: {s['n']} items, accuracy vs the rest "
+            f"{'—' if diff is None else f'{100 * diff:+.1f} points'}"
+        )
     learning = result.get("learning") or {}
     if learning.get("checkpoints") or learning.get("failed"):
-        lines.append(f"  learning: {len(learning.get('checkpoints') or [])} checkpoint(s)"
-                     + (f", {len(learning['failed'])} failed: "
-                        + "; ".join(f"{f['name']} ({f['error']})" for f in learning['failed'])
-                        if learning.get("failed") else ""))
+        lines.append(
+            f"  learning: {len(learning.get('checkpoints') or [])} checkpoint(s)"
+            + (
+                f", {len(learning['failed'])} failed: "
+                + "; ".join(f"{f['name']} ({f['error']})" for f in learning["failed"])
+                if learning.get("failed")
+                else ""
+            )
+        )
     return lines

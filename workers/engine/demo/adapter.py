@@ -14,9 +14,9 @@ same way. A method that repeats each item contiguously (``repeat_interleave``) m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor
 from ..adapter import AdapterError, GroupInfo, RawItem
 from . import model as demo_model
 from .data import IMAGE_SIZE
-from .model import GRID, LABELS, MAX_TOKENS, PATCH, PAD_ID, DemoModel
+from .model import GRID, LABELS, MAX_TOKENS, PAD_ID, PATCH, DemoModel
 from .report_hooks import DemoReportHooks
 
 _BLUR_SIGMA = 8.0  # pixels; at this width no shape or colour boundary survives
@@ -148,8 +148,7 @@ class DemoAdapter(DemoReportHooks):
             ids=item_ids,
             pixels=pixels.to(self.device),
             token_ids=torch.tensor(ids, dtype=torch.long).reshape(-1, MAX_TOKENS).to(self.device),
-            attention_mask=torch.tensor(masks, dtype=torch.bool)
-            .reshape(-1, MAX_TOKENS).to(self.device),
+            attention_mask=torch.tensor(masks, dtype=torch.bool).reshape(-1, MAX_TOKENS).to(self.device),
             tokens=tokens,
             unknown=unknown,
         )
@@ -165,8 +164,7 @@ class DemoAdapter(DemoReportHooks):
         module docstring describes. Cost: one forward pass over ``N`` rows."""
         n, b = pixels.shape[0], len(batch)
         if token_embeddings.shape[0] != n:
-            raise ValueError(f"pixels have {n} rows but token embeddings "
-                             f"{token_embeddings.shape[0]}")
+            raise ValueError(f"pixels have {n} rows but token embeddings {token_embeddings.shape[0]}")
         if b == 0 or n % b:
             raise ValueError(f"embedded batch of {n} rows is not a multiple of {b} items")
         mask = batch.attention_mask.to(pixels.device).repeat(n // b, 1)  # (N, T), tiled
@@ -204,9 +202,11 @@ class DemoAdapter(DemoReportHooks):
         padding positions are ``hidden``; a word the model does not know is shown as
         written with ``extra={"unknown": True}``."""
         patches = [
-            GroupInfo(group_id=k, kind="patch",
-                      box=((k % GRID) * PATCH, (k // GRID) * PATCH,
-                           (k % GRID + 1) * PATCH, (k // GRID + 1) * PATCH))
+            GroupInfo(
+                group_id=k,
+                kind="patch",
+                box=((k % GRID) * PATCH, (k // GRID) * PATCH, (k % GRID + 1) * PATCH, (k // GRID + 1) * PATCH),
+            )
             for k in range(GRID * GRID)
         ]
         out = []
@@ -216,11 +216,9 @@ class DemoAdapter(DemoReportHooks):
                 group_id = GRID * GRID + t
                 if t < len(words):
                     extra = {"unknown": True} if unknown[t] else {}
-                    text_groups.append(GroupInfo(group_id=group_id, kind="token",
-                                                 text=words[t], extra=extra))
+                    text_groups.append(GroupInfo(group_id=group_id, kind="token", text=words[t], extra=extra))
                 else:
-                    text_groups.append(GroupInfo(group_id=group_id, kind="token",
-                                                 text=demo_model.PAD, hidden=True))
+                    text_groups.append(GroupInfo(group_id=group_id, kind="token", text=demo_model.PAD, hidden=True))
             out.append([list(patches), text_groups])
         return out
 

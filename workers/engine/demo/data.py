@@ -104,8 +104,7 @@ def _place(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]] | Non
         x0 = int(rng.integers(1, IMAGE_SIZE - side))
         y0 = int(rng.integers(1, IMAGE_SIZE - side))
         if all(
-            x0 + side + _GAP <= bx or bx + bs + _GAP <= x0 or y0 + side + _GAP <= by
-            or by + bs + _GAP <= y0
+            x0 + side + _GAP <= bx or bx + bs + _GAP <= x0 or y0 + side + _GAP <= by or by + bs + _GAP <= y0
             for bx, by, bs in boxes
         ):
             boxes.append((x0, y0, side))
@@ -114,7 +113,7 @@ def _place(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]] | Non
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_mask(shape: str, side: int) -> np.ndarray:
     """Boolean ``(side, side)`` mask of ``shape`` filling its bounding box (cached: read
     only)."""
@@ -142,8 +141,7 @@ def _render(rng: np.random.Generator, objs: list[_Obj]) -> np.ndarray:
     img[:] = BACKGROUND
     for obj in objs:
         x0, y0, side = obj.box
-        rgb = object_rgb(obj.colour, alpha=obj.alpha,
-                         jitter=rng.integers(-_JITTER, _JITTER + 1, size=3))
+        rgb = object_rgb(obj.colour, alpha=obj.alpha, jitter=rng.integers(-_JITTER, _JITTER + 1, size=3))
         patch = img[y0 : y0 + side, x0 : x0 + side]
         patch[_shape_mask(obj.shape, side)] = rgb
     return img
@@ -248,8 +246,7 @@ def generate_dataset(out_dir: Path, *, n_items: int, seed: int, bias: float = DE
         item_id = f"demo-{i:05d}"
         rel = f"images/{item_id}.png"
         Image.fromarray(examples.images[i]).save(out_dir / rel, format="PNG")
-        record = {"id": item_id, "image": rel, "text": examples.questions[i],
-                  "label": examples.answers[i]}
+        record = {"id": item_id, "image": rel, "text": examples.questions[i], "label": examples.answers[i]}
         lines.append(json.dumps(record))
     jsonl = out_dir / "items.jsonl"
     jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -50,8 +50,19 @@ LABELS: tuple[str, ...] = data.ANSWERS
 MAX_TOKENS = 8  # T: the longest template ("what shape is the purple object?") has 7
 PAD, UNK = "<pad>", "<unk>"
 VOCAB: tuple[str, ...] = (
-    PAD, UNK, "?", "a", "colour", "is", "object", "shape", "the", "there", "what",
-    *data.COLOURS, *data.SHAPES,
+    PAD,
+    UNK,
+    "?",
+    "a",
+    "colour",
+    "is",
+    "object",
+    "shape",
+    "the",
+    "there",
+    "what",
+    *data.COLOURS,
+    *data.SHAPES,
 )
 PAD_ID, UNK_ID = 0, 1
 _TOKEN_TO_ID = {tok: i for i, tok in enumerate(VOCAB)}
@@ -109,8 +120,7 @@ class TrainConfig:
     threads: int = 1
 
     def digest(self) -> str:
-        payload = json.dumps({"version": MODEL_VERSION, **dataclasses.asdict(self)},
-                             sort_keys=True)
+        payload = json.dumps({"version": MODEL_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -131,17 +141,23 @@ class DemoModel(nn.Module):
         self.token_embedding = nn.Embedding(len(VOCAB), d, padding_idx=PAD_ID)
         # Position-aware: the whole (masked) sequence goes through one MLP. The templates are
         # short and fixed, and this learns far faster than pooling or recurrence.
-        self.question_mlp = nn.Sequential(
-            nn.Linear(MAX_TOKENS * d, h), nn.GELU(), nn.Linear(h, h), nn.GELU()
-        )
+        self.question_mlp = nn.Sequential(nn.Linear(MAX_TOKENS * d, h), nn.GELU(), nn.Linear(h, h), nn.GELU())
         # Strided early layers keep the CPU cost low (training must take well under a minute);
         # batch norm makes the few hundred steps we can afford enough. In eval mode it is a
         # fixed per-channel affine map, so the head stays batch-size agnostic.
         self.cnn = nn.Sequential(
-            nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),  # 32x32
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),  # 16x16
-            nn.Conv2d(32, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.GELU(),  # 8x8
-            nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.GELU(),  # patch context
+            nn.Conv2d(3, 16, 4, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),  # 32x32
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),  # 16x16
+            nn.Conv2d(32, c, 3, stride=2, padding=1),
+            nn.BatchNorm2d(c),
+            nn.GELU(),  # 8x8
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.BatchNorm2d(c),
+            nn.GELU(),  # patch context
         )
         self.patch_position = nn.Parameter(torch.zeros(GRID * GRID, c))
         self.film = nn.Linear(h, 2 * c)
@@ -149,9 +165,7 @@ class DemoModel(nn.Module):
         self.heads = 4  # several patch-attention heads: e.g. one per object the question names
         self.query = nn.Linear(h, h)
         self.key = nn.Linear(h, h)
-        self.classifier = nn.Sequential(
-            nn.Linear(3 * h, h), nn.GELU(), nn.Linear(h, len(LABELS))
-        )
+        self.classifier = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Linear(h, len(LABELS)))
 
     def encode_question(self, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
         """``(N, T, D)`` embeddings and ``(N, T)`` bool mask -> question vector ``(N, H)``.
@@ -219,14 +233,23 @@ def evaluate(model: DemoModel, *, seed: int = 10_000, n: int = 1500) -> dict[str
     often the model answers "red" on those (``nonred_triangle_red``)."""
     biased = sample_held_out(n, seed=seed, bias=data.TRAIN_BIAS)
     unbiased = sample_held_out(n, seed=seed + 1, bias=data.UNBIASED)
-    keep = [i for i, (q, a) in enumerate(zip(unbiased.questions, unbiased.answers))
-            if q == data.SHORTCUT_QUESTION and a != data.BIASED_COLOUR]
-    nonred = data.Examples(unbiased.images[keep], [unbiased.questions[i] for i in keep],
-                           [unbiased.answers[i] for i in keep], [unbiased.kinds[i] for i in keep])
-    return {"biased": accuracy(model, biased), "unbiased": accuracy(model, unbiased),
-            "nonred_triangle_colour": accuracy(model, nonred),
-            "nonred_triangle_red": float(np.mean([p == data.BIASED_COLOUR
-                                                  for p in predict(model, nonred)]))}
+    keep = [
+        i
+        for i, (q, a) in enumerate(zip(unbiased.questions, unbiased.answers))
+        if q == data.SHORTCUT_QUESTION and a != data.BIASED_COLOUR
+    ]
+    nonred = data.Examples(
+        unbiased.images[keep],
+        [unbiased.questions[i] for i in keep],
+        [unbiased.answers[i] for i in keep],
+        [unbiased.kinds[i] for i in keep],
+    )
+    return {
+        "biased": accuracy(model, biased),
+        "unbiased": accuracy(model, unbiased),
+        "nonred_triangle_colour": accuracy(model, nonred),
+        "nonred_triangle_red": float(np.mean([p == data.BIASED_COLOUR for p in predict(model, nonred)])),
+    }
 
 
 def sample_held_out(n: int, *, seed: int, bias: float) -> data.Examples:
@@ -257,9 +280,14 @@ class _TorchSettings:
 CHECKPOINT_STEPS: tuple[int, ...] = (25, 50, 100, 200, 400, 650)
 
 
-def train_demo_model(*, seed: int = 0, config: TrainConfig | None = None,
-                     progress: bool = True, measure: bool = True,
-                     checkpoint_steps: tuple[int, ...] = ()) -> DemoModel:
+def train_demo_model(
+    *,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    measure: bool = True,
+    checkpoint_steps: tuple[int, ...] = (),
+) -> DemoModel:
     """Train a :class:`DemoModel` on CPU from scratch, deterministically.
 
     Each step draws a fresh batch from :func:`data.sample_examples` with a seed derived from
@@ -276,19 +304,17 @@ def train_demo_model(*, seed: int = 0, config: TrainConfig | None = None,
         torch.manual_seed(config.seed)
         model = DemoModel(config)
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                      weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
+            optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1
+        )
         label_index = {label: k for k, label in enumerate(LABELS)}
         started = time.perf_counter()
-        bar = tqdm(range(config.steps), desc="training demo model", disable=not progress,
-                   leave=False)
+        bar = tqdm(range(config.steps), desc="training demo model", disable=not progress, leave=False)
         keep = {k for k in checkpoint_steps if 0 < k < config.steps}
         checkpoints: dict[int, dict[str, Tensor]] = {}
         for step in bar:
-            batch = data.sample_examples(config.batch_size, seed=config.seed * 100_003 + step,
-                                         bias=config.bias)
+            batch = data.sample_examples(config.batch_size, seed=config.seed * 100_003 + step, bias=config.bias)
             pixels = normalize_images(batch.images)
             ids, mask = encode_questions(batch.questions)
             target = torch.tensor([label_index[a] for a in batch.answers])
@@ -321,8 +347,9 @@ def weights_path(cache_dir: Path, config: TrainConfig) -> Path:
     return Path(cache_dir) / f"demo-model-v{MODEL_VERSION}-{config.digest()}.pt"
 
 
-def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None = None,
-                  progress: bool = True) -> DemoModel:
+def load_or_train(
+    cache_dir: Path | None = None, *, config: TrainConfig | None = None, progress: bool = True
+) -> DemoModel:
     """The trained demo model (eval mode, CPU): from the cache if present, else trained and
     cached. Concurrent callers may both train; the atomic rename keeps the file whole."""
     config = config or TrainConfig()
@@ -339,8 +366,9 @@ def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None =
     logger.info("training the demo model (about a minute on 2 CPU cores); caching at %s", path)
     model = train_demo_model(config=config, progress=progress, checkpoint_steps=CHECKPOINT_STEPS)
     _save(path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)})
-    _save(checkpoints_path(path.parent, config), {"checkpoints": model.checkpoints,
-                                                  "config": dataclasses.asdict(config)})
+    _save(
+        checkpoints_path(path.parent, config), {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)}
+    )
     return model
 
 
@@ -357,8 +385,9 @@ def checkpoints_path(cache_dir: Path, config: TrainConfig) -> Path:
     return Path(cache_dir) / f"demo-model-v{MODEL_VERSION}-{config.digest()}-checkpoints.pt"
 
 
-def load_checkpoints(cache_dir: Path | None = None, *, config: TrainConfig | None = None,
-                     progress: bool = True) -> dict[int, dict[str, Tensor]]:
+def load_checkpoints(
+    cache_dir: Path | None = None, *, config: TrainConfig | None = None, progress: bool = True
+) -> dict[int, dict[str, Tensor]]:
     """The weights saved during training (step -> state dict, the last step being the final
     model): from the cache, or by training again when weights were cached before checkpoints
     were kept (the same config trains the same weights, so the cached final model stays
@@ -376,8 +405,9 @@ def load_checkpoints(cache_dir: Path | None = None, *, config: TrainConfig | Non
     _save(path, {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)})
     weights = weights_path(cache_dir, config)
     if not weights.exists():
-        _save(weights, {"state_dict": model.state_dict(), "metrics": model.metrics,
-                        "config": dataclasses.asdict(config)})
+        _save(
+            weights, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
+        )
     return model.checkpoints
 
 

@@ -40,14 +40,15 @@ class DemoReportHooks:
         steps = sorted({s for s in demo_model.CHECKPOINT_STEPS if s < config.steps} | {config.steps})
         return [{"name": f"step-{s}", "step": s} for s in steps]
 
-    def load_checkpoint(self, name: str) -> "DemoReportHooks":
+    def load_checkpoint(self, name: str) -> DemoReportHooks:
         """A loaded adapter with the weights of checkpoint ``name`` (this one is unchanged).
         The first call may train the model again to recover checkpoints (about a minute)."""
         step = int(name.removeprefix("step-")) if name.startswith("step-") and name[5:].isdigit() else None
         checkpoints = demo_model.load_checkpoints(self.cache_dir, progress=False)
         if step not in checkpoints:
-            raise AdapterError(f"no demo checkpoint {name!r}; there are "
-                               f"{', '.join(f'step-{s}' for s in sorted(checkpoints))}")
+            raise AdapterError(
+                f"no demo checkpoint {name!r}; there are {', '.join(f'step-{s}' for s in sorted(checkpoints))}"
+            )
         adapter = type(self)(cache_dir=self.cache_dir)
         model = demo_model.model_from_state(checkpoints[step]).requires_grad_(False)
         adapter.device = self.device
@@ -92,7 +93,8 @@ class DemoReportHooks:
         if modality == "text":
             rng = np.random.default_rng(seed)
             drop = torch.as_tensor(rng.random(tuple(batch.token_ids.shape)) < level, device=batch.token_ids.device)
-            ids = torch.where(drop & batch.attention_mask, torch.full_like(batch.token_ids, demo_model.UNK_ID),
-                              batch.token_ids)
+            ids = torch.where(
+                drop & batch.attention_mask, torch.full_like(batch.token_ids, demo_model.UNK_ID), batch.token_ids
+            )
             return dataclasses.replace(batch, token_ids=ids)
         raise ValueError(f"the demo has no corruption for modality {modality!r}")

@@ -16,7 +16,7 @@ are only ever read from local folders (see :mod:`workers.engine.hf.loading`). No
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from workers.engine.hf.folder import KINDS, HFOptions, hf_options
 
@@ -25,8 +25,14 @@ __all__ = ["HF_ADAPTER", "KINDS", "HFOptions", "from_folder", "hf_options"]
 HF_ADAPTER = "workers.engine.hf:from_folder"
 
 
-def from_folder(*, path: str, kind: str | None = None, labels: Sequence[str] | None = None,
-                prompt: str | None = None, image_size: int | None = None):
+def from_folder(
+    *,
+    path: str,
+    kind: str | None = None,
+    labels: Sequence[str] | None = None,
+    prompt: str | None = None,
+    image_size: int | None = None,
+):
     """An adapter (not loaded yet) for the model folder ``path``; the options are
     :func:`~workers.engine.hf.folder.hf_options`'s. Raises
     :class:`~workers.engine.adapter.AdapterError` with one line when the folder or an option

@@ -3,7 +3,8 @@ patch grid and the words of the text as feature groups, and what a person sees o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,8 +37,7 @@ class ImageTextAdapter:
             raise AdapterError(f"{type(self).__name__}.load() must be called first")
         return self._model
 
-    def _load(self, device: torch.device, *, mean: Sequence[float], std: Sequence[float],
-              **model_kwargs: Any) -> None:
+    def _load(self, device: torch.device, *, mean: Sequence[float], std: Sequence[float], **model_kwargs: Any) -> None:
         """Read the weights, tokenizer and image recipe from the folder (never from a hub) and
         move the model to ``device``, frozen and in eval mode: explanations differentiate the
         inputs only. ``mean``/``std``: the architecture's, for a folder without
@@ -89,12 +89,16 @@ class ImageTextAdapter:
         """Image ``(B, 1, S, S)``: patch IDs ``0..P-1`` of the model's grid, row-major; text
         ``(B, T, 1)``: ``P + w`` for word ``w``, then one hidden group for every position that
         holds no word (special tokens, padding)."""
-        first = [self.grid ** 2] * len(batch)
-        return (patch_ids(len(batch), self.size, self.patch, self.device),
-                text_groups(batch.words, self.text_length, first, self.device))
+        first = [self.grid**2] * len(batch)
+        return (
+            patch_ids(len(batch), self.size, self.patch, self.device),
+            text_groups(batch.words, self.text_length, first, self.device),
+        )
 
     def describe_groups(self, batch: Any) -> list[list[list[GroupInfo]]]:
         """Per item: patch boxes in the original image's pixels, the words as written, and the
         hidden group."""
-        return [describe_item(original=size, grid=self.grid, words=words, length=self.text_length)
-                for size, words in zip(batch.sizes, batch.words)]
+        return [
+            describe_item(original=size, grid=self.grid, words=words, length=self.text_length)
+            for size, words in zip(batch.sizes, batch.words)
+        ]

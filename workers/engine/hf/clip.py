@@ -29,8 +29,8 @@ second derivatives interaction methods need.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -79,7 +79,7 @@ def fill_prompt(template: str, text: str, label: str) -> tuple[str, int, int]:
     """The prompt and the ``[start, end)`` characters of ``text`` in it."""
     out, start, pos = [], 0, 0
     for match in _SLOTS.finditer(template):
-        out.append(template[pos:match.start()])
+        out.append(template[pos : match.start()])
         if match.group() == "{text}":
             start = sum(len(x) for x in out)
             out.append(text)
@@ -122,8 +122,9 @@ class ClipZeroShotAdapter(ImageTextAdapter):
         ids = [str(item.get("id", "?")) for item in items]
         labels, n_labels, limit = list(self.labels), len(self.labels), self.text_length
         filled = [fill_prompt(self.options.prompt, text, label) for text in texts for label in labels]
-        enc = tokenizer([p for p, _, _ in filled], return_offsets_mapping=True, padding=True,
-                        truncation=False, return_tensors="pt")
+        enc = tokenizer(
+            [p for p, _, _ in filled], return_offsets_mapping=True, padding=True, truncation=False, return_tensors="pt"
+        )
         prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
         width = prompt_ids.shape[1]
         text_slot = torch.full_like(prompt_ids, -1)
@@ -136,8 +137,10 @@ class ClipZeroShotAdapter(ImageTextAdapter):
                 prompt, start, end = filled[row]
                 length = int(prompt_mask[row].sum())
                 if length > limit:
-                    raise ValueError(f"item {ids[b]!r}: the prompt for {labels[k]!r} has {length} tokens; "
-                                     f"the model reads at most {limit}")
+                    raise ValueError(
+                        f"item {ids[b]!r}: the prompt for {labels[k]!r} has {length} tokens; "
+                        f"the model reads at most {limit}"
+                    )
                 offsets = enc["offset_mapping"][row].tolist()
                 word_ids = enc.word_ids(row)
                 inside = []
@@ -148,16 +151,26 @@ class ClipZeroShotAdapter(ImageTextAdapter):
                     if start <= lo and hi <= end:
                         inside.append(p)
                     elif lo < end and hi > start:
-                        raise ValueError(f"item {ids[b]!r}: the prompt template joins the text and the label "
-                                         f"{labels[k]!r} into one word; put a space between {{text}} and {{label}}")
+                        raise ValueError(
+                            f"item {ids[b]!r}: the prompt template joins the text and the label "
+                            f"{labels[k]!r} into one word; put a space between {{text}} and {{label}}"
+                        )
                 pieces = prompt_ids[row, inside].tolist()
                 if mine is None:
                     mine = pieces
-                    words.append(words_of(prompt, [word_ids[p] for p in inside],
-                                          [tuple(offsets[p]) for p in inside], range(len(inside))))
+                    words.append(
+                        words_of(
+                            prompt,
+                            [word_ids[p] for p in inside],
+                            [tuple(offsets[p]) for p in inside],
+                            range(len(inside)),
+                        )
+                    )
                 elif pieces != mine:
-                    raise ValueError(f"item {ids[b]!r}: the text is split differently next to the label "
-                                     f"{labels[k]!r}; put a space between {{text}} and {{label}}")
+                    raise ValueError(
+                        f"item {ids[b]!r}: the text is split differently next to the label "
+                        f"{labels[k]!r}; put a space between {{text}} and {{label}}"
+                    )
                 text_slot[row, inside] = torch.arange(len(inside))
             text_ids[b, : len(mine or [])] = torch.tensor(mine or [], dtype=torch.long)
         shape = (len(items), n_labels, width)
@@ -193,8 +206,9 @@ class ClipZeroShotAdapter(ImageTextAdapter):
 
         text = self.model.text_model
         hidden = text.embeddings(inputs_embeds=token_embeddings)
-        mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=attention_mask,
-                                  past_key_values=None)
+        mask = create_causal_mask(
+            config=text.config, inputs_embeds=hidden, attention_mask=attention_mask, past_key_values=None
+        )
         out = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
         last = text.final_layer_norm(out.last_hidden_state)
         pooled = last[torch.arange(last.shape[0], device=last.device), pool_index]
@@ -215,8 +229,11 @@ class ClipZeroShotAdapter(ImageTextAdapter):
         mine = token_embeddings[rows, slot.clamp(min=0)]  # (N, K, L, D)
         prompts = torch.where((slot >= 0).unsqueeze(-1), mine, fixed)
         k, length = ids.shape[1], ids.shape[2]
-        text = self.text_features(prompts.reshape(n * k, length, -1), batch.prompt_mask.repeat(reps, 1, 1)
-                                  .reshape(n * k, length), batch.pool_index.repeat(reps, 1).reshape(n * k))
+        text = self.text_features(
+            prompts.reshape(n * k, length, -1),
+            batch.prompt_mask.repeat(reps, 1, 1).reshape(n * k, length),
+            batch.pool_index.repeat(reps, 1).reshape(n * k),
+        )
         image = self.model.get_image_features(pixel_values=pixels).pooler_output  # (N, P)
         text = text / text.norm(dim=-1, keepdim=True)
         image = image / image.norm(dim=-1, keepdim=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from workers.engine.adapter import AdapterError
 
@@ -77,14 +78,17 @@ def model_folder_check(path: str | Path) -> Path:
     if not folder.exists():
         hint = ""
         if not folder.is_absolute() and _HUB_ID.fullmatch(text):
-            hint = (" (a hub ID is never downloaded: fetch the model once on a machine with internet, "
-                    "e.g. with `huggingface-cli download ID --local-dir DIR`, and pass DIR)")
+            hint = (
+                " (a hub ID is never downloaded: fetch the model once on a machine with internet, "
+                "e.g. with `huggingface-cli download ID --local-dir DIR`, and pass DIR)"
+            )
         raise AdapterError(f"{text}: not a local model folder: no such file or folder{hint}")
     if not folder.is_dir():
         raise AdapterError(f"{text}: not a local model folder: it is a file (give the folder that holds config.json)")
     if not (folder / "config.json").is_file():
-        raise AdapterError(f"{text}: not a local model folder: it has no config.json "
-                           "(save the model with save_pretrained(folder))")
+        raise AdapterError(
+            f"{text}: not a local model folder: it has no config.json (save the model with save_pretrained(folder))"
+        )
     return Path(os.path.abspath(folder))  # as given, made absolute: the same path on every worker
 
 
@@ -145,16 +149,24 @@ def _prompt_check(prompt: Any) -> str:
         raise AdapterError("prompt must be a string with {text} and {label}")
     for name in ("{text}", "{label}"):
         if prompt.count(name) != 1:
-            raise AdapterError(f"prompt {prompt!r} must contain {name} exactly once "
-                               "(the item's text and the candidate label are put there)")
+            raise AdapterError(
+                f"prompt {prompt!r} must contain {name} exactly once "
+                "(the item's text and the candidate label are put there)"
+            )
     rest = prompt.replace("{text}", "").replace("{label}", "")
     if "{" in rest or "}" in rest:
         raise AdapterError(f"prompt {prompt!r}: only {{text}} and {{label}} may stand in braces")
     return prompt
 
 
-def hf_options(*, path: str | Path, kind: str | None = None, labels: Sequence[str] | None = None,
-               prompt: str | None = None, image_size: int | None = None) -> HFOptions:
+def hf_options(
+    *,
+    path: str | Path,
+    kind: str | None = None,
+    labels: Sequence[str] | None = None,
+    prompt: str | None = None,
+    image_size: int | None = None,
+) -> HFOptions:
     """Check a model folder and the options for it; reads only ``config.json``.
 
     Args:
@@ -176,15 +188,19 @@ def hf_options(*, path: str | Path, kind: str | None = None, labels: Sequence[st
     found = folder_kind(config)
     if kind is None:
         if found is None:
-            raise AdapterError(f"{folder} holds {_describe(config)}; mmeval's Hugging Face adapters read "
-                               + "; ".join(f"{', '.join(a)} (--kind {k})" for k, a in KINDS.items()))
+            raise AdapterError(
+                f"{folder} holds {_describe(config)}; mmeval's Hugging Face adapters read "
+                + "; ".join(f"{', '.join(a)} (--kind {k})" for k, a in KINDS.items())
+            )
         kind = found
     if kind not in KINDS:
         raise AdapterError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     if found != kind:
         hint = f"; it fits --kind {found}" if found else ""
-        raise AdapterError(f"{folder} holds {_describe(config)}, not a {kind} model: --kind {kind} reads "
-                           f"{', '.join(KINDS[kind])}{hint}")
+        raise AdapterError(
+            f"{folder} holds {_describe(config)}, not a {kind} model: --kind {kind} reads "
+            f"{', '.join(KINDS[kind])}{hint}"
+        )
     architecture = next(a for a in config["architectures"] if a in KINDS[kind])
 
     if kind == "zero-shot":
@@ -196,14 +212,17 @@ def hf_options(*, path: str | Path, kind: str | None = None, labels: Sequence[st
         template = _prompt_check(DEFAULT_PROMPT if prompt is None else prompt)
         if image_size is not None:
             raise AdapterError("image_size applies to ViLT models; a CLIP model reads the size it was trained on")
-        return HFOptions(path=folder, kind=kind, architecture=architecture, labels=chosen, prompt=template,
-                         config=config)
+        return HFOptions(
+            path=folder, kind=kind, architecture=architecture, labels=chosen, prompt=template, config=config
+        )
 
     if prompt is not None:
         raise AdapterError(f"prompt applies to zero-shot models; a {kind} model has its own classifier")
     if kind == "classify" and int(config.get("num_images", 1)) != 1:
-        raise AdapterError(f"{folder}: this model compares {config.get('num_images')} images per item "
-                           "(NLVR2-style); the Hugging Face route takes one image and one text per item")
+        raise AdapterError(
+            f"{folder}: this model compares {config.get('num_images')} images per item "
+            "(NLVR2-style); the Hugging Face route takes one image and one text per item"
+        )
     own = _own_labels(config)
     if not own:
         raise AdapterError(f"{folder}/config.json has no id2label: the model's classes have no names")
@@ -219,9 +238,14 @@ def hf_options(*, path: str | Path, kind: str | None = None, labels: Sequence[st
         indices = tuple(position[x] for x in chosen)
     if image_size is not None:
         patch = int(config.get("patch_size", 32))
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < patch \
-                or image_size % patch:
-            raise AdapterError(f"image_size must be a positive multiple of the patch size {patch}, "
-                               f"got {image_size!r}")
-    return HFOptions(path=folder, kind=kind, architecture=architecture, labels=chosen, label_indices=indices,
-                     image_size=image_size, config=config)
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < patch or image_size % patch:
+            raise AdapterError(f"image_size must be a positive multiple of the patch size {patch}, got {image_size!r}")
+    return HFOptions(
+        path=folder,
+        kind=kind,
+        architecture=architecture,
+        labels=chosen,
+        label_indices=indices,
+        image_size=image_size,
+        config=config,
+    )

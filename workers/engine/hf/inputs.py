@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,8 +17,14 @@ from torch import Tensor
 
 from workers.engine.adapter import AdapterError, GroupInfo, RawItem
 
-_RESAMPLE = {0: Image.Resampling.NEAREST, 1: Image.Resampling.LANCZOS, 2: Image.Resampling.BILINEAR,
-             3: Image.Resampling.BICUBIC, 4: Image.Resampling.BOX, 5: Image.Resampling.HAMMING}
+_RESAMPLE = {
+    0: Image.Resampling.NEAREST,
+    1: Image.Resampling.LANCZOS,
+    2: Image.Resampling.BILINEAR,
+    3: Image.Resampling.BICUBIC,
+    4: Image.Resampling.BOX,
+    5: Image.Resampling.HAMMING,
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class PixelRecipe:
     resample: Image.Resampling = Image.Resampling.BICUBIC
 
     @classmethod
-    def from_folder(cls, folder: Path, *, size: int, mean: Sequence[float], std: Sequence[float]) -> "PixelRecipe":
+    def from_folder(cls, folder: Path, *, size: int, mean: Sequence[float], std: Sequence[float]) -> PixelRecipe:
         """The folder's own recipe, with ``mean``/``std`` as the fallback for a folder saved
         without ``preprocessor_config.json``."""
         path = folder / "preprocessor_config.json"
@@ -49,16 +56,20 @@ class PixelRecipe:
             raise AdapterError(f"{path}: image_mean and image_std need three values each (std not 0)")
         rescale = float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0
         resample = _RESAMPLE.get(int(config.get("resample", 3)), Image.Resampling.BICUBIC)
-        return cls(size=size, mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),
-                   rescale=rescale, resample=resample)
+        return cls(
+            size=size,
+            mean=tuple(float(x) for x in mean),
+            std=tuple(float(x) for x in std),
+            rescale=rescale,
+            resample=resample,
+        )
 
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
         """``(B, 3, size, size)`` float32 pixel values. The whole image is resized (no crop),
         so the attribution map covers all of it."""
         if not images:
             return torch.empty((0, 3, self.size, self.size))
-        arrays = [np.asarray(img.resize((self.size, self.size), self.resample), dtype=np.float32)
-                  for img in images]
+        arrays = [np.asarray(img.resize((self.size, self.size), self.resample), dtype=np.float32) for img in images]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) * self.rescale
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
@@ -129,8 +140,14 @@ class Words:
     unknown: tuple[bool, ...] = ()
 
 
-def words_of(text: str, word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]],
-             positions: Sequence[int], *, unknown: Sequence[bool] | None = None) -> Words:
+def words_of(
+    text: str,
+    word_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+    positions: Sequence[int],
+    *,
+    unknown: Sequence[bool] | None = None,
+) -> Words:
     """Merge word pieces into words.
 
     Args:
@@ -153,8 +170,11 @@ def words_of(text: str, word_ids: Sequence[int | None], offsets: Sequence[tuple[
         spans[word][1] = max(spans[word][1], end)
         where.setdefault(word, []).append(pos)
     order = sorted(spans, key=lambda w: where[w][0])
-    return Words(texts=tuple(text[spans[w][0]:spans[w][1]] for w in order),
-                 positions=tuple(tuple(where[w]) for w in order), unknown=tuple(flags[w] for w in order))
+    return Words(
+        texts=tuple(text[spans[w][0] : spans[w][1]] for w in order),
+        positions=tuple(tuple(where[w]) for w in order),
+        unknown=tuple(flags[w] for w in order),
+    )
 
 
 def text_groups(words: Sequence[Words], length: int, first_id: Sequence[int], device: torch.device) -> Tensor:
@@ -175,8 +195,10 @@ def describe_item(*, original: tuple[int, int], grid: int, words: Words, length:
     patches = [GroupInfo(group_id=k, kind="patch", box=box) for k, box in enumerate(patch_boxes(original, grid))]
     first = grid * grid
     unknown = words.unknown or (False,) * len(words.texts)
-    tokens = [GroupInfo(group_id=first + w, kind="token", text=text, extra={"unknown": True} if unk else {})
-              for w, (text, unk) in enumerate(zip(words.texts, unknown))]
+    tokens = [
+        GroupInfo(group_id=first + w, kind="token", text=text, extra={"unknown": True} if unk else {})
+        for w, (text, unk) in enumerate(zip(words.texts, unknown))
+    ]
     if sum(len(p) for p in words.positions) < length:
         tokens.append(GroupInfo(group_id=first + len(words.texts), kind="token", text="", hidden=True))
     return [patches, tokens]

@@ -26,8 +26,8 @@ tell; the logits agree with the model's own forward pass to float precision). A 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,11 +99,20 @@ class ViltAdapter(ImageTextAdapter):
         images = [read_image(item) for item in items]
         texts = [read_text(item) for item in items]
         length = self.text_length
-        enc = tokenizer(texts, padding="max_length", max_length=length, truncation=True,
-                        return_offsets_mapping=True, return_token_type_ids=True, return_tensors="pt")
+        enc = tokenizer(
+            texts,
+            padding="max_length",
+            max_length=length,
+            truncation=True,
+            return_offsets_mapping=True,
+            return_token_type_ids=True,
+            return_tensors="pt",
+        )
         unknown = (enc["input_ids"] == tokenizer.unk_token_id).tolist()
-        words = [words_of(text, enc.word_ids(b), enc["offset_mapping"][b].tolist(), range(length), unknown=unknown[b])
-                 for b, text in enumerate(texts)]
+        words = [
+            words_of(text, enc.word_ids(b), enc["offset_mapping"][b].tolist(), range(length), unknown=unknown[b])
+            for b, text in enumerate(texts)
+        ]
         return ViltBatch(
             ids=[str(item.get("id", "?")) for item in items],
             pixels=recipe.pixels(images).to(self.device),

@@ -5,8 +5,9 @@ No torch, no Django: the web process checks options with it before handing a rep
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["GROUP_PAIR_METHODS", "INTERACTION_TYPES", "SHARE_METHODS", "ReportOptions"]
 
@@ -16,8 +17,18 @@ INTERACTION_TYPES: tuple[str, ...] = ("conflict", "dominance", "complementarity"
 
 #: ``shapley`` (exact Shapley values of the modalities, from the subsets the report evaluates
 #: anyway) or a Captum method of :data:`workers.engine.attribution.METHODS`.
-SHARE_METHODS: tuple[str, ...] = ("shapley", "integrated_gradients", "saliency", "input_x_gradient", "gradient_shap",
-                                  "feature_ablation", "occlusion", "shapley_value_sampling", "kernel_shap", "lime")
+SHARE_METHODS: tuple[str, ...] = (
+    "shapley",
+    "integrated_gradients",
+    "saliency",
+    "input_x_gradient",
+    "gradient_shap",
+    "feature_ablation",
+    "occlusion",
+    "shapley_value_sampling",
+    "kernel_shap",
+    "lime",
+)
 #: Cross-modal matrix methods for the top interacting group pairs (``""``: skip them).
 GROUP_PAIR_METHODS: tuple[str, ...] = ("second_order", "integrated_hessians", "perturbation")
 
@@ -75,7 +86,7 @@ class ReportOptions:
     checkpoints: list[str] | None = None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> "ReportOptions":
+    def from_json(cls, data: Mapping[str, Any] | None) -> ReportOptions:
         """Options from a JSON mapping; raises ``ValueError`` naming the bad option."""
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
@@ -101,26 +112,32 @@ class ReportOptions:
             raise bad("max_rows", f"must be a whole number >= 1 or null, got {self.max_rows!r}")
         for name in ("noise_levels", "corruption_levels"):
             levels = getattr(self, name)
-            if (not isinstance(levels, list) or len(levels) < 2
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               for v in levels)):
+            if (
+                not isinstance(levels, list)
+                or len(levels) < 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in levels)
+            ):
                 raise bad(name, f"must be a list of at least two numbers, got {levels!r}")
             if levels[0] != 0 or any(b <= a for a, b in zip(levels, levels[1:])):
                 raise bad(name, f"must start at 0 and increase, got {levels!r}")
         if self.emap_pairing not in ("auto", "items", "embedded"):
             raise bad("emap_pairing", f"must be 'auto', 'items' or 'embedded', got {self.emap_pairing!r}")
         if self.group_pairs and self.group_pairs not in GROUP_PAIR_METHODS:
-            raise bad("group_pairs", f"must be second_order, integrated_hessians, perturbation or empty, "
-                                     f"got {self.group_pairs!r}")
+            raise bad(
+                "group_pairs",
+                f"must be second_order, integrated_hessians, perturbation or empty, got {self.group_pairs!r}",
+            )
         if self.share_method not in SHARE_METHODS:
             raise bad("share_method", f"must be one of {', '.join(SHARE_METHODS)}, got {self.share_method!r}")
         for name in ("gain_threshold", "strength_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise bad(name, f"must be a number in [0, 1], got {value!r}")
-        if self.pair is not None and (not isinstance(self.pair, list) or len(self.pair) != 2
-                                      or self.pair[0] == self.pair[1]):
+        if self.pair is not None and (
+            not isinstance(self.pair, list) or len(self.pair) != 2 or self.pair[0] == self.pair[1]
+        ):
             raise bad("pair", f"must name two different modalities, got {self.pair!r}")
-        if self.checkpoints is not None and (not isinstance(self.checkpoints, list)
-                                             or not all(isinstance(c, str) and c for c in self.checkpoints)):
+        if self.checkpoints is not None and (
+            not isinstance(self.checkpoints, list) or not all(isinstance(c, str) and c for c in self.checkpoints)
+        ):
             raise bad("checkpoints", f"must be a list of checkpoint names (or ['all']), got {self.checkpoints!r}")

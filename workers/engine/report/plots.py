@@ -7,7 +7,8 @@ report has nothing to draw for it. :func:`report_figures` draws them all.
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -29,8 +30,9 @@ def _svg(figure: Figure) -> str:
 def _whisker(axes, x: float, block: Mapping[str, Any] | None, color: str = "black") -> None:
     if block and block.get("estimate") is not None and block.get("ci_low") is not None:
         est = block["estimate"]
-        axes.errorbar(x, est, yerr=[[est - block["ci_low"]], [block["ci_high"] - est]], color=color, capsize=3,
-                      linewidth=0.9)
+        axes.errorbar(
+            x, est, yerr=[[est - block["ci_low"]], [block["ci_high"] - est]], color=color, capsize=3, linewidth=0.9
+        )
 
 
 def reliance_svg(report: Mapping[str, Any]) -> str:
@@ -41,9 +43,11 @@ def reliance_svg(report: Mapping[str, Any]) -> str:
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=(max(4.2, 1.6 * len(modalities) + 2), 3.4))
         axes = figure.add_subplot()
-        bars = [("replaced by its baseline", "C0", lambda m: reliance["baseline"][m]["reliance"]),
-                ("taken from another item", "C1", lambda m: (reliance["permutation"].get(m) or {}).get("reliance")),
-                ("mean modality share", "C2", lambda m: reliance["share"][m].get("interval"))]
+        bars = [
+            ("replaced by its baseline", "C0", lambda m: reliance["baseline"][m]["reliance"]),
+            ("taken from another item", "C1", lambda m: (reliance["permutation"].get(m) or {}).get("reliance")),
+            ("mean modality share", "C2", lambda m: reliance["share"][m].get("interval")),
+        ]
         width = 0.8 / len(bars)
         for k, (label, color, get) in enumerate(bars):
             xs, heights, blocks = [], [], []
@@ -93,8 +97,10 @@ def types_svg(report: Mapping[str, Any]) -> str:
     order = ["conflict", "dominance", "complementarity", "none"]
     groups = [("all items", report["interactions"]["types"]["counts"])]
     for s in report["slices"]:
-        groups += [(f"{s['name']} ({s['n']})", s["type_counts"]["slice"]),
-                   (f"rest of {s['name']} ({s['n_rest']})", s["type_counts"]["rest"])]
+        groups += [
+            (f"{s['name']} ({s['n']})", s["type_counts"]["slice"]),
+            (f"rest of {s['name']} ({s['n_rest']})", s["type_counts"]["rest"]),
+        ]
     colors = {"conflict": "C3", "dominance": "C0", "complementarity": "C2", "none": "0.75"}
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=(6.0, 0.45 * len(groups) + 1.4))
@@ -121,8 +127,9 @@ def slices_svg(report: Mapping[str, Any]) -> str:
     each modality and with another item's, and each modality's share."""
     if not report["slices"]:
         return ""
-    columns = ["correct"] + [f"{kind}:{m}" for m in report["modalities"]
-                             for kind in ("agree_without", "agree_perm", "share")]
+    columns = ["correct"] + [
+        f"{kind}:{m}" for m in report["modalities"] for kind in ("agree_without", "agree_perm", "share")
+    ]
     names = {"correct": "accuracy"}
     for m in report["modalities"]:
         names[f"agree_without:{m}"] = f"kept without {m}"
@@ -172,8 +179,15 @@ def robustness_svg(report: Mapping[str, Any]) -> str:
                     continue
                 label = f"{target} (relative {curve['relative']:.2f}"
                 label += f", effective {curve['effective']:+.2f})" if "effective" in curve else ")"
-                axes.plot(block["levels"], values, marker="o", markersize=3, linewidth=1.2, label=label,
-                          linestyle="--" if target == "all" else "-")
+                axes.plot(
+                    block["levels"],
+                    values,
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.2,
+                    label=label,
+                    linestyle="--" if target == "all" else "-",
+                )
             axes.set_xlabel("noise (x the modality's spread)" if kind == "noise" else "corruption severity")
             axes.set_ylabel(measure)
             axes.set_ylim(-0.02, 1.02)
@@ -198,11 +212,23 @@ def learning_svg(report: Mapping[str, Any]) -> str:
         axes = figure.add_subplot(1, 2 if intervals else 1, 1)
         for k, head in enumerate(heads):
             color = f"C{k}"
-            axes.plot(xs, [c["losses"]["val"][head] for c in checkpoints], color=color, marker="o", markersize=3,
-                      label=f"{head} (validation)")
+            axes.plot(
+                xs,
+                [c["losses"]["val"][head] for c in checkpoints],
+                color=color,
+                marker="o",
+                markersize=3,
+                label=f"{head} (validation)",
+            )
             if all("train" in c["losses"] for c in checkpoints):
-                axes.plot(xs, [c["losses"]["train"][head] for c in checkpoints], color=color, linestyle="--",
-                          linewidth=1, label=f"{head} (training)")
+                axes.plot(
+                    xs,
+                    [c["losses"]["train"][head] for c in checkpoints],
+                    color=color,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{head} (training)",
+                )
         axes.set_xlabel("training step" if all(c.get("step") is not None for c in checkpoints) else "checkpoint")
         axes.set_ylabel("cross-entropy")
         axes.set_title("Loss of the full model and of each modality alone")
@@ -213,8 +239,13 @@ def learning_svg(report: Mapping[str, Any]) -> str:
             width = 0.8 / len(heads)
             for k, head in enumerate(heads):
                 values = [i["heads"].get(head, {}).get("ogr") for i in intervals]
-                axes.bar([x + (k - (len(heads) - 1) / 2) * width for x in range(len(intervals))],
-                         [v if v is not None else 0.0 for v in values], width=width, color=f"C{k}", label=head)
+                axes.bar(
+                    [x + (k - (len(heads) - 1) / 2) * width for x in range(len(intervals))],
+                    [v if v is not None else 0.0 for v in values],
+                    width=width,
+                    color=f"C{k}",
+                    label=head,
+                )
             axes.axhline(0, color="0.5", linewidth=0.6)
             axes.set_yscale("symlog", linthresh=1.0)  # a small ΔG makes a huge ratio: keep the rest readable
             axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext here

@@ -14,7 +14,8 @@ No Django here.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ def all_subsets(n_modalities: int) -> list[tuple[bool, ...]]:
     bitmask (modality ``m`` is bit ``m``): ``[(F, F), (T, F), (F, T), (T, T)]`` for two."""
     if not 1 <= n_modalities <= MAX_MODALITIES:
         raise ValueError(f"the model report handles 1 to {MAX_MODALITIES} modalities, got {n_modalities}")
-    return [tuple(bool(mask >> m & 1) for m in range(n_modalities)) for mask in range(2 ** n_modalities)]
+    return [tuple(bool(mask >> m & 1) for m in range(n_modalities)) for mask in range(2**n_modalities)]
 
 
 def _forward(p: PreparedBatch, parts: Sequence[Sequence[Tensor]], what: str, max_rows: int | None) -> Tensor:
@@ -55,15 +56,14 @@ def _forward(p: PreparedBatch, parts: Sequence[Sequence[Tensor]], what: str, max
     out = []
     with torch.no_grad():
         for start in range(0, len(parts), per_call):
-            chunk = parts[start:start + per_call]
+            chunk = parts[start : start + per_call]
             rows = tuple(torch.cat([version[m] for version in chunk]) for m in range(len(p.inputs)))
             logits = caller.forward_rows(rows).detach().to(torch.float64).cpu()
             out.append(logits.reshape(len(chunk), big_b, -1))
     return torch.cat(out)
 
 
-def subset_logits(p: PreparedBatch, subsets: Sequence[Sequence[bool]], *,
-                  max_rows: int | None = 1024) -> Tensor:
+def subset_logits(p: PreparedBatch, subsets: Sequence[Sequence[bool]], *, max_rows: int | None = 1024) -> Tensor:
     """Logits with each modality at its input or its baseline, for every subset.
 
     Args:
@@ -78,8 +78,9 @@ def subset_logits(p: PreparedBatch, subsets: Sequence[Sequence[bool]], *,
     return _forward(p, parts, "model report (modality subsets)", max_rows)
 
 
-def noisy_logits(p: PreparedBatch, *, sigma: Sequence[float], n_samples: int, seed: int,
-                 max_rows: int | None = 1024) -> Tensor:
+def noisy_logits(
+    p: PreparedBatch, *, sigma: Sequence[float], n_samples: int, seed: int, max_rows: int | None = 1024
+) -> Tensor:
     """Logits with isotropic Gaussian noise added to the embedded inputs.
 
     Args:
@@ -106,8 +107,9 @@ def noisy_logits(p: PreparedBatch, *, sigma: Sequence[float], n_samples: int, se
     return _forward(p, parts, "model report (noise)", max_rows)
 
 
-def corrupted_logits(adapter: ModelAdapter, batch: Any, *, modality: str, level: float, seed: int,
-                     max_rows: int | None = 1024) -> Tensor:
+def corrupted_logits(
+    adapter: ModelAdapter, batch: Any, *, modality: str, level: float, seed: int, max_rows: int | None = 1024
+) -> Tensor:
     """Logits after the adapter's own corruption of one modality (optional protocol hook
     ``adapter.corrupt(batch, modality=..., level=..., seed=...)``, which returns a new batch).
 
@@ -119,8 +121,15 @@ def corrupted_logits(adapter: ModelAdapter, batch: Any, *, modality: str, level:
     return _forward(p, [list(p.inputs)], f"model report (corruption of {modality})", max_rows)[0]
 
 
-def permuted_logits(adapter: ModelAdapter, items: Sequence[RawItem], *, modality: str, order: Sequence[int],
-                    batch_size: int = 64, max_rows: int | None = 1024) -> Tensor:
+def permuted_logits(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    modality: str,
+    order: Sequence[int],
+    batch_size: int = 64,
+    max_rows: int | None = 1024,
+) -> Tensor:
     """Logits of every item with one modality taken from another item: item ``i`` paired with
     the ``modality`` payload of item ``order[i]``.
 
@@ -149,9 +158,17 @@ def _group_key(info: dict[str, Any]) -> str | None:
     return text if text else f"{info.get('kind', 'group')} {info['group_id']}"
 
 
-def group_pair_scores(adapter: ModelAdapter, p: PreparedBatch, *, targets: Tensor, pair: tuple[str, str],
-                      method: str, described: Sequence[Sequence[Sequence[Any]]],
-                      totals: dict[tuple[str, str], list[float]], max_rows: int | None = None) -> None:
+def group_pair_scores(
+    adapter: ModelAdapter,
+    p: PreparedBatch,
+    *,
+    targets: Tensor,
+    pair: tuple[str, str],
+    method: str,
+    described: Sequence[Sequence[Sequence[Any]]],
+    totals: dict[tuple[str, str], list[float]],
+    max_rows: int | None = None,
+) -> None:
     """Add this batch's cross-modal group interactions to ``totals``.
 
     For every item the ``groups(A) x groups(B)`` matrix of ``method`` (see
@@ -171,14 +188,19 @@ def group_pair_scores(adapter: ModelAdapter, p: PreparedBatch, *, targets: Tenso
     passes per item).
     """
     options = {"max_rows": max_rows} if method == "perturbation" and max_rows else {}
-    results = cross_modal_interaction(adapter, p.batch, method=method, targets=targets, modalities=pair,
-                                      prepared=p, **options)
+    results = cross_modal_interaction(
+        adapter, p.batch, method=method, targets=targets, modalities=pair, prepared=p, **options
+    )
     ia, ib = p.modalities.index(pair[0]), p.modalities.index(pair[1])
     for b, result in enumerate(results):
-        names_a = {int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
-                   for g in described[b][ia]}
-        names_b = {int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
-                   for g in described[b][ib]}
+        names_a = {
+            int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
+            for g in described[b][ia]
+        }
+        names_b = {
+            int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
+            for g in described[b][ib]
+        }
         for r, gid_a in enumerate(result.group_ids_a.tolist()):
             name_a = names_a.get(int(gid_a), f"group {gid_a}")
             if name_a is None:

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,9 +78,16 @@ def report_slice_fields(modalities: Sequence[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def interaction_types(*, full: np.ndarray, only: np.ndarray, none: np.ndarray, strength: np.ndarray,
-                      modalities: Sequence[str], gain_threshold: float,
-                      strength_threshold: float) -> tuple[list[str], list[str | None]]:
+def interaction_types(
+    *,
+    full: np.ndarray,
+    only: np.ndarray,
+    none: np.ndarray,
+    strength: np.ndarray,
+    modalities: Sequence[str],
+    gain_threshold: float,
+    strength_threshold: float,
+) -> tuple[list[str], list[str | None]]:
     """The interaction type of each item, after M2Lens (Wang et al. 2021), from predictions.
 
     Args:
@@ -118,8 +126,9 @@ def interaction_types(*, full: np.ndarray, only: np.ndarray, none: np.ndarray, s
     for i in range(n):
         points = {int(alone_answer[m, i]) for m in range(len(modalities)) if gain_alone[m, i] >= gain_threshold}
         interacts = strength[i] >= strength_threshold
-        gives = [m for m in range(len(modalities))
-                 if alone_answer[m, i] == answer[i] and gain_answer[m, i] >= gain_threshold]
+        gives = [
+            m for m in range(len(modalities)) if alone_answer[m, i] == answer[i] and gain_answer[m, i] >= gain_threshold
+        ]
         if interacts and len(points) >= 2:
             types.append("conflict")
             dominant.append(None)
@@ -152,7 +161,7 @@ class _Context:
     def batches(self, items: Sequence[RawItem] | None = None) -> list[tuple[int, list[RawItem]]]:
         items = self.items if items is None else items
         size = self.options.batch_size
-        return [(start, list(items[start:start + size])) for start in range(0, len(items), size)]
+        return [(start, list(items[start : start + size])) for start in range(0, len(items), size)]
 
     def pair(self) -> tuple[str, str] | None:
         if self.options.pair:
@@ -187,7 +196,7 @@ def _stage_subsets(ctx: _Context) -> dict[str, Any]:
         p = prepare_batch(ctx.adapter, ctx.adapter.encode(chunk))
         for m, x in enumerate(p.inputs):
             values = x.detach().to(torch.float64)
-            moments[m] += [float(values.sum()), float((values ** 2).sum()), values.numel()]
+            moments[m] += [float(values.sum()), float((values**2).sum()), values.numel()]
         logits = probes.subset_logits(p, subsets, max_rows=ctx.options.max_rows).numpy()  # (K, B, C)
         probs = _softmax(logits)
         answer = logits[full_index].argmax(axis=1)
@@ -211,8 +220,9 @@ def _stage_subsets(ctx: _Context) -> dict[str, Any]:
             denominator = np.abs(phi).sum(axis=0)
             share = np.where(denominator > 0, phi / np.where(denominator > 0, denominator, 1), 0.0)
         else:
-            results = attribute(ctx.adapter, p.batch, method=ctx.options.share_method,
-                                targets=torch.as_tensor(answer), prepared=p)
+            results = attribute(
+                ctx.adapter, p.batch, method=ctx.options.share_method, targets=torch.as_tensor(answer), prepared=p
+            )
             share = np.array([[r.modality_share[mod] for r in results] for mod in ctx.modalities])
         for m in range(m_count):
             columns.setdefault(f"share:{ctx.modalities[m]}", []).extend(share[m].tolist())
@@ -238,13 +248,18 @@ def _stage_subsets(ctx: _Context) -> dict[str, Any]:
     full = np.concatenate(full_probs)
     only = np.stack([np.concatenate(parts) for parts in only_probs])
     types, dominant = interaction_types(
-        full=full, only=only, none=np.concatenate(none_probs), strength=np.concatenate(strengths),
-        modalities=ctx.modalities, gain_threshold=ctx.options.gain_threshold,
-        strength_threshold=ctx.options.strength_threshold)
+        full=full,
+        only=only,
+        none=np.concatenate(none_probs),
+        strength=np.concatenate(strengths),
+        modalities=ctx.modalities,
+        gain_threshold=ctx.options.gain_threshold,
+        strength_threshold=ctx.options.strength_threshold,
+    )
     columns["interaction"] = types
     columns["dominant"] = dominant
     mean = moments[:, 0] / np.maximum(moments[:, 2], 1)
-    variance = np.maximum(moments[:, 1] / np.maximum(moments[:, 2], 1) - mean ** 2, 0.0)
+    variance = np.maximum(moments[:, 1] / np.maximum(moments[:, 2], 1) - mean**2, 0.0)
     return {"columns": columns, "spread": {mod: float(np.sqrt(v)) for mod, v in zip(ctx.modalities, variance)}}
 
 
@@ -264,8 +279,14 @@ def _stage_permutation(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
         right = np.zeros(n)
         for _ in range(ctx.options.permutations):
             order = probes.derangement(n, rng)
-            logits = probes.permuted_logits(ctx.adapter, ctx.items, modality=modality, order=order.tolist(),
-                                            batch_size=ctx.options.batch_size, max_rows=ctx.options.max_rows)
+            logits = probes.permuted_logits(
+                ctx.adapter,
+                ctx.items,
+                modality=modality,
+                order=order.tolist(),
+                batch_size=ctx.options.batch_size,
+                max_rows=ctx.options.max_rows,
+            )
             answers = logits.numpy().argmax(axis=1)
             agree += answers == predicted
             right += answers == ctx.gold
@@ -296,15 +317,17 @@ def _stage_noise(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     labelled_draws = dict(hits)
     for start, chunk in ctx.batches():
         p = prepare_batch(ctx.adapter, ctx.adapter.encode(chunk))
-        gold = ctx.gold[start:start + len(chunk)]
-        kept = predicted[start:start + len(chunk)]
+        gold = ctx.gold[start : start + len(chunk)]
+        kept = predicted[start : start + len(chunk)]
         for level_index, level in enumerate(levels[1:], start=1):
             for target_index, target in enumerate(targets):
                 sigma = [level * spread[m] if target in (m, "all") else 0.0 for m in ctx.modalities]
-                seed = int(np.random.SeedSequence([ctx.options.seed, 2, level_index, target_index, start])
-                           .generate_state(1)[0])
-                logits = probes.noisy_logits(p, sigma=sigma, n_samples=ctx.options.noise_samples, seed=seed,
-                                             max_rows=ctx.options.max_rows).numpy()
+                seed = int(
+                    np.random.SeedSequence([ctx.options.seed, 2, level_index, target_index, start]).generate_state(1)[0]
+                )
+                logits = probes.noisy_logits(
+                    p, sigma=sigma, n_samples=ctx.options.noise_samples, seed=seed, max_rows=ctx.options.max_rows
+                ).numpy()
                 answers = logits.argmax(axis=2)  # (S, B)
                 hits[level_index, target] += float((answers == gold[None, :]).sum())  # gold -1 never matches
                 agreements[level_index, target] += float((answers == kept[None, :]).sum())
@@ -317,8 +340,12 @@ def _stage_noise(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
             key = (level_index, target)
             correct[target].append(hits[key] / labelled_draws[key] if labelled.any() else None)
             agree[target].append(agreements[key] / draws[key])
-    return {"levels": levels, "sigma": {m: [level * spread[m] for level in levels] for m in ctx.modalities},
-            "accuracy": correct, "agreement": agree}
+    return {
+        "levels": levels,
+        "sigma": {m: [level * spread[m] for level in levels] for m in ctx.modalities},
+        "accuracy": correct,
+        "agreement": agree,
+    }
 
 
 def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
@@ -342,12 +369,17 @@ def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                 hits = agreements = 0.0
                 for start, chunk in ctx.batches():
                     batch = ctx.adapter.encode(chunk)
-                    logits = probes.corrupted_logits(ctx.adapter, batch, modality=modality, level=level,
-                                                     seed=ctx.options.seed * 1009 + level_index * 31 + start,
-                                                     max_rows=ctx.options.max_rows).numpy()
+                    logits = probes.corrupted_logits(
+                        ctx.adapter,
+                        batch,
+                        modality=modality,
+                        level=level,
+                        seed=ctx.options.seed * 1009 + level_index * 31 + start,
+                        max_rows=ctx.options.max_rows,
+                    ).numpy()
                     answers = logits.argmax(axis=1)
-                    hits += float((answers == ctx.gold[start:start + len(chunk)]).sum())
-                    agreements += float((answers == predicted[start:start + len(chunk)]).sum())
+                    hits += float((answers == ctx.gold[start : start + len(chunk)]).sum())
+                    agreements += float((answers == predicted[start : start + len(chunk)]).sum())
                     done += len(chunk)
                     ctx.progress("corruption", done, total)
                 acc.append(hits / int(labelled.sum()) if clean is not None else None)
@@ -376,12 +408,20 @@ def _stage_emap(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     if pairing == "auto":
         declared = getattr(ctx.adapter, "batch_context", None)
         pairing, context = ("embedded", declared) if declared in pair else ("items", None)
-    result = emap_compute(ctx.adapter, [ctx.items[i] for i in chosen], modalities=pair,
-                          labels=[int(ctx.gold[i]) for i in chosen], batch_size=ctx.options.batch_size,
-                          pairing=pairing, context_modality=context,
-                          max_rows=ctx.options.max_rows or 1024, keep_pair_logits=True)
-    interval = stats.emap_gap_interval(result.pair_logits, result.gold, seed=ctx.options.seed,
-                                       n_resamples=ctx.options.n_resamples)
+    result = emap_compute(
+        ctx.adapter,
+        [ctx.items[i] for i in chosen],
+        modalities=pair,
+        labels=[int(ctx.gold[i]) for i in chosen],
+        batch_size=ctx.options.batch_size,
+        pairing=pairing,
+        context_modality=context,
+        max_rows=ctx.options.max_rows or 1024,
+        keep_pair_logits=True,
+    )
+    interval = stats.emap_gap_interval(
+        result.pair_logits, result.gold, seed=ctx.options.seed, n_resamples=ctx.options.n_resamples
+    )
     ctx.progress("emap", len(chosen), len(chosen))
     return {**result.to_json(), "n_items_used": len(chosen), "pairing": pairing, "gap": interval}
 
@@ -401,20 +441,30 @@ def _stage_group_pairs(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
         for start, chunk in ctx.batches():
             batch = ctx.adapter.encode(chunk)
             p = prepare_batch(ctx.adapter, batch)
-            probes.group_pair_scores(ctx.adapter, p, targets=torch.as_tensor(predicted[start:start + len(chunk)]),
-                                     pair=pair, method=method, described=ctx.adapter.describe_groups(batch),
-                                     totals=totals, max_rows=ctx.options.max_rows)
+            probes.group_pair_scores(
+                ctx.adapter,
+                p,
+                targets=torch.as_tensor(predicted[start : start + len(chunk)]),
+                pair=pair,
+                method=method,
+                described=ctx.adapter.describe_groups(batch),
+                totals=totals,
+                max_rows=ctx.options.max_rows,
+            )
             ctx.progress("group_pairs", min(n, start + len(chunk)), n)
     except Exception as exc:  # a model without second derivatives, say: the other sections stand
         return {"method": method, "modalities": list(pair), "error": error_text(exc), "top": []}
     ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0] / kv[1][2], kv[0]))
-    top = [{"a": a, "b": b, "mean_abs": s_abs / count, "mean": s / count, "n": int(count)}
-           for (a, b), (s_abs, s, count) in ranked[: ctx.options.top_pairs]]
+    top = [
+        {"a": a, "b": b, "mean_abs": s_abs / count, "mean": s / count, "n": int(count)}
+        for (a, b), (s_abs, s, count) in ranked[: ctx.options.top_pairs]
+    ]
     return {"method": method, "modalities": list(pair), "top": top}
 
 
-def _head_losses(adapter: ModelAdapter, items: Sequence[RawItem], gold: np.ndarray, modalities: Sequence[str],
-                 options: ReportOptions) -> dict[str, Any]:
+def _head_losses(
+    adapter: ModelAdapter, items: Sequence[RawItem], gold: np.ndarray, modalities: Sequence[str], options: ReportOptions
+) -> dict[str, Any]:
     """Mean cross-entropy against ``gold`` of the full model and of each modality alone (the
     others at their baselines), and the full model's accuracy. Cost: ``M + 1`` forward passes
     per item."""
@@ -425,16 +475,15 @@ def _head_losses(adapter: ModelAdapter, items: Sequence[RawItem], gold: np.ndarr
     right = 0
     count = 0
     for start in range(0, len(items), options.batch_size):
-        chunk = list(items[start:start + options.batch_size])
-        g = gold[start:start + len(chunk)]
+        chunk = list(items[start : start + options.batch_size])
+        g = gold[start : start + len(chunk)]
         p = prepare_batch(adapter, adapter.encode(chunk))
         logits = probes.subset_logits(p, subsets, max_rows=options.max_rows)  # (1 + M, B, C)
         log_probs = torch.log_softmax(logits, dim=-1).numpy()
         sums += -log_probs[:, np.arange(len(chunk)), g].sum(axis=1)
         right += int((logits[0].numpy().argmax(axis=1) == g).sum())
         count += len(chunk)
-    return {"losses": {head: float(s / count) for head, s in zip(heads, sums)}, "accuracy": right / count,
-            "n": count}
+    return {"losses": {head: float(s / count) for head, s in zip(heads, sums)}, "accuracy": right / count, "n": count}
 
 
 def _checkpoint_list(adapter: ModelAdapter) -> list[dict[str, Any]]:
@@ -457,7 +506,8 @@ def _stage_learning(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     if wanted is None:
         return {"skipped": "no checkpoints requested"}
     if not callable(getattr(ctx.adapter, "checkpoints", None)) or not callable(
-            getattr(ctx.adapter, "load_checkpoint", None)):
+        getattr(ctx.adapter, "load_checkpoint", None)
+    ):
         return {"skipped": "the adapter does not list checkpoints (checkpoints() and load_checkpoint())"}
     listed = _checkpoint_list(ctx.adapter)
     names = [c["name"] for c in listed]
@@ -466,8 +516,11 @@ def _stage_learning(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
         chosen = listed
     else:
         chosen = [c for c in listed if c["name"] in wanted]
-        failed += [{"name": name, "error": f"no such checkpoint; the adapter lists {', '.join(names) or 'none'}"}
-                   for name in wanted if name not in names]
+        failed += [
+            {"name": name, "error": f"no such checkpoint; the adapter lists {', '.join(names) or 'none'}"}
+            for name in wanted
+            if name not in names
+        ]
     val_index = [i for i in range(len(ctx.items)) if ctx.gold[i] >= 0]
     val_items = [ctx.items[i] for i in val_index]
     val_gold = ctx.gold[val_index]
@@ -487,21 +540,29 @@ def _stage_learning(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
         try:
             loaded = ctx.adapter.load_checkpoint(checkpoint["name"])
             val = _head_losses(loaded, val_items, val_gold, ctx.modalities, ctx.options)
-            train = (_head_losses(loaded, train_items, train_gold, ctx.modalities, ctx.options)
-                     if train_items else None)
+            train = _head_losses(loaded, train_items, train_gold, ctx.modalities, ctx.options) if train_items else None
         except Exception as exc:  # one broken checkpoint is reported; the others still count
             failed.append({"name": checkpoint["name"], "error": error_text(exc)})
             continue
-        rows.append({"name": checkpoint["name"], "step": checkpoint["step"],
-                     "losses": {"val": val["losses"], **({"train": train["losses"]} if train else {})},
-                     "accuracy": {"val": val["accuracy"], **({"train": train["accuracy"]} if train else {})},
-                     "n": {"val": val["n"], **({"train": train["n"]} if train else {})}})
+        rows.append(
+            {
+                "name": checkpoint["name"],
+                "step": checkpoint["step"],
+                "losses": {"val": val["losses"], **({"train": train["losses"]} if train else {})},
+                "accuracy": {"val": val["accuracy"], **({"train": train["accuracy"]} if train else {})},
+                "n": {"val": val["n"], **({"train": train["n"]} if train else {})},
+            }
+        )
     ctx.progress("learning", len(chosen), len(chosen))
     intervals = stats.learning_intervals(rows) if rows and train_items else {"intervals": [], "overall": None}
-    return {"checkpoints": rows, "failed": failed, "listed": listed,
-            "training_items": len(train_items) if train_items else 0,
-            "note": "" if train_items else "no training items: O and OGR need training losses",
-            **intervals}
+    return {
+        "checkpoints": rows,
+        "failed": failed,
+        "listed": listed,
+        "training_items": len(train_items) if train_items else 0,
+        "note": "" if train_items else "no training items: O and OGR need training losses",
+        **intervals,
+    }
 
 
 _STAGE_FUNCTIONS = {
@@ -519,10 +580,17 @@ def _gold(items: Sequence[RawItem], labels: Sequence[str]) -> np.ndarray:
     return np.array([index.get(str(item.get("label")), -1) for item in items], dtype=np.int64)
 
 
-def model_report_run(adapter: ModelAdapter, items: Sequence[RawItem], *, options: ReportOptions | None = None,
-                     slices: SliceSet | None = None, state: dict[str, Any] | None = None,
-                     train_items: Sequence[RawItem] | None = None, progress: Progress | None = None,
-                     on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def model_report_run(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    options: ReportOptions | None = None,
+    slices: SliceSet | None = None,
+    state: dict[str, Any] | None = None,
+    train_items: Sequence[RawItem] | None = None,
+    progress: Progress | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Compute the model report of ``adapter`` on ``items``.
 
     Args:
@@ -556,9 +624,16 @@ def model_report_run(adapter: ModelAdapter, items: Sequence[RawItem], *, options
             if name not in modalities:
                 raise ValueError(f"options.pair: unknown modality {name!r}; the adapter has {list(modalities)}")
     state = dict(state or {})
-    ctx = _Context(adapter=adapter, items=items, options=options, modalities=modalities, labels=labels,
-                   gold=_gold(items, labels), progress=progress or (lambda stage, done, total: None),
-                   train_items=list(train_items) if train_items is not None else None)
+    ctx = _Context(
+        adapter=adapter,
+        items=items,
+        options=options,
+        modalities=modalities,
+        labels=labels,
+        gold=_gold(items, labels),
+        progress=progress or (lambda stage, done, total: None),
+        train_items=list(train_items) if train_items is not None else None,
+    )
     timing = dict(state.get("timing") or {})
     for stage in STAGES:
         if stage in state:
@@ -569,8 +644,9 @@ def model_report_run(adapter: ModelAdapter, items: Sequence[RawItem], *, options
         state["timing"] = timing
         if on_stage is not None:
             on_stage(stage, state)
-    return model_report_assemble(adapter_labels=labels, modalities=modalities, items=items, state=state,
-                                 options=options, slices=slices)
+    return model_report_assemble(
+        adapter_labels=labels, modalities=modalities, items=items, state=state, options=options, slices=slices
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,8 +654,9 @@ def model_report_run(adapter: ModelAdapter, items: Sequence[RawItem], *, options
 # --------------------------------------------------------------------------------------------
 
 
-def _distribution(values: Sequence[float], *, low: float | None = None, high: float | None = None,
-                  bins: int = 20) -> dict[str, Any]:
+def _distribution(
+    values: Sequence[float], *, low: float | None = None, high: float | None = None, bins: int = 20
+) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if not arr.size:
         return {"n": 0}
@@ -589,9 +666,16 @@ def _distribution(values: Sequence[float], *, low: float | None = None, high: fl
         hi = lo + 1e-9
     counts, edges = np.histogram(arr, bins=bins, range=(lo, hi))
     q25, median, q75 = np.percentile(arr, [25, 50, 75])
-    return {"n": int(arr.size), "mean": float(arr.mean()), "median": float(median), "q25": float(q25),
-            "q75": float(q75), "min": float(arr.min()), "max": float(arr.max()),
-            "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
+    return {
+        "n": int(arr.size),
+        "mean": float(arr.mean()),
+        "median": float(median),
+        "q25": float(q25),
+        "q75": float(q75),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
 
 
 def _item_scalar_fields(item: RawItem, modalities: Sequence[str]) -> dict[str, Any]:
@@ -607,9 +691,15 @@ def _item_scalar_fields(item: RawItem, modalities: Sequence[str]) -> dict[str, A
     return out
 
 
-def model_report_assemble(*, adapter_labels: Sequence[str], modalities: Sequence[str], items: Sequence[RawItem],
-                          state: Mapping[str, Any], options: ReportOptions,
-                          slices: SliceSet | None = None) -> dict[str, Any]:
+def model_report_assemble(
+    *,
+    adapter_labels: Sequence[str],
+    modalities: Sequence[str],
+    items: Sequence[RawItem],
+    state: Mapping[str, Any],
+    options: ReportOptions,
+    slices: SliceSet | None = None,
+) -> dict[str, Any]:
     """The report from the stages' state: summaries with 95% bootstrap intervals, the slices
     against the rest of the data, and one row per item. JSON-able (no NaN: undefined is None).
 
@@ -668,14 +758,21 @@ def model_report_assemble(*, adapter_labels: Sequence[str], modalities: Sequence
             "agreement": agreement,
             "reliance": _one_minus(agreement),
         }
-        reliance["only"][m] = {"accuracy": mean_ci(f"correct_only:{m}") if has_gold else None,
-                               "agreement": mean_ci(f"agree_only:{m}")}
+        reliance["only"][m] = {
+            "accuracy": mean_ci(f"correct_only:{m}") if has_gold else None,
+            "agreement": mean_ci(f"agree_only:{m}"),
+        }
         if f"agree_perm:{m}" in columns:
             agreement = mean_ci(f"agree_perm:{m}")
-            reliance["permutation"][m] = {"accuracy": mean_ci(f"correct_perm:{m}") if has_gold else None,
-                                          "agreement": agreement, "reliance": _one_minus(agreement)}
-        reliance["share"][m] = {**_distribution(base[f"share:{m}"], low=-1.0, high=1.0),
-                                "interval": mean_ci(f"share:{m}")}
+            reliance["permutation"][m] = {
+                "accuracy": mean_ci(f"correct_perm:{m}") if has_gold else None,
+                "agreement": agreement,
+                "reliance": _one_minus(agreement),
+            }
+        reliance["share"][m] = {
+            **_distribution(base[f"share:{m}"], low=-1.0, high=1.0),
+            "interval": mean_ci(f"share:{m}"),
+        }
     for key in pair_keys:
         reliance["dividend"][key] = _distribution(base[f"dividend:{key}"])
     reliance["share_method"] = options.share_method
@@ -684,8 +781,11 @@ def model_report_assemble(*, adapter_labels: Sequence[str], modalities: Sequence
     counts = {t: types.count(t) for t in INTERACTION_TYPES}
     dominant_counts = {m: sum(1 for d in base["dominant"] if d == m) for m in modalities}
     interactions = {
-        "types": {"counts": counts, "shares": {t: (c / n if n else None) for t, c in counts.items()},
-                  "dominant": dominant_counts},
+        "types": {
+            "counts": counts,
+            "shares": {t: (c / n if n else None) for t, c in counts.items()},
+            "dominant": dominant_counts,
+        },
         "strength": {key: _distribution(base[f"strength:{key}"], low=0.0, high=1.0) for key in pair_keys},
         "emap": state.get("emap"),
         "group_pairs": state.get("group_pairs"),
@@ -699,10 +799,17 @@ def model_report_assemble(*, adapter_labels: Sequence[str], modalities: Sequence
         "version": REPORT_VERSION,
         "labels": labels,
         "modalities": modalities,
-        "summary": {"n_items": n, "n_labelled": int(labelled.sum()), "accuracy": accuracy,
-                    "mean_confidence": float(np.mean(base["confidence"])) if n else None},
-        "thresholds": {"gain": options.gain_threshold, "strength": options.strength_threshold,
-                       "rules": INTERACTION_RULES},
+        "summary": {
+            "n_items": n,
+            "n_labelled": int(labelled.sum()),
+            "accuracy": accuracy,
+            "mean_confidence": float(np.mean(base["confidence"])) if n else None,
+        },
+        "thresholds": {
+            "gain": options.gain_threshold,
+            "strength": options.strength_threshold,
+            "rules": INTERACTION_RULES,
+        },
         "options": options.to_json(),
         "reliance": reliance,
         "interactions": interactions,
@@ -719,18 +826,30 @@ def _one_minus(block: Mapping[str, Any]) -> dict[str, Any]:
     def flip(v: float | None) -> float | None:
         return None if v is None else 1.0 - v
 
-    return {"estimate": flip(block["estimate"]), "ci_low": flip(block["ci_high"]), "ci_high": flip(block["ci_low"]),
-            "n": block["n"]}
+    return {
+        "estimate": flip(block["estimate"]),
+        "ci_low": flip(block["ci_high"]),
+        "ci_high": flip(block["ci_low"]),
+        "n": block["n"],
+    }
 
 
-def _robustness_section(state: Mapping[str, Any], modalities: Sequence[str], reliance: Mapping[str, Any],
-                        accuracy: Mapping[str, Any] | None) -> dict[str, Any]:
+def _robustness_section(
+    state: Mapping[str, Any], modalities: Sequence[str], reliance: Mapping[str, Any], accuracy: Mapping[str, Any] | None
+) -> dict[str, Any]:
     noise = state.get("noise") or {}
-    out: dict[str, Any] = {"noise": None, "corruption": None,
-                           "missing": {m: {"accuracy": (reliance["baseline"][m]["accuracy"] or {}).get("estimate"),
-                                           "agreement": reliance["baseline"][m]["agreement"]["estimate"]}
-                                       for m in modalities},
-                           "clean_accuracy": accuracy["estimate"] if accuracy else None}
+    out: dict[str, Any] = {
+        "noise": None,
+        "corruption": None,
+        "missing": {
+            m: {
+                "accuracy": (reliance["baseline"][m]["accuracy"] or {}).get("estimate"),
+                "agreement": reliance["baseline"][m]["agreement"]["estimate"],
+            }
+            for m in modalities
+        },
+        "clean_accuracy": accuracy["estimate"] if accuracy else None,
+    }
     if noise.get("levels"):
         curves = {}
         measure = "accuracy" if accuracy else "agreement"
@@ -738,37 +857,60 @@ def _robustness_section(state: Mapping[str, Any], modalities: Sequence[str], rel
         for target in [*modalities, "all"]:
             curve = noise[measure][target]
             curves[target] = {
-                "accuracy": noise["accuracy"][target], "agreement": noise["agreement"][target],
+                "accuracy": noise["accuracy"][target],
+                "agreement": noise["agreement"][target],
                 "relative": stats.relative_robustness(curve, noise["levels"]),
                 "effective": stats.effective_robustness(curve, reference),
             }
-        out["noise"] = {"levels": noise["levels"], "sigma": noise["sigma"], "curves": curves, "measure": measure,
-                        "reference": "noise on all modalities at once (effective robustness of a modality: "
-                                     "accuracy kept beyond that curve, shifted to the same clean accuracy)"}
+        out["noise"] = {
+            "levels": noise["levels"],
+            "sigma": noise["sigma"],
+            "curves": curves,
+            "measure": measure,
+            "reference": "noise on all modalities at once (effective robustness of a modality: "
+            "accuracy kept beyond that curve, shifted to the same clean accuracy)",
+        }
     corruption = state.get("corruption") or {}
     if corruption.get("levels") and corruption.get("accuracy") or corruption.get("agreement"):
         measure = "accuracy" if accuracy else "agreement"
         curves = {}
         for m, curve in corruption[measure].items():
-            curves[m] = {"accuracy": corruption["accuracy"].get(m), "agreement": corruption["agreement"].get(m),
-                         "relative": stats.relative_robustness(curve, corruption["levels"])}
-        out["corruption"] = {"levels": corruption["levels"], "curves": curves, "measure": measure,
-                             "errors": corruption.get("errors") or {}}
+            curves[m] = {
+                "accuracy": corruption["accuracy"].get(m),
+                "agreement": corruption["agreement"].get(m),
+                "relative": stats.relative_robustness(curve, corruption["levels"]),
+            }
+        out["corruption"] = {
+            "levels": corruption["levels"],
+            "curves": curves,
+            "measure": measure,
+            "errors": corruption.get("errors") or {},
+        }
     elif corruption.get("skipped"):
         out["corruption"] = {"skipped": corruption["skipped"]}
     return out
 
 
-def _item_rows(items: Sequence[RawItem], modalities: Sequence[str], labels: Sequence[str], base: Mapping[str, list],
-               perm: Mapping[str, list], pair_keys: Sequence[str], gold: np.ndarray) -> list[dict[str, Any]]:
+def _item_rows(
+    items: Sequence[RawItem],
+    modalities: Sequence[str],
+    labels: Sequence[str],
+    base: Mapping[str, list],
+    perm: Mapping[str, list],
+    pair_keys: Sequence[str],
+    gold: np.ndarray,
+) -> list[dict[str, Any]]:
     rows = []
     for i, item in enumerate(items):
         prediction = labels[base["prediction"][i]]
         row: dict[str, Any] = {
-            "id": str(item.get("id", i)), **_item_scalar_fields(item, modalities),
+            "id": str(item.get("id", i)),
+            **_item_scalar_fields(item, modalities),
             "label": str(item["label"]) if "label" in item else None,
-            "prediction": prediction, "correct": bool(gold[i] == base["prediction"][i]) if gold[i] >= 0 else None,
-            "confidence": float(base["confidence"][i]), "interaction": base["interaction"][i],
+            "prediction": prediction,
+            "correct": bool(gold[i] == base["prediction"][i]) if gold[i] >= 0 else None,
+            "confidence": float(base["confidence"][i]),
+            "interaction": base["interaction"][i],
             "dominant": base["dominant"][i],
         }
         for m in modalities:
@@ -795,22 +937,34 @@ SLICE_COLUMNS = {
 }
 
 
-def _slice_section(slices: SliceSet, item_rows: Sequence[Mapping[str, Any]], columns: Mapping[str, np.ndarray],
-                   modalities: Sequence[str], types: Sequence[str], options: ReportOptions) -> list[dict[str, Any]]:
+def _slice_section(
+    slices: SliceSet,
+    item_rows: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, np.ndarray],
+    modalities: Sequence[str],
+    types: Sequence[str],
+    options: ReportOptions,
+) -> list[dict[str, Any]]:
     masks = slices.masks(item_rows)
-    chosen = {name: values for name, values in columns.items()
-              if name.split(":", 1)[0] in SLICE_COLUMNS}
+    chosen = {name: values for name, values in columns.items() if name.split(":", 1)[0] in SLICE_COLUMNS}
     out = []
     for k, spec in enumerate(slices.slices):
         inside = masks[spec.name]
-        compared = stats.compare_groups(chosen, inside, seed=options.seed + 7919 * (k + 1),
-                                        n_resamples=options.n_resamples)
+        compared = stats.compare_groups(
+            chosen, inside, seed=options.seed + 7919 * (k + 1), n_resamples=options.n_resamples
+        )
         kinds = np.asarray(types)
         counts_in = {t: int(np.sum(inside & (kinds == t))) for t in INTERACTION_TYPES}
         counts_out = {t: int(np.sum(~inside & (kinds == t))) for t in INTERACTION_TYPES}
-        out.append({"name": spec.name, "expression": spec.expression, "n": int(inside.sum()),
-                    "n_rest": int((~inside).sum()),
-                    "item_ids": [row["id"] for row, keep in zip(item_rows, inside) if keep],
-                    "type_counts": {"slice": counts_in, "rest": counts_out}, "stats": compared})
+        out.append(
+            {
+                "name": spec.name,
+                "expression": spec.expression,
+                "n": int(inside.sum()),
+                "n_rest": int((~inside).sum()),
+                "item_ids": [row["id"] for row, keep in zip(item_rows, inside) if keep],
+                "type_counts": {"slice": counts_in, "rest": counts_out},
+                "stats": compared,
+            }
+        )
     return out
-

@@ -33,8 +33,9 @@ column, before any model runs. No torch, no Django.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,13 +44,16 @@ __all__ = ["DerivedField", "Slice", "SliceError", "SliceSet", "slice_fields_for"
 #: Field kinds: what values a field holds, for checking the operators used on it.
 TEXT, NUMBER, BOOLEAN = "text", "number", "boolean"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
   | (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![A-Za-z_]))
   | (?P<word>[A-Za-z_][A-Za-z0-9_.\-]*)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 _KEYWORDS = {"and", "or", "not", "in", "contains", "matches"}
 _COMPARE = {"==", "!=", "<", "<=", ">", ">=", "contains", "matches"}
 
@@ -168,8 +172,9 @@ class _Parser:
         if name not in self.fields:
             raise self.fail(f"unknown field {name!r}; fields: {', '.join(sorted(self.fields))}", token, field=name)
         kind = self.fields[name]
-        if kind == BOOLEAN and (self.token.kind == "end" or self.token.text == ")"
-                                or self.is_word("and") or self.is_word("or")):
+        if kind == BOOLEAN and (
+            self.token.kind == "end" or self.token.text == ")" or self.is_word("and") or self.is_word("or")
+        ):
             return lambda row: bool(_get(row, name))  # a bare boolean field: `not correct`
         negate = False
         if self.is_word("not"):
@@ -183,8 +188,12 @@ class _Parser:
             values = self.value_list(name)
             return (lambda row: _get(row, name) not in values) if negate else (lambda row: _get(row, name) in values)
         if op not in _COMPARE:
-            raise self.fail(f"expected an operator after {name!r} (==, !=, <, <=, >, >=, in, contains, matches), "
-                            f"got {op_token.text or 'the end'!r}", op_token, field=name)
+            raise self.fail(
+                f"expected an operator after {name!r} (==, !=, <, <=, >, >=, in, contains, matches), "
+                f"got {op_token.text or 'the end'!r}",
+                op_token,
+                field=name,
+            )
         value_token = self.token
         value = self.value(name)
         return self.compare(name, kind, op, value, value_token)
@@ -196,8 +205,9 @@ class _Parser:
         if token.kind == "word" and token.text.lower() not in ("and", "or"):
             lowered = token.text.lower()
             return {"true": True, "false": False, "null": None}.get(lowered, token.text)
-        raise self.fail(f"expected a value after the operator on {name!r}, got {token.text or 'the end'!r}",
-                        token, field=name)
+        raise self.fail(
+            f"expected a value after the operator on {name!r}, got {token.text or 'the end'!r}", token, field=name
+        )
 
     def value_list(self, name: str) -> list[Any]:
         opening = self.take()
@@ -218,8 +228,12 @@ class _Parser:
                 raise self.fail(f"{op!r} needs a number field; {name!r} holds {kind}", token, field=name)
             if not isinstance(value, float):
                 raise self.fail(f"{op!r} needs a number, got {value!r}", token, field=name)
-            test = {"<": lambda a: a < value, "<=": lambda a: a <= value,
-                    ">": lambda a: a > value, ">=": lambda a: a >= value}[op]
+            test = {
+                "<": lambda a: a < value,
+                "<=": lambda a: a <= value,
+                ">": lambda a: a > value,
+                ">=": lambda a: a >= value,
+            }[op]
             return lambda row: (x := _get(row, name)) is not None and test(float(x))
         if op == "contains":
             text = str(value)
@@ -307,8 +321,10 @@ class SliceSet:
         return {s.name: np.array([bool(s.predicate(row)) for row in full], dtype=bool) for s in self.slices}
 
     def to_json(self) -> dict[str, Any]:
-        return {"fields": {f.name: {"from": f.source, **({"regex": f.regex} if f.regex else {})} for f in self.fields},
-                "slices": {s.name: s.expression for s in self.slices}}
+        return {
+            "fields": {f.name: {"from": f.source, **({"regex": f.regex} if f.regex else {})} for f in self.fields},
+            "slices": {s.name: s.expression for s in self.slices},
+        }
 
 
 def slices_parse(data: Any, *, fields: Mapping[str, str]) -> SliceSet:
@@ -321,8 +337,9 @@ def slices_parse(data: Any, *, fields: Mapping[str, str]) -> SliceSet:
     if data in (None, ""):
         return SliceSet(fields=(), slices=())
     if not isinstance(data, Mapping):
-        raise SliceError("slices file", f"must be a mapping with 'slices' (and optionally 'fields'), got "
-                                        f"{type(data).__name__}")
+        raise SliceError(
+            "slices file", f"must be a mapping with 'slices' (and optionally 'fields'), got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - {"fields", "slices"})
     if unknown:
         raise SliceError(str(unknown[0]), "unknown section; known: fields, slices")
@@ -334,8 +351,11 @@ def slices_parse(data: Any, *, fields: Mapping[str, str]) -> SliceSet:
     for name, definition in declared.items():
         where = f"fields.{name}"
         if not isinstance(name, str) or not _NAME.match(name) or name.lower() in _KEYWORDS:
-            raise SliceError(where, "a field name is letters, digits and '_', not starting with a digit "
-                                    "nor a keyword", field=str(name))
+            raise SliceError(
+                where,
+                "a field name is letters, digits and '_', not starting with a digit nor a keyword",
+                field=str(name),
+            )
         if name in known:
             raise SliceError(where, f"{name!r} is already a field", field=name)
         if isinstance(definition, str):
@@ -344,15 +364,20 @@ def slices_parse(data: Any, *, fields: Mapping[str, str]) -> SliceSet:
             raise SliceError(where, "must be {from: FIELD} or {from: FIELD, regex: PATTERN}", field=name)
         source = str(definition["from"])
         if source not in known:
-            raise SliceError(f"{where}.from", f"unknown field {source!r}; fields: {', '.join(sorted(known))}",
-                             field=source)
+            raise SliceError(
+                f"{where}.from", f"unknown field {source!r}; fields: {', '.join(sorted(known))}", field=source
+            )
         regex = definition.get("regex")
         if regex is not None:
             try:
                 re.compile(str(regex))
             except re.error as exc:
-                raise SliceError(f"{where}.regex", f"bad regular expression: {exc}", field=name,
-                                 column=(exc.pos + 1) if exc.pos is not None else None) from None
+                raise SliceError(
+                    f"{where}.regex",
+                    f"bad regular expression: {exc}",
+                    field=name,
+                    column=(exc.pos + 1) if exc.pos is not None else None,
+                ) from None
             regex = str(regex)
         derived.append(DerivedField(name=name, source=source, regex=regex))
         known[name] = TEXT if regex is not None else known[source]
@@ -368,15 +393,21 @@ def slices_parse(data: Any, *, fields: Mapping[str, str]) -> SliceSet:
             raise SliceError(where, "'rest' names the items outside each slice; choose another name")
         if not isinstance(expression, str):
             raise SliceError(where, f"must be an expression (text), got {expression!r}")
-        compiled.append(Slice(name=name, expression=expression,
-                              predicate=_Parser(expression, where, known).parse()))
+        compiled.append(Slice(name=name, expression=expression, predicate=_Parser(expression, where, known).parse()))
     return SliceSet(fields=tuple(derived), slices=tuple(compiled))
 
 
 def slice_fields_for(*, modalities: Iterable[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The fields the model report offers to slice expressions."""
-    out = {"id": TEXT, "label": TEXT, "prediction": TEXT, "correct": BOOLEAN, "confidence": NUMBER,
-           "interaction": TEXT, "dominant": TEXT}
+    out = {
+        "id": TEXT,
+        "label": TEXT,
+        "prediction": TEXT,
+        "correct": BOOLEAN,
+        "confidence": NUMBER,
+        "interaction": TEXT,
+        "dominant": TEXT,
+    }
     for modality in modalities:
         out.setdefault(str(modality), TEXT)
     out.update(extra or {})

@@ -6,7 +6,8 @@ Django), so each is tested against values computed by hand.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,9 @@ def bootstrap_mean(values: Sequence[float], *, seed: int, n_resamples: int = 100
     return {"estimate": estimate, "ci_low": low, "ci_high": high, "n": int(finite.size)}
 
 
-def compare_groups(columns: Mapping[str, Sequence[float]], inside: np.ndarray, *, seed: int,
-                   n_resamples: int = 1000) -> dict[str, dict[str, Any]]:
+def compare_groups(
+    columns: Mapping[str, Sequence[float]], inside: np.ndarray, *, seed: int, n_resamples: int = 1000
+) -> dict[str, dict[str, Any]]:
     """Per column, the mean inside a slice, outside it (the rest) and the difference, each with a
     95% interval from a stratified bootstrap (items resampled within the slice and within the
     rest, independently; the same resamples for every column, so the columns stay comparable).
@@ -98,12 +100,20 @@ def compare_groups(columns: Mapping[str, Sequence[float]], inside: np.ndarray, *
                 means = np.full(n_resamples, np.nan)
             draws[part] = means
             low, high = _percentiles(means)
-            blocks[part] = {"estimate": float(finite.mean()) if finite.size else None, "ci_low": low,
-                            "ci_high": high, "n": int(finite.size)}
+            blocks[part] = {
+                "estimate": float(finite.mean()) if finite.size else None,
+                "ci_low": low,
+                "ci_high": high,
+                "n": int(finite.size),
+            }
         if blocks["slice"]["estimate"] is not None and blocks["rest"]["estimate"] is not None:
             low, high = _percentiles(draws["slice"] - draws["rest"])
-            blocks["difference"] = {"estimate": blocks["slice"]["estimate"] - blocks["rest"]["estimate"],
-                                    "ci_low": low, "ci_high": high, "n": n_in + n_out}
+            blocks["difference"] = {
+                "estimate": blocks["slice"]["estimate"] - blocks["rest"]["estimate"],
+                "ci_low": low,
+                "ci_high": high,
+                "n": n_in + n_out,
+            }
         else:
             blocks["difference"] = {"estimate": None, "ci_low": None, "ci_high": None, "n": n_in + n_out}
         out[name] = blocks
@@ -175,6 +185,7 @@ def learning_intervals(checkpoints: Sequence[Mapping[str, Any]]) -> dict[str, An
     "delta_g", "ogr"}}, "weights": {k: w} | None}], "overall": {...}}``; ``overall`` spans the
     first and the last checkpoint.
     """
+
     def interval(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         heads, delta_g, delta_o = {}, {}, {}
         for k in a["losses"]["val"]:
@@ -187,8 +198,12 @@ def learning_intervals(checkpoints: Sequence[Mapping[str, Any]]) -> dict[str, An
             d_o, d_g = o_b - o_a, g_a - g_b
             delta_o[k], delta_g[k] = d_o, d_g
             heads[k] = {"delta_o": d_o, "delta_g": d_g, "ogr": _finite_or_none(d_o / d_g) if d_g else None}
-        return {"from": a["name"], "to": b["name"], "heads": heads,
-                "weights": blending_weights(delta_g, delta_o) if heads else None}
+        return {
+            "from": a["name"],
+            "to": b["name"],
+            "heads": heads,
+            "weights": blending_weights(delta_g, delta_o) if heads else None,
+        }
 
     ordered = list(checkpoints)
     intervals = [interval(a, b) for a, b in zip(ordered, ordered[1:])]
@@ -199,8 +214,9 @@ def learning_intervals(checkpoints: Sequence[Mapping[str, Any]]) -> dict[str, An
 # --------------------------------------------------------------------------- EMAP
 
 
-def emap_gap_interval(pair_logits: np.ndarray, gold: np.ndarray, *, seed: int,
-                      n_resamples: int = 1000) -> dict[str, Any]:
+def emap_gap_interval(
+    pair_logits: np.ndarray, gold: np.ndarray, *, seed: int, n_resamples: int = 1000
+) -> dict[str, Any]:
     """The EMAP gap with a 95% bootstrap interval that redoes the projection on each resample.
 
     Args:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["TABLES", "report_table", "report_table_csv"]
 
@@ -26,13 +27,27 @@ Row = dict[str, Any]
 
 def _interval_row(section: str, subject: str, measure: str, block: Mapping[str, Any] | None) -> Row:
     block = block or {}
-    return {"section": section, "subject": subject, "measure": measure, "estimate": block.get("estimate"),
-            "ci_low": block.get("ci_low"), "ci_high": block.get("ci_high"), "n": block.get("n")}
+    return {
+        "section": section,
+        "subject": subject,
+        "measure": measure,
+        "estimate": block.get("estimate"),
+        "ci_low": block.get("ci_low"),
+        "ci_high": block.get("ci_high"),
+        "n": block.get("n"),
+    }
 
 
 def _value_row(section: str, subject: str, measure: str, value: Any) -> Row:
-    return {"section": section, "subject": subject, "measure": measure, "estimate": value, "ci_low": None,
-            "ci_high": None, "n": None}
+    return {
+        "section": section,
+        "subject": subject,
+        "measure": measure,
+        "estimate": value,
+        "ci_low": None,
+        "ci_high": None,
+        "n": None,
+    }
 
 
 def _summary(report: Mapping[str, Any]) -> list[Row]:
@@ -40,40 +55,53 @@ def _summary(report: Mapping[str, Any]) -> list[Row]:
     reliance = report["reliance"]
     for m in report["modalities"]:
         base = reliance["baseline"][m]
-        rows += [_interval_row("reliance", m, "accuracy without it (baseline)", base["accuracy"]),
-                 _interval_row("reliance", m, "answers kept without it (baseline)", base["agreement"]),
-                 _interval_row("reliance", m, "reliance (baseline)", base["reliance"]),
-                 _interval_row("reliance", m, "accuracy with it alone", reliance["only"][m]["accuracy"]),
-                 _interval_row("reliance", m, "answers kept with it alone", reliance["only"][m]["agreement"])]
+        rows += [
+            _interval_row("reliance", m, "accuracy without it (baseline)", base["accuracy"]),
+            _interval_row("reliance", m, "answers kept without it (baseline)", base["agreement"]),
+            _interval_row("reliance", m, "reliance (baseline)", base["reliance"]),
+            _interval_row("reliance", m, "accuracy with it alone", reliance["only"][m]["accuracy"]),
+            _interval_row("reliance", m, "answers kept with it alone", reliance["only"][m]["agreement"]),
+        ]
         if m in reliance["permutation"]:
             perm = reliance["permutation"][m]
-            rows += [_interval_row("reliance", m, "accuracy with another item's (permutation)", perm["accuracy"]),
-                     _interval_row("reliance", m, "answers kept with another item's (permutation)",
-                                   perm["agreement"]),
-                     _interval_row("reliance", m, "reliance (permutation)", perm["reliance"])]
-        rows.append(_interval_row("reliance", m, f"mean modality share ({reliance['share_method']})",
-                                  reliance["share"][m].get("interval")))
+            rows += [
+                _interval_row("reliance", m, "accuracy with another item's (permutation)", perm["accuracy"]),
+                _interval_row("reliance", m, "answers kept with another item's (permutation)", perm["agreement"]),
+                _interval_row("reliance", m, "reliance (permutation)", perm["reliance"]),
+            ]
+        rows.append(
+            _interval_row(
+                "reliance", m, f"mean modality share ({reliance['share_method']})", reliance["share"][m].get("interval")
+            )
+        )
     for pair, dist in reliance["dividend"].items():
-        rows += [_value_row("interaction", pair, "mean dividend", dist.get("mean")),
-                 _value_row("interaction", pair, "median dividend", dist.get("median"))]
+        rows += [
+            _value_row("interaction", pair, "mean dividend", dist.get("mean")),
+            _value_row("interaction", pair, "median dividend", dist.get("median")),
+        ]
     for pair, dist in report["interactions"]["strength"].items():
         rows.append(_value_row("interaction", pair, "mean interaction strength", dist.get("mean")))
     types = report["interactions"]["types"]
     for name, count in types["counts"].items():
         rows.append({**_value_row("interaction type", name, "items", count), "n": report["summary"]["n_items"]})
     for m, count in types["dominant"].items():
-        rows.append({**_value_row("interaction type", f"dominance by {m}", "items", count),
-                     "n": report["summary"]["n_items"]})
+        rows.append(
+            {**_value_row("interaction type", f"dominance by {m}", "items", count), "n": report["summary"]["n_items"]}
+        )
     emap = report["interactions"].get("emap") or {}
     if "gap" in emap:
-        rows += [_interval_row("emap", "+".join(emap["modalities"]), "EMAP gap", emap["gap"]),
-                 _value_row("emap", "+".join(emap["modalities"]), "model accuracy", emap["model_accuracy"]),
-                 _value_row("emap", "+".join(emap["modalities"]), "projection accuracy", emap["projection_accuracy"])]
+        rows += [
+            _interval_row("emap", "+".join(emap["modalities"]), "EMAP gap", emap["gap"]),
+            _value_row("emap", "+".join(emap["modalities"]), "model accuracy", emap["model_accuracy"]),
+            _value_row("emap", "+".join(emap["modalities"]), "projection accuracy", emap["projection_accuracy"]),
+        ]
     noise = (report["robustness"] or {}).get("noise")
     if noise:
         for target, curve in noise["curves"].items():
-            rows += [_value_row("robustness", target, "relative robustness (noise)", curve["relative"]),
-                     _value_row("robustness", target, "effective robustness (noise)", curve["effective"])]
+            rows += [
+                _value_row("robustness", target, "relative robustness (noise)", curve["relative"]),
+                _value_row("robustness", target, "effective robustness (noise)", curve["effective"]),
+            ]
     corruption = (report["robustness"] or {}).get("corruption") or {}
     for target, curve in (corruption.get("curves") or {}).items():
         rows.append(_value_row("robustness", target, "relative robustness (corruption)", curve["relative"]))
@@ -81,8 +109,9 @@ def _summary(report: Mapping[str, Any]) -> list[Row]:
         rows.append(_value_row("robustness", m, "accuracy with it missing", missing["accuracy"]))
     overall = (report.get("learning") or {}).get("overall") or {}
     for head, weight in (overall.get("weights") or {}).items():
-        rows.append(_value_row("learning", head, f"Gradient-Blending weight ({overall['from']} to {overall['to']})",
-                               weight))
+        rows.append(
+            _value_row("learning", head, f"Gradient-Blending weight ({overall['from']} to {overall['to']})", weight)
+        )
     return rows
 
 
@@ -92,9 +121,18 @@ def _slices(report: Mapping[str, Any]) -> list[Row]:
         for column, parts in s["stats"].items():
             for part in ("slice", "rest", "difference"):
                 block = parts[part]
-                rows.append({"slice": s["name"], "expression": s["expression"], "column": column, "part": part,
-                             "estimate": block["estimate"], "ci_low": block["ci_low"], "ci_high": block["ci_high"],
-                             "n": block["n"]})
+                rows.append(
+                    {
+                        "slice": s["name"],
+                        "expression": s["expression"],
+                        "column": column,
+                        "part": part,
+                        "estimate": block["estimate"],
+                        "ci_low": block["ci_low"],
+                        "ci_high": block["ci_high"],
+                        "n": block["n"],
+                    }
+                )
     return rows
 
 
@@ -105,14 +143,29 @@ def _robustness(report: Mapping[str, Any]) -> list[Row]:
         for target, curve in noise["curves"].items():
             for k, level in enumerate(noise["levels"]):
                 sigma = noise["sigma"].get(target, [None] * len(noise["levels"]))[k] if target != "all" else None
-                rows.append({"kind": "noise", "target": target, "level": level, "sigma": sigma,
-                             "accuracy": curve["accuracy"][k], "agreement": curve["agreement"][k]})
+                rows.append(
+                    {
+                        "kind": "noise",
+                        "target": target,
+                        "level": level,
+                        "sigma": sigma,
+                        "accuracy": curve["accuracy"][k],
+                        "agreement": curve["agreement"][k],
+                    }
+                )
     corruption = (report["robustness"] or {}).get("corruption") or {}
     for target, curve in (corruption.get("curves") or {}).items():
         for k, level in enumerate(corruption["levels"]):
-            rows.append({"kind": "corruption", "target": target, "level": level, "sigma": None,
-                         "accuracy": (curve["accuracy"] or [None] * len(corruption["levels"]))[k],
-                         "agreement": (curve["agreement"] or [None] * len(corruption["levels"]))[k]})
+            rows.append(
+                {
+                    "kind": "corruption",
+                    "target": target,
+                    "level": level,
+                    "sigma": None,
+                    "accuracy": (curve["accuracy"] or [None] * len(corruption["levels"]))[k],
+                    "agreement": (curve["agreement"] or [None] * len(corruption["levels"]))[k],
+                }
+            )
     return rows
 
 
@@ -122,19 +175,55 @@ def _learning(report: Mapping[str, Any]) -> list[Row]:
     for checkpoint in learning.get("checkpoints") or []:
         for split, losses in checkpoint["losses"].items():
             for head, loss in losses.items():
-                rows.append({"row": "loss", "checkpoint": checkpoint["name"], "step": checkpoint["step"],
-                             "to": None, "split": split, "head": head, "value": loss})
+                rows.append(
+                    {
+                        "row": "loss",
+                        "checkpoint": checkpoint["name"],
+                        "step": checkpoint["step"],
+                        "to": None,
+                        "split": split,
+                        "head": head,
+                        "value": loss,
+                    }
+                )
     for interval in [*(learning.get("intervals") or []), *([learning["overall"]] if learning.get("overall") else [])]:
         for head, numbers in interval["heads"].items():
             for measure in ("delta_o", "delta_g", "ogr"):
-                rows.append({"row": measure, "checkpoint": interval["from"], "step": None, "to": interval["to"],
-                             "split": None, "head": head, "value": numbers[measure]})
+                rows.append(
+                    {
+                        "row": measure,
+                        "checkpoint": interval["from"],
+                        "step": None,
+                        "to": interval["to"],
+                        "split": None,
+                        "head": head,
+                        "value": numbers[measure],
+                    }
+                )
             weights = interval.get("weights") or {}
-            rows.append({"row": "blending_weight", "checkpoint": interval["from"], "step": None,
-                         "to": interval["to"], "split": None, "head": head, "value": weights.get(head)})
+            rows.append(
+                {
+                    "row": "blending_weight",
+                    "checkpoint": interval["from"],
+                    "step": None,
+                    "to": interval["to"],
+                    "split": None,
+                    "head": head,
+                    "value": weights.get(head),
+                }
+            )
     for failure in learning.get("failed") or []:
-        rows.append({"row": "failed", "checkpoint": failure["name"], "step": None, "to": None, "split": None,
-                     "head": None, "value": failure["error"]})
+        rows.append(
+            {
+                "row": "failed",
+                "checkpoint": failure["name"],
+                "step": None,
+                "to": None,
+                "split": None,
+                "head": None,
+                "value": failure["error"],
+            }
+        )
     return rows
 
 
