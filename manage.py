@@ -36,7 +36,7 @@ def main():
 
     show_traceback = "--traceback" in sys.argv
     try:
-        settings.INSTALLED_APPS  # read the settings now: a bad variable fails here, with its name
+        settings.INSTALLED_APPS  # noqa: B018 (read the settings now: a bad variable fails here, with its name)
     except ImproperlyConfigured as exc:
         if show_traceback:
             raise

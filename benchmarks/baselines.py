@@ -82,23 +82,23 @@ def _per_word_second_order(p1: PreparedBatch, t1: Tensor, ia: int, ib: int, mult
     """MultiViz-style second order for one item: for each group ("word") of the smaller
     modality ``S``, ``grad_{x_L} (grad_{x_S} f . (x_S * 1[word]))``, times ``x_L``, summed per
     group of ``L``. Returns ``(G_A, G_B)``."""
-    s, l = smaller_first(p1, ia, ib)
+    s, large = smaller_first(p1, ia, ib)
     mult = p1.inputs if multiply_by == "input" else tuple(x - b for x, b in zip(p1.inputs, p1.baselines))
     with torch.enable_grad():
-        z = [x.detach().clone().requires_grad_(m in (s, l)) for m, x in enumerate(p1.inputs)]
+        z = [x.detach().clone().requires_grad_(m in (s, large)) for m, x in enumerate(p1.inputs)]
         f = p1.adapter.head(*z, batch=p1.batch)[0, int(t1[0])]
         (g_s,) = torch.autograd.grad(f, z[s], create_graph=True)
-        ids_s, ids_l = p1.group_ids[0][s], p1.group_ids[0][l]
-        mask_s, smask_l = p1.masks[s], p1.spatial_mask(l)[0].reshape(-1)
+        ids_s, ids_l = p1.group_ids[0][s], p1.group_ids[0][large]
+        mask_s, smask_l = p1.masks[s], p1.spatial_mask(large)[0].reshape(-1)
         inv_l = torch.searchsorted(ids_l, smask_l)
-        dims_l = p1.feature_dims(l)
+        dims_l = p1.feature_dims(large)
         rows = []
         for gid in ids_s:
             u = mult[s] * (mask_s == gid).to(mult[s].dtype)
-            (hv,) = torch.autograd.grad((g_s * u).sum(), z[l], retain_graph=True, allow_unused=True)
+            (hv,) = torch.autograd.grad((g_s * u).sum(), z[large], retain_graph=True, allow_unused=True)
             if hv is None:
-                hv = torch.zeros_like(z[l])
-            contrib = (hv * mult[l]).detach()
+                hv = torch.zeros_like(z[large])
+            contrib = (hv * mult[large]).detach()
             contrib = contrib.sum(dim=dims_l) if dims_l else contrib
             row = torch.zeros(len(ids_l), dtype=torch.float64, device=contrib.device)
             row.index_add_(0, inv_l, contrib[0].reshape(-1).to(torch.float64))

@@ -106,7 +106,7 @@ def _copy_text(value: Any) -> str:
 def _copy(model: type[models.Model], rows: Iterator[dict[str, Any]], *, batch: int = 2000) -> int:
     """COPY ``rows`` (dicts keyed by column) into ``model``'s table; columns a row lacks get the
     field's Django default. Returns the number of rows."""
-    fields = [f for f in model._meta.concrete_fields]
+    fields = list(model._meta.concrete_fields)
     columns = [f.column for f in fields]
     defaults = {f.column: (f.get_default() if f.has_default() or not f.null else None) for f in fields}
     count = 0

@@ -197,9 +197,9 @@ class PassTimer:
 
     def _graph(self, n: int) -> tuple[Tensor, list[Tensor]]:
         p, t = self._batch(n)
-        s, l = self.pair or (0, 1)
+        s, large = self.pair or (0, 1)
         with torch.enable_grad():
-            z = [x.detach().requires_grad_(m in (s, l)) for m, x in enumerate(p.inputs)]
+            z = [x.detach().requires_grad_(m in (s, large)) for m, x in enumerate(p.inputs)]
             out = p.adapter.head(*z, batch=p.batch)
             (g_s,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), z[s], create_graph=True)
         return g_s, z
@@ -232,9 +232,9 @@ class PassTimer:
             if graph is None:  # f is linear in S: no second-order pass to time
                 return None
             g_s, z = graph
-            s, l = self.pair or (0, 1)
+            s, large = self.pair or (0, 1)
             vec = p.inputs[s]
-            return lambda: torch.autograd.grad(g_s, z[l], grad_outputs=vec, retain_graph=True, allow_unused=True)
+            return lambda: torch.autograd.grad(g_s, z[large], grad_outputs=vec, retain_graph=True, allow_unused=True)
         raise ValueError(f"unknown pass kind {kind!r}")
 
     def per_sample(self, kind: str, n: int, *, repeats: int = 1, warm_up: bool = False) -> float | None:
@@ -283,7 +283,7 @@ def measure_pass_times(
     """
     timer = timer or PassTimer(adapter, items, modalities=modalities, device=device)
     seconds: dict[str, dict[int, float]] = {kind: {} for kind in PASS_KINDS}
-    for n in sorted(set(int(b) for b in batch_sizes)):
+    for n in sorted({int(b) for b in batch_sizes}):
         try:
             for kind in PASS_KINDS:
                 value = timer.per_sample(kind, n, repeats=repeats, warm_up=True)

@@ -255,7 +255,7 @@ def dawid_skene(
     change = np.inf
     converged = False
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (read after the loop)
         prior, confusion = m_step(posterior)
         # log θ_j[k, l] as rows (j, l): labels a rater never gave are never looked up (no answers)
         with np.errstate(divide="ignore"):

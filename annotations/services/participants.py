@@ -190,7 +190,7 @@ def _entry_condition(*, study: Study) -> Condition:
     order = [condition for condition, _ in arms]
     _rng(study.seed, "arm-block", block).shuffle(order)
     chosen = order[place]
-    if dict((c.pk, is_open) for c, is_open in arms)[chosen.pk]:
+    if {c.pk: is_open for c, is_open in arms}[chosen.pk]:
         return chosen
     open_arms = [condition for condition, is_open in arms if is_open]
     counts = dict(

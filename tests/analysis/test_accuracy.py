@@ -115,7 +115,7 @@ def test_moment_variance_matches_every_pair_enumerated() -> None:
     test = df[df["phase"] == "test"].reset_index(drop=True)
     accuracy = simulation_accuracy(df, seed=0, n_resamples=10)
     effects = arm_effects(df, baseline="baseline", seed=0, n_resamples=10, n_permutations=10)
-    arms = {arm: rows for arm, rows in test.groupby("condition")}
+    arms = {arm: rows for arm, rows in test.groupby("condition")}  # noqa: C416 (a GroupBy is not a mapping)
     for arm, rows in arms.items():
         assert accuracy[arm]["all"]["se"] ** 2 == pytest.approx(_moment_reference([rows], [1.0]), rel=1e-10)
     reference = _moment_reference([arms["explained"], arms["baseline"]], [1.0, -1.0])

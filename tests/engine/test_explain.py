@@ -74,7 +74,7 @@ def test_explain_items_runs_each_method_and_interaction_per_target():
         assert [a.target for a in res.attributions["feature_ablation"]] == want
         assert [m.target for m in res.modality_interactions] == want
         assert set(res.cross_interactions) == {"second_order", "integrated_hessians", "perturbation"}
-        for method, mats in res.cross_interactions.items():
+        for _method, mats in res.cross_interactions.items():
             assert [m.target for m in mats] == want
         # describe_groups of the item, in group-ID order, matching the attribution's groups
         ig = res.attributions["integrated_gradients"][0]

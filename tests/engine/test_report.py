@@ -135,7 +135,7 @@ def test_linear_classifier_accuracy_under_noise_follows_the_closed_form():
     sigma = noise["sigma"]
     a_values = np.array([item["a"] for item in items])
     assert sigma["a"][1] == pytest.approx(0.25 * a_values.std())  # scaled to the modality's spread
-    for k, level in enumerate(levels):
+    for k, _level in enumerate(levels):
         expected_a = adapter.expected_accuracy(items, sigma_a=sigma["a"][k], sigma_b=0.0)
         expected_all = adapter.expected_accuracy(items, sigma_a=sigma["a"][k], sigma_b=sigma["b"][k])
         # 30,000 noise draws per level: the Monte Carlo error is below 0.003

@@ -100,7 +100,7 @@ def test_responses_export_rows_flags_and_hashed_ids(answered, alice, tmp_path):
         assert json.loads(row["candidate_order"]) and row["explanation_methods"] in ("none", "integrated_gradients")
         assert row["views"] == ("none" if row["condition"] == "baseline" else "heatmap")
 
-    for participant, group in itertools.groupby(rows, key=lambda r: r["participant"]):
+    for _participant, group in itertools.groupby(rows, key=lambda r: r["participant"]):
         stamps = [r["created_at"] for r in group]
         assert stamps == sorted(stamps)  # each participant's rows in submission order
     by_participant: dict[str, set] = {}

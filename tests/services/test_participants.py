@@ -348,7 +348,7 @@ def test_response_time_is_measured_by_the_server_from_the_first_serve(study):
 
 def test_participant_is_done_after_the_last_answer(study):
     participant = enter_and_start(study, "P1")
-    for k in range(study.items_per_participant):
+    for _k in range(study.items_per_participant):
         participant.refresh_from_db()
         assert participant.phase == Participant.Phase.TEST
         assert participant.finished_at is None

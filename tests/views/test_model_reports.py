@@ -58,7 +58,7 @@ def test_finished_report_page_shows_figures_and_tables(client, alice, done):
     page = client.get(f"/model-reports/{done.pk}/").content.decode()
     for section in ("reliance", "interactions", "robustness", "slices", "learning", "downloads"):
         assert f'id="{section}"' in page, section
-    svgs = [m for m in page.split("<svg")[1:]]
+    svgs = list(page.split("<svg")[1:])
     assert len(svgs) == 6  # reliance, distributions, types, slices, robustness, learning
     for chunk in svgs:
         ElementTree.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")  # well-formed SVG

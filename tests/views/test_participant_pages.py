@@ -106,7 +106,6 @@ def test_learning_reveals_the_answer_and_the_test_does_not(study):
         client = Client()
         entered.append((client, _enter(client, study, f"?PROLIFIC_PID=p{k}&STUDY_ID=s&SESSION_ID=x{k}")))
     client, participant = next((c, p) for c, p in entered if p.condition.views)
-    pages: list[str] = []
     phases = []
     while (assignment := _current(participant)) is not None:
         phases.append(assignment.phase)

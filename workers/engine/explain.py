@@ -606,7 +606,7 @@ def measure_best_batch_size(
     t = torch.tensor([x[0] for x in tl], dtype=torch.long)
     seconds: dict[int, float] = {}
     failed: dict[int, str] = {}
-    for rows in sorted(set(int(c) for c in candidates)):
+    for rows in sorted({int(c) for c in candidates}):
         opts = {**(options or {}), "max_rows": rows}
         try:
             best = float("inf")

@@ -508,8 +508,8 @@ def perturbation_dividend(
     configs = (
         [(-1, -1)]
         + [(k, -1) for k in range(ka)]
-        + [(-1, l) for l in range(kb)]
-        + [(k, l) for k in range(ka) for l in range(kb)]
+        + [(-1, j) for j in range(kb)]
+        + [(k, j) for k in range(ka) for j in range(kb)]
     )
     big_b = p.size
     per_call = len(configs) if max_rows is None else max(1, int(max_rows) // big_b)

@@ -130,7 +130,7 @@ class ClipZeroShotAdapter(ImageTextAdapter):
         text_slot = torch.full_like(prompt_ids, -1)
         text_ids = torch.full((len(items), limit), tokenizer.pad_token_id, dtype=torch.long)
         words: list[Words] = []
-        for b, text in enumerate(texts):
+        for b, _text in enumerate(texts):
             mine: list[int] | None = None
             for k in range(n_labels):
                 row = b * n_labels + k
