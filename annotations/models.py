@@ -130,6 +130,41 @@ class Explanation(models.Model):
         ]
 
 
+class DecisionFeatures(models.Model):
+    """MultiViz stages 3 and 4 of one model over one dataset: every item's decision-level
+    features, the sparse linear head fitted over them (with its held-out fidelity), and the
+    items that activate each feature most with their heatmaps. Keyed by model, not study:
+    every study of the model on the dataset reuses it. ``method`` is the attribution method
+    the example heatmaps are drawn with."""
+
+    class Status(models.TextChoices):
+        DONE = "done"
+        FAILED = "failed"
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="decision_features")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="decision_features")
+    method = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    arrays_file = models.CharField(
+        max_length=300, blank=True, help_text="npz under MEDIA_ROOT: item_ids, activations, logits, sparse weights"
+    )
+    summary = models.JSONField(
+        default=dict, blank=True, help_text="fidelity, sparsity, and per feature its top-activating item IDs"
+    )
+    example_views = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="feature index -> PNGs (under MEDIA_ROOT) of its top-activating items with the feature's heatmap",
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "dataset", "method"], name="decision_features_unique"),
+        ]
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
@@ -236,6 +271,8 @@ class Condition(models.Model):
         TABLE = "table", "Tabular feature bars"
         SERIES = "series", "Time series with attribution over time"
         AUDIO = "audio", "Audio waveform with attribution over time"
+        FEATURES = "features", "What activates the deciding features (MultiViz representations)"
+        PREDICTION = "prediction", "Sparse feature weights behind each answer (MultiViz prediction)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
@@ -314,6 +351,8 @@ class PrecomputeChunk(models.Model):
         STRENGTH = "strength", "2x2 modality interaction (strength filter)"
         ATTRIBUTION = "attribution"
         INTERACTION = "interaction"
+        FEATURES = "features", "Decision-level features and their sparse head (dataset)"
+        MULTIVIZ = "multiviz", "Feature and prediction views"
 
     class Status(models.TextChoices):
         PENDING = "pending"

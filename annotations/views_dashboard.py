@@ -270,6 +270,50 @@ def _participant_rows(participants: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def _stage_view(stages: dict | None) -> dict[str, Any] | None:
+    """Rows of the cumulative-stage card: each stage's accuracy, confidence and agreement, and
+    each increment over the stage before with its interval."""
+    if not stages:
+        return None
+    rows = []
+    for stage in stages.get("stages", []):
+        acc = (stage.get("accuracy") or {}).get("all")
+        conf = stage.get("confidence") or {}
+        agree = stage.get("agreement") or {}
+        rows.append(
+            {
+                "arm": stage["arm"],
+                "accuracy": _pct(acc["estimate"]) if acc else "—",
+                "accuracy_interval": _interval(acc),
+                "right": _pct(((stage.get("accuracy") or {}).get("model_correct") or {}).get("estimate")),
+                "wrong": _pct(((stage.get("accuracy") or {}).get("model_incorrect") or {}).get("estimate")),
+                "confidence": _num(conf.get("estimate"), 2),
+                "confidence_interval": "—"
+                if conf.get("ci_low") is None
+                else f"[{conf['ci_low']:.2f}, {conf['ci_high']:.2f}]",
+                "alpha": _num(agree.get("alpha_nominal_guess")),
+            }
+        )
+    increments = []
+    for step in stages.get("increments", []):
+        acc = step["accuracy"]["all"]
+        conf = step["confidence"]
+        increments.append(
+            {
+                "step": f"{step['from']} → {step['to']}",
+                "accuracy": _pct(acc["estimate"]),
+                "accuracy_interval": _interval(acc),
+                "p_value": _num(acc.get("p_value"), 4),
+                "confidence": _num(conf.get("estimate"), 2),
+                "confidence_interval": "—"
+                if conf.get("ci_low") is None
+                else f"[{conf['ci_low']:+.2f}, {conf['ci_high']:+.2f}]",
+                "alpha": _num(step["agreement"].get("alpha_nominal_guess")),
+            }
+        )
+    return {"rows": rows, "increments": increments, "unavailable": stages.get("unavailable") or {}}
+
+
 @login_required
 @require_GET
 def study_dashboard(request, pk: int):
@@ -330,6 +374,7 @@ def study_dashboard(request, pk: int):
                 "mixed": _mixed_model_view(block),
                 "sequential": _sequential_view(report.get("sequential")),
                 "power": _power_view(data.get("power")),
+                "stages": _stage_view((data.get("stages") or {}).get(section)),
             }
         )
     return render(request, "researcher/dashboard.html", context)

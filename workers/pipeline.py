@@ -33,6 +33,7 @@ from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     item_map,
     job_progress,
+    model_decision_features,
     model_explanation_pairs_to_draw,
     model_explanations_lacking_share_view,
     model_predicted_labels,
@@ -50,20 +51,32 @@ from annotations.services.precompute import (
     precompute_take_over,
 )
 from annotations.services.studies import (
+    decision_features_store,
     explanation_share_view_add,
     explanation_store,
     explanation_store_attribution,
     explanation_store_failed,
     explanation_store_interaction,
+    explanation_store_multiviz,
     prediction_store,
 )
 from workers.engine.attribution import attribute
+from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.explain import predict
+from workers.engine.feature_views import example_thumbnail_png, feature_heat, render_feature_views
+from workers.engine.features import decision_features, feature_attributions, top_activating
 from workers.engine.interactions import cross_modal_interaction, modality_interaction
 from workers.engine.metrics import explanation_metrics
-from workers.engine.presentation import render_interaction_views, render_item_views, render_share_bars
+from workers.engine.presentation import (
+    image_pixels,
+    render_interaction_views,
+    render_item_views,
+    render_share_bars,
+)
 from workers.engine.presentation_modalities import render_modality_views
 from workers.engine.registry import load_adapter
+from workers.engine.render import shared_scale
+from workers.engine.sparse import SparseHead, fit_sparse_head, top_contributions
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +184,9 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     if chunk.stage == Stage.STRENGTH:
         _modality_interactions(study=study, adapter=adapter, items=[items[pk] for pk in chunk.item_ids])
         return 0, ""
+    if chunk.stage == Stage.FEATURES:
+        _decision_features(study=study, adapter=adapter, method=chunk.method)
+        return 0, ""
     targets = {int(item_id): labels for item_id, labels in chunk.targets.items()}
     views = study_required_methods(study=study).get(chunk.method, set())
     if chunk.stage == Stage.ATTRIBUTION and "share" in views:
@@ -183,9 +199,10 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     if not pairs:
         return 0, ""
     raws = {item_id: item_raw(items[item_id]) for item_id, _ in pairs}
-    compute = _attribution_rows if chunk.stage == Stage.ATTRIBUTION else _interaction_rows
+    compute = {Stage.ATTRIBUTION: _attribution_rows, Stage.MULTIVIZ: _multiviz_rows}.get(chunk.stage, _interaction_rows)
     try:
-        batch = adapter.encode([raws[item_id] for item_id, _ in pairs])
+        # The MultiViz rows encode one row per (item, feature) themselves.
+        batch = None if chunk.stage == Stage.MULTIVIZ else adapter.encode([raws[item_id] for item_id, _ in pairs])
         compute(
             study=study,
             adapter=adapter,
@@ -343,3 +360,172 @@ def _interaction_rows(*, study, adapter, batch, pairs, raws, items, views, metho
                     "patch_grid": view.patch_grid,
                 },
             )
+
+
+# --------------------------------------------------------------------------- MultiViz stages 3 and 4
+
+#: Features drawn per candidate in the ``features`` view, bars in the ``prediction`` view, and
+#: top-activating dataset examples per feature.
+FEATURES_SHOWN, BARS_SHOWN, EXAMPLES_PER_FEATURE = 3, 5, 3
+#: At most this many features get example views (the most influential: largest
+#: ``max_c |weight| × std(activation)``), so the dataset chunk stays bounded for wide layers;
+#: a feature without examples is still drawn, with this input alone.
+MAX_FEATURES_WITH_EXAMPLES = 64
+
+
+def _feature_rows(
+    adapter, raws: list[dict], features: list[int], *, n_features: int, method: str, batch_size: int
+) -> tuple[list, list]:
+    """Attributions of ``features[k]``'s activation in ``raws[k]``, ``batch_size`` rows per
+    call, and each row's ``describe_groups``."""
+    out, groups = [], []
+    for start in range(0, len(raws), max(1, batch_size)):
+        batch = adapter.encode(raws[start : start + batch_size])
+        out += feature_attributions(
+            adapter, batch, features=features[start : start + batch_size], n_features=n_features, method=method
+        )
+        groups += adapter.describe_groups(batch)
+    return out, groups
+
+
+def _decision_features(*, study, adapter, method: str) -> None:
+    """Every dataset item's decision features and logits, the sparse head fitted on them, and
+    each used feature's top-activating items drawn with that feature's heatmap. Stored per
+    (model, dataset, method): keyed by model, not study. Seeds are fixed, not the study's, so
+    every study reads the same head."""
+    items = list(study.dataset.items.order_by("line_number"))
+    raws = [item_raw(item) for item in items]
+    batch_size = settings.MMEVAL_PRECOMPUTE_BATCH_SIZE
+    table = decision_features(adapter, raws, batch_size=batch_size)
+    head = fit_sparse_head(table.activations, table.logits, seed=0)
+    used = sorted({f for support in head.support() for f in support})
+    tops = {f: top_activating(table.activations, f, k=EXAMPLES_PER_FEATURE) for f in used}
+    influence = np.abs(head.weights).max(axis=0) * table.activations.std(axis=0)
+    drawn = sorted(sorted(used, key=lambda f: (-influence[f], f))[:MAX_FEATURES_WITH_EXAMPLES])
+    pairs = [(f, row) for f in drawn for row in tops[f]]
+    attributions, groups = _feature_rows(
+        adapter,
+        [raws[row] for _, row in pairs],
+        [f for f, _ in pairs],
+        n_features=table.n_features,
+        method=method,
+        batch_size=batch_size,
+    )
+    examples: dict[int, list[bytes]] = {}
+    image = next((m for m in adapter.modalities if m in IMAGE_MODALITIES), None)
+    if image is not None:
+        by_feature: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for (f, row), attribution, item_groups in zip(pairs, attributions, groups):
+            by_feature.setdefault(f, []).append((row, feature_heat(attribution, item_groups, image)))
+        for f, rows in by_feature.items():
+            scale = shared_scale(*[heat for _, heat in rows])  # one scale per feature's examples
+            examples[f] = [
+                example_thumbnail_png(pixels=image_pixels(raws[row][image], heat.shape), heat=heat, scale=scale)
+                for row, heat in rows
+            ]
+    decision_features_store(
+        model=study.model,
+        dataset=study.dataset,
+        method=method,
+        examples=examples,
+        arrays={
+            "item_ids": np.asarray([item.pk for item in items], dtype=np.int64),
+            "activations": table.activations,
+            "logits": table.logits,
+            **head.to_arrays(),
+        },
+        summary={
+            "n_features": table.n_features,
+            "sparse": head.to_json(),
+            "top_items": {str(f): [items[row].pk for row in tops[f]] for f in used},
+        },
+    )
+
+
+def _sparse_head_of(arrays) -> SparseHead:
+    return SparseHead(
+        weights=arrays["sparse/weights"],
+        intercept=arrays["sparse/intercept"],
+        alpha=0.0,
+        fidelity=None,
+        train_fidelity=0.0,
+        train_rows=arrays["sparse/train_rows"],
+        test_rows=arrays["sparse/test_rows"],
+    )
+
+
+def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) -> None:
+    """Per (item, candidate): the candidate's top features by contribution to its sparse
+    score, what activates each in this input and which dataset items activate it most
+    (``features``), and the contributions as bars (``prediction``). Every candidate of an
+    item is drawn together, on one colour scale and one axis."""
+    stored = model_decision_features(model=study.model, dataset_id=study.dataset_id, method=study.explanation_method)
+    if stored is None:
+        raise RuntimeError("the model's decision features over this dataset are missing; precompute again")
+    with np.load(os.path.join(settings.MEDIA_ROOT, stored.arrays_file)) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    head = _sparse_head_of(arrays)
+    row_of = {int(pk): k for k, pk in enumerate(arrays["item_ids"])}
+    label_index = {label: k for k, label in enumerate(study.model.labels)}
+    n_features = int(arrays["activations"].shape[1])
+    examples = {int(f): [_read_media(path) for path in paths] for f, paths in stored.example_views.items()}
+    per_item = _rows_by_item(pairs)
+    tops = {
+        k: top_contributions(head, arrays["activations"][row_of[item_id]], target=label_index[label], k=BARS_SHOWN)
+        for item_id, rows in per_item.items()
+        for k in rows
+        for label in [pairs[k][1]]
+    }
+    wanted = [
+        (item_id, f)
+        for item_id, rows in per_item.items()
+        for f in sorted({f for k in rows for f, _ in tops[k][:FEATURES_SHOWN]})
+    ]
+    attributions, _ = _feature_rows(
+        adapter,
+        [raws[item_id] for item_id, _ in wanted],
+        [f for _, f in wanted],
+        n_features=n_features,
+        method=study.explanation_method,
+        batch_size=settings.MMEVAL_PRECOMPUTE_BATCH_SIZE,
+    )
+    by_item: dict[int, dict[int, object]] = {}
+    for (item_id, f), attribution in zip(wanted, attributions):
+        by_item.setdefault(item_id, {})[f] = attribution
+    image = next((m for m in adapter.modalities if m in IMAGE_MODALITIES), None)
+    for item_id, rows in per_item.items():
+        raw = raws[item_id]
+        groups = adapter.describe_groups(adapter.encode([raw]))[0]
+        found = by_item.get(item_id, {})
+        shape = next(iter(found.values())).maps[image].shape[-2:] if image and found else None
+        rendered = render_feature_views(
+            pixels=image_pixels(raw[image], shape) if shape is not None else None,
+            candidates=[tops[k] for k in rows],
+            attributions=found,
+            groups=groups,
+            examples=examples,
+            features_shown=FEATURES_SHOWN,
+        )
+        for k, view in zip(rows, rendered):
+            top = tops[k]
+            explanation_store_multiviz(
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=pairs[k][1],
+                arrays={
+                    "features": np.asarray([f for f, _ in top], dtype=np.int64),
+                    "contributions": np.asarray([c for _, c in top], dtype=np.float64),
+                },
+                summary={
+                    "features": [{"feature": f, "contribution": c} for f, c in top],
+                    "fidelity": (stored.summary.get("sparse") or {}).get("fidelity"),
+                },
+                features_png=view.features_png,
+                prediction_png=view.prediction_png,
+            )
+
+
+def _read_media(path: str) -> bytes:
+    with open(os.path.join(settings.MEDIA_ROOT, path), "rb") as f:
+        return f.read()

@@ -58,6 +58,18 @@ def study_baseline_name(*, study: Study) -> str | None:
     return Condition.objects.filter(study=study, is_baseline=True).values_list("name", flat=True).first()
 
 
+def study_stage_order(*, study: Study) -> list[str] | None:
+    """The arms in stage order when the study's arms are cumulative stages (MultiViz's
+    simulation study: each arm shows everything the one before shows and more, starting at
+    the no-explanation baseline, with at least two explanation stages); else None."""
+    arms = sorted(((c.name, set(c.views)) for c in study.conditions.all()), key=lambda arm: len(arm[1]))
+    if len(arms) < 3 or arms[0][1]:
+        return None
+    if not all(before < after for (_, before), (_, after) in zip(arms, arms[1:])):
+        return None
+    return [name for name, _ in arms]
+
+
 def study_analysis_settings(*, study: Study) -> dict[str, Any]:
     """What the analysis of a study is run with: baseline arm, seed, exclusion rules (validated;
     ``ValueError`` if malformed), the fast-response threshold, the sequential-monitoring plan

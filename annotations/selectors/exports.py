@@ -143,6 +143,7 @@ PARTICIPANT_COLUMNS = [
 ]
 SUMMARY_COLUMNS = ["key", "value"]
 _INTERACTION_VIEWS = {Condition.View.INTERACTION, Condition.View.TOP_PAIRS}
+_MULTIVIZ_VIEWS = {Condition.View.FEATURES, Condition.View.PREDICTION}
 _CHUNK = 5000
 _LINES_PER_YIELD = 256
 
@@ -199,6 +200,8 @@ def _arms(study: Study) -> dict[int, _Arm]:
             methods.append(study.explanation_method)
             if _INTERACTION_VIEWS & set(views):
                 methods.append(study.interaction_method)
+            if _MULTIVIZ_VIEWS & set(views):  # feature heatmaps by the study's method, over the sparse head
+                methods.append(f"multiviz:{study.explanation_method}")
         arms[condition.pk] = _Arm(
             name=condition.name,
             is_baseline=condition.is_baseline,

@@ -25,7 +25,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors.precompute import INTERACTION_VIEWS
+from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
 from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
@@ -211,7 +211,7 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
     }
 
 
-VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share")
+VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share", "features", "prediction")
 # The views of audio, tabular and series modalities (workers/engine/presentation_modalities.py) come last.
 MODALITY_VIEWS = tuple(MODALITY_VIEW_OF_KIND.values())
 VIEW_ORDER = VIEW_ORDER + MODALITY_VIEWS
@@ -221,19 +221,28 @@ PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part
 
 
 def _view_source(view: str) -> str:
+    if view in MULTIVIZ_VIEWS:
+        return "multiviz"
     return "interaction" if view in INTERACTION_VIEWS else "attribution"
 
 
 def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
+    multiviz = study_multiviz_method(study=study)
     found = Explanation.objects.filter(
         model_id=study.model_id,
         item=item,
         target_label__in=labels,
-        method__in=[study.explanation_method, study.interaction_method],
+        method__in=[study.explanation_method, study.interaction_method, multiviz],
     )
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
-        source = "attribution" if row.method == study.explanation_method else "interaction"
+        source = (
+            "attribution"
+            if row.method == study.explanation_method
+            else "multiviz"
+            if row.method == multiviz
+            else "interaction"
+        )
         out[row.target_label][source] = row
     return out
 
@@ -245,8 +254,12 @@ VIEW_NAMES = {
     "interaction": "Patch × word",
     "top_pairs": "Strongest pairs",
     "share": "Picture vs. words",
+    "features": "Features behind this answer",
+    "prediction": "How the features add up",
+    "table": "Table values",
+    "series": "Over time",
+    "audio": "Sound over time",
 }
-VIEW_NAMES.update({"table": "Features", "series": "Over time", "audio": "Sound over time"})
 
 
 def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
@@ -508,7 +521,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "images": image_modalities,
         "audios": audio_modalities,
         **_inputs_shown(study.model.modalities, assignment.item.payload),
-        "has_colour_views": bool({"heatmap", "tokens", "interaction", "share", *MODALITY_VIEWS} & set(views)),
+        "has_colour_views": bool(
+            {"heatmap", "tokens", "interaction", "share", "features", "prediction", *MODALITY_VIEWS} & set(views)
+        ),
         "colour_scales": _colour_scales(views, rows),
         "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],

@@ -10,7 +10,15 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from annotations.models import Explanation, Item, PrecomputeJob, Prediction, RegisteredModel, Study
+from annotations.models import (
+    DecisionFeatures,
+    Explanation,
+    Item,
+    PrecomputeJob,
+    Prediction,
+    RegisteredModel,
+    Study,
+)
 from workers.engine.dataset import MODALITY_VIEW_OF_KIND, modality_kind
 
 OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
@@ -24,6 +32,10 @@ INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
 # Views of audio, tabular and series modalities: PNGs in ``extra_views``, drawn from attribution rows.
 MODALITY_VIEWS = frozenset(MODALITY_VIEW_OF_KIND.values())
 ATTRIBUTION_VIEWS = ATTRIBUTION_VIEWS | MODALITY_VIEWS
+# MultiViz stages 3 and 4: rendered from "multiviz:<explanation method>" rows, which need the
+# model's decision features over the dataset (DecisionFeatures) first.
+MULTIVIZ_VIEWS = frozenset({"features", "prediction"})
+MULTIVIZ_PREFIX = "multiviz:"
 
 
 def modality_views_without_modality(*, views, modalities) -> list[str]:
@@ -31,6 +43,12 @@ def modality_views_without_modality(*, views, modalities) -> list[str]:
     (such a view could never be drawn)."""
     given = {MODALITY_VIEW_OF_KIND.get(modality_kind(m)) for m in modalities}
     return sorted(v for v in set(views) if v in MODALITY_VIEWS and v not in given)
+
+
+def study_multiviz_method(*, study: Study) -> str:
+    """The method name the study's feature and prediction views are stored under: the
+    feature heatmaps are drawn by the study's attribution method."""
+    return f"{MULTIVIZ_PREFIX}{study.explanation_method}"
 
 
 def study_views(*, study: Study) -> set[str]:
@@ -48,7 +66,28 @@ def study_required_methods(*, study: Study) -> dict[str, set[str]]:
         needed.setdefault(study.explanation_method, set()).update(views & ATTRIBUTION_VIEWS)
     if views & INTERACTION_VIEWS:
         needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
+    if views & MULTIVIZ_VIEWS:
+        needed.setdefault(study_multiviz_method(study=study), set()).update(views & MULTIVIZ_VIEWS)
     return needed
+
+
+def study_needs_features(*, study: Study) -> bool:
+    """Whether some arm shows a view built on the model's decision features."""
+    return bool(study_views(study=study) & MULTIVIZ_VIEWS)
+
+
+def study_decision_features_missing(*, study: Study) -> bool:
+    """Whether the model's decision features over the study's dataset (for its attribution
+    method) are not stored yet."""
+    return not DecisionFeatures.objects.filter(
+        model=study.model, dataset=study.dataset, method=study.explanation_method, status=DecisionFeatures.Status.DONE
+    ).exists()
+
+
+def model_decision_features(*, model: RegisteredModel, dataset_id: int, method: str) -> DecisionFeatures | None:
+    return DecisionFeatures.objects.filter(
+        model=model, dataset_id=dataset_id, method=method, status=DecisionFeatures.Status.DONE
+    ).first()
 
 
 def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> bool:
@@ -56,7 +95,9 @@ def explanation_has_views(explanation: Explanation, views: Iterable[str]) -> boo
     heatmap and token views depend on the model's modalities, so only the extra views are
     required)."""
     return all(
-        view in explanation.extra_views for view in views if view in ("share", "top_pairs") or view in MODALITY_VIEWS
+        view in explanation.extra_views
+        for view in views
+        if view in ("share", "top_pairs", "features", "prediction") or view in MODALITY_VIEWS
     )
 
 
@@ -166,6 +207,8 @@ PART_TITLES = {
     "strength": "Modality interactions (strength filter)",
     "attribution": "Explanations",
     "interaction": "Interaction matrices",
+    "features": "Decision features (whole dataset)",
+    "multiviz": "Feature and prediction views",
 }
 
 
@@ -193,10 +236,15 @@ def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     )
     plan = job.plan or {}
     parts = []
-    for part in ("predictions", "strength", "attribution", "interaction"):
+    for part in ("predictions", "strength", "features", "attribution", "interaction", "multiviz"):
         if part not in plan:
             continue
-        finished = sum(len(c["item_ids"]) for c in chunks if c["stage"] == part and c["status"] in ("done", "failed"))
+        # The features chunk works on the whole dataset at once: it counts as one unit.
+        finished = sum(
+            len(c["item_ids"]) if part != "features" else 1
+            for c in chunks
+            if c["stage"] == part and c["status"] in ("done", "failed")
+        )
         entry = plan[part]
         parts.append(
             {
@@ -244,7 +292,7 @@ def _unplanned_estimate(*, job: PrecomputeJob, planned: set[str]) -> int:
     if (study.design.get("filters") or {}).get("interaction_strength") and "strength" not in planned:
         estimate += n_dataset if n_dataset is not None else study.dataset.items.count()
     methods = study_required_methods(study=study)
-    explained = {"attribution", "interaction"} & planned
+    explained = {"attribution", "interaction", "multiviz"} & planned
     if methods and not explained:
         pool = int(study.design.get("n_items", 0)) or study.dataset.items.count()
         pool += study.learning_items + 2 * study.attention_checks

@@ -24,7 +24,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors.precompute import job_progress
+from annotations.selectors.precompute import job_progress, study_multiviz_method
 from workers.engine.dataset import is_file_modality
 
 
@@ -193,7 +193,7 @@ def study_explanation(*, study: Study, explanation_pk: int) -> Explanation | Non
 def study_item_preview(*, study: Study, item_pk: int) -> dict[str, Any] | None:
     """The researcher's preview of one pool item (``None`` if not in the pool): the model's
     prediction, its top probabilities, the gold label, and every candidate's explanation and
-    interaction rows. Researchers see everything; participants never see this page."""
+    interaction rows (and MultiViz rows). Researchers see everything; participants never see this page."""
     item = study_item(study=study, item_pk=item_pk)
     if item is None:
         return None
@@ -201,13 +201,18 @@ def study_item_preview(*, study: Study, item_pk: int) -> dict[str, Any] | None:
     candidates = study_candidates(study=study, prediction=prediction) if prediction else []
     explanations = study_item_explanations(study=study, item=item, targets=candidates)
     interactions = study_item_explanations(study=study, item=item, targets=candidates, method=study.interaction_method)
+    multiviz = study_item_explanations(
+        study=study, item=item, targets=candidates, method=study_multiviz_method(study=study)
+    )
     probabilities = sorted(zip(study.model.labels, prediction.probabilities), key=lambda p: -p[1]) if prediction else []
     study_item_row = item.study_items.filter(study=study).first()
     return {
         "item": item,
         "prediction": prediction,
         "probabilities": probabilities[:8],
-        "rows": [(label, explanations.get(label), interactions.get(label)) for label in candidates],
+        "rows": [
+            (label, explanations.get(label), interactions.get(label), multiviz.get(label)) for label in candidates
+        ],
         "role": study_item_row.role if study_item_row else "",
         "show_interactions": bool(interactions),
         "texts": [(k, v) for k, v in item.payload.items() if k != "image"],

@@ -36,6 +36,7 @@ from annotations.selectors.analysis import (
     study_items_frame,
     study_participants_table,
     study_responses_frame,
+    study_stage_order,
 )
 
 if TYPE_CHECKING:
@@ -279,10 +280,35 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
         out["points"][section] = metric_accuracy_points(
             flagged, items, exclusions_applied=section == "after_exclusions"
         )
+    stages = study_stage_order(study=study)
+    if stages:
+        out["stages"] = _stage_reports(
+            flagged, stages=stages, seed=settings["seed"], n_resamples=n_resamples, n_permutations=n_permutations
+        )
     n_items = settings["n_items"] or int(out["report"]["analysis"]["all"]["data"]["n_items"])
     out["power"] = study_power_card(
         report=out["report"], settings=settings, n_items=n_items, items_per_participant=settings["complete_after"]
     )
+    return out
+
+
+def _stage_reports(
+    flagged: pd.DataFrame, *, stages: list[str], seed: int, n_resamples: int, n_permutations: int
+) -> dict[str, Any]:
+    """Per dashboard section, the cumulative-stage report (``analysis.stages``), or the reason
+    it cannot be computed yet."""
+    from annotations.analysis.report import jsonable
+    from annotations.analysis.stages import stage_report
+
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        frame = flagged[~flagged["excluded"].fillna(False).astype(bool)] if section == "after_exclusions" else flagged
+        try:
+            out[section] = jsonable(
+                stage_report(frame, stages=stages, seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+            )
+        except ValueError as exc:
+            out[section] = {"stages": [], "increments": [], "unavailable": {"stages": str(exc)}}
     return out
 
 

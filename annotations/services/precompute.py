@@ -35,8 +35,11 @@ from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
 from annotations.selectors.precompute import (
+    MULTIVIZ_PREFIX,
+    study_decision_features_missing,
     study_explanation_items_missing,
     study_items_without_predictions,
+    study_needs_features,
     study_open_job,
     study_required_methods,
     study_strength_items_missing,
@@ -54,7 +57,7 @@ CHUNK_TASK = "workers.tasks.precompute_chunk_task"
 ADVANCE_TASK = "workers.tasks.precompute_advance_task"
 INLINE_TASK = "workers.tasks.precompute_inline_task"  # embedded mode: the whole job in this process
 # Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
-BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH)
+BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH, Stage.FEATURES)
 
 
 class PrecomputeError(Exception):
@@ -190,6 +193,8 @@ def _next_stage(job: PrecomputeJob) -> str | None:
     order = [Stage.PREDICTIONS]
     if (job.study.design.get("filters") or {}).get("interaction_strength"):
         order.append(Stage.STRENGTH)
+    if study_needs_features(study=job.study):
+        order.append(Stage.FEATURES)
     order.append("explanations")
     if not job.stage:
         return order[0]
@@ -212,11 +217,23 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
         total, todo = study_strength_items_missing(study=study)
         plan[stage] = {"total": total, "skipped": total - len(todo)}
         chunks = [PrecomputeChunk(stage=stage, item_ids=part) for part in _split(todo, batch_size)]
+    elif stage == Stage.FEATURES:
+        # One chunk for the whole dataset (features of every item, then the sparse head fitted
+        # on them): stored per model and dataset, so another study's run is reused.
+        missing = study_decision_features_missing(study=study)
+        plan[stage] = {"total": 1, "skipped": 0 if missing else 1}
+        chunks = [PrecomputeChunk(stage=stage, method=study.explanation_method, item_ids=[])] if missing else []
     else:
         study_select_items(study=study)
         targets = study_explanation_targets(study=study)
         for method, views in study_required_methods(study=study).items():
-            part = Stage.ATTRIBUTION if method == study.explanation_method else Stage.INTERACTION
+            part = (
+                Stage.ATTRIBUTION
+                if method == study.explanation_method
+                else Stage.MULTIVIZ
+                if method.startswith(MULTIVIZ_PREFIX)
+                else Stage.INTERACTION
+            )
             todo = study_explanation_items_missing(study=study, method=method, views=views, targets=targets)
             plan[part] = {"total": len(targets), "skipped": len(targets) - len(todo), "method": method}
             # Chunks of whole items, about batch_size (item, target) rows each.
@@ -311,7 +328,7 @@ def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
     PrecomputeChunk.objects.filter(pk=chunk.pk).update(
         status=ChunkStatus.FAILED, error=error, finished_at=now, failed_rows=chunk.rows
     )
-    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION):
+    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ):
         explanation_store_failed(
             model=chunk.job.study.model,
             method=chunk.method,
@@ -353,11 +370,14 @@ def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
     that is still too slow fails, naming the limit). Returns the new chunks' IDs, handed to
     the workers after commit."""
     if len(chunk.item_ids) <= 1:
+        what = (
+            "The decision features of the whole dataset took" if chunk.stage == Stage.FEATURES else "One item took"
+        )  # the features chunk is one indivisible piece of work
         precompute_chunk_finish(
             chunk=chunk,
             failed_rows=chunk.rows,
             error=(
-                f"One item took longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
+                f"{what} longer than the task time limit ({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). "
                 "Raise MMEVAL_TASK_SOFT_TIME_LIMIT or use a faster device."
             ),
         )

@@ -386,7 +386,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     explanations = _section(data.get("explanations") or {}, "explanations", {"method", "interaction_method", "display"})
     views = {v for arm in arms for v in arm.views}
     method = _str(explanations, "method", "explanations.method", "integrated_gradients")
-    if views & {"heatmap", "tokens", "share"} or "method" in explanations:
+    if views & {"heatmap", "tokens", "share", "features"} or "method" in explanations:  # features: its heatmaps
         method = _choice(explanations, "method", "explanations.method", "integrated_gradients", _attribution_methods)
     interaction_method = _str(explanations, "interaction_method", "explanations.interaction_method", "second_order")
     if views & {"interaction", "top_pairs"} or "interaction_method" in explanations:

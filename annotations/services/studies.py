@@ -19,6 +19,7 @@ from django.utils import timezone
 from annotations.models import (
     Condition,
     Dataset,
+    DecisionFeatures,
     Explanation,
     Item,
     Participant,
@@ -533,6 +534,63 @@ def explanation_store_interaction(
         if top_pairs_png
         else {},
     )
+
+
+def explanation_store_multiviz(
+    *,
+    model: RegisteredModel,
+    item,
+    method: str,
+    target_label: str,
+    arrays: dict[str, np.ndarray],
+    summary: dict,
+    features_png: bytes,
+    prediction_png: bytes,
+) -> Explanation:
+    """Store one candidate's MultiViz views of an item: what activates its top features
+    (``features``) and the sparse weights behind it (``prediction``)."""
+    return explanation_store(
+        model=model,
+        item=item,
+        method=method,
+        target_label=target_label,
+        status=Explanation.Status.DONE,
+        arrays_file=media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
+        summary=summary,
+        extra_views={
+            "features": media_write(folder="views", suffix=".png", data=features_png),
+            "prediction": media_write(folder="views", suffix=".png", data=prediction_png),
+        },
+    )
+
+
+def decision_features_store(
+    *,
+    model: RegisteredModel,
+    dataset,
+    method: str,
+    arrays: dict[str, np.ndarray],
+    summary: dict,
+    examples: dict[int, list[bytes]],
+) -> DecisionFeatures:
+    """Store the model's decision features over a dataset with its sparse head and each
+    feature's top-activating example views. Idempotent per (model, dataset, method)."""
+    row, _ = DecisionFeatures.objects.update_or_create(
+        model=model,
+        dataset=dataset,
+        method=method,
+        defaults={
+            "status": DecisionFeatures.Status.DONE,
+            "error": "",
+            "summary": summary,
+            "arrays_file": media_write(folder="explanations", suffix=".npz", data=_npz(arrays)),
+            "example_views": {
+                str(f): [media_write(folder="views", suffix=".png", data=png) for png in pngs]
+                for f, pngs in examples.items()
+            },
+        },
+    )
+    return row
 
 
 def explanation_store_failed(*, model: RegisteredModel, method: str, pairs: list[tuple[int, str]], error: str) -> None:

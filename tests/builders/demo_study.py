@@ -18,6 +18,8 @@ VIEW_ARMS = [
     ConditionSpec(name="ig", views=["heatmap", "tokens"]),
     ConditionSpec(name="interactions", views=["interaction", "top_pairs", "share"]),
 ]
+# MultiViz's representation and prediction stages on top of the above.
+MULTIVIZ_ARMS = [*VIEW_ARMS, ConditionSpec(name="multiviz", views=["features", "prediction"])]
 
 
 # The tabular + text demo (workers/engine/demo/tabular) and its arms: the feature bars with the

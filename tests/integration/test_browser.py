@@ -1,5 +1,5 @@
 """Participant sessions in real headless Chromium: one per kind of view (baseline, heatmap +
-tokens, interaction views), through every phase, entering from Prolific and MTurk; then the
+tokens, interaction views, MultiViz's features and prediction views), through every phase, entering from Prolific and MTurk; then the
 database and the CSV."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 
 from annotations.models import Assignment, Participant, Prediction, Response
+from annotations.services.studies import ConditionSpec
 from tests.builders.demo_study import PLANT_ADAPTER, PLANT_ARMS, VIEW_ARMS, live_demo_study
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls here are still
@@ -111,7 +112,9 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
     for button in seen["buttons"]:
         hidden = [c["what"] for c in seen["content"] if _overlap(button, c)]
         assert not hidden, f"an enlarge button at {button} covers {hidden}"
-    assert seen["ticks"] or views_drawn == ["share"], "no colour scale stated on the page"  # share: a fixed axis
+    # The views whose colour scale the legend states (share and the MultiViz views have fixed axes).
+    if set(views) & {"heatmap", "tokens", "interaction", "table", "series", "audio"}:
+        assert seen["ticks"], "no colour scale stated on the page"
     for low, zero, high in zip(*[iter(seen["ticks"])] * 3):
         assert (low["text"][0], zero["text"], high["text"][0]) == ("\u2212", "0", "+"), (low, zero, high)
         for tick in (low, zero, high):
@@ -351,3 +354,37 @@ def test_a_whole_study_of_the_tabular_demo(browser, live_server, alice, plants_j
     responses = Response.objects.filter(participant__study=study)
     assert responses.count() == 3 * 3
     assert all(r.guess in r.candidate_order and r.confidence == 4 for r in responses)
+
+
+def test_the_multiviz_views_at_desktop_and_phone_size(browser, live_server, alice, demo_jsonl):
+    arms = [ConditionSpec(name="baseline"), ConditionSpec(name="multiviz", views=["features", "prediction"])]
+    study = live_demo_study(
+        owner=alice,
+        jsonl=demo_jsonl,
+        conditions=arms,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=3,
+        learning_items=1,
+        survey=False,
+    )
+    # Balanced assignment puts one of each consecutive pair in each arm: one desktop and one
+    # phone session in the MultiViz arm.
+    sessions = [("d-1", DESKTOP), ("d-2", DESKTOP), ("p-3", PHONE), ("p-4", PHONE)]
+    results = {
+        pid: _session(
+            browser,
+            live_server,
+            study,
+            query=f"?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID={pid}",
+            platform_id=pid,
+            viewport=v,
+        )
+        for pid, v in sessions
+    }
+
+    shown = {pid for pid, result in results.items() if result["views"]}
+    assert len(shown) == 2 and len(shown & {"d-1", "d-2"}) == 1 and len(shown & {"p-3", "p-4"}) == 1
+    for pid in shown:
+        assert results[pid]["seen"]["checked"] == 2 and results[pid]["seen"]["learning"] == 1

@@ -1,7 +1,8 @@
 """The "No leak" invariant: before a participant answers, nothing they can fetch (HTML, image
 bytes, URLs, headers, alt text) reveals the model's prediction or the gold label of an item
 they have yet to answer, nor any identifier that maps to them. Checked for every kind of
-view (heatmap, tokens, share bars, interaction matrix, top pairs), in the pre-test and the
+view (heatmap, tokens, share bars, interaction matrix, top pairs, MultiViz's features and
+prediction views), in the pre-test and the
 test phase (attention checks included), for both explanation displays.
 
 The checks read what a person or a script can read (text, attribute values, comments,
@@ -22,14 +23,14 @@ from django.test import Client
 
 from annotations.models import Assignment, Explanation, Item, Participant, Prediction
 from annotations.services.studies import ConditionSpec
-from tests.builders.demo_study import PLANT_ADAPTER, PLANT_ARMS, VIEW_ARMS, live_demo_study
+from tests.builders.demo_study import MULTIVIZ_ARMS, PLANT_ADAPTER, PLANT_ARMS, live_demo_study
 from tests.integration import readable
 
 pytestmark = pytest.mark.django_db
 
 CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]+"')
 DESIGN = dict(
-    conditions=VIEW_ARMS,
+    conditions=MULTIVIZ_ARMS,
     n_items=4,
     items_per_participant=2,
     raters_per_item=2,
@@ -223,7 +224,7 @@ def _check_page(study, assignment, served, secrets) -> None:
     assert not leaks, leaks
 
 
-def _walk_and_check(study, *, counterfactual: bool, participants: int = len(VIEW_ARMS)) -> set[str]:
+def _walk_and_check(study, *, counterfactual: bool, participants: int = len(MULTIVIZ_ARMS)) -> set[str]:
     """One participant per arm goes through every phase; each page before an answer is
     checked. Returns the view kinds that were served."""
     kinds = set()
@@ -271,8 +272,13 @@ def test_no_view_of_any_kind_reveals_the_answer(alice, demo_jsonl):
 
     kinds = _walk_and_check(study, counterfactual=True)
 
-    assert kinds == {"heatmap", "interaction", "top_pairs", "share"}
-    assert {p.condition.name for p in Participant.objects.filter(study=study)} == {"baseline", "ig", "interactions"}
+    assert kinds == {"heatmap", "interaction", "top_pairs", "share", "features", "prediction"}
+    assert {p.condition.name for p in Participant.objects.filter(study=study)} == {
+        "baseline",
+        "ig",
+        "interactions",
+        "multiviz",
+    }
 
 
 def test_the_unlabelled_predicted_explanation_reveals_no_name(alice, demo_jsonl):
@@ -282,7 +288,7 @@ def test_the_unlabelled_predicted_explanation_reveals_no_name(alice, demo_jsonl)
 
     kinds = _walk_and_check(study, counterfactual=False)
 
-    assert kinds == {"heatmap", "interaction", "top_pairs", "share"}
+    assert kinds == {"heatmap", "interaction", "top_pairs", "share", "features", "prediction"}
     page_urls = _page_urls(Client().get(f"/s/{study.public_id}/").content)
     assert not page_urls or all("/v/" not in u for u in page_urls)
 

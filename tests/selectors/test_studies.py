@@ -86,10 +86,11 @@ def test_item_preview_shows_the_researcher_everything(alice, tmp_path):
     preview = study_item_preview(study=study, item_pk=item.pk)
 
     assert preview["item"] == item and preview["prediction"] == prediction
-    labels = [label for label, _, _ in preview["rows"]]
+    labels = [label for label, *_ in preview["rows"]]
     assert labels == study_candidates(study=study, prediction=prediction)
     assert all(
-        explanation is not None and explanation.target_label == label for label, explanation, _ in preview["rows"]
+        explanation is not None and explanation.target_label == label for label, explanation, *_ in preview["rows"]
     )
+    assert all(multiviz is None for *_, multiviz in preview["rows"])  # no arm shows the MultiViz views
     assert [p for _, p in preview["probabilities"]] == sorted(prediction.probabilities, reverse=True)[:8]
     assert preview["role"] == study.study_items.get(item=item).role

@@ -259,3 +259,23 @@ def test_loading_the_urls_imports_no_numerical_stack():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_staged_study_shows_accuracy_confidence_and_agreement_by_stage(client, alice, shared, monkeypatch):
+    arms = [c.name for c in shared.conditions.order_by("pk")]
+    baseline = next(c.name for c in shared.conditions.all() if c.is_baseline)
+    order = [baseline, *[a for a in arms if a != baseline]]
+    monkeypatch.setattr("annotations.services.analysis.study_stage_order", lambda *, study: order)
+    client.force_login(alice)
+    html = client.get(f"/studies/{shared.pk}/dashboard/?section=all").content.decode("utf-8")
+
+    assert 'id="stages"' in html and 'id="stage-increments"' in html
+    increments = re.search(r'id="stage-increments".*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    assert f"{order[0]} → {order[1]}" in increments and "%" in increments and "[" in increments
+    stages = re.search(r'id="stages-table".*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    assert stages.count("<tr>") == len(order)
+
+
+def test_a_study_without_stages_shows_no_stage_card(client, alice, shared):
+    client.force_login(alice)
+    assert 'id="stages"' not in client.get(f"/studies/{shared.pk}/dashboard/").content.decode("utf-8")

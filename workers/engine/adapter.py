@@ -23,6 +23,13 @@ process, ``training_items()`` for its training losses, ``corrupt(batch, ...)`` f
 modality-specific corruptions, and ``batch_context`` to let EMAP pair items without encoding
 every pair.
 
+One more optional method (:class:`DecisionFeatures`), ``features(*embedded, batch=batch)``,
+gives the decision-level features the head decides from (e.g. its penultimate layer). It
+enables MultiViz's stages 3 and 4 (``workers/engine/features.py``, ``workers/engine/sparse.py``):
+which inputs and dataset items activate a feature, and a sparse linear model over the features
+approximating the head. An adapter without it works everywhere else; studies cannot show the
+``features`` and ``prediction`` views of its items.
+
 Overview: docs/DESIGN.md, "Model adapters".
 """
 
@@ -149,6 +156,17 @@ class ReportHooks(Protocol):
         ``level`` in [0, 1] (0: unchanged), e.g. blur for an image, word dropout for text,
         random from ``seed``. Raise ``ValueError`` or ``NotImplementedError`` for a modality it
         does not corrupt. Must not change ``batch``."""
+
+
+class DecisionFeatures(Protocol):
+    """Optional, backward-compatible addition to :class:`ModelAdapter` for MultiViz's
+    representation and prediction stages; checked with ``getattr``
+    (``workers.engine.features.has_features``)."""
+
+    def features(self, *embedded: Tensor, batch: Any) -> Tensor:
+        """Decision-level features ``(N, F)`` (float, differentiable in ``embedded``) from the
+        same embedded tensors and row layout as ``head``: the representation the head's last
+        layer maps to logits, e.g. its penultimate activations. ``F`` is fixed for the model."""
 
 
 _MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")

@@ -37,6 +37,9 @@ def _image_pixels(path: str, shape: tuple[int, int]) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
 
 
+image_pixels = _image_pixels  # for other views drawn over the item's picture (feature_views)
+
+
 def _token_groups(groups: Sequence[GroupInfo], scores: np.ndarray) -> tuple[list[str], np.ndarray, list[bool]]:
     return [g.text for g in groups], np.asarray(scores, dtype=np.float64), [g.hidden for g in groups]
 

@@ -1,11 +1,12 @@
-"""Build the whole demo: data, model, a two-arm study, precompute, launch, then serve."""
+"""Build the whole demo: data, model, a study (``--study ig``: baseline, IG and interaction
+arms; ``--study multiviz``: MultiViz's cumulative stages), precompute, launch, then serve."""
 
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from tqdm import tqdm
 
@@ -13,7 +14,9 @@ from annotations.models import Dataset, PrecomputeJob, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_job_create
 from annotations.services.registry import registered_model_create
-from annotations.services.studies import ConditionSpec, study_create, study_launch
+from annotations.services.spec import study_spec_parse
+from annotations.services.spec_templates import multiviz_spec
+from annotations.services.studies import ConditionSpec, study_create, study_create_from_spec, study_launch
 from workers.engine.demo.data import generate_dataset
 from workers.engine.demo.model import load_or_train
 from workers.engine.demo.tabular.data import generate_dataset as generate_plants
@@ -32,6 +35,7 @@ TABULAR_INSTRUCTIONS = (
     "state the plant is in. Your task is not to judge the plant yourself, but to predict what the "
     "model answered — the model is sometimes wrong."
 )
+MULTIVIZ_STUDY = "Demo: MultiViz stages (U, U+C, U+C+R, U+C+R+P)"
 
 
 class Command(BaseCommand):
@@ -53,11 +57,21 @@ class Command(BaseCommand):
             default="shapes",
             help="shapes: image + text (default); tabular: a table of measurements + text",
         )
+        parser.add_argument(
+            "--study",
+            choices=("ig", "multiviz"),
+            default="ig",
+            help="ig: baseline vs IG vs interactions (default); multiviz: MultiViz's cumulative "
+            "stages U, U+C, U+C+R, U+C+R+P against a baseline",
+        )
 
-    def handle(self, *args, no_serve, addrport, items, demo, **options):
+    def handle(self, *args, no_serve, addrport, items, demo, study, **options):
+        which = study
         call_command("migrate", interactive=False, verbosity=0)
         user = self._researcher()
         if demo == "tabular":
+            if which != "ig":
+                raise CommandError("--study multiviz runs on the shapes demo; leave out --demo tabular")
             study = self._tabular_study(user, items or 200)
             return self._announce(study, addrport, no_serve)
         items = items or 320
@@ -67,27 +81,30 @@ class Command(BaseCommand):
         model = RegisteredModel.objects.filter(owner=user, name="demo-fusion").first() or registered_model_create(
             owner=user, name="demo-fusion", adapter_path=DEMO_ADAPTER, check_dataset=dataset
         )
-        study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
-            owner=user,
-            name=DEMO_STUDY,
-            dataset=dataset,
-            model=model,
-            conditions=[
-                ConditionSpec(name="baseline"),
-                ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
-                ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"]),
-            ],
-            n_items=40,
-            items_per_participant=10,
-            raters_per_item=3,
-            n_candidates=4,
-            seed=7,
-            learning_items=4,
-            attention_checks=1,
-            min_rt_ms=800,
-            survey=True,
-            exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
-        )
+        if which == "multiviz":
+            study = self._multiviz_study(user, dataset, model)
+        else:
+            study = Study.objects.filter(owner=user, name=DEMO_STUDY).first() or study_create(
+                owner=user,
+                name=DEMO_STUDY,
+                dataset=dataset,
+                model=model,
+                conditions=[
+                    ConditionSpec(name="baseline"),
+                    ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
+                    ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"]),
+                ],
+                n_items=40,
+                items_per_participant=10,
+                raters_per_item=3,
+                n_candidates=4,
+                seed=7,
+                learning_items=4,
+                attention_checks=1,
+                min_rt_ms=800,
+                survey=True,
+                exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+            )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
             self._precompute(study)
             study.refresh_from_db()
@@ -142,6 +159,13 @@ class Command(BaseCommand):
         if study.status == Study.Status.READY:
             study = study_launch(study=study)
         return study
+
+    def _multiviz_study(self, user, dataset: Dataset, model: RegisteredModel) -> Study:
+        existing = Study.objects.filter(owner=user, name=MULTIVIZ_STUDY).first()
+        if existing:
+            return existing
+        spec = multiviz_spec(name=MULTIVIZ_STUDY, dataset=dataset.name, model=model.name)
+        return study_create_from_spec(owner=user, spec=study_spec_parse(data=spec, owner=user))
 
     def _researcher(self):
         User = get_user_model()

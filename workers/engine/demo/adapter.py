@@ -170,6 +170,16 @@ class DemoAdapter(DemoReportHooks):
         mask = batch.attention_mask.to(pixels.device).repeat(n // b, 1)  # (N, T), tiled
         return self.model.head(pixels, token_embeddings, mask)
 
+    def features(self, pixels: Tensor, token_embeddings: Tensor, *, batch: DemoBatch) -> Tensor:
+        """Decision-level features ``(N, 64)``: the classifier's penultimate activations, of
+        which the logits are one linear map (``workers.engine.adapter.DecisionFeatures``).
+        Same row layout as :meth:`head`."""
+        n, b = pixels.shape[0], len(batch)
+        if b == 0 or n % b:
+            raise ValueError(f"embedded batch of {n} rows is not a multiple of {b} items")
+        mask = batch.attention_mask.to(pixels.device).repeat(n // b, 1)
+        return self.model.decision_features(pixels, token_embeddings, mask)
+
     def baselines(self, batch: DemoBatch) -> tuple[Tensor, Tensor]:
         """A heavily blurred image ``(B, 3, 64, 64)`` (Gaussian, sigma 8 px) and the PAD
         embedding at every token position ``(B, T, D)``."""

@@ -183,6 +183,11 @@ class DemoModel(nn.Module):
     def head(self, pixels: Tensor, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits ``(N, len(LABELS))`` from pixels ``(N, 3, 64, 64)``, token embeddings
         ``(N, T, D)`` and a bool attention mask ``(N, T)`` (same N everywhere)."""
+        return self.classifier[2](self.decision_features(pixels, token_embeddings, attention_mask))
+
+    def decision_features(self, pixels: Tensor, token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
+        """The classifier's penultimate activations ``(N, H)``: the logits are one linear map
+        of them (``classifier[2]``)."""
         question = self.encode_question(token_embeddings, attention_mask)  # (N, H)
         patches = self.encode_image(pixels)  # (N, P, C)
         gamma, beta = self.film(question).unsqueeze(1).chunk(2, dim=-1)  # (N, 1, C) each
@@ -196,7 +201,7 @@ class DemoModel(nn.Module):
         values = patches.view(n, p, self.heads, h // self.heads)
         attended = torch.einsum("nkp,npkd->nkd", attention, values).reshape(n, h)
         pooled = patches.amax(dim=1)
-        return self.classifier(torch.cat([attended, pooled, question], dim=-1))
+        return self.classifier[1](self.classifier[0](torch.cat([attended, pooled, question], dim=-1)))
 
     def forward(self, pixels: Tensor, ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits ``(N, len(LABELS))`` from pixels ``(N, 3, 64, 64)`` and token IDs ``(N, T)``."""

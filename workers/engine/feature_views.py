@@ -1,0 +1,207 @@
+"""What a participant sees of MultiViz's stages 3 and 4 for one item, per candidate answer:
+
+* ``features``: the features contributing most to the candidate's score; for each, what
+  activates it in this input (its attribution heatmap over the picture and its strongest
+  words) beside the dataset examples that activate it most (their pictures with the same
+  feature's heatmap);
+* ``prediction``: the sparse weights behind the candidate, as a bar chart of the features'
+  contributions ``weight × activation``.
+
+The candidates of one item share one colour scale (heatmaps) and one axis (bars), so no
+printed number tells them apart but the evidence itself (docs/DESIGN.md "No leak"). Nothing
+here takes a class name, a prediction or a gold label; PNGs carry no text chunks
+(``render._png_bytes``). No Django.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from workers.engine import render
+from workers.engine.adapter import GroupInfo
+from workers.engine.attribution import ItemAttribution
+from workers.engine.dataset import IMAGE_MODALITIES
+
+__all__ = ["FeatureViews", "contribution_bars_png", "example_thumbnail_png", "feature_heat", "render_feature_views"]
+
+# Small on purpose: the view sits in a candidate's column (~260 CSS px on a phone or a
+# three-answer desktop row), so its text must stay legible at about that width.
+THUMB = 64  # px, one picture panel
+GAP = 6
+TEXT_ROW = 17
+
+
+@dataclass
+class FeatureViews:
+    features_png: bytes
+    prediction_png: bytes
+
+
+def _image_modality(attribution: ItemAttribution) -> str | None:
+    return next((m for m in attribution.modalities if m in IMAGE_MODALITIES), None)
+
+
+def _overlay(pixels: np.ndarray, heat: np.ndarray, scale: float) -> Image.Image:
+    if pixels.shape[:2] != heat.shape:
+        pixels = np.asarray(Image.fromarray(pixels).resize((heat.shape[1], heat.shape[0]), Image.BILINEAR))
+    overlay = render.heatmap_overlay_rgb(pixels, heat, scale=scale).astype(np.float32)
+    # Keep some of the picture's own colours: in colour questions they are the content.
+    mixed = np.clip(np.rint(0.6 * overlay + 0.4 * np.asarray(pixels, dtype=np.float32)), 0, 255).astype(np.uint8)
+    return Image.fromarray(mixed, mode="RGB").resize((THUMB, THUMB), Image.NEAREST)
+
+
+def feature_heat(attribution: ItemAttribution, groups: Sequence[Sequence[GroupInfo]], image: str) -> np.ndarray:
+    """The feature's attribution over the picture, per patch when the picture is split into
+    boxed patches (a whole patch lights up: legible at thumbnail size), else per pixel."""
+    m = list(attribution.modalities).index(image)
+    heat = attribution.maps[image]
+    info = {g.group_id: g for g in groups[m]} if m < len(groups) else {}
+    ids = [int(g) for g in attribution.group_ids[image]]
+    if ids and all(info.get(g) is not None and info[g].box is not None for g in ids):
+        return render.group_scores_to_map(attribution.group_scores[image], [info[g].box for g in ids], heat.shape[-2:])
+    return heat
+
+
+def example_thumbnail_png(*, pixels: np.ndarray, heat: np.ndarray, scale: float | None = None) -> bytes:
+    """One example item's picture with a feature's heatmap, ``THUMB`` px square."""
+    s = render.resolve_scale(heat, scale)
+    return render._png_bytes(_overlay(np.asarray(pixels, dtype=np.uint8), np.asarray(heat, dtype=np.float64), s))
+
+
+def _top_words(attribution: ItemAttribution, groups: Sequence[Sequence[GroupInfo]], k: int = 3) -> str:
+    if "text" not in attribution.modalities:
+        return ""
+    m = list(attribution.modalities).index("text")
+    info = {g.group_id: g for g in groups[m]} if m < len(groups) else {}
+    scored = [
+        (float(s), info[int(g)].text)
+        for g, s in zip(attribution.group_ids["text"], attribution.group_scores["text"])
+        if int(g) in info and not info[int(g)].hidden and info[int(g)].text
+    ]
+    scored.sort(key=lambda t: -abs(t[0]))
+    return ", ".join(f"{w} {render._fmt(s)}" for s, w in scored[:k] if s != 0)
+
+
+def render_feature_views(
+    *,
+    pixels: np.ndarray | None,
+    candidates: Sequence[Sequence[tuple[int, float]]],
+    attributions: Mapping[int, ItemAttribution],
+    groups: Sequence[Sequence[GroupInfo]],
+    examples: Mapping[int, Sequence[bytes]],
+    features_shown: int = 3,
+) -> list[FeatureViews]:
+    """Draw one item's ``features`` and ``prediction`` views for each candidate.
+
+    Args:
+        pixels: the item's picture ``(H, W, 3)`` uint8, or None without an image modality.
+        candidates: per candidate, its top ``(feature, contribution)`` pairs, largest first
+            (all of them are bars of ``prediction``; the first ``features_shown`` rows of
+            ``features``).
+        attributions: feature index -> this item's attribution of that feature's activation.
+        groups: ``describe_groups`` of this item.
+        examples: feature index -> PNG thumbnails of its top-activating dataset items.
+
+    Returns:
+        One :class:`FeatureViews` per candidate, in the order given.
+    """
+    used = sorted({f for pairs in candidates for f, _ in pairs[:features_shown]})
+    image = _image_modality(attributions[used[0]]) if used else None
+    heats = {f: feature_heat(attributions[f], groups, image) for f in used} if image and pixels is not None else {}
+    heat_scale = render.shared_scale(*heats.values()) if heats else 1.0
+    bar_limit = max([abs(c) for pairs in candidates for _, c in pairs] or [1.0]) or 1.0  # one axis per item
+    # Every candidate's views have the same size: no dimension tells the candidates apart.
+    n_rows = max([len(list(pairs)[:features_shown]) for pairs in candidates] or [1])
+    n_bars = max([len(pairs) for pairs in candidates] or [1])
+    n_examples = max([len(examples.get(f, ())) for f in used] or [0])
+    font, bold = render._font(11), render._font(12, bold=True)
+    out = []
+    for all_pairs in candidates:
+        pairs = list(all_pairs)[:features_shown]
+        width = max(280, GAP + (1 + n_examples) * (THUMB + GAP) + GAP)
+        row_h = 2 * TEXT_ROW + (THUMB + GAP if image and pixels is not None else 0)
+        canvas = Image.new("RGB", (width, max(1, n_rows) * (row_h + GAP) + GAP + 2 * TEXT_ROW), "white")
+        draw = ImageDraw.Draw(canvas)
+        if not pairs:
+            draw.text((GAP, GAP), "No feature adds to this answer.", fill="#222222", font=font)
+        y = GAP
+        for feature, contribution in pairs:
+            draw.text(
+                (GAP, y), f"Feature {feature}: {render._fmt(contribution)} to the score", fill="#111111", font=bold
+            )
+            words = _top_words(attributions[feature], groups)
+            draw.text((GAP, y + TEXT_ROW), f"Words: {words or 'none'}", fill="#333333", font=font)
+            if image and pixels is not None:
+                top = y + 2 * TEXT_ROW
+                canvas.paste(_overlay(pixels, heats[feature], heat_scale), (GAP, top))
+                x = GAP + THUMB + 2 * GAP
+                for png in examples.get(feature, ()):
+                    with Image.open(io.BytesIO(png)) as thumb:
+                        canvas.paste(thumb.convert("RGB").resize((THUMB, THUMB)), (x, top))
+                    x += THUMB + GAP
+                draw.line([(GAP + THUMB + GAP, top), (GAP + THUMB + GAP, top + THUMB)], fill="#999999", width=1)
+            y += row_h + GAP
+        y = GAP + max(1, n_rows) * (row_h + GAP)
+        if image and pixels is not None:
+            draw.text((GAP, y), f"Left: this input (colours ±{heat_scale:.2g}).", fill="#555555", font=font)
+            draw.text((GAP, y + TEXT_ROW), "Right: where the feature is strongest.", fill="#555555", font=font)
+        names = [f"feature {f}" for f, _ in all_pairs]
+        values = [c for _, c in all_pairs]
+        out.append(
+            FeatureViews(
+                features_png=render._png_bytes(canvas),
+                prediction_png=contribution_bars_png(names, values, limit=bar_limit, rows=n_bars),
+            )
+        )
+    return out
+
+
+def contribution_bars_png(
+    names: Sequence[str],
+    values: Sequence[float],
+    *,
+    limit: float,
+    rows: int | None = None,
+    cmap: str = render.DEFAULT_CMAP,
+    width_px: int = 300,
+) -> bytes:
+    """Horizontal bars of the features' contributions (weight × activation) to one answer's
+    sparse score, on the axis ``[-limit, +limit]`` shared by the item's candidates, with room
+    for ``rows`` bars (default: as many as given)."""
+    vals = np.asarray([float(v) for v in values], dtype=np.float64)
+    limit = float(max(limit, float(np.max(np.abs(vals))) if vals.size else 0.0, 1e-12))
+    dpi = 100
+    rows = max(1, len(names), rows or 0)
+    height_in = 0.9 + 0.42 * rows
+    with render._MPL_LOCK:
+        fig = render.Figure(figsize=(width_px / dpi, height_in), dpi=dpi, facecolor="white")
+        fig.set_layout_engine("constrained")
+        ax = fig.add_subplot()
+        if vals.size:
+            colours = render.scores_to_rgb(vals, scale=limit, cmap=cmap).astype(np.float64) / 255.0
+            y = np.arange(len(names))
+            ax.barh(y, vals, color=colours, edgecolor="#444444", linewidth=0.6, height=0.6)
+            ax.set_yticks(y)
+            ax.set_yticklabels(list(names), fontsize=12, parse_math=False)
+            ax.set_ylim(rows - 0.5, -0.5)
+            for yi, v in zip(y, vals):
+                ha = "right" if v > 0 else "left"
+                offset = -0.04 * limit if v > 0 else 0.04 * limit
+                ax.text(offset, yi, render._fmt(float(v)), va="center", ha=ha, fontsize=11, parse_math=False)
+        else:
+            ax.set_yticks([])
+            ax.text(0, 0, "no feature weighs on this answer", ha="center", va="center", fontsize=11)
+        ax.axvline(0.0, color="#222222", linewidth=1.0)
+        ax.set_xlim(-limit * 1.25, limit * 1.25)
+        ax.set_xticks([-limit, 0, limit])
+        ax.set_xticklabels([f"{render._fmt(-limit)}\nlowers", "0", f"{render._fmt(limit)}\nraises"], fontsize=10)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.tick_params(axis="y", length=0)
+        ax.set_title("weight × activation", fontsize=11, loc="left", color="#333333")
+        return render._figure_png(fig)
