@@ -237,8 +237,10 @@ def model_report_claim(*, report_id: int, worker: str) -> ModelReport | None:
     takeable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale)
     claim = uuid.uuid4().hex
     with transaction.atomic():
+        # Wait for a row lock, never skip it: the dispatcher stamps dispatched_at right after
+        # publishing, and a claim that skipped the queued report would drop its message.
         report = (
-            ModelReport.objects.select_for_update(skip_locked=True, of=("self",))
+            ModelReport.objects.select_for_update(of=("self",))
             .select_related("model", "dataset", "train_dataset")
             .filter(takeable, pk=report_id)
             .first()

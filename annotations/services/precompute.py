@@ -291,8 +291,12 @@ def precompute_chunk_claim(*, chunk_id: int, worker: str) -> PrecomputeChunk | N
     stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
     takeable = Q(status=ChunkStatus.PENDING) | Q(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale)
     with transaction.atomic():
+        # Wait for a row lock, never skip it: the locks on a chunk row are short statements
+        # (the dispatcher stamping dispatched_at right after publishing, another claim), and a
+        # message whose claim skipped its pending chunk would be acknowledged with the chunk
+        # left undone until the watchdog republished it.
         chunk = (
-            PrecomputeChunk.objects.select_for_update(skip_locked=True, of=("self",))
+            PrecomputeChunk.objects.select_for_update(of=("self",))
             .select_related("job__study__model", "job__study__dataset")
             .filter(takeable, pk=chunk_id, job__status__in=OPEN)
             .first()

@@ -243,3 +243,33 @@ def test_study_draws_only_items_of_the_chosen_interaction_types(alice, toy):
     drawn = StudyItem.objects.filter(study=study).select_related("item")
     assert drawn.count() == 4
     assert all(types[s.item_id] == wanted for s in drawn)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waits_for_the_dispatchers_short_lock(alice, toy):
+    """Right after publishing, the dispatcher stamps ``dispatched_at`` on the report; a worker
+    that claims meanwhile must wait for that UPDATE, not skip the report and drop its message."""
+    import threading
+
+    from django.db import connection, transaction
+
+    report = _create(alice, toy)
+    locked, release = threading.Event(), threading.Event()
+
+    def dispatcher_stamping() -> None:
+        try:
+            with transaction.atomic():
+                ModelReport.objects.filter(pk=report.pk).update(dispatched_at=timezone.now())
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=dispatcher_stamping)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.3, release.set).start()
+    held = model_report_claim(report_id=report.pk, worker="w1")
+    holder.join(10)
+
+    assert held is not None and held.status == "running"

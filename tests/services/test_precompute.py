@@ -256,3 +256,37 @@ def test_the_published_task_names_are_the_workers_tasks():
     from workers.tasks import precompute_advance_task, precompute_chunk_task
 
     assert (CHUNK_TASK, ADVANCE_TASK) == (precompute_chunk_task.name, precompute_advance_task.name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waits_for_a_short_lock_instead_of_skipping_the_chunk(study, published):
+    """The dispatcher stamps ``dispatched_at`` on the chunks right after publishing them, so a
+    fast worker can try to claim a chunk while that UPDATE holds its row. The claim must wait
+    and take the chunk: a claim that skipped it would acknowledge the message and leave the
+    chunk pending with no message left (found by bench_precompute with two workers)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    job = precompute_job_create(study=study)
+    chunk_id = precompute_advance(job_id=job.pk)[0]
+    locked, release = threading.Event(), threading.Event()
+
+    def dispatcher_stamping() -> None:
+        try:
+            with transaction.atomic():
+                PrecomputeChunk.objects.filter(pk=chunk_id).update(dispatched_at=timezone.now())
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=dispatcher_stamping)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.3, release.set).start()
+    chunk = precompute_chunk_claim(chunk_id=chunk_id, worker="w1")
+    holder.join(10)
+
+    assert chunk is not None and chunk.pk == chunk_id
+    assert PrecomputeChunk.objects.get(pk=chunk_id).status == Status.RUNNING
