@@ -7,6 +7,7 @@ Module                     Measures                                             
                            (with ``.floors``: pass times and counts; ``.baselines``:
                            one item at a time)
 ``benchmarks.analysis``    the statistics (``annotations.analysis``), synthetic study     no
+``benchmarks.metrics``     the automatic explanation metrics, per item                    no
 ``benchmarks.loadtest``    the participant pages of a running server, over HTTP           no
 ``benchmarks.export``      the streamed CSV export on a large synthetic study (Postgres)  yes
 ``benchmarks.precompute``  one study's precompute by 1, 2, … Celery worker processes      yes

@@ -38,6 +38,23 @@ TABULAR_INSTRUCTIONS = (
 MULTIVIZ_STUDY = "Demo: MultiViz stages (U, U+C, U+C+R, U+C+R+P)"
 
 
+def _demo_design() -> dict:
+    """What both demos' studies share: 40 test items, 10 per participant, 3 raters per item and
+    arm, 4 candidates, 4 practice items, 1 attention check, a survey, pre-registered exclusions."""
+    return dict(
+        n_items=40,
+        items_per_participant=10,
+        raters_per_item=3,
+        n_candidates=4,
+        seed=7,
+        learning_items=4,
+        attention_checks=1,
+        min_rt_ms=800,
+        survey=True,
+        exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+    )
+
+
 class Command(BaseCommand):
     help = "Create the demo study end to end and serve it (embedded SQLite + in-process tasks by default)."
 
@@ -94,16 +111,7 @@ class Command(BaseCommand):
                     ConditionSpec(name="ig-heatmap+tokens", views=["heatmap", "tokens"]),
                     ConditionSpec(name="interactions", views=["top_pairs", "interaction", "share"]),
                 ],
-                n_items=40,
-                items_per_participant=10,
-                raters_per_item=3,
-                n_candidates=4,
-                seed=7,
-                learning_items=4,
-                attention_checks=1,
-                min_rt_ms=800,
-                survey=True,
-                exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+                **_demo_design(),
             )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
             self._precompute(study)
@@ -142,16 +150,7 @@ class Command(BaseCommand):
             model=model,
             conditions=[ConditionSpec(name=name, views=views) for name, views in TABULAR_ARMS.items()],
             instructions=TABULAR_INSTRUCTIONS,
-            n_items=40,
-            items_per_participant=10,
-            raters_per_item=3,
-            n_candidates=4,
-            seed=7,
-            learning_items=4,
-            attention_checks=1,
-            min_rt_ms=800,
-            survey=True,
-            exclusion_rules={"max_attention_failures": 0, "max_fast_share": 0.5},
+            **_demo_design(),
         )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
             self._precompute(study)
