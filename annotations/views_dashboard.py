@@ -374,7 +374,7 @@ def study_dashboard(request, pk: int):
                 "mixed": _mixed_model_view(block),
                 "sequential": _sequential_view(report.get("sequential")),
                 "power": _power_view(data.get("power")),
-                "stages": _stage_view((data.get("stages") or {}).get(section)),
+                "stages": _stage_view((report.get("stages") or {}).get(section)),
             }
         )
     return render(request, "researcher/dashboard.html", context)

@@ -94,6 +94,11 @@ def _report(
         )
     except ValueError as exc:
         raise AnalysisUnavailable(str(exc)) from exc
+    stages = study_stage_order(study=study)
+    if stages:  # cumulative arms (MultiViz's U -> U+C -> ...): accuracy, confidence, agreement by stage
+        report["stages"] = _stage_reports(
+            responses, settings=settings, stages=stages, n_resamples=n_resamples, n_permutations=n_permutations
+        )
     return {
         "study": {
             "id": study.pk,
@@ -280,11 +285,6 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
         out["points"][section] = metric_accuracy_points(
             flagged, items, exclusions_applied=section == "after_exclusions"
         )
-    stages = study_stage_order(study=study)
-    if stages:
-        out["stages"] = _stage_reports(
-            flagged, stages=stages, seed=settings["seed"], n_resamples=n_resamples, n_permutations=n_permutations
-        )
     n_items = settings["n_items"] or int(out["report"]["analysis"]["all"]["data"]["n_items"])
     out["power"] = study_power_card(
         report=out["report"], settings=settings, n_items=n_items, items_per_participant=settings["complete_after"]
@@ -293,19 +293,24 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
 
 
 def _stage_reports(
-    flagged: pd.DataFrame, *, stages: list[str], seed: int, n_resamples: int, n_permutations: int
+    responses: pd.DataFrame, *, settings: dict[str, Any], stages: list[str], n_resamples: int, n_permutations: int
 ) -> dict[str, Any]:
-    """Per dashboard section, the cumulative-stage report (``analysis.stages``), or the reason
-    it cannot be computed yet."""
+    """Per report section (all participants, after exclusions), the cumulative-stage report
+    (``analysis.stages``), or the reason it cannot be computed yet."""
+    from annotations.analysis import apply_exclusion_rules, exclusion_rules_validate
     from annotations.analysis.report import jsonable
     from annotations.analysis.stages import stage_report
 
+    rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
+    flagged = apply_exclusion_rules(responses, rules=rules)
     out: dict[str, Any] = {}
     for section in SECTIONS:
         frame = flagged[~flagged["excluded"].fillna(False).astype(bool)] if section == "after_exclusions" else flagged
         try:
             out[section] = jsonable(
-                stage_report(frame, stages=stages, seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+                stage_report(
+                    frame, stages=stages, seed=settings["seed"], n_resamples=n_resamples, n_permutations=n_permutations
+                )
             )
         except ValueError as exc:
             out[section] = {"stages": [], "increments": [], "unavailable": {"stages": str(exc)}}

@@ -129,6 +129,24 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert client.get(f"/api/studies/{shared.pk}/exports/secrets.csv").status_code == 404
 
 
+def test_a_staged_study_reports_its_stages_in_the_analysis_and_the_summary_csv(bob, shared, monkeypatch):
+    """Cumulative arms (MultiViz's stages) put accuracy, confidence and agreement by stage, with
+    the increments, into the full report: the API, ``analyze`` and the summary CSV see them."""
+    order = ["baseline", "heatmap"]
+    monkeypatch.setattr("annotations.services.analysis.study_stage_order", lambda *, study: order)
+    client = _client(bob)
+
+    analysis = client.get(f"/api/studies/{shared.pk}/analysis/").json()
+
+    for section in ("all", "after_exclusions"):
+        stages = analysis["stages"][section]
+        assert [s["arm"] for s in stages["stages"]] == order
+        assert [(i["from"], i["to"]) for i in stages["increments"]] == [("baseline", "heatmap")]
+    summary = b"".join(client.get(f"/api/studies/{shared.pk}/exports/summary.csv").streaming_content).decode()
+    keys = {row["key"] for row in csv.DictReader(io.StringIO(summary))}
+    assert any(key.startswith("stages.after_exclusions.increments.0.") for key in keys)
+
+
 def test_analysis_of_a_study_without_responses_is_409(alice, tmp_path):
     study = build_study(alice, tmp_path, name="empty")
     response = _client(alice).get(f"/api/studies/{study.pk}/analysis/")
