@@ -211,10 +211,9 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
     }
 
 
-VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share", "features", "prediction")
 # The views of audio, tabular and series modalities (workers/engine/presentation_modalities.py) come last.
 MODALITY_VIEWS = tuple(MODALITY_VIEW_OF_KIND.values())
-VIEW_ORDER = VIEW_ORDER + MODALITY_VIEWS
+VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share", "features", "prediction", *MODALITY_VIEWS)
 
 
 PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}

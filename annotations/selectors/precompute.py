@@ -26,12 +26,11 @@ OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
 # Explanation rows of the 2x2 modality interaction (predicted class), for the strength filter.
 MODALITY_INTERACTION = "modality_interaction"
 
-# Which stored explanation (by method) each participant-facing view is rendered from.
-ATTRIBUTION_VIEWS = frozenset({"heatmap", "tokens", "share"})
-INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
 # Views of audio, tabular and series modalities: PNGs in ``extra_views``, drawn from attribution rows.
 MODALITY_VIEWS = frozenset(MODALITY_VIEW_OF_KIND.values())
-ATTRIBUTION_VIEWS = ATTRIBUTION_VIEWS | MODALITY_VIEWS
+# Which stored explanation (by method) each participant-facing view is rendered from.
+ATTRIBUTION_VIEWS = frozenset({"heatmap", "tokens", "share"}) | MODALITY_VIEWS
+INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
 # MultiViz stages 3 and 4: rendered from "multiviz:<explanation method>" rows, which need the
 # model's decision features over the dataset (DecisionFeatures) first.
 MULTIVIZ_VIEWS = frozenset({"features", "prediction"})

@@ -80,20 +80,31 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def token_ids(tokens: list[str], *, length: int = MAX_TOKENS) -> tuple[list[int], list[bool]]:
+def token_ids(
+    tokens: list[str], *, length: int = MAX_TOKENS, vocab_index: dict[str, int] | None = None
+) -> tuple[list[int], list[bool]]:
     """IDs padded or truncated to ``length`` (unknown words -> UNK) and the attention mask
-    (True for real tokens)."""
-    ids = [_TOKEN_TO_ID.get(tok, UNK_ID) for tok in tokens[:length]]
+    (True for real tokens). ``vocab_index`` maps a word to its ID: this model's vocabulary by
+    default; any vocabulary that starts with PAD, UNK (the plants demo's) works too."""
+    index = _TOKEN_TO_ID if vocab_index is None else vocab_index
+    ids = [index.get(tok, UNK_ID) for tok in tokens[:length]]
     mask = [True] * len(ids) + [False] * (length - len(ids))
     return ids + [PAD_ID] * (length - len(ids)), mask
 
 
+def encode_texts(
+    texts: list[str], *, length: int = MAX_TOKENS, vocab_index: dict[str, int] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Token IDs ``(N, length)`` long and attention mask ``(N, length)`` bool (see :func:`token_ids`)."""
+    pairs = [token_ids(tokenize(t), length=length, vocab_index=vocab_index) for t in texts]
+    ids = torch.tensor([p[0] for p in pairs], dtype=torch.long).reshape(-1, length)
+    mask = torch.tensor([p[1] for p in pairs], dtype=torch.bool).reshape(-1, length)
+    return ids, mask
+
+
 def encode_questions(questions: list[str]) -> tuple[Tensor, Tensor]:
     """Token IDs ``(N, T)`` long and attention mask ``(N, T)`` bool."""
-    pairs = [token_ids(tokenize(q)) for q in questions]
-    ids = torch.tensor([p[0] for p in pairs], dtype=torch.long).reshape(-1, MAX_TOKENS)
-    mask = torch.tensor([p[1] for p in pairs], dtype=torch.bool).reshape(-1, MAX_TOKENS)
-    return ids, mask
+    return encode_texts(questions)
 
 
 def normalize_images(images: np.ndarray | Tensor) -> Tensor:
@@ -365,14 +376,16 @@ def load_or_train(
             logger.warning("ignoring unreadable demo weights %s: %r", path, exc)
     logger.info("training the demo model (about a minute on 2 CPU cores); caching at %s", path)
     model = train_demo_model(config=config, progress=progress, checkpoint_steps=CHECKPOINT_STEPS)
-    _save(path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)})
-    _save(
+    save_atomically(
+        path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
+    )
+    save_atomically(
         checkpoints_path(path.parent, config), {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)}
     )
     return model
 
 
-def _save(path: Path, payload: dict) -> None:
+def save_atomically(path: Path, payload: dict) -> None:
     """``torch.save`` through a temporary file and an atomic rename, so a reader never sees half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -402,10 +415,10 @@ def load_checkpoints(
             logger.warning("ignoring unreadable demo checkpoints %s: %r", path, exc)
     logger.info("training the demo model again to keep its checkpoints; caching at %s", path)
     model = train_demo_model(config=config, progress=progress, measure=False, checkpoint_steps=CHECKPOINT_STEPS)
-    _save(path, {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)})
+    save_atomically(path, {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)})
     weights = weights_path(cache_dir, config)
     if not weights.exists():
-        _save(
+        save_atomically(
             weights, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
         )
     return model.checkpoints

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ...adapter import AdapterError, GroupInfo, RawItem
+from ..model import tokenize
 from . import model as plant_model
 from .data import FEATURES
 from .model import LABELS, MAX_TOKENS, PAD_ID, PlantModel
@@ -78,7 +79,7 @@ class PlantAdapter:
                 raise ValueError(f"item {item_id!r}: measurements {list(FEATURES)} are needed ({exc})") from exc
             if not all(math.isfinite(v) for v in row):
                 raise ValueError(f"item {item_id!r}: measurements must be finite")
-            words = plant_model.tokenize(note)[:MAX_TOKENS]
+            words = tokenize(note)[:MAX_TOKENS]
             token_id, mask = plant_model.token_ids(words)
             rows.append(row)
             ids.append(token_id)

@@ -13,8 +13,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model import default_cache_dir
+from ..model import default_cache_dir, encode_texts, save_atomically
+from ..model import token_ids as vocab_token_ids
 from . import data
 
 logger = logging.getLogger(__name__)
@@ -57,31 +56,21 @@ VOCAB: tuple[str, ...] = (
 )
 PAD_ID, UNK_ID = 0, 1
 _TOKEN_TO_ID = {tok: i for i, tok in enumerate(VOCAB)}
-_TOKEN_RE = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 #: Standardisation of the measurements: an all-zero row is an average plant (the baseline).
 FEATURE_MEAN = tuple(float(v) for v in np.mean([data.MEANS[label] for label in LABELS], axis=0))
 FEATURE_STD = (15.0, 3.0, 5.0, 6.0)
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-case words and single punctuation marks."""
-    return _TOKEN_RE.findall(text.lower())
-
-
 def token_ids(tokens: list[str], *, length: int = MAX_TOKENS) -> tuple[list[int], list[bool]]:
-    """IDs padded or truncated to ``length`` (unknown words -> UNK) and the attention mask."""
-    ids = [_TOKEN_TO_ID.get(tok, UNK_ID) for tok in tokens[:length]]
-    mask = [True] * len(ids) + [False] * (length - len(ids))
-    return ids + [PAD_ID] * (length - len(ids)), mask
+    """IDs padded or truncated to ``length`` (unknown words -> UNK) and the attention mask;
+    the words come from the shapes demo's ``tokenize``."""
+    return vocab_token_ids(tokens, length=length, vocab_index=_TOKEN_TO_ID)
 
 
 def encode_notes(notes: list[str]) -> tuple[Tensor, Tensor]:
     """Token IDs ``(N, T)`` long and attention mask ``(N, T)`` bool."""
-    pairs = [token_ids(tokenize(n)) for n in notes]
-    ids = torch.tensor([p[0] for p in pairs], dtype=torch.long).reshape(-1, MAX_TOKENS)
-    mask = torch.tensor([p[1] for p in pairs], dtype=torch.bool).reshape(-1, MAX_TOKENS)
-    return ids, mask
+    return encode_texts(notes, length=MAX_TOKENS, vocab_index=_TOKEN_TO_ID)
 
 
 def standardise(features: np.ndarray | Tensor) -> Tensor:
@@ -204,8 +193,7 @@ def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None =
         except Exception as exc:  # truncated or foreign file: retrain rather than fail
             logger.warning("ignoring unreadable plant-model weights %s: %r", path, exc)
     model = train_plant_model(config=config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}, tmp)
-    os.replace(tmp, path)
+    save_atomically(
+        path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
+    )
     return model
