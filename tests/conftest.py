@@ -45,3 +45,18 @@ def demo_jsonl(tmp_path_factory) -> Path:
     from workers.engine.demo.data import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("demo-data"), n_items=48, seed=0)
+
+
+# Tiers. ``./run test fast`` selects ``-m "not needs_services"``: what needs no database,
+# browser or Celery worker. The mark is derived here, from each test's fixtures and marks,
+# so no test can forget it.
+SERVICE_FIXTURES = frozenset({"django_db_setup", "live_server", "celery_worker_process"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = any(item.get_closest_marker(name) for name in ("django_db", "browser", "worker")) or bool(
+            SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        )
+        if needs:
+            item.add_marker(pytest.mark.needs_services)

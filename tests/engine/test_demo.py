@@ -21,6 +21,9 @@ from workers.engine.demo import data
 from workers.engine.demo import model as demo_model
 from workers.engine.demo.adapter import DemoAdapter, DemoBatch
 
+# The verdicts here depend on the trained demo weights: CI runs them for a second seed too.
+pytestmark = pytest.mark.trained_model
+
 # --------------------------------------------------------------------------- fixtures
 
 

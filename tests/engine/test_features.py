@@ -131,6 +131,7 @@ def test_bad_inputs_to_the_sparse_head_are_refused():
         fit_sparse_head(np.full((4, 2), np.nan), np.zeros((4, 2)))
 
 
+@pytest.mark.trained_model
 def test_the_demo_adapters_features_are_its_penultimate_layer(demo_cache_dir, demo_jsonl):
     import json
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -394,12 +393,3 @@ def test_concurrent_rendering_matches_serial(demo):
         results = list(pool.map(lambda _: all_pngs(demo), range(16)))
     for result in results:
         assert result == serial
-
-
-def test_demo_heatmap_is_fast(demo):
-    R.heatmap_overlay_png(demo["image"], demo["scores"])
-    t0 = time.perf_counter()
-    for _ in range(10):
-        R.heatmap_overlay_png(demo["image"], demo["scores"])
-    per_call = (time.perf_counter() - t0) / 10
-    assert per_call < 0.1  # typically ~5 ms; generous for slow CI machines

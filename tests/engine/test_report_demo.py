@@ -22,6 +22,9 @@ from workers.engine.demo.adapter import DemoAdapter
 from workers.engine.report.quantify import ReportOptions, model_report_run, report_slice_fields
 from workers.engine.report.slices import slices_parse
 
+# The verdicts here depend on the trained demo weights: CI runs them for a second seed too.
+pytestmark = pytest.mark.trained_model
+
 SLICES_FILE = Path(__file__).resolve().parents[2] / "workers" / "engine" / "demo" / "slices.yaml"
 
 
@@ -43,6 +46,11 @@ def demo_items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 
 def test_demo_report_shows_the_triangle_bias(adapter: DemoAdapter, demo_items: list[dict]) -> None:
+    """What the data builds in, not what one set of weights happens to do. Measured on weights
+    of seeds 0, 1 and 2 and of two training threads (docs/DESIGN.md, "Nothing depends on the
+    machine"): the question alone answers red on every item of the slice; whether an item also
+    counts as an interaction (M2Lens' conflict rather than dominance) is not asserted, since its
+    strength straddles the 0.2 threshold from one set of weights to the next (0.03 to 0.28)."""
     slices = slices_parse(yaml.safe_load(SLICES_FILE.read_text()), fields=report_slice_fields(adapter.modalities))
     options = ReportOptions(
         noise_levels=[0.0, 1.0],
@@ -58,18 +66,24 @@ def test_demo_report_shows_the_triangle_bias(adapter: DemoAdapter, demo_items: l
     stats = bias["stats"]
     # The model is wrong on every one of them: it answers red.
     assert stats["correct"]["slice"]["estimate"] == 0.0
-    rows = {row["id"]: row for row in report["items"]}
-    assert all(rows[i]["prediction"] == "red" for i in bias["item_ids"])
-    # It relies on the text there: the question alone gives the answer ...
-    assert bias["type_counts"]["slice"]["dominance"] == bias["n"]
-    assert stats["dominant:text"]["slice"]["estimate"] == 1.0
-    # ... the text's share of the answer is far higher than on the rest of the data ...
-    assert stats["share:text"]["difference"]["ci_low"] > 0.1
+    rows = [row for row in report["items"] if row["id"] in set(bias["item_ids"])]
+    assert all(row["prediction"] == "red" for row in rows)
+    # It relies on the text there: the question alone gives the answer on every item, so each
+    # is text dominance or a conflict the text wins (the picture alone points elsewhere) ...
+    assert all(row["answer_only:text"] == "red" for row in rows)
+    counts = bias["type_counts"]["slice"]
+    assert counts["dominance"] + counts["conflict"] == bias["n"], counts
+    assert all(row["dominant"] in (None, "text") for row in rows)
+    # ... the text's share of the answer is higher than on the rest of the data (difference's
+    # lower bound measured 0.12 to 0.18), the picture's lower (upper bound -0.34 to -0.25) ...
+    assert stats["share:text"]["difference"]["ci_low"] > 0.0
     assert stats["share:image"]["difference"]["ci_high"] < -0.1
-    # ... and another item's image changes none of those answers, unlike on the rest.
+    # ... and another item's image changes none of those answers, unlike on the rest (lower
+    # bound of the difference measured 0.58).
     assert stats["agree_perm:image"]["slice"]["estimate"] == 1.0
     assert stats["agree_perm:image"]["difference"]["ci_low"] > 0.3
-    # The demo's own corruptions: dropping every word leaves no question to answer.
+    # The demo's own corruptions: dropping every word leaves no question to answer (accuracy
+    # 0.93 -> 0.07 to 0.26).
     corruption = report["robustness"]["corruption"]["curves"]
     assert corruption["text"]["accuracy"][-1] < corruption["text"]["accuracy"][0] - 0.3
 

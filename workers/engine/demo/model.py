@@ -29,7 +29,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import data
+from .training_env import training_seed, training_threads
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def normalize_images(images: np.ndarray | Tensor) -> Tensor:
 class TrainConfig:
     """Everything training depends on; its hash names the cached weights."""
 
-    seed: int = 0
+    seed: int = field(default_factory=training_seed)  # MMEVAL_DEMO_SEED
     bias: float = data.TRAIN_BIAS
     steps: int = 900
     batch_size: int = 64
@@ -128,7 +129,7 @@ class TrainConfig:
     channels: int = 48  # C, patch feature width
     # Fixed, so float reductions run in the same order every time. One thread: on a shared
     # 2-core machine two OpenMP threads spin-wait and run several times slower.
-    threads: int = 1
+    threads: int = field(default_factory=training_threads)  # MMEVAL_DEMO_THREADS; fixed per run
 
     def digest(self) -> str:
         payload = json.dumps({"version": MODEL_VERSION, **dataclasses.asdict(self)}, sort_keys=True)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..model import default_cache_dir, encode_texts, save_atomically
 from ..model import token_ids as vocab_token_ids
+from ..training_env import training_seed, training_threads
 from . import data
 
 logger = logging.getLogger(__name__)
@@ -83,14 +84,14 @@ def standardise(features: np.ndarray | Tensor) -> Tensor:
 class TrainConfig:
     """Everything training depends on; its hash names the cached weights."""
 
-    seed: int = 0
+    seed: int = field(default_factory=training_seed)  # MMEVAL_DEMO_SEED
     bias: float = data.TRAIN_BIAS
     steps: int = 500
     batch_size: int = 128
     lr: float = 1e-2
     embed_dim: int = 8
     hidden: int = 32
-    threads: int = 1  # fixed, so float reductions run in the same order every time
+    threads: int = field(default_factory=training_threads)  # MMEVAL_DEMO_THREADS; fixed per run
 
     def digest(self) -> str:
         payload = json.dumps({"version": MODEL_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
