@@ -136,7 +136,7 @@ def test_values_beyond_scale_clip_and_zero_scale_is_neutral():
 def test_shared_scale_makes_text_and_image_colours_agree():
     img_scores = np.array([[0.1, -0.8], [0.3, 0.0]])
     tok_scores = [0.3, -0.2]
-    s = R.shared_scale(img_scores, tok_scores)
+    s = R.shared_scale(img_scores, tok_scores, outlier_perc=0)
     assert s == pytest.approx(0.8)
     toks = R.token_highlights(["a", "b"], tok_scores, scale=s)
     expected = R.scores_to_rgb(np.array(tok_scores), scale=s)
@@ -403,3 +403,42 @@ def test_demo_heatmap_is_fast(demo):
         R.heatmap_overlay_png(demo["image"], demo["scores"])
     per_call = (time.perf_counter() - t0) / 10
     assert per_call < 0.1  # typically ~5 ms; generous for slow CI machines
+
+
+def test_shared_scale_is_the_98th_percentile_pooled_over_candidates():
+    """Closed form: |values| sorted 0, 0.1, 0.2, 0.3, 0.3, 0.8 (n = 6); the 98th percentile
+    interpolates at rank 0.98 × 5 = 4.9: 0.3 + 0.9 × (0.8 − 0.3) = 0.75."""
+    assert R.shared_scale([[0.1, -0.8], [0.3, 0.0]], [0.3, -0.2]) == pytest.approx(0.75)
+    assert R.OUTLIER_PERC == 2.0 and R.SCALE_PERCENTILE == 98.0
+    assert R.shared_scale([0.0, 0.0]) == 0.0 and R.shared_scale() == 0.0
+    # Almost all zero: the non-zero scores' percentile, so they still show.
+    sparse = np.zeros(1000)
+    sparse[:5] = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert R.shared_scale(sparse) == pytest.approx(4.92)  # 4 + 0.98 × 4 − 3 = rank 3.92 of 1..5
+    with pytest.raises(ValueError):
+        R.shared_scale([1.0], outlier_perc=100)
+
+
+def test_one_outlier_no_longer_blanks_the_rest():
+    """A map of 0.1 everywhere but one pixel at 100: on the maximum the rest are drawn at
+    0.1 % intensity, next to neutral grey; on the pooled 98th percentile they are drawn at
+    full colour, and the outlier saturates at the same end."""
+    heat = np.full((10, 10), 0.1)
+    heat[0, 0] = 100.0
+    assert R.shared_scale(heat, outlier_perc=0) == 100.0
+    scale = R.shared_scale(heat)
+    assert scale == pytest.approx(0.1)
+    lut = R._LUTS[R.DEFAULT_CMAP]
+    rgb = R.scores_to_rgb(heat, scale=scale)
+    assert (rgb == lut[-1]).all()  # every pixel at the "supports" end, the outlier clipped there
+    faint = R.scores_to_rgb(heat, scale=100.0)
+    assert (faint[1:, 1:] == lut[R._LUT_MID]).all()  # the maximum's scale: indistinguishable from 0
+
+
+def test_scale_is_the_same_whichever_candidate_comes_first():
+    """The scale pools the candidates' scores: any order of the candidates gives it exactly,
+    so it cannot tell which one is the model's answer."""
+    rng = np.random.default_rng(0)
+    maps = [rng.standard_normal((8, 8)) * (k + 1) for k in range(4)]
+    scales = {R.shared_scale(*[maps[k] for k in order]) for order in ((0, 1, 2, 3), (3, 2, 1, 0), (2, 0, 3, 1))}
+    assert len(scales) == 1

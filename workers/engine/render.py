@@ -8,9 +8,19 @@ Conventions shared by every view
 * **One diverging colour map, centred at zero.** A score ``s`` is drawn with the colour of
   ``clip(s / scale, -1, 1)``: ``0`` is the map's neutral light grey, positive scores
   ("supports" the explained answer) go to one hue and negative scores ("opposes") to the
-  other. Limits are symmetric, ``±scale``; ``scale`` defaults to ``max |score|`` of the
-  scores being drawn. Pass the same ``scale`` to several calls (see :func:`shared_scale`) to
-  make an image heatmap and a token highlight of one example comparable.
+  other. Limits are symmetric, ``±scale``. A single call without ``scale`` uses
+  ``max |score|`` of the scores being drawn.
+* **The scale of an item is a high percentile, not the maximum** (:func:`shared_scale`):
+  the :data:`SCALE_PERCENTILE` (98th) percentile of ``|score|`` pooled over every candidate
+  of the item, so the top :data:`OUTLIER_PERC` (2 %) of scores saturate at the map's ends
+  instead of fading everything else to near-white. This is the convention of Captum's
+  ``visualize_image_attr(outlier_perc=2)``, taken over the scores themselves rather than
+  over their cumulative mass: with a cumulative-mass threshold one extreme pixel that holds
+  most of the mass still sets the scale. Clipped scores keep their sign and their true
+  value in every number written out; the page says that scores beyond ``±scale`` are drawn
+  at full colour. The percentile is pooled over the candidates, so it is the same whichever
+  candidate is the model's answer (docs/DESIGN.md "No leak"); bar charts, whose lengths
+  encode the value, keep the maximum (``outlier_perc=0``).
 * **Colour-blind safe.** The default map is matplotlib's ``"RdBu_r"`` (ColorBrewer RdBu,
   reversed: blue = opposes, red = supports), which ColorBrewer lists as colour-blind safe
   and which is lightness-balanced (± the same score differ by < 5 CIE L*), so neither sign
@@ -73,6 +83,8 @@ __all__ = [
     "scale_labels",
     "resolve_scale",
     "scores_to_rgb",
+    "OUTLIER_PERC",
+    "SCALE_PERCENTILE",
     "shared_scale",
     "text_colour_for",
     "token_highlights",
@@ -148,10 +160,28 @@ def resolve_scale(values: np.ndarray | Sequence[float], scale: float | None = No
     return float(np.max(np.abs(arr))) if arr.size else 0.0
 
 
-def shared_scale(*arrays: np.ndarray | Sequence[float]) -> float:
-    """``max |value|`` over several score arrays: pass it as ``scale=`` to every view of one
-    example so image and text colours mean the same thing."""
-    return max((resolve_scale(a) for a in arrays), default=0.0)
+#: Share of an item's scores (in percent, largest ``|score|`` first) drawn at full colour:
+#: the scale is the ``100 - OUTLIER_PERC`` percentile of ``|score|`` (Captum's default 2).
+OUTLIER_PERC = 2.0
+SCALE_PERCENTILE = 100.0 - OUTLIER_PERC
+
+
+def shared_scale(*arrays: np.ndarray | Sequence[float], outlier_perc: float = OUTLIER_PERC) -> float:
+    """The colour scale of one item's views: the ``100 - outlier_perc`` percentile of
+    ``|value|`` pooled over every array given (every candidate's scores of one modality;
+    linear interpolation between order statistics, ``np.percentile``'s default), so the top
+    ``outlier_perc`` percent saturate rather than set the scale. ``outlier_perc=0`` gives
+    ``max |value|``. Pooling makes it symmetric in the candidates: it tells none apart. If the
+    percentile is 0 while some value is not (scores that are almost all zero), the smallest
+    non-zero values' percentile is used instead, so the few non-zero scores still show."""
+    if not 0.0 <= float(outlier_perc) < 100.0:
+        raise ValueError(f"outlier_perc must be in [0, 100), got {outlier_perc!r}")
+    flat = [_finite(np.abs(np.asarray(a, dtype=np.float64)).ravel(), "scores") for a in arrays]
+    pooled = np.concatenate(flat) if flat else np.zeros(0)
+    if not pooled.size or not np.any(pooled):
+        return 0.0
+    scale = float(np.percentile(pooled, 100.0 - float(outlier_perc)))
+    return scale if scale > 0 else float(np.percentile(pooled[pooled > 0], 100.0 - float(outlier_perc)))
 
 
 def _normalise(values: np.ndarray, scale: float) -> np.ndarray:
