@@ -327,26 +327,42 @@ def test_matrix_png_survives_mathtext_and_many_rows():
 def test_top_pairs_png_layout(demo):
     img, m, boxes, toks = demo["image"], demo["matrix"], demo["boxes"], demo["tokens"]
     out = decode(R.top_pairs_png(img, m, boxes, toks, k=3))
-    assert 256 < out.size[0] < 300 and out.size[1] > 256 + 20
+    side = img.shape[0] * 3  # upscaled 3×
+    top = R.TOP_PAIRS_FONT + 6  # under the column letters
+    assert side < out.size[0] < side + 40 and out.size[1] > side + top
     px = np.asarray(out.convert("RGB")).astype(int)
-    # the picture sits 20 px down, under the column letters, and right of the row numbers
     orange = np.array(R.OKABE_ITO[0])
     is_orange = np.abs(px - orange).sum(axis=2) == 0
     ys, xs = np.nonzero(is_orange)
     # pair 1 is patch 1 = box [16, 0, 32, 16], the grid's B1 → outlined in Okabe–Ito orange
-    assert ys.min() >= 20 - 1 and ys.min() <= 20 + 2  # the top row of patches, under the letters
-    box_left = xs[ys < 20 + 64].min()
-    assert (np.abs(px[20:84, box_left : box_left + 64] - orange).sum(axis=2) == 0).sum() > 50
+    assert ys.min() >= top - 1 and ys.min() <= top + 2  # the top row of patches, under the letters
+    box_left = xs[ys < top + 48].min()
+    assert (np.abs(px[top : top + 48, box_left : box_left + 48] - orange).sum(axis=2) == 0).sum() > 50
     with pytest.raises(ValueError):
         R.top_pairs_png(img, m[:, :3], boxes, toks)
     with pytest.raises(ValueError):
         R.top_pairs_png(img, m, boxes, toks, k=99)
 
 
+def test_top_pairs_spotlight_keeps_the_pictures_colours(demo):
+    """Outside the chosen patches only thin diagonals are greyed: every other pixel keeps the
+    picture's own colour exactly, so a yellow object stays yellow (no darkened khaki)."""
+    yellow = np.full((32, 32, 3), (235, 195, 20), dtype=np.uint8)
+    boxes = [[x, y, x + 16, y + 16] for y in (0, 16) for x in (0, 16)]
+    matrix = np.zeros((4, 2))
+    matrix[0, 0] = 1.0
+    out = np.asarray(decode(R.top_pairs_png(yellow, matrix, boxes, ["a", "b"], k=1)).convert("RGB")).astype(int)
+    picture = out[R.TOP_PAIRS_FONT + 6 : R.TOP_PAIRS_FONT + 6 + 96]
+    unchanged = (np.abs(picture - (235, 195, 20)).sum(axis=2) == 0).sum()
+    hatched = (np.abs(picture - np.rint(0.4 * np.array([235, 195, 20]) + 0.6 * 96)).sum(axis=2) <= 1).sum()
+    outside = 3 * 48 * 48  # the three patches not chosen, upscaled 3×
+    assert hatched > 0.2 * outside and unchanged > 0.6 * outside
+
+
 def test_modality_share_bars_png():
     data = R.modality_share_bars_png({"image": 0.7, "text": -0.3, "audio": 0.0})
     img = decode(data)
-    assert img.size[0] == 300 and 100 < img.size[1] < 300
+    assert img.size[0] == R.CHART_WIDTH and 80 < img.size[1] < 300
     with pytest.raises(ValueError):
         R.modality_share_bars_png({})
 
