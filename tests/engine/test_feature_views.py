@@ -77,3 +77,20 @@ def test_the_bars_share_the_axis_given():
     big = contribution_bars_png(["feature 1", "feature 2", "feature 3"], [5.0, -1.0, 0.2], limit=5.0)
     assert _size(small) == _size(big)
     assert small != big
+
+
+def test_this_input_keeps_its_own_colours_where_the_heat_is_weak():
+    """Closed form: a yellow picture, heat 0.1 everywhere but one pixel at 100. The item's
+    scale is the 98th percentile (0.1), so every pixel is drawn as heat, none as a faint
+    speck; with heat 0 the picture is its own yellow exactly (never darkened to khaki)."""
+    from workers.engine import render
+    from workers.engine.feature_views import _overlay
+
+    yellow = np.full((8, 8, 3), (235, 195, 20), dtype=np.uint8)
+    heat = np.full((8, 8), 0.1)
+    heat[0, 0] = 100.0
+    drawn = np.asarray(_overlay(yellow, heat, render.shared_scale(heat)))
+    expected = render.heatmap_overlay_rgb(yellow, np.full((8, 8), 1.0), scale=1.0)[0, 0]
+    assert (drawn == expected).all()  # all at the "supports" end, the outlier clipped there
+    plain = np.asarray(_overlay(yellow, np.zeros((8, 8)), 1.0))
+    assert (plain == (235, 195, 20)).all()

@@ -59,8 +59,10 @@ def test_candidates_share_one_stated_scale_and_the_heatmap_carries_no_legend(tmp
     views = render_item_views(
         item={"image": _picture(tmp_path)}, attributions=attributions, groups=_groups(["is", "it", "red", "?"])
     )
-    image_scale = max(float(np.max(np.abs(a.maps["image"]))) for a in attributions)
-    text_scale = max(float(np.max(np.abs(a.maps["text"][:4]))) for a in attributions)  # "[PAD]" is hidden
+    # One scale per modality: the 98th percentile of |score| pooled over the three candidates.
+    image_scale = float(np.percentile(np.abs([a.maps["image"] for a in attributions]), 98))
+    text_scale = float(np.percentile(np.abs([a.maps["text"][:4] for a in attributions]), 98))  # "[PAD]" is hidden
+    assert image_scale < max(float(np.max(np.abs(a.maps["image"]))) for a in attributions)
     for view in views:
         assert view.colour_scales == {
             "image": render.scale_labels(image_scale),
@@ -81,7 +83,7 @@ def test_interaction_views_share_a_scale_and_name_patches_on_the_grid(tmp_path):
         group_ids=(list(range(16)), list(range(100, 105))),
         groups=_groups(["is", "it", "red", "?"]),
     )
-    scale = max(float(np.max(np.abs(m[:, :4]))) for m in matrices)  # the padding column is dropped
+    scale = float(np.percentile(np.abs([m[:, :4] for m in matrices]), 98))  # the padding column is dropped
     grid = views[0].patch_grid
     assert grid["modality"] == "image" and (grid["width"], grid["height"]) == (32.0, 32.0)
     assert [c["label"] for c in grid["columns"]] == ["A", "B", "C", "D"]
@@ -89,3 +91,21 @@ def test_interaction_views_share_a_scale_and_name_patches_on_the_grid(tmp_path):
     for view in views:
         assert view.colour_scale == render.scale_labels(scale) and view.patch_grid == grid
         assert view.matrix_png.startswith(b"\x89PNG") and view.top_pairs_png.startswith(b"\x89PNG")
+
+
+def test_a_dense_matrix_shows_its_strongest_rows_the_same_for_every_candidate():
+    """64 rows: the matrix view keeps each candidate's strongest cells' rows, then the rows
+    with the most |value| over all candidates, 8 in all, in order; any candidate order gives
+    the same rows."""
+    from workers.engine.presentation import MATRIX_ROWS, matrix_rows_shown
+
+    rng = np.random.default_rng(5)
+    matrices = [rng.standard_normal((64, 6)) * 0.01 for _ in range(3)]
+    matrices[0][10, 2] = 5.0  # candidate 0's strongest cell
+    matrices[2][50, 1] = -4.0  # candidate 2's
+    for r in (3, 20, 33, 40, 41, 60):
+        matrices[1][r] += 1.0  # heavy rows
+    shown = matrix_rows_shown(matrices=matrices, top_k=1)
+    assert shown == [3, 10, 20, 33, 40, 41, 50, 60] and len(shown) == MATRIX_ROWS
+    assert matrix_rows_shown(matrices=matrices[::-1], top_k=1) == shown
+    assert matrix_rows_shown(matrices=[m[:5] for m in matrices], top_k=1) == [0, 1, 2, 3, 4]

@@ -135,7 +135,7 @@ def test_values_beyond_scale_clip_and_zero_scale_is_neutral():
 def test_shared_scale_makes_text_and_image_colours_agree():
     img_scores = np.array([[0.1, -0.8], [0.3, 0.0]])
     tok_scores = [0.3, -0.2]
-    s = R.shared_scale(img_scores, tok_scores)
+    s = R.shared_scale(img_scores, tok_scores, outlier_perc=0)
     assert s == pytest.approx(0.8)
     toks = R.token_highlights(["a", "b"], tok_scores, scale=s)
     expected = R.scores_to_rgb(np.array(tok_scores), scale=s)
@@ -326,26 +326,42 @@ def test_matrix_png_survives_mathtext_and_many_rows():
 def test_top_pairs_png_layout(demo):
     img, m, boxes, toks = demo["image"], demo["matrix"], demo["boxes"], demo["tokens"]
     out = decode(R.top_pairs_png(img, m, boxes, toks, k=3))
-    assert 256 < out.size[0] < 300 and out.size[1] > 256 + 20
+    side = img.shape[0] * 3  # upscaled 3×
+    top = R.TOP_PAIRS_FONT + 6  # under the column letters
+    assert side < out.size[0] < side + 40 and out.size[1] > side + top
     px = np.asarray(out.convert("RGB")).astype(int)
-    # the picture sits 20 px down, under the column letters, and right of the row numbers
     orange = np.array(R.OKABE_ITO[0])
     is_orange = np.abs(px - orange).sum(axis=2) == 0
     ys, xs = np.nonzero(is_orange)
     # pair 1 is patch 1 = box [16, 0, 32, 16], the grid's B1 → outlined in Okabe–Ito orange
-    assert ys.min() >= 20 - 1 and ys.min() <= 20 + 2  # the top row of patches, under the letters
-    box_left = xs[ys < 20 + 64].min()
-    assert (np.abs(px[20:84, box_left : box_left + 64] - orange).sum(axis=2) == 0).sum() > 50
+    assert ys.min() >= top - 1 and ys.min() <= top + 2  # the top row of patches, under the letters
+    box_left = xs[ys < top + 48].min()
+    assert (np.abs(px[top : top + 48, box_left : box_left + 48] - orange).sum(axis=2) == 0).sum() > 50
     with pytest.raises(ValueError):
         R.top_pairs_png(img, m[:, :3], boxes, toks)
     with pytest.raises(ValueError):
         R.top_pairs_png(img, m, boxes, toks, k=99)
 
 
+def test_top_pairs_spotlight_keeps_the_pictures_colours(demo):
+    """Outside the chosen patches only thin diagonals are greyed: every other pixel keeps the
+    picture's own colour exactly, so a yellow object stays yellow (no darkened khaki)."""
+    yellow = np.full((32, 32, 3), (235, 195, 20), dtype=np.uint8)
+    boxes = [[x, y, x + 16, y + 16] for y in (0, 16) for x in (0, 16)]
+    matrix = np.zeros((4, 2))
+    matrix[0, 0] = 1.0
+    out = np.asarray(decode(R.top_pairs_png(yellow, matrix, boxes, ["a", "b"], k=1)).convert("RGB")).astype(int)
+    picture = out[R.TOP_PAIRS_FONT + 6 : R.TOP_PAIRS_FONT + 6 + 96]
+    unchanged = (np.abs(picture - (235, 195, 20)).sum(axis=2) == 0).sum()
+    hatched = (np.abs(picture - np.rint(0.4 * np.array([235, 195, 20]) + 0.6 * 96)).sum(axis=2) <= 1).sum()
+    outside = 3 * 48 * 48  # the three patches not chosen, upscaled 3×
+    assert hatched > 0.2 * outside and unchanged > 0.6 * outside
+
+
 def test_modality_share_bars_png():
     data = R.modality_share_bars_png({"image": 0.7, "text": -0.3, "audio": 0.0})
     img = decode(data)
-    assert img.size[0] == 300 and 100 < img.size[1] < 300
+    assert img.size[0] == R.CHART_WIDTH and 80 < img.size[1] < 300
     with pytest.raises(ValueError):
         R.modality_share_bars_png({})
 
@@ -393,3 +409,42 @@ def test_concurrent_rendering_matches_serial(demo):
         results = list(pool.map(lambda _: all_pngs(demo), range(16)))
     for result in results:
         assert result == serial
+
+
+def test_shared_scale_is_the_98th_percentile_pooled_over_candidates():
+    """Closed form: |values| sorted 0, 0.1, 0.2, 0.3, 0.3, 0.8 (n = 6); the 98th percentile
+    interpolates at rank 0.98 × 5 = 4.9: 0.3 + 0.9 × (0.8 − 0.3) = 0.75."""
+    assert R.shared_scale([[0.1, -0.8], [0.3, 0.0]], [0.3, -0.2]) == pytest.approx(0.75)
+    assert R.OUTLIER_PERC == 2.0 and R.SCALE_PERCENTILE == 98.0
+    assert R.shared_scale([0.0, 0.0]) == 0.0 and R.shared_scale() == 0.0
+    # Almost all zero: the non-zero scores' percentile, so they still show.
+    sparse = np.zeros(1000)
+    sparse[:5] = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert R.shared_scale(sparse) == pytest.approx(4.92)  # 4 + 0.98 × 4 − 3 = rank 3.92 of 1..5
+    with pytest.raises(ValueError):
+        R.shared_scale([1.0], outlier_perc=100)
+
+
+def test_one_outlier_no_longer_blanks_the_rest():
+    """A map of 0.1 everywhere but one pixel at 100: on the maximum the rest are drawn at
+    0.1 % intensity, next to neutral grey; on the pooled 98th percentile they are drawn at
+    full colour, and the outlier saturates at the same end."""
+    heat = np.full((10, 10), 0.1)
+    heat[0, 0] = 100.0
+    assert R.shared_scale(heat, outlier_perc=0) == 100.0
+    scale = R.shared_scale(heat)
+    assert scale == pytest.approx(0.1)
+    lut = R._LUTS[R.DEFAULT_CMAP]
+    rgb = R.scores_to_rgb(heat, scale=scale)
+    assert (rgb == lut[-1]).all()  # every pixel at the "supports" end, the outlier clipped there
+    faint = R.scores_to_rgb(heat, scale=100.0)
+    assert (faint[1:, 1:] == lut[R._LUT_MID]).all()  # the maximum's scale: indistinguishable from 0
+
+
+def test_scale_is_the_same_whichever_candidate_comes_first():
+    """The scale pools the candidates' scores: any order of the candidates gives it exactly,
+    so it cannot tell which one is the model's answer."""
+    rng = np.random.default_rng(0)
+    maps = [rng.standard_normal((8, 8)) * (k + 1) for k in range(4)]
+    scales = {R.shared_scale(*[maps[k] for k in order]) for order in ((0, 1, 2, 3), (3, 2, 1, 0), (2, 0, 3, 1))}
+    assert len(scales) == 1

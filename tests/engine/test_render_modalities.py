@@ -68,7 +68,7 @@ def test_waveform_png_shades_the_known_time_span():
     assert coloured.min() == round(start / 2.0 * M.PLOT_WIDTH)
     assert coloured.max() == round(end / 2.0 * M.PLOT_WIDTH) - 1
     assert (row[coloured] == expected_shade(0.3, 0.6)).all()
-    assert img.shape[1] == M.PLOT_LEFT + M.PLOT_WIDTH + 18
+    assert img.shape[1] == M.PLOT_LEFT + M.PLOT_WIDTH + M.PLOT_RIGHT
 
 
 def test_waveform_png_draws_the_samples_in_the_middle():

@@ -29,11 +29,13 @@ from workers.engine.dataset import IMAGE_MODALITIES
 
 __all__ = ["FeatureViews", "contribution_bars_png", "example_thumbnail_png", "feature_heat", "render_feature_views"]
 
-# Small on purpose: the view sits in a candidate's column (~260 CSS px on a phone or a
-# three-answer desktop row), so its text must stay legible at about that width.
-THUMB = 64  # px, one picture panel
-GAP = 6
-TEXT_ROW = 17
+# Drawn for an answer card (163 CSS px on a phone, 197 on a laptop: workers/engine/display.py):
+# WIDTH px with FONT px text shows that text at FONT × 163 / WIDTH ≥ 11 CSS px.
+THUMB = 52  # px, one picture panel
+GAP = 4
+FONT = 16
+LINE = 20  # px per line of text
+WIDTH = GAP + THUMB + 2 * GAP + 3 * (THUMB + GAP)  # this input, a rule, three examples
 
 
 @dataclass
@@ -47,12 +49,31 @@ def _image_modality(attribution: ItemAttribution) -> str | None:
 
 
 def _overlay(pixels: np.ndarray, heat: np.ndarray, scale: float) -> Image.Image:
+    """The picture with the feature's heat where it is visible, ``THUMB`` px square. Where
+    ``|heat| < VISIBLE × scale`` the picture keeps its own colours exactly (in colour
+    questions they are the content: never darkened or mixed, so yellow stays yellow); where
+    it is stronger, the heatmap's colour over the greyed picture, as on the heatmap view."""
     if pixels.shape[:2] != heat.shape:
         pixels = np.asarray(Image.fromarray(pixels).resize((heat.shape[1], heat.shape[0]), Image.BILINEAR))
-    overlay = render.heatmap_overlay_rgb(pixels, heat, scale=scale).astype(np.float32)
-    # Keep some of the picture's own colours: in colour questions they are the content.
-    mixed = np.clip(np.rint(0.6 * overlay + 0.4 * np.asarray(pixels, dtype=np.float32)), 0, 255).astype(np.uint8)
-    return Image.fromarray(mixed, mode="RGB").resize((THUMB, THUMB), Image.NEAREST)
+    overlay = render.heatmap_overlay_rgb(pixels, heat, scale=scale)
+    strong = np.abs(heat) >= VISIBLE * scale if scale > 0 else np.zeros(heat.shape, dtype=bool)
+    mixed = np.where(strong[:, :, None], overlay, np.asarray(pixels, dtype=np.uint8))
+    return Image.fromarray(np.ascontiguousarray(mixed), mode="RGB").resize((THUMB, THUMB), Image.NEAREST)
+
+
+#: Heat below this share of the scale leaves the picture's own colours (:func:`_overlay`).
+VISIBLE = 0.25
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
+    """``text`` in lines no wider than ``width`` px, broken at spaces (a longer word alone)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def feature_heat(attribution: ItemAttribution, groups: Sequence[Sequence[GroupInfo]], image: str) -> np.ndarray:
@@ -113,49 +134,75 @@ def render_feature_views(
     used = sorted({f for pairs in candidates for f, _ in pairs[:features_shown]})
     image = _image_modality(attributions[used[0]]) if used else None
     heats = {f: feature_heat(attributions[f], groups, image) for f in used} if image and pixels is not None else {}
-    heat_scale = render.shared_scale(*heats.values()) if heats else 1.0
+    heat_scale = render.shared_scale(*heats.values()) if heats else 1.0  # one per item, pooled
     bar_limit = max([abs(c) for pairs in candidates for _, c in pairs] or [1.0]) or 1.0  # one axis per item
-    # Every candidate's views have the same size: no dimension tells the candidates apart.
-    n_rows = max([len(list(pairs)[:features_shown]) for pairs in candidates] or [1])
     n_bars = max([len(pairs) for pairs in candidates] or [1])
-    n_examples = max([len(examples.get(f, ())) for f in used] or [0])
-    font, bold = render._font(11), render._font(12, bold=True)
-    out = []
-    for all_pairs in candidates:
-        pairs = list(all_pairs)[:features_shown]
-        width = max(280, GAP + (1 + n_examples) * (THUMB + GAP) + GAP)
-        row_h = 2 * TEXT_ROW + (THUMB + GAP if image and pixels is not None else 0)
-        canvas = Image.new("RGB", (width, max(1, n_rows) * (row_h + GAP) + GAP + 2 * TEXT_ROW), "white")
-        draw = ImageDraw.Draw(canvas)
-        if not pairs:
-            draw.text((GAP, GAP), "No feature adds to this answer.", fill="#222222", font=font)
-        y = GAP
+    font, bold = render._font(FONT), render._font(FONT, bold=True)
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    room = WIDTH - 2 * GAP
+    pictures = image is not None and pixels is not None
+
+    def blocks(pairs) -> list[tuple[int, list[str], list[str]]]:
+        out = []
         for feature, contribution in pairs:
-            draw.text(
-                (GAP, y), f"Feature {feature}: {render._fmt(contribution)} to the score", fill="#111111", font=bold
-            )
             words = _top_words(attributions[feature], groups)
-            draw.text((GAP, y + TEXT_ROW), f"Words: {words or 'none'}", fill="#333333", font=font)
-            if image and pixels is not None:
-                top = y + 2 * TEXT_ROW
+            title = _wrap(scratch, f"Feature {feature}: {render._fmt(contribution)}", bold, room)
+            out.append((feature, title, _wrap(scratch, f"Words: {words or 'none'}", font, room)))
+        return out
+
+    laid = [blocks(list(pairs)[:features_shown]) for pairs in candidates]
+    caption = (
+        _wrap(
+            scratch,
+            f"Left: this input, colours ±{render._fmt(heat_scale).lstrip('+')} "
+            f"(the top {render.OUTLIER_PERC:g} % at full colour). Right: where the feature is strongest.",
+            font,
+            room,
+        )
+        if pictures
+        else []
+    )
+    # Every candidate's views have the same size (no dimension tells the candidates apart):
+    # each row as tall as the tallest of its place over the candidates.
+    n_rows = max([len(b) for b in laid] or [1])
+    row_heights = [
+        max([LINE * (len(b[k][1]) + len(b[k][2])) for b in laid if k < len(b)] or [LINE])
+        + (THUMB + GAP if pictures else 0)
+        for k in range(n_rows)
+    ]
+    height = GAP + sum(h + GAP for h in row_heights) + LINE * max(1, len(caption)) + GAP
+    out = []
+    for all_pairs, rows in zip(candidates, laid):
+        canvas = Image.new("RGB", (WIDTH, height), "white")
+        draw = ImageDraw.Draw(canvas)
+        if not rows:
+            for k, line in enumerate(_wrap(draw, "No feature adds to this answer.", font, room)):
+                draw.text((GAP, GAP + k * LINE), line, fill="#222222", font=font)
+        y = GAP
+        for (feature, title, words), row_h in zip(rows, row_heights):
+            for k, line in enumerate(title):
+                draw.text((GAP, y + k * LINE), line, fill="#111111", font=bold)
+            for k, line in enumerate(words):
+                draw.text((GAP, y + (len(title) + k) * LINE), line, fill="#333333", font=font)
+            if pictures:
+                top = y + row_h - THUMB - GAP
                 canvas.paste(_overlay(pixels, heats[feature], heat_scale), (GAP, top))
                 x = GAP + THUMB + 2 * GAP
-                for png in examples.get(feature, ()):
+                for png in examples.get(feature, ())[:3]:
                     with Image.open(io.BytesIO(png)) as thumb:
                         canvas.paste(thumb.convert("RGB").resize((THUMB, THUMB)), (x, top))
                     x += THUMB + GAP
                 draw.line([(GAP + THUMB + GAP, top), (GAP + THUMB + GAP, top + THUMB)], fill="#999999", width=1)
             y += row_h + GAP
-        y = GAP + max(1, n_rows) * (row_h + GAP)
-        if image and pixels is not None:
-            draw.text((GAP, y), f"Left: this input (colours ±{heat_scale:.2g}).", fill="#555555", font=font)
-            draw.text((GAP, y + TEXT_ROW), "Right: where the feature is strongest.", fill="#555555", font=font)
+        y = GAP + sum(h + GAP for h in row_heights)
+        for k, line in enumerate(caption):
+            draw.text((GAP, y + k * LINE), line, fill="#555555", font=font)
         names = [f"feature {f}" for f, _ in all_pairs]
         values = [c for _, c in all_pairs]
         out.append(
             FeatureViews(
                 features_png=render._png_bytes(canvas),
-                prediction_png=contribution_bars_png(names, values, limit=bar_limit, rows=n_bars),
+                prediction_png=contribution_bars_png(names, values, limit=bar_limit, rows=max(n_bars, 1)),
             )
         )
     return out
@@ -168,7 +215,7 @@ def contribution_bars_png(
     limit: float,
     rows: int | None = None,
     cmap: str = render.DEFAULT_CMAP,
-    width_px: int = 300,
+    width_px: int = render.CHART_WIDTH,
 ) -> bytes:
     """Horizontal bars of the features' contributions (weight × activation) to one answer's
     sparse score, on the axis ``[-limit, +limit]`` shared by the item's candidates, with room
@@ -187,15 +234,23 @@ def contribution_bars_png(
             y = np.arange(len(names))
             ax.barh(y, vals, color=colours, edgecolor="#444444", linewidth=0.6, height=0.6)
             ax.set_yticks(y)
-            ax.set_yticklabels(list(names), fontsize=12, parse_math=False)
+            ax.set_yticklabels(list(names), fontsize=render.CHART_FONT_PT, parse_math=False)
             ax.set_ylim(rows - 0.5, -0.5)
             for yi, v in zip(y, vals):
                 ha = "right" if v > 0 else "left"
                 offset = -0.04 * limit if v > 0 else 0.04 * limit
-                ax.text(offset, yi, render._fmt(float(v)), va="center", ha=ha, fontsize=11, parse_math=False)
+                ax.text(
+                    offset,
+                    yi,
+                    render._fmt(float(v)),
+                    va="center",
+                    ha=ha,
+                    fontsize=render.CHART_FONT_PT,
+                    parse_math=False,
+                )
         else:
             ax.set_yticks([])
-            ax.text(0, 0, "no feature weighs on this answer", ha="center", va="center", fontsize=11)
+            ax.text(0, 0, "no feature weighs on this answer", ha="center", va="center", fontsize=render.CHART_FONT_PT)
         ax.axvline(0.0, color="#222222", linewidth=1.0)
         ax.set_xlim(-limit * 1.25, limit * 1.25)
         ax.set_xticks([-limit, 0, limit])
@@ -203,5 +258,5 @@ def contribution_bars_png(
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         ax.tick_params(axis="y", length=0)
-        ax.set_title("weight × activation", fontsize=11, loc="left", color="#333333")
+        fig.suptitle("weight × activation", fontsize=render.CHART_FONT_PT, x=0.02, ha="left", color="#333333")
         return render._figure_png(fig)

@@ -104,6 +104,28 @@ def _labels_for(groups: Sequence[GroupInfo]) -> list[str]:
     return [g.text or str(g.group_id) for g in groups]
 
 
+#: A matrix with more rows shows its strongest: legible in an answer card (display.py).
+MATRIX_ROWS = 8
+
+
+def matrix_rows_shown(*, matrices: Sequence[np.ndarray], top_k: int, rows: int = MATRIX_ROWS) -> list[int]:
+    """Which rows of an item's matrices (one per candidate) the matrix view draws, in their
+    order: all if at most ``rows``; else the rows of every candidate's ``top_k`` strongest
+    cells (so the numbered cells are shown), then the rows with the most ``|value|`` summed
+    over the candidates, up to ``rows`` (more only to keep the numbered cells). The same rows
+    for every candidate, chosen from all of them alike: they tell no candidate apart."""
+    n = int(np.asarray(matrices[0]).shape[0]) if matrices else 0
+    if n <= rows:
+        return list(range(n))
+    keep = {r for m in matrices for r, _c, _v in render.top_pairs(m, max(0, min(top_k, 5)))}
+    mass = np.sum([np.abs(np.asarray(m, dtype=np.float64)).sum(axis=1) for m in matrices], axis=0)
+    for r in np.argsort(-mass, kind="stable"):
+        if len(keep) >= rows:
+            break
+        keep.add(int(r))
+    return sorted(keep)
+
+
 def render_interaction_views(
     *,
     item: RawItem,
@@ -140,16 +162,22 @@ def render_interaction_views(
     scale = render.shared_scale(*trimmed)
     row_title = "image patch" if name_a in IMAGE_MODALITIES else name_a
     col_title = "word" if name_b == "text" else name_b
+    shown = matrix_rows_shown(matrices=trimmed, top_k=top_k)
+    row_labels = [_labels_for(row_groups)[r] for r in shown]
+    what = "patches" if row_title == "image patch" else "rows"
+    note = f"{len(shown)} of {len(row_groups)} {what} shown" if len(shown) < len(row_groups) else ""
     views = [
         InteractionViews(
             matrix_png=render.interaction_matrix_png(
-                m,
-                row_labels=_labels_for(row_groups),
+                m[shown],
+                row_labels=row_labels,
                 col_labels=_labels_for(col_groups),
                 scale=scale,
                 row_title=row_title,
                 col_title=col_title,
                 colorbar=False,
+                note=note,
+                top_k_outline=min(top_k, 5) if top_k else 0,
             ),
             colour_scale=render.scale_labels(scale),
         )

@@ -98,7 +98,7 @@ def render_modality_views(
                 tabular_features(item[name], groups[m] if m < len(groups) else [], a.group_scores[name])
                 for a in attributions
             ]
-            scale = render.shared_scale(*(s for _, _, s in per))
+            scale = render.shared_scale(*(s for _, _, s in per), outlier_perc=0)  # bar lengths: never clipped
             pngs = [render_modalities.feature_bars_png(n, v, s, scale=scale) for n, v, s in per]
             for views_of, (n, v, s) in zip(out, per):
                 views_of.table_rows = [

@@ -8,9 +8,19 @@ Conventions shared by every view
 * **One diverging colour map, centred at zero.** A score ``s`` is drawn with the colour of
   ``clip(s / scale, -1, 1)``: ``0`` is the map's neutral light grey, positive scores
   ("supports" the explained answer) go to one hue and negative scores ("opposes") to the
-  other. Limits are symmetric, ``±scale``; ``scale`` defaults to ``max |score|`` of the
-  scores being drawn. Pass the same ``scale`` to several calls (see :func:`shared_scale`) to
-  make an image heatmap and a token highlight of one example comparable.
+  other. Limits are symmetric, ``±scale``. A single call without ``scale`` uses
+  ``max |score|`` of the scores being drawn.
+* **The scale of an item is a high percentile, not the maximum** (:func:`shared_scale`):
+  the :data:`SCALE_PERCENTILE` (98th) percentile of ``|score|`` pooled over every candidate
+  of the item, so the top :data:`OUTLIER_PERC` (2 %) of scores saturate at the map's ends
+  instead of fading everything else to near-white. This is the convention of Captum's
+  ``visualize_image_attr(outlier_perc=2)``, taken over the scores themselves rather than
+  over their cumulative mass: with a cumulative-mass threshold one extreme pixel that holds
+  most of the mass still sets the scale. Clipped scores keep their sign and their true
+  value in every number written out; the page says that scores beyond ``±scale`` are drawn
+  at full colour. The percentile is pooled over the candidates, so it is the same whichever
+  candidate is the model's answer (docs/DESIGN.md "No leak"); bar charts, whose lengths
+  encode the value, keep the maximum (``outlier_perc=0``).
 * **Colour-blind safe.** The default map is matplotlib's ``"RdBu_r"`` (ColorBrewer RdBu,
   reversed: blue = opposes, red = supports), which ColorBrewer lists as colour-blind safe
   and which is lightness-balanced (± the same score differ by < 5 CIE L*), so neither sign
@@ -36,12 +46,13 @@ right and ``y`` down, with ``x1``/``y1`` exclusive (like slices and ``PIL.Image.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -49,6 +60,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from PIL import Image, ImageDraw, ImageFont
 
 from workers.engine.text import spaces_before
@@ -62,6 +74,7 @@ __all__ = [
     "colour_legend_html",
     "colour_legend_png",
     "contrast_ratio",
+    "drawn_text_sizes",
     "group_heatmap_png",
     "group_scores_to_map",
     "heatmap_overlay_png",
@@ -73,6 +86,8 @@ __all__ = [
     "scale_labels",
     "resolve_scale",
     "scores_to_rgb",
+    "OUTLIER_PERC",
+    "SCALE_PERCENTILE",
     "shared_scale",
     "text_colour_for",
     "token_highlights",
@@ -148,10 +163,28 @@ def resolve_scale(values: np.ndarray | Sequence[float], scale: float | None = No
     return float(np.max(np.abs(arr))) if arr.size else 0.0
 
 
-def shared_scale(*arrays: np.ndarray | Sequence[float]) -> float:
-    """``max |value|`` over several score arrays: pass it as ``scale=`` to every view of one
-    example so image and text colours mean the same thing."""
-    return max((resolve_scale(a) for a in arrays), default=0.0)
+#: Share of an item's scores (in percent, largest ``|score|`` first) drawn at full colour:
+#: the scale is the ``100 - OUTLIER_PERC`` percentile of ``|score|`` (Captum's default 2).
+OUTLIER_PERC = 2.0
+SCALE_PERCENTILE = 100.0 - OUTLIER_PERC
+
+
+def shared_scale(*arrays: np.ndarray | Sequence[float], outlier_perc: float = OUTLIER_PERC) -> float:
+    """The colour scale of one item's views: the ``100 - outlier_perc`` percentile of
+    ``|value|`` pooled over every array given (every candidate's scores of one modality;
+    linear interpolation between order statistics, ``np.percentile``'s default), so the top
+    ``outlier_perc`` percent saturate rather than set the scale. ``outlier_perc=0`` gives
+    ``max |value|``. Pooling makes it symmetric in the candidates: it tells none apart. If the
+    percentile is 0 while some value is not (scores that are almost all zero), the smallest
+    non-zero values' percentile is used instead, so the few non-zero scores still show."""
+    if not 0.0 <= float(outlier_perc) < 100.0:
+        raise ValueError(f"outlier_perc must be in [0, 100), got {outlier_perc!r}")
+    flat = [_finite(np.abs(np.asarray(a, dtype=np.float64)).ravel(), "scores") for a in arrays]
+    pooled = np.concatenate(flat) if flat else np.zeros(0)
+    if not pooled.size or not np.any(pooled):
+        return 0.0
+    scale = float(np.percentile(pooled, 100.0 - float(outlier_perc)))
+    return scale if scale > 0 else float(np.percentile(pooled[pooled > 0], 100.0 - float(outlier_perc)))
 
 
 def _normalise(values: np.ndarray, scale: float) -> np.ndarray:
@@ -221,8 +254,37 @@ _FONT_DIR = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 _thread_local = threading.local()
 
 
+@contextlib.contextmanager
+def drawn_text_sizes() -> Iterator[dict[bytes, list[float]]]:
+    """Record, in this thread, the size in pixels of every font a view draws text with while
+    inside, per PNG encoded: yields ``{png bytes: [font px, …]}``. Pillow fonts count as
+    requested (:func:`_font`), matplotlib texts as drawn (points × dpi / 72). For the
+    legibility check of drawn text (workers/engine/display.py)."""
+    by_png: dict[bytes, list[float]] = {}
+    previous = getattr(_thread_local, "text_sizes", None)
+    _thread_local.text_sizes = (by_png, [])
+    try:
+        yield by_png
+    finally:
+        _thread_local.text_sizes = previous
+
+
+def _record_text_size(px: float) -> None:
+    recorder = getattr(_thread_local, "text_sizes", None)
+    if recorder is not None:
+        recorder[1].append(float(px))
+
+
+def _record_png(png: bytes) -> None:
+    recorder = getattr(_thread_local, "text_sizes", None)
+    if recorder is not None:
+        recorder[0][png] = list(recorder[1])
+        recorder[1].clear()
+
+
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans (shipped with matplotlib, so the same on every machine), cached per thread."""
+    _record_text_size(size)
     cache = getattr(_thread_local, "fonts", None)
     if cache is None:
         cache = _thread_local.fonts = {}
@@ -242,7 +304,9 @@ def _png_bytes(img: Image.Image) -> bytes:
     """Encode as PNG with no metadata chunks at all (no pnginfo, no dpi, no exif)."""
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+    png = buf.getvalue()
+    _record_png(png)
+    return png
 
 
 _MPL_LOCK = threading.Lock()
@@ -253,6 +317,9 @@ def _figure_png(fig: Figure) -> bytes:
     text chunk that ``savefig`` would add)."""
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
+    for text in fig.findobj(Text):
+        if text.get_visible() and text.get_text().strip():
+            _record_text_size(text.get_fontsize() * fig.dpi / 72.0)
     rgba = np.asarray(canvas.buffer_rgba())
     return _png_bytes(Image.fromarray(rgba[..., :3].copy(), mode="RGB"))
 
@@ -667,11 +734,18 @@ def token_highlights_html(
 # --------------------------------------------------------------------------- charts
 
 
+#: Bar charts are drawn this many px wide with text of at least this many points (at 100 dpi,
+#: 10 pt = 13.9 px): in a phone's 163 px answer card that is 11.3 CSS px (display.py).
+CHART_WIDTH, CHART_FONT_PT = 200, 10
+
+
 def _matplotlib_cmap(cmap: str) -> ListedColormap:
     return ListedColormap(_lut(cmap).astype(np.float64) / 255.0, name=f"mmeval_{cmap}")
 
 
-def modality_share_bars_png(shares: Mapping[str, float], *, cmap: str = DEFAULT_CMAP, width_px: int = 300) -> bytes:
+def modality_share_bars_png(
+    shares: Mapping[str, float], *, cmap: str = DEFAULT_CMAP, width_px: int = CHART_WIDTH
+) -> bytes:
     """Small horizontal bar chart of signed modality shares, centred at zero.
 
     Args:
@@ -701,19 +775,19 @@ def modality_share_bars_png(shares: Mapping[str, float], *, cmap: str = DEFAULT_
         ax.set_xlim(-limit * 1.25, limit * 1.25)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.set_yticks(y)
-        ax.set_yticklabels(names, fontsize=13, parse_math=False)
+        ax.set_yticklabels(names, fontsize=11, parse_math=False)
         ax.set_xticks([-limit, 0, limit])
-        ax.set_xticklabels([f"{_MINUS}{limit:g}\nopposes", "0", f"+{limit:g}\nsupports"], fontsize=11)
+        ax.set_xticklabels([f"{_MINUS}{limit:g}\nopposes", "0", f"+{limit:g}\nsupports"], fontsize=CHART_FONT_PT)
         for yi, v in zip(y, values):
             # the value sits beside the zero line on the side the bar leaves empty, so a full
             # bar's label never runs into the axis labels
             ha = "right" if v > 0 else "left"
             offset = -0.04 * limit if v > 0 else 0.04 * limit
-            ax.text(offset, yi, _fmt(float(v)), va="center", ha=ha, fontsize=12, parse_math=False)
+            ax.text(offset, yi, _fmt(float(v)), va="center", ha=ha, fontsize=CHART_FONT_PT, parse_math=False)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         ax.tick_params(axis="y", length=0)
-        ax.set_title("modality share", fontsize=11, loc="left", color="#333333")
+        fig.suptitle("modality share", fontsize=CHART_FONT_PT, x=0.02, ha="left", color="#333333")
         return _figure_png(fig)
 
 
@@ -811,6 +885,7 @@ def interaction_matrix_png(
     col_title: str = "word",
     cmap: str = DEFAULT_CMAP,
     colorbar: bool = True,
+    note: str = "",
 ) -> bytes:
     """Cross-modal interaction matrix (rows: groups of modality A, e.g. patches; columns:
     groups of modality B, e.g. tokens) as a diverging heatmap centred at zero.
@@ -826,6 +901,11 @@ def interaction_matrix_png(
         scale: colour limit, default ``max |matrix|``.
         colorbar: draw the colour bar beside the matrix; ``False`` when the page states the
             scale itself (:func:`scale_labels`), in text a browser does not shrink.
+        note: a line under the column title (e.g. "8 of 64 patches shown").
+
+    Up to 16 rows the figure is about 200 px wide with :data:`CHART_FONT_PT` text, for an
+    answer card (workers/engine/display.py); the page shows a dense matrix's strongest rows
+    (presentation.render_interaction_views).
     """
     m = _finite(np.asarray(matrix, dtype=np.float64), "matrix")
     if m.ndim != 2 or 0 in m.shape:
@@ -842,10 +922,11 @@ def interaction_matrix_png(
     dpi = 100
     # Up to 64 rows (an 8×8 patch grid) each row is tall enough to carry its label; beyond
     # that rows take ~5.3 in and every n-th is labelled.
-    row_in = 0.22 if ga <= 24 else max(0.11, 5.3 / ga) if ga <= 64 else max(0.025, 5.3 / ga)
-    width_in = min(max(3.2, 1.9 + 0.30 * gb) - (0 if colorbar else 0.6), 14.0)
-    longest = max(len(_short(c)) for c in cols)
-    height_in = 1.0 + max(row_in * ga, 1.8) + 0.065 * longest
+    font = CHART_FONT_PT
+    row_in = 0.2 if ga <= 16 else max(0.11, 5.3 / ga) if ga <= 64 else max(0.025, 5.3 / ga)
+    width_in = min(max(2.0 if note else 1.6, 0.8 + 0.17 * gb) + (1.0 if colorbar else 0.0), 14.0)
+    longest = max(len(_short(c, 10)) for c in cols)
+    height_in = 0.9 + 0.2 * note.count("\n") + (0.2 if note else 0) + max(row_in * ga, 1.0) + 0.07 * longest
     with _MPL_LOCK:
         fig = Figure(figsize=(width_in, height_in), dpi=dpi, facecolor="white")
         fig.set_layout_engine("constrained")
@@ -860,19 +941,26 @@ def interaction_matrix_png(
         )
         ax.set_xticks(np.arange(gb))
         ax.set_xticklabels(
-            [_short(c) for c in cols], rotation=60, ha="right", rotation_mode="anchor", fontsize=10, parse_math=False
+            [_short(c, 10) for c in cols],
+            rotation=60,
+            ha="right",
+            rotation_mode="anchor",
+            fontsize=font,
+            parse_math=False,
         )
-        step = max(1, math.ceil(11.0 / (row_in * dpi)))  # ≥ 11 px between row labels
+        step = max(1, math.ceil(font * 1.4 / (row_in * dpi)))  # a label's height between row labels
         # The rows of the numbered cells are always labelled (in bold), others where they fit.
         marked = sorted({r for r, _c, _v in pairs})
         ticks = sorted(set(marked) | {i for i in range(0, ga, step) if all(abs(i - r) >= step for r in marked)})
         ax.set_yticks(ticks)
-        ax.set_yticklabels([_short(rows[i], 10) for i in ticks], fontsize=8 if ga > 20 else 9, parse_math=False)
+        ax.set_yticklabels([_short(rows[i], 10) for i in ticks], fontsize=font, parse_math=False)
         for tick, row in zip(ax.get_yticklabels(), ticks):
             if row in marked:
                 tick.set_fontweight("bold")
-        ax.set_xlabel(col_title, fontsize=10, parse_math=False)
-        ax.set_ylabel(row_title, fontsize=10, parse_math=False)
+        ax.set_xlabel(col_title, fontsize=font, parse_math=False)
+        if note:  # under the whole figure, from its left edge: never cut by the axes' centring
+            fig.supxlabel(note, fontsize=font, x=0.02, ha="left", color="#333333")
+        ax.set_ylabel(row_title, fontsize=font, parse_math=False)
         ax.tick_params(length=2)
         # light grid between cells (line collections: far cheaper than minor ticks)
         ax.vlines(np.arange(0.5, gb - 0.5, 1), -0.5, ga - 0.5, colors="white", linewidth=0.5)
@@ -898,7 +986,7 @@ def interaction_matrix_png(
                     str(rank),
                     ha="left" if right else "right",
                     va="center",
-                    fontsize=8,
+                    fontsize=font,
                     fontweight="bold",
                     color="black",
                     zorder=5,
@@ -913,7 +1001,7 @@ def interaction_matrix_png(
                     str(rank),
                     ha="center",
                     va="center",
-                    fontsize=9,
+                    fontsize=font,
                     color=ink,
                     fontweight="bold",
                     parse_math=False,
@@ -924,9 +1012,14 @@ def interaction_matrix_png(
         cbar = fig.colorbar(im, ax=ax, shrink=0.9, aspect=25, pad=0.02)
         cbar.set_ticks([-vmax, 0.0, vmax])
         cbar.set_ticklabels([f"{_fmt(-s)}\nopposes", "0", f"{_fmt(s)}\nsupports"])
-        cbar.ax.tick_params(labelsize=9)
+        cbar.ax.tick_params(labelsize=font)
         cbar.outline.set_edgecolor("#888888")
         return _figure_png(fig)
+
+
+#: Text size of :func:`top_pairs_png` and the spacing of its hatch lines (px).
+TOP_PAIRS_FONT = 16
+HATCH_EVERY = 4
 
 
 def top_pairs_png(
@@ -936,7 +1029,7 @@ def top_pairs_png(
     tokens: Sequence[str],
     *,
     k: int = 3,
-    upscale: int | None = 4,
+    upscale: int | None = 3,
     hidden_cols: Sequence[bool] | None = None,
 ) -> bytes:
     """The ``k`` strongest patch–token interactions drawn on the image.
@@ -951,7 +1044,9 @@ def top_pairs_png(
         hidden_cols: flags for padding tokens to skip.
 
     Each pair's patch is outlined in its own Okabe–Ito colour with its rank number in a
-    badge; the rest of the image is dimmed. The patch grid (:func:`patch_grid`) is drawn
+    badge; the rest of the image is hatched with thin grey diagonals, which leaves the
+    colours between them exactly as they are (a darkened picture turns yellow into khaki).
+    Drawn for an answer card: :data:`TOP_PAIRS_FONT` px text in an image about 220 px wide. The patch grid (:func:`patch_grid`) is drawn
     with faint lines, its column letters above the image and row numbers left of it. A
     caption strip lists ``1  B3 "word"  +0.42 supports`` per pair, the sign written out.
     A patch in several pairs gets nested outlines.
@@ -967,25 +1062,26 @@ def top_pairs_png(
     factor = _auto_upscale(h, w, upscale)
     ints = [_box_ints(boxes[r], h, w) for r, _, _ in pairs]
 
-    # spotlight: everything outside the chosen patches is dimmed toward grey
+    # spotlight: everything outside the chosen patches is hatched (colours kept between lines)
     inside = np.zeros((h, w), dtype=bool)
     for x0, y0, x1, y1 in ints:
         inside[y0:y1, x0:x1] = True
-    f = rgb.astype(np.float32)
-    grey = f @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    dim = 0.35 * f + 0.65 * (60.0 + 0.45 * grey[:, :, None])
-    base = np.where(inside[:, :, None], f, dim)
-    big = Image.fromarray(np.ascontiguousarray(_upscale(np.rint(base).astype(np.uint8), factor)), mode="RGB")
+    big_rgb = _upscale(rgb, factor).astype(np.float32)
+    yy, xx = np.indices(big_rgb.shape[:2])
+    hatch = (~_upscale(inside, factor)) & ((xx + yy) % HATCH_EVERY == 0)
+    big_rgb[hatch] = 0.4 * big_rgb[hatch] + 0.6 * 96.0
+    big = Image.fromarray(np.ascontiguousarray(np.rint(big_rgb).astype(np.uint8)), mode="RGB")
     grid = patch_grid(boxes)
     names = patch_grid_labels(boxes)
-    coord_font, badge_font, text_font = _font(13, bold=True), _font(13, bold=True), _font(15)
+    size = TOP_PAIRS_FONT
+    coord_font, badge_font, text_font = _font(size, bold=True), _font(size, bold=True), _font(size)
     # margins for the grid's column letters (top) and row numbers (left)
-    margin_top = 20
+    margin_top = size + 6
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     margin_left = 6 + int(max(_text_width(scratch, r["label"], coord_font) for r in grid["rows"]))
-    width = max(margin_left + big.width + 6, LEGEND_MIN_WIDTH)
-    line_h, pad = 24, 8
-    caption_h = pad + 18 + len(pairs) * line_h + pad - 4
+    width = margin_left + big.width + 6
+    line_h, pad = size + 6, 6
+    caption_h = pad + line_h + len(pairs) * 2 * line_h + pad
     canvas = Image.new("RGB", (width, margin_top + big.height + caption_h), (255, 255, 255))
     ox = margin_left + (width - margin_left - big.width - 6) // 2
     oy = margin_top
@@ -1005,11 +1101,11 @@ def top_pairs_png(
                     line_draw.line((ox + a0, oy, ox + a0, oy + big.height - 1), fill=(255, 255, 255, 90))
                 else:
                     line_draw.line((ox, oy + a0, ox + big.width - 1, oy + a0), fill=(255, 255, 255, 90))
-            size = _text_width(draw, cell["label"], coord_font) if along == 0 else 13
+            extent = _text_width(draw, cell["label"], coord_font) if along == 0 else size
             centre = (a0 + a1) / 2
-            if centre - size / 2 < last_end + 3:
+            if centre - extent / 2 < last_end + 3:
                 continue
-            last_end = centre + size / 2
+            last_end = centre + extent / 2
             if along == 0:
                 draw.text((ox + centre, oy - 4), cell["label"], font=coord_font, fill=(60, 60, 60), anchor="ms")
             else:
@@ -1032,28 +1128,37 @@ def top_pairs_png(
             draw.rectangle((bx0, by0, bx1, by1), outline=colour, width=thick)
     for rank, ((x0, y0, _x1, _y1), colour, nth) in enumerate(zip(ints, OKABE_ITO, nth_of), start=1):
         label = str(rank)
-        bw, bh = int(_text_width(draw, label, badge_font)) + 8, 16
+        bw, bh = int(_text_width(draw, label, badge_font)) + 8, size + 4
         lx = min(ox + x0 * factor + nth * (bw + 1), ox + big.width - bw)
         ly = oy + y0 * factor
         draw.rectangle((lx, ly, lx + bw - 1, ly + bh - 1), fill=colour, outline=(0, 0, 0))
         draw.text((lx + bw / 2, ly + bh / 2), label, font=badge_font, fill=text_colour_for(colour), anchor="mm")
 
-    # caption strip: rank, the patch's place on the grid, the word, the signed value
+    # caption strip, two lines a pair: rank, the patch's place on the grid and the word; then
+    # the signed value and its sign word
     y = oy + big.height + pad
-    draw.text((pad, y), "strongest patch–word pairs", font=_font(13), fill=(90, 90, 90))
-    y += 18
+    draw.text((pad, y), "strongest pairs", font=text_font, fill=(90, 90, 90))
+    y += line_h
+    bold = _font(size, bold=True)
     for rank, ((r, c, value), colour) in enumerate(zip(pairs, OKABE_ITO), start=1):
-        draw.rectangle((pad, y + 2, pad + 19, y + 21), fill=colour, outline=(0, 0, 0))
-        draw.text((pad + 10, y + 12), str(rank), font=badge_font, fill=text_colour_for(colour), anchor="mm")
-        value_text = _fmt(value)
-        sign_word = "supports" if value > 0 else "opposes" if value < 0 else "neutral"
-        right = f"{value_text} {sign_word}"
-        rw = _text_width(draw, right, text_font)
+        box = size + 4
+        draw.rectangle((pad, y + 1, pad + box - 1, y + box), fill=colour, outline=(0, 0, 0))
+        draw.text(
+            (pad + box / 2, y + 1 + box / 2), str(rank), font=badge_font, fill=text_colour_for(colour), anchor="mm"
+        )
         place = names[r]
-        draw.text((pad + 27, y + 12), place, font=_font(15, bold=True), fill=(20, 20, 20), anchor="lm")
-        px = pad + 27 + _text_width(draw, place, _font(15, bold=True)) + 6
-        word = _truncate(draw, f"“{tokens[c]}”", text_font, width - pad - px - rw - 8)
-        draw.text((px, y + 12), word, font=text_font, fill=(20, 20, 20), anchor="lm")
-        draw.text((width - pad, y + 12), right, font=text_font, fill=(60, 60, 60), anchor="rm")
-        y += line_h
+        px = pad + box + 6
+        draw.text((px, y + 1 + box / 2), place, font=bold, fill=(20, 20, 20), anchor="lm")
+        px += _text_width(draw, place, bold) + 6
+        word = _truncate(draw, f"“{tokens[c]}”", text_font, width - pad - px)
+        draw.text((px, y + 1 + box / 2), word, font=text_font, fill=(20, 20, 20), anchor="lm")
+        sign_word = "supports" if value > 0 else "opposes" if value < 0 else "neutral"
+        draw.text(
+            (pad + box + 6, y + line_h + 1 + box / 2),
+            f"{_fmt(value)} {sign_word}",
+            font=text_font,
+            fill=(60, 60, 60),
+            anchor="lm",
+        )
+        y += 2 * line_h
     return _png_bytes(canvas)

@@ -51,10 +51,13 @@ __all__ = [
     "waveform_png",
 ]
 
-#: Plot area of the time views, in pixels, and where it starts in the PNG.
-PLOT_WIDTH, PLOT_HEIGHT = 400, 120
-PLOT_LEFT, PLOT_TOP = 64, 8
-_AXIS_H = 24
+#: Plot area of the time views, in pixels, and where it starts in the PNG: the whole view is
+#: ``PLOT_LEFT + PLOT_WIDTH + PLOT_RIGHT`` = 162 px, narrower than a phone's answer card, so its
+#: :data:`TIME_FONT` px text shows at that size (workers/engine/display.py).
+PLOT_WIDTH, PLOT_HEIGHT = 104, 72
+PLOT_LEFT, PLOT_TOP, PLOT_RIGHT = 44, 8, 14
+TIME_FONT = 12
+_AXIS_H = 22
 #: Opacity of the attribution colour over white behind a line (as the heatmaps' overlay).
 SHADE_ALPHA = 0.55
 _INK = (25, 25, 25)
@@ -115,7 +118,7 @@ def time_shading(
 
 
 def _time_canvas(scores: np.ndarray, scale: float | None, cmap: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
-    width = PLOT_LEFT + PLOT_WIDTH + 18
+    width = PLOT_LEFT + PLOT_WIDTH + PLOT_RIGHT
     canvas = Image.new("RGB", (width, PLOT_TOP + PLOT_HEIGHT + _AXIS_H), (255, 255, 255))
     band = np.repeat(time_shading(scores, width=PLOT_WIDTH, scale=scale, cmap=cmap)[None], PLOT_HEIGHT, axis=0)
     canvas.paste(Image.fromarray(np.ascontiguousarray(band), mode="RGB"), (PLOT_LEFT, PLOT_TOP))
@@ -125,15 +128,15 @@ def _time_canvas(scores: np.ndarray, scale: float | None, cmap: str) -> tuple[Im
 
 
 def _time_axis(draw: ImageDraw.ImageDraw, duration: float, unit: str) -> None:
-    """Five ticks under the plot: 0, ¼, ½, ¾ and the whole duration."""
+    """Three ticks under the plot: 0, ½ and the whole duration."""
     y = PLOT_TOP + PLOT_HEIGHT
-    for q in range(5):
-        x = PLOT_LEFT + round(q * PLOT_WIDTH / 4) - (1 if q == 4 else 0)
+    for q in range(3):
+        x = PLOT_LEFT + round(q * PLOT_WIDTH / 2) - (1 if q == 2 else 0)
         draw.line((x, y, x, y + 3), fill=_GREY)
-        value = q * duration / 4
+        value = q * duration / 2
         text = f"{value:.2f}".rstrip("0").rstrip(".") + unit
-        anchor = "la" if q == 0 else "ra" if q == 4 else "ma"
-        draw.text((x, y + 5), text, font=_font(14), fill=_GREY, anchor=anchor)
+        anchor = "la" if q == 0 else "ra" if q == 2 else "ma"
+        draw.text((x, y + 5), text, font=_font(TIME_FONT), fill=_GREY, anchor=anchor)
 
 
 def waveform_png(
@@ -194,7 +197,7 @@ def series_png(
         draw.line(points, fill=_INK, width=2, joint="curve")
     for x, y in points if len(points) <= 60 else ():
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=_INK)
-    small = _font(14)
+    small = _font(TIME_FONT)
     draw.text((PLOT_LEFT - 6, PLOT_TOP + 6), value_text(float(v.max())), font=small, fill=_GREY, anchor="rm")
     draw.text(
         (PLOT_LEFT - 6, PLOT_TOP + PLOT_HEIGHT - 6), value_text(float(v.min())), font=small, fill=_GREY, anchor="rm"
