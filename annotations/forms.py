@@ -1,3 +1,5 @@
+import re
+
 from django import forms
 
 from annotations.models import Condition, Dataset, RegisteredModel
@@ -66,6 +68,8 @@ SPEC_TO_FIELD = {
     "codes.completed": "completion_code",
     "codes.screened_out": "screened_out_code",
 }
+
+ARM_FIELD = re.compile(r"arms\[(\d+)\]\.(name|views)")
 
 
 class StudyForm(forms.Form):
@@ -374,6 +378,12 @@ class StudyForm(forms.Form):
 
     def add_spec_error(self, field: str, message: str) -> None:
         target = SPEC_TO_FIELD.get(field)
+        arm = ARM_FIELD.fullmatch(field)
+        if arm:  # the spec numbers the filled arm rows only
+            filled = [k for k in range(ARM_ROWS) if self.cleaned_data.get(f"arm_{k}_name", "").strip()]
+            index = int(arm.group(1))
+            if index < len(filled):
+                target = f"arm_{filled[index]}_{arm.group(2)}"
         if target in self.fields:
             self.add_error(target, message)
         else:

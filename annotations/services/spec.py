@@ -266,6 +266,20 @@ def _arms(data: Mapping) -> list[ConditionSpec]:
     return out
 
 
+def arms_views_check(*, arms: list[ConditionSpec], model: RegisteredModel) -> None:
+    """Refuse an arm that shows a view ``model`` cannot give (``workers.engine.view_needs``),
+    naming the arm and the view, before anything is stored or computed. Reads the modalities
+    and capabilities stored at registration: no adapter is loaded."""
+    from workers.engine.view_needs import view_unmet_need  # no torch
+
+    has_features = (model.capabilities or {}).get("features")
+    for k, arm in enumerate(arms):
+        for view in arm.views:
+            need = view_unmet_need(view=view, modalities=model.modalities, has_features=has_features)
+            if need:
+                raise SpecError(f"arms[{k}].views", f"arm '{arm.name}' shows '{view}', but model '{model.name}' {need}")
+
+
 def exclusion_rules_check(rules: Any, path: str = "quality.exclusion_rules") -> dict[str, Any]:
     """Validate pre-registered exclusion rules with the analysis' own validator (one
     definition of the rules: ``annotations.analysis.exclusions``), naming the bad key.
@@ -348,6 +362,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     dataset = _owned(Dataset, owner, data, "dataset")
     model = _owned(RegisteredModel, owner, data, "model")
     arms = _arms(data)
+    arms_views_check(arms=arms, model=model)
 
     items = _section(data.get("items") or {}, "items", {"n", "per_participant", "raters_per_item", "filters"})
     n_items = _int(items, "n", "items.n", minimum=1)
