@@ -42,6 +42,9 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
         min_test_responses: 10
         screen_out_at_attention_failures: 2
     codes: {completed: C0DE1234, screened_out: SCR33N}
+    modality_names:                 # what pages call each input (default by kind: "the picture",
+      tabular: the measurements     #   "the question", "the table", "the series", "the recording")
+      text: the owner's note
     sequential:                     # optional interim looks; pre-registered, locked once live
       spending: obrien_fleming      # or pocock (Lan-DeMets alpha spending)
       alpha: 0.05                   # over all looks, split over the explanation arms
@@ -124,6 +127,8 @@ class StudySpec:
     public_title: str = ""
     # None: the spec has no ``sequential`` section, and an edit keeps the study's plan
     sequential_monitoring: dict[str, Any] | None = None
+    # modality -> what participant pages call it; missing ones take the default of their kind
+    modality_names: dict[str, str] = field(default_factory=dict)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -349,6 +354,7 @@ SPEC_FIELDS = {
     "quality",
     "codes",
     "sequential",
+    "modality_names",
 }
 
 
@@ -474,12 +480,29 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         interaction_types=_interaction_types(filters, model=model, dataset=dataset),
         completion_code=completed,
         screened_out_code=screened_out,
+        modality_names=modality_names_check(data.get("modality_names"), model=model),
         sequential_monitoring=None
         if "sequential" not in data
         else sequential_monitoring_check(
             data["sequential"], max_participants_per_arm=n_items * raters // per_participant
         ),
     )
+
+
+def modality_names_check(value: Any, *, model: RegisteredModel, path: str = "modality_names") -> dict[str, str]:
+    """What participant pages call each input: a mapping of the model's modalities to short
+    display names ("the table", "the note"); a blank name keeps the default of its kind."""
+    from annotations.selectors.wording import MODALITY_NAME_MAX
+
+    if value in (None, ""):
+        return {}
+    value = _section(value, path, set(model.modalities))
+    out = {}
+    for modality in model.modalities:
+        name = " ".join(_str(value, modality, f"{path}.{modality}", "", max_length=MODALITY_NAME_MAX).split())
+        if name:
+            out[modality] = name
+    return out
 
 
 def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dataset) -> tuple[str, ...] | None:

@@ -43,6 +43,7 @@ from annotations.services.spec import (
     arms_views_check,
     dataset_shortfall,
     exclusion_rules_check,
+    modality_names_check,
     sequential_monitoring_check,
 )
 
@@ -84,9 +85,12 @@ def study_create(
     completion_code: str = "",
     screened_out_code: str = "",
     public_title: str = "",
+    modality_names: dict[str, str] | None = None,
 ) -> Study:
     """Create a draft study. Exactly one condition must be the no-explanation baseline."""
-    design = StudySpec(**{key: value for key, value in locals().items() if key != "owner"})  # the arguments
+    design = StudySpec(
+        **{key: value for key, value in locals().items() if key != "owner"} | {"modality_names": modality_names or {}}
+    )  # the arguments
     return study_create_from_spec(owner=owner, spec=design)
 
 
@@ -176,7 +180,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         attention_checks=spec.attention_checks,
         min_rt_ms=spec.min_rt_ms,
         exclusion_rules=rules,
-        design={"n_items": spec.n_items, "filters": filters},
+        design={"n_items": spec.n_items, "filters": filters}
+        | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {}),
         **codes,
         **monitoring,
     )
@@ -192,6 +197,13 @@ def study_views_check(*, study: Study) -> None:
         arms_views_check(arms=arms, model=model)
     except SpecError as exc:
         raise StudyError(f"{str(exc).split(': ', 1)[-1]}; change the arm's views") from None
+
+
+def _modality_names(*, spec: StudySpec) -> dict[str, str]:
+    try:
+        return modality_names_check(spec.modality_names, model=spec.model)
+    except SpecError as exc:
+        raise StudyError(str(exc)) from None
 
 
 def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None:
