@@ -374,7 +374,12 @@ class StudyForm(forms.Form):
             "lease_minutes": study.lease_minutes,
             "consent_text": study.consent_text,
             "instructions": study.instructions,
-            "modality_names": "\n".join(f"{m}: {n}" for m, n in (study.design.get("modality_names") or {}).items()),
+            "modality_names": "\n".join(  # in the model's order: a JSON column keeps none
+                f"{m}: {names[m]}"
+                for names in [study.design.get("modality_names") or {}]
+                for m in study.model.modalities
+                if m in names
+            ),
             "learning_items": study.learning_items,
             "pretest": study.pretest,
             "survey": study.survey,

@@ -302,15 +302,17 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
 
 def _share_bars(shares: dict[str, float], words: dict[str, Any]) -> list[dict[str, str]]:
     """Each modality's signed share (in [-1, 1], a fixed axis: comparable across candidates and
-    items) as a bar the page lays out, named as the pages name the input."""
+    items) as a bar the page lays out, named as the pages name the input, in the model's order
+    (a JSON column keeps no key order)."""
     return [
         {
-            "name": words["names"].get(modality, modality),
-            "title": f"{float(value):+.2f}".replace("-", "\u2212"),
-            "side": "pos" if value > 0 else "neg" if value < 0 else "",
-            "width": f"{50 * min(1.0, abs(float(value))):.1f}",
+            "name": name,
+            "title": f"{float(shares[modality]):+.2f}".replace("-", "\u2212"),
+            "side": "pos" if shares[modality] > 0 else "neg" if shares[modality] < 0 else "",
+            "width": f"{50 * min(1.0, abs(float(shares[modality]))):.1f}",
         }
-        for modality, value in shares.items()
+        for modality, name in words["names"].items()
+        if modality in shares
     ]
 
 

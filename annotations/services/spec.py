@@ -496,7 +496,14 @@ def modality_names_check(value: Any, *, model: RegisteredModel, path: str = "mod
 
     if value in (None, ""):
         return {}
-    value = _section(value, path, set(model.modalities))
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"must be a mapping of modality: name, got {type(value).__name__}")
+    unknown = sorted(str(key) for key in set(value) - set(model.modalities))
+    if unknown:
+        raise SpecError(
+            f"{path}.{unknown[0]}",
+            f"model '{model.name}' has no modality '{unknown[0]}'; its modalities: {', '.join(model.modalities)}",
+        )
     out = {}
     for modality in model.modalities:
         name = " ".join(_str(value, modality, f"{path}.{modality}", "", max_length=MODALITY_NAME_MAX).split())

@@ -309,3 +309,22 @@ def test_registration_records_whether_the_adapter_has_features(alice, tmp_path, 
     assert study_spec_parse(data=spec("with"), owner=alice).conditions[1].views == ["features", "prediction"]
     with pytest.raises(SpecError, match=r"arm 'ig' shows 'features', but model 'without' has no features\(\) method"):
         study_spec_parse(data=spec("without"), owner=alice)
+
+
+def test_modality_names_are_checked_and_stored_with_the_design(owned):
+    data = dict(FULL, modality_names={"image": " the  photo ", "text": ""})
+    study = study_create_from_spec(owner=owned, spec=study_spec_parse(data=data, owner=owned))
+    assert study.design["modality_names"] == {"image": "the photo"}  # blank: the default of its kind
+    for names, field, message in (
+        (
+            {"tabular": "the table"},
+            "modality_names.tabular",
+            "model 'toy' has no modality 'tabular'; its modalities: image, text",
+        ),
+        ({"text": "x" * 61}, "modality_names.text", "at most 60 characters"),
+        ({"text": 3}, "modality_names.text", "must be text"),
+        (["the photo"], "modality_names", "must be a mapping"),
+    ):
+        with pytest.raises(SpecError) as caught:
+            study_spec_parse(data=dict(FULL, name="other", modality_names=names), owner=owned)
+        assert caught.value.field == field and message in str(caught.value)

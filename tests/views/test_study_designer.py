@@ -246,3 +246,19 @@ def test_a_view_the_model_cannot_give_is_refused_under_its_arm(researcher, alice
     arm_3 = page.split("<legend>Arm 3</legend>")[1].split("</fieldset>")[0]
     assert message in arm_3
     assert not Study.objects.exists()
+
+
+def test_the_names_of_the_inputs_are_set_on_the_form_and_kept_on_edit(researcher, alice):
+    response = researcher.post("/studies/new/", _form(alice, modality_names="image: the photo\ntext: the caption"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study = Study.objects.get(name="Designed")
+    assert study.design["modality_names"] == {"image": "the photo", "text": "the caption"}
+    assert StudyForm.initial_for(study)["modality_names"] == "image: the photo\ntext: the caption"
+    refused = researcher.post("/studies/new/", _form(alice, name="Other", modality_names="tabular: the table"))
+    assert (
+        "model &#x27;toy&#x27; has no modality &#x27;tabular&#x27;; its modalities: image, text"
+        in refused.content.decode()
+    )
+    bad_line = researcher.post("/studies/new/", _form(alice, name="Other", modality_names="just words"))
+    assert "Line 1: write modality: name" in bad_line.content.decode()
+    assert Study.objects.count() == 1
