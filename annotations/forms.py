@@ -1,3 +1,5 @@
+import re
+
 from django import forms
 
 from annotations.models import Condition, Dataset, RegisteredModel
@@ -66,6 +68,8 @@ SPEC_TO_FIELD = {
     "codes.completed": "completion_code",
     "codes.screened_out": "screened_out_code",
 }
+
+ARM_FIELD = re.compile(r"arms\[(\d+)\]\.(name|views)")
 
 
 class StudyForm(forms.Form):
@@ -146,6 +150,13 @@ class StudyForm(forms.Form):
     lease_minutes = forms.IntegerField(min_value=1, max_value=COUNT_MAX, initial=60, label="Time limit (minutes)")
     consent_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    modality_names = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="What participants call each input",
+        help_text='One per line, modality: name, e.g. "tabular: the measurements". Blank: the picture, '
+        "the question, the table, the series, the recording.",
+    )
     learning_items = forms.IntegerField(
         min_value=0, max_value=COUNT_MAX, initial=4, help_text="Shown with the model's answer first."
     )
@@ -222,7 +233,10 @@ class StudyForm(forms.Form):
                 "explanation_display",
             ],
         ),
-        ("Phases", ["consent_text", "instructions", "learning_items", "pretest", "survey", "lease_minutes"]),
+        (
+            "Phases",
+            ["consent_text", "instructions", "modality_names", "learning_items", "pretest", "survey", "lease_minutes"],
+        ),
         (
             "Quality control (pre-registered: fixed once the study is live)",
             [
@@ -237,6 +251,17 @@ class StudyForm(forms.Form):
             ],
         ),
     ]
+
+    def clean_modality_names(self) -> dict[str, str]:
+        names = {}
+        for number, line in enumerate(self.cleaned_data["modality_names"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            modality, colon, name = line.partition(":")
+            if not colon or not modality.strip():
+                raise forms.ValidationError(f"Line {number}: write modality: name, e.g. tabular: the measurements.")
+            names[modality.strip()] = name.strip()
+        return names
 
     def head_fields(self):
         return [self[name] for name in ("name", "public_title", "dataset", "model", "seed")]
@@ -314,6 +339,7 @@ class StudyForm(forms.Form):
                 ),
             },
             "codes": some(completed=d["completion_code"] or None, screened_out=d["screened_out_code"] or None),
+            "modality_names": d["modality_names"],
         }
 
     @staticmethod
@@ -348,6 +374,12 @@ class StudyForm(forms.Form):
             "lease_minutes": study.lease_minutes,
             "consent_text": study.consent_text,
             "instructions": study.instructions,
+            "modality_names": "\n".join(  # in the model's order: a JSON column keeps none
+                f"{m}: {names[m]}"
+                for names in [study.design.get("modality_names") or {}]
+                for m in study.model.modalities
+                if m in names
+            ),
             "learning_items": study.learning_items,
             "pretest": study.pretest,
             "survey": study.survey,
@@ -373,7 +405,13 @@ class StudyForm(forms.Form):
         return initial
 
     def add_spec_error(self, field: str, message: str) -> None:
-        target = SPEC_TO_FIELD.get(field)
+        target = "modality_names" if field.startswith("modality_names") else SPEC_TO_FIELD.get(field)
+        arm = ARM_FIELD.fullmatch(field)
+        if arm:  # the spec numbers the filled arm rows only
+            filled = [k for k in range(ARM_ROWS) if self.cleaned_data.get(f"arm_{k}_name", "").strip()]
+            index = int(arm.group(1))
+            if index < len(filled):
+                target = f"arm_{filled[index]}_{arm.group(2)}"
         if target in self.fields:
             self.add_error(target, message)
         else:

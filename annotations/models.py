@@ -67,6 +67,12 @@ class RegisteredModel(models.Model):
     )
     labels = models.JSONField(default=list)
     modalities = models.JSONField(default=list)
+    capabilities = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the adapter offers beyond the protocol, recorded at registration: "
+        "{'features': bool}. Empty for models registered before it was recorded.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -46,6 +46,7 @@ from annotations.selectors.participants import (
     study_and_participant,
     study_participant_plan,
 )
+from annotations.selectors.wording import study_modality_words
 from annotations.services.participants import (
     ITEM_PHASES,
     ParticipantError,
@@ -182,7 +183,9 @@ def entry(request, public_id: str):
         if study.status != Study.Status.LIVE:
             return _refusal(request, study, "closed", "This study is not open at the moment.")
         return render(
-            request, "participant/mturk_preview.html", {"study": study, "plan": study_participant_plan(study=study)}
+            request,
+            "participant/mturk_preview.html",
+            {"study": study, "plan": study_participant_plan(study=study), "words": study_modality_words(study=study)},
         )
     pending = _platform_entry(request)
     if pending is not None and participant is None:
@@ -207,7 +210,11 @@ def entry(request, public_id: str):
     # participant instead of creating two.
     request.session.setdefault(_link_key(study), secrets.token_urlsafe(16))
     participant_title_remember(study=study)
-    return render(request, "participant/consent.html", {"study": study, "participant": participant})
+    return render(
+        request,
+        "participant/consent.html",
+        {"study": study, "participant": participant, "words": study_modality_words(study=study)},
+    )
 
 
 @require_GET
@@ -256,7 +263,12 @@ def instructions(request, study: Study, participant: Participant):
     return render(
         request,
         "participant/instructions.html",
-        {"study": study, "participant": participant, "plan": study_participant_plan(study=study)},
+        {
+            "study": study,
+            "participant": participant,
+            "plan": study_participant_plan(study=study),
+            "words": study_modality_words(study=study),
+        },
     )
 
 

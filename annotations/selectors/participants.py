@@ -26,6 +26,7 @@ from annotations.models import (
     StudyItem,
 )
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
+from annotations.selectors.wording import study_modality_words
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
 from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
@@ -52,7 +53,7 @@ def study_and_participant(
             pass
         else:
             return participant.study, participant
-    return Study.objects.get(public_id=study_public_id), None
+    return Study.objects.select_related("model").get(public_id=study_public_id), None
 
 
 def invite_token_study(*, token: str) -> Study | None:
@@ -67,7 +68,8 @@ ANSWER_KEYS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 def study_participant_plan(*, study: Study) -> dict[str, Any]:
     """What the instructions promise a participant of ``study``: items per phase (``test``
     counts the attention checks, which look like any other question; ``pretest`` repeats the
-    test items; ``total`` is every page with a picture), the answers per question
+    test items; ``answers`` is the questions a participant answers, pre-test and test;
+    ``total`` adds the practice items, which are studied, not answered), the answers per question
     (``options``) and the key of the last one (``last_answer_key``)."""
     pools = dict(
         study.study_items.filter(role__in=[StudyItem.Role.LEARNING, StudyItem.Role.ATTENTION])
@@ -83,6 +85,7 @@ def study_participant_plan(*, study: Study) -> dict[str, Any]:
         "pretest": pretest,
         "learning": learning,
         "test": test,
+        "answers": pretest + test,
         "total": pretest + learning + test,
         "options": options,
         "last_answer_key": ANSWER_KEYS[min(options, len(ANSWER_KEYS)) - 1] if options else "",
@@ -252,7 +255,7 @@ VIEW_NAMES = {
     "tokens": "Words",
     "interaction": "Patch × word",
     "top_pairs": "Strongest pairs",
-    "share": "Picture vs. words",
+    "share": "Share of each input",  # the page names the inputs: study_modality_words
     "features": "Features behind this answer",
     "prediction": "How the features add up",
     "table": "Table values",
@@ -261,11 +264,12 @@ VIEW_NAMES = {
 }
 
 
-def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
+def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, Any]) -> dict[str, Any]:
     """Which views one explanation panel can show: the image views in display order (``view``
     and its caption ``name``), the stored file of each, the token highlights (each with
-    ``space``: whether a space goes before it) and the table view's feature ``bars``."""
-    images, files, tokens, bars = [], {}, [], []
+    ``space``: whether a space goes before it), the table view's feature ``bars`` and the
+    modality ``shares`` (laid out by the page, under the inputs' display names ``words``)."""
+    images, files, tokens, bars, shares = [], {}, [], [], None
     for view in VIEW_ORDER:
         if view not in views:
             continue
@@ -275,15 +279,41 @@ def _panel(views: list[str], rows: dict[str, Explanation]) -> dict[str, Any]:
         if view == "table" and (row.summary or {}).get("table_view"):
             bars = _feature_bars(row.summary["table_view"])
             continue
+        if view == "share" and (row.summary or {}).get("modality_share"):
+            shares = {"caption": words["share_caption"], "rows": _share_bars(row.summary["modality_share"], words)}
+            continue
         if view == "tokens":
             spaces = spaces_before([t["text"] for t in row.token_view])
             tokens = [{**t, "space": space} for t, space in zip(row.token_view, spaces)]
             continue
         path = row.image_view if view in ("heatmap", "interaction") else row.extra_views.get(view, "")
         if path:
-            images.append({"view": view, "name": VIEW_NAMES[view]})
+            images.append({"view": view, "name": words["share_caption"] if view == "share" else VIEW_NAMES[view]})
             files[view] = path
-    return {"images": images, "files": files, "tokens": tokens, "bars": bars, "has_heatmap": "heatmap" in files}
+    return {
+        "images": images,
+        "files": files,
+        "tokens": tokens,
+        "bars": bars,
+        "shares": shares,
+        "has_heatmap": "heatmap" in files,
+    }
+
+
+def _share_bars(shares: dict[str, float], words: dict[str, Any]) -> list[dict[str, str]]:
+    """Each modality's signed share (in [-1, 1], a fixed axis: comparable across candidates and
+    items) as a bar the page lays out, named as the pages name the input, in the model's order
+    (a JSON column keeps no key order)."""
+    return [
+        {
+            "name": name,
+            "title": f"{float(shares[modality]):+.2f}".replace("-", "\u2212"),
+            "side": "pos" if shares[modality] > 0 else "neg" if shares[modality] < 0 else "",
+            "width": f"{50 * min(1.0, abs(float(shares[modality]))):.1f}",
+        }
+        for modality, name in words["names"].items()
+        if modality in shares
+    ]
 
 
 def _feature_bars(stored: list[dict]) -> list[dict[str, str]]:
@@ -473,10 +503,11 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
             if assignment.item.payload.get(m)
         }
     )
+    words = study_modality_words(study=study)
     candidates = []
     for index, label in enumerate(assignment.candidate_order):
         panel = (
-            _panel(views, rows.get(label, {}))
+            _panel(views, rows.get(label, {}), words=words)
             if views and not unlabelled
             else {"images": [], "files": {}, "tokens": []}
         )
@@ -491,7 +522,7 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
                 **panel,
             }
         )
-    shared = _panel(views, rows.get(labels[0], {})) if views and unlabelled and labels else None
+    shared = _panel(views, rows.get(labels[0], {}), words=words) if views and unlabelled and labels else None
     if shared:
         media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
     counts = assignment_phase_counts(participant=participant)
@@ -509,6 +540,7 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     return {
         "phase": phase,
         "phase_title": PHASE_TITLES[phase],
+        "words": words,
         "phase_number": phases.index(phase) + 1 if phase in phases else 1,
         "n_phases": len(phases),
         "candidates": candidates,

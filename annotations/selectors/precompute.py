@@ -19,7 +19,7 @@ from annotations.models import (
     RegisteredModel,
     Study,
 )
-from workers.engine.dataset import MODALITY_VIEW_OF_KIND, modality_kind
+from workers.engine.dataset import MODALITY_VIEW_OF_KIND
 
 OPEN = (PrecomputeJob.Status.QUEUED, PrecomputeJob.Status.RUNNING)
 
@@ -35,13 +35,6 @@ INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
 # model's decision features over the dataset (DecisionFeatures) first.
 MULTIVIZ_VIEWS = frozenset({"features", "prediction"})
 MULTIVIZ_PREFIX = "multiviz:"
-
-
-def modality_views_without_modality(*, views, modalities) -> list[str]:
-    """The audio, table and series views among ``views`` that none of ``modalities`` gives
-    (such a view could never be drawn)."""
-    given = {MODALITY_VIEW_OF_KIND.get(modality_kind(m)) for m in modalities}
-    return sorted(v for v in set(views) if v in MODALITY_VIEWS and v not in given)
 
 
 def study_multiviz_method(*, study: Study) -> str:

@@ -46,7 +46,7 @@ from annotations.selectors.precompute import (
 )
 from annotations.selectors.studies import study_explanation_targets
 from annotations.services.background import task_run_in_background
-from annotations.services.studies import StudyError, explanation_store_failed, study_select_items
+from annotations.services.studies import StudyError, explanation_store_failed, study_select_items, study_views_check
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def precompute_job_create(*, study: Study, runner: str = PrecomputeJob.Runner.WO
     the job itself (``workers.pipeline.precompute_run``)."""
     if study.status not in (Study.Status.DRAFT, Study.Status.READY, Study.Status.PRECOMPUTING):
         raise StudyError(f"a {study.status} study cannot be precomputed again")
+    study_views_check(study=study)
     with transaction.atomic():
         Study.objects.filter(pk=study.pk).update(status=Study.Status.PRECOMPUTING)
         study.status = Study.Status.PRECOMPUTING

@@ -29,7 +29,7 @@ def registered_model_create(
 ) -> RegisteredModel:
     """Load ``adapter_path`` (as ``Factory(**adapter_options)``), run the first item of
     ``check_dataset`` through it and store the model with the labels and modalities it
-    declares, and the options."""
+    declares, whether it has the optional ``features()``, and the options."""
     _name_check(owner=owner, name=name)
     options = {} if adapter_options is None else adapter_options
     if not isinstance(options, dict):
@@ -42,6 +42,7 @@ def registered_model_create(
         raise ModelRegistrationError(f"adapter options must be plain JSON values: {exc}") from None
     # Imported here: torch is heavy and web processes need it only to register a model.
     from workers.engine.adapter import AdapterError, adapter_path_allowed, error_text
+    from workers.engine.features import has_features
     from workers.engine.registry import check_adapter, forget_adapter, load_adapter
 
     if not adapter_path_allowed(adapter_path, settings.MMEVAL_ADAPTER_PREFIXES):
@@ -73,6 +74,8 @@ def registered_model_create(
         adapter_options=options,
         labels=check.labels,
         modalities=check.modalities,
+        # read by the study designer, which must not load the adapter (services/spec.py)
+        capabilities={"features": has_features(adapter)},
     )
 
 

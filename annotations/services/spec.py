@@ -42,6 +42,9 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
         min_test_responses: 10
         screen_out_at_attention_failures: 2
     codes: {completed: C0DE1234, screened_out: SCR33N}
+    modality_names:                 # what pages call each input (default by kind: "the picture",
+      tabular: the measurements     #   "the question", "the table", "the series", "the recording")
+      text: the owner's note
     sequential:                     # optional interim looks; pre-registered, locked once live
       spending: obrien_fleming      # or pocock (Lan-DeMets alpha spending)
       alpha: 0.05                   # over all looks, split over the explanation arms
@@ -124,6 +127,8 @@ class StudySpec:
     public_title: str = ""
     # None: the spec has no ``sequential`` section, and an edit keeps the study's plan
     sequential_monitoring: dict[str, Any] | None = None
+    # modality -> what participant pages call it; missing ones take the default of their kind
+    modality_names: dict[str, str] = field(default_factory=dict)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -266,6 +271,20 @@ def _arms(data: Mapping) -> list[ConditionSpec]:
     return out
 
 
+def arms_views_check(*, arms: list[ConditionSpec], model: RegisteredModel) -> None:
+    """Refuse an arm that shows a view ``model`` cannot give (``workers.engine.view_needs``),
+    naming the arm and the view, before anything is stored or computed. Reads the modalities
+    and capabilities stored at registration: no adapter is loaded."""
+    from workers.engine.view_needs import view_unmet_need  # no torch
+
+    has_features = (model.capabilities or {}).get("features")
+    for k, arm in enumerate(arms):
+        for view in arm.views:
+            need = view_unmet_need(view=view, modalities=model.modalities, has_features=has_features)
+            if need:
+                raise SpecError(f"arms[{k}].views", f"arm '{arm.name}' shows '{view}', but model '{model.name}' {need}")
+
+
 def exclusion_rules_check(rules: Any, path: str = "quality.exclusion_rules") -> dict[str, Any]:
     """Validate pre-registered exclusion rules with the analysis' own validator (one
     definition of the rules: ``annotations.analysis.exclusions``), naming the bad key.
@@ -335,6 +354,7 @@ SPEC_FIELDS = {
     "quality",
     "codes",
     "sequential",
+    "modality_names",
 }
 
 
@@ -348,6 +368,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     dataset = _owned(Dataset, owner, data, "dataset")
     model = _owned(RegisteredModel, owner, data, "model")
     arms = _arms(data)
+    arms_views_check(arms=arms, model=model)
 
     items = _section(data.get("items") or {}, "items", {"n", "per_participant", "raters_per_item", "filters"})
     n_items = _int(items, "n", "items.n", minimum=1)
@@ -459,12 +480,36 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         interaction_types=_interaction_types(filters, model=model, dataset=dataset),
         completion_code=completed,
         screened_out_code=screened_out,
+        modality_names=modality_names_check(data.get("modality_names"), model=model),
         sequential_monitoring=None
         if "sequential" not in data
         else sequential_monitoring_check(
             data["sequential"], max_participants_per_arm=n_items * raters // per_participant
         ),
     )
+
+
+def modality_names_check(value: Any, *, model: RegisteredModel, path: str = "modality_names") -> dict[str, str]:
+    """What participant pages call each input: a mapping of the model's modalities to short
+    display names ("the table", "the note"); a blank name keeps the default of its kind."""
+    from annotations.selectors.wording import MODALITY_NAME_MAX
+
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"must be a mapping of modality: name, got {type(value).__name__}")
+    unknown = sorted(str(key) for key in set(value) - set(model.modalities))
+    if unknown:
+        raise SpecError(
+            f"{path}.{unknown[0]}",
+            f"model '{model.name}' has no modality '{unknown[0]}'; its modalities: {', '.join(model.modalities)}",
+        )
+    out = {}
+    for modality in model.modalities:
+        name = " ".join(_str(value, modality, f"{path}.{modality}", "", max_length=MODALITY_NAME_MAX).split())
+        if name:
+            out[modality] = name
+    return out
 
 
 def _interaction_types(filters: Mapping, *, model: RegisteredModel, dataset: Dataset) -> tuple[str, ...] | None:

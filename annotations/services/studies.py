@@ -33,7 +33,6 @@ from annotations.models import (
 from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     explanation_has_views,
-    modality_views_without_modality,
     study_required_methods,
 )
 from annotations.selectors.studies import study_explanation_targets
@@ -41,8 +40,10 @@ from annotations.services.spec import (
     ConditionSpec,
     SpecError,
     StudySpec,
+    arms_views_check,
     dataset_shortfall,
     exclusion_rules_check,
+    modality_names_check,
     sequential_monitoring_check,
 )
 
@@ -84,9 +85,12 @@ def study_create(
     completion_code: str = "",
     screened_out_code: str = "",
     public_title: str = "",
+    modality_names: dict[str, str] | None = None,
 ) -> Study:
     """Create a draft study. Exactly one condition must be the no-explanation baseline."""
-    design = StudySpec(**{key: value for key, value in locals().items() if key != "owner"})  # the arguments
+    design = StudySpec(
+        **{key: value for key, value in locals().items() if key != "owner"} | {"modality_names": modality_names or {}}
+    )  # the arguments
     return study_create_from_spec(owner=owner, spec=design)
 
 
@@ -108,12 +112,10 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         unknown = sorted(set(condition.views) - KNOWN_VIEWS)
         if unknown:
             raise StudyError(f"condition '{condition.name}' has unknown views {unknown}; known: {sorted(KNOWN_VIEWS)}")
-        unshown = modality_views_without_modality(views=condition.views, modalities=spec.model.modalities)
-        if unshown:
-            raise StudyError(
-                f"condition '{condition.name}' shows {unshown}, but the model has no such modality "
-                f"(its modalities: {', '.join(spec.model.modalities)})"
-            )
+    try:
+        arms_views_check(arms=spec.conditions, model=spec.model)
+    except SpecError as exc:
+        raise StudyError(str(exc).split(": ", 1)[-1]) from None
     if spec.n_items < 1 or spec.items_per_participant < 1 or spec.raters_per_item < 1:
         raise StudyError("item counts must be positive")
     if spec.items_per_participant > spec.n_items:
@@ -178,10 +180,30 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         attention_checks=spec.attention_checks,
         min_rt_ms=spec.min_rt_ms,
         exclusion_rules=rules,
-        design={"n_items": spec.n_items, "filters": filters},
+        design={"n_items": spec.n_items, "filters": filters}
+        | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {}),
         **codes,
         **monitoring,
     )
+
+
+def study_views_check(*, study: Study) -> None:
+    """Refuse a study an arm of which shows a view its model cannot give, as the design was
+    checked (``spec.arms_views_check``), again at precompute and at launch: the model's stored
+    modalities and capabilities may have changed since."""
+    model = RegisteredModel.objects.get(pk=study.model_id)
+    arms = [ConditionSpec(name=c.name, views=list(c.views)) for c in study.conditions.all()]
+    try:
+        arms_views_check(arms=arms, model=model)
+    except SpecError as exc:
+        raise StudyError(f"{str(exc).split(': ', 1)[-1]}; change the arm's views") from None
+
+
+def _modality_names(*, spec: StudySpec) -> dict[str, str]:
+    try:
+        return modality_names_check(spec.modality_names, model=spec.model)
+    except SpecError as exc:
+        raise StudyError(str(exc)) from None
 
 
 def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None:
@@ -622,6 +644,7 @@ def study_launch(*, study: Study) -> Study:
             return study
         if study.status != Study.Status.READY:
             raise StudyError(f"only a ready study can be launched (this one is {study.status}); run precompute first")
+        study_views_check(study=study)
         missing = _missing_explanations(study=study)
         if missing:
             raise StudyError(f"{missing} explanations are missing or failed; fix the adapter and precompute again")

@@ -204,6 +204,25 @@ def test_create_precompute_and_launch_from_a_spec(alice, bob, charlie, tmp_path)
     assert PrecomputeJob.objects.filter(study=study).count() == 1
 
 
+def test_a_view_the_model_cannot_give_is_refused_naming_the_arm(alice, tmp_path, plants_jsonl):
+    """The plants model has a table and a note, no picture: a heatmap arm is a 400 naming the
+    arm and the view, and nothing is created."""
+    from annotations.services.datasets import dataset_import
+
+    dataset_import(owner=alice, name="plants", jsonl_path=plants_jsonl)
+    make_model(alice, name="plants", modalities=("tabular", "text"))
+    arms = [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap", "tokens"]}]
+
+    response = _client(alice).post("/api/studies/", _spec("plants", "plants", arms=arms), format="json")
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "arms[1].views"
+    assert "arm 'ig' shows 'heatmap', but model 'plants' has no image modality" in response.json()["detail"]
+    assert not Study.objects.exists()
+    arms[1]["views"] = ["table", "tokens"]
+    assert _client(alice).post("/api/studies/", _spec("plants", "plants", arms=arms), format="json").status_code == 201
+
+
 def test_launch_is_for_the_owner(alice, bob, charlie, tmp_path):
     study = build_study(alice, tmp_path, name="ready", launch=False)
     study.collaborators.add(bob)

@@ -248,6 +248,8 @@ def _walk_and_check(study, *, counterfactual: bool, participants: int = len(MULT
             kinds |= {url.split("/v/")[1].split("/")[0] for url in served if "/v/" in url}
             if b'class="fbars"' in served["page"][0]:
                 kinds.add("table")  # the feature bars are laid out in the page, not served as a picture
+            if b'class="fbars shares"' in served["page"][0]:
+                kinds.add("share")  # so are the modality shares, under the inputs' display names
             _check_page(study, assignment, served, _secrets(study, participant, assignment.item))
             if counterfactual:
                 # Change the stored prediction and gold label and fetch everything again: if

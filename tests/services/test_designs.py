@@ -485,3 +485,42 @@ def test_beat_task_reclaims_an_abandoned_lease_for_the_next_participant(alice, t
     with pytest.raises(SubmissionRefused, match="run out"):
         _answer(first, assignment_serve(assignment=first.assignments.first()))
     assert second.assignments.filter(status="active").count() == 2
+
+
+# --- every view exists, checked again before precompute and launch ---------------------------
+
+
+def test_a_model_that_lost_a_view_stops_the_precompute_and_the_launch(alice, tmp_path):
+    """The design was checked when created; the model's stored modalities or capabilities may
+    change after (re-registered under the name, edited by an admin): precompute and launch check
+    again, naming the arm and the view, and plan nothing."""
+    from annotations.models import PrecomputeJob, RegisteredModel
+    from annotations.services.precompute import precompute_job_create
+
+    ready = build_study(
+        alice,
+        tmp_path,
+        name="ready",
+        launch=False,
+        conditions=[ConditionSpec("baseline"), ConditionSpec("mv", ["heatmap", "features"])],
+    )
+    draft = study_create(
+        owner=alice,
+        name="draft",
+        dataset=ready.dataset,
+        model=ready.model,
+        conditions=[ConditionSpec("baseline"), ConditionSpec("ig", ["heatmap", "tokens"])],
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=1,
+    )
+    RegisteredModel.objects.filter(pk=ready.model_id).update(capabilities={"features": False})
+    with pytest.raises(StudyError, match=r"arm 'mv' shows 'features', but model 'model-ready' has no features\(\)"):
+        study_launch(study=ready)
+    assert Study.objects.get(pk=ready.pk).status == Study.Status.READY
+
+    RegisteredModel.objects.filter(pk=ready.model_id).update(modalities=["tabular", "text"])
+    with pytest.raises(StudyError, match=r"arm 'ig' shows 'heatmap', but model 'model-ready' has no image modality"):
+        precompute_job_create(study=draft)
+    assert Study.objects.get(pk=draft.pk).status == Study.Status.DRAFT
+    assert not PrecomputeJob.objects.filter(study=draft).exists()

@@ -79,7 +79,9 @@ def test_a_study_refuses_a_view_of_a_modality_its_model_lacks(alice, tmp_path):
         seed=1,
         n_candidates=2,
     )
-    with pytest.raises(StudyError, match=r"shows \['table'\].*audio, series"):
+    with pytest.raises(
+        StudyError, match=r"arm 'bars' shows 'table', but model 'sound' has no tabular modality.*audio, series"
+    ):
         study_create(
             name="bad",
             conditions=[ConditionSpec(name="baseline"), ConditionSpec(name="bars", views=["table", "audio"])],

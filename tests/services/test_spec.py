@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotations.models import Condition, Study
+from annotations.models import Condition, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import study_create_from_spec
@@ -205,3 +205,126 @@ def test_the_title_participants_see_is_part_of_the_spec(owned):
     assert study.title_for_participants == "Guess what the AI answers"
     bare = study_create_from_spec(owner=owned, spec=study_spec_parse(data={**FULL, "name": "other"}, owner=owned))
     assert bare.public_title == "" and "AI model" in bare.title_for_participants
+
+
+# --- every view exists or the design is refused ----------------------------------------------
+
+
+@pytest.fixture
+def models_of_every_kind(owned, tmp_path, plants_jsonl):
+    """Beside alice's image + text model ``toy``: the plants model (a table and a note, no
+    features()), a text-only model, and a table + series + audio model with features()."""
+    dataset_import(owner=owned, name="plants", jsonl_path=plants_jsonl)
+    make_model(owned, name="plants", modalities=("tabular", "text"))
+    RegisteredModel.objects.filter(name="plants").update(capabilities={"features": False})
+    make_model(owned, name="words", modalities=("text",))
+    make_model(owned, name="triple", modalities=("image", "text", "tabular"))
+    make_model(owned, name="featured", modalities=("image", "text"))
+    RegisteredModel.objects.filter(name="featured").update(capabilities={"features": True})
+    return owned
+
+
+def _arm(model: str, views: list[str], *, dataset: str = "shapes") -> dict:
+    return {
+        "name": "views",
+        "dataset": dataset,
+        "model": model,
+        "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": views}],
+        "items": {"n": 4, "per_participant": 2, "raters_per_item": 1},
+    }
+
+
+@pytest.mark.parametrize(
+    "model, views, message",
+    [
+        ("plants", ["heatmap", "tokens"], "arm 'ig' shows 'heatmap', but model 'plants' has no image modality"),
+        ("plants", ["interaction"], "arm 'ig' shows 'interaction', but model 'plants' has no image modality"),
+        ("plants", ["top_pairs"], "arm 'ig' shows 'top_pairs', but model 'plants' has no image modality"),
+        ("plants", ["features"], "arm 'ig' shows 'features', but model 'plants' has no features() method"),
+        ("plants", ["table", "prediction"], "arm 'ig' shows 'prediction', but model 'plants' has no features()"),
+        ("plants", ["audio"], "arm 'ig' shows 'audio', but model 'plants' has no audio modality"),
+        ("toy", ["table"], "arm 'ig' shows 'table', but model 'toy' has no tabular modality"),
+        ("toy", ["heatmap", "series"], "arm 'ig' shows 'series', but model 'toy' has no series modality"),
+        ("words", ["tokens", "share"], "arm 'ig' shows 'share', but model 'words' has only one modality (text)"),
+        ("words", ["heatmap"], "arm 'ig' shows 'heatmap', but model 'words' has no image modality"),
+        ("triple", ["interaction"], "model 'triple' has 3 modalities (image, text, tabular); the interaction views"),
+    ],
+)
+def test_an_arm_showing_a_view_its_model_cannot_give_is_refused(models_of_every_kind, model, views, message):
+    dataset = "plants" if model == "plants" else "shapes"
+    with pytest.raises(SpecError) as caught:
+        study_spec_parse(data=_arm(model, views, dataset=dataset), owner=models_of_every_kind)
+    assert caught.value.field == "arms[1].views"
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "model, views",
+    [
+        ("plants", ["table", "tokens", "share"]),
+        ("toy", ["heatmap", "tokens", "interaction", "top_pairs", "share"]),
+        ("toy", ["features", "prediction"]),  # registered before capabilities were recorded: not known to lack it
+        ("featured", ["features", "prediction"]),
+        ("words", ["tokens"]),
+    ],
+)
+def test_views_the_model_can_give_are_accepted(models_of_every_kind, model, views):
+    dataset = "plants" if model == "plants" else "shapes"
+    spec = study_spec_parse(data=_arm(model, views, dataset=dataset), owner=models_of_every_kind)
+    assert spec.conditions[1].views == views
+
+
+def test_launch_study_refuses_a_view_the_model_cannot_give_and_creates_nothing(models_of_every_kind, tmp_path):
+    bad = tmp_path / "plants.json"
+    bad.write_text(json.dumps(_arm("plants", ["heatmap", "tokens"], dataset="plants")))
+    with pytest.raises(
+        CommandError, match=r"arms\[1\]\.views: arm 'ig' shows 'heatmap', but model 'plants' has no image modality"
+    ):
+        call_command("launch_study", str(bad), "--owner", "alice")
+    assert not Study.objects.exists()
+
+
+def test_registration_records_whether_the_adapter_has_features(alice, tmp_path, settings):
+    """The designer reads the capability stored at registration, never the adapter: a model
+    registered without features() cannot get a MultiViz arm, one with it can."""
+    from annotations.services.registry import registered_model_create
+    from tests.builders.feature_adapters import planted_items
+    from tests.builders.report_adapters import LinearAdapter
+
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    for name, adapter, items in (
+        ("with", "feature_adapters:PlantedFeatureAdapter", planted_items(8)),
+        ("without", "report_adapters:LinearAdapter", LinearAdapter().make_items(8)),
+    ):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+        dataset = dataset_import(owner=alice, name=name, jsonl_path=path)
+        registered_model_create(owner=alice, name=name, adapter_path=f"tests.builders.{adapter}", check_dataset=dataset)
+    assert RegisteredModel.objects.get(name="with").capabilities == {"features": True}
+    assert RegisteredModel.objects.get(name="without").capabilities == {"features": False}
+
+    def spec(model: str) -> dict:
+        return dict(_arm(model, ["features", "prediction"], dataset=model), name=f"mv {model}", candidates={"k": 2})
+
+    assert study_spec_parse(data=spec("with"), owner=alice).conditions[1].views == ["features", "prediction"]
+    with pytest.raises(SpecError, match=r"arm 'ig' shows 'features', but model 'without' has no features\(\) method"):
+        study_spec_parse(data=spec("without"), owner=alice)
+
+
+def test_modality_names_are_checked_and_stored_with_the_design(owned):
+    data = dict(FULL, modality_names={"image": " the  photo ", "text": ""})
+    study = study_create_from_spec(owner=owned, spec=study_spec_parse(data=data, owner=owned))
+    assert study.design["modality_names"] == {"image": "the photo"}  # blank: the default of its kind
+    for names, field, message in (
+        (
+            {"tabular": "the table"},
+            "modality_names.tabular",
+            "model 'toy' has no modality 'tabular'; its modalities: image, text",
+        ),
+        ({"text": "x" * 61}, "modality_names.text", "at most 60 characters"),
+        ({"text": 3}, "modality_names.text", "must be text"),
+        (["the photo"], "modality_names", "must be a mapping"),
+    ):
+        with pytest.raises(SpecError) as caught:
+            study_spec_parse(data=dict(FULL, name="other", modality_names=names), owner=owned)
+        assert caught.value.field == field and message in str(caught.value)

@@ -19,5 +19,5 @@ def test_each_view_is_explained_to_the_arms_that_show_it():
     sound = _help(["audio"])
     assert "sound" in sound and "Press play" in sound and "line over time" not in sound
     assert "magnifier" in sound  # no picture view explained it already
-    both = _help(["audio", "series", "share"])
+    both = _help(["audio", "series", "heatmap"])
     assert "sound" in both and "line over time" in both and "magnifier" not in both

@@ -134,7 +134,14 @@ def test_the_promised_number_of_questions_is_the_number_shown(study):
     assert f"<b>Main part.</b> {held['test']} questions:" in instructions
     assert f"<b>Warm-up.</b> {held['pretest']} questions without" in instructions
     assert f"<b>Practice.</b> {held['learning']} examples where" in instructions
-    assert f"You will see {sum(held.values())} pictures" in mturk
+    # The preview counts what the worker does: questions answered (warm-up + main), practice apart.
+    counts = " ".join(re.search(r'<p id="task-counts">(.*?)</p>', mturk, re.S).group(1).split())
+    answered = held["pretest"] + held["test"]
+    assert counts.startswith(
+        f"You will answer <b>{answered} questions</b> ({held['pretest']} warm-up questions, then {held['test']} main ones)."
+    )
+    assert f"you study {held['learning']} practice examples, shown with the model's answer" in counts
+    assert "the picture and the question" in counts
     # four answers per question: keys A to D, digits for the confidence
     assert (
         "<kbd>A</kbd>–<kbd>D</kbd> pick an answer, <kbd>1</kbd>–<kbd>5</kbd> set how confident you are" in instructions

@@ -230,3 +230,35 @@ def test_a_design_larger_than_the_dataset_is_refused_next_to_its_field(researche
     page = researcher.post("/studies/new/", _form(alice, n_items=12)).content.decode()
     assert "has 12 items, fewer than the 15 this design needs" in page
     assert not Study.objects.exists()
+
+
+def test_a_view_the_model_cannot_give_is_refused_under_its_arm(researcher, alice, plants_jsonl):
+    """The plants model (a table and a note) cannot show a heatmap: the error names the arm and
+    the view, sits with that arm's views (arm 3 here: a blank row before it is skipped), and
+    nothing is created."""
+    form = _form(alice, arm_1_name="", arm_1_views=None, arm_2_name="ig", arm_2_views=["heatmap", "tokens"])
+    form["dataset"] = dataset_import(owner=alice, name="plants", jsonl_path=plants_jsonl).pk
+    form["model"] = make_model(alice, name="plants", modalities=("tabular", "text")).pk
+    response = researcher.post("/studies/new/", form)
+    assert response.status_code == 200
+    page = response.content.decode()
+    message = "arm &#x27;ig&#x27; shows &#x27;heatmap&#x27;, but model &#x27;plants&#x27; has no image modality"
+    arm_3 = page.split("<legend>Arm 3</legend>")[1].split("</fieldset>")[0]
+    assert message in arm_3
+    assert not Study.objects.exists()
+
+
+def test_the_names_of_the_inputs_are_set_on_the_form_and_kept_on_edit(researcher, alice):
+    response = researcher.post("/studies/new/", _form(alice, modality_names="image: the photo\ntext: the caption"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study = Study.objects.get(name="Designed")
+    assert study.design["modality_names"] == {"image": "the photo", "text": "the caption"}
+    assert StudyForm.initial_for(study)["modality_names"] == "image: the photo\ntext: the caption"
+    refused = researcher.post("/studies/new/", _form(alice, name="Other", modality_names="tabular: the table"))
+    assert (
+        "model &#x27;toy&#x27; has no modality &#x27;tabular&#x27;; its modalities: image, text"
+        in refused.content.decode()
+    )
+    bad_line = researcher.post("/studies/new/", _form(alice, name="Other", modality_names="just words"))
+    assert "Line 1: write modality: name" in bad_line.content.decode()
+    assert Study.objects.count() == 1

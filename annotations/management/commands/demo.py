@@ -35,6 +35,8 @@ TABULAR_INSTRUCTIONS = (
     "state the plant is in. Your task is not to judge the plant yourself, but to predict what the "
     "model answered — the model is sometimes wrong."
 )
+# What the participant pages call the plants demo's inputs (else "the table" and "the question").
+TABULAR_MODALITY_NAMES = {"tabular": "the measurements", "text": "the owner's note"}
 MULTIVIZ_STUDY = "Demo: MultiViz stages (U, U+C, U+C+R, U+C+R+P)"
 
 
@@ -150,6 +152,7 @@ class Command(BaseCommand):
             model=model,
             conditions=[ConditionSpec(name=name, views=views) for name, views in TABULAR_ARMS.items()],
             instructions=TABULAR_INSTRUCTIONS,
+            modality_names=TABULAR_MODALITY_NAMES,
             **_demo_design(),
         )
         if study.status in (Study.Status.DRAFT, Study.Status.PRECOMPUTING):
