@@ -211,8 +211,14 @@ def _power_view(power: dict | None) -> dict[str, Any] | None:
         return None
     if "unavailable" in power:
         return {"unavailable": power["unavailable"]}
+    from annotations.analysis.power import power_capacity_text
+
+    capacity = power.get("capacity") or {}
     return {
         **power,
+        "capacity_text": power_capacity_text(capacity=capacity, needed_per_arm=power["needed_per_arm"])
+        if capacity.get("capped")
+        else "",
         "effect_points": f"{100 * power['effect']:.0f}",
         "power_pct": _pct(power["power"]),
         "baseline": _pct(power["baseline_accuracy"]),
