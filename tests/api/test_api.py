@@ -190,6 +190,10 @@ def test_create_precompute_and_launch_from_a_spec(alice, bob, charlie, tmp_path)
     )
     assert bad.status_code == 400 and bad.json()["field"] == "items.per_participant"
     assert client.post("/api/studies/", _spec("shapes", "fusion", colour="red"), format="json").status_code == 400
+    # the same name but for case and surrounding spaces is the same name
+    clash = client.post("/api/studies/", _spec("shapes", "fusion", name="  From The API "), format="json")
+    assert clash.status_code == 400 and clash.json()["field"] == "name"
+    assert "already have a study named 'From The API' ('from the API'" in clash.json()["detail"]
     # another researcher cannot build on alice's dataset (by name, it is not theirs)
     theirs = _client(charlie).post("/api/studies/", _spec("shapes", "fusion"), format="json")
     assert theirs.status_code == 400 and theirs.json()["field"] == "dataset"
