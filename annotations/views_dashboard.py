@@ -29,6 +29,7 @@ EXPORT_TITLES = {
     "items": "Items CSV (predictions, metrics)",
     "participants": "Participants CSV",
     "summary": "Summary CSV (analysis numbers)",
+    "codebook": "Codebook CSV (what each column means)",
 }
 MAX_PARTICIPANT_ROWS = 500
 

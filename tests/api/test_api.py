@@ -119,7 +119,9 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert client.get(f"/api/studies/{shared.pk}/analysis/?n_resamples=7").status_code == 400
 
     links = client.get(f"/api/studies/{shared.pk}/exports/").json()
-    assert set(links) == {"responses", "items", "participants", "summary"}
+    assert set(links) == {"responses", "items", "participants", "summary", "codebook"}
+    codebook = b"".join(client.get(links["codebook"]).streaming_content).decode("utf-8")
+    assert codebook.startswith("export,column,type,unit,meaning\n") and "responses,correct_simulation," in codebook
     response = client.get(links["responses"])
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]

@@ -87,7 +87,7 @@ def test_owner_and_collaborator_see_the_dashboard(client, alice, bob, shared):
         assert "<script src" not in html
         assert "baseline (baseline)" in html  # the baseline drawn as a line on the bar chart
         assert "Brier" in html and "deletion_auc (integrated_gradients)" in html
-        for what in ("responses", "items", "participants", "summary"):
+        for what in ("responses", "items", "participants", "summary", "codebook"):
             assert f'href="/studies/{shared.pk}/exports/{what}.csv"' in html
         assert "max_fast_share" in html  # participant quality: the fast clicker's reasons
         assert "the pre-registered exclusions applied" in html
