@@ -35,7 +35,8 @@ def adapter(demo_cache_dir: Path) -> DemoAdapter:
 
 @pytest.fixture(scope="module")
 def demo_items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    """The demo dataset as ``manage.py demo`` writes it (seed 0), first 160 items."""
+    """A 160-item draw of the demo dataset (seed 0; ``manage.py demo`` writes 320, whose numbers
+    ``docs/MODEL_REPORT.md`` gives)."""
     out = tmp_path_factory.mktemp("report-demo")
     data.generate_dataset(out, n_items=160, seed=0)
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
