@@ -35,8 +35,7 @@ def adapter(demo_cache_dir: Path) -> DemoAdapter:
 
 @pytest.fixture(scope="module")
 def demo_items(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    """A 160-item draw of the demo dataset (seed 0; ``manage.py demo`` writes 320, whose numbers
-    ``docs/MODEL_REPORT.md`` gives)."""
+    """The demo dataset as ``manage.py demo`` writes it (seed 0), first 160 items."""
     out = tmp_path_factory.mktemp("report-demo")
     data.generate_dataset(out, n_items=160, seed=0)
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
