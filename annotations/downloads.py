@@ -10,6 +10,7 @@ from annotations.models import Study
 from annotations.selectors.exports import (
     EXPORTS,
     report_summary_csv_lines,
+    study_codebook_csv_lines,
     study_items_csv_lines,
     study_participants_csv_lines,
     study_responses_csv_lines,
@@ -33,6 +34,8 @@ def study_export_response(*, study: Study, what: str, filename_prefix: str = "st
         lines = study_participants_csv_lines(study=study)
     elif what == "summary":
         lines = report_summary_csv_lines(report=study_report_get(study=study))
+    elif what == "codebook":
+        lines = study_codebook_csv_lines(study=study)
     else:
         raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

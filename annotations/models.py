@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower, Trim
 
 _TOKEN_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
 
@@ -229,7 +230,9 @@ class Study(models.Model):
         verbose_name_plural = "studies"
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="study_unique_name_per_owner"),
+            # "UX Draft OK " and "ux draft ok" are one name to a person: unique ignoring case
+            # and surrounding spaces (services/studies.py turns a clash into a field error)
+            models.UniqueConstraint("owner", Lower(Trim("name")), name="study_unique_name_per_owner_ci"),
             models.CheckConstraint(
                 condition=Q(items_per_participant__gte=1), name="study_items_per_participant_positive"
             ),
@@ -238,6 +241,10 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        self.name = (self.name or "").strip()  # a name is stored as a person reads it
+        super().save(*args, **kwargs)
 
     @property
     def title_for_participants(self) -> str:

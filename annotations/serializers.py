@@ -90,6 +90,7 @@ class ExportLinksSerializer(serializers.Serializer):
     items = serializers.URLField()
     participants = serializers.URLField()
     summary = serializers.URLField()
+    codebook = serializers.URLField(help_text="Every column of the other exports: type, unit, meaning.")
 
 
 def export_links(*, study: Study, request=None) -> dict[str, str]:

@@ -29,6 +29,7 @@ EXPORT_TITLES = {
     "items": "Items CSV (predictions, metrics)",
     "participants": "Participants CSV",
     "summary": "Summary CSV (analysis numbers)",
+    "codebook": "Codebook CSV (what each column means)",
 }
 MAX_PARTICIPANT_ROWS = 500
 
@@ -211,8 +212,14 @@ def _power_view(power: dict | None) -> dict[str, Any] | None:
         return None
     if "unavailable" in power:
         return {"unavailable": power["unavailable"]}
+    from annotations.analysis.power import power_capacity_text
+
+    capacity = power.get("capacity") or {}
     return {
         **power,
+        "capacity_text": power_capacity_text(capacity=capacity, needed_per_arm=power["needed_per_arm"])
+        if capacity.get("capped")
+        else "",
         "effect_points": f"{100 * power['effect']:.0f}",
         "power_pct": _pct(power["power"]),
         "baseline": _pct(power["baseline_accuracy"]),

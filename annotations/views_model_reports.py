@@ -20,6 +20,7 @@ from annotations.models import ModelReport
 from annotations.selectors.model_reports import (
     model_report_figures,
     model_report_progress,
+    user_model_report_list,
     user_model_reports,
 )
 from annotations.services.model_reports import (
@@ -195,7 +196,7 @@ def model_report_list(request):
         else:
             return redirect("model-report", pk=report.pk)
     return render(
-        request, "researcher/model_reports.html", {"form": form, "reports": user_model_reports(user=request.user)[:200]}
+        request, "researcher/model_reports.html", {"form": form, "reports": user_model_report_list(user=request.user)}
     )
 
 

@@ -42,7 +42,15 @@ from .exclusions import (
     participant_stats,
 )
 from .mixed import MIXED_MODEL_FORMULA, mixed_model
-from .power import power_at, power_from_fit, power_from_pilot, power_sample_size
+from .power import (
+    power_at,
+    power_capacity_advice,
+    power_capacity_text,
+    power_design_capacity,
+    power_from_fit,
+    power_from_pilot,
+    power_sample_size,
+)
 from .report import analyze, jsonable, study_report
 from .responses import load_responses_csv, responses_prepare
 from .sequential import (
@@ -62,6 +70,9 @@ __all__ = [
     "alpha_spent",
     "mixed_model",
     "power_at",
+    "power_capacity_advice",
+    "power_capacity_text",
+    "power_design_capacity",
     "power_from_fit",
     "power_from_pilot",
     "power_sample_size",

@@ -26,6 +26,13 @@ participants per arm holds the first ``n`` participants of the same study with m
 ``n`` until the target is reached, then bisecting to within 5 % of ``n``. Each power is a share of ``n_simulations``
 studies, so it carries a Monte Carlo standard error of ``√(p (1 − p) / n_simulations)`` (about
 0.02 at 0.8 with 400 studies): "about" is the right word for the answer.
+
+Capacity: a study takes at most ``raters_per_item`` answers to each test item per arm, so an arm
+fills at ``⌊test items × raters per item ÷ test items per participant⌋`` participants
+(:func:`power_design_capacity`). When that is below the number the power needs, no amount of
+recruiting gets there: :func:`power_capacity_advice` says so, gives the power the full design
+reaches, and what to change, with numbers (more items, more raters per item, fewer items per
+participant).
 """
 
 from __future__ import annotations
@@ -42,7 +49,15 @@ from .mixed import _mixed_model
 from .responses import responses_prepare
 from .simulate import simulated_accuracy_truth
 
-__all__ = ["power_at", "power_from_fit", "power_from_pilot", "power_sample_size"]
+__all__ = [
+    "power_at",
+    "power_capacity_advice",
+    "power_capacity_text",
+    "power_design_capacity",
+    "power_from_fit",
+    "power_from_pilot",
+    "power_sample_size",
+]
 
 MAX_PARTICIPANTS_PER_ARM: Final = 5_000
 _ARMS: Final = ("baseline", "explained")
@@ -206,6 +221,81 @@ def _power(
     return {"n_participants_per_arm": n, "power": power, "power_se": math.sqrt(power * (1 - power) / n_simulations)}
 
 
+def power_design_capacity(*, n_items: int, raters_per_item: int, items_per_participant: int) -> int:
+    """Participants an arm can take: every test item has ``raters_per_item`` places per arm and
+    each participant fills ``items_per_participant`` of them."""
+    if n_items < 0 or raters_per_item < 1 or items_per_participant < 1:
+        raise ValueError(
+            f"need 0+ items, 1+ raters per item and 1+ items per participant, got {n_items}, "
+            f"{raters_per_item}, {items_per_participant}"
+        )
+    return (int(n_items) * int(raters_per_item)) // int(items_per_participant)
+
+
+def power_capacity_advice(
+    *, needed_per_arm: int | None, n_items: int, raters_per_item: int, items_per_participant: int
+) -> dict[str, Any]:
+    """Whether the design's capacity (:func:`power_design_capacity`) caps an arm below the
+    ``needed_per_arm`` participants the power asks for, and what would lift the cap.
+
+    Returns ``{"capacity_per_arm", "capped", "changes"}`` and the design's three numbers; ``changes`` (empty unless capped) lists
+    ``{"setting", "now", "to"}`` for ``n_items`` (at least that many test items),
+    ``raters_per_item`` and ``items_per_participant`` (at most that many; absent when even one
+    item each cannot make room), each changed alone. More items only raise the power, so that
+    change is enough; fewer items per participant lower it, so the power must be checked again
+    at the new design. ``needed_per_arm`` ``None`` (not reached) is not capped by the design.
+    """
+    capacity = power_design_capacity(
+        n_items=n_items, raters_per_item=raters_per_item, items_per_participant=items_per_participant
+    )
+    capped = needed_per_arm is not None and capacity < int(needed_per_arm)
+    changes: list[dict[str, Any]] = []
+    if capped:
+        places = int(needed_per_arm) * int(items_per_participant)  # answers an arm must take
+        changes.append({"setting": "n_items", "now": int(n_items), "to": -(-places // int(raters_per_item))})
+        if n_items > 0:
+            changes.append(
+                {"setting": "raters_per_item", "now": int(raters_per_item), "to": -(-places // int(n_items))}
+            )
+            fewer = (int(n_items) * int(raters_per_item)) // int(needed_per_arm)
+            if fewer >= 1:
+                changes.append({"setting": "items_per_participant", "now": int(items_per_participant), "to": fewer})
+    return {
+        "capacity_per_arm": capacity,
+        "capped": capped,
+        "changes": changes,
+        "n_items": int(n_items),
+        "raters_per_item": int(raters_per_item),
+        "items_per_participant": int(items_per_participant),
+    }
+
+
+_SETTING_NAMES: Final = {
+    "n_items": "test items",
+    "raters_per_item": "raters per item",
+    "items_per_participant": "test items per participant",
+}
+
+
+def power_capacity_text(*, capacity: dict[str, Any], needed_per_arm: int) -> str:
+    """What a capped design means and what to change, in a few sentences (``capacity``: a
+    :func:`power_capacity_advice` result, with ``power_at_capacity`` when known)."""
+    changes = "; ".join(
+        f"{'at most' if c['setting'] == 'items_per_participant' else 'at least'} {c['to']} "
+        f"{_SETTING_NAMES[c['setting']]} (now {c['now']})"
+        for c in capacity["changes"]
+    )
+    reached = capacity.get("power_at_capacity")
+    at_full = "" if reached is None else f", where the power is only about {reached:.2f}"
+    return (
+        f"The design fills an arm at {capacity['capacity_per_arm']} participants ({capacity['n_items']} test items "
+        f"x {capacity['raters_per_item']} raters per item / {capacity['items_per_participant']} test items per "
+        f"participant){at_full}, below the {needed_per_arm} the power needs. To make room, change one of: "
+        f"{changes}. More items also raise the power; fewer items per participant lower it, so run the power "
+        f"again for that design."
+    )
+
+
 def power_sample_size(
     *,
     baseline_accuracy: float,
@@ -220,8 +310,13 @@ def power_sample_size(
     seed: int = 0,
     start: int = 10,
     max_participants_per_arm: int = MAX_PARTICIPANTS_PER_ARM,
+    raters_per_item: int | None = None,
 ) -> dict[str, Any]:
     """The smallest number of participants per arm whose simulated power reaches ``target_power``.
+
+    With ``raters_per_item`` the result also has ``"capacity"``: :func:`power_capacity_advice`
+    plus ``"power_at_capacity"`` and its ``"power_at_capacity_se"`` (the power of the full
+    design, when it caps the arms; else ``None``).
 
     Returns ``{"n_participants_per_arm"`` (``None`` if not reached by ``max_participants_per_arm``:
     with few items the items' variance caps the power, and more items are needed),
@@ -279,6 +374,19 @@ def power_sample_size(
             else:
                 low = middle
     found = curve.get(high) if high is not None else None
+    capacity = None
+    if raters_per_item is not None:
+        capacity = power_capacity_advice(
+            needed_per_arm=high,
+            n_items=int(n_items),
+            raters_per_item=int(raters_per_item),
+            items_per_participant=int(items_per_participant),
+        )
+        full = capacity["capacity_per_arm"] if capacity["capped"] and capacity["capacity_per_arm"] >= 2 else None
+        if full is not None:
+            evaluate(full)
+        capacity["power_at_capacity"] = None if full is None else curve[full]["power"]
+        capacity["power_at_capacity_se"] = None if full is None else curve[full]["power_se"]
     return {
         "n_participants_per_arm": high,
         "power": None if found is None else found["power"],
@@ -296,6 +404,7 @@ def power_sample_size(
         "n_simulations": int(n_simulations),
         "seed": int(seed),
         "curve": [curve[n] for n in sorted(curve)],
+        "capacity": capacity,
     }
 
 
@@ -309,6 +418,7 @@ def power_from_fit(
     alpha: float = 0.05,
     n_simulations: int = 400,
     seed: int = 0,
+    raters_per_item: int | None = None,
 ) -> dict[str, Any]:
     """:func:`power_sample_size` with the baseline accuracy and the variance components of a fitted
     :func:`~annotations.analysis.mixed_model` (``fit``); the baseline's population accuracy is the
@@ -328,6 +438,7 @@ def power_from_fit(
         alpha=alpha,
         n_simulations=n_simulations,
         seed=seed,
+        raters_per_item=raters_per_item,
     )
     result["source"] = "pilot"
     result["pilot"] = {

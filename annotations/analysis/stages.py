@@ -12,7 +12,10 @@ two arms that share the items:
   ``p``), overall and split by whether the model was right;
 * **confidence** (1–5, test answers): each stage's mean over its participants' means, and the
   increment with Welch's ``t`` interval on participant means (a participant is the unit that is
-  independent between arms; items shared by the arms make this slightly conservative);
+  independent between arms; items shared by the arms make this slightly conservative). Both
+  intervals are clipped to what the quantity can be — a mean in [1, 5], a difference of two
+  means in [−4, 4] — and flagged ``clipped``: with few participants a ``t`` interval reaches past
+  the scale, and no value out there is plausible;
 * **agreement** (``agreement.py``): Krippendorff's α on guesses and on confidence per stage, and
   the increment of α on guesses as a point estimate (no interval: α's sampling distribution
   over a crossed design is not something a two-arm formula gives).
@@ -30,6 +33,7 @@ from scipy import stats
 
 from .accuracy import arm_effects, simulation_accuracy
 from .agreement import agreement
+from .calibration import CONFIDENCE_LEVELS
 from .responses import responses_prepare
 
 __all__ = ["MULTIVIZ_STAGES", "stage_report"]
@@ -44,6 +48,22 @@ MULTIVIZ_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: What a mean confidence can be, and a difference of two of them.
+CONFIDENCE_BOUNDS: tuple[float, float] = (float(min(CONFIDENCE_LEVELS)), float(max(CONFIDENCE_LEVELS)))
+CONFIDENCE_DIFFERENCE_BOUNDS: tuple[float, float] = (
+    CONFIDENCE_BOUNDS[0] - CONFIDENCE_BOUNDS[1],
+    CONFIDENCE_BOUNDS[1] - CONFIDENCE_BOUNDS[0],
+)
+
+
+def _clipped(out: dict, *, half: float, bounds: tuple[float, float]) -> dict:
+    """``estimate ± half`` clipped to ``bounds``; ``clipped`` says whether either end was cut."""
+    low, high = out["estimate"] - half, out["estimate"] + half
+    out["ci_low"], out["ci_high"] = max(low, bounds[0]), min(high, bounds[1])
+    out["clipped"] = bool(low < bounds[0] or high > bounds[1])
+    return out
+
+
 def _participant_means(test: pd.DataFrame, arm: str) -> np.ndarray:
     rows = test[(test["condition"] == arm) & test["confidence"].notna()]
     return rows.groupby("participant", sort=True)["confidence"].mean().to_numpy(dtype=np.float64)
@@ -51,16 +71,22 @@ def _participant_means(test: pd.DataFrame, arm: str) -> np.ndarray:
 
 def _mean_interval(values: np.ndarray, confidence_level: float) -> dict:
     n = int(values.size)
-    out: dict = {"estimate": float(values.mean()) if n else None, "ci_low": None, "ci_high": None, "n_participants": n}
+    out: dict = {
+        "estimate": float(values.mean()) if n else None,
+        "ci_low": None,
+        "ci_high": None,
+        "clipped": False,
+        "n_participants": n,
+    }
     if n >= 2:
         se = float(values.std(ddof=1) / np.sqrt(n))
         half = float(stats.t.ppf(0.5 + confidence_level / 2, n - 1)) * se
-        out["ci_low"], out["ci_high"] = out["estimate"] - half, out["estimate"] + half
+        _clipped(out, half=half, bounds=CONFIDENCE_BOUNDS)
     return out
 
 
 def _welch(later: np.ndarray, earlier: np.ndarray, confidence_level: float) -> dict:
-    out: dict = {"estimate": None, "ci_low": None, "ci_high": None}
+    out: dict = {"estimate": None, "ci_low": None, "ci_high": None, "clipped": False}
     if later.size and earlier.size:
         out["estimate"] = float(later.mean() - earlier.mean())
     if later.size >= 2 and earlier.size >= 2:
@@ -71,7 +97,7 @@ def _welch(later: np.ndarray, earlier: np.ndarray, confidence_level: float) -> d
             half = float(stats.t.ppf(0.5 + confidence_level / 2, df)) * se
         else:
             half = 0.0
-        out["ci_low"], out["ci_high"] = out["estimate"] - half, out["estimate"] + half
+        _clipped(out, half=half, bounds=CONFIDENCE_DIFFERENCE_BOUNDS)
     return out
 
 

@@ -73,7 +73,9 @@ def study_stage_order(*, study: Study) -> list[str] | None:
 def study_analysis_settings(*, study: Study) -> dict[str, Any]:
     """What the analysis of a study is run with: baseline arm, seed, exclusion rules (validated;
     ``ValueError`` if malformed), the fast-response threshold, the sequential-monitoring plan
-    (``{}`` for none) and the answers that make a participant complete (items per participant)."""
+    (``{}`` for none), the answers that make a participant complete (items per participant), and
+    what caps an arm: ``raters_per_item`` and ``n_test_items`` (the pool's test items; the design's
+    ``n_items`` before the pool is drawn)."""
     rules = study_exclusion_rules(study=study)
     return {
         "baseline": study_baseline_name(study=study),
@@ -84,6 +86,9 @@ def study_analysis_settings(*, study: Study) -> dict[str, Any]:
         "sequential": dict(study.sequential_monitoring or {}),
         "complete_after": int(study.items_per_participant),
         "n_items": int((study.design or {}).get("n_items") or 0),
+        "raters_per_item": int(study.raters_per_item),
+        "n_test_items": StudyItem.objects.filter(study=study, role=StudyItem.Role.TEST).count()
+        or int((study.design or {}).get("n_items") or 0),
     }
 
 
@@ -150,6 +155,7 @@ def study_data_version(*, study: Study) -> tuple:
         repr(sorted((study.exclusion_rules or {}).items())),
         repr(sorted((study.sequential_monitoring or {}).items())),
         study.items_per_participant,
+        study.raters_per_item,
         repr(sorted((study.design or {}).items())),
         study.seed,
         study.min_rt_ms,

@@ -12,14 +12,18 @@ beyond one participant's rows and the study's small lookup tables (arms, items):
   Excluded participants' rows are kept and flagged (``excluded``, ``exclusion_reasons``).
   Attention-check rows are included with ``is_attention_check = True``.
 * **items** — one row per item of the study's pool: model prediction, its probability and the
-  full probability vector (model label order), gold label, stratum, role and the automatic
-  metrics of the explanation of the predicted class, one column ``metric:<method>:<metric>`` per
-  method found (and the study's method).
+  probability of every label (a JSON object keyed by label, in the model's label order), gold
+  label, stratum, role, the item's own fields (``item:<field>``, one per dataset field: the
+  question and other text as is, tables and series as JSON, files as their stored path) and the
+  automatic metrics of the explanation of the predicted class, one column
+  ``metric:<method>:<metric>`` per method found (and the study's method).
 * **participants** — one row per participant (previews left out): arm, platform, phase,
   screened out, timed out (the time limit ran out before any answer: no completion code),
   survey answers, timing, attention checks, exclusion decision.
 * **summary** — the analysis flattened to ``key,value`` rows (see
   ``annotations.analysis.report_flatten``).
+* **codebook** — every column of the four above for this study: type, unit, meaning
+  (``annotations.selectors.codebook``, where the column names are defined).
 
 Platform IDs (Prolific PID, MTurk worker ID…) are personal data: unless the study opts in with
 ``export_raw_platform_ids``, they are replaced by ``h:`` + the first 20 hex digits of
@@ -29,7 +33,7 @@ entries) but unlinkable codes across studies, and the codes cannot be reversed b
 guessed IDs without the server's key. ``platform_data`` (session IDs…) is exported only with the
 opt-in.
 
-Free text typed by participants (``comment``), raw platform IDs (they come from the URL the
+Free text typed by participants (``comment``), the items' text fields, raw platform IDs (they come from the URL the
 participant arrived with) and ``platform_data`` are defused against CSV formula injection: a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a
 leading ``'``.
 """
@@ -54,94 +58,30 @@ from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
 
 from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
+from annotations.selectors.codebook import (
+    CODEBOOK_COLUMNS,
+    ITEM_BASE_CODEBOOK,
+    ITEM_METRIC_CODEBOOK,
+    PARTICIPANT_CODEBOOK,
+    RESPONSE_PARTICIPANT_CODEBOOK,
+    RESPONSE_ROW_CODEBOOK,
+    SUMMARY_CODEBOOK,
+    codebook_rows,
+)
 
 if TYPE_CHECKING:  # the analysis package pulls numpy/pandas/scipy: imported where used, not at URL load
     from annotations.analysis.exclusions import ExclusionRules
 
-EXPORTS = ("responses", "items", "participants", "summary")
+EXPORTS = ("responses", "items", "participants", "summary", "codebook")
 
-# The participant's columns first (written once per participant), then the response's.
-RESPONSE_PARTICIPANT_COLUMNS = [
-    "study",
-    "condition",
-    "is_baseline",
-    "views",
-    "explanation_methods",
-    "explanation_display",
-    "participant",
-    "platform",
-    "platform_id",
-    "screened_out",
-    "excluded",
-    "exclusion_reasons",
-]
-RESPONSE_ROW_COLUMNS = [
-    "item",
-    "stratum",
-    "phase",
-    "is_attention_check",
-    "attention_passed",
-    "model_prediction",
-    "gold_label",
-    "model_correct",
-    "guess",
-    "correct_simulation",
-    "confidence",
-    "rt_ms",
-    "fast_response",
-    "candidate_order",
-    "created_at",
-]
+# Column names come from the codebook, which describes each one (selectors/codebook.py).
+RESPONSE_PARTICIPANT_COLUMNS = [c.name for c in RESPONSE_PARTICIPANT_CODEBOOK]
+RESPONSE_ROW_COLUMNS = [c.name for c in RESPONSE_ROW_CODEBOOK]
 RESPONSE_COLUMNS = RESPONSE_PARTICIPANT_COLUMNS + RESPONSE_ROW_COLUMNS
-ITEM_BASE_COLUMNS = [
-    "study",
-    "item",
-    "role",
-    "stratum",
-    "gold_label",
-    "model_prediction",
-    "model_correct",
-    "prediction_probability",
-    "probabilities",
-]
-ITEM_METRICS = [
-    "deletion_auc",
-    "insertion_auc",
-    "infidelity",
-    "sensitivity_max",
-    "interaction_strength",
-    "interaction_dividend",
-]
-PARTICIPANT_COLUMNS = [
-    "study",
-    "participant",
-    "platform",
-    "platform_id",
-    "condition",
-    "is_baseline",
-    "phase",
-    "screened_out",
-    "timed_out",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "helpfulness",
-    "comment",
-    "n_test",
-    "n_pretest",
-    "n_attention",
-    "n_attention_passed",
-    "n_attention_failed",
-    "attention_pass_rate",
-    "median_rt_ms",
-    "n_fast",
-    "fast_share",
-    "test_accuracy",
-    "excluded",
-    "exclusion_reasons",
-    "platform_data",
-]
-SUMMARY_COLUMNS = ["key", "value"]
+ITEM_BASE_COLUMNS = [c.name for c in ITEM_BASE_CODEBOOK]
+ITEM_METRICS = [c.name.split(":", 2)[2] for c in ITEM_METRIC_CODEBOOK if c.name.count(":") == 2]
+PARTICIPANT_COLUMNS = [c.name for c in PARTICIPANT_CODEBOOK]
+SUMMARY_COLUMNS = [c.name for c in SUMMARY_CODEBOOK]
 _INTERACTION_VIEWS = {Condition.View.INTERACTION, Condition.View.TOP_PAIRS}
 _MULTIVIZ_VIEWS = {Condition.View.FEATURES, Condition.View.PREDICTION}
 _CHUNK = 5000
@@ -491,9 +431,24 @@ def _metric_names(study: Study) -> list[str]:
     return ITEM_METRICS + [f"modality_share:{modality}" for modality in study.model.modalities]
 
 
+def _item_fields(study: Study) -> list[str]:
+    """The dataset's item fields (every line carries the same: ``workers/engine/dataset.py``)."""
+    return list(study.dataset.modalities or [])
+
+
+def _item_field_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _defuse(value) if isinstance(value, str) else json.dumps(value)
+
+
 def study_item_columns(*, study: Study) -> list[str]:
     names = _metric_names(study)
-    return ITEM_BASE_COLUMNS + [f"metric:{method}:{name}" for method in _metric_methods(study) for name in names]
+    return (
+        ITEM_BASE_COLUMNS
+        + [f"item:{field}" for field in _item_fields(study)]
+        + [f"metric:{method}:{name}" for method in _metric_methods(study) for name in names]
+    )
 
 
 def _metric_value(metrics: dict | None, name: str) -> float | None:
@@ -510,6 +465,7 @@ def study_item_records(*, study: Study) -> Iterator[list]:
     """Rows of the items export in :func:`study_item_columns` order (module doc)."""
     methods = _metric_methods(study)
     names = _metric_names(study)
+    fields = _item_fields(study)
     labels = list(study.model.labels)
     prediction = Prediction.objects.filter(model=study.model, item=OuterRef("item_id"))
     predicted_label = Subquery(
@@ -541,10 +497,13 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             "item__gold_label",
             "predicted",
             "probabilities",
+            "item__payload",
             *[f"metrics_{k}" for k in range(len(methods))],
         )
     )
-    for external_id, role, stratum, gold, predicted, probabilities, *metrics in rows.iterator(chunk_size=_CHUNK):
+    for external_id, role, stratum, gold, predicted, probabilities, payload, *metrics in rows.iterator(
+        chunk_size=_CHUNK
+    ):
         probability = None
         if predicted is not None and probabilities and predicted in labels:
             probability = float(probabilities[labels.index(predicted)])
@@ -557,7 +516,8 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             predicted,
             None if predicted is None else predicted == gold,
             probability,
-            None if probabilities is None else json.dumps(probabilities),
+            None if probabilities is None else json.dumps(dict(zip(labels, probabilities))),
+            *[_item_field_value((payload or {}).get(field)) for field in fields],
             *[_metric_value(found, name) for found in metrics for name in names],
         ]
 
@@ -672,8 +632,25 @@ def study_participants_csv_lines(*, study: Study) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Summary
+# Summary and codebook
 # --------------------------------------------------------------------------------------------
+
+
+def study_codebook_records(*, study: Study) -> Iterator[list[str]]:
+    """Every column of the study's exports (``EXPORTS``) with its type, unit and meaning, in
+    ``CODEBOOK_COLUMNS`` order (``annotations.selectors.codebook``)."""
+    return codebook_rows(
+        columns={
+            "responses": RESPONSE_COLUMNS,
+            "items": study_item_columns(study=study),
+            "participants": PARTICIPANT_COLUMNS,
+            "summary": SUMMARY_COLUMNS,
+        }
+    )
+
+
+def study_codebook_csv_lines(*, study: Study) -> Iterator[str]:
+    return csv_lines(columns=CODEBOOK_COLUMNS, rows=study_codebook_records(study=study))
 
 
 def report_summary_csv_lines(*, report: dict) -> Iterator[str]:

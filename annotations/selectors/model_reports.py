@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from annotations.models import Dataset, Item, ModelReport, RegisteredModel
 from annotations.selectors.studies import item_raw
@@ -25,6 +25,12 @@ STAGE_TITLES = {
 def user_model_reports(*, user) -> QuerySet[ModelReport]:
     """A researcher's own reports (reports are not shared)."""
     return ModelReport.objects.filter(owner=user).select_related("model", "dataset", "train_dataset")
+
+
+def user_model_report_list(*, user, limit: int = 200) -> QuerySet[ModelReport]:
+    """The newest ``limit`` of :func:`user_model_reports`, each with ``n_items``: the items of
+    its dataset (what its time grows with)."""
+    return user_model_reports(user=user).annotate(n_items=Count("dataset__items"))[:limit]
 
 
 def model_report_progress(*, report: ModelReport) -> dict[str, Any]:

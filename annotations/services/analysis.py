@@ -153,7 +153,10 @@ def study_power_card(
 
     ``{"effect", "effect_assumed", "needed_per_arm", "current_per_arm", "more_per_arm", "power",
     "power_se", "baseline_accuracy", "participant_sd", "item_sd", "n_items",
-    "items_per_participant", "n_simulations"}``, or ``{"unavailable": reason}``."""
+    "items_per_participant", "n_simulations", "raters_per_item", "capacity"}``, or
+    ``{"unavailable": reason}``. ``capacity`` is ``power_capacity_advice`` for the study's test
+    items, raters per item and items per participant, with the power the full design reaches
+    when it caps an arm below the number needed."""
     from annotations.analysis import power_from_fit
 
     section = report["analysis"]["after_exclusions"]
@@ -173,6 +176,7 @@ def study_power_card(
             items_per_participant=items_per_participant,
             n_simulations=POWER_SIMULATIONS,
             seed=settings["seed"],
+            raters_per_item=settings["raters_per_item"],
         )
     except ValueError as exc:
         return {"unavailable": str(exc)}
@@ -192,7 +196,9 @@ def study_power_card(
         "n_items": found["n_items"],
         "items_per_participant": found["items_per_participant"],
         "n_simulations": found["n_simulations"],
-        "max_per_arm": found["curve"][-1]["n_participants_per_arm"],
+        "max_per_arm": max(point["n_participants_per_arm"] for point in found["curve"]),
+        "raters_per_item": settings["raters_per_item"],
+        "capacity": found["capacity"],
     }
 
 
@@ -202,14 +208,17 @@ def study_power_compute(
     effect: float | None = None,
     n_items: list[int] | None = None,
     items_per_participant: int | None = None,
+    raters_per_item: int | None = None,
     target_power: float = 0.8,
     alpha: float = 0.05,
     n_simulations: int = 400,
 ) -> dict[str, Any]:
     """Participants per arm needed for ``target_power`` at ``alpha``, with the study's answers so
     far (after its pre-registered exclusions) as the pilot, for each design in ``n_items`` (default:
-    the study's own) with ``items_per_participant`` answers each (default: the study's). ``effect``
-    defaults to the plan's ``effect_of_interest``, else ``DEFAULT_EFFECT_OF_INTEREST``.
+    the study's own test items) with ``items_per_participant`` answers each and ``raters_per_item``
+    places per item and arm (defaults: the study's). ``effect`` defaults to the plan's
+    ``effect_of_interest``, else ``DEFAULT_EFFECT_OF_INTEREST``. Each design's ``capacity`` says
+    whether it caps an arm below the number needed.
 
     ``{"study", "effect", "effect_assumed", "current_per_arm", "designs": [power_from_fit
     results]}``. Raises :class:`AnalysisUnavailable` when the pilot cannot be fitted.
@@ -233,7 +242,7 @@ def study_power_compute(
     effect = float(effect if effect is not None else declared or DEFAULT_EFFECT_OF_INTEREST)
     designs = []
     per_participant = int(items_per_participant or settings["complete_after"])
-    for count in n_items or [settings["n_items"] or fit["n_items"]]:
+    for count in n_items or [settings["n_test_items"] or fit["n_items"]]:
         try:
             designs.append(
                 power_from_fit(
@@ -245,6 +254,7 @@ def study_power_compute(
                     alpha=alpha,
                     n_simulations=n_simulations,
                     seed=settings["seed"],
+                    raters_per_item=raters_per_item or settings["raters_per_item"],
                 )
             )
         except ValueError as exc:
@@ -285,7 +295,7 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
         out["points"][section] = metric_accuracy_points(
             flagged, items, exclusions_applied=section == "after_exclusions"
         )
-    n_items = settings["n_items"] or int(out["report"]["analysis"]["all"]["data"]["n_items"])
+    n_items = settings["n_test_items"] or int(out["report"]["analysis"]["all"]["data"]["n_items"])
     out["power"] = study_power_card(
         report=out["report"], settings=settings, n_items=n_items, items_per_participant=settings["complete_after"]
     )

@@ -4,7 +4,7 @@ one place so both routes accept exactly the same fields and refuse the same mist
 
 A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optional)::
 
-    name: Does IG help?             # internal: researchers only
+    name: Does IG help?             # internal: researchers only; unique per owner, ignoring case and spaces
     title: Guess the AI's answers   # what participants see (default: a neutral title)
     dataset: shapes                 # your dataset, by name
     model: fusion                   # your registered model, by name

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower, Trim
 from django.utils import timezone
 
 from annotations.models import (
@@ -52,6 +54,12 @@ KNOWN_VIEWS = {choice.value for choice in Condition.View}
 
 class StudyError(Exception):
     pass
+
+
+class StudyNameTaken(SpecError, StudyError):
+    """The owner has a study of that name (ignoring case and surrounding spaces): a ``name``
+    field error where a spec's errors are shown field by field (the form, the API), a study
+    error everywhere else."""
 
 
 def study_create(
@@ -212,17 +220,35 @@ def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None
     )
 
 
+def _study_name_taken_error(*, name: str, taken: str) -> StudyNameTaken:
+    same = "" if taken == name.strip() else f" ('{taken}': names ignore case and surrounding spaces)"
+    return StudyNameTaken("name", f"you already have a study named '{name.strip()}'{same}; choose another name")
+
+
+def study_name_check(*, owner, name: str, exclude_pk: int | None = None) -> None:
+    """Refuse a name ``owner`` already uses, ignoring case and surrounding spaces (as the
+    ``study_unique_name_per_owner_ci`` constraint does), with a ``name`` field error."""
+    clash = (
+        Study.objects.annotate(key=Lower(Trim("name")))
+        .filter(owner=owner, key=Lower(Trim(Value(name))))
+        .exclude(pk=exclude_pk)
+        .values_list("name", flat=True)
+        .first()
+    )
+    if clash is not None:
+        raise _study_name_taken_error(name=name, taken=clash)
+
+
 def study_create_from_spec(*, owner, spec: StudySpec) -> Study:
     """The study the web form, ``launch_study`` or ``study_create`` describes (see services/spec.py)."""
     fields = _design_fields(owner=owner, spec=spec)
-    if Study.objects.filter(owner=owner, name=spec.name).exists():
-        raise StudyError(f"you already have a study named '{spec.name}'; choose another name")
+    study_name_check(owner=owner, name=spec.name)
     try:
         with transaction.atomic():
             study = Study.objects.create(owner=owner, **fields)
             _conditions_create(study=study, conditions=spec.conditions)
     except IntegrityError:  # a concurrent create with the same name
-        raise StudyError(f"you already have a study named '{spec.name}'; choose another name") from None
+        raise _study_name_taken_error(name=spec.name, taken=spec.name.strip()) from None
     return study
 
 
@@ -239,8 +265,7 @@ def study_update_from_spec(*, study: Study, spec: StudySpec) -> Study:
         locked = Study.objects.select_for_update().get(pk=study.pk)
         if locked.status not in EDITABLE:
             raise StudyError(f"only a draft or a ready study can be edited (this one is {locked.status})")
-        if Study.objects.filter(owner=locked.owner, name=spec.name).exclude(pk=locked.pk).exists():
-            raise StudyError(f"you already have a study named '{spec.name}'; choose another name")
+        study_name_check(owner=locked.owner, name=spec.name, exclude_pk=locked.pk)
         for key, value in fields.items():
             setattr(locked, key, value)
         locked.status = Study.Status.DRAFT

@@ -10,6 +10,9 @@ from scipy import stats
 from annotations.analysis import (
     arm_effects,
     power_at,
+    power_capacity_advice,
+    power_capacity_text,
+    power_design_capacity,
     power_from_pilot,
     power_sample_size,
     responses_simulate,
@@ -110,6 +113,66 @@ def test_power_from_a_pilot() -> None:
     truth = simulated_accuracy_truth(logit=0.3, participant_sd=1.0, item_sd=0.8)
     assert found["baseline_accuracy"] == pytest.approx(truth, abs=0.08)
     assert found["n_participants_per_arm"] is not None and found["power"] >= 0.8
+
+
+def test_design_capacity_caps_an_arm_and_says_what_to_change() -> None:
+    """20 test items x 3 raters / 5 per participant = 12 participants per arm. For 45, an arm must
+    take 45 x 5 = 225 answers: 225 / 3 = 75 items, or 225 / 20 -> 12 raters per item, or
+    20 x 3 / 45 -> at most 1 item per participant."""
+    assert power_design_capacity(n_items=20, raters_per_item=3, items_per_participant=5) == 12
+    assert power_design_capacity(n_items=7, raters_per_item=2, items_per_participant=4) == 3  # 14 / 4, rounded down
+    advice = power_capacity_advice(needed_per_arm=45, n_items=20, raters_per_item=3, items_per_participant=5)
+    assert advice["capacity_per_arm"] == 12 and advice["capped"] is True
+    assert advice["changes"] == [
+        {"setting": "n_items", "now": 20, "to": 75},
+        {"setting": "raters_per_item", "now": 3, "to": 12},
+        {"setting": "items_per_participant", "now": 5, "to": 1},
+    ]
+    # each change alone makes room for the 45
+    assert power_design_capacity(n_items=75, raters_per_item=3, items_per_participant=5) >= 45
+    assert power_design_capacity(n_items=20, raters_per_item=12, items_per_participant=5) >= 45
+    assert power_design_capacity(n_items=20, raters_per_item=11, items_per_participant=5) < 45
+    assert power_design_capacity(n_items=20, raters_per_item=3, items_per_participant=1) >= 45
+    text = power_capacity_text(capacity=advice, needed_per_arm=45)
+    assert "fills an arm at 12 participants" in text and "below the 45" in text
+    assert "at least 75 test items (now 20)" in text and "at least 12 raters per item (now 3)" in text
+    assert "at most 1 test items per participant (now 5)" in text
+    # not capped: room enough, or the power is out of reach whatever the design holds
+    assert power_capacity_advice(needed_per_arm=12, n_items=20, raters_per_item=3, items_per_participant=5) == {
+        **advice,
+        "capped": False,
+        "changes": [],
+    }
+    assert not power_capacity_advice(needed_per_arm=None, n_items=20, raters_per_item=3, items_per_participant=5)[
+        "capped"
+    ]
+    # one item each cannot make room: no items-per-participant change is offered
+    tight = power_capacity_advice(needed_per_arm=100, n_items=10, raters_per_item=2, items_per_participant=5)
+    assert [c["setting"] for c in tight["changes"]] == ["n_items", "raters_per_item"]
+
+
+def test_the_sample_size_reports_the_power_of_a_capped_design() -> None:
+    design = {**DESIGN, "n_items": 20, "items_per_participant": 5}
+    found = power_sample_size(
+        baseline_accuracy=0.6, effect=0.15, n_simulations=100, seed=2, raters_per_item=3, **design
+    )
+    assert found["n_participants_per_arm"] > 12
+    capacity = found["capacity"]
+    assert capacity["capacity_per_arm"] == 12 and capacity["capped"]
+    # the power of the full design is the power at 12 per arm, on the same simulated studies
+    at_twelve = power_at(
+        n_participants_per_arm=12, baseline_accuracy=0.6, effect=0.15, n_simulations=100, seed=2, **design
+    )
+    assert capacity["power_at_capacity"] == at_twelve["power"] < 0.8
+    # room enough: no cap, no extra power
+    roomy = power_sample_size(
+        baseline_accuracy=0.6, effect=0.15, n_simulations=100, seed=2, raters_per_item=200, **design
+    )
+    assert roomy["capacity"]["capped"] is False and roomy["capacity"]["power_at_capacity"] is None
+    assert roomy["n_participants_per_arm"] == found["n_participants_per_arm"]
+    assert (
+        power_sample_size(baseline_accuracy=0.6, effect=0.15, n_simulations=100, seed=2, **design)["capacity"] is None
+    )
 
 
 def test_refusals() -> None:

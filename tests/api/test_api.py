@@ -119,7 +119,9 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert client.get(f"/api/studies/{shared.pk}/analysis/?n_resamples=7").status_code == 400
 
     links = client.get(f"/api/studies/{shared.pk}/exports/").json()
-    assert set(links) == {"responses", "items", "participants", "summary"}
+    assert set(links) == {"responses", "items", "participants", "summary", "codebook"}
+    codebook = b"".join(client.get(links["codebook"]).streaming_content).decode("utf-8")
+    assert codebook.startswith("export,column,type,unit,meaning\n") and "responses,correct_simulation," in codebook
     response = client.get(links["responses"])
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
@@ -190,6 +192,10 @@ def test_create_precompute_and_launch_from_a_spec(alice, bob, charlie, tmp_path)
     )
     assert bad.status_code == 400 and bad.json()["field"] == "items.per_participant"
     assert client.post("/api/studies/", _spec("shapes", "fusion", colour="red"), format="json").status_code == 400
+    # the same name but for case and surrounding spaces is the same name
+    clash = client.post("/api/studies/", _spec("shapes", "fusion", name="  From The API "), format="json")
+    assert clash.status_code == 400 and clash.json()["field"] == "name"
+    assert "already have a study named 'From The API' ('from the API'" in clash.json()["detail"]
     # another researcher cannot build on alice's dataset (by name, it is not theirs)
     theirs = _client(charlie).post("/api/studies/", _spec("shapes", "fusion"), format="json")
     assert theirs.status_code == 400 and theirs.json()["field"] == "dataset"

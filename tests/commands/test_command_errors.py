@@ -164,3 +164,20 @@ def test_launch_study_names_a_missing_or_undecodable_spec(alice, tmp_path, capsy
         "",
         f"CommandError: {latin1}: line 2: not UTF-8 text (byte 0xe9)\n",
     )
+
+
+def test_launch_study_refuses_a_name_the_owner_already_uses_ignoring_case(alice, tmp_path, capsys):
+    study = build_study(alice, tmp_path, name="ux draft ok", launch=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: 'UX Draft OK '\ndataset: {study.dataset.name}\nmodel: {study.model.name}\n"
+        "arms:\n  - {name: baseline, views: []}\n  - {name: ig, views: [heatmap]}\n"
+        "items: {n: 4, per_participant: 2, raters_per_item: 1}\n"
+    )
+    assert manage(capsys, "launch_study", str(spec), "--owner", "alice") == (
+        1,
+        "",
+        "CommandError: name: you already have a study named 'UX Draft OK' ('ux draft ok': names ignore case "
+        "and surrounding spaces); choose another name\n",
+    )
+    assert Study.objects.filter(owner=alice).count() == 1

@@ -59,6 +59,25 @@ def test_from_stated_values_several_designs():
     assert "gain of 15.0 points" in text and "baseline accuracy 60.0%" in text
 
 
+def test_a_design_that_cannot_hold_the_participants_says_so():
+    """20 items x 3 raters / 5 per participant: arms fill at 12, while 0.15 at a 0.6 baseline
+    needs more. The text says so with the numbers to change; the JSON carries the same."""
+    args = ["--baseline-accuracy", "0.6", "--effect", "0.15", "--items", "20", "--items-per-participant", "5"]
+    args += ["--raters-per-item", "3", "--simulations", "60"]
+    found = json.loads(_run(*args, "--json"))
+    design = found["designs"][0]
+    needed = design["n_participants_per_arm"]
+    assert needed > 12 and design["capacity"]["capacity_per_arm"] == 12 and design["capacity"]["capped"]
+    assert design["capacity"]["power_at_capacity"] < 0.8
+    text = _run(*args)
+    assert "With 20 items: The design fills an arm at 12 participants (20 test items x 3 raters per item" in text
+    assert f"below the {needed} the power needs" in text
+    assert f"at least {-(-needed * 5 // 3)} test items (now 20)" in text
+    assert f"at least {-(-needed * 5 // 20)} raters per item (now 3)" in text
+    # without --raters-per-item nothing is said about capacity
+    assert "fills an arm" not in _run(*args[:-4], "--simulations", "60")
+
+
 def test_from_a_study_uses_its_answers_and_its_effect_of_interest(alice, tmp_path):
     study = build_answered_study(alice, tmp_path, participants_per_arm=6)
     Study.objects.filter(pk=study.pk).update(
@@ -69,6 +88,8 @@ def test_from_a_study_uses_its_answers_and_its_effect_of_interest(alice, tmp_pat
     design = found["designs"][0]
     assert design["source"] == "pilot" and design["items_per_participant"] == study.items_per_participant
     assert design["n_items"] == study.design["n_items"]
+    # the study's own raters per item and test items bound its arms
+    assert design["capacity"]["capacity_per_arm"] == 8 * study.raters_per_item // study.items_per_participant
     assert found["current_per_arm"] >= 1
     text = _run(str(study.pk), "--simulations", "40", "--items", "8", "16")
     assert "the answers of 'answered' so far" in text

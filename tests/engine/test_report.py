@@ -11,7 +11,9 @@ import torch
 
 from tests.builders.report_adapters import CheckpointedAdapter, LinearAdapter, TextBlindAdapter
 from tests.builders.toy_adapters import AdditiveAdapter, BilinearAdapter, NonFiniteAdapter, PairwiseAdapter
+from workers.engine.adapter import GroupInfo
 from workers.engine.attribution import NonFiniteError
+from workers.engine.report.probes import group_names
 from workers.engine.report.quantify import (
     STAGES,
     ReportOptions,
@@ -317,3 +319,61 @@ def test_interaction_types_by_hand():
     assert types == ["dominance", "none", "none", "none"]  # no interaction: no conflict, no complementarity
     types, _ = interaction_types(strength=strength, strength_threshold=0.2, **{**rules, "gain_threshold": 0.2})
     assert types == ["dominance", "complementarity", "complementarity", "complementarity"]  # y's 0.17 is too little
+
+
+class _PatchPairwiseAdapter(PairwiseAdapter):
+    """:class:`PairwiseAdapter` whose modality ``a`` is described as two image patches side by
+    side (group 0 the left, group 1 the right half), as an image adapter describes them."""
+
+    def describe_groups(self, batch):
+        described = super().describe_groups(batch)
+        left, right = (
+            GroupInfo(group_id=0, kind="patch", box=(0, 0, 8, 8)),
+            GroupInfo(group_id=1, kind="patch", box=(8, 0, 16, 8)),
+        )
+        return [[[left, right], groups[1]] for groups in described]
+
+
+def test_group_pairs_name_patches_as_participants_see_them():
+    """The interacting group of ``a`` is G_STAR = 1, the right-hand patch: on the participant
+    pages' grid, column B of row 1."""
+    adapter = _loaded(_PatchPairwiseAdapter())
+    report = _run(adapter, adapter.make_items(10, seed=4), group_pairs="second_order", emap=False)
+    top = report["interactions"]["group_pairs"]["top"]
+    assert (top[0]["a"], top[0]["b"]) == ("patch B1", f"b[{PairwiseAdapter.H_STAR}]")
+    assert {pair["a"] for pair in top} == {"patch A1", "patch B1"}
+
+
+def test_group_names_follow_the_participant_grid():
+    # a 3 x 2 grid given out of order: columns lettered from the left, rows numbered from the top
+    boxes = {
+        5: (16, 8, 24, 16),
+        0: (0, 0, 8, 8),
+        1: (8, 0, 16, 8),
+        2: (16, 0, 24, 8),
+        3: (0, 8, 8, 16),
+        4: (8, 8, 16, 16),
+    }
+    groups = [GroupInfo(group_id=g, kind="patch", box=box) for g, box in boxes.items()]
+    assert group_names(groups) == {
+        5: "patch C2",
+        0: "patch A1",
+        1: "patch B1",
+        2: "patch C1",
+        3: "patch A2",
+        4: "patch B2",
+    }
+    words = [
+        GroupInfo(group_id=7, kind="token", text=" red "),
+        GroupInfo(group_id=8, kind="token", hidden=True),
+        {"group_id": 9, "kind": "feature"},
+    ]
+    assert group_names(words) == {7: "red", 8: None, 9: "feature 9"}
+    # the demo's 8 x 8 grid of 8-pixel patches: A1 … H8, as the participant pages draw it
+    demo = [
+        GroupInfo(group_id=r * 8 + c, kind="patch", box=(8 * c, 8 * r, 8 * c + 8, 8 * r + 8))
+        for r in range(8)
+        for c in range(8)
+    ]
+    names = group_names(demo)
+    assert (names[0], names[7], names[35], names[63]) == ("patch A1", "patch H1", "patch D5", "patch H8")

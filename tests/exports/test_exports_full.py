@@ -146,7 +146,8 @@ def test_items_export(answered):
         )
         assert row["model_prediction"] == prediction.label
         assert row["model_correct"] == str(prediction.label == row["gold_label"])
-        assert json.loads(row["probabilities"]) == prediction.probabilities
+        # keyed by label, in the model's label order
+        assert list(json.loads(row["probabilities"]).items()) == list(zip(labels, prediction.probabilities))
         assert float(row["prediction_probability"]) == prediction.probabilities[labels.index(prediction.label)]
         stored = Explanation.objects.get(
             model=answered.model, item=prediction.item, method=method, target_label=prediction.label

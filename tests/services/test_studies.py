@@ -334,6 +334,46 @@ def test_study_names_are_unique_per_owner(alice, bob, dataset, model, tmp_path):
     assert _create(bob, bobs, make_model(bob), name="pilot").owner == bob  # another owner may
 
 
+def test_study_names_are_unique_ignoring_case_and_surrounding_spaces(alice, dataset, model):
+    from django.db import IntegrityError, transaction
+
+    from annotations.services.spec import SpecError
+    from annotations.services.studies import StudyNameTaken
+
+    first = _create(alice, dataset, model, name="ux draft ok")
+    with pytest.raises(StudyNameTaken, match=r"already have a study named 'UX Draft OK' \('ux draft ok'") as caught:
+        _create(alice, dataset, model, name="UX Draft OK ")
+    # a field error where a spec is checked field by field, a study error everywhere else
+    assert caught.value.field == "name"
+    assert isinstance(caught.value, SpecError) and isinstance(caught.value, StudyError)
+    assert Study.objects.filter(owner=alice).count() == 1
+    # names are stored stripped
+    second = _create(alice, dataset, model, name="  second pilot\t")
+    assert Study.objects.get(pk=second.pk).name == "second pilot"
+    # renaming into a clash is refused too, and keeping one's own name is not a clash
+    from annotations.services.spec import study_spec_parse
+    from annotations.services.studies import study_update_from_spec
+
+    def spec(name):
+        return study_spec_parse(
+            data={
+                "name": name,
+                "dataset": dataset.name,
+                "model": model.name,
+                "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap"]}],
+                "items": {"n": 10, "per_participant": 4, "raters_per_item": 2},
+            },
+            owner=alice,
+        )
+
+    with pytest.raises(StudyNameTaken, match="already have a study named 'Ux Draft Ok'"):
+        study_update_from_spec(study=second, spec=spec("Ux Draft Ok"))
+    assert study_update_from_spec(study=first, spec=spec("UX DRAFT OK")).name == "UX DRAFT OK"
+    # the database holds the rule whatever the code path
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Study.objects.filter(pk=second.pk).update(name=" ux draft OK  ")
+
+
 def test_a_design_needing_more_items_than_the_dataset_is_refused(alice, dataset, model):
     with pytest.raises(
         StudyError,

@@ -87,7 +87,7 @@ def test_owner_and_collaborator_see_the_dashboard(client, alice, bob, shared):
         assert "<script src" not in html
         assert "baseline (baseline)" in html  # the baseline drawn as a line on the bar chart
         assert "Brier" in html and "deletion_auc (integrated_gradients)" in html
-        for what in ("responses", "items", "participants", "summary"):
+        for what in ("responses", "items", "participants", "summary", "codebook"):
             assert f'href="/studies/{shared.pk}/exports/{what}.csv"' in html
         assert "max_fast_share" in html  # participant quality: the fast clicker's reasons
         assert "the pre-registered exclusions applied" in html
@@ -124,6 +124,15 @@ def test_sequential_and_power_cards(client, alice, tmp_path):
         0, power["needed_per_arm"] - power["current_per_arm"]
     )
     assert 'id="power-answer"' in html and "a gain of 20 points" in html
+    # 8 test items x 6 raters per item / 6 per participant: arms fill at 8, fewer than the power needs
+    capacity = power["capacity"]
+    assert (capacity["capacity_per_arm"], capacity["capped"]) == (8, True)
+    assert power["needed_per_arm"] > 8
+    assert 'id="power-capacity"' in html and "The design fills an arm at 8 participants" in html
+    assert f"below the {power['needed_per_arm']} the power needs" in html
+    items_change = capacity["changes"][0]
+    assert items_change["setting"] == "n_items" and items_change["to"] == -(-power["needed_per_arm"] * 6 // 6)
+    assert f"at least {items_change['to']} test items (now 8)" in html
 
 
 def test_a_section_with_everyone_excluded_still_shows_its_reasons(client, alice, tmp_path):

@@ -53,6 +53,14 @@ def test_only_the_owner_sees_a_report(client, charlie, done):
     assert f"#{done.pk}" not in client.get("/model-reports/").content.decode()
 
 
+def test_the_list_gives_each_reports_items_from_its_dataset(client, alice, done):
+    client.force_login(alice)
+    page = client.get("/model-reports/").content.decode()
+    row = page[page.index(f"#{done.pk}</a>") :].split("</tr>", 1)[0]
+    assert f'<td class="num">{done.dataset.items.count()}</td>' in row
+    assert "160 items" not in page  # no count that is not the data's
+
+
 def test_finished_report_page_shows_figures_and_tables(client, alice, done):
     client.force_login(alice)
     page = client.get(f"/model-reports/{done.pk}/").content.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 
 import pytest
 from django.test import Client
@@ -224,6 +225,85 @@ def test_a_second_study_with_the_same_name_is_refused_on_the_form(researcher, al
     assert researcher.post("/studies/new/", _form(alice)).status_code == 302
     again = researcher.post("/studies/new/", _form(alice)).content.decode()
     assert "already have a study named" in again and Study.objects.filter(name="Designed").count() == 1
+
+
+class _Nesting(HTMLParser):
+    """Each field container of the form (``div.field``): the names of its inputs and the text of
+    its error list; and whether an error list ever opened inside a ``<p>``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[tuple[str, dict]] = []
+        self.fields: list[dict] = []
+        self.list_in_p = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "ul" and any(t == "p" for t, _ in self.stack):
+            self.list_in_p = True
+        if tag in ("input", "select", "textarea"):
+            for t, box in reversed(self.stack):
+                if t == "div" and "field" in (box.get("class") or "").split():
+                    box["inputs"].append(attrs.get("name"))
+                    break
+            return
+        box = {"class": attrs.get("class"), "inputs": [], "errors": "", "in_errors": False}
+        if tag == "div" and "field" in (attrs.get("class") or "").split():
+            self.fields.append(box)
+        if tag == "ul" and "errorlist" in (attrs.get("class") or ""):
+            for t, outer in reversed(self.stack):
+                if t == "div" and "field" in (outer.get("class") or "").split():
+                    outer["in_errors"] = True
+                    box["owner"] = outer
+                    break
+        if tag not in ("br", "img", "meta", "link", "hr"):
+            self.stack.append((tag, box))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            t, box = self.stack.pop()
+            if "owner" in box:
+                box["owner"]["in_errors"] = False
+            if t == tag:
+                break
+
+    def handle_data(self, data):
+        for t, box in reversed(self.stack):
+            if t == "div" and "field" in (box.get("class") or "").split():
+                if box["in_errors"]:
+                    box["errors"] += data
+                break
+
+
+def _field_errors(html: str) -> dict[str, str]:
+    parsed = _Nesting()
+    parsed.feed(html)
+    assert not parsed.list_in_p, "an error list inside a <p> leaves its field"
+    return {name: box["errors"].strip() for box in parsed.fields for name in box["inputs"] if name}
+
+
+def test_a_name_differing_only_in_case_and_spaces_is_refused_under_the_name_field(researcher, alice):
+    assert researcher.post("/studies/new/", _form(alice, name="ux draft ok")).status_code == 302
+    page = researcher.post("/studies/new/", _form(alice, name="UX Draft OK ")).content.decode()
+    errors = _field_errors(page)
+    assert errors["name"].startswith("you already have a study named 'UX Draft OK' ('ux draft ok'")
+    assert not errors["seed"] and "errorbox" not in page  # under its field, not at the top
+    assert list(Study.objects.filter(owner=alice).values_list("name", flat=True)) == ["ux draft ok"]
+
+
+def test_every_error_sits_in_its_own_fields_box(researcher, alice):
+    """Errors from the form (a missing number) and from the design checks (the dataset is too
+    small for the items asked) each land in the box of the field they are about."""
+    page = researcher.post("/studies/new/", _form(alice, n_items=12, lease_minutes="")).content.decode()
+    errors = _field_errors(page)
+    assert errors["lease_minutes"] == "This field is required."
+    assert not errors["name"] and not errors["items_per_participant"]
+    boxes = {name for name, text in errors.items() if text}
+    assert boxes == {"lease_minutes"}
+    page = researcher.post("/studies/new/", _form(alice, n_items=12)).content.decode()
+    errors = _field_errors(page)
+    assert "fewer than the 15 this design needs" in errors["n_items"]
+    assert {name for name, text in errors.items() if text} == {"n_items"}
 
 
 def test_a_design_larger_than_the_dataset_is_refused_next_to_its_field(researcher, alice):

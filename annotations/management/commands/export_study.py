@@ -9,6 +9,7 @@ from annotations.models import Study
 from annotations.selectors.exports import (
     EXPORTS,
     report_summary_csv_lines,
+    study_codebook_csv_lines,
     study_items_csv_lines,
     study_participants_csv_lines,
     study_responses_csv_lines,
@@ -19,7 +20,8 @@ from annotations.selectors.studies import study_by_key
 class Command(BaseCommand):
     help = (
         "Write one of a study's CSV exports (the same files the dashboard's download buttons give): "
-        "responses, items, participants or summary (the analysis numbers)."
+        "responses, items, participants, summary (the analysis numbers) or codebook (every column's type, "
+        "unit and meaning)."
     )
 
     def add_arguments(self, parser):
@@ -51,6 +53,8 @@ def _lines(study: Study, what: str, *, n_resamples: int, n_permutations: int):
         return study_items_csv_lines(study=study)
     if what == "participants":
         return study_participants_csv_lines(study=study)
+    if what == "codebook":
+        return study_codebook_csv_lines(study=study)
     from annotations.services.analysis import AnalysisUnavailable, study_report_compute
 
     try:

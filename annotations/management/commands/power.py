@@ -32,6 +32,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--items-per-participant", type=int, default=None)
         parser.add_argument(
+            "--raters-per-item",
+            type=int,
+            default=None,
+            help="answers each test item takes per arm (default: the study's); with it, each design says "
+            "whether it can hold the participants the power needs",
+        )
+        parser.add_argument(
             "--baseline-accuracy",
             type=float,
             default=None,
@@ -52,6 +59,7 @@ class Command(BaseCommand):
         effect,
         items,
         items_per_participant,
+        raters_per_item,
         baseline_accuracy,
         participant_sd,
         item_sd,
@@ -73,6 +81,7 @@ class Command(BaseCommand):
                     effect=effect,
                     n_items=items,
                     items_per_participant=items_per_participant,
+                    raters_per_item=raters_per_item,
                     target_power=target_power,
                     alpha=alpha,
                     n_simulations=simulations,
@@ -101,6 +110,7 @@ class Command(BaseCommand):
                                 alpha=alpha,
                                 n_simulations=simulations,
                                 seed=seed,
+                                raters_per_item=raters_per_item,
                             ),
                             source="assumed",
                         )
@@ -118,6 +128,8 @@ class Command(BaseCommand):
 
 
 def _text(found: dict) -> str:
+    from annotations.analysis.power import power_capacity_text
+
     first = found["designs"][0]
     source = f"the answers of '{found['study']['name']}' so far" if found["study"] else "the values given"
     lines = [
@@ -139,4 +151,10 @@ def _text(found: dict) -> str:
                 answer += f" ({max(0, needed - found['current_per_arm'])} more)"
             power = f"{design['power']:.2f} ± {design['power_se']:.2f}"
         lines.append(f"{design['n_items']:>6}  {design['items_per_participant']:>15}  {answer:>20}  {power:>12}")
-    return "\n".join(lines) + "\n"
+    notes = [
+        f"With {design['n_items']} items: "
+        + power_capacity_text(capacity=design["capacity"], needed_per_arm=design["n_participants_per_arm"])
+        for design in found["designs"]
+        if design.get("capacity") and design["capacity"]["capped"]
+    ]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"

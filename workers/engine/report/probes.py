@@ -24,11 +24,13 @@ from torch import Tensor
 from workers.engine.adapter import ModelAdapter, RawItem
 from workers.engine.attribution import PreparedBatch, prepare_batch
 from workers.engine.interactions import cross_modal_interaction
+from workers.engine.render import patch_grid_labels
 
 __all__ = [
     "MAX_MODALITIES",
     "all_subsets",
     "corrupted_logits",
+    "group_names",
     "group_pair_scores",
     "noisy_logits",
     "permuted_logits",
@@ -149,13 +151,28 @@ def permuted_logits(
     return torch.cat(out)
 
 
-def _group_key(info: dict[str, Any]) -> str | None:
-    """What a group is called across items: its text (a word), else its kind and ID (a patch);
-    None for hidden groups (padding)."""
-    if info.get("hidden"):
-        return None
-    text = str(info.get("text") or "").strip()
-    return text if text else f"{info.get('kind', 'group')} {info['group_id']}"
+def group_names(groups: Sequence[Any]) -> dict[int, str | None]:
+    """What a person calls each of one item's groups in one modality, by group ID: a word's
+    text; a patch's cell on the grid the participant pages draw around the picture (``patch
+    B3``: second column from the left, third row from the top; ``render.patch_grid_labels``,
+    as ``presentation`` names matrix rows); else its kind and ID. None for hidden groups
+    (padding)."""
+    infos = [_as_dict(g) for g in groups]
+    patches = [g for g in infos if g.get("kind") == "patch" and g.get("box") is not None]
+    cells = dict(zip((int(g["group_id"]) for g in patches), patch_grid_labels([g["box"] for g in patches])))
+    names: dict[int, str | None] = {}
+    for info in infos:
+        group_id = int(info["group_id"])
+        text = str(info.get("text") or "").strip()
+        if info.get("hidden"):
+            names[group_id] = None
+        elif text:
+            names[group_id] = text
+        elif group_id in cells:
+            names[group_id] = f"patch {cells[group_id]}"
+        else:
+            names[group_id] = f"{info.get('kind', 'group')} {group_id}"
+    return names
 
 
 def group_pair_scores(
@@ -173,8 +190,8 @@ def group_pair_scores(
 
     For every item the ``groups(A) x groups(B)`` matrix of ``method`` (see
     :func:`workers.engine.interactions.cross_modal_interaction`) for its target class; each
-    entry goes to the key ``(name of the A group, name of the B group)``, the name being the
-    group's text (a word) or its kind and ID (``patch 27``). ``totals[key]`` accumulates
+    entry goes to the key ``(name of the A group, name of the B group)``, the name being what a
+    participant calls it (:func:`group_names`: a word, ``patch B3``). ``totals[key]`` accumulates
     ``[sum |M|, sum M, count]``.
 
     Args:
@@ -193,14 +210,8 @@ def group_pair_scores(
     )
     ia, ib = p.modalities.index(pair[0]), p.modalities.index(pair[1])
     for b, result in enumerate(results):
-        names_a = {
-            int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
-            for g in described[b][ia]
-        }
-        names_b = {
-            int(g.group_id if hasattr(g, "group_id") else g["group_id"]): _group_key(_as_dict(g))
-            for g in described[b][ib]
-        }
+        names_a = group_names(described[b][ia])
+        names_b = group_names(described[b][ib])
         for r, gid_a in enumerate(result.group_ids_a.tolist()):
             name_a = names_a.get(int(gid_a), f"group {gid_a}")
             if name_a is None:
