@@ -30,7 +30,7 @@ def _names_strip_and_separate(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0009_multiviz_stages'),
+        ('annotations', '0010_model_capabilities'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
