@@ -17,6 +17,7 @@ from tests.builders.feature_adapters import (
     planted_items,
 )
 from workers.engine.adapter import AdapterError
+from workers.engine.attribution import NonFiniteError
 from workers.engine.features import (
     decision_features,
     feature_attributions,
@@ -122,6 +123,14 @@ def test_features_are_optional_and_refused_with_a_reason():
     assert not has_features(adapter) and has_features(_adapter())
     with pytest.raises(AdapterError, match="features"):
         decision_features(adapter, planted_items(2))
+
+
+def test_non_finite_features_name_the_items_by_id():
+    items = planted_items(6, seed=7)
+    items[4]["a"][0] = float("nan")  # feature 0 = a0 and every logit go NaN for it4 only
+    with pytest.raises(NonFiniteError) as raised:
+        decision_features(_adapter(), items, batch_size=4)
+    assert str(raised.value) == "item(s) 'it4': decision-level features or logits contain NaN/Inf"
 
 
 def test_bad_inputs_to_the_sparse_head_are_refused():
