@@ -463,6 +463,7 @@ def _sparse_head_of(arrays) -> SparseHead:
         weights=arrays["sparse/weights"],
         intercept=arrays["sparse/intercept"],
         alpha=0.0,
+        alphas=[],
         fidelity=None,
         train_fidelity=0.0,
         train_rows=arrays["sparse/train_rows"],
