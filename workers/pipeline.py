@@ -76,7 +76,7 @@ from workers.engine.presentation import (
 from workers.engine.presentation_modalities import render_modality_views
 from workers.engine.registry import load_adapter
 from workers.engine.render import shared_scale
-from workers.engine.sparse import SparseHead, fit_sparse_head, top_contributions
+from workers.engine.sparse import SparseHead, fit_sparse_head, score_parts
 
 logger = logging.getLogger(__name__)
 
@@ -487,12 +487,14 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
     n_features = int(arrays["activations"].shape[1])
     examples = {int(f): [_read_media(path) for path in paths] for f, paths in stored.example_views.items()}
     per_item = _rows_by_item(pairs)
-    tops = {
-        k: top_contributions(head, arrays["activations"][row_of[item_id]], target=label_index[label], k=BARS_SHOWN)
+    # The bars add up to each candidate's sparse score: top terms, the other terms, the intercept.
+    parts = {
+        k: score_parts(head, arrays["activations"][row_of[item_id]], target=label_index[label], k=BARS_SHOWN)
         for item_id, rows in per_item.items()
         for k in rows
         for label in [pairs[k][1]]
     }
+    tops = {k: part.top for k, part in parts.items()}
     wanted = [
         (item_id, f)
         for item_id, rows in per_item.items()
@@ -522,6 +524,7 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
             groups=groups,
             examples=examples,
             features_shown=FEATURES_SHOWN,
+            scores=[parts[k] for k in rows],
         )
         for k, view in zip(rows, rendered):
             top = tops[k]
@@ -536,6 +539,9 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
                 },
                 summary={
                     "features": [{"feature": f, "contribution": c} for f, c in top],
+                    "other_features": parts[k].rest,
+                    "base": parts[k].base,
+                    "sparse_score": parts[k].score,
                     "fidelity": (stored.summary.get("sparse") or {}).get("fidelity"),
                 },
                 features_png=view.features_png,

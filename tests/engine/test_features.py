@@ -25,7 +25,7 @@ from workers.engine.features import (
     has_features,
     top_activating,
 )
-from workers.engine.sparse import fit_sparse_head, top_contributions
+from workers.engine.sparse import fit_sparse_head, score_parts, top_contributions
 
 
 def _adapter(**kwargs) -> PlantedFeatureAdapter:
@@ -146,6 +146,35 @@ def test_the_contributions_of_a_prediction_rank_its_features():
     assert [f for f, _ in top] == [0, 2]
     np.testing.assert_allclose([c for _, c in top], [3.0, -2.0], atol=1e-9)
     assert [f for f, _ in top_contributions(head, z, target=2, k=3)] == [3]
+
+
+def test_the_prediction_bars_add_up_to_the_sparse_score_intercepts_included():
+    """Issue 18: top bars alone favoured green (+4.7) while the model answered red. Here class
+    0 has a large intercept and small terms, class 1 a negative intercept and large terms: the
+    top terms favour class 1, the scores (what the model and the sparse head answer) class 0."""
+    weights = np.array([[0.5, 0.0, 0.0], [0.0, 2.0, 1.0]])
+    bias = np.array([6.0, -3.0])
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 2.0, size=(200, 3))  # non-negative, like ReLU features
+    head = fit_sparse_head(x, x @ weights.T + bias, seed=0)
+    z = np.array([1.0, 1.5, 1.0])  # logits: 6.5 and 1.0
+    parts = [score_parts(head, z, target=c, k=1) for c in range(2)]
+    assert sum(c for _, c in parts[1].top) > sum(c for _, c in parts[0].top)  # what the old bars showed
+    for c, part in enumerate(parts):
+        total = sum(v for _, v in part.top) + part.rest + part.base
+        assert total == pytest.approx(part.score, abs=1e-12)
+        assert part.score == pytest.approx(float(z @ weights[c] + bias[c]), abs=1e-9)
+    assert parts[1].n_rest == 1 and parts[1].rest == pytest.approx(1.0, abs=1e-9)
+    assert max(range(2), key=lambda c: parts[c].score) == 0  # the scores give the model's answer
+
+
+def test_the_prediction_view_draws_the_rest_and_the_base_bars():
+    from workers.engine.feature_views import _bars
+
+    parts = score_parts(
+        fit_sparse_head(*_planted_head(scales=np.ones(6), weights=np.eye(3, 6) * 2.0)), np.ones(6), target=0, k=1
+    )
+    assert [name for name, _ in _bars(parts.top, parts)] == ["feature 0", "base"]
 
 
 def test_features_are_optional_and_refused_with_a_reason():

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import Lasso, lars_path
 
-__all__ = ["SparseHead", "fit_sparse_head", "top_contributions"]
+__all__ = ["ScoreParts", "SparseHead", "fit_sparse_head", "score_parts", "top_contributions"]
 
 
 @dataclass
@@ -273,3 +273,34 @@ def candidate_contributions(
 ) -> dict[int, list[tuple[int, float]]]:
     """:func:`top_contributions` for each of an item's candidate classes."""
     return {int(t): top_contributions(head, features, target=int(t), k=k) for t in targets}
+
+
+@dataclass(frozen=True)
+class ScoreParts:
+    """One answer's sparse score in parts that add up to it: ``score = sum(top) + rest + base``.
+
+    Attributes:
+        top: the ``k`` largest ``(feature, weight × activation)`` terms.
+        rest: the sum of the other non-zero terms (``n_rest`` of them).
+        base: the intercept (the score with every feature at 0).
+        score: the sparse logit of the answer.
+    """
+
+    top: list[tuple[int, float]]
+    rest: float
+    n_rest: int
+    base: float
+    score: float
+
+
+def score_parts(head: SparseHead, features: np.ndarray, *, target: int, k: int = 5) -> ScoreParts:
+    """The parts of class ``target``'s sparse score for one item's ``(F,)`` features. Bars of
+    the top terms alone omit the intercepts (which differ between classes) and the smaller
+    terms, so they can favour an answer the sparse model does not give: the parts add up."""
+    top = top_contributions(head, features, target=target, k=k)
+    terms = head.contributions(features)[target]
+    shown = {f for f, _ in top}
+    others = [f for f in np.flatnonzero(head.weights[target]) if int(f) not in shown]
+    rest = float(sum(terms[f] for f in others))
+    base = float(head.intercept[target])
+    return ScoreParts(top=top, rest=rest, n_rest=len(others), base=base, score=float(terms.sum()) + base)
