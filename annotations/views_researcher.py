@@ -19,6 +19,7 @@ from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, St
 from annotations.models import Study
 from annotations.selectors.participants import participant_session_key
 from annotations.selectors.studies import (
+    label_coverage_warning,
     study_explanation,
     study_item,
     study_item_preview,
@@ -297,6 +298,10 @@ def model_list(request):
             traceback_text = exc.traceback_text
         else:
             messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
+            warning = label_coverage_warning(dataset=data["check_dataset"], labels=model.labels)
+            if warning:
+                text = warning.removeprefix("warning: ")
+                messages.warning(request, text[:1].upper() + text[1:])
             return redirect("models")
     return render(
         request,

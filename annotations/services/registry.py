@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from annotations.models import Dataset, RegisteredModel
-from annotations.selectors.studies import item_raw
+from annotations.selectors.studies import dataset_label_coverage, item_raw
 
 
 class ModelRegistrationError(Exception):
@@ -29,7 +29,8 @@ def registered_model_create(
 ) -> RegisteredModel:
     """Load ``adapter_path`` (as ``Factory(**adapter_options)``), run the first item of
     ``check_dataset`` through it and store the model with the labels and modalities it
-    declares, and the options."""
+    declares, and the options. A model none of whose labels is a gold answer of
+    ``check_dataset`` is refused (:func:`labels_check`)."""
     _name_check(owner=owner, name=name)
     options = {} if adapter_options is None else adapter_options
     if not isinstance(options, dict):
@@ -66,6 +67,7 @@ def registered_model_create(
             f"{error_text(exc)}",
             traceback.format_exc(),
         ) from exc
+    labels_check(labels=check.labels, dataset=check_dataset)
     return RegisteredModel.objects.create(
         owner=owner,
         name=name,
@@ -74,6 +76,19 @@ def registered_model_create(
         labels=check.labels,
         modalities=check.modalities,
     )
+
+
+def labels_check(*, labels: Sequence[str], dataset: Dataset) -> None:
+    """Refuse a model none of whose labels is a gold answer of ``dataset``: every item would be
+    "model wrong" and a study's right/wrong balance could not hold. A partial overlap passes
+    (``selectors.studies.label_coverage_warning`` words it for the caller)."""
+    coverage = dataset_label_coverage(dataset=dataset, labels=labels)
+    if coverage.n_items and not coverage.n_known:
+        shown = ", ".join(f"'{label}'" for label in list(labels)[:12]) + (" …" if len(labels) > 12 else "")
+        raise ModelRegistrationError(
+            f"none of the gold answers of dataset '{dataset.name}' is one of the model's labels: unknown answers "
+            f"{coverage.unknown_text()}; the model's labels: {shown}"
+        )
 
 
 def registered_model_create_hf(

@@ -164,3 +164,41 @@ def test_launch_study_names_a_missing_or_undecodable_spec(alice, tmp_path, capsy
         "",
         f"CommandError: {latin1}: line 2: not UTF-8 text (byte 0xe9)\n",
     )
+
+
+def _relabelled_toy_dataset(*, owner, directory, mapping):
+    import json
+
+    from tests.builders.report_adapters import LinearAdapter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    items = LinearAdapter().make_items(10, seed=7)
+    for item in items:
+        item["label"] = mapping.get(item["label"], item["label"])
+    path = directory / "toy.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return dataset_import(owner=owner, name="toy", jsonl_path=path)
+
+
+def test_register_model_refuses_a_model_whose_labels_are_none_of_the_gold_answers(alice, tmp_path, settings, capsys):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    _relabelled_toy_dataset(owner=alice, directory=tmp_path, mapping={"neg": "no", "pos": "yes"})
+    argv = ["register_model", "m", "tests.builders.report_adapters:CheckpointedAdapter", "--dataset", "toy"]
+    status, out, err = manage(capsys, *argv, "--owner", "alice")
+    assert (status, out) == (1, "")
+    assert err.startswith("CommandError: none of the gold answers of dataset 'toy' is one of the model's labels: ")
+    assert "unknown answers 'yes' (6 items), 'no' (4 items); the model's labels: 'neg', 'pos'" in err
+    assert len(err.splitlines()) == 1 and not RegisteredModel.objects.exists()
+
+
+def test_register_model_warns_with_counts_on_a_partial_overlap(alice, tmp_path, settings, capsys):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    dataset = _relabelled_toy_dataset(owner=alice, directory=tmp_path, mapping={"pos": "yes"})
+    n_yes = dataset.items.filter(gold_label="yes").count()
+    argv = ["register_model", "m", "tests.builders.report_adapters:CheckpointedAdapter", "--dataset", "toy"]
+    status, out, err = manage(capsys, *argv, "--owner", "alice")
+    assert status == 0 and out.startswith("Registered 'm'")
+    assert err == (
+        f"warning: {n_yes} of 10 items of dataset 'toy' have a gold answer the model cannot give: "
+        f"'yes' ({n_yes} items); the model counts as wrong on them\n"
+    )
