@@ -277,7 +277,10 @@ def dataset_list(request):
         else:
             messages.success(request, f"Imported {dataset.items.count()} items into '{dataset.name}'.")
             return redirect("datasets")
-    return render(request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form})
+    status = 400 if request.method == "POST" and form.errors else 200  # a refused upload is the client's error
+    return render(
+        request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form}, status=status
+    )
 
 
 @login_required

@@ -297,3 +297,24 @@ def test_zip_must_hold_exactly_one_jsonl_and_be_a_zip(alice, tmp_path, media_roo
     with pytest.raises(DatasetImportError, match="not a zip"):
         dataset_import_zip(owner=alice, name="junk", upload=SimpleUploadedFile("x.zip", b"definitely not a zip file"))
     _assert_nothing_stored(media_root)
+
+
+def test_upload_errors_name_files_as_in_the_upload_not_by_server_paths(alice, tmp_path, media_root):
+    src = tmp_path / "src"
+    write_dataset(src, 2, extra_lines=['{"id": "q9", "image": "images/missing.png", "text": "t", "label": "red"}'])
+    with pytest.raises(DatasetImportError) as raised:
+        dataset_import_zip(owner=alice, name="zipped", upload=_zip_upload(_zip_of_dataset(src)))
+    assert raised.value.errors == ["line 3: image file 'bundle/images/missing.png' not found"]  # as in the zip
+    assert str(media_root) not in str(raised.value) and "upload-" not in str(raised.value)
+
+
+def test_the_upload_page_answers_a_refused_upload_with_400_and_no_server_path(alice, tmp_path, media_root, client):
+    src = tmp_path / "src"
+    write_dataset(src, 2, extra_lines=['{"id": "q9", "image": "images/missing.png", "text": "t", "label": "red"}'])
+    client.force_login(alice)
+    response = client.post("/datasets/", {"name": "zipped", "archive": _zip_upload(_zip_of_dataset(src))}, follow=False)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "image file &#x27;bundle/images/missing.png&#x27; not found" in page
+    assert str(media_root) not in page and "upload-" not in page
+    assert not Dataset.objects.filter(name="zipped").exists()
