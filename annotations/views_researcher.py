@@ -310,4 +310,5 @@ def model_list(request):
         request,
         "researcher/models.html",
         {"models": user_models(user=request.user), "form": form, "traceback": traceback_text},
+        status=400 if request.method == "POST" and form.errors else 200,  # a refused registration
     )

@@ -21,6 +21,6 @@ def writes_a_marker(*, marker: str) -> PairwiseAdapter:
 
 
 @adapter_factory
-def sleeps(*, seconds: float) -> PairwiseAdapter:
+def sleeps(*, seconds: float = 3600) -> PairwiseAdapter:
     time.sleep(seconds)
     return PairwiseAdapter()
