@@ -3,6 +3,7 @@ in a child process under a time limit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,7 +36,9 @@ def registered_model_create(
 ) -> RegisteredModel:
     """Load ``adapter_path`` (as ``Factory(**adapter_options)``), run the first item of
     ``check_dataset`` through it and store the model with the labels and modalities it
-    declares, and the options. A model none of whose labels is a gold answer of
+    declares, and the options. All of it runs in a child process under a time limit
+    (:func:`adapter_probe_run`), which first refuses, without calling it, anything but an
+    adapter class or a marked factory (``workers.engine.adapter.adapter_factory_check``). A model none of whose labels is a gold answer of
     ``check_dataset`` is refused (:func:`labels_check`)."""
     _name_check(owner=owner, name=name)
     options = {} if adapter_options is None else adapter_options
@@ -112,7 +115,8 @@ def adapter_probe_run(*, adapter_path: str, options: dict[str, Any], items: list
             try:
                 status = child.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                    os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 raise ModelRegistrationError(
                     f"adapter {adapter_path}: creating, loading and checking it took longer than the {limit} s "
