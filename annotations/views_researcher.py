@@ -19,6 +19,7 @@ from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, St
 from annotations.models import Study
 from annotations.selectors.participants import participant_session_key
 from annotations.selectors.studies import (
+    label_coverage_warning,
     study_explanation,
     study_item,
     study_item_preview,
@@ -276,7 +277,10 @@ def dataset_list(request):
         else:
             messages.success(request, f"Imported {dataset.items.count()} items into '{dataset.name}'.")
             return redirect("datasets")
-    return render(request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form})
+    status = 400 if request.method == "POST" and form.errors else 200  # a refused upload is the client's error
+    return render(
+        request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form}, status=status
+    )
 
 
 @login_required
@@ -297,9 +301,14 @@ def model_list(request):
             traceback_text = exc.traceback_text
         else:
             messages.success(request, f"Registered '{model.name}' with {len(model.labels)} labels.")
+            warning = label_coverage_warning(dataset=data["check_dataset"], labels=model.labels)
+            if warning:
+                text = warning.removeprefix("warning: ")
+                messages.warning(request, text[:1].upper() + text[1:])
             return redirect("models")
     return render(
         request,
         "researcher/models.html",
         {"models": user_models(user=request.user), "form": form, "traceback": traceback_text},
+        status=400 if request.method == "POST" and form.errors else 200,  # a refused registration
     )

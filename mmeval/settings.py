@@ -328,6 +328,9 @@ MMEVAL_ADAPTER_PREFIXES = [
     for p in envstr("MMEVAL_ADAPTER_PREFIXES", "workers.engine.demo.,workers.engine.hf.,adapters.").split(",")
     if p.strip()
 ]
+# Registering a model creates, loads and checks its adapter in a child process stopped after
+# this long (annotations/services/registry.py): below gunicorn's timeout, so the page can say so.
+MMEVAL_REGISTER_TIMEOUT_SECONDS = envint("MMEVAL_REGISTER_TIMEOUT_SECONDS", 90, minimum=1)
 MMEVAL_PRECOMPUTE_BATCH_SIZE = envint("MMEVAL_PRECOMPUTE_BATCH_SIZE", 64, minimum=1)
 
 REST_FRAMEWORK = {

@@ -60,7 +60,7 @@ from annotations.services.studies import (
     explanation_store_multiviz,
     prediction_store,
 )
-from workers.engine.attribution import attribute
+from workers.engine.attribution import attribute, item_lines_places, nonfinite_naming
 from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.explain import predict
 from workers.engine.feature_views import example_thumbnail_png, feature_heat, render_feature_views
@@ -76,7 +76,7 @@ from workers.engine.presentation import (
 from workers.engine.presentation_modalities import render_modality_views
 from workers.engine.registry import load_adapter
 from workers.engine.render import shared_scale
-from workers.engine.sparse import SparseHead, fit_sparse_head, top_contributions
+from workers.engine.sparse import SparseHead, fit_sparse_head, score_parts
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,12 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     items = item_map(item_ids=chunk.item_ids)
     if chunk.stage == Stage.PREDICTIONS:
         ordered = [items[pk] for pk in chunk.item_ids]
-        predictions = predict(adapter, [item_raw(i) for i in ordered], batch_size=len(ordered))
+        predictions = predict(
+            adapter,
+            [item_raw(i) for i in ordered],
+            batch_size=len(ordered),
+            lines={i.external_id: i.line_number for i in ordered},
+        )
         for item, prediction in zip(ordered, predictions):
             prediction_store(
                 model=study.model,
@@ -203,16 +208,18 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     try:
         # The MultiViz rows encode one row per (item, feature) themselves.
         batch = None if chunk.stage == Stage.MULTIVIZ else adapter.encode([raws[item_id] for item_id, _ in pairs])
-        compute(
-            study=study,
-            adapter=adapter,
-            batch=batch,
-            pairs=pairs,
-            raws=raws,
-            items=items,
-            views=views,
-            method=chunk.method,
-        )
+        # Batch rows are the pairs: a NaN error names their items by id and line.
+        with nonfinite_naming(items=[raws[item_id] for item_id, _ in pairs], places=_item_places(items.values())):
+            compute(
+                study=study,
+                adapter=adapter,
+                batch=batch,
+                pairs=pairs,
+                raws=raws,
+                items=items,
+                views=views,
+                method=chunk.method,
+            )
     except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS):
         raise
     except Exception:
@@ -230,8 +237,11 @@ def _modality_interactions(*, study, adapter, items: list) -> None:
     if not items:
         return
     label_index = {label: k for k, label in enumerate(study.model.labels)}
-    batch = adapter.encode([item_raw(i) for i in items])
-    results = modality_interaction(adapter, batch, targets=[label_index[predicted[i.pk]] for i in items])
+    raws = [item_raw(i) for i in items]
+    with nonfinite_naming(items=raws, places=_item_places(items)):
+        results = modality_interaction(
+            adapter, adapter.encode(raws), targets=[label_index[predicted[i.pk]] for i in items]
+        )
     for item, result in zip(items, results):
         explanation_store(
             model=study.model,
@@ -241,6 +251,11 @@ def _modality_interactions(*, study, adapter, items: list) -> None:
             status="done",
             summary=result.to_json(),
         )
+
+
+def _item_places(items) -> dict[str, str]:
+    """Each item's dataset line by id, for NaN errors (``nonfinite_naming``)."""
+    return item_lines_places(lines={item.external_id: item.line_number for item in items})
 
 
 def _rows_by_item(pairs: list[tuple[int, str]]) -> dict[int, list[int]]:
@@ -396,7 +411,8 @@ def _decision_features(*, study, adapter, method: str) -> None:
     items = list(study.dataset.items.order_by("line_number"))
     raws = [item_raw(item) for item in items]
     batch_size = settings.MMEVAL_PRECOMPUTE_BATCH_SIZE
-    table = decision_features(adapter, raws, batch_size=batch_size)
+    with nonfinite_naming(places=_item_places(items)):
+        table = decision_features(adapter, raws, batch_size=batch_size)
     head = fit_sparse_head(table.activations, table.logits, seed=0)
     used = sorted({f for support in head.support() for f in support})
     tops = {f: top_activating(table.activations, f, k=EXAMPLES_PER_FEATURE) for f in used}
@@ -447,6 +463,7 @@ def _sparse_head_of(arrays) -> SparseHead:
         weights=arrays["sparse/weights"],
         intercept=arrays["sparse/intercept"],
         alpha=0.0,
+        alphas=[],
         fidelity=None,
         train_fidelity=0.0,
         train_rows=arrays["sparse/train_rows"],
@@ -470,12 +487,14 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
     n_features = int(arrays["activations"].shape[1])
     examples = {int(f): [_read_media(path) for path in paths] for f, paths in stored.example_views.items()}
     per_item = _rows_by_item(pairs)
-    tops = {
-        k: top_contributions(head, arrays["activations"][row_of[item_id]], target=label_index[label], k=BARS_SHOWN)
+    # The bars add up to each candidate's sparse score: top terms, the other terms, the intercept.
+    parts = {
+        k: score_parts(head, arrays["activations"][row_of[item_id]], target=label_index[label], k=BARS_SHOWN)
         for item_id, rows in per_item.items()
         for k in rows
         for label in [pairs[k][1]]
     }
+    tops = {k: part.top for k, part in parts.items()}
     wanted = [
         (item_id, f)
         for item_id, rows in per_item.items()
@@ -505,6 +524,7 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
             groups=groups,
             examples=examples,
             features_shown=FEATURES_SHOWN,
+            scores=[parts[k] for k in rows],
         )
         for k, view in zip(rows, rendered):
             top = tops[k]
@@ -519,6 +539,9 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
                 },
                 summary={
                     "features": [{"feature": f, "contribution": c} for f, c in top],
+                    "other_features": parts[k].rest,
+                    "base": parts[k].base,
+                    "sparse_score": parts[k].score,
                     "fidelity": (stored.summary.get("sparse") or {}).get("fidelity"),
                 },
                 features_png=view.features_png,

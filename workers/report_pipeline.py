@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import connections
 
 from annotations.models import ModelReport
-from annotations.selectors.model_reports import dataset_raw_items, model_report_progress
+from annotations.selectors.model_reports import dataset_item_lines, dataset_raw_items, model_report_progress
 from annotations.services.model_reports import (
     model_report_claim,
     model_report_finish,
@@ -154,6 +154,7 @@ def _compute(report: ModelReport, beat: _Beat, finished_here: list[str], on_prog
         train_items=train_items,
         progress=progress,
         on_stage=on_stage,
+        item_lines=dataset_item_lines(dataset=report.dataset),
     )
 
 

@@ -68,6 +68,11 @@ def dataset_raw_items(*, dataset: Dataset) -> list[dict[str, Any]]:
     return [item_raw(item) for item in dataset.items.order_by("line_number")]
 
 
+def dataset_item_lines(*, dataset: Dataset) -> dict[str, int]:
+    """Each item's 1-based line in the imported JSONL file, by item id (names items in errors)."""
+    return dict(dataset.items.values_list("external_id", "line_number"))
+
+
 def model_latest_done_report(*, model: RegisteredModel, dataset: Dataset) -> ModelReport | None:
     """The most recently finished report of ``model`` on ``dataset``."""
     return (

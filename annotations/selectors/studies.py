@@ -4,6 +4,7 @@ explanations and progress."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,52 @@ def item_raw(item) -> dict[str, Any]:
     for modality, value in item.payload.items():
         raw[modality] = str(Path(settings.MEDIA_ROOT) / value) if is_file_modality(modality) else value
     return raw
+
+
+@dataclass(frozen=True)
+class LabelCoverage:
+    """How many of a dataset's gold answers a model can give.
+
+    Attributes:
+        n_items: the dataset's items.
+        n_known: items whose gold answer is one of the model's labels.
+        unknown: each gold answer that is not a label, with its number of items, most first.
+    """
+
+    n_items: int
+    n_known: int
+    unknown: list[tuple[str, int]]
+
+    def unknown_text(self, *, limit: int = 8) -> str:
+        shown = ", ".join(
+            f"'{label}' ({count} item{'s' if count != 1 else ''})" for label, count in self.unknown[:limit]
+        )
+        more = f" and {len(self.unknown) - limit} more" if len(self.unknown) > limit else ""
+        return shown + more
+
+
+def dataset_label_coverage(*, dataset, labels, item_ids=None) -> LabelCoverage:
+    """Which of ``dataset``'s gold answers (of the items ``item_ids``, default all) are among
+    ``labels``: a model that cannot give the gold answer is "wrong" on every such item."""
+    items = dataset.items.all() if item_ids is None else dataset.items.filter(pk__in=item_ids)
+    counts = dict(items.values_list("gold_label").annotate(n=Count("pk")).values_list("gold_label", "n"))
+    known = set(labels)
+    unknown = sorted(((g, n) for g, n in counts.items() if g not in known), key=lambda gn: (-gn[1], gn[0]))
+    return LabelCoverage(
+        n_items=sum(counts.values()), n_known=sum(n for g, n in counts.items() if g in known), unknown=unknown
+    )
+
+
+def label_coverage_warning(*, dataset, labels) -> str:
+    """One line for a partial overlap of ``dataset``'s gold answers with ``labels``; "" when
+    every gold answer is a label."""
+    coverage = dataset_label_coverage(dataset=dataset, labels=labels)
+    if not coverage.unknown:
+        return ""
+    return (
+        f"warning: {coverage.n_items - coverage.n_known} of {coverage.n_items} items of dataset '{dataset.name}' "
+        f"have a gold answer the model cannot give: {coverage.unknown_text()}; the model counts as wrong on them"
+    )
 
 
 def user_studies(*, user) -> QuerySet[Study]:

@@ -76,7 +76,13 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
             Path(jsonl_path), files_within=files_within, max_image_pixels=settings.MMEVAL_IMAGE_MAX_PIXELS
         )
     except DatasetFormatError as exc:
-        raise DatasetImportError(str(exc), [str(e) for e in exc.errors]) from None
+        if files_within is None:
+            raise DatasetImportError(str(exc), [str(e) for e in exc.errors]) from None
+        # An upload's files sit in a temporary folder of the server: name them as in the upload.
+        raise DatasetImportError(
+            _upload_relative(str(exc), root=files_within),
+            [_upload_relative(str(e), root=files_within) for e in exc.errors],
+        ) from None
     modalities = sorted(k for k in lines[0].item if k not in ("id", "label"))
 
     staging = Path(tempfile.mkdtemp(prefix="import-", dir=_media_tmp()))
@@ -123,6 +129,13 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
             shutil.rmtree(final_dir, ignore_errors=True)
         raise
     return dataset
+
+
+def _upload_relative(text: str, *, root: Path) -> str:
+    """``text`` with the server's paths under an upload's folder ``root`` made relative to it."""
+    for prefix in sorted({str(Path(root).resolve()), str(Path(root))}, key=len, reverse=True):
+        text = text.replace(prefix + "/", "").replace(prefix, ".")
+    return text
 
 
 def dataset_import_zip(*, owner, name: str, upload) -> Dataset:

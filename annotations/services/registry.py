@@ -1,16 +1,23 @@
-"""Registering a model adapter by dotted path (with options), checked by running it on one item."""
+"""Registering a model adapter by dotted path (with options), checked by running it on one item
+in a child process under a time limit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import traceback
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from annotations.models import Dataset, RegisteredModel
-from annotations.selectors.studies import item_raw
+from annotations.selectors.studies import dataset_label_coverage, item_raw
 
 
 class ModelRegistrationError(Exception):
@@ -29,7 +36,10 @@ def registered_model_create(
 ) -> RegisteredModel:
     """Load ``adapter_path`` (as ``Factory(**adapter_options)``), run the first item of
     ``check_dataset`` through it and store the model with the labels and modalities it
-    declares, whether it has the optional ``features()``, and the options."""
+    declares, whether it has the optional ``features()``, and the options. All of it runs in a child process under a time limit
+    (:func:`adapter_probe_run`), which first refuses, without calling it, anything but an
+    adapter class or a marked factory (``workers.engine.adapter.adapter_factory_check``). A model none of whose labels is a gold answer of
+    ``check_dataset`` is refused (:func:`labels_check`)."""
     _name_check(owner=owner, name=name)
     options = {} if adapter_options is None else adapter_options
     if not isinstance(options, dict):
@@ -41,9 +51,7 @@ def registered_model_create(
     except (TypeError, ValueError) as exc:
         raise ModelRegistrationError(f"adapter options must be plain JSON values: {exc}") from None
     # Imported here: torch is heavy and web processes need it only to register a model.
-    from workers.engine.adapter import AdapterError, adapter_path_allowed, error_text
-    from workers.engine.features import has_features
-    from workers.engine.registry import check_adapter, forget_adapter, load_adapter
+    from workers.engine.adapter import adapter_path_allowed
 
     if not adapter_path_allowed(adapter_path, settings.MMEVAL_ADAPTER_PREFIXES):
         raise ModelRegistrationError(
@@ -53,30 +61,90 @@ def registered_model_create(
     item = check_dataset.items.order_by("line_number").first()
     if item is None:
         raise ModelRegistrationError(f"dataset '{check_dataset.name}' has no items to check the model on")
-    forget_adapter(adapter_path, options=options)  # a re-registration must see the current code, not a cached copy
-    try:
-        adapter = load_adapter(adapter_path, device=settings.MMEVAL_DEVICE, options=options)
-    except AdapterError as exc:  # names the step (import, create, load) and the adapter's own message
-        trace = "".join(traceback.format_exception(exc)) if exc.__cause__ else ""  # no cause: the message is all
-        raise ModelRegistrationError(str(exc), trace) from exc
-    try:
-        check = check_adapter(adapter, [item_raw(item)])
-    except Exception as exc:
+    probe = adapter_probe_run(adapter_path=adapter_path, options=options, items=[item_raw(item)])
+    if probe.get("step") == "load":  # names the step (import, factory check, create, load) and its message
+        raise ModelRegistrationError(probe["message"], probe.get("traceback", ""))
+    if probe.get("step") == "check":
         raise ModelRegistrationError(
             f"adapter {adapter_path}: the check on item '{item.external_id}' (line {item.line_number}) failed: "
-            f"{error_text(exc)}",
-            traceback.format_exc(),
-        ) from exc
+            f"{probe['message']}",
+            probe.get("traceback", ""),
+        )
+    labels_check(labels=probe["labels"], dataset=check_dataset)
     return RegisteredModel.objects.create(
         owner=owner,
         name=name,
         adapter_path=adapter_path,
         adapter_options=options,
-        labels=check.labels,
-        modalities=check.modalities,
+        labels=probe["labels"],
+        modalities=probe["modalities"],
         # read by the study designer, which must not load the adapter (services/spec.py)
-        capabilities={"features": has_features(adapter)},
+        capabilities=probe["capabilities"],
     )
+
+
+def adapter_probe_run(*, adapter_path: str, options: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Create, load and check the adapter in a child process (``workers/adapter_probe.py``)
+    stopped after ``MMEVAL_REGISTER_TIMEOUT_SECONDS``: nothing a registration names runs in
+    the web process, and nothing runs without a time limit. Returns the child's answer (labels
+    and modalities, or the failed step with its message); raises ModelRegistrationError on a
+    timeout or a child that dies without answering."""
+    limit = settings.MMEVAL_REGISTER_TIMEOUT_SECONDS
+    with tempfile.TemporaryDirectory(prefix="register-") as folder:
+        request, result, output = Path(folder, "request.json"), Path(folder, "result.json"), Path(folder, "output")
+        request.write_text(
+            json.dumps(
+                {
+                    "adapter_path": adapter_path,
+                    "options": options,
+                    "device": settings.MMEVAL_DEVICE,
+                    "items": items,
+                    "sys_path": [entry or os.getcwd() for entry in sys.path],
+                }
+            ),
+            encoding="utf-8",
+        )
+        with output.open("wb") as sink:
+            # Its own session: a timeout stops the child and whatever it started.
+            child = subprocess.Popen(
+                [sys.executable, "-m", "workers.adapter_probe", str(request), str(result)],
+                cwd=settings.BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                status = child.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                raise ModelRegistrationError(
+                    f"adapter {adapter_path}: creating, loading and checking it took longer than the {limit} s "
+                    "registration limit (MMEVAL_REGISTER_TIMEOUT_SECONDS) and was stopped"
+                ) from None
+        if status != 0 or not result.is_file():
+            tail = output.read_bytes()[-8000:].decode("utf-8", "replace")
+            last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "no output")
+            raise ModelRegistrationError(
+                f"adapter {adapter_path}: the registration check stopped (exit status {status}) before answering: {last}",
+                tail,
+            )
+        return json.loads(result.read_text(encoding="utf-8"))
+
+
+def labels_check(*, labels: Sequence[str], dataset: Dataset) -> None:
+    """Refuse a model none of whose labels is a gold answer of ``dataset``: every item would be
+    "model wrong" and a study's right/wrong balance could not hold. A partial overlap passes
+    (``selectors.studies.label_coverage_warning`` words it for the caller)."""
+    coverage = dataset_label_coverage(dataset=dataset, labels=labels)
+    if coverage.n_items and not coverage.n_known:
+        shown = ", ".join(f"'{label}'" for label in list(labels)[:12]) + (" …" if len(labels) > 12 else "")
+        raise ModelRegistrationError(
+            f"none of the gold answers of dataset '{dataset.name}' is one of the model's labels: unknown answers "
+            f"{coverage.unknown_text()}; the model's labels: {shown}"
+        )
 
 
 def registered_model_create_hf(

@@ -37,7 +37,7 @@ from annotations.selectors.precompute import (
     explanation_has_views,
     study_required_methods,
 )
-from annotations.selectors.studies import study_explanation_targets
+from annotations.selectors.studies import dataset_label_coverage, study_explanation_targets
 from annotations.services.spec import (
     ConditionSpec,
     SpecError,
@@ -102,6 +102,18 @@ def study_create(
     return study_create_from_spec(owner=owner, spec=design)
 
 
+def _labels_check(*, dataset: Dataset, model: RegisteredModel, item_ids: list[int] | None = None) -> None:
+    """Refuse a design whose (test) items have no gold answer the model can give: the model is
+    "wrong" on every one, so the right/wrong balance of the test items cannot hold."""
+    coverage = dataset_label_coverage(dataset=dataset, labels=model.labels, item_ids=item_ids)
+    if coverage.n_items and not coverage.n_known:
+        what = "test items" if item_ids is not None else "items"
+        raise StudyError(
+            f"none of the {what} of dataset '{dataset.name}' has a gold answer among model '{model.name}''s labels "
+            f"(unknown answers {coverage.unknown_text()}); the model would be wrong on every item"
+        )
+
+
 def _design_fields(*, owner, spec: StudySpec) -> dict:
     """Check a design and return the Study fields it sets (the conditions are left to the
     caller). Raises StudyError naming the first problem."""
@@ -110,6 +122,7 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
     missing = sorted(set(spec.model.modalities) - set(spec.dataset.modalities))
     if missing:
         raise StudyError(f"the model needs modalities {missing} that dataset '{spec.dataset.name}' lacks")
+    _labels_check(dataset=spec.dataset, model=spec.model)
     if len([c for c in spec.conditions if c.is_baseline]) != 1:
         raise StudyError("a study needs exactly one no-explanation baseline condition")
     if len(spec.conditions) < 2:
@@ -670,6 +683,8 @@ def study_launch(*, study: Study) -> Study:
         if study.status != Study.Status.READY:
             raise StudyError(f"only a ready study can be launched (this one is {study.status}); run precompute first")
         study_views_check(study=study)
+        test_items = study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True)
+        _labels_check(dataset=study.dataset, model=study.model, item_ids=list(test_items))
         missing = _missing_explanations(study=study)
         if missing:
             raise StudyError(f"{missing} explanations are missing or failed; fix the adapter and precompute again")

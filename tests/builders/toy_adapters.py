@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from workers.engine.adapter import GroupInfo
+from workers.engine.adapter import GroupInfo, adapter_factory
 
 # The toy models are tiny: on a shared CPU, intra-op threads only add contention
 # (a 21x48 matmul takes ~1000x longer with 2 busy threads than with 1).
@@ -342,6 +342,7 @@ class NonFiniteAdapter(ToyAdapter):
         return torch.tensor([[0, 1]]).expand(n, 2), torch.tensor([[2, 3]]).expand(n, 2)
 
 
+@adapter_factory
 def three_modality_adapter() -> BilinearAdapter:
     """A zero-argument factory (what a dotted path names) for :class:`BilinearAdapter` with
     the third modality ``c``."""

@@ -3,11 +3,13 @@ stderr and exit status 1, never a traceback (unless asked for with -v 2 or --tra
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from annotations.models import Dataset, RegisteredModel, Study
 from annotations.services.datasets import dataset_import
-from tests.builders.studies import build_study, write_dataset
+from tests.builders.studies import build_study, make_model, write_dataset
 from tests.commandline import manage
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commands close the connections when they end
@@ -128,6 +130,37 @@ def test_register_model_names_the_failing_step_and_the_adapters_message(dataset,
     assert not RegisteredModel.objects.exists()
 
 
+def test_register_model_refuses_a_function_that_is_not_an_adapter_factory_without_calling_it(
+    dataset, settings, capsys, tmp_path
+):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    marker = tmp_path / "called"
+    adapter = "tests.builders.registration_adapters:writes_a_marker"
+    argv = ["register_model", "m", adapter, "--options", f'{{"marker": "{marker}"}}', "--dataset", "d"]
+    status, out, err = manage(capsys, *argv, "--owner", "alice")
+    assert (status, out) == (1, "")
+    assert err.startswith(
+        f"CommandError: adapter {adapter}: writes_a_marker is a function not marked as an adapter factory; it was "
+        "not called (name an adapter class, or a function decorated with workers.engine.adapter.adapter_factory)"
+    )
+    assert len(err.splitlines()) == 1
+    assert not marker.exists() and not RegisteredModel.objects.exists()
+
+
+def test_register_model_stops_a_factory_past_the_time_limit(dataset, settings, capsys):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    settings.MMEVAL_REGISTER_TIMEOUT_SECONDS = 2
+    adapter = "tests.builders.registration_adapters:sleeps"
+    argv = ["register_model", "m", adapter, "--options", '{"seconds": 3600}', "--dataset", "d", "--owner", "alice"]
+    assert manage(capsys, *argv) == (
+        1,
+        "",
+        f"CommandError: adapter {adapter}: creating, loading and checking it took longer than the 2 s registration "
+        "limit (MMEVAL_REGISTER_TIMEOUT_SECONDS) and was stopped\n",
+    )
+    assert not RegisteredModel.objects.exists()
+
+
 @pytest.mark.parametrize("adapter", ["os:system", "builtins:eval"])
 def test_register_model_refuses_paths_outside_the_allowed_packages(dataset, settings, capsys, adapter):
     settings.MMEVAL_ADAPTER_PREFIXES = ["workers.engine.demo.", "adapters."]
@@ -181,3 +214,72 @@ def test_launch_study_refuses_a_name_the_owner_already_uses_ignoring_case(alice,
         "and surrounding spaces); choose another name\n",
     )
     assert Study.objects.filter(owner=alice).count() == 1
+
+
+def test_launch_study_says_in_one_line_that_precompute_failed(alice, tmp_path, capsys, settings):
+    """The model's adapter cannot be imported, so the first precompute chunk fails: one line
+    naming the error and where the traceback is, exit status 1, the study left a draft."""
+    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "data", 8))
+    make_model(alice, name="toy")  # its adapter path, tests.toy:Adapter, names no module
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "failing",
+                "dataset": "shapes",
+                "model": "toy",
+                "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap"]}],
+                "items": {"n": 4, "per_participant": 2, "raters_per_item": 1},
+                "candidates": {"mode": "top_k", "k": 2, "distractors": 0},
+                "phases": {"survey": False},
+            }
+        )
+    )
+    status, out, err = manage(capsys, "launch_study", str(spec), "--owner", "alice")
+    study = Study.objects.get(name="failing")
+    assert status == 1
+    assert out == f"Created study {study.pk} '{study.name}' ({study.public_id}).\n"
+    page = f"{settings.SITE_URL}/studies/{study.pk}/"
+    assert err == (
+        "CommandError: precompute failed, the study stays a draft: workers.engine.adapter.AdapterError: adapter "
+        "tests.toy:Adapter: import failed: ModuleNotFoundError: No module named 'tests.toy' (the full traceback is "
+        f"on the study page, {page}; -v 2 shows the traceback)\n"
+    )
+    assert "Traceback" not in err and study.status == Study.Status.DRAFT
+
+
+def _relabelled_toy_dataset(*, owner, directory, mapping):
+
+    from tests.builders.report_adapters import LinearAdapter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    items = LinearAdapter().make_items(10, seed=7)
+    for item in items:
+        item["label"] = mapping.get(item["label"], item["label"])
+    path = directory / "toy.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return dataset_import(owner=owner, name="toy", jsonl_path=path)
+
+
+def test_register_model_refuses_a_model_whose_labels_are_none_of_the_gold_answers(alice, tmp_path, settings, capsys):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    _relabelled_toy_dataset(owner=alice, directory=tmp_path, mapping={"neg": "no", "pos": "yes"})
+    argv = ["register_model", "m", "tests.builders.report_adapters:CheckpointedAdapter", "--dataset", "toy"]
+    status, out, err = manage(capsys, *argv, "--owner", "alice")
+    assert (status, out) == (1, "")
+    assert err.startswith("CommandError: none of the gold answers of dataset 'toy' is one of the model's labels: ")
+    assert "unknown answers 'yes' (6 items), 'no' (4 items); the model's labels: 'neg', 'pos'" in err
+    assert len(err.splitlines()) == 1 and not RegisteredModel.objects.exists()
+
+
+def test_register_model_warns_with_counts_on_a_partial_overlap(alice, tmp_path, settings, capsys):
+    settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
+    dataset = _relabelled_toy_dataset(owner=alice, directory=tmp_path, mapping={"pos": "yes"})
+    n_yes = dataset.items.filter(gold_label="yes").count()
+    argv = ["register_model", "m", "tests.builders.report_adapters:CheckpointedAdapter", "--dataset", "toy"]
+    status, out, err = manage(capsys, *argv, "--owner", "alice")
+    assert status == 0 and out.startswith("Registered 'm'")
+    assert err == (
+        f"warning: {n_yes} of 10 items of dataset 'toy' have a gold answer the model cannot give: "
+        f"'yes' ({n_yes} items); the model counts as wrong on them\n"
+    )

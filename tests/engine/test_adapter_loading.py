@@ -86,9 +86,8 @@ def test_allowed_prefixes_are_packages(path, allowed):
         ),
         (
             "tests.builders.toy_adapters:GroupInfo",
-            "adapter tests.builders.toy_adapters:GroupInfo: creating it (GroupInfo()) "
-            "failed: TypeError: GroupInfo.__init__() missing 2 required positional "
-            "arguments: 'group_id' and 'kind'",
+            "adapter tests.builders.toy_adapters:GroupInfo: class GroupInfo is not a model adapter (it lacks load, "
+            "encode, embed, head, baselines, feature_groups, describe_groups); it was not called",
         ),
     ],
 )
@@ -96,6 +95,27 @@ def test_each_step_of_creating_an_adapter_names_itself(path, message):
     with pytest.raises(AdapterError) as raised:
         adapter_from_path(path)
     assert str(raised.value) == message
+
+
+def test_a_function_not_marked_as_an_adapter_factory_is_refused_without_being_called(tmp_path):
+    marker = tmp_path / "called"
+    with pytest.raises(AdapterError) as raised:
+        adapter_from_path("tests.builders.registration_adapters:writes_a_marker", {"marker": str(marker)})
+    assert str(raised.value) == (
+        "adapter tests.builders.registration_adapters:writes_a_marker: writes_a_marker is a function not marked as "
+        "an adapter factory; it was not called (name an adapter class, or a function decorated with "
+        "workers.engine.adapter.adapter_factory)"
+    )
+    assert not marker.exists()
+    # What the issue found: the demo's training function, named as an adapter.
+    with pytest.raises(AdapterError, match="train_demo_model is a function not marked as an adapter factory"):
+        adapter_from_path("workers.engine.demo.model:train_demo_model")
+
+
+def test_a_marked_factory_function_and_an_adapter_class_are_called():
+    marked = adapter_from_path("tests.builders.toy_adapters:three_modality_adapter")
+    assert list(marked.modalities) == ["a", "b", "c"]
+    assert list(adapter_from_path("tests.builders.toy_adapters:PairwiseAdapter").modalities) == ["a", "b"]
 
 
 def test_a_load_that_raises_names_the_step_and_keeps_the_cause():

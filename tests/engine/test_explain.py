@@ -141,10 +141,21 @@ def test_non_finite_model_raises_through_the_api():
     adapter = NonFiniteAdapter("inf")
     items = adapter.make_items(3)
     items[0]["poison"] = True
-    with pytest.raises(NonFiniteError, match=r"item\(s\) \[0\]"):
+    with pytest.raises(NonFiniteError, match=r"^item\(s\) 'it0': "):
         predict(adapter, items)
+    with pytest.raises(NonFiniteError, match=r"^item\(s\) 'it0' \(line 4\): "):
+        predict(adapter, items, lines={"it0": 4})
     with pytest.raises(NonFiniteError):
         explain_items(adapter, items, methods=["feature_ablation"], targets=0)
+
+
+def test_a_non_finite_error_names_the_dataset_line_when_given():
+    adapter = NonFiniteAdapter("nan")
+    items = adapter.make_items(4)
+    items[3]["poison"] = True
+    with pytest.raises(NonFiniteError) as raised:
+        explain_items(adapter, items, methods=["saliency"], batch_size=2, lines={"it3": 7})
+    assert str(raised.value).startswith("item(s) 'it3' (line 7): adapter.head returned NaN/Inf logits")
 
 
 def test_a_non_finite_error_names_the_item_by_id_and_position_not_by_batch_index():
@@ -297,6 +308,6 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (f"error: [Errno 2] No such file or directory: '{tmp_path / 'missing.jsonl'}'\n")
     assert main(["tests.builders.toy_adapters:NonFiniteAdapter", str(data), "--methods", "saliency"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: item(s) 'it1' (position 1): adapter.head returned NaN/Inf logits during predict (1 of 3 rows); "
+        "error: item(s) 'it1' (line 2): adapter.head returned NaN/Inf logits during predict (1 of 3 rows); "
         "refusing to compute scores from them"
     )

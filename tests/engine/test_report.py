@@ -288,12 +288,46 @@ def test_options_module_knows_every_attribution_method():
     assert SHARE_METHODS == ("shapley", *METHODS)
 
 
-def test_non_finite_logits_stop_the_report_naming_the_items():
+def test_non_finite_logits_stop_the_report_naming_the_items_by_id_not_batch_position():
     adapter = _loaded(NonFiniteAdapter("nan"))
-    items = adapter.make_items(4)
-    items[2]["poison"] = True
-    with pytest.raises(NonFiniteError, match=r"batch item\(s\) \[2\]"):
-        _run(adapter, items)
+    items = adapter.make_items(5)
+    items[3]["poison"] = True  # position 1 of the second batch of two
+    with pytest.raises(NonFiniteError) as raised:
+        _run(adapter, items, batch_size=2)
+    assert str(raised.value).startswith("item(s) 'it3': adapter.head returned NaN/Inf logits")
+    assert "batch item" not in str(raised.value)
+
+
+def test_non_finite_logits_name_the_dataset_line_when_the_caller_knows_it():
+    adapter = _loaded(NonFiniteAdapter("inf"))
+    items = adapter.make_items(5)
+    items[3]["poison"] = True
+    lines = {item["id"]: 2 * k + 3 for k, item in enumerate(items)}  # blank lines between items
+    with pytest.raises(NonFiniteError) as raised:
+        model_report_run(adapter, items, options=ReportOptions(**FAST, batch_size=2), item_lines=lines)
+    assert str(raised.value).startswith("item(s) 'it3' (line 9): adapter.head returned NaN/Inf logits")
+
+
+class _NanOnlyWhenPermuted(NonFiniteAdapter):
+    """Finite on every item as it is; NaN when a poisoned item's ``b`` is paired with another
+    item's ``a`` (the permutation stage), so the error comes from a later stage's own batches."""
+
+    def context(self, items):
+        return {
+            "poison": torch.tensor([bool(item.get("poison")) and item.get("b") != item.get("b_own") for item in items])
+        }
+
+
+def test_a_later_stage_names_the_item_too():
+    adapter = _loaded(_NanOnlyWhenPermuted("nan"))
+    items = adapter.make_items(6)
+    for item in items:
+        item["b_own"] = item["b"]
+    items[4]["poison"] = True
+    with pytest.raises(NonFiniteError) as raised:
+        model_report_run(adapter, items, options=ReportOptions(**FAST, batch_size=4), item_lines={"it4": 12})
+    assert str(raised.value).startswith("item(s) 'it4' (line 12): adapter.head returned NaN/Inf logits")
+    assert "permuted" in str(raised.value)
 
 
 def test_interaction_types_by_hand():

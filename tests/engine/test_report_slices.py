@@ -102,7 +102,7 @@ def test_unknown_field_names_the_field_and_its_column():
         ("(label == red", 14, "expected ')' to close the '('"),
         ("label == red)", 13, "unexpected ')'; expected 'and', 'or' or the end"),
         ("label == red and", 17, "expected a field name, got 'the end'"),
-        ("confidence > high", 14, "'>' needs a number, got 'high'"),
+        ("confidence > high", 14, "'>' on 'confidence' needs a number, got 'high'"),
         ("label > 3", 9, "'>' needs a number field; 'label' holds text"),
         ("label in red", 10, "expected '[' after 'in'"),
         ("label in [red, blue", 20, "expected ',' or ']' in the list"),
@@ -117,6 +117,16 @@ def test_malformed_expressions_name_the_position(expression, column, message):
     assert caught.value.column == column
     assert message in str(caught.value)
     assert str(caught.value).startswith(f"slices.s, column {column}: ")
+    if caught.value.field is not None:  # every error about a field names it
+        assert repr(caught.value.field) in str(caught.value)
+
+
+def test_a_comparison_with_a_non_number_in_the_data_names_the_field_and_the_item():
+    slices = slices_parse({"slices": {"sure": "confidence > 0.5"}}, fields=FIELDS)
+    with pytest.raises(SliceError) as caught:
+        slices.masks([{"id": "q1", "confidence": 0.9}, {"id": "q2", "confidence": "high"}])
+    assert str(caught.value) == "slices.sure: '>' on 'confidence' needs a number; item 'q2' holds 'high'"
+    assert caught.value.field == "confidence"
 
 
 @pytest.mark.parametrize(

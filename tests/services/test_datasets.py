@@ -297,3 +297,45 @@ def test_zip_must_hold_exactly_one_jsonl_and_be_a_zip(alice, tmp_path, media_roo
     with pytest.raises(DatasetImportError, match="not a zip"):
         dataset_import_zip(owner=alice, name="junk", upload=SimpleUploadedFile("x.zip", b"definitely not a zip file"))
     _assert_nothing_stored(media_root)
+
+
+def test_upload_errors_name_files_as_in_the_upload_not_by_server_paths(alice, tmp_path, media_root):
+    src = tmp_path / "src"
+    write_dataset(src, 2, extra_lines=['{"id": "q9", "image": "images/missing.png", "text": "t", "label": "red"}'])
+    with pytest.raises(DatasetImportError) as raised:
+        dataset_import_zip(owner=alice, name="zipped", upload=_zip_upload(_zip_of_dataset(src)))
+    assert raised.value.errors == ["line 3: image file 'bundle/images/missing.png' not found"]  # as in the zip
+    assert str(media_root) not in str(raised.value) and "upload-" not in str(raised.value)
+
+
+def test_the_upload_page_answers_a_refused_upload_with_400_and_no_server_path(alice, tmp_path, media_root, client):
+    src = tmp_path / "src"
+    write_dataset(src, 2, extra_lines=['{"id": "q9", "image": "images/missing.png", "text": "t", "label": "red"}'])
+    client.force_login(alice)
+    response = client.post("/datasets/", {"name": "zipped", "archive": _zip_upload(_zip_of_dataset(src))}, follow=False)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "image file &#x27;bundle/images/missing.png&#x27; not found" in page
+    assert str(media_root) not in page and "upload-" not in page
+    assert not Dataset.objects.filter(name="zipped").exists()
+
+
+def test_the_plants_table_with_a_row_missing_a_column_is_refused_at_import(alice, tmp_path, media_root):
+    """The tabular demo's file with one row short of a measurement and one with a word for a
+    number: refused before anything is stored, naming the line and the column (precompute used
+    to fail on it with a traceback)."""
+    from workers.engine.demo.tabular.data import generate_dataset
+
+    path = generate_dataset(tmp_path / "plants", n_items=6, seed=0)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    column = sorted(rows[0]["tabular"])[0]
+    del rows[2]["tabular"][column]
+    rows[4]["tabular"][column] = "dry"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with pytest.raises(DatasetImportError) as raised:
+        dataset_import(owner=alice, name="plants", jsonl_path=path)
+    assert raised.value.errors == [
+        f"line 3: field 'tabular' lacks column '{column}' that line 1 has",
+        f"line 5: field 'tabular' column '{column}' must be a finite number, not \"dry\"",
+    ]
+    _assert_nothing_stored(media_root)

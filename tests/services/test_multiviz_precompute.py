@@ -12,6 +12,7 @@ from annotations.selectors.precompute import study_multiviz_method
 from annotations.services.precompute import precompute_job_create
 from annotations.services.studies import ConditionSpec, study_create
 from tests.builders.demo_study import demo_study
+from workers.engine.adapter import adapter_factory
 from workers.pipeline import precompute_run
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +74,7 @@ def test_an_adapter_without_features_fails_the_job_saying_why(alice, demo_jsonl,
     assert "features()" in PrecomputeJob.objects.get(pk=job.pk).error
 
 
+@adapter_factory
 def FeaturelessDemo():  # noqa: N802 (an adapter factory)
     from workers.engine.demo.adapter import DemoAdapter
 

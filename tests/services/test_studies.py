@@ -124,6 +124,34 @@ def test_create_refuses_a_model_needing_modalities_the_dataset_lacks(alice, data
         _create(alice, dataset, audio_model)
 
 
+def test_create_refuses_a_model_that_cannot_give_any_gold_answer(alice, dataset):
+    """The dataset's answers are colours; a cat/dog model is wrong on every item, so the
+    right/wrong balance of the test items cannot hold: refused, naming the unknown answers."""
+    pets = make_model(alice, name="pets", labels=["cat", "dog"])
+    with pytest.raises(StudyError) as raised:
+        _create(alice, dataset, pets)
+    assert str(raised.value) == (
+        "none of the items of dataset 'shapes' has a gold answer among model 'pets''s labels (unknown answers "
+        "'blue' (6 items), 'green' (6 items), 'red' (6 items), 'yellow' (6 items)); the model would be wrong "
+        "on every item"
+    )
+    partial = make_model(alice, name="partial", labels=["red", "cat"])
+    assert _create(alice, dataset, partial).model == partial  # a partial overlap is the researcher's call
+
+
+def test_launch_refuses_test_items_whose_gold_answers_the_model_cannot_give(alice, dataset, model):
+    from annotations.services.studies import study_launch
+
+    study = _create(alice, dataset, model)
+    StudyItem.objects.create(study=study, item=dataset.items.first(), role=StudyItem.Role.TEST, stratum="right")
+    study.status = study.Status.READY
+    study.save(update_fields=["status"])
+    model.labels = ["cat", "dog"]  # labels changed since the design (a re-registration, an edit)
+    model.save(update_fields=["labels"])
+    with pytest.raises(StudyError, match="none of the test items of dataset 'shapes' has a gold answer"):
+        study_launch(study=study)
+
+
 # --- stratified item selection --------------------------------------------------------------
 
 

@@ -16,6 +16,13 @@ a label set), stored with the registered model and passed as ``Factory(**options
 Hugging Face adapters (:mod:`workers.engine.hf`) are configured that way. This module imports
 no Django.
 
+What a dotted path may name (:func:`adapter_factory_check`, checked on the imported object
+before anything is called): a class with the protocol's methods (``load``, ``encode``,
+``embed``, ``head``, ``baselines``, ``feature_groups``, ``describe_groups``), or a function
+marked with :func:`adapter_factory`. Anything else (``train_demo_model``, ``os.system``) is
+refused without being called. Registration runs the factory, ``load`` and the check in a child
+process under a time limit (``workers/adapter_probe.py``, ``MMEVAL_REGISTER_TIMEOUT_SECONDS``).
+
 Optional hooks (:class:`ReportHooks`) feed the model report (``workers/engine/report``,
 docs/MODEL_REPORT.md); an adapter without them works everywhere, and the report says which
 section it skipped and why: ``checkpoints()`` and ``load_checkpoint(name)`` for the learning
@@ -39,9 +46,9 @@ import importlib
 import inspect
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -199,6 +206,48 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+ADAPTER_METHODS = ("load", "encode", "embed", "head", "baselines", "feature_groups", "describe_groups")
+_FACTORY_MARK = "__mmeval_adapter_factory__"
+_Factory = TypeVar("_Factory", bound=Callable[..., Any])
+
+
+def adapter_factory(function: _Factory) -> _Factory:
+    """Mark ``function`` as an adapter factory, so that a dotted path may name it: a plain
+    function is called at registration only when it says it builds an adapter::
+
+        @adapter_factory
+        def from_folder(*, path: str): ...
+    """
+    setattr(function, _FACTORY_MARK, True)
+    return function
+
+
+def adapter_factory_check(*, dotted_path: str, factory: Any) -> None:
+    """Refuse, without calling it, what a dotted path names unless it is a class with the
+    protocol's methods or a function marked with :func:`adapter_factory`. Only the object's
+    type and class attributes are read. Raises :class:`AdapterError`."""
+    name = str(dotted_path).partition(":")[2]
+    if not callable(factory) or inspect.isbuiltin(factory):
+        raise AdapterError(
+            f"adapter {dotted_path}: {name} is a {type(factory).__name__}, not an adapter class or factory function"
+        )
+    if inspect.isclass(factory):
+        missing = [method for method in ADAPTER_METHODS if not callable(getattr(factory, method, None))]
+        if missing:
+            raise AdapterError(
+                f"adapter {dotted_path}: class {name} is not a model adapter (it lacks {', '.join(missing)}); "
+                "it was not called"
+            )
+        return
+    marked = inspect.isfunction(factory) and getattr(factory, _FACTORY_MARK, False) is True
+    if not marked:
+        raise AdapterError(
+            f"adapter {dotted_path}: {name} is a {type(factory).__name__} not marked as an adapter factory; it was "
+            "not called (name an adapter class, or a function decorated with "
+            "workers.engine.adapter.adapter_factory)"
+        )
+
+
 def adapter_from_path(dotted_path: str, options: Mapping[str, Any] | None = None) -> ModelAdapter:
     """Instantiate ``package.module:Factory`` as ``Factory(**options)``. Raises
     :class:`AdapterError` naming the step that failed (import, create, protocol) with the
@@ -215,30 +264,13 @@ def adapter_from_path(dotted_path: str, options: Mapping[str, Any] | None = None
         factory = getattr(module, attr)
     except AttributeError as exc:
         raise AdapterError(f"adapter {dotted_path}: module {module_name!r} has no attribute {attr!r}") from exc
-    if not callable(factory) or inspect.isbuiltin(factory):
-        raise AdapterError(
-            f"adapter {dotted_path}: {attr} is a {type(factory).__name__}, not an adapter class or factory function"
-        )
+    adapter_factory_check(dotted_path=dotted_path, factory=factory)
     call = f"{attr}({', '.join(f'{key}=…' for key in options)})"
     try:
         adapter = factory(**options)
     except Exception as exc:
         raise AdapterError(f"adapter {dotted_path}: creating it ({call}) failed: {error_text(exc)}") from exc
-    missing = [
-        name
-        for name in (
-            "labels",
-            "modalities",
-            "load",
-            "encode",
-            "embed",
-            "head",
-            "baselines",
-            "feature_groups",
-            "describe_groups",
-        )
-        if not hasattr(adapter, name)
-    ]
+    missing = [name for name in ("labels", "modalities", *ADAPTER_METHODS) if not hasattr(adapter, name)]
     if missing:
         raise AdapterError(f"adapter {dotted_path} does not implement: {', '.join(missing)}")
     return adapter

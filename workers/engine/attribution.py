@@ -93,6 +93,8 @@ __all__ = [
     "as_targets",
     "attribute",
     "check_finite",
+    "item_lines_places",
+    "nonfinite_naming",
     "occlusion_windows",
     "prepare_batch",
     "run_method",
@@ -104,17 +106,76 @@ __all__ = [
 class NonFiniteError(ValueError):
     """The model produced NaN/Inf logits, or a method produced NaN/Inf attributions.
 
+    The error is raised where the values appear, which knows only positions in a batch; the
+    callers that know the items re-raise it naming them (:func:`nonfinite_naming`): by id,
+    then by dataset line where the caller knows the lines.
+
     Attributes:
-        detail: what went wrong, naming no batch positions, for callers that name the items
-            themselves (by id and line) instead.
-        batch_items: positions in the batch of the offending items (empty when unknown); the
-            message ends with them.
+        detail: what went wrong, naming no items.
+        batch_items: positions in the batch of the offending items (empty when unknown or once
+            the items are named).
+        item_ids: ids of the offending items, once a caller named them.
+        places: per item id, where it is (``"line 7"``, ``"position 3"``), where known.
     """
 
-    def __init__(self, detail: str, *, batch_items: Sequence[int] = ()):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        batch_items: Sequence[int] = (),
+        item_ids: Sequence[str] = (),
+        places: Mapping[str, str] | None = None,
+    ):
         self.detail = detail
         self.batch_items = [int(b) for b in batch_items]
-        super().__init__(f"{detail} (batch item(s) {self.batch_items})" if self.batch_items else detail)
+        self.item_ids = [str(i) for i in item_ids]
+        self.places = dict(places or {})
+        if self.item_ids:
+            named = ", ".join(f"{i!r} ({self.places[i]})" if self.places.get(i) else repr(i) for i in self.item_ids)
+            message = f"item(s) {named}: {detail}"
+        elif self.batch_items:
+            message = f"{detail} (batch item(s) {self.batch_items})"
+        else:
+            message = detail
+        super().__init__(message)
+
+    def naming(self, *, items: Sequence[Mapping[str, Any]]) -> NonFiniteError:
+        """This error with its batch positions replaced by the ids of ``items`` (the batch)."""
+        if self.item_ids or not self.batch_items:
+            return self
+        ids = [str(items[b].get("id", "?")) for b in self.batch_items if 0 <= b < len(items)]
+        return NonFiniteError(self.detail, item_ids=ids) if ids else self
+
+    def placed(self, *, places: Mapping[str, str]) -> NonFiniteError:
+        """This error with each named item's place (``"line 7"``) added where ``places`` has it
+        and none is given yet."""
+        if not self.item_ids:
+            return self
+        merged = {i: self.places.get(i) or places.get(i, "") for i in self.item_ids}
+        return NonFiniteError(self.detail, item_ids=self.item_ids, places={i: p for i, p in merged.items() if p})
+
+
+def item_lines_places(*, lines: Mapping[str, int]) -> dict[str, str]:
+    """``{item id: "line N"}`` from item ids' 1-based dataset lines, for :func:`nonfinite_naming`."""
+    return {str(item_id): f"line {int(line)}" for item_id, line in lines.items() if line}
+
+
+@contextlib.contextmanager
+def nonfinite_naming(
+    *, items: Sequence[Mapping[str, Any]] | None = None, places: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Re-raise a :class:`NonFiniteError` from the body naming its items: batch positions
+    become the ids of ``items`` (the batch the body ran on), and ``places`` (item id ->
+    ``"line 7"``) adds where each item is."""
+    try:
+        yield
+    except NonFiniteError as exc:
+        named = exc.naming(items=items) if items is not None else exc
+        if places:
+            named = named.placed(places=places)
+        if named is exc:
+            raise
+        raise named from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ file; other modalities are inline JSON values (text, a list of numbers). Every l
 carry the same modalities. Blank lines are skipped. Three more kinds are checked and shown to
 participants in their own way (:func:`modality_kind`): ``audio`` (a PCM WAV file),
 ``tabular`` (an object of feature names to finite numbers) and ``series`` (a list of at least
-two finite numbers).
+two finite numbers). An inline object (a table row) has the same columns on every line as on
+the first, and a column of numbers there holds numbers on every line (:class:`TableShape`).
 
 Images are checked for size from their header before any pixel is decoded: one above
 ``max_image_pixels`` (a decompression bomb, or just too big to show) is that line's error.
@@ -63,20 +64,66 @@ def modality_kind(name: str) -> str:
     return "file" if is_file_modality(name) else "text"
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shown(value: Any, *, limit: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _check_inline(value: Any, modality: str) -> str | None:
     """The problem with an inline tabular or series value, or None."""
-
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     kind = modality_kind(modality)
-    if kind == "tabular" and not (
-        isinstance(value, dict) and value and all(isinstance(k, str) and k and number(v) for k, v in value.items())
-    ):
-        return f"field '{modality}' must be an object of feature names to finite numbers"
-    if kind == "series" and not (isinstance(value, list) and len(value) >= 2 and all(number(v) for v in value)):
+    if kind == "tabular":
+        if not (isinstance(value, dict) and value and all(isinstance(k, str) and k for k in value)):
+            return f"field '{modality}' must be an object of feature names to finite numbers"
+        bad = next((k for k, v in value.items() if not _number(v)), None)
+        if bad is not None:
+            return f"field '{modality}' column '{bad}' must be a finite number, not {_shown(value[bad])}"
+    if kind == "series" and not (isinstance(value, list) and len(value) >= 2 and all(_number(v) for v in value)):
         return f"field '{modality}' must be a list of at least two finite numbers"
     return None
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """The columns of an inline table (a JSON object value) on the first line that has one,
+    and which of them hold numbers: every later line must have the same (a row missing a
+    column otherwise fails only at precompute, in the adapter)."""
+
+    line: int
+    numeric: dict[str, bool]
+
+    @classmethod
+    def of(cls, value: dict[str, Any], *, line: int) -> TableShape:
+        return cls(line=line, numeric={column: _number(v) for column, v in value.items()})
+
+    def problems(self, value: Any, modality: str) -> list[str]:
+        """What differs in ``value`` (the same field on a later line) from this shape."""
+        if not isinstance(value, dict):
+            return [f"field '{modality}' must be an object of columns, as on line {self.line}"]
+        out: list[str] = []
+        missing = [column for column in self.numeric if column not in value]
+        extra = [column for column in value if column not in self.numeric]
+        if missing:
+            out.append(f"field '{modality}' lacks column {_columns(missing)} that line {self.line} has")
+        if extra:
+            out.append(
+                f"field '{modality}' has column {_columns(extra)} that line {self.line} lacks "
+                "(every line must have the same columns)"
+            )
+        out.extend(
+            f"field '{modality}' column '{column}' is {_shown(value[column])}, not a number as on line {self.line}"
+            for column, numeric in self.numeric.items()
+            if numeric and column in value and not _number(value[column])
+        )
+        return out
+
+
+def _columns(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
 
 
 @dataclass(frozen=True)
@@ -154,7 +201,8 @@ def read_dataset_jsonl(
 ) -> list[DatasetLine]:
     """Parse and validate a dataset file; raise :class:`DatasetFormatError` listing every bad
     line (bad JSON, missing field, missing or unreadable file, duplicate id, an image with
-    more than ``max_image_pixels`` pixels).
+    more than ``max_image_pixels`` pixels, a table row whose columns or numbers differ from
+    the first row's: :class:`TableShape`).
 
     ``files_within`` confines file paths to one folder (an upload's extraction directory),
     so an uploaded file cannot name files elsewhere on the server."""
@@ -165,6 +213,7 @@ def read_dataset_jsonl(
     lines: list[DatasetLine] = []
     first_line_of_id: dict[str, int] = {}
     modalities: tuple[str, ...] | None = None
+    tables: dict[str, TableShape] = {}  # inline object fields: the first line's columns
 
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark (Windows editors)
     try:
@@ -241,6 +290,10 @@ def read_dataset_jsonl(
                     problems.append(f"missing field '{modality}'")
                 elif problem := _check_inline(value, modality):
                     problems.append(problem)
+                elif modality in tables:
+                    problems.extend(tables[modality].problems(value, modality))
+                elif isinstance(value, dict):
+                    tables[modality] = TableShape.of(value, line=number)
                 item[modality] = value
 
         if problems:

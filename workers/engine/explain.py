@@ -37,6 +37,8 @@ from workers.engine.attribution import (
     NonFiniteError,
     PreparedBatch,
     attribute,
+    item_lines_places,
+    nonfinite_naming,
     prepare_batch,
 )
 from workers.engine.interactions import (
@@ -129,22 +131,31 @@ def _chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [seq[s : s + size] for s in range(0, len(seq), size)]
 
 
-def predict(adapter: ModelAdapter, items: Sequence[RawItem], *, batch_size: int = 32) -> list[Prediction]:
+def predict(
+    adapter: ModelAdapter,
+    items: Sequence[RawItem],
+    *,
+    batch_size: int = 32,
+    lines: Mapping[str, int] | None = None,
+) -> list[Prediction]:
     """The model's prediction for every item.
 
     Args:
         adapter: a loaded adapter.
         items: raw items.
         batch_size: items per ``encode``/``head`` call.
+        lines: item id -> 1-based dataset line, to name an item in an error.
 
     Returns:
         One :class:`Prediction` per item, in order. Cost: 1 forward pass per item. Raises
-        :class:`~workers.engine.attribution.NonFiniteError` on NaN/Inf logits.
+        :class:`~workers.engine.attribution.NonFiniteError` on NaN/Inf logits, naming the
+        items by id (and line).
     """
     out: list[Prediction] = []
     for chunk in _chunks(list(items), batch_size):
-        p = prepare_batch(adapter, adapter.encode(chunk))
-        out.extend(_predictions(p, chunk))
+        with nonfinite_naming(items=chunk, places=item_lines_places(lines=lines or {})):
+            p = prepare_batch(adapter, adapter.encode(chunk))
+            out.extend(_predictions(p, chunk))
     return out
 
 
@@ -315,12 +326,15 @@ def _as_item(b: int, exc: NonFiniteError) -> NonFiniteError:
     return NonFiniteError(exc.detail, batch_items=[b])
 
 
-def _naming_items(exc: NonFiniteError, chunk: Sequence[RawItem], positions: Sequence[int]) -> NonFiniteError:
-    """``exc`` with its batch positions replaced by the items' ids and positions in ``items``."""
-    named = ", ".join(
-        f"{chunk[b].get('id')!r} (position {positions[b]})" for b in exc.batch_items if 0 <= b < len(chunk)
-    )
-    return NonFiniteError(f"item(s) {named}: {exc.detail}")
+def _naming_items(
+    exc: NonFiniteError, chunk: Sequence[RawItem], positions: Sequence[int], lines: Mapping[str, int] | None
+) -> NonFiniteError:
+    """``exc`` with its batch positions replaced by the items' ids, each with its dataset line
+    when ``lines`` knows it, else its position in ``items``."""
+    named = exc.naming(items=chunk)
+    places = {str(chunk[b].get("id", "?")): f"position {positions[b]}" for b in exc.batch_items if 0 <= b < len(chunk)}
+    places.update(item_lines_places(lines=lines or {}))
+    return named.placed(places=places)
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -422,6 +436,7 @@ def explain_items_iter(
     seed: int | None = 0,
     keep_going: bool = False,
     progress: Progress | None = None,
+    lines: Mapping[str, int] | None = None,
 ) -> Iterator[ItemExplanation | ItemFailure]:
     """:func:`explain_items`, one result per item as each batch finishes, in order.
 
@@ -429,7 +444,8 @@ def explain_items_iter(
     still raises is yielded as an :class:`ItemFailure` (its error, naming no batch position)
     instead of ending the run: one bad item costs its own result only. Without it, the first
     error is raised, a :class:`~workers.engine.attribution.NonFiniteError` naming the items by
-    id and position in ``items``.
+    id and by dataset line (``lines``: item id -> 1-based line) or, without one, by position
+    in ``items``.
 
     Bad arguments (unknown names, a wrong number of targets) raise ``ValueError`` here, before
     any work. Cost: :func:`explain_items`'s, plus, per failed batch, a redo of its items one
@@ -471,7 +487,7 @@ def explain_items_iter(
             except Exception as exc:
                 if not keep_going:
                     if isinstance(exc, NonFiniteError) and exc.batch_items:
-                        raise _naming_items(exc, chunk, positions) from exc
+                        raise _naming_items(exc, chunk, positions, lines) from exc
                     raise
                 results = (
                     [failure(chunk[0], positions[0], exc)]
@@ -499,6 +515,7 @@ def explain_items(
     interaction_modalities: Sequence[str] | None = None,
     seed: int | None = 0,
     progress: Progress | None = None,
+    lines: Mapping[str, int] | None = None,
 ) -> list[ItemExplanation]:
     """Predict and explain every item.
 
@@ -521,6 +538,7 @@ def explain_items(
             two modalities).
         seed: seed for stochastic methods (unless their options give one).
         progress: called as ``progress(done_items, total_items)`` after each batch.
+        lines: item id -> 1-based dataset line, to name an item in an error.
 
     Returns:
         One :class:`ItemExplanation` per item, in order.
@@ -544,6 +562,7 @@ def explain_items(
         interaction_modalities=interaction_modalities,
         seed=seed,
         progress=progress,
+        lines=lines,
     )
     return [r for r in results if isinstance(r, ItemExplanation)]
 
@@ -654,7 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         adapter = load_adapter(args.adapter, device=args.device)
-        items = [line.item for line in read_dataset_jsonl(args.data)][: args.limit]
+        read = read_dataset_jsonl(args.data)[: args.limit]
+        items = [line.item for line in read]
         targets: Any = int(args.targets) if args.targets.isdigit() else args.targets
         split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
         results = explain_items(
@@ -665,6 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets=targets,
             batch_size=args.batch_size,
             progress=lambda d, n: print(f"{d}/{n}", file=sys.stderr),
+            lines={line.id: line.line for line in read},
         )
     except (AdapterError, ValueError, OSError) as exc:  # one line, no traceback (ValueError: NaN/Inf, bad lines)
         print(f"error: {exc}", file=sys.stderr)

@@ -5,7 +5,10 @@
   words) beside the dataset examples that activate it most (their pictures with the same
   feature's heatmap);
 * ``prediction``: the sparse weights behind the candidate, as a bar chart of the features'
-  contributions ``weight × activation``.
+  contributions ``weight × activation``, then the other features' sum and the base
+  (intercept), so the bars add up to the candidate's sparse score, stated above them (the
+  top bars alone omit intercepts that differ between classes and could favour an answer the
+  sparse model does not give).
 
 The candidates of one item share one colour scale (heatmaps) and one axis (bars), so no
 printed number tells them apart but the evidence itself (docs/DESIGN.md "No leak"). Nothing
@@ -26,6 +29,7 @@ from workers.engine import render
 from workers.engine.adapter import GroupInfo
 from workers.engine.attribution import ItemAttribution
 from workers.engine.dataset import IMAGE_MODALITIES
+from workers.engine.sparse import ScoreParts
 
 __all__ = ["FeatureViews", "contribution_bars_png", "example_thumbnail_png", "feature_heat", "render_feature_views"]
 
@@ -116,6 +120,7 @@ def render_feature_views(
     groups: Sequence[Sequence[GroupInfo]],
     examples: Mapping[int, Sequence[bytes]],
     features_shown: int = 3,
+    scores: Sequence[ScoreParts] | None = None,
 ) -> list[FeatureViews]:
     """Draw one item's ``features`` and ``prediction`` views for each candidate.
 
@@ -127,6 +132,8 @@ def render_feature_views(
         attributions: feature index -> this item's attribution of that feature's activation.
         groups: ``describe_groups`` of this item.
         examples: feature index -> PNG thumbnails of its top-activating dataset items.
+        scores: per candidate, its sparse score's parts: the ``prediction`` bars then add the
+            other features' sum and the base (intercept) and state the score they add up to.
 
     Returns:
         One :class:`FeatureViews` per candidate, in the order given.
@@ -135,8 +142,9 @@ def render_feature_views(
     image = _image_modality(attributions[used[0]]) if used else None
     heats = {f: feature_heat(attributions[f], groups, image) for f in used} if image and pixels is not None else {}
     heat_scale = render.shared_scale(*heats.values()) if heats else 1.0  # one per item, pooled
-    bar_limit = max([abs(c) for pairs in candidates for _, c in pairs] or [1.0]) or 1.0  # one axis per item
-    n_bars = max([len(pairs) for pairs in candidates] or [1])
+    bars = [_bars(pairs, scores[k] if scores is not None else None) for k, pairs in enumerate(candidates)]
+    bar_limit = max([abs(v) for named in bars for _, v in named] or [1.0]) or 1.0  # one axis per item
+    n_bars = max([len(named) for named in bars] or [1])
     font, bold = render._font(FONT), render._font(FONT, bold=True)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     room = WIDTH - 2 * GAP
@@ -172,7 +180,7 @@ def render_feature_views(
     ]
     height = GAP + sum(h + GAP for h in row_heights) + LINE * max(1, len(caption)) + GAP
     out = []
-    for all_pairs, rows in zip(candidates, laid):
+    for index, rows in enumerate(laid):
         canvas = Image.new("RGB", (WIDTH, height), "white")
         draw = ImageDraw.Draw(canvas)
         if not rows:
@@ -197,15 +205,27 @@ def render_feature_views(
         y = GAP + sum(h + GAP for h in row_heights)
         for k, line in enumerate(caption):
             draw.text((GAP, y + k * LINE), line, fill="#555555", font=font)
-        names = [f"feature {f}" for f, _ in all_pairs]
-        values = [c for _, c in all_pairs]
+        names = [name for name, _ in bars[index]]
+        values = [v for _, v in bars[index]]
+        total = scores[index].score if scores is not None else None
         out.append(
             FeatureViews(
                 features_png=render._png_bytes(canvas),
-                prediction_png=contribution_bars_png(names, values, limit=bar_limit, rows=max(n_bars, 1)),
+                prediction_png=contribution_bars_png(names, values, limit=bar_limit, rows=max(n_bars, 1), total=total),
             )
         )
     return out
+
+
+def _bars(pairs: Sequence[tuple[int, float]], parts: ScoreParts | None) -> list[tuple[str, float]]:
+    """The named bars of one candidate: its top features, then (with its score's parts) the
+    other features together and the base, so the bars add up to the score."""
+    named = [(f"feature {f}", float(c)) for f, c in pairs]
+    if parts is not None:
+        if parts.n_rest:
+            named.append((f"{parts.n_rest} other features", parts.rest))
+        named.append(("base", parts.base))
+    return named
 
 
 def contribution_bars_png(
@@ -216,10 +236,12 @@ def contribution_bars_png(
     rows: int | None = None,
     cmap: str = render.DEFAULT_CMAP,
     width_px: int = render.CHART_WIDTH,
+    total: float | None = None,
 ) -> bytes:
     """Horizontal bars of the features' contributions (weight × activation) to one answer's
     sparse score, on the axis ``[-limit, +limit]`` shared by the item's candidates, with room
-    for ``rows`` bars (default: as many as given)."""
+    for ``rows`` bars (default: as many as given). With ``total`` (the score the bars add up
+    to), the title states it."""
     vals = np.asarray([float(v) for v in values], dtype=np.float64)
     limit = float(max(limit, float(np.max(np.abs(vals))) if vals.size else 0.0, 1e-12))
     dpi = 100
@@ -258,5 +280,6 @@ def contribution_bars_png(
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
         ax.tick_params(axis="y", length=0)
-        fig.suptitle("weight × activation", fontsize=render.CHART_FONT_PT, x=0.02, ha="left", color="#333333")
+        title = "weight × activation" if total is None else f"score {render._fmt(total)} = sum of the bars"
+        fig.suptitle(title, fontsize=render.CHART_FONT_PT, x=0.02, ha="left", color="#333333")
         return render._figure_png(fig)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from workers.engine.adapter import AdapterError, ModelAdapter, RawItem
-from workers.engine.attribution import ItemAttribution, attribute, prepare_batch
+from workers.engine.attribution import ItemAttribution, NonFiniteError, attribute, prepare_batch
 from workers.engine.interactions import CrossInteraction, cross_modal_interaction
 
 __all__ = [
@@ -95,8 +95,8 @@ class FeatureTable:
 
 def decision_features(adapter: ModelAdapter, items: Sequence[RawItem], *, batch_size: int = 64) -> FeatureTable:
     """The features and logits of every item, ``batch_size`` items per encode. Cost: one
-    forward pass of ``features`` and one of ``head`` per item. Raises ``ValueError`` on
-    NaN/Inf values and :class:`AdapterError` for an adapter without ``features``."""
+    forward pass of ``features`` and one of ``head`` per item. Raises
+    :class:`~workers.engine.attribution.NonFiniteError` naming the items by id on NaN/Inf values, and :class:`AdapterError` for an adapter without ``features``."""
     if not has_features(adapter):
         _features(adapter, (torch.zeros(1),), None)  # raises the explanatory error
     acts, logits = [], []
@@ -109,8 +109,12 @@ def decision_features(adapter: ModelAdapter, items: Sequence[RawItem], *, batch_
     if not acts:
         return FeatureTable(np.zeros((0, 0)), np.zeros((0, len(adapter.labels))))
     table = FeatureTable(torch.cat(acts).numpy(), torch.cat(logits).numpy())
-    if not (np.isfinite(table.activations).all() and np.isfinite(table.logits).all()):
-        raise ValueError("decision-level features or logits contain NaN/Inf")
+    bad = ~(np.isfinite(table.activations).all(axis=1) & np.isfinite(table.logits).all(axis=1))
+    if bad.any():
+        raise NonFiniteError(
+            "decision-level features or logits contain NaN/Inf",
+            item_ids=[str(items[i].get("id", "?")) for i in np.flatnonzero(bad)],
+        )
     return table
 
 

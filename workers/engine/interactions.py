@@ -78,6 +78,7 @@ from workers.engine.attribution import (
     _jsonable,
     as_targets,
     check_finite,
+    nonfinite_naming,
     prepare_batch,
 )
 
@@ -678,9 +679,10 @@ def _pair_logits_items(adapter: ModelAdapter, items: Sequence[RawItem], name_b: 
     for c0 in range(0, len(pairs), batch_size):
         chunk = pairs[c0 : c0 + batch_size]
         synthetic = [{**items[i], name_b: items[j][name_b]} for i, j in chunk]
-        batch = adapter.encode(synthetic)
-        p = prepare_batch(adapter, batch)
-        chunks.append(p.caller("emap").forward_rows(p.inputs).detach().to(torch.float64).cpu())
+        with nonfinite_naming(items=synthetic):  # a pair is named by the item that keeps modality a
+            batch = adapter.encode(synthetic)
+            p = prepare_batch(adapter, batch)
+            chunks.append(p.caller("emap").forward_rows(p.inputs).detach().to(torch.float64).cpu())
     return torch.cat(chunks).reshape(n, n, -1)
 
 
@@ -698,33 +700,35 @@ def _pair_logits_embedded(
     c = len(adapter.labels)
     out = torch.empty(n, n, c, dtype=torch.float64)
     for blk in blocks:
-        p = prepare_batch(adapter, adapter.encode([items[k] for k in blk]))
-        if p.inputs[swap].shape[1:] != swapped_all.shape[1:]:
-            raise ValueError(
-                f"pairing='embedded' needs modality {p.modalities[swap]!r} to have the same per-item "
-                f"shape in every batch ({tuple(p.inputs[swap].shape[1:])} vs "
-                f"{tuple(swapped_all.shape[1:])}); use pairing='items'"
-            )
-        caller = p.caller("emap")
-        size = len(blk)
-        per_call = max(1, max_rows // size)
-        for s0 in range(0, n, per_call):
-            others = swapped_all[s0 : s0 + per_call]  # (J, *S_swap)
-            j = others.shape[0]
-            rows = []
-            for m, x in enumerate(p.inputs):
-                if m == swap:
-                    rows.append(others.repeat_interleave(size, dim=0))  # row j*size + i
-                else:
-                    rows.append(_expand_rows(x, j))
-            logits = caller.forward_rows(tuple(rows)).detach().to(torch.float64).cpu()
-            logits = logits.reshape(j, size, c)  # [other, context]
-            ctx_idx = torch.tensor(blk)
-            other_idx = torch.arange(s0, s0 + j)
-            if swap == ib:  # context items give A: L[i_ctx, j_other]
-                out[ctx_idx[None, :], other_idx[:, None]] = logits
-            else:  # context items give B: L[i_other, j_ctx]
-                out[other_idx[:, None], ctx_idx[None, :]] = logits
+        chunk = [items[k] for k in blk]
+        with nonfinite_naming(items=chunk):  # rows are named by their context item
+            p = prepare_batch(adapter, adapter.encode(chunk))
+            if p.inputs[swap].shape[1:] != swapped_all.shape[1:]:
+                raise ValueError(
+                    f"pairing='embedded' needs modality {p.modalities[swap]!r} to have the same per-item "
+                    f"shape in every batch ({tuple(p.inputs[swap].shape[1:])} vs "
+                    f"{tuple(swapped_all.shape[1:])}); use pairing='items'"
+                )
+            caller = p.caller("emap")
+            size = len(blk)
+            per_call = max(1, max_rows // size)
+            for s0 in range(0, n, per_call):
+                others = swapped_all[s0 : s0 + per_call]  # (J, *S_swap)
+                j = others.shape[0]
+                rows = []
+                for m, x in enumerate(p.inputs):
+                    if m == swap:
+                        rows.append(others.repeat_interleave(size, dim=0))  # row j*size + i
+                    else:
+                        rows.append(_expand_rows(x, j))
+                logits = caller.forward_rows(tuple(rows)).detach().to(torch.float64).cpu()
+                logits = logits.reshape(j, size, c)  # [other, context]
+                ctx_idx = torch.tensor(blk)
+                other_idx = torch.arange(s0, s0 + j)
+                if swap == ib:  # context items give A: L[i_ctx, j_other]
+                    out[ctx_idx[None, :], other_idx[:, None]] = logits
+                else:  # context items give B: L[i_other, j_ctx]
+                    out[other_idx[:, None], ctx_idx[None, :]] = logits
     return out
 
 
@@ -799,7 +803,8 @@ def emap(
         else:
             raise ValueError("pairing must be 'items' or 'embedded'")
     if not torch.isfinite(pair).all():
-        raise NonFiniteError("EMAP pair logits contain NaN/Inf")
+        bad = sorted({int(i) for i in torch.nonzero(~torch.isfinite(pair).all(dim=2))[:, 0]})
+        raise NonFiniteError("EMAP pair logits contain NaN/Inf", item_ids=[str(items[i].get("id", "?")) for i in bad])
     logits = torch.diagonal(pair, dim1=0, dim2=1).T  # (N, C)
     projection = pair.mean(dim=1) + pair.mean(dim=0) - pair.mean(dim=(0, 1))
     model_pred = logits.argmax(dim=1).numpy()

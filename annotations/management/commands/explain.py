@@ -197,6 +197,7 @@ class Command(BaseCommand):
                 interaction_modalities=pair_names,
                 keep_going=True,
                 progress=progress,
+                lines={line.id: line.line for line in lines},
             )
             for res in results:
                 if isinstance(res, ItemFailure):

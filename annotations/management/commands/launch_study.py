@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 from tqdm import tqdm
 
-from annotations.management.cli import owner_find
+from annotations.management.cli import owner_find, traceback_or_hint
 from annotations.models import PrecomputeJob, Study
 from annotations.selectors.precompute import job_progress
 from annotations.services.precompute import precompute_job_create, precompute_start
@@ -59,7 +59,14 @@ class Command(BaseCommand):
             self._precompute_here(job)
         job.refresh_from_db()
         if job.status != PrecomputeJob.Status.DONE:
-            raise CommandError(f"Precompute failed; the study stays a draft.\n{job.error}")
+            # One line: the error itself; the traceback at -v 2 and on the study page.
+            error = next((line.strip() for line in reversed((job.error or "").splitlines()) if line.strip()), "")
+            page = f"{settings.SITE_URL}{reverse('study-detail', args=[study.pk])}"
+            hint = traceback_or_hint(options=options, stderr=self.stderr, text=job.error or "")
+            raise CommandError(
+                f"precompute failed, the study stays a draft: {error or 'no error recorded'} "
+                f"(the full traceback is on the study page, {page}{'; ' + hint.strip(' ()') if hint else ''})"
+            )
         if no_launch:
             self.stdout.write(self.style.SUCCESS("Precompute done; preview and launch it from the study page."))
         else:

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotations.management.cli import traceback_or_hint
 from annotations.management.commands.import_dataset import _owner
 from annotations.models import Dataset
+from annotations.selectors.studies import label_coverage_warning
 from annotations.services.registry import ModelRegistrationError, registered_model_create, registered_model_create_hf
 
 _HF_ONLY = ("kind", "labels", "prompt", "image_size")
@@ -97,6 +98,9 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Registered '{model.name}': {len(model.labels)} labels, modalities {model.modalities}.")
         )
+        warning = label_coverage_warning(dataset=check_dataset, labels=model.labels)
+        if warning:
+            self.stderr.write(warning)
 
 
 def _options_parse(text: str | None) -> dict | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from workers.engine.adapter import adapter_factory
 from workers.engine.hf.folder import KINDS, HFOptions, hf_options
 
 __all__ = ["HF_ADAPTER", "KINDS", "HFOptions", "from_folder", "hf_options"]
@@ -25,6 +26,7 @@ __all__ = ["HF_ADAPTER", "KINDS", "HFOptions", "from_folder", "hf_options"]
 HF_ADAPTER = "workers.engine.hf:from_folder"
 
 
+@adapter_factory
 def from_folder(
     *,
     path: str,

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from workers.engine.adapter import ModelAdapter, RawItem
-from workers.engine.attribution import PreparedBatch, prepare_batch
+from workers.engine.attribution import PreparedBatch, nonfinite_naming, prepare_batch
 from workers.engine.interactions import cross_modal_interaction
 from workers.engine.render import patch_grid_labels
 
@@ -146,8 +146,9 @@ def permuted_logits(
     for start in range(0, len(items), batch_size):
         stop = min(len(items), start + batch_size)
         chunk = [{**items[i], modality: items[order[i]][modality]} for i in range(start, stop)]
-        p = prepare_batch(adapter, adapter.encode(chunk))
-        out.append(_forward(p, [list(p.inputs)], f"model report (permuted {modality})", max_rows)[0])
+        with nonfinite_naming(items=chunk):  # a pair is named by the item that keeps its other modalities
+            p = prepare_batch(adapter, adapter.encode(chunk))
+            out.append(_forward(p, [list(p.inputs)], f"model report (permuted {modality})", max_rows)[0])
     return torch.cat(out)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,13 @@ import numpy as np
 import torch
 
 from workers.engine.adapter import ModelAdapter, RawItem, error_text
-from workers.engine.attribution import attribute, prepare_batch
+from workers.engine.attribution import (
+    NonFiniteError,
+    attribute,
+    item_lines_places,
+    nonfinite_naming,
+    prepare_batch,
+)
 from workers.engine.interactions import emap as emap_compute
 from workers.engine.report import probes, stats
 from workers.engine.report.options import INTERACTION_TYPES, ReportOptions
@@ -157,11 +163,18 @@ class _Context:
     gold: np.ndarray  # (N,) class index, -1 without a gold label
     progress: Progress
     train_items: list[RawItem] | None
+    current: list[RawItem] | None = None  # the batch a stage works on, to name items in errors
 
-    def batches(self, items: Sequence[RawItem] | None = None) -> list[tuple[int, list[RawItem]]]:
-        items = self.items if items is None else items
+    def batches(self) -> Iterator[tuple[int, list[RawItem]]]:
         size = self.options.batch_size
-        return [(start, list(items[start : start + size])) for start in range(0, len(items), size)]
+        for start in range(0, len(self.items), size):
+            self.current = list(self.items[start : start + size])
+            yield start, self.current
+        self.current = None
+
+    def named(self, exc: NonFiniteError) -> NonFiniteError:
+        """``exc`` naming the items of the current batch by id instead of by position."""
+        return exc.naming(items=self.current) if self.current is not None else exc
 
     def pair(self) -> tuple[str, str] | None:
         if self.options.pair:
@@ -384,6 +397,8 @@ def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                     ctx.progress("corruption", done, total)
                 acc.append(hits / int(labelled.sum()) if clean is not None else None)
                 agr.append(agreements / n)
+        except NonFiniteError as exc:
+            raise ctx.named(exc) from exc
         except (NotImplementedError, ValueError, KeyError) as exc:  # no corruption for this modality
             errors[modality] = error_text(exc)
             continue
@@ -453,7 +468,8 @@ def _stage_group_pairs(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
             )
             ctx.progress("group_pairs", min(n, start + len(chunk)), n)
     except Exception as exc:  # a model without second derivatives, say: the other sections stand
-        return {"method": method, "modalities": list(pair), "error": error_text(exc), "top": []}
+        shown = ctx.named(exc) if isinstance(exc, NonFiniteError) else exc
+        return {"method": method, "modalities": list(pair), "error": error_text(shown), "top": []}
     ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0] / kv[1][2], kv[0]))
     top = [
         {"a": a, "b": b, "mean_abs": s_abs / count, "mean": s / count, "n": int(count)}
@@ -477,8 +493,9 @@ def _head_losses(
     for start in range(0, len(items), options.batch_size):
         chunk = list(items[start : start + options.batch_size])
         g = gold[start : start + len(chunk)]
-        p = prepare_batch(adapter, adapter.encode(chunk))
-        logits = probes.subset_logits(p, subsets, max_rows=options.max_rows)  # (1 + M, B, C)
+        with nonfinite_naming(items=chunk):
+            p = prepare_batch(adapter, adapter.encode(chunk))
+            logits = probes.subset_logits(p, subsets, max_rows=options.max_rows)  # (1 + M, B, C)
         log_probs = torch.log_softmax(logits, dim=-1).numpy()
         sums += -log_probs[:, np.arange(len(chunk)), g].sum(axis=1)
         right += int((logits[0].numpy().argmax(axis=1) == g).sum())
@@ -590,6 +607,7 @@ def model_report_run(
     train_items: Sequence[RawItem] | None = None,
     progress: Progress | None = None,
     on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+    item_lines: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Compute the model report of ``adapter`` on ``items``.
 
@@ -605,11 +623,12 @@ def model_report_run(
             ``training_items()`` when it has one).
         progress: called as ``progress(stage, done, total)``.
         on_stage: called as ``on_stage(stage, state)`` after each stage.
+        item_lines: item id -> 1-based dataset line of ``items``, to name an item in an error.
 
     Returns:
         The report (see :func:`model_report_assemble`). Cost: see the module doc. Raises
         ``ValueError`` for bad options and :class:`~workers.engine.attribution.NonFiniteError`
-        when the model returns NaN/Inf.
+        when the model returns NaN/Inf, naming the items by id (and line).
     """
     options = options or ReportOptions()
     options.check()
@@ -639,7 +658,16 @@ def model_report_run(
         if stage in state:
             continue
         started = time.perf_counter()
-        state[stage] = _stage_subsets(ctx) if stage == "subsets" else _STAGE_FUNCTIONS[stage](ctx, state)
+        ctx.current = None
+        places = item_lines_places(lines=item_lines or {}) if stage != "learning" else {}  # training items differ
+        try:
+            with nonfinite_naming(places=places):
+                state[stage] = _stage_subsets(ctx) if stage == "subsets" else _STAGE_FUNCTIONS[stage](ctx, state)
+        except NonFiniteError as exc:
+            named = ctx.named(exc)
+            if named is exc:
+                raise
+            raise named.placed(places=places) from exc
         timing[stage] = time.perf_counter() - started
         state["timing"] = timing
         if on_stage is not None:

@@ -113,6 +113,8 @@ class _Parser:
         self.k = 0
 
     def fail(self, message: str, token: _Token, *, field: str | None = None) -> SliceError:
+        if field is not None and repr(field) not in message:
+            message = f"{message} (field {field!r})"  # every error names the field it is about
         return SliceError(self.where, message, field=field, column=token.column)
 
     @property
@@ -227,14 +229,27 @@ class _Parser:
             if kind != NUMBER:
                 raise self.fail(f"{op!r} needs a number field; {name!r} holds {kind}", token, field=name)
             if not isinstance(value, float):
-                raise self.fail(f"{op!r} needs a number, got {value!r}", token, field=name)
+                raise self.fail(f"{op!r} on {name!r} needs a number, got {value!r}", token, field=name)
             test = {
                 "<": lambda a: a < value,
                 "<=": lambda a: a <= value,
                 ">": lambda a: a > value,
                 ">=": lambda a: a >= value,
             }[op]
-            return lambda row: (x := _get(row, name)) is not None and test(float(x))
+            where = self.where
+
+            def number(row: Mapping[str, Any]) -> float | None:
+                x = _get(row, name)
+                if x is None or isinstance(x, float):
+                    return x
+                try:
+                    return float(x)
+                except (TypeError, ValueError):
+                    raise SliceError(
+                        where, f"{op!r} on {name!r} needs a number; item {row.get('id')!r} holds {x!r}", field=name
+                    ) from None
+
+            return lambda row: (x := number(row)) is not None and test(x)
         if op == "contains":
             text = str(value)
             return lambda row: (x := _get(row, name)) is not None and text in str(x)
