@@ -5,6 +5,7 @@ sees each kind of arrow, so a rule cannot pass because the checker is blind."""
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from pathlib import Path
 
@@ -170,3 +171,23 @@ def test_a_relative_import_beyond_the_top_package_is_an_error(tmp_path):
     (tmp_path / "workers" / "x.py").write_text("from ... import y\n")
     with pytest.raises(ValueError, match="beyond the top-level package"):
         import_graph_build(root=tmp_path, packages=("workers",))
+
+
+def test_a_registered_model_is_loaded_only_through_the_one_loader():
+    """Every adapter built for a registered model (``load_adapter(<row>.adapter_path, ...)``)
+    goes through ``workers.adapters.registered_model_adapter``, which always passes the stored
+    options: a loader that forgot them could not build a Hugging Face model."""
+    offenders = []
+    for name, path in GRAPH.modules.items():
+        if name == "workers.adapters":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", "")) == "load_adapter"
+                and node.args
+                and isinstance(node.args[0], ast.Attribute)
+                and node.args[0].attr == "adapter_path"
+            ):
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
