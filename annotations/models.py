@@ -350,7 +350,30 @@ class PrecomputeJob(models.Model):
         ]
 
 
-class PrecomputeChunk(models.Model):
+class LeasedWork(models.Model):
+    """The lease fields of a piece of background work that one worker at a time computes
+    (precompute chunks, model reports, the next job): the rules that use them live in
+    ``annotations.services.leases`` (docs/DESIGN.md, "Background jobs"). A concrete model adds
+    ``status`` and ``error``, and names its waiting status ``WAITING``."""
+
+    #: The status of a row a worker holds (every leased model spells it so).
+    RUNNING = "running"
+    #: The status of a row that waits for a worker (set by each concrete model).
+    WAITING: str
+
+    attempts = models.PositiveIntegerField(default=0)
+    claim = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class PrecomputeChunk(LeasedWork):
     """A bounded unit of precompute work: one engine batch of items for one stage.
 
     A worker claims it (pending -> running, with a fresh ``claim`` token), beats
@@ -380,16 +403,11 @@ class PrecomputeChunk(models.Model):
     index = models.PositiveIntegerField()
     item_ids = models.JSONField(default=list)
     targets = models.JSONField(default=dict, blank=True, help_text="Item id -> the labels to explain.")
+    WAITING = Status.PENDING
+
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    claim = models.CharField(max_length=32, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
     failed_rows = models.PositiveIntegerField(default=0, help_text="Explanations stored as failed.")
     error = models.TextField(blank=True)
-    dispatched_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     @property
     def rows(self) -> int:
@@ -568,7 +586,7 @@ class Response(models.Model):
         ]
 
 
-class ModelReport(models.Model):
+class ModelReport(LeasedWork):
     """The model report of one registered model on one dataset (issue 12; definitions in
     docs/MODEL_REPORT.md): computed by a worker (``workers.report_pipeline``) stage by stage.
     ``state`` keeps each finished stage's output, so a worker that dies (or a task that reaches
@@ -581,6 +599,8 @@ class ModelReport(models.Model):
         RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
+
+    WAITING = Status.QUEUED
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="model_reports")
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="reports")
@@ -603,14 +623,8 @@ class ModelReport(models.Model):
     result = models.JSONField(null=True, blank=True, help_text="The finished report.")
     error = models.TextField(blank=True)
     dispatch_error = models.TextField(blank=True, help_text="Why the last hand-over to the task queue failed.")
-    claim = models.CharField(max_length=32, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Claims since a stage last finished.")
     created_at = models.DateTimeField(auto_now_add=True)
-    dispatched_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -20,13 +20,13 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError
 
 from annotations.models import PrecomputeChunk, PrecomputeJob
 from annotations.selectors.precompute import (
@@ -60,6 +60,7 @@ from annotations.services.studies import (
     explanation_store_multiviz,
     prediction_store,
 )
+from workers.adapters import registered_model_adapter
 from workers.engine.attribution import attribute, item_lines_places, nonfinite_naming
 from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.explain import predict
@@ -74,9 +75,9 @@ from workers.engine.presentation import (
     render_share_bars,
 )
 from workers.engine.presentation_modalities import render_modality_views
-from workers.engine.registry import load_adapter
 from workers.engine.render import shared_scale
 from workers.engine.sparse import SparseHead, fit_sparse_head, score_parts
+from workers.heartbeat import heartbeat_kept
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def chunk_run(*, chunk_id: int, worker: str) -> str:
     chunk = precompute_chunk_claim(chunk_id=chunk_id, worker=worker)
     if chunk is None:
         return "skipped"
-    with _heartbeat(chunk):
+    beat = partial(precompute_chunk_heartbeat, chunk_id=chunk.pk, claim=chunk.claim)
+    with heartbeat_kept(beat=beat, name=f"heartbeat-{chunk.pk}"):
         try:
             failed_rows, error = _compute(chunk)
         except SoftTimeLimitExceeded:
@@ -137,38 +139,13 @@ def chunk_run(*, chunk_id: int, worker: str) -> str:
     return "failed" if error else "done"
 
 
-@contextmanager
-def _heartbeat(chunk: PrecomputeChunk) -> Iterator[None]:
-    """Beat the chunk's heartbeat from a side thread while it computes, so a long engine
-    call is not mistaken for a dead worker."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(settings.MMEVAL_CHUNK_HEARTBEAT_SECONDS):
-                try:
-                    precompute_chunk_heartbeat(chunk_id=chunk.pk, claim=chunk.claim)
-                except Exception as exc:  # the database is away: the watchdog decides later
-                    logger.warning("heartbeat of chunk %s failed: %s", chunk.pk, exc)
-        finally:
-            connections.close_all()  # this thread's connections only
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{chunk.pk}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-
-
 # --------------------------------------------------------------------------- computing
 
 
 def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     """Compute and store one chunk. Returns (failed rows, the first traceback or "")."""
     study = chunk.job.study
-    adapter = load_adapter(study.model.adapter_path, device=settings.MMEVAL_DEVICE, options=study.model.adapter_options)
+    adapter = registered_model_adapter(model=study.model)
     items = item_map(item_ids=chunk.item_ids)
     if chunk.stage == Stage.PREDICTIONS:
         ordered = [items[pk] for pk in chunk.item_ids]

@@ -23,7 +23,6 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connections
 
 from annotations.models import ModelReport
 from annotations.selectors.model_reports import dataset_item_lines, dataset_raw_items, model_report_progress
@@ -35,7 +34,8 @@ from annotations.services.model_reports import (
     model_report_stage_save,
     model_report_take_over,
 )
-from workers.engine.registry import load_adapter
+from workers.adapters import registered_model_adapter
+from workers.heartbeat import heartbeat_kept
 from workers.pipeline import TRANSIENT_ERRORS  # JSON columns reject NaN
 from workers.pipeline import _finite_json as _finite
 
@@ -49,37 +49,6 @@ class _ClaimLost(Exception):
     """Another worker took the report over (this one was thought dead): stop quietly."""
 
 
-class _Beat:
-    """Beats the report's heartbeat from a side thread (with the latest progress) while the
-    engine computes, so a long stage is not mistaken for a dead worker."""
-
-    def __init__(self, report: ModelReport) -> None:
-        self.report = report
-        self.progress: dict[str, Any] = {"stage": "", "done": 0, "total": 0}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"report-heartbeat-{report.pk}", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.wait(settings.MMEVAL_CHUNK_HEARTBEAT_SECONDS):
-                try:
-                    model_report_heartbeat(
-                        report_id=self.report.pk, claim=self.report.claim, progress=dict(self.progress)
-                    )
-                except Exception as exc:  # the database is away: the watchdog decides later
-                    logger.warning("heartbeat of model report %s failed: %s", self.report.pk, exc)
-        finally:
-            connections.close_all()  # this thread's connections only
-
-    def __enter__(self) -> _Beat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
 def model_report_run_job(*, report_id: int, worker: str, on_progress: Progress | None = None) -> str:
     """Claim, compute and finish one report. Returns what happened: "done", "failed",
     "continued" (the task's time limit came after some stages finished: a fresh task goes on),
@@ -89,16 +58,21 @@ def model_report_run_job(*, report_id: int, worker: str, on_progress: Progress |
     if report is None:
         return "skipped"
     finished_here: list[str] = []
-    with _Beat(report) as beat:
+    progress: dict[str, Any] = {"stage": "", "done": 0, "total": 0}  # the computing thread's latest
+
+    def beat() -> None:
+        model_report_heartbeat(report_id=report.pk, claim=report.claim, progress=dict(progress))
+
+    with heartbeat_kept(beat=beat, name=f"report-heartbeat-{report.pk}"):
         try:
-            result = _compute(report, beat, finished_here, on_progress)
+            result = _compute(report, progress, finished_here, on_progress)
         except _ClaimLost:
             return "lost"
         except SoftTimeLimitExceeded:
             if finished_here:
                 model_report_release(report=report, dispatch=True)
                 return "continued"
-            stage = beat.progress.get("stage") or "a stage"
+            stage = progress.get("stage") or "a stage"
             model_report_finish(
                 report=report,
                 error=(
@@ -117,12 +91,14 @@ def model_report_run_job(*, report_id: int, worker: str, on_progress: Progress |
     return "done" if model_report_finish(report=report, result=_finite(result)) else "lost"
 
 
-def _compute(report: ModelReport, beat: _Beat, finished_here: list[str], on_progress: Progress | None) -> dict:
+def _compute(
+    report: ModelReport, latest: dict[str, Any], finished_here: list[str], on_progress: Progress | None
+) -> dict:
     from workers.engine.report.options import ReportOptions
     from workers.engine.report.quantify import model_report_run, report_slice_fields
     from workers.engine.report.slices import slices_parse
 
-    adapter = load_adapter(report.model.adapter_path, device=settings.MMEVAL_DEVICE)
+    adapter = registered_model_adapter(model=report.model)
     options = ReportOptions.from_json(report.options)
     slices = slices_parse(report.slices, fields=report_slice_fields(adapter.modalities)) if report.slices else None
     items = dataset_raw_items(dataset=report.dataset)
@@ -130,11 +106,11 @@ def _compute(report: ModelReport, beat: _Beat, finished_here: list[str], on_prog
     last_write = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:
-        beat.progress = {"stage": stage, "done": done, "total": total}
+        latest.update(stage=stage, done=done, total=total)
         now = time.monotonic()
         if now - last_write[0] >= _PROGRESS_EVERY or done == total:
             last_write[0] = now
-            if not model_report_heartbeat(report_id=report.pk, claim=report.claim, progress=dict(beat.progress)):
+            if not model_report_heartbeat(report_id=report.pk, claim=report.claim, progress=dict(latest)):
                 raise _ClaimLost
         if on_progress is not None:
             on_progress(stage, done, total)
@@ -142,7 +118,7 @@ def _compute(report: ModelReport, beat: _Beat, finished_here: list[str], on_prog
     def on_stage(stage: str, state: dict) -> None:
         finished_here.append(stage)
         report.state = _finite(state)
-        if not model_report_stage_save(report=report, state=report.state, progress=dict(beat.progress)):
+        if not model_report_stage_save(report=report, state=report.state, progress=dict(latest)):
             raise _ClaimLost
 
     return model_report_run(

@@ -2,7 +2,7 @@
 stage saves and finish (the computing is ``workers.report_pipeline``; the definitions are in
 docs/MODEL_REPORT.md).
 
-Crash safety follows precompute (``services/precompute.py``):
+Crash safety is the lease mechanism that precompute uses too (``services/leases.py``):
 
 * a worker claims a report with a fresh token (queued -> running, or a running report whose
   heartbeat stopped) and only the holder of that token saves stages or finishes it;
@@ -18,7 +18,6 @@ runs in a background thread of this process, so a web request never computes.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +28,15 @@ from django.utils import timezone
 
 from annotations.models import Dataset, ModelReport, PrecomputeJob, RegisteredModel
 from annotations.services.background import task_run_in_background
+from annotations.services.leases import (
+    lease_claim,
+    lease_dispatch_stamp,
+    lease_finish,
+    lease_heartbeat,
+    lease_release,
+    lease_stale_reset,
+    lease_update,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +227,7 @@ def model_report_dispatch(*, report: ModelReport) -> bool:
         ModelReport.objects.filter(pk=report.pk).update(dispatch_error=message)
         report.dispatch_error = message
         return False
-    ModelReport.objects.filter(pk=report.pk).update(dispatch_error="", dispatched_at=timezone.now())
+    lease_dispatch_stamp(model=ModelReport, pks=[report.pk], dispatch_error="")
     report.dispatch_error = ""
     return True
 
@@ -231,76 +239,47 @@ def model_report_claim(*, report_id: int, worker: str) -> ModelReport | None:
     """Take a report for computing: a queued one, or a running one whose heartbeat stopped.
     Returns it with a fresh ``claim``, or None when it is finished or held by a live worker. A
     report whose workers died ``MMEVAL_CHUNK_MAX_ATTEMPTS`` times without finishing a stage
-    fails, naming the stage."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
-    takeable = Q(status=Status.QUEUED) | Q(status=Status.RUNNING, heartbeat_at__lt=stale)
-    claim = uuid.uuid4().hex
-    with transaction.atomic():
-        # Wait for a row lock, never skip it: the dispatcher stamps dispatched_at right after
-        # publishing, and a claim that skipped the queued report would drop its message.
-        report = (
-            ModelReport.objects.select_for_update(of=("self",))
-            .select_related("model", "dataset", "train_dataset")
-            .filter(takeable, pk=report_id)
-            .first()
+    fails, naming the stage (the lease rules: ``services/leases.py``)."""
+
+    def give_up(report: ModelReport, now) -> None:
+        stage = (report.progress or {}).get("stage") or "the first stage"
+        error = (
+            f"The worker stopped {report.attempts} times while computing {stage} (killed, or out of "
+            "memory?). Lower the report's options (emap_max_items, noise_levels, batch_size) or give the "
+            "worker more memory."
         )
-        if report is None:
-            return None
-        if report.attempts >= settings.MMEVAL_CHUNK_MAX_ATTEMPTS:
-            stage = (report.progress or {}).get("stage") or "the first stage"
-            error = (
-                f"The worker stopped {report.attempts} times while computing {stage} (killed, or out of "
-                "memory?). Lower the report's options (emap_max_items, noise_levels, batch_size) or give the "
-                "worker more memory."
-            )
-            ModelReport.objects.filter(pk=report.pk).update(
-                status=Status.FAILED, error=error, finished_at=now, claim=""
-            )
-            return None
-        ModelReport.objects.filter(pk=report.pk).update(
-            status=Status.RUNNING,
-            claim=claim,
-            worker=worker[:200],
-            attempts=report.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-            error="",
-        )
-    report.status, report.claim, report.worker, report.attempts = Status.RUNNING, claim, worker, report.attempts + 1
-    return report
+        ModelReport.objects.filter(pk=report.pk).update(status=Status.FAILED, error=error, finished_at=now, claim="")
+
+    return lease_claim(
+        model=ModelReport,
+        pk=report_id,
+        worker=worker,
+        related=("model", "dataset", "train_dataset"),
+        on_exhausted=give_up,
+    )
 
 
 def model_report_heartbeat(*, report_id: int, claim: str, progress: dict[str, Any] | None = None) -> bool:
     """Mark the report alive (and record its progress). False when the claim was lost."""
-    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
-    if progress is not None:
-        fields["progress"] = progress
-    return bool(ModelReport.objects.filter(pk=report_id, claim=claim, status=Status.RUNNING).update(**fields))
+    fields = {} if progress is None else {"progress": progress}
+    return lease_heartbeat(model=ModelReport, pk=report_id, claim=claim, **fields)
 
 
 def model_report_stage_save(*, report: ModelReport, state: dict[str, Any], progress: dict[str, Any]) -> bool:
     """Keep the stages finished so far; a finished stage also resets the attempts (the report
     is moving). False when the claim was lost (another worker took over)."""
-    return bool(
-        ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
-            state=state, progress=progress, attempts=0, heartbeat_at=timezone.now()
-        )
-    )
+    return lease_update(row=report, state=state, progress=progress, attempts=0)
 
 
 def model_report_finish(*, report: ModelReport, result: dict[str, Any] | None = None, error: str = "") -> bool:
     """Close a claimed report: done with its ``result``, or failed with ``error``. A worker
     whose claim was taken over changes nothing."""
-    status = Status.FAILED if error else Status.DONE
-    return bool(
-        ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
-            status=status,
-            result=None if error else result,
-            error=error,
-            finished_at=timezone.now(),
-            progress={**(report.progress or {}), "stage": "", "finished": True},
-        )
+    return lease_finish(
+        row=report,
+        status=Status.FAILED if error else Status.DONE,
+        result=None if error else result,
+        error=error,
+        progress={**(report.progress or {}), "stage": "", "finished": True},
     )
 
 
@@ -308,34 +287,27 @@ def model_report_release(*, report: ModelReport, dispatch: bool = False) -> None
     """Give a claimed report back unfinished (queued again): a transient error the task
     retries, or a task that reached its time limit after finishing stages (``dispatch``: a
     fresh task takes it over after commit)."""
-    released = ModelReport.objects.filter(pk=report.pk, claim=report.claim, status=Status.RUNNING).update(
-        status=Status.QUEUED, claim="", attempts=max(0, report.attempts - 1)
-    )
-    if released and dispatch:
-        report.status = Status.QUEUED
+    if lease_release(row=report) and dispatch:
         transaction.on_commit(lambda: model_report_dispatch(report=report))
 
 
 def model_report_take_over(*, report_id: int) -> None:
     """This process runs the report itself (the command line): no worker is handed it, and a
-    claim whose holder died may be taken at once."""
+    report whose worker died is queued again for this process to claim."""
     ModelReport.objects.filter(pk=report_id).update(runner=PrecomputeJob.Runner.INLINE)
+    lease_stale_reset(rows=ModelReport.objects.filter(pk=report_id), now=timezone.now())
 
 
 def model_report_watchdog(*, now=None) -> dict[str, int]:
     """Run by celery beat: hand reports of dead workers, and reports the queue refused or lost,
     to the workers again. Returns counts of what it did."""
     now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
     quiet = now - timedelta(seconds=settings.MMEVAL_REDISPATCH_SECONDS)
     counts = {"stalled": 0, "redispatched": 0}
     workers_reports = ModelReport.objects.filter(runner=PrecomputeJob.Runner.WORKERS)
-    for report in workers_reports.filter(status=Status.RUNNING, heartbeat_at__lt=stale):
-        if ModelReport.objects.filter(pk=report.pk, status=Status.RUNNING, heartbeat_at__lt=stale).update(
-            status=Status.QUEUED, claim=""
-        ):
-            counts["stalled"] += 1
-            model_report_dispatch(report=report)
+    for report_id in lease_stale_reset(rows=workers_reports, now=now):
+        counts["stalled"] += 1
+        model_report_dispatch(report=ModelReport.objects.get(pk=report_id))
     lost = workers_reports.filter(status=Status.QUEUED).filter(
         Q(dispatch_error__gt="") | Q(dispatched_at__isnull=True, created_at__lt=quiet) | Q(dispatched_at__lt=quiet)
     )

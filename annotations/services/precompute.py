@@ -6,12 +6,11 @@ then the item pools are sampled and the ``attribution`` and ``interaction`` chun
 pool run side by side. :func:`precompute_advance` plans the next stage once every chunk of the
 current one has finished; it runs after each chunk, and from the watchdog.
 
-Crash safety rests on three rules:
+Crash safety rests on the lease rules of ``services/leases.py`` (claims with a fresh token,
+heartbeats, take-over of a chunk whose heartbeat stopped, at most ``MMEVAL_CHUNK_MAX_ATTEMPTS``
+claims), by :func:`precompute_watchdog` (celery beat) or by a redelivered message, and on one
+more:
 
-* a chunk is claimed with a fresh token (pending -> running) and finished only by the holder
-  of that token;
-* a running chunk beats ``heartbeat_at``; one whose heartbeat stopped is claimed again, by
-  :func:`precompute_watchdog` (celery beat) or by its redelivered message;
 * results are stored per (model, item, method, target) under a unique constraint, so a chunk
   computed twice still stores every row once.
 
@@ -25,12 +24,11 @@ The rules: docs/DESIGN.md, "Precompute".
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
@@ -46,6 +44,14 @@ from annotations.selectors.precompute import (
 )
 from annotations.selectors.studies import study_explanation_targets
 from annotations.services.background import task_run_in_background
+from annotations.services.leases import (
+    lease_claim,
+    lease_dispatch_stamp,
+    lease_finish,
+    lease_heartbeat,
+    lease_release,
+    lease_stale_reset,
+)
 from annotations.services.studies import StudyError, explanation_store_failed, study_select_items, study_views_check
 
 logger = logging.getLogger(__name__)
@@ -146,9 +152,7 @@ def precompute_dispatch(*, job: PrecomputeJob, chunk_ids: list[int], advance: bo
         PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error=message)
         job.dispatch_error = message
         return False
-    now = timezone.now()
-    if chunk_ids:
-        PrecomputeChunk.objects.filter(pk__in=chunk_ids).update(dispatched_at=now)
+    lease_dispatch_stamp(model=PrecomputeChunk, pks=chunk_ids)
     if job.dispatch_error:
         PrecomputeJob.objects.filter(pk=job.pk).update(dispatch_error="")
         job.dispatch_error = ""
@@ -286,43 +290,28 @@ def _job_finish(*, job: PrecomputeJob, error: str) -> None:
 def precompute_chunk_claim(*, chunk_id: int, worker: str) -> PrecomputeChunk | None:
     """Take a chunk for computing: a pending one, or a running one whose heartbeat stopped
     (its worker died). Returns it with a fresh ``claim`` token, or None when it is done, held
-    by a live worker, or its job is closed. A chunk that killed its worker too often fails."""
-    now = timezone.now()
-    claim = uuid.uuid4().hex
-    stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
-    takeable = Q(status=ChunkStatus.PENDING) | Q(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale)
-    with transaction.atomic():
-        # Wait for a row lock, never skip it: the locks on a chunk row are short statements
-        # (the dispatcher stamping dispatched_at right after publishing, another claim), and a
-        # message whose claim skipped its pending chunk would be acknowledged with the chunk
-        # left undone until the watchdog republished it.
-        chunk = (
-            PrecomputeChunk.objects.select_for_update(of=("self",))
-            .select_related("job__study__model", "job__study__dataset")
-            .filter(takeable, pk=chunk_id, job__status__in=OPEN)
-            .first()
-        )
-        if chunk is None:
-            return None
-        if chunk.attempts >= settings.MMEVAL_CHUNK_MAX_ATTEMPTS:
-            _chunk_give_up(chunk, now)
-            transaction.on_commit(lambda: precompute_advance(job_id=chunk.job_id))
-            return None
-        PrecomputeChunk.objects.filter(pk=chunk.pk).update(
-            status=ChunkStatus.RUNNING,
-            claim=claim,
-            worker=worker[:200],
-            attempts=chunk.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-            error="",
-        )
+    by a live worker, or its job is closed. A chunk that killed its worker too often fails
+    (the lease rules: ``services/leases.py``)."""
+
+    def give_up(chunk: PrecomputeChunk, now) -> None:
+        _chunk_give_up(chunk, now)
+        transaction.on_commit(lambda: precompute_advance(job_id=chunk.job_id))
+
+    def job_running(chunk: PrecomputeChunk) -> None:
         if chunk.job.status == PrecomputeJob.Status.QUEUED:
             PrecomputeJob.objects.filter(pk=chunk.job_id, status=PrecomputeJob.Status.QUEUED).update(
                 status=PrecomputeJob.Status.RUNNING
             )
-    chunk.status, chunk.claim, chunk.worker, chunk.attempts = ChunkStatus.RUNNING, claim, worker, chunk.attempts + 1
-    return chunk
+
+    return lease_claim(
+        model=PrecomputeChunk,
+        pk=chunk_id,
+        worker=worker,
+        where=Q(job__status__in=OPEN),
+        related=("job__study__model", "job__study__dataset"),
+        on_exhausted=give_up,
+        on_claimed=job_running,
+    )
 
 
 def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
@@ -344,30 +333,21 @@ def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
 
 def precompute_chunk_heartbeat(*, chunk_id: int, claim: str) -> bool:
     """Mark the chunk alive. False when the claim was lost (the chunk was taken over)."""
-    return bool(
-        PrecomputeChunk.objects.filter(pk=chunk_id, claim=claim, status=ChunkStatus.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
-    )
+    return lease_heartbeat(model=PrecomputeChunk, pk=chunk_id, claim=claim)
 
 
 def precompute_chunk_finish(*, chunk: PrecomputeChunk, error: str = "", failed_rows: int = 0) -> list[int]:
     """Close a claimed chunk (done, or failed with ``error``) and advance its job. A worker
     whose claim was taken over changes nothing: the new holder finishes the chunk."""
     status = ChunkStatus.FAILED if error else ChunkStatus.DONE
-    closed = PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
-        status=status, error=error, failed_rows=failed_rows, finished_at=timezone.now()
-    )
-    if not closed:
+    if not lease_finish(row=chunk, status=status, error=error, failed_rows=failed_rows):
         return []
     return precompute_advance(job_id=chunk.job_id)
 
 
 def precompute_chunk_release(*, chunk: PrecomputeChunk) -> None:
     """Give a claimed chunk back unfinished (a transient error: the task retries it)."""
-    PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
-        status=ChunkStatus.PENDING, claim="", attempts=F("attempts") - 1
-    )  # not a crash: no attempt spent
+    lease_release(row=chunk)
 
 
 def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
@@ -389,10 +369,7 @@ def precompute_chunk_split(*, chunk: PrecomputeChunk) -> list[int]:
         return []
     with transaction.atomic():
         job = PrecomputeJob.objects.select_for_update(of=("self",)).get(pk=chunk.job_id)
-        closed = PrecomputeChunk.objects.filter(pk=chunk.pk, claim=chunk.claim, status=ChunkStatus.RUNNING).update(
-            status=ChunkStatus.SPLIT, finished_at=timezone.now()
-        )
-        if not closed:
+        if not lease_finish(row=chunk, status=ChunkStatus.SPLIT):
             return []
         half = (len(chunk.item_ids) + 1) // 2
         first = _last_index(job) + 1
@@ -436,13 +413,7 @@ def precompute_take_over(*, job_id: int) -> None:
 
 
 def _reset_stalled(*, job: PrecomputeJob, now) -> list[int]:
-    stale = now - timedelta(seconds=settings.MMEVAL_CHUNK_STALE_SECONDS)
-    stalled = list(job.chunks.filter(status=ChunkStatus.RUNNING, heartbeat_at__lt=stale).values_list("pk", flat=True))
-    if stalled:
-        PrecomputeChunk.objects.filter(pk__in=stalled, status=ChunkStatus.RUNNING, heartbeat_at__lt=stale).update(
-            status=ChunkStatus.PENDING, claim=""
-        )
-    return stalled
+    return lease_stale_reset(rows=PrecomputeChunk.objects.filter(job_id=job.pk), now=now)
 
 
 def precompute_watchdog(*, now=None) -> dict[str, int]:

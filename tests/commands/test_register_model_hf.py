@@ -12,6 +12,7 @@ from annotations.services.datasets import dataset_import
 from tests.builders.hf_models import VILT_LABELS, clip_folder, vilt_folder
 from tests.builders.studies import write_dataset
 from tests.commandline import manage
+from workers.adapters import registered_model_adapter
 from workers.engine.explain import predict
 from workers.engine.hf import HF_ADAPTER
 from workers.engine.registry import load_adapter
@@ -53,7 +54,7 @@ def test_register_a_vqa_folder_and_load_it_back_as_a_worker_does(dataset, folder
     from annotations.selectors.studies import item_raw
 
     raws = [item_raw(item) for item in dataset.items.order_by("line_number")]
-    stored = predict(load_adapter(model.adapter_path, options=model.adapter_options), raws)
+    stored = predict(registered_model_adapter(model=model), raws)
     direct = predict(load_adapter(HF_ADAPTER, options={"path": str(folders["vqa"])}), raws)
     assert [p.label for p in stored] == [p.label for p in direct]
     assert all(p.label in VILT_LABELS for p in stored)

@@ -24,7 +24,8 @@ from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import study_create_from_spec, study_select_items
 from tests.builders.model_reports import FAST_OPTIONS, SLICES, allow_test_adapters, toy  # noqa: F401 (fixtures)
 from tests.builders.studies import write_dataset
-from workers.engine.registry import forget_adapter, load_adapter
+from workers.adapters import registered_model_adapter
+from workers.engine.registry import forget_adapter
 from workers.report_pipeline import model_report_run_inline, model_report_run_job
 
 pytestmark = pytest.mark.django_db
@@ -134,7 +135,7 @@ def test_a_dead_worker_is_followed_from_the_last_finished_stage(alice, toy, monk
     assert {"subsets", "permutation", "noise", "corruption"} <= set(report.state)
     assert "emap" not in report.state
     monkeypatch.undo()
-    adapter = load_adapter(report.model.adapter_path)
+    adapter = registered_model_adapter(model=report.model)  # the instance the worker gets
     adapter.reset_counts()
     assert model_report_run_job(report_id=report.pk, worker="w2") == "done"
     rows = adapter.head_rows
@@ -164,7 +165,7 @@ def test_a_stage_longer_than_the_time_limit_fails_the_report_with_advice(alice, 
 def test_an_adapter_error_fails_the_report_with_its_traceback(alice, toy, monkeypatch):
     report = _create(alice, toy)
     forget_adapter(report.model.adapter_path)
-    adapter = load_adapter(report.model.adapter_path)
+    adapter = registered_model_adapter(model=report.model)  # the instance the worker gets
     monkeypatch.setattr(adapter, "encode", lambda items: (_ for _ in ()).throw(ValueError("item 'it3': unreadable")))
     assert model_report_run_inline(report_id=report.pk)["status"] == "failed"
     report.refresh_from_db()

@@ -17,6 +17,7 @@ import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from annotations.management.adapter_args import HF_ONLY, adapter_arguments_add, adapter_arguments_check
 from annotations.management.cli import os_error_text, out_dir_prepare, traceback_or_hint
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -73,9 +74,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--adapter",
-            required=True,
+            default=None,
             help="dotted path package.module:Factory, under one of "
-            "the packages of MMEVAL_ADAPTER_PREFIXES (see --allow-any-adapter)",
+            "the packages of MMEVAL_ADAPTER_PREFIXES (see --allow-any-adapter); or --hf PATH",
         )
         parser.add_argument("--data", required=True, type=Path, help="dataset JSONL file")
         parser.add_argument(
@@ -115,6 +116,7 @@ class Command(BaseCommand):
             "in this process: only code you trust)",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        adapter_arguments_add(parser=parser)
 
     def handle(
         self,
@@ -132,7 +134,9 @@ class Command(BaseCommand):
         seed,
         allow_any_adapter,
         no_progress,
-        **options,
+        options,
+        hf,
+        **rest,
     ):
         # Engine imports stay here: `manage.py help` must not pay for torch.
         from tqdm.auto import tqdm
@@ -159,13 +163,16 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1")
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1")
+        adapter, factory_options = _adapter_choose(
+            adapter=adapter, options=options, hf=hf, hf_values={key: rest[key] for key in HF_ONLY}
+        )
         _adapter_path_check(adapter, allow_any=allow_any_adapter)
         lines = _dataset_read(data)[:limit]
         items = [line.item for line in lines]
         if emap and len(items) < 2:
             raise CommandError("--emap needs at least two items")
         out_dir_prepare(path=out)
-        model = self._adapter_load(adapter, device, options)
+        model = self._adapter_load(adapter, device, factory_options, rest)
         target_spec = _target_spec(str(targets), [str(x) for x in model.labels])
         if pair_names is not None or interactions or emap:
             _pair_check([str(m) for m in model.modalities], pair, pair_names)
@@ -228,7 +235,7 @@ class Command(BaseCommand):
         hint = ""
         for failure in failures[:10]:
             self.stderr.write(f"item {failure.item_id!r} (line {lines[failure.position].line}): {failure.error}")
-            hint = traceback_or_hint(options=options, stderr=self.stderr, text=failure.traceback)
+            hint = traceback_or_hint(options=rest, stderr=self.stderr, text=failure.traceback)
         if failures:
             more = " (the first 10 above)" if len(failures) > 10 else " (above)"
             raise CommandError(
@@ -238,7 +245,7 @@ class Command(BaseCommand):
         if emap_error:
             raise CommandError(emap_error)
 
-    def _adapter_load(self, adapter: str, device: str, options: dict):
+    def _adapter_load(self, adapter: str, device: str, factory_options: dict | None, options: dict):
         import torch
 
         from workers.engine.adapter import AdapterError
@@ -251,7 +258,7 @@ class Command(BaseCommand):
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise CommandError(f"--device {device!r}: CUDA is not available to this PyTorch build")
         try:
-            return load_adapter(adapter, device=device)
+            return load_adapter(adapter, device=device, options=factory_options)
         except AdapterError as exc:  # names the step (import, create, load) and the adapter's own message
             trace = "".join(format_exception(exc)) if exc.__cause__ else ""  # no cause: the message is all
             hint = traceback_or_hint(options=options, stderr=self.stderr, text=trace)
@@ -289,6 +296,26 @@ class Command(BaseCommand):
                 f"{100 * result.emap_gap:+.1f} points. Wrote {out / (EMAP_STEM + '.json')}."
             )
         return ""
+
+
+def _adapter_choose(
+    *, adapter: str | None, options: str | None, hf: str | None, hf_values: dict
+) -> tuple[str, dict | None]:
+    """The dotted path and factory options to load: ``--adapter`` with ``--options``, or the
+    Hugging Face adapter over the ``--hf`` folder, its options checked from ``config.json``
+    before any weight is read (as ``register_model --hf`` does)."""
+    factory_options = adapter_arguments_check(
+        adapter_path=adapter, options=options, hf=hf, hf_values=hf_values, path_name="--adapter"
+    )
+    if hf is None:
+        return adapter, factory_options
+    from workers.engine.adapter import AdapterError
+    from workers.engine.hf import HF_ADAPTER, hf_options
+
+    try:
+        return HF_ADAPTER, hf_options(path=hf, **hf_values).as_dict()
+    except AdapterError as exc:
+        raise CommandError(str(exc)) from None  # the message names the folder
 
 
 def _adapter_path_check(adapter: str, *, allow_any: bool) -> None:

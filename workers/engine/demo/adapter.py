@@ -20,17 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from ..adapter import AdapterError, GroupInfo, RawItem
 from . import model as demo_model
+from .blur import blur
 from .data import IMAGE_SIZE
 from .model import GRID, LABELS, MAX_TOKENS, PAD_ID, PATCH, DemoModel
 from .report_hooks import DemoReportHooks
-
-_BLUR_SIGMA = 8.0  # pixels; at this width no shape or colour boundary survives
 
 
 @dataclass
@@ -71,27 +69,6 @@ def _read_image(item: RawItem) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError) as exc:  # missing, unreadable, not an image, truncated
         raise ValueError(f"item {item_id!r}: cannot read image {path!r}: {exc}") from exc
-
-
-def _gaussian_kernel(sigma: float) -> Tensor:
-    radius = int(3 * sigma)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
-def blur(pixels: Tensor, *, sigma: float = _BLUR_SIGMA) -> Tensor:
-    """Separable Gaussian blur of ``(N, 3, H, W)`` with replicated borders (so the border
-    keeps the background colour instead of fading to zero)."""
-    kernel = _gaussian_kernel(sigma).to(pixels)
-    radius = kernel.numel() // 2
-    channels = pixels.shape[1]
-    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    x = F.pad(pixels, (radius, radius, 0, 0), mode="replicate")
-    x = F.conv2d(x, horizontal, groups=channels)
-    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(x, vertical, groups=channels)
 
 
 class DemoAdapter(DemoReportHooks):

@@ -19,6 +19,7 @@ from PIL import Image
 from ..adapter import AdapterError, RawItem
 from . import data
 from . import model as demo_model
+from .blur import blur
 
 #: Training batches whose examples :meth:`DemoReportHooks.training_items` returns (the first
 #: ones of the run: every checkpoint has trained on them).
@@ -84,8 +85,6 @@ class DemoReportHooks:
         """A corrupted copy of ``batch`` at severity ``level`` in [0, 1]: ``image``, Gaussian
         blur of ``6 * level`` pixels; ``text``, each word replaced by the unknown word with
         probability ``level`` (seeded by ``seed``)."""
-        from .adapter import blur
-
         if modality == "image":
             if level <= 0:
                 return batch
