@@ -12,7 +12,10 @@ beyond one participant's rows and the study's small lookup tables (arms, items):
   Excluded participants' rows are kept and flagged (``excluded``, ``exclusion_reasons``).
   Attention-check rows are included with ``is_attention_check = True``.
 * **items** — one row per item of the study's pool: model prediction, its probability and the
-  full probability vector (model label order), gold label, stratum, role and the automatic
+  full probability vector (model label order), gold label, stratum, role, the item's answer
+  type, the number of candidates its participants choose from (``n_candidates``; chance is one
+  over it) and whether the model's answer is one of the item's declared valid answers
+  (``model_answer_valid``; empty when the dataset declares none), and the automatic
   metrics of the explanation of the predicted class, one column ``metric:<method>:<metric>`` per
   method found (and the study's method).
 * **participants** — one row per participant (previews left out): arm, platform, phase,
@@ -54,6 +57,7 @@ from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
 
 from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
+from annotations.selectors.studies import study_candidates
 
 if TYPE_CHECKING:  # the analysis package pulls numpy/pandas/scipy: imported where used, not at URL load
     from annotations.analysis.exclusions import ExclusionRules
@@ -103,6 +107,9 @@ ITEM_BASE_COLUMNS = [
     "model_correct",
     "prediction_probability",
     "probabilities",
+    "answer_type",
+    "n_candidates",
+    "model_answer_valid",
 ]
 ITEM_METRICS = [
     "deletion_auc",
@@ -541,13 +548,21 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             "item__gold_label",
             "predicted",
             "probabilities",
+            "item_id",
+            "item__choices",
+            "item__answer_type",
             *[f"metrics_{k}" for k in range(len(methods))],
         )
     )
-    for external_id, role, stratum, gold, predicted, probabilities, *metrics in rows.iterator(chunk_size=_CHUNK):
+    for row in rows.iterator(chunk_size=_CHUNK):
+        external_id, role, stratum, gold, predicted, probabilities, item_id, choices, answer_type, *metrics = row
         probability = None
+        n_candidates = None
         if predicted is not None and probabilities and predicted in labels:
             probability = float(probabilities[labels.index(predicted)])
+            shown = Prediction(label=predicted, probabilities=probabilities)
+            shown.item = Item(pk=item_id, choices=choices)
+            n_candidates = len(study_candidates(study=study, prediction=shown))
         yield [
             study.public_id,
             external_id,
@@ -558,6 +573,9 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             None if predicted is None else predicted == gold,
             probability,
             None if probabilities is None else json.dumps(probabilities),
+            answer_type,
+            n_candidates,
+            None if predicted is None or not choices else predicted in choices,
             *[_metric_value(found, name) for found in metrics for name in names],
         ]
 
