@@ -5,7 +5,8 @@ Format, one JSON object per line::
 
     {"id": "q1", "image": "images/q1.png", "text": "what colour is the square?", "label": "red"}
 
-``id`` and ``label`` are required. Every other key is a modality. Values of file modalities
+``id`` and ``label`` are required; ``choices`` and ``answer_type`` declare the valid answers
+(below). Every other key is a modality. Values of file modalities
 (see :data:`FILE_MODALITIES`, or any key ending in ``_file``) are paths relative to the JSONL
 file; other modalities are inline JSON values (text, a list of numbers). Every line must
 carry the same modalities. Blank lines are skipped. Three more kinds are checked and shown to
