@@ -336,6 +336,7 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
     study drew only its 2 new candidates, their printed colour scale would differ from the
     pilot's pair, and the pair holding the model's answer would stand out."""
     from annotations.models import PrecomputeJob
+    from annotations.selectors.studies import study_explanation_targets
     from annotations.services.precompute import precompute_job_create
     from annotations.services.studies import ConditionSpec, study_create
     from workers.pipeline import precompute_run
@@ -361,9 +362,11 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
         main.study_items.values_list("item_id", flat=True)
     )
     assert shared, "the same seed should sample overlapping items"
+    targets = study_explanation_targets(study=main)
+    assert max(len(labels) for labels in targets.values()) == 4  # k = 4 where the item has that many valid answers
     for item_id in shared:
         rows = Explanation.objects.filter(model=main.model, item_id=item_id, method=main.explanation_method)
-        assert rows.count() == 4
+        assert sorted(rows.values_list("target_label", flat=True)) == sorted(targets[item_id])
         # Every row of the item was drawn in the main study's run, together.
         assert all(row.updated_at >= started for row in rows)
 
