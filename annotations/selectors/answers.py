@@ -23,19 +23,6 @@ def dataset_answers_declared(*, dataset: Dataset) -> bool:
     return Item.objects.filter(dataset=dataset).exclude(choices=[]).exists()
 
 
-def dataset_answer_summary(*, dataset: Dataset) -> dict[str, Any]:
-    """``{"declared", "answer_types": {type: answers}, "per_item": n items with their own
-    choices, "warning"}`` for the dataset page."""
-    declared = dataset_answers_declared(dataset=dataset)
-    per_item = Item.objects.filter(dataset=dataset, answer_type="").exclude(choices=[]).count()
-    return {
-        "declared": declared,
-        "answer_types": dict(dataset.answer_types or {}),
-        "per_item": per_item,
-        "warning": "" if declared else UNDECLARED_WARNING,
-    }
-
-
 def dataset_answers_without_label(*, dataset: Dataset, labels: list[str]) -> list[list[str]]:
     """The distinct declared valid-answer lists of ``dataset`` that name none of ``labels``
     (their items could offer only the model's own answer)."""
