@@ -29,6 +29,9 @@ class Dataset(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
     modalities = models.JSONField(default=list, help_text="Payload keys besides id and label, e.g. ['image', 'text'].")
+    answer_types = models.JSONField(
+        default=dict, blank=True, help_text="Answer type -> its valid answers, as the items use them ({}: none)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -48,6 +51,10 @@ class Item(models.Model):
     payload = models.JSONField()
     gold_label = models.CharField(max_length=200)
     line_number = models.PositiveIntegerField()
+    choices = models.JSONField(
+        default=list, blank=True, help_text="The answers valid for this item ([]: not declared, every label)."
+    )
+    answer_type = models.CharField(max_length=100, blank=True, help_text="The answer type naming the choices, if any.")
 
     class Meta:
         constraints = [

@@ -74,6 +74,26 @@ def _accuracy_rows(block: dict, baseline: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _chance_rows(block: dict) -> list[dict[str, Any]]:
+    """Per arm and pooled: the per-item chance averaged over the answers, accuracy above it and
+    chance-corrected (``annotations.analysis.chance``)."""
+    found = block.get("chance") or {}
+    tables = [*sorted((found.get("per_arm") or {}).items()), *([("all arms", found["pooled"])] if found else [])]
+    return [
+        {
+            "arm": arm,
+            "n": table["n"],
+            "chance": _pct(table["chance"]),
+            "above": _pct(table["above_chance"]),
+            "corrected": _num(table["chance_corrected"]),
+            "sizes": ", ".join(
+                f"{count}×{size}" for size, count in sorted(table["candidates"].items(), key=lambda p: int(p[0]))
+            ),
+        }
+        for arm, table in tables
+    ]
+
+
 def _agreement_rows(block: dict) -> list[dict[str, Any]]:
     rows = []
     for arm, found in block["agreement"].items():
@@ -225,6 +245,7 @@ def _power_view(power: dict | None) -> dict[str, Any] | None:
         "baseline": _pct(power["baseline_accuracy"]),
         "participant_sd": _num(power["participant_sd"], 2),
         "item_sd": _num(power["item_sd"], 2),
+        "chance_pct": _pct(power["chance"]) if power.get("chance") is not None else "",
     }
 
 
@@ -348,9 +369,13 @@ def study_dashboard(request, pk: int):
         baseline = report["study"]["baseline"]
         block = report["analysis"][section]
         correlation = (report.get("metrics_vs_human") or {}).get(section)
+        # The per-item chance averaged over this section's answers; the study's when not computed.
+        pooled_chance = ((block.get("chance") or {}).get("pooled") or {}).get("chance")
         svgs = {
             "accuracy": accuracy_bar_svg(
-                block["simulation_accuracy"], baseline=baseline, chance=study_chance_level(study=study)
+                block["simulation_accuracy"],
+                baseline=baseline,
+                chance=pooled_chance if pooled_chance is not None else study_chance_level(study=study),
             )
             if baseline in block["simulation_accuracy"]
             else "",
@@ -370,6 +395,8 @@ def study_dashboard(request, pk: int):
                 "accuracy_rows": _accuracy_rows(block, baseline),
                 "agreement_rows": _agreement_rows(block),
                 "calibration_rows": _calibration_rows(block),
+                "chance_rows": _chance_rows(block),
+                "answer_options": report.get("answer_options"),
                 "time_rows": _time_rows(block),
                 "gain_rows": _gain_rows(block),
                 "correlation_rows": _correlation_rows(correlation),

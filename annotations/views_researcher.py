@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotations.downloads import study_export_response
 from annotations.forms import ARM_ROWS, DatasetUploadForm, ModelRegisterForm, StudyForm
 from annotations.models import Study
+from annotations.selectors.answers import UNDECLARED_WARNING, study_answer_options
 from annotations.selectors.participants import participant_session_key
 from annotations.selectors.studies import (
     label_coverage_warning,
@@ -120,6 +121,7 @@ def study_detail(request, pk: int):
         {
             "study": study,
             "progress": study_progress(study=study),
+            "answers": study_answer_options(study=study),
             "job": study_latest_job(study=study),
             "participant_link": participant_link,
             "conditions": study.conditions.all(),
@@ -278,8 +280,17 @@ def dataset_list(request):
             messages.success(request, f"Imported {dataset.items.count()} items into '{dataset.name}'.")
             return redirect("datasets")
     status = 400 if request.method == "POST" and form.errors else 200  # a refused upload is the client's error
+    datasets = list(user_datasets(user=request.user))
     return render(
-        request, "researcher/datasets.html", {"datasets": user_datasets(user=request.user), "form": form}, status=status
+        request,
+        "researcher/datasets.html",
+        {
+            "datasets": datasets,
+            "form": form,
+            "any_undeclared": any(not d.n_declared for d in datasets),
+            "undeclared_warning": UNDECLARED_WARNING,
+        },
+        status=status,
     )
 
 

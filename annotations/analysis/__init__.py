@@ -3,7 +3,7 @@
 Entry points: :func:`load_responses_csv`, :func:`analyze`. Building blocks:
 :func:`simulation_accuracy`, :func:`arm_effects`, :func:`arm_permutation_test`,
 :func:`simulation_gain`, :func:`mixed_model`, :func:`agreement`, :func:`krippendorff_alpha`,
-:func:`fleiss_kappa`, :func:`dawid_skene`, :func:`calibration`, :func:`time_on_task`; participant
+:func:`fleiss_kappa`, :func:`dawid_skene`, :func:`calibration`, :func:`chance_levels`, :func:`time_on_task`; participant
 quality and the pre-registered exclusion rules (:mod:`.exclusions`); automatic metrics vs human
 accuracy (:mod:`.correlation`); :func:`study_report` bundles them. Planning and monitoring:
 :func:`power_sample_size`, :func:`power_from_pilot` (:mod:`.power`) and
@@ -23,6 +23,7 @@ from .agreement import (
     krippendorff_alpha_from_counts,
 )
 from .calibration import calibration, calibration_table, confidence_forecast
+from .chance import chance_levels, chance_table
 from .correlation import (
     METRIC_PREFIX,
     item_accuracy,
@@ -101,6 +102,8 @@ __all__ = [
     "arm_permutation_test",
     "calibration",
     "calibration_table",
+    "chance_levels",
+    "chance_table",
     "confidence_forecast",
     "dawid_skene",
     "fleiss_kappa",

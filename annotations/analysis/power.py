@@ -14,6 +14,14 @@ of the items it could have used), each participant answering ``m`` distinct item
 that the explained arm's is ``baseline_accuracy + effect`` (population accuracies average over
 ``u`` and ``v``: ``simulate.simulated_accuracy_truth``).
 
+Chance (optional ``chance``: the per-item chance ``1/|candidates shown|`` of the study's items,
+``annotations.analysis.chance``): a participant who does not know answers at random, so the
+probability of a right answer is ``c_i + (1 − c_i) · expit(…)``, with each simulated item's ``c_i``
+drawn from the given values (items drawn afresh). ``β_0`` and ``Δ`` then give the stated accuracies
+above chance: ``(baseline_accuracy − c̄)/(1 − c̄)`` and ``(baseline_accuracy + effect − c̄)/(1 − c̄)``,
+``c̄`` the mean chance; a baseline at or below chance is refused. Without ``chance`` the floor is 0,
+as before.
+
 Sources of the inputs:
 
 * **assumed**: the researcher states the baseline accuracy and the standard deviations;
@@ -38,6 +46,7 @@ participant).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -63,25 +72,46 @@ MAX_PARTICIPANTS_PER_ARM: Final = 5_000
 _ARMS: Final = ("baseline", "explained")
 
 
-def _logits(*, baseline_accuracy: float, effect: float, participant_sd: float, item_sd: float) -> tuple[float, float]:
-    """``(β_0, Δ)`` giving population accuracies ``baseline_accuracy`` and ``baseline_accuracy + effect``."""
+def _chances(chance: Sequence[float] | None) -> np.ndarray | None:
+    """The per-item chance values as float64, checked (each in [0, 1)); None for none."""
+    if chance is None:
+        return None
+    values = np.asarray(chance, dtype=np.float64).reshape(-1)
+    if not len(values) or not np.all(np.isfinite(values)) or np.any((values < 0.0) | (values >= 1.0)):
+        raise ValueError("chance must be a non-empty list of per-item chances in [0, 1)")
+    return values
+
+
+def _logits(
+    *, baseline_accuracy: float, effect: float, participant_sd: float, item_sd: float, chance: float = 0.0
+) -> tuple[float, float]:
+    """``(β_0, Δ)`` giving population accuracies ``baseline_accuracy`` and ``baseline_accuracy + effect``
+    over a guessing floor of mean ``chance`` (module doc)."""
     if not 0.0 < baseline_accuracy < 1.0 or not 0.0 < baseline_accuracy + effect < 1.0:
         raise ValueError(
             f"baseline accuracy {baseline_accuracy} and effect {effect} must keep both arms' "
             f"accuracies strictly between 0 and 1"
         )
+    if chance and min(baseline_accuracy, baseline_accuracy + effect) <= chance:
+        raise ValueError(
+            f"baseline accuracy {baseline_accuracy:.3f} and effect {effect} must keep both arms' accuracies "
+            f"above chance ({chance:.3f}, one over the candidates shown, averaged over the items)"
+        )
 
     def accuracy(logit: float) -> float:
         return simulated_accuracy_truth(logit=logit, participant_sd=participant_sd, item_sd=item_sd)
 
-    intercept = optimize.brentq(lambda x: accuracy(x) - baseline_accuracy, -40.0, 40.0, xtol=1e-12)
-    target = baseline_accuracy + effect
+    def above_chance(value: float) -> float:
+        return (value - chance) / (1.0 - chance)
+
+    intercept = optimize.brentq(lambda x: accuracy(x) - above_chance(baseline_accuracy), -40.0, 40.0, xtol=1e-12)
+    target = above_chance(baseline_accuracy + effect)
     treated = optimize.brentq(lambda x: accuracy(x) - target, -40.0, 40.0, xtol=1e-12)
     return float(intercept), float(treated - intercept)
 
 
 def _study_draws(
-    seed: int, simulation: int, *, n: int, n_items: int, items_per_participant: int
+    seed: int, simulation: int, *, n: int, n_items: int, items_per_participant: int, chance: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Standard-normal effects and uniforms of simulated study ``simulation``, for ``n`` participants
     per arm. Each quantity has its own stream and is drawn participant by participant, so the
@@ -95,7 +125,12 @@ def _study_draws(
         keys = np.random.Generator(np.random.PCG64(arm_streams[1])).random((n, n_items))
         uniforms = np.random.Generator(np.random.PCG64(arm_streams[2])).random((n, items_per_participant))
         per_arm.append((people, keys, uniforms))
-    return {"items": items, "arms": per_arm}
+    draws: dict = {"items": items, "arms": per_arm}
+    if chance is not None:
+        # Its own stream, so the draws above stay those of a study without a guessing floor.
+        picker = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(simulation), 1])))
+        draws["chance"] = picker.choice(chance, size=n_items)
+    return draws
 
 
 def _simulated_effect(
@@ -110,7 +145,11 @@ def _simulated_effect(
             chosen = np.broadcast_to(np.arange(keys.shape[1]), keys.shape)
         chosen = np.sort(chosen, axis=1)  # (n, m): each participant's items, in canonical order
         logit = intercept + shift * arm + participant_sd * people[:, None] + item_sd * draws["items"][chosen]
-        correct.append((uniforms < special.expit(logit)).ravel())
+        probability = special.expit(logit)
+        if "chance" in draws:  # a participant who does not know guesses among the item's candidates
+            floor = draws["chance"][chosen]
+            probability = floor + (1.0 - floor) * probability
+        correct.append((uniforms < probability).ravel())
         participants.append(np.repeat(np.arange(n) + arm * n, items_per_participant))
         items.append(chosen.ravel())
         arms.append(np.full(n * items_per_participant, _ARMS[arm], dtype=object))
@@ -154,8 +193,10 @@ def power_at(
     alpha: float = 0.05,
     n_simulations: int = 400,
     seed: int = 0,
+    chance: Sequence[float] | None = None,
 ) -> dict[str, float]:
-    """Simulated power of the two-way ``t`` test of the effect (see the module docstring).
+    """Simulated power of the two-way ``t`` test of the effect (see the module docstring;
+    ``chance``: the items' per-item chances, or None for no guessing floor).
 
     Returns ``{"power", "power_se", "n_participants_per_arm"}``. Cost: ``n_simulations`` studies
     of ``2 · n · m`` answers each.
@@ -168,11 +209,17 @@ def power_at(
         n_simulations=n_simulations,
         alpha=alpha,
     )
+    chances = _chances(chance)
     intercept, shift = _logits(
-        baseline_accuracy=baseline_accuracy, effect=effect, participant_sd=participant_sd, item_sd=item_sd
+        baseline_accuracy=baseline_accuracy,
+        effect=effect,
+        participant_sd=participant_sd,
+        item_sd=item_sd,
+        chance=0.0 if chances is None else float(chances.mean()),
     )
     return _power(
         int(n_participants_per_arm),
+        chance=chances,
         intercept=intercept,
         shift=shift,
         participant_sd=participant_sd,
@@ -197,12 +244,15 @@ def _power(
     alpha: float,
     n_simulations: int,
     seed: int,
+    chance: np.ndarray | None = None,
 ) -> dict[str, float]:
     if n < 2:
         raise ValueError("need at least 2 participants per arm")
     rejections = 0
     for simulation in range(n_simulations):
-        draws = _study_draws(seed, simulation, n=n, n_items=n_items, items_per_participant=items_per_participant)
+        draws = _study_draws(
+            seed, simulation, n=n, n_items=n_items, items_per_participant=items_per_participant, chance=chance
+        )
         estimate, se, df = _simulated_effect(
             draws,
             intercept=intercept,
@@ -311,6 +361,7 @@ def power_sample_size(
     start: int = 10,
     max_participants_per_arm: int = MAX_PARTICIPANTS_PER_ARM,
     raters_per_item: int | None = None,
+    chance: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The smallest number of participants per arm whose simulated power reaches ``target_power``.
 
@@ -321,7 +372,8 @@ def power_sample_size(
     Returns ``{"n_participants_per_arm"`` (``None`` if not reached by ``max_participants_per_arm``:
     with few items the items' variance caps the power, and more items are needed),
     ``"power"`` (at that ``n``), ``"power_se"``, ``"curve"`` (every ``{n, power, power_se}``
-    evaluated, by ``n``), the inputs, ``"intercept"`` and ``"logit_shift"`` (``β_0``, ``Δ``)}``.
+    evaluated, by ``n``), the inputs, ``"intercept"`` and ``"logit_shift"`` (``β_0``, ``Δ``) and
+    ``"chance"`` (the mean per-item chance, ``None`` without a guessing floor)}``.
     """
     _check_design(
         n_items=n_items,
@@ -335,10 +387,16 @@ def power_sample_size(
         raise ValueError("target_power must lie strictly between 0 and 1")
     if effect == 0.0:
         raise ValueError("effect must not be 0: power is then alpha whatever the sample size")
+    chances = _chances(chance)
     intercept, shift = _logits(
-        baseline_accuracy=baseline_accuracy, effect=effect, participant_sd=participant_sd, item_sd=item_sd
+        baseline_accuracy=baseline_accuracy,
+        effect=effect,
+        participant_sd=participant_sd,
+        item_sd=item_sd,
+        chance=0.0 if chances is None else float(chances.mean()),
     )
     options = dict(
+        chance=chances,
         intercept=intercept,
         shift=shift,
         participant_sd=float(participant_sd),
@@ -401,6 +459,7 @@ def power_sample_size(
         "items_per_participant": int(items_per_participant),
         "intercept": intercept,
         "logit_shift": shift,
+        "chance": None if chances is None else float(chances.mean()),
         "n_simulations": int(n_simulations),
         "seed": int(seed),
         "curve": [curve[n] for n in sorted(curve)],
@@ -419,10 +478,11 @@ def power_from_fit(
     n_simulations: int = 400,
     seed: int = 0,
     raters_per_item: int | None = None,
+    chance: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """:func:`power_sample_size` with the baseline accuracy and the variance components of a fitted
     :func:`~annotations.analysis.mixed_model` (``fit``); the baseline's population accuracy is the
-    one implied by ``β_0``, ``σ_P`` and ``σ_I``. Adds ``"source": "pilot"`` and ``"pilot":
+    one implied by ``β_0``, ``σ_P`` and ``σ_I``; ``chance`` is passed on. Adds ``"source": "pilot"`` and ``"pilot":
     {"n_responses", "intercept", "participant_sd", "item_sd"}``."""
     participant_sd = fit["variance_components"]["participant"]["sd"]
     item_sd = fit["variance_components"]["item"]["sd"]
@@ -439,6 +499,7 @@ def power_from_fit(
         n_simulations=n_simulations,
         seed=seed,
         raters_per_item=raters_per_item,
+        chance=chance,
     )
     result["source"] = "pilot"
     result["pilot"] = {
@@ -465,13 +526,16 @@ def power_from_pilot(
     """:func:`power_from_fit` on the mixed model of a pilot's rows not flagged ``excluded``.
 
     The design defaults to the pilot's (its number of items and median answers per participant);
-    ``"pilot"`` also gets ``"n_participants_per_arm"``.
+    ``"pilot"`` also gets ``"n_participants_per_arm"``. The guessing floor is each pilot item's
+    chance, one over its candidates shown (``candidate_order``), when the rows say it.
     """
     prepared = responses_prepare(df)
     kept = prepared[~prepared["excluded"]].reset_index(drop=True)
     fit = _mixed_model(kept, baseline=baseline, seed=seed, confidence_level=0.95)
     test = kept[(kept["phase"] == "test") & kept["correct_simulation"].notna()]
     per_participant = test.groupby("participant")["item"].size()
+    known = test[test["n_candidates"].notna() & (test["n_candidates"] >= 1)]
+    chance = (1.0 / known.groupby("item", sort=True)["n_candidates"].mean()).to_numpy() if len(known) else None
     result = power_from_fit(
         fit,
         effect=effect,
@@ -485,6 +549,7 @@ def power_from_pilot(
         alpha=alpha,
         n_simulations=n_simulations,
         seed=seed,
+        chance=chance,
     )
     result["pilot"]["n_participants_per_arm"] = {
         str(arm): int(n) for arm, n in test.groupby("condition", sort=True)["participant"].nunique().items()

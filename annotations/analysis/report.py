@@ -18,6 +18,7 @@ from .accuracy import (
 )
 from .agreement import _agreement
 from .calibration import _calibration
+from .chance import _chance_levels
 from .correlation import metric_human_correlation
 from .exclusions import _apply, exclusion_rules_validate, exclusions_summary, participant_quality
 from .mixed import _mixed_model
@@ -163,6 +164,7 @@ def _section(
     )
     attempt("agreement", lambda: _agreement(prepared), {})
     attempt("calibration", lambda: _calibration(prepared), None)
+    attempt("chance", lambda: _chance_levels(prepared), None)
     attempt("time_on_task", lambda: _time_on_task(prepared), None)
     if not mixed_model:
         section["mixed_model"] = None
@@ -215,6 +217,8 @@ def analyze(
     * ``gain``: :func:`~annotations.analysis.simulation_gain` (``{}`` without pretest rows);
     * ``agreement``: :func:`~annotations.analysis.agreement`;
     * ``calibration``: :func:`~annotations.analysis.calibration`;
+    * ``chance``: :func:`~annotations.analysis.chance_levels` (per-item chance, accuracy above
+      chance and chance-corrected, per arm and pooled);
     * ``time_on_task``: :func:`~annotations.analysis.time_on_task`;
     * ``mixed_model``: :func:`~annotations.analysis.mixed_model` (``correct ~ arm + (1 |
       participant) + (1 | item)``), when ``mixed_model`` is true and the section has at most

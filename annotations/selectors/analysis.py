@@ -14,6 +14,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import Length
 
 from annotations.models import Condition, Explanation, Participant, Prediction, Response, Study, StudyItem
+from annotations.selectors.answers import study_answer_options
 from annotations.selectors.exports import (
     PARTICIPANT_COLUMNS,
     RESPONSE_COLUMNS,
@@ -171,7 +172,9 @@ def study_data_version(*, study: Study) -> tuple:
 
 def study_chance_level(*, study: Study) -> float:
     """Simulation accuracy of a blind guess: one over the candidates each test answer chose
-    from, averaged over the answers (the design's count before any answer)."""
+    from (a per-item quantity, since items offer their own valid answers), averaged over the
+    answers; before any answer, averaged over the test items' candidate sets
+    (``study_answer_options``), and before any prediction the design's count."""
     counts = [
         len(order)
         for order in Response.objects.filter(
@@ -181,6 +184,9 @@ def study_chance_level(*, study: Study) -> float:
     ]
     if counts:
         return sum(1 / k for k in counts) / len(counts)
+    planned = study_answer_options(study=study)["mean_chance"]
+    if planned is not None:
+        return planned
     labels = len(study.model.labels) or 1
     shown = min(labels, study.n_candidates + study.n_distractors) if study.n_candidates else labels
     return 1 / max(shown, 1)

@@ -143,6 +143,26 @@ ITEM_BASE_CODEBOOK = [
         "probability, 0–1",
         "The model's probability of every label, keyed by label, in the model's label order.",
     ),
+    Column(
+        "answer_type",
+        _TEXT,
+        "",
+        "The item's declared answer type (the dataset's answer_types.json); empty when it lists its "
+        "choices itself or declares none.",
+    ),
+    Column(
+        "n_candidates",
+        "integer",
+        "answers",
+        "How many answers its participants choose from; chance on the item is 1 / n_candidates.",
+    ),
+    Column(
+        "model_answer_valid",
+        _BOOL,
+        "",
+        "The model's answer is one of the item's declared valid answers (it is offered anyway); empty "
+        "when the dataset declares none.",
+    ),
 ]
 #: The item's own fields, one column each (after ``ITEM_BASE_CODEBOOK``).
 ITEM_FIELD_CODEBOOK = [

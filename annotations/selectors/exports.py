@@ -13,10 +13,13 @@ beyond one participant's rows and the study's small lookup tables (arms, items):
   Attention-check rows are included with ``is_attention_check = True``.
 * **items** — one row per item of the study's pool: model prediction, its probability and the
   probability of every label (a JSON object keyed by label, in the model's label order), gold
-  label, stratum, role, the item's own fields (``item:<field>``, one per dataset field: the
-  question and other text as is, tables and series as JSON, files as their stored path) and the
-  automatic metrics of the explanation of the predicted class, one column
-  ``metric:<method>:<metric>`` per method found (and the study's method).
+  label, stratum, role, the item's answer type, the number of candidates its participants choose
+  from (``n_candidates``; chance is one over it) and whether the model's answer is one of the
+  item's declared valid answers (``model_answer_valid``; empty when the dataset declares none),
+  the item's own fields (``item:<field>``, one per dataset field: the question and other text as
+  is, tables and series as JSON, files as their stored path) and the automatic metrics of the
+  explanation of the predicted class, one column ``metric:<method>:<metric>`` per method found
+  (and the study's method).
 * **participants** — one row per participant (previews left out): arm, platform, phase,
   screened out, timed out (the time limit ran out before any answer: no completion code),
   survey answers, timing, attention checks, exclusion decision.
@@ -68,6 +71,7 @@ from annotations.selectors.codebook import (
     SUMMARY_CODEBOOK,
     codebook_rows,
 )
+from annotations.selectors.studies import study_candidates
 
 if TYPE_CHECKING:  # the analysis package pulls numpy/pandas/scipy: imported where used, not at URL load
     from annotations.analysis.exclusions import ExclusionRules
@@ -498,15 +502,23 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             "predicted",
             "probabilities",
             "item__payload",
+            "item_id",
+            "item__choices",
+            "item__answer_type",
             *[f"metrics_{k}" for k in range(len(methods))],
         )
     )
-    for external_id, role, stratum, gold, predicted, probabilities, payload, *metrics in rows.iterator(
-        chunk_size=_CHUNK
-    ):
+    for row in rows.iterator(chunk_size=_CHUNK):
+        external_id, role, stratum, gold, predicted, probabilities, payload, item_id, choices, answer_type, *metrics = (
+            row
+        )
         probability = None
+        n_candidates = None
         if predicted is not None and probabilities and predicted in labels:
             probability = float(probabilities[labels.index(predicted)])
+            shown = Prediction(label=predicted, probabilities=probabilities)
+            shown.item = Item(pk=item_id, choices=choices)
+            n_candidates = len(study_candidates(study=study, prediction=shown))
         yield [
             study.public_id,
             external_id,
@@ -517,6 +529,9 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             None if predicted is None else predicted == gold,
             probability,
             None if probabilities is None else json.dumps(dict(zip(labels, probabilities))),
+            answer_type,
+            n_candidates,
+            None if predicted is None or not choices else predicted in choices,
             *[_item_field_value((payload or {}).get(field)) for field in fields],
             *[_metric_value(found, name) for found in metrics for name in names],
         ]

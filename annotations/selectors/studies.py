@@ -88,7 +88,10 @@ def user_studies(*, user) -> QuerySet[Study]:
 
 
 def user_datasets(*, user) -> QuerySet[Dataset]:
-    return Dataset.objects.filter(owner=user).annotate(n_items=Count("items"))
+    """The user's datasets with ``n_items`` and ``n_declared`` (items that declare their valid answers)."""
+    return Dataset.objects.filter(owner=user).annotate(
+        n_items=Count("items"), n_declared=Count("items", filter=~Q(items__choices=[]))
+    )
 
 
 def user_models(*, user) -> QuerySet[RegisteredModel]:
@@ -99,15 +102,32 @@ def study_latest_job(*, study: Study) -> PrecomputeJob | None:
     return study.precompute_jobs.order_by("-created_at", "-id").first()
 
 
+def item_valid_labels(*, labels: list[str], item: Item) -> list[int]:
+    """Indices of the model's ``labels`` that are valid answers to ``item``: those among its
+    declared ``choices``, or every label when the dataset declares none."""
+    if not item.choices:
+        return list(range(len(labels)))
+    valid = set(item.choices)
+    return [k for k, label in enumerate(labels) if label in valid]
+
+
 def study_candidates(*, study: Study, prediction: Prediction) -> list[str]:
-    """The labels a participant chooses from, in the model's label order: every label when
-    ``n_candidates`` is 0, else the model's top ``n_candidates`` plus ``n_distractors``
-    random other labels. Distractors are seeded per (study, item), so precompute and every
-    participant see the same set; the order shown is shuffled per assignment."""
+    """The labels a participant chooses from, in the model's label order: drawn from the
+    item's valid answers (``item_valid_labels``) and always holding the model's own answer,
+    valid or not (the task is to predict the model). Every valid label when ``n_candidates``
+    is 0, else the model's answer, the next most probable valid labels up to
+    ``n_candidates``, plus ``n_distractors`` random other valid labels. Distractors are
+    seeded per (study, item), so precompute and every participant see the same set; the
+    order shown is shuffled per assignment. A dataset without declared answers gives
+    today's top-k over all labels."""
     labels = list(study.model.labels)
-    if study.n_candidates == 0 or study.n_candidates >= len(labels):
-        return labels
-    ranked = sorted(range(len(labels)), key=lambda k: (-prediction.probabilities[k], k))
+    valid = item_valid_labels(labels=labels, item=prediction.item)
+    answer = labels.index(prediction.label) if prediction.label in labels else None
+    pool = sorted(set(valid) | ({answer} if answer is not None else set()))
+    if study.n_candidates == 0 or study.n_candidates >= len(pool):
+        return [labels[k] for k in pool]
+    # The model's answer first (it is the most probable label), then the valid ones by probability.
+    ranked = sorted(pool, key=lambda k: (k != answer, -prediction.probabilities[k], k))
     chosen = ranked[: study.n_candidates]
     rest = sorted(ranked[study.n_candidates :])
     if study.n_distractors and rest:
@@ -135,7 +155,10 @@ def study_explanation_targets(*, study: Study) -> dict[int, list[str]]:
     predicted class when the study shows that one unlabelled."""
     if not study_needs_explanations(study=study):
         return {}
-    predictions = {p.item_id: p for p in Prediction.objects.filter(model=study.model, item__study_items__study=study)}
+    predictions = {
+        p.item_id: p
+        for p in Prediction.objects.filter(model=study.model, item__study_items__study=study).select_related("item")
+    }
     return {
         item_id: prediction_explanation_targets(study=study, prediction=prediction)
         for item_id, prediction in predictions.items()

@@ -38,6 +38,7 @@ from annotations.selectors.analysis import (
     study_responses_frame,
     study_stage_order,
 )
+from annotations.selectors.answers import study_answer_options
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,6 +114,8 @@ def _report(
             "explanation_method": study.explanation_method,
             "sequential_monitoring": settings["sequential"],
         },
+        # Candidate sets from the item's valid answers: per-item chance, model answers outside them.
+        "answer_options": study_answer_options(study=study),
         **report,
     }
 
@@ -144,6 +147,12 @@ def study_report_compute(
     )
 
 
+def _item_chances(report: dict[str, Any]) -> list[float] | None:
+    """The test items' per-item chances, one over each item's candidates (``answer_options``)."""
+    sizes = (report.get("answer_options") or {}).get("sizes") or {}
+    return [1.0 / int(size) for size, count in sorted(sizes.items()) for _ in range(int(count))] or None
+
+
 def study_power_card(
     *, report: dict[str, Any], settings: dict[str, Any], items_per_participant: int, n_items: int
 ) -> dict[str, Any]:
@@ -153,10 +162,11 @@ def study_power_card(
 
     ``{"effect", "effect_assumed", "needed_per_arm", "current_per_arm", "more_per_arm", "power",
     "power_se", "baseline_accuracy", "participant_sd", "item_sd", "n_items",
-    "items_per_participant", "n_simulations", "raters_per_item", "capacity"}``, or
+    "items_per_participant", "n_simulations", "raters_per_item", "capacity", "chance"}``, or
     ``{"unavailable": reason}``. ``capacity`` is ``power_capacity_advice`` for the study's test
     items, raters per item and items per participant, with the power the full design reaches
-    when it caps an arm below the number needed."""
+    when it caps an arm below the number needed; the simulation's guessing floor is each item's
+    chance (``answer_options``)."""
     from annotations.analysis import power_from_fit
 
     section = report["analysis"]["after_exclusions"]
@@ -177,6 +187,7 @@ def study_power_card(
             n_simulations=POWER_SIMULATIONS,
             seed=settings["seed"],
             raters_per_item=settings["raters_per_item"],
+            chance=_item_chances(report),
         )
     except ValueError as exc:
         return {"unavailable": str(exc)}
@@ -199,6 +210,7 @@ def study_power_card(
         "max_per_arm": max(point["n_participants_per_arm"] for point in found["curve"]),
         "raters_per_item": settings["raters_per_item"],
         "capacity": found["capacity"],
+        "chance": found["chance"],
     }
 
 
@@ -242,6 +254,7 @@ def study_power_compute(
     effect = float(effect if effect is not None else declared or DEFAULT_EFFECT_OF_INTEREST)
     designs = []
     per_participant = int(items_per_participant or settings["complete_after"])
+    chance = _item_chances({"answer_options": study_answer_options(study=study)})
     for count in n_items or [settings["n_test_items"] or fit["n_items"]]:
         try:
             designs.append(
@@ -255,6 +268,7 @@ def study_power_compute(
                     n_simulations=n_simulations,
                     seed=settings["seed"],
                     raters_per_item=raters_per_item or settings["raters_per_item"],
+                    chance=chance,
                 )
             )
         except ValueError as exc:

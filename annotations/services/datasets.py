@@ -84,6 +84,7 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
             [_upload_relative(str(e), root=files_within) for e in exc.errors],
         ) from None
     modalities = sorted(k for k in lines[0].item if k not in ("id", "label"))
+    answer_types = {line.answer_type: list(line.choices) for line in lines if line.answer_type}
 
     staging = Path(tempfile.mkdtemp(prefix="import-", dir=_media_tmp()))
     final_dir: Path | None = None
@@ -103,7 +104,9 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
             for line in lines
         ]
         with transaction.atomic():
-            dataset = Dataset.objects.create(owner=owner, name=name, modalities=modalities)
+            dataset = Dataset.objects.create(
+                owner=owner, name=name, modalities=modalities, answer_types=dict(sorted(answer_types.items()))
+            )
             final_dir = Path(settings.MEDIA_ROOT) / "datasets" / str(dataset.pk)
             old_prefix = str(staging.relative_to(settings.MEDIA_ROOT))
             new_prefix = str(final_dir.relative_to(settings.MEDIA_ROOT))
@@ -113,6 +116,8 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
                     external_id=line.id,
                     gold_label=line.item["label"],
                     line_number=line.line,
+                    choices=list(line.choices),
+                    answer_type=line.answer_type,
                     payload={
                         m: (v.replace(old_prefix, new_prefix, 1) if is_file_modality(m) else v)
                         for m, v in payload.items()

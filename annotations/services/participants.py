@@ -409,7 +409,9 @@ def _create_assignments(
 ) -> list[Assignment]:
     predictions = {
         p.item_id: p
-        for p in Prediction.objects.filter(model_id=study.model_id, item_id__in={e["item_id"] for e in plan})
+        for p in Prediction.objects.filter(
+            model_id=study.model_id, item_id__in={e["item_id"] for e in plan}
+        ).select_related("item")
     }
     start = first_position
     if start is None:

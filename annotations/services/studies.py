@@ -32,6 +32,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
+from annotations.selectors.answers import dataset_answers_without_label, study_answer_options
 from annotations.selectors.precompute import (
     MODALITY_INTERACTION,
     explanation_has_views,
@@ -123,6 +124,12 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
     if missing:
         raise StudyError(f"the model needs modalities {missing} that dataset '{spec.dataset.name}' lacks")
     _labels_check(dataset=spec.dataset, model=spec.model)
+    dead = dataset_answers_without_label(dataset=spec.dataset, labels=list(spec.model.labels))
+    if dead:
+        raise StudyError(
+            f"dataset '{spec.dataset.name}' declares the valid answers {', '.join(dead[0])}, none of which is a "
+            f"label of model '{spec.model.name}'; fix the dataset's choices or answer types"
+        )
     if len([c for c in spec.conditions if c.is_baseline]) != 1:
         raise StudyError("a study needs exactly one no-explanation baseline condition")
     if len(spec.conditions) < 2:
@@ -688,6 +695,12 @@ def study_launch(*, study: Study) -> Study:
         missing = _missing_explanations(study=study)
         if missing:
             raise StudyError(f"{missing} explanations are missing or failed; fix the adapter and precompute again")
+        too_few = study_answer_options(study=study)["too_few"]
+        if too_few:
+            raise StudyError(
+                f"{len(too_few)} test item(s) would offer fewer than two answers (e.g. '{too_few[0]}'): their "
+                f"valid answers name no other label of the model; fix the dataset's choices"
+            )
         rng = random.Random(f"{study.seed}:slots")
         # Only test items have rater slots: learning items and attention checks are not capped.
         pool = list(study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True))

@@ -58,6 +58,7 @@ def test_structure_and_json(result: dict) -> None:
             "gain",
             "agreement",
             "calibration",
+            "chance",
             "time_on_task",
             "mixed_model",
             "warnings",

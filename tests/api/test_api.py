@@ -105,7 +105,10 @@ def test_progress_analysis_and_exports_content(bob, shared):
     assert progress["status"] == "live" and {c["name"] for c in progress["conditions"]} == {"baseline", "heatmap"}
 
     analysis = client.get(f"/api/studies/{shared.pk}/analysis/").json()
-    assert set(analysis) == {"study", "analysis", "exclusions", "metrics_vs_human", "sequential"}
+    assert set(analysis) == {"study", "answer_options", "analysis", "exclusions", "metrics_vs_human", "sequential"}
+    # candidates over every label (the builder's dataset declares no valid answers): chance 1/4 per item
+    assert analysis["answer_options"]["mean_chance"] == 0.25 and analysis["answer_options"]["warning"]
+    assert analysis["analysis"]["all"]["chance"]["pooled"]["chance"] == 0.25
     assert analysis["study"]["baseline"] == "baseline" and analysis["study"]["n_resamples"] == 200
     assert analysis["sequential"] is None and analysis["study"]["sequential_monitoring"] == {}
     assert set(analysis["analysis"]["after_exclusions"]["mixed_model"]["arms"]) == {"heatmap"}

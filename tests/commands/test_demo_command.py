@@ -25,6 +25,8 @@ def test_the_tabular_demo_builds_a_live_study():
     assert {c.name: c.views for c in study.conditions.all()} == TABULAR_ARMS
     assert "plant" in study.instructions and "picture" not in study.instructions
     assert study.model.modalities == ["tabular", "text"] and study.dataset.items.count() == 80
+    # The demo declares its answer type, so the researcher's pages warn about nothing.
+    assert study.dataset.answer_types == {"state": list(study.model.labels)}
     rows = Explanation.objects.filter(model=study.model, method=study.explanation_method)
     assert rows.exists() and all(row.status == "done" and "table" in row.extra_views for row in rows)
 
@@ -32,6 +34,7 @@ def test_the_tabular_demo_builds_a_live_study():
     client = Client()
     client.force_login(study.owner)
     item = study.study_items.first().item
+    assert 'id="answers-undeclared"' not in client.get(f"/studies/{study.pk}/").content.decode()
     page = client.get(f"/studies/{study.pk}/items/{item.pk}/").content.decode()
     urls = re.findall(r'class="view view-table" src="([^"]+)"', page)
     assert len(urls) == len(study.model.labels)

@@ -106,3 +106,16 @@ def test_refusals(alice, tmp_path):
     quiet = build_study(alice, tmp_path, n_items=4, items_per_participant=2, name="quiet")
     with pytest.raises(CommandError, match="no power analysis: no responses yet"):
         _run(str(quiet.pk))
+
+
+def test_stated_per_item_chances_set_a_guessing_floor():
+    """Chances 1/2 and 1/4 (mean 3/8): a baseline of 11/16 is 1/2 above chance, so β_0 = 0
+    (participant and item SD 0: the hand-computed case of tests/analysis/test_chance.py)."""
+    args = ["--baseline-accuracy", str(11 / 16), "--effect", "0.1", "--items", "20", "--items-per-participant", "20"]
+    args += ["--participant-sd", "0", "--item-sd", "0", "--simulations", "20"]
+    found = json.loads(_run(*args, "--chance", "0.5", "0.25", "--json"))
+    design = found["designs"][0]
+    assert design["chance"] == 0.375 and design["intercept"] == pytest.approx(0.0, abs=1e-9)
+    assert "guessing at each item's chance (mean 37.5%)" in _run(*args, "--chance", "0.5", "0.25")
+    with pytest.raises(CommandError, match="above chance"):
+        _run(*args[:1], "0.3", *args[2:], "--chance", "0.5")

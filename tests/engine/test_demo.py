@@ -99,7 +99,8 @@ def test_dataset_is_well_formed(dataset_dir: Path) -> None:
     assert len(records) == 24
     assert len({r["id"] for r in records}) == 24
     for record in records:
-        assert set(record) == {"id", "image", "text", "label"}
+        assert set(record) == {"id", "image", "text", "label", "answer_type"}
+        assert record["label"] in data.ANSWER_TYPES[record["answer_type"]]  # tests/engine/test_dataset_answers.py
         assert record["id"].startswith("demo-")
         assert record["image"] == f"images/{record['id']}.png"
         assert record["label"] in demo_model.LABELS

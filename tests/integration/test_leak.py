@@ -338,6 +338,7 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
     study drew only its 2 new candidates, their printed colour scale would differ from the
     pilot's pair, and the pair holding the model's answer would stand out."""
     from annotations.models import PrecomputeJob
+    from annotations.selectors.studies import study_explanation_targets
     from annotations.services.precompute import precompute_job_create
     from annotations.services.studies import ConditionSpec, study_create
     from workers.pipeline import precompute_run
@@ -363,11 +364,18 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
         main.study_items.values_list("item_id", flat=True)
     )
     assert shared, "the same seed should sample overlapping items"
+    targets = study_explanation_targets(study=main)
+    before = study_explanation_targets(study=pilot)
+    assert max(len(labels) for labels in targets.values()) == 4  # k = 4 where the item has that many valid answers
+    grown = [item_id for item_id in shared if set(targets[item_id]) > set(before[item_id])]
+    assert grown, "colour and shape items offer more candidates in the main study"
     for item_id in shared:
         rows = Explanation.objects.filter(model=main.model, item_id=item_id, method=main.explanation_method)
-        assert rows.count() == 4
-        # Every row of the item was drawn in the main study's run, together.
-        assert all(row.updated_at >= started for row in rows)
+        assert sorted(rows.values_list("target_label", flat=True)) == sorted(targets[item_id])
+        # Every row of the item was drawn in one run: the main study's where it needed a new
+        # candidate (all redrawn together), the pilot's where its two were all (a yes/no item).
+        drawn_now = {row.updated_at >= started for row in rows}
+        assert drawn_now == ({True} if item_id in grown else {False})
 
 
 def _png_with_text(png: bytes, text: bytes) -> bytes:

@@ -193,7 +193,12 @@ def _check_spec_study() -> Study:
         == study.dataset.items.count()
     )
     targets = study_explanation_targets(study=study)
-    assert sum(len(v) for v in targets.values()) == 3 * StudyItem.objects.filter(study=study).count()  # k + 1
+    assert len(targets) == StudyItem.objects.filter(study=study).count()
+    predictions = Prediction.objects.filter(model=study.model, item_id__in=list(targets)).select_related("item")
+    for prediction in predictions:
+        # k + 1 distractor, within the item's valid answers (a yes/no item has two) and its model answer
+        offered = set(prediction.item.choices) | {prediction.label}
+        assert len(targets[prediction.item_id]) == min(3, len(offered))
     for method, view in (("integrated_gradients", "share"), ("second_order", "top_pairs")):
         rows = Explanation.objects.filter(model=study.model, method=method, status="done")
         assert {(r.item_id, r.target_label) for r in rows} == {

@@ -49,6 +49,7 @@ def test_top_k_plus_distractors_are_seeded_per_item(alice, tmp_path):
     study.model.save()
     for k, prediction in enumerate(Prediction.objects.filter(model=study.model)):
         prediction.probabilities = [0.5 if j == k % 8 else (0.3 if j == (k + 1) % 8 else 0.2 / 6) for j in range(8)]
+        prediction.label = LABELS8[k % 8]  # the model's answer is its most probable label
         prediction.save()
     seen = set()
     for prediction in Prediction.objects.filter(model=study.model):

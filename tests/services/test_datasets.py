@@ -339,3 +339,56 @@ def test_the_plants_table_with_a_row_missing_a_column_is_refused_at_import(alice
         f"line 5: field 'tabular' column '{column}' must be a finite number, not \"dry\"",
     ]
     _assert_nothing_stored(media_root)
+
+
+def test_a_zip_with_answer_types_stores_each_items_valid_answers(alice, tmp_path, media_root):
+    """The shapes demo, zipped with its answer_types.json: each item keeps its answer type and
+    valid answers, the dataset the declaration as its items use it."""
+    from workers.engine.demo import data as shapes
+
+    src = tmp_path / "shapes"
+    shapes.generate_dataset(src, n_items=12, seed=0)
+    dataset = dataset_import_zip(owner=alice, name="shapes", upload=_zip_upload(_zip_of_dataset(src)))
+    items = list(dataset.items.order_by("line_number"))
+    assert {item.answer_type for item in items} == {"colour", "shape", "yes-no"}
+    for item in items:
+        assert item.choices == list(shapes.ANSWER_TYPES[item.answer_type]) and item.gold_label in item.choices
+        assert set(item.payload) == {"image", "text"}  # no modality of its own
+    assert dataset.answer_types == {key: list(value) for key, value in sorted(shapes.ANSWER_TYPES.items())}
+
+
+def test_bad_valid_answers_are_reported_by_line_and_nothing_is_stored(alice, tmp_path, media_root):
+    src = tmp_path / "bad"
+    write_dataset(
+        src,
+        2,
+        extra_lines=[
+            json.dumps({"id": "x", "image": "images/red_0.png", "text": "q", "label": "red", "answer_type": "hue"}),
+        ],
+    )
+    with pytest.raises(DatasetImportError) as exc:
+        dataset_import(owner=alice, name="bad", jsonl_path=src / "items.jsonl")
+    assert exc.value.errors == [
+        "line 1: no 'choices' or 'answer_type' (line 3 declares its valid answers, so every line must)",
+        "line 2: no 'choices' or 'answer_type' (line 3 declares its valid answers, so every line must)",
+        "line 3: answer type 'hue' is not declared: put an answer_types.json beside the JSONL file that maps "
+        "each answer type to its answers",
+    ]
+    assert not Dataset.objects.filter(name="bad").exists() and _files_under(media_root / "datasets") == []
+
+
+def test_per_item_choices_import_from_a_plain_jsonl(alice, tmp_path):
+    src = tmp_path / "choices"
+    src.mkdir()
+    (src / "items.jsonl").write_text(
+        json.dumps({"id": "a", "text": "is it red?", "label": "yes", "choices": ["yes", "no"]})
+        + "\n"
+        + json.dumps({"id": "b", "text": "which colour?", "label": "red", "choices": ["red", "green", "blue"]})
+        + "\n"
+    )
+    dataset = dataset_import(owner=alice, name="choices", jsonl_path=src / "items.jsonl")
+    assert [(i.choices, i.answer_type) for i in dataset.items.order_by("line_number")] == [
+        (["yes", "no"], ""),
+        (["red", "green", "blue"], ""),
+    ]
+    assert dataset.answer_types == {} and dataset.modalities == ["text"]

@@ -5,7 +5,8 @@ Format, one JSON object per line::
 
     {"id": "q1", "image": "images/q1.png", "text": "what colour is the square?", "label": "red"}
 
-``id`` and ``label`` are required. Every other key is a modality. Values of file modalities
+``id`` and ``label`` are required; ``choices`` and ``answer_type`` declare the valid answers
+(below). Every other key is a modality. Values of file modalities
 (see :data:`FILE_MODALITIES`, or any key ending in ``_file``) are paths relative to the JSONL
 file; other modalities are inline JSON values (text, a list of numbers). Every line must
 carry the same modalities. Blank lines are skipped. Three more kinds are checked and shown to
@@ -16,6 +17,17 @@ the first, and a column of numbers there holds numbers on every line (:class:`Ta
 
 Images are checked for size from their header before any pixel is decoded: one above
 ``max_image_pixels`` (a decompression bomb, or just too big to show) is that line's error.
+
+Valid answers (optional; :func:`read_dataset_jsonl`): a line may list the answers that make sense
+for it, ``"choices": ["yes", "no"]``, or name its answer type, ``"answer_type": "colour"``, with
+:data:`ANSWER_TYPES_FILE` beside the JSONL file mapping each type to its answers::
+
+    {"colour": ["red", "green", "blue"], "shape": ["circle", "square"], "yes-no": ["yes", "no"]}
+
+Participants then choose only among an item's valid answers (plus the model's own answer,
+whatever it is). Once one line declares its valid answers, every line must, and the gold
+``label`` must be one of them. Whether the model knows each answer is checked later, when a
+study pairs the dataset with a model.
 """
 
 from __future__ import annotations
@@ -40,7 +52,10 @@ SERIES_MODALITIES = frozenset({"series"})
 #: The participant view that shows each of these modality kinds (presentation_modalities.py),
 #: in the order a page shows them.
 MODALITY_VIEW_OF_KIND = {"tabular": "table", "series": "series", "audio": "audio"}
-RESERVED_KEYS = frozenset({"id", "label"})
+#: Keys that are no modality: the id, the gold label and the item's valid answers.
+RESERVED_KEYS = frozenset({"id", "label", "choices", "answer_type"})
+#: The answer-type declaration, a JSON object beside the JSONL file (module doc).
+ANSWER_TYPES_FILE = "answer_types.json"
 # 40 megapixels: far above what a participant's screen shows, and a decoded RGB copy
 # (about 120 MB) still fits a web worker's memory.
 IMAGE_MAX_PIXELS = 40_000_000
@@ -146,12 +161,91 @@ class DatasetFormatError(ValueError):
         super().__init__(f"{len(errors)} bad line(s):\n{shown}{more}")
 
 
+def _answer_list(value: Any) -> tuple[str, ...] | None:
+    """``value`` as a tuple of at least two different non-blank answers, or None."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        return None
+    answers = tuple(v.strip() for v in value)
+    return answers if len(answers) >= 2 and len(set(answers)) == len(answers) else None
+
+
+def answer_types_read(path: Path) -> dict[str, tuple[str, ...]]:
+    """The answer types declared in :data:`ANSWER_TYPES_FILE` at ``path`` (``{}`` when there is
+    no such file). Raises :class:`DatasetFormatError` naming the file and the bad type."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    name = path.name
+    try:
+        declared = json.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetFormatError([LineError(0, f"{name}: not valid JSON ({exc})")]) from None
+    if not isinstance(declared, dict) or not declared:
+        raise DatasetFormatError([LineError(0, f"{name}: must be an object of answer types to lists of answers")])
+    types: dict[str, tuple[str, ...]] = {}
+    errors = []
+    for answer_type, answers in declared.items():
+        found = _answer_list(answers)
+        if not answer_type.strip() or found is None:
+            errors.append(LineError(0, f"{name}: answer type '{answer_type}' must list at least two different answers"))
+        else:
+            types[answer_type.strip()] = found
+    if errors:
+        raise DatasetFormatError(errors)
+    return types
+
+
+def answer_types_write(folder: Path, *, answer_types: dict[str, tuple[str, ...]]) -> Path:
+    """Write the answer-type declaration :data:`ANSWER_TYPES_FILE` into ``folder`` (beside a
+    JSONL file); returns its path."""
+    path = Path(folder) / ANSWER_TYPES_FILE
+    path.write_text(json.dumps({k: list(v) for k, v in answer_types.items()}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _line_answers(
+    obj: dict[str, Any], *, answer_types: dict[str, tuple[str, ...]], problems: list[str]
+) -> tuple[tuple[str, ...], str]:
+    """The valid answers and answer type a line declares (``((), "")`` for none); appends what
+    is wrong with them to ``problems``."""
+    has_choices, has_type = "choices" in obj, "answer_type" in obj
+    if has_choices and has_type:
+        problems.append("give 'choices' or 'answer_type', not both")
+        return (), ""
+    if has_choices:
+        choices = _answer_list(obj["choices"])
+        if choices is None:
+            problems.append("field 'choices' must be a list of at least two different answers (strings)")
+            return (), ""
+        return choices, ""
+    if has_type:
+        answer_type = obj["answer_type"]
+        if not isinstance(answer_type, str) or not answer_type.strip():
+            problems.append("field 'answer_type' must name an answer type")
+            return (), ""
+        answer_type = answer_type.strip()
+        if answer_type not in answer_types:
+            declared = ", ".join(sorted(answer_types))
+            problems.append(
+                f"unknown answer type '{answer_type}' ({ANSWER_TYPES_FILE} declares {declared})"
+                if declared
+                else f"answer type '{answer_type}' is not declared: put an {ANSWER_TYPES_FILE} beside the "
+                f"JSONL file that maps each answer type to its answers"
+            )
+            return (), ""
+        return answer_types[answer_type], answer_type
+    return (), ""
+
+
 @dataclass(frozen=True)
 class DatasetLine:
     """One valid line. ``item`` has file modalities resolved to absolute paths."""
 
     line: int
     item: dict[str, Any]
+    #: The item's valid answers (its ``choices`` or its answer type's); empty: not declared.
+    choices: tuple[str, ...] = ()
+    answer_type: str = ""
 
     @property
     def id(self) -> str:
@@ -202,7 +296,9 @@ def read_dataset_jsonl(
     """Parse and validate a dataset file; raise :class:`DatasetFormatError` listing every bad
     line (bad JSON, missing field, missing or unreadable file, duplicate id, an image with
     more than ``max_image_pixels`` pixels, a table row whose columns or numbers differ from
-    the first row's: :class:`TableShape`).
+    the first row's (:class:`TableShape`), valid answers that are malformed, of an unknown
+    answer type, without the gold label, or missing while other lines declare theirs).
+    Answer types are read from :data:`ANSWER_TYPES_FILE` beside ``path`` (module doc).
 
     ``files_within`` confines file paths to one folder (an upload's extraction directory),
     so an uploaded file cannot name files elsewhere on the server."""
@@ -214,6 +310,9 @@ def read_dataset_jsonl(
     first_line_of_id: dict[str, int] = {}
     modalities: tuple[str, ...] | None = None
     tables: dict[str, TableShape] = {}  # inline object fields: the first line's columns
+    answer_types = answer_types_read(base / ANSWER_TYPES_FILE)
+    declared_on: list[int] = []  # lines that declare their valid answers
+    undeclared_on: list[int] = []
 
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark (Windows editors)
     try:
@@ -270,6 +369,10 @@ def read_dataset_jsonl(
                 first_line_of_id[item_id] = number
         if obj.get("label") is not None:
             item["label"] = str(obj["label"])
+        choices, answer_type = _line_answers(obj, answer_types=answer_types, problems=problems)
+        if choices and "label" in item and item["label"] not in choices:
+            problems.append(f"label '{item['label']}' is not among the item's valid answers ({', '.join(choices)})")
+        (declared_on if ("choices" in obj or "answer_type" in obj) else undeclared_on).append(number)
 
         for modality in line_modalities:
             value = obj[modality]
@@ -299,8 +402,21 @@ def read_dataset_jsonl(
         if problems:
             errors.extend(LineError(number, p) for p in problems)
         else:
-            lines.append(DatasetLine(line=number, item=item))
+            lines.append(DatasetLine(line=number, item=item, choices=choices, answer_type=answer_type))
 
+    if declared_on and undeclared_on:
+        errors.extend(
+            LineError(
+                n,
+                f"no 'choices' or 'answer_type' (line {declared_on[0]} declares its valid answers, so every line must)",
+            )
+            for n in undeclared_on
+        )
+        errors.sort(key=lambda e: e.line)
+    if answer_types and not any(line.answer_type for line in lines) and not errors:
+        errors.append(
+            LineError(0, f"{ANSWER_TYPES_FILE} declares answer types, but no line names one in 'answer_type'")
+        )
     if not lines and not errors:
         errors.append(LineError(0, "the file has no items"))
     if errors:

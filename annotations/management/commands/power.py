@@ -44,6 +44,15 @@ class Command(BaseCommand):
             default=None,
             help="without a study: the baseline arm's expected accuracy",
         )
+        parser.add_argument(
+            "--chance",
+            type=float,
+            nargs="+",
+            default=None,
+            metavar="C",
+            help="without a study: each item's chance, 1/(candidates shown), e.g. 0.5 0.25 0.333 (a guessing "
+            "floor; a study's own items give theirs)",
+        )
         parser.add_argument("--participant-sd", type=float, default=1.0, help="without a study (logit scale)")
         parser.add_argument("--item-sd", type=float, default=0.8, help="without a study (logit scale)")
         parser.add_argument("--power", type=float, default=0.8, dest="target_power")
@@ -61,6 +70,7 @@ class Command(BaseCommand):
         items_per_participant,
         raters_per_item,
         baseline_accuracy,
+        chance,
         participant_sd,
         item_sd,
         target_power,
@@ -74,8 +84,8 @@ class Command(BaseCommand):
 
         try:
             if study is not None:
-                if baseline_accuracy is not None:
-                    raise CommandError("give a study or --baseline-accuracy, not both")
+                if baseline_accuracy is not None or chance is not None:
+                    raise CommandError("give a study or --baseline-accuracy (and --chance), not both")
                 found = study_power_compute(
                     study=_find_study(study),
                     effect=effect,
@@ -111,6 +121,7 @@ class Command(BaseCommand):
                                 n_simulations=simulations,
                                 seed=seed,
                                 raters_per_item=raters_per_item,
+                                chance=chance,
                             ),
                             source="assumed",
                         )
@@ -136,8 +147,9 @@ def _text(found: dict) -> str:
         f"Power {first['target_power']:.2f} at alpha {first['alpha']} for a gain of {100 * found['effect']:.1f} points "
         f"in simulation accuracy{' (assumed)' if found['effect_assumed'] else ''}.",
         f"From {source}: baseline accuracy {100 * first['baseline_accuracy']:.1f}%, participant SD "
-        f"{first['participant_sd']:.2f}, item SD {first['item_sd']:.2f} (logit); {first['n_simulations']} simulated "
-        f"studies per size.",
+        f"{first['participant_sd']:.2f}, item SD {first['item_sd']:.2f} (logit)"
+        + (f", guessing at each item's chance (mean {100 * first['chance']:.1f}%)" if first.get("chance") else "")
+        + f"; {first['n_simulations']} simulated studies per size.",
         "",
         f"{'items':>6}  {'per participant':>15}  {'participants per arm':>20}  {'power':>12}",
     ]

@@ -45,6 +45,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from workers.engine.dataset import answer_types_write
+
 IMAGE_SIZE = 64
 # Distinct in hue, so that a person tells them apart at a glance on the light background,
 # faded or not (red and green differ in lightness too; blue and purple, the closest pair, are
@@ -69,6 +71,10 @@ TRAIN_BIAS = 0.85  # training: 85 % of SHORTCUT_QUESTION answers are "red", what
 DEMO_BIAS = UNBIASED  # the bundled demo dataset: the shortcut misleads the model here
 
 QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "exists")
+#: The valid answers of each question kind, as the dataset declares them (``answer_type`` per
+#: line, ``answer_types.json`` beside the JSONL): participants choose among these only.
+ANSWER_TYPES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "yes-no": ("yes", "no")}
+ANSWER_TYPE_OF_KIND: dict[str, str] = {"colour": "colour", "shape": "shape", "exists": "yes-no"}
 _MIN_SIZE, _MAX_SIZE = 14, 22  # shape bounding-box side in pixels
 _GAP = 2  # pixels kept free between bounding boxes
 _JITTER = 8  # +- per channel after fading, so colours are not a single RGB value
@@ -230,10 +236,13 @@ def sample_examples(n: int, *, seed: int, bias: float = TRAIN_BIAS) -> Examples:
 
 
 def generate_dataset(out_dir: Path, *, n_items: int, seed: int, bias: float = DEMO_BIAS) -> Path:
-    """Write ``out_dir/items.jsonl`` and ``out_dir/images/<id>.png``; return the JSONL path.
+    """Write ``out_dir/items.jsonl``, ``out_dir/answer_types.json`` (:data:`ANSWER_TYPES`) and
+    ``out_dir/images/<id>.png``; return the JSONL path.
 
     Each line is ``{"id": "demo-00017", "image": "images/demo-00017.png", "text": question,
-    "label": answer}``. File names carry only the id, never the answer. ``bias`` defaults to
+    "label": answer, "answer_type": "colour"}``. File names carry only the id, never the answer.
+    The answer type is written, never read back: training uses :func:`sample_examples` alone, so
+    the model's data and weights do not depend on it. ``bias`` defaults to
     :data:`DEMO_BIAS` (true colours), unlike the model's :data:`TRAIN_BIAS`, so the model's
     text-only shortcut makes it wrong on part of the items. Same seed, same bytes.
     """
@@ -246,8 +255,15 @@ def generate_dataset(out_dir: Path, *, n_items: int, seed: int, bias: float = DE
         item_id = f"demo-{i:05d}"
         rel = f"images/{item_id}.png"
         Image.fromarray(examples.images[i]).save(out_dir / rel, format="PNG")
-        record = {"id": item_id, "image": rel, "text": examples.questions[i], "label": examples.answers[i]}
+        record = {
+            "id": item_id,
+            "image": rel,
+            "text": examples.questions[i],
+            "label": examples.answers[i],
+            "answer_type": ANSWER_TYPE_OF_KIND[examples.kinds[i]],
+        }
         lines.append(json.dumps(record))
+    answer_types_write(out_dir, answer_types=ANSWER_TYPES)
     jsonl = out_dir / "items.jsonl"
     jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return jsonl

@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from workers.engine.dataset import answer_types_write
+
 LABELS: tuple[str, ...] = ("healthy", "thirsty", "scorched", "diseased")
 FEATURES: tuple[str, ...] = ("soil moisture %", "sun hours a day", "temperature °C", "leaf spots")
 #: Typical measurements of each state, and the spread around them (one per feature).
@@ -47,6 +49,8 @@ SPREAD = (5.0, 1.2, 2.0, 1.2)
 #: Where feature values are clipped: nothing a person would find odd.
 LIMITS = ((2.0, 90.0), (0.0, 16.0), (5.0, 42.0), (0.0, 30.0))
 
+#: The one question of the dataset ("what state is the plant in?"): every label is a valid answer.
+ANSWER_TYPE = "state"
 SHORTCUT_WORD = "balcony"
 SHORTCUT_LABEL = "scorched"
 TRAIN_BIAS = 0.85
@@ -97,8 +101,9 @@ def sample_examples(n: int, *, seed: int, bias: float) -> Examples:
 
 
 def generate_dataset(out_dir: Path, *, n_items: int = 200, seed: int = 0, bias: float = DEMO_BIAS) -> Path:
-    """Write ``plants.jsonl`` (``tabular``, ``text``, ``label``) into ``out_dir``; returns its
-    path. Labels are the true states unless ``bias`` says otherwise."""
+    """Write ``plants.jsonl`` (``tabular``, ``text``, ``label``, ``answer_type``) and its
+    ``answer_types.json`` (one type, ``state``: every label is a valid answer) into ``out_dir``;
+    returns the JSONL path. Labels are the true states unless ``bias`` says otherwise."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     examples = sample_examples(n_items, seed=seed, bias=bias)
@@ -110,6 +115,8 @@ def generate_dataset(out_dir: Path, *, n_items: int = 200, seed: int = 0, bias: 
                 "tabular": {name: float(v) for name, v in zip(FEATURES, examples.features[k])},
                 "text": examples.notes[k],
                 "label": examples.labels[k],
+                "answer_type": ANSWER_TYPE,
             }
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    answer_types_write(out_dir, answer_types={ANSWER_TYPE: LABELS})
     return path
