@@ -66,6 +66,18 @@ if PRODUCTION:
     _missing = [name for name in _PRODUCTION_NEEDS if not os.environ.get(name, "").strip()]
     if _missing:
         raise ImproperlyConfigured(f"MMEVAL_PRODUCTION=1 needs {', '.join(_missing)} set in the environment")
+    if not envlist("ALLOWED_HOSTS", ""):
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS={os.environ['ALLOWED_HOSTS']!r} names no host; MMEVAL_PRODUCTION=1 needs the site's host name"
+        )
+    _key = os.environ["SECRET_KEY"]
+    # Django's check --deploy asks as much: sessions, CSRF tokens and the exports' pseudonyms hang on it.
+    if len(_key) < 50 or len(set(_key)) < 5:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is too weak for MMEVAL_PRODUCTION=1: it needs at least 50 characters, 5 of them "
+            f"different (it has {len(_key)}, {len(set(_key))} different); generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+        )
 
 DEBUG = envbool("DEBUG", False)
 if PRODUCTION and DEBUG:
