@@ -62,6 +62,7 @@ from annotations.services.participants import (
     participant_title_remember,
     response_submit,
 )
+from annotations.sessions import session_value_authoritative
 
 PLATFORM_PARAMS = {
     Participant.Platform.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
@@ -96,10 +97,19 @@ def _study_and_participant(request, public_id: str) -> tuple[Study, Participant 
     try:
         return study_and_participant(
             study_public_id=public_id,
-            participant_public_id=request.session.get(participant_session_key(study_public_id=public_id)),
+            participant_public_id=session_value_authoritative(
+                session=request.session, key=participant_session_key(study_public_id=public_id)
+            ),
         )
     except Study.DoesNotExist:
         raise Http404 from None
+
+
+def _session_adopt(request, study: Study, participant: Participant) -> None:
+    """Tie this browser's session to the participant under a new session key: a key known
+    before (planted by a link, left on a shared machine) names nobody (session fixation)."""
+    request.session[participant_session_key(study=study)] = str(participant.public_id)
+    request.session.cycle_key()
 
 
 SESSION_ENDED = "Your session has ended. Please open your study link again."
@@ -195,7 +205,7 @@ def entry(request, public_id: str):
                 participant_resume(participant=returning, platform_data=pending["platform_data"])
             except ParticipantError as exc:
                 return _refusal(request, study, exc.code, str(exc))
-            request.session[participant_session_key(study=study)] = str(returning.public_id)
+            _session_adopt(request, study, returning)
             if returning.phase != Participant.Phase.CONSENT:
                 return _goto_phase(study, returning)
             participant = returning
@@ -236,7 +246,7 @@ def consent(request, public_id: str):
             )
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
-        request.session[participant_session_key(study=study)] = str(participant.public_id)
+        _session_adopt(request, study, participant)
     participant_consent(participant=participant)
     return _goto_phase(study, participant)
 

@@ -125,7 +125,7 @@ MIDDLEWARE = [
     "mmeval.middleware.StaticFilesMiddleware",  # whitenoise
     "mmeval.middleware.RejectNulBytesMiddleware",
     "annotations.middleware.DatabaseUnavailableMiddleware",  # before sessions: it sees their errors too
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "annotations.middleware.SessionMiddleware",  # Django's; an interrupted save gets the retry page
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

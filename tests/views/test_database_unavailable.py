@@ -127,6 +127,27 @@ def test_a_failure_outside_the_view_is_a_retry_page_too(study, monkeypatch):
     assert b"tries again by itself" in response.content
 
 
+def test_a_connection_cut_while_the_session_is_saved_gives_the_retry_page(study, monkeypatch):
+    """Django turns a failed update of a stored session into SessionInterrupted (a bare 400):
+    the participant gets the retry page instead, and the retry works."""
+    client = Client()
+    entry = f"/s/{study.public_id}/?PROLIFIC_PID=cut1&STUDY_ID=s&SESSION_ID=x"
+    assert client.get(entry).status_code == 200  # the session is stored
+    real_remember = views_participant.participant_title_remember
+
+    def remember_then_cut(**kwargs):
+        real_remember(**kwargs)
+        _terminate_my_connection()  # after the view's reads, before the session is saved
+
+    monkeypatch.setattr(views_participant, "participant_title_remember", remember_then_cut)
+    page = client.get(entry)
+    _assert_retry_page(page)
+    monkeypatch.setattr(views_participant, "participant_title_remember", real_remember)
+    assert client.get(entry).status_code == 200
+    assert client.post(f"/s/{study.public_id}/consent/").status_code == 302
+    assert Participant.objects.filter(study=study, platform_id="cut1").count() == 1
+
+
 def test_an_unreachable_database_at_entry_creates_nobody(study, monkeypatch):
     def unreachable(**kwargs):
         raise OperationalError("could not connect to server: Connection refused")
