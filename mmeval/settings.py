@@ -168,10 +168,22 @@ if _DATABASE_URL:
         raise ImproperlyConfigured(f"DATABASE_URL={_DATABASE_URL!r} names an unknown database engine")
     if "postgresql" in _db["ENGINE"]:
         # A database that does not answer fails a request (and /readyz) in seconds, not minutes.
-        _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5, minimum=1))
+        # Keepalives and tcp_user_timeout end a kept connection whose peer vanished (host gone,
+        # network cut) in every process; a peer that hangs but still acknowledges is bounded by
+        # DB_READ_TIMEOUT in the web role (mmeval/database.py, installed by mmeval/wsgi.py).
+        _options = _db.setdefault("OPTIONS", {})
+        _options.setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5, minimum=1))
+        _options.setdefault("keepalives", 1)
+        _options.setdefault("keepalives_idle", envint("DB_KEEPALIVES_IDLE", 30, minimum=1))
+        _options.setdefault("keepalives_interval", envint("DB_KEEPALIVES_INTERVAL", 5, minimum=1))
+        _options.setdefault("keepalives_count", envint("DB_KEEPALIVES_COUNT", 3, minimum=1))
+        _options.setdefault("tcp_user_timeout", 1000 * envint("DB_TCP_USER_TIMEOUT", 30, minimum=0))
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "db.sqlite3", "OPTIONS": {"timeout": 20}}
 DATABASES = {"default": _db}
+# Web processes only: a wait for Postgres that hears nothing for this many seconds closes the
+# connection and gives the retry page (0: wait as long as it takes).
+DB_READ_TIMEOUT = envint("DB_READ_TIMEOUT", 10, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -103,3 +103,19 @@ def test_a_weak_secret_key_is_refused_without_showing_it(key):
 
 def test_a_strong_key_of_fifty_characters_is_accepted():
     assert manage("check", env=production_env(SECRET_KEY="abcde" * 10)).returncode == 0
+
+
+def test_kept_connections_end_when_the_database_host_vanishes():
+    """Keepalives and tcp_user_timeout on every Postgres connection; the web role's read
+    timeout (mmeval/database.py) is a setting too."""
+    code = (
+        "from django.conf import settings; o = settings.DATABASES['default']['OPTIONS']; "
+        "print(o['keepalives'], o['keepalives_idle'], o['keepalives_interval'], o['keepalives_count'], "
+        "o['tcp_user_timeout'], settings.DB_READ_TIMEOUT)"
+    )
+    env = {**production_env(DB_KEEPALIVES_IDLE="20", DB_READ_TIMEOUT="4"), "DJANGO_SETTINGS_MODULE": "mmeval.settings"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "20", "5", "3", "30000", "4"]
+    bad = manage("check", env=production_env(DB_READ_TIMEOUT="soon"))
+    assert bad.stderr.strip().splitlines()[-1] == "error: DB_READ_TIMEOUT='soon' is not an integer"
