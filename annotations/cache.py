@@ -48,3 +48,4 @@ class TolerantRedisCache(RedisCache):
     touch = _tolerant("touch", lambda *a, **k: False)
     delete = _tolerant("delete", lambda *a, **k: False)
     delete_many = _tolerant("delete_many", lambda *a, **k: None)
+    incr = _tolerant("incr", lambda *a, **k: 0)  # a counter that cannot count counts nothing (entry limits)

@@ -46,6 +46,7 @@ from annotations.selectors.participants import (
     study_and_participant,
     study_participant_plan,
 )
+from annotations.services.entry_limits import EntryThrottled, entry_platform_id_admit
 from annotations.services.participants import (
     ITEM_PHASES,
     ParticipantError,
@@ -63,6 +64,7 @@ from annotations.services.participants import (
     response_submit,
 )
 from annotations.sessions import session_value_authoritative
+from mmeval.auth import client_ip
 
 PLATFORM_PARAMS = {
     Participant.Platform.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
@@ -143,6 +145,12 @@ def _refusal(request, study: Study | None, code: str, message: str, status: int 
     )
 
 
+def _throttled(request, study: Study, exc: EntryThrottled):
+    refused = _refusal(request, study, exc.code, str(exc), status=429)
+    refused["Retry-After"] = str(exc.retry_after)
+    return refused
+
+
 def csrf_failure(request, reason=""):
     return _refusal(
         request,
@@ -196,6 +204,10 @@ def entry(request, public_id: str):
         )
     pending = _platform_entry(request)
     if pending is not None and participant is None:
+        try:
+            entry_platform_id_admit(platform=pending["platform"], platform_id=pending["platform_id"])
+        except EntryThrottled as exc:
+            return _throttled(request, study, exc)
         # A returning crowd worker carries on, even after the study stopped taking new people.
         returning = participant_by_platform_id(
             study=study, platform=pending["platform"], platform_id=pending["platform_id"]
@@ -243,7 +255,10 @@ def consent(request, public_id: str):
                 platform_id=pending.get("platform_id", f"link:{link_id}" if link_id else ""),
                 platform_data=pending.get("platform_data"),
                 invite_token=pending.get("invite_token"),
+                address=client_ip(request),
             )
+        except EntryThrottled as exc:
+            return _throttled(request, study, exc)
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
         _session_adopt(request, study, participant)

@@ -266,6 +266,19 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "mmeval.auth.client_ip"
 AXES_LOCKOUT_CALLABLE = "mmeval.auth.lockout_response"
 
+# --- Participant entry limits (annotations/services/entry_limits.py) ---
+# New participants per client address per window (generous: a lab behind one address gets
+# in), entries per Prolific/MTurk ID per window (strict), and the share of a study's places
+# one address may take. 0 (or a share of 100) turns a limit off. A refusal is a 429 page.
+MMEVAL_ENTRY_WINDOW_SECONDS = envint("MMEVAL_ENTRY_WINDOW_SECONDS", 600, minimum=1)
+MMEVAL_ENTRY_ADDRESS_LIMIT = envint("MMEVAL_ENTRY_ADDRESS_LIMIT", 30, minimum=0)
+MMEVAL_ENTRY_PLATFORM_ID_LIMIT = envint("MMEVAL_ENTRY_PLATFORM_ID_LIMIT", 10, minimum=0)
+MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT = envint("MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT", 25, minimum=1)
+if MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT > 100:
+    raise ImproperlyConfigured(
+        f"MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT={MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT} must be at most 100"
+    )
+
 # --- Limits on uploads (dataset import) ---
 # A bigger request body is refused as it streams in (never stored); zip members are checked
 # from the zip's directory before anything is extracted. Set the proxy's body limit (nginx

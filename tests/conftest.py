@@ -45,3 +45,12 @@ def demo_jsonl(tmp_path_factory) -> Path:
     from workers.engine.demo.data import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("demo-data"), n_items=48, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def entry_limits_off(settings):
+    """Tests walk many participants through from one address (127.0.0.1): participant entry
+    limits are off unless a test turns them on (tests/views/test_entry_limits.py)."""
+    settings.MMEVAL_ENTRY_ADDRESS_LIMIT = 0
+    settings.MMEVAL_ENTRY_PLATFORM_ID_LIMIT = 0
+    settings.MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT = 100
