@@ -73,9 +73,14 @@ def entry_platform_id_admit(*, platform: str, platform_id: str) -> None:
 
 
 def study_places(*, study: Study) -> int:
-    """How many participants the study's test places make room for."""
-    slots = Slot.objects.filter(condition__study=study).count()
-    return max(1, math.ceil(slots / max(1, study.items_per_participant)))
+    """How many participants the study's test places make room for (kept for a few minutes:
+    a launched design does not change)."""
+
+    def count() -> int:
+        slots = Slot.objects.filter(condition__study=study).count()
+        return max(1, math.ceil(slots / max(1, study.items_per_participant)))
+
+    return cache.get_or_set(f"entry:places:{study.public_id}", count, 300)
 
 
 def entry_address_admit(*, study: Study, address: str | None) -> None:
