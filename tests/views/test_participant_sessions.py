@@ -4,6 +4,8 @@ when Redis is down (participants must not notice a broker outage)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
@@ -12,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from annotations.models import Participant
 from tests.builders.studies import build_study
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -130,3 +133,25 @@ def test_a_stale_cached_session_never_ends_a_session_the_database_holds(study, s
     assert client.post(f"{base}/item/{assignment.public_id}/", answer).status_code == 302  # not "session ended"
     assert participant.responses.count() == 1
     assert cache.get(store.cache_key)[f"participant:{study.public_id}"] == str(participant.public_id)
+
+
+def test_a_stalled_session_cache_never_ends_a_session(study, settings):
+    """Redis stalls while the participant consents: the session writes to it time out and are
+    lost. After the stall the participant carries on; the database held their session."""
+    redis_url = urlsplit(django_settings.CELERY_BROKER_URL)
+    proxy = TcpProxy(target_host=redis_url.hostname, target_port=redis_url.port or 6379)
+    try:
+        _use_cache(settings, f"redis://127.0.0.1:{proxy.port}{redis_url.path or '/0'}")
+        base = f"/s/{study.public_id}"
+        client = Client()
+        assert client.get(f"{base}/?PROLIFIC_PID=stall1&STUDY_ID=s&SESSION_ID=x").status_code == 200
+
+        proxy.hold(drop=True)
+        assert client.post(f"{base}/consent/").status_code == 302
+        proxy.release()
+
+        assert client.get(f"{base}/instructions/").status_code == 200  # not "Your session has ended"
+        assert client.post(f"{base}/instructions/").status_code == 302
+        assert client.get(f"{base}/item/").status_code == 200
+    finally:
+        proxy.close()
