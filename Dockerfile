@@ -29,7 +29,7 @@ COPY . .
 
 # Static files are part of the image: collected with the production storage (content-hashed,
 # compressed). The variables on this line exist only for this step; nothing connects anywhere.
-RUN MMEVAL_PRODUCTION=1 SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost \
+RUN MMEVAL_PRODUCTION=1 SECRET_KEY=collectstatic-only-this-key-signs-nothing-0123456789 ALLOWED_HOSTS=localhost \
     DATABASE_URL=postgres://build@localhost/build STATIC_ROOT=/app/staticfiles \
     python manage.py collectstatic --noinput
 

@@ -45,6 +45,12 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
+# The control socket (gunicornc) is per instance: gunicorn's default is one path per user, so
+# a second instance on the host would take it over. GUNICORN_CONTROL_SOCKET names it;
+# otherwise on_starting names it after the address the instance binds, in gunicorn's folder.
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
@@ -52,9 +58,23 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 access_log_format = '%({x-forwarded-for}i)s %(h)s %(t)s "%(r)s" %(s)s %(B)s "%(f)s" "%(a)s" %(M)sms'
 
 
+def _control_socket_per_instance(server) -> None:
+    """``<gunicorn's socket folder>/mmeval-<host>-<port>.ctl``: two instances never bind the
+    same address, so they never share a control socket (``gunicornc -s PATH``)."""
+    if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+        return
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    folder = runtime if runtime and os.path.isdir(runtime) else os.path.join(os.path.expanduser("~"), ".gunicorn")
+    address = "_".join(server.cfg.bind)
+    name = "mmeval-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in address).strip("-") + ".ctl"
+    server.cfg.set("control_socket", os.path.join(folder, name))
+
+
 def on_starting(server):
     """Read the Django settings once in the master: a missing or bad variable stops gunicorn
-    with its one-line message, instead of every worker failing to boot in a loop."""
+    with its one-line message, instead of every worker failing to boot in a loop. Name the
+    instance's control socket (the arbiter opens it after this hook)."""
+    _control_socket_per_instance(server)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mmeval.settings")
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured

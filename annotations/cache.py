@@ -4,7 +4,9 @@ Sessions are read from the cache first (``cached_db``) and the analysis keeps it
 there. Redis is also the broker; when it refuses or hangs, participants must be unaffected
 (pages come from the database instead) rather than get a 500. So every failed cache call is
 logged and answered as a cache miss, and the socket timeouts (settings) keep a hung Redis
-from holding a request for long.
+from holding a request for long. A dropped write can leave an older value behind: the
+database stays the authority on sessions (``annotations/sessions.py``), and a counter that
+cannot count (``incr``) counts nothing (participant entry limits).
 """
 
 from __future__ import annotations
@@ -48,3 +50,4 @@ class TolerantRedisCache(RedisCache):
     touch = _tolerant("touch", lambda *a, **k: False)
     delete = _tolerant("delete", lambda *a, **k: False)
     delete_many = _tolerant("delete_many", lambda *a, **k: None)
+    incr = _tolerant("incr", lambda *a, **k: 0)  # a counter that cannot count counts nothing (entry limits)

@@ -13,6 +13,8 @@ Errors raised in a view reach ``process_exception``; errors raised by a middlewa
 in (the session being saved, say) are turned into a 500 by Django before they come back out,
 so ``got_request_exception`` marks the request and ``__call__`` swaps that 500 for the page.
 Keep this middleware before ``SessionMiddleware`` so that it sees the latter's responses.
+``SessionMiddleware`` here is Django's, except that a session save cut off by such an error
+(Django's ``SessionInterrupted``, a bare 400) gives the same page.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import logging
 import re
 import sys
 
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -84,6 +88,20 @@ def database_unavailable_response(request: HttpRequest) -> HttpResponse:
     response.xframe_options_exempt = True
     response["Content-Security-Policy"] = participant_frame_policy()
     return response
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's, except that a session whose save was cut off (``SessionInterrupted``: the
+    connection broke while its row was updated, or another request deleted it) gets the retry
+    page instead of a bare 400. Sending the request again is safe, as for any database error."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        try:
+            return super().process_response(request, response)
+        except SessionInterrupted as exc:
+            logger.warning("session not saved during %s %s: %s", request.method, request.path, exc.__context__ or exc)
+            _close_broken_connections()
+            return database_unavailable_response(request)
 
 
 class DatabaseUnavailableMiddleware:

@@ -47,6 +47,7 @@ from annotations.selectors.participants import (
     study_participant_plan,
 )
 from annotations.selectors.wording import study_modality_words
+from annotations.services.entry_limits import EntryThrottled, entry_platform_id_admit
 from annotations.services.participants import (
     ITEM_PHASES,
     ParticipantError,
@@ -63,6 +64,8 @@ from annotations.services.participants import (
     participant_title_remember,
     response_submit,
 )
+from annotations.sessions import session_value_authoritative
+from mmeval.auth import client_ip
 
 PLATFORM_PARAMS = {
     Participant.Platform.PROLIFIC: ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
@@ -97,10 +100,19 @@ def _study_and_participant(request, public_id: str) -> tuple[Study, Participant 
     try:
         return study_and_participant(
             study_public_id=public_id,
-            participant_public_id=request.session.get(participant_session_key(study_public_id=public_id)),
+            participant_public_id=session_value_authoritative(
+                session=request.session, key=participant_session_key(study_public_id=public_id)
+            ),
         )
     except Study.DoesNotExist:
         raise Http404 from None
+
+
+def _session_adopt(request, study: Study, participant: Participant) -> None:
+    """Tie this browser's session to the participant under a new session key: a key known
+    before (planted by a link, left on a shared machine) names nobody (session fixation)."""
+    request.session[participant_session_key(study=study)] = str(participant.public_id)
+    request.session.cycle_key()
 
 
 SESSION_ENDED = "Your session has ended. Please open your study link again."
@@ -132,6 +144,12 @@ def _refusal(request, study: Study | None, code: str, message: str, status: int 
         {"study": study, "code": code, "message": message, "participant_title": PUBLIC_TITLE_DEFAULT},
         status=status,
     )
+
+
+def _throttled(request, study: Study, exc: EntryThrottled):
+    refused = _refusal(request, study, exc.code, str(exc), status=429)
+    refused["Retry-After"] = str(exc.retry_after)
+    return refused
 
 
 def csrf_failure(request, reason=""):
@@ -189,6 +207,10 @@ def entry(request, public_id: str):
         )
     pending = _platform_entry(request)
     if pending is not None and participant is None:
+        try:
+            entry_platform_id_admit(platform=pending["platform"], platform_id=pending["platform_id"])
+        except EntryThrottled as exc:
+            return _throttled(request, study, exc)
         # A returning crowd worker carries on, even after the study stopped taking new people.
         returning = participant_by_platform_id(
             study=study, platform=pending["platform"], platform_id=pending["platform_id"]
@@ -198,7 +220,7 @@ def entry(request, public_id: str):
                 participant_resume(participant=returning, platform_data=pending["platform_data"])
             except ParticipantError as exc:
                 return _refusal(request, study, exc.code, str(exc))
-            request.session[participant_session_key(study=study)] = str(returning.public_id)
+            _session_adopt(request, study, returning)
             if returning.phase != Participant.Phase.CONSENT:
                 return _goto_phase(study, returning)
             participant = returning
@@ -240,10 +262,13 @@ def consent(request, public_id: str):
                 platform_id=pending.get("platform_id", f"link:{link_id}" if link_id else ""),
                 platform_data=pending.get("platform_data"),
                 invite_token=pending.get("invite_token"),
+                address=client_ip(request),
             )
+        except EntryThrottled as exc:
+            return _throttled(request, study, exc)
         except ParticipantError as exc:
             return _refusal(request, study, exc.code, str(exc))
-        request.session[participant_session_key(study=study)] = str(participant.public_id)
+        _session_adopt(request, study, participant)
     participant_consent(participant=participant)
     return _goto_phase(study, participant)
 

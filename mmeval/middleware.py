@@ -3,10 +3,12 @@ request parameters."""
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -42,13 +44,21 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 class RejectNulBytesMiddleware:
     """A NUL byte in a query parameter or form field is refused with 400 and a message.
     Postgres text cannot hold NUL, so such a value would otherwise fail deep in a view as a
-    500 (a PROLIFIC_PID, a workerId, a survey comment)."""
+    500 (a PROLIFIC_PID, a workerId, a survey comment). So is a form in a charset that
+    cannot be read (unknown, or UTF-7, which Django refuses to decode)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        for where, params in (("query parameter", request.GET), ("form field", self._form(request))):
+        charset = request.content_params.get("charset") if request.method not in ("GET", "HEAD", "OPTIONS") else None
+        if charset and not _charset_readable(charset):
+            return _bad_request(request, f"the form's charset '{charset[:40]}' cannot be read; send it as UTF-8")
+        try:
+            form = self._form(request)
+        except (BadRequest, LookupError, UnicodeDecodeError, ValueError) as exc:
+            return _bad_request(request, f"the form cannot be read ({str(exc)[:200]})")
+        for where, params in (("query parameter", request.GET), ("form field", form)):
             problem = _nul_problem(params, where)
             if problem:
                 return _bad_request(request, problem)
@@ -61,6 +71,14 @@ class RejectNulBytesMiddleware:
         ):
             return QueryDict()
         return request.POST
+
+
+def _charset_readable(charset: str) -> bool:
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        return False
+    return name != "utf-7"
 
 
 def _nul_problem(params: QueryDict, where: str) -> str | None:

@@ -66,6 +66,18 @@ if PRODUCTION:
     _missing = [name for name in _PRODUCTION_NEEDS if not os.environ.get(name, "").strip()]
     if _missing:
         raise ImproperlyConfigured(f"MMEVAL_PRODUCTION=1 needs {', '.join(_missing)} set in the environment")
+    if not envlist("ALLOWED_HOSTS", ""):
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS={os.environ['ALLOWED_HOSTS']!r} names no host; MMEVAL_PRODUCTION=1 needs the site's host name"
+        )
+    _key = os.environ["SECRET_KEY"]
+    # Django's check --deploy asks as much: sessions, CSRF tokens and the exports' pseudonyms hang on it.
+    if len(_key) < 50 or len(set(_key)) < 5:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is too weak for MMEVAL_PRODUCTION=1: it needs at least 50 characters, 5 of them "
+            f"different (it has {len(_key)}, {len(set(_key))} different); generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+        )
 
 DEBUG = envbool("DEBUG", False)
 if PRODUCTION and DEBUG:
@@ -113,7 +125,7 @@ MIDDLEWARE = [
     "mmeval.middleware.StaticFilesMiddleware",  # whitenoise
     "mmeval.middleware.RejectNulBytesMiddleware",
     "annotations.middleware.DatabaseUnavailableMiddleware",  # before sessions: it sees their errors too
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "annotations.middleware.SessionMiddleware",  # Django's; an interrupted save gets the retry page
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -156,10 +168,22 @@ if _DATABASE_URL:
         raise ImproperlyConfigured(f"DATABASE_URL={_DATABASE_URL!r} names an unknown database engine")
     if "postgresql" in _db["ENGINE"]:
         # A database that does not answer fails a request (and /readyz) in seconds, not minutes.
-        _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5, minimum=1))
+        # Keepalives and tcp_user_timeout end a kept connection whose peer vanished (host gone,
+        # network cut) in every process; a peer that hangs but still acknowledges is bounded by
+        # DB_READ_TIMEOUT in the web role (mmeval/database.py, installed by mmeval/wsgi.py).
+        _options = _db.setdefault("OPTIONS", {})
+        _options.setdefault("connect_timeout", envint("DB_CONNECT_TIMEOUT", 5, minimum=1))
+        _options.setdefault("keepalives", 1)
+        _options.setdefault("keepalives_idle", envint("DB_KEEPALIVES_IDLE", 30, minimum=1))
+        _options.setdefault("keepalives_interval", envint("DB_KEEPALIVES_INTERVAL", 5, minimum=1))
+        _options.setdefault("keepalives_count", envint("DB_KEEPALIVES_COUNT", 3, minimum=1))
+        _options.setdefault("tcp_user_timeout", 1000 * envint("DB_TCP_USER_TIMEOUT", 30, minimum=0))
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "var" / "db.sqlite3", "OPTIONS": {"timeout": 20}}
 DATABASES = {"default": _db}
+# Web processes only: a wait for Postgres that hears nothing for this many seconds closes the
+# connection and gives the retry page (0: wait as long as it takes).
+DB_READ_TIMEOUT = envint("DB_READ_TIMEOUT", 10, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -242,6 +266,19 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "mmeval.auth.client_ip"
 AXES_LOCKOUT_CALLABLE = "mmeval.auth.lockout_response"
 
+# --- Participant entry limits (annotations/services/entry_limits.py) ---
+# New participants per client address per window (generous: a lab behind one address gets
+# in), entries per Prolific/MTurk ID per window (strict), and the share of a study's places
+# one address may take. 0 (or a share of 100) turns a limit off. A refusal is a 429 page.
+MMEVAL_ENTRY_WINDOW_SECONDS = envint("MMEVAL_ENTRY_WINDOW_SECONDS", 600, minimum=1)
+MMEVAL_ENTRY_ADDRESS_LIMIT = envint("MMEVAL_ENTRY_ADDRESS_LIMIT", 30, minimum=0)
+MMEVAL_ENTRY_PLATFORM_ID_LIMIT = envint("MMEVAL_ENTRY_PLATFORM_ID_LIMIT", 10, minimum=0)
+MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT = envint("MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT", 25, minimum=1)
+if MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT > 100:
+    raise ImproperlyConfigured(
+        f"MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT={MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT} must be at most 100"
+    )
+
 # --- Limits on uploads (dataset import) ---
 # A bigger request body is refused as it streams in (never stored); zip members are checked
 # from the zip's directory before anything is extracted. Set the proxy's body limit (nginx
@@ -249,7 +286,7 @@ AXES_LOCKOUT_CALLABLE = "mmeval.auth.lockout_response"
 MMEVAL_UPLOAD_MAX_BYTES = envint("MMEVAL_UPLOAD_MAX_BYTES", 200 * 2**20, minimum=1)
 MMEVAL_ZIP_MAX_MEMBERS = envint("MMEVAL_ZIP_MAX_MEMBERS", 100_000, minimum=1)
 MMEVAL_ZIP_MAX_MEMBER_BYTES = envint("MMEVAL_ZIP_MAX_MEMBER_BYTES", 100 * 2**20, minimum=1)
-MMEVAL_ZIP_MAX_TOTAL_BYTES = envint("MMEVAL_ZIP_MAX_TOTAL_BYTES", 2 * 2**30, minimum=1)
+MMEVAL_ZIP_MAX_TOTAL_BYTES = envint("MMEVAL_ZIP_MAX_TOTAL_BYTES", 2**30, minimum=1)
 MMEVAL_ZIP_MAX_RATIO = envint("MMEVAL_ZIP_MAX_RATIO", 100, minimum=1)
 MMEVAL_IMAGE_MAX_PIXELS = envint("MMEVAL_IMAGE_MAX_PIXELS", 40_000_000, minimum=1)  # engine's IMAGE_MAX_PIXELS
 FILE_UPLOAD_HANDLERS = [

@@ -56,6 +56,15 @@ def demo_jsonl(tmp_path_factory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("demo-data"), n_items=48, seed=0)
 
 
+@pytest.fixture(autouse=True)
+def entry_limits_off(settings):
+    """Tests walk many participants through from one address (127.0.0.1): participant entry
+    limits are off unless a test turns them on (tests/views/test_entry_limits.py)."""
+    settings.MMEVAL_ENTRY_ADDRESS_LIMIT = 0
+    settings.MMEVAL_ENTRY_PLATFORM_ID_LIMIT = 0
+    settings.MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT = 100
+
+
 # Tiers. ``./run test fast`` selects ``-m "not needs_services"``: what needs no database,
 # browser or Celery worker. The mark is derived here, from each test's fixtures and marks,
 # so no test can forget it.

@@ -69,6 +69,7 @@ def test_only_the_bench_commands_import_the_benchmarks():
     assert wrappers - set(GRAPH.under("benchmarks")) == {
         "annotations.management.commands.bench_explain",
         "annotations.management.commands.bench_export",
+        "annotations.management.commands.bench_heatmaps",
         "annotations.management.commands.bench_precompute",
         "annotations.management.commands.loadtest",
     }

@@ -2,8 +2,8 @@
 
 Uploads are bounded (settings ``MMEVAL_UPLOAD_MAX_BYTES``, ``MMEVAL_ZIP_MAX_*``,
 ``MMEVAL_IMAGE_MAX_PIXELS``): a zip is checked from its directory (member count, each
-member's size and compression ratio, the total) before a single byte is extracted, and
-extraction cannot write more than the sizes checked.
+member's size and compression ratio, the total and its ratio) before a single byte is
+extracted, and extraction counts what it writes against the total cap.
 """
 
 from __future__ import annotations
@@ -154,9 +154,7 @@ def dataset_import_zip(*, owner, name: str, upload) -> Dataset:
                     if not (root / member).resolve().is_relative_to(root.resolve()):
                         raise DatasetImportError(f"zip member '{member}' points outside the archive")
                 zip_members_check(members=archive.infolist())
-                # zipfile stops each member at the size in the directory (and checks its CRC),
-                # so extraction writes no more than zip_members_check allowed.
-                archive.extractall(root)
+                _zip_extract(archive=archive, root=root)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             raise DatasetImportError(f"the upload is not a readable zip file ({exc})") from None
         jsonl_files = sorted(p for p in root.rglob("*.jsonl") if "__MACOSX" not in p.parts)
@@ -176,16 +174,39 @@ def dataset_import_jsonl_upload(*, owner, name: str, upload) -> Dataset:
         return dataset_import(owner=owner, name=name, jsonl_path=path, files_within=Path(tmp))
 
 
+def _zip_extract(*, archive: zipfile.ZipFile, root: Path) -> None:
+    """Write every member under ``root``, counting what is written: the total cap holds while
+    extracting too, whatever the directory said (zipfile also stops each member at its
+    directory size and checks its CRC)."""
+    limit = settings.MMEVAL_ZIP_MAX_TOTAL_BYTES
+    written = 0
+    for member in archive.infolist():
+        target = root / member.filename
+        if member.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(member) as source, open(target, "wb") as sink:
+            while chunk := source.read(2**20):
+                written += len(chunk)
+                if written > limit:
+                    raise DatasetImportError(
+                        f"the zip unpacks to more than {mib(limit)} in total (MMEVAL_ZIP_MAX_TOTAL_BYTES)"
+                    )
+                sink.write(chunk)
+
+
 def zip_members_check(*, members: list[zipfile.ZipInfo]) -> None:
     """Refuse a zip whose directory promises too much: too many members, a member too large
-    or compressed suspiciously well (a zip bomb), or too much in total. Reads only the
+    or compressed suspiciously well (a zip bomb), too much in total, or a total compressed
+    suspiciously well (many small members, each under the ratio floor). Reads only the
     directory, so nothing is decompressed."""
     if len(members) > settings.MMEVAL_ZIP_MAX_MEMBERS:
         raise DatasetImportError(
             f"the zip holds {len(members):,} files; the limit is "
             f"{settings.MMEVAL_ZIP_MAX_MEMBERS:,} (MMEVAL_ZIP_MAX_MEMBERS)"
         )
-    total = 0
+    total = stored = 0
     for member in members:
         size = member.file_size
         if size > settings.MMEVAL_ZIP_MAX_MEMBER_BYTES:
@@ -202,10 +223,17 @@ def zip_members_check(*, members: list[zipfile.ZipInfo]) -> None:
                 f"{settings.MMEVAL_ZIP_MAX_RATIO}x (MMEVAL_ZIP_MAX_RATIO)"
             )
         total += size
+        stored += member.compress_size
     if total > settings.MMEVAL_ZIP_MAX_TOTAL_BYTES:
         raise DatasetImportError(
             f"the zip unpacks to {mib(total)} in total; the limit is "
             f"{mib(settings.MMEVAL_ZIP_MAX_TOTAL_BYTES)} (MMEVAL_ZIP_MAX_TOTAL_BYTES)"
+        )
+    ratio = total / max(stored, 1)
+    if total > ZIP_RATIO_FLOOR_BYTES and ratio > settings.MMEVAL_ZIP_MAX_RATIO:
+        raise DatasetImportError(
+            f"the zip unpacks to {mib(total)}, {ratio:,.0f} times what it stores ({mib(stored)}); "
+            f"the limit is {settings.MMEVAL_ZIP_MAX_RATIO}x (MMEVAL_ZIP_MAX_RATIO)"
         )
 
 

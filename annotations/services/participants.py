@@ -48,10 +48,14 @@ from annotations.models import (
 )
 from annotations.selectors.participants import participant_quality, participant_title_cache_key
 from annotations.selectors.studies import study_candidates
+from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
 MAX_COMMENT = 5000
+
+
+CROWD_PLATFORMS = (Participant.Platform.PROLIFIC, Participant.Platform.MTURK)
 
 
 class ParticipantError(Exception):
@@ -86,9 +90,11 @@ def participant_enter(
     platform_id: str = "",
     platform_data: dict | None = None,
     invite_token: str | None = None,
+    address: str | None = None,
 ) -> Participant:
     """Return the participant for this entry, creating one in an arm chosen by
-    ``_entry_condition`` (balanced, seeded, reproducible).
+    ``_entry_condition`` (balanced, seeded, reproducible). Entry limits per client
+    ``address`` and platform ID (``entry_limits.py``) raise ``EntryThrottled``.
 
     A returning platform ID or invite resumes the same participant; one who finished is
     refused politely. Two entries racing with the same platform ID end up as one participant
@@ -101,10 +107,13 @@ def participant_enter(
         raise ParticipantError("closed", "This study is not open at the moment.")
     if invite_token is not None:
         return _enter_with_invite(study=study, invite_token=invite_token)
+    if platform in CROWD_PLATFORMS:
+        entry_platform_id_admit(platform=platform, platform_id=platform_id)
     if platform_id:
         existing = Participant.objects.filter(study=study, platform=platform, platform_id=platform_id).first()
         if existing is not None:
             return participant_resume(participant=existing, platform_data=platform_data)
+    entry_address_admit(study=study, address=address)
     condition = _entry_condition(study=study)
     try:
         with transaction.atomic():

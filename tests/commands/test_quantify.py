@@ -111,7 +111,8 @@ def test_a_bad_slice_names_the_field_and_the_column(toy, tmp_path, capsys):
     )
     assert (status, stderr) == (
         1,
-        f"CommandError: --slices {slices}: slices.bias, column 19: expected ',' or ']' in the list, got 'the end'\n",
+        f"CommandError: --slices {slices}: slices.bias, column 19: expected ',' or ']' in the list, got 'the end' "
+        "(field 'label')\n",
     )
     slices.write_text("slices: [unclosed\n")
     status, _, stderr = manage(

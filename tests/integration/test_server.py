@@ -54,6 +54,10 @@ def gunicorn_server(transactional_db, media_root, tmp_path):  # noqa: F811
         "DB_CONN_MAX_AGE": "60",
         "CACHE_URL": settings.CELERY_BROKER_URL,
         "PYTHONUNBUFFERED": "1",
+        # The load comes from one address: entry limits are for a real crowd.
+        "MMEVAL_ENTRY_ADDRESS_LIMIT": "0",
+        "MMEVAL_ENTRY_PLATFORM_ID_LIMIT": "0",
+        "MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT": "100",
     }
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:

@@ -76,6 +76,32 @@ def test_nul_in_a_parameter_name_is_a_400(study):
     assert "a query parameter name contains a NUL byte" in response.content.decode()
 
 
+@pytest.mark.parametrize("charset", ["utf-7", "no-such-charset"])
+def test_a_form_in_a_charset_that_cannot_be_read_is_a_400(study, charset):
+    client = Client()
+    client.get(f"/s/{study.public_id}/?PROLIFIC_PID=p1&STUDY_ID=s&SESSION_ID=x")
+
+    response = client.generic(
+        "POST",
+        f"/s/{study.public_id}/consent/",
+        b"a=%2BAGE-",
+        content_type=f"application/x-www-form-urlencoded; charset={charset}",
+    )
+
+    assert response.status_code == 400
+    assert "charset" in response.content.decode()
+    assert not Participant.objects.filter(study=study).exists()
+
+
+def test_a_multipart_form_in_utf_7_is_a_400(study):
+    body = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n+AGE-\r\n--b--\r\n'
+    response = Client().post(
+        f"/s/{study.public_id}/consent/", data=body, content_type="multipart/form-data; boundary=b; charset=utf-7"
+    )
+
+    assert response.status_code == 400
+
+
 # --- the API -----------------------------------------------------------------------------------
 
 

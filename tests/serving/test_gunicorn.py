@@ -214,3 +214,40 @@ def test_readyz_names_a_database_that_does_not_answer(tmp_path):
     assert body["failed"] == ["database"]
     assert body["checks"]["broker"] == "ok"
     assert body["checks"]["database"].startswith("failed: ")
+
+
+def test_each_instance_on_a_host_has_its_own_control_socket(tmp_path):
+    """Two gunicorn instances on one host (two sites, or a blue/green switch): each answers
+    on a control socket of its own, named after its address, so `gunicornc` reaches the
+    instance it names and a second start never takes over the first one's socket."""
+    from gunicorn.ctl.client import ControlClient
+
+    env = production_env(HOME=str(tmp_path), XDG_RUNTIME_DIR=None, WEB_CONCURRENCY="1", GUNICORN_PRELOAD="0")
+    ports = [free_port(), free_port()]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "mmeval.wsgi"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for port in ports
+    ]
+    try:
+        for port, process in zip(ports, processes):
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
+        answered = {}
+        for port in ports:
+            path = tmp_path / ".gunicorn" / f"mmeval-127.0.0.1-{port}.ctl"
+            deadline = time.monotonic() + 30
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with ControlClient(str(path), timeout=10) as client:
+                answered[port] = client.send_command("show stats")["pid"]
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert answered == {port: process.pid for port, process in zip(ports, processes)}

@@ -79,3 +79,43 @@ def test_database_connections_persist_and_are_checked_before_reuse(tmp_path):
     assert _database_settings(production_env(DB_CONN_MAX_AGE="0", DB_CONNECT_TIMEOUT="2")) == "0 True 2"
     sqlite = production_env(MMEVAL_PRODUCTION=None, DATABASE_URL=None, SECRET_KEY_FILE=str(tmp_path / "key"))
     assert _database_settings(sqlite).startswith("0 ")  # SQLite in-process: nothing to keep open
+
+
+@pytest.mark.parametrize("hosts", [",", " , ,", ""])
+def test_an_empty_host_list_is_refused(hosts):
+    result = manage("check", env=production_env(ALLOWED_HOSTS=hosts))
+
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS" in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize(
+    "key", ["abcde", "short-but-not-empty-0123456789", "a" * 80, "ab" * 40], ids=["5", "30", "one-char", "two-chars"]
+)
+def test_a_weak_secret_key_is_refused_without_showing_it(key):
+    result = manage("check", env=production_env(SECRET_KEY=key))
+
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "SECRET_KEY is too weak" in last_line and "50 characters" in last_line, result.stderr
+    assert key not in result.stderr and key not in result.stdout
+
+
+def test_a_strong_key_of_fifty_characters_is_accepted():
+    assert manage("check", env=production_env(SECRET_KEY="abcde" * 10)).returncode == 0
+
+
+def test_kept_connections_end_when_the_database_host_vanishes():
+    """Keepalives and tcp_user_timeout on every Postgres connection; the web role's read
+    timeout (mmeval/database.py) is a setting too."""
+    code = (
+        "from django.conf import settings; o = settings.DATABASES['default']['OPTIONS']; "
+        "print(o['keepalives'], o['keepalives_idle'], o['keepalives_interval'], o['keepalives_count'], "
+        "o['tcp_user_timeout'], settings.DB_READ_TIMEOUT)"
+    )
+    env = {**production_env(DB_KEEPALIVES_IDLE="20", DB_READ_TIMEOUT="4"), "DJANGO_SETTINGS_MODULE": "mmeval.settings"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "20", "5", "3", "30000", "4"]
+    bad = manage("check", env=production_env(DB_READ_TIMEOUT="soon"))
+    assert bad.stderr.strip().splitlines()[-1] == "error: DB_READ_TIMEOUT='soon' is not an integer"

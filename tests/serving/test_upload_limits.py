@@ -145,6 +145,48 @@ def test_the_total_unpacked_size_is_capped(alice, tmp_path, settings, zip_reads,
     _assert_nothing_stored(media_root)
 
 
+def test_many_small_members_that_compress_too_well_together_are_refused(alice, tmp_path, zip_reads, media_root):
+    """Members under the ratio floor each (text compresses well) that together unpack to far
+    more than was uploaded: the total ratio is checked too (here 60 x 0.99 MiB of zeros)."""
+    zeros = bytes(MIB - 1024)
+    data = _dataset_zip(tmp_path, extra={f"pad/{k}.bin": zeros for k in range(60)})
+    assert len(data) < MIB
+
+    with pytest.raises(
+        DatasetImportError,
+        match=r"the zip unpacks to 59\.\d MiB, [\d,]+ times what it stores .* the limit is 100x "
+        r"\(MMEVAL_ZIP_MAX_RATIO\)",
+    ):
+        dataset_import_zip(owner=alice, name="many", upload=_upload(data))
+
+    assert zip_reads == []
+    _assert_nothing_stored(media_root)
+
+
+def test_the_default_total_is_far_below_what_was_imported_before():
+    from django.conf import settings
+
+    assert settings.MMEVAL_ZIP_MAX_TOTAL_BYTES <= GIB  # 1,500 members of just under 1 MiB were imported
+
+
+def test_extraction_stops_at_the_total_on_its_own(alice, tmp_path, settings, monkeypatch, media_root):
+    """The total is enforced while the members are written too, not only from the directory:
+    with the directory check switched off, extraction still stops at the cap."""
+    from annotations.services import datasets
+
+    settings.MMEVAL_ZIP_MAX_TOTAL_BYTES = 2 * MIB
+    noise = random.Random(1)
+    data = _dataset_zip(tmp_path, extra={f"extra/{k}.bin": noise.randbytes(MIB) for k in range(3)})
+    monkeypatch.setattr(datasets, "zip_members_check", lambda **kwargs: None)
+
+    with pytest.raises(
+        DatasetImportError, match=r"the zip unpacks to more than 2\.0 MiB in total \(MMEVAL_ZIP_MAX_TOTAL_BYTES\)"
+    ):
+        dataset_import_zip(owner=alice, name="unchecked", upload=_upload(data))
+
+    _assert_nothing_stored(media_root)
+
+
 def test_the_number_of_members_is_capped(alice, tmp_path, settings, media_root):
     settings.MMEVAL_ZIP_MAX_MEMBERS = 4
     data = _dataset_zip(tmp_path, n_items=4)  # the JSONL and four images

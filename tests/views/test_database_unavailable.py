@@ -3,12 +3,16 @@ Retry-After, in the participant style), never a 500, and loses no acknowledged a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from html import escape
+from pathlib import Path
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 from django.test import Client, RequestFactory
 
 from annotations import views_participant
@@ -16,6 +20,9 @@ from annotations.middleware import database_unavailable_response
 from annotations.models import PUBLIC_TITLE_DEFAULT, Participant, Response, Study
 from annotations.selectors.participants import participant_frame_policy
 from tests.builders.studies import build_study
+from tests.tcp_proxy import TcpProxy
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db(transaction=True)  # connections really break: no test transaction around
 
@@ -125,6 +132,86 @@ def test_a_failure_outside_the_view_is_a_retry_page_too(study, monkeypatch):
     response = client.get(f"/s/{study.public_id}/")  # a first visit stores a new session
     _assert_retry_page(response)
     assert b"tries again by itself" in response.content
+
+
+def test_a_connection_cut_while_the_session_is_saved_gives_the_retry_page(study, monkeypatch):
+    """Django turns a failed update of a stored session into SessionInterrupted (a bare 400):
+    the participant gets the retry page instead, and the retry works."""
+    client = Client()
+    entry = f"/s/{study.public_id}/?PROLIFIC_PID=cut1&STUDY_ID=s&SESSION_ID=x"
+    assert client.get(entry).status_code == 200  # the session is stored
+    real_remember = views_participant.participant_title_remember
+
+    def remember_then_cut(**kwargs):
+        real_remember(**kwargs)
+        _terminate_my_connection()  # after the view's reads, before the session is saved
+
+    monkeypatch.setattr(views_participant, "participant_title_remember", remember_then_cut)
+    page = client.get(entry)
+    _assert_retry_page(page)
+    monkeypatch.setattr(views_participant, "participant_title_remember", real_remember)
+    assert client.get(entry).status_code == 200
+    assert client.post(f"/s/{study.public_id}/consent/").status_code == 302
+    assert Participant.objects.filter(study=study, platform_id="cut1").count() == 1
+
+
+@pytest.fixture
+def database_through_proxy(settings):
+    """This process's connections go to Postgres through a proxy that the test can hang,
+    with the web role's read timeout (mmeval/database.py) at 2 s."""
+    from mmeval.database import database_read_timeout_install
+
+    db = connections.settings["default"]
+    original = (db["HOST"], db["PORT"])
+    proxy = TcpProxy(target_host=db["HOST"] or "127.0.0.1", target_port=int(db["PORT"] or 5432))
+    connections.close_all()
+    db["HOST"], db["PORT"] = "127.0.0.1", str(proxy.port)
+    database_read_timeout_install(seconds=2)
+    yield proxy
+    database_read_timeout_install(seconds=0)
+    proxy.release()
+    connections.close_all()
+    db["HOST"], db["PORT"] = original
+    proxy.close()
+
+
+def test_a_hung_database_gives_the_retry_page_while_it_still_hangs(study, database_through_proxy):
+    """A kept connection (CONN_MAX_AGE) to a database that stops answering mid-study: the
+    participant gets the retry page while the database still hangs (it hangs for up to 90 s
+    here, and the request ends long before), not when gunicorn kills the worker."""
+    proxy = database_through_proxy
+    client = Client()
+    _enter(client, study)
+    assert client.get(f"/s/{study.public_id}/item/").status_code == 200
+
+    proxy.hold()
+    ends_the_hang = threading.Timer(90, proxy.release)
+    ends_the_hang.start()
+    try:
+        page = client.get(f"/s/{study.public_id}/item/")
+        ended_while_hung = proxy.held
+    finally:
+        ends_the_hang.cancel()
+        proxy.release()
+
+    assert ended_while_hung, "the request waited for the database to come back"
+    _assert_retry_page(page)
+    assert client.get(f"/s/{study.public_id}/item/").status_code == 200  # a fresh connection
+
+
+def test_the_web_process_installs_the_read_timeout():
+    """gunicorn and runserver load mmeval.wsgi: that is where the web role's bound on a
+    database that stops answering is put in place (workers and commands keep theirs off)."""
+    code = (
+        "import psycopg2.extensions as e; assert e.get_wait_callback() is None; "
+        "import mmeval.wsgi; print(e.get_wait_callback().__name__)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mmeval.settings", "DB_READ_TIMEOUT": "7"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "wait_with_deadline"
 
 
 def test_an_unreachable_database_at_entry_creates_nobody(study, monkeypatch):
