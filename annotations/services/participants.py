@@ -542,7 +542,7 @@ def participant_next_item(*, participant: Participant, just_answered: bool = Fal
     if not just_answered and not participant.responses.exists():
         _time_out(participant)
         return None
-    _after_items(participant)
+    _after_items(participant, in_time=just_answered)
     return None
 
 
@@ -570,10 +570,11 @@ def _time_ran_out(participant: Participant) -> bool:
     return bool(left["unanswered"]) and left["last"] is not None and left["last"] <= timezone.now()
 
 
-def _after_items(participant: Participant) -> None:
+def _after_items(participant: Participant, *, in_time: bool = False) -> None:
     """No item left: time ran out after some answers ends the study as *partial* (told so,
-    the partial-completion code, no survey); otherwise the survey or the end."""
-    if _time_ran_out(participant):
+    the partial-completion code, no survey); otherwise the survey or the end. ``in_time``:
+    an answer was just accepted, so its lease, and the latest one, still runs (no query)."""
+    if not in_time and _time_ran_out(participant):
         _finish(participant, partial=True)
         return
     study = participant.study
