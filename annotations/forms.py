@@ -67,6 +67,7 @@ SPEC_TO_FIELD = {
     "quality.min_rt_ms": "min_rt_ms",
     "codes.completed": "completion_code",
     "codes.screened_out": "screened_out_code",
+    "codes.partial": "partial_code",
 }
 
 ARM_FIELD = re.compile(r"arms\[(\d+)\]\.(name|views)")
@@ -190,6 +191,13 @@ class StudyForm(forms.Form):
     )
     completion_code = forms.CharField(max_length=32, required=False, help_text="Blank: a random code.")
     screened_out_code = forms.CharField(max_length=32, required=False, help_text="Blank: a random code.")
+    partial_code = forms.CharField(
+        max_length=32,
+        required=False,
+        label="Partial-completion code",
+        help_text="For those whose time ran out after some answers (MTurk: submitted with outcome=partial). "
+        "Blank: a random code.",
+    )
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -248,6 +256,7 @@ class StudyForm(forms.Form):
                 "screen_out_at_attention_failures",
                 "completion_code",
                 "screened_out_code",
+                "partial_code",
             ],
         ),
     ]
@@ -338,7 +347,11 @@ class StudyForm(forms.Form):
                     screen_out_at_attention_failures=d["screen_out_at_attention_failures"] or None,
                 ),
             },
-            "codes": some(completed=d["completion_code"] or None, screened_out=d["screened_out_code"] or None),
+            "codes": some(
+                completed=d["completion_code"] or None,
+                screened_out=d["screened_out_code"] or None,
+                partial=d["partial_code"] or None,
+            ),
             "modality_names": d["modality_names"],
         }
 
@@ -387,6 +400,7 @@ class StudyForm(forms.Form):
             "min_rt_ms": study.min_rt_ms,
             "completion_code": study.completion_code,
             "screened_out_code": study.screened_out_code,
+            "partial_code": study.partial_code,
             **{
                 key: rules.get(key)
                 for key in (

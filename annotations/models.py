@@ -229,6 +229,12 @@ class Study(models.Model):
     consent_text = models.TextField(blank=True)
     instructions = models.TextField(blank=True)
     completion_code = models.CharField(max_length=32, default=_completion_code)
+    partial_code = models.CharField(
+        max_length=32,
+        default=_completion_code,
+        help_text="Paid to those whose time ran out after some answers (a separate Prolific code; "
+        "on MTurk the HIT is submitted with outcome=partial).",
+    )
     design = models.JSONField(default=dict, blank=True, help_text="Further design options.")
     created_at = models.DateTimeField(auto_now_add=True)
     launched_at = models.DateTimeField(null=True, blank=True)
@@ -455,6 +461,10 @@ class Participant(models.Model):
     timed_out = models.BooleanField(
         default=False,
         help_text="The time limit ran out before any answer: no completion code, told to return the task.",
+    )
+    partial = models.BooleanField(
+        default=False,
+        help_text="The time limit ran out after some answers: told so, paid through the partial-completion code.",
     )
     helpfulness = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Post-survey, 1-5.")
     comment = models.TextField(blank=True)

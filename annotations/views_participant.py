@@ -43,6 +43,7 @@ from annotations.selectors.participants import (
     participant_exit,
     participant_frame_policy,
     participant_session_key,
+    participant_time_left,
     study_and_participant,
     study_participant_plan,
 )
@@ -309,7 +310,13 @@ def item(request, study: Study, participant: Participant):
         return _refusal(request, study, "expired", "The time for this study has run out. Thank you for taking part.")
     page = assignment_page(participant=participant, assignment=assignment)
     assignment_serve(assignment=assignment, media=page.pop("media"))
-    context = {"study": study, "participant": participant, "assignment": assignment, **page}
+    context = {
+        "study": study,
+        "participant": participant,
+        "assignment": assignment,
+        "time_left": participant_time_left(participant=participant, assignment=assignment),
+        **page,
+    }
     template = "participant/learning.html" if assignment.phase == Assignment.Phase.LEARNING else "participant/item.html"
     return render(request, template, context)
 
@@ -376,6 +383,7 @@ def survey(request, study: Study, participant: Participant):
             "levels": [1, 2, 3, 4, 5],
             "comment": request.POST.get("comment", ""),
             "asks_helpfulness": bool(participant.condition.views),
+            "time_left": participant_time_left(participant=participant),
         },
         status=400 if error else 200,
     )
@@ -439,6 +447,8 @@ def done(request, study: Study, participant: Participant):
     exit_info = participant_exit(participant=participant)
     if exit_info["timed_out"]:
         return render(request, "participant/timed_out.html", {"study": study, "participant": participant, **exit_info})
+    if exit_info["partial"]:
+        return render(request, "participant/partial.html", {"study": study, "participant": participant, **exit_info})
     if exit_info["redirect"]:
         return redirect(exit_info["redirect"])
     return render(request, "participant/done.html", {"study": study, "participant": participant, **exit_info})

@@ -237,6 +237,12 @@ PARTICIPANT_CODEBOOK = [
     ),
     Column("screened_out", _BOOL, "", "Screened out by the attention checks during the session."),
     Column("timed_out", _BOOL, "", "The time limit ran out before any answer (no completion code)."),
+    Column(
+        "partial",
+        _BOOL,
+        "",
+        "The time limit ran out after some answers: paid through the partial-completion code, never the full one.",
+    ),
     Column("started_at", _TIME, "", "When they entered the study (before consent)."),
     Column("finished_at", _TIME, "", "When they finished; empty if they did not."),
     Column("duration_s", _NUM, "seconds", "finished_at − started_at; empty if unfinished."),

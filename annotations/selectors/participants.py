@@ -13,7 +13,8 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
+from django.utils import timezone
 
 from annotations.models import (
     PUBLIC_TITLE_DEFAULT,
@@ -139,8 +140,11 @@ PROLIFIC_HOME_URL = "https://app.prolific.com/submissions"
 
 
 def participant_exit(*, participant: Participant) -> dict[str, Any]:
-    """How a finished participant leaves: the code (completed or screened out), and for
-    Prolific the redirect URL, for MTurk the external-submit form. A participant who timed
+    """How a finished participant leaves: the code (completed, screened out or partial), and
+    for Prolific the redirect URL, for MTurk the external-submit form (with ``outcome``). One
+    whose time ran out after some answers (``partial``) is told so and gets the
+    partial-completion code, never the full one: on Prolific a button to the completion URL
+    with that code (``platform_link``), on MTurk the form. A participant who timed
     out before any answer gets no code, no redirect and no form: they are asked to return
     the task (Prolific: "Return submission", or Prolific times them out; MTurk: "Return
     HIT"), so that nobody is paid for no work."""
@@ -157,25 +161,52 @@ def participant_exit(*, participant: Participant) -> dict[str, Any]:
             "platform": participant.platform,
             "platform_home": PROLIFIC_HOME_URL if participant.platform == Participant.Platform.PROLIFIC else None,
         }
-    code = study.screened_out_code if participant.screened_out else study.completion_code
+    partial = participant.partial and not participant.screened_out
+    if partial:
+        code = study.partial_code
+    else:
+        code = study.screened_out_code if participant.screened_out else study.completion_code
     out: dict[str, Any] = {
         "code": code,
         "screened_out": participant.screened_out,
         "timed_out": False,
+        "partial": partial,
         "redirect": None,
         "mturk": None,
         "preview": preview,
         "platform": participant.platform,
     }
-    if participant.platform == Participant.Platform.PROLIFIC:
+    if partial:
+        # Told first, on a page of its own: the platform link is a button there, not a redirect.
+        out["n_answered"] = participant.responses.count()
+        if participant.platform == Participant.Platform.PROLIFIC:
+            out["platform_link"] = PROLIFIC_COMPLETE_URL.format(code=code)
+    elif participant.platform == Participant.Platform.PROLIFIC:
         out["redirect"] = PROLIFIC_COMPLETE_URL.format(code=code)
-    elif participant.platform == Participant.Platform.MTURK:
+    if participant.platform == Participant.Platform.MTURK:
         data = participant.platform_data or {}
         out["mturk"] = {
             "action": mturk_submit_url(data.get("turkSubmitTo", "")),
             "assignmentId": data.get("assignmentId", ""),
+            "outcome": "partial" if partial else "complete",
         }
     return out
+
+
+def participant_time_left(*, participant: Participant, assignment: Assignment | None = None) -> dict[str, Any] | None:
+    """The time left of the study's time limit, for the pages after the instructions:
+    ``seconds`` (whole, never negative), ``minutes`` (rounded up, the text shown without
+    script) and ``deadline`` (the lease expiry). ``assignment``: the item on the page, whose
+    lease is the deadline (no query); else the participant's latest lease. ``None`` when the
+    participant holds no lease (nothing is timed)."""
+    if assignment is not None:
+        deadline = assignment.lease_expires_at
+    else:
+        deadline = participant.assignments.aggregate(last=Max("lease_expires_at"))["last"]
+    if deadline is None:
+        return None
+    seconds = max(0, int((deadline - timezone.now()).total_seconds()))
+    return {"seconds": seconds, "minutes": -(-seconds // 60), "deadline": deadline}
 
 
 def participant_quality(*, participant: Participant) -> dict[str, Any]:
@@ -264,11 +295,40 @@ VIEW_NAMES = {
 }
 
 
+# MultiViz's stages (unimodal, cross-modal, representation, prediction): each view's step, and
+# what the page's step tabs call it. An item whose views span two steps or more shows one step
+# at a time, the same step for every candidate (templates/participant/_stage_tabs.html).
+VIEW_STAGE = {
+    "heatmap": "u",
+    "tokens": "u",
+    "share": "u",
+    "interaction": "c",
+    "top_pairs": "c",
+    "features": "r",
+    "prediction": "p",
+    **dict.fromkeys(MODALITY_VIEW_OF_KIND.values(), "u"),
+}
+STAGE_NAMES = {"u": "Each input", "c": "Inputs together", "r": "Inner features", "p": "How they add up"}
+
+
+def _stages(views: list[str]) -> list[str]:
+    """The steps ``views`` span, in MultiViz's order."""
+    return [stage for stage in STAGE_NAMES if any(VIEW_STAGE.get(v) == stage for v in views)]
+
+
+def _stage_tabs(views: list[str]) -> list[dict[str, str]]:
+    """The page's step tabs (``stage``, ``name``): none when the views span one step only."""
+    stages = _stages(views)
+    return [{"stage": stage, "name": STAGE_NAMES[stage]} for stage in stages] if len(stages) > 1 else []
+
+
 def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, Any]) -> dict[str, Any]:
     """Which views one explanation panel can show: the image views in display order (``view``
     and its caption ``name``), the stored file of each, the token highlights (each with
-    ``space``: whether a space goes before it), the table view's feature ``bars`` and the
-    modality ``shares`` (laid out by the page, under the inputs' display names ``words``)."""
+    ``space``: whether a space goes before it), the table view's feature ``bars``, the
+    modality ``shares`` (laid out by the page, under the inputs' display names ``words``) and the
+    image views by step (``groups``: one per step of ``views``, the same for every
+    candidate, whatever was stored)."""
     images, files, tokens, bars, shares = [], {}, [], [], None
     for view in VIEW_ORDER:
         if view not in views:
@@ -290,6 +350,9 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
         if path:
             images.append({"view": view, "name": words["share_caption"] if view == "share" else VIEW_NAMES[view]})
             files[view] = path
+    groups = [
+        {"stage": stage, "images": [i for i in images if VIEW_STAGE[i["view"]] == stage]} for stage in _stages(views)
+    ]
     return {
         "images": images,
         "files": files,
@@ -297,6 +360,7 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
         "bars": bars,
         "shares": shares,
         "has_heatmap": "heatmap" in files,
+        "groups": groups,
     }
 
 
@@ -556,6 +620,7 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
             {"heatmap", "tokens", "interaction", "share", "features", "prediction", *MODALITY_VIEWS} & set(views)
         ),
         "colour_scales": _colour_scales(views, rows),
+        "stage_tabs": _stage_tabs(views),
         "patch_grid": _patch_grid(views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],
         "last_answer_key": letters[min(len(candidates), len(letters)) - 1] if candidates else "",

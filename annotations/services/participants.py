@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, OuterRef, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from annotations.models import (
@@ -165,6 +165,10 @@ def participant_resume(*, participant: Participant, platform_data: dict | None =
     if participant.phase == Participant.Phase.DONE:
         if participant.timed_out:
             raise ParticipantError("expired", "The time for this study ran out before any answer was recorded.")
+        if participant.partial:
+            raise ParticipantError(
+                "finished", "The time for this study ran out; your answers were recorded. Thank you!"
+            )
         raise ParticipantError("finished", "You have already completed this study. Thank you!")
     key = PLATFORM_SESSION_KEYS.get(participant.platform)
     if platform_data is not None and key is not None:
@@ -259,7 +263,7 @@ def participant_consent(*, participant: Participant) -> Participant:
 
 
 # What another request of the same participant may change: re-read under the row lock.
-_PARTICIPANT_STATE = ("phase", "screened_out", "timed_out")
+_PARTICIPANT_STATE = ("phase", "screened_out", "timed_out", "partial")
 
 
 def _lock_participant(participant: Participant) -> Participant:
@@ -536,8 +540,9 @@ def participant_sync_phase(*, participant: Participant) -> Participant:
 def participant_next_item(*, participant: Participant, just_answered: bool = False) -> Assignment | None:
     """The participant's current item (as ``assignment_current``), with the stored phase
     brought in line: the phase of that item, or, when none is left, the survey or the end.
-    Time run out after some answers ends the items with what was answered; time run out
-    before any answer ends the study as *timed out*: no survey and no completion code.
+    Time run out after some answers ends the study as *partial*: no survey, the
+    partial-completion code; time run out before any answer ends it as *timed out*: no
+    survey and no code.
     ``just_answered``: the caller has just stored an answer (this saves a query)."""
     if participant.phase not in ITEM_PHASES:
         return None
@@ -548,7 +553,7 @@ def participant_next_item(*, participant: Participant, just_answered: bool = Fal
     if not just_answered and not participant.responses.exists():
         _time_out(participant)
         return None
-    _after_items(participant)
+    _after_items(participant, in_time=just_answered)
     return None
 
 
@@ -566,7 +571,23 @@ def _time_out(participant: Participant) -> None:
     _after_items(participant)
 
 
-def _after_items(participant: Participant) -> None:
+def _time_ran_out(participant: Participant) -> bool:
+    """Some lease ended unanswered and none is still running (one query): the time limit, not
+    the last answer, ended the items. A participant topped up after an early lease ran out
+    still holds a running lease, so finishing those is a full completion."""
+    left = participant.assignments.aggregate(
+        unanswered=Count("id", filter=~Q(status=Assignment.Status.ANSWERED)), last=Max("lease_expires_at")
+    )
+    return bool(left["unanswered"]) and left["last"] is not None and left["last"] <= timezone.now()
+
+
+def _after_items(participant: Participant, *, in_time: bool = False) -> None:
+    """No item left: time ran out after some answers ends the study as *partial* (told so,
+    the partial-completion code, no survey); otherwise the survey or the end. ``in_time``:
+    an answer was just accepted, so its lease, and the latest one, still runs (no query)."""
+    if not in_time and _time_ran_out(participant):
+        _finish(participant, partial=True)
+        return
     study = participant.study
     if study.survey and not participant.screened_out:
         _set_phase(participant, Participant.Phase.SURVEY)
@@ -574,7 +595,7 @@ def _after_items(participant: Participant) -> None:
         _finish(participant)
 
 
-def _finish(participant: Participant, *, timed_out: bool = False) -> None:
+def _finish(participant: Participant, *, timed_out: bool = False, partial: bool = False) -> None:
     """Done: stamp the time, give back any lease still held (a screened-out participant's
     remaining items go to others at once), and flag the pre-registered exclusions."""
     now = timezone.now()
@@ -588,8 +609,10 @@ def _finish(participant: Participant, *, timed_out: bool = False) -> None:
             exclusion_reasons=reasons,
             screened_out=participant.screened_out,
             timed_out=timed_out,
+            partial=partial,
         )
     participant.phase, participant.finished_at, participant.timed_out = Participant.Phase.DONE, now, timed_out
+    participant.partial = partial
     participant.excluded, participant.exclusion_reasons = bool(reasons), reasons
 
 

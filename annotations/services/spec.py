@@ -41,7 +41,7 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
         max_fast_share: 0.5
         min_test_responses: 10
         screen_out_at_attention_failures: 2
-    codes: {completed: C0DE1234, screened_out: SCR33N}
+    codes: {completed: C0DE1234, screened_out: SCR33N, partial: PART1AL}  # partial: time ran out after some answers
     modality_names:                 # what pages call each input (default by kind: "the picture",
       tabular: the measurements     #   "the question", "the table", "the series", "the recording")
       text: the owner's note
@@ -124,6 +124,7 @@ class StudySpec:
     interaction_types: tuple[str, ...] | None = None
     completion_code: str = ""
     screened_out_code: str = ""
+    partial_code: str = ""
     public_title: str = ""
     # None: the spec has no ``sequential`` section, and an edit keeps the study's plan
     sequential_monitoring: dict[str, Any] | None = None
@@ -432,11 +433,14 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     else:
         attention_checks = _int(quality, "attention_checks", "quality.attention_checks", 0)
 
-    codes = _section(data.get("codes") or {}, "codes", {"completed", "screened_out"})
+    codes = _section(data.get("codes") or {}, "codes", {"completed", "screened_out", "partial"})
     completed = _code(codes.get("completed"), "codes.completed")
     screened_out = _code(codes.get("screened_out"), "codes.screened_out")
+    partial = _code(codes.get("partial"), "codes.partial")
     if completed and completed == screened_out:
         raise SpecError("codes.screened_out", "must differ from codes.completed")
+    if partial and partial in (completed, screened_out):
+        raise SpecError("codes.partial", "must differ from codes.completed and codes.screened_out")
 
     learning_items = _int(phases, "learning_items", "phases.learning_items", 0)
     shortfall = dataset_shortfall(
@@ -481,6 +485,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         completion_code=completed,
         screened_out_code=screened_out,
         modality_names=modality_names_check(data.get("modality_names"), model=model),
+        partial_code=partial,
         sequential_monitoring=None
         if "sequential" not in data
         else sequential_monitoring_check(

@@ -93,6 +93,7 @@ def study_create(
     interaction_types: tuple[str, ...] | None = None,
     completion_code: str = "",
     screened_out_code: str = "",
+    partial_code: str = "",
     public_title: str = "",
     modality_names: dict[str, str] | None = None,
 ) -> Study:
@@ -164,6 +165,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         raise StudyError("counts and times must not be negative")
     if spec.completion_code and spec.completion_code == spec.screened_out_code:
         raise StudyError("the completed and screened-out codes must differ")
+    if spec.partial_code and spec.partial_code in (spec.completion_code, spec.screened_out_code):
+        raise StudyError("the partial-completion code must differ from the completed and screened-out codes")
     rules = exclusion_rules_check(spec.exclusion_rules or {})
     monitoring = {}
     if spec.sequential_monitoring is not None:  # None: keep the study's plan (an edit without the section)
@@ -181,7 +184,11 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
     }
     codes = {
         key: value
-        for key, value in (("completion_code", spec.completion_code), ("screened_out_code", spec.screened_out_code))
+        for key, value in (
+            ("completion_code", spec.completion_code),
+            ("screened_out_code", spec.screened_out_code),
+            ("partial_code", spec.partial_code),
+        )
         if value
     }
     if spec.interaction_types:

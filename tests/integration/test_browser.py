@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 from django.core.management import call_command
 
+from annotations.analysis.stages import MULTIVIZ_STAGES
 from annotations.models import Assignment, Participant, Prediction, Response
 from annotations.services.studies import ConditionSpec
 from tests.builders.demo_study import PLANT_ADAPTER, PLANT_ARMS, VIEW_ARMS, live_demo_study
@@ -104,11 +105,13 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
     """On an item page with explanations: no enlarge button covers any view, caption, token
     line or legend; the colour scales are text of at least MIN_TEXT_PX with their signs;
     the patch grid's labels sit over and beside the picture, each on its column or row;
-    no hover wording on a touch screen."""
+    no hover wording (word scores are printed)."""
     seen = page.evaluate(BOXES)
     views_drawn = [v for v in views if v != "tokens"]
-    # The table view is text (feature bars), not a picture: it has no enlarge button.
-    assert (seen["buttons"] or views_drawn == ["table"]) and len(seen["buttons"]) == page.locator("img.view").count()
+    # The table view is text (feature bars), not a picture: it has no enlarge button. Views of
+    # the steps not chosen in the step tabs are hidden, with their buttons.
+    shown = page.evaluate("[...document.querySelectorAll('img.view')].filter(e => e.getClientRects().length).length")
+    assert (seen["buttons"] or views_drawn == ["table"]) and len(seen["buttons"]) == shown
     for button in seen["buttons"]:
         hidden = [c["what"] for c in seen["content"] if _overlap(button, c)]
         assert not hidden, f"an enlarge button at {button} covers {hidden}"
@@ -131,24 +134,8 @@ def _check_layout(page, views: list[str], *, touch: bool) -> None:
             centre = picture["y"] + (k + 0.5) * picture["h"] / 8
             assert abs(row["y"] + row["h"] / 2 - centre) < 2 and row["x"] + row["w"] <= picture["x"] + 1
             assert row["font"] >= MIN_GRID_LABEL_PX
-    if "tokens" in views:
-        # A mouse user is told to point at a word for its score; a touch screen has no pointer
-        # to hover with, so it is not told: the same page, seen on each kind of device.
-        other = page.context.browser.new_context(
-            storage_state=page.context.storage_state(),
-            viewport=DESKTOP if touch else PHONE,
-            has_touch=not touch,
-            is_mobile=not touch,
-        )
-        again = other.new_page()
-        again.goto(page.url)
-        text = again.inner_text("body")
-        other.close()
-        with_touch, with_mouse = (seen["text"], text) if touch else (text, seen["text"])
-        assert re.search(r"\bpoint at a word\b", with_mouse, flags=re.IGNORECASE)
-        assert not re.findall(r"\b(hover|point at)\b", with_touch, flags=re.IGNORECASE)
-    elif touch:
-        assert not re.findall(r"\b(hover|point at)\b", seen["text"], flags=re.IGNORECASE)
+    # Word scores are printed under the words: no page tells anyone to hover or point.
+    assert not re.findall(r"\b(hover|point at)\b", seen["text"], flags=re.IGNORECASE)
 
 
 def _session(browser, live_server, study, *, query: str, platform_id: str, viewport: dict, check=None) -> dict:
@@ -388,3 +375,132 @@ def test_the_multiviz_views_at_desktop_and_phone_size(browser, live_server, alic
     assert len(shown) == 2 and len(shown & {"d-1", "d-2"}) == 1 and len(shown & {"p-3", "p-4"}) == 1
     for pid in shown:
         assert results[pid]["seen"]["checked"] == 2 and results[pid]["seen"]["learning"] == 1
+
+
+# --- readable at 1x and on a phone ----------------------------------------------------------
+
+LAPTOP = {"width": 1366, "height": 768}
+MIN_PAGE_TEXT_PX = 11  # no HTML text of a participant page is smaller, in CSS pixels
+
+READABLE = """() => {
+  const width = document.documentElement.clientWidth;
+  const shown = e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden" && !e.closest(".sr-only");
+  const name = e => e.tagName.toLowerCase() + (e.className && typeof e.className === "string" ? "." + e.className.split(" ").join(".") : "");
+  const small = [], wide = [], cut = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const e = node.parentElement, text = node.textContent.trim();
+    if (!text || !shown(e) || e.closest("script, style")) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const r = range.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    const px = parseFloat(getComputedStyle(e).fontSize);
+    if (px < 11) small.push({text: text.slice(0, 40), px, in: name(e)});
+  }
+  for (const e of document.body.querySelectorAll("*")) {
+    if (!shown(e)) continue;
+    const r = e.getBoundingClientRect(), style = getComputedStyle(e);
+    if (r.right > width + 0.5 || r.left < -0.5) wide.push({in: name(e), left: r.left, right: r.right});
+    const clips = style.textOverflow === "ellipsis" || style.overflowX === "hidden" || style.overflowX === "clip";
+    if (clips && e.textContent.trim() && e.scrollWidth > e.clientWidth + 1) cut.push({in: name(e), text: e.textContent.trim().slice(0, 40)});
+  }
+  const stages = [...document.querySelectorAll(".stage-group")].filter(shown).map(e => e.className);
+  return {small, wide, cut, stages, height: document.documentElement.scrollHeight, page_width: document.documentElement.scrollWidth, width};
+}"""
+
+
+def _readable(page, where: str) -> dict:
+    """On a participant page: no visible text below MIN_PAGE_TEXT_PX, nothing wider than the
+    viewport, and no text cut off (an ellipsis or a clipped box)."""
+    seen = page.evaluate(READABLE)
+    assert not seen["small"], f"{where}: text below {MIN_PAGE_TEXT_PX} px: {seen['small'][:5]}"
+    assert not seen["wide"] and seen["page_width"] <= seen["width"], f"{where}: overflows: {seen['wide'][:5]}"
+    assert not seen["cut"], f"{where}: cut off: {seen['cut'][:5]}"
+    return seen
+
+
+def _option_names(page) -> list[str]:
+    """The accessible name of each answer option, as a screen reader reads it."""
+    return re.findall(r'\bradio "([^"]*)"', page.locator("fieldset.candidates").aria_snapshot())
+
+
+def _check_steps(page, n_candidates: int, where: str) -> int:
+    """The step tabs: a tablist, operable by keyboard, one step shown at a time and the same
+    step for every candidate, each step readable. Returns the tallest step's page height."""
+    tabs, tallest = page.get_by_role("tab"), 0
+    assert tabs.count() >= 2 and page.get_by_role("tablist").count() == 1
+    for k in range(tabs.count()):
+        if k:
+            page.keyboard.press("ArrowRight")
+        else:
+            tabs.first.focus()
+        selected = page.locator('[role=tab][aria-selected="true"]')
+        assert selected.count() == 1 and selected.get_attribute("id") == tabs.nth(k).get_attribute("id")
+        assert page.evaluate("document.activeElement.getAttribute('role')") == "tab"
+        stage = tabs.nth(k).get_attribute("id").removeprefix("stage-tab-")
+        seen = _readable(page, f"{where}, step {stage}")
+        assert seen["stages"] == [f"stage-group stage-{stage}"] * n_candidates, seen["stages"]
+        tallest = max(tallest, seen["height"])
+    page.keyboard.press("Home")
+    assert page.locator('[role=tab][aria-selected="true"]').get_attribute("id") == tabs.first.get_attribute("id")
+    return tallest
+
+
+def test_every_view_is_readable_at_1x_and_on_a_phone(browser, live_server, alice, bob, demo_jsonl, plants_jsonl):
+    """Every kind of view of the demos (the shapes demo's MultiViz stage arms and its share
+    arm, the plants demo's arms), on a laptop at 1x and on a phone with touch: text of at
+    least 11 px, nothing wider than the screen, no name cut off, short option names that do
+    not say which is the model's, a visible keyboard focus, and a full MultiViz item in
+    about two laptop screens (step tabs)."""
+    shapes_arms = [ConditionSpec(name=name, views=list(views)) for name, views in MULTIVIZ_STAGES]
+    shapes_arms.append(ConditionSpec(name="share", views=["interaction", "top_pairs", "share"]))
+    design = dict(n_items=len(shapes_arms), items_per_participant=1, raters_per_item=1, survey=False)
+    shapes = live_demo_study(owner=alice, jsonl=demo_jsonl, conditions=shapes_arms, n_candidates=4, **design)
+    design["n_items"] = len(PLANT_ARMS)
+    plants = live_demo_study(  # another owner: the builder names every demo study alike
+        owner=bob, jsonl=plants_jsonl, adapter_path=PLANT_ADAPTER, conditions=PLANT_ARMS, n_candidates=4, **design
+    )
+    heights = {}
+    for study, arms in ((shapes, shapes_arms), (plants, PLANT_ARMS)):
+        for k in range(len(arms)):  # one entry per arm: permuted blocks give each arm one
+            context = browser.new_context(viewport=LAPTOP)
+            page = context.new_page()
+            page.goto(f"{live_server.url}/s/{study.public_id}/?PROLIFIC_PID=r{k}&STUDY_ID=s&SESSION_ID=r{k}")
+            with page.expect_navigation():
+                page.click("#consent")
+            with page.expect_navigation():
+                page.click("#start")
+            participant = Participant.objects.get(study=study, platform_id=f"r{k}")
+            arm, views = participant.condition.name, participant.condition.views
+            assignment = _current(study, f"r{k}")
+            _images_loaded(page)
+            where = f"{arm} at {LAPTOP['width']} px"
+            seen = _readable(page, where)
+            heights[(study.pk, arm)] = seen["height"]
+            # Short accessible names: the letter and the candidate, nothing of the evidence.
+            names = _option_names(page)
+            letters = "ABCDEFGH"
+            assert names == [f"{letters[i]}: {label}" for i, label in enumerate(assignment.candidate_order)], names
+            # A visible keyboard focus on the answer and confidence choices.
+            page.keyboard.press("b")
+            outline = "getComputedStyle(document.activeElement.closest('{}')).outlineStyle"
+            assert page.evaluate(outline.format(".candidate")) != "none"
+            page.keyboard.press("3")
+            assert page.evaluate(outline.format("label")) != "none"
+            if page.get_by_role("tab").count():
+                heights[(study.pk, arm)] = _check_steps(page, len(assignment.candidate_order), where)
+            phone = browser.new_context(
+                storage_state=context.storage_state(), viewport=PHONE, has_touch=True, is_mobile=True
+            )
+            small = phone.new_page()
+            small.goto(page.url)
+            _images_loaded(small)
+            _readable(small, f"{arm} at {PHONE['width']} px with touch")
+            if "tokens" in views:  # each word's score is printed, for touch as for keyboard
+                assert small.locator(".tok-score").count() == small.locator(".tok").count() > 0
+            phone.close()
+            context.close()
+    # Every arm was seen, and the full MultiViz item fits in about two laptop screens.
+    assert {arm for _, arm in heights} == {a.name for a in shapes_arms} | {a.name for a in PLANT_ARMS}
+    assert heights[(shapes.pk, "U+C+R+P")] <= 2.2 * LAPTOP["height"], heights

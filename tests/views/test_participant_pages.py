@@ -512,16 +512,17 @@ def test_time_run_out_before_any_answer_gets_no_completion_code(alice, tmp_path,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_time_run_out_after_an_answer_still_completes(alice, tmp_path):
-    """Someone who answered something did work: the survey, then the completion code."""
+def test_time_run_out_after_an_answer_is_partial_not_complete(alice, tmp_path):
+    """Someone who answered something did work: told so, the partial-completion code, never
+    the full one (tests/views/test_participant_time.py covers each platform)."""
     study = build_study(
         alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=1, survey=True, name="half"
     )
     client = Client()
     participant = _answer_one_then_run_out_of_time(client, study, "?PROLIFIC_PID=half&STUDY_ID=s&SESSION_ID=x")
     leases_reclaim()
-    assert client.get(f"/s/{study.public_id}/item/").url.endswith("/survey/")
-    done = client.post(f"/s/{study.public_id}/survey/", {"helpfulness": "3", "comment": ""}, follow=False)
-    assert client.get(done.url).url == f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+    assert client.get(f"/s/{study.public_id}/item/").url.endswith("/done/")
+    html = client.get(f"/s/{study.public_id}/done/").content.decode()
+    assert study.partial_code in html and study.completion_code not in html
     participant.refresh_from_db()
-    assert not participant.timed_out
+    assert participant.partial and not participant.timed_out

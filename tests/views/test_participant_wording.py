@@ -204,8 +204,13 @@ def test_scales_are_stated_once_in_text_and_tokens_read_as_written(study):
     columns = re.search(r'<span class="grid-columns"[^>]*>(.*?</span>)</span>', html).group(1)
     rows = re.search(r'<span class="grid-rows"[^>]*>(.*?</span>)</span>', html).group(1)
     assert (re.sub(r"<[^>]+>", "", columns), re.sub(r"<[^>]+>", "", rows)) == ("AB", "12")
-    words = re.search(r'<span class="tokens"[^>]*>(.*?)</span></span>\s', html + " ").group(0)
-    assert re.sub(r"<[^>]+>", "", words).strip() == "what colour (roughly) is it?"
+    words = re.search(r'<span class="tokens"[^>]*>(.*?)</span></span></span>', html).group(0)
+    # Each word's score is printed under it (reachable by touch and keyboard, not a tooltip).
+    scores = re.findall(r'<span class="tok-score">([^<]*)</span>', words)
+    assert len(scores) == len(re.findall(r'class="tok[ "]', words)) == 8
+    assert all(re.fullmatch(r"[+\u2212-]?[0-9.]+", x) for x in scores)
+    read = re.sub(r"<[^>]+>", "", re.sub(r'<span class="tok-score">[^<]*</span>', "", words))
+    assert read.strip() == "what colour (roughly) is it?"
 
 
 def test_the_scale_bar_is_drawn_with_the_renderers_colour_map():

@@ -80,7 +80,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  Prolific: append ?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}"
             f"&SESSION_ID={{{{%SESSION_ID%}}}}; codes: completed {study.completion_code}, "
-            f"screened out {study.screened_out_code}"
+            f"screened out {study.screened_out_code}, partial (time ran out after some answers) {study.partial_code}"
         )
         self.stdout.write(f"  Researcher page:  {site}{reverse('study-detail', args=[study.pk])}")
 
