@@ -4,7 +4,7 @@ row prints what the trained-model tests assert next to the bound they assert it 
 property of the demo must hold on every row with room to spare (docs/DESIGN.md, "Nothing
 depends on the machine"). No Django.
 
-    python -m benchmarks.demo_margins --seeds 0 1 2 --threads 1 2
+    python -m benchmarks.demo_margins --weights 0:1 1:1 2:1 0:2
 
 Cost: one training run per new (seed, threads) for each demo model (about a minute and a few
 seconds on 2 free cores), then one model report of 160 items per row.
@@ -110,20 +110,31 @@ def margins_for(*, seed: int, threads: int, items: list[dict]) -> dict[str, floa
     }
 
 
+def _weights(text: str) -> tuple[int, int]:
+    """``SEED:THREADS`` -> ``(seed, threads)``."""
+    try:
+        seed, threads = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SEED:THREADS such as 0:1, not {text!r}") from None
+    if seed < 0 or threads < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the seed must be >= 0 and the threads >= 1")
+    return seed, threads
+
+
 def _holds(value: float, comparison: str, bound: float) -> bool:
     return {">": value > bound, "<": value < bound, "==": value == bound}[comparison]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.demo_margins [--seeds 0 1 2] [--threads 1 2] [--items 160]``:
-    one column per set of weights, one row per asserted quantity with its bound."""
+    """``python -m benchmarks.demo_margins [--weights SEED:THREADS ...] [--items 160]``: one
+    column per set of weights (default 0:1 1:1 2:1 0:2), one row per asserted quantity with its
+    bound; exit status 1 when a bound fails on some weights."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--weights", nargs="+", default=["0:1", "1:1", "2:1", "0:2"], type=_weights)
     parser.add_argument("--items", type=int, default=160)
     args = parser.parse_args(argv)
     items = _report_items(args.items)
-    configs = [(seed, threads) for seed in args.seeds for threads in args.threads]
+    configs = list(args.weights)
     columns = {
         config: margins_for(seed=config[0], threads=config[1], items=items)
         for config in tqdm(configs, desc="demo weights", unit="set")

@@ -31,10 +31,12 @@ def task_run_in_background(*, task_name: str, args: tuple, thread_name: str) -> 
 
         def run() -> None:
             from mmeval.celery import app
+            from mmeval.database import database_waits_unbounded
 
             try:
                 app.loader.import_default_modules()  # the task modules, as a worker imports them at start
-                app.tasks[task_name](*args)  # called, not published: runs here, now
+                with database_waits_unbounded():  # a worker's waits, not a web request's (mmeval/database.py)
+                    app.tasks[task_name](*args)  # called, not published: runs here, now
             except Exception:
                 logger.exception("background task %s%r crashed", task_name, args)
             finally:

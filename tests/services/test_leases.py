@@ -6,6 +6,7 @@ the stale reset and the dispatch stamp behave the same for both."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -138,6 +139,21 @@ def test_the_dispatch_stamp(work):
     assert type(work).objects.get(pk=work.pk).dispatched_at >= before
 
 
+def _a_backend_waits_on_a_lock(*, timeout: float) -> bool:
+    """Whether another backend of this database is seen waiting on a lock within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_waits_for_the_row_lock_instead_of_skipping_the_row(work):
     """The dispatcher stamps the row right after publishing, under a row lock; a claim that
@@ -164,8 +180,10 @@ def test_a_claim_waits_for_the_row_lock_instead_of_skipping_the_row(work):
     assert locked.wait(timeout=60)
     taker = threading.Thread(target=claimer)
     taker.start()
-    taker.join(timeout=1)
-    assert taker.is_alive()  # waiting for the lock, not skipping the row
+    # The claimer's backend shows up waiting on a lock (an event, not a clock); it has not
+    # skipped the row, so it is still running.
+    assert _a_backend_waits_on_a_lock(timeout=60)
+    assert taker.is_alive() and "row" not in result
     release.set()
     holder.join(timeout=60)
     taker.join(timeout=60)

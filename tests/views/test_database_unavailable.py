@@ -249,3 +249,35 @@ def test_api_clients_get_json():
     response = database_unavailable_response(RequestFactory().get("/api/studies/"))
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response["Content-Type"] == "application/json" and b"retry" in response.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_background_job_of_a_web_process_waits_as_long_as_its_statements_take():
+    """The web role's bound (1 s here) cuts a silent statement in a request thread; a thread of
+    embedded mode (services/background.py) runs inside ``database_waits_unbounded`` and its
+    statement of twice the bound completes."""
+    from mmeval.database import database_read_timeout_install, database_waits_unbounded
+
+    connections.close_all()
+    database_read_timeout_install(seconds=1)
+    try:
+        results = {}
+
+        def background() -> None:
+            try:
+                with database_waits_unbounded(), connections["default"].cursor() as cursor:
+                    cursor.execute("SELECT pg_sleep(2), 'done'")
+                    results["background"] = cursor.fetchone()[1]
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=background)
+        thread.start()
+        thread.join(timeout=120)
+        assert results == {"background": "done"}
+        with pytest.raises(OperationalError, match="DB_READ_TIMEOUT"):
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(2)")
+    finally:
+        database_read_timeout_install(seconds=0)
+        connections.close_all()

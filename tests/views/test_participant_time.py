@@ -136,10 +136,15 @@ def test_every_page_after_the_instructions_shows_the_time_left(alice, tmp_path):
     participant = Participant.objects.get(public_id=client.session[f"participant:{study.public_id}"])
     phases = []
     while (assignment := _current(participant)) is not None:
+        before = timezone.now()
         html = client.get(f"/s/{study.public_id}/item/").content.decode()
+        after = timezone.now()
         (seconds, minutes), *more = TIME_LEFT.findall(html)
         assert not more
-        assert 44 * 60 < int(seconds) <= 45 * 60 and int(minutes) == 45  # rounded up, shown without script
+        # The lease's deadline, as seen between the request's start and end (no clock margin).
+        deadline = Assignment.objects.get(pk=assignment.pk).lease_expires_at
+        assert int((deadline - after).total_seconds()) <= int(seconds) <= (deadline - before).total_seconds()
+        assert int(seconds) <= 45 * 60 and int(minutes) == -(-int(seconds) // 60)  # rounded up, shown without script
         phases.append(assignment.phase)
         _answer_current(client, study, participant)
     assert set(phases) == {"pretest", "learning", "test"}
