@@ -40,6 +40,16 @@ from annotations.selectors.precompute import (
     study_required_methods,
 )
 from annotations.selectors.studies import item_raw
+from annotations.services.explanations import (
+    decision_features_store,
+    explanation_share_view_add,
+    explanation_store,
+    explanation_store_attribution,
+    explanation_store_failed,
+    explanation_store_interaction,
+    explanation_store_multiviz,
+    prediction_store,
+)
 from annotations.services.precompute import (
     precompute_advance,
     precompute_chunk_claim,
@@ -49,16 +59,6 @@ from annotations.services.precompute import (
     precompute_chunk_split,
     precompute_next_pending,
     precompute_take_over,
-)
-from annotations.services.studies import (
-    decision_features_store,
-    explanation_share_view_add,
-    explanation_store,
-    explanation_store_attribution,
-    explanation_store_failed,
-    explanation_store_interaction,
-    explanation_store_multiviz,
-    prediction_store,
 )
 from workers.adapters import registered_model_adapter
 from workers.engine.attribution import attribute, item_lines_places, nonfinite_naming

@@ -44,6 +44,7 @@ from annotations.selectors.precompute import (
 )
 from annotations.selectors.studies import study_explanation_targets
 from annotations.services.background import task_run_in_background
+from annotations.services.explanations import explanation_store_failed
 from annotations.services.leases import (
     lease_claim,
     lease_dispatch_stamp,
@@ -52,7 +53,7 @@ from annotations.services.leases import (
     lease_release,
     lease_stale_reset,
 )
-from annotations.services.studies import StudyError, explanation_store_failed, study_select_items, study_views_check
+from annotations.services.studies import StudyError, study_select_items, study_views_check
 
 logger = logging.getLogger(__name__)
 

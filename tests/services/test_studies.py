@@ -6,11 +6,10 @@ import pytest
 
 from annotations.models import Condition, Explanation, Prediction, Slot, Study, StudyItem
 from annotations.services.datasets import dataset_import
+from annotations.services.explanations import explanation_store, prediction_store
 from annotations.services.studies import (
     ConditionSpec,
     StudyError,
-    explanation_store,
-    prediction_store,
     study_create,
     study_launch,
     study_select_items,
