@@ -219,7 +219,9 @@ def test_a_view_the_model_cannot_give_is_refused_naming_the_arm(alice, tmp_path,
     from annotations.services.datasets import dataset_import
 
     dataset_import(owner=alice, name="plants", jsonl_path=plants_jsonl)
-    make_model(alice, name="plants", modalities=("tabular", "text"))
+    from workers.engine.demo.tabular.model import LABELS as PLANT_LABELS
+
+    make_model(alice, name="plants", labels=PLANT_LABELS, modalities=("tabular", "text"))
     arms = [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap", "tokens"]}]
 
     response = _client(alice).post("/api/studies/", _spec("plants", "plants", arms=arms), format="json")

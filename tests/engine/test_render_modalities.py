@@ -206,7 +206,7 @@ def test_dataset_checks_the_new_modalities(tmp_path):
         read_dataset_jsonl(tmp_path / "d.jsonl")
     messages = [str(e) for e in info.value.errors]
     assert all(m.startswith("line 2:") for m in messages) and len(messages) == 3
-    assert any("WAV" in m for m in messages) and any("feature names" in m for m in messages)
+    assert any("WAV" in m for m in messages) and any("column 'age' must be a finite number" in m for m in messages)
     assert any("two finite numbers" in m for m in messages)
     (tmp_path / "d.jsonl").write_text(lines[0])
     [line] = read_dataset_jsonl(tmp_path / "d.jsonl")

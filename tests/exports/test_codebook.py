@@ -100,9 +100,8 @@ def test_items_export_keys_probabilities_by_label_and_carries_the_items_fields(a
     header, rows = _read(study_items_csv_lines(study=answered))
     labels = list(answered.model.labels)
     fields = list(answered.dataset.modalities)
-    assert header[header.index("probabilities") + 1 : header.index("probabilities") + 1 + len(fields)] == [
-        f"item:{f}" for f in fields
-    ]
+    first = header.index("model_answer_valid") + 1  # the item's fields follow its answer options
+    assert header[first : first + len(fields)] == [f"item:{f}" for f in fields]
     for row in rows:
         item = Item.objects.get(dataset=answered.dataset, external_id=row["item"])
         prediction = Prediction.objects.get(model=answered.model, item=item)

@@ -190,7 +190,7 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
             # The practice phase reveals the model's answer, with its evidence.
             assert page.inner_text("#model-answer").strip() == prediction
             assert page.locator("img.view").count() == (
-                len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table")])
+                len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table", "share")])
             )
             with page.expect_navigation():
                 page.keyboard.press("Enter")
@@ -199,7 +199,9 @@ def _session(browser, live_server, study, *, query: str, platform_id: str, viewp
         seen[assignment.phase] += 1
         assert page.locator("#model-answer").count() == 0
         assert "The model answered" not in page.content()
-        expected_views = len(assignment.candidate_order) * len([v for v in views if v not in ("tokens", "table")])
+        expected_views = len(assignment.candidate_order) * len(
+            [v for v in views if v not in ("tokens", "table", "share")]
+        )
         assert page.locator("img.view").count() == (expected_views if assignment.phase == "test" else 0)
         if "table" in views and assignment.phase == "test":
             assert page.locator(".candidate .fbars").count() == len(assignment.candidate_order)

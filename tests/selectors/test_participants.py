@@ -85,5 +85,9 @@ def test_exit_for_mturk_posts_back_to_mturk_only(alice, tmp_path):
             platform_data={"assignmentId": "A1", "hitId": "H1", "turkSubmitTo": submit_to},
         )
         info = participant_exit(participant=participant)
-        assert info["mturk"] == {"action": f"{action}/mturk/externalSubmit", "assignmentId": "A1"}
+        assert info["mturk"] == {
+            "action": f"{action}/mturk/externalSubmit",
+            "assignmentId": "A1",
+            "outcome": "complete",
+        }
         assert info["redirect"] is None and info["code"] == study.completion_code

@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from annotations.models import DecisionFeatures, Explanation, PrecomputeJob
+from annotations.models import Dataset, DecisionFeatures, Explanation, PrecomputeJob, RegisteredModel
 from annotations.selectors.precompute import study_multiviz_method
 from annotations.services.precompute import precompute_job_create
-from annotations.services.studies import ConditionSpec, study_create
+from annotations.services.registry import registered_model_create
+from annotations.services.studies import ConditionSpec, StudyError, study_create
 from tests.builders.demo_study import demo_study
 from workers.engine.adapter import adapter_factory
 from workers.pipeline import precompute_run
@@ -59,15 +60,36 @@ def test_decision_features_are_computed_once_per_model_and_reused(alice, demo_js
     assert DecisionFeatures.objects.filter(model=first.model).get().pk == stored.pk
 
 
-def test_an_adapter_without_features_fails_the_job_saying_why(alice, demo_jsonl, settings):
+def test_an_adapter_without_features_is_refused_at_design_or_fails_the_job_saying_why(alice, demo_jsonl, settings):
+    """Registration records that the adapter has no features(): the design is refused before
+    any work. A model registered before capabilities were recorded is accepted, and its job
+    fails naming the missing method instead of drawing the arm without its views."""
     settings.MMEVAL_ADAPTER_PREFIXES = [*settings.MMEVAL_ADAPTER_PREFIXES, "tests."]
-    study = demo_study(
+    design = dict(
         owner=alice,
         jsonl=demo_jsonl,
         conditions=ARMS,
         n_items=4,
         n_candidates=3,
         adapter_path="tests.services.test_multiviz_precompute:FeaturelessDemo",
+    )
+    with pytest.raises(StudyError, match=r"arm 'multiviz' shows 'features', but model 'fusion' has no features\(\)"):
+        demo_study(**design)
+    # As registered before capabilities were recorded: nothing is known, the design is accepted.
+    dataset = Dataset.objects.get(owner=alice, name="shapes")
+    model = registered_model_create(owner=alice, name="old", adapter_path=design["adapter_path"])
+    RegisteredModel.objects.filter(pk=model.pk).update(capabilities={})
+    study = study_create(
+        owner=alice,
+        name="old model",
+        dataset=dataset,
+        model=RegisteredModel.objects.get(pk=model.pk),
+        conditions=ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=1,
+        n_candidates=3,
+        survey=False,
     )
     job = precompute_job_create(study=study)
     assert precompute_run(job_id=job.pk)["status"] == "failed"

@@ -295,7 +295,7 @@ def test_an_upload_over_the_cap_is_a_form_error_and_is_never_stored(researcher, 
 
     response = _post_dataset(researcher, "too-big", data)
 
-    assert response.status_code == 200  # the page again: the CSRF token and the name arrived
+    assert response.status_code == 400  # the page again, as the client's error: the CSRF token and the name arrived
     errors = response.context["form"].errors
     assert errors["archive"] == [
         "The upload is 1.0 MiB, more than the 0.2 MiB limit (MMEVAL_UPLOAD_MAX_BYTES); nothing was stored."
@@ -324,7 +324,7 @@ def test_a_900_megapixel_png_through_the_page_is_a_line_error_not_a_500(research
 
     response = _post_dataset(researcher, "pixels", data)
 
-    assert response.status_code == 200
+    assert response.status_code == 400  # the page again with the line's error: the client's error, not a 500
     errors = response.context["form"].errors["archive"]
     assert any(
         e.startswith("line 2: image file") and "has 900,000,000 pixels, more than the limit of 40,000,000" in e
