@@ -68,9 +68,9 @@ def test_worker_precomputes_predictions_and_explanations(celery_worker_process, 
     assert Prediction.objects.filter(model=study.model).count() == n_dataset
     targets = study_explanation_targets(study=study)
     expected = sum(len(labels) for labels in targets.values())
-    # Every pool item, each for its candidates: 4, or 2 for a yes/no question (valid answers).
+    # Every pool item, each for its candidates: at most 4, from its valid answers (2 for yes/no, 3 shapes).
     assert len(targets) == study.study_items.count()
-    assert {len(labels) for labels in targets.values()} <= {2, 4} and expected > 2 * len(targets)
+    assert {len(labels) for labels in targets.values()} <= {2, 3, 4} and expected > 2 * len(targets)
     done = Explanation.objects.filter(model=study.model, status=Explanation.Status.DONE)
     assert done.count() == expected
     assert all(e.image_view and e.token_view for e in done)

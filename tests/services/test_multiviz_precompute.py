@@ -77,7 +77,7 @@ def test_an_adapter_without_features_is_refused_at_design_or_fails_the_job_sayin
         demo_study(**design)
     # As registered before capabilities were recorded: nothing is known, the design is accepted.
     dataset = Dataset.objects.get(owner=alice, name="shapes")
-    model = registered_model_create(owner=alice, name="old", adapter_path=design["adapter_path"])
+    model = registered_model_create(owner=alice, name="old", adapter_path=design["adapter_path"], check_dataset=dataset)
     RegisteredModel.objects.filter(pk=model.pk).update(capabilities={})
     study = study_create(
         owner=alice,
