@@ -4,6 +4,7 @@ still gives one). These run a fresh process, as a user does."""
 
 from __future__ import annotations
 
+import pytest
 from django.conf import settings
 
 from tests.commandline import manage_py
@@ -34,6 +35,7 @@ def test_an_unparsable_database_url_is_one_line_with_the_password_masked():
     assert done.stderr.count("\n") == 1 and "hunter2" not in done.stderr
 
 
+@pytest.mark.needs_services  # talks to the Postgres server, not to the test database
 def test_a_database_that_does_not_exist_is_one_line_naming_database_url():
     db = settings.DATABASES["default"]
     url = f"postgres://{db['USER']}:hunter2@{db['HOST']}:{db['PORT']}/mmeval_cli_no_such_database"
