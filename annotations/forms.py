@@ -5,6 +5,7 @@ from django import forms
 from annotations.models import Condition, Dataset, RegisteredModel
 from annotations.selectors.studies import user_datasets, user_models
 from annotations.services.spec import COUNT_MAX, SEED_MAX
+from annotations.study_tasks import FORWARD, TASK_CHOICES
 from workers.engine.report.options import INTERACTION_TYPES  # no torch
 
 VIEW_CHOICES = [(c.value, c.label) for c in Condition.View]
@@ -43,6 +44,8 @@ ARM_DEFAULTS = [("baseline", []), ("heatmap+tokens", ["heatmap", "tokens"])]
 # Spec field (services/spec.py) -> form field, so a spec error lands next to its input.
 SPEC_TO_FIELD = {
     "name": "name",
+    "task": "task",
+    "phases.pretest": "pretest",
     "title": "public_title",
     "dataset": "dataset",
     "model": "model",
@@ -86,6 +89,12 @@ class StudyForm(forms.Form):
     )
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none())
     model = forms.ModelChoiceField(queryset=RegisteredModel.objects.none())
+    task = forms.ChoiceField(
+        choices=TASK_CHOICES,
+        initial=FORWARD,
+        help_text="Verification: participants see the model's answer and its explanation and say whether it is "
+        "right; no practice items, warm-up or attention checks, and the predicted class's explanation.",
+    )
     seed = forms.IntegerField(
         min_value=-SEED_MAX,
         max_value=SEED_MAX,
@@ -273,7 +282,7 @@ class StudyForm(forms.Form):
         return names
 
     def head_fields(self):
-        return [self[name] for name in ("name", "public_title", "dataset", "model", "seed")]
+        return [self[name] for name in ("name", "public_title", "dataset", "model", "task", "seed")]
 
     def sections(self):
         return [(title, [self[name] for name in names]) for title, names in self.SECTIONS]
@@ -308,6 +317,7 @@ class StudyForm(forms.Form):
             candidates.update(k=d["n_candidates"] or 4, distractors=d["n_distractors"] or 0)
         return {
             "name": d["name"],
+            "task": d["task"],
             "title": d["public_title"],
             "dataset": d["dataset"].name,
             "model": d["model"].name,
@@ -366,6 +376,7 @@ class StudyForm(forms.Form):
         )
         initial = {
             "name": study.name,
+            "task": study.task,
             "public_title": study.public_title,
             "dataset": study.dataset_id,
             "model": study.model_id,

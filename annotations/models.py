@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower, Trim
 
+from annotations.study_tasks import FORWARD, TASK_CHOICES
+
 _TOKEN_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
 
 
@@ -197,6 +199,12 @@ class Study(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="studies")
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="studies")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    task = models.CharField(
+        max_length=20,
+        choices=TASK_CHOICES,
+        default=FORWARD,
+        help_text="What participants do with an item (annotations/study_tasks.py).",
+    )
     seed = models.BigIntegerField(default=0)
     items_per_participant = models.PositiveIntegerField(default=10)
     raters_per_item = models.PositiveIntegerField(default=3)
@@ -586,7 +594,10 @@ class Response(models.Model):
     is_attention_check = models.BooleanField(default=False)
     attention_passed = models.BooleanField(null=True, blank=True)
     too_fast = models.BooleanField(default=False, help_text="Answered faster than the study's minimum time.")
-    guess = models.CharField(max_length=200)
+    guess = models.CharField(max_length=200)  # forward simulation's answer; empty in verification
+    verdict = models.BooleanField(
+        null=True, blank=True, help_text="Verification: the participant says the model's answer is right."
+    )
     confidence = models.PositiveSmallIntegerField()
     rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")
     candidate_order = models.JSONField(default=list)

@@ -34,6 +34,7 @@ class StudySerializer(serializers.ModelSerializer):
             "public_id",
             "name",
             "status",
+            "task",
             "owner",
             "is_owner",
             "dataset",

@@ -66,6 +66,7 @@ from annotations.services.participants import (
     response_submit,
 )
 from annotations.sessions import session_value_authoritative
+from annotations.study_tasks import study_task
 from mmeval.auth import client_ip
 
 PLATFORM_PARAMS = {
@@ -288,7 +289,7 @@ def instructions(request, study: Study, participant: Participant):
         return _goto_phase(study, participant)
     return render(
         request,
-        "participant/instructions.html",
+        study_task(study.task).instructions_template,
         {
             "study": study,
             "participant": participant,
@@ -317,7 +318,11 @@ def item(request, study: Study, participant: Participant):
         "time_left": participant_time_left(participant=participant, assignment=assignment),
         **page,
     }
-    template = "participant/learning.html" if assignment.phase == Assignment.Phase.LEARNING else "participant/item.html"
+    template = (
+        "participant/learning.html"
+        if assignment.phase == Assignment.Phase.LEARNING
+        else study_task(study.task).template
+    )
     return render(request, template, context)
 
 
@@ -331,6 +336,7 @@ def submit(request, study: Study, participant: Participant, assignment_id):
             assignment_public_id=assignment_id,
             guess=request.POST.get("guess", ""),
             confidence=request.POST.get("confidence"),
+            verdict=request.POST.get("verdict"),
         )
     except SubmissionRefused as exc:
         return _refusal(

@@ -28,6 +28,7 @@ from annotations.models import (
 )
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
 from annotations.selectors.wording import study_modality_words
+from annotations.study_tasks import study_task
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
 from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
@@ -220,13 +221,20 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
     rules = exclusion_rules_validate(study.exclusion_rules or {}, default_fast_rt_ms=study.min_rt_ms)
     rows = list(
         participant.responses.values_list(
-            "phase", "is_attention_check", "attention_passed", "rt_ms", "guess", "model_prediction"
+            "phase",
+            "is_attention_check",
+            "attention_passed",
+            "rt_ms",
+            "guess",
+            "model_prediction",
+            "verdict",
+            "gold_label",
         )
     )
     scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
     stats = participant_stats(
         test_rt_ms=np.array([r[3] for r in scored], dtype=np.float64),
-        test_correct=np.array([float(r[4] == r[5]) for r in scored], dtype=np.float64),
+        test_correct=np.array([float(response_correct(*r[4:8])) for r in scored], dtype=np.float64),
         n_pretest=sum(1 for r in rows if r[0] == Assignment.Phase.PRETEST and not r[1]),
         attention_passed=[r[2] for r in rows if r[1]],
         screened_out=participant.screened_out,
@@ -234,6 +242,14 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
     )
     stats["exclusion_reasons"] = [r for r in stats["exclusion_reasons"].split(";") if r]
     return stats
+
+
+def response_correct(guess: str, model_prediction: str, verdict: bool | None, gold_label: str) -> bool:
+    """Whether an answer is right for its task: a forward guess names the model's answer; a
+    verification verdict (``verdict`` not None) says right exactly when the model is right."""
+    if verdict is not None:
+        return verdict == (model_prediction == gold_label)
+    return guess == model_prediction
 
 
 def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
@@ -602,6 +618,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         }
     )
     return {
+        "task": study.task,
+        # verification: the model's answer, which the page shows beside its explanation
+        "shown_answer": assignment.candidate_order[0] if study_task(study.task).shows_model_answer else None,
         "phase": phase,
         "phase_title": PHASE_TITLES[phase],
         "words": words,

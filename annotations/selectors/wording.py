@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from annotations.models import Study
+from annotations.study_tasks import VERIFICATION
 from workers.engine.dataset import modality_kind
 
 #: The name a participant reads for a modality of each kind, unless the researcher sets one.
@@ -51,6 +52,18 @@ def study_modality_words(*, study: Study) -> dict[str, Any]:
     else:
         consent_what = f"examples of what an AI model was given ({inputs})"
         instructions = f"An AI model was given {inputs} of each example, and gave an answer."
+    if study.task == VERIFICATION:
+        consent = (
+            f"In this study you will see {consent_what} and the answers an AI model gave, and you will say whether "
+            "each answer is right. Your answers are stored anonymously for research. You can stop at any time."
+        )
+        instructions += " Your task is to judge whether the model's answer is right: the model is sometimes wrong."
+    else:
+        consent = (
+            f"In this study you will see {consent_what}, and you will guess what the AI model answered. "
+            "Your answers are stored anonymously for research. You can stop at any time."
+        )
+        instructions += " Your task is not to answer yourself, but to predict what the model answered — the model is sometimes wrong."
     return {
         "names": names,
         "inputs": inputs,
@@ -58,12 +71,6 @@ def study_modality_words(*, study: Study) -> dict[str, Any]:
         "table_name": next((n for m, n in names.items() if modality_kind(m) == "tabular"), ""),
         "share_caption": " vs. ".join(_capitalised(n) if k == 0 else n for k, n in enumerate(names.values()))
         or "Share of each input",
-        "consent": (
-            f"In this study you will see {consent_what}, and you will guess what the AI model answered. "
-            "Your answers are stored anonymously for research. You can stop at any time."
-        ),
-        "instructions": (
-            f"{instructions} Your task is not to answer yourself, but to predict what the model "
-            "answered — the model is sometimes wrong."
-        ),
+        "consent": consent,
+        "instructions": instructions,
     }

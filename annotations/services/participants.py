@@ -49,6 +49,7 @@ from annotations.models import (
 from annotations.selectors.participants import participant_quality, participant_title_cache_key
 from annotations.selectors.studies import study_candidates
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
+from annotations.study_tasks import study_task
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -430,9 +431,15 @@ def _create_assignments(
     if start is None:
         start = (participant.assignments.order_by("-position").values_list("position", flat=True).first() or -1) + 1
     created = []
+    shows_answer = study_task(study.task).shows_model_answer
     for offset, entry in enumerate(plan):
         item_id, phase = entry["item_id"], entry["phase"]
-        candidates = study_candidates(study=study, prediction=predictions[item_id])
+        # A task that shows the model's answer shows that one answer, never the other labels.
+        candidates = (
+            [predictions[item_id].label]
+            if shows_answer
+            else study_candidates(study=study, prediction=predictions[item_id])
+        )
         # The test phase keeps its original seed string, so existing orders are reproducible.
         salt = () if phase == Assignment.Phase.TEST else (phase,)
         _rng(study.seed, "candidates", participant.public_id, item_id, *salt).shuffle(candidates)
@@ -656,8 +663,11 @@ def response_submit(
     assignment_public_id,
     guess: str,
     confidence,
+    verdict: str | None = None,
 ) -> Response:
-    """Store the answer to one pre-test or test assignment (attention checks included).
+    """Store the answer to one pre-test or test assignment (attention checks included): a
+    ``guess`` among the candidates shown (forward simulation) or a ``verdict`` "yes"/"no" on
+    whether the model's answer shown is right (verification; ``guess`` is stored empty).
 
     Idempotent: repeating the same answer (a double click, a retry) returns the stored
     response. Refuses (``SubmissionRefused``, nothing stored) an assignment of someone
@@ -674,10 +684,15 @@ def response_submit(
         assignment = _locked_assignment(
             participant=locked, assignment_public_id=assignment_public_id, model_id=study.model_id
         )
+        verifying = study_task(study.task).answer == "verdict"
+        said_right = _verdict(verdict) if verifying else None
+        if verifying:
+            guess = ""
         if assignment.status == Assignment.Status.ANSWERED:
             existing = Response.objects.filter(assignment=assignment).first()
             if existing is not None:
-                if (existing.guess, str(existing.confidence)) != (guess, str(confidence).strip()):
+                stored = (existing.guess, existing.verdict, str(existing.confidence))
+                if stored != (guess, said_right, str(confidence).strip()):
                     raise SubmissionRefused("this item was already answered")
                 return existing
         if assignment.phase == Assignment.Phase.LEARNING:
@@ -686,7 +701,9 @@ def response_submit(
             raise SubmissionRefused("the time for this item has run out")
         if assignment.served_at is None:
             raise SubmissionRefused("this item was never shown")
-        if guess not in assignment.candidate_order:
+        if verifying and said_right is None:
+            raise SubmissionRefused("please say whether the model's answer is right: yes or no")
+        if not verifying and guess not in assignment.candidate_order:
             raise SubmissionRefused("the answer is not one of the choices shown")
         try:
             confidence = int(confidence)
@@ -704,6 +721,7 @@ def response_submit(
             condition_id=assignment.condition_id,
             phase=assignment.phase,
             guess=guess,
+            verdict=said_right,
             confidence=confidence,
             rt_ms=rt_ms,
             candidate_order=assignment.candidate_order,
@@ -719,6 +737,11 @@ def response_submit(
         if locked.phase != Participant.Phase.DONE:
             participant_next_item(participant=locked, just_answered=True)
         return response
+
+
+def _verdict(value) -> bool | None:
+    """A verification answer: "yes" (the model is right) -> True, "no" -> False, else None."""
+    return {"yes": True, "no": False}.get(str(value or "").strip().lower())
 
 
 def _screen_out_if_due(participant: Participant) -> None:

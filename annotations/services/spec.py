@@ -6,6 +6,8 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
 
     name: Does IG help?             # internal: researchers only; unique per owner, ignoring case and spaces
     title: Guess the AI's answers   # what participants see (default: a neutral title)
+    task: forward                   # or verification (annotations/study_tasks.py): predict the model's
+                                    #   answer, or judge whether its answer is right
     dataset: shapes                 # your dataset, by name
     model: fusion                   # your registered model, by name
     seed: 7
@@ -64,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from annotations.models import Condition, Dataset, RegisteredModel
+from annotations.study_tasks import FORWARD, STUDY_TASKS, study_task
 
 KNOWN_VIEWS = tuple(choice.value for choice in Condition.View)
 DISPLAYS = ("all_candidates", "predicted_unlabelled")
@@ -130,6 +133,7 @@ class StudySpec:
     sequential_monitoring: dict[str, Any] | None = None
     # modality -> what participant pages call it; missing ones take the default of their kind
     modality_names: dict[str, str] = field(default_factory=dict)
+    task: str = FORWARD
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -342,6 +346,7 @@ def sequential_monitoring_check(
 
 SPEC_FIELDS = {
     "name",
+    "task",
     "title",
     "dataset",
     "model",
@@ -368,6 +373,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         raise SpecError("name", "must not be empty")
     dataset = _owned(Dataset, owner, data, "dataset")
     model = _owned(RegisteredModel, owner, data, "model")
+    task = _choice(data, "task", "task", FORWARD, lambda: tuple(STUDY_TASKS))
     arms = _arms(data)
     arms_views_check(arms=arms, model=model)
 
@@ -415,7 +421,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         interaction_method = _choice(
             explanations, "interaction_method", "explanations.interaction_method", "second_order", _interaction_methods
         )
-    display = _choice(explanations, "display", "explanations.display", "all_candidates", lambda: DISPLAYS)
+    display = _choice(explanations, "display", "explanations.display", study_task(task).displays[0], lambda: DISPLAYS)
 
     phases = _section(
         data.get("phases") or {}, "phases", {"consent", "instructions", "learning_items", "pretest", "survey"}
@@ -455,7 +461,8 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     if abs(seed) > SEED_MAX:
         raise SpecError("seed", f"must be between -{SEED_MAX:,} and {SEED_MAX:,}, got {seed:,}")
 
-    return StudySpec(
+    spec = StudySpec(
+        task=task,
         name=name,
         dataset=dataset,
         model=model,
@@ -492,6 +499,27 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
             data["sequential"], max_participants_per_arm=n_items * raters // per_participant
         ),
     )
+    task_design_check(spec)
+    return spec
+
+
+def task_design_check(spec: StudySpec) -> None:
+    """Refuse design options the study's task cannot run (``StudyTask.refuses``, ``displays``),
+    naming the spec field."""
+    task = study_task(spec.task)
+    given = {
+        "phases.learning_items": spec.learning_items > 0,
+        "phases.pretest": spec.pretest,
+        "quality.attention_checks": spec.attention_checks > 0,
+    }
+    for path, why in task.refuses.items():
+        if given.get(path):
+            raise SpecError(path, f"{why} (task: {task.name})")
+    if spec.explanation_display not in task.displays:
+        raise SpecError(
+            "explanations.display",
+            f"task {task.name} shows {' or '.join(task.displays)}, got {spec.explanation_display!r}",
+        )
 
 
 def modality_names_check(value: Any, *, model: RegisteredModel, path: str = "modality_names") -> dict[str, str]:

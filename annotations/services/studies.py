@@ -40,6 +40,7 @@ from annotations.services.spec import (
     exclusion_rules_check,
     modality_names_check,
     sequential_monitoring_check,
+    task_design_check,
 )
 
 KNOWN_VIEWS = {choice.value for choice in Condition.View}
@@ -88,6 +89,7 @@ def study_create(
     partial_code: str = "",
     public_title: str = "",
     modality_names: dict[str, str] | None = None,
+    task: str = "forward",
 ) -> Study:
     """Create a draft study. Exactly one condition must be the no-explanation baseline."""
     design = StudySpec(
@@ -159,6 +161,10 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         raise StudyError("the completed and screened-out codes must differ")
     if spec.partial_code and spec.partial_code in (spec.completion_code, spec.screened_out_code):
         raise StudyError("the partial-completion code must differ from the completed and screened-out codes")
+    try:
+        task_design_check(spec)
+    except SpecError as exc:
+        raise StudyError(str(exc)) from None
     rules = exclusion_rules_check(spec.exclusion_rules or {})
     monitoring = {}
     if spec.sequential_monitoring is not None:  # None: keep the study's plan (an edit without the section)
@@ -187,6 +193,7 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         filters["interaction_type"] = list(spec.interaction_types)
     return dict(
         name=spec.name,
+        task=spec.task,
         public_title=spec.public_title,
         dataset=spec.dataset,
         model=spec.model,

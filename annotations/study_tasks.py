@@ -1,0 +1,69 @@
+"""Study task types: what a participant is asked to do with an item, and what each task needs
+of a design. The one place that lists them: ``Study.task`` takes its choices from here, the
+spec parser (``services/spec.py``) checks a design against ``needs``, the participant page picks
+``template`` and the dashboard and export read ``answer`` (no Django: plain data).
+
+Adding a task type (counterfactual, rationale, rating, preference): add a :class:`StudyTask`
+here, a participant template, the answer it stores (``services/participants.py``) and its
+analysis (``annotations/analysis/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORWARD = "forward"
+VERIFICATION = "verification"
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    name: str
+    label: str
+    #: What a participant answers: "guess" (one of the candidates) or "verdict" (model right? yes/no).
+    answer: str
+    #: The participant page of a test or pre-test item, and the instructions page.
+    template: str
+    instructions_template: str
+    #: Explanation displays the task allows (``Study.explanation_display``); the first is its default.
+    displays: tuple[str, ...]
+    #: Design options the task refuses, spec path -> why (checked by the spec parser).
+    refuses: dict[str, str] = field(default_factory=dict)
+    #: The model's answer is part of what the participant reads (so the page shows it).
+    shows_model_answer: bool = False
+
+
+STUDY_TASKS: dict[str, StudyTask] = {
+    FORWARD: StudyTask(
+        name=FORWARD,
+        label="Forward simulation: predict the model's answer",
+        answer="guess",
+        template="participant/item.html",
+        instructions_template="participant/instructions.html",
+        displays=("all_candidates", "predicted_unlabelled"),
+    ),
+    VERIFICATION: StudyTask(
+        name=VERIFICATION,
+        label="Verification: is the model's answer right? (reliance, Bansal et al. 2021)",
+        answer="verdict",
+        template="participant/verification.html",
+        instructions_template="participant/verification_instructions.html",
+        # the explanation of the model's own answer, shown beside that answer
+        displays=("predicted_unlabelled",),
+        refuses={
+            "phases.learning_items": "a verification study has no practice items (they would teach the gold "
+            "labels, which its participants never see)",
+            "phases.pretest": "a verification study has no warm-up phase",
+            "quality.attention_checks": "a verification study has no attention-check items yet; "
+            "use quality.min_rt_ms and the exclusion rules",
+        },
+        shows_model_answer=True,
+    ),
+}
+
+TASK_CHOICES = [(task.name, task.label) for task in STUDY_TASKS.values()]
+
+
+def study_task(name: str) -> StudyTask:
+    """The task called ``name`` (the forward task for an empty name: studies made before tasks)."""
+    return STUDY_TASKS[name or FORWARD]
