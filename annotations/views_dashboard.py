@@ -21,6 +21,7 @@ from annotations.selectors.analysis import study_chance_level
 from annotations.selectors.exports import EXPORTS
 from annotations.selectors.studies import study_progress
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
+from annotations.study_tasks import VERIFICATION
 from annotations.views_access import study_for_researcher
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
@@ -342,6 +343,60 @@ def _stage_view(stages: dict | None) -> dict[str, Any] | None:
     return {"rows": rows, "increments": increments, "unavailable": stages.get("unavailable") or {}}
 
 
+RELIANCE_TITLES = {
+    "verdict_accuracy": "Verdict accuracy",
+    "over_reliance": "Over-reliance: P(accept | model wrong)",
+    "under_reliance": "Under-reliance: P(reject | model right)",
+    "trust": "Trust: P(accept)",
+    "trust_gap": "Trust gap: P(accept) − model accuracy",
+}
+
+
+def _verification_view(report: dict, section: str) -> dict[str, Any]:
+    """The verification card's rows: per arm and measure, the estimate with its interval and the
+    effect against the baseline with its interval."""
+    block = report["verification"][section]
+    baseline = report["study"]["baseline"]
+    out: dict[str, Any] = {
+        "report": report,
+        "baseline": baseline,
+        "verification": True,
+        "exclusions": report["exclusions"],
+        "other_section": "all" if section == "after_exclusions" else "after_exclusions",
+        "verification_unavailable": block.get("unavailable"),
+    }
+    if block.get("unavailable"):
+        return out
+    rows = []
+    arms = [a for a in [baseline, *sorted(a for a in block["arms"] if a != baseline)] if a in block["arms"]]
+    for arm in arms:
+        for measure, title in RELIANCE_TITLES.items():
+            value = block["arms"][arm][measure]
+            effect = block["effects"].get(arm, {}).get(measure)
+            signed = measure == "trust_gap"
+            rows.append(
+                {
+                    "arm": arm,
+                    "measure": title,
+                    "is_first": measure == "verdict_accuracy",
+                    "estimate": _signed_pct(value["estimate"]) if signed else _pct(value["estimate"]),
+                    "interval": _interval(value),
+                    "n": value["n_responses"],
+                    "participants": value["n_participants"],
+                    "effect": _signed_pct(effect["estimate"]) if effect else "baseline" if arm == baseline else "—",
+                    "effect_interval": _interval(effect) if effect else "",
+                }
+            )
+        rows[-1]["model_accuracy"] = _pct(block["arms"][arm]["model_accuracy"])
+    out["verification_rows"] = rows
+    out["verification_data"] = {**block["data"], "share_model_wrong_text": _pct(block["data"]["share_model_wrong"])}
+    return out
+
+
+def _signed_pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.1f}%".replace("-", "−")
+
+
 @login_required
 @require_GET
 def study_dashboard(request, pk: int):
@@ -363,7 +418,9 @@ def study_dashboard(request, pk: int):
         "unavailable": data.get("unavailable"),
     }
     report = data.get("report")
-    if report is not None:
+    if report is not None and report.get("task") == VERIFICATION:
+        context.update(_verification_view(report, section))
+    elif report is not None:
         from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
 
         baseline = report["study"]["baseline"]

@@ -62,6 +62,13 @@ _SHARE = "share, 0–1"
 #: Columns of the responses export written once per participant, before each of their rows.
 RESPONSE_PARTICIPANT_CODEBOOK = [
     Column("study", _TEXT, "", "The study's public ID."),
+    Column(
+        "task",
+        _TEXT,
+        "",
+        "What participants did: forward (predict the model's answer) or verification (say whether the "
+        "model's answer, shown, is right).",
+    ),
     Column("condition", _TEXT, "", "The arm the participant was assigned to."),
     Column("is_baseline", _BOOL, "", "Whether the arm is the baseline (shows no explanation)."),
     Column("views", _TEXT, "", "The arm's explanation views joined by '+' ('none' for the baseline)."),
@@ -105,12 +112,15 @@ RESPONSE_ROW_CODEBOOK = [
     Column("model_prediction", _TEXT, "label", "The model's answer for the item."),
     Column("gold_label", _TEXT, "label", "The dataset's correct answer."),
     Column("model_correct", _BOOL, "", "model_prediction equals gold_label."),
-    Column("guess", _TEXT, "label", "The participant's prediction of the model's answer."),
+    Column(
+        "guess", _TEXT, "label", "The participant's prediction of the model's answer (empty in a verification study)."
+    ),
     Column(
         "correct_simulation",
         _BOOL,
         "",
-        "guess equals model_prediction: the forward-simulation score (not the gold label).",
+        "guess equals model_prediction: the forward-simulation score (not the gold label); "
+        "empty in a verification study.",
     ),
     Column("confidence", _INT, "1–5 scale", "How sure the participant was (1 guessing, 5 certain)."),
     Column("rt_ms", _INT, "milliseconds", "Time from the item's display to the answer."),
@@ -122,6 +132,20 @@ RESPONSE_ROW_CODEBOOK = [
         "The candidate answers in the order shown to this participant.",
     ),
     Column("created_at", _TIME, "", "When the answer was stored."),
+    Column(
+        "verdict",
+        _BOOL,
+        "",
+        "Verification studies: the participant said the model's answer (shown to them) is right; "
+        "empty in a forward-simulation study.",
+    ),
+    Column(
+        "verdict_correct",
+        _BOOL,
+        "",
+        "Verification studies: verdict equals model_correct (accepting a right answer or rejecting a wrong one); "
+        "empty otherwise.",
+    ),
 ]
 ITEM_BASE_CODEBOOK = [
     Column("study", _TEXT, "", "The study's public ID."),

@@ -71,6 +71,7 @@ from annotations.selectors.codebook import (
     SUMMARY_CODEBOOK,
     codebook_rows,
 )
+from annotations.selectors.participants import response_correct
 from annotations.selectors.studies import study_candidates
 
 if TYPE_CHECKING:  # the analysis package pulls numpy/pandas/scipy: imported where used, not at URL load
@@ -202,6 +203,8 @@ def _stats(
     rt: int,
     guess: int,
     prediction: int,
+    verdict: int,
+    gold: int,
 ) -> dict[str, Any]:
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
     from annotations.analysis.exclusions import participant_stats
@@ -209,7 +212,7 @@ def _stats(
     scored = [r for r in rows if not r[attention] and r[phase] == "test"]
     return participant_stats(
         test_rt_ms=[float(r[rt]) for r in scored],
-        test_correct=[float(r[guess] == r[prediction]) for r in scored],
+        test_correct=[float(response_correct(r[guess], r[prediction], r[verdict], r[gold])) for r in scored],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
         attention_passed=[r[passed] for r in rows if r[attention]],
         screened_out=screened_out,
@@ -309,6 +312,7 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             "gold_label",
             "created_text",
             "id",
+            "verdict",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -320,11 +324,22 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
         _, uuid, platform, platform_id, screened_out = current
         group = sorted(group, key=_BY_ID)  # submission order
         stats = _stats(
-            group, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8, guess=6, prediction=10
+            group,
+            screened_out=screened_out,
+            rules=rules,
+            phase=3,
+            attention=4,
+            passed=5,
+            rt=8,
+            guess=6,
+            prediction=10,
+            verdict=14,
+            gold=11,
         )
         arm = arms[group[0][1]]
         prefix = [
             public_id,
+            study.task,
             arm.name,
             arm.is_baseline,
             arm.views,
@@ -353,6 +368,7 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             gold,
             created,
             _,
+            verdict,
         ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
@@ -368,12 +384,14 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     gold,
                     prediction == gold,
                     guess,
-                    guess == prediction,
+                    guess == prediction if verdict is None else None,
                     confidence,
                     rt_ms,
                     fast > 0 and rt_ms < fast,
                     candidates,
                     pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
+                    verdict,
+                    None if verdict is None else verdict == (prediction == gold),
                 ]
             )
         yield prefix, rows
@@ -561,7 +579,15 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
     responses = (
         _responses(study)
         .values_list(
-            "participant_id", "phase", "is_attention_check", "attention_passed", "rt_ms", "guess", "model_prediction"
+            "participant_id",
+            "phase",
+            "is_attention_check",
+            "attention_passed",
+            "rt_ms",
+            "guess",
+            "model_prediction",
+            "verdict",
+            "gold_label",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -609,7 +635,17 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
                 rows = list(pending[1])
             pending = next(groups, None)
         stats = _stats(
-            rows, screened_out=screened_out, rules=rules, phase=1, attention=2, passed=3, rt=4, guess=5, prediction=6
+            rows,
+            screened_out=screened_out,
+            rules=rules,
+            phase=1,
+            attention=2,
+            passed=3,
+            rt=4,
+            guess=5,
+            prediction=6,
+            verdict=7,
+            gold=8,
         )
         arm = arms[condition_id]
         raw = study.export_raw_platform_ids

@@ -288,3 +288,12 @@ def study_item_preview(*, study: Study, item_pk: int) -> dict[str, Any] | None:
         "texts": [(k, v) for k, v in item.payload.items() if k != "image"],
         "has_image": "image" in item.payload,
     }
+
+
+def study_test_strata(*, study: Study) -> dict[str, Any]:
+    """The test pool by stratum: ``right`` and ``wrong`` (items the model got right / wrong) and
+    ``share_wrong``, the share of wrong model answers a participant is shown in expectation
+    (the sampler aims at half, ``services/studies.py`` ``_stratified``; None before sampling)."""
+    counts = dict(study.study_items.filter(role=StudyItem.Role.TEST).values_list("stratum").annotate(n=Count("id")))
+    right, wrong = counts.get(StudyItem.Stratum.MODEL_RIGHT, 0), counts.get(StudyItem.Stratum.MODEL_WRONG, 0)
+    return {"right": right, "wrong": wrong, "share_wrong": wrong / (right + wrong) if right + wrong else None}

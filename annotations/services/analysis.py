@@ -39,6 +39,7 @@ from annotations.selectors.analysis import (
     study_stage_order,
 )
 from annotations.selectors.answers import study_answer_options
+from annotations.study_tasks import VERIFICATION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,6 +81,8 @@ def _report(
 
     if responses.empty:
         raise AnalysisUnavailable("no responses yet")
+    if study.task == VERIFICATION:
+        return _verification_report(study, settings, responses, n_resamples=n_resamples)
     try:
         report = study_report(
             responses,
@@ -118,6 +121,57 @@ def _report(
         "answer_options": study_answer_options(study=study),
         **report,
     }
+
+
+def _verification_report(
+    study: Study, settings: dict[str, Any], responses: pd.DataFrame, *, n_resamples: int
+) -> dict[str, Any]:
+    """A verification study's report (``annotations.analysis.verification``): reliance per arm and
+    its effects against the baseline, for all participants and after the pre-registered
+    exclusions (the export's ``excluded`` flag), with the share of wrong model answers shown."""
+    from annotations.analysis.report import jsonable
+    from annotations.analysis.verification import verification_reliance
+
+    sections = {}
+    for section in SECTIONS:
+        frame = responses if section == "after_exclusions" else responses.drop(columns=["excluded"])
+        try:
+            sections[section] = jsonable(
+                verification_reliance(
+                    frame, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples
+                )
+            )
+        except ValueError as exc:
+            sections[section] = {"unavailable": str(exc)}
+    if "unavailable" in sections["all"]:
+        raise AnalysisUnavailable(sections["all"]["unavailable"])
+    return {
+        "study": {
+            "id": study.pk,
+            "public_id": study.public_id,
+            "name": study.name,
+            "task": study.task,
+            "baseline": settings["baseline"],
+            "seed": settings["seed"],
+            "n_resamples": int(n_resamples),
+            "n_permutations": 0,
+            "exclusion_rules": settings["exclusion_rules"],
+            "min_rt_ms": study.min_rt_ms,
+            "explanation_method": study.explanation_method,
+        },
+        "task": study.task,
+        "verification": sections,
+        "exclusions": jsonable(_exclusions(responses, settings)),
+    }
+
+
+def _exclusions(responses: pd.DataFrame, settings: dict[str, Any]) -> dict[str, Any]:
+    """The pre-registered exclusions as the export flags them, one row per participant."""
+    from annotations.analysis import exclusion_rules_validate, exclusions_summary
+
+    rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
+    quality = responses.groupby("participant", sort=True)[["condition", "excluded", "exclusion_reasons"]].first()
+    return exclusions_summary(quality.reset_index(), rules=rules)
 
 
 def _counts(n_resamples: int | None, n_permutations: int | None) -> tuple[int, int]:
@@ -302,6 +356,8 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
         )
     except AnalysisUnavailable as exc:
         out["unavailable"] = str(exc)
+        return out
+    if study.task == VERIFICATION:  # no simulation accuracy: no metric points, no power card
         return out
     rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
     flagged = apply_exclusion_rules(responses, rules=rules)

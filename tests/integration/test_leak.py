@@ -23,7 +23,7 @@ from django.test import Client
 
 from annotations.models import Assignment, Explanation, Item, Participant, Prediction
 from annotations.services.studies import ConditionSpec
-from tests.builders.demo_study import MULTIVIZ_ARMS, PLANT_ADAPTER, PLANT_ARMS, live_demo_study
+from tests.builders.demo_study import MULTIVIZ_ARMS, PLANT_ADAPTER, PLANT_ARMS, VIEW_ARMS, live_demo_study
 from tests.integration import readable
 
 pytestmark = pytest.mark.django_db
@@ -475,3 +475,98 @@ def test_markup_names_no_answer():
     assert [f for f in _leaks(served, **check) if "circle" in f] == []
     titled = page.replace("<circle cx=", '<circle title="circle" cx=')
     assert titled != page and _leaks({"page": (titled.encode(), {})}, **check)
+
+
+# --- verification studies -------------------------------------------------------------------
+# The model's answer is the point of a verification page; the gold label never is: not before
+# the answer, not after, nowhere a participant (or a script) can read.
+
+VERIFICATION_DESIGN = dict(
+    task="verification",
+    explanation_display="predicted_unlabelled",
+    conditions=VIEW_ARMS,
+    n_items=6,
+    items_per_participant=3,
+    raters_per_item=2,
+    survey=True,
+)
+
+
+def _other_labels_named(served, *, study, shown: str, question: str) -> list[str]:
+    """Any label but the model's answer shown, anywhere readable: text, attributes, comments,
+    scripts, URLs, headers, PNG chunks (the question's own words excepted, and the fixed verdict
+    buttons and key help, whose "yes"/"no" are the same on every page: checked by the caller).
+    The demo's labels include "yes" and "no"."""
+    others = set(study.model.labels) - {shown}
+    found = []
+    for url, (body, headers) in served.items():
+        found += [f"{w!r} in the headers of {url}" for w in others if w.lower() in _header_words(headers)]
+        if url != "page":
+            found += [f"{w!r} in the URL {url}" for w in others if _names(unquote(url), w)]
+            found += _png_leaks(body, url, others)
+    root = readable.parse(served["page"][0].decode())
+    question_words = set(re.findall(r"[a-z0-9]+", question.lower()))
+    for piece in readable.readable(root):
+        if piece.kind == "text" and piece.value.strip() == question.strip():
+            continue
+        if any(node.attrs.get("id") in FIXED_VERDICT_PARTS for node in piece.element.ancestors()):
+            continue
+        found += [
+            f"{w!r} in {piece.kind}: {piece.value.strip()[:80]!r}"
+            for w in others - question_words
+            if _names(piece.value, w)
+        ]
+    return found
+
+
+FIXED_VERDICT_PARTS = ("verdict", "keys")
+FIXED_VERDICT_MARKUP = re.compile(
+    r'<fieldset class="verdict" id="verdict">.*?</fieldset>|<p class="hint keys" id="keys">.*?</p>', re.S
+)
+
+
+def test_no_verification_page_reveals_the_gold_label(alice, demo_jsonl):
+    study = live_demo_study(owner=alice, jsonl=demo_jsonl, **VERIFICATION_DESIGN)
+    wrong_seen = 0
+    fixed_parts = set()  # the verdict buttons and key help, which the label check skips: one markup for all
+    for _ in range(len(VIEW_ARMS)):
+        client = Client()
+        participant = _enter(client, study)
+        assert not participant.assignments.exclude(phase="test").exists()  # no practice, no warm-up
+        while (
+            assignment := Assignment.objects.filter(participant=participant, status="active")
+            .order_by("position")
+            .select_related("item")
+            .first()
+        ) is not None:
+            prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
+            assert assignment.candidate_order == [prediction]  # the one answer shown is the model's
+            served = _fetch_all(client, study)
+            html = served["page"][0].decode()
+            assert re.search(rf'id="model-answer">{re.escape(prediction)}<', html)
+            leaks = _other_labels_named(
+                served, study=study, shown=prediction, question=assignment.item.payload.get("text", "")
+            )
+            assert not leaks, leaks
+            fixed_parts.add(tuple(FIXED_VERDICT_MARKUP.findall(html)))
+            assert assignment.item.external_id not in html
+            wrong_seen += assignment.item.gold_label != prediction
+            # Counterfactual: another gold label changes no byte of the page or what it loads.
+            gold = assignment.item.gold_label
+            other = next(label for label in study.model.labels if label != gold)
+            Item.objects.filter(pk=assignment.item_id).update(gold_label=other)
+            after = _fetch_all(client, study)
+            Item.objects.filter(pk=assignment.item_id).update(gold_label=gold)
+            assert {k: v[0] for k, v in served.items()} == {k: v[0] for k, v in after.items()}
+            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"verdict": "no", "confidence": 2})
+        # After the answers (survey, then the end) no page names any label at all.
+        for path in ("survey/", "instructions/"):
+            page = client.get(f"/s/{study.public_id}/{path}", follow=True)
+            text = " ".join(p.value for p in readable.readable(readable.parse(page.content.decode())))
+            assert not [label for label in study.model.labels if _names(text, label)], path
+        client.post(f"/s/{study.public_id}/survey/", {"helpfulness": 3, "comment": ""})
+        done = client.get(f"/s/{study.public_id}/done/", follow=True)
+        text = " ".join(p.value for p in readable.readable(readable.parse(done.content.decode())))
+        assert not [label for label in study.model.labels if _names(text, label)]
+    assert len(fixed_parts) == 1 and len(next(iter(fixed_parts))) == 2
+    assert wrong_seen  # the walk met wrong model answers, where the gold label is a different label
