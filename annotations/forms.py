@@ -92,6 +92,7 @@ class StudyForm(forms.Form):
     task = forms.ChoiceField(
         choices=TASK_CHOICES,
         initial=FORWARD,
+        required=False,
         help_text="Verification: participants see the model's answer and its explanation and say whether it is "
         "right; no practice items, warm-up or attention checks, and the predicted class's explanation.",
     )
@@ -317,7 +318,7 @@ class StudyForm(forms.Form):
             candidates.update(k=d["n_candidates"] or 4, distractors=d["n_distractors"] or 0)
         return {
             "name": d["name"],
-            "task": d["task"],
+            "task": d["task"] or FORWARD,
             "title": d["public_title"],
             "dataset": d["dataset"].name,
             "model": d["model"].name,

@@ -1,0 +1,214 @@
+"""The verification task (annotations/study_tasks.py) end to end through Django's test client:
+the spec, form and API accept it and refuse what it cannot run with a clear 4xx; participants
+of both arms walk a study, their verdicts are stored and exported; the dashboard shows the
+reliance card."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotations.models import Participant, Prediction, Response, Study
+from annotations.selectors.exports import study_responses_csv_lines
+from annotations.services.datasets import dataset_import
+from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
+from annotations.services.studies import ConditionSpec, study_create_from_spec
+from tests.builders.studies import build_study, make_model, write_dataset
+
+pytestmark = pytest.mark.django_db
+
+SPEC = {
+    "name": "Verify",
+    "task": "verification",
+    "dataset": "shapes",
+    "model": "toy",
+    "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap", "tokens"]}],
+    "items": {"n": 6, "per_participant": 3, "raters_per_item": 2},
+}
+
+
+@pytest.fixture
+def owned(alice, tmp_path):
+    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 16))
+    make_model(alice)
+    return alice
+
+
+def test_the_spec_takes_the_task_and_defaults_to_forward(owned):
+    study = study_create_from_spec(owner=owned, spec=study_spec_parse(data=SPEC, owner=owned))
+    assert (study.task, study.explanation_display) == ("verification", "predicted_unlabelled")
+    forward = study_spec_parse(data={**SPEC, "name": "F", "task": "forward"}, owner=owned)
+    assert forward.task == "forward" and forward.explanation_display == "all_candidates"
+    assert study_spec_parse(data={k: v for k, v in SPEC.items() if k != "task"}, owner=owned).task == "forward"
+
+
+@pytest.mark.parametrize(
+    "overrides, field, message",
+    [
+        ({"task": "rating"}, "task", "unknown value 'rating'; known: forward, verification"),
+        ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
+        ({"phases": {"pretest": True}}, "phases.pretest", "no warm-up phase"),
+        ({"quality": {"attention_checks": 1}}, "quality.attention_checks", "no attention-check items"),
+        ({"explanations": {"display": "all_candidates"}}, "explanations.display", "shows predicted_unlabelled"),
+    ],
+)
+def test_what_verification_cannot_run_is_refused_naming_the_field(owned, overrides, field, message):
+    with pytest.raises(SpecError) as caught:
+        study_spec_parse(data={**SPEC, **overrides}, owner=owned)
+    assert caught.value.field == field and message in str(caught.value)
+
+
+def test_the_spec_template_loads_through_the_parser(alice, tmp_path):
+    template = Path(__file__).resolve().parents[2] / "docs" / "specs" / "verification.yaml"
+    data = study_spec_load(path=template)
+    dataset_import(owner=alice, name="mine", jsonl_path=write_dataset(tmp_path / "src", 48))
+    make_model(alice, name="mymodel")
+    text = template.read_text().replace("YOUR-DATASET", "mine").replace("YOUR-MODEL", "mymodel")
+    spec = study_spec_parse(data=yaml.safe_load(text), owner=alice)
+    assert data["task"] == spec.task == "verification"
+    assert [c.name for c in spec.conditions] == ["baseline", "ig"] and spec.learning_items == 0
+
+
+@pytest.mark.urls("tests.api.urls")
+def test_the_api_creates_a_verification_study_and_refuses_bad_values_with_400(owned):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owned).key}")
+    created = client.post("/api/studies/", SPEC, format="json")
+    assert created.status_code == 201, created.content
+    assert (
+        created.json()["task"] == "verification" and Study.objects.get(pk=created.json()["id"]).task == "verification"
+    )
+    for overrides, field in (
+        ({"task": "counterfactual"}, "task"),
+        ({"task": ["verification"]}, "task"),
+        ({"phases": {"learning_items": 1}}, "phases.learning_items"),
+    ):
+        bad = client.post("/api/studies/", {**SPEC, "name": f"bad {field}", **overrides}, format="json")
+        assert bad.status_code == 400 and bad.json()["field"] == field, bad.content
+
+
+def test_the_form_offers_the_task_and_shows_its_errors_under_the_field(owned):
+    from annotations.models import Dataset, RegisteredModel
+
+    client = Client()
+    client.force_login(owned)
+    assert 'name="task"' in client.get("/studies/new/").content.decode()
+    form = {
+        "name": "Designed verification",
+        "task": "verification",
+        "dataset": Dataset.objects.get(owner=owned).pk,
+        "model": RegisteredModel.objects.get(owner=owned).pk,
+        "seed": 1,
+        "n_items": 6,
+        "items_per_participant": 3,
+        "raters_per_item": 2,
+        "candidate_mode": "top_k",
+        "n_candidates": 2,
+        "n_distractors": 0,
+        "explanation_method": "integrated_gradients",
+        "interaction_method": "second_order",
+        "explanation_display": "predicted_unlabelled",
+        "lease_minutes": 30,
+        "learning_items": 2,
+        "attention_checks": 0,
+        "min_rt_ms": 0,
+        "arm_0_name": "baseline",
+        "arm_1_name": "ig",
+        "arm_1_views": ["heatmap"],
+    }
+    refused = client.post("/studies/new/", form)
+    assert refused.status_code == 200 and not Study.objects.filter(name="Designed verification").exists()
+    assert "no practice items" in refused.content.decode()
+    form["learning_items"] = 0
+    assert client.post("/studies/new/", form).status_code == 302
+    study = Study.objects.get(name="Designed verification")
+    assert study.task == "verification"
+    assert 'value="verification" selected' in client.get(f"/studies/{study.pk}/edit/").content.decode()
+
+
+@pytest.fixture
+def verification_study(alice, tmp_path):
+    return build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=20,
+        n_items=8,
+        items_per_participant=4,
+        raters_per_item=2,
+        conditions=[ConditionSpec("baseline"), ConditionSpec("ig", ["heatmap", "tokens"])],
+        task="verification",
+        explanation_display="predicted_unlabelled",
+        survey=True,
+        name="verify",
+    )
+
+
+def test_participants_of_both_arms_walk_a_verification_study_and_their_verdicts_are_stored(verification_study, alice):
+    study = verification_study
+    seen_arms, walked = set(), 0
+    for _ in range(2):  # arms are dealt in permuted blocks: two entries cover both
+        client = Client()
+        entry = client.get(f"/s/{study.public_id}/")
+        assert "say whether each answer is right" in entry.content.decode()
+        client.post(f"/s/{study.public_id}/consent/")
+        instructions = client.get(f"/s/{study.public_id}/instructions/").content.decode()
+        assert "Say whether the model's answer is right" in instructions
+        client.post(f"/s/{study.public_id}/instructions/")
+        participant = Participant.objects.get(public_id=client.session[f"participant:{study.public_id}"])
+        seen_arms.add(participant.condition.name)
+        while (assignment := participant.assignments.filter(status="active").order_by("position").first()) is not None:
+            page = client.get(f"/s/{study.public_id}/item/").content.decode()
+            prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
+            assert f'<b id="model-answer">{prediction}</b>' in page and 'name="verdict"' in page
+            assert ('id="shared-evidence"' in page) == bool(participant.condition.views)
+            assert 'name="guess"' not in page
+            # a malformed verdict or a guess instead of one is refused, and nothing is stored
+            for bad in ({"verdict": "maybe", "confidence": 3}, {"guess": prediction, "confidence": 3}):
+                refused = client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", bad)
+                assert refused.status_code == 400 and "yes or no" in refused.content.decode()
+            assert not Response.objects.filter(assignment=assignment).exists()
+            # accept every other answer: verdict correctness then follows the model's
+            verdict = "yes" if walked % 2 == 0 else "no"
+            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"verdict": verdict, "confidence": 4})
+            response = Response.objects.get(assignment=assignment)
+            assert (response.verdict, response.guess, response.confidence) == (verdict == "yes", "", 4)
+            # the same answer again is idempotent; a different one is refused (409)
+            again = client.post(
+                f"/s/{study.public_id}/item/{assignment.public_id}/", {"verdict": verdict, "confidence": 4}
+            )
+            assert again.status_code == 302
+            changed = "no" if verdict == "yes" else "yes"
+            other = client.post(
+                f"/s/{study.public_id}/item/{assignment.public_id}/", {"verdict": changed, "confidence": 4}
+            )
+            assert other.status_code == 409
+            walked += 1
+        assert client.post(f"/s/{study.public_id}/survey/", {"helpfulness": 4, "comment": ""}).status_code == 302
+        participant.refresh_from_db()
+        assert participant.phase == "done"
+    assert seen_arms == {"baseline", "ig"}
+
+    rows = list(csv.DictReader(io.StringIO("".join(study_responses_csv_lines(study=study)))))
+    assert len(rows) == walked == 8
+    for row in rows:
+        assert row["task"] == "verification" and row["guess"] == "" and row["correct_simulation"] == ""
+        said_right = row["verdict"] == "True"
+        assert row["verdict_correct"] == str(said_right == (row["model_correct"] == "True"))
+
+    researcher = Client()
+    researcher.force_login(alice)
+    detail = researcher.get(f"/studies/{study.pk}/").content.decode()
+    assert 'id="task-summary"' in detail and '<b id="share-wrong">50%</b>' in detail
+    dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
+    assert 'id="verification-table"' in dashboard and "Over-reliance: P(accept | model wrong)" in dashboard
+    assert 'id="accuracy-table"' not in dashboard
+    assert '<b id="share-model-wrong">' in dashboard
+    summary = researcher.get(f"/studies/{study.pk}/exports/summary.csv")
+    assert summary.status_code == 200
