@@ -21,6 +21,9 @@ One row per response. Columns (the CSV export has exactly these, plus optional e
                     simulation statistic uses them (they feed the exclusion rules only).
 ``attention_passed``    optional bool, attention-check rows only
 ``screened_out``    optional bool, participant-level
+``verdict``         optional bool, verification studies: the participant said the model's answer
+                    is right (empty in forward simulation; ``correct_simulation`` is empty
+                    there instead); read by :mod:`.verification`
 ``candidate_order``  optional: the candidate answers in the order shown, a JSON list (a Python
                     list is accepted too); its length is the ``k`` of the calibration forecast
 ==================  =========================================================================
@@ -66,7 +69,7 @@ REQUIRED_COLUMNS: Final = (
     "rt_ms",
     "phase",
 )
-BOOL_EXTRA_COLUMNS: Final = ("is_attention_check", "attention_passed", "screened_out")
+BOOL_EXTRA_COLUMNS: Final = ("is_attention_check", "attention_passed", "screened_out", "verdict", "verdict_correct")
 _TRUE: Final = frozenset({"true", "t", "1", "yes", "y", "1.0"})
 _FALSE: Final = frozenset({"false", "f", "0", "no", "n", "0.0"})
 

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from annotations.analysis.report import jsonable
+from annotations.analysis.responses import load_responses_csv
+from annotations.analysis.verification import verification_reliance
 from annotations.models import Participant, Prediction, Response, Study
 from annotations.selectors.exports import study_responses_csv_lines
+from annotations.services.analysis import study_report_compute
 from annotations.services.datasets import dataset_import
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import ConditionSpec, study_create_from_spec
@@ -212,3 +217,14 @@ def test_participants_of_both_arms_walk_a_verification_study_and_their_verdicts_
     assert '<b id="share-model-wrong">' in dashboard
     summary = researcher.get(f"/studies/{study.pk}/exports/summary.csv")
     assert summary.status_code == 200
+    assert "verification.all.arms.ig.over_reliance.estimate" in b"".join(summary.streaming_content).decode()
+
+    # Reproducible: the analysis recomputed from the CSV export equals the service's.
+    report = study_report_compute(study=study, n_resamples=100)
+    frame = load_responses_csv(io.StringIO("".join(study_responses_csv_lines(study=study))))
+    for section, data in (("all", frame.drop(columns=["excluded"])), ("after_exclusions", frame)):
+        again = verification_reliance(data, baseline="baseline", seed=study.seed, n_resamples=100)
+        assert jsonable(again) == report["verification"][section]
+    printed = io.StringIO()
+    call_command("analyze", str(study.pk), "--n-resamples", "50", stdout=printed)
+    assert "over_reliance" in printed.getvalue() and "model wrong on " in printed.getvalue()

@@ -49,6 +49,8 @@ def _text(report: dict) -> str:
         f"{meta['name']} ({meta['public_id']}): baseline '{meta['baseline']}', seed {meta['seed']}, "
         f"{meta['n_resamples']} resamples"
     ]
+    if report.get("task") == "verification":
+        return _verification_text(report, lines)
     for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
         block = report["analysis"][section]
         data = block["data"]
@@ -73,4 +75,34 @@ def _text(report: dict) -> str:
         f"Exclusions: {excl['n_excluded']} of {excl['n_participants']} participants "
         f"({', '.join(f'{k}: {v}' for k, v in excl['by_rule'].items() if v) or 'none'})"
     )
+    return "\n".join(lines) + "\n"
+
+
+RELIANCE = ("verdict_accuracy", "over_reliance", "under_reliance", "trust", "trust_gap")
+
+
+def _verification_text(report: dict, lines: list[str]) -> str:
+    """A verification study: reliance per arm and its difference from the baseline."""
+    for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
+        block = report["verification"][section]
+        lines.append("")
+        if "unavailable" in block:
+            lines.append(f"{title}: {block['unavailable']}")
+            continue
+        data = block["data"]
+        lines.append(
+            f"{title}: {data['n_responses']} verdicts, {data['n_participants']} participants, {data['n_items']} items, "
+            f"model wrong on {_pct(data['share_model_wrong'])} of the answers shown"
+        )
+        for arm, measures in block["arms"].items():
+            for measure in RELIANCE:
+                value = measures[measure]
+                line = (
+                    f"  {arm:<16} {measure:<16} {_pct(value['estimate'])} "
+                    f"[{_pct(value['ci_low'])}, {_pct(value['ci_high'])}]"
+                )
+                effect = block["effects"].get(arm, {}).get(measure)
+                if effect:
+                    line += f"  vs baseline {_pct(effect['estimate'])} [{_pct(effect['ci_low'])}, {_pct(effect['ci_high'])}]"
+                lines.append(line)
     return "\n".join(lines) + "\n"
