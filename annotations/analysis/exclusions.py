@@ -281,6 +281,14 @@ def _quality_inputs(df: pd.DataFrame) -> pd.DataFrame:
     out["rt_ms"] = pd.to_numeric(df["rt_ms"].reset_index(drop=True)).astype("float64")
     correct = _as_bool(df["correct_simulation"].reset_index(drop=True), column="correct_simulation", missing=None)
     out["correct"] = correct.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    if "verdict" in df.columns:  # a verification answer is right when it says whether the model is
+        verdict = _as_bool(df["verdict"].reset_index(drop=True), column="verdict", missing=None)
+        model_right = (
+            df["model_prediction"].reset_index(drop=True).astype(str)
+            == df["gold_label"].reset_index(drop=True).astype(str)
+        ).to_numpy()
+        said = verdict.notna().to_numpy()
+        out.loc[said, "correct"] = (verdict[said].astype(bool).to_numpy() == model_right[said]).astype(np.float64)
     return out
 
 

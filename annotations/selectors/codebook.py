@@ -281,7 +281,12 @@ PARTICIPANT_CODEBOOK = [
     Column("median_rt_ms", _NUM, "milliseconds", "Median time per test answer."),
     Column("n_fast", _INT, "answers", "Test answers faster than the fast-response threshold."),
     Column("fast_share", _NUM, _SHARE, "n_fast / n_test."),
-    Column("test_accuracy", _NUM, _SHARE, "Share of test answers equal to the model's answer."),
+    Column(
+        "test_accuracy",
+        _NUM,
+        _SHARE,
+        "Share of test answers equal to the model's answer (verification: share of verdicts that are right).",
+    ),
     Column("excluded", _BOOL, "", "Meets a pre-registered exclusion rule (rows kept, flagged)."),
     Column("exclusion_reasons", _TEXT, "", "The rules met, joined by ';'; empty if none."),
     Column(

@@ -16,11 +16,12 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from annotations.analysis.exclusions import participant_quality
 from annotations.analysis.report import jsonable
 from annotations.analysis.responses import load_responses_csv
 from annotations.analysis.verification import verification_reliance
 from annotations.models import Participant, Prediction, Response, Study
-from annotations.selectors.exports import study_responses_csv_lines
+from annotations.selectors.exports import PARTICIPANT_COLUMNS, study_participant_records, study_responses_csv_lines
 from annotations.services.analysis import study_report_compute
 from annotations.services.datasets import dataset_import
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
@@ -225,6 +226,20 @@ def test_participants_of_both_arms_walk_a_verification_study_and_their_verdicts_
     for section, data in (("all", frame.drop(columns=["excluded"])), ("after_exclusions", frame)):
         again = verification_reliance(data, baseline="baseline", seed=study.seed, n_resamples=100)
         assert jsonable(again) == report["verification"][section]
+    # A participant's test accuracy is their share of right verdicts, in the export and the analysis alike.
+    exported = {
+        row["participant"]: row["test_accuracy"]
+        for row in (dict(zip(PARTICIPANT_COLUMNS, r)) for r in study_participant_records(study=study))
+    }
+    quality = participant_quality(frame)
+    assert len(quality) == 2
+    for row in quality.itertuples():
+        mine = frame[frame["participant"] == row.participant]
+        assert (
+            row.test_accuracy
+            == pytest.approx(mine["verdict_correct"].mean())
+            == pytest.approx(exported[row.participant])
+        )
     printed = io.StringIO()
     call_command("analyze", str(study.pk), "--n-resamples", "50", stdout=printed)
     assert "over_reliance" in printed.getvalue() and "model wrong on " in printed.getvalue()
