@@ -94,7 +94,7 @@ class StudyForm(forms.Form):
         initial=FORWARD,
         required=False,
         help_text="Verification: participants see the model's answer and its explanation and say whether it is "
-        "right; no practice items, warm-up or attention checks, and the predicted class's explanation.",
+        "right; no practice items or warm-up, and the predicted class's explanation.",
     )
     seed = forms.IntegerField(
         min_value=-SEED_MAX,

@@ -54,8 +54,6 @@ STUDY_TASKS: dict[str, StudyTask] = {
             "phases.learning_items": "a verification study has no practice items (they would teach the gold "
             "labels, which its participants never see)",
             "phases.pretest": "a verification study has no warm-up phase",
-            "quality.attention_checks": "a verification study has no attention-check items yet; "
-            "use quality.min_rt_ms and the exclusion rules",
         },
         shows_model_answer=True,
     ),

@@ -386,6 +386,9 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
         ).select_related("item")
     }
     checks = []
+    # Verification answers a verdict: a gold check expects "yes" (the model is sure and right), an
+    # instructed check asks for "yes" or "no" at random.
+    verifying = study_task(study.task).answer == "verdict"
     for k, study_item in enumerate(picked):
         prediction = predictions[study_item.item_id]
         if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT:
@@ -395,12 +398,14 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
                     "phase": Assignment.Phase.TEST,
                     "kind": Assignment.Kind.ATTENTION,
                     "check_type": Assignment.Check.GOLD,
-                    "expected_answer": prediction.label,
+                    "expected_answer": "yes" if verifying else prediction.label,
                 }
             )
             continue
         candidates = study_candidates(study=study, prediction=prediction)
         neutral = [c for c in candidates if c not in (prediction.label, prediction.item.gold_label)] or candidates
+        if verifying:
+            neutral = ["yes", "no"]
         checks.append(
             {
                 "item_id": study_item.item_id,
@@ -712,6 +717,7 @@ def response_submit(
         if not 1 <= confidence <= 5:
             raise SubmissionRefused("confidence must be a number from 1 to 5")
         rt_ms = max(0, int((now - assignment.served_at).total_seconds() * 1000))
+        said_right_text = {True: "yes", False: "no"}.get(said_right)
         is_check = assignment.kind == Assignment.Kind.ATTENTION
         # No race to catch here: the assignment row is locked and was not answered.
         response = Response.objects.create(
@@ -728,7 +734,9 @@ def response_submit(
             model_prediction=assignment.model_answer,
             gold_label=assignment.item.gold_label,
             is_attention_check=is_check,
-            attention_passed=(guess == assignment.expected_answer) if is_check else None,
+            attention_passed=((said_right_text if verifying else guess) == assignment.expected_answer)
+            if is_check
+            else None,
             too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
         )
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)

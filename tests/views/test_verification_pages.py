@@ -61,7 +61,6 @@ def test_the_spec_takes_the_task_and_defaults_to_forward(owned):
         ({"task": "rating"}, "task", "unknown value 'rating'; known: forward, verification"),
         ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
         ({"phases": {"pretest": True}}, "phases.pretest", "no warm-up phase"),
-        ({"quality": {"attention_checks": 1}}, "quality.attention_checks", "no attention-check items"),
         ({"explanations": {"display": "all_candidates"}}, "explanations.display", "shows predicted_unlabelled"),
     ],
 )
@@ -243,3 +242,42 @@ def test_participants_of_both_arms_walk_a_verification_study_and_their_verdicts_
     printed = io.StringIO()
     call_command("analyze", str(study.pk), "--n-resamples", "50", stdout=printed)
     assert "over_reliance" in printed.getvalue() and "model wrong on " in printed.getvalue()
+
+
+def test_attention_checks_of_a_verification_study_ask_for_a_verdict(alice, tmp_path):
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=24,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=2,
+        conditions=[ConditionSpec("baseline"), ConditionSpec("ig", ["heatmap"])],
+        task="verification",
+        explanation_display="predicted_unlabelled",
+        attention_checks=2,
+        name="checks",
+    )
+    for attentive in (True, False):
+        client = Client()
+        client.get(f"/s/{study.public_id}/")
+        client.post(f"/s/{study.public_id}/consent/")
+        client.post(f"/s/{study.public_id}/instructions/")
+        participant = Participant.objects.get(public_id=client.session[f"participant:{study.public_id}"])
+        checks = list(participant.assignments.filter(kind="attention"))
+        assert len(checks) == 2 and {c.expected_answer for c in checks} <= {"yes", "no"}
+        assert all(c.expected_answer == "yes" for c in checks if c.check_type == "gold")
+        while (assignment := participant.assignments.filter(status="active").order_by("position").first()) is not None:
+            page = client.get(f"/s/{study.public_id}/item/").content.decode()
+            assert 'name="verdict"' in page
+            verdict = "yes"
+            if assignment.kind == "attention":
+                asked = assignment.expected_answer
+                if assignment.check_type == "instructed":
+                    assert f"please answer <b>{asked.capitalize()}</b>" in page
+                verdict = asked if attentive else {"yes": "no", "no": "yes"}[asked]
+            else:
+                assert "please answer" not in page
+            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"verdict": verdict, "confidence": 3})
+        passed = list(participant.responses.filter(is_attention_check=True).values_list("attention_passed", flat=True))
+        assert passed == [attentive, attentive]
