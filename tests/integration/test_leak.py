@@ -488,6 +488,7 @@ VERIFICATION_DESIGN = dict(
     n_items=6,
     items_per_participant=3,
     raters_per_item=2,
+    attention_checks=1,
     survey=True,
 )
 
@@ -511,9 +512,11 @@ def _other_labels_named(served, *, study, shown: str, question: str) -> list[str
             continue
         if any(node.attrs.get("id") in FIXED_VERDICT_PARTS for node in piece.element.ancestors()):
             continue
+        # An instructed check's "please answer Yes/No here" is drawn at random, never from the gold label.
+        allowed = {"yes", "no"} if any("instructed" in n.classes() for n in piece.element.ancestors()) else set()
         found += [
             f"{w!r} in {piece.kind}: {piece.value.strip()[:80]!r}"
-            for w in others - question_words
+            for w in others - question_words - allowed
             if _names(piece.value, w)
         ]
     return found
@@ -569,4 +572,5 @@ def test_no_verification_page_reveals_the_gold_label(alice, demo_jsonl):
         text = " ".join(p.value for p in readable.readable(readable.parse(done.content.decode())))
         assert not [label for label in study.model.labels if _names(text, label)]
     assert len(fixed_parts) == 1 and len(next(iter(fixed_parts))) == 2
+    assert Assignment.objects.filter(participant__study=study, kind="attention").exists()
     assert wrong_seen  # the walk met wrong model answers, where the gold label is a different label
