@@ -17,6 +17,7 @@ STAGE_TITLES = {
     "noise": "Gaussian noise in embedding space",
     "corruption": "the adapter's corruptions",
     "emap": "EMAP (every item with every other)",
+    "pid": "partial information decomposition",
     "group_pairs": "cross-modal group pairs",
     "learning": "checkpoints",
 }
