@@ -468,7 +468,6 @@ def _stage_pid(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     n = len(ctx.items)
     if n < 2:
         return {"skipped": "the PID needs at least two items"}
-    started = time.perf_counter()
     rng = np.random.default_rng([ctx.options.seed, 5])
     chosen = np.sort(rng.choice(n, size=min(n, ctx.options.pid_max_items), replace=False))
     wanted = set(chosen.tolist())
@@ -484,7 +483,6 @@ def _stage_pid(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
             parts[slot].append(sketch(values, width=PID_SKETCH_WIDTH, seed=ctx.options.seed))
         ctx.progress("pid", min(n, start + len(chunk)), n)
     codes = [discretise(np.concatenate(chunks), k=ctx.options.pid_clusters, seed=ctx.options.seed) for chunks in parts]
-    clustered = time.perf_counter()
     predicted = np.asarray(state["subsets"]["columns"]["prediction"])[chosen]
     gold = ctx.gold[chosen]
     labelled = gold >= 0
@@ -503,7 +501,6 @@ def _stage_pid(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
         "n_resamples": resamples,
         "dataset": dataset,
         "model": model,
-        "seconds": {"embed_and_cluster": clustered - started, "solve": time.perf_counter() - clustered},
     }
 
 
