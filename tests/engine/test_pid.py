@@ -197,3 +197,9 @@ def test_sketch_keeps_narrow_inputs_and_inner_products_in_expectation():
     assert small.shape == (2, 2048)
     exact = float(wide[0] @ wide[1])
     assert float(small[0] @ small[1]) == pytest.approx(exact, rel=0.1)
+    # A column lands where its index says, whatever the width: a batch padded to fewer
+    # positions sketches like the same rows padded with zeros to the full width.
+    narrow = wide[:, :3000]
+    padded = np.pad(narrow, ((0, 0), (0, 17_000)))
+    assert np.allclose(sketch(narrow, width=2048, seed=0), sketch(padded, width=2048, seed=0))
+    assert np.array_equal(sketch(wide[:, :100], width=2048, seed=0), wide[:, :100])

@@ -350,17 +350,21 @@ def _principal_scores(x: np.ndarray, keep: int) -> np.ndarray:
 
 
 def sketch(features: np.ndarray, *, width: int, seed: int) -> np.ndarray:
-    """``(N, width)`` count sketch of ``features`` ``(N, d)``: column ``c`` is added, with a
-    random sign, into column ``h(c)`` (feature hashing; inner products are kept in expectation).
-    Bounds the memory of very wide embeddings before :func:`discretise`; ``d <= width`` is
-    returned unchanged."""
+    """``(N, min(d, width))`` sketch of ``features`` ``(N, d)`` (flattened per item): column
+    ``c < width`` is kept where it is, and each column ``c >= width`` is added, with a sign
+    ``±1``, into column ``h(c) < width`` (feature hashing; ``h`` and the signs are fixed
+    functions of ``c`` and ``seed``, so inner products are kept in expectation). Because a
+    column's place depends on its index only, batches of different widths (sequences padded per
+    batch) give comparable rows once the narrower ones are padded with zeros. Bounds the memory
+    of very wide embeddings before :func:`discretise`."""
     x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
     if x.shape[1] <= width:
         return x
-    rng = np.random.default_rng([seed, 9, x.shape[1]])
-    bucket = rng.integers(0, width, size=x.shape[1])
-    sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=x.shape[1])
-    out = np.zeros((x.shape[0], width), dtype=np.float32)
+    extra = np.arange(width, x.shape[1], dtype=np.uint64)
+    mixed = (extra * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed * 7919 + 1)) & np.uint64(0xFFFFFFFFFFFF)
+    bucket = (mixed % np.uint64(width)).astype(np.int64)
+    sign = np.where((mixed >> np.uint64(40)) & np.uint64(1), 1.0, -1.0).astype(np.float32)
+    out = x[:, :width].copy()
     for row in range(x.shape[0]):
-        out[row] = np.bincount(bucket, weights=x[row] * sign, minlength=width)
+        out[row] += np.bincount(bucket, weights=x[row, width:] * sign, minlength=width).astype(np.float32)
     return out

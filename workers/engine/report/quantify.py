@@ -457,6 +457,12 @@ def _stage_emap(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
 PID_SKETCH_WIDTH = 4096
 
 
+def _padded(chunks: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of every batch, zero-padded to the widest (token sequences are padded per batch)."""
+    width = max(chunk.shape[1] for chunk in chunks)
+    return np.concatenate([np.pad(chunk, ((0, 0), (0, width - chunk.shape[1]))) for chunk in chunks])
+
+
 def _stage_pid(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     """Partial information decomposition of the pair about the gold labels (the dataset) and
     about the model's answers (the model), on each modality's embedded tensor made discrete."""
@@ -482,7 +488,7 @@ def _stage_pid(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
             values = p.inputs[m].detach().to(torch.float32).reshape(len(rows), -1).cpu().numpy()
             parts[slot].append(sketch(values, width=PID_SKETCH_WIDTH, seed=ctx.options.seed))
         ctx.progress("pid", min(n, start + len(chunk)), n)
-    codes = [discretise(np.concatenate(chunks), k=ctx.options.pid_clusters, seed=ctx.options.seed) for chunks in parts]
+    codes = [discretise(_padded(chunks), k=ctx.options.pid_clusters, seed=ctx.options.seed) for chunks in parts]
     predicted = np.asarray(state["subsets"]["columns"]["prediction"])[chosen]
     gold = ctx.gold[chosen]
     labelled = gold >= 0
