@@ -42,7 +42,7 @@ class ModelReportForm(forms.Form):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "{seed: 0, permutations: 3}", "spellcheck": "false"}),
         label="Options (YAML)",
-        help_text="seed, noise_levels, noise_samples, permutations, emap, emap_max_items, "
+        help_text="seed, noise_levels, noise_samples, permutations, emap, emap_max_items, pid, pid_clusters, "
         "pair, group_pairs, gain_threshold, strength_threshold, n_resamples, …",
     )
 

@@ -19,6 +19,7 @@ from annotations.forms_model_reports import ModelReportForm
 from annotations.models import ModelReport
 from annotations.selectors.model_reports import (
     model_report_figures,
+    model_report_pid_rows,
     model_report_progress,
     user_model_report_list,
     user_model_reports,
@@ -58,6 +59,18 @@ def _ci(block: dict | None, fmt=_pct) -> str:
     if block.get("ci_low") is None:
         return fmt(block["estimate"])
     return f"{fmt(block['estimate'])} [{fmt(block['ci_low'])}, {fmt(block['ci_high'])}]"
+
+
+def _pid_rows(result: dict) -> list[dict[str, str]]:
+    """One row per PID part: its name, then the dataset's and the model's value [interval], in bits."""
+
+    def bits(v: float) -> str:
+        return f"{v:.3f}"
+
+    return [
+        {**row, "dataset": _ci(row["dataset"], bits), "model": _ci(row["model"], bits)}
+        for row in model_report_pid_rows(result=result)
+    ]
 
 
 def _reliance_rows(result: dict) -> list[dict[str, str]]:
@@ -229,6 +242,8 @@ def model_report_detail(request, pk: int):
                 "emap_gap": _ci(
                     (result["interactions"].get("emap") or {}).get("gap"), lambda v: f"{100 * v:+.1f} points"
                 ),
+                "pid": result["interactions"].get("pid") or {},
+                "pid_rows": _pid_rows(result),
                 "group_pairs": result["interactions"].get("group_pairs") or {},
                 "corruption": (result["robustness"] or {}).get("corruption") or {},
                 "noise": (result["robustness"] or {}).get("noise") or {},

@@ -78,7 +78,7 @@ def model_report_run_job(*, report_id: int, worker: str, on_progress: Progress |
                 error=(
                     f"The report's {stage} stage alone takes longer than the task time limit "
                     f"({settings.MMEVAL_TASK_SOFT_TIME_LIMIT} s). Lower its options (emap_max_items, noise_levels, "
-                    "noise_samples, permutations) or raise MMEVAL_TASK_SOFT_TIME_LIMIT."
+                    "noise_samples, permutations, pid_resamples) or raise MMEVAL_TASK_SOFT_TIME_LIMIT."
                 ),
             )
             return "failed"

@@ -17,6 +17,7 @@ STAGE_TITLES = {
     "noise": "Gaussian noise in embedding space",
     "corruption": "the adapter's corruptions",
     "emap": "EMAP (every item with every other)",
+    "pid": "partial information decomposition",
     "group_pairs": "cross-modal group pairs",
     "learning": "checkpoints",
 }
@@ -93,6 +94,21 @@ def model_item_interaction_types(
     by_external = {row["id"]: row["interaction"] for row in report.result.get("items") or []}
     pks = dict(Item.objects.filter(dataset=dataset).values_list("external_id", "pk"))
     return report, {pks[external]: kind for external, kind in by_external.items() if external in pks}
+
+
+def model_report_pid_rows(*, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The partial information decomposition of a finished report, one row per part
+    (redundancy, each uniqueness, synergy, total): ``{"part", "name", "dataset", "model"}``
+    with the dataset's and the model's ``{"estimate", "ci_low", "ci_high"}`` blocks (None when
+    not computed). Empty when the report has no PID."""
+    from workers.engine.report.tables import PID_PARTS, pid_part_names
+
+    pid = (result.get("interactions") or {}).get("pid") or {}
+    if "model" not in pid:
+        return []
+    names = pid_part_names(pid["modalities"])
+    dataset, model = pid.get("dataset") or {}, pid.get("model") or {}
+    return [{"part": p, "name": names[p], "dataset": dataset.get(p), "model": model.get(p)} for p in PID_PARTS]
 
 
 def model_report_figures(*, report: ModelReport) -> dict[str, str]:

@@ -69,6 +69,11 @@ def test_create_follow_and_read_a_report(alice, toy):
             "options.permutations: must be a whole number >= 1, got 0",
         ),
         (
+            {"model": "linear", "dataset": "toy", "options": {"pid_clusters": 1}},
+            "options.pid_clusters",
+            "options.pid_clusters: must be a whole number >= 2, got 1",
+        ),
+        (
             {"model": "nope", "dataset": "toy"},
             "model",
             "model: you have no registered model named 'nope'; yours: linear",

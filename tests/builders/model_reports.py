@@ -22,6 +22,7 @@ FAST_OPTIONS = {
     "noise_samples": 1,
     "permutations": 1,
     "corruption_levels": [0.0, 1.0],
+    "pid_resamples": 50,
 }
 SLICES = {"fields": {"sign": {"from": "label"}}, "slices": {"positive": "sign == pos", "unsure": "confidence < 0.8"}}
 

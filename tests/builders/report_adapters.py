@@ -4,6 +4,9 @@
   is a clear class prototype, so the image alone gives every answer.
 * :class:`LinearAdapter`: a binary linear classifier ``s = w . a + v . b + c`` (logits
   ``[0, s]``), for the closed form of accuracy under isotropic Gaussian noise.
+* :class:`BitsAdapter`: each modality one bit, sent one-hot; the model answers their XOR (or
+  copies ``a``'s bit), the gold label is their XOR: the partial information decomposition of
+  both is known in closed form.
 * :class:`CheckpointedAdapter`: a linear model with training checkpoints (the weights grow
   with the epoch), training items, one checkpoint that fails to load, and a ``corrupt`` hook
   that works for ``a`` and refuses ``b``.
@@ -115,6 +118,48 @@ class LinearAdapter(ToyAdapter):
             margin = s if item["label"] == "pos" else -s
             total += 0.5 * (1 + math.erf(margin / (spread * math.sqrt(2)))) if spread else float(margin > 0)
         return total / len(items)
+
+
+class BitsAdapter(ToyAdapter):
+    """Modalities ``a`` and ``b``: one bit each, one-hot ``(2,)``. Logits ``[0, 8 s]`` with
+    ``s = +1`` for the answer "one" and ``-1`` for "zero": ``rule="xor"`` answers ``a XOR b``
+    (``s = a0 b1 + a1 b0 - a0 b0 - a1 b1``), ``rule="copy_a"`` answers ``a``'s bit
+    (``s = a1 - a0``). Gold labels are ``a XOR b`` either way."""
+
+    labels = ("zero", "one")
+    modalities = ("a", "b")
+    shapes = {"a": (2,), "b": (2,)}
+
+    def __init__(self, rule: str = "xor") -> None:
+        super().__init__()
+        self.rule = rule
+
+    def logits(self, a: Tensor, b: Tensor, *, batch: dict) -> Tensor:
+        if self.rule == "xor":
+            s = a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0] - a[:, 0] * b[:, 0] - a[:, 1] * b[:, 1]
+        else:
+            s = a[:, 1] - a[:, 0]
+        return torch.stack([torch.zeros_like(s), 8.0 * s], dim=1)
+
+    def feature_groups(self, batch: dict) -> tuple[Tensor, ...]:
+        n = batch["n"]
+        return torch.arange(2).expand(n, 2), (2 + torch.arange(2)).expand(n, 2)
+
+    def make_items(self, n: int, *, seed: int = 0, scale: float = 1.0) -> list[dict]:
+        """``n / 4`` items of each pair of bits (``n`` a multiple of 4), so that the empirical
+        distribution is exactly uniform."""
+        items = []
+        for i in range(n):
+            bit_a, bit_b = i % 2, (i // 2) % 2
+            items.append(
+                {
+                    "id": f"it{i}",
+                    "label": self.labels[bit_a ^ bit_b],
+                    "a": [1.0 - bit_a, float(bit_a)],
+                    "b": [1.0 - bit_b, float(bit_b)],
+                }
+            )
+        return items
 
 
 class CheckpointedAdapter(LinearAdapter):

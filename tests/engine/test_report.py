@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.builders.report_adapters import CheckpointedAdapter, LinearAdapter, TextBlindAdapter
+from tests.builders.report_adapters import BitsAdapter, CheckpointedAdapter, LinearAdapter, TextBlindAdapter
 from tests.builders.toy_adapters import AdditiveAdapter, BilinearAdapter, NonFiniteAdapter, PairwiseAdapter
 from workers.engine.adapter import GroupInfo
 from workers.engine.attribution import NonFiniteError
@@ -22,6 +22,7 @@ from workers.engine.report.quantify import (
     report_slice_fields,
 )
 from workers.engine.report.slices import slices_parse
+from workers.engine.report.tables import report_table
 
 FAST = dict(n_resamples=200, noise_levels=[0.0, 0.5, 1.0], noise_samples=1, permutations=2)
 
@@ -411,3 +412,65 @@ def test_group_names_follow_the_participant_grid():
     ]
     names = group_names(demo)
     assert (names[0], names[7], names[35], names[63]) == ("patch A1", "patch H1", "patch D5", "patch H8")
+
+
+def _parts(block):
+    return {part: block[part]["estimate"] for part in ("redundancy", "unique_1", "unique_2", "synergy")}
+
+
+def test_pid_of_xor_data_and_of_a_model_that_copies_one_bit():
+    """Gold labels are a XOR b: one bit of synergy in the data, whatever the model. A model that
+    answers XOR has the same decomposition; one that copies a's bit has one bit unique to a
+    (docs/MODEL_REPORT.md, "PID synergy and the EMAP gap")."""
+    items = BitsAdapter().make_items(40)
+    xor = _run(_loaded(BitsAdapter("xor")), items, group_pairs="", pid_resamples=50)
+    copy = _run(_loaded(BitsAdapter("copy_a")), items, group_pairs="", pid_resamples=50)
+    # What the EMAP gap sees of the same models: the copier's function is additive (gap 0),
+    # although its data hold one bit of synergy; XOR's is not.
+    assert copy["interactions"]["emap"]["emap_gap"] == 0.0
+    assert xor["interactions"]["emap"]["emap_gap"] >= 0.5
+    one_synergy = {"redundancy": 0.0, "unique_1": 0.0, "unique_2": 0.0, "synergy": 1.0}
+    pid = xor["interactions"]["pid"]
+    assert pid["modalities"] == ["a", "b"] and pid["clusters"] == {"a": 2, "b": 2} and pid["n_items_used"] == 40
+    assert _parts(pid["dataset"]) == pytest.approx(one_synergy, abs=1e-6)
+    assert _parts(pid["model"]) == pytest.approx(one_synergy, abs=1e-6)
+    copied = copy["interactions"]["pid"]
+    assert _parts(copied["dataset"]) == pytest.approx(one_synergy, abs=1e-6)
+    assert _parts(copied["model"]) == pytest.approx(
+        {"redundancy": 0.0, "unique_1": 1.0, "unique_2": 0.0, "synergy": 0.0}, abs=1e-6
+    )
+    synergy = copied["dataset"]["synergy"]
+    assert synergy["ci_low"] <= synergy["estimate"] + 1e-6 and synergy["ci_high"] <= 1.0 + 1e-6
+    assert copied["dataset"]["n"] == 40 and copied["n_resamples"] == 50
+    rows = [r for r in report_table(copy, "summary") if r["section"] == "pid"]
+    by_measure = {(r["subject"], r["measure"]): r for r in rows}
+    assert len(rows) == 10
+    assert by_measure["a+b about the answers", "uniqueness of a (bits)"]["estimate"] == pytest.approx(1.0, abs=1e-6)
+    assert by_measure["a+b about the gold labels", "synergy (bits)"]["n"] == 40
+    json.dumps(copy, allow_nan=False)
+
+
+def test_pid_is_skipped_when_not_requested_or_without_gold_labels():
+    adapter = _loaded(BitsAdapter())
+    items = adapter.make_items(8)
+    off = _run(adapter, items, emap=False, group_pairs="", pid=False)
+    assert off["interactions"]["pid"] == {"skipped": "not requested"}
+    assert not [r for r in report_table(off, "summary") if r["section"] == "pid"]
+    for item in items:
+        item["label"] = "unlabelled"
+    unlabelled = _run(adapter, items, emap=False, group_pairs="", pid_resamples=10)
+    assert "gold labels" in unlabelled["interactions"]["pid"]["dataset"]["skipped"]
+    assert unlabelled["interactions"]["pid"]["model"]["n"] == 8
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"pid_clusters": 1}, "options.pid_clusters"),
+        ({"pid_resamples": 0}, "options.pid_resamples"),
+        ({"pid": "yes"}, "options.pid"),
+    ],
+)
+def test_bad_pid_options_are_refused_by_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        ReportOptions.from_json(options)

@@ -41,7 +41,7 @@ def test_a_worker_computes_the_demo_model_report(celery_worker_process, alice, d
         model=model,
         dataset=dataset,
         slices=yaml.safe_load(SLICES_FILE.read_text()),
-        options={"n_resamples": 200, "noise_levels": [0.0, 0.5, 1.0]},
+        options={"n_resamples": 200, "noise_levels": [0.0, 0.5, 1.0], "pid_resamples": 50},
     )
     model_report_start(report=report)
     report = _wait(report.pk, timeout=300)
@@ -51,6 +51,7 @@ def test_a_worker_computes_the_demo_model_report(celery_worker_process, alice, d
     assert result["summary"]["n_items"] == 48
     assert {s["name"] for s in result["slices"]} == {"nonred_triangle", "triangle_colour"}
     assert result["interactions"]["emap"]["pairing"] == "embedded"  # the demo declares batch_context
+    assert result["interactions"]["pid"]["n_items_used"] == 48 and "synergy" in result["interactions"]["pid"]["model"]
 
 
 def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(
@@ -76,6 +77,7 @@ def test_a_killed_worker_s_report_goes_on_from_its_last_finished_stage(
             "noise_samples": 1,
             "permutations": 1,
             "emap": False,
+            "pid_resamples": 20,
             "group_pairs": "",
             "corruption_levels": [0.0, 1.0],
         },

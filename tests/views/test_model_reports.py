@@ -74,6 +74,14 @@ def test_finished_report_page_shows_figures_and_tables(client, alice, done):
     assert "Checkpoint <b>broken</b>: OSError: checkpoint file broken.pt is truncated" in page
     assert "epoch-1 → epoch-2" in page and "epoch-1 → epoch-3" in page  # OGR between checkpoints, and overall
     assert "Thresholds: gain 0.05, interaction strength 0.2." in page
+    pid = done.result["interactions"]["pid"]
+    assert pid["clusters"] == {"a": 8, "b": 8} and pid["n_items_used"] == 30
+    for part, name in (("unique_1", "uniqueness of a (bits)"), ("synergy", "synergy (bits)")):
+        row = page[page.index(f'<tr id="pid-{part}">') :].split("</tr>", 1)[0]
+        cells = [pid[target][part] for target in ("dataset", "model")]
+        assert name in row
+        for block in cells:
+            assert f"{block['estimate']:.3f} [{block['ci_low']:.3f}, {block['ci_high']:.3f}]" in row
 
 
 def test_downloads(client, alice, done):

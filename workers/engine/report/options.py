@@ -51,7 +51,14 @@ class ReportOptions:
             (``auto``: ``embedded`` with the adapter's ``batch_context`` modality when it
             declares one, else ``items``); ``emap_max_items``: a seeded random subset of at most
             this many items.
-        pair: the two modalities that EMAP and the group pairs use (needed with three or more).
+        pid: whether to compute the partial information decomposition (redundancy, uniqueness,
+            synergy in bits, :mod:`workers.engine.pid`) of the pair about the gold labels and
+            about the model's answers; ``pid_clusters``: k-means clusters per modality (its
+            embedded tensor made discrete); ``pid_resamples``: bootstrap resamples of its
+            intervals (one convex program each); ``pid_max_items``: a seeded random subset of
+            at most this many items.
+        pair: the two modalities that EMAP, the PID and the group pairs use (needed with three
+            or more).
         group_pairs: the cross-modal matrix method for the top interacting group pairs
             (``second_order``, ``integrated_hessians``, ``perturbation``; empty: skip).
         top_pairs: how many group pairs to keep.
@@ -76,6 +83,10 @@ class ReportOptions:
     emap_pairing: str = "auto"
     emap_context: str | None = None
     emap_max_items: int = 400
+    pid: bool = True
+    pid_clusters: int = 8
+    pid_resamples: int = 200
+    pid_max_items: int = 2000
     pair: list[str] | None = None
     group_pairs: str = "second_order"
     top_pairs: int = 12
@@ -104,7 +115,16 @@ class ReportOptions:
         def bad(name: str, message: str) -> ValueError:
             return ValueError(f"options.{name}: {message}")
 
-        for name in ("batch_size", "permutations", "noise_samples", "emap_max_items", "top_pairs", "n_resamples"):
+        for name in (
+            "batch_size",
+            "permutations",
+            "noise_samples",
+            "emap_max_items",
+            "top_pairs",
+            "n_resamples",
+            "pid_resamples",
+            "pid_max_items",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, f"must be a whole number >= 1, got {value!r}")
@@ -120,6 +140,11 @@ class ReportOptions:
                 raise bad(name, f"must be a list of at least two numbers, got {levels!r}")
             if levels[0] != 0 or any(b <= a for a, b in zip(levels, levels[1:])):
                 raise bad(name, f"must start at 0 and increase, got {levels!r}")
+        if isinstance(self.pid_clusters, bool) or not isinstance(self.pid_clusters, int) or self.pid_clusters < 2:
+            raise bad("pid_clusters", f"must be a whole number >= 2, got {self.pid_clusters!r}")
+        for name in ("emap", "pid"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.emap_pairing not in ("auto", "items", "embedded"):
             raise bad("emap_pairing", f"must be 'auto', 'items' or 'embedded', got {self.emap_pairing!r}")
         if self.group_pairs and self.group_pairs not in GROUP_PAIR_METHODS:

@@ -16,6 +16,8 @@ Cost per item (forward passes), for ``M`` modalities:
 * ``corruption``: ``(len(corruption_levels) - 1) * M`` when the adapter has ``corrupt``;
 * ``emap``: ``N`` (EMAP pairs every item with every other: ``N^2`` in all, ``N`` at most
   ``emap_max_items``);
+* ``pid``: one ``encode``/``embed`` (no ``head`` call: the answers come from ``subsets``), then
+  k-means per modality and ``2 * (pid_resamples + 1)`` small convex programs in all;
 * ``group_pairs``: one interaction matrix (``second_order``: 1 forward, 1 backward and
   ``min(G_A, G_B)`` Hessian-vector products);
 * ``learning``: per checkpoint ``M + 1`` on the dataset and on the training items.
@@ -43,6 +45,7 @@ from workers.engine.attribution import (
     prepare_batch,
 )
 from workers.engine.interactions import emap as emap_compute
+from workers.engine.pid import discretise, pid_bootstrap, sketch
 from workers.engine.report import probes, stats
 from workers.engine.report.options import INTERACTION_TYPES, ReportOptions
 from workers.engine.report.slices import SliceSet, slice_fields_for
@@ -59,7 +62,16 @@ __all__ = [
 ]
 
 REPORT_VERSION = 1
-STAGES: tuple[str, ...] = ("subsets", "permutation", "noise", "corruption", "emap", "group_pairs", "learning")
+STAGES: tuple[str, ...] = (
+    "subsets",
+    "permutation",
+    "noise",
+    "corruption",
+    "emap",
+    "pid",
+    "group_pairs",
+    "learning",
+)
 
 #: The classification, as the report prints it beside the thresholds.
 INTERACTION_RULES = (
@@ -441,6 +453,63 @@ def _stage_emap(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     return {**result.to_json(), "n_items_used": len(chosen), "pairing": pairing, "gap": interval}
 
 
+#: Columns kept per modality before PCA and k-means (wider embeddings are count-sketched).
+PID_SKETCH_WIDTH = 4096
+
+
+def _padded(chunks: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of every batch, zero-padded to the widest (token sequences are padded per batch)."""
+    width = max(chunk.shape[1] for chunk in chunks)
+    return np.concatenate([np.pad(chunk, ((0, 0), (0, width - chunk.shape[1]))) for chunk in chunks])
+
+
+def _stage_pid(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
+    """Partial information decomposition of the pair about the gold labels (the dataset) and
+    about the model's answers (the model), on each modality's embedded tensor made discrete."""
+    if not ctx.options.pid:
+        return {"skipped": "not requested"}
+    pair = ctx.pair()
+    if pair is None:
+        return {"skipped": "name the two modalities to pair (options.pair)"}
+    n = len(ctx.items)
+    if n < 2:
+        return {"skipped": "the PID needs at least two items"}
+    rng = np.random.default_rng([ctx.options.seed, 5])
+    chosen = np.sort(rng.choice(n, size=min(n, ctx.options.pid_max_items), replace=False))
+    wanted = set(chosen.tolist())
+    index = [ctx.modalities.index(m) for m in pair]
+    parts: list[list[np.ndarray]] = [[], []]
+    for start, chunk in ctx.batches():
+        rows = [k for k in range(len(chunk)) if start + k in wanted]
+        if not rows:
+            continue
+        p = prepare_batch(ctx.adapter, ctx.adapter.encode([chunk[k] for k in rows]))
+        for slot, m in enumerate(index):
+            values = p.inputs[m].detach().to(torch.float32).reshape(len(rows), -1).cpu().numpy()
+            parts[slot].append(sketch(values, width=PID_SKETCH_WIDTH, seed=ctx.options.seed))
+        ctx.progress("pid", min(n, start + len(chunk)), n)
+    codes = [discretise(_padded(chunks), k=ctx.options.pid_clusters, seed=ctx.options.seed) for chunks in parts]
+    predicted = np.asarray(state["subsets"]["columns"]["prediction"])[chosen]
+    gold = ctx.gold[chosen]
+    labelled = gold >= 0
+    resamples, seed = ctx.options.pid_resamples, ctx.options.seed
+    model = pid_bootstrap(codes[0], codes[1], predicted, n_resamples=resamples, seed=seed)
+    dataset = (
+        pid_bootstrap(codes[0][labelled], codes[1][labelled], gold[labelled], n_resamples=resamples, seed=seed)
+        if labelled.sum() >= 2
+        else {"skipped": "the dataset's PID needs at least two items with gold labels"}
+    )
+    return {
+        "modalities": list(pair),
+        "n_items_used": len(chosen),
+        "clusters": {m: int(c.max()) + 1 for m, c in zip(pair, codes)},
+        "cluster_sizes": {m: np.bincount(c).tolist() for m, c in zip(pair, codes)},
+        "n_resamples": resamples,
+        "dataset": dataset,
+        "model": model,
+    }
+
+
 def _stage_group_pairs(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     """The cross-modal group pairs that interact most, averaged over the items."""
     method = ctx.options.group_pairs
@@ -587,6 +656,7 @@ _STAGE_FUNCTIONS = {
     "noise": _stage_noise,
     "corruption": _stage_corruption,
     "emap": _stage_emap,
+    "pid": _stage_pid,
     "group_pairs": _stage_group_pairs,
     "learning": _stage_learning,
 }
@@ -816,6 +886,7 @@ def model_report_assemble(
         },
         "strength": {key: _distribution(base[f"strength:{key}"], low=0.0, high=1.0) for key in pair_keys},
         "emap": state.get("emap"),
+        "pid": state.get("pid"),
         "group_pairs": state.get("group_pairs"),
     }
 

@@ -95,6 +95,7 @@ def _summary(report: Mapping[str, Any]) -> list[Row]:
             _value_row("emap", "+".join(emap["modalities"]), "model accuracy", emap["model_accuracy"]),
             _value_row("emap", "+".join(emap["modalities"]), "projection accuracy", emap["projection_accuracy"]),
         ]
+    rows += _pid_rows(report["interactions"].get("pid") or {})
     noise = (report["robustness"] or {}).get("noise")
     if noise:
         for target, curve in noise["curves"].items():
@@ -273,3 +274,33 @@ def rows_of(report: Mapping[str, Any]) -> Iterable[tuple[str, list[Row]]]:
     """Every table, in :data:`TABLES` order."""
     for name in TABLES:
         yield name, report_table(report, name)
+
+
+#: The PID's parts as the summary table and the page name them (``unique_1`` is the pair's first).
+PID_PARTS = ("redundancy", "unique_1", "unique_2", "synergy", "total")
+
+
+def pid_part_names(modalities: Sequence[str]) -> dict[str, str]:
+    """``redundancy`` -> "redundancy (bits)", ``unique_1`` -> "uniqueness of <first> (bits)"..."""
+    first, second = modalities
+    return {
+        "redundancy": "redundancy (bits)",
+        "unique_1": f"uniqueness of {first} (bits)",
+        "unique_2": f"uniqueness of {second} (bits)",
+        "synergy": "synergy (bits)",
+        "total": f"I({first}, {second}; target) (bits)",
+    }
+
+
+def _pid_rows(pid: Mapping[str, Any]) -> list[Row]:
+    if "model" not in pid:
+        return []
+    pair = "+".join(pid["modalities"])
+    names = pid_part_names(pid["modalities"])
+    rows = []
+    for target, subject in (("dataset", f"{pair} about the gold labels"), ("model", f"{pair} about the answers")):
+        block = pid.get(target) or {}
+        if "total" not in block:
+            continue
+        rows += [_interval_row("pid", subject, names[part], block[part]) for part in PID_PARTS]
+    return rows
