@@ -1,0 +1,123 @@
+"""The bias section's numbers on hand-computed cases (workers/engine/report/bias.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.engine.report.bias import (
+    bias_amplification,
+    bias_scores,
+    cross_validated_predictions,
+    leakage,
+    mass_inside,
+    pointing_hit,
+    wilson_interval,
+)
+
+OUTPUTS = ("cooking", "driving")
+GROUPS = ("man", "woman")
+
+
+def _table(counts: dict[tuple[str, str], int]) -> tuple[list[str], list[str]]:
+    outputs, groups = [], []
+    for (output, group), count in counts.items():
+        outputs += [output] * count
+        groups += [group] * count
+    return outputs, groups
+
+
+def test_bias_scores_by_hand():
+    outputs, groups = _table({("cooking", "woman"): 6, ("cooking", "man"): 2, ("driving", "woman"): 1})
+    b = bias_scores(outputs, groups, output_names=(*OUTPUTS, "reading"), group_names=GROUPS)
+    np.testing.assert_allclose(b[0], [0.25, 0.75])
+    np.testing.assert_allclose(b[1], [0.0, 1.0])
+    assert np.isnan(b[2]).all()  # never answered
+
+
+def test_bias_amplification_by_hand():
+    # Training: cooking is 6 women / 2 men (b = 0.75 woman), driving 1 woman / 3 men (b = 0.75 man).
+    train = _table({("cooking", "woman"): 6, ("cooking", "man"): 2, ("driving", "woman"): 1, ("driving", "man"): 3})
+    # Predictions: cooking 7 women / 1 man (0.875), driving 1 woman / 4 men (0.8).
+    predicted = _table({("cooking", "woman"): 7, ("cooking", "man"): 1, ("driving", "woman"): 1, ("driving", "man"): 4})
+    result = bias_amplification(
+        train_outputs=train[0],
+        train_groups=train[1],
+        predicted=predicted[0],
+        groups=predicted[1],
+        output_names=OUTPUTS,
+        group_names=GROUPS,
+    )
+    pairs = {(p["output"], p["group"]): p for p in result["pairs"]}
+    assert set(pairs) == {("cooking", "woman"), ("driving", "man")}  # only b_train > 1/2
+    assert pairs["cooking", "woman"]["difference"] == pytest.approx(0.125)
+    assert pairs["driving", "man"]["difference"] == pytest.approx(0.05)
+    assert result["amplification"] == pytest.approx((0.125 + 0.05) / 2)
+
+
+def test_predictions_that_copy_the_training_table_amplify_nothing():
+    train = _table({("cooking", "woman"): 6, ("cooking", "man"): 2, ("driving", "woman"): 1, ("driving", "man"): 3})
+    result = bias_amplification(
+        train_outputs=train[0],
+        train_groups=train[1],
+        predicted=train[0] * 2,
+        groups=train[1] * 2,
+        output_names=OUTPUTS,
+        group_names=GROUPS,
+    )
+    assert result["amplification"] == pytest.approx(0.0)
+
+
+def test_leakage_of_a_perfectly_leaking_output_is_one():
+    groups = ["a"] * 20 + ["b"] * 20
+    softmax = np.array([[0.9, 0.1] if g == "a" else [0.2, 0.8] for g in groups])
+    result = leakage(softmax, groups, folds=5, seed=3)
+    assert result["accuracy"] == 1.0
+    assert result["majority"] == 0.5
+
+
+def test_leakage_of_an_output_that_ignores_the_group_is_the_majority_share():
+    # The same output for every item: the classifier learns its intercept only, and stratified
+    # folds keep both groups equally frequent in training, so it cannot tell them apart.
+    groups = ["a"] * 20 + ["b"] * 20
+    result = leakage(np.tile([0.3, 0.7], (40, 1)), groups, folds=5, seed=3)
+    assert result["accuracy"] == 0.5 == result["majority"]
+
+
+def test_cross_validated_predictions_separate_linearly_separable_groups():
+    rng = np.random.default_rng(0)
+    groups = ["x", "y", "z"] * 15
+    centres = {"x": [3.0, 0.0], "y": [0.0, 3.0], "z": [-3.0, -3.0]}
+    features = np.array([centres[g] for g in groups]) + 0.3 * rng.standard_normal((45, 2))
+    predicted = cross_validated_predictions(features, groups, folds=5, seed=0)
+    assert list(predicted) == groups
+
+
+def test_mass_inside_by_hand():
+    scores = np.array([1.0, -3.0, 0.0, 4.0])
+    assert mass_inside(scores, np.array([False, True, False, True])) == pytest.approx(7 / 8)
+    assert mass_inside(scores, np.zeros(4, dtype=bool)) == 0.0
+    assert mass_inside(np.zeros(4), np.ones(4, dtype=bool)) is None
+    # A map and a mask: 2 of the 4 unit cells of the top row, total 8.
+    attribution = np.ones((2, 4))
+    mask = np.zeros((2, 4), dtype=bool)
+    mask[0, :2] = True
+    assert mass_inside(attribution, mask) == pytest.approx(2 / 8)
+
+
+def test_pointing_game_by_hand():
+    scores = np.array([1.0, -3.0, 0.0, 4.0])
+    assert pointing_hit(scores, np.array([False, False, False, True])) is True
+    # The largest magnitude (-3) is no maximum: the pointing game reads the signed attribution.
+    assert pointing_hit(scores, np.array([True, True, False, False])) is False
+    assert pointing_hit(np.array([2.0, 2.0]), np.array([False, True])) is True  # a tie inside
+    assert pointing_hit(scores, np.zeros(4, dtype=bool)) is None
+
+
+def test_wilson_interval_by_hand():
+    block = wilson_interval(8, 10)
+    assert block["estimate"] == 0.8
+    assert block["ci_low"] == pytest.approx(0.4902, abs=1e-4)
+    assert block["ci_high"] == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 0)["estimate"] is None
+    assert wilson_interval(5, 5)["ci_high"] == 1.0
