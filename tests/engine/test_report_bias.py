@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from workers.engine.report.bias import (
+    amplification_interval,
     bias_amplification,
     bias_scores,
     cross_validated_predictions,
+    evidence_mask,
     leakage,
     mass_inside,
     pointing_hit,
@@ -121,3 +123,34 @@ def test_wilson_interval_by_hand():
     assert block["ci_high"] == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 0)["estimate"] is None
     assert wilson_interval(5, 5)["ci_high"] == 1.0
+
+
+def test_evidence_mask_matches_patch_cells_and_word_positions():
+    names = ["patch A1", "patch B1", "patch A2", "patch B2"]
+    inside, unmatched = evidence_mask(["B1", "B2", "Z9"], names)
+    assert inside.tolist() == [False, True, False, True]
+    assert unmatched == ["Z9"]
+    words = ["what", "colour", None, "is"]  # a hidden padding group is no word
+    inside, unmatched = evidence_mask([1, 2, 7], words)
+    assert inside.tolist() == [False, True, False, True]
+    assert unmatched == [7]
+
+
+def test_amplification_interval_holds_the_estimate():
+    train = _table({("cooking", "woman"): 6, ("cooking", "man"): 2, ("driving", "woman"): 1, ("driving", "man"): 3})
+    predicted = _table(
+        {("cooking", "woman"): 70, ("cooking", "man"): 10, ("driving", "woman"): 10, ("driving", "man"): 40}
+    )
+    block = amplification_interval(
+        train_outputs=train[0],
+        train_groups=train[1],
+        predicted=predicted[0],
+        groups=predicted[1],
+        output_names=OUTPUTS,
+        group_names=GROUPS,
+        seed=0,
+        n_resamples=300,
+    )
+    assert block["estimate"] == pytest.approx(0.0875)
+    assert block["ci_low"] < 0.0875 < block["ci_high"]
+    assert block["n"] == 130

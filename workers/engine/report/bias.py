@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "amplification_interval",
     "bias_amplification",
     "bias_scores",
     "cross_validated_predictions",
+    "evidence_mask",
     "leakage",
     "mass_inside",
     "pointing_hit",
@@ -184,3 +186,67 @@ def pointing_hit(scores: np.ndarray, region: np.ndarray) -> bool | None:
     if not values.size or not inside.any():
         return None
     return bool(values[inside].max() >= values.max())
+
+
+def evidence_mask(region: Sequence[Any], names: Sequence[str | None]) -> tuple[np.ndarray, list[Any]]:
+    """The groups of one item and modality inside its evidence region, and the region's entries
+    that name no group. ``names`` are the groups' names in group-ID order as participants see
+    them (``probes.group_names``; None for hidden padding). ``region`` lists patch cells
+    (``"B3"``: a group named ``patch B3``) or 0-based indices among the visible groups (the
+    words of a text). Format: docs/MODEL_REPORT.md, "Evidence regions"."""
+    inside = np.zeros(len(names), dtype=bool)
+    visible = [k for k, name in enumerate(names) if name is not None]
+    cells = {name.removeprefix("patch "): k for k, name in enumerate(names) if name and name.startswith("patch ")}
+    unmatched = []
+    for entry in region:
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            if 0 <= entry < len(visible):
+                inside[visible[entry]] = True
+                continue
+        elif isinstance(entry, str) and entry in cells:
+            inside[cells[entry]] = True
+            continue
+        unmatched.append(entry)
+    return inside, unmatched
+
+
+def amplification_interval(
+    *,
+    train_outputs: Sequence[str],
+    train_groups: Sequence[str],
+    predicted: Sequence[str],
+    groups: Sequence[str],
+    output_names: Sequence[str],
+    group_names: Sequence[str],
+    seed: int,
+    n_resamples: int = 1000,
+) -> dict[str, Any]:
+    """:func:`bias_amplification` with a 95% percentile-bootstrap interval over the test items
+    (the reference table is held fixed): ``{"estimate", "ci_low", "ci_high", "n"}``."""
+    result = bias_amplification(
+        train_outputs=train_outputs,
+        train_groups=train_groups,
+        predicted=predicted,
+        groups=groups,
+        output_names=output_names,
+        group_names=group_names,
+    )
+    if result["amplification"] is None:
+        return {"estimate": None, "ci_low": None, "ci_high": None, "n": len(predicted)}
+    o_index = {o: k for k, o in enumerate(output_names)}
+    g_index = {g: k for k, g in enumerate(group_names)}
+    keep = [i for i, (o, g) in enumerate(zip(predicted, groups)) if o in o_index and g in g_index]
+    codes = np.array([o_index[predicted[i]] * len(group_names) + g_index[groups[i]] for i in keep], dtype=np.int64)
+    pairs = [(o_index[p["output"]], g_index[p["group"]], p["b_train"]) for p in result["pairs"]]
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_resamples)
+    cells = len(output_names) * len(group_names)
+    for r in range(n_resamples):
+        sample = codes[rng.integers(0, codes.size, size=codes.size)]
+        counts = np.bincount(sample, minlength=cells).reshape(len(output_names), len(group_names)).astype(float)
+        totals = counts.sum(axis=1)
+        differences = [counts[o, g] / totals[o] - b for o, g, b in pairs if totals[o] > 0]
+        draws[r] = np.mean(differences) if differences else np.nan
+    finite = draws[np.isfinite(draws)]
+    low, high = np.percentile(finite, [2.5, 97.5]).tolist() if finite.size else (None, None)
+    return {"estimate": result["amplification"], "ci_low": low, "ci_high": high, "n": int(codes.size), **result}
