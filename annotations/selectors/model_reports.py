@@ -18,6 +18,7 @@ STAGE_TITLES = {
     "corruption": "the adapter's corruptions",
     "emap": "EMAP (every item with every other)",
     "group_pairs": "cross-modal group pairs",
+    "bias": "groups, leakage and evidence regions",
     "learning": "checkpoints",
 }
 
