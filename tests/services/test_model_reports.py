@@ -47,7 +47,16 @@ def test_report_runs_in_process_and_stores_every_section(alice, toy):
     assert {s["name"] for s in result["slices"]} == {"positive", "unsure"}
     assert [c["name"] for c in result["learning"]["checkpoints"]] == ["epoch-1", "epoch-2", "epoch-3"]
     assert result["learning"]["failed"][0]["name"] == "broken"
-    assert set(report.state) >= {"subsets", "permutation", "noise", "corruption", "emap", "group_pairs", "learning"}
+    assert set(report.state) >= {
+        "subsets",
+        "permutation",
+        "noise",
+        "corruption",
+        "emap",
+        "group_pairs",
+        "bias",
+        "learning",
+    }
     assert report.finished_at is not None and report.claim  # the finishing worker's claim stays recorded
 
 
@@ -195,7 +204,7 @@ def test_progress_counts_finished_stages(alice, toy):
     )
     report.refresh_from_db()
     progress = model_report_progress(report=report)
-    assert progress["fraction"] == pytest.approx((2 + 0.5) / 7, abs=1e-4)
+    assert progress["fraction"] == pytest.approx((2 + 0.5) / 8, abs=1e-4)  # 8 stages
     assert progress["stage_title"] == "Gaussian noise in embedding space"
 
 
