@@ -154,3 +154,61 @@ def test_amplification_interval_holds_the_estimate():
     assert block["estimate"] == pytest.approx(0.0875)
     assert block["ci_low"] < 0.0875 < block["ci_high"]
     assert block["n"] == 130
+
+
+def _linear_report(items: list[dict]) -> dict:
+    from tests.builders.report_adapters import LinearAdapter
+    from workers.engine.report.quantify import ReportOptions, model_report_run
+
+    adapter = LinearAdapter()
+    options = ReportOptions(
+        n_resamples=100,
+        noise_levels=[0.0, 1.0],
+        permutations=1,
+        corruption_levels=[0.0, 1.0],
+        emap=False,
+        group_pairs="",
+        bias_methods=["input_x_gradient"],
+    )
+    return adapter, model_report_run(adapter, items, options=options)
+
+
+def test_the_bias_stage_on_a_linear_model_matches_the_closed_form():
+    from tests.builders.report_adapters import LinearAdapter
+
+    items = LinearAdapter().make_items(40, seed=3)
+    for i, item in enumerate(items):
+        item["group"] = "x" if i % 2 else "y"
+        item["evidence"] = {"a": [0, 1]}  # the first two features of modality a
+    adapter, report = _linear_report(items)
+    bias = report["bias"]
+    rows = {row["id"]: row for row in report["items"]}
+    for item in items:
+        a = np.array(item["a"])
+        # Input x gradient of a linear score: w * a, exactly, over modality a (the one the region
+        # names; b's attribution does not count); the answer "neg" has the constant logit 0, so no
+        # attribution at all.
+        scores = adapter.w.numpy() * a
+        row = rows[item["id"]]
+        if row["prediction"] == "pos":
+            expected = np.abs(scores[:2]).sum() / np.abs(scores).sum()
+            assert row["evidence_mass:input_x_gradient"] == pytest.approx(expected)
+            assert row["pointing:input_x_gradient"] == (scores[:2].max() >= scores.max())
+        else:
+            assert row["evidence_mass:input_x_gradient"] is None
+    for group in ("x", "y"):
+        mine = [rows[it["id"]] for it in items if it["group"] == group]
+        right = sum(row["correct"] for row in mine)
+        assert bias["per_group"][group]["n"] == 20
+        assert bias["per_group"][group]["accuracy"] == wilson_interval(right, 20)
+    # No training items: amplification is measured against this dataset's own gold labels.
+    assert bias["amplification"]["reference"] == "dataset gold labels"
+    assert bias["leakage"]["n"] == 40 and bias["leakage"]["folds"] == 5
+
+
+def test_the_bias_section_is_skipped_without_groups_or_evidence():
+    from tests.builders.report_adapters import LinearAdapter
+
+    _, report = _linear_report(LinearAdapter().make_items(12, seed=1))
+    assert report["bias"] == {"skipped": "no item carries a group or an evidence region"}
+    assert "group" not in report["items"][0]
