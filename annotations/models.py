@@ -57,6 +57,15 @@ class Item(models.Model):
         default=list, blank=True, help_text="The answers valid for this item ([]: not declared, every label)."
     )
     answer_type = models.CharField(max_length=100, blank=True, help_text="The answer type naming the choices, if any.")
+    group = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The protected attribute, for the model report's bias section.",
+    )
+    evidence = models.JSONField(
+        null=True, blank=True, help_text="The evidence region per modality (workers/engine/dataset.py), or null."
+    )
 
     class Meta:
         constraints = [

@@ -145,6 +145,80 @@ def _robustness_rows(result: dict) -> list[dict[str, str]]:
     return rows
 
 
+def _bias_rows(result: dict) -> dict[str, Any]:
+    """The bias section as the page shows it: per group, then amplification, leakage and the
+    evidence measures (each with its interval)."""
+    bias = result.get("bias") or {"skipped": "not computed (a report from before the bias section)"}
+    if bias.get("skipped"):
+        return {"skipped": bias["skipped"]}
+
+    def gap(block: dict) -> str:
+        return _ci(block, lambda v: f"{100 * v:+.1f} points")
+
+    groups = [
+        {
+            "name": name,
+            "n": block["n"],
+            "accuracy": _ci(block["accuracy"]),
+            "error": _ci(block["error"]),
+            "gap": gap(block["accuracy_gap"]),
+            "clear": (block["accuracy_gap"].get("ci_low") or 0) > 0 or (block["accuracy_gap"].get("ci_high") or 0) < 0,
+        }
+        for name, block in bias["per_group"].items()
+    ]
+    amplification = bias.get("amplification") or {}
+    leakage = bias.get("leakage") or {}
+    evidence = bias.get("evidence") or {}
+    methods = [
+        {
+            "method": method,
+            "rows": [
+                {
+                    "group": "all items",
+                    "mass": _ci(block["all"]["mass_inside"]),
+                    "pointing": _ci(block["all"]["pointing"]),
+                }
+            ]
+            + [
+                {"group": name, "mass": _ci(part["mass_inside"]), "pointing": _ci(part["pointing"])}
+                for name, part in block["per_group"].items()
+            ],
+        }
+        for method, block in evidence.items()
+        if isinstance(block, dict) and "all" in block
+    ]
+    return {
+        "groups": groups,
+        "n_without_group": bias.get("n_without_group", 0),
+        "amplification": {
+            "skipped": amplification.get("skipped", ""),
+            "value": _ci(amplification, lambda v: f"{v:+.3f}") if "estimate" in amplification else "",
+            "reference": amplification.get("reference", ""),
+            "note": amplification.get("note", ""),
+            "pairs": [
+                {
+                    **p,
+                    "b_train": _pct(p["b_train"]),
+                    "b_predicted": _pct(p["b_predicted"]),
+                    "difference": gap({"estimate": p["difference"]}),
+                }
+                for p in amplification.get("pairs") or []
+            ],
+        },
+        "leakage": {
+            "skipped": leakage.get("skipped", ""),
+            "model": _ci(leakage.get("model")),
+            "data": _ci(leakage.get("data")),
+            "difference": gap(leakage.get("difference")) if leakage.get("difference") else "—",
+            "majority": _pct(leakage.get("majority")),
+            "folds": leakage.get("folds"),
+        },
+        "evidence": methods,
+        "evidence_skipped": evidence.get("skipped", ""),
+        "unmatched": bias.get("evidence_unmatched") or [],
+    }
+
+
 def _learning_rows(result: dict) -> dict[str, Any]:
     learning = result.get("learning") or {}
     checkpoints = learning.get("checkpoints") or []
@@ -236,6 +310,7 @@ def model_report_detail(request, pk: int):
                 "slice_rows": _slice_rows(result),
                 "robustness_rows": _robustness_rows(result),
                 "learning": _learning_rows(result),
+                "bias": _bias_rows(result),
                 "accuracy": _ci(result["summary"].get("accuracy")),
                 "types": result["interactions"]["types"],
                 "emap": result["interactions"].get("emap") or {},

@@ -19,6 +19,7 @@ STAGE_TITLES = {
     "emap": "EMAP (every item with every other)",
     "pid": "partial information decomposition",
     "group_pairs": "cross-modal group pairs",
+    "bias": "groups, leakage and evidence regions",
     "learning": "checkpoints",
 }
 
@@ -65,8 +66,19 @@ def model_report_progress(*, report: ModelReport) -> dict[str, Any]:
 
 
 def dataset_raw_items(*, dataset: Dataset) -> list[dict[str, Any]]:
-    """The dataset's items as the engine reads them, in file order."""
-    return [item_raw(item) for item in dataset.items.order_by("line_number")]
+    """The dataset's items as the engine reads them, in file order, with their bias annotations
+    (``group``, ``evidence``) where imported: the model report alone reads them."""
+    return [item_report_raw(item) for item in dataset.items.order_by("line_number")]
+
+
+def item_report_raw(item) -> dict[str, Any]:
+    """:func:`item_raw` plus the item's ``group`` and ``evidence`` when it has them."""
+    raw = item_raw(item)
+    if item.group:
+        raw["group"] = item.group
+    if item.evidence:
+        raw["evidence"] = item.evidence
+    return raw
 
 
 def dataset_item_lines(*, dataset: Dataset) -> dict[str, int]:

@@ -118,6 +118,8 @@ def dataset_import(*, owner, name: str, jsonl_path: Path, files_within: Path | N
                     line_number=line.line,
                     choices=list(line.choices),
                     answer_type=line.answer_type,
+                    group=line.group or "",
+                    evidence=line.evidence,
                     payload={
                         m: (v.replace(old_prefix, new_prefix, 1) if is_file_modality(m) else v)
                         for m, v in payload.items()

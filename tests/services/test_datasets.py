@@ -392,3 +392,66 @@ def test_per_item_choices_import_from_a_plain_jsonl(alice, tmp_path):
         (["red", "green", "blue"], ""),
     ]
     assert dataset.answer_types == {} and dataset.modalities == ["text"]
+
+
+def _with_bias_fields(jsonl: Path, extra: list[dict]) -> Path:
+    """``jsonl``'s first two lines, then one line per ``extra`` (each a copy of line 1 with a new
+    id and the given fields)."""
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    more = [{**lines[0], "id": f"b{k}", **fields} for k, fields in enumerate(extra)]
+    jsonl.write_text("\n".join(json.dumps(line) for line in [*lines[:2], *more]) + "\n")
+    return jsonl
+
+
+def test_group_and_evidence_are_stored_and_reach_the_model_report_only(alice, tmp_path):
+    from annotations.selectors.model_reports import dataset_raw_items
+    from annotations.selectors.studies import item_raw
+
+    jsonl = _with_bias_fields(
+        write_dataset(tmp_path / "src", 2),
+        [{"group": "b", "evidence": {"image": ["C4", "D4", "C4"], "text": [0, 3]}}, {"group": 7}],
+    )
+
+    dataset = dataset_import(owner=alice, name="biased", jsonl_path=jsonl)
+
+    assert dataset.modalities == ["image", "text"]  # neither field is a modality
+    items = {i.external_id: i for i in dataset.items.all()}
+    assert (items["b0"].group, items["b0"].evidence) == ("b", {"image": ["C4", "D4"], "text": [0, 3]})
+    assert (items["b1"].group, items["b1"].evidence) == ("7", None)
+    assert (items["q0"].group, items["q0"].evidence) == ("", None)
+    raws = {raw["id"]: raw for raw in dataset_raw_items(dataset=dataset)}
+    assert raws["b0"]["group"] == "b" and raws["b0"]["evidence"]["image"] == ["C4", "D4"]
+    assert "group" not in raws["q0"] and "evidence" not in raws["q0"]
+    # Precompute and the adapter probe read items without them.
+    assert "group" not in item_raw(items["b0"]) and "evidence" not in item_raw(items["b0"])
+
+
+def test_bad_group_and_evidence_are_reported_by_line(alice, tmp_path, media_root):
+    jsonl = _with_bias_fields(
+        write_dataset(tmp_path / "src", 2),
+        [
+            {"group": ""},  # 3
+            {"group": ["a"]},  # 4
+            {"evidence": ["C4"]},  # 5
+            {"evidence": {"audio": [1]}},  # 6
+            {"evidence": {"image": ["c4"]}},  # 7
+            {"evidence": {"text": [-1]}},  # 8
+            {"evidence": {"image": []}},  # 9
+            {"evidence": {"text": ["what"]}},  # 10
+        ],
+    )
+
+    with pytest.raises(DatasetImportError) as caught:
+        dataset_import(owner=alice, name="bad", jsonl_path=jsonl)
+
+    by_line = {int(e.split(":", 1)[0].removeprefix("line ")): e for e in caught.value.errors}
+    assert sorted(by_line) == list(range(3, 11))
+    assert "field 'group' must be a non-blank string" in by_line[3]
+    assert "field 'group'" in by_line[4]
+    assert "field 'evidence' must be an object of modalities to lists" in by_line[5]
+    assert "names 'audio', which is no modality of the line" in by_line[6]
+    assert '"c4" is no patch cell' in by_line[7]
+    assert "-1 is no position" in by_line[8]
+    assert "must be a non-empty list" in by_line[9]
+    assert '"what" is no position' in by_line[10]
+    _assert_nothing_stored(media_root)

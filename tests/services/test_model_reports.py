@@ -55,6 +55,7 @@ def test_report_runs_in_process_and_stores_every_section(alice, toy):
         "emap",
         "pid",
         "group_pairs",
+        "bias",
         "learning",
     }
     assert report.finished_at is not None and report.claim  # the finishing worker's claim stays recorded
@@ -204,7 +205,7 @@ def test_progress_counts_finished_stages(alice, toy):
     )
     report.refresh_from_db()
     progress = model_report_progress(report=report)
-    assert progress["fraction"] == pytest.approx((2 + 0.5) / 8, abs=1e-4)  # 8 stages
+    assert progress["fraction"] == pytest.approx((2 + 0.5) / 9, abs=1e-4)  # 9 stages
     assert progress["stage_title"] == "Gaussian noise in embedding space"
 
 

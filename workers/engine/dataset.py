@@ -24,6 +24,15 @@ for it, ``"choices": ["yes", "no"]``, or name its answer type, ``"answer_type": 
 
     {"colour": ["red", "green", "blue"], "shape": ["circle", "square"], "yes-no": ["yes", "no"]}
 
+Bias annotations (optional, for the model report's bias section; docs/MODEL_REPORT.md, "Social
+bias"): ``"group": "b"`` names the item's protected attribute (a non-blank string or an
+integer), and ``"evidence"`` its evidence region, per modality: for an image, the patch cells of
+the grid participants see around the picture (column letter, 1-based row, as the pages label
+them: ``{"image": ["C4", "D4"]}``); for any other modality, 0-based positions of its shown
+groups (for a text, its words: ``{"text": [4]}``). A rationale study's answers are written in
+this same format, so they can be imported back as a dataset's evidence. Neither is ever shown
+to participants.
+
 Participants then choose only among an item's valid answers (plus the model's own answer,
 whatever it is). Once one line declares its valid answers, every line must, and the gold
 ``label`` must be one of them. Whether the model knows each answer is checked later, when a
@@ -52,8 +61,13 @@ SERIES_MODALITIES = frozenset({"series"})
 #: The participant view that shows each of these modality kinds (presentation_modalities.py),
 #: in the order a page shows them.
 MODALITY_VIEW_OF_KIND = {"tabular": "table", "series": "series", "audio": "audio"}
-#: Keys that are no modality: the id, the gold label and the item's valid answers.
-RESERVED_KEYS = frozenset({"id", "label", "choices", "answer_type"})
+#: Keys that are no modality: the id, the gold label, the item's valid answers, and for the
+#: model report's bias section the protected attribute and the evidence region.
+RESERVED_KEYS = frozenset({"id", "label", "choices", "answer_type", "group", "evidence"})
+#: A patch cell of the grid participants see around a picture: column letters, 1-based row.
+_PATCH_CELL = re.compile(r"[A-Z]{1,2}[1-9][0-9]{0,2}")
+#: The most entries of one modality's evidence region.
+EVIDENCE_MAX_ENTRIES = 10_000
 #: The answer-type declaration, a JSON object beside the JSONL file (module doc).
 ANSWER_TYPES_FILE = "answer_types.json"
 # 40 megapixels: far above what a participant's screen shows, and a decoded RGB copy
@@ -246,10 +260,69 @@ class DatasetLine:
     #: The item's valid answers (its ``choices`` or its answer type's); empty: not declared.
     choices: tuple[str, ...] = ()
     answer_type: str = ""
+    #: The protected attribute (``group``) and evidence region (``evidence``), None if absent.
+    group: str | None = None
+    evidence: dict[str, list[Any]] | None = None
 
     @property
     def id(self) -> str:
         return self.item["id"]
+
+
+def _line_group(obj: dict[str, Any], problems: list[str]) -> str | None:
+    """The line's ``group`` as a string (None without one); appends what is wrong with it."""
+    if "group" not in obj:
+        return None
+    value = obj["group"]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > 200:
+        problems.append(
+            f"field 'group' must be a non-blank string of at most 200 characters or an integer, not {_shown(value)}"
+        )
+        return None
+    return value.strip()
+
+
+def _line_evidence(
+    obj: dict[str, Any], modalities: tuple[str, ...], problems: list[str]
+) -> dict[str, list[Any]] | None:
+    """The line's ``evidence`` region (None without one); appends what is wrong with it."""
+    if "evidence" not in obj:
+        return None
+    value = obj["evidence"]
+    form = 'an object of modalities to lists, e.g. {"image": ["C4", "D4"]} or {"text": [0, 3]}'
+    if not isinstance(value, dict) or not value:
+        problems.append(f"field 'evidence' must be {form}")
+        return None
+    region: dict[str, list[Any]] = {}
+    for modality, entries in value.items():
+        if modality not in modalities:
+            problems.append(
+                f"field 'evidence' names '{modality}', which is no modality of the line ({', '.join(modalities)})"
+            )
+            continue
+        if not isinstance(entries, list) or not entries or len(entries) > EVIDENCE_MAX_ENTRIES:
+            problems.append(
+                f"field 'evidence' for '{modality}' must be a non-empty list (at most {EVIDENCE_MAX_ENTRIES:,} entries)"
+            )
+            continue
+        if modality_kind(modality) == "image":
+            bad = next((e for e in entries if not isinstance(e, str) or not _PATCH_CELL.fullmatch(e)), None)
+            if bad is not None:
+                problems.append(
+                    f"field 'evidence' for '{modality}': {_shown(bad)} is no patch cell (column letter then row, e.g. \"C4\")"
+                )
+                continue
+        else:
+            bad = next((e for e in entries if isinstance(e, bool) or not isinstance(e, int) or e < 0), None)
+            if bad is not None:
+                problems.append(
+                    f"field 'evidence' for '{modality}': {_shown(bad)} is no position (a whole number >= 0, e.g. a word's index)"
+                )
+                continue
+        region[modality] = list(dict.fromkeys(entries))
+    return region
 
 
 def _check_file(path: Path, modality: str, *, max_image_pixels: int) -> str | None:
@@ -373,6 +446,8 @@ def read_dataset_jsonl(
         if choices and "label" in item and item["label"] not in choices:
             problems.append(f"label '{item['label']}' is not among the item's valid answers ({', '.join(choices)})")
         (declared_on if ("choices" in obj or "answer_type" in obj) else undeclared_on).append(number)
+        group = _line_group(obj, problems)
+        evidence = _line_evidence(obj, line_modalities, problems)
 
         for modality in line_modalities:
             value = obj[modality]
@@ -402,7 +477,11 @@ def read_dataset_jsonl(
         if problems:
             errors.extend(LineError(number, p) for p in problems)
         else:
-            lines.append(DatasetLine(line=number, item=item, choices=choices, answer_type=answer_type))
+            lines.append(
+                DatasetLine(
+                    line=number, item=item, choices=choices, answer_type=answer_type, group=group, evidence=evidence
+                )
+            )
 
     if declared_on and undeclared_on:
         errors.extend(

@@ -28,7 +28,8 @@ class Command(BaseCommand):
         "Quantify a model on a dataset without a crowd: modality reliance (baseline and permutation), "
         "modality share and the 2x2 interaction dividend per item, M2Lens interaction types, robustness to "
         "noise and missing modalities (MultiBench relative and effective robustness), bias slices against the "
-        "rest with bootstrap intervals, the EMAP gap, and, with --checkpoints, the learning process (losses "
+        "rest with bootstrap intervals, the EMAP gap, social bias per item group (accuracy gaps, bias "
+        "amplification, leakage, attribution inside evidence regions), and, with --checkpoints, the learning process (losses "
         "per modality, OGR, Gradient-Blending weights). Writes report.json, items/summary/slices/robustness/"
         "learning.csv and the figures (.svg) into --out."
     )
@@ -282,6 +283,7 @@ def _summary_lines(result: dict) -> list[str]:
             f"  slice {s['name']}: {s['n']} items, accuracy vs the rest "
             f"{'—' if diff is None else f'{100 * diff:+.1f} points'}"
         )
+    lines += _bias_lines(result.get("bias") or {})
     learning = result.get("learning") or {}
     if learning.get("checkpoints") or learning.get("failed"):
         lines.append(
@@ -293,4 +295,36 @@ def _summary_lines(result: dict) -> list[str]:
                 else ""
             )
         )
+    return lines
+
+
+def _bias_lines(bias: dict) -> list[str]:
+    """The bias section in a few lines (docs/MODEL_REPORT.md, "Social bias")."""
+    if not bias or bias.get("skipped"):
+        return []
+    lines = [
+        "  group "
+        + ", ".join(
+            f"{name}: {block['n']} items, accuracy {_pct(block['accuracy']['estimate'])}"
+            for name, block in bias["per_group"].items()
+        )
+    ]
+    amplification = bias.get("amplification") or {}
+    if amplification.get("estimate") is not None:
+        lines.append(
+            f"  bias amplification {amplification['estimate']:+.3f} "
+            f"[{amplification['ci_low']:+.3f}, {amplification['ci_high']:+.3f}] against {amplification['reference']}"
+        )
+    leakage = bias.get("leakage") or {}
+    if "model" in leakage:
+        lines.append(
+            f"  leakage: model {_pct(leakage['model']['estimate'])}, data {_pct(leakage['data']['estimate'])}, "
+            f"difference {100 * leakage['difference']['estimate']:+.1f} points"
+        )
+    for method, block in (bias.get("evidence") or {}).items():
+        if isinstance(block, dict) and "all" in block:
+            lines.append(
+                f"  evidence ({method}): mass inside {_pct(block['all']['mass_inside']['estimate'])}, "
+                f"pointing game {_pct(block['all']['pointing']['estimate'])}"
+            )
     return lines

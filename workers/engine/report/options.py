@@ -70,6 +70,9 @@ class ReportOptions:
             strength ``|dividend| / (|effect_a| + |effect_b| + |dividend|)`` reaches this.
         n_resamples: bootstrap resamples of every interval.
         checkpoints: None (no learning section), ``["all"]`` or checkpoint names.
+        bias_methods: attribution methods (of :data:`workers.engine.attribution.METHODS`) whose
+            mass inside each item's evidence region the bias section reports (empty: none).
+        leakage_folds: cross-validation folds of the leakage classifiers.
     """
 
     seed: int = 0
@@ -95,6 +98,8 @@ class ReportOptions:
     strength_threshold: float = 0.2
     n_resamples: int = 1000
     checkpoints: list[str] | None = None
+    bias_methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "saliency"])
+    leakage_folds: int = 5
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ReportOptions:
@@ -162,6 +167,13 @@ class ReportOptions:
             not isinstance(self.pair, list) or len(self.pair) != 2 or self.pair[0] == self.pair[1]
         ):
             raise bad("pair", f"must name two different modalities, got {self.pair!r}")
+        if not isinstance(self.bias_methods, list) or any(
+            m not in SHARE_METHODS or m == "shapley" for m in self.bias_methods
+        ):
+            known = ", ".join(m for m in SHARE_METHODS if m != "shapley")
+            raise bad("bias_methods", f"must be a list of attribution methods ({known}), got {self.bias_methods!r}")
+        if isinstance(self.leakage_folds, bool) or not isinstance(self.leakage_folds, int) or self.leakage_folds < 2:
+            raise bad("leakage_folds", f"must be a whole number >= 2, got {self.leakage_folds!r}")
         if self.checkpoints is not None and (
             not isinstance(self.checkpoints, list) or not all(isinstance(c, str) and c for c in self.checkpoints)
         ):

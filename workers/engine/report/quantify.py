@@ -20,6 +20,8 @@ Cost per item (forward passes), for ``M`` modalities:
   k-means per modality and ``2 * (pid_resamples + 1)`` small convex programs in all;
 * ``group_pairs``: one interaction matrix (``second_order``: 1 forward, 1 backward and
   ``min(G_A, G_B)`` Hessian-vector products);
+* ``bias`` (items with a ``group`` or an ``evidence`` region only): one forward pass, plus each
+  of ``bias_methods`` on the items with an evidence region;
 * ``learning``: per checkpoint ``M + 1`` on the dataset and on the training items.
 
 No Django here.
@@ -46,6 +48,7 @@ from workers.engine.attribution import (
 )
 from workers.engine.interactions import emap as emap_compute
 from workers.engine.pid import discretise, pid_bootstrap, sketch
+from workers.engine.report import bias as bias_metrics
 from workers.engine.report import probes, stats
 from workers.engine.report.options import INTERACTION_TYPES, ReportOptions
 from workers.engine.report.slices import SliceSet, slice_fields_for
@@ -70,6 +73,7 @@ STAGES: tuple[str, ...] = (
     "emap",
     "pid",
     "group_pairs",
+    "bias",
     "learning",
 )
 
@@ -547,6 +551,109 @@ def _stage_group_pairs(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     return {"method": method, "modalities": list(pair), "top": top}
 
 
+def _item_groups(items: Sequence[RawItem]) -> list[str | None]:
+    return [None if item.get("group") in (None, "") else str(item["group"]) for item in items]
+
+
+def _stage_bias(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
+    """The model's softmax outputs, leakage, the reference co-occurrences for bias amplification
+    and, per attribution method, the mass inside and the pointing game on each evidence region
+    (docs/MODEL_REPORT.md, "Social bias")."""
+    groups = _item_groups(ctx.items)
+    has_evidence = [isinstance(item.get("evidence"), Mapping) and bool(item["evidence"]) for item in ctx.items]
+    if not any(g is not None for g in groups) and not any(has_evidence):
+        return {"skipped": "no item carries a group or an evidence region"}
+    predicted = np.asarray(state["subsets"]["columns"]["prediction"])
+    full = tuple([True] * len(ctx.modalities))
+    probs: list[list[float]] = []
+    n = len(ctx.items)
+    methods = list(ctx.options.bias_methods) if any(has_evidence) else []
+    mass: dict[str, list] = {m: [None] * n for m in methods}
+    pointing: dict[str, list] = {m: [None] * n for m in methods}
+    unmatched: list[dict[str, Any]] = []
+    for start, chunk in ctx.batches():
+        batch = ctx.adapter.encode(chunk)
+        p = prepare_batch(ctx.adapter, batch)
+        logits = probes.subset_logits(p, [full], max_rows=ctx.options.max_rows).numpy()[0]
+        probs += _softmax(logits).tolist()
+        rows = [k for k in range(len(chunk)) if has_evidence[start + k]]
+        if rows and methods:
+            described = ctx.adapter.describe_groups(batch)
+            targets = torch.as_tensor(predicted[start : start + len(chunk)])
+            for method in methods:
+                results = attribute(ctx.adapter, batch, method=method, targets=targets, prepared=p)
+                for k in rows:
+                    masses, hits = _evidence_scores(ctx, chunk[k], results[k], described[k], unmatched, method)
+                    mass[method][start + k], pointing[method][start + k] = masses, hits
+        ctx.progress("bias", min(n, start + len(chunk)), n)
+    out: dict[str, Any] = {
+        "probs": probs,
+        "methods": methods,
+        "mass": mass,
+        "pointing": pointing,
+        "unmatched": unmatched,
+    }
+    labelled = [i for i in range(n) if groups[i] is not None and ctx.gold[i] >= 0]
+    if len({groups[i] for i in labelled}) >= 2:
+        group_of = [groups[i] for i in labelled]
+        folds = min(ctx.options.leakage_folds, min(group_of.count(g) for g in set(group_of)))
+        if folds >= 2:
+            one_hot = np.eye(len(ctx.labels))[ctx.gold[labelled]]
+            model_leak = bias_metrics.leakage(np.asarray(probs)[labelled], group_of, folds=folds, seed=ctx.options.seed)
+            data_leak = bias_metrics.leakage(one_hot, group_of, folds=folds, seed=ctx.options.seed)
+            out["leakage"] = {"items": labelled, "folds": folds, "model": model_leak, "data": data_leak}
+        else:
+            out["leakage"] = {"skipped": "a group has fewer than two labelled items"}
+    else:
+        out["leakage"] = {"skipped": "leakage needs labelled items of at least two groups"}
+    reference, source = ctx.train_items, "train_dataset"
+    if reference is None and callable(getattr(ctx.adapter, "training_items", None)):
+        reference, source = list(ctx.adapter.training_items()), "adapter.training_items()"
+    usable = [it for it in reference or [] if it.get("group") not in (None, "") and it.get("label") is not None]
+    if usable:
+        out["reference"] = {
+            "source": source,
+            "labels": [str(it["label"]) for it in usable],
+            "groups": [str(it["group"]) for it in usable],
+        }
+    else:
+        out["reference"] = {
+            "source": "dataset gold labels",
+            "note": "no training items with a group: amplification is measured against this dataset's own labels",
+            "labels": [ctx.labels[ctx.gold[i]] for i in labelled],
+            "groups": [groups[i] for i in labelled],
+        }
+    return out
+
+
+def _evidence_scores(
+    ctx: _Context,
+    item: RawItem,
+    result: Any,
+    described: Sequence[Sequence[Any]],
+    unmatched: list[dict[str, Any]],
+    method: str,
+) -> tuple[float | None, bool | None]:
+    """Mass inside and pointing hit of one item's attribution over the groups of the modalities
+    its evidence names (all those groups together)."""
+    scores, inside = [], []
+    for m, modality in enumerate(ctx.modalities):
+        region = item["evidence"].get(modality)
+        if not region:
+            continue
+        ids = np.asarray(result.group_ids[modality])
+        names_by_id = probes.group_names(described[m])
+        mask, missing = bias_metrics.evidence_mask(region, [names_by_id.get(int(g)) for g in ids])
+        if missing and method == ctx.options.bias_methods[0] and len(unmatched) < 20:
+            unmatched.append({"id": str(item.get("id")), "modality": modality, "entries": missing[:10]})
+        scores.append(np.asarray(result.group_scores[modality], dtype=np.float64))
+        inside.append(mask)
+    if not scores:
+        return None, None
+    values, region = np.concatenate(scores), np.concatenate(inside)
+    return bias_metrics.mass_inside(values, region), bias_metrics.pointing_hit(values, region)
+
+
 def _head_losses(
     adapter: ModelAdapter, items: Sequence[RawItem], gold: np.ndarray, modalities: Sequence[str], options: ReportOptions
 ) -> dict[str, Any]:
@@ -658,6 +765,7 @@ _STAGE_FUNCTIONS = {
     "emap": _stage_emap,
     "pid": _stage_pid,
     "group_pairs": _stage_group_pairs,
+    "bias": _stage_bias,
     "learning": _stage_learning,
 }
 
@@ -802,7 +910,7 @@ def model_report_assemble(
     against the rest of the data, and one row per item. JSON-able (no NaN: undefined is None).
 
     Sections: ``summary``, ``reliance``, ``interactions``, ``robustness``, ``slices``,
-    ``learning``, ``items``, plus ``options``, ``thresholds`` and ``timing``.
+    ``learning``, ``bias``, ``items``, plus ``options``, ``thresholds`` and ``timing``.
     """
     labels = list(adapter_labels)
     modalities = list(modalities)
@@ -894,6 +1002,8 @@ def model_report_assemble(
     item_rows = _item_rows(items, modalities, labels, base, perm, pair_keys, gold)
     slice_rows = _slice_section(slices, item_rows, columns, modalities, types, options) if slices else []
     learning = state.get("learning") or {"skipped": "not computed"}
+    bias = _bias_section(state.get("bias"), items, labels, predicted, gold, options)
+    _bias_item_columns(item_rows, items, state.get("bias"))
     return {
         "version": REPORT_VERSION,
         "labels": labels,
@@ -916,6 +1026,7 @@ def model_report_assemble(
         "slices": slice_rows,
         "slice_definitions": slices.to_json() if slices else {"fields": {}, "slices": {}},
         "learning": learning,
+        "bias": bias,
         "timing": dict(state.get("timing") or {}),
         "items": item_rows,
     }
@@ -1067,3 +1178,137 @@ def _slice_section(
             }
         )
     return out
+
+
+def _bias_item_columns(rows: list[dict[str, Any]], items: Sequence[RawItem], stage: Mapping[str, Any] | None) -> None:
+    """Each item row's group and, per method, its mass inside the evidence and pointing hit."""
+    groups = _item_groups(items)
+    if not any(g is not None for g in groups):
+        return
+    for row, group in zip(rows, groups):
+        row["group"] = group
+    for method in (stage or {}).get("methods") or []:
+        for row, mass, hit in zip(rows, stage["mass"][method], stage["pointing"][method]):
+            row[f"evidence_mass:{method}"] = mass
+            row[f"pointing:{method}"] = hit
+
+
+def _bias_section(
+    stage: Mapping[str, Any] | None,
+    items: Sequence[RawItem],
+    labels: Sequence[str],
+    predicted: np.ndarray,
+    gold: np.ndarray,
+    options: ReportOptions,
+) -> dict[str, Any]:
+    """Per group: accuracy and error with Wilson intervals, each group's accuracy gap to the
+    other items (stratified bootstrap); bias amplification; leakage; and per method the mass
+    inside the evidence region and the pointing game, overall and per group."""
+    if not stage:
+        return {"skipped": "not computed"}
+    if stage.get("skipped"):
+        return {"skipped": stage["skipped"]}
+    groups = _item_groups(items)
+    names = sorted({g for g in groups if g is not None})
+    group_array = np.array([g if g is not None else "" for g in groups], dtype=object)
+    labelled = gold >= 0
+    correct = np.where(labelled, (predicted == gold).astype(np.float64), np.nan)
+    per_group: dict[str, Any] = {}
+    for k, name in enumerate(names):
+        inside = group_array == name
+        right = int(np.nansum(correct[inside & labelled]))
+        n_labelled = int((inside & labelled).sum())
+        known = group_array != ""
+        gap = stats.compare_groups(
+            {"correct": correct[known]},
+            inside[known],
+            seed=options.seed + 104_729 * (k + 1),
+            n_resamples=options.n_resamples,
+        )["correct"]["difference"]
+        per_group[name] = {
+            "n": int(inside.sum()),
+            "accuracy": bias_metrics.wilson_interval(right, n_labelled),
+            "error": bias_metrics.wilson_interval(n_labelled - right, n_labelled),
+            "accuracy_gap": gap,
+            "error_gap": _negated(gap),
+        }
+    out: dict[str, Any] = {
+        "groups": names,
+        "per_group": per_group,
+        "n_without_group": int(sum(g is None for g in groups)),
+    }
+    reference = stage.get("reference") or {}
+    with_group = [i for i, g in enumerate(groups) if g is not None]
+    if names and reference.get("labels"):
+        out["amplification"] = {
+            "reference": reference["source"],
+            "note": reference.get("note", ""),
+            "n_reference": len(reference["labels"]),
+            **bias_metrics.amplification_interval(
+                train_outputs=reference["labels"],
+                train_groups=reference["groups"],
+                predicted=[labels[predicted[i]] for i in with_group],
+                groups=[groups[i] for i in with_group],
+                output_names=labels,
+                group_names=sorted(set(names) | set(reference["groups"])),
+                seed=options.seed + 11,
+                n_resamples=options.n_resamples,
+            ),
+        }
+    else:
+        out["amplification"] = {"skipped": "no items with a group and a label to compare with"}
+    leak = stage.get("leakage") or {}
+    if "model" in leak:
+        model_right = np.asarray(leak["model"]["correct"])
+        data_right = np.asarray(leak["data"]["correct"])
+        out["leakage"] = {
+            "classifier": "multinomial logistic regression, stratified k-fold cross-validation",
+            "folds": leak["folds"],
+            "n": len(leak["items"]),
+            "majority": leak["model"]["majority"],
+            "model": stats.bootstrap_mean(model_right, seed=options.seed + 13, n_resamples=options.n_resamples),
+            "data": stats.bootstrap_mean(data_right, seed=options.seed + 13, n_resamples=options.n_resamples),
+            "difference": stats.bootstrap_mean(
+                model_right - data_right, seed=options.seed + 13, n_resamples=options.n_resamples
+            ),
+        }
+    else:
+        out["leakage"] = {"skipped": leak.get("skipped", "not computed")}
+    evidence: dict[str, Any] = {}
+    for method in stage.get("methods") or []:
+        mass = np.array([np.nan if v is None else v for v in stage["mass"][method]], dtype=np.float64)
+        hits = stage["pointing"][method]
+        block: dict[str, Any] = {
+            "all": {
+                "mass_inside": stats.bootstrap_mean(mass, seed=options.seed + 17, n_resamples=options.n_resamples),
+                "pointing": bias_metrics.wilson_interval(
+                    sum(h is True for h in hits), sum(h is not None for h in hits)
+                ),
+            },
+            "per_group": {},
+        }
+        for name in names:
+            inside = group_array == name
+            group_hits = [h for h, keep in zip(hits, inside) if keep and h is not None]
+            block["per_group"][name] = {
+                "mass_inside": stats.bootstrap_mean(
+                    mass[inside], seed=options.seed + 17, n_resamples=options.n_resamples
+                ),
+                "pointing": bias_metrics.wilson_interval(sum(group_hits), len(group_hits)),
+            }
+        evidence[method] = block
+    out["evidence"] = evidence or {"skipped": "no item carries an evidence region, or no bias_methods"}
+    out["evidence_unmatched"] = stage.get("unmatched") or []
+    return out
+
+
+def _negated(block: Mapping[str, Any]) -> dict[str, Any]:
+    def flip(v: float | None) -> float | None:
+        return None if v is None else -v
+
+    return {
+        "estimate": flip(block["estimate"]),
+        "ci_low": flip(block["ci_high"]),
+        "ci_high": flip(block["ci_low"]),
+        "n": block["n"],
+    }

@@ -108,11 +108,53 @@ def _summary(report: Mapping[str, Any]) -> list[Row]:
         rows.append(_value_row("robustness", target, "relative robustness (corruption)", curve["relative"]))
     for m, missing in report["robustness"]["missing"].items():
         rows.append(_value_row("robustness", m, "accuracy with it missing", missing["accuracy"]))
+    rows += _bias_summary(report.get("bias") or {})
     overall = (report.get("learning") or {}).get("overall") or {}
     for head, weight in (overall.get("weights") or {}).items():
         rows.append(
             _value_row("learning", head, f"Gradient-Blending weight ({overall['from']} to {overall['to']})", weight)
         )
+    return rows
+
+
+def _bias_summary(bias: Mapping[str, Any]) -> list[Row]:
+    """The bias section's numbers (docs/MODEL_REPORT.md, "Social bias")."""
+    if not bias or bias.get("skipped"):
+        return []
+    rows = []
+    for name, block in bias["per_group"].items():
+        rows += [
+            _interval_row("bias", f"group {name}", "accuracy (Wilson)", block["accuracy"]),
+            _interval_row("bias", f"group {name}", "error (Wilson)", block["error"]),
+            _interval_row("bias", f"group {name}", "accuracy minus the other items'", block["accuracy_gap"]),
+        ]
+    amplification = bias.get("amplification") or {}
+    if "estimate" in amplification:
+        rows.append(_interval_row("bias", "all items", "bias amplification", amplification))
+        rows += [
+            _value_row(
+                "bias",
+                f"{p['output']} & group {p['group']}",
+                "b(answer, group) answers minus reference",
+                p["difference"],
+            )
+            for p in amplification.get("pairs") or []
+        ]
+    leakage = bias.get("leakage") or {}
+    if "model" in leakage:
+        rows += [
+            _interval_row("bias", "all items", "model leakage", leakage["model"]),
+            _interval_row("bias", "all items", "data leakage", leakage["data"]),
+            _interval_row("bias", "all items", "model minus data leakage", leakage["difference"]),
+        ]
+    for method, block in (bias.get("evidence") or {}).items():
+        if not isinstance(block, Mapping) or "all" not in block:
+            continue
+        for subject, part in [("all items", block["all"]), *((f"group {g}", p) for g, p in block["per_group"].items())]:
+            rows += [
+                _interval_row("bias", subject, f"attribution mass inside the evidence ({method})", part["mass_inside"]),
+                _interval_row("bias", subject, f"pointing game ({method})", part["pointing"]),
+            ]
     return rows
 
 
