@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0013_partial_completion'),
+        ('annotations', '0014_study_task'),
     ]
 
     operations = [
