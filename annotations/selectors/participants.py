@@ -326,7 +326,8 @@ def _stage_tabs(views: list[str]) -> list[dict[str, str]]:
 def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, Any]) -> dict[str, Any]:
     """Which views one explanation panel can show: the image views in display order (``view``,
     its caption ``name`` and ``src``, the picture itself as a data URI: ``media_data_uri``), the
-    stored file of each, the token highlights (each with ``space``: whether a space goes before it), the table view's feature ``bars``, the
+    stored file of each, the token highlights (each with ``space``: whether a space goes before
+    it), the table view's feature ``bars``, the
     modality ``shares`` (laid out by the page, under the inputs' display names ``words``) and the
     image views by step (``groups``: one per step of ``views``, the same for every
     candidate, whatever was stored)."""

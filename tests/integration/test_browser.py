@@ -526,6 +526,7 @@ def test_an_item_page_is_one_request(browser, live_server, alice, demo_jsonl):
         raters_per_item=2,
         n_candidates=3,
         learning_items=1,
+        survey=True,  # the last answer leads to the survey, on this server
     )
     item_url = f"{live_server.url}/s/{study.public_id}/item/"
     for k in range(2):  # balanced arms: one of the first two entrants sees explanations

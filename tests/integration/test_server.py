@@ -209,7 +209,8 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
         url=gunicorn_server.url,
         study=study.public_id,
         participants=4,
-        duration=8,
+        walks_per_participant=1,
+        duration=RUN_LIMIT_S,  # a bound: the run ends when the four walks do
         json=str(numbers),
         server_pid=gunicorn_server.pid,
         database=connection.settings_dict["NAME"],
@@ -227,10 +228,12 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
         assert re.search(rf"^{route} +\d+ ", table, re.M), table
     assert "media GET" not in table  # the pages carry their pictures (issue 22)
     assert re.search(r"^all +\d+ +\d+\.\d", table, re.M)
-    assert re.search(r"^completed walks \d+ ", table, re.M), table
     for process in ("gunicorn", "postgres"):
         assert re.search(rf"^{process} CPU \d+\.\d s: \d+\.\d\d ms per request", table, re.M), table
     summary = json.loads(numbers.read_text())
+    # Every request belonged to one of the four walks, and each walk asked for its pages only.
+    assert summary["outcomes"] == {"done": 4} and summary["requests_per_walk"] == summary["requests"] / 4
+    assert re.search(rf"^completed walks 4 \(.*\), {summary['requests'] / 4:.1f} requests per", table, re.M), table
     assert summary["cpu_s"]["gunicorn"] > 0
     assert summary["requests"] > 20 and summary["routes"]["answer POST"]["requests"] > 0
     assert not any(code.startswith("5") for route in summary["routes"].values() for code in route["errors"])

@@ -43,6 +43,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--duration", type=float, default=60.0, help="seconds; walks still running are cut")
         parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which participants arrive")
+        parser.add_argument(
+            "--walks-per-participant",
+            type=int,
+            default=None,
+            help="stop each participant after this many walks (default: walk again until --duration)",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
         parser.add_argument("--json", help="also write the numbers to this file")
@@ -98,6 +104,8 @@ class Command(BaseCommand):
             raise CommandError(f"--participants must be from 1 to {MAX_PARTICIPANTS}")
         if not 0 < duration <= MAX_DURATION_S:
             raise CommandError(f"--duration must be above 0 and at most {MAX_DURATION_S} seconds")
+        if options.get("walks_per_participant") is not None and options["walks_per_participant"] < 1:
+            raise CommandError("--walks-per-participant must be at least 1")
         if think < 0 or ramp < 0 or timeout <= 0:
             raise CommandError("--think and --ramp must be at least 0, --timeout above 0")
         database = options.get("database", "")
@@ -112,6 +120,7 @@ class Command(BaseCommand):
                 ramp_s=ramp,
                 seed=seed,
                 timeout_s=timeout,
+                walks_per_participant=options.get("walks_per_participant"),
             )
         )
         self.stdout.write(report.table())
