@@ -217,3 +217,25 @@ def test_a_picture_that_cannot_be_inlined_falls_back_to_its_url(study):
     [image] = [e for e in readable.parse(response.content.decode()).iter() if e.tag == "img"]
     assert image.attrs["src"] == f"/s/{study.public_id}/a/{assignment.public_id}/input/image"
     assert client.get(image.attrs["src"]).status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_page_benchmark_counts_one_request_per_page(study):
+    """``manage.py bench_participant_pages``: a walk asks for its pages and no picture."""
+    import io
+    import re
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("bench_participant_pages", study=study.public_id, walks=2, stdout=out)
+    table = out.getvalue()
+
+    assert "media GET" not in table, table
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+ (?:GET|POST)) +(\d+\.\d) ", table, re.M)}
+    # 3 pre-test, 2 practice and 4 test pages (3 items and the attention check); the last answer
+    # leads to the survey
+    assert rows["item GET"] == 3 + 2 + 4
+    assert rows["answer POST"] == 3 + 4 and rows["learn POST"] == 2
+    total = float(re.search(r"^all +(\d+\.\d) ", table, re.M).group(1))
+    assert total == sum(rows.values())
