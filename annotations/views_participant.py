@@ -6,6 +6,10 @@ through assignment-scoped URLs with opaque IDs (the candidate's place in the rec
 order, never a label), images are sent without file names, explanations are shown for every
 candidate in the order recorded on the assignment, and no page carries item IDs.
 
+Item pages carry their pictures inside them (``data:`` URIs, selectors/inline_media.py), so
+a page is one request; the media URLs below still answer, for the sound of an audio input, a
+picture that could not be inlined, and anything else that asks.
+
 Media are cheap: the item page fixes its media map on the assignment when first served
 (``Assignment.media``), and a media URL is answered from that map with one indexed query
 and no session: the assignment's random UUID in the URL is the capability, like the page

@@ -2,7 +2,8 @@
 
 Each simulated participant does what a browser does on the participant pages: opens the
 study link (as a Prolific participant with a fresh ID), consents, reads the instructions,
-then for every item loads the page and all of its images (up to 6 at a time), thinks, and
+then for every item loads the page and every URL it names in a ``src`` (up to 6 at a time: a
+sound; pictures come inside the page as data URIs, issue 22), thinks, and
 answers (an attention check as instructed, otherwise a seeded random candidate and
 confidence); it acknowledges learning items, fills the survey and stops at the done page.
 It retries what the server asks to be retried (503 with Retry-After, a cut connection),
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import html
 import math
+import os
 import random
 import re
 import time
@@ -63,6 +65,53 @@ def loopback_address(url: str) -> tuple[str, int]:
     if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
         raise ValueError(f"{url!r}: only http://127.0.0.1, http://localhost or http://[::1] may be load-tested")
     return parts.hostname, parts.port or 80
+
+
+# --------------------------------------------------------------------------- server CPU
+
+
+def _proc_stats() -> dict[int, tuple[int, str, float]]:
+    """Per live process: (parent PID, command line, CPU seconds of it and of the children it
+    has reaped), from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read().decode("latin-1")
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode("latin-1")
+        except OSError:  # it ended while we looked
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        # after the name: state, ppid, …, utime (12th), stime, cutime, cstime
+        cpu = sum(int(v) for v in fields[11:15]) / tick
+        out[int(entry)] = (int(fields[1]), cmdline, cpu)
+    return out
+
+
+def server_cpu_s(*, server_pid: int | None = None, database: str = "") -> dict[str, float]:
+    """CPU seconds used so far by the server under test: ``gunicorn`` (the process
+    ``server_pid``, every live process below it, and the ones they reaped) and ``postgres``
+    (the live backends of ``database``; a backend that ended takes its CPU with it, so use
+    persistent connections). The difference of two calls is the CPU of what ran between them."""
+    stats = _proc_stats()
+    found: dict[str, float] = {}
+    if server_pid is not None:
+        below, frontier = {server_pid}, [server_pid]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, (ppid, _, _) in stats.items() if ppid == parent and pid not in below]
+            below.update(children)
+            frontier += children
+        found["gunicorn"] = sum(stats[pid][2] for pid in below if pid in stats)
+    if database:
+        found["postgres"] = sum(
+            cpu for _, cmdline, cpu in stats.values() if cmdline.startswith("postgres: ") and f" {database} " in cmdline
+        )
+    return found
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -155,10 +204,17 @@ class LoadReport:
     problems: list[str] = field(default_factory=list)  # what went wrong in walks that ended in "error"
     elapsed_s: float = 0.0
     started_walks: int = 0
+    done_walk_requests: int = 0  # requests made by the walks that ended "done"
 
     @property
     def total_requests(self) -> int:
         return sum(stats.requests for stats in self.routes.values())
+
+    @property
+    def requests_per_walk(self) -> float:
+        """Requests (retries included) per walk that ended "done" (nan when none did)."""
+        done = self.outcomes.get("done", 0)
+        return self.done_walk_requests / done if done else math.nan
 
     def count_5xx(self) -> int:
         return sum(n for stats in self.routes.values() for code, n in stats.errors.items() if code.startswith("5"))
@@ -184,6 +240,10 @@ class LoadReport:
             f"   over {self.elapsed_s:.1f} s; walks started {self.started_walks}, ended: "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
         )
+        lines.append(
+            f"completed walks {self.outcomes.get('done', 0)} ({self.outcomes.get('done', 0) / elapsed:.2f}/s), "
+            f"{self.requests_per_walk:.1f} requests per completed walk"
+        )
         return "\n".join(lines)
 
     def summary(self) -> dict:
@@ -203,6 +263,7 @@ class LoadReport:
             "rps": self.total_requests / max(self.elapsed_s, 1e-9),
             "routes": routes,
             "outcomes": dict(self.outcomes),
+            "requests_per_walk": self.requests_per_walk,
             "acknowledged": len(self.acknowledged),
         }
 
@@ -242,10 +303,12 @@ class SimulatedParticipant:
         self.think_s, self.timeout_s, self.retries = think_s, timeout_s, retries
         self.cookies: dict[str, str] = {}
         self.platform_id = ""
+        self.requests = 0  # in the current walk, retries included
 
     async def walk(self) -> str:
         """One participant from the study link to the end; returns how it ended."""
         self.cookies = {}
+        self.requests = 0
         self.platform_id = f"load-{uuid.uuid4().hex[:12]}"
         base = f"/s/{self.study}/"
         query = urlencode(
@@ -337,6 +400,7 @@ class SimulatedParticipant:
             if method == "POST":
                 body = urlencode({**(data or {}), "csrfmiddlewaretoken": self.cookies.get("csrftoken", "")}).encode()
             started = time.perf_counter()
+            self.requests += 1
             try:
                 reply = await http_request(
                     self.host, self.port, method, target, headers=headers, body=body, timeout_s=self.timeout_s
@@ -431,6 +495,8 @@ async def run_load(
                 if ended.detail:
                     report.problems.append(f"{simulated.platform_id}: {ended.detail}")
             report.outcomes[outcome] += 1
+            if outcome == "done":
+                report.done_walk_requests += simulated.requests
             if outcome not in ("done", "timed-out", "expired"):
                 return  # full, closed or broken: this browser stops
 

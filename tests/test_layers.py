@@ -70,13 +70,18 @@ def test_only_the_bench_commands_import_the_benchmarks():
         "annotations.management.commands.bench_explain",
         "annotations.management.commands.bench_export",
         "annotations.management.commands.bench_heatmaps",
+        "annotations.management.commands.bench_participant_pages",
         "annotations.management.commands.bench_precompute",
         "annotations.management.commands.loadtest",
     }
 
 
-def test_only_the_export_and_precompute_benchmarks_use_django():
-    assert django_users(graph=GRAPH, layer="benchmarks") == ["benchmarks.export", "benchmarks.precompute"]
+def test_only_the_export_precompute_and_page_benchmarks_use_django():
+    assert django_users(graph=GRAPH, layer="benchmarks") == [
+        "benchmarks.export",
+        "benchmarks.participant_pages",
+        "benchmarks.precompute",
+    ]
 
 
 def test_tasks_call_only_pipelines_and_services():

@@ -26,6 +26,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
+from annotations.selectors.inline_media import media_data_uri
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
 from annotations.selectors.wording import study_modality_words
 from annotations.study_tasks import study_task
@@ -339,9 +340,10 @@ def _stage_tabs(views: list[str]) -> list[dict[str, str]]:
 
 
 def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, Any]) -> dict[str, Any]:
-    """Which views one explanation panel can show: the image views in display order (``view``
-    and its caption ``name``), the stored file of each, the token highlights (each with
-    ``space``: whether a space goes before it), the table view's feature ``bars``, the
+    """Which views one explanation panel can show: the image views in display order (``view``,
+    its caption ``name`` and ``src``, the picture itself as a data URI: ``media_data_uri``), the
+    stored file of each, the token highlights (each with ``space``: whether a space goes before
+    it), the table view's feature ``bars``, the
     modality ``shares`` (laid out by the page, under the inputs' display names ``words``) and the
     image views by step (``groups``: one per step of ``views``, the same for every
     candidate, whatever was stored)."""
@@ -364,7 +366,8 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
             continue
         path = row.image_view if view in ("heatmap", "interaction") else row.extra_views.get(view, "")
         if path:
-            images.append({"view": view, "name": words["share_caption"] if view == "share" else VIEW_NAMES[view]})
+            name = words["share_caption"] if view == "share" else VIEW_NAMES[view]
+            images.append({"view": view, "name": name, "src": media_data_uri(path)})
             files[view] = path
     groups = [
         {"stage": stage, "images": [i for i in images if VIEW_STAGE[i["view"]] == stage]} for stage in _stages(views)
@@ -555,9 +558,13 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     on the assignment, or (predicted_unlabelled) one panel with no class name. Only the
     learning phase reveals the model's answer.
 
-    ``media`` maps each media URL key the page uses (``assignment_media_key``) to the stored
-    file, and ``MEDIA_STUDY_KEY`` to the study's public ID, for ``assignment_serve`` to fix on
-    the assignment. ``participant`` comes with its
+    Pictures (the input's and the explanations') come inside the page as data URIs, ``src`` of
+    each entry of ``images`` and of the panels' images, so that an item page is one request;
+    ``src`` is "" where the stored file cannot be inlined and the page names its URL instead.
+    ``media`` maps each media URL key (``assignment_media_key``) to the stored file, and
+    ``MEDIA_STUDY_KEY`` to the study's public ID, for ``assignment_serve`` to fix on the
+    assignment: the sound of an audio input is still fetched by URL, and the picture URLs keep
+    answering. ``participant`` comes with its
     study (and the study's model) and condition loaded."""
     study = participant.study
     phase = assignment.phase
@@ -632,7 +639,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "model_answer": predicted if phase == Assignment.Phase.LEARNING else None,
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
-        "images": image_modalities,
+        "images": [
+            {"modality": m, "src": media_data_uri(assignment.item.payload.get(m) or "")} for m in image_modalities
+        ],
         "audios": audio_modalities,
         **_inputs_shown(study.model.modalities, assignment.item.payload),
         "has_colour_views": bool(

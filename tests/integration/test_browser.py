@@ -510,3 +510,61 @@ def test_every_view_is_readable_at_1x_and_on_a_phone(browser, live_server, alice
     # Every arm was seen, and the full MultiViz item fits in about two laptop screens.
     assert {arm for _, arm in heights} == {a.name for a in shapes_arms} | {a.name for a in PLANT_ARMS}
     assert heights[(shapes.pk, "U+C+R+P")] <= 2.2 * LAPTOP["height"], heights
+
+
+def test_an_item_page_is_one_request(browser, live_server, alice, demo_jsonl):
+    """Issue 22: loading an item page costs one document request; its pictures (the input and
+    every candidate's views) are inside it, and nothing else is asked of the server but static
+    files (the stylesheet, which whitenoise serves cacheable outside this test server)."""
+    arms = [ConditionSpec(name="baseline"), ConditionSpec(name="every", views=["heatmap", "interaction", "top_pairs"])]
+    study = live_demo_study(
+        owner=alice,
+        jsonl=demo_jsonl,
+        conditions=arms,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        n_candidates=3,
+        learning_items=1,
+        survey=True,  # the last answer leads to the survey, on this server
+    )
+    item_url = f"{live_server.url}/s/{study.public_id}/item/"
+    for k in range(2):  # balanced arms: one of the first two entrants sees explanations
+        context = browser.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        page.goto(f"{live_server.url}/s/{study.public_id}/?PROLIFIC_PID=one-{k}&STUDY_ID=s&SESSION_ID=x")
+        with page.expect_navigation():
+            page.click("#consent")
+        with page.expect_navigation():
+            page.click("#start")
+        if Participant.objects.get(study=study, platform_id=f"one-{k}").condition.views:
+            break
+        context.close()
+    requests = []
+    page.on("request", lambda request: requests.append(request))
+    explained_pages = 0
+    while (assignment := _current(study, f"one-{k}")) is not None:
+        requests.clear()
+        response = page.goto(item_url)
+        assert response.status == 200
+        page.wait_for_load_state("load")
+        _images_loaded(page)
+        documents = [r for r in requests if r.resource_type == "document"]
+        assert [(r.method, r.url) for r in documents] == [("GET", item_url)]
+        others = [r for r in requests if r.resource_type != "document"]
+        assert all(r.url.startswith(f"{live_server.url}/static/") for r in others), [r.url for r in others]
+        sources = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.getAttribute('src'))")
+        assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+        if assignment.phase != "pretest":
+            assert page.locator("img.view").count() == 3 * len(assignment.candidate_order)
+            explained_pages += 1
+        if assignment.phase == "learning":
+            with page.expect_navigation():
+                page.click("#next")
+        else:
+            page.check(f'input[name="guess"][value="{assignment.expected_answer or assignment.candidate_order[0]}"]')
+            page.check('input[name="confidence"][value="3"]')
+            with page.expect_navigation():
+                page.click("#submit")
+    context.close()
+    assert explained_pages == 3  # the practice item and two test items

@@ -7,11 +7,14 @@ test phase (attention checks included), for both explanation displays.
 
 The checks read what a person or a script can read (text, attribute values, comments,
 script strings, URLs, headers, PNG chunks; see ``tests/integration/readable.py``), not raw
-markup: the ``<circle>`` element of an icon names no answer. ``test_the_checker_catches_
+markup: the ``<circle>`` element of an icon names no answer. Pictures come inside the page as
+``data:`` URIs: their bytes are checked like a fetched picture's (no text chunk, no secret
+outside the pixels), their base64 text is not read as words. ``test_the_checker_catches_
 planted_leaks`` proves that they still fail on a real leak."""
 
 from __future__ import annotations
 
+import base64
 import re
 import zlib
 from pathlib import Path
@@ -52,8 +55,41 @@ def _enter(client: Client, study) -> Participant:
 
 
 def _page_urls(html: bytes) -> list[str]:
-    """What the browser loads by itself: every ``src`` and ``srcset`` URL, in order, once."""
-    return list(dict.fromkeys(readable.urls(readable.parse(html.decode()), attributes={"src", "srcset"})))
+    """What the browser loads by itself: every ``src`` and ``srcset`` URL, in order, once
+    (``data:`` URIs are inside the page: nothing to load)."""
+    found = readable.urls(readable.parse(html.decode()), attributes={"src", "srcset"})
+    return [url for url in dict.fromkeys(found) if not url.startswith("data:")]
+
+
+INLINE = re.compile(r"data:([^,]*),(.*)", re.S)
+
+
+def _inline(value: str) -> tuple[str, bytes] | None:
+    """The media type (with its parameters) and the bytes of a ``data:`` URI, or None."""
+    match = INLINE.fullmatch(value.strip())
+    if match is None:
+        return None
+    head, payload = match.groups()
+    data = base64.b64decode(payload, validate=True) if head.endswith(";base64") else unquote(payload).encode()
+    return head.removesuffix(";base64"), data
+
+
+def _inline_leaks(root: readable.Element, words: set[str], secrets: set[str]) -> list[str]:
+    """Every ``data:`` URI of the page: a PNG picture (``image/png``, no parameters) whose
+    bytes pass the same checks as a fetched picture's."""
+    found = []
+    for element in root.iter():
+        for name, value in element.attrs.items():
+            inline = _inline(value) if value.strip().startswith("data:") else None
+            if inline is None:
+                continue
+            where = f"the data URI in <{element.tag} {name}> (class={element.attrs.get('class', '')!r})"
+            kind, data = inline
+            if kind != "image/png":
+                found.append(f"{where} is {kind!r}, not a bare image/png")
+            found += [f"{w!r} in the head of {where}" for w in words if _names(kind, w)]
+            found += _png_leaks(data, where, secrets)
+    return found
 
 
 def _fetch_all(client: Client, study) -> dict[str, tuple[bytes, dict]]:
@@ -68,6 +104,18 @@ def _fetch_all(client: Client, study) -> dict[str, tuple[bytes, dict]]:
         body = b"".join(response.streaming_content) if response.streaming else response.content
         served[url] = (body, _headers(response))
     return served
+
+
+def _inlined_views(html: bytes) -> set[str]:
+    """The kinds of explanation view the page shows as inlined pictures (``img.view-<kind>``
+    with a ``data:`` source)."""
+    root = readable.parse(html.decode())
+    kinds = set()
+    for element in root.iter():
+        if element.tag == "img" and "view" in element.classes():
+            assert element.attrs["src"].startswith("data:image/png;base64,"), element.attrs["src"][:80]
+            kinds |= {c.removeprefix("view-") for c in element.classes() if c.startswith("view-")}
+    return kinds
 
 
 def _headers(response) -> dict:
@@ -177,15 +225,22 @@ def _leaks(
             found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
             found += _wav_leaks(body, url, secrets) if body.startswith(b"RIFF") else _png_leaks(body, url, secrets)
     html = served["page"][0].decode()
-    found += [f"{s!r} in the page source" for s in secrets - labels if s in html]  # an ID is never markup
-    found += [f"{marker!r} in the page" for marker in ("model-answer", "The model answered") if marker in html]
     root = readable.parse(html)
+    found += _inline_leaks(root, words, secrets)
+    # Inlined pictures are bytes, checked above: their base64 text is not read as words (it may
+    # hold "/no+" by chance), and an ID inside it would be in the pixels, which may be anything.
+    source = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
+    found += [f"{s!r} in the page source" for s in secrets - labels if s in source]  # an ID is never markup
+    found += [f"{marker!r} in the page" for marker in ("model-answer", "The model answered") if marker in source]
     for url in readable.urls(root):
-        found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
+        if not url.startswith("data:"):
+            found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
     question_words = set(re.findall(r"[a-z0-9]+", question.lower()))
     for piece in readable.readable(root):
         if piece.kind == "text" and piece.value.strip() == question.strip():
             continue
+        if piece.kind.startswith("attribute") and piece.value.strip().startswith("data:"):
+            continue  # a data URI: checked as bytes above
         for word in words - question_words - {_candidate_of(piece.element)}:
             if _names(piece.value, word):
                 found.append(
@@ -247,7 +302,9 @@ def _walk_and_check(study, *, counterfactual: bool, participants: int = len(MULT
                 _answer_current(client, study, assignment)
                 continue
             served = _fetch_all(client, study)
-            kinds |= {url.split("/v/")[1].split("/")[0] for url in served if "/v/" in url}
+            kinds |= _inlined_views(served["page"][0])
+            # One request per page: every picture is inside it; only a sound is fetched.
+            assert all("/input/audio" in url for url in served if url != "page"), list(served)
             if b'class="fbars"' in served["page"][0]:
                 kinds.add("table")  # the feature bars are laid out in the page, not served as a picture
             if b'class="fbars shares"' in served["page"][0]:
@@ -418,10 +475,16 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
         return _page_leaks(study, assignment, planted, secrets)
 
     assert leaks() == []
-    html = served["page"][0].decode()
-    image_url = next(url for url in served if "/v/heatmap/" in url)
-    image, headers = served[image_url]
+    html, page_headers = served["page"]
+    html = html.decode()
+    assert list(served) == ["page"]  # one request: the pictures are inside the page
+    heatmap = re.search(r'class="view view-heatmap heatmap" src="(data:image/png;base64,[^"]+)"', html).group(1)
+    image = base64.b64decode(heatmap.split(",", 1)[1])
     named = repr(prediction)
+
+    def inlined(data: bytes, head: str = "data:image/png;base64,") -> str:
+        return html.replace(heatmap, head + base64.b64encode(data).decode(), 1)
+
     plants = {  # where: (the page with the plant, what the report must say)
         "text node": (html.replace("</main>", f"<p>The model says {prediction}.</p></main>"), named),
         "text in another answer's block": (
@@ -431,7 +494,7 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
         "capitalised text": (html.replace("</main>", f"<p>{prediction.upper()}</p></main>"), named),
         "attribute value": (html.replace('id="submit"', f'id="submit" title="{prediction}"'), named),
         "alt text": (re.sub(r'alt="[^"]*"', f'alt="a picture of {prediction}"', html, count=1), named),
-        "image URL": (html.replace(f'src="{image_url}"', f'src="{image_url}?label={prediction}"'), named),
+        "image URL": (html.replace(heatmap, f"/s/{study.public_id}/v/heatmap/0?label={prediction}", 1), named),
         "link URL": (html.replace("</main>", f'<a href="/explain/{prediction}.png">more</a></main>'), named),
         "comment": (html.replace("</main>", f"<!-- {prediction} --></main>"), named),
         "script string": (html.replace("</body>", f'<script>const answer = "{prediction}";</script></body>'), named),
@@ -452,15 +515,22 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
             html.replace("</main>", f"<p hidden>{assignment.item.external_id}</p></main>"),
             repr(assignment.item.external_id),
         ),
+        # The inlined pictures: a text chunk, a name in the data URI's head, another kind of file.
+        "text chunk of an inlined picture": (inlined(_png_with_text(image, prediction.encode())), "tEXt"),
+        "name in an inlined picture's text chunk": (inlined(_png_with_text(image, prediction.encode())), named),
+        "data URI parameter": (inlined(image, f"data:image/png;name={prediction};base64,"), named),
+        "an inlined picture of another kind": (
+            inlined(f"<svg><text>{prediction}</text></svg>".encode(), "data:image/svg+xml;base64,"),
+            "image/svg+xml",
+        ),
+        "an inlined picture that is not a PNG": (inlined(b"GIF89a" + image[6:]), "not a PNG"),
     }
     for where, (page, expected) in plants.items():
         assert page != html, f"could not plant in the {where}"
         assert any(expected in f for f in leaks(page)), f"a leak in the {where} went unnoticed"
-    header = {image_url: (image, {**headers, "X-Label": prediction})}
-    assert any(named in f and "headers" in f for f in leaks(**header))
-    text_chunk = {image_url: (_png_with_text(image, prediction.encode()), headers)}
-    assert any("tEXt" in f for f in leaks(**text_chunk)) and any(named in f for f in leaks(**text_chunk))
-    fetched = {f"{image_url.rstrip('/')}/{prediction}.png": (image, headers)}
+    header = {"page": (served["page"][0], {**page_headers, "X-Label": prediction})}
+    assert any(named in f and "headers" in f for f in _page_leaks(study, assignment, header, secrets))
+    fetched = {f"/s/{study.public_id}/v/{prediction}.png": (image, {})}
     assert any(named in f and "URL" in f for f in leaks(**fetched))
 
 

@@ -209,8 +209,11 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
         url=gunicorn_server.url,
         study=study.public_id,
         participants=4,
-        duration=8,
+        walks_per_participant=1,
+        duration=RUN_LIMIT_S,  # a bound: the run ends when the four walks do
         json=str(numbers),
+        server_pid=gunicorn_server.pid,
+        database=connection.settings_dict["NAME"],
         stdout=out,
     )
     table = out.getvalue()
@@ -219,13 +222,37 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
         "consent POST",
         "instructions POST",
         "item GET",
-        "media GET",
         "learn POST",
         "answer POST",
     ):
         assert re.search(rf"^{route} +\d+ ", table, re.M), table
+    assert "media GET" not in table  # the pages carry their pictures (issue 22)
     assert re.search(r"^all +\d+ +\d+\.\d", table, re.M)
+    for process in ("gunicorn", "postgres"):
+        assert re.search(rf"^{process} CPU \d+\.\d s: \d+\.\d\d ms per request", table, re.M), table
     summary = json.loads(numbers.read_text())
+    # Every request belonged to one of the four walks, and each walk asked for its pages only.
+    assert summary["outcomes"] == {"done": 4} and summary["requests_per_walk"] == summary["requests"] / 4
+    assert re.search(rf"^completed walks 4 \(.*\), {summary['requests'] / 4:.1f} requests per", table, re.M), table
+    assert summary["cpu_s"]["gunicorn"] > 0
     assert summary["requests"] > 20 and summary["routes"]["answer POST"]["requests"] > 0
     assert not any(code.startswith("5") for route in summary["routes"].values() for code in route["errors"])
     assert Response.objects.filter(participant__study=study).count() >= summary["acknowledged"] > 0
+
+
+def test_the_server_cpu_counts_processes_that_ended():
+    """``server_cpu_s`` of this process counts the CPU of a child it reaped (what a recycled
+    gunicorn worker leaves behind): at least what the kernel reports for that child."""
+    import resource
+
+    from benchmarks.loadtest import server_cpu_s
+
+    before = server_cpu_s(server_pid=os.getpid())["gunicorn"]
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
+    after = server_cpu_s(server_pid=os.getpid())["gunicorn"]
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert child > 10 * tick  # the child did measurable work
+    assert after - before >= child - 2 * tick

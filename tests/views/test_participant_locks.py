@@ -44,7 +44,7 @@ from tests.builders.studies import build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SRC = re.compile(r'src="([^"]+)"')
+SRC = re.compile(r'src="(/[^"]+)"')  # what the browser fetches (pictures come inside the page)
 ARMS = [
     ConditionSpec("baseline"),
     ConditionSpec("ig", ["heatmap", "tokens"]),

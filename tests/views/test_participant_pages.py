@@ -3,6 +3,7 @@ and forged, replayed and CSRF-less requests, each refused without changing anyth
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
@@ -118,8 +119,8 @@ def test_learning_reveals_the_answer_and_the_test_does_not(study):
         else:
             assert "model-answer" not in html and "The model answered" not in html
             assert ('<img class="view ' in html) == (assignment.phase == "test")  # the pre-test shows no explanation
-            for url in SRC.findall(html):
-                assert client.get(url).status_code == 200, url
+            for url in SRC.findall(html):  # the pictures are inside the page
+                assert url.startswith("data:image/png;base64,"), url
             client.post(
                 f"/s/{study.public_id}/item/{assignment.public_id}/",
                 {"guess": assignment.expected_answer or assignment.candidate_order[0], "confidence": 3},
@@ -175,15 +176,24 @@ def test_view_media_are_scoped_to_the_assignment_and_phase(study, alice, tmp_pat
                     )
             a = _current(participant)
             html = client.get(f"/s/{study.public_id}/item/").content.decode()
-            urls = SRC.findall(html)
-            assert len([u for u in urls if "/v/" in u]) == 4 * len(a.candidate_order)  # 4 image views each
+            # The page carries its pictures (tests/views/test_participant_inline_media.py); the
+            # URLs still answer, for the same bytes, for anything else that asks.
+            sources = SRC.findall(html)
+            assert len(sources) == 1 + 4 * len(a.candidate_order)  # the input, then 4 image views each
+            assert all(src.startswith("data:image/png;base64,") for src in sources)
+            base = f"/s/{study.public_id}/a/{a.public_id}"
+            urls = [f"{base}/input/image"] + [
+                f"{base}/v/{view}/{index}"
+                for index in range(len(a.candidate_order))
+                for view in ("heatmap", "interaction", "top_pairs", "share")
+            ]
             for url in urls:
                 response = client.get(url)
                 body = b"".join(response.streaming_content)
                 assert response.status_code == 200 and body.startswith(b"\x89PNG")
+                assert "data:image/png;base64," + base64.b64encode(body).decode() in sources
                 assert "Content-Disposition" not in response
                 assert response["Cache-Control"] == "private, max-age=86400, immutable"
-            base = f"/s/{study.public_id}/a/{a.public_id}"
             assert client.get(f"{base}/v/heatmap/{len(a.candidate_order)}").status_code == 404
             assert client.get(f"{base}/v/tokens/0").status_code == 404
             assert client.get(f"{base}/v/sparkles/0").status_code == 404

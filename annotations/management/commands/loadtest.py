@@ -5,7 +5,10 @@
         --participants 200 --think 0 --duration 60
 
 Prints, per route, the requests, req/s, p50/p95/p99/max latency in ms and the errors by
-status, then the totals. Only a server on this machine can be loaded.
+status, then the totals, the completed walks and the requests per walk; with
+``--server-pid PID [--database NAME]`` also the CPU the server's processes (and that
+database's Postgres backends) used, per request and per walk. Only a server on this machine
+can be loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from benchmarks.loadtest import loopback_address, run_load
+from benchmarks.loadtest import loopback_address, run_load, server_cpu_s
 
 MAX_PARTICIPANTS = 5000
 MAX_DURATION_S = 3600
@@ -40,9 +43,25 @@ class Command(BaseCommand):
         )
         parser.add_argument("--duration", type=float, default=60.0, help="seconds; walks still running are cut")
         parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which participants arrive")
+        parser.add_argument(
+            "--walks-per-participant",
+            type=int,
+            default=None,
+            help="stop each participant after this many walks (default: walk again until --duration)",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
         parser.add_argument("--json", help="also write the numbers to this file")
+        parser.add_argument(
+            "--server-pid",
+            type=int,
+            help="the gunicorn master's PID: also print the CPU its processes used, per request and per walk",
+        )
+        parser.add_argument(
+            "--database",
+            default="",
+            help="with --server-pid: also count the CPU of this database's Postgres backends",
+        )
         parser.add_argument(
             "--setup",
             action="store_true",
@@ -56,7 +75,22 @@ class Command(BaseCommand):
             help="with --setup: raters per item and arm (room for 4 x raters walks per arm)",
         )
 
-    def handle(self, *args, url, study, participants, think, duration, ramp, seed, timeout, setup, raters, **options):
+    def handle(
+        self,
+        *args,
+        url,
+        study,
+        participants,
+        think,
+        duration,
+        ramp,
+        seed,
+        timeout,
+        setup,
+        raters,
+        server_pid,
+        **options,
+    ):
         if setup:
             self.stdout.write(self._setup(raters=raters))
             return
@@ -70,8 +104,12 @@ class Command(BaseCommand):
             raise CommandError(f"--participants must be from 1 to {MAX_PARTICIPANTS}")
         if not 0 < duration <= MAX_DURATION_S:
             raise CommandError(f"--duration must be above 0 and at most {MAX_DURATION_S} seconds")
+        if options.get("walks_per_participant") is not None and options["walks_per_participant"] < 1:
+            raise CommandError("--walks-per-participant must be at least 1")
         if think < 0 or ramp < 0 or timeout <= 0:
             raise CommandError("--think and --ramp must be at least 0, --timeout above 0")
+        database = options.get("database", "")
+        cpu_before = server_cpu_s(server_pid=server_pid, database=database) if server_pid else {}
         report = asyncio.run(
             run_load(
                 url=url,
@@ -82,13 +120,24 @@ class Command(BaseCommand):
                 ramp_s=ramp,
                 seed=seed,
                 timeout_s=timeout,
+                walks_per_participant=options.get("walks_per_participant"),
             )
         )
         self.stdout.write(report.table())
+        cpu = {}
+        if server_pid:
+            after = server_cpu_s(server_pid=server_pid, database=database)
+            cpu = {name: after[name] - cpu_before[name] for name in after}
+            for name, seconds in cpu.items():
+                per_request = 1000 * seconds / max(report.total_requests, 1)
+                self.stdout.write(
+                    f"{name} CPU {seconds:.1f} s: {per_request:.2f} ms per request, "
+                    f"{per_request * report.requests_per_walk:.0f} ms per completed walk"
+                )
         for problem in report.problems[:10]:
             self.stderr.write(f"  {problem}")
         if options.get("json"):
-            Path(options["json"]).write_text(json.dumps(report.summary(), indent=2))
+            Path(options["json"]).write_text(json.dumps({**report.summary(), "cpu_s": cpu}, indent=2))
 
     def _setup(self, *, raters: int) -> str:
         """A fresh live copy of the demo's design on the demo's dataset and model, with
