@@ -147,6 +147,25 @@ class DemoAdapter(DemoReportHooks):
         mask = batch.attention_mask.to(pixels.device).repeat(n // b, 1)  # (N, T), tiled
         return self.model.head(pixels, token_embeddings, mask)
 
+    def encode_modality(self, name: str, embedded: Tensor, *, batch: DemoBatch) -> Tensor:
+        """The image's patch features ``(N, 64, C)`` or the question vector ``(N, H)``
+        (:class:`workers.engine.adapter.ModalityEncodings`): everything in :meth:`head` before
+        the two modalities meet. The question reads its attention mask (the text's own context),
+        tiled as in :meth:`head`."""
+        if name == "image":
+            return self.model.encode_image(embedded)
+        if name == "text":
+            n, b = embedded.shape[0], len(batch)
+            if b == 0 or n % b:
+                raise ValueError(f"embedded batch of {n} rows is not a multiple of {b} items")
+            return self.model.encode_question(embedded, batch.attention_mask.to(embedded.device).repeat(n // b, 1))
+        raise ValueError(f"the demo has no modality {name!r}")
+
+    def fuse(self, patches: Tensor, question: Tensor) -> Tensor:
+        """Logits ``(N, len(labels))`` from :meth:`encode_modality`'s encodings, ``N`` rows each
+        (each row's image and question may come from different items)."""
+        return self.model.fuse(patches, question)
+
     def features(self, pixels: Tensor, token_embeddings: Tensor, *, batch: DemoBatch) -> Tensor:
         """Decision-level features ``(N, 64)``: the classifier's penultimate activations, of
         which the logits are one linear map (``workers.engine.adapter.DecisionFeatures``).
