@@ -26,10 +26,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from workers.engine.adapter import AdapterError, ModelAdapter
-from workers.engine.attribution import NonFiniteError
+from workers.engine.adapter import AdapterError, ModelAdapter, RawItem
+from workers.engine.attribution import NonFiniteError, nonfinite_naming, prepare_batch
 
-__all__ = ["encode_modalities", "fused_logits", "has_modality_encodings"]
+__all__ = ["FUSE_ROWS", "encode_items", "encode_modalities", "fuse_rows", "fused_logits", "has_modality_encodings"]
+
+#: The most rows per ``fuse`` call: the demo's fusion runs a third slower per row in calls of
+#: 1,024 rows than of 64 to 512 (its activations outgrow the CPU cache; docs/BENCHMARKS.md).
+FUSE_ROWS = 256
+
+
+def fuse_rows(max_rows: int | None) -> int:
+    """Rows per ``fuse`` call under a caller's ``max_rows`` (None: no limit of its own)."""
+    return max(1, min(FUSE_ROWS, int(max_rows))) if max_rows is not None else FUSE_ROWS
 
 
 def has_modality_encodings(adapter: Any) -> bool:
@@ -79,3 +88,21 @@ def fused_logits(adapter: ModelAdapter, rows: Sequence[Tensor], *, what: str, n_
             batch_items=items,
         )
     return out.detach().to(torch.float64).cpu()
+
+
+def encode_items(adapter: ModelAdapter, items: Sequence[RawItem], *, batch_size: int = 64) -> list[Tensor]:
+    """Every modality's encoding of every item (``(N, *E_m)`` each), through ``encode``, ``embed``
+    and the adapter's ``encode_modality`` in batches of ``batch_size`` items."""
+    parts: list[list[Tensor]] = [[] for _ in adapter.modalities]
+    for start in range(0, len(items), batch_size):
+        chunk = list(items[start : start + batch_size])
+        with nonfinite_naming(items=chunk):
+            p = prepare_batch(adapter, adapter.encode(chunk))
+            for m, encoded in enumerate(encode_modalities(adapter, p.inputs, batch=p.batch)):
+                if parts[m] and encoded.shape[1:] != parts[m][0].shape[1:]:
+                    raise ValueError(
+                        f"encode_modality({p.modalities[m]!r}) must give the same per-item shape in every batch "
+                        f"({tuple(encoded.shape[1:])} vs {tuple(parts[m][0].shape[1:])})"
+                    )
+                parts[m].append(encoded)
+    return [torch.cat(blocks) for blocks in parts]

@@ -81,7 +81,7 @@ from workers.engine.attribution import (
     nonfinite_naming,
     prepare_batch,
 )
-from workers.engine.encodings import encode_modalities, fused_logits, has_modality_encodings
+from workers.engine.encodings import encode_items, fuse_rows, fused_logits, has_modality_encodings
 
 __all__ = [
     "CROSS_METHODS",
@@ -738,25 +738,13 @@ def _pair_logits_encoded(
 ) -> Tensor:
     """``L[i, j]`` from the adapter's per-modality encodings (``workers/engine/encodings.py``):
     every item's modalities encoded once (``N`` rows per modality), then ``fuse`` on the ``N^2``
-    pairs in calls of at most ``max_rows`` rows (row-major in ``(i, j)``); the modalities other
+    pairs in calls of at most ``fuse_rows(max_rows)`` rows (row-major in ``(i, j)``); the modalities other
     than ``A`` and ``B`` come from item ``i``."""
     n = len(items)
-    parts: list[list[Tensor]] = [[] for _ in adapter.modalities]
-    for start in range(0, n, batch_size):
-        chunk = list(items[start : start + batch_size])
-        with nonfinite_naming(items=chunk):
-            p = prepare_batch(adapter, adapter.encode(chunk))
-            for m, encoded in enumerate(encode_modalities(adapter, p.inputs, batch=p.batch)):
-                if parts[m] and encoded.shape[1:] != parts[m][0].shape[1:]:
-                    raise ValueError(
-                        f"encode_modality({p.modalities[m]!r}) must give the same per-item shape in every batch "
-                        f"({tuple(encoded.shape[1:])} vs {tuple(parts[m][0].shape[1:])})"
-                    )
-                parts[m].append(encoded)
-    encodings = [torch.cat(blocks) for blocks in parts]
+    encodings = encode_items(adapter, items, batch_size=batch_size)
     c = len(adapter.labels)
     out = torch.empty(n * n, c, dtype=torch.float64)
-    per_call = max(1, int(max_rows))
+    per_call = fuse_rows(max_rows)
     for r0 in range(0, n * n, per_call):
         rows = torch.arange(r0, min(n * n, r0 + per_call))
         first, second = rows // n, rows % n
