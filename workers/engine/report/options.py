@@ -49,8 +49,9 @@ class ReportOptions:
         emap: whether to compute the EMAP gap; ``emap_pairing`` and ``emap_context`` as
             :func:`workers.engine.interactions.emap`'s ``pairing`` and ``context_modality``
             (``auto``: ``embedded`` with the adapter's ``batch_context`` modality when it
-            declares one, else ``items``); ``emap_max_items``: a seeded random subset of at most
-            this many items.
+            declares one, else ``items``; an adapter with per-modality encodings is paired by
+            its encodings whichever, with the same numbers); ``emap_max_items``: a seeded
+            random subset of at most this many items.
         pair: the two modalities that EMAP and the group pairs use (needed with three or more).
         group_pairs: the cross-modal matrix method for the top interacting group pairs
             (``second_order``, ``integrated_hessians``, ``perturbation``; empty: skip).

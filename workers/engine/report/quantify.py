@@ -20,6 +20,12 @@ Cost per item (forward passes), for ``M`` modalities:
   ``min(G_A, G_B)`` Hessian-vector products);
 * ``learning``: per checkpoint ``M + 1`` on the dataset and on the training items.
 
+An adapter with per-modality encodings (``encode_modality`` + ``fuse``,
+``workers/engine/encodings.py``) has every pass above but ``group_pairs``' run through ``fuse``
+alone, on encodings computed once per item and modality (twice for the subsets and each
+checkpoint: input and baseline; again per noise draw or corruption of that modality). Same
+numbers, fewer encoder passes (``benchmarks/report.py`` counts them).
+
 No Django here.
 """
 
