@@ -169,8 +169,8 @@ def corrupted_logits(
     ``adapter.corrupt(batch, modality=..., level=..., seed=...)``, which returns a new batch).
 
     With per-modality encodings (``workers/engine/encodings.py``) and ``clean`` (the batch's
-    embedded inputs and their encodings), a modality whose embedded input the corruption left
-    exactly as it was keeps its clean encoding; the others are encoded again and fused.
+    embedded inputs and their encodings), the corrupted modality, and any other whose embedded
+    input the corruption changed, is encoded again; the others keep their clean encodings.
 
     Returns:
         float64 ``(B, C)``. Cost: one ``corrupt``, one ``embed`` and one forward pass per item;
@@ -182,10 +182,22 @@ def corrupted_logits(
         clean_inputs, clean_encoded = clean
         with torch.no_grad():
             inputs = tuple(x.detach() for x in adapter.embed(corrupted))
-        changed = [m for m, (x, y) in enumerate(zip(inputs, clean_inputs)) if not torch.equal(x, y)]
+        corrupted_index = [str(m) for m in adapter.modalities].index(modality)
+        changed = [
+            m
+            for m, (x, y) in enumerate(zip(inputs, clean_inputs))
+            if m == corrupted_index or x.shape != y.shape or not torch.equal(x, y)
+        ]
         fresh = encode_modalities(adapter, inputs, batch=corrupted, only=changed)
         rows = [fresh[m] if m in changed else clean_encoded[m] for m in range(len(inputs))]
-        return fused_logits(adapter, rows, what=what, n_items=inputs[0].shape[0])
+        n, per_call = rows[0].shape[0], fuse_rows(max_rows)
+        out = []
+        for start in range(0, n, per_call):
+            try:
+                out.append(fused_logits(adapter, [r[start : start + per_call] for r in rows], what=what))
+            except NonFiniteError as exc:  # positions in the whole batch
+                raise NonFiniteError(exc.detail, batch_items=[start + b for b in exc.batch_items]) from exc
+        return torch.cat(out)
     p = prepare_batch(adapter, corrupted)
     return _forward(p, [list(p.inputs)], what, max_rows)[0]
 
