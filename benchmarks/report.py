@@ -10,7 +10,8 @@ and its checkpoints file read once per checkpoint; "after" is the report as it i
 compared number by number (everything but ``timing``): the table's last line prints the
 largest difference.
 
-Passes are counted per stage as rows through ``head`` (forward, or forward with a graph in
+Each stage's wall seconds come with the CPU seconds this process spent in it (on a machine
+other jobs load, the CPU seconds are closer to what the stage costs). Passes are counted per stage as rows through ``head`` (forward, or forward with a graph in
 ``group_pairs``), through ``encode_modality`` (summed over the modalities) and through ``fuse``.
 The **floor** of a stage is its passes at the best per-sample time measured in this run at any
 batch size (``--pass-batch-sizes``)::
@@ -114,6 +115,7 @@ class CountingEncodingsAdapter(CountingAdapter):
 @dataclass
 class StageRow:
     seconds: float
+    cpu: float
     passes: Counts
     floor: float
 
@@ -123,6 +125,7 @@ class Run:
     name: str
     stages: dict[str, StageRow] = field(default_factory=dict)
     wall: float = 0.0
+    cpu: float = 0.0
     report: dict[str, Any] | None = None
 
 
@@ -217,12 +220,17 @@ def run_report(
     slices = slices_parse(yaml.safe_load(SLICES_FILE.read_text()), fields=report_slice_fields(adapter.modalities))
     run = Run(name="after (encodings)" if encodings else "before (head on every pairing)")
     last = [Counts()]
+    cpu_mark = [time.process_time()]
 
     def on_stage(stage: str, state: dict) -> None:
         now = Counts(counting.counts.head, counting.counts.encode, counting.counts.fuse)
         passes = now.minus(last[0])
         last[0] = now
-        run.stages[stage] = StageRow(seconds=state["timing"][stage], passes=passes, floor=_floor(passes, times))
+        cpu_now = time.process_time()
+        cpu, cpu_mark[0] = cpu_now - cpu_mark[0], cpu_now
+        run.stages[stage] = StageRow(
+            seconds=state["timing"][stage], cpu=cpu, passes=passes, floor=_floor(passes, times)
+        )
 
     # Before issue 22 the demo decoded every picture on each read: its decoded-image cache is
     # bypassed in that run and emptied before the other.
@@ -231,18 +239,21 @@ def run_report(
     if not encodings:
         demo_adapter_module._decoded_image = cached.__wrapped__
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        cpu_mark[0] = cpu_start
         run.report = model_report_run(counting, items, options=options, slices=slices, on_stage=on_stage)
         run.wall = time.perf_counter() - start
+        run.cpu = time.process_time() - cpu_start
     finally:
         demo_adapter_module._decoded_image = cached
     return run
 
 
 def format_table(runs: Sequence[Run]) -> str:
+    """Markdown: per stage and run, wall seconds, CPU seconds of this process, passes, floor."""
     lines = [
-        "| stage | run | seconds | head rows | encoder rows | fuse rows | floor (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| stage | run | seconds | CPU s | head rows | encoder rows | fuse rows | floor (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for stage in STAGES:
         for run in runs:
@@ -251,15 +262,16 @@ def format_table(runs: Sequence[Run]) -> str:
                 continue
             p = row.passes
             lines.append(
-                f"| {stage} | {run.name.split()[0]} | {row.seconds:.1f} | {p.head:,} | {p.encode:,} | {p.fuse:,} | "
-                f"{row.floor:.1f} |"
+                f"| {stage} | {run.name.split()[0]} | {row.seconds:.1f} | {row.cpu:.1f} | {p.head:,} | {p.encode:,} | "
+                f"{p.fuse:,} | {row.floor:.1f} |"
             )
     for run in runs:
         stages = sum(r.seconds for r in run.stages.values())
+        cpu = sum(r.cpu for r in run.stages.values())
         floor = sum(r.floor for r in run.stages.values())
         lines.append(
-            f"| **all stages** | {run.name.split()[0]} | **{stages:.1f}** | | | | {floor:.1f} |"
-            f"  (report call {run.wall:.1f} s, assembling included)"
+            f"| **all stages** | {run.name.split()[0]} | **{stages:.1f}** | {cpu:.1f} | | | | {floor:.1f} |"
+            f"  (report call {run.wall:.1f} s wall, {run.cpu:.1f} s CPU, assembling included)"
         )
     return "\n".join(lines)
 
@@ -323,7 +335,8 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO) -> list[Run]:
             "runs": {
                 r.name: {
                     "wall": r.wall,
-                    "stages": {k: [v.seconds, vars(v.passes), v.floor] for k, v in r.stages.items()},
+                    "cpu": r.cpu,
+                    "stages": {k: [v.seconds, v.cpu, vars(v.passes), v.floor] for k, v in r.stages.items()},
                 }
                 for r in runs
             },
