@@ -71,6 +71,7 @@ def test_only_the_bench_commands_import_the_benchmarks():
         "annotations.management.commands.bench_export",
         "annotations.management.commands.bench_heatmaps",
         "annotations.management.commands.bench_precompute",
+        "annotations.management.commands.bench_report",
         "annotations.management.commands.loadtest",
     }
 
