@@ -830,16 +830,9 @@ def emap(
             pair = _pair_logits_encoded(adapter, items, ia, ib, batch_size, max_rows)
         elif pairing == "items":
             pair = _pair_logits_items(adapter, items, names[1], batch_size)
-        elif pairing == "embedded":
-            if context_modality is None:
-                ctx = ia
-            elif context_modality in names:
-                ctx = (ia, ib)[names.index(context_modality)]
-            else:
-                raise ValueError(f"context_modality must be one of {list(names)}")
-            pair = _pair_logits_embedded(adapter, items, ia, ib, ctx, batch_size, max_rows)
         else:
-            raise ValueError("pairing must be 'items' or 'embedded'")
+            ctx = ia if context_modality is None else (ia, ib)[names.index(context_modality)]
+            pair = _pair_logits_embedded(adapter, items, ia, ib, ctx, batch_size, max_rows)
     if not torch.isfinite(pair).all():
         bad = sorted({int(i) for i in torch.nonzero(~torch.isfinite(pair).all(dim=2))[:, 0]})
         raise NonFiniteError("EMAP pair logits contain NaN/Inf", item_ids=[str(items[i].get("id", "?")) for i in bad])
