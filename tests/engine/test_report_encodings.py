@@ -178,3 +178,22 @@ def test_counting_wrappers_hide_or_show_the_hook(demo):
 
 def _no_times() -> dict[str, float]:
     return {"head": 0.0, "encode": 0.0, "fuse": 0.0}
+
+
+def test_demo_reads_a_rewritten_picture_again(demo, tmp_path):
+    """Decoded pictures are cached by path, modification time and size: a new file is read anew."""
+    import os
+
+    from PIL import Image
+
+    path = tmp_path / "picture.png"
+    item = {"id": "p1", "image": str(path), "text": "what colour is the square?"}
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(path)
+    first = demo.encode([item]).pixels.clone()
+    assert torch.equal(demo.encode([item]).pixels, first)  # from the cache, the same
+    Image.new("RGB", (64, 64), (10, 10, 200)).save(path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a distinct time on any filesystem
+    second = demo.encode([item]).pixels
+    assert not torch.equal(second, first)
+    assert second[0, 2].mean() > second[0, 0].mean()  # now blue
