@@ -176,6 +176,28 @@ def test_counting_wrappers_hide_or_show_the_hook(demo):
     assert has_modality_encodings(CountingEncodingsAdapter(demo))
 
 
+def test_a_subclass_that_overrides_the_head_is_not_paired_by_inherited_encodings():
+    from workers.engine.encodings import has_modality_encodings
+
+    class Shifted(EncodedBilinearAdapter):
+        def head(self, *embedded, batch):
+            return super().head(*embedded, batch=batch) + 1.0
+
+    class ShiftedWithEncodings(Shifted):
+        def fuse(self, *encodings):
+            return super().fuse(*encodings) + 1.0
+
+    assert has_modality_encodings(EncodedBilinearAdapter())
+    assert not has_modality_encodings(Shifted())
+    assert not has_modality_encodings(ShiftedWithEncodings())  # encode_modality is still above head
+    adapter = _loaded(Shifted())
+    items = adapter.make_items(6, seed=2)
+    result = emap(adapter, items, keep_pair_logits=True)
+    pair, _ = _closed_form_emap(adapter, items)
+    np.testing.assert_allclose(result.pair_logits, pair + 1.0, rtol=0, atol=1e-12)  # its own head
+    assert adapter.fused_rows == 0
+
+
 def _no_times() -> dict[str, float]:
     return {"head": 0.0, "encode": 0.0, "fuse": 0.0}
 

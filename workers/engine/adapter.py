@@ -175,6 +175,9 @@ class ModalityEncodings(Protocol):
     again; without it, it runs ``head`` on every pairing. Both must hold exactly (same floats)::
 
         head(*x, batch=b) == fuse(*(encode_modality(m, x_m, batch=b) for m in modalities))
+
+    A subclass that overrides ``head`` without overriding both has none (its head would
+    disagree with the inherited encodings).
     """
 
     def encode_modality(self, name: str, embedded: Tensor, *, batch: Any) -> Tensor:

@@ -41,9 +41,22 @@ def fuse_rows(max_rows: int | None) -> int:
     return max(1, min(FUSE_ROWS, int(max_rows))) if max_rows is not None else FUSE_ROWS
 
 
+def _defined_in(cls: type, name: str) -> type | None:
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+
 def has_modality_encodings(adapter: Any) -> bool:
-    """Whether ``adapter`` exposes ``encode_modality`` and ``fuse`` (module doc)."""
-    return callable(getattr(adapter, "encode_modality", None)) and callable(getattr(adapter, "fuse", None))
+    """Whether ``adapter`` exposes ``encode_modality`` and ``fuse`` (module doc), defined no
+    higher in its class hierarchy than ``head``: a subclass that overrides ``head`` (a model
+    made to fail, say) but inherits the encodings would have them disagree, so it has none."""
+    if not (callable(getattr(adapter, "encode_modality", None)) and callable(getattr(adapter, "fuse", None))):
+        return False
+    head = _defined_in(type(adapter), "head")
+    for name in ("encode_modality", "fuse"):
+        owner = _defined_in(type(adapter), name)
+        if head is not None and owner is not None and not issubclass(owner, head):
+            return False
+    return True
 
 
 def encode_modalities(
