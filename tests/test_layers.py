@@ -72,6 +72,7 @@ def test_only_the_bench_commands_import_the_benchmarks():
         "annotations.management.commands.bench_heatmaps",
         "annotations.management.commands.bench_participant_pages",
         "annotations.management.commands.bench_precompute",
+        "annotations.management.commands.bench_report",
         "annotations.management.commands.loadtest",
     }
 

@@ -13,6 +13,8 @@ item ``r % B`` (per-item context is tiled with ``repeat``).
   ``b`` ``(4,)``; no cross-modal interaction at all.
 * :class:`BilinearAdapter`: ``f_c = (w_c . a)(v_c . b)`` (+ ``u_c . c`` with a third modality);
   constant cross Hessian ``w_c v_c^T``.
+* :class:`EncodedBilinearAdapter`, :class:`EncodedNonFiniteAdapter`: the same with per-modality
+  encodings (``encode_modality`` + ``fuse``); the second has NaN encodings for poisoned items.
 * :class:`PairwiseAdapter`: additive plus one known pairwise term between group ``G_STAR`` of
   ``a`` and group ``H_STAR`` of ``b``.
 * :class:`NonFiniteAdapter`: NaN or Inf logits for "poisoned" items, or finite logits whose
@@ -273,6 +275,55 @@ class BilinearAdapter(ToyAdapter):
         """Element indices of each group of modality ``m``, in group-ID order."""
         ids = self.groups[m]
         return [[i for i, g in enumerate(ids) if g == gid] for gid in sorted(set(ids))]
+
+
+class EncodedBilinearAdapter(BilinearAdapter):
+    """:class:`BilinearAdapter` with per-modality encodings (``encode_modality`` + ``fuse``,
+    ``workers/engine/encodings.py``): ``a -> w a``, ``b -> v b``, ``c -> u c``, fused as
+    ``(w a) * (v b) (+ u c)``, the same floats as ``head``. Counts encoded and fused rows."""
+
+    def __init__(self, *, swap: bool = False, third: bool = False) -> None:
+        super().__init__(swap=swap, third=third)
+        self.encoded_rows = 0
+        self.fused_rows = 0
+
+    def encode_modality(self, name: str, embedded: Tensor, *, batch: dict) -> Tensor:
+        self.encoded_rows += embedded.shape[0]
+        return embedded @ {"a": self.w, "b": self.v, "c": self.u}[name].T
+
+    def fuse(self, *encodings: Tensor) -> Tensor:
+        self.fused_rows += encodings[0].shape[0]
+        out = encodings[0] * encodings[1]
+        return out + encodings[2] if self.third else out
+
+
+class EncodedNonFiniteAdapter(ToyAdapter):
+    """Linear logits ``[sum a - sum b, -(sum a - sum b)]`` through per-modality encodings, NaN in
+    the encoding of ``a`` for items with ``poison: True`` (``poison`` belongs to ``a``)."""
+
+    modalities = ("a", "b")
+    shapes = {"a": (2,), "b": (2,)}
+
+    def context(self, items: Sequence[dict]) -> dict[str, Any]:
+        return {"poison": torch.tensor([bool(item.get("poison", False)) for item in items])}
+
+    def encode_modality(self, name: str, embedded: Tensor, *, batch: dict) -> Tensor:
+        total = embedded.sum(1, keepdim=True)
+        if name == "a":
+            poison = self.tile(batch["poison"], embedded.shape[0])
+            return torch.where(poison[:, None], torch.full_like(total, math.nan), total)
+        return total
+
+    def fuse(self, a: Tensor, b: Tensor) -> Tensor:
+        f = a - b
+        return torch.cat([f, -f], dim=1)
+
+    def logits(self, a: Tensor, b: Tensor, *, batch: dict) -> Tensor:
+        return self.fuse(self.encode_modality("a", a, batch=batch), self.encode_modality("b", b, batch=batch))
+
+    def feature_groups(self, batch: dict) -> tuple[Tensor, ...]:
+        n = batch["n"]
+        return torch.tensor([[0, 1]]).expand(n, 2), torch.tensor([[2, 3]]).expand(n, 2)
 
 
 class PairwiseAdapter(ToyAdapter):

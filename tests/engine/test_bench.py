@@ -256,3 +256,32 @@ def test_bench_explain_command_rejects_bad_options(tmp_path, options, message):
             stderr=io.StringIO(),
             **options,
         )
+
+
+def test_bench_report_command_prints_every_stage_and_equal_reports(tmp_path):
+    out = io.StringIO()
+    call_command(
+        "bench_report",
+        items=6,
+        checkpoints="none",
+        pass_batch_sizes="6",
+        json=str(tmp_path / "report.json"),
+        stdout=out,
+    )
+    text = out.getvalue()
+    for stage in ("subsets", "permutation", "noise", "corruption", "emap", "group_pairs", "learning"):
+        assert f"| {stage} | before |" in text and f"| {stage} | after |" in text, stage
+    assert "largest difference between the two reports: 0;" in text
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert set(saved["runs"]) == {"before (head on every pairing)", "after (encodings)"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"items": 1}, "--items must be at least 2"), ({"runs": "later"}, "--runs: give before, after or both")],
+)
+def test_bench_report_command_rejects_bad_options(options, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("bench_report", **options)

@@ -28,7 +28,10 @@ docs/MODEL_REPORT.md); an adapter without them works everywhere, and the report 
 section it skipped and why: ``checkpoints()`` and ``load_checkpoint(name)`` for the learning
 process, ``training_items()`` for its training losses, ``corrupt(batch, ...)`` for
 modality-specific corruptions, and ``batch_context`` to let EMAP pair items without encoding
-every pair.
+every pair. Two more (:class:`ModalityEncodings`), ``encode_modality(name, embedded, batch=...)``
+and ``fuse(*encodings)``, split ``head`` into per-modality encoders and the fusion that follows
+them, so the report encodes each item's modalities once and evaluates only the fusion on its
+pairings (EMAP's ``N^2`` pairs, permutations, subsets, noise on one modality).
 
 One more optional method (:class:`DecisionFeatures`), ``features(*embedded, batch=batch)``,
 gives the decision-level features the head decides from (e.g. its penultimate layer). It
@@ -163,6 +166,29 @@ class ReportHooks(Protocol):
         ``level`` in [0, 1] (0: unchanged), e.g. blur for an image, word dropout for text,
         random from ``seed``. Raise ``ValueError`` or ``NotImplementedError`` for a modality it
         does not corrupt. Must not change ``batch``."""
+
+
+class ModalityEncodings(Protocol):
+    """Optional, backward-compatible addition to :class:`ModelAdapter`: ``head`` as per-modality
+    encoders followed by a fusion (``workers/engine/encodings.py``), checked with ``getattr``.
+    The report uses it to pair the encodings of different items without running the encoders
+    again; without it, it runs ``head`` on every pairing. Both must hold exactly (same floats)::
+
+        head(*x, batch=b) == fuse(*(encode_modality(m, x_m, batch=b) for m in modalities))
+
+    A subclass that overrides ``head`` without overriding both has none (its head would
+    disagree with the inherited encodings).
+    """
+
+    def encode_modality(self, name: str, embedded: Tensor, *, batch: Any) -> Tensor:
+        """The encoding ``(N, *E_m)`` of modality ``name``'s embedded rows ``(N, *S_m)`` (row
+        ``r`` is item ``r % B`` of ``batch``, as for ``head``). It may read only the part of
+        ``batch`` that belongs to this modality (a question's attention mask), so a row's
+        encoding depends on that item's payload of this modality alone; ``E_m`` is fixed."""
+
+    def fuse(self, *encodings: Tensor) -> Tensor:
+        """Logits ``(N, len(labels))`` from one encoding per modality, ``N`` rows each; row ``r``
+        may take each modality's encoding from a different item."""
 
 
 class DecisionFeatures(Protocol):

@@ -81,6 +81,7 @@ from workers.engine.attribution import (
     nonfinite_naming,
     prepare_batch,
 )
+from workers.engine.encodings import encode_items, fuse_rows, fused_logits, has_modality_encodings
 
 __all__ = [
     "CROSS_METHODS",
@@ -732,6 +733,30 @@ def _pair_logits_embedded(
     return out
 
 
+def _pair_logits_encoded(
+    adapter: ModelAdapter, items: Sequence[RawItem], ia: int, ib: int, batch_size: int, max_rows: int
+) -> Tensor:
+    """``L[i, j]`` from the adapter's per-modality encodings (``workers/engine/encodings.py``):
+    every item's modalities encoded once (``N`` rows per modality), then ``fuse`` on the ``N^2``
+    pairs in calls of at most ``fuse_rows(max_rows)`` rows (row-major in ``(i, j)``); the modalities other
+    than ``A`` and ``B`` come from item ``i``."""
+    n = len(items)
+    encodings = encode_items(adapter, items, batch_size=batch_size)
+    c = len(adapter.labels)
+    out = torch.empty(n * n, c, dtype=torch.float64)
+    per_call = fuse_rows(max_rows)
+    for r0 in range(0, n * n, per_call):
+        rows = torch.arange(r0, min(n * n, r0 + per_call))
+        first, second = rows // n, rows % n
+        picked = [enc.index_select(0, second if m == ib else first) for m, enc in enumerate(encodings)]
+        try:
+            out[r0 : r0 + len(rows)] = fused_logits(adapter, picked, what="emap")
+        except NonFiniteError as exc:  # a pair is named by the item that gives modality a
+            bad = sorted({int(first[k]) for k in exc.batch_items})
+            raise NonFiniteError(exc.detail, item_ids=[str(items[i].get("id", "?")) for i in bad]) from exc
+    return out.reshape(n, n, c)
+
+
 def emap(
     adapter: ModelAdapter,
     items: Sequence[RawItem],
@@ -743,6 +768,7 @@ def emap(
     context_modality: str | None = None,
     max_rows: int = 1024,
     keep_pair_logits: bool = False,
+    encodings: bool = True,
 ) -> EmapResult:
     """EMAP (Hessel & Lee 2020) of the model over ``items``: how much accuracy it keeps when its
     logits are projected onto additive functions of the two modalities.
@@ -761,6 +787,11 @@ def emap(
     * ``pairing="items"`` (default, needs nothing beyond the protocol): each pair is a synthetic
       raw item ``{**items[i], B: items[j][B]}`` run through ``encode``, ``embed`` and ``head``,
       so every per-item context is rebuilt consistently. Costs ``N^2`` encodes.
+    * an adapter with per-modality encodings (``encode_modality`` and ``fuse``,
+      ``workers/engine/encodings.py``) is paired by its encodings whichever ``pairing`` is
+      asked (the hook's contract makes the three equal): ``N`` encodings per modality and
+      ``N^2`` rows through ``fuse`` only, in calls of ``max_rows`` rows. ``encodings=False``
+      runs ``head`` on every pair instead.
     * ``pairing="embedded"``: encode blocks of ``batch_size`` items once, and swap the embedded
       tensor of the non-context modality between items, keeping the batch of the items whose
       ``context_modality`` is used (default ``A``). Assumes everything item-specific in
@@ -776,8 +807,9 @@ def emap(
         batch_size: items per encode.
         pairing: ``"items"`` or ``"embedded"``.
         context_modality: with ``pairing="embedded"``, the modality whose items' batch is kept.
-        max_rows: the most rows per head call (``pairing="embedded"``).
+        max_rows: the most rows per head call (``pairing="embedded"``) or ``fuse`` call.
         keep_pair_logits: keep the ``(N, N, C)`` pair logits in the result.
+        encodings: use the adapter's per-modality encodings when it has them.
 
     Returns:
         :class:`EmapResult`. Cost: ``N^2`` forward passes. Raises :class:`NonFiniteError` on
@@ -789,19 +821,18 @@ def emap(
     ia, ib = pick_modalities(adapter.modalities, modalities)
     names = (str(adapter.modalities[ia]), str(adapter.modalities[ib]))
     gold = _gold_indices(adapter, items, labels)
+    if pairing not in ("items", "embedded"):
+        raise ValueError("pairing must be 'items' or 'embedded'")
+    if pairing == "embedded" and context_modality is not None and context_modality not in names:
+        raise ValueError(f"context_modality must be one of {list(names)}")
     with torch.no_grad():
-        if pairing == "items":
+        if encodings and has_modality_encodings(adapter):
+            pair = _pair_logits_encoded(adapter, items, ia, ib, batch_size, max_rows)
+        elif pairing == "items":
             pair = _pair_logits_items(adapter, items, names[1], batch_size)
-        elif pairing == "embedded":
-            if context_modality is None:
-                ctx = ia
-            elif context_modality in names:
-                ctx = (ia, ib)[names.index(context_modality)]
-            else:
-                raise ValueError(f"context_modality must be one of {list(names)}")
-            pair = _pair_logits_embedded(adapter, items, ia, ib, ctx, batch_size, max_rows)
         else:
-            raise ValueError("pairing must be 'items' or 'embedded'")
+            ctx = ia if context_modality is None else (ia, ib)[names.index(context_modality)]
+            pair = _pair_logits_embedded(adapter, items, ia, ib, ctx, batch_size, max_rows)
     if not torch.isfinite(pair).all():
         bad = sorted({int(i) for i in torch.nonzero(~torch.isfinite(pair).all(dim=2))[:, 0]})
         raise NonFiniteError("EMAP pair logits contain NaN/Inf", item_ids=[str(items[i].get("id", "?")) for i in bad])

@@ -14,6 +14,8 @@ same way. A method that repeats each item contiguously (``repeat_interleave``) m
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,24 @@ class DemoBatch:
         return len(self.ids)
 
 
+#: Decoded images kept in memory (12 KB each): a model report reads every item's picture in
+#: each of its stages and for each checkpoint.
+DECODED_IMAGES = 4096
+
+
+@functools.lru_cache(maxsize=DECODED_IMAGES)
+def _decoded_image(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    """The picture at ``path`` as read-only uint8 ``(64, 64, 3)``; the file's modification time
+    and size are part of the key, so a rewritten file is read again."""
+    with Image.open(Path(path)) as img:
+        img = img.convert("RGB")
+        if img.size != (IMAGE_SIZE, IMAGE_SIZE):  # tolerate other sizes; the model needs 64
+            img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+        pixels = np.asarray(img, dtype=np.uint8)
+    pixels.setflags(write=False)
+    return pixels
+
+
 def _read_image(item: RawItem) -> np.ndarray:
     """uint8 ``(64, 64, 3)``; raises ValueError naming the item when unreadable."""
     item_id = item.get("id", "?")
@@ -62,11 +82,8 @@ def _read_image(item: RawItem) -> np.ndarray:
     if not path:
         raise ValueError(f"item {item_id!r} has no image")
     try:
-        with Image.open(Path(path)) as img:
-            img = img.convert("RGB")
-            if img.size != (IMAGE_SIZE, IMAGE_SIZE):  # tolerate other sizes; the model needs 64
-                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+        found = os.stat(path)
+        return _decoded_image(str(path), found.st_mtime_ns, found.st_size)
     except (OSError, ValueError) as exc:  # missing, unreadable, not an image, truncated
         raise ValueError(f"item {item_id!r}: cannot read image {path!r}: {exc}") from exc
 
@@ -146,6 +163,25 @@ class DemoAdapter(DemoReportHooks):
             raise ValueError(f"embedded batch of {n} rows is not a multiple of {b} items")
         mask = batch.attention_mask.to(pixels.device).repeat(n // b, 1)  # (N, T), tiled
         return self.model.head(pixels, token_embeddings, mask)
+
+    def encode_modality(self, name: str, embedded: Tensor, *, batch: DemoBatch) -> Tensor:
+        """The image's patch features ``(N, 64, C)`` or the question vector ``(N, H)``
+        (:class:`workers.engine.adapter.ModalityEncodings`): everything in :meth:`head` before
+        the two modalities meet. The question reads its attention mask (the text's own context),
+        tiled as in :meth:`head`."""
+        if name == "image":
+            return self.model.encode_image(embedded)
+        if name == "text":
+            n, b = embedded.shape[0], len(batch)
+            if b == 0 or n % b:
+                raise ValueError(f"embedded batch of {n} rows is not a multiple of {b} items")
+            return self.model.encode_question(embedded, batch.attention_mask.to(embedded.device).repeat(n // b, 1))
+        raise ValueError(f"the demo has no modality {name!r}")
+
+    def fuse(self, patches: Tensor, question: Tensor) -> Tensor:
+        """Logits ``(N, len(labels))`` from :meth:`encode_modality`'s encodings, ``N`` rows each
+        (each row's image and question may come from different items)."""
+        return self.model.fuse(patches, question)
 
     def features(self, pixels: Tensor, token_embeddings: Tensor, *, batch: DemoBatch) -> Tensor:
         """Decision-level features ``(N, 64)``: the classifier's penultimate activations, of

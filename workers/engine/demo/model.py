@@ -201,7 +201,17 @@ class DemoModel(nn.Module):
         """The classifier's penultimate activations ``(N, H)``: the logits are one linear map
         of them (``classifier[2]``)."""
         question = self.encode_question(token_embeddings, attention_mask)  # (N, H)
-        patches = self.encode_image(pixels)  # (N, P, C)
+        return self.fused_features(self.encode_image(pixels), question)
+
+    def fuse(self, patches: Tensor, question: Tensor) -> Tensor:
+        """Logits ``(N, len(LABELS))`` from patch features ``(N, P, C)`` (:meth:`encode_image`)
+        and question vectors ``(N, H)`` (:meth:`encode_question`): :meth:`head` after the two
+        encoders, so ``head(x, t, m) == fuse(encode_image(x), encode_question(t, m))``."""
+        return self.classifier[2](self.fused_features(patches, question))
+
+    def fused_features(self, patches: Tensor, question: Tensor) -> Tensor:
+        """:meth:`decision_features` from the two encodings (patches ``(N, P, C)``, question
+        ``(N, H)``)."""
         gamma, beta = self.film(question).unsqueeze(1).chunk(2, dim=-1)  # (N, 1, C) each
         patches = self.patch_mlp(patches * (1 + gamma) + beta)  # (N, P, H)
         # Question-conditioned attention over patches: the genuinely cross-modal step.

@@ -45,7 +45,7 @@ class DemoReportHooks:
         """A loaded adapter with the weights of checkpoint ``name`` (this one is unchanged).
         The first call may train the model again to recover checkpoints (about a minute)."""
         step = int(name.removeprefix("step-")) if name.startswith("step-") and name[5:].isdigit() else None
-        checkpoints = demo_model.load_checkpoints(self.cache_dir, progress=False)
+        checkpoints = self._checkpoint_states()
         if step not in checkpoints:
             raise AdapterError(
                 f"no demo checkpoint {name!r}; there are {', '.join(f'step-{s}' for s in sorted(checkpoints))}"
@@ -55,6 +55,15 @@ class DemoReportHooks:
         adapter.device = self.device
         adapter._model = model.to(self.device)
         return adapter
+
+    def _checkpoint_states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Every checkpoint's weights, read from the cache once per adapter (the file holds them
+        all: a report loading seven checkpoints read it seven times)."""
+        states = getattr(self, "_checkpoints_read", None)
+        if states is None:
+            states = demo_model.load_checkpoints(self.cache_dir, progress=False)
+            self._checkpoints_read = states
+        return states
 
     def training_items(self) -> list[RawItem]:
         """The examples of the first :data:`TRAINING_BATCHES` training batches (labels as

@@ -49,8 +49,9 @@ class ReportOptions:
         emap: whether to compute the EMAP gap; ``emap_pairing`` and ``emap_context`` as
             :func:`workers.engine.interactions.emap`'s ``pairing`` and ``context_modality``
             (``auto``: ``embedded`` with the adapter's ``batch_context`` modality when it
-            declares one, else ``items``); ``emap_max_items``: a seeded random subset of at most
-            this many items.
+            declares one, else ``items``; an adapter with per-modality encodings is paired by
+            its encodings whichever, with the same numbers); ``emap_max_items``: a seeded
+            random subset of at most this many items.
         pid: whether to compute the partial information decomposition (redundancy, uniqueness,
             synergy in bits, :mod:`workers.engine.pid`) of the pair about the gold labels and
             about the model's answers; ``pid_clusters``: k-means clusters per modality (its

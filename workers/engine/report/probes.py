@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 
 from workers.engine.adapter import ModelAdapter, RawItem
-from workers.engine.attribution import PreparedBatch, nonfinite_naming, prepare_batch
+from workers.engine.attribution import NonFiniteError, PreparedBatch, nonfinite_naming, prepare_batch
+from workers.engine.encodings import (
+    encode_items,
+    encode_modalities,
+    fuse_rows,
+    fused_logits,
+    has_modality_encodings,
+)
 from workers.engine.interactions import cross_modal_interaction
 from workers.engine.render import patch_grid_labels
 
@@ -65,6 +72,20 @@ def _forward(p: PreparedBatch, parts: Sequence[Sequence[Tensor]], what: str, max
     return torch.cat(out)
 
 
+def _forward_encoded(p: PreparedBatch, parts: Sequence[Sequence[Tensor]], what: str, max_rows: int | None) -> Tensor:
+    """:func:`_forward` through the adapter's ``fuse`` (``workers/engine/encodings.py``), in
+    calls of at most ``fuse_rows(max_rows)`` rows (whole versions at a time): ``parts[k][m]``
+    is ``(B, *E_m)``, modality ``m``'s encoding in version ``k``."""
+    big_b = p.size
+    per_call = max(1, fuse_rows(max_rows) // max(big_b, 1))
+    out = []
+    for start in range(0, len(parts), per_call):
+        chunk = parts[start : start + per_call]
+        rows = [torch.cat([version[m] for version in chunk]) for m in range(len(p.inputs))]
+        out.append(fused_logits(p.adapter, rows, what=what, n_items=big_b).reshape(len(chunk), big_b, -1))
+    return torch.cat(out)
+
+
 def subset_logits(p: PreparedBatch, subsets: Sequence[Sequence[bool]], *, max_rows: int | None = 1024) -> Tensor:
     """Logits with each modality at its input or its baseline, for every subset.
 
@@ -74,14 +95,27 @@ def subset_logits(p: PreparedBatch, subsets: Sequence[Sequence[bool]], *, max_ro
         max_rows (int, optional): the most rows per head call.
 
     Returns:
-        float64 ``(K, B, C)``. Cost: ``K`` forward passes per item.
+        float64 ``(K, B, C)``. Cost: ``K`` forward passes per item; with per-modality encodings
+        (``workers/engine/encodings.py``), 2 encodings per modality and ``K`` fusions per item.
     """
+    what = "model report (modality subsets)"
+    if has_modality_encodings(p.adapter):
+        inputs = encode_modalities(p.adapter, p.inputs, batch=p.batch)
+        baselines = encode_modalities(p.adapter, p.baselines, batch=p.batch)
+        encoded = [[x if keep else base for x, base, keep in zip(inputs, baselines, subset)] for subset in subsets]
+        return _forward_encoded(p, encoded, what, max_rows)
     parts = [[x if keep else base for x, base, keep in zip(p.inputs, p.baselines, subset)] for subset in subsets]
-    return _forward(p, parts, "model report (modality subsets)", max_rows)
+    return _forward(p, parts, what, max_rows)
 
 
 def noisy_logits(
-    p: PreparedBatch, *, sigma: Sequence[float], n_samples: int, seed: int, max_rows: int | None = 1024
+    p: PreparedBatch,
+    *,
+    sigma: Sequence[float],
+    n_samples: int,
+    seed: int,
+    max_rows: int | None = 1024,
+    clean: Sequence[Tensor] | None = None,
 ) -> Tensor:
     """Logits with isotropic Gaussian noise added to the embedded inputs.
 
@@ -93,8 +127,12 @@ def noisy_logits(
         seed (int): seeds a CPU generator, so the draws are the same on every device.
 
     Returns:
-        float64 ``(n_samples, B, C)``. Cost: ``n_samples`` forward passes per item.
+        float64 ``(n_samples, B, C)``. Cost: ``n_samples`` forward passes per item; with
+        per-modality encodings (``workers/engine/encodings.py``), ``n_samples`` encodings of each
+        noisy modality and fusions per item (``clean``: the encodings of ``p.inputs``, kept by
+        the caller across calls; computed when None).
     """
+    what = "model report (noise)"
     generator = torch.Generator().manual_seed(int(seed))
     parts = []
     for _ in range(n_samples):
@@ -106,21 +144,62 @@ def noisy_logits(
             else:
                 version.append(x)
         parts.append(version)
-    return _forward(p, parts, "model report (noise)", max_rows)
+    if has_modality_encodings(p.adapter):
+        noisy = [m for m, s in enumerate(sigma) if s]
+        base = clean if clean is not None else encode_modalities(p.adapter, p.inputs, batch=p.batch)
+        encoded = []
+        for version in parts:
+            fresh = encode_modalities(p.adapter, version, batch=p.batch, only=noisy)
+            encoded.append([fresh[m] if m in noisy else base[m] for m in range(len(version))])
+        return _forward_encoded(p, encoded, what, max_rows)
+    return _forward(p, parts, what, max_rows)
 
 
 def corrupted_logits(
-    adapter: ModelAdapter, batch: Any, *, modality: str, level: float, seed: int, max_rows: int | None = 1024
+    adapter: ModelAdapter,
+    batch: Any,
+    *,
+    modality: str,
+    level: float,
+    seed: int,
+    max_rows: int | None = 1024,
+    clean: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
 ) -> Tensor:
     """Logits after the adapter's own corruption of one modality (optional protocol hook
     ``adapter.corrupt(batch, modality=..., level=..., seed=...)``, which returns a new batch).
 
+    With per-modality encodings (``workers/engine/encodings.py``) and ``clean`` (the batch's
+    embedded inputs and their encodings), the corrupted modality, and any other whose embedded
+    input the corruption changed, is encoded again; the others keep their clean encodings.
+
     Returns:
-        float64 ``(B, C)``. Cost: one ``corrupt``, one ``embed`` and one forward pass per item.
+        float64 ``(B, C)``. Cost: one ``corrupt``, one ``embed`` and one forward pass per item;
+        with encodings, the changed modalities' encodings and one fusion per item.
     """
+    what = f"model report (corruption of {modality})"
     corrupted = adapter.corrupt(batch, modality=modality, level=float(level), seed=int(seed))
+    if clean is not None and has_modality_encodings(adapter):
+        clean_inputs, clean_encoded = clean
+        with torch.no_grad():
+            inputs = tuple(x.detach() for x in adapter.embed(corrupted))
+        corrupted_index = [str(m) for m in adapter.modalities].index(modality)
+        changed = [
+            m
+            for m, (x, y) in enumerate(zip(inputs, clean_inputs))
+            if m == corrupted_index or x.shape != y.shape or not torch.equal(x, y)
+        ]
+        fresh = encode_modalities(adapter, inputs, batch=corrupted, only=changed)
+        rows = [fresh[m] if m in changed else clean_encoded[m] for m in range(len(inputs))]
+        n, per_call = rows[0].shape[0], fuse_rows(max_rows)
+        out = []
+        for start in range(0, n, per_call):
+            try:
+                out.append(fused_logits(adapter, [r[start : start + per_call] for r in rows], what=what))
+            except NonFiniteError as exc:  # positions in the whole batch
+                raise NonFiniteError(exc.detail, batch_items=[start + b for b in exc.batch_items]) from exc
+        return torch.cat(out)
     p = prepare_batch(adapter, corrupted)
-    return _forward(p, [list(p.inputs)], f"model report (corruption of {modality})", max_rows)[0]
+    return _forward(p, [list(p.inputs)], what, max_rows)[0]
 
 
 def permuted_logits(
@@ -131,6 +210,7 @@ def permuted_logits(
     order: Sequence[int],
     batch_size: int = 64,
     max_rows: int | None = 1024,
+    encoded: Sequence[Tensor] | None = None,
 ) -> Tensor:
     """Logits of every item with one modality taken from another item: item ``i`` paired with
     the ``modality`` payload of item ``order[i]``.
@@ -139,9 +219,30 @@ def permuted_logits(
     through ``encode``, ``embed`` and ``head``, so whatever per-item context an adapter keeps in
     its batch is rebuilt for the pair (as EMAP's ``pairing="items"``).
 
+    With per-modality encodings (``workers/engine/encodings.py``) the pair is the item's
+    encodings with ``modality``'s from item ``order[i]`` (the hook's contract: a modality's
+    encoding depends on its own payload only), ``encoded`` those of every item (from
+    :func:`encode_items`; computed when None).
+
     Returns:
-        float64 ``(N, C)``. Cost: one ``encode`` and one forward pass per item.
+        float64 ``(N, C)``. Cost: one ``encode`` and one forward pass per item; with
+        encodings, one fusion per item.
     """
+    if has_modality_encodings(adapter):
+        encoded = encoded if encoded is not None else encode_items(adapter, items, batch_size=batch_size)
+        swap = [str(m) for m in adapter.modalities].index(modality)
+        index = torch.as_tensor(list(order), dtype=torch.long)
+        out = []
+        per_call = fuse_rows(max_rows)
+        for start in range(0, len(items), per_call):
+            rows = torch.arange(start, min(len(items), start + per_call))
+            picked = [enc.index_select(0, index[rows] if m == swap else rows) for m, enc in enumerate(encoded)]
+            try:
+                out.append(fused_logits(adapter, picked, what=f"model report (permuted {modality})"))
+            except NonFiniteError as exc:  # named by the item that keeps its other modalities
+                named = [str(items[int(rows[k])].get("id", "?")) for k in exc.batch_items]
+                raise NonFiniteError(exc.detail, item_ids=named) from exc
+        return torch.cat(out)
     out = []
     for start in range(0, len(items), batch_size):
         stop = min(len(items), start + batch_size)

@@ -24,6 +24,12 @@ Cost per item (forward passes), for ``M`` modalities:
   of ``bias_methods`` on the items with an evidence region;
 * ``learning``: per checkpoint ``M + 1`` on the dataset and on the training items.
 
+An adapter with per-modality encodings (``encode_modality`` + ``fuse``,
+``workers/engine/encodings.py``) has every pass above but ``group_pairs``' run through ``fuse``
+alone, on encodings computed once per item and modality (twice for the subsets and each
+checkpoint: input and baseline; again per noise draw or corruption of that modality). Same
+numbers, fewer encoder passes (``benchmarks/report.py`` counts them).
+
 No Django here.
 """
 
@@ -46,6 +52,7 @@ from workers.engine.attribution import (
     nonfinite_naming,
     prepare_batch,
 )
+from workers.engine.encodings import encode_items, encode_modalities, has_modality_encodings
 from workers.engine.interactions import emap as emap_compute
 from workers.engine.pid import discretise, pid_bootstrap, sketch
 from workers.engine.report import bias as bias_metrics
@@ -181,6 +188,11 @@ class _Context:
     train_items: list[RawItem] | None
     current: list[RawItem] | None = None  # the batch a stage works on, to name items in errors
 
+    @property
+    def encodings(self) -> bool:
+        """Whether the adapter exposes per-modality encodings (``workers/engine/encodings.py``)."""
+        return has_modality_encodings(self.adapter)
+
     def batches(self) -> Iterator[tuple[int, list[RawItem]]]:
         size = self.options.batch_size
         for start in range(0, len(self.items), size):
@@ -303,6 +315,8 @@ def _stage_permutation(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, list[float]] = {}
     total = len(ctx.modalities) * ctx.options.permutations * n
     done = 0
+    # With per-modality encodings every item is encoded once and each pairing is a fusion.
+    encoded = encode_items(ctx.adapter, ctx.items, batch_size=ctx.options.batch_size) if ctx.encodings else None
     for modality in ctx.modalities:
         agree = np.zeros(n)
         right = np.zeros(n)
@@ -315,6 +329,7 @@ def _stage_permutation(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                 order=order.tolist(),
                 batch_size=ctx.options.batch_size,
                 max_rows=ctx.options.max_rows,
+                encoded=encoded,
             )
             answers = logits.numpy().argmax(axis=1)
             agree += answers == predicted
@@ -346,6 +361,7 @@ def _stage_noise(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     labelled_draws = dict(hits)
     for start, chunk in ctx.batches():
         p = prepare_batch(ctx.adapter, ctx.adapter.encode(chunk))
+        clean = encode_modalities(ctx.adapter, p.inputs, batch=p.batch) if ctx.encodings else None
         gold = ctx.gold[start : start + len(chunk)]
         kept = predicted[start : start + len(chunk)]
         for level_index, level in enumerate(levels[1:], start=1):
@@ -355,7 +371,12 @@ def _stage_noise(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                     np.random.SeedSequence([ctx.options.seed, 2, level_index, target_index, start]).generate_state(1)[0]
                 )
                 logits = probes.noisy_logits(
-                    p, sigma=sigma, n_samples=ctx.options.noise_samples, seed=seed, max_rows=ctx.options.max_rows
+                    p,
+                    sigma=sigma,
+                    n_samples=ctx.options.noise_samples,
+                    seed=seed,
+                    max_rows=ctx.options.max_rows,
+                    clean=clean,
                 ).numpy()
                 answers = logits.argmax(axis=2)  # (S, B)
                 hits[level_index, target] += float((answers == gold[None, :]).sum())  # gold -1 never matches
@@ -384,20 +405,27 @@ def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
     predicted = np.asarray(state["subsets"]["columns"]["prediction"])
     levels = [float(v) for v in ctx.options.corruption_levels]
     labelled = ctx.gold >= 0
-    clean = float(np.mean(predicted[labelled] == ctx.gold[labelled])) if labelled.any() else None
-    accuracy: dict[str, list] = {}
-    agreement: dict[str, list] = {}
-    errors: dict[str, str] = {}
+    clean_accuracy = float(np.mean(predicted[labelled] == ctx.gold[labelled])) if labelled.any() else None
     n = len(ctx.items)
     total = (len(levels) - 1) * len(ctx.modalities) * n
     done = 0
-    for modality in ctx.modalities:
-        acc, agr = [clean], [1.0]
-        try:
-            for level_index, level in enumerate(levels[1:], start=1):
-                hits = agreements = 0.0
-                for start, chunk in ctx.batches():
-                    batch = ctx.adapter.encode(chunk)
+    hits = {(m, li): 0.0 for m in ctx.modalities for li in range(1, len(levels))}
+    agreements = dict(hits)
+    errors: dict[str, str] = {}
+    # Each batch is encoded once for every modality and level (and, with per-modality
+    # encodings, a modality the corruption leaves alone keeps its clean encoding).
+    for start, chunk in ctx.batches():
+        batch = ctx.adapter.encode(chunk)
+        clean = None
+        if ctx.encodings:
+            with torch.no_grad():
+                inputs = tuple(x.detach() for x in ctx.adapter.embed(batch))
+            clean = (inputs, encode_modalities(ctx.adapter, inputs, batch=batch))
+        for modality in ctx.modalities:
+            if modality in errors:
+                continue
+            try:
+                for level_index, level in enumerate(levels[1:], start=1):
                     logits = probes.corrupted_logits(
                         ctx.adapter,
                         batch,
@@ -405,20 +433,27 @@ def _stage_corruption(ctx: _Context, state: dict[str, Any]) -> dict[str, Any]:
                         level=level,
                         seed=ctx.options.seed * 1009 + level_index * 31 + start,
                         max_rows=ctx.options.max_rows,
+                        clean=clean,
                     ).numpy()
                     answers = logits.argmax(axis=1)
-                    hits += float((answers == ctx.gold[start : start + len(chunk)]).sum())
-                    agreements += float((answers == predicted[start : start + len(chunk)]).sum())
+                    hits[modality, level_index] += float((answers == ctx.gold[start : start + len(chunk)]).sum())
+                    agreements[modality, level_index] += float((answers == predicted[start : start + len(chunk)]).sum())
                     done += len(chunk)
                     ctx.progress("corruption", done, total)
-                acc.append(hits / int(labelled.sum()) if clean is not None else None)
-                agr.append(agreements / n)
-        except NonFiniteError as exc:
-            raise ctx.named(exc) from exc
-        except (NotImplementedError, ValueError, KeyError) as exc:  # no corruption for this modality
-            errors[modality] = error_text(exc)
+            except NonFiniteError as exc:
+                raise ctx.named(exc) from exc
+            except (NotImplementedError, ValueError, KeyError) as exc:  # no corruption for this modality
+                errors[modality] = error_text(exc)
+    accuracy: dict[str, list] = {}
+    agreement: dict[str, list] = {}
+    for modality in ctx.modalities:
+        if modality in errors:
             continue
-        accuracy[modality], agreement[modality] = acc, agr
+        steps = range(1, len(levels))
+        accuracy[modality] = [clean_accuracy] + [
+            hits[modality, li] / int(labelled.sum()) if clean_accuracy is not None else None for li in steps
+        ]
+        agreement[modality] = [1.0] + [agreements[modality, li] / n for li in steps]
     return {"levels": levels, "accuracy": accuracy, "agreement": agreement, "errors": errors}
 
 
