@@ -230,7 +230,9 @@ def _leaks(
     # Inlined pictures are bytes, checked above: their base64 text is not read as words (it may
     # hold "/no+" by chance), and an ID inside it would be in the pixels, which may be anything.
     source = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
-    found += [f"{s!r} in the page source" for s in secrets - labels if s in source]  # an ID is never markup
+    # An ID is never markup. Whole tokens only: a random CSRF token holds a short ID such as
+    # "s2" by chance on about one page in sixty.
+    found += [f"{s!r} in the page source" for s in secrets - labels if _names(source, s)]
     found += [f"{marker!r} in the page" for marker in ("model-answer", "The model answered") if marker in source]
     for url in readable.urls(root):
         if not url.startswith("data:"):
