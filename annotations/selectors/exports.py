@@ -49,6 +49,7 @@ import hmac
 import io
 import itertools
 import json
+import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -202,12 +203,21 @@ def _stats(
     rt: int,
     guess: int,
     prediction: int,
+    client_rt: int,
+    blur_count: int,
+    hidden_ms: int,
 ) -> dict[str, Any]:
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
     from annotations.analysis.exclusions import participant_stats
 
+    def known(value) -> float:
+        return math.nan if value is None else float(value)
+
     scored = [r for r in rows if not r[attention] and r[phase] == "test"]
     return participant_stats(
+        test_client_rt_ms=[known(r[client_rt]) for r in scored],
+        test_blur_count=[known(r[blur_count]) for r in scored],
+        test_hidden_ms=[known(r[hidden_ms]) for r in scored],
         test_rt_ms=[float(r[rt]) for r in scored],
         test_correct=[float(r[guess] == r[prediction]) for r in scored],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
@@ -309,6 +319,11 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             "gold_label",
             "created_text",
             "id",
+            "client_rt_ms",
+            "client_display_ms",
+            "blur_count",
+            "hidden_ms",
+            "client_timing_flags",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -320,7 +335,18 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
         _, uuid, platform, platform_id, screened_out = current
         group = sorted(group, key=_BY_ID)  # submission order
         stats = _stats(
-            group, screened_out=screened_out, rules=rules, phase=3, attention=4, passed=5, rt=8, guess=6, prediction=10
+            group,
+            screened_out=screened_out,
+            rules=rules,
+            phase=3,
+            attention=4,
+            passed=5,
+            rt=8,
+            guess=6,
+            prediction=10,
+            client_rt=14,
+            blur_count=16,
+            hidden_ms=17,
         )
         arm = arms[group[0][1]]
         prefix = [
@@ -353,6 +379,11 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             gold,
             created,
             _,
+            client_rt_ms,
+            client_display_ms,
+            blur_count,
+            hidden_ms,
+            client_timing_flags,
         ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
@@ -372,6 +403,11 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     confidence,
                     rt_ms,
                     fast > 0 and rt_ms < fast,
+                    client_rt_ms,
+                    client_display_ms,
+                    blur_count,
+                    hidden_ms,
+                    client_timing_flags,
                     candidates,
                     pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
                 ]
@@ -561,7 +597,16 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
     responses = (
         _responses(study)
         .values_list(
-            "participant_id", "phase", "is_attention_check", "attention_passed", "rt_ms", "guess", "model_prediction"
+            "participant_id",
+            "phase",
+            "is_attention_check",
+            "attention_passed",
+            "rt_ms",
+            "guess",
+            "model_prediction",
+            "client_rt_ms",
+            "blur_count",
+            "hidden_ms",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -609,7 +654,18 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
                 rows = list(pending[1])
             pending = next(groups, None)
         stats = _stats(
-            rows, screened_out=screened_out, rules=rules, phase=1, attention=2, passed=3, rt=4, guess=5, prediction=6
+            rows,
+            screened_out=screened_out,
+            rules=rules,
+            phase=1,
+            attention=2,
+            passed=3,
+            rt=4,
+            guess=5,
+            prediction=6,
+            client_rt=7,
+            blur_count=8,
+            hidden_ms=9,
         )
         arm = arms[condition_id]
         raw = study.export_raw_platform_ids
@@ -639,6 +695,9 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
             stats["n_fast"],
             stats["fast_share"],
             stats["test_accuracy"],
+            stats["median_client_rt_ms"],
+            stats["n_blurs"],
+            stats["hidden_ms"],
             stats["excluded"],
             stats["exclusion_reasons"],
             _defuse(json.dumps(platform_data, sort_keys=True)) if raw and platform_data else "",

@@ -220,7 +220,15 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
     rules = exclusion_rules_validate(study.exclusion_rules or {}, default_fast_rt_ms=study.min_rt_ms)
     rows = list(
         participant.responses.values_list(
-            "phase", "is_attention_check", "attention_passed", "rt_ms", "guess", "model_prediction"
+            "phase",
+            "is_attention_check",
+            "attention_passed",
+            "rt_ms",
+            "guess",
+            "model_prediction",
+            "client_rt_ms",
+            "blur_count",
+            "hidden_ms",
         )
     )
     scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
@@ -231,6 +239,10 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
         attention_passed=[r[2] for r in rows if r[1]],
         screened_out=participant.screened_out,
         rules=rules,
+        # None (not measured) becomes NaN: missing.
+        test_client_rt_ms=np.array([r[6] for r in scored], dtype=np.float64),
+        test_blur_count=np.array([r[7] for r in scored], dtype=np.float64),
+        test_hidden_ms=np.array([r[8] for r in scored], dtype=np.float64),
     )
     stats["exclusion_reasons"] = [r for r in stats["exclusion_reasons"].split(";") if r]
     return stats
