@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.test import Client
 
@@ -140,6 +141,16 @@ def _wav_leaks(body: bytes, url: str, secrets: set[str]) -> list[str]:
     return found
 
 
+def _static_leaks(body: bytes, url: str) -> list[str]:
+    """A script the page loads (static/mmeval/timing.js) is one of the project's fixed files,
+    byte for byte: the same for every item, so it can say nothing about one."""
+    relative = url.split("/static/", 1)[1].split("?", 1)[0]
+    fixed = [Path(folder) / relative for folder in settings.STATICFILES_DIRS]
+    if not any(path.is_file() and path.read_bytes() == body for path in fixed):
+        return [f"{url} is not one of the project's fixed static files"]
+    return []
+
+
 def _candidate_of(element: readable.Element) -> str | None:
     """The candidate answer whose block (``.candidate``, holding one ``guess`` radio) encloses
     ``element``, if any."""
@@ -175,6 +186,9 @@ def _leaks(
         found += [f"{w!r} in the headers of {url}" for w in words if w.lower() in header_words]
         if url != "page":
             found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
+            if url.startswith("/" + settings.STATIC_URL.lstrip("/")):
+                found += _static_leaks(body, url)
+                continue
             found += _wav_leaks(body, url, secrets) if body.startswith(b"RIFF") else _png_leaks(body, url, secrets)
     html = served["page"][0].decode()
     found += [f"{s!r} in the page source" for s in secrets - labels if s in html]  # an ID is never markup
@@ -194,7 +208,9 @@ def _leaks(
                 )
     for element in root.iter():
         for name, value in element.attrs.items():
-            if name.startswith("data-") and not (name == "data-key" and re.fullmatch(r"\d", value)):
+            # data-timing (no value) marks a form for timing.js; a digit names a key.
+            allowed = (name == "data-key" and re.fullmatch(r"\d", value)) or (name == "data-timing" and value == "")
+            if name.startswith("data-") and not allowed:
                 found.append(f"a hidden attribute {name}={value!r} on <{element.tag}>")
     # Every candidate is offered the same way: one radio each, and nothing else carries its value.
     radios = sorted(
@@ -444,6 +460,7 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
             named,
         ),
         "hidden data attribute": (html.replace('id="submit"', 'id="submit" data-answer="1"'), "data-answer"),
+        "a value on the timing marker": (html.replace("data-timing", 'data-timing="1"'), "data-timing"),
         "a second carrier of a candidate": (
             html.replace("</form>", f'<input type="hidden" name="x" value="{other}"></form>'),
             repr(other),
@@ -460,6 +477,10 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
     assert any(named in f and "headers" in f for f in leaks(**header))
     text_chunk = {image_url: (_png_with_text(image, prediction.encode()), headers)}
     assert any("tEXt" in f for f in leaks(**text_chunk)) and any(named in f for f in leaks(**text_chunk))
+    script_url = next(url for url in served if "/static/" in url)  # the timing script
+    script, script_headers = served[script_url]
+    altered = {script_url: (script + f"\nconst answer = {prediction!r};".encode(), script_headers)}
+    assert any("fixed static files" in f for f in leaks(**altered))
     fetched = {f"{image_url.rstrip('/')}/{prediction}.png": (image, headers)}
     assert any(named in f and "URL" in f for f in leaks(**fetched))
 
