@@ -28,6 +28,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -35,9 +36,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotations.models import PUBLIC_TITLE_DEFAULT, Assignment, Participant, Study
 from annotations.selectors.participants import (
     MTURK_PREVIEW_ASSIGNMENT,
+    assignment_following,
     assignment_media_file,
     assignment_media_key,
     assignment_page,
+    assignment_picture_keys,
     invite_token_study,
     participant_by_platform_id,
     participant_exit,
@@ -54,6 +57,7 @@ from annotations.services.participants import (
     ITEM_PHASES,
     ParticipantError,
     SubmissionRefused,
+    assignment_media_fix,
     assignment_serve,
     learning_acknowledge,
     participant_consent,
@@ -311,15 +315,38 @@ def item(request, study: Study, participant: Participant):
         return _refusal(request, study, "expired", "The time for this study has run out. Thank you for taking part.")
     page = assignment_page(participant=participant, assignment=assignment)
     assignment_serve(assignment=assignment, media=page.pop("media"))
+    learning = assignment.phase == Assignment.Phase.LEARNING
     context = {
         "study": study,
         "participant": participant,
         "assignment": assignment,
         "time_left": participant_time_left(participant=participant, assignment=assignment),
+        "preload_urls": [] if learning else _next_pictures(study, participant, assignment),
         **page,
     }
-    template = "participant/learning.html" if assignment.phase == Assignment.Phase.LEARNING else "participant/item.html"
-    return render(request, template, context)
+    return render(request, "participant/learning.html" if learning else "participant/item.html", context)
+
+
+def _next_pictures(study: Study, participant: Participant, assignment: Assignment) -> list[str]:
+    """The URLs of the next item's pictures, for the page to fetch once its own are shown. Its
+    media map is fixed now if its page was never served (the URLs must answer)."""
+    following = assignment_following(assignment=assignment)
+    if following is None:
+        return []
+    if not following.media:
+        assignment_media_fix(
+            assignment=following, media=assignment_page(participant=participant, assignment=following)["media"]
+        )
+    urls = []
+    for key in assignment_picture_keys(media=following.media):
+        kind, *rest = key.split("/")
+        args = [study.public_id, following.public_id]
+        urls.append(
+            reverse("participant-input", args=[*args, rest[0]])
+            if kind == "input"
+            else reverse("participant-view", args=[*args, rest[0], int(rest[1])])
+        )
+    return urls
 
 
 @participant_page

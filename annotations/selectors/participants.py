@@ -510,6 +510,27 @@ def assignment_media_file(*, study_public_id: str, assignment_public_id, key: st
     return media.get(key, "")
 
 
+def assignment_following(*, assignment: Assignment) -> Assignment | None:
+    """The participant's item after ``assignment``: the next running lease by position."""
+    return (
+        Assignment.objects.filter(
+            participant_id=assignment.participant_id,
+            status=Assignment.Status.ACTIVE,
+            lease_expires_at__gt=timezone.now(),
+            position__gt=assignment.position,
+        )
+        .select_related("item")
+        .order_by("position")
+        .first()
+    )
+
+
+def assignment_picture_keys(*, media: dict[str, str]) -> list[str]:
+    """The media URL keys of a fixed media map that serve pictures (what a browser can fetch and
+    decode ahead; sounds, stored as WAV, are left out), in a fixed order."""
+    return sorted(key for key, path in media.items() if key != MEDIA_STUDY_KEY and not str(path).endswith(".wav"))
+
+
 # The series as the page draws it (an inline SVG), in SVG user units.
 SERIES_WIDTH, SERIES_HEIGHT = 480, 120
 

@@ -532,6 +532,18 @@ def assignment_serve(*, assignment: Assignment, media: dict[str, str] | None = N
     return assignment
 
 
+def assignment_media_fix(*, assignment: Assignment, media: dict[str, str]) -> Assignment:
+    """Fix what an assignment's media URLs serve before its page is first served, so that the
+    page before it can have the browser fetch its pictures ahead. A map already fixed is kept
+    (as ``assignment_serve`` keeps it); the response time still starts at the first serve."""
+    if media and not assignment.media:
+        if Assignment.objects.filter(pk=assignment.pk, media={}).update(media=media):
+            assignment.media = media
+        else:
+            assignment.refresh_from_db(fields=["media"])
+    return assignment
+
+
 def participant_sync_phase(*, participant: Participant) -> Participant:
     """Bring the stored phase in line with the leases: the phase of the next item, or, when
     none is left, the survey or the end (see ``participant_next_item``)."""

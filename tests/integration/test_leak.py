@@ -53,8 +53,11 @@ def _enter(client: Client, study) -> Participant:
 
 
 def _page_urls(html: bytes) -> list[str]:
-    """What the browser loads by itself: every ``src`` and ``srcset`` URL, in order, once."""
-    return list(dict.fromkeys(readable.urls(readable.parse(html.decode()), attributes={"src", "srcset"})))
+    """What the browser loads by itself: every ``src`` and ``srcset`` URL and every prefetched
+    link (the next item's pictures), in order, once."""
+    root = readable.parse(html.decode())
+    prefetched = [e.attrs.get("href", "") for e in root.iter() if e.tag == "link" and e.attrs.get("rel") == "prefetch"]
+    return list(dict.fromkeys(readable.urls(root, attributes={"src", "srcset"}) + prefetched))
 
 
 def _fetch_all(client: Client, study) -> dict[str, tuple[bytes, dict]]:
