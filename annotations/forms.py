@@ -192,6 +192,18 @@ class StudyForm(forms.Form):
     min_test_responses = forms.IntegerField(
         min_value=0, max_value=COUNT_MAX, required=False, label="Exclude below this many test answers"
     )
+    min_median_client_rt_ms = forms.IntegerField(
+        min_value=0,
+        max_value=COUNT_MAX,
+        required=False,
+        label="Exclude below this median browser-measured time (ms)",
+    )
+    max_blur_count = forms.IntegerField(
+        min_value=0, max_value=COUNT_MAX, required=False, label="Exclude after leaving the page more often than this"
+    )
+    max_hidden_ms = forms.IntegerField(
+        min_value=0, max_value=COUNT_MAX, required=False, label="Exclude above this total time hidden (ms)"
+    )
     screen_out_at_attention_failures = forms.IntegerField(
         min_value=0,
         max_value=COUNT_MAX,
@@ -263,6 +275,9 @@ class StudyForm(forms.Form):
                 "max_attention_failures",
                 "max_fast_share",
                 "min_test_responses",
+                "min_median_client_rt_ms",
+                "max_blur_count",
+                "max_hidden_ms",
                 "screen_out_at_attention_failures",
                 "completion_code",
                 "screened_out_code",
@@ -355,6 +370,9 @@ class StudyForm(forms.Form):
                     max_attention_failures=d["max_attention_failures"],
                     max_fast_share=d["max_fast_share"],
                     min_test_responses=d["min_test_responses"],
+                    min_median_client_rt_ms=d["min_median_client_rt_ms"],
+                    max_blur_count=d["max_blur_count"],
+                    max_hidden_ms=d["max_hidden_ms"],
                     screen_out_at_attention_failures=d["screen_out_at_attention_failures"] or None,
                 ),
             },
@@ -419,6 +437,9 @@ class StudyForm(forms.Form):
                     "max_attention_failures",
                     "max_fast_share",
                     "min_test_responses",
+                    "min_median_client_rt_ms",
+                    "max_blur_count",
+                    "max_hidden_ms",
                     "screen_out_at_attention_failures",
                 )
             },

@@ -609,6 +609,21 @@ class Response(models.Model):
     )
     confidence = models.PositiveSmallIntegerField()
     rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")
+    # Browser-measured timing (static/mmeval/timing.js, validated by services/client_timing.py):
+    # empty when the browser sent none (no JavaScript) or the value was rejected (see the flags).
+    client_rt_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Browser-measured: stimulus fully displayed to submission (performance.now)."
+    )
+    client_display_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Browser-measured: navigation start to the stimulus fully displayed."
+    )
+    blur_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Times the participant left the page (tab hidden or window blurred)."
+    )
+    hidden_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Total time the tab was hidden.")
+    client_timing_flags = models.CharField(
+        max_length=200, blank=True, help_text="Problems found in the browser's timing, joined by ';'; empty if none."
+    )
     candidate_order = models.JSONField(default=list)
     model_prediction = models.CharField(max_length=200)
     gold_label = models.CharField(max_length=200)

@@ -26,7 +26,19 @@ study spec and the participant flow know (``annotations.services.spec``):
                                       0 no response is fast.
 ``exclude_screened_out``              bool: exclude participants the study screened out
                                       (``screened_out`` column; absent means not screened out).
+``min_median_client_rt_ms``           number >= 0: exclude a participant whose median
+                                      browser-measured time (``client_rt_ms``) over scored
+                                      responses is below it (not applicable without any).
+``max_blur_count``                    int >= 0: exclude a participant who left the page
+                                      (``blur_count``) more often than this over scored responses.
+``max_hidden_ms``                     number >= 0: exclude a participant whose tab was hidden
+                                      (``hidden_ms``) longer than this in total over scored
+                                      responses.
 ====================================  =======================================================
+
+The browser-measured columns are missing without JavaScript or when the server rejected them
+(``client_timing_flags``): medians and totals are over the known values, and a participant with
+none is not judged by these three rules.
 
 *Scored* responses are the test-phase rows that are not attention checks. Exclusion is per
 participant: every row of an excluded participant gets ``excluded = True`` and
@@ -71,6 +83,9 @@ EXCLUSION_RULE_KEYS: Final = (
     "min_median_rt_ms",
     "fast_rt_ms",
     "exclude_screened_out",
+    "min_median_client_rt_ms",
+    "max_blur_count",
+    "max_hidden_ms",
 )
 # One line per key, for people choosing rules (the module docstring has the details).
 EXCLUSION_RULE_HELP: Final = {
@@ -82,6 +97,9 @@ EXCLUSION_RULE_HELP: Final = {
     "min_median_rt_ms": "exclude when the median answer time (ms) is below this",
     "fast_rt_ms": "what counts as fast for max_fast_share (default: the study's minimum time)",
     "exclude_screened_out": "true: exclude participants the study screened out",
+    "min_median_client_rt_ms": "exclude when the median browser-measured answer time (ms) is below this",
+    "max_blur_count": "exclude after leaving the page (tab or window) more often than this",
+    "max_hidden_ms": "exclude when the tab was hidden longer than this (ms, in total)",
 }
 # the keys that exclude someone, in report order
 _RULES: Final = (
@@ -89,6 +107,9 @@ _RULES: Final = (
     "min_attention_pass_rate",
     "max_fast_share",
     "min_median_rt_ms",
+    "min_median_client_rt_ms",
+    "max_blur_count",
+    "max_hidden_ms",
     "min_test_responses",
     "exclude_screened_out",
 )
@@ -105,6 +126,9 @@ QUALITY_COLUMNS: Final = (
     "n_fast",
     "fast_share",
     "test_accuracy",
+    "median_client_rt_ms",
+    "n_blurs",
+    "hidden_ms",
     "screened_out",
     "excluded",
     "exclusion_reasons",
@@ -123,6 +147,9 @@ class ExclusionRules:
     min_median_rt_ms: float | None = None
     fast_rt_ms: float = 0.0
     exclude_screened_out: bool = False
+    min_median_client_rt_ms: float | None = None
+    max_blur_count: int | None = None
+    max_hidden_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in EXCLUSION_RULE_KEYS}
@@ -171,6 +198,9 @@ def exclusion_rules_validate(rules: Mapping[str, Any] | None, *, default_fast_rt
         min_median_rt_ms=_number(rules, "min_median_rt_ms", low=0.0),
         fast_rt_ms=float(default_fast_rt_ms) if fast is None else fast,
         exclude_screened_out=screened,
+        min_median_client_rt_ms=_number(rules, "min_median_client_rt_ms", low=0.0),
+        max_blur_count=_integer(rules, "max_blur_count"),
+        max_hidden_ms=_number(rules, "max_hidden_ms", low=0.0),
     )
 
 
@@ -182,6 +212,9 @@ def participant_stats(
     attention_passed: list[bool | None],
     screened_out: bool,
     rules: ExclusionRules,
+    test_client_rt_ms: Sequence[float] = (),
+    test_blur_count: Sequence[float] = (),
+    test_hidden_ms: Sequence[float] = (),
 ) -> dict[str, Any]:
     """One participant's quality numbers and exclusion decision.
 
@@ -193,11 +226,14 @@ def participant_stats(
         attention_passed: one entry per attention-check row: True, False or None (missing).
         screened_out: the participant was screened out.
         rules: validated rules.
+        test_client_rt_ms, test_blur_count, test_hidden_ms: the browser-measured time, times
+            the page was left and ms hidden of the same rows (NaN = missing); may be empty.
 
     Returns ``{"n_test", "n_pretest", "n_attention", "n_attention_passed",
     "n_attention_failed", "attention_pass_rate", "median_rt_ms", "n_fast", "fast_share",
-    "test_accuracy", "screened_out", "excluded", "exclusion_reasons"}``; undefined numbers are
-    ``None``. ``median_rt_ms`` is the median of the known times (the mean of the two middle ones
+    "test_accuracy", "median_client_rt_ms", "n_blurs", "hidden_ms", "screened_out", "excluded",
+    "exclusion_reasons"}``; undefined numbers are ``None`` (``n_blurs`` and ``hidden_ms`` are
+    totals over the known values, None when none is known). ``median_rt_ms`` is the median of the known times (the mean of the two middle ones
     for an even count, as ``numpy.median``); *fast* is
     ``rt < fast_rt_ms`` (never when ``fast_rt_ms`` is 0).
     """
@@ -210,10 +246,10 @@ def participant_stats(
     n_passed = sum(1 for value in attention_passed if value is True)
     n_failed = sum(1 for value in attention_passed if value is False)
     n_fast = sum(1 for value in known_rt if value < rules.fast_rt_ms) if rules.fast_rt_ms > 0 else 0
-    middle = len(known_rt) // 2
-    median = None
-    if known_rt:
-        median = known_rt[middle] if len(known_rt) % 2 else (known_rt[middle - 1] + known_rt[middle]) / 2
+    median = _median(known_rt)
+    client_median = _median(sorted(float(value) for value in test_client_rt_ms if math.isfinite(value)))
+    blurs = [float(value) for value in test_blur_count if math.isfinite(value)]
+    hidden = [float(value) for value in test_hidden_ms if math.isfinite(value)]
     stats: dict[str, Any] = {
         "n_test": n_test,
         "n_pretest": int(n_pretest),
@@ -225,6 +261,9 @@ def participant_stats(
         "n_fast": n_fast,
         "fast_share": n_fast / n_test if n_test else None,
         "test_accuracy": sum(known_correct) / len(known_correct) if known_correct else None,
+        "median_client_rt_ms": client_median,
+        "n_blurs": int(sum(blurs)) if blurs else None,
+        "hidden_ms": sum(hidden) if hidden else None,
         "screened_out": bool(screened_out),
     }
     reasons = []
@@ -248,6 +287,13 @@ def participant_stats(
         and stats["median_rt_ms"] < rules.min_median_rt_ms
     ):
         reasons.append("min_median_rt_ms")
+    if rules.min_median_client_rt_ms is not None and client_median is not None:
+        if client_median < rules.min_median_client_rt_ms:
+            reasons.append("min_median_client_rt_ms")
+    if rules.max_blur_count is not None and blurs and sum(blurs) > rules.max_blur_count:
+        reasons.append("max_blur_count")
+    if rules.max_hidden_ms is not None and hidden and sum(hidden) > rules.max_hidden_ms:
+        reasons.append("max_hidden_ms")
     if rules.min_test_responses is not None and n_test < rules.min_test_responses:
         reasons.append("min_test_responses")
     if rules.exclude_screened_out and screened_out:
@@ -255,6 +301,14 @@ def participant_stats(
     stats["excluded"] = bool(reasons)
     stats["exclusion_reasons"] = ";".join(sorted(reasons))
     return stats
+
+
+def _median(ordered: list[float]) -> float | None:
+    """The median of sorted values (the mean of the two middle ones for an even count)."""
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _quality_inputs(df: pd.DataFrame) -> pd.DataFrame:
@@ -279,6 +333,13 @@ def _quality_inputs(df: pd.DataFrame) -> pd.DataFrame:
     else:
         out["attention_passed"] = pd.Series([None] * n, dtype=object)
     out["rt_ms"] = pd.to_numeric(df["rt_ms"].reset_index(drop=True)).astype("float64")
+    # Browser-measured columns are optional (frames from before they existed): missing = NaN.
+    for column in ("client_rt_ms", "blur_count", "hidden_ms"):
+        if column in df.columns:
+            values = pd.to_numeric(df[column].reset_index(drop=True), errors="coerce")
+            out[column] = values.astype("float64")
+        else:
+            out[column] = np.full(n, np.nan)
     correct = _as_bool(df["correct_simulation"].reset_index(drop=True), column="correct_simulation", missing=None)
     out["correct"] = correct.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
     if "verdict" in df.columns:  # a verification answer is right when it says whether the model is
@@ -319,6 +380,9 @@ def participant_quality(
     scored = (phase == "test") & ~attention
     pretest = (phase == "pretest") & ~attention
     rt = data["rt_ms"].to_numpy(dtype=np.float64)[order]
+    client_rt = data["client_rt_ms"].to_numpy(dtype=np.float64)[order]
+    blur_count = data["blur_count"].to_numpy(dtype=np.float64)[order]
+    hidden_ms = data["hidden_ms"].to_numpy(dtype=np.float64)[order]
     correct = data["correct"].to_numpy(dtype=np.float64)[order]
     passed = data["attention_passed"].to_numpy(dtype=object)[order]
     screened = data["screened_out"].to_numpy(dtype=bool)[order]
@@ -337,6 +401,9 @@ def participant_quality(
             ],
             screened_out=bool(screened[block].any()),
             rules=typed,
+            test_client_rt_ms=client_rt[block][mask].tolist(),
+            test_blur_count=blur_count[block][mask].tolist(),
+            test_hidden_ms=hidden_ms[block][mask].tolist(),
         )
         rows.append({"participant": str(participant), "condition": arms[0] if arms else None, **stats})
     return pd.DataFrame(rows, columns=list(QUALITY_COLUMNS))

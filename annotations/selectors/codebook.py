@@ -126,6 +126,29 @@ RESPONSE_ROW_CODEBOOK = [
     Column("rt_ms", _INT, "milliseconds", "Time from the item's display to the answer."),
     Column("fast_response", _BOOL, "", "rt_ms is below the study's fast-response threshold (min_rt_ms)."),
     Column(
+        "client_rt_ms",
+        _INT,
+        "milliseconds",
+        "Browser-measured (performance.now): stimulus fully displayed (images decoded) to the submission; "
+        "empty without JavaScript or when rejected (client_timing_flags). Never above rt_ms + 1000.",
+    ),
+    Column(
+        "client_display_ms",
+        _INT,
+        "milliseconds",
+        "Browser-measured: the page's navigation start to the stimulus fully displayed (load time).",
+    ),
+    Column("blur_count", _INT, "times", "Times the participant left the page (tab hidden or window blurred)."),
+    Column("hidden_ms", _INT, "milliseconds", "Total time the page's tab was hidden while the item was open."),
+    Column(
+        "client_timing_flags",
+        _TEXT,
+        "",
+        "Problems with the browser's timing, joined by ';' (no_client_timing, not_displayed, client_rt_invalid, "
+        "client_rt_over_server, client_rt_far_below_server, display_invalid, focus_invalid); empty if none. "
+        "Definitions: docs/STATISTICS.md, Response times.",
+    ),
+    Column(
         "candidate_order",
         "JSON list of text",
         "labels",
@@ -287,6 +310,14 @@ PARTICIPANT_CODEBOOK = [
         _SHARE,
         "Share of test answers equal to the model's answer (verification: share of verdicts that are right).",
     ),
+    Column(
+        "median_client_rt_ms",
+        _NUM,
+        "milliseconds",
+        "Median browser-measured time per test answer (known values only); empty if none.",
+    ),
+    Column("n_blurs", _INT, "times", "Times they left the page over test answers (known values); empty if none."),
+    Column("hidden_ms", _NUM, "milliseconds", "Total time hidden over test answers (known values); empty if none."),
     Column("excluded", _BOOL, "", "Meets a pre-registered exclusion rule (rows kept, flagged)."),
     Column("exclusion_reasons", _TEXT, "", "The rules met, joined by ';'; empty if none."),
     Column(

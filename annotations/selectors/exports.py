@@ -49,6 +49,7 @@ import hmac
 import io
 import itertools
 import json
+import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -205,12 +206,21 @@ def _stats(
     prediction: int,
     verdict: int,
     gold: int,
+    client_rt: int,
+    blur_count: int,
+    hidden_ms: int,
 ) -> dict[str, Any]:
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
     from annotations.analysis.exclusions import participant_stats
 
+    def known(value) -> float:
+        return math.nan if value is None else float(value)
+
     scored = [r for r in rows if not r[attention] and r[phase] == "test"]
     return participant_stats(
+        test_client_rt_ms=[known(r[client_rt]) for r in scored],
+        test_blur_count=[known(r[blur_count]) for r in scored],
+        test_hidden_ms=[known(r[hidden_ms]) for r in scored],
         test_rt_ms=[float(r[rt]) for r in scored],
         test_correct=[float(response_correct(r[guess], r[prediction], r[verdict], r[gold])) for r in scored],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
@@ -313,6 +323,11 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             "created_text",
             "id",
             "verdict",
+            "client_rt_ms",
+            "client_display_ms",
+            "blur_count",
+            "hidden_ms",
+            "client_timing_flags",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -335,6 +350,9 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             prediction=10,
             verdict=14,
             gold=11,
+            client_rt=15,
+            blur_count=17,
+            hidden_ms=18,
         )
         arm = arms[group[0][1]]
         prefix = [
@@ -369,6 +387,11 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             created,
             _,
             verdict,
+            client_rt_ms,
+            client_display_ms,
+            blur_count,
+            hidden_ms,
+            client_timing_flags,
         ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
@@ -388,6 +411,11 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     confidence,
                     rt_ms,
                     fast > 0 and rt_ms < fast,
+                    client_rt_ms,
+                    client_display_ms,
+                    blur_count,
+                    hidden_ms,
+                    client_timing_flags,
                     candidates,
                     pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
                     verdict,
@@ -588,6 +616,9 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
             "model_prediction",
             "verdict",
             "gold_label",
+            "client_rt_ms",
+            "blur_count",
+            "hidden_ms",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -646,6 +677,9 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
             prediction=6,
             verdict=7,
             gold=8,
+            client_rt=9,
+            blur_count=10,
+            hidden_ms=11,
         )
         arm = arms[condition_id]
         raw = study.export_raw_platform_ids
@@ -675,6 +709,9 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
             stats["n_fast"],
             stats["fast_share"],
             stats["test_accuracy"],
+            stats["median_client_rt_ms"],
+            stats["n_blurs"],
+            stats["hidden_ms"],
             stats["excluded"],
             stats["exclusion_reasons"],
             _defuse(json.dumps(platform_data, sort_keys=True)) if raw and platform_data else "",

@@ -230,6 +230,9 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
             "model_prediction",
             "verdict",
             "gold_label",
+            "client_rt_ms",
+            "blur_count",
+            "hidden_ms",
         )
     )
     scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
@@ -240,6 +243,10 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
         attention_passed=[r[2] for r in rows if r[1]],
         screened_out=participant.screened_out,
         rules=rules,
+        # None (not measured) becomes NaN: missing.
+        test_client_rt_ms=np.array([r[8] for r in scored], dtype=np.float64),
+        test_blur_count=np.array([r[9] for r in scored], dtype=np.float64),
+        test_hidden_ms=np.array([r[10] for r in scored], dtype=np.float64),
     )
     stats["exclusion_reasons"] = [r for r in stats["exclusion_reasons"].split(";") if r]
     return stats

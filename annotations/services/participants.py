@@ -26,6 +26,7 @@ Caps, idempotency and nothing lost: docs/DESIGN.md, "Invariants and where they a
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
@@ -48,6 +49,7 @@ from annotations.models import (
 )
 from annotations.selectors.participants import participant_quality, participant_title_cache_key
 from annotations.selectors.studies import study_candidates
+from annotations.services.client_timing import client_timing_validate
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
 from annotations.study_tasks import study_task
 
@@ -669,10 +671,14 @@ def response_submit(
     guess: str,
     confidence,
     verdict: str | None = None,
+    client_timing: Mapping[str, object] | None = None,
 ) -> Response:
     """Store the answer to one pre-test or test assignment (attention checks included): a
     ``guess`` among the candidates shown (forward simulation) or a ``verdict`` "yes"/"no" on
     whether the model's answer shown is right (verification; ``guess`` is stored empty).
+
+    ``client_timing``: the browser's timing fields (``services.client_timing``), checked
+    against the server's time; whatever they hold, they never refuse the answer.
 
     Idempotent: repeating the same answer (a double click, a retry) returns the stored
     response. Refuses (``SubmissionRefused``, nothing stored) an assignment of someone
@@ -718,6 +724,7 @@ def response_submit(
             raise SubmissionRefused("confidence must be a number from 1 to 5")
         rt_ms = max(0, int((now - assignment.served_at).total_seconds() * 1000))
         said_right_text = {True: "yes", False: "no"}.get(said_right)
+        timing = client_timing_validate(client_timing or {}, server_rt_ms=rt_ms)
         is_check = assignment.kind == Assignment.Kind.ATTENTION
         # No race to catch here: the assignment row is locked and was not answered.
         response = Response.objects.create(
@@ -730,6 +737,11 @@ def response_submit(
             verdict=said_right,
             confidence=confidence,
             rt_ms=rt_ms,
+            client_rt_ms=timing.client_rt_ms,
+            client_display_ms=timing.client_display_ms,
+            blur_count=timing.blur_count,
+            hidden_ms=timing.hidden_ms,
+            client_timing_flags=timing.flags,
             candidate_order=assignment.candidate_order,
             model_prediction=assignment.model_answer,
             gold_label=assignment.item.gold_label,

@@ -163,3 +163,58 @@ def test_every_rule_key_has_a_one_line_help():
     from annotations.analysis.exclusions import EXCLUSION_RULE_HELP, EXCLUSION_RULE_KEYS
 
     assert list(EXCLUSION_RULE_HELP) == list(EXCLUSION_RULE_KEYS)
+
+
+def test_browser_timing_rules_by_hand(quality_df):
+    """Browser-measured times, blurs and hidden time on the scored rows (pretest and attention
+    rows never count); a participant without any (no JavaScript) is not judged by these rules."""
+    frame = quality_df.copy()
+    frame["client_rt_ms"] = np.nan
+    frame["blur_count"] = np.nan
+    frame["hidden_ms"] = np.nan
+    measured = {  # participant -> (client times, blurs, hidden ms) of its scored rows, in order
+        "p1": ([1900, 3900, 2900], [0, 1, 0], [0, 1500, 0]),  # median 2900; 1 blur; 1.5 s hidden
+        "p2": ([250, 260, 240, np.nan], [2, 2, 2, np.nan], [0, 0, 0, np.nan]),  # median 250; 6 blurs
+        "p3": ([2400, 2500], [0, 0], [20_000, 15_000]),  # 35 s hidden
+        # p4 and p5: nothing measured
+    }
+    scored = (frame["phase"] == "test") & ~frame["is_attention_check"]
+    for participant, columns in measured.items():
+        rows = frame.index[scored & (frame["participant"] == participant)]
+        for column, values in zip(("client_rt_ms", "blur_count", "hidden_ms"), columns):
+            frame.loc[rows, column] = values
+    # An attention check's and a pretest row's values are not scored: they must change nothing.
+    frame.loc[~scored, ["client_rt_ms", "blur_count", "hidden_ms"]] = [1, 99, 10**9]
+
+    quality = participant_quality(frame, rules={}).set_index("participant")
+    assert quality.loc["p1", ["median_client_rt_ms", "n_blurs", "hidden_ms"]].tolist() == [2900.0, 1, 1500.0]
+    assert quality.loc["p2", ["median_client_rt_ms", "n_blurs", "hidden_ms"]].tolist() == [250.0, 6, 0.0]
+    assert quality.loc["p3", ["median_client_rt_ms", "n_blurs", "hidden_ms"]].tolist() == [2450.0, 0, 35_000.0]
+    assert quality.loc[["p4", "p5"], ["median_client_rt_ms", "n_blurs", "hidden_ms"]].isna().all().all()
+
+    rules = {"min_median_client_rt_ms": 1000, "max_blur_count": 1, "max_hidden_ms": 30_000}
+    decided = participant_quality(frame, rules=rules).set_index("participant")
+    assert decided["exclusion_reasons"].to_dict() == {
+        "p1": "",  # one blur is allowed; 1.5 s hidden too
+        "p2": "max_blur_count;min_median_client_rt_ms",
+        "p3": "max_hidden_ms",
+        "p4": "",
+        "p5": "",
+    }
+    # At the bounds: a median equal to the minimum and totals equal to the maxima are kept.
+    edge = participant_quality(
+        frame, rules={"min_median_client_rt_ms": 2900, "max_blur_count": 6, "max_hidden_ms": 35_000}
+    ).set_index("participant")
+    assert edge["exclusion_reasons"].to_dict() == {
+        "p1": "",
+        "p2": "min_median_client_rt_ms",
+        "p3": "min_median_client_rt_ms",
+        "p4": "",
+        "p5": "",
+    }
+    # A frame from before these columns existed: the rules apply to no one.
+    old = quality_df.drop(columns=[c for c in ("client_rt_ms", "blur_count", "hidden_ms") if c in quality_df])
+    assert not participant_quality(old, rules=rules)["excluded"].any()
+    for bad, message in [({"max_blur_count": 1.5}, "whole number"), ({"max_hidden_ms": -1}, ">= 0")]:
+        with pytest.raises(ValueError, match=message):
+            exclusion_rules_validate(bad)

@@ -132,3 +132,80 @@ def test_export_study_command_finds_the_study_by_public_id(answered, tmp_path):
     written = path.read_text(encoding="utf-8")
     assert written == "".join(study_responses_csv_lines(study=answered))
     assert len(_rows(written)[1]) == 16
+
+
+def test_browser_timing_is_exported_and_drives_its_exclusion_rules_everywhere(alice, tmp_path):
+    """The browser's time, blurs and hidden time go out with each answer beside the server's time;
+    the participants export, the participant's page numbers and the analysis frame take the same
+    exclusion decision from them. P0 measured (900 ms hidden per item), P1 without JavaScript."""
+    from annotations.analysis import participant_quality
+    from annotations.models import Participant
+    from annotations.selectors.analysis import study_responses_frame
+    from annotations.selectors.exports import PARTICIPANT_COLUMNS, study_participant_records
+    from annotations.selectors.participants import participant_quality as page_quality
+    from annotations.services.participants import (
+        assignment_current,
+        assignment_serve,
+        learning_acknowledge,
+        response_submit,
+    )
+
+    study = build_study(
+        alice, tmp_path, n_items=4, items_per_participant=2, raters_per_item=2, exclusion_rules={"max_hidden_ms": 1000}
+    )
+    sent = {
+        "P0": {
+            "client_timing": "1",
+            "client_rt_ms": "0",
+            "client_display_ms": "321",
+            "client_blur_count": "1",
+            "client_hidden_ms": "900",
+        },
+        "P1": {},
+    }
+    for platform_id, fields in sent.items():
+        participant = enter_and_start(study, platform_id)
+        while (assignment := assignment_current(participant=participant)) is not None:
+            assignment_serve(assignment=assignment)
+            if assignment.phase == "learning":
+                learning_acknowledge(participant=participant, assignment_public_id=assignment.public_id)
+                continue
+            guess = assignment.expected_answer if assignment.kind == "attention" else assignment.candidate_order[0]
+            response_submit(
+                participant=participant,
+                assignment_public_id=assignment.public_id,
+                guess=guess,
+                confidence=3,
+                client_timing=fields,
+            )
+    ids = {p.platform_id: str(p.public_id) for p in Participant.objects.filter(study=study)}
+    header, rows = _rows("".join(study_responses_csv_lines(study=study)))
+    assert {"rt_ms", "client_rt_ms", "client_display_ms", "blur_count", "hidden_ms", "client_timing_flags"} <= set(
+        header
+    )
+    measured = [r for r in rows if r["participant"] == ids["P0"]]
+    unmeasured = [r for r in rows if r["participant"] == ids["P1"]]
+    assert len(measured) == len(unmeasured) == 2
+    for row in measured:
+        assert (row["client_rt_ms"], row["client_display_ms"], row["blur_count"], row["hidden_ms"]) == (
+            "0",
+            "321",
+            "1",
+            "900",
+        )
+        assert row["client_timing_flags"] == "" and int(row["rt_ms"]) >= 0
+        assert (row["excluded"], row["exclusion_reasons"]) == ("True", "max_hidden_ms")
+    for row in unmeasured:
+        assert (row["client_rt_ms"], row["blur_count"], row["hidden_ms"]) == ("", "", "")
+        assert row["client_timing_flags"] == "no_client_timing" and row["rt_ms"] != ""
+        assert (row["excluded"], row["exclusion_reasons"]) == ("False", "")
+
+    participants = {r[1]: dict(zip(PARTICIPANT_COLUMNS, r)) for r in study_participant_records(study=study)}
+    p0, p1 = participants[ids["P0"]], participants[ids["P1"]]
+    assert (p0["median_client_rt_ms"], p0["n_blurs"], p0["hidden_ms"], p0["excluded"]) == (0.0, 2, 1800.0, True)
+    assert (p1["median_client_rt_ms"], p1["n_blurs"], p1["hidden_ms"], p1["excluded"]) == (None, None, None, False)
+    for participant in Participant.objects.filter(study=study).select_related("study"):
+        expected = ["max_hidden_ms"] if participant.platform_id == "P0" else []
+        assert page_quality(participant=participant)["exclusion_reasons"] == expected
+    frame = participant_quality(study_responses_frame(study=study), rules=study.exclusion_rules)
+    assert frame.set_index("participant")["exclusion_reasons"].to_dict() == {ids["P0"]: "max_hidden_ms", ids["P1"]: ""}

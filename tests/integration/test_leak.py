@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.test import Client
 
@@ -55,9 +56,11 @@ def _enter(client: Client, study) -> Participant:
 
 
 def _page_urls(html: bytes) -> list[str]:
-    """What the browser loads by itself: every ``src`` and ``srcset`` URL, in order, once
-    (``data:`` URIs are inside the page: nothing to load)."""
-    found = readable.urls(readable.parse(html.decode()), attributes={"src", "srcset"})
+    """What the browser loads by itself: every ``src`` and ``srcset`` URL and every prefetched
+    link, in order, once (``data:`` URIs are inside the page: nothing to load)."""
+    root = readable.parse(html.decode())
+    prefetched = [e.attrs.get("href", "") for e in root.iter() if e.tag == "link" and e.attrs.get("rel") == "prefetch"]
+    found = readable.urls(root, attributes={"src", "srcset"}) + prefetched
     return [url for url in dict.fromkeys(found) if not url.startswith("data:")]
 
 
@@ -188,6 +191,16 @@ def _wav_leaks(body: bytes, url: str, secrets: set[str]) -> list[str]:
     return found
 
 
+def _static_leaks(body: bytes, url: str) -> list[str]:
+    """A script the page loads (static/mmeval/timing.js) is one of the project's fixed files,
+    byte for byte: the same for every item, so it can say nothing about one."""
+    relative = url.split("/static/", 1)[1].split("?", 1)[0]
+    fixed = [Path(folder) / relative for folder in settings.STATICFILES_DIRS]
+    if not any(path.is_file() and path.read_bytes() == body for path in fixed):
+        return [f"{url} is not one of the project's fixed static files"]
+    return []
+
+
 def _candidate_of(element: readable.Element) -> str | None:
     """The candidate answer whose block (``.candidate``, holding one ``guess`` radio) encloses
     ``element``, if any."""
@@ -223,6 +236,9 @@ def _leaks(
         found += [f"{w!r} in the headers of {url}" for w in words if w.lower() in header_words]
         if url != "page":
             found += [f"{w!r} in the URL {url}" for w in words if _names(unquote(url), w)]
+            if url.startswith("/" + settings.STATIC_URL.lstrip("/")):
+                found += _static_leaks(body, url)
+                continue
             found += _wav_leaks(body, url, secrets) if body.startswith(b"RIFF") else _png_leaks(body, url, secrets)
     html = served["page"][0].decode()
     root = readable.parse(html)
@@ -251,7 +267,9 @@ def _leaks(
                 )
     for element in root.iter():
         for name, value in element.attrs.items():
-            if name.startswith("data-") and not (name == "data-key" and re.fullmatch(r"\d", value)):
+            # data-timing (no value) marks a form for timing.js; a digit names a key.
+            allowed = (name == "data-key" and re.fullmatch(r"\d", value)) or (name == "data-timing" and value == "")
+            if name.startswith("data-") and not allowed:
                 found.append(f"a hidden attribute {name}={value!r} on <{element.tag}>")
     # Every candidate is offered the same way: one radio each, and nothing else carries its value.
     radios = sorted(
@@ -479,7 +497,8 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
     assert leaks() == []
     html, page_headers = served["page"]
     html = html.decode()
-    assert list(served) == ["page"]  # one request: the pictures are inside the page
+    # One request besides the fixed static files: the pictures are inside the page.
+    assert [url for url in served if url != "page" and "/static/" not in url] == []
     heatmap = re.search(r'class="view view-heatmap heatmap" src="(data:image/png;base64,[^"]+)"', html).group(1)
     image = base64.b64decode(heatmap.split(",", 1)[1])
     named = repr(prediction)
@@ -509,6 +528,7 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
             named,
         ),
         "hidden data attribute": (html.replace('id="submit"', 'id="submit" data-answer="1"'), "data-answer"),
+        "a value on the timing marker": (html.replace("data-timing", 'data-timing="1"'), "data-timing"),
         "a second carrier of a candidate": (
             html.replace("</form>", f'<input type="hidden" name="x" value="{other}"></form>'),
             repr(other),
@@ -532,6 +552,10 @@ def test_the_checker_catches_planted_leaks(alice, demo_jsonl):
         assert any(expected in f for f in leaks(page)), f"a leak in the {where} went unnoticed"
     header = {"page": (served["page"][0], {**page_headers, "X-Label": prediction})}
     assert any(named in f and "headers" in f for f in _page_leaks(study, assignment, header, secrets))
+    script_url = next(url for url in served if "/static/" in url)  # the timing script
+    script, script_headers = served[script_url]
+    altered = {script_url: (script + f"\nconst answer = {prediction!r};".encode(), script_headers)}
+    assert any("fixed static files" in f for f in leaks(**altered))
     fetched = {f"/s/{study.public_id}/v/{prediction}.png": (image, {})}
     assert any(named in f and "URL" in f for f in leaks(**fetched))
 

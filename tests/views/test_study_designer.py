@@ -136,6 +136,19 @@ def test_preview_walks_a_ready_study_without_taking_slots_or_recording_data(alic
     assert charlie.post(f"/studies/{study.pk}/preview/").status_code == 404
 
 
+def test_the_form_takes_the_browser_timing_rules_and_shows_them_again(researcher, alice):
+    from annotations.forms import StudyForm
+
+    rules = {"min_median_client_rt_ms": 700, "max_blur_count": 3, "max_hidden_ms": 20000}
+    response = researcher.post("/studies/new/", _form(alice, name="Timed", **rules))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    study = Study.objects.get(name="Timed")
+    assert {key: study.exclusion_rules[key] for key in rules} == rules
+    assert {key: StudyForm.initial_for(study)[key] for key in rules} == rules
+    refused = researcher.post("/studies/new/", _form(alice, name="Bad", max_blur_count=-1))
+    assert refused.status_code == 200 and not Study.objects.filter(name="Bad").exists()
+
+
 def test_exclusion_rules_can_change_until_launch_only(alice, tmp_path):
     study = build_study(alice, tmp_path, n_items=4, items_per_participant=2, launch=False, name="rules")
     client = Client()
