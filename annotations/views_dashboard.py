@@ -20,7 +20,8 @@ from annotations.downloads import study_export_response
 from annotations.selectors.analysis import study_chance_level
 from annotations.selectors.exports import EXPORTS
 from annotations.selectors.studies import study_progress
-from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
+from annotations.services.analysis import SECTIONS, AnalysisUnavailable
+from annotations.services.dashboard import study_dashboard_latest, study_dashboard_state
 from annotations.views_access import study_for_researcher
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
@@ -342,6 +343,26 @@ def _stage_view(stages: dict | None) -> dict[str, Any] | None:
     return {"rows": rows, "increments": increments, "unavailable": stages.get("unavailable") or {}}
 
 
+def _age_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
+def _analysis_state(latest: dict[str, Any]) -> dict[str, Any]:
+    computed_at = latest["computed_at"]
+    return {
+        "computed_at": computed_at,
+        "computed_at_iso": computed_at.isoformat() if computed_at else "",
+        "age": _age_text(latest["age_seconds"]) if computed_at else "",
+        "n_responses": latest["n_responses"],
+        "updating": latest["updating"],
+        "error": latest["error"],
+    }
+
+
 @login_required
 @require_GET
 def study_dashboard(request, pk: int):
@@ -349,7 +370,8 @@ def study_dashboard(request, pk: int):
     section = request.GET.get("section", "after_exclusions")
     if section not in SECTIONS:
         section = "after_exclusions"
-    data = study_dashboard_get(study=study)
+    latest = study_dashboard_latest(study=study)  # never computes the analysis (services/dashboard.py)
+    data = latest["data"] or {"participants": [], "points": {}}
     context: dict[str, Any] = {
         "study": study,
         "section": section,
@@ -361,6 +383,8 @@ def study_dashboard(request, pk: int):
         "n_participants": len(data["participants"]),
         "max_participants": MAX_PARTICIPANT_ROWS,
         "unavailable": data.get("unavailable"),
+        "pending": latest["data"] is None,
+        "analysis_state": _analysis_state(latest),
     }
     report = data.get("report")
     if report is not None:
@@ -417,8 +441,10 @@ def study_dashboard(request, pk: int):
 @login_required
 @require_GET
 def study_dashboard_progress(request, pk: int):
-    """The live part of the dashboard, polled by its script."""
-    return JsonResponse(study_progress(study=study_for_researcher(request, pk)))
+    """The live part of the dashboard, polled by its script: progress, and the state of the
+    background analysis (``analysis``: ``computed_at``, ``n_responses``, ``updating``)."""
+    study = study_for_researcher(request, pk)
+    return JsonResponse({**study_progress(study=study), "analysis": study_dashboard_state(study=study)})
 
 
 @login_required

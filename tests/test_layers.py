@@ -67,6 +67,7 @@ def test_only_the_bench_commands_import_the_benchmarks():
     assert benchmark_import_violations(graph=GRAPH) == {}
     wrappers = {name for name, mods in GRAPH.edges.items() if any(m.startswith("benchmarks") for m in mods)}
     assert wrappers - set(GRAPH.under("benchmarks")) == {
+        "annotations.management.commands.bench_dashboard",
         "annotations.management.commands.bench_explain",
         "annotations.management.commands.bench_export",
         "annotations.management.commands.bench_heatmaps",
@@ -75,8 +76,12 @@ def test_only_the_bench_commands_import_the_benchmarks():
     }
 
 
-def test_only_the_export_and_precompute_benchmarks_use_django():
-    assert django_users(graph=GRAPH, layer="benchmarks") == ["benchmarks.export", "benchmarks.precompute"]
+def test_only_the_dashboard_export_and_precompute_benchmarks_use_django():
+    assert django_users(graph=GRAPH, layer="benchmarks") == [
+        "benchmarks.dashboard",
+        "benchmarks.export",
+        "benchmarks.precompute",
+    ]
 
 
 def test_tasks_call_only_pipelines_and_services():
