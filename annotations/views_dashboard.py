@@ -17,7 +17,6 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from annotations.downloads import study_export_response
-from annotations.selectors.analysis import study_chance_level
 from annotations.selectors.exports import EXPORTS
 from annotations.selectors.studies import study_progress
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable
@@ -388,26 +387,12 @@ def study_dashboard(request, pk: int):
     }
     report = data.get("report")
     if report is not None:
-        from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
-
         baseline = report["study"]["baseline"]
         block = report["analysis"][section]
         correlation = (report.get("metrics_vs_human") or {}).get(section)
-        # The per-item chance averaged over this section's answers; the study's when not computed.
-        pooled_chance = ((block.get("chance") or {}).get("pooled") or {}).get("chance")
-        svgs = {
-            "accuracy": accuracy_bar_svg(
-                block["simulation_accuracy"],
-                baseline=baseline,
-                chance=pooled_chance if pooled_chance is not None else study_chance_level(study=study),
-            )
-            if baseline in block["simulation_accuracy"]
-            else "",
-            "calibration": reliability_plot_svg(block["calibration"]) if block.get("calibration") else "",
-            "metrics": metric_accuracy_svg(
-                data["points"][section], baseline=baseline, correlations=(correlation or {}).get("per_arm")
-            ),
-        }
+        # Drawn in the background with the result (services/dashboard.py): matplotlib takes
+        # seconds on a loaded machine. A result stored before the drawings existed has none.
+        svgs = (data.get("svgs") or {}).get(section) or {"accuracy": "", "calibration": "", "metrics": ""}
         context.update(
             {
                 "report": report,

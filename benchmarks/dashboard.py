@@ -10,8 +10,10 @@
    participants table from the big study; the snapshot carries the big study's data version,
    so the request takes it as current. The request does the same work either way.
 3. **Time** ``--requests`` GETs of the dashboard page through Django's test client (the whole
-   view: login, the data version, the snapshot, the template), after one warm-up request, and
-   count the calls of the analysis entry point made meanwhile (must be 0).
+   view: login, the snapshot, the progress counts, the template), after one warm-up request,
+   twice: ``checked`` with every request computing the data version (debounce 0) and ``served``
+   with the default debounce (the first request of each period checks it); and count the calls
+   of the analysis entry point made meanwhile (must be 0).
 4. **Roll back**.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from django.db import transaction
 from django.test import Client
-from django.test.utils import setup_test_environment
+from django.test.utils import override_settings, setup_test_environment
 from django.urls import reverse
 from django.utils import timezone
 
@@ -41,7 +43,14 @@ class _Rollback(Exception):
 
 
 def run_dashboard_benchmark(
-    *, rows: int, items_per_participant: int, requests: int, resamples: int, sample_rows: int, seed: int
+    *,
+    rows: int,
+    items_per_participant: int,
+    requests: int,
+    resamples: int,
+    sample_rows: int,
+    seed: int,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """See the module docstring. Returns the report (seconds, milliseconds per request)."""
     setup_test_environment()  # the test client's host name is allowed
@@ -53,7 +62,7 @@ def run_dashboard_benchmark(
             started = time.perf_counter()
             _store_result(study, sample_rows=sample_rows, resamples=resamples, seed=seed)
             report["background_result_seconds"] = round(time.perf_counter() - started, 1)
-            report.update(_time_requests(study, requests=requests))
+            report.update(_time_requests(study, requests=requests, profile=profile))
             raise _Rollback
     except _Rollback:
         pass
@@ -78,6 +87,7 @@ def _store_result(study, *, sample_rows: int, resamples: int, seed: int) -> None
     finally:
         analysis.DEFAULT_RESAMPLES, analysis.DEFAULT_PERMUTATIONS, analysis.POWER_SIMULATIONS = saved
     data["participants"] = study_participants_table(study=study)
+    data["svgs"] = dashboard.dashboard_svgs(study=study, data=data)
     snapshot_id = dashboard._snapshot_id(study.pk)
     DashboardSnapshot.objects.filter(pk=snapshot_id).update(
         status=DashboardSnapshot.Status.IDLE,
@@ -89,7 +99,7 @@ def _store_result(study, *, sample_rows: int, resamples: int, seed: int) -> None
     )
 
 
-def _time_requests(study, *, requests: int) -> dict[str, Any]:
+def _time_requests(study, *, requests: int, profile: bool = False) -> dict[str, Any]:
     calls: list[str] = []
     compute = analysis.study_dashboard_compute
 
@@ -105,20 +115,38 @@ def _time_requests(study, *, requests: int) -> dict[str, Any]:
         warm = client.get(url)
         if warm.status_code != 200 or b"Analysis as of" not in warm.content:
             raise RuntimeError(f"the dashboard did not show the stored analysis (HTTP {warm.status_code})")
-        times = []
-        for _ in range(requests):
-            started = time.perf_counter()
-            response = client.get(url)
-            times.append((time.perf_counter() - started) * 1000)
-            assert response.status_code == 200
+        if profile:
+            import cProfile
+            import io
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            client.get(url)
+            profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+            print(text.getvalue())
+        timed = {}
+        for name, debounce in (("checked", 0), ("served", None)):
+            # "checked": every request computes the data version (debounce 0); "served": the
+            # default debounce, so the version is checked by the first request of each period.
+            with override_settings(**({"MMEVAL_DASHBOARD_DEBOUNCE_SECONDS": debounce} if debounce == 0 else {})):
+                wall, cpu = [], []
+                for _ in range(requests):
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    response = client.get(url)
+                    wall.append((time.perf_counter() - started) * 1000)
+                    cpu.append((time.process_time() - cpu_started) * 1000)
+                    assert response.status_code == 200
+            timed[name] = (sorted(wall), sorted(cpu))
     finally:
         analysis.study_dashboard_compute = compute
-    times.sort()
-    return {
-        "requests": requests,
-        "request_ms_median": round(statistics.median(times), 1),
-        "request_ms_p90": round(times[int(0.9 * (len(times) - 1))], 1),
-        "request_ms_max": round(times[-1], 1),
-        "analysis_calls_during_requests": len(calls),
-        "page_kib": round(len(warm.content) / 1024, 1),
-    }
+    out: dict[str, Any] = {"requests": requests}
+    for name, (wall, cpu) in timed.items():
+        out[f"{name}_request_ms_median"] = round(statistics.median(wall), 1)
+        out[f"{name}_request_ms_p90"] = round(wall[int(0.9 * (len(wall) - 1))], 1)
+        out[f"{name}_request_python_cpu_ms_median"] = round(statistics.median(cpu), 1)
+    out["analysis_calls_during_requests"] = len(calls)
+    out["page_kib"] = round(len(warm.content) / 1024, 1)
+    return out

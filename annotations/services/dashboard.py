@@ -35,12 +35,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import DashboardSnapshot, Response, Study
-from annotations.selectors.analysis import study_data_version
+from annotations.selectors.analysis import study_chance_level, study_data_version
 from annotations.services.background import task_run_in_background
 from annotations.services.leases import lease_claim, lease_finish, lease_heartbeat, lease_stale_before
 
@@ -149,6 +150,7 @@ def dashboard_refresh_run(
     try:
         with keep_alive(lambda: dashboard_heartbeat(row=row)) if keep_alive else nullcontext():
             data = study_dashboard_compute(study=study)
+            data["svgs"] = dashboard_svgs(study=study, data=data)
     except Exception as exc:
         logger.exception("dashboard of study %s failed", study_id)
         # The version it failed at: asked again only when the data moves, not on every page load.
@@ -182,6 +184,39 @@ def dashboard_refresh_run(
     return "queued again" if again else "done"
 
 
+def dashboard_svgs(*, study: Study, data: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The dashboard's plots for each report section, drawn once with the result (matplotlib
+    escapes every text it writes into the SVG): ``{section: {"accuracy", "calibration",
+    "metrics"}}``; empty without a report."""
+    from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
+    from annotations.services.analysis import SECTIONS
+
+    report = data.get("report")
+    if report is None:
+        return {}
+    baseline = report["study"]["baseline"]
+    drawn = {}
+    for section in SECTIONS:
+        block = report["analysis"][section]
+        correlation = (report.get("metrics_vs_human") or {}).get(section)
+        # The per-item chance averaged over this section's answers; the study's when not computed.
+        pooled_chance = ((block.get("chance") or {}).get("pooled") or {}).get("chance")
+        drawn[section] = {
+            "accuracy": accuracy_bar_svg(
+                block["simulation_accuracy"],
+                baseline=baseline,
+                chance=pooled_chance if pooled_chance is not None else study_chance_level(study=study),
+            )
+            if baseline in block["simulation_accuracy"]
+            else "",
+            "calibration": reliability_plot_svg(block["calibration"]) if block.get("calibration") else "",
+            "metrics": metric_accuracy_svg(
+                data["points"][section], baseline=baseline, correlations=(correlation or {}).get("per_arm")
+            ),
+        }
+    return drawn
+
+
 def dashboard_heartbeat(*, row: DashboardSnapshot) -> bool:
     return lease_heartbeat(model=DashboardSnapshot, pk=row.pk, claim=row.claim)
 
@@ -191,12 +226,19 @@ def study_dashboard_latest(*, study: Study) -> dict[str, Any]:
     stored ``study_dashboard_compute`` result, or None before the first), ``computed_at``,
     ``age_seconds``, ``n_responses`` (counted when it was computed), ``updating`` (a newer one is
     on its way: the data moved, or a refresh is queued or running) and ``error`` (why the last
-    refresh failed). Asks for a refresh when the stored result is older than the data."""
+    refresh failed). Asks for a refresh when the stored result is older than the data (checked
+    at most once per ``MMEVAL_DASHBOARD_DEBOUNCE_SECONDS`` per study and process cache)."""
     pk = _snapshot_id(study.pk)
-    current = _version_hash(study)
     state = DashboardSnapshot.objects.filter(pk=pk).values("status", "data_version").get()
-    if state["data_version"] != current and state["status"] not in _BUSY:
-        dashboard_refresh_request(study_id=study.pk)
+    current = None
+    # The data version is six aggregates over the study's rows: checked at most once per
+    # debounce period (responses mark the snapshot queued themselves; this catches the rest).
+    if state["status"] not in _BUSY and cache.add(
+        f"mmeval:dashboard-checked:{study.pk}", 1, timeout=settings.MMEVAL_DASHBOARD_DEBOUNCE_SECONDS
+    ):
+        current = _version_hash(study)
+        if state["data_version"] != current:
+            dashboard_refresh_request(study_id=study.pk)
     elif state["status"] in _BUSY:
         _redispatch_if_lost(pk=pk, study_id=study.pk, now=timezone.now())
     snapshot = DashboardSnapshot.objects.get(pk=pk)
@@ -207,7 +249,7 @@ def study_dashboard_latest(*, study: Study) -> dict[str, Any]:
         "computed_at": snapshot.computed_at,
         "age_seconds": (now - snapshot.computed_at).total_seconds() if snapshot.computed_at else None,
         "n_responses": snapshot.n_responses if snapshot.computed_at else None,
-        "updating": snapshot.status in _BUSY or snapshot.data_version != current,
+        "updating": snapshot.status in _BUSY or (current is not None and snapshot.data_version != current),
         "error": snapshot.error if snapshot.status == DashboardSnapshot.Status.FAILED else "",
     }
 

@@ -8,8 +8,10 @@ import pytest
 
 
 @pytest.fixture
-def dashboard_computed_at_once(monkeypatch):
+def dashboard_computed_at_once(monkeypatch, settings):
     from annotations.services import dashboard
+
+    settings.MMEVAL_DASHBOARD_DEBOUNCE_SECONDS = 0  # every request checks the data version
 
     def dispatch(*, study_id: int) -> None:
         dashboard.dashboard_refresh_run(study_id=study_id, worker="test")

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
 
 
 @pytest.fixture(autouse=True)
-def fast(monkeypatch):
+def fast(monkeypatch, settings):
+    settings.MMEVAL_DASHBOARD_DEBOUNCE_SECONDS = 0  # every request checks the data version
     monkeypatch.setattr("annotations.services.analysis.DEFAULT_RESAMPLES", 100)
     monkeypatch.setattr("annotations.services.analysis.DEFAULT_PERMUTATIONS", 100)
 

@@ -20,8 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--resamples", type=int, default=50, help="bootstrap resamples and permutations")
         parser.add_argument("--sample-rows", type=int, default=1000, help="responses of the sample analysed")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--profile", action="store_true", help="print a cProfile of one request first")
 
-    def handle(self, *args, rows, items_per_participant, requests, resamples, sample_rows, seed, **options):
+    def handle(
+        self, *args, rows, items_per_participant, requests, resamples, sample_rows, seed, profile=False, **options
+    ):
         if connection.vendor != "postgresql":
             raise CommandError("bench_dashboard needs PostgreSQL (COPY); set DATABASE_URL")
         if min(rows, items_per_participant, requests, resamples, sample_rows) < 1:
@@ -32,6 +35,7 @@ class Command(BaseCommand):
             requests=requests,
             resamples=resamples,
             sample_rows=sample_rows,
+            profile=profile,
             seed=seed,
         )
         for line in format_report(report):
