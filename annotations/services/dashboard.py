@@ -7,7 +7,8 @@ shows the latest stored result (:class:`annotations.models.DashboardSnapshot`) w
 the responses it counts, and says "updating" while a newer one is on its way.
 
 * **Asking for a refresh** (:func:`dashboard_refresh_request`): after each stored response
-  (``services.participants``, on commit) and whenever a dashboard request finds the stored
+  (``services.participants``, on commit, :func:`dashboard_response_stored`: only once the
+  dashboard was opened) and whenever a dashboard request finds the stored
   result older than the data (``study_data_version``). An idle snapshot becomes ``queued`` and
   its task (``workers.tasks.dashboard_refresh_task``, sent by name) is published with a
   countdown of ``MMEVAL_DASHBOARD_DEBOUNCE_SECONDS``; a queued one is left alone (its task will
@@ -80,10 +81,6 @@ def _dispatch(*, study_id: int) -> None:
         app.send_task(REFRESH_TASK, args=(study_id,), countdown=settings.MMEVAL_DASHBOARD_DEBOUNCE_SECONDS)
     except Exception as exc:  # kombu/redis raise many types; every one means "not handed over"
         logger.warning("dashboard refresh of study %s not dispatched: %s", study_id, exc)
-        return
-    DashboardSnapshot.objects.filter(study_id=study_id, status=DashboardSnapshot.Status.QUEUED).update(
-        dispatched_at=timezone.now()
-    )
 
 
 def dashboard_refresh_request(*, study_id: int) -> None:
@@ -93,13 +90,28 @@ def dashboard_refresh_request(*, study_id: int) -> None:
     pk = _snapshot_id(study_id)
     now = timezone.now()
     queued = DashboardSnapshot.objects.filter(pk=pk, status__in=_IDLE).update(
-        status=DashboardSnapshot.Status.QUEUED, requested_at=now, error=""
+        status=DashboardSnapshot.Status.QUEUED, requested_at=now, dispatched_at=now, error=""
     )
     if queued:
         _dispatch(study_id=study_id)
         return
     DashboardSnapshot.objects.filter(pk=pk, status=DashboardSnapshot.Status.RUNNING, rerun=False).update(rerun=True)
     _redispatch_if_lost(pk=pk, study_id=study_id, now=now)
+
+
+def dashboard_response_stored(*, study_id: int) -> None:
+    """A participant's answer was stored (after commit): the dashboard's refresh in at most two
+    single-row updates, so the answer's request stays cheap. A study whose dashboard was never
+    opened has no snapshot, and nothing is computed for it until it is."""
+    now = timezone.now()
+    if DashboardSnapshot.objects.filter(study_id=study_id, status__in=_IDLE).update(
+        status=DashboardSnapshot.Status.QUEUED, requested_at=now, dispatched_at=now, error=""
+    ):
+        _dispatch(study_id=study_id)
+        return
+    DashboardSnapshot.objects.filter(study_id=study_id, status=DashboardSnapshot.Status.RUNNING, rerun=False).update(
+        rerun=True
+    )
 
 
 def _redispatch_if_lost(*, pk: int, study_id: int, now: datetime) -> None:
@@ -109,7 +121,7 @@ def _redispatch_if_lost(*, pk: int, study_id: int, now: datetime) -> None:
         Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale - debounce)
     )
     lost |= Q(status=DashboardSnapshot.Status.RUNNING, heartbeat_at__lt=stale)
-    if DashboardSnapshot.objects.filter(lost, pk=pk).update(requested_at=now):
+    if DashboardSnapshot.objects.filter(lost, pk=pk).update(requested_at=now, dispatched_at=now):
         _dispatch(study_id=study_id)
 
 

@@ -36,7 +36,9 @@ def test_answers_lead_to_a_recomputed_dashboard_debounced(celery_worker_process,
     settings.MMEVAL_DASHBOARD_DEBOUNCE_SECONDS = 5  # the countdown this process publishes with
     study = build_study(alice, tmp_path, n_items=8, items_per_participant=4, raters_per_item=8, n_candidates=0)
 
-    answer_all(enter_and_start(study, "P0"))  # each answer asks for a refresh, on commit
+    client.force_login(alice)
+    assert 'id="analysis-pending"' in client.get(f"/studies/{study.pk}/dashboard/").content.decode("utf-8")
+    answer_all(enter_and_start(study, "P0"))  # once the dashboard was opened, each answer asks for a refresh
     first = wait_for_result(study, n_responses=_answers(study))
     assert first.computations >= 1 and first.result
 
@@ -58,7 +60,6 @@ def test_answers_lead_to_a_recomputed_dashboard_debounced(celery_worker_process,
 
     analysis.study_dashboard_compute = counted  # this process only; the worker computes
     try:
-        client.force_login(alice)
         html = client.get(f"/studies/{study.pk}/dashboard/").content.decode("utf-8")
     finally:
         analysis.study_dashboard_compute = compute
