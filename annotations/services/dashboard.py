@@ -38,7 +38,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import BooleanField, Case, CharField, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from annotations.models import DashboardSnapshot, Response, Study
@@ -100,18 +100,28 @@ def dashboard_refresh_request(*, study_id: int) -> None:
 
 
 def dashboard_response_stored(*, study_id: int) -> None:
-    """A participant's answer was stored (after commit): the dashboard's refresh in at most two
-    single-row updates, so the answer's request stays cheap. A study whose dashboard was never
-    opened has no snapshot, and nothing is computed for it until it is."""
+    """A participant's answer was stored (after commit): the dashboard's refresh in one
+    single-row update, so the answer's request stays cheap. An idle snapshot turns queued, a
+    running one is marked ``rerun``; either way the task is published (for a running one an
+    extra message at most once per computation: it finds the lease held, or does the rerun
+    early and the rerun's own message finds nothing). A study whose dashboard was never opened
+    has no snapshot, and nothing is computed for it until it is."""
     now = timezone.now()
-    if DashboardSnapshot.objects.filter(study_id=study_id, status__in=_IDLE).update(
-        status=DashboardSnapshot.Status.QUEUED, requested_at=now, dispatched_at=now, error=""
-    ):
-        _dispatch(study_id=study_id)
-        return
-    DashboardSnapshot.objects.filter(study_id=study_id, status=DashboardSnapshot.Status.RUNNING, rerun=False).update(
-        rerun=True
+    idle = Q(status__in=_IDLE)
+    changed = (
+        DashboardSnapshot.objects.filter(study_id=study_id)
+        .filter(idle | Q(status=DashboardSnapshot.Status.RUNNING, rerun=False))
+        .update(
+            status=Case(
+                When(idle, then=Value(DashboardSnapshot.Status.QUEUED)), default=F("status"), output_field=CharField()
+            ),
+            rerun=Case(When(idle, then=Value(False)), default=Value(True), output_field=BooleanField()),
+            requested_at=Case(When(idle, then=Value(now)), default=F("requested_at"), output_field=DateTimeField()),
+            dispatched_at=Case(When(idle, then=Value(now)), default=F("dispatched_at"), output_field=DateTimeField()),
+        )
     )
+    if changed:
+        _dispatch(study_id=study_id)
 
 
 def _redispatch_if_lost(*, pk: int, study_id: int, now: datetime) -> None:

@@ -180,3 +180,25 @@ def test_a_lost_refresh_is_published_again(study, dispatched, settings):
     DashboardSnapshot.objects.filter(study=study).update(requested_at=long_ago, dispatched_at=long_ago)
     dashboard.dashboard_refresh_request(study_id=study.pk)
     assert dispatched == [study.pk, study.pk]
+
+
+def test_an_answer_asks_for_a_refresh_in_one_update_once_the_dashboard_exists(
+    study, dispatched, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        dashboard.dashboard_response_stored(study_id=study.pk)  # never opened: no snapshot, no work
+    assert dispatched == [] and not DashboardSnapshot.objects.filter(study=study).exists()
+    dashboard.dashboard_refresh_request(study_id=study.pk)  # the dashboard was opened
+    assert dispatched == [study.pk]
+    for _ in range(5):
+        with django_assert_num_queries(1):
+            dashboard.dashboard_response_stored(study_id=study.pk)  # queued already: nothing more
+    assert dispatched == [study.pk]
+    DashboardSnapshot.objects.filter(study=study).update(status="running", heartbeat_at=timezone.now())
+    for _ in range(5):
+        dashboard.dashboard_response_stored(study_id=study.pk)
+    assert DashboardSnapshot.objects.get(study=study).rerun is True
+    assert dispatched == [study.pk, study.pk]  # one more message for the whole computation
+    DashboardSnapshot.objects.filter(study=study).update(status="idle", rerun=False)
+    dashboard.dashboard_response_stored(study_id=study.pk)
+    assert DashboardSnapshot.objects.get(study=study).status == "queued" and len(dispatched) == 3
