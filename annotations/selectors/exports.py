@@ -658,7 +658,7 @@ def _copy_out_chunks(sql: str) -> Iterator[str]:
             with raw.cursor() as cursor:
                 # The whole study's rows: hash joins and one sort beat a probe of the responses'
                 # index per participant, which the planner picks for the small temporary table
-                # (1.2x a raw COPY of the join instead of 1.9x, docs/BENCHMARKS.md).
+                # (measured in docs/BENCHMARKS.md: the first version was 2.1x a raw COPY of the join).
                 cursor.execute("SET enable_nestloop = off")
                 try:
                     cursor.copy_expert(sql, sink, size=_COPY_CHUNK_BYTES)
