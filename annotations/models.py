@@ -638,6 +638,34 @@ class Response(models.Model):
         ]
 
 
+class DashboardSnapshot(LeasedWork):
+    """The latest dashboard of a study (``services.analysis.study_dashboard_compute``), computed
+    by a background task on a debounce while the study fills (``services.dashboard``); the
+    dashboard request only reads it. ``status``: ``idle`` (nothing asked since the last
+    result), ``queued`` (a refresh was asked and its task published, after the debounce),
+    ``running`` (a worker holds it, leased as every background job) or ``failed``. ``rerun``:
+    data moved while it ran, so it is queued again when it finishes."""
+
+    WAITING = "queued"
+
+    class Status(models.TextChoices):
+        IDLE = "idle"
+        QUEUED = "queued"
+        RUNNING = "running"
+        FAILED = "failed"
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, related_name="dashboard_snapshot")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.IDLE)
+    rerun = models.BooleanField(default=False)
+    requested_at = models.DateTimeField(null=True, blank=True, help_text="When a refresh was last asked for.")
+    result = models.BinaryField(null=True, blank=True, help_text="The pickled dashboard data (our own worker's).")
+    data_version = models.CharField(max_length=64, blank=True, help_text="Hash of the data version it was computed at.")
+    n_responses = models.PositiveIntegerField(default=0, help_text="Responses when the computation started.")
+    computed_at = models.DateTimeField(null=True, blank=True, help_text="When the computation started.")
+    computations = models.PositiveIntegerField(default=0, help_text="Results stored so far.")
+    error = models.TextField(blank=True)
+
+
 class ModelReport(LeasedWork):
     """The model report of one registered model on one dataset (issue 12; definitions in
     docs/MODEL_REPORT.md): computed by a worker (``workers.report_pipeline``) stage by stage.

@@ -17,10 +17,10 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from annotations.downloads import study_export_response
-from annotations.selectors.analysis import study_chance_level
 from annotations.selectors.exports import EXPORTS
 from annotations.selectors.studies import study_progress
-from annotations.services.analysis import SECTIONS, AnalysisUnavailable, study_dashboard_get
+from annotations.services.analysis import SECTIONS, AnalysisUnavailable
+from annotations.services.dashboard import study_dashboard_latest, study_dashboard_state
 from annotations.study_tasks import VERIFICATION
 from annotations.views_access import study_for_researcher
 
@@ -397,6 +397,26 @@ def _signed_pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:+.1f}%".replace("-", "−")
 
 
+def _age_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
+def _analysis_state(latest: dict[str, Any]) -> dict[str, Any]:
+    computed_at = latest["computed_at"]
+    return {
+        "computed_at": computed_at,
+        "computed_at_iso": computed_at.isoformat() if computed_at else "",
+        "age": _age_text(latest["age_seconds"]) if computed_at else "",
+        "n_responses": latest["n_responses"],
+        "updating": latest["updating"],
+        "error": latest["error"],
+    }
+
+
 @login_required
 @require_GET
 def study_dashboard(request, pk: int):
@@ -404,7 +424,8 @@ def study_dashboard(request, pk: int):
     section = request.GET.get("section", "after_exclusions")
     if section not in SECTIONS:
         section = "after_exclusions"
-    data = study_dashboard_get(study=study)
+    latest = study_dashboard_latest(study=study)  # never computes the analysis (services/dashboard.py)
+    data = latest["data"] or {"participants": [], "points": {}}
     context: dict[str, Any] = {
         "study": study,
         "section": section,
@@ -416,31 +437,19 @@ def study_dashboard(request, pk: int):
         "n_participants": len(data["participants"]),
         "max_participants": MAX_PARTICIPANT_ROWS,
         "unavailable": data.get("unavailable"),
+        "pending": latest["data"] is None,
+        "analysis_state": _analysis_state(latest),
     }
     report = data.get("report")
     if report is not None and report.get("task") == VERIFICATION:
         context.update(_verification_view(report, section))
     elif report is not None:
-        from annotations.analysis.plots import accuracy_bar_svg, metric_accuracy_svg, reliability_plot_svg
-
         baseline = report["study"]["baseline"]
         block = report["analysis"][section]
         correlation = (report.get("metrics_vs_human") or {}).get(section)
-        # The per-item chance averaged over this section's answers; the study's when not computed.
-        pooled_chance = ((block.get("chance") or {}).get("pooled") or {}).get("chance")
-        svgs = {
-            "accuracy": accuracy_bar_svg(
-                block["simulation_accuracy"],
-                baseline=baseline,
-                chance=pooled_chance if pooled_chance is not None else study_chance_level(study=study),
-            )
-            if baseline in block["simulation_accuracy"]
-            else "",
-            "calibration": reliability_plot_svg(block["calibration"]) if block.get("calibration") else "",
-            "metrics": metric_accuracy_svg(
-                data["points"][section], baseline=baseline, correlations=(correlation or {}).get("per_arm")
-            ),
-        }
+        # Drawn in the background with the result (services/dashboard.py): matplotlib takes
+        # seconds on a loaded machine. A result stored before the drawings existed has none.
+        svgs = (data.get("svgs") or {}).get(section) or {"accuracy": "", "calibration": "", "metrics": ""}
         context.update(
             {
                 "report": report,
@@ -474,8 +483,10 @@ def study_dashboard(request, pk: int):
 @login_required
 @require_GET
 def study_dashboard_progress(request, pk: int):
-    """The live part of the dashboard, polled by its script."""
-    return JsonResponse(study_progress(study=study_for_researcher(request, pk)))
+    """The live part of the dashboard, polled by its script: progress, and the state of the
+    background analysis (``analysis``: ``computed_at``, ``n_responses``, ``updating``)."""
+    study = study_for_researcher(request, pk)
+    return JsonResponse({**study_progress(study=study), "analysis": study_dashboard_state(study=study)})
 
 
 @login_required

@@ -48,9 +48,20 @@ from annotations.models import (
     Study,
     StudyItem,
 )
-from annotations.selectors.exports import study_responses_csv_lines
+from annotations.selectors.exports import (
+    study_responses_csv_lines,
+    study_responses_csv_lines_copy,
+    study_responses_csv_lines_python,
+)
 
-__all__ = ["format_report", "generate_study", "run_export_benchmark", "time_export"]
+__all__ = [
+    "format_report",
+    "generate_study",
+    "raw_copy_sql",
+    "run_export_benchmark",
+    "time_export",
+    "time_export_paths",
+]
 
 LABELS = ["red", "green", "blue", "yellow", "purple", "orange"]
 ARMS = [("baseline", []), ("heatmap", ["heatmap"]), ("tokens", ["tokens"]), ("both", ["heatmap", "tokens"])]
@@ -149,6 +160,7 @@ def run_export_benchmark(
     seed: int,
     study_id: int | None = None,
     profile: TextIO | None = None,
+    compare: bool = False,
 ) -> dict[str, Any]:
     """Generate a study (or take ``study_id``), time its export, then roll everything back
     unless ``keep``.
@@ -161,6 +173,8 @@ def run_export_benchmark(
         seed: seeds the generation.
         study_id: export this (earlier ``keep``) study instead of generating one.
         profile: see :func:`time_export`.
+        compare: also time the Python path, the COPY path and a raw COPY of the same join
+            (:func:`time_export_paths`).
 
     Returns:
         dict: the report, in the order it is printed (:func:`format_report`).
@@ -174,6 +188,8 @@ def run_export_benchmark(
             else:
                 study = generate_study(rows=rows, per_participant=items_per_participant, seed=seed, report=report)
             time_export(study=study, out=out, report=report, profile=profile)
+            if compare:
+                time_export_paths(study=study, out=out, report=report)
             if not keep:
                 raise _Rollback
     except _Rollback:
@@ -374,6 +390,73 @@ def time_export(*, study: Study, out: Path, report: dict, profile: TextIO | None
         peak_rss_during_export_mib=round(peak / 1024, 1),
         rss_growth_during_export_mib=round((peak - rss_before) / 1024, 1),
     )
+
+
+def raw_copy_sql(study: Study) -> str:
+    """``COPY`` of the join the responses export reads (responses, participants, items, pool),
+    in the export's order, with the columns as stored: no formatting, no exclusions, no hashes.
+    The floor the COPY path is measured against."""
+    return f"""COPY (
+        SELECT r.*, p.public_id, p.platform, p.platform_id, p.screened_out, i.external_id, si.stratum
+        FROM annotations_response r
+        JOIN annotations_participant p ON p.id = r.participant_id
+        JOIN annotations_item i ON i.id = r.item_id
+        LEFT JOIN annotations_studyitem si ON si.study_id = {int(study.pk)} AND si.item_id = r.item_id
+        WHERE p.study_id = {int(study.pk)} AND p.platform <> 'preview'
+        ORDER BY r.participant_id, r.id
+    ) TO STDOUT WITH (FORMAT csv)"""
+
+
+def time_export_paths(*, study: Study, out: Path, report: dict) -> None:
+    """Time the responses export three ways, each written to ``out``: the Python path (the
+    reference, and the SQLite demo's), the COPY path (what PostgreSQL serves) and a raw
+    ``COPY`` of the same join straight into the file (:func:`raw_copy_sql`).
+
+    Args:
+        study: the study to export.
+        out: where each CSV goes (overwritten).
+        report: gets ``<path>_seconds``, ``<path>_rows_per_second`` and
+            ``<path>_rss_growth_mib`` per path, and ``copy_over_raw`` (the ratio of seconds).
+    """
+
+    def timed(name: str, write) -> None:
+        rss_before = _rss_kib()
+        peak = [rss_before]
+
+        def sample() -> None:
+            peak[0] = max(peak[0], _rss_kib())
+
+        started = time.perf_counter()
+        rows = write(sample)
+        seconds = time.perf_counter() - started
+        sample()
+        report[f"{name}_seconds"] = round(seconds, 2)
+        report[f"{name}_rows_per_second"] = round(rows / seconds)
+        report[f"{name}_rss_growth_mib"] = round((peak[0] - rss_before) / 1024, 1)
+
+    def lines_into(lines):
+        def write(sample) -> int:
+            count = 0
+            with open(out, "w", encoding="utf-8", newline="") as stream:
+                for k, chunk in enumerate(lines()):
+                    stream.write(chunk)
+                    count += chunk.count("\n")
+                    if k % 8 == 0:
+                        sample()
+            return count - 1
+
+        return write
+
+    def raw(sample) -> int:
+        with open(out, "wb") as stream, connection.cursor() as cursor:
+            cursor.cursor.copy_expert(raw_copy_sql(study), stream, size=1 << 16)
+            return cursor.cursor.rowcount
+
+    timed("python_path", lines_into(lambda: study_responses_csv_lines_python(study=study)))
+    timed("copy_path", lines_into(lambda: study_responses_csv_lines_copy(study=study)))
+    timed("raw_copy", raw)
+    report["copy_over_raw"] = round(report["copy_path_seconds"] / report["raw_copy_seconds"], 2)
+    report["python_over_copy"] = round(report["python_path_seconds"] / report["copy_path_seconds"], 2)
 
 
 def format_report(report: dict) -> list[str]:

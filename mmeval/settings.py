@@ -427,3 +427,7 @@ else:
 # nginx's internal location prefix (X-Accel-Redirect), or X-Sendfile for Apache/lighttpd.
 MMEVAL_MEDIA_X_ACCEL_PREFIX = envstr("MMEVAL_MEDIA_X_ACCEL_PREFIX", "")
 MMEVAL_MEDIA_X_SENDFILE = envbool("MMEVAL_MEDIA_X_SENDFILE", False)
+
+# The dashboard's analysis is recomputed in the background (services/dashboard.py): a refresh
+# asked for waits this long before its task runs, so a burst of responses costs one computation.
+MMEVAL_DASHBOARD_DEBOUNCE_SECONDS = envint("MMEVAL_DASHBOARD_DEBOUNCE_SECONDS", 10, minimum=0)

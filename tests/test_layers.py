@@ -67,6 +67,7 @@ def test_only_the_bench_commands_import_the_benchmarks():
     assert benchmark_import_violations(graph=GRAPH) == {}
     wrappers = {name for name, mods in GRAPH.edges.items() if any(m.startswith("benchmarks") for m in mods)}
     assert wrappers - set(GRAPH.under("benchmarks")) == {
+        "annotations.management.commands.bench_dashboard",
         "annotations.management.commands.bench_explain",
         "annotations.management.commands.bench_export",
         "annotations.management.commands.bench_heatmaps",
@@ -77,8 +78,9 @@ def test_only_the_bench_commands_import_the_benchmarks():
     }
 
 
-def test_only_the_export_precompute_and_page_benchmarks_use_django():
+def test_only_the_dashboard_export_precompute_and_page_benchmarks_use_django():
     assert django_users(graph=GRAPH, layer="benchmarks") == [
+        "benchmarks.dashboard",
         "benchmarks.export",
         "benchmarks.participant_pages",
         "benchmarks.precompute",

@@ -529,3 +529,15 @@ def _multiviz_rows(*, study, adapter, batch, pairs, raws, items, views, method) 
 def _read_media(path: str) -> bytes:
     with open(os.path.join(settings.MEDIA_ROOT, path), "rb") as f:
         return f.read()
+
+
+def dashboard_refresh(*, study_id: int, worker: str) -> str:
+    """A study's dashboard recomputed in the background (``annotations.services.dashboard``),
+    its lease kept alive by the heartbeat thread while the analysis runs."""
+    from annotations.services.dashboard import dashboard_refresh_run
+
+    return dashboard_refresh_run(
+        study_id=study_id,
+        worker=worker,
+        keep_alive=lambda beat: heartbeat_kept(beat=beat, name=f"dashboard-{study_id}-heartbeat"),
+    )

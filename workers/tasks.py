@@ -84,3 +84,17 @@ def model_report_inline_task(report_id: int) -> None:
     from workers.report_pipeline import model_report_run_inline
 
     model_report_run_inline(report_id=report_id)
+
+
+@shared_task(
+    bind=True, soft_time_limit=settings.MMEVAL_TASK_SOFT_TIME_LIMIT, time_limit=settings.MMEVAL_TASK_TIME_LIMIT
+)
+def dashboard_refresh_task(self, study_id: int) -> str:
+    """Recompute a study's dashboard in the background (``annotations.services.dashboard``;
+    published with the debounce as countdown, or run in a thread when embedded). Safe to run
+    twice: the second finds nothing queued, or the lease held."""
+    from workers.pipeline import dashboard_refresh
+
+    return dashboard_refresh(
+        study_id=study_id, worker=(self.request.hostname or "worker") if self.request.id else "embedded"
+    )

@@ -68,6 +68,7 @@ __all__ = [
     "ExclusionRules",
     "QUALITY_COLUMNS",
     "apply_exclusion_rules",
+    "exclusion_reasons",
     "exclusion_rules_validate",
     "exclusions_summary",
     "participant_quality",
@@ -266,41 +267,68 @@ def participant_stats(
         "hidden_ms": sum(hidden) if hidden else None,
         "screened_out": bool(screened_out),
     }
+    reasons = exclusion_reasons(
+        n_test=n_test,
+        n_attention_failed=n_failed,
+        attention_pass_rate=stats["attention_pass_rate"],
+        fast_share=stats["fast_share"],
+        median_rt_ms=median,
+        screened_out=bool(screened_out),
+        rules=rules,
+        median_client_rt_ms=client_median,
+        n_blurs=stats["n_blurs"],
+        hidden_ms=stats["hidden_ms"],
+    )
+    stats["excluded"] = bool(reasons)
+    stats["exclusion_reasons"] = ";".join(sorted(reasons))
+    return stats
+
+
+def exclusion_reasons(
+    *,
+    n_test: int,
+    n_attention_failed: int,
+    attention_pass_rate: float | None,
+    fast_share: float | None,
+    median_rt_ms: float | None,
+    screened_out: bool,
+    rules: ExclusionRules,
+    median_client_rt_ms: float | None = None,
+    n_blurs: float | None = None,
+    hidden_ms: float | None = None,
+) -> list[str]:
+    """The rules a participant with these numbers violates (unsorted). The one definition of
+    the rules: :func:`participant_stats` calls it, and so does the export's COPY path, which
+    counts in SQL (``annotations.selectors.exports``). The browser's numbers are None when no
+    value is known (no JavaScript): such a participant is not judged by their rules."""
     reasons = []
-    if rules.max_attention_failures is not None and n_failed > rules.max_attention_failures:
+    if rules.max_attention_failures is not None and n_attention_failed > rules.max_attention_failures:
         reasons.append("max_attention_failures")
     if (
         rules.min_attention_pass_rate is not None
-        and stats["attention_pass_rate"] is not None
-        and stats["attention_pass_rate"] < rules.min_attention_pass_rate
+        and attention_pass_rate is not None
+        and attention_pass_rate < rules.min_attention_pass_rate
     ):
         reasons.append("min_attention_pass_rate")
-    if (
-        rules.max_fast_share is not None
-        and stats["fast_share"] is not None
-        and stats["fast_share"] > rules.max_fast_share
-    ):
+    if rules.max_fast_share is not None and fast_share is not None and fast_share > rules.max_fast_share:
         reasons.append("max_fast_share")
-    if (
-        rules.min_median_rt_ms is not None
-        and stats["median_rt_ms"] is not None
-        and stats["median_rt_ms"] < rules.min_median_rt_ms
-    ):
+    if rules.min_median_rt_ms is not None and median_rt_ms is not None and median_rt_ms < rules.min_median_rt_ms:
         reasons.append("min_median_rt_ms")
-    if rules.min_median_client_rt_ms is not None and client_median is not None:
-        if client_median < rules.min_median_client_rt_ms:
-            reasons.append("min_median_client_rt_ms")
-    if rules.max_blur_count is not None and blurs and sum(blurs) > rules.max_blur_count:
+    if (
+        rules.min_median_client_rt_ms is not None
+        and median_client_rt_ms is not None
+        and median_client_rt_ms < rules.min_median_client_rt_ms
+    ):
+        reasons.append("min_median_client_rt_ms")
+    if rules.max_blur_count is not None and n_blurs is not None and n_blurs > rules.max_blur_count:
         reasons.append("max_blur_count")
-    if rules.max_hidden_ms is not None and hidden and sum(hidden) > rules.max_hidden_ms:
+    if rules.max_hidden_ms is not None and hidden_ms is not None and hidden_ms > rules.max_hidden_ms:
         reasons.append("max_hidden_ms")
     if rules.min_test_responses is not None and n_test < rules.min_test_responses:
         reasons.append("min_test_responses")
     if rules.exclude_screened_out and screened_out:
         reasons.append("exclude_screened_out")
-    stats["excluded"] = bool(reasons)
-    stats["exclusion_reasons"] = ";".join(sorted(reasons))
-    return stats
+    return reasons
 
 
 def _median(ordered: list[float]) -> float | None:

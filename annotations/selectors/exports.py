@@ -51,11 +51,15 @@ import itertools
 import json
 import math
 import operator
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
+import psycopg2.extensions
 from django.conf import settings
 from django.db import connection
 from django.db.models import F, JSONField, OuterRef, Subquery, TextField
@@ -235,25 +239,42 @@ class _Echo:
         return value
 
 
+def _crlf_safe(text: str, rows: list[list], prefixes: list[list] | None = None) -> str:
+    """``text`` (CSV lines of ``rows``) again with every cell holding a carriage return quoted.
+
+    Python's writer quotes a cell with ``\\n`` (the line terminator) but writes a bare ``\\r``
+    unquoted, which its own reader and spreadsheets take for a line break; PostgreSQL's ``COPY``
+    quotes it. So a chunk with a ``\\r`` (rare: dataset ids, raw platform ids) is written again
+    with ``\\r\\n`` as terminator, whose characters are quoted, then the terminator put back."""
+    if "\r" not in text:
+        return text
+    writer = csv.writer(_Echo(), lineterminator="\r\n")
+    if prefixes is None:
+        return "".join(writer.writerow(row)[:-2] + "\n" for row in rows)
+    return "".join(writer.writerow(prefix + row)[:-2] + "\n" for prefix, row in zip(prefixes, rows))
+
+
 def csv_lines(*, columns: list[str], rows: Iterable[Any]) -> Iterator[str]:
     """CSV text for a StreamingHttpResponse or a file: the header, then the rows in chunks of
     a few hundred lines. ``rows`` are dicts (keyed by column) or sequences in column order;
-    ``None`` is written as an empty cell, bools as ``True``/``False``."""
+    ``None`` is written as an empty cell, bools as ``True``/``False``; a cell holding a line
+    break (``\\n`` or ``\\r``) is quoted."""
     header = csv.writer(_Echo(), lineterminator="\n").writerow(columns)
     yield header
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    pending = 0
+    pending: list[list] = []
     for row in rows:
-        writer.writerow([row.get(column) for column in columns] if isinstance(row, dict) else row)
-        pending += 1
-        if pending == _LINES_PER_YIELD:
-            yield buffer.getvalue()
+        values = [row.get(column) for column in columns] if isinstance(row, dict) else list(row)
+        writer.writerow(values)
+        pending.append(values)
+        if len(pending) == _LINES_PER_YIELD:
+            yield _crlf_safe(buffer.getvalue(), pending)
             buffer.seek(0)
             buffer.truncate()
-            pending = 0
+            pending = []
     if pending:
-        yield buffer.getvalue()
+        yield _crlf_safe(buffer.getvalue(), pending)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,9 +452,23 @@ def study_response_rows(*, study: Study) -> Iterator[dict]:
 
 
 def study_responses_csv_lines(*, study: Study) -> Iterator[str]:
-    """The responses export as CSV text, in chunks (module doc). Each participant's columns are
-    formatted once, then prefixed to each of their rows: the same text as
+    """The responses export as CSV text, in chunks (module doc): on PostgreSQL streamed from
+    ``COPY … TO STDOUT`` (:func:`study_responses_csv_lines_copy`), elsewhere (the embedded
+    demo's SQLite) written by Python (:func:`study_responses_csv_lines_python`). Both give the
+    same bytes (``tests/exports/test_export_copy.py``).
+
+    Raises ``ValueError`` at once if the study's exclusion rules are malformed.
+    """
+    if connection.vendor == "postgresql":
+        return study_responses_csv_lines_copy(study=study)
+    return study_responses_csv_lines_python(study=study)
+
+
+def study_responses_csv_lines_python(*, study: Study) -> Iterator[str]:
+    """The responses export written by Python: each participant's columns are formatted once,
+    then prefixed to each of their rows: the same text as
     ``csv_lines(columns=RESPONSE_COLUMNS, rows=study_response_records(study=study))``, faster.
+    The reference the COPY path is tested against.
 
     Raises ``ValueError`` at once if the study's exclusion rules are malformed.
     """
@@ -441,25 +476,306 @@ def study_responses_csv_lines(*, study: Study) -> Iterator[str]:
     return _prefixed_csv(groups)
 
 
+# The COPY path (PostgreSQL). Python's csv writer and COPY's CSV agree on quoting (a cell with
+# a comma, a quote or a line break is quoted, quotes doubled) except on two points the query
+# settles: COPY writes an empty string as "" (to tell it from NULL), so every text cell goes
+# through NULLIF(…, ''); and booleans are written True/False, as Python does.
+_COPY_CHUNK_BYTES = 1 << 16
+_COPY_QUEUE_CHUNKS = 8
+
+
+def _sql_bool(expression: str) -> str:
+    return f"CASE WHEN {expression} THEN 'True' WHEN NOT {expression} THEN 'False' END"
+
+
+def _sql_defused(expression: str) -> str:
+    """``_defuse`` in SQL: a leading ' before a cell that a spreadsheet would run as a formula."""
+    return (
+        f"CASE WHEN left({expression}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+        f"THEN '''' || {expression} ELSE {expression} END"
+    )
+
+
+def study_responses_csv_lines_copy(*, study: Study) -> Iterator[str]:
+    """The responses export streamed from PostgreSQL's ``COPY (…) TO STDOUT WITH CSV``.
+
+    Three steps, none holding more than a chunk of rows in memory:
+
+    1. one ``GROUP BY participant`` query counts what the exclusion rules need (scored
+       responses, attention checks passed and failed, fast answers, the median time: the same
+       numbers as ``participant_stats``) and Python decides with the one definition of the rules
+       (``annotations.analysis.exclusions.exclusion_reasons``) and hashes the platform IDs;
+    2. those per-participant cells go into a temporary table, a batch at a time;
+    3. ``COPY`` of the responses joined with it, the arms (a ``VALUES`` list) and the items
+       formats every row in the server (formula defusing of raw platform IDs included).
+       ``copy_expert`` pushes rows into a file object, so it runs in a side thread that hands
+       chunks of ~64 KiB through a bounded queue to this generator.
+
+    Raises ``ValueError`` at once if the study's exclusion rules are malformed, and while
+    streaming if a participant answered in two arms (as the Python path). The connection must
+    not be used for anything else until the generator is exhausted or closed.
+    """
+    rules = study_exclusion_rules(study=study)
+    return _copy_csv_lines(study, rules)
+
+
+_PREFIX_CELLS = RESPONSE_PARTICIPANT_COLUMNS[1:]  # after the study's public ID, a constant
+
+
+def _copy_csv_lines(study: Study, rules: ExclusionRules) -> Iterator[str]:
+    yield csv.writer(_Echo(), lineterminator="\n").writerow(RESPONSE_COLUMNS)
+    table = f"mmeval_export_{uuid4().hex}"
+    cells = ", ".join(f"{connection.ops.quote_name(name)} text" for name in _PREFIX_CELLS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE {table} (participant_id bigint PRIMARY KEY, {cells})")
+    try:
+        if _copy_participants_fill(study, rules, table):
+            yield from _copy_out_chunks(_copy_responses_sql(study, rules, table))
+    finally:
+        if not connection.needs_rollback and not _transaction_aborted():
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        # else the rollback that must come drops it (it was created in the same transaction)
+
+
+def _transaction_aborted() -> bool:
+    return connection.connection.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INERROR
+
+
+def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> int:
+    """Steps 1 and 2 of :func:`study_responses_csv_lines_copy`: each participant's columns of
+    the export (``RESPONSE_PARTICIPANT_COLUMNS`` but the study), as the CSV writes them, into
+    ``table``; a raw platform ID goes in as is (the ``COPY`` defuses it). Returns the
+    participants written."""
+    from annotations.analysis.exclusions import exclusion_reasons
+
+    fast = rules.fast_rt_ms
+    scored = "NOT r.is_attention_check AND r.phase = 'test'"
+    fast_count = f"count(*) FILTER (WHERE {scored} AND r.rt_ms < %(fast)s)" if fast > 0 else "0"
+    median = (
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY r.rt_ms::float8) FILTER (WHERE {scored})"
+        if rules.min_median_rt_ms is not None
+        else "NULL"  # no rule reads it
+    )
+    # The browser's numbers over the known values only (NULL when none is known, as in Python).
+    client_median = (
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY r.client_rt_ms::float8) FILTER (WHERE {scored})"
+        if rules.min_median_client_rt_ms is not None
+        else "NULL"
+    )
+    query = f"""
+        SELECT c.*, p.public_id::text, p.platform, p.platform_id, p.screened_out
+        FROM (
+            SELECT r.participant_id, min(r.condition_id), max(r.condition_id),
+                   count(*) FILTER (WHERE {scored}),
+                   count(*) FILTER (WHERE r.is_attention_check),
+                   count(*) FILTER (WHERE r.is_attention_check AND r.attention_passed),
+                   count(*) FILTER (WHERE r.is_attention_check AND NOT r.attention_passed),
+                   {fast_count},
+                   {median},
+                   {client_median},
+                   sum(r.blur_count) FILTER (WHERE {scored}),
+                   sum(r.hidden_ms) FILTER (WHERE {scored})
+            FROM {Response._meta.db_table} r
+            WHERE r.participant_id IN (
+                SELECT id FROM {Participant._meta.db_table} WHERE study_id = %(study)s AND platform <> %(preview)s
+            )
+            GROUP BY r.participant_id
+        ) c JOIN {Participant._meta.db_table} p ON p.id = c.participant_id
+        ORDER BY c.participant_id
+    """
+    arms = {
+        pk: (arm.name, str(arm.is_baseline), arm.views, arm.methods, arm.display) for pk, arm in _arms(study).items()
+    }
+    salt = _platform_salt(study)
+    raw_ids = study.export_raw_platform_ids
+    written = 0
+    with connection.chunked_cursor() as found, connection.cursor() as writer:
+        found.execute(query, {"fast": fast, "study": study.pk, "preview": Participant.Platform.PREVIEW})
+        while batch := found.fetchmany(_CHUNK):
+            lines = []
+            for row in batch:
+                pk, arm, other_arm, n_test, n_attention, n_passed, n_failed, n_fast, median_rt = row[:9]
+                client_median_rt, n_blurs, hidden_ms = row[9:12]
+                uuid_text, platform, platform_id, screened_out = row[12:]
+                if arm != other_arm:
+                    raise ValueError(f"participant {uuid_text} answered in two arms")
+                reasons = exclusion_reasons(
+                    n_test=n_test,
+                    n_attention_failed=n_failed,
+                    attention_pass_rate=n_passed / n_attention if n_attention else None,
+                    fast_share=n_fast / n_test if n_test else None,
+                    median_rt_ms=median_rt,
+                    screened_out=bool(screened_out),
+                    rules=rules,
+                    median_client_rt_ms=client_median_rt,
+                    n_blurs=n_blurs,
+                    hidden_ms=hidden_ms,
+                )
+                exported = (
+                    platform_id
+                    if raw_ids
+                    else platform_id_exported(study=study, platform=platform, platform_id=platform_id, salt=salt)
+                )
+                cells = (
+                    str(pk),
+                    study.task,
+                    *arms[arm],
+                    uuid_text,
+                    platform,
+                    exported,
+                    str(bool(screened_out)),
+                    str(bool(reasons)),
+                    ";".join(sorted(reasons)),
+                )
+                lines.append("\t".join(_copy_in_text(cell) for cell in cells) + "\n")
+            writer.cursor.copy_expert(f"COPY {table} FROM STDIN", io.StringIO("".join(lines)))
+            written += len(lines)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return written
+
+
+def _copy_in_text(value: str) -> str:
+    """A cell of ``COPY … FROM`` text format (an empty string goes in as NULL, which the CSV
+    writes as an empty cell, as the Python path writes an empty string)."""
+    if not value:
+        return r"\N"
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str) -> str:
+    """The ``COPY`` statement of step 3, its values quoted in by the driver (``mogrify``)."""
+    fast = rules.fast_rt_ms
+    prefix = [f"t.{connection.ops.quote_name(name)}" for name in _PREFIX_CELLS]
+    if study.export_raw_platform_ids:
+        where = _PREFIX_CELLS.index("platform_id")
+        prefix[where] = _sql_defused(prefix[where])
+    text = "NULLIF({}, '')".format
+    # PostgreSQL's to_char always writes the microseconds; isoformat() drops them when they are 0
+    created = (
+        "replace(to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), '.000000+', '+')"
+    )
+    query = f"""
+        SELECT %s, {", ".join(prefix)},
+               {text("i.external_id")}, {text("si.stratum")}, {text("r.phase")},
+               {_sql_bool("r.is_attention_check")}, {_sql_bool("r.attention_passed")},
+               {text("r.model_prediction")}, {text("r.gold_label")}, {_sql_bool("r.model_prediction = r.gold_label")},
+               {text("r.guess")}, CASE WHEN r.verdict IS NULL THEN {_sql_bool("r.guess = r.model_prediction")} END,
+               r.confidence, r.rt_ms, {"CASE WHEN r.rt_ms < %s THEN 'True' ELSE 'False' END" if fast > 0 else "'False'"},
+               r.client_rt_ms, r.client_display_ms, r.blur_count, r.hidden_ms, {text("r.client_timing_flags")},
+               r.candidate_order::text, {created},
+               {_sql_bool("r.verdict")}, {_sql_bool("r.verdict = (r.model_prediction = r.gold_label)")}
+        FROM {Response._meta.db_table} r
+        JOIN {table} t ON t.participant_id = r.participant_id
+        JOIN {Item._meta.db_table} i ON i.id = r.item_id
+        LEFT JOIN {StudyItem._meta.db_table} si ON si.study_id = %s AND si.item_id = r.item_id
+        ORDER BY r.participant_id, r.id
+    """
+    params = [study.public_id, *([fast] if fast > 0 else []), study.pk]  # in the order of the %s
+    with connection.cursor() as cursor:
+        statement = cursor.mogrify(query, params).decode("utf-8")
+    return f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)"
+
+
+def _copy_out_chunks(sql: str) -> Iterator[str]:
+    """Run ``COPY … TO STDOUT`` in a side thread on this thread's connection and yield its
+    output as text, ~64 KiB at a time. Closing the generator early lets the COPY run to its
+    end, its rows dropped, so the connection (and a transaction around it) stays usable."""
+    connection.ensure_connection()
+    raw = connection.connection
+    chunks: queue.Queue = queue.Queue(maxsize=_COPY_QUEUE_CHUNKS)
+    abandoned = threading.Event()
+    finished = object()
+
+    def put(item: object) -> None:
+        while not abandoned.is_set():
+            try:
+                chunks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    class Sink:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+            self.size = 0
+
+        def write(self, data: bytes) -> None:  # psycopg2 calls this once per row
+            if abandoned.is_set():
+                return
+            self.parts.append(data)
+            self.size += len(data)
+            if self.size >= _COPY_CHUNK_BYTES:
+                self.flush()
+
+        def flush(self) -> None:
+            if self.parts:
+                put(b"".join(self.parts).decode("utf-8"))
+            self.parts, self.size = [], 0
+
+    def produce() -> None:
+        sink = Sink()
+        try:
+            with raw.cursor() as cursor:
+                # The whole study's rows: hash joins and one sort beat a probe of the responses'
+                # index per participant, which the planner picks for the small temporary table
+                # (measured in docs/BENCHMARKS.md: the first version was 2.1x a raw COPY of the join).
+                cursor.execute("SET enable_nestloop = off")
+                try:
+                    cursor.copy_expert(sql, sink, size=_COPY_CHUNK_BYTES)
+                finally:
+                    if raw.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+                        cursor.execute("RESET enable_nestloop")  # else the rollback undoes the SET
+            sink.flush()
+            put(finished)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="export-copy", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is finished:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        abandoned.set()
+        thread.join()
+
+
 def _prefixed_csv(groups: Iterator[tuple[list, list[list]]]) -> Iterator[str]:
     yield csv.writer(_Echo(), lineterminator="\n").writerow(RESPONSE_COLUMNS)
     prefix_writer = csv.writer(_Echo(), lineterminator=",")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    pending = 0
+    pending: list[tuple[list, list[list]]] = []
+    n_pending = 0
     for prefix, rows in groups:
         prefix_text = prefix_writer.writerow(prefix)
         for row in rows:
             buffer.write(prefix_text)
             writer.writerow(row)
-        pending += len(rows)
-        if pending >= _LINES_PER_YIELD:
-            yield buffer.getvalue()
+        pending.append((prefix, rows))
+        n_pending += len(rows)
+        if n_pending >= _LINES_PER_YIELD:
+            yield _prefixed_crlf_safe(buffer.getvalue(), pending)
             buffer.seek(0)
             buffer.truncate()
-            pending = 0
-    if pending:
-        yield buffer.getvalue()
+            pending = []
+            n_pending = 0
+    if n_pending:
+        yield _prefixed_crlf_safe(buffer.getvalue(), pending)
+
+
+def _prefixed_crlf_safe(text: str, groups: list[tuple[list, list[list]]]) -> str:
+    if "\r" not in text:
+        return text
+    prefixes = [prefix for prefix, rows in groups for _ in rows]
+    return _crlf_safe(text, [row for _, rows in groups for row in rows], prefixes)
 
 
 # --------------------------------------------------------------------------------------------

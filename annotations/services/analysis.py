@@ -8,7 +8,8 @@ pre-registered exclusion rules and sequential-monitoring plan. The dashboard add
 mixed model of the data so far. ``study_report_get`` and ``study_dashboard_get`` cache their
 result in Django's cache under a key that changes with any response, participant (phase, survey,
 finish, exclusion), explanation, prediction or design change (``annotations.selectors.analysis.
-study_data_version``), so the dashboard and the API recompute only when the data moved.
+study_data_version``), so the API recomputes only when the data moved. The dashboard page
+itself never computes: it shows the result ``services.dashboard`` computes in the background.
 
 The cache is whatever ``CACHES`` configures; the default is Django's per-process
 ``LocMemCache``, so each web process computes and keeps its own copy (no Redis needed). That is

@@ -50,6 +50,7 @@ from annotations.models import (
 from annotations.selectors.participants import participant_quality, participant_title_cache_key
 from annotations.selectors.studies import study_candidates
 from annotations.services.client_timing import client_timing_validate
+from annotations.services.dashboard import dashboard_response_stored
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
 from annotations.study_tasks import study_task
 
@@ -752,6 +753,9 @@ def response_submit(
             too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
         )
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
+        if locked.platform != Participant.Platform.PREVIEW:  # the dashboard recomputes in the background
+            study_id = locked.study_id
+            transaction.on_commit(lambda: dashboard_response_stored(study_id=study_id))
         if is_check and not response.attention_passed:
             _screen_out_if_due(locked)
         if locked.phase != Participant.Phase.DONE:

@@ -9,11 +9,12 @@ import pytest
 from annotations.selectors.answers import UNDECLARED_WARNING
 from annotations.services.datasets import dataset_import
 from tests.builders.answered_study import build_answered_study
+from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
 from tests.builders.studies import build_study
 from tests.selectors.test_answer_options import _demo_study
 from workers.engine.demo import data as shapes
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("dashboard_computed_at_once")]
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,14 @@ import pytest
 
 from annotations.selectors.exports import study_items_csv_lines, study_participants_csv_lines, study_responses_csv_lines
 from tests.builders.answered_study import build_answered_study
+from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
 from tests.builders.studies import build_study
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.api.urls")]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.urls("tests.api.urls"),
+    pytest.mark.usefixtures("dashboard_computed_at_once"),
+]
 
 
 @pytest.fixture(autouse=True)

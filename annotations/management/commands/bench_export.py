@@ -32,6 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--profile", action="store_true", help="print a cProfile of one extra export first")
         parser.add_argument(
+            "--compare",
+            action="store_true",
+            help="also time the Python path, the COPY path and a raw COPY of the same join",
+        )
+        parser.add_argument(
             "--study", type=int, default=None, help="export this (earlier --keep) study instead of generating one"
         )
 
@@ -45,6 +50,7 @@ class Command(BaseCommand):
         seed: int,
         profile: bool = False,
         study: int | None = None,
+        compare: bool = False,
         **options,
     ):
         if connection.vendor != "postgresql":
@@ -64,6 +70,7 @@ class Command(BaseCommand):
             seed=seed,
             study_id=study,
             profile=self.stdout if profile else None,
+            compare=compare,
         )
         for line in format_report(report):
             self.stdout.write(line)
