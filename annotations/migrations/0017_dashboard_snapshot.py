@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0013_partial_completion'),
+        ('annotations', '0016_response_client_timing'),
     ]
 
     operations = [
