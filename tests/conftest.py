@@ -3,6 +3,8 @@ charlie must see nothing."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from pathlib import Path
 
@@ -63,6 +65,40 @@ def entry_limits_off(settings):
     settings.MMEVAL_ENTRY_ADDRESS_LIMIT = 0
     settings.MMEVAL_ENTRY_PLATFORM_ID_LIMIT = 0
     settings.MMEVAL_ENTRY_ADDRESS_SHARE_PERCENT = 100
+
+
+# Registration checks an adapter in a child process: about 3 s of CPU, mostly importing torch.
+# Most tests register the same few adapters on the same items, so a test session (each xdist
+# worker) reuses the first successful check of each adapter, options, items and time limit.
+# Failed checks are never reused, and the tests of registration itself always run the child.
+REGISTRATION_TEST_MODULES = frozenset({"test_model_register", "test_command_errors", "test_register_model_hf"})
+_registration_checks: dict[str, dict] = {}
+
+
+@pytest.fixture(autouse=True)
+def registration_checks_reused(request, monkeypatch):
+    if request.module.__name__.rpartition(".")[2] in REGISTRATION_TEST_MODULES:
+        return
+    from django.conf import settings
+
+    from annotations.services import registry
+
+    check = registry.adapter_probe_run
+
+    def check_once(*, adapter_path, options, items):
+        key = json.dumps(
+            [adapter_path, options, items, settings.MMEVAL_DEVICE, settings.MMEVAL_REGISTER_TIMEOUT_SECONDS],
+            sort_keys=True,
+            default=str,
+        )
+        if key not in _registration_checks:
+            answer = check(adapter_path=adapter_path, options=options, items=items)
+            if "step" in answer:  # a failed step: tests of that failure see it every time
+                return answer
+            _registration_checks[key] = answer
+        return copy.deepcopy(_registration_checks[key])
+
+    monkeypatch.setattr(registry, "adapter_probe_run", check_once)
 
 
 # Tiers. ``./run test fast`` selects ``-m "not needs_services"``: what needs no database,

@@ -21,7 +21,9 @@ from :func:`data.sample_examples` at ``data.TRAIN_BIAS``; see :func:`train_demo_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -29,6 +31,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,27 +376,54 @@ def load_or_train(
     cache_dir: Path | None = None, *, config: TrainConfig | None = None, progress: bool = True
 ) -> DemoModel:
     """The trained demo model (eval mode, CPU): from the cache if present, else trained and
-    cached. Concurrent callers may both train; the atomic rename keeps the file whole."""
+    cached. One process trains while the others wait for it (:func:`cache_lock`)."""
     config = config or TrainConfig()
     path = weights_path(cache_dir or default_cache_dir(), config)
-    if path.exists():
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            model = DemoModel(config)
-            model.load_state_dict(checkpoint["state_dict"])
-            model.metrics = dict(checkpoint["metrics"])
-            return model.eval()
-        except Exception as exc:  # truncated or foreign file: retrain rather than fail
-            logger.warning("ignoring unreadable demo weights %s: %r", path, exc)
-    logger.info("training the demo model (about a minute on 2 CPU cores); caching at %s", path)
-    model = train_demo_model(config=config, progress=progress, checkpoint_steps=CHECKPOINT_STEPS)
-    save_atomically(
-        path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
-    )
-    save_atomically(
-        checkpoints_path(path.parent, config), {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)}
-    )
+    model = _load_cached(path, config)
+    if model is not None:
+        return model
+    with cache_lock(path):
+        model = _load_cached(path, config)  # trained by another process while this one waited
+        if model is not None:
+            return model
+        logger.info("training the demo model (about a minute on 2 CPU cores); caching at %s", path)
+        model = train_demo_model(config=config, progress=progress, checkpoint_steps=CHECKPOINT_STEPS)
+        save_atomically(
+            path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
+        )
+        save_atomically(
+            checkpoints_path(path.parent, config),
+            {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)},
+        )
     return model
+
+
+def _load_cached(path: Path, config: TrainConfig) -> DemoModel | None:
+    if not path.exists():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = DemoModel(config)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.metrics = dict(checkpoint["metrics"])
+        return model.eval()
+    except Exception as exc:  # truncated or foreign file: retrain rather than fail
+        logger.warning("ignoring unreadable demo weights %s: %r", path, exc)
+        return None
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Held while one process trains the weights cached at ``path``: parallel test workers and
+    Celery workers that need the same weights wait for it and load its file, rather than each
+    spending a minute of CPU on the same training."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_atomically(path: Path, payload: dict) -> None:
@@ -419,20 +449,33 @@ def load_checkpoints(
     config = config or TrainConfig()
     cache_dir = Path(cache_dir or default_cache_dir())
     path = checkpoints_path(cache_dir, config)
-    if path.exists():
-        try:
-            return dict(torch.load(path, map_location="cpu", weights_only=True)["checkpoints"])
-        except Exception as exc:  # truncated or foreign file: train again rather than fail
-            logger.warning("ignoring unreadable demo checkpoints %s: %r", path, exc)
-    logger.info("training the demo model again to keep its checkpoints; caching at %s", path)
-    model = train_demo_model(config=config, progress=progress, measure=False, checkpoint_steps=CHECKPOINT_STEPS)
-    save_atomically(path, {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)})
-    weights = weights_path(cache_dir, config)
-    if not weights.exists():
-        save_atomically(
-            weights, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
-        )
+    checkpoints = _load_cached_checkpoints(path)
+    if checkpoints is not None:
+        return checkpoints
+    with cache_lock(path):
+        checkpoints = _load_cached_checkpoints(path)  # trained by another process meanwhile
+        if checkpoints is not None:
+            return checkpoints
+        logger.info("training the demo model again to keep its checkpoints; caching at %s", path)
+        model = train_demo_model(config=config, progress=progress, measure=False, checkpoint_steps=CHECKPOINT_STEPS)
+        save_atomically(path, {"checkpoints": model.checkpoints, "config": dataclasses.asdict(config)})
+        weights = weights_path(cache_dir, config)
+        if not weights.exists():
+            save_atomically(
+                weights,
+                {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)},
+            )
     return model.checkpoints
+
+
+def _load_cached_checkpoints(path: Path) -> dict[int, dict[str, Tensor]] | None:
+    if not path.exists():
+        return None
+    try:
+        return dict(torch.load(path, map_location="cpu", weights_only=True)["checkpoints"])
+    except Exception as exc:  # truncated or foreign file: train again rather than fail
+        logger.warning("ignoring unreadable demo checkpoints %s: %r", path, exc)
+        return None
 
 
 def model_from_state(state_dict: dict[str, Tensor], *, config: TrainConfig | None = None) -> DemoModel:

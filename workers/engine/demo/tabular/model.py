@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model import default_cache_dir, encode_texts, save_atomically
+from ..model import cache_lock, default_cache_dir, encode_texts, save_atomically
 from ..model import token_ids as vocab_token_ids
 from ..training_env import training_seed, training_threads
 from . import data
@@ -181,20 +181,32 @@ def weights_path(cache_dir: Path, config: TrainConfig) -> Path:
 
 def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None = None) -> PlantModel:
     """The trained model (eval mode, CPU): from the cache if present, else trained and cached
-    (an atomic rename keeps the file whole when two processes train at once)."""
+    (one process trains while the others wait for it)."""
     config = config or TrainConfig()
     path = weights_path(cache_dir or default_cache_dir(), config)
-    if path.exists():
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            model = PlantModel(config)
-            model.load_state_dict(checkpoint["state_dict"])
-            model.metrics = dict(checkpoint["metrics"])
-            return model.eval()
-        except Exception as exc:  # truncated or foreign file: retrain rather than fail
-            logger.warning("ignoring unreadable plant-model weights %s: %r", path, exc)
-    model = train_plant_model(config=config)
-    save_atomically(
-        path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
-    )
+    model = _load_cached(path, config)
+    if model is not None:
+        return model
+    with cache_lock(path):
+        model = _load_cached(path, config)  # trained by another process while this one waited
+        if model is not None:
+            return model
+        model = train_plant_model(config=config)
+        save_atomically(
+            path, {"state_dict": model.state_dict(), "metrics": model.metrics, "config": dataclasses.asdict(config)}
+        )
     return model
+
+
+def _load_cached(path: Path, config: TrainConfig) -> PlantModel | None:
+    if not path.exists():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = PlantModel(config)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.metrics = dict(checkpoint["metrics"])
+        return model.eval()
+    except Exception as exc:  # truncated or foreign file: retrain rather than fail
+        logger.warning("ignoring unreadable plant-model weights %s: %r", path, exc)
+        return None
