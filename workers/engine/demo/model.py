@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from . import data
 from .training_env import training_seed, training_threads
 
 logger = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 # Bump when the architecture, the data generator or the training loop changes in a way that
 # the config does not capture: cached weights are then retrained.
@@ -399,16 +401,21 @@ def load_or_train(
 
 
 def _load_cached(path: Path, config: TrainConfig) -> DemoModel | None:
+    return load_cached_weights(path, DemoModel(config))
+
+
+def load_cached_weights(path: Path, model: ModelT) -> ModelT | None:
+    """``model`` (eval mode) with the weights and metrics cached at ``path``; None when there are
+    none, or when the file is truncated or foreign (the caller trains again rather than fail)."""
     if not path.exists():
         return None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model = DemoModel(config)
         model.load_state_dict(checkpoint["state_dict"])
         model.metrics = dict(checkpoint["metrics"])
         return model.eval()
-    except Exception as exc:  # truncated or foreign file: retrain rather than fail
-        logger.warning("ignoring unreadable demo weights %s: %r", path, exc)
+    except Exception as exc:
+        logger.warning("ignoring unreadable model weights %s: %r", path, exc)
         return None
 
 

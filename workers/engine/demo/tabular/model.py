@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model import cache_lock, default_cache_dir, encode_texts, save_atomically
+from ..model import cache_lock, default_cache_dir, encode_texts, load_cached_weights, save_atomically
 from ..model import token_ids as vocab_token_ids
 from ..training_env import training_seed, training_threads
 from . import data
@@ -199,14 +199,4 @@ def load_or_train(cache_dir: Path | None = None, *, config: TrainConfig | None =
 
 
 def _load_cached(path: Path, config: TrainConfig) -> PlantModel | None:
-    if not path.exists():
-        return None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model = PlantModel(config)
-        model.load_state_dict(checkpoint["state_dict"])
-        model.metrics = dict(checkpoint["metrics"])
-        return model.eval()
-    except Exception as exc:  # truncated or foreign file: retrain rather than fail
-        logger.warning("ignoring unreadable plant-model weights %s: %r", path, exc)
-        return None
+    return load_cached_weights(path, PlantModel(config))
