@@ -54,7 +54,7 @@ ROUTES = (
 _FORM = re.compile(r'<form method="post" action="([^"]+)" id="(answer-form|learn-form)"')
 _GUESS = re.compile(r'name="guess" value="([^"]*)"')
 _INSTRUCTED = re.compile(r"please choose <b>([^<]+)</b>")
-_SRC = re.compile(r'src="(/[^"]+)"')
+_SRC = re.compile(r'src="(/(?!static/)[^"]+)"')  # static files are immutable: a browser caches them
 _CODE = re.compile(r'data-code="([^"]+)"')
 _ITEM_ACTION = re.compile(r"/item/([0-9a-f-]{36})/$")
 

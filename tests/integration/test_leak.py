@@ -323,8 +323,9 @@ def _walk_and_check(study, *, counterfactual: bool, participants: int = len(MULT
                 continue
             served = _fetch_all(client, study)
             kinds |= _inlined_views(served["page"][0])
-            # One request per page: every picture is inside it; only a sound is fetched.
-            assert all("/input/audio" in url for url in served if url != "page"), list(served)
+            # One request per page: every picture is inside it; only a sound and the fixed static
+            # files (the timing script, checked byte for byte) are fetched.
+            assert all("/input/audio" in url or "/static/" in url for url in served if url != "page"), list(served)
             if b'class="fbars"' in served["page"][0]:
                 kinds.add("table")  # the feature bars are laid out in the page, not served as a picture
             if b'class="fbars shares"' in served["page"][0]:
@@ -600,6 +601,9 @@ def _other_labels_named(served, *, study, shown: str, question: str) -> list[str
         found += [f"{w!r} in the headers of {url}" for w in others if w.lower() in _header_words(headers)]
         if url != "page":
             found += [f"{w!r} in the URL {url}" for w in others if _names(unquote(url), w)]
+            if url.startswith("/" + settings.STATIC_URL.lstrip("/")):
+                found += _static_leaks(body, url)
+                continue
             found += _png_leaks(body, url, others)
     root = readable.parse(served["page"][0].decode())
     question_words = set(re.findall(r"[a-z0-9]+", question.lower()))

@@ -7,9 +7,12 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -216,11 +219,22 @@ def test_readyz_names_a_database_that_does_not_answer(tmp_path):
     assert body["checks"]["database"].startswith("failed: ")
 
 
-def test_each_instance_on_a_host_has_its_own_control_socket(tmp_path):
+@pytest.fixture
+def short_home():
+    """A home folder with a short path: a Unix socket's path is limited to 107 bytes, which a
+    pytest-xdist worker's ``tmp_path`` can exceed."""
+    home = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_each_instance_on_a_host_has_its_own_control_socket(short_home):
     """Two gunicorn instances on one host (two sites, or a blue/green switch): each answers
     on a control socket of its own, named after its address, so `gunicornc` reaches the
     instance it names and a second start never takes over the first one's socket."""
     from gunicorn.ctl.client import ControlClient
+
+    tmp_path = short_home
 
     env = production_env(HOME=str(tmp_path), XDG_RUNTIME_DIR=None, WEB_CONCURRENCY="1", GUNICORN_PRELOAD="0")
     ports = [free_port(), free_port()]

@@ -24,7 +24,7 @@ ALL_VIEWS = [
     ConditionSpec("baseline"),
     ConditionSpec("everything", ["heatmap", "tokens", "share", "interaction", "top_pairs"]),
 ]
-SRC = re.compile(r'src="(/s/[^"]+)"')  # the media (not the static timing script)
+SRC = re.compile(r'src="((?:/s/|data:)[^"]+)"')  # the media (not the static timing script)
 
 
 @pytest.fixture

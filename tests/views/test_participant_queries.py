@@ -18,12 +18,12 @@ from tests.builders.studies import build_study
 
 pytestmark = pytest.mark.django_db(transaction=True)  # autocommit, as under gunicorn
 
-SRC = re.compile(r'src="(/s/[^"]+)"')  # the media (the static timing script costs no query)
+SRC = re.compile(r'src="((?:/s/|data:)[^"]+)"')  # the media (the static timing script costs no query)
 BUDGET = {
     "entry GET": 6,
     "consent POST": 18,  # the session key rotates: its new row, the old one deleted, then saved
     "instructions POST": 14,
-    "item GET": 10,  # 7, and 3 to fix the next item's media map once, for preloading its pictures
+    "item GET": 7,
     "media GET": 1,
     "answer POST": 11,  # + one single-row update: the dashboard recomputes in the background (services/dashboard.py)
     "learn POST": 9,

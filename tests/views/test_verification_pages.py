@@ -26,6 +26,7 @@ from annotations.services.analysis import study_report_compute
 from annotations.services.datasets import dataset_import
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import ConditionSpec, study_create_from_spec
+from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
 from tests.builders.studies import build_study, make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
@@ -155,7 +156,9 @@ def verification_study(alice, tmp_path):
     )
 
 
-def test_participants_of_both_arms_walk_a_verification_study_and_their_verdicts_are_stored(verification_study, alice):
+def test_participants_of_both_arms_walk_a_verification_study_and_their_verdicts_are_stored(
+    verification_study, alice, dashboard_computed_at_once
+):
     study = verification_study
     seen_arms, walked = set(), 0
     for _ in range(2):  # arms are dealt in permuted blocks: two entries cover both
