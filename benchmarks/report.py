@@ -53,8 +53,10 @@ __all__ = [
     "CountingAdapter",
     "CountingEncodingsAdapter",
     "add_arguments",
+    "demo_items",
     "main",
     "report_differences",
+    "run_report",
     "run_from_options",
 ]
 
@@ -207,6 +209,13 @@ def report_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[floa
     return largest, other
 
 
+def demo_items(folder: Path, n_items: int) -> list[dict[str, Any]]:
+    """The demo dataset (``generate_dataset`` seed 0) written into ``folder``, as raw items."""
+    generate_dataset(folder, n_items=n_items, seed=0)
+    items = [json.loads(line) for line in (folder / "items.jsonl").read_text().splitlines()]
+    return [{**item, "image": str(folder / item["image"])} for item in items]
+
+
 def _load(cache_dir: Path | None) -> DemoAdapter:
     adapter = DemoAdapter(cache_dir=cache_dir)
     adapter.load(torch.device("cpu"))
@@ -305,10 +314,7 @@ def run_from_options(options: Mapping[str, Any], *, out: TextIO) -> list[Run]:
     adapter = _load(Path(cache) if cache else None)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
-        generate_dataset(Path(folder), n_items=n_items, seed=0)
-        lines = (Path(folder) / "items.jsonl").read_text().splitlines()
-        items = [json.loads(line) for line in lines]
-        items = [{**item, "image": str(Path(folder) / item["image"])} for item in items]
+        items = demo_items(Path(folder), n_items)
         sizes = [int(s) for s in str(options.get("pass_batch_sizes") or "16,64,256,1024").split(",")]
         times = per_sample_times(adapter, items, batch_sizes=sizes)
         encode_items(adapter, items[:2])  # warm up

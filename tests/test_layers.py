@@ -70,6 +70,7 @@ def test_only_the_bench_commands_import_the_benchmarks():
         "annotations.management.commands.bench_dashboard",
         "annotations.management.commands.bench_explain",
         "annotations.management.commands.bench_export",
+        "annotations.management.commands.bench_gpu",
         "annotations.management.commands.bench_heatmaps",
         "annotations.management.commands.bench_participant_pages",
         "annotations.management.commands.bench_precompute",

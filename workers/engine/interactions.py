@@ -748,7 +748,8 @@ def _pair_logits_encoded(
     for r0 in range(0, n * n, per_call):
         rows = torch.arange(r0, min(n * n, r0 + per_call))
         first, second = rows // n, rows % n
-        picked = [enc.index_select(0, second if m == ib else first) for m, enc in enumerate(encodings)]
+        # the index on the encodings' device: CUDA's index_select refuses a CPU index
+        picked = [enc.index_select(0, (second if m == ib else first).to(enc.device)) for m, enc in enumerate(encodings)]
         try:
             out[r0 : r0 + len(rows)] = fused_logits(adapter, picked, what="emap")
         except NonFiniteError as exc:  # a pair is named by the item that gives modality a

@@ -236,7 +236,11 @@ def permuted_logits(
         per_call = fuse_rows(max_rows)
         for start in range(0, len(items), per_call):
             rows = torch.arange(start, min(len(items), start + per_call))
-            picked = [enc.index_select(0, index[rows] if m == swap else rows) for m, enc in enumerate(encoded)]
+            # index_select wants its index on the encodings' device (CUDA refuses a CPU index)
+            picked = [
+                enc.index_select(0, (index[rows] if m == swap else rows).to(enc.device))
+                for m, enc in enumerate(encoded)
+            ]
             try:
                 out.append(fused_logits(adapter, picked, what=f"model report (permuted {modality})"))
             except NonFiniteError as exc:  # named by the item that keeps its other modalities
