@@ -5,7 +5,7 @@ from django import forms
 from annotations.models import Condition, Dataset, RegisteredModel
 from annotations.selectors.studies import user_datasets, user_models
 from annotations.services.spec import COUNT_MAX, SEED_MAX
-from annotations.study_tasks import FORWARD, TASK_CHOICES
+from annotations.study_tasks import FORWARD, STUDY_TASKS, TASK_CHOICES
 from workers.engine.report.options import INTERACTION_TYPES  # no torch
 
 VIEW_CHOICES = [(c.value, c.label) for c in Condition.View]
@@ -221,10 +221,12 @@ class StudyForm(forms.Form):
         "Blank: a random code.",
     )
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, user, task: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["dataset"].queryset = user_datasets(user=user)
         self.fields["model"].queryset = user_models(user=user)
+        if not self.is_bound and task in STUDY_TASKS:  # /studies/new?task=…: that task's default design
+            self.initial.update(task=task, **self.task_designs()[task]["fields"])
         for k in range(ARM_ROWS):
             name, views = ARM_DEFAULTS[k] if k < len(ARM_DEFAULTS) else ("", [])
             self.fields[f"arm_{k}_name"] = forms.CharField(
@@ -296,6 +298,21 @@ class StudyForm(forms.Form):
                 raise forms.ValidationError(f"Line {number}: write modality: name, e.g. tabular: the measurements.")
             names[modality.strip()] = name.strip()
         return names
+
+    def task_designs(self) -> dict[str, dict]:
+        """Per task, the form values it starts from and the displays it allows: the page's script
+        applies them when the task changes (``static/mmeval/study_form.js``), and ``?task=`` does
+        so without JavaScript."""
+        paths = {path for task in STUDY_TASKS.values() for path in task.design_defaults}
+        designs = {}
+        for name, task in STUDY_TASKS.items():
+            fields = {
+                SPEC_TO_FIELD[path]: task.design_defaults.get(path, self.fields[SPEC_TO_FIELD[path]].initial)
+                for path in sorted(paths)
+            }
+            fields["explanation_display"] = task.displays[0]
+            designs[name] = {"fields": fields, "displays": list(task.displays)}
+        return designs
 
     def head_fields(self):
         return [self[name] for name in ("name", "public_title", "dataset", "model", "task", "seed")]

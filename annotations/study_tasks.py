@@ -31,6 +31,9 @@ class StudyTask:
     refuses: dict[str, str] = field(default_factory=dict)
     #: The model's answer is part of what the participant reads (so the page shows it).
     shows_model_answer: bool = False
+    #: Design values the task starts from, spec path -> value: the study form fills them in when
+    #: the task is chosen (a refused option switched off), so the default design is always valid.
+    design_defaults: dict[str, object] = field(default_factory=dict)
 
 
 STUDY_TASKS: dict[str, StudyTask] = {
@@ -56,6 +59,7 @@ STUDY_TASKS: dict[str, StudyTask] = {
             "phases.pretest": "a verification study has no warm-up phase",
         },
         shows_model_answer=True,
+        design_defaults={"phases.learning_items": 0, "phases.pretest": False},
     ),
 }
 

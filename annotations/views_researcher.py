@@ -57,7 +57,7 @@ def study_list(request):
 
 @login_required
 def study_new(request):
-    form = StudyForm(request.POST or None, user=request.user)
+    form = StudyForm(request.POST or None, user=request.user, task=request.GET.get("task"))
     if request.method == "POST" and form.is_valid():
         try:
             spec = study_spec_parse(data=form.to_spec(), owner=request.user)

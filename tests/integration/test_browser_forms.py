@@ -84,3 +84,42 @@ def test_form_errors_sit_under_their_own_field(live_server, alice, tmp_path, vie
         assert "field" in error["parent"].split(), error
     assert clash[0]["text"].startswith("you already have a study named 'UX Draft OK' ('ux draft ok'")
     assert {error["text"] for error in missing} == {"This field is required."}
+
+
+def test_choosing_a_task_fills_in_a_design_it_can_run(live_server, alice, tmp_path):
+    """The form's defaults (practice items, one explanation per candidate) are refused by the
+    verification task: choosing that task sets them to what it runs, says so, and the study is
+    created with no further edit; switching back restores the forward defaults."""
+    from playwright.sync_api import sync_playwright
+
+    from annotations.models import Study
+
+    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 12))
+    make_model(alice)
+    client = Client()
+    client.force_login(alice)
+    cookie = client.cookies["sessionid"].value
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=DESKTOP)
+        context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
+        page = context.new_page()
+        page.goto(f"{live_server.url}/studies/new/")
+        _design(page, name="verify by form")
+        page.select_option("select[name=task]", "verification")
+        adjusted = page.locator("#task-adjusted").inner_text()
+        display = page.eval_on_selector("#id_explanation_display", "s => [s.value, s.options[0].disabled]")
+        learning = page.input_value("input[name=learning_items]")
+        page.select_option("select[name=task]", "forward")
+        back = [page.input_value("input[name=learning_items]"), page.input_value("#id_explanation_display")]
+        page.select_option("select[name=task]", "verification")
+        with page.expect_navigation():
+            page.click("#create-study")
+        landed = page.url
+        browser.close()
+    assert adjusted.startswith("Set for this task:") and "Learning items" in adjusted, adjusted
+    assert display == ["predicted_unlabelled", True] and learning == "0"
+    assert back == ["4", "all_candidates"]
+    assert "/studies/new/" not in landed
+    study = Study.objects.get(name="verify by form")
+    assert (study.task, study.learning_items, study.explanation_display) == ("verification", 0, "predicted_unlabelled")

@@ -284,3 +284,16 @@ def test_attention_checks_of_a_verification_study_ask_for_a_verdict(alice, tmp_p
             client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"verdict": verdict, "confidence": 3})
         passed = list(participant.responses.filter(is_attention_check=True).values_list("attention_passed", flat=True))
         assert passed == [attentive, attentive]
+
+
+def test_the_form_starts_from_the_tasks_design_without_javascript(owned):
+    """``/studies/new/?task=verification`` fills in what that task runs; an unknown task is ignored."""
+    client = Client()
+    client.force_login(owned)
+    page = client.get("/studies/new/?task=verification").content.decode()
+    assert 'value="verification" selected' in page
+    assert 'name="learning_items" value="0"' in page
+    assert 'value="predicted_unlabelled" selected' in page
+    plain = client.get("/studies/new/?task=nonsense")
+    assert plain.status_code == 200 and 'name="learning_items" value="4"' in plain.content.decode()
+    assert 'id="task-designs"' in plain.content.decode()
