@@ -210,6 +210,20 @@ ITEM_BASE_CODEBOOK = [
         "The model's answer is one of the item's declared valid answers (it is offered anyway); empty "
         "when the dataset declares none.",
     ),
+    Column(
+        "group",
+        _TEXT,
+        "",
+        "The item's protected attribute (the dataset's `group` field, used by the model report's bias "
+        "section); empty when it has none.",
+    ),
+    Column(
+        "evidence",
+        "JSON object: modality → list",
+        "",
+        "The item's evidence region (the dataset's `evidence` field, in its import format: patch cells "
+        'such as "C4" for an image, word or row positions for text and tables); empty when it has none.',
+    ),
 ]
 #: The item's own fields, one column each (after ``ITEM_BASE_CODEBOOK``).
 ITEM_FIELD_CODEBOOK = [

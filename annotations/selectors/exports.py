@@ -867,13 +867,27 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             "item_id",
             "item__choices",
             "item__answer_type",
+            "item__group",
+            "item__evidence",
             *[f"metrics_{k}" for k in range(len(methods))],
         )
     )
     for row in rows.iterator(chunk_size=_CHUNK):
-        external_id, role, stratum, gold, predicted, probabilities, payload, item_id, choices, answer_type, *metrics = (
-            row
-        )
+        (
+            external_id,
+            role,
+            stratum,
+            gold,
+            predicted,
+            probabilities,
+            payload,
+            item_id,
+            choices,
+            answer_type,
+            group,
+            evidence,
+            *metrics,
+        ) = row
         probability = None
         n_candidates = None
         if predicted is not None and probabilities and predicted in labels:
@@ -894,6 +908,8 @@ def study_item_records(*, study: Study) -> Iterator[list]:
             answer_type,
             n_candidates,
             None if predicted is None or not choices else predicted in choices,
+            _item_field_value(group or None),
+            None if evidence is None else json.dumps(evidence, separators=(",", ":")),
             *[_item_field_value((payload or {}).get(field)) for field in fields],
             *[_metric_value(found, name) for found in metrics for name in names],
         ]

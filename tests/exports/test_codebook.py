@@ -100,7 +100,7 @@ def test_items_export_keys_probabilities_by_label_and_carries_the_items_fields(a
     header, rows = _read(study_items_csv_lines(study=answered))
     labels = list(answered.model.labels)
     fields = list(answered.dataset.modalities)
-    first = header.index("model_answer_valid") + 1  # the item's fields follow its answer options
+    first = header.index("evidence") + 1  # the item's fields follow its answer options, group and evidence
     assert header[first : first + len(fields)] == [f"item:{f}" for f in fields]
     for row in rows:
         item = Item.objects.get(dataset=answered.dataset, external_id=row["item"])

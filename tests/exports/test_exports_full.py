@@ -159,6 +159,25 @@ def test_items_export(answered):
         assert float(row[f"metric:{method}:modality_share:text"]) == stored["modality_share"]["text"]
         assert row[f"metric:{method}:interaction_dividend"] == ""  # not stored: empty, not 0
     assert {row["stratum"] for row in rows} == {"model_right", "model_wrong"}
+    assert {row["group"] for row in rows} == {""} and {row["evidence"] for row in rows} == {""}  # none imported
+
+
+def test_items_export_carries_the_group_and_the_evidence_region(answered):
+    """The bias report's item fields leave with the items, in their import format, a formula-like
+    group defused like every other text cell."""
+    first, second = [
+        shown.item for shown in answered.study_items.select_related("item").order_by("item__line_number")[:2]
+    ]
+    first.group, first.evidence = "women", {"image": ["A1", "B2"], "text": [0, 3]}
+    second.group = "=HYPERLINK(1)"
+    first.save(update_fields=["group", "evidence"])
+    second.save(update_fields=["group"])
+    _, rows = _read(study_items_csv_lines(study=answered))
+    by_item = {row["item"]: row for row in rows}
+    assert by_item[first.external_id]["group"] == "women"
+    assert json.loads(by_item[first.external_id]["evidence"]) == {"image": ["A1", "B2"], "text": [0, 3]}
+    assert by_item[second.external_id]["group"] == "'=HYPERLINK(1)"
+    assert by_item[second.external_id]["evidence"] == ""
 
 
 def test_participants_export_matches_the_statistics_module(answered):
