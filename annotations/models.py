@@ -636,6 +636,15 @@ class Response(models.Model):
                 condition=Q(confidence__gte=1) & Q(confidence__lte=5), name="response_confidence_1_to_5"
             ),
         ]
+        # The dashboard's progress counts the scored answers per arm on every load: an
+        # index-only count, without a join to the participants (selectors.studies.study_progress).
+        indexes = [
+            models.Index(
+                fields=["condition"],
+                condition=Q(phase="test", is_attention_check=False),
+                name="response_scored_by_condition",
+            ),
+        ]
 
 
 class DashboardSnapshot(LeasedWork):

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import statistics
 import threading
@@ -125,7 +126,9 @@ def _time_requests(study, *, requests: int, profile: bool = False) -> dict[str, 
             client.get(url)
             profiler.disable()
             text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(profiler, stream=text).sort_stats(
+                os.environ.get("MMEVAL_PROFILE_SORT", "cumulative")
+            ).print_stats(25)
             print(text.getvalue())
         timed = {}
         for name, debounce in (("checked", 0), ("served", None)):

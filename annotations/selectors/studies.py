@@ -173,28 +173,36 @@ def study_progress(*, study: Study) -> dict[str, Any]:
     conditions = list(study.conditions.all())
     n_items = study.study_items.filter(role=StudyItem.Role.TEST).count()
     real = ~Q(participant__platform=Participant.Platform.PREVIEW)
-    per_condition = []
-    for condition in conditions:
-        responses = Response.objects.filter(
-            real, condition=condition, phase=Assignment.Phase.TEST, is_attention_check=False
-        ).count()
-        per_condition.append(
-            {
-                "name": condition.name,
-                "participants": Participant.objects.filter(condition=condition)
-                .exclude(platform=Participant.Platform.PREVIEW)
-                .count(),
-                "responses": responses,
-                "target": n_items * study.raters_per_item,
-                "active_leases": Assignment.objects.filter(
-                    real,
-                    condition=condition,
-                    status=Assignment.Status.ACTIVE,
-                    phase=Assignment.Phase.TEST,
-                    kind=Assignment.Kind.ITEM,
-                ).count(),
-            }
+    # Counted per arm on an index of the scored answers alone, previews' answers (few: the
+    # researcher's own walks) then taken off, rather than joining every answer to its participant.
+    scored = Response.objects.filter(phase=Assignment.Phase.TEST, is_attention_check=False)
+    answered = _count_by_condition(scored.filter(condition__in=[condition.pk for condition in conditions]))
+    previewed = _count_by_condition(
+        scored.filter(participant__study=study, participant__platform=Participant.Platform.PREVIEW)
+    )
+    responses = {pk: n - previewed.get(pk, 0) for pk, n in answered.items()}
+    participants = _count_by_condition(
+        Participant.objects.filter(study=study).exclude(platform=Participant.Platform.PREVIEW)
+    )
+    leases = _count_by_condition(
+        Assignment.objects.filter(
+            real,
+            condition__study=study,
+            status=Assignment.Status.ACTIVE,
+            phase=Assignment.Phase.TEST,
+            kind=Assignment.Kind.ITEM,
         )
+    )
+    per_condition = [
+        {
+            "name": condition.name,
+            "participants": participants.get(condition.pk, 0),
+            "responses": responses.get(condition.pk, 0),
+            "target": n_items * study.raters_per_item,
+            "active_leases": leases.get(condition.pk, 0),
+        }
+        for condition in conditions
+    ]
     return {
         "status": study.status,
         "precompute": None if job is None else job_progress(job=job),
@@ -203,6 +211,10 @@ def study_progress(*, study: Study) -> dict[str, Any]:
         "responses": sum(c["responses"] for c in per_condition),
         "target": sum(c["target"] for c in per_condition),
     }
+
+
+def _count_by_condition(rows: QuerySet) -> dict[int, int]:
+    return dict(rows.order_by().values_list("condition_id").annotate(n=Count("*")).values_list("condition_id", "n"))
 
 
 def study_item_rows(*, study: Study, limit: int | None = None) -> list[dict[str, Any]]:
