@@ -26,9 +26,9 @@ import threading
 import time
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
-from django.test.utils import override_settings, setup_test_environment
+from django.test.utils import CaptureQueriesContext, override_settings, setup_test_environment
 from django.urls import reverse
 from django.utils import timezone
 
@@ -143,6 +143,10 @@ def _time_requests(study, *, requests: int, profile: bool = False) -> dict[str, 
                     cpu.append((time.process_time() - cpu_started) * 1000)
                     assert response.status_code == 200
             timed[name] = (sorted(wall), sorted(cpu))
+        # Where a served request's wall time goes besides Python: its SQL, query by query.
+        with CaptureQueriesContext(connection) as queries:
+            client.get(url)
+        sql_ms = sorted(((float(q["time"]) * 1000, q["sql"]) for q in queries.captured_queries), reverse=True)
     finally:
         analysis.study_dashboard_compute = compute
     out: dict[str, Any] = {"requests": requests}
@@ -150,6 +154,10 @@ def _time_requests(study, *, requests: int, profile: bool = False) -> dict[str, 
         out[f"{name}_request_ms_median"] = round(statistics.median(wall), 1)
         out[f"{name}_request_ms_p90"] = round(wall[int(0.9 * (len(wall) - 1))], 1)
         out[f"{name}_request_python_cpu_ms_median"] = round(statistics.median(cpu), 1)
+    out["served_request_queries"] = len(sql_ms)
+    out["served_request_sql_ms"] = round(sum(ms for ms, _ in sql_ms), 1)
+    out["served_request_slowest_query_ms"] = round(sql_ms[0][0], 1) if sql_ms else 0
+    out["served_request_slowest_query"] = sql_ms[0][1][:120] if sql_ms else ""
     out["analysis_calls_during_requests"] = len(calls)
     out["page_kib"] = round(len(warm.content) / 1024, 1)
     return out
