@@ -219,10 +219,11 @@ ITEM_BASE_CODEBOOK = [
     ),
     Column(
         "evidence",
-        "JSON object: modality → list",
+        "JSON object: modality → list (or mask)",
         "",
         "The item's evidence region (the dataset's `evidence` field, in its import format: patch cells "
-        'such as "C4" for an image, word or row positions for text and tables); empty when it has none.',
+        'such as "C4" for an image, word or row positions for text and tables; an imported mask as '
+        '{"mask_grid": 64, "coverage": base64 of its 64x64 coverage bytes}); empty when it has none.',
     ),
 ]
 #: The item's own fields, one column each (after ``ITEM_BASE_CODEBOOK``).

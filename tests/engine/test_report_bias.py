@@ -12,6 +12,7 @@ from workers.engine.report.bias import (
     cross_validated_predictions,
     evidence_mask,
     leakage,
+    mask_patch_coverage,
     mass_inside,
     pointing_hit,
     wilson_interval,
@@ -212,3 +213,52 @@ def test_the_bias_section_is_skipped_without_groups_or_evidence():
     _, report = _linear_report(LinearAdapter().make_items(12, seed=1))
     assert report["bias"] == {"skipped": "no item carries a group or an evidence region"}
     assert "group" not in report["items"][0]
+
+
+def _mask(tmp_path, name: str, box: tuple[int, int, int, int], size: tuple[int, int] = (128, 96)) -> dict:
+    """A mask image white inside ``box`` (left, top, right, bottom, in pixels), as imported."""
+    from PIL import Image, ImageDraw
+
+    from workers.engine.dataset import mask_coverage
+
+    image = Image.new("L", size, 0)
+    ImageDraw.Draw(image).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
+    image.save(tmp_path / name)
+    return mask_coverage(tmp_path / name)
+
+
+def _grid(columns: int, rows: int) -> list[str]:
+    return [f"patch {chr(ord('A') + c)}{r + 1}" for r in range(rows) for c in range(columns)]
+
+
+def test_a_mask_covers_each_patch_by_its_area(tmp_path):
+    """Closed forms: the left half of a 128x96 picture covers the left two of four patch columns
+    wholly; on three columns (which do not divide the mask's grid) the middle one is covered
+    exactly half (1/6 of the picture's width inside its 1/3); a word or a hidden group is no
+    patch."""
+    left_half = _mask(tmp_path, "left.png", (0, 0, 64, 96))
+    shares = mask_patch_coverage(left_half, _grid(4, 2))
+    assert shares.tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+    thirds = mask_patch_coverage(left_half, _grid(3, 1))
+    assert thirds == pytest.approx([1.0, 0.5, 0.0], abs=1e-12)
+    inside, unmatched = evidence_mask(left_half, [*_grid(4, 1), "what", None])
+    assert inside.tolist() == [True, True, False, False, False, False] and unmatched == []
+    # a quarter of the height of the top-right patch of a 2x2 grid: 25 % of it, outside
+    corner = _mask(tmp_path, "corner.png", (64, 0, 128, 12))
+    assert mask_patch_coverage(corner, _grid(2, 2)) == pytest.approx([0, 0.25, 0, 0], abs=1e-12)
+    assert not evidence_mask(corner, _grid(2, 2))[0].any()
+    # a mask on an item whose groups are words only names no patch
+    assert evidence_mask(corner, ["what", "colour"])[1] == ["mask (no patch grid)"]
+
+
+def test_a_blank_or_unreadable_mask_is_refused(tmp_path):
+    from PIL import Image
+
+    from workers.engine.dataset import mask_coverage
+
+    Image.new("L", (8, 8), 0).save(tmp_path / "blank.png")
+    with pytest.raises(ValueError, match="marks no pixel"):
+        mask_coverage(tmp_path / "blank.png")
+    (tmp_path / "text.png").write_text("not a picture")
+    with pytest.raises(ValueError, match="not a readable image"):
+        mask_coverage(tmp_path / "text.png")

@@ -426,6 +426,53 @@ def test_group_and_evidence_are_stored_and_reach_the_model_report_only(alice, tm
     assert "group" not in item_raw(items["b0"]) and "evidence" not in item_raw(items["b0"])
 
 
+def test_a_mask_image_is_imported_as_its_coverage(alice, tmp_path, media_root):
+    """``{"image": "masks/b0.png"}``: the mask's coverage is stored with the item (the file is
+    not kept); a missing, unreadable or blank mask, or one outside the upload, is a line error."""
+    import base64
+
+    from PIL import Image
+
+    from workers.engine.dataset import MASK_GRID
+
+    jsonl = write_dataset(tmp_path / "src", 2)
+    masks = jsonl.parent / "masks"
+    masks.mkdir()
+    top = Image.new("L", (40, 40), 0)
+    top.paste(255, (0, 0, 40, 10))  # the top quarter
+    top.save(masks / "top.png")
+    Image.new("L", (40, 40), 0).save(masks / "blank.png")
+    (masks / "notes.png").write_text("no picture")
+    _with_bias_fields(jsonl, [{"evidence": {"image": "masks/top.png", "text": [1]}}])
+
+    dataset = dataset_import(owner=alice, name="masked", jsonl_path=jsonl)
+    region = dataset.items.get(external_id="b0").evidence
+    assert region["text"] == [1] and region["image"]["mask_grid"] == MASK_GRID
+    coverage = base64.b64decode(region["image"]["coverage"])
+    rows = [coverage[r * MASK_GRID : (r + 1) * MASK_GRID] for r in range(MASK_GRID)]
+    assert all(set(row) == {255} for row in rows[:16]) and all(set(row) == {0} for row in rows[16:])
+    mask_bytes = (masks / "top.png").read_bytes()
+    assert not [p for p in media_root.rglob("*") if p.is_file() and p.read_bytes() == mask_bytes]
+
+    _with_bias_fields(
+        jsonl,
+        [
+            {"evidence": {"image": "masks/gone.png"}},  # 3
+            {"evidence": {"image": "masks/notes.png"}},  # 4
+            {"evidence": {"image": "masks/blank.png"}},  # 5
+            {"evidence": {"text": "masks/top.png"}},  # 6: a mask only for a picture
+        ],
+    )
+    with pytest.raises(DatasetImportError) as caught:
+        dataset_import(owner=alice, name="badmasks", jsonl_path=jsonl, files_within=jsonl.parent)
+    by_line = {int(e.split(":", 1)[0].removeprefix("line ")): e for e in caught.value.errors}
+    assert sorted(by_line) == [3, 4, 5, 6], caught.value.errors
+    assert "mask file" in by_line[3] and "not found" in by_line[3]
+    assert "not a readable image" in by_line[4]
+    assert "marks no pixel" in by_line[5]
+    assert "must be a non-empty list" in by_line[6]
+
+
 def test_bad_group_and_evidence_are_reported_by_line(alice, tmp_path, media_root):
     jsonl = _with_bias_fields(
         write_dataset(tmp_path / "src", 2),

@@ -28,8 +28,11 @@ Bias annotations (optional, for the model report's bias section; docs/MODEL_REPO
 bias"): ``"group": "b"`` names the item's protected attribute (a non-blank string or an
 integer), and ``"evidence"`` its evidence region, per modality: for an image, the patch cells of
 the grid participants see around the picture (column letter, 1-based row, as the pages label
-them: ``{"image": ["C4", "D4"]}``); for any other modality, 0-based positions of its shown
-groups (for a text, its words: ``{"text": [4]}``). A rationale study's answers are written in
+them: ``{"image": ["C4", "D4"]}``), or a mask image beside the JSONL file whose white pixels
+mark the region (``{"image": "masks/b0.png"}``: stored as its coverage on a
+:data:`MASK_GRID` × :data:`MASK_GRID` grid, :func:`mask_coverage`, and reduced to the model's own
+patch cells by the report); for any other modality, 0-based positions of its shown groups (for a
+text, its words: ``{"text": [4]}``). A rationale study's answers are written in
 this same format, so they can be imported back as a dataset's evidence. Neither is ever shown
 to participants.
 
@@ -41,6 +44,7 @@ study pairs the dataset with a model.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -68,6 +72,9 @@ RESERVED_KEYS = frozenset({"id", "label", "choices", "answer_type", "group", "ev
 _PATCH_CELL = re.compile(r"[A-Z]{1,2}[1-9][0-9]{0,2}")
 #: The most entries of one modality's evidence region.
 EVIDENCE_MAX_ENTRIES = 10_000
+#: A mask's coverage is kept on a square grid this fine (each cell the share of its pixels in
+#: the mask, 0-255), fine enough for any patch grid a participant can read.
+MASK_GRID = 64
 #: The answer-type declaration, a JSON object beside the JSONL file (module doc).
 ANSWER_TYPES_FILE = "answer_types.json"
 # 40 megapixels: far above what a participant's screen shows, and a decoded RGB copy
@@ -262,7 +269,7 @@ class DatasetLine:
     answer_type: str = ""
     #: The protected attribute (``group``) and evidence region (``evidence``), None if absent.
     group: str | None = None
-    evidence: dict[str, list[Any]] | None = None
+    evidence: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -284,23 +291,59 @@ def _line_group(obj: dict[str, Any], problems: list[str]) -> str | None:
     return value.strip()
 
 
+def mask_coverage(path: Path) -> dict[str, Any]:
+    """A mask image as an evidence region: its pixels above mid-grey are in the region; the
+    share of each :data:`MASK_GRID`-grid cell inside it, stretched over the whole picture like
+    the patch grid (``{"mask_grid": n, "coverage": base64 of n*n bytes, row-major, 255 = all
+    inside}``). Raises ``ValueError`` for an unreadable or empty mask."""
+    try:
+        with Image.open(path) as img:
+            pixels = img.convert("L").point(lambda v: 255 if v > 127 else 0)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"is not a readable image ({exc.__class__.__name__})") from None
+    if not pixels.getbbox():
+        raise ValueError("marks no pixel (a region's pixels are white on black)")
+    shares = pixels.resize((MASK_GRID, MASK_GRID), Image.Resampling.BOX)  # the mean of each cell's pixels
+    return {"mask_grid": MASK_GRID, "coverage": base64.b64encode(shares.tobytes()).decode("ascii")}
+
+
 def _line_evidence(
-    obj: dict[str, Any], modalities: tuple[str, ...], problems: list[str]
-) -> dict[str, list[Any]] | None:
+    obj: dict[str, Any],
+    modalities: tuple[str, ...],
+    problems: list[str],
+    *,
+    base: Path,
+    confine: Path | None,
+    max_image_pixels: int,
+) -> dict[str, Any] | None:
     """The line's ``evidence`` region (None without one); appends what is wrong with it."""
     if "evidence" not in obj:
         return None
     value = obj["evidence"]
-    form = 'an object of modalities to lists, e.g. {"image": ["C4", "D4"]} or {"text": [0, 3]}'
+    form = 'an object of modalities to lists, e.g. {"image": ["C4", "D4"]} or {"text": [0, 3]} (or a mask image\'s path for an image)'
     if not isinstance(value, dict) or not value:
         problems.append(f"field 'evidence' must be {form}")
         return None
-    region: dict[str, list[Any]] = {}
+    region: dict[str, Any] = {}
     for modality, entries in value.items():
         if modality not in modalities:
             problems.append(
                 f"field 'evidence' names '{modality}', which is no modality of the line ({', '.join(modalities)})"
             )
+            continue
+        if modality_kind(modality) == "image" and isinstance(entries, str) and entries:
+            mask_path = (base / entries).resolve()
+            if confine is not None and not mask_path.is_relative_to(confine):
+                problems.append(
+                    f"field 'evidence' for '{modality}': mask '{entries}' points outside the uploaded files"
+                )
+            elif problem := _check_file(mask_path, "image", max_image_pixels=max_image_pixels):
+                problems.append(f"field 'evidence' for '{modality}': mask {problem.removeprefix('image ')}")
+            else:
+                try:
+                    region[modality] = mask_coverage(mask_path)
+                except ValueError as exc:
+                    problems.append(f"field 'evidence' for '{modality}': mask '{entries}' {exc}")
             continue
         if not isinstance(entries, list) or not entries or len(entries) > EVIDENCE_MAX_ENTRIES:
             problems.append(
@@ -447,7 +490,9 @@ def read_dataset_jsonl(
             problems.append(f"label '{item['label']}' is not among the item's valid answers ({', '.join(choices)})")
         (declared_on if ("choices" in obj or "answer_type" in obj) else undeclared_on).append(number)
         group = _line_group(obj, problems)
-        evidence = _line_evidence(obj, line_modalities, problems)
+        evidence = _line_evidence(
+            obj, line_modalities, problems, base=base, confine=confine, max_image_pixels=max_image_pixels
+        )
 
         for modality in line_modalities:
             value = obj[modality]

@@ -18,7 +18,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +32,7 @@ __all__ = [
     "bias_scores",
     "cross_validated_predictions",
     "evidence_mask",
+    "mask_patch_coverage",
     "leakage",
     "mass_inside",
     "pointing_hit",
@@ -188,12 +191,17 @@ def pointing_hit(scores: np.ndarray, region: np.ndarray) -> bool | None:
     return bool(values[inside].max() >= values.max())
 
 
-def evidence_mask(region: Sequence[Any], names: Sequence[str | None]) -> tuple[np.ndarray, list[Any]]:
+def evidence_mask(region: Sequence[Any] | dict[str, Any], names: Sequence[str | None]) -> tuple[np.ndarray, list[Any]]:
     """The groups of one item and modality inside its evidence region, and the region's entries
     that name no group. ``names`` are the groups' names in group-ID order as participants see
     them (``probes.group_names``; None for hidden padding). ``region`` lists patch cells
     (``"B3"``: a group named ``patch B3``) or 0-based indices among the visible groups (the
-    words of a text). Format: docs/MODEL_REPORT.md, "Evidence regions"."""
+    words of a text), or is a mask's coverage (``dataset.mask_coverage``): then a patch is inside
+    when at least half of its area is (:func:`mask_patch_coverage`). Format:
+    docs/MODEL_REPORT.md, "Evidence regions"."""
+    if isinstance(region, dict):
+        shares = mask_patch_coverage(region, names)
+        return shares >= 0.5, ([] if np.isfinite(shares).any() else ["mask (no patch grid)"])
     inside = np.zeros(len(names), dtype=bool)
     visible = [k for k, name in enumerate(names) if name is not None]
     cells = {name.removeprefix("patch "): k for k, name in enumerate(names) if name and name.startswith("patch ")}
@@ -208,6 +216,49 @@ def evidence_mask(region: Sequence[Any], names: Sequence[str | None]) -> tuple[n
             continue
         unmatched.append(entry)
     return inside, unmatched
+
+
+_CELL = re.compile(r"patch ([A-Z]{1,3})([1-9][0-9]*)")
+
+
+def mask_patch_coverage(mask: dict[str, Any], names: Sequence[str | None]) -> np.ndarray:
+    """The share of each patch's area inside a mask (NaN for a group that is no patch). The
+    patches are the cells named on the participants' grid (``patch C4``), taken to tile the
+    picture evenly, as the grid is drawn; the mask's coverage grid is integrated over each
+    cell's rectangle exactly (both are piecewise constant)."""
+    fine = int(mask["mask_grid"])
+    coverage = np.frombuffer(base64.b64decode(mask["coverage"]), dtype=np.uint8).reshape(fine, fine) / 255.0
+    cells = [_CELL.fullmatch(name) if name else None for name in names]
+    columns = [_column_index(found.group(1)) for found in cells if found]
+    rows = [int(found.group(2)) - 1 for found in cells if found]
+    shares = np.full(len(names), np.nan)
+    if not columns:
+        return shares
+    across = _overlaps(max(columns) + 1, fine)  # (patch columns, fine columns), rows sum to 1
+    down = _overlaps(max(rows) + 1, fine)
+    per_cell = down @ coverage @ across.T  # (patch rows, patch columns)
+    for k, found in enumerate(cells):
+        if found:
+            shares[k] = per_cell[int(found.group(2)) - 1, _column_index(found.group(1))]
+    return shares
+
+
+def _overlaps(coarse: int, fine: int) -> np.ndarray:
+    """``W[c, f]``: the share of coarse cell ``c`` (of ``coarse`` over [0, 1]) that fine cell
+    ``f`` (of ``fine``) covers."""
+    edges_c = np.linspace(0.0, 1.0, coarse + 1)
+    edges_f = np.linspace(0.0, 1.0, fine + 1)
+    low = np.maximum(edges_c[:-1, None], edges_f[None, :-1])
+    high = np.minimum(edges_c[1:, None], edges_f[None, 1:])
+    return np.clip(high - low, 0.0, None) * coarse
+
+
+def _column_index(letters: str) -> int:
+    """0-based index of spreadsheet column letters (A = 0, Z = 25, AA = 26)."""
+    index = 0
+    for letter in letters:
+        index = index * 26 + (ord(letter) - ord("A") + 1)
+    return index - 1
 
 
 def amplification_interval(
