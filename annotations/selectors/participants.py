@@ -26,6 +26,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
+from annotations.selectors.counterfactual import assignment_counterfactual
 from annotations.selectors.inline_media import media_data_uri
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
 from annotations.selectors.wording import study_modality_words
@@ -633,6 +634,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     )
     return {
         "task": study.task,
+        # counterfactual: the edited input, its description and the model's answer on the original
+        "counterfactual": assignment_counterfactual(study=study, assignment=assignment),
         # verification: the model's answer, which the page shows beside its explanation
         "shown_answer": assignment.candidate_order[0] if study_task(study.task).shows_model_answer else None,
         "phase": phase,

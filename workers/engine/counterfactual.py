@@ -33,17 +33,36 @@ from PIL import Image, ImageDraw
 
 from workers.engine.adapter import ModelAdapter, RawItem
 from workers.engine.attribution import ItemAttribution, prepare_batch
+from workers.engine.edit_kinds import (
+    ADAPTER_EDIT,
+    EDIT_KINDS,
+    MODALITY_BASELINE,
+    TOP_K_REMOVED,
+    WORD_SWAP,
+    swap_pairs_parse,
+)
 from workers.engine.explain import Prediction
 
-MODALITY_BASELINE = "modality_baseline"
-TOP_K_REMOVED = "top_k_removed"
-WORD_SWAP = "word_swap"
-ADAPTER_EDIT = "adapter"
-EDIT_KINDS = (MODALITY_BASELINE, TOP_K_REMOVED, WORD_SWAP, ADAPTER_EDIT)
+__all__ = [
+    "ADAPTER_EDIT",
+    "EDIT_KINDS",
+    "MODALITY_BASELINE",
+    "TOP_K_REMOVED",
+    "WORD_SWAP",
+    "CounterfactualEdit",
+    "adapter_edits",
+    "edit_predictions",
+    "edited_picture_png",
+    "item_edits",
+    "modality_baseline_edits",
+    "swap_pairs_parse",
+    "top_k_removed_edit",
+    "word_swap_edit",
+]
+
 
 #: The grey a removed patch or a blanked picture is drawn with on the participant page.
 REMOVED_GREY = (128, 128, 128)
-_WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -142,23 +161,6 @@ def top_k_removed_edit(
         replaced=replaced,
         shown={"removed": replaced},
     )
-
-
-def swap_pairs_parse(lines: Sequence[str] | str) -> list[tuple[str, str]]:
-    """``["red -> blue", ...]`` (or one string, a pair a line) as ``[("red", "blue"), ...]``.
-    Raises ValueError naming the 1-based pair that is not ``old -> new`` with one word each."""
-    if isinstance(lines, str):
-        lines = [line for line in lines.splitlines() if line.strip()]
-    pairs = []
-    for n, line in enumerate(lines, start=1):
-        old, arrow, new = str(line).partition("->")
-        old, new = old.strip(), new.strip()
-        if not arrow or not _WORD.fullmatch(old) or not _WORD.fullmatch(new):
-            raise ValueError(f"pair {n}: {line!r} must read 'old -> new', one word on each side")
-        if old.lower() == new.lower():
-            raise ValueError(f"pair {n}: {line!r} swaps a word for itself")
-        pairs.append((old, new))
-    return pairs
 
 
 def word_swap_edit(
