@@ -68,7 +68,7 @@ def counterfactual_prepare(df: pd.DataFrame) -> pd.DataFrame:
         if flag in df.columns:
             keep &= ~_as_bool(df[flag], column=flag, missing=False).to_numpy(dtype=bool)
     edit = df["edit_prediction"]
-    keep &= (edit.notna() & (edit.astype(str) != "") & (edit.astype(str) != "nan")).to_numpy()
+    keep &= (edit.notna() & (edit.astype(str) != "")).to_numpy()
     rows = df[keep]
     return pd.DataFrame(
         {
