@@ -691,6 +691,7 @@ COUNTERFACTUAL_DESIGN = dict(
     pretest=True,
     attention_checks=1,
     counterfactual={"edits": ["modality_baseline", "top_k_removed"], "k": 3},
+    explanation_method="saliency",  # a cheap method: the page, not the method, is under test
 )
 ORIGINAL_ANSWER_CARD = re.compile(rb'<p class="reveal card" role="status" id="original-answer-card">.*?</p>', re.S)
 
