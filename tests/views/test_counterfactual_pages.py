@@ -218,6 +218,10 @@ def test_participants_walk_a_counterfactual_study_and_are_scored_on_the_edit(
     researcher.force_login(alice)
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
     assert 'id="counterfactual-table"' in dashboard and 'id="accuracy-table"' not in dashboard
+    summary = b"".join(researcher.get(f"/studies/{study.pk}/exports/summary.csv").streaming_content).decode()
+    kinds = {row["edit_kind"] for row in rows if row["condition"] == "baseline" and row["phase"] == "test"}
+    assert all(f"counterfactual.all.by_edit_kind.{kind}.arms.baseline.accuracy.estimate," in summary for kind in kinds)
+    assert "counterfactual.after_exclusions.all.effects.ig.pre_post_change.ci_low" in summary
     printed = io.StringIO()
     call_command("analyze", str(study.pk), "--n-resamples", "50", stdout=printed)
     assert "counterfactual accuracy" in printed.getvalue() and "pre->post" in printed.getvalue()
