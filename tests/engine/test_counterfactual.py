@@ -119,6 +119,10 @@ def test_each_edit_gives_the_closed_form_answer(adapter):
     # "red" (group 6, 2.0, tie broken by ID) -> patch 2 and the word removed.
     assert by_name["top_k_removed:2"].replaced == {"image": [2], "text": [6]}
     assert by_name["modality_baseline:image"].description == "the picture replaced by a blank one"
+    assert by_name["top_k_removed:2"].description == (
+        "the parts the explanation marked most important removed: 1 patch of the picture removed; "
+        "1 word of the question removed"
+    )
     assert by_name["word_swap:red->blue"].raw["text"] == "it is blue"
     expected = {
         "modality_baseline:image": closed_form([0, 0, 0, 0], ["it", "is", "red"]),  # 2 > 0: pos

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 
 from workers.engine.adapter import ModelAdapter, RawItem
 from workers.engine.attribution import ItemAttribution, prepare_batch
+from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.edit_kinds import (
     ADAPTER_EDIT,
     EDIT_KINDS,
@@ -102,6 +103,18 @@ def _called(names: Mapping[str, str] | None, modality: str) -> str:
     return (names or {}).get(modality) or f"the {modality}"
 
 
+def _counted(n: int, modality: str) -> str:
+    """ "3 patches", "1 word", "2 parts": what a removed group of ``modality`` is to a reader."""
+    one, many = (
+        ("patch", "patches")
+        if modality in IMAGE_MODALITIES
+        else ("word", "words")
+        if modality == "text"
+        else ("part", "parts")
+    )
+    return f"{n} {one if n == 1 else many}"
+
+
 def modality_baseline_edits(
     adapter: ModelAdapter, item: RawItem, attribution: ItemAttribution, *, names: Mapping[str, str] | None = None
 ) -> list[CounterfactualEdit]:
@@ -150,10 +163,7 @@ def top_k_removed_edit(
     for _, g, m in chosen:
         replaced.setdefault(m, []).append(g)
     replaced = {m: sorted(ids) for m, ids in replaced.items()}
-    parts = [
-        f"{len(ids)} {'part' if len(ids) == 1 else 'parts'} of {_called(names, m)} removed"
-        for m, ids in replaced.items()
-    ]
+    parts = [f"{_counted(len(ids), m)} of {_called(names, m)} removed" for m, ids in replaced.items()]
     return CounterfactualEdit(
         kind=TOP_K_REMOVED,
         name=f"{TOP_K_REMOVED}:{k}",
