@@ -295,11 +295,14 @@ def edit_predictions(adapter: ModelAdapter, item: RawItem, edits: Sequence[Count
 
 
 def edited_picture_png(
-    pixels: np.ndarray, *, boxes: Sequence[Sequence[int]] = (), blank: bool = False, upscale: int = 4
+    pixels: np.ndarray, *, boxes: Sequence[Sequence[int]] = (), blank: bool = False, upscale: int | None = None
 ) -> bytes:
     """The picture a participant sees of an edited input: ``pixels`` (uint8 ``(H, W, 3)``)
     with each removed box (``[x0, y0, x1, y1]``, x1/y1 exclusive) filled grey and outlined,
-    or all grey when ``blank``. Upscaled by nearest neighbour; no metadata."""
+    or all grey when ``blank``. Upscaled by nearest neighbour (by default to about 256 px, at most
+    4x: a 64 px picture stays sharp, a large one is not blown up); no metadata."""
+    if upscale is None:
+        upscale = max(1, min(4, 256 // max(1, *np.shape(pixels)[:2])))
     picture = np.array(pixels, dtype=np.uint8, copy=True)
     if blank:
         picture[...] = REMOVED_GREY
