@@ -5,7 +5,8 @@ from django import forms
 from annotations.models import Condition, Dataset, RegisteredModel
 from annotations.selectors.studies import user_datasets, user_models
 from annotations.services.spec import COUNT_MAX, SEED_MAX
-from annotations.study_tasks import FORWARD, STUDY_TASKS, TASK_CHOICES
+from annotations.study_tasks import COUNTERFACTUAL, FORWARD, STUDY_TASKS, TASK_CHOICES
+from workers.engine.edit_kinds import EDIT_KINDS  # no torch
 from workers.engine.report.options import INTERACTION_TYPES  # no torch
 
 VIEW_CHOICES = [(c.value, c.label) for c in Condition.View]
@@ -57,6 +58,10 @@ SPEC_TO_FIELD = {
     "items.filters.interaction_strength": "interaction_min",
     "items.filters.interaction_type": "interaction_types",
     "candidates.mode": "candidate_mode",
+    "counterfactual": "counterfactual_edits",
+    "counterfactual.edits": "counterfactual_edits",
+    "counterfactual.k": "counterfactual_k",
+    "counterfactual.swaps": "counterfactual_swaps",
     "candidates.k": "n_candidates",
     "candidates.distractors": "n_distractors",
     "explanations.method": "explanation_method",
@@ -94,7 +99,27 @@ class StudyForm(forms.Form):
         initial=FORWARD,
         required=False,
         help_text="Verification: participants see the model's answer and its explanation and say whether it is "
-        "right; no practice items or warm-up, and the predicted class's explanation.",
+        "right; no practice items or warm-up, and the predicted class's explanation. Counterfactual: they see the "
+        "input, the model's answer and its explanation, then an edited input, and predict the model's answer on it "
+        "(every valid answer offered; no practice items).",
+    )
+    counterfactual_edits = forms.MultipleChoiceField(
+        choices=[(kind, kind.replace("_", " ")) for kind in EDIT_KINDS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Edits (counterfactual task)",
+        help_text="modality baseline: one input replaced by the model's blank reference; top k removed: the k most "
+        "attributed patches or words removed; word swap: a word from your list swapped; adapter: the model's own "
+        "edits. None ticked: the first two.",
+    )
+    counterfactual_k = forms.IntegerField(
+        min_value=1, max_value=64, required=False, label="k (most attributed parts removed)", initial=3
+    )
+    counterfactual_swaps = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Word swaps",
+        help_text="One 'old -> new' pair a line; an item gets the first pair whose word its text holds.",
     )
     seed = forms.IntegerField(
         min_value=-SEED_MAX,
@@ -266,6 +291,10 @@ class StudyForm(forms.Form):
             ],
         ),
         (
+            "Counterfactual edits (counterfactual task only)",
+            ["counterfactual_edits", "counterfactual_k", "counterfactual_swaps"],
+        ),
+        (
             "Phases",
             ["consent_text", "instructions", "modality_names", "learning_items", "pretest", "survey", "lease_minutes"],
         ),
@@ -399,7 +428,17 @@ class StudyForm(forms.Form):
                 partial=d["partial_code"] or None,
             ),
             "modality_names": d["modality_names"],
-        }
+        } | (
+            {
+                "counterfactual": {
+                    "edits": list(d["counterfactual_edits"]) or None,
+                    "k": d["counterfactual_k"] or 3,
+                    "swaps": [line for line in d["counterfactual_swaps"].splitlines() if line.strip()],
+                }
+            }
+            if d["task"] == COUNTERFACTUAL
+            else {}
+        )
 
     @staticmethod
     def initial_for(study) -> dict:
@@ -426,6 +465,15 @@ class StudyForm(forms.Form):
             "interaction_max": strength[1],
             "interaction_types": filters.get("interaction_type") or [],
             "candidate_mode": "top_k" if study.n_candidates else "all",
+            **{
+                f"counterfactual_{key}": value
+                for design in [study.design.get("counterfactual") or {}]
+                for key, value in (
+                    ("edits", design.get("edits") or []),
+                    ("k", design.get("k") or 3),
+                    ("swaps", "\n".join(f"{old} -> {new}" for old, new in design.get("swaps") or [])),
+                )
+            },
             "n_candidates": study.n_candidates or 4,
             "n_distractors": study.n_distractors,
             "explanation_method": study.explanation_method,

@@ -419,6 +419,7 @@ class PrecomputeChunk(LeasedWork):
         INTERACTION = "interaction"
         FEATURES = "features", "Decision-level features and their sparse head (dataset)"
         MULTIVIZ = "multiviz", "Feature and prediction views"
+        COUNTERFACTUAL = "counterfactual", "Counterfactual edits and the model's answers on them"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -627,6 +628,13 @@ class Response(models.Model):
     candidate_order = models.JSONField(default=list)
     model_prediction = models.CharField(max_length=200)
     gold_label = models.CharField(max_length=200)
+    # Counterfactual task: the edit shown and the model's answer on it (what the guess simulates).
+    counterfactual_edit = models.ForeignKey(
+        "CounterfactualEdit", null=True, blank=True, on_delete=models.PROTECT, related_name="responses"
+    )
+    edit_prediction = models.CharField(
+        max_length=200, blank=True, help_text="Counterfactual: the model's answer on the edited input."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -643,6 +651,33 @@ class Response(models.Model):
                 fields=["condition"],
                 condition=Q(phase="test", is_attention_check=False),
                 name="response_scored_by_condition",
+            ),
+        ]
+
+
+class CounterfactualEdit(models.Model):
+    """One edited input of a study item (``workers/engine/counterfactual.py``) and the model's
+    answer on it, computed by the ``counterfactual`` precompute stage. ``shown`` marks the one
+    edit per item the study's participants see (seeded); the model's answer here is never
+    served to a participant."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="counterfactual_edits")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="counterfactual_edits")
+    kind = models.CharField(max_length=30, help_text="modality_baseline, top_k_removed, word_swap or adapter.")
+    name = models.CharField(max_length=200, help_text="Unique among the item's edits, e.g. word_swap:red->blue.")
+    description = models.CharField(max_length=500, help_text="What changed, as the participant reads it.")
+    display = models.JSONField(default=dict, blank=True, help_text="What the page draws of the change.")
+    picture_view = models.CharField(max_length=300, blank=True, help_text="The edited picture, PNG under MEDIA_ROOT.")
+    model_label = models.CharField(max_length=200)
+    probabilities = models.JSONField(default=list)
+    shown = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "item", "name"], name="counterfactual_edit_unique_name"),
+            models.UniqueConstraint(
+                fields=["study", "item"], condition=Q(shown=True), name="counterfactual_edit_one_shown"
             ),
         ]
 

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 
 FORWARD = "forward"
 VERIFICATION = "verification"
+COUNTERFACTUAL = "counterfactual"
 
 
 @dataclass(frozen=True)
 class StudyTask:
     name: str
     label: str
-    #: What a participant answers: "guess" (one of the candidates) or "verdict" (model right? yes/no).
+    #: What a participant answers: "guess" (one of the candidates) or "verdict" (model right? yes/no);
+    #: a counterfactual guess is the model's answer on the item's edited input.
     answer: str
     #: The participant page of a test or pre-test item, and the instructions page.
     template: str
@@ -60,6 +62,22 @@ STUDY_TASKS: dict[str, StudyTask] = {
         },
         shows_model_answer=True,
         design_defaults={"phases.learning_items": 0, "phases.pretest": False},
+    ),
+    COUNTERFACTUAL: StudyTask(
+        name=COUNTERFACTUAL,
+        label="Counterfactual simulation: predict the model's answer on an edited input (Hase & Bansal 2020)",
+        answer="guess",
+        template="participant/counterfactual.html",
+        instructions_template="participant/counterfactual_instructions.html",
+        # the explanation of the model's answer on the original input, which the page shows
+        displays=("predicted_unlabelled",),
+        refuses={
+            "phases.learning_items": "a counterfactual study has no practice items (they would show the model's "
+            "answers on edited inputs)",
+            "candidates.mode": "a counterfactual study offers every valid answer (candidates: {mode: all}), so the "
+            "choices do not depend on the model's answer on the edit",
+        },
+        design_defaults={"phases.learning_items": 0, "candidates.mode": "all"},
     ),
 }
 

@@ -22,8 +22,9 @@ from annotations.selectors.exports import EXPORTS
 from annotations.selectors.studies import study_progress
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable
 from annotations.services.dashboard import study_dashboard_latest, study_dashboard_state
-from annotations.study_tasks import VERIFICATION
+from annotations.study_tasks import COUNTERFACTUAL, VERIFICATION
 from annotations.views_access import study_for_researcher
+from annotations.views_dashboard_counterfactual import counterfactual_view
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
 EXPORT_TITLES = {
@@ -452,6 +453,8 @@ def study_dashboard(request, pk: int):
     report = data.get("report")
     if report is not None and report.get("task") == VERIFICATION:
         context.update(_verification_view(report, section))
+    elif report is not None and report.get("task") == COUNTERFACTUAL:
+        context.update(counterfactual_view(report, section))
     elif report is not None:
         baseline = report["study"]["baseline"]
         block = report["analysis"][section]

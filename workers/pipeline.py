@@ -61,6 +61,7 @@ from annotations.services.precompute import (
     precompute_take_over,
 )
 from workers.adapters import registered_model_adapter
+from workers.counterfactual_pipeline import counterfactual_rows
 from workers.engine.attribution import attribute, item_lines_places, nonfinite_naming
 from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.explain import predict
@@ -168,6 +169,9 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
         return 0, ""
     if chunk.stage == Stage.FEATURES:
         _decision_features(study=study, adapter=adapter, method=chunk.method)
+        return 0, ""
+    if chunk.stage == Stage.COUNTERFACTUAL:
+        counterfactual_rows(study=study, adapter=adapter, items=[items[pk] for pk in chunk.item_ids])
         return 0, ""
     targets = {int(item_id): labels for item_id, labels in chunk.targets.items()}
     views = study_required_methods(study=study).get(chunk.method, set())

@@ -24,6 +24,9 @@ One row per response. Columns (the CSV export has exactly these, plus optional e
 ``verdict``         optional bool, verification studies: the participant said the model's answer
                     is right (empty in forward simulation; ``correct_simulation`` is empty
                     there instead); read by :mod:`.verification`
+``edit_kind``, ``edit_prediction``  optional, counterfactual studies: the kind of edit shown and the
+                    model's answer on the edited input (``correct_simulation`` is empty there);
+                    read by :mod:`.counterfactual`
 ``candidate_order``  optional: the candidate answers in the order shown, a JSON list (a Python
                     list is accepted too); its length is the ``k`` of the calibration forecast
 ==================  =========================================================================
@@ -69,7 +72,14 @@ REQUIRED_COLUMNS: Final = (
     "rt_ms",
     "phase",
 )
-BOOL_EXTRA_COLUMNS: Final = ("is_attention_check", "attention_passed", "screened_out", "verdict", "verdict_correct")
+BOOL_EXTRA_COLUMNS: Final = (
+    "is_attention_check",
+    "attention_passed",
+    "screened_out",
+    "verdict",
+    "verdict_correct",
+    "correct_counterfactual",
+)
 _TRUE: Final = frozenset({"true", "t", "1", "yes", "y", "1.0"})
 _FALSE: Final = frozenset({"false", "f", "0", "no", "n", "0.0"})
 

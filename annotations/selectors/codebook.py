@@ -66,8 +66,8 @@ RESPONSE_PARTICIPANT_CODEBOOK = [
         "task",
         _TEXT,
         "",
-        "What participants did: forward (predict the model's answer) or verification (say whether the "
-        "model's answer, shown, is right).",
+        "What participants did: forward (predict the model's answer), verification (say whether the "
+        "model's answer, shown, is right) or counterfactual (predict the model's answer on an edited input).",
     ),
     Column("condition", _TEXT, "", "The arm the participant was assigned to."),
     Column("is_baseline", _BOOL, "", "Whether the arm is the baseline (shows no explanation)."),
@@ -120,7 +120,7 @@ RESPONSE_ROW_CODEBOOK = [
         _BOOL,
         "",
         "guess equals model_prediction: the forward-simulation score (not the gold label); "
-        "empty in a verification study.",
+        "empty in a verification or counterfactual study.",
     ),
     Column("confidence", _INT, "1–5 scale", "How sure the participant was (1 guessing, 5 certain)."),
     Column("rt_ms", _INT, "milliseconds", "Time from the item's display to the answer."),
@@ -168,6 +168,32 @@ RESPONSE_ROW_CODEBOOK = [
         "",
         "Verification studies: verdict equals model_correct (accepting a right answer or rejecting a wrong one); "
         "empty otherwise.",
+    ),
+    Column(
+        "edit_kind",
+        _TEXT,
+        "",
+        "Counterfactual studies: the kind of edit shown (modality_baseline, top_k_removed, word_swap, adapter); "
+        "empty otherwise.",
+    ),
+    Column(
+        "edit_description",
+        _TEXT,
+        "",
+        "Counterfactual studies: what changed in the input, as the participant read it; empty otherwise.",
+    ),
+    Column(
+        "edit_prediction",
+        _TEXT,
+        "label",
+        "Counterfactual studies: the model's answer on the edited input (what the guess predicts); empty otherwise.",
+    ),
+    Column(
+        "correct_counterfactual",
+        _BOOL,
+        "",
+        "Counterfactual studies: guess equals edit_prediction, the counterfactual-simulation score; empty "
+        "otherwise (correct_simulation is then empty).",
     ),
 ]
 ITEM_BASE_CODEBOOK = [

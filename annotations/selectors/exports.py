@@ -65,7 +65,17 @@ from django.db import connection
 from django.db.models import F, JSONField, OuterRef, Subquery, TextField
 from django.db.models.functions import Cast
 
-from annotations.models import Condition, Explanation, Item, Participant, Prediction, Response, Study, StudyItem
+from annotations.models import (
+    Condition,
+    CounterfactualEdit,
+    Explanation,
+    Item,
+    Participant,
+    Prediction,
+    Response,
+    Study,
+    StudyItem,
+)
 from annotations.selectors.codebook import (
     CODEBOOK_COLUMNS,
     ITEM_BASE_CODEBOOK,
@@ -213,6 +223,7 @@ def _stats(
     client_rt: int,
     blur_count: int,
     hidden_ms: int,
+    edit: int | None = None,
 ) -> dict[str, Any]:
     """``participant_stats`` of one participant's rows (tuples; the ints are column positions)."""
     from annotations.analysis.exclusions import participant_stats
@@ -226,7 +237,10 @@ def _stats(
         test_blur_count=[known(r[blur_count]) for r in scored],
         test_hidden_ms=[known(r[hidden_ms]) for r in scored],
         test_rt_ms=[float(r[rt]) for r in scored],
-        test_correct=[float(response_correct(r[guess], r[prediction], r[verdict], r[gold])) for r in scored],
+        test_correct=[
+            float(response_correct(r[guess], r[prediction], r[verdict], r[gold], r[edit] if edit else ""))
+            for r in scored
+        ],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
         attention_passed=[r[passed] for r in rows if r[attention]],
         screened_out=screened_out,
@@ -349,6 +363,9 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             "blur_count",
             "hidden_ms",
             "client_timing_flags",
+            "edit_prediction",
+            "counterfactual_edit__kind",
+            "counterfactual_edit__description",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -374,6 +391,7 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             client_rt=15,
             blur_count=17,
             hidden_ms=18,
+            edit=20,
         )
         arm = arms[group[0][1]]
         prefix = [
@@ -413,6 +431,9 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             blur_count,
             hidden_ms,
             client_timing_flags,
+            edit_prediction,
+            edit_kind,
+            edit_description,
         ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
@@ -428,7 +449,7 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     gold,
                     prediction == gold,
                     guess,
-                    guess == prediction if verdict is None else None,
+                    guess == prediction if verdict is None and not edit_prediction else None,
                     confidence,
                     rt_ms,
                     fast > 0 and rt_ms < fast,
@@ -441,6 +462,10 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
                     verdict,
                     None if verdict is None else verdict == (prediction == gold),
+                    edit_kind,
+                    edit_description,
+                    edit_prediction,
+                    guess == edit_prediction if edit_prediction else None,
                 ]
             )
         yield prefix, rows
@@ -661,12 +686,16 @@ def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str) -> str:
                {text("i.external_id")}, {text("si.stratum")}, {text("r.phase")},
                {_sql_bool("r.is_attention_check")}, {_sql_bool("r.attention_passed")},
                {text("r.model_prediction")}, {text("r.gold_label")}, {_sql_bool("r.model_prediction = r.gold_label")},
-               {text("r.guess")}, CASE WHEN r.verdict IS NULL THEN {_sql_bool("r.guess = r.model_prediction")} END,
+               {text("r.guess")},
+               CASE WHEN r.verdict IS NULL AND r.edit_prediction = '' THEN {_sql_bool("r.guess = r.model_prediction")} END,
                r.confidence, r.rt_ms, {"CASE WHEN r.rt_ms < %s THEN 'True' ELSE 'False' END" if fast > 0 else "'False'"},
                r.client_rt_ms, r.client_display_ms, r.blur_count, r.hidden_ms, {text("r.client_timing_flags")},
                r.candidate_order::text, {created},
-               {_sql_bool("r.verdict")}, {_sql_bool("r.verdict = (r.model_prediction = r.gold_label)")}
+               {_sql_bool("r.verdict")}, {_sql_bool("r.verdict = (r.model_prediction = r.gold_label)")},
+               {text("e.kind")}, {text("e.description")}, {text("r.edit_prediction")},
+               CASE WHEN r.edit_prediction <> '' THEN {_sql_bool("r.guess = r.edit_prediction")} END
         FROM {Response._meta.db_table} r
+        LEFT JOIN {CounterfactualEdit._meta.db_table} e ON e.id = r.counterfactual_edit_id
         JOIN {table} t ON t.participant_id = r.participant_id
         JOIN {Item._meta.db_table} i ON i.id = r.item_id
         LEFT JOIN {StudyItem._meta.db_table} si ON si.study_id = %s AND si.item_id = r.item_id
@@ -951,6 +980,7 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
             "client_rt_ms",
             "blur_count",
             "hidden_ms",
+            "edit_prediction",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -1012,6 +1042,7 @@ def _participants_records(study: Study, rules: ExclusionRules) -> Iterator[list]
             client_rt=9,
             blur_count=10,
             hidden_ms=11,
+            edit=12,
         )
         arm = arms[condition_id]
         raw = study.export_raw_platform_ids

@@ -26,6 +26,7 @@ from annotations.models import (
     Study,
     StudyItem,
 )
+from annotations.selectors.counterfactual import assignment_counterfactual
 from annotations.selectors.inline_media import media_data_uri
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
 from annotations.selectors.wording import study_modality_words
@@ -233,12 +234,13 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
             "client_rt_ms",
             "blur_count",
             "hidden_ms",
+            "edit_prediction",
         )
     )
     scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
     stats = participant_stats(
         test_rt_ms=np.array([r[3] for r in scored], dtype=np.float64),
-        test_correct=np.array([float(response_correct(*r[4:8])) for r in scored], dtype=np.float64),
+        test_correct=np.array([float(response_correct(*r[4:8], r[11])) for r in scored], dtype=np.float64),
         n_pretest=sum(1 for r in rows if r[0] == Assignment.Phase.PRETEST and not r[1]),
         attention_passed=[r[2] for r in rows if r[1]],
         screened_out=participant.screened_out,
@@ -252,12 +254,15 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
     return stats
 
 
-def response_correct(guess: str, model_prediction: str, verdict: bool | None, gold_label: str) -> bool:
+def response_correct(
+    guess: str, model_prediction: str, verdict: bool | None, gold_label: str, edit_prediction: str = ""
+) -> bool:
     """Whether an answer is right for its task: a forward guess names the model's answer; a
-    verification verdict (``verdict`` not None) says right exactly when the model is right."""
+    verification verdict (``verdict`` not None) says right exactly when the model is right; a
+    counterfactual guess (``edit_prediction`` set) names the model's answer on the edited input."""
     if verdict is not None:
         return verdict == (model_prediction == gold_label)
-    return guess == model_prediction
+    return guess == (edit_prediction or model_prediction)
 
 
 def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
@@ -633,6 +638,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     )
     return {
         "task": study.task,
+        # counterfactual: the edited input, its description and the model's answer on the original
+        "counterfactual": assignment_counterfactual(study=study, assignment=assignment),
         # verification: the model's answer, which the page shows beside its explanation
         "shown_answer": assignment.candidate_order[0] if study_task(study.task).shows_model_answer else None,
         "phase": phase,

@@ -201,6 +201,7 @@ PART_TITLES = {
     "interaction": "Interaction matrices",
     "features": "Decision features (whole dataset)",
     "multiviz": "Feature and prediction views",
+    "counterfactual": "Counterfactual edits",
 }
 
 
@@ -228,7 +229,7 @@ def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     )
     plan = job.plan or {}
     parts = []
-    for part in ("predictions", "strength", "features", "attribution", "interaction", "multiviz"):
+    for part in ("predictions", "strength", "features", "attribution", "interaction", "multiviz", "counterfactual"):
         if part not in plan:
             continue
         # The features chunk works on the whole dataset at once: it counts as one unit.

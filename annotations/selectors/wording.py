@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from annotations.models import Study
-from annotations.study_tasks import VERIFICATION
+from annotations.study_tasks import COUNTERFACTUAL, VERIFICATION
 from workers.engine.dataset import modality_kind
 
 #: The name a participant reads for a modality of each kind, unless the researcher sets one.
@@ -58,6 +58,13 @@ def study_modality_words(*, study: Study) -> dict[str, Any]:
             "each answer is right. Your answers are stored anonymously for research. You can stop at any time."
         )
         instructions += " Your task is to judge whether the model's answer is right: the model is sometimes wrong."
+    elif study.task == COUNTERFACTUAL:
+        consent = (
+            f"In this study you will see {consent_what} and the answers an AI model gave, then the same examples "
+            "changed, and you will guess what the model answers on the changed ones. Your answers are stored "
+            "anonymously for research. You can stop at any time."
+        )
+        instructions += " Your task is to predict what the model answers when its input is changed."
     else:
         consent = (
             f"In this study you will see {consent_what}, and you will guess what the AI model answered. "

@@ -47,12 +47,14 @@ from annotations.models import (
     StudyEntryCounter,
     StudyItem,
 )
+from annotations.selectors.counterfactual import counterfactual_candidates
 from annotations.selectors.participants import participant_quality, participant_title_cache_key
 from annotations.selectors.studies import study_candidates
 from annotations.services.client_timing import client_timing_validate
+from annotations.services.counterfactual import counterfactual_response_fields
 from annotations.services.dashboard import dashboard_response_stored
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
-from annotations.study_tasks import study_task
+from annotations.study_tasks import COUNTERFACTUAL, study_task
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -394,7 +396,8 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
     verifying = study_task(study.task).answer == "verdict"
     for k, study_item in enumerate(picked):
         prediction = predictions[study_item.item_id]
-        if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT:
+        # A counterfactual page asks about an edit, whose answer no easy item guarantees: instructed only.
+        if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT and study.task != COUNTERFACTUAL:
             checks.append(
                 {
                     "item_id": study_item.item_id,
@@ -446,6 +449,8 @@ def _create_assignments(
         candidates = (
             [predictions[item_id].label]
             if shows_answer
+            else counterfactual_candidates(study=study, prediction=predictions[item_id])
+            if study.task == COUNTERFACTUAL
             else study_candidates(study=study, prediction=predictions[item_id])
         )
         # The test phase keeps its original seed string, so existing orders are reproducible.
@@ -751,6 +756,7 @@ def response_submit(
             if is_check
             else None,
             too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
+            **counterfactual_response_fields(study=study, assignment=assignment),
         )
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.ANSWERED)
         if locked.platform != Participant.Platform.PREVIEW:  # the dashboard recomputes in the background

@@ -32,6 +32,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
+from annotations.selectors.counterfactual import study_counterfactual_items_missing, study_items_without_shown_edit
 from annotations.selectors.precompute import (
     MULTIVIZ_PREFIX,
     study_decision_features_missing,
@@ -54,6 +55,7 @@ from annotations.services.leases import (
     lease_stale_reset,
 )
 from annotations.services.studies import StudyError, study_select_items, study_views_check
+from annotations.study_tasks import COUNTERFACTUAL
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ CHUNK_TASK = "workers.tasks.precompute_chunk_task"
 ADVANCE_TASK = "workers.tasks.precompute_advance_task"
 INLINE_TASK = "workers.tasks.precompute_inline_task"  # embedded mode: the whole job in this process
 # Stages whose failure leaves nothing to build on: the job fails with the chunk's error.
-BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH, Stage.FEATURES)
+BLOCKING_STAGES = (Stage.PREDICTIONS, Stage.STRENGTH, Stage.FEATURES, Stage.COUNTERFACTUAL)
 
 
 class PrecomputeError(Exception):
@@ -181,7 +183,7 @@ def precompute_advance(*, job_id: int) -> list[int]:
         while True:
             stage = _next_stage(job)
             if stage is None:
-                _job_finish(job=job, error=_explanation_failures(job))
+                _job_finish(job=job, error=_explanation_failures(job) or _counterfactual_gaps(job))
                 return []
             try:
                 created = _plan_stage(job=job, stage=stage)
@@ -202,6 +204,8 @@ def _next_stage(job: PrecomputeJob) -> str | None:
     if study_needs_features(study=job.study):
         order.append(Stage.FEATURES)
     order.append("explanations")
+    if job.study.task == COUNTERFACTUAL:
+        order.append(Stage.COUNTERFACTUAL)  # the edits rank groups by the stored explanations
     if not job.stage:
         return order[0]
     if job.stage not in order or job.stage == order[-1]:
@@ -229,6 +233,14 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
         missing = study_decision_features_missing(study=study)
         plan[stage] = {"total": 1, "skipped": 0 if missing else 1}
         chunks = [PrecomputeChunk(stage=stage, method=study.explanation_method, item_ids=[])] if missing else []
+    elif stage == Stage.COUNTERFACTUAL:
+        todo = study_counterfactual_items_missing(study=study)
+        total = study.study_items.count()
+        plan[stage] = {"total": total, "skipped": total - len(todo)}
+        chunks = [
+            PrecomputeChunk(stage=stage, method=study.explanation_method, item_ids=part)
+            for part in _split(todo, batch_size)
+        ]
     else:
         study_select_items(study=study)
         targets = study_explanation_targets(study=study)
@@ -271,6 +283,20 @@ def _explanation_failures(job: PrecomputeJob) -> str:
         return ""
     rows = sum(chunk.failed_rows for chunk in failed)
     return f"{rows} explanation(s) failed. The first error:\n\n{failed[0].error}"
+
+
+def _counterfactual_gaps(job: PrecomputeJob) -> str:
+    """A counterfactual study needs an edit of every pool item: name the items without one."""
+    if job.study.task != COUNTERFACTUAL:
+        return ""
+    missing = study_items_without_shown_edit(study=job.study)
+    if not missing:
+        return ""
+    return (
+        f"{len(missing)} item(s) of the pool have no edit to show (item IDs {missing[:10]}): none of the "
+        "design's kinds applies, or the model's answer on each lies outside the item's choices. Add edit kinds "
+        "(modality_baseline applies to every item) or swap pairs whose words the items hold."
+    )
 
 
 def _job_finish(*, job: PrecomputeJob, error: str) -> None:

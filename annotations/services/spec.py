@@ -6,8 +6,12 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
 
     name: Does IG help?             # internal: researchers only; unique per owner, ignoring case and spaces
     title: Guess the AI's answers   # what participants see (default: a neutral title)
-    task: forward                   # or verification (annotations/study_tasks.py): predict the model's
-                                    #   answer, or judge whether its answer is right
+    task: forward                   # or verification, counterfactual (annotations/study_tasks.py): predict the
+                                    #   model's answer, judge whether it is right, or predict it on an edited input
+    counterfactual:                 # task counterfactual only (docs/specs/counterfactual.yaml)
+      edits: [modality_baseline, top_k_removed, word_swap]   # or adapter (the adapter's own edits)
+      k: 3                          # top_k_removed: the k most attributed patches or words
+      swaps: ["red -> blue"]        # word_swap: the first pair whose word the item's text holds
     dataset: shapes                 # your dataset, by name
     model: fusion                   # your registered model, by name
     seed: 7
@@ -66,7 +70,8 @@ from pathlib import Path
 from typing import Any
 
 from annotations.models import Condition, Dataset, RegisteredModel
-from annotations.study_tasks import FORWARD, STUDY_TASKS, study_task
+from annotations.services.counterfactual import CounterfactualDesignError, counterfactual_design_check
+from annotations.study_tasks import COUNTERFACTUAL, FORWARD, STUDY_TASKS, study_task
 
 KNOWN_VIEWS = tuple(choice.value for choice in Condition.View)
 DISPLAYS = ("all_candidates", "predicted_unlabelled")
@@ -134,6 +139,7 @@ class StudySpec:
     # modality -> what participant pages call it; missing ones take the default of their kind
     modality_names: dict[str, str] = field(default_factory=dict)
     task: str = FORWARD
+    counterfactual: dict[str, Any] = field(default_factory=dict)  # its edits (services/counterfactual.py)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -347,6 +353,7 @@ def sequential_monitoring_check(
 SPEC_FIELDS = {
     "name",
     "task",
+    "counterfactual",
     "title",
     "dataset",
     "model",
@@ -394,7 +401,8 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     )
 
     candidates = _section(data.get("candidates") or {}, "candidates", {"mode", "k", "distractors"})
-    mode = _choice(candidates, "mode", "candidates.mode", "top_k", lambda: ("top_k", "all"))
+    default_mode = "all" if task == COUNTERFACTUAL else "top_k"
+    mode = _choice(candidates, "mode", "candidates.mode", default_mode, lambda: ("top_k", "all"))
     n_labels = len(model.labels)
     if mode == "all":
         n_candidates, n_distractors = 0, 0
@@ -461,8 +469,13 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
     if abs(seed) > SEED_MAX:
         raise SpecError("seed", f"must be between -{SEED_MAX:,} and {SEED_MAX:,}, got {seed:,}")
 
+    try:
+        counterfactual = counterfactual_design_check(data.get("counterfactual"), task=task, model=model)
+    except CounterfactualDesignError as exc:
+        raise SpecError(exc.field, exc.message) from None
     spec = StudySpec(
         task=task,
+        counterfactual=counterfactual,
         name=name,
         dataset=dataset,
         model=model,
@@ -511,6 +524,7 @@ def task_design_check(spec: StudySpec) -> None:
         "phases.learning_items": spec.learning_items > 0,
         "phases.pretest": spec.pretest,
         "quality.attention_checks": spec.attention_checks > 0,
+        "candidates.mode": spec.n_candidates > 0,
     }
     for path, why in task.refuses.items():
         if given.get(path):

@@ -31,6 +31,7 @@ from annotations.selectors.precompute import (
     study_required_methods,
 )
 from annotations.selectors.studies import dataset_label_coverage, study_explanation_targets
+from annotations.services.counterfactual import CounterfactualDesignError, counterfactual_design_check
 from annotations.services.spec import (
     ConditionSpec,
     SpecError,
@@ -90,10 +91,12 @@ def study_create(
     public_title: str = "",
     modality_names: dict[str, str] | None = None,
     task: str = "forward",
+    counterfactual: dict | None = None,
 ) -> Study:
     """Create a draft study. Exactly one condition must be the no-explanation baseline."""
     design = StudySpec(
-        **{key: value for key, value in locals().items() if key != "owner"} | {"modality_names": modality_names or {}}
+        **{key: value for key, value in locals().items() if key != "owner"}
+        | {"modality_names": modality_names or {}, "counterfactual": counterfactual or {}}
     )  # the arguments
     return study_create_from_spec(owner=owner, spec=design)
 
@@ -163,7 +166,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         raise StudyError("the partial-completion code must differ from the completed and screened-out codes")
     try:
         task_design_check(spec)
-    except SpecError as exc:
+        counterfactual = counterfactual_design_check(spec.counterfactual, task=spec.task, model=spec.model)
+    except (SpecError, CounterfactualDesignError) as exc:
         raise StudyError(str(exc)) from None
     rules = exclusion_rules_check(spec.exclusion_rules or {})
     monitoring = {}
@@ -215,7 +219,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         min_rt_ms=spec.min_rt_ms,
         exclusion_rules=rules,
         design={"n_items": spec.n_items, "filters": filters}
-        | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {}),
+        | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {})
+        | ({"counterfactual": counterfactual} if counterfactual else {}),
         **codes,
         **monitoring,
     )
@@ -298,6 +303,7 @@ def study_update_from_spec(*, study: Study, spec: StudySpec) -> Study:
         locked.save()
         _previews_delete(study=locked)
         locked.study_items.all().delete()
+        locked.counterfactual_edits.all().delete()  # they follow the pool and the design's edits
         locked.conditions.all().delete()
         _conditions_create(study=locked, conditions=spec.conditions)
     return locked

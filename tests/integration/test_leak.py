@@ -674,3 +674,69 @@ def test_no_verification_page_reveals_the_gold_label(alice, demo_jsonl):
     assert len(fixed_parts) == 1 and len(next(iter(fixed_parts))) == 2
     assert Assignment.objects.filter(participant__study=study, kind="attention").exists()
     assert wrong_seen  # the walk met wrong model answers, where the gold label is a different label
+
+
+# --- counterfactual studies ------------------------------------------------------------------
+# The model's answer on the original input is shown (Hase & Bansal); its answer on the edited
+# input and the gold label are not, before the answer: no byte depends on them.
+
+COUNTERFACTUAL_DESIGN = dict(
+    task="counterfactual",
+    explanation_display="predicted_unlabelled",
+    conditions=VIEW_ARMS[:2],
+    n_items=4,
+    items_per_participant=2,
+    raters_per_item=2,
+    n_candidates=0,
+    pretest=True,
+    attention_checks=1,
+    counterfactual={"edits": ["modality_baseline", "top_k_removed"], "k": 3},
+    explanation_method="saliency",  # a cheap method: the page, not the method, is under test
+)
+ORIGINAL_ANSWER_CARD = re.compile(rb'<p class="reveal card" role="status" id="original-answer-card">.*?</p>', re.S)
+
+
+def test_no_counterfactual_page_reveals_the_answer_on_the_edit(alice, demo_jsonl):
+    from annotations.models import CounterfactualEdit
+
+    study = live_demo_study(owner=alice, jsonl=demo_jsonl, **COUNTERFACTUAL_DESIGN)
+    phases = set()
+    for _ in range(len(COUNTERFACTUAL_DESIGN["conditions"])):
+        client = Client()
+        participant = _enter(client, study)
+        while (
+            assignment := Assignment.objects.filter(participant=participant, status="active")
+            .order_by("position")
+            .select_related("item")
+            .first()
+        ) is not None:
+            phases.add(assignment.phase)
+            edit = CounterfactualEdit.objects.get(study=study, item=assignment.item, shown=True)
+            original = Prediction.objects.get(model=study.model, item=assignment.item).label
+            served = _fetch_all(client, study)
+            page = served["page"][0]
+            [card] = ORIGINAL_ANSWER_CARD.findall(page)
+            assert f'<b id="original-answer">{original}</b>'.encode() in card
+            assert edit.description.encode() in page.replace(b"&#x27;", b"'")
+            # Without the card that shows the original answer, no label is named outside its own
+            # answer block: not the answer on the edit, not the gold label.
+            stripped = {**served, "page": (ORIGINAL_ANSWER_CARD.sub(b"", page), served["page"][1])}
+            secrets = _secrets(study, participant, assignment.item) | {edit.model_label}
+            leaks = _page_leaks(study, assignment, stripped, secrets - {original})
+            assert not leaks, leaks
+            # Another answer on the edit, other probabilities and another gold label change no byte.
+            other = next(c for c in assignment.candidate_order if c != edit.model_label)
+            gold = assignment.item.gold_label
+            CounterfactualEdit.objects.filter(pk=edit.pk).update(
+                model_label=other, probabilities=list(reversed(edit.probabilities))
+            )
+            Item.objects.filter(pk=assignment.item_id).update(gold_label=other)
+            after = _fetch_all(client, study)
+            CounterfactualEdit.objects.filter(pk=edit.pk).update(
+                model_label=edit.model_label, probabilities=edit.probabilities
+            )
+            Item.objects.filter(pk=assignment.item_id).update(gold_label=gold)
+            assert {k: v[0] for k, v in served.items()} == {k: v[0] for k, v in after.items()}
+            _answer_current(client, study, assignment)
+    assert phases == {"pretest", "test"}
+    assert Assignment.objects.filter(participant__study=study, kind="attention").exists()

@@ -59,7 +59,7 @@ def test_the_spec_takes_the_task_and_defaults_to_forward(owned):
 @pytest.mark.parametrize(
     "overrides, field, message",
     [
-        ({"task": "rating"}, "task", "unknown value 'rating'; known: forward, verification"),
+        ({"task": "rating"}, "task", "unknown value 'rating'; known: forward, verification, counterfactual"),
         ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
         ({"phases": {"pretest": True}}, "phases.pretest", "no warm-up phase"),
         ({"explanations": {"display": "all_candidates"}}, "explanations.display", "shows predicted_unlabelled"),
@@ -92,7 +92,7 @@ def test_the_api_creates_a_verification_study_and_refuses_bad_values_with_400(ow
         created.json()["task"] == "verification" and Study.objects.get(pk=created.json()["id"]).task == "verification"
     )
     for overrides, field in (
-        ({"task": "counterfactual"}, "task"),
+        ({"task": "rating"}, "task"),
         ({"task": ["verification"]}, "task"),
         ({"phases": {"learning_items": 1}}, "phases.learning_items"),
     ):

@@ -40,6 +40,10 @@ which inputs and dataset items activate a feature, and a sparse linear model ove
 approximating the head. An adapter without it works everywhere else; studies cannot show the
 ``features`` and ``prediction`` views of its items.
 
+One more optional hook (:class:`CounterfactualEdits`), ``counterfactual_edits(item, *,
+attribution)``, gives edits of an item only the adapter knows how to make (a colour changed in
+the picture, a sentence rephrased), for counterfactual studies (``workers/engine/counterfactual.py``).
+
 Overview: docs/DESIGN.md, "Model adapters".
 """
 
@@ -200,6 +204,20 @@ class DecisionFeatures(Protocol):
         """Decision-level features ``(N, F)`` (float, differentiable in ``embedded``) from the
         same embedded tensors and row layout as ``head``: the representation the head's last
         layer maps to logits, e.g. its penultimate activations. ``F`` is fixed for the model."""
+
+
+class CounterfactualEdits(Protocol):
+    """Optional, backward-compatible addition to :class:`ModelAdapter` for counterfactual
+    studies (the ``adapter`` edit kind); checked with ``getattr``
+    (``workers.engine.counterfactual.adapter_edits``)."""
+
+    def counterfactual_edits(self, item: RawItem, *, attribution: Any) -> Sequence[Mapping[str, Any]]:
+        """Edits of raw ``item``: ``[{"name": str, "description": str, "item": edited raw item}]``.
+        ``name`` is unique among the item's edits; ``description`` is what a participant reads
+        ("the square's colour changed to blue"); ``item`` is encoded like any raw item (a new
+        picture file, another text). ``attribution`` is the item's
+        :class:`~workers.engine.attribution.ItemAttribution` for the model's answer (what the
+        participant saw). Return ``[]`` for an item it cannot edit."""
 
 
 _MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")

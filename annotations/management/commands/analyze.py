@@ -51,6 +51,8 @@ def _text(report: dict) -> str:
     ]
     if report.get("task") == "verification":
         return _verification_text(report, lines)
+    if report.get("task") == "counterfactual":
+        return _counterfactual_text(report, lines)
     for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
         block = report["analysis"][section]
         data = block["data"]
@@ -104,5 +106,33 @@ def _verification_text(report: dict, lines: list[str]) -> str:
                 effect = block["effects"].get(arm, {}).get(measure)
                 if effect:
                     line += f"  vs baseline {_pct(effect['estimate'])} [{_pct(effect['ci_low'])}, {_pct(effect['ci_high'])}]"
+                lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _counterfactual_text(report: dict, lines: list[str]) -> str:
+    """A counterfactual study: simulation accuracy on the edits per arm and edit kind, against the
+    baseline arm and the pre-test."""
+    for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
+        block = report["counterfactual"][section]
+        lines.append("")
+        if "unavailable" in block:
+            lines.append(f"{title}: {block['unavailable']}")
+            continue
+        for kind, part in [("all edits", block["all"]), *block["by_edit_kind"].items()]:
+            lines.append(f"{title}, {kind}: {part['n_responses']} answers on {part['n_items']} items")
+            for arm, values in part["arms"].items():
+                acc, change = values["accuracy"], values["pre_post_change"]
+                line = (
+                    f"  {arm:<16} counterfactual accuracy {_pct(acc['estimate'])} "
+                    f"[{_pct(acc['ci_low'])}, {_pct(acc['ci_high'])}]"
+                )
+                effect = part["effects"].get(arm, {}).get("accuracy")
+                if effect:
+                    line += f"  vs baseline {_pct(effect['estimate'])} [{_pct(effect['ci_low'])}, {_pct(effect['ci_high'])}]"
+                if change["estimate"] is not None:
+                    line += (
+                        f"  pre->post {_pct(change['estimate'])} [{_pct(change['ci_low'])}, {_pct(change['ci_high'])}]"
+                    )
                 lines.append(line)
     return "\n".join(lines) + "\n"
