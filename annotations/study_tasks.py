@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 
 FORWARD = "forward"
 VERIFICATION = "verification"
+RATIONALE = "rationale"
 
 
 @dataclass(frozen=True)
 class StudyTask:
     name: str
     label: str
-    #: What a participant answers: "guess" (one of the candidates) or "verdict" (model right? yes/no).
+    #: What a participant answers: "guess" (one of the candidates), "verdict" (model right? yes/no)
+    #: or "rationale" (the units of the input that are evidence for the gold answer).
     answer: str
     #: The participant page of a test or pre-test item, and the instructions page.
     template: str
@@ -56,6 +58,21 @@ STUDY_TASKS: dict[str, StudyTask] = {
             "phases.pretest": "a verification study has no warm-up phase",
         },
         shows_model_answer=True,
+    ),
+    RATIONALE: StudyTask(
+        name=RATIONALE,
+        label="Rationale: mark the evidence for the right answer (ERASER, DeYoung et al. 2020)",
+        answer="rationale",
+        template="participant/rationale.html",
+        instructions_template="participant/rationale_instructions.html",
+        # the page shows no explanation: a rationale study measures people, not methods
+        displays=("all_candidates",),
+        refuses={
+            "phases.learning_items": "a rationale study has no practice items (they show the model's answer)",
+            "phases.pretest": "a rationale study has no warm-up phase",
+            "quality.attention_checks": "a rationale study's attention checks would ask for a guess, which its "
+            "participants never give",
+        },
     ),
 }
 

@@ -342,6 +342,7 @@ def submit(request, study: Study, participant: Participant, assignment_id):
             guess=request.POST.get("guess", ""),
             confidence=request.POST.get("confidence"),
             verdict=request.POST.get("verdict"),
+            rationale=request.POST.getlist("mark"),
             client_timing={name: request.POST.get(name) for name in CLIENT_TIMING_FIELDS},
         )
     except SubmissionRefused as exc:

@@ -28,6 +28,7 @@ from annotations.models import (
 )
 from annotations.selectors.inline_media import media_data_uri
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
+from annotations.selectors.rationales import rationale_page
 from annotations.selectors.wording import study_modality_words
 from annotations.study_tasks import study_task
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
@@ -663,4 +664,5 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "total": mine["total"],
         "percent": int(100 * mine["answered"] / max(mine["total"], 1)),
         "media": media,
+        **rationale_page(study=study, item=assignment.item),  # rationale task only
     }
