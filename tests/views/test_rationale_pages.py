@@ -5,12 +5,25 @@ import back as the dataset's evidence."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
+import numpy as np
 import pytest
 from django.test import Client
 
+from annotations.analysis.rationale import rationale_agreement
 from annotations.models import Participant, Prediction, Response
+from annotations.selectors.rationale_exports import (
+    study_rationale_frame,
+    study_rationale_items_csv_lines,
+    study_rationales_csv_lines,
+)
+from annotations.services.participants import assignment_current, assignment_serve, response_submit
+from annotations.services.rationales import EvidenceImportError, dataset_evidence_import
 from annotations.services.studies import ConditionSpec
-from tests.builders.studies import build_study
+from tests.builders.studies import build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +93,87 @@ def test_a_participant_marks_evidence_and_bad_marks_are_refused(rationale_study)
         assert client.post(url, {"mark": ["image:C4"], "confidence": 4}).status_code == 409
         answered += 1
     assert answered == 2
+
+
+def _answer_all(participant, marks_for) -> int:
+    n = 0
+    while (assignment := assignment_current(participant=participant)) is not None:
+        assignment_serve(assignment=assignment)
+        response_submit(
+            participant=participant,
+            assignment_public_id=assignment.public_id,
+            guess="",
+            confidence=4,
+            rationale=marks_for(assignment),
+        )
+        n += 1
+    return n
+
+
+def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_report_reads(
+    rationale_study, alice, tmp_path
+):
+    study = rationale_study
+    # Six annotators, three per item. Everyone marks C4 and D4 and the word "square" (position 3);
+    # the first annotator also marks A1 and position 0: a minority, so not in the aggregate.
+    participants = [enter_and_start(study, f"worker{k}") for k in range(6)]
+    for k, participant in enumerate(participants):
+        extra = {"image": ["A1"], "text": [0]} if k == 0 else {"image": [], "text": []}
+        _answer_all(
+            participant,
+            lambda a, extra=extra: {"image": ["C4", "D4", *extra["image"]], "text": [3, *extra["text"]]},
+        )
+    rows = list(csv.DictReader(io.StringIO("".join(study_rationales_csv_lines(study=study)))))
+    assert (
+        len(rows) == 12 and {r["n_units:image"] for r in rows} == {"64"} and {r["n_units:text"] for r in rows} == {"6"}
+    )
+    first = {r["units:image"] for r in rows if r["participant"] == str(participants[0].public_id)}
+    assert first == {"A1 C4 D4"} and {r["units:text"] for r in rows} == {"3", "0 3"}
+
+    items_csv = "".join(study_rationale_items_csv_lines(study=study))
+    aggregated = list(csv.DictReader(io.StringIO(items_csv)))
+    assert len(aggregated) == 4
+    for row in aggregated:
+        assert json.loads(row["evidence"]) == {"image": ["C4", "D4"], "text": [3]}
+        assert (row["units:image"], row["support:image"]) == ("C4 D4", "1.000 1.000")
+    assert sum(int(row["n_annotators"]) for row in aggregated) == 12
+
+    # Perfect agreement but for one annotator's extra marks: the analysis sees it.
+    frame = study_rationale_frame(study=study)
+    agreement = rationale_agreement(frame, seed=0, n_resamples=50)
+    assert 0.5 < agreement["alpha"]["estimate"] < 1 and agreement["data"]["n_items"] == 4
+
+    # Import back: a bad file stores nothing and names its lines; the export itself imports.
+    bad = 'item,evidence\nq9999,"{""image"": [""C4""]}"\n' + aggregated[0]["item"] + ',"{""image"": [""c4""]}"\n'
+    with pytest.raises(EvidenceImportError) as caught:
+        dataset_evidence_import(dataset=study.dataset, text=bad)
+    assert "no item 'q9999'" in caught.value.errors[0] and "no patch cell" in caught.value.errors[1]
+    assert not study.dataset.items.exclude(evidence=None).exists()
+    assert dataset_evidence_import(dataset=study.dataset, text=items_csv) == 4
+
+    # The model report's evidence numbers over those regions (workers/engine/report/quantify.py:
+    # group names as probes.group_names gives them for the demo model's 8 x 8 patches of 8 px and
+    # its words, then evidence_mask, mass_inside and pointing_hit).
+    from workers.engine.report import bias, probes
+
+    patches = [
+        {"group_id": k, "kind": "patch", "box": [(k % 8) * 8, (k // 8) * 8, (k % 8 + 1) * 8, (k // 8 + 1) * 8]}
+        for k in range(64)
+    ]
+    for item in study.dataset.items.exclude(evidence=None):
+        assert item.evidence == {"image": ["C4", "D4"], "text": [3]}
+        words = item.payload["text"].replace("?", " ?").split()
+        tokens = [{"group_id": 64 + t, "kind": "token", "text": w} for t, w in enumerate(words)]
+        tokens.append({"group_id": 64 + len(words), "kind": "token", "text": "<pad>", "hidden": True})
+        names = list(probes.group_names(patches).values()) + list(probes.group_names(tokens).values())
+        image_mask, unmatched = bias.evidence_mask(item.evidence["image"], names[:64])
+        text_mask, unmatched_text = bias.evidence_mask(item.evidence["text"], names[64:])
+        assert unmatched == unmatched_text == []
+        assert np.flatnonzero(image_mask).tolist() == [3 * 8 + 2, 3 * 8 + 3] and np.flatnonzero(text_mask).tolist() == [
+            3
+        ]
+        # an attribution with 3 of its 4 units of mass on C4 and the rest on A1: 75% inside, a hit
+        scores = np.zeros(64)
+        scores[[26, 27, 0]] = [2.0, 1.0, -1.0]
+        assert bias.mass_inside(scores, image_mask) == pytest.approx(0.75)
+        assert bias.pointing_hit(scores, image_mask) is True
