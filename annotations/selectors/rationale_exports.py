@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from annotations.models import Assignment, Explanation, Participant, Response, Study
 from annotations.selectors.exports import csv_lines
 from annotations.selectors.rationales import rationale_item_layout
 from workers.engine.dataset import modality_kind
 from workers.engine.rationale_units import MARKABLE_KINDS, unit_positions
+
+if TYPE_CHECKING:  # pandas is imported where used, not at URL load (downloads.py imports this module)
+    import pandas as pd
 
 RATIONALE_EXPORTS = ("rationales", "rationale_items")
 RATIONALE_BASE_COLUMNS = ["participant", "condition", "item", "gold_label", "confidence", "rt_ms", "created_at"]
@@ -76,6 +78,8 @@ def study_rationale_frame(*, study: Study) -> pd.DataFrame:
     ``modality``, ``n_units``, ``units`` (0-based unit numbers), one row per participant × item ×
     markable modality the item offers (an empty ``units``: the participant saw that part and
     marked nothing in it)."""
+    import pandas as pd
+
     rows = []
     for record in study_rationale_records(study=study):
         for modality, names in record["_layout"].items():
@@ -96,6 +100,8 @@ def study_rationale_attributions(*, study: Study, items: list[str]) -> pd.DataFr
     explanation per item and markable modality, cut to the item's units (a text's padding groups
     follow its words): ``method``, ``item``, ``modality``, ``scores``. An explanation whose groups
     are fewer than the item's units is left out (the analysis lists it as missing)."""
+    import pandas as pd
+
     rows = []
     explanations = (
         Explanation.objects.filter(

@@ -11,11 +11,18 @@ import json
 from django.db import transaction
 
 from annotations.models import Dataset, Item, Study
+from annotations.selectors.rationale_exports import study_rationale_attributions, study_rationale_frame
 from annotations.selectors.rationales import rationale_item_layout
 from workers.engine.dataset import _line_evidence
 from workers.engine.rationale_units import MarksError, rationale_marks_parse
 
-__all__ = ["EvidenceImportError", "MarksError", "dataset_evidence_import", "rationale_marks_check"]
+__all__ = [
+    "EvidenceImportError",
+    "MarksError",
+    "dataset_evidence_import",
+    "rationale_marks_check",
+    "study_rationale_report",
+]
 
 
 def rationale_marks_check(*, study: Study, item: Item, raw: object) -> dict[str, list]:
@@ -90,3 +97,54 @@ def dataset_evidence_import(*, dataset: Dataset, text: str) -> int:
     with transaction.atomic():
         Item.objects.bulk_update(updates, ["evidence"], batch_size=500)
     return len(updates)
+
+
+def study_rationale_report(*, study: Study, settings: dict, n_resamples: int) -> dict:
+    """A rationale study's report (``annotations.analysis.rationale``): agreement between
+    annotators, and the plausibility of each stored attribution method against the aggregated
+    rationales, per modality and per gold answer (slice ``answer:<label>``). Raises ``ValueError``
+    when there is nothing to analyse."""
+    from annotations.analysis.rationale import aggregate_rationales, rationale_agreement, rationale_plausibility
+    from annotations.analysis.report import jsonable
+
+    frame = study_rationale_frame(study=study)
+    if frame.empty:
+        raise ValueError("no rationales yet")
+    agreement = rationale_agreement(frame, seed=settings["seed"], n_resamples=n_resamples)
+    aggregated = aggregate_rationales(frame)
+    items = sorted(aggregated["item"].unique())
+    attributions = study_rationale_attributions(study=study, items=items)
+    gold = dict(study.dataset.items.filter(external_id__in=items).values_list("external_id", "gold_label"))
+    plausibility: dict = {"unavailable": "no stored attribution of the gold answer covers the marked items"}
+    if not attributions.empty:
+        try:
+            plausibility = rationale_plausibility(
+                aggregated,
+                attributions,
+                slices={item: f"answer:{label}" for item, label in gold.items()},
+                seed=settings["seed"],
+                n_resamples=n_resamples,
+            )
+        except ValueError as exc:
+            plausibility = {"unavailable": str(exc)}
+    return jsonable(
+        {
+            "study": {
+                "id": study.pk,
+                "public_id": study.public_id,
+                "name": study.name,
+                "task": study.task,
+                "baseline": settings["baseline"],
+                "seed": settings["seed"],
+                "n_resamples": int(n_resamples),
+                "n_permutations": 0,
+                "explanation_method": study.explanation_method,
+            },
+            "task": study.task,
+            "rationale": {
+                "agreement": agreement,
+                "plausibility": plausibility,
+                "n_items_with_rationale": int((aggregated["units"].map(len) > 0).sum()),
+            },
+        }
+    )

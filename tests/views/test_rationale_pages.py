@@ -11,18 +11,21 @@ import json
 
 import numpy as np
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from annotations.analysis.rationale import rationale_agreement
-from annotations.models import Participant, Prediction, Response
+from annotations.models import Explanation, Participant, Prediction, Response
 from annotations.selectors.rationale_exports import (
     study_rationale_frame,
     study_rationale_items_csv_lines,
     study_rationales_csv_lines,
 )
+from annotations.services.analysis import study_report_compute
 from annotations.services.participants import assignment_current, assignment_serve, response_submit
 from annotations.services.rationales import EvidenceImportError, dataset_evidence_import
 from annotations.services.studies import ConditionSpec
+from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
 from tests.builders.studies import build_study, enter_and_start
 
 pytestmark = pytest.mark.django_db
@@ -111,7 +114,7 @@ def _answer_all(participant, marks_for) -> int:
 
 
 def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_report_reads(
-    rationale_study, alice, tmp_path
+    rationale_study, alice, dashboard_computed_at_once
 ):
     study = rationale_study
     # Six annotators, three per item. Everyone marks C4 and D4 and the word "square" (position 3);
@@ -177,3 +180,41 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
         scores[[26, 27, 0]] = [2.0, 1.0, -1.0]
         assert bias.mass_inside(scores, image_mask) == pytest.approx(0.75)
         assert bias.pointing_hit(scores, image_mask) is True
+
+    # The report and the dashboard card: agreement, and the plausibility of a stored attribution
+    # of the gold answer. Image: C4 3, A1 2.5, D4 2 -> top-2 {C4, A1}: F1 1/2, IoU 1/3 (no match),
+    # AP (1 + 2/3) / 2, pointing hit. Text: the word "square" scores highest: all four measures 1.
+    image_scores = np.zeros(64)
+    image_scores[[26, 0, 27]] = [3.0, 2.5, 2.0]
+    text_scores = [0.1, 0.0, 0.0, 0.9, 0.2, 0.0, 0.5]  # six words, then padding
+    for item in study.dataset.items.filter(external_id__in=[row["item"] for row in aggregated]):
+        Explanation.objects.update_or_create(
+            model=study.model,
+            item=item,
+            method=study.explanation_method,
+            target_label=item.gold_label,
+            defaults={
+                "status": "done",
+                "summary": {"group_scores": {"image": image_scores.tolist(), "text": text_scores}},
+            },
+        )
+    report = study_report_compute(study=study, n_resamples=50)
+    methods = report["rationale"]["plausibility"]["methods"][study.explanation_method]
+    expected = {"token_f1": 0.75, "iou_f1": 0.5, "auprc": (5 / 6 + 1) / 2, "pointing": 1.0}
+    for measure, value in expected.items():
+        assert methods["all"][measure]["estimate"] == pytest.approx(value)
+    assert methods["modality:image"]["token_f1"]["estimate"] == pytest.approx(0.5)
+    assert {name for name in methods if name.startswith("answer:")} == {
+        f"answer:{label}"
+        for label in study.dataset.items.filter(evidence__isnull=False).values_list("gold_label", flat=True)
+    }
+    researcher = Client()
+    researcher.force_login(alice)
+    dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
+    assert 'id="plausibility-table"' in dashboard and 'id="rationale-agreement"' in dashboard
+    assert "0.750" in dashboard and 'id="accuracy-table"' not in dashboard
+    download = researcher.get(f"/studies/{study.pk}/exports/rationale_items.csv")
+    assert download.status_code == 200 and b"".join(download.streaming_content).decode() == items_csv
+    printed = io.StringIO()
+    call_command("analyze", str(study.pk), "--n-resamples", "50", stdout=printed)
+    assert "Krippendorff's alpha" in printed.getvalue() and "token_f1 0.750" in printed.getvalue()
