@@ -94,7 +94,8 @@ class StudyForm(forms.Form):
         initial=FORWARD,
         required=False,
         help_text="Verification: participants see the model's answer and its explanation and say whether it is "
-        "right; no practice items or warm-up, and the predicted class's explanation.",
+        "right; no practice items or warm-up, and the predicted class's explanation. Rationale: participants mark "
+        "the evidence for the right answer; no practice items, warm-up, attention checks or explanations.",
     )
     seed = forms.IntegerField(
         min_value=-SEED_MAX,

@@ -8,11 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from django.core.management import call_command
 from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from annotations.analysis.rationale import rationale_agreement
 from annotations.models import Explanation, Participant, Prediction, Response
@@ -22,13 +26,22 @@ from annotations.selectors.rationale_exports import (
     study_rationales_csv_lines,
 )
 from annotations.services.analysis import study_report_compute
+from annotations.services.datasets import dataset_import
 from annotations.services.participants import assignment_current, assignment_serve, response_submit
 from annotations.services.rationales import EvidenceImportError, dataset_evidence_import
+from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import ConditionSpec
 from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
-from tests.builders.studies import build_study, enter_and_start
+from tests.builders.studies import build_study, enter_and_start, make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owned(alice, tmp_path):
+    dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 48))
+    make_model(alice)
+    return alice
 
 
 @pytest.fixture
@@ -218,3 +231,43 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
     printed = io.StringIO()
     call_command("analyze", str(study.pk), "--n-resamples", "50", stdout=printed)
     assert "Krippendorff's alpha" in printed.getvalue() and "token_f1 0.750" in printed.getvalue()
+
+
+SPEC = {
+    "name": "Mark",
+    "task": "rationale",
+    "dataset": "shapes",
+    "model": "toy",
+    "arms": [{"name": "baseline", "views": []}, {"name": "ig", "views": ["heatmap", "tokens"]}],
+    "items": {"n": 6, "per_participant": 3, "raters_per_item": 2},
+    "phases": {"learning_items": 0},
+}
+
+
+@pytest.mark.parametrize(
+    "overrides, field, message",
+    [
+        ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
+        ({"phases": {"pretest": True, "learning_items": 0}}, "phases.pretest", "no warm-up phase"),
+        ({"quality": {"attention_checks": 1}}, "quality.attention_checks", "never give"),
+    ],
+)
+def test_what_a_rationale_study_cannot_run_is_refused_naming_the_field(owned, overrides, field, message):
+    with pytest.raises(SpecError) as caught:
+        study_spec_parse(data={**SPEC, **overrides}, owner=owned)
+    assert caught.value.field == field and message in str(caught.value)
+
+
+@pytest.mark.urls("tests.api.urls")
+def test_the_spec_template_loads_and_the_api_creates_a_rationale_study(owned):
+    template = Path(__file__).resolve().parents[2] / "docs" / "specs" / "rationale.yaml"
+    text = template.read_text().replace("YOUR-DATASET", "shapes").replace("YOUR-MODEL", "toy")
+    spec = study_spec_parse(data=yaml.safe_load(text), owner=owned)
+    assert spec.task == "rationale" and spec.learning_items == 0 and spec.attention_checks == 0
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owned).key}")
+    created = client.post("/api/studies/", SPEC, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["task"] == "rationale"
+    bad = client.post("/api/studies/", {**SPEC, "name": "bad", "phases": {"learning_items": 1}}, format="json")
+    assert bad.status_code == 400 and bad.json()["field"] == "phases.learning_items"
