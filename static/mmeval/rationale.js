@@ -17,6 +17,17 @@
 
   function boxes(part) { return Array.from(part.querySelectorAll('input[name="mark"]')); }
 
+  // One Tab stop per part (a roving tabindex): Tab moves between the picture, the words and the
+  // table, the arrow keys within one.
+  document.querySelectorAll(".rationale-part").forEach(function (part) {
+    const all = boxes(part);
+    all.forEach(function (box, k) { box.tabIndex = k === 0 ? 0 : -1; });
+    part.addEventListener("focusin", function (e) {
+      if (e.target.name !== "mark") return;
+      all.forEach(function (box) { box.tabIndex = box === e.target ? 0 : -1; });
+    });
+  });
+
   document.addEventListener("keydown", function (e) {
     if (e.altKey || e.ctrlKey || e.metaKey || document.querySelector("dialog[open]")) return;
     const target = e.target;
