@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from annotations.models import Assignment, Explanation, Participant, Response, Study
+from annotations.selectors.codebook import TASK_CODEBOOK
 from annotations.selectors.exports import csv_lines
 from annotations.selectors.rationales import rationale_item_layout
 from workers.engine.dataset import modality_kind
@@ -27,8 +28,9 @@ if TYPE_CHECKING:  # pandas is imported where used, not at URL load (downloads.p
     import pandas as pd
 
 RATIONALE_EXPORTS = ("rationales", "rationale_items")
-RATIONALE_BASE_COLUMNS = ["participant", "condition", "item", "gold_label", "confidence", "rt_ms", "created_at"]
-RATIONALE_ITEM_BASE_COLUMNS = ["item", "gold_label", "n_annotators", "evidence"]
+# the columns that do not depend on the modalities, as the codebook lists them
+RATIONALE_BASE_COLUMNS = [c.name for c in TASK_CODEBOOK["rationales"] if not c.is_pattern]
+RATIONALE_ITEM_BASE_COLUMNS = [c.name for c in TASK_CODEBOOK["rationale_items"] if not c.is_pattern]
 
 
 def study_markable_modalities(*, study: Study) -> list[str]:

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from annotations.analysis.rationale import rationale_agreement
 from annotations.models import Explanation, Participant, Prediction, Response
+from annotations.selectors.codebook import codebook_entry
 from annotations.selectors.rationale_exports import (
     study_rationale_frame,
     study_rationale_items_csv_lines,
@@ -147,6 +148,13 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
     assert first == {"A1 C4 D4"} and {r["units:text"] for r in rows} == {"3", "0 3"}
 
     items_csv = "".join(study_rationale_items_csv_lines(study=study))
+    for export, text in (
+        ("rationales", "".join(study_rationales_csv_lines(study=study))),
+        ("rationale_items", items_csv),
+    ):
+        header = next(csv.reader(io.StringIO(text)))
+        assert [c for c in header if codebook_entry(export=export, column=c) is None] == [], export
+        assert {"units:image", "n_units:text"} <= set(header)
     aggregated = list(csv.DictReader(io.StringIO(items_csv)))
     assert len(aggregated) == 4
     for row in aggregated:
