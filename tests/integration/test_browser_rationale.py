@@ -61,6 +61,8 @@ def test_one_rationale_item(browser, live_server, alice, tmp_path, viewport):  #
     _images_loaded(page)
     _fits(page, viewport)
     _readable(page, f"rationale item at {viewport['width']} px")
+    # the grid's cells are targets a finger can hit (8 across, at least 30 px each)
+    assert page.locator(".rationale-grid").bounding_box()["width"] >= 8 * 30
 
     if not phone:
         for _ in range(30):  # Tab to the grid: one stop per part
