@@ -577,7 +577,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     study = participant.study
     phase = assignment.phase
     condition = participant.condition if participant.condition_id == assignment.condition_id else assignment.condition
-    views = [] if phase == Assignment.Phase.PRETEST else list(condition.views)
+    # a rationale page shows no explanation (its gold answer's explanation is for the analysis)
+    rationale = study_task(study.task).answer == "rationale"
+    views = [] if phase == Assignment.Phase.PRETEST or rationale else list(condition.views)
     letters = ANSWER_KEYS
     unlabelled = study.explanation_display == "predicted_unlabelled"
     predicted = None

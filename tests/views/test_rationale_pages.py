@@ -19,13 +19,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotations.analysis.rationale import rationale_agreement
-from annotations.models import Explanation, Participant, Prediction, Response
+from annotations.models import Explanation, Item, Participant, Prediction, Response
 from annotations.selectors.codebook import codebook_entry
 from annotations.selectors.rationale_exports import (
     study_rationale_frame,
     study_rationale_items_csv_lines,
     study_rationales_csv_lines,
 )
+from annotations.selectors.studies import study_explanation_targets
 from annotations.services.analysis import study_report_compute
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import assignment_current, assignment_serve, response_submit
@@ -219,6 +220,9 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
                 "summary": {"group_scores": {"image": image_scores.tolist(), "text": text_scores}},
             },
         )
+    # the workers explain each item's gold answer only: the analysis reads that explanation
+    targets = study_explanation_targets(study=study)
+    assert targets and all(labels == [Item.objects.get(pk=pk).gold_label] for pk, labels in targets.items())
     report = study_report_compute(study=study, n_resamples=50)
     methods = report["rationale"]["plausibility"]["methods"][study.explanation_method]
     expected = {"token_f1": 0.75, "iou_f1": 0.5, "auprc": (5 / 6 + 1) / 2, "pointing": 1.0}
