@@ -238,6 +238,9 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
     assert 'id="plausibility-table"' in dashboard and 'id="rationale-agreement"' in dashboard
     assert "0.750" in dashboard and 'id="accuracy-table"' not in dashboard
+    summary = researcher.get(f"/studies/{study.pk}/exports/summary.csv")
+    assert summary.status_code == 200
+    assert "rationale.agreement.alpha.estimate" in b"".join(summary.streaming_content).decode()
     download = researcher.get(f"/studies/{study.pk}/exports/rationale_items.csv")
     assert download.status_code == 200 and b"".join(download.streaming_content).decode() == items_csv
     printed = io.StringIO()
