@@ -101,7 +101,8 @@ def study_rationale_attributions(*, study: Study, items: list[str]) -> pd.DataFr
     """Per attribution method stored for the study's model, the group scores of the gold answer's
     explanation per item and markable modality, cut to the item's units (a text's padding groups
     follow its words): ``method``, ``item``, ``modality``, ``scores``. An explanation whose groups
-    are fewer than the item's units is left out (the analysis lists it as missing)."""
+    are fewer than the item's units, or with a null score, is left out (the analysis lists it as
+    missing)."""
     import pandas as pd
 
     rows = []
@@ -119,7 +120,8 @@ def study_rationale_attributions(*, study: Study, items: list[str]) -> pd.DataFr
         scores = (explanation.summary or {}).get("group_scores") or {}
         for modality, names in rationale_item_layout(study=study, item=item).items():
             values = scores.get(modality)
-            if isinstance(values, list) and len(values) >= len(names):
+            # a score stored as null (not finite at precompute) leaves the case unscored
+            if isinstance(values, list) and len(values) >= len(names) and None not in values[: len(names)]:
                 rows.append(
                     {
                         "method": explanation.method,

@@ -22,6 +22,7 @@ from annotations.analysis.rationale import rationale_agreement
 from annotations.models import Explanation, Item, Participant, Prediction, Response
 from annotations.selectors.codebook import codebook_entry
 from annotations.selectors.rationale_exports import (
+    study_rationale_attributions,
     study_rationale_frame,
     study_rationale_items_csv_lines,
     study_rationales_csv_lines,
@@ -233,6 +234,15 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
         f"answer:{label}"
         for label in study.dataset.items.filter(evidence__isnull=False).values_list("gold_label", flat=True)
     }
+    # a null score (not finite at precompute) leaves that case unscored instead of failing
+    items = [row["item"] for row in aggregated]
+    assert len(study_rationale_attributions(study=study, items=items)) == 8
+    first = Explanation.objects.get(
+        model=study.model, item__dataset=study.dataset, item__external_id=items[0], method=study.explanation_method
+    )
+    first.summary["group_scores"]["text"][1] = None
+    first.save()
+    assert len(study_rationale_attributions(study=study, items=items)) == 7
     researcher = Client()
     researcher.force_login(alice)
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
