@@ -296,3 +296,40 @@ def test_the_spec_template_loads_and_the_api_creates_a_rationale_study(owned):
     assert created.json()["task"] == "rationale"
     bad = client.post("/api/studies/", {**SPEC, "name": "bad", "phases": {"learning_items": 1}}, format="json")
     assert bad.status_code == 400 and bad.json()["field"] == "phases.learning_items"
+
+
+def test_the_form_creates_a_rationale_study_and_shows_what_it_refuses_under_the_field(owned):
+    from annotations.models import Dataset, RegisteredModel, Study
+
+    client = Client()
+    client.force_login(owned)
+    assert 'value="rationale"' in client.get("/studies/new/").content.decode()
+    form = {
+        "name": "Designed rationale",
+        "task": "rationale",
+        "dataset": Dataset.objects.get(owner=owned).pk,
+        "model": RegisteredModel.objects.get(owner=owned).pk,
+        "seed": 1,
+        "n_items": 6,
+        "items_per_participant": 3,
+        "raters_per_item": 3,
+        "candidate_mode": "top_k",
+        "n_candidates": 2,
+        "n_distractors": 0,
+        "explanation_method": "integrated_gradients",
+        "interaction_method": "second_order",
+        "explanation_display": "all_candidates",
+        "lease_minutes": 30,
+        "learning_items": 0,
+        "attention_checks": 1,
+        "min_rt_ms": 0,
+        "arm_0_name": "baseline",
+        "arm_1_name": "ig",
+        "arm_1_views": ["heatmap"],
+    }
+    refused = client.post("/studies/new/", form)
+    assert refused.status_code == 200 and not Study.objects.filter(name="Designed rationale").exists()
+    assert "never give" in refused.content.decode()
+    form["attention_checks"] = 0
+    assert client.post("/studies/new/", form).status_code == 302
+    assert Study.objects.get(name="Designed rationale").task == "rationale"
