@@ -386,9 +386,9 @@ TASK_CODEBOOK: dict[str, list[Column]] = {
             "evidence",
             "JSON object",
             "",
-            "The aggregated rationale per modality, as a dataset line's evidence field (e.g. "
-            '{"image": ["C4"], "text": [3]}); the file imports back with manage.py import_evidence. Empty when '
-            "no unit has a majority.",
+            "The aggregated rationale of the picture and the words, as a dataset line's evidence field (e.g. "
+            '{"image": ["C4"], "text": [3]}; table rows, numbered in the page\'s name order, are left out); the '
+            "file imports back with manage.py import_evidence. Empty when no unit has a majority.",
         ),
         Column(
             "units:<modality>",

@@ -7,8 +7,9 @@ exports read them (researcher previews left out; test-phase answers only).
   (``n_units:<modality>``);
 * **rationale_items** export: one row per item, the aggregated rationale (majority of the item's
   annotators, ``annotations.analysis.rationale``) per modality with each unit's support, and an
-  ``evidence`` column holding the item's evidence region as JSON: the file imports back as the
-  dataset's ``evidence`` (``services.rationales.dataset_evidence_import``).
+  ``evidence`` column holding the item's evidence region as JSON (picture and words; not table
+  rows, :data:`MODEL_ORDERED_KINDS`): the file imports back as the dataset's ``evidence``
+  (``services.rationales.dataset_evidence_import``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ if TYPE_CHECKING:  # pandas is imported where used, not at URL load (downloads.p
     import pandas as pd
 
 RATIONALE_EXPORTS = ("rationales", "rationale_items")
+#: Modalities whose units are numbered as the model's groups are (the grid's cells row by row, a
+#: text's words). A table's rows are numbered in the page's name order, while the model's groups
+#: come in its adapter's order, which the web process does not know: table rows are exported but
+#: neither scored for plausibility nor written into the evidence column.
+MODEL_ORDERED_KINDS = ("image", "text")
 # the columns that do not depend on the modalities, as the codebook lists them
 RATIONALE_BASE_COLUMNS = [c.name for c in TASK_CODEBOOK["rationales"] if not c.is_pattern]
 RATIONALE_ITEM_BASE_COLUMNS = [c.name for c in TASK_CODEBOOK["rationale_items"] if not c.is_pattern]
@@ -119,6 +125,8 @@ def study_rationale_attributions(*, study: Study, items: list[str]) -> pd.DataFr
             continue
         scores = (explanation.summary or {}).get("group_scores") or {}
         for modality, names in rationale_item_layout(study=study, item=item).items():
+            if modality_kind(modality) not in MODEL_ORDERED_KINDS:
+                continue
             values = scores.get(modality)
             # a score stored as null (not finite at precompute) leaves the case unscored
             if isinstance(values, list) and len(values) >= len(names) and None not in values[: len(names)]:
@@ -176,7 +184,7 @@ def study_rationale_item_rows(*, study: Study) -> list[dict]:
         row[f"units:{agg.modality}"] = _space(units)
         row[f"support:{agg.modality}"] = " ".join(f"{s:.3f}" for s in agg.support)
         row[f"n_units:{agg.modality}"] = agg.n_units
-        if units:
+        if units and kind in MODEL_ORDERED_KINDS:
             row["_evidence"][agg.modality] = units
     for row in rows.values():
         evidence = row.pop("_evidence")
