@@ -7,6 +7,7 @@ from annotations.models import Item, Study
 from annotations.study_tasks import study_task
 from workers.engine.dataset import modality_kind
 from workers.engine.rationale_units import RATIONALE_GRID, rationale_layout
+from workers.engine.series import value_text
 
 
 def rationale_item_layout(*, study: Study, item: Item) -> dict[str, list[str]]:
@@ -24,8 +25,15 @@ def rationale_page(*, study: Study, item: Item) -> dict:
     parts = []
     for modality, names in rationale_item_layout(study=study, item=item).items():
         kind = modality_kind(modality)
+        table = item.payload.get(modality) if kind == "tabular" else None
         units = [
-            {"value": f"{modality}:{name if kind == 'image' else k}", "label": name, "position": k}
+            {
+                "value": f"{modality}:{name if kind == 'image' else k}",
+                "label": name,
+                "position": k,
+                # a table row's value, as the input's table shows it
+                "shown": value_text(float(table[name])) if table is not None else "",
+            }
             for k, name in enumerate(names)
         ]
         parts.append({"modality": modality, "kind": kind, "columns": RATIONALE_GRID[0], "units": units})

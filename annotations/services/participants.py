@@ -75,6 +75,10 @@ class SubmissionRefused(Exception):
     """A forged, stale or malformed submission. Nothing was stored."""
 
 
+class MarksRefused(SubmissionRefused):
+    """A rationale whose marks do not fit the item (``services.rationales``). Nothing was stored."""
+
+
 def _rng(*parts) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
 
@@ -709,7 +713,7 @@ def response_submit(
             try:
                 marks = rationale_marks_check(study=study, item=assignment.item, raw=rationale)
             except MarksError as exc:
-                raise SubmissionRefused(str(exc)) from None
+                raise MarksRefused(str(exc)) from None
         if verifying or marking:
             guess = ""
         if assignment.status == Assignment.Status.ANSWERED:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,11 @@ def test_a_participant_marks_evidence_and_bad_marks_are_refused(rationale_study)
         for marks, message in BAD_MARKS:
             refused = client.post(url, {"mark": marks, "confidence": 3})
             assert refused.status_code == 400 and message in refused.content.decode(), marks
+        # nothing lost: the refused page is the item again, with the marks that fit still ticked
+        again = client.post(url, {"mark": ["image:B2", "text:1", "image:Z9"], "confidence": 3}).content.decode()
+        assert 'id="refused"' in again and 'id="evidence-for"' in again
+        assert re.search(r'value="image:B2"[^>]*checked', again) and re.search(r'value="text:1"[^>]*checked', again)
+        assert len(re.findall(r"\bchecked\b", again)) == 2
         assert not Response.objects.filter(assignment=assignment).exists()
         marks = ["text:3", "image:D4", "image:C4"]
         assert client.post(url, {"mark": marks, "confidence": 4}).status_code == 302
