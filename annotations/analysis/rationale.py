@@ -43,9 +43,10 @@ rationale ``R`` (``k = |R|``):
 
 Each measure's estimate is the mean over the scored cases; its interval is the percentile
 interval of the item bootstrap (items drawn with replacement, all of an item's cases with it;
-stream ``SeedSequence([seed, 5, ...])``). *Chance* is the expected value of each measure for a
-uniformly random ranking (``k/n`` for token F1, AUPRC's mean precision at the positives is
-approximated by the prevalence ``k/n``, pointing ``k/n``, IOU-F1 from the hypergeometric law).
+stream ``SeedSequence([seed, 5, n_items])``). *Chance* is the value of each measure for a
+uniformly random ranking: ``k/n`` for token F1 and the pointing game (exact), the prevalence
+``k/n`` for AUPRC (its large-``n`` limit), and the hypergeometric probability of an overlap
+``>= 2k/3`` for IOU-F1 (exact).
 """
 
 from __future__ import annotations
@@ -317,7 +318,7 @@ def plausibility_case(scores: np.ndarray, rationale: np.ndarray) -> dict[str, fl
     predicted = np.zeros(n, dtype=bool)
     predicted[np.argsort(-s, kind="stable")[:k]] = True
     overlap = int((predicted & gold).sum())
-    precision, recall = overlap / k, overlap / k
+    precision, recall = overlap / int(predicted.sum()), overlap / k  # equal here: k units predicted
     f1 = 2 * precision * recall / (precision + recall) if overlap else 0.0
     iou = overlap / int((predicted | gold).sum())
     return {
