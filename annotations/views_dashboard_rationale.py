@@ -66,5 +66,9 @@ def rationale_view(report: dict) -> dict[str, Any]:
                 }
             )
     out["rationale_rows"] = rows
+    out["rationale_lowest"] = [
+        {"participant": name, "loo_iou": _num(value["loo_iou"]), "n": value["n_cases"]}
+        for name, value in list((block.get("annotators") or {}).items())[:5]
+    ]
     out["plausibility_titles"] = list(PLAUSIBILITY_TITLES.values())
     return out

@@ -20,6 +20,10 @@ Agreement
   ``o_01 = Σ a (m − a) / (m − 1)``, ``n_1 = Σ a``, ``n_0 = Σ (m − a)``, ``n = n_0 + n_1`` and
   ``α = 1 − (n − 1) o_01 / (n_0 n_1)`` (undefined when every value is the same).
 
+Per annotator, **leave-one-out IoU**: the mean over the annotator's cases of the IoU between
+their marks and the strict majority of the case's *other* annotators (cases with fewer than two
+others, or where both are empty, left out): an annotator who marks carelessly stands out.
+
 Aggregation
 -----------
 The aggregated rationale of a case keeps the units marked by a strict majority of its
@@ -64,6 +68,7 @@ from .responses import _as_bool
 __all__ = [
     "PLAUSIBILITY_MEASURES",
     "aggregate_rationales",
+    "annotator_agreement",
     "average_precision",
     "krippendorff_alpha_binary",
     "parse_units",
@@ -138,16 +143,16 @@ def rationale_prepare(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["item", "modality", "participant"], kind="stable").reset_index(drop=True)
 
 
-def _cases(prepared: pd.DataFrame) -> list[tuple[str, str, int, np.ndarray]]:
-    """Per case (sorted by item, modality): item, modality, n_units, and the annotators × units
-    boolean matrix (annotators sorted by participant)."""
+def _cases(prepared: pd.DataFrame) -> list[tuple[str, str, int, np.ndarray, list[str]]]:
+    """Per case (sorted by item, modality): item, modality, n_units, the annotators × units
+    boolean matrix and its rows' participants (sorted)."""
     out = []
     for (item, modality), group in prepared.groupby(["item", "modality"], sort=True):
         n = int(group["n_units"].iloc[0])
         masks = np.zeros((len(group), n), dtype=bool)
         for row, units in enumerate(group["units"]):
             masks[row, list(units)] = True
-        out.append((item, modality, n, masks))
+        out.append((item, modality, n, masks, group["participant"].tolist()))
     return out
 
 
@@ -185,13 +190,40 @@ def krippendorff_alpha_binary(cases: Sequence[np.ndarray]) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def annotator_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Per participant: ``participant``, ``n_cases`` (cases with a leave-one-out IoU) and
+    ``loo_iou`` (module docstring; NaN without such a case), lowest first."""
+    prepared = rationale_prepare(df)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for _item, _modality, _n, masks, annotators in _cases(prepared):
+        if masks.shape[0] < 3:
+            continue
+        for row, participant in enumerate(annotators):
+            others = np.delete(masks, row, axis=0)
+            majority = others.mean(axis=0) > 0.5
+            union = int((majority | masks[row]).sum())
+            if union:
+                sums[participant] = sums.get(participant, 0.0) + int((majority & masks[row]).sum()) / union
+                counts[participant] = counts.get(participant, 0) + 1
+    participants = sorted(prepared["participant"].unique())
+    out = pd.DataFrame(
+        {
+            "participant": participants,
+            "n_cases": [counts.get(p, 0) for p in participants],
+            "loo_iou": [sums[p] / counts[p] if counts.get(p) else np.nan for p in participants],
+        }
+    )
+    return out.sort_values(["loo_iou", "participant"], kind="stable").reset_index(drop=True)
+
+
 def aggregate_rationales(df: pd.DataFrame, *, majority: float = 0.5) -> pd.DataFrame:
     """One rationale per case: ``item``, ``modality``, ``n_units``, ``n_annotators``, ``units``
     (the units marked by a share ``> majority`` of the case's annotators, sorted tuple) and
     ``support`` (per unit of ``units``, the share of annotators who marked it)."""
     prepared = rationale_prepare(df)
     rows = []
-    for item, modality, n, masks in _cases(prepared):
+    for item, modality, n, masks, _ in _cases(prepared):
         share = masks.mean(axis=0)
         units = np.flatnonzero(share > majority)
         rows.append(
@@ -255,7 +287,7 @@ def rationale_agreement(
     iou_sum = np.zeros(len(items))
     iou_count = np.zeros(len(items))
     alpha_terms = np.zeros((len(items), 3))
-    for item, _modality, _n, masks in cases:
+    for item, _modality, _n, masks, _ in cases:
         value = pairwise_iou(masks)
         if value is not None:
             iou_sum[index[item]] += value
@@ -265,7 +297,7 @@ def rationale_agreement(
     iou_estimate = float(iou_sum.sum() / iou_count.sum()) if iou_count.sum() else None
     with np.errstate(divide="ignore", invalid="ignore"):
         iou_replicates = (counts @ iou_sum) / (counts @ iou_count)
-    alpha_estimate = krippendorff_alpha_binary([masks for *_, masks in cases])
+    alpha_estimate = krippendorff_alpha_binary([masks for _, _, _, masks, _ in cases])
     boot_terms = counts @ alpha_terms
     alpha_replicates = _alpha(boot_terms[:, 0], boot_terms[:, 1], boot_terms[:, 2])
     return {
@@ -276,7 +308,7 @@ def rationale_agreement(
             "n_cases": len(cases),
             "n_participants": int(prepared["participant"].nunique()),
             "n_annotations": int(len(prepared)),
-            "mean_annotators": float(np.mean([masks.shape[0] for *_, masks in cases])),
+            "mean_annotators": float(np.mean([masks.shape[0] for _, _, _, masks, _ in cases])),
         },
     }
 

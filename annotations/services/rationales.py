@@ -101,10 +101,15 @@ def dataset_evidence_import(*, dataset: Dataset, text: str) -> int:
 
 def study_rationale_report(*, study: Study, settings: dict, n_resamples: int) -> dict:
     """A rationale study's report (``annotations.analysis.rationale``): agreement between
-    annotators, and the plausibility of each stored attribution method against the aggregated
+    annotators (and each annotator's leave-one-out IoU), and the plausibility of each stored attribution method against the aggregated
     rationales, per modality and per gold answer (slice ``answer:<label>``). Raises ``ValueError``
     when there is nothing to analyse."""
-    from annotations.analysis.rationale import aggregate_rationales, rationale_agreement, rationale_plausibility
+    from annotations.analysis.rationale import (
+        aggregate_rationales,
+        annotator_agreement,
+        rationale_agreement,
+        rationale_plausibility,
+    )
     from annotations.analysis.report import jsonable
 
     frame = study_rationale_frame(study=study)
@@ -145,6 +150,11 @@ def study_rationale_report(*, study: Study, settings: dict, n_resamples: int) ->
                 "agreement": agreement,
                 "plausibility": plausibility,
                 "n_items_with_rationale": int((aggregated["units"].map(len) > 0).sum()),
+                # lowest first: a careless annotator stands out
+                "annotators": {
+                    row.participant: {"n_cases": int(row.n_cases), "loo_iou": row.loo_iou}
+                    for row in annotator_agreement(frame).itertuples()
+                },
             },
         }
     )

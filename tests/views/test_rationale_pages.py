@@ -254,6 +254,9 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
     assert 'id="plausibility-table"' in dashboard and 'id="rationale-agreement"' in dashboard
     assert "0.750" in dashboard and 'id="accuracy-table"' not in dashboard
+    # the first annotator's extra marks put them lowest against the others' majority
+    lowest = next(iter(report["rationale"]["annotators"]))
+    assert lowest == str(participants[0].public_id) and 'id="rationale-lowest"' in dashboard
     summary = researcher.get(f"/studies/{study.pk}/exports/summary.csv")
     assert summary.status_code == 200
     assert "rationale.agreement.alpha.estimate" in b"".join(summary.streaming_content).decode()
