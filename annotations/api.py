@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from annotations.downloads import study_export_response
 from annotations.selectors.exports import EXPORTS
+from annotations.selectors.rationale_exports import RATIONALE_EXPORTS
 from annotations.selectors.studies import study_progress, user_studies
 from annotations.serializers import (
     ErrorSerializer,
@@ -204,7 +205,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def export(self, request, pk=None, what: str = "responses"):
         """Routed by ``urls_api`` (``studies/<pk>/exports/<what>.csv``, no trailing slash)."""
         study = self.get_object()
-        if what not in EXPORTS:
+        if what not in (*EXPORTS, *RATIONALE_EXPORTS):
             raise NotFound(f"no export named {what!r}; exports: {', '.join(EXPORTS)}")
         try:
             return study_export_response(study=study, what=what, filename_prefix="study")

@@ -15,6 +15,7 @@ from annotations.selectors.exports import (
     study_participants_csv_lines,
     study_responses_csv_lines,
 )
+from annotations.selectors.rationale_exports import RATIONALE_EXPORTS, rationale_export_lines
 from annotations.services.analysis import study_report_get
 
 
@@ -36,6 +37,8 @@ def study_export_response(*, study: Study, what: str, filename_prefix: str = "st
         lines = report_summary_csv_lines(report=study_report_get(study=study))
     elif what == "codebook":
         lines = study_codebook_csv_lines(study=study)
+    elif what in RATIONALE_EXPORTS:
+        lines = rationale_export_lines(study=study, what=what)
     else:
         raise ValueError(f"unknown export {what!r}; known: {', '.join(EXPORTS)}")
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

@@ -101,7 +101,8 @@ class StudyForm(forms.Form):
         help_text="Verification: participants see the model's answer and its explanation and say whether it is "
         "right; no practice items or warm-up, and the predicted class's explanation. Counterfactual: they see the "
         "input, the model's answer and its explanation, then an edited input, and predict the model's answer on it "
-        "(every valid answer offered; no practice items).",
+        "(every valid answer offered; no practice items). Rationale: participants mark the evidence for the right "
+        "answer; no practice items, warm-up, attention checks or explanations.",
     )
     counterfactual_edits = forms.MultipleChoiceField(
         choices=[(kind, kind.replace("_", " ")) for kind in EDIT_KINDS],

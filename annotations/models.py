@@ -608,6 +608,11 @@ class Response(models.Model):
     verdict = models.BooleanField(
         null=True, blank=True, help_text="Verification: the participant says the model's answer is right."
     )
+    rationale = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Rationale: the units marked as evidence for the gold answer, per modality (the evidence format).",
+    )
     confidence = models.PositiveSmallIntegerField()
     rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")
     # Browser-measured timing (static/mmeval/timing.js, validated by services/client_timing.py):

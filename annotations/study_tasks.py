@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 FORWARD = "forward"
 VERIFICATION = "verification"
 COUNTERFACTUAL = "counterfactual"
+RATIONALE = "rationale"
 
 
 @dataclass(frozen=True)
 class StudyTask:
     name: str
     label: str
-    #: What a participant answers: "guess" (one of the candidates) or "verdict" (model right? yes/no);
-    #: a counterfactual guess is the model's answer on the item's edited input.
+    #: What a participant answers: "guess" (one of the candidates), "verdict" (model right? yes/no)
+    #: or "rationale" (the units of the input that are evidence for the gold answer); a
+    #: counterfactual guess is the model's answer on the item's edited input.
     answer: str
     #: The participant page of a test or pre-test item, and the instructions page.
     template: str
@@ -78,6 +80,22 @@ STUDY_TASKS: dict[str, StudyTask] = {
             "choices do not depend on the model's answer on the edit",
         },
         design_defaults={"phases.learning_items": 0, "candidates.mode": "all"},
+    ),
+    RATIONALE: StudyTask(
+        name=RATIONALE,
+        label="Rationale: mark the evidence for the right answer (ERASER, DeYoung et al. 2020)",
+        answer="rationale",
+        template="participant/rationale.html",
+        instructions_template="participant/rationale_instructions.html",
+        # the page shows no explanation: a rationale study measures people, not methods
+        displays=("all_candidates",),
+        refuses={
+            "phases.learning_items": "a rationale study has no practice items (they show the model's answer)",
+            "phases.pretest": "a rationale study has no warm-up phase",
+            "quality.attention_checks": "a rationale study's attention checks would ask for a guess, which its "
+            "participants never give",
+        },
+        design_defaults={"phases.learning_items": 0, "phases.pretest": False, "quality.attention_checks": 0},
     ),
 }
 

@@ -19,12 +19,14 @@ from django.views.decorators.http import require_GET
 
 from annotations.downloads import study_export_response
 from annotations.selectors.exports import EXPORTS
+from annotations.selectors.rationale_exports import RATIONALE_EXPORTS
 from annotations.selectors.studies import study_progress
 from annotations.services.analysis import SECTIONS, AnalysisUnavailable
 from annotations.services.dashboard import study_dashboard_latest, study_dashboard_state
-from annotations.study_tasks import COUNTERFACTUAL, VERIFICATION
+from annotations.study_tasks import COUNTERFACTUAL, RATIONALE, VERIFICATION
 from annotations.views_access import study_for_researcher
 from annotations.views_dashboard_counterfactual import counterfactual_view
+from annotations.views_dashboard_rationale import rationale_view
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
 EXPORT_TITLES = {
@@ -455,6 +457,8 @@ def study_dashboard(request, pk: int):
         context.update(_verification_view(report, section))
     elif report is not None and report.get("task") == COUNTERFACTUAL:
         context.update(counterfactual_view(report, section))
+    elif report is not None and report.get("task") == RATIONALE:
+        context.update(rationale_view(report))
     elif report is not None:
         baseline = report["study"]["baseline"]
         block = report["analysis"][section]
@@ -505,7 +509,7 @@ def study_dashboard_progress(request, pk: int):
 @require_GET
 def study_dashboard_export(request, pk: int, what: str):
     study = study_for_researcher(request, pk)
-    if what not in EXPORTS:
+    if what not in (*EXPORTS, *RATIONALE_EXPORTS):
         raise Http404(f"no export named {what!r}")
     try:
         return study_export_response(study=study, what=what, filename_prefix="study")

@@ -56,6 +56,7 @@ from annotations.services.client_timing import CLIENT_TIMING_FIELDS
 from annotations.services.entry_limits import EntryThrottled, entry_platform_id_admit
 from annotations.services.participants import (
     ITEM_PHASES,
+    MarksRefused,
     ParticipantError,
     SubmissionRefused,
     assignment_serve,
@@ -309,6 +310,11 @@ def instructions(request, study: Study, participant: Participant):
 @participant_required
 def item(request, study: Study, participant: Participant):
     """The participant's next item, whatever its phase (pre-test, learning or test)."""
+    return _item_page(request, study, participant)
+
+
+def _item_page(request, study: Study, participant: Participant, *, kept: dict | None = None, status: int = 200):
+    """The next item's page; ``kept``: a refused answer shown again on it (``error``, ``marked``)."""
     assignment = participant_next_item(participant=participant)
     if participant.phase not in ITEM_PHASES:
         return _goto_phase(study, participant)
@@ -322,13 +328,14 @@ def item(request, study: Study, participant: Participant):
         "assignment": assignment,
         "time_left": participant_time_left(participant=participant, assignment=assignment),
         **page,
+        **(kept or {}),
     }
     template = (
         "participant/learning.html"
         if assignment.phase == Assignment.Phase.LEARNING
         else study_task(study.task).template
     )
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @participant_page
@@ -342,9 +349,13 @@ def submit(request, study: Study, participant: Participant, assignment_id):
             guess=request.POST.get("guess", ""),
             confidence=request.POST.get("confidence"),
             verdict=request.POST.get("verdict"),
+            rationale=request.POST.getlist("mark"),
             client_timing={name: request.POST.get(name) for name in CLIENT_TIMING_FIELDS},
         )
     except SubmissionRefused as exc:
+        if isinstance(exc, MarksRefused):  # a rationale's marks: the page again, with them kept
+            kept = {"error": f"That answer was not accepted: {exc}.", "marked": request.POST.getlist("mark")}
+            return _item_page(request, study, participant, kept=kept, status=400)
         return _refusal(
             request,
             study,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 __all__ = [
     "CODEBOOK",
     "CODEBOOK_COLUMNS",
+    "TASK_CODEBOOK",
     "Column",
     "codebook_entry",
     "codebook_markdown",
@@ -391,6 +392,61 @@ CODEBOOK: dict[str, list[Column]] = {
     "participants": PARTICIPANT_CODEBOOK,
     "summary": SUMMARY_CODEBOOK,
 }
+_EVIDENCE_UNITS = (
+    "in the dataset's evidence format: grid cells (column letter, 1-based row, e.g. C4) for a picture, "
+    "0-based positions for words and table rows"
+)
+#: Exports of one task only (the rationale task: ``annotations.selectors.rationale_exports``).
+TASK_CODEBOOK: dict[str, list[Column]] = {
+    "rationales": [
+        Column("participant", _TEXT, "", "The participant's random ID (UUID), the same in every export."),
+        Column("condition", _TEXT, "", "The arm the participant was assigned to."),
+        Column("item", _TEXT, "", "The item's ID in the dataset."),
+        Column("gold_label", _TEXT, "", "The item's gold answer: the answer whose evidence was marked."),
+        Column("confidence", _INT, "1–5 scale", "How sure the participant was of their marks (1 guessing, 5 certain)."),
+        Column("rt_ms", _INT, "milliseconds", "Time from the item's display to the answer."),
+        Column("created_at", _TIME, "", "When the answer was stored."),
+        Column(
+            "units:<modality>",
+            "text (space-separated list)",
+            "",
+            f"The units of <modality> the participant marked as evidence, {_EVIDENCE_UNITS}; empty: none marked.",
+        ),
+        Column(
+            "n_units:<modality>",
+            _INT,
+            "units",
+            "How many units <modality> offered on this item (the grid's cells, the words, the table's rows; 0: none).",
+        ),
+    ],
+    "rationale_items": [
+        Column("item", _TEXT, "", "The item's ID in the dataset."),
+        Column("gold_label", _TEXT, "", "The item's gold answer: the answer whose evidence was marked."),
+        Column("n_annotators", _INT, "participants", "How many participants marked this item."),
+        Column(
+            "evidence",
+            "JSON object",
+            "",
+            "The aggregated rationale of the picture and the words, as a dataset line's evidence field (e.g. "
+            '{"image": ["C4"], "text": [3]}; table rows, numbered in the page\'s name order, are left out); the '
+            "file imports back with manage.py import_evidence. Empty when no unit has a majority.",
+        ),
+        Column(
+            "units:<modality>",
+            "text (space-separated list)",
+            "",
+            f"The units of <modality> marked by a strict majority (more than half) of the item's annotators, "
+            f"{_EVIDENCE_UNITS}.",
+        ),
+        Column(
+            "support:<modality>",
+            "text (space-separated shares, 0–1)",
+            "",
+            "For each unit of units:<modality>, in order, the share of the item's annotators who marked it.",
+        ),
+        Column("n_units:<modality>", _INT, "units", "How many units <modality> offered on this item."),
+    ],
+}
 #: The columns of the codebook itself, as a CSV download.
 CODEBOOK_COLUMNS = ["export", "column", "type", "unit", "meaning"]
 
@@ -398,7 +454,7 @@ CODEBOOK_COLUMNS = ["export", "column", "type", "unit", "meaning"]
 def codebook_entry(*, export: str, column: str) -> tuple[Column, dict[str, str]] | None:
     """The codebook's entry for ``column`` of ``export`` and the values of its placeholders, or
     None if the codebook does not describe it."""
-    for entry in CODEBOOK[export]:
+    for entry in CODEBOOK.get(export) or TASK_CODEBOOK[export]:
         found = entry.matches(column)
         if found is not None:
             return entry, found
@@ -444,8 +500,10 @@ def codebook_markdown() -> str:
         "items": "one row per item of the study's pool",
         "participants": "one row per participant (previews left out)",
         "summary": "the analysis report, one row per number",
+        "rationales": "rationale studies only: one row per participant and item",
+        "rationale_items": "rationale studies only: one row per item, the aggregated rationale",
     }
-    for export, entries in CODEBOOK.items():
+    for export, entries in {**CODEBOOK, **TASK_CODEBOOK}.items():
         lines += [
             "",
             f"## {export}.csv — {titles[export]}",

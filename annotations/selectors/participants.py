@@ -29,6 +29,7 @@ from annotations.models import (
 from annotations.selectors.counterfactual import assignment_counterfactual
 from annotations.selectors.inline_media import media_data_uri
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
+from annotations.selectors.rationales import rationale_page
 from annotations.selectors.wording import study_modality_words
 from annotations.study_tasks import study_task
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
@@ -581,7 +582,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     study = participant.study
     phase = assignment.phase
     condition = participant.condition if participant.condition_id == assignment.condition_id else assignment.condition
-    views = [] if phase == Assignment.Phase.PRETEST else list(condition.views)
+    # a rationale page shows no explanation (its gold answer's explanation is for the analysis)
+    rationale = study_task(study.task).answer == "rationale"
+    views = [] if phase == Assignment.Phase.PRETEST or rationale else list(condition.views)
     letters = ANSWER_KEYS
     unlabelled = study.explanation_display == "predicted_unlabelled"
     predicted = None
@@ -670,4 +673,5 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "total": mine["total"],
         "percent": int(100 * mine["answered"] / max(mine["total"], 1)),
         "media": media,
+        **rationale_page(study=study, item=assignment.item),  # rationale task only
     }

@@ -26,6 +26,7 @@ from annotations.models import (
     StudyItem,
 )
 from annotations.selectors.precompute import job_progress, study_multiviz_method
+from annotations.study_tasks import study_task
 from workers.engine.dataset import is_file_modality
 
 
@@ -142,7 +143,10 @@ def study_needs_explanations(*, study: Study) -> bool:
 
 def prediction_explanation_targets(*, study: Study, prediction: Prediction) -> list[str]:
     """The labels an item is explained for: every candidate, or just the predicted class
-    when the study shows that one explanation unlabelled."""
+    when the study shows that one explanation unlabelled, or just the gold answer in a rationale
+    study (never shown; its plausibility is scored against the participants' evidence for it)."""
+    if study_task(study.task).answer == "rationale":
+        return [prediction.item.gold_label]
     if study.explanation_display == "predicted_unlabelled":
         return [prediction.label]
     return study_candidates(study=study, prediction=prediction)

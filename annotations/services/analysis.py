@@ -41,7 +41,8 @@ from annotations.selectors.analysis import (
 )
 from annotations.selectors.answers import study_answer_options
 from annotations.services.counterfactual_report import counterfactual_report
-from annotations.study_tasks import COUNTERFACTUAL, VERIFICATION
+from annotations.services.rationales import study_rationale_report
+from annotations.study_tasks import COUNTERFACTUAL, RATIONALE, VERIFICATION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,6 +95,11 @@ def _report(
         if "unavailable" in report["counterfactual"]["all"]:
             raise AnalysisUnavailable(report["counterfactual"]["all"]["unavailable"])
         return report
+    if study.task == RATIONALE:
+        try:
+            return study_rationale_report(study=study, settings=settings, n_resamples=n_resamples)
+        except ValueError as exc:
+            raise AnalysisUnavailable(str(exc)) from exc
     try:
         report = study_report(
             responses,
@@ -368,7 +374,7 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     except AnalysisUnavailable as exc:
         out["unavailable"] = str(exc)
         return out
-    if study.task in (VERIFICATION, COUNTERFACTUAL):  # no forward accuracy: no metric points, no power card
+    if study.task in (VERIFICATION, COUNTERFACTUAL, RATIONALE):  # no forward accuracy: no metric points, no power card
         return out
     rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
     flagged = apply_exclusion_rules(responses, rules=rules)

@@ -54,6 +54,7 @@ from annotations.services.client_timing import client_timing_validate
 from annotations.services.counterfactual import counterfactual_response_fields
 from annotations.services.dashboard import dashboard_response_stored
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
+from annotations.services.rationales import MarksError, rationale_marks_check
 from annotations.study_tasks import COUNTERFACTUAL, study_task
 
 # The item phases, in the order a participant goes through them.
@@ -74,6 +75,10 @@ class ParticipantError(Exception):
 
 class SubmissionRefused(Exception):
     """A forged, stale or malformed submission. Nothing was stored."""
+
+
+class MarksRefused(SubmissionRefused):
+    """A rationale whose marks do not fit the item (``services.rationales``). Nothing was stored."""
 
 
 def _rng(*parts) -> random.Random:
@@ -678,10 +683,13 @@ def response_submit(
     confidence,
     verdict: str | None = None,
     client_timing: Mapping[str, object] | None = None,
+    rationale: object = None,
 ) -> Response:
     """Store the answer to one pre-test or test assignment (attention checks included): a
     ``guess`` among the candidates shown (forward simulation) or a ``verdict`` "yes"/"no" on
-    whether the model's answer shown is right (verification; ``guess`` is stored empty).
+    whether the model's answer shown is right (verification; ``guess`` is stored empty), or the
+    ``rationale`` marked (a JSON object of modality -> units, ``services.rationales``; ``guess``
+    is stored empty).
 
     ``client_timing``: the browser's timing fields (``services.client_timing``), checked
     against the server's time; whatever they hold, they never refuse the answer.
@@ -702,14 +710,22 @@ def response_submit(
             participant=locked, assignment_public_id=assignment_public_id, model_id=study.model_id
         )
         verifying = study_task(study.task).answer == "verdict"
+        marking = study_task(study.task).answer == "rationale"
         said_right = _verdict(verdict) if verifying else None
-        if verifying:
+        # the marks are checked before anything else, so a bad answer is refused whole
+        marks = None
+        if marking:
+            try:
+                marks = rationale_marks_check(study=study, item=assignment.item, raw=rationale)
+            except MarksError as exc:
+                raise MarksRefused(str(exc)) from None
+        if verifying or marking:
             guess = ""
         if assignment.status == Assignment.Status.ANSWERED:
             existing = Response.objects.filter(assignment=assignment).first()
             if existing is not None:
-                stored = (existing.guess, existing.verdict, str(existing.confidence))
-                if stored != (guess, said_right, str(confidence).strip()):
+                stored = (existing.guess, existing.verdict, existing.rationale, str(existing.confidence))
+                if stored != (guess, said_right, marks, str(confidence).strip()):
                     raise SubmissionRefused("this item was already answered")
                 return existing
         if assignment.phase == Assignment.Phase.LEARNING:
@@ -720,7 +736,7 @@ def response_submit(
             raise SubmissionRefused("this item was never shown")
         if verifying and said_right is None:
             raise SubmissionRefused("please say whether the model's answer is right: yes or no")
-        if not verifying and guess not in assignment.candidate_order:
+        if not (verifying or marking) and guess not in assignment.candidate_order:
             raise SubmissionRefused("the answer is not one of the choices shown")
         try:
             confidence = int(confidence)
@@ -741,6 +757,7 @@ def response_submit(
             phase=assignment.phase,
             guess=guess,
             verdict=said_right,
+            rationale=marks,
             confidence=confidence,
             rt_ms=rt_ms,
             client_rt_ms=timing.client_rt_ms,

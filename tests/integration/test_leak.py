@@ -740,3 +740,49 @@ def test_no_counterfactual_page_reveals_the_answer_on_the_edit(alice, demo_jsonl
             _answer_current(client, study, assignment)
     assert phases == {"pretest", "test"}
     assert Assignment.objects.filter(participant__study=study, kind="attention").exists()
+
+
+# --- rationale studies ----------------------------------------------------------------------
+# A rationale page names the gold answer (the participant marks the evidence for it) and never
+# the model's: no other label anywhere readable, and another model answer changes no byte.
+
+
+def test_no_rationale_page_reveals_the_models_answer(alice, tmp_path):
+    from tests.builders.studies import build_study
+
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=12,
+        n_items=4,
+        items_per_participant=4,
+        raters_per_item=1,
+        conditions=[ConditionSpec("baseline"), ConditionSpec("ig", ["heatmap", "tokens"])],
+        task="rationale",
+        name="leak-rationale",
+    )
+    wrong_seen = 0
+    for _ in range(2):  # both arms
+        client = Client()
+        participant = _enter(client, study)
+        while (
+            assignment := Assignment.objects.filter(participant=participant, status="active")
+            .order_by("position")
+            .select_related("item")
+            .first()
+        ) is not None:
+            gold = assignment.item.gold_label
+            served = _fetch_all(client, study)
+            html = served["page"][0].decode()
+            assert f'id="evidence-for">{gold}<' in html
+            leaks = _other_labels_named(served, study=study, shown=gold, question=assignment.item.payload["text"])
+            assert not leaks, leaks
+            prediction = Prediction.objects.get(model=study.model, item=assignment.item)
+            wrong_seen += prediction.label != gold
+            other = next(label for label in study.model.labels if label not in (gold, prediction.label))
+            Prediction.objects.filter(pk=prediction.pk).update(label=other)
+            after = _fetch_all(client, study)
+            Prediction.objects.filter(pk=prediction.pk).update(label=prediction.label)
+            assert {k: v[0] for k, v in served.items()} == {k: v[0] for k, v in after.items()}
+            client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"mark": ["image:A1"], "confidence": 3})
+    assert wrong_seen

@@ -53,6 +53,8 @@ def _text(report: dict) -> str:
         return _verification_text(report, lines)
     if report.get("task") == "counterfactual":
         return _counterfactual_text(report, lines)
+    if report.get("task") == "rationale":
+        return _rationale_text(report, lines)
     for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
         block = report["analysis"][section]
         data = block["data"]
@@ -136,3 +138,25 @@ def _counterfactual_text(report: dict, lines: list[str]) -> str:
                     )
                 lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _rationale_text(report: dict, lines: list[str]) -> str:
+    """Agreement, then per method and slice the plausibility measures with their intervals."""
+    block = report["rationale"]
+    for name, title in (("pairwise_iou", "mean pairwise IoU"), ("alpha", "Krippendorff's alpha")):
+        value = block["agreement"][name]
+        lines.append(f"{title}: {_num(value['estimate'])} [{_num(value['ci_low'])}, {_num(value['ci_high'])}]")
+    plausibility = block["plausibility"]
+    if plausibility.get("unavailable"):
+        lines.append(f"plausibility: {plausibility['unavailable']}")
+    for method, slices in (plausibility.get("methods") or {}).items():
+        for name, measures in slices.items():
+            cells = ", ".join(
+                f"{m} {_num(v['estimate'])} [{_num(v['ci_low'])}, {_num(v['ci_high'])}]" for m, v in measures.items()
+            )
+            lines.append(f"{method} / {name}: {cells}")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.3f}"

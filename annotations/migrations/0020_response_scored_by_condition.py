@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0018_counterfactual'),
+        ('annotations', '0019_rationale'),
     ]
 
     operations = [
