@@ -3,6 +3,7 @@ charlie must see nothing."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
@@ -114,3 +115,29 @@ def pytest_collection_modifyitems(config, items):
         )
         if needs:
             item.add_marker(pytest.mark.needs_services)
+
+
+# The fast tier does not import what it would deselect: a test module whose module-level
+# ``pytestmark`` names a service mark marks every one of its tests ``needs_services`` (above),
+# so ``-m "not needs_services"`` skips it before import (read with ``ast``, about a millisecond a
+# file); its imports (torch, the demo, the views) were a large part of the tier's time.
+SERVICE_MARKS = frozenset({"django_db", "browser", "worker"})
+
+
+def pytest_ignore_collect(collection_path, config):
+    if config.getoption("markexpr", "") != "not needs_services":
+        return None
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    return True if _module_marked_for_services(collection_path) else None
+
+
+def _module_marked_for_services(path) -> bool:
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if any(isinstance(target, ast.Name) and target.id == "pytestmark" for target in targets):
+            return any(isinstance(n, ast.Attribute) and n.attr in SERVICE_MARKS for n in ast.walk(node.value))
+    return False

@@ -312,11 +312,12 @@ def _line_evidence(
     modalities: tuple[str, ...],
     problems: list[str],
     *,
-    base: Path,
-    confine: Path | None,
-    max_image_pixels: int,
+    base: Path | None = None,
+    confine: Path | None = None,
+    max_image_pixels: int = IMAGE_MAX_PIXELS,
 ) -> dict[str, Any] | None:
-    """The line's ``evidence`` region (None without one); appends what is wrong with it."""
+    """The line's ``evidence`` region (None without one); appends what is wrong with it. A mask
+    image is read relative to ``base``, the JSONL file's folder (without one, it is refused)."""
     if "evidence" not in obj:
         return None
     value = obj["evidence"]
@@ -332,8 +333,12 @@ def _line_evidence(
             )
             continue
         if modality_kind(modality) == "image" and isinstance(entries, str) and entries:
-            mask_path = (base / entries).resolve()
-            if confine is not None and not mask_path.is_relative_to(confine):
+            mask_path = (base / entries).resolve() if base is not None else None
+            if mask_path is None:
+                problems.append(
+                    f"field 'evidence' for '{modality}': a mask image is read only with a dataset's JSONL file"
+                )
+            elif confine is not None and not mask_path.is_relative_to(confine):
                 problems.append(
                     f"field 'evidence' for '{modality}': mask '{entries}' points outside the uploaded files"
                 )
