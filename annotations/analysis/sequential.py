@@ -56,9 +56,9 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
-from .accuracy import _effect_two_way, _test_data
+from .accuracy import _effect_two_way, _test_data, _test_data_of
 from .responses import responses_prepare
 
 __all__ = [
@@ -236,7 +236,8 @@ def _z_score(estimate: float, se: float | None, df: float | None) -> float | Non
     if df is None:
         return float(t)
     # the normal score with the same tail probability as t on df degrees of freedom
-    return float(-stats.norm.isf(stats.t.cdf(t, df)) if t < 0 else stats.norm.isf(stats.t.sf(t, df)))
+    # = -norm.isf(t.cdf(t, df)) and norm.isf(t.sf(t, df)), by the special functions scipy.stats calls
+    return float(special.ndtri(special.stdtr(df, t)) if t < 0 else -special.ndtri(special.stdtr(df, -t)))
 
 
 def sequential_monitor(
@@ -279,6 +280,13 @@ def sequential_monitor(
     complete = {arm: len(order.get(arm, [])) for arm in arms}
     looks = []
     decisions = {arm: {"decision": "continue", "look": None} for arm in others}
+    # the looks are nested (the first n complete participants of each arm): the test data of the
+    # last look reached is built once, and each look takes its participants' rows from it
+    reached_n = [n for n in typed.looks if all(complete[arm] >= n for arm in arms)]
+    if reached_n:
+        widest = {participant for arm in arms for participant in order[arm][: reached_n[-1]]}
+        widest_data = _test_data(prepared[prepared["participant"].isin(widest)])
+        code_of = {identifier: code for code, identifier in enumerate(widest_data.participants)}
     for k, (n, boundary) in enumerate(zip(typed.looks, boundaries), start=1):
         reached = all(complete[arm] >= n for arm in arms)
         look: dict[str, Any] = {
@@ -289,9 +297,8 @@ def sequential_monitor(
             "comparisons": {},
         }
         if reached:
-            chosen = {participant for arm in arms for participant in order[arm][:n]}
-            rows = prepared[prepared["participant"].isin(chosen)]
-            data = _test_data(rows)
+            chosen = [code_of[participant] for arm in arms for participant in order[arm][:n]]
+            data = _test_data_of(widest_data, np.asarray(chosen, dtype=np.int64))
             for arm in others:
                 estimate, se, dof = _effect_two_way(data, arm=arm, baseline=baseline)
                 z = _z_score(estimate, se, dof)
