@@ -121,7 +121,7 @@ from typing import Final, TypedDict
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, special, stats
+from scipy import sparse, special
 
 from .responses import responses_prepare, sorted_codes, stable_stream_key
 

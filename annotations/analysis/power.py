@@ -51,7 +51,7 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from .accuracy import _effect_two_way, _TestData
 from .mixed import _mixed_model
