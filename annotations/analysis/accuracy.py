@@ -121,7 +121,7 @@ from typing import Final, TypedDict
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, special, stats
+from scipy import sparse, special
 
 from .responses import responses_prepare, sorted_codes, stable_stream_key
 
@@ -204,7 +204,8 @@ def _interval(
     if se == 0.0 or df is None or (logit and estimate in (0.0, 1.0)):
         # no spread, or an accuracy of exactly 0 or 1 (every answer alike): nothing to widen
         return Interval(estimate=estimate, ci_low=estimate, ci_high=estimate, se=se, df=df, bootstrap=boot)
-    quantile = float(stats.t.ppf(_levels(confidence_level)[1], df))
+    # scipy's stats.t.ppf is special.stdtrit behind argument checks that cost more than the quantile
+    quantile = float(special.stdtrit(df, _levels(confidence_level)[1]))
     if logit:
         centre = float(np.log(estimate / (1.0 - estimate)))
         half = quantile * se / (estimate * (1.0 - estimate))
@@ -436,6 +437,7 @@ class _TestData:
     item_code: np.ndarray
     correct: np.ndarray
     model_correct: np.ndarray
+    participants: np.ndarray | None = None  # the sorted identifiers the codes index, where known
 
 
 def _test_data(prepared: pd.DataFrame) -> _TestData:
@@ -443,7 +445,7 @@ def _test_data(prepared: pd.DataFrame) -> _TestData:
     _check_between_subjects(test)
     arm = test["condition"].to_numpy(dtype=object)
     items, item_code = sorted_codes(test["item"])
-    _, participant_code = sorted_codes(test["participant"])
+    participants, participant_code = sorted_codes(test["participant"])
     correct = test["correct_simulation"].to_numpy(dtype=bool)
     model_correct = test["model_correct"].to_numpy(dtype=bool)
     # canonical row order (participant, item, values): every sum below runs in an order the
@@ -457,6 +459,28 @@ def _test_data(prepared: pd.DataFrame) -> _TestData:
         item_code=item_code[order],
         correct=correct[order].astype(np.float64),
         model_correct=model_correct[order],
+        participants=participants,
+    )
+
+
+def _test_data_of(data: _TestData, participant_codes: np.ndarray) -> _TestData:
+    """The test data of some participants (codes into ``data.participants``): the same arrays as
+    :func:`_test_data` of their rows alone, without going through pandas again. Rows sorted
+    canonically stay sorted when some are dropped, and renumbering the codes in sorted order is
+    what ``sorted_codes`` of the remaining identifiers gives."""
+    rows = np.isin(data.participant, participant_codes)
+    kept_participants, participant = np.unique(data.participant[rows], return_inverse=True)
+    kept_items, item_code = np.unique(data.item_code[rows], return_inverse=True)
+    arm = data.arm[rows]
+    return _TestData(
+        arms=tuple(sorted(set(arm))),
+        items=data.items[kept_items],
+        arm=arm,
+        participant=participant.astype(np.int64),
+        item_code=item_code.astype(np.int64),
+        correct=data.correct[rows],
+        model_correct=data.model_correct[rows],
+        participants=None if data.participants is None else data.participants[kept_participants],
     )
 
 

@@ -227,9 +227,11 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
     missing = [column for column in REQUIRED_COLUMNS if column not in df.columns]
     if missing:
         raise ValueError(f"response frame lacks columns {missing}")
-    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
-    for column in (*ID_COLUMNS, *LABEL_COLUMNS, "phase"):
-        out[column] = _as_key(df[column].reset_index(drop=True))
+    # the columns are gathered first and framed once: a frame grown column by column costs more
+    # than everything else here
+    out: dict[str, pd.Series | np.ndarray] = {
+        column: _as_key(df[column].reset_index(drop=True)) for column in (*ID_COLUMNS, *LABEL_COLUMNS, "phase")
+    }
     for column in ("condition", "participant", "item", "phase"):
         if out[column].isna().any():
             raise ValueError(f"column {column!r} has missing values")
@@ -238,14 +240,15 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
             df["is_attention_check"].reset_index(drop=True), column="is_attention_check", missing=False
         ).to_numpy(dtype=bool)
         if attention.any():
-            out.loc[attention, "phase"] = "attention"
+            out["phase"] = out["phase"].where(~attention, "attention")
     out["correct_simulation"] = _as_bool(
         df["correct_simulation"].reset_index(drop=True), column="correct_simulation", missing=None
     )
-    out["confidence"] = pd.to_numeric(df["confidence"].reset_index(drop=True)).astype("float64")
-    conf = out["confidence"].dropna()
+    confidence = pd.to_numeric(df["confidence"].reset_index(drop=True)).astype("float64")
+    conf = confidence.dropna()
     if len(conf) and (~conf.isin([1.0, 2.0, 3.0, 4.0, 5.0])).any():
         raise ValueError("confidence must be an integer from 1 to 5")
+    out["confidence"] = confidence
     out["rt_ms"] = pd.to_numeric(df["rt_ms"].reset_index(drop=True)).astype("float64")
     if "excluded" in df.columns:
         out["excluded"] = _as_bool(df["excluded"].reset_index(drop=True), column="excluded", missing=False)
@@ -258,7 +261,7 @@ def responses_prepare(df: pd.DataFrame) -> pd.DataFrame:
     model = out["model_prediction"].to_numpy(dtype=object)
     gold = out["gold_label"].to_numpy(dtype=object)
     out["model_correct"] = out["model_prediction"].notna() & out["gold_label"].notna() & (model == gold)
-    return out
+    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
 
 
 def sorted_codes(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

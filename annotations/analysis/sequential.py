@@ -56,10 +56,10 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
-from .accuracy import _effect_two_way, _test_data
-from .responses import responses_prepare
+from .accuracy import _effect_two_way, _test_data, _test_data_of
+from .responses import responses_prepare, sorted_codes
 
 __all__ = [
     "SEQUENTIAL_KEYS",
@@ -220,10 +220,20 @@ def _completion(prepared: pd.DataFrame, *, complete_after: int) -> pd.DataFrame:
     test = prepared[(prepared["phase"] == "test") & prepared["correct_simulation"].notna() & ~prepared["excluded"]]
     if "created_at" not in test.columns:
         raise ValueError("sequential looks need the responses' created_at times")
-    per = test.groupby("participant", sort=True).agg(
-        condition=("condition", "first"), n=("item", "size"), completed=("created_at", "max")
+    # by participant (sorted): the arm of the first row, the number of rows, the latest time (NaT
+    # skipped); the same as a groupby aggregation, at a third of its cost
+    participants, code = sorted_codes(test["participant"])
+    first_row = np.full(len(participants), len(code))
+    np.minimum.at(first_row, code, np.arange(len(code)))
+    per = pd.DataFrame(
+        {
+            "participant": participants,
+            "condition": test["condition"].to_numpy(dtype=object)[first_row],
+            "n": np.bincount(code, minlength=len(participants)),
+            "completed": test["created_at"].groupby(code).max().to_numpy(),
+        }
     )
-    per = per[per["n"] >= complete_after].reset_index()
+    per = per[per["n"] >= complete_after].reset_index(drop=True)
     return per.sort_values(["completed", "participant"], kind="stable")
 
 
@@ -236,7 +246,8 @@ def _z_score(estimate: float, se: float | None, df: float | None) -> float | Non
     if df is None:
         return float(t)
     # the normal score with the same tail probability as t on df degrees of freedom
-    return float(-stats.norm.isf(stats.t.cdf(t, df)) if t < 0 else stats.norm.isf(stats.t.sf(t, df)))
+    # = -norm.isf(t.cdf(t, df)) and norm.isf(t.sf(t, df)), by the special functions scipy.stats calls
+    return float(special.ndtri(special.stdtr(df, t)) if t < 0 else -special.ndtri(special.stdtr(df, -t)))
 
 
 def sequential_monitor(
@@ -279,6 +290,13 @@ def sequential_monitor(
     complete = {arm: len(order.get(arm, [])) for arm in arms}
     looks = []
     decisions = {arm: {"decision": "continue", "look": None} for arm in others}
+    # the looks are nested (the first n complete participants of each arm): the test data of the
+    # last look reached is built once, and each look takes its participants' rows from it
+    reached_n = [n for n in typed.looks if all(complete[arm] >= n for arm in arms)]
+    if reached_n:
+        widest = {participant for arm in arms for participant in order[arm][: reached_n[-1]]}
+        widest_data = _test_data(prepared[prepared["participant"].isin(widest)])
+        code_of = {identifier: code for code, identifier in enumerate(widest_data.participants)}
     for k, (n, boundary) in enumerate(zip(typed.looks, boundaries), start=1):
         reached = all(complete[arm] >= n for arm in arms)
         look: dict[str, Any] = {
@@ -289,9 +307,8 @@ def sequential_monitor(
             "comparisons": {},
         }
         if reached:
-            chosen = {participant for arm in arms for participant in order[arm][:n]}
-            rows = prepared[prepared["participant"].isin(chosen)]
-            data = _test_data(rows)
+            chosen = [code_of[participant] for arm in arms for participant in order[arm][:n]]
+            data = _test_data_of(widest_data, np.asarray(chosen, dtype=np.int64))
             for arm in others:
                 estimate, se, dof = _effect_two_way(data, arm=arm, baseline=baseline)
                 z = _z_score(estimate, se, dof)

@@ -20,6 +20,10 @@ from scipy.special import expit
 
 __all__ = ["responses_simulate", "simulated_accuracy_truth"]
 
+# The quadrature's nodes and weights: an eigenproblem of order 101, solved once rather than at
+# every call (the power search calls this inside a root finder).
+_HERMITE_NODES, _HERMITE_WEIGHTS = hermegauss(101)
+
 
 def simulated_accuracy_truth(*, logit: float, participant_sd: float, item_sd: float) -> float:
     """Population simulation accuracy ``E[sigmoid(logit + u + v)]`` of a non-excluded participant.
@@ -27,9 +31,8 @@ def simulated_accuracy_truth(*, logit: float, participant_sd: float, item_sd: fl
     ``u + v ~ N(0, participant_sd² + item_sd²)``; computed by 101-point Gauss–Hermite quadrature
     (error far below 1e-12 for these smooth integrands).
     """
-    nodes, weights = hermegauss(101)
     scale = float(np.hypot(participant_sd, item_sd))
-    return float((weights * expit(logit + scale * nodes)).sum() / np.sqrt(2 * np.pi))
+    return float((_HERMITE_WEIGHTS * expit(logit + scale * _HERMITE_NODES)).sum() / np.sqrt(2 * np.pi))
 
 
 def responses_simulate(

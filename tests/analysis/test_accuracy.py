@@ -17,7 +17,7 @@ from annotations.analysis import (
     simulation_accuracy,
     simulation_gain,
 )
-from annotations.analysis.accuracy import CHUNK, _accuracy_bootstrap, _rng
+from annotations.analysis.accuracy import CHUNK, _accuracy_bootstrap, _accuracy_result, _effects_result, _rng
 from annotations.analysis.responses import responses_prepare, stable_stream_key
 
 # --- closed-form cases ------------------------------------------------------------------------
@@ -293,8 +293,14 @@ def _coverage(n_studies: int, *, seed: int, arms: dict[str, float], **design) ->
     estimates, ses = [], []
     for study in range(n_studies):
         df = responses_simulate(seed=seed + study, arm_logits=arms, **design)
-        effect = arm_effects(df, baseline="baseline", seed=study, n_resamples=1, n_permutations=1)["explained"]["all"]
-        base = simulation_accuracy(df, seed=study, n_resamples=1)["baseline"]["all"]
+        # what arm_effects and simulation_accuracy return, from one preparation of the study
+        boot = _accuracy_bootstrap(responses_prepare(df), seed=study, n_resamples=1)
+        effects = _effects_result(boot, baseline="baseline", seed=study, n_permutations=1, confidence_level=0.95)
+        accuracy = _accuracy_result(boot, confidence_level=0.95)
+        if study == 0:
+            assert effects == arm_effects(df, baseline="baseline", seed=study, n_resamples=1, n_permutations=1)
+            assert accuracy == simulation_accuracy(df, seed=study, n_resamples=1)
+        effect, base = effects["explained"]["all"], accuracy["baseline"]["all"]
         covered_effect += effect["ci_low"] <= truth_effect <= effect["ci_high"]
         covered_base += base["ci_low"] <= truth_base <= base["ci_high"]
         estimates.append(effect["estimate"])
