@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
 from annotations.selectors.precompute import (
+    ATTENTION_PREFIX,
     MULTIVIZ_PREFIX,
     study_decision_features_missing,
     study_explanation_items_missing,
@@ -238,6 +239,8 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
                 if method == study.explanation_method
                 else Stage.MULTIVIZ
                 if method.startswith(MULTIVIZ_PREFIX)
+                else Stage.ATTENTION
+                if method.startswith(ATTENTION_PREFIX)
                 else Stage.INTERACTION
             )
             todo = study_explanation_items_missing(study=study, method=method, views=views, targets=targets)
@@ -323,7 +326,7 @@ def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
     PrecomputeChunk.objects.filter(pk=chunk.pk).update(
         status=ChunkStatus.FAILED, error=error, finished_at=now, failed_rows=chunk.rows
     )
-    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ):
+    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ, Stage.ATTENTION):
         explanation_store_failed(
             model=chunk.job.study.model,
             method=chunk.method,

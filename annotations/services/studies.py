@@ -215,7 +215,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         min_rt_ms=spec.min_rt_ms,
         exclusion_rules=rules,
         design={"n_items": spec.n_items, "filters": filters}
-        | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {}),
+        | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {})
+        | ({"attention_method": spec.attention_method} if spec.attention_method != "chefer" else {}),
         **codes,
         **monitoring,
     )

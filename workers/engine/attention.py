@@ -54,6 +54,8 @@ __all__ = [
     "StreamRecord",
     "TargetGradients",
     "Unit",
+    "ATTENTION_SOURCES",
+    "attention_attribution",
     "attention_record",
     "attention_rollout",
     "block_shares",
@@ -397,4 +399,60 @@ def attention_record(maps: AttentionMaps, *, keep_hidden: bool = False) -> Atten
         cross_modal=maps.cross_modal,
         note=maps.note,
         streams=[_stream_record(s, cross_modal=maps.cross_modal, keep_hidden=keep_hidden) for s in maps.streams],
+    )
+
+
+# -- as an attribution, for the participant view --------------------------------------------------
+#: What the ``attention`` view draws: Chefer et al.'s relevance of each candidate, or the
+#: rollout row of the pooled position (the same for every candidate).
+ATTENTION_SOURCES = ("chefer", "rollout")
+
+
+def attention_attribution(
+    record: AttentionRecord,
+    *,
+    groups: Sequence[Sequence],
+    modalities: Sequence[str],
+    target: int,
+    source: str,
+    method: str,
+):
+    """The record's relevance (``source`` "chefer": of ``target``; "rollout": the pooled
+    row) as an :class:`~workers.engine.attribution.ItemAttribution` over the adapter's
+    feature groups (``groups``: ``describe_groups`` of the item), so the heatmap and word
+    views draw it exactly as they draw a gradient method: the image map fills each patch's
+    box (in the original image's pixels) with its score; hidden groups score 0."""
+    from workers.engine.attribution import ItemAttribution
+
+    if source not in ATTENTION_SOURCES:
+        raise ValueError(f"attention source must be one of {', '.join(ATTENTION_SOURCES)}, got {source!r}")
+    by_group = record.relevance_by_group(int(target) if source == "chefer" else None)
+    maps, group_ids, group_scores = {}, {}, {}
+    for name, infos in zip(modalities, groups):
+        kind = "image" if any(g.box is not None for g in infos) else "text"
+        scores = np.array([by_group[kind].get(int(g.group_id), 0.0) for g in infos], dtype=np.float64)
+        group_ids[name] = np.array([int(g.group_id) for g in infos], dtype=np.int64)
+        group_scores[name] = scores
+        if kind == "image":
+            height = max(int(g.box[3]) for g in infos)
+            width = max(int(g.box[2]) for g in infos)
+            heat = np.zeros((height, width))
+            for g, score in zip(infos, scores):
+                x0, y0, x1, y1 = (int(v) for v in g.box)
+                heat[y0:y1, x0:x1] = score
+            maps[name] = heat
+        else:
+            maps[name] = scores
+    totals = {name: float(group_scores[name].sum()) for name in modalities}
+    norm = sum(abs(v) for v in totals.values()) or 1.0
+    return ItemAttribution(
+        method=method,
+        target=int(target),
+        modalities=tuple(modalities),
+        maps=maps,
+        group_ids=group_ids,
+        group_scores=group_scores,
+        modality_totals=totals,
+        modality_share={name: totals[name] / norm for name in modalities},
+        options={"source": source, "cross_modal": record.cross_modal},
     )
