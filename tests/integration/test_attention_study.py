@@ -1,5 +1,5 @@
-"""The attention view in a study (issue 21): a tiny ViLT folder registered as researchers do,
-a study with a gradient arm and an attention arm precomputed through the job mechanism, the
+"""The attention view in a study (issue 21): a tiny ViLT folder as registration stores it, a
+study with an attention arm precomputed through the job mechanism, the
 attention stored once per (model, item), and every participant page checked by the leak
 walk of tests/integration/test_leak.py (counterfactual included)."""
 
@@ -8,25 +8,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotations.models import Explanation, ItemAttention, Study
+from annotations.models import Explanation, ItemAttention, RegisteredModel, Study
 from annotations.selectors.attention import item_attention_record
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_job_create
-from annotations.services.registry import registered_model_create_hf
 from annotations.services.spec import SpecError, arms_views_check
 from annotations.services.studies import ConditionSpec, study_create, study_launch
 from tests.builders.hf_models import vilt_folder
 from tests.builders.studies import write_dataset
 from tests.integration.test_leak import _walk_and_check
+from workers.engine.hf import HF_ADAPTER, hf_options
 from workers.pipeline import precompute_run
 
 pytestmark = pytest.mark.django_db
 
-ARMS = [
-    ConditionSpec(name="baseline"),
-    ConditionSpec(name="ig", views=["heatmap", "tokens"]),
-    ConditionSpec(name="attention", views=["attention"]),
-]
+ARMS = [ConditionSpec(name="baseline"), ConditionSpec(name="attention", views=["attention"])]
 
 
 def _study(owner, dataset, model, *, name: str, attention_method: str = "chefer") -> Study:
@@ -56,10 +52,18 @@ def _study(owner, dataset, model, *, name: str, attention_method: str = "chefer"
 
 def test_an_attention_arm_is_precomputed_once_per_item_and_leaks_nothing(alice, tmp_path):
     dataset = dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "data", 8))
-    model = registered_model_create_hf(
-        owner=alice, name="vilt", folder=str(vilt_folder(tmp_path / "vilt")), check_dataset=dataset
+    # The row registration stores (tests/integration/test_hf_study.py runs its probe, which
+    # records has_attention(adapter)), without the probe's child process.
+    options = hf_options(path=str(vilt_folder(tmp_path / "vilt")), kind="vqa")
+    model = RegisteredModel.objects.create(
+        owner=alice,
+        name="vilt",
+        adapter_path=HF_ADAPTER,
+        adapter_options=options.as_dict(),
+        labels=list(options.labels),
+        modalities=["image", "text"],
+        capabilities={"features": False, "attention": True},
     )
-    assert model.capabilities == {"features": False, "attention": True}
     study = _study(alice, dataset, model, name="Attention or gradients?")
 
     rows = Explanation.objects.filter(model=model, method="attention:chefer")
@@ -76,7 +80,7 @@ def test_an_attention_arm_is_precomputed_once_per_item_and_leaks_nothing(alice, 
         np.testing.assert_allclose(row.summary["group_scores"]["text"][: len(words)], [words[g] for g in sorted(words)])
 
     kinds = _walk_and_check(study, counterfactual=True, participants=len(ARMS))
-    assert kinds == {"heatmap", "attention"}
+    assert kinds == {"attention"}
 
     # A second study of the model (rollout this time) reuses every stored record.
     files = {pk: row.arrays_file for pk, row in stored.items()}
