@@ -3,12 +3,16 @@ a model has attention for, for the precompute stage and the researcher's attenti
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from django.conf import settings
 
 from annotations.models import ItemAttention, RegisteredModel
 from workers.engine.attention import AttentionRecord
+from workers.engine.attention_views import head_summary_svg, record_matrix
 
 
 def item_attention_row(*, model: RegisteredModel | int, item_id: int) -> ItemAttention | None:
@@ -24,3 +28,73 @@ def item_attention_record(*, row: ItemAttention) -> AttentionRecord:
 def model_attention_items(*, model: RegisteredModel) -> list[ItemAttention]:
     """The model's stored attention rows, in item order, with their items."""
     return list(ItemAttention.objects.filter(model=model).select_related("item").order_by("item_id"))
+
+
+def item_attention_page(*, study, item_pk: int) -> dict[str, Any] | None:
+    """What the researcher's attention page shows for one item of ``study``'s dataset with
+    ``study``'s model: the streams' units and sizes, the patch grid's side, the head summary
+    (an SVG, for a model whose attention crosses modalities), the record's note and the other
+    items with stored attention. None when the item is not in the study's dataset; the
+    context without ``record`` when nothing is stored for it yet."""
+    item = study.dataset.items.filter(pk=item_pk).first()
+    if item is None:
+        return None
+    others = [
+        {"pk": row.item_id, "external_id": row.item.external_id}
+        for row in model_attention_items(model=study.model)
+        if row.item.dataset_id == study.dataset_id
+    ]
+    row = item_attention_row(model=study.model, item_id=item.pk)
+    context: dict[str, Any] = {"item": item, "others": others, "has_image": bool(item.payload.get("image"))}
+    if row is None:
+        return context
+    record = item_attention_record(row=row)
+    streams = []
+    for s in record.streams:
+        n_layers, n_heads = s.attention.shape[:2]
+        streams.append(
+            {
+                "name": s.name,
+                "layers": n_layers,
+                "heads": n_heads,
+                "units": [
+                    {"index": u, "label": unit.label, "modality": unit.modality, "group": unit.group}
+                    for u, unit in enumerate(s.units)
+                ],
+            }
+        )
+    patches = sum(1 for s in record.streams for unit in s.units if unit.modality == "image" and not unit.special)
+    joint = next((s for s in record.streams if s.cross is not None), None)
+    return {
+        **context,
+        "record": record,
+        "data": {
+            "cross_modal": record.cross_modal,
+            "streams": streams,
+            "grid": int(round(math.sqrt(patches))),
+            "layers": max(s["layers"] for s in streams),
+            "heads": max(s["heads"] for s in streams),
+        },
+        "layer_choices": list(range(min(s["layers"] for s in streams))),
+        "head_choices": list(range(min(s["heads"] for s in streams))),
+        "words": [
+            {"index": u, "label": unit.label}
+            for u, unit in enumerate(record.stream_of("text").units)
+            if unit.modality == "text" and not unit.special
+        ],
+        "head_summary": head_summary_svg(joint.cross) if joint is not None else "",
+        "note": record.note,
+        "targets": row.targets,
+    }
+
+
+def item_attention_matrix(*, study, item_pk: int, stream: str, layer: str, head: str) -> list[list[float]] | None:
+    """One unit matrix of the item's stored attention (``attention_views.record_matrix``),
+    rounded for the page; None when nothing is stored. Raises ValueError on a bad choice."""
+    if not study.dataset.items.filter(pk=item_pk).exists():
+        return None
+    row = item_attention_row(model=study.model, item_id=item_pk)
+    if row is None:
+        return None
+    matrix = record_matrix(item_attention_record(row=row), stream=stream, layer=layer, head=head)
+    return np.round(matrix, 4).tolist()
