@@ -308,8 +308,8 @@ def test_registration_records_whether_the_adapter_has_features(alice, tmp_path, 
         path.write_text("\n".join(json.dumps(item) for item in items) + "\n")
         dataset = dataset_import(owner=alice, name=name, jsonl_path=path)
         registered_model_create(owner=alice, name=name, adapter_path=f"tests.builders.{adapter}", check_dataset=dataset)
-    assert RegisteredModel.objects.get(name="with").capabilities == {"features": True}
-    assert RegisteredModel.objects.get(name="without").capabilities == {"features": False}
+    assert RegisteredModel.objects.get(name="with").capabilities == {"features": True, "attention": False}
+    assert RegisteredModel.objects.get(name="without").capabilities == {"features": False, "attention": False}
 
     def spec(model: str) -> dict:
         return dict(_arm(model, ["features", "prediction"], dataset=model), name=f"mv {model}", candidates={"k": 2})
