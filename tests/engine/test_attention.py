@@ -12,6 +12,7 @@ import torch
 from tests.builders.hf_models import clip_folder, image_items, vilt_folder
 from workers.engine.attention import (
     AttentionRecord,
+    attention_attribution,
     attention_record,
     attention_rollout,
     block_shares,
@@ -263,3 +264,39 @@ def test_the_record_round_trips_compactly(vilt, items):
     assert sorted(theirs.relevance) == [0, 1] and theirs.hidden.shape == ours.hidden.shape
     # Without the hidden states a record is a few kilobytes for this model.
     assert len(attention_record(maps[0]).to_bytes()) < len(data)
+
+
+def test_the_attention_view_draws_relevance_over_the_feature_groups(vilt, clip, items):
+    """Chefer's relevance per group fills each patch's box of the original image and each
+    word; the rollout is the same for every target; CLIP's come from its two towers."""
+    for adapter in (vilt, clip):
+        batch = adapter.encode(items[:1])
+        groups = adapter.describe_groups(batch)[0]
+        record = attention_record(adapter.attention(items[:1], targets=[[0, 1]])[0])
+        by_group = record.relevance_by_group(1)
+        chefer = attention_attribution(
+            record, groups=groups, modalities=adapter.modalities, target=1, source="chefer", method="attention:chefer"
+        )
+        width, height = batch.sizes[0]
+        assert chefer.maps["image"].shape == (height, width)
+        for g in groups[0]:
+            x0, y0, x1, y1 = g.box
+            assert np.all(chefer.maps["image"][y0:y1, x0:x1] == by_group["image"][g.group_id])
+        words = [by_group["text"].get(g.group_id, 0.0) for g in groups[1]]
+        np.testing.assert_array_equal(chefer.group_scores["text"], words)
+        assert chefer.group_scores["text"][-1] == 0.0 if groups[1][-1].hidden else True
+        rollouts = [
+            attention_attribution(
+                record, groups=groups, modalities=adapter.modalities, target=t, source="rollout", method="r"
+            )
+            for t in (0, 1)
+        ]
+        np.testing.assert_array_equal(rollouts[0].group_scores["text"], rollouts[1].group_scores["text"])
+        assert not np.array_equal(
+            chefer.group_scores["image"],
+            attention_attribution(
+                record, groups=groups, modalities=adapter.modalities, target=0, source="chefer", method="c"
+            ).group_scores["image"],
+        )
+    with pytest.raises(ValueError, match="attention source"):
+        attention_attribution(record, groups=groups, modalities=adapter.modalities, target=0, source="raw", method="x")

@@ -135,6 +135,8 @@ _DELETE = object()
         ("explanations.method", "magic", "explanations.method", "unknown value 'magic'"),
         ("explanations.interaction_method", "magic", "explanations.interaction_method", "unknown value"),
         ("explanations.display", "some", "explanations.display", "unknown value"),
+        ("explanations.attention_method", "magic", "explanations.attention_method", "unknown value 'magic'"),
+        ("arms.1.views", ["attention"], "arms[1].views", "has no attention() hook"),
         ("phases.pretest", "maybe", "phases.pretest", "true or false"),
         ("quality.attention_rate", 2, "quality.attention_rate", "between 0 and 1"),
         ("quality.exclusion_rules", {"max_fails": 1}, "quality.exclusion_rules.max_fails", "unknown field"),
