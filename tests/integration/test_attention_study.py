@@ -5,11 +5,15 @@ walk of tests/integration/test_leak.py (counterfactual included)."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 import pytest
 
 from annotations.models import Explanation, ItemAttention, RegisteredModel, Study
 from annotations.selectors.attention import item_attention_record
+from annotations.selectors.exports import study_responses_csv_lines
 from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_job_create
 from annotations.services.spec import SpecError, arms_views_check
@@ -81,6 +85,12 @@ def test_an_attention_arm_is_precomputed_once_per_item_and_leaks_nothing(alice, 
 
     kinds = _walk_and_check(study, counterfactual=True, participants=len(ARMS))
     assert kinds == {"attention"}
+    # The export names the arm's method for what it shows (codebook: explanation_methods).
+    exported = {
+        (row["condition"], row["explanation_methods"])
+        for row in csv.DictReader(io.StringIO("".join(study_responses_csv_lines(study=study))))
+    }
+    assert exported == {("baseline", "none"), ("attention", "attention:chefer")}
 
     # A second study of the model (rollout this time) reuses every stored record.
     files = {pk: row.arrays_file for pk, row in stored.items()}
