@@ -83,6 +83,7 @@ def item_attention_page(*, study, item_pk: int) -> dict[str, Any] | None:
             if unit.modality == "text" and not unit.special
         ],
         "head_summary": head_summary_svg(joint.cross) if joint is not None else "",
+        "relevance": _relevance_rows(record, labels=list(study.model.labels), targets=row.targets),
         "note": record.note,
         "targets": row.targets,
     }
@@ -98,3 +99,23 @@ def item_attention_matrix(*, study, item_pk: int, stream: str, layer: str, head:
         return None
     matrix = record_matrix(item_attention_record(row=row), stream=stream, layer=layer, head=head)
     return np.round(matrix, 4).tolist()
+
+
+def _relevance_rows(record: AttentionRecord, *, labels: list[str], targets: list[str]) -> list[dict[str, Any]]:
+    """Per stored label, Chefer et al.'s relevance of its words (as written, in order) and its
+    three most relevant patches, for the researcher (the page names the labels)."""
+    rows = []
+    for label in targets:
+        if label not in labels or labels.index(label) not in record.targets:
+            continue
+        by_group = record.relevance_by_group(labels.index(label))
+        text = record.stream_of("text")
+        words = [
+            {"label": text.units[u].label, "value": by_group["text"].get(text.units[u].group, 0.0)}
+            for u in text.word_units()
+        ]
+        image = record.stream_of("image")
+        names = {image.units[u].group: image.units[u].label for u in image.patch_units()}
+        top = sorted(by_group["image"].items(), key=lambda kv: -kv[1])[:3]
+        rows.append({"label": label, "words": words, "patches": [{"label": names[g], "value": v} for g, v in top]})
+    return rows

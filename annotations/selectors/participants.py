@@ -483,7 +483,14 @@ def _colour_scales(views: list[str], rows: dict[str, dict[str, Explanation]]) ->
                 out.append({"view": view, "name": VIEW_NAMES[view], "low": scale["low"], "high": scale["high"]})
                 words = (row.summary.get("colour_scales") or {}).get("text") if view == "attention" else None
                 if words:  # the attention view's words have their own scale, as the tokens view's do
-                    out.append({"view": view, "name": "Attention (words)", "low": words["low"], "high": words["high"]})
+                    out.append(
+                        {
+                            "view": "attention-words",
+                            "name": "Attention (words)",
+                            "low": words["low"],
+                            "high": words["high"],
+                        }
+                    )
                 break
     return out
 

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 import pytest
+from django.test import Client
 
 from annotations.models import Explanation, ItemAttention, RegisteredModel, Study
 from annotations.selectors.attention import item_attention_record
@@ -82,6 +83,14 @@ def test_an_attention_arm_is_precomputed_once_per_item_and_leaks_nothing(alice, 
         target = model.labels.index(row.target_label)
         words = record.relevance_by_group(target)["text"]
         np.testing.assert_allclose(row.summary["group_scores"]["text"][: len(words)], [words[g] for g in sorted(words)])
+
+    # The researcher's page of a precomputed item: the head summary and each stored label's relevance.
+    researcher = Client()
+    researcher.force_login(alice)
+    item_pk = min(stored)
+    html = researcher.get(f"/studies/{study.pk}/items/{item_pk}/attention/").content.decode()
+    assert 'class="head-summary"' in html and 'id="att-relevance"' in html
+    assert all(f"<td>{label}</td>" in html for label in stored[item_pk].targets)
 
     kinds = _walk_and_check(study, counterfactual=True, participants=len(ARMS))
     assert kinds == {"attention"}
