@@ -11,6 +11,7 @@ import numpy as np
 from django.conf import settings
 
 from annotations.models import ItemAttention, RegisteredModel
+from annotations.selectors.studies import study_item
 from workers.engine.attention import AttentionRecord
 from workers.engine.attention_views import head_summary_svg, record_matrix
 
@@ -31,18 +32,19 @@ def model_attention_items(*, model: RegisteredModel) -> list[ItemAttention]:
 
 
 def item_attention_page(*, study, item_pk: int) -> dict[str, Any] | None:
-    """What the researcher's attention page shows for one item of ``study``'s dataset with
+    """What the researcher's attention page shows for one item of ``study``'s pool with
     ``study``'s model: the streams' units and sizes, the patch grid's side, the head summary
     (an SVG, for a model whose attention crosses modalities), the record's note and the other
-    items with stored attention. None when the item is not in the study's dataset; the
-    context without ``record`` when nothing is stored for it yet."""
-    item = study.dataset.items.filter(pk=item_pk).first()
+    pool items with stored attention. None when the item is not in the study's pool (as the
+    item's own page); the context without ``record`` when nothing is stored for it yet."""
+    item = study_item(study=study, item_pk=item_pk)
     if item is None:
         return None
+    pool = set(study.study_items.values_list("item_id", flat=True))
     others = [
         {"pk": row.item_id, "external_id": row.item.external_id}
         for row in model_attention_items(model=study.model)
-        if row.item.dataset_id == study.dataset_id
+        if row.item_id in pool
     ]
     row = item_attention_row(model=study.model, item_id=item.pk)
     context: dict[str, Any] = {"item": item, "others": others, "has_image": bool(item.payload.get("image"))}
@@ -92,7 +94,7 @@ def item_attention_page(*, study, item_pk: int) -> dict[str, Any] | None:
 def item_attention_matrix(*, study, item_pk: int, stream: str, layer: str, head: str) -> list[list[float]] | None:
     """One unit matrix of the item's stored attention (``attention_views.record_matrix``),
     rounded for the page; None when nothing is stored. Raises ValueError on a bad choice."""
-    if not study.dataset.items.filter(pk=item_pk).exists():
+    if study_item(study=study, item_pk=item_pk) is None:
         return None
     row = item_attention_row(model=study.model, item_id=item_pk)
     if row is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annotations.models import StudyItem
 from annotations.services.attention import item_attention_store
 from annotations.services.datasets import dataset_import
 from annotations.services.studies import study_create
@@ -42,7 +43,8 @@ def hand_maps(item_id: str, *, layers: int = 2, heads: int = 2) -> AttentionMaps
 
 
 def attention_study(owner, tmp_path: Path):
-    """A study (heatmap arm) of a toy model, with the hand record stored for its first item."""
+    """A study (heatmap arm) of a toy model with two pool items, the hand record stored for
+    the first."""
     dataset = dataset_import(owner=owner, name="shapes", jsonl_path=write_dataset(tmp_path / "data", 6))
     model = make_model(owner)
     study = study_create(
@@ -55,7 +57,9 @@ def attention_study(owner, tmp_path: Path):
         items_per_participant=2,
         raters_per_item=1,
     )
-    item = dataset.items.order_by("line_number").first()
+    item, other = dataset.items.order_by("line_number")[:2]
+    for pooled in (item, other):  # the pool, as precompute selects it (the page shows pool items)
+        StudyItem.objects.create(study=study, item=pooled)
     record = attention_record(hand_maps(item.external_id))
     item_attention_store(model=model, item=item, data=record.to_bytes(), targets=[], cross_modal=True)
     return study, item

@@ -22,6 +22,8 @@ def test_the_attention_page_shows_stored_attention_to_its_researchers_only(alice
     data = f"/studies/{study.pk}/items/{item.pk}/attention.json"
 
     html = owner.get(page).content.decode()
+    image = owner.get(f"/studies/{study.pk}/items/{item.pk}/image")
+    assert image.status_code == 200, image.status_code
     assert all(f'<span class="att-label">{w}</span>' in html for w in WORDS)
     assert 'class="head-summary"' in html and 'id="attention-data"' in html
     # Word w (unit 1 + w) attends to patch w alone: 100% across modalities for those rows.
@@ -36,7 +38,7 @@ def test_the_attention_page_shows_stored_attention_to_its_researchers_only(alice
     assert owner.get(data, {"stream": "towers", "layer": "0"}).status_code == 400
     assert stranger.get(page).status_code == 404 and stranger.get(data, {"stream": "joint"}).status_code == 404
 
-    other = study.dataset.items.exclude(pk=item.pk).first()
+    other = study.study_items.exclude(item=item).get().item
     assert (
         "No attention is stored for this item yet"
         in owner.get(f"/studies/{study.pk}/items/{other.pk}/attention/").content.decode()
@@ -45,3 +47,6 @@ def test_the_attention_page_shows_stored_attention_to_its_researchers_only(alice
         owner.get(f"/studies/{study.pk}/items/{other.pk}/attention.json", {"stream": "joint", "layer": "0"}).status_code
         == 404
     )
+    # An item outside the study's pool is not the study's to show, as on the item's own page.
+    outside = study.dataset.items.exclude(study_items__study=study).first()
+    assert owner.get(f"/studies/{study.pk}/items/{outside.pk}/attention/").status_code == 404
