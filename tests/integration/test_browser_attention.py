@@ -45,9 +45,10 @@ def test_clicking_a_word_changes_the_patch_map(live_server, alice, tmp_path):
         page.get_by_role("button", name="patch B1").click()
         page.wait_for_function("() => document.querySelector('.att-word .att-value').textContent !== ''")
         words_of_patch = [page.locator(".att-word .att-value").nth(k).inner_text() for k in range(len(WORDS))]
+        patches_after = page.evaluate(PATCH_VALUES)
         browser.close()
     # Word w attends to patch w alone (tests/builders/attention.py).
     assert maps[0] == ["1.0000", "0.0000", "0.0000", "0.0000"]
     assert maps[1] == ["0.0000", "1.0000", "0.0000", "0.0000"]
     # Patch B1 (patch 1) attends only to itself: nothing on the words.
-    assert words_of_patch == ["0.000"] * len(WORDS)
+    assert words_of_patch == ["0.000"] * len(WORDS) and patches_after == [""] * GRID**2
