@@ -155,6 +155,24 @@ class Explanation(models.Model):
         ]
 
 
+class ItemAttention(models.Model):
+    """The attention of one model on one item (``workers.engine.attention.AttentionRecord``:
+    per-head unit attention, block shares, rollout and each target's relevance), stored once
+    per (model, item) as a compressed ``.npz`` under MEDIA_ROOT; ``targets`` are the labels
+    whose relevance it holds."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="attention")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="attention")
+    arrays_file = models.CharField(max_length=300, help_text="npz under MEDIA_ROOT (AttentionRecord.to_bytes)")
+    targets = models.JSONField(default=list, blank=True, help_text="Labels whose relevance the file holds.")
+    cross_modal = models.BooleanField(default=True, help_text="False for two-tower models (CLIP).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "item"], name="item_attention_unique")]
+
+
 class DecisionFeatures(models.Model):
     """MultiViz stages 3 and 4 of one model over one dataset: every item's decision-level
     features, the sparse linear head fitted over them (with its held-out fidelity), and the
@@ -316,6 +334,7 @@ class Condition(models.Model):
         AUDIO = "audio", "Audio waveform with attribution over time"
         FEATURES = "features", "What activates the deciding features (MultiViz representations)"
         PREDICTION = "prediction", "Sparse feature weights behind each answer (MultiViz prediction)"
+        ATTENTION = "attention", "Attention over the picture and the words (transformer adapters)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
@@ -419,6 +438,7 @@ class PrecomputeChunk(LeasedWork):
         INTERACTION = "interaction"
         FEATURES = "features", "Decision-level features and their sparse head (dataset)"
         MULTIVIZ = "multiviz", "Feature and prediction views"
+        ATTENTION = "attention", "Attention rollout and relevance (transformer adapters)"
         COUNTERFACTUAL = "counterfactual", "Counterfactual edits and the model's answers on them"
 
     class Status(models.TextChoices):

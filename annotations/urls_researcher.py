@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotations import views_model_reports
+from annotations import views_attention, views_model_reports
 from annotations import views_researcher as views
 
 urlpatterns = [
@@ -19,6 +19,16 @@ urlpatterns = [
     path("studies/<int:pk>/export.csv", views.study_export_csv, name="study-export"),
     path("studies/<int:pk>/items/<int:item_pk>/", views.study_item_detail, name="study-item"),
     path("studies/<int:pk>/items/<int:item_pk>/image", views.study_item_media, name="study-item-image"),
+    path(
+        "studies/<int:pk>/items/<int:item_pk>/attention/",
+        views_attention.study_item_attention,
+        name="study-item-attention",
+    ),
+    path(
+        "studies/<int:pk>/items/<int:item_pk>/attention.json",
+        views_attention.study_item_attention_json,
+        name="study-item-attention-json",
+    ),
     path(
         "studies/<int:pk>/explanations/<int:explanation_pk>.png",
         views.study_explanation_media,

@@ -33,9 +33,11 @@ def adapter_probe(*, request: dict[str, Any]) -> dict[str, Any]:
         check = check_adapter(adapter, request["items"])
     except Exception as exc:
         return {"step": "check", "message": error_text(exc), "traceback": traceback.format_exc()}
+    from workers.engine.attention import has_attention
     from workers.engine.features import has_features
 
-    return {"labels": check.labels, "modalities": check.modalities, "capabilities": {"features": has_features(adapter)}}
+    capabilities = {"features": has_features(adapter), "attention": has_attention(adapter)}
+    return {"labels": check.labels, "modalities": check.modalities, "capabilities": capabilities}
 
 
 def main(*, argv: list[str]) -> int:

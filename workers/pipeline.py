@@ -29,7 +29,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from annotations.models import PrecomputeChunk, PrecomputeJob
+from annotations.selectors.attention import item_attention_record, item_attention_row
 from annotations.selectors.precompute import (
+    ATTENTION_PREFIX,
     MODALITY_INTERACTION,
     item_map,
     job_progress,
@@ -40,6 +42,7 @@ from annotations.selectors.precompute import (
     study_required_methods,
 )
 from annotations.selectors.studies import item_raw
+from annotations.services.attention import item_attention_store
 from annotations.services.explanations import (
     decision_features_store,
     explanation_share_view_add,
@@ -62,6 +65,8 @@ from annotations.services.precompute import (
 )
 from workers.adapters import registered_model_adapter
 from workers.counterfactual_pipeline import counterfactual_rows
+from workers.engine.adapter import AdapterError
+from workers.engine.attention import attention_attribution, attention_record, has_attention
 from workers.engine.attribution import attribute, item_lines_places, nonfinite_naming
 from workers.engine.dataset import IMAGE_MODALITIES
 from workers.engine.explain import predict
@@ -185,10 +190,15 @@ def _compute(chunk: PrecomputeChunk) -> tuple[int, str]:
     if not pairs:
         return 0, ""
     raws = {item_id: item_raw(items[item_id]) for item_id, _ in pairs}
-    compute = {Stage.ATTRIBUTION: _attribution_rows, Stage.MULTIVIZ: _multiviz_rows}.get(chunk.stage, _interaction_rows)
+    compute = {
+        Stage.ATTRIBUTION: _attribution_rows,
+        Stage.MULTIVIZ: _multiviz_rows,
+        Stage.ATTENTION: _attention_rows,
+    }.get(chunk.stage, _interaction_rows)
     try:
-        # The MultiViz rows encode one row per (item, feature) themselves.
-        batch = None if chunk.stage == Stage.MULTIVIZ else adapter.encode([raws[item_id] for item_id, _ in pairs])
+        # The MultiViz and attention rows encode their items themselves.
+        own_batches = (Stage.MULTIVIZ, Stage.ATTENTION)
+        batch = None if chunk.stage in own_batches else adapter.encode([raws[item_id] for item_id, _ in pairs])
         # Batch rows are the pairs: a NaN error names their items by id and line.
         with nonfinite_naming(items=[raws[item_id] for item_id, _ in pairs], places=_item_places(items.values())):
             compute(
@@ -285,6 +295,60 @@ def _attribution_rows(*, study, adapter, batch, pairs, raws, items, views, metho
                 share_png=render_share_bars(shares=attribution.modality_share) if "share" in views else None,
                 metrics=metrics.get(k),
                 modality_pngs=modal_view.pngs,
+            )
+
+
+def _attention_rows(*, study, adapter, batch, pairs, raws, items, views, method) -> None:
+    """The attention view of every pair: each item's attention record (per-head attention,
+    block shares, rollout, Chefer relevance of its targets) is computed once per (model, item)
+    and stored, then drawn as a heatmap and word highlights, candidates on one scale."""
+    if not has_attention(adapter):
+        raise AdapterError(f"{type(adapter).__name__} has no attention() hook; the attention view needs one")
+    source = method.removeprefix(ATTENTION_PREFIX)
+    label_index = {label: k for k, label in enumerate(study.model.labels)}
+    for item_id, rows in _rows_by_item(pairs).items():
+        labels = [pairs[k][1] for k in rows]
+        stored = item_attention_row(model=study.model, item_id=item_id)
+        record = item_attention_record(row=stored) if stored and set(labels) <= set(stored.targets) else None
+        if record is None:
+            wanted = sorted(set(labels) | set(stored.targets if stored else []), key=label_index.__getitem__)
+            (maps,) = adapter.attention([raws[item_id]], targets=[[label_index[label] for label in wanted]])
+            record = attention_record(maps)
+            item_attention_store(
+                model=study.model,
+                item=items[item_id],
+                data=record.to_bytes(),
+                targets=wanted,
+                cross_modal=record.cross_modal,
+            )
+        groups = adapter.describe_groups(adapter.encode([raws[item_id]]))[0]
+        attributions = [
+            attention_attribution(
+                record,
+                groups=groups,
+                modalities=adapter.modalities,
+                target=label_index[label],
+                source=source,
+                method=method,
+            )
+            for label in labels
+        ]
+        for label, attribution, view in zip(
+            labels, attributions, render_item_views(item=raws[item_id], attributions=attributions, groups=groups)
+        ):
+            summary = attribution.to_json()
+            summary.pop("group_ids", None)
+            summary["colour_scales"] = view.colour_scales
+            summary["note"] = record.note
+            explanation_store_attribution(
+                model=study.model,
+                item=items[item_id],
+                method=method,
+                target_label=label,
+                arrays=attribution.to_arrays(),
+                summary=summary,
+                image_png=view.image_png,
+                tokens=view.tokens,
             )
 
 

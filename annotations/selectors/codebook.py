@@ -77,7 +77,7 @@ RESPONSE_PARTICIPANT_CODEBOOK = [
         "explanation_methods",
         _TEXT,
         "",
-        "The methods behind the arm's views joined by '+' (attribution, interaction, 'multiviz:<method>'); 'none'.",
+        "The methods behind the arm's views joined by '+' (attribution, interaction, 'multiviz:<method>', 'attention:<chefer|rollout>'); 'none'.",
     ),
     Column(
         "explanation_display",

@@ -87,6 +87,7 @@ from annotations.selectors.codebook import (
     codebook_rows,
 )
 from annotations.selectors.participants import response_correct
+from annotations.selectors.precompute import study_attention_method
 from annotations.selectors.studies import study_candidates
 
 if TYPE_CHECKING:  # the analysis package pulls numpy/pandas/scipy: imported where used, not at URL load
@@ -104,6 +105,7 @@ PARTICIPANT_COLUMNS = [c.name for c in PARTICIPANT_CODEBOOK]
 SUMMARY_COLUMNS = [c.name for c in SUMMARY_CODEBOOK]
 _INTERACTION_VIEWS = {Condition.View.INTERACTION, Condition.View.TOP_PAIRS}
 _MULTIVIZ_VIEWS = {Condition.View.FEATURES, Condition.View.PREDICTION}
+_ATTENTION_VIEWS = {Condition.View.ATTENTION}
 _CHUNK = 5000
 _LINES_PER_YIELD = 256
 
@@ -157,11 +159,14 @@ def _arms(study: Study) -> dict[int, _Arm]:
         views = list(condition.views or [])
         methods = []
         if views:
-            methods.append(study.explanation_method)
+            if set(views) - _ATTENTION_VIEWS:  # an attention-only arm shows no attribution method
+                methods.append(study.explanation_method)
             if _INTERACTION_VIEWS & set(views):
                 methods.append(study.interaction_method)
             if _MULTIVIZ_VIEWS & set(views):  # feature heatmaps by the study's method, over the sparse head
                 methods.append(f"multiviz:{study.explanation_method}")
+            if _ATTENTION_VIEWS & set(views):
+                methods.append(study_attention_method(study=study))
         arms[condition.pk] = _Arm(
             name=condition.name,
             is_baseline=condition.is_baseline,

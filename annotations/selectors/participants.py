@@ -28,7 +28,13 @@ from annotations.models import (
 )
 from annotations.selectors.counterfactual import assignment_counterfactual
 from annotations.selectors.inline_media import media_data_uri
-from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
+from annotations.selectors.precompute import (
+    ATTENTION_VIEWS,
+    INTERACTION_VIEWS,
+    MULTIVIZ_VIEWS,
+    study_attention_method,
+    study_multiviz_method,
+)
 from annotations.selectors.rationales import rationale_page
 from annotations.selectors.wording import study_modality_words
 from annotations.study_tasks import study_task
@@ -277,7 +283,17 @@ def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
 
 # The views of audio, tabular and series modalities (workers/engine/presentation_modalities.py) come last.
 MODALITY_VIEWS = tuple(MODALITY_VIEW_OF_KIND.values())
-VIEW_ORDER = ("heatmap", "tokens", "interaction", "top_pairs", "share", "features", "prediction", *MODALITY_VIEWS)
+VIEW_ORDER = (
+    "heatmap",
+    "tokens",
+    "attention",
+    "interaction",
+    "top_pairs",
+    "share",
+    "features",
+    "prediction",
+    *MODALITY_VIEWS,
+)
 
 
 PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part"}
@@ -286,16 +302,19 @@ PHASE_TITLES = {"pretest": "Warm-up", "learning": "Practice", "test": "Main part
 def _view_source(view: str) -> str:
     if view in MULTIVIZ_VIEWS:
         return "multiviz"
+    if view in ATTENTION_VIEWS:
+        return "attention"
     return "interaction" if view in INTERACTION_VIEWS else "attribution"
 
 
 def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
     multiviz = study_multiviz_method(study=study)
+    attention = study_attention_method(study=study)
     found = Explanation.objects.filter(
         model_id=study.model_id,
         item=item,
         target_label__in=labels,
-        method__in=[study.explanation_method, study.interaction_method, multiviz],
+        method__in=[study.explanation_method, study.interaction_method, multiviz, attention],
     )
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
@@ -304,6 +323,8 @@ def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dic
             if row.method == study.explanation_method
             else "multiviz"
             if row.method == multiviz
+            else "attention"
+            if row.method == attention
             else "interaction"
         )
         out[row.target_label][source] = row
@@ -314,6 +335,7 @@ def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dic
 VIEW_NAMES = {
     "heatmap": "Picture",
     "tokens": "Words",
+    "attention": "Attention",
     "interaction": "Patch × word",
     "top_pairs": "Strongest pairs",
     "share": "Share of each input",  # the page names the inputs: study_modality_words
@@ -331,6 +353,7 @@ VIEW_NAMES = {
 VIEW_STAGE = {
     "heatmap": "u",
     "tokens": "u",
+    "attention": "u",
     "share": "u",
     "interaction": "c",
     "top_pairs": "c",
@@ -360,7 +383,7 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
     modality ``shares`` (laid out by the page, under the inputs' display names ``words``) and the
     image views by step (``groups``: one per step of ``views``, the same for every
     candidate, whatever was stored)."""
-    images, files, tokens, bars, shares = [], {}, [], [], None
+    images, files, tokens, bars, shares, attention_tokens = [], {}, [], [], None, []
     for view in VIEW_ORDER:
         if view not in views:
             continue
@@ -377,7 +400,10 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
             spaces = spaces_before([t["text"] for t in row.token_view])
             tokens = [{**t, "space": space} for t, space in zip(row.token_view, spaces)]
             continue
-        path = row.image_view if view in ("heatmap", "interaction") else row.extra_views.get(view, "")
+        if view == "attention":
+            spaces = spaces_before([t["text"] for t in row.token_view])
+            attention_tokens = [{**t, "space": space} for t, space in zip(row.token_view, spaces)]
+        path = row.image_view if view in ("heatmap", "interaction", "attention") else row.extra_views.get(view, "")
         if path:
             name = words["share_caption"] if view == "share" else VIEW_NAMES[view]
             images.append({"view": view, "name": name, "src": media_data_uri(path)})
@@ -389,6 +415,7 @@ def _panel(views: list[str], rows: dict[str, Explanation], *, words: dict[str, A
         "images": images,
         "files": files,
         "tokens": tokens,
+        "attention_tokens": attention_tokens,
         "bars": bars,
         "shares": shares,
         "has_heatmap": "heatmap" in files,
@@ -429,7 +456,7 @@ def _feature_bars(stored: list[dict]) -> list[dict[str, str]]:
 
 
 # The views drawn on a colour scale, which the page's legend states.
-SCALE_VIEWS = ("heatmap", "tokens", "interaction") + MODALITY_VIEWS
+SCALE_VIEWS = ("heatmap", "tokens", "attention", "interaction") + MODALITY_VIEWS
 _KIND_OF_VIEW = {view: kind for kind, view in MODALITY_VIEW_OF_KIND.items()}
 
 
@@ -460,6 +487,16 @@ def _colour_scales(views: list[str], rows: dict[str, dict[str, Explanation]]) ->
             scale = _stored_scale(view, row) if row is not None and row.status == Explanation.Status.DONE else None
             if scale:
                 out.append({"view": view, "name": VIEW_NAMES[view], "low": scale["low"], "high": scale["high"]})
+                words = (row.summary.get("colour_scales") or {}).get("text") if view == "attention" else None
+                if words:  # the attention view's words have their own scale, as the tokens view's do
+                    out.append(
+                        {
+                            "view": "attention-words",
+                            "name": "Attention (words)",
+                            "low": words["low"],
+                            "high": words["high"],
+                        }
+                    )
                 break
     return out
 
@@ -662,7 +699,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "audios": audio_modalities,
         **_inputs_shown(study.model.modalities, assignment.item.payload),
         "has_colour_views": bool(
-            {"heatmap", "tokens", "interaction", "share", "features", "prediction", *MODALITY_VIEWS} & set(views)
+            {"heatmap", "tokens", "attention", "interaction", "share", "features", "prediction", *MODALITY_VIEWS}
+            & set(views)
         ),
         "colour_scales": _colour_scales(views, rows),
         "stage_tabs": _stage_tabs(views),

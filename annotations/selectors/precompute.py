@@ -35,6 +35,16 @@ INTERACTION_VIEWS = frozenset({"interaction", "top_pairs"})
 # model's decision features over the dataset (DecisionFeatures) first.
 MULTIVIZ_VIEWS = frozenset({"features", "prediction"})
 MULTIVIZ_PREFIX = "multiviz:"
+# The attention view: rendered from "attention:<source>" rows (Chefer relevance or rollout,
+# workers/engine/attention.py), drawn from the model's stored attention of each item.
+ATTENTION_VIEWS = frozenset({"attention"})
+ATTENTION_PREFIX = "attention:"
+
+
+def study_attention_method(*, study: Study) -> str:
+    """The method name the study's attention view is stored under: ``attention:chefer``
+    (default) or ``attention:rollout`` (the spec's ``explanations.attention_method``)."""
+    return f"{ATTENTION_PREFIX}{(study.design or {}).get('attention_method') or 'chefer'}"
 
 
 def study_multiviz_method(*, study: Study) -> str:
@@ -60,6 +70,8 @@ def study_required_methods(*, study: Study) -> dict[str, set[str]]:
         needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
     if views & MULTIVIZ_VIEWS:
         needed.setdefault(study_multiviz_method(study=study), set()).update(views & MULTIVIZ_VIEWS)
+    if views & ATTENTION_VIEWS:
+        needed.setdefault(study_attention_method(study=study), set()).update(views & ATTENTION_VIEWS)
     return needed
 
 
@@ -201,6 +213,7 @@ PART_TITLES = {
     "interaction": "Interaction matrices",
     "features": "Decision features (whole dataset)",
     "multiviz": "Feature and prediction views",
+    "attention": "Attention views",
     "counterfactual": "Counterfactual edits",
 }
 
@@ -229,7 +242,16 @@ def job_progress(*, job: PrecomputeJob) -> dict[str, Any]:
     )
     plan = job.plan or {}
     parts = []
-    for part in ("predictions", "strength", "features", "attribution", "interaction", "multiviz", "counterfactual"):
+    for part in (
+        "predictions",
+        "strength",
+        "features",
+        "attribution",
+        "interaction",
+        "multiviz",
+        "attention",
+        "counterfactual",
+    ):
         if part not in plan:
             continue
         # The features chunk works on the whole dataset at once: it counts as one unit.
@@ -285,7 +307,7 @@ def _unplanned_estimate(*, job: PrecomputeJob, planned: set[str]) -> int:
     if (study.design.get("filters") or {}).get("interaction_strength") and "strength" not in planned:
         estimate += n_dataset if n_dataset is not None else study.dataset.items.count()
     methods = study_required_methods(study=study)
-    explained = {"attribution", "interaction", "multiviz"} & planned
+    explained = {"attribution", "interaction", "multiviz", "attention"} & planned
     if methods and not explained:
         pool = int(study.design.get("n_items", 0)) or study.dataset.items.count()
         pool += study.learning_items + 2 * study.attention_checks

@@ -34,6 +34,7 @@ from django.utils import timezone
 from annotations.models import PrecomputeChunk, PrecomputeJob, Study
 from annotations.selectors.counterfactual import study_counterfactual_items_missing, study_items_without_shown_edit
 from annotations.selectors.precompute import (
+    ATTENTION_PREFIX,
     MULTIVIZ_PREFIX,
     study_decision_features_missing,
     study_explanation_items_missing,
@@ -250,6 +251,8 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
                 if method == study.explanation_method
                 else Stage.MULTIVIZ
                 if method.startswith(MULTIVIZ_PREFIX)
+                else Stage.ATTENTION
+                if method.startswith(ATTENTION_PREFIX)
                 else Stage.INTERACTION
             )
             todo = study_explanation_items_missing(study=study, method=method, views=views, targets=targets)
@@ -349,7 +352,7 @@ def _chunk_give_up(chunk: PrecomputeChunk, now) -> None:
     PrecomputeChunk.objects.filter(pk=chunk.pk).update(
         status=ChunkStatus.FAILED, error=error, finished_at=now, failed_rows=chunk.rows
     )
-    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ):
+    if chunk.stage in (Stage.ATTRIBUTION, Stage.INTERACTION, Stage.MULTIVIZ, Stage.ATTENTION):
         explanation_store_failed(
             model=chunk.job.study.model,
             method=chunk.method,

@@ -31,6 +31,7 @@ A spec (every field but ``name``, ``dataset``, ``model`` and ``arms`` is optiona
     explanations:
       method: integrated_gradients
       interaction_method: second_order
+      attention_method: chefer      # the attention view: chefer (relevance per candidate) or rollout
       display: all_candidates       # or predicted_unlabelled
     phases:
       consent: "..."
@@ -72,6 +73,7 @@ from typing import Any
 from annotations.models import Condition, Dataset, RegisteredModel
 from annotations.services.counterfactual import CounterfactualDesignError, counterfactual_design_check
 from annotations.study_tasks import COUNTERFACTUAL, FORWARD, STUDY_TASKS, study_task
+from workers.engine.attention import ATTENTION_SOURCES  # numpy only
 
 KNOWN_VIEWS = tuple(choice.value for choice in Condition.View)
 DISPLAYS = ("all_candidates", "predicted_unlabelled")
@@ -117,6 +119,8 @@ class StudySpec:
     n_distractors: int = 0
     explanation_method: str = "integrated_gradients"
     interaction_method: str = "second_order"
+    # what the attention view draws (workers/engine/attention.py ATTENTION_SOURCES)
+    attention_method: str = "chefer"
     explanation_display: str = "all_candidates"
     lease_minutes: int = 60
     consent_text: str = ""
@@ -288,10 +292,15 @@ def arms_views_check(*, arms: list[ConditionSpec], model: RegisteredModel) -> No
     and capabilities stored at registration: no adapter is loaded."""
     from workers.engine.view_needs import view_unmet_need  # no torch
 
-    has_features = (model.capabilities or {}).get("features")
+    capabilities = model.capabilities or {}
     for k, arm in enumerate(arms):
         for view in arm.views:
-            need = view_unmet_need(view=view, modalities=model.modalities, has_features=has_features)
+            need = view_unmet_need(
+                view=view,
+                modalities=model.modalities,
+                has_features=capabilities.get("features"),
+                has_attention=capabilities.get("attention"),
+            )
             if need:
                 raise SpecError(f"arms[{k}].views", f"arm '{arm.name}' shows '{view}', but model '{model.name}' {need}")
 
@@ -419,7 +428,9 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
                 f"k + distractors ({n_candidates + n_distractors}) exceeds the model's {n_labels} labels",
             )
 
-    explanations = _section(data.get("explanations") or {}, "explanations", {"method", "interaction_method", "display"})
+    explanations = _section(
+        data.get("explanations") or {}, "explanations", {"method", "interaction_method", "attention_method", "display"}
+    )
     views = {v for arm in arms for v in arm.views}
     method = _str(explanations, "method", "explanations.method", "integrated_gradients")
     if views & {"heatmap", "tokens", "share", "features"} or "method" in explanations:  # features: its heatmaps
@@ -429,6 +440,9 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         interaction_method = _choice(
             explanations, "interaction_method", "explanations.interaction_method", "second_order", _interaction_methods
         )
+    attention_method = _choice(
+        explanations, "attention_method", "explanations.attention_method", "chefer", lambda: ATTENTION_SOURCES
+    )
     display = _choice(explanations, "display", "explanations.display", study_task(task).displays[0], lambda: DISPLAYS)
 
     phases = _section(
@@ -488,6 +502,7 @@ def study_spec_parse(*, data: Any, owner) -> StudySpec:
         n_distractors=n_distractors,
         explanation_method=method,
         interaction_method=interaction_method,
+        attention_method=attention_method,
         explanation_display=display,
         lease_minutes=_int(data, "time_limit_minutes", "time_limit_minutes", 60, minimum=1),
         consent_text=_str(phases, "consent", "phases.consent", ""),

@@ -220,7 +220,8 @@ def _design_fields(*, owner, spec: StudySpec) -> dict:
         exclusion_rules=rules,
         design={"n_items": spec.n_items, "filters": filters}
         | ({"modality_names": names} if (names := _modality_names(spec=spec)) else {})
-        | ({"counterfactual": counterfactual} if counterfactual else {}),
+        | ({"counterfactual": counterfactual} if counterfactual else {})
+        | ({"attention_method": spec.attention_method} if spec.attention_method != "chefer" else {}),
         **codes,
         **monitoring,
     )

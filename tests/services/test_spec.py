@@ -135,6 +135,8 @@ _DELETE = object()
         ("explanations.method", "magic", "explanations.method", "unknown value 'magic'"),
         ("explanations.interaction_method", "magic", "explanations.interaction_method", "unknown value"),
         ("explanations.display", "some", "explanations.display", "unknown value"),
+        ("explanations.attention_method", "magic", "explanations.attention_method", "unknown value 'magic'"),
+        ("arms.1.views", ["attention"], "arms[1].views", "has no attention() hook"),
         ("phases.pretest", "maybe", "phases.pretest", "true or false"),
         ("quality.attention_rate", 2, "quality.attention_rate", "between 0 and 1"),
         ("quality.exclusion_rules", {"max_fails": 1}, "quality.exclusion_rules.max_fails", "unknown field"),
@@ -308,8 +310,8 @@ def test_registration_records_whether_the_adapter_has_features(alice, tmp_path, 
         path.write_text("\n".join(json.dumps(item) for item in items) + "\n")
         dataset = dataset_import(owner=alice, name=name, jsonl_path=path)
         registered_model_create(owner=alice, name=name, adapter_path=f"tests.builders.{adapter}", check_dataset=dataset)
-    assert RegisteredModel.objects.get(name="with").capabilities == {"features": True}
-    assert RegisteredModel.objects.get(name="without").capabilities == {"features": False}
+    assert RegisteredModel.objects.get(name="with").capabilities == {"features": True, "attention": False}
+    assert RegisteredModel.objects.get(name="without").capabilities == {"features": False, "attention": False}
 
     def spec(model: str) -> dict:
         return dict(_arm(model, ["features", "prediction"], dataset=model), name=f"mv {model}", candidates={"k": 2})

@@ -32,6 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -245,3 +246,158 @@ class ClipZeroShotAdapter(ImageTextAdapter):
         position ``(B, T, D)``."""
         pad = torch.full_like(batch.text_ids, self.tokenizer.pad_token_id)
         return torch.zeros_like(batch.pixels), self.model.text_model.embeddings.token_embedding(pad)
+
+    # -- the optional attention hook ----------------------------------------------------------
+    def attention(
+        self, items: Sequence[RawItem], *, targets: Sequence[Sequence[int]] | None = None, hidden_states: bool = False
+    ) -> list:
+        """The optional attention hook (:mod:`workers.engine.attention`). CLIP's towers never
+        attend to each other, so each item has two streams and no cross-modal block: the
+        vision tower (``[CLS]`` and the patches) and the text tower read with the first
+        label's prompt (the item's words, one unit each, and one ``[prompt]`` unit for the
+        prompt's fixed tokens: start and end of text, template words, the class name). A
+        target's relevance uses its own class's prompt. Cost: one :meth:`head` pass and one
+        backward pass per target rank."""
+        from workers.engine.attention import AttentionMaps, AttentionStream, TargetGradients, Unit, patch_label
+
+        batch = self.encode(items)
+        pixels, tokens = self.embed(batch)
+        pixels.requires_grad_(True)
+        tokens.requires_grad_(True)
+        towers = {"image": self.model.vision_model, "text": self.model.text_model}
+        captured: dict[str, list] = {name: [] for name in towers}
+        states: dict[str, list] = {name: [] for name in towers}
+        handles = []
+        for name, tower in towers.items():
+            for layer in tower.encoder.layers:
+                handles.append(layer.self_attn.register_forward_hook(_keep_output(captured[name], 1)))
+                if hidden_states:
+                    handles.append(layer.register_forward_hook(_keep_output(states[name], 0)))
+            if hidden_states:
+                handles.append(tower.encoder.layers[0].register_forward_pre_hook(_keep_input(states[name])))
+        try:
+            with torch.enable_grad():
+                logits = self.head(pixels, tokens, batch=batch)
+                grads = self._target_gradients(logits, captured, targets, len(batch))
+        finally:
+            for handle in handles:
+                handle.remove()
+        n_labels = len(self.labels)
+        image_attention = torch.stack([a.detach() for a in captured["image"]], dim=1)  # (B, L, H, N, N)
+        text_attention = torch.stack([a.detach() for a in captured["text"]], dim=1)  # (B*K, L, H, M, M)
+        grid = self.grid
+        image_units = [Unit("image", -1, "[CLS]")] + [Unit("image", k, patch_label(k, grid)) for k in range(grid**2)]
+        image_unit_of = np.arange(len(image_units))
+        result = []
+        for b in range(len(batch)):
+            image = AttentionStream(
+                name="image",
+                attention=image_attention[b].double().cpu().numpy(),
+                unit_of=image_unit_of,
+                units=image_units,
+                pooled=0,
+                hidden=_hidden(states["image"], b, None),
+            )
+            text_units, unit_of = self._text_layout(batch, b, 0)
+            keep0 = self._prompt_positions(batch, b, 0)
+            text = AttentionStream(
+                name="text",
+                attention=_square(text_attention[b * n_labels], keep0),
+                unit_of=unit_of,
+                units=text_units,
+                pooled=int(batch.pool_index[b, 0]),
+                hidden=_hidden(states["text"], b * n_labels, keep0),
+            )
+            for target, (image_grad, text_grad) in grads[b].items():
+                image.targets[target] = TargetGradients(
+                    image.attention, image_grad.double().cpu().numpy(), image_unit_of, 0
+                )
+                keep = self._prompt_positions(batch, b, target)
+                text.targets[target] = TargetGradients(
+                    _square(text_attention[b * n_labels + target], keep),
+                    _square(text_grad, keep),
+                    self._text_layout(batch, b, target)[1],
+                    int(batch.pool_index[b, target]),
+                )
+            result.append(
+                AttentionMaps(
+                    item_id=batch.ids[b],
+                    streams=[image, text],
+                    cross_modal=False,
+                    note=(
+                        "CLIP's image and text towers never attend to each other: no attention "
+                        "crosses modalities, so there is no head summary of cross-modal shares; "
+                        "each tower's own attention is shown (the text tower with the first "
+                        "label's prompt)."
+                    ),
+                )
+            )
+        return result
+
+    def _prompt_positions(self, batch: ClipBatch, b: int, k: int) -> list[int]:
+        return list(range(int(batch.prompt_mask[b, k].sum())))
+
+    def _text_layout(self, batch: ClipBatch, b: int, k: int) -> tuple[list, np.ndarray]:
+        """The text stream's units (the item's words, group ``P + w``, then ``[prompt]``) and
+        the unit of every real position of class ``k``'s prompt."""
+        from workers.engine.attention import Unit
+
+        words = batch.words[b]
+        first = self.grid**2
+        units = [Unit("text", first + w, text) for w, text in enumerate(words.texts)]
+        units.append(Unit("text", -1, "[prompt]"))
+        word_at = {p: w for w, positions in enumerate(words.positions) for p in positions}
+        slots = batch.text_slot[b, k].tolist()
+        unit_of = [
+            word_at.get(int(slots[p]), len(units) - 1) if slots[p] >= 0 else len(units) - 1
+            for p in self._prompt_positions(batch, b, k)
+        ]
+        return units, np.asarray(unit_of)
+
+    def _target_gradients(self, logits: Tensor, captured: dict, targets, n_items: int) -> list[dict]:
+        """Per item, ``{target: (vision gradient, text gradient of the target's prompt)}``,
+        each ``(L, H, N, N)``; one backward pass serves the ``j``-th target of every item."""
+        n_labels = len(self.labels)
+        targets = [list(dict.fromkeys(int(t) for t in ts)) for ts in (targets or [[] for _ in range(n_items)])]
+        out: list[dict] = [{} for _ in range(n_items)]
+        stacks = captured["image"] + captured["text"]
+        depth = len(captured["image"])
+        for j in range(max((len(ts) for ts in targets), default=0)):
+            rows = [b for b in range(n_items) if len(targets[b]) > j]
+            chosen = logits[rows, [targets[b][j] for b in rows]].sum()
+            grads = torch.autograd.grad(chosen, stacks, retain_graph=True)
+            image = torch.stack(grads[:depth], dim=1)
+            text = torch.stack(grads[depth:], dim=1)
+            for b in rows:
+                out[b][targets[b][j]] = (image[b], text[b * n_labels + targets[b][j]])
+        return out
+
+
+def _keep_output(into: list, index: int):
+    def hook(_module, _inputs, output):
+        into.append(output[index] if isinstance(output, tuple) else output)
+
+    return hook
+
+
+def _keep_input(into: list):
+    def hook(_module, inputs):
+        into.insert(0, inputs[0])
+
+    return hook
+
+
+def _square(t: Tensor, keep: list[int]) -> np.ndarray:
+    """``t[..., keep, keep]`` as float64 numpy."""
+    idx = torch.tensor(keep, device=t.device)
+    return t.detach().index_select(-1, idx).index_select(-2, idx).double().cpu().numpy()
+
+
+def _hidden(states: list, row: int, keep: list[int] | None) -> np.ndarray | None:
+    """``(L + 1, N, D)`` hidden states of batch row ``row`` (positions ``keep``), or None."""
+    if not states:
+        return None
+    stacked = torch.stack([s.detach()[row] for s in states])
+    if keep is not None:
+        stacked = stacked[:, keep]
+    return stacked.double().cpu().numpy()

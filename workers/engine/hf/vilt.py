@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -149,7 +150,11 @@ class ViltAdapter(ImageTextAdapter):
         n, b = pixels.shape[0], len(batch)
         if word_embeddings.shape[0] != n or b == 0 or n % b:
             raise ValueError(f"{n} pixel rows and {word_embeddings.shape[0]} text rows for {b} items")
-        reps = n // b
+        return self._forward(pixels, word_embeddings, batch=batch, reps=n // b)[1]
+
+    def _forward(self, pixels: Tensor, word_embeddings: Tensor, *, batch: ViltBatch, reps: int = 1, **outputs):
+        """ViLT's output and the chosen labels' logits; ``outputs`` (``output_attentions``,
+        ``output_hidden_states``) go to the model."""
         image = self.image_embeds(pixels)
         out = self.model.vilt(
             inputs_embeds=word_embeddings,
@@ -158,9 +163,85 @@ class ViltAdapter(ImageTextAdapter):
             image_embeds=image,
             pixel_mask=torch.ones(image.shape[:2], dtype=torch.long, device=image.device),
             image_token_type_idx=1,
+            **outputs,
         )
         logits = self.model.classifier(out.pooler_output)
-        return logits.index_select(1, self._columns)
+        return out, logits.index_select(1, self._columns)
+
+    def attention(
+        self, items: Sequence[RawItem], *, targets: Sequence[Sequence[int]] | None = None, hidden_states: bool = False
+    ) -> list:
+        """The optional attention hook (:mod:`workers.engine.attention`): one joint stream per
+        item, its text tokens (padding removed) then the image's ``[CLS]`` and patches, as ViLT
+        concatenates them; the gradients of each item's ``targets`` (label indices). Cost: one
+        forward pass and one backward pass per target rank."""
+        from workers.engine.attention import AttentionMaps, AttentionStream, TargetGradients
+
+        batch = self.encode(items)
+        pixels, words = self.embed(batch)
+        words.requires_grad_(True)  # the weights are frozen: the graph must reach the attention
+        with torch.enable_grad():
+            out, logits = self._forward(
+                pixels, words, batch=batch, output_attentions=True, output_hidden_states=hidden_states
+            )
+            stacks = list(out.attentions)
+            grads = _target_gradients(logits, stacks, targets, len(batch))
+        attention = torch.stack([a.detach() for a in stacks], dim=1)  # (B, L, H, N, N)
+        hidden = torch.stack([h.detach() for h in out.hidden_states], dim=1) if hidden_states else None
+        result = []
+        for b in range(len(batch)):
+            keep, unit_of, units = self._joint_layout(batch, b)
+            idx = torch.tensor(keep, device=attention.device)
+
+            def valid(t: Tensor) -> np.ndarray:
+                return t.index_select(-1, idx).index_select(-2, idx).double().cpu().numpy()
+
+            own = valid(attention[b])
+            stream = AttentionStream(
+                name="joint",
+                attention=own,
+                unit_of=np.asarray(unit_of),
+                units=units,
+                pooled=0,  # ViLT's pooler reads the text [CLS], the first position
+                hidden=hidden[b].index_select(1, idx).double().cpu().numpy() if hidden is not None else None,
+            )
+            for target, grad in grads[b].items():
+                stream.targets[target] = TargetGradients(own, valid(grad), stream.unit_of, 0)
+            result.append(AttentionMaps(item_id=batch.ids[b], streams=[stream], cross_modal=True))
+        return result
+
+    def _joint_layout(self, batch: ViltBatch, b: int):
+        """Item ``b``'s kept positions (real text tokens, then ``[CLS]`` of the image and every
+        patch), the unit of each and the units: specials one each, a word's pieces one unit
+        (group ``P + w``), patch ``k`` group ``k``."""
+        from workers.engine.attention import Unit, patch_label
+
+        grid, length = self.grid, self.text_length
+        n_patches = grid * grid
+        word_at = {p: w for w, positions in enumerate(batch.words[b].positions) for p in positions}
+        tokens = self.tokenizer.convert_ids_to_tokens(batch.input_ids[b].tolist())
+        keep, unit_of, units, word_unit = [], [], [], {}
+        for p in range(length):
+            if not int(batch.attention_mask[b, p]):
+                continue
+            keep.append(p)
+            w = word_at.get(p)
+            if w is None:
+                units.append(Unit("text", -1, tokens[p]))
+                unit_of.append(len(units) - 1)
+                continue
+            if w not in word_unit:
+                word_unit[w] = len(units)
+                units.append(Unit("text", n_patches + w, batch.words[b].texts[w]))
+            unit_of.append(word_unit[w])
+        keep.append(length)
+        units.append(Unit("image", -1, "[IMG]"))
+        unit_of.append(len(units) - 1)
+        for k in range(n_patches):
+            keep.append(length + 1 + k)
+            units.append(Unit("image", k, patch_label(k, grid)))
+            unit_of.append(len(units) - 1)
+        return keep, unit_of, units
 
     def baselines(self, batch: ViltBatch) -> tuple[Tensor, Tensor]:
         """The mean-colour image (zeros) ``(B, 3, S, S)`` and the text with ``[PAD]`` at every
@@ -173,3 +254,21 @@ class ViltAdapter(ImageTextAdapter):
         ids = torch.where(word_positions, torch.full_like(batch.input_ids, pad_id), batch.input_ids)
         words = self.model.vilt.embeddings.text_embeddings.word_embeddings
         return torch.zeros_like(batch.pixels), words(ids)
+
+
+def _target_gradients(
+    logits: Tensor, stacks: Sequence[Tensor], targets: Sequence[Sequence[int]] | None, n_items: int
+) -> list[dict[int, Tensor]]:
+    """Per item, ``{target: (L, H, N, N) gradient}`` of its target logits with respect to the
+    attention ``stacks`` (one ``(B, H, N, N)`` per layer). Items never mix in a forward pass,
+    so one backward pass serves the ``j``-th target of every item at once."""
+    targets = [list(dict.fromkeys(int(t) for t in ts)) for ts in (targets or [[] for _ in range(n_items)])]
+    out: list[dict[int, Tensor]] = [{} for _ in range(n_items)]
+    for j in range(max((len(ts) for ts in targets), default=0)):
+        rows = [b for b in range(n_items) if len(targets[b]) > j]
+        chosen = logits[rows, [targets[b][j] for b in rows]].sum()
+        grads = torch.autograd.grad(chosen, stacks, retain_graph=True)
+        stacked = torch.stack(grads, dim=1)  # (B, L, H, N, N)
+        for b in rows:
+            out[b][targets[b][j]] = stacked[b]
+    return out
