@@ -427,9 +427,11 @@ TASK_CODEBOOK: dict[str, list[Column]] = {
             "evidence",
             "JSON object",
             "",
-            "The aggregated rationale of the picture and the words, as a dataset line's evidence field (e.g. "
-            '{"image": ["C4"], "text": [3]}; table rows, numbered in the page\'s name order, are left out); the '
-            "file imports back with manage.py import_evidence. Empty when no unit has a majority.",
+            "The aggregated rationale of the picture and the words, as a dataset line's evidence field: the "
+            'picture\'s cells as the area they cover ({"mask_grid": 64, "coverage": base64}, so a model with '
+            'another patch grid reads it by area), the words as positions (e.g. {"text": [3]}); table rows, '
+            "numbered in the page's name order, are left out. The file imports back with manage.py "
+            "import_evidence. Empty when no unit has a majority.",
         ),
         Column(
             "units:<modality>",

@@ -8,8 +8,9 @@ exports read them (researcher previews left out; test-phase answers only).
 * **rationale_items** export: one row per item, the aggregated rationale (majority of the item's
   annotators, ``annotations.analysis.rationale``) per modality with each unit's support, and an
   ``evidence`` column holding the item's evidence region as JSON (picture and words; not table
-  rows, :data:`MODEL_ORDERED_KINDS`): the file imports back as the dataset's ``evidence``
-  (``services.rationales.dataset_evidence_import``).
+  rows, :data:`MODEL_ORDERED_KINDS`; the picture's cells as the area they cover on the rationale
+  grid, ``dataset.cells_coverage``, since a model's patch grid may differ): the file imports back
+  as the dataset's ``evidence`` (``services.rationales.dataset_evidence_import``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from annotations.models import Assignment, Explanation, Participant, Response, S
 from annotations.selectors.codebook import TASK_CODEBOOK
 from annotations.selectors.exports import csv_lines
 from annotations.selectors.rationales import rationale_item_layout
-from workers.engine.dataset import modality_kind
-from workers.engine.rationale_units import MARKABLE_KINDS, unit_positions
+from workers.engine.dataset import cells_coverage, modality_kind
+from workers.engine.rationale_units import MARKABLE_KINDS, RATIONALE_GRID, unit_positions
 
 if TYPE_CHECKING:  # pandas is imported where used, not at URL load (downloads.py imports this module)
     import pandas as pd
@@ -185,7 +186,9 @@ def study_rationale_item_rows(*, study: Study) -> list[dict]:
         row[f"support:{agg.modality}"] = " ".join(f"{s:.3f}" for s in agg.support)
         row[f"n_units:{agg.modality}"] = agg.n_units
         if units and kind in MODEL_ORDERED_KINDS:
-            row["_evidence"][agg.modality] = units
+            # a picture's cells are on the rationale grid, not the model's: written as the area
+            # they cover, which the model report reduces to any model's patch grid
+            row["_evidence"][agg.modality] = cells_coverage(units, RATIONALE_GRID) if kind == "image" else units
     for row in rows.values():
         evidence = row.pop("_evidence")
         row["evidence"] = json.dumps(evidence, separators=(",", ":")) if evidence else ""

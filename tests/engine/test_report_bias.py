@@ -262,3 +262,37 @@ def test_a_blank_or_unreadable_mask_is_refused(tmp_path):
     (tmp_path / "text.png").write_text("not a picture")
     with pytest.raises(ValueError, match="not a readable image"):
         mask_coverage(tmp_path / "text.png")
+
+
+def test_cells_of_another_grid_reach_a_model_by_area():
+    """A rationale's cells on its own 8 x 8 grid, as coverage: wholly inside the model's patches
+    under them on a 16 x 16 grid, half inside a 4 x 4 patch that holds two of its four cells (the
+    share is exact), and checked again when a line brings the coverage back."""
+    import base64
+
+    from workers.engine.dataset import _line_evidence, cells_coverage
+
+    marked = cells_coverage(["C4", "D4"], (8, 8))
+    assert np.flatnonzero(mask_patch_coverage(marked, _grid(16, 16)) == 1).tolist() == [100, 101, 102, 103] + [
+        116,
+        117,
+        118,
+        119,
+    ]
+    coarse = mask_patch_coverage(marked, _grid(4, 4))
+    assert coarse[4 + 1] == pytest.approx(0.5, abs=1e-12) and coarse.sum() == pytest.approx(0.5, abs=1e-12)
+    with pytest.raises(ValueError, match="outside the 8 x 8 grid"):
+        cells_coverage(["I1"], (8, 8))
+    problems: list[str] = []
+    assert _line_evidence({"evidence": {"image": marked}}, ("image",), problems) == {"image": marked}
+    blank = {"mask_grid": 64, "coverage": base64.b64encode(bytes(64 * 64)).decode()}
+    for bad, message in (
+        ({"mask_grid": 32, "coverage": marked["coverage"]}, '"mask_grid": 64'),
+        ({"mask_grid": 64, "coverage": "%%%"}, "not base64"),
+        ({"mask_grid": 64, "coverage": base64.b64encode(b"12").decode()}, "must hold 4096 bytes"),
+        (blank, "marks nothing"),
+    ):
+        _line_evidence({"evidence": {"image": bad}}, ("image",), problems)
+        assert message in problems[-1], problems
+    assert problems and not _line_evidence({"evidence": {"image": "masks/a.png"}}, ("image",), problems)
+    assert "read only with a dataset's JSONL file" in problems[-1]

@@ -37,6 +37,8 @@ from annotations.services.spec import SpecError, study_spec_parse
 from annotations.services.studies import ConditionSpec
 from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
 from tests.builders.studies import build_study, enter_and_start, make_model, write_dataset
+from workers.engine.dataset import cells_coverage
+from workers.engine.rationale_units import RATIONALE_GRID
 
 pytestmark = pytest.mark.django_db
 
@@ -165,8 +167,9 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
         assert {"units:image", "n_units:text"} <= set(header)
     aggregated = list(csv.DictReader(io.StringIO(items_csv)))
     assert len(aggregated) == 4
+    marked = cells_coverage(["C4", "D4"], RATIONALE_GRID)  # the picture's cells as the area they cover
     for row in aggregated:
-        assert json.loads(row["evidence"]) == {"image": ["C4", "D4"], "text": [3]}
+        assert json.loads(row["evidence"]) == {"image": marked, "text": [3]}
         assert (row["units:image"], row["support:image"]) == ("C4 D4", "1.000 1.000")
     assert sum(int(row["n_annotators"]) for row in aggregated) == 12
 
@@ -193,7 +196,7 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
         for k in range(64)
     ]
     for item in study.dataset.items.exclude(evidence=None):
-        assert item.evidence == {"image": ["C4", "D4"], "text": [3]}
+        assert item.evidence == {"image": marked, "text": [3]}
         words = item.payload["text"].replace("?", " ?").split()
         tokens = [{"group_id": 64 + t, "kind": "token", "text": w} for t, w in enumerate(words)]
         tokens.append({"group_id": 64 + len(words), "kind": "token", "text": "<pad>", "hidden": True})
@@ -209,6 +212,19 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
         scores[[26, 27, 0]] = [2.0, 1.0, -1.0]
         assert bias.mass_inside(scores, image_mask) == pytest.approx(0.75)
         assert bias.pointing_hit(scores, image_mask) is True
+        # a model with a finer grid (16 x 16 patches of 4 px) reads the same marks by area: the
+        # 2 x 2 patches under each of C4 and D4
+        fine = [
+            {"group_id": k, "kind": "patch", "box": [(k % 16) * 4, (k // 16) * 4, (k % 16 + 1) * 4, (k // 16 + 1) * 4]}
+            for k in range(256)
+        ]
+        fine_mask, _ = bias.evidence_mask(item.evidence["image"], list(probes.group_names(fine).values()))
+        assert np.flatnonzero(fine_mask).tolist() == [6 * 16 + 4, 6 * 16 + 5, 6 * 16 + 6, 6 * 16 + 7] + [
+            7 * 16 + 4,
+            7 * 16 + 5,
+            7 * 16 + 6,
+            7 * 16 + 7,
+        ]
 
     # The report and the dashboard card: agreement, and the plausibility of a stored attribution
     # of the gold answer. Image: C4 3, A1 2.5, D4 2 -> top-2 {C4, A1}: F1 1/2, IoU 1/3 (no match),

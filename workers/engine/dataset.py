@@ -70,6 +70,7 @@ MODALITY_VIEW_OF_KIND = {"tabular": "table", "series": "series", "audio": "audio
 RESERVED_KEYS = frozenset({"id", "label", "choices", "answer_type", "group", "evidence"})
 #: A patch cell of the grid participants see around a picture: column letters, 1-based row.
 _PATCH_CELL = re.compile(r"[A-Z]{1,2}[1-9][0-9]{0,2}")
+_PATCH_CELL_PARTS = re.compile(r"([A-Z]{1,2})([1-9][0-9]{0,2})")
 #: The most entries of one modality's evidence region.
 EVIDENCE_MAX_ENTRIES = 10_000
 #: A mask's coverage is kept on a square grid this fine (each cell the share of its pixels in
@@ -307,6 +308,42 @@ def mask_coverage(path: Path) -> dict[str, Any]:
     return {"mask_grid": MASK_GRID, "coverage": base64.b64encode(shares.tobytes()).decode("ascii")}
 
 
+def cells_coverage(cells: list[str], grid: tuple[int, int]) -> dict[str, Any]:
+    """Patch cells of a ``grid`` (columns, rows) drawn over a picture as a mask's coverage
+    (:func:`mask_coverage`'s format): how a rationale study's marks, made on its own grid, reach
+    a model whose patch grid differs (the report reduces the coverage to that grid by area)."""
+    columns, rows = grid
+    marked = bytearray(columns * rows)
+    for cell in cells:
+        found = _PATCH_CELL_PARTS.fullmatch(cell)
+        if not found:
+            raise ValueError(f"{cell!r} is no patch cell")
+        column = 0
+        for letter in found.group(1):
+            column = column * 26 + (ord(letter) - ord("A") + 1)
+        column, row = column - 1, int(found.group(2)) - 1
+        if not (0 <= column < columns and 0 <= row < rows):
+            raise ValueError(f"{cell!r} is outside the {columns} x {rows} grid")
+        marked[row * columns + column] = 255
+    shares = Image.frombytes("L", (columns, rows), bytes(marked)).resize((MASK_GRID, MASK_GRID), Image.Resampling.BOX)
+    return {"mask_grid": MASK_GRID, "coverage": base64.b64encode(shares.tobytes()).decode("ascii")}
+
+
+def _coverage_problem(value: dict[str, Any]) -> str | None:
+    """What is wrong with a coverage region written by an export (None if nothing)."""
+    if set(value) != {"mask_grid", "coverage"} or value["mask_grid"] != MASK_GRID:
+        return f'a mask\'s coverage must be {{"mask_grid": {MASK_GRID}, "coverage": base64 text}}'
+    try:
+        shares = base64.b64decode(str(value["coverage"]), validate=True)
+    except ValueError:
+        return "the mask's coverage is not base64 text"
+    if len(shares) != MASK_GRID * MASK_GRID:
+        return f"the mask's coverage must hold {MASK_GRID * MASK_GRID} bytes, not {len(shares)}"
+    if not any(shares):
+        return "the mask's coverage marks nothing"
+    return None
+
+
 def _line_evidence(
     obj: dict[str, Any],
     modalities: tuple[str, ...],
@@ -331,6 +368,12 @@ def _line_evidence(
             problems.append(
                 f"field 'evidence' names '{modality}', which is no modality of the line ({', '.join(modalities)})"
             )
+            continue
+        if modality_kind(modality) == "image" and isinstance(entries, dict):  # as the exports write a mask
+            if problem := _coverage_problem(entries):
+                problems.append(f"field 'evidence' for '{modality}': {problem}")
+            else:
+                region[modality] = {"mask_grid": MASK_GRID, "coverage": str(entries["coverage"])}
             continue
         if modality_kind(modality) == "image" and isinstance(entries, str) and entries:
             mask_path = (base / entries).resolve() if base is not None else None
