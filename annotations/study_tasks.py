@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 
 FORWARD = "forward"
 VERIFICATION = "verification"
+RATING = "rating"
+PREFERENCE = "preference"
 
 
 @dataclass(frozen=True)
 class StudyTask:
     name: str
     label: str
-    #: What a participant answers: "guess" (one of the candidates) or "verdict" (model right? yes/no).
+    #: What a participant answers: "guess" (one of the candidates), "verdict" (model right? yes/no),
+    #: "rating" (Likert scales of one explanation) or "preference" (which of two explanations helps more).
     answer: str
     #: The participant page of a test or pre-test item, and the instructions page.
     template: str
@@ -31,7 +34,21 @@ class StudyTask:
     refuses: dict[str, str] = field(default_factory=dict)
     #: The model's answer is part of what the participant reads (so the page shows it).
     shows_model_answer: bool = False
+    #: The task judges the explanations themselves: the baseline arm (nothing to judge) gets no
+    #: rater slots, so no participant; the arms are the explanations compared.
+    judges_explanations: bool = False
+    #: Explanation arms (besides the baseline) the design needs at least.
+    min_explanation_arms: int = 1
 
+
+# Rating and preference studies judge explanations: no practice (it would show the model's answers
+# as feedback), no warm-up without explanations (nothing to judge) and, for now, no attention
+# checks (an instructed rating or side is not built yet).
+_JUDGING_REFUSES = {
+    "phases.learning_items": "a study that judges explanations has no practice items",
+    "phases.pretest": "a study that judges explanations has no warm-up phase without them",
+    "quality.attention_checks": "attention checks are not available for this task yet",
+}
 
 STUDY_TASKS: dict[str, StudyTask] = {
     FORWARD: StudyTask(
@@ -57,6 +74,27 @@ STUDY_TASKS: dict[str, StudyTask] = {
         },
         shows_model_answer=True,
     ),
+    RATING: StudyTask(
+        name=RATING,
+        label="Rating: Likert ratings of one explanation (helpfulness, trust, understanding)",
+        answer="rating",
+        template="participant/rating.html",
+        instructions_template="participant/rating_instructions.html",
+        displays=("predicted_unlabelled",),
+        refuses=_JUDGING_REFUSES,
+        judges_explanations=True,
+    ),
+    PREFERENCE: StudyTask(
+        name=PREFERENCE,
+        label="Preference: which of two explanations helps more (Bradley–Terry ranking)",
+        answer="preference",
+        template="participant/preference.html",
+        instructions_template="participant/rating_instructions.html",
+        displays=("predicted_unlabelled",),
+        refuses=_JUDGING_REFUSES,
+        judges_explanations=True,
+        min_explanation_arms=2,
+    ),
 }
 
 TASK_CHOICES = [(task.name, task.label) for task in STUDY_TASKS.values()]
@@ -65,3 +103,11 @@ TASK_CHOICES = [(task.name, task.label) for task in STUDY_TASKS.values()]
 def study_task(name: str) -> StudyTask:
     """The task called ``name`` (the forward task for an empty name: studies made before tasks)."""
     return STUDY_TASKS[name or FORWARD]
+
+
+#: The rating task's Likert scales (1-5): form field, the question, the words at 1 and at 5.
+RATING_SCALES = (
+    ("helpfulness", "How much does this explanation help you see how the model decides?", "not at all", "very much"),
+    ("trust", "How much would you trust the model's answers after this explanation?", "not at all", "completely"),
+    ("understanding", "How well do you understand this explanation?", "not at all", "fully"),
+)

@@ -29,7 +29,7 @@ from annotations.models import (
 from annotations.selectors.inline_media import media_data_uri
 from annotations.selectors.precompute import INTERACTION_VIEWS, MULTIVIZ_VIEWS, study_multiviz_method
 from annotations.selectors.wording import study_modality_words
-from annotations.study_tasks import study_task
+from annotations.study_tasks import RATING, RATING_SCALES, study_task
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
 from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
@@ -576,6 +576,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     study = participant.study
     phase = assignment.phase
     condition = participant.condition if participant.condition_id == assignment.condition_id else assignment.condition
+    if assignment.left_condition_id:  # preference: the left of the two arms compared
+        condition = assignment.left_condition
     views = [] if phase == Assignment.Phase.PRETEST else list(condition.views)
     letters = ANSWER_KEYS
     unlabelled = study.explanation_display == "predicted_unlabelled"
@@ -619,6 +621,12 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     shared = _panel(views, rows.get(labels[0], {}), words=words) if views and unlabelled and labels else None
     if shared:
         media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
+    # Preference: the right-hand explanation, another arm's views of the same stored explanation.
+    right_views = list(assignment.right_condition.views) if assignment.right_condition_id and views else []
+    right = _panel(right_views, rows.get(labels[0], {}), words=words) if right_views and labels else None
+    if right:
+        media.update({assignment_media_key(view=view, index=1): path for view, path in right["files"].items()})
+    both_views = views + [v for v in right_views if v not in views]
     counts = assignment_phase_counts(participant=participant)
     phases = [p for p in ("pretest", "learning", "test") if counts.get(p)]
     mine = counts.get(phase, {"total": 0, "answered": 0})
@@ -642,6 +650,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "n_phases": len(phases),
         "candidates": candidates,
         "shared_panel": shared,
+        "right_panel": right,
+        "rating_scales": RATING_SCALES if study.task == RATING else (),
         "views": views,
         "model_answer": predicted if phase == Assignment.Phase.LEARNING else None,
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
@@ -652,11 +662,11 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "audios": audio_modalities,
         **_inputs_shown(study.model.modalities, assignment.item.payload),
         "has_colour_views": bool(
-            {"heatmap", "tokens", "interaction", "share", "features", "prediction", *MODALITY_VIEWS} & set(views)
+            {"heatmap", "tokens", "interaction", "share", "features", "prediction", *MODALITY_VIEWS} & set(both_views)
         ),
-        "colour_scales": _colour_scales(views, rows),
-        "stage_tabs": _stage_tabs(views),
-        "patch_grid": _patch_grid(views, rows),
+        "colour_scales": _colour_scales(both_views, rows),
+        "stage_tabs": _stage_tabs(both_views),
+        "patch_grid": _patch_grid(both_views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],
         "last_answer_key": letters[min(len(candidates), len(letters)) - 1] if candidates else "",
         "position": min(mine["answered"] + 1, mine["total"]),

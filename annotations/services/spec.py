@@ -515,6 +515,12 @@ def task_design_check(spec: StudySpec) -> None:
     for path, why in task.refuses.items():
         if given.get(path):
             raise SpecError(path, f"{why} (task: {task.name})")
+    explaining = [arm for arm in spec.conditions if not arm.is_baseline]
+    if len(explaining) < task.min_explanation_arms:
+        raise SpecError(
+            "arms",
+            f"task {task.name} compares explanations: it needs at least {task.min_explanation_arms} arms with views",
+        )
     if spec.explanation_display not in task.displays:
         raise SpecError(
             "explanations.display",
