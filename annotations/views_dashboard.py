@@ -23,6 +23,7 @@ from annotations.services.analysis import SECTIONS, AnalysisUnavailable
 from annotations.services.dashboard import study_dashboard_latest, study_dashboard_state
 from annotations.study_tasks import VERIFICATION
 from annotations.views_access import study_for_researcher
+from annotations.views_dashboard_judging import judging_view
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
 EXPORT_TITLES = {
@@ -441,7 +442,9 @@ def study_dashboard(request, pk: int):
         "analysis_state": _analysis_state(latest),
     }
     report = data.get("report")
-    if report is not None and report.get("task") == VERIFICATION:
+    if report is not None and "judging" in report:  # rating and preference
+        context.update(judging_view(report, section))
+    elif report is not None and report.get("task") == VERIFICATION:
         context.update(_verification_view(report, section))
     elif report is not None:
         baseline = report["study"]["baseline"]

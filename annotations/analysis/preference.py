@@ -66,8 +66,10 @@ __all__ = [
     "circular_triads",
     "preference_agreement",
     "preference_prepare",
+    "preference_report",
     "preference_simulate",
     "ratings_prepare",
+    "ratings_report",
     "ratings_summary",
 ]
 
@@ -375,14 +377,16 @@ def preference_simulate(
 
 
 def ratings_prepare(df: pd.DataFrame, *, scales: Sequence[str] = RATING_SCALES, points: int = 5) -> pd.DataFrame:
-    """The test-phase ratings of a response frame, long: ``participant``, ``item``, ``method``,
-    ``scale``, ``rating`` (int 1..points). Needs ``participant``, ``item``, ``method`` and one
-    column per scale (missing ratings are left out). Raises ``ValueError`` on a missing column or a
-    rating outside 1..points."""
-    missing = [c for c in ("participant", "item", "method", *scales) if c not in df.columns]
+    """The test-phase ratings of a response frame (the export's columns), long: ``participant``,
+    ``item``, ``method`` (the arm: ``condition``), ``scale``, ``rating`` (int 1..points). Needs
+    ``participant``, ``item``, ``condition`` and ``rating_<scale>`` per scale (empty ratings are
+    left out, as are pre-test rows, attention checks and excluded participants where those
+    columns exist). Raises ``ValueError`` on a missing column or a rating outside 1..points."""
+    columns = {f"rating_{scale}": scale for scale in scales}
+    missing = [c for c in ("participant", "item", "condition", *columns) if c not in df.columns]
     if missing:
         raise ValueError(f"ratings frame lacks columns {missing}")
-    df = _drop_flagged(df.reset_index(drop=True))
+    df = _drop_flagged(df.reset_index(drop=True)).rename(columns={**columns, "condition": "method"})
     long = df.melt(
         id_vars=["participant", "item", "method"], value_vars=list(scales), var_name="scale", value_name="rating"
     )
@@ -473,3 +477,43 @@ def ratings_summary(
                     row[stat] = row[f"{stat}_low"] = row[f"{stat}_high"] = None
             summary.setdefault(str(scale), {})[str(method)] = row
     return summary
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def preference_report(df: pd.DataFrame, *, seed: int = 0, n_boot: int = 1000, confidence_level: float = 0.95) -> dict:
+    """A preference study's analysis from the responses export: ``bradley_terry``,
+    ``circular_triads`` (without the per-participant rows), ``agreement`` and the counts.
+    Raises ``ValueError`` when no choice is left."""
+    prepared = preference_prepare(df)
+    if prepared.empty:
+        raise ValueError("no preference answers yet")
+    triads = circular_triads(prepared)
+    return {
+        "bradley_terry": bradley_terry(prepared, confidence_level=confidence_level, n_boot=n_boot, seed=seed),
+        "triads": {key: value for key, value in triads.items() if key != "participants"},
+        "agreement": preference_agreement(prepared),
+        "n_choices": len(prepared),
+        "n_participants": int(prepared["participant"].nunique()),
+        "n_items": int(prepared["item"].nunique()),
+        "left_share": float((prepared["winner"] == prepared["method_left"]).mean()),
+    }
+
+
+def ratings_report(
+    df: pd.DataFrame, *, reference: str | None, seed: int = 0, n_boot: int = 1000, confidence_level: float = 0.95
+) -> dict:
+    """A rating study's analysis from the responses export: :func:`ratings_summary` per scale and
+    method, and the counts. Raises ``ValueError`` when no rating is left."""
+    prepared = ratings_prepare(df)
+    if prepared.empty:
+        raise ValueError("no ratings yet")
+    return {
+        "scales": ratings_summary(
+            prepared, reference=reference, confidence_level=confidence_level, n_boot=n_boot, seed=seed
+        ),
+        "reference": reference,
+        "n_participants": int(prepared["participant"].nunique()),
+        "n_items": int(prepared["item"].nunique()),
+    }

@@ -349,6 +349,12 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             "blur_count",
             "hidden_ms",
             "client_timing_flags",
+            "left_condition_id",
+            "right_condition_id",
+            "preferred",
+            "rating_helpfulness",
+            "rating_trust",
+            "rating_understanding",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -413,6 +419,10 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             blur_count,
             hidden_ms,
             client_timing_flags,
+            left_id,
+            right_id,
+            preferred,
+            *ratings,
         ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
@@ -428,7 +438,7 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     gold,
                     prediction == gold,
                     guess,
-                    guess == prediction if verdict is None else None,
+                    guess == prediction if verdict is None and guess else None,  # no guess: rating, preference
                     confidence,
                     rt_ms,
                     fast > 0 and rt_ms < fast,
@@ -441,9 +451,18 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     pg_timestamp_isoformat(created) if in_sql else created.isoformat(),
                     verdict,
                     None if verdict is None else verdict == (prediction == gold),
+                    *_judged_cells(arms, left_id, right_id, preferred),
+                    *ratings,
                 ]
             )
         yield prefix, rows
+
+
+def _judged_cells(arms: dict, left_id: int | None, right_id: int | None, preferred: str) -> list:
+    """method_left, method_right, preferred and preferred_method of a preference answer (empty otherwise)."""
+    left = arms[left_id].name if left_id else None
+    right = arms[right_id].name if right_id else None
+    return [left, right, preferred or None, {"left": left, "right": right}.get(preferred)]
 
 
 def study_response_rows(*, study: Study) -> Iterator[dict]:
@@ -661,15 +680,20 @@ def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str) -> str:
                {text("i.external_id")}, {text("si.stratum")}, {text("r.phase")},
                {_sql_bool("r.is_attention_check")}, {_sql_bool("r.attention_passed")},
                {text("r.model_prediction")}, {text("r.gold_label")}, {_sql_bool("r.model_prediction = r.gold_label")},
-               {text("r.guess")}, CASE WHEN r.verdict IS NULL THEN {_sql_bool("r.guess = r.model_prediction")} END,
+               {text("r.guess")}, CASE WHEN r.verdict IS NULL AND r.guess <> '' THEN {_sql_bool("r.guess = r.model_prediction")} END,
                r.confidence, r.rt_ms, {"CASE WHEN r.rt_ms < %s THEN 'True' ELSE 'False' END" if fast > 0 else "'False'"},
                r.client_rt_ms, r.client_display_ms, r.blur_count, r.hidden_ms, {text("r.client_timing_flags")},
                r.candidate_order::text, {created},
-               {_sql_bool("r.verdict")}, {_sql_bool("r.verdict = (r.model_prediction = r.gold_label)")}
+               {_sql_bool("r.verdict")}, {_sql_bool("r.verdict = (r.model_prediction = r.gold_label)")},
+               cl.name, cr.name, {text("r.preferred")},
+               CASE r.preferred WHEN 'left' THEN cl.name WHEN 'right' THEN cr.name END,
+               r.rating_helpfulness, r.rating_trust, r.rating_understanding
         FROM {Response._meta.db_table} r
         JOIN {table} t ON t.participant_id = r.participant_id
         JOIN {Item._meta.db_table} i ON i.id = r.item_id
         LEFT JOIN {StudyItem._meta.db_table} si ON si.study_id = %s AND si.item_id = r.item_id
+        LEFT JOIN {Condition._meta.db_table} cl ON cl.id = r.left_condition_id
+        LEFT JOIN {Condition._meta.db_table} cr ON cr.id = r.right_condition_id
         ORDER BY r.participant_id, r.id
     """
     params = [study.public_id, *([fast] if fast > 0 else []), study.pk]  # in the order of the %s

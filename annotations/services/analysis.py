@@ -40,7 +40,8 @@ from annotations.selectors.analysis import (
     study_stage_order,
 )
 from annotations.selectors.answers import study_answer_options
-from annotations.study_tasks import VERIFICATION
+from annotations.services.judging import judging_report
+from annotations.study_tasks import VERIFICATION, study_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,6 +85,11 @@ def _report(
         raise AnalysisUnavailable("no responses yet")
     if study.task == VERIFICATION:
         return _verification_report(study, settings, responses, n_resamples=n_resamples)
+    if study_task(study.task).judges_explanations:
+        from annotations.analysis.report import jsonable
+
+        report = judging_report(study=study, settings=settings, responses=responses, n_resamples=n_resamples)
+        return {**report, "exclusions": jsonable(_exclusions(responses, settings))}
     try:
         report = study_report(
             responses,
@@ -358,7 +364,7 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     except AnalysisUnavailable as exc:
         out["unavailable"] = str(exc)
         return out
-    if study.task == VERIFICATION:  # no simulation accuracy: no metric points, no power card
+    if study.task == VERIFICATION or study_task(study.task).judges_explanations:  # no simulation accuracy
         return out
     rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
     flagged = apply_exclusion_rules(responses, rules=rules)

@@ -45,7 +45,6 @@ from annotations.models import DashboardSnapshot, Response, Study
 from annotations.selectors.analysis import study_chance_level, study_data_version
 from annotations.services.background import task_run_in_background
 from annotations.services.leases import lease_claim, lease_finish, lease_heartbeat, lease_stale_before
-from annotations.study_tasks import VERIFICATION
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +214,7 @@ def dashboard_svgs(*, study: Study, data: dict[str, Any]) -> dict[str, dict[str,
     from annotations.services.analysis import SECTIONS
 
     report = data.get("report")
-    if report is None or report.get("task") == VERIFICATION:  # the reliance card draws no plot
+    if report is None or "analysis" not in report:  # the reliance, rating and preference cards draw no plot
         return {}
     baseline = report["study"]["baseline"]
     drawn = {}

@@ -85,3 +85,41 @@ def judgement_fields(*, task: str, answers: Mapping[str, object]) -> dict[str, o
             raise JudgementRefused("please choose the explanation that helps more: A or B")
         return {"preferred": side}
     return {}
+
+
+def judging_report(*, study: Study, settings: dict, responses, n_resamples: int) -> dict:
+    """A rating or preference study's report (``annotations.analysis.preference``), for all
+    participants and after the pre-registered exclusions (the export's ``excluded`` flag). A
+    section that cannot be computed says why (``unavailable``)."""
+    from annotations.analysis.preference import preference_report, ratings_report
+    from annotations.analysis.report import jsonable
+
+    arms = _explanation_arms(study)
+    reference = arms[0].name if arms else None
+    sections = {}
+    for section in ("after_exclusions", "all"):
+        frame = responses if section == "after_exclusions" else responses.drop(columns=["excluded"])
+        try:
+            if study.task == PREFERENCE:
+                sections[section] = jsonable(preference_report(frame, seed=settings["seed"], n_boot=n_resamples))
+            else:
+                sections[section] = jsonable(
+                    ratings_report(frame, reference=reference, seed=settings["seed"], n_boot=n_resamples)
+                )
+        except ValueError as exc:
+            sections[section] = {"unavailable": str(exc)}
+    return {
+        "study": {
+            "id": study.pk,
+            "public_id": study.public_id,
+            "name": study.name,
+            "task": study.task,
+            "baseline": settings["baseline"],
+            "reference": reference,
+            "seed": settings["seed"],
+            "n_resamples": int(n_resamples),
+            "exclusion_rules": settings["exclusion_rules"],
+        },
+        "task": study.task,
+        "judging": sections,
+    }

@@ -176,7 +176,7 @@ def test_ratings_hand_computed_distribution_means_and_superiority():
             ("p3", "i2", "grad", 1, 2, 1),
             ("p4", "i1", "grad", 3, 4, 2),
         ],
-        columns=["participant", "item", "method", "helpfulness", "trust", "understanding"],
+        columns=["participant", "item", "condition", "rating_helpfulness", "rating_trust", "rating_understanding"],
     )
     summary = ratings_summary(ratings_prepare(frame), reference="grad", n_boot=200, seed=2)
     ig, grad = summary["helpfulness"]["ig"], summary["helpfulness"]["grad"]
@@ -191,7 +191,7 @@ def test_ratings_hand_computed_distribution_means_and_superiority():
     assert ig["mean_low"] <= ig["mean"] <= ig["mean_high"]
     assert ig["superiority_low"] <= ig["superiority"] <= ig["superiority_high"]
     with pytest.raises(ValueError, match="1..5"):
-        ratings_prepare(frame.assign(trust=6))
+        ratings_prepare(frame.assign(rating_trust=6))
 
 
 def test_ratings_summary_equals_plain_pandas_on_random_ratings():
@@ -200,8 +200,8 @@ def test_ratings_summary_equals_plain_pandas_on_random_ratings():
         {
             "participant": rng.integers(0, 9, 80).astype(str),
             "item": rng.integers(0, 5, 80).astype(str),
-            "method": rng.choice(["ig", "grad", "shap"], 80),
-            **{scale: rng.integers(1, 8, 80) for scale in ("helpfulness", "trust", "understanding")},
+            "condition": rng.choice(["ig", "grad", "shap"], 80),
+            **{f"rating_{scale}": rng.integers(1, 8, 80) for scale in ("helpfulness", "trust", "understanding")},
         }
     )
     prepared = ratings_prepare(frame, points=7)

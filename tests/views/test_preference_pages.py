@@ -5,18 +5,29 @@ stored, and their answers are stored with the arms compared, left and right."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from django.core.management import call_command
+from django.test import Client
 
+from annotations.analysis.preference import preference_report, ratings_report
+from annotations.analysis.report import jsonable
+from annotations.analysis.responses import load_responses_csv
 from annotations.models import Participant, Prediction, Response, Slot
+from annotations.selectors.exports import study_responses_csv_lines, study_responses_csv_lines_python
+from annotations.services.analysis import study_report_compute
 from annotations.services.datasets import dataset_import
+from annotations.services.participants import assignment_current, assignment_serve, response_submit
 from annotations.services.preference_design import preference_schedule
 from annotations.services.spec import SpecError, study_spec_load, study_spec_parse
 from annotations.services.studies import ConditionSpec
-from tests.builders.studies import build_study, make_model, write_dataset
+from tests.builders.dashboard import dashboard_computed_at_once  # noqa: F401  (fixture)
+from tests.builders.studies import build_study, enter_and_start, make_model, write_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +43,14 @@ SPEC = {
     ],
     "items": {"n": 6, "per_participant": 3, "raters_per_item": 2},
 }
+
+
+FOUR_ARMS = [
+    ConditionSpec("baseline"),
+    ConditionSpec("ig_heat", ["heatmap"]),
+    ConditionSpec("ig_words", ["tokens"]),
+    ConditionSpec("ig_both", ["heatmap", "tokens"]),
+]
 
 
 @pytest.fixture
@@ -82,8 +101,6 @@ def _page_leaks(page: str, study, assignment) -> list[str]:
 
 
 def test_a_preference_study_compares_balanced_pairs_and_stores_each_side(alice, tmp_path):
-    from django.test import Client
-
     study = build_study(
         alice,
         tmp_path,
@@ -91,12 +108,7 @@ def test_a_preference_study_compares_balanced_pairs_and_stores_each_side(alice, 
         n_items=6,
         items_per_participant=3,
         raters_per_item=3,
-        conditions=[
-            ConditionSpec("baseline"),
-            ConditionSpec("ig_heat", ["heatmap"]),
-            ConditionSpec("ig_words", ["tokens"]),
-            ConditionSpec("ig_both", ["heatmap", "tokens"]),
-        ],
+        conditions=FOUR_ARMS,
         task="preference",
         explanation_display="predicted_unlabelled",
         name="prefer",
@@ -145,8 +157,6 @@ def test_a_preference_study_compares_balanced_pairs_and_stores_each_side(alice, 
 
 
 def test_a_rating_study_stores_three_scales_and_refuses_a_missing_one(alice, tmp_path):
-    from django.test import Client
-
     study = build_study(
         alice,
         tmp_path,
@@ -173,3 +183,128 @@ def test_a_rating_study_stores_three_scales_and_refuses_a_missing_one(alice, tmp
         response = Response.objects.get(assignment=assignment)
         assert (response.rating_helpfulness, response.rating_trust, response.rating_understanding) == (4, 2, 5)
         assert response.preferred == "" and response.left_condition_id is None
+
+
+def _fill(study, n_participants: int, judge) -> int:
+    """Participants answer every item through the services; ``judge(assignment)`` gives the form."""
+    answered = 0
+    for k in range(n_participants):
+        participant = enter_and_start(study, f"filler-{k}")
+        while (assignment := assignment_current(participant=participant)) is not None:
+            assignment_serve(assignment=assignment)
+            response_submit(
+                participant=participant,
+                assignment_public_id=assignment.public_id,
+                guess="",
+                confidence=3,
+                judgement=judge(assignment),
+            )
+            answered += 1
+    return answered
+
+
+def test_a_filled_preference_study_exports_each_side_and_ranks_the_arms(alice, tmp_path, dashboard_computed_at_once):
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=16,
+        n_items=6,
+        items_per_participant=3,
+        raters_per_item=3,
+        conditions=FOUR_ARMS,
+        task="preference",
+        explanation_display="predicted_unlabelled",
+        name="ranked",
+    )
+    # The stronger arm of each pair wins 5 of its 6 comparisons (the first goes the other way, so that
+    # every arm wins and loses and the maximum-likelihood scores exist).
+    strength = {"ig_both": 2, "ig_heat": 1, "ig_words": 0}
+    seen = Counter()
+
+    def judge(assignment):
+        left, right = assignment.left_condition.name, assignment.right_condition.name
+        better = "left" if strength[left] > strength[right] else "right"
+        seen[frozenset((left, right))] += 1
+        if seen[frozenset((left, right))] == 1:
+            better = {"left": "right", "right": "left"}[better]
+        return {"preferred": better}
+
+    assert _fill(study, 6, judge) == 18
+    lines = list(study_responses_csv_lines(study=study))
+    assert lines == list(study_responses_csv_lines_python(study=study))  # COPY and Python agree
+    rows = list(csv.DictReader(io.StringIO("".join(lines))))
+    assert len(rows) == 18
+    for row in rows:
+        assert row["task"] == "preference" and row["guess"] == "" and row["correct_simulation"] == ""
+        assert row["preferred_method"] == row[f"method_{row['preferred']}"]
+        assert row["method_left"] != row["method_right"] and row["rating_trust"] == ""
+
+    # Reproducible: the analysis from the CSV equals the service's.
+    report = study_report_compute(study=study, n_resamples=50)
+    frame = load_responses_csv(io.StringIO("".join(lines)))
+    again = preference_report(frame.drop(columns=["excluded"]), seed=study.seed, n_boot=50)
+    assert jsonable(again) == report["judging"]["all"]
+    fit = report["judging"]["all"]["bradley_terry"]
+    assert fit["estimable"]
+    scores = {name: row["score"] for name, row in fit["methods"].items()}
+    assert scores["ig_both"] > scores["ig_heat"] > scores["ig_words"]
+
+    researcher = Client()
+    researcher.force_login(alice)
+    dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
+    assert 'id="bt-table"' in dashboard and 'id="triads-share"' in dashboard and 'id="accuracy-table"' not in dashboard
+    assert dashboard.index("<b>ig_both</b>") < dashboard.index("<b>ig_heat</b>") < dashboard.index("<b>ig_words</b>")
+    printed = io.StringIO()
+    call_command("analyze", str(study.pk), "--n-resamples", "20", stdout=printed)
+    assert "ig_both: Bradley-Terry +" in printed.getvalue()
+
+
+def test_a_filled_rating_study_exports_the_scales_and_shows_their_distributions(
+    alice, tmp_path, dashboard_computed_at_once
+):
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=12,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        conditions=[
+            ConditionSpec("baseline"),
+            ConditionSpec("ig_heat", ["heatmap"]),
+            ConditionSpec("ig_both", ["heatmap", "tokens"]),
+        ],
+        task="rating",
+        explanation_display="predicted_unlabelled",
+        name="rated",
+    )
+    score = {"ig_heat": 2, "ig_both": 4}
+
+    def judge(assignment):
+        value = score[assignment.condition.name]
+        return {"helpfulness": value, "trust": value + 1, "understanding": 3}
+
+    assert _fill(study, 8, judge) == 16
+    lines = list(study_responses_csv_lines(study=study))
+    assert lines == list(study_responses_csv_lines_python(study=study))
+    rows = list(csv.DictReader(io.StringIO("".join(lines))))
+    assert {(r["condition"], r["rating_helpfulness"], r["rating_trust"]) for r in rows} == {
+        ("ig_heat", "2", "3"),
+        ("ig_both", "4", "5"),
+    }
+    report = study_report_compute(study=study, n_resamples=50)
+    frame = load_responses_csv(io.StringIO("".join(lines)))
+    again = ratings_report(frame.drop(columns=["excluded"]), reference="ig_heat", seed=study.seed, n_boot=50)
+    assert jsonable(again) == report["judging"]["all"]
+    both = report["judging"]["all"]["scales"]["helpfulness"]["ig_both"]
+    assert (both["mean"], both["difference"], both["superiority"], both["distribution"]) == (
+        4.0,
+        2.0,
+        1.0,
+        [0, 0, 0, 8, 0],
+    )
+
+    researcher = Client()
+    researcher.force_login(alice)
+    dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
+    assert 'id="ratings-table"' in dashboard and 'class="likert-seg p4" style="width: 100.0%"' in dashboard
