@@ -674,3 +674,54 @@ def test_no_verification_page_reveals_the_gold_label(alice, demo_jsonl):
     assert len(fixed_parts) == 1 and len(next(iter(fixed_parts))) == 2
     assert Assignment.objects.filter(participant__study=study, kind="attention").exists()
     assert wrong_seen  # the walk met wrong model answers, where the gold label is a different label
+
+
+# --- preference studies -----------------------------------------------------------------------
+# Two explanations of the model's answer, A and B: neither the answer, the gold label, nor which
+# arm (or method) drew each explanation may be readable before the choice.
+
+PREFERENCE_ARMS = [
+    ConditionSpec(name="baseline"),
+    ConditionSpec(name="m_heat", views=["heatmap"]),
+    ConditionSpec(name="m_words", views=["tokens", "share"]),
+]
+
+
+def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path):
+    from tests.builders.studies import build_study
+
+    # The stored explanations are the builder's (real PNGs, inlined as in any study): what is
+    # checked is what the page says around them.
+    study = build_study(
+        alice,
+        tmp_path,
+        task="preference",
+        explanation_display="predicted_unlabelled",
+        conditions=PREFERENCE_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        name="prefer",
+    )
+    arms = {arm.name for arm in PREFERENCE_ARMS} | {study.explanation_method}
+    client = Client()
+    participant = _enter(client, study)
+    while (
+        assignment := Assignment.objects.filter(participant=participant, status="active")
+        .order_by("position")
+        .select_related("item")
+        .first()
+    ) is not None:
+        served = _fetch_all(client, study)
+        page = served["page"][0]
+        assert b'class="view view-heatmap' in page and b'class="tokens"' in page  # both sides are drawn
+        leaks = _leaks(
+            served,
+            question=assignment.item.payload.get("text", ""),
+            candidates=[],
+            secrets=_secrets(study, participant, assignment.item) | arms,
+            labels=set(study.model.labels),
+        )
+        assert not leaks, leaks
+        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"preferred": "right", "confidence": 2})
+    assert participant.responses.filter(preferred="right").count() == 2
