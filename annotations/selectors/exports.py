@@ -226,7 +226,7 @@ def _stats(
         test_blur_count=[known(r[blur_count]) for r in scored],
         test_hidden_ms=[known(r[hidden_ms]) for r in scored],
         test_rt_ms=[float(r[rt]) for r in scored],
-        test_correct=[float(response_correct(r[guess], r[prediction], r[verdict], r[gold])) for r in scored],
+        test_correct=[response_correct(r[guess], r[prediction], r[verdict], r[gold]) for r in scored],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
         attention_passed=[r[passed] for r in rows if r[attention]],
         screened_out=screened_out,

@@ -238,7 +238,7 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
     scored = [r for r in rows if r[0] == Assignment.Phase.TEST and not r[1]]
     stats = participant_stats(
         test_rt_ms=np.array([r[3] for r in scored], dtype=np.float64),
-        test_correct=np.array([float(response_correct(*r[4:8])) for r in scored], dtype=np.float64),
+        test_correct=np.array([response_correct(*r[4:8]) for r in scored], dtype=np.float64),
         n_pretest=sum(1 for r in rows if r[0] == Assignment.Phase.PRETEST and not r[1]),
         attention_passed=[r[2] for r in rows if r[1]],
         screened_out=participant.screened_out,
@@ -252,12 +252,13 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
     return stats
 
 
-def response_correct(guess: str, model_prediction: str, verdict: bool | None, gold_label: str) -> bool:
-    """Whether an answer is right for its task: a forward guess names the model's answer; a
-    verification verdict (``verdict`` not None) says right exactly when the model is right."""
+def response_correct(guess: str, model_prediction: str, verdict: bool | None, gold_label: str) -> float:
+    """Whether an answer is right for its task, 1.0 or 0.0: a forward guess names the model's
+    answer; a verification verdict (``verdict`` not None) says right exactly when the model is
+    right. NaN for an answer with neither (rating, preference: nothing is right or wrong)."""
     if verdict is not None:
-        return verdict == (model_prediction == gold_label)
-    return guess == model_prediction
+        return float(verdict == (model_prediction == gold_label))
+    return float(guess == model_prediction) if guess else float("nan")
 
 
 def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:

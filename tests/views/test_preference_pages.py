@@ -19,7 +19,12 @@ from annotations.analysis.preference import preference_report, ratings_report
 from annotations.analysis.report import jsonable
 from annotations.analysis.responses import load_responses_csv
 from annotations.models import Participant, Prediction, Response, Slot
-from annotations.selectors.exports import study_responses_csv_lines, study_responses_csv_lines_python
+from annotations.selectors.exports import (
+    PARTICIPANT_COLUMNS,
+    study_participant_records,
+    study_responses_csv_lines,
+    study_responses_csv_lines_python,
+)
 from annotations.services.analysis import study_report_compute
 from annotations.services.datasets import dataset_import
 from annotations.services.participants import assignment_current, assignment_serve, response_submit
@@ -239,6 +244,10 @@ def test_a_filled_preference_study_exports_each_side_and_ranks_the_arms(alice, t
         assert row["preferred_method"] == row[f"method_{row['preferred']}"]
         assert row["method_left"] != row["method_right"] and row["rating_trust"] == ""
 
+    # nothing is right or wrong in a preference: no test accuracy for the participants
+    participants = [dict(zip(PARTICIPANT_COLUMNS, r)) for r in study_participant_records(study=study)]
+    assert len(participants) == 6 and {p["test_accuracy"] for p in participants} == {None}
+
     # Reproducible: the analysis from the CSV equals the service's.
     report = study_report_compute(study=study, n_resamples=50)
     frame = load_responses_csv(io.StringIO("".join(lines)))
@@ -308,3 +317,49 @@ def test_a_filled_rating_study_exports_the_scales_and_shows_their_distributions(
     researcher.force_login(alice)
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
     assert 'id="ratings-table"' in dashboard and 'class="likert-seg p4" style="width: 100.0%"' in dashboard
+
+
+@pytest.mark.urls("tests.api.urls")
+def test_the_api_and_the_form_take_the_tasks_and_refuse_bad_designs(owned):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from annotations.models import Dataset, RegisteredModel, Study
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owned).key}")
+    created = api.post("/api/studies/", SPEC, format="json")
+    assert created.status_code == 201 and Study.objects.get(pk=created.json()["id"]).task == "preference"
+    bad = api.post("/api/studies/", {**SPEC, "name": "one arm", "arms": SPEC["arms"][:2]}, format="json")
+    assert bad.status_code == 400 and bad.json()["field"] == "arms"
+
+    client = Client()
+    client.force_login(owned)
+    form = {
+        "name": "Designed rating",
+        "task": "rating",
+        "dataset": Dataset.objects.get(owner=owned).pk,
+        "model": RegisteredModel.objects.get(owner=owned).pk,
+        "seed": 1,
+        "n_items": 6,
+        "items_per_participant": 3,
+        "raters_per_item": 2,
+        "candidate_mode": "top_k",
+        "n_candidates": 2,
+        "n_distractors": 0,
+        "explanation_method": "integrated_gradients",
+        "interaction_method": "second_order",
+        "explanation_display": "predicted_unlabelled",
+        "lease_minutes": 30,
+        "learning_items": 0,
+        "attention_checks": 1,
+        "min_rt_ms": 0,
+        "arm_0_name": "baseline",
+        "arm_1_name": "ig",
+        "arm_1_views": ["heatmap"],
+    }
+    refused = client.post("/studies/new/", form)
+    assert refused.status_code == 200 and "not available for this task" in refused.content.decode()
+    form["attention_checks"] = 0
+    assert client.post("/studies/new/", form).status_code == 302
+    assert Study.objects.get(name="Designed rating").task == "rating"
