@@ -160,6 +160,17 @@ def test_a_preference_study_compares_balanced_pairs_and_stores_each_side(alice, 
         answered += 1
     assert answered == 3
 
+    # A researcher's preview takes no slot: its pairs are drawn from the schedule's pairs by the seed.
+    researcher = Client()
+    researcher.force_login(alice)
+    researcher.post(f"/studies/{study.pk}/preview/")
+    researcher.post(f"/s/{study.public_id}/consent/")
+    researcher.post(f"/s/{study.public_id}/instructions/")
+    assert 'id="explanation-b"' in researcher.get(f"/s/{study.public_id}/item/").content.decode()
+    preview = Participant.objects.get(study=study, platform="preview")
+    assert {(a.left_condition_id, a.right_condition_id) for a in preview.assignments.all()} <= set(schedule.values())
+    assert Slot.objects.filter(condition__study=study, assignment__participant=preview).count() == 0
+
 
 def test_a_rating_study_stores_three_scales_and_refuses_a_missing_one(alice, tmp_path):
     study = build_study(
