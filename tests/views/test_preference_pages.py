@@ -271,6 +271,7 @@ def test_a_filled_preference_study_exports_each_side_and_ranks_the_arms(alice, t
 
     researcher = Client()
     researcher.force_login(alice)
+    assert "compares two arms with views" in researcher.get(f"/studies/{study.pk}/").content.decode()
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
     assert 'id="bt-table"' in dashboard and 'id="triads-share"' in dashboard and 'id="accuracy-table"' not in dashboard
     assert dashboard.index("<b>ig_both</b>") < dashboard.index("<b>ig_heat</b>") < dashboard.index("<b>ig_words</b>")
