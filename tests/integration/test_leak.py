@@ -676,9 +676,9 @@ def test_no_verification_page_reveals_the_gold_label(alice, demo_jsonl):
     assert wrong_seen  # the walk met wrong model answers, where the gold label is a different label
 
 
-# --- preference studies -----------------------------------------------------------------------
-# Two explanations of the model's answer, A and B: neither the answer, the gold label, nor which
-# arm (or method) drew each explanation may be readable before the choice.
+# --- rating and preference studies -------------------------------------------------------------
+# One explanation of the model's answer (rating) or two, A and B (preference): neither the answer,
+# the gold label, nor which arm (or method) drew an explanation may be readable before the answer.
 
 PREFERENCE_ARMS = [
     ConditionSpec(name="baseline"),
@@ -687,7 +687,8 @@ PREFERENCE_ARMS = [
 ]
 
 
-def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path):
+@pytest.mark.parametrize("task", ["preference", "rating"])
+def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path, task):
     from tests.builders.studies import build_study
 
     # The stored explanations are the builder's (real PNGs, inlined as in any study): what is
@@ -695,13 +696,13 @@ def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path):
     study = build_study(
         alice,
         tmp_path,
-        task="preference",
+        task=task,
         explanation_display="predicted_unlabelled",
         conditions=PREFERENCE_ARMS,
         n_items=4,
         items_per_participant=2,
         raters_per_item=2,
-        name="prefer",
+        name=task,
     )
     arms = {arm.name for arm in PREFERENCE_ARMS} | {study.explanation_method}
     client = Client()
@@ -714,7 +715,10 @@ def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path):
     ) is not None:
         served = _fetch_all(client, study)
         page = served["page"][0]
-        assert b'class="view view-heatmap' in page and b'class="tokens"' in page  # both sides are drawn
+        if task == "preference":  # both sides are drawn
+            assert b'class="view view-heatmap' in page and b'class="tokens"' in page
+        else:
+            assert b'id="explanation"' in page
         leaks = _leaks(
             served,
             question=assignment.item.payload.get("text", ""),
@@ -723,5 +727,6 @@ def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path):
             labels=set(study.model.labels),
         )
         assert not leaks, leaks
-        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"preferred": "right", "confidence": 2})
-    assert participant.responses.filter(preferred="right").count() == 2
+        answer = {"preferred": "right", "helpfulness": 3, "trust": 3, "understanding": 3, "confidence": 2}
+        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", answer)
+    assert participant.responses.count() == 2
