@@ -321,6 +321,11 @@ class Condition(models.Model):
     name = models.CharField(max_length=100)
     views = models.JSONField(default=list, blank=True, help_text="Empty for the no-explanation baseline.")
     is_baseline = models.BooleanField(default=False)
+    method = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="Rating and preference studies: this arm's attribution method (empty: the study's).",
+    )
 
     class Meta:
         ordering = ["id"]

@@ -147,7 +147,7 @@ def _arms(study: Study) -> dict[int, _Arm]:
         views = list(condition.views or [])
         methods = []
         if views:
-            methods.append(study.explanation_method)
+            methods.append(condition.method or study.explanation_method)
             if _INTERACTION_VIEWS & set(views):
                 methods.append(study.interaction_method)
             if _MULTIVIZ_VIEWS & set(views):  # feature heatmaps by the study's method, over the sparse head

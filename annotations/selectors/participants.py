@@ -284,23 +284,20 @@ def _view_source(view: str) -> str:
     return "interaction" if view in INTERACTION_VIEWS else "attribution"
 
 
-def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
+def _explanation_rows(*, study: Study, item, labels: list[str], method: str = "") -> dict[str, dict[str, Explanation]]:
+    """label -> view source -> stored row; ``method``: an arm's own attribution method (rating and
+    preference studies), else the study's."""
     multiviz = study_multiviz_method(study=study)
+    attribution = method or study.explanation_method
     found = Explanation.objects.filter(
         model_id=study.model_id,
         item=item,
         target_label__in=labels,
-        method__in=[study.explanation_method, study.interaction_method, multiviz],
+        method__in=[attribution, study.interaction_method, multiviz],
     )
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
-        source = (
-            "attribution"
-            if row.method == study.explanation_method
-            else "multiviz"
-            if row.method == multiviz
-            else "interaction"
-        )
+        source = "attribution" if row.method == attribution else "multiviz" if row.method == multiviz else "interaction"
         out[row.target_label][source] = row
     return out
 
@@ -590,7 +587,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
             .get()
         )
     labels = ([predicted] if unlabelled else list(assignment.candidate_order)) if views else []
-    rows = _explanation_rows(study=study, item=assignment.item_id, labels=labels) if views else {}
+    rows = (
+        _explanation_rows(study=study, item=assignment.item_id, labels=labels, method=condition.method) if views else {}
+    )
     image_modalities = [m for m in study.model.modalities if m in IMAGE_MODALITIES]
     media = {MEDIA_STUDY_KEY: study.public_id}
     media.update(
@@ -624,7 +623,12 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
     # Preference: the right-hand explanation, another arm's views of the same stored explanation.
     right_views = list(assignment.right_condition.views) if assignment.right_condition_id and views else []
-    right = _panel(right_views, rows.get(labels[0], {}), words=words) if right_views and labels else None
+    right_rows = rows
+    if right_views and assignment.right_condition.method != condition.method:
+        right_rows = _explanation_rows(
+            study=study, item=assignment.item_id, labels=labels, method=assignment.right_condition.method
+        )
+    right = _panel(right_views, right_rows.get(labels[0], {}), words=words) if right_views and labels else None
     if right:
         media.update({assignment_media_key(view=view, index=1): path for view, path in right["files"].items()})
     both_views = views + [v for v in right_views if v not in views]
@@ -665,7 +669,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "has_colour_views": bool(
             {"heatmap", "tokens", "interaction", "share", "features", "prediction", *MODALITY_VIEWS} & set(both_views)
         ),
-        "colour_scales": _colour_scales(both_views, rows),
+        # Two methods are drawn on two scales: one printed scale would misread one side.
+        "colour_scales": _colour_scales(both_views, rows) if right_rows is rows else [],
         "stage_tabs": _stage_tabs(both_views),
         "patch_grid": _patch_grid(both_views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],

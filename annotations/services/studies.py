@@ -244,7 +244,8 @@ def _modality_names(*, spec: StudySpec) -> dict[str, str]:
 
 def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None:
     Condition.objects.bulk_create(
-        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
+        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline, method=c.method)
+        for c in conditions
     )
 
 

@@ -73,6 +73,24 @@ def owned(alice, tmp_path):
         ({"phases": {"pretest": True}}, "phases.pretest", "no warm-up phase"),
         ({"quality": {"attention_checks": 1}}, "quality.attention_checks", "not available"),
         ({"explanations": {"display": "all_candidates"}}, "explanations.display", "shows predicted_unlabelled"),
+        (
+            {"arms": [*SPEC["arms"][:2], {"name": "x", "views": ["heatmap"], "method": "magic"}]},
+            "arms[2].method",
+            "unknown value 'magic'",
+        ),
+        (
+            {
+                "task": "verification",
+                "arms": [*SPEC["arms"][:2], {"name": "x", "views": ["heatmap"], "method": "lime"}],
+            },
+            "arms[2].method",
+            "only rating and preference studies compare methods",
+        ),
+        (
+            {"arms": [{"name": "b", "views": [], "method": "lime"}, *SPEC["arms"][1:]]},
+            "arms[0].method",
+            "no explanation",
+        ),
     ],
 )
 def test_what_preference_cannot_run_is_refused_naming_the_field(owned, overrides, field, message):
@@ -375,3 +393,49 @@ def test_the_api_and_the_form_take_the_tasks_and_refuse_bad_designs(owned):
     form["attention_checks"] = 0
     assert client.post("/studies/new/", form).status_code == 302
     assert Study.objects.get(name="Designed rating").task == "rating"
+
+
+def test_arms_with_their_own_methods_are_precomputed_and_shown_side_by_side(alice, tmp_path):
+    from annotations.models import Explanation
+    from annotations.selectors.precompute import study_required_methods
+
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=12,
+        n_items=3,
+        items_per_participant=3,
+        raters_per_item=2,
+        conditions=[
+            ConditionSpec("baseline"),
+            ConditionSpec("m_ig", ["heatmap"]),
+            ConditionSpec("m_sal", ["heatmap", "tokens"], method="saliency"),
+        ],
+        task="preference",
+        explanation_display="predicted_unlabelled",
+        name="methods",
+    )
+    assert study_required_methods(study=study) == {
+        "integrated_gradients": {"heatmap"},
+        "saliency": {"heatmap", "tokens"},
+    }
+    # every stored row states its colour scale, as precompute's do
+    Explanation.objects.filter(model=study.model).update(summary={"colour_scales": {"image": {"low": -1, "high": 1}}})
+    client = Client()
+    participant = _walk(client, study)
+    assignment = participant.assignments.filter(status="active").order_by("position").first()
+    page = client.get(f"/s/{study.public_id}/item/").content.decode()
+    # each side shows its own arm's stored explanation (the builder's PNGs differ per method)
+    rows = {
+        e.method: e
+        for e in Explanation.objects.filter(model=study.model, item=assignment.item, target_label__isnull=False)
+        if e.target_label == Prediction.objects.get(model=study.model, item=assignment.item).label
+    }
+    assert set(rows) == {"integrated_gradients", "saliency"}
+    left_method = assignment.left_condition.method or study.explanation_method
+    a_block = page[page.index('id="explanation-a"') : page.index('id="explanation-b"')]
+    b_block = page[page.index('id="explanation-b"') :]
+    assert ('class="tokens"' in a_block) == (left_method == "saliency")
+    assert ('class="tokens"' in b_block) == (left_method != "saliency")
+    assert 'id="scale-heatmap"' not in page  # two methods, two scales: no single printed scale
+    assert _page_leaks(page, study, assignment) == []
