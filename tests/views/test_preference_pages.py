@@ -358,8 +358,10 @@ def test_the_api_and_the_form_take_the_tasks_and_refuse_bad_designs(owned):
 
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owned).key}")
-    created = api.post("/api/studies/", SPEC, format="json")
+    arms = [*SPEC["arms"], {"name": "sal", "views": ["heatmap"], "method": "saliency"}]
+    created = api.post("/api/studies/", {**SPEC, "arms": arms}, format="json")
     assert created.status_code == 201 and Study.objects.get(pk=created.json()["id"]).task == "preference"
+    assert {c["name"]: c["method"] for c in created.json()["conditions"]}["sal"] == "saliency"
     bad = api.post("/api/studies/", {**SPEC, "name": "one arm", "arms": SPEC["arms"][:2]}, format="json")
     assert bad.status_code == 400 and bad.json()["field"] == "arms"
 
