@@ -340,6 +340,11 @@ class Condition(models.Model):
     name = models.CharField(max_length=100)
     views = models.JSONField(default=list, blank=True, help_text="Empty for the no-explanation baseline.")
     is_baseline = models.BooleanField(default=False)
+    method = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="Rating and preference studies: this arm's attribution method (empty: the study's).",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -571,6 +576,10 @@ class Assignment(models.Model):
     check_type = models.CharField(max_length=12, choices=Check.choices, blank=True, help_text="Attention checks only.")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
     condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="assignments")
+    # Preference: the two arms whose explanations the item compares (``condition`` is the
+    # participant's arm, as in every task).
+    left_condition = models.ForeignKey(Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    right_condition = models.ForeignKey(Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     position = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
@@ -607,6 +616,8 @@ class Slot(models.Model):
     index = models.PositiveIntegerField()
     sort_key = models.BigIntegerField(help_text="Seeded random order within a round of slots.")
     assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="slot")
+    # Preference studies: the arm whose explanation is on the right (``condition``: the left).
+    right_condition = models.ForeignKey(Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["condition", "item", "index"], name="slot_unique")]
@@ -633,6 +644,29 @@ class Response(models.Model):
         blank=True,
         help_text="Rationale: the units marked as evidence for the gold answer, per modality (the evidence format).",
     )
+    # Rating and preference studies (annotations/services/judging.py): empty in other tasks.
+    left_condition = models.ForeignKey(
+        Condition,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Preference: shown left.",
+    )
+    right_condition = models.ForeignKey(
+        Condition,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Preference: shown right.",
+    )
+    preferred = models.CharField(
+        max_length=5, blank=True, help_text="Preference: the side that helps more, 'left' or 'right'."
+    )
+    rating_helpfulness = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Rating: 1-5.")
+    rating_trust = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Rating: 1-5.")
+    rating_understanding = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Rating: 1-5.")
     confidence = models.PositiveSmallIntegerField()
     rt_ms = models.PositiveIntegerField(help_text="Server-measured: first serve of the item to submission.")
     # Browser-measured timing (static/mmeval/timing.js, validated by services/client_timing.py):

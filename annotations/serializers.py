@@ -14,7 +14,7 @@ from annotations.selectors.exports import EXPORTS
 class ConditionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Condition
-        fields = ["name", "views", "is_baseline"]
+        fields = ["name", "views", "is_baseline", "method"]
 
 
 class StudySerializer(serializers.ModelSerializer):

@@ -16,14 +16,17 @@ FORWARD = "forward"
 VERIFICATION = "verification"
 COUNTERFACTUAL = "counterfactual"
 RATIONALE = "rationale"
+RATING = "rating"
+PREFERENCE = "preference"
 
 
 @dataclass(frozen=True)
 class StudyTask:
     name: str
     label: str
-    #: What a participant answers: "guess" (one of the candidates), "verdict" (model right? yes/no)
-    #: or "rationale" (the units of the input that are evidence for the gold answer); a
+    #: What a participant answers: "guess" (one of the candidates), "verdict" (model right? yes/no),
+    #: "rationale" (the units of the input that are evidence for the gold answer), "rating" (Likert
+    #: scales of one explanation) or "preference" (which of two explanations helps more); a
     #: counterfactual guess is the model's answer on the item's edited input.
     answer: str
     #: The participant page of a test or pre-test item, and the instructions page.
@@ -38,7 +41,22 @@ class StudyTask:
     #: Design values the task starts from, spec path -> value: the study form fills them in when
     #: the task is chosen (a refused option switched off), so the default design is always valid.
     design_defaults: dict[str, object] = field(default_factory=dict)
+    #: The task judges the explanations themselves: the baseline arm (nothing to judge) gets no
+    #: rater slots, so no participant; the arms are the explanations compared.
+    judges_explanations: bool = False
+    #: Explanation arms (besides the baseline) the design needs at least.
+    min_explanation_arms: int = 1
 
+
+# Rating and preference studies judge explanations: no practice (it would show the model's answers
+# as feedback), no warm-up without explanations (nothing to judge) and, for now, no attention
+# checks (an instructed rating or side is not built yet).
+_JUDGING_REFUSES = {
+    "phases.learning_items": "a study that judges explanations has no practice items",
+    "phases.pretest": "a study that judges explanations has no warm-up phase without them",
+    "quality.attention_checks": "attention checks are not available for this task yet",
+}
+_JUDGING_DEFAULTS = {"phases.learning_items": 0, "phases.pretest": False, "quality.attention_checks": 0}
 
 STUDY_TASKS: dict[str, StudyTask] = {
     FORWARD: StudyTask(
@@ -97,6 +115,29 @@ STUDY_TASKS: dict[str, StudyTask] = {
         },
         design_defaults={"phases.learning_items": 0, "phases.pretest": False, "quality.attention_checks": 0},
     ),
+    RATING: StudyTask(
+        name=RATING,
+        label="Rating: Likert ratings of one explanation (helpfulness, trust, understanding)",
+        answer="rating",
+        template="participant/rating.html",
+        instructions_template="participant/rating_instructions.html",
+        displays=("predicted_unlabelled",),
+        refuses=_JUDGING_REFUSES,
+        design_defaults=_JUDGING_DEFAULTS,
+        judges_explanations=True,
+    ),
+    PREFERENCE: StudyTask(
+        name=PREFERENCE,
+        label="Preference: which of two explanations helps more (Bradley–Terry ranking)",
+        answer="preference",
+        template="participant/preference.html",
+        instructions_template="participant/rating_instructions.html",
+        displays=("predicted_unlabelled",),
+        refuses=_JUDGING_REFUSES,
+        design_defaults=_JUDGING_DEFAULTS,
+        judges_explanations=True,
+        min_explanation_arms=2,
+    ),
 }
 
 TASK_CHOICES = [(task.name, task.label) for task in STUDY_TASKS.values()]
@@ -105,3 +146,11 @@ TASK_CHOICES = [(task.name, task.label) for task in STUDY_TASKS.values()]
 def study_task(name: str) -> StudyTask:
     """The task called ``name`` (the forward task for an empty name: studies made before tasks)."""
     return STUDY_TASKS[name or FORWARD]
+
+
+#: The rating task's Likert scales (1-5): form field, the question, the words at 1 and at 5.
+RATING_SCALES = (
+    ("helpfulness", "How much does this explanation help you see how the model decides?", "not at all", "very much"),
+    ("trust", "How much would you trust the model's answers after this explanation?", "not at all", "completely"),
+    ("understanding", "How well do you understand this explanation?", "not at all", "fully"),
+)

@@ -26,6 +26,7 @@ from annotations.services.dashboard import study_dashboard_latest, study_dashboa
 from annotations.study_tasks import COUNTERFACTUAL, RATIONALE, VERIFICATION
 from annotations.views_access import study_for_researcher
 from annotations.views_dashboard_counterfactual import counterfactual_view
+from annotations.views_dashboard_judging import judging_view
 from annotations.views_dashboard_rationale import rationale_view
 
 SUBSET_TITLES = {"all": "all items", "model_correct": "model right", "model_incorrect": "model wrong"}
@@ -453,7 +454,9 @@ def study_dashboard(request, pk: int):
         "analysis_state": _analysis_state(latest),
     }
     report = data.get("report")
-    if report is not None and report.get("task") == VERIFICATION:
+    if report is not None and "judging" in report:  # rating and preference
+        context.update(judging_view(report, section))
+    elif report is not None and report.get("task") == VERIFICATION:
         context.update(_verification_view(report, section))
     elif report is not None and report.get("task") == COUNTERFACTUAL:
         context.update(counterfactual_view(report, section))

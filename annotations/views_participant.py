@@ -54,6 +54,7 @@ from annotations.selectors.participants import (
 from annotations.selectors.wording import study_modality_words
 from annotations.services.client_timing import CLIENT_TIMING_FIELDS
 from annotations.services.entry_limits import EntryThrottled, entry_platform_id_admit
+from annotations.services.judging import JUDGEMENT_FIELDS
 from annotations.services.participants import (
     ITEM_PHASES,
     MarksRefused,
@@ -350,6 +351,7 @@ def submit(request, study: Study, participant: Participant, assignment_id):
             confidence=request.POST.get("confidence"),
             verdict=request.POST.get("verdict"),
             rationale=request.POST.getlist("mark"),
+            judgement={name: request.POST.get(name) for name in JUDGEMENT_FIELDS},
             client_timing={name: request.POST.get(name) for name in CLIENT_TIMING_FIELDS},
         )
     except SubmissionRefused as exc:

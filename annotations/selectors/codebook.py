@@ -196,6 +196,34 @@ RESPONSE_ROW_CODEBOOK = [
         "Counterfactual studies: guess equals edit_prediction, the counterfactual-simulation score; empty "
         "otherwise (correct_simulation is then empty).",
     ),
+    # Rating and preference studies (annotations/services/judging.py): empty in other tasks.
+    Column("method_left", _TEXT, "", "Preference studies: the arm whose explanation was shown left (A)."),
+    Column("method_right", _TEXT, "", "Preference studies: the arm whose explanation was shown right (B)."),
+    Column("preferred", _TEXT, "", "Preference studies: the side chosen as helping more, left (A) or right (B)."),
+    Column(
+        "preferred_method",
+        _TEXT,
+        "",
+        "Preference studies: the arm chosen (method_left or method_right); confidence holds how strongly.",
+    ),
+    Column(
+        "rating_helpfulness",
+        _INT,
+        "1–5 scale",
+        "Rating studies: how much the arm's explanation helps to see how the model decides (1 not at all, 5 very much).",
+    ),
+    Column(
+        "rating_trust",
+        _INT,
+        "1–5 scale",
+        "Rating studies: how much the participant would trust the model after it (1 not at all, 5 completely).",
+    ),
+    Column(
+        "rating_understanding",
+        _INT,
+        "1–5 scale",
+        "Rating studies: how well the participant understands the explanation (1 not at all, 5 fully).",
+    ),
 ]
 ITEM_BASE_CODEBOOK = [
     Column("study", _TEXT, "", "The study's public ID."),

@@ -160,7 +160,7 @@ def _arms(study: Study) -> dict[int, _Arm]:
         methods = []
         if views:
             if set(views) - _ATTENTION_VIEWS:  # an attention-only arm shows no attribution method
-                methods.append(study.explanation_method)
+                methods.append(condition.method or study.explanation_method)
             if _INTERACTION_VIEWS & set(views):
                 methods.append(study.interaction_method)
             if _MULTIVIZ_VIEWS & set(views):  # feature heatmaps by the study's method, over the sparse head
@@ -243,8 +243,7 @@ def _stats(
         test_hidden_ms=[known(r[hidden_ms]) for r in scored],
         test_rt_ms=[float(r[rt]) for r in scored],
         test_correct=[
-            float(response_correct(r[guess], r[prediction], r[verdict], r[gold], r[edit] if edit else ""))
-            for r in scored
+            response_correct(r[guess], r[prediction], r[verdict], r[gold], r[edit] if edit else "") for r in scored
         ],
         n_pretest=sum(1 for r in rows if not r[attention] and r[phase] == "pretest"),
         attention_passed=[r[passed] for r in rows if r[attention]],
@@ -371,6 +370,12 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             "edit_prediction",
             "counterfactual_edit__kind",
             "counterfactual_edit__description",
+            "left_condition_id",
+            "right_condition_id",
+            "preferred",
+            "rating_helpfulness",
+            "rating_trust",
+            "rating_understanding",
         )
         .iterator(chunk_size=_CHUNK)
     )
@@ -439,6 +444,10 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
             edit_prediction,
             edit_kind,
             edit_description,
+            left_id,
+            right_id,
+            preferred,
+            *ratings,
         ) in group:
             if condition_id != group[0][1]:
                 raise ValueError(f"participant {uuid} answered in two arms")
@@ -454,7 +463,7 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     gold,
                     prediction == gold,
                     guess,
-                    guess == prediction if verdict is None and not edit_prediction else None,
+                    guess == prediction if verdict is None and guess and not edit_prediction else None,
                     confidence,
                     rt_ms,
                     fast > 0 and rt_ms < fast,
@@ -471,9 +480,18 @@ def _responses_by_participant(study: Study, rules: ExclusionRules) -> Iterator[t
                     edit_description,
                     edit_prediction,
                     guess == edit_prediction if edit_prediction else None,
+                    *_judged_cells(arms, left_id, right_id, preferred),
+                    *ratings,
                 ]
             )
         yield prefix, rows
+
+
+def _judged_cells(arms: dict, left_id: int | None, right_id: int | None, preferred: str) -> list:
+    """method_left, method_right, preferred and preferred_method of a preference answer (empty otherwise)."""
+    left = arms[left_id].name if left_id else None
+    right = arms[right_id].name if right_id else None
+    return [left, right, preferred or None, {"left": left, "right": right}.get(preferred)]
 
 
 def study_response_rows(*, study: Study) -> Iterator[dict]:
@@ -692,18 +710,23 @@ def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str) -> str:
                {_sql_bool("r.is_attention_check")}, {_sql_bool("r.attention_passed")},
                {text("r.model_prediction")}, {text("r.gold_label")}, {_sql_bool("r.model_prediction = r.gold_label")},
                {text("r.guess")},
-               CASE WHEN r.verdict IS NULL AND r.edit_prediction = '' THEN {_sql_bool("r.guess = r.model_prediction")} END,
+               CASE WHEN r.verdict IS NULL AND r.guess <> '' AND r.edit_prediction = '' THEN {_sql_bool("r.guess = r.model_prediction")} END,
                r.confidence, r.rt_ms, {"CASE WHEN r.rt_ms < %s THEN 'True' ELSE 'False' END" if fast > 0 else "'False'"},
                r.client_rt_ms, r.client_display_ms, r.blur_count, r.hidden_ms, {text("r.client_timing_flags")},
                r.candidate_order::text, {created},
                {_sql_bool("r.verdict")}, {_sql_bool("r.verdict = (r.model_prediction = r.gold_label)")},
                {text("e.kind")}, {text("e.description")}, {text("r.edit_prediction")},
-               CASE WHEN r.edit_prediction <> '' THEN {_sql_bool("r.guess = r.edit_prediction")} END
+               CASE WHEN r.edit_prediction <> '' THEN {_sql_bool("r.guess = r.edit_prediction")} END,
+               cl.name, cr.name, {text("r.preferred")},
+               CASE r.preferred WHEN 'left' THEN cl.name WHEN 'right' THEN cr.name END,
+               r.rating_helpfulness, r.rating_trust, r.rating_understanding
         FROM {Response._meta.db_table} r
         LEFT JOIN {CounterfactualEdit._meta.db_table} e ON e.id = r.counterfactual_edit_id
         JOIN {table} t ON t.participant_id = r.participant_id
         JOIN {Item._meta.db_table} i ON i.id = r.item_id
         LEFT JOIN {StudyItem._meta.db_table} si ON si.study_id = %s AND si.item_id = r.item_id
+        LEFT JOIN {Condition._meta.db_table} cl ON cl.id = r.left_condition_id
+        LEFT JOIN {Condition._meta.db_table} cr ON cr.id = r.right_condition_id
         ORDER BY r.participant_id, r.id
     """
     params = [study.public_id, *([fast] if fast > 0 else []), study.pk]  # in the order of the %s

@@ -37,7 +37,7 @@ from annotations.selectors.precompute import (
 )
 from annotations.selectors.rationales import rationale_page
 from annotations.selectors.wording import study_modality_words
-from annotations.study_tasks import study_task
+from annotations.study_tasks import RATING, RATING_SCALES, study_task
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
 from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
@@ -263,13 +263,15 @@ def participant_quality(*, participant: Participant) -> dict[str, Any]:
 
 def response_correct(
     guess: str, model_prediction: str, verdict: bool | None, gold_label: str, edit_prediction: str = ""
-) -> bool:
-    """Whether an answer is right for its task: a forward guess names the model's answer; a
-    verification verdict (``verdict`` not None) says right exactly when the model is right; a
-    counterfactual guess (``edit_prediction`` set) names the model's answer on the edited input."""
+) -> float:
+    """Whether an answer is right for its task, 1.0 or 0.0: a forward guess names the model's
+    answer; a verification verdict (``verdict`` not None) says right exactly when the model is
+    right; a counterfactual guess (``edit_prediction`` set) names the model's answer on the edited
+    input. NaN for an answer with neither guess nor verdict (rating, preference: nothing is right
+    or wrong)."""
     if verdict is not None:
-        return verdict == (model_prediction == gold_label)
-    return guess == (edit_prediction or model_prediction)
+        return float(verdict == (model_prediction == gold_label))
+    return float(guess == (edit_prediction or model_prediction)) if guess else float("nan")
 
 
 def study_participant_exclusions(*, study: Study) -> dict[str, list[str]]:
@@ -307,20 +309,23 @@ def _view_source(view: str) -> str:
     return "interaction" if view in INTERACTION_VIEWS else "attribution"
 
 
-def _explanation_rows(*, study: Study, item, labels: list[str]) -> dict[str, dict[str, Explanation]]:
+def _explanation_rows(*, study: Study, item, labels: list[str], method: str = "") -> dict[str, dict[str, Explanation]]:
+    """label -> view source -> stored row; ``method``: an arm's own attribution method (rating and
+    preference studies), else the study's."""
     multiviz = study_multiviz_method(study=study)
+    attribution = method or study.explanation_method
     attention = study_attention_method(study=study)
     found = Explanation.objects.filter(
         model_id=study.model_id,
         item=item,
         target_label__in=labels,
-        method__in=[study.explanation_method, study.interaction_method, multiviz, attention],
+        method__in=[attribution, study.interaction_method, multiviz, attention],
     )
     out: dict[str, dict[str, Explanation]] = {label: {} for label in labels}
     for row in found:
         source = (
             "attribution"
-            if row.method == study.explanation_method
+            if row.method == attribution
             else "multiviz"
             if row.method == multiviz
             else "attention"
@@ -621,6 +626,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     condition = participant.condition if participant.condition_id == assignment.condition_id else assignment.condition
     # a rationale page shows no explanation (its gold answer's explanation is for the analysis)
     rationale = study_task(study.task).answer == "rationale"
+    if assignment.left_condition_id:  # preference: the left of the two arms compared
+        condition = assignment.left_condition
     views = [] if phase == Assignment.Phase.PRETEST or rationale else list(condition.views)
     letters = ANSWER_KEYS
     unlabelled = study.explanation_display == "predicted_unlabelled"
@@ -632,7 +639,9 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
             .get()
         )
     labels = ([predicted] if unlabelled else list(assignment.candidate_order)) if views else []
-    rows = _explanation_rows(study=study, item=assignment.item_id, labels=labels) if views else {}
+    rows = (
+        _explanation_rows(study=study, item=assignment.item_id, labels=labels, method=condition.method) if views else {}
+    )
     image_modalities = [m for m in study.model.modalities if m in IMAGE_MODALITIES]
     media = {MEDIA_STUDY_KEY: study.public_id}
     media.update(
@@ -664,6 +673,17 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
     shared = _panel(views, rows.get(labels[0], {}), words=words) if views and unlabelled and labels else None
     if shared:
         media.update({assignment_media_key(view=view, index=0): path for view, path in shared["files"].items()})
+    # Preference: the right-hand explanation, another arm's views of the same stored explanation.
+    right_views = list(assignment.right_condition.views) if assignment.right_condition_id and views else []
+    right_rows = rows
+    if right_views and assignment.right_condition.method != condition.method:
+        right_rows = _explanation_rows(
+            study=study, item=assignment.item_id, labels=labels, method=assignment.right_condition.method
+        )
+    right = _panel(right_views, right_rows.get(labels[0], {}), words=words) if right_views and labels else None
+    if right:
+        media.update({assignment_media_key(view=view, index=1): path for view, path in right["files"].items()})
+    both_views = views + [v for v in right_views if v not in views]
     counts = assignment_phase_counts(participant=participant)
     phases = [p for p in ("pretest", "learning", "test") if counts.get(p)]
     mine = counts.get(phase, {"total": 0, "answered": 0})
@@ -689,6 +709,8 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "n_phases": len(phases),
         "candidates": candidates,
         "shared_panel": shared,
+        "right_panel": right,
+        "rating_scales": RATING_SCALES if study.task == RATING else (),
         "views": views,
         "model_answer": predicted if phase == Assignment.Phase.LEARNING else None,
         "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
@@ -700,11 +722,12 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         **_inputs_shown(study.model.modalities, assignment.item.payload),
         "has_colour_views": bool(
             {"heatmap", "tokens", "attention", "interaction", "share", "features", "prediction", *MODALITY_VIEWS}
-            & set(views)
+            & set(both_views)
         ),
-        "colour_scales": _colour_scales(views, rows),
-        "stage_tabs": _stage_tabs(views),
-        "patch_grid": _patch_grid(views, rows),
+        # Two methods are drawn on two scales: one printed scale would misread one side.
+        "colour_scales": _colour_scales(both_views, rows) if right_rows is rows else [],
+        "stage_tabs": _stage_tabs(both_views),
+        "patch_grid": _patch_grid(both_views, rows),
         "confidence_levels": [1, 2, 3, 4, 5],
         "last_answer_key": letters[min(len(candidates), len(letters)) - 1] if candidates else "",
         "position": min(mine["answered"] + 1, mine["total"]),

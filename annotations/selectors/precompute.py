@@ -64,8 +64,11 @@ def study_required_methods(*, study: Study) -> dict[str, set[str]]:
     (stored under that name, e.g. "second_order")."""
     views = study_views(study=study)
     needed: dict[str, set[str]] = {}
-    if views & ATTRIBUTION_VIEWS:
-        needed.setdefault(study.explanation_method, set()).update(views & ATTRIBUTION_VIEWS)
+    # An arm of a rating or preference study may name its own attribution method.
+    for condition in study.conditions.all():
+        if set(condition.views) & ATTRIBUTION_VIEWS:
+            method = condition.method or study.explanation_method
+            needed.setdefault(method, set()).update(set(condition.views) & ATTRIBUTION_VIEWS)
     if views & INTERACTION_VIEWS:
         needed.setdefault(study.interaction_method, set()).update(views & INTERACTION_VIEWS)
     if views & MULTIVIZ_VIEWS:
@@ -73,6 +76,11 @@ def study_required_methods(*, study: Study) -> dict[str, set[str]]:
     if views & ATTENTION_VIEWS:
         needed.setdefault(study_attention_method(study=study), set()).update(views & ATTENTION_VIEWS)
     return needed
+
+
+def study_attribution_methods(*, study: Study) -> set[str]:
+    """The attribution methods the study's arms are drawn by: the study's, and an arm's own."""
+    return {study.explanation_method} | {c.method for c in study.conditions.all() if c.method}
 
 
 def study_needs_features(*, study: Study) -> bool:

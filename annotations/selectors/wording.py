@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from annotations.models import Study
-from annotations.study_tasks import COUNTERFACTUAL, VERIFICATION
+from annotations.study_tasks import COUNTERFACTUAL, PREFERENCE, RATING, VERIFICATION
 from workers.engine.dataset import modality_kind
 
 #: The name a participant reads for a modality of each kind, unless the researcher sets one.
@@ -65,6 +65,15 @@ def study_modality_words(*, study: Study) -> dict[str, Any]:
             "anonymously for research. You can stop at any time."
         )
         instructions += " Your task is to predict what the model answers when its input is changed."
+    elif study.task in (RATING, PREFERENCE):
+        judged = (
+            "which of two explanations helps more" if study.task == PREFERENCE else "how helpful each explanation is"
+        )
+        consent = (
+            f"In this study you will see {consent_what} and explanations of how an AI model answered, and you will "
+            f"judge {judged}. Your answers are stored anonymously for research. You can stop at any time."
+        )
+        instructions += f" Your task is to judge {judged}: there are no right or wrong answers."
     else:
         consent = (
             f"In this study you will see {consent_what}, and you will guess what the AI model answered. "

@@ -41,8 +41,9 @@ from annotations.selectors.analysis import (
 )
 from annotations.selectors.answers import study_answer_options
 from annotations.services.counterfactual_report import counterfactual_report
+from annotations.services.judging import judging_report
 from annotations.services.rationales import study_rationale_report
-from annotations.study_tasks import COUNTERFACTUAL, RATIONALE, VERIFICATION
+from annotations.study_tasks import COUNTERFACTUAL, RATIONALE, VERIFICATION, study_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,6 +101,11 @@ def _report(
             return study_rationale_report(study=study, settings=settings, n_resamples=n_resamples)
         except ValueError as exc:
             raise AnalysisUnavailable(str(exc)) from exc
+    if study_task(study.task).judges_explanations:
+        from annotations.analysis.report import jsonable
+
+        report = judging_report(study=study, settings=settings, responses=responses, n_resamples=n_resamples)
+        return {**report, "exclusions": jsonable(_exclusions(responses, settings))}
     try:
         report = study_report(
             responses,
@@ -374,7 +380,8 @@ def study_dashboard_compute(*, study: Study) -> dict[str, Any]:
     except AnalysisUnavailable as exc:
         out["unavailable"] = str(exc)
         return out
-    if study.task in (VERIFICATION, COUNTERFACTUAL, RATIONALE):  # no forward accuracy: no metric points, no power card
+    # no forward accuracy: no metric points, no power card
+    if study.task in (VERIFICATION, COUNTERFACTUAL, RATIONALE) or study_task(study.task).judges_explanations:
         return out
     rules = exclusion_rules_validate(settings["exclusion_rules"], default_fast_rt_ms=settings["default_fast_rt_ms"])
     flagged = apply_exclusion_rules(responses, rules=rules)

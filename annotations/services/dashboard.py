@@ -214,7 +214,9 @@ def dashboard_svgs(*, study: Study, data: dict[str, Any]) -> dict[str, dict[str,
     from annotations.services.analysis import SECTIONS
 
     report = data.get("report")
-    if report is None or "analysis" not in report:  # the reliance, counterfactual and rationale cards draw no plot
+    if (
+        report is None or "analysis" not in report
+    ):  # the reliance, counterfactual, rationale, rating and preference cards draw no plot
         return {}
     baseline = report["study"]["baseline"]
     drawn = {}

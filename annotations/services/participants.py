@@ -54,8 +54,9 @@ from annotations.services.client_timing import client_timing_validate
 from annotations.services.counterfactual import counterfactual_response_fields
 from annotations.services.dashboard import dashboard_response_stored
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
+from annotations.services.judging import JudgementRefused, judgement_fields, preview_pair
 from annotations.services.rationales import MarksError, rationale_marks_check
-from annotations.study_tasks import COUNTERFACTUAL, study_task
+from annotations.study_tasks import COUNTERFACTUAL, PREFERENCE, study_task
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -344,7 +345,7 @@ def _participant_start(*, participant: Participant, take_what_is_free: bool) -> 
             )
         plan += test_plan
         created = _create_assignments(
-            participant=locked, study=study, plan=plan, lease_until=lease_until, first_position=0
+            participant=locked, study=study, plan=plan, lease_until=lease_until, first_position=0, chosen=chosen
         )
         _hold_slots(chosen=chosen, assignments=created)
         _set_phase(locked, created[0].phase)
@@ -367,9 +368,15 @@ def _free_test_items(*, participant: Participant, need: int) -> dict[int, Slot |
     # item) would hide free slots from participants starting at the same moment.
     chosen: dict[int, Slot | None] = {}
     while len(chosen) < need:
+        # A preference slot compares two arms, whoever takes it: any arm's slot will do.
+        mine = (
+            {"condition__study_id": study.pk}
+            if study.task == PREFERENCE
+            else {"condition_id": participant.condition_id}
+        )
         free = list(
             Slot.objects.select_for_update(skip_locked=True)
-            .filter(condition_id=participant.condition_id, assignment__isnull=True)
+            .filter(assignment__isnull=True, **mine)
             .exclude(item_id__in=seen + list(chosen))
             .order_by("index", "sort_key")[: need - len(chosen)]
         )
@@ -436,7 +443,10 @@ def _create_assignments(
     plan: list[dict],
     lease_until: datetime,
     first_position: int | None = None,
+    chosen: dict[int, Slot | None] | None = None,
 ) -> list[Assignment]:
+    """The plan's assignments, from ``first_position`` on. ``chosen``: the slot each test item
+    holds (a preference slot fixes the two arms compared, left and right)."""
     predictions = {
         p.item_id: p
         for p in Prediction.objects.filter(
@@ -461,11 +471,21 @@ def _create_assignments(
         # The test phase keeps its original seed string, so existing orders are reproducible.
         salt = () if phase == Assignment.Phase.TEST else (phase,)
         _rng(study.seed, "candidates", participant.public_id, item_id, *salt).shuffle(candidates)
+        left = right = None
+        if study.task == PREFERENCE:
+            slot = (chosen or {}).get(item_id)
+            left, right = (
+                (slot.condition_id, slot.right_condition_id)
+                if slot is not None
+                else preview_pair(study=study, key=f"{participant.public_id}:{item_id}")
+            )
         created.append(
             Assignment(
                 participant=participant,
                 item_id=item_id,
                 condition_id=participant.condition_id,
+                left_condition_id=left,
+                right_condition_id=right,
                 phase=phase,
                 kind=entry.get("kind", Assignment.Kind.ITEM),
                 check_type=entry.get("check_type", ""),
@@ -515,6 +535,7 @@ def assignments_allocate(*, participant: Participant) -> list[Assignment]:
             study=study,
             lease_until=lease_until,
             plan=[{"item_id": i, "phase": Assignment.Phase.TEST} for i in items],
+            chosen=chosen,
         )
         _hold_slots(chosen=chosen, assignments=created)
         return created
@@ -682,14 +703,16 @@ def response_submit(
     guess: str,
     confidence,
     verdict: str | None = None,
+    judgement: Mapping[str, object] | None = None,
     client_timing: Mapping[str, object] | None = None,
     rationale: object = None,
 ) -> Response:
     """Store the answer to one pre-test or test assignment (attention checks included): a
     ``guess`` among the candidates shown (forward simulation) or a ``verdict`` "yes"/"no" on
-    whether the model's answer shown is right (verification; ``guess`` is stored empty), or the
+    whether the model's answer shown is right (verification; ``guess`` is stored empty), the
     ``rationale`` marked (a JSON object of modality -> units, ``services.rationales``; ``guess``
-    is stored empty).
+    is stored empty), or a ``judgement`` of the explanations (rating: three scales; preference:
+    the side that helps more; ``services/judging.py``; ``guess`` is stored empty).
 
     ``client_timing``: the browser's timing fields (``services.client_timing``), checked
     against the server's time; whatever they hold, they never refuse the answer.
@@ -711,6 +734,7 @@ def response_submit(
         )
         verifying = study_task(study.task).answer == "verdict"
         marking = study_task(study.task).answer == "rationale"
+        judging = study_task(study.task).judges_explanations
         said_right = _verdict(verdict) if verifying else None
         # the marks are checked before anything else, so a bad answer is refused whole
         marks = None
@@ -719,13 +743,23 @@ def response_submit(
                 marks = rationale_marks_check(study=study, item=assignment.item, raw=rationale)
             except MarksError as exc:
                 raise MarksRefused(str(exc)) from None
-        if verifying or marking:
+        try:
+            judged = judgement_fields(task=study.task, answers=judgement or {})
+            refused_judgement = ""
+        except JudgementRefused as exc:
+            judged, refused_judgement = {}, str(exc)
+        if verifying or marking or judging:
             guess = ""
         if assignment.status == Assignment.Status.ANSWERED:
             existing = Response.objects.filter(assignment=assignment).first()
             if existing is not None:
                 stored = (existing.guess, existing.verdict, existing.rationale, str(existing.confidence))
-                if stored != (guess, said_right, marks, str(confidence).strip()):
+                stored_judged = {name: getattr(existing, name) for name in judged}
+                if (
+                    refused_judgement
+                    or stored_judged != judged
+                    or stored != (guess, said_right, marks, str(confidence).strip())
+                ):
                     raise SubmissionRefused("this item was already answered")
                 return existing
         if assignment.phase == Assignment.Phase.LEARNING:
@@ -736,7 +770,9 @@ def response_submit(
             raise SubmissionRefused("this item was never shown")
         if verifying and said_right is None:
             raise SubmissionRefused("please say whether the model's answer is right: yes or no")
-        if not (verifying or marking) and guess not in assignment.candidate_order:
+        if refused_judgement:
+            raise SubmissionRefused(refused_judgement)
+        if not (verifying or marking or judging) and guess not in assignment.candidate_order:
             raise SubmissionRefused("the answer is not one of the choices shown")
         try:
             confidence = int(confidence)
@@ -754,10 +790,13 @@ def response_submit(
             participant=locked,
             item_id=assignment.item_id,
             condition_id=assignment.condition_id,
+            left_condition_id=assignment.left_condition_id,
+            right_condition_id=assignment.right_condition_id,
             phase=assignment.phase,
             guess=guess,
             verdict=said_right,
             rationale=marks,
+            **judged,
             confidence=confidence,
             rt_ms=rt_ms,
             client_rt_ms=timing.client_rt_ms,

@@ -36,6 +36,7 @@ from annotations.selectors.counterfactual import study_counterfactual_items_miss
 from annotations.selectors.precompute import (
     ATTENTION_PREFIX,
     MULTIVIZ_PREFIX,
+    study_attribution_methods,
     study_decision_features_missing,
     study_explanation_items_missing,
     study_items_without_predictions,
@@ -245,10 +246,11 @@ def _plan_stage(*, job: PrecomputeJob, stage: str) -> list[int]:
     else:
         study_select_items(study=study)
         targets = study_explanation_targets(study=study)
+        attribution_methods = study_attribution_methods(study=study)
         for method, views in study_required_methods(study=study).items():
             part = (
                 Stage.ATTRIBUTION
-                if method == study.explanation_method
+                if method in attribution_methods
                 else Stage.MULTIVIZ
                 if method.startswith(MULTIVIZ_PREFIX)
                 else Stage.ATTENTION

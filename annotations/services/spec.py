@@ -97,6 +97,8 @@ class SpecError(Exception):
 class ConditionSpec:
     name: str
     views: list[str] = field(default_factory=list)
+    #: The arm's attribution method (rating and preference studies compare methods); "" = the study's.
+    method: str = ""
 
     @property
     def is_baseline(self) -> bool:
@@ -260,7 +262,7 @@ def _arms(data: Mapping) -> list[ConditionSpec]:
     out = []
     for k, arm in enumerate(arms):
         path = f"arms[{k}]"
-        arm = _section(arm, path, {"name", "views"})
+        arm = _section(arm, path, {"name", "views", "method"})
         name = _str(arm, "name", f"{path}.name", max_length=100).strip()
         if not name:
             raise SpecError(f"{path}.name", "must not be empty")
@@ -276,7 +278,10 @@ def _arms(data: Mapping) -> list[ConditionSpec]:
             raise SpecError(f"{path}.views", f"unknown view {unknown[0]!r}; known: none, {', '.join(KNOWN_VIEWS)}")
         if len(set(views)) != len(views):
             raise SpecError(f"{path}.views", "lists a view twice")
-        out.append(ConditionSpec(name=name, views=views))
+        method = ""
+        if arm.get("method") not in (None, ""):
+            method = _choice(arm, "method", f"{path}.method", "", _attribution_methods)
+        out.append(ConditionSpec(name=name, views=views, method=method))
     if len([a for a in out if a.is_baseline]) != 1:
         raise SpecError("arms", "need exactly one baseline arm (one with no views)")
     if len(out) < 2:
@@ -544,6 +549,19 @@ def task_design_check(spec: StudySpec) -> None:
     for path, why in task.refuses.items():
         if given.get(path):
             raise SpecError(path, f"{why} (task: {task.name})")
+    explaining = [arm for arm in spec.conditions if not arm.is_baseline]
+    for k, arm in enumerate(spec.conditions):
+        if arm.method and not task.judges_explanations:
+            raise SpecError(
+                f"arms[{k}].method", f"only rating and preference studies compare methods (task: {task.name})"
+            )
+        if arm.method and arm.is_baseline:
+            raise SpecError(f"arms[{k}].method", "the baseline arm shows no explanation")
+    if len(explaining) < task.min_explanation_arms:
+        raise SpecError(
+            "arms",
+            f"task {task.name} compares explanations: it needs at least {task.min_explanation_arms} arms with views",
+        )
     if spec.explanation_display not in task.displays:
         raise SpecError(
             "explanations.display",

@@ -32,6 +32,7 @@ from annotations.selectors.precompute import (
 )
 from annotations.selectors.studies import dataset_label_coverage, study_explanation_targets
 from annotations.services.counterfactual import CounterfactualDesignError, counterfactual_design_check
+from annotations.services.judging import judging_slots
 from annotations.services.spec import (
     ConditionSpec,
     SpecError,
@@ -43,6 +44,7 @@ from annotations.services.spec import (
     sequential_monitoring_check,
     task_design_check,
 )
+from annotations.study_tasks import study_task
 
 KNOWN_VIEWS = {choice.value for choice in Condition.View}
 
@@ -248,7 +250,8 @@ def _modality_names(*, spec: StudySpec) -> dict[str, str]:
 
 def _conditions_create(*, study: Study, conditions: list[ConditionSpec]) -> None:
     Condition.objects.bulk_create(
-        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline) for c in conditions
+        Condition(study=study, name=c.name, views=list(c.views), is_baseline=c.is_baseline, method=c.method)
+        for c in conditions
     )
 
 
@@ -514,12 +517,15 @@ def study_launch(*, study: Study) -> Study:
         rng = random.Random(f"{study.seed}:slots")
         # Only test items have rater slots: learning items and attention checks are not capped.
         pool = list(study.study_items.filter(role=StudyItem.Role.TEST).values_list("item_id", flat=True))
-        slots = [
-            Slot(condition=condition, item_id=item_id, index=index, sort_key=rng.getrandbits(62))
-            for condition in study.conditions.all()
-            for item_id in pool
-            for index in range(study.raters_per_item)
-        ]
+        if study_task(study.task).judges_explanations:
+            slots = judging_slots(study=study, item_ids=pool, rng=rng)
+        else:
+            slots = [
+                Slot(condition=condition, item_id=item_id, index=index, sort_key=rng.getrandbits(62))
+                for condition in study.conditions.all()
+                for item_id in pool
+                for index in range(study.raters_per_item)
+            ]
         Slot.objects.bulk_create(slots, ignore_conflicts=True)
         study.status = Study.Status.LIVE
         study.launched_at = timezone.now()

@@ -786,3 +786,59 @@ def test_no_rationale_page_reveals_the_models_answer(alice, tmp_path):
             assert {k: v[0] for k, v in served.items()} == {k: v[0] for k, v in after.items()}
             client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", {"mark": ["image:A1"], "confidence": 3})
     assert wrong_seen
+
+
+# --- rating and preference studies -------------------------------------------------------------
+# One explanation of the model's answer (rating) or two, A and B (preference): neither the answer,
+# the gold label, nor which arm (or method) drew an explanation may be readable before the answer.
+
+PREFERENCE_ARMS = [
+    ConditionSpec(name="baseline"),
+    ConditionSpec(name="m_heat", views=["heatmap"]),
+    ConditionSpec(name="m_words", views=["tokens", "share"]),
+]
+
+
+@pytest.mark.parametrize("task", ["preference", "rating"])
+def test_no_preference_page_reveals_the_answer_or_the_arms(alice, tmp_path, task):
+    from tests.builders.studies import build_study
+
+    # The stored explanations are the builder's (real PNGs, inlined as in any study): what is
+    # checked is what the page says around them.
+    study = build_study(
+        alice,
+        tmp_path,
+        task=task,
+        explanation_display="predicted_unlabelled",
+        conditions=PREFERENCE_ARMS,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        name=task,
+    )
+    arms = {arm.name for arm in PREFERENCE_ARMS} | {study.explanation_method}
+    client = Client()
+    participant = _enter(client, study)
+    while (
+        assignment := Assignment.objects.filter(participant=participant, status="active")
+        .order_by("position")
+        .select_related("item")
+        .first()
+    ) is not None:
+        served = _fetch_all(client, study)
+        page = served["page"][0]
+        if task == "preference":  # both sides are drawn
+            assert b'class="view view-heatmap' in page and b'class="tokens"' in page
+        else:
+            assert b'id="explanation"' in page
+        leaks = _leaks(
+            served,
+            question=assignment.item.payload.get("text", ""),
+            candidates=[],
+            secrets=_secrets(study, participant, assignment.item) | arms,
+            labels=set(study.model.labels),
+        )
+        assert not leaks, leaks
+        answer = {"preferred": "right", "helpfulness": 3, "trust": 3, "understanding": 3, "confidence": 2}
+        client.post(f"/s/{study.public_id}/item/{assignment.public_id}/", answer)
+    assert participant.responses.count() == 2

@@ -59,7 +59,11 @@ def test_the_spec_takes_the_task_and_defaults_to_forward(owned):
 @pytest.mark.parametrize(
     "overrides, field, message",
     [
-        ({"task": "rating"}, "task", "unknown value 'rating'; known: forward, verification, counterfactual, rationale"),
+        (
+            {"task": "rating2"},
+            "task",
+            "unknown value 'rating2'; known: forward, verification, counterfactual, rationale, rating, preference",
+        ),
         ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
         ({"phases": {"pretest": True}}, "phases.pretest", "no warm-up phase"),
         ({"explanations": {"display": "all_candidates"}}, "explanations.display", "shows predicted_unlabelled"),

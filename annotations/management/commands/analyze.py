@@ -55,6 +55,8 @@ def _text(report: dict) -> str:
         return _counterfactual_text(report, lines)
     if report.get("task") == "rationale":
         return _rationale_text(report, lines)
+    if "judging" in report:
+        return _judging_text(report, lines)
     for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
         block = report["analysis"][section]
         data = block["data"]
@@ -79,6 +81,36 @@ def _text(report: dict) -> str:
         f"Exclusions: {excl['n_excluded']} of {excl['n_participants']} participants "
         f"({', '.join(f'{k}: {v}' for k, v in excl['by_rule'].items() if v) or 'none'})"
     )
+    return "\n".join(lines) + "\n"
+
+
+def _judging_text(report: dict, lines: list[str]) -> str:
+    """A rating or preference study: the Bradley–Terry ranking, or the mean rating per scale."""
+    for section, title in (("all", "All participants"), ("after_exclusions", "After pre-registered exclusions")):
+        block = report["judging"][section]
+        lines.append("")
+        if "unavailable" in block:
+            lines.append(f"{title}: {block['unavailable']}")
+            continue
+        if "bradley_terry" in block:
+            fit = block["bradley_terry"]
+            lines.append(f"{title}: {fit['comparisons']} choices, {fit['participants']} participants")
+            ranked = sorted(fit["methods"].items(), key=lambda kv: -(kv[1]["score"] or 0.0))
+            for name, row in ranked:
+                score = "not estimable" if row["score"] is None else f"{row['score']:+.3f}"
+                interval = "" if row["score"] is None else f" [{row['wald_low']:+.3f}, {row['wald_high']:+.3f}]"
+                lines.append(f"  {name}: Bradley-Terry {score}{interval}, won {row['wins']} of {row['comparisons']}")
+            share = block["triads"]["overall"]["share"]
+            lines.append(
+                f"  circular triads: {'—' if share is None else f'{share:.1%}'}; alpha {block['agreement']['alpha']}"
+            )
+        else:
+            lines.append(f"{title}: {block['n_participants']} participants")
+            for scale, methods in block["scales"].items():
+                for name, row in methods.items():
+                    lines.append(
+                        f"  {scale} {name}: mean {row['mean']:.2f} [{row['mean_low']:.2f}, {row['mean_high']:.2f}], n {row['n']}"
+                    )
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0020_attention'),
+        ('annotations', '0021_preference'),
     ]
 
     operations = [
