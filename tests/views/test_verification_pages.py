@@ -96,7 +96,7 @@ def test_the_api_creates_a_verification_study_and_refuses_bad_values_with_400(ow
         created.json()["task"] == "verification" and Study.objects.get(pk=created.json()["id"]).task == "verification"
     )
     for overrides, field in (
-        ({"task": "rating"}, "task"),
+        ({"task": "rating2"}, "task"),
         ({"task": ["verification"]}, "task"),
         ({"phases": {"learning_items": 1}}, "phases.learning_items"),
     ):
