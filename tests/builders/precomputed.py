@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +196,14 @@ def precomputed_rows_keep(*, study: Study) -> None:
     _kept[_key(study)] = kept
 
 
-def precomputed_rows_forget() -> None:
-    """Drop every kept row (for the test of this module)."""
+@contextmanager
+def precomputed_rows_set_aside():
+    """Builds inside start from nothing kept (the test of this module); the session's kept
+    rows are back afterwards, so later tests still reuse them."""
+    saved = dict(_kept)
     _kept.clear()
+    try:
+        yield
+    finally:
+        _kept.clear()
+        _kept.update(saved)

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from tests.builders.demo_study import live_demo_study
-from tests.builders.precomputed import precomputed_rows_forget
+from tests.builders.precomputed import precomputed_rows_set_aside
 
 pytestmark = pytest.mark.django_db
 
@@ -35,10 +35,10 @@ def _rows(study) -> tuple[dict, dict]:
 
 
 def test_a_seeded_model_plans_no_engine_work_and_serves_the_same_rows(alice, bob, demo_jsonl):
-    precomputed_rows_forget()  # the first build computes everything
     design = dict(jsonl=demo_jsonl, n_items=4, items_per_participant=2, n_candidates=2)
-    computed = live_demo_study(owner=alice, **design)
-    seeded = live_demo_study(owner=bob, **design)
+    with precomputed_rows_set_aside():  # the first build computes everything
+        computed = live_demo_study(owner=alice, **design)
+        seeded = live_demo_study(owner=bob, **design)
 
     assert seeded.model_id != computed.model_id and seeded.dataset_id != computed.dataset_id
     first_plan = computed.precompute_jobs.get().plan
