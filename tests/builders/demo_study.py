@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from annotations.models import Study
@@ -71,6 +72,8 @@ def live_demo_study(*, reuse_precomputed: bool = True, **kwargs) -> Study:
     (tests/builders/precomputed.py); ``reuse_precomputed=False`` for a test of what a fresh
     model's precompute draws."""
     study = demo_study(**kwargs)
+    # MMEVAL_TEST_REUSE_PRECOMPUTE=0: every build computes everything (to measure what reuse saves).
+    reuse_precomputed = reuse_precomputed and os.environ.get("MMEVAL_TEST_REUSE_PRECOMPUTE") != "0"
     if reuse_precomputed:
         precomputed_rows_seed(study=study)
     job = precompute_job_create(study=study)
