@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from annotations.models import Study
@@ -9,6 +10,7 @@ from annotations.services.datasets import dataset_import
 from annotations.services.precompute import precompute_job_create
 from annotations.services.registry import registered_model_create
 from annotations.services.studies import ConditionSpec, study_create, study_launch
+from tests.builders.precomputed import precomputed_rows_keep, precomputed_rows_seed
 from workers.pipeline import precompute_run
 
 DEMO_ADAPTER = "workers.engine.demo.adapter:DemoAdapter"
@@ -64,10 +66,19 @@ def demo_study(
     )
 
 
-def live_demo_study(**kwargs) -> Study:
-    """A demo study precomputed in-process and launched."""
+def live_demo_study(*, reuse_precomputed: bool = True, **kwargs) -> Study:
+    """A demo study precomputed in-process and launched. Its fresh model starts with the rows
+    earlier builds of the session drew for the same adapter, weights and items
+    (tests/builders/precomputed.py); ``reuse_precomputed=False`` for a test of what a fresh
+    model's precompute draws."""
     study = demo_study(**kwargs)
+    # MMEVAL_TEST_REUSE_PRECOMPUTE=0: every build computes everything (to measure what reuse saves).
+    reuse_precomputed = reuse_precomputed and os.environ.get("MMEVAL_TEST_REUSE_PRECOMPUTE") != "0"
+    if reuse_precomputed:
+        precomputed_rows_seed(study=study)
     job = precompute_job_create(study=study)
     result = precompute_run(job_id=job.pk)
     assert result["status"] == "done", job.__class__.objects.get(pk=job.pk).error
+    if reuse_precomputed:
+        precomputed_rows_keep(study=study)
     return study_launch(study=Study.objects.get(pk=study.pk))

@@ -423,7 +423,7 @@ def test_a_second_study_redraws_every_candidate_of_an_item_on_one_scale(alice, d
     from annotations.services.studies import ConditionSpec, study_create
     from workers.pipeline import precompute_run
 
-    pilot = live_demo_study(owner=alice, jsonl=demo_jsonl, n_candidates=2)
+    pilot = live_demo_study(owner=alice, jsonl=demo_jsonl, n_candidates=2, reuse_precomputed=False)
     main = study_create(
         owner=alice,
         name="main",
