@@ -108,8 +108,8 @@ def study_rationale_attributions(*, study: Study, items: list[str]) -> pd.DataFr
     """Per attribution method stored for the study's model, the group scores of the gold answer's
     explanation per item and markable modality, cut to the item's units (a text's padding groups
     follow its words): ``method``, ``item``, ``modality``, ``scores``. An explanation whose groups
-    are fewer than the item's units, or with a null score, is left out (the analysis lists it as
-    missing)."""
+    are fewer than the item's units (for a picture: not exactly its grid's cells, as a model with
+    another patch grid), or with a null score, is left out (the analysis lists it as missing)."""
     import pandas as pd
 
     rows = []
@@ -129,8 +129,13 @@ def study_rationale_attributions(*, study: Study, items: list[str]) -> pd.DataFr
             if modality_kind(modality) not in MODEL_ORDERED_KINDS:
                 continue
             values = scores.get(modality)
-            # a score stored as null (not finite at precompute) leaves the case unscored
-            if isinstance(values, list) and len(values) >= len(names) and None not in values[: len(names)]:
+            # a score stored as null (not finite at precompute) leaves the case unscored; so does a
+            # picture whose model patches are not the rationale grid's cells (another patch grid:
+            # its first scores would be read as the wrong cells)
+            if not isinstance(values, list):
+                continue
+            fits = len(values) == len(names) if modality_kind(modality) == "image" else len(values) >= len(names)
+            if fits and None not in values[: len(names)]:
                 rows.append(
                     {
                         "method": explanation.method,

@@ -265,6 +265,17 @@ def test_rationales_export_aggregate_and_import_back_as_the_evidence_the_model_r
     first.summary["group_scores"]["text"][1] = None
     first.save()
     assert len(study_rationale_attributions(study=study, items=items)) == 7
+    # a model with another patch grid (here 12 x 12 scores for the 8 x 8 rationale cells) is not
+    # read cell by cell: its picture case is left out too, not scored against the wrong cells
+    second = Explanation.objects.get(
+        model=study.model, item__dataset=study.dataset, item__external_id=items[1], method=study.explanation_method
+    )
+    picture = second.summary["group_scores"]["image"]
+    second.summary["group_scores"]["image"] = [*picture, *picture, *picture[:16]]
+    second.save()
+    assert len(study_rationale_attributions(study=study, items=items)) == 6
+    second.summary["group_scores"]["image"] = picture
+    second.save()
     researcher = Client()
     researcher.force_login(alice)
     dashboard = researcher.get(f"/studies/{study.pk}/dashboard/?section=all").content.decode()
