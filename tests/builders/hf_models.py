@@ -108,18 +108,21 @@ def vilt_folder(folder: Path, *, kind: str = "vqa", seed: int = 0, num_images: i
 
 
 def clip_tokenizer(*, specials_last: bool = False):
-    """A CLIP tokenizer whose byte-level BPE was trained on :data:`SENTENCES` (CLIP's own
+    """A CLIP tokenizer whose byte-level BPE is learnt from :data:`SENTENCES` (CLIP's own
     normaliser and pre-tokenizer, so words split the way CLIP splits them). ``specials_last``:
-    start and end of text take the two highest IDs, as in OpenAI's CLIP vocabulary."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
-    from tokenizers.models import BPE
+    start and end of text take the two highest IDs, as in OpenAI's CLIP vocabulary.
+
+    The merges are learnt here, not by ``tokenizers``' trainer: its ties between equally frequent
+    pairs fall in hash order, so the vocabulary, and every logit of a model that reads it,
+    changed from one process to the next (CI once saw a logit change of 0.0097 where a local run
+    saw 1.24). Ties here go to the lexicographically smallest pair."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
     from transformers import CLIPTokenizer
 
-    trained = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
-    trained.normalizer = normalizers.Sequence(
+    normaliser = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    trained.pre_tokenizer = pre_tokenizers.Sequence(
+    splitter = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(
                 Regex(
@@ -132,21 +135,49 @@ def clip_tokenizer(*, specials_last: bool = False):
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    trainer = trainers.BpeTrainer(
-        vocab_size=330,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        end_of_word_suffix="</w>",
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    trained.train_from_iterator(SENTENCES, trainer)
-    model = json.loads(trained.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    vocab = model["vocab"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    words: dict[tuple[str, ...], int] = {}
+    for sentence in SENTENCES:
+        for word, _ in splitter.pre_tokenize_str(normaliser.normalize_str(sentence)):
+            symbols = (*word[:-1], word[-1] + "</w>")
+            words[symbols] = words.get(symbols, 0) + 1
+    vocab_order = ["<|startoftext|>", "<|endoftext|>", *alphabet, *(c + "</w>" for c in alphabet)]
+    merges = _learn_merges(words, rounds=120)
+    vocab_order += [a + b for a, b in merges]
+    vocab_order = list(dict.fromkeys(vocab_order))
     if specials_last:
-        order = sorted(vocab, key=lambda token: (token.startswith("<|"), vocab[token]))
-        vocab = {token: k for k, token in enumerate(order)}
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+        vocab_order = vocab_order[2:] + vocab_order[:2]
+    return CLIPTokenizer(vocab={token: k for k, token in enumerate(vocab_order)}, merges=merges)
+
+
+def _learn_merges(words: dict[tuple[str, ...], int], *, rounds: int) -> list[tuple[str, str]]:
+    """Byte-pair merges: each round joins the most frequent adjacent pair (seen at least twice;
+    ties to the smallest pair), until ``rounds`` merges or none is left."""
+    merges: list[tuple[str, str]] = []
+    for _ in range(rounds):
+        counts: dict[tuple[str, str], int] = {}
+        for symbols, n in words.items():
+            for pair in zip(symbols, symbols[1:]):
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        if counts[best] < 2:
+            break
+        merges.append(best)
+        joined: dict[tuple[str, ...], int] = {}
+        for symbols, n in words.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            joined[tuple(out)] = joined.get(tuple(out), 0) + n
+        words = joined
+    return merges
 
 
 def clip_folder(folder: Path, *, seed: int = 0, old_config: bool = False) -> Path:
