@@ -12,6 +12,7 @@ import importlib
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from benchmarks.baselines import BASELINES
 from benchmarks.explain import DEFAULT_METHODS, format_report, knob_candidates, run_benchmark
 from benchmarks.floors import ALL_NAMES, PASS_KINDS, Passes, PassTimes, floor_passes, measure_pass_times
 from tests.builders.toy_adapters import BilinearAdapter, ImageTabularAdapter, PairwiseAdapter
+from tests.engine.tolerances import FLOAT32_REPORT_TOLERANCE
 from workers.engine.attribution import occlusion_windows, prepare_batch
 
 SEGMENTS = [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
@@ -271,7 +273,10 @@ def test_bench_report_command_prints_every_stage_and_equal_reports(tmp_path):
     text = out.getvalue()
     for stage in ("subsets", "permutation", "noise", "corruption", "emap", "group_pairs", "learning"):
         assert f"| {stage} | before |" in text and f"| {stage} | after |" in text, stage
-    assert "largest difference between the two reports: 0;" in text
+    # The demo computes in float32, and the head on a whole batch and the fusion of encodings run
+    # different kernels: equal up to float32 rounding (2.4e-6 on an AVX-512 machine, 0 on others).
+    largest = float(re.search(r"largest difference between the two reports: ([^;]+);", text).group(1))
+    assert largest <= FLOAT32_REPORT_TOLERANCE and "other differing values: none" in text
     saved = json.loads((tmp_path / "report.json").read_text())
     assert set(saved["runs"]) == {"before (head on every pairing)", "after (encodings)"}
 

@@ -895,6 +895,9 @@ def model_report_run(
 # --------------------------------------------------------------------------------------------
 
 
+ROUNDING_SPREAD = 1e-9
+
+
 def _distribution(
     values: Sequence[float], *, low: float | None = None, high: float | None = None, bins: int = 20
 ) -> dict[str, Any]:
@@ -903,9 +906,18 @@ def _distribution(
         return {"n": 0}
     lo = float(arr.min()) if low is None else low
     hi = float(arr.max()) if high is None else high
-    if hi <= lo:
-        hi = lo + 1e-9
-    counts, edges = np.histogram(arr, bins=bins, range=(lo, hi))
+    # Rounding (a quantity that is zero in theory comes out as +-1e-16, differently on each CPU's
+    # kernels) must not move a count: a spread this narrow is one bin, and a value this close to a
+    # bin edge counts as on it.
+    rounding = ROUNDING_SPREAD * max(1.0, float(np.abs(arr).max()))
+    if hi - lo <= rounding:
+        middle = (lo + hi) / 2
+        counts, edges = np.array([arr.size]), np.array([middle - rounding, middle + rounding])
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
+        nearest = edges[np.abs(arr[:, None] - edges[None, :]).argmin(axis=1)]
+        snapped = np.where(np.abs(arr - nearest) <= rounding, nearest, arr)
+        counts, edges = np.histogram(snapped, bins=edges)
     q25, median, q75 = np.percentile(arr, [25, 50, 75])
     return {
         "n": int(arr.size),
