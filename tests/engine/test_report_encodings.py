@@ -244,3 +244,20 @@ def test_rounding_never_moves_a_histogram_count():
     # A real spread is binned as numpy bins it.
     spread = _distribution([0.1, 0.2, 0.35, 0.9])
     assert spread["histogram"]["counts"] == np.histogram([0.1, 0.2, 0.35, 0.9], bins=20)[0].tolist()
+
+
+def test_a_distribution_at_one_value_is_drawn_as_a_line():
+    """A dividend that is zero on every item (rounding apart) has one bin 2e-9 wide, invisible
+    as a bar next to a real spread: the plot draws it as a vertical line."""
+    from workers.engine.report.plots import distributions_svg
+    from workers.engine.report.quantify import _distribution
+
+    report = {
+        "reliance": {
+            "share": {"a": _distribution([0.2, 0.5, 0.9], low=-1.0, high=1.0)},
+            "dividend": {"a+b": _distribution([0.4, 1.5, 2.0]), "a+c": _distribution([1e-16, -1e-16, 0.0])},
+        }
+    }
+    svg = distributions_svg(report)
+    assert "a+c (median 0.00)" in svg and "a+b (median 1.50)" in svg
+    assert svg.count('id="LineCollection_') == 1  # the one line; the spreads are stairs

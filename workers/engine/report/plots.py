@@ -80,11 +80,15 @@ def distributions_svg(report: Mapping[str, Any]) -> str:
         figure = Figure(figsize=(4.0 * len(panels), 3.0))
         for k, (title, dists) in enumerate(panels, start=1):
             axes = figure.add_subplot(1, len(panels), k)
-            for name, dist in dists.items():
+            for colour, (name, dist) in enumerate(dists.items()):
                 if not dist.get("histogram"):
                     continue
                 edges, counts = dist["histogram"]["edges"], dist["histogram"]["counts"]
-                axes.stairs(counts, edges, label=f"{name} (median {dist['median']:.2f})", linewidth=1.2)
+                label, colour = f"{name} (median {dist['median']:.2f})", f"C{colour}"
+                if len(counts) == 1:  # every item at one value (rounding apart): its bin is too thin to see
+                    axes.vlines((edges[0] + edges[1]) / 2, 0, counts[0], colors=colour, label=label, linewidth=2.4)
+                else:
+                    axes.stairs(counts, edges, label=label, linewidth=1.2, color=colour)
             axes.set_title(title)
             axes.set_ylabel("items")
             axes.legend(fontsize=7, frameon=False)
