@@ -49,14 +49,13 @@ class StudyTask:
 
 
 # Rating and preference studies judge explanations: no practice (it would show the model's answers
-# as feedback), no warm-up without explanations (nothing to judge) and, for now, no attention
-# checks (an instructed rating or side is not built yet).
+# as feedback) and no warm-up without explanations (nothing to judge). Their attention checks are
+# instructed ones ("rate 2 on every question", "choose B"): no rating or side is right by itself.
 _JUDGING_REFUSES = {
     "phases.learning_items": "a study that judges explanations has no practice items",
     "phases.pretest": "a study that judges explanations has no warm-up phase without them",
-    "quality.attention_checks": "attention checks are not available for this task yet",
 }
-_JUDGING_DEFAULTS = {"phases.learning_items": 0, "phases.pretest": False, "quality.attention_checks": 0}
+_JUDGING_DEFAULTS = {"phases.learning_items": 0, "phases.pretest": False}
 
 STUDY_TASKS: dict[str, StudyTask] = {
     FORWARD: StudyTask(

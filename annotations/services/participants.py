@@ -54,9 +54,9 @@ from annotations.services.client_timing import client_timing_validate
 from annotations.services.counterfactual import counterfactual_response_fields
 from annotations.services.dashboard import dashboard_response_stored
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
-from annotations.services.judging import JudgementRefused, judgement_fields, preview_pair
+from annotations.services.judging import RATING_FIELDS, SIDES, JudgementRefused, judgement_fields, preview_pair
 from annotations.services.rationales import MarksError, rationale_marks_check
-from annotations.study_tasks import COUNTERFACTUAL, PREFERENCE, study_task
+from annotations.study_tasks import COUNTERFACTUAL, PREFERENCE, RATING, study_task
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -406,8 +406,22 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
     # Verification answers a verdict: a gold check expects "yes" (the model is sure and right), an
     # instructed check asks for "yes" or "no" at random.
     verifying = study_task(study.task).answer == "verdict"
+    # A judgement has no right answer: its checks are all instructed, one rating for every scale
+    # or one side.
+    instructed_only = {RATING: [str(level) for level in range(1, 6)], PREFERENCE: list(SIDES)}.get(study.task)
     for k, study_item in enumerate(picked):
         prediction = predictions[study_item.item_id]
+        if instructed_only:
+            checks.append(
+                {
+                    "item_id": study_item.item_id,
+                    "phase": Assignment.Phase.TEST,
+                    "kind": Assignment.Kind.ATTENTION,
+                    "check_type": Assignment.Check.INSTRUCTED,
+                    "expected_answer": rng.choice(instructed_only),
+                }
+            )
+            continue
         # A counterfactual page asks about an edit, whose answer no easy item guarantees: instructed only.
         if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT and study.task != COUNTERFACTUAL:
             checks.append(
@@ -808,7 +822,7 @@ def response_submit(
             model_prediction=assignment.model_answer,
             gold_label=assignment.item.gold_label,
             is_attention_check=is_check,
-            attention_passed=((said_right_text if verifying else guess) == assignment.expected_answer)
+            attention_passed=_check_passed(assignment, said_right_text if verifying else guess, judged, judging=judging)
             if is_check
             else None,
             too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
@@ -823,6 +837,17 @@ def response_submit(
         if locked.phase != Participant.Phase.DONE:
             participant_next_item(participant=locked, just_answered=True)
         return response
+
+
+def _check_passed(assignment: Assignment, answer: str, judged: dict, *, judging: bool) -> bool:
+    """An attention check's answer is the one asked for: a guess or verdict, a side, or the same
+    rating on every scale."""
+    expected = assignment.expected_answer
+    if not judging:
+        return answer == expected
+    if "preferred" in judged:
+        return judged["preferred"] == expected
+    return all(str(judged[column]) == expected for column in RATING_FIELDS.values())
 
 
 def _verdict(value) -> bool | None:

@@ -71,7 +71,6 @@ def owned(alice, tmp_path):
         ({"arms": SPEC["arms"][:2]}, "arms", "at least 2 arms with views"),
         ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
         ({"phases": {"pretest": True}}, "phases.pretest", "no warm-up phase"),
-        ({"quality": {"attention_checks": 1}}, "quality.attention_checks", "not available"),
         ({"explanations": {"display": "all_candidates"}}, "explanations.display", "shows predicted_unlabelled"),
         (
             {"arms": [*SPEC["arms"][:2], {"name": "x", "views": ["heatmap"], "method": "magic"}]},
@@ -390,11 +389,13 @@ def test_the_api_and_the_form_take_the_tasks_and_refuse_bad_designs(owned):
         "arm_1_name": "ig",
         "arm_1_views": ["heatmap"],
     }
+    form["learning_items"] = 1
     refused = client.post("/studies/new/", form)
-    assert refused.status_code == 200 and "not available for this task" in refused.content.decode()
-    form["attention_checks"] = 0
+    assert refused.status_code == 200 and "has no practice items" in refused.content.decode()
+    form["learning_items"] = 0
     assert client.post("/studies/new/", form).status_code == 302
-    assert Study.objects.get(name="Designed rating").task == "rating"
+    designed = Study.objects.get(name="Designed rating")
+    assert designed.task == "rating" and designed.attention_checks == 1  # instructed checks only
 
 
 def test_arms_with_their_own_methods_are_precomputed_and_shown_side_by_side(alice, tmp_path):
@@ -441,3 +442,65 @@ def test_arms_with_their_own_methods_are_precomputed_and_shown_side_by_side(alic
     assert ('class="tokens"' in b_block) == (left_method != "saliency")
     assert 'id="scale-heatmap"' not in page  # two methods, two scales: no single printed scale
     assert _page_leaks(page, study, assignment) == []
+
+
+@pytest.mark.parametrize("task", ["rating", "preference"])
+def test_judging_studies_ask_instructed_attention_checks_and_score_them(alice, tmp_path, task):
+    """No rating or side is right by itself, so every check is instructed: the page says which
+    rating (on every scale) or which side to choose; only that answer passes; a participant who
+    fails the pre-registered number is screened out; the checks stay out of the analysis."""
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=16,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        conditions=FOUR_ARMS[:3],
+        task=task,
+        explanation_display="predicted_unlabelled",
+        attention_checks=2,
+        exclusion_rules={"screen_out_at_attention_failures": 2},
+        name=f"checked {task}",
+    )
+
+    def answer(assignment, *, obey: bool) -> dict:
+        expected = assignment.expected_answer or ("left" if task == "preference" else "3")  # a real item: any
+        if task == "preference":
+            other = "right" if expected == "left" else "left"
+            return {"preferred": expected if obey else other, "confidence": 2}
+        ratings = [int(expected)] * 3 if obey else [int(expected), 1 + int(expected) % 5, int(expected)]
+        return {"helpfulness": ratings[0], "trust": ratings[1], "understanding": ratings[2], "confidence": 2}
+
+    for obey in (True, False):
+        client = Client()
+        participant = _walk(client, study)
+        checks = participant.assignments.filter(kind="attention")
+        assert checks.count() == 2 and set(checks.values_list("check_type", flat=True)) == {"instructed"}
+        while (assignment := participant.assignments.filter(status="active").order_by("position").first()) is not None:
+            page = client.get(f"/s/{study.public_id}/item/").content.decode()
+            assert _page_leaks(page, study, assignment) == []
+            is_check = assignment.kind == "attention"
+            assert ('class="instructed"' in page) == is_check
+            if is_check and task == "rating":
+                assert f"please choose <b>{assignment.expected_answer}</b> on each of the three questions" in page
+            if is_check and task == "preference":
+                side = "A" if assignment.expected_answer == "left" else "B"
+                assert f"please choose <b>Explanation {side}</b>" in page
+            url = f"/s/{study.public_id}/item/{assignment.public_id}/"
+            assert client.post(url, answer(assignment, obey=obey or not is_check)).status_code == 302
+        participant.refresh_from_db()
+        passed = list(
+            Response.objects.filter(participant=participant, is_attention_check=True).values_list(
+                "attention_passed", flat=True
+            )
+        )
+        assert passed == [obey, obey]
+        assert participant.screened_out is (not obey)
+
+    # The checks' items (a pool of their own) are not among the items analysed.
+    report = study_report_compute(study=study)["judging"]["all"]
+    scored = Response.objects.filter(participant__study=study, is_attention_check=False)
+    assert report["n_items"] == scored.values("item").distinct().count()
+    if task == "preference":
+        assert report["n_choices"] == scored.count()
