@@ -109,10 +109,9 @@ STUDY_TASKS: dict[str, StudyTask] = {
         refuses={
             "phases.learning_items": "a rationale study has no practice items (they show the model's answer)",
             "phases.pretest": "a rationale study has no warm-up phase",
-            "quality.attention_checks": "a rationale study's attention checks would ask for a guess, which its "
-            "participants never give",
         },
-        design_defaults={"phases.learning_items": 0, "phases.pretest": False, "quality.attention_checks": 0},
+        # its attention checks are instructed: "mark only the cell C4 of the picture"
+        design_defaults={"phases.learning_items": 0, "phases.pretest": False},
     ),
     RATING: StudyTask(
         name=RATING,

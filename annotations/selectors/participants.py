@@ -35,9 +35,9 @@ from annotations.selectors.precompute import (
     study_attention_method,
     study_multiviz_method,
 )
-from annotations.selectors.rationales import rationale_page
+from annotations.selectors.rationales import rationale_instruction, rationale_page
 from annotations.selectors.wording import study_modality_words
-from annotations.study_tasks import RATING, RATING_SCALES, study_task
+from annotations.study_tasks import RATING, RATING_SCALES, RATIONALE, study_task
 from workers.engine.dataset import IMAGE_MODALITIES, MODALITY_VIEW_OF_KIND, modality_kind
 from workers.engine.series import series_points, value_text
 from workers.engine.text import spaces_before
@@ -607,6 +607,15 @@ def _inputs_shown(modalities, payload: dict) -> dict[str, list]:
     return {"tables": tables, "series": series}
 
 
+def _instructed_label(study: Study, assignment: Assignment) -> str:
+    """What an instructed attention check asks for, as its page words it; "" on other items."""
+    if assignment.check_type != Assignment.Check.INSTRUCTED:
+        return ""
+    if study.task == RATIONALE:
+        return rationale_instruction(study=study, item=assignment.item, expected=assignment.expected_answer)
+    return assignment.expected_answer
+
+
 def assignment_page(*, participant: Participant, assignment: Assignment) -> dict[str, Any]:
     """Everything an item page shows, for any phase. Before an answer nothing here names the
     model's prediction or the gold label: explanations follow the candidate order recorded
@@ -713,7 +722,7 @@ def assignment_page(*, participant: Participant, assignment: Assignment) -> dict
         "rating_scales": RATING_SCALES if study.task == RATING else (),
         "views": views,
         "model_answer": predicted if phase == Assignment.Phase.LEARNING else None,
-        "instructed_label": assignment.expected_answer if assignment.check_type == Assignment.Check.INSTRUCTED else "",
+        "instructed_label": _instructed_label(study, assignment),
         "texts": [(m, assignment.item.payload.get(m, "")) for m in text_modalities],
         "images": [
             {"modality": m, "src": media_data_uri(assignment.item.payload.get(m) or "")} for m in image_modalities

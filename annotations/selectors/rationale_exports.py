@@ -46,8 +46,10 @@ def study_markable_modalities(*, study: Study) -> list[str]:
 
 
 def _responses(study: Study):
+    # An attention check's marks follow an instruction, not the evidence: the responses export
+    # has them (``is_attention_check``, ``attention_passed``), the rationale exports do not.
     return (
-        Response.objects.filter(participant__study=study, phase=Assignment.Phase.TEST)
+        Response.objects.filter(participant__study=study, phase=Assignment.Phase.TEST, is_attention_check=False)
         .exclude(participant__platform=Participant.Platform.PREVIEW)
         .exclude(rationale=None)
         .select_related("participant", "condition", "item")

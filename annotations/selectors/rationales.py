@@ -3,6 +3,9 @@ offers to mark (workers/engine/rationale_units.py)."""
 
 from __future__ import annotations
 
+import json
+import random
+
 from annotations.models import Item, Study
 from annotations.study_tasks import study_task
 from workers.engine.dataset import modality_kind
@@ -13,6 +16,27 @@ from workers.engine.series import value_text
 def rationale_item_layout(*, study: Study, item: Item) -> dict[str, list[str]]:
     """Per markable modality of ``item`` as ``study``'s model sees it, the names of its units."""
     return rationale_layout(list(study.model.modalities), item.payload or {})
+
+
+def rationale_instructed_marks(*, study: Study, item: Item, rng: random.Random) -> str:
+    """An instructed attention check's answer (JSON marks): one unit, drawn at random, of one
+    markable part of ``item`` (a cell of the picture, a word, a table row)."""
+    layout = rationale_item_layout(study=study, item=item)
+    modality = rng.choice(sorted(layout))
+    position = rng.randrange(len(layout[modality]))
+    unit = layout[modality][position] if modality_kind(modality) == "image" else position
+    return json.dumps({modality: [unit]})
+
+
+def rationale_instruction(*, study: Study, item: Item, expected: str) -> str:
+    """What an instructed check asks to mark, as the page names it: "the cell C4 of the picture",
+    "the word “red”", "the row “petal_width”"."""
+    (modality, (unit,)), *_ = json.loads(expected).items()
+    kind = modality_kind(modality)
+    if kind == "image":
+        return f"the cell {unit} of the picture"
+    name = rationale_item_layout(study=study, item=item)[modality][unit]
+    return f"the {'row' if kind == 'tabular' else 'word'} “{name}”"
 
 
 def rationale_page(*, study: Study, item: Item) -> dict:

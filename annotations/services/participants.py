@@ -25,6 +25,7 @@ Caps, idempotency and nothing lost: docs/DESIGN.md, "Invariants and where they a
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -49,6 +50,7 @@ from annotations.models import (
 )
 from annotations.selectors.counterfactual import counterfactual_candidates
 from annotations.selectors.participants import participant_quality, participant_title_cache_key
+from annotations.selectors.rationales import rationale_instructed_marks
 from annotations.selectors.studies import study_candidates
 from annotations.services.client_timing import client_timing_validate
 from annotations.services.counterfactual import counterfactual_response_fields
@@ -56,7 +58,7 @@ from annotations.services.dashboard import dashboard_response_stored
 from annotations.services.entry_limits import entry_address_admit, entry_platform_id_admit
 from annotations.services.judging import RATING_FIELDS, SIDES, JudgementRefused, judgement_fields, preview_pair
 from annotations.services.rationales import MarksError, rationale_marks_check
-from annotations.study_tasks import COUNTERFACTUAL, PREFERENCE, RATING, study_task
+from annotations.study_tasks import COUNTERFACTUAL, PREFERENCE, RATING, RATIONALE, study_task
 
 # The item phases, in the order a participant goes through them.
 ITEM_PHASES = (Participant.Phase.PRETEST, Participant.Phase.LEARNING, Participant.Phase.TEST)
@@ -406,11 +408,22 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
     # Verification answers a verdict: a gold check expects "yes" (the model is sure and right), an
     # instructed check asks for "yes" or "no" at random.
     verifying = study_task(study.task).answer == "verdict"
-    # A judgement has no right answer: its checks are all instructed, one rating for every scale
-    # or one side.
+    # A judgement or a rationale has no right answer to check: its checks are all instructed (one
+    # rating on every scale, one side, one part to mark).
     instructed_only = {RATING: [str(level) for level in range(1, 6)], PREFERENCE: list(SIDES)}.get(study.task)
     for k, study_item in enumerate(picked):
         prediction = predictions[study_item.item_id]
+        if study.task == RATIONALE:
+            checks.append(
+                {
+                    "item_id": study_item.item_id,
+                    "phase": Assignment.Phase.TEST,
+                    "kind": Assignment.Kind.ATTENTION,
+                    "check_type": Assignment.Check.INSTRUCTED,
+                    "expected_answer": rationale_instructed_marks(study=study, item=prediction.item, rng=rng),
+                }
+            )
+            continue
         if instructed_only:
             checks.append(
                 {
@@ -822,7 +835,9 @@ def response_submit(
             model_prediction=assignment.model_answer,
             gold_label=assignment.item.gold_label,
             is_attention_check=is_check,
-            attention_passed=_check_passed(assignment, said_right_text if verifying else guess, judged, judging=judging)
+            attention_passed=_check_passed(
+                assignment, said_right_text if verifying else guess, judged, marks, judging=judging, marking=marking
+            )
             if is_check
             else None,
             too_fast=bool(study.min_rt_ms) and rt_ms < study.min_rt_ms,
@@ -839,10 +854,14 @@ def response_submit(
         return response
 
 
-def _check_passed(assignment: Assignment, answer: str, judged: dict, *, judging: bool) -> bool:
-    """An attention check's answer is the one asked for: a guess or verdict, a side, or the same
-    rating on every scale."""
+def _check_passed(
+    assignment: Assignment, answer: str, judged: dict, marks: dict | None, *, judging: bool, marking: bool
+) -> bool:
+    """An attention check's answer is the one asked for: a guess or verdict, exactly the part
+    named marked, a side, or the same rating on every scale."""
     expected = assignment.expected_answer
+    if marking:
+        return marks == json.loads(expected)
     if not judging:
         return answer == expected
     if "preferred" in judged:

@@ -310,7 +310,6 @@ SPEC = {
     [
         ({"phases": {"learning_items": 2}}, "phases.learning_items", "no practice items"),
         ({"phases": {"pretest": True, "learning_items": 0}}, "phases.pretest", "no warm-up phase"),
-        ({"quality": {"attention_checks": 1}}, "quality.attention_checks", "never give"),
     ],
 )
 def test_what_a_rationale_study_cannot_run_is_refused_naming_the_field(owned, overrides, field, message):
@@ -324,7 +323,7 @@ def test_the_spec_template_loads_and_the_api_creates_a_rationale_study(owned):
     template = Path(__file__).resolve().parents[2] / "docs" / "specs" / "rationale.yaml"
     text = template.read_text().replace("YOUR-DATASET", "shapes").replace("YOUR-MODEL", "toy")
     spec = study_spec_parse(data=yaml.safe_load(text), owner=owned)
-    assert spec.task == "rationale" and spec.learning_items == 0 and spec.attention_checks == 0
+    assert spec.task == "rationale" and spec.learning_items == 0 and spec.attention_checks == 2
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owned).key}")
     created = client.post("/api/studies/", SPEC, format="json")
@@ -363,9 +362,53 @@ def test_the_form_creates_a_rationale_study_and_shows_what_it_refuses_under_the_
         "arm_1_name": "ig",
         "arm_1_views": ["heatmap"],
     }
+    form["learning_items"] = 2
     refused = client.post("/studies/new/", form)
     assert refused.status_code == 200 and not Study.objects.filter(name="Designed rationale").exists()
-    assert "never give" in refused.content.decode()
-    form["attention_checks"] = 0
+    assert "has no practice items" in refused.content.decode()
+    form["learning_items"] = 0
     assert client.post("/studies/new/", form).status_code == 302
-    assert Study.objects.get(name="Designed rationale").task == "rationale"
+    designed = Study.objects.get(name="Designed rationale")
+    assert designed.task == "rationale" and designed.attention_checks == 1  # instructed checks
+
+
+def test_a_rationale_attention_check_names_one_part_to_mark_and_stays_out_of_the_rationales(alice, tmp_path):
+    """No marking is right by itself, so a check is instructed: its page names one cell, word or
+    row to mark, and only exactly that passes. The checks' marks are not evidence: the
+    rationale exports and their analysis leave them out; the responses export flags them."""
+    study = build_study(
+        alice,
+        tmp_path,
+        n_dataset_items=16,
+        n_items=4,
+        items_per_participant=2,
+        raters_per_item=2,
+        conditions=[ConditionSpec("baseline"), ConditionSpec("ig", ["heatmap", "tokens"])],
+        task="rationale",
+        attention_checks=2,
+        name="checked marks",
+    )
+    asked = []
+    for obey in (True, False):
+        client, participant = _enter(study)
+        assert participant.assignments.filter(kind="attention", check_type="instructed").count() == 2
+        while (assignment := participant.assignments.filter(status="active").order_by("position").first()) is not None:
+            page = client.get(f"/s/{study.public_id}/item/").content.decode()
+            url = f"/s/{study.public_id}/item/{assignment.public_id}/"
+            if assignment.kind != "attention":
+                assert 'class="instructed"' not in page
+                assert client.post(url, {"mark": ["image:A1", "text:0"], "confidence": 3}).status_code == 302
+                continue
+            (modality, (unit,)), *_ = json.loads(assignment.expected_answer).items()
+            words = assignment.item.payload["text"].replace("?", " ?").split()
+            named = f"the cell {unit} of the picture" if modality == "image" else f"the word “{words[unit]}”"
+            assert f"please mark only <b>{named}</b>" in page
+            mark = f"{modality}:{unit}"
+            asked.append(mark)
+            marks = [mark] if obey else [mark, "image:H8" if mark != "image:H8" else "image:A1"]
+            assert client.post(url, {"mark": marks, "confidence": 3}).status_code == 302
+        passed = Response.objects.filter(participant=participant, is_attention_check=True)
+        assert list(passed.values_list("attention_passed", flat=True)) == [obey, obey]
+    assert len(asked) == 4
+    checked_items = set(Response.objects.filter(is_attention_check=True).values_list("item__external_id", flat=True))
+    assert checked_items and not checked_items & set(study_rationale_frame(study=study)["item"])
