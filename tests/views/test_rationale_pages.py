@@ -394,6 +394,8 @@ def test_a_rationale_attention_check_names_one_part_to_mark_and_stays_out_of_the
         assert participant.assignments.filter(kind="attention", check_type="instructed").count() == 2
         while (assignment := participant.assignments.filter(status="active").order_by("position").first()) is not None:
             page = client.get(f"/s/{study.public_id}/item/").content.decode()
+            prediction = Prediction.objects.get(model=study.model, item=assignment.item).label
+            assert prediction == assignment.item.gold_label or prediction not in page  # no leak on a check either
             url = f"/s/{study.public_id}/item/{assignment.public_id}/"
             if assignment.kind != "attention":
                 assert 'class="instructed"' not in page
