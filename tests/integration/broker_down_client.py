@@ -1,4 +1,4 @@
-"""Run by ``test_faults`` as a separate web process whose broker refuses or hangs
+"""Run by ``test_faults_broker`` as a separate web process whose broker refuses or hangs
 (CELERY_BROKER_URL points at a dead port): a researcher presses "Start precompute", and a
 participant of another, live study goes through every page. Prints one JSON line.
 

@@ -119,6 +119,45 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     stop_worker(process)
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for all the browser test files of a session (each xdist worker):
+    starting Playwright's driver and Chromium costs seconds each time. Tests get it through
+    ``browser``, each in contexts of its own."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (./run test does)")
+    # Playwright's sync API runs an event loop in this thread from here to the session's end;
+    # Django's ORM calls stay synchronous and safe.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The session's Chromium; a context a test left open (a failed assertion before its
+    ``close``) is closed after it, so no test sees another's cookies or pages."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
+
+
 @pytest.fixture(autouse=True)
 def allow_test_adapters(settings):
     """These tests register adapters defined in tests/ (deliberately failing ones among them)."""

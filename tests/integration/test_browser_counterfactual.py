@@ -1,8 +1,8 @@
 """Counterfactual items in headless Chromium, by keyboard alone, at desktop and phone size, in
 one study: the original input, the model's answer on it and its evidence, then the edited input
 with what changed, all shown and readable; a letter picks the answer on the edit, a digit the
-confidence, Enter submits, and the guess is stored with the edit's answer. The fixtures are
-test_browser.py's."""
+confidence, Enter submits, and the guess is stored with the edit's answer. The helpers are
+test_browser.py's; the Chromium is conftest.py's."""
 
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ from tests.integration.test_browser import (
     _fits,
     _images_loaded,
     _readable,
-    browser,  # noqa: F401  (the module's Chromium fixture)
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_counterfactual_items_by_keyboard_at_desktop_and_phone_size(browser, live_server, alice, tmp_path):  # noqa: F811
+def test_counterfactual_items_by_keyboard_at_desktop_and_phone_size(browser, live_server, alice, tmp_path):
     study = build_study(
         alice,
         tmp_path,

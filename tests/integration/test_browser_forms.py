@@ -11,7 +11,7 @@ from django.test import Client
 
 from annotations.services.datasets import dataset_import
 from tests.builders.studies import make_model, write_dataset
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE
+from tests.integration.test_browser import DESKTOP, PHONE
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -44,39 +44,35 @@ def _design(page, *, name: str, **numbers: str) -> None:
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_form_errors_sit_under_their_own_field(live_server, alice, tmp_path, viewport):
-    from playwright.sync_api import sync_playwright
-
+def test_form_errors_sit_under_their_own_field(browser, live_server, alice, tmp_path, viewport):
     dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 12))
     make_model(alice)
     client = Client()
     client.force_login(alice)
     cookie = client.cookies["sessionid"].value
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport=viewport)
-        context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
-        page = context.new_page()
-        page.goto(f"{live_server.url}/studies/new/")
-        _design(page, name="ux draft ok")
-        with page.expect_navigation():
-            page.click("#create-study")
-        assert "/studies/new/" not in page.url, page.locator("#study-form").inner_text()
-        # the server's own check: a name taken but for case and spaces
-        page.goto(f"{live_server.url}/studies/new/")
-        _design(page, name="UX Draft OK ")
-        with page.expect_navigation():
-            page.click("#create-study")
-        page.wait_for_selector("#study-form .errorlist")
-        clash = page.evaluate(ERRORS_IN_PLACE)
-        # the form's checks, two at once (the browser's own required-field check switched off)
-        _design(page, name="another", lease_minutes="", items_per_participant="")
-        page.evaluate("document.getElementById('study-form').noValidate = true")
-        with page.expect_navigation():
-            page.click("#create-study")
-        page.wait_for_selector("#study-form .errorlist")
-        missing = page.evaluate(ERRORS_IN_PLACE)
-        browser.close()
+    context = browser.new_context(viewport=viewport)
+    context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
+    page = context.new_page()
+    page.goto(f"{live_server.url}/studies/new/")
+    _design(page, name="ux draft ok")
+    with page.expect_navigation():
+        page.click("#create-study")
+    assert "/studies/new/" not in page.url, page.locator("#study-form").inner_text()
+    # the server's own check: a name taken but for case and spaces
+    page.goto(f"{live_server.url}/studies/new/")
+    _design(page, name="UX Draft OK ")
+    with page.expect_navigation():
+        page.click("#create-study")
+    page.wait_for_selector("#study-form .errorlist")
+    clash = page.evaluate(ERRORS_IN_PLACE)
+    # the form's checks, two at once (the browser's own required-field check switched off)
+    _design(page, name="another", lease_minutes="", items_per_participant="")
+    page.evaluate("document.getElementById('study-form').noValidate = true")
+    with page.expect_navigation():
+        page.click("#create-study")
+    page.wait_for_selector("#study-form .errorlist")
+    missing = page.evaluate(ERRORS_IN_PLACE)
+    context.close()
     assert [error["field"] for error in clash] == ["name"], clash
     assert {error["field"] for error in missing} == {"lease_minutes", "items_per_participant"}, missing
     for error in clash + missing:
@@ -86,12 +82,10 @@ def test_form_errors_sit_under_their_own_field(live_server, alice, tmp_path, vie
     assert {error["text"] for error in missing} == {"This field is required."}
 
 
-def test_choosing_a_task_fills_in_a_design_it_can_run(live_server, alice, tmp_path):
+def test_choosing_a_task_fills_in_a_design_it_can_run(browser, live_server, alice, tmp_path):
     """The form's defaults (practice items, one explanation per candidate) are refused by the
     verification task: choosing that task sets them to what it runs, says so, and the study is
     created with no further edit; switching back restores the forward defaults."""
-    from playwright.sync_api import sync_playwright
-
     from annotations.models import Study
 
     dataset_import(owner=alice, name="shapes", jsonl_path=write_dataset(tmp_path / "src", 12))
@@ -99,24 +93,22 @@ def test_choosing_a_task_fills_in_a_design_it_can_run(live_server, alice, tmp_pa
     client = Client()
     client.force_login(alice)
     cookie = client.cookies["sessionid"].value
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport=DESKTOP)
-        context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
-        page = context.new_page()
-        page.goto(f"{live_server.url}/studies/new/")
-        _design(page, name="verify by form")
-        page.select_option("select[name=task]", "verification")
-        adjusted = page.locator("#task-adjusted").inner_text()
-        display = page.eval_on_selector("#id_explanation_display", "s => [s.value, s.options[0].disabled]")
-        learning = page.input_value("input[name=learning_items]")
-        page.select_option("select[name=task]", "forward")
-        back = [page.input_value("input[name=learning_items]"), page.input_value("#id_explanation_display")]
-        page.select_option("select[name=task]", "verification")
-        with page.expect_navigation():
-            page.click("#create-study")
-        landed = page.url
-        browser.close()
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
+    page = context.new_page()
+    page.goto(f"{live_server.url}/studies/new/")
+    _design(page, name="verify by form")
+    page.select_option("select[name=task]", "verification")
+    adjusted = page.locator("#task-adjusted").inner_text()
+    display = page.eval_on_selector("#id_explanation_display", "s => [s.value, s.options[0].disabled]")
+    learning = page.input_value("input[name=learning_items]")
+    page.select_option("select[name=task]", "forward")
+    back = [page.input_value("input[name=learning_items]"), page.input_value("#id_explanation_display")]
+    page.select_option("select[name=task]", "verification")
+    with page.expect_navigation():
+        page.click("#create-study")
+    landed = page.url
+    context.close()
     assert adjusted.startswith("Set for this task:") and "Learning items" in adjusted, adjusted
     assert display == ["predicted_unlabelled", True] and learning == "0"
     assert back == ["4", "all_candidates"]

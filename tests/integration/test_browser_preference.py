@@ -1,7 +1,7 @@
 """One rating item and one preference item in headless Chromium, by keyboard alone, at desktop and
 phone size: the explanations are shown and readable (A and B side by side on a desktop, stacked on a
 phone), digits answer the rating scales in turn, A/B choose a side, Enter submits, and the answer is
-stored. The fixtures are test_browser.py's."""
+stored. The helpers are test_browser.py's."""
 
 from __future__ import annotations
 
@@ -16,13 +16,12 @@ from tests.integration.test_browser import (
     _fits,
     _images_loaded,
     _readable,
-    browser,  # noqa: F401  (the module's Chromium fixture)
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _start(browser, live_server, study, viewport):  # noqa: F811
+def _start(browser, live_server, study, viewport):
     touch = viewport is PHONE
     context = browser.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
     page = context.new_page()
@@ -36,7 +35,7 @@ def _start(browser, live_server, study, viewport):  # noqa: F811
 
 
 @pytest.mark.parametrize("viewport, key, side", [(DESKTOP, "a", "left"), (PHONE, "b", "right")])
-def test_one_preference_item_by_keyboard(browser, live_server, alice, tmp_path, viewport, key, side):  # noqa: F811
+def test_one_preference_item_by_keyboard(browser, live_server, alice, tmp_path, viewport, key, side):
     study = build_study(
         alice,
         tmp_path,
@@ -75,7 +74,7 @@ def test_one_preference_item_by_keyboard(browser, live_server, alice, tmp_path, 
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE])
-def test_one_rating_item_by_keyboard(browser, live_server, alice, tmp_path, viewport):  # noqa: F811
+def test_one_rating_item_by_keyboard(browser, live_server, alice, tmp_path, viewport):
     study = build_study(
         alice,
         tmp_path,

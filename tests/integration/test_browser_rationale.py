@@ -1,6 +1,6 @@
 """One rationale item in headless Chromium: at desktop size by keyboard alone (Tab to the grid,
 arrow keys, Space, a digit, Enter), at phone size by touch (a tap on a cell, a drag across a row,
-a tap on a word). The marks are stored as the page showed them. The fixtures are test_browser.py's."""
+a tap on a word). The marks are stored as the page showed them. The helpers are test_browser.py's."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from tests.integration.test_browser import (
     _fits,
     _images_loaded,
     _readable,
-    browser,  # noqa: F401  (the module's Chromium fixture)
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,7 +30,7 @@ def _centre(page, selector: str) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop-keyboard", "phone-touch"])
-def test_one_rationale_item(browser, live_server, alice, tmp_path, viewport):  # noqa: F811
+def test_one_rationale_item(browser, live_server, alice, tmp_path, viewport):
     phone = viewport is PHONE
     study = build_study(
         alice,

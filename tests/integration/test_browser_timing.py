@@ -16,14 +16,12 @@ import pytest
 from annotations.models import Participant, Response
 from annotations.services.client_timing import CLIENT_RT_TOLERANCE_MS
 from tests.builders.studies import build_study
-from tests.integration.test_browser import CHROMIUM_ARGS, DESKTOP, browser  # noqa: F401  (fixture)
+from tests.integration.test_browser import DESKTOP
 from tests.isolation import media_root  # noqa: F401  (autouse fixture: the study's PNGs)
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-assert CHROMIUM_ARGS  # the launch options of the shared fixture
 
 LEAVE_AND_COME_BACK = """async () => {
   const state = value => Object.defineProperty(document, "visibilityState", {value, configurable: true});
@@ -90,7 +88,7 @@ def _pictures_by_url(context, delay: float = 0.2):
     context.route(re.compile(r".*/late-picture/\d+\.png$"), late)
 
 
-def test_the_browser_clock_runs_from_the_decoded_stimulus_and_counts_leaving(browser, live_server, study):  # noqa: F811
+def test_the_browser_clock_runs_from_the_decoded_stimulus_and_counts_leaving(browser, live_server, study):
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     _enter(page, live_server, study, "t-1")
@@ -128,7 +126,7 @@ def test_the_browser_clock_runs_from_the_decoded_stimulus_and_counts_leaving(bro
     assert (second.blur_count, second.hidden_ms) == (0, 0)
 
 
-def test_without_javascript_the_answer_is_stored_with_the_client_time_missing(browser, live_server, study):  # noqa: F811
+def test_without_javascript_the_answer_is_stored_with_the_client_time_missing(browser, live_server, study):
     context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
     page = context.new_page()
     _enter(page, live_server, study, "t-nojs")

@@ -1,6 +1,6 @@
 """One verification item in headless Chromium, by keyboard alone, at desktop and phone size:
 the model's answer and its evidence are shown and readable, Y/N give the verdict, a digit the
-confidence, Enter submits, and the verdict is stored. The fixtures are test_browser.py's."""
+confidence, Enter submits, and the verdict is stored. The helpers are test_browser.py's."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from tests.integration.test_browser import (
     _fits,
     _images_loaded,
     _readable,
-    browser,  # noqa: F401  (the module's Chromium fixture)
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.parametrize("viewport, key, verdict", [(DESKTOP, "y", True), (PHONE, "n", False)])
-def test_one_verification_item_by_keyboard(browser, live_server, alice, tmp_path, viewport, key, verdict):  # noqa: F811
+def test_one_verification_item_by_keyboard(browser, live_server, alice, tmp_path, viewport, key, verdict):
     study = build_study(
         alice,
         tmp_path,

@@ -18,6 +18,10 @@ from workers.tasks import precompute_advance_task, precompute_chunk_task
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
+# Where the study's size proves nothing (which job runs, how a failure or a fault shows): a few items and
+# candidates, so the worker has fewer explanation rows to draw.
+SMALL = {"n_items": 4, "items_per_participant": 2, "n_candidates": 2}
+
 
 def wait_for_job(job_id: int, timeout: float = 300) -> PrecomputeJob:
     deadline = time.monotonic() + timeout
@@ -93,7 +97,7 @@ def test_worker_precomputes_predictions_and_explanations(celery_worker_process, 
 
 
 def test_a_second_start_reuses_the_open_job(celery_worker_process, alice, demo_jsonl):
-    study = demo_study(owner=alice, jsonl=demo_jsonl)
+    study = demo_study(owner=alice, jsonl=demo_jsonl, **SMALL)
     first = precompute_start(study=study)
     second = precompute_start(study=Study.objects.get(pk=study.pk))
     assert second.pk == first.pk
@@ -102,7 +106,9 @@ def test_a_second_start_reuses_the_open_job(celery_worker_process, alice, demo_j
 
 
 def test_failing_adapter_fails_the_job_and_shows_the_traceback(celery_worker_process, alice, demo_jsonl):
-    study = demo_study(owner=alice, jsonl=demo_jsonl, adapter_path="tests.integration.adapters:GradientlessAdapter")
+    study = demo_study(
+        owner=alice, jsonl=demo_jsonl, adapter_path="tests.integration.adapters:GradientlessAdapter", **SMALL
+    )
     job = wait_for_job(precompute_start(study=study).pk)
 
     assert job.status == PrecomputeJob.Status.FAILED
