@@ -11,7 +11,9 @@ import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.api as sm
+
+# the model's own module: statsmodels.api also loads its time series and plotting (a second per process)
+from statsmodels.discrete.discrete_model import Logit
 
 from annotations.analysis.preference import (
     bradley_terry,
@@ -73,7 +75,7 @@ def test_scores_and_standard_errors_equal_statsmodels_logistic_regression():
     design[np.arange(400), first] += 1
     design[np.arange(400), second] -= 1
     outcome = (first == np.array(winner)).astype(float)
-    fit = sm.Logit(outcome, design[:, 1:]).fit(disp=0, tol=1e-14, maxiter=200)
+    fit = Logit(outcome, design[:, 1:]).fit(disp=0, tol=1e-14, maxiter=200)
     np.testing.assert_allclose(theta[1:] - theta[0], fit.params, atol=1e-6)
     # Var(θ_m − θ_a) from the sum-to-zero covariance equals the reference fit's variance
     contrast = np.eye(4)[1:] - np.eye(4)[0]

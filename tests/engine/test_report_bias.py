@@ -170,6 +170,7 @@ def _linear_report(items: list[dict]) -> dict:
         emap=False,
         group_pairs="",
         bias_methods=["input_x_gradient"],
+        pid_resamples=20,  # the PID's bootstrap (200 convex programs by default) is not looked at here
     )
     return adapter, model_report_run(adapter, items, options=options)
 
