@@ -47,7 +47,7 @@ BOUNDS: dict[str, tuple[str, float, str]] = {
     "unbiased_accuracy_max": ("<", 0.96, "test_demo.py: still wrong on some items"),
     "nonred_triangle_red": (">", 0.8, "test_demo.py: the triangle bias"),
     "slice_text_alone_red": ("==", 1.0, "test_report_demo.py: the question alone answers red"),
-    "share_text_diff_low": (">", 0.0, "test_report_demo.py"),
+    "share_shift_to_text": (">", 0.25, "test_report_demo.py: reliance moves from the picture to the text"),
     "share_image_diff_high": ("<", -0.1, "test_report_demo.py"),
     "agree_perm_image_diff_low": (">", 0.3, "test_report_demo.py"),
     "text_corruption_drop": (">", 0.3, "test_report_demo.py"),
@@ -177,7 +177,8 @@ def margins_for(*, seed: int, threads: int, items: list[dict]) -> dict[str, floa
         "nonred_triangle_red": shapes.metrics["nonred_triangle_red"],
         "slice_text_alone_red": sum(row["answer_only:text"] == "red" for row in rows) / len(rows),
         "slice_dominance": bias["type_counts"]["slice"]["dominance"] / bias["n"],
-        "share_text_diff_low": stats["share:text"]["difference"]["ci_low"],
+        "share_shift_to_text": stats["share:text"]["difference"]["estimate"]
+        - stats["share:image"]["difference"]["estimate"],
         "share_image_diff_high": stats["share:image"]["difference"]["ci_high"],
         "agree_perm_image_diff_low": stats["agree_perm:image"]["difference"]["ci_low"],
         "text_corruption_drop": text_curve[0] - text_curve[-1],
