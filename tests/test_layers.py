@@ -24,10 +24,16 @@ from tests.layers import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-GRAPH = import_graph_build(root=ROOT)
 
 
-def test_the_checker_sees_the_modules_it_judges():
+@pytest.fixture(scope="module")
+def graph():
+    """The repository's import graph, read once by the worker that runs these tests (at import
+    time every pytest-xdist worker would read it while collecting)."""
+    return import_graph_build(root=ROOT)
+
+
+def test_the_checker_sees_the_modules_it_judges(graph):
     assert {
         "annotations.services.precompute",
         "workers.pipeline",
@@ -35,38 +41,38 @@ def test_the_checker_sees_the_modules_it_judges():
         "annotations.selectors.exports",
         "annotations.downloads",
         "workers.engine.demo.report_hooks",
-    } <= GRAPH.modules.keys()
-    assert "annotations.selectors.exports" in GRAPH.edges["annotations.selectors.analysis"]
+    } <= graph.modules.keys()
+    assert "annotations.selectors.exports" in graph.edges["annotations.selectors.analysis"]
     # Relative imports are resolved: `from . import model as demo_model`, `from ..adapter import ...`.
-    assert {"workers.engine.demo.model", "workers.engine.adapter"} <= GRAPH.edges["workers.engine.demo.adapter"]
+    assert {"workers.engine.demo.model", "workers.engine.adapter"} <= graph.edges["workers.engine.demo.adapter"]
 
 
-def test_no_import_circle():
-    assert import_cycles(graph=GRAPH) == []
+def test_no_import_circle(graph):
+    assert import_cycles(graph=graph) == []
 
 
 @pytest.mark.parametrize("layer", ["workers.engine", "annotations.analysis"])
-def test_engine_and_statistics_never_import_django(layer):
-    assert pure_layer_violations(graph=GRAPH, layer=layer) == {}
+def test_engine_and_statistics_never_import_django(layer, graph):
+    assert pure_layer_violations(graph=graph, layer=layer) == {}
 
 
 @pytest.mark.parametrize("layer", ["annotations.services", "annotations.selectors"])
-def test_services_and_selectors_never_import_the_workers_or_an_interface(layer):
-    assert service_violations(graph=GRAPH, layer=layer) == {}
+def test_services_and_selectors_never_import_the_workers_or_an_interface(layer, graph):
+    assert service_violations(graph=graph, layer=layer) == {}
 
 
-def test_web_interfaces_never_import_the_workers():
-    assert web_violations(graph=GRAPH) == {}
+def test_web_interfaces_never_import_the_workers(graph):
+    assert web_violations(graph=graph) == {}
 
 
-def test_selectors_write_nothing():
-    assert selector_write_violations(graph=GRAPH) == {}
+def test_selectors_write_nothing(graph):
+    assert selector_write_violations(graph=graph) == {}
 
 
-def test_only_the_bench_commands_import_the_benchmarks():
-    assert benchmark_import_violations(graph=GRAPH) == {}
-    wrappers = {name for name, mods in GRAPH.edges.items() if any(m.startswith("benchmarks") for m in mods)}
-    assert wrappers - set(GRAPH.under("benchmarks")) == {
+def test_only_the_bench_commands_import_the_benchmarks(graph):
+    assert benchmark_import_violations(graph=graph) == {}
+    wrappers = {name for name, mods in graph.edges.items() if any(m.startswith("benchmarks") for m in mods)}
+    assert wrappers - set(graph.under("benchmarks")) == {
         "annotations.management.commands.bench_dashboard",
         "annotations.management.commands.bench_explain",
         "annotations.management.commands.bench_export",
@@ -79,8 +85,8 @@ def test_only_the_bench_commands_import_the_benchmarks():
     }
 
 
-def test_only_the_dashboard_export_precompute_and_page_benchmarks_use_django():
-    assert django_users(graph=GRAPH, layer="benchmarks") == [
+def test_only_the_dashboard_export_precompute_and_page_benchmarks_use_django(graph):
+    assert django_users(graph=graph, layer="benchmarks") == [
         "benchmarks.dashboard",
         "benchmarks.export",
         "benchmarks.participant_pages",
@@ -88,9 +94,9 @@ def test_only_the_dashboard_export_precompute_and_page_benchmarks_use_django():
     ]
 
 
-def test_tasks_call_only_pipelines_and_services():
-    assert task_violations(graph=GRAPH) == {}
-    assert {"workers.pipeline", "annotations.services.precompute"} <= GRAPH.edges["workers.tasks"]
+def test_tasks_call_only_pipelines_and_services(graph):
+    assert task_violations(graph=graph) == {}
+    assert {"workers.pipeline", "annotations.services.precompute"} <= graph.edges["workers.tasks"]
 
 
 # --------------------------------------------------------------------------- the planted tree
@@ -183,12 +189,12 @@ def test_a_relative_import_beyond_the_top_package_is_an_error(tmp_path):
         import_graph_build(root=tmp_path, packages=("workers",))
 
 
-def test_a_registered_model_is_loaded_only_through_the_one_loader():
+def test_a_registered_model_is_loaded_only_through_the_one_loader(graph):
     """Every adapter built for a registered model (``load_adapter(<row>.adapter_path, ...)``)
     goes through ``workers.adapters.registered_model_adapter``, which always passes the stored
     options: a loader that forgot them could not build a Hugging Face model."""
     offenders = []
-    for name, path in GRAPH.modules.items():
+    for name, path in graph.modules.items():
         if name == "workers.adapters":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
