@@ -413,51 +413,25 @@ def _attention_checks(*, study: Study, participant: Participant) -> list[dict]:
     instructed_only = {RATING: [str(level) for level in range(1, 6)], PREFERENCE: list(SIDES)}.get(study.task)
     for k, study_item in enumerate(picked):
         prediction = predictions[study_item.item_id]
+        check_type = Assignment.Check.INSTRUCTED
         if study.task == RATIONALE:
-            checks.append(
-                {
-                    "item_id": study_item.item_id,
-                    "phase": Assignment.Phase.TEST,
-                    "kind": Assignment.Kind.ATTENTION,
-                    "check_type": Assignment.Check.INSTRUCTED,
-                    "expected_answer": rationale_instructed_marks(study=study, item=prediction.item, rng=rng),
-                }
-            )
-            continue
-        if instructed_only:
-            checks.append(
-                {
-                    "item_id": study_item.item_id,
-                    "phase": Assignment.Phase.TEST,
-                    "kind": Assignment.Kind.ATTENTION,
-                    "check_type": Assignment.Check.INSTRUCTED,
-                    "expected_answer": rng.choice(instructed_only),
-                }
-            )
-            continue
+            expected = rationale_instructed_marks(study=study, item=prediction.item, rng=rng)
+        elif instructed_only:
+            expected = rng.choice(instructed_only)
         # A counterfactual page asks about an edit, whose answer no easy item guarantees: instructed only.
-        if k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT and study.task != COUNTERFACTUAL:
-            checks.append(
-                {
-                    "item_id": study_item.item_id,
-                    "phase": Assignment.Phase.TEST,
-                    "kind": Assignment.Kind.ATTENTION,
-                    "check_type": Assignment.Check.GOLD,
-                    "expected_answer": "yes" if verifying else prediction.label,
-                }
-            )
-            continue
-        candidates = study_candidates(study=study, prediction=prediction)
-        neutral = [c for c in candidates if c not in (prediction.label, prediction.item.gold_label)] or candidates
-        if verifying:
-            neutral = ["yes", "no"]
+        elif k % 2 == 1 and study_item.stratum == StudyItem.Stratum.MODEL_RIGHT and study.task != COUNTERFACTUAL:
+            check_type, expected = Assignment.Check.GOLD, "yes" if verifying else prediction.label
+        else:
+            candidates = study_candidates(study=study, prediction=prediction)
+            neutral = [c for c in candidates if c not in (prediction.label, prediction.item.gold_label)] or candidates
+            expected = rng.choice(["yes", "no"] if verifying else neutral)
         checks.append(
             {
                 "item_id": study_item.item_id,
                 "phase": Assignment.Phase.TEST,
                 "kind": Assignment.Kind.ATTENTION,
-                "check_type": Assignment.Check.INSTRUCTED,
-                "expected_answer": rng.choice(neutral),
+                "check_type": check_type,
+                "expected_answer": expected,
             }
         )
     return checks
