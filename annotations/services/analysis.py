@@ -43,6 +43,7 @@ from annotations.selectors.answers import study_answer_options
 from annotations.services.counterfactual_report import counterfactual_report
 from annotations.services.judging import judging_report
 from annotations.services.rationales import study_rationale_report
+from annotations.services.report_sections import SECTIONS, report_sections
 from annotations.study_tasks import COUNTERFACTUAL, RATIONALE, VERIFICATION, study_task
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ DEFAULT_PERMUTATIONS = 1000
 POWER_SIMULATIONS = 200
 DEFAULT_EFFECT_OF_INTEREST = 0.10
 CACHE_SECONDS = 60 * 60
-SECTIONS = ("after_exclusions", "all")
 
 
 class AnalysisUnavailable(Exception):
@@ -155,17 +155,12 @@ def _verification_report(
     from annotations.analysis.report import jsonable
     from annotations.analysis.verification import verification_reliance
 
-    sections = {}
-    for section in SECTIONS:
-        frame = responses if section == "after_exclusions" else responses.drop(columns=["excluded"])
-        try:
-            sections[section] = jsonable(
-                verification_reliance(
-                    frame, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples
-                )
-            )
-        except ValueError as exc:
-            sections[section] = {"unavailable": str(exc)}
+    sections = report_sections(
+        responses,
+        lambda frame: verification_reliance(
+            frame, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples
+        ),
+    )
     if "unavailable" in sections["all"]:
         raise AnalysisUnavailable(sections["all"]["unavailable"])
     return {

@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from annotations.models import Study
+from annotations.services.report_sections import report_sections
 
 if TYPE_CHECKING:
     import pandas as pd
-
-SECTIONS = ("all", "after_exclusions")
 
 
 def counterfactual_report(
@@ -20,19 +19,13 @@ def counterfactual_report(
 ) -> dict[str, Any]:
     """The report; a section without answers to analyse says why (``{"unavailable": ...}``)."""
     from annotations.analysis.counterfactual import counterfactual_simulation
-    from annotations.analysis.report import jsonable
 
-    sections = {}
-    for section in SECTIONS:
-        frame = responses if section == "after_exclusions" else responses.drop(columns=["excluded"])
-        try:
-            sections[section] = jsonable(
-                counterfactual_simulation(
-                    frame, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples
-                )
-            )
-        except ValueError as exc:
-            sections[section] = {"unavailable": str(exc)}
+    sections = report_sections(
+        responses,
+        lambda frame: counterfactual_simulation(
+            frame, baseline=settings["baseline"], seed=settings["seed"], n_resamples=n_resamples
+        ),
+    )
     return {
         "study": {
             "id": study.pk,

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from annotations.models import Condition, Slot, Study
 from annotations.services.preference_design import preference_pair_order, preference_schedule
+from annotations.services.report_sections import report_sections
 from annotations.study_tasks import PREFERENCE, RATING, RATING_SCALES
 
 RATING_FIELDS = {scale: f"rating_{scale}" for scale, *_ in RATING_SCALES}
@@ -92,22 +93,18 @@ def judging_report(*, study: Study, settings: dict, responses, n_resamples: int)
     participants and after the pre-registered exclusions (the export's ``excluded`` flag). A
     section that cannot be computed says why (``unavailable``)."""
     from annotations.analysis.preference import preference_report, ratings_report
-    from annotations.analysis.report import jsonable
 
     arms = _explanation_arms(study)
     reference = arms[0].name if arms else None
-    sections = {}
-    for section in ("after_exclusions", "all"):
-        frame = responses if section == "after_exclusions" else responses.drop(columns=["excluded"])
-        try:
-            if study.task == PREFERENCE:
-                sections[section] = jsonable(preference_report(frame, seed=settings["seed"], n_boot=n_resamples))
-            else:
-                sections[section] = jsonable(
-                    ratings_report(frame, reference=reference, seed=settings["seed"], n_boot=n_resamples)
-                )
-        except ValueError as exc:
-            sections[section] = {"unavailable": str(exc)}
+    if study.task == PREFERENCE:
+        sections = report_sections(
+            responses, lambda frame: preference_report(frame, seed=settings["seed"], n_boot=n_resamples)
+        )
+    else:
+        sections = report_sections(
+            responses,
+            lambda frame: ratings_report(frame, reference=reference, seed=settings["seed"], n_boot=n_resamples),
+        )
     return {
         "study": {
             "id": study.pk,
