@@ -47,8 +47,7 @@ BOUNDS: dict[str, tuple[str, float, str]] = {
     "unbiased_accuracy_max": ("<", 0.96, "test_demo.py: still wrong on some items"),
     "nonred_triangle_red": (">", 0.8, "test_demo.py: the triangle bias"),
     "slice_text_alone_red": ("==", 1.0, "test_report_demo.py: the question alone answers red"),
-    "share_shift_to_text": (">", 0.25, "test_report_demo.py: reliance moves from the picture to the text"),
-    "share_image_diff_high": ("<", -0.1, "test_report_demo.py"),
+    "share_shift_to_text": (">", 0.15, "test_report_demo.py: reliance moves from the picture to the text"),
     "agree_perm_image_diff_low": (">", 0.3, "test_report_demo.py"),
     "text_corruption_drop": (">", 0.3, "test_report_demo.py"),
     "plants_indoor": (">", 0.9, "test_demo_tabular.py"),
@@ -179,7 +178,6 @@ def margins_for(*, seed: int, threads: int, items: list[dict]) -> dict[str, floa
         "slice_dominance": bias["type_counts"]["slice"]["dominance"] / bias["n"],
         "share_shift_to_text": stats["share:text"]["difference"]["estimate"]
         - stats["share:image"]["difference"]["estimate"],
-        "share_image_diff_high": stats["share:image"]["difference"]["ci_high"],
         "agree_perm_image_diff_low": stats["agree_perm:image"]["difference"]["ci_low"],
         "text_corruption_drop": text_curve[0] - text_curve[-1],
         "plants_indoor": plant_metrics["indoor"],
