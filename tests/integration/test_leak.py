@@ -606,10 +606,13 @@ def _other_labels_named(served, *, study, shown: str, question: str) -> list[str
                 continue
             found += _png_leaks(body, url, others)
     root = readable.parse(served["page"][0].decode())
+    found += _inline_leaks(root, others, others)
     question_words = set(re.findall(r"[a-z0-9]+", question.lower()))
     for piece in readable.readable(root):
         if piece.kind == "text" and piece.value.strip() == question.strip():
             continue
+        if piece.kind.startswith("attribute") and piece.value.strip().startswith("data:"):
+            continue  # an inlined picture: its bytes are checked above, its base64 may hold "/no+"
         if any(node.attrs.get("id") in FIXED_VERDICT_PARTS for node in piece.element.ancestors()):
             continue
         # An instructed check's "please answer Yes/No here" is drawn at random, never from the gold label.
