@@ -39,6 +39,9 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
 # recycled ones too, fork ready instead of spending a second of CPU each on imports. Nothing
 # opens a connection at import time, so no socket is shared across the fork.
 preload_app = os.environ.get("GUNICORN_PRELOAD", "1") != "0"
+# Several instances on one address (SO_REUSEPORT: the kernel spreads connections over them),
+# e.g. one per core or a start beside the running one; each keeps its own control socket.
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "0") == "1"
 # The TLS proxy's address(es): only they may say the request came over https.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 # Heartbeat files in memory, not on a container's overlay filesystem.
@@ -59,14 +62,18 @@ access_log_format = '%({x-forwarded-for}i)s %(h)s %(t)s "%(r)s" %(s)s %(B)s "%(f
 
 
 def _control_socket_per_instance(server) -> None:
-    """``<gunicorn's socket folder>/mmeval-<host>-<port>.ctl``: two instances never bind the
-    same address, so they never share a control socket (``gunicornc -s PATH``)."""
+    """``<gunicorn's socket folder>/mmeval-<host>-<port>.ctl``, and ``…-<master PID>.ctl`` with
+    ``GUNICORN_REUSE_PORT=1``, where instances share an address: two instances never share a
+    control socket (``gunicornc -s PATH``)."""
     if os.environ.get("GUNICORN_CONTROL_SOCKET"):
         return
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     folder = runtime if runtime and os.path.isdir(runtime) else os.path.join(os.path.expanduser("~"), ".gunicorn")
     address = "_".join(server.cfg.bind)
-    name = "mmeval-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in address).strip("-") + ".ctl"
+    name = "mmeval-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in address).strip("-")
+    if server.cfg.reuse_port:
+        name += f"-{os.getpid()}"  # on_starting runs in the master
+    name += ".ctl"
     server.cfg.set("control_socket", os.path.join(folder, name))
 
 

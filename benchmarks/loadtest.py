@@ -29,6 +29,7 @@ import re
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
@@ -92,15 +93,16 @@ def _proc_stats() -> dict[int, tuple[int, str, float]]:
     return out
 
 
-def server_cpu_s(*, server_pid: int | None = None, database: str = "") -> dict[str, float]:
-    """CPU seconds used so far by the server under test: ``gunicorn`` (the process
-    ``server_pid``, every live process below it, and the ones they reaped) and ``postgres``
-    (the live backends of ``database``; a backend that ended takes its CPU with it, so use
-    persistent connections). The difference of two calls is the CPU of what ran between them."""
+def server_cpu_s(*, server_pids: Sequence[int] = (), database: str = "") -> dict[str, float]:
+    """CPU seconds used so far by the server under test: ``gunicorn`` (each process of
+    ``server_pids``, the masters of one or more instances, every live process below them, and
+    the ones they reaped) and ``postgres`` (the live backends of ``database``; a backend that
+    ended takes its CPU with it, so use persistent connections). The difference of two calls is
+    the CPU of what ran between them."""
     stats = _proc_stats()
     found: dict[str, float] = {}
-    if server_pid is not None:
-        below, frontier = {server_pid}, [server_pid]
+    if server_pids:
+        below, frontier = set(server_pids), list(server_pids)
         while frontier:
             parent = frontier.pop()
             children = [pid for pid, (ppid, _, _) in stats.items() if ppid == parent and pid not in below]

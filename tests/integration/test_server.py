@@ -212,7 +212,7 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
         walks_per_participant=1,
         duration=RUN_LIMIT_S,  # a bound: the run ends when the four walks do
         json=str(numbers),
-        server_pid=gunicorn_server.pid,
+        server_pids=[gunicorn_server.pid],
         database=connection.settings_dict["NAME"],
         stdout=out,
     )
@@ -228,7 +228,7 @@ def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn
         assert re.search(rf"^{route} +\d+ ", table, re.M), table
     assert "media GET" not in table  # the pages carry their pictures (issue 22)
     assert re.search(r"^all +\d+ +\d+\.\d", table, re.M)
-    for process in ("gunicorn", "postgres"):
+    for process in ("gunicorn", "postgres", "load generator"):
         assert re.search(rf"^{process} CPU \d+\.\d s: \d+\.\d\d ms per request", table, re.M), table
     summary = json.loads(numbers.read_text())
     # Every request belonged to one of the four walks, and each walk asked for its pages only.
@@ -247,12 +247,12 @@ def test_the_server_cpu_counts_processes_that_ended():
 
     from benchmarks.loadtest import server_cpu_s
 
-    before = server_cpu_s(server_pid=os.getpid())["gunicorn"]
+    before = server_cpu_s(server_pids=[os.getpid()])["gunicorn"]
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
-    after = server_cpu_s(server_pid=os.getpid())["gunicorn"]
+    after = server_cpu_s(server_pids=[os.getpid()])["gunicorn"]
     tick = 1 / os.sysconf("SC_CLK_TCK")
     assert child > 10 * tick  # the child did measurable work
     assert after - before >= child - 2 * tick

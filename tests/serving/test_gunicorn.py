@@ -265,3 +265,51 @@ def test_each_instance_on_a_host_has_its_own_control_socket(short_home):
             stop(process)
 
     assert answered == {port: process.pid for port, process in zip(ports, processes)}
+
+
+def test_instances_sharing_a_port_each_answer_on_their_own_control_socket(short_home):
+    """``GUNICORN_REUSE_PORT=1``: two instances bind one address (two web hosts behind one port,
+    docs/BENCHMARKS.md); both serve it, and each control socket carries its master's PID."""
+    from gunicorn.ctl.client import ControlClient
+
+    env = production_env(
+        HOME=str(short_home), XDG_RUNTIME_DIR=None, WEB_CONCURRENCY="1", GUNICORN_PRELOAD="0", GUNICORN_REUSE_PORT="1"
+    )
+    port = free_port()
+    processes = []
+    try:
+        for _ in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "-c",
+                        "gunicorn.conf.py",
+                        "--bind",
+                        f"127.0.0.1:{port}",
+                        "mmeval.wsgi",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", process=processes[-1])
+        answered = set()
+        for process in processes:
+            path = short_home / ".gunicorn" / f"mmeval-127.0.0.1-{port}-{process.pid}.ctl"
+            deadline = time.monotonic() + 30
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with ControlClient(str(path), timeout=10) as client:
+                answered.add(client.send_command("show stats")["pid"])
+        assert all(process.poll() is None for process in processes)  # the second bind did not fail
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert answered == {process.pid for process in processes}

@@ -7,8 +7,10 @@
 Prints, per route, the requests, req/s, p50/p95/p99/max latency in ms and the errors by
 status, then the totals, the completed walks and the requests per walk; with
 ``--server-pid PID [--database NAME]`` also the CPU the server's processes (and that
-database's Postgres backends) used, per request and per walk. Only a server on this machine
-can be loaded.
+database's Postgres backends) used, per request and per walk; ``--server-pid`` may be given
+once per gunicorn instance (two instances behind one port: their CPU is added). The load
+generator's own CPU is printed too: it shares the machine. Only a server on this machine can
+be loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import time
 from pathlib import Path
 
 from django.core.management import call_command
@@ -55,7 +58,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--server-pid",
             type=int,
-            help="the gunicorn master's PID: also print the CPU its processes used, per request and per walk",
+            action="append",
+            dest="server_pids",
+            help="a gunicorn master's PID (once per instance): also print the CPU its processes used, "
+            "per request and per walk",
         )
         parser.add_argument(
             "--database",
@@ -88,7 +94,7 @@ class Command(BaseCommand):
         timeout,
         setup,
         raters,
-        server_pid,
+        server_pids,
         **options,
     ):
         if setup:
@@ -109,7 +115,9 @@ class Command(BaseCommand):
         if think < 0 or ramp < 0 or timeout <= 0:
             raise CommandError("--think and --ramp must be at least 0, --timeout above 0")
         database = options.get("database", "")
-        cpu_before = server_cpu_s(server_pid=server_pid, database=database) if server_pid else {}
+        server_pids = server_pids or []
+        cpu_before = server_cpu_s(server_pids=server_pids, database=database) if server_pids else {}
+        generator_before = time.process_time()
         report = asyncio.run(
             run_load(
                 url=url,
@@ -125,9 +133,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(report.table())
         cpu = {}
-        if server_pid:
-            after = server_cpu_s(server_pid=server_pid, database=database)
+        if server_pids:
+            after = server_cpu_s(server_pids=server_pids, database=database)
             cpu = {name: after[name] - cpu_before[name] for name in after}
+            cpu["load generator"] = time.process_time() - generator_before
             for name, seconds in cpu.items():
                 per_request = 1000 * seconds / max(report.total_requests, 1)
                 self.stdout.write(
