@@ -31,17 +31,19 @@ threads = _int("GUNICORN_THREADS", 1)
 timeout = _int("GUNICORN_TIMEOUT", 120)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Several instances on one address (SO_REUSEPORT: the kernel spreads connections over them),
+# e.g. one per core or a start beside the running one; each keeps its own control socket.
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "0") == "1"
 # Recycle workers now and then, so a slow leak (e.g. a researcher's adapter loaded during
-# registration) never grows without bound. Jitter keeps them from restarting together.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+# registration) never grows without bound. Jitter keeps them from restarting together. Not
+# by default with reuse_port: each worker then listens on a socket of its own, and a
+# recycled worker's queued connections are reset.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 0 if reuse_port else 2000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
 # Load Django (and the analysis package mmeval/wsgi.py imports) once in the master: workers,
 # recycled ones too, fork ready instead of spending a second of CPU each on imports. Nothing
 # opens a connection at import time, so no socket is shared across the fork.
 preload_app = os.environ.get("GUNICORN_PRELOAD", "1") != "0"
-# Several instances on one address (SO_REUSEPORT: the kernel spreads connections over them),
-# e.g. one per core or a start beside the running one; each keeps its own control socket.
-reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "0") == "1"
 # The TLS proxy's address(es): only they may say the request came over https.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 # Heartbeat files in memory, not on a container's overlay filesystem.
