@@ -511,3 +511,31 @@ async def run_load(
         report.outcomes["cut"] += len(pending)
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+# --------------------------------------------------------------------------- the floor
+
+# Routes that do no work of their own: what any request costs this server (``loadtest --floor``).
+FLOOR_ROUTES = {
+    "/healthz": "health check (answered by the first middleware)",
+    "/robots.txt": "robots.txt (every middleware, no session, no query)",
+}
+
+
+async def request_floor(*, url: str, target: str, connections: int, duration_s: float, timeout_s: float = 30.0) -> int:
+    """How many GETs of ``target`` ``connections`` clients, each asking again as soon as it
+    has its answer, got answered (200) in ``duration_s``; anything else ends the run."""
+    host, port = loopback_address(url)
+    end = time.monotonic() + duration_s
+    answered = 0
+
+    async def client() -> None:
+        nonlocal answered
+        while time.monotonic() < end:
+            reply = await http_request(host, port, "GET", target, headers={}, timeout_s=timeout_s)
+            if reply.status != 200:
+                raise RuntimeError(f"{target} answered {reply.status}")
+            answered += 1
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return answered

@@ -186,6 +186,22 @@ def test_the_load_test_only_loads_this_machine(url):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_floor_run_prints_the_server_cpu_of_requests_that_do_no_work(gunicorn_server):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command(
+        "loadtest", url=gunicorn_server.url, floor=True, duration=1, server_pids=[gunicorn_server.pid], stdout=out
+    )
+
+    rows = re.findall(r"^(health check|robots\.txt) .*? +(\d+) +(\d+) +(\d+\.\d\d) +(\d+\.\d\d)$", out.getvalue(), re.M)
+    assert [row[0] for row in rows] == ["health check", "robots.txt"], out.getvalue()
+    assert all(int(requests) > 0 and float(server_ms) > 0 for _, requests, _, server_ms, _ in rows), out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_load_test_command_prints_a_line_per_route(alice, tmp_path, gunicorn_server):
     import io
     import json

@@ -24,7 +24,7 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from benchmarks.loadtest import loopback_address, run_load, server_cpu_s
+from benchmarks.loadtest import FLOOR_ROUTES, loopback_address, request_floor, run_load, server_cpu_s
 
 MAX_PARTICIPANTS = 5000
 MAX_DURATION_S = 3600
@@ -69,6 +69,12 @@ class Command(BaseCommand):
             help="with --server-pid: also count the CPU of this database's Postgres backends",
         )
         parser.add_argument(
+            "--floor",
+            action="store_true",
+            help="instead of participants: routes that do no work, asked back to back by 16 clients for "
+            "--duration seconds each; with --server-pid, the server's CPU per request (Django's floor here)",
+        )
+        parser.add_argument(
             "--setup",
             action="store_true",
             help="build the demo (manage.py demo --no-serve) and a live copy of its study with "
@@ -104,6 +110,9 @@ class Command(BaseCommand):
             loopback_address(url)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if options.get("floor"):
+            self._floor(url=url, duration=duration, server_pids=server_pids or [])
+            return
         if not study:
             raise CommandError("--study is required (make a study with --setup)")
         if not 1 <= participants <= MAX_PARTICIPANTS:
@@ -147,6 +156,25 @@ class Command(BaseCommand):
             self.stderr.write(f"  {problem}")
         if options.get("json"):
             Path(options["json"]).write_text(json.dumps({**report.summary(), "cpu_s": cpu}, indent=2))
+
+    def _floor(self, *, url: str, duration: float, server_pids: list[int]) -> None:
+        if not 0 < duration <= MAX_DURATION_S:
+            raise CommandError(f"--duration must be above 0 and at most {MAX_DURATION_S} seconds")
+        self.stdout.write(f"{'route':<55} {'requests':>8} {'req/s':>7} {'server CPU ms':>13} {'generator ms':>12}")
+        for target, what in FLOOR_ROUTES.items():
+            before = server_cpu_s(server_pids=server_pids)
+            generator_before = time.process_time()
+            try:
+                answered = asyncio.run(request_floor(url=url, target=target, connections=16, duration_s=duration))
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                raise CommandError(f"{target}: {exc}") from None
+            requests = max(answered, 1)
+            server_s = server_cpu_s(server_pids=server_pids).get("gunicorn", 0.0) - before.get("gunicorn", 0.0)
+            server, generator = server_s / requests, (time.process_time() - generator_before) / requests
+            cpu = f"{1000 * server:.2f}" if server_pids else "-"
+            self.stdout.write(
+                f"{what:<55} {answered:>8} {answered / duration:>7.0f} {cpu:>13} {1000 * generator:>12.2f}"
+            )
 
     def _setup(self, *, raters: int) -> str:
         """A fresh live copy of the demo's design on the demo's dataset and model, with
