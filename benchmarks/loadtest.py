@@ -97,7 +97,8 @@ def server_cpu_s(*, server_pids: Sequence[int] = (), database: str = "") -> dict
     """CPU seconds used so far by the server under test: ``gunicorn`` (each process of
     ``server_pids``, the masters of one or more instances, every live process below them, and
     the ones they reaped) and ``postgres`` (the live backends of ``database``; a backend that
-    ended takes its CPU with it, so use persistent connections). The difference of two calls is
+    ended takes its CPU with it, so keep them alive: ``DB_CONN_MAX_AGE`` above the run and
+    ``GUNICORN_MAX_REQUESTS=0``, or the count reads low, even below zero). The difference of two calls is
     the CPU of what ran between them."""
     stats = _proc_stats()
     found: dict[str, float] = {}
