@@ -48,14 +48,7 @@ def server(django_db_setup, tmp_path_factory):
     collected = manage("collectstatic", "--noinput", env=env)
     assert collected.returncode == 0, collected.stderr
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "mmeval.wsgi"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _start_gunicorn(port, env)
     wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
     yield {"port": port, "access_log": folder / "access.log", "static_root": folder / "static"}
     stop(process)
@@ -219,6 +212,29 @@ def test_readyz_names_a_database_that_does_not_answer(tmp_path):
     assert body["checks"]["database"].startswith("failed: ")
 
 
+def _start_gunicorn(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """The repository's gunicorn on 127.0.0.1:``port``, its output on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "mmeval.wsgi"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _control_socket_pid(path: Path) -> int:
+    """The master PID that the control socket at ``path`` reports (waiting for it to appear)."""
+    from gunicorn.ctl.client import ControlClient
+
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with ControlClient(str(path), timeout=10) as client:
+        return client.send_command("show stats")["pid"]
+
+
 @pytest.fixture
 def short_home():
     """A home folder with a short path: a Unix socket's path is limited to 107 bytes, which a
@@ -232,34 +248,15 @@ def test_each_instance_on_a_host_has_its_own_control_socket(short_home):
     """Two gunicorn instances on one host (two sites, or a blue/green switch): each answers
     on a control socket of its own, named after its address, so `gunicornc` reaches the
     instance it names and a second start never takes over the first one's socket."""
-    from gunicorn.ctl.client import ControlClient
-
-    tmp_path = short_home
-
-    env = production_env(HOME=str(tmp_path), XDG_RUNTIME_DIR=None, WEB_CONCURRENCY="1", GUNICORN_PRELOAD="0")
+    env = production_env(HOME=str(short_home), XDG_RUNTIME_DIR=None, WEB_CONCURRENCY="1", GUNICORN_PRELOAD="0")
     ports = [free_port(), free_port()]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "mmeval.wsgi"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for port in ports
-    ]
+    processes = [_start_gunicorn(port, env) for port in ports]
     try:
         for port, process in zip(ports, processes):
             wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
-        answered = {}
-        for port in ports:
-            path = tmp_path / ".gunicorn" / f"mmeval-127.0.0.1-{port}.ctl"
-            deadline = time.monotonic() + 30
-            while not path.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            with ControlClient(str(path), timeout=10) as client:
-                answered[port] = client.send_command("show stats")["pid"]
+        answered = {
+            port: _control_socket_pid(short_home / ".gunicorn" / f"mmeval-127.0.0.1-{port}.ctl") for port in ports
+        }
     finally:
         for process in processes:
             stop(process)
@@ -270,8 +267,6 @@ def test_each_instance_on_a_host_has_its_own_control_socket(short_home):
 def test_instances_sharing_a_port_each_answer_on_their_own_control_socket(short_home):
     """``GUNICORN_REUSE_PORT=1``: two instances bind one address (two web hosts behind one port,
     docs/BENCHMARKS.md); both serve it, and each control socket carries its master's PID."""
-    from gunicorn.ctl.client import ControlClient
-
     env = production_env(
         HOME=str(short_home), XDG_RUNTIME_DIR=None, WEB_CONCURRENCY="1", GUNICORN_PRELOAD="0", GUNICORN_REUSE_PORT="1"
     )
@@ -279,34 +274,12 @@ def test_instances_sharing_a_port_each_answer_on_their_own_control_socket(short_
     processes = []
     try:
         for _ in range(2):
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "-c",
-                        "gunicorn.conf.py",
-                        "--bind",
-                        f"127.0.0.1:{port}",
-                        "mmeval.wsgi",
-                    ],
-                    cwd=REPO,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-            )
+            processes.append(_start_gunicorn(port, env))
             wait_for_http(f"http://127.0.0.1:{port}/healthz", process=processes[-1])
-        answered = set()
-        for process in processes:
-            path = short_home / ".gunicorn" / f"mmeval-127.0.0.1-{port}-{process.pid}.ctl"
-            deadline = time.monotonic() + 30
-            while not path.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            with ControlClient(str(path), timeout=10) as client:
-                answered.add(client.send_command("show stats")["pid"])
+        answered = {
+            _control_socket_pid(short_home / ".gunicorn" / f"mmeval-127.0.0.1-{port}-{process.pid}.ctl")
+            for process in processes
+        }
         assert all(process.poll() is None for process in processes)  # the second bind did not fail
     finally:
         for process in processes:
