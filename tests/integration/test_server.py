@@ -198,7 +198,8 @@ def test_the_floor_run_prints_the_server_cpu_of_requests_that_do_no_work(gunicor
 
     rows = re.findall(r"^(health check|robots\.txt) .*? +(\d+) +(\d+) +(\d+\.\d\d) +(\d+\.\d\d)$", out.getvalue(), re.M)
     assert [row[0] for row in rows] == ["health check", "robots.txt"], out.getvalue()
-    assert all(int(requests) > 0 and float(server_ms) > 0 for _, requests, _, server_ms, _ in rows), out.getvalue()
+    # Each of the 16 clients has at least its first answer; the CPU is read in clock ticks (10 ms).
+    assert all(int(requests) >= 16 and float(server_ms) >= 0 for _, requests, _, server_ms, _ in rows), out.getvalue()
 
 
 @pytest.mark.django_db(transaction=True)
