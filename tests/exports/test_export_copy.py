@@ -112,6 +112,18 @@ def test_copy_path_equals_the_python_path_on_awkward_text(answered, raw_ids):
     assert any(row[RESPONSE_COLUMNS.index("stratum")] == "" for row in rows[1:])
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 100])
+def test_copy_path_is_the_same_whatever_the_chunk_size(answered, monkeypatch, chunk_bytes):
+    """Chunks of one row (a chunk smaller than a row) or of a few rows, on multi-byte text
+    ("ünïcödé ✓ 日本"): the same text as the Python path."""
+    from annotations.selectors import exports
+
+    _make_awkward(answered, raw_ids=True)
+    python = "".join(study_responses_csv_lines_python(study=answered))
+    monkeypatch.setattr(exports, "_COPY_CHUNK_BYTES", chunk_bytes)
+    assert "日本" in python and "".join(study_responses_csv_lines_copy(study=answered)) == python
+
+
 @pytest.mark.parametrize(
     "rules",
     [
