@@ -540,3 +540,19 @@ async def request_floor(*, url: str, target: str, connections: int, duration_s: 
 
     await asyncio.gather(*(client() for _ in range(connections)))
     return answered
+
+
+def floor_table(*, url: str, duration_s: float, server_pids: Sequence[int] = (), connections: int = 16) -> str:
+    """Each of ``FLOOR_ROUTES`` asked back to back by ``connections`` clients for ``duration_s``:
+    requests, req/s, and per request the server's CPU (with ``server_pids``) and this process's."""
+    lines = [f"{'route':<55} {'requests':>8} {'req/s':>7} {'server CPU ms':>13} {'generator ms':>12}"]
+    for target, what in FLOOR_ROUTES.items():
+        before = server_cpu_s(server_pids=server_pids)
+        generator_before = time.process_time()
+        answered = asyncio.run(request_floor(url=url, target=target, connections=connections, duration_s=duration_s))
+        requests = max(answered, 1)
+        server_s = server_cpu_s(server_pids=server_pids).get("gunicorn", 0.0) - before.get("gunicorn", 0.0)
+        server, generator = server_s / requests, (time.process_time() - generator_before) / requests
+        cpu = f"{1000 * server:.2f}" if server_pids else "-"
+        lines.append(f"{what:<55} {answered:>8} {answered / duration_s:>7.0f} {cpu:>13} {1000 * generator:>12.2f}")
+    return "\n".join(lines)

@@ -96,15 +96,13 @@ def judging_report(*, study: Study, settings: dict, responses, n_resamples: int)
 
     arms = _explanation_arms(study)
     reference = arms[0].name if arms else None
-    if study.task == PREFERENCE:
-        sections = report_sections(
-            responses, lambda frame: preference_report(frame, seed=settings["seed"], n_boot=n_resamples)
-        )
-    else:
-        sections = report_sections(
-            responses,
-            lambda frame: ratings_report(frame, reference=reference, seed=settings["seed"], n_boot=n_resamples),
-        )
+
+    def analyse(frame):
+        if study.task == PREFERENCE:
+            return preference_report(frame, seed=settings["seed"], n_boot=n_resamples)
+        return ratings_report(frame, reference=reference, seed=settings["seed"], n_boot=n_resamples)
+
+    sections = report_sections(responses, analyse)
     return {
         "study": {
             "id": study.pk,

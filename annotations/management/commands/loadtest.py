@@ -24,7 +24,7 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from benchmarks.loadtest import FLOOR_ROUTES, loopback_address, request_floor, run_load, server_cpu_s
+from benchmarks.loadtest import floor_table, loopback_address, run_load, server_cpu_s
 
 MAX_PARTICIPANTS = 5000
 MAX_DURATION_S = 3600
@@ -160,21 +160,10 @@ class Command(BaseCommand):
     def _floor(self, *, url: str, duration: float, server_pids: list[int]) -> None:
         if not 0 < duration <= MAX_DURATION_S:
             raise CommandError(f"--duration must be above 0 and at most {MAX_DURATION_S} seconds")
-        self.stdout.write(f"{'route':<55} {'requests':>8} {'req/s':>7} {'server CPU ms':>13} {'generator ms':>12}")
-        for target, what in FLOOR_ROUTES.items():
-            before = server_cpu_s(server_pids=server_pids)
-            generator_before = time.process_time()
-            try:
-                answered = asyncio.run(request_floor(url=url, target=target, connections=16, duration_s=duration))
-            except (OSError, RuntimeError, TimeoutError) as exc:
-                raise CommandError(f"{target}: {exc}") from None
-            requests = max(answered, 1)
-            server_s = server_cpu_s(server_pids=server_pids).get("gunicorn", 0.0) - before.get("gunicorn", 0.0)
-            server, generator = server_s / requests, (time.process_time() - generator_before) / requests
-            cpu = f"{1000 * server:.2f}" if server_pids else "-"
-            self.stdout.write(
-                f"{what:<55} {answered:>8} {answered / duration:>7.0f} {cpu:>13} {1000 * generator:>12.2f}"
-            )
+        try:
+            self.stdout.write(floor_table(url=url, duration_s=duration, server_pids=server_pids))
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            raise CommandError(f"the floor run failed: {exc}") from None
 
     def _setup(self, *, raters: int) -> str:
         """A fresh live copy of the demo's design on the demo's dataset and model, with
