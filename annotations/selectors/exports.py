@@ -582,7 +582,7 @@ def _copy_csv_lines(study: Study, rules: ExclusionRules) -> Iterator[str]:
     finally:
         if not connection.needs_rollback and not _transaction_aborted():
             with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+                cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_counts")
         # else the rollback that must come drops it (it was created in the same transaction)
 
 
@@ -612,25 +612,24 @@ def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> 
         else "NULL"
     )
     query = f"""
-        SELECT c.*, p.public_id::text, p.platform, p.platform_id, p.screened_out
+        SELECT c.*, p.public_id::text AS public_id, p.platform, p.platform_id, p.screened_out
         FROM (
-            SELECT r.participant_id, min(r.condition_id), max(r.condition_id),
-                   count(*) FILTER (WHERE {scored}),
-                   count(*) FILTER (WHERE r.is_attention_check),
-                   count(*) FILTER (WHERE r.is_attention_check AND r.attention_passed),
-                   count(*) FILTER (WHERE r.is_attention_check AND NOT r.attention_passed),
-                   {fast_count},
-                   {median},
-                   {client_median},
-                   sum(r.blur_count) FILTER (WHERE {scored}),
-                   sum(r.hidden_ms) FILTER (WHERE {scored})
+            SELECT r.participant_id, min(r.condition_id) AS arm, max(r.condition_id) AS other_arm,
+                   count(*) FILTER (WHERE {scored}) AS n_test,
+                   count(*) FILTER (WHERE r.is_attention_check) AS n_attention,
+                   count(*) FILTER (WHERE r.is_attention_check AND r.attention_passed) AS n_passed,
+                   count(*) FILTER (WHERE r.is_attention_check AND NOT r.attention_passed) AS n_failed,
+                   {fast_count} AS n_fast,
+                   {median} AS median_rt,
+                   {client_median} AS client_median_rt,
+                   sum(r.blur_count) FILTER (WHERE {scored}) AS n_blurs,
+                   sum(r.hidden_ms) FILTER (WHERE {scored}) AS hidden_ms
             FROM {Response._meta.db_table} r
             WHERE r.participant_id IN (
                 SELECT id FROM {Participant._meta.db_table} WHERE study_id = %(study)s AND platform <> %(preview)s
             )
             GROUP BY r.participant_id
         ) c JOIN {Participant._meta.db_table} p ON p.id = c.participant_id
-        ORDER BY c.participant_id
     """
     arms = {
         pk: (arm.name, str(arm.is_baseline), arm.views, arm.methods, arm.display) for pk, arm in _arms(study).items()
@@ -638,8 +637,17 @@ def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> 
     salt = _platform_salt(study)
     raw_ids = study.export_raw_platform_ids
     written = 0
+    # The counts go into a table of their own first: a query behind a server-side cursor never
+    # gets a parallel plan, CREATE TABLE AS does (about half the time of this step at 1M rows),
+    # and reading the small table back a chunk at a time keeps the memory flat.
+    counts = f"{table}_counts"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {counts} AS {query}",
+            {"fast": fast, "study": study.pk, "preview": Participant.Platform.PREVIEW},
+        )
     with connection.chunked_cursor() as found, connection.cursor() as writer:
-        found.execute(query, {"fast": fast, "study": study.pk, "preview": Participant.Platform.PREVIEW})
+        found.execute(f"SELECT * FROM {counts} ORDER BY participant_id")
         while batch := found.fetchmany(_CHUNK):
             lines = []
             for row in batch:
@@ -680,6 +688,7 @@ def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> 
             writer.cursor.copy_expert(f"COPY {table} FROM STDIN", io.StringIO("".join(lines)))
             written += len(lines)
     with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {counts}")
         cursor.execute(f"ANALYZE {table}")
     return written
 
