@@ -638,8 +638,8 @@ def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> 
     raw_ids = study.export_raw_platform_ids
     written = 0
     # The counts go into a table of their own first: a query behind a server-side cursor never
-    # gets a parallel plan, CREATE TABLE AS does (about half the time of this step at 1M rows),
-    # and reading the small table back a chunk at a time keeps the memory flat.
+    # gets a parallel plan, CREATE TABLE AS may (0.25 s instead of 0.38 s at 1M rows), and
+    # reading the small table back a chunk at a time keeps the memory flat.
     counts = f"{table}_counts"
     with connection.cursor() as cursor:
         cursor.execute(

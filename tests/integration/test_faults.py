@@ -116,10 +116,10 @@ def test_two_workers_share_a_precompute(alice, demo_jsonl, queues, workers, sett
 def test_a_chunk_past_the_soft_time_limit_is_split_not_failed(alice, tmp_path, queues, workers, settings):
     """The real billiard soft time limit (prefork pool): a predictions chunk of 8 items never
     finishes (SlowAdapter), so it is split and its halves of 4 finish; the job still completes.
-    The chunk of 8 waits out the whole limit, so it is no longer than needed: the slowest chunk
-    after it (the first explanation rows, which also warm up the attribution code) took 5 s at
-    load 6. One that still overran would be halved again; only a single item past the limit
-    would fail the job."""
+    The chunk of 8 waits out the whole limit, so the limit is no longer than needed: the
+    chunks after it (the explanation rows, which also warm up the attribution code) finish
+    inside it, in a few seconds. One that still overran would be halved again; only a single
+    item past the limit would fail the job."""
     from workers.engine.demo.data import generate_dataset
 
     settings.MMEVAL_PRECOMPUTE_BATCH_SIZE = 8
