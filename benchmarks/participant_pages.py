@@ -9,8 +9,8 @@ item page and every URL it loads by itself, the answers, practice acknowledgemen
 and done page). Per route: the requests per walk, the median and total CPU of this process per
 request (``time.process_time``: Django, the template, the ORM's side of each query; not
 Postgres' or Redis' own CPU), and the bytes of the responses, as sent and gzipped (what a
-compressing proxy would send). Use a study made by
-``loadtest --setup``; each walk takes one of its slots.
+compressing proxy would send). One warm-up walk first (``--warmup``) is not counted. Use a
+study made by ``loadtest --setup``; each walk, warm-up included, takes one of its slots.
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ def _body(response) -> bytes:
     return b"".join(response.streaming_content) if response.streaming else response.content
 
 
-def walk_costs(*, study: str, walks: int, seed: int = 0) -> WalkCosts:
-    """``walks`` participants through the live study ``study`` (its public ID), one at a time."""
+def walk_costs(*, study: str, walks: int, seed: int = 0, warmup: int = 1) -> WalkCosts:
+    """``walks`` participants through the live study ``study`` (its public ID), one at a time,
+    after ``warmup`` walks that are not counted: a server process has long paid for its first
+    imports and caches (the first survey answer imports the analysis library, 0.9 s) and loads
+    its middleware once (whitenoise's index of the static files, about 10 ms), so neither is
+    charged to a route here."""
     costs, rng = WalkCosts(), random.Random(seed)
     base = f"/s/{study}/"
 
@@ -86,8 +90,12 @@ def walk_costs(*, study: str, walks: int, seed: int = 0) -> WalkCosts:
         costs.routes[route].gzip_bytes.append(len(gzip.compress(body, compresslevel=6)))
         return response, body.decode("utf-8", "replace")
 
-    for _ in range(walks):
-        client = Client()
+    handler = Client().handler  # the middleware is loaded once, as in a server process
+    for walk in range(warmup + walks):
+        if walk == warmup:
+            costs = WalkCosts()  # what the warm-up walks cost is dropped
+        client = Client()  # each walk a new browser (its own cookies)
+        client.handler = handler
         query = urlencode({"PROLIFIC_PID": f"bench-{uuid.uuid4().hex[:12]}", "STUDY_ID": "bench", "SESSION_ID": "1"})
         response, page = request(client, "entry GET", "GET", f"{base}?{query}")
         if response.status_code != 200 or (code := _CODE.search(page)):

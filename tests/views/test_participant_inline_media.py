@@ -239,3 +239,6 @@ def test_the_page_benchmark_counts_one_request_per_page(study):
     assert rows["answer POST"] == 3 + 4 and rows["learn POST"] == 2
     total = float(re.search(r"^all +(\d+\.\d) ", table, re.M).group(1))
     assert total == sum(rows.values())
+    # the warm-up walk went through the study too, and is not in the table
+    assert "over 2 walks" in table
+    assert Participant.objects.filter(study=study, phase=Participant.Phase.DONE).count() == 2 + 1

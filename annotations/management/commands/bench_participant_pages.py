@@ -23,12 +23,17 @@ class Command(BaseCommand):
         parser.add_argument("--study", required=True, help="public ID of a live study (loadtest --setup makes one)")
         parser.add_argument("--walks", type=int, default=6, help=f"participants, one after another (1 to {MAX_WALKS})")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--warmup", type=int, default=1, help="walks first, not counted (first imports and caches; 0 to 10)"
+        )
 
-    def handle(self, *args, study, walks, seed, **options):
+    def handle(self, *args, study, walks, seed, warmup, **options):
         if not 1 <= walks <= MAX_WALKS:
             raise CommandError(f"--walks must be from 1 to {MAX_WALKS}")
+        if not 0 <= warmup <= 10:
+            raise CommandError("--warmup must be from 0 to 10")
         try:
-            costs = walk_costs(study=study, walks=walks, seed=seed)
+            costs = walk_costs(study=study, walks=walks, seed=seed, warmup=warmup)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(costs.table())
