@@ -138,10 +138,11 @@ def test_an_adapter_that_cannot_predict_fails_the_job_at_once(celery_worker_proc
 
 
 def test_precompute_rerun_in_process_is_idempotent(alice, demo_jsonl):
-    study = demo_study(owner=alice, jsonl=demo_jsonl)
+    study = demo_study(owner=alice, jsonl=demo_jsonl, **SMALL)
     first = precompute_job_create(study=study)
     assert precompute_run(job_id=first.pk)["status"] == "done"
     counts = (Prediction.objects.count(), Explanation.objects.count())
+    assert min(counts) > 0
 
     again = precompute_job_create(study=Study.objects.get(pk=study.pk))
     assert precompute_run(job_id=again.pk)["status"] == "done"
