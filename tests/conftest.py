@@ -124,11 +124,20 @@ def pytest_collection_modifyitems(config, items):
 SERVICE_MARKS = frozenset({"django_db", "browser", "worker"})
 
 
+# The second-seed pass (``-m trained_model``, ``./run test``) likewise imports only the test
+# modules that name the mark: it is applied in the test modules themselves, never by a helper
+# or a conftest (``tests/test_tiers.py`` checks that), so the others cannot hold such a test.
+TRAINED_MODEL_MARK = "trained_model"
+
+
 def pytest_ignore_collect(collection_path, config):
-    if config.getoption("markexpr", "") != "not needs_services":
+    markexpr = config.getoption("markexpr", "")
+    if markexpr not in ("not needs_services", TRAINED_MODEL_MARK):
         return None
     if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
+    if markexpr == TRAINED_MODEL_MARK:
+        return None if TRAINED_MODEL_MARK.encode() in collection_path.read_bytes() else True
     return True if _module_marked_for_services(collection_path) else None
 
 
