@@ -577,8 +577,9 @@ def _copy_csv_lines(study: Study, rules: ExclusionRules) -> Iterator[str]:
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {table} (participant_id bigint PRIMARY KEY, {cells})")
     try:
-        if _copy_participants_fill(study, rules, table):
-            yield from _copy_out_chunks(_copy_responses_sql(study, rules, table))
+        arms = _arms(study)
+        if _copy_participants_fill(study, rules, table, arms):
+            yield from _copy_out_chunks(_copy_responses_sql(study, rules, table, sorted(arms)))
     finally:
         if not connection.needs_rollback and not _transaction_aborted():
             with connection.cursor() as cursor:
@@ -590,7 +591,7 @@ def _transaction_aborted() -> bool:
     return connection.connection.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INERROR
 
 
-def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> int:
+def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str, arms: dict[int, _Arm]) -> int:
     """Steps 1 and 2 of :func:`study_responses_csv_lines_copy`: each participant's columns of
     the export (``RESPONSE_PARTICIPANT_COLUMNS`` but the study), as the CSV writes them, into
     ``table``; a raw platform ID goes in as is (the ``COPY`` defuses it). Returns the
@@ -631,9 +632,7 @@ def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> 
             GROUP BY r.participant_id
         ) c JOIN {Participant._meta.db_table} p ON p.id = c.participant_id
     """
-    arms = {
-        pk: (arm.name, str(arm.is_baseline), arm.views, arm.methods, arm.display) for pk, arm in _arms(study).items()
-    }
+    arm_cells = {pk: (arm.name, str(arm.is_baseline), arm.views, arm.methods, arm.display) for pk, arm in arms.items()}
     salt = _platform_salt(study)
     raw_ids = study.export_raw_platform_ids
     written = 0
@@ -676,7 +675,7 @@ def _copy_participants_fill(study: Study, rules: ExclusionRules, table: str) -> 
                 cells = (
                     str(pk),
                     study.task,
-                    *arms[arm],
+                    *arm_cells[arm],
                     uuid_text,
                     platform,
                     exported,
@@ -701,7 +700,7 @@ def _copy_in_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str) -> str:
+def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str, arm_ids: list[int]) -> str:
     """The ``COPY`` statement of step 3, its values quoted in by the driver (``mogrify``)."""
     fast = rules.fast_rt_ms
     prefix = [f"t.{connection.ops.quote_name(name)}" for name in _PREFIX_CELLS]
@@ -739,10 +738,9 @@ def _copy_responses_sql(study: Study, rules: ExclusionRules, table: str) -> str:
         WHERE r.condition_id = ANY(%s)
         ORDER BY r.participant_id, r.id
     """
-    # The study's arms: redundant with the join, but it lets the hash-join plan read only this
-    # study's responses (their condition index) instead of scanning every study's.
-    arms = sorted(Condition.objects.filter(study=study).values_list("pk", flat=True))
-    params = [study.public_id, *([fast] if fast > 0 else []), study.pk, arms]  # in the order of the %s
+    # ``arm_ids``, the study's arms: redundant with the join, but it lets the hash-join plan read
+    # only this study's responses (their condition index) instead of scanning every study's.
+    params = [study.public_id, *([fast] if fast > 0 else []), study.pk, arm_ids]  # in the order of the %s
     with connection.cursor() as cursor:
         statement = cursor.mogrify(query, params).decode("utf-8")
     return f"COPY ({statement}) TO STDOUT WITH (FORMAT csv)"
