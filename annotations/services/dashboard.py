@@ -37,8 +37,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
-from django.db.models import BooleanField, Case, CharField, DateTimeField, F, Q, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import DashboardSnapshot, Response, Study
@@ -106,22 +106,47 @@ def dashboard_response_stored(*, study_id: int) -> None:
     extra message at most once per computation: it finds the lease held, or does the rerun
     early and the rerun's own message finds nothing). A study whose dashboard was never opened
     has no snapshot, and nothing is computed for it until it is."""
-    now = timezone.now()
-    idle = Q(status__in=_IDLE)
-    changed = (
-        DashboardSnapshot.objects.filter(study_id=study_id)
-        .filter(idle | Q(status=DashboardSnapshot.Status.RUNNING, rerun=False))
-        .update(
-            status=Case(
-                When(idle, then=Value(DashboardSnapshot.Status.QUEUED)), default=F("status"), output_field=CharField()
-            ),
-            rerun=Case(When(idle, then=Value(False)), default=Value(True), output_field=BooleanField()),
-            requested_at=Case(When(idle, then=Value(now)), default=F("requested_at"), output_field=DateTimeField()),
-            dispatched_at=Case(When(idle, then=Value(now)), default=F("dispatched_at"), output_field=DateTimeField()),
-        )
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_response_stored_sql(), _response_stored_params(study_id=study_id, now=timezone.now()))
+        changed = cursor.rowcount
     if changed:
         _dispatch(study_id=study_id)
+
+
+# The update above, written out: built through the ORM (four CASE expressions) it cost 1.3 ms of
+# CPU to compile, a sixth of the answer's request. Every SET expression reads the row as it was
+# (Postgres and SQLite alike), so "running" below means "was running".
+_RESPONSE_STORED_SQL = """
+UPDATE {table} SET
+    rerun = CASE WHEN {status} = %s THEN %s ELSE %s END,
+    requested_at = CASE WHEN {status} = %s THEN {requested_at} ELSE %s END,
+    dispatched_at = CASE WHEN {status} = %s THEN {dispatched_at} ELSE %s END,
+    {status} = CASE WHEN {status} = %s THEN {status} ELSE %s END
+WHERE {study} = %s AND ({status} IN (%s, %s) OR ({status} = %s AND {rerun} = %s))
+"""
+
+
+def _response_stored_sql() -> str:
+    quote, fields = connection.ops.quote_name, DashboardSnapshot._meta
+    return _RESPONSE_STORED_SQL.format(
+        table=quote(fields.db_table),
+        **{name: quote(fields.get_field(name).column) for name in ("status", "rerun", "requested_at", "dispatched_at")},
+        study=quote(fields.get_field("study").column),
+    )
+
+
+def _response_stored_params(*, study_id: int, now: datetime) -> list:
+    running, queued = DashboardSnapshot.Status.RUNNING.value, DashboardSnapshot.Status.QUEUED.value
+    now = connection.ops.adapt_datetimefield_value(now)
+    return [
+        *(running, True, False),  # rerun: a running one runs again; a queued one starts afresh
+        *(running, now),  # requested_at
+        *(running, now),  # dispatched_at
+        *(running, queued),  # status: idle or failed → queued
+        study_id,
+        *(status.value for status in _IDLE),
+        *(running, False),
+    ]
 
 
 def _redispatch_if_lost(*, pk: int, study_id: int, now: datetime) -> None:

@@ -194,11 +194,24 @@ def test_an_answer_asks_for_a_refresh_in_one_update_once_the_dashboard_exists(
         with django_assert_num_queries(1):
             dashboard.dashboard_response_stored(study_id=study.pk)  # queued already: nothing more
     assert dispatched == [study.pk]
-    DashboardSnapshot.objects.filter(study=study).update(status="running", heartbeat_at=timezone.now())
+    long_ago = timezone.now() - timedelta(hours=1)
+    DashboardSnapshot.objects.filter(study=study).update(
+        status="running", heartbeat_at=timezone.now(), requested_at=long_ago, dispatched_at=long_ago
+    )
     for _ in range(5):
-        dashboard.dashboard_response_stored(study_id=study.pk)
-    assert DashboardSnapshot.objects.get(study=study).rerun is True
+        with django_assert_num_queries(1):
+            dashboard.dashboard_response_stored(study_id=study.pk)
+    running = DashboardSnapshot.objects.get(study=study)
+    assert (running.status, running.rerun) == ("running", True)
+    assert running.requested_at == running.dispatched_at == long_ago  # a running one keeps its times
     assert dispatched == [study.pk, study.pk]  # one more message for the whole computation
-    DashboardSnapshot.objects.filter(study=study).update(status="idle", rerun=False)
-    dashboard.dashboard_response_stored(study_id=study.pk)
-    assert DashboardSnapshot.objects.get(study=study).status == "queued" and len(dispatched) == 3
+    for failed_or_idle in ("idle", "failed"):
+        DashboardSnapshot.objects.filter(study=study).update(
+            status=failed_or_idle, rerun=True, requested_at=long_ago, dispatched_at=long_ago
+        )
+        before = timezone.now()
+        dashboard.dashboard_response_stored(study_id=study.pk)
+        queued = DashboardSnapshot.objects.get(study=study)
+        assert (queued.status, queued.rerun) == ("queued", False)
+        assert queued.requested_at == queued.dispatched_at and queued.requested_at >= before
+    assert len(dispatched) == 4
